@@ -1,0 +1,85 @@
+# Remus-style VM replicator. `make` builds, `make check` runs every test,
+# `make demo` replicates the bundled test guest and fails it over.
+# Quiet by default; `make V=1` shows the commands.
+
+CC      ?= gcc
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+           -Wmissing-prototypes -Wno-unused-parameter -D_GNU_SOURCE \
+           -Icommon -MMD -MP
+LDLIBS  := $(shell pkg-config --libs json-c) -lev -lpthread
+CHECK_LIBS := $(shell pkg-config --libs check)
+SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+B := build
+# One library per folder; each folder's main.c (if any) is its program.
+MODULES   := common replicator backup-agent remusctl
+lib_srcs   = $(filter-out $(1)/main.c,$(wildcard $(1)/*.c))
+objs       = $(patsubst %.c,$(2)/%.o,$(call lib_srcs,$(1)))
+ALL_LIB_SRCS := $(foreach m,$(MODULES),$(call lib_srcs,$(m)))
+
+PROGRAMS := $(B)/bin/remus-replicator $(B)/bin/remus-agent $(B)/bin/remusctl
+TESTS    := $(patsubst tests/%.c,$(B)/asan/%,$(wildcard tests/check_*.c))
+
+all: $(PROGRAMS)
+
+$(B)/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS) -c -o $@ $<
+
+$(B)/asan/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC-SAN  $<")
+	$(Q)$(CC) $(CFLAGS) $(SAN) -c -o $@ $<
+
+$(B)/bin/remus-replicator: $(B)/replicator/main.o $(call objs,replicator,$(B)) $(call objs,common,$(B))
+$(B)/bin/remus-agent: $(B)/backup-agent/main.o $(call objs,backup-agent,$(B)) $(call objs,common,$(B))
+$(B)/bin/remusctl: $(B)/remusctl/main.o $(call objs,remusctl,$(B)) $(call objs,common,$(B))
+$(PROGRAMS):
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+# Unit tests: every library object, built with ASan/UBSan, linked into each
+# tests/check_<module> binary.
+$(B)/asan/check_%: $(B)/asan/tests/check_%.o $(patsubst %.c,$(B)/asan/%.o,$(ALL_LIB_SRCS))
+	@$(if $(Q),echo "  LD-SAN  $@")
+	$(Q)$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(CHECK_LIBS) $(LDLIBS)
+
+GUEST := $(B)/guest
+guest: $(GUEST)/initrd.img
+$(GUEST)/initrd.img: scripts/make-test-guest $(wildcard scripts/guest/*)
+	$(Q)scripts/make-test-guest $(GUEST)
+
+unit: $(TESTS)
+	$(Q)scripts/run-unit-tests $(TESTS)
+
+integration: all guest
+	$(Q)tests/integration/run-all
+
+check: deps
+	$(Q)$(MAKE) --no-print-directory all unit integration
+
+deps:
+	$(Q)scripts/install-deps
+
+demo: deps
+	$(Q)$(MAKE) --no-print-directory all guest
+	$(Q)scripts/demo
+
+bench: all guest
+	$(Q)bench/run-all
+
+clean:
+	rm -rf $(B)
+
+.PHONY: all guest unit integration check deps demo bench clean
+.SECONDARY:
+-include $(shell find $(B) -name '*.d' 2>/dev/null)

@@ -1,0 +1,323 @@
+/* The agent's event loop: one primary at a time; stage, verify, commit and
+ * acknowledge its epochs; restore the VM when the primary is lost. */
+#include "agent.h"
+
+#include "log.h"
+#include "restore.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static void send_frame(struct agent *a, unsigned type, uint64_t epoch, const char *text)
+{
+	struct iovec iov = { .iov_base = (void *)text, .iov_len = text ? strlen(text) : 0 };
+	char *copy = text ? strdup(text) : NULL;
+
+	iov.iov_base = copy;
+	if (frame_queue_push(&a->out, type, epoch, &iov, text ? 1 : 0, copy, NULL))
+		return;
+	a->last_tx = ev_now(a->loop);
+	if (!ev_is_active(&a->wio))
+		ev_io_start(a->loop, &a->wio);
+}
+
+static void drop_primary(struct agent *a)
+{
+	ev_io_stop(a->loop, &a->rio);
+	ev_io_stop(a->loop, &a->wio);
+	if (a->fd >= 0)
+		close(a->fd);
+	a->fd = -1;
+	frame_queue_clear(&a->out);
+	frame_reader_free(&a->reader);
+	a->hello_done = false;
+	replica_end_session(&a->replica);
+}
+
+static void failover(struct agent *a, const char *why)
+{
+	struct restore_result res;
+	bool committed = a->replica.session_committed;
+
+	drop_primary(a);
+	if (!committed) {
+		log_err("primary lost (%s) before any checkpoint of this session committed; "
+			"a replica from an earlier session would roll the VM back, so it is not "
+			"restored automatically (remus-agent --restore --state-dir %s does it)",
+			why, a->cfg.state_dir);
+		return;
+	}
+	if (a->cfg.no_failover) {
+		log_err("primary lost (%s); --no-failover: replica kept, VM not restored", why);
+		return;
+	}
+	log_err("primary lost (%s): restoring the VM from its last committed checkpoint", why);
+	if (restore_vm(a->cfg.state_dir, &res)) {
+		log_err("FAILOVER FAILED: the replica in %s is intact; fix the cause and run "
+			"remus-agent --restore --state-dir %s", a->cfg.state_dir, a->cfg.state_dir);
+		a->exit_code = 1;
+	} else {
+		log_info("failover complete: VM running from epoch %llu as QEMU pid %d "
+			 "(copy %.0f ms, start %.0f ms, load %.0f ms, total %.0f ms); "
+			 "QMP %s/qmp.sock, serial %s/serial.log",
+			 res.epoch, (int)res.qemu_pid, res.copy_ms, res.start_ms, res.load_ms,
+			 res.total_ms, a->cfg.state_dir, a->cfg.state_dir);
+		a->exit_code = 0;
+	}
+	ev_break(a->loop, EVBREAK_ALL);
+}
+
+static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct agent *a = w->data;
+	int rc = frame_queue_flush(&a->out, a->fd);
+
+	if (rc == 1)
+		ev_io_stop(loop, w);
+	else if (rc < 0)
+		failover(a, "cannot send to the primary");
+}
+
+static void on_hello(struct agent *a, const uint8_t *payload, uint32_t len)
+{
+	char err[256], *text = strndup((const char *)payload, len);
+	int rc = text ? replica_begin_session(&a->replica, text, err, sizeof(err)) : -ENOMEM;
+
+	free(text);
+	if (rc) {
+		char reply[400];
+		struct json_object *o = json_object_new_object();
+		json_object_object_add(o, "ok", json_object_new_boolean(0));
+		json_object_object_add(o, "error", json_object_new_string(err));
+		snprintf(reply, sizeof(reply), "%s", json_object_to_json_string(o));
+		json_object_put(o);
+		log_err("refusing primary %s: %s", a->peer, err);
+		send_frame(a, FRAME_HELLO_REPLY, 0, reply);
+		frame_queue_flush(&a->out, a->fd);
+		drop_primary(a);
+		return;
+	}
+	a->hello_done = true;
+	log_info("primary %s: replicating VM %s (%llu MiB); initial sync started",
+		 a->peer, json_object_get_string(json_object_object_get(a->replica.hello, "name")),
+		 (unsigned long long)(a->replica.ram_size >> 20));
+	send_frame(a, FRAME_HELLO_REPLY, 0, "{\"ok\":true}");
+}
+
+static void on_epoch_end(struct agent *a, const struct frame_hdr *h, const uint8_t *payload)
+{
+	char why[200];
+
+	if (replica_end_epoch(&a->replica, h, payload, why, sizeof(why))) {
+		log_warn("epoch %llu discarded: %s; replica stays at epoch %llu",
+			 (unsigned long long)h->epoch, why,
+			 (unsigned long long)a->replica.session_epoch);
+		send_frame(a, FRAME_NACK, h->epoch, why);
+		return;
+	}
+	if (h->epoch == 0)
+		log_info("initial sync complete");
+	else if (a->replica.commits == 1 || h->epoch % 100 == 0)
+		log_info("epoch %llu committed", (unsigned long long)h->epoch);
+	else
+		log_debug("epoch %llu committed", (unsigned long long)h->epoch);
+	send_frame(a, FRAME_ACK, h->epoch, NULL);
+}
+
+/* Returns false when the primary has been dropped. */
+static bool on_frame(struct agent *a, const struct frame_hdr *h, const uint8_t *payload)
+{
+	bool ok = proto_check_payload(h, payload) == 0;
+
+	if (!a->hello_done) {
+		if (h->type != FRAME_HELLO || !ok) {
+			log_err("primary %s did not start with a valid HELLO: dropped", a->peer);
+			drop_primary(a);
+			return false;
+		}
+		on_hello(a, payload, h->len);
+		return a->fd >= 0;
+	}
+	switch (h->type) {
+	case FRAME_PAGES:
+	case FRAME_DEVSTATE:
+		replica_add_frame(&a->replica, h, payload, ok);
+		break;
+	case FRAME_EPOCH_END:
+		if (!ok) {
+			char why[] = "EPOCH_END frame: payload checksum mismatch";
+			log_warn("epoch %llu discarded: %s", (unsigned long long)h->epoch, why);
+			a->replica.discards++;
+			send_frame(a, FRAME_NACK, h->epoch, why);
+			break;
+		}
+		on_epoch_end(a, h, payload);
+		break;
+	case FRAME_HEARTBEAT:
+		break;
+	case FRAME_GOODBYE:
+		log_info("primary %s detached on purpose (%.*s): replica kept, no failover",
+			 a->peer, (int)(h->len < 100 ? h->len : 100), (const char *)payload);
+		drop_primary(a);
+		return false;
+	default:
+		log_warn("primary sent an unexpected %s frame: ignored", frame_type_name(h->type));
+	}
+	return true;
+}
+
+static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct agent *a = w->data;
+
+	for (;;) {
+		int rc = frame_reader_read(&a->reader, a->fd);
+		if (rc == 0)
+			return;
+		if (rc < 0) {
+			char why[128];
+			snprintf(why, sizeof(why), "%s", rc == -EPIPE ? "connection closed" :
+				 rc == -EBADMSG || rc == -EMSGSIZE || rc == -EPROTONOSUPPORT ?
+				 "unreadable stream" : strerror(-rc));
+			if (!a->hello_done) {
+				log_warn("connection from %s dropped before HELLO: %s", a->peer, why);
+				drop_primary(a);
+			} else if (rc != -EPIPE && rc != -ECONNRESET && a->replica.session_committed) {
+				/* We cannot read the stream any more, but the primary may
+				 * well be alive: give it the heartbeat timeout to come back
+				 * before taking over. */
+				log_warn("primary %s: %s; dropped, waiting %u ms for it to reconnect",
+					 a->peer, why, a->cfg.timeout_ms);
+				drop_primary(a);
+				a->grace_until = ev_now(loop) + a->cfg.timeout_ms / 1000.0;
+			} else {
+				failover(a, why);
+			}
+			return;
+		}
+		a->last_rx = ev_now(loop);
+		if (!on_frame(a, &a->reader.hdr, a->reader.payload))
+			return;
+	}
+}
+
+static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct agent *a = w->data;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char host[48] = "?";
+	int fd = accept4(a->listen_fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+	if (fd < 0)
+		return;
+	if (a->fd >= 0) {
+		/* One primary per agent: a second one would fight the first. */
+		log_warn("refusing a second primary while one is connected");
+		close(fd);
+		return;
+	}
+	if (ss.ss_family == AF_INET)
+		inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof(host));
+	else if (ss.ss_family == AF_INET6)
+		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof(host));
+	snprintf(a->peer, sizeof(a->peer), "%s", host);
+	a->grace_until = 0;
+	a->fd = fd;
+	frame_reader_init(&a->reader);
+	frame_queue_init(&a->out);
+	ev_io_init(&a->rio, on_readable, fd, EV_READ);
+	ev_io_init(&a->wio, on_writable, fd, EV_WRITE);
+	a->rio.data = a->wio.data = a;
+	ev_io_start(loop, &a->rio);
+	a->last_rx = a->last_tx = ev_now(loop);
+}
+
+static void on_heartbeat_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct agent *a = w->data;
+	ev_tstamp now = ev_now(loop);
+	double quiet_ms = (now - a->last_rx) * 1e3;
+
+	if (a->fd < 0) {
+		if (a->grace_until && now > a->grace_until) {
+			a->grace_until = 0;
+			failover(a, "primary did not reconnect");
+		}
+		return;
+	}
+	if (!a->hello_done && quiet_ms > AGENT_HELLO_TIMEOUT_MS) {
+		log_warn("connection from %s sent no HELLO: dropped", a->peer);
+		drop_primary(a);
+		return;
+	}
+	if (a->hello_done && quiet_ms > a->cfg.timeout_ms) {
+		char why[64];
+		snprintf(why, sizeof(why), "no heartbeat for %.0f ms", quiet_ms);
+		failover(a, why);
+		return;
+	}
+	if (a->hello_done && (now - a->last_tx) * 1e3 >= a->cfg.heartbeat_ms && !a->out.frames)
+		send_frame(a, FRAME_HEARTBEAT, a->replica.session_epoch, NULL);
+}
+
+static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	struct agent *a = w->data;
+
+	log_info("signal %d: stopping; replica in %s kept", w->signum, a->cfg.state_dir);
+	a->exit_code = 0;
+	ev_break(loop, EVBREAK_ALL);
+}
+
+static int restore_and_report(struct agent *a)
+{
+	struct restore_result res;
+
+	if (restore_vm(a->cfg.state_dir, &res))
+		return 1;
+	log_info("VM restored from epoch %llu: QEMU pid %d, %.0f ms", res.epoch,
+		 (int)res.qemu_pid, res.total_ms);
+	return 0;
+}
+
+int agent_run(struct agent *a)
+{
+	a->fd = -1;
+	a->listen_fd = -1;
+	replica_init(&a->replica, a->cfg.state_dir);
+	signal(SIGPIPE, SIG_IGN);
+	if (a->cfg.restore_now) {
+		a->exit_code = restore_and_report(a);
+		replica_free(&a->replica);
+		return a->exit_code;
+	}
+	a->listen_fd = netaddr_listen(&a->cfg.listen);
+	if (a->listen_fd < 0) {
+		log_err("cannot listen on %s: %s", a->cfg.listen.text, strerror(-a->listen_fd));
+		replica_free(&a->replica);
+		return 2;
+	}
+	a->loop = ev_default_loop(EVFLAG_AUTO);
+	ev_io_init(&a->accept_watch, on_accept, a->listen_fd, EV_READ);
+	ev_timer_init(&a->heartbeat_timer, on_heartbeat_timer, 0, a->cfg.heartbeat_ms / 1000.0);
+	ev_signal_init(&a->sigterm, on_stop_signal, SIGTERM);
+	ev_signal_init(&a->sigint, on_stop_signal, SIGINT);
+	a->accept_watch.data = a->heartbeat_timer.data = a->sigterm.data = a->sigint.data = a;
+	ev_io_start(a->loop, &a->accept_watch);
+	ev_timer_again(a->loop, &a->heartbeat_timer);
+	ev_signal_start(a->loop, &a->sigterm);
+	ev_signal_start(a->loop, &a->sigint);
+	log_info("listening on %s, state in %s", a->cfg.listen.text, a->cfg.state_dir);
+	ev_run(a->loop, 0);
+	drop_primary(a);
+	close(a->listen_fd);
+	replica_free(&a->replica);
+	ev_loop_destroy(a->loop);
+	return a->exit_code;
+}

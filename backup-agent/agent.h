@@ -1,0 +1,53 @@
+/* remus-agent: the backup side. */
+#ifndef REMUS_AGENT_H
+#define REMUS_AGENT_H
+
+#include "frame_queue.h"
+#include "netaddr.h"
+#include "proto.h"
+#include "replica.h"
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+#define AGENT_DEFAULT_TIMEOUT_MS   2000
+#define AGENT_DEFAULT_HEARTBEAT_MS 100
+#define AGENT_HELLO_TIMEOUT_MS     5000
+
+struct agent_config {
+	struct netaddr listen;
+	const char *state_dir;
+	unsigned timeout_ms;     /* primary silent this long: lost */
+	unsigned heartbeat_ms;
+	bool restore_now;        /* --restore: restore the replica and exit */
+	bool no_failover;        /* --no-failover: keep the replica, never restore */
+};
+
+struct agent {
+	struct ev_loop *loop;
+	struct agent_config cfg;
+	int listen_fd;
+	ev_io accept_watch;
+	ev_timer heartbeat_timer;
+	ev_signal sigterm, sigint;
+	/* the primary, while one is connected */
+	int fd;
+	ev_io rio, wio;
+	struct frame_reader reader;
+	struct frame_queue out;
+	ev_tstamp last_rx, last_tx;
+	bool hello_done;
+	ev_tstamp grace_until;    /* stream dropped by us: failover if no reconnect by then */
+	char peer[64];
+	struct replica replica;
+	int exit_code;
+};
+
+/* options.c: 0 run, 1 exit 0 (--help), -1 usage error (printed). */
+int agent_parse_args(int argc, char **argv, struct agent_config *cfg, int *use_syslog);
+void agent_usage(FILE *f);
+
+int agent_run(struct agent *a);
+
+#endif

@@ -1,0 +1,438 @@
+#include "replica.h"
+
+#include "log.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Largest device state we stage: QEMU's is ~15 KB for a small VM. */
+#define MAX_DEVSTATE_BYTES (64u << 20)
+
+void replica_init(struct replica *rp, const char *dir)
+{
+	memset(rp, 0, sizeof(*rp));
+	rp->dir = strdup(dir);
+}
+
+static void unmap_ram(struct replica *rp)
+{
+	if (rp->ram)
+		munmap(rp->ram, rp->ram_size);
+	rp->ram = NULL;
+}
+
+static void stage_reset(struct replica *rp)
+{
+	rp->staging = false;
+	rp->bad[0] = 0;
+	rp->stage_n = 0;
+	rp->stage_dev_len = 0;
+	rp->stage_frames = 0;
+	rp->stage_crc = 0;
+}
+
+void replica_end_session(struct replica *rp)
+{
+	unmap_ram(rp);
+	json_object_put(rp->hello);
+	rp->hello = NULL;
+	stage_reset(rp);
+	if (rp->syncing) {
+		char path[PATH_MAX];
+		snprintf(path, sizeof(path), "%s/ram.sync", rp->dir);
+		unlink(path);
+		rp->syncing = false;
+	}
+}
+
+void replica_free(struct replica *rp)
+{
+	replica_end_session(rp);
+	free(rp->stage_idx);
+	free(rp->stage_pages);
+	free(rp->stage_dev);
+	free(rp->dir);
+	memset(rp, 0, sizeof(*rp));
+}
+
+static int path_in(const struct replica *rp, const char *name, char *out, size_t len)
+{
+	int n = snprintf(out, len, "%s/%s", rp->dir, name);
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+static const char *hello_str(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+		return NULL;
+	return json_object_get_string(v);
+}
+
+static int check_hello(struct json_object *h, char *err, size_t errlen)
+{
+	struct json_object *v;
+	int64_t ram;
+
+	if (!json_object_object_get_ex(h, "protocol", &v) || json_object_get_int(v) != PROTO_VERSION) {
+		snprintf(err, errlen, "primary speaks protocol %d; this agent speaks %d",
+			 v ? json_object_get_int(v) : -1, PROTO_VERSION);
+		return -EPROTONOSUPPORT;
+	}
+	if (!json_object_object_get_ex(h, "ram_size", &v) || (ram = json_object_get_int64(v)) <= 0 ||
+	    ram % PROTO_PAGE_SIZE) {
+		snprintf(err, errlen, "HELLO has no valid ram_size");
+		return -EINVAL;
+	}
+	if (!json_object_object_get_ex(h, "page_size", &v) || json_object_get_int(v) != PROTO_PAGE_SIZE) {
+		snprintf(err, errlen, "HELLO page_size is not %u", PROTO_PAGE_SIZE);
+		return -EINVAL;
+	}
+	if (!hello_str(h, "name") || !hello_str(h, "ram_backend") || !hello_str(h, "machine_type") ||
+	    !json_object_object_get_ex(h, "qemu_argv", &v) ||
+	    !json_object_is_type(v, json_type_array) || json_object_array_length(v) < 1) {
+		snprintf(err, errlen, "HELLO lacks name, ram_backend, machine_type or qemu_argv");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int map_sync_file(struct replica *rp, char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+	int fd, rc = path_in(rp, "ram.sync", path, sizeof(path));
+
+	if (rc)
+		return rc;
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0 || ftruncate(fd, (off_t)rp->ram_size) < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "backup cannot create %s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return rc;
+	}
+	rp->ram = mmap(NULL, rp->ram_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	if (rp->ram == MAP_FAILED) {
+		rp->ram = NULL;
+		snprintf(err, errlen, "backup cannot map %s: %s", path, strerror(errno));
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+int replica_begin_session(struct replica *rp, const char *hello_json, char *err, size_t errlen)
+{
+	struct json_object *h = json_tokener_parse(hello_json);
+	struct json_object *v;
+	int rc;
+
+	replica_end_session(rp);
+	if (!h) {
+		snprintf(err, errlen, "HELLO is not valid JSON");
+		return -EINVAL;
+	}
+	rc = check_hello(h, err, errlen);
+	if (rc) {
+		json_object_put(h);
+		return rc;
+	}
+	if (mkdir(rp->dir, 0700) < 0 && errno != EEXIST) {
+		rc = -errno;
+		snprintf(err, errlen, "backup cannot create state dir %s: %s", rp->dir, strerror(errno));
+		json_object_put(h);
+		return rc;
+	}
+	json_object_object_get_ex(h, "ram_size", &v);
+	rp->hello = h;
+	rp->ram_size = (uint64_t)json_object_get_int64(v);
+	rp->npages = rp->ram_size / PROTO_PAGE_SIZE;
+	rp->syncing = true;
+	rp->synced = false;
+	rp->session_committed = false;
+	rp->session_epoch = 0;
+	rc = map_sync_file(rp, err, errlen);
+	if (rc)
+		replica_end_session(rp);
+	return rc;
+}
+
+static void mark_bad(struct replica *rp, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (rp->bad[0])
+		return; /* keep the first reason */
+	va_start(ap, fmt);
+	vsnprintf(rp->bad, sizeof(rp->bad), fmt, ap);
+	va_end(ap);
+}
+
+/* Epoch 0, the initial copy, comes first; then 1, 2, ... */
+static uint64_t expected_epoch(const struct replica *rp)
+{
+	return rp->synced ? rp->session_epoch + 1 : 0;
+}
+
+static void start_staging(struct replica *rp, uint64_t epoch)
+{
+	stage_reset(rp);
+	rp->staging = true;
+	rp->stage_epoch = epoch;
+	if (epoch != expected_epoch(rp))
+		mark_bad(rp, "epoch %llu out of order (expected %llu)",
+			 (unsigned long long)epoch, (unsigned long long)expected_epoch(rp));
+}
+
+static int grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+	size_t ncap = *cap ? *cap : 64;
+	void *np;
+
+	if (need <= *cap)
+		return 0;
+	while (ncap < need)
+		ncap *= 2;
+	np = realloc(*p, ncap * elem);
+	if (!np)
+		return -ENOMEM;
+	*p = np;
+	*cap = ncap;
+	return 0;
+}
+
+static void stage_pages(struct replica *rp, const struct frame_hdr *h, const uint8_t *payload)
+{
+	struct pages_hdr ph;
+	size_t cap;
+
+	if (proto_parse_pages(payload, h->len, &ph)) {
+		mark_bad(rp, "malformed PAGES frame %u", rp->stage_frames);
+		return;
+	}
+	for (uint32_t i = 0; i < ph.count; i++) {
+		uint64_t idx;
+		memcpy(&idx, ph.index_be + 8 * i, 8);
+		idx = be64toh(idx);
+		if (idx >= rp->npages) {
+			mark_bad(rp, "page %llu beyond guest RAM (%llu pages)",
+				 (unsigned long long)idx, (unsigned long long)rp->npages);
+			return;
+		}
+		if (h->epoch == 0) {
+			memcpy(rp->ram + idx * PROTO_PAGE_SIZE, ph.data + (size_t)i * PROTO_PAGE_SIZE,
+			       PROTO_PAGE_SIZE);
+			continue;
+		}
+		if (rp->stage_n >= rp->npages) {
+			mark_bad(rp, "more pages than guest RAM in one epoch");
+			return;
+		}
+		/* stage_idx and stage_pages grow together; cap tracks both. */
+		cap = rp->stage_cap;
+		if (grow((void **)&rp->stage_idx, &cap, rp->stage_n + 1, sizeof(uint64_t)) ||
+		    grow((void **)&rp->stage_pages, &rp->stage_cap, rp->stage_n + 1, PROTO_PAGE_SIZE)) {
+			mark_bad(rp, "out of memory staging the epoch");
+			return;
+		}
+		rp->stage_idx[rp->stage_n] = idx;
+		memcpy(rp->stage_pages + rp->stage_n * PROTO_PAGE_SIZE,
+		       ph.data + (size_t)i * PROTO_PAGE_SIZE, PROTO_PAGE_SIZE);
+		rp->stage_n++;
+	}
+}
+
+static void stage_devstate(struct replica *rp, const struct frame_hdr *h, const uint8_t *payload)
+{
+	if (h->epoch == 0) {
+		mark_bad(rp, "device state in the initial sync");
+		return;
+	}
+	if (rp->stage_dev_len + h->len > MAX_DEVSTATE_BYTES) {
+		mark_bad(rp, "device state larger than %u MiB", MAX_DEVSTATE_BYTES >> 20);
+		return;
+	}
+	if (grow((void **)&rp->stage_dev, &rp->stage_dev_cap, rp->stage_dev_len + h->len, 1)) {
+		mark_bad(rp, "out of memory staging the device state");
+		return;
+	}
+	memcpy(rp->stage_dev + rp->stage_dev_len, payload, h->len);
+	rp->stage_dev_len += h->len;
+}
+
+void replica_add_frame(struct replica *rp, const struct frame_hdr *h,
+		       const uint8_t *payload, bool payload_ok)
+{
+	if (!rp->staging || h->epoch != rp->stage_epoch)
+		start_staging(rp, h->epoch);
+	rp->stage_frames++;
+	rp->stage_crc = proto_epoch_crc_add(rp->stage_crc, h->payload_crc);
+	if (!payload_ok)
+		mark_bad(rp, "%s frame %u: payload checksum mismatch",
+			 frame_type_name(h->type), rp->stage_frames);
+	if (rp->bad[0])
+		return;
+	if (h->type == FRAME_PAGES)
+		stage_pages(rp, h, payload);
+	else
+		stage_devstate(rp, h, payload);
+}
+
+static int write_file_atomic(const struct replica *rp, const char *name,
+			     const void *buf, size_t len)
+{
+	char tmp[PATH_MAX], path[PATH_MAX];
+	size_t off = 0;
+	int fd, rc = 0;
+
+	if (path_in(rp, name, path, sizeof(path)) || snprintf(tmp, sizeof(tmp), "%s.tmp", path) < 0)
+		return -ENAMETOOLONG;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	while (off < len) {
+		ssize_t n = write(fd, (const char *)buf + off, len - off);
+		if (n < 0) {
+			rc = -errno;
+			break;
+		}
+		off += (size_t)n;
+	}
+	if (close(fd) < 0 && !rc)
+		rc = -errno;
+	if (!rc && rename(tmp, path) < 0)
+		rc = -errno;
+	if (rc)
+		unlink(tmp);
+	return rc;
+}
+
+static int write_vm_json(struct replica *rp, uint64_t epoch)
+{
+	struct json_object *o = json_object_new_object();
+	char stamp[64];
+	time_t now = time(NULL);
+	struct tm tm;
+	const char *text;
+	int rc;
+
+	gmtime_r(&now, &tm);
+	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	json_object_object_add(o, "vm", json_object_get(rp->hello));
+	json_object_object_add(o, "epoch", json_object_new_uint64(epoch));
+	json_object_object_add(o, "committed_at", json_object_new_string(stamp));
+	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
+	rc = write_file_atomic(rp, "vm.json", text, strlen(text));
+	json_object_put(o);
+	return rc;
+}
+
+/* Apply a verified epoch. The device state goes to a temporary file first
+ * and every file is replaced by rename, so a failed write leaves the
+ * previous commit readable. */
+static int commit(struct replica *rp, uint64_t epoch)
+{
+	char from[PATH_MAX], to[PATH_MAX];
+	int rc;
+
+	for (size_t i = 0; i < rp->stage_n; i++)
+		memcpy(rp->ram + rp->stage_idx[i] * PROTO_PAGE_SIZE,
+		       rp->stage_pages + i * PROTO_PAGE_SIZE, PROTO_PAGE_SIZE);
+	rc = write_file_atomic(rp, "devstate", rp->stage_dev, rp->stage_dev_len);
+	if (rc)
+		return rc;
+	if (rp->syncing) {
+		if (path_in(rp, "ram.sync", from, sizeof(from)) || path_in(rp, "ram", to, sizeof(to)))
+			return -ENAMETOOLONG;
+		if (rename(from, to) < 0)
+			return -errno;
+		rp->syncing = false;
+	}
+	return write_vm_json(rp, epoch);
+}
+
+int replica_end_epoch(struct replica *rp, const struct frame_hdr *h,
+		      const uint8_t *payload, char *why, size_t whylen)
+{
+	struct epoch_end e;
+	int rc;
+
+	if (!rp->staging || h->epoch != rp->stage_epoch)
+		start_staging(rp, h->epoch);
+	if (proto_parse_epoch_end(payload, h->len, &e))
+		mark_bad(rp, "malformed EPOCH_END");
+	else if (!rp->bad[0] && (e.frames != rp->stage_frames || e.epoch_crc != rp->stage_crc))
+		mark_bad(rp, "incomplete: %u of %u frames, epoch checksum %08x, expected %08x",
+			 rp->stage_frames, e.frames, rp->stage_crc, e.epoch_crc);
+	else if (!rp->bad[0] && h->epoch && (e.pages != rp->stage_n || e.devstate_bytes != rp->stage_dev_len))
+		mark_bad(rp, "%zu pages and %zu device bytes, the primary sent %llu and %llu",
+			 rp->stage_n, rp->stage_dev_len, (unsigned long long)e.pages,
+			 (unsigned long long)e.devstate_bytes);
+	else if (!rp->bad[0] && h->epoch && !e.devstate_bytes)
+		mark_bad(rp, "no device state");
+	if (rp->bad[0]) {
+		snprintf(why, whylen, "%s", rp->bad);
+		rp->discards++;
+		stage_reset(rp);
+		return -EBADMSG;
+	}
+	rc = h->epoch ? commit(rp, h->epoch) : 0;
+	stage_reset(rp);
+	if (rc) {
+		snprintf(why, whylen, "commit failed: %s", strerror(-rc));
+		rp->discards++;
+		return rc;
+	}
+	if (h->epoch == 0) {
+		rp->synced = true;
+	} else {
+		rp->session_committed = true;
+		rp->commits++;
+	}
+	rp->session_epoch = h->epoch;
+	return 0;
+}
+
+int replica_load_info(const char *dir, struct replica_info *out)
+{
+	char path[PATH_MAX];
+	struct json_object *o, *v;
+
+	memset(out, 0, sizeof(*out));
+	snprintf(path, sizeof(path), "%s/vm.json", dir);
+	if (access(path, R_OK) < 0)
+		return -ENOENT;
+	o = json_object_from_file(path);
+	if (!o)
+		return -EINVAL;
+	if (!json_object_object_get_ex(o, "vm", &v) || check_hello(v, path, 0)) {
+		json_object_put(o);
+		return -EINVAL;
+	}
+	out->vm = json_object_get(v);
+	if (json_object_object_get_ex(o, "epoch", &v))
+		out->epoch = json_object_get_uint64(v);
+	if (json_object_object_get_ex(o, "committed_at", &v))
+		out->committed_at = strdup(json_object_get_string(v));
+	json_object_put(o);
+	return 0;
+}
+
+void replica_info_free(struct replica_info *info)
+{
+	json_object_put(info->vm);
+	free(info->committed_at);
+	memset(info, 0, sizeof(*info));
+}

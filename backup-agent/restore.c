@@ -1,0 +1,304 @@
+/* Restore, as verified on stock QEMU 7.2 (docs/DESIGN notes, section 4):
+ * the same command line with the memory backend on a copy of the replica
+ * RAM and -incoming defer; then migrate-incoming of the saved device state.
+ * The device state carries no configuration section, so the restored QEMU
+ * runs with migration.send-configuration=off and we compare the machine
+ * type ourselves. */
+#include "restore.h"
+
+#include "log.h"
+#include "qmp.h"
+#include "replica.h"
+#include "restore_cmdline.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define QMP_WAIT_MS     10000
+#define RUNNING_WAIT_MS 10000
+#define QMP_TIMEOUT_MS  5000
+
+static double now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* The restored VM writes its RAM file, so it runs on a copy: the replica
+ * stays intact whatever happens to the restore. */
+static int copy_file(const char *from, const char *to)
+{
+	struct stat st;
+	int in = open(from, O_RDONLY | O_CLOEXEC), out = -1, rc = 0;
+	off_t off = 0;
+
+	if (in < 0)
+		return -errno;
+	if (fstat(in, &st) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (out < 0) {
+		rc = -errno;
+		goto out;
+	}
+	while (off < st.st_size) {
+		ssize_t n = sendfile(out, in, &off, (size_t)(st.st_size - off));
+		if (n <= 0) {
+			rc = n < 0 ? -errno : -EIO;
+			goto out;
+		}
+	}
+out:
+	if (out >= 0)
+		close(out);
+	close(in);
+	return rc;
+}
+
+static char **argv_from_json(struct json_object *vm, int *argc)
+{
+	struct json_object *a;
+	char **argv;
+	size_t n;
+
+	json_object_object_get_ex(vm, "qemu_argv", &a);
+	n = json_object_array_length(a);
+	argv = calloc(n + 1, sizeof(char *));
+	if (!argv)
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		argv[i] = (char *)json_object_get_string(json_object_array_get_idx(a, i));
+	*argc = (int)n;
+	return argv;
+}
+
+static const char *json_str(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	return json_object_object_get_ex(o, key, &v) ? json_object_get_string(v) : "";
+}
+
+/* argv for the restored QEMU: rewritten, plus send-configuration=off. */
+static char **build_argv(const char *dir, struct json_object *vm, const char *ram_copy)
+{
+	struct restore_spec spec = {
+		.state_dir = dir,
+		.ram_path = ram_copy,
+		.ram_backend_id = json_str(vm, "ram_backend"),
+	};
+	char **in, **out = NULL, **full = NULL;
+	char err[256];
+	int argc, n = 0;
+
+	in = argv_from_json(vm, &argc);
+	if (!in)
+		return NULL;
+	if (restore_cmdline_build(in, argc, &spec, &out, err, sizeof(err))) {
+		log_err("cannot build the restore command line: %s", err);
+		free(in);
+		return NULL;
+	}
+	free(in);
+	while (out[n])
+		n++;
+	full = calloc((size_t)n + 3, sizeof(char *));
+	if (full) {
+		memcpy(full, out, (size_t)n * sizeof(char *));
+		full[n] = strdup("-global");
+		full[n + 1] = strdup("migration.send-configuration=off");
+	}
+	free(out); /* the strings moved to full */
+	if (full && (!full[n] || !full[n + 1])) {
+		restore_cmdline_free(full);
+		return NULL;
+	}
+	return full;
+}
+
+static pid_t spawn_qemu(const char *dir, char **argv)
+{
+	char log_path[PATH_MAX];
+	pid_t pid;
+
+	snprintf(log_path, sizeof(log_path), "%s/qemu.log", dir);
+	pid = fork();
+	if (pid != 0)
+		return pid;
+	/* child: its own session, so the VM outlives the agent */
+	setsid();
+	int devnull = open("/dev/null", O_RDONLY);
+	int logfd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+	if (devnull >= 0)
+		dup2(devnull, 0);
+	if (logfd >= 0) {
+		dup2(logfd, 1);
+		dup2(logfd, 2);
+	}
+	execvp(argv[0], argv);
+	/* The primary's binary path may not exist here: try PATH. */
+	if (strchr(argv[0], '/'))
+		execvp(strrchr(argv[0], '/') + 1, argv);
+	fprintf(stderr, "remus-agent: cannot run %s: %s\n", argv[0], strerror(errno));
+	_exit(127);
+}
+
+static int connect_qmp(const char *dir, pid_t pid, struct qmp **q)
+{
+	char path[PATH_MAX];
+	double deadline = now_ms() + QMP_WAIT_MS;
+	int status;
+
+	snprintf(path, sizeof(path), "%s/qmp.sock", dir);
+	while (now_ms() < deadline) {
+		if (waitpid(pid, &status, WNOHANG) == pid) {
+			log_err("restored QEMU exited before it could be loaded (status %d); "
+				"see %s/qemu.log", WEXITSTATUS(status), dir);
+			return -ECHILD;
+		}
+		if (access(path, F_OK) == 0 && qmp_connect(path, 1000, q) == 0)
+			return 0;
+		usleep(10000);
+	}
+	log_err("restored QEMU did not open %s within %d ms", path, QMP_WAIT_MS);
+	return -ETIMEDOUT;
+}
+
+static int check_machine(struct qmp *q, struct json_object *vm)
+{
+	struct json_object *args = json_object_new_object(), *ret = NULL;
+	char want[160];
+	int rc;
+
+	json_object_object_add(args, "path", json_object_new_string("/machine"));
+	json_object_object_add(args, "property", json_object_new_string("type"));
+	rc = qmp_execute(q, "qom-get", args, &ret, QMP_TIMEOUT_MS);
+	json_object_put(args);
+	if (rc) {
+		log_err("cannot read the restored machine type: %s", qmp_last_error(q));
+		return rc;
+	}
+	snprintf(want, sizeof(want), "%s-machine", json_str(vm, "machine_type"));
+	if (strcmp(json_object_get_string(ret), want)) {
+		log_err("machine type mismatch: the primary ran %s, this QEMU made %s; "
+			"install the primary's QEMU version on the backup",
+			json_str(vm, "machine_type"), json_object_get_string(ret));
+		rc = -EINVAL;
+	}
+	json_object_put(ret);
+	return rc;
+}
+
+static int wait_running(struct qmp *q, const char *dir)
+{
+	double deadline = now_ms() + RUNNING_WAIT_MS;
+
+	while (now_ms() < deadline) {
+		struct json_object *ret = NULL, *v;
+		const char *st = "";
+		int rc = qmp_execute(q, "query-status", NULL, &ret, QMP_TIMEOUT_MS);
+		if (rc) {
+			log_err("restored QEMU failed while loading: %s; see %s/qemu.log",
+				qmp_last_error(q), dir);
+			return rc;
+		}
+		if (json_object_object_get_ex(ret, "status", &v))
+			st = json_object_get_string(v);
+		if (!strcmp(st, "running")) {
+			json_object_put(ret);
+			return 0;
+		}
+		json_object_put(ret);
+		usleep(5000);
+	}
+	log_err("restored VM did not start running within %d ms; see %s/qemu.log",
+		RUNNING_WAIT_MS, dir);
+	return -ETIMEDOUT;
+}
+
+static int load_devstate(struct qmp *q, const char *dir)
+{
+	struct json_object *args = json_object_new_object();
+	char uri[PATH_MAX + 16];
+	int rc;
+
+	snprintf(uri, sizeof(uri), "exec:cat %s/devstate", dir);
+	json_object_object_add(args, "uri", json_object_new_string(uri));
+	rc = qmp_execute(q, "migrate-incoming", args, NULL, QMP_TIMEOUT_MS);
+	json_object_put(args);
+	if (rc)
+		log_err("migrate-incoming failed: %s", qmp_last_error(q));
+	return rc;
+}
+
+int restore_vm(const char *dir, struct restore_result *res)
+{
+	struct replica_info info;
+	char ram[PATH_MAX], ram_copy[PATH_MAX];
+	char **argv = NULL;
+	struct qmp *q = NULL;
+	pid_t pid = -1;
+	double t0 = now_ms(), t;
+	int rc;
+
+	memset(res, 0, sizeof(*res));
+	rc = replica_load_info(dir, &info);
+	if (rc) {
+		log_err("no committed replica in %s: nothing to restore", dir);
+		return rc;
+	}
+	res->epoch = info.epoch;
+	snprintf(ram, sizeof(ram), "%s/ram", dir);
+	snprintf(ram_copy, sizeof(ram_copy), "%s/vm.ram", dir);
+	rc = copy_file(ram, ram_copy);
+	if (rc) {
+		log_err("cannot copy replica RAM %s to %s: %s", ram, ram_copy, strerror(-rc));
+		goto out;
+	}
+	res->copy_ms = (t = now_ms()) - t0;
+	argv = build_argv(dir, info.vm, ram_copy);
+	if (!argv) {
+		rc = -EINVAL;
+		goto out;
+	}
+	pid = spawn_qemu(dir, argv);
+	if (pid < 0) {
+		rc = -errno;
+		goto out;
+	}
+	if ((rc = connect_qmp(dir, pid, &q)))
+		goto out;
+	res->start_ms = now_ms() - t;
+	t = now_ms();
+	if ((rc = check_machine(q, info.vm)) || (rc = load_devstate(q, dir)) ||
+	    (rc = wait_running(q, dir)))
+		goto out;
+	res->load_ms = now_ms() - t;
+	res->total_ms = now_ms() - t0;
+	res->qemu_pid = pid;
+out:
+	if (rc && pid > 0) {
+		/* A half-restored VM must not linger: it is ours, by pid. */
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+	}
+	if (q)
+		qmp_close(q);
+	restore_cmdline_free(argv);
+	replica_info_free(&info);
+	return rc;
+}

@@ -1,0 +1,764 @@
+#include "restore_cmdline.h"
+#include "qemu_opts.h"
+
+#include <errno.h>
+#include <json-c/json.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Options that take no argument: the entries with flags 0 in QEMU 7.2's
+ * option table (qemu-options.hx), read out of qemu-system-x86_64 7.2.
+ * Every other option takes exactly one argument, never as "-opt=value". */
+static const char *const flag_opts[] = {
+	"h", "help", "version", "mem-prealloc", "audio-help", "snapshot", "usb",
+	"nographic", "portrait", "full-screen", "win2k-hack", "no-fd-bootchk",
+	"no-acpi", "no-hpet", "singlestep", "preconfig", "S", "s", "enable-kvm",
+	"xen-attach", "xen-domid-restrict", "no-reboot", "no-shutdown",
+	"daemonize", "only-migratable", "nodefaults", "semihosting", "old-param",
+	"no-user-config", "async-teardown", "enable-sync-profile",
+	/* removed before 7.2; kept so an older command line still parses */
+	"enable-fips", "no-quit",
+};
+
+/* Chardev backends that open something on the primary's host. */
+static const char *const host_backends[] = {
+	"socket", "udp", "pipe", "file", "pty", "stdio", "serial", "tty",
+	"parallel", "parport", "braille", "spicevmc", "spiceport", "dbus",
+};
+
+static const char *const ram_backends[] = {
+	"memory-backend-file", "memory-backend-memfd", "memory-backend-ram",
+};
+
+/* Keys only memory-backend-memfd has. */
+static const char *const memfd_keys[] = { "hugetlb", "hugetlbsize", "seal" };
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+static bool in_list(const char *s, const char *const *list, size_t n)
+{
+	size_t i;
+
+	for (i = 0; s && i < n; i++)
+		if (!strcmp(s, list[i]))
+			return true;
+	return false;
+}
+
+static bool streq(const char *a, const char *b)
+{
+	return a && b && !strcmp(a, b);
+}
+
+struct arg_iter {
+	char *const *argv;
+	int argc, i;
+	const char *opt;  /* as written, e.g. "--serial" */
+	const char *name; /* without dashes; NULL for a disk image argument */
+	const char *arg;  /* NULL for a flag */
+};
+
+struct builder {
+	const struct restore_spec *spec;
+	char *const *argv;
+	int argc;
+	char **out;
+	size_t n, cap;
+	char *err;
+	size_t errlen;
+	char *qmp_dir; /* state_dir with commas doubled, for key=value text */
+	int nserials;  /* -serial ports, "none" excepted */
+	int serials, parallels, debugcons; /* ports rewritten so far */
+	bool serial_opt, isa_serial, nodefaults;
+	bool nographic, need_display, display_done, found_ram;
+};
+
+static int fail(struct builder *b, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int fail(struct builder *b, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (b->errlen) {
+		va_start(ap, fmt);
+		vsnprintf(b->err, b->errlen, fmt, ap);
+		va_end(ap);
+	}
+	return err;
+}
+
+static void iter_init(struct builder *b, struct arg_iter *it)
+{
+	memset(it, 0, sizeof(*it));
+	it->argv = b->argv;
+	it->argc = b->argc;
+	it->i = 1;
+}
+
+/* 1 and the next option in it, 0 at the end, -EINVAL if the last option
+ * lacks its argument. */
+static int next_opt(struct builder *b, struct arg_iter *it)
+{
+	const char *a;
+
+	if (it->i >= it->argc)
+		return 0;
+	a = it->argv[it->i++];
+	it->opt = a;
+	it->name = NULL;
+	it->arg = NULL;
+	/* QEMU takes an argument without a dash as the first disk image. */
+	if (a[0] != '-') {
+		it->arg = a;
+		return 1;
+	}
+	it->name = a + (a[1] == '-' ? 2 : 1);
+	if (in_list(it->name, flag_opts, ARRAY_SIZE(flag_opts)))
+		return 1;
+	if (it->i >= it->argc)
+		return fail(b, -EINVAL, "option %s requires an argument", a);
+	it->arg = it->argv[it->i++];
+	return 1;
+}
+
+static bool is_opt(const struct arg_iter *it, const char *name)
+{
+	return streq(it->name, name);
+}
+
+/* An option's argument: "key=value,..." or, as QEMU 7.2 accepts for
+ * -object, -device and friends, a JSON object. Text neither parses as is
+ * left empty: QEMU will reject it itself. */
+struct optval {
+	struct qemu_opts kv;
+	struct json_object *json;
+};
+
+static int optval_parse(const char *arg, struct optval *v)
+{
+	int ret;
+
+	memset(v, 0, sizeof(*v));
+	if (arg[0] == '{') {
+		v->json = json_tokener_parse(arg);
+		if (v->json && !json_object_is_type(v->json, json_type_object)) {
+			json_object_put(v->json);
+			v->json = NULL;
+		}
+		return 0;
+	}
+	ret = qemu_opts_parse(arg, &v->kv);
+	return ret == -ENOMEM ? ret : 0;
+}
+
+/* Value of key; with implied, also the bare leading value QEMU gives that
+ * name (the driver of -device, the type of -object, ...). */
+static const char *optval_get(const struct optval *v, const char *key, bool implied)
+{
+	struct json_object *j;
+
+	if (v->json) {
+		if (!json_object_object_get_ex(v->json, key, &j) ||
+		    !json_object_is_type(j, json_type_string))
+			return NULL;
+		return json_object_get_string(j);
+	}
+	if (implied && qemu_opts_first_bare(&v->kv))
+		return qemu_opts_first_bare(&v->kv);
+	return qemu_opts_get(&v->kv, key);
+}
+
+static void optval_free(struct optval *v)
+{
+	qemu_opts_free(&v->kv);
+	json_object_put(v->json);
+}
+
+/* 1 if arg's key (or implied value) equals want, 0 if not, -ENOMEM. */
+static int optval_is(const char *arg, const char *key, bool implied, const char *want)
+{
+	struct optval v;
+	int ret;
+
+	ret = optval_parse(arg, &v);
+	if (!ret)
+		ret = streq(optval_get(&v, key, implied), want);
+	optval_free(&v);
+	return ret;
+}
+
+/* ---- output vector ---- */
+
+/* Takes s (NULL meaning allocation failed). */
+static int out_push(struct builder *b, char *s)
+{
+	char **v;
+	size_t cap;
+
+	if (!s)
+		return fail(b, -ENOMEM, "out of memory");
+	if (b->n + 2 > b->cap) {
+		cap = b->cap ? b->cap * 2 : 32;
+		v = realloc(b->out, cap * sizeof(*v));
+		if (!v) {
+			free(s);
+			return fail(b, -ENOMEM, "out of memory");
+		}
+		b->out = v;
+		b->cap = cap;
+	}
+	b->out[b->n++] = s;
+	b->out[b->n] = NULL;
+	return 0;
+}
+
+static int out_dup(struct builder *b, const char *s)
+{
+	return out_push(b, strdup(s));
+}
+
+static int out_fmt(struct builder *b, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static int out_fmt(struct builder *b, const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+	int n;
+
+	va_start(ap, fmt);
+	n = vasprintf(&s, fmt, ap);
+	va_end(ap);
+	return out_push(b, n < 0 ? NULL : s);
+}
+
+static int out_pair(struct builder *b, const char *opt, const char *arg)
+{
+	int ret = out_dup(b, opt);
+
+	return ret ? ret : out_dup(b, arg);
+}
+
+static int keep(struct builder *b, struct arg_iter *it)
+{
+	int ret = out_dup(b, it->opt);
+
+	if (!ret && it->name && it->arg)
+		ret = out_dup(b, it->arg);
+	return ret;
+}
+
+static int drop(struct builder *b, struct arg_iter *it)
+{
+	return 0;
+}
+
+/* "serial.log" for the first port, "serial1.log", ... after. */
+static int port_file(struct builder *b, const char *opt, const char *kind, int index)
+{
+	int ret = out_dup(b, opt);
+
+	if (ret)
+		return ret;
+	/* The text after "file:" is taken literally: no comma escaping. */
+	if (!index)
+		return out_fmt(b, "file:%s/%s.log", b->spec->state_dir, kind);
+	return out_fmt(b, "file:%s/%s%d.log", b->spec->state_dir, kind, index);
+}
+
+/* ---- the first pass: what the command line has ---- */
+
+static int prescan_one(struct builder *b, struct arg_iter *it)
+{
+	int ret;
+
+	if (is_opt(it, "nodefaults"))
+		b->nodefaults = true;
+	if (is_opt(it, "serial")) {
+		b->serial_opt = true;
+		if (strcmp(it->arg, "none"))
+			b->nserials++;
+	}
+	if (!is_opt(it, "device"))
+		return 0;
+	ret = optval_is(it->arg, "driver", true, "isa-serial");
+	if (ret > 0)
+		b->isa_serial = true;
+	return ret < 0 ? fail(b, ret, "out of memory") : 0;
+}
+
+static int prescan(struct builder *b)
+{
+	struct arg_iter it;
+	int ret;
+
+	iter_init(b, &it);
+	while ((ret = next_opt(b, &it)) > 0) {
+		ret = prescan_one(b, &it);
+		if (ret)
+			return ret;
+	}
+	return ret;
+}
+
+/* ---- chardevs: who uses them ---- */
+
+struct chardev_refs {
+	int monitors;     /* dropped monitors using it */
+	int users;        /* everything else using it */
+	int serial_index; /* the serial port using it, or -1 */
+};
+
+static bool chardev_prefix_is(const char *arg, const char *id)
+{
+	return !strncmp(arg, "chardev:", 8) && !strcmp(arg + 8, id);
+}
+
+static int count_device_ref(struct arg_iter *it, const char *id, int *isa,
+			    struct chardev_refs *r)
+{
+	struct optval v;
+	bool serial;
+	int ret;
+
+	ret = optval_parse(it->arg, &v);
+	if (ret)
+		return ret;
+	serial = streq(optval_get(&v, "driver", true), "isa-serial");
+	if (streq(optval_get(&v, "chardev", false), id)) {
+		r->users++;
+		if (serial && r->serial_index < 0)
+			r->serial_index = *isa;
+	}
+	/* QEMU numbers -serial ports first, at machine creation, then
+	 * isa-serial devices in command-line order. */
+	if (serial)
+		(*isa)++;
+	optval_free(&v);
+	return 0;
+}
+
+static int count_ref(struct arg_iter *it, const char *id, int *serial, int *isa,
+		     struct chardev_refs *r)
+{
+	int ret;
+
+	if (is_opt(it, "serial") && strcmp(it->arg, "none")) {
+		if (chardev_prefix_is(it->arg, id) && r->serial_index < 0)
+			r->serial_index = *serial;
+		r->users += chardev_prefix_is(it->arg, id);
+		(*serial)++;
+	} else if (is_opt(it, "qmp") || is_opt(it, "qmp-pretty") || is_opt(it, "monitor")) {
+		r->monitors += chardev_prefix_is(it->arg, id);
+	} else if (is_opt(it, "parallel") || is_opt(it, "debugcon") || is_opt(it, "gdb")) {
+		r->users += chardev_prefix_is(it->arg, id);
+	} else if (is_opt(it, "mon")) {
+		ret = optval_is(it->arg, "chardev", true, id);
+		if (ret < 0)
+			return ret;
+		r->monitors += ret;
+	} else if (is_opt(it, "device")) {
+		return count_device_ref(it, id, isa, r);
+	} else if (is_opt(it, "netdev") || is_opt(it, "object") || is_opt(it, "tpmdev")) {
+		ret = optval_is(it->arg, "chardev", false, id);
+		if (ret < 0)
+			return ret;
+		r->users += ret;
+	}
+	return 0;
+}
+
+static int chardev_refs(struct builder *b, const char *id, struct chardev_refs *r)
+{
+	int serial = 0, isa = b->nserials, ret;
+	struct arg_iter it;
+
+	memset(r, 0, sizeof(*r));
+	r->serial_index = -1;
+	iter_init(b, &it);
+	while ((ret = next_opt(b, &it)) > 0) {
+		if (!it.name)
+			continue;
+		ret = count_ref(&it, id, &serial, &isa, r);
+		if (ret)
+			return fail(b, ret, "out of memory");
+	}
+	return ret;
+}
+
+static bool opt_on(const char *v)
+{
+	return streq(v, "on") || streq(v, "yes") || streq(v, "true") || streq(v, "y");
+}
+
+/* -chardev ID,... becomes "file,id=ID,path=PATH". */
+static int chardev_to_file(struct builder *b, const struct qemu_opts *old,
+			   const char *id, const char *path, bool mux)
+{
+	struct qemu_opts o = { NULL, 0 };
+	char *text = NULL;
+	int ret;
+
+	ret = qemu_opts_set(&o, NULL, "file");
+	if (!ret)
+		ret = qemu_opts_set(&o, "id", id);
+	if (!ret)
+		ret = qemu_opts_set(&o, "path", path);
+	/* Two frontends still share it once the monitors are gone. */
+	if (!ret && mux && opt_on(qemu_opts_get(old, "mux")))
+		ret = qemu_opts_set(&o, "mux", "on");
+	if (!ret) {
+		text = qemu_opts_print(&o);
+		ret = out_dup(b, "-chardev");
+	}
+	if (!ret)
+		ret = out_push(b, text);
+	else
+		free(text);
+	qemu_opts_free(&o);
+	return ret ? fail(b, ret, "out of memory") : 0;
+}
+
+static int chardev_new_path(struct builder *b, const char *id, const char *backend,
+			    const struct chardev_refs *r, char **path)
+{
+	const char *dir = b->spec->state_dir;
+	int n = 0;
+
+	*path = NULL;
+	if (r->serial_index == 0)
+		n = asprintf(path, "%s/serial.log", dir);
+	else if (r->serial_index > 0)
+		n = asprintf(path, "%s/serial%d.log", dir, r->serial_index);
+	else if (in_list(backend, host_backends, ARRAY_SIZE(host_backends)))
+		n = asprintf(path, "%s/chardev-%s.log", dir, id);
+	if (n < 0) {
+		*path = NULL;
+		return fail(b, -ENOMEM, "out of memory");
+	}
+	return 0;
+}
+
+static int rewrite_chardev(struct builder *b, struct arg_iter *it)
+{
+	struct qemu_opts o = { NULL, 0 };
+	struct chardev_refs r;
+	const char *id, *backend;
+	char *path = NULL;
+	int ret;
+
+	ret = qemu_opts_parse(it->arg, &o);
+	if (ret == -ENOMEM)
+		goto out;
+	id = qemu_opts_get(&o, "id");
+	backend = qemu_opts_first_bare(&o) ?: qemu_opts_get(&o, "backend");
+	if (ret || !id) {
+		ret = keep(b, it);
+		goto out;
+	}
+	ret = chardev_refs(b, id, &r);
+	if (ret || (r.monitors && !r.users))
+		goto out;
+	ret = chardev_new_path(b, id, backend, &r, &path);
+	if (ret)
+		goto out;
+	if (path)
+		ret = chardev_to_file(b, &o, id, path, r.users > 1);
+	else
+		ret = keep(b, it);
+out:
+	free(path);
+	qemu_opts_free(&o);
+	return ret == -ENOMEM ? fail(b, ret, "out of memory") : ret;
+}
+
+/* ---- serial, parallel, debug console ---- */
+
+static int rewrite_serial(struct builder *b, struct arg_iter *it)
+{
+	if (!strcmp(it->arg, "none"))
+		return keep(b, it);
+	/* Counted in order so the chardev behind it gets this index. */
+	if (!strncmp(it->arg, "chardev:", 8)) {
+		b->serials++;
+		return keep(b, it);
+	}
+	return port_file(b, "-serial", "serial", b->serials++);
+}
+
+static int rewrite_parallel(struct builder *b, struct arg_iter *it)
+{
+	if (!strcmp(it->arg, "none") || !strncmp(it->arg, "chardev:", 8))
+		return keep(b, it);
+	return port_file(b, "-parallel", "parallel", b->parallels++);
+}
+
+static int rewrite_debugcon(struct builder *b, struct arg_iter *it)
+{
+	if (!strcmp(it->arg, "none") || !strncmp(it->arg, "chardev:", 8))
+		return keep(b, it);
+	return port_file(b, "-debugcon", "debugcon", b->debugcons++);
+}
+
+/* ---- display ---- */
+
+static int display_none(struct builder *b)
+{
+	if (b->display_done)
+		return 0;
+	b->display_done = true;
+	return out_pair(b, "-display", "none");
+}
+
+static int rewrite_display(struct builder *b, struct arg_iter *it)
+{
+	int ret = optval_is(it->arg, "type", true, "none");
+
+	if (ret < 0)
+		return fail(b, ret, "out of memory");
+	if (ret)
+		return display_none(b);
+	b->need_display = true;
+	return 0;
+}
+
+static int drop_display(struct builder *b, struct arg_iter *it)
+{
+	b->need_display = true;
+	return 0;
+}
+
+static int rewrite_nographic(struct builder *b, struct arg_iter *it)
+{
+	int ret;
+
+	b->nographic = true;
+	ret = display_none(b);
+	/* -nographic also sets the machine's graphics=off, which the guest
+	 * sees through fw_cfg: keep the hardware identical. */
+	return ret ? ret : out_pair(b, "-machine", "graphics=off");
+}
+
+/* ---- files of the primary ---- */
+
+static int rewrite_pidfile(struct builder *b, struct arg_iter *it)
+{
+	int ret = out_dup(b, "-pidfile");
+
+	return ret ? ret : out_fmt(b, "%s/qemu.pid", b->spec->state_dir);
+}
+
+static int rewrite_logfile(struct builder *b, struct arg_iter *it)
+{
+	int ret = out_dup(b, "-D");
+
+	return ret ? ret : out_fmt(b, "%s/qemu.log", b->spec->state_dir);
+}
+
+/* ---- the main memory backend ---- */
+
+static bool is_main_ram(struct builder *b, const char *type, const char *id)
+{
+	return in_list(type, ram_backends, ARRAY_SIZE(ram_backends)) &&
+	       streq(id, b->spec->ram_backend_id);
+}
+
+static int ram_json(struct builder *b, struct json_object *obj)
+{
+	const char *text;
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(memfd_keys); i++)
+		json_object_object_del(obj, memfd_keys[i]);
+	if (json_object_object_add(obj, "qom-type",
+				   json_object_new_string("memory-backend-file")) ||
+	    json_object_object_add(obj, "mem-path",
+				   json_object_new_string(b->spec->ram_path)) ||
+	    json_object_object_add(obj, "share", json_object_new_boolean(1)))
+		return fail(b, -ENOMEM, "out of memory");
+	text = json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN |
+					      JSON_C_TO_STRING_NOSLASHESCAPE);
+	return out_dup(b, text ? text : "");
+}
+
+static int ram_kv(struct builder *b, struct qemu_opts *o)
+{
+	size_t i;
+	int ret;
+
+	for (i = 0; i < ARRAY_SIZE(memfd_keys); i++)
+		qemu_opts_del(o, memfd_keys[i]);
+	/* The type is either the bare leading value or qom-type=. */
+	if (qemu_opts_first_bare(o))
+		ret = qemu_opts_set(o, NULL, "memory-backend-file");
+	else
+		ret = qemu_opts_set(o, "qom-type", "memory-backend-file");
+	/* Set in place: QEMU applies properties in the order given. */
+	if (!ret)
+		ret = qemu_opts_set(o, "mem-path", b->spec->ram_path);
+	if (!ret)
+		ret = qemu_opts_set(o, "share", "on");
+	if (ret)
+		return fail(b, ret, "out of memory");
+	return out_push(b, qemu_opts_print(o));
+}
+
+static int rewrite_object(struct builder *b, struct arg_iter *it)
+{
+	struct optval v;
+	int ret;
+
+	ret = optval_parse(it->arg, &v);
+	if (ret) {
+		ret = fail(b, ret, "out of memory");
+		goto out;
+	}
+	if (!is_main_ram(b, optval_get(&v, "qom-type", true), optval_get(&v, "id", false))) {
+		ret = keep(b, it);
+		goto out;
+	}
+	b->found_ram = true;
+	ret = out_dup(b, "-object");
+	if (!ret)
+		ret = v.json ? ram_json(b, v.json) : ram_kv(b, &v.kv);
+out:
+	optval_free(&v);
+	return ret;
+}
+
+/* ---- putting it together ---- */
+
+static const struct rule {
+	const char *name;
+	int (*fn)(struct builder *b, struct arg_iter *it);
+} rules[] = {
+	/* the agent runs QEMU in the foreground and starts the guest */
+	{ "daemonize", drop },
+	{ "S", drop },
+	{ "incoming", drop },
+	/* the agent's own -qmp replaces every monitor */
+	{ "qmp", drop },
+	{ "qmp-pretty", drop },
+	{ "monitor", drop },
+	{ "mon", drop },
+	{ "chardev", rewrite_chardev },
+	{ "serial", rewrite_serial },
+	{ "parallel", rewrite_parallel },
+	{ "debugcon", rewrite_debugcon },
+	{ "display", rewrite_display },
+	{ "vnc", drop_display },
+	{ "spice", drop_display },
+	{ "nographic", rewrite_nographic },
+	{ "pidfile", rewrite_pidfile },
+	{ "D", rewrite_logfile },
+	{ "object", rewrite_object },
+};
+
+static int rewrite_one(struct builder *b, struct arg_iter *it)
+{
+	size_t i;
+
+	for (i = 0; it->name && i < ARRAY_SIZE(rules); i++)
+		if (!strcmp(it->name, rules[i].name))
+			return rules[i].fn(b, it);
+	return keep(b, it);
+}
+
+static int append_tail(struct builder *b)
+{
+	int ret = 0;
+
+	if (b->need_display)
+		ret = display_none(b);
+	/* -nographic puts the default serial port on stdio; with no
+	 * -serial, no isa-serial and defaults on, the primary has that one
+	 * port, which must keep existing (-nodefaults has none). */
+	if (!ret && b->nographic && !b->serial_opt && !b->isa_serial && !b->nodefaults)
+		ret = port_file(b, "-serial", "serial", 0);
+	if (!ret)
+		ret = out_dup(b, "-qmp");
+	if (!ret)
+		ret = out_fmt(b, "unix:%s/qmp.sock,server=on,wait=off", b->qmp_dir);
+	if (!ret)
+		ret = out_pair(b, "-incoming", "defer");
+	return ret;
+}
+
+/* state_dir inside key=value text: commas doubled. */
+static int escape_dir(struct builder *b)
+{
+	struct qemu_opts o = { NULL, 0 };
+	int ret;
+
+	ret = qemu_opts_set(&o, NULL, b->spec->state_dir);
+	if (!ret) {
+		b->qmp_dir = qemu_opts_print(&o);
+		if (!b->qmp_dir)
+			ret = -ENOMEM;
+	}
+	qemu_opts_free(&o);
+	return ret ? fail(b, ret, "out of memory") : 0;
+}
+
+static int build(struct builder *b)
+{
+	struct arg_iter it;
+	int ret;
+
+	ret = escape_dir(b);
+	if (!ret)
+		ret = prescan(b);
+	if (ret)
+		return ret;
+	ret = out_dup(b, b->argv[0]);
+	iter_init(b, &it);
+	while (!ret && (ret = next_opt(b, &it)) > 0)
+		ret = rewrite_one(b, &it);
+	if (ret)
+		return ret;
+	if (!b->found_ram)
+		return fail(b, -EINVAL, "the primary's command line has no memory backend '%s'",
+			    b->spec->ram_backend_id);
+	return append_tail(b);
+}
+
+int restore_cmdline_build(char *const *argv_in, int argc_in,
+			  const struct restore_spec *spec, char ***argv_out,
+			  char *err, size_t errlen)
+{
+	struct builder b = {
+		.spec = spec, .argv = argv_in, .argc = argc_in,
+		.err = err, .errlen = errlen,
+	};
+	int ret;
+
+	*argv_out = NULL;
+	if (errlen)
+		err[0] = '\0';
+	if (!argv_in || argc_in < 1 || !spec || !spec->state_dir ||
+	    !spec->ram_path || !spec->ram_backend_id)
+		return fail(&b, -EINVAL, "no command line or an incomplete restore spec");
+	ret = build(&b);
+	free(b.qmp_dir);
+	if (ret) {
+		restore_cmdline_free(b.out);
+		return ret;
+	}
+	*argv_out = b.out;
+	return 0;
+}
+
+void restore_cmdline_free(char **argv)
+{
+	char **p;
+
+	if (!argv)
+		return;
+	for (p = argv; *p; p++)
+		free(*p);
+	free(argv);
+}

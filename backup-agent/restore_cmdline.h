@@ -1,0 +1,24 @@
+/* The restored VM's command line: the primary's QEMU command line, with
+ * everything that names a host resource of the primary moved into the
+ * backup's state directory, and -incoming defer added. */
+#ifndef REMUS_RESTORE_CMDLINE_H
+#define REMUS_RESTORE_CMDLINE_H
+
+#include <stddef.h>
+
+struct restore_spec {
+	const char *state_dir;      /* serial.log, qmp.sock, ... go here */
+	const char *ram_path;       /* file the main memory backend maps */
+	const char *ram_backend_id; /* id of the main memory backend, e.g. "ram0" */
+};
+
+/* Build argv for the restored QEMU from argv_in (argc_in entries, argv_in[0]
+ * is the QEMU binary). On success *argv_out is a NULL-terminated, malloc'd
+ * vector (free with restore_cmdline_free) and the QMP socket the agent must
+ * use is DIR/qmp.sock. On error returns -EINVAL and writes the reason to err. */
+int restore_cmdline_build(char *const *argv_in, int argc_in,
+			  const struct restore_spec *spec, char ***argv_out,
+			  char *err, size_t errlen);
+void restore_cmdline_free(char **argv);
+
+#endif

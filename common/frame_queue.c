@@ -1,0 +1,120 @@
+#include "frame_queue.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+struct out_frame {
+	struct out_frame *next;
+	void *owned;
+	int iovcnt;          /* entries left in iov, from first */
+	int first;
+	uint8_t hdr[PROTO_HDR_SIZE];
+	struct iovec iov[];  /* [0] header, then the payload pieces */
+};
+
+void frame_queue_init(struct frame_queue *q)
+{
+	memset(q, 0, sizeof(*q));
+	q->tail = &q->head;
+}
+
+int frame_queue_push(struct frame_queue *q, unsigned type, uint64_t epoch,
+		     const struct iovec *payload, int iovcnt, void *owned,
+		     uint32_t *crc_out)
+{
+	struct out_frame *f = malloc(sizeof(*f) + sizeof(struct iovec) * (iovcnt + 1));
+
+	if (!f) {
+		free(owned);
+		return -ENOMEM;
+	}
+	proto_encode_hdr(f->hdr, type, epoch, payload, iovcnt);
+	f->next = NULL;
+	f->owned = owned;
+	f->first = 0;
+	f->iovcnt = iovcnt + 1;
+	f->iov[0].iov_base = f->hdr;
+	f->iov[0].iov_len = PROTO_HDR_SIZE;
+	if (iovcnt)
+		memcpy(f->iov + 1, payload, sizeof(struct iovec) * iovcnt);
+	for (int i = 0; i < f->iovcnt; i++)
+		q->bytes_queued += f->iov[i].iov_len;
+	if (crc_out) {
+		uint32_t crc;
+		memcpy(&crc, f->hdr + 20, 4);
+		*crc_out = be32toh(crc);
+	}
+	*q->tail = f;
+	q->tail = &f->next;
+	q->frames++;
+	return 0;
+}
+
+static void frame_free(struct out_frame *f)
+{
+	free(f->owned);
+	free(f);
+}
+
+static void pop_head(struct frame_queue *q)
+{
+	struct out_frame *f = q->head;
+
+	q->head = f->next;
+	if (!q->head)
+		q->tail = &q->head;
+	q->frames--;
+	frame_free(f);
+}
+
+/* Advance the head frame's iovecs past n written bytes. */
+static void consume(struct out_frame *f, size_t n)
+{
+	while (n && f->iovcnt) {
+		struct iovec *v = &f->iov[f->first];
+		if (n < v->iov_len) {
+			v->iov_base = (char *)v->iov_base + n;
+			v->iov_len -= n;
+			return;
+		}
+		n -= v->iov_len;
+		f->first++;
+		f->iovcnt--;
+	}
+}
+
+int frame_queue_flush(struct frame_queue *q, int fd)
+{
+	while (q->head) {
+		struct out_frame *f = q->head;
+		struct msghdr msg = {
+			.msg_iov = f->iov + f->first,
+			.msg_iovlen = f->iovcnt,
+		};
+		ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return 0;
+			return -errno;
+		}
+		q->bytes_queued -= (size_t)n;
+		q->bytes_sent += (size_t)n;
+		consume(f, (size_t)n);
+		if (!f->iovcnt)
+			pop_head(q);
+	}
+	return 1;
+}
+
+void frame_queue_clear(struct frame_queue *q)
+{
+	while (q->head)
+		pop_head(q);
+	q->bytes_queued = 0;
+}

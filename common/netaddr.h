@@ -1,0 +1,21 @@
+/* HOST:PORT addresses for the replication link ([v6]:PORT works too). */
+#ifndef REMUS_NETADDR_H
+#define REMUS_NETADDR_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+
+struct netaddr {
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char text[160]; /* as the user wrote it, for messages */
+};
+
+/* 0, or -EINVAL with the reason in err. Names are resolved (getaddrinfo). */
+int netaddr_parse(const char *text, struct netaddr *out, char *err, size_t errlen);
+/* Non-blocking, TCP_NODELAY, close-on-exec. Return fd or -errno. */
+int netaddr_listen(const struct netaddr *a);
+int netaddr_connect(const struct netaddr *a, int timeout_ms);
+int fd_set_nonblock(int fd);
+
+#endif

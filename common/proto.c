@@ -1,0 +1,189 @@
+#include "proto.h"
+
+#include "crc32c.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *const type_names[FRAME_TYPE_MAX] = {
+	[FRAME_HELLO] = "HELLO",
+	[FRAME_HELLO_REPLY] = "HELLO_REPLY",
+	[FRAME_PAGES] = "PAGES",
+	[FRAME_DEVSTATE] = "DEVSTATE",
+	[FRAME_EPOCH_END] = "EPOCH_END",
+	[FRAME_ACK] = "ACK",
+	[FRAME_NACK] = "NACK",
+	[FRAME_HEARTBEAT] = "HEARTBEAT",
+	[FRAME_GOODBYE] = "GOODBYE",
+};
+
+const char *frame_type_name(unsigned type)
+{
+	if (type < FRAME_TYPE_MAX && type_names[type])
+		return type_names[type];
+	return "UNKNOWN";
+}
+
+static void put_be16(uint8_t *p, uint16_t v) { v = htobe16(v); memcpy(p, &v, 2); }
+static void put_be32(uint8_t *p, uint32_t v) { v = htobe32(v); memcpy(p, &v, 4); }
+static void put_be64(uint8_t *p, uint64_t v) { v = htobe64(v); memcpy(p, &v, 8); }
+static uint16_t get_be16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return be16toh(v); }
+static uint32_t get_be32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return be32toh(v); }
+static uint64_t get_be64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return be64toh(v); }
+
+/* Header layout: magic(4) version(1) type(1) flags(2) epoch(8) len(4)
+ * payload_crc(4) reserved(4) header_crc(4). */
+void proto_encode_hdr(uint8_t out[PROTO_HDR_SIZE], unsigned type, uint64_t epoch,
+		      const struct iovec *iov, int iovcnt)
+{
+	uint32_t crc = 0;
+	size_t len = 0;
+
+	for (int i = 0; i < iovcnt; i++) {
+		crc = crc32c(crc, iov[i].iov_base, iov[i].iov_len);
+		len += iov[i].iov_len;
+	}
+	put_be32(out, PROTO_MAGIC);
+	out[4] = PROTO_VERSION;
+	out[5] = (uint8_t)type;
+	put_be16(out + 6, 0);
+	put_be64(out + 8, epoch);
+	put_be32(out + 16, (uint32_t)len);
+	put_be32(out + 20, crc);
+	put_be32(out + 24, 0);
+	put_be32(out + 28, crc32c(0, out, 28));
+}
+
+int proto_decode_hdr(const uint8_t in[PROTO_HDR_SIZE], struct frame_hdr *h)
+{
+	if (get_be32(in) != PROTO_MAGIC || get_be32(in + 28) != crc32c(0, in, 28))
+		return -EBADMSG;
+	h->version = in[4];
+	h->type = in[5];
+	h->flags = get_be16(in + 6);
+	h->epoch = get_be64(in + 8);
+	h->len = get_be32(in + 16);
+	h->payload_crc = get_be32(in + 20);
+	/* The version is checked before the type: a newer peer may well use
+	 * types this one does not know, and should hear "version". */
+	if (h->version != PROTO_VERSION)
+		return -EPROTONOSUPPORT;
+	if (h->type == 0 || h->type >= FRAME_TYPE_MAX)
+		return -EBADMSG;
+	if (h->len > PROTO_MAX_PAYLOAD)
+		return -EMSGSIZE;
+	return 0;
+}
+
+int proto_check_payload(const struct frame_hdr *h, const uint8_t *payload)
+{
+	return crc32c(0, payload, h->len) == h->payload_crc ? 0 : -EBADMSG;
+}
+
+int proto_parse_pages(const uint8_t *payload, uint32_t len, struct pages_hdr *out)
+{
+	uint64_t need;
+
+	if (len < 8)
+		return -EBADMSG;
+	out->count = get_be32(payload);
+	if (out->count == 0 || out->count > PROTO_PAGES_PER_FRAME || get_be32(payload + 4))
+		return -EBADMSG;
+	need = 8 + (uint64_t)out->count * (8 + PROTO_PAGE_SIZE);
+	if (need != len)
+		return -EBADMSG;
+	out->index_be = payload + 8;
+	out->data = payload + 8 + (size_t)out->count * 8;
+	return 0;
+}
+
+void proto_encode_epoch_end(uint8_t out[PROTO_EPOCH_END_SIZE], const struct epoch_end *e)
+{
+	put_be64(out, e->pages);
+	put_be64(out + 8, e->devstate_bytes);
+	put_be32(out + 16, e->frames);
+	put_be32(out + 20, e->epoch_crc);
+}
+
+int proto_parse_epoch_end(const uint8_t *payload, uint32_t len, struct epoch_end *out)
+{
+	if (len != PROTO_EPOCH_END_SIZE)
+		return -EBADMSG;
+	out->pages = get_be64(payload);
+	out->devstate_bytes = get_be64(payload + 8);
+	out->frames = get_be32(payload + 16);
+	out->epoch_crc = get_be32(payload + 20);
+	return 0;
+}
+
+uint32_t proto_epoch_crc_add(uint32_t epoch_crc, uint32_t frame_payload_crc)
+{
+	uint8_t be[4];
+
+	put_be32(be, frame_payload_crc);
+	return crc32c(epoch_crc, be, 4);
+}
+
+void frame_reader_init(struct frame_reader *r)
+{
+	memset(r, 0, sizeof(*r));
+}
+
+void frame_reader_free(struct frame_reader *r)
+{
+	free(r->payload);
+	frame_reader_init(r);
+}
+
+static int read_some(int fd, uint8_t *buf, size_t want, size_t *got)
+{
+	ssize_t n = read(fd, buf, want);
+
+	if (n > 0) {
+		*got = (size_t)n;
+		return 0;
+	}
+	if (n == 0)
+		return -EPIPE;
+	return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -EAGAIN : -errno;
+}
+
+int frame_reader_read(struct frame_reader *r, int fd)
+{
+	size_t got = 0;
+	int rc;
+
+	/* A complete frame was handed out last time: start the next one. */
+	if (r->have >= PROTO_HDR_SIZE && r->have == PROTO_HDR_SIZE + r->hdr.len)
+		r->have = 0;
+
+	while (r->have < PROTO_HDR_SIZE) {
+		rc = read_some(fd, r->hdr_buf + r->have, PROTO_HDR_SIZE - r->have, &got);
+		if (rc)
+			return rc == -EAGAIN ? 0 : rc;
+		r->have += got;
+		if (r->have < PROTO_HDR_SIZE)
+			continue;
+		rc = proto_decode_hdr(r->hdr_buf, &r->hdr);
+		if (rc)
+			return rc;
+		if (r->hdr.len > r->cap) {
+			uint8_t *p = realloc(r->payload, r->hdr.len);
+			if (!p)
+				return -ENOMEM;
+			r->payload = p;
+			r->cap = r->hdr.len;
+		}
+	}
+	while (r->have < PROTO_HDR_SIZE + r->hdr.len) {
+		size_t off = r->have - PROTO_HDR_SIZE;
+		rc = read_some(fd, r->payload + off, r->hdr.len - off, &got);
+		if (rc)
+			return rc == -EAGAIN ? 0 : rc;
+		r->have += got;
+	}
+	return 1;
+}

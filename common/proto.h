@@ -1,0 +1,96 @@
+/* The replication wire protocol (docs/PROTOCOL.md): framed messages over one
+ * TCP connection. Every frame has a 32-byte big-endian header with its own
+ * CRC32C, so a corrupted length is caught before it is trusted, and a CRC32C
+ * over the payload. */
+#ifndef REMUS_PROTO_H
+#define REMUS_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#define PROTO_MAGIC        0x524d5553u /* "RMUS" */
+#define PROTO_VERSION      1
+#define PROTO_HDR_SIZE     32
+#define PROTO_MAX_PAYLOAD  (32u << 20)
+#define PROTO_PAGE_SIZE    4096u
+/* Pages per PAGES frame: 256 pages = 1 MiB of data per frame. */
+#define PROTO_PAGES_PER_FRAME 256u
+
+enum frame_type {
+	FRAME_HELLO = 1,        /* primary -> backup: JSON VM identity */
+	FRAME_HELLO_REPLY,      /* backup -> primary: JSON {ok, error} */
+	FRAME_PAGES,            /* pages of an epoch (epoch 0: initial sync) */
+	FRAME_DEVSTATE,         /* QEMU device state of an epoch */
+	FRAME_EPOCH_END,        /* epoch complete: counts and epoch checksum */
+	FRAME_ACK,              /* backup committed this epoch */
+	FRAME_NACK,             /* backup discarded this epoch: resend it */
+	FRAME_HEARTBEAT,        /* both ways, when idle */
+	FRAME_GOODBYE,          /* primary detaches on purpose: do not fail over */
+	FRAME_TYPE_MAX
+};
+
+struct frame_hdr {
+	uint8_t version;
+	uint8_t type;
+	uint16_t flags;
+	uint64_t epoch;
+	uint32_t len;         /* payload bytes */
+	uint32_t payload_crc; /* crc32c of the payload */
+};
+
+/* FRAME_PAGES payload: be32 count, be32 zero, be64 page index[count], then
+ * count * 4096 bytes of page data in the same order. */
+struct pages_hdr {
+	uint32_t count;
+	const uint8_t *index_be;  /* count big-endian u64s */
+	const uint8_t *data;      /* count pages */
+};
+
+/* FRAME_EPOCH_END payload. epoch_crc is crc32c over the big-endian
+ * payload_crc of every PAGES and DEVSTATE frame of the epoch, in order:
+ * a lost, repeated or reordered frame changes it. */
+struct epoch_end {
+	uint64_t pages;
+	uint64_t devstate_bytes;
+	uint32_t frames;
+	uint32_t epoch_crc;
+};
+#define PROTO_EPOCH_END_SIZE 24
+
+const char *frame_type_name(unsigned type);
+
+/* Encode a header for payload iov (crc computed here). */
+void proto_encode_hdr(uint8_t out[PROTO_HDR_SIZE], unsigned type, uint64_t epoch,
+		      const struct iovec *iov, int iovcnt);
+/* 0, -EBADMSG (magic, header CRC, unknown type), -EPROTONOSUPPORT
+ * (version), -EMSGSIZE (payload larger than PROTO_MAX_PAYLOAD). */
+int proto_decode_hdr(const uint8_t in[PROTO_HDR_SIZE], struct frame_hdr *h);
+/* 0 or -EBADMSG when the payload does not match its CRC. */
+int proto_check_payload(const struct frame_hdr *h, const uint8_t *payload);
+
+/* 0 or -EBADMSG when the payload is not a well-formed PAGES body. */
+int proto_parse_pages(const uint8_t *payload, uint32_t len, struct pages_hdr *out);
+void proto_encode_epoch_end(uint8_t out[PROTO_EPOCH_END_SIZE], const struct epoch_end *e);
+int proto_parse_epoch_end(const uint8_t *payload, uint32_t len, struct epoch_end *out);
+uint32_t proto_epoch_crc_add(uint32_t epoch_crc, uint32_t frame_payload_crc);
+
+/* Reassembles frames from a non-blocking stream. */
+struct frame_reader {
+	uint8_t hdr_buf[PROTO_HDR_SIZE];
+	size_t have;           /* bytes of header+payload read so far */
+	struct frame_hdr hdr;
+	uint8_t *payload;
+	size_t cap;
+};
+
+void frame_reader_init(struct frame_reader *r);
+void frame_reader_free(struct frame_reader *r);
+/* Read what fd has. 1: a whole frame is in r->hdr/r->payload (valid until
+ * the next call; the caller checks it with proto_check_payload, so that a
+ * corrupt payload can be told from a lost stream); 0: need more (EAGAIN);
+ * -EPIPE: peer closed; other -errno from read(); a proto_decode_hdr error
+ * for a bad header, after which the stream cannot be trusted any more. */
+int frame_reader_read(struct frame_reader *r, int fd);
+
+#endif

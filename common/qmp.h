@@ -1,0 +1,55 @@
+/* A small synchronous QMP client.
+ *
+ * The replicator talks to QEMU only at the epoch barrier, where every step
+ * (stop, save devices, cont) must finish before the next starts, so commands
+ * are plain request/reply with a deadline. Events that arrive while waiting
+ * for a reply are queued and handed out by qmp_read_events(), which the event
+ * loop calls when the socket is readable between barriers.
+ *
+ * Errors: every function returns 0 or a negative errno value; the text of the
+ * last error (QEMU's class and desc, or what went wrong locally) is kept in
+ * qmp_last_error().
+ *   -ETIMEDOUT   no complete reply before the deadline
+ *   -EPIPE       QEMU closed the socket (it died or quit)
+ *   -EPROTO      the peer sent something that is not QMP (not JSON, no
+ *                greeting, a reply with neither "return" nor "error", a line
+ *                longer than QMP_MAX_LINE)
+ *   -EREMOTEIO   QEMU answered with {"error": ...}
+ */
+#ifndef REMUS_QMP_H
+#define REMUS_QMP_H
+
+#include <json-c/json.h>
+#include <sys/types.h>
+
+#define QMP_MAX_LINE (16u << 20)
+
+struct qmp;
+
+typedef void qmp_event_fn(const char *event, struct json_object *data, void *opaque);
+
+/* Connect to a QMP unix socket, read the greeting and negotiate
+ * (qmp_capabilities). */
+int qmp_connect(const char *path, int timeout_ms, struct qmp **out);
+/* Same over an already connected stream socket (tests use a socketpair).
+ * Takes ownership of fd, also on failure. */
+int qmp_attach_fd(int fd, int timeout_ms, struct qmp **out);
+/* Error text of a failed qmp_connect/qmp_attach_fd (no struct qmp exists then). */
+const char *qmp_connect_error(void);
+
+/* Run one command. args may be NULL; it is not consumed. On success, if
+ * ret is not NULL, *ret receives the "return" value (caller json_object_put). */
+int qmp_execute(struct qmp *q, const char *command, struct json_object *args,
+		struct json_object **ret, int timeout_ms);
+
+/* Dispatch queued events, then read whatever the socket has without
+ * blocking and dispatch the events in it. -EPIPE when QEMU has gone. */
+int qmp_read_events(struct qmp *q, qmp_event_fn *fn, void *opaque);
+
+const char *qmp_last_error(const struct qmp *q);
+int qmp_fd(const struct qmp *q);
+/* QEMU's pid, from SO_PEERCRED of the unix socket; -1 if unknown. */
+pid_t qmp_peer_pid(const struct qmp *q);
+void qmp_close(struct qmp *q);
+
+#endif

@@ -1,0 +1,73 @@
+/* remusctl: the operator's command for a running replicator. */
+#include "remusctl.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+static const struct {
+	const char *name;
+	int (*fn)(const struct remusctl_opts *o, int argc, char **argv);
+	const char *help;
+} verbs[] = {
+	{ "status", status_main, "epochs, pause times, dirty pages, link, protection state" },
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f, "Usage: remusctl --control PATH [--json] VERB\n\n"
+		   "Talks to remus-replicator over its control socket (--control).\n\n"
+		   "Verbs:\n");
+	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
+		fprintf(f, "  %-10s %s\n", verbs[i].name, verbs[i].help);
+	fprintf(f, "\nOptions:\n"
+		   "  --control PATH   the replicator's control socket (required)\n"
+		   "  --json           machine-readable output (stable keys)\n"
+		   "  -h, --help       this text\n");
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option long_opts[] = {
+		{ "control", required_argument, NULL, 'c' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct remusctl_opts o = { 0 };
+	int c;
+
+	/* "+" stops at the verb: options after it belong to the verb... except
+	 * --json, which reads naturally after it too, so we rescan for it. */
+	while ((c = getopt_long(argc, argv, "+h", long_opts, NULL)) != -1) {
+		switch (c) {
+		case 'c': o.control = optarg; break;
+		case 'j': o.json = 1; break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (optind >= argc) {
+		fprintf(stderr, "remusctl: no verb given\n");
+		usage(stderr);
+		return 2;
+	}
+	for (int i = optind + 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--json")) {
+			o.json = 1;
+		} else {
+			fprintf(stderr, "remusctl: %s: unexpected argument '%s'\n", argv[optind], argv[i]);
+			return 2;
+		}
+	}
+	if (!o.control) {
+		fprintf(stderr, "remusctl: --control PATH is required\n");
+		return 2;
+	}
+	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
+		if (!strcmp(argv[optind], verbs[i].name))
+			return verbs[i].fn(&o, argc - optind, argv + optind);
+	fprintf(stderr, "remusctl: unknown verb '%s'\n", argv[optind]);
+	usage(stderr);
+	return 2;
+}

@@ -1,0 +1,68 @@
+/* remusctl status [--json]: the replicator's figures. --json prints the
+ * replicator's reply unchanged (stable snake_case keys, units in names). */
+#include "remusctl.h"
+
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static double num(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	return json_object_object_get_ex(o, key, &v) ? json_object_get_double(v) : 0;
+}
+
+static const char *str(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	return json_object_object_get_ex(o, key, &v) ? json_object_get_string(v) : "?";
+}
+
+static void print_human(struct json_object *o)
+{
+	printf("VM %s (QEMU pid %.0f) -> backup %s: %s\n", str(o, "vm"), num(o, "qemu_pid"),
+	       str(o, "backup"), str(o, "protection"));
+	printf("epochs:  %.0f committed, last acked %.0f, current %.0f, every %.0f ms; "
+	       "%.0f resent, %.0f full syncs\n", num(o, "epochs_committed"),
+	       num(o, "last_acked_epoch"), num(o, "epoch"), num(o, "epoch_ms"),
+	       num(o, "epochs_resent"), num(o, "resyncs"));
+	printf("pause:   p50 %.2f ms, p99 %.2f ms, max %.2f ms\n", num(o, "pause_p50_ms"),
+	       num(o, "pause_p99_ms"), num(o, "pause_max_ms"));
+	printf("dirty:   %.1f pages/epoch (%.1f KiB), %.0f pages in all (tracker %s)\n",
+	       num(o, "dirty_pages_per_epoch"), num(o, "dirty_bytes_per_epoch") / 1024,
+	       num(o, "dirty_pages_total"), str(o, "tracker"));
+	printf("link:    %.2f MB/s, %.0f bytes queued; ack p50 %.2f ms, p99 %.2f ms\n",
+	       num(o, "link_bytes_per_s") / 1e6, num(o, "link_queued_bytes"),
+	       num(o, "ack_p50_ms"), num(o, "ack_p99_ms"));
+}
+
+int status_main(const struct remusctl_opts *opts, int argc, char **argv)
+{
+	char *reply = remusctl_request(opts->control, "status");
+	struct json_object *o, *err;
+
+	if (!reply)
+		return 1;
+	o = json_tokener_parse(reply);
+	if (!o) {
+		fprintf(stderr, "remusctl: the replicator's reply is not JSON: %.80s\n", reply);
+		free(reply);
+		return 1;
+	}
+	if (json_object_object_get_ex(o, "error", &err)) {
+		fprintf(stderr, "remusctl: %s\n", json_object_get_string(err));
+		json_object_put(o);
+		free(reply);
+		return 1;
+	}
+	if (opts->json)
+		fputs(reply, stdout);
+	else
+		print_human(o);
+	json_object_put(o);
+	free(reply);
+	return 0;
+}

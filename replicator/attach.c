@@ -1,0 +1,327 @@
+/* Attach to a running QEMU: find its pid, command line, machine type and
+ * the shared file that backs guest RAM, and refuse a VM that cannot be
+ * replicated safely, saying how to start it right. */
+#include "log.h"
+#include "qemu_opts.h"
+#include "qmp.h"
+#include "replicator.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define QMP_CONNECT_TIMEOUT_MS 5000
+#define QMP_QUERY_TIMEOUT_MS   5000
+
+static const char how_to_start[] =
+	"start QEMU with its RAM on a shared file, e.g. "
+	"-object memory-backend-file,id=ram0,size=128M,mem-path=/dev/shm/NAME.ram,share=on "
+	"-machine memory-backend=ram0";
+
+void vm_info_free(struct vm_info *vm)
+{
+	free(vm->name);
+	free(vm->ram_path);
+	free(vm->backend_id);
+	free(vm->machine_type);
+	for (int i = 0; vm->argv && i < vm->argc; i++)
+		free(vm->argv[i]);
+	free(vm->argv);
+	memset(vm, 0, sizeof(*vm));
+}
+
+/* qom-get PATH PROPERTY; *out receives the value (caller puts). */
+static int qom_get(struct replicator *r, const char *path, const char *prop,
+		   struct json_object **out)
+{
+	struct json_object *args = json_object_new_object();
+	int rc;
+
+	json_object_object_add(args, "path", json_object_new_string(path));
+	json_object_object_add(args, "property", json_object_new_string(prop));
+	rc = qmp_execute(r->qmp, "qom-get", args, out, QMP_QUERY_TIMEOUT_MS);
+	json_object_put(args);
+	return rc;
+}
+
+static int qom_get_string(struct replicator *r, const char *path, const char *prop, char **out)
+{
+	struct json_object *v = NULL;
+	int rc = qom_get(r, path, prop, &v);
+
+	if (!rc) {
+		*out = strdup(json_object_get_string(v));
+		rc = *out ? 0 : -ENOMEM;
+	}
+	json_object_put(v);
+	return rc;
+}
+
+static int read_cmdline(struct vm_info *vm)
+{
+	char path[64], buf[65536];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)vm->pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return n < 0 ? -errno : -EIO;
+	buf[n] = 0;
+	for (ssize_t i = 0; i < n; i++)
+		if (!buf[i])
+			vm->argc++;
+	vm->argv = calloc((size_t)vm->argc + 1, sizeof(char *));
+	if (!vm->argv)
+		return -ENOMEM;
+	for (int i = 0, off = 0; i < vm->argc; i++) {
+		vm->argv[i] = strdup(buf + off);
+		if (!vm->argv[i])
+			return -ENOMEM;
+		off += (int)strlen(buf + off) + 1;
+	}
+	return 0;
+}
+
+/* -name guest=X or -name X; else "vm-PID". */
+static int find_name(struct vm_info *vm)
+{
+	for (int i = 1; i + 1 < vm->argc; i++) {
+		struct qemu_opts o;
+		const char *n;
+		if (strcmp(vm->argv[i], "-name") && strcmp(vm->argv[i], "--name"))
+			continue;
+		if (qemu_opts_parse(vm->argv[i + 1], &o))
+			break;
+		n = qemu_opts_get(&o, "guest");
+		if (!n)
+			n = qemu_opts_first_bare(&o);
+		vm->name = n ? strdup(n) : NULL;
+		qemu_opts_free(&o);
+		if (vm->name)
+			return 0;
+	}
+	if (asprintf(&vm->name, "vm-%d", (int)vm->pid) < 0) {
+		vm->name = NULL;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* A memfd backend has no path: find QEMU's descriptor for it. */
+static int find_memfd(struct vm_info *vm)
+{
+	char dir[64], link[PATH_MAX], path[PATH_MAX];
+	struct dirent *de;
+	DIR *d;
+	int found = 0;
+
+	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)vm->pid);
+	d = opendir(dir);
+	if (!d)
+		return -errno;
+	while ((de = readdir(d))) {
+		struct stat st;
+		ssize_t n;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		n = readlink(path, link, sizeof(link) - 1);
+		if (n <= 0)
+			continue;
+		link[n] = 0;
+		if (strncmp(link, "/memfd:", 7) || stat(path, &st) || (uint64_t)st.st_size != vm->ram_size)
+			continue;
+		if (found++)
+			break;
+		free(vm->ram_path);
+		vm->ram_path = strdup(path);
+	}
+	closedir(d);
+	if (found != 1) {
+		log_err("cannot tell which memfd of QEMU (pid %d) holds guest RAM "
+			"(%d candidates): pass --ram-file", (int)vm->pid, found);
+		return -ENOENT;
+	}
+	return vm->ram_path ? 0 : -ENOMEM;
+}
+
+static bool is_rom_block(const char *name, const char *backend_id)
+{
+	static const char *const roms[] = { "pc.bios", "isa-bios", "pc.rom" };
+	size_t len = strlen(name);
+
+	if (!strcmp(name, backend_id) || !strncmp(name, "/rom@", 5))
+		return true;
+	for (size_t i = 0; i < sizeof(roms) / sizeof(roms[0]); i++)
+		if (!strcmp(name, roms[i]))
+			return true;
+	return len > 4 && !strcmp(name + len - 4, ".rom");
+}
+
+/* Guest-writable RAM outside the backend (VGA vram, say) would come back
+ * stale on the backup: refuse it. ROMs are rebuilt by the backup's QEMU. */
+static int check_ramblocks(struct replicator *r)
+{
+	struct json_object *args = json_object_new_object(), *out = NULL;
+	char *text, *line, *save = NULL;
+	int rc;
+
+	json_object_object_add(args, "command-line", json_object_new_string("info ramblock"));
+	rc = qmp_execute(r->qmp, "human-monitor-command", args, &out, QMP_QUERY_TIMEOUT_MS);
+	json_object_put(args);
+	if (rc) {
+		log_err("cannot list the VM's RAM blocks: %s", qmp_last_error(r->qmp));
+		return rc;
+	}
+	text = strdup(json_object_get_string(out));
+	json_object_put(out);
+	if (!text)
+		return -ENOMEM;
+	for (line = strtok_r(text, "\r\n", &save); line; line = strtok_r(NULL, "\r\n", &save)) {
+		char name[256];
+		if (sscanf(line, " %255s", name) != 1 || !strcmp(name, "Block"))
+			continue;
+		if (!is_rom_block(name, r->vm.backend_id)) {
+			log_err("refusing VM %s: RAM block '%s' lies outside the shared memory "
+				"backend and the guest can write it, so a restored VM would find it "
+				"stale; start QEMU without the device that owns it (for VGA: -vga none)",
+				r->vm.name, name);
+			rc = -EPERM;
+			break;
+		}
+	}
+	free(text);
+	return rc;
+}
+
+static int find_backend(struct replicator *r)
+{
+	struct vm_info *vm = &r->vm;
+	char *path = NULL, objpath[300];
+	struct json_object *v = NULL;
+	int rc;
+
+	rc = qom_get_string(r, "/machine", "memory-backend", &path);
+	if (rc || !path[0]) {
+		log_err("refusing VM %s: its RAM is not on a memory backend (%s); %s",
+			vm->name, rc ? qmp_last_error(r->qmp) : "none set", how_to_start);
+		free(path);
+		return -EPERM;
+	}
+	vm->backend_id = strdup(strrchr(path, '/') ? strrchr(path, '/') + 1 : path);
+	snprintf(objpath, sizeof(objpath), "%s", path);
+	free(path);
+	if (!vm->backend_id)
+		return -ENOMEM;
+	if (qom_get(r, objpath, "share", &v) || !json_object_get_boolean(v)) {
+		json_object_put(v);
+		log_err("refusing VM %s: memory backend '%s' is not shared (share=off), so "
+			"nothing outside QEMU can read guest RAM; %s", vm->name,
+			vm->backend_id, how_to_start);
+		return -EPERM;
+	}
+	json_object_put(v);
+	v = NULL;
+	rc = qom_get(r, objpath, "size", &v);
+	vm->ram_size = rc ? 0 : (uint64_t)json_object_get_int64(v);
+	json_object_put(v);
+	if (rc || !vm->ram_size || vm->ram_size % PROTO_PAGE_SIZE) {
+		log_err("cannot read the size of memory backend '%s'", vm->backend_id);
+		return -EPROTO;
+	}
+	if (r->cfg.ram_file) {
+		vm->ram_path = strdup(r->cfg.ram_file);
+		return vm->ram_path ? 0 : -ENOMEM;
+	}
+	if (!qom_get_string(r, objpath, "mem-path", &vm->ram_path))
+		return 0;
+	return find_memfd(vm);
+}
+
+static int check_ram_file(const struct vm_info *vm)
+{
+	struct stat st;
+
+	if (stat(vm->ram_path, &st) < 0) {
+		log_err("guest RAM file %s: %s", vm->ram_path, strerror(errno));
+		return -errno;
+	}
+	if ((uint64_t)st.st_size != vm->ram_size) {
+		log_err("guest RAM file %s holds %lld bytes but memory backend '%s' has %llu: "
+			"wrong file?", vm->ram_path, (long long)st.st_size, vm->backend_id,
+			(unsigned long long)vm->ram_size);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int find_machine_type(struct replicator *r)
+{
+	char *type = NULL, *suffix;
+	int rc = qom_get_string(r, "/machine", "type", &type);
+
+	if (rc) {
+		log_err("cannot read the machine type: %s", qmp_last_error(r->qmp));
+		return rc;
+	}
+	/* QOM type "pc-i440fx-7.2-machine" is machine "pc-i440fx-7.2" */
+	suffix = strstr(type, "-machine");
+	if (suffix && !suffix[8])
+		*suffix = 0;
+	r->vm.machine_type = type;
+	return 0;
+}
+
+int vm_attach(struct replicator *r)
+{
+	struct vm_info *vm = &r->vm;
+	int rc = qmp_connect(r->cfg.qmp_path, QMP_CONNECT_TIMEOUT_MS, &r->qmp);
+
+	if (rc) {
+		log_err("cannot attach to QMP socket %s: %s", r->cfg.qmp_path, qmp_connect_error());
+		return rc;
+	}
+	vm->pid = qmp_peer_pid(r->qmp);
+	if (vm->pid <= 0 || (rc = read_cmdline(vm))) {
+		log_err("cannot read the command line of QEMU (pid %d): %s; the replicator "
+			"must run on the same host as QEMU", (int)vm->pid, strerror(rc ? -rc : ESRCH));
+		return rc ? rc : -ESRCH;
+	}
+	if ((rc = find_name(vm)) || (rc = find_backend(r)) || (rc = check_ram_file(vm)) ||
+	    (rc = find_machine_type(r)) || (rc = check_ramblocks(r)))
+		return rc;
+	log_info("attached to VM %s: QEMU pid %d, machine %s, %llu MiB RAM in %s (backend %s)",
+		 vm->name, (int)vm->pid, vm->machine_type,
+		 (unsigned long long)(vm->ram_size >> 20), vm->ram_path, vm->backend_id);
+	return 0;
+}
+
+char *vm_hello_json(const struct replicator *r)
+{
+	const struct vm_info *vm = &r->vm;
+	struct json_object *o = json_object_new_object();
+	struct json_object *argv = json_object_new_array();
+	char *text;
+
+	for (int i = 0; i < vm->argc; i++)
+		json_object_array_add(argv, json_object_new_string(vm->argv[i]));
+	json_object_object_add(o, "protocol", json_object_new_int(PROTO_VERSION));
+	json_object_object_add(o, "name", json_object_new_string(vm->name));
+	json_object_object_add(o, "ram_size", json_object_new_int64((int64_t)vm->ram_size));
+	json_object_object_add(o, "page_size", json_object_new_int(PROTO_PAGE_SIZE));
+	json_object_object_add(o, "ram_backend", json_object_new_string(vm->backend_id));
+	json_object_object_add(o, "machine_type", json_object_new_string(vm->machine_type));
+	json_object_object_add(o, "qemu_argv", argv);
+	text = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+	json_object_put(o);
+	return text;
+}

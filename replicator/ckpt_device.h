@@ -1,0 +1,53 @@
+/* The epoch pipeline fans out over checkpoint devices, after libxl's
+ * checkpoint device ops: guest memory, QEMU's device state, and later the
+ * net buffer and the disks. Adding a device adds a file and a table entry,
+ * not branches in the pipeline. A NULL hook means "nothing to do". */
+#ifndef REMUS_CKPT_DEVICE_H
+#define REMUS_CKPT_DEVICE_H
+
+#include <stdint.h>
+#include <sys/uio.h>
+
+struct replicator;
+
+/* What one epoch amounts to on the wire; devices add to it as they queue
+ * frames, and the pipeline closes the epoch with it (FRAME_EPOCH_END). */
+struct epoch_tally {
+	uint64_t id;
+	uint64_t pages;
+	uint64_t devstate_bytes;
+	uint32_t frames;
+	uint32_t crc;
+};
+
+struct ckpt_device_ops {
+	const char *name;
+	/* At attach. */
+	int (*setup)(struct replicator *r, void **state);
+	/* Always runs, also after a failed setup (state may be NULL). */
+	void (*teardown)(void *state);
+	/* A new backup: queue a full copy while the VM runs (epoch 0). */
+	int (*sync)(void *state, struct replicator *r, struct epoch_tally *t);
+	/* VM stopped at the barrier: capture what this epoch changed. Keep it
+	 * short: the guest is not running. */
+	int (*postsuspend)(void *state, struct replicator *r, struct epoch_tally *t);
+	/* VM running again: queue the captured data (called again, for the same
+	 * data, if the backup asks for the epoch once more). */
+	int (*send)(void *state, struct replicator *r, struct epoch_tally *t);
+	/* The backup committed the epoch: release what waited for it. */
+	void (*commit)(void *state, struct replicator *r, uint64_t epoch);
+};
+
+struct ckpt_device {
+	const struct ckpt_device_ops *ops;
+	void *state;
+};
+
+extern const struct ckpt_device_ops memory_device_ops;
+extern const struct ckpt_device_ops qemu_state_device_ops;
+
+/* Queue a frame that belongs to epoch t and account for it in the tally. */
+int epoch_push_frame(struct replicator *r, struct epoch_tally *t, unsigned type,
+		     const struct iovec *iov, int iovcnt, void *owned);
+
+#endif

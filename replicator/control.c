@@ -1,0 +1,141 @@
+/* The control socket: `remusctl` connects, writes one command line, reads
+ * one JSON reply, and the connection closes. Commands: status. */
+#include "log.h"
+#include "replicator.h"
+
+#include <errno.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+static void add_double(struct json_object *o, const char *key, double v)
+{
+	json_object_object_add(o, key, json_object_new_double(v));
+}
+
+static void add_u64(struct json_object *o, const char *key, uint64_t v)
+{
+	json_object_object_add(o, key, json_object_new_uint64(v));
+}
+
+char *status_json(const struct replicator *r)
+{
+	const struct replicator_stats *s = &r->stats;
+	struct json_object *o = json_object_new_object();
+	double dirty_mean = ring_mean(&s->dirty_pages);
+	char *text;
+
+	json_object_object_add(o, "vm", json_object_new_string(r->vm.name));
+	json_object_object_add(o, "qemu_pid", json_object_new_int(r->vm.pid));
+	json_object_object_add(o, "backup", json_object_new_string(r->cfg.backup.text));
+	json_object_object_add(o, "protection", json_object_new_string(protection_name(r->prot)));
+	json_object_object_add(o, "tracker", json_object_new_string("compare"));
+	add_u64(o, "epoch_ms", r->cfg.epoch_ms);
+	add_u64(o, "epoch", r->epoch);
+	add_u64(o, "epochs_committed", s->epochs_committed);
+	add_u64(o, "last_acked_epoch", s->last_acked_epoch);
+	add_u64(o, "epochs_resent", s->epochs_nacked);
+	add_u64(o, "resyncs", s->resyncs);
+	add_double(o, "pause_p50_ms", ring_quantile(&s->pause_ms, 0.5));
+	add_double(o, "pause_p99_ms", ring_quantile(&s->pause_ms, 0.99));
+	add_double(o, "pause_max_ms", ring_max(&s->pause_ms));
+	add_double(o, "ack_p50_ms", ring_quantile(&s->ack_ms, 0.5));
+	add_double(o, "ack_p99_ms", ring_quantile(&s->ack_ms, 0.99));
+	add_double(o, "dirty_pages_per_epoch", dirty_mean);
+	add_double(o, "dirty_bytes_per_epoch", dirty_mean * PROTO_PAGE_SIZE);
+	add_u64(o, "dirty_pages_total", s->dirty_pages_total);
+	add_double(o, "link_bytes_per_s", s->link_bytes_per_s);
+	add_u64(o, "link_queued_bytes", r->link.out.bytes_queued);
+	add_u64(o, "ram_bytes", r->vm.ram_size);
+	text = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+	json_object_put(o);
+	return text;
+}
+
+/* Replies are small and the client waits for them: a blocking write with
+ * a short send timeout cannot stall the loop for long. */
+static void reply(int fd, const char *text)
+{
+	struct timeval tv = { .tv_sec = 0, .tv_usec = 200000 };
+	size_t len = strlen(text), off = 0;
+
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	while (off < len) {
+		ssize_t n = send(fd, text + off, len - off, MSG_NOSIGNAL);
+		if (n <= 0)
+			return;
+		off += (size_t)n;
+	}
+	send(fd, "\n", 1, MSG_NOSIGNAL);
+}
+
+static void on_control(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct replicator *r = w->data;
+	struct timeval tv = { .tv_sec = 0, .tv_usec = 200000 };
+	char cmd[128] = { 0 };
+	char *text = NULL;
+	size_t len = 0;
+	ssize_t n;
+	int fd = accept4(r->control_fd, NULL, NULL, SOCK_CLOEXEC);
+
+	if (fd < 0)
+		return;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	/* one command line per connection */
+	while (len < sizeof(cmd) - 1 && !memchr(cmd, '\n', len) &&
+	       (n = recv(fd, cmd + len, sizeof(cmd) - 1 - len, 0)) > 0)
+		len += (size_t)n;
+	if (len) {
+		cmd[strcspn(cmd, "\r\n")] = 0;
+		if (!strcmp(cmd, "status"))
+			text = status_json(r);
+		else if (asprintf(&text, "{\"error\":\"unknown command '%.60s'\"}", cmd) < 0)
+			text = NULL;
+	}
+	if (text)
+		reply(fd, text);
+	free(text);
+	close(fd);
+}
+
+int control_open(struct replicator *r)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (strlen(r->cfg.control_path) >= sizeof(sa.sun_path)) {
+		log_err("control socket path %s is too long", r->cfg.control_path);
+		return -ENAMETOOLONG;
+	}
+	strcpy(sa.sun_path, r->cfg.control_path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	unlink(r->cfg.control_path);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 8) < 0) {
+		int rc = -errno;
+		log_err("cannot listen on control socket %s: %s", r->cfg.control_path, strerror(errno));
+		close(fd);
+		return rc;
+	}
+	r->control_fd = fd;
+	ev_io_init(&r->control_watch, on_control, fd, EV_READ);
+	r->control_watch.data = r;
+	ev_io_start(r->loop, &r->control_watch);
+	return 0;
+}
+
+void control_close(struct replicator *r)
+{
+	if (r->control_fd < 0)
+		return;
+	ev_io_stop(r->loop, &r->control_watch);
+	close(r->control_fd);
+	unlink(r->cfg.control_path);
+	r->control_fd = -1;
+}

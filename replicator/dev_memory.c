@@ -1,0 +1,147 @@
+/* Checkpoint device: guest RAM, read through the shared memory backend. */
+#include "ckpt_device.h"
+#include "log.h"
+#include "replicator.h"
+#include "tracker.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+struct memory_device {
+	const uint8_t *ram;
+	size_t ram_size, npages;
+	const struct tracker_ops *tops;
+	struct tracker *tracker;
+	uint32_t *dirty;     /* pages of the captured epoch */
+	size_t ndirty;
+};
+
+static int memory_setup(struct replicator *r, void **state)
+{
+	struct memory_device *m = calloc(1, sizeof(*m));
+	int fd = -1, rc;
+
+	if (!m)
+		return -ENOMEM;
+	*state = m;
+	m->ram_size = r->vm.ram_size;
+	m->npages = m->ram_size / PROTO_PAGE_SIZE;
+	fd = open(r->vm.ram_path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		rc = -errno;
+		log_err("cannot open guest RAM file %s: %s", r->vm.ram_path, strerror(errno));
+		return rc;
+	}
+	m->ram = mmap(NULL, m->ram_size, PROT_READ, MAP_SHARED, fd, 0);
+	close(fd);
+	if (m->ram == MAP_FAILED) {
+		rc = -errno;
+		m->ram = NULL;
+		log_err("cannot map guest RAM file %s: %s", r->vm.ram_path, strerror(-rc));
+		return rc;
+	}
+	m->dirty = calloc(m->npages, sizeof(*m->dirty));
+	if (!m->dirty)
+		return -ENOMEM;
+	m->tops = &compare_tracker_ops;
+	rc = m->tops->init(&m->tracker, m->ram, m->npages);
+	if (rc)
+		return rc;
+	log_info("memory: %zu MiB in %s, tracker %s", m->ram_size >> 20,
+		 r->vm.ram_path, m->tops->name);
+	return 0;
+}
+
+static void memory_teardown(void *state)
+{
+	struct memory_device *m = state;
+
+	if (!m)
+		return;
+	if (m->tracker)
+		m->tops->fini(m->tracker);
+	if (m->ram)
+		munmap((void *)m->ram, m->ram_size);
+	free(m->dirty);
+	free(m);
+}
+
+/* Queue pages idx[0..n) in PAGES frames. Page data is referenced in the
+ * tracker's staging copy, which stays untouched until the epoch is acked. */
+static int send_pages(struct memory_device *m, struct replicator *r,
+		      struct epoch_tally *t, const uint32_t *idx, size_t n)
+{
+	struct iovec iov[1 + PROTO_PAGES_PER_FRAME];
+
+	for (size_t done = 0; done < n;) {
+		size_t k = n - done < PROTO_PAGES_PER_FRAME ? n - done : PROTO_PAGES_PER_FRAME;
+		uint8_t *head = malloc(8 + 8 * k);
+		uint32_t be_count = htobe32((uint32_t)k);
+		int rc;
+
+		if (!head)
+			return -ENOMEM;
+		memcpy(head, &be_count, 4);
+		memset(head + 4, 0, 4);
+		for (size_t i = 0; i < k; i++) {
+			uint64_t be = htobe64(idx[done + i]);
+			memcpy(head + 8 + 8 * i, &be, 8);
+			iov[1 + i].iov_base = (void *)m->tops->page(m->tracker, idx[done + i]);
+			iov[1 + i].iov_len = PROTO_PAGE_SIZE;
+		}
+		iov[0].iov_base = head;
+		iov[0].iov_len = 8 + 8 * k;
+		rc = epoch_push_frame(r, t, FRAME_PAGES, iov, (int)(k + 1), head);
+		if (rc)
+			return rc;
+		t->pages += k;
+		done += k;
+	}
+	return 0;
+}
+
+static int memory_sync(void *state, struct replicator *r, struct epoch_tally *t)
+{
+	struct memory_device *m = state;
+	int rc;
+
+	/* The VM keeps running while we copy: the copy is torn, but the first
+	 * paused scan finds every page that changed since, so the first
+	 * committed epoch is consistent. */
+	rc = m->tops->full_copy(m->tracker);
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < m->npages; i++)
+		m->dirty[i] = (uint32_t)i;
+	m->ndirty = m->npages;
+	return send_pages(m, r, t, m->dirty, m->ndirty);
+}
+
+static int memory_postsuspend(void *state, struct replicator *r, struct epoch_tally *t)
+{
+	struct memory_device *m = state;
+
+	m->ndirty = m->tops->scan(m->tracker, m->dirty);
+	return 0;
+}
+
+static int memory_send(void *state, struct replicator *r, struct epoch_tally *t)
+{
+	struct memory_device *m = state;
+
+	return send_pages(m, r, t, m->dirty, m->ndirty);
+}
+
+const struct ckpt_device_ops memory_device_ops = {
+	.name = "memory",
+	.setup = memory_setup,
+	.teardown = memory_teardown,
+	.sync = memory_sync,
+	.postsuspend = memory_postsuspend,
+	.send = memory_send,
+};

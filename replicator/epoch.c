@@ -1,0 +1,311 @@
+/* The epoch pipeline. At each barrier: stop the VM, let every checkpoint
+ * device capture its part, resume the VM, then queue the captured data and
+ * close the epoch with EPOCH_END. One epoch is in flight at a time: the
+ * next barrier waits for the backup's ack, so the staged data of epoch N
+ * stays untouched (and can be sent again on a NACK) until N commits. */
+#include "ckpt_device.h"
+#include "log.h"
+#include "qmp.h"
+#include "replicator.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define QMP_BARRIER_TIMEOUT_MS 5000
+
+static const struct ckpt_device_ops *const device_table[] = {
+	&memory_device_ops,
+	&qemu_state_device_ops,
+};
+
+int epoch_devices_setup(struct replicator *r)
+{
+	size_t n = sizeof(device_table) / sizeof(device_table[0]);
+
+	r->devices = calloc(n, sizeof(*r->devices));
+	if (!r->devices)
+		return -ENOMEM;
+	r->ndevices = (int)n;
+	for (size_t i = 0; i < n; i++) {
+		int rc;
+		r->devices[i].ops = device_table[i];
+		rc = device_table[i]->setup(r, &r->devices[i].state);
+		if (rc) {
+			log_err("checkpoint device %s: setup failed: %s",
+				device_table[i]->name, strerror(-rc));
+			return rc;
+		}
+	}
+	return 0;
+}
+
+void epoch_devices_teardown(struct replicator *r)
+{
+	for (int i = 0; r->devices && i < r->ndevices; i++)
+		if (r->devices[i].ops)
+			r->devices[i].ops->teardown(r->devices[i].state);
+	free(r->devices);
+	r->devices = NULL;
+}
+
+static double now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* Test hook (--test-corrupt-epoch): send one frame of the epoch with a
+ * flipped byte after its CRC was computed, as a bad link would. The frame
+ * goes from a private copy: the staged pages stay intact for the resend. */
+static int push_corrupted(struct replicator *r, unsigned type, uint64_t epoch,
+			  const struct iovec *iov, int iovcnt, void *owned, uint32_t *crc)
+{
+	size_t len = 0, off = 0;
+	uint8_t *copy;
+	struct iovec one;
+	int rc;
+
+	for (int i = 0; i < iovcnt; i++)
+		len += iov[i].iov_len;
+	copy = malloc(len ? len : 1);
+	if (!copy) {
+		free(owned);
+		return -ENOMEM;
+	}
+	for (int i = 0; i < iovcnt; i++) {
+		memcpy(copy + off, iov[i].iov_base, iov[i].iov_len);
+		off += iov[i].iov_len;
+	}
+	free(owned);
+	one = (struct iovec){ .iov_base = copy, .iov_len = len };
+	rc = link_push(r, type, epoch, &one, 1, copy, crc);
+	if (!rc && len)
+		copy[len - 1] ^= 0x5a;
+	log_warn("epoch %llu: test hook corrupted a %s frame on purpose",
+		 (unsigned long long)epoch, frame_type_name(type));
+	return rc;
+}
+
+int epoch_push_frame(struct replicator *r, struct epoch_tally *t, unsigned type,
+		     const struct iovec *iov, int iovcnt, void *owned)
+{
+	uint32_t crc;
+	int rc;
+
+	if (r->cfg.test_corrupt_epoch >= 0 && t->id == (uint64_t)r->cfg.test_corrupt_epoch) {
+		r->cfg.test_corrupt_epoch = -1;
+		rc = push_corrupted(r, type, t->id, iov, iovcnt, owned, &crc);
+	} else {
+		rc = link_push(r, type, t->id, iov, iovcnt, owned, &crc);
+	}
+	if (rc)
+		return rc;
+	t->frames++;
+	t->crc = proto_epoch_crc_add(t->crc, crc);
+	return 0;
+}
+
+static int close_epoch(struct replicator *r, struct epoch_tally *t)
+{
+	struct epoch_end e = {
+		.pages = t->pages,
+		.devstate_bytes = t->devstate_bytes,
+		.frames = t->frames,
+		.epoch_crc = t->crc,
+	};
+	uint8_t *buf = malloc(PROTO_EPOCH_END_SIZE);
+	struct iovec iov;
+
+	if (!buf)
+		return -ENOMEM;
+	proto_encode_epoch_end(buf, &e);
+	iov = (struct iovec){ .iov_base = buf, .iov_len = PROTO_EPOCH_END_SIZE };
+	r->inflight = true;
+	r->epoch_sent_at = ev_now(r->loop);
+	return link_push(r, FRAME_EPOCH_END, t->id, &iov, 1, buf, NULL);
+}
+
+/* Queue the captured epoch t->id (again, after a NACK). */
+static int send_epoch(struct replicator *r, uint64_t id, uint64_t *pages)
+{
+	struct epoch_tally t = { .id = id };
+	int rc;
+
+	for (int i = 0; i < r->ndevices; i++) {
+		const struct ckpt_device *d = &r->devices[i];
+		if (d->ops->send && (rc = d->ops->send(d->state, r, &t)))
+			return rc;
+	}
+	rc = close_epoch(r, &t);
+	if (pages)
+		*pages = t.pages;
+	return rc;
+}
+
+void epoch_start_sync(struct replicator *r)
+{
+	struct epoch_tally t = { .id = 0 };
+	double t0 = now_ms();
+	int rc = 0;
+
+	r->epoch = 0;
+	r->prot = PROT_SYNCING;
+	r->stats.resyncs++;
+	for (int i = 0; i < r->ndevices && !rc; i++) {
+		const struct ckpt_device *d = &r->devices[i];
+		if (d->ops->sync)
+			rc = d->ops->sync(d->state, r, &t);
+	}
+	if (!rc)
+		rc = close_epoch(r, &t);
+	if (rc) {
+		epoch_on_backup_lost(r, "initial sync could not be queued");
+		return;
+	}
+	log_info("initial sync: %llu pages queued in %.1f ms (VM running)",
+		 (unsigned long long)t.pages, now_ms() - t0);
+}
+
+static void arm_epoch_timer(struct replicator *r)
+{
+	ev_timer_stop(r->loop, &r->epoch_timer);
+	ev_timer_set(&r->epoch_timer, r->cfg.epoch_ms / 1000.0, 0);
+	ev_timer_start(r->loop, &r->epoch_timer);
+}
+
+/* Resume the guest whatever went wrong before: a VM left stopped by the
+ * replicator is an outage the replicator caused. */
+static int resume_vm(struct replicator *r)
+{
+	int rc = qmp_execute(r->qmp, "cont", NULL, NULL, QMP_BARRIER_TIMEOUT_MS);
+
+	if (rc)
+		log_err("cannot resume the VM: %s", qmp_last_error(r->qmp));
+	return rc;
+}
+
+static int capture(struct replicator *r, struct epoch_tally *t)
+{
+	for (int i = 0; i < r->ndevices; i++) {
+		const struct ckpt_device *d = &r->devices[i];
+		if (d->ops->postsuspend) {
+			int rc = d->ops->postsuspend(d->state, r, t);
+			if (rc)
+				return rc;
+		}
+	}
+	return 0;
+}
+
+void epoch_checkpoint(struct replicator *r)
+{
+	struct epoch_tally t = { .id = r->epoch + 1 };
+	uint64_t pages = 0;
+	double t0, pause;
+	int rc;
+
+	if (!link_up(&r->link) || r->stopping)
+		return;
+	if (r->inflight) {
+		r->checkpoint_due = true;
+		return;
+	}
+	r->checkpoint_due = false;
+	t0 = now_ms();
+	rc = qmp_execute(r->qmp, "stop", NULL, NULL, QMP_BARRIER_TIMEOUT_MS);
+	if (rc) {
+		log_err("epoch %llu: cannot stop the VM: %s",
+			(unsigned long long)t.id, qmp_last_error(r->qmp));
+		replicator_primary_trouble(r, rc);
+		return;
+	}
+	rc = capture(r, &t);
+	if (resume_vm(r)) {
+		replicator_primary_trouble(r, -EIO);
+		return;
+	}
+	pause = now_ms() - t0;
+	if (rc) {
+		/* The trackers moved on but nothing was sent: only a full
+		 * resync gives the backup a consistent picture again. */
+		epoch_on_backup_lost(r, "capture failed");
+		return;
+	}
+	r->epoch = t.id;
+	ring_add(&r->stats.pause_ms, pause);
+	if (send_epoch(r, t.id, &pages)) {
+		epoch_on_backup_lost(r, "epoch could not be queued");
+		return;
+	}
+	ring_add(&r->stats.dirty_pages, (double)pages);
+	r->stats.dirty_pages_total += pages;
+	arm_epoch_timer(r);
+}
+
+void epoch_on_ack(struct replicator *r, uint64_t id)
+{
+	if (!r->inflight || id != r->epoch) {
+		log_warn("ack for epoch %llu, but epoch %llu is in flight: ignored",
+			 (unsigned long long)id, (unsigned long long)r->epoch);
+		return;
+	}
+	r->inflight = false;
+	ring_add(&r->stats.ack_ms, (ev_now(r->loop) - r->epoch_sent_at) * 1e3);
+	if (id == 0) {
+		log_info("initial sync acknowledged; taking the first checkpoint");
+		epoch_checkpoint(r);
+		return;
+	}
+	if (r->prot != PROT_PROTECTED)
+		log_info("epoch %llu committed on the backup: VM %s is protected",
+			 (unsigned long long)id, r->vm.name);
+	r->prot = PROT_PROTECTED;
+	r->stats.epochs_committed++;
+	r->stats.last_acked_epoch = id;
+	for (int i = 0; i < r->ndevices; i++)
+		if (r->devices[i].ops->commit)
+			r->devices[i].ops->commit(r->devices[i].state, r, id);
+	if (r->checkpoint_due)
+		epoch_checkpoint(r);
+}
+
+void epoch_on_nack(struct replicator *r, uint64_t id, const char *why)
+{
+	if (!r->inflight || id != r->epoch) {
+		log_warn("nack for epoch %llu, but epoch %llu is in flight: ignored",
+			 (unsigned long long)id, (unsigned long long)r->epoch);
+		return;
+	}
+	r->stats.epochs_nacked++;
+	log_warn("backup discarded epoch %llu (%s): sending it again",
+		 (unsigned long long)id, why);
+	r->inflight = false;
+	if (id == 0) {
+		epoch_start_sync(r);
+		return;
+	}
+	if (send_epoch(r, id, NULL))
+		epoch_on_backup_lost(r, "epoch could not be queued again");
+}
+
+void epoch_on_backup_lost(struct replicator *r, const char *why)
+{
+	bool was_up = link_up(&r->link);
+
+	link_close(&r->link, r->loop);
+	r->inflight = false;
+	r->checkpoint_due = false;
+	ev_timer_stop(r->loop, &r->epoch_timer);
+	if (r->stopping)
+		return;
+	if (was_up || r->prot != PROT_UNPROTECTED)
+		log_err("backup lost (%s): VM %s runs UNPROTECTED; reconnecting to %s",
+			why, r->vm.name, r->cfg.backup.text);
+	r->prot = PROT_UNPROTECTED;
+	if (!ev_is_active(&r->reconnect_timer))
+		ev_timer_start(r->loop, &r->reconnect_timer);
+}

@@ -1,0 +1,210 @@
+/* The replication link to the backup agent: handshake, frame queue,
+ * acks and heartbeats. */
+#include "log.h"
+#include "qmp.h"
+#include "replicator.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CONNECT_TIMEOUT_MS 1000
+#define HELLO_TIMEOUT_MS   5000
+
+bool link_up(const struct link *l)
+{
+	return l->fd >= 0;
+}
+
+void link_close(struct link *l, struct ev_loop *loop)
+{
+	ev_io_stop(loop, &l->rio);
+	ev_io_stop(loop, &l->wio);
+	if (l->fd >= 0)
+		close(l->fd);
+	l->fd = -1;
+	frame_queue_clear(&l->out);
+	frame_reader_free(&l->reader);
+}
+
+static void link_fail(struct replicator *r, const char *what, int rc)
+{
+	char why[160];
+
+	snprintf(why, sizeof(why), "%s: %s", what, strerror(-rc));
+	epoch_on_backup_lost(r, why);
+}
+
+int link_push(struct replicator *r, unsigned type, uint64_t epoch,
+	      const struct iovec *iov, int iovcnt, void *owned, uint32_t *crc)
+{
+	struct link *l = &r->link;
+	int rc = frame_queue_push(&l->out, type, epoch, iov, iovcnt, owned, crc);
+
+	if (rc)
+		return rc;
+	l->last_tx = ev_now(r->loop);
+	/* Sending waits for the loop: the caller may queue a whole epoch
+	 * first, and the VM is already running again. */
+	if (!ev_is_active(&l->wio))
+		ev_io_start(r->loop, &l->wio);
+	return 0;
+}
+
+static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct replicator *r = w->data;
+	int rc = frame_queue_flush(&r->link.out, r->link.fd);
+
+	if (rc == 1)
+		ev_io_stop(loop, w);
+	else if (rc < 0)
+		link_fail(r, "sending to the backup failed", rc);
+}
+
+static void handle_frame(struct replicator *r, const struct frame_hdr *h,
+			 const uint8_t *payload)
+{
+	char why[128];
+
+	switch (h->type) {
+	case FRAME_ACK:
+		epoch_on_ack(r, h->epoch);
+		break;
+	case FRAME_NACK:
+		snprintf(why, sizeof(why), "%.*s", (int)(h->len < 120 ? h->len : 120),
+			 (const char *)payload);
+		epoch_on_nack(r, h->epoch, why);
+		break;
+	case FRAME_HEARTBEAT:
+		break;
+	default:
+		log_warn("backup sent an unexpected %s frame: ignored",
+			 frame_type_name(h->type));
+	}
+}
+
+static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct replicator *r = w->data;
+	struct link *l = &r->link;
+
+	for (;;) {
+		int rc = frame_reader_read(&l->reader, l->fd);
+		if (rc == 0)
+			return;
+		if (rc < 0) {
+			link_fail(r, rc == -EPIPE ? "backup closed the connection"
+					: "reading from the backup failed", rc);
+			return;
+		}
+		l->last_rx = ev_now(loop);
+		if (proto_check_payload(&l->reader.hdr, l->reader.payload)) {
+			link_fail(r, "corrupt frame from the backup", -EBADMSG);
+			return;
+		}
+		handle_frame(r, &l->reader.hdr, l->reader.payload);
+		if (!link_up(l))
+			return;
+	}
+}
+
+/* HELLO_REPLY is JSON: {"ok": true} or {"ok": false, "error": "why"}. */
+static int parse_hello_reply(const uint8_t *payload, uint32_t len, char *err, size_t errlen)
+{
+	char *text = strndup((const char *)payload, len);
+	struct json_object *reply = text ? json_tokener_parse(text) : NULL;
+	struct json_object *ok, *msg = NULL;
+	int rc = 0;
+
+	free(text);
+	if (!reply || !json_object_object_get_ex(reply, "ok", &ok)) {
+		snprintf(err, errlen, "backup's HELLO reply is not valid JSON");
+		rc = -EPROTO;
+	} else if (!json_object_get_boolean(ok)) {
+		json_object_object_get_ex(reply, "error", &msg);
+		snprintf(err, errlen, "backup refused: %s",
+			 msg ? json_object_get_string(msg) : "no reason given");
+		rc = -ECONNREFUSED;
+	}
+	json_object_put(reply);
+	return rc;
+}
+
+/* Blocking handshake: HELLO out, HELLO_REPLY in. Runs at attach and on
+ * reconnect, while the VM runs unprotected anyway. */
+static int handshake(struct replicator *r, int fd, char *err, size_t errlen)
+{
+	struct frame_reader rd;
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	char *hello = vm_hello_json(r);
+	struct iovec iov;
+	int rc;
+
+	if (!hello)
+		return -ENOMEM;
+	iov = (struct iovec){ .iov_base = hello, .iov_len = strlen(hello) };
+	rc = frame_queue_push(&r->link.out, FRAME_HELLO, 0, &iov, 1, hello, NULL);
+	while (!rc && (rc = frame_queue_flush(&r->link.out, fd)) == 0) {
+		struct pollfd wp = { .fd = fd, .events = POLLOUT };
+		if (poll(&wp, 1, HELLO_TIMEOUT_MS) <= 0)
+			rc = -ETIMEDOUT;
+	}
+	if (rc < 0) {
+		snprintf(err, errlen, "sending HELLO: %s", strerror(-rc));
+		return rc;
+	}
+	frame_reader_init(&rd);
+	while ((rc = frame_reader_read(&rd, fd)) == 0) {
+		if (poll(&pfd, 1, HELLO_TIMEOUT_MS) <= 0) {
+			rc = -ETIMEDOUT;
+			break;
+		}
+	}
+	if (rc < 0) {
+		snprintf(err, errlen, "no HELLO reply from the backup: %s",
+			 rc == -EPROTONOSUPPORT ? "it speaks another protocol version" : strerror(-rc));
+		goto out;
+	}
+	if (rd.hdr.type != FRAME_HELLO_REPLY || proto_check_payload(&rd.hdr, rd.payload)) {
+		snprintf(err, errlen, "backup answered HELLO with a bad %s frame",
+			 frame_type_name(rd.hdr.type));
+		rc = -EPROTO;
+		goto out;
+	}
+	rc = parse_hello_reply(rd.payload, rd.hdr.len, err, errlen);
+	rc = 0;
+out:
+	frame_reader_free(&rd);
+	return rc;
+}
+
+int link_open(struct replicator *r, char *err, size_t errlen)
+{
+	struct link *l = &r->link;
+	int fd = netaddr_connect(&r->cfg.backup, CONNECT_TIMEOUT_MS);
+	int rc;
+
+	if (fd < 0) {
+		snprintf(err, errlen, "cannot connect to backup %s: %s",
+			 r->cfg.backup.text, strerror(-fd));
+		return fd;
+	}
+	frame_queue_init(&l->out);
+	rc = handshake(r, fd, err, errlen);
+	if (rc) {
+		frame_queue_clear(&l->out);
+		close(fd);
+		return rc;
+	}
+	l->fd = fd;
+	frame_reader_init(&l->reader);
+	ev_io_init(&l->rio, on_readable, fd, EV_READ);
+	ev_io_init(&l->wio, on_writable, fd, EV_WRITE);
+	l->rio.data = l->wio.data = r;
+	ev_io_start(r->loop, &l->rio);
+	l->last_rx = l->last_tx = ev_now(r->loop);
+	return 0;
+}

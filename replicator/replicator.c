@@ -1,0 +1,226 @@
+/* The replicator's event loop: one libev loop owns QMP, the epoch timer,
+ * the backup link, heartbeats and the control socket. */
+#include "log.h"
+#include "qmp.h"
+#include "replicator.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FINAL_FLUSH_MS 2000
+
+const char *protection_name(enum protection p)
+{
+	switch (p) {
+	case PROT_CONNECTING: return "connecting";
+	case PROT_SYNCING: return "syncing";
+	case PROT_PROTECTED: return "protected";
+	case PROT_UNPROTECTED: return "unprotected";
+	}
+	return "unknown";
+}
+
+/* Push out what is queued (the last epoch may still commit), bounded. */
+static void final_flush(struct replicator *r)
+{
+	struct link *l = &r->link;
+	struct pollfd pfd = { .fd = l->fd, .events = POLLOUT };
+	int waited = 0;
+
+	while (link_up(l) && waited < FINAL_FLUSH_MS) {
+		int rc = frame_queue_flush(&l->out, l->fd);
+		if (rc != 0)
+			break;
+		poll(&pfd, 1, 50);
+		waited += 50;
+	}
+}
+
+static void leave(struct replicator *r, int exit_code)
+{
+	r->stopping = true;
+	r->exit_code = exit_code;
+	ev_break(r->loop, EVBREAK_ALL);
+}
+
+/* QEMU is gone. If it announced a shutdown, the guest or the operator
+ * ended it on purpose and the backup must not resurrect it; otherwise the
+ * primary failed and the backup takes over from its last commit. */
+static void on_qemu_gone(struct replicator *r)
+{
+	ev_io_stop(r->loop, &r->qmp_watch);
+	if (r->vm_shutdown) {
+		log_info("VM %s shut down: telling the backup not to take over", r->vm.name);
+		if (link_up(&r->link)) {
+			static const char why[] = "VM shut down";
+			struct iovec iov = { .iov_base = (void *)why, .iov_len = sizeof(why) - 1 };
+			link_push(r, FRAME_GOODBYE, r->epoch, &iov, 1, NULL, NULL);
+		}
+		final_flush(r);
+		leave(r, 0);
+		return;
+	}
+	log_err("QEMU (pid %d) of VM %s died: primary lost; the backup takes over "
+		"from epoch %llu", (int)r->vm.pid, r->vm.name,
+		(unsigned long long)r->stats.last_acked_epoch);
+	final_flush(r);
+	leave(r, 1);
+}
+
+void replicator_primary_trouble(struct replicator *r, int rc)
+{
+	if (rc == -EPIPE) {
+		on_qemu_gone(r);
+		return;
+	}
+	/* QEMU is alive but did not do what we asked: try again at the next
+	 * barrier rather than give up protection. */
+	ev_timer_stop(r->loop, &r->epoch_timer);
+	ev_timer_set(&r->epoch_timer, r->cfg.epoch_ms / 1000.0, 0);
+	ev_timer_start(r->loop, &r->epoch_timer);
+}
+
+static void on_qmp_event(const char *event, struct json_object *data, void *opaque)
+{
+	struct replicator *r = opaque;
+
+	if (!strcmp(event, "SHUTDOWN")) {
+		r->vm_shutdown = true;
+		log_info("QEMU reports SHUTDOWN: %s", json_object_to_json_string(data));
+	}
+}
+
+static void on_qmp_readable(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct replicator *r = w->data;
+
+	if (qmp_read_events(r->qmp, on_qmp_event, r) == -EPIPE)
+		on_qemu_gone(r);
+}
+
+static void on_epoch_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	epoch_checkpoint(w->data);
+}
+
+static void on_heartbeat_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct replicator *r = w->data;
+	struct link *l = &r->link;
+	ev_tstamp now = ev_now(loop);
+
+	if (!link_up(l))
+		return;
+	if ((now - l->last_rx) * 1e3 > r->cfg.timeout_ms) {
+		epoch_on_backup_lost(r, "no heartbeat from the backup");
+		return;
+	}
+	if ((now - l->last_tx) * 1e3 >= r->cfg.heartbeat_ms && !l->out.frames)
+		link_push(r, FRAME_HEARTBEAT, r->epoch, NULL, 0, NULL, NULL);
+}
+
+static void on_stats_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct replicator *r = w->data;
+	uint64_t sent = r->link.out.bytes_sent;
+
+	/* bytes_sent restarts with each connection */
+	if (sent >= r->stats.bytes_sent_prev)
+		r->stats.link_bytes_per_s = (double)(sent - r->stats.bytes_sent_prev) / w->repeat;
+	r->stats.bytes_sent_prev = sent;
+}
+
+static void try_connect(struct replicator *r)
+{
+	char err[256];
+
+	if (link_open(r, err, sizeof(err))) {
+		/* Say it once, not every second. */
+		if (!r->connect_failures++)
+			log_warn("%s; retrying every second (VM %s is not protected)", err, r->vm.name);
+		else
+			log_debug("%s", err);
+		if (!ev_is_active(&r->reconnect_timer))
+			ev_timer_start(r->loop, &r->reconnect_timer);
+		return;
+	}
+	ev_timer_stop(r->loop, &r->reconnect_timer);
+	r->connect_failures = 0;
+	r->stats.bytes_sent_prev = 0;
+	log_info("connected to backup %s", r->cfg.backup.text);
+	epoch_start_sync(r);
+}
+
+static void on_reconnect_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	ev_timer_stop(loop, w);
+	try_connect(w->data);
+}
+
+static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	struct replicator *r = w->data;
+	static const char why[] = "replicator detached";
+	struct iovec iov = { .iov_base = (void *)why, .iov_len = sizeof(why) - 1 };
+
+	log_info("signal %d: detaching from VM %s; it keeps running unprotected",
+		 w->signum, r->vm.name);
+	if (link_up(&r->link)) {
+		link_push(r, FRAME_GOODBYE, r->epoch, &iov, 1, NULL, NULL);
+		final_flush(r);
+	}
+	leave(r, 0);
+}
+
+static void init_watchers(struct replicator *r)
+{
+	ev_init(&r->epoch_timer, on_epoch_timer);
+	ev_timer_init(&r->heartbeat_timer, on_heartbeat_timer, 0, r->cfg.heartbeat_ms / 1000.0);
+	ev_timer_init(&r->reconnect_timer, on_reconnect_timer, 1.0, 1.0);
+	ev_timer_init(&r->stats_timer, on_stats_timer, 1.0, 1.0);
+	ev_signal_init(&r->sigterm, on_stop_signal, SIGTERM);
+	ev_signal_init(&r->sigint, on_stop_signal, SIGINT);
+	ev_io_init(&r->qmp_watch, on_qmp_readable, qmp_fd(r->qmp), EV_READ);
+	r->epoch_timer.data = r->heartbeat_timer.data = r->reconnect_timer.data = r;
+	r->stats_timer.data = r->sigterm.data = r->sigint.data = r->qmp_watch.data = r;
+	ev_timer_again(r->loop, &r->heartbeat_timer);
+	ev_timer_again(r->loop, &r->stats_timer);
+	ev_signal_start(r->loop, &r->sigterm);
+	ev_signal_start(r->loop, &r->sigint);
+	ev_io_start(r->loop, &r->qmp_watch);
+}
+
+int replicator_run(struct replicator *r)
+{
+	int rc;
+
+	r->link.fd = -1;
+	r->control_fd = -1;
+	r->loop = ev_default_loop(EVFLAG_AUTO);
+	signal(SIGPIPE, SIG_IGN);
+	rc = vm_attach(r);
+	if (rc)
+		goto out;
+	rc = epoch_devices_setup(r);
+	if (rc)
+		goto out;
+	if (r->cfg.control_path && (rc = control_open(r)))
+		goto out;
+	init_watchers(r);
+	r->prot = PROT_CONNECTING;
+	try_connect(r);
+	ev_run(r->loop, 0);
+	rc = r->exit_code;
+out:
+	link_close(&r->link, r->loop);
+	control_close(r);
+	epoch_devices_teardown(r);
+	if (r->qmp)
+		qmp_close(r->qmp);
+	vm_info_free(&r->vm);
+	ev_loop_destroy(r->loop);
+	return rc < 0 ? 2 : rc;
+}

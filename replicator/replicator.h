@@ -1,0 +1,127 @@
+/* The primary-side replicator: state shared by its modules. */
+#ifndef REMUS_REPLICATOR_H
+#define REMUS_REPLICATOR_H
+
+#include "frame_queue.h"
+#include "netaddr.h"
+#include "proto.h"
+#include "stats.h"
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+struct qmp;
+struct ckpt_device;
+
+#define REPLICATOR_DEFAULT_EPOCH_MS     50
+#define REPLICATOR_DEFAULT_HEARTBEAT_MS 100
+#define REPLICATOR_DEFAULT_TIMEOUT_MS   2000
+
+struct replicator_config {
+	const char *qmp_path;
+	const char *ram_file;      /* NULL: discover through QMP */
+	struct netaddr backup;
+	unsigned epoch_ms;
+	const char *control_path;  /* NULL: no control socket */
+	unsigned heartbeat_ms;     /* send a heartbeat when idle this long */
+	unsigned timeout_ms;       /* backup silent this long: lost */
+	int64_t test_corrupt_epoch; /* test hook: corrupt this epoch once; -1 off */
+};
+
+/* What attach found out about the VM. */
+struct vm_info {
+	pid_t pid;
+	char *name;
+	char *ram_path;       /* file to mmap (for memfd: /proc/PID/fd/N) */
+	char *backend_id;     /* e.g. "ram0" */
+	uint64_t ram_size;
+	char *machine_type;   /* e.g. "pc-i440fx-7.2" */
+	char **argv;          /* QEMU's command line, from /proc/PID/cmdline */
+	int argc;
+};
+
+enum protection {
+	PROT_CONNECTING,   /* no backup yet */
+	PROT_SYNCING,      /* initial copy in flight, nothing committed */
+	PROT_PROTECTED,    /* backup holds a committed checkpoint */
+	PROT_UNPROTECTED,  /* backup lost; retrying */
+};
+
+struct link {
+	int fd;
+	ev_io rio, wio;
+	struct frame_reader reader;
+	struct frame_queue out;
+	ev_tstamp last_rx, last_tx;
+};
+
+struct replicator {
+	struct ev_loop *loop;
+	struct replicator_config cfg;
+	struct vm_info vm;
+	struct qmp *qmp;
+	ev_io qmp_watch;
+	ev_timer epoch_timer, heartbeat_timer, reconnect_timer, stats_timer;
+	ev_signal sigterm, sigint;
+	ev_io control_watch;
+	int control_fd;
+
+	struct ckpt_device *devices;
+	int ndevices;
+
+	struct link link;
+	enum protection prot;
+	uint64_t epoch;          /* id of the newest captured epoch */
+	bool inflight;           /* epoch captured and sent, not yet acked */
+	bool checkpoint_due;     /* timer fired while an epoch was in flight */
+	bool stopping;
+	unsigned connect_failures; /* in a row, for quiet retries */
+	bool vm_shutdown;        /* QEMU announced SHUTDOWN: leaving on purpose */
+	int exit_code;
+	ev_tstamp epoch_sent_at;
+
+	struct replicator_stats stats;
+};
+
+int replicator_run(struct replicator *r);
+
+/* options.c: 0 to run, 1 to exit 0 (--help), -1 usage error (printed). */
+int replicator_parse_args(int argc, char **argv, struct replicator_config *cfg,
+			  int *use_syslog);
+void replicator_usage(FILE *f);
+
+/* link.c */
+int link_open(struct replicator *r, char *err, size_t errlen);
+void link_close(struct link *l, struct ev_loop *loop);
+int link_push(struct replicator *r, unsigned type, uint64_t epoch,
+	      const struct iovec *iov, int iovcnt, void *owned, uint32_t *crc);
+bool link_up(const struct link *l);
+
+/* replicator.c: a QMP command failed at the barrier (-EPIPE: QEMU died). */
+void replicator_primary_trouble(struct replicator *r, int rc);
+
+/* epoch.c */
+int epoch_devices_setup(struct replicator *r);
+void epoch_devices_teardown(struct replicator *r);
+void epoch_checkpoint(struct replicator *r);
+void epoch_start_sync(struct replicator *r);
+void epoch_on_ack(struct replicator *r, uint64_t epoch);
+void epoch_on_nack(struct replicator *r, uint64_t epoch, const char *why);
+void epoch_on_backup_lost(struct replicator *r, const char *why);
+
+/* attach.c */
+int vm_attach(struct replicator *r);
+void vm_info_free(struct vm_info *vm);
+char *vm_hello_json(const struct replicator *r);
+
+/* control.c */
+int control_open(struct replicator *r);
+void control_close(struct replicator *r);
+char *status_json(const struct replicator *r);
+
+const char *protection_name(enum protection p);
+
+#endif

@@ -1,0 +1,35 @@
+/* Figures for `remusctl status`: recent epochs in a ring, totals since
+ * attach. */
+#ifndef REMUS_STATS_H
+#define REMUS_STATS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define STATS_RING 1024
+
+struct sample_ring {
+	double v[STATS_RING];
+	size_t n, next;
+};
+
+void ring_add(struct sample_ring *r, double v);
+/* q in [0,1]; 0 when empty. */
+double ring_quantile(const struct sample_ring *r, double q);
+double ring_max(const struct sample_ring *r);
+double ring_mean(const struct sample_ring *r);
+
+struct replicator_stats {
+	uint64_t epochs_committed;
+	uint64_t last_acked_epoch;
+	uint64_t epochs_nacked;
+	uint64_t resyncs;
+	struct sample_ring pause_ms;
+	struct sample_ring dirty_pages;
+	struct sample_ring ack_ms;      /* resume -> ack */
+	uint64_t dirty_pages_total;
+	uint64_t bytes_sent_prev;
+	double link_bytes_per_s;        /* over the last stats interval */
+};
+
+#endif

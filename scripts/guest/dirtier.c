@@ -1,0 +1,126 @@
+/*
+ * dirtier - test-guest memory dirtier.
+ *
+ * Usage: dirtier RATE_MIB_S [SIZE_MIB]
+ *
+ * Allocates a SIZE_MIB (default 16) working set and dirties it at about
+ * RATE_MIB_S MiB/s: every 10 ms it writes as many 4 KiB pages as are due
+ * (one byte-changing write per page), cycling through the working set.
+ * Every second it prints "dirtier pages_per_s=X total=Y" (Y = total pages
+ * written since start) on stdout.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PAGE 4096UL
+#define BURST_NS 10000000L /* 10 ms */
+#define NSEC_PER_SEC 1000000000L
+#define MAX_CATCHUP_S 0.1 /* never write more than 100 ms worth at once */
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static void ts_add(struct timespec *t, long ns)
+{
+    t->tv_nsec += ns;
+    while (t->tv_nsec >= NSEC_PER_SEC) {
+        t->tv_nsec -= NSEC_PER_SEC;
+        t->tv_sec++;
+    }
+}
+
+static unsigned long parse_ul(const char *s, const char *what)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || end == s || *end) {
+        fprintf(stderr, "dirtier: bad %s '%s'\n", what, s);
+        exit(2);
+    }
+    return v;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || argc > 3) {
+        fprintf(stderr, "usage: %s RATE_MIB_S [SIZE_MIB]\n", argv[0]);
+        return 2;
+    }
+    unsigned long rate = parse_ul(argv[1], "rate");
+    unsigned long size_mb = argc > 2 ? parse_ul(argv[2], "size") : 16;
+    if (rate == 0)
+        return 0;
+    if (size_mb == 0)
+        size_mb = 1;
+
+    size_t npages = size_mb * (1024 * 1024 / PAGE);
+    volatile uint8_t *mem = mmap(NULL, npages * PAGE, PROT_READ | PROT_WRITE,
+                                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (mem == MAP_FAILED) {
+        perror("dirtier: mmap");
+        return 1;
+    }
+
+    double pages_per_s = (double)rate * (1024.0 * 1024.0 / PAGE);
+    size_t idx = 0;
+    uint8_t gen = 1;
+    unsigned long long total = 0, last_total = 0;
+    double credit = 0.0;
+    double t_prev = now_s(), t_report = t_prev;
+    struct timespec next;
+    clock_gettime(CLOCK_MONOTONIC, &next);
+
+    printf("dirtier: rate=%lu MiB/s (%.0f pages/s) working set=%lu MiB\n",
+           rate, pages_per_s, size_mb);
+    fflush(stdout);
+
+    for (;;) {
+        double t = now_s();
+        double dt = t - t_prev;
+        if (dt > MAX_CATCHUP_S)
+            dt = MAX_CATCHUP_S;
+        t_prev = t;
+        credit += dt * pages_per_s;
+
+        unsigned long todo = (unsigned long)credit;
+        credit -= (double)todo;
+        for (unsigned long i = 0; i < todo; i++) {
+            /* one write per page, value changes on every pass */
+            mem[idx * PAGE + (idx % (PAGE / 64)) * 64] = gen;
+            if (++idx == npages) {
+                idx = 0;
+                if (++gen == 0)
+                    gen = 1;
+            }
+        }
+        total += todo;
+
+        if (t - t_report >= 1.0) {
+            double pps = (double)(total - last_total) / (t - t_report);
+            printf("dirtier pages_per_s=%.0f total=%llu\n", pps, total);
+            fflush(stdout);
+            last_total = total;
+            t_report = t;
+        }
+
+        ts_add(&next, BURST_NS);
+        struct timespec cur;
+        clock_gettime(CLOCK_MONOTONIC, &cur);
+        if (cur.tv_sec > next.tv_sec + 1) /* far behind: resynchronise */
+            next = cur;
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL) == EINTR)
+            ;
+    }
+}

@@ -1,0 +1,542 @@
+/* The restored QEMU's command line, built from the primary's. */
+#include "../backup-agent/restore_cmdline.h"
+
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "qmp.h"
+
+static const struct restore_spec spec = {
+	.state_dir = "/b",
+	.ram_path = "/dev/shm/remus-b.ram",
+	.ram_backend_id = "ram0",
+};
+
+#define PRIMARY_HEAD "qemu-system-x86_64", "-accel", "tcg", \
+	"-machine", "pc,memory-backend=ram0", "-m", "128M"
+#define PRIMARY_RAM "-object", \
+	"memory-backend-file,id=ram0,size=128M,mem-path=/dev/shm/remus-t1.ram,share=on"
+#define RESTORED_RAM \
+	"-object|memory-backend-file,id=ram0,size=128M,mem-path=/dev/shm/remus-b.ram,share=on"
+#define TAIL "-qmp|unix:/b/qmp.sock,server=on,wait=off|-incoming|defer"
+
+static int count(const char *const *v)
+{
+	int n = 0;
+
+	while (v[n])
+		n++;
+	return n;
+}
+
+/* The vector as "a|b|c": one string, so that a mismatch shows it whole. */
+static char *joined(char **v)
+{
+	size_t len = 1;
+	char *s;
+	int i;
+
+	for (i = 0; v[i]; i++)
+		len += strlen(v[i]) + 1;
+	s = calloc(1, len);
+	ck_assert_ptr_nonnull(s);
+	for (i = 0; v[i]; i++) {
+		if (i)
+			strcat(s, "|");
+		strcat(s, v[i]);
+	}
+	return s;
+}
+
+static void assert_restored(const char *const *in, const struct restore_spec *sp,
+			    const char *want)
+{
+	char err[256] = "unset", **out = NULL, *got;
+	int ret;
+
+	ret = restore_cmdline_build((char *const *)in, count(in), sp, &out, err, sizeof(err));
+	ck_assert_msg(ret == 0, "build: %d %s", ret, err);
+	ck_assert_str_eq(err, "");
+	got = joined(out);
+	ck_assert_str_eq(got, want);
+	free(got);
+	restore_cmdline_free(out);
+}
+
+static void assert_fails(const char *const *in, const char *want)
+{
+	char err[256] = "", **out = (char **)&err;
+
+	ck_assert_int_eq(restore_cmdline_build((char *const *)in, count(in), &spec, &out,
+					       err, sizeof(err)), -EINVAL);
+	ck_assert_ptr_null(out);
+	ck_assert_str_eq(err, want);
+}
+
+START_TEST(test_realistic_primary)
+{
+	const char *in[] = {
+		PRIMARY_HEAD, PRIMARY_RAM,
+		"-kernel", "/g/vmlinuz", "-initrd", "/g/initrd.img",
+		"-append", "console=ttyS0 quiet", "-nodefaults", "-vga", "none",
+		"-display", "none", "-serial", "file:/r/serial.log",
+		"-qmp", "unix:/r/qmp.sock,server=on,wait=off", "-pidfile", "/r/qemu.pid",
+		"-no-reboot", "-daemonize", NULL
+	};
+
+	assert_restored(in, &spec,
+		"qemu-system-x86_64|-accel|tcg|-machine|pc,memory-backend=ram0|-m|128M|"
+		RESTORED_RAM "|-kernel|/g/vmlinuz|-initrd|/g/initrd.img|"
+		"-append|console=ttyS0 quiet|-nodefaults|-vga|none|-display|none|"
+		"-serial|file:/b/serial.log|-pidfile|/b/qemu.pid|-no-reboot|" TAIL);
+}
+END_TEST
+
+START_TEST(test_memfd_backend)
+{
+	const char *in[] = {
+		PRIMARY_HEAD, "-nodefaults",
+		"-object", "memory-backend-memfd,id=ram0,size=128M,share=on,hugetlb=on,"
+			   "hugetlbsize=2M,seal=on,prealloc=on,merge=off,dump=off,"
+			   "host-nodes=0,policy=bind",
+		"-object", "memory-backend-memfd,id=ram1,size=64M,seal=on",
+		NULL
+	};
+
+	assert_restored(in, &spec,
+		"qemu-system-x86_64|-accel|tcg|-machine|pc,memory-backend=ram0|-m|128M|"
+		"-nodefaults|-object|memory-backend-file,id=ram0,size=128M,share=on,"
+		"prealloc=on,merge=off,dump=off,host-nodes=0,policy=bind,"
+		"mem-path=/dev/shm/remus-b.ram|"
+		"-object|memory-backend-memfd,id=ram1,size=64M,seal=on|" TAIL);
+}
+END_TEST
+
+START_TEST(test_ram_backend_forms)
+{
+	const char *ram[] = {
+		"qemu", "-object", "qom-type=memory-backend-ram,id=ram0,size=1G", NULL
+	};
+	const char *json[] = {
+		"qemu", "-object", "{\"qom-type\":\"memory-backend-memfd\",\"id\":\"ram0\","
+				   "\"size\":134217728,\"hugetlb\":true,\"share\":false}", NULL
+	};
+
+	assert_restored(ram, &spec, "qemu|-object|qom-type=memory-backend-file,id=ram0,"
+			"size=1G,mem-path=/dev/shm/remus-b.ram,share=on|" TAIL);
+	assert_restored(json, &spec, "qemu|-object|{\"qom-type\":\"memory-backend-file\","
+			"\"id\":\"ram0\",\"size\":134217728,\"share\":true,"
+			"\"mem-path\":\"/dev/shm/remus-b.ram\"}|" TAIL);
+}
+END_TEST
+
+START_TEST(test_missing_backend)
+{
+	const char *legacy[] = { "qemu", "-m", "128M", "-mem-path", "/dev/shm", NULL };
+	const char *other_id[] = {
+		"qemu", "-object", "memory-backend-file,id=mem,size=1G,mem-path=/x", NULL
+	};
+	const char *not_memory[] = { "qemu", "-object", "iothread,id=ram0", NULL };
+
+	assert_fails(legacy, "the primary's command line has no memory backend 'ram0'");
+	assert_fails(other_id, "the primary's command line has no memory backend 'ram0'");
+	assert_fails(not_memory, "the primary's command line has no memory backend 'ram0'");
+}
+END_TEST
+
+START_TEST(test_missing_argument)
+{
+	const char *in[] = { "qemu", PRIMARY_RAM, "-no-reboot", "-m", NULL };
+
+	assert_fails(in, "option -m requires an argument");
+}
+END_TEST
+
+START_TEST(test_nographic_without_serial)
+{
+	const char *in[] = { PRIMARY_HEAD, PRIMARY_RAM, "-nographic", "-no-shutdown", NULL };
+
+	assert_restored(in, &spec,
+		"qemu-system-x86_64|-accel|tcg|-machine|pc,memory-backend=ram0|-m|128M|"
+		RESTORED_RAM "|-display|none|-machine|graphics=off|-no-shutdown|"
+		"-serial|file:/b/serial.log|" TAIL);
+}
+END_TEST
+
+/* -nodefaults, -serial or an isa-serial device: -nographic adds no port. */
+START_TEST(test_nographic_no_default_serial)
+{
+	const char *nodefaults[] = { "qemu", PRIMARY_RAM, "-nodefaults", "-nographic", NULL };
+	const char *serial[] = { "qemu", PRIMARY_RAM, "-nographic", "-serial", "pty", NULL };
+	const char *none[] = { "qemu", PRIMARY_RAM, "-serial", "none", "-nographic", NULL };
+	const char *isa[] = {
+		"qemu", PRIMARY_RAM, "-nographic", "-device", "isa-serial", NULL
+	};
+
+	assert_restored(nodefaults, &spec, "qemu|" RESTORED_RAM "|-nodefaults|-display|none|"
+			"-machine|graphics=off|" TAIL);
+	assert_restored(serial, &spec, "qemu|" RESTORED_RAM "|-display|none|"
+			"-machine|graphics=off|-serial|file:/b/serial.log|" TAIL);
+	assert_restored(none, &spec, "qemu|" RESTORED_RAM "|-serial|none|-display|none|"
+			"-machine|graphics=off|" TAIL);
+	assert_restored(isa, &spec, "qemu|" RESTORED_RAM "|-display|none|"
+			"-machine|graphics=off|-device|isa-serial|" TAIL);
+}
+END_TEST
+
+START_TEST(test_chardev_serial)
+{
+	const char *in[] = {
+		"qemu", PRIMARY_RAM,
+		"-device", "isa-serial,chardev=s2",
+		"-chardev", "socket,id=s0,path=/r/console.sock,server=on,wait=off,logfile=/r/c.log",
+		"-serial", "chardev:s0",
+		"-serial", "stdio",
+		"-chardev", "pty,id=s2",
+		"-chardev", "socket,id=vc0,path=/r/vport.sock,server=on,wait=off",
+		"-device", "virtio-serial", "-device", "virtconsole,chardev=vc0",
+		"-chardev", "null,id=n0", "-chardev", "ringbuf,id=rb0,size=64K",
+		"-chardev", "vc,id=v0",
+		"-parallel", "/dev/parport0", "-debugcon", "file:/r/debug.log",
+		NULL
+	};
+
+	/* -serial ports come first (serial.log, serial1.log), the isa-serial
+	 * device after them (serial2.log). */
+	assert_restored(in, &spec, "qemu|" RESTORED_RAM "|"
+		"-device|isa-serial,chardev=s2|"
+		"-chardev|file,id=s0,path=/b/serial.log|"
+		"-serial|chardev:s0|"
+		"-serial|file:/b/serial1.log|"
+		"-chardev|file,id=s2,path=/b/serial2.log|"
+		"-chardev|file,id=vc0,path=/b/chardev-vc0.log|"
+		"-device|virtio-serial|-device|virtconsole,chardev=vc0|"
+		"-chardev|null,id=n0|-chardev|ringbuf,id=rb0,size=64K|-chardev|vc,id=v0|"
+		"-parallel|file:/b/parallel.log|-debugcon|file:/b/debugcon.log|" TAIL);
+}
+END_TEST
+
+START_TEST(test_monitors_dropped)
+{
+	const char *in[] = {
+		"qemu", PRIMARY_RAM,
+		"-chardev", "socket,id=mon0,path=/r/mon.sock,server=on,wait=off",
+		"-mon", "chardev=mon0,mode=control",
+		/* the usual console: serial and HMP multiplexed on stdio */
+		"-chardev", "stdio,id=con,mux=on,signal=off",
+		"-mon", "con", "-serial", "chardev:con",
+		"-monitor", "stdio",
+		"-qmp", "tcp:localhost:4444,server=on,wait=off",
+		"--qmp-pretty", "unix:/r/p.sock,server=on",
+		"-chardev", "socket,id=m2,path=/r/m2.sock,server=on,wait=off",
+		"-monitor", "chardev:m2",
+		/* one chardev, two frontends besides a monitor: mux stays */
+		"-chardev", "socket,id=sh,path=/r/sh.sock,server=on,wait=off,mux=on",
+		"-mon", "sh", "-serial", "chardev:sh", "-device", "virtconsole,chardev=sh",
+		NULL
+	};
+
+	assert_restored(in, &spec, "qemu|" RESTORED_RAM "|"
+		"-chardev|file,id=con,path=/b/serial.log|-serial|chardev:con|"
+		"-chardev|file,id=sh,path=/b/serial1.log,mux=on|-serial|chardev:sh|"
+		"-device|virtconsole,chardev=sh|" TAIL);
+}
+END_TEST
+
+START_TEST(test_displays)
+{
+	const char *removed[] = {
+		"qemu", PRIMARY_RAM, "-vnc", ":1", "-spice", "port=5900,disable-ticketing=on",
+		"-display", "gtk,gl=on", "-vga", "std", NULL
+	};
+	const char *explicit_none[] = {
+		"qemu", PRIMARY_RAM, "-display", "none", "-vnc", ":1", "-nographic",
+		"-display", "none", "-serial", "null", NULL
+	};
+
+	assert_restored(removed, &spec, "qemu|" RESTORED_RAM "|-vga|std|-display|none|" TAIL);
+	assert_restored(explicit_none, &spec, "qemu|" RESTORED_RAM "|-display|none|"
+			"-machine|graphics=off|-serial|file:/b/serial.log|" TAIL);
+}
+END_TEST
+
+START_TEST(test_run_control_and_files)
+{
+	const char *in[] = {
+		"qemu", "-S", PRIMARY_RAM, "--daemonize", "-incoming", "tcp:0:4444",
+		"-D", "/r/qemu-debug.log", "-d", "guest_errors", "-pidfile", "/r/q.pid",
+		"-name", "guest1,debug-threads=on", NULL
+	};
+
+	assert_restored(in, &spec, "qemu|" RESTORED_RAM "|-D|/b/qemu.log|-d|guest_errors|"
+			"-pidfile|/b/qemu.pid|-name|guest1,debug-threads=on|" TAIL);
+}
+END_TEST
+
+/* Flags take no argument; a bare word is a disk image; the rest pass. */
+START_TEST(test_pass_through)
+{
+	const char *in[] = {
+		"qemu", "-snapshot", "-no-hpet", "/d/disk.img", PRIMARY_RAM, "-usb",
+		"-netdev", "tap,id=n0,ifname=tap0,script=no", "-device", "virtio-net,netdev=n0",
+		"-drive", "file=/d/b.qcow2,if=virtio", "-blockdev",
+		"{\"driver\":\"file\",\"filename\":\"/d/c\",\"node-name\":\"c\"}",
+		"-s", "-enable-kvm", "-only-migratable", "-no-user-config", "-nodefaults",
+		"-preconfig", "--some-future-option", "value", NULL
+	};
+
+	assert_restored(in, &spec, "qemu|-snapshot|-no-hpet|/d/disk.img|" RESTORED_RAM "|-usb|"
+		"-netdev|tap,id=n0,ifname=tap0,script=no|-device|virtio-net,netdev=n0|"
+		"-drive|file=/d/b.qcow2,if=virtio|-blockdev|"
+		"{\"driver\":\"file\",\"filename\":\"/d/c\",\"node-name\":\"c\"}|"
+		"-s|-enable-kvm|-only-migratable|-no-user-config|-nodefaults|-preconfig|"
+		"--some-future-option|value|" TAIL);
+}
+END_TEST
+
+START_TEST(test_comma_in_state_dir)
+{
+	const struct restore_spec sp = {
+		.state_dir = "/b,1", .ram_path = "/r,am", .ram_backend_id = "ram0",
+	};
+	const char *in[] = {
+		"qemu", PRIMARY_RAM, "-serial", "stdio", "-chardev", "pty,id=c",
+		"-serial", "chardev:c", "-pidfile", "/r/p", NULL
+	};
+
+	/* key=value text doubles commas; "file:" and plain paths do not. */
+	assert_restored(in, &sp, "qemu|-object|memory-backend-file,id=ram0,size=128M,"
+		"mem-path=/r,,am,share=on|-serial|file:/b,1/serial.log|"
+		"-chardev|file,id=c,path=/b,,1/serial1.log|-serial|chardev:c|"
+		"-pidfile|/b,1/qemu.pid|-qmp|unix:/b,,1/qmp.sock,server=on,wait=off|"
+		"-incoming|defer");
+}
+END_TEST
+
+/* After a failover the restored VM is the next primary. */
+START_TEST(test_idempotent)
+{
+	const char *in[] = {
+		PRIMARY_HEAD, PRIMARY_RAM, "-nographic", "-chardev", "pty,id=c0",
+		"-device", "isa-serial,chardev=c0", "-vnc", ":0", "-S", NULL
+	};
+	char err[256], **once = NULL, **twice = NULL, *a, *b;
+
+	ck_assert_int_eq(restore_cmdline_build((char *const *)in, count(in), &spec, &once,
+					       err, sizeof(err)), 0);
+	ck_assert_int_eq(restore_cmdline_build(once, count((const char *const *)once), &spec,
+					       &twice, err, sizeof(err)), 0);
+	a = joined(once);
+	b = joined(twice);
+	ck_assert_str_eq(a, b);
+	free(a);
+	free(b);
+	restore_cmdline_free(once);
+	restore_cmdline_free(twice);
+}
+END_TEST
+
+START_TEST(test_bad_input)
+{
+	const char *in[] = { "qemu", NULL };
+	const struct restore_spec incomplete = { .state_dir = "/b" };
+	char err[128], **out = NULL;
+
+	ck_assert_int_eq(restore_cmdline_build((char *const *)in, 0, &spec, &out,
+					       err, sizeof(err)), -EINVAL);
+	ck_assert_int_eq(restore_cmdline_build((char *const *)in, 1, &incomplete, &out,
+					       err, sizeof(err)), -EINVAL);
+	ck_assert_ptr_null(out);
+	/* no room for a message is fine too */
+	ck_assert_int_eq(restore_cmdline_build((char *const *)in, 1, &spec, &out, NULL, 0),
+			 -EINVAL);
+	restore_cmdline_free(NULL);
+}
+END_TEST
+
+/* ---- the restored command line, run by a real QEMU ---- */
+
+static int find_qemu(char *out, size_t size)
+{
+	const char *path = getenv("PATH");
+	char *dirs, *dir, *save = NULL;
+	int found = 0;
+
+	dirs = strdup(path ? path : "/usr/bin:/bin");
+	ck_assert_ptr_nonnull(dirs);
+	for (dir = strtok_r(dirs, ":", &save); dir && !found; dir = strtok_r(NULL, ":", &save)) {
+		snprintf(out, size, "%s/qemu-system-x86_64", dir);
+		found = access(out, X_OK) == 0;
+	}
+	free(dirs);
+	return found;
+}
+
+static pid_t spawn(char **argv)
+{
+	pid_t pid = fork();
+	int null;
+
+	ck_assert_int_ge(pid, 0);
+	if (pid)
+		return pid;
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	null = open("/dev/null", O_RDWR);
+	dup2(null, 0);
+	dup2(null, 1);
+	execv(argv[0], argv);
+	_exit(127);
+}
+
+static struct qmp *connect_retry(const char *sock, pid_t pid)
+{
+	struct timespec pause = { 0, 50 * 1000 * 1000 };
+	struct qmp *q = NULL;
+	int ret = -ENOENT, i, status;
+
+	for (i = 0; i < 200 && ret; i++) {
+		ck_assert_msg(waitpid(pid, &status, WNOHANG) == 0, "QEMU exited early");
+		ret = qmp_connect(sock, 2000, &q);
+		if (ret)
+			nanosleep(&pause, NULL);
+	}
+	ck_assert_msg(ret == 0, "connect: %s", qmp_connect_error());
+	return q;
+}
+
+static const char *query_string(struct qmp *q, const char *cmd, const char *path,
+				const char *prop, char *buf, size_t size)
+{
+	struct json_object *args = json_object_new_object(), *ret = NULL;
+	int err;
+
+	if (path) {
+		json_object_object_add(args, "path", json_object_new_string(path));
+		json_object_object_add(args, "property", json_object_new_string(prop));
+	}
+	err = qmp_execute(q, cmd, path ? args : NULL, &ret, 5000);
+	ck_assert_msg(err == 0, "%s: %s", cmd, qmp_last_error(q));
+	snprintf(buf, size, "%s", json_object_to_json_string_ext(ret, JSON_C_TO_STRING_PLAIN |
+				  JSON_C_TO_STRING_NOSLASHESCAPE));
+	json_object_put(ret);
+	json_object_put(args);
+	return buf;
+}
+
+START_TEST(test_real_qemu_accepts_it)
+{
+	char qemu[PATH_MAX], dir[] = "/tmp/check_restore.XXXXXX", ram[256];
+	char sock[PATH_MAX], log[PATH_MAX], buf[4096], err[256], **out = NULL;
+	struct restore_spec sp = { .ram_backend_id = "ram0" };
+	struct qmp *q;
+	struct stat st;
+	int status;
+	pid_t pid;
+
+	if (!find_qemu(qemu, sizeof(qemu))) {
+		fprintf(stderr, "real_qemu_accepts_it: qemu-system-x86_64 not found, skipped\n");
+		return;
+	}
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(ram, sizeof(ram), "%s/ram", dir);
+	sp.state_dir = dir;
+	sp.ram_path = ram;
+	{
+		const char *in[] = {
+			qemu, "-accel", "tcg", "-machine", "pc,memory-backend=ram0",
+			"-m", "64M", "-object", "memory-backend-memfd,id=ram0,size=64M,share=on",
+			"-vga", "none", "-nographic", "-chardev", "pty,id=con",
+			"-device", "isa-serial,chardev=con", "-qmp", "unix:/nonexistent/q.sock,server=on,wait=off",
+			"-pidfile", "/nonexistent/qemu.pid", "-daemonize", "-S", NULL
+		};
+
+		ck_assert_int_eq(restore_cmdline_build((char *const *)in, count(in), &sp, &out,
+						       err, sizeof(err)), 0);
+	}
+	pid = spawn(out);
+	snprintf(sock, sizeof(sock), "%s/qmp.sock", dir);
+	q = connect_retry(sock, pid);
+
+	ck_assert_str_eq(query_string(q, "query-status", NULL, NULL, buf, sizeof(buf)),
+			 "{\"status\":\"inmigrate\",\"singlestep\":false,\"running\":false}");
+	snprintf(log, sizeof(log), "\"%s\"", ram);
+	ck_assert_str_eq(query_string(q, "qom-get", "/objects/ram0", "mem-path", buf, sizeof(buf)),
+			 log);
+	ck_assert_str_eq(query_string(q, "qom-get", "/objects/ram0", "share", buf, sizeof(buf)),
+			 "true");
+	ck_assert_str_eq(query_string(q, "qom-get", "/machine", "graphics", buf, sizeof(buf)),
+			 "false");
+	query_string(q, "query-chardev", NULL, NULL, buf, sizeof(buf));
+	ck_assert_msg(strstr(buf, "{\"frontend-open\":true,\"filename\":\"file\",\"label\":\"con\"}"),
+		      "%s", buf);
+	snprintf(log, sizeof(log), "%s/serial.log", dir);
+	ck_assert_int_eq(stat(log, &st), 0);
+	snprintf(log, sizeof(log), "%s/qemu.pid", dir);
+	ck_assert_int_eq(stat(log, &st), 0);
+
+	ck_assert_int_eq(qmp_execute(q, "quit", NULL, NULL, 5000), 0);
+	qmp_close(q);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	restore_cmdline_free(out);
+	unlink(ram);
+	snprintf(log, sizeof(log), "%s/serial.log", dir);
+	unlink(log);
+	rmdir(dir);
+}
+END_TEST
+
+static void add(Suite *s, const char *name, const TTest *test, int timeout)
+{
+	TCase *tc = tcase_create(name);
+
+	tcase_set_timeout(tc, timeout);
+	tcase_add_test(tc, test);
+	suite_add_tcase(s, tc);
+}
+
+static Suite *restore_cmdline_suite(void)
+{
+	Suite *s = suite_create("restore_cmdline");
+
+	add(s, "realistic_primary", test_realistic_primary, 5);
+	add(s, "memfd_backend", test_memfd_backend, 5);
+	add(s, "ram_backend_forms", test_ram_backend_forms, 5);
+	add(s, "missing_backend", test_missing_backend, 5);
+	add(s, "missing_argument", test_missing_argument, 5);
+	add(s, "nographic_without_serial", test_nographic_without_serial, 5);
+	add(s, "nographic_no_default_serial", test_nographic_no_default_serial, 5);
+	add(s, "chardev_serial", test_chardev_serial, 5);
+	add(s, "monitors_dropped", test_monitors_dropped, 5);
+	add(s, "displays", test_displays, 5);
+	add(s, "run_control_and_files", test_run_control_and_files, 5);
+	add(s, "pass_through", test_pass_through, 5);
+	add(s, "comma_in_state_dir", test_comma_in_state_dir, 5);
+	add(s, "idempotent", test_idempotent, 5);
+	add(s, "bad_input", test_bad_input, 5);
+	add(s, "real_qemu_accepts_it", test_real_qemu_accepts_it, 60);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(restore_cmdline_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
