@@ -288,6 +288,9 @@ static int restore_and_report(struct agent *a)
 
 int agent_run(struct agent *a)
 {
+	char err[256];
+	int rc;
+
 	a->fd = -1;
 	a->listen_fd = -1;
 	replica_init(&a->replica, a->cfg.state_dir);
@@ -297,6 +300,12 @@ int agent_run(struct agent *a)
 		replica_free(&a->replica);
 		return a->exit_code;
 	}
+	rc = replica_recover(a->cfg.state_dir, err, sizeof(err));
+	if (rc < 0)
+		log_err("replica in %s: %s", a->cfg.state_dir, err);
+	else if (rc > 0)
+		log_info("replica in %s: finished an epoch committed before the agent stopped",
+			 a->cfg.state_dir);
 	a->listen_fd = netaddr_listen(&a->cfg.listen);
 	if (a->listen_fd < 0) {
 		log_err("cannot listen on %s: %s", a->cfg.listen.text, strerror(-a->listen_fd));

@@ -66,7 +66,7 @@ int agent_parse_args(int argc, char **argv, struct agent_config *cfg, int *use_s
 		.timeout_ms = AGENT_DEFAULT_TIMEOUT_MS,
 		.heartbeat_ms = AGENT_DEFAULT_HEARTBEAT_MS,
 	};
-	optind = 1;
+	optind = 0; /* 0, not 1: glibc then also forgets a half-read option cluster */
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "vh", long_opts, NULL)) != -1) {
 		switch (c) {

@@ -1,5 +1,6 @@
 #include "replica.h"
 
+#include "journal.h"
 #include "log.h"
 
 #include <endian.h>
@@ -133,6 +134,21 @@ static int map_sync_file(struct replica *rp, char *err, size_t errlen)
 	return 0;
 }
 
+/* A journal left by a failed apply is replayed before anything new. */
+static int replay_pending(struct replica *rp, char *why, size_t whylen)
+{
+	char err[256];
+	int rc = journal_recover(rp->dir, err, sizeof(err));
+
+	if (rc < 0) {
+		snprintf(why, whylen, "%s", err);
+		return rc;
+	}
+	if (rc > 0)
+		log_info("replayed the journal of an earlier commit in %s", rp->dir);
+	return 0;
+}
+
 int replica_begin_session(struct replica *rp, const char *hello_json, char *err, size_t errlen)
 {
 	struct json_object *h = json_tokener_parse(hello_json);
@@ -152,6 +168,11 @@ int replica_begin_session(struct replica *rp, const char *hello_json, char *err,
 	if (mkdir(rp->dir, 0700) < 0 && errno != EEXIST) {
 		rc = -errno;
 		snprintf(err, errlen, "backup cannot create state dir %s: %s", rp->dir, strerror(errno));
+		json_object_put(h);
+		return rc;
+	}
+	rc = replay_pending(rp, err, errlen);
+	if (rc) {
 		json_object_put(h);
 		return rc;
 	}
@@ -290,84 +311,63 @@ void replica_add_frame(struct replica *rp, const struct frame_hdr *h,
 		stage_devstate(rp, h, payload);
 }
 
-static int write_file_atomic(const struct replica *rp, const char *name,
-			     const void *buf, size_t len)
-{
-	char tmp[PATH_MAX], path[PATH_MAX];
-	size_t off = 0;
-	int fd, rc = 0;
-
-	if (path_in(rp, name, path, sizeof(path)) || snprintf(tmp, sizeof(tmp), "%s.tmp", path) < 0)
-		return -ENAMETOOLONG;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -errno;
-	while (off < len) {
-		ssize_t n = write(fd, (const char *)buf + off, len - off);
-		if (n < 0) {
-			rc = -errno;
-			break;
-		}
-		off += (size_t)n;
-	}
-	if (close(fd) < 0 && !rc)
-		rc = -errno;
-	if (!rc && rename(tmp, path) < 0)
-		rc = -errno;
-	if (rc)
-		unlink(tmp);
-	return rc;
-}
-
-static int write_vm_json(struct replica *rp, uint64_t epoch)
+/* vm.json: what a restore needs (the HELLO) and which epoch this is. */
+static char *vm_json_text(struct replica *rp, uint64_t epoch)
 {
 	struct json_object *o = json_object_new_object();
-	char stamp[64];
+	char stamp[64], *text;
 	time_t now = time(NULL);
 	struct tm tm;
-	const char *text;
-	int rc;
 
 	gmtime_r(&now, &tm);
 	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", &tm);
 	json_object_object_add(o, "vm", json_object_get(rp->hello));
 	json_object_object_add(o, "epoch", json_object_new_uint64(epoch));
 	json_object_object_add(o, "committed_at", json_object_new_string(stamp));
-	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
-	rc = write_file_atomic(rp, "vm.json", text, strlen(text));
+	text = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY));
 	json_object_put(o);
-	return rc;
+	return text;
 }
 
-/* Apply a verified epoch. The device state goes to a temporary file first
- * and every file is replaced by rename, so a failed write leaves the
- * previous commit readable. */
+/* Commit a verified epoch through the journal (journal.h): once the journal
+ * is written the epoch is committed, even if applying it fails now. */
 static int commit(struct replica *rp, uint64_t epoch)
 {
-	char from[PATH_MAX], to[PATH_MAX];
+	char *vm_json = vm_json_text(rp, epoch);
+	struct journal_view j = {
+		.epoch = epoch,
+		.promote = rp->syncing,
+		.npages = rp->stage_n,
+		.idx = rp->stage_idx,
+		.pages = rp->stage_pages,
+		.devstate = rp->stage_dev,
+		.devstate_len = rp->stage_dev_len,
+		.vm_json = vm_json,
+		.vm_json_len = vm_json ? strlen(vm_json) : 0,
+	};
 	int rc;
 
-	for (size_t i = 0; i < rp->stage_n; i++)
-		memcpy(rp->ram + rp->stage_idx[i] * PROTO_PAGE_SIZE,
-		       rp->stage_pages + i * PROTO_PAGE_SIZE, PROTO_PAGE_SIZE);
-	rc = write_file_atomic(rp, "devstate", rp->stage_dev, rp->stage_dev_len);
-	if (rc)
-		return rc;
-	if (rp->syncing) {
-		if (path_in(rp, "ram.sync", from, sizeof(from)) || path_in(rp, "ram", to, sizeof(to)))
-			return -ENAMETOOLONG;
-		if (rename(from, to) < 0)
-			return -errno;
+	if (!vm_json)
+		return -ENOMEM;
+	rc = journal_write(rp->dir, &j);
+	if (!rc) {
 		rp->syncing = false;
+		rc = journal_apply(rp->dir, &j, rp->ram, rp->ram_size);
+		if (rc)
+			log_err("epoch %llu is committed in %s/journal but applying it failed: %s; "
+				"it will be replayed before the next commit or a restore",
+				(unsigned long long)epoch, rp->dir, strerror(-rc));
+		rc = 0;
 	}
-	return write_vm_json(rp, epoch);
+	free(vm_json);
+	return rc;
 }
 
 int replica_end_epoch(struct replica *rp, const struct frame_hdr *h,
 		      const uint8_t *payload, char *why, size_t whylen)
 {
 	struct epoch_end e;
-	int rc;
+	int rc = 0;
 
 	if (!rp->staging || h->epoch != rp->stage_epoch)
 		start_staging(rp, h->epoch);
@@ -388,10 +388,13 @@ int replica_end_epoch(struct replica *rp, const struct frame_hdr *h,
 		stage_reset(rp);
 		return -EBADMSG;
 	}
-	rc = h->epoch ? commit(rp, h->epoch) : 0;
+	if (h->epoch) {
+		rc = replay_pending(rp, why, whylen);
+		if (!rc && (rc = commit(rp, h->epoch)))
+			snprintf(why, whylen, "commit failed: %s", strerror(-rc));
+	}
 	stage_reset(rp);
 	if (rc) {
-		snprintf(why, whylen, "commit failed: %s", strerror(-rc));
 		rp->discards++;
 		return rc;
 	}
@@ -403,6 +406,17 @@ int replica_end_epoch(struct replica *rp, const struct frame_hdr *h,
 	}
 	rp->session_epoch = h->epoch;
 	return 0;
+}
+
+int replica_recover(const char *dir, char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+	int rc = journal_recover(dir, err, errlen);
+
+	/* An initial copy that never committed is garbage. */
+	snprintf(path, sizeof(path), "%s/ram.sync", dir);
+	unlink(path);
+	return rc;
 }
 
 int replica_load_info(const char *dir, struct replica_info *out)

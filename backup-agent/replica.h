@@ -3,8 +3,9 @@
  *   ram        guest RAM as of the committed epoch
  *   devstate   QEMU device state of the committed epoch
  *   ram.sync   a new primary's initial copy, until its first commit
- * An epoch is staged in memory and applied only when it is complete and its
- * checksums match; a torn, truncated or corrupt epoch is dropped and the
+ *   journal    an epoch committed but not yet applied (journal.h)
+ * An epoch is staged in memory and committed only when it is complete and
+ * its checksums match; a torn, truncated or corrupt epoch is dropped and the
  * committed replica stays as it was. */
 #ifndef REMUS_REPLICA_H
 #define REMUS_REPLICA_H
@@ -54,6 +55,10 @@ void replica_add_frame(struct replica *rp, const struct frame_hdr *h,
  * complete); -EBADMSG when it was dropped, with the reason in why. */
 int replica_end_epoch(struct replica *rp, const struct frame_hdr *h,
 		      const uint8_t *payload, char *why, size_t whylen);
+
+/* After a crash of the agent: replay a committed journal, drop an initial
+ * copy that never committed. 1 replayed, 0 nothing to do, -errno (err). */
+int replica_recover(const char *dir, char *err, size_t errlen);
 
 /* What a restore needs, read back from vm.json. */
 struct replica_info {

@@ -248,7 +248,7 @@ static int load_devstate(struct qmp *q, const char *dir)
 int restore_vm(const char *dir, struct restore_result *res)
 {
 	struct replica_info info;
-	char ram[PATH_MAX], ram_copy[PATH_MAX];
+	char ram[PATH_MAX], ram_copy[PATH_MAX], err[256];
 	char **argv = NULL;
 	struct qmp *q = NULL;
 	pid_t pid = -1;
@@ -256,6 +256,13 @@ int restore_vm(const char *dir, struct restore_result *res)
 	int rc;
 
 	memset(res, 0, sizeof(*res));
+	/* An epoch committed in the journal but not applied yet belongs to
+	 * the replica: finish it first, or refuse. */
+	rc = replica_recover(dir, err, sizeof(err));
+	if (rc < 0) {
+		log_err("cannot restore from %s: %s", dir, err);
+		return rc;
+	}
 	rc = replica_load_info(dir, &info);
 	if (rc) {
 		log_err("no committed replica in %s: nothing to restore", dir);

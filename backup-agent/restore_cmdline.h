@@ -15,7 +15,9 @@ struct restore_spec {
 /* Build argv for the restored QEMU from argv_in (argc_in entries, argv_in[0]
  * is the QEMU binary). On success *argv_out is a NULL-terminated, malloc'd
  * vector (free with restore_cmdline_free) and the QMP socket the agent must
- * use is DIR/qmp.sock. On error returns -EINVAL and writes the reason to err. */
+ * use is DIR/qmp.sock. On error returns -EINVAL (or -ENOMEM) and writes the
+ * reason to err. Applied to its own output it gives the same line again, so
+ * a restored VM can in turn be the primary. */
 int restore_cmdline_build(char *const *argv_in, int argc_in,
 			  const struct restore_spec *spec, char ***argv_out,
 			  char *err, size_t errlen);

@@ -70,10 +70,11 @@ static void pop_head(struct frame_queue *q)
 	frame_free(f);
 }
 
-/* Advance the head frame's iovecs past n written bytes. */
+/* Advance the head frame's iovecs past n written bytes, and past empty
+ * pieces, which sendmsg never reports as written. */
 static void consume(struct out_frame *f, size_t n)
 {
-	while (n && f->iovcnt) {
+	while (f->iovcnt) {
 		struct iovec *v = &f->iov[f->first];
 		if (n < v->iov_len) {
 			v->iov_base = (char *)v->iov_base + n;

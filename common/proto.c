@@ -168,8 +168,11 @@ int frame_reader_read(struct frame_reader *r, int fd)
 		if (r->have < PROTO_HDR_SIZE)
 			continue;
 		rc = proto_decode_hdr(r->hdr_buf, &r->hdr);
-		if (rc)
+		if (rc) {
+			/* Never trust this header's length, even if called again. */
+			r->have = 0;
 			return rc;
+		}
 		if (r->hdr.len > r->cap) {
 			uint8_t *p = realloc(r->payload, r->hdr.len);
 			if (!p)

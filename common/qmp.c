@@ -469,8 +469,10 @@ int qmp_read_events(struct qmp *q, qmp_event_fn *fn, void *opaque)
 		/* A handler may run commands, which queue events: keep the
 		 * order QEMU sent them in. */
 		dispatch_queue(q, fn, opaque);
-		/* After EOF the socket may still hold QEMU's last events. */
-		if (q->broken && q->broken != -EPIPE)
+		/* Input is still good after EOF (the socket may hold QEMU's
+		 * last events) or after a command was cut off on its way out;
+		 * not after garbage. */
+		if (q->broken == -EPROTO)
 			return q->broken;
 		err = next_msg(q, 0, &msg);
 		if (err == -ETIMEDOUT)

@@ -6,6 +6,14 @@
  * for a reply are queued and handed out by qmp_read_events(), which the event
  * loop calls when the socket is readable between barriers.
  *
+ * What QEMU 7.2 does on the wire: every message ends with "\r\n" (with
+ * -qmp-pretty one message spans several lines; both are read); each reply
+ * echoes the command's "id", except the error for a request QEMU could not
+ * parse; "quit" is answered after the SHUTDOWN event (so that event ends up
+ * queued) and then the connection is reset, which reads as -EPIPE. A second
+ * client is accepted but greeted only when the first one leaves: its
+ * qmp_connect() times out.
+ *
  * Errors: every function returns 0 or a negative errno value; the text of the
  * last error (QEMU's class and desc, or what went wrong locally) is kept in
  * qmp_last_error().
@@ -15,6 +23,10 @@
  *                greeting, a reply with neither "return" nor "error", a line
  *                longer than QMP_MAX_LINE)
  *   -EREMOTEIO   QEMU answered with {"error": ...}
+ * After -EPIPE or -EPROTO (or a command cut off half-written by its deadline,
+ * -ETIMEDOUT) the connection is unusable: later commands fail the same way
+ * at once; close it. After a plain -ETIMEDOUT it stays usable: the late
+ * reply is recognised by its id and skipped. timeout_ms < 0 means no deadline.
  */
 #ifndef REMUS_QMP_H
 #define REMUS_QMP_H
@@ -26,6 +38,8 @@
 
 struct qmp;
 
+/* data is NULL for events without one (STOP, RESUME, ...); it lives only
+ * during the call: json_object_get() it to keep it. */
 typedef void qmp_event_fn(const char *event, struct json_object *data, void *opaque);
 
 /* Connect to a QMP unix socket, read the greeting and negotiate
@@ -43,12 +57,15 @@ int qmp_execute(struct qmp *q, const char *command, struct json_object *args,
 		struct json_object **ret, int timeout_ms);
 
 /* Dispatch queued events, then read whatever the socket has without
- * blocking and dispatch the events in it. -EPIPE when QEMU has gone. */
+ * blocking and dispatch the events in it (fn may be NULL to discard them).
+ * -EPIPE when QEMU has gone, after the events it sent before going. Late
+ * replies to timed-out commands are dropped here. */
 int qmp_read_events(struct qmp *q, qmp_event_fn *fn, void *opaque);
 
 const char *qmp_last_error(const struct qmp *q);
 int qmp_fd(const struct qmp *q);
-/* QEMU's pid, from SO_PEERCRED of the unix socket; -1 if unknown. */
+/* QEMU's pid, from SO_PEERCRED of the unix socket; -1 if unknown. For a
+ * socketpair it is the pid of the process that created the pair. */
 pid_t qmp_peer_pid(const struct qmp *q);
 void qmp_close(struct qmp *q);
 

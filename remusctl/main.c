@@ -11,6 +11,7 @@ static const struct {
 	const char *help;
 } verbs[] = {
 	{ "status", status_main, "epochs, pause times, dirty pages, link, protection state" },
+	{ "reset-stats", reset_stats_main, "forget recent pause, dirty and ack figures" },
 };
 
 static void usage(FILE *f)
@@ -19,7 +20,7 @@ static void usage(FILE *f)
 		   "Talks to remus-replicator over its control socket (--control).\n\n"
 		   "Verbs:\n");
 	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
-		fprintf(f, "  %-10s %s\n", verbs[i].name, verbs[i].help);
+		fprintf(f, "  %-12s %s\n", verbs[i].name, verbs[i].help);
 	fprintf(f, "\nOptions:\n"
 		   "  --control PATH   the replicator's control socket (required)\n"
 		   "  --json           machine-readable output (stable keys)\n"

@@ -12,5 +12,6 @@ struct remusctl_opts {
 char *remusctl_request(const char *control, const char *command);
 
 int status_main(const struct remusctl_opts *o, int argc, char **argv);
+int reset_stats_main(const struct remusctl_opts *o, int argc, char **argv);
 
 #endif

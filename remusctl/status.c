@@ -29,8 +29,10 @@ static void print_human(struct json_object *o)
 	       "%.0f resent, %.0f full syncs\n", num(o, "epochs_committed"),
 	       num(o, "last_acked_epoch"), num(o, "epoch"), num(o, "epoch_ms"),
 	       num(o, "epochs_resent"), num(o, "resyncs"));
-	printf("pause:   p50 %.2f ms, p99 %.2f ms, max %.2f ms\n", num(o, "pause_p50_ms"),
-	       num(o, "pause_p99_ms"), num(o, "pause_max_ms"));
+	printf("pause:   p50 %.2f ms, p99 %.2f ms, max %.2f ms (p50: stop %.2f, capture %.2f, "
+	       "resume %.2f)\n", num(o, "pause_p50_ms"), num(o, "pause_p99_ms"),
+	       num(o, "pause_max_ms"), num(o, "pause_stop_p50_ms"),
+	       num(o, "pause_capture_p50_ms"), num(o, "pause_resume_p50_ms"));
 	printf("dirty:   %.1f pages/epoch (%.1f KiB), %.0f pages in all (tracker %s)\n",
 	       num(o, "dirty_pages_per_epoch"), num(o, "dirty_bytes_per_epoch") / 1024,
 	       num(o, "dirty_pages_total"), str(o, "tracker"));

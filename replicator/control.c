@@ -1,5 +1,6 @@
 /* The control socket: `remusctl` connects, writes one command line, reads
- * one JSON reply, and the connection closes. Commands: status. */
+ * one JSON reply, and the connection closes. Commands: status,
+ * reset-stats. */
 #include "log.h"
 #include "replicator.h"
 
@@ -43,17 +44,39 @@ char *status_json(const struct replicator *r)
 	add_double(o, "pause_p50_ms", ring_quantile(&s->pause_ms, 0.5));
 	add_double(o, "pause_p99_ms", ring_quantile(&s->pause_ms, 0.99));
 	add_double(o, "pause_max_ms", ring_max(&s->pause_ms));
+	add_double(o, "pause_stop_p50_ms", ring_quantile(&s->stop_ms, 0.5));
+	add_double(o, "pause_capture_p50_ms", ring_quantile(&s->capture_ms, 0.5));
+	add_double(o, "pause_capture_p99_ms", ring_quantile(&s->capture_ms, 0.99));
+	add_double(o, "pause_resume_p50_ms", ring_quantile(&s->resume_ms, 0.5));
 	add_double(o, "ack_p50_ms", ring_quantile(&s->ack_ms, 0.5));
 	add_double(o, "ack_p99_ms", ring_quantile(&s->ack_ms, 0.99));
 	add_double(o, "dirty_pages_per_epoch", dirty_mean);
 	add_double(o, "dirty_bytes_per_epoch", dirty_mean * PROTO_PAGE_SIZE);
 	add_u64(o, "dirty_pages_total", s->dirty_pages_total);
+	add_double(o, "checkpoint_bytes_per_epoch", ring_mean(&s->checkpoint_bytes));
+	add_double(o, "checkpoint_bytes_p99", ring_quantile(&s->checkpoint_bytes, 0.99));
 	add_double(o, "link_bytes_per_s", s->link_bytes_per_s);
 	add_u64(o, "link_queued_bytes", r->link.out.bytes_queued);
 	add_u64(o, "ram_bytes", r->vm.ram_size);
 	text = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 	json_object_put(o);
 	return text;
+}
+
+/* Forget the recent-epoch figures (totals stay): benchmarks measure a
+ * window, operators a period after a change. */
+static char *reset_stats(struct replicator *r)
+{
+	struct replicator_stats *s = &r->stats;
+
+	memset(&s->pause_ms, 0, sizeof(s->pause_ms));
+	memset(&s->stop_ms, 0, sizeof(s->stop_ms));
+	memset(&s->capture_ms, 0, sizeof(s->capture_ms));
+	memset(&s->resume_ms, 0, sizeof(s->resume_ms));
+	memset(&s->dirty_pages, 0, sizeof(s->dirty_pages));
+	memset(&s->ack_ms, 0, sizeof(s->ack_ms));
+	memset(&s->checkpoint_bytes, 0, sizeof(s->checkpoint_bytes));
+	return strdup("{\"ok\":true}");
 }
 
 /* Replies are small and the client waits for them: a blocking write with
@@ -94,6 +117,8 @@ static void on_control(struct ev_loop *loop, ev_io *w, int revents)
 		cmd[strcspn(cmd, "\r\n")] = 0;
 		if (!strcmp(cmd, "status"))
 			text = status_json(r);
+		else if (!strcmp(cmd, "reset-stats"))
+			text = reset_stats(r);
 		else if (asprintf(&text, "{\"error\":\"unknown command '%.60s'\"}", cmd) < 0)
 			text = NULL;
 	}

@@ -37,7 +37,9 @@ static int memory_setup(struct replicator *r, void **state)
 		log_err("cannot open guest RAM file %s: %s", r->vm.ram_path, strerror(errno));
 		return rc;
 	}
-	m->ram = mmap(NULL, m->ram_size, PROT_READ, MAP_SHARED, fd, 0);
+	/* Populate now: faulting 4 KiB at a time inside the first pauses would
+	 * cost more than the scan itself. */
+	m->ram = mmap(NULL, m->ram_size, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
 	close(fd);
 	if (m->ram == MAP_FAILED) {
 		rc = -errno;
@@ -49,11 +51,11 @@ static int memory_setup(struct replicator *r, void **state)
 	if (!m->dirty)
 		return -ENOMEM;
 	m->tops = &compare_tracker_ops;
-	rc = m->tops->init(&m->tracker, m->ram, m->npages);
+	rc = m->tops->init(&m->tracker, m->ram, m->npages, r->cfg.capture_threads);
 	if (rc)
 		return rc;
-	log_info("memory: %zu MiB in %s, tracker %s", m->ram_size >> 20,
-		 r->vm.ram_path, m->tops->name);
+	log_info("memory: %zu MiB in %s, tracker %s, %u capture threads", m->ram_size >> 20,
+		 r->vm.ram_path, m->tops->name, r->cfg.capture_threads);
 	return 0;
 }
 

@@ -204,8 +204,8 @@ static int capture(struct replicator *r, struct epoch_tally *t)
 void epoch_checkpoint(struct replicator *r)
 {
 	struct epoch_tally t = { .id = r->epoch + 1 };
-	uint64_t pages = 0;
-	double t0, pause;
+	uint64_t pages = 0, queued_before;
+	double t0, t1, t2, pause;
 	int rc;
 
 	if (!link_up(&r->link) || r->stopping)
@@ -223,7 +223,9 @@ void epoch_checkpoint(struct replicator *r)
 		replicator_primary_trouble(r, rc);
 		return;
 	}
+	t1 = now_ms();
 	rc = capture(r, &t);
+	t2 = now_ms();
 	if (resume_vm(r)) {
 		replicator_primary_trouble(r, -EIO);
 		return;
@@ -235,12 +237,17 @@ void epoch_checkpoint(struct replicator *r)
 		epoch_on_backup_lost(r, "capture failed");
 		return;
 	}
+	ring_add(&r->stats.stop_ms, t1 - t0);
+	ring_add(&r->stats.capture_ms, t2 - t1);
+	ring_add(&r->stats.resume_ms, t0 + pause - t2);
 	r->epoch = t.id;
 	ring_add(&r->stats.pause_ms, pause);
+	queued_before = r->link.out.bytes_queued;
 	if (send_epoch(r, t.id, &pages)) {
 		epoch_on_backup_lost(r, "epoch could not be queued");
 		return;
 	}
+	ring_add(&r->stats.checkpoint_bytes, (double)(r->link.out.bytes_queued - queued_before));
 	ring_add(&r->stats.dirty_pages, (double)pages);
 	r->stats.dirty_pages_total += pages;
 	arm_epoch_timer(r);

@@ -7,6 +7,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+static unsigned default_capture_threads(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	return n < 1 ? 1 : n > 16 ? 16 : (unsigned)n;
+}
 
 void replicator_usage(FILE *f)
 {
@@ -27,6 +35,8 @@ void replicator_usage(FILE *f)
 "  --ram-file PATH       guest RAM file (default: asked from QEMU)\n"
 "  --epoch-ms N          epoch length in ms (default %u, 5-10000)\n"
 "  --control PATH        control socket for remusctl (default: none)\n"
+"  --capture-threads N   threads that scan guest RAM in the pause\n"
+"                        (default: one per online CPU, %ld here)\n"
 "  --heartbeat-ms N      heartbeat interval when idle (default %u)\n"
 "  --timeout-ms N        backup silent this long counts as lost (default %u)\n"
 "  --syslog              log to syslog instead of stderr\n"
@@ -37,12 +47,14 @@ void replicator_usage(FILE *f)
 "backup is told not to take over.\n"
 "Exit status: 0 detached or VM shut down, 1 QEMU died (the backup takes\n"
 "over), 2 usage error or VM refused.\n",
-		REPLICATOR_DEFAULT_EPOCH_MS, REPLICATOR_DEFAULT_HEARTBEAT_MS,
+		REPLICATOR_DEFAULT_EPOCH_MS, sysconf(_SC_NPROCESSORS_ONLN),
+		REPLICATOR_DEFAULT_HEARTBEAT_MS,
 		REPLICATOR_DEFAULT_TIMEOUT_MS);
 }
 
 enum { OPT_QMP = 256, OPT_BACKUP, OPT_RAM_FILE, OPT_EPOCH_MS, OPT_CONTROL,
-       OPT_HEARTBEAT_MS, OPT_TIMEOUT_MS, OPT_SYSLOG, OPT_TEST_CORRUPT };
+       OPT_HEARTBEAT_MS, OPT_TIMEOUT_MS, OPT_SYSLOG, OPT_TEST_CORRUPT,
+       OPT_CAPTURE_THREADS };
 
 static const struct option long_opts[] = {
 	{ "qmp", required_argument, NULL, OPT_QMP },
@@ -52,6 +64,7 @@ static const struct option long_opts[] = {
 	{ "control", required_argument, NULL, OPT_CONTROL },
 	{ "heartbeat-ms", required_argument, NULL, OPT_HEARTBEAT_MS },
 	{ "timeout-ms", required_argument, NULL, OPT_TIMEOUT_MS },
+	{ "capture-threads", required_argument, NULL, OPT_CAPTURE_THREADS },
 	{ "syslog", no_argument, NULL, OPT_SYSLOG },
 	/* test only: corrupt one frame of this epoch on the wire */
 	{ "test-corrupt-epoch", required_argument, NULL, OPT_TEST_CORRUPT },
@@ -73,8 +86,9 @@ int replicator_parse_args(int argc, char **argv, struct replicator_config *cfg,
 		.heartbeat_ms = REPLICATOR_DEFAULT_HEARTBEAT_MS,
 		.timeout_ms = REPLICATOR_DEFAULT_TIMEOUT_MS,
 		.test_corrupt_epoch = -1,
+		.capture_threads = default_capture_threads(),
 	};
-	optind = 1;
+	optind = 0; /* 0, not 1: glibc then also forgets a half-read option cluster */
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "vh", long_opts, NULL)) != -1) {
 		switch (c) {
@@ -97,6 +111,11 @@ int replicator_parse_args(int argc, char **argv, struct replicator_config *cfg,
 			if (cli_parse_ulong("--timeout-ms", optarg, 50, 600000, &v))
 				return -1;
 			cfg->timeout_ms = (unsigned)v;
+			break;
+		case OPT_CAPTURE_THREADS:
+			if (cli_parse_ulong("--capture-threads", optarg, 1, 16, &v))
+				return -1;
+			cfg->capture_threads = (unsigned)v;
 			break;
 		case OPT_TEST_CORRUPT:
 			if (cli_parse_ulong("--test-corrupt-epoch", optarg, 1, ~0ul >> 1, &v))

@@ -25,6 +25,7 @@ struct replicator_config {
 	const char *ram_file;      /* NULL: discover through QMP */
 	struct netaddr backup;
 	unsigned epoch_ms;
+	unsigned capture_threads;  /* threads scanning RAM in the pause */
 	const char *control_path;  /* NULL: no control socket */
 	unsigned heartbeat_ms;     /* send a heartbeat when idle this long */
 	unsigned timeout_ms;       /* backup silent this long: lost */

@@ -24,8 +24,12 @@ struct replicator_stats {
 	uint64_t last_acked_epoch;
 	uint64_t epochs_nacked;
 	uint64_t resyncs;
-	struct sample_ring pause_ms;
+	struct sample_ring pause_ms;    /* stop to resumed */
+	struct sample_ring stop_ms;     /* of which: QMP stop */
+	struct sample_ring capture_ms;  /* of which: all devices' capture */
+	struct sample_ring resume_ms;   /* of which: QMP cont */
 	struct sample_ring dirty_pages;
+	struct sample_ring checkpoint_bytes; /* on the wire, headers included */
 	struct sample_ring ack_ms;      /* resume -> ack */
 	uint64_t dirty_pages_total;
 	uint64_t bytes_sent_prev;

@@ -11,7 +11,8 @@ struct tracker;
 
 struct tracker_ops {
 	const char *name;
-	int (*init)(struct tracker **t, const uint8_t *ram, size_t npages);
+	/* threads: how many may scan at once (a tracker may use fewer). */
+	int (*init)(struct tracker **t, const uint8_t *ram, size_t npages, unsigned threads);
 	/* Copy all of RAM (VM running); every page counts as sent. */
 	int (*full_copy)(struct tracker *t);
 	/* VM paused: write the index of each changed page into dirty (room for

@@ -374,6 +374,26 @@ START_TEST(test_neither_reply_nor_event)
 }
 END_TEST
 
+static void peer_array(int fd)
+{
+	peer_greet(fd);
+	peer_read_cmd(fd, "query-status");
+	peer_send(fd, "[1, 2]\r\n");
+	peer_wait_close(fd);
+}
+
+START_TEST(test_not_an_object)
+{
+	struct peer p = peer_start(peer_array);
+	struct qmp *q = attach_ok(&p);
+
+	ck_assert_int_eq(qmp_execute(q, "query-status", NULL, NULL, 2000), -EPROTO);
+	ck_assert_str_eq(qmp_last_error(q), "QMP peer sent JSON that is not an object: [1, 2]");
+	qmp_close(q);
+	ck_assert_int_eq(peer_status(&p), 0);
+}
+END_TEST
+
 /* ---- disconnect in the middle of a reply ---- */
 
 static void peer_hangup(int fd)
@@ -713,7 +733,7 @@ static int find_in_path(const char *prog, char *out, size_t size)
 
 static pid_t start_qemu(const char *qemu, const char *sock)
 {
-	char qmp[PATH_MAX];
+	char qmp[PATH_MAX + 32];
 	pid_t pid;
 	int null;
 
@@ -809,6 +829,7 @@ static Suite *qmp_suite(void)
 	add(s, "error_reply", test_error_reply, 10);
 	add(s, "garbage", test_garbage, 10);
 	add(s, "neither_reply_nor_event", test_neither_reply_nor_event, 10);
+	add(s, "not_an_object", test_not_an_object, 10);
 	add(s, "disconnect_mid_reply", test_disconnect_mid_reply, 10);
 	add(s, "timeout_then_stale_reply", test_timeout_then_stale_reply, 10);
 	add(s, "wrong_id_skipped", test_wrong_id_skipped, 10);

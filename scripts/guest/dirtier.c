@@ -2,12 +2,18 @@
  * dirtier - test-guest memory dirtier.
  *
  * Usage: dirtier RATE_MIB_S [SIZE_MIB]
+ *        dirtier max [SIZE_MIB]
  *
  * Allocates a SIZE_MIB (default 16) working set and dirties it at about
  * RATE_MIB_S MiB/s: every 10 ms it writes as many 4 KiB pages as are due
  * (one byte-changing write per page), cycling through the working set.
  * Every second it prints "dirtier pages_per_s=X total=Y" (Y = total pages
  * written since start) on stdout.
+ *
+ * "max" writes as fast as the vCPU allows and prints "work total=Y" every
+ * 100 ms of guest time: the benchmarks read Y against host time to get the
+ * guest's work rate (guest time stands still while the VM is paused, so the
+ * guest cannot see its own pauses).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -52,15 +58,45 @@ static unsigned long parse_ul(const char *s, const char *what)
     return v;
 }
 
+/* Unthrottled: one byte-changing write per page, as fast as possible. */
+static int work_loop(volatile uint8_t *mem, size_t npages, unsigned long size_mb)
+{
+    unsigned long long total = 0;
+    size_t idx = 0;
+    uint8_t gen = 1;
+    double t_report = now_s();
+
+    printf("dirtier: rate=max working set=%lu MiB\n", size_mb);
+    fflush(stdout);
+    for (;;) {
+        for (int i = 0; i < 256; i++) {
+            mem[idx * PAGE + (idx % (PAGE / 64)) * 64] = gen;
+            if (++idx == npages) {
+                idx = 0;
+                if (++gen == 0)
+                    gen = 1;
+            }
+        }
+        total += 256;
+        double t = now_s();
+        if (t - t_report >= 0.1) {
+            printf("work total=%llu\n", total);
+            fflush(stdout);
+            t_report = t;
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || argc > 3) {
         fprintf(stderr, "usage: %s RATE_MIB_S [SIZE_MIB]\n", argv[0]);
         return 2;
     }
-    unsigned long rate = parse_ul(argv[1], "rate");
+    int max = !strcmp(argv[1], "max");
+    unsigned long rate = max ? 0 : parse_ul(argv[1], "rate");
     unsigned long size_mb = argc > 2 ? parse_ul(argv[2], "size") : 16;
-    if (rate == 0)
+    if (rate == 0 && !max)
         return 0;
     if (size_mb == 0)
         size_mb = 1;
@@ -72,6 +108,9 @@ int main(int argc, char **argv)
         perror("dirtier: mmap");
         return 1;
     }
+
+    if (max)
+        return work_loop(mem, npages, size_mb);
 
     double pages_per_s = (double)rate * (1024.0 * 1024.0 / PAGE);
     size_t idx = 0;

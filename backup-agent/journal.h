@@ -1,0 +1,41 @@
+/* Crash-safe commit of one epoch to the replica in the state dir.
+ *
+ * A verified epoch is first written whole to DIR/journal.tmp and renamed to
+ * DIR/journal: that rename is the commit point. Then it is applied (pages
+ * into the RAM image, device state and vm.json replaced by rename, ram.sync
+ * promoted to ram after an initial sync) and the journal is removed.
+ * Whoever finds a journal (the agent at start, before a new session, before
+ * a restore) applies it again: applying is idempotent. So an agent killed at
+ * any point leaves the replica at exactly the previous epoch (no journal) or
+ * exactly the new one (journal replayed), never in between. */
+#ifndef REMUS_JOURNAL_H
+#define REMUS_JOURNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct journal_view {
+	uint64_t epoch;
+	bool promote;            /* ram.sync becomes ram (first commit of a session) */
+	uint64_t npages;
+	const uint64_t *idx;     /* page indexes */
+	const uint8_t *pages;    /* npages * 4096 bytes, in idx order */
+	const uint8_t *devstate;
+	size_t devstate_len;
+	const char *vm_json;
+	size_t vm_json_len;
+};
+
+/* Write the journal and commit it (rename). 0 or -errno; on error the
+ * replica is untouched. */
+int journal_write(const char *dir, const struct journal_view *j);
+/* Apply a committed journal. ram: a writable mapping of the target RAM file
+ * (ram.sync while promoting, else ram) of ram_size bytes, or NULL to map it
+ * here. Removes the journal when done. 0 or -errno. */
+int journal_apply(const char *dir, const struct journal_view *j, uint8_t *ram, uint64_t ram_size);
+/* If DIR/journal exists, verify and apply it; remove journal.tmp.
+ * 1 replayed, 0 nothing to do, -errno (reason in err). */
+int journal_recover(const char *dir, char *err, size_t errlen);
+
+#endif

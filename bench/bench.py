@@ -1,0 +1,225 @@
+#!/usr/bin/env python3
+"""Replicator benchmarks on the bundled test guest (QEMU/TCG, loopback).
+
+  bench/bench.py checkpoint [--mem 128,512] [--rates 0,25,50,100,200] [--seconds 10]
+      pause time and checkpoint size per epoch against the guest's dirty rate
+  bench/bench.py workrate [--epochs 25,50,100,200] [--seconds 10]
+      the guest's own work rate (an unthrottled memory writer) replicated at
+      each epoch length against the same guest unreplicated, in one run
+
+Prints markdown tables (docs/BENCHMARKS.md keeps them). Every process it
+starts is stopped by pid; guests and replicas live in a temp dir in /dev/shm.
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "build", "bin")
+GUEST = os.path.join(ROOT, "build", "guest")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_for(pred, seconds, what):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.1)
+    raise RuntimeError("timed out waiting for " + what)
+
+
+class Bench:
+    """Owns a temp dir, the guests, agents and replicators it starts."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="remus-bench.", dir="/dev/shm")
+        self.procs = []
+        self.qemu_pids = []
+        self.ram_files = []
+
+    def close(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for pid in self.qemu_pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for f in self.ram_files:
+            if os.path.exists(f):
+                os.unlink(f)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def guest(self, name, mem, append):
+        run = os.path.join(self.dir, name)
+        subprocess.run([os.path.join(ROOT, "scripts", "run-test-guest"), "--guest-dir", GUEST,
+                        "--name", name, "--run-dir", run, "--mem", str(mem),
+                        "--append", append, "--daemonize"], check=True)
+        self.ram_files.append("/dev/shm/remus-%s.ram" % name)
+        with open(os.path.join(run, "qemu.pid")) as f:
+            pid = int(f.read())
+        self.qemu_pids.append(pid)
+        serial = os.path.join(run, "serial.log")
+        wait_for(lambda: b"guest: ready" in open(serial, "rb").read(), 60, "guest boot")
+        return run, pid
+
+    def spawn(self, argv, log):
+        p = subprocess.Popen(argv, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+        self.procs.append(p)
+        return p
+
+    def agent(self, port, state):
+        return self.spawn([os.path.join(BIN, "remus-agent"), "--listen", "127.0.0.1:%d" % port,
+                           "--state-dir", state], os.path.join(self.dir, "agent.log"))
+
+    def replicator(self, run, port, epoch_ms, extra=()):
+        ctl = os.path.join(self.dir, "ctl.sock")
+        p = self.spawn([os.path.join(BIN, "remus-replicator"), "--qmp",
+                        os.path.join(run, "qmp.sock"), "--backup", "127.0.0.1:%d" % port,
+                        "--epoch-ms", str(epoch_ms), "--control", ctl] + list(extra),
+                       os.path.join(self.dir, "replicator.log"))
+        return p, ctl
+
+
+def ctl(sock, cmd):
+    out = subprocess.run([os.path.join(BIN, "remusctl"), "--control", sock, "--json", cmd],
+                         capture_output=True, text=True)
+    if out.returncode:
+        return None
+    return json.loads(out.stdout) if cmd == "status" else True
+
+
+def committed(sock, n):
+    s = ctl(sock, "status")
+    return s is not None and s["epochs_committed"] >= n
+
+
+def detach(p):
+    p.send_signal(signal.SIGTERM)
+    p.wait(10)
+
+
+def measure_window(sock, seconds):
+    """Stats of the epochs in a window of `seconds`, after warm-up."""
+    wait_for(lambda: committed(sock, 10), 120, "10 committed epochs")
+    ctl(sock, "reset-stats")
+    time.sleep(seconds)
+    return ctl(sock, "status")
+
+
+def checkpoint(args):
+    print("| guest RAM | dirty rate set | dirty pages/epoch | checkpoint/epoch | pause p50 | "
+          "pause p99 | pause max | capture p50 | ack p50 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for mem in args.mem:
+        for rate in args.rates:
+            b = Bench()
+            try:
+                run, _ = b.guest("bench", mem, "dirty_mb_s=%d dirty_mb=%d" % (rate, min(64, mem // 4)))
+                port = free_port()
+                b.agent(port, os.path.join(b.dir, "backup"))
+                _, sock = b.replicator(run, port, args.epoch_ms)
+                s = measure_window(sock, args.seconds)
+            finally:
+                b.close()
+            print("| %d MB | %d MB/s | %.0f | %.0f KiB | %.2f ms | %.2f ms | %.2f ms | %.2f ms | %.2f ms |"
+                  % (mem, rate, s["dirty_pages_per_epoch"], s["checkpoint_bytes_per_epoch"] / 1024,
+                     s["pause_p50_ms"], s["pause_p99_ms"], s["pause_max_ms"],
+                     s["pause_capture_p50_ms"], s["ack_p50_ms"]), flush=True)
+
+
+WORK_RE = re.compile(rb"work total=(\d+)")
+
+
+def work_total(serial):
+    with open(serial, "rb") as f:
+        f.seek(max(0, os.path.getsize(serial) - 4096))
+        found = WORK_RE.findall(f.read())
+    return int(found[-1]) if found else None
+
+
+def work_rate(serial, seconds):
+    """Pages per second of host time: the guest's clock stops while paused."""
+    t0, w0 = time.monotonic(), work_total(serial)
+    time.sleep(seconds)
+    t1, w1 = time.monotonic(), work_total(serial)
+    return (w1 - w0) / (t1 - t0)
+
+
+def workrate(args):
+    b = Bench()
+    rows = []
+    try:
+        run, _ = b.guest("work", args.mem[0], "work_mb=%d" % args.work_mb)
+        serial = os.path.join(run, "serial.log")
+        wait_for(lambda: work_total(serial) is not None, 30, "the work loop")
+        time.sleep(2)
+        port = free_port()
+        b.agent(port, os.path.join(b.dir, "backup"))
+        rows.append(("unreplicated", work_rate(serial, args.seconds), None))
+        for e in args.epochs:
+            p, sock = b.replicator(run, port, e)
+            wait_for(lambda: committed(sock, 10), 120, "10 committed epochs")
+            ctl(sock, "reset-stats")
+            rate = work_rate(serial, args.seconds)
+            rows.append(("epoch %d ms" % e, rate, ctl(sock, "status")))
+            detach(p)
+            time.sleep(1)
+        rows.append(("unreplicated (again)", work_rate(serial, args.seconds), None))
+    finally:
+        b.close()
+    base = (rows[0][1] + rows[-1][1]) / 2
+    print("| run | guest work (pages/s) | vs unreplicated | pause p50 | pause p99 | "
+          "dirty pages/epoch | link MB/s |")
+    print("|---|---|---|---|---|---|---|")
+    for name, rate, s in rows:
+        extra = ("%.2f ms | %.2f ms | %.0f | %.1f" % (s["pause_p50_ms"], s["pause_p99_ms"],
+                 s["dirty_pages_per_epoch"], s["link_bytes_per_s"] / 1e6)) if s else "- | - | - | -"
+        print("| %s | %.0f | %.2f | %s |" % (name, rate, rate / base, extra))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["checkpoint", "workrate"])
+    ap.add_argument("--mem", default=None, help="guest RAM sizes in MB, comma-separated")
+    ap.add_argument("--rates", default="0,25,50,100,200", help="dirty rates in MB/s")
+    ap.add_argument("--epochs", default="25,50,100,200", help="epoch lengths in ms")
+    ap.add_argument("--epoch-ms", type=int, default=50, help="epoch for 'checkpoint'")
+    ap.add_argument("--work-mb", type=int, default=32, help="working set of the work loop")
+    ap.add_argument("--seconds", type=float, default=10, help="measurement window")
+    args = ap.parse_args()
+    args.mem = [int(x) for x in (args.mem or ("128,512" if args.what == "checkpoint" else "128")).split(",")]
+    args.rates = [int(x) for x in args.rates.split(",")]
+    args.epochs = [int(x) for x in args.epochs.split(",")]
+    for exe in ("remus-agent", "remus-replicator", "remusctl"):
+        if not os.access(os.path.join(BIN, exe), os.X_OK):
+            sys.exit("bench: build first (make all guest)")
+    print("<!-- %s, %s -->" % (" ".join(sys.argv), time.strftime("%Y-%m-%d %H:%M")))
+    checkpoint(args) if args.what == "checkpoint" else workrate(args)
+
+
+if __name__ == "__main__":
+    main()

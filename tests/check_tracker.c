@@ -1,0 +1,304 @@
+/* The compare tracker on synthetic guest RAM: an anonymous mapping the test
+ * writes into, checked against a brute-force reference copy. Every test
+ * runs with one scanning thread, with a count that does not divide the
+ * pages evenly, and with more than the tracker's maximum (clamped). */
+#include "../replicator/tracker.h"
+
+#include <check.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#define PAGE   4096u
+#define NPAGES 1024u
+
+struct fixture {
+	uint8_t *ram;
+	struct tracker *t;
+	uint32_t *dirty;
+	const struct tracker_ops *ops;
+};
+
+static const unsigned thread_counts[] = { 1, 3, 16, 100 };
+#define NTHREAD_COUNTS (sizeof(thread_counts) / sizeof(thread_counts[0]))
+
+static void fx_open(struct fixture *fx, unsigned threads)
+{
+	fx->ops = &compare_tracker_ops;
+	fx->ram = mmap(NULL, (size_t)NPAGES * PAGE, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ck_assert_ptr_ne(fx->ram, MAP_FAILED);
+	/* Distinct content per page, so a page mix-up shows. */
+	for (size_t i = 0; i < NPAGES; i++)
+		for (size_t j = 0; j < PAGE; j += 64)
+			fx->ram[i * PAGE + j] = (uint8_t)(i * 31 + j / 64);
+	fx->dirty = calloc(NPAGES, sizeof(*fx->dirty));
+	ck_assert_ptr_nonnull(fx->dirty);
+	ck_assert_int_eq(fx->ops->init(&fx->t, fx->ram, NPAGES, threads), 0);
+	ck_assert_ptr_nonnull(fx->t);
+	ck_assert_int_eq(fx->ops->full_copy(fx->t), 0);
+}
+
+static void fx_close(struct fixture *fx)
+{
+	fx->ops->fini(fx->t);
+	free(fx->dirty);
+	munmap(fx->ram, (size_t)NPAGES * PAGE);
+}
+
+START_TEST(test_ops_are_named_and_complete)
+{
+	const struct tracker_ops *o = &compare_tracker_ops;
+
+	ck_assert_str_eq(o->name, "compare");
+	ck_assert_ptr_nonnull(o->init);
+	ck_assert_ptr_nonnull(o->full_copy);
+	ck_assert_ptr_nonnull(o->scan);
+	ck_assert_ptr_nonnull(o->page);
+	ck_assert_ptr_nonnull(o->fini);
+}
+END_TEST
+
+START_TEST(test_scan_after_full_copy_finds_nothing)
+{
+	struct fixture fx;
+
+	fx_open(&fx, thread_counts[_i]);
+	ck_assert_uint_eq(fx.ops->scan(fx.t, fx.dirty), 0);
+	/* page() holds the full copy. */
+	for (uint32_t i = 0; i < NPAGES; i++)
+		ck_assert_mem_eq(fx.ops->page(fx.t, i), fx.ram + (size_t)i * PAGE, PAGE);
+	fx_close(&fx);
+}
+END_TEST
+
+START_TEST(test_full_copy_is_a_copy_not_a_view)
+{
+	struct fixture fx;
+	uint8_t before;
+
+	fx_open(&fx, thread_counts[_i]);
+	before = fx.ops->page(fx.t, 5)[100];
+	fx.ram[5 * PAGE + 100] = (uint8_t)(before + 1);
+	/* The checkpointed content stays until the next scan. */
+	ck_assert_uint_eq(fx.ops->page(fx.t, 5)[100], before);
+	ck_assert_ptr_ne(fx.ops->page(fx.t, 5), fx.ram + 5 * PAGE);
+	fx_close(&fx);
+}
+END_TEST
+
+START_TEST(test_scan_reports_exactly_the_written_pages_in_order)
+{
+	static const uint32_t pages[] = { 1023, 0, 7 }; /* written out of order */
+	struct fixture fx;
+	size_t n;
+
+	fx_open(&fx, thread_counts[_i]);
+	for (size_t k = 0; k < 3; k++) {
+		size_t off = (size_t)pages[k] * PAGE + 4000 + k; /* not the first byte */
+		fx.ram[off] ^= 0xa5;
+	}
+	n = fx.ops->scan(fx.t, fx.dirty);
+	ck_assert_uint_eq(n, 3);
+	ck_assert_uint_eq(fx.dirty[0], 0);
+	ck_assert_uint_eq(fx.dirty[1], 7);
+	ck_assert_uint_eq(fx.dirty[2], 1023);
+	for (size_t k = 0; k < n; k++)
+		ck_assert_mem_eq(fx.ops->page(fx.t, fx.dirty[k]),
+				 fx.ram + (size_t)fx.dirty[k] * PAGE, PAGE);
+	/* Nothing changed since: the second scan is empty. */
+	ck_assert_uint_eq(fx.ops->scan(fx.t, fx.dirty), 0);
+	fx_close(&fx);
+}
+END_TEST
+
+START_TEST(test_last_byte_of_page_counts)
+{
+	struct fixture fx;
+
+	fx_open(&fx, thread_counts[_i]);
+	fx.ram[(size_t)512 * PAGE + PAGE - 1] ^= 1;
+	ck_assert_uint_eq(fx.ops->scan(fx.t, fx.dirty), 1);
+	ck_assert_uint_eq(fx.dirty[0], 512);
+	ck_assert_uint_eq(fx.ops->page(fx.t, 512)[PAGE - 1], fx.ram[(size_t)512 * PAGE + PAGE - 1]);
+	fx_close(&fx);
+}
+END_TEST
+
+START_TEST(test_restoring_old_value_after_scan_is_a_change)
+{
+	struct fixture fx;
+	uint8_t orig;
+
+	fx_open(&fx, thread_counts[_i]);
+	orig = fx.ram[42 * PAGE + 10];
+	fx.ram[42 * PAGE + 10] = (uint8_t)(orig ^ 0xff);
+	ck_assert_uint_eq(fx.ops->scan(fx.t, fx.dirty), 1);
+	ck_assert_uint_eq(fx.dirty[0], 42);
+	ck_assert_uint_eq(fx.ops->page(fx.t, 42)[10], (uint8_t)(orig ^ 0xff));
+
+	/* Back to the value of the full copy: relative to the last checkpoint
+	 * this is a change, and the backup must get it. */
+	fx.ram[42 * PAGE + 10] = orig;
+	ck_assert_uint_eq(fx.ops->scan(fx.t, fx.dirty), 1);
+	ck_assert_uint_eq(fx.dirty[0], 42);
+	ck_assert_uint_eq(fx.ops->page(fx.t, 42)[10], orig);
+	ck_assert_uint_eq(fx.ops->scan(fx.t, fx.dirty), 0);
+	fx_close(&fx);
+}
+END_TEST
+
+START_TEST(test_write_of_same_value_is_not_a_change)
+{
+	struct fixture fx;
+
+	fx_open(&fx, thread_counts[_i]);
+	fx.ram[3 * PAGE + 64] = fx.ram[3 * PAGE + 64];
+	memmove(fx.ram + 9 * PAGE, fx.ram + 9 * PAGE, PAGE);
+	ck_assert_uint_eq(fx.ops->scan(fx.t, fx.dirty), 0);
+	fx_close(&fx);
+}
+END_TEST
+
+START_TEST(test_every_page_dirty)
+{
+	struct fixture fx;
+
+	fx_open(&fx, thread_counts[_i]);
+	for (size_t i = 0; i < NPAGES; i++)
+		fx.ram[i * PAGE + 1] ^= 0x3c;
+	ck_assert_uint_eq(fx.ops->scan(fx.t, fx.dirty), NPAGES);
+	for (uint32_t i = 0; i < NPAGES; i++)
+		ck_assert_uint_eq(fx.dirty[i], i);
+	ck_assert_uint_eq(fx.ops->scan(fx.t, fx.dirty), 0);
+	fx_close(&fx);
+}
+END_TEST
+
+/* Deterministic generator (xorshift64*), so a failure replays. */
+static uint64_t rng_state;
+
+static uint64_t rng(void)
+{
+	rng_state ^= rng_state >> 12;
+	rng_state ^= rng_state << 25;
+	rng_state ^= rng_state >> 27;
+	return rng_state * 0x2545f4914f6cdd1dull;
+}
+
+START_TEST(test_random_rounds_match_reference)
+{
+	struct fixture fx;
+	uint8_t *ref = malloc((size_t)NPAGES * PAGE);
+	uint32_t *expect = calloc(NPAGES, sizeof(*expect));
+	size_t total_dirty = 0;
+
+	ck_assert_ptr_nonnull(ref);
+	ck_assert_ptr_nonnull(expect);
+	rng_state = 0x9e3779b97f4a7c15ull;
+	fx_open(&fx, thread_counts[_i]);
+	memcpy(ref, fx.ram, (size_t)NPAGES * PAGE);
+
+	for (int round = 0; round < 50; round++) {
+		unsigned writes = (unsigned)(rng() % 200);
+		size_t n, ne = 0;
+
+		for (unsigned w = 0; w < writes; w++) {
+			size_t page = (size_t)(rng() % NPAGES);
+			size_t off = (size_t)(rng() % PAGE);
+			/* Random values: some writes leave the byte as it was. */
+			fx.ram[page * PAGE + off] = (uint8_t)(rng() % 4);
+		}
+		/* Brute force: which pages differ from the reference. */
+		for (uint32_t i = 0; i < NPAGES; i++)
+			if (memcmp(fx.ram + (size_t)i * PAGE, ref + (size_t)i * PAGE, PAGE))
+				expect[ne++] = i;
+
+		n = fx.ops->scan(fx.t, fx.dirty);
+		ck_assert_msg(n == ne, "%u threads, round %d: scan found %zu pages, reference %zu", thread_counts[_i], round, n, ne);
+		for (size_t k = 0; k < n; k++)
+			ck_assert_msg(fx.dirty[k] == expect[k], "%u threads, round %d: dirty[%zu] = %u, expected %u",
+				      thread_counts[_i], round, k, fx.dirty[k], expect[k]);
+		for (uint32_t i = 0; i < NPAGES; i++)
+			ck_assert_msg(!memcmp(fx.ops->page(fx.t, i), fx.ram + (size_t)i * PAGE, PAGE),
+				      "round %d: page %u not current after scan", round, i);
+		memcpy(ref, fx.ram, (size_t)NPAGES * PAGE);
+		total_dirty += n;
+	}
+	/* The generator did produce work, and writes that kept the value. */
+	ck_assert_uint_gt(total_dirty, 1000);
+	fx_close(&fx);
+	free(expect);
+	free(ref);
+}
+END_TEST
+
+/* RAM of 5 pages: with 16 or more threads most slices are empty and must
+ * report nothing. */
+START_TEST(test_fewer_pages_than_threads)
+{
+	const size_t npages = 5;
+	uint8_t *ram = mmap(NULL, npages * PAGE, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint32_t dirty[5];
+	struct tracker *t = NULL;
+	const struct tracker_ops *o = &compare_tracker_ops;
+
+	ck_assert_ptr_ne(ram, MAP_FAILED);
+	ck_assert_int_eq(o->init(&t, ram, npages, thread_counts[_i]), 0);
+	ck_assert_int_eq(o->full_copy(t), 0);
+	ck_assert_uint_eq(o->scan(t, dirty), 0);
+	ram[4 * PAGE] = 1;
+	ram[1 * PAGE + 5] = 2;
+	ck_assert_uint_eq(o->scan(t, dirty), 2);
+	ck_assert_uint_eq(dirty[0], 1);
+	ck_assert_uint_eq(dirty[1], 4);
+	ck_assert_uint_eq(o->page(t, 4)[0], 1);
+	ck_assert_uint_eq(o->page(t, 1)[5], 2);
+	ck_assert_uint_eq(o->scan(t, dirty), 0);
+	o->fini(t);
+	munmap(ram, npages * PAGE);
+}
+END_TEST
+
+/* Each test runs once per entry of thread_counts (_i indexes it). */
+static void add(Suite *s, const char *name, const TTest *t, double timeout)
+{
+	TCase *tc = tcase_create(name);
+
+	tcase_set_timeout(tc, timeout);
+	tcase_add_loop_test(tc, t, 0, (int)NTHREAD_COUNTS);
+	suite_add_tcase(s, tc);
+}
+
+#define ADD(s, t, to) add((s), #t, t, (to))
+
+static Suite *tracker_suite(void)
+{
+	Suite *s = suite_create("tracker");
+
+	ADD(s, test_ops_are_named_and_complete, 5);
+	ADD(s, test_scan_after_full_copy_finds_nothing, 5);
+	ADD(s, test_full_copy_is_a_copy_not_a_view, 5);
+	ADD(s, test_scan_reports_exactly_the_written_pages_in_order, 5);
+	ADD(s, test_last_byte_of_page_counts, 5);
+	ADD(s, test_restoring_old_value_after_scan_is_a_change, 5);
+	ADD(s, test_write_of_same_value_is_not_a_change, 5);
+	ADD(s, test_every_page_dirty, 5);
+	ADD(s, test_random_rounds_match_reference, 60);
+	ADD(s, test_fewer_pages_than_threads, 5);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(tracker_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,70 @@
+#!/bin/bash
+# A VM that cannot be replicated safely is refused at attach, with the
+# reason and what to change; a memfd-backed VM is accepted.
+. "$(dirname "$0")/lib.sh"
+
+# vm NAME QEMU_ARGS...: a firmware-only QEMU, stopped (-S): attach needs no OS.
+vm() {
+	local name=$1
+	shift
+	mkdir -p "$T/$name"
+	qemu-system-x86_64 -accel tcg -machine pc -m 64M -nodefaults -display none -S \
+		-qmp "unix:$T/$name/qmp.sock,server=on,wait=off" -pidfile "$T/$name/qemu.pid" \
+		-daemonize "$@" || die "cannot start QEMU for $name"
+	PIDS+=("$(cat "$T/$name/qemu.pid")")
+}
+
+# attach NAME: run the replicator against a port nobody listens on.
+attach() {
+	timeout 10 "$BIN/remus-replicator" --qmp "$T/$1/qmp.sock" --backup "127.0.0.1:$(free_port)" \
+		"${@:2}" > "$T/$1.log" 2>&1
+}
+
+expect_refusal() {
+	local name=$1 pattern=$2 what=$3
+	shift 3
+	attach "$name" "$@"
+	local rc=$?
+	if [ "$rc" = 2 ] && grep -q -- "$pattern" "$T/$name.log"; then
+		pass "$what refused: $(grep -o 'refusing.*' "$T/$name.log" | head -c 160)"
+	else
+		fail "$what: exit $rc, log: $(tail -n 2 "$T/$name.log")"
+	fi
+}
+
+vm plain -vga none
+expect_refusal plain "memory backend .pc.ram. is not shared.*memory-backend-file" "RAM on QEMU's private default backend"
+
+vm private -vga none -object memory-backend-file,id=ram0,size=64M,mem-path="$T/private.ram",share=off \
+	-machine memory-backend=ram0
+expect_refusal private "is not shared (share=off)" "RAM backend with share=off"
+
+vm vga -vga std -object memory-backend-file,id=ram0,size=64M,mem-path="$T/vga.ram",share=on \
+	-machine memory-backend=ram0
+expect_refusal vga "RAM block '.*vga.vram'.*-vga none" "guest-writable VGA RAM outside the backend"
+
+vm wrongfile -vga none -object memory-backend-file,id=ram0,size=64M,mem-path="$T/wrongfile.ram",share=on \
+	-machine memory-backend=ram0
+truncate -s 32M "$T/other.ram"
+attach wrongfile --ram-file "$T/other.ram"
+rc=$?
+[ "$rc" = 2 ] && grep -q "holds 33554432 bytes but memory backend 'ram0' has 67108864" "$T/wrongfile.log" &&
+	pass "--ram-file of the wrong size refused" || fail "--ram-file of the wrong size: exit $rc"
+
+vm memfd -vga none -object memory-backend-memfd,id=ram0,size=64M,share=on -machine memory-backend=ram0
+"$BIN/remus-replicator" --qmp "$T/memfd/qmp.sock" --backup "127.0.0.1:$(free_port)" > "$T/memfd.log" 2>&1 &
+rpid=$!
+PIDS+=("$rpid")
+wait_for 10 grep -qs "retrying every second" "$T/memfd.log"
+grep -q "attached to VM .* 64 MiB RAM in /proc/[0-9]*/fd/[0-9]* (backend ram0)" "$T/memfd.log" &&
+	pass "memfd-backed VM accepted (RAM found through QEMU's descriptor)" ||
+	fail "memfd-backed VM not attached: $(head -n 3 "$T/memfd.log")"
+kill -TERM "$rpid"
+wait_exit "$rpid" 10 && [ "$EXIT_CODE" = 0 ] && pass "detached on SIGTERM while waiting for the backup" ||
+	fail "replicator did not exit 0 on SIGTERM (${EXIT_CODE:-still running})"
+
+"$BIN/remus-replicator" --qmp "$T/nothing.sock" --backup 127.0.0.1:1 > "$T/nosock.log" 2>&1
+rc=$?
+[ "$rc" = 2 ] && grep -q "cannot attach to QMP socket $T/nothing.sock" "$T/nosock.log" &&
+	pass "missing QMP socket: clear error" || fail "missing QMP socket: exit $rc: $(cat "$T/nosock.log")"
+finish
