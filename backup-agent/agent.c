@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 static void send_frame(struct agent *a, unsigned type, uint64_t epoch, const char *text)
@@ -72,6 +73,17 @@ static void failover(struct agent *a, const char *why)
 	ev_break(a->loop, EVBREAK_ALL);
 }
 
+/* We cannot read the stream any more, but the primary may well be alive:
+ * drop it and give it the heartbeat timeout to come back before taking
+ * over (a reconnecting primary says HELLO and resyncs). */
+static void lose_stream(struct agent *a, const char *why)
+{
+	log_warn("primary %s: %s; dropped, waiting %u ms for it to reconnect",
+		 a->peer, why, a->cfg.timeout_ms);
+	drop_primary(a);
+	a->grace_until = ev_now(a->loop) + a->cfg.timeout_ms / 1000.0;
+}
+
 static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct agent *a = w->data;
@@ -83,6 +95,26 @@ static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
 		failover(a, "cannot send to the primary");
 }
 
+/* Tell the primary why it is refused (HELLO_REPLY, in our protocol
+ * version), then drop it. */
+static void refuse_primary(struct agent *a, const char *why)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "ok", json_object_new_boolean(0));
+	json_object_object_add(o, "error", json_object_new_string(why));
+	log_err("refusing primary %s: %s", a->peer, why);
+	send_frame(a, FRAME_HELLO_REPLY, 0, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+	json_object_put(o);
+	frame_queue_flush(&a->out, a->fd);
+	/* Closing with unread input would send a reset that can destroy the
+	 * reply before the peer reads it: read what is there, then close. */
+	shutdown(a->fd, SHUT_WR);
+	while (recv(a->fd, a->reader.hdr_buf, sizeof(a->reader.hdr_buf), MSG_DONTWAIT) > 0)
+		;
+	drop_primary(a);
+}
+
 static void on_hello(struct agent *a, const uint8_t *payload, uint32_t len)
 {
 	char err[256], *text = strndup((const char *)payload, len);
@@ -90,30 +122,23 @@ static void on_hello(struct agent *a, const uint8_t *payload, uint32_t len)
 
 	free(text);
 	if (rc) {
-		char reply[400];
-		struct json_object *o = json_object_new_object();
-		json_object_object_add(o, "ok", json_object_new_boolean(0));
-		json_object_object_add(o, "error", json_object_new_string(err));
-		snprintf(reply, sizeof(reply), "%s", json_object_to_json_string(o));
-		json_object_put(o);
-		log_err("refusing primary %s: %s", a->peer, err);
-		send_frame(a, FRAME_HELLO_REPLY, 0, reply);
-		frame_queue_flush(&a->out, a->fd);
-		drop_primary(a);
+		refuse_primary(a, err);
 		return;
 	}
 	a->hello_done = true;
+	a->grace_until = 0; /* the primary is back */
 	log_info("primary %s: replicating VM %s (%llu MiB); initial sync started",
 		 a->peer, json_object_get_string(json_object_object_get(a->replica.hello, "name")),
 		 (unsigned long long)(a->replica.ram_size >> 20));
 	send_frame(a, FRAME_HELLO_REPLY, 0, "{\"ok\":true}");
 }
 
-static void on_epoch_end(struct agent *a, const struct frame_hdr *h, const uint8_t *payload)
+static void on_epoch_end(struct agent *a, const struct frame_hdr *h, const uint8_t *payload,
+			 bool payload_ok)
 {
 	char why[200];
 
-	if (replica_end_epoch(&a->replica, h, payload, why, sizeof(why))) {
+	if (replica_end_epoch(&a->replica, h, payload, payload_ok, why, sizeof(why))) {
 		log_warn("epoch %llu discarded: %s; replica stays at epoch %llu",
 			 (unsigned long long)h->epoch, why,
 			 (unsigned long long)a->replica.session_epoch);
@@ -149,18 +174,16 @@ static bool on_frame(struct agent *a, const struct frame_hdr *h, const uint8_t *
 		replica_add_frame(&a->replica, h, payload, ok);
 		break;
 	case FRAME_EPOCH_END:
-		if (!ok) {
-			char why[] = "EPOCH_END frame: payload checksum mismatch";
-			log_warn("epoch %llu discarded: %s", (unsigned long long)h->epoch, why);
-			a->replica.discards++;
-			send_frame(a, FRAME_NACK, h->epoch, why);
-			break;
-		}
-		on_epoch_end(a, h, payload);
+		on_epoch_end(a, h, payload, ok);
 		break;
 	case FRAME_HEARTBEAT:
 		break;
 	case FRAME_GOODBYE:
+		if (!ok) {
+			/* A GOODBYE we cannot trust must not cancel a failover. */
+			lose_stream(a, "corrupt GOODBYE frame");
+			return false;
+		}
 		log_info("primary %s detached on purpose (%.*s): replica kept, no failover",
 			 a->peer, (int)(h->len < 100 ? h->len : 100), (const char *)payload);
 		drop_primary(a);
@@ -175,6 +198,8 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct agent *a = w->data;
 
+	/* Any bytes count as a sign of life, not only whole frames. */
+	a->last_rx = ev_now(loop);
 	for (;;) {
 		int rc = frame_reader_read(&a->reader, a->fd);
 		if (rc == 0)
@@ -184,26 +209,44 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
 			snprintf(why, sizeof(why), "%s", rc == -EPIPE ? "connection closed" :
 				 rc == -EBADMSG || rc == -EMSGSIZE || rc == -EPROTONOSUPPORT ?
 				 "unreadable stream" : strerror(-rc));
-			if (!a->hello_done) {
+			if (!a->hello_done && rc == -EPROTONOSUPPORT) {
+				snprintf(why, sizeof(why), "it speaks protocol version %u; this agent "
+					 "speaks version %u", a->reader.hdr.version, PROTO_VERSION);
+				refuse_primary(a, why);
+			} else if (!a->hello_done) {
 				log_warn("connection from %s dropped before HELLO: %s", a->peer, why);
 				drop_primary(a);
-			} else if (rc != -EPIPE && rc != -ECONNRESET && a->replica.session_committed) {
-				/* We cannot read the stream any more, but the primary may
-				 * well be alive: give it the heartbeat timeout to come back
-				 * before taking over. */
-				log_warn("primary %s: %s; dropped, waiting %u ms for it to reconnect",
-					 a->peer, why, a->cfg.timeout_ms);
-				drop_primary(a);
-				a->grace_until = ev_now(loop) + a->cfg.timeout_ms / 1000.0;
+			} else if (rc != -EPIPE && rc != -ECONNRESET) {
+				lose_stream(a, why);
 			} else {
 				failover(a, why);
 			}
 			return;
 		}
-		a->last_rx = ev_now(loop);
 		if (!on_frame(a, &a->reader.hdr, a->reader.payload))
 			return;
 	}
+}
+
+/* Best effort, without blocking: a refused peer is not worth a stall. */
+static void refuse_busy(struct agent *a, int fd)
+{
+	char why[200];
+	uint8_t hdr[PROTO_HDR_SIZE];
+	struct iovec iov[2];
+	const char *name = a->hello_done ?
+		json_object_get_string(json_object_object_get(a->replica.hello, "name")) : "?";
+
+	snprintf(why, sizeof(why), "{\"ok\":false,\"error\":\"busy: replicating VM %.60s "
+		 "from %.46s\"}", name, a->peer);
+	iov[1] = (struct iovec){ .iov_base = why, .iov_len = strlen(why) };
+	proto_encode_hdr(hdr, FRAME_HELLO_REPLY, 0, &iov[1], 1);
+	iov[0] = (struct iovec){ .iov_base = hdr, .iov_len = sizeof(hdr) };
+	log_warn("refusing a second primary while %s is connected", a->peer);
+	if (writev(fd, iov, 2) < 0)
+		log_debug("refusal not sent: %s", strerror(errno));
+	shutdown(fd, SHUT_WR);
+	close(fd);
 }
 
 static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
@@ -218,8 +261,7 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 		return;
 	if (a->fd >= 0) {
 		/* One primary per agent: a second one would fight the first. */
-		log_warn("refusing a second primary while one is connected");
-		close(fd);
+		refuse_busy(a, fd);
 		return;
 	}
 	if (ss.ss_family == AF_INET)
@@ -227,7 +269,6 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 	else if (ss.ss_family == AF_INET6)
 		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof(host));
 	snprintf(a->peer, sizeof(a->peer), "%s", host);
-	a->grace_until = 0;
 	a->fd = fd;
 	frame_reader_init(&a->reader);
 	frame_queue_init(&a->out);

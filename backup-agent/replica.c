@@ -364,14 +364,16 @@ static int commit(struct replica *rp, uint64_t epoch)
 }
 
 int replica_end_epoch(struct replica *rp, const struct frame_hdr *h,
-		      const uint8_t *payload, char *why, size_t whylen)
+		      const uint8_t *payload, bool payload_ok, char *why, size_t whylen)
 {
 	struct epoch_end e;
 	int rc = 0;
 
 	if (!rp->staging || h->epoch != rp->stage_epoch)
 		start_staging(rp, h->epoch);
-	if (proto_parse_epoch_end(payload, h->len, &e))
+	if (!payload_ok)
+		mark_bad(rp, "EPOCH_END frame: payload checksum mismatch");
+	else if (proto_parse_epoch_end(payload, h->len, &e))
 		mark_bad(rp, "malformed EPOCH_END");
 	else if (!rp->bad[0] && (e.frames != rp->stage_frames || e.epoch_crc != rp->stage_crc))
 		mark_bad(rp, "incomplete: %u of %u frames, epoch checksum %08x, expected %08x",

@@ -51,10 +51,11 @@ void replica_end_session(struct replica *rp);
 /* A PAGES or DEVSTATE frame; payload_ok says whether its CRC matched. */
 void replica_add_frame(struct replica *rp, const struct frame_hdr *h,
 		       const uint8_t *payload, bool payload_ok);
-/* EPOCH_END: 0 when the epoch is committed (or, for epoch 0, the sync is
- * complete); -EBADMSG when it was dropped, with the reason in why. */
+/* EPOCH_END (payload_ok: its CRC matched): 0 when the epoch is committed
+ * (or, for epoch 0, the sync is complete); -EBADMSG when it was dropped,
+ * staging and all, with the reason in why. */
 int replica_end_epoch(struct replica *rp, const struct frame_hdr *h,
-		      const uint8_t *payload, char *why, size_t whylen);
+		      const uint8_t *payload, bool payload_ok, char *why, size_t whylen);
 
 /* After a crash of the agent: replay a committed journal, drop an initial
  * copy that never committed. 1 replayed, 0 nothing to do, -errno (err). */

@@ -188,6 +188,21 @@ static int resume_vm(struct replicator *r)
 	return rc;
 }
 
+/* Outside the pause: one QMP round trip while the guest runs. */
+static bool vm_is_running(struct replicator *r)
+{
+	struct json_object *ret = NULL, *v;
+	bool running = false;
+
+	if (r->vm_shutdown)
+		return false;
+	if (qmp_execute(r->qmp, "query-status", NULL, &ret, QMP_BARRIER_TIMEOUT_MS) == 0 &&
+	    json_object_object_get_ex(ret, "running", &v))
+		running = json_object_get_boolean(v);
+	json_object_put(ret);
+	return running;
+}
+
 static int capture(struct replicator *r, struct epoch_tally *t)
 {
 	for (int i = 0; i < r->ndevices; i++) {
@@ -206,7 +221,7 @@ void epoch_checkpoint(struct replicator *r)
 	struct epoch_tally t = { .id = r->epoch + 1 };
 	uint64_t pages = 0, queued_before;
 	double t0, t1, t2, pause;
-	int rc;
+	int rc, resume_rc;
 
 	if (!link_up(&r->link) || r->stopping)
 		return;
@@ -215,6 +230,12 @@ void epoch_checkpoint(struct replicator *r)
 		return;
 	}
 	r->checkpoint_due = false;
+	if (!vm_is_running(r)) {
+		/* Stopped by someone else (or shut down): nothing changes while it
+		 * stands still, and our `cont` must not wake it. Look again later. */
+		arm_epoch_timer(r);
+		return;
+	}
 	t0 = now_ms();
 	rc = qmp_execute(r->qmp, "stop", NULL, NULL, QMP_BARRIER_TIMEOUT_MS);
 	if (rc) {
@@ -226,17 +247,17 @@ void epoch_checkpoint(struct replicator *r)
 	t1 = now_ms();
 	rc = capture(r, &t);
 	t2 = now_ms();
-	if (resume_vm(r)) {
-		replicator_primary_trouble(r, -EIO);
-		return;
-	}
+	resume_rc = resume_vm(r);
 	pause = now_ms() - t0;
 	if (rc) {
 		/* The trackers moved on but nothing was sent: only a full
 		 * resync gives the backup a consistent picture again. */
-		epoch_on_backup_lost(r, "capture failed");
-		return;
+		link_drop_alive(r, "capture failed; resyncing");
+		goto out;
 	}
+	/* ev_now() is still the time before the pause: timestamps taken from
+	 * here on (the epoch's send time for ack latency) must not include it. */
+	ev_now_update(r->loop);
 	ring_add(&r->stats.stop_ms, t1 - t0);
 	ring_add(&r->stats.capture_ms, t2 - t1);
 	ring_add(&r->stats.resume_ms, t0 + pause - t2);
@@ -244,13 +265,18 @@ void epoch_checkpoint(struct replicator *r)
 	ring_add(&r->stats.pause_ms, pause);
 	queued_before = r->link.out.bytes_queued;
 	if (send_epoch(r, t.id, &pages)) {
-		epoch_on_backup_lost(r, "epoch could not be queued");
-		return;
+		link_drop_alive(r, "epoch could not be queued; resyncing");
+		goto out;
 	}
 	ring_add(&r->stats.checkpoint_bytes, (double)(r->link.out.bytes_queued - queued_before));
 	ring_add(&r->stats.dirty_pages, (double)pages);
 	r->stats.dirty_pages_total += pages;
 	arm_epoch_timer(r);
+out:
+	/* A captured epoch is on its way even if the VM could not be resumed:
+	 * if QEMU died, the backup may still commit it. */
+	if (resume_rc)
+		replicator_primary_trouble(r, resume_rc);
 }
 
 void epoch_on_ack(struct replicator *r, uint64_t id)

@@ -12,6 +12,7 @@
 
 #define CONNECT_TIMEOUT_MS 1000
 #define HELLO_TIMEOUT_MS   5000
+#define GOODBYE_FLUSH_MS   1000
 
 bool link_up(const struct link *l)
 {
@@ -34,6 +35,28 @@ static void link_fail(struct replicator *r, const char *what, int rc)
 	char why[160];
 
 	snprintf(why, sizeof(why), "%s: %s", what, strerror(-rc));
+	epoch_on_backup_lost(r, why);
+}
+
+/* We drop a working link while the VM is healthy (to resync, say): tell
+ * the backup with a GOODBYE first, or it would take the closed connection
+ * for the primary's death and start a second copy of the VM. Blocks for at
+ * most GOODBYE_FLUSH_MS; the VM is running meanwhile. */
+void link_drop_alive(struct replicator *r, const char *why)
+{
+	struct link *l = &r->link;
+	struct iovec iov = { .iov_base = (void *)why, .iov_len = strlen(why) };
+	struct pollfd pfd = { .fd = l->fd, .events = POLLOUT };
+	int waited = 0, rc = 0;
+
+	if (link_up(l) && !frame_queue_push(&l->out, FRAME_GOODBYE, r->epoch, &iov, 1, NULL, NULL)) {
+		while ((rc = frame_queue_flush(&l->out, l->fd)) == 0 && waited < GOODBYE_FLUSH_MS) {
+			poll(&pfd, 1, 20);
+			waited += 20;
+		}
+		if (rc != 1)
+			log_warn("GOODBYE to the backup may not have arrived: it may take over");
+	}
 	epoch_on_backup_lost(r, why);
 }
 
@@ -91,6 +114,8 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
 	struct replicator *r = w->data;
 	struct link *l = &r->link;
 
+	/* Any bytes count as a sign of life, not only whole frames. */
+	l->last_rx = ev_now(loop);
 	for (;;) {
 		int rc = frame_reader_read(&l->reader, l->fd);
 		if (rc == 0)
@@ -100,9 +125,8 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
 					: "reading from the backup failed", rc);
 			return;
 		}
-		l->last_rx = ev_now(loop);
 		if (proto_check_payload(&l->reader.hdr, l->reader.payload)) {
-			link_fail(r, "corrupt frame from the backup", -EBADMSG);
+			link_drop_alive(r, "corrupt frame from the backup");
 			return;
 		}
 		handle_frame(r, &l->reader.hdr, l->reader.payload);
@@ -163,9 +187,13 @@ static int handshake(struct replicator *r, int fd, char *err, size_t errlen)
 			break;
 		}
 	}
+	if (rc == -EPROTONOSUPPORT) {
+		snprintf(err, errlen, "backup refused: it speaks protocol version %u; this "
+			 "replicator speaks version %u", rd.hdr.version, PROTO_VERSION);
+		goto out;
+	}
 	if (rc < 0) {
-		snprintf(err, errlen, "no HELLO reply from the backup: %s",
-			 rc == -EPROTONOSUPPORT ? "it speaks another protocol version" : strerror(-rc));
+		snprintf(err, errlen, "no HELLO reply from the backup: %s", strerror(-rc));
 		goto out;
 	}
 	if (rd.hdr.type != FRAME_HELLO_REPLY || proto_check_payload(&rd.hdr, rd.payload)) {
@@ -175,7 +203,6 @@ static int handshake(struct replicator *r, int fd, char *err, size_t errlen)
 		goto out;
 	}
 	rc = parse_hello_reply(rd.payload, rd.hdr.len, err, errlen);
-	rc = 0;
 out:
 	frame_reader_free(&rd);
 	return rc;

@@ -89,7 +89,11 @@ static void on_qmp_event(const char *event, struct json_object *data, void *opaq
 
 	if (!strcmp(event, "SHUTDOWN")) {
 		r->vm_shutdown = true;
-		log_info("QEMU reports SHUTDOWN: %s", json_object_to_json_string(data));
+		log_info("QEMU reports SHUTDOWN: %s", data ? json_object_to_json_string(data) : "");
+	} else if (!strcmp(event, "RESET") && r->vm_shutdown) {
+		/* -no-shutdown: the VM stayed and was reset, it is back. */
+		r->vm_shutdown = false;
+		log_info("QEMU reports RESET after a shutdown: protecting the VM again");
 	}
 }
 
@@ -115,7 +119,7 @@ static void on_heartbeat_timer(struct ev_loop *loop, ev_timer *w, int revents)
 	if (!link_up(l))
 		return;
 	if ((now - l->last_rx) * 1e3 > r->cfg.timeout_ms) {
-		epoch_on_backup_lost(r, "no heartbeat from the backup");
+		link_drop_alive(r, "no heartbeat from the backup");
 		return;
 	}
 	if ((now - l->last_tx) * 1e3 >= r->cfg.heartbeat_ms && !l->out.frames)

@@ -97,6 +97,7 @@ void replicator_usage(FILE *f);
 /* link.c */
 int link_open(struct replicator *r, char *err, size_t errlen);
 void link_close(struct link *l, struct ev_loop *loop);
+void link_drop_alive(struct replicator *r, const char *why);
 int link_push(struct replicator *r, unsigned type, uint64_t epoch,
 	      const struct iovec *iov, int iovcnt, void *owned, uint32_t *crc);
 bool link_up(const struct link *l);

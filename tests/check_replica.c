@@ -208,8 +208,8 @@ static void push_dev(struct fx *f, uint64_t epoch, const void *dev, size_t len,
 	t->dev += len;
 }
 
-static int end_epoch_raw(struct fx *f, uint64_t epoch, const uint8_t *payload, size_t len,
-			 char *why, size_t whylen)
+static int end_epoch_raw_ok(struct fx *f, uint64_t epoch, const uint8_t *payload, size_t len,
+			    bool payload_ok, char *why, size_t whylen)
 {
 	uint8_t raw[PROTO_HDR_SIZE];
 	struct iovec iov = { .iov_base = (void *)payload, .iov_len = len };
@@ -218,7 +218,13 @@ static int end_epoch_raw(struct fx *f, uint64_t epoch, const uint8_t *payload, s
 	proto_encode_hdr(raw, FRAME_EPOCH_END, epoch, &iov, 1);
 	ck_assert_int_eq(proto_decode_hdr(raw, &h), 0);
 	why[0] = 0;
-	return replica_end_epoch(&f->rp, &h, payload, why, whylen);
+	return replica_end_epoch(&f->rp, &h, payload, payload_ok, why, whylen);
+}
+
+static int end_epoch_raw(struct fx *f, uint64_t epoch, const uint8_t *payload, size_t len,
+			 char *why, size_t whylen)
+{
+	return end_epoch_raw_ok(f, epoch, payload, len, true, why, whylen);
 }
 
 static int end_epoch(struct fx *f, uint64_t epoch, const struct tally *t, char *why, size_t whylen)
@@ -577,6 +583,36 @@ START_TEST(test_corrupt_epoch_is_dropped_then_resent_epoch_commits)
 	assert_committed(f, 2, p->dev);
 	ck_assert_uint_eq(f->rp.commits, 2);
 	snap_free(&before);
+	free(p);
+	fx_close(f);
+}
+END_TEST
+
+/* A corrupt EPOCH_END drops the staged epoch with it, so that the resent
+ * epoch commits at the first try (it used to be appended to the old one). */
+START_TEST(test_corrupt_epoch_end_drops_staging_and_resend_commits)
+{
+	struct fx *f = fx_open();
+	struct epoch_plan *p = malloc(sizeof(*p));
+	static const uint64_t idx[2] = { 4, 6 };
+	struct tally t = { 0 };
+	struct epoch_end e;
+	uint8_t buf[PROTO_EPOCH_END_SIZE];
+	char why[200];
+
+	ck_assert_ptr_nonnull(p);
+	committed_to(f, 1);
+	plan(f, p, 2, idx, 2);
+	push_pages(f, 2, p->idx, 2, p->pages, &t, DELIVER);
+	push_dev(f, 2, p->dev, strlen(p->dev), &t, DELIVER);
+	e = (struct epoch_end){ .pages = t.pages, .devstate_bytes = t.dev,
+				.frames = t.frames, .epoch_crc = t.crc };
+	proto_encode_epoch_end(buf, &e);
+	ck_assert_int_eq(end_epoch_raw_ok(f, 2, buf, sizeof(buf), false, why, sizeof(why)), -EBADMSG);
+	ck_assert_msg(strstr(why, "EPOCH_END frame: payload checksum mismatch"), "why: '%s'", why);
+	ck_assert(!f->rp.staging);
+	ck_assert_msg(send_epoch(f, p, why, sizeof(why)) == 0, "resent epoch 2: %s", why);
+	assert_committed(f, 2, p->dev);
 	free(p);
 	fx_close(f);
 }
@@ -1217,6 +1253,7 @@ static Suite *replica_suite(void)
 	ADD(s, test_hello_accepted_prepares_ram_sync);
 	ADD(s, test_sync_then_epoch1_commits_all_files);
 	ADD(s, test_corrupt_epoch_is_dropped_then_resent_epoch_commits);
+	ADD(s, test_corrupt_epoch_end_drops_staging_and_resend_commits);
 	ADD(s, test_truncated_epoch_is_dropped);
 	ADD(s, test_swapped_frames_are_dropped);
 	ADD(s, test_out_of_order_epoch_is_dropped);
