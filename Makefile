@@ -6,7 +6,7 @@ CC      ?= gcc
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
            -Wmissing-prototypes -Wno-unused-parameter -D_GNU_SOURCE \
-           -Icommon -MMD -MP
+           -Icommon -Inet-buffer -MMD -MP
 LDLIBS  := $(shell pkg-config --libs json-c) -lev -lpthread
 CHECK_LIBS := $(shell pkg-config --libs check)
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -19,7 +19,7 @@ endif
 
 B := build
 # One library per folder; each folder's main.c (if any) is its program.
-MODULES   := common replicator backup-agent remusctl
+MODULES   := common net-buffer replicator backup-agent remusctl
 lib_srcs   = $(filter-out $(1)/main.c,$(wildcard $(1)/*.c))
 objs       = $(patsubst %.c,$(2)/%.o,$(call lib_srcs,$(1)))
 ALL_LIB_SRCS := $(foreach m,$(MODULES),$(call lib_srcs,$(m)))
@@ -39,7 +39,7 @@ $(B)/asan/%.o: %.c
 	@$(if $(Q),echo "  CC-SAN  $<")
 	$(Q)$(CC) $(CFLAGS) $(SAN) -c -o $@ $<
 
-$(B)/bin/remus-replicator: $(B)/replicator/main.o $(call objs,replicator,$(B)) $(call objs,common,$(B))
+$(B)/bin/remus-replicator: $(B)/replicator/main.o $(call objs,replicator,$(B)) $(call objs,net-buffer,$(B)) $(call objs,common,$(B))
 $(B)/bin/remus-agent: $(B)/backup-agent/main.o $(call objs,backup-agent,$(B)) $(call objs,common,$(B))
 $(B)/bin/remusctl: $(B)/remusctl/main.o $(call objs,remusctl,$(B)) $(call objs,common,$(B))
 $(PROGRAMS):

@@ -58,7 +58,7 @@ static void failover(struct agent *a, const char *why)
 		return;
 	}
 	log_err("primary lost (%s): restoring the VM from its last committed checkpoint", why);
-	if (restore_vm(a->cfg.state_dir, &res)) {
+	if (restore_vm(&a->cfg.restore, &res)) {
 		log_err("FAILOVER FAILED: the replica in %s is intact; fix the cause and run "
 			"remus-agent --restore --state-dir %s", a->cfg.state_dir, a->cfg.state_dir);
 		a->exit_code = 1;
@@ -117,7 +117,7 @@ static void refuse_primary(struct agent *a, const char *why)
 
 static void on_hello(struct agent *a, const uint8_t *payload, uint32_t len)
 {
-	char err[256], *text = strndup((const char *)payload, len);
+	char err[256] = "out of memory", *text = strndup((const char *)payload, len);
 	int rc = text ? replica_begin_session(&a->replica, text, err, sizeof(err)) : -ENOMEM;
 
 	free(text);
@@ -236,15 +236,20 @@ static void refuse_busy(struct agent *a, int fd)
 	struct iovec iov[2];
 	const char *name = a->hello_done ?
 		json_object_get_string(json_object_object_get(a->replica.hello, "name")) : "?";
+	struct json_object *o = json_object_new_object();
+	const char *text;
 
-	snprintf(why, sizeof(why), "{\"ok\":false,\"error\":\"busy: replicating VM %.60s "
-		 "from %.46s\"}", name, a->peer);
-	iov[1] = (struct iovec){ .iov_base = why, .iov_len = strlen(why) };
+	snprintf(why, sizeof(why), "busy: replicating VM %.100s from %s", name, a->peer);
+	json_object_object_add(o, "ok", json_object_new_boolean(0));
+	json_object_object_add(o, "error", json_object_new_string(why));
+	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+	iov[1] = (struct iovec){ .iov_base = (void *)text, .iov_len = strlen(text) };
 	proto_encode_hdr(hdr, FRAME_HELLO_REPLY, 0, &iov[1], 1);
 	iov[0] = (struct iovec){ .iov_base = hdr, .iov_len = sizeof(hdr) };
 	log_warn("refusing a second primary while %s is connected", a->peer);
 	if (writev(fd, iov, 2) < 0)
 		log_debug("refusal not sent: %s", strerror(errno));
+	json_object_put(o);
 	shutdown(fd, SHUT_WR);
 	close(fd);
 }
@@ -285,13 +290,14 @@ static void on_heartbeat_timer(struct ev_loop *loop, ev_timer *w, int revents)
 	ev_tstamp now = ev_now(loop);
 	double quiet_ms = (now - a->last_rx) * 1e3;
 
-	if (a->fd < 0) {
-		if (a->grace_until && now > a->grace_until) {
-			a->grace_until = 0;
-			failover(a, "primary did not reconnect");
-		}
+	if (a->grace_until && now > a->grace_until && !a->hello_done) {
+		/* A connection that never said HELLO is not the primary back. */
+		a->grace_until = 0;
+		failover(a, "primary did not reconnect");
 		return;
 	}
+	if (a->fd < 0)
+		return;
 	if (!a->hello_done && quiet_ms > AGENT_HELLO_TIMEOUT_MS) {
 		log_warn("connection from %s sent no HELLO: dropped", a->peer);
 		drop_primary(a);
@@ -320,7 +326,7 @@ static int restore_and_report(struct agent *a)
 {
 	struct restore_result res;
 
-	if (restore_vm(a->cfg.state_dir, &res))
+	if (restore_vm(&a->cfg.restore, &res))
 		return 1;
 	log_info("VM restored from epoch %llu: QEMU pid %d, %.0f ms", res.epoch,
 		 (int)res.qemu_pid, res.total_ms);

@@ -6,6 +6,7 @@
 #include "netaddr.h"
 #include "proto.h"
 #include "replica.h"
+#include "restore.h"
 
 #include <ev.h>
 #include <stdbool.h>
@@ -14,6 +15,7 @@
 #define AGENT_DEFAULT_TIMEOUT_MS   2000
 #define AGENT_DEFAULT_HEARTBEAT_MS 100
 #define AGENT_HELLO_TIMEOUT_MS     5000
+#define AGENT_MAX_TAPS             8
 
 struct agent_config {
 	struct netaddr listen;
@@ -22,6 +24,8 @@ struct agent_config {
 	unsigned heartbeat_ms;
 	bool restore_now;        /* --restore: restore the replica and exit */
 	bool no_failover;        /* --no-failover: keep the replica, never restore */
+	const char *taps[AGENT_MAX_TAPS]; /* --tap [ID=]NAME */
+	struct restore_opts restore;
 };
 
 struct agent {

@@ -28,6 +28,11 @@ void agent_usage(FILE *f)
 "  --state-dir DIR       replica and restored-VM files (required)\n"
 "  --timeout-ms N        primary silent this long counts as lost (default %u)\n"
 "  --heartbeat-ms N      heartbeat interval when idle (default %u)\n"
+"  --tap [ID=]NAME       the restored VM's NIC (netdev ID; may be left out if\n"
+"                        there is one) on TAP device NAME, which must be on\n"
+"                        the LAN bridge (ip tuntap add NAME mode tap; ip link\n"
+"                        set NAME master BRIDGE up); the VM then announces\n"
+"                        its MAC address there. Without it the NIC is cut off\n"
 "  --no-failover         keep the replica but never restore automatically\n"
 "  --restore             restore the committed replica in DIR now and exit\n"
 "  --syslog              log to syslog instead of stderr\n"
@@ -40,7 +45,7 @@ void agent_usage(FILE *f)
 }
 
 enum { OPT_LISTEN = 256, OPT_STATE_DIR, OPT_TIMEOUT_MS, OPT_HEARTBEAT_MS,
-       OPT_NO_FAILOVER, OPT_RESTORE, OPT_SYSLOG };
+       OPT_NO_FAILOVER, OPT_RESTORE, OPT_SYSLOG, OPT_TAP };
 
 static const struct option long_opts[] = {
 	{ "listen", required_argument, NULL, OPT_LISTEN },
@@ -49,6 +54,7 @@ static const struct option long_opts[] = {
 	{ "heartbeat-ms", required_argument, NULL, OPT_HEARTBEAT_MS },
 	{ "no-failover", no_argument, NULL, OPT_NO_FAILOVER },
 	{ "restore", no_argument, NULL, OPT_RESTORE },
+	{ "tap", required_argument, NULL, OPT_TAP },
 	{ "syslog", no_argument, NULL, OPT_SYSLOG },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
@@ -75,6 +81,14 @@ int agent_parse_args(int argc, char **argv, struct agent_config *cfg, int *use_s
 		case OPT_NO_FAILOVER: cfg->no_failover = true; break;
 		case OPT_RESTORE: cfg->restore_now = true; break;
 		case OPT_SYSLOG: *use_syslog = 1; break;
+		case OPT_TAP:
+			if (cfg->restore.ntaps == AGENT_MAX_TAPS || !*optarg) {
+				fprintf(stderr, "remus-agent: --tap: at most %d, each [ID=]NAME\n",
+					AGENT_MAX_TAPS);
+				return -1;
+			}
+			cfg->taps[cfg->restore.ntaps++] = optarg;
+			break;
 		case OPT_TIMEOUT_MS:
 			if (cli_parse_ulong("--timeout-ms", optarg, 50, 600000, &v))
 				return -1;
@@ -100,6 +114,8 @@ int agent_parse_args(int argc, char **argv, struct agent_config *cfg, int *use_s
 		fprintf(stderr, "remus-agent: --state-dir DIR is required (see --help)\n");
 		return -1;
 	}
+	cfg->restore.dir = cfg->state_dir;
+	cfg->restore.taps = cfg->taps;
 	if (cfg->restore_now)
 		return listen ? (fprintf(stderr, "remus-agent: --restore takes no --listen\n"), -1) : 0;
 	if (!listen) {

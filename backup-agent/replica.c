@@ -415,9 +415,12 @@ int replica_recover(const char *dir, char *err, size_t errlen)
 	char path[PATH_MAX];
 	int rc = journal_recover(dir, err, errlen);
 
-	/* An initial copy that never committed is garbage. */
-	snprintf(path, sizeof(path), "%s/ram.sync", dir);
-	unlink(path);
+	/* An initial copy that never committed is garbage; but while a journal
+	 * that promotes it cannot be replayed, it is part of the replica. */
+	if (rc >= 0) {
+		snprintf(path, sizeof(path), "%s/ram.sync", dir);
+		unlink(path);
+	}
 	return rc;
 }
 

@@ -94,12 +94,14 @@ static const char *json_str(struct json_object *o, const char *key)
 }
 
 /* argv for the restored QEMU: rewritten, plus send-configuration=off. */
-static char **build_argv(const char *dir, struct json_object *vm, const char *ram_copy)
+static char **build_argv(const struct restore_opts *o, struct json_object *vm, const char *ram_copy)
 {
 	struct restore_spec spec = {
-		.state_dir = dir,
+		.state_dir = o->dir,
 		.ram_path = ram_copy,
 		.ram_backend_id = json_str(vm, "ram_backend"),
+		.taps = o->taps,
+		.ntaps = o->ntaps,
 	};
 	char **in, **out = NULL, **full = NULL;
 	char err[256];
@@ -245,8 +247,25 @@ static int load_devstate(struct qmp *q, const char *dir)
 	return rc;
 }
 
-int restore_vm(const char *dir, struct restore_result *res)
+/* Switches learn where the VM's MAC addresses went (gratuitous ARP/RARP
+ * from QEMU): without it, clients' frames go to the dead primary's port
+ * until the entries age out. A failure only costs time: warn. */
+static void announce(struct qmp *q)
 {
+	struct json_object *args = json_object_new_object();
+
+	json_object_object_add(args, "initial", json_object_new_int(50));
+	json_object_object_add(args, "max", json_object_new_int(550));
+	json_object_object_add(args, "rounds", json_object_new_int(5));
+	json_object_object_add(args, "step", json_object_new_int(100));
+	if (qmp_execute(q, "announce-self", args, NULL, QMP_TIMEOUT_MS))
+		log_warn("announce-self failed: %s", qmp_last_error(q));
+	json_object_put(args);
+}
+
+int restore_vm(const struct restore_opts *o, struct restore_result *res)
+{
+	const char *dir = o->dir;
 	struct replica_info info;
 	char ram[PATH_MAX], ram_copy[PATH_MAX], err[256];
 	char **argv = NULL;
@@ -277,7 +296,7 @@ int restore_vm(const char *dir, struct restore_result *res)
 		goto out;
 	}
 	res->copy_ms = (t = now_ms()) - t0;
-	argv = build_argv(dir, info.vm, ram_copy);
+	argv = build_argv(o, info.vm, ram_copy);
 	if (!argv) {
 		rc = -EINVAL;
 		goto out;
@@ -294,6 +313,7 @@ int restore_vm(const char *dir, struct restore_result *res)
 	if ((rc = check_machine(q, info.vm)) || (rc = load_devstate(q, dir)) ||
 	    (rc = wait_running(q, dir)))
 		goto out;
+	announce(q);
 	res->load_ms = now_ms() - t;
 	res->total_ms = now_ms() - t0;
 	res->qemu_pid = pid;

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <json-c/json.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -630,6 +631,66 @@ out:
 	return ret;
 }
 
+/* ---- NICs: the net buffer's datagram sockets ---- */
+
+static int count_netdevs(const struct builder *b)
+{
+	int n = 0;
+
+	for (int i = 1; i < b->argc; i++)
+		if (streq(b->argv[i], "-netdev") || streq(b->argv[i], "--netdev"))
+			n++;
+	return n;
+}
+
+static const char *tap_for(const struct builder *b, const char *id)
+{
+	const struct restore_spec *sp = b->spec;
+	size_t len = strlen(id);
+
+	for (int i = 0; i < sp->ntaps; i++)
+		if (!strncmp(sp->taps[i], id, len) && sp->taps[i][len] == '=')
+			return sp->taps[i] + len + 1;
+	if (sp->ntaps == 1 && !strchr(sp->taps[0], '=') && count_netdevs(b) == 1)
+		return sp->taps[0];
+	return NULL;
+}
+
+static int rewrite_netdev(struct builder *b, struct arg_iter *it)
+{
+	struct qemu_opts o = { NULL, 0 };
+	const char *type, *id, *tap;
+	char path[PATH_MAX];
+	int ret;
+
+	if (it->arg[0] == '{' || qemu_opts_parse(it->arg, &o))
+		return keep(b, it);
+	type = qemu_opts_first_bare(&o);
+	id = qemu_opts_get(&o, "id");
+	if (!id || !type || !(streq(type, "dgram") || (streq(type, "socket") && qemu_opts_get(&o, "udp")))) {
+		qemu_opts_free(&o);
+		return keep(b, it);
+	}
+	tap = tap_for(b, id);
+	ret = out_dup(b, "-netdev");
+	if (!ret && tap) {
+		/* The device state does not depend on the backend. */
+		ret = out_fmt(b, "tap,id=%s,ifname=%s,script=no,downscript=no", id, tap);
+	} else if (!ret) {
+		/* The primary's socket files may still exist: QEMU would fail to
+		 * bind them. */
+		snprintf(path, sizeof(path), "%s/netdev-%s.sock", b->spec->state_dir, id);
+		if (qemu_opts_get(&o, "local.path"))
+			ret = qemu_opts_set(&o, "local.path", path);
+		snprintf(path, sizeof(path), "%s/netdev-%s.peer.sock", b->spec->state_dir, id);
+		if (!ret && qemu_opts_get(&o, "remote.path"))
+			ret = qemu_opts_set(&o, "remote.path", path);
+		ret = ret ? fail(b, ret, "out of memory") : out_push(b, qemu_opts_print(&o));
+	}
+	qemu_opts_free(&o);
+	return ret;
+}
+
 /* ---- putting it together ---- */
 
 static const struct rule {
@@ -656,6 +717,7 @@ static const struct rule {
 	{ "pidfile", rewrite_pidfile },
 	{ "D", rewrite_logfile },
 	{ "object", rewrite_object },
+	{ "netdev", rewrite_netdev },
 };
 
 static int rewrite_one(struct builder *b, struct arg_iter *it)

@@ -10,6 +10,12 @@ struct restore_spec {
 	const char *state_dir;      /* serial.log, qmp.sock, ... go here */
 	const char *ram_path;       /* file the main memory backend maps */
 	const char *ram_backend_id; /* id of the main memory backend, e.g. "ram0" */
+	/* NICs on a datagram socket (the primary's net buffer) come back on a
+	 * TAP on the backup's side of the LAN: "ID=NAME" per netdev, or one
+	 * "NAME" when there is one NIC. Without a TAP, their socket files move
+	 * into state_dir (the NIC is then cut off). */
+	const char *const *taps;
+	int ntaps;
 };
 
 /* Build argv for the restored QEMU from argv_in (argc_in entries, argv_in[0]

@@ -5,6 +5,8 @@
 #ifndef REMUS_CKPT_DEVICE_H
 #define REMUS_CKPT_DEVICE_H
 
+#include <json-c/json.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/uio.h>
 
@@ -36,6 +38,11 @@ struct ckpt_device_ops {
 	int (*send)(void *state, struct replicator *r, struct epoch_tally *t);
 	/* The backup committed the epoch: release what waited for it. */
 	void (*commit)(void *state, struct replicator *r, uint64_t epoch);
+	/* Protection starts (the initial sync is in, next_epoch is the first
+	 * checkpoint) or ends (the backup is lost): hold or release output. */
+	void (*protect)(void *state, struct replicator *r, bool on, uint64_t next_epoch);
+	/* Figures for `remusctl status`: add keys to out. */
+	void (*status)(void *state, struct json_object *out);
 };
 
 struct ckpt_device {
@@ -45,6 +52,11 @@ struct ckpt_device {
 
 extern const struct ckpt_device_ops memory_device_ops;
 extern const struct ckpt_device_ops qemu_state_device_ops;
+extern const struct ckpt_device_ops netbuf_device_ops;
+
+/* A device needs a barrier now (e.g. its output buffer is full): take the
+ * checkpoint at once, or as soon as the one in flight is acknowledged. */
+void epoch_request_early(struct replicator *r, const char *why);
 
 /* Queue a frame that belongs to epoch t and account for it in the tally. */
 int epoch_push_frame(struct replicator *r, struct epoch_tally *t, unsigned type,

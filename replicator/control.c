@@ -1,6 +1,7 @@
 /* The control socket: `remusctl` connects, writes one command line, reads
  * one JSON reply, and the connection closes. Commands: status,
  * reset-stats. */
+#include "ckpt_device.h"
 #include "log.h"
 #include "replicator.h"
 
@@ -58,6 +59,10 @@ char *status_json(const struct replicator *r)
 	add_double(o, "link_bytes_per_s", s->link_bytes_per_s);
 	add_u64(o, "link_queued_bytes", r->link.out.bytes_queued);
 	add_u64(o, "ram_bytes", r->vm.ram_size);
+	add_u64(o, "early_epochs", s->early_epochs);
+	for (int i = 0; i < r->ndevices; i++)
+		if (r->devices[i].ops->status)
+			r->devices[i].ops->status(r->devices[i].state, o);
 	text = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 	json_object_put(o);
 	return text;

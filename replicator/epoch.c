@@ -14,10 +14,12 @@
 #include <time.h>
 
 #define QMP_BARRIER_TIMEOUT_MS 5000
+#define MAX_RESENDS            5
 
 static const struct ckpt_device_ops *const device_table[] = {
 	&memory_device_ops,
 	&qemu_state_device_ops,
+	&netbuf_device_ops,    /* after the capture: drains and seals the epoch's output */
 };
 
 int epoch_devices_setup(struct replicator *r)
@@ -185,6 +187,8 @@ static int resume_vm(struct replicator *r)
 
 	if (rc)
 		log_err("cannot resume the VM: %s", qmp_last_error(r->qmp));
+	else
+		r->vm_stopped_by_us = false;
 	return rc;
 }
 
@@ -193,11 +197,18 @@ static bool vm_is_running(struct replicator *r)
 {
 	struct json_object *ret = NULL, *v;
 	bool running = false;
+	int rc;
 
 	if (r->vm_shutdown)
 		return false;
-	if (qmp_execute(r->qmp, "query-status", NULL, &ret, QMP_BARRIER_TIMEOUT_MS) == 0 &&
-	    json_object_object_get_ex(ret, "running", &v))
+	/* Our own `cont` failed last time: the VM is ours to resume. */
+	if (r->vm_stopped_by_us && resume_vm(r))
+		return false;
+	rc = qmp_execute(r->qmp, "query-status", NULL, &ret, QMP_BARRIER_TIMEOUT_MS);
+	if (rc)
+		log_warn("epoch %llu: query-status failed (%s): checkpoint skipped",
+			 (unsigned long long)r->epoch + 1, qmp_last_error(r->qmp));
+	else if (json_object_object_get_ex(ret, "running", &v))
 		running = json_object_get_boolean(v);
 	json_object_put(ret);
 	return running;
@@ -244,11 +255,17 @@ void epoch_checkpoint(struct replicator *r)
 		replicator_primary_trouble(r, rc);
 		return;
 	}
+	r->vm_stopped_by_us = true;
 	t1 = now_ms();
 	rc = capture(r, &t);
 	t2 = now_ms();
 	resume_rc = resume_vm(r);
 	pause = now_ms() - t0;
+	if (rc == -EPIPE) {
+		/* QEMU died in the middle: a failover, not a resync. */
+		replicator_primary_trouble(r, rc);
+		return;
+	}
 	if (rc) {
 		/* The trackers moved on but nothing was sent: only a full
 		 * resync gives the backup a consistent picture again. */
@@ -279,6 +296,23 @@ out:
 		replicator_primary_trouble(r, resume_rc);
 }
 
+void protect_devices(struct replicator *r, bool on, uint64_t next_epoch)
+{
+	for (int i = 0; i < r->ndevices; i++)
+		if (r->devices[i].ops->protect)
+			r->devices[i].ops->protect(r->devices[i].state, r, on, next_epoch);
+}
+
+void epoch_request_early(struct replicator *r, const char *why)
+{
+	log_debug("epoch %llu ends early: %s", (unsigned long long)r->epoch + 1, why);
+	r->stats.early_epochs++;
+	if (r->inflight)
+		r->checkpoint_due = true;
+	else
+		epoch_checkpoint(r);
+}
+
 void epoch_on_ack(struct replicator *r, uint64_t id)
 {
 	if (!r->inflight || id != r->epoch) {
@@ -287,9 +321,11 @@ void epoch_on_ack(struct replicator *r, uint64_t id)
 		return;
 	}
 	r->inflight = false;
+	r->nacks_in_a_row = 0;
 	ring_add(&r->stats.ack_ms, (ev_now(r->loop) - r->epoch_sent_at) * 1e3);
 	if (id == 0) {
 		log_info("initial sync acknowledged; taking the first checkpoint");
+		protect_devices(r, true, 1);
 		epoch_checkpoint(r);
 		return;
 	}
@@ -314,15 +350,23 @@ void epoch_on_nack(struct replicator *r, uint64_t id, const char *why)
 		return;
 	}
 	r->stats.epochs_nacked++;
+	r->inflight = false;
+	if (++r->nacks_in_a_row > MAX_RESENDS) {
+		/* The backup cannot take this epoch (its disk, say): a fresh
+		 * session tells us why, or recovers. */
+		log_err("backup discarded epoch %llu %u times (%s): starting over",
+			(unsigned long long)id, r->nacks_in_a_row, why);
+		link_drop_alive(r, "epoch refused again and again; resyncing");
+		return;
+	}
 	log_warn("backup discarded epoch %llu (%s): sending it again",
 		 (unsigned long long)id, why);
-	r->inflight = false;
 	if (id == 0) {
 		epoch_start_sync(r);
 		return;
 	}
 	if (send_epoch(r, id, NULL))
-		epoch_on_backup_lost(r, "epoch could not be queued again");
+		link_drop_alive(r, "epoch could not be queued again; resyncing");
 }
 
 void epoch_on_backup_lost(struct replicator *r, const char *why)
@@ -330,6 +374,8 @@ void epoch_on_backup_lost(struct replicator *r, const char *why)
 	bool was_up = link_up(&r->link);
 
 	link_close(&r->link, r->loop);
+	r->nacks_in_a_row = 0;
+	protect_devices(r, false, 0);
 	r->inflight = false;
 	r->checkpoint_due = false;
 	ev_timer_stop(r->loop, &r->epoch_timer);

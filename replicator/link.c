@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define CONNECT_TIMEOUT_MS 1000
@@ -38,6 +39,31 @@ static void link_fail(struct replicator *r, const char *what, int rc)
 	epoch_on_backup_lost(r, why);
 }
 
+static double mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* Write what is queued, blocking for at most ms. 1 all written, 0 time
+ * ran out, -errno. */
+int link_flush_for(struct link *l, int ms)
+{
+	double deadline = mono_ms() + ms;
+	int rc;
+
+	while ((rc = frame_queue_flush(&l->out, l->fd)) == 0) {
+		struct pollfd pfd = { .fd = l->fd, .events = POLLOUT };
+		int left = (int)(deadline - mono_ms());
+		if (left <= 0)
+			break;
+		poll(&pfd, 1, left);
+	}
+	return rc;
+}
+
 /* We drop a working link while the VM is healthy (to resync, say): tell
  * the backup with a GOODBYE first, or it would take the closed connection
  * for the primary's death and start a second copy of the VM. Blocks for at
@@ -46,17 +72,9 @@ void link_drop_alive(struct replicator *r, const char *why)
 {
 	struct link *l = &r->link;
 	struct iovec iov = { .iov_base = (void *)why, .iov_len = strlen(why) };
-	struct pollfd pfd = { .fd = l->fd, .events = POLLOUT };
-	int waited = 0, rc = 0;
-
-	if (link_up(l) && !frame_queue_push(&l->out, FRAME_GOODBYE, r->epoch, &iov, 1, NULL, NULL)) {
-		while ((rc = frame_queue_flush(&l->out, l->fd)) == 0 && waited < GOODBYE_FLUSH_MS) {
-			poll(&pfd, 1, 20);
-			waited += 20;
-		}
-		if (rc != 1)
-			log_warn("GOODBYE to the backup may not have arrived: it may take over");
-	}
+	if (link_up(l) && !frame_queue_push(&l->out, FRAME_GOODBYE, r->epoch, &iov, 1, NULL, NULL) &&
+	    link_flush_for(l, GOODBYE_FLUSH_MS) != 1)
+		log_warn("GOODBYE to the backup may not have arrived: it may take over");
 	epoch_on_backup_lost(r, why);
 }
 
@@ -120,6 +138,10 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
 		int rc = frame_reader_read(&l->reader, l->fd);
 		if (rc == 0)
 			return;
+		if (rc == -EBADMSG || rc == -EMSGSIZE || rc == -EPROTONOSUPPORT) {
+			link_drop_alive(r, "unreadable stream from the backup");
+			return;
+		}
 		if (rc < 0) {
 			link_fail(r, rc == -EPIPE ? "backup closed the connection"
 					: "reading from the backup failed", rc);

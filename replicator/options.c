@@ -9,6 +9,36 @@
 #include <string.h>
 #include <unistd.h>
 
+/* --net-out [ID=]SPEC; the spec itself is checked when the port opens. */
+static int add_net_out(struct replicator_config *cfg, const char *arg)
+{
+	const char *eq = strchr(arg, '=');
+	struct net_out *o;
+
+	if (cfg->n_net_out == REPLICATOR_MAX_NICS) {
+		fprintf(stderr, "remus-replicator: --net-out: at most %d NICs\n", REPLICATOR_MAX_NICS);
+		return -1;
+	}
+	o = &cfg->net_out[cfg->n_net_out++];
+	o->netdev[0] = 0;
+	o->spec = arg;
+	if (eq) {
+		if ((size_t)(eq - arg) >= sizeof(o->netdev)) {
+			fprintf(stderr, "remus-replicator: --net-out: netdev id too long in '%s'\n", arg);
+			return -1;
+		}
+		memcpy(o->netdev, arg, (size_t)(eq - arg));
+		o->netdev[eq - arg] = 0;
+		o->spec = eq + 1;
+	}
+	if (strncmp(o->spec, "tap:", 4) && strncmp(o->spec, "packet:", 7)) {
+		fprintf(stderr, "remus-replicator: --net-out: '%s' is not tap:NAME or packet:IFACE\n",
+			o->spec);
+		return -1;
+	}
+	return 0;
+}
+
 static unsigned default_capture_threads(void)
 {
 	long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -37,6 +67,13 @@ void replicator_usage(FILE *f)
 "  --control PATH        control socket for remusctl (default: none)\n"
 "  --capture-threads N   threads that scan guest RAM in the pause\n"
 "                        (default: one per online CPU, %ld here)\n"
+"  --net-out [ID=]SPEC   where the VM's NIC (netdev ID; may be left out if\n"
+"                        there is one) meets the network: tap:NAME (a TAP\n"
+"                        device) or packet:IFACE (a host interface).\n"
+"                        Outbound frames wait there for their checkpoint.\n"
+"                        Needed for every -netdev dgram / socket,udp NIC\n"
+"  --net-cap-mb N        output held for the backup before the epoch ends\n"
+"                        early (default %u)\n"
 "  --heartbeat-ms N      heartbeat interval when idle (default %u)\n"
 "  --timeout-ms N        backup silent this long counts as lost (default %u)\n"
 "  --syslog              log to syslog instead of stderr\n"
@@ -48,13 +85,13 @@ void replicator_usage(FILE *f)
 "Exit status: 0 detached or VM shut down, 1 QEMU died (the backup takes\n"
 "over), 2 usage error or VM refused.\n",
 		REPLICATOR_DEFAULT_EPOCH_MS, sysconf(_SC_NPROCESSORS_ONLN),
-		REPLICATOR_DEFAULT_HEARTBEAT_MS,
+		REPLICATOR_DEFAULT_NET_CAP_MB, REPLICATOR_DEFAULT_HEARTBEAT_MS,
 		REPLICATOR_DEFAULT_TIMEOUT_MS);
 }
 
 enum { OPT_QMP = 256, OPT_BACKUP, OPT_RAM_FILE, OPT_EPOCH_MS, OPT_CONTROL,
        OPT_HEARTBEAT_MS, OPT_TIMEOUT_MS, OPT_SYSLOG, OPT_TEST_CORRUPT,
-       OPT_CAPTURE_THREADS };
+       OPT_CAPTURE_THREADS, OPT_NET_OUT, OPT_NET_CAP_MB, OPT_NO_OUTPUT_COMMIT };
 
 static const struct option long_opts[] = {
 	{ "qmp", required_argument, NULL, OPT_QMP },
@@ -65,6 +102,10 @@ static const struct option long_opts[] = {
 	{ "heartbeat-ms", required_argument, NULL, OPT_HEARTBEAT_MS },
 	{ "timeout-ms", required_argument, NULL, OPT_TIMEOUT_MS },
 	{ "capture-threads", required_argument, NULL, OPT_CAPTURE_THREADS },
+	{ "net-out", required_argument, NULL, OPT_NET_OUT },
+	{ "net-cap-mb", required_argument, NULL, OPT_NET_CAP_MB },
+	/* test only: let output through before its checkpoint commits */
+	{ "no-output-commit", no_argument, NULL, OPT_NO_OUTPUT_COMMIT },
 	{ "syslog", no_argument, NULL, OPT_SYSLOG },
 	/* test only: corrupt one frame of this epoch on the wire */
 	{ "test-corrupt-epoch", required_argument, NULL, OPT_TEST_CORRUPT },
@@ -87,6 +128,7 @@ int replicator_parse_args(int argc, char **argv, struct replicator_config *cfg,
 		.timeout_ms = REPLICATOR_DEFAULT_TIMEOUT_MS,
 		.test_corrupt_epoch = -1,
 		.capture_threads = default_capture_threads(),
+		.net_cap_bytes = (size_t)REPLICATOR_DEFAULT_NET_CAP_MB << 20,
 	};
 	optind = 0; /* 0, not 1: glibc then also forgets a half-read option cluster */
 	opterr = 0;
@@ -116,6 +158,18 @@ int replicator_parse_args(int argc, char **argv, struct replicator_config *cfg,
 			if (cli_parse_ulong("--capture-threads", optarg, 1, 16, &v))
 				return -1;
 			cfg->capture_threads = (unsigned)v;
+			break;
+		case OPT_NET_OUT:
+			if (add_net_out(cfg, optarg))
+				return -1;
+			break;
+		case OPT_NET_CAP_MB:
+			if (cli_parse_ulong("--net-cap-mb", optarg, 1, 4096, &v))
+				return -1;
+			cfg->net_cap_bytes = v << 20;
+			break;
+		case OPT_NO_OUTPUT_COMMIT:
+			cfg->no_output_commit = true;
 			break;
 		case OPT_TEST_CORRUPT:
 			if (cli_parse_ulong("--test-corrupt-epoch", optarg, 1, ~0ul >> 1, &v))

@@ -5,7 +5,6 @@
 #include "replicator.h"
 
 #include <errno.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,17 +25,8 @@ const char *protection_name(enum protection p)
 /* Push out what is queued (the last epoch may still commit), bounded. */
 static void final_flush(struct replicator *r)
 {
-	struct link *l = &r->link;
-	struct pollfd pfd = { .fd = l->fd, .events = POLLOUT };
-	int waited = 0;
-
-	while (link_up(l) && waited < FINAL_FLUSH_MS) {
-		int rc = frame_queue_flush(&l->out, l->fd);
-		if (rc != 0)
-			break;
-		poll(&pfd, 1, 50);
-		waited += 50;
-	}
+	if (link_up(&r->link))
+		link_flush_for(&r->link, FINAL_FLUSH_MS);
 }
 
 static void leave(struct replicator *r, int exit_code)
@@ -54,6 +44,7 @@ static void on_qemu_gone(struct replicator *r)
 	ev_io_stop(r->loop, &r->qmp_watch);
 	if (r->vm_shutdown) {
 		log_info("VM %s shut down: telling the backup not to take over", r->vm.name);
+		protect_devices(r, false, 0); /* no failover: its last words may go out */
 		if (link_up(&r->link)) {
 			static const char why[] = "VM shut down";
 			struct iovec iov = { .iov_base = (void *)why, .iov_len = sizeof(why) - 1 };
@@ -172,6 +163,7 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
 
 	log_info("signal %d: detaching from VM %s; it keeps running unprotected",
 		 w->signum, r->vm.name);
+	protect_devices(r, false, 0); /* held output goes out now */
 	if (link_up(&r->link)) {
 		link_push(r, FRAME_GOODBYE, r->epoch, &iov, 1, NULL, NULL);
 		final_flush(r);

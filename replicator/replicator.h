@@ -19,6 +19,8 @@ struct ckpt_device;
 #define REPLICATOR_DEFAULT_EPOCH_MS     50
 #define REPLICATOR_DEFAULT_HEARTBEAT_MS 100
 #define REPLICATOR_DEFAULT_TIMEOUT_MS   2000
+#define REPLICATOR_DEFAULT_NET_CAP_MB   16
+#define REPLICATOR_MAX_NICS             8
 
 struct replicator_config {
 	const char *qmp_path;
@@ -30,6 +32,11 @@ struct replicator_config {
 	unsigned heartbeat_ms;     /* send a heartbeat when idle this long */
 	unsigned timeout_ms;       /* backup silent this long: lost */
 	int64_t test_corrupt_epoch; /* test hook: corrupt this epoch once; -1 off */
+	/* net buffer */
+	struct net_out { char netdev[64]; const char *spec; } net_out[REPLICATOR_MAX_NICS];
+	int n_net_out;
+	size_t net_cap_bytes;
+	bool no_output_commit;     /* test only: release frames at once */
 };
 
 /* What attach found out about the VM. */
@@ -80,6 +87,8 @@ struct replicator {
 	bool checkpoint_due;     /* timer fired while an epoch was in flight */
 	bool stopping;
 	unsigned connect_failures; /* in a row, for quiet retries */
+	bool vm_stopped_by_us;    /* our stop succeeded, our cont did not (yet) */
+	unsigned nacks_in_a_row;
 	bool vm_shutdown;        /* QEMU announced SHUTDOWN: leaving on purpose */
 	int exit_code;
 	ev_tstamp epoch_sent_at;
@@ -98,6 +107,7 @@ void replicator_usage(FILE *f);
 int link_open(struct replicator *r, char *err, size_t errlen);
 void link_close(struct link *l, struct ev_loop *loop);
 void link_drop_alive(struct replicator *r, const char *why);
+int link_flush_for(struct link *l, int ms);
 int link_push(struct replicator *r, unsigned type, uint64_t epoch,
 	      const struct iovec *iov, int iovcnt, void *owned, uint32_t *crc);
 bool link_up(const struct link *l);
@@ -113,6 +123,8 @@ void epoch_start_sync(struct replicator *r);
 void epoch_on_ack(struct replicator *r, uint64_t epoch);
 void epoch_on_nack(struct replicator *r, uint64_t epoch, const char *why);
 void epoch_on_backup_lost(struct replicator *r, const char *why);
+/* Tell every device that protection starts (on) or ends. */
+void protect_devices(struct replicator *r, bool on, uint64_t next_epoch);
 
 /* attach.c */
 int vm_attach(struct replicator *r);

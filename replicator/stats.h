@@ -3,27 +3,17 @@
 #ifndef REMUS_STATS_H
 #define REMUS_STATS_H
 
+#include "ring.h"
+
 #include <stddef.h>
 #include <stdint.h>
-
-#define STATS_RING 1024
-
-struct sample_ring {
-	double v[STATS_RING];
-	size_t n, next;
-};
-
-void ring_add(struct sample_ring *r, double v);
-/* q in [0,1]; 0 when empty. */
-double ring_quantile(const struct sample_ring *r, double q);
-double ring_max(const struct sample_ring *r);
-double ring_mean(const struct sample_ring *r);
 
 struct replicator_stats {
 	uint64_t epochs_committed;
 	uint64_t last_acked_epoch;
 	uint64_t epochs_nacked;
 	uint64_t resyncs;
+	uint64_t early_epochs;          /* ended early at a device's request */
 	struct sample_ring pause_ms;    /* stop to resumed */
 	struct sample_ring stop_ms;     /* of which: QMP stop */
 	struct sample_ring capture_ms;  /* of which: all devices' capture */

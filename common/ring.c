@@ -1,4 +1,4 @@
-#include "stats.h"
+#include "ring.h"
 
 #include <stdlib.h>
 #include <string.h>
