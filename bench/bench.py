@@ -6,6 +6,10 @@
   bench/bench.py workrate [--epochs 25,50,100,200] [--seconds 10]
       the guest's own work rate (an unthrottled memory writer) replicated at
       each epoch length against the same guest unreplicated, in one run
+  bench/bench.py network [--epochs 25,50,100] [--seconds 8]
+      request latency and throughput through the VM's net buffer, replicated
+      at each epoch length against unreplicated, in one run (needs root: it
+      builds its network namespaces with scripts/testnet)
 
 Prints markdown tables (docs/BENCHMARKS.md keeps them). Every process it
 starts is stopped by pid; guests and replicas live in a temp dir in /dev/shm.
@@ -73,11 +77,11 @@ class Bench:
                 os.unlink(f)
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def guest(self, name, mem, append):
+    def guest(self, name, mem, append, extra=()):
         run = os.path.join(self.dir, name)
         subprocess.run([os.path.join(ROOT, "scripts", "run-test-guest"), "--guest-dir", GUEST,
                         "--name", name, "--run-dir", run, "--mem", str(mem),
-                        "--append", append, "--daemonize"], check=True)
+                        "--append", append, "--daemonize"] + list(extra), check=True)
         self.ram_files.append("/dev/shm/remus-%s.ram" % name)
         with open(os.path.join(run, "qemu.pid")) as f:
             pid = int(f.read())
@@ -91,14 +95,15 @@ class Bench:
         self.procs.append(p)
         return p
 
-    def agent(self, port, state):
-        return self.spawn([os.path.join(BIN, "remus-agent"), "--listen", "127.0.0.1:%d" % port,
-                           "--state-dir", state], os.path.join(self.dir, "agent.log"))
+    def agent(self, port, state, host="127.0.0.1", prefix=(), extra=()):
+        return self.spawn(list(prefix) + [os.path.join(BIN, "remus-agent"), "--listen",
+                          "%s:%d" % (host, port), "--state-dir", state] + list(extra),
+                          os.path.join(self.dir, "agent.log"))
 
-    def replicator(self, run, port, epoch_ms, extra=()):
+    def replicator(self, run, port, epoch_ms, extra=(), host="127.0.0.1", prefix=()):
         ctl = os.path.join(self.dir, "ctl.sock")
-        p = self.spawn([os.path.join(BIN, "remus-replicator"), "--qmp",
-                        os.path.join(run, "qmp.sock"), "--backup", "127.0.0.1:%d" % port,
+        p = self.spawn(list(prefix) + [os.path.join(BIN, "remus-replicator"), "--qmp",
+                        os.path.join(run, "qmp.sock"), "--backup", "%s:%d" % (host, port),
                         "--epoch-ms", str(epoch_ms), "--control", ctl] + list(extra),
                        os.path.join(self.dir, "replicator.log"))
         return p, ctl
@@ -208,24 +213,88 @@ def workrate(args):
         print("| %s | %.0f | %.2f | %s |" % (name, rate, rate / base, extra))
 
 
+def testnet_env(prefix):
+    out = subprocess.run([os.path.join(ROOT, "scripts", "testnet"), "env", prefix],
+                         check=True, capture_output=True, text=True).stdout
+    return dict(line.split("=", 1) for line in out.split() if "=" in line)
+
+
+def requests(ns, ip, seconds, conns):
+    out = subprocess.run(["ip", "netns", "exec", ns, sys.executable,
+                          os.path.join(ROOT, "bench", "req_client.py"), ip, "7777",
+                          str(seconds), str(conns)], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def network(args):
+    prefix = "rb%d" % (os.getpid() % 10000)
+    testnet = os.path.join(ROOT, "scripts", "testnet")
+    subprocess.run([testnet, "up", prefix], check=True, stdout=subprocess.DEVNULL)
+    b = Bench()
+    rows = []
+    try:
+        env = {k: v.strip("'\"") for k, v in testnet_env(prefix).items()}
+        pri, bak, cli = (["ip", "netns", "exec", env[k]] for k in ("PRI_NS", "BAK_NS", "CLI_NS"))
+        run, _ = b.guest("net", args.mem[0], "ip_addr=%s/24" % env["VM_IP"],
+                         ["--net", "--netns", env["PRI_NS"]])
+        port = 7700
+        b.agent(port, os.path.join(b.dir, "backup"), env["BACKUP_ADDR"], bak,
+                ["--tap", "n0=" + env["BAK_TAP"]])
+        net_out = ["--net-out", "n0=packet:" + env["PRI_LAN_IF"]]
+
+        def measure(name, p, sock):
+            lat = requests(env["CLI_NS"], env["VM_IP"], args.seconds, 1)
+            tput = requests(env["CLI_NS"], env["VM_IP"], args.seconds, 8)
+            rows.append((name, lat, tput, ctl(sock, "status") if sock else None))
+            p.send_signal(signal.SIGTERM)
+            p.wait(10)
+            time.sleep(1)
+
+        # Unreplicated: the same forwarder with no backup to wait for (a port
+        # nobody listens on): output goes out at once.
+        for e in [None] + args.epochs + [None]:
+            if e is None:
+                p, sock = b.replicator(run, 1, 50, net_out, env["BACKUP_ADDR"], pri)
+                time.sleep(2)
+                measure("unreplicated" + (" (again)" if rows else ""), p, None)
+            else:
+                p, sock = b.replicator(run, port, e, net_out, env["BACKUP_ADDR"], pri)
+                wait_for(lambda: committed(sock, 10), 120, "10 committed epochs")
+                measure("epoch %d ms" % e, p, sock)
+    finally:
+        b.close()
+        subprocess.run([testnet, "down", prefix], stdout=subprocess.DEVNULL)
+    base = (rows[0][2]["requests_per_s"] + rows[-1][2]["requests_per_s"]) / 2
+    print("| run | latency p50 | latency p99 | throughput (8 conns) | vs unreplicated | "
+          "buffer delay p50 | buffer delay p99 | pause p99 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, lat, tput, s in rows:
+        net = s["net"][0] if s else None
+        print("| %s | %.2f ms | %.2f ms | %.0f req/s | %.2f | %s | %s | %s |" % (
+            name, lat["p50_ms"], lat["p99_ms"], tput["requests_per_s"], tput["requests_per_s"] / base,
+            "%.1f ms" % net["delay_p50_ms"] if net else "-", "%.1f ms" % net["delay_p99_ms"] if net else "-",
+            "%.1f ms" % s["pause_p99_ms"] if s else "-"))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["checkpoint", "workrate"])
+    ap.add_argument("what", choices=["checkpoint", "workrate", "network"])
     ap.add_argument("--mem", default=None, help="guest RAM sizes in MB, comma-separated")
     ap.add_argument("--rates", default="0,25,50,100,200", help="dirty rates in MB/s")
-    ap.add_argument("--epochs", default="25,50,100,200", help="epoch lengths in ms")
+    ap.add_argument("--epochs", default=None, help="epoch lengths in ms")
     ap.add_argument("--epoch-ms", type=int, default=50, help="epoch for 'checkpoint'")
     ap.add_argument("--work-mb", type=int, default=32, help="working set of the work loop")
     ap.add_argument("--seconds", type=float, default=10, help="measurement window")
     args = ap.parse_args()
     args.mem = [int(x) for x in (args.mem or ("128,512" if args.what == "checkpoint" else "128")).split(",")]
     args.rates = [int(x) for x in args.rates.split(",")]
-    args.epochs = [int(x) for x in args.epochs.split(",")]
+    args.epochs = [int(x) for x in (args.epochs or ("25,50,100" if args.what == "network"
+                                                   else "25,50,100,200")).split(",")]
     for exe in ("remus-agent", "remus-replicator", "remusctl"):
         if not os.access(os.path.join(BIN, exe), os.X_OK):
             sys.exit("bench: build first (make all guest)")
     print("<!-- %s, %s -->" % (" ".join(sys.argv), time.strftime("%Y-%m-%d %H:%M")))
-    checkpoint(args) if args.what == "checkpoint" else workrate(args)
+    {"checkpoint": checkpoint, "workrate": workrate, "network": network}[args.what](args)
 
 
 if __name__ == "__main__":

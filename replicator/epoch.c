@@ -192,19 +192,21 @@ static int resume_vm(struct replicator *r)
 	return rc;
 }
 
-/* Outside the pause: one QMP round trip while the guest runs. */
-static bool vm_is_running(struct replicator *r)
+/* Outside the pause: one QMP round trip while the guest runs. 1 running,
+ * 0 not (skip this barrier), -EPIPE QEMU is gone. */
+static int vm_is_running(struct replicator *r)
 {
 	struct json_object *ret = NULL, *v;
-	bool running = false;
-	int rc;
+	int rc, running = 0;
 
 	if (r->vm_shutdown)
-		return false;
+		return 0;
 	/* Our own `cont` failed last time: the VM is ours to resume. */
-	if (r->vm_stopped_by_us && resume_vm(r))
-		return false;
+	if (r->vm_stopped_by_us && (rc = resume_vm(r)))
+		return rc == -EPIPE ? rc : 0;
 	rc = qmp_execute(r->qmp, "query-status", NULL, &ret, QMP_BARRIER_TIMEOUT_MS);
+	if (rc == -EPIPE)
+		return rc;
 	if (rc)
 		log_warn("epoch %llu: query-status failed (%s): checkpoint skipped",
 			 (unsigned long long)r->epoch + 1, qmp_last_error(r->qmp));
@@ -241,7 +243,12 @@ void epoch_checkpoint(struct replicator *r)
 		return;
 	}
 	r->checkpoint_due = false;
-	if (!vm_is_running(r)) {
+	rc = vm_is_running(r);
+	if (rc < 0) {
+		replicator_primary_trouble(r, rc);
+		return;
+	}
+	if (!rc) {
 		/* Stopped by someone else (or shut down): nothing changes while it
 		 * stands still, and our `cont` must not wake it. Look again later. */
 		arm_epoch_timer(r);
