@@ -675,7 +675,12 @@ static int rewrite_netdev(struct builder *b, struct arg_iter *it)
 	ret = out_dup(b, "-netdev");
 	if (!ret && tap) {
 		/* The device state does not depend on the backend. */
-		ret = out_fmt(b, "tap,id=%s,ifname=%s,script=no,downscript=no", id, tap);
+		struct qemu_opts t = { NULL, 0 };
+		ret = qemu_opts_set(&t, NULL, "tap") ?: qemu_opts_set(&t, "id", id) ?:
+		      qemu_opts_set(&t, "ifname", tap) ?: qemu_opts_set(&t, "script", "no") ?:
+		      qemu_opts_set(&t, "downscript", "no");
+		ret = ret ? fail(b, ret, "out of memory") : out_push(b, qemu_opts_print(&t));
+		qemu_opts_free(&t);
 	} else if (!ret) {
 		/* The primary's socket files may still exist: QEMU would fail to
 		 * bind them. */

@@ -39,6 +39,8 @@ void netbuf_free(struct netbuf *nb)
 	while (nb->head)
 		pop_head(nb);
 	nb->held = NULL;
+	nb->held_frames = 0;
+	nb->held_bytes = 0;
 }
 
 /* Mark frames releasable from `held` on while they belong to an epoch up
@@ -113,7 +115,8 @@ int netbuf_push(struct netbuf *nb, const uint8_t *frame, size_t len, double now_
 
 bool netbuf_full(const struct netbuf *nb)
 {
-	return nb->protected && nb->held_bytes >= nb->cap_bytes;
+	/* Released frames behind a blocked output take memory too. */
+	return nb->bytes >= nb->cap_bytes;
 }
 
 void netbuf_seal(struct netbuf *nb, uint64_t epoch)
@@ -129,6 +132,8 @@ int netbuf_release(struct netbuf *nb, uint64_t epoch, double now_ms)
 
 void netbuf_set_protected(struct netbuf *nb, bool on, uint64_t next_epoch, double now_ms)
 {
+	if (on && nb->protected)
+		return; /* what is held still waits for its own epoch */
 	nb->protected = on;
 	/* Whatever waits was produced before this change: with protection
 	 * gone it must not wait for acks that will never come, and with a new

@@ -56,7 +56,9 @@ void netbuf_free(struct netbuf *nb);
 /* A frame from the VM. 0 queued (and sent, if unprotected), -EINVAL
  * malformed, -EMSGSIZE oversized (both dropped and counted), -ENOMEM. */
 int netbuf_push(struct netbuf *nb, const uint8_t *frame, size_t len, double now_ms);
-/* Held output reached the cap: end the epoch early, read no more. */
+/* Queued output (held, or released behind a blocked port) reached the
+ * cap: read no more from the VM (its NIC backs off) and, if protected, end
+ * the epoch early so that the held part can go. */
 bool netbuf_full(const struct netbuf *nb);
 /* Barrier: every frame pushed so far belongs to epoch (or earlier). */
 void netbuf_seal(struct netbuf *nb, uint64_t epoch);

@@ -210,7 +210,8 @@ static void read_from_vm(struct nic *nic, bool drain)
 
 		if (!drain && netbuf_full(&nic->nb)) {
 			ev_io_stop(d->r->loop, &nic->from_vm);
-			epoch_request_early(d->r, "net buffer full");
+			if (nic->nb.held_frames)
+				epoch_request_early(d->r, "net buffer full");
 			return;
 		}
 		n = recv(nic->fd, d->buf, sizeof(d->buf), MSG_DONTWAIT | MSG_TRUNC);

@@ -325,6 +325,189 @@ START_TEST(test_comma_in_state_dir)
 }
 END_TEST
 
+/* ---- NICs: the primary's net-buffer sockets ---- */
+
+#define DGRAM_N0 "dgram,id=n0,local.type=unix,local.path=/r/n0.qemu.sock," \
+	"remote.type=unix,remote.path=/r/n0.buf.sock"
+#define DGRAM_N1 "dgram,id=n1,local.type=unix,local.path=/r/n1.qemu.sock," \
+	"remote.type=unix,remote.path=/r/n1.buf.sock"
+#define NIC_N0 "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56"
+#define NIC_N1 "virtio-net-pci,netdev=n1,mac=52:54:00:12:34:57"
+/* A dgram netdev without a TAP: its socket files in the state dir. */
+#define MOVED_N0 "-netdev|dgram,id=n0,local.type=unix,local.path=/b/netdev-n0.sock," \
+	"remote.type=unix,remote.path=/b/netdev-n0.peer.sock"
+#define MOVED_N1 "-netdev|dgram,id=n1,local.type=unix,local.path=/b/netdev-n1.sock," \
+	"remote.type=unix,remote.path=/b/netdev-n1.peer.sock"
+
+START_TEST(test_netdev_dgram_to_named_tap)
+{
+	const char *const taps[] = { "n0=tap7" };
+	struct restore_spec sp = spec;
+	const char *in[] = {
+		"qemu", PRIMARY_RAM, "-netdev", DGRAM_N0, "-device", NIC_N0, NULL
+	};
+
+	sp.taps = taps;
+	sp.ntaps = 1;
+	assert_restored(in, &sp, "qemu|" RESTORED_RAM "|"
+		"-netdev|tap,id=n0,ifname=tap7,script=no,downscript=no|"
+		"-device|" NIC_N0 "|" TAIL);
+}
+END_TEST
+
+/* One NIC: the TAP may be given without the netdev's id. */
+START_TEST(test_netdev_single_nic_bare_tap)
+{
+	const char *const taps[] = { "tap7" };
+	struct restore_spec sp = spec;
+	const char *in[] = {
+		"qemu", PRIMARY_RAM, "-netdev", DGRAM_N0, "-device", NIC_N0, NULL
+	};
+
+	sp.taps = taps;
+	sp.ntaps = 1;
+	assert_restored(in, &sp, "qemu|" RESTORED_RAM "|"
+		"-netdev|tap,id=n0,ifname=tap7,script=no,downscript=no|"
+		"-device|" NIC_N0 "|" TAIL);
+}
+END_TEST
+
+/* Only n1 has a TAP: n0 keeps its dgram backend, on sockets of its own. */
+START_TEST(test_netdev_two_nics_one_tap)
+{
+	const char *const taps[] = { "n1=tapB" };
+	struct restore_spec sp = spec;
+	const char *in[] = {
+		"qemu", PRIMARY_RAM, "-netdev", DGRAM_N0, "-device", NIC_N0,
+		"-netdev", DGRAM_N1, "-device", NIC_N1, NULL
+	};
+
+	sp.taps = taps;
+	sp.ntaps = 1;
+	assert_restored(in, &sp, "qemu|" RESTORED_RAM "|" MOVED_N0 "|-device|" NIC_N0 "|"
+		"-netdev|tap,id=n1,ifname=tapB,script=no,downscript=no|"
+		"-device|" NIC_N1 "|" TAIL);
+}
+END_TEST
+
+START_TEST(test_netdev_socket_udp_to_tap)
+{
+	const char *const taps[] = { "n2=tapC" };
+	struct restore_spec sp = spec;
+	const char *in[] = {
+		"qemu", PRIMARY_RAM,
+		"-netdev", "socket,id=n2,udp=127.0.0.1:5555,localaddr=127.0.0.1:5556",
+		"-device", "e1000,netdev=n2", NULL
+	};
+
+	sp.taps = taps;
+	sp.ntaps = 1;
+	assert_restored(in, &sp, "qemu|" RESTORED_RAM "|"
+		"-netdev|tap,id=n2,ifname=tapC,script=no,downscript=no|"
+		"-device|e1000,netdev=n2|" TAIL);
+}
+END_TEST
+
+/* Backends that are not the net buffer's stay, TAP or not. */
+START_TEST(test_netdev_other_backends_kept)
+{
+	const char *const taps[] = { "u0=tapU", "t0=tapT" };
+	struct restore_spec sp = spec;
+	const char *in[] = {
+		"qemu", PRIMARY_RAM, "-netdev", "user,id=u0", "-device", "e1000,netdev=u0",
+		"-netdev", "tap,id=t0,ifname=x", "-device", "e1000,netdev=t0", NULL
+	};
+	const char *want = "qemu|" RESTORED_RAM "|-netdev|user,id=u0|-device|e1000,netdev=u0|"
+		"-netdev|tap,id=t0,ifname=x|-device|e1000,netdev=t0|" TAIL;
+
+	assert_restored(in, &spec, want);
+	sp.taps = taps;
+	sp.ntaps = 2;
+	assert_restored(in, &sp, want);
+}
+END_TEST
+
+/* A bare TAP name is for the only NIC: with two it names neither. */
+START_TEST(test_netdev_bare_tap_ignored_with_two_nics)
+{
+	const char *const taps[] = { "tap7" };
+	struct restore_spec sp = spec;
+	const char *in[] = {
+		"qemu", PRIMARY_RAM, "-netdev", DGRAM_N0, "-device", NIC_N0,
+		"-netdev", DGRAM_N1, "-device", NIC_N1, NULL
+	};
+
+	sp.taps = taps;
+	sp.ntaps = 1;
+	assert_restored(in, &sp, "qemu|" RESTORED_RAM "|" MOVED_N0 "|-device|" NIC_N0 "|"
+		MOVED_N1 "|-device|" NIC_N1 "|" TAIL);
+}
+END_TEST
+
+/* "ID=NAME" names the netdev whose id is all of ID, not one it begins. */
+START_TEST(test_netdev_tap_id_matched_whole)
+{
+	const char *const taps[] = { "n00=tapX", "n=tapY" };
+	struct restore_spec sp = spec;
+	const char *in[] = {
+		"qemu", PRIMARY_RAM, "-netdev", DGRAM_N0, "-device", NIC_N0, NULL
+	};
+
+	sp.taps = taps;
+	sp.ntaps = 2;
+	assert_restored(in, &sp, "qemu|" RESTORED_RAM "|" MOVED_N0 "|-device|" NIC_N0 "|" TAIL);
+}
+END_TEST
+
+/* The restored line, restored again, is the same: TAPs and moved sockets
+ * alike. */
+START_TEST(test_netdev_rewrite_idempotent)
+{
+	const char *const taps[] = { "n1=tapB" };
+	struct restore_spec sp = spec;
+	const char *in[] = {
+		"qemu", PRIMARY_RAM, "-netdev", DGRAM_N0, "-device", NIC_N0,
+		"-netdev", DGRAM_N1, "-device", NIC_N1, NULL
+	};
+	char err[256], **once = NULL, **twice = NULL, *a, *b;
+
+	sp.taps = taps;
+	sp.ntaps = 1;
+	ck_assert_int_eq(restore_cmdline_build((char *const *)in, count(in), &sp, &once,
+					       err, sizeof(err)), 0);
+	ck_assert_int_eq(restore_cmdline_build(once, count((const char *const *)once), &sp,
+					       &twice, err, sizeof(err)), 0);
+	a = joined(once);
+	b = joined(twice);
+	ck_assert_str_eq(a, b);
+	ck_assert_ptr_nonnull(strstr(a, MOVED_N0));
+	free(a);
+	free(b);
+	restore_cmdline_free(once);
+	restore_cmdline_free(twice);
+}
+END_TEST
+
+/* The TAP name goes into key=value text with its commas doubled, as every
+ * other value written there (see comma_in_state_dir): Linux allows ',' in
+ * an interface name, and "ifname=tap,1" would read as ifname=tap plus a
+ * stray "1". (A regression test: this was once wrong.) */
+START_TEST(test_netdev_tap_name_comma_doubled)
+{
+	const char *const taps[] = { "n0=tap,1" };
+	struct restore_spec sp = spec;
+	const char *in[] = {
+		"qemu", PRIMARY_RAM, "-netdev", DGRAM_N0, "-device", NIC_N0, NULL
+	};
+
+	sp.taps = taps;
+	sp.ntaps = 1;
+	assert_restored(in, &sp, "qemu|" RESTORED_RAM "|"
+		"-netdev|tap,id=n0,ifname=tap,,1,script=no,downscript=no|"
+		"-device|" NIC_N0 "|" TAIL);
+}
+END_TEST
+
 /* After a failover the restored VM is the next primary. */
 START_TEST(test_idempotent)
 {
@@ -524,6 +707,15 @@ static Suite *restore_cmdline_suite(void)
 	add(s, "run_control_and_files", test_run_control_and_files, 5);
 	add(s, "pass_through", test_pass_through, 5);
 	add(s, "comma_in_state_dir", test_comma_in_state_dir, 5);
+	add(s, "netdev_dgram_to_named_tap", test_netdev_dgram_to_named_tap, 5);
+	add(s, "netdev_single_nic_bare_tap", test_netdev_single_nic_bare_tap, 5);
+	add(s, "netdev_two_nics_one_tap", test_netdev_two_nics_one_tap, 5);
+	add(s, "netdev_socket_udp_to_tap", test_netdev_socket_udp_to_tap, 5);
+	add(s, "netdev_other_backends_kept", test_netdev_other_backends_kept, 5);
+	add(s, "netdev_bare_tap_ignored_with_two_nics", test_netdev_bare_tap_ignored_with_two_nics, 5);
+	add(s, "netdev_tap_id_matched_whole", test_netdev_tap_id_matched_whole, 5);
+	add(s, "netdev_rewrite_idempotent", test_netdev_rewrite_idempotent, 5);
+	add(s, "netdev_tap_name_comma_doubled", test_netdev_tap_name_comma_doubled, 5);
 	add(s, "idempotent", test_idempotent, 5);
 	add(s, "bad_input", test_bad_input, 5);
 	add(s, "real_qemu_accepts_it", test_real_qemu_accepts_it, 60);

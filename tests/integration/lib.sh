@@ -59,11 +59,14 @@ wait_for() {
 	return 1
 }
 
-# start_guest NAME MEM_MB KERNEL_ARGS: boots the test guest, sets GUEST_PID.
+# start_guest NAME MEM_MB KERNEL_ARGS [RUN_TEST_GUEST_ARGS...]: boots the test
+# guest, sets GUEST_PID. Further arguments go to scripts/run-test-guest
+# (e.g. --net --netns NS, or -- QEMU_ARGS...).
 start_guest() {
 	local name=$1 mem=$2 append=$3
+	shift 3
 	"$ROOT/scripts/run-test-guest" --guest-dir "$GUEST" --name "$name" \
-		--run-dir "$T/$name" --mem "$mem" --append "$append" --daemonize ||
+		--run-dir "$T/$name" --mem "$mem" --append "$append" --daemonize "$@" ||
 		die "cannot start guest $name"
 	RAM_FILES+=("/dev/shm/remus-$name.ram")
 	GUEST_PID=$(cat "$T/$name/qemu.pid")
@@ -129,6 +132,94 @@ wait_exit() {
 	EXIT_CODE=$?
 	return 0
 }
+
+# --- Network tests: the topology of scripts/testnet, in namespaces of their
+# own. Every daemon, QEMU and client runs inside one of them.
+
+# testnet_up: builds the topology for this test (PREFIX from the shell's pid),
+# sets the variables of `scripts/testnet env` (CLI_NS, PRI_NS, BAK_NS, VM_IP,
+# ...) and removes it at exit, after cleanup has stopped the processes.
+testnet_up() {
+	local prefix
+	prefix=$(printf 'r%05d' $(( $$ % 100000 )))
+	"$ROOT/scripts/testnet" up "$prefix" || die "scripts/testnet up $prefix failed"
+	eval "$("$ROOT/scripts/testnet" env "$prefix")"
+	trap 'cleanup; testnet_down' EXIT
+}
+
+testnet_down() {
+	[ -n "${TESTNET_PREFIX:-}" ] || return 0
+	# Processes killed by cleanup may take a moment to go.
+	wait_for 3 testnet_empty
+	"$ROOT/scripts/testnet" down "$TESTNET_PREFIX"
+	TESTNET_PREFIX=
+}
+
+testnet_empty() {
+	local ns
+	for ns in "$LAN_NS" "$CLI_NS" "$PRI_NS" "$BAK_NS"; do
+		[ -z "$(ip netns pids "$ns" 2>/dev/null)" ] || return 1
+	done
+}
+
+# start_agent_in NS ADDR:PORT STATE_DIR [ARGS...]: remus-agent inside NS.
+start_agent_in() {
+	local ns=$1 listen=$2 dir=$3
+	shift 3
+	ip netns exec "$ns" "$BIN/remus-agent" --listen "$listen" --state-dir "$dir" "$@" \
+		>> "$T/agent.log" 2>&1 &
+	AGENT_PID=$!
+	PIDS+=("$AGENT_PID")
+}
+
+# start_replicator_in NS QMP ADDR:PORT [ARGS...]: remus-replicator inside NS,
+# control socket $T/ctl.sock (status_field works from here).
+start_replicator_in() {
+	local ns=$1 qmp=$2 backup=$3
+	shift 3
+	ip netns exec "$ns" "$BIN/remus-replicator" --qmp "$qmp" --backup "$backup" \
+		--control "$T/ctl.sock" "$@" >> "$T/replicator.log" 2>&1 &
+	REPLICATOR_PID=$!
+	PIDS+=("$REPLICATOR_PID")
+}
+
+# start_client NS NAME HOST PORT [ARGS...]: counter_client.py inside NS, in
+# the background; results in $T/NAME.json, progress in $T/NAME.progress,
+# output in $T/NAME.log. Sets CLIENT_PID.
+start_client() {
+	local ns=$1 name=$2 host=$3 port=$4
+	shift 4
+	rm -f "$T/$name.json" "$T/$name.progress"
+	ip netns exec "$ns" python3 "$ROOT/tests/integration/counter_client.py" "$host" "$port" \
+		--out "$T/$name.json" --progress "$T/$name.progress" "$@" > "$T/$name.log" 2>&1 &
+	CLIENT_PID=$!
+	PIDS+=("$CLIENT_PID")
+}
+
+# client_replies NAME: replies the client has received so far (0 if none).
+client_replies() {
+	local n=0
+	[ -f "$T/$1.progress" ] && read -r n _ < "$T/$1.progress"
+	echo "${n:-0}"
+}
+
+# client_last_reply_ms NAME: when the newest reply came (unix ms; 0 if none).
+client_last_reply_ms() {
+	local t=0
+	[ -f "$T/$1.progress" ] && read -r _ _ t < "$T/$1.progress"
+	echo "${t:-0}"
+}
+
+# json_field FILE KEY: one value from a JSON object (JSON text for lists,
+# objects and null).
+json_field() {
+	python3 -c '
+import json, sys
+v = json.load(open(sys.argv[1]))[sys.argv[2]]
+print(v if isinstance(v, (str, int, float)) and not isinstance(v, bool) else json.dumps(v))' "$1" "$2"
+}
+
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
 finish() {
 	if [ "$FAILS" -eq 0 ]; then

@@ -1,0 +1,166 @@
+#!/bin/bash
+# Output commit, end to end: a client on the LAN talks to the VM's TCP
+# counter over ONE connection while the VM is replicated; the primary QEMU is
+# SIGKILLed and the backup takes over. Because no packet leaves the primary
+# before the checkpoint that produced it has committed, the client never sees
+# anything the restored VM does not remember: its connection survives, with
+# no reset, no timeout, and every reply exactly one more than the last.
+#
+# With --no-output-commit (test_output_commit_off.sh) the replicator lets
+# packets out at once, and the same run must show the client a failure (a
+# repeat, gap or step back, a timeout or a reset): the proof that this test
+# can fail.
+#
+# Topology (scripts/testnet): the client in CLI_NS, the primary's QEMU,
+# replicator and AF_PACKET port lan0 in PRI_NS, the agent and the restored
+# VM (on tap0) in BAK_NS, all on the bridge in LAN_NS; the replication link
+# is PRI_NS rep0 <-> BAK_NS rep0.
+. "$(dirname "$0")/lib.sh"
+
+MODE=on
+case ${1:-} in
+	'') ;;
+	--no-output-commit) MODE=off ;;
+	*) echo "usage: $0 [--no-output-commit]" >&2; exit 2 ;;
+esac
+
+AGENT_PORT=7700
+VM_PORT=7777
+EPOCH_MS=50
+if [ "$MODE" = on ]; then
+	REPL_EXTRA=()
+	# A failover (about a second here, plus TCP's retransmission back-off)
+	# must fit well inside the per-request timeout.
+	CLIENT_ARGS=(--max-requests 600 --max-seconds 90 --interval-ms 20 --timeout-s 30)
+else
+	REPL_EXTRA=(--no-output-commit)
+	# Requests back to back: the output of the epoch lost with the primary
+	# is then all but sure to hold replies the client already has (at 20 ms
+	# intervals a kill can fall where none was sent, and nothing shows).
+	# A stalled connection shows as a timeout: 10 s is far above a failover.
+	CLIENT_ARGS=(--max-requests 100000 --max-seconds 60 --interval-ms 1 --timeout-s 10)
+fi
+
+# status_net: the net buffer's figures from `remusctl status --json`.
+status_net() {
+	"$BIN/remusctl" --control "$T/ctl.sock" status --json 2>/dev/null | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+print(", ".join("%s=%s" % (k, s[k]) for k in sorted(s)
+                if any(w in k for w in ("net", "frame", "packet", "buffer", "held", "released", "dropped"))) or "none")' 2>/dev/null
+}
+
+# answered_since MS: the client has had a reply after MS (unix ms), or it
+# has ended (then there is nothing more to wait for).
+answered_since() {
+	[ "$(client_last_reply_ms client)" -gt "$1" ] || ! kill -0 "$CLIENT_PID" 2>/dev/null
+}
+
+log "output commit $MODE"
+testnet_up
+log "testnet $TESTNET_PREFIX: client $CLI_NS, primary $PRI_NS, backup $BAK_NS"
+
+start_guest primary 128 "ip_addr=$VM_IP/24 tcp_port=$VM_PORT" --net --netns "$PRI_NS"
+start_agent_in "$BAK_NS" "$BACKUP_ADDR:$AGENT_PORT" "$T/backup" --tap "n0=$BAK_TAP"
+start_replicator_in "$PRI_NS" "$T/primary/qmp.sock" "$BACKUP_ADDR:$AGENT_PORT" \
+	--epoch-ms "$EPOCH_MS" --net-out "n0=packet:$PRI_LAN_IF" "${REPL_EXTRA[@]}"
+wait_for 60 committed_at_least 20 || die "fewer than 20 epochs committed in 60 s"
+pass "replicating over $PRI_NS rep0 -> $BACKUP_ADDR: $(status_field epochs_committed) epochs committed"
+
+start_client "$CLI_NS" client "$VM_IP" "$VM_PORT" --stop-file "$T/client.stop" "${CLIENT_ARGS[@]}"
+CLIENT=$CLIENT_PID
+wait_for 30 sh -c "[ \"\$(cat '$T/client.progress' 2>/dev/null)\" ]" ||
+	die "the client had no reply from $VM_IP:$VM_PORT within 30 s ($(cat "$T/client.log"))"
+pass "the client talks to the VM through the primary's net buffer"
+sleep 3
+log "net buffer: $(status_net)"
+log "client: $(client_replies client) replies so far; killing the primary"
+
+kill -KILL "$GUEST_PID"
+t_kill=$(now_ms)
+log "primary QEMU $GUEST_PID killed"
+wait_exit "$REPLICATOR_PID" 10 && log "replicator exited ($EXIT_CODE)" ||
+	fail "replicator still running 10 s after its QEMU died"
+wait_exit "$AGENT_PID" 30 || die "the agent did not fail over within 30 s"
+[ "$EXIT_CODE" = 0 ] || die "agent exit code $EXIT_CODE, expected 0 (failover)"
+t_over=$(now_ms)
+pass "the agent restored the VM in $BAK_NS ($(( t_over - t_kill )) ms after the kill)"
+
+# Every reply after the agent is done comes from the restored VM.
+wait_for 40 answered_since "$t_over"
+if [ "$(client_last_reply_ms client)" -gt "$t_over" ]; then
+	t_back=$(client_last_reply_ms client)
+	log "the restored VM answers the client $(( t_back - t_kill )) ms after the kill"
+	sleep 5
+fi
+touch "$T/client.stop"
+wait_exit "$CLIENT" 45 || die "the client did not stop"
+CLIENT_EXIT=$EXIT_CODE
+log "$(cat "$T/client.log")"
+[ -s "$T/client.json" ] || die "the client wrote no result"
+
+# What the client saw, in one line of shell assignments.
+summary=$(python3 - "$T/client.json" "$t_kill" <<'EOF'
+import json, statistics, sys
+d = json.load(open(sys.argv[1]))
+t_kill_rel = int(sys.argv[2]) - d["start_unix"] * 1000
+after = sum(1 for t in d["recv_ms"] if t > t_kill_rel)
+fb = d["first_bad"]
+saw = []
+if d["reset"]: saw.append("the connection was reset")
+if d["timeout"]: saw.append("no reply for %.0f ms (timeout)" % d["max_gap_ms"])
+if d["error"]: saw.append("error: " + d["error"])
+if fb: saw.append("a %s: %d after %d (reply #%d)" % (fb["kind"], fb["value"], fb["prev"], fb["index"]))
+print("C_REQUESTS=%d C_AFTER=%d C_RESET=%d C_TIMEOUT=%d C_CONSEC=%d" % (
+    d["requests"], after, d["reset"], d["timeout"], d["consecutive"]))
+print("C_ERROR=%s" % json.dumps(d["error"] or ""))
+# Latency while protected: replies received before the kill (the restored VM
+# runs unreplicated, its replies are not held).
+lat = [l for l, t in zip(d["latencies_ms"], d["recv_ms"]) if t < t_kill_rel]
+print("C_GAP=%.0f C_MEDIAN=%.1f" % (d["max_gap_ms"], statistics.median(lat) if lat else 0))
+print("C_FIRST=%d C_LAST=%d" % ((d["values"][0], d["values"][-1]) if d["values"] else (-1, -1)))
+print("C_SAW=%s" % json.dumps("; ".join(saw)))
+print("C_STOPPED=%s" % json.dumps(d["stopped_by"] or "failure"))
+EOF
+) || die "cannot read $T/client.json"
+eval "$summary"
+log "client: $C_REQUESTS replies ($C_FIRST..$C_LAST), $C_AFTER after the kill, median latency before it $C_MEDIAN ms, longest wait (client-visible outage) $C_GAP ms, ended by $C_STOPPED"
+
+# A new connection, once the first one is closed (the counter is shared: a
+# second client in between would put a gap into the first one's replies).
+start_client "$CLI_NS" probe "$VM_IP" "$VM_PORT" --max-requests 3 --timeout-s 10
+wait_exit "$CLIENT_PID" 20 || fail "probe client did not finish"
+PROBE=$(json_field "$T/probe.json" values 2>/dev/null | python3 -c 'import json,sys; v=json.load(sys.stdin); print(v[0] if v else -1)' 2>/dev/null)
+PROBE=${PROBE:--1}
+
+if [ "$MODE" = on ]; then
+	[ "$C_RESET" = 0 ] && pass "the connection was never reset" || fail "the connection was reset"
+	[ "$C_TIMEOUT" = 0 ] && pass "no request went unanswered (longest wait $C_GAP ms)" ||
+		fail "a request went unanswered for $C_GAP ms"
+	[ -z "$C_ERROR" ] && pass "no client error" || fail "client error: $C_ERROR"
+	[ "$C_CONSEC" = 1 ] && pass "all $C_REQUESTS replies consecutive across the failover ($C_FIRST..$C_LAST)" ||
+		fail "replies not consecutive: $C_SAW"
+	[ "$C_AFTER" -ge 10 ] && pass "the restored VM answered $C_AFTER requests on the same connection" ||
+		fail "only $C_AFTER replies after the kill"
+	[ "$CLIENT_EXIT" = 0 ] || fail "counter_client exit $CLIENT_EXIT"
+	# Held output: a reply waits for the end of its epoch and the backup's ack.
+	python3 -c "import sys; sys.exit(not $C_MEDIAN >= 10)" &&
+		pass "replies waited for their checkpoint (median latency before the kill $C_MEDIAN ms, epochs of $EPOCH_MS ms)" ||
+		fail "median reply latency $C_MEDIAN ms: are replies really held until their epoch commits?"
+	[ "$PROBE" = $((C_LAST + 1)) ] &&
+		pass "a new connection gets $PROBE: the restored VM remembers exactly what the client saw" ||
+		fail "a new connection got $PROBE, expected $((C_LAST + 1))"
+	log "client-visible outage: $C_GAP ms; $C_REQUESTS requests"
+else
+	if [ -n "$C_SAW" ]; then
+		pass "without output commit the client sees the failure: $C_SAW"
+	else
+		fail "without output commit the client saw nothing wrong ($C_REQUESTS consecutive replies): no released packet was lost with the primary?"
+	fi
+	if [ "$PROBE" -ge 0 ] && [ "$PROBE" -le "$C_LAST" ]; then
+		log "a new connection gets $PROBE, while the client already had $C_LAST: the restored VM forgot replies that had left the primary"
+	else
+		log "a new connection gets $PROBE (the client's last reply was $C_LAST)"
+	fi
+fi
+finish
