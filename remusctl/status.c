@@ -21,6 +21,26 @@ static const char *str(struct json_object *o, const char *key)
 	return json_object_object_get_ex(o, key, &v) ? json_object_get_string(v) : "?";
 }
 
+static void print_net(struct json_object *o)
+{
+	struct json_object *arr, *n, *v;
+
+	if (!json_object_object_get_ex(o, "net", &arr))
+		return;
+	for (size_t i = 0; i < json_object_array_length(arr); i++) {
+		n = json_object_array_get_idx(arr, i);
+		json_object_object_get_ex(n, "output_commit", &v);
+		printf("net %s:  %s via %s; %.0f frames (%.0f bytes) held, high water %.0f bytes; "
+		       "added delay p50 %.1f ms, p99 %.1f ms; %.0f out, %.0f in; dropped %.0f\n",
+		       str(n, "netdev"), json_object_get_boolean(v) ? "output commit" : "UNBUFFERED",
+		       str(n, "port"), num(n, "frames_held"), num(n, "bytes_held"),
+		       num(n, "high_water_bytes"), num(n, "delay_p50_ms"), num(n, "delay_p99_ms"),
+		       num(n, "frames_out"), num(n, "inbound_frames"),
+		       num(n, "dropped_malformed") + num(n, "dropped_oversized") +
+		       num(n, "dropped_output") + num(n, "inbound_dropped"));
+	}
+}
+
 static void print_human(struct json_object *o)
 {
 	printf("VM %s (QEMU pid %.0f) -> backup %s: %s\n", str(o, "vm"), num(o, "qemu_pid"),
@@ -39,6 +59,7 @@ static void print_human(struct json_object *o)
 	printf("link:    %.2f MB/s, %.0f bytes queued; ack p50 %.2f ms, p99 %.2f ms\n",
 	       num(o, "link_bytes_per_s") / 1e6, num(o, "link_queued_bytes"),
 	       num(o, "ack_p50_ms"), num(o, "ack_p99_ms"));
+	print_net(o);
 }
 
 int status_main(const struct remusctl_opts *opts, int argc, char **argv)

@@ -145,6 +145,10 @@ testnet_up() {
 	"$ROOT/scripts/testnet" up "$prefix" || die "scripts/testnet up $prefix failed"
 	eval "$("$ROOT/scripts/testnet" env "$prefix")"
 	trap 'cleanup; testnet_down' EXIT
+	# Namespaces outlive the test: make a signal (run-all's timeout) exit
+	# through the EXIT trap too.
+	trap 'exit 143' TERM
+	trap 'exit 130' INT
 }
 
 testnet_down() {

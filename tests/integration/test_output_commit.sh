@@ -29,16 +29,18 @@ VM_PORT=7777
 EPOCH_MS=50
 if [ "$MODE" = on ]; then
 	REPL_EXTRA=()
-	# A failover (about a second here, plus TCP's retransmission back-off)
-	# must fit well inside the per-request timeout.
+	# A failover (a few hundred ms here, TCP's retransmission back-off
+	# included) must fit well inside the per-request timeout.
 	CLIENT_ARGS=(--max-requests 600 --max-seconds 90 --interval-ms 20 --timeout-s 30)
 else
 	REPL_EXTRA=(--no-output-commit)
 	# Requests back to back: the output of the epoch lost with the primary
 	# is then all but sure to hold replies the client already has (at 20 ms
 	# intervals a kill can fall where none was sent, and nothing shows).
-	# A stalled connection shows as a timeout: 10 s is far above a failover.
-	CLIENT_ARGS=(--max-requests 100000 --max-seconds 60 --interval-ms 1 --timeout-s 10)
+	# A stalled connection shows as a timeout: 5 s is far above a failover
+	# (a few hundred ms here).
+	CLIENT_ARGS=(--max-requests 100000 --max-seconds 60 --interval-ms 1 --timeout-s 5)
+	OFF_ATTEMPTS=3
 fi
 
 # status_net: the net buffer's figures from `remusctl status --json`.
@@ -46,61 +48,69 @@ status_net() {
 	"$BIN/remusctl" --control "$T/ctl.sock" status --json 2>/dev/null | python3 -c '
 import json, sys
 s = json.load(sys.stdin)
-print(", ".join("%s=%s" % (k, s[k]) for k in sorted(s)
-                if any(w in k for w in ("net", "frame", "packet", "buffer", "held", "released", "dropped"))) or "none")' 2>/dev/null
+nics = s.get("net") or []
+def fmt(v):
+    return "%.1f" % v if isinstance(v, float) else str(v)
+print("; ".join("%s: " % n.get("netdev", "?") + " ".join(
+    "%s=%s" % (k, fmt(v)) for k, v in n.items() if k != "netdev") for n in nics) or "none")' 2>/dev/null
 }
 
-# answered_since MS: the client has had a reply after MS (unix ms), or it
-# has ended (then there is nothing more to wait for).
+# answered_since NAME MS: client NAME has had a reply after MS (unix ms), or
+# it has ended (then there is nothing more to wait for).
 answered_since() {
-	[ "$(client_last_reply_ms client)" -gt "$1" ] || ! kill -0 "$CLIENT_PID" 2>/dev/null
+	[ "$(client_last_reply_ms "$1")" -gt "$2" ] || ! kill -0 "$CLIENT" 2>/dev/null
 }
 
-log "output commit $MODE"
-testnet_up
-log "testnet $TESTNET_PREFIX: client $CLI_NS, primary $PRI_NS, backup $BAK_NS"
+# failover_run N: boot a primary, replicate it, run the client, SIGKILL the
+# primary's QEMU, let the agent restore the VM, and read what the client and
+# a later probe connection saw into C_* and PROBE.
+failover_run() {
+	local n=$1 guest=primary$1 backup=$T/backup$1 client=client$1 probe=probe$1
+	local t_kill t_over t_back summary
 
-start_guest primary 128 "ip_addr=$VM_IP/24 tcp_port=$VM_PORT" --net --netns "$PRI_NS"
-start_agent_in "$BAK_NS" "$BACKUP_ADDR:$AGENT_PORT" "$T/backup" --tap "n0=$BAK_TAP"
-start_replicator_in "$PRI_NS" "$T/primary/qmp.sock" "$BACKUP_ADDR:$AGENT_PORT" \
-	--epoch-ms "$EPOCH_MS" --net-out "n0=packet:$PRI_LAN_IF" "${REPL_EXTRA[@]}"
-wait_for 60 committed_at_least 20 || die "fewer than 20 epochs committed in 60 s"
-pass "replicating over $PRI_NS rep0 -> $BACKUP_ADDR: $(status_field epochs_committed) epochs committed"
+	rm -f "$T/ctl.sock"
+	start_guest "$guest" 128 "ip_addr=$VM_IP/24 tcp_port=$VM_PORT" --net --netns "$PRI_NS"
+	start_agent_in "$BAK_NS" "$BACKUP_ADDR:$AGENT_PORT" "$backup" --tap "n0=$BAK_TAP"
+	start_replicator_in "$PRI_NS" "$T/$guest/qmp.sock" "$BACKUP_ADDR:$AGENT_PORT" \
+		--epoch-ms "$EPOCH_MS" --net-out "n0=packet:$PRI_LAN_IF" "${REPL_EXTRA[@]}"
+	wait_for 60 committed_at_least 20 || die "fewer than 20 epochs committed in 60 s"
+	pass "replicating over $PRI_NS rep0 -> $BACKUP_ADDR: $(status_field epochs_committed) epochs committed"
 
-start_client "$CLI_NS" client "$VM_IP" "$VM_PORT" --stop-file "$T/client.stop" "${CLIENT_ARGS[@]}"
-CLIENT=$CLIENT_PID
-wait_for 30 sh -c "[ \"\$(cat '$T/client.progress' 2>/dev/null)\" ]" ||
-	die "the client had no reply from $VM_IP:$VM_PORT within 30 s ($(cat "$T/client.log"))"
-pass "the client talks to the VM through the primary's net buffer"
-sleep 3
-log "net buffer: $(status_net)"
-log "client: $(client_replies client) replies so far; killing the primary"
+	start_client "$CLI_NS" "$client" "$VM_IP" "$VM_PORT" --stop-file "$T/$client.stop" "${CLIENT_ARGS[@]}"
+	CLIENT=$CLIENT_PID
+	wait_for 30 sh -c "[ \"\$(cat '$T/$client.progress' 2>/dev/null)\" ]" ||
+		die "the client had no reply from $VM_IP:$VM_PORT within 30 s ($(cat "$T/$client.log"))"
+	pass "the client talks to the VM through the primary's net buffer"
+	sleep 3
+	log "net buffer: $(status_net)"
+	log "client: $(client_replies "$client") replies so far; killing the primary"
 
-kill -KILL "$GUEST_PID"
-t_kill=$(now_ms)
-log "primary QEMU $GUEST_PID killed"
-wait_exit "$REPLICATOR_PID" 10 && log "replicator exited ($EXIT_CODE)" ||
-	fail "replicator still running 10 s after its QEMU died"
-wait_exit "$AGENT_PID" 30 || die "the agent did not fail over within 30 s"
-[ "$EXIT_CODE" = 0 ] || die "agent exit code $EXIT_CODE, expected 0 (failover)"
-t_over=$(now_ms)
-pass "the agent restored the VM in $BAK_NS ($(( t_over - t_kill )) ms after the kill)"
+	kill -KILL "$GUEST_PID"
+	t_kill=$(now_ms)
+	log "primary QEMU $GUEST_PID killed"
+	wait_exit "$REPLICATOR_PID" 10 && log "replicator exited ($EXIT_CODE)" ||
+		fail "replicator still running 10 s after its QEMU died"
+	wait_exit "$AGENT_PID" 30 || die "the agent did not fail over within 30 s"
+	[ "$EXIT_CODE" = 0 ] || die "agent exit code $EXIT_CODE, expected 0 (failover)"
+	t_over=$(now_ms)
+	RESTORED_PID=$(cat "$backup/qemu.pid" 2>/dev/null)
+	pass "the agent restored the VM in $BAK_NS ($(( t_over - t_kill )) ms after the kill)"
 
-# Every reply after the agent is done comes from the restored VM.
-wait_for 40 answered_since "$t_over"
-if [ "$(client_last_reply_ms client)" -gt "$t_over" ]; then
-	t_back=$(client_last_reply_ms client)
-	log "the restored VM answers the client $(( t_back - t_kill )) ms after the kill"
-	sleep 5
-fi
-touch "$T/client.stop"
-wait_exit "$CLIENT" 45 || die "the client did not stop"
-CLIENT_EXIT=$EXIT_CODE
-log "$(cat "$T/client.log")"
-[ -s "$T/client.json" ] || die "the client wrote no result"
+	# Every reply after the agent is done comes from the restored VM.
+	wait_for 40 answered_since "$client" "$t_over"
+	t_back=$(client_last_reply_ms "$client")
+	if [ "$t_back" -gt "$t_over" ]; then
+		log "the restored VM answers the client $(( t_back - t_kill )) ms after the kill"
+		sleep 5
+	fi
+	touch "$T/$client.stop"
+	wait_exit "$CLIENT" 45 || die "the client did not stop"
+	CLIENT_EXIT=$EXIT_CODE
+	log "$(cat "$T/$client.log")"
+	[ -s "$T/$client.json" ] || die "the client wrote no result"
 
-# What the client saw, in one line of shell assignments.
-summary=$(python3 - "$T/client.json" "$t_kill" <<'EOF'
+	# What the client saw, as shell assignments.
+	summary=$(python3 - "$T/$client.json" "$t_kill" <<'EOF'
 import json, statistics, sys
 d = json.load(open(sys.argv[1]))
 t_kill_rel = int(sys.argv[2]) - d["start_unix"] * 1000
@@ -122,18 +132,35 @@ print("C_FIRST=%d C_LAST=%d" % ((d["values"][0], d["values"][-1]) if d["values"]
 print("C_SAW=%s" % json.dumps("; ".join(saw)))
 print("C_STOPPED=%s" % json.dumps(d["stopped_by"] or "failure"))
 EOF
-) || die "cannot read $T/client.json"
-eval "$summary"
-log "client: $C_REQUESTS replies ($C_FIRST..$C_LAST), $C_AFTER after the kill, median latency before it $C_MEDIAN ms, longest wait (client-visible outage) $C_GAP ms, ended by $C_STOPPED"
+	) || die "cannot read $T/$client.json"
+	eval "$summary"
+	log "client: $C_REQUESTS replies ($C_FIRST..$C_LAST), $C_AFTER after the kill, median latency before it $C_MEDIAN ms, longest wait (client-visible outage) $C_GAP ms, ended by $C_STOPPED"
 
-# A new connection, once the first one is closed (the counter is shared: a
-# second client in between would put a gap into the first one's replies).
-start_client "$CLI_NS" probe "$VM_IP" "$VM_PORT" --max-requests 3 --timeout-s 10
-wait_exit "$CLIENT_PID" 20 || fail "probe client did not finish"
-PROBE=$(json_field "$T/probe.json" values 2>/dev/null | python3 -c 'import json,sys; v=json.load(sys.stdin); print(v[0] if v else -1)' 2>/dev/null)
-PROBE=${PROBE:--1}
+	# A new connection, once the first one is closed (the counter is shared:
+	# a second client in between would put a gap into the first one's).
+	start_client "$CLI_NS" "$probe" "$VM_IP" "$VM_PORT" --max-requests 3 --timeout-s 10
+	wait_exit "$CLIENT_PID" 20 || fail "probe client did not finish"
+	PROBE=$(json_field "$T/$probe.json" values 2>/dev/null |
+		python3 -c 'import json,sys; v=json.load(sys.stdin); print(v[0] if v else -1)' 2>/dev/null)
+	PROBE=${PROBE:--1}
+}
+
+# stop_restored: stop the VM the last failover restored (by its pid file).
+stop_restored() {
+	[ -n "${RESTORED_PID:-}" ] || return 0
+	if [ "$(cat /proc/"$RESTORED_PID"/comm 2>/dev/null)" = qemu-system-x86 ]; then
+		kill -KILL "$RESTORED_PID"
+		wait_for 10 sh -c "! kill -0 $RESTORED_PID 2>/dev/null" || die "restored QEMU $RESTORED_PID does not go"
+	fi
+	RESTORED_PID=
+}
+
+log "output commit $MODE"
+testnet_up
+log "testnet $TESTNET_PREFIX: client $CLI_NS, primary $PRI_NS, backup $BAK_NS"
 
 if [ "$MODE" = on ]; then
+	failover_run 1
 	[ "$C_RESET" = 0 ] && pass "the connection was never reset" || fail "the connection was reset"
 	[ "$C_TIMEOUT" = 0 ] && pass "no request went unanswered (longest wait $C_GAP ms)" ||
 		fail "a request went unanswered for $C_GAP ms"
@@ -152,15 +179,31 @@ if [ "$MODE" = on ]; then
 		fail "a new connection got $PROBE, expected $((C_LAST + 1))"
 	log "client-visible outage: $C_GAP ms; $C_REQUESTS requests"
 else
-	if [ -n "$C_SAW" ]; then
-		pass "without output commit the client sees the failure: $C_SAW"
+	# Even without output commit, a kill that falls while the VM is paused
+	# for a checkpoint (once its device state is saved: the checkpoint still
+	# commits, its RAM outlives QEMU), or just after, before the VM has
+	# answered anything, loses no reply the client has: about one failover
+	# in ten here shows nothing. So up to OFF_ATTEMPTS of them.
+	seen=''
+	for attempt in $(seq 1 "$OFF_ATTEMPTS"); do
+		log "attempt $attempt of $OFF_ATTEMPTS"
+		stop_restored
+		failover_run "$attempt"
+		if [ "$PROBE" -ge 0 ] && [ "$PROBE" -le "$C_LAST" ]; then
+			log "a new connection gets $PROBE, while the client already had $C_LAST: the restored VM forgot replies that had left the primary"
+		else
+			log "a new connection gets $PROBE (the client's last reply was $C_LAST)"
+		fi
+		if [ -n "$C_SAW" ]; then
+			seen=$C_SAW
+			break
+		fi
+		log "attempt $attempt: the client saw nothing wrong ($C_REQUESTS consecutive replies); the kill fell where no released reply was lost"
+	done
+	if [ -n "$seen" ]; then
+		pass "without output commit the client sees the failure: $seen"
 	else
-		fail "without output commit the client saw nothing wrong ($C_REQUESTS consecutive replies): no released packet was lost with the primary?"
-	fi
-	if [ "$PROBE" -ge 0 ] && [ "$PROBE" -le "$C_LAST" ]; then
-		log "a new connection gets $PROBE, while the client already had $C_LAST: the restored VM forgot replies that had left the primary"
-	else
-		log "a new connection gets $PROBE (the client's last reply was $C_LAST)"
+		fail "without output commit the client saw nothing wrong in $OFF_ATTEMPTS failovers"
 	fi
 fi
 finish

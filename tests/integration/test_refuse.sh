@@ -51,6 +51,29 @@ rc=$?
 [ "$rc" = 2 ] && grep -q "holds 33554432 bytes but memory backend 'ram0' has 67108864" "$T/wrongfile.log" &&
 	pass "--ram-file of the wrong size refused" || fail "--ram-file of the wrong size: exit $rc"
 
+# NICs: the net buffer must own the VM's output.
+shared_ram() { echo "-object memory-backend-file,id=ram0,size=64M,mem-path=$T/$1.ram,share=on -machine memory-backend=ram0"; }
+# shellcheck disable=SC2046
+vm usernet -vga none $(shared_ram usernet) -netdev user,id=u0 -device virtio-net-pci,netdev=u0
+expect_refusal usernet "backend 'u0' is of type user.*-netdev dgram" "a NIC on -netdev user"
+# shellcheck disable=SC2046
+vm dgram -vga none $(shared_ram dgram) -device virtio-net-pci,netdev=n0 \
+	-netdev dgram,id=n0,local.type=unix,local.path="$T/n0.q",remote.type=unix,remote.path="$T/n0.b"
+expect_refusal dgram "netdev n0 is a datagram socket the net buffer must own.*--net-out n0=" \
+	"a datagram NIC without --net-out"
+# shellcheck disable=SC2046
+vm udp -vga none $(shared_ram udp) -device e1000,netdev=s0 \
+	-netdev socket,id=s0,udp=127.0.0.1:"$(free_port)",localaddr=127.0.0.1:"$(free_port)"
+"$BIN/remus-replicator" --qmp "$T/udp/qmp.sock" --backup "127.0.0.1:$(free_port)" \
+	--net-out s0=tap:rmt$$ > "$T/udp.log" 2>&1 &
+rpid=$!
+PIDS+=("$rpid")
+wait_for 10 grep -qs "retrying every second" "$T/udp.log"
+grep -q "netdev s0: output held for its checkpoint, then out through tap:rmt$$" "$T/udp.log" &&
+	pass "a NIC on -netdev socket,udp (libvirt's kind) is owned by the net buffer" ||
+	fail "socket,udp NIC not taken: $(head -n 4 "$T/udp.log")"
+kill -TERM "$rpid"; wait_exit "$rpid" 10
+
 vm memfd -vga none -object memory-backend-memfd,id=ram0,size=64M,share=on -machine memory-backend=ram0
 "$BIN/remus-replicator" --qmp "$T/memfd/qmp.sock" --backup "127.0.0.1:$(free_port)" > "$T/memfd.log" 2>&1 &
 rpid=$!
