@@ -55,6 +55,36 @@ static int write_all(int fd, struct iovec *iov, int n)
 	return 0;
 }
 
+/* DIR/NAME.tmp written whole, then renamed over DIR/NAME: readers see the
+ * old file or the new one, never a part. */
+static int write_iov_atomic(const char *dir, const char *name, struct iovec *iov, int n)
+{
+	char tmp[PATH_MAX + 8], path[PATH_MAX];
+	int fd, rc = path_in(dir, name, path);
+
+	if (rc)
+		return rc;
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	rc = write_all(fd, iov, n);
+	if (close(fd) < 0 && !rc)
+		rc = -errno;
+	if (!rc && rename(tmp, path) < 0)
+		rc = -errno;
+	if (rc)
+		unlink(tmp);
+	return rc;
+}
+
+static int write_file_atomic(const char *dir, const char *name, const void *buf, size_t len)
+{
+	struct iovec iov = { (void *)buf, len };
+
+	return write_iov_atomic(dir, name, &iov, 1);
+}
+
 int journal_write(const char *dir, const struct journal_view *j)
 {
 	struct journal_hdr h = {
@@ -72,48 +102,13 @@ int journal_write(const char *dir, const struct journal_view *j)
 		{ (void *)j->devstate, j->devstate_len },
 		{ (void *)j->vm_json, j->vm_json_len },
 	};
-	char tmp[PATH_MAX], path[PATH_MAX];
 	uint32_t crc = 0;
-	int fd, rc;
 
 	for (int i = 0; i < 5; i++)
 		crc = crc32c(crc, iov[i].iov_base, iov[i].iov_len);
 	iov[5] = (struct iovec){ &crc, sizeof(crc) };
-	if ((rc = path_in(dir, "journal.tmp", tmp)) || (rc = path_in(dir, "journal", path)))
-		return rc;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -errno;
-	rc = write_all(fd, iov, 6);
-	if (close(fd) < 0 && !rc)
-		rc = -errno;
-	if (!rc && rename(tmp, path) < 0)
-		rc = -errno;
-	if (rc)
-		unlink(tmp);
-	return rc;
-}
-
-static int write_file_atomic(const char *dir, const char *name, const void *buf, size_t len)
-{
-	char tmp[PATH_MAX + 8], path[PATH_MAX];
-	struct iovec iov = { (void *)buf, len };
-	int fd, rc = path_in(dir, name, path);
-
-	if (rc)
-		return rc;
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -errno;
-	rc = write_all(fd, &iov, 1);
-	if (close(fd) < 0 && !rc)
-		rc = -errno;
-	if (!rc && rename(tmp, path) < 0)
-		rc = -errno;
-	if (rc)
-		unlink(tmp);
-	return rc;
+	/* The rename inside is the commit point. */
+	return write_iov_atomic(dir, "journal", iov, 6);
 }
 
 static bool exists(const char *dir, const char *name)

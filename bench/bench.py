@@ -220,7 +220,7 @@ def testnet_env(prefix):
 
 
 def requests(ns, ip, seconds, conns):
-    out = subprocess.run(["ip", "netns", "exec", ns, sys.executable,
+    out = subprocess.run([os.path.join(ROOT, "scripts", "in-netns"), ns, sys.executable,
                           os.path.join(ROOT, "bench", "req_client.py"), ip, "7777",
                           str(seconds), str(conns)], check=True, capture_output=True, text=True)
     return json.loads(out.stdout)
@@ -234,7 +234,7 @@ def network(args):
     rows = []
     try:
         env = {k: v.strip("'\"") for k, v in testnet_env(prefix).items()}
-        pri, bak, cli = (["ip", "netns", "exec", env[k]] for k in ("PRI_NS", "BAK_NS", "CLI_NS"))
+        pri, bak, cli = ([os.path.join(ROOT, "scripts", "in-netns"), env[k]] for k in ("PRI_NS", "BAK_NS", "CLI_NS"))
         run, _ = b.guest("net", args.mem[0], "ip_addr=%s/24" % env["VM_IP"],
                          ["--net", "--netns", env["PRI_NS"]])
         port = 7700

@@ -652,3 +652,19 @@ void qmp_close(struct qmp *q)
 	free(q->buf);
 	free(q);
 }
+
+int qmp_hmp(struct qmp *q, const char *command_line, char **text, int timeout_ms)
+{
+	struct json_object *args = json_object_new_object(), *out = NULL;
+	int rc;
+
+	json_object_object_add(args, "command-line", json_object_new_string(command_line));
+	rc = qmp_execute(q, "human-monitor-command", args, &out, timeout_ms);
+	json_object_put(args);
+	if (!rc) {
+		*text = strdup(json_object_get_string(out));
+		rc = *text ? 0 : -ENOMEM;
+	}
+	json_object_put(out);
+	return rc;
+}

@@ -62,6 +62,10 @@ int qmp_execute(struct qmp *q, const char *command, struct json_object *args,
  * replies to timed-out commands are dropped here. */
 int qmp_read_events(struct qmp *q, qmp_event_fn *fn, void *opaque);
 
+/* Run an HMP command through human-monitor-command; *text (malloc'd)
+ * receives its output. Same errors as qmp_execute, and -ENOMEM. */
+int qmp_hmp(struct qmp *q, const char *command_line, char **text, int timeout_ms);
+
 const char *qmp_last_error(const struct qmp *q);
 int qmp_fd(const struct qmp *q);
 /* QEMU's pid, from SO_PEERCRED of the unix socket; -1 if unknown. For a

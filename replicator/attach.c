@@ -171,21 +171,13 @@ static bool is_rom_block(const char *name, const char *backend_id)
  * stale on the backup: refuse it. ROMs are rebuilt by the backup's QEMU. */
 static int check_ramblocks(struct replicator *r)
 {
-	struct json_object *args = json_object_new_object(), *out = NULL;
-	char *text, *line, *save = NULL;
-	int rc;
+	char *text = NULL, *line, *save = NULL;
+	int rc = qmp_hmp(r->qmp, "info ramblock", &text, QMP_QUERY_TIMEOUT_MS);
 
-	json_object_object_add(args, "command-line", json_object_new_string("info ramblock"));
-	rc = qmp_execute(r->qmp, "human-monitor-command", args, &out, QMP_QUERY_TIMEOUT_MS);
-	json_object_put(args);
 	if (rc) {
 		log_err("cannot list the VM's RAM blocks: %s", qmp_last_error(r->qmp));
 		return rc;
 	}
-	text = strdup(json_object_get_string(out));
-	json_object_put(out);
-	if (!text)
-		return -ENOMEM;
 	for (line = strtok_r(text, "\r\n", &save); line; line = strtok_r(NULL, "\r\n", &save)) {
 		char name[256];
 		if (sscanf(line, " %255s", name) != 1 || !strcmp(name, "Block"))

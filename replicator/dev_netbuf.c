@@ -62,21 +62,13 @@ static double now_ms(void)
  * would put the VM's output on the wire before its checkpoint commits. */
 static int check_backends(struct replicator *r)
 {
-	struct json_object *args = json_object_new_object(), *out = NULL;
-	char *text, *line, *save = NULL;
-	int rc;
+	char *text = NULL, *line, *save = NULL;
+	int rc = qmp_hmp(r->qmp, "info network", &text, 5000);
 
-	json_object_object_add(args, "command-line", json_object_new_string("info network"));
-	rc = qmp_execute(r->qmp, "human-monitor-command", args, &out, 5000);
-	json_object_put(args);
 	if (rc) {
 		log_err("cannot list the VM's network backends: %s", qmp_last_error(r->qmp));
 		return rc;
 	}
-	text = strdup(json_object_get_string(out));
-	json_object_put(out);
-	if (!text)
-		return -ENOMEM;
 	for (line = strtok_r(text, "\r\n", &save); line; line = strtok_r(NULL, "\r\n", &save)) {
 		char id[64], type[32];
 		/* " \ n0: index=0,type=dgram,..." */

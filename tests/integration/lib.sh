@@ -170,7 +170,7 @@ testnet_empty() {
 start_agent_in() {
 	local ns=$1 listen=$2 dir=$3
 	shift 3
-	ip netns exec "$ns" "$BIN/remus-agent" --listen "$listen" --state-dir "$dir" "$@" \
+	"$ROOT/scripts/in-netns" "$ns" "$BIN/remus-agent" --listen "$listen" --state-dir "$dir" "$@" \
 		>> "$T/agent.log" 2>&1 &
 	AGENT_PID=$!
 	PIDS+=("$AGENT_PID")
@@ -181,7 +181,7 @@ start_agent_in() {
 start_replicator_in() {
 	local ns=$1 qmp=$2 backup=$3
 	shift 3
-	ip netns exec "$ns" "$BIN/remus-replicator" --qmp "$qmp" --backup "$backup" \
+	"$ROOT/scripts/in-netns" "$ns" "$BIN/remus-replicator" --qmp "$qmp" --backup "$backup" \
 		--control "$T/ctl.sock" "$@" >> "$T/replicator.log" 2>&1 &
 	REPLICATOR_PID=$!
 	PIDS+=("$REPLICATOR_PID")
@@ -194,7 +194,7 @@ start_client() {
 	local ns=$1 name=$2 host=$3 port=$4
 	shift 4
 	rm -f "$T/$name.json" "$T/$name.progress"
-	ip netns exec "$ns" python3 "$ROOT/tests/integration/counter_client.py" "$host" "$port" \
+	"$ROOT/scripts/in-netns" "$ns" python3 "$ROOT/tests/integration/counter_client.py" "$host" "$port" \
 		--out "$T/$name.json" --progress "$T/$name.progress" "$@" > "$T/$name.log" 2>&1 &
 	CLIENT_PID=$!
 	PIDS+=("$CLIENT_PID")
