@@ -204,7 +204,7 @@ def workrate(args):
     finally:
         b.close()
     base = (rows[0][1] + rows[-1][1]) / 2
-    print("| run | guest work (pages/s) | vs unreplicated | pause p50 | pause p99 | "
+    print("| run | guest work (page writes/s) | vs unreplicated | pause p50 | pause p99 | "
           "dirty pages/epoch | link MB/s |")
     print("|---|---|---|---|---|---|---|")
     for name, rate, s in rows:
@@ -252,8 +252,13 @@ def network(args):
 
         # Unreplicated: the same forwarder with no backup to wait for (a port
         # nobody listens on): output goes out at once.
-        for e in [None] + args.epochs + [None]:
-            if e is None:
+        for e in [None] + args.epochs + args.policies + [None]:
+            if isinstance(e, str):
+                p, sock = b.replicator(run, port, 50, net_out + ["--epoch-policy", e],
+                                       env["BACKUP_ADDR"], pri)
+                wait_for(lambda: committed(sock, 10), 120, "10 committed epochs")
+                measure("policy " + e, p, sock)
+            elif e is None:
                 p, sock = b.replicator(run, 1, 50, net_out, env["BACKUP_ADDR"], pri)
                 time.sleep(2)
                 measure("unreplicated" + (" (again)" if rows else ""), p, None)
@@ -283,11 +288,13 @@ def main():
     ap.add_argument("--rates", default="0,25,50,100,200", help="dirty rates in MB/s")
     ap.add_argument("--epochs", default=None, help="epoch lengths in ms")
     ap.add_argument("--epoch-ms", type=int, default=50, help="epoch for 'checkpoint'")
+    ap.add_argument("--policies", default="", help="'network': adaptive policies to add, e.g. hybrid")
     ap.add_argument("--work-mb", type=int, default=32, help="working set of the work loop")
     ap.add_argument("--seconds", type=float, default=10, help="measurement window")
     args = ap.parse_args()
     args.mem = [int(x) for x in (args.mem or ("128,512" if args.what == "checkpoint" else "128")).split(",")]
     args.rates = [int(x) for x in args.rates.split(",")]
+    args.policies = [x for x in args.policies.split(",") if x]
     args.epochs = [int(x) for x in (args.epochs or ("25,50,100" if args.what == "network"
                                                    else "25,50,100,200")).split(",")]
     for exe in ("remus-agent", "remus-replicator", "remusctl"):

@@ -210,6 +210,8 @@ static void read_from_vm(struct nic *nic, bool drain)
 		if (n < 0)
 			return; /* EAGAIN: drained */
 		rc = netbuf_push(&nic->nb, d->buf, (size_t)n, now_ms());
+		if (!rc && nic->nb.protected && !drain)
+			epoch_output_waiting(d->r);
 		if (rc == -EMSGSIZE || rc == -EINVAL)
 			log_warn("%s: %s frame of %zd bytes from the VM dropped", nic->id,
 				 rc == -EMSGSIZE ? "oversized" : "malformed", n);

@@ -172,11 +172,46 @@ void epoch_start_sync(struct replicator *r)
 		 (unsigned long long)t.pages, now_ms() - t0);
 }
 
-static void arm_epoch_timer(struct replicator *r)
+static void set_timer(struct replicator *r, double ms)
 {
 	ev_timer_stop(r->loop, &r->epoch_timer);
-	ev_timer_set(&r->epoch_timer, r->cfg.epoch_ms / 1000.0, 0);
+	ev_timer_set(&r->epoch_timer, ms > 0 ? ms / 1000.0 : 0, 0);
 	ev_timer_start(r->loop, &r->epoch_timer);
+}
+
+void epoch_arm_timer(struct replicator *r)
+{
+	r->epoch_started_ms = now_ms();
+	r->output_waiting = false;
+	set_timer(r, epoch_policy_deadline(&r->policy, -1));
+}
+
+void epoch_output_waiting(struct replicator *r)
+{
+	double now = now_ms(), end;
+
+	if (r->output_waiting)
+		return;
+	r->output_waiting = true;
+	if (!ev_is_active(&r->epoch_timer))
+		return; /* the barrier is already due (waiting for an ack) */
+	end = r->epoch_started_ms + epoch_policy_deadline(&r->policy, now - r->epoch_started_ms);
+	if (end < now + ev_timer_remaining(r->loop, &r->epoch_timer) * 1e3)
+		set_timer(r, end - now);
+}
+
+static void learn(struct replicator *r, double run_ms, double pause_ms, uint64_t pages,
+		  uint64_t bytes)
+{
+	struct epoch_sample s = {
+		.run_ms = run_ms,
+		.pause_ms = pause_ms,
+		.dirty_pages = pages,
+		.checkpoint_bytes = bytes,
+		.link_bytes_per_s = r->stats.link_bytes_per_s,
+	};
+
+	epoch_policy_observe(&r->policy, &s);
 }
 
 /* Resume the guest whatever went wrong before: a VM left stopped by the
@@ -251,7 +286,7 @@ void epoch_checkpoint(struct replicator *r)
 	if (!rc) {
 		/* Stopped by someone else (or shut down): nothing changes while it
 		 * stands still, and our `cont` must not wake it. Look again later. */
-		arm_epoch_timer(r);
+		epoch_arm_timer(r);
 		return;
 	}
 	t0 = now_ms();
@@ -293,9 +328,10 @@ void epoch_checkpoint(struct replicator *r)
 		goto out;
 	}
 	ring_add(&r->stats.checkpoint_bytes, (double)(r->link.out.bytes_queued - queued_before));
+	learn(r, t0 - r->epoch_started_ms, pause, pages, r->link.out.bytes_queued - queued_before);
 	ring_add(&r->stats.dirty_pages, (double)pages);
 	r->stats.dirty_pages_total += pages;
-	arm_epoch_timer(r);
+	epoch_arm_timer(r);
 out:
 	/* A captured epoch is on its way even if the VM could not be resumed:
 	 * if QEMU died, the backup may still commit it. */

@@ -63,7 +63,16 @@ void replicator_usage(FILE *f)
 "  --qmp PATH            QEMU's QMP unix socket (required)\n"
 "  --backup HOST:PORT    the backup agent (required)\n"
 "  --ram-file PATH       guest RAM file (default: asked from QEMU)\n"
-"  --epoch-ms N          epoch length in ms (default %u, 5-10000)\n"
+"  --epoch-policy P      fixed (default), dirty-rate, output-aware or hybrid:\n"
+"                        how long each epoch runs (see docs/EPOCHS.md)\n"
+"  --epoch-ms N          the epoch length of 'fixed', the first epochs' of\n"
+"                        the others (default %u, 5-10000)\n"
+"  --epoch-min-ms N      shortest epoch of an adaptive policy (default %u)\n"
+"  --epoch-max-ms N      longest epoch of an adaptive policy (default %u)\n"
+"  --max-overhead PCT    dirty-rate/hybrid: the pause's share of the VM's\n"
+"                        time to stay under (default %u)\n"
+"  --output-delay-ms N   output-aware/hybrid: end the epoch this long after\n"
+"                        output starts waiting for it (default %u)\n"
 "  --control PATH        control socket for remusctl (default: none)\n"
 "  --capture-threads N   threads that scan guest RAM in the pause\n"
 "                        (default: one per online CPU, %ld here)\n"
@@ -84,20 +93,29 @@ void replicator_usage(FILE *f)
 "backup is told not to take over.\n"
 "Exit status: 0 detached or VM shut down, 1 QEMU died (the backup takes\n"
 "over), 2 usage error or VM refused.\n",
-		REPLICATOR_DEFAULT_EPOCH_MS, sysconf(_SC_NPROCESSORS_ONLN),
+		REPLICATOR_DEFAULT_EPOCH_MS, REPLICATOR_DEFAULT_EPOCH_MIN_MS,
+		REPLICATOR_DEFAULT_EPOCH_MAX_MS, REPLICATOR_DEFAULT_OVERHEAD_PCT,
+		REPLICATOR_DEFAULT_OUTPUT_DELAY_MS, sysconf(_SC_NPROCESSORS_ONLN),
 		REPLICATOR_DEFAULT_NET_CAP_MB, REPLICATOR_DEFAULT_HEARTBEAT_MS,
 		REPLICATOR_DEFAULT_TIMEOUT_MS);
 }
 
 enum { OPT_QMP = 256, OPT_BACKUP, OPT_RAM_FILE, OPT_EPOCH_MS, OPT_CONTROL,
        OPT_HEARTBEAT_MS, OPT_TIMEOUT_MS, OPT_SYSLOG, OPT_TEST_CORRUPT,
-       OPT_CAPTURE_THREADS, OPT_NET_OUT, OPT_NET_CAP_MB, OPT_NO_OUTPUT_COMMIT };
+       OPT_CAPTURE_THREADS, OPT_NET_OUT, OPT_NET_CAP_MB, OPT_NO_OUTPUT_COMMIT,
+       OPT_EPOCH_POLICY, OPT_EPOCH_MIN_MS, OPT_EPOCH_MAX_MS, OPT_MAX_OVERHEAD,
+       OPT_OUTPUT_DELAY_MS };
 
 static const struct option long_opts[] = {
 	{ "qmp", required_argument, NULL, OPT_QMP },
 	{ "backup", required_argument, NULL, OPT_BACKUP },
 	{ "ram-file", required_argument, NULL, OPT_RAM_FILE },
 	{ "epoch-ms", required_argument, NULL, OPT_EPOCH_MS },
+	{ "epoch-policy", required_argument, NULL, OPT_EPOCH_POLICY },
+	{ "epoch-min-ms", required_argument, NULL, OPT_EPOCH_MIN_MS },
+	{ "epoch-max-ms", required_argument, NULL, OPT_EPOCH_MAX_MS },
+	{ "max-overhead", required_argument, NULL, OPT_MAX_OVERHEAD },
+	{ "output-delay-ms", required_argument, NULL, OPT_OUTPUT_DELAY_MS },
 	{ "control", required_argument, NULL, OPT_CONTROL },
 	{ "heartbeat-ms", required_argument, NULL, OPT_HEARTBEAT_MS },
 	{ "timeout-ms", required_argument, NULL, OPT_TIMEOUT_MS },
@@ -129,6 +147,13 @@ int replicator_parse_args(int argc, char **argv, struct replicator_config *cfg,
 		.test_corrupt_epoch = -1,
 		.capture_threads = default_capture_threads(),
 		.net_cap_bytes = (size_t)REPLICATOR_DEFAULT_NET_CAP_MB << 20,
+		.policy = {
+			.kind = POLICY_FIXED,
+			.min_ms = REPLICATOR_DEFAULT_EPOCH_MIN_MS,
+			.max_ms = REPLICATOR_DEFAULT_EPOCH_MAX_MS,
+			.max_overhead = REPLICATOR_DEFAULT_OVERHEAD_PCT / 100.0,
+			.output_delay_ms = REPLICATOR_DEFAULT_OUTPUT_DELAY_MS,
+		},
 	};
 	optind = 0; /* 0, not 1: glibc then also forgets a half-read option cluster */
 	opterr = 0;
@@ -143,6 +168,33 @@ int replicator_parse_args(int argc, char **argv, struct replicator_config *cfg,
 			if (cli_parse_ulong("--epoch-ms", optarg, 5, 10000, &v))
 				return -1;
 			cfg->epoch_ms = (unsigned)v;
+			break;
+		case OPT_EPOCH_POLICY:
+			if (epoch_policy_parse(optarg, &cfg->policy.kind)) {
+				fprintf(stderr, "remus-replicator: --epoch-policy: '%s' is not fixed, "
+					"dirty-rate, output-aware or hybrid\n", optarg);
+				return -1;
+			}
+			break;
+		case OPT_EPOCH_MIN_MS:
+			if (cli_parse_ulong("--epoch-min-ms", optarg, 5, 10000, &v))
+				return -1;
+			cfg->policy.min_ms = (unsigned)v;
+			break;
+		case OPT_EPOCH_MAX_MS:
+			if (cli_parse_ulong("--epoch-max-ms", optarg, 5, 10000, &v))
+				return -1;
+			cfg->policy.max_ms = (unsigned)v;
+			break;
+		case OPT_MAX_OVERHEAD:
+			if (cli_parse_ulong("--max-overhead", optarg, 1, 90, &v))
+				return -1;
+			cfg->policy.max_overhead = (double)v / 100;
+			break;
+		case OPT_OUTPUT_DELAY_MS:
+			if (cli_parse_ulong("--output-delay-ms", optarg, 0, 10000, &v))
+				return -1;
+			cfg->policy.output_delay_ms = (unsigned)v;
 			break;
 		case OPT_HEARTBEAT_MS:
 			if (cli_parse_ulong("--heartbeat-ms", optarg, 10, 60000, &v))
@@ -194,6 +246,12 @@ int replicator_parse_args(int argc, char **argv, struct replicator_config *cfg,
 	}
 	if (netaddr_parse(backup, &cfg->backup, err, sizeof(err))) {
 		fprintf(stderr, "remus-replicator: --backup: %s\n", err);
+		return -1;
+	}
+	cfg->policy.fixed_ms = cfg->epoch_ms;
+	if (cfg->policy.min_ms > cfg->policy.max_ms) {
+		fprintf(stderr, "remus-replicator: --epoch-min-ms (%u) is above --epoch-max-ms (%u)\n",
+			cfg->policy.min_ms, cfg->policy.max_ms);
 		return -1;
 	}
 	if (cfg->timeout_ms <= cfg->heartbeat_ms) {

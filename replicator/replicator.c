@@ -69,9 +69,7 @@ void replicator_primary_trouble(struct replicator *r, int rc)
 	}
 	/* QEMU is alive but did not do what we asked: try again at the next
 	 * barrier rather than give up protection. */
-	ev_timer_stop(r->loop, &r->epoch_timer);
-	ev_timer_set(&r->epoch_timer, r->cfg.epoch_ms / 1000.0, 0);
-	ev_timer_start(r->loop, &r->epoch_timer);
+	epoch_arm_timer(r);
 }
 
 static void on_qmp_event(const char *event, struct json_object *data, void *opaque)
@@ -195,6 +193,7 @@ int replicator_run(struct replicator *r)
 
 	r->link.fd = -1;
 	r->control_fd = -1;
+	epoch_policy_init(&r->policy, &r->cfg.policy);
 	r->loop = ev_default_loop(EVFLAG_AUTO);
 	signal(SIGPIPE, SIG_IGN);
 	rc = vm_attach(r);

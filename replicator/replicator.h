@@ -2,6 +2,7 @@
 #ifndef REMUS_REPLICATOR_H
 #define REMUS_REPLICATOR_H
 
+#include "epoch_policy.h"
 #include "frame_queue.h"
 #include "netaddr.h"
 #include "proto.h"
@@ -17,6 +18,10 @@ struct qmp;
 struct ckpt_device;
 
 #define REPLICATOR_DEFAULT_EPOCH_MS     50
+#define REPLICATOR_DEFAULT_EPOCH_MIN_MS 10
+#define REPLICATOR_DEFAULT_EPOCH_MAX_MS 200
+#define REPLICATOR_DEFAULT_OVERHEAD_PCT 25
+#define REPLICATOR_DEFAULT_OUTPUT_DELAY_MS 2
 #define REPLICATOR_DEFAULT_HEARTBEAT_MS 100
 #define REPLICATOR_DEFAULT_TIMEOUT_MS   2000
 #define REPLICATOR_DEFAULT_NET_CAP_MB   16
@@ -27,6 +32,7 @@ struct replicator_config {
 	const char *ram_file;      /* NULL: discover through QMP */
 	struct netaddr backup;
 	unsigned epoch_ms;
+	struct epoch_policy_cfg policy;
 	unsigned capture_threads;  /* threads scanning RAM in the pause */
 	const char *control_path;  /* NULL: no control socket */
 	unsigned heartbeat_ms;     /* send a heartbeat when idle this long */
@@ -92,6 +98,9 @@ struct replicator {
 	bool vm_shutdown;        /* QEMU announced SHUTDOWN: leaving on purpose */
 	int exit_code;
 	ev_tstamp epoch_sent_at;
+	struct epoch_policy policy;
+	double epoch_started_ms;  /* the VM resumed: this epoch runs from here */
+	bool output_waiting;      /* output arrived in this epoch */
 
 	struct replicator_stats stats;
 };
@@ -123,6 +132,11 @@ void epoch_start_sync(struct replicator *r);
 void epoch_on_ack(struct replicator *r, uint64_t epoch);
 void epoch_on_nack(struct replicator *r, uint64_t epoch, const char *why);
 void epoch_on_backup_lost(struct replicator *r, const char *why);
+/* Start the next epoch's timer (from now, as long as the policy says). */
+void epoch_arm_timer(struct replicator *r);
+/* A device holds output produced in the running epoch: the policy may end
+ * the epoch sooner. */
+void epoch_output_waiting(struct replicator *r);
 /* Tell every device that protection starts (on) or ends. */
 void protect_devices(struct replicator *r, bool on, uint64_t next_epoch);
 

@@ -1,0 +1,208 @@
+/* Epoch policies against synthetic traces: dirty-rate steps, a link that
+ * cannot keep up, idle periods and output arriving mid-epoch. */
+#include "../replicator/epoch_policy.h"
+
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+
+static struct epoch_policy_cfg cfg(enum epoch_policy_kind kind)
+{
+	return (struct epoch_policy_cfg){
+		.kind = kind, .fixed_ms = 50, .min_ms = 10, .max_ms = 200,
+		.max_overhead = 0.25, .output_delay_ms = 2,
+	};
+}
+
+/* n epochs of a steady workload: pause ms, dirty MB/s, link MB/s. */
+static void feed(struct epoch_policy *p, int n, double pause, double dirty_mb_s, double link_mb_s)
+{
+	for (int i = 0; i < n; i++) {
+		double run = p->length_ms;
+		struct epoch_sample s = {
+			.run_ms = run,
+			.pause_ms = pause,
+			.dirty_pages = (uint64_t)(dirty_mb_s * 1e6 / 4096 * run / 1e3),
+			.link_bytes_per_s = link_mb_s * 1e6,
+		};
+		s.checkpoint_bytes = s.dirty_pages * 4136;
+		epoch_policy_observe(p, &s);
+	}
+}
+
+START_TEST(test_fixed_ignores_everything)
+{
+	struct epoch_policy_cfg c = cfg(POLICY_FIXED);
+	struct epoch_policy p;
+
+	epoch_policy_init(&p, &c);
+	feed(&p, 20, 40, 500, 10);
+	ck_assert_double_eq(p.length_ms, 50);
+	ck_assert_double_eq(epoch_policy_deadline(&p, 1), 50);
+	ck_assert_double_eq(epoch_policy_deadline(&p, -1), 50);
+}
+END_TEST
+
+START_TEST(test_dirty_rate_keeps_pause_overhead_under_target)
+{
+	struct epoch_policy_cfg c = cfg(POLICY_DIRTY_RATE);
+	struct epoch_policy p;
+
+	epoch_policy_init(&p, &c);
+	ck_assert_double_eq(p.length_ms, 50); /* --epoch-ms until measured */
+	feed(&p, 30, 10, 20, 1000);
+	/* 10 ms pause at <= 25 %: 30 ms epochs */
+	ck_assert_double_eq_tol(p.length_ms, 30, 0.5);
+	ck_assert_msg(strstr(p.reason, "pause 10.0 ms"), "reason: %s", p.reason);
+	/* output does not change a dirty-rate epoch */
+	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 1), 30, 0.5);
+}
+END_TEST
+
+START_TEST(test_dirty_rate_follows_a_step_within_a_few_epochs)
+{
+	struct epoch_policy_cfg c = cfg(POLICY_DIRTY_RATE);
+	struct epoch_policy p;
+
+	epoch_policy_init(&p, &c);
+	feed(&p, 30, 10, 20, 1000);
+	feed(&p, 1, 40, 20, 1000);
+	ck_assert_msg(p.length_ms > 30 && p.length_ms < 120, "one outlier: %.1f", p.length_ms);
+	feed(&p, 15, 40, 20, 1000);
+	ck_assert_double_eq_tol(p.length_ms, 120, 1.5);
+	/* and back */
+	feed(&p, 15, 10, 20, 1000);
+	ck_assert_double_eq_tol(p.length_ms, 30, 1.5);
+}
+END_TEST
+
+START_TEST(test_dirty_rate_bounded_by_min_and_max)
+{
+	struct epoch_policy_cfg c = cfg(POLICY_DIRTY_RATE);
+	struct epoch_policy p;
+
+	epoch_policy_init(&p, &c);
+	feed(&p, 30, 1, 20, 1000);
+	ck_assert_double_eq(p.length_ms, 10);
+	ck_assert_msg(strstr(p.reason, "minimum"), "reason: %s", p.reason);
+	feed(&p, 40, 500, 20, 1000);
+	ck_assert_double_eq(p.length_ms, 200);
+	ck_assert_msg(strstr(p.reason, "maximum"), "reason: %s", p.reason);
+}
+END_TEST
+
+START_TEST(test_dirty_rate_beyond_the_link_takes_the_longest_epoch)
+{
+	struct epoch_policy_cfg c = cfg(POLICY_DIRTY_RATE);
+	struct epoch_policy p;
+
+	epoch_policy_init(&p, &c);
+	feed(&p, 30, 10, 300, 100);
+	ck_assert_double_eq(p.length_ms, 200);
+	ck_assert_msg(strstr(p.reason, "outruns the link"), "reason: %s", p.reason);
+	feed(&p, 30, 10, 20, 100);
+	ck_assert_double_eq_tol(p.length_ms, 30, 1.5);
+}
+END_TEST
+
+START_TEST(test_output_aware_stretches_when_quiet_and_cuts_on_output)
+{
+	struct epoch_policy_cfg c = cfg(POLICY_OUTPUT_AWARE);
+	struct epoch_policy p;
+
+	epoch_policy_init(&p, &c);
+	feed(&p, 10, 10, 20, 1000);
+	ck_assert_double_eq(epoch_policy_deadline(&p, -1), 200);
+	/* output 40 ms into the epoch: end 2 ms later */
+	ck_assert_double_eq(epoch_policy_deadline(&p, 40), 42);
+	/* output at once: not before the minimum */
+	ck_assert_double_eq(epoch_policy_deadline(&p, 0.5), 10);
+	/* never later than the quiet length */
+	ck_assert_double_eq(epoch_policy_deadline(&p, 199.5), 200);
+}
+END_TEST
+
+START_TEST(test_hybrid_cut_short_runs_at_least_its_pause)
+{
+	struct epoch_policy_cfg c = cfg(POLICY_HYBRID);
+	struct epoch_policy p;
+
+	epoch_policy_init(&p, &c);
+	feed(&p, 30, 15, 20, 1000);
+	ck_assert_double_eq(epoch_policy_deadline(&p, -1), 200);
+	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 0.5), 15, 0.01);
+	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 30), 32, 0.01);
+	/* a small pause: the minimum rules */
+	feed(&p, 40, 3, 20, 1000);
+	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 0.5), 10, 0.01);
+	ck_assert_msg(strstr(p.reason, "hybrid"), "reason: %s", p.reason);
+}
+END_TEST
+
+START_TEST(test_idle_then_burst_of_requests)
+{
+	struct epoch_policy_cfg c = cfg(POLICY_HYBRID);
+	struct epoch_policy p;
+	double t = 0, longest_wait = 0;
+
+	epoch_policy_init(&p, &c);
+	feed(&p, 5, 10, 1, 1000);
+	/* a request every 7 ms for 200 ms: each epoch ends once output waits */
+	for (int i = 0; i < 30; i++) {
+		double start = t, a = 0, end;
+		while (a < start)
+			a += 7; /* the first request of this epoch */
+		end = start + epoch_policy_deadline(&p, a - start);
+		if (end - a > longest_wait)
+			longest_wait = end - a;
+		t = end + 10; /* the pause */
+	}
+	ck_assert_msg(longest_wait <= 10.01, "output waited %.1f ms for its barrier", longest_wait);
+}
+END_TEST
+
+START_TEST(test_policy_names)
+{
+	enum epoch_policy_kind k;
+
+	ck_assert_int_eq(epoch_policy_parse("hybrid", &k), 0);
+	ck_assert_int_eq(k, POLICY_HYBRID);
+	ck_assert_int_eq(epoch_policy_parse("dirty-rate", &k), 0);
+	ck_assert_int_eq(k, POLICY_DIRTY_RATE);
+	ck_assert_int_eq(epoch_policy_parse("adaptive", &k), -1);
+	ck_assert_str_eq(epoch_policy_name(POLICY_OUTPUT_AWARE), "output-aware");
+}
+END_TEST
+
+static void add(Suite *s, const char *name, const TTest *t)
+{
+	TCase *tc = tcase_create(name);
+
+	tcase_set_timeout(tc, 5);
+	tcase_add_test(tc, t);
+	suite_add_tcase(s, tc);
+}
+
+#define ADD(s, t) add((s), #t, t)
+
+int main(void)
+{
+	Suite *s = suite_create("epoch_policy");
+	SRunner *sr;
+	int failed;
+
+	ADD(s, test_fixed_ignores_everything);
+	ADD(s, test_dirty_rate_keeps_pause_overhead_under_target);
+	ADD(s, test_dirty_rate_follows_a_step_within_a_few_epochs);
+	ADD(s, test_dirty_rate_bounded_by_min_and_max);
+	ADD(s, test_dirty_rate_beyond_the_link_takes_the_longest_epoch);
+	ADD(s, test_output_aware_stretches_when_quiet_and_cuts_on_output);
+	ADD(s, test_hybrid_cut_short_runs_at_least_its_pause);
+	ADD(s, test_idle_then_burst_of_requests);
+	ADD(s, test_policy_names);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
