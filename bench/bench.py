@@ -6,6 +6,10 @@
   bench/bench.py workrate [--epochs 25,50,100,200] [--seconds 10]
       the guest's own work rate (an unthrottled memory writer) replicated at
       each epoch length against the same guest unreplicated, in one run
+  bench/bench.py policies [--seconds 8]
+      a set of workloads (idle, steady and bursty dirtier, unthrottled
+      writer, requests) under fixed 25/50/100/200 ms epochs and the adaptive
+      hybrid policy, side by side in one run
   bench/bench.py network [--epochs 25,50,100] [--seconds 8]
       request latency and throughput through the VM's net buffer, replicated
       at each epoch length against unreplicated, in one run (needs root: it
@@ -104,7 +108,8 @@ class Bench:
         ctl = os.path.join(self.dir, "ctl.sock")
         p = self.spawn(list(prefix) + [os.path.join(BIN, "remus-replicator"), "--qmp",
                         os.path.join(run, "qmp.sock"), "--backup", "%s:%d" % (host, port),
-                        "--epoch-ms", str(epoch_ms), "--control", ctl] + list(extra),
+                        "--epoch-policy", "fixed", "--epoch-ms", str(epoch_ms),
+                        "--control", ctl] + list(extra),
                        os.path.join(self.dir, "replicator.log"))
         return p, ctl
 
@@ -281,9 +286,110 @@ def network(args):
             "%.1f ms" % s["pause_p99_ms"] if s else "-"))
 
 
+WORKLOADS = [
+    # name, kernel arguments, primary metric
+    ("idle", "", "available"),
+    ("steady dirtier 50 MB/s", "dirty_mb_s=50 dirty_mb=32", "available"),
+    ("bursty dirtier 100 MB/s, 0.3 s of 1 s", "dirty_mb_s=100 dirty_mb=32 dirty_burst=300,700",
+     "available"),
+    ("unthrottled writer", "work_mb=32", "work"),
+    ("requests", "", "latency"),
+]
+
+
+def policies(args):
+    """Every workload under every epoch setting, one guest per workload."""
+    prefix = "rp%d" % (os.getpid() % 10000)
+    testnet = os.path.join(ROOT, "scripts", "testnet")
+    configs = [("fixed %d ms" % e, ["--epoch-ms", str(e)]) for e in (25, 50, 100, 200)]
+    configs.append(("hybrid", ["--epoch-policy", "hybrid"]))
+    subprocess.run([testnet, "up", prefix], check=True, stdout=subprocess.DEVNULL)
+    results = {}
+    try:
+        env = {k: v.strip("'\"") for k, v in testnet_env(prefix).items()}
+        innet = os.path.join(ROOT, "scripts", "in-netns")
+        pri, bak = ([innet, env[k]] for k in ("PRI_NS", "BAK_NS"))
+        net_out = ["--net-out", "n0=packet:" + env["PRI_LAN_IF"]]
+        for wi, (wname, kargs, metric) in enumerate(WORKLOADS):
+            b = Bench()
+            try:
+                run, _ = b.guest("w%d" % wi, 128, ("ip_addr=%s/24 " % env["VM_IP"]) + kargs,
+                                 ["--net", "--netns", env["PRI_NS"]])
+                serial = os.path.join(run, "serial.log")
+                port = 7700 + wi
+                b.agent(port, os.path.join(b.dir, "backup"), env["BACKUP_ADDR"], bak,
+                        ["--tap", "n0=" + env["BAK_TAP"]])
+                for cname, cargs in configs:
+                    p, sock = b.replicator(run, port, 50, net_out + cargs, env["BACKUP_ADDR"], pri)
+                    wait_for(lambda: committed(sock, 5), 120, "5 committed epochs")
+                    time.sleep(1)
+                    ctl(sock, "reset-stats")
+                    t0, s0, w0 = time.monotonic(), ctl(sock, "status"), work_total(serial)
+                    lat = None
+                    if metric == "latency":
+                        lat = requests(env["CLI_NS"], env["VM_IP"], args.seconds, 1)
+                    else:
+                        time.sleep(args.seconds)
+                    t1, s1, w1 = time.monotonic(), ctl(sock, "status"), work_total(serial)
+                    win = t1 - t0
+                    epochs = s1["epochs_committed"] - s0["epochs_committed"]
+                    results[(wname, cname)] = {
+                        "available": 100 - 100 * s1["pause_mean_ms"] * s1["pauses_recent"] / (win * 1e3),
+                        "work": (w1 - w0) / win if metric == "work" else None,
+                        "latency": lat["p50_ms"] if lat else None,
+                        "latency_p99": lat["p99_ms"] if lat else None,
+                        "bandwidth": s1["checkpoint_bytes_per_epoch"] * epochs / win / 1e6,
+                        "pause_p99": s1["pause_p99_ms"],
+                        "epoch": win * 1e3 / max(epochs, 1),
+                    }
+                    detach(p)
+                    time.sleep(0.5)
+            finally:
+                b.close()
+    finally:
+        subprocess.run([testnet, "down", prefix], stdout=subprocess.DEVNULL)
+    report_policies(results, configs)
+
+
+def report_policies(results, configs):
+    print("| workload | epochs | mean epoch | VM time not paused | guest work (writes/s) | "
+          "reply latency p50 / p99 | checkpoint MB/s | pause p99 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for wname, _, metric in WORKLOADS:
+        for cname, _ in configs:
+            r = results[(wname, cname)]
+            print("| %s | %s | %.0f ms | %.1f%% | %s | %s | %.1f | %.1f ms |" % (
+                wname, cname, r["epoch"], r["available"],
+                "%.0f" % r["work"] if r["work"] is not None else "-",
+                "%.1f / %.1f ms" % (r["latency"], r["latency_p99"]) if r["latency"] is not None else "-",
+                r["bandwidth"], r["pause_p99"]))
+    # Each workload's own figure of merit, relative to the best fixed length.
+    print()
+    print("| workload | figure of merit | best fixed | hybrid | hybrid vs best fixed |")
+    print("|---|---|---|---|---|")
+    scores = {c: [] for c, _ in configs}
+    for wname, _, metric in WORKLOADS:
+        lower = metric == "latency"
+        vals = {c: results[(wname, c)][metric] for c, _ in configs}
+        fixed = {c: v for c, v in vals.items() if c.startswith("fixed")}
+        best = min(fixed.values()) if lower else max(fixed.values())
+        bestname = [c for c, v in fixed.items() if v == best][0]
+        for c, v in vals.items():
+            scores[c].append(best / v if lower else v / best)
+        print("| %s | %s | %s: %.4g | %.4g | %.2f |" % (
+            wname, {"available": "VM time not paused (%)", "work": "writes/s",
+                    "latency": "reply latency p50 (ms)"}[metric],
+            bestname, best, vals["hybrid"], scores["hybrid"][-1]))
+    print()
+    print("| setting | worst workload vs best fixed | mean over the set |")
+    print("|---|---|---|")
+    for c, _ in configs:
+        print("| %s | %.2f | %.2f |" % (c, min(scores[c]), sum(scores[c]) / len(scores[c])))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["checkpoint", "workrate", "network"])
+    ap.add_argument("what", choices=["checkpoint", "workrate", "network", "policies"])
     ap.add_argument("--mem", default=None, help="guest RAM sizes in MB, comma-separated")
     ap.add_argument("--rates", default="0,25,50,100,200", help="dirty rates in MB/s")
     ap.add_argument("--epochs", default=None, help="epoch lengths in ms")
@@ -301,7 +407,8 @@ def main():
         if not os.access(os.path.join(BIN, exe), os.X_OK):
             sys.exit("bench: build first (make all guest)")
     print("<!-- %s, %s -->" % (" ".join(sys.argv), time.strftime("%Y-%m-%d %H:%M")))
-    {"checkpoint": checkpoint, "workrate": workrate, "network": network}[args.what](args)
+    {"checkpoint": checkpoint, "workrate": workrate, "network": network,
+     "policies": policies}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -45,10 +45,12 @@ static void print_human(struct json_object *o)
 {
 	printf("VM %s (QEMU pid %.0f) -> backup %s: %s\n", str(o, "vm"), num(o, "qemu_pid"),
 	       str(o, "backup"), str(o, "protection"));
-	printf("epochs:  %.0f committed, last acked %.0f, current %.0f, every %.0f ms; "
-	       "%.0f resent, %.0f full syncs\n", num(o, "epochs_committed"),
-	       num(o, "last_acked_epoch"), num(o, "epoch"), num(o, "epoch_ms"),
-	       num(o, "epochs_resent"), num(o, "resyncs"));
+	printf("epochs:  %.0f committed, last acked %.0f, current %.0f; %.0f resent, "
+	       "%.0f full syncs, %.0f ended early\n", num(o, "epochs_committed"),
+	       num(o, "last_acked_epoch"), num(o, "epoch"), num(o, "epochs_resent"),
+	       num(o, "resyncs"), num(o, "early_epochs"));
+	printf("length:  %.0f ms, policy %s (%s)\n", num(o, "epoch_length_ms"),
+	       str(o, "epoch_policy"), str(o, "epoch_reason"));
 	printf("pause:   p50 %.2f ms, p99 %.2f ms, max %.2f ms (p50: stop %.2f, capture %.2f, "
 	       "resume %.2f)\n", num(o, "pause_p50_ms"), num(o, "pause_p99_ms"),
 	       num(o, "pause_max_ms"), num(o, "pause_stop_p50_ms"),

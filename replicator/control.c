@@ -49,6 +49,8 @@ char *status_json(const struct replicator *r)
 	add_double(o, "pause_p50_ms", ring_quantile(&s->pause_ms, 0.5));
 	add_double(o, "pause_p99_ms", ring_quantile(&s->pause_ms, 0.99));
 	add_double(o, "pause_max_ms", ring_max(&s->pause_ms));
+	add_double(o, "pause_mean_ms", ring_mean(&s->pause_ms));
+	add_u64(o, "pauses_recent", s->pause_ms.n);
 	add_double(o, "pause_stop_p50_ms", ring_quantile(&s->stop_ms, 0.5));
 	add_double(o, "pause_capture_p50_ms", ring_quantile(&s->capture_ms, 0.5));
 	add_double(o, "pause_capture_p99_ms", ring_quantile(&s->capture_ms, 0.99));

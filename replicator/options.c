@@ -63,7 +63,7 @@ void replicator_usage(FILE *f)
 "  --qmp PATH            QEMU's QMP unix socket (required)\n"
 "  --backup HOST:PORT    the backup agent (required)\n"
 "  --ram-file PATH       guest RAM file (default: asked from QEMU)\n"
-"  --epoch-policy P      fixed (default), dirty-rate, output-aware or hybrid:\n"
+"  --epoch-policy P      fixed, dirty-rate, output-aware or hybrid (default):\n"
 "                        how long each epoch runs (see docs/EPOCHS.md)\n"
 "  --epoch-ms N          the epoch length of 'fixed', the first epochs' of\n"
 "                        the others (default %u, 5-10000)\n"
@@ -148,7 +148,7 @@ int replicator_parse_args(int argc, char **argv, struct replicator_config *cfg,
 		.capture_threads = default_capture_threads(),
 		.net_cap_bytes = (size_t)REPLICATOR_DEFAULT_NET_CAP_MB << 20,
 		.policy = {
-			.kind = POLICY_FIXED,
+			.kind = POLICY_HYBRID,
 			.min_ms = REPLICATOR_DEFAULT_EPOCH_MIN_MS,
 			.max_ms = REPLICATOR_DEFAULT_EPOCH_MAX_MS,
 			.max_overhead = REPLICATOR_DEFAULT_OVERHEAD_PCT / 100.0,

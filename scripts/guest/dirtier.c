@@ -1,14 +1,15 @@
 /*
  * dirtier - test-guest memory dirtier.
  *
- * Usage: dirtier RATE_MIB_S [SIZE_MIB]
+ * Usage: dirtier RATE_MIB_S [SIZE_MIB [ON_MS OFF_MS]]
  *        dirtier max [SIZE_MIB]
  *
  * Allocates a SIZE_MIB (default 16) working set and dirties it at about
  * RATE_MIB_S MiB/s: every 10 ms it writes as many 4 KiB pages as are due
  * (one byte-changing write per page), cycling through the working set.
  * Every second it prints "dirtier pages_per_s=X total=Y" (Y = total pages
- * written since start) on stdout.
+ * written since start) on stdout. With ON_MS and OFF_MS it writes in bursts:
+ * ON_MS at RATE, then OFF_MS idle (a bursty workload).
  *
  * "max" writes as fast as the vCPU allows and prints "work total=Y" every
  * 100 ms of guest time: the benchmarks read Y against host time to get the
@@ -17,6 +18,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,8 +60,9 @@ static unsigned long parse_ul(const char *s, const char *what)
     return v;
 }
 
-/* Unthrottled: one byte-changing write per page, as fast as possible. */
-static int work_loop(volatile uint8_t *mem, size_t npages, unsigned long size_mb)
+/* Unthrottled: one byte-changing write per page, as fast as possible.
+ * Never returns. */
+__attribute__((noreturn)) static void work_loop(volatile uint8_t *mem, size_t npages, unsigned long size_mb)
 {
     unsigned long long total = 0;
     size_t idx = 0;
@@ -89,13 +92,15 @@ static int work_loop(volatile uint8_t *mem, size_t npages, unsigned long size_mb
 
 int main(int argc, char **argv)
 {
-    if (argc < 2 || argc > 3) {
-        fprintf(stderr, "usage: %s RATE_MIB_S [SIZE_MIB]\n", argv[0]);
+    if (argc < 2 || argc > 5 || argc == 4) {
+        fprintf(stderr, "usage: %s RATE_MIB_S [SIZE_MIB [ON_MS OFF_MS]] | max [SIZE_MIB]\n", argv[0]);
         return 2;
     }
     int max = !strcmp(argv[1], "max");
     unsigned long rate = max ? 0 : parse_ul(argv[1], "rate");
     unsigned long size_mb = argc > 2 ? parse_ul(argv[2], "size") : 16;
+    double on_s = argc > 4 ? parse_ul(argv[3], "on_ms") / 1e3 : 0;
+    double off_s = argc > 4 ? parse_ul(argv[4], "off_ms") / 1e3 : 0;
     if (rate == 0 && !max)
         return 0;
     if (size_mb == 0)
@@ -110,7 +115,7 @@ int main(int argc, char **argv)
     }
 
     if (max)
-        return work_loop(mem, npages, size_mb);
+        work_loop(mem, npages, size_mb);
 
     double pages_per_s = (double)rate * (1024.0 * 1024.0 / PAGE);
     size_t idx = 0;
@@ -125,12 +130,16 @@ int main(int argc, char **argv)
            rate, pages_per_s, size_mb);
     fflush(stdout);
 
+    double t_start = now_s();
     for (;;) {
         double t = now_s();
         double dt = t - t_prev;
         if (dt > MAX_CATCHUP_S)
             dt = MAX_CATCHUP_S;
         t_prev = t;
+        /* bursts: idle during the OFF part of each period */
+        if (on_s > 0 && fmod(t - t_start, on_s + off_s) >= on_s)
+            dt = 0;
         credit += dt * pages_per_s;
 
         unsigned long todo = (unsigned long)credit;

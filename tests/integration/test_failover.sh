@@ -7,7 +7,7 @@
 PORT=$(free_port)
 start_guest primary 128 "dirty_mb_s=20"
 start_agent "$PORT" "$T/backup"
-start_replicator "$T/primary/qmp.sock" "$PORT" --epoch-ms 50
+start_replicator "$T/primary/qmp.sock" "$PORT" --epoch-policy fixed --epoch-ms 50
 wait_for 90 committed_at_least 50 || die "fewer than 50 epochs committed in 90 s"
 pass "replicating: $(status_field epochs_committed) epochs committed, pause p99 $(status_field pause_p99_ms) ms"
 
