@@ -55,9 +55,9 @@ static void print_human(struct json_object *o)
 	       "resume %.2f)\n", num(o, "pause_p50_ms"), num(o, "pause_p99_ms"),
 	       num(o, "pause_max_ms"), num(o, "pause_stop_p50_ms"),
 	       num(o, "pause_capture_p50_ms"), num(o, "pause_resume_p50_ms"));
-	printf("dirty:   %.1f pages/epoch (%.1f KiB), %.0f pages in all (tracker %s)\n",
+	printf("dirty:   %.1f pages/epoch (%.1f KiB), %.0f pages in all (tracker %s: %s)\n",
 	       num(o, "dirty_pages_per_epoch"), num(o, "dirty_bytes_per_epoch") / 1024,
-	       num(o, "dirty_pages_total"), str(o, "tracker"));
+	       num(o, "dirty_pages_total"), str(o, "tracker"), str(o, "tracker_reason"));
 	printf("link:    %.2f MB/s, %.0f bytes queued; ack p50 %.2f ms, p99 %.2f ms\n",
 	       num(o, "link_bytes_per_s") / 1e6, num(o, "link_queued_bytes"),
 	       num(o, "ack_p50_ms"), num(o, "ack_p99_ms"));

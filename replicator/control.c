@@ -35,7 +35,6 @@ char *status_json(const struct replicator *r)
 	json_object_object_add(o, "qemu_pid", json_object_new_int(r->vm.pid));
 	json_object_object_add(o, "backup", json_object_new_string(r->cfg.backup.text));
 	json_object_object_add(o, "protection", json_object_new_string(protection_name(r->prot)));
-	json_object_object_add(o, "tracker", json_object_new_string("compare"));
 	json_object_object_add(o, "epoch_policy",
 			       json_object_new_string(epoch_policy_name(r->policy.cfg.kind)));
 	add_double(o, "epoch_length_ms", r->policy.length_ms);

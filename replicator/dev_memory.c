@@ -7,6 +7,7 @@
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -19,7 +20,35 @@ struct memory_device {
 	struct tracker *tracker;
 	uint32_t *dirty;     /* pages of the captured epoch */
 	size_t ndirty;
+	char why[300];       /* why this tracker, for status */
 };
+
+/* soft-dirty costs the dirty pages, compare all of RAM; auto takes
+ * soft-dirty where the kernel keeps the log, and says why not otherwise. */
+static int choose_tracker(struct replicator *r, struct memory_device *m)
+{
+	char why[256] = "";
+	int sd;
+
+	m->tops = &compare_tracker_ops;
+	if (!strcmp(r->cfg.tracker, "compare")) {
+		snprintf(m->why, sizeof(m->why), "--tracker compare");
+		return 0;
+	}
+	sd = softdirty_supported(r->vm.pid, why, sizeof(why));
+	if (sd && !strcmp(r->cfg.tracker, "soft-dirty")) {
+		log_err("--tracker soft-dirty: %s", why);
+		return sd;
+	}
+	if (sd) {
+		snprintf(m->why, sizeof(m->why), "soft-dirty unavailable: %s", why);
+		log_info("memory: %s; using compare", m->why);
+		return 0;
+	}
+	m->tops = &softdirty_tracker_ops;
+	snprintf(m->why, sizeof(m->why), "the kernel keeps a soft-dirty log");
+	return 0;
+}
 
 static int memory_setup(struct replicator *r, void **state)
 {
@@ -50,8 +79,14 @@ static int memory_setup(struct replicator *r, void **state)
 	m->dirty = calloc(m->npages, sizeof(*m->dirty));
 	if (!m->dirty)
 		return -ENOMEM;
-	m->tops = &compare_tracker_ops;
-	rc = m->tops->init(&m->tracker, m->ram, m->npages, r->cfg.capture_threads);
+	rc = choose_tracker(r, m);
+	if (rc)
+		return rc;
+	if (m->tops->init_proc)
+		rc = m->tops->init_proc(&m->tracker, m->ram, m->npages, r->cfg.capture_threads,
+					r->vm.pid, r->vm.ram_path);
+	else
+		rc = m->tops->init(&m->tracker, m->ram, m->npages, r->cfg.capture_threads);
 	if (rc)
 		return rc;
 	log_info("memory: %zu MiB in %s, tracker %s, %u capture threads", m->ram_size >> 20,
@@ -139,6 +174,14 @@ static int memory_send(void *state, struct replicator *r, struct epoch_tally *t)
 	return send_pages(m, r, t, m->dirty, m->ndirty);
 }
 
+static void memory_status(void *state, struct json_object *out)
+{
+	struct memory_device *m = state;
+
+	json_object_object_add(out, "tracker", json_object_new_string(m->tops->name));
+	json_object_object_add(out, "tracker_reason", json_object_new_string(m->why));
+}
+
 const struct ckpt_device_ops memory_device_ops = {
 	.name = "memory",
 	.setup = memory_setup,
@@ -146,4 +189,5 @@ const struct ckpt_device_ops memory_device_ops = {
 	.sync = memory_sync,
 	.postsuspend = memory_postsuspend,
 	.send = memory_send,
+	.status = memory_status,
 };

@@ -74,6 +74,10 @@ void replicator_usage(FILE *f)
 "  --output-delay-ms N   output-aware/hybrid: end the epoch this long after\n"
 "                        output starts waiting for it (default %u)\n"
 "  --control PATH        control socket for remusctl (default: none)\n"
+"  --tracker KIND        how dirty pages are found: auto (default: soft-dirty\n"
+"                        if the kernel has it, else compare), compare (scan\n"
+"                        all of RAM against a copy), soft-dirty (the\n"
+"                        kernel's log of QEMU's writes, docs/SOFT-DIRTY.md)\n"
 "  --capture-threads N   threads that scan guest RAM in the pause\n"
 "                        (default: one per online CPU, %ld here)\n"
 "  --net-out [ID=]SPEC   where the VM's NIC (netdev ID; may be left out if\n"
@@ -104,7 +108,7 @@ enum { OPT_QMP = 256, OPT_BACKUP, OPT_RAM_FILE, OPT_EPOCH_MS, OPT_CONTROL,
        OPT_HEARTBEAT_MS, OPT_TIMEOUT_MS, OPT_SYSLOG, OPT_TEST_CORRUPT,
        OPT_CAPTURE_THREADS, OPT_NET_OUT, OPT_NET_CAP_MB, OPT_NO_OUTPUT_COMMIT,
        OPT_EPOCH_POLICY, OPT_EPOCH_MIN_MS, OPT_EPOCH_MAX_MS, OPT_MAX_OVERHEAD,
-       OPT_OUTPUT_DELAY_MS };
+       OPT_OUTPUT_DELAY_MS, OPT_TRACKER };
 
 static const struct option long_opts[] = {
 	{ "qmp", required_argument, NULL, OPT_QMP },
@@ -120,6 +124,7 @@ static const struct option long_opts[] = {
 	{ "heartbeat-ms", required_argument, NULL, OPT_HEARTBEAT_MS },
 	{ "timeout-ms", required_argument, NULL, OPT_TIMEOUT_MS },
 	{ "capture-threads", required_argument, NULL, OPT_CAPTURE_THREADS },
+	{ "tracker", required_argument, NULL, OPT_TRACKER },
 	{ "net-out", required_argument, NULL, OPT_NET_OUT },
 	{ "net-cap-mb", required_argument, NULL, OPT_NET_CAP_MB },
 	/* test only: let output through before its checkpoint commits */
@@ -147,6 +152,7 @@ int replicator_parse_args(int argc, char **argv, struct replicator_config *cfg,
 		.test_corrupt_epoch = -1,
 		.capture_threads = default_capture_threads(),
 		.net_cap_bytes = (size_t)REPLICATOR_DEFAULT_NET_CAP_MB << 20,
+		.tracker = "auto",
 		.policy = {
 			.kind = POLICY_HYBRID,
 			.min_ms = REPLICATOR_DEFAULT_EPOCH_MIN_MS,
@@ -222,6 +228,15 @@ int replicator_parse_args(int argc, char **argv, struct replicator_config *cfg,
 			break;
 		case OPT_NO_OUTPUT_COMMIT:
 			cfg->no_output_commit = true;
+			break;
+		case OPT_TRACKER:
+			if (strcmp(optarg, "auto") && strcmp(optarg, "compare") &&
+			    strcmp(optarg, "soft-dirty")) {
+				fprintf(stderr, "remus-replicator: --tracker: '%s' is not auto, compare "
+					"or soft-dirty\n", optarg);
+				return -1;
+			}
+			cfg->tracker = optarg;
 			break;
 		case OPT_TEST_CORRUPT:
 			if (cli_parse_ulong("--test-corrupt-epoch", optarg, 1, ~0ul >> 1, &v))

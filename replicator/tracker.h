@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 struct tracker;
 
@@ -13,6 +14,12 @@ struct tracker_ops {
 	const char *name;
 	/* threads: how many may scan at once (a tracker may use fewer). */
 	int (*init)(struct tracker **t, const uint8_t *ram, size_t npages, unsigned threads);
+	/* For trackers that watch the process writing guest RAM (soft-dirty):
+	 * init with QEMU's pid and the RAM file it maps (for memfd
+	 * /proc/PID/fd/N). NULL for trackers that need neither (compare);
+	 * a tracker that has it may have no init. */
+	int (*init_proc)(struct tracker **t, const uint8_t *ram, size_t npages, unsigned threads,
+			 pid_t pid, const char *ram_path);
 	/* Copy all of RAM (VM running); every page counts as sent. */
 	int (*full_copy)(struct tracker *t);
 	/* VM paused: write the index of each changed page into dirty (room for
@@ -24,5 +31,23 @@ struct tracker_ops {
 };
 
 extern const struct tracker_ops compare_tracker_ops;
+/* tracker_softdirty.c, docs/SOFT-DIRTY.md */
+extern const struct tracker_ops softdirty_tracker_ops;
+
+/* 0 if this kernel keeps a working soft-dirty log (and, pid > 0, the
+ * pagemap and clear_refs of pid can be opened); else -ENOTSUP (or -errno)
+ * and the reason in why. */
+int softdirty_supported(pid_t pid, char *why, size_t len);
+
+struct softdirty_stats {
+	uint64_t scans;
+	uint64_t flagged;      /* pages with the soft-dirty bit set */
+	uint64_t absent;       /* pages not present (or swap/migration entries) */
+	uint64_t compared;     /* flagged + absent: compared with the shadow */
+	uint64_t copied;       /* of those, changed: copied and reported */
+	uint64_t full_scans;   /* scans that fell back to comparing all pages */
+};
+/* t must come from softdirty_tracker_ops. */
+void softdirty_get_stats(const struct tracker *t, struct softdirty_stats *s);
 
 #endif

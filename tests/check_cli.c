@@ -267,6 +267,21 @@ START_TEST(test_rep_unknown_option_is_error)
 }
 END_TEST
 
+/* Policy, tracker and epoch bounds: a bad word is named and quoted. */
+START_TEST(test_rep_bad_policy_tracker_and_bounds)
+{
+	rep_refuses(ARGV("remus-replicator", "--qmp", "/q", "--backup", "127.0.0.1:7000",
+			 "--epoch-policy", "adaptive"), "--epoch-policy", "'adaptive'");
+	rep_refuses(ARGV("remus-replicator", "--qmp", "/q", "--backup", "127.0.0.1:7000",
+			 "--tracker", "pml"), "--tracker", "'pml'");
+	rep_refuses(ARGV("remus-replicator", "--qmp", "/q", "--backup", "127.0.0.1:7000",
+			 "--epoch-min-ms", "300", "--epoch-max-ms", "100"), "--epoch-min-ms (300)",
+		    "--epoch-max-ms (100)");
+	rep_refuses(ARGV("remus-replicator", "--qmp", "/q", "--backup", "127.0.0.1:7000",
+			 "--max-overhead", "95"), "--max-overhead", "'95'");
+}
+END_TEST
+
 START_TEST(test_rep_option_without_value_is_error)
 {
 	rep_refuses(ARGV("remus-replicator", "--qmp", "/q", "--backup", "127.0.0.1:7000",
@@ -632,6 +647,7 @@ static Suite *cli_suite(void)
 	ADD(s, test_rep_bad_epoch_ms_names_option_and_value);
 	ADD(s, test_rep_bad_numbers_for_other_options);
 	ADD(s, test_rep_unknown_option_is_error);
+	ADD(s, test_rep_bad_policy_tracker_and_bounds);
 	ADD(s, test_rep_option_without_value_is_error);
 	ADD(s, test_rep_unexpected_argument_is_error);
 	ADD(s, test_rep_backup_without_port_is_error);

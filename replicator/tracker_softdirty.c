@@ -1,0 +1,412 @@
+/* The soft-dirty tracker: ask the kernel which pages of guest RAM QEMU wrote
+ * since the last checkpoint, instead of comparing all of RAM.
+ *
+ * Guest writes happen in QEMU's address space, so the log read is QEMU's:
+ * /proc/QEMU/pagemap (bit 55 = soft-dirty) over QEMU's mapping of the RAM
+ * file, found in /proc/QEMU/maps by device and inode; /proc/QEMU/clear_refs
+ * ("4") starts a new log. The replicator reads the content through its own
+ * mapping of the same file (ram).
+ *
+ * Soundness rules (docs/SOFT-DIRTY.md):
+ * - scan runs with QEMU's vCPUs stopped: the bits are read, then cleared,
+ *   with no guest write in between. full_copy runs with the VM going, so it
+ *   clears first and copies after: a write racing the copy is flagged.
+ * - A page whose entry is not present, or is a swap/migration entry, may
+ *   have been written and its PTE (with the bit) dropped since (reclaim,
+ *   MADV_DONTNEED, ...): it is compared with the shadow like the compare
+ *   tracker does. Only a present entry with bit 55 clear is trusted as
+ *   "not written".
+ * - THP: pagemap reports a PMD-mapped huge page as 512 entries that carry
+ *   the PMD's bit, so the 2 MiB granularity needs no special case here.
+ * - Flagged pages are compared with the shadow too: a page written with the
+ *   same bytes is not sent.
+ * - Anything unexpected (pagemap unreadable, QEMU's mapping moved, clear_refs
+ *   failed last time) makes the scan compare every page: slower, never
+ *   unsound.
+ * Writes that do not go through QEMU's page tables are not seen: another
+ * process mapping the file (vhost-user), write(2) to the file.
+ *
+ * The shadow (a full copy of the last checkpoint) is the staging buffer, as
+ * in compare: a changed page is copied into it during the pause and sent
+ * from there until the ack. One thread: the work is O(flagged pages). */
+#include "tracker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#define PAGE 4096u
+#define PM_PRESENT   (1ull << 63)
+#define PM_SWAP      (1ull << 62)
+#define PM_SOFTDIRTY (1ull << 55)
+
+struct tracker {
+	const uint8_t *ram;
+	uint8_t *shadow;
+	size_t npages;
+	pid_t pid;
+	dev_t dev;
+	ino_t ino;
+	uintptr_t base;      /* QEMU's address of file offset 0 */
+	int pagemap_fd, clear_fd, maps_fd;
+	uint64_t *pm;        /* pagemap entries, one per page */
+	bool need_full;      /* next scan compares every page */
+	struct softdirty_stats st;
+};
+
+static int clear_refs(int fd)
+{
+	if (pwrite(fd, "4", 1, 0) != 1)
+		return errno ? -errno : -EIO;
+	return 0;
+}
+
+/* Read all of an already open /proc file into a malloc'ed, NUL-ended buffer. */
+static char *read_all(int fd)
+{
+	size_t cap = 65536, len = 0;
+	char *buf = malloc(cap);
+
+	if (!buf)
+		return NULL;
+	for (;;) {
+		ssize_t n;
+
+		if (len + 1 >= cap) {
+			char *nb = realloc(buf, cap * 2);
+
+			if (!nb) {
+				free(buf);
+				return NULL;
+			}
+			buf = nb;
+			cap *= 2;
+		}
+		n = pread(fd, buf + len, cap - len - 1, (off_t)len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			free(buf);
+			return NULL;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	buf[len] = '\0';
+	return buf;
+}
+
+/* Find QEMU's mapping of file offsets [0, size): every VMA of (dev, ino),
+ * which together must cover the range exactly once at one address delta
+ * (a mapping split by madvise/mprotect is fine; a second mapping of the
+ * file is refused: writes through it could be missed if it were not read). */
+static int find_mapping(struct tracker *t, uintptr_t *base)
+{
+	char *buf = read_all(t->maps_fd), *line, *save = NULL;
+	size_t size = t->npages * (size_t)PAGE, covered = 0;
+	bool have = false;
+	uintptr_t delta = 0;
+	int rc = 0;
+
+	if (!buf)
+		return errno ? -errno : -ENOMEM;
+	for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		unsigned long lo, hi, off, ino;
+		unsigned maj, min;
+		char perms[8];
+
+		if (sscanf(line, "%lx-%lx %7s %lx %x:%x %lu", &lo, &hi, perms, &off, &maj, &min,
+			   &ino) != 7)
+			continue;
+		if (makedev(maj, min) != t->dev || (ino_t)ino != t->ino)
+			continue;
+		if (off >= size)
+			continue;  /* beyond guest RAM: not ours to watch */
+		if (perms[3] != 's')
+			continue;  /* private: its writes never reach the file */
+		if (have && lo - off != delta) {
+			rc = -EEXIST;  /* a second mapping of the file */
+			break;
+		}
+		have = true;
+		delta = lo - off;
+		covered += hi - lo < size - off ? hi - lo : size - off;
+	}
+	free(buf);
+	if (rc)
+		return rc;
+	if (!have || covered != size)
+		return have ? -EEXIST : -ENOENT;
+	*base = delta;
+	return 0;
+}
+
+static int read_pagemap(struct tracker *t)
+{
+	size_t want = t->npages * sizeof(uint64_t), done = 0;
+	off_t at = (off_t)(t->base / PAGE * sizeof(uint64_t));
+
+	while (done < want) {
+		ssize_t n = pread(t->pagemap_fd, (char *)t->pm + done, want - done, at + (off_t)done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+static int softdirty_init_proc(struct tracker **out, const uint8_t *ram, size_t npages,
+			       unsigned threads, pid_t pid, const char *ram_path)
+{
+	struct tracker *t;
+	struct stat sb;
+	char path[64];
+	int rc;
+
+	(void)threads;
+	if (pid <= 0 || !ram_path || !npages)
+		return -EINVAL;
+	if (stat(ram_path, &sb) < 0)
+		return -errno;
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	t->pagemap_fd = t->clear_fd = t->maps_fd = -1;
+	t->ram = ram;
+	t->npages = npages;
+	t->pid = pid;
+	t->dev = sb.st_dev;
+	t->ino = sb.st_ino;
+	t->need_full = true;
+	/* The descriptors pin the process: if QEMU dies they fail, they never
+	 * reach a process that reused its pid. */
+	snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)pid);
+	t->pagemap_fd = open(path, O_RDONLY | O_CLOEXEC);
+	snprintf(path, sizeof(path), "/proc/%d/clear_refs", (int)pid);
+	t->clear_fd = open(path, O_WRONLY | O_CLOEXEC);
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+	t->maps_fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (t->pagemap_fd < 0 || t->clear_fd < 0 || t->maps_fd < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	rc = find_mapping(t, &t->base);
+	if (rc)
+		goto fail;
+	t->pm = calloc(npages, sizeof(*t->pm));
+	t->shadow = mmap(NULL, npages * (size_t)PAGE, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (!t->pm || t->shadow == MAP_FAILED) {
+		t->shadow = NULL;
+		rc = -ENOMEM;
+		goto fail;
+	}
+	*out = t;
+	return 0;
+fail:
+	if (t->pagemap_fd >= 0)
+		close(t->pagemap_fd);
+	if (t->clear_fd >= 0)
+		close(t->clear_fd);
+	if (t->maps_fd >= 0)
+		close(t->maps_fd);
+	free(t->pm);
+	free(t);
+	return rc;
+}
+
+static int softdirty_full_copy(struct tracker *t)
+{
+	/* Clear, then copy: whatever is written after the clear is flagged at
+	 * the next scan, whatever was written before is in the copy. */
+	t->need_full = clear_refs(t->clear_fd) != 0;
+	memcpy(t->shadow, t->ram, t->npages * (size_t)PAGE);
+	return 0;
+}
+
+static inline bool sync_page(struct tracker *t, size_t i)
+{
+	const uint8_t *live = t->ram + i * PAGE;
+	uint8_t *saved = t->shadow + i * PAGE;
+
+	t->st.compared++;
+	if (!memcmp(live, saved, PAGE))
+		return false;
+	memcpy(saved, live, PAGE);
+	return true;
+}
+
+static size_t softdirty_scan(struct tracker *t, uint32_t *dirty)
+{
+	size_t n = 0;
+	uintptr_t base;
+	bool full = t->need_full;
+
+	t->st.scans++;
+	/* QEMU's mapping must still be where we read its bits. */
+	if (!full && (find_mapping(t, &base) || base != t->base))
+		full = true;
+	if (!full && read_pagemap(t))
+		full = true;
+	/* Read, then clear, both with the vCPUs stopped. */
+	t->need_full = clear_refs(t->clear_fd) != 0;
+	if (full) {
+		t->st.full_scans++;
+		for (size_t i = 0; i < t->npages; i++)
+			if (sync_page(t, i))
+				dirty[n++] = (uint32_t)i;
+		t->st.copied += n;
+		return n;
+	}
+	for (size_t i = 0; i < t->npages; i++) {
+		uint64_t e = t->pm[i];
+
+		if ((e & (PM_PRESENT | PM_SWAP)) == PM_PRESENT && !(e & PM_SOFTDIRTY))
+			continue;
+		if (e & PM_SOFTDIRTY)
+			t->st.flagged++;
+		else
+			t->st.absent++;
+		if (sync_page(t, i))
+			dirty[n++] = (uint32_t)i;
+	}
+	t->st.copied += n;
+	return n;
+}
+
+static const uint8_t *softdirty_page(const struct tracker *t, uint32_t idx)
+{
+	return t->shadow + (size_t)idx * PAGE;
+}
+
+static void softdirty_fini(struct tracker *t)
+{
+	if (!t)
+		return;
+	close(t->pagemap_fd);
+	close(t->clear_fd);
+	close(t->maps_fd);
+	munmap(t->shadow, t->npages * (size_t)PAGE);
+	free(t->pm);
+	free(t);
+}
+
+void softdirty_get_stats(const struct tracker *t, struct softdirty_stats *s)
+{
+	*s = t->st;
+}
+
+static int pagemap_entry(int fd, const void *addr, uint64_t *e)
+{
+	off_t at = (off_t)((uintptr_t)addr / PAGE * sizeof(uint64_t));
+
+	if (pread(fd, e, sizeof(*e), at) != (ssize_t)sizeof(*e))
+		return errno ? -errno : -EIO;
+	return 0;
+}
+
+int softdirty_supported(pid_t pid, char *why, size_t len)
+{
+	int pm = -1, cr = -1, mfd = -1, rc = -ENOTSUP;
+	uint8_t *p = MAP_FAILED;
+	uint64_t e0, e1;
+	char path[64];
+
+	snprintf(why, len, "ok");
+	if (pid > 0) {
+		int fd;
+
+		snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)pid);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0) {
+			rc = -errno;
+			snprintf(why, len, "cannot open %s: %s", path, strerror(errno));
+			return rc;
+		}
+		close(fd);
+		snprintf(path, sizeof(path), "/proc/%d/clear_refs", (int)pid);
+		fd = open(path, O_WRONLY | O_CLOEXEC);
+		if (fd < 0) {
+			rc = -errno;
+			snprintf(why, len, "cannot open %s: %s", path, strerror(errno));
+			return rc;
+		}
+		close(fd);
+	}
+	/* A kernel without CONFIG_MEM_SOFT_DIRTY accepts "4" and does nothing:
+	 * try the log on a shared mapping of our own, as QEMU's RAM is. */
+	pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	cr = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
+	if (pm < 0 || cr < 0) {
+		snprintf(why, len, "cannot open /proc/self/pagemap or clear_refs: %s",
+			 strerror(errno));
+		goto out;
+	}
+	mfd = memfd_create("remus-softdirty-probe", MFD_CLOEXEC);
+	if (mfd < 0 || ftruncate(mfd, 2 * PAGE) < 0) {
+		snprintf(why, len, "memfd_create: %s", strerror(errno));
+		goto out;
+	}
+	p = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+	if (p == MAP_FAILED) {
+		snprintf(why, len, "mmap: %s", strerror(errno));
+		goto out;
+	}
+	*(volatile uint8_t *)p = 1;
+	*(volatile uint8_t *)(p + PAGE) = 1;
+	if (clear_refs(cr)) {
+		snprintf(why, len, "/proc/self/clear_refs does not accept \"4\": %s",
+			 strerror(errno));
+		goto out;
+	}
+	*(volatile uint8_t *)p = 2;
+	if (pagemap_entry(pm, p, &e0) || pagemap_entry(pm, p + PAGE, &e1)) {
+		snprintf(why, len, "cannot read /proc/self/pagemap: %s", strerror(errno));
+		goto out;
+	}
+	if (!(e0 & PM_PRESENT) || !(e1 & PM_PRESENT)) {
+		snprintf(why, len, "probe pages not present in pagemap");
+		goto out;
+	}
+	if (!(e0 & PM_SOFTDIRTY)) {
+		snprintf(why, len, "a page written after clear_refs has no soft-dirty bit "
+			 "(kernel without CONFIG_MEM_SOFT_DIRTY?)");
+		goto out;
+	}
+	if (e1 & PM_SOFTDIRTY) {
+		snprintf(why, len, "clear_refs 4 does not clear the soft-dirty bit");
+		goto out;
+	}
+	rc = 0;
+out:
+	if (p != MAP_FAILED)
+		munmap(p, 2 * PAGE);
+	if (mfd >= 0)
+		close(mfd);
+	if (pm >= 0)
+		close(pm);
+	if (cr >= 0)
+		close(cr);
+	return rc;
+}
+
+const struct tracker_ops softdirty_tracker_ops = {
+	.name = "soft-dirty",
+	.init_proc = softdirty_init_proc,
+	.full_copy = softdirty_full_copy,
+	.scan = softdirty_scan,
+	.page = softdirty_page,
+	.fini = softdirty_fini,
+};

@@ -1,0 +1,93 @@
+#!/bin/bash
+# The soft-dirty tracker is sound: tests/softdirty/soundness.c (the real
+# replicator/tracker_softdirty.c against a child writing a shared tmpfs
+# mapping, checked by brute force) runs in a VM booted with Debian's cloud
+# kernel, which has CONFIG_MEM_SOFT_DIRTY (this host's kernel may not). Two
+# runs: a plain tmpfs, and a tmpfs with huge=always (THP, 2 MiB entries).
+# Skips, with the reason, when the kernel, its config, busybox-static or a
+# static libc is missing.
+. "$(dirname "$0")/lib.sh"
+
+skip() { log "skip - $*"; log "SKIP $(basename "$0")"; exit 0; }
+
+KERNEL=$(find /boot -maxdepth 1 -name "vmlinuz-*-cloud-amd64" 2>/dev/null | sort -V | tail -n 1)
+[ -n "$KERNEL" ] || skip "no /boot/vmlinuz-*-cloud-amd64 (install linux-image-cloud-amd64)"
+CONFIG=/boot/config-${KERNEL#/boot/vmlinuz-}
+[ -f "$CONFIG" ] || skip "no $CONFIG to check for CONFIG_MEM_SOFT_DIRTY"
+grep -q '^CONFIG_MEM_SOFT_DIRTY=y' "$CONFIG" || skip "$CONFIG lacks CONFIG_MEM_SOFT_DIRTY"
+BUSYBOX=/bin/busybox
+file -L "$BUSYBOX" 2>/dev/null | grep -q 'statically linked' ||
+	skip "no static $BUSYBOX (install busybox-static)"
+command -v qemu-system-x86_64 >/dev/null || skip "no qemu-system-x86_64"
+
+ROOTFS=$T/root
+mkdir -p "$ROOTFS"/{bin,proc,sys,dev,mnt}
+gcc -static -O2 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -I"$ROOT/replicator" \
+	-o "$ROOTFS/bin/soundness" "$ROOT/tests/softdirty/soundness.c" \
+	"$ROOT/replicator/tracker_softdirty.c" > "$T/gcc.log" 2>&1 ||
+	skip "cannot build a static binary (libc6-dev's libc.a?): $(head -c 300 "$T/gcc.log")"
+pass "built the static soundness test"
+cp "$BUSYBOX" "$ROOTFS/bin/busybox"
+cat > "$ROOTFS/init" <<'EOF'
+#!/bin/busybox sh
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sysfs /sys
+/bin/busybox mount -t devtmpfs devtmpfs /dev
+/bin/busybox --install -s /bin
+exec </dev/console >/dev/console 2>&1
+export PATH=/bin
+echo "guest: kernel $(uname -r)"
+mkdir -p /mnt/plain /mnt/thp
+mount -t tmpfs -o size=48m tmpfs /mnt/plain
+echo "=== run plain"
+/bin/soundness /mnt/plain/ram 32 200
+rm -f /mnt/plain/ram
+if mount -t tmpfs -o size=24m,huge=always tmpfs /mnt/thp; then
+    echo "=== run thp"
+    /bin/soundness /mnt/thp/ram 16 100
+else
+    echo "=== run thp: tmpfs huge=always not supported"
+fi
+echo "guest: done"
+poweroff -f
+EOF
+chmod 755 "$ROOTFS/init"
+( cd "$ROOTFS" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet ) |
+	gzip -1 > "$T/initrd.img" || die "cannot build the initramfs"
+
+LOG=$T/serial.log
+start=$(now_ms)
+qemu-system-x86_64 -accel tcg -m 256M -kernel "$KERNEL" -initrd "$T/initrd.img" \
+	-append "console=ttyS0 quiet panic=-1" -nodefaults -display none \
+	-serial "file:$LOG" -no-reboot > "$T/qemu.log" 2>&1 &
+QEMU_PID=$!
+PIDS+=("$QEMU_PID")
+if ! wait_exit "$QEMU_PID" 120; then
+	fail "the VM did not power off within 120 s (see $LOG)"
+	kill -KILL "$QEMU_PID" 2>/dev/null
+fi
+log "VM ran $(( ($(now_ms) - start) / 1000 )) s"
+tr -d '\r' < "$LOG" | grep -a -e '^softdirty:' -e '^SOUNDNESS' -e '^=== run' -e '^guest:' |
+	sed 's/^/    /'
+
+# check_run NAME MIN_CHANGED: the run's verdict and numbers.
+check_run() {
+	local name=$1 min=$2 out line changed missed
+	out=$(tr -d '\r' < "$LOG" | sed -n "/^=== run $name\$/,/^SOUNDNESS/p")
+	line=$(grep -a '^softdirty: rounds=' <<< "$out")
+	changed=$(grep -ao 'changed=[0-9]*' <<< "$line" | cut -d= -f2)
+	missed=$(grep -ao 'missed=[0-9]*' <<< "$line" | cut -d= -f2)
+	if grep -qa '^SOUNDNESS PASS' <<< "$out" && [ "${missed:-x}" = 0 ] &&
+		[ "${changed:-0}" -ge "$min" ]; then
+		pass "$name: $line"
+	else
+		fail "$name: ${line:-no result} (want SOUNDNESS PASS, missed=0, changed>=$min)"
+	fi
+}
+check_run plain 1000
+if tr -d '\r' < "$LOG" | grep -qa '^=== run thp$'; then
+	check_run thp 500
+else
+	log "thp run not done: $(tr -d '\r' < "$LOG" | grep -a '^=== run thp' | head -n 1)"
+fi
+finish
