@@ -34,7 +34,7 @@ struct replicator_config {
 	unsigned epoch_ms;
 	struct epoch_policy_cfg policy;
 	unsigned capture_threads;  /* threads scanning RAM in the pause */
-	const char *tracker;       /* "auto" (default), "compare", "soft-dirty" */
+	const char *tracker;       /* "compare" (default), "soft-dirty", "auto" */
 	const char *control_path;  /* NULL: no control socket */
 	unsigned heartbeat_ms;     /* send a heartbeat when idle this long */
 	unsigned timeout_ms;       /* backup silent this long: lost */
