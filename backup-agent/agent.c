@@ -211,7 +211,7 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
 				 "unreadable stream" : strerror(-rc));
 			if (!a->hello_done && rc == -EPROTONOSUPPORT) {
 				snprintf(why, sizeof(why), "it speaks protocol version %u; this agent "
-					 "speaks version %u", a->reader.hdr.version, PROTO_VERSION);
+					 "speaks version %u", a->reader.hdr.version, (unsigned)PROTO_VERSION);
 				refuse_primary(a, why);
 			} else if (!a->hello_done) {
 				log_warn("connection from %s dropped before HELLO: %s", a->peer, why);

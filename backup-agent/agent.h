@@ -12,8 +12,8 @@
 #include <stdbool.h>
 #include <stdio.h>
 
-#define AGENT_DEFAULT_TIMEOUT_MS   2000
-#define AGENT_DEFAULT_HEARTBEAT_MS 100
+#define AGENT_DEFAULT_TIMEOUT_MS   2000u
+#define AGENT_DEFAULT_HEARTBEAT_MS 100u
 #define AGENT_HELLO_TIMEOUT_MS     5000
 #define AGENT_MAX_TAPS             8
 

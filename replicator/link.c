@@ -211,7 +211,7 @@ static int handshake(struct replicator *r, int fd, char *err, size_t errlen)
 	}
 	if (rc == -EPROTONOSUPPORT) {
 		snprintf(err, errlen, "backup refused: it speaks protocol version %u; this "
-			 "replicator speaks version %u", rd.hdr.version, PROTO_VERSION);
+			 "replicator speaks version %u", rd.hdr.version, (unsigned)PROTO_VERSION);
 		goto out;
 	}
 	if (rc < 0) {
