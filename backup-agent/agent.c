@@ -16,11 +16,10 @@
 
 static void send_frame(struct agent *a, unsigned type, uint64_t epoch, const char *text)
 {
-	struct iovec iov = { .iov_base = (void *)text, .iov_len = text ? strlen(text) : 0 };
 	char *copy = text ? strdup(text) : NULL;
+	struct iovec iov = { .iov_base = copy, .iov_len = copy ? strlen(copy) : 0 };
 
-	iov.iov_base = copy;
-	if (frame_queue_push(&a->out, type, epoch, &iov, text ? 1 : 0, copy, NULL))
+	if ((text && !copy) || frame_queue_push(&a->out, type, epoch, &iov, copy ? 1 : 0, copy, NULL))
 		return;
 	a->last_tx = ev_now(a->loop);
 	if (!ev_is_active(&a->wio))
