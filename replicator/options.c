@@ -88,6 +88,9 @@ void replicator_usage(FILE *f)
 "                        Needed for every -netdev dgram / socket,udp NIC\n"
 "  --net-cap-mb N        output held for the backup before the epoch ends\n"
 "                        early (default %u)\n"
+"  --unprotected-disk NAME  a writable disk (QEMU's device or node name) that\n"
+"                        both hosts share, left out of replication; any other\n"
+"                        writable disk is refused (disks are not replicated)\n"
 "  --heartbeat-ms N      heartbeat interval when idle (default %u)\n"
 "  --timeout-ms N        backup silent this long counts as lost (default %u)\n"
 "  --syslog              log to syslog instead of stderr\n"
@@ -109,7 +112,7 @@ enum { OPT_QMP = 256, OPT_BACKUP, OPT_RAM_FILE, OPT_EPOCH_MS, OPT_CONTROL,
        OPT_HEARTBEAT_MS, OPT_TIMEOUT_MS, OPT_SYSLOG, OPT_TEST_CORRUPT,
        OPT_CAPTURE_THREADS, OPT_NET_OUT, OPT_NET_CAP_MB, OPT_NO_OUTPUT_COMMIT,
        OPT_EPOCH_POLICY, OPT_EPOCH_MIN_MS, OPT_EPOCH_MAX_MS, OPT_MAX_OVERHEAD,
-       OPT_OUTPUT_DELAY_MS, OPT_TRACKER };
+       OPT_OUTPUT_DELAY_MS, OPT_TRACKER, OPT_UNPROTECTED_DISK };
 
 static const struct option long_opts[] = {
 	{ "qmp", required_argument, NULL, OPT_QMP },
@@ -126,6 +129,7 @@ static const struct option long_opts[] = {
 	{ "timeout-ms", required_argument, NULL, OPT_TIMEOUT_MS },
 	{ "capture-threads", required_argument, NULL, OPT_CAPTURE_THREADS },
 	{ "tracker", required_argument, NULL, OPT_TRACKER },
+	{ "unprotected-disk", required_argument, NULL, OPT_UNPROTECTED_DISK },
 	{ "net-out", required_argument, NULL, OPT_NET_OUT },
 	{ "net-cap-mb", required_argument, NULL, OPT_NET_CAP_MB },
 	/* test only: let output through before its checkpoint commits */
@@ -239,6 +243,14 @@ int replicator_parse_args(int argc, char **argv, struct replicator_config *cfg,
 				return -1;
 			}
 			cfg->tracker = optarg;
+			break;
+		case OPT_UNPROTECTED_DISK:
+			if (cfg->n_unprotected_disks == REPLICATOR_MAX_DISKS) {
+				fprintf(stderr, "remus-replicator: --unprotected-disk: at most %d\n",
+					REPLICATOR_MAX_DISKS);
+				return -1;
+			}
+			cfg->unprotected_disks[cfg->n_unprotected_disks++] = optarg;
 			break;
 		case OPT_TEST_CORRUPT:
 			if (cli_parse_ulong("--test-corrupt-epoch", optarg, 1, ~0ul >> 1, &v))

@@ -26,6 +26,7 @@ struct ckpt_device;
 #define REPLICATOR_DEFAULT_TIMEOUT_MS   2000u
 #define REPLICATOR_DEFAULT_NET_CAP_MB   16u
 #define REPLICATOR_MAX_NICS             8
+#define REPLICATOR_MAX_DISKS            8
 
 struct replicator_config {
 	const char *qmp_path;
@@ -35,6 +36,8 @@ struct replicator_config {
 	struct epoch_policy_cfg policy;
 	unsigned capture_threads;  /* threads scanning RAM in the pause */
 	const char *tracker;       /* "compare" (default), "soft-dirty", "auto" */
+	const char *unprotected_disks[REPLICATOR_MAX_DISKS]; /* shared storage */
+	int n_unprotected_disks;
 	const char *control_path;  /* NULL: no control socket */
 	unsigned heartbeat_ms;     /* send a heartbeat when idle this long */
 	unsigned timeout_ms;       /* backup silent this long: lost */

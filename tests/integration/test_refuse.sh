@@ -74,6 +74,24 @@ grep -q "netdev s0: output held for its checkpoint, then out through tap:rmt$$" 
 	fail "socket,udp NIC not taken: $(head -n 4 "$T/udp.log")"
 kill -TERM "$rpid"; wait_exit "$rpid" 10
 
+# Disks are not replicated: a writable one is refused unless shared.
+truncate -s 8M "$T/disk.img" "$T/cdrom.img"
+# shellcheck disable=SC2046
+vm disk -vga none $(shared_ram disk) -drive file="$T/disk.img",format=raw,if=virtio,id=disk0 \
+	-drive file="$T/cdrom.img",format=raw,if=virtio,readonly=on,id=disk1
+expect_refusal disk "disk 'disk0' ($T/disk.img) is writable and not replicated.*--unprotected-disk disk0" \
+	"a writable disk"
+"$BIN/remus-replicator" --qmp "$T/disk/qmp.sock" --backup "127.0.0.1:$(free_port)" \
+	--unprotected-disk disk0 > "$T/shared.log" 2>&1 &
+rpid=$!
+PIDS+=("$rpid")
+wait_for 10 grep -qs "retrying every second" "$T/shared.log"
+grep -q "disk 'disk0' .* is not replicated (--unprotected-disk)" "$T/shared.log" &&
+	grep -q "attached to VM" "$T/shared.log" && ! grep -q "disk1" "$T/shared.log" &&
+	pass "a shared disk is accepted with a warning; a read-only one without" ||
+	fail "--unprotected-disk: $(head -n 4 "$T/shared.log")"
+kill -TERM "$rpid"; wait_exit "$rpid" 10
+
 vm memfd -vga none -object memory-backend-memfd,id=ram0,size=64M,share=on -machine memory-backend=ram0
 "$BIN/remus-replicator" --qmp "$T/memfd/qmp.sock" --backup "127.0.0.1:$(free_port)" > "$T/memfd.log" 2>&1 &
 rpid=$!
