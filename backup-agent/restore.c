@@ -6,6 +6,7 @@
  * type ourselves. */
 #include "restore.h"
 
+#include "clock.h"
 #include "log.h"
 #include "qmp.h"
 #include "replica.h"
@@ -27,14 +28,6 @@
 #define QMP_WAIT_MS     10000
 #define RUNNING_WAIT_MS 10000
 #define QMP_TIMEOUT_MS  5000
-
-static double now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 /* The restored VM writes its RAM file, so it runs on a copy: the replica
  * stays intact whatever happens to the restore. */
@@ -162,11 +155,11 @@ static pid_t spawn_qemu(const char *dir, char **argv)
 static int connect_qmp(const char *dir, pid_t pid, struct qmp **q)
 {
 	char path[PATH_MAX];
-	double deadline = now_ms() + QMP_WAIT_MS;
+	double deadline = mono_ms() + QMP_WAIT_MS;
 	int status;
 
 	snprintf(path, sizeof(path), "%s/qmp.sock", dir);
-	while (now_ms() < deadline) {
+	while (mono_ms() < deadline) {
 		if (waitpid(pid, &status, WNOHANG) == pid) {
 			log_err("restored QEMU exited before it could be loaded (status %d); "
 				"see %s/qemu.log", WEXITSTATUS(status), dir);
@@ -207,9 +200,9 @@ static int check_machine(struct qmp *q, struct json_object *vm)
 
 static int wait_running(struct qmp *q, const char *dir)
 {
-	double deadline = now_ms() + RUNNING_WAIT_MS;
+	double deadline = mono_ms() + RUNNING_WAIT_MS;
 
-	while (now_ms() < deadline) {
+	while (mono_ms() < deadline) {
 		struct json_object *ret = NULL, *v;
 		const char *st = "";
 		int rc = qmp_execute(q, "query-status", NULL, &ret, QMP_TIMEOUT_MS);
@@ -271,7 +264,7 @@ int restore_vm(const struct restore_opts *o, struct restore_result *res)
 	char **argv = NULL;
 	struct qmp *q = NULL;
 	pid_t pid = -1;
-	double t0 = now_ms(), t;
+	double t0 = mono_ms(), t;
 	int rc;
 
 	memset(res, 0, sizeof(*res));
@@ -295,7 +288,7 @@ int restore_vm(const struct restore_opts *o, struct restore_result *res)
 		log_err("cannot copy replica RAM %s to %s: %s", ram, ram_copy, strerror(-rc));
 		goto out;
 	}
-	res->copy_ms = (t = now_ms()) - t0;
+	res->copy_ms = (t = mono_ms()) - t0;
 	argv = build_argv(o, info.vm, ram_copy);
 	if (!argv) {
 		rc = -EINVAL;
@@ -308,14 +301,14 @@ int restore_vm(const struct restore_opts *o, struct restore_result *res)
 	}
 	if ((rc = connect_qmp(dir, pid, &q)))
 		goto out;
-	res->start_ms = now_ms() - t;
-	t = now_ms();
+	res->start_ms = mono_ms() - t;
+	t = mono_ms();
 	if ((rc = check_machine(q, info.vm)) || (rc = load_devstate(q, dir)) ||
 	    (rc = wait_running(q, dir)))
 		goto out;
 	announce(q);
-	res->load_ms = now_ms() - t;
-	res->total_ms = now_ms() - t0;
+	res->load_ms = mono_ms() - t;
+	res->total_ms = mono_ms() - t0;
 	res->qemu_pid = pid;
 out:
 	if (rc && pid > 0) {

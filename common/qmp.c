@@ -1,4 +1,5 @@
 #include "qmp.h"
+#include "clock.h"
 #include "log.h"
 
 #include <errno.h>
@@ -43,10 +44,7 @@ static __thread char connect_err[512];
 
 static long long now_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+	return (long long)mono_ms();
 }
 
 static long long deadline_after(int timeout_ms)

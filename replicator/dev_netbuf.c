@@ -6,6 +6,7 @@
  * (TAP or host interface). Inbound frames go to the VM at once.
  * At the barrier, with the VM stopped, the socket is drained completely
  * before the epoch is sealed, so no frame of epoch N+1 is counted into N. */
+#include "clock.h"
 #include "ckpt_device.h"
 #include "log.h"
 #include "netbuf.h"
@@ -47,14 +48,6 @@ struct net_device {
 	int n;
 	uint8_t buf[NETBUF_MAX_FRAME + 1];
 };
-
-static double now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 /* --- finding the NICs ------------------------------------------------ */
 
@@ -210,7 +203,7 @@ static void read_from_vm(struct nic *nic, bool drain)
 		n = recv(nic->fd, d->buf, sizeof(d->buf), MSG_DONTWAIT | MSG_TRUNC);
 		if (n < 0)
 			return; /* EAGAIN: drained */
-		rc = netbuf_push(&nic->nb, d->buf, (size_t)n, now_ms());
+		rc = netbuf_push(&nic->nb, d->buf, (size_t)n, mono_ms());
 		if (!rc && nic->nb.protected && !drain)
 			epoch_output_waiting(d->r);
 		if (rc == -EMSGSIZE || rc == -EINVAL)
@@ -261,7 +254,7 @@ static void on_to_net(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct nic *nic = w->data;
 
-	if (netbuf_flush(&nic->nb, now_ms()))
+	if (netbuf_flush(&nic->nb, mono_ms()))
 		ev_io_stop(loop, w);
 	resume_reading(nic);
 }
@@ -434,7 +427,7 @@ static void netbuf_commit(void *state, struct replicator *r, uint64_t epoch)
 
 	for (int i = 0; i < d->n; i++) {
 		struct nic *nic = &d->nics[i];
-		if (!netbuf_release(&nic->nb, epoch, now_ms()) && !ev_is_active(&nic->to_net))
+		if (!netbuf_release(&nic->nb, epoch, mono_ms()) && !ev_is_active(&nic->to_net))
 			ev_io_start(r->loop, &nic->to_net);
 		resume_reading(nic);
 	}
@@ -451,7 +444,7 @@ static void netbuf_protect(void *state, struct replicator *r, bool on, uint64_t 
 		if (nic->nb.protected != on)
 			log_info("netdev %s: output %s", nic->id, on ?
 				 "now waits for each checkpoint" : "goes out at once (unprotected)");
-		netbuf_set_protected(&nic->nb, on, next_epoch, now_ms());
+		netbuf_set_protected(&nic->nb, on, next_epoch, mono_ms());
 		resume_reading(nic);
 	}
 }

@@ -3,6 +3,7 @@
  * close the epoch with EPOCH_END. One epoch is in flight at a time: the
  * next barrier waits for the backup's ack, so the staged data of epoch N
  * stays untouched (and can be sent again on a NACK) until N commits. */
+#include "clock.h"
 #include "ckpt_device.h"
 #include "log.h"
 #include "qmp.h"
@@ -50,14 +51,6 @@ void epoch_devices_teardown(struct replicator *r)
 			r->devices[i].ops->teardown(r->devices[i].state);
 	free(r->devices);
 	r->devices = NULL;
-}
-
-static double now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
 /* Test hook (--test-corrupt-epoch): send one frame of the epoch with a
@@ -151,7 +144,7 @@ static int send_epoch(struct replicator *r, uint64_t id, uint64_t *pages)
 void epoch_start_sync(struct replicator *r)
 {
 	struct epoch_tally t = { .id = 0 };
-	double t0 = now_ms();
+	double t0 = mono_ms();
 	int rc = 0;
 
 	r->epoch = 0;
@@ -169,7 +162,7 @@ void epoch_start_sync(struct replicator *r)
 		return;
 	}
 	log_info("initial sync: %llu pages queued in %.1f ms (VM running)",
-		 (unsigned long long)t.pages, now_ms() - t0);
+		 (unsigned long long)t.pages, mono_ms() - t0);
 }
 
 static void set_timer(struct replicator *r, double ms)
@@ -181,14 +174,14 @@ static void set_timer(struct replicator *r, double ms)
 
 void epoch_arm_timer(struct replicator *r)
 {
-	r->epoch_started_ms = now_ms();
+	r->epoch_started_ms = mono_ms();
 	r->output_waiting = false;
 	set_timer(r, epoch_policy_deadline(&r->policy, -1));
 }
 
 void epoch_output_waiting(struct replicator *r)
 {
-	double now = now_ms(), end;
+	double now = mono_ms(), end;
 
 	if (r->output_waiting)
 		return;
@@ -289,7 +282,7 @@ void epoch_checkpoint(struct replicator *r)
 		epoch_arm_timer(r);
 		return;
 	}
-	t0 = now_ms();
+	t0 = mono_ms();
 	rc = qmp_execute(r->qmp, "stop", NULL, NULL, QMP_BARRIER_TIMEOUT_MS);
 	if (rc) {
 		log_err("epoch %llu: cannot stop the VM: %s",
@@ -298,11 +291,11 @@ void epoch_checkpoint(struct replicator *r)
 		return;
 	}
 	r->vm_stopped_by_us = true;
-	t1 = now_ms();
+	t1 = mono_ms();
 	rc = capture(r, &t);
-	t2 = now_ms();
+	t2 = mono_ms();
 	resume_rc = resume_vm(r);
-	pause = now_ms() - t0;
+	pause = mono_ms() - t0;
 	if (rc == -EPIPE) {
 		/* QEMU died in the middle: a failover, not a resync. */
 		replicator_primary_trouble(r, rc);

@@ -1,5 +1,6 @@
 /* The replication link to the backup agent: handshake, frame queue,
  * acks and heartbeats. */
+#include "clock.h"
 #include "log.h"
 #include "qmp.h"
 #include "replicator.h"
@@ -37,14 +38,6 @@ static void link_fail(struct replicator *r, const char *what, int rc)
 
 	snprintf(why, sizeof(why), "%s: %s", what, strerror(-rc));
 	epoch_on_backup_lost(r, why);
-}
-
-static double mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
 /* Write what is queued, blocking for at most ms. 1 all written, 0 time

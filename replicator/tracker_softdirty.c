@@ -317,34 +317,34 @@ static int pagemap_entry(int fd, const void *addr, uint64_t *e)
 	return 0;
 }
 
+/* 0 if /proc/PID/NAME opens with flags, else -errno with the reason. */
+static int can_open(pid_t pid, const char *name, int flags, char *why, size_t len)
+{
+	char path[64];
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, name);
+	fd = open(path, flags | O_CLOEXEC);
+	if (fd < 0) {
+		int rc = -errno;
+		snprintf(why, len, "cannot open %s: %s", path, strerror(errno));
+		return rc;
+	}
+	close(fd);
+	return 0;
+}
+
 int softdirty_supported(pid_t pid, char *why, size_t len)
 {
 	int pm = -1, cr = -1, mfd = -1, rc = -ENOTSUP;
 	uint8_t *p = MAP_FAILED;
 	uint64_t e0, e1;
-	char path[64];
 
 	snprintf(why, len, "ok");
-	if (pid > 0) {
-		int fd;
-
-		snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)pid);
-		fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0) {
-			rc = -errno;
-			snprintf(why, len, "cannot open %s: %s", path, strerror(errno));
-			return rc;
-		}
-		close(fd);
-		snprintf(path, sizeof(path), "/proc/%d/clear_refs", (int)pid);
-		fd = open(path, O_WRONLY | O_CLOEXEC);
-		if (fd < 0) {
-			rc = -errno;
-			snprintf(why, len, "cannot open %s: %s", path, strerror(errno));
-			return rc;
-		}
-		close(fd);
-	}
+	if (pid > 0 && ((rc = can_open(pid, "pagemap", O_RDONLY, why, len)) ||
+			(rc = can_open(pid, "clear_refs", O_WRONLY, why, len))))
+		return rc;
+	rc = -ENOTSUP;
 	/* A kernel without CONFIG_MEM_SOFT_DIRTY accepts "4" and does nothing:
 	 * try the log on a shared mapping of our own, as QEMU's RAM is. */
 	pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
