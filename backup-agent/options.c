@@ -33,6 +33,10 @@ void agent_usage(FILE *f)
 "                        the LAN bridge (ip tuntap add NAME mode tap; ip link\n"
 "                        set NAME master BRIDGE up); the VM then announces\n"
 "                        its MAC address there. Without it the NIC is cut off\n"
+"  --connect URI         where a libvirt primary's VM is restored: as a libvirt\n"
+"                        domain of the same name on this libvirt (default\n"
+"                        qemu:///system). A plain QEMU primary's VM is\n"
+"                        restored as plain QEMU\n"
 "  --no-failover         keep the replica but never restore automatically\n"
 "  --restore             restore the committed replica in DIR now and exit\n"
 "  --syslog              log to syslog instead of stderr\n"
@@ -45,7 +49,7 @@ void agent_usage(FILE *f)
 }
 
 enum { OPT_LISTEN = 256, OPT_STATE_DIR, OPT_TIMEOUT_MS, OPT_HEARTBEAT_MS,
-       OPT_NO_FAILOVER, OPT_RESTORE, OPT_SYSLOG, OPT_TAP };
+       OPT_NO_FAILOVER, OPT_RESTORE, OPT_SYSLOG, OPT_TAP, OPT_CONNECT };
 
 static const struct option long_opts[] = {
 	{ "listen", required_argument, NULL, OPT_LISTEN },
@@ -55,6 +59,7 @@ static const struct option long_opts[] = {
 	{ "no-failover", no_argument, NULL, OPT_NO_FAILOVER },
 	{ "restore", no_argument, NULL, OPT_RESTORE },
 	{ "tap", required_argument, NULL, OPT_TAP },
+	{ "connect", required_argument, NULL, OPT_CONNECT },
 	{ "syslog", no_argument, NULL, OPT_SYSLOG },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
@@ -79,6 +84,7 @@ int agent_parse_args(int argc, char **argv, struct agent_config *cfg, int *use_s
 		case OPT_LISTEN: listen = optarg; break;
 		case OPT_STATE_DIR: cfg->state_dir = optarg; break;
 		case OPT_NO_FAILOVER: cfg->no_failover = true; break;
+		case OPT_CONNECT: cfg->restore.libvirt_uri = optarg; break;
 		case OPT_RESTORE: cfg->restore_now = true; break;
 		case OPT_SYSLOG: *use_syslog = 1; break;
 		case OPT_TAP:

@@ -79,7 +79,7 @@ static char **argv_from_json(struct json_object *vm, int *argc)
 	return argv;
 }
 
-static const char *json_str(struct json_object *o, const char *key)
+const char *restore_json_str(struct json_object *o, const char *key)
 {
 	struct json_object *v;
 
@@ -92,7 +92,7 @@ static char **build_argv(const struct restore_opts *o, struct json_object *vm, c
 	struct restore_spec spec = {
 		.state_dir = o->dir,
 		.ram_path = ram_copy,
-		.ram_backend_id = json_str(vm, "ram_backend"),
+		.ram_backend_id = restore_json_str(vm, "ram_backend"),
 		.taps = o->taps,
 		.ntaps = o->ntaps,
 	};
@@ -173,7 +173,7 @@ static int connect_qmp(const char *dir, pid_t pid, struct qmp **q)
 	return -ETIMEDOUT;
 }
 
-static int check_machine(struct qmp *q, struct json_object *vm)
+int restore_check_machine(struct qmp *q, struct json_object *vm)
 {
 	struct json_object *args = json_object_new_object(), *ret = NULL;
 	char want[160];
@@ -187,18 +187,18 @@ static int check_machine(struct qmp *q, struct json_object *vm)
 		log_err("cannot read the restored machine type: %s", qmp_last_error(q));
 		return rc;
 	}
-	snprintf(want, sizeof(want), "%s-machine", json_str(vm, "machine_type"));
+	snprintf(want, sizeof(want), "%s-machine", restore_json_str(vm, "machine_type"));
 	if (strcmp(json_object_get_string(ret), want)) {
 		log_err("machine type mismatch: the primary ran %s, this QEMU made %s; "
 			"install the primary's QEMU version on the backup",
-			json_str(vm, "machine_type"), json_object_get_string(ret));
+			restore_json_str(vm, "machine_type"), json_object_get_string(ret));
 		rc = -EINVAL;
 	}
 	json_object_put(ret);
 	return rc;
 }
 
-static int wait_running(struct qmp *q, const char *dir)
+int restore_wait_status(struct qmp *q, const char *want, const char *log_hint)
 {
 	double deadline = mono_ms() + RUNNING_WAIT_MS;
 
@@ -207,21 +207,21 @@ static int wait_running(struct qmp *q, const char *dir)
 		const char *st = "";
 		int rc = qmp_execute(q, "query-status", NULL, &ret, QMP_TIMEOUT_MS);
 		if (rc) {
-			log_err("restored QEMU failed while loading: %s; see %s/qemu.log",
-				qmp_last_error(q), dir);
+			log_err("restored QEMU failed while loading: %s; see %s",
+				qmp_last_error(q), log_hint);
 			return rc;
 		}
 		if (json_object_object_get_ex(ret, "status", &v))
 			st = json_object_get_string(v);
-		if (!strcmp(st, "running")) {
+		if (!strcmp(st, want)) {
 			json_object_put(ret);
 			return 0;
 		}
 		json_object_put(ret);
 		usleep(5000);
 	}
-	log_err("restored VM did not start running within %d ms; see %s/qemu.log",
-		RUNNING_WAIT_MS, dir);
+	log_err("restored VM did not reach state '%s' within %d ms; see %s",
+		want, RUNNING_WAIT_MS, log_hint);
 	return -ETIMEDOUT;
 }
 
@@ -243,7 +243,7 @@ static int load_devstate(struct qmp *q, const char *dir)
 /* Switches learn where the VM's MAC addresses went (gratuitous ARP/RARP
  * from QEMU): without it, clients' frames go to the dead primary's port
  * until the entries age out. A failure only costs time: warn. */
-static void announce(struct qmp *q)
+void restore_announce(struct qmp *q)
 {
 	struct json_object *args = json_object_new_object();
 
@@ -260,7 +260,7 @@ int restore_vm(const struct restore_opts *o, struct restore_result *res)
 {
 	const char *dir = o->dir;
 	struct replica_info info;
-	char ram[PATH_MAX], ram_copy[PATH_MAX], err[256];
+	char ram[PATH_MAX], ram_copy[PATH_MAX], err[256], qemu_log[PATH_MAX + 16];
 	char **argv = NULL;
 	struct qmp *q = NULL;
 	pid_t pid = -1;
@@ -281,7 +281,12 @@ int restore_vm(const struct restore_opts *o, struct restore_result *res)
 		return rc;
 	}
 	res->epoch = info.epoch;
+	if (json_object_object_get_ex(info.vm, "libvirt_xml", NULL)) {
+		rc = restore_libvirt(o, &info, res);
+		goto out;
+	}
 	snprintf(ram, sizeof(ram), "%s/ram", dir);
+	snprintf(qemu_log, sizeof(qemu_log), "%s/qemu.log", dir);
 	snprintf(ram_copy, sizeof(ram_copy), "%s/vm.ram", dir);
 	rc = copy_file(ram, ram_copy);
 	if (rc) {
@@ -303,10 +308,10 @@ int restore_vm(const struct restore_opts *o, struct restore_result *res)
 		goto out;
 	res->start_ms = mono_ms() - t;
 	t = mono_ms();
-	if ((rc = check_machine(q, info.vm)) || (rc = load_devstate(q, dir)) ||
-	    (rc = wait_running(q, dir)))
+	if ((rc = restore_check_machine(q, info.vm)) || (rc = load_devstate(q, dir)) ||
+	    (rc = restore_wait_status(q, "running", qemu_log)))
 		goto out;
-	announce(q);
+	restore_announce(q);
 	res->load_ms = mono_ms() - t;
 	res->total_ms = mono_ms() - t0;
 	res->qemu_pid = pid;

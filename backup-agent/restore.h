@@ -12,6 +12,7 @@ struct restore_result {
 
 struct restore_opts {
 	const char *dir;            /* the state dir holding the replica */
+	const char *libvirt_uri;    /* where a libvirt primary's VM comes back */
 	const char *const *taps;    /* see restore_spec.taps */
 	int ntaps;
 };
@@ -21,5 +22,18 @@ struct restore_opts {
  * VM runs, and have it announce its MAC addresses where it now is. The
  * replica itself is only read. 0 or -errno (logged). */
 int restore_vm(const struct restore_opts *o, struct restore_result *res);
+
+/* Steps shared by the two ways to restore (restore.c, restore_libvirt.c). */
+struct json_object;
+struct qmp;
+struct replica_info;
+const char *restore_json_str(struct json_object *o, const char *key);
+int restore_check_machine(struct qmp *q, struct json_object *vm);
+/* Poll query-status until it says want ("running", "paused"). */
+int restore_wait_status(struct qmp *q, const char *want, const char *log_hint);
+void restore_announce(struct qmp *q);
+/* The primary was a libvirt domain: restore into one (restore_libvirt.c). */
+int restore_libvirt(const struct restore_opts *o, const struct replica_info *info,
+		    struct restore_result *res);
 
 #endif

@@ -66,6 +66,27 @@ int qmp_read_events(struct qmp *q, qmp_event_fn *fn, void *opaque);
  * receives its output. Same errors as qmp_execute, and -ENOMEM. */
 int qmp_hmp(struct qmp *q, const char *command_line, char **text, int timeout_ms);
 
+/* A QMP peer reached through another channel than a socket: libvirt's
+ * monitor passthrough (common/virt.c). command() sends one request (a JSON
+ * object's text, with nfds files passed along) and returns the reply's text
+ * in *reply (malloc'd), or -errno with the reason in why. There is no
+ * socket (qmp_fd() is -1) and no event stream: the owner hands events in
+ * with qmp_push_event(), qmp_read_events() dispatches them. */
+struct qmp_passthrough {
+	int (*command)(void *ctx, const char *request, const int *fds, unsigned nfds,
+		       char **reply, char *why, size_t whylen);
+	void (*close)(void *ctx);   /* at qmp_close; may be NULL */
+	void *ctx;
+	const char *what;           /* for messages, e.g. "libvirt domain vm1" */
+	pid_t pid;                  /* QEMU's, for qmp_peer_pid() */
+};
+int qmp_open_passthrough(const struct qmp_passthrough *pt, struct qmp **out);
+int qmp_push_event(struct qmp *q, const char *event, const char *data_json);
+/* qmp_execute, passing fd to QEMU with the command (e.g. getfd); only
+ * through a passthrough, -ENOTSUP on a socket. */
+int qmp_execute_with_fd(struct qmp *q, const char *command, struct json_object *args,
+			int fd, struct json_object **ret, int timeout_ms);
+
 const char *qmp_last_error(const struct qmp *q);
 int qmp_fd(const struct qmp *q);
 /* QEMU's pid, from SO_PEERCRED of the unix socket; -1 if unknown. For a

@@ -1,6 +1,7 @@
 /* Attach to a running QEMU: find its pid, command line, machine type and
  * the shared file that backs guest RAM, and refuse a VM that cannot be
  * replicated safely, saying how to start it right. */
+#include "domain_xml.h"
 #include "log.h"
 #include "qemu_opts.h"
 #include "qmp.h"
@@ -15,6 +16,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <stdlib.h>
+#include "virt.h"
 
 #define QMP_CONNECT_TIMEOUT_MS 5000
 #define QMP_QUERY_TIMEOUT_MS   5000
@@ -28,6 +31,7 @@ void vm_info_free(struct vm_info *vm)
 {
 	free(vm->name);
 	free(vm->ram_path);
+	free(vm->libvirt_xml);
 	free(vm->backend_id);
 	free(vm->machine_type);
 	for (int i = 0; vm->argv && i < vm->argc; i++)
@@ -244,6 +248,19 @@ static int check_disks(struct replicator *r)
 	return rc;
 }
 
+/* A path QEMU opened, as seen from here: libvirt may run QEMU in a mount
+ * namespace of its own (qemu.conf namespaces), so go through its root. */
+static int in_qemu_root(struct vm_info *vm)
+{
+	char *p;
+
+	if (asprintf(&p, "/proc/%d/root%s", (int)vm->pid, vm->ram_path) < 0)
+		return -ENOMEM;
+	free(vm->ram_path);
+	vm->ram_path = p;
+	return 0;
+}
+
 static int find_backend(struct replicator *r)
 {
 	struct vm_info *vm = &r->vm;
@@ -283,9 +300,9 @@ static int find_backend(struct replicator *r)
 		vm->ram_path = strdup(r->cfg.ram_file);
 		return vm->ram_path ? 0 : -ENOMEM;
 	}
-	if (!qom_get_string(r, objpath, "mem-path", &vm->ram_path))
-		return 0;
-	return find_memfd(vm);
+	if (qom_get_string(r, objpath, "mem-path", &vm->ram_path))
+		return find_memfd(vm);
+	return r->virt ? in_qemu_root(vm) : 0;
 }
 
 static int check_ram_file(const struct vm_info *vm)
@@ -322,15 +339,50 @@ static int find_machine_type(struct replicator *r)
 	return 0;
 }
 
+static int attach_socket(struct replicator *r)
+{
+	int rc = qmp_connect(r->cfg.qmp_path, QMP_CONNECT_TIMEOUT_MS, &r->qmp);
+
+	if (rc)
+		log_err("cannot attach to QMP socket %s: %s", r->cfg.qmp_path, qmp_connect_error());
+	return rc;
+}
+
+/* QMP through libvirt's monitor passthrough; the domain XML, checked here,
+ * goes to the backup so that it can restore into a libvirt domain. */
+static int attach_libvirt(struct replicator *r)
+{
+	int rc;
+
+	virt_events_init(r->loop);
+	rc = virt_open(r->cfg.libvirt_uri, r->cfg.domain, &r->virt);
+	if (rc)
+		return rc;
+	r->vm.libvirt_xml = virt_xml(r->virt, true);
+	if (!r->vm.libvirt_xml)
+		return -EIO;
+	rc = domain_xml_check(r->vm.libvirt_xml, r->cfg.domain);
+	if (rc)
+		return rc;
+	rc = virt_qmp_open(r->virt, replicator_qemu_events, r, &r->qmp);
+	if (rc)
+		return rc;
+	if (qmp_peer_pid(r->qmp) <= 0) {
+		log_err("libvirt domain %s: no QEMU process with its UUID %s on this host; "
+			"the replicator must run on the domain's host", r->cfg.domain,
+			virt_uuid(r->virt));
+		return -ESRCH;
+	}
+	return 0;
+}
+
 int vm_attach(struct replicator *r)
 {
 	struct vm_info *vm = &r->vm;
-	int rc = qmp_connect(r->cfg.qmp_path, QMP_CONNECT_TIMEOUT_MS, &r->qmp);
+	int rc = r->cfg.domain ? attach_libvirt(r) : attach_socket(r);
 
-	if (rc) {
-		log_err("cannot attach to QMP socket %s: %s", r->cfg.qmp_path, qmp_connect_error());
+	if (rc)
 		return rc;
-	}
 	vm->pid = qmp_peer_pid(r->qmp);
 	if (vm->pid <= 0 || (rc = read_cmdline(vm))) {
 		log_err("cannot read the command line of QEMU (pid %d): %s; the replicator "
@@ -340,8 +392,8 @@ int vm_attach(struct replicator *r)
 	if ((rc = find_name(vm)) || (rc = find_backend(r)) || (rc = check_ram_file(vm)) ||
 	    (rc = find_machine_type(r)) || (rc = check_ramblocks(r)) || (rc = check_disks(r)))
 		return rc;
-	log_info("attached to VM %s: QEMU pid %d, machine %s, %llu MiB RAM in %s (backend %s)",
-		 vm->name, (int)vm->pid, vm->machine_type,
+	log_info("attached to VM %s%s: QEMU pid %d, machine %s, %llu MiB RAM in %s (backend %s)",
+		 vm->name, r->virt ? " through libvirt" : "", (int)vm->pid, vm->machine_type,
 		 (unsigned long long)(vm->ram_size >> 20), vm->ram_path, vm->backend_id);
 	return 0;
 }
@@ -362,6 +414,8 @@ char *vm_hello_json(const struct replicator *r)
 	json_object_object_add(o, "ram_backend", json_object_new_string(vm->backend_id));
 	json_object_object_add(o, "machine_type", json_object_new_string(vm->machine_type));
 	json_object_object_add(o, "qemu_argv", argv);
+	if (vm->libvirt_xml)
+		json_object_object_add(o, "libvirt_xml", json_object_new_string(vm->libvirt_xml));
 	text = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 	json_object_put(o);
 	return text;

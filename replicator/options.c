@@ -50,6 +50,7 @@ void replicator_usage(FILE *f)
 {
 	fprintf(f,
 "Usage: remus-replicator --qmp PATH --backup HOST:PORT [options]\n"
+"       remus-replicator [--connect URI] --domain NAME --backup HOST:PORT [options]\n"
 "\n"
 "Attach to a running QEMU through its QMP socket and replicate it to the\n"
 "backup agent (remus-agent) at HOST:PORT: every epoch the VM is paused,\n"
@@ -60,7 +61,12 @@ void replicator_usage(FILE *f)
 "  -machine memory-backend=ram0\n"
 "\n"
 "Options:\n"
-"  --qmp PATH            QEMU's QMP unix socket (required)\n"
+"  --qmp PATH            QEMU's QMP unix socket (plain QEMU)\n"
+"  --domain NAME         a libvirt domain instead: QMP goes through libvirt's\n"
+"                        monitor passthrough; the domain needs\n"
+"                        <memoryBacking><source type='memfd'/><access\n"
+"                        mode='shared'/></memoryBacking> (or type='file')\n"
+"  --connect URI         libvirt connection (default qemu:///system)\n"
 "  --backup HOST:PORT    the backup agent (required)\n"
 "  --ram-file PATH       guest RAM file (default: asked from QEMU)\n"
 "  --epoch-policy P      fixed, dirty-rate, output-aware or hybrid (default):\n"
@@ -108,7 +114,7 @@ void replicator_usage(FILE *f)
 		REPLICATOR_DEFAULT_TIMEOUT_MS);
 }
 
-enum { OPT_QMP = 256, OPT_BACKUP, OPT_RAM_FILE, OPT_EPOCH_MS, OPT_CONTROL,
+enum { OPT_QMP = 256, OPT_CONNECT, OPT_DOMAIN, OPT_BACKUP, OPT_RAM_FILE, OPT_EPOCH_MS, OPT_CONTROL,
        OPT_HEARTBEAT_MS, OPT_TIMEOUT_MS, OPT_SYSLOG, OPT_TEST_CORRUPT,
        OPT_CAPTURE_THREADS, OPT_NET_OUT, OPT_NET_CAP_MB, OPT_NO_OUTPUT_COMMIT,
        OPT_EPOCH_POLICY, OPT_EPOCH_MIN_MS, OPT_EPOCH_MAX_MS, OPT_MAX_OVERHEAD,
@@ -116,6 +122,8 @@ enum { OPT_QMP = 256, OPT_BACKUP, OPT_RAM_FILE, OPT_EPOCH_MS, OPT_CONTROL,
 
 static const struct option long_opts[] = {
 	{ "qmp", required_argument, NULL, OPT_QMP },
+	{ "connect", required_argument, NULL, OPT_CONNECT },
+	{ "domain", required_argument, NULL, OPT_DOMAIN },
 	{ "backup", required_argument, NULL, OPT_BACKUP },
 	{ "ram-file", required_argument, NULL, OPT_RAM_FILE },
 	{ "epoch-ms", required_argument, NULL, OPT_EPOCH_MS },
@@ -172,6 +180,8 @@ int replicator_parse_args(int argc, char **argv, struct replicator_config *cfg,
 	while ((c = getopt_long(argc, argv, "vh", long_opts, NULL)) != -1) {
 		switch (c) {
 		case OPT_QMP: cfg->qmp_path = optarg; break;
+		case OPT_CONNECT: cfg->libvirt_uri = optarg; break;
+		case OPT_DOMAIN: cfg->domain = optarg; break;
 		case OPT_BACKUP: backup = optarg; break;
 		case OPT_RAM_FILE: cfg->ram_file = optarg; break;
 		case OPT_CONTROL: cfg->control_path = optarg; break;
@@ -268,11 +278,19 @@ int replicator_parse_args(int argc, char **argv, struct replicator_config *cfg,
 		fprintf(stderr, "remus-replicator: unexpected argument '%s'\n", argv[optind]);
 		return -1;
 	}
-	if (!cfg->qmp_path || !backup) {
-		fprintf(stderr, "remus-replicator: %s is required (see --help)\n",
-			!cfg->qmp_path ? "--qmp PATH" : "--backup HOST:PORT");
+	if (!!cfg->qmp_path == !!cfg->domain || !backup) {
+		fprintf(stderr, "remus-replicator: %s (see --help)\n",
+			cfg->qmp_path && cfg->domain ? "--qmp and --domain exclude each other" :
+			!backup ? "--backup HOST:PORT is required" :
+				  "--qmp PATH or --domain NAME is required");
 		return -1;
 	}
+	if (cfg->libvirt_uri && !cfg->domain) {
+		fprintf(stderr, "remus-replicator: --connect needs --domain NAME\n");
+		return -1;
+	}
+	if (cfg->domain && !cfg->libvirt_uri)
+		cfg->libvirt_uri = "qemu:///system";
 	if (netaddr_parse(backup, &cfg->backup, err, sizeof(err))) {
 		fprintf(stderr, "remus-replicator: --backup: %s\n", err);
 		return -1;

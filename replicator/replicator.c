@@ -3,11 +3,14 @@
 #include "log.h"
 #include "qmp.h"
 #include "replicator.h"
+#include "virt.h"
 
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #define FINAL_FLUSH_MS 2000
 
@@ -42,6 +45,8 @@ static void leave(struct replicator *r, int exit_code)
 static void on_qemu_gone(struct replicator *r)
 {
 	ev_io_stop(r->loop, &r->qmp_watch);
+	ev_io_stop(r->loop, &r->qemu_exit_watch);
+	ev_timer_stop(r->loop, &r->qemu_exit_grace);
 	if (r->vm_shutdown) {
 		log_info("VM %s shut down: telling the backup not to take over", r->vm.name);
 		protect_devices(r, false, 0); /* no failover: its last words may go out */
@@ -92,6 +97,50 @@ static void on_qmp_readable(struct ev_loop *loop, ev_io *w, int revents)
 
 	if (qmp_read_events(r->qmp, on_qmp_event, r) == -EPIPE)
 		on_qemu_gone(r);
+}
+
+void replicator_qemu_events(void *replicator)
+{
+	struct replicator *r = replicator;
+
+	if (!r->stopping)
+		qmp_read_events(r->qmp, on_qmp_event, r);
+}
+
+/* Through libvirt, QEMU's last events (a SHUTDOWN) travel through
+ * libvirtd and may arrive just after QEMU's exit: give them a moment
+ * before deciding whether the backup must take over. */
+static void on_qemu_exit_grace(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct replicator *r = w->data;
+
+	replicator_qemu_events(r);
+	if (!r->stopping)
+		on_qemu_gone(r);
+}
+
+static void on_qemu_exit(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct replicator *r = w->data;
+
+	ev_io_stop(loop, w);
+	log_debug("QEMU (pid %d) exited", (int)r->vm.pid);
+	ev_timer_start(loop, &r->qemu_exit_grace);
+}
+
+static int watch_qemu_exit(struct replicator *r)
+{
+	r->qemu_pidfd = (int)syscall(SYS_pidfd_open, r->vm.pid, 0);
+	if (r->qemu_pidfd < 0) {
+		log_err("cannot watch QEMU (pid %d) for its exit: %s", (int)r->vm.pid,
+			strerror(errno));
+		return -errno;
+	}
+	ev_io_init(&r->qemu_exit_watch, on_qemu_exit, r->qemu_pidfd, EV_READ);
+	ev_timer_init(&r->qemu_exit_grace, on_qemu_exit_grace, 0.2, 0);
+	r->qemu_exit_watch.data = r->qemu_exit_grace.data = r;
+	ev_io_start(r->loop, &r->qemu_exit_watch);
+	return 0;
 }
 
 static void on_epoch_timer(struct ev_loop *loop, ev_timer *w, int revents)
@@ -184,7 +233,8 @@ static void init_watchers(struct replicator *r)
 	ev_timer_again(r->loop, &r->stats_timer);
 	ev_signal_start(r->loop, &r->sigterm);
 	ev_signal_start(r->loop, &r->sigint);
-	ev_io_start(r->loop, &r->qmp_watch);
+	if (qmp_fd(r->qmp) >= 0)
+		ev_io_start(r->loop, &r->qmp_watch);
 }
 
 int replicator_run(struct replicator *r)
@@ -193,6 +243,7 @@ int replicator_run(struct replicator *r)
 
 	r->link.fd = -1;
 	r->control_fd = -1;
+	r->qemu_pidfd = -1;
 	epoch_policy_init(&r->policy, &r->cfg.policy);
 	r->loop = ev_default_loop(EVFLAG_AUTO);
 	signal(SIGPIPE, SIG_IGN);
@@ -205,6 +256,8 @@ int replicator_run(struct replicator *r)
 	if (r->cfg.control_path && (rc = control_open(r)))
 		goto out;
 	init_watchers(r);
+	if (r->virt && (rc = watch_qemu_exit(r)))
+		goto out;
 	r->prot = PROT_CONNECTING;
 	try_connect(r);
 	ev_run(r->loop, 0);
@@ -215,6 +268,9 @@ out:
 	epoch_devices_teardown(r);
 	if (r->qmp)
 		qmp_close(r->qmp);
+	virt_close(r->virt);
+	if (r->qemu_pidfd >= 0)
+		close(r->qemu_pidfd);
 	vm_info_free(&r->vm);
 	ev_loop_destroy(r->loop);
 	return rc < 0 ? 2 : rc;

@@ -29,7 +29,9 @@ struct ckpt_device;
 #define REPLICATOR_MAX_DISKS            8
 
 struct replicator_config {
-	const char *qmp_path;
+	const char *qmp_path;      /* plain QEMU: its QMP socket */
+	const char *libvirt_uri;   /* libvirt: connection and domain */
+	const char *domain;
 	const char *ram_file;      /* NULL: discover through QMP */
 	struct netaddr backup;
 	unsigned epoch_ms;
@@ -58,6 +60,7 @@ struct vm_info {
 	uint64_t ram_size;
 	char *machine_type;   /* e.g. "pc-i440fx-7.2" */
 	char **argv;          /* QEMU's command line, from /proc/PID/cmdline */
+	char *libvirt_xml;    /* the domain's migratable XML; NULL for plain QEMU */
 	int argc;
 };
 
@@ -81,7 +84,11 @@ struct replicator {
 	struct replicator_config cfg;
 	struct vm_info vm;
 	struct qmp *qmp;
-	ev_io qmp_watch;
+	ev_io qmp_watch;          /* QMP socket; or, through libvirt: */
+	struct virt *virt;
+	int qemu_pidfd;           /* QEMU's exit, as libvirt has no socket to close */
+	ev_io qemu_exit_watch;
+	ev_timer qemu_exit_grace;
 	ev_timer epoch_timer, heartbeat_timer, reconnect_timer, stats_timer;
 	ev_signal sigterm, sigint;
 	ev_io control_watch;
@@ -127,6 +134,8 @@ bool link_up(const struct link *l);
 
 /* replicator.c: a QMP command failed at the barrier (-EPIPE: QEMU died). */
 void replicator_primary_trouble(struct replicator *r, int rc);
+/* QEMU events arrived through libvirt: dispatch them. */
+void replicator_qemu_events(void *replicator);
 
 /* epoch.c */
 int epoch_devices_setup(struct replicator *r);

@@ -1,0 +1,217 @@
+/* The restored VM's libvirt domain XML: the primary's migratable XML with
+ * what names a resource of the primary's host moved to the backup's (the
+ * serial log into the state dir, a UDP NIC onto a TAP of the backup's LAN)
+ * and, for the start only, QEMU told to wait for an incoming checkpoint.
+ *
+ * The domain keeps its name and UUID: to libvirt and to the operator it
+ * is the same VM, now running here.
+ */
+#include "restore_domain.h"
+
+#include <errno.h>
+#include <libxml/parser.h>
+#include <libxml/tree.h>
+#include <libxml/xpath.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define QEMU_NS "http://libvirt.org/schemas/domain/qemu/1.0"
+
+static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+static xmlNodePtr child(xmlNodePtr n, const char *name)
+{
+	for (xmlNodePtr c = n->children; c; c = c->next)
+		if (c->type == XML_ELEMENT_NODE && !strcmp((const char *)c->name, name))
+			return c;
+	return NULL;
+}
+
+static xmlXPathObjectPtr select_nodes(xmlDocPtr doc, const char *xpath)
+{
+	xmlXPathContextPtr ctx = xmlXPathNewContext(doc);
+	xmlXPathObjectPtr o = ctx ? xmlXPathEvalExpression((const xmlChar *)xpath, ctx) : NULL;
+
+	xmlXPathFreeContext(ctx);
+	return o;
+}
+
+static int nodes_count(xmlXPathObjectPtr o)
+{
+	return o && o->nodesetval ? o->nodesetval->nodeNr : 0;
+}
+
+/* File-backed serial ports and consoles write into the state dir:
+ * serial.log for the first, serialN.log for the others. */
+static int move_serial_logs(xmlDocPtr doc, const char *dir, char *err, size_t errlen)
+{
+	xmlXPathObjectPtr o = select_nodes(doc, "/domain/devices/*[(self::serial or "
+					   "self::console) and @type='file']");
+	int rc = 0;
+
+	for (int i = 0; i < nodes_count(o); i++) {
+		xmlNodePtr dev = o->nodesetval->nodeTab[i], src = child(dev, "source");
+		xmlNodePtr target = child(dev, "target");
+		xmlChar *port = target ? xmlGetProp(target, (const xmlChar *)"port") : NULL;
+		char path[4096];
+
+		if (!src)
+			continue;
+		if (!port || !strcmp((const char *)port, "0"))
+			snprintf(path, sizeof(path), "%s/serial.log", dir);
+		else
+			snprintf(path, sizeof(path), "%s/serial%s.log", dir, (const char *)port);
+		xmlFree(port);
+		if (!xmlSetProp(src, (const xmlChar *)"path", (const xmlChar *)path))
+			rc = fail(err, errlen, -ENOMEM, "out of memory");
+	}
+	xmlXPathFreeObject(o);
+	return rc;
+}
+
+/* The TAP for this NIC: "ID=NAME" where ID is its alias (net0) or MAC, or
+ * a lone "NAME" when the domain has one NIC. NULL: none given. */
+static const char *tap_for(xmlNodePtr nic, const struct restore_domain_spec *s, int nnics)
+{
+	xmlNodePtr alias = child(nic, "alias"), mac = child(nic, "mac");
+	xmlChar *id = alias ? xmlGetProp(alias, (const xmlChar *)"name") : NULL;
+	xmlChar *addr = mac ? xmlGetProp(mac, (const xmlChar *)"address") : NULL;
+	const char *found = NULL;
+
+	for (int i = 0; i < s->ntaps && !found; i++) {
+		const char *eq = strchr(s->taps[i], '=');
+		size_t len = eq ? (size_t)(eq - s->taps[i]) : 0;
+
+		if (!eq)
+			found = nnics == 1 ? s->taps[i] : NULL;
+		else if ((id && strlen((const char *)id) == len &&
+			  !strncmp(s->taps[i], (const char *)id, len)) ||
+			 (addr && strlen((const char *)addr) == len &&
+			  !strncasecmp(s->taps[i], (const char *)addr, len)))
+			found = eq + 1;
+	}
+	xmlFree(id);
+	xmlFree(addr);
+	return found;
+}
+
+static void drop_children(xmlNodePtr n, const char *name)
+{
+	for (xmlNodePtr c; (c = child(n, name));) {
+		xmlUnlinkNode(c);
+		xmlFreeNode(c);
+	}
+}
+
+/* A UDP NIC (the primary's net buffer) comes back on a TAP of the
+ * backup's LAN: <interface type='ethernet'><target dev='TAP'
+ * managed='no'/>. Without a TAP it stays a UDP socket to a peer that does
+ * not exist here, i.e. cut off, as the command-line restore does. */
+static int move_nics(xmlDocPtr doc, const struct restore_domain_spec *s, char *err,
+		     size_t errlen)
+{
+	xmlXPathObjectPtr o = select_nodes(doc, "/domain/devices/interface[@type='udp']");
+	int n = nodes_count(o), used = 0, rc = 0;
+
+	for (int i = 0; i < n && !rc; i++) {
+		xmlNodePtr nic = o->nodesetval->nodeTab[i], t;
+		const char *tap = tap_for(nic, s, n);
+
+		if (!tap)
+			continue;
+		used++;
+		drop_children(nic, "source");
+		drop_children(nic, "target");
+		xmlSetProp(nic, (const xmlChar *)"type", (const xmlChar *)"ethernet");
+		t = xmlNewChild(nic, NULL, (const xmlChar *)"target", NULL);
+		if (!t || !xmlSetProp(t, (const xmlChar *)"dev", (const xmlChar *)tap) ||
+		    !xmlSetProp(t, (const xmlChar *)"managed", (const xmlChar *)"no"))
+			rc = fail(err, errlen, -ENOMEM, "out of memory");
+	}
+	xmlXPathFreeObject(o);
+	if (!rc && used < s->ntaps)
+		rc = fail(err, errlen, -EINVAL, "%d of the %d --tap given match no UDP NIC of "
+			  "the domain (give ID=NAME with the NIC's alias, e.g. net0, or its MAC)",
+			  s->ntaps - used, s->ntaps);
+	return rc;
+}
+
+/* <qemu:commandline> with -incoming defer (QEMU waits for the checkpoint)
+ * and send-configuration=off (the device state has no configuration
+ * section; the agent compares the machine type itself). */
+static int add_incoming(xmlDocPtr doc, char *err, size_t errlen)
+{
+	static const char *const args[] = {
+		"-incoming", "defer", "-global", "migration.send-configuration=off",
+	};
+	xmlNodePtr root = xmlDocGetRootElement(doc), cl;
+	xmlNsPtr ns = xmlSearchNsByHref(doc, root, (const xmlChar *)QEMU_NS);
+
+	if (!ns)
+		ns = xmlNewNs(root, (const xmlChar *)QEMU_NS, (const xmlChar *)"qemu");
+	cl = ns ? xmlNewChild(root, ns, (const xmlChar *)"commandline", NULL) : NULL;
+	for (size_t i = 0; cl && i < sizeof(args) / sizeof(args[0]); i++) {
+		xmlNodePtr a = xmlNewChild(cl, ns, (const xmlChar *)"arg", NULL);
+		if (!a || !xmlSetProp(a, (const xmlChar *)"value", (const xmlChar *)args[i]))
+			cl = NULL;
+	}
+	return cl ? 0 : fail(err, errlen, -ENOMEM, "out of memory");
+}
+
+static char *dump(xmlDocPtr doc)
+{
+	xmlChar *mem = NULL;
+	char *s;
+	int len = 0;
+
+	xmlDocDumpFormatMemory(doc, &mem, &len, 1);
+	s = mem ? strndup((const char *)mem, (size_t)len) : NULL;
+	xmlFree(mem);
+	return s;
+}
+
+int restore_domain_xml(const char *primary_xml, const struct restore_domain_spec *s,
+		       char **start_xml, char **persistent_xml, char *err, size_t errlen)
+{
+	xmlDocPtr doc;
+	int rc;
+
+	*start_xml = *persistent_xml = NULL;
+	doc = xmlReadMemory(primary_xml, (int)strlen(primary_xml), "domain.xml", NULL,
+			    XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING |
+			    XML_PARSE_NOBLANKS);
+	if (!doc || !xmlDocGetRootElement(doc) ||
+	    strcmp((const char *)xmlDocGetRootElement(doc)->name, "domain")) {
+		xmlFreeDoc(doc);
+		return fail(err, errlen, -EINVAL, "the primary's domain XML does not parse");
+	}
+	rc = move_serial_logs(doc, s->state_dir, err, errlen);
+	if (!rc)
+		rc = move_nics(doc, s, err, errlen);
+	if (!rc && !(*persistent_xml = dump(doc)))
+		rc = fail(err, errlen, -ENOMEM, "out of memory");
+	if (!rc)
+		rc = add_incoming(doc, err, errlen);
+	if (!rc && !(*start_xml = dump(doc)))
+		rc = fail(err, errlen, -ENOMEM, "out of memory");
+	xmlFreeDoc(doc);
+	if (rc) {
+		free(*start_xml);
+		free(*persistent_xml);
+		*start_xml = *persistent_xml = NULL;
+	}
+	return rc;
+}

@@ -1,0 +1,20 @@
+/* The restored VM's libvirt domain XML (restore_domain.c). */
+#ifndef REMUS_RESTORE_DOMAIN_H
+#define REMUS_RESTORE_DOMAIN_H
+
+#include <stddef.h>
+
+struct restore_domain_spec {
+	const char *state_dir;      /* serial logs go here */
+	const char *const *taps;    /* "[ID=]NAME", ID a NIC's alias or MAC */
+	int ntaps;
+};
+
+/* From the primary's migratable XML: *start_xml to start the restored
+ * domain with (it waits for the incoming checkpoint) and *persistent_xml
+ * to define it with afterwards (malloc'd both). 0, or -EINVAL / -ENOMEM
+ * with the reason in err. */
+int restore_domain_xml(const char *primary_xml, const struct restore_domain_spec *s,
+		       char **start_xml, char **persistent_xml, char *err, size_t errlen);
+
+#endif

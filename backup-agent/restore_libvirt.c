@@ -1,0 +1,236 @@
+/* Restore a libvirt primary's VM as a libvirt domain of the same name.
+ *
+ * libvirt starts QEMU (paused, waiting for an incoming checkpoint: see
+ * restore_domain.c) with RAM on a shared backing of its own choosing; the
+ * agent writes the replica RAM into that backing, passes the committed
+ * device state to QEMU as a file descriptor (libvirt's QEMU may not spawn
+ * processes, so no exec:cat), lets it load, and resumes the domain through
+ * libvirt, so libvirt's idea of the domain stays true. Then it defines the
+ * domain, so that it is as persistent here as it was there.
+ *
+ * The replica itself is only read: RAM is copied into the new QEMU's
+ * backing, never mapped.
+ */
+#include "restore.h"
+
+#include "clock.h"
+#include "log.h"
+#include "qmp.h"
+#include "replica.h"
+#include "restore_domain.h"
+#include "virt.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define QMP_TIMEOUT_MS 5000
+#define DEVSTATE_FDNAME "remus-devstate"
+
+static int qom_get_string(struct qmp *q, const char *path, const char *prop, char **out)
+{
+	struct json_object *args = json_object_new_object(), *ret = NULL;
+	int rc;
+
+	json_object_object_add(args, "path", json_object_new_string(path));
+	json_object_object_add(args, "property", json_object_new_string(prop));
+	rc = qmp_execute(q, "qom-get", args, &ret, QMP_TIMEOUT_MS);
+	json_object_put(args);
+	*out = !rc && json_object_is_type(ret, json_type_string) ?
+		strdup(json_object_get_string(ret)) : NULL;
+	json_object_put(ret);
+	return rc ? rc : *out ? 0 : -EPROTO;
+}
+
+/* A memfd backing has no path: QEMU's descriptor of the right size. */
+static int open_memfd(pid_t pid, off_t size)
+{
+	char dir[64], link[PATH_MAX], path[PATH_MAX + 64];
+	struct dirent *de;
+	DIR *d;
+	int fd = -ENOENT;
+
+	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
+	d = opendir(dir);
+	if (!d)
+		return -errno;
+	while (fd < 0 && (de = readdir(d))) {
+		struct stat st;
+		ssize_t n;
+
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		n = readlink(path, link, sizeof(link) - 1);
+		if (n <= 0)
+			continue;
+		link[n] = 0;
+		if (strncmp(link, "/memfd:", 7) || stat(path, &st) || st.st_size != size)
+			continue;
+		fd = open(path, O_WRONLY | O_CLOEXEC);
+		if (fd < 0)
+			fd = -errno;
+	}
+	closedir(d);
+	return fd;
+}
+
+/* The file behind the new QEMU's main memory backend, for writing. Paths
+ * go through /proc/PID/root: libvirt may give QEMU its own mount
+ * namespace. */
+static int open_guest_ram(struct qmp *q, pid_t pid, off_t size)
+{
+	char *backend = NULL, *mem_path = NULL, path[PATH_MAX + 64];
+	int fd;
+
+	if (qom_get_string(q, "/machine", "memory-backend", &backend)) {
+		log_err("restored domain has no memory backend: %s", qmp_last_error(q));
+		return -EPROTO;
+	}
+	if (qom_get_string(q, backend, "mem-path", &mem_path)) {
+		free(backend);
+		fd = open_memfd(pid, size);
+		if (fd < 0)
+			log_err("cannot find the restored domain's memfd RAM (%lld bytes) in "
+				"QEMU pid %d", (long long)size, (int)pid);
+		return fd;
+	}
+	free(backend);
+	snprintf(path, sizeof(path), "/proc/%d/root%s", (int)pid, mem_path);
+	free(mem_path);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0) {
+		fd = -errno;
+		log_err("cannot open the restored domain's RAM %s: %s", path, strerror(errno));
+	}
+	return fd;
+}
+
+static int copy_ram(const char *dir, struct qmp *q, pid_t pid)
+{
+	char from[PATH_MAX];
+	struct stat st;
+	off_t off = 0;
+	int in, out, rc = 0;
+
+	snprintf(from, sizeof(from), "%s/ram", dir);
+	in = open(from, O_RDONLY | O_CLOEXEC);
+	if (in < 0 || fstat(in, &st) < 0) {
+		rc = -errno;
+		log_err("cannot read replica RAM %s: %s", from, strerror(errno));
+		if (in >= 0)
+			close(in);
+		return rc;
+	}
+	out = open_guest_ram(q, pid, st.st_size);
+	if (out < 0) {
+		close(in);
+		return out;
+	}
+	while (!rc && off < st.st_size) {
+		ssize_t n = sendfile(out, in, &off, (size_t)(st.st_size - off));
+		if (n <= 0)
+			rc = n < 0 ? -errno : -EIO;
+	}
+	if (rc)
+		log_err("cannot copy replica RAM into the restored domain: %s", strerror(-rc));
+	close(out);
+	close(in);
+	return rc;
+}
+
+static int load_devstate(const char *dir, struct qmp *q)
+{
+	struct json_object *args = json_object_new_object();
+	char path[PATH_MAX];
+	int fd, rc;
+
+	snprintf(path, sizeof(path), "%s/devstate", dir);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		rc = -errno;
+		log_err("cannot open %s: %s", path, strerror(errno));
+		json_object_put(args);
+		return rc;
+	}
+	json_object_object_add(args, "fdname", json_object_new_string(DEVSTATE_FDNAME));
+	rc = qmp_execute_with_fd(q, "getfd", args, fd, NULL, QMP_TIMEOUT_MS);
+	close(fd);
+	json_object_put(args);
+	if (rc) {
+		log_err("cannot pass the device state to QEMU: %s", qmp_last_error(q));
+		return rc;
+	}
+	args = json_object_new_object();
+	json_object_object_add(args, "uri", json_object_new_string("fd:" DEVSTATE_FDNAME));
+	rc = qmp_execute(q, "migrate-incoming", args, NULL, QMP_TIMEOUT_MS);
+	json_object_put(args);
+	if (rc)
+		log_err("migrate-incoming failed: %s", qmp_last_error(q));
+	return rc;
+}
+
+static int start_domain(const struct restore_opts *o, const struct replica_info *info,
+			struct virt **v, char **persistent_xml)
+{
+	struct restore_domain_spec spec = {
+		.state_dir = o->dir, .taps = o->taps, .ntaps = o->ntaps,
+	};
+	char *start_xml = NULL, err[256];
+	const char *uri = o->libvirt_uri ? o->libvirt_uri : "qemu:///system";
+	int rc;
+
+	rc = restore_domain_xml(restore_json_str(info->vm, "libvirt_xml"), &spec, &start_xml,
+				persistent_xml, err, sizeof(err));
+	if (rc) {
+		log_err("cannot build the restored domain's XML: %s", err);
+		return rc;
+	}
+	rc = virt_create_paused(uri, start_xml, v);
+	free(start_xml);
+	return rc;
+}
+
+int restore_libvirt(const struct restore_opts *o, const struct replica_info *info,
+		    struct restore_result *res)
+{
+	char *persistent_xml = NULL, log_hint[PATH_MAX];
+	struct virt *v = NULL;
+	struct qmp *q = NULL;
+	double t0 = mono_ms(), t;
+	int rc;
+
+	rc = start_domain(o, info, &v, &persistent_xml);
+	if (rc)
+		goto out;
+	snprintf(log_hint, sizeof(log_hint), "libvirt's log of domain %s", virt_name(v));
+	res->start_ms = (t = mono_ms()) - t0;
+	if ((rc = virt_qmp_open(v, NULL, NULL, &q)))
+		goto out;
+	res->qemu_pid = qmp_peer_pid(q);
+	if ((rc = restore_check_machine(q, info->vm)) || (rc = copy_ram(o->dir, q, res->qemu_pid)))
+		goto out;
+	res->copy_ms = mono_ms() - t;
+	t = mono_ms();
+	if ((rc = load_devstate(o->dir, q)) || (rc = restore_wait_status(q, "paused", log_hint)) ||
+	    (rc = virt_resume(v)) || (rc = restore_wait_status(q, "running", log_hint)))
+		goto out;
+	restore_announce(q);
+	res->load_ms = mono_ms() - t;
+	res->total_ms = mono_ms() - t0;
+	/* The VM runs: failing to make it persistent costs only that. */
+	if (!virt_define(v, persistent_xml))
+		log_info("libvirt domain %s restored and defined", virt_name(v));
+out:
+	if (rc && v && virt_destroy(v) == 0)
+		log_info("half-restored libvirt domain destroyed");
+	qmp_close(q);
+	virt_close(v);
+	free(persistent_xml);
+	return rc;
+}

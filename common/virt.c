@@ -1,0 +1,282 @@
+/* libvirt glue: see virt.h. */
+#include "virt.h"
+#include "log.h"
+#include "qmp.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libvirt/libvirt-qemu.h>
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct virt {
+	virConnectPtr conn;
+	virDomainPtr dom;
+	char *uri;
+	char name[256];
+	char uuid[VIR_UUID_STRING_BUFLEN];
+	char what[300];
+	int event_cb;               /* monitor event callback id, -1 none */
+	struct qmp *qmp;            /* events go here; not owned */
+	void (*on_event)(void *);
+	void *opaque;
+};
+
+/* libvirt prints every error to stderr by default; we log the ones we
+ * act on, with context, through virGetLastErrorMessage(). */
+static void quiet(void *opaque, virErrorPtr err)
+{
+}
+
+static const char *why(void)
+{
+	return virGetLastErrorMessage();
+}
+
+static int connect_uri(const char *uri, struct virt **out)
+{
+	struct virt *v = calloc(1, sizeof(*v));
+
+	*out = v;
+	if (!v)
+		return -ENOMEM;
+	v->event_cb = -1;
+	v->uri = strdup(uri);
+	if (!v->uri)
+		return -ENOMEM;
+	virSetErrorFunc(NULL, quiet);
+	v->conn = virConnectOpen(uri);
+	if (!v->conn) {
+		log_err("cannot connect to libvirt at %s: %s", uri, why());
+		return -ECONNREFUSED;
+	}
+	/* Notice a dead libvirtd within seconds, not at the next call; this
+	 * needs our event loop (the agent restores without one). */
+	if (virt_events_ready() && virConnectSetKeepAlive(v->conn, 5, 3) < 0)
+		log_warn("libvirt at %s: no keepalive: %s", uri, why());
+	return 0;
+}
+
+static int take_domain(struct virt *v, virDomainPtr dom)
+{
+	const char *name = virDomainGetName(dom);
+
+	v->dom = dom;
+	if (!name || virDomainGetUUIDString(dom, v->uuid) < 0) {
+		log_err("libvirt at %s: cannot read the domain's name or UUID: %s", v->uri, why());
+		return -EIO;
+	}
+	snprintf(v->name, sizeof(v->name), "%s", name);
+	snprintf(v->what, sizeof(v->what), "libvirt domain %s", v->name);
+	return 0;
+}
+
+int virt_open(const char *uri, const char *name, struct virt **out)
+{
+	virDomainPtr dom;
+	int rc = connect_uri(uri, out), state, reason;
+
+	if (rc)
+		return rc;
+	dom = virDomainLookupByName((*out)->conn, name);
+	if (!dom) {
+		log_err("libvirt at %s has no domain '%s': %s", uri, name, why());
+		return -ENOENT;
+	}
+	rc = take_domain(*out, dom);
+	if (rc)
+		return rc;
+	if (virDomainGetState(dom, &state, &reason, 0) < 0 ||
+	    (state != VIR_DOMAIN_RUNNING && state != VIR_DOMAIN_PAUSED)) {
+		log_err("libvirt domain %s is not running (start it first)", name);
+		return -ESRCH;
+	}
+	return 0;
+}
+
+int virt_create_paused(const char *uri, const char *xml, struct virt **out)
+{
+	virDomainPtr dom;
+	int rc = connect_uri(uri, out);
+
+	if (rc)
+		return rc;
+	dom = virDomainCreateXML((*out)->conn, xml, VIR_DOMAIN_START_PAUSED);
+	if (!dom) {
+		log_err("libvirt at %s cannot start the domain: %s", uri, why());
+		return -EIO;
+	}
+	return take_domain(*out, dom);
+}
+
+void virt_close(struct virt *v)
+{
+	if (!v)
+		return;
+	if (v->event_cb >= 0)
+		virConnectDomainQemuMonitorEventDeregister(v->conn, v->event_cb);
+	if (v->dom)
+		virDomainFree(v->dom);
+	if (v->conn)
+		virConnectClose(v->conn);
+	free(v->uri);
+	free(v);
+}
+
+const char *virt_name(const struct virt *v)
+{
+	return v->name;
+}
+
+const char *virt_uuid(const struct virt *v)
+{
+	return v->uuid;
+}
+
+char *virt_xml(struct virt *v, bool migratable)
+{
+	char *xml = virDomainGetXMLDesc(v->dom, migratable ? VIR_DOMAIN_XML_MIGRATABLE : 0);
+
+	if (!xml)
+		log_err("%s: cannot read its XML: %s", v->what, why());
+	return xml;
+}
+
+/* Does /proc/PID/cmdline hold "-uuid" followed by uuid? */
+static bool cmdline_has_uuid(const char *pid, const char *uuid)
+{
+	char path[64], buf[32768];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%s/cmdline", pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = 0;
+	for (ssize_t off = 0; off < n; off += (ssize_t)strlen(buf + off) + 1)
+		if (!strcmp(buf + off, "-uuid") && off + 6 < n && !strcmp(buf + off + 6, uuid))
+			return true;
+	return false;
+}
+
+/* libvirt has no API for the QEMU pid; every QEMU it starts carries the
+ * domain's UUID on its command line, which is unique on a host. */
+pid_t virt_qemu_pid(const struct virt *v)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *de;
+	pid_t pid = -1;
+
+	if (!d)
+		return -1;
+	while ((de = readdir(d)))
+		if (de->d_name[0] >= '1' && de->d_name[0] <= '9' &&
+		    cmdline_has_uuid(de->d_name, v->uuid)) {
+			pid = (pid_t)atoi(de->d_name);
+			break;
+		}
+	closedir(d);
+	return pid;
+}
+
+static int passthrough(void *ctx, const char *request, const int *fds, unsigned nfds,
+		       char **reply, char *whybuf, size_t whylen)
+{
+	struct virt *v = ctx;
+	int r;
+
+	*reply = NULL;
+	if (nfds)
+		r = virDomainQemuMonitorCommandWithFiles(v->dom, request, nfds, (int *)fds,
+							 NULL, NULL, reply, 0);
+	else
+		r = virDomainQemuMonitorCommand(v->dom, request, reply, 0);
+	if (r < 0 || !*reply) {
+		virErrorPtr e = virGetLastError();
+
+		snprintf(whybuf, whylen, "%s", why());
+		free(*reply);
+		*reply = NULL;
+		/* The domain is gone (QEMU died or was destroyed): like EOF on
+		 * a QMP socket. */
+		if (e && (e->code == VIR_ERR_NO_DOMAIN || e->code == VIR_ERR_OPERATION_INVALID))
+			return -EPIPE;
+		return -EIO;
+	}
+	return 0;
+}
+
+static void on_monitor_event(virConnectPtr conn, virDomainPtr dom, const char *event,
+			     long long seconds, unsigned int micros, const char *details,
+			     void *opaque)
+{
+	struct virt *v = opaque;
+
+	if (!v->qmp || qmp_push_event(v->qmp, event, details))
+		return;
+	if (v->on_event)
+		v->on_event(v->opaque);
+}
+
+int virt_qmp_open(struct virt *v, void (*on_event)(void *), void *opaque,
+		  struct qmp **out)
+{
+	struct qmp_passthrough pt = {
+		.command = passthrough, .ctx = v, .what = v->what, .pid = virt_qemu_pid(v),
+	};
+	int rc = qmp_open_passthrough(&pt, out);
+
+	if (rc)
+		return rc;
+	v->qmp = *out;
+	v->on_event = on_event;
+	v->opaque = opaque;
+	if (!on_event)
+		return 0;
+	v->event_cb = virConnectDomainQemuMonitorEventRegister(v->conn, v->dom, NULL,
+							       on_monitor_event, v, NULL, 0);
+	if (v->event_cb < 0)
+		log_warn("%s: no QMP events from libvirt (%s); a guest shutdown will be "
+			 "noticed only at the next checkpoint", v->what, why());
+	return 0;
+}
+
+int virt_resume(struct virt *v)
+{
+	if (virDomainResume(v->dom) < 0) {
+		log_err("%s: cannot resume: %s", v->what, why());
+		return -EIO;
+	}
+	return 0;
+}
+
+int virt_define(struct virt *v, const char *xml)
+{
+	virDomainPtr d = virDomainDefineXML(v->conn, xml);
+
+	if (!d) {
+		log_err("%s: cannot make it persistent: %s", v->what, why());
+		return -EIO;
+	}
+	virDomainFree(d);
+	return 0;
+}
+
+int virt_destroy(struct virt *v)
+{
+	if (virDomainDestroy(v->dom) < 0) {
+		log_err("%s: cannot destroy: %s", v->what, why());
+		return -EIO;
+	}
+	return 0;
+}

@@ -1,0 +1,45 @@
+/* libvirt glue shared by the replicator (attach to a domain) and the agent
+ * (restore into a domain): connection, domain lookup, the QMP passthrough
+ * (libvirt-qemu's monitor command API, with its events), and finding the
+ * domain's QEMU process. Errors are logged with libvirt's message. */
+#ifndef REMUS_VIRT_H
+#define REMUS_VIRT_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+struct qmp;
+struct virt;
+
+/* Run libvirt's event hooks on this loop (virt_events.c). Once per
+ * process, before the first virt_connect. */
+void virt_events_init(struct ev_loop *loop);
+bool virt_events_ready(void);
+
+/* Connect to uri and look up the domain called name (must be running). */
+int virt_open(const char *uri, const char *name, struct virt **out);
+/* Start xml as a new transient domain, paused, on uri. */
+int virt_create_paused(const char *uri, const char *xml, struct virt **out);
+void virt_close(struct virt *v);
+
+const char *virt_name(const struct virt *v);
+const char *virt_uuid(const struct virt *v);
+/* The domain's XML; migratable: without what only this host knows
+ * (VIR_DOMAIN_XML_MIGRATABLE). malloc'd, NULL on error (logged). */
+char *virt_xml(struct virt *v, bool migratable);
+/* QEMU's pid, found by the -uuid on its command line. -1 if none. */
+pid_t virt_qemu_pid(const struct virt *v);
+/* A QMP client over the passthrough; QEMU's events are pushed into it and
+ * then on_event(opaque) is called (e.g. to run qmp_read_events). With
+ * on_event NULL, no events (they need virt_events_init). */
+int virt_qmp_open(struct virt *v, void (*on_event)(void *), void *opaque,
+		  struct qmp **out);
+/* Let the paused domain run (after an incoming checkpoint). */
+int virt_resume(struct virt *v);
+/* Make the running domain persistent with this XML (virDomainDefineXML). */
+int virt_define(struct virt *v, const char *xml);
+/* Stop the domain at once (virDomainDestroy). */
+int virt_destroy(struct virt *v);
+
+#endif
