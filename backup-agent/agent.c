@@ -63,10 +63,12 @@ static void failover(struct agent *a, const char *why)
 		a->exit_code = 1;
 	} else {
 		log_info("failover complete: VM running from epoch %llu as QEMU pid %d "
-			 "(copy %.0f ms, start %.0f ms, load %.0f ms, total %.0f ms); "
-			 "QMP %s/qmp.sock, serial %s/serial.log",
+			 "(copy %.0f ms, start %.0f ms, load %.0f ms, total %.0f ms); %s%s, "
+			 "serial %s/serial.log",
 			 res.epoch, (int)res.qemu_pid, res.copy_ms, res.start_ms, res.load_ms,
-			 res.total_ms, a->cfg.state_dir, a->cfg.state_dir);
+			 res.total_ms, res.libvirt_domain[0] ? "libvirt domain " : "QMP ",
+			 res.libvirt_domain[0] ? res.libvirt_domain : res.qmp_path,
+			 a->cfg.state_dir);
 		a->exit_code = 0;
 	}
 	ev_break(a->loop, EVBREAK_ALL);

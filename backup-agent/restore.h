@@ -8,6 +8,8 @@ struct restore_result {
 	pid_t qemu_pid;
 	unsigned long long epoch;
 	double copy_ms, start_ms, load_ms, total_ms;
+	char qmp_path[4096];        /* plain QEMU: its QMP socket */
+	char libvirt_domain[256];   /* libvirt: the restored domain */
 };
 
 struct restore_opts {

@@ -224,6 +224,7 @@ int restore_libvirt(const struct restore_opts *o, const struct replica_info *inf
 	res->load_ms = mono_ms() - t;
 	res->total_ms = mono_ms() - t0;
 	/* The VM runs: failing to make it persistent costs only that. */
+	snprintf(res->libvirt_domain, sizeof(res->libvirt_domain), "%s", virt_name(v));
 	if (!virt_define(v, persistent_xml))
 		log_info("libvirt domain %s restored and defined", virt_name(v));
 out:

@@ -446,11 +446,11 @@ static int pt_execute(struct qmp *q, const char *command, struct json_object *ar
 			 q->pt.what, why);
 		goto out;
 	}
-	msg = json_tokener_parse(reply);
+	msg = reply ? json_tokener_parse(reply) : NULL;
 	if (!msg || !is_reply(msg)) {
 		char shown[QMP_SNIPPET + 1];
 
-		snippet(shown, reply, strlen(reply));
+		snippet(shown, reply ? reply : "", reply ? strlen(reply) : 0);
 		err = qmp_fail(q, -EPROTO, "%s answered '%s' with no QMP reply: %s",
 			       q->pt.what, command, shown);
 		goto out;

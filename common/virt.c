@@ -9,6 +9,7 @@
 #include <libvirt/libvirt-qemu.h>
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@ struct virt {
 	char name[256];
 	char uuid[VIR_UUID_STRING_BUFLEN];
 	char what[300];
+	pid_t pid;                  /* QEMU's, once virt_qmp_open found it */
 	int event_cb;               /* monitor event callback id, -1 none */
 	struct qmp *qmp;            /* events go here; not owned */
 	void (*on_event)(void *);
@@ -189,6 +191,41 @@ pid_t virt_qemu_pid(const struct virt *v)
 	return pid;
 }
 
+/* Has QEMU exited (gone, or a zombie libvirtd has not reaped yet)? */
+static bool qemu_gone(pid_t pid)
+{
+	char path[64], buf[256], *p;
+	ssize_t n;
+	int fd;
+
+	if (pid <= 0)
+		return false;
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = 0;
+	p = strrchr(buf, ')');  /* the state follows "(comm)" */
+	return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
+}
+
+/* libvirt fails a command at once when the monitor hits EOF, maybe before
+ * the dying QEMU is a zombie: give it a moment. A live QEMU costs this
+ * wait only on a libvirt-level failure, never on a QMP error reply. */
+static bool qemu_goes(pid_t pid)
+{
+	for (int i = 0; i < 20; i++) {
+		if (qemu_gone(pid))
+			return true;
+		usleep(10000);
+	}
+	return false;
+}
+
 static int passthrough(void *ctx, const char *request, const int *fds, unsigned nfds,
 		       char **reply, char *whybuf, size_t whylen)
 {
@@ -196,6 +233,12 @@ static int passthrough(void *ctx, const char *request, const int *fds, unsigned 
 	int r;
 
 	*reply = NULL;
+	/* A command to a QEMU that is already dead can wait seconds in
+	 * libvirtd while it cleans the domain up: do not send it. */
+	if (qemu_gone(v->pid)) {
+		snprintf(whybuf, whylen, "QEMU (pid %d) has exited", (int)v->pid);
+		return -EPIPE;
+	}
 	if (nfds)
 		r = virDomainQemuMonitorCommandWithFiles(v->dom, request, nfds, (int *)fds,
 							 NULL, NULL, reply, 0);
@@ -208,8 +251,10 @@ static int passthrough(void *ctx, const char *request, const int *fds, unsigned 
 		free(*reply);
 		*reply = NULL;
 		/* The domain is gone (QEMU died or was destroyed): like EOF on
-		 * a QMP socket. */
-		if (e && (e->code == VIR_ERR_NO_DOMAIN || e->code == VIR_ERR_OPERATION_INVALID))
+		 * a QMP socket. Asking QEMU's process too spares the next
+		 * command a wait while libvirtd cleans the domain up. */
+		if ((e && (e->code == VIR_ERR_NO_DOMAIN || e->code == VIR_ERR_OPERATION_INVALID)) ||
+		    qemu_goes(v->pid))
 			return -EPIPE;
 		return -EIO;
 	}
@@ -238,6 +283,7 @@ int virt_qmp_open(struct virt *v, void (*on_event)(void *), void *opaque,
 
 	if (rc)
 		return rc;
+	v->pid = pt.pid;
 	v->qmp = *out;
 	v->on_event = on_event;
 	v->opaque = opaque;

@@ -68,6 +68,13 @@ static void on_qemu_gone(struct replicator *r)
 
 void replicator_primary_trouble(struct replicator *r, int rc)
 {
+	if (rc == -EPIPE && r->virt) {
+		/* Through libvirt, its last events may still be on the way. */
+		ev_timer_stop(r->loop, &r->epoch_timer);
+		if (!ev_is_active(&r->qemu_exit_grace))
+			ev_timer_start(r->loop, &r->qemu_exit_grace);
+		return;
+	}
 	if (rc == -EPIPE) {
 		on_qemu_gone(r);
 		return;
@@ -125,7 +132,9 @@ static void on_qemu_exit(struct ev_loop *loop, ev_io *w, int revents)
 
 	ev_io_stop(loop, w);
 	log_debug("QEMU (pid %d) exited", (int)r->vm.pid);
-	ev_timer_start(loop, &r->qemu_exit_grace);
+	ev_timer_stop(loop, &r->epoch_timer); /* no more barriers on a dead VM */
+	if (!ev_is_active(&r->qemu_exit_grace))
+		ev_timer_start(loop, &r->qemu_exit_grace);
 }
 
 static int watch_qemu_exit(struct replicator *r)

@@ -811,6 +811,97 @@ START_TEST(test_real_qemu)
 }
 END_TEST
 
+/* --- the libvirt passthrough transport, with a scripted fake libvirt */
+struct fake_pt { const char *reply; int rc; char last_request[512]; int last_fd; };
+
+static int fake_command(void *ctx, const char *request, const int *fds, unsigned nfds,
+			char **reply, char *why, size_t whylen)
+{
+	struct fake_pt *f = ctx;
+
+	snprintf(f->last_request, sizeof(f->last_request), "%s", request);
+	f->last_fd = nfds ? fds[0] : -1;
+	if (f->rc) {
+		snprintf(why, whylen, "fake libvirt says no");
+		return f->rc;
+	}
+	*reply = strdup(f->reply);
+	return 0;
+}
+
+static struct qmp *fake_open(struct fake_pt *f)
+{
+	struct qmp_passthrough pt = { .command = fake_command, .ctx = f, .what = "fake", .pid = 42 };
+	struct qmp *q = NULL;
+
+	ck_assert_int_eq(qmp_open_passthrough(&pt, &q), 0);
+	ck_assert_int_eq(qmp_fd(q), -1);
+	ck_assert_int_eq(qmp_peer_pid(q), 42);
+	return q;
+}
+
+START_TEST(test_passthrough_replies)
+{
+	struct fake_pt f = { .reply = "{\"return\": {\"status\": \"running\"}, \"id\": \"libvirt-7\"}" };
+	struct qmp *q = fake_open(&f);
+	struct json_object *ret = NULL, *v;
+
+	ck_assert_int_eq(qmp_execute(q, "query-status", NULL, &ret, 1000), 0);
+	ck_assert_str_eq(f.last_request, "{\"execute\":\"query-status\"}");
+	ck_assert(json_object_object_get_ex(ret, "status", &v));
+	ck_assert_str_eq(json_object_get_string(v), "running");
+	json_object_put(ret);
+	f.reply = "{\"error\": {\"class\": \"GenericError\", \"desc\": \"no\"}}";
+	ck_assert_int_eq(qmp_execute(q, "stop", NULL, NULL, 1000), -EREMOTEIO);
+	ck_assert_ptr_nonnull(strstr(qmp_last_error(q), "GenericError"));
+	ck_assert_int_eq(qmp_execute_with_fd(q, "getfd", NULL, 5, NULL, 1000), -EREMOTEIO);
+	ck_assert_int_eq(f.last_fd, 5);
+	qmp_close(q);
+}
+END_TEST
+
+START_TEST(test_passthrough_garbage_and_failure)
+{
+	static const char *const bad[] = { "", "not json", "[1,2]", "{\"neither\": 1}" };
+	struct fake_pt f = { 0 };
+	struct qmp *q = fake_open(&f);
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		f.reply = bad[i];
+		ck_assert_msg(qmp_execute(q, "cont", NULL, NULL, 1000) == -EPROTO, "took '%s'", bad[i]);
+	}
+	f.rc = -EPIPE;
+	ck_assert_int_eq(qmp_execute(q, "cont", NULL, NULL, 1000), -EPIPE);
+	ck_assert_ptr_nonnull(strstr(qmp_last_error(q), "fake libvirt says no"));
+	qmp_close(q);
+}
+END_TEST
+
+static void count_event(const char *event, struct json_object *data, void *opaque)
+{
+	struct json_object *reason;
+
+	if (!strcmp(event, "SHUTDOWN") && json_object_object_get_ex(data, "reason", &reason) &&
+	    !strcmp(json_object_get_string(reason), "guest-shutdown"))
+		(*(int *)opaque)++;
+}
+
+START_TEST(test_passthrough_events_pushed)
+{
+	struct fake_pt f = { 0 };
+	struct qmp *q = fake_open(&f);
+	int n = 0;
+
+	ck_assert_int_eq(qmp_push_event(q, "SHUTDOWN", "{\"guest\": true, \"reason\": \"guest-shutdown\"}"), 0);
+	ck_assert_int_eq(qmp_push_event(q, "STOP", NULL), 0);
+	ck_assert_int_eq(qmp_read_events(q, count_event, &n), 0);
+	ck_assert_int_eq(n, 1);
+	ck_assert_int_eq(qmp_read_events(q, count_event, &n), 0);
+	ck_assert_int_eq(n, 1);
+	qmp_close(q);
+}
+END_TEST
+
 static void add(Suite *s, const char *name, const TTest *test, int timeout)
 {
 	TCase *tc = tcase_create(name);
@@ -843,6 +934,9 @@ static Suite *qmp_suite(void)
 	add(s, "big_command", test_big_command, 30);
 	add(s, "eintr", test_eintr, 10);
 	add(s, "real_qemu", test_real_qemu, 60);
+	add(s, "passthrough_replies", test_passthrough_replies, 10);
+	add(s, "passthrough_garbage_and_failure", test_passthrough_garbage_and_failure, 10);
+	add(s, "passthrough_events_pushed", test_passthrough_events_pushed, 10);
 	return s;
 }
 

@@ -18,6 +18,7 @@ die() { fail "$*"; exit 1; }
 
 cleanup() {
 	local p
+	libvirt_cleanup
 	for p in "${PIDS[@]}"; do
 		kill -0 "$p" 2>/dev/null && kill -TERM "$p" 2>/dev/null
 	done
@@ -42,6 +43,64 @@ cleanup() {
 	fi
 }
 trap cleanup EXIT
+
+# --- libvirt: each "host" is a private libvirtd (scripts/libvirt-host).
+LIBVIRT_HOSTS=()
+
+# libvirt_host NAME: start one; sets LIBVIRT_URI. Its first domain start
+# probes QEMU's capabilities (seconds): done here, so timings later are a
+# warm host's.
+libvirt_host() {
+	local dir=$T/$1-libvirt
+	LIBVIRT_URI=$("$ROOT/scripts/libvirt-host" start "$dir") || die "cannot start libvirtd for $1"
+	LIBVIRT_HOSTS+=("$dir")
+	virsh -c "$LIBVIRT_URI" domcapabilities --virttype qemu > /dev/null ||
+		die "libvirtd for $1 cannot probe QEMU"
+}
+
+# Domains outlive libvirtd: destroy them first, then stop the daemons.
+libvirt_cleanup() {
+	local dir uri d
+	for dir in "${LIBVIRT_HOSTS[@]}"; do
+		uri="qemu+unix:///system?socket=$dir/sock/libvirt-sock"
+		for d in $(virsh -c "$uri" list --name 2>/dev/null); do
+			virsh -c "$uri" destroy "$d" > /dev/null 2>&1
+		done
+		"$ROOT/scripts/libvirt-host" stop "$dir"
+	done
+}
+
+# guest_domain_xml NAME MEM_MB KERNEL_ARGS SERIAL_LOG [RAM_SOURCE]: the test
+# guest as a TCG libvirt domain; RAM_SOURCE memfd (default), file, or none
+# (anonymous RAM, which the replicator must refuse). Extra devices XML in
+# $DOMAIN_EXTRA_DEVICES.
+guest_domain_xml() {
+	local name=$1 mem=$2 append=$3 serial=$4 ram=${5:-memfd} backing=
+	[ "$ram" = none ] ||
+		backing="<memoryBacking><source type='$ram'/><access mode='shared'/></memoryBacking>"
+	cat <<XML
+<domain type='qemu'>
+  <name>$name</name>
+  <memory unit='MiB'>$mem</memory>
+  $backing
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc-i440fx-7.2'>hvm</type>
+    <kernel>$GUEST/vmlinuz</kernel>
+    <initrd>$GUEST/initrd.img</initrd>
+    <cmdline>console=ttyS0 quiet panic=-1 $append</cmdline>
+  </os>
+  <on_reboot>destroy</on_reboot>
+  <devices>
+    <emulator>$(command -v qemu-system-x86_64)</emulator>
+    <serial type='file'><source path='$serial'/></serial>
+    <controller type='usb' model='none'/>
+    <memballoon model='none'/>
+    ${DOMAIN_EXTRA_DEVICES:-}
+  </devices>
+</domain>
+XML
+}
 
 # A free TCP port on loopback.
 free_port() {

@@ -1,0 +1,210 @@
+/* libvirt domain XML: the replicator's checks before attaching
+ * (replicator/domain_xml.c) and the agent's rewrite for the restored
+ * domain (backup-agent/restore_domain.c). */
+#include "../backup-agent/restore_domain.h"
+#include "../replicator/domain_xml.h"
+#include "log.h"
+
+#include <check.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define HEAD "<domain type='qemu'><name>vm1</name><uuid>8f0e7c4e-7b0b-4a4c-9b43-1a5a4c1b2d3e</uuid>" \
+	"<memory unit='MiB'>128</memory>"
+#define SHARED_MEMFD "<memoryBacking><source type='memfd'/><access mode='shared'/></memoryBacking>"
+#define SERIAL "<serial type='file'><source path='/var/log/vm1.serial'/><target port='0'/></serial>" \
+	"<console type='file'><source path='/var/log/vm1.serial'/><target type='serial' port='0'/></console>"
+#define UDP_NIC(alias, mac) "<interface type='udp'><mac address='" mac "'/>" \
+	"<source address='127.0.0.1' port='5000'><local address='127.0.0.1' port='5001'/></source>" \
+	"<model type='virtio'/><alias name='" alias "'/></interface>"
+#define DOMAIN(backing, devices) HEAD backing "<devices>" devices "</devices></domain>"
+
+START_TEST(test_check_accepts_shared_memfd_and_file)
+{
+	ck_assert_int_eq(domain_xml_check(DOMAIN(SHARED_MEMFD, SERIAL UDP_NIC("net0", "52:54:00:00:00:01")),
+					  "vm1"), 0);
+	ck_assert_int_eq(domain_xml_check(DOMAIN("<memoryBacking><source type='file'/>"
+						 "<access mode='shared'/></memoryBacking>", ""), "vm1"), 0);
+}
+END_TEST
+
+START_TEST(test_check_refuses_private_ram)
+{
+	/* none at all, memfd without shared access, hugepages only */
+	ck_assert_int_eq(domain_xml_check(DOMAIN("", SERIAL), "vm1"), -EPERM);
+	ck_assert_int_eq(domain_xml_check(DOMAIN("<memoryBacking><source type='memfd'/></memoryBacking>",
+						 ""), "vm1"), -EPERM);
+	ck_assert_int_eq(domain_xml_check(DOMAIN("<memoryBacking><hugepages/><access mode='shared'/>"
+						 "</memoryBacking>", ""), "vm1"), -EPERM);
+}
+END_TEST
+
+START_TEST(test_check_refuses_nics_it_cannot_own)
+{
+	static const char *const nics[] = {
+		"<interface type='network'><source network='default'/></interface>",
+		"<interface type='bridge'><source bridge='br0'/></interface>",
+		"<interface type='user'/>",
+		"<interface type='ethernet'><target dev='tap0'/></interface>",
+		"<interface><mac address='52:54:00:00:00:09'/></interface>",
+	};
+	char xml[2048];
+
+	for (size_t i = 0; i < sizeof(nics) / sizeof(nics[0]); i++) {
+		snprintf(xml, sizeof(xml), DOMAIN(SHARED_MEMFD, UDP_NIC("net0", "52:54:00:00:00:01") "%s"),
+			 nics[i]);
+		ck_assert_msg(domain_xml_check(xml, "vm1") == -EPERM, "accepted %s", nics[i]);
+	}
+}
+END_TEST
+
+START_TEST(test_check_bad_xml)
+{
+	ck_assert_int_eq(domain_xml_check("<domain><name>vm1", "vm1"), -EPROTO);
+	ck_assert_int_eq(domain_xml_check("", "vm1"), -EPROTO);
+}
+END_TEST
+
+static const char *const one_tap[] = { "tapb0" };
+
+static char *restored(const char *xml, const char *const *taps, int ntaps, char **persistent)
+{
+	struct restore_domain_spec s = { .state_dir = "/srv/remus/vm1", .taps = taps, .ntaps = ntaps };
+	char *start = NULL, err[256] = "";
+	int rc = restore_domain_xml(xml, &s, &start, persistent, err, sizeof(err));
+
+	ck_assert_msg(rc == 0, "restore_domain_xml: %d %s", rc, err);
+	return start;
+}
+
+START_TEST(test_restore_serial_into_state_dir)
+{
+	char *p, *x = restored(DOMAIN(SHARED_MEMFD, SERIAL), NULL, 0, &p);
+
+	ck_assert_ptr_nonnull(strstr(x, "path=\"/srv/remus/vm1/serial.log\""));
+	ck_assert_ptr_null(strstr(x, "/var/log/vm1.serial"));
+	ck_assert_ptr_nonnull(strstr(p, "path=\"/srv/remus/vm1/serial.log\""));
+	free(x);
+	free(p);
+}
+END_TEST
+
+START_TEST(test_restore_keeps_identity_and_waits_for_checkpoint)
+{
+	char *p, *x = restored(DOMAIN(SHARED_MEMFD, SERIAL), NULL, 0, &p);
+
+	ck_assert_ptr_nonnull(strstr(x, "<name>vm1</name>"));
+	ck_assert_ptr_nonnull(strstr(x, "<uuid>8f0e7c4e-7b0b-4a4c-9b43-1a5a4c1b2d3e</uuid>"));
+	ck_assert_ptr_nonnull(strstr(x, "<source type=\"memfd\"/>"));
+	ck_assert_ptr_nonnull(strstr(x, "xmlns:qemu=\"http://libvirt.org/schemas/domain/qemu/1.0\""));
+	ck_assert_ptr_nonnull(strstr(x, "<qemu:arg value=\"-incoming\"/>"));
+	ck_assert_ptr_nonnull(strstr(x, "<qemu:arg value=\"defer\"/>"));
+	ck_assert_ptr_nonnull(strstr(x, "<qemu:arg value=\"migration.send-configuration=off\"/>"));
+	/* what gets defined afterwards is the domain as it was, not the
+	 * one-off start */
+	ck_assert_ptr_null(strstr(p, "-incoming"));
+	ck_assert_ptr_nonnull(strstr(p, "<name>vm1</name>"));
+	free(x);
+	free(p);
+}
+END_TEST
+
+START_TEST(test_restore_udp_nic_onto_tap)
+{
+	static const char *const by_alias[] = { "net1=tapb1" };
+	static const char *const by_mac[] = { "52:54:00:00:00:02=tapb1" };
+	const char *xml = DOMAIN(SHARED_MEMFD, UDP_NIC("net0", "52:54:00:00:00:01")
+				 UDP_NIC("net1", "52:54:00:00:00:02"));
+	const char *const *ways[] = { by_alias, by_mac };
+
+	for (int i = 0; i < 2; i++) {
+		char *p, *x = restored(xml, ways[i], 1, &p);
+
+		ck_assert_ptr_nonnull(strstr(x, "<target dev=\"tapb1\" managed=\"no\"/>"));
+		/* net0 had no TAP: still a UDP socket (cut off here), net1 is
+		 * ethernet without its socket */
+		ck_assert_ptr_nonnull(strstr(x, "<interface type=\"udp\">"));
+		ck_assert_ptr_nonnull(strstr(x, "<interface type=\"ethernet\">"));
+		/* the udp one comes first and keeps its socket; only one remains */
+		ck_assert(strstr(x, "type=\"udp\"") < strstr(x, "type=\"ethernet\""));
+		ck_assert_ptr_nonnull(strstr(x, "port=\"5000\""));
+		ck_assert_ptr_null(strstr(strstr(x, "port=\"5000\"") + 1, "port=\"5000\""));
+		free(x);
+		free(p);
+	}
+}
+END_TEST
+
+START_TEST(test_restore_single_nic_bare_tap)
+{
+	char *p, *x = restored(DOMAIN(SHARED_MEMFD, UDP_NIC("net0", "52:54:00:00:00:01")), one_tap, 1, &p);
+
+	ck_assert_ptr_nonnull(strstr(x, "<target dev=\"tapb0\" managed=\"no\"/>"));
+	ck_assert_ptr_null(strstr(x, "type=\"udp\""));
+	ck_assert_ptr_null(strstr(x, "<source address="));
+	free(x);
+	free(p);
+}
+END_TEST
+
+START_TEST(test_restore_errors)
+{
+	static const char *const stray[] = { "net7=tapb7" };
+	struct restore_domain_spec s = { .state_dir = "/d", .taps = stray, .ntaps = 1 };
+	char *start = (char *)1, *persistent = (char *)1, err[256] = "";
+
+	ck_assert_int_eq(restore_domain_xml(DOMAIN(SHARED_MEMFD, UDP_NIC("net0", "52:54:00:00:00:01")),
+					    &s, &start, &persistent, err, sizeof(err)), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(err, "match no UDP NIC"));
+	ck_assert_ptr_null(start);
+	ck_assert_ptr_null(persistent);
+	/* a bare TAP is ambiguous with two NICs */
+	s.taps = one_tap;
+	ck_assert_int_eq(restore_domain_xml(DOMAIN(SHARED_MEMFD, UDP_NIC("net0", "52:54:00:00:00:01")
+						   UDP_NIC("net1", "52:54:00:00:00:02")),
+					    &s, &start, &persistent, err, sizeof(err)), -EINVAL);
+	ck_assert_int_eq(restore_domain_xml("<domain", &s, &start, &persistent, err, sizeof(err)),
+			 -EINVAL);
+	ck_assert_int_eq(restore_domain_xml("<other/>", &s, &start, &persistent, err, sizeof(err)),
+			 -EINVAL);
+	ck_assert_ptr_nonnull(strstr(err, "does not parse"));
+}
+END_TEST
+
+static Suite *domain_xml_suite(void)
+{
+	Suite *s = suite_create("domain_xml");
+	struct { const char *name; const TTest *t; } cases[] = {
+		{ "check_accepts_shared_memfd_and_file", test_check_accepts_shared_memfd_and_file },
+		{ "check_refuses_private_ram", test_check_refuses_private_ram },
+		{ "check_refuses_nics_it_cannot_own", test_check_refuses_nics_it_cannot_own },
+		{ "check_bad_xml", test_check_bad_xml },
+		{ "restore_serial_into_state_dir", test_restore_serial_into_state_dir },
+		{ "restore_keeps_identity_and_waits_for_checkpoint",
+		  test_restore_keeps_identity_and_waits_for_checkpoint },
+		{ "restore_udp_nic_onto_tap", test_restore_udp_nic_onto_tap },
+		{ "restore_single_nic_bare_tap", test_restore_single_nic_bare_tap },
+		{ "restore_errors", test_restore_errors },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		TCase *tc = tcase_create(cases[i].name);
+		tcase_add_test(tc, cases[i].t);
+		suite_add_tcase(s, tc);
+	}
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(domain_xml_suite());
+	int failed;
+
+	log_set_level(LOG_CRIT); /* the refusals print; the tests check them */
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,81 @@
+#!/bin/bash
+# Replicate a libvirt-managed TCG domain and fail it over to a libvirt
+# domain of the same name on the backup: two private libvirtds stand in for
+# the two hosts. The replicator attaches with --domain (QMP through
+# libvirt's passthrough), QEMU is SIGKILLed, and the agent restores into
+# the backup's libvirt; the serial counter goes on, without a reboot.
+# Also: a domain with private RAM, or with a NIC the net buffer cannot
+# own, is refused with the XML to change.
+. "$(dirname "$0")/lib.sh"
+
+command -v libvirtd > /dev/null || die "libvirtd is not installed (scripts/install-deps)"
+NAME=remus-lvfo-$$
+libvirt_host pri; PRI_URI=$LIBVIRT_URI
+libvirt_host bak; BAK_URI=$LIBVIRT_URI
+
+# --- refusals, on a real domain each
+refused() { # NAME RAM_SOURCE EXPECTED_TEXT
+	local out
+	guest_domain_xml "$1" 64 "" "$T/$1.serial" "$2" > "$T/$1.xml"
+	virsh -c "$PRI_URI" create "$T/$1.xml" > /dev/null || die "cannot start domain $1"
+	out=$(timeout 20 "$BIN/remus-replicator" --connect "$PRI_URI" --domain "$1" \
+		--backup 127.0.0.1:9 2>&1)
+	EXIT_CODE=$?
+	virsh -c "$PRI_URI" destroy "$1" > /dev/null
+	if [ "$EXIT_CODE" = 2 ] && grep -qF "$3" <<< "$out"; then
+		pass "refused $1 (exit 2) showing $3"
+	else
+		fail "$1: exit $EXIT_CODE, expected 2 and '$3' in: $out"
+	fi
+}
+refused "$NAME-anon" none "<access mode='shared'/>"
+DOMAIN_EXTRA_DEVICES="<interface type='user'><mac address='52:54:00:aa:bb:01'/><model type='virtio'/></interface>" \
+	refused "$NAME-usernet" memfd "<interface type='udp'>"
+
+# --- replicate and fail over
+guest_domain_xml "$NAME" 128 "dirty_mb_s=20" "$T/primary-serial.log" memfd > "$T/domain.xml"
+virsh -c "$PRI_URI" create "$T/domain.xml" > /dev/null || die "cannot start domain $NAME"
+wait_for 60 grep -qa 'guest: ready' "$T/primary-serial.log" || die "domain $NAME did not boot"
+
+PORT=$(free_port)
+start_agent "$PORT" "$T/backup" --connect "$BAK_URI"
+"$BIN/remus-replicator" --connect "$PRI_URI" --domain "$NAME" --backup "127.0.0.1:$PORT" \
+	--control "$T/ctl.sock" --epoch-policy fixed --epoch-ms 50 >> "$T/replicator.log" 2>&1 &
+REPLICATOR_PID=$!
+PIDS+=("$REPLICATOR_PID")
+wait_for 90 committed_at_least 50 || die "fewer than 50 epochs committed in 90 s"
+pass "replicating through libvirt: $(status_field epochs_committed) epochs, pause p50 $(status_field pause_p50_ms) ms p99 $(status_field pause_p99_ms) ms"
+grep -q 'through libvirt' "$T/replicator.log" && pass "attached through libvirt" ||
+	fail "replicator log does not say it attached through libvirt"
+
+qemu_pid=$(sed -n 's/.*through libvirt: QEMU pid \([0-9]*\).*/\1/p' "$T/replicator.log" | head -n 1)
+[ -n "$qemu_pid" ] || die "no QEMU pid in the replicator's log"
+seen=$(last_tick "$T/primary-serial.log")
+sleep 0.5
+kill -KILL "$qemu_pid"
+last=$(last_tick "$T/primary-serial.log")
+log "primary QEMU $qemu_pid killed; primary printed tick $last last (tick $seen seen 0.5 s before)"
+
+wait_exit "$REPLICATOR_PID" 10 || fail "replicator did not exit after QEMU died"
+[ "${EXIT_CODE:-}" = 1 ] && pass "replicator saw the primary die (exit 1)" ||
+	fail "replicator exit code ${EXIT_CODE:-none}, expected 1"
+wait_exit "$AGENT_PID" 30 || die "agent did not fail over within 30 s"
+[ "$EXIT_CODE" = 0 ] && pass "agent restored the VM (exit 0)" || fail "agent exit code $EXIT_CODE"
+grep -a 'restored from epoch' "$T/agent.log" | tail -n 1
+
+[ "$(virsh -c "$BAK_URI" domstate "$NAME" 2>/dev/null | head -n 1)" = running ] &&
+	pass "domain $NAME runs in the backup's libvirt" || fail "domain $NAME is not running on the backup"
+virsh -c "$BAK_URI" dominfo "$NAME" | grep -q '^Persistent: *yes' &&
+	pass "and is defined there (persistent)" || fail "restored domain is not persistent"
+restored=$T/backup/serial.log
+wait_for 30 sh -c "[ \$(tr -d '\r' < '$restored' | grep -c '^tick') -ge 10 ]" ||
+	die "restored VM printed fewer than 10 ticks in 30 s"
+first=$(first_tick "$restored")
+[ "$first" -ge "$seen" ] && pass "counter continues: restored at tick $first >= $seen seen before the kill" ||
+	fail "counter went back: restored at tick $first, but tick $seen was seen before the kill"
+[ "$first" -le $((last + 1)) ] && pass "no ticks skipped: restored at $first, primary's last $last" ||
+	fail "restored tick $first is beyond the primary's last tick $last + 1"
+gaps=$(ticks_consecutive "$restored") && pass "restored ticks are consecutive" || fail "restored ticks: $gaps"
+grep -qa 'guest: ready' "$restored" && fail "the restored guest booted again" ||
+	pass "restored guest did not reboot"
+finish
