@@ -1,6 +1,9 @@
 #include "qemu_opts.h"
 
+#include <json-c/json.h>
+
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -286,4 +289,44 @@ void qemu_opts_del(struct qemu_opts *o, const char *key)
 		else
 			i++;
 	}
+}
+
+/* Members of obj as key=value, nested objects as "outer.inner". */
+static int flatten_json(struct json_object *obj, const char *prefix, struct qemu_opts *o)
+{
+	json_object_object_foreach(obj, key, val) {
+		char full[256];
+		int rc;
+
+		snprintf(full, sizeof(full), "%s%s%s", prefix, *prefix ? "." : "", key);
+		if (json_object_is_type(val, json_type_object))
+			rc = flatten_json(val, full, o);
+		else if (!*prefix && !strcmp(key, "type"))
+			rc = qemu_opts_set(o, NULL, json_object_get_string(val));
+		else
+			rc = qemu_opts_set(o, full, json_object_get_string(val));
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+int qemu_opts_parse_any(const char *text, struct qemu_opts *out)
+{
+	struct json_object *obj;
+	int rc;
+
+	if (text[0] != '{')
+		return qemu_opts_parse(text, out);
+	memset(out, 0, sizeof(*out));
+	obj = json_tokener_parse(text);
+	if (!obj || !json_object_is_type(obj, json_type_object)) {
+		json_object_put(obj);
+		return -EINVAL;
+	}
+	rc = flatten_json(obj, "", out);
+	json_object_put(obj);
+	if (rc)
+		qemu_opts_free(out);
+	return rc;
 }

@@ -18,7 +18,11 @@ struct qemu_opts {
 
 /* Parse/print one option value. 0 or -ENOMEM/-EINVAL. */
 int qemu_opts_parse(const char *text, struct qemu_opts *out);
-char *qemu_opts_print(const struct qemu_opts *o); /* malloc'd, NULL on ENOMEM */
+char *qemu_opts_print(const struct qemu_opts *o);
+/* Also the JSON form libvirt writes ({"type":"socket","id":"hostnet0",
+ * "udp":"127.0.0.1:5000",...}): "type" becomes the bare leading value,
+ * nested objects become "outer.inner" keys. */
+int qemu_opts_parse_any(const char *text, struct qemu_opts *out); /* malloc'd, NULL on ENOMEM */
 void qemu_opts_free(struct qemu_opts *o);
 
 /* Value of key, or NULL; the last occurrence wins, as in QEMU. The bare

@@ -363,7 +363,7 @@ static int netbuf_setup(struct replicator *r, void **state)
 		const char *id;
 		if (strcmp(r->vm.argv[i], "-netdev") && strcmp(r->vm.argv[i], "--netdev"))
 			continue;
-		if (qemu_opts_parse(r->vm.argv[i + 1], &o))
+		if (qemu_opts_parse_any(r->vm.argv[i + 1], &o))
 			return -EINVAL;
 		id = qemu_opts_get(&o, "id");
 		if (!id) {
