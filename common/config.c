@@ -463,17 +463,17 @@ static void key_line(struct config_parser *p, char *text)
 		unknown_key(p, name);
 		return;
 	}
-	if (!*value) {
-		config_error(p, true, "[%s] %s: value missing", keys[k].section, name);
-		return;
-	}
 	if (p->given[k] && keys[k].kind != LIST) {
 		config_error(p, true, "[%s] %s: given twice (first on line %u)", keys[k].section,
 			     name, p->given[k]);
 		return;
 	}
 	if (!p->given[k])
-		p->given[k] = p->lineno;
+		p->given[k] = p->lineno; /* given, if badly: not also "required" */
+	if (!*value) {
+		config_error(p, true, "[%s] %s: value missing", keys[k].section, name);
+		return;
+	}
 	if (store_value(p, k, value))
 		return;
 	if (!p->cfg->set[k])
