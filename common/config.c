@@ -91,7 +91,7 @@ static void build_sections(void)
 
 		while (s < nsections && strcmp(sections[s], keys[k].section))
 			s++;
-		if (s == nsections)
+		if (s == nsections && nsections < MAX_SECTIONS) /* 10 today */
 			sections[nsections++] = keys[k].section;
 	}
 }
@@ -257,88 +257,108 @@ static int addr_check_netaddr(const char *text, char *err, size_t errlen)
 	return netaddr_parse(text, &a, err, errlen);
 }
 
-/* Store text as key k's value: 0, or -EINVAL after saying why. */
-static int store_value(struct config_parser *p, int k, const char *text)
+/* The store_* functions: 0, or -EINVAL after saying what is wrong. */
+static int store_uint(struct config_parser *p, const struct key *key, const char *text,
+		      unsigned *dst)
 {
-	const struct key *key = &keys[k];
-	void *dst = field_of(p->cfg, k);
-	const char *why;
-	char err[256];
 	unsigned long v;
-	int rc;
+	int rc = cli_strtoul(text, key->min, key->max, &v);
 
-	switch (key->kind) {
-	case UINT:
-		rc = cli_strtoul(text, key->min, key->max, &v);
-		if (rc) {
-			config_error(p, true, "[%s] %s: '%s' is %s (%lu-%lu)", key->section, key->name,
-				     text, rc == -ERANGE ? "out of range" : "not a number",
-				     key->min, key->max);
-			return -EINVAL;
-		}
-		*(unsigned *)dst = (unsigned)v;
-		return 0;
-	case BOOL:
-		if (strcmp(text, "yes") && strcmp(text, "no")) {
-			config_error(p, true, "[%s] %s: '%s' is not yes or no", key->section,
-				     key->name, text);
-			return -EINVAL;
-		}
-		*(bool *)dst = !strcmp(text, "yes");
-		return 0;
-	case ENUM:
-		for (int i = 0; key->values[i]; i++)
-			if (!strcmp(text, key->values[i])) {
-				*(const char **)dst = key->values[i];
-				return 0;
-			}
-		{
-			char list[256] = "";
-
-			for (int i = 0; key->values[i]; i++)
-				snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s",
-					 i ? (key->values[i + 1] ? ", " : " or ") : "",
-					 key->values[i]);
-			config_error(p, true, "[%s] %s: '%s' is not %s", key->section, key->name,
-				     text, list);
-		}
+	if (rc) {
+		config_error(p, true, "[%s] %s: '%s' is %s (%lu-%lu)", key->section, key->name,
+			     text, rc == -ERANGE ? "out of range" : "not a number", key->min,
+			     key->max);
 		return -EINVAL;
-	case ADDR:
-		if (p->check_addr(text, err, sizeof(err))) {
-			config_error(p, true, "[%s] %s: %s", key->section, key->name, err);
-			return -EINVAL;
-		}
-		break;
-	case STR:
-	case LIST:
-		why = key->check ? key->check(text) : NULL;
-		if (why) {
-			config_error(p, true, "[%s] %s: '%s' %s", key->section, key->name, text, why);
-			return -EINVAL;
-		}
-		break;
 	}
-	if (key->kind == LIST) {
-		struct config_list *l = dst;
+	*dst = (unsigned)v;
+	return 0;
+}
 
-		if (l->n == CONFIG_MAX_LIST) {
-			config_error(p, true, "[%s] %s: at most %d, '%s' is one more", key->section,
-				     key->name, CONFIG_MAX_LIST, text);
-			return -EINVAL;
-		}
-		dst = &l->v[l->n];
+static int store_bool(struct config_parser *p, const struct key *key, const char *text,
+		      bool *dst)
+{
+	if (strcmp(text, "yes") && strcmp(text, "no")) {
+		config_error(p, true, "[%s] %s: '%s' is not yes or no", key->section, key->name,
+			     text);
+		return -EINVAL;
 	}
-	char *copy = strdup(text);
+	*dst = !strcmp(text, "yes");
+	return 0;
+}
 
+static int store_enum(struct config_parser *p, const struct key *key, const char *text,
+		      const char **dst)
+{
+	char list[256] = "";
+
+	for (int i = 0; key->values[i]; i++)
+		if (!strcmp(text, key->values[i])) {
+			*dst = key->values[i];
+			return 0;
+		}
+	for (int i = 0; key->values[i]; i++)
+		snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s",
+			 i ? (key->values[i + 1] ? ", " : " or ") : "", key->values[i]);
+	config_error(p, true, "[%s] %s: '%s' is not %s", key->section, key->name, text, list);
+	return -EINVAL;
+}
+
+/* STR, ADDR and one value of a LIST: checked, then copied into *dst. */
+static int store_text(struct config_parser *p, const struct key *key, const char *text,
+		      char **dst)
+{
+	const char *why = NULL;
+	char err[256], *copy;
+
+	if (key->kind == ADDR && p->check_addr(text, err, sizeof(err))) {
+		config_error(p, true, "[%s] %s: %s", key->section, key->name, err);
+		return -EINVAL;
+	}
+	if (key->check)
+		why = key->check(text);
+	if (why) {
+		config_error(p, true, "[%s] %s: '%s' %s", key->section, key->name, text, why);
+		return -EINVAL;
+	}
+	copy = strdup(text);
 	if (!copy) {
 		config_error(p, true, "[%s] %s: out of memory", key->section, key->name);
 		return -ENOMEM;
 	}
-	free(*(char **)dst);
-	*(char **)dst = copy;
-	if (key->kind == LIST)
-		((struct config_list *)field_of(p->cfg, k))->n++;
+	free(*dst);
+	*dst = copy;
 	return 0;
+}
+
+static int store_list(struct config_parser *p, const struct key *key, const char *text,
+		      struct config_list *l)
+{
+	if (l->n == CONFIG_MAX_LIST) {
+		config_error(p, true, "[%s] %s: at most %d, '%s' is one more", key->section,
+			     key->name, CONFIG_MAX_LIST, text);
+		return -EINVAL;
+	}
+	if (store_text(p, key, text, &l->v[l->n]))
+		return -EINVAL;
+	l->n++;
+	return 0;
+}
+
+/* Store text as key k's value. */
+static int store_value(struct config_parser *p, int k, const char *text)
+{
+	const struct key *key = &keys[k];
+	void *dst = field_of(p->cfg, k);
+
+	switch (key->kind) {
+	case UINT: return store_uint(p, key, text, dst);
+	case BOOL: return store_bool(p, key, text, dst);
+	case ENUM: return store_enum(p, key, text, dst);
+	case LIST: return store_list(p, key, text, dst);
+	case STR:
+	case ADDR: return store_text(p, key, text, dst);
+	}
+	return -EINVAL;
 }
 
 void pair_config_init(struct pair_config *cfg)
