@@ -53,6 +53,20 @@ $(B)/asan/check_%: $(B)/asan/tests/check_%.o $(patsubst %.c,$(B)/asan/%.o,$(ALL_
 	@$(if $(Q),echo "  LD-SAN  $@")
 	$(Q)$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(CHECK_LIBS) $(LDLIBS)
 
+# libFuzzer harnesses, one per parser of outside bytes (fuzz/fuzz_*.c); not
+# part of `make check`. Needs clang and libclang-rt-14-dev. How to run one:
+# the comment at the top of its file.
+FUZZ_CC    := clang
+FUZZ_FLAGS := $(filter-out -MMD -MP,$(CFLAGS)) -fsanitize=fuzzer,address,undefined \
+              -fno-omit-frame-pointer
+FUZZERS    := $(patsubst fuzz/%.c,$(B)/fuzz/%,$(wildcard fuzz/fuzz_*.c))
+fuzz: $(FUZZERS)
+$(B)/fuzz/fuzz_config: fuzz/fuzz_config.c common/config.c common/cli.c common/netaddr.c
+$(FUZZERS):
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  FUZZ    $@")
+	$(Q)$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $(filter %.c,$^)
+
 GUEST := $(B)/guest
 guest: $(GUEST)/initrd.img
 $(GUEST)/initrd.img: scripts/make-test-guest $(wildcard scripts/guest/*)
@@ -80,6 +94,6 @@ bench: all guest
 clean:
 	rm -rf $(B)
 
-.PHONY: all guest unit integration check deps demo bench clean
+.PHONY: all guest unit integration check deps demo bench fuzz clean
 .SECONDARY:
 -include $(shell find $(B) -name '*.d' 2>/dev/null)

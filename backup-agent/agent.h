@@ -2,6 +2,7 @@
 #ifndef REMUS_AGENT_H
 #define REMUS_AGENT_H
 
+#include "config.h"
 #include "frame_queue.h"
 #include "netaddr.h"
 #include "proto.h"
@@ -26,6 +27,9 @@ struct agent_config {
 	bool no_failover;        /* --no-failover: keep the replica, never restore */
 	const char *taps[AGENT_MAX_TAPS]; /* --tap [ID=]NAME */
 	struct restore_opts restore;
+	/* --config: owns the strings above that came from the file, and the
+	 * keys no flag sets yet ([hooks] fence, notify, ...) */
+	struct pair_config file;
 };
 
 struct agent {
@@ -48,8 +52,10 @@ struct agent {
 	int exit_code;
 };
 
-/* options.c: 0 run, 1 exit 0 (--help), -1 usage error (printed). */
+/* options.c: 0 run, 1 exit 0 (--help, --check-config passed), -1 usage or
+ * config error (printed). After 0, agent_config_free. */
 int agent_parse_args(int argc, char **argv, struct agent_config *cfg, int *use_syslog);
+void agent_config_free(struct agent_config *cfg);
 void agent_usage(FILE *f);
 
 int agent_run(struct agent *a);

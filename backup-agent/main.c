@@ -18,5 +18,7 @@ int main(int argc, char **argv)
 	if (rc)
 		return rc > 0 ? 0 : 2;
 	log_init("remus-agent", use_syslog);
-	return agent_run(&a);
+	rc = agent_run(&a);
+	agent_config_free(&a.cfg);
+	return rc;
 }

@@ -1,6 +1,7 @@
 /* remus-agent's command line. */
 #include "agent.h"
 #include "cli.h"
+#include "config.h"
 #include "log.h"
 
 #include <getopt.h>
@@ -11,6 +12,7 @@ void agent_usage(FILE *f)
 {
 	fprintf(f,
 "Usage: remus-agent --listen HOST:PORT --state-dir DIR [options]\n"
+"       remus-agent --config FILE [options]\n"
 "       remus-agent --restore --state-dir DIR\n"
 "\n"
 "The backup side of a replicated VM. Accepts one primary (remus-replicator)\n"
@@ -26,8 +28,15 @@ void agent_usage(FILE *f)
 "not failed over.\n"
 "\n"
 "Options:\n"
-"  --listen HOST:PORT    where the replicator connects (required)\n"
-"  --state-dir DIR       replica and restored-VM files (required)\n"
+"  --config FILE         the HA pair's config file, the same on both hosts\n"
+"                        (commented examples in configs/); options given\n"
+"                        on the command line override its values\n"
+"  --check-config        check --config FILE and the options, print every\n"
+"                        error or 'FILE: ok', and exit without starting\n"
+"  --listen HOST:PORT    where the replicator connects (required, or\n"
+"                        [backup] address)\n"
+"  --state-dir DIR       replica and restored-VM files (required, or\n"
+"                        [backup] state-dir)\n"
 "  --timeout-ms N        primary silent this long counts as lost (default %u)\n"
 "  --heartbeat-ms N      heartbeat interval when idle (default %u)\n"
 "  --tap [ID=]NAME       the restored VM's NIC (netdev ID; may be left out if\n"
@@ -37,23 +46,27 @@ void agent_usage(FILE *f)
 "                        its MAC address there. Without it the NIC is cut off\n"
 "  --connect URI         where a libvirt primary's VM is restored: as a libvirt\n"
 "                        domain of the same name on this libvirt (default\n"
-"                        qemu:///system). A plain QEMU primary's VM is\n"
-"                        restored as plain QEMU\n"
+"                        qemu:///system; or [vm] libvirt-uri). A plain QEMU\n"
+"                        primary's VM is restored as plain QEMU\n"
 "  --no-failover         keep the replica but never restore automatically\n"
 "  --restore             restore the committed replica in DIR now and exit\n"
 "  --syslog              log to syslog instead of stderr\n"
 "  -v, --verbose         debug logging\n"
 "  -h, --help            this text\n"
 "\n"
-"Exit status: 0 failover done or stopped by signal, 1 restore failed,\n"
-"2 usage error or cannot listen.\n",
+"Exit status: 0 failover done or stopped by signal (or --check-config\n"
+"found no error), 1 restore failed, 2 usage or config error, or cannot\n"
+"listen.\n",
 		AGENT_DEFAULT_TIMEOUT_MS, AGENT_DEFAULT_HEARTBEAT_MS);
 }
 
 enum { OPT_LISTEN = 256, OPT_STATE_DIR, OPT_TIMEOUT_MS, OPT_HEARTBEAT_MS,
-       OPT_NO_FAILOVER, OPT_RESTORE, OPT_SYSLOG, OPT_TAP, OPT_CONNECT };
+       OPT_NO_FAILOVER, OPT_RESTORE, OPT_SYSLOG, OPT_TAP, OPT_CONFIG, OPT_CHECK_CONFIG,
+       OPT_CONNECT };
 
 static const struct option long_opts[] = {
+	{ "config", required_argument, NULL, OPT_CONFIG },
+	{ "check-config", no_argument, NULL, OPT_CHECK_CONFIG },
 	{ "listen", required_argument, NULL, OPT_LISTEN },
 	{ "state-dir", required_argument, NULL, OPT_STATE_DIR },
 	{ "timeout-ms", required_argument, NULL, OPT_TIMEOUT_MS },
@@ -68,64 +81,48 @@ static const struct option long_opts[] = {
 	{ NULL, 0, NULL, 0 },
 };
 
-int agent_parse_args(int argc, char **argv, struct agent_config *cfg, int *use_syslog)
-{
-	const char *listen = NULL;
-	char err[256];
-	unsigned long v;
-	int c;
+_Static_assert(CONFIG_MAX_LIST <= AGENT_MAX_TAPS, "a config file's taps must fit the agent's");
 
-	*cfg = (struct agent_config){
-		.timeout_ms = AGENT_DEFAULT_TIMEOUT_MS,
-		.heartbeat_ms = AGENT_DEFAULT_HEARTBEAT_MS,
-	};
-	optind = 0; /* 0, not 1: glibc then also forgets a half-read option cluster */
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "vh", long_opts, NULL)) != -1) {
-		switch (c) {
-		case OPT_LISTEN: listen = optarg; break;
-		case OPT_STATE_DIR: cfg->state_dir = optarg; break;
-		case OPT_NO_FAILOVER: cfg->no_failover = true; break;
-		case OPT_CONNECT: cfg->restore.libvirt_uri = optarg; break;
-		case OPT_RESTORE: cfg->restore_now = true; break;
-		case OPT_SYSLOG: *use_syslog = 1; break;
-		case OPT_TAP:
-			if (cfg->restore.ntaps == AGENT_MAX_TAPS || !*optarg) {
-				fprintf(stderr, "remus-agent: --tap: at most %d, each [ID=]NAME\n",
-					AGENT_MAX_TAPS);
-				return -1;
-			}
-			cfg->taps[cfg->restore.ntaps++] = optarg;
-			break;
-		case OPT_TIMEOUT_MS:
-			if (cli_parse_ulong("--timeout-ms", optarg, 50, 600000, &v))
-				return -1;
-			cfg->timeout_ms = (unsigned)v;
-			break;
-		case OPT_HEARTBEAT_MS:
-			if (cli_parse_ulong("--heartbeat-ms", optarg, 10, 60000, &v))
-				return -1;
-			cfg->heartbeat_ms = (unsigned)v;
-			break;
-		case 'v': log_set_level(LOG_DEBUG); break;
-		case 'h': agent_usage(stdout); return 1;
-		default:
-			cli_bad_option("remus-agent", argc, argv, optopt);
-			return -1;
-		}
-	}
-	if (optind < argc) {
-		fprintf(stderr, "remus-agent: unexpected argument '%s'\n", argv[optind]);
-		return -1;
-	}
+/* The --config file's values, over the defaults and under the flags. */
+static void apply_file(struct agent_config *cfg, const char **listen, int *use_syslog)
+{
+	const struct pair_config *pc = &cfg->file;
+
+	if (PC_SET(pc, BACKUP_ADDRESS))
+		*listen = pc->backup_address;
+	if (PC_SET(pc, BACKUP_STATE_DIR))
+		cfg->state_dir = pc->backup_state_dir;
+	if (PC_SET(pc, VM_LIBVIRT_URI))
+		cfg->restore.libvirt_uri = pc->vm_libvirt_uri;
+	if (PC_SET(pc, BACKUP_FAILOVER))
+		cfg->no_failover = !pc->backup_failover;
+	if (PC_SET(pc, HEARTBEAT_INTERVAL_MS))
+		cfg->heartbeat_ms = pc->heartbeat_interval_ms;
+	if (PC_SET(pc, HEARTBEAT_TIMEOUT_MS))
+		cfg->timeout_ms = pc->heartbeat_timeout_ms;
+	if (PC_SET(pc, LOG_TARGET))
+		*use_syslog = !strcmp(pc->log_target, "syslog");
+	if (PC_SET(pc, LOG_LEVEL))
+		log_set_level(strcmp(pc->log_level, "debug") ? LOG_INFO : LOG_DEBUG);
+}
+
+/* What the options and the file say together. 0, or -1 after printing. */
+static int check_args(struct agent_config *cfg, const char *listen, bool listen_flag)
+{
+	char err[256];
+
 	if (!cfg->state_dir) {
 		fprintf(stderr, "remus-agent: --state-dir DIR is required (see --help)\n");
 		return -1;
 	}
 	cfg->restore.dir = cfg->state_dir;
 	cfg->restore.taps = cfg->taps;
+	if (cfg->restore_now && listen_flag) {
+		fprintf(stderr, "remus-agent: --restore takes no --listen\n");
+		return -1;
+	}
 	if (cfg->restore_now)
-		return listen ? (fprintf(stderr, "remus-agent: --restore takes no --listen\n"), -1) : 0;
+		return 0;
 	if (!listen) {
 		fprintf(stderr, "remus-agent: --listen HOST:PORT is required (see --help)\n");
 		return -1;
@@ -140,4 +137,92 @@ int agent_parse_args(int argc, char **argv, struct agent_config *cfg, int *use_s
 		return -1;
 	}
 	return 0;
+}
+
+static int parse(int argc, char **argv, struct agent_config *cfg, int *use_syslog)
+{
+	const char *listen = NULL;
+	bool listen_flag = false; /* --restore refuses a --listen flag, not the file's */
+	struct cli_config file;
+	unsigned long v;
+	int c;
+
+	*cfg = (struct agent_config){
+		.timeout_ms = AGENT_DEFAULT_TIMEOUT_MS,
+		.heartbeat_ms = AGENT_DEFAULT_HEARTBEAT_MS,
+	};
+	if (cli_find_config("remus-agent", argc, argv, long_opts, OPT_CONFIG, OPT_CHECK_CONFIG,
+			    &file))
+		return -1;
+	if (file.file && !file.help) {
+		if (config_read_file(file.file, CONFIG_AGENT, &cfg->file, stderr))
+			return -1;
+		apply_file(cfg, &listen, use_syslog);
+	}
+	optind = 0; /* 0, not 1: glibc then also forgets a half-read option cluster */
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "vh", long_opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_CONFIG: case OPT_CHECK_CONFIG: break; /* found above */
+		case OPT_LISTEN: listen = optarg; listen_flag = true; break;
+		case OPT_STATE_DIR: cfg->state_dir = optarg; break;
+		case OPT_NO_FAILOVER: cfg->no_failover = true; break;
+		case OPT_CONNECT: cfg->restore.libvirt_uri = optarg; break;
+		case OPT_RESTORE: cfg->restore_now = true; break;
+		case OPT_SYSLOG: *use_syslog = 1; break;
+		case OPT_TAP:
+			if (cfg->restore.ntaps == AGENT_MAX_TAPS || !*optarg) {
+				fprintf(stderr, "remus-agent: --tap: at most %d, each [ID=]NAME\n",
+					AGENT_MAX_TAPS);
+				return -1;
+			}
+			cfg->taps[cfg->restore.ntaps++] = optarg;
+			break;
+		case OPT_TIMEOUT_MS:
+			if (cli_parse_ulong("--timeout-ms", optarg, RANGE_TIMEOUT_MS, &v))
+				return -1;
+			cfg->timeout_ms = (unsigned)v;
+			break;
+		case OPT_HEARTBEAT_MS:
+			if (cli_parse_ulong("--heartbeat-ms", optarg, RANGE_HEARTBEAT_MS, &v))
+				return -1;
+			cfg->heartbeat_ms = (unsigned)v;
+			break;
+		case 'v': log_set_level(LOG_DEBUG); break;
+		case 'h': agent_usage(stdout); return 1;
+		default:
+			cli_bad_option("remus-agent", argc, argv, optopt);
+			return -1;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "remus-agent: unexpected argument '%s'\n", argv[optind]);
+		return -1;
+	}
+	/* the file's taps, unless flags replaced the list */
+	for (int i = 0; !cfg->restore.ntaps && i < cfg->file.backup_taps.n; i++)
+		cfg->taps[i] = cfg->file.backup_taps.v[i];
+	if (!cfg->restore.ntaps)
+		cfg->restore.ntaps = cfg->file.backup_taps.n;
+	if (check_args(cfg, listen, listen_flag))
+		return -1;
+	if (file.check) {
+		printf("%s: ok\n", file.file);
+		return 1;
+	}
+	return 0;
+}
+
+int agent_parse_args(int argc, char **argv, struct agent_config *cfg, int *use_syslog)
+{
+	int rc = parse(argc, argv, cfg, use_syslog);
+
+	if (rc)
+		agent_config_free(cfg);
+	return rc;
+}
+
+void agent_config_free(struct agent_config *cfg)
+{
+	pair_config_free(&cfg->file);
 }

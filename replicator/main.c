@@ -18,5 +18,7 @@ int main(int argc, char **argv)
 	if (rc)
 		return rc > 0 ? 0 : 2;
 	log_init("remus-replicator", use_syslog);
-	return replicator_run(&r);
+	rc = replicator_run(&r);
+	replicator_config_free(&r.cfg);
+	return rc;
 }

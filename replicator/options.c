@@ -2,6 +2,7 @@
 #include "log.h"
 #include "replicator.h"
 #include "cli.h"
+#include "config.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -51,6 +52,7 @@ void replicator_usage(FILE *f)
 	fprintf(f,
 "Usage: remus-replicator --qmp PATH --backup HOST:PORT [options]\n"
 "       remus-replicator [--connect URI] --domain NAME --backup HOST:PORT [options]\n"
+"       remus-replicator --config FILE [options]\n"
 "\n"
 "Attach to a running QEMU through its QMP socket and replicate it to the\n"
 "backup agent (remus-agent) at HOST:PORT: every epoch the VM is paused,\n"
@@ -61,13 +63,19 @@ void replicator_usage(FILE *f)
 "  -machine memory-backend=ram0\n"
 "\n"
 "Options:\n"
-"  --qmp PATH            QEMU's QMP unix socket (plain QEMU)\n"
-"  --domain NAME         a libvirt domain instead: QMP goes through libvirt's\n"
-"                        monitor passthrough; the domain needs\n"
-"                        <memoryBacking><source type='memfd'/><access\n"
+"  --config FILE         the HA pair's config file, the same on both hosts\n"
+"                        (commented examples in configs/); options given\n"
+"                        on the command line override its values\n"
+"  --check-config        check --config FILE and the options, print every\n"
+"                        error or 'FILE: ok', and exit without starting\n"
+"  --qmp PATH            QEMU's QMP unix socket (plain QEMU; or [vm] qmp)\n"
+"  --domain NAME         a libvirt domain instead (or [vm] domain): QMP goes\n"
+"                        through libvirt's monitor passthrough; the domain\n"
+"                        needs <memoryBacking><source type='memfd'/><access\n"
 "                        mode='shared'/></memoryBacking> (or type='file')\n"
-"  --connect URI         libvirt connection (default qemu:///system)\n"
-"  --backup HOST:PORT    the backup agent (required)\n"
+"  --connect URI         libvirt connection (default qemu:///system; or\n"
+"                        [vm] libvirt-uri)\n"
+"  --backup HOST:PORT    the backup agent (required, or [backup] address)\n"
 "  --ram-file PATH       guest RAM file (default: asked from QEMU)\n"
 "  --epoch-policy P      fixed, dirty-rate, output-aware or hybrid (default):\n"
 "                        how long each epoch runs (see docs/EPOCHS.md)\n"
@@ -105,8 +113,9 @@ void replicator_usage(FILE *f)
 "\n"
 "SIGTERM or SIGINT detaches: the VM keeps running, unprotected, and the\n"
 "backup is told not to take over.\n"
-"Exit status: 0 detached or VM shut down, 1 QEMU died (the backup takes\n"
-"over), 2 usage error or VM refused.\n",
+"Exit status: 0 detached or VM shut down (or --check-config found no\n"
+"error), 1 QEMU died (the backup takes over), 2 usage or config error, or\n"
+"VM refused.\n",
 		REPLICATOR_DEFAULT_EPOCH_MS, REPLICATOR_DEFAULT_EPOCH_MIN_MS,
 		REPLICATOR_DEFAULT_EPOCH_MAX_MS, REPLICATOR_DEFAULT_OVERHEAD_PCT,
 		REPLICATOR_DEFAULT_OUTPUT_DELAY_MS, sysconf(_SC_NPROCESSORS_ONLN),
@@ -118,9 +127,12 @@ enum { OPT_QMP = 256, OPT_CONNECT, OPT_DOMAIN, OPT_BACKUP, OPT_RAM_FILE, OPT_EPO
        OPT_HEARTBEAT_MS, OPT_TIMEOUT_MS, OPT_SYSLOG, OPT_TEST_CORRUPT,
        OPT_CAPTURE_THREADS, OPT_NET_OUT, OPT_NET_CAP_MB, OPT_NO_OUTPUT_COMMIT,
        OPT_EPOCH_POLICY, OPT_EPOCH_MIN_MS, OPT_EPOCH_MAX_MS, OPT_MAX_OVERHEAD,
-       OPT_OUTPUT_DELAY_MS, OPT_TRACKER, OPT_UNPROTECTED_DISK };
+       OPT_OUTPUT_DELAY_MS, OPT_TRACKER, OPT_UNPROTECTED_DISK, OPT_CONFIG,
+       OPT_CHECK_CONFIG };
 
 static const struct option long_opts[] = {
+	{ "config", required_argument, NULL, OPT_CONFIG },
+	{ "check-config", no_argument, NULL, OPT_CHECK_CONFIG },
 	{ "qmp", required_argument, NULL, OPT_QMP },
 	{ "connect", required_argument, NULL, OPT_CONNECT },
 	{ "domain", required_argument, NULL, OPT_DOMAIN },
@@ -150,13 +162,79 @@ static const struct option long_opts[] = {
 	{ NULL, 0, NULL, 0 },
 };
 
-int replicator_parse_args(int argc, char **argv, struct replicator_config *cfg,
-			  int *use_syslog)
+_Static_assert(CONFIG_MAX_LIST <= REPLICATOR_MAX_NICS && CONFIG_MAX_LIST <= REPLICATOR_MAX_DISKS,
+	       "a config file's lists must fit the replicator's");
+
+/* The --config file's values, over the defaults and under the flags. */
+static void apply_file(struct replicator_config *cfg, const char **backup, int *use_syslog)
+{
+	const struct pair_config *pc = &cfg->file;
+
+	if (PC_SET(pc, VM_QMP))
+		cfg->qmp_path = pc->vm_qmp;
+	if (PC_SET(pc, VM_DOMAIN))
+		cfg->domain = pc->vm_domain;
+	if (PC_SET(pc, VM_LIBVIRT_URI))
+		cfg->libvirt_uri = pc->vm_libvirt_uri;
+	if (PC_SET(pc, VM_RAM_FILE))
+		cfg->ram_file = pc->vm_ram_file;
+	if (PC_SET(pc, BACKUP_ADDRESS))
+		*backup = pc->backup_address;
+	if (PC_SET(pc, EPOCH_POLICY))
+		epoch_policy_parse(pc->epoch_policy, &cfg->policy.kind);
+	if (PC_SET(pc, EPOCH_LENGTH_MS))
+		cfg->epoch_ms = pc->epoch_length_ms;
+	if (PC_SET(pc, EPOCH_MIN_MS))
+		cfg->policy.min_ms = pc->epoch_min_ms;
+	if (PC_SET(pc, EPOCH_MAX_MS))
+		cfg->policy.max_ms = pc->epoch_max_ms;
+	if (PC_SET(pc, EPOCH_MAX_OVERHEAD))
+		cfg->policy.max_overhead = pc->epoch_max_overhead / 100.0;
+	if (PC_SET(pc, EPOCH_OUTPUT_DELAY_MS))
+		cfg->policy.output_delay_ms = pc->epoch_output_delay_ms;
+	if (PC_SET(pc, CAPTURE_TRACKER))
+		cfg->tracker = pc->capture_tracker;
+	if (PC_SET(pc, CAPTURE_THREADS))
+		cfg->capture_threads = pc->capture_threads;
+	if (PC_SET(pc, NETBUF_CAP_MB))
+		cfg->net_cap_bytes = (size_t)pc->netbuf_cap_mb << 20;
+	if (PC_SET(pc, HEARTBEAT_INTERVAL_MS))
+		cfg->heartbeat_ms = pc->heartbeat_interval_ms;
+	if (PC_SET(pc, HEARTBEAT_TIMEOUT_MS))
+		cfg->timeout_ms = pc->heartbeat_timeout_ms;
+	if (PC_SET(pc, CONTROL_SOCKET))
+		cfg->control_path = pc->control_socket;
+	if (PC_SET(pc, LOG_TARGET))
+		*use_syslog = !strcmp(pc->log_target, "syslog");
+	if (PC_SET(pc, LOG_LEVEL))
+		log_set_level(strcmp(pc->log_level, "debug") ? LOG_INFO : LOG_DEBUG);
+}
+
+/* The file's repeatable keys, unless the flags gave the same list: flags
+ * replace a list, they do not add to it. */
+static int apply_file_lists(struct replicator_config *cfg)
+{
+	const struct pair_config *pc = &cfg->file;
+
+	if (!cfg->n_net_out)
+		for (int i = 0; i < pc->netbuf_net_out.n; i++)
+			if (add_net_out(cfg, pc->netbuf_net_out.v[i]))
+				return -1;
+	if (!cfg->n_unprotected_disks)
+		for (int i = 0; i < pc->capture_unprotected_disks.n; i++)
+			cfg->unprotected_disks[cfg->n_unprotected_disks++] =
+				pc->capture_unprotected_disks.v[i];
+	return 0;
+}
+
+static int parse(int argc, char **argv, struct replicator_config *cfg, int *use_syslog)
 {
 	const char *backup = NULL;
+	struct cli_config file;
 	char err[256];
 	unsigned long v;
-	int c;
+	int c, vm_flags = 0; /* 1: --qmp given, 2: --domain given */
+	bool connect_flag = false;
 
 	*cfg = (struct replicator_config){
 		.epoch_ms = REPLICATOR_DEFAULT_EPOCH_MS,
@@ -175,19 +253,29 @@ int replicator_parse_args(int argc, char **argv, struct replicator_config *cfg,
 			.output_delay_ms = REPLICATOR_DEFAULT_OUTPUT_DELAY_MS,
 		},
 	};
+	if (cli_find_config("remus-replicator", argc, argv, long_opts, OPT_CONFIG,
+			    OPT_CHECK_CONFIG, &file))
+		return -1;
+	if (file.file && !file.help) {
+		if (config_read_file(file.file, CONFIG_REPLICATOR, &cfg->file, stderr))
+			return -1;
+		apply_file(cfg, &backup, use_syslog);
+	}
 	optind = 0; /* 0, not 1: glibc then also forgets a half-read option cluster */
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "vh", long_opts, NULL)) != -1) {
 		switch (c) {
-		case OPT_QMP: cfg->qmp_path = optarg; break;
-		case OPT_CONNECT: cfg->libvirt_uri = optarg; break;
-		case OPT_DOMAIN: cfg->domain = optarg; break;
+		case OPT_CONFIG: case OPT_CHECK_CONFIG: break; /* found above */
+		/* A flag names the VM over the file, whichever way the file did. */
+		case OPT_QMP: cfg->qmp_path = optarg; vm_flags |= 1; cfg->domain = NULL; break;
+		case OPT_DOMAIN: cfg->domain = optarg; vm_flags |= 2; cfg->qmp_path = NULL; break;
+		case OPT_CONNECT: cfg->libvirt_uri = optarg; connect_flag = true; break;
 		case OPT_BACKUP: backup = optarg; break;
 		case OPT_RAM_FILE: cfg->ram_file = optarg; break;
 		case OPT_CONTROL: cfg->control_path = optarg; break;
 		case OPT_SYSLOG: *use_syslog = 1; break;
 		case OPT_EPOCH_MS:
-			if (cli_parse_ulong("--epoch-ms", optarg, 5, 10000, &v))
+			if (cli_parse_ulong("--epoch-ms", optarg, RANGE_EPOCH_MS, &v))
 				return -1;
 			cfg->epoch_ms = (unsigned)v;
 			break;
@@ -199,37 +287,37 @@ int replicator_parse_args(int argc, char **argv, struct replicator_config *cfg,
 			}
 			break;
 		case OPT_EPOCH_MIN_MS:
-			if (cli_parse_ulong("--epoch-min-ms", optarg, 5, 10000, &v))
+			if (cli_parse_ulong("--epoch-min-ms", optarg, RANGE_EPOCH_MS, &v))
 				return -1;
 			cfg->policy.min_ms = (unsigned)v;
 			break;
 		case OPT_EPOCH_MAX_MS:
-			if (cli_parse_ulong("--epoch-max-ms", optarg, 5, 10000, &v))
+			if (cli_parse_ulong("--epoch-max-ms", optarg, RANGE_EPOCH_MS, &v))
 				return -1;
 			cfg->policy.max_ms = (unsigned)v;
 			break;
 		case OPT_MAX_OVERHEAD:
-			if (cli_parse_ulong("--max-overhead", optarg, 1, 90, &v))
+			if (cli_parse_ulong("--max-overhead", optarg, RANGE_OVERHEAD_PCT, &v))
 				return -1;
 			cfg->policy.max_overhead = (double)v / 100;
 			break;
 		case OPT_OUTPUT_DELAY_MS:
-			if (cli_parse_ulong("--output-delay-ms", optarg, 0, 10000, &v))
+			if (cli_parse_ulong("--output-delay-ms", optarg, RANGE_OUTPUT_DELAY_MS, &v))
 				return -1;
 			cfg->policy.output_delay_ms = (unsigned)v;
 			break;
 		case OPT_HEARTBEAT_MS:
-			if (cli_parse_ulong("--heartbeat-ms", optarg, 10, 60000, &v))
+			if (cli_parse_ulong("--heartbeat-ms", optarg, RANGE_HEARTBEAT_MS, &v))
 				return -1;
 			cfg->heartbeat_ms = (unsigned)v;
 			break;
 		case OPT_TIMEOUT_MS:
-			if (cli_parse_ulong("--timeout-ms", optarg, 50, 600000, &v))
+			if (cli_parse_ulong("--timeout-ms", optarg, RANGE_TIMEOUT_MS, &v))
 				return -1;
 			cfg->timeout_ms = (unsigned)v;
 			break;
 		case OPT_CAPTURE_THREADS:
-			if (cli_parse_ulong("--capture-threads", optarg, 1, 16, &v))
+			if (cli_parse_ulong("--capture-threads", optarg, RANGE_CAPTURE_THREADS, &v))
 				return -1;
 			cfg->capture_threads = (unsigned)v;
 			break;
@@ -238,7 +326,7 @@ int replicator_parse_args(int argc, char **argv, struct replicator_config *cfg,
 				return -1;
 			break;
 		case OPT_NET_CAP_MB:
-			if (cli_parse_ulong("--net-cap-mb", optarg, 1, 4096, &v))
+			if (cli_parse_ulong("--net-cap-mb", optarg, RANGE_NET_CAP_MB, &v))
 				return -1;
 			cfg->net_cap_bytes = v << 20;
 			break;
@@ -278,16 +366,21 @@ int replicator_parse_args(int argc, char **argv, struct replicator_config *cfg,
 		fprintf(stderr, "remus-replicator: unexpected argument '%s'\n", argv[optind]);
 		return -1;
 	}
-	if (!!cfg->qmp_path == !!cfg->domain || !backup) {
+	if (apply_file_lists(cfg))
+		return -1;
+	if (vm_flags == 3 || (!cfg->qmp_path && !cfg->domain) || !backup) {
 		fprintf(stderr, "remus-replicator: %s (see --help)\n",
-			cfg->qmp_path && cfg->domain ? "--qmp and --domain exclude each other" :
+			vm_flags == 3 ? "--qmp and --domain exclude each other" :
 			!backup ? "--backup HOST:PORT is required" :
 				  "--qmp PATH or --domain NAME is required");
 		return -1;
 	}
 	if (cfg->libvirt_uri && !cfg->domain) {
-		fprintf(stderr, "remus-replicator: --connect needs --domain NAME\n");
-		return -1;
+		if (connect_flag) {
+			fprintf(stderr, "remus-replicator: --connect needs --domain NAME\n");
+			return -1;
+		}
+		cfg->libvirt_uri = NULL; /* the file's, for a domain --qmp replaced */
 	}
 	if (cfg->domain && !cfg->libvirt_uri)
 		cfg->libvirt_uri = "qemu:///system";
@@ -306,6 +399,25 @@ int replicator_parse_args(int argc, char **argv, struct replicator_config *cfg,
 			"--heartbeat-ms (%u)\n", cfg->timeout_ms, cfg->heartbeat_ms);
 		return -1;
 	}
+	if (file.check) {
+		printf("%s: ok\n", file.file);
+		return 1;
+	}
 	return 0;
+}
+
+int replicator_parse_args(int argc, char **argv, struct replicator_config *cfg,
+			  int *use_syslog)
+{
+	int rc = parse(argc, argv, cfg, use_syslog);
+
+	if (rc)
+		replicator_config_free(cfg);
+	return rc;
+}
+
+void replicator_config_free(struct replicator_config *cfg)
+{
+	pair_config_free(&cfg->file);
 }
 

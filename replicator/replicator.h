@@ -2,6 +2,7 @@
 #ifndef REMUS_REPLICATOR_H
 #define REMUS_REPLICATOR_H
 
+#include "config.h"
 #include "epoch_policy.h"
 #include "frame_queue.h"
 #include "netaddr.h"
@@ -49,6 +50,9 @@ struct replicator_config {
 	int n_net_out;
 	size_t net_cap_bytes;
 	bool no_output_commit;     /* test only: release frames at once */
+	/* --config: owns the strings above that came from the file, and the
+	 * keys no flag sets yet ([pair] name, [vm] domain, [hooks] ...) */
+	struct pair_config file;
 };
 
 /* What attach found out about the VM. */
@@ -118,9 +122,11 @@ struct replicator {
 
 int replicator_run(struct replicator *r);
 
-/* options.c: 0 to run, 1 to exit 0 (--help), -1 usage error (printed). */
+/* options.c: 0 to run, 1 to exit 0 (--help, --check-config passed), -1
+ * usage or config error (printed). After 0, replicator_config_free. */
 int replicator_parse_args(int argc, char **argv, struct replicator_config *cfg,
 			  int *use_syslog);
+void replicator_config_free(struct replicator_config *cfg);
 void replicator_usage(FILE *f);
 
 /* link.c */

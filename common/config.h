@@ -1,0 +1,165 @@
+/* Config files describing one HA pair (configs/pair-*.conf). The same file
+ * is deployed on both hosts; each daemon reads the keys it needs and the
+ * parser checks them all, so a file that passes on one host passes on the
+ * other.
+ *
+ * INI-style: `[section]`, `key = value`, comments from '#' or ';' at the
+ * start of a line or after white space. The parser is fed one line at a
+ * time (config_init / config_line / config_finish, after wireguard-tools'
+ * config.c) and never opens files; config_read_file is the thin wrapper
+ * that does. It keeps going after an error, so that every error of a file
+ * is printed in one run, each as "FILE:LINE: what, with the value". */
+#ifndef REMUS_CONFIG_H
+#define REMUS_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "cli.h"
+
+#define CONFIG_MAX_LINE   1024 /* characters, without the newline */
+#define CONFIG_MAX_LIST   8    /* values of a repeatable key */
+#define CONFIG_MAX_ERRORS 100  /* printed; the rest are counted */
+#define RANGE_NONE        0, 0 /* for the keys that are not numbers */
+
+/* The key table: one line per key. Adding a key is a line here and its
+ * field in struct pair_config (the compiler checks that the field's type
+ * suits the kind).
+ *   range    MIN, MAX of a UINT (cli.h)
+ *   kind     STR text, ADDR HOST:PORT (netaddr_parse), UINT in MIN-MAX,
+ *            BOOL yes/no, ENUM one of VALUES, LIST a repeatable STR
+ *   default  as it would be written in the file; NULL: none (unset)
+ *   check    extra test of a STR/LIST value (NULL: any non-empty text)
+ *   flags    the daemons' flags for this key, '|'-separated, for "did you
+ *            mean" when someone writes a flag's name as a key
+ *   needs    CFG_R: the replicator needs it, CFG_A: the agent does */
+#define PAIR_CONFIG_KEYS(X) \
+/* id                section       key                kind  field              range                   default    values         check        flags                       needs */ \
+X(PAIR_NAME,         "pair",       "name",            STR,  pair_name,         RANGE_NONE,             NULL,      NULL,          NULL,        NULL,                       0) \
+X(VM_QMP,            "vm",         "qmp",             STR,  vm_qmp,            RANGE_NONE,             NULL,      NULL,          NULL,        "qmp",                      0) \
+X(VM_LIBVIRT_URI,    "vm",         "libvirt-uri",     STR,  vm_libvirt_uri,    RANGE_NONE,             NULL,      NULL,          NULL,        "connect|uri",              0) \
+X(VM_DOMAIN,         "vm",         "domain",          STR,  vm_domain,         RANGE_NONE,             NULL,      NULL,          NULL,        "domain",                   0) \
+X(VM_RAM_FILE,       "vm",         "ram-file",        STR,  vm_ram_file,       RANGE_NONE,             NULL,      NULL,          NULL,        "ram-file",                 0) \
+X(BACKUP_ADDRESS,    "backup",     "address",         ADDR, backup_address,    RANGE_NONE,             NULL,      NULL,          NULL,        "backup|listen",            CFG_R | CFG_A) \
+X(BACKUP_STATE_DIR,  "backup",     "state-dir",       STR,  backup_state_dir,  RANGE_NONE,             NULL,      NULL,          NULL,        "state-dir",                CFG_A) \
+X(BACKUP_TAP,        "backup",     "tap",             LIST, backup_taps,       RANGE_NONE,             NULL,      NULL,          check_tap,   "tap",                      0) \
+X(BACKUP_FAILOVER,   "backup",     "failover",        BOOL, backup_failover,   RANGE_NONE,             "yes",     NULL,          NULL,        "no-failover",              0) \
+X(EPOCH_POLICY,      "epoch",      "policy",          ENUM, epoch_policy,      RANGE_NONE,             "hybrid",  policy_values, NULL,        "epoch-policy",             0) \
+X(EPOCH_LENGTH_MS,   "epoch",      "length-ms",       UINT, epoch_length_ms,   RANGE_EPOCH_MS,         "50",      NULL,          NULL,        "epoch-ms",                 0) \
+X(EPOCH_MIN_MS,      "epoch",      "min-ms",          UINT, epoch_min_ms,      RANGE_EPOCH_MS,         "10",      NULL,          NULL,        "epoch-min-ms",             0) \
+X(EPOCH_MAX_MS,      "epoch",      "max-ms",          UINT, epoch_max_ms,      RANGE_EPOCH_MS,         "200",     NULL,          NULL,        "epoch-max-ms",             0) \
+X(EPOCH_MAX_OVERHEAD, "epoch",     "max-overhead",    UINT, epoch_max_overhead, RANGE_OVERHEAD_PCT,    "25",      NULL,          NULL,        "max-overhead",             0) \
+X(EPOCH_OUTPUT_DELAY_MS, "epoch",  "output-delay-ms", UINT, epoch_output_delay_ms, RANGE_OUTPUT_DELAY_MS, "2",     NULL,          NULL,        "output-delay-ms",          0) \
+X(CAPTURE_TRACKER,   "capture",    "tracker",         ENUM, capture_tracker,   RANGE_NONE,             "compare", tracker_values, NULL,       "tracker",                  0) \
+X(CAPTURE_THREADS,   "capture",    "threads",         UINT, capture_threads,   RANGE_CAPTURE_THREADS,  NULL,      NULL,          NULL,        "capture-threads",          0) \
+X(CAPTURE_UNPROTECTED_DISK, "capture", "unprotected-disk", LIST, capture_unprotected_disks, RANGE_NONE, NULL,      NULL,          NULL,        "unprotected-disk",         0) \
+X(NETBUF_NET_OUT,    "net-buffer", "net-out",         LIST, netbuf_net_out,    RANGE_NONE,             NULL,      NULL,          check_net_out, "net-out",                0) \
+X(NETBUF_CAP_MB,     "net-buffer", "cap-mb",          UINT, netbuf_cap_mb,     RANGE_NET_CAP_MB,       "16",      NULL,          NULL,        "net-cap-mb",               0) \
+X(HEARTBEAT_INTERVAL_MS, "heartbeat", "interval-ms",  UINT, heartbeat_interval_ms, RANGE_HEARTBEAT_MS, "100",     NULL,          NULL,        "heartbeat-ms",             0) \
+X(HEARTBEAT_TIMEOUT_MS, "heartbeat", "timeout-ms",    UINT, heartbeat_timeout_ms, RANGE_TIMEOUT_MS,    "2000",    NULL,          NULL,        "timeout-ms",               0) \
+X(HOOKS_NOTIFY,      "hooks",      "notify",          STR,  hooks_notify,      RANGE_NONE,             NULL,      NULL,          NULL,        "notify",                   0) \
+X(HOOKS_FENCE,       "hooks",      "fence",           STR,  hooks_fence,       RANGE_NONE,             NULL,      NULL,          NULL,        "fence",                    CFG_A) \
+X(HOOKS_FENCE_TIMEOUT_MS, "hooks", "fence-timeout-ms", UINT, hooks_fence_timeout_ms, RANGE_FENCE_TIMEOUT_MS, "10000", NULL,     NULL,        "fence-timeout-ms",         0) \
+X(CONTROL_SOCKET,    "control",    "socket",          STR,  control_socket,    RANGE_NONE,             NULL,      NULL,          NULL,        "control",                  0) \
+X(LOG_TARGET,        "log",        "target",          ENUM, log_target,        RANGE_NONE,             "stderr",  log_target_values, NULL,    "syslog",                   0) \
+X(LOG_LEVEL,         "log",        "level",           ENUM, log_level,         RANGE_NONE,             "info",    log_level_values, NULL,     "verbose",                  0)
+
+#define CFG_R 1u /* needed by remus-replicator */
+#define CFG_A 2u /* needed by remus-agent */
+
+/* The daemon whose requirements config_finish checks; CONFIG_ANY checks
+ * the values only (the fuzzer, tools). */
+enum config_role { CONFIG_ANY = 0, CONFIG_REPLICATOR = CFG_R, CONFIG_AGENT = CFG_A };
+
+enum pair_config_key {
+#define PAIR_CONFIG_ID(id, ...) PC_##id,
+	PAIR_CONFIG_KEYS(PAIR_CONFIG_ID)
+#undef PAIR_CONFIG_ID
+	PC_NKEYS
+};
+
+/* Values of a repeatable key, in file order. */
+struct config_list {
+	char *v[CONFIG_MAX_LIST];
+	int n;
+};
+
+/* Everything a pair file can say. Strings are owned (pair_config_free);
+ * an ENUM points at the canonical spelling in a static table. Absent keys
+ * hold their default; set[] tells which the file gave, line[] where. */
+struct pair_config {
+	char *path;                  /* the file, for messages */
+	bool set[PC_NKEYS];
+	unsigned line[PC_NKEYS];
+	/* [pair] */
+	char *pair_name;             /* NULL: the VM's name */
+	/* [vm] */
+	char *vm_qmp, *vm_libvirt_uri, *vm_domain, *vm_ram_file;
+	/* [backup] */
+	char *backup_address;        /* HOST:PORT, checked with netaddr_parse */
+	char *backup_state_dir;
+	struct config_list backup_taps;
+	bool backup_failover;
+	/* [epoch] */
+	const char *epoch_policy;
+	unsigned epoch_length_ms, epoch_min_ms, epoch_max_ms;
+	unsigned epoch_max_overhead; /* percent */
+	unsigned epoch_output_delay_ms;
+	/* [capture] */
+	const char *capture_tracker;
+	unsigned capture_threads;    /* 0: one per online CPU */
+	struct config_list capture_unprotected_disks;
+	/* [net-buffer] */
+	struct config_list netbuf_net_out;
+	unsigned netbuf_cap_mb;
+	/* [heartbeat] */
+	unsigned heartbeat_interval_ms, heartbeat_timeout_ms;
+	/* [hooks] */
+	char *hooks_notify;
+	char *hooks_fence;           /* a command, or "none" */
+	unsigned hooks_fence_timeout_ms;
+	/* [control] */
+	char *control_socket;
+	/* [log] */
+	const char *log_target;      /* "stderr" or "syslog" */
+	const char *log_level;       /* "info" or "debug" */
+};
+
+#define PC_SET(pc, id) ((pc)->set[PC_##id])
+
+/* Checks HOST:PORT; 0 or -EINVAL with the reason in err. */
+typedef int (*config_addr_check)(const char *text, char *err, size_t errlen);
+
+struct config_parser {
+	struct pair_config *cfg;
+	const char *file;
+	FILE *errf;                  /* where errors go */
+	config_addr_check check_addr; /* default: netaddr_parse (resolves names) */
+	unsigned lineno;
+	int section;                 /* index, or SECTION_NONE / SECTION_BAD */
+	unsigned seen_sections;      /* bit per section index */
+	unsigned given[PC_NKEYS];    /* line of each key's first mention, valid or not */
+	unsigned errors;
+};
+
+/* Fill cfg with the defaults (nothing set). */
+void pair_config_init(struct pair_config *cfg);
+/* Free what cfg owns; cfg may be all zero. Leaves it all zero. */
+void pair_config_free(struct pair_config *cfg);
+
+void config_init(struct config_parser *p, struct pair_config *cfg, const char *file,
+		 FILE *errf);
+/* One line, with or without its newline; len excludes nothing (NULs in it
+ * are an error). */
+void config_line(struct config_parser *p, const char *line, size_t len);
+/* Check across keys and what role needs. 0, or -EINVAL when any error was
+ * printed (cfg must still be freed). */
+int config_finish(struct config_parser *p, enum config_role role);
+
+/* Read and parse a whole file. 0, -EINVAL (errors printed) or -errno if it
+ * cannot be read (printed). cfg must be freed in every case. */
+int config_read_file(const char *path, enum config_role role, struct pair_config *cfg,
+		     FILE *errf);
+
+#endif
