@@ -44,6 +44,7 @@ struct agent {
 	bool hello_done;
 	ev_tstamp grace_until;    /* stream dropped by us: failover if no reconnect by then */
 	char peer[64];
+	bool paused;              /* the operator paused protection: no failover */
 	struct replica replica;
 	int exit_code;
 };

@@ -21,7 +21,11 @@ void agent_usage(FILE *f)
 "checkpoint: the primary's QEMU command line with RAM on a copy of the\n"
 "replica, serial console in DIR/serial.log, QMP on DIR/qmp.sock; then it\n"
 "exits, leaving the VM running. A primary that detaches on purpose\n"
-"(SIGTERM to the replicator, or a guest shutdown) is not failed over.\n"
+"(SIGTERM to the replicator, or a guest shutdown) is not failed over, nor\n"
+"is one whose protection the operator paused (remusctl pause): its replica\n"
+"is stale. A planned handover (remusctl failover) restores the VM the same\n"
+"way, answers the primary, and exits. Under systemd (Type=notify) it\n"
+"reports READY=1 once listening and STATUS= changes.\n"
 "\n"
 "Options:\n"
 "  --listen HOST:PORT    where the replicator connects (required)\n"
@@ -39,8 +43,8 @@ void agent_usage(FILE *f)
 "  -v, --verbose         debug logging\n"
 "  -h, --help            this text\n"
 "\n"
-"Exit status: 0 failover done or stopped by signal, 1 restore failed,\n"
-"2 usage error or cannot listen.\n",
+"Exit status: 0 failover or handover done, or stopped by signal, 1 restore\n"
+"failed after the primary was lost, 2 usage error or cannot listen.\n",
 		AGENT_DEFAULT_TIMEOUT_MS, AGENT_DEFAULT_HEARTBEAT_MS);
 }
 
