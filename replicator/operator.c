@@ -26,6 +26,7 @@
 #include <json-c/json.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -430,6 +431,26 @@ void operator_on_backup_lost(struct replicator *r, const char *why)
 	}
 }
 
+/* Gone, or a zombie that its parent (not us) has not reaped yet. */
+static bool process_gone(pid_t pid)
+{
+	char path[64], buf[256], *p;
+	FILE *f;
+	bool zombie = false;
+
+	if (kill(pid, 0) < 0 && errno == ESRCH)
+		return true;
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return true;
+	/* "PID (comm) S ...": the state follows the last ')'. */
+	if (fgets(buf, sizeof(buf), f) && (p = strrchr(buf, ')')) && p[1] == ' ')
+		zombie = p[2] == 'Z';
+	fclose(f);
+	return zombie;
+}
+
 /* QMP quit, then wait (bounded) until the process is gone. */
 static int quit_primary(struct replicator *r)
 {
@@ -441,7 +462,7 @@ static int quit_primary(struct replicator *r)
 		return rc;
 	}
 	for (int i = 0; i < QUIT_WAIT_ROUNDS; i++) {
-		if (kill(r->vm.pid, 0) < 0 && errno == ESRCH)
+		if (process_gone(r->vm.pid))
 			return 0;
 		usleep(50000);
 	}

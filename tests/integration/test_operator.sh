@@ -31,6 +31,8 @@ while True:
 
 protection_is() { [ "$(status_field protection)" = "$1" ]; }
 agent_said() { grep -qa "$1" "$T/agent.log"; }
+# A process that has exited, possibly a zombie its parent has not reaped yet.
+process_gone() { ! kill -0 "$1" 2>/dev/null || [ "$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" = Z ]; }
 resynced_since() { protection_is protected && [ "$(status_field resyncs)" -gt "$1" ]; }
 
 # --- 1. pause, then the primary dies: no failover -------------------------
@@ -139,7 +141,7 @@ rc=$?
 log "remusctl failover ($(( $(now_ms) - t0 )) ms): exit $rc: $out"
 [ "$rc" = 0 ] && pass "remusctl failover: exit 0" || fail "remusctl failover exit $rc"
 last=$(last_tick "$T/ctlhand/serial.log")
-wait_for 10 sh -c "! kill -0 $GUEST_PID 2>/dev/null" && pass "primary QEMU $GUEST_PID has quit" ||
+wait_for 10 process_gone "$GUEST_PID" && pass "primary QEMU $GUEST_PID has quit" ||
 	fail "primary QEMU $GUEST_PID still runs"
 wait_exit "$REPLICATOR_PID" 10 && [ "$EXIT_CODE" = 0 ] && pass "replicator exited 0" ||
 	fail "replicator exit code ${EXIT_CODE:-none}, expected 0"
