@@ -178,9 +178,12 @@ static void on_epoch_end(struct agent *a, const struct frame_hdr *h, const uint8
 		log_info("epoch %llu committed after the pause: VM %s is protected again, "
 			 "failover armed", (unsigned long long)h->epoch, vm_name(a));
 	}
-	if (h->epoch > 0)
+	/* Epochs commit many times a second: the manager hears of one a second. */
+	if (h->epoch > 0 && (a->replica.commits == 1 || mono_ms() - a->status_at_ms >= 1000)) {
+		a->status_at_ms = mono_ms();
 		notify_status("VM %s from %s: protected, epoch %llu committed", vm_name(a),
 			      a->peer, (unsigned long long)h->epoch);
+	}
 	if (h->epoch == 0)
 		log_info("initial sync complete");
 	else if (a->replica.commits == 1 || h->epoch % 100 == 0)

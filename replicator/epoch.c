@@ -403,7 +403,9 @@ void epoch_on_ack(struct replicator *r, uint64_t id)
 		replicator_notify_state(r);
 		return;
 	}
-	if (r->prot != PROT_PROTECTED)
+	bool news = r->prot != PROT_PROTECTED;
+
+	if (news)
 		log_info("epoch %llu committed on the backup: VM %s is protected",
 			 (unsigned long long)id, r->vm.name);
 	r->prot = PROT_PROTECTED;
@@ -412,7 +414,9 @@ void epoch_on_ack(struct replicator *r, uint64_t id)
 	for (int i = 0; i < r->ndevices; i++)
 		if (r->devices[i].ops->commit)
 			r->devices[i].ops->commit(r->devices[i].state, r, id);
-	replicator_notify_state(r);
+	/* The epoch number in STATUS= is refreshed once a second (stats timer). */
+	if (news)
+		replicator_notify_state(r);
 	if (operator_after_ack(r, id))
 		return;
 	if (r->checkpoint_due)
