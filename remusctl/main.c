@@ -1,6 +1,8 @@
 /* remusctl: the operator's command for a running replicator. */
 #include "remusctl.h"
 
+#include "cli.h"
+
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
@@ -43,6 +45,7 @@ int main(int argc, char **argv)
 	struct remusctl_opts o = { 0 };
 	int c;
 
+	cli_set_prog("remusctl");
 	/* "+" stops at the verb: options after it belong to the verb... except
 	 * --json, which reads naturally after it too, so we rescan for it. The
 	 * verb checks the rest. */
