@@ -7,7 +7,7 @@ CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
            -Wmissing-prototypes -Wno-unused-parameter -D_GNU_SOURCE \
            -Icommon -Inet-buffer -MMD -MP $(shell pkg-config --cflags libxml-2.0)
-LDLIBS  := $(shell pkg-config --libs json-c libvirt libvirt-qemu libxml-2.0) -lev -lpthread
+LDLIBS  := $(shell pkg-config --libs json-c libvirt libvirt-qemu libxml-2.0 libsystemd) -lev -lpthread
 CHECK_LIBS := $(shell pkg-config --libs check)
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 

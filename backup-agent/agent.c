@@ -2,17 +2,30 @@
  * acknowledge its epochs; restore the VM when the primary is lost. */
 #include "agent.h"
 
+#include "clock.h"
 #include "log.h"
+#include "notify.h"
 #include "restore.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
+
+#define HANDOVER_FLUSH_MS 2000
+
+static const char *vm_name(const struct agent *a)
+{
+	const char *n = a->replica.hello ?
+		json_object_get_string(json_object_object_get(a->replica.hello, "name")) : NULL;
+
+	return n ? n : "?";
+}
 
 static void send_frame(struct agent *a, unsigned type, uint64_t epoch, const char *text)
 {
@@ -45,6 +58,18 @@ static void failover(struct agent *a, const char *why)
 	bool committed = a->replica.session_committed;
 
 	drop_primary(a);
+	if (committed && a->paused) {
+		/* Output went out unchecked since the pause: the replica would
+		 * take back what clients have seen. */
+		log_err("primary lost (%s) while the operator had PAUSED protection: the "
+			"replica (epoch %llu) is stale and the primary has released output since, "
+			"so the VM is NOT restored. If the primary is really gone, remus-agent "
+			"--restore --state-dir %s brings it back at epoch %llu, older than what "
+			"clients saw", why, (unsigned long long)a->replica.session_epoch,
+			a->cfg.state_dir, (unsigned long long)a->replica.session_epoch);
+		notify_status("primary lost while paused: VM not restored; listening");
+		return;
+	}
 	if (!committed) {
 		log_err("primary lost (%s) before any checkpoint of this session committed; "
 			"a replica from an earlier session would roll the VM back, so it is not "
@@ -61,7 +86,9 @@ static void failover(struct agent *a, const char *why)
 		log_err("FAILOVER FAILED: the replica in %s is intact; fix the cause and run "
 			"remus-agent --restore --state-dir %s", a->cfg.state_dir, a->cfg.state_dir);
 		a->exit_code = 1;
+		notify_status("FAILOVER FAILED; replica kept");
 	} else {
+		notify_status("failover done: VM running as QEMU pid %d", (int)res.qemu_pid);
 		log_info("failover complete: VM running from epoch %llu as QEMU pid %d "
 			 "(copy %.0f ms, start %.0f ms, load %.0f ms, total %.0f ms); %s%s, "
 			 "serial %s/serial.log",
@@ -128,10 +155,12 @@ static void on_hello(struct agent *a, const uint8_t *payload, uint32_t len)
 	}
 	a->hello_done = true;
 	a->grace_until = 0; /* the primary is back */
+	a->paused = false;  /* a paused primary says so again */
 	log_info("primary %s: replicating VM %s (%llu MiB); initial sync started",
-		 a->peer, json_object_get_string(json_object_object_get(a->replica.hello, "name")),
-		 (unsigned long long)(a->replica.ram_size >> 20));
-	send_frame(a, FRAME_HELLO_REPLY, 0, "{\"ok\":true}");
+		 a->peer, vm_name(a), (unsigned long long)(a->replica.ram_size >> 20));
+	notify_status("VM %s from %s: syncing", vm_name(a), a->peer);
+	send_frame(a, FRAME_HELLO_REPLY, 0,
+		   "{\"ok\":true,\"features\":[\"" PROTO_FEATURE_OPERATOR "\"]}");
 }
 
 static void on_epoch_end(struct agent *a, const struct frame_hdr *h, const uint8_t *payload,
@@ -146,6 +175,17 @@ static void on_epoch_end(struct agent *a, const struct frame_hdr *h, const uint8
 		send_frame(a, FRAME_NACK, h->epoch, why);
 		return;
 	}
+	if (h->epoch > 0 && a->paused) {
+		a->paused = false;
+		log_info("epoch %llu committed after the pause: VM %s is protected again, "
+			 "failover armed", (unsigned long long)h->epoch, vm_name(a));
+	}
+	/* Epochs commit many times a second: the manager hears of one a second. */
+	if (h->epoch > 0 && (a->replica.commits == 1 || mono_ms() - a->status_at_ms >= 1000)) {
+		a->status_at_ms = mono_ms();
+		notify_status("VM %s from %s: protected, epoch %llu committed", vm_name(a),
+			      a->peer, (unsigned long long)h->epoch);
+	}
 	if (h->epoch == 0)
 		log_info("initial sync complete");
 	else if (a->replica.commits == 1 || h->epoch % 100 == 0)
@@ -153,6 +193,109 @@ static void on_epoch_end(struct agent *a, const struct frame_hdr *h, const uint8
 	else
 		log_debug("epoch %llu committed", (unsigned long long)h->epoch);
 	send_frame(a, FRAME_ACK, h->epoch, NULL);
+}
+
+static void on_pause(struct agent *a, const struct frame_hdr *h)
+{
+	if (!a->paused)
+		log_warn("primary %s PAUSED protection of VM %s: the replica stays at epoch %llu "
+			 "and will not be restored if the primary is lost, until a checkpoint "
+			 "commits after it resumes", a->peer, vm_name(a),
+			 (unsigned long long)a->replica.session_epoch);
+	a->paused = true;
+	notify_status("VM %s from %s: paused by the operator (epoch %llu)", vm_name(a), a->peer,
+		      (unsigned long long)a->replica.session_epoch);
+	send_frame(a, FRAME_PAUSE_ACK, h->epoch, NULL);
+}
+
+/* Write what is queued, blocking for at most ms. */
+static void flush_for(struct agent *a, int ms)
+{
+	double deadline = mono_ms() + ms;
+
+	while (frame_queue_flush(&a->out, a->fd) == 0) {
+		struct pollfd pfd = { .fd = a->fd, .events = POLLOUT };
+		int left = (int)(deadline - mono_ms());
+		if (left <= 0)
+			break;
+		poll(&pfd, 1, left);
+	}
+}
+
+/* Why a HANDOVER for epoch cannot be taken, or NULL. */
+static const char *handover_refusal(const struct agent *a, uint64_t epoch, bool ok,
+				    char *buf, size_t len)
+{
+	if (!ok)
+		return "HANDOVER frame: payload checksum mismatch";
+	if (!a->replica.session_committed)
+		return "no checkpoint of this session is committed";
+	if (a->replica.staging) {
+		snprintf(buf, len, "epoch %llu is still being received",
+			 (unsigned long long)a->replica.stage_epoch);
+		return buf;
+	}
+	if (epoch != a->replica.session_epoch) {
+		snprintf(buf, len, "handover at epoch %llu, but the replica holds epoch %llu",
+			 (unsigned long long)epoch, (unsigned long long)a->replica.session_epoch);
+		return buf;
+	}
+	if (a->paused)
+		return "protection is paused";
+	if (a->cfg.no_failover)
+		return "this agent runs with --no-failover";
+	return NULL;
+}
+
+/* The primary stopped its VM at a committed epoch: start it here, exactly
+ * as a failover would, and say how it went. The primary's QEMU stays
+ * stopped until it hears DONE, so no fencing is needed. False when the
+ * agent is done (the VM runs here). */
+static bool on_handover(struct agent *a, const struct frame_hdr *h, bool ok)
+{
+	char buf[200];
+	const char *why = handover_refusal(a, h->epoch, ok, buf, sizeof(buf));
+	struct restore_result res;
+	struct handover_done d;
+	uint8_t payload[PROTO_HANDOVER_DONE_SIZE];
+	struct iovec iov = { .iov_base = payload, .iov_len = sizeof(payload) };
+	int rc;
+
+	if (why) {
+		log_err("handover of VM %s refused: %s", vm_name(a), why);
+		send_frame(a, FRAME_HANDOVER_FAILED, h->epoch, why);
+		return true;
+	}
+	log_info("primary %s hands VM %s over at epoch %llu (its QEMU is stopped): restoring "
+		 "it here", a->peer, vm_name(a), (unsigned long long)h->epoch);
+	notify_status("VM %s: taking over from %s", vm_name(a), a->peer);
+	rc = restore_vm(&a->cfg.restore, &res);
+	/* The loop stood still while QEMU started: that was not the
+	 * primary's silence. */
+	ev_now_update(a->loop);
+	a->last_rx = ev_now(a->loop);
+	if (rc) {
+		snprintf(buf, sizeof(buf), "restoring the VM on the backup failed (%s); see the "
+			 "agent's log", strerror(-rc));
+		log_err("HANDOVER FAILED: %s; the primary resumes VM %s, replica kept", buf,
+			vm_name(a));
+		notify_status("VM %s from %s: handover failed, protected again", vm_name(a), a->peer);
+		send_frame(a, FRAME_HANDOVER_FAILED, h->epoch, buf);
+		return true;
+	}
+	d = (struct handover_done){ .qemu_pid = (uint32_t)res.qemu_pid,
+				    .restore_ms = (uint32_t)res.total_ms };
+	proto_encode_handover_done(payload, &d);
+	if (!frame_queue_push(&a->out, FRAME_HANDOVER_DONE, h->epoch, &iov, 1, NULL, NULL))
+		flush_for(a, HANDOVER_FLUSH_MS);
+	log_info("handover complete: VM %s running from epoch %llu as QEMU pid %d (copy %.0f "
+		 "ms, start %.0f ms, load %.0f ms, total %.0f ms); QMP %s/qmp.sock, serial "
+		 "%s/serial.log", vm_name(a), res.epoch, (int)res.qemu_pid, res.copy_ms,
+		 res.start_ms, res.load_ms, res.total_ms, a->cfg.state_dir, a->cfg.state_dir);
+	notify_status("handover done: VM running as QEMU pid %d", (int)res.qemu_pid);
+	a->exit_code = 0;
+	ev_break(a->loop, EVBREAK_ALL);
+	return false;
 }
 
 /* Returns false when the primary has been dropped. */
@@ -179,6 +322,16 @@ static bool on_frame(struct agent *a, const struct frame_hdr *h, const uint8_t *
 		break;
 	case FRAME_HEARTBEAT:
 		break;
+	case FRAME_PAUSE:
+		if (!ok) {
+			/* Not knowing whether we are paused is not a state to stay in. */
+			lose_stream(a, "corrupt PAUSE frame");
+			return false;
+		}
+		on_pause(a, h);
+		break;
+	case FRAME_HANDOVER:
+		return on_handover(a, h, ok);
 	case FRAME_GOODBYE:
 		if (!ok) {
 			/* A GOODBYE we cannot trust must not cancel a failover. */
@@ -319,6 +472,7 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
 	struct agent *a = w->data;
 
 	log_info("signal %d: stopping; replica in %s kept", w->signum, a->cfg.state_dir);
+	notify_stopping("stopping; replica kept");
 	a->exit_code = 0;
 	ev_break(loop, EVBREAK_ALL);
 }
@@ -371,6 +525,8 @@ int agent_run(struct agent *a)
 	ev_signal_start(a->loop, &a->sigterm);
 	ev_signal_start(a->loop, &a->sigint);
 	log_info("listening on %s, state in %s", a->cfg.listen.text, a->cfg.state_dir);
+	notify_ready(NULL);
+	notify_status("listening on %s, no primary yet", a->cfg.listen.text);
 	ev_run(a->loop, 0);
 	drop_primary(a);
 	close(a->listen_fd);

@@ -48,6 +48,8 @@ struct agent {
 	bool hello_done;
 	ev_tstamp grace_until;    /* stream dropped by us: failover if no reconnect by then */
 	char peer[64];
+	bool paused;              /* the operator paused protection: no failover */
+	double status_at_ms;      /* last STATUS= of a commit (notify) */
 	struct replica replica;
 	int exit_code;
 };

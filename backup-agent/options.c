@@ -25,7 +25,11 @@ void agent_usage(FILE *f)
 "primary's VM comes back as a libvirt domain of the same name, see\n"
 "--connect); then it exits, leaving the VM running. A primary that\n"
 "detaches on purpose (SIGTERM to the replicator, or a guest shutdown) is\n"
-"not failed over.\n"
+"not failed over, nor is one whose protection the operator paused\n"
+"(remusctl pause): its replica is stale. A planned handover (remusctl\n"
+"failover) restores the VM the same way, answers the primary, and exits.\n"
+"Under systemd (Type=notify) it reports READY=1 once listening and\n"
+"STATUS= changes.\n"
 "\n"
 "Options:\n"
 "  --config FILE         the HA pair's config file, the same on both hosts\n"
@@ -54,9 +58,9 @@ void agent_usage(FILE *f)
 "  -v, --verbose         debug logging\n"
 "  -h, --help            this text\n"
 "\n"
-"Exit status: 0 failover done or stopped by signal (or --check-config\n"
-"found no error), 1 restore failed, 2 usage or config error, or cannot\n"
-"listen.\n",
+"Exit status: 0 failover or handover done, or stopped by signal (or\n"
+"--check-config found no error), 1 restore failed after the primary was\n"
+"lost, 2 usage or config error, or cannot listen.\n",
 		AGENT_DEFAULT_TIMEOUT_MS, AGENT_DEFAULT_HEARTBEAT_MS);
 }
 

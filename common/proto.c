@@ -18,6 +18,11 @@ static const char *const type_names[FRAME_TYPE_MAX] = {
 	[FRAME_NACK] = "NACK",
 	[FRAME_HEARTBEAT] = "HEARTBEAT",
 	[FRAME_GOODBYE] = "GOODBYE",
+	[FRAME_HANDOVER] = "HANDOVER",
+	[FRAME_HANDOVER_DONE] = "HANDOVER_DONE",
+	[FRAME_HANDOVER_FAILED] = "HANDOVER_FAILED",
+	[FRAME_PAUSE] = "PAUSE",
+	[FRAME_PAUSE_ACK] = "PAUSE_ACK",
 };
 
 const char *frame_type_name(unsigned type)
@@ -125,6 +130,24 @@ uint32_t proto_epoch_crc_add(uint32_t epoch_crc, uint32_t frame_payload_crc)
 
 	put_be32(be, frame_payload_crc);
 	return crc32c(epoch_crc, be, 4);
+}
+
+void proto_encode_handover_done(uint8_t out[PROTO_HANDOVER_DONE_SIZE],
+				const struct handover_done *d)
+{
+	put_be32(out, d->qemu_pid);
+	put_be32(out + 4, d->restore_ms);
+}
+
+int proto_parse_handover_done(const uint8_t *payload, uint32_t len, struct handover_done *out)
+{
+	if (len != PROTO_HANDOVER_DONE_SIZE)
+		return -EBADMSG;
+	out->qemu_pid = get_be32(payload);
+	out->restore_ms = get_be32(payload + 4);
+	if (out->qemu_pid == 0)
+		return -EBADMSG;
+	return 0;
 }
 
 void frame_reader_init(struct frame_reader *r)

@@ -27,6 +27,13 @@ enum frame_type {
 	FRAME_NACK,             /* backup discarded this epoch: resend it */
 	FRAME_HEARTBEAT,        /* both ways, when idle */
 	FRAME_GOODBYE,          /* primary detaches on purpose: do not fail over */
+	/* Operator controls (docs/PROTOCOL.md); sent only to an agent whose
+	 * HELLO_REPLY lists the "operator" feature. */
+	FRAME_HANDOVER,         /* primary stopped at this committed epoch: take over */
+	FRAME_HANDOVER_DONE,    /* backup runs the VM now (struct handover_done) */
+	FRAME_HANDOVER_FAILED,  /* backup did not start the VM: reason text */
+	FRAME_PAUSE,            /* protection paused: do not fail over */
+	FRAME_PAUSE_ACK,        /* backup will not fail over until a commit */
 	FRAME_TYPE_MAX
 };
 
@@ -74,6 +81,20 @@ int proto_parse_pages(const uint8_t *payload, uint32_t len, struct pages_hdr *ou
 void proto_encode_epoch_end(uint8_t out[PROTO_EPOCH_END_SIZE], const struct epoch_end *e);
 int proto_parse_epoch_end(const uint8_t *payload, uint32_t len, struct epoch_end *out);
 uint32_t proto_epoch_crc_add(uint32_t epoch_crc, uint32_t frame_payload_crc);
+
+/* FRAME_HANDOVER_DONE payload: what the backup started. */
+struct handover_done {
+	uint32_t qemu_pid;
+	uint32_t restore_ms;  /* HANDOVER received to VM running */
+};
+#define PROTO_HANDOVER_DONE_SIZE 8
+/* The feature an agent lists in its HELLO_REPLY ("features": [...]) when it
+ * understands HANDOVER and PAUSE. */
+#define PROTO_FEATURE_OPERATOR "operator"
+
+void proto_encode_handover_done(uint8_t out[PROTO_HANDOVER_DONE_SIZE],
+				const struct handover_done *d);
+int proto_parse_handover_done(const uint8_t *payload, uint32_t len, struct handover_done *out);
 
 /* Reassembles frames from a non-blocking stream. */
 struct frame_reader {

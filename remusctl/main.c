@@ -1,6 +1,8 @@
 /* remusctl: the operator's command for a running replicator. */
 #include "remusctl.h"
 
+#include "cli.h"
+
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
@@ -12,11 +14,14 @@ static const struct {
 } verbs[] = {
 	{ "status", status_main, "epochs, pause times, dirty pages, link, protection state" },
 	{ "reset-stats", reset_stats_main, "forget recent pause, dirty and ack figures" },
+	{ "pause", pause_main, "stop checkpointing (backup maintenance); no failover meanwhile" },
+	{ "resume", resume_main, "checkpoint again; protected once the backup commits" },
+	{ "failover", failover_main, "hand the VM over to the backup [--timeout SECONDS]" },
 };
 
 static void usage(FILE *f)
 {
-	fprintf(f, "Usage: remusctl --control PATH [--json] VERB\n\n"
+	fprintf(f, "Usage: remusctl --control PATH [--json] VERB [VERB OPTIONS]\n\n"
 		   "Talks to remus-replicator over its control socket (--control).\n\n"
 		   "Verbs:\n");
 	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
@@ -24,7 +29,9 @@ static void usage(FILE *f)
 	fprintf(f, "\nOptions:\n"
 		   "  --control PATH   the replicator's control socket (required)\n"
 		   "  --json           machine-readable output (stable keys)\n"
-		   "  -h, --help       this text\n");
+		   "  -h, --help       this text\n"
+		   "\nExit status: 0 done (failover: the backup runs the VM), 1 refused or\n"
+		   "failed, 2 usage error.\n");
 }
 
 int main(int argc, char **argv)
@@ -38,8 +45,10 @@ int main(int argc, char **argv)
 	struct remusctl_opts o = { 0 };
 	int c;
 
+	cli_set_prog("remusctl");
 	/* "+" stops at the verb: options after it belong to the verb... except
-	 * --json, which reads naturally after it too, so we rescan for it. */
+	 * --json, which reads naturally after it too, so we rescan for it. The
+	 * verb checks the rest. */
 	while ((c = getopt_long(argc, argv, "+h", long_opts, NULL)) != -1) {
 		switch (c) {
 		case 'c': o.control = optarg; break;
@@ -53,14 +62,9 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	for (int i = optind + 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--json")) {
+	for (int i = optind + 1; i < argc; i++)
+		if (!strcmp(argv[i], "--json"))
 			o.json = 1;
-		} else {
-			fprintf(stderr, "remusctl: %s: unexpected argument '%s'\n", argv[optind], argv[i]);
-			return 2;
-		}
-	}
 	if (!o.control) {
 		fprintf(stderr, "remusctl: --control PATH is required\n");
 		return 2;

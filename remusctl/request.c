@@ -1,6 +1,7 @@
 #include "remusctl.h"
 
 #include <errno.h>
+#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,8 +11,13 @@
 
 char *remusctl_request(const char *control, const char *command)
 {
+	return remusctl_request_wait(control, command, 5);
+}
+
+char *remusctl_request_wait(const char *control, const char *command, int wait_s)
+{
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct timeval tv = { .tv_sec = 5 };
+	struct timeval tv = { .tv_sec = wait_s };
 	size_t len = 0, cap = 4096;
 	char *buf = NULL;
 	int fd;
@@ -46,6 +52,11 @@ char *remusctl_request(const char *control, const char *command)
 			buf = nb;
 		}
 		n = recv(fd, buf + len, cap - len - 1, 0);
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			fprintf(stderr, "remusctl: no reply from the replicator at %s within %d s\n",
+				control, wait_s);
+			goto out;
+		}
 		if (n < 0)
 			goto fail;
 		if (n == 0)
@@ -62,7 +73,51 @@ char *remusctl_request(const char *control, const char *command)
 	return buf;
 fail:
 	fprintf(stderr, "remusctl: talking to %s failed: %s\n", control, strerror(errno));
+out:
 	free(buf);
 	close(fd);
 	return NULL;
+}
+
+int remusctl_no_args(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--json")) {
+			fprintf(stderr, "remusctl: %s: unexpected argument '%s'\n", argv[0], argv[i]);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+struct json_object *remusctl_parse(const char *reply)
+{
+	struct json_object *o = reply ? json_tokener_parse(reply) : NULL;
+
+	if (reply && !json_object_is_type(o, json_type_object)) {
+		fprintf(stderr, "remusctl: the replicator's reply is not a JSON object: %.80s\n",
+			reply);
+		json_object_put(o);
+		return NULL;
+	}
+	return o;
+}
+
+int remusctl_print_reply(const struct remusctl_opts *opts, const char *verb, const char *reply)
+{
+	struct json_object *o = remusctl_parse(reply), *v;
+	int ok;
+
+	if (!o)
+		return 1;
+	ok = json_object_object_get_ex(o, "ok", &v) && json_object_get_boolean(v);
+	if (opts->json)
+		fputs(reply, stdout);
+	else if (ok && json_object_object_get_ex(o, "message", &v))
+		printf("%s\n", json_object_get_string(v));
+	if (!ok)
+		fprintf(stderr, "remusctl: %s: %s\n", verb, json_object_object_get_ex(o, "error", &v) ?
+			json_object_get_string(v) : "the replicator said no, without a reason");
+	json_object_put(o);
+	return ok ? 0 : 1;
 }

@@ -8,8 +8,13 @@
 
 int reset_stats_main(const struct remusctl_opts *opts, int argc, char **argv)
 {
-	char *reply = remusctl_request(opts->control, "reset-stats");
-	int rc = reply && strstr(reply, "\"ok\":true") ? 0 : 1;
+	char *reply;
+	int rc;
+
+	if (remusctl_no_args(argc, argv))
+		return 2;
+	reply = remusctl_request(opts->control, "reset-stats");
+	rc = reply && strstr(reply, "\"ok\":true") ? 0 : 1;
 
 	if (reply && rc)
 		fprintf(stderr, "remusctl: %s", reply);

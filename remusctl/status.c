@@ -41,6 +41,23 @@ static void print_net(struct json_object *o)
 	}
 }
 
+/* Lines only when there is something to say: a pause, a handover. */
+static void print_operator(struct json_object *o)
+{
+	const char *pause = str(o, "pause_state"), *ho = str(o, "handover");
+	struct json_object *v;
+
+	if (strcmp(pause, "off") && strcmp(pause, "?"))
+		printf("pause:   %s by the operator: no checkpoints%s; the backup does not take "
+		       "over (remusctl resume)\n", !strcmp(pause, "paused") ? "paused" : "pausing",
+		       !strcmp(pause, "paused") ? ", output not held" : "");
+	if (strcmp(ho, "none") && strcmp(ho, "?"))
+		printf("handover: in progress (%s)\n", ho);
+	if (json_object_object_get_ex(o, "vm_left_paused", &v) && json_object_get_boolean(v))
+		printf("handover: outcome UNKNOWN: the VM is left paused here; the backup may run "
+		       "it. If it does not, remusctl resume resumes it here\n");
+}
+
 static void print_human(struct json_object *o)
 {
 	printf("VM %s (QEMU pid %.0f) -> backup %s: %s\n", str(o, "vm"), num(o, "qemu_pid"),
@@ -61,14 +78,18 @@ static void print_human(struct json_object *o)
 	printf("link:    %.2f MB/s, %.0f bytes queued; ack p50 %.2f ms, p99 %.2f ms\n",
 	       num(o, "link_bytes_per_s") / 1e6, num(o, "link_queued_bytes"),
 	       num(o, "ack_p50_ms"), num(o, "ack_p99_ms"));
+	print_operator(o);
 	print_net(o);
 }
 
 int status_main(const struct remusctl_opts *opts, int argc, char **argv)
 {
-	char *reply = remusctl_request(opts->control, "status");
+	char *reply;
 	struct json_object *o, *err;
 
+	if (remusctl_no_args(argc, argv))
+		return 2;
+	reply = remusctl_request(opts->control, "status");
 	if (!reply)
 		return 1;
 	o = json_tokener_parse(reply);

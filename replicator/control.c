@@ -1,18 +1,22 @@
 /* The control socket: `remusctl` connects, writes one command line, reads
  * one JSON reply, and the connection closes. Commands: status,
- * reset-stats. */
+ * reset-stats, pause, resume, failover [TIMEOUT_MS]. failover answers when
+ * the outcome is known (operator.c keeps the connection until then). */
 #include "ckpt_device.h"
 #include "log.h"
 #include "replicator.h"
 
 #include <errno.h>
 #include <json-c/json.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+#define CONTROL_FAILOVER_DEFAULT_MS 30000
 
 static void add_double(struct json_object *o, const char *key, double v)
 {
@@ -34,7 +38,7 @@ char *status_json(const struct replicator *r)
 	json_object_object_add(o, "vm", json_object_new_string(r->vm.name));
 	json_object_object_add(o, "qemu_pid", json_object_new_int(r->vm.pid));
 	json_object_object_add(o, "backup", json_object_new_string(r->cfg.backup.text));
-	json_object_object_add(o, "protection", json_object_new_string(protection_name(r->prot)));
+	json_object_object_add(o, "protection", json_object_new_string(replicator_state_name(r)));
 	json_object_object_add(o, "epoch_policy",
 			       json_object_new_string(epoch_policy_name(r->policy.cfg.kind)));
 	add_double(o, "epoch_length_ms", r->policy.length_ms);
@@ -65,6 +69,7 @@ char *status_json(const struct replicator *r)
 	add_u64(o, "link_queued_bytes", r->link.out.bytes_queued);
 	add_u64(o, "ram_bytes", r->vm.ram_size);
 	add_u64(o, "early_epochs", s->early_epochs);
+	operator_status(r, o);
 	for (int i = 0; i < r->ndevices; i++)
 		if (r->devices[i].ops->status)
 			r->devices[i].ops->status(r->devices[i].state, o);
@@ -89,9 +94,31 @@ static char *reset_stats(struct replicator *r)
 	return strdup("{\"ok\":true}");
 }
 
+/* "failover [TIMEOUT_MS]": the reply comes when the outcome is known, on
+ * this connection, which the operator code then owns (*keep). */
+static char *failover(struct replicator *r, int fd, const char *arg, bool *keep)
+{
+	unsigned long ms = CONTROL_FAILOVER_DEFAULT_MS;
+	char *end, *text;
+
+	if (*arg) {
+		errno = 0;
+		ms = strtoul(arg, &end, 10);
+		if (errno || *end || ms < 100 || ms > 3600000) {
+			if (asprintf(&text, "{\"ok\":false,\"error\":\"failover: timeout '%.20s' is "
+				     "not 100..3600000 ms\"}", arg + 1) < 0)
+				return NULL;
+			return text;
+		}
+	}
+	text = operator_failover(r, fd, (unsigned)ms);
+	*keep = text == NULL;
+	return text;
+}
+
 /* Replies are small and the client waits for them: a blocking write with
  * a short send timeout cannot stall the loop for long. */
-static void reply(int fd, const char *text)
+void control_reply(int fd, const char *text)
 {
 	struct timeval tv = { .tv_sec = 0, .tv_usec = 200000 };
 	size_t len = strlen(text), off = 0;
@@ -112,6 +139,7 @@ static void on_control(struct ev_loop *loop, ev_io *w, int revents)
 	struct timeval tv = { .tv_sec = 0, .tv_usec = 200000 };
 	char cmd[128] = { 0 };
 	char *text = NULL;
+	bool keep = false;
 	size_t len = 0;
 	ssize_t n;
 	int fd = accept4(r->control_fd, NULL, NULL, SOCK_CLOEXEC);
@@ -129,13 +157,20 @@ static void on_control(struct ev_loop *loop, ev_io *w, int revents)
 			text = status_json(r);
 		else if (!strcmp(cmd, "reset-stats"))
 			text = reset_stats(r);
+		else if (!strcmp(cmd, "pause"))
+			text = operator_pause(r);
+		else if (!strcmp(cmd, "resume"))
+			text = operator_resume(r);
+		else if (!strncmp(cmd, "failover", 8) && (!cmd[8] || cmd[8] == ' '))
+			text = failover(r, fd, cmd + 8, &keep);
 		else if (asprintf(&text, "{\"error\":\"unknown command '%.60s'\"}", cmd) < 0)
 			text = NULL;
 	}
 	if (text)
-		reply(fd, text);
+		control_reply(fd, text);
 	free(text);
-	close(fd);
+	if (!keep)
+		close(fd);
 }
 
 int control_open(struct replicator *r)

@@ -149,7 +149,9 @@ void epoch_start_sync(struct replicator *r)
 
 	r->epoch = 0;
 	r->prot = PROT_SYNCING;
+	r->session_synced = false;
 	r->stats.resyncs++;
+	replicator_notify_state(r);
 	for (int i = 0; i < r->ndevices && !rc; i++) {
 		const struct ckpt_device *d = &r->devices[i];
 		if (d->ops->sync)
@@ -257,30 +259,27 @@ static int capture(struct replicator *r, struct epoch_tally *t)
 	return 0;
 }
 
-void epoch_checkpoint(struct replicator *r)
+/* One barrier: stop, capture, resume (not if final: the handover keeps the
+ * VM stopped), queue. 0 queued, 1 skipped (VM not running), <0 failed
+ * (handled here: the link dropped, or QEMU trouble reported). */
+static int checkpoint(struct replicator *r, bool final)
 {
 	struct epoch_tally t = { .id = r->epoch + 1 };
 	uint64_t pages = 0, queued_before;
 	double t0, t1, t2, pause;
-	int rc, resume_rc;
+	int rc, resume_rc = 0;
 
-	if (!link_up(&r->link) || r->stopping)
-		return;
-	if (r->inflight) {
-		r->checkpoint_due = true;
-		return;
-	}
-	r->checkpoint_due = false;
 	rc = vm_is_running(r);
 	if (rc < 0) {
 		replicator_primary_trouble(r, rc);
-		return;
+		return rc;
 	}
 	if (!rc) {
 		/* Stopped by someone else (or shut down): nothing changes while it
 		 * stands still, and our `cont` must not wake it. Look again later. */
-		epoch_arm_timer(r);
-		return;
+		if (!final)
+			epoch_arm_timer(r);
+		return 1;
 	}
 	t0 = mono_ms();
 	rc = qmp_execute(r->qmp, "stop", NULL, NULL, QMP_BARRIER_TIMEOUT_MS);
@@ -288,18 +287,20 @@ void epoch_checkpoint(struct replicator *r)
 		log_err("epoch %llu: cannot stop the VM: %s",
 			(unsigned long long)t.id, qmp_last_error(r->qmp));
 		replicator_primary_trouble(r, rc);
-		return;
+		return rc;
 	}
 	r->vm_stopped_by_us = true;
 	t1 = mono_ms();
 	rc = capture(r, &t);
 	t2 = mono_ms();
-	resume_rc = resume_vm(r);
+	/* A failed final capture hands nothing over: the VM must run again. */
+	if (!final || rc)
+		resume_rc = resume_vm(r);
 	pause = mono_ms() - t0;
 	if (rc == -EPIPE) {
 		/* QEMU died in the middle: a failover, not a resync. */
 		replicator_primary_trouble(r, rc);
-		return;
+		return rc;
 	}
 	if (rc) {
 		/* The trackers moved on but nothing was sent: only a full
@@ -310,26 +311,59 @@ void epoch_checkpoint(struct replicator *r)
 	/* ev_now() is still the time before the pause: timestamps taken from
 	 * here on (the epoch's send time for ack latency) must not include it. */
 	ev_now_update(r->loop);
-	ring_add(&r->stats.stop_ms, t1 - t0);
-	ring_add(&r->stats.capture_ms, t2 - t1);
-	ring_add(&r->stats.resume_ms, t0 + pause - t2);
 	r->epoch = t.id;
-	ring_add(&r->stats.pause_ms, pause);
 	queued_before = r->link.out.bytes_queued;
 	if (send_epoch(r, t.id, &pages)) {
 		link_drop_alive(r, "epoch could not be queued; resyncing");
+		rc = -EIO;
 		goto out;
 	}
+	r->stats.dirty_pages_total += pages;
+	if (final)
+		goto out; /* no pause to learn from: the VM stays stopped */
+	ring_add(&r->stats.stop_ms, t1 - t0);
+	ring_add(&r->stats.capture_ms, t2 - t1);
+	ring_add(&r->stats.resume_ms, t0 + pause - t2);
+	ring_add(&r->stats.pause_ms, pause);
 	ring_add(&r->stats.checkpoint_bytes, (double)(r->link.out.bytes_queued - queued_before));
 	learn(r, t0 - r->epoch_started_ms, pause, pages, r->link.out.bytes_queued - queued_before);
 	ring_add(&r->stats.dirty_pages, (double)pages);
-	r->stats.dirty_pages_total += pages;
 	epoch_arm_timer(r);
 out:
 	/* A captured epoch is on its way even if the VM could not be resumed:
 	 * if QEMU died, the backup may still commit it. */
 	if (resume_rc)
 		replicator_primary_trouble(r, resume_rc);
+	return rc;
+}
+
+void epoch_checkpoint(struct replicator *r)
+{
+	if (!link_up(&r->link) || r->stopping)
+		return;
+	/* Paused, or a failover takes its own last checkpoint. */
+	if (r->pause != PAUSE_OFF || r->handover != HO_NONE)
+		return;
+	if (r->inflight) {
+		r->checkpoint_due = true;
+		return;
+	}
+	r->checkpoint_due = false;
+	checkpoint(r, false);
+}
+
+int epoch_final_checkpoint(struct replicator *r)
+{
+	if (!link_up(&r->link) || r->stopping || r->inflight)
+		return -EAGAIN;
+	r->checkpoint_due = false;
+	ev_timer_stop(r->loop, &r->epoch_timer);
+	return checkpoint(r, true);
+}
+
+int epoch_resume_vm(struct replicator *r)
+{
+	return resume_vm(r);
 }
 
 void protect_devices(struct replicator *r, bool on, uint64_t next_epoch)
@@ -360,12 +394,18 @@ void epoch_on_ack(struct replicator *r, uint64_t id)
 	r->nacks_in_a_row = 0;
 	ring_add(&r->stats.ack_ms, (ev_now(r->loop) - r->epoch_sent_at) * 1e3);
 	if (id == 0) {
+		r->session_synced = true;
+		if (operator_after_ack(r, id))
+			return;
 		log_info("initial sync acknowledged; taking the first checkpoint");
 		protect_devices(r, true, 1);
 		epoch_checkpoint(r);
+		replicator_notify_state(r);
 		return;
 	}
-	if (r->prot != PROT_PROTECTED)
+	bool news = r->prot != PROT_PROTECTED;
+
+	if (news)
 		log_info("epoch %llu committed on the backup: VM %s is protected",
 			 (unsigned long long)id, r->vm.name);
 	r->prot = PROT_PROTECTED;
@@ -374,6 +414,11 @@ void epoch_on_ack(struct replicator *r, uint64_t id)
 	for (int i = 0; i < r->ndevices; i++)
 		if (r->devices[i].ops->commit)
 			r->devices[i].ops->commit(r->devices[i].state, r, id);
+	/* The epoch number in STATUS= is refreshed once a second (stats timer). */
+	if (news)
+		replicator_notify_state(r);
+	if (operator_after_ack(r, id))
+		return;
 	if (r->checkpoint_due)
 		epoch_checkpoint(r);
 }
@@ -407,20 +452,29 @@ void epoch_on_nack(struct replicator *r, uint64_t id, const char *why)
 
 void epoch_on_backup_lost(struct replicator *r, const char *why)
 {
-	bool was_up = link_up(&r->link);
+	/* Say it once per loss, not at every failed reconnect. */
+	bool announce = link_up(&r->link) || r->prot != PROT_UNPROTECTED;
 
 	link_close(&r->link, r->loop);
+	r->session_synced = false;
+	operator_on_backup_lost(r, why);
 	r->nacks_in_a_row = 0;
-	protect_devices(r, false, 0);
 	r->inflight = false;
 	r->checkpoint_due = false;
 	ev_timer_stop(r->loop, &r->epoch_timer);
+	r->prot = PROT_UNPROTECTED;
+	replicator_notify_state(r);
+	/* A handover of unknown outcome: the backup may run the VM now. Its
+	 * last output stays held and nothing reconnects until the operator
+	 * decides (remusctl resume, or stop this replicator). */
+	if (r->vm_left_paused)
+		return;
+	protect_devices(r, false, 0);
 	if (r->stopping)
 		return;
-	if (was_up || r->prot != PROT_UNPROTECTED)
+	if (announce)
 		log_err("backup lost (%s): VM %s runs UNPROTECTED; reconnecting to %s",
 			why, r->vm.name, r->cfg.backup.text);
-	r->prot = PROT_UNPROTECTED;
 	if (!ev_is_active(&r->reconnect_timer))
 		ev_timer_start(r->loop, &r->reconnect_timer);
 }

@@ -114,6 +114,11 @@ static void handle_frame(struct replicator *r, const struct frame_hdr *h,
 		break;
 	case FRAME_HEARTBEAT:
 		break;
+	case FRAME_HANDOVER_DONE:
+	case FRAME_HANDOVER_FAILED:
+	case FRAME_PAUSE_ACK:
+		operator_on_frame(r, h, payload);
+		break;
 	default:
 		log_warn("backup sent an unexpected %s frame: ignored",
 			 frame_type_name(h->type));
@@ -150,8 +155,27 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
 	}
 }
 
-/* HELLO_REPLY is JSON: {"ok": true} or {"ok": false, "error": "why"}. */
-static int parse_hello_reply(const uint8_t *payload, uint32_t len, char *err, size_t errlen)
+/* Does the reply list this feature ("features": ["operator", ...])? An
+ * older agent lists none. */
+static bool has_feature(struct json_object *reply, const char *name)
+{
+	struct json_object *arr;
+
+	if (!json_object_object_get_ex(reply, "features", &arr) ||
+	    !json_object_is_type(arr, json_type_array))
+		return false;
+	for (size_t i = 0; i < json_object_array_length(arr); i++) {
+		const char *f = json_object_get_string(json_object_array_get_idx(arr, i));
+		if (f && !strcmp(f, name))
+			return true;
+	}
+	return false;
+}
+
+/* HELLO_REPLY is JSON: {"ok": true, "features": [...]} or {"ok": false,
+ * "error": "why"}. */
+static int parse_hello_reply(struct replicator *r, const uint8_t *payload, uint32_t len,
+			     char *err, size_t errlen)
 {
 	char *text = strndup((const char *)payload, len);
 	struct json_object *reply = text ? json_tokener_parse(text) : NULL;
@@ -167,6 +191,8 @@ static int parse_hello_reply(const uint8_t *payload, uint32_t len, char *err, si
 		snprintf(err, errlen, "backup refused: %s",
 			 msg ? json_object_get_string(msg) : "no reason given");
 		rc = -ECONNREFUSED;
+	} else {
+		r->agent_operator = has_feature(reply, PROTO_FEATURE_OPERATOR);
 	}
 	json_object_put(reply);
 	return rc;
@@ -217,7 +243,7 @@ static int handshake(struct replicator *r, int fd, char *err, size_t errlen)
 		rc = -EPROTO;
 		goto out;
 	}
-	rc = parse_hello_reply(rd.payload, rd.hdr.len, err, errlen);
+	rc = parse_hello_reply(r, rd.payload, rd.hdr.len, err, errlen);
 out:
 	frame_reader_free(&rd);
 	return rc;
@@ -235,6 +261,7 @@ int link_open(struct replicator *r, char *err, size_t errlen)
 		return fd;
 	}
 	frame_queue_init(&l->out);
+	r->agent_operator = false; /* until its HELLO_REPLY says so */
 	rc = handshake(r, fd, err, errlen);
 	if (rc) {
 		frame_queue_clear(&l->out);

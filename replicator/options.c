@@ -112,10 +112,13 @@ void replicator_usage(FILE *f)
 "  -h, --help            this text\n"
 "\n"
 "SIGTERM or SIGINT detaches: the VM keeps running, unprotected, and the\n"
-"backup is told not to take over.\n"
-"Exit status: 0 detached or VM shut down (or --check-config found no\n"
-"error), 1 QEMU died (the backup takes over), 2 usage or config error, or\n"
-"VM refused.\n",
+"backup is told not to take over. remusctl pause/resume stops and restarts\n"
+"the checkpoints; remusctl failover hands the VM over to the backup, then\n"
+"the primary QEMU quits and the replicator exits 0. Under systemd\n"
+"(Type=notify) it reports READY=1 once attached and STATUS= changes.\n"
+"Exit status: 0 detached, VM shut down or handed over (or --check-config\n"
+"found no error), 1 QEMU died (the backup takes over) or its QEMU did not\n"
+"quit after a handover, 2 usage or config error, or VM refused.\n",
 		REPLICATOR_DEFAULT_EPOCH_MS, REPLICATOR_DEFAULT_EPOCH_MIN_MS,
 		REPLICATOR_DEFAULT_EPOCH_MAX_MS, REPLICATOR_DEFAULT_OVERHEAD_PCT,
 		REPLICATOR_DEFAULT_OUTPUT_DELAY_MS, sysconf(_SC_NPROCESSORS_ONLN),

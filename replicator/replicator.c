@@ -1,6 +1,7 @@
 /* The replicator's event loop: one libev loop owns QMP, the epoch timer,
  * the backup link, heartbeats and the control socket. */
 #include "log.h"
+#include "notify.h"
 #include "qmp.h"
 #include "replicator.h"
 #include "virt.h"
@@ -13,6 +14,8 @@
 #include <unistd.h>
 
 #define FINAL_FLUSH_MS 2000
+/* A backup restoring the VM for a handover does not answer meanwhile. */
+#define HANDOVER_SILENCE_MS 120000
 
 const char *protection_name(enum protection p)
 {
@@ -25,6 +28,42 @@ const char *protection_name(enum protection p)
 	return "unknown";
 }
 
+const char *replicator_state_name(const struct replicator *r)
+{
+	if (r->handover != HO_NONE)
+		return "handing-over";
+	if (r->vm_left_paused)
+		return "handover-unknown";
+	if (r->pause == PAUSE_ON)
+		return "paused";
+	if (r->pause != PAUSE_OFF)
+		return "pausing";
+	return protection_name(r->prot);
+}
+
+void replicator_notify_state(struct replicator *r)
+{
+	const char *vm = r->vm.name ? r->vm.name : "?";
+
+	if (r->pause == PAUSE_ON || r->handover != HO_NONE || r->vm_left_paused)
+		notify_status("VM %s: %s (epoch %llu committed)", vm, replicator_state_name(r),
+			      (unsigned long long)r->stats.last_acked_epoch);
+	else if (r->prot == PROT_PROTECTED)
+		notify_status("VM %s: protected, epoch %llu committed", vm,
+			      (unsigned long long)r->stats.last_acked_epoch);
+	else if (r->prot == PROT_UNPROTECTED || r->prot == PROT_CONNECTING)
+		notify_status("VM %s: %s, connecting to backup %s", vm,
+			      protection_name(r->prot), r->cfg.backup.text);
+	else
+		notify_status("VM %s: %s", vm, replicator_state_name(r));
+}
+
+void replicator_reconnect(struct replicator *r)
+{
+	if (!link_up(&r->link) && !ev_is_active(&r->reconnect_timer))
+		ev_timer_start(r->loop, &r->reconnect_timer);
+}
+
 /* Push out what is queued (the last epoch may still commit), bounded. */
 static void final_flush(struct replicator *r)
 {
@@ -32,8 +71,9 @@ static void final_flush(struct replicator *r)
 		link_flush_for(&r->link, FINAL_FLUSH_MS);
 }
 
-static void leave(struct replicator *r, int exit_code)
+void replicator_leave(struct replicator *r, int exit_code)
 {
+	notify_stopping(exit_code ? "stopping: QEMU is gone" : "stopping");
 	r->stopping = true;
 	r->exit_code = exit_code;
 	ev_break(r->loop, EVBREAK_ALL);
@@ -56,14 +96,14 @@ static void on_qemu_gone(struct replicator *r)
 			link_push(r, FRAME_GOODBYE, r->epoch, &iov, 1, NULL, NULL);
 		}
 		final_flush(r);
-		leave(r, 0);
+		replicator_leave(r, 0);
 		return;
 	}
 	log_err("QEMU (pid %d) of VM %s died: primary lost; the backup takes over "
 		"from epoch %llu", (int)r->vm.pid, r->vm.name,
 		(unsigned long long)r->stats.last_acked_epoch);
 	final_flush(r);
-	leave(r, 1);
+	replicator_leave(r, 1);
 }
 
 void replicator_primary_trouble(struct replicator *r, int rc)
@@ -165,7 +205,8 @@ static void on_heartbeat_timer(struct ev_loop *loop, ev_timer *w, int revents)
 
 	if (!link_up(l))
 		return;
-	if ((now - l->last_rx) * 1e3 > r->cfg.timeout_ms) {
+	if ((now - l->last_rx) * 1e3 >
+	    (r->handover == HO_WAIT_DONE ? HANDOVER_SILENCE_MS : r->cfg.timeout_ms)) {
 		link_drop_alive(r, "no heartbeat from the backup");
 		return;
 	}
@@ -182,12 +223,15 @@ static void on_stats_timer(struct ev_loop *loop, ev_timer *w, int revents)
 	if (sent >= r->stats.bytes_sent_prev)
 		r->stats.link_bytes_per_s = (double)(sent - r->stats.bytes_sent_prev) / w->repeat;
 	r->stats.bytes_sent_prev = sent;
+	replicator_notify_state(r);
 }
 
 static void try_connect(struct replicator *r)
 {
 	char err[256];
 
+	if (r->vm_left_paused)
+		return; /* the operator decides first (remusctl resume) */
 	if (link_open(r, err, sizeof(err))) {
 		/* Say it once, not every second. */
 		if (!r->connect_failures++)
@@ -202,6 +246,8 @@ static void try_connect(struct replicator *r)
 	r->connect_failures = 0;
 	r->stats.bytes_sent_prev = 0;
 	log_info("connected to backup %s", r->cfg.backup.text);
+	if (operator_on_connected(r))
+		return;
 	epoch_start_sync(r);
 }
 
@@ -219,12 +265,15 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
 
 	log_info("signal %d: detaching from VM %s; it keeps running unprotected",
 		 w->signum, r->vm.name);
+	if (r->vm_left_paused || r->handover >= HO_FINAL)
+		log_err("VM %s is left PAUSED: a handover to the backup was under way; if the "
+			"backup does not run it, resume it with QMP cont", r->vm.name);
 	protect_devices(r, false, 0); /* held output goes out now */
 	if (link_up(&r->link)) {
 		link_push(r, FRAME_GOODBYE, r->epoch, &iov, 1, NULL, NULL);
 		final_flush(r);
 	}
-	leave(r, 0);
+	replicator_leave(r, 0);
 }
 
 static void init_watchers(struct replicator *r)
@@ -253,6 +302,7 @@ int replicator_run(struct replicator *r)
 	r->link.fd = -1;
 	r->control_fd = -1;
 	r->qemu_pidfd = -1;
+	r->handover_fd = -1;
 	epoch_policy_init(&r->policy, &r->cfg.policy);
 	r->loop = ev_default_loop(EVFLAG_AUTO);
 	signal(SIGPIPE, SIG_IGN);
@@ -269,9 +319,13 @@ int replicator_run(struct replicator *r)
 		goto out;
 	r->prot = PROT_CONNECTING;
 	try_connect(r);
+	/* Attached, and connected or retrying: what systemd waits for. */
+	notify_ready(NULL);
+	replicator_notify_state(r);
 	ev_run(r->loop, 0);
 	rc = r->exit_code;
 out:
+	operator_close(r);
 	link_close(&r->link, r->loop);
 	control_close(r);
 	epoch_devices_teardown(r);

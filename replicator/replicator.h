@@ -17,6 +17,7 @@
 
 struct qmp;
 struct ckpt_device;
+struct json_object;
 
 #define REPLICATOR_DEFAULT_EPOCH_MS     50u
 #define REPLICATOR_DEFAULT_EPOCH_MIN_MS 10u
@@ -75,6 +76,22 @@ enum protection {
 	PROT_UNPROTECTED,  /* backup lost; retrying */
 };
 
+/* Operator pause (remusctl pause/resume, replicator/operator.c). */
+enum pause_phase {
+	PAUSE_OFF,
+	PAUSE_DRAIN,       /* asked: waiting for the epoch in flight to be acked */
+	PAUSE_SENT,        /* PAUSE sent: output held until the backup's PAUSE_ACK */
+	PAUSE_ON,          /* no checkpoints, output released at once */
+};
+
+/* Planned failover (remusctl failover, replicator/operator.c). */
+enum handover_phase {
+	HO_NONE,
+	HO_DRAIN,          /* waiting for the epoch in flight to be acked; VM runs */
+	HO_FINAL,          /* final checkpoint in flight, VM stopped for good */
+	HO_WAIT_DONE,      /* HANDOVER sent: the backup is starting the VM */
+};
+
 struct link {
 	int fd;
 	ev_io rio, wio;
@@ -117,6 +134,16 @@ struct replicator {
 	double epoch_started_ms;  /* the VM resumed: this epoch runs from here */
 	bool output_waiting;      /* output arrived in this epoch */
 
+	/* operator controls (operator.c) */
+	bool agent_operator;      /* the agent understands HANDOVER and PAUSE */
+	bool session_synced;      /* the initial sync of this session is acked */
+	enum pause_phase pause;
+	enum handover_phase handover;
+	ev_timer handover_timer;  /* remusctl failover's deadline */
+	int handover_fd;          /* remusctl failover waiting for the outcome; -1 */
+	uint64_t handover_epoch;  /* the final checkpoint */
+	bool vm_left_paused;      /* a handover of unknown outcome left the VM stopped */
+
 	struct replicator_stats stats;
 };
 
@@ -142,6 +169,14 @@ bool link_up(const struct link *l);
 void replicator_primary_trouble(struct replicator *r, int rc);
 /* QEMU events arrived through libvirt: dispatch them. */
 void replicator_qemu_events(void *replicator);
+/* Leave the event loop; the process exits with exit_code. */
+void replicator_leave(struct replicator *r, int exit_code);
+/* Start reconnecting to the backup (every second until it answers). */
+void replicator_reconnect(struct replicator *r);
+/* Tell the service manager (STATUS=) what the replicator does now. */
+void replicator_notify_state(struct replicator *r);
+/* "protected", "paused", "handing-over", ...: what status shows. */
+const char *replicator_state_name(const struct replicator *r);
 
 /* epoch.c */
 int epoch_devices_setup(struct replicator *r);
@@ -158,6 +193,33 @@ void epoch_arm_timer(struct replicator *r);
 void epoch_output_waiting(struct replicator *r);
 /* Tell every device that protection starts (on) or ends. */
 void protect_devices(struct replicator *r, bool on, uint64_t next_epoch);
+/* The handover's last checkpoint: like a barrier, but the VM stays
+ * stopped. 0 queued (VM stopped), 1 the VM was not running (nothing done),
+ * <0 failed (the VM runs again, or QEMU is gone; already handled). */
+int epoch_final_checkpoint(struct replicator *r);
+/* QMP cont; 0 or -errno (logged). */
+int epoch_resume_vm(struct replicator *r);
+
+/* operator.c: remusctl pause / resume / failover and their frames. Replies
+ * are JSON text (malloc'd) for the control socket. */
+char *operator_pause(struct replicator *r);
+char *operator_resume(struct replicator *r);
+/* Starts a failover; the reply goes to fd when the outcome is known
+ * (operator owns fd then). Returns a reply to send at once instead (and
+ * keeps nothing) when the failover cannot start. */
+char *operator_failover(struct replicator *r, int fd, unsigned timeout_ms);
+/* An epoch was acked: true when the operator took over what comes next
+ * (no checkpoint is to be taken now). */
+bool operator_after_ack(struct replicator *r, uint64_t epoch);
+/* The link to the backup is gone (before the devices are told). */
+void operator_on_backup_lost(struct replicator *r, const char *why);
+/* A link came up: true when the initial sync must wait (paused). */
+bool operator_on_connected(struct replicator *r);
+/* HANDOVER_DONE, HANDOVER_FAILED, PAUSE_ACK from the backup. */
+void operator_on_frame(struct replicator *r, const struct frame_hdr *h, const uint8_t *payload);
+/* Status keys: pause_state, handover, vm_left_paused, backup_operator. */
+void operator_status(const struct replicator *r, struct json_object *o);
+void operator_close(struct replicator *r);
 
 /* attach.c */
 int vm_attach(struct replicator *r);
@@ -168,6 +230,8 @@ char *vm_hello_json(const struct replicator *r);
 int control_open(struct replicator *r);
 void control_close(struct replicator *r);
 char *status_json(const struct replicator *r);
+/* One reply line to a control client (blocking, bounded). */
+void control_reply(int fd, const char *text);
 
 const char *protection_name(enum protection p);
 

@@ -398,6 +398,60 @@ START_TEST(test_epoch_end_wrong_length_is_ebadmsg)
 }
 END_TEST
 
+/* The wire numbers of the operator frames are part of the protocol: an
+ * agent and a replicator of different builds must agree on them. */
+START_TEST(test_operator_frame_numbers_and_names)
+{
+	static const struct { unsigned type; const char *name; } want[] = {
+		{ 10, "HANDOVER" }, { 11, "HANDOVER_DONE" }, { 12, "HANDOVER_FAILED" },
+		{ 13, "PAUSE" }, { 14, "PAUSE_ACK" },
+	};
+	uint8_t hdr[PROTO_HDR_SIZE];
+	struct frame_hdr h;
+
+	ck_assert_uint_eq(FRAME_GOODBYE, 9);
+	ck_assert_uint_eq(FRAME_TYPE_MAX, 15);
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		ck_assert_str_eq(frame_type_name(want[i].type), want[i].name);
+		proto_encode_hdr(hdr, want[i].type, 41, NULL, 0);
+		ck_assert_int_eq(proto_decode_hdr(hdr, &h), 0);
+		ck_assert_uint_eq(h.type, want[i].type);
+		ck_assert_uint_eq(h.epoch, 41);
+	}
+}
+END_TEST
+
+START_TEST(test_handover_done_round_trip)
+{
+	struct handover_done in = { .qemu_pid = 0x01020304u, .restore_ms = 1234 }, out;
+	uint8_t buf[PROTO_HANDOVER_DONE_SIZE];
+
+	proto_encode_handover_done(buf, &in);
+	ck_assert_uint_eq(get_be32(buf), 0x01020304u);
+	ck_assert_uint_eq(get_be32(buf + 4), 1234);
+	memset(&out, 0xee, sizeof(out));
+	ck_assert_int_eq(proto_parse_handover_done(buf, sizeof(buf), &out), 0);
+	ck_assert_uint_eq(out.qemu_pid, in.qemu_pid);
+	ck_assert_uint_eq(out.restore_ms, in.restore_ms);
+}
+END_TEST
+
+START_TEST(test_handover_done_bad_payload_is_ebadmsg)
+{
+	uint8_t buf[PROTO_HANDOVER_DONE_SIZE + 1] = { 0, 0, 0, 7, 0, 0, 0, 1, 0 };
+	struct handover_done out;
+
+	ck_assert_int_eq(proto_parse_handover_done(buf, 0, &out), -EBADMSG);
+	ck_assert_int_eq(proto_parse_handover_done(buf, PROTO_HANDOVER_DONE_SIZE - 1, &out), -EBADMSG);
+	ck_assert_int_eq(proto_parse_handover_done(buf, PROTO_HANDOVER_DONE_SIZE + 1, &out), -EBADMSG);
+	ck_assert_int_eq(proto_parse_handover_done(buf, PROTO_HANDOVER_DONE_SIZE, &out), 0);
+	ck_assert_uint_eq(out.qemu_pid, 7);
+	/* pid 0 is no QEMU: the backup cannot have started one. */
+	memset(buf, 0, 4);
+	ck_assert_int_eq(proto_parse_handover_done(buf, PROTO_HANDOVER_DONE_SIZE, &out), -EBADMSG);
+}
+END_TEST
+
 START_TEST(test_epoch_crc_is_order_sensitive)
 {
 	uint32_t a = crc32c(0, "frame a", 7), b = crc32c(0, "frame b", 7);
@@ -801,6 +855,9 @@ static Suite *proto_suite(void)
 	ADD(s, test_epoch_end_round_trip, 5);
 	ADD(s, test_epoch_end_wrong_length_is_ebadmsg, 5);
 	ADD(s, test_epoch_crc_is_order_sensitive, 5);
+	ADD(s, test_operator_frame_numbers_and_names, 5);
+	ADD(s, test_handover_done_round_trip, 5);
+	ADD(s, test_handover_done_bad_payload_is_ebadmsg, 5);
 	ADD(s, test_reader_byte_by_byte_returns_frames_in_order_then_epipe, 60);
 	ADD(s, test_reader_odd_chunks_returns_frames_in_order_then_epipe, 30);
 	ADD(s, test_reader_truncated_payload_is_epipe_never_a_frame, 5);

@@ -1,0 +1,169 @@
+#!/bin/bash
+# Operator controls with real QEMU guests (remusctl pause / resume /
+# failover) and the daemons' sd_notify messages.
+#  1. pause: status says paused, the backup is told; then the primary QEMU
+#     is SIGKILLed and the agent must NOT restore the stale replica.
+#  2. a failover the backup refuses (--no-failover): the VM resumes on the
+#     primary, still protected. Then, with a new agent: resume after a
+#     pause, epochs commit again; then a planned failover: the VM runs on
+#     the backup from the final checkpoint, the serial counter goes on
+#     without going back, the primary QEMU has quit, remusctl exits 0.
+. "$(dirname "$0")/lib.sh"
+
+CTL=("$BIN/remusctl" --control "$T/ctl.sock")
+
+# notify_listen NAME: a unix datagram socket $T/NAME.notify standing in for
+# systemd; every message it receives is appended to $T/NAME.notify.log.
+notify_listen() {
+	python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+out = open(sys.argv[2], "a", buffering=1)
+while True:
+    msg = s.recv(4096).decode(errors="replace")
+    out.write(msg.replace("\n", " | ") + "\n")
+' "$T/$1.notify" "$T/$1.notify.log" &
+	PIDS+=($!)
+	touch "$T/$1.notify.log"
+	wait_for 5 test -S "$T/$1.notify" || die "notify listener $1 did not start"
+}
+
+protection_is() { [ "$(status_field protection)" = "$1" ]; }
+agent_said() { grep -qa "$1" "$T/agent.log"; }
+# A process that has exited, possibly a zombie its parent has not reaped yet.
+process_gone() { ! kill -0 "$1" 2>/dev/null || [ "$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" = Z ]; }
+resynced_since() { protection_is protected && [ "$(status_field resyncs)" -gt "$1" ]; }
+
+# --- 1. pause, then the primary dies: no failover -------------------------
+PORT=$(free_port)
+notify_listen agent1
+notify_listen repl1
+start_guest ctlpause 128 "dirty_mb_s=20"
+NOTIFY_SOCKET=$T/agent1.notify start_agent "$PORT" "$T/backup1"
+NOTIFY_SOCKET=$T/repl1.notify start_replicator "$T/ctlpause/qmp.sock" "$PORT" \
+	--epoch-policy fixed --epoch-ms 50
+wait_for 90 committed_at_least 20 || die "fewer than 20 epochs committed in 90 s"
+pass "replicating: $(status_field epochs_committed) epochs committed"
+
+wait_for 5 grep -q '^READY=1' "$T/agent1.notify.log" && pass "agent sent READY=1 (listening)" ||
+	fail "agent sent no READY=1: $(cat "$T/agent1.notify.log")"
+wait_for 5 grep -q '^READY=1' "$T/repl1.notify.log" && pass "replicator sent READY=1 (attached)" ||
+	fail "replicator sent no READY=1: $(cat "$T/repl1.notify.log")"
+wait_for 5 grep -q '^STATUS=VM ctlpause: protected, epoch' "$T/repl1.notify.log" &&
+	pass "replicator STATUS= says protected" || fail "no 'protected' STATUS= from the replicator"
+wait_for 5 grep -q 'STATUS=VM ctlpause from .*: protected, epoch' "$T/agent1.notify.log" &&
+	pass "agent STATUS= says protected" || fail "no 'protected' STATUS= from the agent"
+
+out=$("${CTL[@]}" pause 2>&1) && pass "remusctl pause: exit 0 ($out)" || fail "remusctl pause failed: $out"
+protection_is paused && pass "status says paused" || fail "status says $(status_field protection), not paused"
+"${CTL[@]}" status | grep -q '^VM ctlpause .*: paused' && pass "human status says paused" ||
+	fail "human status: $("${CTL[@]}" status | head -n 2)"
+out=$("${CTL[@]}" pause 2>&1) && [[ $out == *"already paused"* ]] &&
+	pass "pause again: '$out', exit 0" || fail "pause again: '$out'"
+wait_for 5 agent_said "PAUSED protection" && pass "agent knows it is paused" ||
+	fail "agent did not log the pause"
+wait_for 5 grep -q 'STATUS=VM ctlpause: paused' "$T/repl1.notify.log" &&
+	pass "replicator STATUS= says paused" || fail "no 'paused' STATUS= from the replicator"
+n1=$(status_field epochs_committed)
+sleep 1
+n2=$(status_field epochs_committed)
+[ "$n1" = "$n2" ] && pass "no checkpoints while paused ($n1 committed)" ||
+	fail "epochs committed while paused: $n1 -> $n2"
+
+kill -KILL "$GUEST_PID"
+log "primary QEMU $GUEST_PID killed while paused"
+wait_exit "$REPLICATOR_PID" 10 && [ "$EXIT_CODE" = 1 ] && pass "replicator saw QEMU die (exit 1)" ||
+	fail "replicator exit code ${EXIT_CODE:-none}, expected 1"
+wait_for 15 agent_said "while the operator had PAUSED protection" &&
+	pass "agent logged why it does not restore: $(grep -ao 'primary lost ([^)]*) while the operator had PAUSED' "$T/agent.log" | tail -n 1)" ||
+	fail "agent did not log a paused primary loss"
+sleep 3 # well past its 2 s timeout: a restore would have started
+kill -0 "$AGENT_PID" 2>/dev/null && pass "agent still listening, no failover" ||
+	fail "agent exited after the primary died while paused"
+[ ! -e "$T/backup1/qemu.pid" ] && [ ! -e "$T/backup1/serial.log" ] &&
+	pass "no VM was started on the backup" || fail "a VM was started on the backup while paused"
+kill -TERM "$AGENT_PID"
+wait_exit "$AGENT_PID" 10 || fail "agent did not stop on SIGTERM"
+grep -q '^STOPPING=1' "$T/agent1.notify.log" && pass "agent sent STOPPING=1" ||
+	fail "agent sent no STOPPING=1"
+
+# --- 2. a refused handover, resume, then a planned failover ---------------
+PORT=$(free_port)
+start_guest ctlhand 128 "dirty_mb_s=20"
+start_agent "$PORT" "$T/backup2" --no-failover
+start_replicator "$T/ctlhand/qmp.sock" "$PORT" --epoch-policy fixed --epoch-ms 50
+wait_for 90 committed_at_least 10 || die "fewer than 10 epochs committed in 90 s"
+out=$("${CTL[@]}" failover --timeout 30 2>&1)
+rc=$?
+[ "$rc" = 1 ] && [[ $out == *"--no-failover"* ]] && pass "failover refused by the backup: exit 1 ($out)" ||
+	fail "failover to a --no-failover agent: exit $rc: $out"
+grep -qa "HANDOVER FAILED" "$T/replicator.log" && pass "replicator logged the failed handover" ||
+	fail "replicator did not log HANDOVER FAILED"
+n1=$(status_field epochs_committed)
+t1=$(last_tick "$T/ctlhand/serial.log")
+wait_for 30 committed_at_least $((n1 + 10)) && protection_is protected &&
+	pass "still protected after the refused handover ($n1 -> $(status_field epochs_committed))" ||
+	fail "not protected after the refused handover: $(status_field protection)"
+[ "$(last_tick "$T/ctlhand/serial.log")" -gt "$t1" ] && pass "the VM runs on the primary" ||
+	fail "the primary VM does not tick after the refused handover"
+[ ! -e "$T/backup2/qemu.pid" ] && pass "no VM started on the backup" || fail "a VM was started on the backup"
+
+# A backup that takes over: the replicator reconnects to it and resyncs.
+n0=$(status_field resyncs)
+kill -TERM "$AGENT_PID"
+wait_exit "$AGENT_PID" 10 || fail "agent did not stop on SIGTERM"
+start_agent "$PORT" "$T/backup2"
+wait_for 60 resynced_since "$n0" || die "not protected by the new agent within 60 s: $(status_field protection)"
+pass "protected again by a new agent (full resync)"
+"${CTL[@]}" pause >/dev/null || fail "pause before resume failed"
+protection_is paused || fail "not paused: $(status_field protection)"
+out=$("${CTL[@]}" failover 2>&1)
+rc=$?
+[ "$rc" = 1 ] && [[ $out == *"paused"* ]] && pass "failover while paused refused: $out" ||
+	fail "failover while paused: exit $rc: $out"
+n1=$(status_field epochs_committed)
+sleep 1
+out=$("${CTL[@]}" resume 2>&1) && pass "remusctl resume: exit 0 ($out)" || fail "remusctl resume: $out"
+out=$("${CTL[@]}" resume 2>&1) && [[ $out == *"not paused"* ]] && pass "resume again: '$out'" ||
+	fail "resume again: '$out'"
+wait_for 60 committed_at_least $((n1 + 10)) && pass "epochs commit again after resume ($n1 -> $(status_field epochs_committed))" ||
+	die "fewer than 10 epochs committed within 60 s of resume"
+protection_is protected && pass "status says protected after resume" ||
+	fail "status says $(status_field protection) after resume"
+wait_for 5 agent_said "protected again, failover armed" && pass "agent left the paused state" ||
+	fail "agent did not log leaving the paused state"
+
+seen=$(last_tick "$T/ctlhand/serial.log")
+t0=$(now_ms)
+out=$("${CTL[@]}" failover --timeout 60 2>&1)
+rc=$?
+log "remusctl failover ($(( $(now_ms) - t0 )) ms): exit $rc: $out"
+[ "$rc" = 0 ] && pass "remusctl failover: exit 0" || fail "remusctl failover exit $rc"
+last=$(last_tick "$T/ctlhand/serial.log")
+wait_for 10 process_gone "$GUEST_PID" && pass "primary QEMU $GUEST_PID has quit" ||
+	fail "primary QEMU $GUEST_PID still runs"
+wait_exit "$REPLICATOR_PID" 10 && [ "$EXIT_CODE" = 0 ] && pass "replicator exited 0" ||
+	fail "replicator exit code ${EXIT_CODE:-none}, expected 0"
+wait_exit "$AGENT_PID" 10 && [ "$EXIT_CODE" = 0 ] && pass "agent exited 0 after the handover" ||
+	fail "agent exit code ${EXIT_CODE:-none}, expected 0"
+grep -qa "handover complete" "$T/agent.log" && pass "agent logged the handover" ||
+	fail "agent did not log a completed handover"
+
+restored=$T/backup2/serial.log
+wait_for 30 sh -c "[ \$(tr -d '\r' < '$restored' | grep -c '^tick') -ge 10 ]" ||
+	die "restored VM printed fewer than 10 ticks in 30 s"
+first=$(first_tick "$restored")
+log "primary: tick $seen before the failover, $last at the end; backup: first tick $first"
+[ "$first" -ge "$seen" ] && pass "counter continues: restored at tick $first >= $seen seen before" ||
+	fail "counter went back: restored at tick $first, but tick $seen was seen before"
+# Nothing ran after the final checkpoint: no tick repeats, none is skipped.
+[ "$first" -eq $((last + 1)) ] && pass "restored at tick $first = the primary's last tick $last + 1" ||
+	fail "restored at tick $first, the primary's last tick was $last"
+gaps=$(ticks_consecutive "$restored") && pass "restored ticks are consecutive" || fail "restored ticks: $gaps"
+grep -qa 'guest: ready' "$restored" && fail "the restored guest booted again" ||
+	pass "restored guest did not reboot"
+rpid=$(cat "$T/backup2/qemu.pid" 2>/dev/null)
+[ -n "$rpid" ] && kill -0 "$rpid" 2>/dev/null && pass "restored QEMU $rpid is running" ||
+	fail "restored QEMU is not running"
+finish
