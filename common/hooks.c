@@ -81,14 +81,6 @@ static char **build_argv(const char *cmd, const struct hook_event *ev)
 	return argv;
 }
 
-static long long unix_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Append "NAME=value" to envp[*n] unless value is NULL; -ENOMEM. */
 static int env_add(char **envp, int *n, const char *name, const char *value)
 {

@@ -365,12 +365,14 @@ void epoch_on_ack(struct replicator *r, uint64_t id)
 		epoch_checkpoint(r);
 		return;
 	}
-	if (r->prot != PROT_PROTECTED)
-		log_info("epoch %llu committed on the backup: VM %s is protected",
-			 (unsigned long long)id, r->vm.name);
-	r->prot = PROT_PROTECTED;
 	r->stats.epochs_committed++;
 	r->stats.last_acked_epoch = id;
+	if (r->prot != PROT_PROTECTED) {
+		log_info("epoch %llu committed on the backup: VM %s is protected",
+			 (unsigned long long)id, r->vm.name);
+		r->prot = PROT_PROTECTED;
+		replicator_notify(r, "protected", "a checkpoint committed on the backup");
+	}
 	for (int i = 0; i < r->ndevices; i++)
 		if (r->devices[i].ops->commit)
 			r->devices[i].ops->commit(r->devices[i].state, r, id);
@@ -420,6 +422,8 @@ void epoch_on_backup_lost(struct replicator *r, const char *why)
 	if (was_up || r->prot != PROT_UNPROTECTED)
 		log_err("backup lost (%s): VM %s runs UNPROTECTED; reconnecting to %s",
 			why, r->vm.name, r->cfg.backup.text);
+	if (r->prot == PROT_PROTECTED)
+		replicator_notify(r, "unprotected", why);
 	r->prot = PROT_UNPROTECTED;
 	if (!ev_is_active(&r->reconnect_timer))
 		ev_timer_start(r->loop, &r->reconnect_timer);

@@ -39,6 +39,23 @@ static int add_net_out(struct replicator_config *cfg, const char *arg)
 	return 0;
 }
 
+/* A notify command that cannot run is refused now, not at the event. */
+static int check_hooks(const struct replicator_config *cfg)
+{
+	char err[512];
+
+	if (cfg->notify_cmd && hook_check(cfg->notify_cmd, err, sizeof(err))) {
+		fprintf(stderr, "remus-replicator: --notify: cannot run it: %s\n", err);
+		return -1;
+	}
+	if (cfg->pair_name && (!*cfg->pair_name || strlen(cfg->pair_name) > 64)) {
+		fprintf(stderr, "remus-replicator: --pair: '%s' must be 1-64 characters\n",
+			cfg->pair_name);
+		return -1;
+	}
+	return 0;
+}
+
 static unsigned default_capture_threads(void)
 {
 	long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -92,7 +109,14 @@ void replicator_usage(FILE *f)
 "                        both hosts share, left out of replication; any other\n"
 "                        writable disk is refused (disks are not replicated)\n"
 "  --heartbeat-ms N      heartbeat interval when idle (default %u)\n"
-"  --timeout-ms N        backup silent this long counts as lost (default %u)\n"
+"  --timeout-ms N        backup silent this long counts as lost (default %u);\n"
+"                        then held output is released. With a fencing\n"
+"                        backup, keep it above the agent's --timeout-ms plus\n"
+"                        its --fence-timeout-ms (README, Hooks)\n"
+"  --notify CMD          run CMD PAIR VM EVENT primary on each event:\n"
+"                        protected, unprotected, vm-lost, detached (README,\n"
+"                        Hooks)\n"
+"  --pair NAME           the pair's name for hooks (default: the VM's name)\n"
 "  --syslog              log to syslog instead of stderr\n"
 "  -v, --verbose         debug logging\n"
 "  -h, --help            this text\n"
@@ -112,7 +136,7 @@ enum { OPT_QMP = 256, OPT_BACKUP, OPT_RAM_FILE, OPT_EPOCH_MS, OPT_CONTROL,
        OPT_HEARTBEAT_MS, OPT_TIMEOUT_MS, OPT_SYSLOG, OPT_TEST_CORRUPT,
        OPT_CAPTURE_THREADS, OPT_NET_OUT, OPT_NET_CAP_MB, OPT_NO_OUTPUT_COMMIT,
        OPT_EPOCH_POLICY, OPT_EPOCH_MIN_MS, OPT_EPOCH_MAX_MS, OPT_MAX_OVERHEAD,
-       OPT_OUTPUT_DELAY_MS, OPT_TRACKER, OPT_UNPROTECTED_DISK };
+       OPT_OUTPUT_DELAY_MS, OPT_TRACKER, OPT_UNPROTECTED_DISK, OPT_NOTIFY, OPT_PAIR };
 
 static const struct option long_opts[] = {
 	{ "qmp", required_argument, NULL, OPT_QMP },
@@ -132,6 +156,8 @@ static const struct option long_opts[] = {
 	{ "unprotected-disk", required_argument, NULL, OPT_UNPROTECTED_DISK },
 	{ "net-out", required_argument, NULL, OPT_NET_OUT },
 	{ "net-cap-mb", required_argument, NULL, OPT_NET_CAP_MB },
+	{ "notify", required_argument, NULL, OPT_NOTIFY },
+	{ "pair", required_argument, NULL, OPT_PAIR },
 	/* test only: let output through before its checkpoint commits */
 	{ "no-output-commit", no_argument, NULL, OPT_NO_OUTPUT_COMMIT },
 	{ "syslog", no_argument, NULL, OPT_SYSLOG },
@@ -175,6 +201,8 @@ int replicator_parse_args(int argc, char **argv, struct replicator_config *cfg,
 		case OPT_BACKUP: backup = optarg; break;
 		case OPT_RAM_FILE: cfg->ram_file = optarg; break;
 		case OPT_CONTROL: cfg->control_path = optarg; break;
+		case OPT_NOTIFY: cfg->notify_cmd = optarg; break;
+		case OPT_PAIR: cfg->pair_name = optarg; break;
 		case OPT_SYSLOG: *use_syslog = 1; break;
 		case OPT_EPOCH_MS:
 			if (cli_parse_ulong("--epoch-ms", optarg, 5, 10000, &v))
@@ -288,6 +316,6 @@ int replicator_parse_args(int argc, char **argv, struct replicator_config *cfg,
 			"--heartbeat-ms (%u)\n", cfg->timeout_ms, cfg->heartbeat_ms);
 		return -1;
 	}
-	return 0;
+	return check_hooks(cfg);
 }
 

@@ -4,6 +4,7 @@
 
 #include "epoch_policy.h"
 #include "frame_queue.h"
+#include "hooks.h"
 #include "netaddr.h"
 #include "proto.h"
 #include "stats.h"
@@ -47,6 +48,8 @@ struct replicator_config {
 	int n_net_out;
 	size_t net_cap_bytes;
 	bool no_output_commit;     /* test only: release frames at once */
+	const char *notify_cmd;    /* --notify CMD: events, see README "Hooks" */
+	const char *pair_name;     /* --pair NAME; NULL: the VM's name */
 };
 
 /* What attach found out about the VM. */
@@ -107,9 +110,13 @@ struct replicator {
 	bool output_waiting;      /* output arrived in this epoch */
 
 	struct replicator_stats stats;
+	struct hook_runner hooks;  /* notify hooks */
 };
 
 int replicator_run(struct replicator *r);
+/* Tell the notify hook (if any) about event: protected, unprotected,
+ * vm-lost, detached. */
+void replicator_notify(struct replicator *r, const char *event, const char *reason);
 
 /* options.c: 0 to run, 1 to exit 0 (--help), -1 usage error (printed). */
 int replicator_parse_args(int argc, char **argv, struct replicator_config *cfg,
