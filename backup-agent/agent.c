@@ -138,9 +138,10 @@ static void failover(struct agent *a, const char *why)
 		notify(a, "fault", reason);
 		return;
 	}
-	log_err("primary lost (%s): restoring the VM from its last committed checkpoint", why);
+	log_err("primary lost (%s): taking over from the last committed checkpoint", why);
 	if (!fence_primary(a, why, lost_at, &fence_ms))
 		return;
+	log_info("restoring the VM from epoch %llu", (unsigned long long)a->replica.session_epoch);
 	if (restore_vm(&a->cfg.restore, &res)) {
 		log_err("FAILOVER FAILED: the replica in %s is intact; fix the cause and run "
 			"remus-agent --restore --state-dir %s", a->cfg.state_dir, a->cfg.state_dir);
