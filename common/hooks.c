@@ -361,14 +361,15 @@ int hook_check(const char *cmd, char *err, size_t errlen)
 
 /* ---- notify hooks on the loop ---- */
 
-static void runner_finish(struct hook_runner *h, struct hook_result *res)
+/* limit_ms: the time it was given, for the log. */
+static void runner_finish(struct hook_runner *h, struct hook_result *res, unsigned limit_ms)
 {
 	struct hook_job *j = h->head;
 
 	ev_child_stop(h->loop, &h->child);
 	ev_timer_stop(h->loop, &h->timer);
 	res->ms = mono_ms() - h->started_ms;
-	log_outcome(j->cmd.label, res, h->timeout_ms);
+	log_outcome(j->cmd.label, res, limit_ms);
 	h->runs++;
 	if (!hook_result_ok(res))
 		h->failures++;
@@ -430,7 +431,7 @@ static void on_hook_child(struct ev_loop *loop, ev_child *w, int revents)
 
 	if (w->rpid != h->pid)
 		return;
-	runner_finish(h, &res);
+	runner_finish(h, &res, h->timeout_ms);
 	runner_start(h, true);
 }
 
@@ -497,6 +498,7 @@ void hook_runner_drain(struct hook_runner *h, unsigned max_ms)
 	while (h->head) {
 		struct hook_result res = { 0 };
 		double own = h->started_ms + h->timeout_ms;
+		double until = own < deadline ? own : deadline;
 
 		if (h->pid <= 0) {
 			if (mono_ms() >= deadline)
@@ -504,13 +506,13 @@ void hook_runner_drain(struct hook_runner *h, unsigned max_ms)
 			runner_start(h, false);
 			continue;
 		}
-		wait_until(h->pid, own < deadline ? own : deadline, &res);
+		wait_until(h->pid, until, &res);
 		if (!res.reaped && h->child.rpid == h->pid) {
 			/* libev's SIGCHLD handler got there first */
 			res.status = h->child.rstatus;
 			res.reaped = true;
 		}
-		runner_finish(h, &res);
+		runner_finish(h, &res, (unsigned)(until - h->started_ms + 0.5));
 	}
 	if (h->queued)
 		log_warn("%u notify hook(s) not run: no time left", h->queued);
