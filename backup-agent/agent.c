@@ -52,10 +52,86 @@ static void drop_primary(struct agent *a)
 	replica_end_session(&a->replica);
 }
 
+/* The common part of every hook event of this agent. */
+static void agent_event(const struct agent *a, struct hook_event *ev, const char *event,
+			const char *reason)
+{
+	*ev = (struct hook_event){
+		.pair = a->cfg.pair_name ? a->cfg.pair_name : a->vm_name,
+		.vm = a->vm_name,
+		.event = event,
+		.role = "backup",
+		.epoch = a->replica.session_epoch,
+		.peer = a->peer,
+		.reason = reason,
+	};
+}
+
+static void notify(struct agent *a, const char *event, const char *reason)
+{
+	struct hook_event ev;
+
+	agent_event(a, &ev, event, reason);
+	hook_notify(&a->hooks, &ev);
+}
+
+/* Fence the lost primary, if configured. true: the VM may be restored. */
+static bool fence_primary(struct agent *a, const char *why, long long lost_at, double *fence_ms)
+{
+	struct hook_event ev;
+	struct hook_result res;
+	char lost[48], text[160], reason[300];
+
+	*fence_ms = 0;
+	if (!a->cfg.fence_cmd)
+		return true; /* --no-fence, or warned about at start */
+	notify(a, "fencing", why);
+	agent_event(a, &ev, "fencing", why);
+	hook_event_var(&ev, lost, sizeof(lost), "LOST_AT_MS", "%lld", lost_at);
+	log_info("fencing the primary %s before taking over: %s", a->peer, a->cfg.fence_cmd);
+	if (hook_run_sync("fence command", a->cfg.fence_cmd, &ev, a->cfg.fence_timeout_ms,
+			  &res) == 0) {
+		*fence_ms = res.ms;
+		if (hook_result_ok(&res)) {
+			log_info("primary fenced in %.0f ms", res.ms);
+			return true;
+		}
+		hook_result_text(&res, a->cfg.fence_timeout_ms, text, sizeof(text));
+	} else {
+		snprintf(text, sizeof(text), "it could not be started");
+	}
+	log_err("FENCING FAILED (%s): the primary may still run VM %s, so it is NOT restored "
+		"here. The replica in %s is kept: once the primary is known to be off, run "
+		"remus-agent --restore --state-dir %s. Waiting for the primary to reconnect",
+		text, a->vm_name, a->cfg.state_dir, a->cfg.state_dir);
+	snprintf(reason, sizeof(reason), "fence command: %s", text);
+	notify(a, "fence-failed", reason);
+	return false;
+}
+
+/* The restored VM runs: say so, with the failover's figures. */
+static void notify_master(struct agent *a, const struct restore_result *res,
+			  long long lost_at, double fence_ms)
+{
+	struct hook_event ev;
+	char v[4][48];
+
+	agent_event(a, &ev, "master", "primary lost; VM restored from the replica");
+	ev.epoch = res->epoch;
+	hook_event_var(&ev, v[0], sizeof(v[0]), "LOST_AT_MS", "%lld", lost_at);
+	hook_event_var(&ev, v[1], sizeof(v[1]), "FENCE_MS", "%.0f", fence_ms);
+	hook_event_var(&ev, v[2], sizeof(v[2]), "RESTORE_MS", "%.0f", res->total_ms);
+	hook_event_var(&ev, v[3], sizeof(v[3]), "QEMU_PID", "%d", (int)res->qemu_pid);
+	hook_notify(&a->hooks, &ev);
+}
+
 static void failover(struct agent *a, const char *why)
 {
 	struct restore_result res;
 	bool committed = a->replica.session_committed;
+	long long lost_at = unix_ms();
+	double fence_ms;
+	char reason[300];
 
 	drop_primary(a);
 	if (committed && a->paused) {
@@ -75,16 +151,25 @@ static void failover(struct agent *a, const char *why)
 			"a replica from an earlier session would roll the VM back, so it is not "
 			"restored automatically (remus-agent --restore --state-dir %s does it)",
 			why, a->cfg.state_dir);
+		snprintf(reason, sizeof(reason), "primary lost (%s) before its first checkpoint "
+			 "committed: VM not restored", why);
+		notify(a, "fault", reason);
 		return;
 	}
 	if (a->cfg.no_failover) {
 		log_err("primary lost (%s); --no-failover: replica kept, VM not restored", why);
+		snprintf(reason, sizeof(reason), "primary lost (%s); --no-failover", why);
+		notify(a, "fault", reason);
 		return;
 	}
-	log_err("primary lost (%s): restoring the VM from its last committed checkpoint", why);
+	log_err("primary lost (%s): taking over from the last committed checkpoint", why);
+	if (!fence_primary(a, why, lost_at, &fence_ms))
+		return;
+	log_info("restoring the VM from epoch %llu", (unsigned long long)a->replica.session_epoch);
 	if (restore_vm(&a->cfg.restore, &res)) {
 		log_err("FAILOVER FAILED: the replica in %s is intact; fix the cause and run "
 			"remus-agent --restore --state-dir %s", a->cfg.state_dir, a->cfg.state_dir);
+		notify(a, "fault", "restore failed: see the agent's log");
 		a->exit_code = 1;
 		notify_status("FAILOVER FAILED; replica kept");
 	} else {
@@ -96,6 +181,7 @@ static void failover(struct agent *a, const char *why)
 			 res.total_ms, res.libvirt_domain[0] ? "libvirt domain " : "QMP ",
 			 res.libvirt_domain[0] ? res.libvirt_domain : res.qmp_path,
 			 a->cfg.state_dir);
+		notify_master(a, &res, lost_at, fence_ms);
 		a->exit_code = 0;
 	}
 	ev_break(a->loop, EVBREAK_ALL);
@@ -147,6 +233,7 @@ static void on_hello(struct agent *a, const uint8_t *payload, uint32_t len)
 {
 	char err[256] = "out of memory", *text = strndup((const char *)payload, len);
 	int rc = text ? replica_begin_session(&a->replica, text, err, sizeof(err)) : -ENOMEM;
+	const char *name;
 
 	free(text);
 	if (rc) {
@@ -154,6 +241,9 @@ static void on_hello(struct agent *a, const uint8_t *payload, uint32_t len)
 		return;
 	}
 	a->hello_done = true;
+	a->backup_notified = false;
+	name = json_object_get_string(json_object_object_get(a->replica.hello, "name"));
+	snprintf(a->vm_name, sizeof(a->vm_name), "%s", name ? name : "?");
 	a->grace_until = 0; /* the primary is back */
 	a->paused = false;  /* a paused primary says so again */
 	log_info("primary %s: replicating VM %s (%llu MiB); initial sync started",
@@ -193,6 +283,10 @@ static void on_epoch_end(struct agent *a, const struct frame_hdr *h, const uint8
 	else
 		log_debug("epoch %llu committed", (unsigned long long)h->epoch);
 	send_frame(a, FRAME_ACK, h->epoch, NULL);
+	if (a->replica.session_committed && !a->backup_notified) {
+		a->backup_notified = true;
+		notify(a, "backup", "primary connected, first checkpoint committed");
+	}
 }
 
 static void on_pause(struct agent *a, const struct frame_hdr *h)
@@ -488,6 +582,16 @@ static int restore_and_report(struct agent *a)
 	return 0;
 }
 
+static void warn_no_fence(const struct agent *a)
+{
+	if (a->cfg.fence_cmd || a->cfg.fence_disabled || a->cfg.no_failover)
+		return;
+	log_warn("NO FENCING CONFIGURED: if the replication link fails while the primary "
+		 "lives, this agent takes over and TWO copies of the VM run. Give --fence CMD "
+		 "(a command that powers the primary off and exits 0 only when it is off), or "
+		 "--no-fence where a lost link always means a lost primary");
+}
+
 int agent_run(struct agent *a)
 {
 	char err[256];
@@ -524,10 +628,14 @@ int agent_run(struct agent *a)
 	ev_timer_again(a->loop, &a->heartbeat_timer);
 	ev_signal_start(a->loop, &a->sigterm);
 	ev_signal_start(a->loop, &a->sigint);
+	hook_runner_init(&a->hooks, a->loop, a->cfg.notify_cmd, HOOK_NOTIFY_TIMEOUT_MS);
 	log_info("listening on %s, state in %s", a->cfg.listen.text, a->cfg.state_dir);
 	notify_ready(NULL);
 	notify_status("listening on %s, no primary yet", a->cfg.listen.text);
+	warn_no_fence(a);
 	ev_run(a->loop, 0);
+	/* `master` and `fault` must reach the operator before we are gone. */
+	hook_runner_drain(&a->hooks, HOOK_NOTIFY_TIMEOUT_MS);
 	drop_primary(a);
 	close(a->listen_fd);
 	replica_free(&a->replica);

@@ -4,6 +4,7 @@
 
 #include "config.h"
 #include "frame_queue.h"
+#include "hooks.h"
 #include "netaddr.h"
 #include "proto.h"
 #include "replica.h"
@@ -17,6 +18,7 @@
 #define AGENT_DEFAULT_HEARTBEAT_MS 100u
 #define AGENT_HELLO_TIMEOUT_MS     5000
 #define AGENT_MAX_TAPS             8
+#define AGENT_DEFAULT_FENCE_TIMEOUT_MS 10000u
 
 struct agent_config {
 	struct netaddr listen;
@@ -27,6 +29,12 @@ struct agent_config {
 	bool no_failover;        /* --no-failover: keep the replica, never restore */
 	const char *taps[AGENT_MAX_TAPS]; /* --tap [ID=]NAME */
 	struct restore_opts restore;
+	/* Run before taking over; only exit 0 lets the agent restore the VM. */
+	const char *fence_cmd;     /* --fence CMD */
+	bool fence_disabled;       /* --no-fence: a lost link is a lost host */
+	unsigned fence_timeout_ms; /* --fence-timeout-ms: then it counts as failed */
+	const char *notify_cmd;    /* --notify CMD: events, see README "Hooks" */
+	const char *pair_name;     /* --pair NAME; NULL: the VM's name */
 	/* --config: owns the strings above that came from the file, and the
 	 * keys no flag sets yet ([hooks] fence, notify, ...) */
 	struct pair_config file;
@@ -52,6 +60,9 @@ struct agent {
 	double status_at_ms;      /* last STATUS= of a commit (notify) */
 	struct replica replica;
 	int exit_code;
+	struct hook_runner hooks;  /* notify hooks */
+	char vm_name[128];         /* from the primary's HELLO, for hooks */
+	bool backup_notified;      /* `backup` sent for this session */
 };
 
 /* options.c: 0 run, 1 exit 0 (--help, --check-config passed), -1 usage or

@@ -1,6 +1,7 @@
 /* remus-agent's command line. */
 #include "agent.h"
 #include "cli.h"
+#include "hooks.h"
 #include "config.h"
 #include "log.h"
 
@@ -19,8 +20,8 @@ void agent_usage(FILE *f)
 "at a time, keeps a replica of its VM in DIR (RAM image, device state,\n"
 "vm.json), commits an epoch only when it is complete and its checksums\n"
 "match, and acknowledges it. When the primary is lost (connection gone, or\n"
-"no heartbeat for --timeout-ms) it restores the VM from the last committed\n"
-"checkpoint: the primary's QEMU command line with RAM on a copy of the\n"
+"no heartbeat for --timeout-ms) it runs the --fence command, then restores\n"
+"the VM from the last committed checkpoint: the primary's QEMU command line with RAM on a copy of the\n"
 "replica, serial console in DIR/serial.log, QMP on DIR/qmp.sock (a libvirt\n"
 "primary's VM comes back as a libvirt domain of the same name, see\n"
 "--connect); then it exits, leaving the VM running. A primary that\n"
@@ -52,6 +53,20 @@ void agent_usage(FILE *f)
 "                        domain of the same name on this libvirt (default\n"
 "                        qemu:///system; or [vm] libvirt-uri). A plain QEMU\n"
 "                        primary's VM is restored as plain QEMU\n"
+"  --fence CMD           ([hooks] fence) run CMD (through /bin/sh -c, with PAIR VM fencing\n"
+"                        backup appended) before taking over; only its exit\n"
+"                        status 0 lets the agent restore the VM. On failure\n"
+"                        or timeout the VM is not restored (the replica is\n"
+"                        kept, --restore works by hand). See README, Hooks\n"
+"  --no-fence            take over without fencing: for hosts where a lost\n"
+"                        link always means a lost primary. Without --fence or\n"
+"                        --no-fence the agent warns at start: a lost link with\n"
+"                        a live primary then leads to two running VMs\n"
+"  --fence-timeout-ms N  the fence command's time limit; then its process\n"
+"                        group is killed and fencing failed (default %u)\n"
+"  --notify CMD          run CMD PAIR VM EVENT backup on each event: backup,\n"
+"                        fencing, fence-failed, master, fault (README, Hooks)\n"
+"  --pair NAME           the pair's name for hooks (default: the VM's name)\n"
 "  --no-failover         keep the replica but never restore automatically\n"
 "  --restore             restore the committed replica in DIR now and exit\n"
 "  --syslog              log to syslog instead of stderr\n"
@@ -60,13 +75,15 @@ void agent_usage(FILE *f)
 "\n"
 "Exit status: 0 failover or handover done, or stopped by signal (or\n"
 "--check-config found no error), 1 restore failed after the primary was\n"
-"lost, 2 usage or config error, or cannot listen.\n",
-		AGENT_DEFAULT_TIMEOUT_MS, AGENT_DEFAULT_HEARTBEAT_MS);
+"lost, 2 usage or config error, or cannot listen. A failed fence does not\n"
+"end the agent: it keeps the replica and waits for the primary to return.\n",
+		AGENT_DEFAULT_TIMEOUT_MS, AGENT_DEFAULT_HEARTBEAT_MS,
+		AGENT_DEFAULT_FENCE_TIMEOUT_MS);
 }
 
 enum { OPT_LISTEN = 256, OPT_STATE_DIR, OPT_TIMEOUT_MS, OPT_HEARTBEAT_MS,
        OPT_NO_FAILOVER, OPT_RESTORE, OPT_SYSLOG, OPT_TAP, OPT_CONFIG, OPT_CHECK_CONFIG,
-       OPT_CONNECT };
+       OPT_CONNECT, OPT_FENCE, OPT_NO_FENCE, OPT_FENCE_TIMEOUT_MS, OPT_NOTIFY, OPT_PAIR };
 
 static const struct option long_opts[] = {
 	{ "config", required_argument, NULL, OPT_CONFIG },
@@ -79,6 +96,11 @@ static const struct option long_opts[] = {
 	{ "restore", no_argument, NULL, OPT_RESTORE },
 	{ "tap", required_argument, NULL, OPT_TAP },
 	{ "connect", required_argument, NULL, OPT_CONNECT },
+	{ "fence", required_argument, NULL, OPT_FENCE },
+	{ "no-fence", no_argument, NULL, OPT_NO_FENCE },
+	{ "fence-timeout-ms", required_argument, NULL, OPT_FENCE_TIMEOUT_MS },
+	{ "notify", required_argument, NULL, OPT_NOTIFY },
+	{ "pair", required_argument, NULL, OPT_PAIR },
 	{ "syslog", no_argument, NULL, OPT_SYSLOG },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
@@ -104,10 +126,46 @@ static void apply_file(struct agent_config *cfg, const char **listen, int *use_s
 		cfg->heartbeat_ms = pc->heartbeat_interval_ms;
 	if (PC_SET(pc, HEARTBEAT_TIMEOUT_MS))
 		cfg->timeout_ms = pc->heartbeat_timeout_ms;
+	if (PC_SET(pc, HOOKS_FENCE)) {
+		/* required in a file: a command, or "none" on purpose */
+		cfg->fence_disabled = !strcmp(pc->hooks_fence, "none");
+		cfg->fence_cmd = cfg->fence_disabled ? NULL : pc->hooks_fence;
+	}
+	if (PC_SET(pc, HOOKS_FENCE_TIMEOUT_MS))
+		cfg->fence_timeout_ms = pc->hooks_fence_timeout_ms;
+	if (PC_SET(pc, HOOKS_NOTIFY))
+		cfg->notify_cmd = pc->hooks_notify;
+	if (PC_SET(pc, PAIR_NAME))
+		cfg->pair_name = pc->pair_name;
 	if (PC_SET(pc, LOG_TARGET))
 		*use_syslog = !strcmp(pc->log_target, "syslog");
 	if (PC_SET(pc, LOG_LEVEL))
 		log_set_level(strcmp(pc->log_level, "debug") ? LOG_INFO : LOG_DEBUG);
+}
+
+/* Hook options that cannot work are refused now, not at failover time. */
+static int check_hooks(const struct agent_config *cfg)
+{
+	char err[512];
+
+	if (cfg->fence_cmd && cfg->fence_disabled) {
+		fprintf(stderr, "remus-agent: --fence and --no-fence exclude each other\n");
+		return -1;
+	}
+	if (cfg->fence_cmd && hook_check(cfg->fence_cmd, err, sizeof(err))) {
+		fprintf(stderr, "remus-agent: --fence: cannot run it: %s\n", err);
+		return -1;
+	}
+	if (cfg->notify_cmd && hook_check(cfg->notify_cmd, err, sizeof(err))) {
+		fprintf(stderr, "remus-agent: --notify: cannot run it: %s\n", err);
+		return -1;
+	}
+	if (cfg->pair_name && (!*cfg->pair_name || strlen(cfg->pair_name) > 64)) {
+		fprintf(stderr, "remus-agent: --pair: '%s' must be 1-64 characters\n",
+			cfg->pair_name);
+		return -1;
+	}
+	return 0;
 }
 
 /* What the options and the file say together. 0, or -1 after printing. */
@@ -149,11 +207,12 @@ static int parse(int argc, char **argv, struct agent_config *cfg, int *use_syslo
 	bool listen_flag = false; /* --restore refuses a --listen flag, not the file's */
 	struct cli_config file;
 	unsigned long v;
-	int c;
+	int c, fence_flags = 0; /* 1: --fence, 2: --no-fence */
 
 	*cfg = (struct agent_config){
 		.timeout_ms = AGENT_DEFAULT_TIMEOUT_MS,
 		.heartbeat_ms = AGENT_DEFAULT_HEARTBEAT_MS,
+		.fence_timeout_ms = AGENT_DEFAULT_FENCE_TIMEOUT_MS,
 	};
 	if (cli_find_config("remus-agent", argc, argv, long_opts, OPT_CONFIG, OPT_CHECK_CONFIG,
 			    &file))
@@ -172,6 +231,16 @@ static int parse(int argc, char **argv, struct agent_config *cfg, int *use_syslo
 		case OPT_STATE_DIR: cfg->state_dir = optarg; break;
 		case OPT_NO_FAILOVER: cfg->no_failover = true; break;
 		case OPT_CONNECT: cfg->restore.libvirt_uri = optarg; break;
+		/* a flag decides over the file's fence, whichever it was */
+		case OPT_FENCE: cfg->fence_cmd = optarg; cfg->fence_disabled = false; fence_flags |= 1; break;
+		case OPT_NO_FENCE: cfg->fence_disabled = true; cfg->fence_cmd = NULL; fence_flags |= 2; break;
+		case OPT_NOTIFY: cfg->notify_cmd = optarg; break;
+		case OPT_PAIR: cfg->pair_name = optarg; break;
+		case OPT_FENCE_TIMEOUT_MS:
+			if (cli_parse_ulong("--fence-timeout-ms", optarg, RANGE_FENCE_TIMEOUT_MS, &v))
+				return -1;
+			cfg->fence_timeout_ms = (unsigned)v;
+			break;
 		case OPT_RESTORE: cfg->restore_now = true; break;
 		case OPT_SYSLOG: *use_syslog = 1; break;
 		case OPT_TAP:
@@ -208,7 +277,11 @@ static int parse(int argc, char **argv, struct agent_config *cfg, int *use_syslo
 		cfg->taps[i] = cfg->file.backup_taps.v[i];
 	if (!cfg->restore.ntaps)
 		cfg->restore.ntaps = cfg->file.backup_taps.n;
-	if (check_args(cfg, listen, listen_flag))
+	if (fence_flags == 3) {
+		fprintf(stderr, "remus-agent: --fence and --no-fence exclude each other\n");
+		return -1;
+	}
+	if (check_args(cfg, listen, listen_flag) || check_hooks(cfg))
 		return -1;
 	if (file.check) {
 		printf("%s: ok\n", file.file);

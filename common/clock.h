@@ -1,4 +1,5 @@
-/* Monotonic time in milliseconds, for pause times, deadlines and delays. */
+/* Monotonic time in milliseconds, for pause times, deadlines and delays;
+ * wall-clock milliseconds for times shared with other processes. */
 #ifndef REMUS_CLOCK_H
 #define REMUS_CLOCK_H
 
@@ -10,6 +11,16 @@ static inline double mono_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* Wall-clock time in milliseconds since the epoch, for times that other
+ * processes compare (hook environments, drill reports). */
+static inline long long unix_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 #endif

@@ -405,12 +405,14 @@ void epoch_on_ack(struct replicator *r, uint64_t id)
 	}
 	bool news = r->prot != PROT_PROTECTED;
 
-	if (news)
-		log_info("epoch %llu committed on the backup: VM %s is protected",
-			 (unsigned long long)id, r->vm.name);
-	r->prot = PROT_PROTECTED;
 	r->stats.epochs_committed++;
 	r->stats.last_acked_epoch = id;
+	if (news) {
+		log_info("epoch %llu committed on the backup: VM %s is protected",
+			 (unsigned long long)id, r->vm.name);
+		r->prot = PROT_PROTECTED;
+		replicator_notify(r, "protected", "a checkpoint committed on the backup");
+	}
 	for (int i = 0; i < r->ndevices; i++)
 		if (r->devices[i].ops->commit)
 			r->devices[i].ops->commit(r->devices[i].state, r, id);
@@ -462,6 +464,8 @@ void epoch_on_backup_lost(struct replicator *r, const char *why)
 	r->inflight = false;
 	r->checkpoint_due = false;
 	ev_timer_stop(r->loop, &r->epoch_timer);
+	if (r->prot == PROT_PROTECTED)
+		replicator_notify(r, "unprotected", why);
 	r->prot = PROT_UNPROTECTED;
 	replicator_notify_state(r);
 	/* A handover of unknown outcome: the backup may run the VM now. Its

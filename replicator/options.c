@@ -2,6 +2,7 @@
 #include "log.h"
 #include "replicator.h"
 #include "cli.h"
+#include "hooks.h"
 #include "config.h"
 
 #include <getopt.h>
@@ -35,6 +36,23 @@ static int add_net_out(struct replicator_config *cfg, const char *arg)
 	if (strncmp(o->spec, "tap:", 4) && strncmp(o->spec, "packet:", 7)) {
 		fprintf(stderr, "remus-replicator: --net-out: '%s' is not tap:NAME or packet:IFACE\n",
 			o->spec);
+		return -1;
+	}
+	return 0;
+}
+
+/* A notify command that cannot run is refused now, not at the event. */
+static int check_hooks(const struct replicator_config *cfg)
+{
+	char err[512];
+
+	if (cfg->notify_cmd && hook_check(cfg->notify_cmd, err, sizeof(err))) {
+		fprintf(stderr, "remus-replicator: --notify: cannot run it: %s\n", err);
+		return -1;
+	}
+	if (cfg->pair_name && (!*cfg->pair_name || strlen(cfg->pair_name) > 64)) {
+		fprintf(stderr, "remus-replicator: --pair: '%s' must be 1-64 characters\n",
+			cfg->pair_name);
 		return -1;
 	}
 	return 0;
@@ -106,7 +124,15 @@ void replicator_usage(FILE *f)
 "                        both hosts share, left out of replication; any other\n"
 "                        writable disk is refused (disks are not replicated)\n"
 "  --heartbeat-ms N      heartbeat interval when idle (default %u)\n"
-"  --timeout-ms N        backup silent this long counts as lost (default %u)\n"
+"  --timeout-ms N        backup silent this long counts as lost (default %u);\n"
+"                        then held output is released. With a fencing\n"
+"                        backup, keep it above the agent's --timeout-ms plus\n"
+"                        its --fence-timeout-ms (README, Hooks)\n"
+"  --notify CMD          run CMD PAIR VM EVENT primary on each event:\n"
+"                        protected, unprotected, vm-lost, detached (README,\n"
+"                        Hooks; or [hooks] notify)\n"
+"  --pair NAME           the pair's name for hooks (default: the VM's name;\n"
+"                        or [pair] name)\n"
 "  --syslog              log to syslog instead of stderr\n"
 "  -v, --verbose         debug logging\n"
 "  -h, --help            this text\n"
@@ -126,7 +152,7 @@ void replicator_usage(FILE *f)
 		REPLICATOR_DEFAULT_TIMEOUT_MS);
 }
 
-enum { OPT_QMP = 256, OPT_CONNECT, OPT_DOMAIN, OPT_BACKUP, OPT_RAM_FILE, OPT_EPOCH_MS, OPT_CONTROL,
+enum { OPT_QMP = 256, OPT_CONNECT, OPT_DOMAIN, OPT_NOTIFY, OPT_PAIR, OPT_BACKUP, OPT_RAM_FILE, OPT_EPOCH_MS, OPT_CONTROL,
        OPT_HEARTBEAT_MS, OPT_TIMEOUT_MS, OPT_SYSLOG, OPT_TEST_CORRUPT,
        OPT_CAPTURE_THREADS, OPT_NET_OUT, OPT_NET_CAP_MB, OPT_NO_OUTPUT_COMMIT,
        OPT_EPOCH_POLICY, OPT_EPOCH_MIN_MS, OPT_EPOCH_MAX_MS, OPT_MAX_OVERHEAD,
@@ -138,6 +164,8 @@ static const struct option long_opts[] = {
 	{ "check-config", no_argument, NULL, OPT_CHECK_CONFIG },
 	{ "qmp", required_argument, NULL, OPT_QMP },
 	{ "connect", required_argument, NULL, OPT_CONNECT },
+	{ "notify", required_argument, NULL, OPT_NOTIFY },
+	{ "pair", required_argument, NULL, OPT_PAIR },
 	{ "domain", required_argument, NULL, OPT_DOMAIN },
 	{ "backup", required_argument, NULL, OPT_BACKUP },
 	{ "ram-file", required_argument, NULL, OPT_RAM_FILE },
@@ -175,6 +203,10 @@ static void apply_file(struct replicator_config *cfg, const char **backup, int *
 
 	if (PC_SET(pc, VM_QMP))
 		cfg->qmp_path = pc->vm_qmp;
+	if (PC_SET(pc, HOOKS_NOTIFY))
+		cfg->notify_cmd = pc->hooks_notify;
+	if (PC_SET(pc, PAIR_NAME))
+		cfg->pair_name = pc->pair_name;
 	if (PC_SET(pc, VM_DOMAIN))
 		cfg->domain = pc->vm_domain;
 	if (PC_SET(pc, VM_LIBVIRT_URI))
@@ -273,6 +305,8 @@ static int parse(int argc, char **argv, struct replicator_config *cfg, int *use_
 		case OPT_QMP: cfg->qmp_path = optarg; vm_flags |= 1; cfg->domain = NULL; break;
 		case OPT_DOMAIN: cfg->domain = optarg; vm_flags |= 2; cfg->qmp_path = NULL; break;
 		case OPT_CONNECT: cfg->libvirt_uri = optarg; connect_flag = true; break;
+		case OPT_NOTIFY: cfg->notify_cmd = optarg; break;
+		case OPT_PAIR: cfg->pair_name = optarg; break;
 		case OPT_BACKUP: backup = optarg; break;
 		case OPT_RAM_FILE: cfg->ram_file = optarg; break;
 		case OPT_CONTROL: cfg->control_path = optarg; break;
@@ -402,6 +436,8 @@ static int parse(int argc, char **argv, struct replicator_config *cfg, int *use_
 			"--heartbeat-ms (%u)\n", cfg->timeout_ms, cfg->heartbeat_ms);
 		return -1;
 	}
+	if (check_hooks(cfg))
+		return -1;
 	if (file.check) {
 		printf("%s: ok\n", file.file);
 		return 1;

@@ -64,6 +64,21 @@ void replicator_reconnect(struct replicator *r)
 		ev_timer_start(r->loop, &r->reconnect_timer);
 }
 
+void replicator_notify(struct replicator *r, const char *event, const char *reason)
+{
+	struct hook_event ev = {
+		.pair = r->cfg.pair_name ? r->cfg.pair_name : r->vm.name,
+		.vm = r->vm.name,
+		.event = event,
+		.role = "primary",
+		.epoch = r->stats.last_acked_epoch,
+		.peer = r->cfg.backup.text,
+		.reason = reason,
+	};
+
+	hook_notify(&r->hooks, &ev);
+}
+
 /* Push out what is queued (the last epoch may still commit), bounded. */
 static void final_flush(struct replicator *r)
 {
@@ -89,6 +104,7 @@ static void on_qemu_gone(struct replicator *r)
 	ev_timer_stop(r->loop, &r->qemu_exit_grace);
 	if (r->vm_shutdown) {
 		log_info("VM %s shut down: telling the backup not to take over", r->vm.name);
+		replicator_notify(r, "detached", "VM shut down");
 		protect_devices(r, false, 0); /* no failover: its last words may go out */
 		if (link_up(&r->link)) {
 			static const char why[] = "VM shut down";
@@ -102,6 +118,7 @@ static void on_qemu_gone(struct replicator *r)
 	log_err("QEMU (pid %d) of VM %s died: primary lost; the backup takes over "
 		"from epoch %llu", (int)r->vm.pid, r->vm.name,
 		(unsigned long long)r->stats.last_acked_epoch);
+	replicator_notify(r, "vm-lost", "QEMU died");
 	final_flush(r);
 	replicator_leave(r, 1);
 }
@@ -268,6 +285,8 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
 	if (r->vm_left_paused || r->handover >= HO_FINAL)
 		log_err("VM %s is left PAUSED: a handover to the backup was under way; if the "
 			"backup does not run it, resume it with QMP cont", r->vm.name);
+	replicator_notify(r, "detached", w->signum == SIGTERM ? "replicator stopped by SIGTERM" :
+			  "replicator stopped by SIGINT");
 	protect_devices(r, false, 0); /* held output goes out now */
 	if (link_up(&r->link)) {
 		link_push(r, FRAME_GOODBYE, r->epoch, &iov, 1, NULL, NULL);
@@ -305,6 +324,7 @@ int replicator_run(struct replicator *r)
 	r->handover_fd = -1;
 	epoch_policy_init(&r->policy, &r->cfg.policy);
 	r->loop = ev_default_loop(EVFLAG_AUTO);
+	hook_runner_init(&r->hooks, r->loop, r->cfg.notify_cmd, HOOK_NOTIFY_TIMEOUT_MS);
 	signal(SIGPIPE, SIG_IGN);
 	rc = vm_attach(r);
 	if (rc)
@@ -325,6 +345,8 @@ int replicator_run(struct replicator *r)
 	ev_run(r->loop, 0);
 	rc = r->exit_code;
 out:
+	/* `vm-lost` must reach the operator before we are gone. */
+	hook_runner_drain(&r->hooks, HOOK_NOTIFY_TIMEOUT_MS);
 	operator_close(r);
 	link_close(&r->link, r->loop);
 	control_close(r);

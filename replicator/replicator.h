@@ -5,6 +5,7 @@
 #include "config.h"
 #include "epoch_policy.h"
 #include "frame_queue.h"
+#include "hooks.h"
 #include "netaddr.h"
 #include "proto.h"
 #include "stats.h"
@@ -51,6 +52,8 @@ struct replicator_config {
 	int n_net_out;
 	size_t net_cap_bytes;
 	bool no_output_commit;     /* test only: release frames at once */
+	const char *notify_cmd;    /* --notify CMD: events, see README "Hooks" */
+	const char *pair_name;     /* --pair NAME; NULL: the VM's name */
 	/* --config: owns the strings above that came from the file, and the
 	 * keys no flag sets yet ([pair] name, [vm] domain, [hooks] ...) */
 	struct pair_config file;
@@ -145,9 +148,13 @@ struct replicator {
 	bool vm_left_paused;      /* a handover of unknown outcome left the VM stopped */
 
 	struct replicator_stats stats;
+	struct hook_runner hooks;  /* notify hooks */
 };
 
 int replicator_run(struct replicator *r);
+/* Tell the notify hook (if any) about event: protected, unprotected,
+ * vm-lost, detached. */
+void replicator_notify(struct replicator *r, const char *event, const char *reason);
 
 /* options.c: 0 to run, 1 to exit 0 (--help, --check-config passed), -1
  * usage or config error (printed). After 0, replicator_config_free. */

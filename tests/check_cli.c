@@ -412,6 +412,30 @@ START_TEST(test_rep_parse_after_help_in_option_cluster_starts_fresh)
 }
 END_TEST
 
+START_TEST(test_rep_hook_options)
+{
+	struct replicator_config cfg;
+	int use_syslog = 0;
+	char *err;
+
+	ck_assert_int_eq(rep_parse(ARGV("remus-replicator", "--qmp", "/q", "--backup", "127.0.0.1:1"),
+				   &cfg, &use_syslog, &err), 0);
+	free(err);
+	ck_assert_ptr_null(cfg.notify_cmd);
+	ck_assert_ptr_null(cfg.pair_name);
+	ck_assert_int_eq(rep_parse(ARGV("remus-replicator", "--qmp", "/q", "--backup", "127.0.0.1:1",
+					"--notify", "/bin/true x", "--pair", "db"),
+				   &cfg, &use_syslog, &err), 0);
+	ck_assert_str_eq(err, "");
+	free(err);
+	ck_assert_str_eq(cfg.notify_cmd, "/bin/true x");
+	ck_assert_str_eq(cfg.pair_name, "db");
+	rep_refuses(ARGV("remus-replicator", "--qmp", "/q", "--backup", "127.0.0.1:1",
+			 "--notify", "/nonexistent/notify"), "--notify: cannot run it",
+		    "'/nonexistent/notify'");
+}
+END_TEST
+
 /* ---- remus-agent ---- */
 
 START_TEST(test_agent_minimal_args_use_defaults)
@@ -435,6 +459,57 @@ START_TEST(test_agent_minimal_args_use_defaults)
 	ck_assert_int_eq(use_syslog, 0);
 	ck_assert_int_eq(cfg.listen.ss.ss_family, AF_INET);
 	ck_assert_uint_eq(port_of(&cfg.listen), 7000);
+	ck_assert_ptr_null(cfg.fence_cmd);
+	ck_assert(!cfg.fence_disabled);
+	ck_assert_uint_eq(cfg.fence_timeout_ms, AGENT_DEFAULT_FENCE_TIMEOUT_MS);
+	ck_assert_uint_eq(cfg.fence_timeout_ms, 10000);
+	ck_assert_ptr_null(cfg.notify_cmd);
+	ck_assert_ptr_null(cfg.pair_name);
+}
+END_TEST
+
+START_TEST(test_agent_hook_options_parse)
+{
+	struct agent_config cfg;
+	int use_syslog = 0;
+	char *err;
+
+	ck_assert_int_eq(agent_parse(ARGV("remus-agent", "--listen", "127.0.0.1:7000",
+					  "--state-dir", "/s", "--fence", "/bin/true --pdu 3",
+					  "--fence-timeout-ms", "2500", "--notify", "logger -t remus",
+					  "--pair", "web"),
+				     &cfg, &use_syslog, &err), 0);
+	ck_assert_str_eq(err, "");
+	free(err);
+	ck_assert_str_eq(cfg.fence_cmd, "/bin/true --pdu 3");
+	ck_assert_uint_eq(cfg.fence_timeout_ms, 2500);
+	ck_assert_str_eq(cfg.notify_cmd, "logger -t remus");
+	ck_assert_str_eq(cfg.pair_name, "web");
+	ck_assert(!cfg.fence_disabled);
+	ck_assert_int_eq(agent_parse(ARGV("remus-agent", "--listen", "127.0.0.1:7000",
+					  "--state-dir", "/s", "--no-fence"),
+				     &cfg, &use_syslog, &err), 0);
+	free(err);
+	ck_assert(cfg.fence_disabled);
+	ck_assert_ptr_null(cfg.fence_cmd);
+}
+END_TEST
+
+START_TEST(test_agent_bad_hook_options_are_errors)
+{
+	agent_refuses(ARGV("remus-agent", "--listen", "127.0.0.1:7000", "--state-dir", "/s",
+			   "--fence", "/bin/true", "--no-fence"), "--fence and --no-fence", NULL);
+	agent_refuses(ARGV("remus-agent", "--listen", "127.0.0.1:7000", "--state-dir", "/s",
+			   "--fence", "/nonexistent/pdu off"), "--fence: cannot run it",
+		      "'/nonexistent/pdu': No such file");
+	agent_refuses(ARGV("remus-agent", "--listen", "127.0.0.1:7000", "--state-dir", "/s",
+			   "--notify", "no-such-notifier-xyz"), "--notify: cannot run it",
+		      "not found in PATH");
+	agent_refuses(ARGV("remus-agent", "--listen", "127.0.0.1:7000", "--state-dir", "/s",
+			   "--fence", "/bin/true", "--fence-timeout-ms", "50"),
+		      "--fence-timeout-ms", "'50' is not a number in 100-600000");
+	agent_refuses(ARGV("remus-agent", "--listen", "127.0.0.1:7000", "--state-dir", "/s",
+			   "--pair", ""), "--pair", "1-64 characters");
 }
 END_TEST
 
@@ -658,6 +733,9 @@ static Suite *cli_suite(void)
 	ADD(s, test_rep_parse_after_help_in_option_cluster_starts_fresh);
 	ADD(s, test_agent_minimal_args_use_defaults);
 	ADD(s, test_agent_all_options_parse);
+	ADD(s, test_agent_hook_options_parse);
+	ADD(s, test_agent_bad_hook_options_are_errors);
+	ADD(s, test_rep_hook_options);
 	ADD(s, test_agent_missing_state_dir_is_error);
 	ADD(s, test_agent_missing_listen_is_error);
 	ADD(s, test_agent_restore_with_state_dir_only_parses);
