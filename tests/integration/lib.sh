@@ -71,35 +71,12 @@ libvirt_cleanup() {
 }
 
 # guest_domain_xml NAME MEM_MB KERNEL_ARGS SERIAL_LOG [RAM_SOURCE]: the test
-# guest as a TCG libvirt domain; RAM_SOURCE memfd (default), file, or none
-# (anonymous RAM, which the replicator must refuse). Extra devices XML in
-# $DOMAIN_EXTRA_DEVICES.
+# guest as a TCG libvirt domain (scripts/guest-domain-xml); RAM_SOURCE memfd
+# (default), file, or none (anonymous RAM, which the replicator must
+# refuse). Extra devices XML in $DOMAIN_EXTRA_DEVICES.
 guest_domain_xml() {
-	local name=$1 mem=$2 append=$3 serial=$4 ram=${5:-memfd} backing=
-	[ "$ram" = none ] ||
-		backing="<memoryBacking><source type='$ram'/><access mode='shared'/></memoryBacking>"
-	cat <<XML
-<domain type='qemu'>
-  <name>$name</name>
-  <memory unit='MiB'>$mem</memory>
-  $backing
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='pc-i440fx-7.2'>hvm</type>
-    <kernel>$GUEST/vmlinuz</kernel>
-    <initrd>$GUEST/initrd.img</initrd>
-    <cmdline>console=ttyS0 quiet panic=-1 $append</cmdline>
-  </os>
-  <on_reboot>destroy</on_reboot>
-  <devices>
-    <emulator>$(command -v qemu-system-x86_64)</emulator>
-    <serial type='file'><source path='$serial'/></serial>
-    <controller type='usb' model='none'/>
-    <memballoon model='none'/>
-    ${DOMAIN_EXTRA_DEVICES:-}
-  </devices>
-</domain>
-XML
+	"$ROOT/scripts/guest-domain-xml" "$1" "$2" "$3" "$4" --ram "${5:-memfd}" \
+		--devices "${DOMAIN_EXTRA_DEVICES:-}"
 }
 
 # A free TCP port on loopback.

@@ -1,17 +1,20 @@
 #!/bin/bash
 # The operator's failover drill (scripts/failover-drill), end to end: a kill
-# of the primary QEMU, and a cut replication link where the agent must fence
-# the still-running primary before it takes over. Each run builds its own
+# of the primary QEMU, a cut replication link where the agent must fence
+# the still-running primary before it takes over, and a kill of a libvirt
+# domain's QEMU. Each run builds its own
 # namespaces (prefix dt + this shell's pid) and must remove them.
 . "$(dirname "$0")/lib.sh"
 
 PREFIX=dt$(( $$ % 10000 ))
 
-# drill MODE: run the drill, its JSON report in $T/MODE.json; sets DRILL_RC.
+# drill NAME KILL [ARGS...]: run the drill, its JSON report in $T/NAME.json;
+# sets DRILL_RC.
 drill() {
-	local mode=$1
-	log "failover-drill --kill $mode (namespaces $PREFIX-*)"
-	"$ROOT/scripts/failover-drill" --kill "$mode" --json --prefix "$PREFIX" --duration 6 \
+	local mode=$1 kill=$2
+	shift 2
+	log "failover-drill --kill $kill $* (namespaces $PREFIX-*)"
+	"$ROOT/scripts/failover-drill" --kill "$kill" --json --prefix "$PREFIX" --duration 6 "$@" \
 		> "$T/$mode.json" 2> "$T/$mode.err"
 	DRILL_RC=$?
 	if [ -s "$T/$mode.json" ]; then
@@ -69,7 +72,7 @@ common_checks() {
 }
 
 # 1. The primary QEMU dies: the agent sees the connection close at once.
-drill qemu
+drill qemu qemu
 common_checks qemu
 check qemu 'isinstance(r["detection_ms"], int) and 0 <= r["detection_ms"] < 3000' \
 	"detection_ms is plausible for a closed connection"
@@ -79,7 +82,7 @@ check qemu 'r["fence_ran"] and r["fence_ok"]' "the fence command ran (the QEMU w
 # 2. Only the replication link is cut: the primary lives on and must be
 # fenced (its QEMU killed by the drill's fence command) before the backup
 # takes over; its output stays held meanwhile, so continuity holds.
-drill link
+drill link link
 common_checks link
 check link 'isinstance(r["detection_ms"], int) and 1500 <= r["detection_ms"] < 10000' \
 	"detection_ms is about the agent's 2 s heartbeat timeout"
@@ -88,4 +91,11 @@ check link 'r["fence_ran"] and r["fence_ok"] and isinstance(r["fence_ms"], int)'
 check link '[e["event"] for e in r["events"] if e["event"] in ("fence-done", "master")] == ["fence-done", "master"]' \
 	"the fence finished before the VM was restored"
 check link 'r["outage_ms"] is not None and r["outage_ms"] < 30000' "the outage is below 30 s"
+
+# 3. The same as 1 with libvirt on both hosts: the replicator attaches to a
+# domain, its NIC a UDP socket the net buffer owns; the agent restores it
+# into the backup's libvirt, on the backup's TAP.
+drill libvirt qemu --libvirt
+common_checks libvirt
+check libvirt 'r["outage_ms"] is not None and r["outage_ms"] < 15000' "the outage is below 15 s"
 finish
