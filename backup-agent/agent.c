@@ -229,9 +229,18 @@ static void refuse_primary(struct agent *a, const char *why)
 	drop_primary(a);
 }
 
+/* How long after it last heard from the primary this agent may restore the
+ * VM: its timeout, plus the fence's limit. The primary holds output at
+ * least that long on a silent link (see its set_backup_silence). */
+static unsigned takeover_after_ms(const struct agent *a)
+{
+	return a->cfg.timeout_ms + (a->cfg.fence_cmd ? a->cfg.fence_timeout_ms : 0);
+}
+
 static void on_hello(struct agent *a, const uint8_t *payload, uint32_t len)
 {
 	char err[256] = "out of memory", *text = strndup((const char *)payload, len);
+	char reply[160];
 	int rc = text ? replica_begin_session(&a->replica, text, err, sizeof(err)) : -ENOMEM;
 	const char *name;
 
@@ -249,8 +258,9 @@ static void on_hello(struct agent *a, const uint8_t *payload, uint32_t len)
 	log_info("primary %s: replicating VM %s (%llu MiB); initial sync started",
 		 a->peer, vm_name(a), (unsigned long long)(a->replica.ram_size >> 20));
 	notify_status("VM %s from %s: syncing", vm_name(a), a->peer);
-	send_frame(a, FRAME_HELLO_REPLY, 0,
-		   "{\"ok\":true,\"features\":[\"" PROTO_FEATURE_OPERATOR "\"]}");
+	snprintf(reply, sizeof(reply), "{\"ok\":true,\"features\":[\"" PROTO_FEATURE_OPERATOR
+		 "\"],\"takeover_after_ms\":%u}", takeover_after_ms(a));
+	send_frame(a, FRAME_HELLO_REPLY, 0, reply);
 }
 
 static void on_epoch_end(struct agent *a, const struct frame_hdr *h, const uint8_t *payload,

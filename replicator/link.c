@@ -172,6 +172,29 @@ static bool has_feature(struct json_object *reply, const char *name)
 	return false;
 }
 
+/* The agent says how long it may take over after it last heard from us
+ * ("takeover_after_ms": its timeout plus its fence timeout). Until then,
+ * hold output even if the link looks dead: it may be cut while the
+ * backup fences us and restores the last commit. */
+static void set_backup_silence(struct replicator *r, struct json_object *reply)
+{
+	struct json_object *v;
+	unsigned takeover = 0, need;
+
+	if (json_object_object_get_ex(reply, "takeover_after_ms", &v) &&
+	    json_object_is_type(v, json_type_int) && json_object_get_int64(v) > 0 &&
+	    json_object_get_int64(v) < 3600000)
+		takeover = (unsigned)json_object_get_int64(v);
+	/* a margin for the two sides' clocks and heartbeats */
+	need = takeover ? takeover + 2 * r->cfg.heartbeat_ms + 500 : 0;
+	r->backup_silence_ms = need > r->cfg.timeout_ms ? need : r->cfg.timeout_ms;
+	if (need > r->cfg.timeout_ms)
+		log_warn("the backup may fence and take over up to %u ms after it last heard "
+			 "from us: the backup counts as lost after %u ms of silence, not "
+			 "--timeout-ms %u, so that no output it may roll back goes out",
+			 takeover, r->backup_silence_ms, r->cfg.timeout_ms);
+}
+
 /* HELLO_REPLY is JSON: {"ok": true, "features": [...]} or {"ok": false,
  * "error": "why"}. */
 static int parse_hello_reply(struct replicator *r, const uint8_t *payload, uint32_t len,
@@ -193,6 +216,7 @@ static int parse_hello_reply(struct replicator *r, const uint8_t *payload, uint3
 		rc = -ECONNREFUSED;
 	} else {
 		r->agent_operator = has_feature(reply, PROTO_FEATURE_OPERATOR);
+		set_backup_silence(r, reply);
 	}
 	json_object_put(reply);
 	return rc;

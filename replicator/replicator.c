@@ -223,7 +223,7 @@ static void on_heartbeat_timer(struct ev_loop *loop, ev_timer *w, int revents)
 	if (!link_up(l))
 		return;
 	if ((now - l->last_rx) * 1e3 >
-	    (r->handover == HO_WAIT_DONE ? HANDOVER_SILENCE_MS : r->cfg.timeout_ms)) {
+	    (r->handover == HO_WAIT_DONE ? HANDOVER_SILENCE_MS : r->backup_silence_ms)) {
 		link_drop_alive(r, "no heartbeat from the backup");
 		return;
 	}
@@ -322,6 +322,7 @@ int replicator_run(struct replicator *r)
 	r->control_fd = -1;
 	r->qemu_pidfd = -1;
 	r->handover_fd = -1;
+	r->backup_silence_ms = r->cfg.timeout_ms; /* until a backup says more */
 	epoch_policy_init(&r->policy, &r->cfg.policy);
 	r->loop = ev_default_loop(EVFLAG_AUTO);
 	hook_runner_init(&r->hooks, r->loop, r->cfg.notify_cmd, HOOK_NOTIFY_TIMEOUT_MS);

@@ -138,7 +138,12 @@ struct replicator {
 	bool output_waiting;      /* output arrived in this epoch */
 
 	/* operator controls (operator.c) */
-	bool agent_operator;      /* the agent understands HANDOVER and PAUSE */
+	bool agent_operator;
+	/* Backup silent this long: lost, held output released. At least
+	 * --timeout-ms, and longer than the backup may take to declare us
+	 * lost and fence us (its HELLO_REPLY says how long): output released
+	 * before the fence could be rolled back by the takeover. */
+	unsigned backup_silence_ms;      /* the agent understands HANDOVER and PAUSE */
 	bool session_synced;      /* the initial sync of this session is acked */
 	enum pause_phase pause;
 	enum handover_phase handover;
