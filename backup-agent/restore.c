@@ -62,6 +62,83 @@ out:
 	return rc;
 }
 
+/* The restored VM writes its disks, so it runs on qcow2 overlays over the
+ * replica disks (made in no time, whatever the disk's size): the replica
+ * stays as committed, and a second restore starts from it again. */
+static int make_overlay(const char *base, const char *overlay)
+{
+	char *argv[] = { "qemu-img", "create", "-q", "-f", "qcow2", "-b", (char *)base,
+			 "-F", "raw", (char *)overlay, NULL };
+	int status;
+	pid_t pid;
+
+	unlink(overlay);
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		int devnull = open("/dev/null", O_RDWR);
+		if (devnull >= 0)
+			dup2(devnull, 0);
+		execvp(argv[0], argv);
+		fprintf(stderr, "remus-agent: cannot run qemu-img: %s\n", strerror(errno));
+		_exit(127);
+	}
+	if (waitpid(pid, &status, 0) < 0)
+		return -errno;
+	if (!WIFEXITED(status) || WEXITSTATUS(status)) {
+		log_err("qemu-img create of overlay %s over %s failed (status %d)", overlay, base,
+			WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+		return -EIO;
+	}
+	return 0;
+}
+
+int restore_disk_overlays(const char *dir, struct json_object *vm, struct restore_disks *out)
+{
+	struct json_object *arr;
+	size_t n;
+
+	memset(out, 0, sizeof(*out));
+	if (!json_object_object_get_ex(vm, "disks", &arr) || !json_object_is_type(arr, json_type_array))
+		return 0;
+	n = json_object_array_length(arr);
+	if (n > RESTORE_MAX_DISKS) {
+		log_err("the replica lists %zu disks, at most %d", n, RESTORE_MAX_DISKS);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct json_object *d = json_object_array_get_idx(arr, i);
+		char base[PATH_MAX];
+		int rc;
+
+		snprintf(base, sizeof(base), "%s/disk-%zu.img", dir, i);
+		if (asprintf(&out->overlay[i], "%s/disk-%zu.qcow2", dir, i) < 0) {
+			out->overlay[i] = NULL;
+			return -ENOMEM;
+		}
+		out->d[i].file = restore_json_str(d, "file");
+		out->d[i].overlay = out->overlay[i];
+		out->base[i] = strdup(base);
+		out->n = (int)i + 1;
+		if (!out->base[i])
+			return -ENOMEM;
+		rc = make_overlay(base, out->overlay[i]);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+void restore_disks_free(struct restore_disks *d)
+{
+	for (int i = 0; i < d->n; i++) {
+		free(d->overlay[i]);
+		free(d->base[i]);
+	}
+	d->n = 0;
+}
+
 static char **argv_from_json(struct json_object *vm, int *argc)
 {
 	struct json_object *a;
@@ -87,7 +164,8 @@ const char *restore_json_str(struct json_object *o, const char *key)
 }
 
 /* argv for the restored QEMU: rewritten, plus send-configuration=off. */
-static char **build_argv(const struct restore_opts *o, struct json_object *vm, const char *ram_copy)
+static char **build_argv(const struct restore_opts *o, struct json_object *vm, const char *ram_copy,
+			 const struct restore_disks *disks)
 {
 	struct restore_spec spec = {
 		.state_dir = o->dir,
@@ -95,6 +173,8 @@ static char **build_argv(const struct restore_opts *o, struct json_object *vm, c
 		.ram_backend_id = restore_json_str(vm, "ram_backend"),
 		.taps = o->taps,
 		.ntaps = o->ntaps,
+		.disks = disks->d,
+		.ndisks = disks->n,
 	};
 	char **in, **out = NULL, **full = NULL;
 	char err[256];
@@ -263,6 +343,7 @@ int restore_vm(const struct restore_opts *o, struct restore_result *res)
 	char ram[PATH_MAX], ram_copy[PATH_MAX], err[256], qemu_log[PATH_MAX + 16];
 	char **argv = NULL;
 	struct qmp *q = NULL;
+	struct restore_disks disks = { .n = 0 };
 	pid_t pid = -1;
 	double t0 = mono_ms(), t;
 	int rc;
@@ -294,7 +375,10 @@ int restore_vm(const struct restore_opts *o, struct restore_result *res)
 		goto out;
 	}
 	res->copy_ms = (t = mono_ms()) - t0;
-	argv = build_argv(o, info.vm, ram_copy);
+	rc = restore_disk_overlays(dir, info.vm, &disks);
+	if (rc)
+		goto out;
+	argv = build_argv(o, info.vm, ram_copy, &disks);
 	if (!argv) {
 		rc = -EINVAL;
 		goto out;
@@ -325,6 +409,7 @@ out:
 	if (q)
 		qmp_close(q);
 	restore_cmdline_free(argv);
+	restore_disks_free(&disks);
 	replica_info_free(&info);
 	return rc;
 }

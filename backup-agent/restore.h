@@ -26,6 +26,13 @@ struct restore_opts {
 int restore_vm(const struct restore_opts *o, struct restore_result *res);
 
 /* Steps shared by the two ways to restore (restore.c, restore_libvirt.c). */
+#include "restore_cmdline.h"
+/* qcow2 overlays over the replica disks (DIR/disk-N.img -> DIR/disk-N.qcow2). */
+struct restore_disks {
+	struct restore_disk d[RESTORE_MAX_DISKS];
+	char *overlay[RESTORE_MAX_DISKS], *base[RESTORE_MAX_DISKS];
+	int n;
+};
 struct json_object;
 struct qmp;
 struct replica_info;
@@ -34,6 +41,8 @@ int restore_check_machine(struct qmp *q, struct json_object *vm);
 /* Poll query-status until it says want ("running", "paused"). */
 int restore_wait_status(struct qmp *q, const char *want, const char *log_hint);
 void restore_announce(struct qmp *q);
+int restore_disk_overlays(const char *dir, struct json_object *vm, struct restore_disks *out);
+void restore_disks_free(struct restore_disks *d);
 /* The primary was a libvirt domain: restore into one (restore_libvirt.c). */
 int restore_libvirt(const struct restore_opts *o, const struct replica_info *info,
 		    struct restore_result *res);

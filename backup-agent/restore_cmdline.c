@@ -75,6 +75,10 @@ struct builder {
 	int serials, parallels, debugcons; /* ports rewritten so far */
 	bool serial_opt, isa_serial, nodefaults;
 	bool nographic, need_display, display_done, found_ram;
+	/* -blockdev driver=file node of each replicated disk, and whether
+	 * each disk's image was found */
+	char *disk_node[RESTORE_MAX_DISKS];
+	bool disk_found[RESTORE_MAX_DISKS];
 };
 
 static int fail(struct builder *b, int err, const char *fmt, ...)
@@ -696,6 +700,133 @@ static int rewrite_netdev(struct builder *b, struct arg_iter *it)
 	return ret;
 }
 
+/* ---- replicated disks: an overlay over the replica in place of the image ---- */
+
+static int disk_of_file(const struct builder *b, const char *file)
+{
+	for (int i = 0; file && i < b->spec->ndisks; i++)
+		if (streq(file, b->spec->disks[i].file))
+			return i;
+	return -1;
+}
+
+static int disk_of_node(const struct builder *b, const char *node)
+{
+	for (int i = 0; node && i < b->spec->ndisks; i++)
+		if (streq(node, b->disk_node[i]))
+			return i;
+	return -1;
+}
+
+/* Set key to value in v, whichever syntax it is written in; then print it. */
+static int optval_set_print(struct builder *b, struct optval *v, const char *const *kv, int n)
+{
+	int ret = 0;
+
+	for (int i = 0; !ret && i < n; i += 2) {
+		if (v->json)
+			ret = json_object_object_add(v->json, kv[i], json_object_new_string(kv[i + 1]))
+				? -ENOMEM : 0;
+		else
+			ret = qemu_opts_set(&v->kv, kv[i], kv[i + 1]);
+	}
+	if (ret)
+		return fail(b, ret, "out of memory");
+	if (v->json) {
+		const char *text = json_object_to_json_string_ext(v->json, JSON_C_TO_STRING_PLAIN |
+								   JSON_C_TO_STRING_NOSLASHESCAPE);
+		return out_dup(b, text ? text : "");
+	}
+	return out_push(b, qemu_opts_print(&v->kv));
+}
+
+/* -drive file=IMAGE,format=raw,... -> file=OVERLAY,format=qcow2 */
+static int rewrite_drive(struct builder *b, struct arg_iter *it)
+{
+	struct optval v;
+	int i, ret;
+
+	if (optval_parse(it->arg, &v))
+		return fail(b, -ENOMEM, "out of memory");
+	i = disk_of_file(b, optval_get(&v, "file", false));
+	if (i < 0 || v.json) {
+		optval_free(&v);
+		return keep(b, it);
+	}
+	b->disk_found[i] = true;
+	ret = out_dup(b, it->opt);
+	if (!ret) {
+		const char *kv[] = { "file", b->spec->disks[i].overlay, "format", "qcow2" };
+		ret = optval_set_print(b, &v, kv, 4);
+	}
+	optval_free(&v);
+	return ret;
+}
+
+/* -blockdev driver=file,filename=IMAGE -> filename=OVERLAY; the raw node
+ * on top of it (file=NODE) becomes qcow2, which opens the replica as its
+ * backing file. */
+static int rewrite_blockdev(struct builder *b, struct arg_iter *it)
+{
+	struct optval v;
+	const char *driver;
+	int i, ret;
+
+	if (optval_parse(it->arg, &v))
+		return fail(b, -ENOMEM, "out of memory");
+	driver = optval_get(&v, "driver", false);
+	if (streq(driver, "file") && (i = disk_of_file(b, optval_get(&v, "filename", false))) >= 0) {
+		const char *kv[] = { "filename", b->spec->disks[i].overlay };
+
+		b->disk_found[i] = true;
+		ret = out_dup(b, it->opt);
+		ret = ret ? ret : optval_set_print(b, &v, kv, 2);
+	} else if (streq(driver, "raw") && disk_of_node(b, optval_get(&v, "file", false)) >= 0) {
+		const char *kv[] = { "driver", "qcow2" };
+
+		ret = out_dup(b, it->opt);
+		ret = ret ? ret : optval_set_print(b, &v, kv, 2);
+	} else {
+		ret = keep(b, it);
+	}
+	optval_free(&v);
+	return ret;
+}
+
+/* Before the rewrite: the node names of the replicated images' file nodes. */
+static int find_disk_nodes(struct builder *b)
+{
+	for (int a = 1; a + 1 < b->argc; a++) {
+		struct optval v;
+		int i;
+
+		if (!streq(b->argv[a], "-blockdev") && !streq(b->argv[a], "--blockdev"))
+			continue;
+		if (optval_parse(b->argv[a + 1], &v))
+			return fail(b, -ENOMEM, "out of memory");
+		i = streq(optval_get(&v, "driver", false), "file") ?
+			disk_of_file(b, optval_get(&v, "filename", false)) : -1;
+		if (i >= 0 && optval_get(&v, "node-name", false) && !b->disk_node[i]) {
+			b->disk_node[i] = strdup(optval_get(&v, "node-name", false));
+			if (!b->disk_node[i]) {
+				optval_free(&v);
+				return fail(b, -ENOMEM, "out of memory");
+			}
+		}
+		optval_free(&v);
+	}
+	return 0;
+}
+
+static int check_disks_found(struct builder *b)
+{
+	for (int i = 0; i < b->spec->ndisks; i++)
+		if (!b->disk_found[i])
+			return fail(b, -EINVAL, "the primary's command line has no -drive file= or "
+				    "-blockdev filename= for its disk %s", b->spec->disks[i].file);
+	return 0;
+}
+
 /* ---- putting it together ---- */
 
 static const struct rule {
@@ -723,6 +854,8 @@ static const struct rule {
 	{ "D", rewrite_logfile },
 	{ "object", rewrite_object },
 	{ "netdev", rewrite_netdev },
+	{ "drive", rewrite_drive },
+	{ "blockdev", rewrite_blockdev },
 };
 
 static int rewrite_one(struct builder *b, struct arg_iter *it)
@@ -779,6 +912,8 @@ static int build(struct builder *b)
 	ret = escape_dir(b);
 	if (!ret)
 		ret = prescan(b);
+	if (!ret)
+		ret = find_disk_nodes(b);
 	if (ret)
 		return ret;
 	ret = out_dup(b, b->argv[0]);
@@ -790,7 +925,8 @@ static int build(struct builder *b)
 	if (!b->found_ram)
 		return fail(b, -EINVAL, "the primary's command line has no memory backend '%s'",
 			    b->spec->ram_backend_id);
-	return append_tail(b);
+	ret = check_disks_found(b);
+	return ret ? ret : append_tail(b);
 }
 
 int restore_cmdline_build(char *const *argv_in, int argc_in,
@@ -809,8 +945,12 @@ int restore_cmdline_build(char *const *argv_in, int argc_in,
 	if (!argv_in || argc_in < 1 || !spec || !spec->state_dir ||
 	    !spec->ram_path || !spec->ram_backend_id)
 		return fail(&b, -EINVAL, "no command line or an incomplete restore spec");
+	if (spec->ndisks < 0 || spec->ndisks > RESTORE_MAX_DISKS)
+		return fail(&b, -EINVAL, "%d disks: at most %d", spec->ndisks, RESTORE_MAX_DISKS);
 	ret = build(&b);
 	free(b.qmp_dir);
+	for (int i = 0; i < RESTORE_MAX_DISKS; i++)
+		free(b.disk_node[i]);
 	if (ret) {
 		restore_cmdline_free(b.out);
 		return ret;

@@ -6,6 +6,8 @@
 
 #include <stddef.h>
 
+#define RESTORE_MAX_DISKS 16
+
 struct restore_spec {
 	const char *state_dir;      /* serial.log, qmp.sock, ... go here */
 	const char *ram_path;       /* file the main memory backend maps */
@@ -16,6 +18,16 @@ struct restore_spec {
 	 * into state_dir (the NIC is then cut off). */
 	const char *const *taps;
 	int ntaps;
+	/* Replicated disks: the image the primary's command line names
+	 * (-drive file=, or a -blockdev driver=file filename=) is replaced by
+	 * a qcow2 overlay over the replica, and its format raw by qcow2. */
+	const struct restore_disk *disks;
+	int ndisks;
+};
+
+struct restore_disk {
+	const char *file;     /* the primary's image, as its command line says */
+	const char *overlay;  /* qcow2 over the replica, in state_dir */
 };
 
 /* Build argv for the restored QEMU from argv_in (argc_in entries, argv_in[0]

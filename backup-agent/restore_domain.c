@@ -149,6 +149,65 @@ static int move_nics(xmlDocPtr doc, const struct restore_domain_spec *s, char *e
 	return rc;
 }
 
+static int set_props(xmlNodePtr n, const char *const *kv, int count)
+{
+	for (int i = 0; i < count; i += 2)
+		if (!xmlSetProp(n, (const xmlChar *)kv[i], (const xmlChar *)kv[i + 1]))
+			return -ENOMEM;
+	return 0;
+}
+
+/* <disk type='file'><driver type='raw'/><source file='IMAGE'/> of a
+ * replicated disk: the restored domain runs on a qcow2 overlay whose
+ * backing store is the replica. */
+static int rewrite_disk(xmlNodePtr disk, const struct restore_domain_disk *d)
+{
+	xmlNodePtr drv = child(disk, "driver"), src = child(disk, "source"), bs, fmt, bsrc;
+	const char *drv_kv[] = { "name", "qemu", "type", "qcow2" };
+	const char *bs_kv[] = { "type", "file" };
+
+	drop_children(disk, "backingStore");
+	if (!drv)
+		drv = xmlNewChild(disk, NULL, (const xmlChar *)"driver", NULL);
+	bs = xmlNewChild(disk, NULL, (const xmlChar *)"backingStore", NULL);
+	fmt = bs ? xmlNewChild(bs, NULL, (const xmlChar *)"format", NULL) : NULL;
+	bsrc = bs ? xmlNewChild(bs, NULL, (const xmlChar *)"source", NULL) : NULL;
+	if (!drv || !fmt || !bsrc || set_props(drv, drv_kv, 4) || set_props(bs, bs_kv, 2) ||
+	    !xmlSetProp(fmt, (const xmlChar *)"type", (const xmlChar *)"raw") ||
+	    !xmlSetProp(bsrc, (const xmlChar *)"file", (const xmlChar *)d->base) ||
+	    !xmlSetProp(src, (const xmlChar *)"file", (const xmlChar *)d->overlay))
+		return -ENOMEM;
+	return 0;
+}
+
+static int move_disks(xmlDocPtr doc, const struct restore_domain_spec *s, char *err,
+		      size_t errlen)
+{
+	xmlXPathObjectPtr o = select_nodes(doc, "/domain/devices/disk[@type='file']");
+	int rc = 0;
+
+	for (int i = 0; i < s->ndisks && !rc; i++) {
+		bool found = false;
+
+		for (int k = 0; k < nodes_count(o) && !found && !rc; k++) {
+			xmlNodePtr disk = o->nodesetval->nodeTab[k], src = child(disk, "source");
+			xmlChar *file = src ? xmlGetProp(src, (const xmlChar *)"file") : NULL;
+
+			if (file && !strcmp((const char *)file, s->disks[i].file)) {
+				found = true;
+				rc = rewrite_disk(disk, &s->disks[i]) ?
+					fail(err, errlen, -ENOMEM, "out of memory") : 0;
+			}
+			xmlFree(file);
+		}
+		if (!found && !rc)
+			rc = fail(err, errlen, -EINVAL, "the primary's domain XML has no "
+				  "<disk type='file'> with <source file='%s'/>", s->disks[i].file);
+	}
+	xmlXPathFreeObject(o);
+	return rc;
+}
+
 /* <qemu:commandline> with -incoming defer (QEMU waits for the checkpoint)
  * and send-configuration=off (the device state has no configuration
  * section; the agent compares the machine type itself). */
@@ -201,6 +260,8 @@ int restore_domain_xml(const char *primary_xml, const struct restore_domain_spec
 	rc = move_serial_logs(doc, s->state_dir, err, errlen);
 	if (!rc)
 		rc = move_nics(doc, s, err, errlen);
+	if (!rc)
+		rc = move_disks(doc, s, err, errlen);
 	if (!rc && !(*persistent_xml = dump(doc)))
 		rc = fail(err, errlen, -ENOMEM, "out of memory");
 	if (!rc)

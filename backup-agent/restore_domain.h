@@ -8,6 +8,10 @@ struct restore_domain_spec {
 	const char *state_dir;      /* serial logs go here */
 	const char *const *taps;    /* "[ID=]NAME", ID a NIC's alias or MAC */
 	int ntaps;
+	/* replicated disks: <source file='FILE'/> runs on OVERLAY (qcow2) with
+	 * the replica BASE (raw) as its backing store */
+	const struct restore_domain_disk { const char *file, *overlay, *base; } *disks;
+	int ndisks;
 };
 
 /* From the primary's migratable XML: *start_xml to start the restored

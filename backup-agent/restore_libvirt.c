@@ -176,15 +176,21 @@ static int load_devstate(const char *dir, struct qmp *q)
 }
 
 static int start_domain(const struct restore_opts *o, const struct replica_info *info,
-			struct virt **v, char **persistent_xml)
+			const struct restore_disks *disks, struct virt **v, char **persistent_xml)
 {
+	struct restore_domain_disk dd[RESTORE_MAX_DISKS];
 	struct restore_domain_spec spec = {
 		.state_dir = o->dir, .taps = o->taps, .ntaps = o->ntaps,
+		.disks = dd, .ndisks = disks->n,
 	};
 	char *start_xml = NULL, err[256];
 	const char *uri = o->libvirt_uri ? o->libvirt_uri : "qemu:///system";
 	int rc;
 
+	for (int i = 0; i < disks->n; i++)
+		dd[i] = (struct restore_domain_disk){ .file = disks->d[i].file,
+						      .overlay = disks->d[i].overlay,
+						      .base = disks->base[i] };
 	rc = restore_domain_xml(restore_json_str(info->vm, "libvirt_xml"), &spec, &start_xml,
 				persistent_xml, err, sizeof(err));
 	if (rc) {
@@ -200,12 +206,15 @@ int restore_libvirt(const struct restore_opts *o, const struct replica_info *inf
 		    struct restore_result *res)
 {
 	char *persistent_xml = NULL, log_hint[PATH_MAX];
+	struct restore_disks disks = { .n = 0 };
 	struct virt *v = NULL;
 	struct qmp *q = NULL;
 	double t0 = mono_ms(), t;
 	int rc;
 
-	rc = start_domain(o, info, &v, &persistent_xml);
+	rc = restore_disk_overlays(o->dir, info->vm, &disks);
+	if (!rc)
+		rc = start_domain(o, info, &disks, &v, &persistent_xml);
 	if (rc)
 		goto out;
 	snprintf(log_hint, sizeof(log_hint), "libvirt's log of domain %s", virt_name(v));
@@ -233,5 +242,6 @@ out:
 	qmp_close(q);
 	virt_close(v);
 	free(persistent_xml);
+	restore_disks_free(&disks);
 	return rc;
 }

@@ -15,6 +15,7 @@
 #define RANGE_TIMEOUT_MS       50, 600000
 #define RANGE_CAPTURE_THREADS  1, 16
 #define RANGE_NET_CAP_MB       1, 4096
+#define RANGE_DISK_CAP_MB      1, 4096
 #define RANGE_FENCE_TIMEOUT_MS 100, 600000
 
 /* A decimal number in MIN-MAX, quietly: 0, -EINVAL (not a number) or

@@ -199,54 +199,6 @@ static int check_ramblocks(struct replicator *r)
 	return rc;
 }
 
-static bool listed_unprotected(const struct replicator *r, const char *name)
-{
-	for (int i = 0; i < r->cfg.n_unprotected_disks; i++)
-		if (!strcmp(r->cfg.unprotected_disks[i], name))
-			return true;
-	return false;
-}
-
-/* Disks are not replicated (yet): a writable one would not match the VM's
- * memory after a failover. Refuse it, unless the operator says both hosts
- * see the same storage. Read-only media are fine. */
-static int check_disks(struct replicator *r)
-{
-	struct json_object *ret = NULL;
-	int rc = qmp_execute(r->qmp, "query-block", NULL, &ret, QMP_QUERY_TIMEOUT_MS);
-
-	if (rc) {
-		log_err("cannot list the VM's disks: %s", qmp_last_error(r->qmp));
-		return rc;
-	}
-	for (size_t i = 0; !rc && i < json_object_array_length(ret); i++) {
-		struct json_object *d = json_object_array_get_idx(ret, i), *ins, *v;
-		const char *name, *file = "?";
-
-		if (!json_object_object_get_ex(d, "inserted", &ins) ||
-		    (json_object_object_get_ex(ins, "ro", &v) && json_object_get_boolean(v)))
-			continue;
-		/* -drive names the device; -blockdev leaves it empty */
-		json_object_object_get_ex(d, "device", &v);
-		name = v ? json_object_get_string(v) : "";
-		if (!name[0] && json_object_object_get_ex(ins, "node-name", &v))
-			name = json_object_get_string(v);
-		if (json_object_object_get_ex(ins, "file", &v))
-			file = json_object_get_string(v);
-		if (listed_unprotected(r, name)) {
-			log_warn("disk '%s' (%s) is not replicated (--unprotected-disk): both hosts "
-				 "must see the same storage", name, file);
-			continue;
-		}
-		log_err("refusing VM %s: disk '%s' (%s) is writable and not replicated, so after "
-			"a failover it would not match the VM's memory; make it read-only, or, if "
-			"both hosts share this storage, pass --unprotected-disk %s", r->vm.name,
-			name, file, name);
-		rc = -EPERM;
-	}
-	json_object_put(ret);
-	return rc;
-}
 
 /* A path QEMU opened, as seen from here: libvirt may run QEMU in a mount
  * namespace of its own (qemu.conf namespaces), so go through its root. */
@@ -390,7 +342,7 @@ int vm_attach(struct replicator *r)
 		return rc ? rc : -ESRCH;
 	}
 	if ((rc = find_name(vm)) || (rc = find_backend(r)) || (rc = check_ram_file(vm)) ||
-	    (rc = find_machine_type(r)) || (rc = check_ramblocks(r)) || (rc = check_disks(r)))
+	    (rc = find_machine_type(r)) || (rc = check_ramblocks(r)))
 		return rc;
 	log_info("attached to VM %s%s: QEMU pid %d, machine %s, %llu MiB RAM in %s (backend %s)",
 		 vm->name, r->virt ? " through libvirt" : "", (int)vm->pid, vm->machine_type,
@@ -414,6 +366,9 @@ char *vm_hello_json(const struct replicator *r)
 	json_object_object_add(o, "ram_backend", json_object_new_string(vm->backend_id));
 	json_object_object_add(o, "machine_type", json_object_new_string(vm->machine_type));
 	json_object_object_add(o, "qemu_argv", argv);
+	for (int i = 0; i < r->ndevices; i++)
+		if (r->devices[i].ops->hello)
+			r->devices[i].ops->hello(r->devices[i].state, o);
 	if (vm->libvirt_xml)
 		json_object_object_add(o, "libvirt_xml", json_object_new_string(vm->libvirt_xml));
 	text = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));

@@ -28,7 +28,10 @@ struct ckpt_device_ops {
 	int (*setup)(struct replicator *r, void **state);
 	/* Always runs, also after a failed setup (state may be NULL). */
 	void (*teardown)(void *state);
-	/* A new backup: queue a full copy while the VM runs (epoch 0). */
+	/* A new backup: queue a full copy while the VM runs (epoch 0). May
+	 * return CKPT_SYNC_PENDING: the copy goes on (frames pushed to
+	 * r->sync_tally) and epoch 0 ends when the device calls
+	 * epoch_sync_device_ready(). */
 	int (*sync)(void *state, struct replicator *r, struct epoch_tally *t);
 	/* VM stopped at the barrier: capture what this epoch changed. Keep it
 	 * short: the guest is not running. */
@@ -43,7 +46,14 @@ struct ckpt_device_ops {
 	void (*protect)(void *state, struct replicator *r, bool on, uint64_t next_epoch);
 	/* Figures for `remusctl status`: add keys to out. */
 	void (*status)(void *state, struct json_object *out);
+	/* A QMP event from QEMU (BLOCK_JOB_READY, ...). */
+	void (*event)(void *state, struct replicator *r, const char *event,
+		      struct json_object *data);
+	/* What the backup must know of this device: add keys to HELLO. */
+	void (*hello)(void *state, struct json_object *hello);
 };
+
+#define CKPT_SYNC_PENDING 1
 
 struct ckpt_device {
 	const struct ckpt_device_ops *ops;
@@ -53,6 +63,11 @@ struct ckpt_device {
 extern const struct ckpt_device_ops memory_device_ops;
 extern const struct ckpt_device_ops qemu_state_device_ops;
 extern const struct ckpt_device_ops netbuf_device_ops;
+extern const struct ckpt_device_ops disk_device_ops;
+
+/* A device whose sync returned CKPT_SYNC_PENDING has queued all of
+ * epoch 0: close it once every such device has said so. */
+void epoch_sync_device_ready(struct replicator *r);
 
 /* A device needs a barrier now (e.g. its output buffer is full): take the
  * checkpoint at once, or as soon as the one in flight is acknowledged. */

@@ -20,6 +20,7 @@
 static const struct ckpt_device_ops *const device_table[] = {
 	&memory_device_ops,
 	&qemu_state_device_ops,
+	&disk_device_ops,      /* writes of the epoch, taken with the VM stopped */
 	&netbuf_device_ops,    /* after the capture: drains and seals the epoch's output */
 };
 
@@ -143,7 +144,7 @@ static int send_epoch(struct replicator *r, uint64_t id, uint64_t *pages)
 
 void epoch_start_sync(struct replicator *r)
 {
-	struct epoch_tally t = { .id = 0 };
+	struct epoch_tally *t = &r->sync_tally;
 	double t0 = mono_ms();
 	int rc = 0;
 
@@ -151,20 +152,36 @@ void epoch_start_sync(struct replicator *r)
 	r->prot = PROT_SYNCING;
 	r->session_synced = false;
 	r->stats.resyncs++;
+	r->sync_pending = 0;
+	*t = (struct epoch_tally){ .id = 0 };
 	replicator_notify_state(r);
-	for (int i = 0; i < r->ndevices && !rc; i++) {
+	for (int i = 0; i < r->ndevices && rc >= 0; i++) {
 		const struct ckpt_device *d = &r->devices[i];
-		if (d->ops->sync)
-			rc = d->ops->sync(d->state, r, &t);
+		if (!d->ops->sync)
+			continue;
+		rc = d->ops->sync(d->state, r, t);
+		if (rc == CKPT_SYNC_PENDING) {
+			r->sync_pending++;
+			rc = 0;
+		}
 	}
-	if (!rc)
-		rc = close_epoch(r, &t);
+	if (!rc && !r->sync_pending)
+		rc = close_epoch(r, t);
 	if (rc) {
 		epoch_on_backup_lost(r, "initial sync could not be queued");
 		return;
 	}
-	log_info("initial sync: %llu pages queued in %.1f ms (VM running)",
-		 (unsigned long long)t.pages, mono_ms() - t0);
+	log_info("initial sync: %llu pages queued in %.1f ms (VM running)%s",
+		 (unsigned long long)t->pages, mono_ms() - t0,
+		 r->sync_pending ? "; epoch 0 ends when the disks are copied" : "");
+}
+
+void epoch_sync_device_ready(struct replicator *r)
+{
+	if (!r->sync_pending || --r->sync_pending)
+		return;
+	if (close_epoch(r, &r->sync_tally))
+		link_drop_alive(r, "initial sync could not be closed; resyncing");
 }
 
 static void set_timer(struct replicator *r, double ms)

@@ -217,6 +217,12 @@ static int parse_hello_reply(struct replicator *r, const uint8_t *payload, uint3
 	} else {
 		r->agent_operator = has_feature(reply, PROTO_FEATURE_OPERATOR);
 		set_backup_silence(r, reply);
+		if (r->protected_disks && !has_feature(reply, PROTO_FEATURE_DISK)) {
+			snprintf(err, errlen, "the backup agent keeps no disk replicas (an older "
+				 "remus-agent?) but the VM has %d replicated disk(s)",
+				 r->protected_disks);
+			rc = -EPROTO;
+		}
 	}
 	json_object_put(reply);
 	return rc;

@@ -121,8 +121,13 @@ void replicator_usage(FILE *f)
 "  --net-cap-mb N        output held for the backup before the epoch ends\n"
 "                        early (default %u)\n"
 "  --unprotected-disk NAME  a writable disk (QEMU's device or node name) that\n"
-"                        both hosts share, left out of replication; any other\n"
-"                        writable disk is refused (disks are not replicated)\n"
+"                        both hosts share, left out of replication. Every\n"
+"                        other writable disk is replicated: mirrored into\n"
+"                        the replicator and applied on the backup with the\n"
+"                        epoch its writes belong to\n"
+"  --disk-cap-mb N       an epoch's disk writes before it ends early; at\n"
+"                        twice that the guest's writes wait for the barrier\n"
+"                        (default %u)\n"
 "  --heartbeat-ms N      heartbeat interval when idle (default %u)\n"
 "  --timeout-ms N        backup silent this long counts as lost (default %u);\n"
 "                        then held output is released. Raised to what the\n"
@@ -149,13 +154,14 @@ void replicator_usage(FILE *f)
 		REPLICATOR_DEFAULT_EPOCH_MS, REPLICATOR_DEFAULT_EPOCH_MIN_MS,
 		REPLICATOR_DEFAULT_EPOCH_MAX_MS, REPLICATOR_DEFAULT_OVERHEAD_PCT,
 		REPLICATOR_DEFAULT_OUTPUT_DELAY_MS, sysconf(_SC_NPROCESSORS_ONLN),
-		REPLICATOR_DEFAULT_NET_CAP_MB, REPLICATOR_DEFAULT_HEARTBEAT_MS,
+		REPLICATOR_DEFAULT_NET_CAP_MB, REPLICATOR_DEFAULT_DISK_CAP_MB,
+		REPLICATOR_DEFAULT_HEARTBEAT_MS,
 		REPLICATOR_DEFAULT_TIMEOUT_MS);
 }
 
 enum { OPT_QMP = 256, OPT_CONNECT, OPT_DOMAIN, OPT_NOTIFY, OPT_PAIR, OPT_BACKUP, OPT_RAM_FILE, OPT_EPOCH_MS, OPT_CONTROL,
        OPT_HEARTBEAT_MS, OPT_TIMEOUT_MS, OPT_SYSLOG, OPT_TEST_CORRUPT,
-       OPT_CAPTURE_THREADS, OPT_NET_OUT, OPT_NET_CAP_MB, OPT_NO_OUTPUT_COMMIT,
+       OPT_CAPTURE_THREADS, OPT_NET_OUT, OPT_NET_CAP_MB, OPT_DISK_CAP_MB, OPT_TEST_DISK_UNBUFFERED, OPT_NO_OUTPUT_COMMIT,
        OPT_EPOCH_POLICY, OPT_EPOCH_MIN_MS, OPT_EPOCH_MAX_MS, OPT_MAX_OVERHEAD,
        OPT_OUTPUT_DELAY_MS, OPT_TRACKER, OPT_UNPROTECTED_DISK, OPT_CONFIG,
        OPT_CHECK_CONFIG };
@@ -184,6 +190,10 @@ static const struct option long_opts[] = {
 	{ "unprotected-disk", required_argument, NULL, OPT_UNPROTECTED_DISK },
 	{ "net-out", required_argument, NULL, OPT_NET_OUT },
 	{ "net-cap-mb", required_argument, NULL, OPT_NET_CAP_MB },
+	{ "disk-cap-mb", required_argument, NULL, OPT_DISK_CAP_MB },
+	/* test only: every disk write also goes to the backup at once, outside
+	 * its epoch (for an agent with --test-disk-apply-on-arrival) */
+	{ "test-disk-unbuffered", no_argument, NULL, OPT_TEST_DISK_UNBUFFERED },
 	/* test only: let output through before its checkpoint commits */
 	{ "no-output-commit", no_argument, NULL, OPT_NO_OUTPUT_COMMIT },
 	{ "syslog", no_argument, NULL, OPT_SYSLOG },
@@ -234,6 +244,8 @@ static void apply_file(struct replicator_config *cfg, const char **backup, int *
 		cfg->capture_threads = pc->capture_threads;
 	if (PC_SET(pc, NETBUF_CAP_MB))
 		cfg->net_cap_bytes = (size_t)pc->netbuf_cap_mb << 20;
+	if (PC_SET(pc, CAPTURE_DISK_CAP_MB))
+		cfg->disk_cap_bytes = (size_t)pc->capture_disk_cap_mb << 20;
 	if (PC_SET(pc, HEARTBEAT_INTERVAL_MS))
 		cfg->heartbeat_ms = pc->heartbeat_interval_ms;
 	if (PC_SET(pc, HEARTBEAT_TIMEOUT_MS))
@@ -279,6 +291,7 @@ static int parse(int argc, char **argv, struct replicator_config *cfg, int *use_
 		.test_corrupt_epoch = -1,
 		.capture_threads = default_capture_threads(),
 		.net_cap_bytes = (size_t)REPLICATOR_DEFAULT_NET_CAP_MB << 20,
+		.disk_cap_bytes = (size_t)REPLICATOR_DEFAULT_DISK_CAP_MB << 20,
 		/* compare until soft-dirty has run end to end with QEMU */
 		.tracker = "compare",
 		.policy = {
@@ -363,10 +376,18 @@ static int parse(int argc, char **argv, struct replicator_config *cfg, int *use_
 			if (add_net_out(cfg, optarg))
 				return -1;
 			break;
+		case OPT_DISK_CAP_MB:
+			if (cli_parse_ulong("--disk-cap-mb", optarg, RANGE_DISK_CAP_MB, &v))
+				return -1;
+			cfg->disk_cap_bytes = v << 20;
+			break;
 		case OPT_NET_CAP_MB:
 			if (cli_parse_ulong("--net-cap-mb", optarg, RANGE_NET_CAP_MB, &v))
 				return -1;
 			cfg->net_cap_bytes = v << 20;
+			break;
+		case OPT_TEST_DISK_UNBUFFERED:
+			cfg->test_disk_unbuffered = true;
 			break;
 		case OPT_NO_OUTPUT_COMMIT:
 			cfg->no_output_commit = true;

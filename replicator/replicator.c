@@ -145,6 +145,9 @@ static void on_qmp_event(const char *event, struct json_object *data, void *opaq
 {
 	struct replicator *r = opaque;
 
+	for (int i = 0; i < r->ndevices; i++)
+		if (r->devices[i].ops->event)
+			r->devices[i].ops->event(r->devices[i].state, r, event, data);
 	if (!strcmp(event, "SHUTDOWN")) {
 		r->vm_shutdown = true;
 		log_info("QEMU reports SHUTDOWN: %s", data ? json_object_to_json_string(data) : "");

@@ -2,6 +2,7 @@
 #ifndef REMUS_REPLICATOR_H
 #define REMUS_REPLICATOR_H
 
+#include "ckpt_device.h"
 #include "config.h"
 #include "epoch_policy.h"
 #include "frame_queue.h"
@@ -28,6 +29,7 @@ struct json_object;
 #define REPLICATOR_DEFAULT_HEARTBEAT_MS 100u
 #define REPLICATOR_DEFAULT_TIMEOUT_MS   2000u
 #define REPLICATOR_DEFAULT_NET_CAP_MB   16u
+#define REPLICATOR_DEFAULT_DISK_CAP_MB  64u
 #define REPLICATOR_MAX_NICS             8
 #define REPLICATOR_MAX_DISKS            8
 
@@ -51,7 +53,9 @@ struct replicator_config {
 	struct net_out { char netdev[64]; const char *spec; } net_out[REPLICATOR_MAX_NICS];
 	int n_net_out;
 	size_t net_cap_bytes;
+	size_t disk_cap_bytes;     /* an epoch's disk writes before it ends early */
 	bool no_output_commit;     /* test only: release frames at once */
+	bool test_disk_unbuffered; /* test only: disk writes also sent at once */
 	const char *notify_cmd;    /* --notify CMD: events, see README "Hooks" */
 	const char *pair_name;     /* --pair NAME; NULL: the VM's name */
 	/* --config: owns the strings above that came from the file, and the
@@ -125,6 +129,8 @@ struct replicator {
 	enum protection prot;
 	uint64_t epoch;          /* id of the newest captured epoch */
 	bool inflight;           /* epoch captured and sent, not yet acked */
+	struct epoch_tally sync_tally; /* epoch 0 while devices still copy */
+	int sync_pending;        /* devices whose copy is still going on */
 	bool checkpoint_due;     /* timer fired while an epoch was in flight */
 	bool stopping;
 	unsigned connect_failures; /* in a row, for quiet retries */
@@ -139,6 +145,7 @@ struct replicator {
 
 	/* operator controls (operator.c) */
 	bool agent_operator;
+	int protected_disks;      /* disks the disk device replicates */
 	/* Backup silent this long: lost, held output released. At least
 	 * --timeout-ms, and longer than the backup may take to declare us
 	 * lost and fence us (its HELLO_REPLY says how long): output released

@@ -173,6 +173,36 @@ START_TEST(test_restore_errors)
 }
 END_TEST
 
+START_TEST(test_restore_disk_onto_overlay)
+{
+	static const struct restore_domain_disk disks[] = {
+		{ "/var/lib/libvirt/images/vm1.img", "/srv/remus/vm1/disk-0.qcow2",
+		  "/srv/remus/vm1/disk-0.img" },
+	};
+	struct restore_domain_spec s = { .state_dir = "/srv/remus/vm1", .disks = disks, .ndisks = 1 };
+	const char *xml = DOMAIN(SHARED_MEMFD,
+		"<disk type='file' device='disk'><driver name='qemu' type='raw'/>"
+		"<source file='/var/lib/libvirt/images/vm1.img'/><target dev='vda' bus='virtio'/></disk>"
+		"<disk type='file' device='cdrom'><source file='/iso/x.iso'/><readonly/></disk>");
+	char *start = NULL, *persistent = NULL, err[256] = "";
+
+	ck_assert_int_eq(restore_domain_xml(xml, &s, &start, &persistent, err, sizeof(err)), 0);
+	ck_assert_ptr_nonnull(strstr(start, "<source file=\"/srv/remus/vm1/disk-0.qcow2\"/>"));
+	ck_assert_ptr_nonnull(strstr(start, "<driver name=\"qemu\" type=\"qcow2\"/>"));
+	ck_assert_ptr_nonnull(strstr(start, "<source file=\"/srv/remus/vm1/disk-0.img\"/>"));
+	ck_assert_ptr_nonnull(strstr(start, "<format type=\"raw\"/>"));
+	ck_assert_ptr_null(strstr(start, "/var/lib/libvirt/images/vm1.img"));
+	ck_assert_ptr_nonnull(strstr(start, "/iso/x.iso")); /* the cdrom stays */
+	ck_assert_ptr_nonnull(strstr(persistent, "disk-0.qcow2"));
+	free(start);
+	free(persistent);
+	/* a replicated disk the XML does not have */
+	s.disks = (const struct restore_domain_disk[]){ { "/nope.img", "/o", "/b" } };
+	ck_assert_int_eq(restore_domain_xml(xml, &s, &start, &persistent, err, sizeof(err)), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(err, "/nope.img"));
+}
+END_TEST
+
 static Suite *domain_xml_suite(void)
 {
 	Suite *s = suite_create("domain_xml");
@@ -187,6 +217,7 @@ static Suite *domain_xml_suite(void)
 		{ "restore_udp_nic_onto_tap", test_restore_udp_nic_onto_tap },
 		{ "restore_single_nic_bare_tap", test_restore_single_nic_bare_tap },
 		{ "restore_errors", test_restore_errors },
+		{ "restore_disk_onto_overlay", test_restore_disk_onto_overlay },
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {

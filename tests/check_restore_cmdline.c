@@ -551,6 +551,78 @@ END_TEST
 
 /* ---- the restored command line, run by a real QEMU ---- */
 
+/* ---- replicated disks: the image becomes a qcow2 overlay over the replica */
+static const struct restore_disk disk0[] = { { "/var/lib/vm/d0.img", "/b/disk-0.qcow2" } };
+
+START_TEST(test_disk_drive_to_overlay)
+{
+	struct restore_spec sp = spec;
+	const char *in[] = {
+		"qemu", PRIMARY_RAM, "-drive", "file=/var/lib/vm/d0.img,format=raw,if=virtio,id=d0",
+		"-drive", "file=/iso/other.iso,media=cdrom,readonly=on", NULL
+	};
+
+	sp.disks = disk0;
+	sp.ndisks = 1;
+	assert_restored(in, &sp, "qemu|" RESTORED_RAM "|"
+		"-drive|file=/b/disk-0.qcow2,format=qcow2,if=virtio,id=d0|"
+		"-drive|file=/iso/other.iso,media=cdrom,readonly=on|" TAIL);
+}
+END_TEST
+
+START_TEST(test_disk_blockdev_to_overlay)
+{
+	struct restore_spec sp = spec;
+	const char *in[] = {
+		"qemu", PRIMARY_RAM,
+		"-blockdev", "driver=file,filename=/var/lib/vm/d0.img,node-name=d0-file",
+		"-blockdev", "driver=raw,file=d0-file,node-name=d0",
+		"-device", "virtio-blk-pci,drive=d0,id=vdisk0", NULL
+	};
+
+	sp.disks = disk0;
+	sp.ndisks = 1;
+	assert_restored(in, &sp, "qemu|" RESTORED_RAM "|"
+		"-blockdev|driver=file,filename=/b/disk-0.qcow2,node-name=d0-file|"
+		"-blockdev|driver=qcow2,file=d0-file,node-name=d0|"
+		"-device|virtio-blk-pci,drive=d0,id=vdisk0|" TAIL);
+}
+END_TEST
+
+START_TEST(test_disk_blockdev_json_to_overlay)
+{
+	struct restore_spec sp = spec;
+	const char *in[] = {
+		"qemu", PRIMARY_RAM,
+		"-blockdev", "{\"driver\":\"file\",\"filename\":\"/var/lib/vm/d0.img\",\"node-name\":\"s1\"}",
+		"-blockdev", "{\"node-name\":\"f1\",\"driver\":\"raw\",\"file\":\"s1\"}", NULL
+	};
+
+	sp.disks = disk0;
+	sp.ndisks = 1;
+	assert_restored(in, &sp, "qemu|" RESTORED_RAM "|"
+		"-blockdev|{\"driver\":\"file\",\"filename\":\"/b/disk-0.qcow2\",\"node-name\":\"s1\"}|"
+		"-blockdev|{\"node-name\":\"f1\",\"driver\":\"qcow2\",\"file\":\"s1\"}|" TAIL);
+}
+END_TEST
+
+/* A disk the replica has but the command line does not: refuse, rather
+ * than start the VM on the primary's image path. */
+START_TEST(test_disk_missing_is_error)
+{
+	struct restore_spec sp = spec;
+	const char *in[] = { "qemu", PRIMARY_RAM, "-drive", "file=/elsewhere.img,format=raw", NULL };
+	char **out = NULL, err[256];
+
+	sp.disks = disk0;
+	sp.ndisks = 1;
+	ck_assert_int_eq(restore_cmdline_build((char *const *)in, count(in), &sp, &out, err,
+					       sizeof(err)), -EINVAL);
+	ck_assert_ptr_null(out);
+	ck_assert_ptr_nonnull(strstr(err, "/var/lib/vm/d0.img"));
+}
+END_TEST
+
 static int find_qemu(char *out, size_t size)
 {
 	const char *path = getenv("PATH");
@@ -717,6 +789,10 @@ static Suite *restore_cmdline_suite(void)
 	add(s, "netdev_rewrite_idempotent", test_netdev_rewrite_idempotent, 5);
 	add(s, "netdev_tap_name_comma_doubled", test_netdev_tap_name_comma_doubled, 5);
 	add(s, "idempotent", test_idempotent, 5);
+	add(s, "disk_drive_to_overlay", test_disk_drive_to_overlay, 5);
+	add(s, "disk_blockdev_to_overlay", test_disk_blockdev_to_overlay, 5);
+	add(s, "disk_blockdev_json_to_overlay", test_disk_blockdev_json_to_overlay, 5);
+	add(s, "disk_missing_is_error", test_disk_missing_is_error, 5);
 	add(s, "bad_input", test_bad_input, 5);
 	add(s, "real_qemu_accepts_it", test_real_qemu_accepts_it, 60);
 	return s;
