@@ -255,11 +255,12 @@ static void on_hello(struct agent *a, const uint8_t *payload, uint32_t len)
 	snprintf(a->vm_name, sizeof(a->vm_name), "%s", name ? name : "?");
 	a->grace_until = 0; /* the primary is back */
 	a->paused = false;  /* a paused primary says so again */
-	log_info("primary %s: replicating VM %s (%llu MiB); initial sync started",
-		 a->peer, vm_name(a), (unsigned long long)(a->replica.ram_size >> 20));
+	log_info("primary %s: replicating VM %s (%llu MiB, %u disk%s); initial sync started",
+		 a->peer, vm_name(a), (unsigned long long)(a->replica.ram_size >> 20),
+		 a->replica.ndisks, a->replica.ndisks == 1 ? "" : "s");
 	notify_status("VM %s from %s: syncing", vm_name(a), a->peer);
 	snprintf(reply, sizeof(reply), "{\"ok\":true,\"features\":[\"" PROTO_FEATURE_OPERATOR
-		 "\"],\"takeover_after_ms\":%u}", takeover_after_ms(a));
+		 "\",\"" PROTO_FEATURE_DISK "\"],\"takeover_after_ms\":%u}", takeover_after_ms(a));
 	send_frame(a, FRAME_HELLO_REPLY, 0, reply);
 }
 
@@ -419,6 +420,7 @@ static bool on_frame(struct agent *a, const struct frame_hdr *h, const uint8_t *
 	switch (h->type) {
 	case FRAME_PAGES:
 	case FRAME_DEVSTATE:
+	case FRAME_DISK:
 		replica_add_frame(&a->replica, h, payload, ok);
 		break;
 	case FRAME_EPOCH_END:

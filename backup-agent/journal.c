@@ -1,6 +1,7 @@
 #include "journal.h"
 
 #include "crc32c.h"
+#include "diskfile.h"
 #include "proto.h"
 
 #include <errno.h>
@@ -14,10 +15,16 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define JOURNAL_MAGIC   0x314a4d52u /* "RMJ1" little-endian */
-#define FLAG_PROMOTE    1u
+/* Version 2 adds the disk ops; a version 1 journal (no disks), left by an
+ * older agent, is still replayed. */
+#define JOURNAL_MAGIC_V1 0x314a4d52u /* "RMJ1" little-endian */
+#define JOURNAL_MAGIC    0x324a4d52u /* "RMJ2" */
+#define HDR_V1_SIZE      40
+#define FLAG_PROMOTE     1u
 
-/* On-disk header, host byte order: the journal never leaves this host. */
+/* On-disk header, host byte order: the journal never leaves this host.
+ * Then: idx[npages], disk ops[ndisk_ops], pages, disk data, device state,
+ * vm.json, and the CRC32C of all that (u32). */
 struct journal_hdr {
 	uint32_t magic;
 	uint32_t flags;
@@ -25,7 +32,14 @@ struct journal_hdr {
 	uint64_t npages;
 	uint64_t devstate_len;
 	uint64_t vm_json_len;
+	/* version 2 */
+	uint64_t ndisk_ops;
+	uint64_t disk_data_len;
+	uint32_t ndisks;
+	uint32_t reserved;
 };
+_Static_assert(sizeof(struct journal_disk_op) == 24, "journal disk op is 24 bytes");
+_Static_assert(sizeof(struct journal_hdr) % 8 == 0, "the arrays after the header stay aligned");
 
 static int path_in(const char *dir, const char *name, char *out)
 {
@@ -94,21 +108,28 @@ int journal_write(const char *dir, const struct journal_view *j)
 		.npages = j->npages,
 		.devstate_len = j->devstate_len,
 		.vm_json_len = j->vm_json_len,
+		.ndisk_ops = j->ndisk_ops,
+		.disk_data_len = j->disk_data_len,
+		.ndisks = j->ndisks,
 	};
-	struct iovec iov[6] = {
+	struct iovec iov[8] = {
 		{ &h, sizeof(h) },
 		{ (void *)j->idx, j->npages * sizeof(uint64_t) },
+		{ (void *)j->disk_ops, j->ndisk_ops * sizeof(struct journal_disk_op) },
 		{ (void *)j->pages, j->npages * PROTO_PAGE_SIZE },
+		{ (void *)j->disk_data, j->disk_data_len },
 		{ (void *)j->devstate, j->devstate_len },
 		{ (void *)j->vm_json, j->vm_json_len },
 	};
 	uint32_t crc = 0;
 
-	for (int i = 0; i < 5; i++)
+	if (j->ndisks > DISKFILE_MAX)
+		return -EINVAL;
+	for (int i = 0; i < 7; i++)
 		crc = crc32c(crc, iov[i].iov_base, iov[i].iov_len);
-	iov[5] = (struct iovec){ &crc, sizeof(crc) };
+	iov[7] = (struct iovec){ &crc, sizeof(crc) };
 	/* The rename inside is the commit point. */
-	return write_iov_atomic(dir, "journal", iov, 6);
+	return write_iov_atomic(dir, "journal", iov, 8);
 }
 
 static bool exists(const char *dir, const char *name)
@@ -145,6 +166,97 @@ out:
 	return rc;
 }
 
+/* The disk files an apply has open; fd -1 when not (yet). */
+struct disk_files {
+	int fd[DISKFILE_MAX];
+	uint64_t size[DISKFILE_MAX];
+};
+
+/* While promoting, the ops go to disk-N.sync if it is still there (if the
+ * crash came after its promotion, disk-N.img already is that file). */
+static int open_disk(const char *dir, const struct journal_view *j, unsigned d,
+		     struct disk_files *f)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	int rc = diskfile_path(dir, d, true, path);
+
+	if (rc)
+		return rc;
+	if (!j->promote || access(path, F_OK) < 0)
+		rc = diskfile_path(dir, d, false, path);
+	if (rc)
+		return rc;
+	f->fd[d] = open(path, O_RDWR | O_CLOEXEC);
+	if (f->fd[d] < 0)
+		return -errno;
+	if (fstat(f->fd[d], &st) < 0)
+		return -errno;
+	f->size[d] = (uint64_t)st.st_size;
+	return 0;
+}
+
+/* Every op in order (a later write to the same bytes wins), then
+ * fdatasync of each file touched: a flush the guest saw complete is on
+ * the backup's disk once its epoch is acknowledged. The first commit syncs
+ * every disk: the initial copy went into the .sync files unsynced. */
+static int apply_disks(const char *dir, const struct journal_view *j)
+{
+	struct disk_files f;
+	const uint8_t *data = j->disk_data;
+	uint64_t data_left = j->disk_data_len;
+	int rc = 0;
+
+	for (unsigned d = 0; d < DISKFILE_MAX; d++)
+		f.fd[d] = -1;
+	for (uint64_t i = 0; i < j->ndisk_ops && !rc; i++) {
+		const struct journal_disk_op *op = &j->disk_ops[i];
+		uint64_t dlen = op->op == DISK_OP_WRITE ? op->length : 0;
+
+		if (op->disk >= j->ndisks || dlen > data_left) {
+			rc = -ERANGE;
+			break;
+		}
+		if (f.fd[op->disk] < 0 && (rc = open_disk(dir, j, op->disk, &f)))
+			break;
+		rc = diskfile_apply(f.fd[op->disk], f.size[op->disk], op->op, op->offset,
+				    op->length, dlen ? data : NULL);
+		data += dlen;
+		data_left -= dlen;
+	}
+	for (unsigned d = 0; d < j->ndisks && j->promote && !rc; d++)
+		if (f.fd[d] < 0)
+			rc = open_disk(dir, j, d, &f);
+	for (unsigned d = 0; d < DISKFILE_MAX; d++) {
+		if (f.fd[d] < 0)
+			continue;
+		if (!rc && fdatasync(f.fd[d]) < 0)
+			rc = -errno;
+		close(f.fd[d]);
+	}
+	return rc;
+}
+
+/* First commit: disk-N.sync becomes disk-N.img; the files of disks a
+ * previous session had beyond this one's go. Each step is idempotent. */
+static int promote_disks(const char *dir, const struct journal_view *j)
+{
+	char from[PATH_MAX], to[PATH_MAX];
+	int rc;
+
+	for (unsigned d = 0; d < DISKFILE_MAX; d++) {
+		if ((rc = diskfile_path(dir, d, true, from)) || (rc = diskfile_path(dir, d, false, to)))
+			return rc;
+		if (d >= j->ndisks) {
+			unlink(to);
+			continue;
+		}
+		if (access(from, F_OK) == 0 && rename(from, to) < 0)
+			return -errno;
+	}
+	return 0;
+}
+
 int journal_apply(const char *dir, const struct journal_view *j, uint8_t *ram, uint64_t ram_size)
 {
 	char from[PATH_MAX], to[PATH_MAX], path[PATH_MAX];
@@ -165,6 +277,8 @@ int journal_apply(const char *dir, const struct journal_view *j, uint8_t *ram, u
 		memcpy(ram + j->idx[i] * PROTO_PAGE_SIZE, j->pages + i * PROTO_PAGE_SIZE,
 		       PROTO_PAGE_SIZE);
 	}
+	if ((rc = apply_disks(dir, j)))
+		goto out;
 	if ((rc = write_file_atomic(dir, "devstate", j->devstate, j->devstate_len)))
 		goto out;
 	if (j->promote && exists(dir, "ram.sync")) {
@@ -175,6 +289,8 @@ int journal_apply(const char *dir, const struct journal_view *j, uint8_t *ram, u
 			goto out;
 		}
 	}
+	if (j->promote && (rc = promote_disks(dir, j)))
+		goto out;
 	if ((rc = write_file_atomic(dir, "vm.json", j->vm_json, j->vm_json_len)))
 		goto out;
 	if (!(rc = path_in(dir, "journal", path)) && unlink(path) < 0)
@@ -185,36 +301,72 @@ out:
 	return rc;
 }
 
+/* The WRITEs' data adds up to the disk data, and every op names a disk. */
+static bool disk_ops_consistent(const struct journal_view *j)
+{
+	uint64_t data = 0;
+
+	for (uint64_t i = 0; i < j->ndisk_ops; i++) {
+		if (j->disk_ops[i].disk >= j->ndisks)
+			return false;
+		if (j->disk_ops[i].op == DISK_OP_WRITE)
+			data += j->disk_ops[i].length;
+		if (data > j->disk_data_len)
+			return false;
+	}
+	return data == j->disk_data_len;
+}
+
 /* Parse a journal file image into a view of it; -EBADMSG if torn. */
 static int parse(const uint8_t *buf, size_t len, struct journal_view *j)
 {
-	struct journal_hdr h;
+	struct journal_hdr h = { 0 };
+	size_t hlen = sizeof(h);
+	const uint8_t *p;
 	uint64_t body;
 	uint32_t crc;
 
-	if (len < sizeof(h) + sizeof(crc))
+	if (len < HDR_V1_SIZE + sizeof(crc))
 		return -EBADMSG;
-	memcpy(&h, buf, sizeof(h));
+	memcpy(&h, buf, HDR_V1_SIZE);
+	if (h.magic == JOURNAL_MAGIC_V1)
+		hlen = HDR_V1_SIZE;
+	else if (h.magic != JOURNAL_MAGIC || len < sizeof(h) + sizeof(crc))
+		return -EBADMSG;
+	else
+		memcpy(&h, buf, sizeof(h));
 	memcpy(&crc, buf + len - sizeof(crc), sizeof(crc));
-	if (h.magic != JOURNAL_MAGIC || h.npages > len / PROTO_PAGE_SIZE ||
-	    h.devstate_len > len || h.vm_json_len > len)
+	if (h.npages > len / PROTO_PAGE_SIZE || h.devstate_len > len || h.vm_json_len > len ||
+	    h.ndisk_ops > len / sizeof(struct journal_disk_op) || h.disk_data_len > len ||
+	    h.ndisks > DISKFILE_MAX)
 		return -EBADMSG;
-	body = sizeof(h) + h.npages * (sizeof(uint64_t) + PROTO_PAGE_SIZE) + h.devstate_len +
+	body = hlen + h.npages * (sizeof(uint64_t) + PROTO_PAGE_SIZE) +
+	       h.ndisk_ops * sizeof(struct journal_disk_op) + h.disk_data_len + h.devstate_len +
 	       h.vm_json_len;
 	if (body + sizeof(crc) != len || crc32c(0, buf, body) != crc)
 		return -EBADMSG;
+	p = buf + hlen;
 	*j = (struct journal_view){
 		.epoch = h.epoch,
 		.promote = h.flags & FLAG_PROMOTE,
 		.npages = h.npages,
-		.idx = (const uint64_t *)(buf + sizeof(h)),
-		.pages = buf + sizeof(h) + h.npages * sizeof(uint64_t),
-		.devstate = buf + sizeof(h) + h.npages * (sizeof(uint64_t) + PROTO_PAGE_SIZE),
+		.ndisks = h.ndisks,
+		.ndisk_ops = h.ndisk_ops,
+		.disk_data_len = h.disk_data_len,
 		.devstate_len = h.devstate_len,
-		.vm_json = (const char *)buf + body - h.vm_json_len,
 		.vm_json_len = h.vm_json_len,
 	};
-	return 0;
+	j->idx = (const uint64_t *)p;
+	p += h.npages * sizeof(uint64_t);
+	j->disk_ops = (const struct journal_disk_op *)p;
+	p += h.ndisk_ops * sizeof(struct journal_disk_op);
+	j->pages = p;
+	p += h.npages * PROTO_PAGE_SIZE;
+	j->disk_data = p;
+	p += h.disk_data_len;
+	j->devstate = p;
+	j->vm_json = (const char *)p + h.devstate_len;
+	return disk_ops_consistent(j) ? 0 : -EBADMSG;
 }
 
 static void remove_leftover(const char *dir, const char *name)

@@ -40,20 +40,49 @@ static void stage_reset(struct replica *rp)
 	rp->stage_dev_len = 0;
 	rp->stage_frames = 0;
 	rp->stage_crc = 0;
+	rp->stage_dops_n = 0;
+	rp->stage_ddata_len = 0;
+	rp->stage_disk_bytes = 0;
+}
+
+static void free_disks(struct replica_disk *disks, unsigned n)
+{
+	for (unsigned i = 0; disks && i < n; i++) {
+		free(disks[i].id);
+		free(disks[i].node);
+		free(disks[i].format);
+		free(disks[i].path);
+	}
+	free(disks);
+}
+
+static void close_sync_disks(struct replica *rp)
+{
+	for (unsigned i = 0; i < rp->nsync_fd; i++)
+		close(rp->sync_fd[i]);
+	rp->nsync_fd = 0;
 }
 
 void replica_end_session(struct replica *rp)
 {
+	char path[PATH_MAX];
+
 	unmap_ram(rp);
+	close_sync_disks(rp);
 	json_object_put(rp->hello);
 	rp->hello = NULL;
 	stage_reset(rp);
 	if (rp->syncing) {
-		char path[PATH_MAX];
 		snprintf(path, sizeof(path), "%s/ram.sync", rp->dir);
 		unlink(path);
+		for (unsigned i = 0; i < rp->ndisks; i++)
+			if (!diskfile_path(rp->dir, i, true, path))
+				unlink(path);
 		rp->syncing = false;
 	}
+	free_disks(rp->disks, rp->ndisks);
+	rp->disks = NULL;
+	rp->ndisks = 0;
 }
 
 void replica_free(struct replica *rp)
@@ -62,6 +91,8 @@ void replica_free(struct replica *rp)
 	free(rp->stage_idx);
 	free(rp->stage_pages);
 	free(rp->stage_dev);
+	free(rp->stage_dops);
+	free(rp->stage_ddata);
 	free(rp->dir);
 	memset(rp, 0, sizeof(*rp));
 }
@@ -79,6 +110,98 @@ static const char *hello_str(struct json_object *o, const char *key)
 	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
 		return NULL;
 	return json_object_get_string(v);
+}
+
+static char *dup_or_null(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
+/* One entry of "disks": {"id": STRING, "size": BYTES, "node": STRING,
+ * "format": STRING}; id and size required. */
+static int parse_disk(struct json_object *o, unsigned i, struct replica_disk *d,
+		      char *err, size_t errlen)
+{
+	struct json_object *v = NULL;
+	const char *id;
+	int64_t size;
+
+	if (!json_object_is_type(o, json_type_object)) {
+		snprintf(err, errlen, "HELLO disks[%u] is not an object", i);
+		return -EINVAL;
+	}
+	id = hello_str(o, "id");
+	if (!id || !id[0] || strlen(id) > 255) {
+		snprintf(err, errlen, "HELLO disks[%u] has no id (a string of 1 to 255 characters)", i);
+		return -EINVAL;
+	}
+	if (!json_object_object_get_ex(o, "size", &v) || !json_object_is_type(v, json_type_int) ||
+	    (size = json_object_get_int64(v)) <= 0 || size % 512) {
+		snprintf(err, errlen, "HELLO disks[%u] (%s): size %s is not a positive multiple of 512",
+			 i, id, v ? json_object_to_json_string(v) : "missing");
+		return -EINVAL;
+	}
+	if ((json_object_object_get_ex(o, "node", &v) && !hello_str(o, "node")) ||
+	    (json_object_object_get_ex(o, "format", &v) && !hello_str(o, "format"))) {
+		snprintf(err, errlen, "HELLO disks[%u] (%s): node and format must be strings", i, id);
+		return -EINVAL;
+	}
+	d->size = (uint64_t)size;
+	if (!(d->id = strdup(id)))
+		return -ENOMEM;
+	d->node = dup_or_null(hello_str(o, "node"));
+	d->format = dup_or_null(hello_str(o, "format"));
+	return 0;
+}
+
+/* The HELLO's "disks" (none if absent): at most DISKFILE_MAX, ids unique.
+ * out NULL: only check. dir non-NULL: fill each path (DIR/disk-N.img). */
+static int parse_disks(struct json_object *h, const char *dir, struct replica_disk **out,
+		       unsigned *nout, char *err, size_t errlen)
+{
+	struct json_object *arr;
+	struct replica_disk *d = NULL;
+	size_t n = 0;
+	int rc = 0;
+
+	if (!json_object_object_get_ex(h, "disks", &arr))
+		goto done;
+	if (!json_object_is_type(arr, json_type_array)) {
+		snprintf(err, errlen, "HELLO disks is not an array");
+		return -EINVAL;
+	}
+	n = json_object_array_length(arr);
+	if (n > DISKFILE_MAX) {
+		snprintf(err, errlen, "HELLO lists %zu disks; this agent keeps at most %u",
+			 n, DISKFILE_MAX);
+		return -EINVAL;
+	}
+	if (n && !(d = calloc(n, sizeof(*d))))
+		return -ENOMEM;
+	for (unsigned i = 0; i < n && !rc; i++) {
+		rc = parse_disk(json_object_array_get_idx(arr, i), i, &d[i], err, errlen);
+		for (unsigned k = 0; k < i && !rc; k++)
+			if (!strcmp(d[k].id, d[i].id)) {
+				snprintf(err, errlen, "HELLO disks[%u]: id '%s' is also disks[%u]",
+					 i, d[i].id, k);
+				rc = -EINVAL;
+			}
+		if (!rc && dir) {
+			char path[PATH_MAX];
+			if ((rc = diskfile_path(dir, i, false, path)) == 0 && !(d[i].path = strdup(path)))
+				rc = -ENOMEM;
+		}
+	}
+	if (rc || !out) {
+		free_disks(d, (unsigned)n);
+		return rc;
+	}
+done:
+	if (out) {
+		*out = d;
+		*nout = (unsigned)n;
+	}
+	return 0;
 }
 
 static int check_hello(struct json_object *h, char *err, size_t errlen)
@@ -106,7 +229,7 @@ static int check_hello(struct json_object *h, char *err, size_t errlen)
 		snprintf(err, errlen, "HELLO lacks name, ram_backend, machine_type or qemu_argv");
 		return -EINVAL;
 	}
-	return 0;
+	return parse_disks(h, NULL, NULL, NULL, err, errlen);
 }
 
 static int map_sync_file(struct replica *rp, char *err, size_t errlen)
@@ -130,6 +253,31 @@ static int map_sync_file(struct replica *rp, char *err, size_t errlen)
 		rp->ram = NULL;
 		snprintf(err, errlen, "backup cannot map %s: %s", path, strerror(errno));
 		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* disk-N.sync for every disk, sparse, at its size: the initial copy is
+ * written into it as it arrives. */
+static int create_sync_disks(struct replica *rp, char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+	int fd, rc;
+
+	for (unsigned i = 0; i < rp->ndisks; i++) {
+		if ((rc = diskfile_path(rp->dir, i, true, path)))
+			return rc;
+		fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		if (fd < 0 || ftruncate(fd, (off_t)rp->disks[i].size) < 0) {
+			rc = -errno;
+			snprintf(err, errlen, "backup cannot create %s (disk %s, %llu bytes): %s",
+				 path, rp->disks[i].id, (unsigned long long)rp->disks[i].size,
+				 strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			return rc;
+		}
+		rp->sync_fd[rp->nsync_fd++] = fd;
 	}
 	return 0;
 }
@@ -176,6 +324,11 @@ int replica_begin_session(struct replica *rp, const char *hello_json, char *err,
 		json_object_put(h);
 		return rc;
 	}
+	rc = parse_disks(h, NULL, &rp->disks, &rp->ndisks, err, errlen);
+	if (rc) {
+		json_object_put(h);
+		return rc;
+	}
 	json_object_object_get_ex(h, "ram_size", &v);
 	rp->hello = h;
 	rp->ram_size = (uint64_t)json_object_get_int64(v);
@@ -185,6 +338,8 @@ int replica_begin_session(struct replica *rp, const char *hello_json, char *err,
 	rp->session_committed = false;
 	rp->session_epoch = 0;
 	rc = map_sync_file(rp, err, errlen);
+	if (!rc)
+		rc = create_sync_disks(rp, err, errlen);
 	if (rc)
 		replica_end_session(rp);
 	return rc;
@@ -293,6 +448,67 @@ static void stage_devstate(struct replica *rp, const struct frame_hdr *h, const 
 	rp->stage_dev_len += h->len;
 }
 
+static void stage_disk_op(struct replica *rp, const struct disk_op *op)
+{
+	size_t dlen = op->data ? op->length : 0;
+	struct journal_disk_op *rec;
+
+	rp->stage_disk_bytes += sizeof(*rec) + dlen;
+	if (rp->stage_disk_bytes > REPLICA_MAX_STAGED_DISK_BYTES) {
+		mark_bad(rp, "disk ops of one epoch exceed %llu MiB",
+			 REPLICA_MAX_STAGED_DISK_BYTES >> 20);
+		return;
+	}
+	if (grow((void **)&rp->stage_dops, &rp->stage_dops_cap, rp->stage_dops_n + 1, sizeof(*rec)) ||
+	    grow((void **)&rp->stage_ddata, &rp->stage_ddata_cap, rp->stage_ddata_len + dlen, 1)) {
+		mark_bad(rp, "out of memory staging the disk writes");
+		return;
+	}
+	rec = &rp->stage_dops[rp->stage_dops_n++];
+	*rec = (struct journal_disk_op){ .disk = op->disk, .op = op->op,
+					 .offset = op->offset, .length = op->length };
+	if (dlen)
+		memcpy(rp->stage_ddata + rp->stage_ddata_len, op->data, dlen);
+	rp->stage_ddata_len += dlen;
+}
+
+/* Epoch 0 (the initial copy) goes straight into disk-N.sync, like pages
+ * into ram.sync: nothing is committed before the first commit. */
+static void stage_disk(struct replica *rp, const struct frame_hdr *h, const uint8_t *payload)
+{
+	struct disk_op op;
+	int rc;
+
+	if (proto_parse_disk(payload, h->len, &op)) {
+		mark_bad(rp, "malformed DISK frame %u", rp->stage_frames);
+		return;
+	}
+	if (op.disk >= rp->ndisks) {
+		mark_bad(rp, "DISK frame %u: unknown disk %u (the HELLO lists %u)",
+			 rp->stage_frames, op.disk, rp->ndisks);
+		return;
+	}
+	if (op.offset + op.length > rp->disks[op.disk].size) {
+		mark_bad(rp, "DISK frame %u: %llu bytes at %llu beyond disk %u (%llu bytes)",
+			 rp->stage_frames, (unsigned long long)op.length,
+			 (unsigned long long)op.offset, op.disk,
+			 (unsigned long long)rp->disks[op.disk].size);
+		return;
+	}
+	if (h->epoch > 0) {
+		stage_disk_op(rp, &op);
+		return;
+	}
+	rc = op.disk < rp->nsync_fd ?
+		diskfile_apply(rp->sync_fd[op.disk], rp->disks[op.disk].size, op.op, op.offset,
+			       op.length, op.data) : -EBADF;
+	if (rc)
+		mark_bad(rp, "DISK frame %u: writing disk-%u.sync failed: %s", rp->stage_frames,
+			 op.disk, strerror(-rc));
+	else
+		rp->disk_ops++;
+}
+
 void replica_add_frame(struct replica *rp, const struct frame_hdr *h,
 		       const uint8_t *payload, bool payload_ok)
 {
@@ -305,10 +521,20 @@ void replica_add_frame(struct replica *rp, const struct frame_hdr *h,
 			 frame_type_name(h->type), rp->stage_frames);
 	if (rp->bad[0])
 		return;
-	if (h->type == FRAME_PAGES)
+	switch (h->type) {
+	case FRAME_PAGES:
 		stage_pages(rp, h, payload);
-	else
+		break;
+	case FRAME_DEVSTATE:
 		stage_devstate(rp, h, payload);
+		break;
+	case FRAME_DISK:
+		stage_disk(rp, h, payload);
+		break;
+	default:
+		mark_bad(rp, "%s frame %u is not part of an epoch", frame_type_name(h->type),
+			 rp->stage_frames);
+	}
 }
 
 /* vm.json: what a restore needs (the HELLO) and which epoch this is. */
@@ -344,6 +570,11 @@ static int commit(struct replica *rp, uint64_t epoch)
 		.devstate_len = rp->stage_dev_len,
 		.vm_json = vm_json,
 		.vm_json_len = vm_json ? strlen(vm_json) : 0,
+		.ndisks = rp->ndisks,
+		.ndisk_ops = rp->stage_dops_n,
+		.disk_ops = rp->stage_dops,
+		.disk_data = rp->stage_ddata,
+		.disk_data_len = rp->stage_ddata_len,
 	};
 	int rc;
 
@@ -351,7 +582,10 @@ static int commit(struct replica *rp, uint64_t epoch)
 		return -ENOMEM;
 	rc = journal_write(rp->dir, &j);
 	if (!rc) {
+		/* The .sync files are the journal's now (it promotes them). */
 		rp->syncing = false;
+		close_sync_disks(rp);
+		rp->disk_ops += rp->stage_dops_n;
 		rc = journal_apply(rp->dir, &j, rp->ram, rp->ram_size);
 		if (rc)
 			log_err("epoch %llu is committed in %s/journal but applying it failed: %s; "
@@ -420,6 +654,9 @@ int replica_recover(const char *dir, char *err, size_t errlen)
 	if (rc >= 0) {
 		snprintf(path, sizeof(path), "%s/ram.sync", dir);
 		unlink(path);
+		for (unsigned i = 0; i < DISKFILE_MAX; i++)
+			if (!diskfile_path(dir, i, true, path))
+				unlink(path);
 	}
 	return rc;
 }
@@ -440,6 +677,10 @@ int replica_load_info(const char *dir, struct replica_info *out)
 		json_object_put(o);
 		return -EINVAL;
 	}
+	if (parse_disks(v, dir, &out->disks, &out->ndisks, path, 0)) {
+		json_object_put(o);
+		return -EINVAL;
+	}
 	out->vm = json_object_get(v);
 	if (json_object_object_get_ex(o, "epoch", &v))
 		out->epoch = json_object_get_uint64(v);
@@ -453,5 +694,6 @@ void replica_info_free(struct replica_info *info)
 {
 	json_object_put(info->vm);
 	free(info->committed_at);
+	free_disks(info->disks, info->ndisks);
 	memset(info, 0, sizeof(*info));
 }

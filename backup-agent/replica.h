@@ -3,6 +3,8 @@
  *   ram        guest RAM as of the committed epoch
  *   devstate   QEMU device state of the committed epoch
  *   ram.sync   a new primary's initial copy, until its first commit
+ *   disk-N.img each disk of the HELLO's "disks" (raw), as of the committed epoch
+ *   disk-N.sync its initial copy, until the first commit (like ram.sync)
  *   journal    an epoch committed but not yet applied (journal.h)
  * An epoch is staged in memory and committed only when it is complete and
  * its checksums match; a torn, truncated or corrupt epoch is dropped and the
@@ -10,12 +12,28 @@
 #ifndef REMUS_REPLICA_H
 #define REMUS_REPLICA_H
 
+#include "diskfile.h"
+#include "journal.h"
 #include "proto.h"
 
 #include <json-c/json.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* Most disk bytes (data + 24 per op) staged for one epoch: the primary
+ * ends epochs well before (a heavy writer makes epochs short); beyond this
+ * the epoch is dropped rather than the agent run out of memory. */
+#define REPLICA_MAX_STAGED_DISK_BYTES (1ull << 30)
+
+/* One disk of the HELLO's "disks" array; index = position in it. */
+struct replica_disk {
+	char *id;                /* "id": the primary's name for the disk */
+	char *node;              /* "node": the primary's block node, or NULL */
+	char *format;            /* "format" as the primary said it, or NULL */
+	uint64_t size;           /* bytes; > 0, a multiple of 512 */
+	char *path;              /* replica_load_info only: DIR/disk-N.img */
+};
 
 struct replica {
 	char *dir;
@@ -27,6 +45,10 @@ struct replica {
 	bool synced;             /* epoch 0, the initial copy, is complete */
 	bool session_committed;  /* a checkpoint of this session is on disk */
 	uint64_t session_epoch;  /* last epoch committed (or synced) in this session */
+	struct replica_disk *disks;
+	unsigned ndisks;
+	int sync_fd[DISKFILE_MAX];  /* disk-N.sync while syncing; the first nsync_fd are open */
+	unsigned nsync_fd;
 	/* the epoch being received */
 	bool staging;
 	uint64_t stage_epoch;
@@ -37,8 +59,14 @@ struct replica {
 	uint8_t *stage_dev;
 	size_t stage_dev_len, stage_dev_cap;
 	uint32_t stage_frames, stage_crc;
+	struct journal_disk_op *stage_dops;  /* disk ops in arrival order */
+	size_t stage_dops_n, stage_dops_cap;
+	uint8_t *stage_ddata;                /* their WRITE data, in the same order */
+	size_t stage_ddata_len, stage_ddata_cap;
+	uint64_t stage_disk_bytes;           /* data + 24 per op, for the cap */
 	/* totals */
 	uint64_t commits, discards;
+	uint64_t disk_ops;       /* disk ops applied: initial copy + committed */
 };
 
 void replica_init(struct replica *rp, const char *dir);
@@ -48,7 +76,9 @@ void replica_free(struct replica *rp);
 int replica_begin_session(struct replica *rp, const char *hello_json,
 			  char *err, size_t errlen);
 void replica_end_session(struct replica *rp);
-/* A PAGES or DEVSTATE frame; payload_ok says whether its CRC matched. */
+/* A PAGES, DEVSTATE or DISK frame; payload_ok says whether its CRC
+ * matched. Epoch 0's pages and disk ops go straight into ram.sync and
+ * disk-N.sync; later epochs are staged until their EPOCH_END. */
 void replica_add_frame(struct replica *rp, const struct frame_hdr *h,
 		       const uint8_t *payload, bool payload_ok);
 /* EPOCH_END (payload_ok: its CRC matched): 0 when the epoch is committed
@@ -66,6 +96,8 @@ struct replica_info {
 	struct json_object *vm;  /* the HELLO object */
 	uint64_t epoch;
 	char *committed_at;
+	struct replica_disk *disks;  /* ndisks, in HELLO order, path = DIR/disk-N.img */
+	unsigned ndisks;
 };
 /* 0, -ENOENT when there is no committed replica. */
 int replica_load_info(const char *dir, struct replica_info *out);

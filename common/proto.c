@@ -23,6 +23,7 @@ static const char *const type_names[FRAME_TYPE_MAX] = {
 	[FRAME_HANDOVER_FAILED] = "HANDOVER_FAILED",
 	[FRAME_PAUSE] = "PAUSE",
 	[FRAME_PAUSE_ACK] = "PAUSE_ACK",
+	[FRAME_DISK] = "DISK",
 };
 
 const char *frame_type_name(unsigned type)
@@ -148,6 +149,49 @@ int proto_parse_handover_done(const uint8_t *payload, uint32_t len, struct hando
 	if (out->qemu_pid == 0)
 		return -EBADMSG;
 	return 0;
+}
+
+int proto_parse_disk(const uint8_t *payload, uint32_t len, struct disk_op *out)
+{
+	struct disk_op op;
+
+	if (len < PROTO_DISK_HDR_SIZE)
+		return -EPROTO;
+	op.disk = get_be32(payload);
+	op.op = get_be32(payload + 4);
+	op.offset = get_be64(payload + 8);
+	op.length = get_be64(payload + 16);
+	op.data = NULL;
+	if (op.offset + op.length < op.offset)
+		return -EPROTO;
+	switch (op.op) {
+	case DISK_OP_WRITE:
+		if (op.length > PROTO_DISK_MAX_WRITE || len - PROTO_DISK_HDR_SIZE != op.length)
+			return -EPROTO;
+		op.data = payload + PROTO_DISK_HDR_SIZE;
+		break;
+	case DISK_OP_FLUSH:
+		if (op.offset || op.length)
+			return -EPROTO;
+		/* fall through */
+	case DISK_OP_WRITE_ZEROES:
+	case DISK_OP_TRIM:
+		if (len != PROTO_DISK_HDR_SIZE)
+			return -EPROTO;
+		break;
+	default:
+		return -EPROTO;
+	}
+	*out = op;
+	return 0;
+}
+
+void proto_encode_disk_hdr(uint8_t out[PROTO_DISK_HDR_SIZE], const struct disk_op *op)
+{
+	put_be32(out, op->disk);
+	put_be32(out + 4, op->op);
+	put_be64(out + 8, op->offset);
+	put_be64(out + 16, op->length);
 }
 
 void frame_reader_init(struct frame_reader *r)

@@ -34,6 +34,8 @@ enum frame_type {
 	FRAME_HANDOVER_FAILED,  /* backup did not start the VM: reason text */
 	FRAME_PAUSE,            /* protection paused: do not fail over */
 	FRAME_PAUSE_ACK,        /* backup will not fail over until a commit */
+	/* Sent only to an agent whose HELLO_REPLY lists the "disk" feature. */
+	FRAME_DISK,             /* one guest disk operation of an epoch (struct disk_op) */
 	FRAME_TYPE_MAX
 };
 
@@ -55,7 +57,8 @@ struct pages_hdr {
 };
 
 /* FRAME_EPOCH_END payload. epoch_crc is crc32c over the big-endian
- * payload_crc of every PAGES and DEVSTATE frame of the epoch, in order:
+ * payload_crc of every PAGES, DEVSTATE and DISK frame of the epoch, in
+ * order (frames counts them all):
  * a lost, repeated or reordered frame changes it. */
 struct epoch_end {
 	uint64_t pages;
@@ -92,9 +95,46 @@ struct handover_done {
  * understands HANDOVER and PAUSE. */
 #define PROTO_FEATURE_OPERATOR "operator"
 
+/* The feature an agent lists when it keeps disk replicas (HELLO "disks",
+ * FRAME_DISK). */
+#define PROTO_FEATURE_DISK "disk"
+
 void proto_encode_handover_done(uint8_t out[PROTO_HANDOVER_DONE_SIZE],
 				const struct handover_done *d);
 int proto_parse_handover_done(const uint8_t *payload, uint32_t len, struct handover_done *out);
+
+/* FRAME_DISK payload (docs/PROTOCOL.md): be32 disk (index in the HELLO's
+ * "disks"), be32 op, be64 offset, be64 length, then for a WRITE only,
+ * length bytes of data. The frame's epoch is the epoch of the write. */
+enum disk_op_code {
+	DISK_OP_WRITE = 1,
+	DISK_OP_WRITE_ZEROES = 2,
+	DISK_OP_TRIM = 3,         /* discard: reads back as zeroes */
+	DISK_OP_FLUSH = 4,        /* offset and length 0 */
+};
+#define PROTO_DISK_HDR_SIZE   24
+/* Data per WRITE frame; the sender splits larger writes. */
+#define PROTO_DISK_MAX_WRITE  (1u << 20)
+/* Test hook only: a DISK frame with this epoch belongs to no epoch; an
+ * agent run with --test-disk-apply-on-arrival applies it at once, any
+ * other drops it (see the replicator's --test-disk-unbuffered). */
+#define PROTO_EPOCH_TEST_UNBUFFERED UINT64_MAX
+
+struct disk_op {
+	uint32_t disk, op;
+	uint64_t offset, length;
+	const uint8_t *data;      /* WRITE: length bytes inside the payload; else NULL */
+};
+
+/* 0, or -EPROTO (out untouched) when the payload is not a well-formed DISK
+ * body: short header, unknown op, offset + length overflowing, a WRITE whose
+ * data is not exactly length bytes or more than PROTO_DISK_MAX_WRITE, any
+ * other op with trailing bytes, a FLUSH with a non-zero offset or length.
+ * Whether the disk and range exist is the receiver's check. */
+int proto_parse_disk(const uint8_t *payload, uint32_t len, struct disk_op *out);
+/* The 24-byte header of op (op->data is not read: the WRITE data follows
+ * as the frame's next iovec). */
+void proto_encode_disk_hdr(uint8_t out[PROTO_DISK_HDR_SIZE], const struct disk_op *op);
 
 /* Reassembles frames from a non-blocking stream. */
 struct frame_reader {

@@ -410,7 +410,9 @@ START_TEST(test_operator_frame_numbers_and_names)
 	struct frame_hdr h;
 
 	ck_assert_uint_eq(FRAME_GOODBYE, 9);
-	ck_assert_uint_eq(FRAME_TYPE_MAX, 15);
+	ck_assert_uint_eq(FRAME_DISK, 15);
+	ck_assert_uint_eq(FRAME_TYPE_MAX, 16);
+	ck_assert_str_eq(frame_type_name(FRAME_DISK), "DISK");
 	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
 		ck_assert_str_eq(frame_type_name(want[i].type), want[i].name);
 		proto_encode_hdr(hdr, want[i].type, 41, NULL, 0);
@@ -823,6 +825,129 @@ START_TEST(test_queue_flush_with_empty_iovecs_completes)
 }
 END_TEST
 
+/* ---- DISK ---- */
+
+/* A DISK body: the 24-byte header of op, then data_len bytes of data. */
+static uint8_t *make_disk(uint32_t disk, uint32_t op, uint64_t off, uint64_t length,
+			  uint32_t data_len, uint32_t *len_out)
+{
+	uint8_t *p = malloc(PROTO_DISK_HDR_SIZE + data_len + 1);
+
+	ck_assert_ptr_nonnull(p);
+	put_be32(p, disk);
+	put_be32(p + 4, op);
+	put_be64(p + 8, off);
+	put_be64(p + 16, length);
+	fill_random(p + PROTO_DISK_HDR_SIZE, data_len);
+	*len_out = PROTO_DISK_HDR_SIZE + data_len;
+	return p;
+}
+
+/* Every op code round-trips through the encoder and the parser. */
+START_TEST(test_disk_round_trip_every_op)
+{
+	static const struct disk_op ops[] = {
+		{ 3, DISK_OP_WRITE, 1u << 20, 4096, NULL },
+		{ 0, DISK_OP_WRITE, 512, 0, NULL },
+		{ 15, DISK_OP_WRITE_ZEROES, 0x123456789000ull, 1ull << 40, NULL },
+		{ 1, DISK_OP_TRIM, 4096, 65536, NULL },
+		{ 2, DISK_OP_FLUSH, 0, 0, NULL },
+	};
+
+	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+		uint32_t dlen = ops[i].op == DISK_OP_WRITE ? (uint32_t)ops[i].length : 0;
+		uint8_t *p = malloc(PROTO_DISK_HDR_SIZE + dlen);
+		struct disk_op got;
+
+		ck_assert_ptr_nonnull(p);
+		proto_encode_disk_hdr(p, &ops[i]);
+		fill_random(p + PROTO_DISK_HDR_SIZE, dlen);
+		ck_assert_uint_eq(get_be32(p + 4), ops[i].op);
+		ck_assert_msg(proto_parse_disk(p, PROTO_DISK_HDR_SIZE + dlen, &got) == 0, "op %zu", i);
+		ck_assert_uint_eq(got.disk, ops[i].disk);
+		ck_assert_uint_eq(got.op, ops[i].op);
+		ck_assert_uint_eq(got.offset, ops[i].offset);
+		ck_assert_uint_eq(got.length, ops[i].length);
+		if (ops[i].op == DISK_OP_WRITE)
+			ck_assert_ptr_eq(got.data, p + PROTO_DISK_HDR_SIZE);
+		else
+			ck_assert_ptr_null(got.data);
+		free(p);
+	}
+}
+END_TEST
+
+/* The largest WRITE is 1 MiB of data; one byte more is refused. */
+START_TEST(test_disk_write_size_limit)
+{
+	uint32_t len;
+	uint8_t *p = make_disk(0, DISK_OP_WRITE, 0, PROTO_DISK_MAX_WRITE, PROTO_DISK_MAX_WRITE, &len);
+	struct disk_op got;
+
+	ck_assert_int_eq(proto_parse_disk(p, len, &got), 0);
+	ck_assert_uint_eq(got.length, PROTO_DISK_MAX_WRITE);
+	free(p);
+	p = make_disk(0, DISK_OP_WRITE, 0, PROTO_DISK_MAX_WRITE + 1, PROTO_DISK_MAX_WRITE + 1, &len);
+	ck_assert_int_eq(proto_parse_disk(p, len, &got), -EPROTO);
+	free(p);
+}
+END_TEST
+
+/* Malformed bodies are refused and leave the output untouched. */
+START_TEST(test_disk_malformed_is_eproto_and_untouched)
+{
+	static const struct {
+		uint32_t op;
+		uint64_t off, length;
+		uint32_t data, cut;
+		const char *what;
+	} bad[] = {
+		{ DISK_OP_WRITE, 0, 4096, 4095, 0, "WRITE with a byte of data missing" },
+		{ DISK_OP_WRITE, 0, 4096, 4097, 0, "WRITE with a byte too many" },
+		{ DISK_OP_WRITE, 0, 16, 16, 10, "data cut short" },
+		{ DISK_OP_WRITE, UINT64_MAX - 10, 16, 16, 0, "offset + length overflows" },
+		{ DISK_OP_WRITE_ZEROES, 0, 4096, 1, 0, "WRITE_ZEROES with data" },
+		{ DISK_OP_TRIM, 0, 4096, 8, 0, "TRIM with data" },
+		{ DISK_OP_TRIM, 1, UINT64_MAX, 0, 0, "TRIM overflowing" },
+		{ DISK_OP_FLUSH, 0, 512, 0, 0, "FLUSH with a length" },
+		{ DISK_OP_FLUSH, 512, 0, 0, 0, "FLUSH with an offset" },
+		{ DISK_OP_FLUSH, 0, 0, 4, 0, "FLUSH with data" },
+		{ 0, 0, 0, 0, 0, "op 0" },
+		{ 5, 0, 512, 0, 0, "op 5" },
+		{ 0xffffffffu, 0, 512, 512, 0, "op 0xffffffff" },
+	};
+	struct disk_op sentinel = { 77, 77, 77, 77, (const uint8_t *)"x" }, got;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		uint32_t len;
+		uint8_t *p = make_disk(1, bad[i].op, bad[i].off, bad[i].length, bad[i].data, &len);
+
+		got = sentinel;
+		ck_assert_msg(proto_parse_disk(p, len - bad[i].cut, &got) == -EPROTO,
+			      "accepted: %s", bad[i].what);
+		ck_assert_msg(!memcmp(&got, &sentinel, sizeof(got)), "half-parsed: %s", bad[i].what);
+		free(p);
+	}
+	got = sentinel;
+	ck_assert_int_eq(proto_parse_disk((const uint8_t *)"", 0, &got), -EPROTO);
+	ck_assert(!memcmp(&got, &sentinel, sizeof(got)));
+}
+END_TEST
+
+/* Every truncation of a valid WRITE is refused (no length confusion). */
+START_TEST(test_disk_every_truncation_is_refused)
+{
+	uint32_t len;
+	uint8_t *p = make_disk(2, DISK_OP_WRITE, 8192, 100, 100, &len);
+	struct disk_op got;
+
+	ck_assert_int_eq(proto_parse_disk(p, len, &got), 0);
+	for (uint32_t l = 0; l < len; l++)
+		ck_assert_msg(proto_parse_disk(p, l, &got) == -EPROTO, "length %u accepted", l);
+	free(p);
+}
+END_TEST
+
 static void add(Suite *s, const char *name, const TTest *t, double timeout)
 {
 	TCase *tc = tcase_create(name);
@@ -858,6 +983,10 @@ static Suite *proto_suite(void)
 	ADD(s, test_operator_frame_numbers_and_names, 5);
 	ADD(s, test_handover_done_round_trip, 5);
 	ADD(s, test_handover_done_bad_payload_is_ebadmsg, 5);
+	ADD(s, test_disk_round_trip_every_op, 5);
+	ADD(s, test_disk_write_size_limit, 5);
+	ADD(s, test_disk_malformed_is_eproto_and_untouched, 5);
+	ADD(s, test_disk_every_truncation_is_refused, 5);
 	ADD(s, test_reader_byte_by_byte_returns_frames_in_order_then_epipe, 60);
 	ADD(s, test_reader_odd_chunks_returns_frames_in_order_then_epipe, 30);
 	ADD(s, test_reader_truncated_payload_is_epipe_never_a_frame, 5);

@@ -1,0 +1,88 @@
+#include "diskfile.h"
+
+#include "proto.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/falloc.h>
+#include <stdio.h>
+#include <unistd.h>
+
+int diskfile_path(const char *dir, unsigned index, bool sync, char *out)
+{
+	int n = snprintf(out, PATH_MAX, "%s/disk-%u.%s", dir, index, sync ? "sync" : "img");
+
+	return n < 0 || n >= PATH_MAX ? -ENAMETOOLONG : 0;
+}
+
+static int pwrite_all(int fd, const uint8_t *buf, uint64_t len, uint64_t off)
+{
+	while (len > 0) {
+		ssize_t w = pwrite(fd, buf, len, (off_t)off);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (w == 0)
+			return -EIO;
+		buf += w;
+		off += (uint64_t)w;
+		len -= (uint64_t)w;
+	}
+	return 0;
+}
+
+/* For file systems without fallocate modes: write the zeroes. */
+static int write_zeroes(int fd, uint64_t off, uint64_t len)
+{
+	static const uint8_t zero[64 << 10];
+	int rc = 0;
+
+	while (len > 0 && !rc) {
+		uint64_t n = len < sizeof(zero) ? len : sizeof(zero);
+		rc = pwrite_all(fd, zero, n, off);
+		off += n;
+		len -= n;
+	}
+	return rc;
+}
+
+/* mode: FALLOC_FL_ZERO_RANGE keeps the blocks allocated (what a
+ * WRITE_ZEROES asks for), FALLOC_FL_PUNCH_HOLE frees them (a TRIM). Either
+ * falls back to the other, then to writing zeroes. */
+static int zero_range(int fd, int mode, uint64_t off, uint64_t len)
+{
+	int modes[2] = { mode, mode == FALLOC_FL_ZERO_RANGE ? FALLOC_FL_PUNCH_HOLE :
+							   FALLOC_FL_ZERO_RANGE };
+
+	if (len == 0)
+		return 0;
+	for (int i = 0; i < 2; i++) {
+		if (fallocate(fd, modes[i] | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) == 0)
+			return 0;
+		if (errno != EOPNOTSUPP && errno != ENOSYS && errno != EINVAL)
+			return -errno;
+	}
+	return write_zeroes(fd, off, len);
+}
+
+int diskfile_apply(int fd, uint64_t size, uint32_t op, uint64_t offset, uint64_t length,
+		   const uint8_t *data)
+{
+	if (offset + length < offset || offset + length > size)
+		return -ERANGE;
+	switch (op) {
+	case DISK_OP_WRITE:
+		return pwrite_all(fd, data, length, offset);
+	case DISK_OP_WRITE_ZEROES:
+		return zero_range(fd, FALLOC_FL_ZERO_RANGE, offset, length);
+	case DISK_OP_TRIM:
+		return zero_range(fd, FALLOC_FL_PUNCH_HOLE, offset, length);
+	case DISK_OP_FLUSH:
+		return 0;
+	default:
+		return -EINVAL;
+	}
+}
