@@ -62,6 +62,7 @@ FUZZ_FLAGS := $(filter-out -MMD -MP,$(CFLAGS)) -fsanitize=fuzzer,address,undefin
 FUZZERS    := $(patsubst fuzz/%.c,$(B)/fuzz/%,$(wildcard fuzz/fuzz_*.c))
 fuzz: $(FUZZERS)
 $(B)/fuzz/fuzz_config: fuzz/fuzz_config.c common/config.c common/cli.c common/netaddr.c
+$(B)/fuzz/fuzz_nbd: fuzz/fuzz_nbd.c common/nbd_server.c common/log.c
 $(FUZZERS):
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  FUZZ    $@")
