@@ -550,6 +550,7 @@ struct nbd_server {
 	int stop_fd;        /* eventfd: nbd_server_stop wakes the thread */
 	pthread_t thread;
 	bool started;
+	bool stopping;      /* set before stop_fd: seen even by a client that never pauses */
 	struct nbd_server_stats stats;
 };
 
@@ -589,10 +590,12 @@ static int wait_fd(struct nbd_server *srv, int fd, short events)
 		}
 		if (p[1].revents)
 			return -ESHUTDOWN;
-		if (p[2].revents)
-			refuse_others(srv);
+		/* The client first: if it just left (EOF) and the next one
+		 * knocked at once, the next one is served, not refused. */
 		if (p[0].revents)
 			return 0;
+		if (p[2].revents)
+			refuse_others(srv);
 	}
 }
 
@@ -603,6 +606,8 @@ static int sock_read(void *ctx, void *buf, size_t len)
 	ssize_t n;
 	int ret;
 
+	if (__atomic_load_n(&io->srv->stopping, __ATOMIC_ACQUIRE))
+		return -ESHUTDOWN;
 	while (off < len) {
 		n = read(io->fd, (char *)buf + off, len - off);
 		if (n > 0) {
@@ -791,6 +796,7 @@ void nbd_server_stop(struct nbd_server *s)
 	if (!s)
 		return;
 	if (s->started) {
+		__atomic_store_n(&s->stopping, true, __ATOMIC_RELEASE);
 		if (write(s->stop_fd, &one, sizeof(one)) != sizeof(one))
 			log_err("NBD export '%s': cannot wake the server thread: %s", s->name,
 				strerror(errno));
