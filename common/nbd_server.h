@@ -45,14 +45,15 @@
  * while a callback waits for the thread that calls it.
  *
  * What QEMU 7.2 sends (measured by tests/check_nbd.c): the bulk copy as 1 MiB
- * WRITEs and one WRITE_ZEROES per hole (as long as the hole, up to 32 MiB);
+ * WRITEs and WRITE_ZEROES for holes (one of 4 MiB for a 4 MiB hole: big);
  * then each guest write as one WRITE of the guest's size (no rounding up to
  * the mirror's granularity); one FLUSH inside every QMP `stop` and one inside
  * every `xen-save-devices-state` (both run bdrv_flush_all, even on a stopped
  * VM), so a flush callback that waits for the thread issuing those commands
  * deadlocks. No READ. An error reply to a WRITE ends the mirror job at once
- * (BLOCK_JOB_COMPLETED with an error; the guest's write itself succeeds on
- * the source): from then on nothing is mirrored.
+ * (BLOCK_JOB_ERROR, then BLOCK_JOB_COMPLETED with an error: on-target-error
+ * is `report` by default; the guest's write itself succeeds on the source):
+ * nothing is mirrored after that.
  *
  * The protocol core below the socket layer (request and option parsers, a
  * session over an I/O interface) is exposed for tests and fuzzing

@@ -1050,7 +1050,7 @@ static void qmp_ok(struct qmp *q, const char *cmd, const char *args_json)
 }
 
 struct job_events {
-	bool ready, ended;
+	bool ready, error, ended;
 	char why[256];
 };
 
@@ -1060,11 +1060,13 @@ static void on_job_event(const char *event, struct json_object *data, void *opaq
 
 	if (!strcmp(event, "BLOCK_JOB_READY"))
 		ev->ready = true;
-	if (!strcmp(event, "BLOCK_JOB_COMPLETED") || !strcmp(event, "BLOCK_JOB_ERROR")) {
+	if (!strcmp(event, "BLOCK_JOB_ERROR"))
+		ev->error = true;
+	if (!strcmp(event, "BLOCK_JOB_COMPLETED"))
 		ev->ended = true;
+	if (ev->error || ev->ended)
 		snprintf(ev->why, sizeof(ev->why), "%s %s", event,
 			 data ? json_object_to_json_string(data) : "");
-	}
 }
 
 static void wait_ready(struct qmp *q, int timeout_ms)
@@ -1075,12 +1077,30 @@ static void wait_ready(struct qmp *q, int timeout_ms)
 
 	while (!ev.ready) {
 		ck_assert_int_eq(qmp_read_events(q, on_job_event, &ev), 0);
-		ck_assert_msg(!ev.ended, "mirror ended before READY: %s", ev.why);
+		ck_assert_msg(!ev.ended && !ev.error, "mirror failed before READY: %s", ev.why);
 		ck_assert_msg(now_ms() - t0 < timeout_ms, "no BLOCK_JOB_READY within %d ms",
 			      timeout_ms);
 		if (!ev.ready)
 			poll(&p, 1, 100);
 	}
+}
+
+/* Until the job ends: it must end with an error. */
+static void wait_job_end(struct qmp *q, int timeout_ms)
+{
+	struct pollfd p = { .fd = qmp_fd(q), .events = POLLIN };
+	struct job_events ev = { 0 };
+	long long t0 = now_ms();
+
+	while (!ev.ended) {
+		ck_assert_int_eq(qmp_read_events(q, on_job_event, &ev), 0);
+		ck_assert_msg(now_ms() - t0 < timeout_ms, "the mirror job did not end within %d ms "
+			      "after a write error", timeout_ms);
+		if (!ev.ended)
+			poll(&p, 1, 100);
+	}
+	ck_assert_msg(ev.error && strstr(ev.why, "\"error\""),
+		      "the mirror job ended without an error: %s", ev.why);
 }
 
 /* The source disk: data in the first half, a hole (zeroes) in the second,
@@ -1271,10 +1291,17 @@ START_TEST(test_real_qemu_stop_drains)
 	ck_assert_msg(pending_at_stop > 0, "no write was still under way when stop was sent: "
 		      "the test did not exercise the drain");
 
+	/* An error reply to a mirrored write ends the job (on-target-error
+	 * defaults to report); the guest's write succeeds on the source. */
 	pthread_mutex_lock(&f.rec.lock);
 	f.rec.delay_ms = 0;
+	f.rec.fail = -EIO;
 	pthread_mutex_unlock(&f.rec.lock);
-	qmp_ok(q, "block-job-cancel", "{\"device\": \"m0\", \"force\": true}");
+	qmp_ok(q, "cont", NULL);
+	ck_assert_int_eq(qmp_hmp(q, "qemu-io -d disk0 \"write -P 0x0d 0 4k\"", &text, 30000), 0);
+	ck_assert_msg(!*text, "qemu-io write: %s", text);
+	free(text);
+	wait_job_end(q, 30000);
 	ck_assert_int_eq(qmp_execute(q, "quit", NULL, NULL, 30000), 0);
 	qmp_close(q);
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
