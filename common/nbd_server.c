@@ -340,12 +340,15 @@ static void log_rejected(struct conn *c, const struct nbd_request *req, uint32_t
 		 error, c->logged == NBD_MAX_LOGGED ? "; further refusals not logged" : "");
 }
 
-/* Read and drop a rejected WRITE's data (at most max_payload bytes). */
-static int discard(struct conn *c, uint32_t len)
+/* A WRITE's data into c->buf (at most max_payload bytes): to serve it, or
+ * to drop it when the request was refused. */
+static int read_payload(struct conn *c, uint32_t len)
 {
 	int ret = buf_reserve(c, len);
 
-	return ret ? ret : c->s->io.read(c->s->io.ctx, c->buf, len);
+	if (ret || !len)
+		return ret;
+	return c->s->io.read(c->s->io.ctx, c->buf, len);
 }
 
 static int call_back(struct conn *c, const struct nbd_request *req)
@@ -423,16 +426,15 @@ static int serve_request(struct conn *c)
 		return -EPROTO;
 	case NBD_REQ_ERROR:
 		log_rejected(c, &req, error);
-		if (req.type == NBD_CMD_WRITE && (ret = discard(c, req.length)))
+		if (req.type == NBD_CMD_WRITE && (ret = read_payload(c, req.length)))
 			return ret;
 		return send_reply(c, req.handle, error, NULL, 0);
 	case NBD_REQ_SERVE:
 		break;
 	}
-	if ((req.type == NBD_CMD_WRITE || req.type == NBD_CMD_READ) &&
-	    (ret = buf_reserve(c, req.length)))
+	if (req.type == NBD_CMD_READ && (ret = buf_reserve(c, req.length)))
 		return ret;
-	if (req.type == NBD_CMD_WRITE && (ret = s->io.read(s->io.ctx, c->buf, req.length)))
+	if (req.type == NBD_CMD_WRITE && (ret = read_payload(c, req.length)))
 		return ret; /* hung up mid-request: nothing was called */
 	ret = call_back(c, &req);
 	if (ret < 0) {
@@ -484,7 +486,7 @@ static int handshake(struct conn *c)
 			ret = -EPROTO;
 			goto out;
 		}
-		if ((ret = s->io.read(s->io.ctx, data, length)))
+		if (length && (ret = s->io.read(s->io.ctx, data, length)))
 			goto out;
 		act = nbd_handle_option(&exp, option, data, length, out);
 		if (out->len && (ret = s->io.write(s->io.ctx, out->data, out->len)) &&

