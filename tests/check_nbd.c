@@ -1062,11 +1062,13 @@ static void on_job_event(const char *event, struct json_object *data, void *opaq
 		ev->ready = true;
 	if (!strcmp(event, "BLOCK_JOB_ERROR"))
 		ev->error = true;
-	if (!strcmp(event, "BLOCK_JOB_COMPLETED"))
+	else if (!strcmp(event, "BLOCK_JOB_COMPLETED") && !ev->ended)
 		ev->ended = true;
-	if (ev->error || ev->ended)
-		snprintf(ev->why, sizeof(ev->why), "%s %s", event,
-			 data ? json_object_to_json_string(data) : "");
+	else
+		return;
+	/* the last of the two tells why (COMPLETED carries "error") */
+	snprintf(ev->why, sizeof(ev->why), "%s %s", event,
+		 data ? json_object_to_json_string(data) : "");
 }
 
 static void wait_ready(struct qmp *q, int timeout_ms)
