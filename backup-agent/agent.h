@@ -27,6 +27,7 @@ struct agent_config {
 	unsigned heartbeat_ms;
 	bool restore_now;        /* --restore: restore the replica and exit */
 	bool no_failover;        /* --no-failover: keep the replica, never restore */
+	bool test_disk_apply_on_arrival; /* test only: see replica_apply_unbuffered */
 	const char *taps[AGENT_MAX_TAPS]; /* --tap [ID=]NAME */
 	struct restore_opts restore;
 	/* Run before taking over; only exit 0 lets the agent restore the VM. */

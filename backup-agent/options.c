@@ -85,7 +85,8 @@ void agent_usage(FILE *f)
 
 enum { OPT_LISTEN = 256, OPT_STATE_DIR, OPT_TIMEOUT_MS, OPT_HEARTBEAT_MS,
        OPT_NO_FAILOVER, OPT_RESTORE, OPT_SYSLOG, OPT_TAP, OPT_CONFIG, OPT_CHECK_CONFIG,
-       OPT_CONNECT, OPT_FENCE, OPT_NO_FENCE, OPT_FENCE_TIMEOUT_MS, OPT_NOTIFY, OPT_PAIR };
+       OPT_CONNECT, OPT_FENCE, OPT_NO_FENCE, OPT_FENCE_TIMEOUT_MS, OPT_NOTIFY, OPT_PAIR,
+       OPT_TEST_DISK_APPLY };
 
 static const struct option long_opts[] = {
 	{ "config", required_argument, NULL, OPT_CONFIG },
@@ -98,6 +99,8 @@ static const struct option long_opts[] = {
 	{ "restore", no_argument, NULL, OPT_RESTORE },
 	{ "tap", required_argument, NULL, OPT_TAP },
 	{ "connect", required_argument, NULL, OPT_CONNECT },
+	/* test only: apply the replicator's --test-disk-unbuffered frames at once */
+	{ "test-disk-apply-on-arrival", no_argument, NULL, OPT_TEST_DISK_APPLY },
 	{ "fence", required_argument, NULL, OPT_FENCE },
 	{ "no-fence", no_argument, NULL, OPT_NO_FENCE },
 	{ "fence-timeout-ms", required_argument, NULL, OPT_FENCE_TIMEOUT_MS },
@@ -233,6 +236,7 @@ static int parse(int argc, char **argv, struct agent_config *cfg, int *use_syslo
 		case OPT_STATE_DIR: cfg->state_dir = optarg; break;
 		case OPT_NO_FAILOVER: cfg->no_failover = true; break;
 		case OPT_CONNECT: cfg->restore.libvirt_uri = optarg; break;
+		case OPT_TEST_DISK_APPLY: cfg->test_disk_apply_on_arrival = true; break;
 		/* a flag decides over the file's fence, whichever it was */
 		case OPT_FENCE: cfg->fence_cmd = optarg; cfg->fence_disabled = false; fence_flags |= 1; break;
 		case OPT_NO_FENCE: cfg->fence_disabled = true; cfg->fence_cmd = NULL; fence_flags |= 2; break;

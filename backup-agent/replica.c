@@ -509,6 +509,27 @@ static void stage_disk(struct replica *rp, const struct frame_hdr *h, const uint
 		rp->disk_ops++;
 }
 
+void replica_apply_unbuffered(struct replica *rp, const uint8_t *payload, uint32_t len)
+{
+	char path[PATH_MAX];
+	struct disk_op op;
+	int fd, rc;
+
+	if (proto_parse_disk(payload, len, &op) || op.disk >= rp->ndisks ||
+	    diskfile_path(rp->dir, op.disk, rp->syncing, path)) {
+		log_warn("test hook: unusable unbuffered DISK frame dropped");
+		return;
+	}
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	rc = fd < 0 ? -errno : diskfile_apply(fd, rp->disks[op.disk].size, op.op, op.offset,
+					      op.length, op.data);
+	if (fd >= 0)
+		close(fd);
+	if (rc)
+		log_warn("test hook: applying an unbuffered DISK frame to %s: %s", path,
+			 strerror(-rc));
+}
+
 void replica_add_frame(struct replica *rp, const struct frame_hdr *h,
 		       const uint8_t *payload, bool payload_ok)
 {

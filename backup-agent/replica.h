@@ -81,6 +81,10 @@ void replica_end_session(struct replica *rp);
  * disk-N.sync; later epochs are staged until their EPOCH_END. */
 void replica_add_frame(struct replica *rp, const struct frame_hdr *h,
 		       const uint8_t *payload, bool payload_ok);
+/* Test hook (--test-disk-apply-on-arrival): apply a DISK frame to the
+ * replica disk at once, in no epoch: the naive design that lets the disk
+ * run ahead of the memory checkpoint. */
+void replica_apply_unbuffered(struct replica *rp, const uint8_t *payload, uint32_t len);
 /* EPOCH_END (payload_ok: its CRC matched): 0 when the epoch is committed
  * (or, for epoch 0, the sync is complete); -EBADMSG when it was dropped,
  * staging and all, with the reason in why. */

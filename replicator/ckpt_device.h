@@ -33,6 +33,8 @@ struct ckpt_device_ops {
 	 * r->sync_tally) and epoch 0 ends when the device calls
 	 * epoch_sync_device_ready(). */
 	int (*sync)(void *state, struct replicator *r, struct epoch_tally *t);
+	/* The barrier is next (`stop`): nothing may wait for this loop now. */
+	void (*presuspend)(void *state, struct replicator *r);
 	/* VM stopped at the barrier: capture what this epoch changed. Keep it
 	 * short: the guest is not running. */
 	int (*postsuspend)(void *state, struct replicator *r, struct epoch_tally *t);

@@ -83,6 +83,7 @@ struct disk_device {
 	bool streaming;            /* epoch 0: pending goes out as it comes */
 	bool early_asked;
 	bool closing;              /* teardown: writers must not wait */
+	bool barrier;              /* stop under way: writers must not wait */
 	struct rec_list test_unbuffered; /* --test-disk-unbuffered copies */
 	size_t soft_cap, hard_cap;
 	/* main loop only */
@@ -153,10 +154,15 @@ static int record(struct disk *k, uint32_t op, uint64_t off, uint64_t len, const
 	proto_encode_disk_hdr(rec->hdr, &(struct disk_op){ .disk = k->index, .op = op,
 							   .offset = off, .length = len });
 	pthread_mutex_lock(&d->mu);
-	/* (in epoch 0 the loop empties pending as fast as the link takes it) */
-	if (d->pending.bytes && d->pending.bytes + dlen > d->hard_cap && !d->closing) {
+	/* Only data waits, and never across a barrier: QEMU's `stop` waits
+	 * for this very write (and flushes), and only after `stop` does the
+	 * loop take the epoch's writes. In epoch 0 the loop empties pending
+	 * as fast as the link takes it. */
+	if (dlen && d->pending.bytes && d->pending.bytes + dlen > d->hard_cap &&
+	    !d->closing && !d->barrier) {
 		d->stalls++;
-		while (d->pending.bytes && d->pending.bytes + dlen > d->hard_cap && !d->closing)
+		while (d->pending.bytes && d->pending.bytes + dlen > d->hard_cap &&
+		       !d->closing && !d->barrier)
 			pthread_cond_wait(&d->room, &d->mu);
 	}
 	list_append(&d->pending, rec);
@@ -286,33 +292,6 @@ static void finish_sync(struct disk_device *d)
 	epoch_sync_device_ready(r);
 }
 
-static void on_wake(struct ev_loop *loop, ev_async *w, int revents)
-{
-	struct disk_device *d = w->data;
-	struct replicator *r = d->r;
-	bool stream, early;
-
-	pthread_mutex_lock(&d->mu);
-	stream = d->streaming;
-	early = !stream && d->early_asked;
-	pthread_mutex_unlock(&d->mu);
-	if (r->cfg.test_disk_unbuffered)
-		send_unbuffered(d);
-	if (stream && d->sync_open && link_up(&r->link)) {
-		/* The bulk copy goes at the link's pace, not into memory. */
-		if (r->link.out.bytes_queued > SYNC_LINK_HIGH) {
-			if (!ev_is_active(&d->retry))
-				ev_timer_start(loop, &d->retry);
-			return;
-		}
-		if (stream_pending(d))
-			link_drop_alive(r, "disk sync could not be queued; resyncing");
-	} else if (early) {
-		d->early_epochs++;
-		epoch_request_early(r, "disk writes over the epoch's cap");
-	}
-}
-
 /* Test hook (--test-disk-unbuffered): every write also goes out at once,
  * outside any epoch, for an agent that applies such frames on arrival:
  * the naive design whose disk runs ahead of its memory checkpoint, which
@@ -337,6 +316,33 @@ static void send_unbuffered(struct disk_device *d)
 		    link_push(d->r, FRAME_DISK, PROTO_EPOCH_TEST_UNBUFFERED, iov,
 			      iov[1].iov_len ? 2 : 1, rec, NULL))
 			free(rec);
+	}
+}
+
+static void on_wake(struct ev_loop *loop, ev_async *w, int revents)
+{
+	struct disk_device *d = w->data;
+	struct replicator *r = d->r;
+	bool stream, early;
+
+	pthread_mutex_lock(&d->mu);
+	stream = d->streaming;
+	early = !stream && d->early_asked;
+	pthread_mutex_unlock(&d->mu);
+	if (r->cfg.test_disk_unbuffered)
+		send_unbuffered(d);
+	if (stream && d->sync_open && link_up(&r->link)) {
+		/* The bulk copy goes at the link's pace, not into memory. */
+		if (r->link.out.bytes_queued > SYNC_LINK_HIGH) {
+			if (!ev_is_active(&d->retry))
+				ev_timer_start(loop, &d->retry);
+			return;
+		}
+		if (stream_pending(d))
+			link_drop_alive(r, "disk sync could not be queued; resyncing");
+	} else if (early) {
+		d->early_epochs++;
+		epoch_request_early(r, "disk writes over the epoch's cap");
 	}
 }
 
@@ -660,6 +666,18 @@ static int disk_sync(void *state, struct replicator *r, struct epoch_tally *t)
 	return CKPT_SYNC_PENDING;
 }
 
+/* `stop` is next: writers waiting for room go on now, or stop would wait
+ * for them while they wait for us. */
+static void disk_presuspend(void *state, struct replicator *r)
+{
+	struct disk_device *d = state;
+
+	pthread_mutex_lock(&d->mu);
+	d->barrier = true;
+	pthread_cond_broadcast(&d->room);
+	pthread_mutex_unlock(&d->mu);
+}
+
 /* VM stopped: every write of this epoch has arrived (stop drained them). */
 static int disk_postsuspend(void *state, struct replicator *r, struct epoch_tally *t)
 {
@@ -669,6 +687,7 @@ static int disk_postsuspend(void *state, struct replicator *r, struct epoch_tall
 		return 0;
 	list_free(&d->captured);
 	pthread_mutex_lock(&d->mu);
+	d->barrier = false;
 	if (d->tag != t->id)
 		log_warn("disks: writes tagged for epoch %llu taken at barrier %llu",
 			 (unsigned long long)d->tag, (unsigned long long)t->id);
@@ -783,6 +802,7 @@ const struct ckpt_device_ops disk_device_ops = {
 	.setup = disk_setup,
 	.teardown = disk_teardown,
 	.sync = disk_sync,
+	.presuspend = disk_presuspend,
 	.postsuspend = disk_postsuspend,
 	.send = disk_send,
 	.commit = disk_commit,

@@ -298,6 +298,9 @@ static int checkpoint(struct replicator *r, bool final)
 			epoch_arm_timer(r);
 		return 1;
 	}
+	for (int i = 0; i < r->ndevices; i++)
+		if (r->devices[i].ops->presuspend)
+			r->devices[i].ops->presuspend(r->devices[i].state, r);
 	t0 = mono_ms();
 	rc = qmp_execute(r->qmp, "stop", NULL, NULL, QMP_BARRIER_TIMEOUT_MS);
 	if (rc) {

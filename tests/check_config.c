@@ -91,20 +91,21 @@ static const char full_file[] =
 	"tracker = soft-dirty\n"                         /* 22 */
 	"threads = 3\n"                                  /* 23 */
 	"unprotected-disk = shared0\n"                   /* 24 */
-	"[net-buffer]\n"                                 /* 25 */
-	"net-out = n0=packet:eth1\n"                     /* 26 */
-	"cap-mb = 64\n"                                  /* 27 */
-	"[heartbeat]\n"                                  /* 28 */
-	"interval-ms = 250\n"                            /* 29 */
-	"timeout-ms = 5000\n"                            /* 30 */
-	"[hooks]\n"                                      /* 31 */
-	"notify = /etc/remus/notify.sh --pair web1\n"    /* 32 */
-	"fence = /usr/sbin/fence_ipmilan --action=off\n" /* 33 */
-	"fence-timeout-ms = 20000\n"                     /* 34 */
-	"[control]\n"                                    /* 35 */
-	"socket = /run/vm1.remus\n"                      /* 36 */
-	"[log]\n"                                        /* 37 */
-	"target = syslog\n"                              /* 38 */
+	"disk-cap-mb = 32\n"                             /* 25 */
+	"[net-buffer]\n"                                 /* 26 */
+	"net-out = n0=packet:eth1\n"                     /* 27 */
+	"cap-mb = 64\n"                                  /* 28 */
+	"[heartbeat]\n"                                  /* 29 */
+	"interval-ms = 250\n"                            /* 30 */
+	"timeout-ms = 5000\n"                            /* 31 */
+	"[hooks]\n"                                      /* 32 */
+	"notify = /etc/remus/notify.sh --pair web1\n"    /* 33 */
+	"fence = /usr/sbin/fence_ipmilan --action=off\n" /* 34 */
+	"fence-timeout-ms = 20000\n"                     /* 35 */
+	"[control]\n"                                    /* 36 */
+	"socket = /run/vm1.remus\n"                      /* 37 */
+	"[log]\n"                                        /* 38 */
+	"target = syslog\n"                              /* 39 */
 	"level = debug\n";                               /* 39 */
 
 START_TEST(test_every_key_parsed)
@@ -149,7 +150,8 @@ START_TEST(test_every_key_parsed)
 	/* where each came from */
 	ck_assert_uint_eq(pc.line[PC_PAIR_NAME], 3);
 	ck_assert_uint_eq(pc.line[PC_BACKUP_FAILOVER], 13);
-	ck_assert_uint_eq(pc.line[PC_LOG_LEVEL], 39);
+	ck_assert_uint_eq(pc.line[PC_LOG_LEVEL], 40);
+	ck_assert_uint_eq(pc.capture_disk_cap_mb, 32);
 	pair_config_free(&pc);
 	ck_assert_ptr_null(pc.vm_qmp);
 	pair_config_free(&pc); /* twice is harmless */
@@ -186,6 +188,7 @@ START_TEST(test_defaults_when_absent)
 	ck_assert_int_eq(pc.capture_unprotected_disks.n, 0);
 	ck_assert_int_eq(pc.netbuf_net_out.n, 0);
 	ck_assert_uint_eq(pc.netbuf_cap_mb, REPLICATOR_DEFAULT_NET_CAP_MB);
+	ck_assert_uint_eq(pc.capture_disk_cap_mb, REPLICATOR_DEFAULT_DISK_CAP_MB);
 	ck_assert_uint_eq(pc.heartbeat_interval_ms, REPLICATOR_DEFAULT_HEARTBEAT_MS);
 	ck_assert_uint_eq(pc.heartbeat_interval_ms, AGENT_DEFAULT_HEARTBEAT_MS);
 	ck_assert_uint_eq(pc.heartbeat_timeout_ms, REPLICATOR_DEFAULT_TIMEOUT_MS);
