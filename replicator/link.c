@@ -189,7 +189,7 @@ static void set_backup_silence(struct replicator *r, struct json_object *reply)
 	need = takeover ? takeover + 2 * r->cfg.heartbeat_ms + 500 : 0;
 	r->backup_silence_ms = need > r->cfg.timeout_ms ? need : r->cfg.timeout_ms;
 	if (need > r->cfg.timeout_ms)
-		log_warn("the backup may fence and take over up to %u ms after it last heard "
+		log_info("the backup may fence and take over up to %u ms after it last heard "
 			 "from us: the backup counts as lost after %u ms of silence, not "
 			 "--timeout-ms %u, so that no output it may roll back goes out",
 			 takeover, r->backup_silence_ms, r->cfg.timeout_ms);

@@ -32,8 +32,10 @@ refused "$NAME-anon" none "<access mode='shared'/>"
 DOMAIN_EXTRA_DEVICES="<interface type='user'><mac address='52:54:00:aa:bb:01'/><model type='virtio'/></interface>" \
 	refused "$NAME-usernet" memfd "<interface type='udp'>"
 
-# --- replicate and fail over
-guest_domain_xml "$NAME" 128 "dirty_mb_s=20" "$T/primary-serial.log" memfd > "$T/domain.xml"
+# --- replicate and fail over, with a virtio disk the guest checks
+truncate -s 64M "$T/disk0.img"
+DOMAIN_EXTRA_DEVICES="<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='$T/disk0.img'/><target dev='vda' bus='virtio'/></disk>" \
+	guest_domain_xml "$NAME" 128 "dirty_mb_s=20 disk_check=1" "$T/primary-serial.log" memfd > "$T/domain.xml"
 virsh -c "$PRI_URI" create "$T/domain.xml" > /dev/null || die "cannot start domain $NAME"
 wait_for 60 grep -qa 'guest: ready' "$T/primary-serial.log" || die "domain $NAME did not boot"
 
@@ -78,4 +80,12 @@ first=$(first_tick "$restored")
 gaps=$(ticks_consecutive "$restored") && pass "restored ticks are consecutive" || fail "restored ticks: $gaps"
 grep -qa 'guest: ready' "$restored" && fail "the restored guest booted again" ||
 	pass "restored guest did not reboot"
+grep -q 'disk .* is replicated' "$T/replicator.log" && pass "the domain's disk was replicated" ||
+	fail "the replicator did not replicate the domain's disk"
+wait_for 10 grep -qa 'disk: ok' "$restored" && ! grep -qa 'disk: MISMATCH' "$restored" &&
+	pass "restored domain: its disk matches its memory ($(grep -a 'disk: ok' "$restored" | tail -n 1))" ||
+	fail "restored domain: disk check $(grep -a -m1 'disk: MISMATCH' "$restored" || echo 'not running')"
+virsh -c "$BAK_URI" dumpxml "$NAME" | grep -q "disk-0.qcow2" &&
+	pass "restored domain runs on an overlay over the replica disk" ||
+	fail "restored domain's disk is not the overlay"
 finish
