@@ -4,11 +4,13 @@
 #ifndef REMUS_DISKFILE_H
 #define REMUS_DISKFILE_H
 
+#include "proto.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#define DISKFILE_MAX 16  /* disks per VM */
+#define DISKFILE_MAX PROTO_MAX_DISKS  /* disks per VM */
 
 /* DIR/disk-N.img or DIR/disk-N.sync into out (PATH_MAX). 0 or -ENAMETOOLONG. */
 int diskfile_path(const char *dir, unsigned index, bool sync, char *out);

@@ -115,6 +115,8 @@ enum disk_op_code {
 #define PROTO_DISK_HDR_SIZE   24
 /* Data per WRITE frame; the sender splits larger writes. */
 #define PROTO_DISK_MAX_WRITE  (1u << 20)
+/* Disks of one VM that are replicated (HELLO "disks"). */
+#define PROTO_MAX_DISKS       16
 /* Test hook only: a DISK frame with this epoch belongs to no epoch; an
  * agent run with --test-disk-apply-on-arrival applies it at once, any
  * other drops it (see the replicator's --test-disk-unbuffered). */

@@ -73,7 +73,7 @@ struct disk {
 
 struct disk_device {
 	struct replicator *r;
-	struct disk disks[REPLICATOR_MAX_DISKS];
+	struct disk disks[PROTO_MAX_DISKS];
 	uint32_t n;
 	/* shared with the NBD threads */
 	pthread_mutex_t mu;
@@ -482,9 +482,10 @@ static int add_disk(struct disk_device *d, const char *name, const char *node,
 {
 	struct disk *k;
 
-	if (d->n == REPLICATOR_MAX_DISKS) {
-		log_err("refusing VM %s: more than %d writable disks", d->r->vm.name,
-			REPLICATOR_MAX_DISKS);
+	if (d->n == PROTO_MAX_DISKS) {
+		log_err("refusing VM %s: more than %d writable disks; list those that both "
+			"hosts share with --unprotected-disk NAME", d->r->vm.name,
+			PROTO_MAX_DISKS);
 		return -EPERM;
 	}
 	if (!size || size % 512) {

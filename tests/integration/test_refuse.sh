@@ -74,21 +74,43 @@ grep -q "netdev s0: output held for its checkpoint, then out through tap:rmt$$" 
 	fail "socket,udp NIC not taken: $(head -n 4 "$T/udp.log")"
 kill -TERM "$rpid"; wait_exit "$rpid" 10
 
-# Disks are not replicated: a writable one is refused unless shared.
+# A writable disk is replicated; a read-only one needs nothing; one that
+# cannot be protected (here: one disk too many) is refused
+# unless the operator says both hosts share it.
 truncate -s 8M "$T/disk.img" "$T/cdrom.img"
 # shellcheck disable=SC2046
 vm disk -vga none $(shared_ram disk) -drive file="$T/disk.img",format=raw,if=virtio,id=disk0 \
 	-drive file="$T/cdrom.img",format=raw,if=virtio,readonly=on,id=disk1
-expect_refusal disk "disk 'disk0' ($T/disk.img) is writable and not replicated.*--unprotected-disk disk0" \
-	"a writable disk"
 "$BIN/remus-replicator" --qmp "$T/disk/qmp.sock" --backup "127.0.0.1:$(free_port)" \
-	--unprotected-disk disk0 > "$T/shared.log" 2>&1 &
+	> "$T/disk.log" 2>&1 &
+rpid=$!
+PIDS+=("$rpid")
+wait_for 10 grep -qs "retrying every second" "$T/disk.log"
+grep -q "disk disk0 ($T/disk.img, 8 MiB) is replicated through" "$T/disk.log" &&
+	grep -q "attached to VM" "$T/disk.log" && ! grep -q "disk1" "$T/disk.log" &&
+	pass "a writable disk is replicated; a read-only one is left alone" ||
+	fail "writable disk: $(head -n 4 "$T/disk.log")"
+kill -TERM "$rpid"; wait_exit "$rpid" 10
+[ "${EXIT_CODE:-}" = 0 ] && pass "detaching from a VM with a replicated disk exits 0" ||
+	fail "detach with a disk: exit ${EXIT_CODE:-?}"
+
+# 17 writable disks: one more than the replicator protects.
+many=()
+for i in $(seq 0 16); do
+	truncate -s 1M "$T/many$i.img"
+	many+=(-drive "file=$T/many$i.img,format=raw,if=none,id=m$i")
+done
+# shellcheck disable=SC2046
+vm many -vga none $(shared_ram many) "${many[@]}"
+expect_refusal many "more than 16 writable disks" "a disk that cannot be replicated"
+"$BIN/remus-replicator" --qmp "$T/many/qmp.sock" --backup "127.0.0.1:$(free_port)" \
+	--unprotected-disk m16 > "$T/shared.log" 2>&1 &
 rpid=$!
 PIDS+=("$rpid")
 wait_for 10 grep -qs "retrying every second" "$T/shared.log"
-grep -q "disk 'disk0' .* is not replicated (--unprotected-disk)" "$T/shared.log" &&
-	grep -q "attached to VM" "$T/shared.log" && ! grep -q "disk1" "$T/shared.log" &&
-	pass "a shared disk is accepted with a warning; a read-only one without" ||
+grep -q "disk 'm16' .* is not replicated (--unprotected-disk)" "$T/shared.log" &&
+	grep -q "attached to VM" "$T/shared.log" &&
+	pass "a disk the operator declares shared is accepted with a warning" ||
 	fail "--unprotected-disk: $(head -n 4 "$T/shared.log")"
 kill -TERM "$rpid"; wait_exit "$rpid" 10
 
