@@ -10,6 +10,10 @@
       a set of workloads (idle, steady and bursty dirtier, unthrottled
       writer, requests) under fixed 25/50/100/200 ms epochs and the adaptive
       hybrid policy, side by side in one run
+  bench/bench.py disk [--epochs 50,200] [--seconds 15]
+      the guest's disk write throughput and latency (random 4 KiB O_DIRECT
+      writes, unthrottled) replicated at each epoch length against the same
+      VM unreplicated, in one run
   bench/bench.py network [--epochs 25,50,100] [--seconds 8]
       request latency and throughput through the VM's net buffer, replicated
       at each epoch length against unreplicated, in one run (needs root: it
@@ -218,6 +222,65 @@ def workrate(args):
         print("| %s | %.0f | %.2f | %s |" % (name, rate, rate / base, extra))
 
 
+DISKW_RE = re.compile(rb"diskw: writes=(\d+) mb_s=([\d.]+) lat_p50_us=(\d+) lat_p99_us=(\d+) "
+                      rb"lat_max_us=(\d+)")
+
+
+def diskw_lines(serial):
+    with open(serial, "rb") as f:
+        return DISKW_RE.findall(f.read())
+
+
+def disk_window(serial, seconds):
+    """Writes per second of host time over the guest's reports (every 5 s
+    of guest time) that appear during the window, and the worst p50/p99
+    the guest measured in them. The guest's clock stands still while the
+    VM is paused, so its latencies leave the pause out; throughput is per
+    host second and does not."""
+    seen = len(diskw_lines(serial))
+    wait_for(lambda: len(diskw_lines(serial)) > seen, 30, "a disk report")
+    t0, start = time.monotonic(), len(diskw_lines(serial))
+    time.sleep(seconds)
+    wait_for(lambda: len(diskw_lines(serial)) > start, 30, "a disk report")
+    t1, lines = time.monotonic(), diskw_lines(serial)[start:]
+    writes = sum(int(l[0]) for l in lines)
+    p50 = max(int(l[2]) for l in lines)
+    p99 = max(int(l[3]) for l in lines)
+    return writes / (t1 - t0), p50, p99
+
+
+def disk(args):
+    b = Bench()
+    rows = []
+    try:
+        img = os.path.join(b.dir, "disk.img")
+        run, _ = b.guest("disk", args.mem[0], "disk_write_mb_s=max", ["--disk", img])
+        serial = os.path.join(run, "serial.log")
+        port = free_port()
+        b.agent(port, os.path.join(b.dir, "backup"), extra=["--no-fence"])
+        rows.append(("unreplicated",) + disk_window(serial, args.seconds) + (None,))
+        for e in args.epochs:
+            p, sock = b.replicator(run, port, e)
+            wait_for(lambda: committed(sock, 10), 120, "10 committed epochs")
+            ctl(sock, "reset-stats")
+            rows.append(("epoch %d ms" % e,) + disk_window(serial, args.seconds) +
+                        (ctl(sock, "status"),))
+            detach(p)
+            time.sleep(1)
+        rows.append(("unreplicated (again)",) + disk_window(serial, args.seconds) + (None,))
+    finally:
+        b.close()
+    base = (rows[0][1] + rows[-1][1]) / 2
+    print("| run | 4 KiB writes/s (host time) | vs unreplicated | write latency p50 / p99 "
+          "(guest clock) | pause p50 / p99 | epochs ended early (disk cap) |")
+    print("|---|---|---|---|---|---|")
+    for name, rate, p50, p99, s in rows:
+        extra = ("%.1f / %.1f ms | %d" % (s["pause_p50_ms"], s["pause_p99_ms"],
+                 s.get("disk_early_epochs", 0))) if s else "- | -"
+        print("| %s | %.0f | %.2f | %.0f / %.0f us | %s |" % (name, rate, rate / base, p50, p99,
+                                                             extra))
+
+
 def testnet_env(prefix):
     out = subprocess.run([os.path.join(ROOT, "scripts", "testnet"), "env", prefix],
                          check=True, capture_output=True, text=True).stdout
@@ -389,7 +452,7 @@ def report_policies(results, configs):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["checkpoint", "workrate", "network", "policies"])
+    ap.add_argument("what", choices=["checkpoint", "workrate", "network", "policies", "disk"])
     ap.add_argument("--mem", default=None, help="guest RAM sizes in MB, comma-separated")
     ap.add_argument("--rates", default="0,25,50,100,200", help="dirty rates in MB/s")
     ap.add_argument("--epochs", default=None, help="epoch lengths in ms")
@@ -401,14 +464,14 @@ def main():
     args.mem = [int(x) for x in (args.mem or ("128,512" if args.what == "checkpoint" else "128")).split(",")]
     args.rates = [int(x) for x in args.rates.split(",")]
     args.policies = [x for x in args.policies.split(",") if x]
-    args.epochs = [int(x) for x in (args.epochs or ("25,50,100" if args.what == "network"
-                                                   else "25,50,100,200")).split(",")]
+    args.epochs = [int(x) for x in (args.epochs or {"network": "25,50,100", "disk": "50,200"}.get(
+        args.what, "25,50,100,200")).split(",")]
     for exe in ("remus-agent", "remus-replicator", "remusctl"):
         if not os.access(os.path.join(BIN, exe), os.X_OK):
             sys.exit("bench: build first (make all guest)")
     print("<!-- %s, %s -->" % (" ".join(sys.argv), time.strftime("%Y-%m-%d %H:%M")))
     {"checkpoint": checkpoint, "workrate": workrate, "network": network,
-     "policies": policies}[args.what](args)
+     "policies": policies, "disk": disk}[args.what](args)
 
 
 if __name__ == "__main__":

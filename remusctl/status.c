@@ -41,6 +41,26 @@ static void print_net(struct json_object *o)
 	}
 }
 
+static void print_disks(struct json_object *o)
+{
+	struct json_object *arr, *k;
+
+	if (!json_object_object_get_ex(o, "disks", &arr))
+		return;
+	for (size_t i = 0; i < json_object_array_length(arr); i++) {
+		k = json_object_array_get_idx(arr, i);
+		printf("disk %s:  %s", str(k, "name"), str(k, "state"));
+		if (!strcmp(str(k, "state"), "syncing"))
+			printf(" (initial copy %.0f%%)", num(k, "sync_percent"));
+		printf(", %.0f MiB; %.0f writes (%.1f MiB) mirrored\n", num(k, "size_bytes") / 1048576,
+		       num(k, "writes"), num(k, "written_bytes") / 1048576);
+	}
+	if (json_object_array_length(arr))
+		printf("disks:   %.0f bytes of this epoch's writes held; %.0f epochs ended early, "
+		       "%.0f writes waited for room\n", num(o, "disk_pending_bytes"),
+		       num(o, "disk_early_epochs"), num(o, "disk_write_stalls"));
+}
+
 /* Lines only when there is something to say: a pause, a handover. */
 static void print_operator(struct json_object *o)
 {
@@ -79,6 +99,7 @@ static void print_human(struct json_object *o)
 	       num(o, "link_bytes_per_s") / 1e6, num(o, "link_queued_bytes"),
 	       num(o, "ack_p50_ms"), num(o, "ack_p99_ms"));
 	print_operator(o);
+	print_disks(o);
 	print_net(o);
 }
 

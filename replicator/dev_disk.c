@@ -69,6 +69,7 @@ struct disk {
 	bool job;            /* our mirror job exists */
 	bool ready;          /* BLOCK_JOB_READY seen */
 	uint64_t writes, bytes;
+	uint64_t sync_bytes;  /* of the disk covered in this initial copy */
 };
 
 struct disk_device {
@@ -168,6 +169,8 @@ static int record(struct disk *k, uint32_t op, uint64_t off, uint64_t len, const
 	list_append(&d->pending, rec);
 	k->writes++;
 	k->bytes += dlen;
+	if (d->streaming && (op == DISK_OP_WRITE || op == DISK_OP_WRITE_ZEROES))
+		k->sync_bytes += len;
 	wake = d->streaming || (d->pending.bytes > d->soft_cap && !d->early_asked);
 	if (d->r->cfg.test_disk_unbuffered && !d->streaming) {
 		struct disk_rec *copy = malloc(sizeof(*rec) + dlen);
@@ -604,9 +607,9 @@ static void disk_teardown(void *state)
 		struct disk *k = &d->disks[i];
 		char node[64];
 
-		if (r->qmp && k->job)
+		if (r->qmp && k->job && !r->vm_gone)
 			stop_mirror(r, k);
-		if (r->qmp && k->node_added) {
+		if (r->qmp && k->node_added && !r->vm_gone) {
 			struct json_object *a = json_object_new_object();
 
 			snprintf(node, sizeof(node), "remus-nbd%u", k->index);
@@ -652,6 +655,8 @@ static int disk_sync(void *state, struct replicator *r, struct epoch_tally *t)
 	list_free(&d->captured);
 	pthread_mutex_lock(&d->mu);
 	list_free(&d->pending);
+	for (uint32_t i = 0; i < d->n; i++)
+		d->disks[i].sync_bytes = 0;
 	d->tag = 0;
 	d->streaming = true;
 	d->early_asked = false;
@@ -767,6 +772,9 @@ static void disk_status(void *state, struct json_object *out)
 		json_object_object_add(o, "size_bytes", json_object_new_int64((int64_t)k->size));
 		json_object_object_add(o, "state", json_object_new_string(
 			!k->job ? "idle" : k->ready ? "mirroring" : "syncing"));
+		json_object_object_add(o, "sync_percent", json_object_new_double(
+			k->ready ? 100.0 : k->size ? 100.0 * (double)(k->sync_bytes > k->size ?
+								  k->size : k->sync_bytes) / (double)k->size : 0));
 		json_object_object_add(o, "writes", json_object_new_int64((int64_t)k->writes));
 		json_object_object_add(o, "written_bytes", json_object_new_int64((int64_t)k->bytes));
 		json_object_array_add(arr, o);

@@ -99,6 +99,7 @@ void replicator_leave(struct replicator *r, int exit_code)
  * primary failed and the backup takes over from its last commit. */
 static void on_qemu_gone(struct replicator *r)
 {
+	r->vm_gone = true;
 	ev_io_stop(r->loop, &r->qmp_watch);
 	ev_io_stop(r->loop, &r->qemu_exit_watch);
 	ev_timer_stop(r->loop, &r->qemu_exit_grace);

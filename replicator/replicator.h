@@ -137,6 +137,7 @@ struct replicator {
 	bool vm_stopped_by_us;    /* our stop succeeded, our cont did not (yet) */
 	unsigned nacks_in_a_row;
 	bool vm_shutdown;        /* QEMU announced SHUTDOWN: leaving on purpose */
+	bool vm_gone;            /* QEMU has exited: nothing more to ask it */
 	int exit_code;
 	ev_tstamp epoch_sent_at;
 	struct epoch_policy policy;
