@@ -68,6 +68,7 @@ struct disk {
 	bool node_added;     /* blockdev-add of our nbd node done */
 	bool job;            /* our mirror job exists */
 	bool ready;          /* BLOCK_JOB_READY seen */
+	unsigned gen;        /* of our job's id: a cancelled job's late events are not ours */
 	uint64_t writes, bytes;
 	uint64_t sync_bytes;  /* of the disk covered in this initial copy */
 };
@@ -85,11 +86,15 @@ struct disk_device {
 	bool early_asked;
 	bool closing;              /* teardown: writers must not wait */
 	bool barrier;              /* stop under way: writers must not wait */
+	bool may_wait;             /* a barrier (or the link, in epoch 0) will make room */
+	bool overflow;             /* writes were dropped: only a full resync helps */
+	uint64_t overflows;
 	struct rec_list test_unbuffered; /* --test-disk-unbuffered copies */
 	size_t soft_cap, hard_cap;
 	/* main loop only */
 	ev_async wake;
 	ev_timer retry;            /* epoch 0: the link was full */
+	ev_timer watch;            /* keeps may_wait true to the replicator's state */
 	struct rec_list captured;  /* the epoch in flight, until committed */
 	uint64_t captured_epoch;
 	bool sync_open;            /* epoch 0 waits for READY */
@@ -140,13 +145,54 @@ static void list_take(struct rec_list *to, struct rec_list *from)
 /* Record one operation of the guest's disk (any thread). Waits while the
  * epoch's writes are over the hard cap: the guest's write then stalls
  * until the barrier takes them, which is the backpressure we want. */
+/* Over the hard cap with no checkpoint coming to take the writes (backup
+ * lost, protection paused, link down in the initial copy): drop what is
+ * held and keep nothing more. The guest's I/O goes on; the next barrier
+ * (or the next session) sees `overflow` and starts a full resync, which
+ * copies every disk again. Called with mu held. */
+static void overflow(struct disk_device *d)
+{
+	if (!d->overflow)
+		d->overflows++;
+	d->overflow = true;
+	list_free(&d->pending);
+	list_free(&d->test_unbuffered);
+}
+
+/* Record one operation of the guest's disk (an NBD thread). Over the hard
+ * cap it waits while a barrier is sure to come and take the epoch's
+ * writes: the guest's write then stalls until the barrier, which is the
+ * backpressure we want. */
 static int record(struct disk *k, uint32_t op, uint64_t off, uint64_t len, const void *data)
 {
 	struct disk_device *d = k->dev;
 	size_t dlen = op == DISK_OP_WRITE ? (size_t)len : 0;
-	struct disk_rec *rec = malloc(sizeof(*rec) + dlen);
+	struct disk_rec *rec;
 	bool wake;
 
+	pthread_mutex_lock(&d->mu);
+	k->writes++;
+	k->bytes += dlen;
+	if (d->streaming && (op == DISK_OP_WRITE || op == DISK_OP_WRITE_ZEROES))
+		k->sync_bytes += len;
+	/* Only data waits, and never across a barrier: QEMU's `stop` waits
+	 * for this very write (and flushes), and only after `stop` does the
+	 * loop take the epoch's writes. */
+	if (dlen && d->pending.bytes + dlen > d->hard_cap && !d->overflow) {
+		if (d->may_wait && !d->closing && !d->barrier)
+			d->stalls++;
+		while (d->pending.bytes && d->pending.bytes + dlen > d->hard_cap &&
+		       d->may_wait && !d->closing && !d->barrier && !d->overflow)
+			pthread_cond_wait(&d->room, &d->mu);
+		if (d->pending.bytes + dlen > d->hard_cap && !d->may_wait)
+			overflow(d);
+	}
+	if (d->overflow) {
+		pthread_mutex_unlock(&d->mu);
+		return 0; /* the full resync to come copies it */
+	}
+	pthread_mutex_unlock(&d->mu);
+	rec = malloc(sizeof(*rec) + dlen);
 	if (!rec)
 		return -ENOMEM;
 	*rec = (struct disk_rec){ .disk = k->index, .op = op, .offset = off, .length = len };
@@ -155,22 +201,7 @@ static int record(struct disk *k, uint32_t op, uint64_t off, uint64_t len, const
 	proto_encode_disk_hdr(rec->hdr, &(struct disk_op){ .disk = k->index, .op = op,
 							   .offset = off, .length = len });
 	pthread_mutex_lock(&d->mu);
-	/* Only data waits, and never across a barrier: QEMU's `stop` waits
-	 * for this very write (and flushes), and only after `stop` does the
-	 * loop take the epoch's writes. In epoch 0 the loop empties pending
-	 * as fast as the link takes it. */
-	if (dlen && d->pending.bytes && d->pending.bytes + dlen > d->hard_cap &&
-	    !d->closing && !d->barrier) {
-		d->stalls++;
-		while (d->pending.bytes && d->pending.bytes + dlen > d->hard_cap &&
-		       !d->closing && !d->barrier)
-			pthread_cond_wait(&d->room, &d->mu);
-	}
 	list_append(&d->pending, rec);
-	k->writes++;
-	k->bytes += dlen;
-	if (d->streaming && (op == DISK_OP_WRITE || op == DISK_OP_WRITE_ZEROES))
-		k->sync_bytes += len;
 	wake = d->streaming || (d->pending.bytes > d->soft_cap && !d->early_asked);
 	if (d->r->cfg.test_disk_unbuffered && !d->streaming) {
 		struct disk_rec *copy = malloc(sizeof(*rec) + dlen);
@@ -279,6 +310,8 @@ static void finish_sync(struct disk_device *d)
 	struct replicator *r = d->r;
 	int rc;
 
+	if (!link_up(&r->link))
+		return; /* the backup went meanwhile: the next session copies again */
 	pthread_mutex_lock(&d->mu);
 	d->streaming = false;
 	d->tag = 1;
@@ -293,6 +326,36 @@ static void finish_sync(struct disk_device *d)
 	}
 	log_info("disks: %u mirror(s) ready; initial disk copy queued", d->n);
 	epoch_sync_device_ready(r);
+}
+
+/* Will something make room for waiting writers? In the initial copy the
+ * link does; after it, a barrier, which needs a protected, unpaused VM
+ * and a backup. */
+static bool room_coming(const struct disk_device *d)
+{
+	const struct replicator *r = d->r;
+
+	if (!link_up(&r->link) || r->stopping)
+		return false;
+	if (d->streaming)
+		return true;
+	return r->prot == PROT_PROTECTED && r->pause == PAUSE_OFF && r->handover == HO_NONE;
+}
+
+static void refresh_may_wait(struct disk_device *d)
+{
+	bool coming = room_coming(d);
+
+	pthread_mutex_lock(&d->mu);
+	if (d->may_wait && !coming)
+		pthread_cond_broadcast(&d->room); /* waiters: overflow instead */
+	d->may_wait = coming;
+	pthread_mutex_unlock(&d->mu);
+}
+
+static void on_watch(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	refresh_may_wait(w->data);
 }
 
 /* Test hook (--test-disk-unbuffered): every write also goes out at once,
@@ -332,6 +395,7 @@ static void on_wake(struct ev_loop *loop, ev_async *w, int revents)
 	stream = d->streaming;
 	early = !stream && d->early_asked;
 	pthread_mutex_unlock(&d->mu);
+	refresh_may_wait(d);
 	if (r->cfg.test_disk_unbuffered)
 		send_unbuffered(d);
 	if (stream && d->sync_open && link_up(&r->link)) {
@@ -367,6 +431,11 @@ static int qmp_simple(struct replicator *r, const char *cmd, struct json_object 
 	return rc;
 }
 
+static void job_name(const struct disk *k, char *out, size_t len)
+{
+	snprintf(out, len, "remus-mirror%u-%u", k->index, k->gen);
+}
+
 static int add_nbd_node(struct replicator *r, struct disk *k)
 {
 	struct json_object *a = json_object_new_object(), *srv = json_object_new_object();
@@ -395,7 +464,8 @@ static int start_mirror(struct replicator *r, struct disk *k)
 	char job[64], node[64];
 	int rc;
 
-	snprintf(job, sizeof(job), "remus-mirror%u", k->index);
+	k->gen++;
+	job_name(k, job, sizeof(job));
 	snprintf(node, sizeof(node), "remus-nbd%u", k->index);
 	json_object_object_add(a, "job-id", json_object_new_string(job));
 	json_object_object_add(a, "device", json_object_new_string(k->node));
@@ -423,7 +493,7 @@ static int job_listed(struct replicator *r, const struct disk *k)
 	char job[64];
 	int rc, found = 0;
 
-	snprintf(job, sizeof(job), "remus-mirror%u", k->index);
+	job_name(k, job, sizeof(job));
 	rc = qmp_execute(r->qmp, "query-block-jobs", NULL, &ret, QMP_TIMEOUT_MS);
 	if (rc)
 		return rc;
@@ -445,7 +515,7 @@ static int stop_mirror(struct replicator *r, struct disk *k)
 
 	if (!k->job)
 		return 0;
-	snprintf(job, sizeof(job), "remus-mirror%u", k->index);
+	job_name(k, job, sizeof(job));
 	json_object_object_add(a, "device", json_object_new_string(job));
 	json_object_object_add(a, "force", json_object_new_boolean(true));
 	rc = qmp_simple(r, "block-job-cancel", a);
@@ -571,7 +641,8 @@ static int disk_setup(struct replicator *r, void **state)
 	d->hard_cap = 2 * r->cfg.disk_cap_bytes;
 	ev_async_init(&d->wake, on_wake);
 	ev_timer_init(&d->retry, on_retry, 0.01, 0);
-	d->wake.data = d->retry.data = d;
+	ev_timer_init(&d->watch, on_watch, 0.1, 0.1);
+	d->wake.data = d->retry.data = d->watch.data = d;
 	ev_async_start(r->loop, &d->wake);
 	rc = find_disks(d);
 	r->protected_disks = (int)d->n;
@@ -633,6 +704,7 @@ static void disk_teardown(void *state)
 	}
 	ev_async_stop(r->loop, &d->wake);
 	ev_timer_stop(r->loop, &d->retry);
+	ev_timer_stop(r->loop, &d->watch);
 	list_free(&d->pending);
 	list_free(&d->captured);
 	list_free(&d->test_unbuffered);
@@ -650,11 +722,19 @@ static int disk_sync(void *state, struct replicator *r, struct epoch_tally *t)
 
 	if (!d->n)
 		return 0;
+	/* Waiting writers go on first: a cancel waits for their writes. */
+	pthread_mutex_lock(&d->mu);
+	d->may_wait = false;
+	overflow(d);
+	pthread_cond_broadcast(&d->room);
+	pthread_mutex_unlock(&d->mu);
 	for (uint32_t i = 0; i < d->n; i++)
 		stop_mirror(r, &d->disks[i]);
 	list_free(&d->captured);
 	pthread_mutex_lock(&d->mu);
 	list_free(&d->pending);
+	d->overflow = false;
+	d->may_wait = true;
 	for (uint32_t i = 0; i < d->n; i++)
 		d->disks[i].sync_bytes = 0;
 	d->tag = 0;
@@ -667,6 +747,8 @@ static int disk_sync(void *state, struct replicator *r, struct epoch_tally *t)
 		rc = start_mirror(r, &d->disks[i]);
 	if (rc)
 		return rc;
+	if (!ev_is_active(&d->watch))
+		ev_timer_start(r->loop, &d->watch);
 	log_info("disks: mirroring %u disk(s) to the backup; epoch 0 ends when all are ready",
 		 d->n);
 	return CKPT_SYNC_PENDING;
@@ -694,6 +776,13 @@ static int disk_postsuspend(void *state, struct replicator *r, struct epoch_tall
 	list_free(&d->captured);
 	pthread_mutex_lock(&d->mu);
 	d->barrier = false;
+	if (d->overflow) {
+		pthread_mutex_unlock(&d->mu);
+		log_err("disks: writes were dropped while no checkpoint could take them "
+			"(over %zu MiB held): the backup's disks need a full copy",
+			d->hard_cap >> 20);
+		return -ENOSPC;
+	}
 	if (d->tag != t->id)
 		log_warn("disks: writes tagged for epoch %llu taken at barrier %llu",
 			 (unsigned long long)d->tag, (unsigned long long)t->id);
@@ -731,10 +820,11 @@ static void disk_event(void *state, struct replicator *r, const char *event,
 {
 	struct disk_device *d = state;
 	const char *job = data ? member(data, "device") : NULL;
-	unsigned idx;
+	unsigned idx, gen;
 
-	if (!job || sscanf(job, "remus-mirror%u", &idx) != 1 || idx >= d->n)
-		return;
+	if (!job || sscanf(job, "remus-mirror%u-%u", &idx, &gen) != 2 || idx >= d->n ||
+	    gen != d->disks[idx].gen)
+		return; /* not ours, or a job we cancelled */
 	if (!strcmp(event, "BLOCK_JOB_READY")) {
 		d->disks[idx].ready = true;
 		log_info("disk %s: mirror ready", d->disks[idx].name);
@@ -784,6 +874,7 @@ static void disk_status(void *state, struct json_object *out)
 	json_object_object_add(out, "disks", arr);
 	json_object_object_add(out, "disk_early_epochs", json_object_new_int64((int64_t)early));
 	json_object_object_add(out, "disk_write_stalls", json_object_new_int64((int64_t)stalls));
+	json_object_object_add(out, "disk_overflows", json_object_new_int64((int64_t)d->overflows));
 }
 
 /* HELLO: the disks the backup keeps a replica of, in index order. */

@@ -178,7 +178,7 @@ void epoch_start_sync(struct replicator *r)
 
 void epoch_sync_device_ready(struct replicator *r)
 {
-	if (!r->sync_pending || --r->sync_pending)
+	if (!r->sync_pending || --r->sync_pending || !link_up(&r->link))
 		return;
 	if (close_epoch(r, &r->sync_tally))
 		link_drop_alive(r, "initial sync could not be closed; resyncing");
