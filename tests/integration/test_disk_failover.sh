@@ -12,12 +12,13 @@
 
 EPOCH_MS=1500 # long epochs: the kill lands well inside one, after writes
 
-# run NAME REPLICATOR_ARGS AGENT_ARGS: replicate guest NAME, kill its QEMU
-# 0.6 s into an epoch; sets RESTORED (the restored VM's serial log).
+# run NAME REPLICATOR_ARGS AGENT_ARGS [KERNEL_ARGS]: replicate guest NAME,
+# kill its QEMU 0.6 s into an epoch; sets RESTORED (the restored VM's
+# serial log) and STATUS (the replicator's status just before the kill).
 run() {
-	local name=$1 rargs=$2 aargs=$3 port n
+	local name=$1 rargs=$2 aargs=$3 append=${4:-} port n
 	port=$(free_port)
-	start_guest "$name" 128 "disk_check=1" --disk "$T/$name.img"
+	start_guest "$name" 128 "disk_check=1 $append" --disk "$T/$name.img"
 	RAM_FILES+=("$T/$name.img")
 	wait_for 30 grep -qa 'disk: ok' "$T/$name/serial.log" || die "$name: no disk check running"
 	start_agent "$port" "$T/$name-backup" --no-fence $aargs
@@ -35,6 +36,7 @@ run() {
 	n=$(status_of "$CTL" epochs_committed)
 	wait_for 10 committed_in "$CTL" $((n + 1)) || die "$name: no commit within 10 s"
 	sleep 0.6
+	STATUS=$("$BIN/remusctl" --control "$CTL" status --json)
 	kill -KILL "$GUEST_PID"
 	log "$name: primary QEMU killed 0.6 s into epoch $((n + 2)) (tick $(last_tick "$T/$name/serial.log"))"
 	wait_exit "$AGENT_PID" 30 || die "$name: the agent did not fail over within 30 s"
@@ -57,8 +59,13 @@ committed_in() {
 	[ "${n:-0}" -ge "$2" ]
 }
 
-# 1. Writes applied at commit: the restored disk matches the restored memory.
-run epochdisk "" ""
+# 1. Writes applied at commit: the restored disk matches the restored memory,
+# also with a second, unthrottled writer that fills the epoch's disk cap
+# (1 MiB) so that epochs end early.
+run epochdisk "--disk-cap-mb 1" "" "disk_write_mb_s=max"
+early=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["disk_early_epochs"])' "$STATUS")
+[ "${early:-0}" -gt 0 ] && pass "a heavy writer ends epochs early ($early epochs) instead of piling up" ||
+	fail "no epoch ended early for the disk cap (status: $STATUS)"
 grep -qa 'disk: MISMATCH' "$RESTORED" &&
 	fail "restored VM: $(grep -a -m1 'disk: MISMATCH' "$RESTORED")" ||
 	pass "restored VM: its disk matches its memory (no MISMATCH)"
