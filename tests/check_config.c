@@ -383,7 +383,7 @@ START_TEST(test_good_files_for_each_role)
 
 	parses("[vm]\nqmp = /q\n[backup]\naddress = 127.0.0.1:7\n", CONFIG_REPLICATOR, &pc);
 	pair_config_free(&pc);
-	parses("[vm]\ndomain = d\n[backup]\naddress = localhost:7\n", CONFIG_REPLICATOR, &pc);
+	parses("[vm]\ndomain = d\n[backup]\naddress = 127.0.0.1:7\n", CONFIG_REPLICATOR, &pc);
 	pair_config_free(&pc);
 	parses("[backup]\naddress = 127.0.0.1:7\nstate-dir = /s\n[hooks]\nfence = none\n",
 	       CONFIG_AGENT, &pc);
