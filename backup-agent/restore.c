@@ -97,6 +97,7 @@ static int make_overlay(const char *base, const char *overlay)
 int restore_disk_overlays(const char *dir, struct json_object *vm, struct restore_disks *out)
 {
 	struct json_object *arr;
+	char absdir[PATH_MAX];
 	size_t n;
 
 	memset(out, 0, sizeof(*out));
@@ -107,9 +108,16 @@ int restore_disk_overlays(const char *dir, struct json_object *vm, struct restor
 		log_err("the replica lists %zu disks, at most %d", n, RESTORE_MAX_DISKS);
 		return -EINVAL;
 	}
+	/* qemu-img and QEMU resolve a relative backing file against the
+	 * overlay's folder, libvirt wants absolute paths: make dir absolute */
+	if (n && !realpath(dir, absdir)) {
+		log_err("state dir %s: %s", dir, strerror(errno));
+		return -errno;
+	}
+	dir = absdir;
 	for (size_t i = 0; i < n; i++) {
 		struct json_object *d = json_object_array_get_idx(arr, i);
-		char base[PATH_MAX];
+		char base[PATH_MAX + 32];
 		int rc;
 
 		snprintf(base, sizeof(base), "%s/disk-%zu.img", dir, i);

@@ -727,6 +727,8 @@ static int optval_set_print(struct builder *b, struct optval *v, const char *con
 		if (v->json)
 			ret = json_object_object_add(v->json, kv[i], json_object_new_string(kv[i + 1]))
 				? -ENOMEM : 0;
+		else if (streq(kv[i], "driver") && qemu_opts_first_bare(&v->kv))
+			ret = qemu_opts_set(&v->kv, NULL, kv[i + 1]); /* "raw,file=..." */
 		else
 			ret = qemu_opts_set(&v->kv, kv[i], kv[i + 1]);
 	}
@@ -774,13 +776,15 @@ static int rewrite_blockdev(struct builder *b, struct arg_iter *it)
 
 	if (optval_parse(it->arg, &v))
 		return fail(b, -ENOMEM, "out of memory");
-	driver = optval_get(&v, "driver", false);
-	if (streq(driver, "file") && (i = disk_of_file(b, optval_get(&v, "filename", false))) >= 0) {
-		const char *kv[] = { "filename", b->spec->disks[i].overlay };
+	driver = optval_get(&v, "driver", true);
+	if ((streq(driver, "file") || streq(driver, "host_device")) &&
+	    (i = disk_of_file(b, optval_get(&v, "filename", false))) >= 0) {
+		/* a block device on the primary is a file (the overlay) here */
+		const char *kv[] = { "filename", b->spec->disks[i].overlay, "driver", "file" };
 
 		b->disk_found[i] = true;
 		ret = out_dup(b, it->opt);
-		ret = ret ? ret : optval_set_print(b, &v, kv, 2);
+		ret = ret ? ret : optval_set_print(b, &v, kv, 4);
 	} else if (streq(driver, "raw") && disk_of_node(b, optval_get(&v, "file", false)) >= 0) {
 		const char *kv[] = { "driver", "qcow2" };
 
@@ -804,7 +808,8 @@ static int find_disk_nodes(struct builder *b)
 			continue;
 		if (optval_parse(b->argv[a + 1], &v))
 			return fail(b, -ENOMEM, "out of memory");
-		i = streq(optval_get(&v, "driver", false), "file") ?
+		i = streq(optval_get(&v, "driver", true), "file") ||
+		    streq(optval_get(&v, "driver", true), "host_device") ?
 			disk_of_file(b, optval_get(&v, "filename", false)) : -1;
 		if (i >= 0 && optval_get(&v, "node-name", false) && !b->disk_node[i]) {
 			b->disk_node[i] = strdup(optval_get(&v, "node-name", false));

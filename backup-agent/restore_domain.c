@@ -172,7 +172,10 @@ static int rewrite_disk(xmlNodePtr disk, const struct restore_domain_disk *d)
 	bs = xmlNewChild(disk, NULL, (const xmlChar *)"backingStore", NULL);
 	fmt = bs ? xmlNewChild(bs, NULL, (const xmlChar *)"format", NULL) : NULL;
 	bsrc = bs ? xmlNewChild(bs, NULL, (const xmlChar *)"source", NULL) : NULL;
+	/* a block device on the primary is a file (the overlay) here */
+	xmlUnsetProp(src, (const xmlChar *)"dev");
 	if (!drv || !fmt || !bsrc || set_props(drv, drv_kv, 4) || set_props(bs, bs_kv, 2) ||
+	    !xmlSetProp(disk, (const xmlChar *)"type", (const xmlChar *)"file") ||
 	    !xmlSetProp(fmt, (const xmlChar *)"type", (const xmlChar *)"raw") ||
 	    !xmlSetProp(bsrc, (const xmlChar *)"file", (const xmlChar *)d->base) ||
 	    !xmlSetProp(src, (const xmlChar *)"file", (const xmlChar *)d->overlay))
@@ -183,7 +186,8 @@ static int rewrite_disk(xmlNodePtr disk, const struct restore_domain_disk *d)
 static int move_disks(xmlDocPtr doc, const struct restore_domain_spec *s, char *err,
 		      size_t errlen)
 {
-	xmlXPathObjectPtr o = select_nodes(doc, "/domain/devices/disk[@type='file']");
+	xmlXPathObjectPtr o = select_nodes(doc, "/domain/devices/disk[@type='file' or "
+					   "@type='block']");
 	int rc = 0;
 
 	for (int i = 0; i < s->ndisks && !rc; i++) {
@@ -191,7 +195,9 @@ static int move_disks(xmlDocPtr doc, const struct restore_domain_spec *s, char *
 
 		for (int k = 0; k < nodes_count(o) && !found && !rc; k++) {
 			xmlNodePtr disk = o->nodesetval->nodeTab[k], src = child(disk, "source");
-			xmlChar *file = src ? xmlGetProp(src, (const xmlChar *)"file") : NULL;
+			xmlChar *file = !src ? NULL : xmlHasProp(src, (const xmlChar *)"file") ?
+				xmlGetProp(src, (const xmlChar *)"file") :
+				xmlGetProp(src, (const xmlChar *)"dev");
 
 			if (file && !strcmp((const char *)file, s->disks[i].file)) {
 				found = true;
@@ -202,7 +208,8 @@ static int move_disks(xmlDocPtr doc, const struct restore_domain_spec *s, char *
 		}
 		if (!found && !rc)
 			rc = fail(err, errlen, -EINVAL, "the primary's domain XML has no "
-				  "<disk type='file'> with <source file='%s'/>", s->disks[i].file);
+				  "<disk type='file'> or <disk type='block'> with source %s",
+				  s->disks[i].file);
 	}
 	xmlXPathFreeObject(o);
 	return rc;

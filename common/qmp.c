@@ -423,6 +423,21 @@ static int execute_until(struct qmp *q, const char *command,
 	return err;
 }
 
+/* A whole reply, nested as deep as QEMU's replies may be (query-block
+ * with a long backing chain is deeper than json-c's default). */
+static struct json_object *parse_deep(const char *text)
+{
+	struct json_tokener *tok = json_tokener_new_ex(QMP_JSON_DEPTH);
+	struct json_object *o = tok ? json_tokener_parse_ex(tok, text, -1) : NULL;
+
+	if (o && json_tokener_get_error(tok) != json_tokener_success) {
+		json_object_put(o);
+		o = NULL;
+	}
+	json_tokener_free(tok);
+	return o;
+}
+
 /* One command through the passthrough: libvirt matches the reply to the
  * request itself, so there are no ids to check and no events in between. */
 static int pt_execute(struct qmp *q, const char *command, struct json_object *args,
@@ -446,7 +461,7 @@ static int pt_execute(struct qmp *q, const char *command, struct json_object *ar
 			 q->pt.what, why);
 		goto out;
 	}
-	msg = reply ? json_tokener_parse(reply) : NULL;
+	msg = reply ? parse_deep(reply) : NULL;
 	if (!msg || !is_reply(msg)) {
 		char shown[QMP_SNIPPET + 1];
 
@@ -508,11 +523,16 @@ int qmp_open_passthrough(const struct qmp_passthrough *pt, struct qmp **out)
 int qmp_push_event(struct qmp *q, const char *event, const char *data_json)
 {
 	struct json_object *msg = json_object_new_object();
-	struct json_object *data = data_json ? json_tokener_parse(data_json) : NULL;
+	struct json_object *data = data_json ? parse_deep(data_json) : NULL;
 	int err;
 
-	if (!msg || obj_add(msg, "event", json_object_new_string(event)) ||
-	    (data && obj_add(msg, "data", data))) {
+	if (!msg || obj_add(msg, "event", json_object_new_string(event))) {
+		json_object_put(data);
+		json_object_put(msg);
+		return qmp_fail(q, -ENOMEM, "out of memory for QMP events");
+	}
+	/* obj_add drops data itself when it fails */
+	if (data && obj_add(msg, "data", data)) {
 		json_object_put(msg);
 		return qmp_fail(q, -ENOMEM, "out of memory for QMP events");
 	}

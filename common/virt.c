@@ -27,6 +27,9 @@ struct virt {
 	struct qmp *qmp;            /* events go here; not owned */
 	void (*on_event)(void *);
 	void *opaque;
+	void (*on_close)(void *, const char *why);
+	void *close_opaque;
+	bool close_registered;
 };
 
 /* libvirt prints every error to stderr by default; we log the ones we
@@ -116,10 +119,34 @@ int virt_create_paused(const char *uri, const char *xml, struct virt **out)
 	return take_domain(*out, dom);
 }
 
+static void on_conn_close(virConnectPtr conn, int reason, void *opaque)
+{
+	struct virt *v = opaque;
+	static const char *const why[] = { "an error", "end of file", "keepalive timeout",
+					   "a client request" };
+
+	if (v->on_close)
+		v->on_close(v->close_opaque, reason >= 0 && reason < 4 ? why[reason] : "unknown");
+}
+
+int virt_on_close(struct virt *v, void (*fn)(void *, const char *why), void *opaque)
+{
+	v->on_close = fn;
+	v->close_opaque = opaque;
+	if (virConnectRegisterCloseCallback(v->conn, on_conn_close, v, NULL) < 0) {
+		log_warn("libvirt at %s: cannot watch the connection: %s", v->uri, why());
+		return -EIO;
+	}
+	v->close_registered = true;
+	return 0;
+}
+
 void virt_close(struct virt *v)
 {
 	if (!v)
 		return;
+	if (v->close_registered)
+		virConnectUnregisterCloseCallback(v->conn, on_conn_close);
 	if (v->event_cb >= 0)
 		virConnectDomainQemuMonitorEventDeregister(v->conn, v->event_cb);
 	if (v->dom)
@@ -320,6 +347,8 @@ int virt_define(struct virt *v, const char *xml)
 
 int virt_destroy(struct virt *v)
 {
+	if (!v->dom)
+		return -ENOENT;
 	if (virDomainDestroy(v->dom) < 0) {
 		log_err("%s: cannot destroy: %s", v->what, why());
 		return -EIO;

@@ -35,6 +35,9 @@ pid_t virt_qemu_pid(const struct virt *v);
  * on_event NULL, no events (they need virt_events_init). */
 int virt_qmp_open(struct virt *v, void (*on_event)(void *), void *opaque,
 		  struct qmp **out);
+/* fn(opaque, why) when the connection to libvirt breaks (libvirtd
+ * restarted or died): no command reaches QEMU any more. Needs the events. */
+int virt_on_close(struct virt *v, void (*fn)(void *, const char *why), void *opaque);
 /* Let the paused domain run (after an incoming checkpoint). */
 int virt_resume(struct virt *v);
 /* Make the running domain persistent with this XML (virDomainDefineXML). */

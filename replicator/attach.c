@@ -319,6 +319,7 @@ static int attach_libvirt(struct replicator *r)
 	rc = virt_qmp_open(r->virt, replicator_qemu_events, r, &r->qmp);
 	if (rc)
 		return rc;
+	virt_on_close(r->virt, replicator_lost_libvirt, r);
 	if (qmp_peer_pid(r->qmp) <= 0) {
 		log_err("libvirt domain %s: no QEMU process with its UUID %s on this host; "
 			"the replicator must run on the domain's host", r->cfg.domain,

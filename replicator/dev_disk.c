@@ -20,7 +20,12 @@
  * 1 on, an epoch's writes stay here until the backup commits it, for a
  * resend after a NACK; their bytes are capped: past the soft cap the
  * epoch ends early, past the hard cap a writer waits (the guest's write
- * stalls) until the barrier has taken the epoch. Nothing is dropped.
+ * stalls) until the barrier has taken the epoch. When no barrier can come
+ * (the backup is lost, protection is paused) or a writer has waited a
+ * second, the device drops what it holds instead of stalling the guest,
+ * and the next barrier or session copies the disks again in full: the
+ * guest's I/O never hangs on the replicator, and the backup never gets a
+ * disk with a hole in it.
  */
 #include "ckpt_device.h"
 #include "log.h"
@@ -34,11 +39,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define QMP_TIMEOUT_MS    5000
 #define CANCEL_WAIT_MS    10000
 #define SYNC_LINK_HIGH    (64u << 20)  /* epoch 0: link backlog before we wait */
+#define WRITER_WAIT_MAX_S 1            /* a writer waits this long for room at most */
 
 struct disk_rec {
 	struct disk_rec *next;
@@ -160,9 +168,10 @@ static void overflow(struct disk_device *d)
 }
 
 /* Record one operation of the guest's disk (an NBD thread). Over the hard
- * cap it waits while a barrier is sure to come and take the epoch's
- * writes: the guest's write then stalls until the barrier, which is the
- * backpressure we want. */
+ * cap it waits, for a second at most, while a barrier is sure to come and
+ * take the epoch's writes: the guest's write then stalls until the
+ * barrier, which is the backpressure we want. Only -ENOMEM fails it; QEMU
+ * then treats the mirror write as failed and ends the job (we resync). */
 static int record(struct disk *k, uint32_t op, uint64_t off, uint64_t len, const void *data)
 {
 	struct disk_device *d = k->dev;
@@ -179,12 +188,19 @@ static int record(struct disk *k, uint32_t op, uint64_t off, uint64_t len, const
 	 * for this very write (and flushes), and only after `stop` does the
 	 * loop take the epoch's writes. */
 	if (dlen && d->pending.bytes + dlen > d->hard_cap && !d->overflow) {
+		struct timespec until;
+		bool timed_out = false;
+
 		if (d->may_wait && !d->closing && !d->barrier)
 			d->stalls++;
+		/* Bounded: QEMU may drain its disks for a reason of its own (a
+		 * `stop` not ours) and wait for this write while we wait. */
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += WRITER_WAIT_MAX_S;
 		while (d->pending.bytes && d->pending.bytes + dlen > d->hard_cap &&
-		       d->may_wait && !d->closing && !d->barrier && !d->overflow)
-			pthread_cond_wait(&d->room, &d->mu);
-		if (d->pending.bytes + dlen > d->hard_cap && !d->may_wait)
+		       d->may_wait && !d->closing && !d->barrier && !d->overflow && !timed_out)
+			timed_out = pthread_cond_timedwait(&d->room, &d->mu, &until) == ETIMEDOUT;
+		if (d->pending.bytes + dlen > d->hard_cap && (!d->may_wait || timed_out))
 			overflow(d);
 	}
 	if (d->overflow) {
@@ -339,7 +355,9 @@ static bool room_coming(const struct disk_device *d)
 		return false;
 	if (d->streaming)
 		return true;
-	return r->prot == PROT_PROTECTED && r->pause == PAUSE_OFF && r->handover == HO_NONE;
+	/* SYNCING: epoch 0 is closed and epoch 1 is on its way. */
+	return (r->prot == PROT_PROTECTED || r->prot == PROT_SYNCING) &&
+	       r->pause == PAUSE_OFF && r->handover == HO_NONE;
 }
 
 static void refresh_may_wait(struct disk_device *d)
@@ -355,7 +373,16 @@ static void refresh_may_wait(struct disk_device *d)
 
 static void on_watch(struct ev_loop *loop, ev_timer *w, int revents)
 {
-	refresh_may_wait(w->data);
+	struct disk_device *d = w->data;
+
+	/* A barrier runs start to end inside one callback of this loop: if
+	 * `barrier` is still set here, that barrier failed half-way. */
+	pthread_mutex_lock(&d->mu);
+	d->barrier = false;
+	pthread_mutex_unlock(&d->mu);
+	refresh_may_wait(d);
+	/* Events QEMU sent while a command waited (a job's end, say). */
+	replicator_qemu_events(d->r);
 }
 
 /* Test hook (--test-disk-unbuffered): every write also goes out at once,
@@ -378,10 +405,11 @@ static void send_unbuffered(struct disk_device *d)
 		};
 
 		out.head = rec->next;
-		if (!link_up(&d->r->link) ||
-		    link_push(d->r, FRAME_DISK, PROTO_EPOCH_TEST_UNBUFFERED, iov,
-			      iov[1].iov_len ? 2 : 1, rec, NULL))
+		if (!link_up(&d->r->link))
 			free(rec);
+		else /* frees rec itself if it cannot queue it */
+			link_push(d->r, FRAME_DISK, PROTO_EPOCH_TEST_UNBUFFERED, iov,
+				  iov[1].iov_len ? 2 : 1, rec, NULL);
 	}
 }
 
@@ -521,16 +549,83 @@ static int stop_mirror(struct replicator *r, struct disk *k)
 	rc = qmp_simple(r, "block-job-cancel", a);
 	for (int i = 0; !rc && i < CANCEL_WAIT_MS / 20; i++) {
 		rc = job_listed(r, k);
-		if (rc <= 0)
+		if (rc == 0)
 			break;
-		rc = 0;
+		if (rc < 0)
+			break;
+		rc = i + 1 < CANCEL_WAIT_MS / 20 ? 0 : -ETIMEDOUT;
 		usleep(20000);
 	}
-	if (rc < 0)
-		log_warn("disk %s: cancelling its mirror: %s", k->name, qmp_last_error(r->qmp));
+	if (rc) {
+		log_warn("disk %s: cancelling its mirror %s: %s", k->name, job,
+			 rc == -ETIMEDOUT ? "still listed after 10 s" : qmp_last_error(r->qmp));
+		return rc; /* still ours: the next attempt cancels it again */
+	}
 	k->job = false;
 	k->ready = false;
-	return rc < 0 ? rc : 0;
+	return 0;
+}
+
+static const char *member(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	return json_object_object_get_ex(o, key, &v) ? json_object_get_string(v) : NULL;
+}
+
+/* A replicator that died (SIGKILL, a crash) left its mirror jobs and NBD
+ * nodes in QEMU: they hold the disk and the node names. Cancel and remove
+ * them before adding ours; nothing else in QEMU is called remus-*. */
+static void clean_leftovers(struct replicator *r)
+{
+	struct json_object *ret = NULL;
+
+	if (!qmp_execute(r->qmp, "query-block-jobs", NULL, &ret, QMP_TIMEOUT_MS)) {
+		for (size_t i = 0; i < json_object_array_length(ret); i++) {
+			const char *id = member(json_object_array_get_idx(ret, i), "device");
+			struct json_object *a;
+
+			if (!id || strncmp(id, "remus-mirror", 12))
+				continue;
+			log_warn("cancelling mirror job %s left by an earlier replicator", id);
+			a = json_object_new_object();
+			json_object_object_add(a, "device", json_object_new_string(id));
+			json_object_object_add(a, "force", json_object_new_boolean(true));
+			qmp_simple(r, "block-job-cancel", a);
+		}
+		json_object_put(ret);
+		/* a cancelled job lets go of its target within moments */
+		for (int i = 0; i < CANCEL_WAIT_MS / 20; i++) {
+			bool left = false;
+
+			ret = NULL;
+			if (qmp_execute(r->qmp, "query-block-jobs", NULL, &ret, QMP_TIMEOUT_MS))
+				break;
+			for (size_t k = 0; k < json_object_array_length(ret); k++) {
+				const char *id = member(json_object_array_get_idx(ret, k), "device");
+				left |= id && !strncmp(id, "remus-mirror", 12);
+			}
+			json_object_put(ret);
+			if (!left)
+				break;
+			usleep(20000);
+		}
+	}
+	ret = NULL;
+	if (qmp_execute(r->qmp, "query-named-block-nodes", NULL, &ret, QMP_TIMEOUT_MS))
+		return;
+	for (size_t i = 0; i < json_object_array_length(ret); i++) {
+		const char *node = member(json_object_array_get_idx(ret, i), "node-name");
+		struct json_object *a;
+
+		if (!node || strncmp(node, "remus-nbd", 9))
+			continue;
+		log_warn("removing NBD node %s left by an earlier replicator", node);
+		a = json_object_new_object();
+		json_object_object_add(a, "node-name", json_object_new_string(node));
+		qmp_simple(r, "blockdev-del", a);
+	}
+	json_object_put(ret);
 }
 
 /* --- discovery ------------------------------------------------------------- */
@@ -543,12 +638,6 @@ static bool listed_unprotected(const struct replicator *r, const char *name)
 	return false;
 }
 
-static const char *member(struct json_object *o, const char *key)
-{
-	struct json_object *v;
-
-	return json_object_object_get_ex(o, key, &v) ? json_object_get_string(v) : NULL;
-}
 
 static int add_disk(struct disk_device *d, const char *name, const char *node,
 		    const char *file, uint64_t size)
@@ -623,6 +712,21 @@ static int find_disks(struct disk_device *d)
 
 /* --- ops ------------------------------------------------------------------- */
 
+/* Only QEMU may connect to the export: anyone else could write into the
+ * replica. QEMU may run as another user (libvirt's libvirt-qemu). */
+static int restrict_socket(const char *sock, pid_t qemu)
+{
+	char path[64];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "/proc/%d", (int)qemu);
+	if (stat(path, &st) < 0)
+		return -errno;
+	if (chown(sock, st.st_uid, st.st_gid) < 0 || chmod(sock, 0600) < 0)
+		return -errno;
+	return 0;
+}
+
 static int disk_setup(struct replicator *r, void **state)
 {
 	struct disk_device *d = calloc(1, sizeof(*d));
@@ -646,6 +750,8 @@ static int disk_setup(struct replicator *r, void **state)
 	ev_async_start(r->loop, &d->wake);
 	rc = find_disks(d);
 	r->protected_disks = (int)d->n;
+	if (!rc && d->n)
+		clean_leftovers(r);
 	for (uint32_t i = 0; !rc && i < d->n; i++) {
 		struct disk *k = &d->disks[i];
 		char export[32];
@@ -655,6 +761,9 @@ static int disk_setup(struct replicator *r, void **state)
 		rc = nbd_server_start(k->sock, export, k->size, &nbd_ops, k, &k->srv);
 		if (rc)
 			log_err("disk %s: cannot serve its mirror at %s: %s", k->name, k->sock,
+				strerror(-rc));
+		else if ((rc = restrict_socket(k->sock, r->vm.pid)))
+			log_err("disk %s: cannot give %s to QEMU's user: %s", k->name, k->sock,
 				strerror(-rc));
 		else
 			rc = add_nbd_node(r, k);
@@ -673,7 +782,12 @@ static void disk_teardown(void *state)
 	if (!d)
 		return;
 	r = d->r;
-	/* QEMU first stops writing to us, then the servers go. */
+	/* Writers waiting for room go on (a cancel waits for them), then QEMU
+	 * stops writing to us, then the servers go. */
+	pthread_mutex_lock(&d->mu);
+	d->closing = true;
+	pthread_cond_broadcast(&d->room);
+	pthread_mutex_unlock(&d->mu);
 	for (uint32_t i = 0; i < d->n; i++) {
 		struct disk *k = &d->disks[i];
 		char node[64];
@@ -836,7 +950,10 @@ static void disk_event(void *state, struct replicator *r, const char *event,
 
 		if (!d->disks[idx].job)
 			return; /* our own cancel */
-		d->disks[idx].job = false;
+		/* An error leaves the job running (on-target-error: ignore) but
+		 * a write missed the backup: resync, cancelling the job first. */
+		if (strcmp(event, "BLOCK_JOB_ERROR"))
+			d->disks[idx].job = false;
 		d->disks[idx].ready = false;
 		log_err("disk %s: its mirror ended (%s%s%s): writes no longer reach the "
 			"backup; resyncing", d->disks[idx].name, event, err ? ": " : "",

@@ -370,6 +370,11 @@ void epoch_checkpoint(struct replicator *r)
 	}
 	r->checkpoint_due = false;
 	checkpoint(r, false);
+	/* QEMU's events that came while the barrier's commands waited (STOP,
+	 * RESUME, a block job's end) are queued: hand them out now, not
+	 * whenever the socket next has something to read. */
+	if (!r->stopping)
+		replicator_qemu_events(r);
 }
 
 int epoch_final_checkpoint(struct replicator *r)

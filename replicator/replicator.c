@@ -7,6 +7,7 @@
 #include "virt.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,7 +89,8 @@ static void final_flush(struct replicator *r)
 
 void replicator_leave(struct replicator *r, int exit_code)
 {
-	notify_stopping(exit_code ? "stopping: QEMU is gone" : "stopping");
+	notify_stopping(exit_code == 1 ? "stopping: QEMU is gone" :
+			exit_code == 3 ? "stopping: lost libvirt" : "stopping");
 	r->stopping = true;
 	r->exit_code = exit_code;
 	ev_break(r->loop, EVBREAK_ALL);
@@ -178,13 +180,29 @@ void replicator_qemu_events(void *replicator)
 /* Through libvirt, QEMU's last events (a SHUTDOWN) travel through
  * libvirtd and may arrive just after QEMU's exit: give them a moment
  * before deciding whether the backup must take over. */
+static bool qemu_exited(const struct replicator *r)
+{
+	struct pollfd p = { .fd = r->qemu_pidfd, .events = POLLIN };
+
+	return r->qemu_pidfd >= 0 && poll(&p, 1, 0) == 1;
+}
+
 static void on_qemu_exit_grace(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct replicator *r = w->data;
 
 	replicator_qemu_events(r);
-	if (!r->stopping)
-		on_qemu_gone(r);
+	if (r->stopping)
+		return;
+	/* libvirt said the domain is gone, but the process runs: not a death
+	 * to fail over for (the backup would start a second copy). */
+	if (!qemu_exited(r)) {
+		log_warn("libvirt reports domain %s gone but QEMU (pid %d) runs: trying again "
+			 "at the next barrier", r->vm.name, (int)r->vm.pid);
+		epoch_arm_timer(r);
+		return;
+	}
+	on_qemu_gone(r);
 }
 
 static void on_qemu_exit(struct ev_loop *loop, ev_io *w, int revents)
@@ -297,6 +315,30 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
 		final_flush(r);
 	}
 	replicator_leave(r, 0);
+}
+
+/* Without libvirt no command reaches QEMU: no checkpoint can be taken, and
+ * output held for one would be held for ever. Detach as on SIGTERM (output
+ * released, the backup told not to take over: the VM still runs here) and
+ * exit 3, for a service manager to restart us, which then resyncs. */
+void replicator_lost_libvirt(void *replicator, const char *why)
+{
+	struct replicator *r = replicator;
+	struct iovec iov = { .iov_base = (void *)"lost the connection to libvirt",
+			     .iov_len = 30 };
+
+	if (r->stopping)
+		return;
+	log_err("connection to libvirt lost (%s): VM %s cannot be checkpointed; detaching, "
+		"it runs on UNPROTECTED", why, r->vm.name);
+	protect_devices(r, false, 0);
+	replicator_notify(r, "detached", "connection to libvirt lost");
+	if (link_up(&r->link)) {
+		link_push(r, FRAME_GOODBYE, r->epoch, &iov, 1, NULL, NULL);
+		final_flush(r);
+	}
+	r->vm_gone = true; /* no QMP either: teardown must not ask */
+	replicator_leave(r, 3);
 }
 
 static void init_watchers(struct replicator *r)

@@ -189,6 +189,8 @@ bool link_up(const struct link *l);
 void replicator_primary_trouble(struct replicator *r, int rc);
 /* QEMU events arrived through libvirt: dispatch them. */
 void replicator_qemu_events(void *replicator);
+/* The connection to libvirt broke: detach (exit 3). */
+void replicator_lost_libvirt(void *replicator, const char *why);
 /* Leave the event loop; the process exits with exit_code. */
 void replicator_leave(struct replicator *r, int exit_code);
 /* Start reconnecting to the backup (every second until it answers). */

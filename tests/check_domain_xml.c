@@ -196,10 +196,22 @@ START_TEST(test_restore_disk_onto_overlay)
 	ck_assert_ptr_nonnull(strstr(persistent, "disk-0.qcow2"));
 	free(start);
 	free(persistent);
+	/* a block device on the primary becomes a file disk on its overlay */
+	s.disks = (const struct restore_domain_disk[]){ { "/dev/vg0/vm1", "/o.qcow2", "/b.img" } };
+	ck_assert_int_eq(restore_domain_xml(DOMAIN(SHARED_MEMFD,
+		"<disk type='block' device='disk'><driver name='qemu' type='raw'/>"
+		"<source dev='/dev/vg0/vm1'/><target dev='vda' bus='virtio'/></disk>"),
+		&s, &start, &persistent, err, sizeof(err)), 0);
+	ck_assert_ptr_nonnull(strstr(start, "<disk type=\"file\" device=\"disk\">"));
+	ck_assert_ptr_nonnull(strstr(start, "<source file=\"/o.qcow2\"/>"));
+	ck_assert_ptr_null(strstr(start, "/dev/vg0/vm1"));
+	free(start);
+	free(persistent);
 	/* a replicated disk the XML does not have */
 	s.disks = (const struct restore_domain_disk[]){ { "/nope.img", "/o", "/b" } };
 	ck_assert_int_eq(restore_domain_xml(xml, &s, &start, &persistent, err, sizeof(err)), -EINVAL);
 	ck_assert_ptr_nonnull(strstr(err, "/nope.img"));
+	ck_assert_ptr_null(start);
 }
 END_TEST
 

@@ -606,6 +606,25 @@ START_TEST(test_disk_blockdev_json_to_overlay)
 }
 END_TEST
 
+/* The driver as the bare leading value, and a block device on the primary. */
+START_TEST(test_disk_blockdev_implied_driver_and_host_device)
+{
+	static const struct restore_disk dev0[] = { { "/dev/vg0/vm1", "/b/disk-0.qcow2" } };
+	struct restore_spec sp = spec;
+	const char *in[] = {
+		"qemu", PRIMARY_RAM,
+		"-blockdev", "host_device,filename=/dev/vg0/vm1,node-name=d0-file",
+		"-blockdev", "raw,file=d0-file,node-name=d0", NULL
+	};
+
+	sp.disks = dev0;
+	sp.ndisks = 1;
+	assert_restored(in, &sp, "qemu|" RESTORED_RAM "|"
+		"-blockdev|file,filename=/b/disk-0.qcow2,node-name=d0-file|"
+		"-blockdev|qcow2,file=d0-file,node-name=d0|" TAIL);
+}
+END_TEST
+
 /* A disk the replica has but the command line does not: refuse, rather
  * than start the VM on the primary's image path. */
 START_TEST(test_disk_missing_is_error)
@@ -793,6 +812,8 @@ static Suite *restore_cmdline_suite(void)
 	add(s, "disk_blockdev_to_overlay", test_disk_blockdev_to_overlay, 5);
 	add(s, "disk_blockdev_json_to_overlay", test_disk_blockdev_json_to_overlay, 5);
 	add(s, "disk_missing_is_error", test_disk_missing_is_error, 5);
+	add(s, "disk_blockdev_implied_driver_and_host_device",
+	    test_disk_blockdev_implied_driver_and_host_device, 5);
 	add(s, "bad_input", test_bad_input, 5);
 	add(s, "real_qemu_accepts_it", test_real_qemu_accepts_it, 60);
 	return s;

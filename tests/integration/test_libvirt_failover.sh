@@ -88,4 +88,30 @@ wait_for 10 grep -qa 'disk: ok' "$restored" && ! grep -qa 'disk: MISMATCH' "$res
 virsh -c "$BAK_URI" dumpxml "$NAME" | grep -q "disk-0.qcow2" &&
 	pass "restored domain runs on an overlay over the replica disk" ||
 	fail "restored domain's disk is not the overlay"
+
+# --- the restored domain is a primary in turn; then its libvirtd dies:
+# no checkpoint can be taken any more, so the replicator detaches (exit 3,
+# output released, the backup told not to take over) and the VM runs on.
+PORT2=$(free_port)
+"$BIN/remus-agent" --listen "127.0.0.1:$PORT2" --state-dir "$T/backup2" --no-fence \
+	>> "$T/agent2.log" 2>&1 &
+AGENT2_PID=$!
+PIDS+=("$AGENT2_PID")
+"$BIN/remus-replicator" --connect "$BAK_URI" --domain "$NAME" --backup "127.0.0.1:$PORT2" \
+	--control "$T/ctl2.sock" >> "$T/replicator2.log" 2>&1 &
+REPLICATOR2_PID=$!
+PIDS+=("$REPLICATOR2_PID")
+wait_for 60 grep -q 'is protected' "$T/replicator2.log" &&
+	pass "the restored domain is protected in turn (its overlay disk replicated too)" ||
+	die "the restored domain could not be replicated: $(tail -n 3 "$T/replicator2.log")"
+restored_pid=$(sed -n 's/.*through libvirt: QEMU pid \([0-9]*\).*/\1/p' "$T/replicator2.log" | head -n 1)
+"$ROOT/scripts/libvirt-host" stop "$T/bak-libvirt"
+wait_exit "$REPLICATOR2_PID" 15 || fail "the replicator did not notice that libvirtd died"
+[ "${EXIT_CODE:-}" = 3 ] && pass "libvirtd died: the replicator detached (exit 3)" ||
+	fail "replicator exit ${EXIT_CODE:-none} after libvirtd died, expected 3"
+wait_for 10 grep -q 'detached on purpose' "$T/agent2.log" &&
+	pass "and told its backup not to take over" || fail "the backup was not told: $(tail -n 2 "$T/agent2.log")"
+kill -0 "$restored_pid" 2>/dev/null && pass "the VM runs on without libvirtd" ||
+	fail "the VM died with libvirtd"
+[ -n "$restored_pid" ] && kill -KILL "$restored_pid" 2>/dev/null
 finish
