@@ -28,6 +28,7 @@
  * disk with a hole in it.
  */
 #include "ckpt_device.h"
+#include "dev_disk.h"
 #include "log.h"
 #include "nbd_server.h"
 #include "proto.h"
@@ -43,71 +44,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define QMP_TIMEOUT_MS    5000
-#define CANCEL_WAIT_MS    10000
 #define SYNC_LINK_HIGH    (64u << 20)  /* epoch 0: link backlog before we wait */
 #define WRITER_WAIT_MAX_S 1            /* a writer waits this long for room at most */
-
-struct disk_rec {
-	struct disk_rec *next;
-	uint32_t disk, op;
-	uint64_t offset, length;
-	uint8_t hdr[PROTO_DISK_HDR_SIZE];
-	uint8_t data[];                    /* WRITE only */
-};
-
-struct rec_list {
-	struct disk_rec *head, **tail;
-	size_t bytes;
-	uint64_t n;
-};
-
-struct disk_device;
-
-struct disk {
-	struct disk_device *dev;
-	uint32_t index;
-	char *name;          /* query-block's device, or its node name */
-	char *node;          /* the node blockdev-mirror starts from */
-	char *file;          /* the image on this host, for the log */
-	uint64_t size;
-	char sock[108];
-	struct nbd_server *srv;
-	bool node_added;     /* blockdev-add of our nbd node done */
-	bool job;            /* our mirror job exists */
-	bool ready;          /* BLOCK_JOB_READY seen */
-	unsigned gen;        /* of our job's id: a cancelled job's late events are not ours */
-	uint64_t writes, bytes;
-	uint64_t sync_bytes;  /* of the disk covered in this initial copy */
-};
-
-struct disk_device {
-	struct replicator *r;
-	struct disk disks[PROTO_MAX_DISKS];
-	uint32_t n;
-	/* shared with the NBD threads */
-	pthread_mutex_t mu;
-	pthread_cond_t room;
-	uint64_t tag;              /* epoch that arriving writes belong to */
-	struct rec_list pending;   /* arrived, of epoch `tag` */
-	bool streaming;            /* epoch 0: pending goes out as it comes */
-	bool early_asked;
-	bool closing;              /* teardown: writers must not wait */
-	bool barrier;              /* stop under way: writers must not wait */
-	bool may_wait;             /* a barrier (or the link, in epoch 0) will make room */
-	bool overflow;             /* writes were dropped: only a full resync helps */
-	uint64_t overflows;
-	struct rec_list test_unbuffered; /* --test-disk-unbuffered copies */
-	size_t soft_cap, hard_cap;
-	/* main loop only */
-	ev_async wake;
-	ev_timer retry;            /* epoch 0: the link was full */
-	ev_timer watch;            /* keeps may_wait true to the replicator's state */
-	struct rec_list captured;  /* the epoch in flight, until committed */
-	uint64_t captured_epoch;
-	bool sync_open;            /* epoch 0 waits for READY */
-	uint64_t early_epochs, stalls;
-};
 
 static void list_init(struct rec_list *l)
 {
@@ -449,267 +387,6 @@ static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
 	on_wake(loop, &d->wake, 0);
 }
 
-/* --- QMP ------------------------------------------------------------------- */
-
-static int qmp_simple(struct replicator *r, const char *cmd, struct json_object *args)
-{
-	int rc = qmp_execute(r->qmp, cmd, args, NULL, QMP_TIMEOUT_MS);
-
-	json_object_put(args);
-	return rc;
-}
-
-static void job_name(const struct disk *k, char *out, size_t len)
-{
-	snprintf(out, len, "remus-mirror%u-%u", k->index, k->gen);
-}
-
-static int add_nbd_node(struct replicator *r, struct disk *k)
-{
-	struct json_object *a = json_object_new_object(), *srv = json_object_new_object();
-	char node[64], export[32];
-	int rc;
-
-	snprintf(node, sizeof(node), "remus-nbd%u", k->index);
-	snprintf(export, sizeof(export), "disk%u", k->index);
-	json_object_object_add(srv, "type", json_object_new_string("unix"));
-	json_object_object_add(srv, "path", json_object_new_string(k->sock));
-	json_object_object_add(a, "driver", json_object_new_string("nbd"));
-	json_object_object_add(a, "node-name", json_object_new_string(node));
-	json_object_object_add(a, "server", srv);
-	json_object_object_add(a, "export", json_object_new_string(export));
-	rc = qmp_simple(r, "blockdev-add", a);
-	if (rc)
-		log_err("disk %s: QEMU cannot reach our NBD export at %s: %s", k->name, k->sock,
-			qmp_last_error(r->qmp));
-	k->node_added = !rc;
-	return rc;
-}
-
-static int start_mirror(struct replicator *r, struct disk *k)
-{
-	struct json_object *a = json_object_new_object();
-	char job[64], node[64];
-	int rc;
-
-	k->gen++;
-	job_name(k, job, sizeof(job));
-	snprintf(node, sizeof(node), "remus-nbd%u", k->index);
-	json_object_object_add(a, "job-id", json_object_new_string(job));
-	json_object_object_add(a, "device", json_object_new_string(k->node));
-	json_object_object_add(a, "target", json_object_new_string(node));
-	json_object_object_add(a, "sync", json_object_new_string("full"));
-	json_object_object_add(a, "copy-mode", json_object_new_string("write-blocking"));
-	/* If the replicator dies, the guest's writes must go on: a target
-	 * error marks the region dirty instead of failing the guest's I/O. */
-	json_object_object_add(a, "on-target-error", json_object_new_string("ignore"));
-	/* Not done until we say so: the job stays READY, mirroring. */
-	json_object_object_add(a, "auto-finalize", json_object_new_boolean(false));
-	json_object_object_add(a, "auto-dismiss", json_object_new_boolean(true));
-	rc = qmp_simple(r, "blockdev-mirror", a);
-	if (rc)
-		log_err("disk %s: cannot start its mirror: %s", k->name, qmp_last_error(r->qmp));
-	k->job = !rc;
-	k->ready = false;
-	return rc;
-}
-
-/* Is our job for disk k still listed? 1 yes, 0 no, <0 error. */
-static int job_listed(struct replicator *r, const struct disk *k)
-{
-	struct json_object *ret = NULL, *v;
-	char job[64];
-	int rc, found = 0;
-
-	job_name(k, job, sizeof(job));
-	rc = qmp_execute(r->qmp, "query-block-jobs", NULL, &ret, QMP_TIMEOUT_MS);
-	if (rc)
-		return rc;
-	for (size_t i = 0; i < json_object_array_length(ret); i++)
-		if (json_object_object_get_ex(json_object_array_get_idx(ret, i), "device", &v) &&
-		    !strcmp(json_object_get_string(v), job))
-			found = 1;
-	json_object_put(ret);
-	return found;
-}
-
-/* Stop mirroring disk k: the guest's writes then stay on its own disk.
- * Waits (bounded) until QEMU has dropped the job. */
-static int stop_mirror(struct replicator *r, struct disk *k)
-{
-	struct json_object *a = json_object_new_object();
-	char job[64];
-	int rc;
-
-	if (!k->job)
-		return 0;
-	job_name(k, job, sizeof(job));
-	json_object_object_add(a, "device", json_object_new_string(job));
-	json_object_object_add(a, "force", json_object_new_boolean(true));
-	rc = qmp_simple(r, "block-job-cancel", a);
-	for (int i = 0; !rc && i < CANCEL_WAIT_MS / 20; i++) {
-		rc = job_listed(r, k);
-		if (rc == 0)
-			break;
-		if (rc < 0)
-			break;
-		rc = i + 1 < CANCEL_WAIT_MS / 20 ? 0 : -ETIMEDOUT;
-		usleep(20000);
-	}
-	if (rc) {
-		log_warn("disk %s: cancelling its mirror %s: %s", k->name, job,
-			 rc == -ETIMEDOUT ? "still listed after 10 s" : qmp_last_error(r->qmp));
-		return rc; /* still ours: the next attempt cancels it again */
-	}
-	k->job = false;
-	k->ready = false;
-	return 0;
-}
-
-static const char *member(struct json_object *o, const char *key)
-{
-	struct json_object *v;
-
-	return json_object_object_get_ex(o, key, &v) ? json_object_get_string(v) : NULL;
-}
-
-/* A replicator that died (SIGKILL, a crash) left its mirror jobs and NBD
- * nodes in QEMU: they hold the disk and the node names. Cancel and remove
- * them before adding ours; nothing else in QEMU is called remus-*. */
-static void clean_leftovers(struct replicator *r)
-{
-	struct json_object *ret = NULL;
-
-	if (!qmp_execute(r->qmp, "query-block-jobs", NULL, &ret, QMP_TIMEOUT_MS)) {
-		for (size_t i = 0; i < json_object_array_length(ret); i++) {
-			const char *id = member(json_object_array_get_idx(ret, i), "device");
-			struct json_object *a;
-
-			if (!id || strncmp(id, "remus-mirror", 12))
-				continue;
-			log_warn("cancelling mirror job %s left by an earlier replicator", id);
-			a = json_object_new_object();
-			json_object_object_add(a, "device", json_object_new_string(id));
-			json_object_object_add(a, "force", json_object_new_boolean(true));
-			qmp_simple(r, "block-job-cancel", a);
-		}
-		json_object_put(ret);
-		/* a cancelled job lets go of its target within moments */
-		for (int i = 0; i < CANCEL_WAIT_MS / 20; i++) {
-			bool left = false;
-
-			ret = NULL;
-			if (qmp_execute(r->qmp, "query-block-jobs", NULL, &ret, QMP_TIMEOUT_MS))
-				break;
-			for (size_t k = 0; k < json_object_array_length(ret); k++) {
-				const char *id = member(json_object_array_get_idx(ret, k), "device");
-				left |= id && !strncmp(id, "remus-mirror", 12);
-			}
-			json_object_put(ret);
-			if (!left)
-				break;
-			usleep(20000);
-		}
-	}
-	ret = NULL;
-	if (qmp_execute(r->qmp, "query-named-block-nodes", NULL, &ret, QMP_TIMEOUT_MS))
-		return;
-	for (size_t i = 0; i < json_object_array_length(ret); i++) {
-		const char *node = member(json_object_array_get_idx(ret, i), "node-name");
-		struct json_object *a;
-
-		if (!node || strncmp(node, "remus-nbd", 9))
-			continue;
-		log_warn("removing NBD node %s left by an earlier replicator", node);
-		a = json_object_new_object();
-		json_object_object_add(a, "node-name", json_object_new_string(node));
-		qmp_simple(r, "blockdev-del", a);
-	}
-	json_object_put(ret);
-}
-
-/* --- discovery ------------------------------------------------------------- */
-
-static bool listed_unprotected(const struct replicator *r, const char *name)
-{
-	for (int i = 0; i < r->cfg.n_unprotected_disks; i++)
-		if (!strcmp(r->cfg.unprotected_disks[i], name))
-			return true;
-	return false;
-}
-
-
-static int add_disk(struct disk_device *d, const char *name, const char *node,
-		    const char *file, uint64_t size)
-{
-	struct disk *k;
-
-	if (d->n == PROTO_MAX_DISKS) {
-		log_err("refusing VM %s: more than %d writable disks; list those that both "
-			"hosts share with --unprotected-disk NAME", d->r->vm.name,
-			PROTO_MAX_DISKS);
-		return -EPERM;
-	}
-	if (!size || size % 512) {
-		log_err("refusing VM %s: disk '%s' has a size of %llu bytes, not a multiple of "
-			"512", d->r->vm.name, name, (unsigned long long)size);
-		return -EPERM;
-	}
-	k = &d->disks[d->n];
-	*k = (struct disk){ .dev = d, .index = d->n, .size = size };
-	k->name = strdup(name);
-	k->node = strdup(node);
-	k->file = strdup(file ? file : "?");
-	snprintf(k->sock, sizeof(k->sock), "/tmp/remus-%d-nbd%u.sock", (int)getpid(), d->n);
-	d->n++;
-	return k->name && k->node && k->file ? 0 : -ENOMEM;
-}
-
-/* Every writable disk is protected, but those the operator declared
- * shared storage (--unprotected-disk). */
-static int find_disks(struct disk_device *d)
-{
-	struct replicator *r = d->r;
-	struct json_object *ret = NULL;
-	int rc = qmp_execute(r->qmp, "query-block", NULL, &ret, QMP_TIMEOUT_MS);
-
-	if (rc) {
-		log_err("cannot list the VM's disks: %s", qmp_last_error(r->qmp));
-		return rc;
-	}
-	for (size_t i = 0; !rc && i < json_object_array_length(ret); i++) {
-		struct json_object *b = json_object_array_get_idx(ret, i), *ins, *img, *v;
-		const char *name, *node;
-
-		if (!json_object_object_get_ex(b, "inserted", &ins) ||
-		    (json_object_object_get_ex(ins, "ro", &v) && json_object_get_boolean(v)))
-			continue;
-		node = member(ins, "node-name");
-		/* -drive names the device; -blockdev leaves it empty */
-		name = member(b, "device");
-		if (!name || !name[0])
-			name = node;
-		if (!name || !node) {
-			log_err("refusing VM %s: a writable disk without a node name", r->vm.name);
-			rc = -EPERM;
-			break;
-		}
-		if (listed_unprotected(r, name)) {
-			log_warn("disk '%s' (%s) is not replicated (--unprotected-disk): both hosts "
-				 "must see the same storage", name, member(ins, "file"));
-			continue;
-		}
-		v = NULL;
-		json_object_object_get_ex(ins, "image", &img);
-		if (img)
-			json_object_object_get_ex(img, "virtual-size", &v);
-		rc = add_disk(d, name, node, member(ins, "file"),
-			      v ? (uint64_t)json_object_get_int64(v) : 0);
-	}
-	json_object_put(ret);
-	return rc;
-}
-
 /* --- ops ------------------------------------------------------------------- */
 
 /* Only QEMU may connect to the export: anyone else could write into the
@@ -748,10 +425,10 @@ static int disk_setup(struct replicator *r, void **state)
 	ev_timer_init(&d->watch, on_watch, 0.1, 0.1);
 	d->wake.data = d->retry.data = d->watch.data = d;
 	ev_async_start(r->loop, &d->wake);
-	rc = find_disks(d);
+	rc = disk_find(d);
 	r->protected_disks = (int)d->n;
 	if (!rc && d->n)
-		clean_leftovers(r);
+		disk_clean_leftovers(r);
 	for (uint32_t i = 0; !rc && i < d->n; i++) {
 		struct disk *k = &d->disks[i];
 		char export[32];
@@ -766,7 +443,7 @@ static int disk_setup(struct replicator *r, void **state)
 			log_err("disk %s: cannot give %s to QEMU's user: %s", k->name, k->sock,
 				strerror(-rc));
 		else
-			rc = add_nbd_node(r, k);
+			rc = disk_add_nbd_node(r, k);
 		if (!rc)
 			log_info("disk %s (%s, %llu MiB) is replicated through %s", k->name, k->file,
 				 (unsigned long long)(k->size >> 20), k->sock);
@@ -788,24 +465,10 @@ static void disk_teardown(void *state)
 	d->closing = true;
 	pthread_cond_broadcast(&d->room);
 	pthread_mutex_unlock(&d->mu);
-	for (uint32_t i = 0; i < d->n; i++) {
-		struct disk *k = &d->disks[i];
-		char node[64];
-
-		if (r->qmp && k->job && !r->vm_gone)
-			stop_mirror(r, k);
-		if (r->qmp && k->node_added && !r->vm_gone) {
-			struct json_object *a = json_object_new_object();
-
-			snprintf(node, sizeof(node), "remus-nbd%u", k->index);
-			json_object_object_add(a, "node-name", json_object_new_string(node));
-			qmp_simple(r, "blockdev-del", a);
-		}
+	for (uint32_t i = 0; i < d->n && r->qmp && !r->vm_gone; i++) {
+		disk_stop_mirror(r, &d->disks[i]);
+		disk_del_nbd_node(r, &d->disks[i]);
 	}
-	pthread_mutex_lock(&d->mu);
-	d->closing = true;
-	pthread_cond_broadcast(&d->room);
-	pthread_mutex_unlock(&d->mu);
 	for (uint32_t i = 0; i < d->n; i++) {
 		struct disk *k = &d->disks[i];
 
@@ -843,7 +506,7 @@ static int disk_sync(void *state, struct replicator *r, struct epoch_tally *t)
 	pthread_cond_broadcast(&d->room);
 	pthread_mutex_unlock(&d->mu);
 	for (uint32_t i = 0; i < d->n; i++)
-		stop_mirror(r, &d->disks[i]);
+		disk_stop_mirror(r, &d->disks[i]);
 	list_free(&d->captured);
 	pthread_mutex_lock(&d->mu);
 	list_free(&d->pending);
@@ -858,7 +521,7 @@ static int disk_sync(void *state, struct replicator *r, struct epoch_tally *t)
 	pthread_mutex_unlock(&d->mu);
 	d->sync_open = true;
 	for (uint32_t i = 0; !rc && i < d->n; i++)
-		rc = start_mirror(r, &d->disks[i]);
+		rc = disk_start_mirror(r, &d->disks[i]);
 	if (rc)
 		return rc;
 	if (!ev_is_active(&d->watch))
@@ -933,7 +596,7 @@ static void disk_event(void *state, struct replicator *r, const char *event,
 		       struct json_object *data)
 {
 	struct disk_device *d = state;
-	const char *job = data ? member(data, "device") : NULL;
+	const char *job = data ? disk_json_str(data, "device") : NULL;
 	unsigned idx, gen;
 
 	if (!job || sscanf(job, "remus-mirror%u-%u", &idx, &gen) != 2 || idx >= d->n ||
@@ -946,7 +609,7 @@ static void disk_event(void *state, struct replicator *r, const char *event,
 			finish_sync(d);
 	} else if (!strcmp(event, "BLOCK_JOB_COMPLETED") || !strcmp(event, "BLOCK_JOB_CANCELLED") ||
 		   !strcmp(event, "BLOCK_JOB_ERROR")) {
-		const char *err = data ? member(data, "error") : NULL;
+		const char *err = data ? disk_json_str(data, "error") : NULL;
 
 		if (!d->disks[idx].job)
 			return; /* our own cancel */

@@ -1,0 +1,289 @@
+/* What the disk device asks of QEMU: which disks to protect, an NBD node
+ * for each that reaches our export, and the mirror job from the disk to
+ * it. Runs on the replicator's loop (QMP is synchronous). */
+#include "dev_disk.h"
+#include "log.h"
+#include "qmp.h"
+#include "replicator.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define QMP_TIMEOUT_MS    5000
+#define CANCEL_WAIT_MS    10000
+
+static int qmp_simple(struct replicator *r, const char *cmd, struct json_object *args)
+{
+	int rc = qmp_execute(r->qmp, cmd, args, NULL, QMP_TIMEOUT_MS);
+
+	json_object_put(args);
+	return rc;
+}
+
+static void job_name(const struct disk *k, char *out, size_t len)
+{
+	snprintf(out, len, "remus-mirror%u-%u", k->index, k->gen);
+}
+
+int disk_add_nbd_node(struct replicator *r, struct disk *k)
+{
+	struct json_object *a = json_object_new_object(), *srv = json_object_new_object();
+	char node[64], export[32];
+	int rc;
+
+	snprintf(node, sizeof(node), "remus-nbd%u", k->index);
+	snprintf(export, sizeof(export), "disk%u", k->index);
+	json_object_object_add(srv, "type", json_object_new_string("unix"));
+	json_object_object_add(srv, "path", json_object_new_string(k->sock));
+	json_object_object_add(a, "driver", json_object_new_string("nbd"));
+	json_object_object_add(a, "node-name", json_object_new_string(node));
+	json_object_object_add(a, "server", srv);
+	json_object_object_add(a, "export", json_object_new_string(export));
+	rc = qmp_simple(r, "blockdev-add", a);
+	if (rc)
+		log_err("disk %s: QEMU cannot reach our NBD export at %s: %s", k->name, k->sock,
+			qmp_last_error(r->qmp));
+	k->node_added = !rc;
+	return rc;
+}
+
+int disk_start_mirror(struct replicator *r, struct disk *k)
+{
+	struct json_object *a = json_object_new_object();
+	char job[64], node[64];
+	int rc;
+
+	k->gen++;
+	job_name(k, job, sizeof(job));
+	snprintf(node, sizeof(node), "remus-nbd%u", k->index);
+	json_object_object_add(a, "job-id", json_object_new_string(job));
+	json_object_object_add(a, "device", json_object_new_string(k->node));
+	json_object_object_add(a, "target", json_object_new_string(node));
+	json_object_object_add(a, "sync", json_object_new_string("full"));
+	json_object_object_add(a, "copy-mode", json_object_new_string("write-blocking"));
+	/* If the replicator dies, the guest's writes must go on: a target
+	 * error marks the region dirty instead of failing the guest's I/O. */
+	json_object_object_add(a, "on-target-error", json_object_new_string("ignore"));
+	/* Not done until we say so: the job stays READY, mirroring. */
+	json_object_object_add(a, "auto-finalize", json_object_new_boolean(false));
+	json_object_object_add(a, "auto-dismiss", json_object_new_boolean(true));
+	rc = qmp_simple(r, "blockdev-mirror", a);
+	if (rc)
+		log_err("disk %s: cannot start its mirror: %s", k->name, qmp_last_error(r->qmp));
+	k->job = !rc;
+	k->ready = false;
+	return rc;
+}
+
+/* Is our job for disk k still listed? 1 yes, 0 no, <0 error. */
+static int job_listed(struct replicator *r, const struct disk *k)
+{
+	struct json_object *ret = NULL, *v;
+	char job[64];
+	int rc, found = 0;
+
+	job_name(k, job, sizeof(job));
+	rc = qmp_execute(r->qmp, "query-block-jobs", NULL, &ret, QMP_TIMEOUT_MS);
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < json_object_array_length(ret); i++)
+		if (json_object_object_get_ex(json_object_array_get_idx(ret, i), "device", &v) &&
+		    !strcmp(json_object_get_string(v), job))
+			found = 1;
+	json_object_put(ret);
+	return found;
+}
+
+/* Stop mirroring disk k: the guest's writes then stay on its own disk.
+ * Waits (bounded) until QEMU has dropped the job. */
+int disk_stop_mirror(struct replicator *r, struct disk *k)
+{
+	struct json_object *a = json_object_new_object();
+	char job[64];
+	int rc;
+
+	if (!k->job)
+		return 0;
+	job_name(k, job, sizeof(job));
+	json_object_object_add(a, "device", json_object_new_string(job));
+	json_object_object_add(a, "force", json_object_new_boolean(true));
+	rc = qmp_simple(r, "block-job-cancel", a);
+	for (int i = 0; !rc && i < CANCEL_WAIT_MS / 20; i++) {
+		rc = job_listed(r, k);
+		if (rc == 0)
+			break;
+		if (rc < 0)
+			break;
+		rc = i + 1 < CANCEL_WAIT_MS / 20 ? 0 : -ETIMEDOUT;
+		usleep(20000);
+	}
+	if (rc) {
+		log_warn("disk %s: cancelling its mirror %s: %s", k->name, job,
+			 rc == -ETIMEDOUT ? "still listed after 10 s" : qmp_last_error(r->qmp));
+		return rc; /* still ours: the next attempt cancels it again */
+	}
+	k->job = false;
+	k->ready = false;
+	return 0;
+}
+
+const char *disk_json_str(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	return json_object_object_get_ex(o, key, &v) ? json_object_get_string(v) : NULL;
+}
+
+void disk_del_nbd_node(struct replicator *r, struct disk *k)
+{
+	struct json_object *a;
+	char node[64];
+
+	if (!k->node_added)
+		return;
+	a = json_object_new_object();
+	snprintf(node, sizeof(node), "remus-nbd%u", k->index);
+	json_object_object_add(a, "node-name", json_object_new_string(node));
+	if (!qmp_simple(r, "blockdev-del", a))
+		k->node_added = false;
+}
+
+/* A replicator that died (SIGKILL, a crash) left its mirror jobs and NBD
+ * nodes in QEMU: they hold the disk and the node names. Cancel and remove
+ * them before adding ours; nothing else in QEMU is called remus-*. */
+void disk_clean_leftovers(struct replicator *r)
+{
+	struct json_object *ret = NULL;
+
+	if (!qmp_execute(r->qmp, "query-block-jobs", NULL, &ret, QMP_TIMEOUT_MS)) {
+		for (size_t i = 0; i < json_object_array_length(ret); i++) {
+			const char *id = disk_json_str(json_object_array_get_idx(ret, i), "device");
+			struct json_object *a;
+
+			if (!id || strncmp(id, "remus-mirror", 12))
+				continue;
+			log_warn("cancelling mirror job %s left by an earlier replicator", id);
+			a = json_object_new_object();
+			json_object_object_add(a, "device", json_object_new_string(id));
+			json_object_object_add(a, "force", json_object_new_boolean(true));
+			qmp_simple(r, "block-job-cancel", a);
+		}
+		json_object_put(ret);
+		/* a cancelled job lets go of its target within moments */
+		for (int i = 0; i < CANCEL_WAIT_MS / 20; i++) {
+			bool left = false;
+
+			ret = NULL;
+			if (qmp_execute(r->qmp, "query-block-jobs", NULL, &ret, QMP_TIMEOUT_MS))
+				break;
+			for (size_t k = 0; k < json_object_array_length(ret); k++) {
+				const char *id = disk_json_str(json_object_array_get_idx(ret, k), "device");
+				left |= id && !strncmp(id, "remus-mirror", 12);
+			}
+			json_object_put(ret);
+			if (!left)
+				break;
+			usleep(20000);
+		}
+	}
+	ret = NULL;
+	if (qmp_execute(r->qmp, "query-named-block-nodes", NULL, &ret, QMP_TIMEOUT_MS))
+		return;
+	for (size_t i = 0; i < json_object_array_length(ret); i++) {
+		const char *node = disk_json_str(json_object_array_get_idx(ret, i), "node-name");
+		struct json_object *a;
+
+		if (!node || strncmp(node, "remus-nbd", 9))
+			continue;
+		log_warn("removing NBD node %s left by an earlier replicator", node);
+		a = json_object_new_object();
+		json_object_object_add(a, "node-name", json_object_new_string(node));
+		qmp_simple(r, "blockdev-del", a);
+	}
+	json_object_put(ret);
+}
+
+/* --- discovery ------------------------------------------------------------- */
+
+static bool listed_unprotected(const struct replicator *r, const char *name)
+{
+	for (int i = 0; i < r->cfg.n_unprotected_disks; i++)
+		if (!strcmp(r->cfg.unprotected_disks[i], name))
+			return true;
+	return false;
+}
+
+
+static int add_disk(struct disk_device *d, const char *name, const char *node,
+		    const char *file, uint64_t size)
+{
+	struct disk *k;
+
+	if (d->n == PROTO_MAX_DISKS) {
+		log_err("refusing VM %s: more than %d writable disks; list those that both "
+			"hosts share with --unprotected-disk NAME", d->r->vm.name,
+			PROTO_MAX_DISKS);
+		return -EPERM;
+	}
+	if (!size || size % 512) {
+		log_err("refusing VM %s: disk '%s' has a size of %llu bytes, not a multiple of "
+			"512", d->r->vm.name, name, (unsigned long long)size);
+		return -EPERM;
+	}
+	k = &d->disks[d->n];
+	*k = (struct disk){ .dev = d, .index = d->n, .size = size };
+	k->name = strdup(name);
+	k->node = strdup(node);
+	k->file = strdup(file ? file : "?");
+	snprintf(k->sock, sizeof(k->sock), "/tmp/remus-%d-nbd%u.sock", (int)getpid(), d->n);
+	d->n++;
+	return k->name && k->node && k->file ? 0 : -ENOMEM;
+}
+
+/* Every writable disk is protected, but those the operator declared
+ * shared storage (--unprotected-disk). */
+int disk_find(struct disk_device *d)
+{
+	struct replicator *r = d->r;
+	struct json_object *ret = NULL;
+	int rc = qmp_execute(r->qmp, "query-block", NULL, &ret, QMP_TIMEOUT_MS);
+
+	if (rc) {
+		log_err("cannot list the VM's disks: %s", qmp_last_error(r->qmp));
+		return rc;
+	}
+	for (size_t i = 0; !rc && i < json_object_array_length(ret); i++) {
+		struct json_object *b = json_object_array_get_idx(ret, i), *ins, *img, *v;
+		const char *name, *node;
+
+		if (!json_object_object_get_ex(b, "inserted", &ins) ||
+		    (json_object_object_get_ex(ins, "ro", &v) && json_object_get_boolean(v)))
+			continue;
+		node = disk_json_str(ins, "node-name");
+		/* -drive names the device; -blockdev leaves it empty */
+		name = disk_json_str(b, "device");
+		if (!name || !name[0])
+			name = node;
+		if (!name || !node) {
+			log_err("refusing VM %s: a writable disk without a node name", r->vm.name);
+			rc = -EPERM;
+			break;
+		}
+		if (listed_unprotected(r, name)) {
+			log_warn("disk '%s' (%s) is not replicated (--unprotected-disk): both hosts "
+				 "must see the same storage", name, disk_json_str(ins, "file"));
+			continue;
+		}
+		v = NULL;
+		json_object_object_get_ex(ins, "image", &img);
+		if (img)
+			json_object_object_get_ex(img, "virtual-size", &v);
+		rc = add_disk(d, name, node, disk_json_str(ins, "file"),
+			      v ? (uint64_t)json_object_get_int64(v) : 0);
+	}
+	json_object_put(ret);
+	return rc;
+}
