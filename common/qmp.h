@@ -71,7 +71,9 @@ int qmp_hmp(struct qmp *q, const char *command_line, char **text, int timeout_ms
  * object's text, with nfds files passed along) and returns the reply's text
  * in *reply (malloc'd), or -errno with the reason in why. There is no
  * socket (qmp_fd() is -1) and no event stream: the owner hands events in
- * with qmp_push_event(), qmp_read_events() dispatches them. */
+ * with qmp_push_event(), qmp_read_events() dispatches them. libvirt gives
+ * no per-command deadline: timeout_ms is not enforced there (libvirt's own
+ * job timeout, about 30 s, bounds a command). */
 struct qmp_passthrough {
 	int (*command)(void *ctx, const char *request, const int *fds, unsigned nfds,
 		       char **reply, char *why, size_t whylen);
