@@ -111,12 +111,12 @@ static bool fence_primary(struct agent *a, const char *why, long long lost_at, d
 
 /* The restored VM runs: say so, with the failover's figures. */
 static void notify_master(struct agent *a, const struct restore_result *res,
-			  long long lost_at, double fence_ms)
+			  long long lost_at, double fence_ms, const char *why)
 {
 	struct hook_event ev;
 	char v[4][48];
 
-	agent_event(a, &ev, "master", "primary lost; VM restored from the replica");
+	agent_event(a, &ev, "master", why);
 	ev.epoch = res->epoch;
 	hook_event_var(&ev, v[0], sizeof(v[0]), "LOST_AT_MS", "%lld", lost_at);
 	hook_event_var(&ev, v[1], sizeof(v[1]), "FENCE_MS", "%.0f", fence_ms);
@@ -181,7 +181,7 @@ static void failover(struct agent *a, const char *why)
 			 res.total_ms, res.libvirt_domain[0] ? "libvirt domain " : "QMP ",
 			 res.libvirt_domain[0] ? res.libvirt_domain : res.qmp_path,
 			 a->cfg.state_dir);
-		notify_master(a, &res, lost_at, fence_ms);
+		notify_master(a, &res, lost_at, fence_ms, "primary lost; VM restored from the replica");
 		a->exit_code = 0;
 	}
 	ev_break(a->loop, EVBREAK_ALL);
@@ -362,8 +362,9 @@ static bool on_handover(struct agent *a, const struct frame_hdr *h, bool ok)
 	const char *why = handover_refusal(a, h->epoch, ok, buf, sizeof(buf));
 	struct restore_result res;
 	struct handover_done d;
-	uint8_t payload[PROTO_HANDOVER_DONE_SIZE];
-	struct iovec iov = { .iov_base = payload, .iov_len = sizeof(payload) };
+	uint8_t *payload;
+	struct iovec iov;
+	long long asked_at = unix_ms();
 	int rc;
 
 	if (why) {
@@ -390,14 +391,23 @@ static bool on_handover(struct agent *a, const struct frame_hdr *h, bool ok)
 	}
 	d = (struct handover_done){ .qemu_pid = (uint32_t)res.qemu_pid,
 				    .restore_ms = (uint32_t)res.total_ms };
-	proto_encode_handover_done(payload, &d);
-	if (!frame_queue_push(&a->out, FRAME_HANDOVER_DONE, h->epoch, &iov, 1, NULL, NULL))
-		flush_for(a, HANDOVER_FLUSH_MS);
+	/* The queue owns the payload: it may outlive this call. */
+	payload = malloc(PROTO_HANDOVER_DONE_SIZE);
+	if (payload) {
+		proto_encode_handover_done(payload, &d);
+		iov = (struct iovec){ .iov_base = payload, .iov_len = PROTO_HANDOVER_DONE_SIZE };
+		if (!frame_queue_push(&a->out, FRAME_HANDOVER_DONE, h->epoch, &iov, 1, payload,
+				      NULL))
+			flush_for(a, HANDOVER_FLUSH_MS);
+	}
 	log_info("handover complete: VM %s running from epoch %llu as QEMU pid %d (copy %.0f "
 		 "ms, start %.0f ms, load %.0f ms, total %.0f ms); QMP %s/qmp.sock, serial "
 		 "%s/serial.log", vm_name(a), res.epoch, (int)res.qemu_pid, res.copy_ms,
 		 res.start_ms, res.load_ms, res.total_ms, a->cfg.state_dir, a->cfg.state_dir);
 	notify_status("handover done: VM running as QEMU pid %d", (int)res.qemu_pid);
+	notify_master(a, &res, asked_at, 0, "planned handover: the VM runs here");
+	/* Nothing more goes out, whatever callbacks are still pending. */
+	drop_primary(a);
 	a->exit_code = 0;
 	ev_break(a->loop, EVBREAK_ALL);
 	return false;

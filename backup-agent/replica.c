@@ -247,6 +247,16 @@ static int map_sync_file(struct replica *rp, char *err, size_t errlen)
 			close(fd);
 		return rc;
 	}
+	/* Written through the mapping: a full file system would kill the
+	 * agent with SIGBUS there. Reserve the space now, or refuse. */
+	rc = posix_fallocate(fd, 0, (off_t)rp->ram_size);
+	if (rc && rc != EOPNOTSUPP && rc != EINVAL) {
+		snprintf(err, errlen, "backup cannot reserve %llu MiB for %s: %s",
+			 (unsigned long long)(rp->ram_size >> 20), path, strerror(rc));
+		close(fd);
+		unlink(path);
+		return -rc;
+	}
 	rp->ram = mmap(NULL, rp->ram_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	close(fd);
 	if (rp->ram == MAP_FAILED) {

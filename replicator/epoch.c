@@ -142,12 +142,53 @@ static int send_epoch(struct replicator *r, uint64_t id, uint64_t *pages)
 	return rc;
 }
 
+static void on_release_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct replicator *r = w->data;
+
+	/* Protected again meanwhile (a new backup committed): nothing to do. */
+	if (r->prot == PROT_PROTECTED)
+		return;
+	log_warn("the backup did not take over within %u ms: releasing held output",
+		 r->backup_silence_ms);
+	protect_devices(r, false, 0);
+}
+
+/* Release held output now, or, when the backup may still take over (the
+ * link broke without our GOODBYE), once it would have: output released
+ * earlier could be rolled back by its takeover from the last commit. */
+static void release_output(struct replicator *r)
+{
+	double waited = (ev_now(r->loop) - r->link.last_rx) * 1e3;
+	double hold = r->backup_may_take_over && r->link.last_rx > 0 ?
+		r->backup_silence_ms - waited : 0;
+
+	r->backup_may_take_over = false;
+	ev_timer_stop(r->loop, &r->release_timer);
+	if (hold <= 0 || r->stopping) {
+		protect_devices(r, false, 0);
+		return;
+	}
+	log_warn("holding the VM's output %.0f ms more: the backup may still take over "
+		 "from its last commit", hold);
+	ev_timer_init(&r->release_timer, on_release_timer, hold / 1e3, 0);
+	r->release_timer.data = r;
+	ev_timer_start(r->loop, &r->release_timer);
+}
+
 void epoch_start_sync(struct replicator *r)
 {
 	struct epoch_tally *t = &r->sync_tally;
 	double t0 = mono_ms();
 	int rc = 0;
 
+	/* The backup is talking to us again, so it is not taking over: output
+	 * held for that case goes out now, before the new session's epochs
+	 * (numbered from 0 again) would confuse the net buffer. */
+	if (ev_is_active(&r->release_timer)) {
+		ev_timer_stop(r->loop, &r->release_timer);
+		protect_devices(r, false, 0);
+	}
 	r->epoch = 0;
 	r->prot = PROT_SYNCING;
 	r->session_synced = false;
@@ -498,7 +539,7 @@ void epoch_on_backup_lost(struct replicator *r, const char *why)
 	 * decides (remusctl resume, or stop this replicator). */
 	if (r->vm_left_paused)
 		return;
-	protect_devices(r, false, 0);
+	release_output(r);
 	if (r->stopping)
 		return;
 	if (announce)

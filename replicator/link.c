@@ -32,11 +32,14 @@ void link_close(struct link *l, struct ev_loop *loop)
 	frame_reader_free(&l->reader);
 }
 
+/* The link broke under us (EOF, reset, a bad frame): the backup may be
+ * alive and about to take over, so held output waits as on a silent link. */
 static void link_fail(struct replicator *r, const char *what, int rc)
 {
 	char why[160];
 
 	snprintf(why, sizeof(why), "%s: %s", what, strerror(-rc));
+	r->backup_may_take_over = true;
 	epoch_on_backup_lost(r, why);
 }
 

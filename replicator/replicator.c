@@ -108,7 +108,10 @@ static void on_qemu_gone(struct replicator *r)
 	if (r->vm_shutdown) {
 		log_info("VM %s shut down: telling the backup not to take over", r->vm.name);
 		replicator_notify(r, "detached", "VM shut down");
-		protect_devices(r, false, 0); /* no failover: its last words may go out */
+		/* no failover: its last words may go out; not after a handover of
+		 * unknown outcome, though: the backup may run it from before them */
+		if (!r->vm_left_paused && r->handover < HO_FINAL)
+			protect_devices(r, false, 0);
 		if (link_up(&r->link)) {
 			static const char why[] = "VM shut down";
 			struct iovec iov = { .iov_base = (void *)why, .iov_len = sizeof(why) - 1 };
@@ -304,12 +307,20 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
 
 	log_info("signal %d: detaching from VM %s; it keeps running unprotected",
 		 w->signum, r->vm.name);
-	if (r->vm_left_paused || r->handover >= HO_FINAL)
-		log_err("VM %s is left PAUSED: a handover to the backup was under way; if the "
-			"backup does not run it, resume it with QMP cont", r->vm.name);
+	/* The final checkpoint is taken but the backup was not asked to take
+	 * over: our GOODBYE tells it not to, so the VM runs on here. */
+	if (r->handover == HO_FINAL && epoch_resume_vm(r) == 0)
+		r->handover = HO_NONE;
 	replicator_notify(r, "detached", w->signum == SIGTERM ? "replicator stopped by SIGTERM" :
 			  "replicator stopped by SIGINT");
-	protect_devices(r, false, 0); /* held output goes out now */
+	if (r->vm_left_paused || r->handover >= HO_FINAL)
+		/* The backup may run the VM from a checkpoint before the output
+		 * we hold: that output must never go out. It dies with us. */
+		log_err("VM %s is left PAUSED: a handover to the backup was under way; if the "
+			"backup does not run it, resume it with QMP cont (its held output "
+			"is dropped)", r->vm.name);
+	else
+		protect_devices(r, false, 0); /* held output goes out now */
 	if (link_up(&r->link)) {
 		link_push(r, FRAME_GOODBYE, r->epoch, &iov, 1, NULL, NULL);
 		final_flush(r);

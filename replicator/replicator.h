@@ -151,7 +151,11 @@ struct replicator {
 	 * --timeout-ms, and longer than the backup may take to declare us
 	 * lost and fence us (its HELLO_REPLY says how long): output released
 	 * before the fence could be rolled back by the takeover. */
-	unsigned backup_silence_ms;      /* the agent understands HANDOVER and PAUSE */
+	unsigned backup_silence_ms;
+	/* The link broke without our GOODBYE: the backup may restore the
+	 * last commit, so held output waits until it would have (release_timer). */
+	bool backup_may_take_over;
+	ev_timer release_timer;      /* the agent understands HANDOVER and PAUSE */
 	bool session_synced;      /* the initial sync of this session is acked */
 	enum pause_phase pause;
 	enum handover_phase handover;
