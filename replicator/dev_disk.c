@@ -389,8 +389,21 @@ static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* --- ops ------------------------------------------------------------------- */
 
-/* Only QEMU may connect to the export: anyone else could write into the
- * replica. QEMU may run as another user (libvirt's libvirt-qemu). */
+/* Only QEMU may connect to the exports: anyone else could write into the
+ * replica. The sockets are made in a folder only we can enter, handed to
+ * QEMU's user (it may be libvirt's libvirt-qemu) with mode 0600, and only
+ * then is the folder opened for others to pass through. */
+static int make_sock_dir(struct disk_device *d)
+{
+	snprintf(d->sock_dir, sizeof(d->sock_dir), "/tmp/remus-%d.nbd", (int)getpid());
+	if (mkdir(d->sock_dir, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	if (chmod(d->sock_dir, 0700) < 0)
+		return -errno;
+	d->sock_dir_made = true;
+	return 0;
+}
+
 static int restrict_socket(const char *sock, pid_t qemu)
 {
 	char path[64];
@@ -425,7 +438,11 @@ static int disk_setup(struct replicator *r, void **state)
 	ev_timer_init(&d->watch, on_watch, 0.1, 0.1);
 	d->wake.data = d->retry.data = d->watch.data = d;
 	ev_async_start(r->loop, &d->wake);
-	rc = disk_find(d);
+	rc = make_sock_dir(d);
+	if (rc)
+		log_err("cannot make %s for the disks' NBD sockets: %s", d->sock_dir, strerror(-rc));
+	if (!rc)
+		rc = disk_find(d);
 	r->protected_disks = (int)d->n;
 	if (!rc && d->n)
 		disk_clean_leftovers(r);
@@ -442,8 +459,14 @@ static int disk_setup(struct replicator *r, void **state)
 		else if ((rc = restrict_socket(k->sock, r->vm.pid)))
 			log_err("disk %s: cannot give %s to QEMU's user: %s", k->name, k->sock,
 				strerror(-rc));
-		else
-			rc = disk_add_nbd_node(r, k);
+	}
+	/* every socket is QEMU's alone now: let QEMU's user pass through */
+	if (!rc && d->n && chmod(d->sock_dir, 0711) < 0)
+		rc = -errno;
+	for (uint32_t i = 0; !rc && i < d->n; i++) {
+		struct disk *k = &d->disks[i];
+
+		rc = disk_add_nbd_node(r, k);
 		if (!rc)
 			log_info("disk %s (%s, %llu MiB) is replicated through %s", k->name, k->file,
 				 (unsigned long long)(k->size >> 20), k->sock);
@@ -479,6 +502,8 @@ static void disk_teardown(void *state)
 		free(k->node);
 		free(k->file);
 	}
+	if (d->sock_dir_made)
+		rmdir(d->sock_dir);
 	ev_async_stop(r->loop, &d->wake);
 	ev_timer_stop(r->loop, &d->retry);
 	ev_timer_stop(r->loop, &d->watch);

@@ -51,6 +51,8 @@ struct disk_device {
 	struct replicator *r;
 	struct disk disks[PROTO_MAX_DISKS];
 	uint32_t n;
+	char sock_dir[64];         /* our NBD sockets: /tmp/remus-PID.nbd */
+	bool sock_dir_made;
 	/* shared with the NBD threads */
 	pthread_mutex_t mu;
 	pthread_cond_t room;

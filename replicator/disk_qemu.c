@@ -238,7 +238,7 @@ static int add_disk(struct disk_device *d, const char *name, const char *node,
 	k->name = strdup(name);
 	k->node = strdup(node);
 	k->file = strdup(file ? file : "?");
-	snprintf(k->sock, sizeof(k->sock), "/tmp/remus-%d-nbd%u.sock", (int)getpid(), d->n);
+	snprintf(k->sock, sizeof(k->sock), "%s/nbd%u.sock", d->sock_dir, d->n);
 	d->n++;
 	return k->name && k->node && k->file ? 0 : -ENOMEM;
 }
