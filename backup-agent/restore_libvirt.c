@@ -15,12 +15,12 @@
 
 #include "clock.h"
 #include "log.h"
+#include "procfs.h"
 #include "qmp.h"
 #include "replica.h"
 #include "restore_domain.h"
 #include "virt.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -52,32 +52,13 @@ static int qom_get_string(struct qmp *q, const char *path, const char *prop, cha
 /* A memfd backing has no path: QEMU's descriptor of the right size. */
 static int open_memfd(pid_t pid, off_t size)
 {
-	char dir[64], link[PATH_MAX], path[PATH_MAX + 64];
-	struct dirent *de;
-	DIR *d;
-	int fd = -ENOENT;
+	char path[PATH_MAX];
+	int found = proc_find_memfd(pid, (uint64_t)size, path, sizeof(path)), fd;
 
-	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
-	d = opendir(dir);
-	if (!d)
-		return -errno;
-	while (fd < 0 && (de = readdir(d))) {
-		struct stat st;
-		ssize_t n;
-
-		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		n = readlink(path, link, sizeof(link) - 1);
-		if (n <= 0)
-			continue;
-		link[n] = 0;
-		if (strncmp(link, "/memfd:", 7) || stat(path, &st) || st.st_size != size)
-			continue;
-		fd = open(path, O_WRONLY | O_CLOEXEC);
-		if (fd < 0)
-			fd = -errno;
-	}
-	closedir(d);
-	return fd;
+	if (found <= 0)
+		return found < 0 ? found : -ENOENT;
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
 }
 
 /* The file behind the new QEMU's main memory backend, for writing. Paths

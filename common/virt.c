@@ -1,6 +1,7 @@
 /* libvirt glue: see virt.h. */
 #include "virt.h"
 #include "log.h"
+#include "procfs.h"
 #include "qmp.h"
 
 #include <dirent.h>
@@ -218,27 +219,6 @@ pid_t virt_qemu_pid(const struct virt *v)
 	return pid;
 }
 
-/* Has QEMU exited (gone, or a zombie libvirtd has not reaped yet)? */
-static bool qemu_gone(pid_t pid)
-{
-	char path[64], buf[256], *p;
-	ssize_t n;
-	int fd;
-
-	if (pid <= 0)
-		return false;
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOENT;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return false;
-	buf[n] = 0;
-	p = strrchr(buf, ')');  /* the state follows "(comm)" */
-	return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
-}
 
 /* libvirt fails a command at once when the monitor hits EOF, maybe before
  * the dying QEMU is a zombie: give it a moment. A live QEMU costs this
@@ -246,7 +226,7 @@ static bool qemu_gone(pid_t pid)
 static bool qemu_goes(pid_t pid)
 {
 	for (int i = 0; i < 20; i++) {
-		if (qemu_gone(pid))
+		if (proc_exited(pid))
 			return true;
 		usleep(10000);
 	}
@@ -262,7 +242,7 @@ static int passthrough(void *ctx, const char *request, const int *fds, unsigned 
 	*reply = NULL;
 	/* A command to a QEMU that is already dead can wait seconds in
 	 * libvirtd while it cleans the domain up: do not send it. */
-	if (qemu_gone(v->pid)) {
+	if (proc_exited(v->pid)) {
 		snprintf(whybuf, whylen, "QEMU (pid %d) has exited", (int)v->pid);
 		return -EPIPE;
 	}

@@ -3,11 +3,11 @@
  * replicated safely, saying how to start it right. */
 #include "domain_xml.h"
 #include "log.h"
+#include "procfs.h"
 #include "qemu_opts.h"
 #include "qmp.h"
 #include "replicator.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -125,36 +125,16 @@ static int find_name(struct vm_info *vm)
 /* A memfd backend has no path: find QEMU's descriptor for it. */
 static int find_memfd(struct vm_info *vm)
 {
-	char dir[64], link[PATH_MAX], path[PATH_MAX];
-	struct dirent *de;
-	DIR *d;
-	int found = 0;
+	char path[PATH_MAX];
+	int found = proc_find_memfd(vm->pid, vm->ram_size, path, sizeof(path));
 
-	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)vm->pid);
-	d = opendir(dir);
-	if (!d)
-		return -errno;
-	while ((de = readdir(d))) {
-		struct stat st;
-		ssize_t n;
-		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		n = readlink(path, link, sizeof(link) - 1);
-		if (n <= 0)
-			continue;
-		link[n] = 0;
-		if (strncmp(link, "/memfd:", 7) || stat(path, &st) || (uint64_t)st.st_size != vm->ram_size)
-			continue;
-		if (found++)
-			break;
-		free(vm->ram_path);
-		vm->ram_path = strdup(path);
-	}
-	closedir(d);
 	if (found != 1) {
 		log_err("cannot tell which memfd of QEMU (pid %d) holds guest RAM "
-			"(%d candidates): pass --ram-file", (int)vm->pid, found);
-		return -ENOENT;
+			"(%d candidates): pass --ram-file", (int)vm->pid, found < 0 ? 0 : found);
+		return found < 0 ? found : -ENOENT;
 	}
+	free(vm->ram_path);
+	vm->ram_path = strdup(path);
 	return vm->ram_path ? 0 : -ENOMEM;
 }
 

@@ -19,6 +19,7 @@
  * primary), so the VM stays stopped here, its last output held, until the
  * operator decides (remusctl resume). */
 #include "log.h"
+#include "procfs.h"
 #include "qmp.h"
 #include "replicator.h"
 #include "virt.h"
@@ -432,25 +433,6 @@ void operator_on_backup_lost(struct replicator *r, const char *why)
 	}
 }
 
-/* Gone, or a zombie that its parent (not us) has not reaped yet. */
-static bool process_gone(pid_t pid)
-{
-	char path[64], buf[256], *p;
-	FILE *f;
-	bool zombie = false;
-
-	if (kill(pid, 0) < 0 && errno == ESRCH)
-		return true;
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	f = fopen(path, "re");
-	if (!f)
-		return true;
-	/* "PID (comm) S ...": the state follows the last ')'. */
-	if (fgets(buf, sizeof(buf), f) && (p = strrchr(buf, ')')) && p[1] == ' ')
-		zombie = p[2] == 'Z';
-	fclose(f);
-	return zombie;
-}
 
 /* QMP quit (a libvirt domain: destroyed through libvirt, so that libvirt
  * knows why it stopped), then wait (bounded) until the process is gone. */
@@ -467,7 +449,7 @@ static int quit_primary(struct replicator *r)
 		return rc;
 	}
 	for (int i = 0; i < QUIT_WAIT_ROUNDS; i++) {
-		if (process_gone(r->vm.pid))
+		if (proc_exited(r->vm.pid))
 			return 0;
 		usleep(50000);
 	}

@@ -1,0 +1,18 @@
+/* What /proc says about another process (QEMU), for the replicator and
+ * the agent alike. */
+#ifndef REMUS_PROCFS_H
+#define REMUS_PROCFS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Has pid exited (gone, or a zombie its parent has not reaped yet)? */
+bool proc_exited(pid_t pid);
+/* The memfds pid holds that are size bytes long: their number (or
+ * -errno), and in path (len bytes) /proc/PID/fd/N of the first. A memfd
+ * memory backend has no path of its own; this is how to reach it. */
+int proc_find_memfd(pid_t pid, uint64_t size, char *path, size_t len);
+
+#endif
