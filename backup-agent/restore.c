@@ -263,14 +263,10 @@ static int connect_qmp(const char *dir, pid_t pid, struct qmp **q)
 
 int restore_check_machine(struct qmp *q, struct json_object *vm)
 {
-	struct json_object *args = json_object_new_object(), *ret = NULL;
+	struct json_object *ret = NULL;
 	char want[160];
-	int rc;
+	int rc = qmp_qom_get(q, "/machine", "type", &ret, QMP_TIMEOUT_MS);
 
-	json_object_object_add(args, "path", json_object_new_string("/machine"));
-	json_object_object_add(args, "property", json_object_new_string("type"));
-	rc = qmp_execute(q, "qom-get", args, &ret, QMP_TIMEOUT_MS);
-	json_object_put(args);
 	if (rc) {
 		log_err("cannot read the restored machine type: %s", qmp_last_error(q));
 		return rc;

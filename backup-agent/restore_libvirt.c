@@ -36,13 +36,9 @@
 
 static int qom_get_string(struct qmp *q, const char *path, const char *prop, char **out)
 {
-	struct json_object *args = json_object_new_object(), *ret = NULL;
-	int rc;
+	struct json_object *ret = NULL;
+	int rc = qmp_qom_get(q, path, prop, &ret, QMP_TIMEOUT_MS);
 
-	json_object_object_add(args, "path", json_object_new_string(path));
-	json_object_object_add(args, "property", json_object_new_string(prop));
-	rc = qmp_execute(q, "qom-get", args, &ret, QMP_TIMEOUT_MS);
-	json_object_put(args);
 	*out = !rc && json_object_is_type(ret, json_type_string) ?
 		strdup(json_object_get_string(ret)) : NULL;
 	json_object_put(ret);

@@ -772,6 +772,22 @@ void qmp_close(struct qmp *q)
 	free(q);
 }
 
+int qmp_qom_get(struct qmp *q, const char *path, const char *property,
+		struct json_object **ret, int timeout_ms)
+{
+	struct json_object *args = json_object_new_object();
+	int rc;
+
+	if (!args || obj_add(args, "path", json_object_new_string(path)) ||
+	    obj_add(args, "property", json_object_new_string(property))) {
+		json_object_put(args);
+		return qmp_fail(q, -ENOMEM, "out of memory for qom-get");
+	}
+	rc = qmp_execute(q, "qom-get", args, ret, timeout_ms);
+	json_object_put(args);
+	return rc;
+}
+
 int qmp_hmp(struct qmp *q, const char *command_line, char **text, int timeout_ms)
 {
 	struct json_object *args = json_object_new_object(), *out = NULL;

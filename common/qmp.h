@@ -62,6 +62,10 @@ int qmp_execute(struct qmp *q, const char *command, struct json_object *args,
  * replies to timed-out commands are dropped here. */
 int qmp_read_events(struct qmp *q, qmp_event_fn *fn, void *opaque);
 
+/* qom-get of path's property; *ret as for qmp_execute. */
+int qmp_qom_get(struct qmp *q, const char *path, const char *property,
+		struct json_object **ret, int timeout_ms);
+
 /* Run an HMP command through human-monitor-command; *text (malloc'd)
  * receives its output. Same errors as qmp_execute, and -ENOMEM. */
 int qmp_hmp(struct qmp *q, const char *command_line, char **text, int timeout_ms);

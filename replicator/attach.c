@@ -44,14 +44,7 @@ void vm_info_free(struct vm_info *vm)
 static int qom_get(struct replicator *r, const char *path, const char *prop,
 		   struct json_object **out)
 {
-	struct json_object *args = json_object_new_object();
-	int rc;
-
-	json_object_object_add(args, "path", json_object_new_string(path));
-	json_object_object_add(args, "property", json_object_new_string(prop));
-	rc = qmp_execute(r->qmp, "qom-get", args, out, QMP_QUERY_TIMEOUT_MS);
-	json_object_put(args);
-	return rc;
+	return qmp_qom_get(r->qmp, path, prop, out, QMP_QUERY_TIMEOUT_MS);
 }
 
 static int qom_get_string(struct replicator *r, const char *path, const char *prop, char **out)
