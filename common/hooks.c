@@ -361,6 +361,19 @@ int hook_check(const char *cmd, char *err, size_t errlen)
 
 /* ---- notify hooks on the loop ---- */
 
+/* Take the head job off the queue (done, or dropped unstarted). */
+static void runner_drop_head(struct hook_runner *h)
+{
+	struct hook_job *j = h->head;
+
+	h->head = j->next;
+	if (!h->head)
+		h->tail = NULL;
+	h->queued--;
+	hook_cmd_free(&j->cmd);
+	free(j);
+}
+
 /* limit_ms: the time it was given, for the log. */
 static void runner_finish(struct hook_runner *h, struct hook_result *res, unsigned limit_ms)
 {
@@ -375,27 +388,9 @@ static void runner_finish(struct hook_runner *h, struct hook_result *res, unsign
 		h->failures++;
 	if (h->done)
 		h->done(&j->cmd, res, h->opaque);
-	h->head = j->next;
-	if (!h->head)
-		h->tail = NULL;
-	h->queued--;
-	hook_cmd_free(&j->cmd);
-	free(j);
+	runner_drop_head(h);
 	h->pid = 0;
 	h->timed_out = false;
-}
-
-/* Drop the head job unstarted. */
-static void runner_drop_head(struct hook_runner *h)
-{
-	struct hook_job *j = h->head;
-
-	h->head = j->next;
-	if (!h->head)
-		h->tail = NULL;
-	h->queued--;
-	hook_cmd_free(&j->cmd);
-	free(j);
 }
 
 /* Start the head job, if any and none runs; failures to start are logged
