@@ -212,7 +212,7 @@ int main(int argc, char **argv)
 		unlink(path);
 		return 1;
 	}
-	ops->full_copy(t);
+	tracker_full_copy(ops, t, npages);
 
 	for (unsigned r = 0; r <= rounds; r++) {
 		double a;

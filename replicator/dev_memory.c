@@ -1,5 +1,6 @@
 /* Checkpoint device: guest RAM, read through the shared memory backend. */
 #include "ckpt_device.h"
+#include "clock.h"
 #include "log.h"
 #include "replicator.h"
 #include "tracker.h"
@@ -13,6 +14,12 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+/* The initial copy goes in steps of this many pages, one per turn of the
+ * loop: copying a large RAM takes seconds (16 GiB at 5 GB/s is 3 s), and the
+ * loop must keep the heartbeats going meanwhile, or the backup takes the
+ * silence for a dead primary. */
+#define SYNC_STEP_PAGES 4096  /* 16 MiB */
+
 struct memory_device {
 	const uint8_t *ram;
 	size_t ram_size, npages;
@@ -21,7 +28,13 @@ struct memory_device {
 	uint32_t *dirty;     /* pages of the captured epoch */
 	size_t ndirty;
 	char why[300];       /* why this tracker, for status */
+	struct replicator *r;
+	ev_timer sync_step;  /* copies and queues the next step of epoch 0 */
+	size_t sync_next;    /* first page of that step */
+	double sync_started_ms;
 };
+
+static void on_sync_step(struct ev_loop *loop, ev_timer *w, int revents);
 
 /* soft-dirty costs the dirty pages, compare all of RAM; auto takes
  * soft-dirty where the kernel keeps the log, and says why not otherwise. */
@@ -58,6 +71,9 @@ static int memory_setup(struct replicator *r, void **state)
 	if (!m)
 		return -ENOMEM;
 	*state = m;
+	m->r = r;
+	ev_timer_init(&m->sync_step, on_sync_step, 0, 0);
+	m->sync_step.data = m;
 	m->ram_size = r->vm.ram_size;
 	m->npages = m->ram_size / PROTO_PAGE_SIZE;
 	fd = open(r->vm.ram_path, O_RDONLY | O_CLOEXEC);
@@ -100,6 +116,7 @@ static void memory_teardown(void *state)
 
 	if (!m)
 		return;
+	ev_timer_stop(m->r->loop, &m->sync_step);
 	if (m->tracker)
 		m->tops->fini(m->tracker);
 	if (m->ram)
@@ -142,21 +159,54 @@ static int send_pages(struct memory_device *m, struct replicator *r,
 	return 0;
 }
 
+/* One step of the initial copy; the last one ends this device's epoch 0. */
+static void on_sync_step(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct memory_device *m = w->data;
+	struct replicator *r = m->r;
+	size_t n = m->npages - m->sync_next;
+
+	(void)revents;
+	if (!link_up(&r->link))
+		return;  /* the backup is gone: the next session starts over */
+	if (n > SYNC_STEP_PAGES)
+		n = SYNC_STEP_PAGES;
+	m->tops->copy_pages(m->tracker, m->sync_next, n);
+	if (send_pages(m, r, &r->sync_tally, m->dirty + m->sync_next, n)) {
+		link_drop_alive(r, "initial sync could not be queued; resyncing");
+		return;
+	}
+	m->sync_next += n;
+	if (m->sync_next < m->npages) {
+		ev_timer_start(loop, w);
+		return;
+	}
+	log_info("initial sync: %zu MiB of RAM copied and queued in %.1f ms (VM running)",
+		 m->ram_size >> 20, mono_ms() - m->sync_started_ms);
+	epoch_sync_device_ready(r);
+}
+
 static int memory_sync(void *state, struct replicator *r, struct epoch_tally *t)
 {
 	struct memory_device *m = state;
 	int rc;
 
+	(void)t;
 	/* The VM keeps running while we copy: the copy is torn, but the first
 	 * paused scan finds every page that changed since, so the first
-	 * committed epoch is consistent. */
-	rc = m->tops->full_copy(m->tracker);
+	 * committed epoch is consistent. A new session starts over. */
+	ev_timer_stop(r->loop, &m->sync_step);
+	rc = m->tops->begin_full_copy(m->tracker);
 	if (rc)
 		return rc;
 	for (size_t i = 0; i < m->npages; i++)
 		m->dirty[i] = (uint32_t)i;
-	m->ndirty = m->npages;
-	return send_pages(m, r, t, m->dirty, m->ndirty);
+	m->ndirty = 0;
+	m->sync_next = 0;
+	m->sync_started_ms = mono_ms();
+	ev_timer_set(&m->sync_step, 0, 0);
+	ev_timer_start(r->loop, &m->sync_step);
+	return CKPT_SYNC_PENDING;
 }
 
 static int memory_postsuspend(void *state, struct replicator *r, struct epoch_tally *t)

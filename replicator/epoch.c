@@ -212,9 +212,9 @@ void epoch_start_sync(struct replicator *r)
 		epoch_on_backup_lost(r, "initial sync could not be queued");
 		return;
 	}
-	log_info("initial sync: %llu pages queued in %.1f ms (VM running)%s",
+	log_info("initial sync started (VM running): %llu pages queued in %.1f ms%s",
 		 (unsigned long long)t->pages, mono_ms() - t0,
-		 r->sync_pending ? "; epoch 0 ends when the disks are copied" : "");
+		 r->sync_pending ? "; epoch 0 ends when RAM and disks are copied" : "");
 }
 
 void epoch_sync_device_ready(struct replicator *r)

@@ -20,8 +20,13 @@ struct tracker_ops {
 	 * a tracker that has it may have no init. */
 	int (*init_proc)(struct tracker **t, const uint8_t *ram, size_t npages, unsigned threads,
 			 pid_t pid, const char *ram_path);
-	/* Copy all of RAM (VM running); every page counts as sent. */
-	int (*full_copy)(struct tracker *t);
+	/* A full copy while the VM runs, in steps so that the caller's loop
+	 * keeps its heartbeats going (a large RAM takes seconds): begin, then
+	 * copy_pages over every page, in any number of calls. Every page
+	 * counts as sent; a page written during the copy is found by the
+	 * first scan. begin may be called again to start over. */
+	int (*begin_full_copy)(struct tracker *t);
+	void (*copy_pages)(struct tracker *t, size_t first, size_t n);
 	/* VM paused: write the index of each changed page into dirty (room for
 	 * npages), make its content current, return how many. */
 	size_t (*scan)(struct tracker *t, uint32_t *dirty);
@@ -29,6 +34,16 @@ struct tracker_ops {
 	const uint8_t *(*page)(const struct tracker *t, uint32_t idx);
 	void (*fini)(struct tracker *t);
 };
+
+/* The whole full copy in one call (tests, benchmarks). */
+static inline int tracker_full_copy(const struct tracker_ops *ops, struct tracker *t, size_t npages)
+{
+	int rc = ops->begin_full_copy(t);
+
+	if (!rc)
+		ops->copy_pages(t, 0, npages);
+	return rc;
+}
 
 extern const struct tracker_ops compare_tracker_ops;
 /* tracker_softdirty.c, docs/SOFT-DIRTY.md */

@@ -151,10 +151,15 @@ static int compare_init(struct tracker **out, const uint8_t *ram, size_t npages,
 	return 0;
 }
 
-static int compare_full_copy(struct tracker *t)
+static int compare_begin_full_copy(struct tracker *t)
 {
-	memcpy(t->shadow, t->ram, t->npages * PAGE);
+	(void)t;
 	return 0;
+}
+
+static void compare_copy_pages(struct tracker *t, size_t first, size_t n)
+{
+	memcpy(t->shadow + first * PAGE, t->ram + first * PAGE, n * PAGE);
 }
 
 static size_t compare_scan(struct tracker *t, uint32_t *dirty)
@@ -205,7 +210,8 @@ static void compare_fini(struct tracker *t)
 const struct tracker_ops compare_tracker_ops = {
 	.name = "compare",
 	.init = compare_init,
-	.full_copy = compare_full_copy,
+	.begin_full_copy = compare_begin_full_copy,
+	.copy_pages = compare_copy_pages,
 	.scan = compare_scan,
 	.page = compare_page,
 	.fini = compare_fini,

@@ -9,8 +9,9 @@
  *
  * Soundness rules (docs/SOFT-DIRTY.md):
  * - scan runs with QEMU's vCPUs stopped: the bits are read, then cleared,
- *   with no guest write in between. full_copy runs with the VM going, so it
- *   clears first and copies after: a write racing the copy is flagged.
+ *   with no guest write in between. The full copy runs with the VM going,
+ *   so it clears first (begin_full_copy) and copies after (copy_pages): a
+ *   write racing the copy is flagged.
  * - A page whose entry is not present, or is a swap/migration entry, may
  *   have been written and its PTE (with the bit) dropped since (reclaim,
  *   MADV_DONTNEED, ...): it is compared with the shadow like the compare
@@ -227,13 +228,17 @@ fail:
 	return rc;
 }
 
-static int softdirty_full_copy(struct tracker *t)
+/* Clear, then copy: whatever is written after the clear is flagged at the
+ * next scan, whatever was written before is in the copy. */
+static int softdirty_begin_full_copy(struct tracker *t)
 {
-	/* Clear, then copy: whatever is written after the clear is flagged at
-	 * the next scan, whatever was written before is in the copy. */
 	t->need_full = clear_refs(t->clear_fd) != 0;
-	memcpy(t->shadow, t->ram, t->npages * (size_t)PAGE);
 	return 0;
+}
+
+static void softdirty_copy_pages(struct tracker *t, size_t first, size_t n)
+{
+	memcpy(t->shadow + first * PAGE, t->ram + first * PAGE, n * PAGE);
 }
 
 static inline bool sync_page(struct tracker *t, size_t i)
@@ -405,7 +410,8 @@ out:
 const struct tracker_ops softdirty_tracker_ops = {
 	.name = "soft-dirty",
 	.init_proc = softdirty_init_proc,
-	.full_copy = softdirty_full_copy,
+	.begin_full_copy = softdirty_begin_full_copy,
+	.copy_pages = softdirty_copy_pages,
 	.scan = softdirty_scan,
 	.page = softdirty_page,
 	.fini = softdirty_fini,

@@ -38,7 +38,7 @@ static void fx_open(struct fixture *fx, unsigned threads)
 	ck_assert_ptr_nonnull(fx->dirty);
 	ck_assert_int_eq(fx->ops->init(&fx->t, fx->ram, NPAGES, threads), 0);
 	ck_assert_ptr_nonnull(fx->t);
-	ck_assert_int_eq(fx->ops->full_copy(fx->t), 0);
+	ck_assert_int_eq(tracker_full_copy(fx->ops, fx->t, NPAGES), 0);
 }
 
 static void fx_close(struct fixture *fx)
@@ -54,7 +54,8 @@ START_TEST(test_ops_are_named_and_complete)
 
 	ck_assert_str_eq(o->name, "compare");
 	ck_assert_ptr_nonnull(o->init);
-	ck_assert_ptr_nonnull(o->full_copy);
+	ck_assert_ptr_nonnull(o->begin_full_copy);
+	ck_assert_ptr_nonnull(o->copy_pages);
 	ck_assert_ptr_nonnull(o->scan);
 	ck_assert_ptr_nonnull(o->page);
 	ck_assert_ptr_nonnull(o->fini);
@@ -85,6 +86,30 @@ START_TEST(test_full_copy_is_a_copy_not_a_view)
 	/* The checkpointed content stays until the next scan. */
 	ck_assert_uint_eq(fx.ops->page(fx.t, 5)[100], before);
 	ck_assert_ptr_ne(fx.ops->page(fx.t, 5), fx.ram + 5 * PAGE);
+	fx_close(&fx);
+}
+END_TEST
+
+/* The replicator copies in steps with the VM running (its loop must keep
+ * its heartbeats): a page written after its step was copied is found by the
+ * next scan, one written before is in the copy. */
+START_TEST(test_full_copy_in_steps_with_writes_between)
+{
+	struct fixture fx;
+	size_t n;
+
+	fx_open(&fx, thread_counts[_i]);
+	ck_assert_int_eq(fx.ops->begin_full_copy(fx.t), 0);
+	fx.ops->copy_pages(fx.t, 0, 100);
+	fx.ram[10 * PAGE + 1] ^= 0x5a;   /* copied already: a change */
+	fx.ram[500 * PAGE + 2] ^= 0x5a;  /* not copied yet: in the copy */
+	fx.ops->copy_pages(fx.t, 100, 700);
+	fx.ops->copy_pages(fx.t, 800, NPAGES - 800);
+	n = fx.ops->scan(fx.t, fx.dirty);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(fx.dirty[0], 10);
+	for (uint32_t i = 0; i < NPAGES; i++)
+		ck_assert_mem_eq(fx.ops->page(fx.t, i), fx.ram + (size_t)i * PAGE, PAGE);
 	fx_close(&fx);
 }
 END_TEST
@@ -248,7 +273,7 @@ START_TEST(test_fewer_pages_than_threads)
 
 	ck_assert_ptr_ne(ram, MAP_FAILED);
 	ck_assert_int_eq(o->init(&t, ram, npages, thread_counts[_i]), 0);
-	ck_assert_int_eq(o->full_copy(t), 0);
+	ck_assert_int_eq(tracker_full_copy(o, t, npages), 0);
 	ck_assert_uint_eq(o->scan(t, dirty), 0);
 	ram[4 * PAGE] = 1;
 	ram[1 * PAGE + 5] = 2;
@@ -282,6 +307,7 @@ static Suite *tracker_suite(void)
 	ADD(s, test_ops_are_named_and_complete, 5);
 	ADD(s, test_scan_after_full_copy_finds_nothing, 5);
 	ADD(s, test_full_copy_is_a_copy_not_a_view, 5);
+	ADD(s, test_full_copy_in_steps_with_writes_between, 5);
 	ADD(s, test_scan_reports_exactly_the_written_pages_in_order, 5);
 	ADD(s, test_last_byte_of_page_counts, 5);
 	ADD(s, test_restoring_old_value_after_scan_is_a_change, 5);

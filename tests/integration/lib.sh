@@ -97,7 +97,8 @@ wait_for() {
 
 # start_guest NAME MEM_MB KERNEL_ARGS [RUN_TEST_GUEST_ARGS...]: boots the test
 # guest, sets GUEST_PID. Further arguments go to scripts/run-test-guest
-# (e.g. --net --netns NS, or -- QEMU_ARGS...).
+# (e.g. --net --netns NS, or -- QEMU_ARGS...). GUEST_BOOT_TIMEOUT (seconds,
+# default 60) bounds the boot: a nested VM (scripts/softdirty-vm) needs more.
 start_guest() {
 	local name=$1 mem=$2 append=$3
 	shift 3
@@ -107,7 +108,7 @@ start_guest() {
 	RAM_FILES+=("/dev/shm/remus-$name.ram")
 	GUEST_PID=$(cat "$T/$name/qemu.pid")
 	PIDS+=("$GUEST_PID")
-	wait_for 60 grep -qa 'guest: ready' "$T/$name/serial.log" ||
+	wait_for "${GUEST_BOOT_TIMEOUT:-60}" grep -qa 'guest: ready' "$T/$name/serial.log" ||
 		die "guest $name did not boot (see $T/$name/serial.log)"
 }
 
@@ -139,11 +140,14 @@ start_agent() {
 	PIDS+=("$AGENT_PID")
 }
 
+# TEST_TRACKER=KIND (environment) runs the replicators of a test with
+# --tracker KIND (tests/integration/test_softdirty_failover.sh).
 start_replicator() {
 	local qmp=$1 port=$2
 	shift 2
 	"$BIN/remus-replicator" --qmp "$qmp" --backup "127.0.0.1:$port" \
-		--control "$T/ctl.sock" "$@" >> "$T/replicator.log" 2>&1 &
+		--control "$T/ctl.sock" ${TEST_TRACKER:+--tracker "$TEST_TRACKER"} "$@" \
+		>> "$T/replicator.log" 2>&1 &
 	REPLICATOR_PID=$!
 	PIDS+=("$REPLICATOR_PID")
 }
@@ -168,6 +172,10 @@ wait_exit() {
 	EXIT_CODE=$?
 	return 0
 }
+
+# process_gone PID: the process has exited (possibly a zombie its parent
+# has not reaped yet).
+process_gone() { ! kill -0 "$1" 2>/dev/null || [ "$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" = Z ]; }
 
 # --- Network tests: the topology of scripts/testnet, in namespaces of their
 # own. Every daemon, QEMU and client runs inside one of them.

@@ -31,8 +31,6 @@ while True:
 
 protection_is() { [ "$(status_field protection)" = "$1" ]; }
 agent_said() { grep -qa "$1" "$T/agent.log"; }
-# A process that has exited, possibly a zombie its parent has not reaped yet.
-process_gone() { ! kill -0 "$1" 2>/dev/null || [ "$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" = Z ]; }
 resynced_since() { protection_is protected && [ "$(status_field resyncs)" -gt "$1" ]; }
 
 # --- 1. pause, then the primary dies: no failover -------------------------

@@ -210,7 +210,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	/* As attach does: the first copy with the writer running. */
-	softdirty_tracker_ops.full_copy(t);
+	tracker_full_copy(&softdirty_tracker_ops, t, npages);
 
 	for (unsigned r = 0; r <= rounds; r++) {
 		size_t n, c = 0;
