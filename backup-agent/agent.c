@@ -4,6 +4,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "netaddr.h"
 #include "notify.h"
 #include "restore.h"
 
@@ -474,10 +475,20 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct agent *a = w->data;
 
+	double until = mono_ms() + AGENT_READ_SLICE_MS;
+
 	/* Any bytes count as a sign of life, not only whole frames. */
 	a->last_rx = ev_now(loop);
 	for (;;) {
-		int rc = frame_reader_read(&a->reader, a->fd);
+		int rc;
+
+		/* A primary that sends faster than we store (the initial copy)
+		 * would keep us here for seconds: give the loop back now and
+		 * then, so that our heartbeats go out (the fd stays readable,
+		 * we are called again). */
+		if (mono_ms() > until)
+			return;
+		rc = frame_reader_read(&a->reader, a->fd);
 		if (rc == 0)
 			return;
 		if (rc < 0) {
@@ -578,6 +589,12 @@ static void on_heartbeat_timer(struct ev_loop *loop, ev_timer *w, int revents)
 		log_warn("connection from %s sent no HELLO: dropped", a->peer);
 		drop_primary(a);
 		return;
+	}
+	if (a->hello_done && quiet_ms > a->cfg.timeout_ms && fd_unread_bytes(a->fd)) {
+		/* Our own loop stood still (a slow disk, a long restore): the
+		 * primary's bytes are waiting, it was not silent. */
+		a->last_rx = now;
+		quiet_ms = 0;
 	}
 	if (a->hello_done && quiet_ms > a->cfg.timeout_ms) {
 		char why[64];

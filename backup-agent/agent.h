@@ -17,6 +17,8 @@
 #define AGENT_DEFAULT_TIMEOUT_MS   2000u
 #define AGENT_DEFAULT_HEARTBEAT_MS 100u
 #define AGENT_HELLO_TIMEOUT_MS     5000
+/* Longest run of frames one readable event handles before the loop runs. */
+#define AGENT_READ_SLICE_MS        50
 #define AGENT_MAX_TAPS             8
 #define AGENT_DEFAULT_FENCE_TIMEOUT_MS 10000u
 

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 int netaddr_parse(const char *text, struct netaddr *out, char *err, size_t errlen)
@@ -61,6 +62,15 @@ int fd_set_nonblock(int fd)
 	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
 		return -errno;
 	return 0;
+}
+
+size_t fd_unread_bytes(int fd)
+{
+	int n = 0;
+
+	if (ioctl(fd, FIONREAD, &n) < 0 || n < 0)
+		return 0;
+	return (size_t)n;
 }
 
 static int tcp_socket(const struct netaddr *a)

@@ -17,5 +17,9 @@ int netaddr_parse(const char *text, struct netaddr *out, char *err, size_t errle
 int netaddr_listen(const struct netaddr *a);
 int netaddr_connect(const struct netaddr *a, int timeout_ms);
 int fd_set_nonblock(int fd);
+/* Bytes the peer sent that this side has not read yet (0 on error). A
+ * peer whose bytes wait unread was not silent, however long our own loop
+ * was busy elsewhere: the heartbeat timeouts ask this before they give up. */
+size_t fd_unread_bytes(int fd);
 
 #endif

@@ -1,11 +1,14 @@
 #!/bin/bash
-# The replica is the primary, byte for byte: the dirty-page tracker missed
-# no page the guest wrote. The guest dirties a 32 MiB working set while it is
-# replicated; a planned failover (remusctl failover) takes a final checkpoint
-# with the VM stopped and the primary QEMU then quits without running again,
-# so its RAM file holds exactly the state of that last checkpoint. The
-# backup's replica RAM must equal it in every byte. A tracker that lost one
-# write (a page not sent) leaves a page that differs.
+# The dirty-page tracker misses no page, checked two ways on one guest:
+#  1. The replica is the primary, byte for byte. The guest dirties a 32 MiB
+#     working set while it is replicated; a planned failover (remusctl
+#     failover) takes a final checkpoint with the VM stopped and the primary
+#     QEMU then quits without running again, so its RAM file holds exactly
+#     the state of that checkpoint. The backup's replica RAM must equal it in
+#     every byte: a tracker that lost one write leaves a page that differs.
+#  2. The VM, now running on the backup, is replicated in turn to a second
+#     backup and its QEMU is SIGKILLed: the second backup resumes it from
+#     its last checkpoint, the serial counter goes on without a reboot.
 # TEST_TRACKER=soft-dirty runs it with the soft-dirty tracker
 # (test_softdirty_failover.sh does, in a VM whose kernel has it).
 . "$(dirname "$0")/lib.sh"
@@ -52,6 +55,38 @@ else
 	fail "replica RAM differs from the primary's, first pages: $diffs"
 fi
 restored=$T/backup/serial.log
-wait_for 60 sh -c "[ \$(tr -d '\r' < '$restored' | grep -c '^tick') -ge 5 ]" &&
-	pass "the VM runs on the backup" || fail "the restored VM printed fewer than 5 ticks in 60 s"
+wait_for 60 sh -c "[ \$(tr -d '\r' < '$restored' | grep -c '^tick') -ge 5 ]" ||
+	die "the restored VM printed fewer than 5 ticks in 60 s"
+pass "the VM runs on the backup"
+
+# --- 2. protect the VM where it now runs, then lose that host's QEMU -------
+GUEST_PID=$(cat "$T/backup/qemu.pid")
+PIDS+=("$GUEST_PID")
+PORT2=$(free_port)
+start_agent "$PORT2" "$T/backup2"
+start_replicator "$T/backup/qmp.sock" "$PORT2" --epoch-policy fixed --epoch-ms 50
+wait_for 90 committed_at_least 30 || die "fewer than 30 epochs of the restored VM committed in 90 s"
+wait_for 60 dirty_at_least 8192 || die "the restored VM's dirtier seems stopped"
+pass "the restored VM is protected in turn ($(status_field tracker)):" \
+	"$(status_field epochs_committed) epochs, $(status_field dirty_pages_total) dirty pages"
+seen=$(last_tick "$restored")
+sleep 0.5
+kill -KILL "$GUEST_PID"
+last=$(last_tick "$restored")
+log "QEMU $GUEST_PID killed; it printed tick $last last (tick $seen seen 0.5 s before)"
+wait_exit "$REPLICATOR_PID" 20 && [ "$EXIT_CODE" = 1 ] && pass "replicator saw QEMU die (exit 1)" ||
+	fail "replicator exit code ${EXIT_CODE:-none}, expected 1"
+wait_exit "$AGENT_PID" 60 && [ "$EXIT_CODE" = 0 ] && pass "second backup restored the VM (exit 0)" ||
+	die "second backup: exit code ${EXIT_CODE:-none}, expected 0 within 60 s"
+again=$T/backup2/serial.log
+wait_for 60 sh -c "[ \$(tr -d '\r' < '$again' | grep -c '^tick') -ge 5 ]" ||
+	die "the VM restored again printed fewer than 5 ticks in 60 s"
+first=$(first_tick "$again")
+[ "$first" -ge "$seen" ] && [ "$first" -le $((last + 1)) ] &&
+	pass "counter goes on: restored at tick $first (seen $seen before the kill, last $last)" ||
+	fail "restored at tick $first; seen $seen before the kill, last $last"
+gaps=$(ticks_consecutive "$again") && pass "ticks consecutive" || fail "ticks: $gaps"
+grep -qa 'guest: ready' "$again" && fail "the VM booted again" || pass "no reboot"
+rpid=$(cat "$T/backup2/qemu.pid" 2>/dev/null)
+[ -n "$rpid" ] && PIDS+=("$rpid")
 finish

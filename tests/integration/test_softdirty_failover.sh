@@ -1,0 +1,36 @@
+#!/bin/bash
+# The replicator end to end with the soft-dirty tracker, against a real
+# QEMU: test_replica_exact.sh (a byte-exact replica after a planned
+# failover, then a SIGKILL failover) with TEST_TRACKER=soft-dirty, inside a
+# VM booted with Debian's cloud kernel, which keeps the soft-dirty log
+# (scripts/softdirty-vm; the test guest runs nested, TCG inside TCG, so
+# it boots in minutes, not seconds). Skips, with the reason, when the
+# kernel, its config, busybox-static or QEMU is missing.
+. "$(dirname "$0")/lib.sh"
+
+skip() { log "skip - $*"; log "SKIP $(basename "$0")"; exit 0; }
+
+KERNEL=$(find /boot -maxdepth 1 -name "vmlinuz-*-cloud-amd64" 2>/dev/null | sort -V | tail -n 1)
+[ -n "$KERNEL" ] || skip "no /boot/vmlinuz-*-cloud-amd64 (install linux-image-cloud-amd64)"
+grep -q '^CONFIG_MEM_SOFT_DIRTY=y' "/boot/config-${KERNEL#/boot/vmlinuz-}" 2>/dev/null ||
+	skip "$KERNEL's config lacks CONFIG_MEM_SOFT_DIRTY"
+[ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || skip "no static /bin/busybox (busybox-static)"
+command -v qemu-system-x86_64 >/dev/null || skip "no qemu-system-x86_64"
+
+start=$(now_ms)
+"$ROOT/scripts/softdirty-vm" --mem 3G --timeout 540 -- env TEST_TRACKER=soft-dirty \
+	GUEST_BOOT_TIMEOUT=400 tests/integration/test_replica_exact.sh > "$T/vm.log" 2>&1
+rc=$?
+log "the VM ran $(( ($(now_ms) - start) / 1000 )) s; test_replica_exact.sh inside it:"
+grep -a -e ' ok - ' -e 'not ok - ' -e 'PASS ' -e 'FAIL ' -e '^softdirty-vm:' "$T/vm.log" | sed 's/^/    /'
+[ "$rc" = 124 ] && die "scripts/softdirty-vm could not build the VM: $(tail -n 1 "$T/vm.log")"
+grep -qa 'ok - the tracker is soft-dirty, as asked' "$T/vm.log" &&
+	pass "the replicator in the VM ran the soft-dirty tracker" ||
+	fail "the replicator in the VM did not say it ran the soft-dirty tracker"
+if [ "$rc" = 0 ]; then
+	pass "test_replica_exact.sh passed with --tracker soft-dirty"
+else
+	fail "test_replica_exact.sh with --tracker soft-dirty: exit $rc; the VM's last lines:"
+	tail -n 40 "$T/vm.log" | sed 's/^/    /'
+fi
+finish
