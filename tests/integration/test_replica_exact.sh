@@ -34,6 +34,11 @@ if [ -n "${TEST_TRACKER:-}" ]; then
 		fail "the tracker is $tracker, not $TEST_TRACKER"
 fi
 
+# One session from the start: neither side ever took the other for dead
+# (a loop too busy to send heartbeats during the initial copy would).
+drops=$(grep -ac -e 'backup lost' -e 'primary lost' "$T/replicator.log" "$T/agent.log" | awk -F: '{ n += $2 } END { print n }')
+[ "$drops" = 0 ] && pass "the link never dropped" || fail "the link dropped $drops time(s): see the logs"
+
 out=$("${CTL[@]}" failover --timeout 120 2>&1)
 rc=$?
 [ "$rc" = 0 ] && pass "remusctl failover: exit 0 ($out)" || die "remusctl failover: exit $rc: $out"
