@@ -51,7 +51,7 @@ X(EPOCH_MIN_MS,      "epoch",      "min-ms",          UINT, epoch_min_ms,      R
 X(EPOCH_MAX_MS,      "epoch",      "max-ms",          UINT, epoch_max_ms,      RANGE_EPOCH_MS,         "200",     NULL,          NULL,        "epoch-max-ms",             0) \
 X(EPOCH_MAX_OVERHEAD, "epoch",     "max-overhead",    UINT, epoch_max_overhead, RANGE_OVERHEAD_PCT,    "25",      NULL,          NULL,        "max-overhead",             0) \
 X(EPOCH_OUTPUT_DELAY_MS, "epoch",  "output-delay-ms", UINT, epoch_output_delay_ms, RANGE_OUTPUT_DELAY_MS, "2",     NULL,          NULL,        "output-delay-ms",          0) \
-X(CAPTURE_TRACKER,   "capture",    "tracker",         ENUM, capture_tracker,   RANGE_NONE,             "compare", tracker_values, NULL,       "tracker",                  0) \
+X(CAPTURE_TRACKER,   "capture",    "tracker",         ENUM, capture_tracker,   RANGE_NONE,             "auto",    tracker_values, NULL,       "tracker",                  0) \
 X(CAPTURE_THREADS,   "capture",    "threads",         UINT, capture_threads,   RANGE_CAPTURE_THREADS,  NULL,      NULL,          NULL,        "capture-threads",          0) \
 X(CAPTURE_UNPROTECTED_DISK, "capture", "unprotected-disk", LIST, capture_unprotected_disks, RANGE_NONE, NULL,      NULL,          NULL,        "unprotected-disk",         0) \
 X(CAPTURE_DISK_CAP_MB, "capture",  "disk-cap-mb",     UINT, capture_disk_cap_mb, RANGE_DISK_CAP_MB,    "64",      NULL,          NULL,        "disk-cap-mb",              0) \

@@ -14,5 +14,7 @@ bool proc_exited(pid_t pid);
  * -errno), and in path (len bytes) /proc/PID/fd/N of the first. A memfd
  * memory backend has no path of its own; this is how to reach it. */
 int proc_find_memfd(pid_t pid, uint64_t size, char *path, size_t len);
+/* pid's command name (/proc/PID/comm) in buf, or "?"; returns buf. */
+const char *proc_comm(pid_t pid, char *buf, size_t len);
 
 #endif

@@ -264,6 +264,22 @@ static int find_machine_type(struct replicator *r)
 	return 0;
 }
 
+/* The dirty-page trackers care who writes guest RAM (docs/SOFT-DIRTY.md). */
+static int find_accelerator(struct replicator *r)
+{
+	struct json_object *ret = NULL, *enabled;
+	int rc = qmp_execute(r->qmp, "query-kvm", NULL, &ret, QMP_QUERY_TIMEOUT_MS);
+
+	if (rc) {
+		log_err("cannot ask QEMU whether it uses KVM (query-kvm): %s", qmp_last_error(r->qmp));
+		return rc;
+	}
+	r->vm.kvm = json_object_object_get_ex(ret, "enabled", &enabled) &&
+		    json_object_get_boolean(enabled);
+	json_object_put(ret);
+	return 0;
+}
+
 static int attach_socket(struct replicator *r)
 {
 	int rc = qmp_connect(r->cfg.qmp_path, QMP_CONNECT_TIMEOUT_MS, &r->qmp);
@@ -316,11 +332,12 @@ int vm_attach(struct replicator *r)
 		return rc ? rc : -ESRCH;
 	}
 	if ((rc = find_name(vm)) || (rc = find_backend(r)) || (rc = check_ram_file(vm)) ||
-	    (rc = find_machine_type(r)) || (rc = check_ramblocks(r)))
+	    (rc = find_machine_type(r)) || (rc = find_accelerator(r)) || (rc = check_ramblocks(r)))
 		return rc;
-	log_info("attached to VM %s%s: QEMU pid %d, machine %s, %llu MiB RAM in %s (backend %s)",
+	log_info("attached to VM %s%s: QEMU pid %d, machine %s, %s, %llu MiB RAM in %s (backend %s)",
 		 vm->name, r->virt ? " through libvirt" : "", (int)vm->pid, vm->machine_type,
-		 (unsigned long long)(vm->ram_size >> 20), vm->ram_path, vm->backend_id);
+		 vm->kvm ? "KVM" : "TCG", (unsigned long long)(vm->ram_size >> 20), vm->ram_path,
+		 vm->backend_id);
 	return 0;
 }
 

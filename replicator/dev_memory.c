@@ -2,6 +2,7 @@
 #include "ckpt_device.h"
 #include "clock.h"
 #include "log.h"
+#include "procfs.h"
 #include "replicator.h"
 #include "tracker.h"
 
@@ -36,31 +37,81 @@ struct memory_device {
 
 static void on_sync_step(struct ev_loop *loop, ev_timer *w, int revents);
 
-/* soft-dirty costs the dirty pages, compare all of RAM; auto takes
- * soft-dirty where the kernel keeps the log, and says why not otherwise. */
-static int choose_tracker(struct replicator *r, struct memory_device *m)
+/* Why init_proc refused QEMU's mapping of guest RAM. */
+static const char *mapping_error(int rc)
 {
-	char why[256] = "";
-	int sd;
+	switch (rc) {
+	case -ENOENT:
+		return "QEMU has no shared mapping of the RAM file covering guest RAM";
+	case -EEXIST:
+		return "QEMU maps guest RAM twice; writes through the second mapping would be missed";
+	default:
+		return strerror(-rc);
+	}
+}
 
-	m->tops = &compare_tracker_ops;
-	if (!strcmp(r->cfg.tracker, "compare")) {
-		snprintf(m->why, sizeof(m->why), "--tracker compare");
-		return 0;
+/* soft-dirty costs the dirty pages, compare all of RAM. auto takes
+ * soft-dirty where it has been shown to work: the kernel keeps the log
+ * (probed), QEMU runs TCG (under KVM the argument holds on paper but was
+ * never tested, docs/SOFT-DIRTY.md) and only QEMU's one mapping writes guest
+ * RAM; else compare, and status says why. --tracker soft-dirty insists: it
+ * is refused, with the reason, where the log cannot work. */
+static int start_softdirty(struct replicator *r, struct memory_device *m, bool asked,
+			   char *why, size_t len)
+{
+	int rc = softdirty_supported(r->vm.pid, why, len);
+	char comm[32];
+	pid_t other;
+
+	if (!rc && r->vm.kvm && !asked) {
+		rc = -ENOTSUP;
+		snprintf(why, len, "QEMU uses KVM, with which soft-dirty is untested here "
+			 "(docs/SOFT-DIRTY.md); --tracker soft-dirty takes it anyway");
 	}
-	sd = softdirty_supported(r->vm.pid, why, sizeof(why));
-	if (sd && !strcmp(r->cfg.tracker, "soft-dirty")) {
-		log_err("--tracker soft-dirty: %s", why);
-		return sd;
+	if (!rc && (other = softdirty_other_writer(r->vm.pid, r->vm.ram_path))) {
+		rc = -EBUSY;
+		snprintf(why, len, "process %d (%s) also maps guest RAM writable: its writes "
+			 "would be missed (vhost-user?)", (int)other, proc_comm(other, comm, sizeof(comm)));
 	}
-	if (sd) {
-		snprintf(m->why, sizeof(m->why), "soft-dirty unavailable: %s", why);
-		log_info("memory: %s; using compare", m->why);
-		return 0;
+	if (!rc) {
+		rc = softdirty_tracker_ops.init_proc(&m->tracker, m->ram, m->npages,
+						     r->cfg.capture_threads, r->vm.pid,
+						     r->vm.ram_path);
+		if (rc)
+			snprintf(why, len, "%s", mapping_error(rc));
 	}
+	if (rc)
+		return rc;
 	m->tops = &softdirty_tracker_ops;
-	snprintf(m->why, sizeof(m->why), "the kernel keeps a soft-dirty log");
+	snprintf(m->why, sizeof(m->why), "%s: the kernel logs QEMU's writes (soft-dirty)",
+		 asked ? "--tracker soft-dirty" : "auto");
+	if (r->vm.kvm)
+		log_warn("memory: soft-dirty with KVM is untested here (docs/SOFT-DIRTY.md)");
 	return 0;
+}
+
+static int start_tracker(struct replicator *r, struct memory_device *m)
+{
+	const char *kind = r->cfg.tracker;
+
+	if (strcmp(kind, "compare")) {
+		bool asked = !strcmp(kind, "soft-dirty");
+		char why[256] = "";
+		int rc = start_softdirty(r, m, asked, why, sizeof(why));
+
+		if (!rc)
+			return 0;
+		if (asked) {
+			log_err("--tracker soft-dirty: %s", why);
+			return rc;
+		}
+		snprintf(m->why, sizeof(m->why), "auto: no soft-dirty tracking (%s)", why);
+		log_info("memory: %s; using compare", m->why);
+	} else {
+		snprintf(m->why, sizeof(m->why), "--tracker compare");
+	}
+	m->tops = &compare_tracker_ops;
+	return m->tops->init(&m->tracker, m->ram, m->npages, r->cfg.capture_threads);
 }
 
 static int memory_setup(struct replicator *r, void **state)
@@ -95,14 +146,7 @@ static int memory_setup(struct replicator *r, void **state)
 	m->dirty = calloc(m->npages, sizeof(*m->dirty));
 	if (!m->dirty)
 		return -ENOMEM;
-	rc = choose_tracker(r, m);
-	if (rc)
-		return rc;
-	if (m->tops->init_proc)
-		rc = m->tops->init_proc(&m->tracker, m->ram, m->npages, r->cfg.capture_threads,
-					r->vm.pid, r->vm.ram_path);
-	else
-		rc = m->tops->init(&m->tracker, m->ram, m->npages, r->cfg.capture_threads);
+	rc = start_tracker(r, m);
 	if (rc)
 		return rc;
 	log_info("memory: %zu MiB in %s, tracker %s, %u capture threads", m->ram_size >> 20,

@@ -107,11 +107,13 @@ void replicator_usage(FILE *f)
 "  --output-delay-ms N   output-aware/hybrid: end the epoch this long after\n"
 "                        output starts waiting for it (default %u)\n"
 "  --control PATH        control socket for remusctl (default: none)\n"
-"  --tracker KIND        how dirty pages are found: compare (default: scan all\n"
-"                        of RAM against a copy), soft-dirty (the kernel's\n"
-"                        log of QEMU's writes, docs/SOFT-DIRTY.md; tested\n"
-"                        for soundness, not yet end to end with QEMU), or\n"
-"                        auto (soft-dirty if the kernel has it, else compare)\n"
+"  --tracker KIND        how dirty pages are found: compare (scan all of RAM\n"
+"                        against a copy), soft-dirty (the kernel's log of\n"
+"                        QEMU's writes, docs/SOFT-DIRTY.md; refused, with\n"
+"                        the reason, where it cannot work), or auto (the\n"
+"                        default: soft-dirty where the kernel keeps the log,\n"
+"                        QEMU runs TCG and only QEMU writes guest RAM, else\n"
+"                        compare; `remusctl status` says which and why)\n"
 "  --capture-threads N   threads that scan guest RAM in the pause\n"
 "                        (default: one per online CPU, %ld here)\n"
 "  --net-out [ID=]SPEC   where the VM's NIC (netdev ID; may be left out if\n"
@@ -295,7 +297,7 @@ static int parse(int argc, char **argv, struct replicator_config *cfg, int *use_
 		.net_cap_bytes = (size_t)REPLICATOR_DEFAULT_NET_CAP_MB << 20,
 		.disk_cap_bytes = (size_t)REPLICATOR_DEFAULT_DISK_CAP_MB << 20,
 		/* compare until soft-dirty has run end to end with QEMU */
-		.tracker = "compare",
+		.tracker = "auto",
 		.policy = {
 			.kind = POLICY_HYBRID,
 			.min_ms = REPLICATOR_DEFAULT_EPOCH_MIN_MS,

@@ -71,6 +71,7 @@ struct vm_info {
 	char *backend_id;     /* e.g. "ram0" */
 	uint64_t ram_size;
 	char *machine_type;   /* e.g. "pc-i440fx-7.2" */
+	bool kvm;             /* guest writes go through KVM, not TCG */
 	char **argv;          /* QEMU's command line, from /proc/PID/cmdline */
 	char *libvirt_xml;    /* the domain's migratable XML; NULL for plain QEMU */
 	int argc;

@@ -54,6 +54,10 @@ extern const struct tracker_ops softdirty_tracker_ops;
  * and the reason in why. */
 int softdirty_supported(pid_t pid, char *why, size_t len);
 
+/* Another process (not qemu, not us) with a shared writable mapping of
+ * ram_path: its pid, else 0. Its writes would not be in QEMU's log. */
+pid_t softdirty_other_writer(pid_t qemu, const char *ram_path);
+
 struct softdirty_stats {
 	uint64_t scans;
 	uint64_t flagged;      /* pages with the soft-dirty bit set */

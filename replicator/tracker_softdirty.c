@@ -32,6 +32,7 @@
  * from there until the ack. One thread: the work is O(flagged pages). */
 #include "tracker.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -149,6 +150,46 @@ static int find_mapping(struct tracker *t, uintptr_t *base)
 		return have ? -EEXIST : -ENOENT;
 	*base = delta;
 	return 0;
+}
+
+pid_t softdirty_other_writer(pid_t qemu, const char *ram_path)
+{
+	struct stat sb;
+	struct dirent *e;
+	DIR *d;
+	pid_t found = 0;
+
+	if (stat(ram_path, &sb) < 0 || !(d = opendir("/proc")))
+		return 0;
+	while (!found && (e = readdir(d))) {
+		pid_t pid = (pid_t)atoi(e->d_name);
+		char path[64], *buf, *line, *save = NULL;
+		int fd;
+
+		if (pid <= 0 || pid == qemu || pid == getpid())
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;  /* gone, or a kernel thread we may not read */
+		buf = read_all(fd);
+		close(fd);
+		for (line = buf ? strtok_r(buf, "\n", &save) : NULL; line && !found;
+		     line = strtok_r(NULL, "\n", &save)) {
+			unsigned long lo, hi, off, ino;
+			unsigned maj, min;
+			char perms[8];
+
+			if (sscanf(line, "%lx-%lx %7s %lx %x:%x %lu", &lo, &hi, perms, &off, &maj,
+				   &min, &ino) == 7 &&
+			    makedev(maj, min) == sb.st_dev && (ino_t)ino == sb.st_ino &&
+			    perms[1] == 'w' && perms[3] == 's')
+				found = pid;
+		}
+		free(buf);
+	}
+	closedir(d);
+	return found;
 }
 
 static int read_pagemap(struct tracker *t)

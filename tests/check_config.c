@@ -183,7 +183,7 @@ START_TEST(test_defaults_when_absent)
 	ck_assert_uint_eq(pc.epoch_max_ms, REPLICATOR_DEFAULT_EPOCH_MAX_MS);
 	ck_assert_uint_eq(pc.epoch_max_overhead, REPLICATOR_DEFAULT_OVERHEAD_PCT);
 	ck_assert_uint_eq(pc.epoch_output_delay_ms, REPLICATOR_DEFAULT_OUTPUT_DELAY_MS);
-	ck_assert_str_eq(pc.capture_tracker, "compare");
+	ck_assert_str_eq(pc.capture_tracker, "auto");
 	ck_assert_uint_eq(pc.capture_threads, 0); /* one per CPU */
 	ck_assert_int_eq(pc.capture_unprotected_disks.n, 0);
 	ck_assert_int_eq(pc.netbuf_net_out.n, 0);

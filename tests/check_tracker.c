@@ -5,11 +5,15 @@
 #include "../replicator/tracker.h"
 
 #include <check.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #define PAGE   4096u
 #define NPAGES 1024u
@@ -288,6 +292,61 @@ START_TEST(test_fewer_pages_than_threads)
 }
 END_TEST
 
+/* A child that maps path shared with prot and waits; its pid. */
+static pid_t start_mapper(const char *path, int prot)
+{
+	int go[2];
+	char c;
+	pid_t pid;
+
+	ck_assert_int_eq(pipe(go), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (!pid) {
+		int fd = open(path, prot & PROT_WRITE ? O_RDWR : O_RDONLY);
+
+		if (fd < 0 || mmap(NULL, 4 * PAGE, prot, MAP_SHARED, fd, 0) == MAP_FAILED)
+			_exit(1);
+		if (write(go[1], "x", 1) != 1)
+			_exit(1);
+		pause();
+		_exit(0);
+	}
+	close(go[1]);
+	ck_assert_int_eq(read(go[0], &c, 1), 1);
+	close(go[0]);
+	return pid;
+}
+
+static void stop_mapper(pid_t pid)
+{
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+}
+
+/* soft-dirty reads QEMU's page tables only: another process that maps guest
+ * RAM writable must be found (the replicator then will not use soft-dirty);
+ * QEMU itself and read-only mappings do not count. */
+START_TEST(test_softdirty_finds_another_writer)
+{
+	char path[] = "/tmp/check-tracker-XXXXXX";
+	int fd = mkstemp(path);
+	pid_t writer, reader;
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ftruncate(fd, 4 * PAGE), 0);
+	close(fd);
+	writer = start_mapper(path, PROT_READ | PROT_WRITE);
+	reader = start_mapper(path, PROT_READ);
+	ck_assert_int_eq(softdirty_other_writer(reader, path), writer);
+	ck_assert_int_eq(softdirty_other_writer(writer, path), 0);  /* the writer is QEMU */
+	stop_mapper(writer);
+	ck_assert_int_eq(softdirty_other_writer(reader, path), 0);
+	stop_mapper(reader);
+	unlink(path);
+}
+END_TEST
+
 /* Each test runs once per entry of thread_counts (_i indexes it). */
 static void add(Suite *s, const char *name, const TTest *t, double timeout)
 {
@@ -303,6 +362,7 @@ static void add(Suite *s, const char *name, const TTest *t, double timeout)
 static Suite *tracker_suite(void)
 {
 	Suite *s = suite_create("tracker");
+	TCase *tc;
 
 	ADD(s, test_ops_are_named_and_complete, 5);
 	ADD(s, test_scan_after_full_copy_finds_nothing, 5);
@@ -315,6 +375,9 @@ static Suite *tracker_suite(void)
 	ADD(s, test_every_page_dirty, 5);
 	ADD(s, test_random_rounds_match_reference, 60);
 	ADD(s, test_fewer_pages_than_threads, 5);
+	tc = tcase_create("softdirty_other_writer");
+	tcase_add_test(tc, test_softdirty_finds_another_writer);
+	suite_add_tcase(s, tc);
 	return s;
 }
 

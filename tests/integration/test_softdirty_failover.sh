@@ -1,7 +1,8 @@
 #!/bin/bash
 # The replicator end to end with the soft-dirty tracker, against a real
 # QEMU: test_replica_exact.sh (a byte-exact replica after a planned
-# failover, then a SIGKILL failover) with TEST_TRACKER=soft-dirty, inside a
+# failover, then a SIGKILL failover) with the default tracker (auto), which
+# must choose soft-dirty there, inside a
 # VM booted with Debian's cloud kernel, which keeps the soft-dirty log
 # (scripts/softdirty-vm; the test guest runs nested, TCG inside TCG, so
 # it boots in minutes, not seconds). Skips, with the reason, when the
@@ -18,7 +19,7 @@ grep -q '^CONFIG_MEM_SOFT_DIRTY=y' "/boot/config-${KERNEL#/boot/vmlinuz-}" 2>/de
 command -v qemu-system-x86_64 >/dev/null || skip "no qemu-system-x86_64"
 
 start=$(now_ms)
-"$ROOT/scripts/softdirty-vm" --mem 3G --timeout 540 -- env TEST_TRACKER=soft-dirty \
+"$ROOT/scripts/softdirty-vm" --mem 3G --timeout 540 -- env EXPECT_TRACKER=soft-dirty \
 	GUEST_BOOT_TIMEOUT=400 tests/integration/test_replica_exact.sh > "$T/vm.log" 2>&1
 rc=$?
 log "the VM ran $(( ($(now_ms) - start) / 1000 )) s; test_replica_exact.sh inside it:"
@@ -30,7 +31,7 @@ grep -qa 'ok - the tracker is soft-dirty, as asked' "$T/vm.log" &&
 if [ "$rc" = 0 ]; then
 	pass "test_replica_exact.sh passed with --tracker soft-dirty"
 else
-	fail "test_replica_exact.sh with --tracker soft-dirty: exit $rc; the VM's last lines:"
+	fail "test_replica_exact.sh with the soft-dirty tracker: exit $rc; the VM's last lines:"
 	tail -n 40 "$T/vm.log" | sed 's/^/    /'
 fi
 finish
