@@ -14,6 +14,12 @@
       the guest's disk write throughput and latency (random 4 KiB O_DIRECT
       writes, unthrottled) replicated at each epoch length against the same
       VM unreplicated, in one run
+  bench/bench.py trackers [--mem 128,512,1024,2048] [--rate 50] [--seconds 10]
+      the pause against guest RAM size at one dirty rate, for the compare
+      tracker on 1 and 2 threads and for soft-dirty, side by side on the same
+      running guest (each attaches, measures, detaches); soft-dirty needs a
+      kernel that keeps the log: bench/trackers-in-vm.sh runs this inside
+      Debian's kernel (scripts/softdirty-vm)
   bench/bench.py network [--epochs 25,50,100] [--seconds 8]
       request latency and throughput through the VM's net buffer, replicated
       at each epoch length against unreplicated, in one run (needs root: it
@@ -37,6 +43,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "build", "bin")
 GUEST = os.path.join(ROOT, "build", "guest")
+# Seconds; a nested VM (scripts/softdirty-vm) needs far more than a host.
+BOOT_TIMEOUT = float(os.environ.get("GUEST_BOOT_TIMEOUT", "60"))
+WARMUP_TIMEOUT = float(os.environ.get("BENCH_WARMUP_TIMEOUT", "120"))
 
 
 def free_port():
@@ -95,7 +104,7 @@ class Bench:
             pid = int(f.read())
         self.qemu_pids.append(pid)
         serial = os.path.join(run, "serial.log")
-        wait_for(lambda: b"guest: ready" in open(serial, "rb").read(), 60, "guest boot")
+        wait_for(lambda: b"guest: ready" in open(serial, "rb").read(), BOOT_TIMEOUT, "guest boot")
         return run, pid
 
     def spawn(self, argv, log):
@@ -139,7 +148,7 @@ def detach(p):
 def measure_window(sock, seconds):
     """Stats of the epochs in a window of `seconds`, after warm-up, plus the
     dirty rate the replicator actually saw (MB/s of host time)."""
-    wait_for(lambda: committed(sock, 10), 120, "10 committed epochs")
+    wait_for(lambda: committed(sock, 10), WARMUP_TIMEOUT, "10 committed epochs")
     ctl(sock, "reset-stats")
     t0, before = time.monotonic(), ctl(sock, "status")
     time.sleep(seconds)
@@ -170,6 +179,56 @@ def checkpoint(args):
                      s["checkpoint_bytes_per_epoch"] / 1024,
                      s["pause_p50_ms"], s["pause_p99_ms"], s["pause_max_ms"],
                      s["pause_capture_p50_ms"], s["ack_p50_ms"]), flush=True)
+
+
+TRACKER_RUNS = (("compare", 1), ("compare", 2), ("soft-dirty", 2))
+
+
+def trackers(args):
+    """One guest per RAM size; each tracker run attaches to it in turn."""
+    rows = {}
+    for mem in args.mem:
+        b = Bench()
+        try:
+            run, _ = b.guest("bench", mem, "dirty_mb_s=%d dirty_mb=%d" % (args.rate, min(64, mem // 4)))
+            port = free_port()
+            b.agent(port, os.path.join(b.dir, "backup"))
+            for kind, threads in TRACKER_RUNS:
+                p, sock = b.replicator(run, port, args.epoch_ms,
+                                       ["--tracker", kind, "--capture-threads", str(threads)])
+                try:
+                    wait_for(lambda: p.poll() is not None or ctl(sock, "status") is not None,
+                             WARMUP_TIMEOUT, "the replicator's control socket")
+                    if p.poll() is not None:
+                        with open(os.path.join(b.dir, "replicator.log"), "rb") as f:
+                            last = f.read().decode(errors="replace").strip().splitlines()[-1:]
+                        raise RuntimeError("replicator exited: %s" % " ".join(last))
+                    s = measure_window(sock, args.seconds)
+                    if s["tracker"] != kind:
+                        raise RuntimeError("asked for %s, got %s" % (kind, s["tracker"]))
+                    rows[mem, kind, threads] = s
+                except RuntimeError as e:
+                    print("<!-- %d MB %s x%d: %s -->" % (mem, kind, threads, e), flush=True)
+                if p.poll() is None:
+                    detach(p)
+                time.sleep(1)
+        finally:
+            b.close()
+    def cell(s):
+        return "%.2f / %.2f" % (s["pause_p50_ms"], s["pause_p99_ms"]) if s else "-"
+    head = ["guest RAM", "dirty pages/epoch"] + ["%s %d thread%s" % (k, t, "s" if t > 1 else "")
+                                                 for k, t in TRACKER_RUNS]
+    print("| " + " | ".join(head) + " | soft-dirty / compare 1 thread | soft-dirty vs 128 MB |")
+    print("|" + "---|" * (len(head) + 2))
+    base = rows.get((args.mem[0], "soft-dirty", 2))
+    for mem in args.mem:
+        runs = [rows.get((mem, k, t)) for k, t in TRACKER_RUNS]
+        sd, c1 = runs[-1], runs[0]
+        dirty = " / ".join("%.0f" % s["dirty_pages_per_epoch"] if s else "-" for s in runs)
+        ratio = "%.3f" % (sd["pause_p50_ms"] / c1["pause_p50_ms"]) if sd and c1 else "-"
+        scale = "%.2f" % (sd["pause_p50_ms"] / base["pause_p50_ms"]) if sd and base else "-"
+        print("| %d MB | %s | %s | %s | %s |" % (mem, dirty, " | ".join(cell(s) for s in runs),
+                                                ratio, scale), flush=True)
 
 
 WORK_RE = re.compile(rb"work total=(\d+)")
@@ -452,16 +511,19 @@ def report_policies(results, configs):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["checkpoint", "workrate", "network", "policies", "disk"])
+    ap.add_argument("what", choices=["checkpoint", "workrate", "network", "policies", "disk",
+                                     "trackers"])
     ap.add_argument("--mem", default=None, help="guest RAM sizes in MB, comma-separated")
     ap.add_argument("--rates", default="0,25,50,100,200", help="dirty rates in MB/s")
+    ap.add_argument("--rate", type=int, default=50, help="'trackers': the dirty rate in MB/s")
     ap.add_argument("--epochs", default=None, help="epoch lengths in ms")
     ap.add_argument("--epoch-ms", type=int, default=50, help="epoch for 'checkpoint'")
     ap.add_argument("--policies", default="", help="'network': adaptive policies to add, e.g. hybrid")
     ap.add_argument("--work-mb", type=int, default=32, help="working set of the work loop")
     ap.add_argument("--seconds", type=float, default=10, help="measurement window")
     args = ap.parse_args()
-    args.mem = [int(x) for x in (args.mem or ("128,512" if args.what == "checkpoint" else "128")).split(",")]
+    args.mem = [int(x) for x in (args.mem or {"checkpoint": "128,512", "trackers": "128,512,1024,2048"}.get(
+        args.what, "128")).split(",")]
     args.rates = [int(x) for x in args.rates.split(",")]
     args.policies = [x for x in args.policies.split(",") if x]
     args.epochs = [int(x) for x in (args.epochs or {"network": "25,50,100", "disk": "50,200"}.get(
@@ -471,7 +533,7 @@ def main():
             sys.exit("bench: build first (make all guest)")
     print("<!-- %s, %s -->" % (" ".join(sys.argv), time.strftime("%Y-%m-%d %H:%M")))
     {"checkpoint": checkpoint, "workrate": workrate, "network": network,
-     "policies": policies, "disk": disk}[args.what](args)
+     "policies": policies, "disk": disk, "trackers": trackers}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -104,6 +104,8 @@ static int qemu_state_postsuspend(void *state, struct replicator *r, struct epoc
 	free(d->buf);
 	d->buf = NULL;
 	rc = read_whole_file(d->path, &d->buf, &d->len);
+	/* Read it, gone: a replicator killed later leaves nothing in /dev/shm. */
+	unlink(d->path);
 	if (rc)
 		log_err("epoch %llu: cannot read device state %s: %s",
 			(unsigned long long)t->id, d->path, strerror(-rc));

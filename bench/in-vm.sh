@@ -1,0 +1,16 @@
+#!/bin/bash
+# bench/bench.py inside a VM booted with Debian's cloud kernel, which keeps
+# the soft-dirty log (scripts/softdirty-vm): the test guest runs nested,
+# under TCG inside TCG, so only ratios between runs of one invocation mean
+# something, never the milliseconds.
+#
+# Usage: bench/in-vm.sh BENCH_ARGS...      e.g. bench/in-vm.sh trackers
+# Environment: VM_MEM (default 10G: a 2 GB guest needs its RAM file, the
+# replicator's copy and the backup's replica), VM_SHM (tmpfs for /dev/shm,
+# default 7G), TIMEOUT (seconds, default 5400).
+set -u
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+[ $# -ge 1 ] || { sed -n '2,/^set -u/{/^set -u/d;s/^# \{0,1\}//;p}' "$0" >&2; exit 2; }
+exec "$ROOT/scripts/softdirty-vm" --mem "${VM_MEM:-10G}" --shm "${VM_SHM:-7G}" \
+	--timeout "${TIMEOUT:-5400}" -- env GUEST_BOOT_TIMEOUT=900 BENCH_WARMUP_TIMEOUT=1200 \
+	python3 bench/bench.py "$@"
