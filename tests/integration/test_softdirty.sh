@@ -3,7 +3,10 @@
 # replicator/tracker_softdirty.c against a child writing a shared tmpfs
 # mapping, checked by brute force) runs in a VM booted with Debian's cloud
 # kernel, which has CONFIG_MEM_SOFT_DIRTY (this host's kernel may not). Two
-# runs: a plain tmpfs, and a tmpfs with huge=always (THP, 2 MiB entries).
+# runs: a plain tmpfs, a tmpfs with huge=always (THP, 2 MiB entries), and
+# the plain tmpfs under memory pressure (a memory cgroup limit below the
+# test's size, zram swap: pages of the file go to swap and come back while
+# the tracker runs).
 # Skips, with the reason, when the kernel, its config, busybox-static or a
 # static libc is missing.
 . "$(dirname "$0")/lib.sh"
@@ -30,6 +33,12 @@ gcc -static -O2 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -I"$ROOT/replicat
 	skip "cannot build a static binary (libc6-dev's libc.a?): $(head -c 300 "$T/gcc.log")"
 pass "built the static soundness test"
 cp "$BUSYBOX" "$ROOTFS/bin/busybox"
+# zram swap for the pressure run: the kernel's own reclaim path.
+MODDIR=/lib/modules/${KERNEL#/boot/vmlinuz-}/kernel
+mkdir -p "$ROOTFS/modules"
+for m in mm/zsmalloc.ko crypto/lzo-rle.ko drivers/block/zram/zram.ko; do
+	cp "$MODDIR/$m" "$ROOTFS/modules/" 2>/dev/null || log "no $MODDIR/$m: the pressure run will skip"
+done
 cat > "$ROOTFS/init" <<'EOF'
 #!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
@@ -50,6 +59,24 @@ if mount -t tmpfs -o size=24m,huge=always tmpfs /mnt/thp; then
 else
     echo "=== run thp: tmpfs huge=always not supported"
 fi
+umount /mnt/thp 2>/dev/null
+# Memory pressure: the test runs in a memory cgroup whose limit (44 MiB)
+# is below what it uses (the 16 MiB file, its copy and the tracker's: about
+# 50 MiB), with zram swap: the kernel's own reclaim swaps pages of the file
+# out and back in all through the rounds, as it would for a QEMU in a
+# memory-limited cgroup.
+if insmod /modules/zsmalloc.ko && insmod /modules/lzo-rle.ko && insmod /modules/zram.ko &&
+   echo 256M > /sys/block/zram0/disksize && mkswap /dev/zram0 >/dev/null && swapon /dev/zram0 &&
+   mount -t cgroup2 none /sys/fs/cgroup && echo +memory > /sys/fs/cgroup/cgroup.subtree_control &&
+   mkdir /sys/fs/cgroup/pressure && echo 44M > /sys/fs/cgroup/pressure/memory.max; then
+    echo "=== run pressure"
+    SOUNDNESS_PRESSURE=1 sh -c 'echo $$ > /sys/fs/cgroup/pressure/cgroup.procs &&
+        exec /bin/soundness /mnt/plain/ram 16 40'
+    echo "softdirty: cgroup memory.events: $(tr '\n' ' ' < /sys/fs/cgroup/pressure/memory.events)"
+    swapoff /dev/zram0
+else
+    echo "=== run pressure: no zram swap or memory cgroup in this kernel"
+fi
 echo "guest: done"
 poweroff -f
 EOF
@@ -59,13 +86,13 @@ chmod 755 "$ROOTFS/init"
 
 LOG=$T/serial.log
 start=$(now_ms)
-qemu-system-x86_64 -accel tcg -m 256M -kernel "$KERNEL" -initrd "$T/initrd.img" \
+qemu-system-x86_64 -accel tcg,thread=multi -smp 2 -m 256M -kernel "$KERNEL" -initrd "$T/initrd.img" \
 	-append "console=ttyS0 quiet panic=-1" -nodefaults -display none \
 	-serial "file:$LOG" -no-reboot > "$T/qemu.log" 2>&1 &
 QEMU_PID=$!
 PIDS+=("$QEMU_PID")
-if ! wait_exit "$QEMU_PID" 120; then
-	fail "the VM did not power off within 120 s (see $LOG)"
+if ! wait_exit "$QEMU_PID" 300; then
+	fail "the VM did not power off within 300 s (see $LOG)"
 	kill -KILL "$QEMU_PID" 2>/dev/null
 fi
 log "VM ran $(( ($(now_ms) - start) / 1000 )) s"
@@ -91,5 +118,13 @@ if tr -d '\r' < "$LOG" | grep -qa '^=== run thp$'; then
 	check_run thp 500
 else
 	log "thp run not done: $(tr -d '\r' < "$LOG" | grep -a '^=== run thp' | head -n 1)"
+fi
+if tr -d '\r' < "$LOG" | grep -qa '^=== run pressure$'; then
+	check_run pressure 300
+	swapped=$(tr -d '\r' < "$LOG" | sed -n 's/^softdirty: file pages in swap: up to \([0-9]*\) kB.*/\1/p')
+	[ "${swapped:-0}" -gt 0 ] && pass "pressure: up to $swapped kB of the file was in swap during the rounds" ||
+		fail "pressure: no page of the file went to swap (${swapped:-no figure}): the run proves nothing"
+else
+	log "skip - pressure run: $(tr -d '\r' < "$LOG" | grep -a '^=== run pressure' | head -n 1)"
 fi
 finish

@@ -16,6 +16,11 @@
  * Usage: soundness FILE [MIB [ROUNDS [SEED]]]   (defaults 64, 200, time)
  * SOUNDNESS_IGNORE_SUPPORT=1 runs it where soft-dirty does not work (a
  * negative control: it must then report missed pages).
+ * SOUNDNESS_PRESSURE=1: run where the kernel swaps pages of the file out
+ * (a memory cgroup limit below this test's size, swap on): the rounds then
+ * follow the real reclaim path, not only MADV_DONTNEED, and the test
+ * reports how many of the file's pages were in swap, and waits longer now
+ * and then, so that pages nobody touched for a while go out.
  * Prints "softdirty: rounds=R changed=C missed=M extra=E ..." and
  * "SOUNDNESS PASS" or "SOUNDNESS FAIL"; exit 0 on pass. */
 #include "tracker.h"
@@ -104,6 +109,30 @@ static void child(const char *path, size_t npages, int ready_fd)
 		pause();
 }
 
+/* kB of the file's pages now in swap: the "Swap:" of our own mapping of it
+ * in /proc/self/smaps (for shmem it counts the file's swapped pages). */
+static unsigned long file_swapped_kb(const void *map)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	char line[256];
+	unsigned long v = 0;
+	bool ours = false;
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+		char perms[8];
+
+		if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) == 3)  /* a mapping's header */
+			ours = lo == (unsigned long)(uintptr_t)map;
+		else if (ours && !strncmp(line, "Swap:", 5))
+			v = strtoul(line + 5, NULL, 10);
+	}
+	fclose(f);
+	return v;
+}
+
 static unsigned long meminfo(const char *key)
 {
 	FILE *f = fopen("/proc/meminfo", "r");
@@ -134,6 +163,8 @@ int main(int argc, char **argv)
 	char why[256];
 	int pfd[2], fd, rc, status;
 	pid_t pid;
+	bool pressure = getenv("SOUNDNESS_PRESSURE") != NULL;
+	unsigned long swapped_max = 0, swapped_rounds = 0, swap_used_max = 0;
 	double t0 = now(), pause_total = 0, pause_max = 0;
 	bool child_gone = false;
 
@@ -211,12 +242,19 @@ int main(int argc, char **argv)
 	}
 	/* As attach does: the first copy with the writer running. */
 	tracker_full_copy(&softdirty_tracker_ops, t, npages);
+	if (pressure)
+		printf("softdirty: memory pressure: swap %lu kB\n", meminfo("SwapTotal"));
 
 	for (unsigned r = 0; r <= rounds; r++) {
 		size_t n, c = 0;
 		double a;
 
-		sleep_us(1000 + (long)(next() % 9000));
+		/* Under pressure, now and then a long round: pages nobody reads
+		 * for a while are the ones reclaim takes. */
+		if (pressure && r % 5 == 4)
+			sleep_us(500000);
+		else
+			sleep_us(1000 + (long)(next() % 9000));
 		if (!child_gone) {
 			kill(pid, SIGSTOP);
 			if (waitpid(pid, &status, WUNTRACED) != pid || !WIFSTOPPED(status)) {
@@ -230,6 +268,17 @@ int main(int argc, char **argv)
 		pause_total += a;
 		if (a > pause_max)
 			pause_max = a;
+		if (pressure) {
+			unsigned long kb = file_swapped_kb(ram);
+			unsigned long used = meminfo("SwapTotal") - meminfo("SwapFree");
+
+			if (used > swap_used_max)
+				swap_used_max = used;
+
+			swapped_rounds += kb > 0;
+			if (kb > swapped_max)
+				swapped_max = kb;
+		}
 		for (size_t i = 0; i < n; i++)
 			mark[dirty[i]] = 1;
 		/* Round 0 follows the torn first copy: only staleness applies. */
@@ -257,6 +306,10 @@ int main(int argc, char **argv)
 	}
 	kill(pid, SIGKILL);
 	waitpid(pid, &status, 0);
+	if (pressure)
+		printf("softdirty: file pages in swap: up to %lu kB, in %lu of %u rounds "
+		       "(swap in use: up to %lu kB)\n", swapped_max, swapped_rounds, rounds + 1,
+		       swap_used_max);
 	softdirty_get_stats(t, &st);
 	softdirty_tracker_ops.fini(t);
 
