@@ -477,11 +477,14 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
 
 	double until = mono_ms() + AGENT_READ_SLICE_MS;
 
-	/* Any bytes count as a sign of life, not only whole frames. */
-	a->last_rx = ev_now(loop);
 	for (;;) {
 		int rc;
 
+		/* Any bytes count as a sign of life, not only whole frames;
+		 * and the time we spent on them (creating the replica at HELLO,
+		 * a commit's fsync) is ours, not the primary's silence. */
+		ev_now_update(loop);
+		a->last_rx = ev_now(loop);
 		/* A primary that sends faster than we store (the initial copy)
 		 * would keep us here for seconds: give the loop back now and
 		 * then, so that our heartbeats go out (the fd stays readable,

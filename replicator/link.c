@@ -133,10 +133,15 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
 	struct replicator *r = w->data;
 	struct link *l = &r->link;
 
-	/* Any bytes count as a sign of life, not only whole frames. */
-	l->last_rx = ev_now(loop);
 	for (;;) {
-		int rc = frame_reader_read(&l->reader, l->fd);
+		int rc;
+
+		/* Any bytes count as a sign of life, not only whole frames;
+		 * and time spent handling them (an ack may start the next
+		 * checkpoint at once) is ours, not the backup's silence. */
+		ev_now_update(loop);
+		l->last_rx = ev_now(loop);
+		rc = frame_reader_read(&l->reader, l->fd);
 		if (rc == 0)
 			return;
 		if (rc == -EBADMSG || rc == -EMSGSIZE || rc == -EPROTONOSUPPORT) {

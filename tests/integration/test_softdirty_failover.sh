@@ -2,11 +2,11 @@
 # The replicator end to end with the soft-dirty tracker, against a real
 # QEMU: test_replica_exact.sh (a byte-exact replica after a planned
 # failover, then a SIGKILL failover) with the default tracker (auto), which
-# must choose soft-dirty there, inside a
-# VM booted with Debian's cloud kernel, which keeps the soft-dirty log
-# (scripts/softdirty-vm; the test guest runs nested, TCG inside TCG, so
-# it boots in minutes, not seconds). Skips, with the reason, when the
-# kernel, its config, busybox-static or QEMU is missing.
+# must choose soft-dirty there, inside a VM booted with Debian's cloud
+# kernel, which keeps the soft-dirty log (scripts/softdirty-vm; the test
+# guest runs nested, TCG inside TCG, so it boots in minutes, not seconds).
+# Skips, with the reason, when the kernel, its config, busybox-static or
+# QEMU is missing.
 . "$(dirname "$0")/lib.sh"
 
 skip() { log "skip - $*"; log "SKIP $(basename "$0")"; exit 0; }
@@ -25,11 +25,11 @@ rc=$?
 log "the VM ran $(( ($(now_ms) - start) / 1000 )) s; test_replica_exact.sh inside it:"
 grep -a -e ' ok - ' -e 'not ok - ' -e 'PASS ' -e 'FAIL ' -e '^softdirty-vm:' "$T/vm.log" | sed 's/^/    /'
 [ "$rc" = 124 ] && die "scripts/softdirty-vm could not build the VM: $(tail -n 1 "$T/vm.log")"
-grep -qa 'ok - the tracker is soft-dirty, as asked' "$T/vm.log" &&
-	pass "the replicator in the VM ran the soft-dirty tracker" ||
+grep -qa 'ok - the tracker is soft-dirty, as expected' "$T/vm.log" &&
+	pass "the replicator in the VM chose the soft-dirty tracker by itself (auto)" ||
 	fail "the replicator in the VM did not say it ran the soft-dirty tracker"
 if [ "$rc" = 0 ]; then
-	pass "test_replica_exact.sh passed with --tracker soft-dirty"
+	pass "test_replica_exact.sh passed with the soft-dirty tracker"
 else
 	fail "test_replica_exact.sh with the soft-dirty tracker: exit $rc; the VM's last lines:"
 	tail -n 40 "$T/vm.log" | sed 's/^/    /'
