@@ -65,6 +65,12 @@ struct softdirty_stats {
 	uint64_t compared;     /* flagged + absent: compared with the shadow */
 	uint64_t copied;       /* of those, changed: copied and reported */
 	uint64_t full_scans;   /* scans that fell back to comparing all pages */
+	/* Where the scans' time went, cumulative nanoseconds (CLOCK_MONOTONIC):
+	 * ns_maps: re-reading /proc/QEMU/maps (find_mapping); ns_pagemap:
+	 * reading the pagemap entries; ns_clear: the clear_refs write; ns_loop:
+	 * the entry loop with its compares and copies (and full scans' compare
+	 * of every page); ns_total: the whole scan. */
+	uint64_t ns_maps, ns_pagemap, ns_clear, ns_loop, ns_total;
 };
 /* t must come from softdirty_tracker_ops. */
 void softdirty_get_stats(const struct tracker *t, struct softdirty_stats *s);

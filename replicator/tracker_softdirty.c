@@ -43,6 +43,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PAGE 4096u
@@ -63,6 +64,14 @@ struct tracker {
 	bool need_full;      /* next scan compares every page */
 	struct softdirty_stats st;
 };
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 static int clear_refs(int fd)
 {
@@ -299,36 +308,45 @@ static size_t softdirty_scan(struct tracker *t, uint32_t *dirty)
 	size_t n = 0;
 	uintptr_t base;
 	bool full = t->need_full;
+	uint64_t t0 = now_ns(), t1, t2, t3, t4;
 
 	t->st.scans++;
 	/* QEMU's mapping must still be where we read its bits. */
 	if (!full && (find_mapping(t, &base) || base != t->base))
 		full = true;
+	t1 = now_ns();
 	if (!full && read_pagemap(t))
 		full = true;
+	t2 = now_ns();
 	/* Read, then clear, both with the vCPUs stopped. */
 	t->need_full = clear_refs(t->clear_fd) != 0;
+	t3 = now_ns();
 	if (full) {
 		t->st.full_scans++;
 		for (size_t i = 0; i < t->npages; i++)
 			if (sync_page(t, i))
 				dirty[n++] = (uint32_t)i;
-		t->st.copied += n;
-		return n;
-	}
-	for (size_t i = 0; i < t->npages; i++) {
-		uint64_t e = t->pm[i];
+	} else {
+		for (size_t i = 0; i < t->npages; i++) {
+			uint64_t e = t->pm[i];
 
-		if ((e & (PM_PRESENT | PM_SWAP)) == PM_PRESENT && !(e & PM_SOFTDIRTY))
-			continue;
-		if (e & PM_SOFTDIRTY)
-			t->st.flagged++;
-		else
-			t->st.absent++;
-		if (sync_page(t, i))
-			dirty[n++] = (uint32_t)i;
+			if ((e & (PM_PRESENT | PM_SWAP)) == PM_PRESENT && !(e & PM_SOFTDIRTY))
+				continue;
+			if (e & PM_SOFTDIRTY)
+				t->st.flagged++;
+			else
+				t->st.absent++;
+			if (sync_page(t, i))
+				dirty[n++] = (uint32_t)i;
+		}
 	}
 	t->st.copied += n;
+	t4 = now_ns();
+	t->st.ns_maps += t1 - t0;
+	t->st.ns_pagemap += t2 - t1;
+	t->st.ns_clear += t3 - t2;
+	t->st.ns_loop += t4 - t3;
+	t->st.ns_total += t4 - t0;
 	return n;
 }
 
