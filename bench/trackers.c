@@ -168,7 +168,6 @@ int main(int argc, char **argv)
 			fprintf(stderr, "trackers: soft-dirty not supported: %s\n", why);
 			return 1;
 		}
-		threads = 1;  /* the soft-dirty scan is single-threaded */
 	}
 	npages = mb * 256;
 	size = npages * (size_t)PAGE;
