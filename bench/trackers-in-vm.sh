@@ -164,6 +164,12 @@ hdr="| guest RAM | dirty pages/epoch (p50) |"; sep="|---|---|"
 for tk in $TRACKERS; do
 	hdr+=" $(label "$tk") | p50 vs 128 MB |"; sep+="---|---|"
 done
+if grep -qw compare1 <<< "$TRACKERS"; then
+	for tk in $TRACKERS; do
+		[ "$(tname "$tk")" = soft-dirty ] || continue
+		hdr+=" $(label "$tk") / compare 1 thread (p50) |"; sep+="---|"
+	done
+fi
 echo "$hdr"; echo "$sep"
 declare -A base
 for s in $SIZES; do
@@ -175,6 +181,15 @@ for s in $SIZES; do
 		[ "$s" = 128 ] && base[$tk]=$a
 		cells+=" $(fmt "$a") / $(fmt "$b") | $(ratio "$a" "${base[$tk]:--}") |"
 	done
+	# With compare1 in TRACKERS: each soft-dirty entry's p50 over it.
+	if grep -qw compare1 <<< "$TRACKERS"; then
+		read -r c1 _ <<< "$(result "$LOG" compare "$s" 1)"
+		for tk in $TRACKERS; do
+			[ "$(tname "$tk")" = soft-dirty ] || continue
+			read -r a _ <<< "$(result "$LOG" soft-dirty "$s" "$(tthreads "$tk")")"
+			cells+=" $(ratio "$a" "$c1") |"
+		done
+	fi
 	echo "$row ${dn:--} |$cells"
 done
 
