@@ -3,11 +3,15 @@
 # and 2 threads) and soft-dirty side by side in one VM booted with Debian's
 # cloud kernel (it has CONFIG_MEM_SOFT_DIRTY; this host's kernel may not),
 # under TCG, as tests/integration/test_softdirty.sh does. Then compare alone
-# on the host. Prints two markdown tables.
+# on the host. Prints markdown tables: the pauses, soft-dirty's breakdown by
+# phase, and the host's compare.
 #
 # Usage: bench/trackers-in-vm.sh
 # Environment: SIZES (default "128 512 1024 2048"), RATE (MB/s, 50),
-# ROUNDS (30), EPOCH_MS (50), VM_MEM (5G), SMP (2), TIMEOUT (s, 1500).
+# ROUNDS (30), EPOCH_MS (50), VM_MEM (5G), SMP (2), TIMEOUT (s, 1500),
+# TRACKERS (default "compare1 compare2 soft-dirty1": each a tracker name and
+# its thread count, 1 if left out; e.g. TRACKERS="soft-dirty1 soft-dirty2"),
+# HOST (1; 0 skips the host part, which runs only TRACKERS' compare entries).
 # Figures inside TCG are not absolute: only ratios measured in the same VM
 # mean something.
 set -u
@@ -20,6 +24,17 @@ EPOCH_MS=${EPOCH_MS:-50}
 VM_MEM=${VM_MEM:-5G}
 SMP=${SMP:-2}
 TIMEOUT=${TIMEOUT:-1500}
+TRACKERS=${TRACKERS:-compare1 compare2 soft-dirty1}
+HOST=${HOST:-1}
+
+# tname TOKEN / tthreads TOKEN: "soft-dirty2" -> soft-dirty / 2.
+tname() { sed 's/[0-9]*$//' <<< "$1"; }
+tthreads() { local n; n=$(grep -o '[0-9]*$' <<< "$1"); echo "${n:-1}"; }
+for tk in $TRACKERS; do
+	case $(tname "$tk") in compare|soft-dirty) ;; *)
+		echo "trackers-in-vm: unknown tracker in TRACKERS: $tk" >&2; exit 1 ;;
+	esac
+done
 
 T=$(mktemp -d /tmp/trackers-bench.XXXXXX)
 QEMU_PID=
@@ -55,14 +70,26 @@ gcc -static -O2 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -I"$ROOT/replicat
 
 # --- compare on the host (no soft-dirty here, most likely) ---
 HOSTLOG=$T/host.log
-log "host: compare, sizes $SIZES"
-for s in $SIZES; do
-	for th in 1 2; do
-		TRK_FILE=/dev/shm/trk-bench.$$ "$ROOTFS/bin/trackers" "$s" "$RATE" "$ROUNDS" \
-			"$EPOCH_MS" compare "$th" >> "$HOSTLOG" || log "host: $s MB compare $th failed"
-	done
+: > "$HOSTLOG"
+HOST_TRACKERS=
+for tk in $TRACKERS; do
+	[ "$(tname "$tk")" = compare ] && HOST_TRACKERS+=" $tk"
 done
-rm -f /dev/shm/trk-bench.$$
+if [ "$HOST" = 0 ] || [ -z "$HOST_TRACKERS" ]; then
+	log "host: skipped"
+	HOST_TRACKERS=
+else
+	log "host:$HOST_TRACKERS, sizes $SIZES"
+	for s in $SIZES; do
+		for tk in $HOST_TRACKERS; do
+			th=$(tthreads "$tk")
+			TRK_FILE=/dev/shm/trk-bench.$$ "$ROOTFS/bin/trackers" "$s" "$RATE" "$ROUNDS" \
+				"$EPOCH_MS" compare "$th" >> "$HOSTLOG" ||
+				log "host: $s MB compare $th failed"
+		done
+	done
+	rm -f /dev/shm/trk-bench.$$
+fi
 
 # --- all three in the VM ---
 cp "$BUSYBOX" "$ROOTFS/bin/busybox"
@@ -79,9 +106,9 @@ mkdir -p /mnt/ram
 mount -t tmpfs -o size=2300m tmpfs /mnt/ram
 export TRK_FILE=/mnt/ram/trk
 for s in $SIZES; do
-    trackers \$s $RATE $ROUNDS $EPOCH_MS compare 1
-    trackers \$s $RATE $ROUNDS $EPOCH_MS compare 2
-    trackers \$s $RATE $ROUNDS $EPOCH_MS soft-dirty
+$(for tk in $TRACKERS; do
+	echo "    trackers \$s $RATE $ROUNDS $EPOCH_MS $(tname "$tk") $(tthreads "$tk")"
+done)
     echo "guest: size \$s done at \$(cut -d' ' -f1 /proc/uptime) s"
 done
 echo "guest: done"
@@ -113,40 +140,93 @@ tr -d '\r' < "$LOG" | grep -a -e '^guest:' -e '^trackers:' -e '^tracker=' | sed 
 
 # field LINE KEY
 field() { grep -o "$2=[^ ]*" <<< "$1" | cut -d= -f2; }
-# result FILE TRACKER SIZE THREADS: "p50 p99", or "- -".
+# line FILE TRACKER SIZE THREADS: the result line, or nothing.
+line() { tr -d '\r' < "$1" | grep -a "^tracker=$2 size_mb=$3 threads=$4 " | tail -n 1; }
+# result FILE TRACKER SIZE THREADS: "p50 p99 dirty", or "- - -".
 result() {
-	local line
-	line=$(tr -d '\r' < "$1" | grep -a "^tracker=$2 size_mb=$3 threads=$4 " | tail -n 1)
-	if [ -n "$line" ]; then
-		echo "$(field "$line" scan_p50_ms) $(field "$line" scan_p99_ms) $(field "$line" dirty_p50)"
+	local l
+	l=$(line "$@")
+	if [ -n "$l" ]; then
+		echo "$(field "$l" scan_p50_ms) $(field "$l" scan_p99_ms) $(field "$l" dirty_p50)"
 	else
 		echo "- - -"
 	fi
 }
-fmt() { [ "$1" = - ] && echo - || printf '%.2f' "$1"; }
+fmt() { [ -z "$1" ] || [ "$1" = - ] && echo - || printf '%.2f' "$1"; }
 ratio() { { [ "$1" = - ] || [ "$2" = - ]; } && echo - || awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
+# label TOKEN: "compare 2 threads"
+label() { local n; n=$(tthreads "$1"); echo "$(tname "$1") $n thread$([ "$n" = 1 ] || echo s)"; }
 
 echo
-echo "In the VM ($(basename "$KERNEL"), TCG, -smp $SMP -m $VM_MEM), $RATE MB/s, ${EPOCH_MS} ms epochs, $ROUNDS rounds; scan p50 / p99 in ms:"
+echo "In the VM ($(basename "$KERNEL"), TCG, -smp $SMP -m $VM_MEM), $RATE MB/s, ${EPOCH_MS} ms epochs, $ROUNDS rounds; scan p50 / p99 in ms (p50 vs 128 MB: that tracker's p50 over its own at 128 MB):"
 echo
-echo "| guest RAM | dirty pages/epoch (p50) | compare 1 thread | compare 2 threads | soft-dirty | soft-dirty / compare 1 thread (p50) | soft-dirty p50 vs 128 MB |"
-echo "|---|---|---|---|---|---|---|"
-base=-
-for s in $SIZES; do
-	read -r c1a c1b c1n <<< "$(result "$LOG" compare "$s" 1)"
-	read -r c2a c2b _ <<< "$(result "$LOG" compare "$s" 2)"
-	read -r sda sdb sdn <<< "$(result "$LOG" soft-dirty "$s" 1)"
-	[ "$s" = 128 ] && base=$sda
-	echo "| $s MB | $c1n / $sdn | $(fmt "$c1a") / $(fmt "$c1b") | $(fmt "$c2a") / $(fmt "$c2b") |" \
-		"$(fmt "$sda") / $(fmt "$sdb") | $(ratio "$sda" "$c1a") | $(ratio "$sda" "$base") |"
+hdr="| guest RAM | dirty pages/epoch (p50) |"; sep="|---|---|"
+for tk in $TRACKERS; do
+	hdr+=" $(label "$tk") | p50 vs 128 MB |"; sep+="---|---|"
 done
-echo
-echo "On the host (compare only), same rate, epochs and rounds; scan p50 / p99 in ms:"
-echo
-echo "| guest RAM | dirty pages/epoch (p50) | compare 1 thread | compare 2 threads |"
-echo "|---|---|---|---|"
+if grep -qw compare1 <<< "$TRACKERS"; then
+	for tk in $TRACKERS; do
+		[ "$(tname "$tk")" = soft-dirty ] || continue
+		hdr+=" $(label "$tk") / compare 1 thread (p50) |"; sep+="---|"
+	done
+fi
+echo "$hdr"; echo "$sep"
+declare -A base
 for s in $SIZES; do
-	read -r c1a c1b c1n <<< "$(result "$HOSTLOG" compare "$s" 1)"
-	read -r c2a c2b _ <<< "$(result "$HOSTLOG" compare "$s" 2)"
-	echo "| $s MB | $c1n | $(fmt "$c1a") / $(fmt "$c1b") | $(fmt "$c2a") / $(fmt "$c2b") |"
+	row="| $s MB |"; dn=
+	cells=
+	for tk in $TRACKERS; do
+		read -r a b n <<< "$(result "$LOG" "$(tname "$tk")" "$s" "$(tthreads "$tk")")"
+		[ -z "$dn" ] && [ "$n" != - ] && dn=$n
+		[ "$s" = 128 ] && base[$tk]=$a
+		cells+=" $(fmt "$a") / $(fmt "$b") | $(ratio "$a" "${base[$tk]:--}") |"
+	done
+	# With compare1 in TRACKERS: each soft-dirty entry's p50 over it.
+	if grep -qw compare1 <<< "$TRACKERS"; then
+		read -r c1 _ <<< "$(result "$LOG" compare "$s" 1)"
+		for tk in $TRACKERS; do
+			[ "$(tname "$tk")" = soft-dirty ] || continue
+			read -r a _ <<< "$(result "$LOG" soft-dirty "$s" "$(tthreads "$tk")")"
+			cells+=" $(ratio "$a" "$c1") |"
+		done
+	fi
+	echo "$row ${dn:--} |$cells"
 done
+
+SD=
+for tk in $TRACKERS; do [ "$(tname "$tk")" = soft-dirty ] && SD+=" $tk"; done
+if [ -n "$SD" ]; then
+	echo
+	echo "soft-dirty, where a scan's time goes (ms, average per scan; the phases may overlap, total is the whole scan; pages per scan):"
+	echo
+	echo "| guest RAM | threads | maps re-read | pagemap read | clear_refs | entry loop + compares | total | p50 | flagged | absent |"
+	echo "|---|---|---|---|---|---|---|---|---|---|"
+	for s in $SIZES; do
+		for tk in $SD; do
+			l=$(line "$LOG" soft-dirty "$s" "$(tthreads "$tk")")
+			[ -n "$l" ] || continue
+			echo "| $s MB | $(tthreads "$tk") | $(fmt "$(field "$l" maps_ms)") |" \
+				"$(fmt "$(field "$l" pagemap_ms)") | $(fmt "$(field "$l" clear_ms)") |" \
+				"$(fmt "$(field "$l" loop_ms)") | $(fmt "$(field "$l" total_ms)") |" \
+				"$(fmt "$(field "$l" scan_p50_ms)") | $(field "$l" flagged) | $(field "$l" absent) |"
+		done
+	done
+fi
+
+if [ -n "$HOST_TRACKERS" ]; then
+	echo
+	echo "On the host (compare only), same rate, epochs and rounds; scan p50 / p99 in ms:"
+	echo
+	hdr="| guest RAM | dirty pages/epoch (p50) |"; sep="|---|---|"
+	for tk in $HOST_TRACKERS; do hdr+=" $(label "$tk") |"; sep+="---|"; done
+	echo "$hdr"; echo "$sep"
+	for s in $SIZES; do
+		dn=; cells=
+		for tk in $HOST_TRACKERS; do
+			read -r a b n <<< "$(result "$HOSTLOG" compare "$s" "$(tthreads "$tk")")"
+			[ -z "$dn" ] && [ "$n" != - ] && dn=$n
+			cells+=" $(fmt "$a") / $(fmt "$b") |"
+		done
+		echo "| $s MB | ${dn:--} |$cells"
+	done
+fi

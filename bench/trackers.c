@@ -15,7 +15,10 @@
  * The file is $TRK_FILE (default /dev/shm/trk); it is removed at the end.
  * Prints: tracker=X size_mb=N threads=T rate_mb_s=R rounds=K dirty_p50=D
  *         scan_p50_ms=A scan_p99_ms=B
- * (dirty_p50: pages the tracker reported per round, median). */
+ * (dirty_p50: pages the tracker reported per round, median); soft-dirty adds,
+ * averaged per counted scan, where the time went (struct softdirty_stats):
+ *         maps_ms= pagemap_ms= clear_ms= loop_ms= total_ms= flagged= absent=
+ *         compared= */
 #include "tracker.h"
 
 #include <errno.h>
@@ -127,6 +130,7 @@ int main(int argc, char **argv)
 	size_t mb, npages, size, *dirty_n;
 	double rate, *scan_ms;
 	unsigned rounds, epoch_ms, threads = 1;
+	struct softdirty_stats st0 = { 0 }, st = { 0 };
 	struct tracker *t;
 	uint32_t *dirty;
 	uint8_t *ram;
@@ -164,7 +168,6 @@ int main(int argc, char **argv)
 			fprintf(stderr, "trackers: soft-dirty not supported: %s\n", why);
 			return 1;
 		}
-		threads = 1;  /* the soft-dirty scan is single-threaded */
 	}
 	npages = mb * 256;
 	size = npages * (size_t)PAGE;
@@ -230,6 +233,8 @@ int main(int argc, char **argv)
 		n = ops->scan(t, dirty);
 		a = now() - a;
 		kill(pid, SIGCONT);
+		if (r == 0 && ops == &softdirty_tracker_ops)
+			softdirty_get_stats(t, &st0);  /* the warm-up is not counted */
 		if (r > 0) {
 			scan_ms[r - 1] = a * 1e3;
 			dirty_n[r - 1] = n;
@@ -238,8 +243,6 @@ int main(int argc, char **argv)
 	kill(pid, SIGKILL);
 	waitpid(pid, &status, 0);
 	if (ops == &softdirty_tracker_ops) {
-		struct softdirty_stats st;
-
 		softdirty_get_stats(t, &st);
 		if (st.full_scans)
 			fprintf(stderr, "trackers: soft-dirty fell back to %llu full scans\n",
@@ -252,9 +255,24 @@ int main(int argc, char **argv)
 	qsort(scan_ms, rounds, sizeof(*scan_ms), cmp_double);
 	qsort(dirty_n, rounds, sizeof(*dirty_n), cmp_size);
 	printf("tracker=%s size_mb=%zu threads=%u rate_mb_s=%g rounds=%u dirty_p50=%zu "
-	       "scan_p50_ms=%.3f scan_p99_ms=%.3f\n", ops->name, mb, threads, rate, rounds,
+	       "scan_p50_ms=%.3f scan_p99_ms=%.3f", ops->name, mb, threads, rate, rounds,
 	       dirty_n[(rounds + 1) / 2 - 1], pct_d(scan_ms, rounds, 0.50),
 	       pct_d(scan_ms, rounds, 0.99));
+	if (ops == &softdirty_tracker_ops) {
+		double k = 1e6 * (double)rounds;
+
+		printf(" maps_ms=%.3f pagemap_ms=%.3f clear_ms=%.3f loop_ms=%.3f total_ms=%.3f "
+		       "flagged=%.0f absent=%.0f compared=%.0f",
+		       (double)(st.ns_maps - st0.ns_maps) / k,
+		       (double)(st.ns_pagemap - st0.ns_pagemap) / k,
+		       (double)(st.ns_clear - st0.ns_clear) / k,
+		       (double)(st.ns_loop - st0.ns_loop) / k,
+		       (double)(st.ns_total - st0.ns_total) / k,
+		       (double)(st.flagged - st0.flagged) / rounds,
+		       (double)(st.absent - st0.absent) / rounds,
+		       (double)(st.compared - st0.compared) / rounds);
+	}
+	printf("\n");
 	fflush(stdout);
 	return 0;
 }

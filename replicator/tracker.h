@@ -65,6 +65,14 @@ struct softdirty_stats {
 	uint64_t compared;     /* flagged + absent: compared with the shadow */
 	uint64_t copied;       /* of those, changed: copied and reported */
 	uint64_t full_scans;   /* scans that fell back to comparing all pages */
+	/* Where the scans' time went, cumulative nanoseconds (CLOCK_MONOTONIC).
+	 * Wall time: ns_maps, re-reading /proc/QEMU/maps (find_mapping);
+	 * ns_pagemap, from then until every thread's pagemap read is over;
+	 * ns_clear, the clear_refs write; ns_total, the whole scan. Thread time,
+	 * summed over the threads: ns_loop, the entry loops with their compares
+	 * and copies (and full scans' compare of every page); with T threads
+	 * they take about ns_loop / T of wall time, alongside ns_clear. */
+	uint64_t ns_maps, ns_pagemap, ns_clear, ns_loop, ns_total;
 };
 /* t must come from softdirty_tracker_ops. */
 void softdirty_get_stats(const struct tracker *t, struct softdirty_stats *s);

@@ -29,13 +29,24 @@
  *
  * The shadow (a full copy of the last checkpoint) is the staging buffer, as
  * in compare: a changed page is copied into it during the pause and sent
- * from there until the ack. One thread: the work is O(flagged pages). */
+ * from there until the ack.
+ *
+ * Threads: the pagemap read and the entry loop (with the compares and
+ * copies) grow with RAM, so a scan splits RAM into chunks that the caller
+ * and the workers (compare's pool: one slice of work per wake-up, the caller
+ * takes part) claim in order: first every chunk's pagemap read, then every
+ * chunk's loop. The thread that completes the last read writes clear_refs
+ * (rule 1: after every read), while the others already run the loops: the
+ * loops need no clear, only their own chunk's entries. */
 #include "tracker.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,12 +54,25 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PAGE 4096u
 #define PM_PRESENT   (1ull << 63)
 #define PM_SWAP      (1ull << 62)
 #define PM_SOFTDIRTY (1ull << 55)
+#define MAX_THREADS 16
+#define CHUNKS_PER_THREAD 4  /* so a thread that is done early can take more */
+#define MAX_CHUNKS (MAX_THREADS * CHUNKS_PER_THREAD)
+
+/* Pages [start, end) of one scan: its pagemap entries, then its loop. */
+struct chunk {
+	size_t start, end;
+	atomic_bool read;    /* its pagemap read is over (full set by then) */
+	bool full;           /* no entries to trust: compare every page */
+	size_t n;            /* dirty pages found, written at dirty[start...] */
+	uint64_t flagged, absent, compared, ns_loop;
+};
 
 struct tracker {
 	const uint8_t *ram;
@@ -62,7 +86,33 @@ struct tracker {
 	uint64_t *pm;        /* pagemap entries, one per page */
 	bool need_full;      /* next scan compares every page */
 	struct softdirty_stats st;
+
+	/* The running scan. */
+	uint32_t *dirty;
+	bool scan_full;
+	unsigned nchunks;
+	struct chunk chunks[MAX_CHUNKS];
+	atomic_uint next_read, reads_done, next_loop;
+	int clear_rc;                  /* written by the thread that clears */
+	uint64_t ns_reads_end, ns_clear_end;
+
+	/* Workers, as in tracker_compare.c: the caller is one more. */
+	pthread_t threads[MAX_THREADS];
+	unsigned nthreads;
+	pthread_mutex_t mu;
+	pthread_cond_t go, done;
+	unsigned long generation;
+	unsigned pending;
+	bool quit;
 };
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 static int clear_refs(int fd)
 {
@@ -192,19 +242,169 @@ pid_t softdirty_other_writer(pid_t qemu, const char *ram_path)
 	return found;
 }
 
-static int read_pagemap(struct tracker *t)
+/* The entries of pages [start, end) into pm[start...]. pread is positional:
+ * threads read disjoint ranges of the one descriptor at once. */
+static int read_pagemap(struct tracker *t, size_t start, size_t end)
 {
-	size_t want = t->npages * sizeof(uint64_t), done = 0;
-	off_t at = (off_t)(t->base / PAGE * sizeof(uint64_t));
+	size_t want = (end - start) * sizeof(uint64_t), done = 0;
+	off_t at = (off_t)((t->base / PAGE + start) * sizeof(uint64_t));
+	char *to = (char *)(t->pm + start);
 
 	while (done < want) {
-		ssize_t n = pread(t->pagemap_fd, (char *)t->pm + done, want - done, at + (off_t)done);
+		ssize_t n = pread(t->pagemap_fd, to + done, want - done, at + (off_t)done);
 
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
 			return n < 0 ? -errno : -EIO;
 		done += (size_t)n;
+	}
+	return 0;
+}
+
+static inline bool sync_page(struct tracker *t, size_t i)
+{
+	const uint8_t *live = t->ram + i * PAGE;
+	uint8_t *saved = t->shadow + i * PAGE;
+
+	if (!memcmp(live, saved, PAGE))
+		return false;
+	memcpy(saved, live, PAGE);
+	return true;
+}
+
+/* An entry that proves its page unwritten: present, not a swap/migration
+ * entry, bit 55 clear. */
+#define PM_TRUST_MASK (PM_PRESENT | PM_SWAP | PM_SOFTDIRTY)
+#define UNTRUSTED(e) (((e) & PM_TRUST_MASK) ^ PM_PRESENT)
+
+static void loop_chunk(struct tracker *t, struct chunk *k)
+{
+	uint32_t *out = t->dirty + k->start;
+	uint64_t t0 = now_ns();
+	size_t n = 0, i = k->start;
+
+	if (k->full) {
+		for (; i < k->end; i++)
+			if (sync_page(t, i))
+				out[n++] = (uint32_t)i;
+		k->compared = k->end - k->start;
+		goto out;
+	}
+	while (i < k->end) {
+		const uint64_t *e = t->pm + i;
+		size_t m = k->end - i < 8 ? k->end - i : 8;
+
+		/* Most entries are trusted: test 8 at a time, one branch. */
+		if (m == 8 && !(UNTRUSTED(e[0]) | UNTRUSTED(e[1]) | UNTRUSTED(e[2]) |
+				UNTRUSTED(e[3]) | UNTRUSTED(e[4]) | UNTRUSTED(e[5]) |
+				UNTRUSTED(e[6]) | UNTRUSTED(e[7]))) {
+			i += 8;
+			continue;
+		}
+		for (size_t j = 0; j < m; j++, i++) {
+			if (!UNTRUSTED(e[j]))
+				continue;
+			if (e[j] & PM_SOFTDIRTY)
+				k->flagged++;
+			else
+				k->absent++;
+			k->compared++;
+			if (sync_page(t, i))
+				out[n++] = (uint32_t)i;
+		}
+	}
+out:
+	k->n = n;
+	k->ns_loop = now_ns() - t0;
+}
+
+/* One thread's part of a scan (caller and workers alike): claim chunks to
+ * read until none is left, then chunks to loop over. */
+static void scan_work(struct tracker *t)
+{
+	unsigned c;
+
+	while ((c = atomic_fetch_add(&t->next_read, 1)) < t->nchunks) {
+		struct chunk *k = &t->chunks[c];
+
+		if (!k->full && read_pagemap(t, k->start, k->end))
+			k->full = true;
+		atomic_store_explicit(&k->read, true, memory_order_release);
+		/* Rule 1: clear only once every chunk's entries are read. The
+		 * reads that counted before us have returned from the kernel. */
+		if (atomic_fetch_add(&t->reads_done, 1) + 1 == t->nchunks) {
+			t->ns_reads_end = now_ns();
+			t->clear_rc = clear_refs(t->clear_fd);
+			t->ns_clear_end = now_ns();
+		}
+	}
+	while ((c = atomic_fetch_add(&t->next_loop, 1)) < t->nchunks) {
+		struct chunk *k = &t->chunks[c];
+
+		/* Claimed for reading already; another thread may still be in
+		 * its pread (at most one chunk per thread). */
+		while (!atomic_load_explicit(&k->read, memory_order_acquire))
+			sched_yield();
+		loop_chunk(t, k);
+	}
+}
+
+static void *worker(void *arg)
+{
+	struct tracker *t = arg;
+	unsigned long seen = 0;
+
+	pthread_mutex_lock(&t->mu);
+	for (;;) {
+		while (!t->quit && t->generation == seen)
+			pthread_cond_wait(&t->go, &t->mu);
+		if (t->quit)
+			break;
+		seen = t->generation;
+		pthread_mutex_unlock(&t->mu);
+		scan_work(t);
+		pthread_mutex_lock(&t->mu);
+		if (--t->pending == 0)
+			pthread_cond_signal(&t->done);
+	}
+	pthread_mutex_unlock(&t->mu);
+	return NULL;
+}
+
+static void stop_workers(struct tracker *t)
+{
+	pthread_mutex_lock(&t->mu);
+	t->quit = true;
+	pthread_cond_broadcast(&t->go);
+	pthread_mutex_unlock(&t->mu);
+	for (unsigned i = 0; i < t->nthreads; i++)
+		pthread_join(t->threads[i], NULL);
+	t->nthreads = 0;
+}
+
+static int start_workers(struct tracker *t, unsigned threads)
+{
+	/* One thread: one chunk, one read, as before threads. */
+	unsigned nchunks = threads > 1 ? threads * CHUNKS_PER_THREAD : 1;
+	size_t per;
+
+	if (nchunks > t->npages)
+		nchunks = (unsigned)t->npages;
+	per = (t->npages + nchunks - 1) / nchunks;
+	t->nchunks = nchunks;
+	for (unsigned i = 0; i < nchunks; i++) {
+		size_t start = i * per;
+
+		t->chunks[i].start = start < t->npages ? start : t->npages;
+		t->chunks[i].end = start + per < t->npages ? start + per : t->npages;
+	}
+	for (unsigned i = 1; i < threads; i++) {
+		if (pthread_create(&t->threads[i - 1], NULL, worker, t)) {
+			stop_workers(t);
+			return -EAGAIN;
+		}
+		t->nthreads++;
 	}
 	return 0;
 }
@@ -217,7 +417,6 @@ static int softdirty_init_proc(struct tracker **out, const uint8_t *ram, size_t 
 	char path[64];
 	int rc;
 
-	(void)threads;
 	if (pid <= 0 || !ram_path || !npages)
 		return -EINVAL;
 	if (stat(ram_path, &sb) < 0)
@@ -232,6 +431,9 @@ static int softdirty_init_proc(struct tracker **out, const uint8_t *ram, size_t 
 	t->dev = sb.st_dev;
 	t->ino = sb.st_ino;
 	t->need_full = true;
+	pthread_mutex_init(&t->mu, NULL);
+	pthread_cond_init(&t->go, NULL);
+	pthread_cond_init(&t->done, NULL);
 	/* The descriptors pin the process: if QEMU dies they fail, they never
 	 * reach a process that reused its pid. */
 	snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)pid);
@@ -251,8 +453,19 @@ static int softdirty_init_proc(struct tracker **out, const uint8_t *ram, size_t 
 	t->shadow = mmap(NULL, npages * (size_t)PAGE, PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (!t->pm || t->shadow == MAP_FAILED) {
+		if (t->shadow != MAP_FAILED)
+			munmap(t->shadow, npages * (size_t)PAGE);
 		t->shadow = NULL;
 		rc = -ENOMEM;
+		goto fail;
+	}
+	if (threads < 1)
+		threads = 1;
+	if (threads > MAX_THREADS)
+		threads = MAX_THREADS;
+	rc = start_workers(t, threads);
+	if (rc) {
+		munmap(t->shadow, npages * (size_t)PAGE);
 		goto fail;
 	}
 	*out = t;
@@ -264,6 +477,9 @@ fail:
 		close(t->clear_fd);
 	if (t->maps_fd >= 0)
 		close(t->maps_fd);
+	pthread_mutex_destroy(&t->mu);
+	pthread_cond_destroy(&t->go);
+	pthread_cond_destroy(&t->done);
 	free(t->pm);
 	free(t);
 	return rc;
@@ -282,53 +498,70 @@ static void softdirty_copy_pages(struct tracker *t, size_t first, size_t n)
 	memcpy(t->shadow + first * PAGE, t->ram + first * PAGE, n * PAGE);
 }
 
-static inline bool sync_page(struct tracker *t, size_t i)
-{
-	const uint8_t *live = t->ram + i * PAGE;
-	uint8_t *saved = t->shadow + i * PAGE;
-
-	t->st.compared++;
-	if (!memcmp(live, saved, PAGE))
-		return false;
-	memcpy(saved, live, PAGE);
-	return true;
-}
-
 static size_t softdirty_scan(struct tracker *t, uint32_t *dirty)
 {
 	size_t n = 0;
 	uintptr_t base;
-	bool full = t->need_full;
+	bool full = t->need_full, part_full = false;
+	uint64_t t0 = now_ns(), t1;
 
 	t->st.scans++;
 	/* QEMU's mapping must still be where we read its bits. */
 	if (!full && (find_mapping(t, &base) || base != t->base))
 		full = true;
-	if (!full && read_pagemap(t))
-		full = true;
-	/* Read, then clear, both with the vCPUs stopped. */
-	t->need_full = clear_refs(t->clear_fd) != 0;
-	if (full) {
-		t->st.full_scans++;
-		for (size_t i = 0; i < t->npages; i++)
-			if (sync_page(t, i))
-				dirty[n++] = (uint32_t)i;
-		t->st.copied += n;
-		return n;
-	}
-	for (size_t i = 0; i < t->npages; i++) {
-		uint64_t e = t->pm[i];
+	t1 = now_ns();
 
-		if ((e & (PM_PRESENT | PM_SWAP)) == PM_PRESENT && !(e & PM_SOFTDIRTY))
-			continue;
-		if (e & PM_SOFTDIRTY)
-			t->st.flagged++;
-		else
-			t->st.absent++;
-		if (sync_page(t, i))
-			dirty[n++] = (uint32_t)i;
+	t->dirty = dirty;
+	t->scan_full = full;
+	for (unsigned i = 0; i < t->nchunks; i++) {
+		struct chunk *k = &t->chunks[i];
+
+		atomic_store_explicit(&k->read, false, memory_order_relaxed);
+		k->full = full;
+		k->n = 0;
+		k->flagged = k->absent = k->compared = k->ns_loop = 0;
 	}
+	atomic_store(&t->next_read, 0);
+	atomic_store(&t->reads_done, 0);
+	atomic_store(&t->next_loop, 0);
+	t->clear_rc = -EIO;
+	/* The workers see all of the above through the mutex. */
+	pthread_mutex_lock(&t->mu);
+	t->pending = t->nthreads;
+	t->generation++;
+	pthread_cond_broadcast(&t->go);
+	pthread_mutex_unlock(&t->mu);
+
+	scan_work(t);
+
+	pthread_mutex_lock(&t->mu);
+	while (t->pending)
+		pthread_cond_wait(&t->done, &t->mu);
+	pthread_mutex_unlock(&t->mu);
+
+	/* Read, then clear, both with the vCPUs stopped (done by scan_work). */
+	t->need_full = t->clear_rc != 0;
+	/* Each chunk wrote its pages at its own offset: close the gaps, in
+	 * order, so the list stays sorted. */
+	for (unsigned i = 0; i < t->nchunks; i++) {
+		struct chunk *k = &t->chunks[i];
+
+		if (n != k->start)
+			memmove(dirty + n, dirty + k->start, k->n * sizeof(*dirty));
+		n += k->n;
+		part_full |= k->full;
+		t->st.flagged += k->flagged;
+		t->st.absent += k->absent;
+		t->st.compared += k->compared;
+		t->st.ns_loop += k->ns_loop;
+	}
+	if (full || part_full)
+		t->st.full_scans++;
 	t->st.copied += n;
+	t->st.ns_maps += t1 - t0;
+	t->st.ns_pagemap += t->ns_reads_end - t1;
+	t->st.ns_clear += t->ns_clear_end - t->ns_reads_end;
+	t->st.ns_total += now_ns() - t0;
 	return n;
 }
 
@@ -341,9 +574,13 @@ static void softdirty_fini(struct tracker *t)
 {
 	if (!t)
 		return;
+	stop_workers(t);
 	close(t->pagemap_fd);
 	close(t->clear_fd);
 	close(t->maps_fd);
+	pthread_mutex_destroy(&t->mu);
+	pthread_cond_destroy(&t->go);
+	pthread_cond_destroy(&t->done);
 	munmap(t->shadow, t->npages * (size_t)PAGE);
 	free(t->pm);
 	free(t);

@@ -1,7 +1,9 @@
 /* The compare tracker on synthetic guest RAM: an anonymous mapping the test
  * writes into, checked against a brute-force reference copy. Every test
  * runs with one scanning thread, with a count that does not divide the
- * pages evenly, and with more than the tracker's maximum (clamped). */
+ * pages evenly, and with more than the tracker's maximum (clamped).
+ * The soft-dirty tracker's threads, chunks and output order are checked the
+ * same way on any kernel (with or without soft-dirty): see sd_open. */
 #include "../replicator/tracker.h"
 
 #include <check.h>
@@ -9,6 +11,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -347,6 +350,127 @@ START_TEST(test_softdirty_finds_another_writer)
 }
 END_TEST
 
+/* Soft-dirty, on any kernel: a child plays QEMU with the test's shared
+ * memfd mapping, inherited at fork and never touched by it (fork copies no
+ * PTEs of a shared file mapping), so each of its pagemap entries is not
+ * present and the tracker must compare every page (docs/SOFT-DIRTY.md rule
+ * 2). It must then find exactly what a brute-force comparison finds, in
+ * ascending order, whatever the thread count. The test writes through its
+ * own mapping, which the tracker reads. */
+struct sd_fixture {
+	uint8_t *ram;
+	size_t npages;
+	int memfd;
+	pid_t child;
+	struct tracker *t;
+	uint32_t *dirty;
+};
+
+static void sd_open(struct sd_fixture *fx, size_t npages, unsigned threads)
+{
+	char path[64];
+
+	fx->npages = npages;
+	fx->memfd = memfd_create("check-tracker-softdirty", MFD_CLOEXEC);
+	ck_assert_int_ge(fx->memfd, 0);
+	ck_assert_int_eq(ftruncate(fx->memfd, (off_t)(npages * PAGE)), 0);
+	fx->ram = mmap(NULL, npages * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fx->memfd, 0);
+	ck_assert_ptr_ne(fx->ram, MAP_FAILED);
+	for (size_t i = 0; i < npages; i++)
+		for (size_t j = 0; j < PAGE; j += 64)
+			fx->ram[i * PAGE + j] = (uint8_t)(i * 31 + j / 64);
+	fx->child = fork();
+	ck_assert_int_ge(fx->child, 0);
+	if (fx->child == 0) {
+		for (;;)
+			pause();
+	}
+	fx->dirty = calloc(npages, sizeof(*fx->dirty));
+	ck_assert_ptr_nonnull(fx->dirty);
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fx->memfd);
+	ck_assert_int_eq(softdirty_tracker_ops.init_proc(&fx->t, fx->ram, npages, threads,
+							 fx->child, path), 0);
+	ck_assert_int_eq(tracker_full_copy(&softdirty_tracker_ops, fx->t, npages), 0);
+}
+
+static void sd_close(struct sd_fixture *fx)
+{
+	softdirty_tracker_ops.fini(fx->t);
+	kill(fx->child, SIGKILL);
+	waitpid(fx->child, NULL, 0);
+	munmap(fx->ram, fx->npages * PAGE);
+	close(fx->memfd);
+	free(fx->dirty);
+}
+
+START_TEST(test_softdirty_untouched_pages_match_reference)
+{
+	struct sd_fixture fx;
+	struct softdirty_stats st;
+	uint8_t *ref = malloc((size_t)NPAGES * PAGE);
+	uint32_t *expect = calloc(NPAGES, sizeof(*expect));
+	size_t total_dirty = 0;
+	const int rounds = 30;
+
+	ck_assert_ptr_nonnull(ref);
+	ck_assert_ptr_nonnull(expect);
+	rng_state = 0x2545f4914f6cdd1dull;
+	sd_open(&fx, NPAGES, thread_counts[_i]);
+	memcpy(ref, fx.ram, (size_t)NPAGES * PAGE);
+	for (int round = 0; round < rounds; round++) {
+		unsigned writes = (unsigned)(rng() % 200);
+		size_t n, ne = 0;
+
+		for (unsigned w = 0; w < writes; w++)
+			fx.ram[(size_t)(rng() % NPAGES) * PAGE + rng() % PAGE] = (uint8_t)(rng() % 4);
+		for (uint32_t i = 0; i < NPAGES; i++)
+			if (memcmp(fx.ram + (size_t)i * PAGE, ref + (size_t)i * PAGE, PAGE))
+				expect[ne++] = i;
+		n = softdirty_tracker_ops.scan(fx.t, fx.dirty);
+		ck_assert_msg(n == ne, "%u threads, round %d: scan found %zu pages, reference %zu",
+			      thread_counts[_i], round, n, ne);
+		for (size_t k = 0; k < n; k++)
+			ck_assert_msg(fx.dirty[k] == expect[k],
+				      "%u threads, round %d: dirty[%zu] = %u, expected %u",
+				      thread_counts[_i], round, k, fx.dirty[k], expect[k]);
+		for (uint32_t i = 0; i < NPAGES; i++)
+			ck_assert_msg(!memcmp(softdirty_tracker_ops.page(fx.t, i),
+					      fx.ram + (size_t)i * PAGE, PAGE),
+				      "round %d: page %u not current after scan", round, i);
+		memcpy(ref, fx.ram, (size_t)NPAGES * PAGE);
+		total_dirty += n;
+	}
+	ck_assert_uint_gt(total_dirty, 1000);
+	softdirty_get_stats(fx.t, &st);
+	ck_assert_uint_eq(st.scans, rounds);
+	ck_assert_uint_eq(st.full_scans, 0);
+	ck_assert_uint_eq(st.absent, (uint64_t)rounds * NPAGES);
+	ck_assert_uint_eq(st.compared, (uint64_t)rounds * NPAGES);
+	ck_assert_uint_eq(st.copied, total_dirty);
+	sd_close(&fx);
+	free(expect);
+	free(ref);
+}
+END_TEST
+
+START_TEST(test_softdirty_fewer_pages_than_threads)
+{
+	struct sd_fixture fx;
+
+	sd_open(&fx, 5, thread_counts[_i]);
+	ck_assert_uint_eq(softdirty_tracker_ops.scan(fx.t, fx.dirty), 0);
+	fx.ram[4 * PAGE] ^= 1;
+	fx.ram[1 * PAGE + 5] ^= 2;
+	ck_assert_uint_eq(softdirty_tracker_ops.scan(fx.t, fx.dirty), 2);
+	ck_assert_uint_eq(fx.dirty[0], 1);
+	ck_assert_uint_eq(fx.dirty[1], 4);
+	ck_assert_mem_eq(softdirty_tracker_ops.page(fx.t, 4), fx.ram + 4 * PAGE, PAGE);
+	ck_assert_mem_eq(softdirty_tracker_ops.page(fx.t, 1), fx.ram + 1 * PAGE, PAGE);
+	ck_assert_uint_eq(softdirty_tracker_ops.scan(fx.t, fx.dirty), 0);
+	sd_close(&fx);
+}
+END_TEST
+
 /* Each test runs once per entry of thread_counts (_i indexes it). */
 static void add(Suite *s, const char *name, const TTest *t, double timeout)
 {
@@ -375,6 +499,8 @@ static Suite *tracker_suite(void)
 	ADD(s, test_every_page_dirty, 5);
 	ADD(s, test_random_rounds_match_reference, 60);
 	ADD(s, test_fewer_pages_than_threads, 5);
+	ADD(s, test_softdirty_untouched_pages_match_reference, 60);
+	ADD(s, test_softdirty_fewer_pages_than_threads, 5);
 	tc = tcase_create("softdirty_other_writer");
 	tcase_add_test(tc, test_softdirty_finds_another_writer);
 	suite_add_tcase(s, tc);

@@ -2,11 +2,11 @@
 # The soft-dirty tracker is sound: tests/softdirty/soundness.c (the real
 # replicator/tracker_softdirty.c against a child writing a shared tmpfs
 # mapping, checked by brute force) runs in a VM booted with Debian's cloud
-# kernel, which has CONFIG_MEM_SOFT_DIRTY (this host's kernel may not). Two
-# runs: a plain tmpfs, a tmpfs with huge=always (THP, 2 MiB entries), and
-# the plain tmpfs under memory pressure (a memory cgroup limit below the
-# test's size, zram swap: pages of the file go to swap and come back while
-# the tracker runs).
+# kernel, which has CONFIG_MEM_SOFT_DIRTY (this host's kernel may not). Four
+# runs: a plain tmpfs with one scanning thread and with two (the VM has two
+# vCPUs), a tmpfs with huge=always (THP, 2 MiB entries), and the plain tmpfs
+# under memory pressure (a memory cgroup limit below the test's size, zram
+# swap: pages of the file go to swap and come back while the tracker runs).
 # Skips, with the reason, when the kernel, its config, busybox-static or a
 # static libc is missing.
 . "$(dirname "$0")/lib.sh"
@@ -52,6 +52,9 @@ mkdir -p /mnt/plain /mnt/thp
 mount -t tmpfs -o size=48m tmpfs /mnt/plain
 echo "=== run plain"
 /bin/soundness /mnt/plain/ram 32 200
+rm -f /mnt/plain/ram
+echo "=== run plain-2threads"
+SOUNDNESS_THREADS=2 /bin/soundness /mnt/plain/ram 32 100
 rm -f /mnt/plain/ram
 if mount -t tmpfs -o size=24m,huge=always tmpfs /mnt/thp; then
     echo "=== run thp"
@@ -114,6 +117,7 @@ check_run() {
 	fi
 }
 check_run plain 1000
+check_run plain-2threads 500
 if tr -d '\r' < "$LOG" | grep -qa '^=== run thp$'; then
 	check_run thp 500
 else

@@ -21,6 +21,7 @@
  * follow the real reclaim path, not only MADV_DONTNEED, and the test
  * reports how many of the file's pages were in swap, and waits longer now
  * and then, so that pages nobody touched for a while go out.
+ * SOUNDNESS_THREADS=N gives the tracker N scanning threads (default 1).
  * Prints "softdirty: rounds=R changed=C missed=M extra=E ..." and
  * "SOUNDNESS PASS" or "SOUNDNESS FAIL"; exit 0 on pass. */
 #include "tracker.h"
@@ -167,6 +168,7 @@ int main(int argc, char **argv)
 	unsigned long swapped_max = 0, swapped_rounds = 0, swap_used_max = 0;
 	double t0 = now(), pause_total = 0, pause_max = 0;
 	bool child_gone = false;
+	unsigned threads = 1;
 
 	if (argc < 2) {
 		fprintf(stderr, "usage: %s FILE [MIB [ROUNDS [SEED]]]\n", argv[0]);
@@ -185,8 +187,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "soundness: at least 1 MiB\n");
 		return 2;
 	}
-	printf("softdirty: file=%s size=%zu MiB rounds=%u seed=%" PRIu64 "\n", path, mib, rounds,
-	       seed);
+	if (getenv("SOUNDNESS_THREADS"))
+		threads = (unsigned)strtoul(getenv("SOUNDNESS_THREADS"), NULL, 10);
+	printf("softdirty: file=%s size=%zu MiB rounds=%u seed=%" PRIu64 " threads=%u\n", path,
+	       mib, rounds, seed, threads);
 
 	rc = softdirty_supported(0, why, sizeof(why));
 	printf("softdirty: supported=%s (%s)\n", rc ? "no" : "yes", why);
@@ -234,7 +238,7 @@ int main(int argc, char **argv)
 		kill(pid, SIGKILL);
 		return 2;
 	}
-	rc = softdirty_tracker_ops.init_proc(&t, ram, npages, 1, pid, path);
+	rc = softdirty_tracker_ops.init_proc(&t, ram, npages, threads, pid, path);
 	if (rc) {
 		printf("softdirty: tracker init: %s\nSOUNDNESS FAIL\n", strerror(-rc));
 		kill(pid, SIGKILL);
