@@ -12,5 +12,5 @@ set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 [ $# -ge 1 ] || { sed -n '2,/^set -u/{/^set -u/d;s/^# \{0,1\}//;p}' "$0" >&2; exit 2; }
 exec "$ROOT/scripts/softdirty-vm" --mem "${VM_MEM:-10G}" --shm "${VM_SHM:-7G}" \
-	--timeout "${TIMEOUT:-5400}" -- env GUEST_BOOT_TIMEOUT=900 BENCH_WARMUP_TIMEOUT=1200 \
+	--timeout "${TIMEOUT:-5400}" -- env PYTHONUNBUFFERED=1 GUEST_BOOT_TIMEOUT=900 BENCH_WARMUP_TIMEOUT=600 \
 	python3 bench/bench.py "$@"
