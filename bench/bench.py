@@ -15,6 +15,7 @@
       writes, unthrottled) replicated at each epoch length against the same
       VM unreplicated, in one run
   bench/bench.py trackers [--mem 128,512,1024,2048] [--rate 50] [--seconds 10]
+          [--runs compare:1,compare:2,soft-dirty:2]
       the pause against guest RAM size at one dirty rate, for the compare
       tracker on 1 and 2 threads and for soft-dirty, side by side on the same
       running guest (each attaches, measures, detaches); soft-dirty needs a
@@ -181,19 +182,26 @@ def checkpoint(args):
                      s["pause_capture_p50_ms"], s["ack_p50_ms"]), flush=True)
 
 
-TRACKER_RUNS = (("compare", 1), ("compare", 2), ("soft-dirty", 2))
-
-
 def trackers(args):
-    """One guest per RAM size; each tracker run attaches to it in turn."""
-    rows = {}
+    """One guest per RAM size; each tracker run attaches to it in turn. A
+    row is printed as soon as its size is measured."""
+    runs = args.runs
+    head = ["guest RAM", "dirty pages/epoch"] + ["%s %d thread%s" % (k, t, "s" if t > 1 else "")
+                                                 for k, t in runs]
+    sd_run = next((r for r in runs if r[0] == "soft-dirty"), None)
+    c1_run = next((r for r in runs if r == ("compare", 1)), None)
+    print("| " + " | ".join(head) + " | soft-dirty / compare 1 thread | soft-dirty vs %d MB |"
+          % args.mem[0])
+    print("|" + "---|" * (len(head) + 2), flush=True)
+    base = None
     for mem in args.mem:
         b = Bench()
+        got = {}
         try:
             run, _ = b.guest("bench", mem, "dirty_mb_s=%d dirty_mb=%d" % (args.rate, min(64, mem // 4)))
             port = free_port()
             b.agent(port, os.path.join(b.dir, "backup"))
-            for kind, threads in TRACKER_RUNS:
+            for kind, threads in runs:
                 p, sock = b.replicator(run, port, args.epoch_ms,
                                        ["--tracker", kind, "--capture-threads", str(threads)])
                 try:
@@ -206,7 +214,7 @@ def trackers(args):
                     s = measure_window(sock, args.seconds)
                     if s["tracker"] != kind:
                         raise RuntimeError("asked for %s, got %s" % (kind, s["tracker"]))
-                    rows[mem, kind, threads] = s
+                    got[kind, threads] = s
                 except RuntimeError as e:
                     print("<!-- %d MB %s x%d: %s -->" % (mem, kind, threads, e), flush=True)
                 if p.poll() is None:
@@ -214,21 +222,16 @@ def trackers(args):
                 time.sleep(1)
         finally:
             b.close()
-    def cell(s):
-        return "%.2f / %.2f" % (s["pause_p50_ms"], s["pause_p99_ms"]) if s else "-"
-    head = ["guest RAM", "dirty pages/epoch"] + ["%s %d thread%s" % (k, t, "s" if t > 1 else "")
-                                                 for k, t in TRACKER_RUNS]
-    print("| " + " | ".join(head) + " | soft-dirty / compare 1 thread | soft-dirty vs 128 MB |")
-    print("|" + "---|" * (len(head) + 2))
-    base = rows.get((args.mem[0], "soft-dirty", 2))
-    for mem in args.mem:
-        runs = [rows.get((mem, k, t)) for k, t in TRACKER_RUNS]
-        sd, c1 = runs[-1], runs[0]
-        dirty = " / ".join("%.0f" % s["dirty_pages_per_epoch"] if s else "-" for s in runs)
+        cells = [got.get(r) for r in runs]
+        sd, c1 = got.get(sd_run), got.get(c1_run)
+        if base is None and sd:
+            base = sd
+        dirty = " / ".join("%.0f" % s["dirty_pages_per_epoch"] if s else "-" for s in cells)
         ratio = "%.3f" % (sd["pause_p50_ms"] / c1["pause_p50_ms"]) if sd and c1 else "-"
         scale = "%.2f" % (sd["pause_p50_ms"] / base["pause_p50_ms"]) if sd and base else "-"
-        print("| %d MB | %s | %s | %s | %s |" % (mem, dirty, " | ".join(cell(s) for s in runs),
-                                                ratio, scale), flush=True)
+        print("| %d MB | %s | %s | %s | %s |" % (
+            mem, dirty, " | ".join("%.2f / %.2f" % (s["pause_p50_ms"], s["pause_p99_ms"]) if s else "-"
+                                   for s in cells), ratio, scale), flush=True)
 
 
 WORK_RE = re.compile(rb"work total=(\d+)")
@@ -516,6 +519,8 @@ def main():
     ap.add_argument("--mem", default=None, help="guest RAM sizes in MB, comma-separated")
     ap.add_argument("--rates", default="0,25,50,100,200", help="dirty rates in MB/s")
     ap.add_argument("--rate", type=int, default=50, help="'trackers': the dirty rate in MB/s")
+    ap.add_argument("--runs", default="compare:1,compare:2,soft-dirty:2",
+                    help="'trackers': TRACKER:THREADS, comma-separated")
     ap.add_argument("--epochs", default=None, help="epoch lengths in ms")
     ap.add_argument("--epoch-ms", type=int, default=50, help="epoch for 'checkpoint'")
     ap.add_argument("--policies", default="", help="'network': adaptive policies to add, e.g. hybrid")
@@ -526,12 +531,13 @@ def main():
         args.what, "128")).split(",")]
     args.rates = [int(x) for x in args.rates.split(",")]
     args.policies = [x for x in args.policies.split(",") if x]
+    args.runs = [(k, int(t)) for k, t in (x.split(":") for x in args.runs.split(",") if x)]
     args.epochs = [int(x) for x in (args.epochs or {"network": "25,50,100", "disk": "50,200"}.get(
         args.what, "25,50,100,200")).split(",")]
     for exe in ("remus-agent", "remus-replicator", "remusctl"):
         if not os.access(os.path.join(BIN, exe), os.X_OK):
             sys.exit("bench: build first (make all guest)")
-    print("<!-- %s, %s -->" % (" ".join(sys.argv), time.strftime("%Y-%m-%d %H:%M")))
+    print("<!-- %s, %s -->" % (" ".join(sys.argv), time.strftime("%Y-%m-%d %H:%M")), flush=True)
     {"checkpoint": checkpoint, "workrate": workrate, "network": network,
      "policies": policies, "disk": disk, "trackers": trackers}[args.what](args)
 

@@ -23,8 +23,8 @@ start_replicator "$T/primary/qmp.sock" "$PORT" --epoch-policy fixed --epoch-ms 5
 # written again and again since the initial copy (about 5 s at 20 MiB/s).
 dirty_at_least() { [ "$(status_field dirty_pages_total)" -ge "$1" ] 2>/dev/null; }
 wait_for 90 committed_at_least 40 || die "fewer than 40 epochs committed in 90 s"
-wait_for 60 dirty_at_least 24000 ||
-	die "the tracker found fewer than 24000 dirty pages in 60 s ($(status_field dirty_pages_total))"
+wait_for 180 dirty_at_least 24000 ||
+	die "the tracker found fewer than 24000 dirty pages in 180 s ($(status_field dirty_pages_total))"
 grep -qa 'Killed process' "$T/primary/serial.log" && die "the guest's kernel killed a workload"
 tracker=$(status_field tracker)
 pass "replicated with the $tracker tracker ($(status_field tracker_reason)):" \
