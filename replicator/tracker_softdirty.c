@@ -157,6 +157,19 @@ static char *read_all(int fd)
 	return buf;
 }
 
+/* One line of /proc/PID/maps: true if it maps the file (dev, ino), with
+ * its range, file offset and permissions ("rw-s"). */
+static bool maps_line_of(const char *line, dev_t dev, ino_t ino, unsigned long *lo,
+			 unsigned long *hi, unsigned long *off, char perms[8])
+{
+	unsigned long inode;
+	unsigned maj, min;
+
+	return sscanf(line, "%lx-%lx %7s %lx %x:%x %lu", lo, hi, perms, off, &maj, &min,
+		      &inode) == 7 &&
+	       makedev(maj, min) == dev && (ino_t)inode == ino;
+}
+
 /* Find QEMU's mapping of file offsets [0, size): every VMA of (dev, ino),
  * which together must cover the range exactly once at one address delta
  * (a mapping split by madvise/mprotect is fine; a second mapping of the
@@ -172,14 +185,10 @@ static int find_mapping(struct tracker *t, uintptr_t *base)
 	if (!buf)
 		return errno ? -errno : -ENOMEM;
 	for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-		unsigned long lo, hi, off, ino;
-		unsigned maj, min;
+		unsigned long lo, hi, off;
 		char perms[8];
 
-		if (sscanf(line, "%lx-%lx %7s %lx %x:%x %lu", &lo, &hi, perms, &off, &maj, &min,
-			   &ino) != 7)
-			continue;
-		if (makedev(maj, min) != t->dev || (ino_t)ino != t->ino)
+		if (!maps_line_of(line, t->dev, t->ino, &lo, &hi, &off, perms))
 			continue;
 		if (off >= size)
 			continue;  /* beyond guest RAM: not ours to watch */
@@ -226,13 +235,10 @@ pid_t softdirty_other_writer(pid_t qemu, const char *ram_path)
 		close(fd);
 		for (line = buf ? strtok_r(buf, "\n", &save) : NULL; line && !found;
 		     line = strtok_r(NULL, "\n", &save)) {
-			unsigned long lo, hi, off, ino;
-			unsigned maj, min;
+			unsigned long lo, hi, off;
 			char perms[8];
 
-			if (sscanf(line, "%lx-%lx %7s %lx %x:%x %lu", &lo, &hi, perms, &off, &maj,
-				   &min, &ino) == 7 &&
-			    makedev(maj, min) == sb.st_dev && (ino_t)ino == sb.st_ino &&
+			if (maps_line_of(line, sb.st_dev, sb.st_ino, &lo, &hi, &off, perms) &&
 			    perms[1] == 'w' && perms[3] == 's')
 				found = pid;
 		}
