@@ -14,13 +14,14 @@
       the guest's disk write throughput and latency (random 4 KiB O_DIRECT
       writes, unthrottled) replicated at each epoch length against the same
       VM unreplicated, in one run
-  bench/bench.py trackers [--mem 128,512,1024,2048] [--rate 50] [--seconds 10]
-          [--runs compare:1,compare:2,soft-dirty:2]
-      the pause against guest RAM size at one dirty rate, for the compare
-      tracker on 1 and 2 threads and for soft-dirty, side by side on the same
-      running guest (each attaches, measures, detaches); soft-dirty needs a
-      kernel that keeps the log: bench/trackers-in-vm.sh runs this inside
-      Debian's kernel (scripts/softdirty-vm)
+  bench/bench.py trackers [--mem 128,512,1024,2048] [--rate 50] [--dirty-mb 16]
+          [--seconds 10] [--runs soft-dirty:2,compare:2,compare:1]
+      the pause against guest RAM size at one dirty rate over one working
+      set (the same at every size), for soft-dirty and for the compare
+      tracker on 2 and 1 threads, side by side on the same running guest
+      (each attaches, measures, detaches), then where each pause went;
+      soft-dirty needs a kernel that keeps the log: bench/in-vm.sh runs this
+      inside Debian's kernel (scripts/softdirty-vm)
   bench/bench.py network [--epochs 25,50,100] [--seconds 8]
       request latency and throughput through the VM's net buffer, replicated
       at each epoch length against unreplicated, in one run (needs root: it
@@ -156,6 +157,11 @@ def measure_window(sock, seconds):
     t1, after = time.monotonic(), ctl(sock, "status")
     after["dirty_mb_s"] = ((after["dirty_pages_total"] - before["dirty_pages_total"]) * 4096
                            / (t1 - t0) / 1e6)
+    if "softdirty_scans" in after:
+        scans = max(1, after["softdirty_scans"] - before["softdirty_scans"])
+        for k in ("flagged", "absent"):
+            after["softdirty_%s_per_scan" % k] = (after["softdirty_%s_pages" % k]
+                                                  - before["softdirty_%s_pages" % k]) / scans
     return after
 
 
@@ -193,12 +199,12 @@ def trackers(args):
     print("| " + " | ".join(head) + " | soft-dirty / compare 1 thread | soft-dirty vs %d MB |"
           % args.mem[0])
     print("|" + "---|" * (len(head) + 2), flush=True)
-    base = None
+    base, details = None, []
     for mem in args.mem:
         b = Bench()
         got = {}
         try:
-            run, _ = b.guest("bench", mem, "dirty_mb_s=%d dirty_mb=%d" % (args.rate, min(64, mem // 4)))
+            run, _ = b.guest("bench", mem, "dirty_mb_s=%d dirty_mb=%d" % (args.rate, args.dirty_mb))
             port = free_port()
             b.agent(port, os.path.join(b.dir, "backup"))
             for kind, threads in runs:
@@ -232,6 +238,19 @@ def trackers(args):
         print("| %d MB | %s | %s | %s | %s |" % (
             mem, dirty, " | ".join("%.2f / %.2f" % (s["pause_p50_ms"], s["pause_p99_ms"]) if s else "-"
                                    for s in cells), ratio, scale), flush=True)
+        details += [(mem, r, got[r]) for r in runs if r in got]
+    print("\nWhere the pauses went (p50, ms), and what soft-dirty compared per pause "
+          "(pages it flagged / pages not in QEMU's page tables):\n")
+    print("| guest RAM | tracker | pause | QMP stop | capture | QMP cont | dirty pages/epoch "
+          "| compared per pause |")
+    print("|---|---|---|---|---|---|---|---|")
+    for mem, (kind, threads), s in details:
+        sd = ("%.0f / %.0f" % (s["softdirty_flagged_per_scan"], s["softdirty_absent_per_scan"])
+              if "softdirty_flagged_per_scan" in s else "all %d" % (mem * 256))
+        print("| %d MB | %s %d | %.2f | %.2f | %.2f | %.2f | %.0f | %s |" % (
+            mem, kind, threads, s["pause_p50_ms"], s["pause_stop_p50_ms"],
+            s["pause_capture_p50_ms"], s["pause_resume_p50_ms"], s["dirty_pages_per_epoch"], sd),
+            flush=True)
 
 
 WORK_RE = re.compile(rb"work total=(\d+)")
@@ -519,8 +538,10 @@ def main():
     ap.add_argument("--mem", default=None, help="guest RAM sizes in MB, comma-separated")
     ap.add_argument("--rates", default="0,25,50,100,200", help="dirty rates in MB/s")
     ap.add_argument("--rate", type=int, default=50, help="'trackers': the dirty rate in MB/s")
-    ap.add_argument("--runs", default="compare:1,compare:2,soft-dirty:2",
-                    help="'trackers': TRACKER:THREADS, comma-separated")
+    ap.add_argument("--dirty-mb", type=int, default=16,
+                    help="'trackers': the dirtier's working set in MiB, at every RAM size")
+    ap.add_argument("--runs", default="soft-dirty:2,compare:2,compare:1",
+                    help="'trackers': TRACKER:THREADS, comma-separated, run in this order")
     ap.add_argument("--epochs", default=None, help="epoch lengths in ms")
     ap.add_argument("--epoch-ms", type=int, default=50, help="epoch for 'checkpoint'")
     ap.add_argument("--policies", default="", help="'network': adaptive policies to add, e.g. hybrid")

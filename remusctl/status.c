@@ -78,6 +78,19 @@ static void print_operator(struct json_object *o)
 		       "it. If it does not, remusctl resume resumes it here\n");
 }
 
+/* The soft-dirty log's cost since attach: the pages each pause compared. */
+static void print_softdirty(struct json_object *o)
+{
+	double scans = num(o, "softdirty_scans") > 0 ? num(o, "softdirty_scans") : 1;
+
+	printf("log:     per pause %.1f pages flagged, %.1f not in QEMU's page tables (both "
+	       "compared); %.0f full scans; the full copy mapped %.0f pages into QEMU%s%s\n",
+	       num(o, "softdirty_flagged_pages") / scans, num(o, "softdirty_absent_pages") / scans,
+	       num(o, "softdirty_full_scans"), num(o, "softdirty_populated_pages"),
+	       *str(o, "softdirty_populate_error") ? ", then: " : "",
+	       str(o, "softdirty_populate_error"));
+}
+
 static void print_human(struct json_object *o)
 {
 	printf("VM %s (QEMU pid %.0f) -> backup %s: %s\n", str(o, "vm"), num(o, "qemu_pid"),
@@ -95,6 +108,8 @@ static void print_human(struct json_object *o)
 	printf("dirty:   %.1f pages/epoch (%.1f KiB), %.0f pages in all (tracker %s: %s)\n",
 	       num(o, "dirty_pages_per_epoch"), num(o, "dirty_bytes_per_epoch") / 1024,
 	       num(o, "dirty_pages_total"), str(o, "tracker"), str(o, "tracker_reason"));
+	if (!strcmp(str(o, "tracker"), "soft-dirty"))
+		print_softdirty(o);
 	printf("link:    %.2f MB/s, %.0f bytes queued; ack p50 %.2f ms, p99 %.2f ms\n",
 	       num(o, "link_bytes_per_s") / 1e6, num(o, "link_queued_bytes"),
 	       num(o, "ack_p50_ms"), num(o, "ack_p99_ms"));

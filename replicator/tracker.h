@@ -73,6 +73,11 @@ struct softdirty_stats {
 	 * and copies (and full scans' compare of every page); with T threads
 	 * they take about ns_loop / T of wall time, alongside ns_clear. */
 	uint64_t ns_maps, ns_pagemap, ns_clear, ns_loop, ns_total;
+	/* The full copy: pages read through QEMU's mapping, which maps them
+	 * into QEMU's page tables (copy_pages); the errno that stopped it
+	 * (0: none), after which pages were copied through ours. */
+	uint64_t populated;
+	int populate_error;
 };
 /* t must come from softdirty_tracker_ops. */
 void softdirty_get_stats(const struct tracker *t, struct softdirty_stats *s);

@@ -4,8 +4,10 @@
  * Guest writes happen in QEMU's address space, so the log read is QEMU's:
  * /proc/QEMU/pagemap (bit 55 = soft-dirty) over QEMU's mapping of the RAM
  * file, found in /proc/QEMU/maps by device and inode; /proc/QEMU/clear_refs
- * ("4") starts a new log. The replicator reads the content through its own
- * mapping of the same file (ram).
+ * ("4") starts a new log. The full copy reads guest RAM through QEMU's
+ * mapping (process_vm_readv), which maps every page into QEMU's page tables;
+ * the scans read changed pages through the replicator's own mapping of the
+ * same file (ram).
  *
  * Soundness rules (docs/SOFT-DIRTY.md):
  * - scan runs with QEMU's vCPUs stopped: the bits are read, then cleared,
@@ -16,7 +18,8 @@
  *   have been written and its PTE (with the bit) dropped since (reclaim,
  *   MADV_DONTNEED, ...): it is compared with the shadow like the compare
  *   tracker does. Only a present entry with bit 55 clear is trusted as
- *   "not written".
+ *   "not written". So that this is not most of RAM in a VM that has not
+ *   used all of its RAM, the full copy faults every page into QEMU.
  * - THP: pagemap reports a PMD-mapped huge page as 512 entries that carry
  *   the PMD's bit, so the 2 MiB granularity needs no special case here.
  * - Flagged pages are compared with the shadow too: a page written with the
@@ -54,6 +57,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -495,13 +499,40 @@ fail:
  * next scan, whatever was written before is in the copy. */
 static int softdirty_begin_full_copy(struct tracker *t)
 {
+	t->st.populated = 0;
+	t->st.populate_error = 0;
 	t->need_full = clear_refs(t->clear_fd) != 0;
 	return 0;
 }
 
+/* Read pages [first, first + n) into the shadow through QEMU's own mapping
+ * (process_vm_readv), not ours: the read faults every page QEMU has never
+ * touched into QEMU's page tables, present and, since the clear,
+ * write-protected, so its next write sets the bit. Without this, guest RAM
+ * the guest never used stays "not present" in QEMU's pagemap and rule 2 has
+ * every pause compare it: O(untouched RAM) per pause, most of a large,
+ * lightly used VM. Where the read fails (no ptrace access to QEMU, say) the
+ * rest is copied through our mapping: the same bytes, and those pages stay
+ * compared until QEMU touches them. */
 static void softdirty_copy_pages(struct tracker *t, size_t first, size_t n)
 {
-	memcpy(t->shadow + first * PAGE, t->ram + first * PAGE, n * PAGE);
+	size_t len = n * PAGE, done = 0;
+
+	while (!t->st.populate_error && done < len) {
+		struct iovec local = { t->shadow + first * PAGE + done, len - done };
+		struct iovec remote = { (void *)(t->base + first * PAGE + done), len - done };
+		ssize_t got = process_vm_readv(t->pid, &local, 1, &remote, 1, 0);
+
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0)
+			t->st.populate_error = got < 0 ? errno : EIO;
+		else
+			done += (size_t)got;
+	}
+	t->st.populated += done / PAGE;
+	if (done < len)
+		memcpy(t->shadow + first * PAGE + done, t->ram + first * PAGE + done, len - done);
 }
 
 static size_t softdirty_scan(struct tracker *t, uint32_t *dirty)

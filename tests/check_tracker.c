@@ -351,23 +351,41 @@ START_TEST(test_softdirty_finds_another_writer)
 END_TEST
 
 /* Soft-dirty, on any kernel: a child plays QEMU with the test's shared
- * memfd mapping, inherited at fork and never touched by it (fork copies no
- * PTEs of a shared file mapping), so each of its pagemap entries is not
- * present and the tracker must compare every page (docs/SOFT-DIRTY.md rule
- * 2). It must then find exactly what a brute-force comparison finds, in
- * ascending order, whatever the thread count. The test writes through its
- * own mapping, which the tracker reads. */
+ * memfd mapping, inherited at fork. The full copy reads every page through
+ * the child's mapping, which maps them all into the child (checked by
+ * test_softdirty_full_copy_maps_pages_into_qemu); then the child drops its
+ * PTEs (MADV_DONTNEED, on SIGUSR1), as reclaim would, so each of its
+ * pagemap entries is not present and the tracker must compare every page
+ * (docs/SOFT-DIRTY.md rule 2). It must then find exactly what a
+ * brute-force comparison finds, in ascending order, whatever the thread
+ * count. The test writes through its own mapping, which the tracker reads. */
 struct sd_fixture {
 	uint8_t *ram;
 	size_t npages;
 	int memfd;
 	pid_t child;
+	int dropped[2];  /* the child writes a byte when its PTEs are gone */
 	struct tracker *t;
 	uint32_t *dirty;
 };
 
-static void sd_open(struct sd_fixture *fx, size_t npages, unsigned threads)
+static void sd_child(struct sd_fixture *fx, const sigset_t *usr1)
 {
+	int sig;
+
+	close(fx->dropped[0]);
+	for (int i = 0; i < 100 && !sigwait(usr1, &sig); i++) {
+		if (madvise(fx->ram, fx->npages * PAGE, MADV_DONTNEED) ||
+		    write(fx->dropped[1], "d", 1) != 1)
+			_exit(1);
+	}
+	_exit(0);
+}
+
+/* The child, the tracker on it and the full copy; the child's PTEs kept. */
+static void sd_start(struct sd_fixture *fx, size_t npages, unsigned threads)
+{
+	sigset_t usr1, old;
 	char path[64];
 
 	fx->npages = npages;
@@ -379,12 +397,17 @@ static void sd_open(struct sd_fixture *fx, size_t npages, unsigned threads)
 	for (size_t i = 0; i < npages; i++)
 		for (size_t j = 0; j < PAGE; j += 64)
 			fx->ram[i * PAGE + j] = (uint8_t)(i * 31 + j / 64);
+	ck_assert_int_eq(pipe(fx->dropped), 0);
+	/* Blocked before the fork, so no SIGUSR1 can reach the child early. */
+	sigemptyset(&usr1);
+	sigaddset(&usr1, SIGUSR1);
+	ck_assert_int_eq(sigprocmask(SIG_BLOCK, &usr1, &old), 0);
 	fx->child = fork();
 	ck_assert_int_ge(fx->child, 0);
-	if (fx->child == 0) {
-		for (;;)
-			pause();
-	}
+	if (fx->child == 0)
+		sd_child(fx, &usr1);
+	ck_assert_int_eq(sigprocmask(SIG_SETMASK, &old, NULL), 0);
+	close(fx->dropped[1]);
 	fx->dirty = calloc(npages, sizeof(*fx->dirty));
 	ck_assert_ptr_nonnull(fx->dirty);
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", fx->memfd);
@@ -393,15 +416,77 @@ static void sd_open(struct sd_fixture *fx, size_t npages, unsigned threads)
 	ck_assert_int_eq(tracker_full_copy(&softdirty_tracker_ops, fx->t, npages), 0);
 }
 
+/* The child's PTEs dropped: every entry not present from now on. */
+static void sd_drop_child_ptes(struct sd_fixture *fx)
+{
+	char c;
+
+	ck_assert_int_eq(kill(fx->child, SIGUSR1), 0);
+	ck_assert_int_eq(read(fx->dropped[0], &c, 1), 1);
+}
+
+static void sd_open(struct sd_fixture *fx, size_t npages, unsigned threads)
+{
+	sd_start(fx, npages, threads);
+	sd_drop_child_ptes(fx);
+}
+
+/* How many of the child's pages are present in its pagemap. */
+static size_t sd_child_present(struct sd_fixture *fx)
+{
+	char path[64];
+	uint64_t *pm = calloc(fx->npages, sizeof(*pm));
+	size_t present = 0;
+	int fd;
+
+	ck_assert_ptr_nonnull(pm);
+	snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)fx->child);
+	fd = open(path, O_RDONLY);
+	ck_assert_int_ge(fd, 0);
+	/* The child's mapping is at the same address as ours (fork). */
+	ck_assert_int_eq(pread(fd, pm, fx->npages * sizeof(*pm),
+			       (off_t)((uintptr_t)fx->ram / PAGE * sizeof(*pm))),
+			 (ssize_t)(fx->npages * sizeof(*pm)));
+	close(fd);
+	for (size_t i = 0; i < fx->npages; i++)
+		present += !!(pm[i] & (1ull << 63));
+	free(pm);
+	return present;
+}
+
 static void sd_close(struct sd_fixture *fx)
 {
 	softdirty_tracker_ops.fini(fx->t);
+	close(fx->dropped[0]);
 	kill(fx->child, SIGKILL);
 	waitpid(fx->child, NULL, 0);
 	munmap(fx->ram, fx->npages * PAGE);
 	close(fx->memfd);
 	free(fx->dirty);
 }
+
+/* Pages the child (QEMU) never touched are mapped into it by the full
+ * copy, so the scans can trust their entries instead of comparing them.
+ * (Fork copies no PTEs of a shared file mapping, and the child never
+ * touches it: dropped, they stay absent until the next copy.) */
+START_TEST(test_softdirty_full_copy_maps_pages_into_qemu)
+{
+	struct sd_fixture fx;
+	struct softdirty_stats st;
+
+	sd_start(&fx, NPAGES, thread_counts[_i]);
+	softdirty_get_stats(fx.t, &st);
+	ck_assert_int_eq(st.populate_error, 0);
+	ck_assert_uint_eq(st.populated, NPAGES);
+	ck_assert_uint_eq(sd_child_present(&fx), NPAGES);
+	sd_drop_child_ptes(&fx);
+	ck_assert_uint_eq(sd_child_present(&fx), 0);
+	/* A new session's copy maps them again. */
+	ck_assert_int_eq(tracker_full_copy(&softdirty_tracker_ops, fx.t, NPAGES), 0);
+	ck_assert_uint_eq(sd_child_present(&fx), NPAGES);
+	sd_close(&fx);
+}
+END_TEST
 
 START_TEST(test_softdirty_untouched_pages_match_reference)
 {
@@ -499,6 +584,7 @@ static Suite *tracker_suite(void)
 	ADD(s, test_every_page_dirty, 5);
 	ADD(s, test_random_rounds_match_reference, 60);
 	ADD(s, test_fewer_pages_than_threads, 5);
+	ADD(s, test_softdirty_full_copy_maps_pages_into_qemu, 5);
 	ADD(s, test_softdirty_untouched_pages_match_reference, 60);
 	ADD(s, test_softdirty_fewer_pages_than_threads, 5);
 	tc = tcase_create("softdirty_other_writer");
