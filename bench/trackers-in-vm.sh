@@ -66,7 +66,7 @@ ROOTFS=$T/root
 mkdir -p "$ROOTFS"/{bin,proc,sys,dev,mnt}
 gcc -static -O2 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -I"$ROOT/replicator" \
 	-o "$ROOTFS/bin/trackers" "$ROOT/bench/trackers.c" "$ROOT/replicator/tracker_compare.c" \
-	"$ROOT/replicator/tracker_softdirty.c" -lpthread || die "cannot build bench/trackers.c"
+	"$ROOT/replicator/tracker_softdirty.c" "$ROOT/replicator/scan_pool.c" -lpthread || die "cannot build bench/trackers.c"
 
 # --- compare on the host (no soft-dirty here, most likely) ---
 HOSTLOG=$T/host.log

@@ -5,11 +5,10 @@
  * The shadow doubles as the staging buffer: a changed page is copied into
  * it during the pause and sent from there, so the pause does one copy per
  * dirty page and no more. */
+#include "scan_pool.h"
 #include "tracker.h"
 
 #include <errno.h>
-#include <pthread.h>
-#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -30,14 +29,8 @@ struct tracker {
 	uint32_t *dirty;          /* output of the running scan */
 	unsigned nslices;
 	struct slice slices[MAX_THREADS];
-	/* workers run slices 1..nslices-1; the caller runs slice 0 */
-	pthread_t threads[MAX_THREADS];
-	unsigned nthreads;
-	pthread_mutex_t mu;
-	pthread_cond_t go, done;
-	unsigned long generation;
-	unsigned pending;
-	bool quit;
+	/* thread idx runs slice idx; the caller runs slice 0 */
+	struct scan_pool pool;
 };
 
 static void scan_slice(struct slice *s)
@@ -58,41 +51,15 @@ static void scan_slice(struct slice *s)
 	s->n = n;
 }
 
-static void *worker(void *arg)
+/* One thread's part of a scan (scan_pool: idx 0 is the caller). */
+static void scan_index(void *ctx, unsigned idx)
 {
-	struct slice *s = arg;
-	struct tracker *t = s->t;
-	unsigned long seen = 0;
+	struct tracker *t = ctx;
 
-	pthread_mutex_lock(&t->mu);
-	for (;;) {
-		while (!t->quit && t->generation == seen)
-			pthread_cond_wait(&t->go, &t->mu);
-		if (t->quit)
-			break;
-		seen = t->generation;
-		pthread_mutex_unlock(&t->mu);
-		scan_slice(s);
-		pthread_mutex_lock(&t->mu);
-		if (--t->pending == 0)
-			pthread_cond_signal(&t->done);
-	}
-	pthread_mutex_unlock(&t->mu);
-	return NULL;
+	scan_slice(&t->slices[idx]);
 }
 
-static void stop_workers(struct tracker *t)
-{
-	pthread_mutex_lock(&t->mu);
-	t->quit = true;
-	pthread_cond_broadcast(&t->go);
-	pthread_mutex_unlock(&t->mu);
-	for (unsigned i = 0; i < t->nthreads; i++)
-		pthread_join(t->threads[i], NULL);
-	t->nthreads = 0;
-}
-
-static int start_workers(struct tracker *t, unsigned nslices)
+static void cut_slices(struct tracker *t, unsigned nslices)
 {
 	size_t per = (t->npages + nslices - 1) / nslices;
 
@@ -105,14 +72,6 @@ static int start_workers(struct tracker *t, unsigned nslices)
 			.end = start + per < t->npages ? start + per : t->npages,
 		};
 	}
-	for (unsigned i = 1; i < nslices; i++) {
-		if (pthread_create(&t->threads[i - 1], NULL, worker, &t->slices[i])) {
-			stop_workers(t);
-			return -EAGAIN;
-		}
-		t->nthreads++;
-	}
-	return 0;
 }
 
 static int compare_init(struct tracker **out, const uint8_t *ram, size_t npages,
@@ -134,14 +93,12 @@ static int compare_init(struct tracker **out, const uint8_t *ram, size_t npages,
 	madvise(t->shadow, npages * PAGE, MADV_HUGEPAGE);
 	t->ram = ram;
 	t->npages = npages;
-	pthread_mutex_init(&t->mu, NULL);
-	pthread_cond_init(&t->go, NULL);
-	pthread_cond_init(&t->done, NULL);
 	if (threads < 1)
 		threads = 1;
 	if (threads > MAX_THREADS)
 		threads = MAX_THREADS;
-	rc = start_workers(t, threads);
+	cut_slices(t, threads);
+	rc = scan_pool_init(&t->pool, threads, scan_index, t);
 	if (rc) {
 		munmap(t->shadow, npages * PAGE);
 		free(t);
@@ -167,18 +124,7 @@ static size_t compare_scan(struct tracker *t, uint32_t *dirty)
 	size_t n;
 
 	t->dirty = dirty;
-	pthread_mutex_lock(&t->mu);
-	t->pending = t->nthreads;
-	t->generation++;
-	pthread_cond_broadcast(&t->go);
-	pthread_mutex_unlock(&t->mu);
-
-	scan_slice(&t->slices[0]);
-
-	pthread_mutex_lock(&t->mu);
-	while (t->pending)
-		pthread_cond_wait(&t->done, &t->mu);
-	pthread_mutex_unlock(&t->mu);
+	scan_pool_run(&t->pool);
 
 	/* Each slice wrote its pages at its own offset: close the gaps, in
 	 * order, so the list stays sorted. */
@@ -199,10 +145,7 @@ static void compare_fini(struct tracker *t)
 {
 	if (!t)
 		return;
-	stop_workers(t);
-	pthread_mutex_destroy(&t->mu);
-	pthread_cond_destroy(&t->go);
-	pthread_cond_destroy(&t->done);
+	scan_pool_fini(&t->pool);
 	munmap(t->shadow, t->npages * PAGE);
 	free(t);
 }

@@ -36,18 +36,18 @@
  *
  * Threads: the pagemap read and the entry loop (with the compares and
  * copies) grow with RAM, so a scan splits RAM into chunks that the caller
- * and the workers (compare's pool: one slice of work per wake-up, the caller
- * takes part) claim in order: first every chunk's pagemap read, then every
+ * and the workers (scan_pool.h: woken once per scan, the caller takes
+ * part) claim in order: first every chunk's pagemap read, then every
  * chunk's loop. The thread that completes the last read writes clear_refs
  * (rule 1: after every read), while the others already run the loops: the
  * loops need no clear, only their own chunk's entries. */
+#include "scan_pool.h"
 #include "tracker.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -100,14 +100,8 @@ struct tracker {
 	int clear_rc;                  /* written by the thread that clears */
 	uint64_t ns_reads_end, ns_clear_end;
 
-	/* Workers, as in tracker_compare.c: the caller is one more. */
-	pthread_t threads[MAX_THREADS];
-	unsigned nthreads;
-	pthread_mutex_t mu;
-	pthread_cond_t go, done;
-	unsigned long generation;
-	unsigned pending;
-	bool quit;
+	/* Every thread, the caller too, runs scan_work. */
+	struct scan_pool pool;
 };
 
 static uint64_t now_ns(void)
@@ -329,12 +323,14 @@ out:
 	k->ns_loop = now_ns() - t0;
 }
 
-/* One thread's part of a scan (caller and workers alike): claim chunks to
- * read until none is left, then chunks to loop over. */
-static void scan_work(struct tracker *t)
+/* One thread's part of a scan (caller and workers alike, whatever idx):
+ * claim chunks to read until none is left, then chunks to loop over. */
+static void scan_work(void *ctx, unsigned idx)
 {
+	struct tracker *t = ctx;
 	unsigned c;
 
+	(void)idx;
 	while ((c = atomic_fetch_add(&t->next_read, 1)) < t->nchunks) {
 		struct chunk *k = &t->chunks[c];
 
@@ -360,40 +356,7 @@ static void scan_work(struct tracker *t)
 	}
 }
 
-static void *worker(void *arg)
-{
-	struct tracker *t = arg;
-	unsigned long seen = 0;
-
-	pthread_mutex_lock(&t->mu);
-	for (;;) {
-		while (!t->quit && t->generation == seen)
-			pthread_cond_wait(&t->go, &t->mu);
-		if (t->quit)
-			break;
-		seen = t->generation;
-		pthread_mutex_unlock(&t->mu);
-		scan_work(t);
-		pthread_mutex_lock(&t->mu);
-		if (--t->pending == 0)
-			pthread_cond_signal(&t->done);
-	}
-	pthread_mutex_unlock(&t->mu);
-	return NULL;
-}
-
-static void stop_workers(struct tracker *t)
-{
-	pthread_mutex_lock(&t->mu);
-	t->quit = true;
-	pthread_cond_broadcast(&t->go);
-	pthread_mutex_unlock(&t->mu);
-	for (unsigned i = 0; i < t->nthreads; i++)
-		pthread_join(t->threads[i], NULL);
-	t->nthreads = 0;
-}
-
-static int start_workers(struct tracker *t, unsigned threads)
+static void cut_chunks(struct tracker *t, unsigned threads)
 {
 	/* One thread: one chunk, one read, as before threads. */
 	unsigned nchunks = threads > 1 ? threads * CHUNKS_PER_THREAD : 1;
@@ -409,14 +372,6 @@ static int start_workers(struct tracker *t, unsigned threads)
 		t->chunks[i].start = start < t->npages ? start : t->npages;
 		t->chunks[i].end = start + per < t->npages ? start + per : t->npages;
 	}
-	for (unsigned i = 1; i < threads; i++) {
-		if (pthread_create(&t->threads[i - 1], NULL, worker, t)) {
-			stop_workers(t);
-			return -EAGAIN;
-		}
-		t->nthreads++;
-	}
-	return 0;
 }
 
 static int softdirty_init_proc(struct tracker **out, const uint8_t *ram, size_t npages,
@@ -441,9 +396,6 @@ static int softdirty_init_proc(struct tracker **out, const uint8_t *ram, size_t 
 	t->dev = sb.st_dev;
 	t->ino = sb.st_ino;
 	t->need_full = true;
-	pthread_mutex_init(&t->mu, NULL);
-	pthread_cond_init(&t->go, NULL);
-	pthread_cond_init(&t->done, NULL);
 	/* The descriptors pin the process: if QEMU dies they fail, they never
 	 * reach a process that reused its pid. */
 	snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)pid);
@@ -473,7 +425,8 @@ static int softdirty_init_proc(struct tracker **out, const uint8_t *ram, size_t 
 		threads = 1;
 	if (threads > MAX_THREADS)
 		threads = MAX_THREADS;
-	rc = start_workers(t, threads);
+	cut_chunks(t, threads);
+	rc = scan_pool_init(&t->pool, threads, scan_work, t);
 	if (rc) {
 		munmap(t->shadow, npages * (size_t)PAGE);
 		goto fail;
@@ -487,9 +440,6 @@ fail:
 		close(t->clear_fd);
 	if (t->maps_fd >= 0)
 		close(t->maps_fd);
-	pthread_mutex_destroy(&t->mu);
-	pthread_cond_destroy(&t->go);
-	pthread_cond_destroy(&t->done);
 	free(t->pm);
 	free(t);
 	return rc;
@@ -562,19 +512,9 @@ static size_t softdirty_scan(struct tracker *t, uint32_t *dirty)
 	atomic_store(&t->reads_done, 0);
 	atomic_store(&t->next_loop, 0);
 	t->clear_rc = -EIO;
-	/* The workers see all of the above through the mutex. */
-	pthread_mutex_lock(&t->mu);
-	t->pending = t->nthreads;
-	t->generation++;
-	pthread_cond_broadcast(&t->go);
-	pthread_mutex_unlock(&t->mu);
-
-	scan_work(t);
-
-	pthread_mutex_lock(&t->mu);
-	while (t->pending)
-		pthread_cond_wait(&t->done, &t->mu);
-	pthread_mutex_unlock(&t->mu);
+	/* The workers see all of the above through the pool's mutex, and we
+	 * see their chunks, clear_rc and times once it returns. */
+	scan_pool_run(&t->pool);
 
 	/* Read, then clear, both with the vCPUs stopped (done by scan_work). */
 	t->need_full = t->clear_rc != 0;
@@ -611,13 +551,10 @@ static void softdirty_fini(struct tracker *t)
 {
 	if (!t)
 		return;
-	stop_workers(t);
+	scan_pool_fini(&t->pool);
 	close(t->pagemap_fd);
 	close(t->clear_fd);
 	close(t->maps_fd);
-	pthread_mutex_destroy(&t->mu);
-	pthread_cond_destroy(&t->go);
-	pthread_cond_destroy(&t->done);
 	munmap(t->shadow, t->npages * (size_t)PAGE);
 	free(t->pm);
 	free(t);

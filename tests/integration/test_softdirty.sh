@@ -29,7 +29,7 @@ ROOTFS=$T/root
 mkdir -p "$ROOTFS"/{bin,proc,sys,dev,mnt}
 gcc -static -O2 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -I"$ROOT/replicator" \
 	-o "$ROOTFS/bin/soundness" "$ROOT/tests/softdirty/soundness.c" \
-	"$ROOT/replicator/tracker_softdirty.c" > "$T/gcc.log" 2>&1 ||
+	"$ROOT/replicator/tracker_softdirty.c" "$ROOT/replicator/scan_pool.c" > "$T/gcc.log" 2>&1 ||
 	skip "cannot build a static binary (libc6-dev's libc.a?): $(head -c 300 "$T/gcc.log")"
 pass "built the static soundness test"
 cp "$BUSYBOX" "$ROOTFS/bin/busybox"
