@@ -14,10 +14,11 @@
       the guest's disk write throughput and latency (random 4 KiB O_DIRECT
       writes, unthrottled) replicated at each epoch length against the same
       VM unreplicated, in one run
-  bench/bench.py trackers [--mem 128,512,1024,2048] [--rate 50] [--dirty-mb 16]
+  bench/bench.py trackers [--mem 128,512,1024,2048] [--rate 0] [--dirty-mb 4]
           [--seconds 10] [--runs soft-dirty:2,compare:2,compare:1]
       the pause against guest RAM size at one dirty rate over one working
-      set (the same at every size), for soft-dirty and for the compare
+      set, the same at every size (default: an unthrottled writer that
+      dirties all of its 4 MiB in every epoch), for soft-dirty and for the compare
       tracker on 2 and 1 threads, side by side on the same running guest
       (each attaches, measures, detaches), then where each pause went;
       soft-dirty needs a kernel that keeps the log: bench/in-vm.sh runs this
@@ -48,6 +49,7 @@ GUEST = os.path.join(ROOT, "build", "guest")
 # Seconds; a nested VM (scripts/softdirty-vm) needs far more than a host.
 BOOT_TIMEOUT = float(os.environ.get("GUEST_BOOT_TIMEOUT", "60"))
 WARMUP_TIMEOUT = float(os.environ.get("BENCH_WARMUP_TIMEOUT", "120"))
+PEER_TIMEOUT_MS = 60000  # 'trackers': --timeout-ms of both sides
 
 
 def free_port():
@@ -157,6 +159,8 @@ def measure_window(sock, seconds):
     t1, after = time.monotonic(), ctl(sock, "status")
     after["dirty_mb_s"] = ((after["dirty_pages_total"] - before["dirty_pages_total"]) * 4096
                            / (t1 - t0) / 1e6)
+    epochs = after["epochs_committed"] - before["epochs_committed"]
+    after["mean_epoch_ms"] = (t1 - t0) * 1000 / epochs if epochs else float("nan")
     if "softdirty_scans" in after:
         scans = max(1, after["softdirty_scans"] - before["softdirty_scans"])
         for k in ("flagged", "absent"):
@@ -204,12 +208,22 @@ def trackers(args):
         b = Bench()
         got = {}
         try:
-            run, _ = b.guest("bench", mem, "dirty_mb_s=%d dirty_mb=%d" % (args.rate, args.dirty_mb))
+            # --rate 0: an unthrottled writer sweeps the working set, so every
+            # epoch dirties all of it, however fast the (nested) vCPU runs.
+            writer = ("dirty_mb_s=%d dirty_mb=%d" % (args.rate, args.dirty_mb) if args.rate
+                      else "work_mb=%d" % args.dirty_mb)
+            run, _ = b.guest("bench", mem, writer)
             port = free_port()
-            b.agent(port, os.path.join(b.dir, "backup"))
+            # compare's pauses at 1-2 GB in a nested guest last seconds, in
+            # which the replicator's loop sends nothing: neither side may
+            # take that for a dead peer, and the backup must never restore
+            # a second copy of the guest beside the bench.
+            b.agent(port, os.path.join(b.dir, "backup"),
+                    extra=["--no-failover", "--timeout-ms", str(PEER_TIMEOUT_MS)])
             for kind, threads in runs:
                 p, sock = b.replicator(run, port, args.epoch_ms,
-                                       ["--tracker", kind, "--capture-threads", str(threads)])
+                                       ["--tracker", kind, "--capture-threads", str(threads),
+                                        "--timeout-ms", str(PEER_TIMEOUT_MS)])
                 try:
                     wait_for(lambda: p.poll() is not None or ctl(sock, "status") is not None,
                              WARMUP_TIMEOUT, "the replicator's control socket")
@@ -241,16 +255,16 @@ def trackers(args):
         details += [(mem, r, got[r]) for r in runs if r in got]
     print("\nWhere the pauses went (p50, ms), and what soft-dirty compared per pause "
           "(pages it flagged / pages not in QEMU's page tables):\n")
-    print("| guest RAM | tracker | pause | QMP stop | capture | QMP cont | dirty pages/epoch "
-          "| compared per pause |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| guest RAM | tracker | pause | QMP stop | capture | QMP cont | mean epoch "
+          "| dirty pages/epoch | compared per pause |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for mem, (kind, threads), s in details:
         sd = ("%.0f / %.0f" % (s["softdirty_flagged_per_scan"], s["softdirty_absent_per_scan"])
               if "softdirty_flagged_per_scan" in s else "all %d" % (mem * 256))
-        print("| %d MB | %s %d | %.2f | %.2f | %.2f | %.2f | %.0f | %s |" % (
+        print("| %d MB | %s %d | %.2f | %.2f | %.2f | %.2f | %.0f ms | %.0f | %s |" % (
             mem, kind, threads, s["pause_p50_ms"], s["pause_stop_p50_ms"],
-            s["pause_capture_p50_ms"], s["pause_resume_p50_ms"], s["dirty_pages_per_epoch"], sd),
-            flush=True)
+            s["pause_capture_p50_ms"], s["pause_resume_p50_ms"], s["mean_epoch_ms"],
+            s["dirty_pages_per_epoch"], sd), flush=True)
 
 
 WORK_RE = re.compile(rb"work total=(\d+)")
@@ -537,8 +551,10 @@ def main():
                                      "trackers"])
     ap.add_argument("--mem", default=None, help="guest RAM sizes in MB, comma-separated")
     ap.add_argument("--rates", default="0,25,50,100,200", help="dirty rates in MB/s")
-    ap.add_argument("--rate", type=int, default=50, help="'trackers': the dirty rate in MB/s")
-    ap.add_argument("--dirty-mb", type=int, default=16,
+    ap.add_argument("--rate", type=int, default=0,
+                    help="'trackers': the dirty rate in MB/s; 0: an unthrottled writer that "
+                         "dirties its whole working set in every epoch")
+    ap.add_argument("--dirty-mb", type=int, default=4,
                     help="'trackers': the dirtier's working set in MiB, at every RAM size")
     ap.add_argument("--runs", default="soft-dirty:2,compare:2,compare:1",
                     help="'trackers': TRACKER:THREADS, comma-separated, run in this order")
