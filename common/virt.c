@@ -82,6 +82,20 @@ static int take_domain(struct virt *v, virDomainPtr dom)
 	return 0;
 }
 
+static const char *state_name(int state)
+{
+	static const char *const names[] = {
+		[VIR_DOMAIN_NOSTATE] = "in no state",   [VIR_DOMAIN_RUNNING] = "running",
+		[VIR_DOMAIN_BLOCKED] = "blocked",        [VIR_DOMAIN_PAUSED] = "paused",
+		[VIR_DOMAIN_SHUTDOWN] = "shutting down", [VIR_DOMAIN_SHUTOFF] = "shut off",
+		[VIR_DOMAIN_CRASHED] = "crashed",        [VIR_DOMAIN_PMSUSPENDED] = "suspended by the guest",
+	};
+
+	return state >= 0 && state < (int)(sizeof(names) / sizeof(names[0])) && names[state] ?
+		       names[state] :
+		       "in an unknown state";
+}
+
 int virt_open(const char *uri, const char *name, struct virt **out)
 {
 	virDomainPtr dom;
@@ -97,9 +111,15 @@ int virt_open(const char *uri, const char *name, struct virt **out)
 	rc = take_domain(*out, dom);
 	if (rc)
 		return rc;
-	if (virDomainGetState(dom, &state, &reason, 0) < 0 ||
-	    (state != VIR_DOMAIN_RUNNING && state != VIR_DOMAIN_PAUSED)) {
-		log_err("libvirt domain %s is not running (start it first)", name);
+	if (virDomainGetState(dom, &state, &reason, 0) < 0) {
+		log_err("libvirt at %s: cannot read the state of domain %s: %s", uri, name, why());
+		return -EIO;
+	}
+	if (state != VIR_DOMAIN_RUNNING && state != VIR_DOMAIN_PAUSED) {
+		/* "shutting down" is also a domain that libvirt is killing, e.g.
+		 * after a guest reset with <on_reboot>destroy</on_reboot>. */
+		log_err("libvirt domain %s is %s, not running: start it first (libvirt's "
+			"QEMU log for the domain says why it stopped)", name, state_name(state));
 		return -ESRCH;
 	}
 	return 0;

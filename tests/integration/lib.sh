@@ -70,6 +70,17 @@ libvirt_cleanup() {
 	done
 }
 
+# domain_gone_why URI NAME: why a domain of a libvirt_host is not running,
+# for a failure message: its state and reason, and the last lines of its
+# QEMU log (libvirt writes there who stopped QEMU and why).
+domain_gone_why() {
+	local dir=${1#*socket=}
+	dir=${dir%/sock/libvirt-sock}
+	printf 'state %s; QEMU log: %s' \
+		"$(virsh -c "$1" domstate --reason "$2" 2>&1 | head -n 1)" \
+		"$(tail -n 2 "$dir/log/qemu/$2.log" 2>/dev/null | tr '\n' ' ')"
+}
+
 # guest_domain_xml NAME MEM_MB KERNEL_ARGS SERIAL_LOG [RAM_SOURCE]: the test
 # guest as a TCG libvirt domain (scripts/guest-domain-xml); RAM_SOURCE memfd
 # (default), file, or none (anonymous RAM, which the replicator must
