@@ -253,6 +253,24 @@ void epoch_output_waiting(struct replicator *r)
 		set_timer(r, end - now);
 }
 
+/* Nothing goes to the backup while the VM is paused: the loop is busy
+ * capturing. A pause as long as the backup's --timeout-ms reads to it as a
+ * dead primary, and it takes over while the primary lives. Warn well
+ * before (half the timeout), at most once a minute. */
+static void warn_long_pause(struct replicator *r, uint64_t epoch, double pause_ms)
+{
+	double now = mono_ms();
+
+	if (pause_ms * 2 < r->cfg.timeout_ms ||
+	    (r->long_pause_warned_ms && now - r->long_pause_warned_ms < 60000))
+		return;
+	r->long_pause_warned_ms = now;
+	log_warn("epoch %llu: the VM was paused %.0f ms, over half of --timeout-ms (%u ms): "
+		 "the backup (with its own --timeout-ms) takes a primary silent that long for "
+		 "dead; raise --timeout-ms on both hosts (remusctl status shows where the pause "
+		 "goes)", (unsigned long long)epoch, pause_ms, r->cfg.timeout_ms);
+}
+
 static void learn(struct replicator *r, double run_ms, double pause_ms, uint64_t pages,
 		  uint64_t bytes)
 {
@@ -386,6 +404,7 @@ static int checkpoint(struct replicator *r, bool final)
 	ring_add(&r->stats.capture_ms, t2 - t1);
 	ring_add(&r->stats.resume_ms, t0 + pause - t2);
 	ring_add(&r->stats.pause_ms, pause);
+	warn_long_pause(r, t.id, pause);
 	ring_add(&r->stats.checkpoint_bytes, (double)(r->link.out.bytes_queued - queued_before));
 	learn(r, t0 - r->epoch_started_ms, pause, pages, r->link.out.bytes_queued - queued_before);
 	ring_add(&r->stats.dirty_pages, (double)pages);

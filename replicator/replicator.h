@@ -143,6 +143,7 @@ struct replicator {
 	ev_tstamp epoch_sent_at;
 	struct epoch_policy policy;
 	double epoch_started_ms;  /* the VM resumed: this epoch runs from here */
+	double long_pause_warned_ms; /* the last warning of a pause near --timeout-ms */
 	bool output_waiting;      /* output arrived in this epoch */
 
 	/* operator controls (operator.c) */
