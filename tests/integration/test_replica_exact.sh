@@ -35,6 +35,20 @@ if [ -n "$want" ]; then
 	[ "$tracker" = "$want" ] && pass "the tracker is $want, as expected" ||
 		fail "the tracker is $tracker, not $want"
 fi
+# Soft-dirty: the full copy read guest RAM through QEMU's mapping, so every
+# page is in QEMU's page tables and the pauses compare only what the log
+# flags, not the RAM the guest never used (docs/SOFT-DIRTY.md, rule 2).
+if [ "$tracker" = soft-dirty ]; then
+	pages=$(( $(stat -c %s /dev/shm/remus-primary.ram) / 4096 ))
+	populated=$(status_field softdirty_populated_pages)
+	absent=$(( $(status_field softdirty_absent_pages) / $(status_field softdirty_scans) ))
+	[ "$populated" = "$pages" ] && pass "the full copy mapped all $pages pages into QEMU" ||
+		fail "the full copy mapped $populated of $pages pages into QEMU" \
+			"($(status_field softdirty_populate_error))"
+	[ "$absent" -le $(( pages / 100 )) ] &&
+		pass "pages not in QEMU's page tables, compared per pause: $absent" ||
+		fail "$absent pages per pause not in QEMU's page tables (more than 1% of RAM)"
+fi
 
 # One session from the start: neither side ever took the other for dead
 # (a loop too busy to send heartbeats during the initial copy would).
