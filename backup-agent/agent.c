@@ -10,11 +10,14 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -640,6 +643,39 @@ static void warn_no_fence(const struct agent *a)
 		 "--no-fence where a lost link always means a lost primary");
 }
 
+/* One agent per state directory: two would write the same replica and
+ * journal, and restore from what the other is half-way through. An
+ * `--restore` by hand while an agent runs on the directory is refused the
+ * same way. The lock is the directory's own (flock), held until we exit. */
+static int lock_state_dir(struct agent *a)
+{
+	const char *dir = a->cfg.state_dir;
+
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+		log_err("cannot create state dir %s: %s", dir, strerror(errno));
+		return -errno;
+	}
+	a->state_lock_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (a->state_lock_fd < 0) {
+		log_err("cannot open state dir %s: %s", dir, strerror(errno));
+		return -errno;
+	}
+	if (flock(a->state_lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		int rc = -errno;
+
+		if (rc == -EWOULDBLOCK)
+			log_err("--state-dir %s is in use: another remus-agent runs on it, or a VM "
+				"restored from it still runs (either holds the directory's lock); one "
+				"agent per state directory", dir);
+		else
+			log_err("cannot lock state dir %s: %s", dir, strerror(-rc));
+		close(a->state_lock_fd);
+		a->state_lock_fd = -1;
+		return rc;
+	}
+	return 0;
+}
+
 int agent_run(struct agent *a)
 {
 	char err[256];
@@ -647,11 +683,16 @@ int agent_run(struct agent *a)
 
 	a->fd = -1;
 	a->listen_fd = -1;
+	a->state_lock_fd = -1;
+	if (lock_state_dir(a))
+		return 2;
+	a->cfg.restore.lock_fd = a->state_lock_fd;
 	replica_init(&a->replica, a->cfg.state_dir);
 	signal(SIGPIPE, SIG_IGN);
 	if (a->cfg.restore_now) {
 		a->exit_code = restore_and_report(a);
 		replica_free(&a->replica);
+		close(a->state_lock_fd);
 		return a->exit_code;
 	}
 	rc = replica_recover(a->cfg.state_dir, err, sizeof(err));
@@ -664,6 +705,7 @@ int agent_run(struct agent *a)
 	if (a->listen_fd < 0) {
 		log_err("cannot listen on %s: %s", a->cfg.listen.text, strerror(-a->listen_fd));
 		replica_free(&a->replica);
+		close(a->state_lock_fd);
 		return 2;
 	}
 	a->loop = ev_default_loop(EVFLAG_AUTO);
@@ -688,5 +730,6 @@ int agent_run(struct agent *a)
 	close(a->listen_fd);
 	replica_free(&a->replica);
 	ev_loop_destroy(a->loop);
+	close(a->state_lock_fd);
 	return a->exit_code;
 }

@@ -47,6 +47,7 @@ struct agent {
 	struct ev_loop *loop;
 	struct agent_config cfg;
 	int listen_fd;
+	int state_lock_fd;      /* the state directory, locked (one agent per dir) */
 	ev_io accept_watch;
 	ev_timer heartbeat_timer;
 	ev_signal sigterm, sigint;

@@ -77,7 +77,8 @@ void agent_usage(FILE *f)
 "\n"
 "Exit status: 0 failover or handover done, or stopped by signal (or\n"
 "--check-config found no error), 1 restore failed after the primary was\n"
-"lost, 2 usage or config error, or cannot listen. A failed fence does not\n"
+"lost, 2 usage or config error, cannot listen, or the state directory is in\n"
+"use (another agent, or a VM restored from it, holds it). A failed fence does not\n"
 "end the agent: it keeps the replica and waits for the primary to return.\n",
 		AGENT_DEFAULT_TIMEOUT_MS, AGENT_DEFAULT_HEARTBEAT_MS,
 		AGENT_DEFAULT_FENCE_TIMEOUT_MS);

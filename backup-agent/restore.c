@@ -213,7 +213,7 @@ static char **build_argv(const struct restore_opts *o, struct json_object *vm, c
 	return full;
 }
 
-static pid_t spawn_qemu(const char *dir, char **argv)
+static pid_t spawn_qemu(const char *dir, char **argv, int lock_fd)
 {
 	char log_path[PATH_MAX];
 	pid_t pid;
@@ -224,6 +224,11 @@ static pid_t spawn_qemu(const char *dir, char **argv)
 		return pid;
 	/* child: its own session, so the VM outlives the agent */
 	setsid();
+	/* ...and holds the state dir's lock as long as it runs: an agent
+	 * started on the directory meanwhile would rewrite the files (disk
+	 * replicas, overlays) this VM was restored from. */
+	if (lock_fd > 2)
+		fcntl(lock_fd, F_SETFD, 0);
 	int devnull = open("/dev/null", O_RDONLY);
 	int logfd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
 	if (devnull >= 0)
@@ -387,7 +392,7 @@ int restore_vm(const struct restore_opts *o, struct restore_result *res)
 		rc = -EINVAL;
 		goto out;
 	}
-	pid = spawn_qemu(dir, argv);
+	pid = spawn_qemu(dir, argv, o->lock_fd);
 	if (pid < 0) {
 		rc = -errno;
 		goto out;

@@ -17,6 +17,9 @@ struct restore_opts {
 	const char *libvirt_uri;    /* where a libvirt primary's VM comes back */
 	const char *const *taps;    /* see restore_spec.taps */
 	int ntaps;
+	/* The agent's lock on dir, left open in a restored plain QEMU so the
+	 * directory stays locked while the VM restored from it runs (0: none). */
+	int lock_fd;
 };
 
 /* Start QEMU with the primary's command line (rewritten into dir) on a copy

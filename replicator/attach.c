@@ -7,6 +7,7 @@
 #include "qemu_opts.h"
 #include "qmp.h"
 #include "replicator.h"
+#include "virt.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -14,10 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <stdlib.h>
-#include "virt.h"
 
 #define QMP_CONNECT_TIMEOUT_MS 5000
 #define QMP_QUERY_TIMEOUT_MS   5000
@@ -37,6 +37,8 @@ void vm_info_free(struct vm_info *vm)
 	for (int i = 0; vm->argv && i < vm->argc; i++)
 		free(vm->argv[i]);
 	free(vm->argv);
+	if (vm->ram_locked)
+		close(vm->ram_lock_fd);
 	memset(vm, 0, sizeof(*vm));
 }
 
@@ -247,6 +249,37 @@ static int check_ram_file(const struct vm_info *vm)
 	return 0;
 }
 
+/* One replicator per VM: a second one would stop and resume the VM on its
+ * own epochs, take the first one's mirror jobs for a dead replicator's
+ * leftovers and cancel them, and, with soft-dirty, clear the log the first
+ * one has not read (its next checkpoint would miss pages). The lock is on
+ * the guest RAM file, the one thing that names the VM whichever way we
+ * reach QEMU (its QMP socket, libvirt); held until we exit. */
+static int lock_ram_file(struct vm_info *vm)
+{
+	int fd = open(vm->ram_path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0) {
+		log_err("guest RAM file %s: %s", vm->ram_path, strerror(errno));
+		return -errno;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int rc = -errno;
+
+		if (rc == -EWOULDBLOCK)
+			log_err("another remus-replicator is attached to VM %s (it holds the lock "
+				"on the guest RAM file %s): one replicator per VM", vm->name,
+				vm->ram_path);
+		else
+			log_err("cannot lock guest RAM file %s: %s", vm->ram_path, strerror(-rc));
+		close(fd);
+		return rc == -EWOULDBLOCK ? -EBUSY : rc;
+	}
+	vm->ram_lock_fd = fd;
+	vm->ram_locked = true;
+	return 0;
+}
+
 static int find_machine_type(struct replicator *r)
 {
 	char *type = NULL, *suffix;
@@ -332,7 +365,7 @@ int vm_attach(struct replicator *r)
 		return rc ? rc : -ESRCH;
 	}
 	if ((rc = find_name(vm)) || (rc = find_backend(r)) || (rc = check_ram_file(vm)) ||
-	    (rc = find_machine_type(r)) || (rc = find_accelerator(r)) || (rc = check_ramblocks(r)))
+	    (rc = lock_ram_file(vm)) || (rc = find_machine_type(r)) || (rc = find_accelerator(r)) || (rc = check_ramblocks(r)))
 		return rc;
 	log_info("attached to VM %s%s: QEMU pid %d, machine %s, %s, %llu MiB RAM in %s (backend %s)",
 		 vm->name, r->virt ? " through libvirt" : "", (int)vm->pid, vm->machine_type,

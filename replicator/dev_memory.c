@@ -287,7 +287,7 @@ static int memory_send(void *state, struct replicator *r, struct epoch_tally *t)
 
 /* What the soft-dirty log cost: pages it flagged and pages absent from
  * QEMU's page tables are compared in the pause (docs/SOFT-DIRTY.md rule 2),
- * the rest is trusted; the latter should be near zero once the full copy
+ * the rest is trusted. Absent pages should be near zero once the full copy
  * has mapped guest RAM into QEMU. Counts since attach. */
 static void softdirty_status(const struct memory_device *m, struct json_object *out)
 {

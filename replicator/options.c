@@ -153,7 +153,8 @@ void replicator_usage(FILE *f)
 "(Type=notify) it reports READY=1 once attached and STATUS= changes.\n"
 "Exit status: 0 detached, VM shut down or handed over (or --check-config\n"
 "found no error), 1 QEMU died (the backup takes over) or its QEMU did not\n"
-"quit after a handover, 2 usage or config error, or VM refused, 3 the\n"
+"quit after a handover, 2 usage or config error, or VM refused (it cannot\n"
+"be replicated safely, or another replicator is attached to it), 3 the\n"
 "connection to libvirt broke (detached; the VM runs on unprotected).\n",
 		REPLICATOR_DEFAULT_EPOCH_MS, REPLICATOR_DEFAULT_EPOCH_MIN_MS,
 		REPLICATOR_DEFAULT_EPOCH_MAX_MS, REPLICATOR_DEFAULT_OVERHEAD_PCT,

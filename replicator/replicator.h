@@ -75,6 +75,8 @@ struct vm_info {
 	char **argv;          /* QEMU's command line, from /proc/PID/cmdline */
 	char *libvirt_xml;    /* the domain's migratable XML; NULL for plain QEMU */
 	int argc;
+	bool ram_locked;      /* ram_lock_fd holds the one-replicator-per-VM lock */
+	int ram_lock_fd;
 };
 
 enum protection {

@@ -114,7 +114,9 @@ grep -q "disk 'm16' .* is not replicated (--unprotected-disk)" "$T/shared.log" &
 	fail "--unprotected-disk: $(head -n 4 "$T/shared.log")"
 kill -TERM "$rpid"; wait_exit "$rpid" 10
 
-vm memfd -vga none -object memory-backend-memfd,id=ram0,size=64M,share=on -machine memory-backend=ram0
+# Two QMP sockets: a second replicator could reach the VM beside the first.
+vm memfd -vga none -object memory-backend-memfd,id=ram0,size=64M,share=on -machine memory-backend=ram0 \
+	-qmp "unix:$T/memfd/qmp2.sock,server=on,wait=off"
 "$BIN/remus-replicator" --qmp "$T/memfd/qmp.sock" --backup "127.0.0.1:$(free_port)" > "$T/memfd.log" 2>&1 &
 rpid=$!
 PIDS+=("$rpid")
@@ -122,9 +124,48 @@ wait_for 10 grep -qs "retrying every second" "$T/memfd.log"
 grep -q "attached to VM .* 64 MiB RAM in /proc/[0-9]*/fd/[0-9]* (backend ram0)" "$T/memfd.log" &&
 	pass "memfd-backed VM accepted (RAM found through QEMU's descriptor)" ||
 	fail "memfd-backed VM not attached: $(head -n 3 "$T/memfd.log")"
+# One replicator per VM: a second one, through the second QMP socket, is
+# refused while the first is attached (and the first keeps going).
+timeout 10 "$BIN/remus-replicator" --qmp "$T/memfd/qmp2.sock" --backup "127.0.0.1:$(free_port)" \
+	> "$T/memfd2.log" 2>&1
+rc=$?
+[ "$rc" = 2 ] && grep -q "another remus-replicator is attached to VM" "$T/memfd2.log" &&
+	pass "a second replicator on the same VM refused: $(grep -o 'another.*' "$T/memfd2.log" | head -c 120)" ||
+	fail "a second replicator on the same VM: exit $rc: $(tail -n 2 "$T/memfd2.log")"
+kill -0 "$rpid" 2>/dev/null && pass "the first replicator still runs" || fail "the first replicator is gone"
 kill -TERM "$rpid"
 wait_exit "$rpid" 10 && [ "$EXIT_CODE" = 0 ] && pass "detached on SIGTERM while waiting for the backup" ||
 	fail "replicator did not exit 0 on SIGTERM (${EXIT_CODE:-still running})"
+# ...and the lock goes with the first one.
+"$BIN/remus-replicator" --qmp "$T/memfd/qmp2.sock" --backup "127.0.0.1:$(free_port)" > "$T/memfd3.log" 2>&1 &
+rpid=$!
+PIDS+=("$rpid")
+wait_for 10 grep -qs "retrying every second" "$T/memfd3.log" &&
+	pass "once the first replicator is gone, another may attach" ||
+	fail "no replicator could attach after the first left: $(tail -n 2 "$T/memfd3.log")"
+kill -TERM "$rpid"
+wait_exit "$rpid" 10
+
+# One agent per state directory.
+port=$(free_port)
+"$BIN/remus-agent" --listen "127.0.0.1:$port" --state-dir "$T/agentdir" --no-fence > "$T/agent1.log" 2>&1 &
+apid=$!
+PIDS+=("$apid")
+wait_for 10 grep -qs "listening on" "$T/agent1.log" || fail "agent did not start: $(tail -n 2 "$T/agent1.log")"
+timeout 10 "$BIN/remus-agent" --listen "127.0.0.1:$(free_port)" --state-dir "$T/agentdir" --no-fence \
+	> "$T/agent2.log" 2>&1
+rc=$?
+[ "$rc" = 2 ] && grep -q "state-dir $T/agentdir is in use" "$T/agent2.log" &&
+	pass "a second agent on the same state dir refused (exit 2)" ||
+	fail "a second agent on the same state dir: exit $rc: $(tail -n 2 "$T/agent2.log")"
+timeout 10 "$BIN/remus-agent" --restore --state-dir "$T/agentdir" > "$T/agent3.log" 2>&1
+rc=$?
+[ "$rc" = 2 ] && grep -q "is in use" "$T/agent3.log" &&
+	pass "--restore on a state dir an agent runs on refused (exit 2)" ||
+	fail "--restore beside a running agent: exit $rc: $(tail -n 2 "$T/agent3.log")"
+kill -0 "$apid" 2>/dev/null && pass "the first agent still runs" || fail "the first agent is gone"
+kill -TERM "$apid"
+wait_exit "$apid" 10
 
 "$BIN/remus-replicator" --qmp "$T/nothing.sock" --backup 127.0.0.1:1 > "$T/nosock.log" 2>&1
 rc=$?
