@@ -20,6 +20,9 @@
  * loop must keep the heartbeats going meanwhile, or the backup takes the
  * silence for a dead primary. */
 #define SYNC_STEP_PAGES 4096  /* 16 MiB */
+/* How often soft-dirty looks again for another process mapping guest RAM
+ * writable (reading every /proc/PID/maps: a few ms on a busy host). */
+#define WRITER_CHECK_S 5.0
 
 struct memory_device {
 	const uint8_t *ram;
@@ -31,11 +34,39 @@ struct memory_device {
 	char why[300];       /* why this tracker, for status */
 	struct replicator *r;
 	ev_timer sync_step;  /* copies and queues the next step of epoch 0 */
+	ev_timer writer_check; /* soft-dirty: another writer since attach? */
+	bool gave_up;        /* soft-dirty's log no longer trusted: compare */
 	size_t sync_next;    /* first page of that step */
 	double sync_started_ms;
 };
 
 static void on_sync_step(struct ev_loop *loop, ev_timer *w, int revents);
+
+/* A process that maps guest RAM writable after attach (a vhost-user
+ * back-end hot-plugged, say) writes outside QEMU's log. From the next pause
+ * on every page is compared, which also finds what it wrote before we
+ * noticed; checkpoints committed in between may have missed its writes. */
+static void on_writer_check(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct memory_device *m = w->data;
+	struct replicator *r = m->r;
+	char comm[32];
+	pid_t other = softdirty_other_writer(r->vm.pid, r->vm.ram_path);
+
+	(void)revents;
+	if (!other)
+		return;
+	ev_timer_stop(loop, w);
+	softdirty_give_up(m->tracker);
+	m->gave_up = true;
+	snprintf(m->why, sizeof(m->why), "soft-dirty given up: process %d (%s) maps guest RAM "
+		 "writable, outside QEMU's log; every page is compared", (int)other,
+		 proc_comm(other, comm, sizeof(comm)));
+	log_err("memory: process %d (%s) now maps guest RAM writable: its writes are not in "
+		"QEMU's soft-dirty log. Comparing all of RAM in every pause from now on; "
+		"checkpoints of the last %.0f s may lack its writes", (int)other, comm,
+		WRITER_CHECK_S);
+}
 
 /* Why init_proc refused QEMU's mapping of guest RAM. */
 static const char *mapping_error(int rc)
@@ -85,6 +116,8 @@ static int start_softdirty(struct replicator *r, struct memory_device *m, bool a
 	m->tops = &softdirty_tracker_ops;
 	snprintf(m->why, sizeof(m->why), "%s: the kernel logs QEMU's writes (soft-dirty)",
 		 asked ? "--tracker soft-dirty" : "auto");
+	ev_timer_set(&m->writer_check, WRITER_CHECK_S, WRITER_CHECK_S);
+	ev_timer_start(r->loop, &m->writer_check);
 	if (r->vm.kvm)
 		log_warn("memory: soft-dirty with KVM is untested here (docs/SOFT-DIRTY.md)");
 	return 0;
@@ -124,7 +157,8 @@ static int memory_setup(struct replicator *r, void **state)
 	*state = m;
 	m->r = r;
 	ev_timer_init(&m->sync_step, on_sync_step, 0, 0);
-	m->sync_step.data = m;
+	ev_timer_init(&m->writer_check, on_writer_check, 0, 0);
+	m->sync_step.data = m->writer_check.data = m;
 	m->ram_size = r->vm.ram_size;
 	m->npages = m->ram_size / PROTO_PAGE_SIZE;
 	fd = open(r->vm.ram_path, O_RDONLY | O_CLOEXEC);
@@ -161,6 +195,7 @@ static void memory_teardown(void *state)
 	if (!m)
 		return;
 	ev_timer_stop(m->r->loop, &m->sync_step);
+	ev_timer_stop(m->r->loop, &m->writer_check);
 	if (m->tracker)
 		m->tops->fini(m->tracker);
 	if (m->ram)
@@ -308,9 +343,10 @@ static void memory_status(void *state, struct json_object *out)
 {
 	struct memory_device *m = state;
 
-	json_object_object_add(out, "tracker", json_object_new_string(m->tops->name));
+	json_object_object_add(out, "tracker",
+			       json_object_new_string(m->gave_up ? "compare" : m->tops->name));
 	json_object_object_add(out, "tracker_reason", json_object_new_string(m->why));
-	if (m->tops == &softdirty_tracker_ops)
+	if (m->tops == &softdirty_tracker_ops && !m->gave_up)
 		softdirty_status(m, out);
 }
 

@@ -81,5 +81,10 @@ struct softdirty_stats {
 };
 /* t must come from softdirty_tracker_ops. */
 void softdirty_get_stats(const struct tracker *t, struct softdirty_stats *s);
+/* Stop trusting the log: from the next scan on, every page is compared
+ * with the shadow (as compare does), which also finds every page changed
+ * since the last scan, however it was written. For a writer found late
+ * (another process mapping guest RAM). */
+void softdirty_give_up(struct tracker *t);
 
 #endif

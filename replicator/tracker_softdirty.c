@@ -89,6 +89,7 @@ struct tracker {
 	int pagemap_fd, clear_fd, maps_fd;
 	uint64_t *pm;        /* pagemap entries, one per page */
 	bool need_full;      /* next scan compares every page */
+	bool given_up;       /* every scan compares every page (softdirty_give_up) */
 	struct softdirty_stats st;
 
 	/* The running scan. */
@@ -489,7 +490,7 @@ static size_t softdirty_scan(struct tracker *t, uint32_t *dirty)
 {
 	size_t n = 0;
 	uintptr_t base;
-	bool full = t->need_full, part_full = false;
+	bool full = t->need_full || t->given_up, part_full = false;
 	uint64_t t0 = now_ns(), t1;
 
 	t->st.scans++;
@@ -558,6 +559,11 @@ static void softdirty_fini(struct tracker *t)
 	munmap(t->shadow, t->npages * (size_t)PAGE);
 	free(t->pm);
 	free(t);
+}
+
+void softdirty_give_up(struct tracker *t)
+{
+	t->given_up = true;
 }
 
 void softdirty_get_stats(const struct tracker *t, struct softdirty_stats *s)
