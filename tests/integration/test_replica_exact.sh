@@ -9,6 +9,8 @@
 #  2. The VM, now running on the backup, is replicated in turn to a second
 #     backup and its QEMU is SIGKILLed: the second backup resumes it from
 #     its last checkpoint, the serial counter goes on without a reboot.
+#     With soft-dirty, a second process maps guest RAM writable before the
+#     kill: the replicator must see it and give the log up for compare.
 # TEST_TRACKER=KIND runs it with --tracker KIND; EXPECT_TRACKER=KIND checks
 # which tracker the default (auto) chose (test_softdirty_failover.sh expects
 # soft-dirty, in a VM whose kernel has it).
@@ -92,6 +94,28 @@ wait_for 180 committed_at_least 20 ||
 wait_for 60 dirty_at_least 8192 || die "the restored VM's dirtier seems stopped"
 pass "the restored VM is protected in turn ($(status_field tracker)):" \
 	"$(status_field epochs_committed) epochs, $(status_field dirty_pages_total) dirty pages"
+# Soft-dirty: a process that maps guest RAM writable after attach writes
+# outside QEMU's log; the replicator must notice (it looks every 5 s) and
+# compare every page from then on (docs/SOFT-DIRTY.md, rule 4).
+tracker_is() { [ "$(status_field tracker)" = "$1" ]; }
+if tracker_is soft-dirty; then
+	[ -f "$T/backup/vm.ram" ] || die "no $T/backup/vm.ram: where does the restored VM keep its RAM?"
+	python3 -c 'import mmap, sys, time
+f = open(sys.argv[1], "r+b")
+m = mmap.mmap(f.fileno(), 0)  # shared, writable: another writer
+time.sleep(120)' "$T/backup/vm.ram" &
+	writer=$!
+	PIDS+=("$writer")
+	wait_for 30 tracker_is compare &&
+		pass "a second writer of guest RAM seen: $(status_field tracker_reason)" ||
+		fail "a second writer of guest RAM not seen in 30 s (tracker $(status_field tracker))"
+	grep -qa "now maps guest RAM writable" "$T/replicator.log" &&
+		pass "the replicator logged it" || fail "the replicator did not log the second writer"
+	kill "$writer"
+	n=$(status_field epochs_committed)
+	wait_for 60 committed_at_least $((n + 3)) && pass "checkpoints go on, comparing every page" ||
+		die "no checkpoints after giving soft-dirty up"
+fi
 # The serial console is not output-committed: a tick is sure to survive
 # only once a checkpoint taken after it has committed. Two more commits
 # after reading it make sure, however slow the epochs (a nested VM).
