@@ -105,8 +105,9 @@ static bool fence_primary(struct agent *a, const char *why, long long lost_at, d
 		snprintf(text, sizeof(text), "it could not be started");
 	}
 	log_err("FENCING FAILED (%s): the primary may still run VM %s, so it is NOT restored "
-		"here. The replica in %s is kept: once the primary is known to be off, run "
-		"remus-agent --restore --state-dir %s. Waiting for the primary to reconnect",
+		"here. The replica in %s is kept: once the primary is known to be off, stop "
+		"this agent (SIGTERM), then run remus-agent --restore --state-dir %s. Waiting "
+		"for the primary to reconnect",
 		text, a->vm_name, a->cfg.state_dir, a->cfg.state_dir);
 	snprintf(reason, sizeof(reason), "fence command: %s", text);
 	notify(a, "fence-failed", reason);
@@ -143,9 +144,9 @@ static void failover(struct agent *a, const char *why)
 		 * take back what clients have seen. */
 		log_err("primary lost (%s) while the operator had PAUSED protection: the "
 			"replica (epoch %llu) is stale and the primary has released output since, "
-			"so the VM is NOT restored. If the primary is really gone, remus-agent "
-			"--restore --state-dir %s brings it back at epoch %llu, older than what "
-			"clients saw", why, (unsigned long long)a->replica.session_epoch,
+			"so the VM is NOT restored. If the primary is really gone, stop this agent "
+			"(SIGTERM), then remus-agent --restore --state-dir %s brings it back at "
+			"epoch %llu, older than what clients saw", why, (unsigned long long)a->replica.session_epoch,
 			a->cfg.state_dir, (unsigned long long)a->replica.session_epoch);
 		notify_status("primary lost while paused: VM not restored; listening");
 		return;
@@ -153,7 +154,8 @@ static void failover(struct agent *a, const char *why)
 	if (!committed) {
 		log_err("primary lost (%s) before any checkpoint of this session committed; "
 			"a replica from an earlier session would roll the VM back, so it is not "
-			"restored automatically (remus-agent --restore --state-dir %s does it)",
+			"restored automatically (stop this agent, then remus-agent --restore "
+			"--state-dir %s does it)",
 			why, a->cfg.state_dir);
 		snprintf(reason, sizeof(reason), "primary lost (%s) before its first checkpoint "
 			 "committed: VM not restored", why);
@@ -161,7 +163,9 @@ static void failover(struct agent *a, const char *why)
 		return;
 	}
 	if (a->cfg.no_failover) {
-		log_err("primary lost (%s); --no-failover: replica kept, VM not restored", why);
+		log_err("primary lost (%s); --no-failover: replica kept, VM not restored (stop "
+			"this agent, then remus-agent --restore --state-dir %s)", why,
+			a->cfg.state_dir);
 		snprintf(reason, sizeof(reason), "primary lost (%s); --no-failover", why);
 		notify(a, "fault", reason);
 		return;
@@ -651,7 +655,8 @@ static int lock_state_dir(struct agent *a)
 {
 	const char *dir = a->cfg.state_dir;
 
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+	/* A listening agent makes its directory; --restore needs one. */
+	if (!a->cfg.restore_now && mkdir(dir, 0700) < 0 && errno != EEXIST) {
 		log_err("cannot create state dir %s: %s", dir, strerror(errno));
 		return -errno;
 	}
@@ -663,17 +668,29 @@ static int lock_state_dir(struct agent *a)
 	if (flock(a->state_lock_fd, LOCK_EX | LOCK_NB) < 0) {
 		int rc = -errno;
 
+		close(a->state_lock_fd);
+		a->state_lock_fd = -1;
+		if (rc == -ENOLCK || rc == -EOPNOTSUPP) {
+			log_warn("cannot lock state dir %s (%s): going on without the guard "
+				 "against a second agent on it", dir, strerror(-rc));
+			return 0;
+		}
 		if (rc == -EWOULDBLOCK)
 			log_err("--state-dir %s is in use: another remus-agent runs on it, or a VM "
 				"restored from it still runs (either holds the directory's lock); one "
 				"agent per state directory", dir);
 		else
 			log_err("cannot lock state dir %s: %s", dir, strerror(-rc));
-		close(a->state_lock_fd);
-		a->state_lock_fd = -1;
 		return rc;
 	}
 	return 0;
+}
+
+static void unlock_state_dir(struct agent *a)
+{
+	if (a->state_lock_fd >= 0)
+		close(a->state_lock_fd);
+	a->state_lock_fd = -1;
 }
 
 int agent_run(struct agent *a)
@@ -692,7 +709,7 @@ int agent_run(struct agent *a)
 	if (a->cfg.restore_now) {
 		a->exit_code = restore_and_report(a);
 		replica_free(&a->replica);
-		close(a->state_lock_fd);
+		unlock_state_dir(a);
 		return a->exit_code;
 	}
 	rc = replica_recover(a->cfg.state_dir, err, sizeof(err));
@@ -705,7 +722,7 @@ int agent_run(struct agent *a)
 	if (a->listen_fd < 0) {
 		log_err("cannot listen on %s: %s", a->cfg.listen.text, strerror(-a->listen_fd));
 		replica_free(&a->replica);
-		close(a->state_lock_fd);
+		unlock_state_dir(a);
 		return 2;
 	}
 	a->loop = ev_default_loop(EVFLAG_AUTO);
@@ -730,6 +747,6 @@ int agent_run(struct agent *a)
 	close(a->listen_fd);
 	replica_free(&a->replica);
 	ev_loop_destroy(a->loop);
-	close(a->state_lock_fd);
+	unlock_state_dir(a);
 	return a->exit_code;
 }

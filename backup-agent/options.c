@@ -185,6 +185,7 @@ static int check_args(struct agent_config *cfg, const char *listen, bool listen_
 	}
 	cfg->restore.dir = cfg->state_dir;
 	cfg->restore.taps = cfg->taps;
+	cfg->restore.lock_fd = -1;  /* agent_run sets it once it holds the lock */
 	if (cfg->restore_now && listen_flag) {
 		fprintf(stderr, "remus-agent: --restore takes no --listen\n");
 		return -1;

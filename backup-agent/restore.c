@@ -227,7 +227,7 @@ static pid_t spawn_qemu(const char *dir, char **argv, int lock_fd)
 	/* ...and holds the state dir's lock as long as it runs: an agent
 	 * started on the directory meanwhile would rewrite the files (disk
 	 * replicas, overlays) this VM was restored from. */
-	if (lock_fd > 2)
+	if (lock_fd >= 0)
 		fcntl(lock_fd, F_SETFD, 0);
 	int devnull = open("/dev/null", O_RDONLY);
 	int logfd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0600);

@@ -18,7 +18,7 @@ struct restore_opts {
 	const char *const *taps;    /* see restore_spec.taps */
 	int ntaps;
 	/* The agent's lock on dir, left open in a restored plain QEMU so the
-	 * directory stays locked while the VM restored from it runs (0: none). */
+	 * directory stays locked while the VM restored from it runs (-1: none). */
 	int lock_fd;
 };
 

@@ -3,6 +3,7 @@
 #include "remusctl.h"
 
 #include <json-c/json.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,13 +83,14 @@ static void print_operator(struct json_object *o)
 static void print_softdirty(struct json_object *o)
 {
 	double scans = num(o, "softdirty_scans") > 0 ? num(o, "softdirty_scans") : 1;
+	const char *err = str(o, "softdirty_populate_error");
+	bool failed = *err && strcmp(err, "?");
 
 	printf("log:     per pause %.1f pages flagged, %.1f not in QEMU's page tables (both "
-	       "compared); %.0f full scans; the full copy mapped %.0f pages into QEMU%s%s\n",
+	       "compared); %.0f full scans; the full copy read %.0f pages through QEMU%s%s\n",
 	       num(o, "softdirty_flagged_pages") / scans, num(o, "softdirty_absent_pages") / scans,
 	       num(o, "softdirty_full_scans"), num(o, "softdirty_populated_pages"),
-	       *str(o, "softdirty_populate_error") ? ", then: " : "",
-	       str(o, "softdirty_populate_error"));
+	       failed ? ", then: " : "", failed ? err : "");
 }
 
 static void print_human(struct json_object *o)

@@ -266,6 +266,12 @@ static int lock_ram_file(struct vm_info *vm)
 	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
 		int rc = -errno;
 
+		if (rc == -ENOLCK || rc == -EOPNOTSUPP) {
+			log_warn("cannot lock guest RAM file %s (%s): going on without the guard "
+				 "against a second replicator on this VM", vm->ram_path, strerror(-rc));
+			close(fd);
+			return 0;
+		}
 		if (rc == -EWOULDBLOCK)
 			log_err("another remus-replicator is attached to VM %s (it holds the lock "
 				"on the guest RAM file %s): one replicator per VM", vm->name,

@@ -76,6 +76,8 @@ static const char *mapping_error(int rc)
 		return "QEMU has no shared mapping of the RAM file covering guest RAM";
 	case -EEXIST:
 		return "QEMU maps guest RAM twice; writes through the second mapping would be missed";
+	case -EMEDIUMTYPE:
+		return "guest RAM is on hugetlbfs, whose pages keep no soft-dirty bit";
 	default:
 		return strerror(-rc);
 	}

@@ -47,6 +47,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <inttypes.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -56,6 +57,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -342,7 +344,8 @@ static void scan_work(void *ctx, unsigned idx)
 		 * reads that counted before us have returned from the kernel. */
 		if (atomic_fetch_add(&t->reads_done, 1) + 1 == t->nchunks) {
 			t->ns_reads_end = now_ns();
-			t->clear_rc = clear_refs(t->clear_fd);
+			/* Given up: every page is compared, the log is not read. */
+			t->clear_rc = t->given_up ? 0 : clear_refs(t->clear_fd);
 			t->ns_clear_end = now_ns();
 		}
 	}
@@ -375,6 +378,20 @@ static void cut_chunks(struct tracker *t, unsigned threads)
 	}
 }
 
+/* Huge TLB pages keep no soft-dirty bit of their own: clear_refs does not
+ * write-protect them and pagemap reports only the VMA's flag, so after the
+ * first clear every hugetlbfs page reads "present, not written" whatever
+ * the guest did. -EMEDIUMTYPE for guest RAM there (hugetlbfs file or
+ * MFD_HUGETLB memfd); 0 otherwise, or -errno. */
+static int on_hugetlbfs(const char *ram_path)
+{
+	struct statfs fs;
+
+	if (statfs(ram_path, &fs) < 0)
+		return -errno;
+	return fs.f_type == HUGETLBFS_MAGIC ? -EMEDIUMTYPE : 0;
+}
+
 static int softdirty_init_proc(struct tracker **out, const uint8_t *ram, size_t npages,
 			       unsigned threads, pid_t pid, const char *ram_path)
 {
@@ -387,6 +404,9 @@ static int softdirty_init_proc(struct tracker **out, const uint8_t *ram, size_t 
 		return -EINVAL;
 	if (stat(ram_path, &sb) < 0)
 		return -errno;
+	rc = on_hugetlbfs(ram_path);
+	if (rc)
+		return rc;
 	t = calloc(1, sizeof(*t));
 	if (!t)
 		return -ENOMEM;
@@ -462,7 +482,9 @@ static int softdirty_begin_full_copy(struct tracker *t)
  * write-protected, so its next write sets the bit. Without this, guest RAM
  * the guest never used stays "not present" in QEMU's pagemap and rule 2 has
  * every pause compare it: O(untouched RAM) per pause, most of a large,
- * lightly used VM. Where the read fails (no ptrace access to QEMU, say) the
+ * lightly used VM. process_vm_readv needs ptrace-attach access to QEMU
+ * (more than pagemap's read access: Yama's ptrace_scope 1 refuses it to a
+ * non-root replicator without CAP_SYS_PTRACE). Where the read fails the
  * rest is copied through our mapping: the same bytes, and those pages stay
  * compared until QEMU touches them. */
 static void softdirty_copy_pages(struct tracker *t, size_t first, size_t n)

@@ -7,6 +7,7 @@
 #include "../replicator/tracker.h"
 
 #include <check.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -514,6 +515,27 @@ START_TEST(test_softdirty_give_up_compares_every_page)
 }
 END_TEST
 
+/* Guest RAM on hugetlbfs (here an MFD_HUGETLB memfd) is refused: huge TLB
+ * pages keep no soft-dirty bit, every page would read as unwritten. */
+START_TEST(test_softdirty_refuses_hugetlbfs)
+{
+	struct tracker *t = NULL;
+	char path[64];
+	int fd = memfd_create("check-tracker-hugetlb", MFD_CLOEXEC | MFD_HUGETLB);
+
+	if (fd < 0) {
+		printf("test_softdirty_refuses_hugetlbfs: skipped: no hugetlbfs memfd here (%s)\n",
+		       strerror(errno));
+		return;
+	}
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	ck_assert_int_eq(softdirty_tracker_ops.init_proc(&t, NULL, 512, 1, getpid(), path),
+			 -EMEDIUMTYPE);
+	ck_assert_ptr_null(t);
+	close(fd);
+}
+END_TEST
+
 START_TEST(test_softdirty_untouched_pages_match_reference)
 {
 	struct sd_fixture fx;
@@ -613,6 +635,9 @@ static Suite *tracker_suite(void)
 	ADD(s, test_softdirty_full_copy_maps_pages_into_qemu, 5);
 	ADD(s, test_softdirty_give_up_compares_every_page, 5);
 	ADD(s, test_softdirty_untouched_pages_match_reference, 60);
+	tc = tcase_create("softdirty_hugetlbfs");
+	tcase_add_test(tc, test_softdirty_refuses_hugetlbfs);
+	suite_add_tcase(s, tc);
 	ADD(s, test_softdirty_fewer_pages_than_threads, 5);
 	tc = tcase_create("softdirty_other_writer");
 	tcase_add_test(tc, test_softdirty_finds_another_writer);

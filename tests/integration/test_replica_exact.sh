@@ -43,7 +43,9 @@ fi
 if [ "$tracker" = soft-dirty ]; then
 	pages=$(( $(stat -c %s /dev/shm/remus-primary.ram) / 4096 ))
 	populated=$(status_field softdirty_populated_pages)
-	absent=$(( $(status_field softdirty_absent_pages) / $(status_field softdirty_scans) ))
+	scans=$(status_field softdirty_scans)
+	[ "${scans:-0}" -gt 0 ] || die "soft-dirty ran no scan"
+	absent=$(( $(status_field softdirty_absent_pages) / scans ))
 	[ "$populated" = "$pages" ] && pass "the full copy mapped all $pages pages into QEMU" ||
 		fail "the full copy mapped $populated of $pages pages into QEMU" \
 			"($(status_field softdirty_populate_error))"
