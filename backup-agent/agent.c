@@ -146,8 +146,9 @@ static void failover(struct agent *a, const char *why)
 			"replica (epoch %llu) is stale and the primary has released output since, "
 			"so the VM is NOT restored. If the primary is really gone, stop this agent "
 			"(SIGTERM), then remus-agent --restore --state-dir %s brings it back at "
-			"epoch %llu, older than what clients saw", why, (unsigned long long)a->replica.session_epoch,
-			a->cfg.state_dir, (unsigned long long)a->replica.session_epoch);
+			"epoch %llu, older than what clients saw", why,
+			(unsigned long long)a->replica.session_epoch, a->cfg.state_dir,
+			(unsigned long long)a->replica.session_epoch);
 		notify_status("primary lost while paused: VM not restored; listening");
 		return;
 	}
@@ -657,13 +658,17 @@ static int lock_state_dir(struct agent *a)
 
 	/* A listening agent makes its directory; --restore needs one. */
 	if (!a->cfg.restore_now && mkdir(dir, 0700) < 0 && errno != EEXIST) {
-		log_err("cannot create state dir %s: %s", dir, strerror(errno));
-		return -errno;
+		int rc = -errno;
+
+		log_err("cannot create state dir %s: %s", dir, strerror(-rc));
+		return rc;
 	}
 	a->state_lock_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (a->state_lock_fd < 0) {
-		log_err("cannot open state dir %s: %s", dir, strerror(errno));
-		return -errno;
+		int rc = -errno;
+
+		log_err("cannot open state dir %s: %s", dir, strerror(-rc));
+		return rc;
 	}
 	if (flock(a->state_lock_fd, LOCK_EX | LOCK_NB) < 0) {
 		int rc = -errno;

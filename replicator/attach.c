@@ -237,8 +237,10 @@ static int check_ram_file(const struct vm_info *vm)
 	struct stat st;
 
 	if (stat(vm->ram_path, &st) < 0) {
-		log_err("guest RAM file %s: %s", vm->ram_path, strerror(errno));
-		return -errno;
+		int rc = -errno;
+
+		log_err("guest RAM file %s: %s", vm->ram_path, strerror(-rc));
+		return rc;
 	}
 	if ((uint64_t)st.st_size != vm->ram_size) {
 		log_err("guest RAM file %s holds %lld bytes but memory backend '%s' has %llu: "
@@ -260,8 +262,10 @@ static int lock_ram_file(struct vm_info *vm)
 	int fd = open(vm->ram_path, O_RDONLY | O_CLOEXEC);
 
 	if (fd < 0) {
-		log_err("guest RAM file %s: %s", vm->ram_path, strerror(errno));
-		return -errno;
+		int rc = -errno;
+
+		log_err("guest RAM file %s: %s", vm->ram_path, strerror(-rc));
+		return rc;
 	}
 	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
 		int rc = -errno;

@@ -47,8 +47,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/magic.h>
 #include <inttypes.h>
+#include <linux/magic.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
