@@ -630,7 +630,13 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
 static int restore_and_report(struct agent *a)
 {
 	struct restore_result res;
+	char err[600];
 
+	if (!a->cfg.after_host_restart &&
+	    replica_check_host_restart(a->cfg.state_dir, err, sizeof(err))) {
+		log_err("not restoring: %s", err);
+		return 1;
+	}
 	if (restore_vm(&a->cfg.restore, &res))
 		return 1;
 	log_info("VM restored from epoch %llu: QEMU pid %d, %.0f ms", res.epoch,

@@ -28,6 +28,7 @@ struct agent_config {
 	unsigned timeout_ms;     /* primary silent this long: lost */
 	unsigned heartbeat_ms;
 	bool restore_now;        /* --restore: restore the replica and exit */
+	bool after_host_restart; /* --after-host-restart: a replica of an earlier boot is fine */
 	bool no_failover;        /* --no-failover: keep the replica, never restore */
 	bool test_disk_apply_on_arrival; /* test only: see replica_apply_unbuffered */
 	const char *taps[AGENT_MAX_TAPS]; /* --tap [ID=]NAME */

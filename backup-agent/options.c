@@ -14,7 +14,7 @@ void agent_usage(FILE *f)
 	fprintf(f,
 "Usage: remus-agent --listen HOST:PORT --state-dir DIR [options]\n"
 "       remus-agent --config FILE [options]\n"
-"       remus-agent --restore --state-dir DIR\n"
+"       remus-agent --restore --state-dir DIR [--after-host-restart]\n"
 "\n"
 "The backup side of a replicated VM. Accepts one primary (remus-replicator)\n"
 "at a time, keeps a replica of its VM in DIR (RAM image, device state,\n"
@@ -70,7 +70,11 @@ void agent_usage(FILE *f)
 "                        fencing, fence-failed, master, fault (README, Hooks)\n"
 "  --pair NAME           the pair's name for hooks (default: the VM's name)\n"
 "  --no-failover         keep the replica but never restore automatically\n"
-"  --restore             restore the committed replica in DIR now and exit\n"
+"  --restore             restore the committed replica in DIR now and exit;\n"
+"                        refused for a replica committed before the host last\n"
+"                        started (its RAM and journal are not synced at each\n"
+"                        commit), unless\n"
+"  --after-host-restart  the host went down cleanly: restore it anyway\n"
 "  --syslog              log to syslog instead of stderr\n"
 "  -v, --verbose         debug logging\n"
 "  -h, --help            this text\n"
@@ -87,7 +91,7 @@ void agent_usage(FILE *f)
 enum { OPT_LISTEN = 256, OPT_STATE_DIR, OPT_TIMEOUT_MS, OPT_HEARTBEAT_MS,
        OPT_NO_FAILOVER, OPT_RESTORE, OPT_SYSLOG, OPT_TAP, OPT_CONFIG, OPT_CHECK_CONFIG,
        OPT_CONNECT, OPT_FENCE, OPT_NO_FENCE, OPT_FENCE_TIMEOUT_MS, OPT_NOTIFY, OPT_PAIR,
-       OPT_TEST_DISK_APPLY };
+       OPT_TEST_DISK_APPLY, OPT_AFTER_HOST_RESTART };
 
 static const struct option long_opts[] = {
 	{ "config", required_argument, NULL, OPT_CONFIG },
@@ -98,6 +102,7 @@ static const struct option long_opts[] = {
 	{ "heartbeat-ms", required_argument, NULL, OPT_HEARTBEAT_MS },
 	{ "no-failover", no_argument, NULL, OPT_NO_FAILOVER },
 	{ "restore", no_argument, NULL, OPT_RESTORE },
+	{ "after-host-restart", no_argument, NULL, OPT_AFTER_HOST_RESTART },
 	{ "tap", required_argument, NULL, OPT_TAP },
 	{ "connect", required_argument, NULL, OPT_CONNECT },
 	/* test only: apply the replicator's --test-disk-unbuffered frames at once */
@@ -190,6 +195,10 @@ static int check_args(struct agent_config *cfg, const char *listen, bool listen_
 		fprintf(stderr, "remus-agent: --restore takes no --listen\n");
 		return -1;
 	}
+	if (cfg->after_host_restart && !cfg->restore_now) {
+		fprintf(stderr, "remus-agent: --after-host-restart goes with --restore\n");
+		return -1;
+	}
 	if (cfg->restore_now)
 		return 0;
 	if (!listen) {
@@ -250,6 +259,7 @@ static int parse(int argc, char **argv, struct agent_config *cfg, int *use_syslo
 			cfg->fence_timeout_ms = (unsigned)v;
 			break;
 		case OPT_RESTORE: cfg->restore_now = true; break;
+		case OPT_AFTER_HOST_RESTART: cfg->after_host_restart = true; break;
 		case OPT_SYSLOG: *use_syslog = 1; break;
 		case OPT_TAP:
 			if (cfg->restore.ntaps == AGENT_MAX_TAPS || !*optarg) {

@@ -2,6 +2,7 @@
 
 #include "journal.h"
 #include "log.h"
+#include "procfs.h"
 
 #include <endian.h>
 #include <errno.h>
@@ -572,7 +573,7 @@ void replica_add_frame(struct replica *rp, const struct frame_hdr *h,
 static char *vm_json_text(struct replica *rp, uint64_t epoch)
 {
 	struct json_object *o = json_object_new_object();
-	char stamp[64], *text;
+	char stamp[64], boot[64], *text;
 	time_t now = time(NULL);
 	struct tm tm;
 
@@ -581,6 +582,10 @@ static char *vm_json_text(struct replica *rp, uint64_t epoch)
 	json_object_object_add(o, "vm", json_object_get(rp->hello));
 	json_object_object_add(o, "epoch", json_object_new_uint64(epoch));
 	json_object_object_add(o, "committed_at", json_object_new_string(stamp));
+	/* The RAM image and the journal are not synced at each commit (the
+	 * disks are): a restore after this host restarted must know. */
+	json_object_object_add(o, "host_boot_id",
+			       json_object_new_string(host_boot_id(boot, sizeof(boot))));
 	text = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY));
 	json_object_put(o);
 	return text;
@@ -717,14 +722,40 @@ int replica_load_info(const char *dir, struct replica_info *out)
 		out->epoch = json_object_get_uint64(v);
 	if (json_object_object_get_ex(o, "committed_at", &v))
 		out->committed_at = strdup(json_object_get_string(v));
+	if (json_object_object_get_ex(o, "host_boot_id", &v))
+		out->host_boot_id = strdup(json_object_get_string(v));
 	json_object_put(o);
 	return 0;
+}
+
+int replica_check_host_restart(const char *dir, char *err, size_t errlen)
+{
+	struct replica_info info;
+	char boot[64];
+	int rc = replica_load_info(dir, &info);
+
+	if (rc)
+		return 0;  /* no replica: the restore itself says so */
+	host_boot_id(boot, sizeof(boot));
+	if (info.host_boot_id && *info.host_boot_id && *boot && strcmp(info.host_boot_id, boot)) {
+		snprintf(err, errlen, "the replica in %s (epoch %llu, committed %s) was written "
+			 "before this host last started: its RAM image and journal are not synced "
+			 "to disk at each commit (its disks are), so after a crash or power loss "
+			 "they may be older than its disks, and the restored VM could corrupt its "
+			 "file systems. If the host went down cleanly (a shutdown flushes them), "
+			 "add --after-host-restart", dir, (unsigned long long)info.epoch,
+			 info.committed_at ? info.committed_at : "?");
+		rc = -ESTALE;
+	}
+	replica_info_free(&info);
+	return rc;
 }
 
 void replica_info_free(struct replica_info *info)
 {
 	json_object_put(info->vm);
 	free(info->committed_at);
+	free(info->host_boot_id);
 	free_disks(info->disks, info->ndisks);
 	memset(info, 0, sizeof(*info));
 }

@@ -100,11 +100,17 @@ struct replica_info {
 	struct json_object *vm;  /* the HELLO object */
 	uint64_t epoch;
 	char *committed_at;
+	char *host_boot_id;      /* the host's boot when committed ("" or NULL: unknown) */
 	struct replica_disk *disks;  /* ndisks, in HELLO order, path = DIR/disk-N.img */
 	unsigned ndisks;
 };
 /* 0, -ENOENT when there is no committed replica. */
 int replica_load_info(const char *dir, struct replica_info *out);
 void replica_info_free(struct replica_info *info);
+/* -ESTALE (reason in err) if dir's replica was committed in an earlier
+ * boot of this host: its RAM and journal may have lost writes its disks
+ * kept. 0 otherwise (also without a replica, or an older one that does not
+ * say). */
+int replica_check_host_restart(const char *dir, char *err, size_t errlen);
 
 #endif

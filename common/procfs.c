@@ -79,3 +79,18 @@ const char *proc_comm(pid_t pid, char *buf, size_t len)
 		buf[n - 1] = 0;
 	return buf;
 }
+
+const char *host_boot_id(char *buf, size_t len)
+{
+	FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
+
+	if (!len)
+		return buf;
+	buf[0] = '\0';
+	if (f) {
+		if (fgets(buf, (int)len, f))
+			buf[strcspn(buf, "\n")] = '\0';
+		fclose(f);
+	}
+	return buf;
+}

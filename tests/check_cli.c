@@ -560,7 +560,19 @@ START_TEST(test_agent_restore_with_state_dir_only_parses)
 	ck_assert_str_eq(err, "");
 	free(err);
 	ck_assert(cfg.restore_now);
+	ck_assert(!cfg.after_host_restart);
 	ck_assert_str_eq(cfg.state_dir, "/s");
+	ck_assert_int_eq(agent_parse(ARGV("remus-agent", "--restore", "--state-dir", "/s",
+					  "--after-host-restart"), &cfg, &use_syslog, &err), 0);
+	free(err);
+	ck_assert(cfg.after_host_restart);
+}
+END_TEST
+
+START_TEST(test_agent_after_host_restart_needs_restore)
+{
+	agent_refuses(ARGV("remus-agent", "--listen", "127.0.0.1:7000", "--state-dir", "/s",
+			   "--after-host-restart"), "--after-host-restart", "--restore");
 }
 END_TEST
 
@@ -740,6 +752,7 @@ static Suite *cli_suite(void)
 	ADD(s, test_agent_missing_listen_is_error);
 	ADD(s, test_agent_restore_with_state_dir_only_parses);
 	ADD(s, test_agent_restore_with_listen_is_error);
+	ADD(s, test_agent_after_host_restart_needs_restore);
 	ADD(s, test_agent_bad_numbers_name_option_and_value);
 	ADD(s, test_agent_listen_bad_address_is_error);
 	ADD(s, test_agent_timeout_not_above_heartbeat_is_error);

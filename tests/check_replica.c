@@ -3,6 +3,7 @@
  * must be dropped without touching the committed files. */
 #include "../backup-agent/journal.h"
 #include "../backup-agent/replica.h"
+#include "../common/procfs.h"
 #include "crc32c.h"
 #include "log.h"
 #include "proto.h"
@@ -995,6 +996,47 @@ START_TEST(test_load_info_bad_vm_json_is_einval)
 }
 END_TEST
 
+/* vm.json's host_boot_id set to boot ("": the key removed). */
+static void set_boot_id(struct fx *f, const char *boot)
+{
+	char p[PATH_MAX];
+	struct json_object *o = json_object_from_file(path_of(f, "vm.json", p));
+
+	ck_assert_ptr_nonnull(o);
+	if (*boot)
+		json_object_object_add(o, "host_boot_id", json_object_new_string(boot));
+	else
+		json_object_object_del(o, "host_boot_id");
+	ck_assert_int_eq(json_object_to_file(p, o), 0);
+	json_object_put(o);
+}
+
+/* A replica records the host's boot; one from an earlier boot (its RAM and
+ * journal not synced at commit) is refused for a restore, one that does
+ * not say (older agents) is not. */
+START_TEST(test_replica_of_an_earlier_host_boot_is_refused)
+{
+	struct fx *f = fx_open();
+	struct replica_info info;
+	char boot[64], err[600] = "";
+
+	committed_to(f, 1);
+	ck_assert_int_eq(replica_load_info(f->dir, &info), 0);
+	ck_assert_ptr_nonnull(info.host_boot_id);
+	ck_assert_str_eq(info.host_boot_id, host_boot_id(boot, sizeof(boot)));
+	ck_assert_uint_eq(strlen(boot), 36);
+	replica_info_free(&info);
+	ck_assert_int_eq(replica_check_host_restart(f->dir, err, sizeof(err)), 0);
+	set_boot_id(f, "00000000-0000-0000-0000-000000000000");
+	ck_assert_int_eq(replica_check_host_restart(f->dir, err, sizeof(err)), -ESTALE);
+	ck_assert_ptr_nonnull(strstr(err, "before this host last started"));
+	ck_assert_ptr_nonnull(strstr(err, "--after-host-restart"));
+	set_boot_id(f, "");
+	ck_assert_int_eq(replica_check_host_restart(f->dir, err, sizeof(err)), 0);
+	fx_close(f);
+}
+END_TEST
+
 START_TEST(test_end_session_during_new_sync_keeps_previous_commit)
 {
 	struct fx *f = fx_open();
@@ -1270,6 +1312,7 @@ static Suite *replica_suite(void)
 	ADD(s, test_load_info_returns_committed_epoch_and_vm);
 	ADD(s, test_load_info_without_commit_is_enoent);
 	ADD(s, test_load_info_bad_vm_json_is_einval);
+	ADD(s, test_replica_of_an_earlier_host_boot_is_refused);
 	ADD(s, test_end_session_during_new_sync_keeps_previous_commit);
 	ADD(s, test_new_session_commit_replaces_previous_replica);
 	ADD(s, test_commit_that_cannot_write_its_journal_changes_nothing);
