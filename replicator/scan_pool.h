@@ -21,6 +21,16 @@
 #include <pthread.h>
 #include <stdbool.h>
 
+/* The most threads a tracker scans with: beyond a few, the scan is bound
+ * by memory bandwidth, not cores. */
+#define SCAN_POOL_MAX_THREADS 16
+
+/* The thread count to use for asked (0 counts as 1). */
+static inline unsigned scan_pool_threads(unsigned asked)
+{
+	return asked < 1 ? 1 : asked > SCAN_POOL_MAX_THREADS ? SCAN_POOL_MAX_THREADS : asked;
+}
+
 struct scan_worker;
 
 struct scan_pool {

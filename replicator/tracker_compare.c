@@ -14,7 +14,6 @@
 #include <sys/mman.h>
 
 #define PAGE 4096u
-#define MAX_THREADS 16
 
 struct slice {
 	struct tracker *t;
@@ -28,7 +27,7 @@ struct tracker {
 	size_t npages;
 	uint32_t *dirty;          /* output of the running scan */
 	unsigned nslices;
-	struct slice slices[MAX_THREADS];
+	struct slice slices[SCAN_POOL_MAX_THREADS];
 	/* thread idx runs slice idx; the caller runs slice 0 */
 	struct scan_pool pool;
 };
@@ -93,10 +92,7 @@ static int compare_init(struct tracker **out, const uint8_t *ram, size_t npages,
 	madvise(t->shadow, npages * PAGE, MADV_HUGEPAGE);
 	t->ram = ram;
 	t->npages = npages;
-	if (threads < 1)
-		threads = 1;
-	if (threads > MAX_THREADS)
-		threads = MAX_THREADS;
+	threads = scan_pool_threads(threads);
 	cut_slices(t, threads);
 	rc = scan_pool_init(&t->pool, threads, scan_index, t);
 	if (rc) {

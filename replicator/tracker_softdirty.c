@@ -67,9 +67,8 @@
 #define PM_PRESENT   (1ull << 63)
 #define PM_SWAP      (1ull << 62)
 #define PM_SOFTDIRTY (1ull << 55)
-#define MAX_THREADS 16
 #define CHUNKS_PER_THREAD 4  /* so a thread that is done early can take more */
-#define MAX_CHUNKS (MAX_THREADS * CHUNKS_PER_THREAD)
+#define MAX_CHUNKS (SCAN_POOL_MAX_THREADS * CHUNKS_PER_THREAD)
 
 /* Pages [start, end) of one scan: its pagemap entries, then its loop. */
 struct chunk {
@@ -442,10 +441,7 @@ static int softdirty_init_proc(struct tracker **out, const uint8_t *ram, size_t 
 		rc = -ENOMEM;
 		goto fail;
 	}
-	if (threads < 1)
-		threads = 1;
-	if (threads > MAX_THREADS)
-		threads = MAX_THREADS;
+	threads = scan_pool_threads(threads);
 	cut_chunks(t, threads);
 	rc = scan_pool_init(&t->pool, threads, scan_work, t);
 	if (rc) {
