@@ -6,8 +6,8 @@ CC      ?= gcc
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
            -Wmissing-prototypes -Wno-unused-parameter -D_GNU_SOURCE \
-           -Icommon -Inet-buffer -MMD -MP $(shell pkg-config --cflags libxml-2.0)
-LDLIBS  := $(shell pkg-config --libs json-c libvirt libvirt-qemu libxml-2.0 libsystemd) -lev -lpthread
+           -Icommon -Inet-buffer -MMD -MP $(shell pkg-config --cflags libxml-2.0 gnutls)
+LDLIBS  := $(shell pkg-config --libs json-c libvirt libvirt-qemu libxml-2.0 libsystemd gnutls) -lev -lpthread
 CHECK_LIBS := $(shell pkg-config --libs check)
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
@@ -25,9 +25,11 @@ objs       = $(patsubst %.c,$(2)/%.o,$(call lib_srcs,$(1)))
 ALL_LIB_SRCS := $(foreach m,$(MODULES),$(call lib_srcs,$(m)))
 
 PROGRAMS := $(B)/bin/remus-replicator $(B)/bin/remus-agent $(B)/bin/remusctl
+# Tools the integration tests use (tests/tools/*.c, one program each).
+TEST_TOOLS := $(patsubst tests/tools/%.c,$(B)/tests/%,$(wildcard tests/tools/*.c))
 TESTS    := $(patsubst tests/%.c,$(B)/asan/%,$(wildcard tests/check_*.c))
 
-all: $(PROGRAMS)
+all: $(PROGRAMS) $(TEST_TOOLS)
 
 $(B)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -42,6 +44,10 @@ $(B)/asan/%.o: %.c
 $(B)/bin/remus-replicator: $(B)/replicator/main.o $(call objs,replicator,$(B)) $(call objs,net-buffer,$(B)) $(call objs,common,$(B))
 $(B)/bin/remus-agent: $(B)/backup-agent/main.o $(call objs,backup-agent,$(B)) $(call objs,common,$(B))
 $(B)/bin/remusctl: $(B)/remusctl/main.o $(call objs,remusctl,$(B)) $(call objs,common,$(B))
+$(B)/tests/%: $(B)/tests/tools/%.o $(call objs,common,$(B))
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 $(PROGRAMS):
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")

@@ -31,29 +31,47 @@ static const char *vm_name(const struct agent *a)
 	return n ? n : "?";
 }
 
-static void send_frame(struct agent *a, unsigned type, uint64_t epoch, const char *text)
+static void send_on(struct peer_link *l, unsigned type, uint64_t epoch, const char *text)
 {
 	char *copy = text ? strdup(text) : NULL;
 	struct iovec iov = { .iov_base = copy, .iov_len = copy ? strlen(copy) : 0 };
 
-	if ((text && !copy) || frame_queue_push(&a->out, type, epoch, &iov, copy ? 1 : 0, copy, NULL))
-		return;
-	a->last_tx = ev_now(a->loop);
-	if (!ev_is_active(&a->wio))
-		ev_io_start(a->loop, &a->wio);
+	if (!text || copy)
+		peer_link_push(l, type, epoch, &iov, copy ? 1 : 0, copy, NULL);
+}
+
+/* To the primary, if one is connected. */
+static void send_frame(struct agent *a, unsigned type, uint64_t epoch, const char *text)
+{
+	if (a->primary)
+		send_on(a->primary, type, epoch, text);
 }
 
 static void drop_primary(struct agent *a)
 {
-	ev_io_stop(a->loop, &a->rio);
-	ev_io_stop(a->loop, &a->wio);
-	if (a->fd >= 0)
-		close(a->fd);
-	a->fd = -1;
-	frame_queue_clear(&a->out);
-	frame_reader_free(&a->reader);
-	a->hello_done = false;
+	if (a->primary)
+		peer_link_close(a->primary);
+	a->primary = NULL;
 	replica_end_session(&a->replica);
+}
+
+/* A peer that is not (yet) our primary went away or was turned away. One
+ * line per 10 s at most: a scan of the port must not flood the log. */
+static void log_refused(struct agent *a, const struct peer_link *l, const char *why)
+{
+	double now = mono_ms();
+
+	if (a->refused_log_ms && now - a->refused_log_ms < 10000) {
+		a->refused_quiet++;
+		return;
+	}
+	if (a->refused_quiet)
+		log_warn("connection from %s refused: %s (and %u more refused since the last "
+			 "such line)", l->peer, why, a->refused_quiet);
+	else
+		log_warn("connection from %s refused: %s", l->peer, why);
+	a->refused_log_ms = now;
+	a->refused_quiet = 0;
 }
 
 /* The common part of every hook event of this agent. */
@@ -207,35 +225,18 @@ static void lose_stream(struct agent *a, const char *why)
 	a->grace_until = ev_now(a->loop) + a->cfg.timeout_ms / 1000.0;
 }
 
-static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
-{
-	struct agent *a = w->data;
-	int rc = frame_queue_flush(&a->out, a->fd);
-
-	if (rc == 1)
-		ev_io_stop(loop, w);
-	else if (rc < 0)
-		failover(a, "cannot send to the primary");
-}
-
-/* Tell the primary why it is refused (HELLO_REPLY, in our protocol
- * version), then drop it. */
-static void refuse_primary(struct agent *a, const char *why)
+/* Tell a peer that is not our primary why it is refused (HELLO_REPLY, in
+ * our protocol version), then close once that is written. */
+static void refuse_peer(struct agent *a, struct peer_link *l, const char *why)
 {
 	struct json_object *o = json_object_new_object();
 
 	json_object_object_add(o, "ok", json_object_new_boolean(0));
 	json_object_object_add(o, "error", json_object_new_string(why));
-	log_err("refusing primary %s: %s", a->peer, why);
-	send_frame(a, FRAME_HELLO_REPLY, 0, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+	log_err("refusing primary %s: %s", l->peer, why);
+	send_on(l, FRAME_HELLO_REPLY, 0, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 	json_object_put(o);
-	frame_queue_flush(&a->out, a->fd);
-	/* Closing with unread input would send a reset that can destroy the
-	 * reply before the peer reads it: read what is there, then close. */
-	shutdown(a->fd, SHUT_WR);
-	while (recv(a->fd, a->reader.hdr_buf, sizeof(a->reader.hdr_buf), MSG_DONTWAIT) > 0)
-		;
-	drop_primary(a);
+	peer_link_close_when_sent(l);
 }
 
 /* How long after it last heard from the primary this agent may restore the
@@ -246,26 +247,37 @@ static unsigned takeover_after_ms(const struct agent *a)
 	return a->cfg.timeout_ms + (a->cfg.fence_cmd ? a->cfg.fence_timeout_ms : 0);
 }
 
-static void on_hello(struct agent *a, const uint8_t *payload, uint32_t len)
+/* An authenticated peer's HELLO: it becomes the primary, or is told why
+ * not. */
+static void on_hello(struct agent *a, struct peer_link *l, const uint8_t *payload, uint32_t len)
 {
-	char err[256] = "out of memory", *text = strndup((const char *)payload, len);
+	char err[256] = "out of memory", *text;
 	char reply[160];
-	int rc = text ? replica_begin_session(&a->replica, text, err, sizeof(err)) : -ENOMEM;
 	const char *name;
+	int rc;
 
-	free(text);
-	if (rc) {
-		refuse_primary(a, err);
+	if (a->primary) {
+		/* One primary per agent: a second one would fight the first. */
+		refuse_peer(a, l, "busy: another primary is connected");
 		return;
 	}
-	a->hello_done = true;
+	text = strndup((const char *)payload, len);
+	rc = text ? replica_begin_session(&a->replica, text, err, sizeof(err)) : -ENOMEM;
+	free(text);
+	if (rc) {
+		refuse_peer(a, l, err);
+		return;
+	}
+	a->primary = l;
+	peer_link_established(l);
+	snprintf(a->peer, sizeof(a->peer), "%s", l->peer);
 	a->backup_notified = false;
 	name = json_object_get_string(json_object_object_get(a->replica.hello, "name"));
 	snprintf(a->vm_name, sizeof(a->vm_name), "%s", name ? name : "?");
 	a->grace_until = 0; /* the primary is back */
 	a->paused = false;  /* a paused primary says so again */
-	log_info("primary %s: replicating VM %s (%llu MiB, %u disk%s); initial sync started",
-		 a->peer, vm_name(a), (unsigned long long)(a->replica.ram_size >> 20),
+	log_info("primary %s (%s): replicating VM %s (%llu MiB, %u disk%s); initial sync started",
+		 a->peer, l->identity, vm_name(a), (unsigned long long)(a->replica.ram_size >> 20),
 		 a->replica.ndisks, a->replica.ndisks == 1 ? "" : "s");
 	notify_status("VM %s from %s: syncing", vm_name(a), a->peer);
 	snprintf(reply, sizeof(reply), "{\"ok\":true,\"features\":[\"" PROTO_FEATURE_OPERATOR
@@ -322,20 +334,6 @@ static void on_pause(struct agent *a, const struct frame_hdr *h)
 	send_frame(a, FRAME_PAUSE_ACK, h->epoch, NULL);
 }
 
-/* Write what is queued, blocking for at most ms. */
-static void flush_for(struct agent *a, int ms)
-{
-	double deadline = mono_ms() + ms;
-
-	while (frame_queue_flush(&a->out, a->fd) == 0) {
-		struct pollfd pfd = { .fd = a->fd, .events = POLLOUT };
-		int left = (int)(deadline - mono_ms());
-		if (left <= 0)
-			break;
-		poll(&pfd, 1, left);
-	}
-}
-
 /* Why a HANDOVER for epoch cannot be taken, or NULL. */
 static const char *handover_refusal(const struct agent *a, uint64_t epoch, bool ok,
 				    char *buf, size_t len)
@@ -388,7 +386,7 @@ static bool on_handover(struct agent *a, const struct frame_hdr *h, bool ok)
 	/* The loop stood still while QEMU started: that was not the
 	 * primary's silence. */
 	ev_now_update(a->loop);
-	a->last_rx = ev_now(a->loop);
+	a->primary->last_rx = ev_now(a->loop);
 	if (rc) {
 		snprintf(buf, sizeof(buf), "restoring the VM on the backup failed (%s); see the "
 			 "agent's log", strerror(-rc));
@@ -405,9 +403,9 @@ static bool on_handover(struct agent *a, const struct frame_hdr *h, bool ok)
 	if (payload) {
 		proto_encode_handover_done(payload, &d);
 		iov = (struct iovec){ .iov_base = payload, .iov_len = PROTO_HANDOVER_DONE_SIZE };
-		if (!frame_queue_push(&a->out, FRAME_HANDOVER_DONE, h->epoch, &iov, 1, payload,
-				      NULL))
-			flush_for(a, HANDOVER_FLUSH_MS);
+		if (!peer_link_push(a->primary, FRAME_HANDOVER_DONE, h->epoch, &iov, 1, payload,
+				    NULL))
+			peer_link_flush_for(a->primary, HANDOVER_FLUSH_MS);
 	}
 	log_info("handover complete: VM %s running from epoch %llu as QEMU pid %d (copy %.0f "
 		 "ms, start %.0f ms, load %.0f ms, total %.0f ms); QMP %s/qmp.sock, serial "
@@ -427,15 +425,6 @@ static bool on_frame(struct agent *a, const struct frame_hdr *h, const uint8_t *
 {
 	bool ok = proto_check_payload(h, payload) == 0;
 
-	if (!a->hello_done) {
-		if (h->type != FRAME_HELLO || !ok) {
-			log_err("primary %s did not start with a valid HELLO: dropped", a->peer);
-			drop_primary(a);
-			return false;
-		}
-		on_hello(a, payload, h->len);
-		return a->fd >= 0;
-	}
 	switch (h->type) {
 	case FRAME_DISK:
 		if (h->epoch == PROTO_EPOCH_TEST_UNBUFFERED) {
@@ -479,77 +468,59 @@ static bool on_frame(struct agent *a, const struct frame_hdr *h, const uint8_t *
 	return true;
 }
 
-static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
+/* A peer's first frame, after TLS: its HELLO, or nothing. */
+static bool on_first_frame(struct agent *a, struct peer_link *l, const struct frame_hdr *h,
+			   const uint8_t *payload)
 {
-	struct agent *a = w->data;
+	if (h->type != FRAME_HELLO || proto_check_payload(h, payload)) {
+		log_refused(a, l, "it did not start with a valid HELLO");
+		peer_link_close(l);
+		return false;
+	}
+	on_hello(a, l, payload, h->len);
+	return a->primary == l;
+}
 
-	double until = mono_ms() + AGENT_READ_SLICE_MS;
+static bool on_link_frame(struct peer_link *l, const struct frame_hdr *h, const uint8_t *payload)
+{
+	struct agent *a = l->data;
 
-	for (;;) {
-		int rc;
+	return l == a->primary ? on_frame(a, h, payload) : on_first_frame(a, l, h, payload);
+}
 
-		/* Any bytes count as a sign of life, not only whole frames;
-		 * and the time we spent on them (creating the replica at HELLO,
-		 * a commit's fsync) is ours, not the primary's silence. */
-		ev_now_update(loop);
-		a->last_rx = ev_now(loop);
-		/* A primary that sends faster than we store (the initial copy)
-		 * would keep us here for seconds: give the loop back now and
-		 * then, so that our heartbeats go out (the fd stays readable,
-		 * we are called again). */
-		if (mono_ms() > until)
-			return;
-		rc = frame_reader_read(&a->reader, a->fd);
-		if (rc == 0)
-			return;
-		if (rc < 0) {
-			char why[128];
-			snprintf(why, sizeof(why), "%s", rc == -EPIPE ? "connection closed" :
-				 rc == -EBADMSG || rc == -EMSGSIZE || rc == -EPROTONOSUPPORT ?
-				 "unreadable stream" : strerror(-rc));
-			if (!a->hello_done && rc == -EPROTONOSUPPORT) {
-				snprintf(why, sizeof(why), "it speaks protocol version %u; this agent "
-					 "speaks version %u", a->reader.hdr.version, (unsigned)PROTO_VERSION);
-				refuse_primary(a, why);
-			} else if (!a->hello_done) {
-				log_warn("connection from %s dropped before HELLO: %s", a->peer, why);
-				drop_primary(a);
-			} else if (rc != -EPIPE && rc != -ECONNRESET) {
-				lose_stream(a, why);
-			} else {
-				failover(a, why);
-			}
+static void on_link_error(struct peer_link *l, int err, const char *why)
+{
+	struct agent *a = l->data;
+	char text[160];
+
+	if (l != a->primary) {
+		/* Not our primary (yet): whatever it did changes nothing here. */
+		if (err == -EPROTONOSUPPORT && peer_link_open(l)) {
+			snprintf(text, sizeof(text), "it speaks protocol version %u; this agent "
+				 "speaks version %u", l->reader.hdr.version, (unsigned)PROTO_VERSION);
+			refuse_peer(a, l, text);
 			return;
 		}
-		if (!on_frame(a, &a->reader.hdr, a->reader.payload))
-			return;
+		log_refused(a, l, why);
+		peer_link_close(l);
+	} else if (err == -EPIPE || err == -ECONNRESET) {
+		failover(a, why);
+	} else {
+		lose_stream(a, why);
 	}
 }
 
-/* Best effort, without blocking: a refused peer is not worth a stall. */
-static void refuse_busy(struct agent *a, int fd)
-{
-	char why[200];
-	uint8_t hdr[PROTO_HDR_SIZE];
-	struct iovec iov[2];
-	const char *name = a->hello_done ?
-		json_object_get_string(json_object_object_get(a->replica.hello, "name")) : "?";
-	struct json_object *o = json_object_new_object();
-	const char *text;
+static const struct peer_link_ops link_ops = {
+	.on_frame = on_link_frame,
+	.on_error = on_link_error,
+};
 
-	snprintf(why, sizeof(why), "busy: replicating VM %.100s from %s", name, a->peer);
-	json_object_object_add(o, "ok", json_object_new_boolean(0));
-	json_object_object_add(o, "error", json_object_new_string(why));
-	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
-	iov[1] = (struct iovec){ .iov_base = (void *)text, .iov_len = strlen(text) };
-	proto_encode_hdr(hdr, FRAME_HELLO_REPLY, 0, &iov[1], 1);
-	iov[0] = (struct iovec){ .iov_base = hdr, .iov_len = sizeof(hdr) };
-	log_warn("refusing a second primary while %s is connected", a->peer);
-	if (writev(fd, iov, 2) < 0)
-		log_debug("refusal not sent: %s", strerror(errno));
-	json_object_put(o);
-	shutdown(fd, SHUT_WR);
-	close(fd);
+static struct peer_link *free_link(struct agent *a)
+{
+	for (int i = 0; i < AGENT_MAX_LINKS; i++)
+		if (a->links[i].state == PEER_LINK_IDLE)
+			return &a->links[i];
+	return NULL;
 }
 
 static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
@@ -559,61 +530,57 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 	socklen_t sl = sizeof(ss);
 	char host[48] = "?";
 	int fd = accept4(a->listen_fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	struct peer_link *l;
 
 	if (fd < 0)
 		return;
-	if (a->fd >= 0) {
-		/* One primary per agent: a second one would fight the first. */
-		refuse_busy(a, fd);
-		return;
-	}
 	if (ss.ss_family == AF_INET)
 		inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof(host));
 	else if (ss.ss_family == AF_INET6)
 		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof(host));
-	snprintf(a->peer, sizeof(a->peer), "%s", host);
-	a->fd = fd;
-	frame_reader_init(&a->reader);
-	frame_queue_init(&a->out);
-	ev_io_init(&a->rio, on_readable, fd, EV_READ);
-	ev_io_init(&a->wio, on_writable, fd, EV_WRITE);
-	a->rio.data = a->wio.data = a;
-	ev_io_start(loop, &a->rio);
-	a->last_rx = a->last_tx = ev_now(loop);
+	l = free_link(a);
+	if (!l) {
+		/* Every place is taken by handshakes that have not timed out
+		 * yet: the primary's own place is never one of them. */
+		struct peer_link tmp = { .fd = -1 };
+		snprintf(tmp.peer, sizeof(tmp.peer), "%s", host);
+		log_refused(a, &tmp, "too many connections in their handshake");
+		close(fd);
+		return;
+	}
+	peer_link_accept(l, fd, host, AGENT_HELLO_TIMEOUT_MS);
+	l->read_slice_ms = AGENT_READ_SLICE_MS;
 }
 
 static void on_heartbeat_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct agent *a = w->data;
+	struct peer_link *p = a->primary;
 	ev_tstamp now = ev_now(loop);
-	double quiet_ms = (now - a->last_rx) * 1e3;
+	double quiet_ms;
 
-	if (a->grace_until && now > a->grace_until && !a->hello_done) {
+	if (a->grace_until && now > a->grace_until && !p) {
 		/* A connection that never said HELLO is not the primary back. */
 		a->grace_until = 0;
 		failover(a, "primary did not reconnect");
 		return;
 	}
-	if (a->fd < 0)
+	if (!p)
 		return;
-	if (!a->hello_done && quiet_ms > AGENT_HELLO_TIMEOUT_MS) {
-		log_warn("connection from %s sent no HELLO: dropped", a->peer);
-		drop_primary(a);
-		return;
-	}
-	if (a->hello_done && quiet_ms > a->cfg.timeout_ms && fd_unread_bytes(a->fd)) {
+	quiet_ms = (now - p->last_rx) * 1e3;
+	if (quiet_ms > a->cfg.timeout_ms && peer_link_unread(p)) {
 		/* Our own loop stood still (a slow disk, a long restore): the
 		 * primary's bytes are waiting, it was not silent. */
-		a->last_rx = now;
+		p->last_rx = now;
 		quiet_ms = 0;
 	}
-	if (a->hello_done && quiet_ms > a->cfg.timeout_ms) {
+	if (quiet_ms > a->cfg.timeout_ms) {
 		char why[64];
 		snprintf(why, sizeof(why), "no heartbeat for %.0f ms", quiet_ms);
 		failover(a, why);
 		return;
 	}
-	if (a->hello_done && (now - a->last_tx) * 1e3 >= a->cfg.heartbeat_ms && !a->out.frames)
+	if ((now - p->last_tx) * 1e3 >= a->cfg.heartbeat_ms && !p->out.frames)
 		send_frame(a, FRAME_HEARTBEAT, a->replica.session_epoch, NULL);
 }
 
@@ -704,12 +671,39 @@ static void unlock_state_dir(struct agent *a)
 	a->state_lock_fd = -1;
 }
 
+/* No key, no start: a port anyone can speak on gives the backup host to
+ * anyone (docs/SECURITY.md). Cleartext only when the operator named it. */
+static int setup_link_security(struct agent *a)
+{
+	char err[512];
+
+	if (a->cfg.cleartext_link) {
+		link_security_cleartext(&a->sec);
+		log_warn("INSECURE: --insecure-cleartext-link: the replication link is neither "
+			 "encrypted nor authenticated; anyone who reaches %s can feed this agent a "
+			 "VM to run as root", a->cfg.listen.text);
+		return 0;
+	}
+	if (link_security_load(&a->sec, a->cfg.key_file, a->cfg.pair_name, err, sizeof(err))) {
+		log_err("%s", err);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static void close_links(struct agent *a)
+{
+	drop_primary(a);
+	for (int i = 0; i < AGENT_MAX_LINKS; i++)
+		peer_link_close(&a->links[i]);
+}
+
 int agent_run(struct agent *a)
 {
 	char err[256];
 	int rc;
 
-	a->fd = -1;
+	a->primary = NULL;
 	a->listen_fd = -1;
 	a->state_lock_fd = -1;
 	if (lock_state_dir(a))
@@ -723,6 +717,11 @@ int agent_run(struct agent *a)
 		unlock_state_dir(a);
 		return a->exit_code;
 	}
+	if (setup_link_security(a)) {
+		replica_free(&a->replica);
+		unlock_state_dir(a);
+		return 2;
+	}
 	rc = replica_recover(a->cfg.state_dir, err, sizeof(err));
 	if (rc < 0)
 		log_err("replica in %s: %s", a->cfg.state_dir, err);
@@ -732,11 +731,14 @@ int agent_run(struct agent *a)
 	a->listen_fd = netaddr_listen(&a->cfg.listen);
 	if (a->listen_fd < 0) {
 		log_err("cannot listen on %s: %s", a->cfg.listen.text, strerror(-a->listen_fd));
+		link_security_free(&a->sec);
 		replica_free(&a->replica);
 		unlock_state_dir(a);
 		return 2;
 	}
 	a->loop = ev_default_loop(EVFLAG_AUTO);
+	for (int i = 0; i < AGENT_MAX_LINKS; i++)
+		peer_link_init(&a->links[i], a->loop, &a->sec, &link_ops, a);
 	ev_io_init(&a->accept_watch, on_accept, a->listen_fd, EV_READ);
 	ev_timer_init(&a->heartbeat_timer, on_heartbeat_timer, 0, a->cfg.heartbeat_ms / 1000.0);
 	ev_signal_init(&a->sigterm, on_stop_signal, SIGTERM);
@@ -754,9 +756,10 @@ int agent_run(struct agent *a)
 	ev_run(a->loop, 0);
 	/* `master` and `fault` must reach the operator before we are gone. */
 	hook_runner_drain(&a->hooks, HOOK_NOTIFY_TIMEOUT_MS);
-	drop_primary(a);
+	close_links(a);
 	close(a->listen_fd);
 	replica_free(&a->replica);
+	link_security_free(&a->sec);
 	ev_loop_destroy(a->loop);
 	unlock_state_dir(a);
 	return a->exit_code;

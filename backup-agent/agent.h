@@ -5,7 +5,9 @@
 #include "config.h"
 #include "frame_queue.h"
 #include "hooks.h"
+#include "link_security.h"
 #include "netaddr.h"
+#include "peer_link.h"
 #include "proto.h"
 #include "replica.h"
 #include "restore.h"
@@ -16,7 +18,12 @@
 
 #define AGENT_DEFAULT_TIMEOUT_MS   2000u
 #define AGENT_DEFAULT_HEARTBEAT_MS 100u
+/* From accept to an accepted HELLO, TLS included, however slowly the
+ * peer trickles its bytes. */
 #define AGENT_HELLO_TIMEOUT_MS     5000
+/* Connections at once: the primary and peers still in their handshake.
+ * An unauthenticated peer never holds the primary's place. */
+#define AGENT_MAX_LINKS            8
 /* Longest run of frames one readable event handles before the loop runs. */
 #define AGENT_READ_SLICE_MS        50
 #define AGENT_MAX_TAPS             8
@@ -39,6 +46,8 @@ struct agent_config {
 	unsigned fence_timeout_ms; /* --fence-timeout-ms: then it counts as failed */
 	const char *notify_cmd;    /* --notify CMD: events, see README "Hooks" */
 	const char *pair_name;     /* --pair NAME; NULL: the VM's name */
+	const char *key_file;      /* --key-file: the pair key (link_security.h) */
+	bool cleartext_link;       /* --insecure-cleartext-link */
 	/* --config: owns the strings above that came from the file, and the
 	 * keys no flag sets yet ([hooks] fence, notify, ...) */
 	struct pair_config file;
@@ -52,15 +61,15 @@ struct agent {
 	ev_io accept_watch;
 	ev_timer heartbeat_timer;
 	ev_signal sigterm, sigint;
-	/* the primary, while one is connected */
-	int fd;
-	ev_io rio, wio;
-	struct frame_reader reader;
-	struct frame_queue out;
-	ev_tstamp last_rx, last_tx;
-	bool hello_done;
+	struct link_security sec;
+	/* every connection; the primary, once its HELLO is accepted, is one
+	 * of them (NULL: none) */
+	struct peer_link links[AGENT_MAX_LINKS];
+	struct peer_link *primary;
+	double refused_log_ms;    /* rate limit of the lines about refused peers */
+	unsigned refused_quiet;   /* refusals not logged since */
 	ev_tstamp grace_until;    /* stream dropped by us: failover if no reconnect by then */
-	char peer[64];
+	char peer[160];
 	bool paused;              /* the operator paused protection: no failover */
 	double status_at_ms;      /* last STATUS= of a commit (notify) */
 	struct replica replica;

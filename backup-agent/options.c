@@ -90,7 +90,7 @@ void agent_usage(FILE *f)
 
 enum { OPT_LISTEN = 256, OPT_STATE_DIR, OPT_TIMEOUT_MS, OPT_HEARTBEAT_MS,
        OPT_NO_FAILOVER, OPT_RESTORE, OPT_SYSLOG, OPT_TAP, OPT_CONFIG, OPT_CHECK_CONFIG,
-       OPT_CONNECT, OPT_FENCE, OPT_NO_FENCE, OPT_FENCE_TIMEOUT_MS, OPT_NOTIFY, OPT_PAIR,
+       OPT_CONNECT, OPT_FENCE, OPT_NO_FENCE, OPT_FENCE_TIMEOUT_MS, OPT_NOTIFY, OPT_PAIR, OPT_KEY_FILE, OPT_CLEARTEXT,
        OPT_TEST_DISK_APPLY, OPT_AFTER_HOST_RESTART };
 
 static const struct option long_opts[] = {
@@ -112,6 +112,8 @@ static const struct option long_opts[] = {
 	{ "fence-timeout-ms", required_argument, NULL, OPT_FENCE_TIMEOUT_MS },
 	{ "notify", required_argument, NULL, OPT_NOTIFY },
 	{ "pair", required_argument, NULL, OPT_PAIR },
+	{ "key-file", required_argument, NULL, OPT_KEY_FILE },
+	{ "insecure-cleartext-link", no_argument, NULL, OPT_CLEARTEXT },
 	{ "syslog", no_argument, NULL, OPT_SYSLOG },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
@@ -148,6 +150,9 @@ static void apply_file(struct agent_config *cfg, const char **listen, int *use_s
 		cfg->notify_cmd = pc->hooks_notify;
 	if (PC_SET(pc, PAIR_NAME))
 		cfg->pair_name = pc->pair_name;
+	if (PC_SET(pc, LINK_KEY_FILE))
+		cfg->key_file = pc->link_key_file;
+	cfg->cleartext_link = pc->link_insecure_cleartext;
 	if (PC_SET(pc, LOG_TARGET))
 		*use_syslog = !strcmp(pc->log_target, "syslog");
 	if (PC_SET(pc, LOG_LEVEL))
@@ -253,6 +258,8 @@ static int parse(int argc, char **argv, struct agent_config *cfg, int *use_syslo
 		case OPT_NO_FENCE: cfg->fence_disabled = true; cfg->fence_cmd = NULL; fence_flags |= 2; break;
 		case OPT_NOTIFY: cfg->notify_cmd = optarg; break;
 		case OPT_PAIR: cfg->pair_name = optarg; break;
+		case OPT_KEY_FILE: cfg->key_file = optarg; break;
+		case OPT_CLEARTEXT: cfg->cleartext_link = true; break;
 		case OPT_FENCE_TIMEOUT_MS:
 			if (cli_parse_ulong("--fence-timeout-ms", optarg, RANGE_FENCE_TIMEOUT_MS, &v))
 				return -1;

@@ -74,6 +74,10 @@ class Bench:
 
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="remus-bench.", dir="/dev/shm")
+        # the pair key of this run's agents and replicators (docs/SECURITY.md)
+        self.key = os.path.join(self.dir, "pair.key")
+        subprocess.run([os.path.join(BIN, "remusctl"), "keygen", self.key], check=True,
+                       stdout=subprocess.DEVNULL)
         self.procs = []
         self.qemu_pids = []
         self.ram_files = []
@@ -118,7 +122,8 @@ class Bench:
 
     def agent(self, port, state, host="127.0.0.1", prefix=(), extra=()):
         return self.spawn(list(prefix) + [os.path.join(BIN, "remus-agent"), "--listen",
-                          "%s:%d" % (host, port), "--state-dir", state] + list(extra),
+                          "%s:%d" % (host, port), "--state-dir", state, "--key-file", self.key] +
+                          list(extra),
                           os.path.join(self.dir, "agent.log"))
 
     def replicator(self, run, port, epoch_ms, extra=(), host="127.0.0.1", prefix=()):
@@ -126,7 +131,7 @@ class Bench:
         p = self.spawn(list(prefix) + [os.path.join(BIN, "remus-replicator"), "--qmp",
                         os.path.join(run, "qmp.sock"), "--backup", "%s:%d" % (host, port),
                         "--epoch-policy", "fixed", "--epoch-ms", str(epoch_ms),
-                        "--control", ctl] + list(extra),
+                        "--control", ctl, "--key-file", self.key] + list(extra),
                        os.path.join(self.dir, "replicator.log"))
         return p, ctl
 

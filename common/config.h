@@ -62,6 +62,8 @@ X(HEARTBEAT_TIMEOUT_MS, "heartbeat", "timeout-ms",    UINT, heartbeat_timeout_ms
 X(HOOKS_NOTIFY,      "hooks",      "notify",          STR,  hooks_notify,      RANGE_NONE,             NULL,      NULL,          NULL,        "notify",                   0) \
 X(HOOKS_FENCE,       "hooks",      "fence",           STR,  hooks_fence,       RANGE_NONE,             NULL,      NULL,          NULL,        "fence",                    CFG_A) \
 X(HOOKS_FENCE_TIMEOUT_MS, "hooks", "fence-timeout-ms", UINT, hooks_fence_timeout_ms, RANGE_FENCE_TIMEOUT_MS, "10000", NULL,     NULL,        "fence-timeout-ms",         0) \
+X(LINK_KEY_FILE,     "link",       "key-file",        STR,  link_key_file,     RANGE_NONE,             NULL,      NULL,          NULL,        "key-file",                 0) \
+X(LINK_CLEARTEXT,    "link",       "insecure-cleartext", BOOL, link_insecure_cleartext, RANGE_NONE,     "no",      NULL,          NULL,        "insecure-cleartext-link",  0) \
 X(CONTROL_SOCKET,    "control",    "socket",          STR,  control_socket,    RANGE_NONE,             NULL,      NULL,          NULL,        "control",                  0) \
 X(LOG_TARGET,        "log",        "target",          ENUM, log_target,        RANGE_NONE,             "stderr",  log_target_values, NULL,    "syslog",                   0) \
 X(LOG_LEVEL,         "log",        "level",           ENUM, log_level,         RANGE_NONE,             "info",    log_level_values, NULL,     "verbose",                  0)
@@ -123,6 +125,9 @@ struct pair_config {
 	unsigned hooks_fence_timeout_ms;
 	/* [control] */
 	char *control_socket;
+	/* [link] */
+	char *link_key_file;         /* the pair key (common/link_security.h) */
+	bool link_insecure_cleartext;
 	/* [log] */
 	const char *log_target;      /* "stderr" or "syslog" */
 	const char *log_level;       /* "info" or "debug" */

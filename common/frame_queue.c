@@ -89,21 +89,22 @@ static void consume(struct out_frame *f, size_t n)
 
 int frame_queue_flush(struct frame_queue *q, int fd)
 {
+	struct link_io io;
+
+	link_io_plain(&io, &fd);
+	return frame_queue_flush_io(q, &io);
+}
+
+int frame_queue_flush_io(struct frame_queue *q, const struct link_io *io)
+{
 	while (q->head) {
 		struct out_frame *f = q->head;
-		struct msghdr msg = {
-			.msg_iov = f->iov + f->first,
-			.msg_iovlen = f->iovcnt,
-		};
-		ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+		ssize_t n = io->send(io->ctx, f->iov + f->first, f->iovcnt);
 
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				return 0;
-			return -errno;
-		}
+		if (n == -EAGAIN)
+			return 0;
+		if (n < 0)
+			return (int)n;
 		q->bytes_queued -= (size_t)n;
 		q->bytes_sent += (size_t)n;
 		consume(f, (size_t)n);

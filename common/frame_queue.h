@@ -28,6 +28,8 @@ int frame_queue_push(struct frame_queue *q, unsigned type, uint64_t epoch,
 		     uint32_t *crc_out);
 /* Write as much as fd takes. 1: queue empty; 0: fd would block; -errno. */
 int frame_queue_flush(struct frame_queue *q, int fd);
+/* The same, writing through io. */
+int frame_queue_flush_io(struct frame_queue *q, const struct link_io *io);
 void frame_queue_clear(struct frame_queue *q);
 
 #endif

@@ -101,6 +101,18 @@ int netaddr_listen(const struct netaddr *a)
 	return fd;
 }
 
+int netaddr_connect_start(const struct netaddr *a)
+{
+	int fd = tcp_socket(a), r;
+
+	if (fd < 0 || connect(fd, (const struct sockaddr *)&a->ss, a->len) == 0 ||
+	    errno == EINPROGRESS)
+		return fd;
+	r = -errno;
+	close(fd);
+	return r;
+}
+
 int netaddr_connect(const struct netaddr *a, int timeout_ms)
 {
 	struct pollfd pfd;

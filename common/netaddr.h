@@ -16,6 +16,9 @@ int netaddr_parse(const char *text, struct netaddr *out, char *err, size_t errle
 /* Non-blocking, TCP_NODELAY, close-on-exec. Return fd or -errno. */
 int netaddr_listen(const struct netaddr *a);
 int netaddr_connect(const struct netaddr *a, int timeout_ms);
+/* Start a non-blocking connect: the fd (writable once connected; then
+ * SO_ERROR says how it went) or -errno. */
+int netaddr_connect_start(const struct netaddr *a);
 int fd_set_nonblock(int fd);
 /* Bytes the peer sent that this side has not read yet (0 on error). A
  * peer whose bytes wait unread was not silent, however long our own loop

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 static const char *const type_names[FRAME_TYPE_MAX] = {
@@ -205,20 +206,55 @@ void frame_reader_free(struct frame_reader *r)
 	frame_reader_init(r);
 }
 
-static int read_some(int fd, uint8_t *buf, size_t want, size_t *got)
+static ssize_t plain_recv(void *ctx, void *buf, size_t len)
 {
-	ssize_t n = read(fd, buf, want);
+	ssize_t n = read(*(int *)ctx, buf, len);
 
-	if (n > 0) {
-		*got = (size_t)n;
-		return 0;
-	}
+	if (n > 0)
+		return n;
 	if (n == 0)
 		return -EPIPE;
 	return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -EAGAIN : -errno;
 }
 
+static ssize_t plain_send(void *ctx, const struct iovec *iov, int iovcnt)
+{
+	struct msghdr msg = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt };
+	ssize_t n;
+
+	do
+		n = sendmsg(*(int *)ctx, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	if (n >= 0)
+		return n;
+	return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+}
+
+void link_io_plain(struct link_io *io, int *fd)
+{
+	*io = (struct link_io){ .recv = plain_recv, .send = plain_send, .ctx = fd };
+}
+
+static int read_some(const struct link_io *io, uint8_t *buf, size_t want, size_t *got)
+{
+	ssize_t n = io->recv(io->ctx, buf, want);
+
+	if (n > 0) {
+		*got = (size_t)n;
+		return 0;
+	}
+	return n == 0 ? -EPIPE : (int)n;
+}
+
 int frame_reader_read(struct frame_reader *r, int fd)
+{
+	struct link_io io;
+
+	link_io_plain(&io, &fd);
+	return frame_reader_read_io(r, &io);
+}
+
+int frame_reader_read_io(struct frame_reader *r, const struct link_io *io)
 {
 	size_t got = 0;
 	int rc;
@@ -228,7 +264,7 @@ int frame_reader_read(struct frame_reader *r, int fd)
 		r->have = 0;
 
 	while (r->have < PROTO_HDR_SIZE) {
-		rc = read_some(fd, r->hdr_buf + r->have, PROTO_HDR_SIZE - r->have, &got);
+		rc = read_some(io, r->hdr_buf + r->have, PROTO_HDR_SIZE - r->have, &got);
 		if (rc)
 			return rc == -EAGAIN ? 0 : rc;
 		r->have += got;
@@ -250,7 +286,7 @@ int frame_reader_read(struct frame_reader *r, int fd)
 	}
 	while (r->have < PROTO_HDR_SIZE + r->hdr.len) {
 		size_t off = r->have - PROTO_HDR_SIZE;
-		rc = read_some(fd, r->payload + off, r->hdr.len - off, &got);
+		rc = read_some(io, r->payload + off, r->hdr.len - off, &got);
 		if (rc)
 			return rc == -EAGAIN ? 0 : rc;
 		r->have += got;

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <sys/uio.h>
 
 #define PROTO_MAGIC        0x524d5553u /* "RMUS" */
@@ -138,6 +139,19 @@ int proto_parse_disk(const uint8_t *payload, uint32_t len, struct disk_op *out);
  * as the frame's next iovec). */
 void proto_encode_disk_hdr(uint8_t out[PROTO_DISK_HDR_SIZE], const struct disk_op *op);
 
+/* Where a link's bytes come from and go to: the socket itself, or a TLS
+ * session over it (common/peer_link.c). Both never block. */
+struct link_io {
+	/* > 0 bytes read; -EPIPE the peer closed; -EAGAIN nothing yet; -errno */
+	ssize_t (*recv)(void *ctx, void *buf, size_t len);
+	/* > 0 bytes taken (from the front of iov); -EAGAIN; -errno */
+	ssize_t (*send)(void *ctx, const struct iovec *iov, int iovcnt);
+	void *ctx;
+};
+
+/* The plain socket fd as a link_io (ctx points at the fd). */
+void link_io_plain(struct link_io *io, int *fd);
+
 /* Reassembles frames from a non-blocking stream. */
 struct frame_reader {
 	uint8_t hdr_buf[PROTO_HDR_SIZE];
@@ -155,5 +169,7 @@ void frame_reader_free(struct frame_reader *r);
  * -EPIPE: peer closed; other -errno from read(); a proto_decode_hdr error
  * for a bad header, after which the stream cannot be trusted any more. */
 int frame_reader_read(struct frame_reader *r, int fd);
+/* The same, reading through io. */
+int frame_reader_read_io(struct frame_reader *r, const struct link_io *io);
 
 #endif

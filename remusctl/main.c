@@ -17,11 +17,13 @@ static const struct {
 	{ "pause", pause_main, "stop checkpointing (backup maintenance); no failover meanwhile" },
 	{ "resume", resume_main, "checkpoint again; protected once the backup commits" },
 	{ "failover", failover_main, "hand the VM over to the backup [--timeout SECONDS]" },
+	{ "keygen", keygen_main, "write a new pair key to FILE (no --control needed)" },
 };
 
 static void usage(FILE *f)
 {
-	fprintf(f, "Usage: remusctl --control PATH [--json] VERB [VERB OPTIONS]\n\n"
+	fprintf(f, "Usage: remusctl --control PATH [--json] VERB [VERB OPTIONS]\n"
+		   "       remusctl keygen FILE\n\n"
 		   "Talks to remus-replicator over its control socket (--control).\n\n"
 		   "Verbs:\n");
 	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
@@ -65,7 +67,7 @@ int main(int argc, char **argv)
 	for (int i = optind + 1; i < argc; i++)
 		if (!strcmp(argv[i], "--json"))
 			o.json = 1;
-	if (!o.control) {
+	if (!o.control && strcmp(argv[optind], "keygen")) {
 		fprintf(stderr, "remusctl: --control PATH is required\n");
 		return 2;
 	}

@@ -12,52 +12,32 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CONNECT_TIMEOUT_MS 1000
-#define HELLO_TIMEOUT_MS   5000
+/* Connect, TLS and the HELLO exchange must all be done by then. The
+ * agent may take a while over a HELLO (it creates the replica files). */
+#define HANDSHAKE_DEADLINE_MS 10000
 #define GOODBYE_FLUSH_MS   1000
 
-bool link_up(const struct link *l)
+bool link_up(const struct peer_link *l)
 {
-	return l->fd >= 0;
+	return peer_link_up(l);
 }
 
-void link_close(struct link *l, struct ev_loop *loop)
+void link_close(struct peer_link *l, struct ev_loop *loop)
 {
-	ev_io_stop(loop, &l->rio);
-	ev_io_stop(loop, &l->wio);
-	if (l->fd >= 0)
-		close(l->fd);
-	l->fd = -1;
-	frame_queue_clear(&l->out);
-	frame_reader_free(&l->reader);
+	peer_link_close(l);
 }
 
 /* The link broke under us (EOF, reset, a bad frame): the backup may be
  * alive and about to take over, so held output waits as on a silent link. */
-static void link_fail(struct replicator *r, const char *what, int rc)
+static void link_fail(struct replicator *r, const char *why)
 {
-	char why[160];
-
-	snprintf(why, sizeof(why), "%s: %s", what, strerror(-rc));
 	r->backup_may_take_over = true;
 	epoch_on_backup_lost(r, why);
 }
 
-/* Write what is queued, blocking for at most ms. 1 all written, 0 time
- * ran out, -errno. */
-int link_flush_for(struct link *l, int ms)
+int link_flush_for(struct peer_link *l, int ms)
 {
-	double deadline = mono_ms() + ms;
-	int rc;
-
-	while ((rc = frame_queue_flush(&l->out, l->fd)) == 0) {
-		struct pollfd pfd = { .fd = l->fd, .events = POLLOUT };
-		int left = (int)(deadline - mono_ms());
-		if (left <= 0)
-			break;
-		poll(&pfd, 1, left);
-	}
-	return rc;
+	return peer_link_flush_for(l, ms);
 }
 
 /* We drop a working link while the VM is healthy (to resync, say): tell
@@ -66,8 +46,9 @@ int link_flush_for(struct link *l, int ms)
  * most GOODBYE_FLUSH_MS; the VM is running meanwhile. */
 void link_drop_alive(struct replicator *r, const char *why)
 {
-	struct link *l = &r->link;
+	struct peer_link *l = &r->link;
 	struct iovec iov = { .iov_base = (void *)why, .iov_len = strlen(why) };
+
 	if (link_up(l) && !frame_queue_push(&l->out, FRAME_GOODBYE, r->epoch, &iov, 1, NULL, NULL) &&
 	    link_flush_for(l, GOODBYE_FLUSH_MS) != 1)
 		log_warn("GOODBYE to the backup may not have arrived: it may take over");
@@ -77,28 +58,7 @@ void link_drop_alive(struct replicator *r, const char *why)
 int link_push(struct replicator *r, unsigned type, uint64_t epoch,
 	      const struct iovec *iov, int iovcnt, void *owned, uint32_t *crc)
 {
-	struct link *l = &r->link;
-	int rc = frame_queue_push(&l->out, type, epoch, iov, iovcnt, owned, crc);
-
-	if (rc)
-		return rc;
-	l->last_tx = ev_now(r->loop);
-	/* Sending waits for the loop: the caller may queue a whole epoch
-	 * first, and the VM is already running again. */
-	if (!ev_is_active(&l->wio))
-		ev_io_start(r->loop, &l->wio);
-	return 0;
-}
-
-static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
-{
-	struct replicator *r = w->data;
-	int rc = frame_queue_flush(&r->link.out, r->link.fd);
-
-	if (rc == 1)
-		ev_io_stop(loop, w);
-	else if (rc < 0)
-		link_fail(r, "sending to the backup failed", rc);
+	return peer_link_push(&r->link, type, epoch, iov, iovcnt, owned, crc);
 }
 
 static void handle_frame(struct replicator *r, const struct frame_hdr *h,
@@ -125,41 +85,6 @@ static void handle_frame(struct replicator *r, const struct frame_hdr *h,
 	default:
 		log_warn("backup sent an unexpected %s frame: ignored",
 			 frame_type_name(h->type));
-	}
-}
-
-static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
-{
-	struct replicator *r = w->data;
-	struct link *l = &r->link;
-
-	for (;;) {
-		int rc;
-
-		/* Any bytes count as a sign of life, not only whole frames;
-		 * and time spent handling them (an ack may start the next
-		 * checkpoint at once) is ours, not the backup's silence. */
-		ev_now_update(loop);
-		l->last_rx = ev_now(loop);
-		rc = frame_reader_read(&l->reader, l->fd);
-		if (rc == 0)
-			return;
-		if (rc == -EBADMSG || rc == -EMSGSIZE || rc == -EPROTONOSUPPORT) {
-			link_drop_alive(r, "unreadable stream from the backup");
-			return;
-		}
-		if (rc < 0) {
-			link_fail(r, rc == -EPIPE ? "backup closed the connection"
-					: "reading from the backup failed", rc);
-			return;
-		}
-		if (proto_check_payload(&l->reader.hdr, l->reader.payload)) {
-			link_drop_alive(r, "corrupt frame from the backup");
-			return;
-		}
-		handle_frame(r, &l->reader.hdr, l->reader.payload);
-		if (!link_up(l))
-			return;
 	}
 }
 
@@ -236,82 +161,95 @@ static int parse_hello_reply(struct replicator *r, const uint8_t *payload, uint3
 	return rc;
 }
 
-/* Blocking handshake: HELLO out, HELLO_REPLY in. Runs at attach and on
- * reconnect, while the VM runs unprotected anyway. */
-static int handshake(struct replicator *r, int fd, char *err, size_t errlen)
+static void on_hello_reply(struct replicator *r, const struct frame_hdr *h,
+			   const uint8_t *payload)
 {
-	struct frame_reader rd;
-	struct pollfd pfd = { .fd = fd, .events = POLLIN };
-	char *hello = vm_hello_json(r);
-	struct iovec iov;
-	int rc;
+	char err[300];
 
-	if (!hello)
-		return -ENOMEM;
-	iov = (struct iovec){ .iov_base = hello, .iov_len = strlen(hello) };
-	rc = frame_queue_push(&r->link.out, FRAME_HELLO, 0, &iov, 1, hello, NULL);
-	while (!rc && (rc = frame_queue_flush(&r->link.out, fd)) == 0) {
-		struct pollfd wp = { .fd = fd, .events = POLLOUT };
-		if (poll(&wp, 1, HELLO_TIMEOUT_MS) <= 0)
-			rc = -ETIMEDOUT;
+	if (h->type != FRAME_HELLO_REPLY || proto_check_payload(h, payload)) {
+		snprintf(err, sizeof(err), "backup answered HELLO with a bad %s frame",
+			 frame_type_name(h->type));
+		replicator_link_failed(r, err);
+	} else if (parse_hello_reply(r, payload, h->len, err, sizeof(err))) {
+		replicator_link_failed(r, err);
+	} else {
+		peer_link_established(&r->link);
+		replicator_link_up(r);
 	}
-	if (rc < 0) {
-		snprintf(err, errlen, "sending HELLO: %s", strerror(-rc));
-		return rc;
-	}
-	frame_reader_init(&rd);
-	while ((rc = frame_reader_read(&rd, fd)) == 0) {
-		if (poll(&pfd, 1, HELLO_TIMEOUT_MS) <= 0) {
-			rc = -ETIMEDOUT;
-			break;
-		}
-	}
-	if (rc == -EPROTONOSUPPORT) {
-		snprintf(err, errlen, "backup refused: it speaks protocol version %u; this "
-			 "replicator speaks version %u", rd.hdr.version, (unsigned)PROTO_VERSION);
-		goto out;
-	}
-	if (rc < 0) {
-		snprintf(err, errlen, "no HELLO reply from the backup: %s", strerror(-rc));
-		goto out;
-	}
-	if (rd.hdr.type != FRAME_HELLO_REPLY || proto_check_payload(&rd.hdr, rd.payload)) {
-		snprintf(err, errlen, "backup answered HELLO with a bad %s frame",
-			 frame_type_name(rd.hdr.type));
-		rc = -EPROTO;
-		goto out;
-	}
-	rc = parse_hello_reply(r, rd.payload, rd.hdr.len, err, errlen);
-out:
-	frame_reader_free(&rd);
-	return rc;
 }
 
+/* false when the link was closed meanwhile */
+static bool on_frame(struct peer_link *l, const struct frame_hdr *h, const uint8_t *payload)
+{
+	struct replicator *r = l->data;
+
+	if (!link_up(l)) {
+		on_hello_reply(r, h, payload);
+		return link_up(l);
+	}
+	if (proto_check_payload(h, payload)) {
+		link_drop_alive(r, "corrupt frame from the backup");
+		return false;
+	}
+	handle_frame(r, h, payload);
+	return link_up(l);
+}
+
+static void on_error(struct peer_link *l, int err, const char *why)
+{
+	struct replicator *r = l->data;
+	char text[300];
+
+	if (!link_up(l)) {
+		if (err == -EPROTONOSUPPORT)
+			snprintf(text, sizeof(text), "backup refused: it speaks protocol version "
+				 "%u; this replicator speaks version %u", l->reader.hdr.version,
+				 (unsigned)PROTO_VERSION);
+		else
+			snprintf(text, sizeof(text), "backup %s: %s", r->cfg.backup.text, why);
+		replicator_link_failed(r, text);
+	} else if (err == -EBADMSG || err == -EMSGSIZE || err == -EPROTONOSUPPORT) {
+		link_drop_alive(r, "unreadable stream from the backup");
+	} else {
+		snprintf(text, sizeof(text), "%s", err == -EPIPE ?
+			 "backup closed the connection" : why);
+		link_fail(r, text);
+	}
+}
+
+/* Authenticated: say who we replicate. */
+static void on_open(struct peer_link *l)
+{
+	struct replicator *r = l->data;
+	char *hello = vm_hello_json(r);
+	struct iovec iov;
+
+	if (!hello) {
+		replicator_link_failed(r, "no memory for the HELLO");
+		return;
+	}
+	iov = (struct iovec){ .iov_base = hello, .iov_len = strlen(hello) };
+	if (peer_link_push(l, FRAME_HELLO, 0, &iov, 1, hello, NULL))
+		replicator_link_failed(r, "the HELLO could not be queued");
+}
+
+static const struct peer_link_ops link_ops = {
+	.on_open = on_open,
+	.on_frame = on_frame,
+	.on_error = on_error,
+};
+
+/* Start connecting: the rest (TLS, HELLO, the reply) comes from the loop,
+ * ending in replicator_link_up or replicator_link_failed. */
 int link_open(struct replicator *r, char *err, size_t errlen)
 {
-	struct link *l = &r->link;
-	int fd = netaddr_connect(&r->cfg.backup, CONNECT_TIMEOUT_MS);
 	int rc;
 
-	if (fd < 0) {
-		snprintf(err, errlen, "cannot connect to backup %s: %s",
-			 r->cfg.backup.text, strerror(-fd));
-		return fd;
-	}
-	frame_queue_init(&l->out);
+	peer_link_init(&r->link, r->loop, &r->link_sec, &link_ops, r);
 	r->agent_operator = false; /* until its HELLO_REPLY says so */
-	rc = handshake(r, fd, err, errlen);
-	if (rc) {
-		frame_queue_clear(&l->out);
-		close(fd);
-		return rc;
-	}
-	l->fd = fd;
-	frame_reader_init(&l->reader);
-	ev_io_init(&l->rio, on_readable, fd, EV_READ);
-	ev_io_init(&l->wio, on_writable, fd, EV_WRITE);
-	l->rio.data = l->wio.data = r;
-	ev_io_start(r->loop, &l->rio);
-	l->last_rx = l->last_tx = ev_now(r->loop);
-	return 0;
+	rc = peer_link_connect(&r->link, &r->cfg.backup, HANDSHAKE_DEADLINE_MS);
+	if (rc)
+		snprintf(err, errlen, "cannot connect to backup %s: %s", r->cfg.backup.text,
+			 strerror(-rc));
+	return rc;
 }

@@ -164,7 +164,7 @@ void replicator_usage(FILE *f)
 		REPLICATOR_DEFAULT_TIMEOUT_MS);
 }
 
-enum { OPT_QMP = 256, OPT_CONNECT, OPT_DOMAIN, OPT_NOTIFY, OPT_PAIR, OPT_BACKUP, OPT_RAM_FILE, OPT_EPOCH_MS, OPT_CONTROL,
+enum { OPT_QMP = 256, OPT_CONNECT, OPT_DOMAIN, OPT_NOTIFY, OPT_PAIR, OPT_KEY_FILE, OPT_CLEARTEXT, OPT_BACKUP, OPT_RAM_FILE, OPT_EPOCH_MS, OPT_CONTROL,
        OPT_HEARTBEAT_MS, OPT_TIMEOUT_MS, OPT_SYSLOG, OPT_TEST_CORRUPT,
        OPT_CAPTURE_THREADS, OPT_NET_OUT, OPT_NET_CAP_MB, OPT_DISK_CAP_MB, OPT_TEST_DISK_UNBUFFERED, OPT_NO_OUTPUT_COMMIT,
        OPT_EPOCH_POLICY, OPT_EPOCH_MIN_MS, OPT_EPOCH_MAX_MS, OPT_MAX_OVERHEAD,
@@ -178,6 +178,8 @@ static const struct option long_opts[] = {
 	{ "connect", required_argument, NULL, OPT_CONNECT },
 	{ "notify", required_argument, NULL, OPT_NOTIFY },
 	{ "pair", required_argument, NULL, OPT_PAIR },
+	{ "key-file", required_argument, NULL, OPT_KEY_FILE },
+	{ "insecure-cleartext-link", no_argument, NULL, OPT_CLEARTEXT },
 	{ "domain", required_argument, NULL, OPT_DOMAIN },
 	{ "backup", required_argument, NULL, OPT_BACKUP },
 	{ "ram-file", required_argument, NULL, OPT_RAM_FILE },
@@ -223,6 +225,9 @@ static void apply_file(struct replicator_config *cfg, const char **backup, int *
 		cfg->notify_cmd = pc->hooks_notify;
 	if (PC_SET(pc, PAIR_NAME))
 		cfg->pair_name = pc->pair_name;
+	if (PC_SET(pc, LINK_KEY_FILE))
+		cfg->key_file = pc->link_key_file;
+	cfg->cleartext_link = pc->link_insecure_cleartext;
 	if (PC_SET(pc, VM_DOMAIN))
 		cfg->domain = pc->vm_domain;
 	if (PC_SET(pc, VM_LIBVIRT_URI))
@@ -326,6 +331,8 @@ static int parse(int argc, char **argv, struct replicator_config *cfg, int *use_
 		case OPT_CONNECT: cfg->libvirt_uri = optarg; connect_flag = true; break;
 		case OPT_NOTIFY: cfg->notify_cmd = optarg; break;
 		case OPT_PAIR: cfg->pair_name = optarg; break;
+		case OPT_KEY_FILE: cfg->key_file = optarg; break;
+		case OPT_CLEARTEXT: cfg->cleartext_link = true; break;
 		case OPT_BACKUP: backup = optarg; break;
 		case OPT_RAM_FILE: cfg->ram_file = optarg; break;
 		case OPT_CONTROL: cfg->control_path = optarg; break;

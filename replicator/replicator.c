@@ -243,7 +243,7 @@ static void on_epoch_timer(struct ev_loop *loop, ev_timer *w, int revents)
 static void on_heartbeat_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct replicator *r = w->data;
-	struct link *l = &r->link;
+	struct peer_link *l = &r->link;
 	ev_tstamp now = ev_now(loop);
 
 	if (!link_up(l))
@@ -252,7 +252,7 @@ static void on_heartbeat_timer(struct ev_loop *loop, ev_timer *w, int revents)
 	    (r->handover == HO_WAIT_DONE ? HANDOVER_SILENCE_MS : r->backup_silence_ms)) {
 		/* Our own loop may have stood still (a long pause): bytes
 		 * waiting from the backup mean it was not silent. */
-		if (fd_unread_bytes(l->fd)) {
+		if (peer_link_unread(l)) {
 			l->last_rx = now;
 		} else {
 			link_drop_alive(r, "no heartbeat from the backup");
@@ -281,20 +281,30 @@ static void try_connect(struct replicator *r)
 
 	if (r->vm_left_paused)
 		return; /* the operator decides first (remusctl resume) */
-	if (link_open(r, err, sizeof(err))) {
-		/* Say it once, not every second. */
-		if (!r->connect_failures++)
-			log_warn("%s; retrying every second (VM %s is not protected)", err, r->vm.name);
-		else
-			log_debug("%s", err);
-		if (!ev_is_active(&r->reconnect_timer))
-			ev_timer_start(r->loop, &r->reconnect_timer);
-		return;
-	}
 	ev_timer_stop(r->loop, &r->reconnect_timer);
+	if (link_open(r, err, sizeof(err)))
+		replicator_link_failed(r, err);
+}
+
+/* Connect, TLS or HELLO failed: try again in a second. The VM runs on,
+ * and its network with it: nothing here waited. */
+void replicator_link_failed(struct replicator *r, const char *why)
+{
+	link_close(&r->link, r->loop);
+	/* Say it once, not every second. */
+	if (!r->connect_failures++)
+		log_warn("%s; retrying every second (VM %s is not protected)", why, r->vm.name);
+	else
+		log_debug("%s", why);
+	if (!r->stopping && !ev_is_active(&r->reconnect_timer))
+		ev_timer_start(r->loop, &r->reconnect_timer);
+}
+
+void replicator_link_up(struct replicator *r)
+{
 	r->connect_failures = 0;
 	r->stats.bytes_sent_prev = 0;
-	log_info("connected to backup %s", r->cfg.backup.text);
+	log_info("connected to backup %s (%s)", r->cfg.backup.text, r->link.identity);
 	if (operator_on_connected(r))
 		return;
 	epoch_start_sync(r);
@@ -378,11 +388,31 @@ static void init_watchers(struct replicator *r)
 		ev_io_start(r->loop, &r->qmp_watch);
 }
 
+/* No key, no start: a link anyone can speak on gives the backup host to
+ * anyone (docs/SECURITY.md). Cleartext only when the operator named it. */
+static int link_security_setup(struct replicator *r)
+{
+	char err[512];
+
+	if (r->cfg.cleartext_link) {
+		link_security_cleartext(&r->link_sec);
+		log_warn("INSECURE: --insecure-cleartext-link: the replication link is neither "
+			 "encrypted nor authenticated; anyone on the path reads the VM's memory "
+			 "and disks, and anyone who reaches the backup can feed it a VM");
+		return 0;
+	}
+	if (link_security_load(&r->link_sec, r->cfg.key_file, NULL, err, sizeof(err))) {
+		log_err("%s", err);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 int replicator_run(struct replicator *r)
 {
 	int rc;
 
-	r->link.fd = -1;
+	peer_link_init(&r->link, NULL, &r->link_sec, NULL, r);
 	r->control_fd = -1;
 	r->qemu_pidfd = -1;
 	r->handover_fd = -1;
@@ -391,9 +421,13 @@ int replicator_run(struct replicator *r)
 	r->loop = ev_default_loop(EVFLAG_AUTO);
 	hook_runner_init(&r->hooks, r->loop, r->cfg.notify_cmd, HOOK_NOTIFY_TIMEOUT_MS);
 	signal(SIGPIPE, SIG_IGN);
+	rc = link_security_setup(r);
+	if (rc)
+		goto out;
 	rc = vm_attach(r);
 	if (rc)
 		goto out;
+	link_security_set_identity(&r->link_sec, r->cfg.pair_name ? r->cfg.pair_name : r->vm.name);
 	rc = epoch_devices_setup(r);
 	if (rc)
 		goto out;
@@ -422,6 +456,7 @@ out:
 	if (r->qemu_pidfd >= 0)
 		close(r->qemu_pidfd);
 	vm_info_free(&r->vm);
+	link_security_free(&r->link_sec);
 	ev_loop_destroy(r->loop);
 	return rc < 0 ? 2 : rc;
 }

@@ -8,6 +8,7 @@
 #include "frame_queue.h"
 #include "hooks.h"
 #include "netaddr.h"
+#include "peer_link.h"
 #include "proto.h"
 #include "stats.h"
 
@@ -58,6 +59,8 @@ struct replicator_config {
 	bool test_disk_unbuffered; /* test only: disk writes also sent at once */
 	const char *notify_cmd;    /* --notify CMD: events, see README "Hooks" */
 	const char *pair_name;     /* --pair NAME; NULL: the VM's name */
+	const char *key_file;      /* --key-file: the pair key (link_security.h) */
+	bool cleartext_link;       /* --insecure-cleartext-link */
 	/* --config: owns the strings above that came from the file, and the
 	 * keys no flag sets yet ([pair] name, [vm] domain, [hooks] ...) */
 	struct pair_config file;
@@ -102,14 +105,6 @@ enum handover_phase {
 	HO_WAIT_DONE,      /* HANDOVER sent: the backup is starting the VM */
 };
 
-struct link {
-	int fd;
-	ev_io rio, wio;
-	struct frame_reader reader;
-	struct frame_queue out;
-	ev_tstamp last_rx, last_tx;
-};
-
 struct replicator {
 	struct ev_loop *loop;
 	struct replicator_config cfg;
@@ -128,7 +123,8 @@ struct replicator {
 	struct ckpt_device *devices;
 	int ndevices;
 
-	struct link link;
+	struct peer_link link;
+	struct link_security link_sec;
 	enum protection prot;
 	uint64_t epoch;          /* id of the newest captured epoch */
 	bool inflight;           /* epoch captured and sent, not yet acked */
@@ -184,14 +180,18 @@ int replicator_parse_args(int argc, char **argv, struct replicator_config *cfg,
 void replicator_config_free(struct replicator_config *cfg);
 void replicator_usage(FILE *f);
 
-/* link.c */
+/* link.c: the replicator's side of the peer link (common/peer_link.h).
+ * link_open starts connecting; the outcome comes from the loop as
+ * replicator_link_up or replicator_link_failed (replicator.c). */
 int link_open(struct replicator *r, char *err, size_t errlen);
-void link_close(struct link *l, struct ev_loop *loop);
+void link_close(struct peer_link *l, struct ev_loop *loop);
 void link_drop_alive(struct replicator *r, const char *why);
-int link_flush_for(struct link *l, int ms);
+int link_flush_for(struct peer_link *l, int ms);
 int link_push(struct replicator *r, unsigned type, uint64_t epoch,
 	      const struct iovec *iov, int iovcnt, void *owned, uint32_t *crc);
-bool link_up(const struct link *l);
+bool link_up(const struct peer_link *l);
+void replicator_link_up(struct replicator *r);
+void replicator_link_failed(struct replicator *r, const char *why);
 
 /* replicator.c: a QMP command failed at the barrier (-EPIPE: QEMU died). */
 void replicator_primary_trouble(struct replicator *r, int rc);

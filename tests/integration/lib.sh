@@ -10,6 +10,9 @@ T=$(mktemp -d /dev/shm/remus-it.XXXXXX)
 PIDS=()
 RAM_FILES=()
 FAILS=0
+# The pair key of this test's agent and replicators (docs/SECURITY.md).
+KEY=$T/pair.key
+"$BIN/remusctl" keygen "$KEY" > /dev/null || { echo "cannot make a pair key" >&2; exit 1; }
 
 log() { printf '%s %s\n' "$(date +%T.%3N)" "$*"; }
 pass() { log "ok - $*"; }
@@ -146,7 +149,8 @@ ticks_consecutive() {
 start_agent() {
 	local port=$1 dir=$2
 	shift 2
-	"$BIN/remus-agent" --listen "127.0.0.1:$port" --state-dir "$dir" "$@" >> "$T/agent.log" 2>&1 &
+	"$BIN/remus-agent" --listen "127.0.0.1:$port" --state-dir "$dir" --key-file "$KEY" "$@" \
+		>> "$T/agent.log" 2>&1 &
 	AGENT_PID=$!
 	PIDS+=("$AGENT_PID")
 }
@@ -156,7 +160,7 @@ start_agent() {
 start_replicator() {
 	local qmp=$1 port=$2
 	shift 2
-	"$BIN/remus-replicator" --qmp "$qmp" --backup "127.0.0.1:$port" \
+	"$BIN/remus-replicator" --qmp "$qmp" --backup "127.0.0.1:$port" --key-file "$KEY" \
 		--control "$T/ctl.sock" ${TEST_TRACKER:+--tracker "$TEST_TRACKER"} "$@" \
 		>> "$T/replicator.log" 2>&1 &
 	REPLICATOR_PID=$!
@@ -225,7 +229,8 @@ testnet_empty() {
 start_agent_in() {
 	local ns=$1 listen=$2 dir=$3
 	shift 3
-	"$ROOT/scripts/in-netns" "$ns" "$BIN/remus-agent" --listen "$listen" --state-dir "$dir" "$@" \
+	"$ROOT/scripts/in-netns" "$ns" "$BIN/remus-agent" --listen "$listen" --state-dir "$dir" \
+		--key-file "$KEY" "$@" \
 		>> "$T/agent.log" 2>&1 &
 	AGENT_PID=$!
 	PIDS+=("$AGENT_PID")
@@ -237,7 +242,7 @@ start_replicator_in() {
 	local ns=$1 qmp=$2 backup=$3
 	shift 3
 	"$ROOT/scripts/in-netns" "$ns" "$BIN/remus-replicator" --qmp "$qmp" --backup "$backup" \
-		--control "$T/ctl.sock" "$@" >> "$T/replicator.log" 2>&1 &
+		--key-file "$KEY" --control "$T/ctl.sock" "$@" >> "$T/replicator.log" 2>&1 &
 	REPLICATOR_PID=$!
 	PIDS+=("$REPLICATOR_PID")
 }

@@ -39,14 +39,14 @@ kill -TERM "$AGENT_PID"; wait_exit "$AGENT_PID" 10
 python3 -c 'import json, sys
 p = sys.argv[1]; v = json.load(open(p)); v["host_boot_id"] = "00000000-0000-0000-0000-000000000000"
 json.dump(v, open(p, "w"))' "$T/backup/vm.json"
-out=$("$BIN/remus-agent" --restore --state-dir "$T/backup" 2>&1)
+out=$("$BIN/remus-agent" --key-file "$KEY" --restore --state-dir "$T/backup" 2>&1)
 rc=$?
 [ "$rc" = 1 ] && [[ $out == *"before this host last started"*"--after-host-restart"* ]] &&
 	[ ! -e "$T/backup/qemu.pid" ] &&
 	pass "a replica from an earlier boot of the host is not restored (exit 1)" ||
 	fail "a replica from an earlier boot: exit $rc: $out"
 # The operator knows the host went down cleanly: --after-host-restart.
-"$BIN/remus-agent" --restore --after-host-restart --state-dir "$T/backup" >> "$T/agent.log" 2>&1 &&
+"$BIN/remus-agent" --key-file "$KEY" --restore --after-host-restart --state-dir "$T/backup" >> "$T/agent.log" 2>&1 &&
 	pass "remus-agent --restore brought the replica up" || fail "remus-agent --restore failed"
 wait_for 30 sh -c "[ \$(tr -d '\r' < '$T/backup/serial.log' | grep -c '^tick') -ge 5 ]" &&
 	pass "restored replica runs (ticks from $(first_tick "$T/backup/serial.log"))" ||

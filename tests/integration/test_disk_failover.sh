@@ -22,7 +22,7 @@ run() {
 	RAM_FILES+=("$T/$name.img")
 	wait_for 30 grep -qa 'disk: ok' "$T/$name/serial.log" || die "$name: no disk check running"
 	start_agent "$port" "$T/$name-backup" --no-fence $aargs
-	"$BIN/remus-replicator" --qmp "$T/$name/qmp.sock" --backup "127.0.0.1:$port" \
+	"$BIN/remus-replicator" --key-file "$KEY" --qmp "$T/$name/qmp.sock" --backup "127.0.0.1:$port" \
 		--control "$T/$name.ctl" --epoch-policy fixed --epoch-ms "$EPOCH_MS" $rargs \
 		>> "$T/replicator.log" 2>&1 &
 	REPLICATOR_PID=$!

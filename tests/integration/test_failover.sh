@@ -47,7 +47,7 @@ cmp -s "$T/backup/ram" "$T/backup/vm.ram" && fail "restored VM did not write its
 	pass "replica RAM untouched by the running VM (it runs on a copy)"
 # The state dir stays locked while the VM restored from it runs: a new agent
 # there would rewrite the files the VM came from.
-timeout 10 "$BIN/remus-agent" --listen "127.0.0.1:$(free_port)" --state-dir "$T/backup" --no-fence \
+timeout 10 "$BIN/remus-agent" --key-file "$KEY" --listen "127.0.0.1:$(free_port)" --state-dir "$T/backup" --no-fence \
 	> "$T/agent-again.log" 2>&1
 rc=$?
 [ "$rc" = 2 ] && grep -q "a VM restored from it still runs" "$T/agent-again.log" &&

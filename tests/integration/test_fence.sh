@@ -14,7 +14,7 @@ EVENTS=$T/events
 start_quiet_agent() {
 	local port pid
 	port=$(free_port)
-	"$BIN/remus-agent" --listen "127.0.0.1:$port" --state-dir "$T/quiet" "$@" > "$T/quiet.log" 2>&1 &
+	"$BIN/remus-agent" --key-file "$KEY" --listen "127.0.0.1:$port" --state-dir "$T/quiet" "$@" > "$T/quiet.log" 2>&1 &
 	pid=$!
 	PIDS+=("$pid")
 	sleep 1
@@ -29,7 +29,7 @@ grep -q 'NO FENCING CONFIGURED' "$T/quiet.log" &&
 start_quiet_agent --no-fence
 ! grep -q 'NO FENCING' "$T/quiet.log" && pass "--no-fence: no warning" ||
 	fail "--no-fence still warns"
-"$BIN/remus-agent" --listen 127.0.0.1:1 --state-dir "$T/quiet" --fence /nonexistent/pdu \
+"$BIN/remus-agent" --key-file "$KEY" --listen 127.0.0.1:1 --state-dir "$T/quiet" --fence /nonexistent/pdu \
 	> "$T/refused.log" 2>&1
 rc=$?
 [ "$rc" = 2 ] && grep -q "'/nonexistent/pdu': No such file" "$T/refused.log" &&
@@ -91,7 +91,7 @@ grep -q '^vm-lost primary' "$EVENTS" && pass "the replicator notified 'vm-lost'"
 # The operator powers the primary off by hand, then restores.
 kill -TERM "$AGENT_PID"
 wait_exit "$AGENT_PID" 10 || die "the agent did not stop on SIGTERM"
-"$BIN/remus-agent" --restore --state-dir "$T/backup" >> "$T/agent.log" 2>&1 &&
+"$BIN/remus-agent" --key-file "$KEY" --restore --state-dir "$T/backup" >> "$T/agent.log" 2>&1 &&
 	pass "remus-agent --restore brings the kept replica back" || fail "restore by hand failed"
 wait_for 20 sh -c "tr -d '\r' < '$T/backup/serial.log' | grep -q '^tick'" &&
 	pass "the restored VM runs (tick $(last_tick "$T/backup/serial.log"))" ||

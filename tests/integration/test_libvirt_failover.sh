@@ -23,7 +23,7 @@ refused() { # NAME RAM_SOURCE EXPECTED_TEXT
 	virsh -c "$PRI_URI" create "$T/$1.xml" > /dev/null || die "cannot start domain $1"
 	wait_for 60 grep -qa 'guest: ready' "$T/$1.serial" ||
 		die "domain $1 did not boot: $(domain_gone_why "$PRI_URI" "$1")"
-	out=$(timeout 20 "$BIN/remus-replicator" --connect "$PRI_URI" --domain "$1" \
+	out=$(timeout 20 "$BIN/remus-replicator" --key-file "$KEY" --connect "$PRI_URI" --domain "$1" \
 		--backup 127.0.0.1:9 2>&1)
 	EXIT_CODE=$?
 	# A refused domain is left alone: never stopped, paused or destroyed.
@@ -50,7 +50,7 @@ wait_for 60 grep -qa 'guest: ready' "$T/primary-serial.log" || die "domain $NAME
 
 PORT=$(free_port)
 start_agent "$PORT" "$T/backup" --connect "$BAK_URI"
-"$BIN/remus-replicator" --connect "$PRI_URI" --domain "$NAME" --backup "127.0.0.1:$PORT" \
+"$BIN/remus-replicator" --key-file "$KEY" --connect "$PRI_URI" --domain "$NAME" --backup "127.0.0.1:$PORT" \
 	--control "$T/ctl.sock" --epoch-policy fixed --epoch-ms 50 >> "$T/replicator.log" 2>&1 &
 REPLICATOR_PID=$!
 PIDS+=("$REPLICATOR_PID")
@@ -102,11 +102,11 @@ virsh -c "$BAK_URI" dumpxml "$NAME" | grep -q "disk-0.qcow2" &&
 # no checkpoint can be taken any more, so the replicator detaches (exit 3,
 # output released, the backup told not to take over) and the VM runs on.
 PORT2=$(free_port)
-"$BIN/remus-agent" --listen "127.0.0.1:$PORT2" --state-dir "$T/backup2" --no-fence \
+"$BIN/remus-agent" --key-file "$KEY" --listen "127.0.0.1:$PORT2" --state-dir "$T/backup2" --no-fence \
 	>> "$T/agent2.log" 2>&1 &
 AGENT2_PID=$!
 PIDS+=("$AGENT2_PID")
-"$BIN/remus-replicator" --connect "$BAK_URI" --domain "$NAME" --backup "127.0.0.1:$PORT2" \
+"$BIN/remus-replicator" --key-file "$KEY" --connect "$BAK_URI" --domain "$NAME" --backup "127.0.0.1:$PORT2" \
 	--control "$T/ctl2.sock" >> "$T/replicator2.log" 2>&1 &
 REPLICATOR2_PID=$!
 PIDS+=("$REPLICATOR2_PID")

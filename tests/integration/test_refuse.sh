@@ -16,7 +16,7 @@ vm() {
 
 # attach NAME: run the replicator against a port nobody listens on.
 attach() {
-	timeout 10 "$BIN/remus-replicator" --qmp "$T/$1/qmp.sock" --backup "127.0.0.1:$(free_port)" \
+	timeout 10 "$BIN/remus-replicator" --key-file "$KEY" --qmp "$T/$1/qmp.sock" --backup "127.0.0.1:$(free_port)" \
 		"${@:2}" > "$T/$1.log" 2>&1
 }
 
@@ -64,7 +64,7 @@ expect_refusal dgram "netdev n0 is a datagram socket the net buffer must own.*--
 # shellcheck disable=SC2046
 vm udp -vga none $(shared_ram udp) -device e1000,netdev=s0 \
 	-netdev socket,id=s0,udp=127.0.0.1:"$(free_port)",localaddr=127.0.0.1:"$(free_port)"
-"$BIN/remus-replicator" --qmp "$T/udp/qmp.sock" --backup "127.0.0.1:$(free_port)" \
+"$BIN/remus-replicator" --key-file "$KEY" --qmp "$T/udp/qmp.sock" --backup "127.0.0.1:$(free_port)" \
 	--net-out s0=tap:rmt$$ > "$T/udp.log" 2>&1 &
 rpid=$!
 PIDS+=("$rpid")
@@ -81,7 +81,7 @@ truncate -s 8M "$T/disk.img" "$T/cdrom.img"
 # shellcheck disable=SC2046
 vm disk -vga none $(shared_ram disk) -drive file="$T/disk.img",format=raw,if=virtio,id=disk0 \
 	-drive file="$T/cdrom.img",format=raw,if=virtio,readonly=on,id=disk1
-"$BIN/remus-replicator" --qmp "$T/disk/qmp.sock" --backup "127.0.0.1:$(free_port)" \
+"$BIN/remus-replicator" --key-file "$KEY" --qmp "$T/disk/qmp.sock" --backup "127.0.0.1:$(free_port)" \
 	> "$T/disk.log" 2>&1 &
 rpid=$!
 PIDS+=("$rpid")
@@ -103,7 +103,7 @@ done
 # shellcheck disable=SC2046
 vm many -vga none $(shared_ram many) "${many[@]}"
 expect_refusal many "more than 16 writable disks" "a disk that cannot be replicated"
-"$BIN/remus-replicator" --qmp "$T/many/qmp.sock" --backup "127.0.0.1:$(free_port)" \
+"$BIN/remus-replicator" --key-file "$KEY" --qmp "$T/many/qmp.sock" --backup "127.0.0.1:$(free_port)" \
 	--unprotected-disk m16 > "$T/shared.log" 2>&1 &
 rpid=$!
 PIDS+=("$rpid")
@@ -117,7 +117,7 @@ kill -TERM "$rpid"; wait_exit "$rpid" 10
 # Two QMP sockets: a second replicator could reach the VM beside the first.
 vm memfd -vga none -object memory-backend-memfd,id=ram0,size=64M,share=on -machine memory-backend=ram0 \
 	-qmp "unix:$T/memfd/qmp2.sock,server=on,wait=off"
-"$BIN/remus-replicator" --qmp "$T/memfd/qmp.sock" --backup "127.0.0.1:$(free_port)" > "$T/memfd.log" 2>&1 &
+"$BIN/remus-replicator" --key-file "$KEY" --qmp "$T/memfd/qmp.sock" --backup "127.0.0.1:$(free_port)" > "$T/memfd.log" 2>&1 &
 rpid=$!
 PIDS+=("$rpid")
 wait_for 10 grep -qs "retrying every second" "$T/memfd.log"
@@ -126,7 +126,7 @@ grep -q "attached to VM .* 64 MiB RAM in /proc/[0-9]*/fd/[0-9]* (backend ram0)" 
 	fail "memfd-backed VM not attached: $(head -n 3 "$T/memfd.log")"
 # One replicator per VM: a second one, through the second QMP socket, is
 # refused while the first is attached (and the first keeps going).
-timeout 10 "$BIN/remus-replicator" --qmp "$T/memfd/qmp2.sock" --backup "127.0.0.1:$(free_port)" \
+timeout 10 "$BIN/remus-replicator" --key-file "$KEY" --qmp "$T/memfd/qmp2.sock" --backup "127.0.0.1:$(free_port)" \
 	> "$T/memfd2.log" 2>&1
 rc=$?
 [ "$rc" = 2 ] && grep -q "another remus-replicator is attached to VM" "$T/memfd2.log" &&
@@ -137,7 +137,7 @@ kill -TERM "$rpid"
 wait_exit "$rpid" 10 && [ "$EXIT_CODE" = 0 ] && pass "detached on SIGTERM while waiting for the backup" ||
 	fail "replicator did not exit 0 on SIGTERM (${EXIT_CODE:-still running})"
 # ...and the lock goes with the first one.
-"$BIN/remus-replicator" --qmp "$T/memfd/qmp2.sock" --backup "127.0.0.1:$(free_port)" > "$T/memfd3.log" 2>&1 &
+"$BIN/remus-replicator" --key-file "$KEY" --qmp "$T/memfd/qmp2.sock" --backup "127.0.0.1:$(free_port)" > "$T/memfd3.log" 2>&1 &
 rpid=$!
 PIDS+=("$rpid")
 wait_for 10 grep -qs "retrying every second" "$T/memfd3.log" &&
@@ -148,17 +148,17 @@ wait_exit "$rpid" 10
 
 # One agent per state directory.
 port=$(free_port)
-"$BIN/remus-agent" --listen "127.0.0.1:$port" --state-dir "$T/agentdir" --no-fence > "$T/agent1.log" 2>&1 &
+"$BIN/remus-agent" --key-file "$KEY" --listen "127.0.0.1:$port" --state-dir "$T/agentdir" --no-fence > "$T/agent1.log" 2>&1 &
 apid=$!
 PIDS+=("$apid")
 wait_for 10 grep -qs "listening on" "$T/agent1.log" || fail "agent did not start: $(tail -n 2 "$T/agent1.log")"
-timeout 10 "$BIN/remus-agent" --listen "127.0.0.1:$(free_port)" --state-dir "$T/agentdir" --no-fence \
+timeout 10 "$BIN/remus-agent" --key-file "$KEY" --listen "127.0.0.1:$(free_port)" --state-dir "$T/agentdir" --no-fence \
 	> "$T/agent2.log" 2>&1
 rc=$?
 [ "$rc" = 2 ] && grep -q "state-dir $T/agentdir is in use" "$T/agent2.log" &&
 	pass "a second agent on the same state dir refused (exit 2)" ||
 	fail "a second agent on the same state dir: exit $rc: $(tail -n 2 "$T/agent2.log")"
-timeout 10 "$BIN/remus-agent" --restore --state-dir "$T/agentdir" > "$T/agent3.log" 2>&1
+timeout 10 "$BIN/remus-agent" --key-file "$KEY" --restore --state-dir "$T/agentdir" > "$T/agent3.log" 2>&1
 rc=$?
 [ "$rc" = 2 ] && grep -q "is in use" "$T/agent3.log" &&
 	pass "--restore on a state dir an agent runs on refused (exit 2)" ||
@@ -167,7 +167,7 @@ kill -0 "$apid" 2>/dev/null && pass "the first agent still runs" || fail "the fi
 kill -TERM "$apid"
 wait_exit "$apid" 10
 
-"$BIN/remus-replicator" --qmp "$T/nothing.sock" --backup 127.0.0.1:1 > "$T/nosock.log" 2>&1
+"$BIN/remus-replicator" --key-file "$KEY" --qmp "$T/nothing.sock" --backup 127.0.0.1:1 > "$T/nosock.log" 2>&1
 rc=$?
 [ "$rc" = 2 ] && grep -q "cannot attach to QMP socket $T/nothing.sock" "$T/nosock.log" &&
 	pass "missing QMP socket: clear error" || fail "missing QMP socket: exit $rc: $(cat "$T/nosock.log")"
