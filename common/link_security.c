@@ -3,10 +3,12 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -213,6 +215,15 @@ void link_security_free(struct link_security *s)
 	memset(s, 0, sizeof(*s));
 }
 
+/* GnuTLS's own send() raises SIGPIPE on a peer that reset us; ours does
+ * not, in any program that links this. */
+static ssize_t push_nosignal(gnutls_transport_ptr_t ptr, const giovec_t *iov, int iovcnt)
+{
+	struct msghdr msg = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt };
+
+	return sendmsg((int)(intptr_t)ptr, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
 int link_security_session(const struct link_security *s, bool server, int fd,
 			  gnutls_session_t *out)
 {
@@ -231,6 +242,7 @@ int link_security_session(const struct link_security *s, bool server, int fd,
 	}
 	gnutls_session_set_ptr(t, (void *)s);
 	gnutls_transport_set_int(t, fd);
+	gnutls_transport_set_vec_push_function(t, push_nosignal);
 	*out = t;
 	return 0;
 }

@@ -106,7 +106,10 @@ static const char full_file[] =
 	"socket = /run/vm1.remus\n"                      /* 37 */
 	"[log]\n"                                        /* 38 */
 	"target = syslog\n"                              /* 39 */
-	"level = debug\n";                               /* 39 */
+	"level = debug\n"                                /* 40 */
+	"[link]\n"                                       /* 41 */
+	"key-file = /etc/remus/web1.key\n"               /* 42 */
+	"insecure-cleartext = yes\n";                    /* 43 */
 
 START_TEST(test_every_key_parsed)
 {
@@ -152,6 +155,9 @@ START_TEST(test_every_key_parsed)
 	ck_assert_uint_eq(pc.line[PC_BACKUP_FAILOVER], 13);
 	ck_assert_uint_eq(pc.line[PC_LOG_LEVEL], 40);
 	ck_assert_uint_eq(pc.capture_disk_cap_mb, 32);
+	ck_assert_str_eq(pc.link_key_file, "/etc/remus/web1.key");
+	ck_assert(pc.link_insecure_cleartext);
+	ck_assert_uint_eq(pc.line[PC_LINK_CLEARTEXT], 43);
 	pair_config_free(&pc);
 	ck_assert_ptr_null(pc.vm_qmp);
 	pair_config_free(&pc); /* twice is harmless */
