@@ -23,7 +23,7 @@
 #define AGENT_HELLO_TIMEOUT_MS     5000
 /* Connections at once: the primary and peers still in their handshake.
  * An unauthenticated peer never holds the primary's place. */
-#define AGENT_MAX_LINKS            8
+#define AGENT_MAX_LINKS            16
 /* Longest run of frames one readable event handles before the loop runs. */
 #define AGENT_READ_SLICE_MS        50
 #define AGENT_MAX_TAPS             8

@@ -14,6 +14,10 @@
       the guest's disk write throughput and latency (random 4 KiB O_DIRECT
       writes, unthrottled) replicated at each epoch length against the same
       VM unreplicated, in one run
+  bench/bench.py link [--mem 128] [--epoch-ms 50] [--repeat 2] [--seconds 10]
+      the replication link with TLS and in cleartext, alternated on one
+      guest in one run: time from attach to the first commit (all of RAM
+      sent), the guest's work rate, pause and ack at a fixed epoch
   bench/bench.py trackers [--mem 128,512,1024,2048] [--rate 0] [--dirty-mb 4]
           [--seconds 10] [--runs soft-dirty:2,compare:2,compare:1]
       the pause against guest RAM size at one dirty rate over one working
@@ -322,6 +326,50 @@ def workrate(args):
         print("| %s | %.0f | %.2f | %s |" % (name, rate, rate / base, extra))
 
 
+def link(args):
+    """The replication link with TLS and in cleartext, side by side in one
+    run on one guest (its work loop dirtying args.work_mb), alternated so
+    that drift hits both: time to sync all of RAM (throughput), then at a
+    fixed epoch the guest's work rate, pause and ack."""
+    b = Bench()
+    rows = []
+    try:
+        run, _ = b.guest("link", args.mem[0], "work_mb=%d" % args.work_mb)
+        serial = os.path.join(run, "serial.log")
+        wait_for(lambda: work_total(serial) is not None, 30, "the work loop")
+        time.sleep(2)
+        rows.append(("unreplicated", None, work_rate(serial, args.seconds), None))
+        for i in range(args.repeat):
+            for mode, extra in (("TLS", ()), ("cleartext", ("--insecure-cleartext-link",))):
+                port = free_port()
+                b.agent(port, os.path.join(b.dir, "backup-%s-%d" % (mode, i)), extra=extra)
+                t0 = time.monotonic()
+                p, sock = b.replicator(run, port, args.epoch_ms, extra=extra)
+                wait_for(lambda: committed(sock, 1), 120, "the initial sync")
+                sync_s = time.monotonic() - t0
+                wait_for(lambda: committed(sock, 10), 120, "10 committed epochs")
+                ctl(sock, "reset-stats")
+                rate = work_rate(serial, args.seconds)
+                rows.append((mode, sync_s, rate, ctl(sock, "status")))
+                detach(p)
+                time.sleep(1)
+        rows.append(("unreplicated (again)", None, work_rate(serial, args.seconds), None))
+    finally:
+        b.close()
+    base = (rows[0][2] + rows[-1][2]) / 2
+    print("| run | attach to first commit (%d MB RAM) | guest work (page writes/s) | vs "
+          "unreplicated | pause p50 | pause p99 | ack p50 | ack p99 | checkpoint/epoch | "
+          "link MB/s |" % args.mem[0])
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, sync_s, rate, s in rows:
+        extra = ("%.2f ms | %.2f ms | %.2f ms | %.2f ms | %.0f KiB | %.1f" % (
+            s["pause_p50_ms"], s["pause_p99_ms"], s["ack_p50_ms"], s["ack_p99_ms"],
+            s["checkpoint_bytes_per_epoch"] / 1024, s["link_bytes_per_s"] / 1e6)) if s else \
+            "- | - | - | - | - | -"
+        print("| %s | %s | %.0f | %.2f | %s |" % (name, "%.1f s" % sync_s if sync_s else "-",
+                                                 rate, rate / base, extra), flush=True)
+
+
 DISKW_RE = re.compile(rb"diskw: writes=(\d+) mb_s=([\d.]+) lat_p50_us=(\d+) lat_p99_us=(\d+) "
                       rb"lat_max_us=(\d+)")
 
@@ -553,7 +601,7 @@ def report_policies(results, configs):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["checkpoint", "workrate", "network", "policies", "disk",
-                                     "trackers"])
+                                     "trackers", "link"])
     ap.add_argument("--mem", default=None, help="guest RAM sizes in MB, comma-separated")
     ap.add_argument("--rates", default="0,25,50,100,200", help="dirty rates in MB/s")
     ap.add_argument("--rate", type=int, default=0,
@@ -568,6 +616,7 @@ def main():
     ap.add_argument("--policies", default="", help="'network': adaptive policies to add, e.g. hybrid")
     ap.add_argument("--work-mb", type=int, default=32, help="working set of the work loop")
     ap.add_argument("--seconds", type=float, default=10, help="measurement window")
+    ap.add_argument("--repeat", type=int, default=2, help="'link': TLS/cleartext pairs of runs")
     args = ap.parse_args()
     args.mem = [int(x) for x in (args.mem or {"checkpoint": "128,512", "trackers": "128,512,1024,2048"}.get(
         args.what, "128")).split(",")]
@@ -581,7 +630,7 @@ def main():
             sys.exit("bench: build first (make all guest)")
     print("<!-- %s, %s -->" % (" ".join(sys.argv), time.strftime("%Y-%m-%d %H:%M")), flush=True)
     {"checkpoint": checkpoint, "workrate": workrate, "network": network,
-     "policies": policies, "disk": disk, "trackers": trackers}[args.what](args)
+     "policies": policies, "disk": disk, "trackers": trackers, "link": link}[args.what](args)
 
 
 if __name__ == "__main__":

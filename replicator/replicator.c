@@ -282,6 +282,8 @@ static void try_connect(struct replicator *r)
 	if (r->vm_left_paused)
 		return; /* the operator decides first (remusctl resume) */
 	ev_timer_stop(r->loop, &r->reconnect_timer);
+	if (r->link.state != PEER_LINK_IDLE)
+		return; /* an attempt is under way: it ends in link_up or link_failed */
 	if (link_open(r, err, sizeof(err)))
 		replicator_link_failed(r, err);
 }
