@@ -49,7 +49,7 @@ void link_drop_alive(struct replicator *r, const char *why)
 	struct peer_link *l = &r->link;
 	struct iovec iov = { .iov_base = (void *)why, .iov_len = strlen(why) };
 
-	if (link_up(l) && !frame_queue_push(&l->out, FRAME_GOODBYE, r->epoch, &iov, 1, NULL, NULL) &&
+	if (link_up(l) && !peer_link_push(l, FRAME_GOODBYE, r->epoch, &iov, 1, NULL, NULL) &&
 	    link_flush_for(l, GOODBYE_FLUSH_MS) != 1)
 		log_warn("GOODBYE to the backup may not have arrived: it may take over");
 	epoch_on_backup_lost(r, why);
