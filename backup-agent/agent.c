@@ -250,7 +250,8 @@ static void on_hello(struct agent *a, const uint8_t *payload, uint32_t len)
 {
 	char err[256] = "out of memory", *text = strndup((const char *)payload, len);
 	char reply[160];
-	int rc = text ? replica_begin_session(&a->replica, text, err, sizeof(err)) : -ENOMEM;
+	int rc = text ? replica_begin_session(&a->replica, text, a->peer, &a->cfg.limits,
+						     err, sizeof(err)) : -ENOMEM;
 	const char *name;
 
 	free(text);

@@ -106,7 +106,11 @@ static const char full_file[] =
 	"socket = /run/vm1.remus\n"                      /* 37 */
 	"[log]\n"                                        /* 38 */
 	"target = syslog\n"                              /* 39 */
-	"level = debug\n";                               /* 39 */
+	"level = debug\n"                                /* 40 */
+	"[backup]\n"                                     /* 41 */
+	"max-ram-mb = 2048\n"                            /* 42 */
+	"max-disk-gb = 100\n"                            /* 43 */
+	"max-epoch-mb = 512\n";                          /* 44 */
 
 START_TEST(test_every_key_parsed)
 {
@@ -126,6 +130,9 @@ START_TEST(test_every_key_parsed)
 	ck_assert_int_eq(pc.backup_taps.n, 1);
 	ck_assert_str_eq(pc.backup_taps.v[0], "n0=tap0");
 	ck_assert(!pc.backup_failover);
+	ck_assert_uint_eq(pc.backup_max_ram_mb, 2048);
+	ck_assert_uint_eq(pc.backup_max_disk_gb, 100);
+	ck_assert_uint_eq(pc.backup_max_epoch_mb, 512);
 	ck_assert_str_eq(pc.epoch_policy, "dirty-rate");
 	ck_assert_uint_eq(pc.epoch_length_ms, 40);
 	ck_assert_uint_eq(pc.epoch_min_ms, 6);
