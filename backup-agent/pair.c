@@ -216,8 +216,10 @@ static int lock_dir(const char *dir, char *msg, size_t msglen)
 	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
 	if (fd < 0) {
-		snprintf(msg, msglen, "cannot open %s: %s", dir, strerror(errno));
-		return -errno;
+		int rc = -errno;
+
+		snprintf(msg, msglen, "cannot open %s: %s", dir, strerror(-rc));
+		return rc;
 	}
 	if (flock(fd, LOCK_EX | LOCK_NB) < 0 && errno != ENOLCK && errno != EOPNOTSUPP) {
 		int rc = -errno;

@@ -403,9 +403,11 @@ static int check_space(const struct replica *rp, char *err, size_t errlen)
 	struct statvfs vfs;
 
 	if (statvfs(rp->dir, &vfs) < 0) {
+		int rc = -errno;
+
 		snprintf(err, errlen, "backup cannot check the free space in %s: %s", rp->dir,
-			 strerror(errno));
-		return -errno;
+			 strerror(-rc));
+		return rc;
 	}
 	for (unsigned i = 0; i < rp->ndisks; i++)
 		disks += disk_allocated(rp, i);
