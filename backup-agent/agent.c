@@ -262,7 +262,8 @@ static void on_hello(struct agent *a, struct peer_link *l, const uint8_t *payloa
 		return;
 	}
 	text = strndup((const char *)payload, len);
-	rc = text ? replica_begin_session(&a->replica, text, err, sizeof(err)) : -ENOMEM;
+	rc = text ? replica_begin_session(&a->replica, text, l->identity, &a->cfg.limits, err,
+					  sizeof(err)) : -ENOMEM;
 	free(text);
 	if (rc) {
 		refuse_peer(a, l, err);

@@ -38,6 +38,8 @@ struct agent_config {
 	bool after_host_restart; /* --after-host-restart: a replica of an earlier boot is fine */
 	bool no_failover;        /* --no-failover: keep the replica, never restore */
 	bool test_disk_apply_on_arrival; /* test only: see replica_apply_unbuffered */
+	bool forget_pair;        /* --forget-pair: remove DIR's pin (pair.h) and exit */
+	struct replica_limits limits; /* --max-ram-mb, --max-disk-gb, --max-epoch-mb */
 	const char *taps[AGENT_MAX_TAPS]; /* --tap [ID=]NAME */
 	struct restore_opts restore;
 	/* Run before taking over; only exit 0 lets the agent restore the VM. */

@@ -49,13 +49,15 @@ static int write_zeroes(int fd, uint64_t off, uint64_t len)
 	return rc;
 }
 
-/* mode: FALLOC_FL_ZERO_RANGE keeps the blocks allocated (what a
- * WRITE_ZEROES asks for), FALLOC_FL_PUNCH_HOLE frees them (a TRIM). Either
- * falls back to the other, then to writing zeroes. */
-static int zero_range(int fd, int mode, uint64_t off, uint64_t len)
+/* Zeroes over [off, off+len) in O(1) memory, whatever len (up to the
+ * whole disk): punch a hole first (the blocks are freed, so not even a
+ * WRITE_ZEROES of the whole disk needs space on the backup; ZERO_RANGE
+ * would allocate all of it, and fail after the commit point on a full file
+ * system), else ZERO_RANGE, else write zeroes from one static buffer. A
+ * replica is sparse anyway: what reads as zeroes is all that matters. */
+static int zero_range(int fd, uint64_t off, uint64_t len)
 {
-	int modes[2] = { mode, mode == FALLOC_FL_ZERO_RANGE ? FALLOC_FL_PUNCH_HOLE :
-							   FALLOC_FL_ZERO_RANGE };
+	static const int modes[2] = { FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE };
 
 	if (len == 0)
 		return 0;
@@ -77,9 +79,8 @@ int diskfile_apply(int fd, uint64_t size, uint32_t op, uint64_t offset, uint64_t
 	case DISK_OP_WRITE:
 		return pwrite_all(fd, data, length, offset);
 	case DISK_OP_WRITE_ZEROES:
-		return zero_range(fd, FALLOC_FL_ZERO_RANGE, offset, length);
 	case DISK_OP_TRIM:
-		return zero_range(fd, FALLOC_FL_PUNCH_HOLE, offset, length);
+		return zero_range(fd, offset, length);
 	case DISK_OP_FLUSH:
 		return 0;
 	default:

@@ -15,8 +15,9 @@
 /* DIR/disk-N.img or DIR/disk-N.sync into out (PATH_MAX). 0 or -ENAMETOOLONG. */
 int diskfile_path(const char *dir, unsigned index, bool sync, char *out);
 /* Apply one disk op (enum disk_op_code) at its absolute offset: WRITE
- * writes data, WRITE_ZEROES and TRIM leave zeroes (TRIM frees the blocks
- * where the file system can), FLUSH does nothing (the caller fdatasyncs).
+ * writes data, WRITE_ZEROES and TRIM leave zeroes (both free the blocks
+ * where the file system can), in memory that does not grow with the
+ * length; FLUSH does nothing (the caller fdatasyncs).
  * Applying the same op twice gives the same file. size: the disk's size;
  * a range beyond it is -ERANGE with the file untouched. 0 or -errno. */
 int diskfile_apply(int fd, uint64_t size, uint32_t op, uint64_t offset, uint64_t length,

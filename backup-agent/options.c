@@ -15,6 +15,7 @@ void agent_usage(FILE *f)
 "Usage: remus-agent --listen HOST:PORT --state-dir DIR [options]\n"
 "       remus-agent --config FILE [options]\n"
 "       remus-agent --restore --state-dir DIR [--after-host-restart]\n"
+"       remus-agent --forget-pair --state-dir DIR\n"
 "\n"
 "The backup side of a replicated VM. Accepts one primary (remus-replicator)\n"
 "at a time, keeps a replica of its VM in DIR (RAM image, device state,\n"
@@ -70,6 +71,19 @@ void agent_usage(FILE *f)
 "                        fencing, fence-failed, master, fault (README, Hooks)\n"
 "  --pair NAME           the pair's name for hooks (default: the VM's name)\n"
 "  --no-failover         keep the replica but never restore automatically\n"
+"  --max-ram-mb N        ([backup] max-ram-mb) refuse a primary whose VM has\n"
+"                        more RAM, in MiB (default %u)\n"
+"  --max-disk-gb N       ([backup] max-disk-gb) refuse a primary with a disk\n"
+"                        larger than N GiB (default %u)\n"
+"  --max-epoch-mb N      ([backup] max-epoch-mb) drop (NACK) an epoch that\n"
+"                        would hold more than N MiB in memory; it must exceed\n"
+"                        the largest epoch, the first after the initial sync\n"
+"                        above all (default %u). A primary is also refused\n"
+"                        when DIR's file system lacks room for its RAM, its\n"
+"                        disks' current replicas and a margin (README)\n"
+"  --forget-pair         remove DIR's pin (pair.json) to one VM and one peer,\n"
+"                        set by the first session that commits, so that\n"
+"                        another VM or primary may use DIR; then exit\n"
 "  --restore             restore the committed replica in DIR now and exit;\n"
 "                        refused for a replica committed before the host last\n"
 "                        started (its RAM and journal are not synced at each\n"
@@ -85,13 +99,15 @@ void agent_usage(FILE *f)
 "use (another agent, or a VM restored from it, holds it). A failed fence does not\n"
 "end the agent: it keeps the replica and waits for the primary to return.\n",
 		AGENT_DEFAULT_TIMEOUT_MS, AGENT_DEFAULT_HEARTBEAT_MS,
-		AGENT_DEFAULT_FENCE_TIMEOUT_MS);
+		AGENT_DEFAULT_FENCE_TIMEOUT_MS, REPLICA_DEFAULT_MAX_RAM_MB,
+		REPLICA_DEFAULT_MAX_DISK_GB, REPLICA_DEFAULT_MAX_EPOCH_MB);
 }
 
 enum { OPT_LISTEN = 256, OPT_STATE_DIR, OPT_TIMEOUT_MS, OPT_HEARTBEAT_MS,
        OPT_NO_FAILOVER, OPT_RESTORE, OPT_SYSLOG, OPT_TAP, OPT_CONFIG, OPT_CHECK_CONFIG,
        OPT_CONNECT, OPT_FENCE, OPT_NO_FENCE, OPT_FENCE_TIMEOUT_MS, OPT_NOTIFY, OPT_PAIR, OPT_KEY_FILE, OPT_CLEARTEXT,
-       OPT_TEST_DISK_APPLY, OPT_AFTER_HOST_RESTART };
+       OPT_TEST_DISK_APPLY, OPT_AFTER_HOST_RESTART,
+       OPT_MAX_RAM_MB, OPT_MAX_DISK_GB, OPT_MAX_EPOCH_MB, OPT_FORGET_PAIR };
 
 static const struct option long_opts[] = {
 	{ "config", required_argument, NULL, OPT_CONFIG },
@@ -114,6 +130,10 @@ static const struct option long_opts[] = {
 	{ "pair", required_argument, NULL, OPT_PAIR },
 	{ "key-file", required_argument, NULL, OPT_KEY_FILE },
 	{ "insecure-cleartext-link", no_argument, NULL, OPT_CLEARTEXT },
+	{ "max-ram-mb", required_argument, NULL, OPT_MAX_RAM_MB },
+	{ "max-disk-gb", required_argument, NULL, OPT_MAX_DISK_GB },
+	{ "max-epoch-mb", required_argument, NULL, OPT_MAX_EPOCH_MB },
+	{ "forget-pair", no_argument, NULL, OPT_FORGET_PAIR },
 	{ "syslog", no_argument, NULL, OPT_SYSLOG },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
@@ -121,6 +141,31 @@ static const struct option long_opts[] = {
 };
 
 _Static_assert(CONFIG_MAX_LIST <= AGENT_MAX_TAPS, "a config file's taps must fit the agent's");
+
+/* [backup] max-ram-mb, max-disk-gb, max-epoch-mb */
+static void apply_file_limits(struct agent_config *cfg)
+{
+	const struct pair_config *pc = &cfg->file;
+
+	if (PC_SET(pc, BACKUP_MAX_RAM_MB))
+		cfg->limits.max_ram_bytes = (uint64_t)pc->backup_max_ram_mb << 20;
+	if (PC_SET(pc, BACKUP_MAX_DISK_GB))
+		cfg->limits.max_disk_bytes = (uint64_t)pc->backup_max_disk_gb << 30;
+	if (PC_SET(pc, BACKUP_MAX_EPOCH_MB))
+		cfg->limits.max_epoch_bytes = (uint64_t)pc->backup_max_epoch_mb << 20;
+}
+
+/* --max-ram-mb N and the like: N in range, shifted into bytes. */
+static int parse_limit(const char *flag, const char *arg, unsigned long lo, unsigned long hi,
+		       unsigned shift, uint64_t *out)
+{
+	unsigned long v;
+
+	if (cli_parse_ulong(flag, arg, lo, hi, &v))
+		return -1;
+	*out = (uint64_t)v << shift;
+	return 0;
+}
 
 /* The --config file's values, over the defaults and under the flags. */
 static void apply_file(struct agent_config *cfg, const char **listen, int *use_syslog)
@@ -157,6 +202,7 @@ static void apply_file(struct agent_config *cfg, const char **listen, int *use_s
 		*use_syslog = !strcmp(pc->log_target, "syslog");
 	if (PC_SET(pc, LOG_LEVEL))
 		log_set_level(strcmp(pc->log_level, "debug") ? LOG_INFO : LOG_DEBUG);
+	apply_file_limits(cfg);
 }
 
 /* Hook options that cannot work are refused now, not at failover time. */
@@ -200,6 +246,12 @@ static int check_args(struct agent_config *cfg, const char *listen, bool listen_
 		fprintf(stderr, "remus-agent: --restore takes no --listen\n");
 		return -1;
 	}
+	if (cfg->forget_pair && (cfg->restore_now || listen_flag)) {
+		fprintf(stderr, "remus-agent: --forget-pair takes only --state-dir\n");
+		return -1;
+	}
+	if (cfg->forget_pair)
+		return 0;
 	if (cfg->after_host_restart && !cfg->restore_now) {
 		fprintf(stderr, "remus-agent: --after-host-restart goes with --restore\n");
 		return -1;
@@ -235,6 +287,7 @@ static int parse(int argc, char **argv, struct agent_config *cfg, int *use_syslo
 		.heartbeat_ms = AGENT_DEFAULT_HEARTBEAT_MS,
 		.fence_timeout_ms = AGENT_DEFAULT_FENCE_TIMEOUT_MS,
 	};
+	replica_default_limits(&cfg->limits);
 	if (cli_find_config("remus-agent", argc, argv, long_opts, OPT_CONFIG, OPT_CHECK_CONFIG,
 			    &file))
 		return -1;
@@ -267,6 +320,22 @@ static int parse(int argc, char **argv, struct agent_config *cfg, int *use_syslo
 			break;
 		case OPT_RESTORE: cfg->restore_now = true; break;
 		case OPT_AFTER_HOST_RESTART: cfg->after_host_restart = true; break;
+		case OPT_FORGET_PAIR: cfg->forget_pair = true; break;
+		case OPT_MAX_RAM_MB:
+			if (parse_limit("--max-ram-mb", optarg, RANGE_MAX_RAM_MB, 20,
+					&cfg->limits.max_ram_bytes))
+				return -1;
+			break;
+		case OPT_MAX_DISK_GB:
+			if (parse_limit("--max-disk-gb", optarg, RANGE_MAX_DISK_GB, 30,
+					&cfg->limits.max_disk_bytes))
+				return -1;
+			break;
+		case OPT_MAX_EPOCH_MB:
+			if (parse_limit("--max-epoch-mb", optarg, RANGE_MAX_EPOCH_MB, 20,
+					&cfg->limits.max_epoch_bytes))
+				return -1;
+			break;
 		case OPT_SYSLOG: *use_syslog = 1; break;
 		case OPT_TAP:
 			if (cfg->restore.ntaps == AGENT_MAX_TAPS || !*optarg) {

@@ -2,6 +2,7 @@
 
 #include "journal.h"
 #include "log.h"
+#include "pair.h"
 #include "procfs.h"
 
 #include <endian.h>
@@ -14,6 +15,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -24,6 +26,16 @@ void replica_init(struct replica *rp, const char *dir)
 {
 	memset(rp, 0, sizeof(*rp));
 	rp->dir = strdup(dir);
+	replica_default_limits(&rp->lim);
+}
+
+void replica_default_limits(struct replica_limits *lim)
+{
+	*lim = (struct replica_limits){
+		.max_ram_bytes = (uint64_t)REPLICA_DEFAULT_MAX_RAM_MB << 20,
+		.max_disk_bytes = (uint64_t)REPLICA_DEFAULT_MAX_DISK_GB << 30,
+		.max_epoch_bytes = (uint64_t)REPLICA_DEFAULT_MAX_EPOCH_MB << 20,
+	};
 }
 
 static void unmap_ram(struct replica *rp)
@@ -44,6 +56,42 @@ static void stage_reset(struct replica *rp)
 	rp->stage_dops_n = 0;
 	rp->stage_ddata_len = 0;
 	rp->stage_disk_bytes = 0;
+	rp->stage_bytes = 0;
+}
+
+/* Free each staging buffer whose capacity is over keep bytes: a busy
+ * epoch's peak is not held on to until the next one, nor after the
+ * session (keep 0). */
+static void stage_release(struct replica *rp, size_t keep)
+{
+	if (rp->stage_cap * (size_t)PROTO_PAGE_SIZE > keep) {
+		free(rp->stage_idx);
+		free(rp->stage_pages);
+		rp->stage_idx = NULL;
+		rp->stage_pages = NULL;
+		rp->stage_cap = 0;
+	}
+	if (rp->stage_dev_cap > keep) {
+		free(rp->stage_dev);
+		rp->stage_dev = NULL;
+		rp->stage_dev_cap = 0;
+	}
+	if (rp->stage_dops_cap * sizeof(*rp->stage_dops) > keep) {
+		free(rp->stage_dops);
+		rp->stage_dops = NULL;
+		rp->stage_dops_cap = 0;
+	}
+	if (rp->stage_ddata_cap > keep) {
+		free(rp->stage_ddata);
+		rp->stage_ddata = NULL;
+		rp->stage_ddata_cap = 0;
+	}
+}
+
+size_t replica_staged_heap(const struct replica *rp)
+{
+	return rp->stage_cap * (sizeof(uint64_t) + PROTO_PAGE_SIZE) + rp->stage_dev_cap +
+	       rp->stage_dops_cap * sizeof(*rp->stage_dops) + rp->stage_ddata_cap;
 }
 
 static void free_disks(struct replica_disk *disks, unsigned n)
@@ -72,7 +120,10 @@ void replica_end_session(struct replica *rp)
 	close_sync_disks(rp);
 	json_object_put(rp->hello);
 	rp->hello = NULL;
+	free(rp->peer);
+	rp->peer = NULL;
 	stage_reset(rp);
+	stage_release(rp, 0);
 	if (rp->syncing) {
 		snprintf(path, sizeof(path), "%s/ram.sync", rp->dir);
 		unlink(path);
@@ -88,12 +139,7 @@ void replica_end_session(struct replica *rp)
 
 void replica_free(struct replica *rp)
 {
-	replica_end_session(rp);
-	free(rp->stage_idx);
-	free(rp->stage_pages);
-	free(rp->stage_dev);
-	free(rp->stage_dops);
-	free(rp->stage_ddata);
+	replica_end_session(rp);  /* frees the staging buffers too */
 	free(rp->dir);
 	memset(rp, 0, sizeof(*rp));
 }
@@ -308,7 +354,102 @@ static int replay_pending(struct replica *rp, char *why, size_t whylen)
 	return 0;
 }
 
-int replica_begin_session(struct replica *rp, const char *hello_json, char *err, size_t errlen)
+/* ram_size and each disk's size against the agent's bounds, with the
+ * bound's name so that the operator knows which key to raise. */
+static int check_limits(const struct replica *rp, char *err, size_t errlen)
+{
+	const uint64_t mib = 1ull << 20, gib = 1ull << 30;
+
+	if (rp->ram_size > rp->lim.max_ram_bytes) {
+		snprintf(err, errlen, "ram_size %llu MiB exceeds max-ram-mb %llu",
+			 (unsigned long long)((rp->ram_size + mib - 1) / mib),
+			 (unsigned long long)(rp->lim.max_ram_bytes / mib));
+		return -EFBIG;
+	}
+	for (unsigned i = 0; i < rp->ndisks; i++)
+		if (rp->disks[i].size > rp->lim.max_disk_bytes) {
+			snprintf(err, errlen, "disk %s: size %llu GiB exceeds max-disk-gb %llu",
+				 rp->disks[i].id,
+				 (unsigned long long)((rp->disks[i].size + gib - 1) / gib),
+				 (unsigned long long)(rp->lim.max_disk_bytes / gib));
+			return -EFBIG;
+		}
+	return 0;
+}
+
+/* Bytes a disk's committed replica occupies (it is sparse): 0 if none. */
+static uint64_t disk_allocated(const struct replica *rp, unsigned i)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	uint64_t used;
+
+	if (diskfile_path(rp->dir, i, false, path) || stat(path, &st) < 0)
+		return 0;
+	used = (uint64_t)st.st_blocks * 512;
+	return used < rp->disks[i].size ? used : rp->disks[i].size;
+}
+
+/* What the session writes before its first commit must fit beside the
+ * committed replica, which stays until then. The RAM copy is reserved in
+ * full (map_sync_file). A disk's copy is sparse and what the guest uses is
+ * unknown here: count what its committed replica occupies (a resync of the
+ * pinned VM writes about as much again), nothing for a new disk; a copy
+ * that outgrows the space fails the initial sync, not the replica. Plus a
+ * margin for the journals of the first epochs. */
+static int check_space(const struct replica *rp, char *err, size_t errlen)
+{
+	uint64_t disks = 0, need, avail;
+	struct statvfs vfs;
+
+	if (statvfs(rp->dir, &vfs) < 0) {
+		int rc = -errno;
+
+		snprintf(err, errlen, "backup cannot check the free space in %s: %s", rp->dir,
+			 strerror(-rc));
+		return rc;
+	}
+	for (unsigned i = 0; i < rp->ndisks; i++)
+		disks += disk_allocated(rp, i);
+	need = rp->ram_size + disks + REPLICA_SPACE_MARGIN;
+	avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+	if (avail < need) {
+		snprintf(err, errlen, "state dir has %llu MiB free; the session needs %llu MiB "
+			 "(ram_size, the disks' %llu MiB in use, a %llu MiB margin)",
+			 (unsigned long long)(avail >> 20), (unsigned long long)(need >> 20),
+			 (unsigned long long)(disks >> 20),
+			 (unsigned long long)(REPLICA_SPACE_MARGIN >> 20));
+		return -ENOSPC;
+	}
+	return 0;
+}
+
+/* Everything that may refuse the HELLO, in an order that changes nothing
+ * in the state dir before the last check passed (the directory itself may
+ * be created). */
+static int admit(struct replica *rp, const char *peer, char *err, size_t errlen)
+{
+	int rc = check_limits(rp, err, errlen);
+
+	if (!rc)
+		rc = pair_check(rp->dir, pair_hello_uuid(rp->hello), hello_str(rp->hello, "name"),
+				peer, err, errlen);
+	if (!rc && mkdir(rp->dir, 0700) < 0 && errno != EEXIST) {
+		rc = -errno;
+		snprintf(err, errlen, "backup cannot create state dir %s: %s", rp->dir, strerror(errno));
+	}
+	if (!rc)
+		rc = check_space(rp, err, errlen);
+	if (!rc)
+		rc = replay_pending(rp, err, errlen);
+	if (!rc && peer && *peer && !(rp->peer = strdup(peer)))
+		rc = -ENOMEM;
+	return rc;
+}
+
+int replica_begin_session(struct replica *rp, const char *hello_json,
+			  const char *peer_identity, const struct replica_limits *lim,
+			  char *err, size_t errlen)
 {
 	struct json_object *h = json_tokener_parse(hello_json);
 	struct json_object *v;
@@ -320,22 +461,8 @@ int replica_begin_session(struct replica *rp, const char *hello_json, char *err,
 		return -EINVAL;
 	}
 	rc = check_hello(h, err, errlen);
-	if (rc) {
-		json_object_put(h);
-		return rc;
-	}
-	if (mkdir(rp->dir, 0700) < 0 && errno != EEXIST) {
-		rc = -errno;
-		snprintf(err, errlen, "backup cannot create state dir %s: %s", rp->dir, strerror(errno));
-		json_object_put(h);
-		return rc;
-	}
-	rc = replay_pending(rp, err, errlen);
-	if (rc) {
-		json_object_put(h);
-		return rc;
-	}
-	rc = parse_disks(h, NULL, &rp->disks, &rp->ndisks, err, errlen);
+	if (!rc)
+		rc = parse_disks(h, NULL, &rp->disks, &rp->ndisks, err, errlen);
 	if (rc) {
 		json_object_put(h);
 		return rc;
@@ -344,6 +471,15 @@ int replica_begin_session(struct replica *rp, const char *hello_json, char *err,
 	rp->hello = h;
 	rp->ram_size = (uint64_t)json_object_get_int64(v);
 	rp->npages = rp->ram_size / PROTO_PAGE_SIZE;
+	if (lim)
+		rp->lim = *lim;
+	else
+		replica_default_limits(&rp->lim);
+	rc = admit(rp, peer_identity, err, errlen);
+	if (rc) {
+		replica_end_session(rp);  /* nothing created yet: frees only */
+		return rc;
+	}
 	rp->syncing = true;
 	rp->synced = false;
 	rp->session_committed = false;
@@ -400,6 +536,19 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
 	return 0;
 }
 
+/* Would add more bytes pass lim.max_epoch_bytes? Then the epoch is
+ * dropped (NACK), never committed in part, and staging stops growing. */
+static bool stage_over(struct replica *rp, uint64_t add)
+{
+	rp->stage_bytes += add;
+	if (rp->stage_bytes <= rp->lim.max_epoch_bytes)
+		return false;
+	mark_bad(rp, "epoch %llu stages more than max-epoch-mb %llu",
+		 (unsigned long long)rp->stage_epoch,
+		 (unsigned long long)(rp->lim.max_epoch_bytes >> 20));
+	return true;
+}
+
 static void stage_pages(struct replica *rp, const struct frame_hdr *h, const uint8_t *payload)
 {
 	struct pages_hdr ph;
@@ -427,6 +576,8 @@ static void stage_pages(struct replica *rp, const struct frame_hdr *h, const uin
 			mark_bad(rp, "more pages than guest RAM in one epoch");
 			return;
 		}
+		if (stage_over(rp, sizeof(idx) + PROTO_PAGE_SIZE))
+			return;
 		/* stage_idx and stage_pages grow together; cap tracks both. */
 		cap = rp->stage_cap;
 		if (grow((void **)&rp->stage_idx, &cap, rp->stage_n + 1, sizeof(uint64_t)) ||
@@ -451,6 +602,8 @@ static void stage_devstate(struct replica *rp, const struct frame_hdr *h, const 
 		mark_bad(rp, "device state larger than %u MiB", MAX_DEVSTATE_BYTES >> 20);
 		return;
 	}
+	if (stage_over(rp, h->len))
+		return;
 	if (grow((void **)&rp->stage_dev, &rp->stage_dev_cap, rp->stage_dev_len + h->len, 1)) {
 		mark_bad(rp, "out of memory staging the device state");
 		return;
@@ -470,6 +623,8 @@ static void stage_disk_op(struct replica *rp, const struct disk_op *op)
 			 REPLICA_MAX_STAGED_DISK_BYTES >> 20);
 		return;
 	}
+	if (stage_over(rp, sizeof(*rec) + dlen))
+		return;
 	if (grow((void **)&rp->stage_dops, &rp->stage_dops_cap, rp->stage_dops_n + 1, sizeof(*rec)) ||
 	    grow((void **)&rp->stage_ddata, &rp->stage_ddata_cap, rp->stage_ddata_len + dlen, 1)) {
 		mark_bad(rp, "out of memory staging the disk writes");
@@ -616,7 +771,12 @@ static int commit(struct replica *rp, uint64_t epoch)
 
 	if (!vm_json)
 		return -ENOMEM;
-	rc = journal_write(rp->dir, &j);
+	/* The session's first commit pins the directory to its pair, before
+	 * the commit point: a committed replica always has its pin. */
+	rc = rp->syncing ? pair_pin(rp->dir, pair_hello_uuid(rp->hello),
+				    hello_str(rp->hello, "name"), rp->peer) : 0;
+	if (!rc)
+		rc = journal_write(rp->dir, &j);
 	if (!rc) {
 		/* The .sync files are the journal's now (it promotes them). */
 		rp->syncing = false;
@@ -658,6 +818,7 @@ int replica_end_epoch(struct replica *rp, const struct frame_hdr *h,
 		snprintf(why, whylen, "%s", rp->bad);
 		rp->discards++;
 		stage_reset(rp);
+		stage_release(rp, REPLICA_STAGE_KEEP_BYTES);
 		return -EBADMSG;
 	}
 	if (h->epoch) {
@@ -666,6 +827,7 @@ int replica_end_epoch(struct replica *rp, const struct frame_hdr *h,
 			snprintf(why, whylen, "commit failed: %s", strerror(-rc));
 	}
 	stage_reset(rp);
+	stage_release(rp, REPLICA_STAGE_KEEP_BYTES);
 	if (rc) {
 		rp->discards++;
 		return rc;

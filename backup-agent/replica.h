@@ -6,6 +6,7 @@
  *   disk-N.img each disk of the HELLO's "disks" (raw), as of the committed epoch
  *   disk-N.sync its initial copy, until the first commit (like ram.sync)
  *   journal    an epoch committed but not yet applied (journal.h)
+ *   pair.json  the VM and the peer this directory belongs to (pair.h)
  * An epoch is staged in memory and committed only when it is complete and
  * its checksums match; a torn, truncated or corrupt epoch is dropped and the
  * committed replica stays as it was. */
@@ -26,6 +27,27 @@
  * the epoch is dropped rather than the agent run out of memory. */
 #define REPLICA_MAX_STAGED_DISK_BYTES (1ull << 30)
 
+/* What one primary may make this agent hold ([backup] max-ram-mb,
+ * max-disk-gb, max-epoch-mb): a HELLO over a bound is refused before
+ * anything in the state dir changes, an epoch staging more than
+ * max_epoch_bytes in memory is dropped (NACK). */
+struct replica_limits {
+	uint64_t max_ram_bytes;    /* the HELLO's ram_size */
+	uint64_t max_disk_bytes;   /* each disk's size */
+	uint64_t max_epoch_bytes;  /* staged per epoch >= 1: pages with their index,
+				    * device state, disk ops (data + 24 each) */
+};
+#define REPLICA_DEFAULT_MAX_RAM_MB   65536u
+#define REPLICA_DEFAULT_MAX_DISK_GB  4096u
+#define REPLICA_DEFAULT_MAX_EPOCH_MB 16384u
+/* Free space a HELLO needs in the state dir beyond the new RAM copy and
+ * the disks' (replica_begin_session): room for the journals of the first
+ * epochs and the device state. */
+#define REPLICA_SPACE_MARGIN (256ull << 20)
+/* Staging buffers larger than this are freed after each epoch: one large
+ * epoch must not keep its peak in the heap for the rest of the session. */
+#define REPLICA_STAGE_KEEP_BYTES (1u << 20)
+
 /* One disk of the HELLO's "disks" array; index = position in it. */
 struct replica_disk {
 	char *id;                /* "id": the primary's name for the disk */
@@ -39,6 +61,8 @@ struct replica {
 	char *dir;
 	/* the session with the current primary */
 	struct json_object *hello;
+	char *peer;              /* the link's identity of the primary, or NULL */
+	struct replica_limits lim;
 	uint64_t ram_size, npages;
 	uint8_t *ram;            /* mapping of ram.sync or ram */
 	bool syncing;            /* ram.sync not yet committed */
@@ -64,6 +88,7 @@ struct replica {
 	uint8_t *stage_ddata;                /* their WRITE data, in the same order */
 	size_t stage_ddata_len, stage_ddata_cap;
 	uint64_t stage_disk_bytes;           /* data + 24 per op, for the cap */
+	uint64_t stage_bytes;                /* everything staged, for lim.max_epoch_bytes */
 	/* totals */
 	uint64_t commits, discards;
 	uint64_t disk_ops;       /* disk ops applied: initial copy + committed */
@@ -71,11 +96,23 @@ struct replica {
 
 void replica_init(struct replica *rp, const char *dir);
 void replica_free(struct replica *rp);
+/* The defaults above, in bytes. */
+void replica_default_limits(struct replica_limits *lim);
 /* A primary said HELLO: check it and prepare ram.sync. 0, or -errno with
- * the reason in err (sent back to the primary). */
+ * the reason in err (sent back to the primary). peer_identity: who the
+ * link layer says the primary is (NULL or "": nobody in particular); with
+ * the HELLO's VM it must match the state dir's pin (pair.h). lim NULL: the
+ * defaults. A HELLO over a bound, of another pair, or that does not fit in
+ * the file system's free space is refused before any file is created,
+ * truncated or replayed. */
 int replica_begin_session(struct replica *rp, const char *hello_json,
+			  const char *peer_identity, const struct replica_limits *lim,
 			  char *err, size_t errlen);
+/* Ends the session: drops what was not committed and frees the staging
+ * buffers. */
 void replica_end_session(struct replica *rp);
+/* Heap the staging buffers hold now (their capacity), in bytes. */
+size_t replica_staged_heap(const struct replica *rp);
 /* A PAGES, DEVSTATE or DISK frame; payload_ok says whether its CRC
  * matched. Epoch 0's pages and disk ops go straight into ram.sync and
  * disk-N.sync; later epochs are staged until their EPOCH_END. */

@@ -17,6 +17,9 @@
 #define RANGE_NET_CAP_MB       1, 4096
 #define RANGE_DISK_CAP_MB      1, 4096
 #define RANGE_FENCE_TIMEOUT_MS 100, 600000
+#define RANGE_MAX_RAM_MB       64, 16777216  /* 16 TiB */
+#define RANGE_MAX_DISK_GB      1, 1048576    /* 1 PiB */
+#define RANGE_MAX_EPOCH_MB     16, 16777216
 
 /* A decimal number in MIN-MAX, quietly: 0, -EINVAL (not a number) or
  * -ERANGE (a number outside MIN-MAX). *out is set only on success. */

@@ -109,7 +109,11 @@ static const char full_file[] =
 	"level = debug\n"                                /* 40 */
 	"[link]\n"                                       /* 41 */
 	"key-file = /etc/remus/web1.key\n"               /* 42 */
-	"insecure-cleartext = yes\n";                    /* 43 */
+	"insecure-cleartext = yes\n"                     /* 43 */
+	"[backup]\n"                                     /* 44 */
+	"max-ram-mb = 2048\n"                            /* 45 */
+	"max-disk-gb = 100\n"                            /* 46 */
+	"max-epoch-mb = 512\n";                          /* 47 */
 
 START_TEST(test_every_key_parsed)
 {
@@ -129,6 +133,9 @@ START_TEST(test_every_key_parsed)
 	ck_assert_int_eq(pc.backup_taps.n, 1);
 	ck_assert_str_eq(pc.backup_taps.v[0], "n0=tap0");
 	ck_assert(!pc.backup_failover);
+	ck_assert_uint_eq(pc.backup_max_ram_mb, 2048);
+	ck_assert_uint_eq(pc.backup_max_disk_gb, 100);
+	ck_assert_uint_eq(pc.backup_max_epoch_mb, 512);
 	ck_assert_str_eq(pc.epoch_policy, "dirty-rate");
 	ck_assert_uint_eq(pc.epoch_length_ms, 40);
 	ck_assert_uint_eq(pc.epoch_min_ms, 6);

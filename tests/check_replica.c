@@ -247,7 +247,7 @@ static void begin(struct fx *f, const char *hello)
 {
 	char err[256] = "";
 
-	ck_assert_msg(replica_begin_session(&f->rp, hello, err, sizeof(err)) == 0,
+	ck_assert_msg(replica_begin_session(&f->rp, hello, NULL, NULL, err, sizeof(err)) == 0,
 		      "HELLO refused: %s", err);
 }
 
@@ -410,7 +410,7 @@ static void assert_hello_refused(const char *hello, int want_rc, const char *wan
 {
 	struct fx *f = fx_open();
 	char err[256] = "";
-	int rc = replica_begin_session(&f->rp, hello, err, sizeof(err));
+	int rc = replica_begin_session(&f->rp, hello, NULL, NULL, err, sizeof(err));
 
 	ck_assert_msg(rc == want_rc, "HELLO %s: rc %d, expected %d", hello, rc, want_rc);
 	ck_assert_msg(strlen(err) > 0, "HELLO %s refused without a message", hello);

@@ -297,7 +297,7 @@ static void begin(struct fx *f, const char *hello)
 {
 	char err[256] = "";
 
-	ck_assert_msg(replica_begin_session(&f->rp, hello, err, sizeof(err)) == 0,
+	ck_assert_msg(replica_begin_session(&f->rp, hello, NULL, NULL, err, sizeof(err)) == 0,
 		      "HELLO refused: %s", err);
 }
 
@@ -340,7 +340,7 @@ static void assert_hello_refused(const char *disks_json, const char *want_in_msg
 	int rc;
 
 	ck_assert_int_gt(asprintf(&hello, HELLO_HEAD ",\"disks\":%s}", disks_json), 0);
-	rc = replica_begin_session(&f->rp, hello, err, sizeof(err));
+	rc = replica_begin_session(&f->rp, hello, NULL, NULL, err, sizeof(err));
 	ck_assert_msg(rc == -EINVAL, "disks %s: rc %d", disks_json, rc);
 	ck_assert_msg(strstr(err, want_in_msg), "disks %s: message '%s' lacks '%s'", disks_json,
 		      err, want_in_msg);
