@@ -246,6 +246,23 @@ static int read_some(const struct link_io *io, uint8_t *buf, size_t want, size_t
 	return n == 0 ? -EPIPE : (int)n;
 }
 
+/* The buffer grows with the bytes that arrive, not with what a header
+ * claims: a peer that announces 32 MiB and sends 24 bytes costs 64 KiB. */
+static int grow_payload(struct frame_reader *r)
+{
+	size_t cap = r->cap ? r->cap * 2 : 65536;
+	uint8_t *p;
+
+	if (cap > r->hdr.len)
+		cap = r->hdr.len;
+	p = realloc(r->payload, cap);
+	if (!p)
+		return -ENOMEM;
+	r->payload = p;
+	r->cap = cap;
+	return 0;
+}
+
 int frame_reader_read(struct frame_reader *r, int fd)
 {
 	struct link_io io;
@@ -276,17 +293,15 @@ int frame_reader_read_io(struct frame_reader *r, const struct link_io *io)
 			r->have = 0;
 			return rc;
 		}
-		if (r->hdr.len > r->cap) {
-			uint8_t *p = realloc(r->payload, r->hdr.len);
-			if (!p)
-				return -ENOMEM;
-			r->payload = p;
-			r->cap = r->hdr.len;
-		}
 	}
 	while (r->have < PROTO_HDR_SIZE + r->hdr.len) {
 		size_t off = r->have - PROTO_HDR_SIZE;
-		rc = read_some(io, r->payload + off, r->hdr.len - off, &got);
+		size_t room;
+
+		if (off == r->cap && (rc = grow_payload(r)))
+			return rc;
+		room = (r->cap < r->hdr.len ? r->cap : r->hdr.len) - off;
+		rc = read_some(io, r->payload + off, room, &got);
 		if (rc)
 			return rc == -EAGAIN ? 0 : rc;
 		r->have += got;

@@ -948,6 +948,37 @@ START_TEST(test_disk_every_truncation_is_refused)
 }
 END_TEST
 
+/* A header that claims 32 MiB costs the reader what arrives, not what it
+ * claims; the frame still reassembles whole when all of it comes. */
+START_TEST(test_reader_grows_with_arrivals)
+{
+	struct test_frame f;
+	struct frame_reader r;
+	int sv[2];
+
+	test_frame_make(&f, FRAME_PAGES, 3, PROTO_MAX_PAYLOAD);
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	set_nonblock(sv[0]);
+	set_nonblock(sv[1]);
+	frame_reader_init(&r);
+	write_all(sv[0], f.hdr, PROTO_HDR_SIZE);
+	write_all(sv[0], f.payload, 24);
+	ck_assert_int_eq(frame_reader_read(&r, sv[1]), 0);
+	ck_assert_uint_le(r.cap, 65536);
+	for (size_t off = 24; off < f.len;) {
+		ssize_t n = write(sv[0], f.payload + off, f.len - off);
+		if (n > 0)
+			off += (size_t)n;
+		ck_assert_int_eq(frame_reader_read(&r, sv[1]), off == f.len ? 1 : 0);
+	}
+	assert_frame_is(&r, &f);
+	frame_reader_free(&r);
+	close(sv[0]);
+	close(sv[1]);
+	free(f.payload);
+}
+END_TEST
+
 static void add(Suite *s, const char *name, const TTest *t, double timeout)
 {
 	TCase *tc = tcase_create(name);
@@ -964,6 +995,7 @@ static Suite *proto_suite(void)
 	Suite *s = suite_create("proto");
 
 	ADD(s, test_crc32c_known_vector, 5);
+	ADD(s, test_reader_grows_with_arrivals, 30);
 	ADD(s, test_hdr_round_trip_keeps_type_epoch_len_and_crc, 5);
 	ADD(s, test_hdr_round_trip_empty_payload, 5);
 	ADD(s, test_hdr_any_corrupt_byte_is_ebadmsg, 5);
