@@ -124,6 +124,11 @@ struct replicator {
 	ev_signal sigterm, sigint;
 	ev_io control_watch;
 	int control_fd;
+	/* Our runtime files (NBD sockets, device state): a directory of our
+	 * own under /run/remus, QEMU's user let through; "" until made. */
+	char runtime_dir[192];
+	uid_t qemu_uid;
+	gid_t qemu_gid;
 
 	struct ckpt_device *devices;
 	int ndevices;
@@ -207,6 +212,9 @@ void replicator_reconnect(struct replicator *r);
 void replicator_notify_state(struct replicator *r);
 /* "protected", "paused", "handing-over", ...: what status shows. */
 const char *replicator_state_name(const struct replicator *r);
+
+/* replicator.c: give path (a socket or file made for QEMU) to QEMU's user. */
+int replicator_give_to_qemu(struct replicator *r, const char *path);
 
 /* epoch.c */
 int epoch_devices_setup(struct replicator *r);
