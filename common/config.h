@@ -63,6 +63,7 @@ X(HOOKS_NOTIFY,      "hooks",      "notify",          STR,  hooks_notify,      R
 X(HOOKS_FENCE,       "hooks",      "fence",           STR,  hooks_fence,       RANGE_NONE,             NULL,      NULL,          NULL,        "fence",                    CFG_A) \
 X(HOOKS_FENCE_TIMEOUT_MS, "hooks", "fence-timeout-ms", UINT, hooks_fence_timeout_ms, RANGE_FENCE_TIMEOUT_MS, "10000", NULL,     NULL,        "fence-timeout-ms",         0) \
 X(CONTROL_SOCKET,    "control",    "socket",          STR,  control_socket,    RANGE_NONE,             NULL,      NULL,          NULL,        "control",                  0) \
+X(CONTROL_GROUP,     "control",    "group",           STR,  control_group,     RANGE_NONE,             NULL,      NULL,          NULL,        "control-group",            0) \
 X(LOG_TARGET,        "log",        "target",          ENUM, log_target,        RANGE_NONE,             "stderr",  log_target_values, NULL,    "syslog",                   0) \
 X(LOG_LEVEL,         "log",        "level",           ENUM, log_level,         RANGE_NONE,             "info",    log_level_values, NULL,     "verbose",                  0)
 
@@ -123,6 +124,7 @@ struct pair_config {
 	unsigned hooks_fence_timeout_ms;
 	/* [control] */
 	char *control_socket;
+	char *control_group;         /* NULL: root alone may use the socket */
 	/* [log] */
 	const char *log_target;      /* "stderr" or "syslog" */
 	const char *log_level;       /* "info" or "debug" */

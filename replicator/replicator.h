@@ -46,6 +46,8 @@ struct replicator_config {
 	const char *unprotected_disks[REPLICATOR_MAX_DISKS]; /* shared storage */
 	int n_unprotected_disks;
 	const char *control_path;  /* NULL: no control socket */
+	const char *control_group; /* NULL: root alone may use it */
+	gid_t control_gid;         /* control_group's; -1 without one */
 	unsigned heartbeat_ms;     /* send a heartbeat when idle this long */
 	unsigned timeout_ms;       /* backup silent this long: lost */
 	int64_t test_corrupt_epoch; /* test hook: corrupt this epoch once; -1 off */

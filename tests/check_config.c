@@ -104,9 +104,10 @@ static const char full_file[] =
 	"fence-timeout-ms = 20000\n"                     /* 35 */
 	"[control]\n"                                    /* 36 */
 	"socket = /run/vm1.remus\n"                      /* 37 */
-	"[log]\n"                                        /* 38 */
-	"target = syslog\n"                              /* 39 */
-	"level = debug\n";                               /* 39 */
+	"group = remus-ops\n"                            /* 38 */
+	"[log]\n"                                        /* 39 */
+	"target = syslog\n"                              /* 40 */
+	"level = debug\n";                               /* 41 */
 
 START_TEST(test_every_key_parsed)
 {
@@ -145,12 +146,13 @@ START_TEST(test_every_key_parsed)
 	ck_assert_str_eq(pc.hooks_fence, "/usr/sbin/fence_ipmilan --action=off");
 	ck_assert_uint_eq(pc.hooks_fence_timeout_ms, 20000);
 	ck_assert_str_eq(pc.control_socket, "/run/vm1.remus");
+	ck_assert_str_eq(pc.control_group, "remus-ops");
 	ck_assert_str_eq(pc.log_target, "syslog");
 	ck_assert_str_eq(pc.log_level, "debug");
 	/* where each came from */
 	ck_assert_uint_eq(pc.line[PC_PAIR_NAME], 3);
 	ck_assert_uint_eq(pc.line[PC_BACKUP_FAILOVER], 13);
-	ck_assert_uint_eq(pc.line[PC_LOG_LEVEL], 40);
+	ck_assert_uint_eq(pc.line[PC_LOG_LEVEL], 41);
 	ck_assert_uint_eq(pc.capture_disk_cap_mb, 32);
 	pair_config_free(&pc);
 	ck_assert_ptr_null(pc.vm_qmp);
@@ -197,6 +199,7 @@ START_TEST(test_defaults_when_absent)
 	ck_assert_ptr_null(pc.hooks_fence);
 	ck_assert_uint_eq(pc.hooks_fence_timeout_ms, 10000);
 	ck_assert_ptr_null(pc.control_socket);
+	ck_assert_ptr_null(pc.control_group);
 	ck_assert_str_eq(pc.log_target, "stderr");
 	ck_assert_str_eq(pc.log_level, "info");
 	pair_config_free(&pc);
@@ -592,6 +595,7 @@ static const char pair_file[] =
 	"fence = none\n"
 	"[control]\n"
 	"socket = /run/file.remus\n"
+	"group = root\n"
 	"[log]\n"
 	"target = syslog\n";
 
@@ -628,6 +632,8 @@ START_TEST(test_replicator_file_values_apply)
 	ck_assert_uint_eq(cfg.heartbeat_ms, 200);
 	ck_assert_uint_eq(cfg.timeout_ms, 3000);
 	ck_assert_str_eq(cfg.control_path, "/run/file.remus");
+	ck_assert_str_eq(cfg.control_group, "root");
+	ck_assert_int_eq(cfg.control_gid, 0);
 	ck_assert_int_eq(use_syslog, 1);
 	ck_assert_str_eq(cfg.file.hooks_fence, "none"); /* for the lead to wire */
 	replicator_config_free(&cfg);
