@@ -3,6 +3,7 @@
 #include "log.h"
 #include "netaddr.h"
 #include "notify.h"
+#include "procfs.h"
 #include "qmp.h"
 #include "replicator.h"
 #include "runtime_dir.h"
@@ -366,19 +367,15 @@ void replicator_lost_libvirt(void *replicator, const char *why)
  * else. */
 static int make_runtime_dir(struct replicator *r)
 {
-	char parent[sizeof(r->runtime_dir)], prefix[32], proc[32];
+	char parent[sizeof(r->runtime_dir)], prefix[32];
 	const char *where = runtime_dir_parent(parent, sizeof(parent));
-	struct stat st;
-	int rc;
+	int rc = proc_ids(r->vm.pid, &r->qemu_uid, &r->qemu_gid);
 
-	snprintf(proc, sizeof(proc), "/proc/%d", (int)r->vm.pid);
-	if (stat(proc, &st) < 0) {
-		rc = -errno;
-		log_err("cannot see QEMU's user in %s: %s", proc, strerror(errno));
+	if (rc) {
+		log_err("cannot see QEMU's user in /proc/%d/status: %s", (int)r->vm.pid,
+			strerror(-rc));
 		return rc;
 	}
-	r->qemu_uid = st.st_uid;
-	r->qemu_gid = st.st_gid;
 	snprintf(prefix, sizeof(prefix), "replicator-%d", (int)getpid());
 	rc = runtime_dir_make(where, prefix, r->runtime_dir, sizeof(r->runtime_dir));
 	if (rc) {

@@ -10,7 +10,9 @@
 #     and refused again by the peer check when the socket is opened wide
 #     by mistake; protection stays as it was;
 #  3. with --control-group, a member may use the socket, others not;
-#  4. a runtime parent owned by another user, or a symlink, is refused.
+#  4. a runtime parent owned by another user, or a symlink, is refused;
+#  5. QEMU running as another user (-runas nobody) still reaches its NBD
+#     socket and its device-state file, and other users do not.
 . "$(dirname "$0")/lib.sh"
 
 AS_NOBODY=(setpriv --reuid=nobody --regid=nogroup --clear-groups)
@@ -39,13 +41,14 @@ runtime_dir() { sed -n 's/.*runtime files in \(.*\)$/\1/p' "$T/replicator.log" |
 
 # rep [ARGS...]: the replicator on the guest, control socket $CTL_SOCK.
 rep() {
-	"$BIN/remus-replicator" --qmp "$T/luser/qmp.sock" --backup "127.0.0.1:$PORT" \
+	"$BIN/remus-replicator" --qmp "$T/$VM/qmp.sock" --backup "127.0.0.1:$PORT" \
 		--control "$CTL_SOCK" --epoch-policy fixed --epoch-ms 100 "$@" \
 		>> "$T/replicator.log" 2>&1 &
 	REPLICATOR_PID=$!
 	PIDS+=("$REPLICATOR_PID")
 }
 
+VM=luser
 PORT=$(free_port)
 start_guest luser 128 "disk_check=1" --disk "$T/luser.img"
 RAM_FILES+=("$T/luser.img")
@@ -168,4 +171,30 @@ mkdir -m 0755 "$T/real" && ln -s "$T/real" "$T/link"
 refused_parent "a symlink" "$T/link"
 mkdir "$T/open" && chmod 0777 "$T/open"
 refused_parent "a world-writable" "$T/open"
+
+# --- 5. QEMU as another user ----------------------------------------------
+kill -TERM "$GUEST_PID"
+VM=lrunas
+PORT=$(free_port)
+start_guest lrunas 128 "disk_check=1" --disk "$T/lrunas.img" -- -runas nobody
+RAM_FILES+=("$T/lrunas.img")
+[ "$(awk '/^Uid:/ { print $3 }' "/proc/$GUEST_PID/status")" = 65534 ] ||
+	die "QEMU -runas nobody runs as uid $(awk '/^Uid:/ { print $3 }' "/proc/$GUEST_PID/status")"
+start_agent "$PORT" "$T/backup2" --no-fence
+rep
+wait_for 90 committed 3 || die "QEMU as nobody: fewer than 3 epochs committed in 90 s"
+pass "QEMU as nobody: protected, $(ctl_field epochs_committed) epochs committed (device state and disk mirror reached us)"
+RD=$(runtime_dir)
+[ "$(stat -c '%a %U %G' "$RD")" = "710 root nogroup" ] &&
+	pass "runtime directory 0710, root's, group nogroup (QEMU's): QEMU may pass, not list" ||
+	fail "runtime directory: $(stat -c '%a %U %G' "$RD")"
+[ "$(stat -c '%a %U' "$RD/devstate")" = "600 nobody" ] && [ -S "$RD/nbd/nbd0.sock" ] &&
+	[ "$(stat -c '%a %U' "$RD/nbd/nbd0.sock")" = "600 nobody" ] &&
+	pass "device-state file and NBD socket are QEMU's user's, 0600" ||
+	fail "devstate $(stat -c '%a %U' "$RD/devstate"), socket $(stat -c '%a %U' "$RD/nbd/nbd0.sock")"
+setpriv --reuid=daemon --regid=daemon --clear-groups stat "$RD/devstate" > /dev/null 2>&1 &&
+	fail "user daemon reaches $RD/devstate" || pass "another user (daemon) cannot reach into it"
+kill -TERM "$REPLICATOR_PID"
+wait_exit "$REPLICATOR_PID" 20
+[ ! -e "$RD" ] && pass "runtime directory removed at exit" || fail "$RD left"
 finish
