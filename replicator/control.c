@@ -139,26 +139,39 @@ static bool in_group(int fd, gid_t want, gid_t primary)
 	return false;
 }
 
-/* NULL when the peer may go on; else the refusal, logged, for the client. */
-static char *check_peer(const struct replicator *r, int fd, const char *cmd)
+/* Root, or a member of the group, may go on; anyone else is logged. */
+static bool peer_allowed(const struct replicator *r, int fd, const char *cmd, uid_t *uid)
 {
+	const char *group = r->cfg.control_group;
 	struct ucred cred;
 	socklen_t len = sizeof(cred);
-	const char *group = r->cfg.control_group;
-	char *text;
 
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
 		log_warn("control socket: refused '%.40s': cannot tell who asks: %s", cmd,
 			 strerror(errno));
-		return strdup("{\"ok\":false,\"refused\":true,\"error\":\"permission denied: "
-			      "cannot tell who asks\"}");
+		*uid = (uid_t)-1;
+		return false;
 	}
+	*uid = cred.uid;
 	if (cred.uid == 0 || (group && in_group(fd, r->cfg.control_gid, cred.gid)))
-		return NULL;
+		return true;
 	log_warn("control socket: refused '%.40s' from uid %u (pid %d): not root%s%s", cmd,
 		 (unsigned)cred.uid, (int)cred.pid, group ? " nor in group " : "", group ? group : "");
+	return false;
+}
+
+/* The one-line refusal for the client (NULL without memory: it then gets
+ * no reply, and is refused all the same). */
+static char *refusal(const struct replicator *r, uid_t uid)
+{
+	const char *group = r->cfg.control_group;
+	char *text;
+
+	if (uid == (uid_t)-1)
+		return strdup("{\"ok\":false,\"refused\":true,\"error\":\"permission denied: "
+			      "cannot tell who asks\"}");
 	if (asprintf(&text, "{\"ok\":false,\"refused\":true,\"error\":\"permission denied: "
-		     "uid %u is not root%s%s\"}", (unsigned)cred.uid,
+		     "uid %u is not root%s%s\"}", (unsigned)uid,
 		     group ? " nor in group " : "", group ? group : "") < 0)
 		return NULL;
 	return text;
@@ -187,6 +200,7 @@ static void on_control(struct ev_loop *loop, ev_io *w, int revents)
 	struct timeval tv = { .tv_sec = 0, .tv_usec = 200000 };
 	char cmd[128] = { 0 };
 	char *text = NULL;
+	uid_t uid;
 	bool keep = false;
 	size_t len = 0;
 	ssize_t n;
@@ -203,8 +217,8 @@ static void on_control(struct ev_loop *loop, ev_io *w, int revents)
 		cmd[strcspn(cmd, "\r\n")] = 0;
 		/* read first, then refuse: closing on an unread line could
 		 * reset the connection before the client reads why */
-		if ((text = check_peer(r, fd, cmd)))
-			;
+		if (!peer_allowed(r, fd, cmd, &uid))
+			text = refusal(r, uid);
 		else if (!strcmp(cmd, "status"))
 			text = status_json(r);
 		else if (!strcmp(cmd, "reset-stats"))
