@@ -9,8 +9,9 @@
 #  2. remusctl pause on the control socket: refused (the socket is 0600),
 #     and refused again by the peer check when the socket is opened wide
 #     by mistake; protection stays as it was;
-#  3. with --control-group, a member may use the socket, others not;
-#  4. a runtime parent owned by another user, or a symlink, is refused;
+#  3. a runtime parent owned by another user, a symlink, or one others may
+#     write, is refused;
+#  4. with --control-group, a member may use the socket, others not;
 #  5. QEMU running as another user (-runas nobody) still reaches its NBD
 #     socket and its device-state file, and other users do not.
 . "$(dirname "$0")/lib.sh"
@@ -131,29 +132,13 @@ sleep 0.5
 	pass "as root: still protected, not paused" ||
 	fail "as root: protection $(ctl_field protection), pause_state $(ctl_field pause_state)"
 
-# --- 3. --control-group: a member may, others may not ----------------------
 kill -TERM "$REPLICATOR_PID"
 wait_exit "$REPLICATOR_PID" 20 && [ "$EXIT_CODE" = 0 ] && pass "replicator stopped (exit 0)" ||
 	fail "replicator exit ${EXIT_CODE:-none} after SIGTERM"
 [ ! -e "$RD" ] && pass "runtime directory removed at exit" || fail "$RD left: $(ls -la "$RD")"
-rep --control-group nogroup
-wait_for 90 committed 1 || die "with --control-group: nothing committed in 90 s"
-[ "$(stat -c '%a %G' "$CTL_SOCK")" = "660 nogroup" ] && pass "control socket 0660, group nogroup" ||
-	fail "control socket: $(stat -c '%a %G' "$CTL_SOCK")"
-out=$("${AS_NOBODY[@]}" "${CTL[@]}" status 2>&1) && pass "a member of nogroup may: $(head -n 1 <<< "$out")" ||
-	fail "member of the control group refused: $out"
-chmod 0666 "$CTL_SOCK"
-out=$("${AS_DAEMON_GROUP[@]}" "${CTL[@]}" pause 2>&1) && fail "a non-member paused: $out" ||
-	{ [[ $out == *"not root nor in group nogroup"* ]] && pass "a non-member is refused: '$out'" ||
-	  fail "non-member: '$out'"; }
-[ "$(ctl_field pause_state)" = off ] && pass "still not paused" || fail "pause_state $(ctl_field pause_state)"
-RD=$(runtime_dir)
-kill -TERM "$REPLICATOR_PID"
-wait_exit "$REPLICATOR_PID" 20
-[ -n "$RD" ] && [ ! -e "$RD" ] && pass "second runtime directory removed at exit" ||
-	fail "runtime directory '$RD' left"
+process_gone "$GUEST_PID" && die "QEMU $GUEST_PID is gone after the replicator detached"
 
-# --- 4. a runtime parent others control is refused ----------------------
+# --- 3. a runtime parent others control is refused ----------------------
 refused_parent() { # WHAT PATH
 	local n new
 	n=$(wc -l < "$T/replicator.log")
@@ -171,6 +156,25 @@ mkdir -m 0755 "$T/real" && ln -s "$T/real" "$T/link"
 refused_parent "a symlink" "$T/link"
 mkdir "$T/open" && chmod 0777 "$T/open"
 refused_parent "a world-writable" "$T/open"
+
+# --- 4. --control-group: a member may, others may not ----------------------
+rep --control-group nogroup
+wait_for 90 committed 1 || die "with --control-group: nothing committed in 90 s"
+[ "$(stat -c '%a %G' "$CTL_SOCK")" = "660 nogroup" ] && pass "control socket 0660, group nogroup" ||
+	fail "control socket: $(stat -c '%a %G' "$CTL_SOCK")"
+out=$("${AS_NOBODY[@]}" "${CTL[@]}" status 2>&1) && pass "a member of nogroup may: $(head -n 1 <<< "$out")" ||
+	fail "member of the control group refused: $out"
+chmod 0666 "$CTL_SOCK"
+out=$("${AS_DAEMON_GROUP[@]}" "${CTL[@]}" pause 2>&1) && fail "a non-member paused: $out" ||
+	{ [[ $out == *"not root nor in group nogroup"* ]] && pass "a non-member is refused: '$out'" ||
+	  fail "non-member: '$out'"; }
+[ "$(ctl_field pause_state)" = off ] && pass "still not paused" || fail "pause_state $(ctl_field pause_state)"
+RD=$(runtime_dir)
+kill -TERM "$REPLICATOR_PID"
+wait_exit "$REPLICATOR_PID" 20
+process_gone "$GUEST_PID" && log "note: QEMU $GUEST_PID is gone after the replicator detached"
+[ -n "$RD" ] && [ ! -e "$RD" ] && pass "second runtime directory removed at exit" ||
+	fail "runtime directory '$RD' left"
 
 # --- 5. QEMU as another user ----------------------------------------------
 kill -TERM "$GUEST_PID"
