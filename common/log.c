@@ -64,3 +64,13 @@ void log_msg(int level, const char *fmt, ...)
 			level_name(level), msg);
 	}
 }
+
+void log_lines(int level, const char *text)
+{
+	while (*text) {
+		size_t n = strcspn(text, "\n");
+
+		log_msg(level, "%.*s", (int)n, text);
+		text += n + (text[n] == '\n');
+	}
+}

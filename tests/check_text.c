@@ -49,7 +49,8 @@ START_TEST(test_dup)
 }
 END_TEST
 
-/* What log_msg writes to stderr, for one message. */
+/* What log_msg writes to stderr, for one message (or, without vm, what
+ * log_lines writes for two lines of our own). */
 static char *log_line(const char *vm)
 {
 	static char buf[2048];
@@ -61,7 +62,10 @@ static char *log_line(const char *vm)
 	fflush(stderr);
 	dup2(fileno(f), STDERR_FILENO);
 	log_init("check", 0);
-	log_info("VM %s: %s", vm, "protected");
+	if (vm)
+		log_info("VM %s: %s", vm, "protected");
+	else
+		log_lines(LOG_ERR, "  <memoryBacking>\n  </memoryBacking>");
 	fflush(stderr);
 	dup2(saved, STDERR_FILENO);
 	close(saved);
@@ -82,6 +86,16 @@ START_TEST(test_log_line_is_one_line)
 }
 END_TEST
 
+START_TEST(test_log_lines_one_each)
+{
+	const char *out = log_line(NULL), *second = strchr(out, '\n') + 1;
+
+	ck_assert_ptr_nonnull(strstr(out, " check error:   <memoryBacking>\n"));
+	ck_assert_ptr_nonnull(strstr(second, " check error:   </memoryBacking>\n"));
+	ck_assert_ptr_eq(strchr(second, '\n'), out + strlen(out) - 1);
+}
+END_TEST
+
 static Suite *text_suite(void)
 {
 	Suite *s = suite_create("text");
@@ -92,6 +106,7 @@ static Suite *text_suite(void)
 	tcase_add_test(tc, test_truncates_and_works_in_place);
 	tcase_add_test(tc, test_dup);
 	tcase_add_test(tc, test_log_line_is_one_line);
+	tcase_add_test(tc, test_log_lines_one_each);
 	suite_add_tcase(s, tc);
 	return s;
 }
