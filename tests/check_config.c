@@ -685,6 +685,38 @@ START_TEST(test_replicator_flags_override_file)
 }
 END_TEST
 
+/* The control group is looked up at start: a typo fails there, not at the
+ * first remusctl. */
+START_TEST(test_replicator_control_group_checked)
+{
+	struct replicator_config cfg;
+	int use_syslog = 0;
+	char *out, *err;
+
+	ck_assert_int_eq(rep_parse(ARGV("remus-replicator", "--qmp", "/q", "--backup",
+					"127.0.0.1:7700", "--control", "/run/c",
+					"--control-group", "no-such-group-remus"),
+				   &cfg, &use_syslog, &out, &err), -1);
+	assert_contains(err, "--control-group: no group 'no-such-group-remus'");
+	free(out);
+	free(err);
+	ck_assert_int_eq(rep_parse(ARGV("remus-replicator", "--qmp", "/q", "--backup",
+					"127.0.0.1:7700", "--control-group", "root"),
+				   &cfg, &use_syslog, &out, &err), -1);
+	assert_contains(err, "--control-group needs --control PATH");
+	free(out);
+	free(err);
+	ck_assert_int_eq(rep_parse(ARGV("remus-replicator", "--qmp", "/q", "--backup",
+					"127.0.0.1:7700", "--control", "/run/c"),
+				   &cfg, &use_syslog, &out, &err), 0);
+	ck_assert_ptr_null(cfg.control_group);
+	ck_assert_int_eq(cfg.control_gid, (gid_t)-1);
+	replicator_config_free(&cfg);
+	free(out);
+	free(err);
+}
+END_TEST
+
 START_TEST(test_agent_file_values_and_flags)
 {
 	struct agent_config cfg;
@@ -895,6 +927,7 @@ static Suite *config_suite(void)
 	ADD(s, test_read_missing_file);
 	ADD(s, test_replicator_file_values_apply);
 	ADD(s, test_replicator_flags_override_file);
+	ADD(s, test_replicator_control_group_checked);
 	ADD(s, test_agent_file_values_and_flags);
 	ADD(s, test_check_config_ok_and_errors);
 	ADD(s, test_config_option_errors);
