@@ -83,12 +83,11 @@ else
 	for s in $SIZES; do
 		for tk in $HOST_TRACKERS; do
 			th=$(tthreads "$tk")
-			TRK_FILE=/dev/shm/trk-bench.$$ "$ROOTFS/bin/trackers" "$s" "$RATE" "$ROUNDS" \
+			"$ROOTFS/bin/trackers" "$s" "$RATE" "$ROUNDS" \
 				"$EPOCH_MS" compare "$th" >> "$HOSTLOG" ||
 				log "host: $s MB compare $th failed"
 		done
 	done
-	rm -f /dev/shm/trk-bench.$$
 fi
 
 # --- all three in the VM ---

@@ -12,7 +12,9 @@
  * the writer going) is a warm-up and is not counted.
  *
  * Usage: trackers SIZE_MB RATE_MB_S ROUNDS EPOCH_MS compare|soft-dirty [THREADS]
- * The file is $TRK_FILE (default /dev/shm/trk); it is removed at the end.
+ * The file is $TRK_FILE, or /dev/shm/trk.XXXXXX (mkstemp); made afresh (an
+ * existing file or symlink is refused: /dev/shm is everyone's) and removed
+ * at the end.
  * Prints: tracker=X size_mb=N threads=T rate_mb_s=R rounds=K dirty_p50=D
  *         scan_p50_ms=A scan_p99_ms=B
  * (dirty_p50: pages the tracker reported per round, median); soft-dirty adds,
@@ -125,7 +127,8 @@ static double pct_d(const double *s, unsigned n, double p)
 
 int main(int argc, char **argv)
 {
-	const char *path = getenv("TRK_FILE") ? getenv("TRK_FILE") : "/dev/shm/trk";
+	char tmp[] = "/dev/shm/trk.XXXXXX";
+	const char *path = getenv("TRK_FILE") ? getenv("TRK_FILE") : tmp;
 	const struct tracker_ops *ops;
 	size_t mb, npages, size, *dirty_n;
 	double rate, *scan_ms;
@@ -172,7 +175,10 @@ int main(int argc, char **argv)
 	npages = mb * 256;
 	size = npages * (size_t)PAGE;
 
-	fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	if (path == tmp)
+		fd = mkostemp(tmp, O_CLOEXEC);
+	else
+		fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0 || ftruncate(fd, (off_t)size) < 0) {
 		perror(path);
 		return 2;
@@ -274,5 +280,6 @@ int main(int argc, char **argv)
 	}
 	printf("\n");
 	fflush(stdout);
+	unlink(path);
 	return 0;
 }

@@ -68,6 +68,7 @@ X(HOOKS_FENCE_TIMEOUT_MS, "hooks", "fence-timeout-ms", UINT, hooks_fence_timeout
 X(LINK_KEY_FILE,     "link",       "key-file",        STR,  link_key_file,     RANGE_NONE,             NULL,      NULL,          NULL,        "key-file",                 0) \
 X(LINK_CLEARTEXT,    "link",       "insecure-cleartext", BOOL, link_insecure_cleartext, RANGE_NONE,     "no",      NULL,          NULL,        "insecure-cleartext-link",  0) \
 X(CONTROL_SOCKET,    "control",    "socket",          STR,  control_socket,    RANGE_NONE,             NULL,      NULL,          NULL,        "control",                  0) \
+X(CONTROL_GROUP,     "control",    "group",           STR,  control_group,     RANGE_NONE,             NULL,      NULL,          NULL,        "control-group",            0) \
 X(LOG_TARGET,        "log",        "target",          ENUM, log_target,        RANGE_NONE,             "stderr",  log_target_values, NULL,    "syslog",                   0) \
 X(LOG_LEVEL,         "log",        "level",           ENUM, log_level,         RANGE_NONE,             "info",    log_level_values, NULL,     "verbose",                  0)
 
@@ -130,6 +131,7 @@ struct pair_config {
 	unsigned hooks_fence_timeout_ms;
 	/* [control] */
 	char *control_socket;
+	char *control_group;         /* NULL: root alone may use the socket */
 	/* [link] */
 	char *link_key_file;         /* the pair key (common/link_security.h) */
 	bool link_insecure_cleartext;

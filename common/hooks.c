@@ -3,6 +3,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "text.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -68,8 +69,10 @@ static char **build_argv(const char *cmd, const struct hook_event *ev)
 	if (asprintf(&argv[n++], "%s \"$@\"", cmd) < 0)
 		argv[n - 1] = NULL;
 	argv[n++] = strdup(HOOK_ARG0);
+	/* PAIR and VM may come from the VM or the config, EVENT and ROLE are
+	 * ours: all are cleaned alike, a hook may log them as they are */
 	for (size_t i = 0; i < sizeof(tail) / sizeof(tail[0]); i++)
-		argv[n++] = strdup(tail[i] ? tail[i] : "");
+		argv[n++] = text_sanitize_dup(tail[i] ? tail[i] : "");
 	for (int i = 0; i < n; i++) {
 		if (!argv[i]) {
 			for (int j = 0; j < n; j++)
@@ -81,7 +84,9 @@ static char **build_argv(const char *cmd, const struct hook_event *ev)
 	return argv;
 }
 
-/* Append "NAME=value" to envp[*n] unless value is NULL; -ENOMEM. */
+/* Append "NAME=value" to envp[*n] unless value is NULL; -ENOMEM. The
+ * value is cleaned of control characters: the peer's text and reasons
+ * come from the wire. */
 static int env_add(char **envp, int *n, const char *name, const char *value)
 {
 	if (!value)
@@ -90,6 +95,7 @@ static int env_add(char **envp, int *n, const char *name, const char *value)
 		envp[*n] = NULL;
 		return -ENOMEM;
 	}
+	text_sanitize(envp[*n], strlen(envp[*n]) + 1, envp[*n]);
 	(*n)++;
 	return 0;
 }
@@ -120,7 +126,7 @@ static char **build_envp(const struct hook_event *ev)
 		     env_add(envp, &n, "EPOCH", epoch) ?: env_add(envp, &n, "PEER", ev->peer) ?:
 		     env_add(envp, &n, "REASON", ev->reason) ?: env_add(envp, &n, "TIME_MS", now);
 	for (int i = 0; i < ev->nvars && i < HOOK_MAX_VARS && !rc; i++) {
-		envp[n] = strdup(ev->vars[i]);
+		envp[n] = text_sanitize_dup(ev->vars[i]);
 		rc = envp[n++] ? 0 : -ENOMEM;
 	}
 	if (rc) {

@@ -1,5 +1,7 @@
 #include "log.h"
 
+#include "text.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -32,32 +34,43 @@ static const char *level_name(int level)
 	}
 }
 
+/* The message is formatted first and stripped of control characters
+ * there, once for every caller: our own messages are single lines, and a
+ * newline in a name from the wire or the VM must not forge a line. */
 void log_msg(int level, const char *fmt, ...)
 {
+	char msg[1024];
 	va_list ap;
 
 	if (level > log_level)
 		return;
 	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	text_sanitize(msg, sizeof(msg), msg);
 	if (log_to_syslog) {
-		vsyslog(level, fmt, ap);
+		syslog(level, "%s", msg);
 	} else {
 		struct timespec ts;
 		struct tm tm;
 		char stamp[32];
-		/* Build the whole line first: one write per event keeps lines
-		 * from two processes sharing a terminal intact. */
-		char line[1024];
-		int n;
 
+		/* One write per event keeps lines from two processes sharing
+		 * a terminal intact. */
 		clock_gettime(CLOCK_REALTIME, &ts);
 		localtime_r(&ts.tv_sec, &tm);
 		strftime(stamp, sizeof(stamp), "%H:%M:%S", &tm);
-		n = snprintf(line, sizeof(line), "%s.%03ld %s %s: ", stamp,
-			     ts.tv_nsec / 1000000, log_ident, level_name(level));
-		if (n > 0 && (size_t)n < sizeof(line))
-			vsnprintf(line + n, sizeof(line) - n, fmt, ap);
-		fprintf(stderr, "%s\n", line);
+		fprintf(stderr, "%s.%03ld %s %s: %s\n", stamp, ts.tv_nsec / 1000000, log_ident,
+			level_name(level), msg);
 	}
-	va_end(ap);
+}
+
+void log_lines(int level, const char *text)
+{
+	while (*text) {
+		size_t n = strcspn(text, "\n");
+
+		log_msg(level, "%.*s", (int)n, text);
+		text += n + (text[n] == '\n');
+	}
 }

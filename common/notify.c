@@ -1,6 +1,7 @@
 #include "notify.h"
 
 #include "log.h"
+#include "text.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -22,9 +23,11 @@ static void send_with_status(const char *what, const char *status)
 {
 	char msg[320];
 
-	snprintf(last_status, sizeof(last_status), "%s", status ? status : "");
+	/* STATUS= carries the VM's name: a newline in it would add a line of
+	 * its own to the message (READY=1, MAINPID=...). */
+	text_sanitize(last_status, sizeof(last_status), status ? status : "");
 	if (status)
-		snprintf(msg, sizeof(msg), "%s\nSTATUS=%s", what, status);
+		snprintf(msg, sizeof(msg), "%s\nSTATUS=%s", what, last_status);
 	else
 		snprintf(msg, sizeof(msg), "%s", what);
 	send_state(msg);
@@ -48,6 +51,7 @@ void notify_status(const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
+	text_sanitize(text, sizeof(text), text);
 	if (!strcmp(text, last_status))
 		return;
 	memcpy(last_status, text, sizeof(last_status));

@@ -60,6 +60,31 @@ int proc_find_memfd(pid_t pid, uint64_t size, char *path, size_t len)
 	return found;
 }
 
+int proc_ids(pid_t pid, uid_t *uid, gid_t *gid)
+{
+	char path[64], line[256];
+	unsigned ru, eu, rg, eg;
+	int found = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	/* "Uid:\treal\teffective\tsaved\tfs", the same for Gid: */
+	while (found != 3 && fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "Uid: %u %u", &ru, &eu) == 2) {
+			*uid = eu;
+			found |= 1;
+		} else if (sscanf(line, "Gid: %u %u", &rg, &eg) == 2) {
+			*gid = eg;
+			found |= 2;
+		}
+	}
+	fclose(f);
+	return found == 3 ? 0 : -EIO;
+}
+
 const char *proc_comm(pid_t pid, char *buf, size_t len)
 {
 	char path[64];

@@ -16,6 +16,10 @@ bool proc_exited(pid_t pid);
 int proc_find_memfd(pid_t pid, uint64_t size, char *path, size_t len);
 /* pid's command name (/proc/PID/comm) in buf, or "?"; returns buf. */
 const char *proc_comm(pid_t pid, char *buf, size_t len);
+/* pid's effective uid and gid (/proc/PID/status): the owner of /proc/PID
+ * is root for a process that dropped root itself (QEMU -runas), which is
+ * not dumpable. 0 or -errno. */
+int proc_ids(pid_t pid, uid_t *uid, gid_t *gid);
 /* This boot of the host: /proc/sys/kernel/random/boot_id (a UUID) in buf,
  * or "" if unreadable; returns buf. */
 const char *host_boot_id(char *buf, size_t len);

@@ -2,12 +2,29 @@
 
 #include <errno.h>
 #include <json-c/json.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+/* The replicator refused us (not root, not in its --control-group): said
+ * here once for every verb, which then exits 1. */
+static bool refused(const char *reply)
+{
+	struct json_object *o = json_tokener_parse(reply), *v;
+	bool no = json_object_is_type(o, json_type_object) &&
+		  json_object_object_get_ex(o, "refused", &v) && json_object_get_boolean(v);
+
+	if (no)
+		fprintf(stderr, "remusctl: refused by the replicator: %s\n",
+			json_object_object_get_ex(o, "error", &v) ? json_object_get_string(v) :
+			"permission denied");
+	json_object_put(o);
+	return no;
+}
 
 char *remusctl_request(const char *control, const char *command)
 {
@@ -29,9 +46,13 @@ char *remusctl_request_wait(const char *control, const char *command, int wait_s
 	strcpy(sa.sun_path, control);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		fprintf(stderr, "remusctl: cannot reach the replicator at %s: %s "
-			"(is remus-replicator running with --control %s?)\n",
-			control, strerror(errno), control);
+		if (errno == EACCES || errno == EPERM)
+			fprintf(stderr, "remusctl: permission denied on %s: only root and the "
+				"members of the replicator's --control-group may use it\n", control);
+		else
+			fprintf(stderr, "remusctl: cannot reach the replicator at %s: %s "
+				"(is remus-replicator running with --control %s?)\n",
+				control, strerror(errno), control);
 		if (fd >= 0)
 			close(fd);
 		return NULL;
@@ -67,6 +88,10 @@ char *remusctl_request_wait(const char *control, const char *command, int wait_s
 	buf[len] = 0;
 	if (!len) {
 		fprintf(stderr, "remusctl: the replicator closed the connection without a reply\n");
+		free(buf);
+		return NULL;
+	}
+	if (refused(buf)) {
 		free(buf);
 		return NULL;
 	}

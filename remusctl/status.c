@@ -1,6 +1,7 @@
 /* remusctl status [--json]: the replicator's figures. --json prints the
  * replicator's reply unchanged (stable snake_case keys, units in names). */
 #include "remusctl.h"
+#include "text.h"
 
 #include <json-c/json.h>
 #include <stdbool.h>
@@ -15,11 +16,20 @@ static double num(struct json_object *o, const char *key)
 	return json_object_object_get_ex(o, key, &v) ? json_object_get_double(v) : 0;
 }
 
+/* The VM's name and the reasons come from the VM and the backup: their
+ * control characters must not reach the operator's terminal. A few
+ * buffers in turn, for the several of them one printf takes. */
 static const char *str(struct json_object *o, const char *key)
 {
+	static char bufs[8][512];
+	static unsigned next;
 	struct json_object *v;
+	char *buf = bufs[next++ % 8];
 
-	return json_object_object_get_ex(o, key, &v) ? json_object_get_string(v) : "?";
+	if (!json_object_object_get_ex(o, key, &v))
+		return "?";
+	text_sanitize(buf, sizeof(bufs[0]), json_object_get_string(v));
+	return buf;
 }
 
 static void print_net(struct json_object *o)

@@ -34,6 +34,7 @@
 #include "proto.h"
 #include "qmp.h"
 #include "replicator.h"
+#include "runtime_dir.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -390,30 +391,21 @@ static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
 /* --- ops ------------------------------------------------------------------- */
 
 /* Only QEMU may connect to the exports: anyone else could write into the
- * replica. The sockets are made in a folder only we can enter, handed to
- * QEMU's user (it may be libvirt's libvirt-qemu) with mode 0600, and only
- * then is the folder opened for others to pass through. */
+ * replica. The sockets are made in a folder of our private runtime
+ * directory (never one that existed before: a folder someone else made
+ * could hold their server), which only we can enter, handed to QEMU's user
+ * (it may be libvirt's libvirt-qemu) with mode 0600, and only then is the
+ * folder opened for QEMU's user to pass through. */
 static int make_sock_dir(struct disk_device *d)
 {
-	snprintf(d->sock_dir, sizeof(d->sock_dir), "/tmp/remus-%d.nbd", (int)getpid());
-	if (mkdir(d->sock_dir, 0700) < 0 && errno != EEXIST)
-		return -errno;
-	if (chmod(d->sock_dir, 0700) < 0)
-		return -errno;
+	int rc = runtime_subdir_make(d->r->runtime_dir, "nbd", d->sock_dir, sizeof(d->sock_dir));
+
+	if (rc)
+		return rc;
 	d->sock_dir_made = true;
-	return 0;
-}
-
-static int restrict_socket(const char *sock, pid_t qemu)
-{
-	char path[64];
-	struct stat st;
-
-	snprintf(path, sizeof(path), "/proc/%d", (int)qemu);
-	if (stat(path, &st) < 0)
-		return -errno;
-	if (chown(sock, st.st_uid, st.st_gid) < 0 || chmod(sock, 0600) < 0)
-		return -errno;
+	/* room for "/nbdN.sock" in a sun_path */
+	if (strlen(d->sock_dir) + 12 > sizeof(((struct disk *)0)->sock))
+		return -ENAMETOOLONG;
 	return 0;
 }
 
@@ -440,7 +432,8 @@ static int disk_setup(struct replicator *r, void **state)
 	ev_async_start(r->loop, &d->wake);
 	rc = make_sock_dir(d);
 	if (rc)
-		log_err("cannot make %s for the disks' NBD sockets: %s", d->sock_dir, strerror(-rc));
+		log_err("cannot make %s/nbd for the disks' NBD sockets: %s", r->runtime_dir,
+			strerror(-rc));
 	if (!rc)
 		rc = disk_find(d);
 	r->protected_disks = (int)d->n;
@@ -451,12 +444,11 @@ static int disk_setup(struct replicator *r, void **state)
 		char export[32];
 
 		snprintf(export, sizeof(export), "disk%u", i);
-		unlink(k->sock);
 		rc = nbd_server_start(k->sock, export, k->size, &nbd_ops, k, &k->srv);
 		if (rc)
 			log_err("disk %s: cannot serve its mirror at %s: %s", k->name, k->sock,
 				strerror(-rc));
-		else if ((rc = restrict_socket(k->sock, r->vm.pid)))
+		else if ((rc = replicator_give_to_qemu(r, k->sock)))
 			log_err("disk %s: cannot give %s to QEMU's user: %s", k->name, k->sock,
 				strerror(-rc));
 	}

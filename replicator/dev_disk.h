@@ -51,7 +51,7 @@ struct disk_device {
 	struct replicator *r;
 	struct disk disks[PROTO_MAX_DISKS];
 	uint32_t n;
-	char sock_dir[64];         /* our NBD sockets: /tmp/remus-PID.nbd */
+	char sock_dir[208];        /* our NBD sockets: RUNTIME_DIR/nbd */
 	bool sock_dir_made;
 	/* shared with the NBD threads */
 	pthread_mutex_t mu;

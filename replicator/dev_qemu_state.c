@@ -6,6 +6,7 @@
 #include "log.h"
 #include "qmp.h"
 #include "replicator.h"
+#include "runtime_dir.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -19,21 +20,36 @@
 
 struct qemu_state_device {
 	char path[256];
+	int fd;            /* the file QEMU writes, as we made it; -1 */
 	uint8_t *buf;      /* device state of the captured epoch */
 	size_t len;
 };
 
+/* The file is made once, by us, exclusively, in our runtime directory
+ * (tmpfs: QEMU writes it and we read it back within the pause), and given
+ * to QEMU's user, which opens it by name (O_TRUNC) at every epoch. We read
+ * it through our own descriptor, never by name again. */
 static int qemu_state_setup(struct replicator *r, void **state)
 {
 	struct qemu_state_device *d = calloc(1, sizeof(*d));
+	int rc;
 
 	if (!d)
 		return -ENOMEM;
 	*state = d;
-	/* tmpfs: QEMU writes it and we read it back within the pause. */
-	snprintf(d->path, sizeof(d->path), "/dev/shm/remus-devstate-%d-%d",
-		 (int)getpid(), (int)r->vm.pid);
-	return 0;
+	d->fd = runtime_file_create(r->runtime_dir, "devstate", O_RDWR, 0600, d->path,
+				    sizeof(d->path));
+	if (d->fd < 0) {
+		rc = d->fd;
+		log_err("cannot make %s/devstate for QEMU's device state: %s", r->runtime_dir,
+			strerror(-rc));
+		d->path[0] = 0;
+		return rc;
+	}
+	rc = replicator_give_to_qemu(r, d->path);
+	if (rc)
+		log_err("cannot give %s to QEMU's user: %s", d->path, strerror(-rc));
+	return rc;
 }
 
 static void qemu_state_teardown(void *state)
@@ -42,48 +58,39 @@ static void qemu_state_teardown(void *state)
 
 	if (!d)
 		return;
-	unlink(d->path);
+	if (d->fd >= 0)
+		close(d->fd);
+	if (d->path[0])
+		unlink(d->path);
 	free(d->buf);
 	free(d);
 }
 
-static int read_whole_file(const char *path, uint8_t **buf, size_t *len)
+static int read_whole_fd(int fd, uint8_t **buf, size_t *len)
 {
 	struct stat st;
 	uint8_t *p = NULL;
 	size_t got = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC), rc = 0;
 
-	if (fd < 0)
+	if (fstat(fd, &st) < 0)
 		return -errno;
-	if (fstat(fd, &st) < 0) {
-		rc = -errno;
-		goto out;
-	}
-	if (st.st_size <= 0 || st.st_size > PROTO_MAX_PAYLOAD) {
-		rc = -EMSGSIZE;
-		goto out;
-	}
+	if (st.st_size <= 0 || st.st_size > PROTO_MAX_PAYLOAD)
+		return -EMSGSIZE;
 	p = malloc((size_t)st.st_size);
-	if (!p) {
-		rc = -ENOMEM;
-		goto out;
-	}
+	if (!p)
+		return -ENOMEM;
 	while (got < (size_t)st.st_size) {
-		ssize_t n = read(fd, p + got, (size_t)st.st_size - got);
+		ssize_t n = pread(fd, p + got, (size_t)st.st_size - got, (off_t)got);
 		if (n <= 0) {
-			rc = n < 0 ? -errno : -EIO;
-			goto out;
+			int rc = n < 0 ? -errno : -EIO;
+			free(p);
+			return rc;
 		}
 		got += (size_t)n;
 	}
 	*buf = p;
 	*len = got;
-	p = NULL;
-out:
-	free(p);
-	close(fd);
-	return rc;
+	return 0;
 }
 
 static int qemu_state_postsuspend(void *state, struct replicator *r, struct epoch_tally *t)
@@ -103,9 +110,11 @@ static int qemu_state_postsuspend(void *state, struct replicator *r, struct epoc
 	}
 	free(d->buf);
 	d->buf = NULL;
-	rc = read_whole_file(d->path, &d->buf, &d->len);
-	/* Read it, gone: a replicator killed later leaves nothing in /dev/shm. */
-	unlink(d->path);
+	rc = read_whole_fd(d->fd, &d->buf, &d->len);
+	/* Read it, empty it: tmpfs holds it in RAM, and a replicator killed
+	 * later leaves no device state behind. */
+	if (ftruncate(d->fd, 0) < 0 && !rc)
+		rc = -errno;
 	if (rc)
 		log_err("epoch %llu: cannot read device state %s: %s",
 			(unsigned long long)t->id, d->path, strerror(-rc));

@@ -221,6 +221,7 @@ static int add_disk(struct disk_device *d, const char *name, const char *node,
 		    const char *file, uint64_t size)
 {
 	struct disk *k;
+	int n;
 
 	if (d->n == PROTO_MAX_DISKS) {
 		log_err("refusing VM %s: more than %d writable disks; list those that both "
@@ -238,8 +239,10 @@ static int add_disk(struct disk_device *d, const char *name, const char *node,
 	k->name = strdup(name);
 	k->node = strdup(node);
 	k->file = strdup(file ? file : "?");
-	snprintf(k->sock, sizeof(k->sock), "%s/nbd%u.sock", d->sock_dir, d->n);
+	n = snprintf(k->sock, sizeof(k->sock), "%s/nbd%u.sock", d->sock_dir, d->n);
 	d->n++;
+	if (n < 0 || (size_t)n >= sizeof(k->sock))
+		return -ENAMETOOLONG; /* make_sock_dir left room: not reached */
 	return k->name && k->node && k->file ? 0 : -ENOMEM;
 }
 

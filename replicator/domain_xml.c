@@ -22,6 +22,13 @@ static const char shared_ram_xml[] =
 	"  </memoryBacking>\n"
 	"(or <source type='file'/>), then restart the domain";
 
+static const char udp_nic_xml_tail[] =
+	"    <source address='127.0.0.1' port='PORT_OF_THE_REPLICATOR'>\n"
+	"      <local address='127.0.0.1' port='PORT_OF_QEMU'/>\n"
+	"    </source>\n"
+	"    <model type='virtio'/>\n"
+	"  </interface>";
+
 /* The string value of xpath in doc, or NULL. Caller xmlFree()s. */
 static xmlChar *xpath_string(xmlXPathContextPtr ctx, const char *xpath)
 {
@@ -50,13 +57,15 @@ static int check_memory_backing(xmlXPathContextPtr ctx, const char *name)
 	bool ok = type && (!strcmp((const char *)type, "file") ||
 			   !strcmp((const char *)type, "memfd")) && shared;
 
-	if (!ok)
+	if (!ok) {
 		log_err("refusing libvirt domain %s: its RAM is %s, so the replicator cannot "
-			"read guest memory. Put this in its XML (virsh edit %s):\n%s", name,
+			"read guest memory. Put this in its XML (virsh edit %s):", name,
 			!type ? "anonymous memory private to QEMU" :
 			!shared ? "not shared (<access mode='shared'/> is missing)" :
 				  "on a backing the replicator cannot read",
-			name, shared_ram_xml);
+			name);
+		log_lines(LOG_ERR, shared_ram_xml);
+	}
 	xmlFree(type);
 	return ok ? 0 : -EPERM;
 }
@@ -83,17 +92,13 @@ static int check_interfaces(xmlXPathContextPtr ctx, const char *name)
 			log_err("refusing libvirt domain %s: interface %s is <interface type='%s'>, "
 				"which sends the guest's packets to the network before the backup "
 				"has their checkpoint. Make it a UDP socket that the replicator's "
-				"net buffer owns (virsh edit %s), and pass --net-out for it:\n"
-				"  <interface type='udp'>\n"
-				"    <mac address='%s'/>\n"
-				"    <source address='127.0.0.1' port='PORT_OF_THE_REPLICATOR'>\n"
-				"      <local address='127.0.0.1' port='PORT_OF_QEMU'/>\n"
-				"    </source>\n"
-				"    <model type='virtio'/>\n"
-				"  </interface>",
+				"net buffer owns (virsh edit %s), and pass --net-out for it:",
 				name, mac ? (const char *)mac : "(no MAC)",
-				type ? (const char *)type : "?", name,
-				mac ? (const char *)mac : "52:54:00:xx:xx:xx");
+				type ? (const char *)type : "?", name);
+			/* one log line each: log_msg takes newlines out */
+			log_err("  <interface type='udp'>");
+			log_err("    <mac address='%s'/>", mac ? (const char *)mac : "52:54:00:xx:xx:xx");
+			log_lines(LOG_ERR, udp_nic_xml_tail);
 			rc = -EPERM;
 		}
 		xmlFree(type);

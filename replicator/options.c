@@ -5,7 +5,9 @@
 #include "hooks.h"
 #include "config.h"
 
+#include <errno.h>
 #include <getopt.h>
+#include <grp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,7 +108,10 @@ void replicator_usage(FILE *f)
 "                        time to stay under (default %u)\n"
 "  --output-delay-ms N   output-aware/hybrid: end the epoch this long after\n"
 "                        output starts waiting for it (default %u)\n"
-"  --control PATH        control socket for remusctl (default: none)\n"
+"  --control PATH        control socket for remusctl (default: none); mode\n"
+"                        0600: root alone may use it\n"
+"  --control-group NAME  members of group NAME may use the control socket\n"
+"                        too (mode 0660, owned by the group)\n"
 "  --tracker KIND        how dirty pages are found: compare (scan all of RAM\n"
 "                        against a copy), soft-dirty (the kernel's log of\n"
 "                        QEMU's writes, docs/SOFT-DIRTY.md; refused, with\n"
@@ -164,7 +169,7 @@ void replicator_usage(FILE *f)
 		REPLICATOR_DEFAULT_TIMEOUT_MS);
 }
 
-enum { OPT_QMP = 256, OPT_CONNECT, OPT_DOMAIN, OPT_NOTIFY, OPT_PAIR, OPT_KEY_FILE, OPT_CLEARTEXT, OPT_BACKUP, OPT_RAM_FILE, OPT_EPOCH_MS, OPT_CONTROL,
+enum { OPT_QMP = 256, OPT_CONNECT, OPT_DOMAIN, OPT_NOTIFY, OPT_PAIR, OPT_KEY_FILE, OPT_CLEARTEXT, OPT_BACKUP, OPT_RAM_FILE, OPT_EPOCH_MS, OPT_CONTROL, OPT_CONTROL_GROUP,
        OPT_HEARTBEAT_MS, OPT_TIMEOUT_MS, OPT_SYSLOG, OPT_TEST_CORRUPT,
        OPT_CAPTURE_THREADS, OPT_NET_OUT, OPT_NET_CAP_MB, OPT_DISK_CAP_MB, OPT_TEST_DISK_UNBUFFERED, OPT_NO_OUTPUT_COMMIT,
        OPT_EPOCH_POLICY, OPT_EPOCH_MIN_MS, OPT_EPOCH_MAX_MS, OPT_MAX_OVERHEAD,
@@ -190,6 +195,7 @@ static const struct option long_opts[] = {
 	{ "max-overhead", required_argument, NULL, OPT_MAX_OVERHEAD },
 	{ "output-delay-ms", required_argument, NULL, OPT_OUTPUT_DELAY_MS },
 	{ "control", required_argument, NULL, OPT_CONTROL },
+	{ "control-group", required_argument, NULL, OPT_CONTROL_GROUP },
 	{ "heartbeat-ms", required_argument, NULL, OPT_HEARTBEAT_MS },
 	{ "timeout-ms", required_argument, NULL, OPT_TIMEOUT_MS },
 	{ "capture-threads", required_argument, NULL, OPT_CAPTURE_THREADS },
@@ -262,6 +268,8 @@ static void apply_file(struct replicator_config *cfg, const char **backup, int *
 		cfg->timeout_ms = pc->heartbeat_timeout_ms;
 	if (PC_SET(pc, CONTROL_SOCKET))
 		cfg->control_path = pc->control_socket;
+	if (PC_SET(pc, CONTROL_GROUP))
+		cfg->control_group = pc->control_group;
 	if (PC_SET(pc, LOG_TARGET))
 		*use_syslog = !strcmp(pc->log_target, "syslog");
 	if (PC_SET(pc, LOG_LEVEL))
@@ -285,6 +293,30 @@ static int apply_file_lists(struct replicator_config *cfg)
 	return 0;
 }
 
+/* The group is looked up now, so that --check-config and a typo fail at
+ * start rather than at the first remusctl. */
+static int resolve_control_group(struct replicator_config *cfg)
+{
+	struct group *g;
+
+	cfg->control_gid = (gid_t)-1;
+	if (!cfg->control_group)
+		return 0;
+	if (!cfg->control_path) {
+		fprintf(stderr, "remus-replicator: --control-group needs --control PATH\n");
+		return -1;
+	}
+	errno = 0;
+	g = getgrnam(cfg->control_group);
+	if (!g) {
+		fprintf(stderr, "remus-replicator: --control-group: no group '%s'%s%s\n",
+			cfg->control_group, errno ? ": " : "", errno ? strerror(errno) : "");
+		return -1;
+	}
+	cfg->control_gid = g->gr_gid;
+	return 0;
+}
+
 static int parse(int argc, char **argv, struct replicator_config *cfg, int *use_syslog)
 {
 	const char *backup = NULL;
@@ -299,6 +331,7 @@ static int parse(int argc, char **argv, struct replicator_config *cfg, int *use_
 		.heartbeat_ms = REPLICATOR_DEFAULT_HEARTBEAT_MS,
 		.timeout_ms = REPLICATOR_DEFAULT_TIMEOUT_MS,
 		.test_corrupt_epoch = -1,
+		.control_gid = (gid_t)-1,
 		.capture_threads = default_capture_threads(),
 		.net_cap_bytes = (size_t)REPLICATOR_DEFAULT_NET_CAP_MB << 20,
 		.disk_cap_bytes = (size_t)REPLICATOR_DEFAULT_DISK_CAP_MB << 20,
@@ -336,6 +369,7 @@ static int parse(int argc, char **argv, struct replicator_config *cfg, int *use_
 		case OPT_BACKUP: backup = optarg; break;
 		case OPT_RAM_FILE: cfg->ram_file = optarg; break;
 		case OPT_CONTROL: cfg->control_path = optarg; break;
+		case OPT_CONTROL_GROUP: cfg->control_group = optarg; break;
 		case OPT_SYSLOG: *use_syslog = 1; break;
 		case OPT_EPOCH_MS:
 			if (cli_parse_ulong("--epoch-ms", optarg, RANGE_EPOCH_MS, &v))
@@ -470,7 +504,7 @@ static int parse(int argc, char **argv, struct replicator_config *cfg, int *use_
 			"--heartbeat-ms (%u)\n", cfg->timeout_ms, cfg->heartbeat_ms);
 		return -1;
 	}
-	if (check_hooks(cfg))
+	if (check_hooks(cfg) || resolve_control_group(cfg))
 		return -1;
 	if (file.check) {
 		printf("%s: ok\n", file.file);

@@ -3,8 +3,10 @@
 #include "log.h"
 #include "netaddr.h"
 #include "notify.h"
+#include "procfs.h"
 #include "qmp.h"
 #include "replicator.h"
+#include "runtime_dir.h"
 #include "virt.h"
 
 #include <errno.h>
@@ -12,6 +14,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -371,6 +374,44 @@ void replicator_lost_libvirt(void *replicator, const char *why)
 	replicator_leave(r, 3);
 }
 
+/* The runtime directory is made only once QEMU is known: QEMU's user must
+ * pass through it to the sockets and the file it is given, and no one
+ * else. */
+static int make_runtime_dir(struct replicator *r)
+{
+	char parent[sizeof(r->runtime_dir)], prefix[32];
+	const char *where = runtime_dir_parent(parent, sizeof(parent));
+	int rc = proc_ids(r->vm.pid, &r->qemu_uid, &r->qemu_gid);
+
+	if (rc) {
+		log_err("cannot see QEMU's user in /proc/%d/status: %s", (int)r->vm.pid,
+			strerror(-rc));
+		return rc;
+	}
+	snprintf(prefix, sizeof(prefix), "replicator-%d", (int)getpid());
+	rc = runtime_dir_make(where, prefix, r->runtime_dir, sizeof(r->runtime_dir));
+	if (rc) {
+		log_err("cannot make our runtime directory in %s: %s (it must be a directory, "
+			"not a symlink, of root or us, that no one else may write)", where,
+			strerror(-rc));
+		r->runtime_dir[0] = 0;
+		return rc;
+	}
+	rc = runtime_dir_share(r->runtime_dir, r->qemu_uid, r->qemu_gid);
+	if (rc)
+		log_err("cannot let QEMU's user into %s: %s", r->runtime_dir, strerror(-rc));
+	else
+		log_info("runtime files in %s", r->runtime_dir);
+	return rc;
+}
+
+int replicator_give_to_qemu(struct replicator *r, const char *path)
+{
+	if (chown(path, r->qemu_uid, r->qemu_gid) < 0 || chmod(path, 0600) < 0)
+		return -errno;
+	return 0;
+}
+
 static void init_watchers(struct replicator *r)
 {
 	ev_init(&r->epoch_timer, on_epoch_timer);
@@ -430,6 +471,9 @@ int replicator_run(struct replicator *r)
 	if (rc)
 		goto out;
 	link_security_set_identity(&r->link_sec, r->cfg.pair_name ? r->cfg.pair_name : r->vm.name);
+	rc = make_runtime_dir(r);
+	if (rc)
+		goto out;
 	rc = epoch_devices_setup(r);
 	if (rc)
 		goto out;
@@ -452,6 +496,7 @@ out:
 	link_close(&r->link, r->loop);
 	control_close(r);
 	epoch_devices_teardown(r);
+	runtime_dir_remove(r->runtime_dir);
 	if (r->qmp)
 		qmp_close(r->qmp);
 	virt_close(r->virt);

@@ -47,6 +47,8 @@ struct replicator_config {
 	const char *unprotected_disks[REPLICATOR_MAX_DISKS]; /* shared storage */
 	int n_unprotected_disks;
 	const char *control_path;  /* NULL: no control socket */
+	const char *control_group; /* NULL: root alone may use it */
+	gid_t control_gid;         /* control_group's; -1 without one */
 	unsigned heartbeat_ms;     /* send a heartbeat when idle this long */
 	unsigned timeout_ms;       /* backup silent this long: lost */
 	int64_t test_corrupt_epoch; /* test hook: corrupt this epoch once; -1 off */
@@ -119,6 +121,11 @@ struct replicator {
 	ev_signal sigterm, sigint;
 	ev_io control_watch;
 	int control_fd;
+	/* Our runtime files (NBD sockets, device state): a directory of our
+	 * own under /run/remus, QEMU's user let through; "" until made. */
+	char runtime_dir[192];
+	uid_t qemu_uid;
+	gid_t qemu_gid;
 
 	struct ckpt_device *devices;
 	int ndevices;
@@ -207,6 +214,9 @@ void replicator_reconnect(struct replicator *r);
 void replicator_notify_state(struct replicator *r);
 /* "protected", "paused", "handing-over", ...: what status shows. */
 const char *replicator_state_name(const struct replicator *r);
+
+/* replicator.c: give path (a socket or file made for QEMU) to QEMU's user. */
+int replicator_give_to_qemu(struct replicator *r, const char *path);
 
 /* epoch.c */
 int epoch_devices_setup(struct replicator *r);

@@ -104,16 +104,17 @@ static const char full_file[] =
 	"fence-timeout-ms = 20000\n"                     /* 35 */
 	"[control]\n"                                    /* 36 */
 	"socket = /run/vm1.remus\n"                      /* 37 */
-	"[log]\n"                                        /* 38 */
-	"target = syslog\n"                              /* 39 */
-	"level = debug\n"                                /* 40 */
-	"[link]\n"                                       /* 41 */
-	"key-file = /etc/remus/web1.key\n"               /* 42 */
-	"insecure-cleartext = yes\n"                     /* 43 */
-	"[backup]\n"                                     /* 44 */
-	"max-ram-mb = 2048\n"                            /* 45 */
-	"max-disk-gb = 100\n"                            /* 46 */
-	"max-epoch-mb = 512\n";                          /* 47 */
+	"group = remus-ops\n"                            /* 38 */
+	"[log]\n"                                        /* 39 */
+	"target = syslog\n"                              /* 40 */
+	"level = debug\n"                                /* 41 */
+	"[link]\n"                                       /* 42 */
+	"key-file = /etc/remus/web1.key\n"               /* 43 */
+	"insecure-cleartext = yes\n"                     /* 44 */
+	"[backup]\n"                                     /* 45 */
+	"max-ram-mb = 2048\n"                            /* 46 */
+	"max-disk-gb = 100\n"                            /* 47 */
+	"max-epoch-mb = 512\n";                          /* 48 */
 
 START_TEST(test_every_key_parsed)
 {
@@ -155,16 +156,17 @@ START_TEST(test_every_key_parsed)
 	ck_assert_str_eq(pc.hooks_fence, "/usr/sbin/fence_ipmilan --action=off");
 	ck_assert_uint_eq(pc.hooks_fence_timeout_ms, 20000);
 	ck_assert_str_eq(pc.control_socket, "/run/vm1.remus");
+	ck_assert_str_eq(pc.control_group, "remus-ops");
 	ck_assert_str_eq(pc.log_target, "syslog");
 	ck_assert_str_eq(pc.log_level, "debug");
 	/* where each came from */
 	ck_assert_uint_eq(pc.line[PC_PAIR_NAME], 3);
 	ck_assert_uint_eq(pc.line[PC_BACKUP_FAILOVER], 13);
-	ck_assert_uint_eq(pc.line[PC_LOG_LEVEL], 40);
+	ck_assert_uint_eq(pc.line[PC_LOG_LEVEL], 41);
 	ck_assert_uint_eq(pc.capture_disk_cap_mb, 32);
 	ck_assert_str_eq(pc.link_key_file, "/etc/remus/web1.key");
 	ck_assert(pc.link_insecure_cleartext);
-	ck_assert_uint_eq(pc.line[PC_LINK_CLEARTEXT], 43);
+	ck_assert_uint_eq(pc.line[PC_LINK_CLEARTEXT], 44);
 	pair_config_free(&pc);
 	ck_assert_ptr_null(pc.vm_qmp);
 	pair_config_free(&pc); /* twice is harmless */
@@ -210,6 +212,7 @@ START_TEST(test_defaults_when_absent)
 	ck_assert_ptr_null(pc.hooks_fence);
 	ck_assert_uint_eq(pc.hooks_fence_timeout_ms, 10000);
 	ck_assert_ptr_null(pc.control_socket);
+	ck_assert_ptr_null(pc.control_group);
 	ck_assert_str_eq(pc.log_target, "stderr");
 	ck_assert_str_eq(pc.log_level, "info");
 	pair_config_free(&pc);
@@ -605,6 +608,7 @@ static const char pair_file[] =
 	"fence = none\n"
 	"[control]\n"
 	"socket = /run/file.remus\n"
+	"group = root\n"
 	"[log]\n"
 	"target = syslog\n";
 
@@ -641,6 +645,8 @@ START_TEST(test_replicator_file_values_apply)
 	ck_assert_uint_eq(cfg.heartbeat_ms, 200);
 	ck_assert_uint_eq(cfg.timeout_ms, 3000);
 	ck_assert_str_eq(cfg.control_path, "/run/file.remus");
+	ck_assert_str_eq(cfg.control_group, "root");
+	ck_assert_int_eq(cfg.control_gid, 0);
 	ck_assert_int_eq(use_syslog, 1);
 	ck_assert_str_eq(cfg.file.hooks_fence, "none"); /* for the lead to wire */
 	replicator_config_free(&cfg);
@@ -689,6 +695,38 @@ START_TEST(test_replicator_flags_override_file)
 	free(out);
 	free(err);
 	unlink(path);
+}
+END_TEST
+
+/* The control group is looked up at start: a typo fails there, not at the
+ * first remusctl. */
+START_TEST(test_replicator_control_group_checked)
+{
+	struct replicator_config cfg;
+	int use_syslog = 0;
+	char *out, *err;
+
+	ck_assert_int_eq(rep_parse(ARGV("remus-replicator", "--qmp", "/q", "--backup",
+					"127.0.0.1:7700", "--control", "/run/c",
+					"--control-group", "no-such-group-remus"),
+				   &cfg, &use_syslog, &out, &err), -1);
+	assert_contains(err, "--control-group: no group 'no-such-group-remus'");
+	free(out);
+	free(err);
+	ck_assert_int_eq(rep_parse(ARGV("remus-replicator", "--qmp", "/q", "--backup",
+					"127.0.0.1:7700", "--control-group", "root"),
+				   &cfg, &use_syslog, &out, &err), -1);
+	assert_contains(err, "--control-group needs --control PATH");
+	free(out);
+	free(err);
+	ck_assert_int_eq(rep_parse(ARGV("remus-replicator", "--qmp", "/q", "--backup",
+					"127.0.0.1:7700", "--control", "/run/c"),
+				   &cfg, &use_syslog, &out, &err), 0);
+	ck_assert_ptr_null(cfg.control_group);
+	ck_assert_int_eq(cfg.control_gid, (gid_t)-1);
+	replicator_config_free(&cfg);
+	free(out);
+	free(err);
 }
 END_TEST
 
@@ -902,6 +940,7 @@ static Suite *config_suite(void)
 	ADD(s, test_read_missing_file);
 	ADD(s, test_replicator_file_values_apply);
 	ADD(s, test_replicator_flags_override_file);
+	ADD(s, test_replicator_control_group_checked);
 	ADD(s, test_agent_file_values_and_flags);
 	ADD(s, test_check_config_ok_and_errors);
 	ADD(s, test_config_option_errors);

@@ -9,6 +9,7 @@
 #include <check.h>
 #include <errno.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -199,6 +200,34 @@ START_TEST(test_extra_vars_and_operator_args)
 	out = slurp("out");
 	ck_assert_str_eq(out, "--site a b pair1 vm 1 master backup|17|/var/lib/remus/vm1\n");
 	free(out);
+}
+END_TEST
+
+/* Names and reasons from the wire or the VM reach the hook's arguments and
+ * environment without their control characters. */
+START_TEST(test_control_characters_are_replaced)
+{
+	struct hook_event ev = {
+		.pair = "p\n1", .vm = "vm\nSTATUS=x", .event = "master", .role = "backup",
+		.peer = "10.0.0.1\r", .reason = "bye\x1b[2J\x7f",
+	};
+	struct hook_cmd c;
+	char v1[64];
+	bool vm = false, peer = false, reason = false, var = false;
+
+	hook_event_var(&ev, v1, sizeof(v1), "STATE_DIR", "%s", "/a\tb");
+	ck_assert_int_eq(hook_cmd_build(&c, "test hook", "true", &ev), 0);
+	ck_assert_str_eq(c.argv[4], "p?1");
+	ck_assert_str_eq(c.argv[5], "vm?STATUS=x");
+	for (char **e = c.envp; *e; e++) {
+		vm |= !strcmp(*e, "REMUS_VM=vm?STATUS=x");
+		peer |= !strcmp(*e, "REMUS_PEER=10.0.0.1?");
+		reason |= !strcmp(*e, "REMUS_REASON=bye?[2J?");
+		var |= !strcmp(*e, "REMUS_STATE_DIR=/a?b");
+		ck_assert_msg(!strchr(*e, '\n'), "newline in %s", *e);
+	}
+	ck_assert(vm && peer && reason && var);
+	hook_cmd_free(&c);
 }
 END_TEST
 
@@ -449,6 +478,7 @@ static Suite *hooks_suite(void)
 	ADD(test_timeout_kills_the_process_group);
 	ADD(test_args_and_env_are_passed);
 	ADD(test_extra_vars_and_operator_args);
+	ADD(test_control_characters_are_replaced);
 	ADD(test_stdin_is_dev_null);
 	ADD(test_missing_command_runs_as_exit_127);
 	ADD(test_check_names_a_missing_command);

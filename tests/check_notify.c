@@ -88,6 +88,20 @@ START_TEST(test_status_sent_only_when_it_changes)
 }
 END_TEST
 
+/* A VM named with a newline must not add lines (READY=1, MAINPID=...) of
+ * its own to what the service manager reads. */
+START_TEST(test_status_control_characters_are_replaced)
+{
+	int fd = listen_notify();
+
+	notify_status("VM %s: protected", "vm1\nREADY=1");
+	ck_assert_str_eq(next_msg(fd, 2000), "STATUS=VM vm1?READY=1: protected");
+	notify_ready("VM x\r\nMAINPID=1");
+	ck_assert_str_eq(next_msg(fd, 2000), "READY=1\nSTATUS=VM x??MAINPID=1");
+	unlisten(fd);
+}
+END_TEST
+
 START_TEST(test_without_notify_socket_nothing_happens)
 {
 	unsetenv("NOTIFY_SOCKET");
@@ -114,6 +128,7 @@ static Suite *notify_suite(void)
 	tcase_set_timeout(tc, 10);
 	tcase_add_test(tc, test_ready_carries_ready_and_status);
 	tcase_add_test(tc, test_status_sent_only_when_it_changes);
+	tcase_add_test(tc, test_status_control_characters_are_replaced);
 	tcase_add_test(tc, test_without_notify_socket_nothing_happens);
 	tcase_add_test(tc, test_unreachable_notify_socket_is_harmless);
 	suite_add_tcase(s, tc);
