@@ -42,7 +42,7 @@ runtime_dir() { sed -n 's/.*runtime files in \(.*\)$/\1/p' "$T/replicator.log" |
 
 # rep [ARGS...]: the replicator on the guest, control socket $CTL_SOCK.
 rep() {
-	"$BIN/remus-replicator" --qmp "$T/$VM/qmp.sock" --backup "127.0.0.1:$PORT" \
+	"$BIN/remus-replicator" --key-file "$KEY" --qmp "$T/$VM/qmp.sock" --backup "127.0.0.1:$PORT" \
 		--control "$CTL_SOCK" --epoch-policy fixed --epoch-ms 100 "$@" \
 		>> "$T/replicator.log" 2>&1 &
 	REPLICATOR_PID=$!
