@@ -45,6 +45,8 @@ X(BACKUP_ADDRESS,    "backup",     "address",         ADDR, backup_address,    R
 X(BACKUP_STATE_DIR,  "backup",     "state-dir",       STR,  backup_state_dir,  RANGE_NONE,             NULL,      NULL,          NULL,        "state-dir",                CFG_A) \
 X(BACKUP_TAP,        "backup",     "tap",             LIST, backup_taps,       RANGE_NONE,             NULL,      NULL,          check_tap,   "tap",                      0) \
 X(BACKUP_FAILOVER,   "backup",     "failover",        BOOL, backup_failover,   RANGE_NONE,             "yes",     NULL,          NULL,        "no-failover",              0) \
+X(BACKUP_EMULATOR,   "backup",     "emulator",        STR,  backup_emulator,   RANGE_NONE,             "/usr/bin/qemu-system-x86_64", NULL, NULL,   "emulator",                 0) \
+X(BACKUP_SHARED_DISK, "backup",    "shared-disk",     LIST, backup_shared_disks, RANGE_NONE,           NULL,      NULL,          NULL,        "shared-disk",              0) \
 X(EPOCH_POLICY,      "epoch",      "policy",          ENUM, epoch_policy,      RANGE_NONE,             "hybrid",  policy_values, NULL,        "epoch-policy",             0) \
 X(EPOCH_LENGTH_MS,   "epoch",      "length-ms",       UINT, epoch_length_ms,   RANGE_EPOCH_MS,         "50",      NULL,          NULL,        "epoch-ms",                 0) \
 X(EPOCH_MIN_MS,      "epoch",      "min-ms",          UINT, epoch_min_ms,      RANGE_EPOCH_MS,         "10",      NULL,          NULL,        "epoch-min-ms",             0) \
@@ -102,6 +104,10 @@ struct pair_config {
 	char *backup_state_dir;
 	struct config_list backup_taps;
 	bool backup_failover;
+	/* the QEMU a restore runs, whatever the primary ran */
+	char *backup_emulator;
+	/* images both hosts see, which a restored VM may open */
+	struct config_list backup_shared_disks;
 	/* [epoch] */
 	const char *epoch_policy;
 	unsigned epoch_length_ms, epoch_min_ms, epoch_max_ms;

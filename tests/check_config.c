@@ -80,33 +80,35 @@ static const char full_file[] =
 	"state-dir = /var/lib/remus/vm1\n"               /* 11 */
 	"tap = n0=tap0\n"                                /* 12 */
 	"failover = no\n"                                /* 13 */
-	"[epoch]\n"                                      /* 14 */
-	"policy = dirty-rate\n"                          /* 15 */
-	"length-ms = 40\n"                               /* 16 */
-	"min-ms = 6\n"                                   /* 17 */
-	"max-ms = 9000\n"                                /* 18 */
-	"max-overhead = 30\n"                            /* 19 */
-	"output-delay-ms = 0\n"                          /* 20 */
-	"[capture]\n"                                    /* 21 */
-	"tracker = soft-dirty\n"                         /* 22 */
-	"threads = 3\n"                                  /* 23 */
-	"unprotected-disk = shared0\n"                   /* 24 */
-	"disk-cap-mb = 32\n"                             /* 25 */
-	"[net-buffer]\n"                                 /* 26 */
-	"net-out = n0=packet:eth1\n"                     /* 27 */
-	"cap-mb = 64\n"                                  /* 28 */
-	"[heartbeat]\n"                                  /* 29 */
-	"interval-ms = 250\n"                            /* 30 */
-	"timeout-ms = 5000\n"                            /* 31 */
-	"[hooks]\n"                                      /* 32 */
-	"notify = /etc/remus/notify.sh --pair web1\n"    /* 33 */
-	"fence = /usr/sbin/fence_ipmilan --action=off\n" /* 34 */
-	"fence-timeout-ms = 20000\n"                     /* 35 */
-	"[control]\n"                                    /* 36 */
-	"socket = /run/vm1.remus\n"                      /* 37 */
-	"[log]\n"                                        /* 38 */
-	"target = syslog\n"                              /* 39 */
-	"level = debug\n";                               /* 39 */
+	"emulator = /opt/qemu/bin/qemu-system-x86_64\n"  /* 14 */
+	"shared-disk = /srv/shared/data.img\n"           /* 15 */
+	"[epoch]\n"                                      /* 16 */
+	"policy = dirty-rate\n"                          /* 17 */
+	"length-ms = 40\n"                               /* 18 */
+	"min-ms = 6\n"                                   /* 19 */
+	"max-ms = 9000\n"                                /* 20 */
+	"max-overhead = 30\n"                            /* 21 */
+	"output-delay-ms = 0\n"                          /* 22 */
+	"[capture]\n"                                    /* 23 */
+	"tracker = soft-dirty\n"                         /* 24 */
+	"threads = 3\n"                                  /* 25 */
+	"unprotected-disk = shared0\n"                   /* 26 */
+	"disk-cap-mb = 32\n"                             /* 27 */
+	"[net-buffer]\n"                                 /* 28 */
+	"net-out = n0=packet:eth1\n"                     /* 29 */
+	"cap-mb = 64\n"                                  /* 30 */
+	"[heartbeat]\n"                                  /* 31 */
+	"interval-ms = 250\n"                            /* 32 */
+	"timeout-ms = 5000\n"                            /* 33 */
+	"[hooks]\n"                                      /* 34 */
+	"notify = /etc/remus/notify.sh --pair web1\n"    /* 35 */
+	"fence = /usr/sbin/fence_ipmilan --action=off\n" /* 36 */
+	"fence-timeout-ms = 20000\n"                     /* 37 */
+	"[control]\n"                                    /* 38 */
+	"socket = /run/vm1.remus\n"                      /* 39 */
+	"[log]\n"                                        /* 40 */
+	"target = syslog\n"                              /* 41 */
+	"level = debug\n";                               /* 41 */
 
 START_TEST(test_every_key_parsed)
 {
@@ -126,6 +128,9 @@ START_TEST(test_every_key_parsed)
 	ck_assert_int_eq(pc.backup_taps.n, 1);
 	ck_assert_str_eq(pc.backup_taps.v[0], "n0=tap0");
 	ck_assert(!pc.backup_failover);
+	ck_assert_str_eq(pc.backup_emulator, "/opt/qemu/bin/qemu-system-x86_64");
+	ck_assert_int_eq(pc.backup_shared_disks.n, 1);
+	ck_assert_str_eq(pc.backup_shared_disks.v[0], "/srv/shared/data.img");
 	ck_assert_str_eq(pc.epoch_policy, "dirty-rate");
 	ck_assert_uint_eq(pc.epoch_length_ms, 40);
 	ck_assert_uint_eq(pc.epoch_min_ms, 6);
@@ -150,7 +155,7 @@ START_TEST(test_every_key_parsed)
 	/* where each came from */
 	ck_assert_uint_eq(pc.line[PC_PAIR_NAME], 3);
 	ck_assert_uint_eq(pc.line[PC_BACKUP_FAILOVER], 13);
-	ck_assert_uint_eq(pc.line[PC_LOG_LEVEL], 40);
+	ck_assert_uint_eq(pc.line[PC_LOG_LEVEL], 42);
 	ck_assert_uint_eq(pc.capture_disk_cap_mb, 32);
 	pair_config_free(&pc);
 	ck_assert_ptr_null(pc.vm_qmp);
