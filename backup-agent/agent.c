@@ -250,9 +250,15 @@ static void on_hello(struct agent *a, const uint8_t *payload, uint32_t len)
 {
 	char err[256] = "out of memory", *text = strndup((const char *)payload, len);
 	char reply[160];
-	int rc = text ? replica_begin_session(&a->replica, text, err, sizeof(err)) : -ENOMEM;
+	struct json_object *vm = text ? json_tokener_parse(text) : NULL;
+	/* A VM this backup would refuse to restore is refused now, before
+	 * the state dir is touched, not when the primary dies. */
+	int rc = vm ? restore_check_hello(&a->cfg.restore, vm, err, sizeof(err)) : 0;
 	const char *name;
 
+	json_object_put(vm);
+	if (!rc)
+		rc = text ? replica_begin_session(&a->replica, text, err, sizeof(err)) : -ENOMEM;
 	free(text);
 	if (rc) {
 		refuse_primary(a, err);
