@@ -134,6 +134,15 @@ static bool value_ok(const char *key, const char *value)
 	return true;
 }
 
+/* As QEMU wants ids: a letter, then letters, digits, '-', '.', '_'. */
+static bool is_identifier(const char *s)
+{
+	if (!s || !((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z')))
+		return false;
+	return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._") ==
+	       strlen(s);
+}
+
 /* Every property in allowed (keys; NULL: any key), none twice: QEMU
  * honours a repeated key, where the rewrite may see the other one. */
 static int check_keys(struct ctx *c, const char *const *allowed)
@@ -150,6 +159,10 @@ static int check_keys(struct ctx *c, const char *const *allowed)
 					      "backup", key);
 		if ((allowed && !listed(key, allowed)) || !value_ok(key, c->o.v[i].value))
 			return refuse_key(c, key);
+		/* ids name files in the state dir (chardev-ID.log, netdev-ID.sock) */
+		if (streq(key, "id") && !is_identifier(c->o.v[i].value))
+			return refuse(c, "id '%s' is not an identifier; not allowed on the backup",
+				      c->o.v[i].value ? c->o.v[i].value : "");
 	}
 	return 0;
 }
@@ -216,6 +229,11 @@ static int check_drive(struct ctx *c)
 	/* other formats (vvfat, ...) read host directories or networks */
 	if (format && !listed(format, image_formats))
 		return refuse(c, "format '%s' is not allowed on the backup (raw or qcow2)", format);
+	/* a probed format lets a guest-written raw image name a backing file;
+	 * a replicated disk's format is set by the rewrite */
+	if (file && !format && !is_replicated(c->spec, file))
+		return refuse(c, "file '%s' without format=; not allowed on the backup (its "
+			      "format would be probed)", file);
 	return file ? check_image(c, "file", file) : 0;
 }
 
@@ -559,7 +577,10 @@ static int check_rule(struct ctx *c, const struct rule *r, const char *arg)
 			return refuse(c, "'%s' is not allowed on the backup", arg);
 		return 0;
 	case K_IMAGE:
-		return check_image(c, "image", arg);
+		/* QEMU probes the image's format: a guest-written raw image could
+		 * pass for a qcow2 naming a host file as its backing file */
+		return refuse(c, "the image's format would be probed; give it as -drive "
+			      "file=%s,format=... with --shared-disk on the backup", arg);
 	case K_KV: case K_FN:
 		c->implied = r->implied;
 		rc = parse(c, arg, r->json);
@@ -582,7 +603,8 @@ int restore_allow_option(const struct restore_spec *spec, const char *name, cons
 	else
 		snprintf(c.label, sizeof(c.label), "disk image argument");
 	if (!name)
-		return check_image(&c, "image", arg);
+		return check_rule(&c, &(const struct rule){ "", K_IMAGE, NULL, NULL, NULL, false },
+				  arg);
 	for (i = 0; i < ARRAY_SIZE(rules) && strcmp(rules[i].name, name); i++)
 		;
 	if (i == ARRAY_SIZE(rules))

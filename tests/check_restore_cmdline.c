@@ -293,12 +293,12 @@ END_TEST
  * allows passes. */
 START_TEST(test_pass_through)
 {
-	static const char *const shared[] = { "/d/disk.img", "/d/b.qcow2", "/d/c" };
+	static const char *const shared[] = { "/d/b.qcow2", "/d/c" };
 	struct restore_spec sp = spec;
 	const char *in[] = {
-		"/bin/sh", "-snapshot", "-no-hpet", "/d/disk.img", PRIMARY_RAM, "-usb",
+		"/bin/sh", "-snapshot", "-no-hpet", PRIMARY_RAM, "-usb",
 		"-netdev", "tap,id=n0,ifname=tap0,script=no", "-device", "virtio-net,netdev=n0,romfile=",
-		"-drive", "file=/d/b.qcow2,if=virtio", "-blockdev",
+		"-drive", "file=/d/b.qcow2,if=virtio,format=qcow2", "-blockdev",
 		"{\"driver\":\"file\",\"filename\":\"/d/c\",\"node-name\":\"c\"}",
 		"-enable-kvm", "-only-migratable", "-no-user-config", "-nodefaults",
 		"-global", "migration.send-configuration=off", "-object", "iothread,id=io0",
@@ -306,11 +306,11 @@ START_TEST(test_pass_through)
 	};
 
 	sp.shared_disks = shared;
-	sp.nshared_disks = 3;
+	sp.nshared_disks = 2;
 	/* argv[0] is the agent's --emulator, never the primary's */
-	assert_restored(in, &sp, EMU "|-snapshot|-no-hpet|/d/disk.img|" RESTORED_RAM "|-usb|"
+	assert_restored(in, &sp, EMU "|-snapshot|-no-hpet|" RESTORED_RAM "|-usb|"
 		"-netdev|tap,id=n0,ifname=tap0,script=no|-device|virtio-net,netdev=n0,romfile=|"
-		"-drive|file=/d/b.qcow2,if=virtio|-blockdev|"
+		"-drive|file=/d/b.qcow2,if=virtio,format=qcow2|-blockdev|"
 		"{\"driver\":\"file\",\"filename\":\"/d/c\",\"node-name\":\"c\"}|"
 		"-enable-kvm|-only-migratable|-no-user-config|-nodefaults|"
 		"-global|migration.send-configuration=off|-object|iothread,id=io0|"
@@ -377,6 +377,7 @@ START_TEST(test_refused_disks)
 	assert_refused("-drive", "file=/etc/shadow,format=raw,if=virtio",
 		       "-drive: file '/etc/shadow' is neither a replicated disk nor a shared disk");
 	assert_refused("-drive", "file=fat:rw:/etc,format=vvfat", "-drive: format 'vvfat'");
+	assert_refused("-drive", "file=/etc/shadow", "-drive: file '/etc/shadow' without format=");
 	assert_refused("-drive", "file.driver=file,file.filename=/etc/shadow",
 		       "-drive: property 'file.driver'");
 	assert_refused("-drive", "file=/a.img,file=/etc/shadow", "-drive: property 'file' given twice");
@@ -389,10 +390,15 @@ START_TEST(test_refused_disks)
 		       "-blockdev qcow2: property 'file.");
 	assert_refused("-blockdev", "driver=qcow2,node-name=q,file=f,data-file=/etc/shadow",
 		       "-blockdev qcow2: property 'data-file' names a host path");
-	assert_refused("-hda", "/etc/shadow", "-hda: image '/etc/shadow'");
-	assert_refused("-cdrom", "/etc/shadow", "-cdrom: image '/etc/shadow'");
-	assert_refused("-pflash", "/tmp/OVMF.fd", "-pflash: image");
-	assert_refused("/etc/shadow", NULL, "disk image argument: image '/etc/shadow'");
+	assert_refused("-hda", "/etc/shadow", "-hda: the image's format would be probed");
+	assert_refused("-cdrom", "/etc/shadow", "-cdrom: the image's format would be probed");
+	assert_refused("-pflash", "/tmp/OVMF.fd", "-pflash: the image's format");
+	assert_refused("/etc/shadow", NULL, "disk image argument: the image's format would be "
+		       "probed; give it as -drive file=/etc/shadow");
+	assert_refused("-chardev", "socket,id=../../etc/x,path=/tmp/m",
+		       "-chardev socket: id '../../etc/x' is not an identifier");
+	assert_refused("-netdev", "dgram,id=../x,local.type=unix,local.path=/tmp/m",
+		       "-netdev dgram: id '../x' is not an identifier");
 }
 END_TEST
 
@@ -714,7 +720,7 @@ START_TEST(test_disk_drive_to_overlay)
 	struct restore_spec sp = spec;
 	const char *in[] = {
 		"qemu", PRIMARY_RAM, "-drive", "file=/var/lib/vm/d0.img,format=raw,if=virtio,id=d0",
-		"-drive", "file=/iso/other.iso,media=cdrom,readonly=on", NULL
+		"-drive", "file=/iso/other.iso,media=cdrom,readonly=on,format=raw", NULL
 	};
 
 	sp.disks = disk0;
@@ -723,7 +729,7 @@ START_TEST(test_disk_drive_to_overlay)
 	sp.nshared_disks = 1;
 	assert_restored(in, &sp, EMU "|" RESTORED_RAM "|"
 		"-drive|file=/b/disk-0.qcow2,format=qcow2,if=virtio,id=d0|"
-		"-drive|file=/iso/other.iso,media=cdrom,readonly=on|" TAIL);
+		"-drive|file=/iso/other.iso,media=cdrom,readonly=on,format=raw|" TAIL);
 }
 END_TEST
 
