@@ -317,7 +317,7 @@ static const char *const iothread_keys[] = {
 	"thread-pool-min", "thread-pool-max", NULL
 };
 static const char *const plain_keys[] = { "qom-type", "id", NULL };
-static const char *const throttle_keys[] = { "qom-type", "id", "limits.", "x-", NULL };
+static const char *const throttle_keys[] = { "qom-type", "id", "limits.", NULL };
 
 /* The main backend: every key but mem-path (rewritten to the replica
  * copy) from the allowlist. */
