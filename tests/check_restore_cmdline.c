@@ -1,5 +1,6 @@
 /* The restored QEMU's command line, built from the primary's. */
 #include "../backup-agent/restore_cmdline.h"
+#include "../backup-agent/restore.h"
 
 #include <check.h>
 #include <errno.h>
@@ -808,6 +809,49 @@ START_TEST(test_disk_missing_is_error)
 }
 END_TEST
 
+
+/* ---- at HELLO: the HELLO's VM, dry-run ---- */
+
+static int check_hello_json(const char *json, char *err, size_t errlen)
+{
+	struct restore_opts o = { .dir = "/b", .emulator = EMU };
+	struct json_object *vm = json_tokener_parse(json);
+	int rc;
+
+	ck_assert_ptr_nonnull(vm);
+	rc = restore_check_hello(&o, vm, err, errlen);
+	json_object_put(vm);
+	return rc;
+}
+
+#define HELLO_RAM "\"ram_backend\":\"ram0\",\"qemu_argv\":[\"/bin/sh\",\"-object\"," \
+	"\"memory-backend-file,id=ram0,size=1M,mem-path=/r/ram,share=on\""
+
+START_TEST(test_check_hello)
+{
+	char err[256];
+
+	ck_assert_int_eq(check_hello_json("{" HELLO_RAM "]}", err, sizeof(err)), 0);
+	/* a replicated disk is found on the command line, as at failover */
+	ck_assert_int_eq(check_hello_json("{" HELLO_RAM ",\"-drive\",\"file=/d0,format=raw\"],"
+					  "\"disks\":[{\"id\":\"d0\",\"file\":\"/d0\"}]}",
+					  err, sizeof(err)), 0);
+	ck_assert_int_eq(check_hello_json("{" HELLO_RAM "],\"disks\":[{\"id\":\"d0\",\"file\":\"/d0\"}]}",
+					  err, sizeof(err)), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(err, "/d0"));
+	ck_assert_int_eq(check_hello_json("{" HELLO_RAM ",\"-gdb\",\"file:/tmp/m\"]}", err,
+					  sizeof(err)), -EINVAL);
+	ck_assert_str_eq(err, "-gdb: opens a debugger or test port on the guest; not allowed on "
+			 "the backup");
+	ck_assert_int_eq(check_hello_json("{" HELLO_RAM "],\"libvirt_xml\":\"<domain><name>x</name>"
+					  "<devices><hostdev type='pci'/></devices></domain>\"}",
+					  err, sizeof(err)), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(err, "<hostdev type='pci'>"));
+	/* not a HELLO the agent takes at all: its own checks say why */
+	ck_assert_int_eq(check_hello_json("{\"protocol\":2}", err, sizeof(err)), 0);
+}
+END_TEST
+
 static int find_qemu(char *out, size_t size)
 {
 	const char *path = getenv("PATH");
@@ -987,6 +1031,7 @@ static Suite *restore_cmdline_suite(void)
 	add(s, "disk_blockdev_implied_driver_and_host_device",
 	    test_disk_blockdev_implied_driver_and_host_device, 5);
 	add(s, "bad_input", test_bad_input, 5);
+	add(s, "check_hello", test_check_hello, 5);
 	add(s, "real_qemu_accepts_it", test_real_qemu_accepts_it, 60);
 	return s;
 }
