@@ -247,6 +247,17 @@ static unsigned takeover_after_ms(const struct agent *a)
 	return a->cfg.timeout_ms + (a->cfg.fence_cmd ? a->cfg.fence_timeout_ms : 0);
 }
 
+/* Is this VM one this backup would run? Refused now, with the option
+ * named, before the state dir is touched, not when the primary dies. */
+static int check_vm(struct agent *a, const char *text, char *err, size_t errlen)
+{
+	struct json_object *vm = json_tokener_parse(text);
+	int rc = vm ? restore_check_hello(&a->cfg.restore, vm, err, errlen) : 0;
+
+	json_object_put(vm);
+	return rc;
+}
+
 /* An authenticated peer's HELLO: it becomes the primary, or is told why
  * not. */
 static void on_hello(struct agent *a, struct peer_link *l, const uint8_t *payload, uint32_t len)
@@ -262,8 +273,10 @@ static void on_hello(struct agent *a, struct peer_link *l, const uint8_t *payloa
 		return;
 	}
 	text = strndup((const char *)payload, len);
-	rc = text ? replica_begin_session(&a->replica, text, l->identity, &a->cfg.limits, err,
-					  sizeof(err)) : -ENOMEM;
+	rc = text ? check_vm(a, text, err, sizeof(err)) : -ENOMEM;
+	if (!rc)
+		rc = replica_begin_session(&a->replica, text, l->identity, &a->cfg.limits, err,
+					   sizeof(err));
 	free(text);
 	if (rc) {
 		refuse_peer(a, l, err);

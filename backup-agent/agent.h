@@ -28,6 +28,8 @@
 #define AGENT_READ_SLICE_MS        50
 #define AGENT_MAX_TAPS             8
 #define AGENT_DEFAULT_FENCE_TIMEOUT_MS 10000u
+#define AGENT_DEFAULT_EMULATOR     "/usr/bin/qemu-system-x86_64"
+#define AGENT_MAX_SHARED_DISKS     8
 
 struct agent_config {
 	struct netaddr listen;
@@ -41,6 +43,7 @@ struct agent_config {
 	bool forget_pair;        /* --forget-pair: remove DIR's pin (pair.h) and exit */
 	struct replica_limits limits; /* --max-ram-mb, --max-disk-gb, --max-epoch-mb */
 	const char *taps[AGENT_MAX_TAPS]; /* --tap [ID=]NAME */
+	const char *shared_disks[AGENT_MAX_SHARED_DISKS]; /* --shared-disk PATH */
 	struct restore_opts restore;
 	/* Run before taking over; only exit 0 lets the agent restore the VM. */
 	const char *fence_cmd;     /* --fence CMD */

@@ -5,9 +5,11 @@
 #include "config.h"
 #include "log.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 void agent_usage(FILE *f)
 {
@@ -52,6 +54,13 @@ void agent_usage(FILE *f)
 "                        the LAN bridge (ip tuntap add NAME mode tap; ip link\n"
 "                        set NAME master BRIDGE up); the VM then announces\n"
 "                        its MAC address there. Without it the NIC is cut off\n"
+"  --emulator PATH       the QEMU binary a restore runs ([backup] emulator;\n"
+"                        default %s), whatever the primary ran\n"
+"  --shared-disk PATH    an image both hosts see, not replicated (the\n"
+"                        primary's --unprotected-disk): the restored VM may\n"
+"                        open it. Repeatable ([backup] shared-disk). Any other\n"
+"                        image, and any option that names a host path or\n"
+"                        program, is refused at HELLO\n"
 "  --connect URI         where a libvirt primary's VM is restored: as a libvirt\n"
 "                        domain of the same name on this libvirt (default\n"
 "                        qemu:///system; or [vm] libvirt-uri). A plain QEMU\n"
@@ -70,6 +79,13 @@ void agent_usage(FILE *f)
 "  --notify CMD          run CMD PAIR VM EVENT backup on each event: backup,\n"
 "                        fencing, fence-failed, master, fault (README, Hooks)\n"
 "  --pair NAME           the pair's name for hooks (default: the VM's name)\n"
+"  --key-file FILE       the pair key, the same file on both hosts (or [link]\n"
+"                        key-file): only a primary that holds it gets past the\n"
+"                        TLS 1.3 handshake, and nothing starts without it.\n"
+"                        Make one with `remusctl keygen FILE` (docs/SECURITY.md)\n"
+"  --insecure-cleartext-link  no TLS: anyone who reaches the port can feed\n"
+"                        this agent a VM ([link] insecure-cleartext = yes)\n"
+
 "  --no-failover         keep the replica but never restore automatically\n"
 "  --max-ram-mb N        ([backup] max-ram-mb) refuse a primary whose VM has\n"
 "                        more RAM, in MiB (default %u)\n"
@@ -98,7 +114,7 @@ void agent_usage(FILE *f)
 "lost, 2 usage or config error, cannot listen, or the state directory is in\n"
 "use (another agent, or a VM restored from it, holds it). A failed fence does not\n"
 "end the agent: it keeps the replica and waits for the primary to return.\n",
-		AGENT_DEFAULT_TIMEOUT_MS, AGENT_DEFAULT_HEARTBEAT_MS,
+		AGENT_DEFAULT_TIMEOUT_MS, AGENT_DEFAULT_HEARTBEAT_MS, AGENT_DEFAULT_EMULATOR,
 		AGENT_DEFAULT_FENCE_TIMEOUT_MS, REPLICA_DEFAULT_MAX_RAM_MB,
 		REPLICA_DEFAULT_MAX_DISK_GB, REPLICA_DEFAULT_MAX_EPOCH_MB);
 }
@@ -106,7 +122,7 @@ void agent_usage(FILE *f)
 enum { OPT_LISTEN = 256, OPT_STATE_DIR, OPT_TIMEOUT_MS, OPT_HEARTBEAT_MS,
        OPT_NO_FAILOVER, OPT_RESTORE, OPT_SYSLOG, OPT_TAP, OPT_CONFIG, OPT_CHECK_CONFIG,
        OPT_CONNECT, OPT_FENCE, OPT_NO_FENCE, OPT_FENCE_TIMEOUT_MS, OPT_NOTIFY, OPT_PAIR, OPT_KEY_FILE, OPT_CLEARTEXT,
-       OPT_TEST_DISK_APPLY, OPT_AFTER_HOST_RESTART,
+       OPT_TEST_DISK_APPLY, OPT_AFTER_HOST_RESTART, OPT_EMULATOR, OPT_SHARED_DISK,
        OPT_MAX_RAM_MB, OPT_MAX_DISK_GB, OPT_MAX_EPOCH_MB, OPT_FORGET_PAIR };
 
 static const struct option long_opts[] = {
@@ -121,6 +137,8 @@ static const struct option long_opts[] = {
 	{ "after-host-restart", no_argument, NULL, OPT_AFTER_HOST_RESTART },
 	{ "tap", required_argument, NULL, OPT_TAP },
 	{ "connect", required_argument, NULL, OPT_CONNECT },
+	{ "emulator", required_argument, NULL, OPT_EMULATOR },
+	{ "shared-disk", required_argument, NULL, OPT_SHARED_DISK },
 	/* test only: apply the replicator's --test-disk-unbuffered frames at once */
 	{ "test-disk-apply-on-arrival", no_argument, NULL, OPT_TEST_DISK_APPLY },
 	{ "fence", required_argument, NULL, OPT_FENCE },
@@ -141,6 +159,8 @@ static const struct option long_opts[] = {
 };
 
 _Static_assert(CONFIG_MAX_LIST <= AGENT_MAX_TAPS, "a config file's taps must fit the agent's");
+_Static_assert(CONFIG_MAX_LIST <= AGENT_MAX_SHARED_DISKS,
+	       "a config file's shared disks must fit the agent's");
 
 /* [backup] max-ram-mb, max-disk-gb, max-epoch-mb */
 static void apply_file_limits(struct agent_config *cfg)
@@ -178,6 +198,8 @@ static void apply_file(struct agent_config *cfg, const char **listen, int *use_s
 		cfg->state_dir = pc->backup_state_dir;
 	if (PC_SET(pc, VM_LIBVIRT_URI))
 		cfg->restore.libvirt_uri = pc->vm_libvirt_uri;
+	if (PC_SET(pc, BACKUP_EMULATOR))
+		cfg->restore.emulator = pc->backup_emulator;
 	if (PC_SET(pc, BACKUP_FAILOVER))
 		cfg->no_failover = !pc->backup_failover;
 	if (PC_SET(pc, HEARTBEAT_INTERVAL_MS))
@@ -241,6 +263,12 @@ static int check_args(struct agent_config *cfg, const char *listen, bool listen_
 	}
 	cfg->restore.dir = cfg->state_dir;
 	cfg->restore.taps = cfg->taps;
+	cfg->restore.shared_disks = cfg->shared_disks;
+	if (!cfg->restore.emulator)
+		cfg->restore.emulator = AGENT_DEFAULT_EMULATOR;
+	if (access(cfg->restore.emulator, X_OK))
+		fprintf(stderr, "remus-agent: warning: --emulator %s: %s; a restore would fail\n",
+			cfg->restore.emulator, strerror(errno));
 	cfg->restore.lock_fd = -1;  /* agent_run sets it once it holds the lock */
 	if (cfg->restore_now && listen_flag) {
 		fprintf(stderr, "remus-agent: --restore takes no --listen\n");
@@ -305,6 +333,15 @@ static int parse(int argc, char **argv, struct agent_config *cfg, int *use_syslo
 		case OPT_STATE_DIR: cfg->state_dir = optarg; break;
 		case OPT_NO_FAILOVER: cfg->no_failover = true; break;
 		case OPT_CONNECT: cfg->restore.libvirt_uri = optarg; break;
+		case OPT_EMULATOR: cfg->restore.emulator = optarg; break;
+		case OPT_SHARED_DISK:
+			if (cfg->restore.nshared_disks == AGENT_MAX_SHARED_DISKS || *optarg != '/') {
+				fprintf(stderr, "remus-agent: --shared-disk: at most %d, each an "
+					"absolute path\n", AGENT_MAX_SHARED_DISKS);
+				return -1;
+			}
+			cfg->shared_disks[cfg->restore.nshared_disks++] = optarg;
+			break;
 		case OPT_TEST_DISK_APPLY: cfg->test_disk_apply_on_arrival = true; break;
 		/* a flag decides over the file's fence, whichever it was */
 		case OPT_FENCE: cfg->fence_cmd = optarg; cfg->fence_disabled = false; fence_flags |= 1; break;
@@ -371,6 +408,10 @@ static int parse(int argc, char **argv, struct agent_config *cfg, int *use_syslo
 		cfg->taps[i] = cfg->file.backup_taps.v[i];
 	if (!cfg->restore.ntaps)
 		cfg->restore.ntaps = cfg->file.backup_taps.n;
+	for (int i = 0; !cfg->restore.nshared_disks && i < cfg->file.backup_shared_disks.n; i++)
+		cfg->shared_disks[i] = cfg->file.backup_shared_disks.v[i];
+	if (!cfg->restore.nshared_disks)
+		cfg->restore.nshared_disks = cfg->file.backup_shared_disks.n;
 	if (fence_flags == 3) {
 		fprintf(stderr, "remus-agent: --fence and --no-fence exclude each other\n");
 		return -1;

@@ -176,6 +176,7 @@ static char **build_argv(const struct restore_opts *o, struct json_object *vm, c
 			 const struct restore_disks *disks)
 {
 	struct restore_spec spec = {
+		.emulator = o->emulator,
 		.state_dir = o->dir,
 		.ram_path = ram_copy,
 		.ram_backend_id = restore_json_str(vm, "ram_backend"),
@@ -183,6 +184,8 @@ static char **build_argv(const struct restore_opts *o, struct json_object *vm, c
 		.ntaps = o->ntaps,
 		.disks = disks->d,
 		.ndisks = disks->n,
+		.shared_disks = o->shared_disks,
+		.nshared_disks = o->nshared_disks,
 	};
 	char **in, **out = NULL, **full = NULL;
 	char err[256];
@@ -237,10 +240,8 @@ static pid_t spawn_qemu(const char *dir, char **argv, int lock_fd)
 		dup2(logfd, 1);
 		dup2(logfd, 2);
 	}
+	/* argv[0] is the agent's --emulator, not the primary's binary */
 	execvp(argv[0], argv);
-	/* The primary's binary path may not exist here: try PATH. */
-	if (strchr(argv[0], '/'))
-		execvp(strrchr(argv[0], '/') + 1, argv);
 	fprintf(stderr, "remus-agent: cannot run %s: %s\n", argv[0], strerror(errno));
 	_exit(127);
 }

@@ -17,6 +17,11 @@ struct restore_opts {
 	const char *libvirt_uri;    /* where a libvirt primary's VM comes back */
 	const char *const *taps;    /* see restore_spec.taps */
 	int ntaps;
+	/* The agent's own QEMU binary (--emulator): never the primary's. */
+	const char *emulator;
+	/* Images both hosts see, which the VM may open (--shared-disk). */
+	const char *const *shared_disks;
+	int nshared_disks;
 	/* The agent's lock on dir, left open in a restored plain QEMU so the
 	 * directory stays locked while the VM restored from it runs (-1: none). */
 	int lock_fd;
@@ -27,6 +32,15 @@ struct restore_opts {
  * VM runs, and have it announce its MAC addresses where it now is. The
  * replica itself is only read. 0 or -errno (logged). */
 int restore_vm(const struct restore_opts *o, struct restore_result *res);
+
+/* At HELLO, before anything is written: would the VM the HELLO describes
+ * (vm: the HELLO object) be restored here? Builds its command line, or
+ * checks its domain XML, as restore_vm would and throws the result away.
+ * 0, or -EINVAL with the refused option or element named in err. A HELLO
+ * without qemu_argv passes: the HELLO checks refuse it. */
+struct json_object;
+int restore_check_hello(const struct restore_opts *o, struct json_object *vm, char *err,
+			size_t errlen);
 
 /* Steps shared by the two ways to restore (restore.c, restore_libvirt.c). */
 #include "restore_cmdline.h"

@@ -1,5 +1,7 @@
 #include "restore_cmdline.h"
+#include "log.h"
 #include "qemu_opts.h"
+#include "restore_allow.h"
 
 #include <errno.h>
 #include <json-c/json.h>
@@ -262,6 +264,13 @@ static int drop(struct builder *b, struct arg_iter *it)
 	return 0;
 }
 
+static int drop_boot(struct builder *b, struct arg_iter *it)
+{
+	log_info("restore: %s %s dropped, the guest kernel is in the replica RAM",
+		  it->opt, it->arg);
+	return 0;
+}
+
 /* "serial.log" for the first port, "serial1.log", ... after. */
 static int port_file(struct builder *b, const char *opt, const char *kind, int index)
 {
@@ -462,7 +471,8 @@ static int rewrite_chardev(struct builder *b, struct arg_iter *it)
 	id = qemu_opts_get(&o, "id");
 	backend = qemu_opts_first_bare(&o) ?: qemu_opts_get(&o, "backend");
 	if (ret || !id) {
-		ret = keep(b, it);
+		/* restore_allow refused it already */
+		ret = fail(b, -EINVAL, "-chardev %s: no id", it->arg);
 		goto out;
 	}
 	ret = chardev_refs(b, id, &r);
@@ -668,8 +678,8 @@ static int rewrite_netdev(struct builder *b, struct arg_iter *it)
 	int ret;
 
 	if (it->arg[0] == '{' || qemu_opts_parse(it->arg, &o))
-		return keep(b, it);
-	type = qemu_opts_first_bare(&o);
+		return fail(b, -EINVAL, "-netdev %s: does not parse", it->arg);
+	type = qemu_opts_first_bare(&o) ?: qemu_opts_get(&o, "type");
 	id = qemu_opts_get(&o, "id");
 	if (!id || !type || !(streq(type, "dgram") || (streq(type, "socket") && qemu_opts_get(&o, "udp")))) {
 		qemu_opts_free(&o);
@@ -855,6 +865,10 @@ static const struct rule {
 	{ "vnc", drop_display },
 	{ "spice", drop_display },
 	{ "nographic", rewrite_nographic },
+	/* the guest kernel is in the replica RAM: nothing boots again */
+	{ "kernel", drop_boot },
+	{ "initrd", drop_boot },
+	{ "append", drop_boot },
 	{ "pidfile", rewrite_pidfile },
 	{ "D", rewrite_logfile },
 	{ "object", rewrite_object },
@@ -866,7 +880,10 @@ static const struct rule {
 static int rewrite_one(struct builder *b, struct arg_iter *it)
 {
 	size_t i;
+	int ret = restore_allow_option(b->spec, it->name, it->arg, b->err, b->errlen);
 
+	if (ret)
+		return ret;
 	for (i = 0; it->name && i < ARRAY_SIZE(rules); i++)
 		if (!strcmp(it->name, rules[i].name))
 			return rules[i].fn(b, it);
@@ -921,7 +938,10 @@ static int build(struct builder *b)
 		ret = find_disk_nodes(b);
 	if (ret)
 		return ret;
-	ret = out_dup(b, b->argv[0]);
+	/* Never the wire's program: the agent's own QEMU. */
+	if (strcmp(b->argv[0], b->spec->emulator))
+		log_debug("restore: runs %s, not the primary's %s", b->spec->emulator, b->argv[0]);
+	ret = out_dup(b, b->spec->emulator);
 	iter_init(b, &it);
 	while (!ret && (ret = next_opt(b, &it)) > 0)
 		ret = rewrite_one(b, &it);
@@ -947,7 +967,7 @@ int restore_cmdline_build(char *const *argv_in, int argc_in,
 	*argv_out = NULL;
 	if (errlen)
 		err[0] = '\0';
-	if (!argv_in || argc_in < 1 || !spec || !spec->state_dir ||
+	if (!argv_in || argc_in < 1 || !spec || !spec->state_dir || !spec->emulator ||
 	    !spec->ram_path || !spec->ram_backend_id)
 		return fail(&b, -EINVAL, "no command line or an incomplete restore spec");
 	if (spec->ndisks < 0 || spec->ndisks > RESTORE_MAX_DISKS)

@@ -9,6 +9,8 @@
 #define RESTORE_MAX_DISKS 16
 
 struct restore_spec {
+	/* The QEMU binary to run: the agent's own, whatever argv[0] says. */
+	const char *emulator;
 	const char *state_dir;      /* serial.log, qmp.sock, ... go here */
 	const char *ram_path;       /* file the main memory backend maps */
 	const char *ram_backend_id; /* id of the main memory backend, e.g. "ram0" */
@@ -23,6 +25,10 @@ struct restore_spec {
 	 * a qcow2 overlay over the replica, and its format raw by qcow2. */
 	const struct restore_disk *disks;
 	int ndisks;
+	/* Images both hosts see (the agent's --shared-disk), which the
+	 * primary does not replicate: the only others the VM may open. */
+	const char *const *shared_disks;
+	int nshared_disks;
 };
 
 struct restore_disk {
@@ -31,7 +37,9 @@ struct restore_disk {
 };
 
 /* Build argv for the restored QEMU from argv_in (argc_in entries, argv_in[0]
- * is the QEMU binary). On success *argv_out is a NULL-terminated, malloc'd
+ * is the primary's QEMU binary, replaced by spec->emulator). Only options
+ * and properties the backup allows pass (restore_allow.h); anything else
+ * is refused with -EINVAL and the option named in err. On success *argv_out is a NULL-terminated, malloc'd
  * vector (free with restore_cmdline_free) and the QMP socket the agent must
  * use is DIR/qmp.sock. On error returns -EINVAL (or -ENOMEM) and writes the
  * reason to err. Applied to its own output it gives the same line again, so

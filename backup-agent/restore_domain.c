@@ -215,6 +215,253 @@ static int move_disks(xmlDocPtr doc, const struct restore_domain_spec *s, char *
 	return rc;
 }
 
+/* ---- what the backup allows ---- */
+
+static int refuse_node(char *err, size_t errlen, xmlNodePtr n, const char *why)
+{
+	xmlChar *type = xmlGetProp(n, (const xmlChar *)"type");
+
+	snprintf(err, errlen, "<%s%s%s%s%s%s>: %s; not allowed on the backup",
+		 n->ns && n->ns->prefix ? (const char *)n->ns->prefix : "",
+		 n->ns && n->ns->prefix ? ":" : "", (const char *)n->name,
+		 type ? " type='" : "", type ? (const char *)type : "", type ? "'" : "", why);
+	xmlFree(type);
+	return -EINVAL;
+}
+
+static bool prop_is(xmlNodePtr n, const char *name, const char *value)
+{
+	xmlChar *v = xmlGetProp(n, (const xmlChar *)name);
+	bool eq = v && !strcmp((const char *)v, value);
+
+	xmlFree(v);
+	return eq;
+}
+
+static bool name_in(xmlNodePtr n, const char *const *names)
+{
+	for (; *names; names++)
+		if (!strcmp((const char *)n->name, *names))
+			return true;
+	return false;
+}
+
+/* Any element of another namespace (<qemu:commandline>, <qemu:override>,
+ * ...) passes options to QEMU that no check here sees. */
+static int check_namespaces(xmlNodePtr n, char *err, size_t errlen)
+{
+	for (; n; n = n->next) {
+		if (n->type != XML_ELEMENT_NODE)
+			continue;
+		if (n->ns)
+			return refuse_node(err, errlen, n, "passes options to QEMU behind libvirt");
+		if (check_namespaces(n->children, err, errlen))
+			return -EINVAL;
+	}
+	return 0;
+}
+
+static bool is_shared(const struct restore_domain_spec *s, const char *path)
+{
+	for (int i = 0; path && i < s->nshared_disks; i++)
+		if (!strcmp(path, s->shared_disks[i]))
+			return true;
+	return false;
+}
+
+static bool is_replicated(const struct restore_domain_spec *s, const char *path)
+{
+	for (int i = 0; path && i < s->ndisks; i++)
+		if (!strcmp(path, s->disks[i].file))
+			return true;
+	return false;
+}
+
+/* The host file or device a <source> names, if any (xmlFree it). */
+static xmlChar *source_path(xmlNodePtr src)
+{
+	static const char *const attrs[] = { "file", "dev", "dir", "path", "volume", "name" };
+
+	for (size_t i = 0; src && i < sizeof(attrs) / sizeof(attrs[0]); i++)
+		if (xmlHasProp(src, (const xmlChar *)attrs[i]))
+			return xmlGetProp(src, (const xmlChar *)attrs[i]);
+	return NULL;
+}
+
+/* A replicated disk (rewritten onto an overlay), a shared one, or none
+ * (an empty CD-ROM drive); its backing chain only of shared images. */
+static int check_disk(xmlNodePtr disk, const struct restore_domain_spec *s, char *err,
+		      size_t errlen)
+{
+	xmlChar *path = source_path(child(disk, "source"));
+	bool file = prop_is(disk, "type", "file") || prop_is(disk, "type", "block");
+	bool ok = !path || (file && (is_replicated(s, (const char *)path) ||
+				     is_shared(s, (const char *)path)));
+	bool replicated = ok && path && is_replicated(s, (const char *)path);
+
+	xmlFree(path);
+	if (!ok)
+		return refuse_node(err, errlen, disk, "its source is neither a replicated disk "
+				   "nor a shared disk of this agent (--shared-disk)");
+	for (xmlNodePtr bs = child(disk, "backingStore"); bs && !replicated;
+	     bs = child(bs, "backingStore")) {
+		path = source_path(child(bs, "source"));
+		ok = !path || is_shared(s, (const char *)path);
+		xmlFree(path);
+		if (!ok)
+			return refuse_node(err, errlen, bs, "a backing image that is not a shared "
+					   "disk of this agent");
+	}
+	return 0;
+}
+
+/* Only the net buffer's UDP socket (moved to a TAP) or an unmanaged TAP,
+ * with no script and no host descriptors. */
+static int check_interface(xmlNodePtr nic, char *err, size_t errlen)
+{
+	xmlNodePtr b = child(nic, "backend");
+
+	if (!prop_is(nic, "type", "udp") && !prop_is(nic, "type", "ethernet"))
+		return refuse_node(err, errlen, nic, "only udp (the net buffer's) or ethernet");
+	if (child(nic, "script") || child(nic, "downscript"))
+		return refuse_node(err, errlen, nic, "<script> names a host program");
+	if (b && (xmlHasProp(b, (const xmlChar *)"tap") || xmlHasProp(b, (const xmlChar *)"vhost")))
+		return refuse_node(err, errlen, nic, "<backend> names a host device");
+	return 0;
+}
+
+/* Serial ports and consoles to files are moved into the state dir; other
+ * character devices may only be ones that open nothing on the host. */
+static int check_chardev(xmlNodePtr dev, char *err, size_t errlen)
+{
+	static const char *const inner[] = { "pty", "null", "vc", NULL };
+	xmlNodePtr src = child(dev, "source");
+	bool moved = prop_is(dev, "type", "file") && (!strcmp((const char *)dev->name, "serial") ||
+						      !strcmp((const char *)dev->name, "console"));
+	xmlChar *type = xmlGetProp(dev, (const xmlChar *)"type");
+	bool ok = moved || !type;
+
+	for (int i = 0; type && inner[i] && !ok; i++)
+		ok = !strcmp((const char *)type, inner[i]);
+	/* libvirt picks the path of a guest agent's unix channel itself */
+	if (!ok && type && !strcmp((const char *)type, "unix"))
+		ok = !src || !xmlHasProp(src, (const xmlChar *)"path");
+	xmlFree(type);
+	if (!ok)
+		return refuse_node(err, errlen, dev, "it opens a host file, socket or device");
+	if (child(dev, "log"))
+		return refuse_node(err, errlen, dev, "<log> names a host file");
+	return 0;
+}
+
+static int check_device(xmlNodePtr d, const struct restore_domain_spec *s, char *err,
+			size_t errlen)
+{
+	static const char *const host[] = {
+		"hostdev", "filesystem", "smartcard", "shmem", "tpm", "redirdev", "vsock",
+		"crypto", "iommu", NULL
+	};
+	static const char *const chardevs[] = { "serial", "console", "parallel", "channel", NULL };
+	xmlNodePtr rom = child(d, "rom");
+
+	if (name_in(d, host))
+		return refuse_node(err, errlen, d, "a host device, path or process");
+	if (rom && xmlHasProp(rom, (const xmlChar *)"file"))
+		return refuse_node(err, errlen, d, "<rom file> names a host file");
+	if (!strcmp((const char *)d->name, "disk"))
+		return check_disk(d, s, err, errlen);
+	if (!strcmp((const char *)d->name, "interface"))
+		return check_interface(d, err, errlen);
+	if (name_in(d, chardevs))
+		return check_chardev(d, err, errlen);
+	if (!strcmp((const char *)d->name, "input") &&
+	    (prop_is(d, "type", "passthrough") || prop_is(d, "type", "evdev")))
+		return refuse_node(err, errlen, d, "a host input device");
+	if (!strcmp((const char *)d->name, "memory") && child(d, "source"))
+		return refuse_node(err, errlen, d, "its source is a host path");
+	if (!strcmp((const char *)d->name, "audio") && !prop_is(d, "type", "none"))
+		return refuse_node(err, errlen, d, "only type='none'");
+	return 0;
+}
+
+static void drop_node(xmlNodePtr n)
+{
+	xmlUnlinkNode(n);
+	xmlFreeNode(n);
+}
+
+/* <os>: firmware files are refused; the guest kernel is in the replica
+ * RAM already, so <kernel>, <initrd> and <cmdline> are dropped. */
+static int check_os(xmlNodePtr os, char *err, size_t errlen)
+{
+	static const char *const files[] = { "loader", "nvram", "dtb", "acpi", NULL };
+	static const char *const boot[] = { "kernel", "initrd", "cmdline", NULL };
+
+	for (xmlNodePtr c = os ? os->children : NULL, next; c; c = next) {
+		next = c->next;
+		if (c->type != XML_ELEMENT_NODE)
+			continue;
+		if (name_in(c, files))
+			return refuse_node(err, errlen, c, "names a host file");
+		if (name_in(c, boot))
+			drop_node(c);
+	}
+	return 0;
+}
+
+/* <seclabel> (anywhere): the backup's libvirt confines its QEMU its own
+ * way; the primary's may say "run as root" or "do not confine". */
+static void drop_seclabels(xmlNodePtr n)
+{
+	for (xmlNodePtr next; n; n = next) {
+		next = n->next;
+		if (n->type != XML_ELEMENT_NODE)
+			continue;
+		if (!strcmp((const char *)n->name, "seclabel"))
+			drop_node(n);
+		else
+			drop_seclabels(n->children);
+	}
+}
+
+static int set_emulator(xmlNodePtr devices, const char *emulator, char *err, size_t errlen)
+{
+	xmlNodePtr e = child(devices, "emulator");
+
+	if (!e)
+		e = xmlNewChild(devices, NULL, (const xmlChar *)"emulator", NULL);
+	if (!e)
+		return fail(err, errlen, -ENOMEM, "out of memory");
+	xmlNodeSetContent(e, NULL);
+	xmlNodeAddContent(e, (const xmlChar *)emulator);
+	return 0;
+}
+
+static int check_domain(xmlDocPtr doc, const struct restore_domain_spec *s, char *err,
+			size_t errlen)
+{
+	xmlNodePtr root = xmlDocGetRootElement(doc), devices = child(root, "devices");
+	int rc = check_namespaces(root, err, errlen);
+
+	if (!rc)
+		rc = check_os(child(root, "os"), err, errlen);
+	for (xmlNodePtr d = devices ? devices->children : NULL, next; d && !rc; d = next) {
+		next = d->next;
+		/* as -display none for plain QEMU: no console opened on this host */
+		if (d->type == XML_ELEMENT_NODE && !strcmp((const char *)d->name, "graphics"))
+			drop_node(d);
+		else if (d->type == XML_ELEMENT_NODE)
+			rc = check_device(d, s, err, errlen);
+	}
+	if (rc)
+		return rc;
+	drop_seclabels(root);
+	if (!devices)
+		devices = xmlNewChild(root, NULL, (const xmlChar *)"devices", NULL);
+	return devices ? set_emulator(devices, s->emulator, err, errlen) :
+		fail(err, errlen, -ENOMEM, "out of memory");
+}
+
 /* <qemu:commandline> with -incoming defer (QEMU waits for the checkpoint)
  * and send-configuration=off (the device state has no configuration
  * section; the agent compares the machine type itself). */
@@ -264,7 +511,10 @@ int restore_domain_xml(const char *primary_xml, const struct restore_domain_spec
 		xmlFreeDoc(doc);
 		return fail(err, errlen, -EINVAL, "the primary's domain XML does not parse");
 	}
-	rc = move_serial_logs(doc, s->state_dir, err, errlen);
+	rc = s->emulator ? check_domain(doc, s, err, errlen) :
+		fail(err, errlen, -EINVAL, "no emulator to restore the domain with");
+	if (!rc)
+		rc = move_serial_logs(doc, s->state_dir, err, errlen);
 	if (!rc)
 		rc = move_nics(doc, s, err, errlen);
 	if (!rc)

@@ -5,6 +5,7 @@
 #include <stddef.h>
 
 struct restore_domain_spec {
+	const char *emulator;       /* the agent's QEMU, in place of <emulator> */
 	const char *state_dir;      /* serial logs go here */
 	const char *const *taps;    /* "[ID=]NAME", ID a NIC's alias or MAC */
 	int ntaps;
@@ -12,9 +13,15 @@ struct restore_domain_spec {
 	 * the replica BASE (raw) as its backing store */
 	const struct restore_domain_disk { const char *file, *overlay, *base; } *disks;
 	int ndisks;
+	/* images both hosts see (--shared-disk): the only other disks allowed */
+	const char *const *shared_disks;
+	int nshared_disks;
 };
 
-/* From the primary's migratable XML: *start_xml to start the restored
+/* From the primary's migratable XML, checked against what the backup
+ * allows (no qemu: namespace, host devices, host paths outside the state
+ * dir but replicated or shared disks, scripts, ...: refused with the
+ * element named in err): *start_xml to start the restored
  * domain with (it waits for the incoming checkpoint) and *persistent_xml
  * to define it with afterwards (malloc'd both). 0, or -EINVAL / -ENOMEM
  * with the reason in err. */

@@ -157,8 +157,9 @@ static int start_domain(const struct restore_opts *o, const struct replica_info 
 {
 	struct restore_domain_disk dd[RESTORE_MAX_DISKS];
 	struct restore_domain_spec spec = {
-		.state_dir = o->dir, .taps = o->taps, .ntaps = o->ntaps,
+		.emulator = o->emulator, .state_dir = o->dir, .taps = o->taps, .ntaps = o->ntaps,
 		.disks = dd, .ndisks = disks->n,
+		.shared_disks = o->shared_disks, .nshared_disks = o->nshared_disks,
 	};
 	char *start_xml = NULL, err[256];
 	const char *uri = o->libvirt_uri ? o->libvirt_uri : "qemu:///system";

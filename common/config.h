@@ -48,6 +48,8 @@ X(BACKUP_FAILOVER,   "backup",     "failover",        BOOL, backup_failover,   R
 X(BACKUP_MAX_RAM_MB, "backup",     "max-ram-mb",      UINT, backup_max_ram_mb, RANGE_MAX_RAM_MB,       "65536",   NULL,          NULL,        "max-ram-mb",               0) \
 X(BACKUP_MAX_DISK_GB, "backup",    "max-disk-gb",     UINT, backup_max_disk_gb, RANGE_MAX_DISK_GB,     "4096",    NULL,          NULL,        "max-disk-gb",              0) \
 X(BACKUP_MAX_EPOCH_MB, "backup",   "max-epoch-mb",    UINT, backup_max_epoch_mb, RANGE_MAX_EPOCH_MB,   "16384",   NULL,          NULL,        "max-epoch-mb",             0) \
+X(BACKUP_EMULATOR,   "backup",     "emulator",        STR,  backup_emulator,   RANGE_NONE,             "/usr/bin/qemu-system-x86_64", NULL, NULL,   "emulator",                 0) \
+X(BACKUP_SHARED_DISK, "backup",    "shared-disk",     LIST, backup_shared_disks, RANGE_NONE,           NULL,      NULL,          NULL,        "shared-disk",              0) \
 X(EPOCH_POLICY,      "epoch",      "policy",          ENUM, epoch_policy,      RANGE_NONE,             "hybrid",  policy_values, NULL,        "epoch-policy",             0) \
 X(EPOCH_LENGTH_MS,   "epoch",      "length-ms",       UINT, epoch_length_ms,   RANGE_EPOCH_MS,         "50",      NULL,          NULL,        "epoch-ms",                 0) \
 X(EPOCH_MIN_MS,      "epoch",      "min-ms",          UINT, epoch_min_ms,      RANGE_EPOCH_MS,         "10",      NULL,          NULL,        "epoch-min-ms",             0) \
@@ -110,6 +112,10 @@ struct pair_config {
 	bool backup_failover;
 	/* what one primary may make the agent hold (backup-agent/replica.h) */
 	unsigned backup_max_ram_mb, backup_max_disk_gb, backup_max_epoch_mb;
+	/* the QEMU a restore runs, whatever the primary ran */
+	char *backup_emulator;
+	/* images both hosts see, which a restored VM may open */
+	struct config_list backup_shared_disks;
 	/* [epoch] */
 	const char *epoch_policy;
 	unsigned epoch_length_ms, epoch_min_ms, epoch_max_ms;

@@ -80,41 +80,43 @@ static const char full_file[] =
 	"state-dir = /var/lib/remus/vm1\n"               /* 11 */
 	"tap = n0=tap0\n"                                /* 12 */
 	"failover = no\n"                                /* 13 */
-	"[epoch]\n"                                      /* 14 */
-	"policy = dirty-rate\n"                          /* 15 */
-	"length-ms = 40\n"                               /* 16 */
-	"min-ms = 6\n"                                   /* 17 */
-	"max-ms = 9000\n"                                /* 18 */
-	"max-overhead = 30\n"                            /* 19 */
-	"output-delay-ms = 0\n"                          /* 20 */
-	"[capture]\n"                                    /* 21 */
-	"tracker = soft-dirty\n"                         /* 22 */
-	"threads = 3\n"                                  /* 23 */
-	"unprotected-disk = shared0\n"                   /* 24 */
-	"disk-cap-mb = 32\n"                             /* 25 */
-	"[net-buffer]\n"                                 /* 26 */
-	"net-out = n0=packet:eth1\n"                     /* 27 */
-	"cap-mb = 64\n"                                  /* 28 */
-	"[heartbeat]\n"                                  /* 29 */
-	"interval-ms = 250\n"                            /* 30 */
-	"timeout-ms = 5000\n"                            /* 31 */
-	"[hooks]\n"                                      /* 32 */
-	"notify = /etc/remus/notify.sh --pair web1\n"    /* 33 */
-	"fence = /usr/sbin/fence_ipmilan --action=off\n" /* 34 */
-	"fence-timeout-ms = 20000\n"                     /* 35 */
-	"[control]\n"                                    /* 36 */
-	"socket = /run/vm1.remus\n"                      /* 37 */
-	"group = remus-ops\n"                            /* 38 */
-	"[log]\n"                                        /* 39 */
-	"target = syslog\n"                              /* 40 */
-	"level = debug\n"                                /* 41 */
-	"[link]\n"                                       /* 42 */
-	"key-file = /etc/remus/web1.key\n"               /* 43 */
-	"insecure-cleartext = yes\n"                     /* 44 */
-	"[backup]\n"                                     /* 45 */
-	"max-ram-mb = 2048\n"                            /* 46 */
-	"max-disk-gb = 100\n"                            /* 47 */
-	"max-epoch-mb = 512\n";                          /* 48 */
+	"emulator = /opt/qemu/bin/qemu-system-x86_64\n"  /* 14 */
+	"shared-disk = /srv/shared/data.img\n"           /* 15 */
+	"[epoch]\n"                                      /* 16 */
+	"policy = dirty-rate\n"                          /* 17 */
+	"length-ms = 40\n"                               /* 18 */
+	"min-ms = 6\n"                                   /* 19 */
+	"max-ms = 9000\n"                                /* 20 */
+	"max-overhead = 30\n"                            /* 21 */
+	"output-delay-ms = 0\n"                          /* 22 */
+	"[capture]\n"                                    /* 23 */
+	"tracker = soft-dirty\n"                         /* 24 */
+	"threads = 3\n"                                  /* 25 */
+	"unprotected-disk = shared0\n"                   /* 26 */
+	"disk-cap-mb = 32\n"                             /* 27 */
+	"[net-buffer]\n"                                 /* 28 */
+	"net-out = n0=packet:eth1\n"                     /* 29 */
+	"cap-mb = 64\n"                                  /* 30 */
+	"[heartbeat]\n"                                  /* 31 */
+	"interval-ms = 250\n"                            /* 32 */
+	"timeout-ms = 5000\n"                            /* 33 */
+	"[hooks]\n"                                      /* 34 */
+	"notify = /etc/remus/notify.sh --pair web1\n"    /* 35 */
+	"fence = /usr/sbin/fence_ipmilan --action=off\n" /* 36 */
+	"fence-timeout-ms = 20000\n"                     /* 37 */
+	"[control]\n"                                    /* 38 */
+	"socket = /run/vm1.remus\n"                      /* 39 */
+	"group = remus-ops\n"                            /* 40 */
+	"[log]\n"                                        /* 41 */
+	"target = syslog\n"                              /* 42 */
+	"level = debug\n"                                /* 43 */
+	"[link]\n"                                       /* 44 */
+	"key-file = /etc/remus/web1.key\n"               /* 45 */
+	"insecure-cleartext = yes\n"                     /* 46 */
+	"[backup]\n"                                     /* 47 */
+	"max-ram-mb = 2048\n"                            /* 48 */
+	"max-disk-gb = 100\n"                            /* 49 */
+	"max-epoch-mb = 512\n";                          /* 50 */
 
 START_TEST(test_every_key_parsed)
 {
@@ -137,6 +139,9 @@ START_TEST(test_every_key_parsed)
 	ck_assert_uint_eq(pc.backup_max_ram_mb, 2048);
 	ck_assert_uint_eq(pc.backup_max_disk_gb, 100);
 	ck_assert_uint_eq(pc.backup_max_epoch_mb, 512);
+	ck_assert_str_eq(pc.backup_emulator, "/opt/qemu/bin/qemu-system-x86_64");
+	ck_assert_int_eq(pc.backup_shared_disks.n, 1);
+	ck_assert_str_eq(pc.backup_shared_disks.v[0], "/srv/shared/data.img");
 	ck_assert_str_eq(pc.epoch_policy, "dirty-rate");
 	ck_assert_uint_eq(pc.epoch_length_ms, 40);
 	ck_assert_uint_eq(pc.epoch_min_ms, 6);
@@ -162,11 +167,11 @@ START_TEST(test_every_key_parsed)
 	/* where each came from */
 	ck_assert_uint_eq(pc.line[PC_PAIR_NAME], 3);
 	ck_assert_uint_eq(pc.line[PC_BACKUP_FAILOVER], 13);
-	ck_assert_uint_eq(pc.line[PC_LOG_LEVEL], 41);
+	ck_assert_uint_eq(pc.line[PC_LOG_LEVEL], 43);
 	ck_assert_uint_eq(pc.capture_disk_cap_mb, 32);
 	ck_assert_str_eq(pc.link_key_file, "/etc/remus/web1.key");
 	ck_assert(pc.link_insecure_cleartext);
-	ck_assert_uint_eq(pc.line[PC_LINK_CLEARTEXT], 44);
+	ck_assert_uint_eq(pc.line[PC_LINK_CLEARTEXT], 46);
 	pair_config_free(&pc);
 	ck_assert_ptr_null(pc.vm_qmp);
 	pair_config_free(&pc); /* twice is harmless */

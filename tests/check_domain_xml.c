@@ -68,10 +68,12 @@ START_TEST(test_check_bad_xml)
 END_TEST
 
 static const char *const one_tap[] = { "tapb0" };
+#define EMU "/usr/bin/qemu-system-x86_64"
 
 static char *restored(const char *xml, const char *const *taps, int ntaps, char **persistent)
 {
-	struct restore_domain_spec s = { .state_dir = "/srv/remus/vm1", .taps = taps, .ntaps = ntaps };
+	struct restore_domain_spec s = { .emulator = EMU, .state_dir = "/srv/remus/vm1", .taps = taps,
+					 .ntaps = ntaps };
 	char *start = NULL, err[256] = "";
 	int rc = restore_domain_xml(xml, &s, &start, persistent, err, sizeof(err));
 
@@ -152,7 +154,7 @@ END_TEST
 START_TEST(test_restore_errors)
 {
 	static const char *const stray[] = { "net7=tapb7" };
-	struct restore_domain_spec s = { .state_dir = "/d", .taps = stray, .ntaps = 1 };
+	struct restore_domain_spec s = { .emulator = EMU, .state_dir = "/d", .taps = stray, .ntaps = 1 };
 	char *start = (char *)1, *persistent = (char *)1, err[256] = "";
 
 	ck_assert_int_eq(restore_domain_xml(DOMAIN(SHARED_MEMFD, UDP_NIC("net0", "52:54:00:00:00:01")),
@@ -179,7 +181,9 @@ START_TEST(test_restore_disk_onto_overlay)
 		{ "/var/lib/libvirt/images/vm1.img", "/srv/remus/vm1/disk-0.qcow2",
 		  "/srv/remus/vm1/disk-0.img" },
 	};
-	struct restore_domain_spec s = { .state_dir = "/srv/remus/vm1", .disks = disks, .ndisks = 1 };
+	static const char *const shared[] = { "/iso/x.iso" };
+	struct restore_domain_spec s = { .emulator = EMU, .state_dir = "/srv/remus/vm1", .disks = disks,
+					 .ndisks = 1, .shared_disks = shared, .nshared_disks = 1 };
 	const char *xml = DOMAIN(SHARED_MEMFD,
 		"<disk type='file' device='disk'><driver name='qemu' type='raw'/>"
 		"<source file='/var/lib/libvirt/images/vm1.img'/><target dev='vda' bus='virtio'/></disk>"
@@ -209,9 +213,101 @@ START_TEST(test_restore_disk_onto_overlay)
 	free(persistent);
 	/* a replicated disk the XML does not have */
 	s.disks = (const struct restore_domain_disk[]){ { "/nope.img", "/o", "/b" } };
-	ck_assert_int_eq(restore_domain_xml(xml, &s, &start, &persistent, err, sizeof(err)), -EINVAL);
+	ck_assert_int_eq(restore_domain_xml(DOMAIN(SHARED_MEMFD, "<disk type='file' device='cdrom'>"
+						   "<source file='/iso/x.iso'/><readonly/></disk>"), &s, &start, &persistent, err, sizeof(err)), -EINVAL);
 	ck_assert_ptr_nonnull(strstr(err, "/nope.img"));
 	ck_assert_ptr_null(start);
+}
+END_TEST
+
+
+/* ---- what the backup refuses in the primary's XML ---- */
+
+static void assert_refused(const char *xml, const char *want)
+{
+	static const struct restore_domain_disk disks[] = {
+		{ "/var/lib/libvirt/images/vm1.img", "/srv/remus/vm1/disk-0.qcow2",
+		  "/srv/remus/vm1/disk-0.img" },
+	};
+	static const char *const shared[] = { "/srv/shared/data.img" };
+	struct restore_domain_spec s = { .emulator = EMU, .state_dir = "/srv/remus/vm1",
+					 .disks = disks, .ndisks = 1, .shared_disks = shared,
+					 .nshared_disks = 1 };
+	char *start = (char *)1, *persistent = (char *)1, err[256] = "";
+
+	ck_assert_msg(restore_domain_xml(xml, &s, &start, &persistent, err, sizeof(err)) == -EINVAL,
+		      "accepted: %s", xml);
+	ck_assert_msg(strstr(err, want), "'%s' does not name %s", err, want);
+	ck_assert_ptr_null(start);
+	ck_assert_ptr_null(persistent);
+}
+
+#define REPLICATED_DISK "<disk type='file' device='disk'><source file='/var/lib/libvirt/images/vm1.img'/>" \
+	"<target dev='vda' bus='virtio'/></disk>"
+#define QEMU_XMLNS "<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>" \
+	"<name>vm1</name><memory unit='MiB'>128</memory>" SHARED_MEMFD
+
+START_TEST(test_restore_refuses_host_resources)
+{
+	assert_refused(QEMU_XMLNS "<devices>" REPLICATED_DISK "</devices><qemu:commandline>"
+		       "<qemu:arg value='-plugin'/><qemu:arg value='/tmp/x.so'/></qemu:commandline>"
+		       "</domain>", "<qemu:commandline>");
+	assert_refused(QEMU_XMLNS "<devices>" REPLICATED_DISK "</devices><qemu:override>"
+		       "<qemu:device alias='x'/></qemu:override></domain>", "<qemu:override>");
+	assert_refused(DOMAIN(SHARED_MEMFD, REPLICATED_DISK "<disk type='file' device='disk'>"
+			      "<source file='/etc/shadow'/><target dev='vdb'/></disk>"),
+		       "<disk type='file'>: its source is neither a replicated disk nor a shared");
+	assert_refused(DOMAIN(SHARED_MEMFD, "<disk type='network' device='disk'><source protocol='nbd' "
+			      "name='x'><host name='10.0.0.1'/></source><target dev='vdb'/></disk>"),
+		       "<disk type='network'>");
+	assert_refused(DOMAIN(SHARED_MEMFD, "<disk type='file' device='disk'>"
+			      "<source file='/srv/shared/data.img'/><backingStore type='file'>"
+			      "<source file='/etc/shadow'/></backingStore><target dev='vdb'/></disk>"),
+		       "<backingStore type='file'>");
+	assert_refused(DOMAIN(SHARED_MEMFD, "<hostdev mode='subsystem' type='pci'><source>"
+			      "<address domain='0' bus='1' slot='0' function='0'/></source></hostdev>"),
+		       "<hostdev type='pci'>");
+	assert_refused(DOMAIN(SHARED_MEMFD, "<filesystem type='mount'><source dir='/'/>"
+			      "<target dir='root'/></filesystem>"), "<filesystem type='mount'>");
+	assert_refused(DOMAIN(SHARED_MEMFD, "<interface type='ethernet'><script path='/tmp/x.sh'/>"
+			      "<target dev='tap9'/></interface>"),
+		       "<interface type='ethernet'>: <script> names a host program");
+	assert_refused(DOMAIN(SHARED_MEMFD, "<interface type='bridge'><source bridge='br0'/></interface>"),
+		       "<interface type='bridge'>");
+	assert_refused(DOMAIN(SHARED_MEMFD, "<parallel type='file'><source path='/etc/cron.d/x'/></parallel>"),
+		       "<parallel type='file'>");
+	assert_refused(DOMAIN(SHARED_MEMFD, "<channel type='unix'><source mode='bind' path='/etc/x.sock'/>"
+			      "<target type='virtio' name='x'/></channel>"), "<channel type='unix'>");
+	assert_refused(DOMAIN(SHARED_MEMFD, "<serial type='dev'><source path='/dev/ttyS0'/></serial>"),
+		       "<serial type='dev'>");
+	assert_refused(DOMAIN(SHARED_MEMFD, "<serial type='pty'><log file='/etc/x' append='on'/></serial>"),
+		       "<log> names a host file");
+	assert_refused(DOMAIN(SHARED_MEMFD, "<interface type='udp'><source address='127.0.0.1' port='1'/>"
+			      "<rom file='/etc/shadow'/></interface>"), "<rom file> names a host file");
+	assert_refused(HEAD SHARED_MEMFD "<os><type>hvm</type><loader>/tmp/x.fd</loader></os>"
+		       "<devices/></domain>", "<loader>: names a host file");
+}
+END_TEST
+
+/* The agent's own QEMU; no seclabel of the primary's; the guest kernel is
+ * in the replica RAM already. */
+START_TEST(test_restore_emulator_seclabel_kernel)
+{
+	const char *xml = HEAD SHARED_MEMFD "<os><type>hvm</type><kernel>/g/vmlinuz</kernel>"
+		"<initrd>/g/initrd.img</initrd><cmdline>console=ttyS0</cmdline></os>"
+		"<devices><emulator>/bin/sh</emulator>" SERIAL "<graphics type='vnc' port='-1'>"
+		"<listen type='address' address='0.0.0.0'/></graphics></devices>"
+		"<seclabel type='static' model='dac' relabel='no'><label>+0:+0</label></seclabel></domain>";
+	char *p, *x = restored(xml, NULL, 0, &p);
+
+	ck_assert_ptr_nonnull(strstr(x, "<emulator>" EMU "</emulator>"));
+	ck_assert_ptr_null(strstr(x, "/bin/sh"));
+	ck_assert_ptr_null(strstr(x, "seclabel"));
+	ck_assert_ptr_null(strstr(x, "vmlinuz"));
+	ck_assert_ptr_null(strstr(x, "<graphics"));
+	ck_assert_ptr_nonnull(strstr(p, "<emulator>" EMU "</emulator>"));
+	free(x);
+	free(p);
 }
 END_TEST
 
@@ -230,6 +326,8 @@ static Suite *domain_xml_suite(void)
 		{ "restore_single_nic_bare_tap", test_restore_single_nic_bare_tap },
 		{ "restore_errors", test_restore_errors },
 		{ "restore_disk_onto_overlay", test_restore_disk_onto_overlay },
+		{ "restore_refuses_host_resources", test_restore_refuses_host_resources },
+		{ "restore_emulator_seclabel_kernel", test_restore_emulator_seclabel_kernel },
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {

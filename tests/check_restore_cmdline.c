@@ -1,5 +1,6 @@
 /* The restored QEMU's command line, built from the primary's. */
 #include "../backup-agent/restore_cmdline.h"
+#include "../backup-agent/restore.h"
 
 #include <check.h>
 #include <errno.h>
@@ -18,7 +19,10 @@
 
 #include "qmp.h"
 
+#define EMU "/usr/bin/qemu-system-x86_64"
+
 static const struct restore_spec spec = {
+	.emulator = EMU,
 	.state_dir = "/b",
 	.ram_path = "/dev/shm/remus-b.ram",
 	.ram_backend_id = "ram0",
@@ -97,9 +101,8 @@ START_TEST(test_realistic_primary)
 	};
 
 	assert_restored(in, &spec,
-		"qemu-system-x86_64|-accel|tcg|-machine|pc,memory-backend=ram0|-m|128M|"
-		RESTORED_RAM "|-kernel|/g/vmlinuz|-initrd|/g/initrd.img|"
-		"-append|console=ttyS0 quiet|-nodefaults|-vga|none|-display|none|"
+		EMU "|-accel|tcg|-machine|pc,memory-backend=ram0|-m|128M|"
+		RESTORED_RAM "|-nodefaults|-vga|none|-display|none|"
 		"-serial|file:/b/serial.log|-pidfile|/b/qemu.pid|-no-reboot|" TAIL);
 }
 END_TEST
@@ -116,7 +119,7 @@ START_TEST(test_memfd_backend)
 	};
 
 	assert_restored(in, &spec,
-		"qemu-system-x86_64|-accel|tcg|-machine|pc,memory-backend=ram0|-m|128M|"
+		EMU "|-accel|tcg|-machine|pc,memory-backend=ram0|-m|128M|"
 		"-nodefaults|-object|memory-backend-file,id=ram0,size=128M,share=on,"
 		"prealloc=on,merge=off,dump=off,host-nodes=0,policy=bind,"
 		"mem-path=/dev/shm/remus-b.ram|"
@@ -134,9 +137,9 @@ START_TEST(test_ram_backend_forms)
 				   "\"size\":134217728,\"hugetlb\":true,\"share\":false}", NULL
 	};
 
-	assert_restored(ram, &spec, "qemu|-object|qom-type=memory-backend-file,id=ram0,"
+	assert_restored(ram, &spec, EMU "|-object|qom-type=memory-backend-file,id=ram0,"
 			"size=1G,mem-path=/dev/shm/remus-b.ram,share=on|" TAIL);
-	assert_restored(json, &spec, "qemu|-object|{\"qom-type\":\"memory-backend-file\","
+	assert_restored(json, &spec, EMU "|-object|{\"qom-type\":\"memory-backend-file\","
 			"\"id\":\"ram0\",\"size\":134217728,\"share\":true,"
 			"\"mem-path\":\"/dev/shm/remus-b.ram\"}|" TAIL);
 }
@@ -150,8 +153,10 @@ START_TEST(test_missing_backend)
 	};
 	const char *not_memory[] = { "qemu", "-object", "iothread,id=ram0", NULL };
 
-	assert_fails(legacy, "the primary's command line has no memory backend 'ram0'");
-	assert_fails(other_id, "the primary's command line has no memory backend 'ram0'");
+	assert_fails(legacy, "-mem-path: names a host path, program or device; not allowed on "
+		     "the backup");
+	assert_fails(other_id, "-object memory-backend-file: only the main RAM backend 'ram0' may "
+		     "be a file on the backup");
 	assert_fails(not_memory, "the primary's command line has no memory backend 'ram0'");
 }
 END_TEST
@@ -169,7 +174,7 @@ START_TEST(test_nographic_without_serial)
 	const char *in[] = { PRIMARY_HEAD, PRIMARY_RAM, "-nographic", "-no-shutdown", NULL };
 
 	assert_restored(in, &spec,
-		"qemu-system-x86_64|-accel|tcg|-machine|pc,memory-backend=ram0|-m|128M|"
+		EMU "|-accel|tcg|-machine|pc,memory-backend=ram0|-m|128M|"
 		RESTORED_RAM "|-display|none|-machine|graphics=off|-no-shutdown|"
 		"-serial|file:/b/serial.log|" TAIL);
 }
@@ -185,13 +190,13 @@ START_TEST(test_nographic_no_default_serial)
 		"qemu", PRIMARY_RAM, "-nographic", "-device", "isa-serial", NULL
 	};
 
-	assert_restored(nodefaults, &spec, "qemu|" RESTORED_RAM "|-nodefaults|-display|none|"
+	assert_restored(nodefaults, &spec, EMU "|" RESTORED_RAM "|-nodefaults|-display|none|"
 			"-machine|graphics=off|" TAIL);
-	assert_restored(serial, &spec, "qemu|" RESTORED_RAM "|-display|none|"
+	assert_restored(serial, &spec, EMU "|" RESTORED_RAM "|-display|none|"
 			"-machine|graphics=off|-serial|file:/b/serial.log|" TAIL);
-	assert_restored(none, &spec, "qemu|" RESTORED_RAM "|-serial|none|-display|none|"
+	assert_restored(none, &spec, EMU "|" RESTORED_RAM "|-serial|none|-display|none|"
 			"-machine|graphics=off|" TAIL);
-	assert_restored(isa, &spec, "qemu|" RESTORED_RAM "|-display|none|"
+	assert_restored(isa, &spec, EMU "|" RESTORED_RAM "|-display|none|"
 			"-machine|graphics=off|-device|isa-serial|" TAIL);
 }
 END_TEST
@@ -215,7 +220,7 @@ START_TEST(test_chardev_serial)
 
 	/* -serial ports come first (serial.log, serial1.log), the isa-serial
 	 * device after them (serial2.log). */
-	assert_restored(in, &spec, "qemu|" RESTORED_RAM "|"
+	assert_restored(in, &spec, EMU "|" RESTORED_RAM "|"
 		"-device|isa-serial,chardev=s2|"
 		"-chardev|file,id=s0,path=/b/serial.log|"
 		"-serial|chardev:s0|"
@@ -248,7 +253,7 @@ START_TEST(test_monitors_dropped)
 		NULL
 	};
 
-	assert_restored(in, &spec, "qemu|" RESTORED_RAM "|"
+	assert_restored(in, &spec, EMU "|" RESTORED_RAM "|"
 		"-chardev|file,id=con,path=/b/serial.log|-serial|chardev:con|"
 		"-chardev|file,id=sh,path=/b/serial1.log,mux=on|-serial|chardev:sh|"
 		"-device|virtconsole,chardev=sh|" TAIL);
@@ -266,8 +271,8 @@ START_TEST(test_displays)
 		"-display", "none", "-serial", "null", NULL
 	};
 
-	assert_restored(removed, &spec, "qemu|" RESTORED_RAM "|-vga|std|-display|none|" TAIL);
-	assert_restored(explicit_none, &spec, "qemu|" RESTORED_RAM "|-display|none|"
+	assert_restored(removed, &spec, EMU "|" RESTORED_RAM "|-vga|std|-display|none|" TAIL);
+	assert_restored(explicit_none, &spec, EMU "|" RESTORED_RAM "|-display|none|"
 			"-machine|graphics=off|-serial|file:/b/serial.log|" TAIL);
 }
 END_TEST
@@ -280,36 +285,192 @@ START_TEST(test_run_control_and_files)
 		"-name", "guest1,debug-threads=on", NULL
 	};
 
-	assert_restored(in, &spec, "qemu|" RESTORED_RAM "|-D|/b/qemu.log|-d|guest_errors|"
+	assert_restored(in, &spec, EMU "|" RESTORED_RAM "|-D|/b/qemu.log|-d|guest_errors|"
 			"-pidfile|/b/qemu.pid|-name|guest1,debug-threads=on|" TAIL);
 }
 END_TEST
 
-/* Flags take no argument; a bare word is a disk image; the rest pass. */
+/* Flags take no argument; a bare word is a disk image; what the backup
+ * allows passes. */
 START_TEST(test_pass_through)
 {
+	static const char *const shared[] = { "/d/b.qcow2", "/d/c" };
+	struct restore_spec sp = spec;
 	const char *in[] = {
-		"qemu", "-snapshot", "-no-hpet", "/d/disk.img", PRIMARY_RAM, "-usb",
-		"-netdev", "tap,id=n0,ifname=tap0,script=no", "-device", "virtio-net,netdev=n0",
-		"-drive", "file=/d/b.qcow2,if=virtio", "-blockdev",
+		"/bin/sh", "-snapshot", "-no-hpet", PRIMARY_RAM, "-usb",
+		"-netdev", "tap,id=n0,ifname=tap0,script=no", "-device", "virtio-net,netdev=n0,romfile=",
+		"-drive", "file=/d/b.qcow2,if=virtio,format=qcow2", "-blockdev",
 		"{\"driver\":\"file\",\"filename\":\"/d/c\",\"node-name\":\"c\"}",
-		"-s", "-enable-kvm", "-only-migratable", "-no-user-config", "-nodefaults",
-		"-preconfig", "--some-future-option", "value", NULL
+		"-enable-kvm", "-only-migratable", "-no-user-config", "-nodefaults",
+		"-global", "migration.send-configuration=off", "-object", "iothread,id=io0",
+		"-smp", "2", "-cpu", "max", "-rtc", "base=utc", NULL
 	};
 
-	assert_restored(in, &spec, "qemu|-snapshot|-no-hpet|/d/disk.img|" RESTORED_RAM "|-usb|"
-		"-netdev|tap,id=n0,ifname=tap0,script=no|-device|virtio-net,netdev=n0|"
-		"-drive|file=/d/b.qcow2,if=virtio|-blockdev|"
+	sp.shared_disks = shared;
+	sp.nshared_disks = 2;
+	/* argv[0] is the agent's --emulator, never the primary's */
+	assert_restored(in, &sp, EMU "|-snapshot|-no-hpet|" RESTORED_RAM "|-usb|"
+		"-netdev|tap,id=n0,ifname=tap0,script=no|-device|virtio-net,netdev=n0,romfile=|"
+		"-drive|file=/d/b.qcow2,if=virtio,format=qcow2|-blockdev|"
 		"{\"driver\":\"file\",\"filename\":\"/d/c\",\"node-name\":\"c\"}|"
-		"-s|-enable-kvm|-only-migratable|-no-user-config|-nodefaults|-preconfig|"
-		"--some-future-option|value|" TAIL);
+		"-enable-kvm|-only-migratable|-no-user-config|-nodefaults|"
+		"-global|migration.send-configuration=off|-object|iothread,id=io0|"
+		"-smp|2|-cpu|max|-rtc|base=utc|" TAIL);
+}
+END_TEST
+
+/* ---- what the backup refuses: each option named in the error ---- */
+
+static void assert_refused(const char *opt, const char *arg, const char *want)
+{
+	const char *in[] = { "qemu", PRIMARY_RAM, opt, arg, NULL };
+	char err[256] = "", **out = (char **)&err;
+	int rc = restore_cmdline_build((char *const *)in, arg ? 5 : 4, &spec, &out, err,
+				       sizeof(err));
+
+	ck_assert_msg(rc == -EINVAL, "%s %s: accepted (%d)", opt, arg ? arg : "", rc);
+	ck_assert_ptr_null(out);
+	ck_assert_msg(strstr(err, want), "%s %s: '%s' lacks '%s'", opt, arg ? arg : "", err, want);
+}
+
+#define NOT_ALLOWED "not allowed on the backup"
+
+START_TEST(test_refused_netdev)
+{
+	assert_refused("-netdev", "tap,id=n0,ifname=tap0,script=/tmp/m",
+		       "-netdev tap: property 'script' names a host program; " NOT_ALLOWED);
+	assert_refused("-netdev", "tap,id=n0,downscript=/tmp/m",
+		       "-netdev tap: property 'downscript' names a host program");
+	assert_refused("-netdev", "tap,id=n0,helper=/tmp/m",
+		       "-netdev tap: property 'helper' names a host program");
+	assert_refused("-netdev", "tap,id=n0,script=no,script=/tmp/m",
+		       "-netdev tap: property 'script' given twice");
+	assert_refused("-netdev", "tap,id=n0,fd=3", "-netdev tap: property 'fd' passes a host file");
+	assert_refused("-netdev", "tap,id=n0,vhostfd=3", "-netdev tap: property 'vhostfd'");
+	assert_refused("-netdev", "user,id=u0,guestfwd=tcp:10.0.2.1:1-cmd:/bin/sh",
+		       "-netdev user: type 'user' is " NOT_ALLOWED);
+	assert_refused("-netdev", "socket,id=s0,listen=:4444", "-netdev socket: only udp=");
+	assert_refused("-netdev", "type=dgram,id=n0,type=user", "-netdev dgram: property 'type' given twice");
+	assert_refused("-netdev", "{\"type\":\"user\",\"id\":\"u0\"}", "-netdev: the JSON form");
+	assert_refused("-netdev", "dgram,id=n0,local.type=fd,local.str=3",
+		       "-netdev dgram: property 'local.str'");
+	assert_refused("-net", "user", "-net: names a host path, program or device");
+	assert_refused("-nic", "user,guestfwd=tcp:10.0.2.1:1-cmd:/bin/sh", "-nic: ");
+}
+END_TEST
+
+START_TEST(test_refused_chardev)
+{
+	/* QEMU takes the last backend=; the rewrite would see the first */
+	assert_refused("-chardev", "null,id=c0,backend=file,path=/tmp/m",
+		       "-chardev null: property 'backend' given twice; " NOT_ALLOWED);
+	assert_refused("-chardev", "socket,id=c0,path=/a,path=/tmp/m",
+		       "-chardev socket: property 'path' given twice");
+	assert_refused("-chardev", "null,id=c0,logfile=/tmp/m",
+		       "-chardev null: property 'logfile' names a host path");
+	assert_refused("-chardev", "qemu-vdagent,id=c0", "-chardev qemu-vdagent: backend");
+	assert_refused("-chardev", "null,path=/tmp/m", "-chardev null: no id");
+}
+END_TEST
+
+START_TEST(test_refused_disks)
+{
+	assert_refused("-drive", "file=/etc/shadow,format=raw,if=virtio",
+		       "-drive: file '/etc/shadow' is neither a replicated disk nor a shared disk");
+	assert_refused("-drive", "file=fat:rw:/etc,format=vvfat", "-drive: format 'vvfat'");
+	assert_refused("-drive", "file=/etc/shadow", "-drive: file '/etc/shadow' without format=");
+	assert_refused("-drive", "file.driver=file,file.filename=/etc/shadow",
+		       "-drive: property 'file.driver'");
+	assert_refused("-drive", "file=/a.img,file=/etc/shadow", "-drive: property 'file' given twice");
+	assert_refused("-blockdev", "driver=file,filename=/etc/shadow,node-name=f0",
+		       "-blockdev file: filename '/etc/shadow' is neither a replicated");
+	assert_refused("-blockdev", "driver=nbd,server.type=inet,server.host=10.0.0.1,node-name=n",
+		       "-blockdev nbd: driver 'nbd' is " NOT_ALLOWED);
+	assert_refused("-blockdev", "{\"driver\":\"qcow2\",\"node-name\":\"q\",\"file\":"
+		       "{\"driver\":\"file\",\"filename\":\"/etc/shadow\"}}",
+		       "-blockdev qcow2: property 'file.");
+	assert_refused("-blockdev", "driver=qcow2,node-name=q,file=f,data-file=/etc/shadow",
+		       "-blockdev qcow2: property 'data-file' names a host path");
+	assert_refused("-hda", "/etc/shadow", "-hda: the image's format would be probed");
+	assert_refused("-cdrom", "/etc/shadow", "-cdrom: the image's format would be probed");
+	assert_refused("-pflash", "/tmp/OVMF.fd", "-pflash: the image's format");
+	assert_refused("/etc/shadow", NULL, "disk image argument: the image's format would be "
+		       "probed; give it as -drive file=/etc/shadow");
+	assert_refused("-chardev", "socket,id=../../etc/x,path=/tmp/m",
+		       "-chardev socket: id '../../etc/x' is not an identifier");
+	assert_refused("-netdev", "dgram,id=../x,local.type=unix,local.path=/tmp/m",
+		       "-netdev dgram: id '../x' is not an identifier");
+}
+END_TEST
+
+START_TEST(test_refused_objects_devices)
+{
+	assert_refused("-object", "memory-backend-file,id=m1,size=1M,mem-path=/tmp/m",
+		       "-object memory-backend-file: only the main RAM backend 'ram0'");
+	assert_refused("-object", "memory-backend-file,id=ram0,size=1M,mem-path=/a,mem-path=/tmp/m",
+		       "-object memory-backend-file: property 'mem-path' given twice");
+	assert_refused("-object", "filter-dump,id=f0,netdev=n0,file=/tmp/m",
+		       "-object filter-dump: type " NOT_ALLOWED);
+	assert_refused("-object", "{\"qom-type\":\"secret\",\"id\":\"s0\",\"file\":\"/etc/shadow\"}",
+		       "-object secret: type");
+	assert_refused("-object", "iothread,id=io0,file=/tmp/m",
+		       "-object iothread: property 'file' names a host path");
+	assert_refused("-device", "vfio-pci,host=01:00.0", "-device vfio-pci: device " NOT_ALLOWED);
+	assert_refused("-device", "loader,file=/etc/shadow,addr=0x1000", "-device loader: device");
+	assert_refused("-device", "usb-host,hostbus=1,hostaddr=2", "-device usb-host: device");
+	assert_refused("-device", "vhost-user-fs-pci,chardev=c0,tag=t", "-device vhost-user-fs-pci");
+	assert_refused("-device", "virtio-net-pci,netdev=n0,romfile=/etc/shadow",
+		       "-device virtio-net-pci: property 'romfile' names a host path");
+	assert_refused("-device", "e1000,driver=vfio-pci,host=01:00.0",
+		       "-device e1000: property 'driver' given twice");
+	assert_refused("-global", "virtio-net-pci.romfile=/etc/shadow",
+		       "-global: 'virtio-net-pci.romfile' is " NOT_ALLOWED);
+	assert_refused("-global", "driver=loader,property=file,value=/etc/shadow", "-global: only");
+}
+END_TEST
+
+START_TEST(test_refused_host_files_and_programs)
+{
+	static const char *const opts[][3] = {
+		{ "-gdb", "file:/tmp/m", "-gdb: opens a debugger" },
+		{ "-gdb", "tcp::1234", "-gdb: opens a debugger" },
+		{ "-s", NULL, "-s: opens a debugger" },
+		{ "-plugin", "file=/tmp/m.so", "-plugin: names a host path, program or device" },
+		{ "-readconfig", "/tmp/m.cfg", "-readconfig: names a host path" },
+		{ "-L", "/tmp", "-L: names a host path" },
+		{ "-bios", "/tmp/m.bin", "-bios: names a host path" },
+		{ "-option-rom", "/tmp/m.rom", "-option-rom: names a host path" },
+		{ "-trace", "file=/tmp/m", "-trace: names a host path" },
+		{ "-add-fd", "fd=3,set=1", "-add-fd: names a host path" },
+		{ "-fsdev", "local,id=f,path=/,security_model=none", "-fsdev: names" },
+		{ "-virtfs", "local,path=/,mount_tag=r,security_model=none", "-virtfs: names" },
+		{ "-mem-path", "/tmp", "-mem-path: names" },
+		{ "-runas", "nobody", "-runas: names" },
+		{ "-chroot", "/tmp", "-chroot: names" },
+		{ "-audiodev", "wav,id=a0,path=/tmp/m", "-audiodev: names" },
+		{ "-acpitable", "file=/etc/shadow", "-acpitable: names" },
+		{ "-dtb", "/tmp/m", "-dtb: names" },
+		{ "-icount", "shift=1,rr=record,rrfile=/tmp/m", "-icount: names" },
+		{ "-qtest", "unix:/tmp/m", "-qtest: opens a debugger" },
+		{ "-preconfig", NULL, "-preconfig: is not on the backup's allowlist" },
+		{ "-machine", "pc,dumpdtb=/tmp/m", "-machine: property 'dumpdtb' names a host path" },
+		{ "-machine", "pc,kernel=/tmp/m", "-machine: property 'kernel' names a host path" },
+		{ "-fw_cfg", "name=opt/m,file=/etc/shadow", "-fw_cfg: property 'file' names a host path" },
+		{ "-smbios", "file=/etc/shadow", "-smbios: property 'file' names a host path" },
+		{ "-boot", "order=c,splash=/tmp/m", "-boot: property 'splash' names a host path" },
+		{ "-vga", "/tmp/m", "-vga: '/tmp/m' is " NOT_ALLOWED },
+		{ "-c", "touch /tmp/m", "-c: is not on the backup's allowlist" },
+	};
+
+	for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++)
+		assert_refused(opts[i][0], opts[i][1], opts[i][2]);
 }
 END_TEST
 
 START_TEST(test_comma_in_state_dir)
 {
 	const struct restore_spec sp = {
-		.state_dir = "/b,1", .ram_path = "/r,am", .ram_backend_id = "ram0",
+		.emulator = EMU, .state_dir = "/b,1", .ram_path = "/r,am", .ram_backend_id = "ram0",
 	};
 	const char *in[] = {
 		"qemu", PRIMARY_RAM, "-serial", "stdio", "-chardev", "pty,id=c",
@@ -317,7 +478,7 @@ START_TEST(test_comma_in_state_dir)
 	};
 
 	/* key=value text doubles commas; "file:" and plain paths do not. */
-	assert_restored(in, &sp, "qemu|-object|memory-backend-file,id=ram0,size=128M,"
+	assert_restored(in, &sp, EMU "|-object|memory-backend-file,id=ram0,size=128M,"
 		"mem-path=/r,,am,share=on|-serial|file:/b,1/serial.log|"
 		"-chardev|file,id=c,path=/b,,1/serial1.log|-serial|chardev:c|"
 		"-pidfile|/b,1/qemu.pid|-qmp|unix:/b,,1/qmp.sock,server=on,wait=off|"
@@ -349,7 +510,7 @@ START_TEST(test_netdev_dgram_to_named_tap)
 
 	sp.taps = taps;
 	sp.ntaps = 1;
-	assert_restored(in, &sp, "qemu|" RESTORED_RAM "|"
+	assert_restored(in, &sp, EMU "|" RESTORED_RAM "|"
 		"-netdev|tap,id=n0,ifname=tap7,script=no,downscript=no|"
 		"-device|" NIC_N0 "|" TAIL);
 }
@@ -366,7 +527,7 @@ START_TEST(test_netdev_single_nic_bare_tap)
 
 	sp.taps = taps;
 	sp.ntaps = 1;
-	assert_restored(in, &sp, "qemu|" RESTORED_RAM "|"
+	assert_restored(in, &sp, EMU "|" RESTORED_RAM "|"
 		"-netdev|tap,id=n0,ifname=tap7,script=no,downscript=no|"
 		"-device|" NIC_N0 "|" TAIL);
 }
@@ -384,7 +545,7 @@ START_TEST(test_netdev_two_nics_one_tap)
 
 	sp.taps = taps;
 	sp.ntaps = 1;
-	assert_restored(in, &sp, "qemu|" RESTORED_RAM "|" MOVED_N0 "|-device|" NIC_N0 "|"
+	assert_restored(in, &sp, EMU "|" RESTORED_RAM "|" MOVED_N0 "|-device|" NIC_N0 "|"
 		"-netdev|tap,id=n1,ifname=tapB,script=no,downscript=no|"
 		"-device|" NIC_N1 "|" TAIL);
 }
@@ -402,27 +563,27 @@ START_TEST(test_netdev_socket_udp_to_tap)
 
 	sp.taps = taps;
 	sp.ntaps = 1;
-	assert_restored(in, &sp, "qemu|" RESTORED_RAM "|"
+	assert_restored(in, &sp, EMU "|" RESTORED_RAM "|"
 		"-netdev|tap,id=n2,ifname=tapC,script=no,downscript=no|"
 		"-device|e1000,netdev=n2|" TAIL);
 }
 END_TEST
 
-/* Backends that are not the net buffer's stay, TAP or not. */
+/* A TAP without scripts (a restored VM's own line) stays, TAP given or not. */
 START_TEST(test_netdev_other_backends_kept)
 {
-	const char *const taps[] = { "u0=tapU", "t0=tapT" };
+	const char *const taps[] = { "t0=tapT" };
 	struct restore_spec sp = spec;
 	const char *in[] = {
-		"qemu", PRIMARY_RAM, "-netdev", "user,id=u0", "-device", "e1000,netdev=u0",
-		"-netdev", "tap,id=t0,ifname=x", "-device", "e1000,netdev=t0", NULL
+		"qemu", PRIMARY_RAM, "-netdev", "tap,id=t0,ifname=x,script=no,downscript=no",
+		"-device", "e1000,netdev=t0", NULL
 	};
-	const char *want = "qemu|" RESTORED_RAM "|-netdev|user,id=u0|-device|e1000,netdev=u0|"
-		"-netdev|tap,id=t0,ifname=x|-device|e1000,netdev=t0|" TAIL;
+	const char *want = EMU "|" RESTORED_RAM "|-netdev|tap,id=t0,ifname=x,script=no,"
+		"downscript=no|-device|e1000,netdev=t0|" TAIL;
 
 	assert_restored(in, &spec, want);
 	sp.taps = taps;
-	sp.ntaps = 2;
+	sp.ntaps = 1;
 	assert_restored(in, &sp, want);
 }
 END_TEST
@@ -439,7 +600,7 @@ START_TEST(test_netdev_bare_tap_ignored_with_two_nics)
 
 	sp.taps = taps;
 	sp.ntaps = 1;
-	assert_restored(in, &sp, "qemu|" RESTORED_RAM "|" MOVED_N0 "|-device|" NIC_N0 "|"
+	assert_restored(in, &sp, EMU "|" RESTORED_RAM "|" MOVED_N0 "|-device|" NIC_N0 "|"
 		MOVED_N1 "|-device|" NIC_N1 "|" TAIL);
 }
 END_TEST
@@ -455,7 +616,7 @@ START_TEST(test_netdev_tap_id_matched_whole)
 
 	sp.taps = taps;
 	sp.ntaps = 2;
-	assert_restored(in, &sp, "qemu|" RESTORED_RAM "|" MOVED_N0 "|-device|" NIC_N0 "|" TAIL);
+	assert_restored(in, &sp, EMU "|" RESTORED_RAM "|" MOVED_N0 "|-device|" NIC_N0 "|" TAIL);
 }
 END_TEST
 
@@ -502,7 +663,7 @@ START_TEST(test_netdev_tap_name_comma_doubled)
 
 	sp.taps = taps;
 	sp.ntaps = 1;
-	assert_restored(in, &sp, "qemu|" RESTORED_RAM "|"
+	assert_restored(in, &sp, EMU "|" RESTORED_RAM "|"
 		"-netdev|tap,id=n0,ifname=tap,,1,script=no,downscript=no|"
 		"-device|" NIC_N0 "|" TAIL);
 }
@@ -556,17 +717,20 @@ static const struct restore_disk disk0[] = { { "/var/lib/vm/d0.img", "/b/disk-0.
 
 START_TEST(test_disk_drive_to_overlay)
 {
+	static const char *const shared[] = { "/iso/other.iso" };
 	struct restore_spec sp = spec;
 	const char *in[] = {
 		"qemu", PRIMARY_RAM, "-drive", "file=/var/lib/vm/d0.img,format=raw,if=virtio,id=d0",
-		"-drive", "file=/iso/other.iso,media=cdrom,readonly=on", NULL
+		"-drive", "file=/iso/other.iso,media=cdrom,readonly=on,format=raw", NULL
 	};
 
 	sp.disks = disk0;
 	sp.ndisks = 1;
-	assert_restored(in, &sp, "qemu|" RESTORED_RAM "|"
+	sp.shared_disks = shared;
+	sp.nshared_disks = 1;
+	assert_restored(in, &sp, EMU "|" RESTORED_RAM "|"
 		"-drive|file=/b/disk-0.qcow2,format=qcow2,if=virtio,id=d0|"
-		"-drive|file=/iso/other.iso,media=cdrom,readonly=on|" TAIL);
+		"-drive|file=/iso/other.iso,media=cdrom,readonly=on,format=raw|" TAIL);
 }
 END_TEST
 
@@ -582,7 +746,7 @@ START_TEST(test_disk_blockdev_to_overlay)
 
 	sp.disks = disk0;
 	sp.ndisks = 1;
-	assert_restored(in, &sp, "qemu|" RESTORED_RAM "|"
+	assert_restored(in, &sp, EMU "|" RESTORED_RAM "|"
 		"-blockdev|driver=file,filename=/b/disk-0.qcow2,node-name=d0-file|"
 		"-blockdev|driver=qcow2,file=d0-file,node-name=d0|"
 		"-device|virtio-blk-pci,drive=d0,id=vdisk0|" TAIL);
@@ -600,7 +764,7 @@ START_TEST(test_disk_blockdev_json_to_overlay)
 
 	sp.disks = disk0;
 	sp.ndisks = 1;
-	assert_restored(in, &sp, "qemu|" RESTORED_RAM "|"
+	assert_restored(in, &sp, EMU "|" RESTORED_RAM "|"
 		"-blockdev|{\"driver\":\"file\",\"filename\":\"/b/disk-0.qcow2\",\"node-name\":\"s1\"}|"
 		"-blockdev|{\"node-name\":\"f1\",\"driver\":\"qcow2\",\"file\":\"s1\"}|" TAIL);
 }
@@ -619,7 +783,7 @@ START_TEST(test_disk_blockdev_implied_driver_and_host_device)
 
 	sp.disks = dev0;
 	sp.ndisks = 1;
-	assert_restored(in, &sp, "qemu|" RESTORED_RAM "|"
+	assert_restored(in, &sp, EMU "|" RESTORED_RAM "|"
 		"-blockdev|file,filename=/b/disk-0.qcow2,node-name=d0-file|"
 		"-blockdev|qcow2,file=d0-file,node-name=d0|" TAIL);
 }
@@ -630,15 +794,61 @@ END_TEST
 START_TEST(test_disk_missing_is_error)
 {
 	struct restore_spec sp = spec;
+	static const char *const shared[] = { "/elsewhere.img" };
 	const char *in[] = { "qemu", PRIMARY_RAM, "-drive", "file=/elsewhere.img,format=raw", NULL };
 	char **out = NULL, err[256];
 
 	sp.disks = disk0;
 	sp.ndisks = 1;
+	sp.shared_disks = shared;
+	sp.nshared_disks = 1;
 	ck_assert_int_eq(restore_cmdline_build((char *const *)in, count(in), &sp, &out, err,
 					       sizeof(err)), -EINVAL);
 	ck_assert_ptr_null(out);
 	ck_assert_ptr_nonnull(strstr(err, "/var/lib/vm/d0.img"));
+}
+END_TEST
+
+
+/* ---- at HELLO: the HELLO's VM, dry-run ---- */
+
+static int check_hello_json(const char *json, char *err, size_t errlen)
+{
+	struct restore_opts o = { .dir = "/b", .emulator = EMU };
+	struct json_object *vm = json_tokener_parse(json);
+	int rc;
+
+	ck_assert_ptr_nonnull(vm);
+	rc = restore_check_hello(&o, vm, err, errlen);
+	json_object_put(vm);
+	return rc;
+}
+
+#define HELLO_RAM "\"ram_backend\":\"ram0\",\"qemu_argv\":[\"/bin/sh\",\"-object\"," \
+	"\"memory-backend-file,id=ram0,size=1M,mem-path=/r/ram,share=on\""
+
+START_TEST(test_check_hello)
+{
+	char err[256];
+
+	ck_assert_int_eq(check_hello_json("{" HELLO_RAM "]}", err, sizeof(err)), 0);
+	/* a replicated disk is found on the command line, as at failover */
+	ck_assert_int_eq(check_hello_json("{" HELLO_RAM ",\"-drive\",\"file=/d0,format=raw\"],"
+					  "\"disks\":[{\"id\":\"d0\",\"file\":\"/d0\"}]}",
+					  err, sizeof(err)), 0);
+	ck_assert_int_eq(check_hello_json("{" HELLO_RAM "],\"disks\":[{\"id\":\"d0\",\"file\":\"/d0\"}]}",
+					  err, sizeof(err)), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(err, "/d0"));
+	ck_assert_int_eq(check_hello_json("{" HELLO_RAM ",\"-gdb\",\"file:/tmp/m\"]}", err,
+					  sizeof(err)), -EINVAL);
+	ck_assert_str_eq(err, "-gdb: opens a debugger or test port on the guest; not allowed on "
+			 "the backup");
+	ck_assert_int_eq(check_hello_json("{" HELLO_RAM "],\"libvirt_xml\":\"<domain><name>x</name>"
+					  "<devices><hostdev type='pci'/></devices></domain>\"}",
+					  err, sizeof(err)), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(err, "<hostdev type='pci'>"));
+	/* not a HELLO the agent takes at all: its own checks say why */
+	ck_assert_int_eq(check_hello_json("{\"protocol\":2}", err, sizeof(err)), 0);
 }
 END_TEST
 
@@ -727,6 +937,7 @@ START_TEST(test_real_qemu_accepts_it)
 	snprintf(ram, sizeof(ram), "%s/ram", dir);
 	sp.state_dir = dir;
 	sp.ram_path = ram;
+	sp.emulator = qemu;
 	{
 		const char *in[] = {
 			qemu, "-accel", "tcg", "-machine", "pc,memory-backend=ram0",
@@ -797,6 +1008,11 @@ static Suite *restore_cmdline_suite(void)
 	add(s, "displays", test_displays, 5);
 	add(s, "run_control_and_files", test_run_control_and_files, 5);
 	add(s, "pass_through", test_pass_through, 5);
+	add(s, "refused_netdev", test_refused_netdev, 5);
+	add(s, "refused_chardev", test_refused_chardev, 5);
+	add(s, "refused_disks", test_refused_disks, 5);
+	add(s, "refused_objects_devices", test_refused_objects_devices, 5);
+	add(s, "refused_host_files_and_programs", test_refused_host_files_and_programs, 5);
 	add(s, "comma_in_state_dir", test_comma_in_state_dir, 5);
 	add(s, "netdev_dgram_to_named_tap", test_netdev_dgram_to_named_tap, 5);
 	add(s, "netdev_single_nic_bare_tap", test_netdev_single_nic_bare_tap, 5);
@@ -815,6 +1031,7 @@ static Suite *restore_cmdline_suite(void)
 	add(s, "disk_blockdev_implied_driver_and_host_device",
 	    test_disk_blockdev_implied_driver_and_host_device, 5);
 	add(s, "bad_input", test_bad_input, 5);
+	add(s, "check_hello", test_check_hello, 5);
 	add(s, "real_qemu_accepts_it", test_real_qemu_accepts_it, 60);
 	return s;
 }

@@ -66,7 +66,7 @@ kill -0 "$AGENT_PID" 2>/dev/null && pass "agent still running" || fail "agent di
 	fail "agent started a VM"
 # One primary at a time: a second one hears why it is refused. The first
 # then vanishes before any checkpoint: nothing to fail over to.
-hello='{"protocol":1,"name":"first","ram_size":65536,"page_size":4096,"ram_backend":"ram0","machine_type":"pc-i440fx-7.2","qemu_argv":["qemu-system-x86_64"]}'
+hello='{"protocol":1,"name":"first","ram_size":65536,"page_size":4096,"ram_backend":"ram0","machine_type":"pc-i440fx-7.2","qemu_argv":["qemu-system-x86_64","-object","memory-backend-ram,id=ram0,size=64K"]}'
 peer 1 "$hello" 3 > "$T/first.out" &
 first=$!
 wait_for 5 grep -qs '"ok":true' "$T/first.out" || fail "a valid HELLO was not accepted: $(cat "$T/first.out")"

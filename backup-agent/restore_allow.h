@@ -1,0 +1,23 @@
+/* What a restored VM's command line may ask of the backup's host.
+ *
+ * The command line comes from the primary, over the network, and the
+ * agent runs it as root: anything it does not know to be harmless is
+ * refused. Options and, per option, properties are allowlisted; whatever
+ * names a host path, program, device or descriptor is refused, unless the
+ * restore rewrites it into the state dir (restore_cmdline.c) or it is a
+ * replicated disk or one the agent's config declares shared. */
+#ifndef REMUS_RESTORE_ALLOW_H
+#define REMUS_RESTORE_ALLOW_H
+
+#include <stddef.h>
+
+struct restore_spec;
+
+/* One option of the primary's command line: name without its dashes (NULL
+ * for a bare disk image argument), arg its argument (NULL for a flag).
+ * 0 if allowed (perhaps to be rewritten), -EINVAL with the option named in
+ * err if not, -ENOMEM. */
+int restore_allow_option(const struct restore_spec *spec, const char *name, const char *arg,
+			 char *err, size_t errlen);
+
+#endif
