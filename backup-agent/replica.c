@@ -308,13 +308,13 @@ static int replay_pending(struct replica *rp, char *why, size_t whylen)
 	return 0;
 }
 
-int replica_begin_session(struct replica *rp, const char *hello_json, char *err, size_t errlen)
+int replica_parse_hello(const char *hello_json, struct json_object **out, char *err,
+			size_t errlen)
 {
 	struct json_object *h = json_tokener_parse(hello_json);
-	struct json_object *v;
 	int rc;
 
-	replica_end_session(rp);
+	*out = NULL;
 	if (!h) {
 		snprintf(err, errlen, "HELLO is not valid JSON");
 		return -EINVAL;
@@ -324,6 +324,19 @@ int replica_begin_session(struct replica *rp, const char *hello_json, char *err,
 		json_object_put(h);
 		return rc;
 	}
+	*out = h;
+	return 0;
+}
+
+int replica_begin_session(struct replica *rp, const char *hello_json, char *err, size_t errlen)
+{
+	struct json_object *h, *v;
+	int rc;
+
+	replica_end_session(rp);
+	rc = replica_parse_hello(hello_json, &h, err, errlen);
+	if (rc)
+		return rc;
 	if (mkdir(rp->dir, 0700) < 0 && errno != EEXIST) {
 		rc = -errno;
 		snprintf(err, errlen, "backup cannot create state dir %s: %s", rp->dir, strerror(errno));

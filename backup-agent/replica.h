@@ -71,8 +71,14 @@ struct replica {
 
 void replica_init(struct replica *rp, const char *dir);
 void replica_free(struct replica *rp);
-/* A primary said HELLO: check it and prepare ram.sync. 0, or -errno with
- * the reason in err (sent back to the primary). */
+/* A HELLO's text parsed and checked (JSON, protocol, sizes, names, disks),
+ * with no side effects: *out is the HELLO object (json_object_put), or
+ * NULL and -errno with the reason in err. */
+int replica_parse_hello(const char *hello_json, struct json_object **out, char *err,
+			size_t errlen);
+/* A primary said HELLO: check it (replica_parse_hello) and prepare
+ * ram.sync. 0, or -errno with the reason in err (sent back to the
+ * primary). */
 int replica_begin_session(struct replica *rp, const char *hello_json,
 			  char *err, size_t errlen);
 void replica_end_session(struct replica *rp);
