@@ -275,7 +275,8 @@ int journal_apply(const char *dir, const struct journal_view *j, uint8_t *ram, u
 		ram = mapped;
 	}
 	for (uint64_t i = 0; i < j->npages; i++) {
-		if ((j->idx[i] + 1) * PROTO_PAGE_SIZE > ram_size) {
+		/* Not (idx + 1) * 4096 > ram_size: that wraps for a huge idx. */
+		if (j->idx[i] >= ram_size / PROTO_PAGE_SIZE) {
 			rc = -ERANGE;
 			goto out;
 		}

@@ -1273,6 +1273,36 @@ START_TEST(test_damaged_journal_is_refused)
 }
 END_TEST
 
+/* A page index past RAM whose end overflows 64 bits ((idx + 1) * 4096
+ * wraps to page 3's end) is refused, not written to the page it wraps to.
+ * The journal's CRC is right: only its reader's bound stands in the way.
+ * Found by fuzz/fuzz_journal's check that a replay names pages in RAM. */
+START_TEST(test_journal_page_index_wrapping_past_ram_is_refused)
+{
+	struct fx *f = fx_open();
+	static const uint64_t idx[1] = { (UINT64_MAX / PROTO_PAGE_SIZE) + 1 + 2 };
+	static uint8_t page[PROTO_PAGE_SIZE];
+	struct journal_view j = {
+		.epoch = 2, .npages = 1, .idx = idx, .pages = page,
+		.devstate = (const uint8_t *)"dev", .devstate_len = 3,
+		.vm_json = "{}", .vm_json_len = 2,
+	};
+	struct snap before;
+	char err[256];
+
+	committed_to(f, 1);
+	snap_take(f, &before);
+	memset(page, 0x5a, sizeof(page));
+	ck_assert_int_eq(journal_write(f->dir, &j), 0);
+	replica_end_session(&f->rp);
+	ck_assert_int_eq(replica_recover(f->dir, err, sizeof(err)), -ERANGE);
+	ck_assert_msg(strstr(err, "epoch 2"), "err: '%s'", err);
+	snap_assert_same(f, &before);
+	snap_free(&before);
+	fx_close(f);
+}
+END_TEST
+
 static void add(Suite *s, const char *name, const TTest *t, double timeout)
 {
 	TCase *tc = tcase_create(name);
@@ -1321,6 +1351,7 @@ static Suite *replica_suite(void)
 	ADD(s, test_killed_before_commit_point_recovers_previous_epoch);
 	ADD(s, test_killed_after_commit_point_recovers_new_epoch);
 	ADD(s, test_damaged_journal_is_refused);
+	ADD(s, test_journal_page_index_wrapping_past_ram_is_refused);
 	return s;
 }
 
