@@ -8,8 +8,9 @@
  *         (id 2), an HMP command (id 3) and reads the events;
  *   odd   the libvirt passthrough: the rest is the reply text of each
  *         command, and the data of an event pushed in.
- * A command that succeeds must have taken a "return"; the last error text
- * must be set whenever one fails.
+ * A command that fails must leave no return value and say why (the last
+ * error text), an attach that fails too; an HMP command that succeeds
+ * must give its text.
  *
  *   make fuzz
  *   mkdir -p build/fuzz/corpus-qmp
