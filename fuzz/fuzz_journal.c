@@ -1,7 +1,10 @@
 /* libFuzzer harness for the journal reader (backup-agent/journal.c,
  * journal_recover: what the agent replays at start and before a restore).
  * The input is written as DIR/journal beside a RAM image of RAM_PAGES pages
- * and two disk images (DIR in /dev/shm, made once), then recovered. A
+ * and two disk images (DIR made once in $TMPDIR, else /dev/shm, else /tmp;
+ * removed at exit, which libFuzzer skips after a finding or
+ * -max_total_time: scripts/run-fuzzers gives each run a TMPDIR of its own
+ * and removes it), then recovered. A
  * journal it replays must have named only pages inside the RAM image and
  * left every file at its size and the journal gone; one it refuses must
  * come with a reason. Must neither crash nor leak.
@@ -38,7 +41,7 @@
 #define MAGIC_V1   0x314a4d52u
 #define MAGIC_V2   0x324a4d52u
 
-static char dir[64];
+static char dir[PATH_MAX];
 
 static void rm_dir(void)
 {
@@ -162,9 +165,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int rc;
 
 	if (!dir[0]) {
-		snprintf(dir, sizeof(dir), "/dev/shm/fuzz-journal.XXXXXX");
-		if (access("/dev/shm", W_OK) < 0)
-			snprintf(dir, sizeof(dir), "/tmp/fuzz-journal.XXXXXX");
+		const char *tmp = getenv("TMPDIR");
+
+		if (!tmp || !*tmp)
+			tmp = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+		snprintf(dir, sizeof(dir), "%s/fuzz-journal.XXXXXX", tmp);
 		if (!mkdtemp(dir))
 			abort();
 		atexit(rm_all);
