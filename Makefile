@@ -59,21 +59,46 @@ $(B)/asan/check_%: $(B)/asan/tests/check_%.o $(patsubst %.c,$(B)/asan/%.o,$(ALL_
 	@$(if $(Q),echo "  LD-SAN  $@")
 	$(Q)$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(CHECK_LIBS) $(LDLIBS)
 
-# libFuzzer harnesses, one per parser of outside bytes (fuzz/fuzz_*.c); not
-# part of `make check`. Needs clang and libclang-rt-14-dev. How to run one:
-# the comment at the top of its file.
+# libFuzzer harnesses, one per parser of outside bytes (fuzz/fuzz_*.c).
+# `make fuzz` builds them; `make fuzz-run` (part of `make check`) runs each
+# for FUZZ_SECONDS from its seeds, and fails on any crash, leak, sanitizer
+# report or timeout (scripts/run-fuzzers). Needs clang and
+# libclang-rt-14-dev. How to run one by hand: the comment at the top of its
+# file. UBSan stops at its first report, as in the unit tests.
 FUZZ_CC    := clang
 FUZZ_FLAGS := $(filter-out -MMD -MP,$(CFLAGS)) -fsanitize=fuzzer,address,undefined \
-              -fno-omit-frame-pointer
+              -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_LIBS  := $(shell pkg-config --libs json-c)
+FUZZ_SECONDS ?= 20
 FUZZERS    := $(patsubst fuzz/%.c,$(B)/fuzz/%,$(wildcard fuzz/fuzz_*.c))
 fuzz: $(FUZZERS)
 $(B)/fuzz/fuzz_config: fuzz/fuzz_config.c common/config.c common/cli.c common/netaddr.c
 $(B)/fuzz/fuzz_disk_frame: fuzz/fuzz_disk_frame.c common/proto.c common/crc32c.c
 $(B)/fuzz/fuzz_nbd: fuzz/fuzz_nbd.c common/nbd_server.c common/log.c common/text.c
+$(B)/fuzz/fuzz_frame: fuzz/fuzz_frame.c common/proto.c common/crc32c.c
+$(B)/fuzz/fuzz_hello: fuzz/fuzz_hello.c backup-agent/replica.c backup-agent/journal.c \
+                      backup-agent/diskfile.c backup-agent/pair.c common/proto.c common/crc32c.c \
+                      common/log.c common/text.c common/procfs.c
+$(B)/fuzz/fuzz_journal: fuzz/fuzz_journal.c backup-agent/journal.c backup-agent/diskfile.c \
+                        common/crc32c.c
+$(B)/fuzz/fuzz_qmp: fuzz/fuzz_qmp.c common/qmp.c common/log.c common/text.c
 $(FUZZERS):
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  FUZZ    $@")
-	$(Q)$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $(filter %.c,$^)
+	$(Q)$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $(filter %.c,$^) $(FUZZ_LIBS)
+
+fuzz-run: $(FUZZERS)
+	$(Q)FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/run-fuzzers $(FUZZERS)
+
+# Clang's static analyzer over every program's sources, built in a
+# directory of its own (wiped first: scan-build sees only what it
+# compiles, and an unchanged file must be looked at again); any report
+# fails. The HTML reports stay in $(B)/scan-build.
+SCAN_BUILD ?= scan-build
+analyze:
+	$(Q)rm -rf $(B)/analyze
+	$(Q)$(SCAN_BUILD) --status-bugs -o $(B)/scan-build \
+		$(MAKE) --no-print-directory B=$(B)/analyze all
 
 GUEST := $(B)/guest
 guest: $(GUEST)/initrd.img
@@ -87,7 +112,7 @@ integration: all guest
 	$(Q)tests/integration/run-all
 
 check: deps
-	$(Q)$(MAKE) --no-print-directory all unit integration
+	$(Q)$(MAKE) --no-print-directory all unit analyze fuzz-run integration
 
 deps:
 	$(Q)scripts/install-deps
@@ -102,6 +127,6 @@ bench: all guest
 clean:
 	rm -rf $(B)
 
-.PHONY: all guest unit integration check deps demo bench fuzz clean
+.PHONY: all guest unit integration check deps demo bench fuzz fuzz-run analyze clean
 .SECONDARY:
 -include $(shell find $(B) -name '*.d' 2>/dev/null)

@@ -540,7 +540,9 @@ static struct peer_link *free_link(struct agent *a)
 static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct agent *a = w->data;
-	struct sockaddr_storage ss;
+	/* accept4 fills it; AF_UNSPEC until then, so a peer with no address
+	 * is "?" (and the analyzer sees the field set) */
+	struct sockaddr_storage ss = { .ss_family = AF_UNSPEC };
 	socklen_t sl = sizeof(ss);
 	char host[48] = "?";
 	int fd = accept4(a->listen_fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);

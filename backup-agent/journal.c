@@ -146,6 +146,7 @@ static int map_target(const char *dir, const struct journal_view *j, uint8_t **r
 	const char *name = j->promote && exists(dir, "ram.sync") ? "ram.sync" : "ram";
 	char path[PATH_MAX];
 	struct stat st;
+	void *map;
 	int fd, rc = path_in(dir, name, path);
 
 	if (rc)
@@ -158,9 +159,11 @@ static int map_target(const char *dir, const struct journal_view *j, uint8_t **r
 		goto out;
 	}
 	*size = (uint64_t)st.st_size;
-	*ram = mmap(NULL, *size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	if (*ram == MAP_FAILED)
+	map = mmap(NULL, *size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (map == MAP_FAILED)
 		rc = -errno;
+	else
+		*ram = map;
 out:
 	close(fd);
 	return rc;
@@ -264,13 +267,16 @@ int journal_apply(const char *dir, const struct journal_view *j, uint8_t *ram, u
 	int rc = 0;
 
 	if (!ram) {
+		/* mapped is set exactly when rc is 0; tested too, as the
+		 * analyzer cannot tell that -errno is never 0. */
 		rc = map_target(dir, j, &mapped, &ram_size);
-		if (rc)
-			return rc;
+		if (rc || !mapped)
+			return rc ? rc : -EIO;
 		ram = mapped;
 	}
 	for (uint64_t i = 0; i < j->npages; i++) {
-		if ((j->idx[i] + 1) * PROTO_PAGE_SIZE > ram_size) {
+		/* Not (idx + 1) * 4096 > ram_size: that wraps for a huge idx. */
+		if (j->idx[i] >= ram_size / PROTO_PAGE_SIZE) {
 			rc = -ERANGE;
 			goto out;
 		}

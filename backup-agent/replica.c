@@ -447,20 +447,51 @@ static int admit(struct replica *rp, const char *peer, char *err, size_t errlen)
 	return rc;
 }
 
+/* vm.json keeps the HELLO one level down, and replica_load_info reads it
+ * back at json-c's default depth: a deeper HELLO would commit a replica
+ * that no restore can read. */
+#define HELLO_MAX_DEPTH (JSON_TOKENER_DEFAULT_DEPTH - 1)
+
+int replica_parse_hello(const char *hello_json, struct json_object **out, char *err,
+			size_t errlen)
+{
+	struct json_tokener *tok = json_tokener_new_ex(HELLO_MAX_DEPTH);
+	struct json_object *h;
+	enum json_tokener_error jerr;
+	int rc;
+
+	*out = NULL;
+	if (!tok)
+		return -ENOMEM;
+	h = json_tokener_parse_ex(tok, hello_json, -1);
+	jerr = json_tokener_get_error(tok);
+	json_tokener_free(tok);
+	if (jerr != json_tokener_success) {
+		json_object_put(h);
+		if (jerr == json_tokener_error_depth)
+			snprintf(err, errlen, "HELLO is nested deeper than %d levels", HELLO_MAX_DEPTH);
+		else
+			snprintf(err, errlen, "HELLO is not valid JSON");
+		return -EINVAL;
+	}
+	rc = check_hello(h, err, errlen);
+	if (rc) {
+		json_object_put(h);
+		return rc;
+	}
+	*out = h;
+	return 0;
+}
+
 int replica_begin_session(struct replica *rp, const char *hello_json,
 			  const char *peer_identity, const struct replica_limits *lim,
 			  char *err, size_t errlen)
 {
-	struct json_object *h = json_tokener_parse(hello_json);
-	struct json_object *v;
+	struct json_object *h, *v;
 	int rc;
 
 	replica_end_session(rp);
-	if (!h) {
-		snprintf(err, errlen, "HELLO is not valid JSON");
-		return -EINVAL;
-	}
-	rc = check_hello(h, err, errlen);
+	rc = replica_parse_hello(hello_json, &h, err, errlen);
 	if (!rc)
 		rc = parse_disks(h, NULL, &rp->disks, &rp->ndisks, err, errlen);
 	if (rc) {

@@ -98,6 +98,11 @@ void replica_init(struct replica *rp, const char *dir);
 void replica_free(struct replica *rp);
 /* The defaults above, in bytes. */
 void replica_default_limits(struct replica_limits *lim);
+/* A HELLO's text parsed and checked (JSON, protocol, sizes, names, disks),
+ * with no side effects: *out is the HELLO object (json_object_put), or
+ * NULL and -errno with the reason in err. */
+int replica_parse_hello(const char *hello_json, struct json_object **out, char *err,
+			size_t errlen);
 /* A primary said HELLO: check it and prepare ram.sync. 0, or -errno with
  * the reason in err (sent back to the primary). peer_identity: who the
  * link layer says the primary is (NULL or "": nobody in particular); with

@@ -294,7 +294,8 @@ static int prescan_one(struct builder *b, struct arg_iter *it)
 		b->nodefaults = true;
 	if (is_opt(it, "serial")) {
 		b->serial_opt = true;
-		if (strcmp(it->arg, "none"))
+		/* -serial is no flag_opts: it has an argument */
+		if (it->arg && strcmp(it->arg, "none"))
 			b->nserials++;
 	}
 	if (!is_opt(it, "device"))

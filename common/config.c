@@ -104,6 +104,16 @@ static int section_index(const char *name)
 	return SECTION_NONE;
 }
 
+/* The bit of section name in a mask of sections; 0 for a section not in
+ * the table (none today: build_sections takes every key's, up to
+ * MAX_SECTIONS), rather than a shift by -1. */
+static unsigned section_bit(const char *name)
+{
+	int s = section_index(name);
+
+	return s < 0 ? 0 : 1u << s;
+}
+
 static void *field_of(struct pair_config *cfg, int k)
 {
 	return (char *)cfg + keys[k].offset;
@@ -414,7 +424,8 @@ static char *trim(char *s)
 {
 	char *end;
 
-	while (isspace((unsigned char)*s))
+	/* *s first: the analyzer does not know that isspace(0) is false. */
+	while (*s && isspace((unsigned char)*s))
 		s++;
 	end = s + strlen(s);
 	while (end > s && isspace((unsigned char)end[-1]))
@@ -568,7 +579,7 @@ static void check_ranges(struct config_parser *p)
 /* The replicator drives either a plain QEMU or a libvirt domain. */
 static void check_vm(struct config_parser *p)
 {
-	if (!(p->seen_sections & (1u << section_index("vm"))))
+	if (!(p->seen_sections & section_bit("vm")))
 		config_error(p, false, "missing section [vm]");
 	else if (!p->given[PC_VM_QMP] && !p->given[PC_VM_DOMAIN])
 		config_error(p, false, "[vm] qmp (plain QEMU) or domain (libvirt) is required");
@@ -585,7 +596,7 @@ static void check_needed(struct config_parser *p, enum config_role role)
 	if (role == CONFIG_REPLICATOR)
 		check_vm(p);
 	for (int k = 0; k < PC_NKEYS; k++) {
-		int s = section_index(keys[k].section);
+		unsigned bit = section_bit(keys[k].section);
 
 		if (!(keys[k].needs & (unsigned)role) || p->given[k])
 			continue;
@@ -593,11 +604,11 @@ static void check_needed(struct config_parser *p, enum config_role role)
 			/* always by name: the operator must decide, see configs/ */
 			config_error(p, false, "[hooks] fence is required: a command that fences "
 				     "the primary before the backup takes over, or 'none'");
-		else if (p->seen_sections & (1u << s))
+		else if (p->seen_sections & bit)
 			config_error(p, false, "[%s] %s is required", keys[k].section, keys[k].name);
-		else if (!(reported & (1u << s)))
+		else if (!(reported & bit))
 			config_error(p, false, "missing section [%s]", keys[k].section);
-		reported |= 1u << s;
+		reported |= bit;
 	}
 }
 

@@ -726,9 +726,7 @@ int qmp_connect(const char *path, int timeout_ms, struct qmp **out)
 	if (err)
 		goto out;
 	/* From here on attach_until owns fd and reports its own errors. */
-	err = attach_until(fd, deadline, timeout_ms, out);
-	fd = -1;
-	return err;
+	return attach_until(fd, deadline, timeout_ms, out);
 out:
 	snprintf(connect_err, sizeof(connect_err), "cannot connect to QMP socket %s: %s",
 		 path, strerror(-err));

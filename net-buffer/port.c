@@ -113,7 +113,9 @@ int port_send(struct port *p, const uint8_t *frame, size_t len)
 ssize_t port_recv(struct port *p, uint8_t *buf, size_t cap)
 {
 	for (;;) {
-		struct sockaddr_ll from;
+		/* recvfrom fills it on a packet socket; the analyzer does not
+		 * know that, and a defined value costs nothing. */
+		struct sockaddr_ll from = { .sll_pkttype = PACKET_HOST };
 		socklen_t fl = sizeof(from);
 		ssize_t n;
 

@@ -44,6 +44,7 @@
 #include "scan_pool.h"
 #include "tracker.h"
 
+#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -365,6 +366,7 @@ static void cut_chunks(struct tracker *t, unsigned threads)
 	unsigned nchunks = threads > 1 ? threads * CHUNKS_PER_THREAD : 1;
 	size_t per;
 
+	assert(t->npages); /* softdirty_init_proc refuses empty RAM: nchunks >= 1 */
 	if (nchunks > t->npages)
 		nchunks = (unsigned)t->npages;
 	per = (t->npages + nchunks - 1) / nchunks;
@@ -507,7 +509,9 @@ static void softdirty_copy_pages(struct tracker *t, size_t first, size_t n)
 static size_t softdirty_scan(struct tracker *t, uint32_t *dirty)
 {
 	size_t n = 0;
-	uintptr_t base;
+	/* Read only after find_mapping returned 0, which sets it; the analyzer
+	 * cannot tell that -errno is never 0. */
+	uintptr_t base = 0;
 	bool full = t->need_full || t->given_up, part_full = false;
 	uint64_t t0 = now_ns(), t1;
 

@@ -386,14 +386,14 @@ static void snap_free(struct snap *s)
 }
 
 /* HELLO, sync, and epochs 1..upto committed. */
-static void committed_to(struct fx *f, uint64_t upto)
+static void committed_with(struct fx *f, const char *hello, uint64_t upto)
 {
 	static const uint64_t idx[2][2] = { { 3, 12 }, { 0, 15 } };
 	struct epoch_plan *p = malloc(sizeof(*p));
 	char why[200];
 
 	ck_assert_ptr_nonnull(p);
-	begin(f, good_hello);
+	begin(f, hello);
 	sync_all(f);
 	for (uint64_t e = 1; e <= upto; e++) {
 		plan(f, p, e, idx[(e - 1) % 2], 2);
@@ -402,6 +402,11 @@ static void committed_to(struct fx *f, uint64_t upto)
 		assert_committed(f, e, p->dev);
 	}
 	free(p);
+}
+
+static void committed_to(struct fx *f, uint64_t upto)
+{
+	committed_with(f, good_hello, upto);
 }
 
 /* ---- HELLO ---- */
@@ -964,6 +969,44 @@ START_TEST(test_load_info_returns_committed_epoch_and_vm)
 }
 END_TEST
 
+/* good_hello with "x": levels nested arrays: the HELLO is levels + 1 deep. */
+static char *nested_hello(int levels)
+{
+	size_t head = strlen(good_hello) - 1; /* without its closing brace */
+	char *s = malloc(head + 6 + 2 * (size_t)levels + 2), *p = s;
+
+	ck_assert_ptr_nonnull(s);
+	memcpy(p, good_hello, head);
+	p += head;
+	memcpy(p, ",\"x\":", 5);
+	p += 5;
+	memset(p, '[', (size_t)levels);
+	memset(p + levels, ']', (size_t)levels);
+	strcpy(p + 2 * levels, "}");
+	return s;
+}
+
+/* vm.json holds the HELLO one level down and is read back with json-c's
+ * default depth (32): a HELLO as deep as that would commit a replica no
+ * restore can read. It is refused; one level less commits and reads back.
+ * Found by fuzz/fuzz_hello's vm.json round trip. */
+START_TEST(test_hello_too_deep_for_vm_json_is_refused)
+{
+	struct fx *f = fx_open();
+	char *deep = nested_hello(31), *deepest = nested_hello(30);
+	struct replica_info info;
+
+	assert_hello_refused(deep, -EINVAL, "nested");
+	committed_with(f, deepest, 1);
+	ck_assert_int_eq(replica_load_info(f->dir, &info), 0);
+	ck_assert_uint_eq(info.epoch, 1);
+	replica_info_free(&info);
+	free(deep);
+	free(deepest);
+	fx_close(f);
+}
+END_TEST
+
 START_TEST(test_load_info_without_commit_is_enoent)
 {
 	struct fx *f = fx_open();
@@ -1273,6 +1316,36 @@ START_TEST(test_damaged_journal_is_refused)
 }
 END_TEST
 
+/* A page index past RAM whose end overflows 64 bits ((idx + 1) * 4096
+ * wraps to page 3's end) is refused, not written to the page it wraps to.
+ * The journal's CRC is right: only its reader's bound stands in the way.
+ * Found by fuzz/fuzz_journal's check that a replay names pages in RAM. */
+START_TEST(test_journal_page_index_wrapping_past_ram_is_refused)
+{
+	struct fx *f = fx_open();
+	static const uint64_t idx[1] = { (UINT64_MAX / PROTO_PAGE_SIZE) + 1 + 2 };
+	static uint8_t page[PROTO_PAGE_SIZE];
+	struct journal_view j = {
+		.epoch = 2, .npages = 1, .idx = idx, .pages = page,
+		.devstate = (const uint8_t *)"dev", .devstate_len = 3,
+		.vm_json = "{}", .vm_json_len = 2,
+	};
+	struct snap before;
+	char err[256];
+
+	committed_to(f, 1);
+	snap_take(f, &before);
+	memset(page, 0x5a, sizeof(page));
+	ck_assert_int_eq(journal_write(f->dir, &j), 0);
+	replica_end_session(&f->rp);
+	ck_assert_int_eq(replica_recover(f->dir, err, sizeof(err)), -ERANGE);
+	ck_assert_msg(strstr(err, "epoch 2"), "err: '%s'", err);
+	snap_assert_same(f, &before);
+	snap_free(&before);
+	fx_close(f);
+}
+END_TEST
+
 static void add(Suite *s, const char *name, const TTest *t, double timeout)
 {
 	TCase *tc = tcase_create(name);
@@ -1311,6 +1384,7 @@ static Suite *replica_suite(void)
 	ADD(s, test_epoch_before_sync_is_dropped_and_sync_can_be_resent);
 	ADD(s, test_load_info_returns_committed_epoch_and_vm);
 	ADD(s, test_load_info_without_commit_is_enoent);
+	ADD(s, test_hello_too_deep_for_vm_json_is_refused);
 	ADD(s, test_load_info_bad_vm_json_is_einval);
 	ADD(s, test_replica_of_an_earlier_host_boot_is_refused);
 	ADD(s, test_end_session_during_new_sync_keeps_previous_commit);
@@ -1321,6 +1395,7 @@ static Suite *replica_suite(void)
 	ADD(s, test_killed_before_commit_point_recovers_previous_epoch);
 	ADD(s, test_killed_after_commit_point_recovers_new_epoch);
 	ADD(s, test_damaged_journal_is_refused);
+	ADD(s, test_journal_page_index_wrapping_past_ram_is_refused);
 	return s;
 }
 
