@@ -290,8 +290,8 @@ static void on_hello(struct agent *a, struct peer_link *l, const uint8_t *payloa
 	snprintf(a->vm_name, sizeof(a->vm_name), "%s", name ? name : "?");
 	a->grace_until = 0; /* the primary is back */
 	a->paused = false;  /* a paused primary says so again */
-	log_info("primary %s (%s): replicating VM %s (%llu MiB, %u disk%s); initial sync started",
-		 a->peer, l->identity, vm_name(a), (unsigned long long)(a->replica.ram_size >> 20),
+	log_info("primary %s (%s, %s): replicating VM %s (%llu MiB, %u disk%s); initial sync "
+		 "started", a->peer, l->identity, l->session, vm_name(a), (unsigned long long)(a->replica.ram_size >> 20),
 		 a->replica.ndisks, a->replica.ndisks == 1 ? "" : "s");
 	notify_status("VM %s from %s: syncing", vm_name(a), a->peer);
 	snprintf(reply, sizeof(reply), "{\"ok\":true,\"features\":[\"" PROTO_FEATURE_OPERATOR

@@ -14,7 +14,10 @@
 
 /* TLS 1.3 only, and only key exchanges that add an ephemeral (EC)DH share
  * to the PSK: a key stolen later does not decrypt recorded sessions. */
-#define LINK_PRIORITY "NORMAL:-VERS-ALL:+VERS-TLS1.3:-KX-ALL:+ECDHE-PSK:+DHE-PSK"
+/* AES-GCM first: the hosts this runs on have AES instructions, which make
+ * it the cheapest AEAD per byte (GnuTLS would otherwise pick ChaCha20). */
+#define LINK_PRIORITY "NORMAL:-VERS-ALL:+VERS-TLS1.3:-KX-ALL:+ECDHE-PSK:+DHE-PSK:" \
+	"-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:+CHACHA20-POLY1305"
 #define KEY_FILE_MAX 1024
 
 static int hexval(int c)
@@ -31,10 +34,14 @@ int link_key_parse(const char *text, unsigned char *out, size_t outlen)
 
 	while (isspace((unsigned char)*text))
 		text++;
-	while (hexval(text[0]) >= 0 && hexval(text[1]) >= 0) {
+	for (;;) {
+		int hi = hexval(text[0]), lo = hi < 0 ? -1 : hexval(text[1]);
+
+		if (hi < 0 || lo < 0)
+			break;
 		if (n == outlen)
 			return -EINVAL;
-		out[n++] = (unsigned char)(hexval(text[0]) << 4 | hexval(text[1]));
+		out[n++] = (unsigned char)(hi << 4 | lo);
 		text += 2;
 	}
 	while (isspace((unsigned char)*text))

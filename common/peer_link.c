@@ -147,10 +147,15 @@ static void become_open(struct peer_link *l)
 	if (l->tls) {
 		const char *user = l->server ? gnutls_psk_server_get_username(l->tls) :
 			l->sec->identity;
+		char *desc = gnutls_session_get_desc(l->tls);
+
 		snprintf(l->identity, sizeof(l->identity), "psk:%s", user ? user : "?");
+		snprintf(l->session, sizeof(l->session), "%s", desc ? desc : "TLS");
+		gnutls_free(desc);
 		l->io = (struct link_io){ .recv = tls_recv, .send = tls_send, .ctx = l };
 	} else {
 		snprintf(l->identity, sizeof(l->identity), "cleartext");
+		snprintf(l->session, sizeof(l->session), "no TLS");
 		link_io_plain(&l->io, &l->fd);
 	}
 	watch(l, true, l->out.frames > 0);
@@ -342,7 +347,7 @@ static void start(struct peer_link *l, int fd, enum peer_link_state state, unsig
 	l->fd = fd;
 	l->state = state;
 	l->tls_retry = 0;
-	l->identity[0] = '\0';
+	l->identity[0] = l->session[0] = '\0';
 	frame_queue_init(&l->out);
 	frame_reader_init(&l->reader);
 	ev_io_init(&l->rio, on_readable, fd, EV_READ);

@@ -72,6 +72,7 @@ struct peer_link {
 	double read_slice_ms;
 	char peer[160];              /* the peer's address, for messages */
 	char identity[LINK_IDENTITY_MAX + 8]; /* "psk:NAME" once OPEN; "cleartext" */
+	char session[64];            /* "(TLS1.3)-(ECDHE-SECP256R1)-(AES-128-GCM)", for logs */
 };
 
 /* Set up an IDLE link (no I/O yet). */

@@ -309,7 +309,8 @@ void replicator_link_up(struct replicator *r)
 {
 	r->connect_failures = 0;
 	r->stats.bytes_sent_prev = 0;
-	log_info("connected to backup %s (%s)", r->cfg.backup.text, r->link.identity);
+	log_info("connected to backup %s (%s, %s)", r->cfg.backup.text, r->link.identity,
+		 r->link.session);
 	if (operator_on_connected(r))
 		return;
 	epoch_start_sync(r);
