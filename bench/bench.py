@@ -36,6 +36,7 @@ Prints markdown tables (docs/BENCHMARKS.md keeps them). Every process it
 starts is stopped by pid; guests and replicas live in a temp dir in /dev/shm.
 """
 import argparse
+import glob
 import json
 import os
 import re
@@ -96,7 +97,16 @@ class Bench:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-        for pid in self.qemu_pids:
+        # the guests, and any VM an agent restored under this run's directory
+        restored = []
+        for pidfile in glob.glob(os.path.join(self.dir, "*", "qemu.pid")):
+            try:
+                pid = int(open(pidfile).read().strip())
+                if open("/proc/%d/comm" % pid).read().startswith("qemu-system"):
+                    restored.append(pid)
+            except (OSError, ValueError):
+                pass
+        for pid in self.qemu_pids + restored:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -342,7 +352,10 @@ def link(args):
         for i in range(args.repeat):
             for mode, extra in (("TLS", ()), ("cleartext", ("--insecure-cleartext-link",))):
                 port = free_port()
-                b.agent(port, os.path.join(b.dir, "backup-%s-%d" % (mode, i)), extra=extra)
+                # --no-failover: a detach whose GOODBYE came late must not
+                # leave a restored VM eating the CPU of the next rows
+                b.agent(port, os.path.join(b.dir, "backup-%s-%d" % (mode, i)),
+                        extra=extra + ("--no-failover", "--no-fence"))
                 t0 = time.monotonic()
                 p, sock = b.replicator(run, port, args.epoch_ms, extra=extra)
                 wait_for(lambda: committed(sock, 1), 120, "the initial sync")

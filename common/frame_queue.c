@@ -2,6 +2,7 @@
 
 #include <endian.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -11,6 +12,7 @@ struct out_frame {
 	void *owned;
 	int iovcnt;          /* entries left in iov, from first */
 	int first;
+	bool started;        /* some of it is on the wire: it must go out whole */
 	uint8_t hdr[PROTO_HDR_SIZE];
 	struct iovec iov[];  /* [0] header, then the payload pieces */
 };
@@ -35,6 +37,7 @@ int frame_queue_push(struct frame_queue *q, unsigned type, uint64_t epoch,
 	f->next = NULL;
 	f->owned = owned;
 	f->first = 0;
+	f->started = false;
 	f->iovcnt = iovcnt + 1;
 	f->iov[0].iov_base = f->hdr;
 	f->iov[0].iov_len = PROTO_HDR_SIZE;
@@ -107,11 +110,29 @@ int frame_queue_flush_io(struct frame_queue *q, const struct link_io *io)
 			return (int)n;
 		q->bytes_queued -= (size_t)n;
 		q->bytes_sent += (size_t)n;
+		f->started = f->started || n > 0;
 		consume(f, (size_t)n);
 		if (!f->iovcnt)
 			pop_head(q);
 	}
 	return 1;
+}
+
+void frame_queue_drop_unsent(struct frame_queue *q, bool keep_head)
+{
+	bool head_stays = q->head && (q->head->started || keep_head);
+	struct out_frame **keep = head_stays ? &q->head->next : &q->head;
+
+	while (*keep) {
+		struct out_frame *f = *keep;
+
+		*keep = f->next;
+		for (int i = f->first; i < f->first + f->iovcnt; i++)
+			q->bytes_queued -= f->iov[i].iov_len;
+		q->frames--;
+		frame_free(f);
+	}
+	q->tail = keep;
 }
 
 void frame_queue_clear(struct frame_queue *q)

@@ -6,6 +6,7 @@
 
 #include "proto.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/uio.h>
@@ -30,6 +31,11 @@ int frame_queue_push(struct frame_queue *q, unsigned type, uint64_t epoch,
 int frame_queue_flush(struct frame_queue *q, int fd);
 /* The same, writing through io. */
 int frame_queue_flush_io(struct frame_queue *q, const struct link_io *io);
+/* Drop every frame not yet begun (a frame partly written stays: the peer
+ * must not see half of it followed by something else; keep_head: the head
+ * stays anyway, a writer below holds some of it). For last words that
+ * must not wait behind a checkpoint nobody needs any more. */
+void frame_queue_drop_unsent(struct frame_queue *q, bool keep_head);
 void frame_queue_clear(struct frame_queue *q);
 
 #endif

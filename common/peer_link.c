@@ -426,6 +426,12 @@ int peer_link_push(struct peer_link *l, unsigned type, uint64_t epoch,
 	return 0;
 }
 
+void peer_link_drop_unsent(struct peer_link *l)
+{
+	/* a send GnuTLS could not finish has the head's bytes encrypted */
+	frame_queue_drop_unsent(&l->out, l->tls_retry > 0);
+}
+
 int peer_link_flush_for(struct peer_link *l, int ms)
 {
 	double deadline = mono_ms() + ms;

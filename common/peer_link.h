@@ -97,6 +97,9 @@ bool peer_link_up(const struct peer_link *l); /* ESTABLISHED */
 /* Queue a frame (see frame_queue_push); it goes out from the loop. */
 int peer_link_push(struct peer_link *l, unsigned type, uint64_t epoch,
 		   const struct iovec *iov, int iovcnt, void *owned, uint32_t *crc);
+/* Drop the queued frames not begun yet (frame_queue_drop_unsent); one the
+ * TLS session holds part of stays. */
+void peer_link_drop_unsent(struct peer_link *l);
 /* Write what is queued, blocking for at most ms: only for last words (a
  * GOODBYE before exit, HANDOVER_DONE). 1 all written, 0 time ran out,
  * -errno. */

@@ -40,18 +40,31 @@ int link_flush_for(struct peer_link *l, int ms)
 	return peer_link_flush_for(l, ms);
 }
 
+/* Tell the backup not to take over: we leave, or drop the link, on
+ * purpose. Checkpoint frames not yet begun are dropped first (nobody needs
+ * them now, and behind tens of MiB of them the GOODBYE could miss its
+ * flush, and the backup take the closed link for our death). */
+void link_goodbye(struct replicator *r, const char *why)
+{
+	struct iovec iov = { .iov_base = (void *)why, .iov_len = strlen(why) };
+
+	if (!link_up(&r->link))
+		return;
+	peer_link_drop_unsent(&r->link);
+	peer_link_push(&r->link, FRAME_GOODBYE, r->epoch, &iov, 1, NULL, NULL);
+}
+
 /* We drop a working link while the VM is healthy (to resync, say): tell
  * the backup with a GOODBYE first, or it would take the closed connection
  * for the primary's death and start a second copy of the VM. Blocks for at
  * most GOODBYE_FLUSH_MS; the VM is running meanwhile. */
 void link_drop_alive(struct replicator *r, const char *why)
 {
-	struct peer_link *l = &r->link;
-	struct iovec iov = { .iov_base = (void *)why, .iov_len = strlen(why) };
-
-	if (link_up(l) && !peer_link_push(l, FRAME_GOODBYE, r->epoch, &iov, 1, NULL, NULL) &&
-	    link_flush_for(l, GOODBYE_FLUSH_MS) != 1)
-		log_warn("GOODBYE to the backup may not have arrived: it may take over");
+	if (link_up(&r->link)) {
+		link_goodbye(r, why);
+		if (link_flush_for(&r->link, GOODBYE_FLUSH_MS) != 1)
+			log_warn("GOODBYE to the backup may not have arrived: it may take over");
+	}
 	epoch_on_backup_lost(r, why);
 }
 

@@ -116,11 +116,7 @@ static void on_qemu_gone(struct replicator *r)
 		 * unknown outcome, though: the backup may run it from before them */
 		if (!r->vm_left_paused && r->handover < HO_FINAL)
 			protect_devices(r, false, 0);
-		if (link_up(&r->link)) {
-			static const char why[] = "VM shut down";
-			struct iovec iov = { .iov_base = (void *)why, .iov_len = sizeof(why) - 1 };
-			link_push(r, FRAME_GOODBYE, r->epoch, &iov, 1, NULL, NULL);
-		}
+		link_goodbye(r, "VM shut down");
 		final_flush(r);
 		replicator_leave(r, 0);
 		return;
@@ -325,8 +321,6 @@ static void on_reconnect_timer(struct ev_loop *loop, ev_timer *w, int revents)
 static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
 	struct replicator *r = w->data;
-	static const char why[] = "replicator detached";
-	struct iovec iov = { .iov_base = (void *)why, .iov_len = sizeof(why) - 1 };
 
 	log_info("signal %d: detaching from VM %s; it keeps running unprotected",
 		 w->signum, r->vm.name);
@@ -344,10 +338,8 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
 			"is dropped)", r->vm.name);
 	else
 		protect_devices(r, false, 0); /* held output goes out now */
-	if (link_up(&r->link)) {
-		link_push(r, FRAME_GOODBYE, r->epoch, &iov, 1, NULL, NULL);
-		final_flush(r);
-	}
+	link_goodbye(r, "replicator detached");
+	final_flush(r);
 	replicator_leave(r, 0);
 }
 
@@ -358,8 +350,6 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
 void replicator_lost_libvirt(void *replicator, const char *why)
 {
 	struct replicator *r = replicator;
-	struct iovec iov = { .iov_base = (void *)"lost the connection to libvirt",
-			     .iov_len = 30 };
 
 	if (r->stopping)
 		return;
@@ -367,10 +357,8 @@ void replicator_lost_libvirt(void *replicator, const char *why)
 		"it runs on UNPROTECTED", why, r->vm.name);
 	protect_devices(r, false, 0);
 	replicator_notify(r, "detached", "connection to libvirt lost");
-	if (link_up(&r->link)) {
-		link_push(r, FRAME_GOODBYE, r->epoch, &iov, 1, NULL, NULL);
-		final_flush(r);
-	}
+	link_goodbye(r, "lost the connection to libvirt");
+	final_flush(r);
 	r->vm_gone = true; /* no QMP either: teardown must not ask */
 	replicator_leave(r, 3);
 }

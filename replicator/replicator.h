@@ -193,6 +193,7 @@ void replicator_usage(FILE *f);
 int link_open(struct replicator *r, char *err, size_t errlen);
 void link_close(struct peer_link *l, struct ev_loop *loop);
 void link_drop_alive(struct replicator *r, const char *why);
+void link_goodbye(struct replicator *r, const char *why);
 int link_flush_for(struct peer_link *l, int ms);
 int link_push(struct replicator *r, unsigned type, uint64_t epoch,
 	      const struct iovec *iov, int iovcnt, void *owned, uint32_t *crc);

@@ -738,6 +738,59 @@ START_TEST(test_queue_flush_through_slow_reader_delivers_identical_frames)
 }
 END_TEST
 
+/* Last words do not wait behind a checkpoint: frames not begun are
+ * dropped, a frame partly on the wire goes out whole, and the GOODBYE
+ * queued after it is the next frame the peer reads. */
+START_TEST(test_queue_drop_unsent_keeps_the_started_frame)
+{
+	enum { BIG = 1 << 20 };
+	uint8_t *big = calloc(1, BIG);
+	struct iovec iov = { .iov_base = big, .iov_len = BIG };
+	struct test_frame got[3];
+	struct frame_reader r;
+	struct frame_queue q;
+	int sv[2], n = 0, small = 4096;
+
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+	set_nonblock(sv[0]);
+	set_nonblock(sv[1]);
+	frame_queue_init(&q);
+	frame_reader_init(&r);
+	for (int i = 0; i < 3; i++)
+		ck_assert_int_eq(frame_queue_push(&q, FRAME_PAGES, 7, &iov, 1, NULL, NULL), 0);
+	ck_assert_int_eq(frame_queue_flush(&q, sv[0]), 0); /* the first is under way */
+	frame_queue_drop_unsent(&q, false);
+	ck_assert_uint_eq(q.frames, 1);
+	ck_assert_uint_lt(q.bytes_queued, BIG + PROTO_HDR_SIZE);
+	ck_assert_int_eq(frame_queue_push(&q, FRAME_GOODBYE, 7, NULL, 0, NULL, NULL), 0);
+	while (n < 2) {
+		ck_assert_int_ge(frame_queue_flush(&q, sv[0]), 0);
+		n = drain_frames(&r, sv[1], got, 3, n);
+	}
+	ck_assert_uint_eq(got[0].type, FRAME_PAGES);
+	ck_assert_uint_eq(got[0].len, BIG);
+	ck_assert_uint_eq(got[1].type, FRAME_GOODBYE);
+	ck_assert_uint_eq(q.bytes_queued, 0);
+	/* nothing begun: everything goes, unless the writer holds the head */
+	for (int i = 0; i < 2; i++)
+		ck_assert_int_eq(frame_queue_push(&q, FRAME_PAGES, 8, &iov, 1, NULL, NULL), 0);
+	frame_queue_drop_unsent(&q, true);
+	ck_assert_uint_eq(q.frames, 1);
+	frame_queue_drop_unsent(&q, false);
+	ck_assert_uint_eq(q.frames, 0);
+	ck_assert_uint_eq(q.bytes_queued, 0);
+	ck_assert_int_eq(frame_queue_push(&q, FRAME_HEARTBEAT, 9, NULL, 0, NULL, NULL), 0);
+	ck_assert_int_eq(frame_queue_flush(&q, sv[0]), 1); /* the tail was mended */
+	for (int i = 0; i < 2; i++)
+		free(got[i].payload);
+	frame_reader_free(&r);
+	close(sv[0]);
+	close(sv[1]);
+	free(big);
+}
+END_TEST
+
 START_TEST(test_queue_clear_frees_owned_and_resets_counts)
 {
 	struct frame_queue q;
@@ -996,6 +1049,7 @@ static Suite *proto_suite(void)
 
 	ADD(s, test_crc32c_known_vector, 5);
 	ADD(s, test_reader_grows_with_arrivals, 30);
+	ADD(s, test_queue_drop_unsent_keeps_the_started_frame, 30);
 	ADD(s, test_hdr_round_trip_keeps_type_epoch_len_and_crc, 5);
 	ADD(s, test_hdr_round_trip_empty_payload, 5);
 	ADD(s, test_hdr_any_corrupt_byte_is_ebadmsg, 5);
