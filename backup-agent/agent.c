@@ -57,7 +57,7 @@ static void drop_primary(struct agent *a)
 
 /* A peer that is not (yet) our primary went away or was turned away. One
  * line per 10 s at most: a scan of the port must not flood the log. */
-static void log_refused(struct agent *a, const struct peer_link *l, const char *why)
+static void log_refused(struct agent *a, const char *peer, const char *why)
 {
 	double now = mono_ms();
 
@@ -67,9 +67,9 @@ static void log_refused(struct agent *a, const struct peer_link *l, const char *
 	}
 	if (a->refused_quiet)
 		log_warn("connection from %s refused: %s (and %u more refused since the last "
-			 "such line)", l->peer, why, a->refused_quiet);
+			 "such line)", peer, why, a->refused_quiet);
 	else
-		log_warn("connection from %s refused: %s", l->peer, why);
+		log_warn("connection from %s refused: %s", peer, why);
 	a->refused_log_ms = now;
 	a->refused_quiet = 0;
 }
@@ -291,8 +291,9 @@ static void on_hello(struct agent *a, struct peer_link *l, const uint8_t *payloa
 	a->grace_until = 0; /* the primary is back */
 	a->paused = false;  /* a paused primary says so again */
 	log_info("primary %s (%s, %s): replicating VM %s (%llu MiB, %u disk%s); initial sync "
-		 "started", a->peer, l->identity, l->session, vm_name(a), (unsigned long long)(a->replica.ram_size >> 20),
-		 a->replica.ndisks, a->replica.ndisks == 1 ? "" : "s");
+		 "started", a->peer, l->identity, l->session, vm_name(a),
+		 (unsigned long long)(a->replica.ram_size >> 20), a->replica.ndisks,
+		 a->replica.ndisks == 1 ? "" : "s");
 	notify_status("VM %s from %s: syncing", vm_name(a), a->peer);
 	snprintf(reply, sizeof(reply), "{\"ok\":true,\"features\":[\"" PROTO_FEATURE_OPERATOR
 		 "\",\"" PROTO_FEATURE_DISK "\"],\"takeover_after_ms\":%u}", takeover_after_ms(a));
@@ -487,7 +488,7 @@ static bool on_first_frame(struct agent *a, struct peer_link *l, const struct fr
 			   const uint8_t *payload)
 {
 	if (h->type != FRAME_HELLO || proto_check_payload(h, payload)) {
-		log_refused(a, l, "it did not start with a valid HELLO");
+		log_refused(a, l->peer, "it did not start with a valid HELLO");
 		peer_link_close(l);
 		return false;
 	}
@@ -515,7 +516,7 @@ static void on_link_error(struct peer_link *l, int err, const char *why)
 			refuse_peer(a, l, text);
 			return;
 		}
-		log_refused(a, l, why);
+		log_refused(a, l->peer, why);
 		peer_link_close(l);
 	} else if (err == -EPIPE || err == -ECONNRESET) {
 		failover(a, why);
@@ -558,9 +559,7 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 	if (!l) {
 		/* Every place is taken by handshakes that have not timed out
 		 * yet: the primary's own place is never one of them. */
-		struct peer_link tmp = { .fd = -1 };
-		snprintf(tmp.peer, sizeof(tmp.peer), "%s", host);
-		log_refused(a, &tmp, "too many connections in their handshake");
+		log_refused(a, host, "too many connections in their handshake");
 		close(fd);
 		return;
 	}
