@@ -246,13 +246,54 @@ static bool name_in(xmlNodePtr n, const char *const *names)
 	return false;
 }
 
+/* The arguments add_incoming gives a domain this agent restores. */
+static const char *const incoming_args[] = {
+	"-incoming", "defer", "-global", "migration.send-configuration=off", NULL,
+};
+
+/* A restored domain runs with our own <qemu:commandline> (add_incoming),
+ * and libvirt keeps it in the live XML: when that domain is protected in
+ * turn, its HELLO carries it. Exactly those arguments, nothing else, are
+ * ours; the restore adds them again. */
+static bool is_own_incoming(xmlNodePtr n)
+{
+	const char *const *want = incoming_args;
+	xmlNodePtr a;
+
+	if (!n->ns || !n->ns->href || strcmp((const char *)n->ns->href, QEMU_NS) ||
+	    strcmp((const char *)n->name, "commandline"))
+		return false;
+	for (a = n->children; a; a = a->next) {
+		xmlChar *v;
+		bool same;
+
+		if (a->type != XML_ELEMENT_NODE)
+			continue;
+		v = xmlGetProp(a, (const xmlChar *)"value");
+		same = *want && a->ns == n->ns && !strcmp((const char *)a->name, "arg") && v &&
+		       !strcmp((const char *)v, *want);
+		xmlFree(v);
+		if (!same)
+			return false;
+		want++;
+	}
+	return !*want;
+}
+
 /* Any element of another namespace (<qemu:commandline>, <qemu:override>,
- * ...) passes options to QEMU that no check here sees. */
+ * ...) passes options to QEMU that no check here sees. Our own incoming
+ * arguments are dropped (add_incoming puts them back). */
 static int check_namespaces(xmlNodePtr n, char *err, size_t errlen)
 {
-	for (; n; n = n->next) {
+	for (xmlNodePtr next; n; n = next) {
+		next = n->next;
 		if (n->type != XML_ELEMENT_NODE)
 			continue;
+		if (is_own_incoming(n)) {
+			xmlUnlinkNode(n);
+			xmlFreeNode(n);
+			continue;
+		}
 		if (n->ns)
 			return refuse_node(err, errlen, n, "passes options to QEMU behind libvirt");
 		if (check_namespaces(n->children, err, errlen))
@@ -467,16 +508,14 @@ static int check_domain(xmlDocPtr doc, const struct restore_domain_spec *s, char
  * section; the agent compares the machine type itself). */
 static int add_incoming(xmlDocPtr doc, char *err, size_t errlen)
 {
-	static const char *const args[] = {
-		"-incoming", "defer", "-global", "migration.send-configuration=off",
-	};
+	const char *const *args = incoming_args;
 	xmlNodePtr root = xmlDocGetRootElement(doc), cl;
 	xmlNsPtr ns = xmlSearchNsByHref(doc, root, (const xmlChar *)QEMU_NS);
 
 	if (!ns)
 		ns = xmlNewNs(root, (const xmlChar *)QEMU_NS, (const xmlChar *)"qemu");
 	cl = ns ? xmlNewChild(root, ns, (const xmlChar *)"commandline", NULL) : NULL;
-	for (size_t i = 0; cl && i < sizeof(args) / sizeof(args[0]); i++) {
+	for (size_t i = 0; cl && args[i]; i++) {
 		xmlNodePtr a = xmlNewChild(cl, ns, (const xmlChar *)"arg", NULL);
 		if (!a || !xmlSetProp(a, (const xmlChar *)"value", (const xmlChar *)args[i]))
 			cl = NULL;

@@ -247,6 +247,30 @@ static void assert_refused(const char *xml, const char *want)
 #define QEMU_XMLNS "<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>" \
 	"<name>vm1</name><memory unit='MiB'>128</memory>" SHARED_MEMFD
 
+/* A domain this agent restored carries our own <qemu:commandline> in its
+ * live XML; protected in turn, it is restored again (the arguments once),
+ * while the same element with one argument more is refused. */
+START_TEST(test_restore_own_incoming_again)
+{
+	static const char own[] = "<qemu:commandline><qemu:arg value='-incoming'/>"
+		"<qemu:arg value='defer'/><qemu:arg value='-global'/>"
+		"<qemu:arg value='migration.send-configuration=off'/>";
+	char xml[2048], *p, *x, *first;
+
+	snprintf(xml, sizeof(xml), "%s<devices/>%s</qemu:commandline></domain>", QEMU_XMLNS, own);
+	x = restored(xml, NULL, 0, &p);
+	first = strstr(x, "migration.send-configuration=off");
+	ck_assert_ptr_nonnull(first);
+	ck_assert_ptr_null(strstr(first + 1, "migration.send-configuration=off"));
+	ck_assert_ptr_null(strstr(p, "qemu:commandline"));
+	free(x);
+	free(p);
+	snprintf(xml, sizeof(xml), "%s<devices/>%s<qemu:arg value='-plugin'/></qemu:commandline>"
+		 "</domain>", QEMU_XMLNS, own);
+	assert_refused(xml, "<qemu:commandline>");
+}
+END_TEST
+
 START_TEST(test_restore_refuses_host_resources)
 {
 	assert_refused(QEMU_XMLNS "<devices>" REPLICATED_DISK "</devices><qemu:commandline>"
@@ -327,6 +351,7 @@ static Suite *domain_xml_suite(void)
 		{ "restore_errors", test_restore_errors },
 		{ "restore_disk_onto_overlay", test_restore_disk_onto_overlay },
 		{ "restore_refuses_host_resources", test_restore_refuses_host_resources },
+		{ "restore_own_incoming_again", test_restore_own_incoming_again },
 		{ "restore_emulator_seclabel_kernel", test_restore_emulator_seclabel_kernel },
 	};
 
