@@ -794,7 +794,10 @@ int qmp_hmp(struct qmp *q, const char *command_line, char **text, int timeout_ms
 	json_object_object_add(args, "command-line", json_object_new_string(command_line));
 	rc = qmp_execute(q, "human-monitor-command", args, &out, timeout_ms);
 	json_object_put(args);
-	if (!rc) {
+	if (!rc && !json_object_is_type(out, json_type_string))
+		rc = qmp_fail(q, -EBADMSG, "human-monitor-command returned %s, not text",
+			      out ? json_object_get_string(out) : "null");
+	else if (!rc) {
 		*text = strdup(json_object_get_string(out));
 		rc = *text ? 0 : -ENOMEM;
 	}

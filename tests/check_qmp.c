@@ -327,6 +327,38 @@ START_TEST(test_error_reply)
 }
 END_TEST
 
+/* QEMU's HMP answer is text; a peer that says null (or anything else) is
+ * refused, not passed on (it crashed strdup: found by fuzz_qmp), and the
+ * connection, whose framing was fine, stays usable. */
+static void peer_hmp_null(int fd)
+{
+	long long id;
+
+	peer_greet(fd);
+	id = peer_read_cmd(fd, "human-monitor-command");
+	peer_sendf(fd, "{\"return\": null, \"id\": %lld}\r\n", id);
+	id = peer_read_cmd(fd, "human-monitor-command");
+	peer_sendf(fd, "{\"return\": \"info\\r\\n\", \"id\": %lld}\r\n", id);
+	peer_wait_close(fd);
+}
+
+START_TEST(test_hmp_reply_not_text)
+{
+	struct peer p = peer_start(peer_hmp_null);
+	struct qmp *q = attach_ok(&p);
+	char *text = NULL;
+
+	ck_assert_int_eq(qmp_hmp(q, "info ramblock", &text, 2000), -EBADMSG);
+	ck_assert_ptr_null(text);
+	ck_assert_ptr_nonnull(strstr(qmp_last_error(q), "not text"));
+	ck_assert_int_eq(qmp_hmp(q, "info ramblock", &text, 2000), 0);
+	ck_assert_str_eq(text, "info\r\n");
+	free(text);
+	qmp_close(q);
+	ck_assert_int_eq(peer_status(&p), 0);
+}
+END_TEST
+
 /* ---- garbage ---- */
 
 static void peer_garbage(int fd)
@@ -918,6 +950,7 @@ static Suite *qmp_suite(void)
 	add(s, "happy_path", test_happy_path, 10);
 	add(s, "arguments", test_arguments, 10);
 	add(s, "error_reply", test_error_reply, 10);
+	add(s, "hmp_reply_not_text", test_hmp_reply_not_text, 10);
 	add(s, "garbage", test_garbage, 10);
 	add(s, "neither_reply_nor_event", test_neither_reply_nor_event, 10);
 	add(s, "not_an_object", test_not_an_object, 10);
