@@ -93,7 +93,7 @@ static int refuse_key(struct ctx *c, const char *key)
 static const char *const debug_opts[] = { "gdb", "s", "qtest", NULL };
 static const char *const host_file_opts[] = {
 	"L", "bios", "plugin", "readconfig", "writeconfig", "option-rom", "dtb", "add-fd",
-	"fsdev", "virtfs", "chroot", "runas", "mem-path", "trace", "acpitable", "audiodev",
+	"fsdev", "virtfs", "chroot", "mem-path", "trace", "acpitable", "audiodev",
 	"tpmdev", "k", "usbdevice", "icount", "iscsi", "net", "nic", "loadvm", "semihosting",
 	"semihosting-config", "xen-domid", "seed", NULL
 };
@@ -499,6 +499,7 @@ static const struct rule {
 	R("D", K_REWRITTEN),
 	/* the guest kernel is in the replica RAM already */
 	R("kernel", K_REWRITTEN), R("initrd", K_REWRITTEN), R("append", K_REWRITTEN),
+	R("runas", K_REWRITTEN),
 	R("mem-prealloc", K_FLAG), R("snapshot", K_FLAG), R("usb", K_FLAG),
 	R("no-fd-bootchk", K_FLAG), R("no-acpi", K_FLAG), R("no-hpet", K_FLAG),
 	R("singlestep", K_FLAG), R("enable-kvm", K_FLAG), R("no-reboot", K_FLAG),

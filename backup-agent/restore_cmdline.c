@@ -271,6 +271,16 @@ static int drop_boot(struct builder *b, struct arg_iter *it)
 	return 0;
 }
 
+/* The user a restored QEMU runs as is this host's business, not the
+ * primary's: the restore runs it as the agent's user, which can open the
+ * state dir's files (a QEMU that dropped to another user could not). */
+static int drop_runas(struct builder *b, struct arg_iter *it)
+{
+	log_info("restore: %s %s dropped: the restored QEMU runs as the agent's user",
+		 it->opt, it->arg);
+	return 0;
+}
+
 /* "serial.log" for the first port, "serial1.log", ... after. */
 static int port_file(struct builder *b, const char *opt, const char *kind, int index)
 {
@@ -870,6 +880,7 @@ static const struct rule {
 	{ "kernel", drop_boot },
 	{ "initrd", drop_boot },
 	{ "append", drop_boot },
+	{ "runas", drop_runas },
 	{ "pidfile", rewrite_pidfile },
 	{ "D", rewrite_logfile },
 	{ "object", rewrite_object },

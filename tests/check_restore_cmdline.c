@@ -95,7 +95,7 @@ START_TEST(test_realistic_primary)
 		PRIMARY_HEAD, PRIMARY_RAM,
 		"-kernel", "/g/vmlinuz", "-initrd", "/g/initrd.img",
 		"-append", "console=ttyS0 quiet", "-nodefaults", "-vga", "none",
-		"-display", "none", "-serial", "file:/r/serial.log",
+		"-runas", "nobody", "-display", "none", "-serial", "file:/r/serial.log",
 		"-qmp", "unix:/r/qmp.sock,server=on,wait=off", "-pidfile", "/r/qemu.pid",
 		"-no-reboot", "-daemonize", NULL
 	};
@@ -445,7 +445,6 @@ START_TEST(test_refused_host_files_and_programs)
 		{ "-fsdev", "local,id=f,path=/,security_model=none", "-fsdev: names" },
 		{ "-virtfs", "local,path=/,mount_tag=r,security_model=none", "-virtfs: names" },
 		{ "-mem-path", "/tmp", "-mem-path: names" },
-		{ "-runas", "nobody", "-runas: names" },
 		{ "-chroot", "/tmp", "-chroot: names" },
 		{ "-audiodev", "wav,id=a0,path=/tmp/m", "-audiodev: names" },
 		{ "-acpitable", "file=/etc/shadow", "-acpitable: names" },
