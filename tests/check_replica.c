@@ -7,6 +7,7 @@
 #include "crc32c.h"
 #include "log.h"
 #include "proto.h"
+#include "tmp_fixture.h"
 
 #include <check.h>
 #include <endian.h>
@@ -34,29 +35,7 @@ static const char good_hello[] =
 
 /* ---- fixture: a temporary state dir and the RAM the replica must hold ---- */
 
-/* Made and removed by the runner process around each test (an unchecked
- * fixture), so a failing test, whose child exits at once, leaves nothing
- * behind. */
-static char g_tmp[64];
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	return remove(path);
-}
-
-static void tmp_setup(void)
-{
-	strcpy(g_tmp, "/tmp/check_replica.XXXXXX");
-	if (!mkdtemp(g_tmp)) {
-		perror("mkdtemp");
-		abort();
-	}
-}
-
-static void tmp_teardown(void)
-{
-	nftw(g_tmp, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
-}
+TMP_FIXTURE("check_replica")
 
 struct fx {
 	char dir[128];         /* g_tmp/stateN, created by the replica */

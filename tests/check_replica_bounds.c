@@ -10,6 +10,7 @@
 #include "crc32c.h"
 #include "log.h"
 #include "proto.h"
+#include "tmp_fixture.h"
 
 #include <check.h>
 #include <dirent.h>
@@ -40,26 +41,7 @@
 
 /* ---- fixture ---- */
 
-static char g_tmp[64];
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	return remove(path);
-}
-
-static void tmp_setup(void)
-{
-	strcpy(g_tmp, "/tmp/check_replica_bounds.XXXXXX");
-	if (!mkdtemp(g_tmp)) {
-		perror("mkdtemp");
-		abort();
-	}
-}
-
-static void tmp_teardown(void)
-{
-	nftw(g_tmp, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
-}
+TMP_FIXTURE("check_replica_bounds")
 
 struct fx {
 	char dir[128];

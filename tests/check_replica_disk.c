@@ -9,6 +9,7 @@
 #include "crc32c.h"
 #include "log.h"
 #include "proto.h"
+#include "tmp_fixture.h"
 
 #include <check.h>
 #include <endian.h>
@@ -40,26 +41,7 @@ static const char hello1[] = HELLO_HEAD ",\"disks\":[{\"id\":\"drive0\",\"size\"
 
 /* ---- fixture ---- */
 
-static char g_tmp[64];
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	return remove(path);
-}
-
-static void tmp_setup(void)
-{
-	strcpy(g_tmp, "/tmp/check_replica_disk.XXXXXX");
-	if (!mkdtemp(g_tmp)) {
-		perror("mkdtemp");
-		abort();
-	}
-}
-
-static void tmp_teardown(void)
-{
-	nftw(g_tmp, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
-}
+TMP_FIXTURE("check_replica_disk")
 
 /* What the primary counted for the epoch, for its EPOCH_END. */
 struct tally {
