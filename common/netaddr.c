@@ -113,37 +113,3 @@ int netaddr_connect_start(const struct netaddr *a)
 	return r;
 }
 
-int netaddr_connect(const struct netaddr *a, int timeout_ms)
-{
-	struct pollfd pfd;
-	int soerr = 0, r;
-	socklen_t sl = sizeof(soerr);
-	int fd = tcp_socket(a);
-
-	if (fd < 0)
-		return fd;
-	if (connect(fd, (const struct sockaddr *)&a->ss, a->len) == 0)
-		return fd;
-	if (errno != EINPROGRESS) {
-		r = -errno;
-		goto fail;
-	}
-	pfd = (struct pollfd){ .fd = fd, .events = POLLOUT };
-	r = poll(&pfd, 1, timeout_ms);
-	if (r == 0) {
-		r = -ETIMEDOUT;
-		goto fail;
-	}
-	if (r < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0) {
-		r = -errno;
-		goto fail;
-	}
-	if (soerr) {
-		r = -soerr;
-		goto fail;
-	}
-	return fd;
-fail:
-	close(fd);
-	return r;
-}

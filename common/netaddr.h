@@ -15,7 +15,6 @@ struct netaddr {
 int netaddr_parse(const char *text, struct netaddr *out, char *err, size_t errlen);
 /* Non-blocking, TCP_NODELAY, close-on-exec. Return fd or -errno. */
 int netaddr_listen(const struct netaddr *a);
-int netaddr_connect(const struct netaddr *a, int timeout_ms);
 /* Start a non-blocking connect: the fd (writable once connected; then
  * SO_ERROR says how it went) or -errno. */
 int netaddr_connect_start(const struct netaddr *a);

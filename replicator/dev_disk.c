@@ -265,7 +265,7 @@ static void finish_sync(struct disk_device *d)
 	struct replicator *r = d->r;
 	int rc;
 
-	if (!link_up(&r->link))
+	if (!peer_link_up(&r->link))
 		return; /* the backup went meanwhile: the next session copies again */
 	pthread_mutex_lock(&d->mu);
 	d->streaming = false;
@@ -290,7 +290,7 @@ static bool room_coming(const struct disk_device *d)
 {
 	const struct replicator *r = d->r;
 
-	if (!link_up(&r->link) || r->stopping)
+	if (!peer_link_up(&r->link) || r->stopping)
 		return false;
 	if (d->streaming)
 		return true;
@@ -344,7 +344,7 @@ static void send_unbuffered(struct disk_device *d)
 		};
 
 		out.head = rec->next;
-		if (!link_up(&d->r->link))
+		if (!peer_link_up(&d->r->link))
 			free(rec);
 		else /* frees rec itself if it cannot queue it */
 			link_push(d->r, FRAME_DISK, PROTO_EPOCH_TEST_UNBUFFERED, iov,
@@ -365,7 +365,7 @@ static void on_wake(struct ev_loop *loop, ev_async *w, int revents)
 	refresh_may_wait(d);
 	if (r->cfg.test_disk_unbuffered)
 		send_unbuffered(d);
-	if (stream && d->sync_open && link_up(&r->link)) {
+	if (stream && d->sync_open && peer_link_up(&r->link)) {
 		/* The bulk copy goes at the link's pace, not into memory. */
 		if (r->link.out.bytes_queued > SYNC_LINK_HIGH) {
 			if (!ev_is_active(&d->retry))

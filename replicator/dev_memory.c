@@ -263,7 +263,7 @@ static void on_sync_step(struct ev_loop *loop, ev_timer *w, int revents)
 	size_t n = m->npages - m->sync_next;
 
 	(void)revents;
-	if (!link_up(&r->link))
+	if (!peer_link_up(&r->link))
 		return;  /* the backup is gone: the next session starts over */
 	if (n > SYNC_STEP_PAGES)
 		n = SYNC_STEP_PAGES;

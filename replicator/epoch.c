@@ -219,7 +219,7 @@ void epoch_start_sync(struct replicator *r)
 
 void epoch_sync_device_ready(struct replicator *r)
 {
-	if (!r->sync_pending || --r->sync_pending || !link_up(&r->link))
+	if (!r->sync_pending || --r->sync_pending || !peer_link_up(&r->link))
 		return;
 	if (close_epoch(r, &r->sync_tally))
 		link_drop_alive(r, "initial sync could not be closed; resyncing");
@@ -419,7 +419,7 @@ out:
 
 void epoch_checkpoint(struct replicator *r)
 {
-	if (!link_up(&r->link) || r->stopping)
+	if (!peer_link_up(&r->link) || r->stopping)
 		return;
 	/* Paused, or a failover takes its own last checkpoint. */
 	if (r->pause != PAUSE_OFF || r->handover != HO_NONE)
@@ -439,7 +439,7 @@ void epoch_checkpoint(struct replicator *r)
 
 int epoch_final_checkpoint(struct replicator *r)
 {
-	if (!link_up(&r->link) || r->stopping || r->inflight)
+	if (!peer_link_up(&r->link) || r->stopping || r->inflight)
 		return -EAGAIN;
 	r->checkpoint_due = false;
 	ev_timer_stop(r->loop, &r->epoch_timer);
@@ -540,9 +540,9 @@ void epoch_on_nack(struct replicator *r, uint64_t id, const char *why)
 void epoch_on_backup_lost(struct replicator *r, const char *why)
 {
 	/* Say it once per loss, not at every failed reconnect. */
-	bool announce = link_up(&r->link) || r->prot != PROT_UNPROTECTED;
+	bool announce = peer_link_up(&r->link) || r->prot != PROT_UNPROTECTED;
 
-	link_close(&r->link, r->loop);
+	peer_link_close(&r->link);
 	r->session_synced = false;
 	operator_on_backup_lost(r, why);
 	r->nacks_in_a_row = 0;

@@ -1,31 +1,18 @@
-/* The replication link to the backup agent: handshake, frame queue,
- * acks and heartbeats. */
-#include "clock.h"
+/* The replicator's side of the link to the backup agent (the link itself,
+ * TLS and framing, is common/peer_link.c): the HELLO and its reply, the
+ * frames the backup sends, GOODBYE. */
 #include "log.h"
 #include "qmp.h"
 #include "replicator.h"
 
 #include <errno.h>
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 /* Connect, TLS and the HELLO exchange must all be done by then. The
  * agent may take a while over a HELLO (it creates the replica files). */
 #define HANDSHAKE_DEADLINE_MS 10000
 #define GOODBYE_FLUSH_MS   1000
-
-bool link_up(const struct peer_link *l)
-{
-	return peer_link_up(l);
-}
-
-void link_close(struct peer_link *l, struct ev_loop *loop)
-{
-	peer_link_close(l);
-}
 
 /* The link broke under us (EOF, reset, a bad frame): the backup may be
  * alive and about to take over, so held output waits as on a silent link. */
@@ -33,11 +20,6 @@ static void link_fail(struct replicator *r, const char *why)
 {
 	r->backup_may_take_over = true;
 	epoch_on_backup_lost(r, why);
-}
-
-int link_flush_for(struct peer_link *l, int ms)
-{
-	return peer_link_flush_for(l, ms);
 }
 
 /* Tell the backup not to take over: we leave, or drop the link, on
@@ -48,7 +30,7 @@ void link_goodbye(struct replicator *r, const char *why)
 {
 	struct iovec iov = { .iov_base = (void *)why, .iov_len = strlen(why) };
 
-	if (!link_up(&r->link))
+	if (!peer_link_up(&r->link))
 		return;
 	peer_link_drop_unsent(&r->link);
 	peer_link_push(&r->link, FRAME_GOODBYE, r->epoch, &iov, 1, NULL, NULL);
@@ -60,9 +42,9 @@ void link_goodbye(struct replicator *r, const char *why)
  * most GOODBYE_FLUSH_MS; the VM is running meanwhile. */
 void link_drop_alive(struct replicator *r, const char *why)
 {
-	if (link_up(&r->link)) {
+	if (peer_link_up(&r->link)) {
 		link_goodbye(r, why);
-		if (link_flush_for(&r->link, GOODBYE_FLUSH_MS) != 1)
+		if (peer_link_flush_for(&r->link, GOODBYE_FLUSH_MS) != 1)
 			log_warn("GOODBYE to the backup may not have arrived: it may take over");
 	}
 	epoch_on_backup_lost(r, why);
@@ -196,16 +178,16 @@ static bool on_frame(struct peer_link *l, const struct frame_hdr *h, const uint8
 {
 	struct replicator *r = l->data;
 
-	if (!link_up(l)) {
+	if (!peer_link_up(l)) {
 		on_hello_reply(r, h, payload);
-		return link_up(l);
+		return peer_link_up(l);
 	}
 	if (proto_check_payload(h, payload)) {
 		link_drop_alive(r, "corrupt frame from the backup");
 		return false;
 	}
 	handle_frame(r, h, payload);
-	return link_up(l);
+	return peer_link_up(l);
 }
 
 static void on_error(struct peer_link *l, int err, const char *why)
@@ -213,7 +195,7 @@ static void on_error(struct peer_link *l, int err, const char *why)
 	struct replicator *r = l->data;
 	char text[300];
 
-	if (!link_up(l)) {
+	if (!peer_link_up(l)) {
 		if (err == -EPROTONOSUPPORT)
 			snprintf(text, sizeof(text), "backup refused: it speaks protocol version "
 				 "%u; this replicator speaks version %u", l->reader.hdr.version,

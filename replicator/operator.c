@@ -107,7 +107,7 @@ static void pause_on(struct replicator *r)
 /* Nothing in flight: tell the backup, release output once it knows. */
 static void send_pause(struct replicator *r)
 {
-	if (!link_up(&r->link) || !r->agent_operator) {
+	if (!peer_link_up(&r->link) || !r->agent_operator) {
 		pause_on(r);
 		return;
 	}
@@ -129,14 +129,14 @@ char *operator_pause(struct replicator *r)
 		return reply(r, true, "already paused");
 	if (r->pause != PAUSE_OFF)
 		return reply(r, true, "already pausing (%s)", pause_name(r->pause));
-	if (link_up(&r->link) && !r->agent_operator)
+	if (peer_link_up(&r->link) && !r->agent_operator)
 		return reply(r, false, "the backup agent at %s does not know PAUSE (an older "
 			     "version): it would take over from a stale replica; upgrade it, or "
 			     "stop the replicator instead", r->cfg.backup.text);
 	r->pause = PAUSE_DRAIN;
 	r->checkpoint_due = false;
 	ev_timer_stop(r->loop, &r->epoch_timer);
-	if (!link_up(&r->link))
+	if (!peer_link_up(&r->link))
 		pause_on(r);
 	else if (!r->inflight)
 		send_pause(r);
@@ -146,7 +146,7 @@ char *operator_pause(struct replicator *r)
 	replicator_notify_state(r);
 	if (r->pause == PAUSE_ON)
 		return reply(r, true, "paused: no checkpoints, output is not held%s",
-			     link_up(&r->link) ? "" : " (the backup is not connected)");
+			     peer_link_up(&r->link) ? "" : " (the backup is not connected)");
 	return reply(r, true, "pausing: the backup is told once epoch %llu is acknowledged",
 		     (unsigned long long)r->epoch);
 }
@@ -194,7 +194,7 @@ char *operator_resume(struct replicator *r)
 		replicator_notify_state(r);
 		return reply(r, true, "pause cancelled before it took effect");
 	}
-	if (!link_up(&r->link)) {
+	if (!peer_link_up(&r->link)) {
 		replicator_notify_state(r);
 		return reply(r, true, "resumed; the backup is not connected: a full sync "
 			     "starts when it is");
@@ -265,7 +265,7 @@ static void final_checkpoint(struct replicator *r)
 		     "shutting down): nothing to hand over" : "the final checkpoint of VM %s "
 		     "failed (see the replicator's log): failover cancelled, the VM runs on "
 		     "here", r->vm.name);
-	if (!r->stopping && link_up(&r->link) && !r->inflight)
+	if (!r->stopping && peer_link_up(&r->link) && !r->inflight)
 		epoch_arm_timer(r);
 }
 
@@ -337,7 +337,7 @@ char *operator_failover(struct replicator *r, int fd, unsigned timeout_ms)
 	if (r->pause != PAUSE_OFF)
 		return reply(r, false, "protection is paused, so the backup's replica is stale: "
 			     "remusctl resume first, then fail over once it is protected");
-	if (!link_up(&r->link) || r->prot != PROT_PROTECTED)
+	if (!peer_link_up(&r->link) || r->prot != PROT_PROTECTED)
 		return reply(r, false, "VM %s is %s, so the backup holds no current checkpoint: "
 			     "failover refused", r->vm.name, replicator_state_name(r));
 	if (!r->agent_operator)

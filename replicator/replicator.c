@@ -65,7 +65,7 @@ void replicator_notify_state(struct replicator *r)
 
 void replicator_reconnect(struct replicator *r)
 {
-	if (!link_up(&r->link) && !ev_is_active(&r->reconnect_timer))
+	if (!peer_link_up(&r->link) && !ev_is_active(&r->reconnect_timer))
 		ev_timer_start(r->loop, &r->reconnect_timer);
 }
 
@@ -87,8 +87,8 @@ void replicator_notify(struct replicator *r, const char *event, const char *reas
 /* Push out what is queued (the last epoch may still commit), bounded. */
 static void final_flush(struct replicator *r)
 {
-	if (link_up(&r->link))
-		link_flush_for(&r->link, FINAL_FLUSH_MS);
+	if (peer_link_up(&r->link))
+		peer_link_flush_for(&r->link, FINAL_FLUSH_MS);
 }
 
 void replicator_leave(struct replicator *r, int exit_code)
@@ -245,7 +245,7 @@ static void on_heartbeat_timer(struct ev_loop *loop, ev_timer *w, int revents)
 	struct peer_link *l = &r->link;
 	ev_tstamp now = ev_now(loop);
 
-	if (!link_up(l))
+	if (!peer_link_up(l))
 		return;
 	if ((now - l->last_rx) * 1e3 >
 	    (r->handover == HO_WAIT_DONE ? HANDOVER_SILENCE_MS : r->backup_silence_ms)) {
@@ -291,7 +291,7 @@ static void try_connect(struct replicator *r)
  * and its network with it: nothing here waited. */
 void replicator_link_failed(struct replicator *r, const char *why)
 {
-	link_close(&r->link, r->loop);
+	peer_link_close(&r->link);
 	/* Say it once, not every second. */
 	if (!r->connect_failures++)
 		log_warn("%s; retrying every second (VM %s is not protected)", why, r->vm.name);
@@ -482,7 +482,7 @@ out:
 	/* `vm-lost` must reach the operator before we are gone. */
 	hook_runner_drain(&r->hooks, HOOK_NOTIFY_TIMEOUT_MS);
 	operator_close(r);
-	link_close(&r->link, r->loop);
+	peer_link_close(&r->link);
 	control_close(r);
 	epoch_devices_teardown(r);
 	runtime_dir_remove(r->runtime_dir);

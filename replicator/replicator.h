@@ -191,13 +191,10 @@ void replicator_usage(FILE *f);
  * link_open starts connecting; the outcome comes from the loop as
  * replicator_link_up or replicator_link_failed (replicator.c). */
 int link_open(struct replicator *r, char *err, size_t errlen);
-void link_close(struct peer_link *l, struct ev_loop *loop);
 void link_drop_alive(struct replicator *r, const char *why);
 void link_goodbye(struct replicator *r, const char *why);
-int link_flush_for(struct peer_link *l, int ms);
 int link_push(struct replicator *r, unsigned type, uint64_t epoch,
 	      const struct iovec *iov, int iovcnt, void *owned, uint32_t *crc);
-bool link_up(const struct peer_link *l);
 void replicator_link_up(struct replicator *r);
 void replicator_link_failed(struct replicator *r, const char *why);
 
