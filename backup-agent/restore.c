@@ -126,6 +126,8 @@ int restore_disk_overlays(const char *dir, struct json_object *vm, struct restor
 			return -ENOMEM;
 		}
 		out->d[i].file = restore_json_str(d, "file");
+		out->d[i].id = restore_json_str(d, "id");
+		out->d[i].node = restore_json_str(d, "node");
 		out->d[i].overlay = out->overlay[i];
 		out->base[i] = strdup(base);
 		out->n = (int)i + 1;

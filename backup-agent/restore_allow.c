@@ -190,7 +190,7 @@ static const char *typed(struct ctx *c, const char *key)
 static bool is_replicated(const struct restore_spec *s, const char *file)
 {
 	for (int i = 0; file && i < s->ndisks; i++)
-		if (streq(file, s->disks[i].file))
+		if (streq(file, s->disks[i].file) || streq(file, s->disks[i].overlay))
 			return true;
 	return false;
 }

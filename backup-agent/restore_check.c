@@ -38,9 +38,13 @@ static int hello_disks(const char *dir, struct json_object *vm, struct hello_dis
 		return -EINVAL;
 	}
 	for (size_t i = 0; i < n; i++) {
+		struct json_object *d = json_object_array_get_idx(arr, i);
+
 		snprintf(h->overlay[i], PATH_MAX, "%s/disk-%zu.qcow2", dir, i);
 		snprintf(h->base[i], PATH_MAX, "%s/disk-%zu.img", dir, i);
-		h->d[i].file = restore_json_str(json_object_array_get_idx(arr, i), "file");
+		h->d[i].file = restore_json_str(d, "file");
+		h->d[i].id = restore_json_str(d, "id");
+		h->d[i].node = restore_json_str(d, "node");
 		h->d[i].overlay = h->overlay[i];
 		h->dd[i] = (struct restore_domain_disk){ .file = h->d[i].file,
 							 .overlay = h->overlay[i],

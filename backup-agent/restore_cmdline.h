@@ -20,9 +20,8 @@ struct restore_spec {
 	 * into state_dir (the NIC is then cut off). */
 	const char *const *taps;
 	int ntaps;
-	/* Replicated disks: the image the primary's command line names
-	 * (-drive file=, or a -blockdev driver=file filename=) is replaced by
-	 * a qcow2 overlay over the replica, and its format raw by qcow2. */
+	/* Replicated disks: the -drive or -blockdev graph that defines each
+	 * is replaced by a qcow2 overlay over its replica (block_graph.h). */
 	const struct restore_disk *disks;
 	int ndisks;
 	/* Images both hosts see (the agent's --shared-disk), which the
@@ -32,9 +31,17 @@ struct restore_spec {
 };
 
 struct restore_disk {
+	/* the disk as the primary's query-block named it (HELLO "disks") */
+	const char *id;       /* a -drive's id, or empty */
+	const char *node;     /* the node its device uses */
 	const char *file;     /* the primary's image, as its command line says */
 	const char *overlay;  /* qcow2 over the replica, in state_dir */
 };
+
+/* Test hook: "1" makes the restore open the overlay with the wrong driver
+ * (raw for -drive, the file driver for -blockdev: the bug the restored
+ * graph check exists for), so a test can see that check fail. */
+#define RESTORE_TEST_OVERLAY_AS_RAW "REMUS_TEST_RESTORE_OVERLAY_AS_RAW"
 
 /* Build argv for the restored QEMU from argv_in (argc_in entries, argv_in[0]
  * is the primary's QEMU binary, replaced by spec->emulator). Only options

@@ -493,6 +493,7 @@ static void disk_teardown(void *state)
 		free(k->name);
 		free(k->node);
 		free(k->file);
+		free(k->qdev);
 	}
 	if (d->sock_dir_made)
 		rmdir(d->sock_dir);
@@ -687,6 +688,7 @@ static void disk_hello(void *state, struct json_object *hello)
 		json_object_object_add(o, "id", json_object_new_string(k->name));
 		json_object_object_add(o, "node", json_object_new_string(k->node));
 		json_object_object_add(o, "file", json_object_new_string(k->file));
+		json_object_object_add(o, "qdev", json_object_new_string(k->qdev));
 		json_object_object_add(o, "size", json_object_new_int64((int64_t)k->size));
 		json_object_object_add(o, "format", json_object_new_string("raw"));
 		json_object_array_add(arr, o);

@@ -36,6 +36,7 @@ struct disk {
 	char *name;          /* query-block's device, or its node name */
 	char *node;          /* the node blockdev-mirror starts from */
 	char *file;          /* the image on this host, for the log */
+	char *qdev;          /* the guest device on it, for the restore's check */
 	uint64_t size;
 	char sock[108];
 	struct nbd_server *srv;

@@ -1,6 +1,7 @@
 /* What the disk device asks of QEMU: which disks to protect, an NBD node
  * for each that reaches our export, and the mirror job from the disk to
  * it. Runs on the replicator's loop (QMP is synchronous). */
+#include "block_graph.h"
 #include "dev_disk.h"
 #include "log.h"
 #include "qmp.h"
@@ -218,8 +219,9 @@ static bool listed_unprotected(const struct replicator *r, const char *name)
 
 
 static int add_disk(struct disk_device *d, const char *name, const char *node,
-		    const char *file, uint64_t size)
+		    struct json_object *block, struct json_object *inserted, uint64_t size)
 {
+	const char *file = disk_json_str(inserted, "file"), *qdev = disk_json_str(block, "qdev");
 	struct disk *k;
 	int n;
 
@@ -239,11 +241,46 @@ static int add_disk(struct disk_device *d, const char *name, const char *node,
 	k->name = strdup(name);
 	k->node = strdup(node);
 	k->file = strdup(file ? file : "?");
+	k->qdev = strdup(qdev ? qdev : "");
 	n = snprintf(k->sock, sizeof(k->sock), "%s/nbd%u.sock", d->sock_dir, d->n);
 	d->n++;
 	if (n < 0 || (size_t)n >= sizeof(k->sock))
 		return -ENAMETOOLONG; /* make_sock_dir left room: not reached */
-	return k->name && k->node && k->file ? 0 : -ENOMEM;
+	return k->name && k->node && k->file && k->qdev ? 0 : -ENOMEM;
+}
+
+/* A read-only disk (a CD-ROM with a medium, a read-only image) is not
+ * replicated: a restore without it would give the guest a missing disk,
+ * so it must be storage both hosts see, and the operator must say so. */
+static int refuse_read_only(struct replicator *r, const char *name, const char *file)
+{
+	log_err("refusing VM %s: disk '%s' (%s) is read-only (a CD-ROM or a read-only image), "
+		"so it is not replicated and the backup would restore the VM without it: declare "
+		"it shared with --unprotected-disk %s (and --shared-disk %s on the backup agent), "
+		"or eject it", r->vm.name, name, file ? file : "?", name, file ? file : "FILE");
+	return -EPERM;
+}
+
+/* The backup rebuilds each replicated disk's block graph from QEMU's
+ * command line (block_graph.h): refuse now a form it could not. */
+static int check_restorable(struct disk_device *d)
+{
+	struct replicator *r = d->r;
+	struct block_graph_disk bd[PROTO_MAX_DISKS];
+	struct block_graph g;
+	char err[512];
+	int rc;
+
+	for (uint32_t i = 0; i < d->n; i++)
+		bd[i] = (struct block_graph_disk){ .id = d->disks[i].name,
+						   .node = d->disks[i].node,
+						   .file = d->disks[i].file };
+	rc = block_graph_plan(r->vm.argv, r->vm.argc, bd, (int)d->n, &g, err, sizeof(err));
+	block_graph_free(&g);
+	if (rc == -EINVAL)
+		log_err("refusing VM %s: the backup could not restore its disks as they are: %s",
+			r->vm.name, err);
+	return rc ? -EPERM : 0;
 }
 
 /* Every writable disk is protected, but those the operator declared
@@ -261,17 +298,18 @@ int disk_find(struct disk_device *d)
 	for (size_t i = 0; !rc && i < json_object_array_length(ret); i++) {
 		struct json_object *b = json_object_array_get_idx(ret, i), *ins, *img, *v;
 		const char *name, *node;
+		bool ro;
 
-		if (!json_object_object_get_ex(b, "inserted", &ins) ||
-		    (json_object_object_get_ex(ins, "ro", &v) && json_object_get_boolean(v)))
-			continue;
+		if (!json_object_object_get_ex(b, "inserted", &ins))
+			continue; /* an empty CD-ROM drive: nothing to lose */
+		ro = json_object_object_get_ex(ins, "ro", &v) && json_object_get_boolean(v);
 		node = disk_json_str(ins, "node-name");
 		/* -drive names the device; -blockdev leaves it empty */
 		name = disk_json_str(b, "device");
 		if (!name || !name[0])
 			name = node;
 		if (!name || !node) {
-			log_err("refusing VM %s: a writable disk without a node name", r->vm.name);
+			log_err("refusing VM %s: a disk without a node name", r->vm.name);
 			rc = -EPERM;
 			break;
 		}
@@ -280,13 +318,16 @@ int disk_find(struct disk_device *d)
 				 "must see the same storage", name, disk_json_str(ins, "file"));
 			continue;
 		}
+		if (ro) {
+			rc = refuse_read_only(r, name, disk_json_str(ins, "file"));
+			break;
+		}
 		v = NULL;
 		json_object_object_get_ex(ins, "image", &img);
 		if (img)
 			json_object_object_get_ex(img, "virtual-size", &v);
-		rc = add_disk(d, name, node, disk_json_str(ins, "file"),
-			      v ? (uint64_t)json_object_get_int64(v) : 0);
+		rc = add_disk(d, name, node, b, ins, v ? (uint64_t)json_object_get_int64(v) : 0);
 	}
 	json_object_put(ret);
-	return rc;
+	return rc ? rc : check_restorable(d);
 }

@@ -711,80 +711,165 @@ END_TEST
 
 /* ---- the restored command line, run by a real QEMU ---- */
 
-/* ---- replicated disks: the image becomes a qcow2 overlay over the replica */
-static const struct restore_disk disk0[] = { { "/var/lib/vm/d0.img", "/b/disk-0.qcow2" } };
+/* ---- replicated disks: the whole graph becomes a qcow2 overlay over the
+ * replica, whatever form the primary gave it */
+#define OVERLAY_NODE(name) "-blockdev|{\"node-name\":\"" name "\",\"driver\":\"qcow2\"," \
+	"\"file\":{\"driver\":\"file\",\"filename\":\"/b/disk-0.qcow2\"}}|"
+
+/* A -blockdev disk as query-block names it: no id, its device's node. */
+static void assert_disk_restored(const char *const *in, const char *id, const char *node,
+				 const char *file, const char *want)
+{
+	struct restore_disk d = { .id = id, .node = node, .file = file,
+				  .overlay = "/b/disk-0.qcow2" };
+	struct restore_spec sp = spec;
+
+	sp.disks = &d;
+	sp.ndisks = 1;
+	assert_restored(in, &sp, want);
+}
 
 START_TEST(test_disk_drive_to_overlay)
 {
 	static const char *const shared[] = { "/iso/other.iso" };
+	struct restore_disk d = { .id = "d0", .node = "#block123", .file = "/var/lib/vm/d0.img",
+				  .overlay = "/b/disk-0.qcow2" };
 	struct restore_spec sp = spec;
 	const char *in[] = {
 		"qemu", PRIMARY_RAM, "-drive", "file=/var/lib/vm/d0.img,format=raw,if=virtio,id=d0",
 		"-drive", "file=/iso/other.iso,media=cdrom,readonly=on,format=raw", NULL
 	};
 
-	sp.disks = disk0;
+	sp.disks = &d;
 	sp.ndisks = 1;
 	sp.shared_disks = shared;
 	sp.nshared_disks = 1;
 	assert_restored(in, &sp, EMU "|" RESTORED_RAM "|"
-		"-drive|file=/b/disk-0.qcow2,format=qcow2,if=virtio,id=d0|"
+		"-drive|if=virtio,id=d0,file=/b/disk-0.qcow2,format=qcow2|"
 		"-drive|file=/iso/other.iso,media=cdrom,readonly=on,format=raw|" TAIL);
+}
+END_TEST
+
+/* A qcow2 -drive with its own backing chain and protocol options: only the
+ * overlay is left, the chain is in the replica. A drive QEMU named itself
+ * (virtio0) is found by its image. */
+START_TEST(test_disk_drive_qcow2_chain)
+{
+	const char *in[] = {
+		"qemu", PRIMARY_RAM, "-drive", "file.filename=/v/top.qcow2,file.driver=file,"
+		"format=qcow2,backing.file.filename=/v/base.img,if=virtio,cache=writeback", NULL
+	};
+
+	assert_disk_restored(in, "virtio0", "#block9", "/v/top.qcow2", EMU "|" RESTORED_RAM "|"
+		"-drive|if=virtio,cache=writeback,file=/b/disk-0.qcow2,format=qcow2|" TAIL);
+}
+END_TEST
+
+/* The form of the bug: the device directly on a file node. */
+START_TEST(test_disk_blockdev_file_node)
+{
+	const char *in[] = {
+		"qemu", PRIMARY_RAM, "-blockdev", "driver=file,filename=/v/d0.img,node-name=disk0",
+		"-device", "virtio-blk-pci,drive=disk0,id=vdisk0", NULL
+	};
+
+	assert_disk_restored(in, "", "disk0", "/v/d0.img", EMU "|" RESTORED_RAM "|"
+		OVERLAY_NODE("disk0") "-device|virtio-blk-pci,drive=disk0,id=vdisk0|" TAIL);
 }
 END_TEST
 
 START_TEST(test_disk_blockdev_to_overlay)
 {
-	struct restore_spec sp = spec;
 	const char *in[] = {
 		"qemu", PRIMARY_RAM,
 		"-blockdev", "driver=file,filename=/var/lib/vm/d0.img,node-name=d0-file",
-		"-blockdev", "driver=raw,file=d0-file,node-name=d0",
+		"-blockdev", "driver=raw,file=d0-file,node-name=d0,discard=unmap,detect-zeroes=bogus",
 		"-device", "virtio-blk-pci,drive=d0,id=vdisk0", NULL
 	};
 
-	sp.disks = disk0;
-	sp.ndisks = 1;
-	assert_restored(in, &sp, EMU "|" RESTORED_RAM "|"
-		"-blockdev|driver=file,filename=/b/disk-0.qcow2,node-name=d0-file|"
-		"-blockdev|driver=qcow2,file=d0-file,node-name=d0|"
+	/* discard reaches the guest and is kept; an invalid value is not */
+	assert_disk_restored(in, "", "d0", "/var/lib/vm/d0.img", EMU "|" RESTORED_RAM "|"
+		"-blockdev|{\"node-name\":\"d0\",\"driver\":\"qcow2\",\"file\":{\"driver\":\"file\","
+		"\"filename\":\"/b/disk-0.qcow2\"},\"discard\":\"unmap\"}|"
 		"-device|virtio-blk-pci,drive=d0,id=vdisk0|" TAIL);
 }
 END_TEST
 
-START_TEST(test_disk_blockdev_json_to_overlay)
+/* file -> qcow2 over a backing chain of its own: every node below the
+ * disk's goes, the base image path never reaches the backup's QEMU. */
+START_TEST(test_disk_blockdev_qcow2_backing_chain)
 {
-	struct restore_spec sp = spec;
 	const char *in[] = {
 		"qemu", PRIMARY_RAM,
-		"-blockdev", "{\"driver\":\"file\",\"filename\":\"/var/lib/vm/d0.img\",\"node-name\":\"s1\"}",
-		"-blockdev", "{\"node-name\":\"f1\",\"driver\":\"raw\",\"file\":\"s1\"}", NULL
+		"-blockdev", "driver=file,filename=/v/base.img,node-name=base-file",
+		"-blockdev", "driver=raw,file=base-file,node-name=base",
+		"-blockdev", "driver=file,filename=/v/top.qcow2,node-name=top-file",
+		"-blockdev", "driver=qcow2,file=top-file,backing=base,node-name=disk0",
+		"-device", "virtio-blk-pci,drive=disk0", NULL
 	};
 
-	sp.disks = disk0;
-	sp.ndisks = 1;
-	assert_restored(in, &sp, EMU "|" RESTORED_RAM "|"
-		"-blockdev|{\"driver\":\"file\",\"filename\":\"/b/disk-0.qcow2\",\"node-name\":\"s1\"}|"
-		"-blockdev|{\"node-name\":\"f1\",\"driver\":\"qcow2\",\"file\":\"s1\"}|" TAIL);
+	assert_disk_restored(in, "", "disk0", "/v/top.qcow2", EMU "|" RESTORED_RAM "|"
+		OVERLAY_NODE("disk0") "-device|virtio-blk-pci,drive=disk0|" TAIL);
+}
+END_TEST
+
+/* JSON, children written inline; and the names libvirt gives. */
+START_TEST(test_disk_blockdev_json_to_overlay)
+{
+	const char *inline_json[] = {
+		"qemu", PRIMARY_RAM, "-blockdev",
+		"{\"driver\":\"qcow2\",\"node-name\":\"disk0\",\"file\":{\"driver\":\"file\","
+		"\"filename\":\"/v/top.qcow2\"},\"backing\":{\"driver\":\"raw\",\"file\":"
+		"{\"driver\":\"file\",\"filename\":\"/v/base.img\"}}}", NULL
+	};
+	const char *libvirt[] = {
+		"qemu", PRIMARY_RAM,
+		"-blockdev", "{\"driver\":\"file\",\"filename\":\"/var/lib/libvirt/images/d.img\","
+		"\"node-name\":\"libvirt-1-storage\",\"auto-read-only\":true,\"discard\":\"unmap\"}",
+		"-blockdev", "{\"node-name\":\"libvirt-1-format\",\"read-only\":false,"
+		"\"driver\":\"raw\",\"file\":\"libvirt-1-storage\"}",
+		"-device", "{\"driver\":\"virtio-blk-pci\",\"drive\":\"libvirt-1-format\","
+		"\"id\":\"virtio-disk0\"}", NULL
+	};
+
+	assert_disk_restored(inline_json, "", "disk0", "/v/top.qcow2",
+			     EMU "|" RESTORED_RAM "|" OVERLAY_NODE("disk0") TAIL);
+	assert_disk_restored(libvirt, "", "libvirt-1-format", "/var/lib/libvirt/images/d.img",
+			     EMU "|" RESTORED_RAM "|" OVERLAY_NODE("libvirt-1-format")
+			     "-device|{\"driver\":\"virtio-blk-pci\",\"drive\":\"libvirt-1-format\","
+			     "\"id\":\"virtio-disk0\"}|" TAIL);
 }
 END_TEST
 
 /* The driver as the bare leading value, and a block device on the primary. */
 START_TEST(test_disk_blockdev_implied_driver_and_host_device)
 {
-	static const struct restore_disk dev0[] = { { "/dev/vg0/vm1", "/b/disk-0.qcow2" } };
-	struct restore_spec sp = spec;
 	const char *in[] = {
 		"qemu", PRIMARY_RAM,
 		"-blockdev", "host_device,filename=/dev/vg0/vm1,node-name=d0-file",
 		"-blockdev", "raw,file=d0-file,node-name=d0", NULL
 	};
 
-	sp.disks = dev0;
-	sp.ndisks = 1;
-	assert_restored(in, &sp, EMU "|" RESTORED_RAM "|"
-		"-blockdev|file,filename=/b/disk-0.qcow2,node-name=d0-file|"
-		"-blockdev|qcow2,file=d0-file,node-name=d0|" TAIL);
+	assert_disk_restored(in, "", "d0", "/dev/vg0/vm1",
+			     EMU "|" RESTORED_RAM "|" OVERLAY_NODE("d0") TAIL);
+}
+END_TEST
+
+/* The test hook recreates the bug, so that the restored graph check can be
+ * seen to catch it. */
+START_TEST(test_disk_overlay_as_raw_hook)
+{
+	const char *drive[] = { "qemu", PRIMARY_RAM, "-drive", "file=/v/d.img,format=raw,id=d0", NULL };
+	const char *bdev[] = { "qemu", PRIMARY_RAM, "-blockdev",
+			       "driver=file,filename=/v/d.img,node-name=disk0", NULL };
+
+	setenv(RESTORE_TEST_OVERLAY_AS_RAW, "1", 1);
+	assert_disk_restored(drive, "d0", "#block1", "/v/d.img", EMU "|" RESTORED_RAM "|"
+			     "-drive|id=d0,file=/b/disk-0.qcow2,format=raw|" TAIL);
+	assert_disk_restored(bdev, "", "disk0", "/v/d.img", EMU "|" RESTORED_RAM "|"
+			     "-blockdev|{\"node-name\":\"disk0\",\"driver\":\"file\","
+			     "\"filename\":\"/b/disk-0.qcow2\"}|" TAIL);
+	unsetenv(RESTORE_TEST_OVERLAY_AS_RAW);
 }
 END_TEST
 
@@ -792,12 +877,14 @@ END_TEST
  * than start the VM on the primary's image path. */
 START_TEST(test_disk_missing_is_error)
 {
+	struct restore_disk d = { .id = "d0", .node = "#block1", .file = "/var/lib/vm/d0.img",
+				  .overlay = "/b/disk-0.qcow2" };
 	struct restore_spec sp = spec;
 	static const char *const shared[] = { "/elsewhere.img" };
 	const char *in[] = { "qemu", PRIMARY_RAM, "-drive", "file=/elsewhere.img,format=raw", NULL };
 	char **out = NULL, err[256];
 
-	sp.disks = disk0;
+	sp.disks = &d;
 	sp.ndisks = 1;
 	sp.shared_disks = shared;
 	sp.nshared_disks = 1;
@@ -808,6 +895,24 @@ START_TEST(test_disk_missing_is_error)
 }
 END_TEST
 
+/* What stays of a replicated -drive still passes the allowlist. */
+START_TEST(test_disk_drive_rest_still_checked)
+{
+	struct restore_disk d = { .id = "d0", .node = "#b", .file = "/v/d.img",
+				  .overlay = "/b/disk-0.qcow2" };
+	struct restore_spec sp = spec;
+	const char *in[] = { "qemu", PRIMARY_RAM, "-drive",
+			     "file=/v/d.img,format=raw,id=d0,bogus-key=1", NULL };
+	char **out = NULL, err[256];
+
+	sp.disks = &d;
+	sp.ndisks = 1;
+	ck_assert_int_eq(restore_cmdline_build((char *const *)in, count(in), &sp, &out, err,
+					       sizeof(err)), -EINVAL);
+	ck_assert_ptr_null(out);
+	ck_assert_msg(strstr(err, "bogus-key"), "%s", err);
+}
+END_TEST
 
 /* ---- at HELLO: the HELLO's VM, dry-run ---- */
 
@@ -1024,8 +1129,13 @@ static Suite *restore_cmdline_suite(void)
 	add(s, "netdev_tap_name_comma_doubled", test_netdev_tap_name_comma_doubled, 5);
 	add(s, "idempotent", test_idempotent, 5);
 	add(s, "disk_drive_to_overlay", test_disk_drive_to_overlay, 5);
+	add(s, "disk_drive_qcow2_chain", test_disk_drive_qcow2_chain, 5);
+	add(s, "disk_blockdev_file_node", test_disk_blockdev_file_node, 5);
 	add(s, "disk_blockdev_to_overlay", test_disk_blockdev_to_overlay, 5);
+	add(s, "disk_blockdev_qcow2_backing_chain", test_disk_blockdev_qcow2_backing_chain, 5);
 	add(s, "disk_blockdev_json_to_overlay", test_disk_blockdev_json_to_overlay, 5);
+	add(s, "disk_overlay_as_raw_hook", test_disk_overlay_as_raw_hook, 5);
+	add(s, "disk_drive_rest_still_checked", test_disk_drive_rest_still_checked, 5);
 	add(s, "disk_missing_is_error", test_disk_missing_is_error, 5);
 	add(s, "disk_blockdev_implied_driver_and_host_device",
 	    test_disk_blockdev_implied_driver_and_host_device, 5);

@@ -74,21 +74,25 @@ grep -q "netdev s0: output held for its checkpoint, then out through tap:rmt$$" 
 	fail "socket,udp NIC not taken: $(head -n 4 "$T/udp.log")"
 kill -TERM "$rpid"; wait_exit "$rpid" 10
 
-# A writable disk is replicated; a read-only one needs nothing; one that
-# cannot be protected (here: one disk too many) is refused
+# A writable disk is replicated; a read-only one is refused unless the
+# operator says both hosts see it (a restore without it would lose a disk);
+# one that cannot be protected (here: one disk too many) is refused
 # unless the operator says both hosts share it.
 truncate -s 8M "$T/disk.img" "$T/cdrom.img"
 # shellcheck disable=SC2046
 vm disk -vga none $(shared_ram disk) -drive file="$T/disk.img",format=raw,if=virtio,id=disk0 \
 	-drive file="$T/cdrom.img",format=raw,if=virtio,readonly=on,id=disk1
+expect_refusal disk "disk 'disk1' .* is read-only.*--unprotected-disk disk1" \
+	"a read-only disk not declared shared"
 "$BIN/remus-replicator" --key-file "$KEY" --qmp "$T/disk/qmp.sock" --backup "127.0.0.1:$(free_port)" \
-	> "$T/disk.log" 2>&1 &
+	--unprotected-disk disk1 > "$T/disk.log" 2>&1 &
 rpid=$!
 PIDS+=("$rpid")
 wait_for 10 grep -qs "retrying every second" "$T/disk.log"
 grep -q "disk disk0 ($T/disk.img, 8 MiB) is replicated through" "$T/disk.log" &&
-	grep -q "attached to VM" "$T/disk.log" && ! grep -q "disk1" "$T/disk.log" &&
-	pass "a writable disk is replicated; a read-only one is left alone" ||
+	grep -q "attached to VM" "$T/disk.log" &&
+	grep -q "disk 'disk1' .* is not replicated (--unprotected-disk)" "$T/disk.log" &&
+	pass "a writable disk is replicated; a read-only one declared shared is left alone" ||
 	fail "writable disk: $(head -n 4 "$T/disk.log")"
 kill -TERM "$rpid"; wait_exit "$rpid" 10
 [ "${EXIT_CODE:-}" = 0 ] && pass "detaching from a VM with a replicated disk exits 0" ||
