@@ -165,7 +165,7 @@ static char *dup_or_null(const char *s)
 }
 
 /* One entry of "disks": {"id": STRING, "size": BYTES, "node": STRING,
- * "format": STRING}; id and size required. */
+ * "format": STRING, "file": STRING, "qdev": STRING}; id and size required. */
 static int parse_disk(struct json_object *o, unsigned i, struct replica_disk *d,
 		      char *err, size_t errlen)
 {
@@ -189,8 +189,11 @@ static int parse_disk(struct json_object *o, unsigned i, struct replica_disk *d,
 		return -EINVAL;
 	}
 	if ((json_object_object_get_ex(o, "node", &v) && !hello_str(o, "node")) ||
-	    (json_object_object_get_ex(o, "format", &v) && !hello_str(o, "format"))) {
-		snprintf(err, errlen, "HELLO disks[%u] (%s): node and format must be strings", i, id);
+	    (json_object_object_get_ex(o, "format", &v) && !hello_str(o, "format")) ||
+	    (json_object_object_get_ex(o, "file", &v) && !hello_str(o, "file")) ||
+	    (json_object_object_get_ex(o, "qdev", &v) && !hello_str(o, "qdev"))) {
+		snprintf(err, errlen, "HELLO disks[%u] (%s): node, format, file and qdev must be "
+			 "strings", i, id);
 		return -EINVAL;
 	}
 	d->size = (uint64_t)size;
