@@ -20,7 +20,7 @@ command -v qemu-system-x86_64 >/dev/null || skip "no qemu-system-x86_64"
 
 start=$(now_ms)
 "$ROOT/scripts/softdirty-vm" --mem 3G --timeout 540 -- env EXPECT_TRACKER=soft-dirty \
-	GUEST_BOOT_TIMEOUT=400 tests/integration/test_replica_exact.sh > "$T/vm.log" 2>&1
+	GUEST_BOOT_TIMEOUT=400 DIRTY_MB_S=5 tests/integration/test_replica_exact.sh > "$T/vm.log" 2>&1
 rc=$?
 log "the VM ran $(( ($(now_ms) - start) / 1000 )) s; test_replica_exact.sh inside it:"
 grep -a -e ' ok - ' -e 'not ok - ' -e 'PASS ' -e 'FAIL ' -e '^softdirty-vm:' "$T/vm.log" | sed 's/^/    /'
