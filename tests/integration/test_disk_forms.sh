@@ -232,16 +232,19 @@ failover() {
 	# The guest's check writes at 1 MiB: write at offset 0 too, through the
 	# device, as the guest would, so that a QEMU that opens the overlay as
 	# raw overwrites its header (a qcow2 node takes it as guest data).
-	# (QEMU 7.2's HMP qemu-io prints its result on QEMU's stdout, not in
-	# the reply: an empty reply is a success; the overlay is read below.)
+	# (QEMU 7.2's HMP qemu-io prints its result on QEMU's stdout, which the
+	# agent sends to the state dir's qemu.log, not in the reply.)
 	if [ "$form" = drive-virtio ]; then
 		dev=virtio0 # -drive if=virtio: a named drive, a device without id
 	else
 		dev="-d /machine/peripheral/vdisk0/virtio-backend"
 	fi
 	out=$(hmp "$dir/qmp.sock" "qemu-io $dev \"write -P 0x5a 0 64k\"" 2>&1)
-	[ -z "$(echo "$out" | tr -d '\r\n')" ] ||
+	if [ -n "$(echo "$out" | tr -d '\r\n')" ]; then
 		fail "$form: cannot write through the restored disk: $(echo "$out" | head -c 200 | tr '\r\n' '  ')"
+	elif ! wait_for 5 grep -q 'wrote 65536/65536 bytes at offset 0' "$dir/qemu.log"; then
+		fail "$form: the write through the restored disk did not happen: $(tail -n 2 "$dir/qemu.log" | tr '\n' ' ')"
+	fi
 	qpid=$(cat "$dir/qemu.pid" 2>/dev/null)
 	if [ -n "$qpid" ] && [ "$(cat "/proc/$qpid/comm" 2>/dev/null)" = qemu-system-x86 ]; then
 		stop_pid "$qpid" || fail "$form: the restored QEMU (pid $qpid) would not stop"
