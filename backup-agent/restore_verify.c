@@ -43,6 +43,22 @@ static bool str_is(const char *s, const char *want)
 	return s && !strcmp(s, want);
 }
 
+static bool size_is(struct json_object *level, uint64_t want)
+{
+	struct json_object *size = member(level, "virtual-size");
+
+	return json_object_is_type(size, json_type_int) &&
+	       (uint64_t)json_object_get_int64(size) == want;
+}
+
+/* The level's virtual size as QEMU wrote it, for messages. */
+static const char *size_text(struct json_object *level)
+{
+	struct json_object *size = member(level, "virtual-size");
+
+	return size ? json_object_get_string(size) : "(none)";
+}
+
 static int fail(char *err, size_t errlen, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 static int fail(char *err, size_t errlen, const char *fmt, ...)
@@ -146,7 +162,7 @@ static struct json_object *find_entry(struct json_object *blocks, const struct v
 static int check_image(struct json_object *inserted, const struct verify_disk *w, char *err,
 		       size_t errlen)
 {
-	struct json_object *image = member(inserted, "image"), *size = member(image, "virtual-size");
+	struct json_object *image = member(inserted, "image");
 	const char *format = str_member(image, "format");
 
 	if (!str_is(format, "qcow2"))
@@ -155,16 +171,18 @@ static int check_image(struct json_object *inserted, const struct verify_disk *w
 	if (json_object_get_boolean(member(inserted, "ro")))
 		return fail(err, errlen, "disk '%s': overlay %s is opened read-only", w->name,
 			    w->overlay);
-	if (!json_object_is_type(size, json_type_int) ||
-	    (uint64_t)json_object_get_int64(size) != w->size)
+	if (!size_is(image, w->size))
 		return fail(err, errlen, "disk '%s': overlay %s has virtual size %s bytes, the "
 			    "primary's disk has %llu", w->name, w->overlay,
-			    size ? json_object_get_string(size) : "(none)",
+			    size_text(image),
 			    (unsigned long long)w->size);
 	return 0;
 }
 
-/* Below the overlay: its replica, raw. */
+/* Below the overlay: its replica, raw, whole. The size also rules out a
+ * window on it (a raw node's offset/size options, shown in a json: name):
+ * the replica file is exactly the disk's size, and QEMU refuses a window
+ * that runs past its end. */
 static int check_backing(struct json_object *inserted, const struct verify_disk *w, char *err,
 			 size_t errlen)
 {
@@ -181,6 +199,11 @@ static int check_backing(struct json_object *inserted, const struct verify_disk 
 	if (!str_is(format, "raw"))
 		return fail(err, errlen, "disk '%s': replica %s is opened as %s, not raw",
 			    w->name, w->replica, format ? format : "(no format)");
+	if (!size_is(backing, w->size))
+		return fail(err, errlen, "disk '%s': replica %s is seen with virtual size %s "
+			    "bytes, the primary's disk has %llu", w->name, w->replica,
+			    size_text(backing),
+			    (unsigned long long)w->size);
 	return 0;
 }
 

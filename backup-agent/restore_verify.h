@@ -30,8 +30,8 @@ struct verify_disk {
  * must be exactly one entry whose image is the overlay (its
  * inserted.image.filename, else inserted.file, else a json:{...} filename
  * whose "file" has that "filename"), in format qcow2, writable, of the
- * primary's virtual size, with the replica in format raw as its backing
- * image, attached to a guest device (qdev; the expected one if given). No
+ * primary's virtual size, with the replica in format raw and of the same
+ * size as its backing image, attached to a guest device (qdev; the expected one if given). No
  * entry nor backing level may open an overlay in another format than
  * qcow2. 0, or -EINVAL with the reason in err. */
 int restore_verify_block_graph(struct json_object *blocks, const struct verify_disk *want,
