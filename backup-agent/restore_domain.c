@@ -8,6 +8,8 @@
  */
 #include "restore_domain.h"
 
+#include "log.h"
+
 #include <errno.h>
 #include <libxml/parser.h>
 #include <libxml/tree.h>
@@ -157,13 +159,29 @@ static int set_props(xmlNodePtr n, const char *const *kv, int count)
 	return 0;
 }
 
+/* Test hook, for tests/integration only: REMUS_TEST_RESTORE_OVERLAY_AS_RAW=1
+ * in the agent's environment opens the overlay with driver type 'raw',
+ * the wrong way, so that a test can see the restore's block graph check
+ * (restore_verify.c) refuse it and stop the domain. Nothing else makes
+ * that mistake on purpose, so nothing else could show the check works. */
+static const char *overlay_driver_type(void)
+{
+	const char *hook = getenv("REMUS_TEST_RESTORE_OVERLAY_AS_RAW");
+
+	if (!hook || strcmp(hook, "1"))
+		return "qcow2";
+	log_warn("test hook REMUS_TEST_RESTORE_OVERLAY_AS_RAW: the overlay is opened as raw "
+		 "on purpose");
+	return "raw";
+}
+
 /* <disk type='file'><driver type='raw'/><source file='IMAGE'/> of a
  * replicated disk: the restored domain runs on a qcow2 overlay whose
  * backing store is the replica. */
 static int rewrite_disk(xmlNodePtr disk, const struct restore_domain_disk *d)
 {
 	xmlNodePtr drv = child(disk, "driver"), src = child(disk, "source"), bs, fmt, bsrc;
-	const char *drv_kv[] = { "name", "qemu", "type", "qcow2" };
+	const char *drv_kv[] = { "name", "qemu", "type", overlay_driver_type() };
 	const char *bs_kv[] = { "type", "file" };
 
 	drop_children(disk, "backingStore");
