@@ -239,6 +239,7 @@ START_TEST(test_restore_overlay_as_raw_hook)
 	ck_assert_int_eq(restore_domain_xml(xml, &s, &start, &persistent, err, sizeof(err)), 0);
 	ck_assert_ptr_nonnull(strstr(start, "<driver name=\"qemu\" type=\"raw\"/>"));
 	ck_assert_ptr_null(strstr(start, "type=\"qcow2\""));
+	ck_assert_ptr_null(strstr(start, "<backingStore")); /* libvirt refuses it on raw */
 	free(start);
 	free(persistent);
 	/* any other value: off */
