@@ -419,6 +419,7 @@ out:
 		/* A half-restored VM must not linger: it is ours, by pid. */
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
+		log_info("half-restored QEMU pid %d killed", (int)pid);
 	}
 	if (q)
 		qmp_close(q);

@@ -287,7 +287,7 @@ int restore_verify_disks(struct qmp *q, const struct restore_disks *disks,
 	rc = restore_verify_block_graph(blocks, want, disks->n, err, sizeof(err));
 	json_object_put(blocks);
 	if (rc) {
-		log_err("restore: block graph check failed: %s; the restored VM is stopped, "
+		log_err("restore: block graph check failed: %s; the guest is not started, "
 			"the replica is kept as it was", err);
 		return rc;
 	}
