@@ -11,6 +11,7 @@
 #include "qmp.h"
 #include "replica.h"
 #include "restore_cmdline.h"
+#include "restore_verify.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -404,7 +405,10 @@ int restore_vm(const struct restore_opts *o, struct restore_result *res)
 		goto out;
 	res->start_ms = mono_ms() - t;
 	t = mono_ms();
-	if ((rc = restore_check_machine(q, info.vm)) || (rc = load_devstate(q, dir)) ||
+	/* QEMU waits for -incoming: the block graph exists, the guest has not
+	 * run. It must not run on a disk that is not its own. */
+	if ((rc = restore_check_machine(q, info.vm)) ||
+	    (rc = restore_verify_disks(q, &disks, info.vm)) || (rc = load_devstate(q, dir)) ||
 	    (rc = restore_wait_status(q, "running", qemu_log)))
 		goto out;
 	restore_announce(q);
@@ -417,6 +421,7 @@ out:
 		/* A half-restored VM must not linger: it is ours, by pid. */
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
+		log_info("half-restored QEMU pid %d killed", (int)pid);
 	}
 	if (q)
 		qmp_close(q);

@@ -8,6 +8,8 @@
  */
 #include "restore_domain.h"
 
+#include "log.h"
+
 #include <errno.h>
 #include <libxml/parser.h>
 #include <libxml/tree.h>
@@ -157,30 +159,58 @@ static int set_props(xmlNodePtr n, const char *const *kv, int count)
 	return 0;
 }
 
+/* Test hook, for tests/integration only: REMUS_TEST_RESTORE_OVERLAY_AS_RAW=1
+ * in the agent's environment opens the overlay with driver type 'raw',
+ * the wrong way, so that a test can see the restore's block graph check
+ * (restore_verify.c) refuse it and stop the domain. Nothing else makes
+ * that mistake on purpose, so nothing else could show the check works. */
+static bool overlay_as_raw_hook(void)
+{
+	const char *hook = getenv("REMUS_TEST_RESTORE_OVERLAY_AS_RAW");
+
+	if (!hook || strcmp(hook, "1"))
+		return false;
+	log_warn("test hook REMUS_TEST_RESTORE_OVERLAY_AS_RAW: the overlay is opened as raw "
+		 "on purpose");
+	return true;
+}
+
+/* <backingStore type='file'><format type='raw'/><source file='BASE'/> */
+static int add_backing_store(xmlNodePtr disk, const char *base)
+{
+	const char *bs_kv[] = { "type", "file" };
+	xmlNodePtr bs = xmlNewChild(disk, NULL, (const xmlChar *)"backingStore", NULL);
+	xmlNodePtr fmt = bs ? xmlNewChild(bs, NULL, (const xmlChar *)"format", NULL) : NULL;
+	xmlNodePtr src = bs ? xmlNewChild(bs, NULL, (const xmlChar *)"source", NULL) : NULL;
+
+	if (!fmt || !src || set_props(bs, bs_kv, 2) ||
+	    !xmlSetProp(fmt, (const xmlChar *)"type", (const xmlChar *)"raw") ||
+	    !xmlSetProp(src, (const xmlChar *)"file", (const xmlChar *)base))
+		return -ENOMEM;
+	return 0;
+}
+
 /* <disk type='file'><driver type='raw'/><source file='IMAGE'/> of a
  * replicated disk: the restored domain runs on a qcow2 overlay whose
  * backing store is the replica. */
 static int rewrite_disk(xmlNodePtr disk, const struct restore_domain_disk *d)
 {
-	xmlNodePtr drv = child(disk, "driver"), src = child(disk, "source"), bs, fmt, bsrc;
-	const char *drv_kv[] = { "name", "qemu", "type", "qcow2" };
-	const char *bs_kv[] = { "type", "file" };
+	xmlNodePtr drv = child(disk, "driver"), src = child(disk, "source");
+	bool as_raw = overlay_as_raw_hook();
+	const char *drv_kv[] = { "name", "qemu", "type", as_raw ? "raw" : "qcow2" };
 
 	drop_children(disk, "backingStore");
 	if (!drv)
 		drv = xmlNewChild(disk, NULL, (const xmlChar *)"driver", NULL);
-	bs = xmlNewChild(disk, NULL, (const xmlChar *)"backingStore", NULL);
-	fmt = bs ? xmlNewChild(bs, NULL, (const xmlChar *)"format", NULL) : NULL;
-	bsrc = bs ? xmlNewChild(bs, NULL, (const xmlChar *)"source", NULL) : NULL;
 	/* a block device on the primary is a file (the overlay) here */
 	xmlUnsetProp(src, (const xmlChar *)"dev");
-	if (!drv || !fmt || !bsrc || set_props(drv, drv_kv, 4) || set_props(bs, bs_kv, 2) ||
+	if (!drv || set_props(drv, drv_kv, 4) ||
 	    !xmlSetProp(disk, (const xmlChar *)"type", (const xmlChar *)"file") ||
-	    !xmlSetProp(fmt, (const xmlChar *)"type", (const xmlChar *)"raw") ||
-	    !xmlSetProp(bsrc, (const xmlChar *)"file", (const xmlChar *)d->base) ||
 	    !xmlSetProp(src, (const xmlChar *)"file", (const xmlChar *)d->overlay))
 		return -ENOMEM;
-	return 0;
+	/* libvirt refuses a raw disk with a backing store: the hook's has none,
+	 * so that QEMU, not libvirt, opens the overlay wrongly */
+	return as_raw ? 0 : add_backing_store(disk, d->base);
 }
 
 static int move_disks(xmlDocPtr doc, const struct restore_domain_spec *s, char *err,

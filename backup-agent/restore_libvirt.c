@@ -19,6 +19,7 @@
 #include "qmp.h"
 #include "replica.h"
 #include "restore_domain.h"
+#include "restore_verify.h"
 #include "virt.h"
 
 #include <errno.h>
@@ -200,7 +201,11 @@ int restore_libvirt(const struct restore_opts *o, const struct replica_info *inf
 	if ((rc = virt_qmp_open(v, NULL, NULL, &q)))
 		goto out;
 	res->qemu_pid = qmp_peer_pid(q);
-	if ((rc = restore_check_machine(q, info->vm)) || (rc = copy_ram(o->dir, q, res->qemu_pid)))
+	/* The domain is paused, waiting for the device state: check its disks
+	 * before anything can resume it. */
+	if ((rc = restore_check_machine(q, info->vm)) ||
+	    (rc = restore_verify_disks(q, &disks, info->vm)) ||
+	    (rc = copy_ram(o->dir, q, res->qemu_pid)))
 		goto out;
 	res->copy_ms = mono_ms() - t;
 	t = mono_ms();

@@ -220,6 +220,38 @@ START_TEST(test_restore_disk_onto_overlay)
 }
 END_TEST
 
+/* The test hook tests/integration uses to see the block graph check fail:
+ * with REMUS_TEST_RESTORE_OVERLAY_AS_RAW=1 the overlay is opened as raw. */
+START_TEST(test_restore_overlay_as_raw_hook)
+{
+	static const struct restore_domain_disk disks[] = {
+		{ "/var/lib/libvirt/images/vm1.img", "/srv/remus/vm1/disk-0.qcow2",
+		  "/srv/remus/vm1/disk-0.img" },
+	};
+	struct restore_domain_spec s = { .emulator = EMU, .state_dir = "/srv/remus/vm1",
+					 .disks = disks, .ndisks = 1 };
+	const char *xml = DOMAIN(SHARED_MEMFD,
+		"<disk type='file' device='disk'><driver name='qemu' type='raw'/>"
+		"<source file='/var/lib/libvirt/images/vm1.img'/><target dev='vda' bus='virtio'/></disk>");
+	char *start = NULL, *persistent = NULL, err[256] = "";
+
+	setenv("REMUS_TEST_RESTORE_OVERLAY_AS_RAW", "1", 1);
+	ck_assert_int_eq(restore_domain_xml(xml, &s, &start, &persistent, err, sizeof(err)), 0);
+	ck_assert_ptr_nonnull(strstr(start, "<driver name=\"qemu\" type=\"raw\"/>"));
+	ck_assert_ptr_null(strstr(start, "type=\"qcow2\""));
+	ck_assert_ptr_null(strstr(start, "<backingStore")); /* libvirt refuses it on raw */
+	free(start);
+	free(persistent);
+	/* any other value: off */
+	setenv("REMUS_TEST_RESTORE_OVERLAY_AS_RAW", "0", 1);
+	ck_assert_int_eq(restore_domain_xml(xml, &s, &start, &persistent, err, sizeof(err)), 0);
+	ck_assert_ptr_nonnull(strstr(start, "<driver name=\"qemu\" type=\"qcow2\"/>"));
+	free(start);
+	free(persistent);
+	unsetenv("REMUS_TEST_RESTORE_OVERLAY_AS_RAW");
+}
+END_TEST
+
 
 /* ---- what the backup refuses in the primary's XML ---- */
 
@@ -350,6 +382,7 @@ static Suite *domain_xml_suite(void)
 		{ "restore_single_nic_bare_tap", test_restore_single_nic_bare_tap },
 		{ "restore_errors", test_restore_errors },
 		{ "restore_disk_onto_overlay", test_restore_disk_onto_overlay },
+		{ "restore_overlay_as_raw_hook", test_restore_overlay_as_raw_hook },
 		{ "restore_refuses_host_resources", test_restore_refuses_host_resources },
 		{ "restore_own_incoming_again", test_restore_own_incoming_again },
 		{ "restore_emulator_seclabel_kernel", test_restore_emulator_seclabel_kernel },

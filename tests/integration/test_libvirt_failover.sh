@@ -98,6 +98,33 @@ virsh -c "$BAK_URI" dumpxml "$NAME" | grep -q "disk-0.qcow2" &&
 	pass "restored domain runs on an overlay over the replica disk" ||
 	fail "restored domain's disk is not the overlay"
 
+# --- the block graph check (backup-agent/restore_verify.c): the restore
+# above verified the overlay. With the test hook
+# REMUS_TEST_RESTORE_OVERLAY_AS_RAW=1 the overlay is opened as raw: a restore
+# by hand is then refused before the guest runs, the domain destroyed, the
+# replica kept; without the hook the same replica comes back.
+grep -q "disk '[^']*' block graph verified" "$T/agent.log" &&
+	pass "agent log: $(grep -m1 -o "disk '[^']*' block graph verified: qcow2 overlay [^ ]*" "$T/agent.log")" ||
+	fail "the agent did not verify the restored domain's block graph"
+virsh -c "$BAK_URI" destroy "$NAME" > /dev/null && virsh -c "$BAK_URI" undefine "$NAME" > /dev/null ||
+	fail "cannot remove the restored domain"
+replica_sum=$(sha256sum < "$T/backup/disk-0.img")
+env REMUS_TEST_RESTORE_OVERLAY_AS_RAW=1 "$BIN/remus-agent" --key-file "$KEY" --restore \
+	--state-dir "$T/backup" --connect "$BAK_URI" > "$T/restore-hook.log" 2>&1
+rc=$?
+[ "$rc" != 0 ] && grep -q 'block graph check failed' "$T/restore-hook.log" &&
+	pass "overlay opened as raw: restore refused (exit $rc), $(grep -m1 -o 'block graph check failed.*' \
+		"$T/restore-hook.log" | cut -c1-120)" ||
+	fail "overlay opened as raw: exit $rc, $(tail -n 2 "$T/restore-hook.log")"
+[ "$(virsh -c "$BAK_URI" domstate "$NAME" 2>/dev/null | head -n 1)" != running ] &&
+	pass "the refused domain is not running" || fail "the refused domain runs"
+[ "$(sha256sum < "$T/backup/disk-0.img")" = "$replica_sum" ] &&
+	pass "the replica disk is unchanged by the refused restore" || fail "the replica disk changed"
+"$BIN/remus-agent" --key-file "$KEY" --restore --state-dir "$T/backup" --connect "$BAK_URI" \
+	> "$T/restore.log" 2>&1 && grep -q "disk '[^']*' block graph verified" "$T/restore.log" &&
+	pass "without the hook the replica is restored again, block graph verified" ||
+	fail "restore by hand without the hook: $(tail -n 2 "$T/restore.log")"
+
 # --- the restored domain is a primary in turn; then its libvirtd dies:
 # no checkpoint can be taken any more, so the replicator detaches (exit 3,
 # output released, the backup told not to take over) and the VM runs on.
