@@ -72,7 +72,7 @@ FUZZ_LIBS  := $(shell pkg-config --libs json-c)
 FUZZ_SECONDS ?= 20
 FUZZERS    := $(patsubst fuzz/%.c,$(B)/fuzz/%,$(wildcard fuzz/fuzz_*.c))
 fuzz: $(FUZZERS)
-$(B)/fuzz/fuzz_block_graph: fuzz/fuzz_block_graph.c backup-agent/restore_verify.c common/qmp.c \
+$(B)/fuzz/fuzz_restore_verify: fuzz/fuzz_restore_verify.c backup-agent/restore_verify.c common/qmp.c \
                            common/log.c common/text.c
 $(B)/fuzz/fuzz_config: fuzz/fuzz_config.c common/config.c common/cli.c common/netaddr.c
 $(B)/fuzz/fuzz_disk_frame: fuzz/fuzz_disk_frame.c common/proto.c common/crc32c.c

@@ -9,9 +9,9 @@
  * /tmp/qb/disk-0.qcow2 (see tests/check_restore_verify.c).
  *
  *   make fuzz
- *   mkdir -p build/fuzz/corpus-block_graph
- *   build/fuzz/fuzz_block_graph -dict=fuzz/fuzz_block_graph.dict -max_total_time=60 \
- *       build/fuzz/corpus-block_graph fuzz/corpus/block_graph
+ *   mkdir -p build/fuzz/corpus-restore_verify
+ *   build/fuzz/fuzz_restore_verify -dict=fuzz/fuzz_restore_verify.dict -max_total_time=60 \
+ *       build/fuzz/corpus-restore_verify fuzz/corpus/restore_verify
  */
 #include "../backup-agent/restore_verify.h"
 
