@@ -829,6 +829,22 @@ static int rewrite_disk_option(struct builder *b, struct qemu_argv_iter *it)
 	}
 }
 
+/* Everything but the disks, against the allowlist, before the disks are
+ * planned: a HELLO whose command line is not QEMU's at all is refused for
+ * what it is, not for the disks it lacks. */
+static int allow_other_options(struct builder *b)
+{
+	struct qemu_argv_iter it;
+	int ret;
+
+	iter_init(b, &it);
+	while ((ret = next_opt(b, &it)) > 0)
+		if (!is_opt(&it, "drive") && !is_opt(&it, "blockdev") &&
+		    (ret = restore_allow_option(b->spec, it.name, it.arg, b->err, b->errlen)))
+			return ret;
+	return ret;
+}
+
 static int plan_disks(struct builder *b)
 {
 	struct block_graph_disk d[RESTORE_MAX_DISKS];
@@ -940,6 +956,8 @@ static int build(struct builder *b)
 	ret = escape_dir(b);
 	if (!ret)
 		ret = prescan(b);
+	if (!ret)
+		ret = allow_other_options(b);
 	if (!ret)
 		ret = plan_disks(b);
 	if (ret)

@@ -26,7 +26,7 @@
       tracker on 2 and 1 threads, side by side on the same running guest
       (each attaches, measures, detaches), then where each pause went;
       soft-dirty needs a kernel that keeps the log: bench/in-vm.sh runs this
-      inside Debian's kernel (scripts/softdirty-vm)
+      inside Debian's kernel (scripts/nested-vm)
   bench/bench.py network [--epochs 25,50,100] [--seconds 8]
       request latency and throughput through the VM's net buffer, replicated
       at each epoch length against unreplicated, in one run (needs root: it
@@ -51,7 +51,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "build", "bin")
 GUEST = os.path.join(ROOT, "build", "guest")
-# Seconds; a nested VM (scripts/softdirty-vm) needs far more than a host.
+# Seconds; a nested VM (scripts/nested-vm) needs far more than a host.
 BOOT_TIMEOUT = float(os.environ.get("GUEST_BOOT_TIMEOUT", "60"))
 WARMUP_TIMEOUT = float(os.environ.get("BENCH_WARMUP_TIMEOUT", "120"))
 PEER_TIMEOUT_MS = 60000  # 'trackers': --timeout-ms of both sides

@@ -1,6 +1,6 @@
 #!/bin/bash
 # bench/bench.py inside a VM booted with Debian's cloud kernel, which keeps
-# the soft-dirty log (scripts/softdirty-vm): the test guest runs nested,
+# the soft-dirty log (scripts/nested-vm): the test guest runs nested,
 # under TCG inside TCG, so only ratios between runs of one invocation mean
 # something, never the milliseconds.
 #
@@ -11,6 +11,6 @@
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 [ $# -ge 1 ] || { sed -n '2,/^set -u/{/^set -u/d;s/^# \{0,1\}//;p}' "$0" >&2; exit 2; }
-exec "$ROOT/scripts/softdirty-vm" --mem "${VM_MEM:-10G}" --shm "${VM_SHM:-7G}" \
+exec "$ROOT/scripts/nested-vm" --mem "${VM_MEM:-10G}" --shm "${VM_SHM:-7G}" \
 	--timeout "${TIMEOUT:-5400}" -- env PYTHONUNBUFFERED=1 GUEST_BOOT_TIMEOUT=900 BENCH_WARMUP_TIMEOUT=600 \
 	python3 bench/bench.py "$@"

@@ -112,12 +112,15 @@ wait_for() {
 # start_guest NAME MEM_MB KERNEL_ARGS [RUN_TEST_GUEST_ARGS...]: boots the test
 # guest, sets GUEST_PID. Further arguments go to scripts/run-test-guest
 # (e.g. --net --netns NS, or -- QEMU_ARGS...). GUEST_BOOT_TIMEOUT (seconds,
-# default 60) bounds the boot: a nested VM (scripts/softdirty-vm) needs more.
+# default 60) bounds the boot: a nested VM (scripts/nested-vm) needs more.
+# TEST_ACCEL (tcg or kvm) and TEST_SMP (vCPUs) in the environment choose the
+# guest's accelerator and vCPUs (tests/integration/test_kvm.sh).
 start_guest() {
 	local name=$1 mem=$2 append=$3
 	shift 3
 	"$ROOT/scripts/run-test-guest" --guest-dir "$GUEST" --name "$name" \
-		--run-dir "$T/$name" --mem "$mem" --append "$append" --daemonize "$@" ||
+		--run-dir "$T/$name" --mem "$mem" --append "$append" --daemonize \
+		${TEST_ACCEL:+--accel "$TEST_ACCEL"} ${TEST_SMP:+--smp "$TEST_SMP"} "$@" ||
 		die "cannot start guest $name"
 	RAM_FILES+=("/dev/shm/remus-$name.ram")
 	GUEST_PID=$(cat "$T/$name/qemu.pid")

@@ -35,6 +35,12 @@ tracker=$(status_field tracker)
 pass "replicated with the $tracker tracker ($(status_field tracker_reason)):" \
 	"$(status_field epochs_committed) epochs, $(status_field dirty_pages_total) dirty pages sent," \
 	"pause p50 $(printf %.1f "$(status_field pause_p50_ms)") ms"
+if [ -n "${TEST_ACCEL:-}" ]; then
+	accel=$(echo "$TEST_ACCEL" | tr a-z A-Z)
+	grep -q "attached to VM primary: .*, $accel, " "$T/replicator.log" &&
+		pass "the guest runs under $accel with ${TEST_SMP:-1} vCPU(s), as asked" ||
+		fail "the replicator does not report a $accel guest: $(grep -m1 'attached to VM' "$T/replicator.log")"
+fi
 want=${EXPECT_TRACKER:-${TEST_TRACKER:-}}
 if [ -n "$want" ]; then
 	[ "$tracker" = "$want" ] && pass "the tracker is $want, as expected" ||

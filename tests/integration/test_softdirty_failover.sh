@@ -3,7 +3,7 @@
 # QEMU: test_replica_exact.sh (a byte-exact replica after a planned
 # failover, then a SIGKILL failover) with the default tracker (auto), which
 # must choose soft-dirty there, inside a VM booted with Debian's cloud
-# kernel, which keeps the soft-dirty log (scripts/softdirty-vm; the test
+# kernel, which keeps the soft-dirty log (scripts/nested-vm; the test
 # guest runs nested, TCG inside TCG, so it boots in minutes, not seconds).
 # Skips, with the reason, when the kernel, its config, busybox-static or
 # QEMU is missing.
@@ -19,12 +19,12 @@ grep -q '^CONFIG_MEM_SOFT_DIRTY=y' "/boot/config-${KERNEL#/boot/vmlinuz-}" 2>/de
 command -v qemu-system-x86_64 >/dev/null || skip "no qemu-system-x86_64"
 
 start=$(now_ms)
-"$ROOT/scripts/softdirty-vm" --mem 3G --timeout 540 -- env EXPECT_TRACKER=soft-dirty \
+"$ROOT/scripts/nested-vm" --mem 3G --timeout 540 -- env EXPECT_TRACKER=soft-dirty \
 	GUEST_BOOT_TIMEOUT=400 DIRTY_MB_S=5 tests/integration/test_replica_exact.sh > "$T/vm.log" 2>&1
 rc=$?
 log "the VM ran $(( ($(now_ms) - start) / 1000 )) s; test_replica_exact.sh inside it:"
-grep -a -e ' ok - ' -e 'not ok - ' -e 'PASS ' -e 'FAIL ' -e '^softdirty-vm:' "$T/vm.log" | sed 's/^/    /'
-[ "$rc" = 124 ] && die "scripts/softdirty-vm could not build the VM: $(tail -n 1 "$T/vm.log")"
+grep -a -e ' ok - ' -e 'not ok - ' -e 'PASS ' -e 'FAIL ' -e '^nested-vm:' "$T/vm.log" | sed 's/^/    /'
+[ "$rc" = 124 ] && die "scripts/nested-vm could not build the VM: $(tail -n 1 "$T/vm.log")"
 grep -qa 'ok - the tracker is soft-dirty, as expected' "$T/vm.log" &&
 	pass "the replicator in the VM chose the soft-dirty tracker by itself (auto)" ||
 	fail "the replicator in the VM did not say it ran the soft-dirty tracker"
