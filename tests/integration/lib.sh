@@ -41,6 +41,11 @@ cleanup() {
 		for f in "$T"/agent.log "$T"/replicator.log; do
 			[ -f "$f" ] && { echo "--- tail of $f"; tail -n 25 "$f"; }
 		done
+		# A guest that died says why on its console (a nested VM's
+		# logs vanish with it).
+		for f in "$T"/*/serial.log; do
+			[ -f "$f" ] && { echo "--- tail of $f"; tail -n 12 "$f" | tr -d '\r'; }
+		done
 	else
 		rm -rf "$T"
 	fi

@@ -44,7 +44,8 @@ boot() {
 	local name=$1
 	shift
 	"$ROOT/scripts/run-test-guest" --guest-dir "$GUEST" --name "$name" --run-dir "$T/$name" \
-		--mem 128 --append "disk_check=1" --daemonize "$@" ||
+		--mem 128 --append "disk_check=1" --daemonize \
+		${TEST_ACCEL:+--accel "$TEST_ACCEL"} ${TEST_SMP:+--smp "$TEST_SMP"} "$@" ||
 		{ fail "$name: cannot start the guest"; return 1; }
 	RAM_FILES+=("/dev/shm/remus-$name.ram")
 	GUEST_PID=$(cat "$T/$name/qemu.pid")
