@@ -900,12 +900,15 @@ static int rewrite_one(struct builder *b, struct qemu_argv_iter *it)
 	size_t i;
 	int ret;
 
-	if ((is_opt(it, "drive") || is_opt(it, "blockdev")) &&
-	    b->plan.action[qemu_argv_arg_index(it)] != BLOCK_GRAPH_KEEP)
-		return rewrite_disk_option(b, it);
-	ret = restore_allow_option(b->spec, it->name, it->arg, b->err, b->errlen);
-	if (ret)
-		return ret;
+	/* every other option passed the allowlist before the plan
+	 * (allow_other_options); a disk the plan keeps is judged here */
+	if (is_opt(it, "drive") || is_opt(it, "blockdev")) {
+		if (b->plan.action[qemu_argv_arg_index(it)] != BLOCK_GRAPH_KEEP)
+			return rewrite_disk_option(b, it);
+		ret = restore_allow_option(b->spec, it->name, it->arg, b->err, b->errlen);
+		if (ret)
+			return ret;
+	}
 	for (i = 0; it->name && i < ARRAY_SIZE(rules); i++)
 		if (!strcmp(it->name, rules[i].name))
 			return rules[i].fn(b, it);

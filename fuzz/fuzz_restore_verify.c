@@ -6,7 +6,7 @@
  * The input is the reply's "return" value (JSON). The first byte picks
  * what is expected: bit 0 two disks instead of one, bit 1 the primary's
  * qdev given. The seeds (fuzz/make-seeds) are replies of QEMU 7.2 over
- * /tmp/qb/disk-0.qcow2 (see tests/check_restore_verify.c).
+ * /srv/state/disk-0.qcow2 (see tests/check_restore_verify.c).
  *
  *   make fuzz
  *   mkdir -p build/fuzz/corpus-restore_verify
@@ -22,8 +22,8 @@
 #include <string.h>
 
 static const struct verify_disk disks[] = {
-	{ "disk0", "/tmp/qb/disk-0.qcow2", "/tmp/qb/disk-0.img", 67108864, NULL },
-	{ "disk1", "/tmp/qb/disk-1.qcow2", "/tmp/qb/disk-1.img", 1048576, NULL },
+	{ "disk0", "/srv/state/disk-0.qcow2", "/srv/state/disk-0.img", 67108864, NULL },
+	{ "disk1", "/srv/state/disk-1.qcow2", "/srv/state/disk-1.img", 1048576, NULL },
 };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -607,17 +607,7 @@ START_TEST(test_forget_refused_while_the_dir_is_locked)
 }
 END_TEST
 
-static void add(Suite *s, const char *name, const TTest *t, double timeout)
-{
-	TCase *tc = tcase_create(name);
-
-	tcase_set_timeout(tc, timeout);
-	tcase_add_unchecked_fixture(tc, tmp_setup, tmp_teardown);
-	tcase_add_test(tc, t);
-	suite_add_tcase(s, tc);
-}
-
-#define ADD(s, t) add((s), #t, t, 30)
+#define ADD(s, t) tmp_fixture_add((s), tmp_setup, #t, t, 30)
 
 static Suite *bounds_suite(void)
 {

@@ -953,17 +953,7 @@ START_TEST(test_load_info_lists_the_disks)
 }
 END_TEST
 
-static void add(Suite *s, const char *name, const TTest *t, double timeout)
-{
-	TCase *tc = tcase_create(name);
-
-	tcase_set_timeout(tc, timeout);
-	tcase_add_unchecked_fixture(tc, tmp_setup, tmp_teardown);
-	tcase_add_test(tc, t);
-	suite_add_tcase(s, tc);
-}
-
-#define ADD(s, t) add((s), #t, t, 30)
+#define ADD(s, t) tmp_fixture_add((s), tmp_setup, #t, t, 30)
 
 static Suite *replica_disk_suite(void)
 {

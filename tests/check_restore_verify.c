@@ -2,8 +2,8 @@
  * replies of the real QEMU 7.2.22 of this machine: each reply below was
  * captured from `qemu-system-x86_64 -M pc -nodefaults -display none -S
  * -qmp ...` with the options in its comment, over a 64 MiB raw
- * /tmp/qb/disk-0.img and `qemu-img create -f qcow2 -b /tmp/qb/disk-0.img
- * -F raw /tmp/qb/disk-0.qcow2`, then trimmed to the members that matter
+ * /srv/state/disk-0.img and `qemu-img create -f qcow2 -b /srv/state/disk-0.img
+ * -F raw /srv/state/disk-0.qcow2`, then trimmed to the members that matter
  * (values unchanged). */
 #include "../backup-agent/restore_verify.h"
 #include "../backup-agent/restore.h"
@@ -22,121 +22,121 @@
 #define ANON_QDEV "/machine/peripheral-anon/device[0]/virtio-backend"
 #define VDISK0_QDEV "/machine/peripheral/vdisk0/virtio-backend"
 
-/* -drive file=/tmp/qb/disk-0.qcow2,format=qcow2,if=virtio,id=d0 */
+/* -drive file=/srv/state/disk-0.qcow2,format=qcow2,if=virtio,id=d0 */
 static const char qb_drive[] =
 	"[{\"device\":\"d0\",\"qdev\":\"/machine/peripheral-anon/device[0]/virtio-backend\","
 	"\"inserted\":{\"ro\":false,\"drv\":\"qcow2\",\"node-name\":\"#block100\","
-	"\"file\":\"/tmp/qb/disk-0.qcow2\",\"image\":{\"filename\":\"/tmp/qb/disk-0.qcow2\","
+	"\"file\":\"/srv/state/disk-0.qcow2\",\"image\":{\"filename\":\"/srv/state/disk-0.qcow2\","
 	"\"format\":\"qcow2\",\"virtual-size\":67108864,\"backing-image\":{"
-	"\"filename\":\"/tmp/qb/disk-0.img\",\"format\":\"raw\","
+	"\"filename\":\"/srv/state/disk-0.img\",\"format\":\"raw\","
 	"\"virtual-size\":67108864}}}}]"
 	;
 
-/* -blockdev driver=file,filename=/tmp/qb/disk-0.qcow2,node-name=d0-file -blockdev
+/* -blockdev driver=file,filename=/srv/state/disk-0.qcow2,node-name=d0-file -blockdev
  * driver=qcow2,file=d0-file,node-name=d0 -device virtio-blk-pci,drive=d0,id=vdisk0 */
 static const char qb_blockdev[] =
 	"[{\"device\":\"\",\"qdev\":\"/machine/peripheral/vdisk0/virtio-backend\","
 	"\"inserted\":{\"ro\":false,\"drv\":\"qcow2\",\"node-name\":\"d0\","
-	"\"file\":\"/tmp/qb/disk-0.qcow2\",\"image\":{\"filename\":\"/tmp/qb/disk-0.qcow2\","
+	"\"file\":\"/srv/state/disk-0.qcow2\",\"image\":{\"filename\":\"/srv/state/disk-0.qcow2\","
 	"\"format\":\"qcow2\",\"virtual-size\":67108864,\"backing-image\":{"
-	"\"filename\":\"/tmp/qb/disk-0.img\",\"format\":\"raw\","
+	"\"filename\":\"/srv/state/disk-0.img\",\"format\":\"raw\","
 	"\"virtual-size\":67108864}}}}]"
 	;
 
-/* -blockdev driver=file,filename=/tmp/qb/disk-0.qcow2,node-name=d0-file -device
+/* -blockdev driver=file,filename=/srv/state/disk-0.qcow2,node-name=d0-file -device
  * virtio-blk-pci,drive=d0-file,id=vdisk0 */
 static const char qb_asfile[] =
 	"[{\"device\":\"\",\"qdev\":\"/machine/peripheral/vdisk0/virtio-backend\","
 	"\"inserted\":{\"ro\":false,\"drv\":\"file\",\"node-name\":\"d0-file\","
-	"\"file\":\"/tmp/qb/disk-0.qcow2\",\"image\":{\"filename\":\"/tmp/qb/disk-0.qcow2\","
+	"\"file\":\"/srv/state/disk-0.qcow2\",\"image\":{\"filename\":\"/srv/state/disk-0.qcow2\","
 	"\"format\":\"file\",\"virtual-size\":197120}}}]"
 	;
 
-/* -drive file=/tmp/qb/disk-0.qcow2,format=raw,if=virtio,id=d0 */
+/* -drive file=/srv/state/disk-0.qcow2,format=raw,if=virtio,id=d0 */
 static const char qb_asraw[] =
 	"[{\"device\":\"d0\",\"qdev\":\"/machine/peripheral-anon/device[0]/virtio-backend\","
 	"\"inserted\":{\"ro\":false,\"drv\":\"raw\",\"node-name\":\"#block137\","
-	"\"file\":\"/tmp/qb/disk-0.qcow2\",\"image\":{\"filename\":\"/tmp/qb/disk-0.qcow2\","
+	"\"file\":\"/srv/state/disk-0.qcow2\",\"image\":{\"filename\":\"/srv/state/disk-0.qcow2\","
 	"\"format\":\"raw\",\"virtual-size\":197120}}}]"
 	;
 
-/* -drive file=/tmp/qb/wrongback.qcow2,format=qcow2,if=virtio,id=d0, an overlay
- * made over /tmp/qb/other.img */
+/* -drive file=/srv/state/wrongback.qcow2,format=qcow2,if=virtio,id=d0, an overlay
+ * made over /srv/state/other.img */
 static const char qb_wrongback[] =
 	"[{\"device\":\"d0\",\"qdev\":\"/machine/peripheral-anon/device[0]/virtio-backend\","
 	"\"inserted\":{\"ro\":false,\"drv\":\"qcow2\",\"node-name\":\"#block172\","
-	"\"file\":\"/tmp/qb/wrongback.qcow2\",\"image\":{"
-	"\"filename\":\"/tmp/qb/wrongback.qcow2\",\"format\":\"qcow2\","
-	"\"virtual-size\":67108864,\"backing-image\":{\"filename\":\"/tmp/qb/other.img\","
+	"\"file\":\"/srv/state/wrongback.qcow2\",\"image\":{"
+	"\"filename\":\"/srv/state/wrongback.qcow2\",\"format\":\"qcow2\","
+	"\"virtual-size\":67108864,\"backing-image\":{\"filename\":\"/srv/state/other.img\","
 	"\"format\":\"raw\",\"virtual-size\":67108864}}}}]"
 	;
 
-/* -drive file=/tmp/qb/q2/disk-0.qcow2,format=qcow2,if=virtio,id=d0, an overlay
- * made with -F qcow2 over a qcow2 /tmp/qb/q2/disk-0.img */
+/* -drive file=/srv/state/q2/disk-0.qcow2,format=qcow2,if=virtio,id=d0, an overlay
+ * made with -F qcow2 over a qcow2 /srv/state/q2/disk-0.img */
 static const char qb_backqcow2[] =
 	"[{\"device\":\"d0\",\"qdev\":\"/machine/peripheral-anon/device[0]/virtio-backend\","
 	"\"inserted\":{\"ro\":false,\"drv\":\"qcow2\",\"node-name\":\"#block154\","
-	"\"file\":\"/tmp/qb/q2/disk-0.qcow2\",\"image\":{"
-	"\"filename\":\"/tmp/qb/q2/disk-0.qcow2\",\"format\":\"qcow2\","
-	"\"virtual-size\":67108864,\"backing-image\":{\"filename\":\"/tmp/qb/q2/disk-0.img\","
+	"\"file\":\"/srv/state/q2/disk-0.qcow2\",\"image\":{"
+	"\"filename\":\"/srv/state/q2/disk-0.qcow2\",\"format\":\"qcow2\","
+	"\"virtual-size\":67108864,\"backing-image\":{\"filename\":\"/srv/state/q2/disk-0.img\","
 	"\"format\":\"qcow2\",\"virtual-size\":67108864}}}}]"
 	;
 
-/* -drive file=/tmp/qb/big.qcow2,format=qcow2,if=virtio,id=d0, a 128 MiB overlay
+/* -drive file=/srv/state/big.qcow2,format=qcow2,if=virtio,id=d0, a 128 MiB overlay
  * over the 64 MiB disk-0.img */
 static const char qb_bigsize[] =
 	"[{\"device\":\"d0\",\"qdev\":\"/machine/peripheral-anon/device[0]/virtio-backend\","
 	"\"inserted\":{\"ro\":false,\"drv\":\"qcow2\",\"node-name\":\"#block125\","
-	"\"file\":\"/tmp/qb/big.qcow2\",\"image\":{\"filename\":\"/tmp/qb/big.qcow2\","
+	"\"file\":\"/srv/state/big.qcow2\",\"image\":{\"filename\":\"/srv/state/big.qcow2\","
 	"\"format\":\"qcow2\",\"virtual-size\":134217728,\"backing-image\":{"
-	"\"filename\":\"/tmp/qb/disk-0.img\",\"format\":\"raw\","
+	"\"filename\":\"/srv/state/disk-0.img\",\"format\":\"raw\","
 	"\"virtual-size\":67108864}}}}]"
 	;
 
-/* -drive file=/tmp/qb/disk-0.qcow2,format=qcow2,if=none,id=d0 */
+/* -drive file=/srv/state/disk-0.qcow2,format=qcow2,if=none,id=d0 */
 static const char qb_nodev[] =
 	"[{\"device\":\"d0\",\"inserted\":{\"ro\":false,\"drv\":\"qcow2\","
-	"\"node-name\":\"#block145\",\"file\":\"/tmp/qb/disk-0.qcow2\",\"image\":{"
-	"\"filename\":\"/tmp/qb/disk-0.qcow2\",\"format\":\"qcow2\","
-	"\"virtual-size\":67108864,\"backing-image\":{\"filename\":\"/tmp/qb/disk-0.img\","
+	"\"node-name\":\"#block145\",\"file\":\"/srv/state/disk-0.qcow2\",\"image\":{"
+	"\"filename\":\"/srv/state/disk-0.qcow2\",\"format\":\"qcow2\","
+	"\"virtual-size\":67108864,\"backing-image\":{\"filename\":\"/srv/state/disk-0.img\","
 	"\"format\":\"raw\",\"virtual-size\":67108864}}}}]"
 	;
 
-/* -drive file=/tmp/qb/disk-0.qcow2,format=qcow2,if=virtio,id=d0,readonly=on */
+/* -drive file=/srv/state/disk-0.qcow2,format=qcow2,if=virtio,id=d0,readonly=on */
 static const char qb_ro[] =
 	"[{\"device\":\"d0\",\"qdev\":\"/machine/peripheral-anon/device[0]/virtio-backend\","
 	"\"inserted\":{\"ro\":true,\"drv\":\"qcow2\",\"node-name\":\"#block136\","
-	"\"file\":\"/tmp/qb/disk-0.qcow2\",\"image\":{\"filename\":\"/tmp/qb/disk-0.qcow2\","
+	"\"file\":\"/srv/state/disk-0.qcow2\",\"image\":{\"filename\":\"/srv/state/disk-0.qcow2\","
 	"\"format\":\"qcow2\",\"virtual-size\":67108864,\"backing-image\":{"
-	"\"filename\":\"/tmp/qb/disk-0.img\",\"format\":\"raw\","
+	"\"filename\":\"/srv/state/disk-0.img\",\"format\":\"raw\","
 	"\"virtual-size\":67108864}}}}]"
 	;
 
-/* -drive file=/tmp/qb/disk-0.qcow2,format=qcow2,if=virtio,id=d0 -drive
- * file=/tmp/qb/disk-0.qcow2,format=qcow2,if=virtio,id=d1,file.locking=off */
+/* -drive file=/srv/state/disk-0.qcow2,format=qcow2,if=virtio,id=d0 -drive
+ * file=/srv/state/disk-0.qcow2,format=qcow2,if=virtio,id=d1,file.locking=off */
 static const char qb_twodev[] =
 	"[{\"device\":\"d0\",\"qdev\":\"/machine/peripheral-anon/device[0]/virtio-backend\","
 	"\"inserted\":{\"ro\":false,\"drv\":\"qcow2\",\"node-name\":\"#block104\","
-	"\"file\":\"/tmp/qb/disk-0.qcow2\",\"image\":{\"filename\":\"/tmp/qb/disk-0.qcow2\","
+	"\"file\":\"/srv/state/disk-0.qcow2\",\"image\":{\"filename\":\"/srv/state/disk-0.qcow2\","
 	"\"format\":\"qcow2\",\"virtual-size\":67108864,\"backing-image\":{"
-	"\"filename\":\"/tmp/qb/disk-0.img\",\"format\":\"raw\","
+	"\"filename\":\"/srv/state/disk-0.img\",\"format\":\"raw\","
 	"\"virtual-size\":67108864}}}},{\"device\":\"d1\","
 	"\"qdev\":\"/machine/peripheral-anon/device[1]/virtio-backend\",\"inserted\":{"
 	"\"ro\":false,\"drv\":\"qcow2\",\"node-name\":\"#block532\","
-	"\"file\":\"/tmp/qb/disk-0.qcow2\",\"image\":{\"filename\":\"/tmp/qb/disk-0.qcow2\","
+	"\"file\":\"/srv/state/disk-0.qcow2\",\"image\":{\"filename\":\"/srv/state/disk-0.qcow2\","
 	"\"format\":\"qcow2\",\"virtual-size\":67108864,\"backing-image\":{"
-	"\"filename\":\"/tmp/qb/disk-0.img\",\"format\":\"raw\","
+	"\"filename\":\"/srv/state/disk-0.img\",\"format\":\"raw\","
 	"\"virtual-size\":67108864}}}}]"
 	;
 
 /* Without -nodefaults (its cdrom, floppy and sd drives have no medium):
- * -drive file=/tmp/qb/disk-0.qcow2,format=qcow2,if=virtio,id=d0 */
+ * -drive file=/srv/state/disk-0.qcow2,format=qcow2,if=virtio,id=d0 */
 static const char qb_defaults_drive[] =
 	"[{\"device\":\"d0\",\"qdev\":\"/machine/peripheral-anon/device[0]/virtio-backend\","
 	"\"inserted\":{\"ro\":false,\"drv\":\"qcow2\",\"node-name\":\"#block140\","
-	"\"file\":\"/tmp/qb/disk-0.qcow2\",\"image\":{\"filename\":\"/tmp/qb/disk-0.qcow2\","
+	"\"file\":\"/srv/state/disk-0.qcow2\",\"image\":{\"filename\":\"/srv/state/disk-0.qcow2\","
 	"\"format\":\"qcow2\",\"virtual-size\":67108864,\"backing-image\":{"
-	"\"filename\":\"/tmp/qb/disk-0.img\",\"format\":\"raw\","
+	"\"filename\":\"/srv/state/disk-0.img\",\"format\":\"raw\","
 	"\"virtual-size\":67108864}}}},{\"device\":\"ide1-cd0\","
 	"\"qdev\":\"/machine/unattached/device[23]\",\"removable\":true},{"
 	"\"device\":\"floppy0\",\"qdev\":\"/machine/unattached/device[16]\","
@@ -146,27 +146,27 @@ static const char qb_defaults_drive[] =
 /* QEMU names a node whose options a plain filename cannot tell json:{...}
  * (inside the reply, a JSON string). */
 #define JSONBACK_NAME "json:{\\\"backing\\\": {\\\"driver\\\": \\\"raw\\\", " \
-	"\\\"file\\\": {\\\"driver\\\": \\\"file\\\", \\\"filename\\\": \\\"/tmp/qb/other.img\\\"}}, " \
+	"\\\"file\\\": {\\\"driver\\\": \\\"file\\\", \\\"filename\\\": \\\"/srv/state/other.img\\\"}}, " \
 	"\\\"driver\\\": \\\"qcow2\\\", \\\"file\\\": {\\\"driver\\\": \\\"file\\\", " \
-	"\\\"filename\\\": \\\"/tmp/qb/disk-0.qcow2\\\"}}"
+	"\\\"filename\\\": \\\"/srv/state/disk-0.qcow2\\\"}}"
 #define JSONOK_BACKING_NAME "json:{\\\"offset\\\": 0, \\\"driver\\\": \\\"raw\\\", " \
 	"\\\"size\\\": 67108864, \\\"file\\\": {\\\"driver\\\": \\\"file\\\", " \
-	"\\\"filename\\\": \\\"/tmp/qb/disk-0.img\\\"}}"
+	"\\\"filename\\\": \\\"/srv/state/disk-0.img\\\"}}"
 #define JSONOK_NAME "json:{\\\"backing\\\": {\\\"offset\\\": 0, \\\"driver\\\": \\\"raw\\\", " \
 	"\\\"size\\\": 67108864, \\\"file\\\": {\\\"driver\\\": \\\"file\\\", " \
-	"\\\"filename\\\": \\\"/tmp/qb/disk-0.img\\\"}}, \\\"driver\\\": \\\"qcow2\\\", " \
-	"\\\"file\\\": {\\\"driver\\\": \\\"file\\\", \\\"filename\\\": \\\"/tmp/qb/disk-0.qcow2\\\"}}"
+	"\\\"filename\\\": \\\"/srv/state/disk-0.img\\\"}}, \\\"driver\\\": \\\"qcow2\\\", " \
+	"\\\"file\\\": {\\\"driver\\\": \\\"file\\\", \\\"filename\\\": \\\"/srv/state/disk-0.qcow2\\\"}}"
 
 /* -blockdev {"driver":"qcow2","node-name":"d0","file":{"driver":"file",
- * "filename":"/tmp/qb/disk-0.qcow2"},"backing":{"driver":"raw","file":{
- * "driver":"file","filename":"/tmp/qb/other.img"}}} -device virtio-blk-pci,drive=d0,id=vdisk0 */
+ * "filename":"/srv/state/disk-0.qcow2"},"backing":{"driver":"raw","file":{
+ * "driver":"file","filename":"/srv/state/other.img"}}} -device virtio-blk-pci,drive=d0,id=vdisk0 */
 static const char qb_jsonback[] =
 	"[{\"device\":\"\",\"qdev\":\"/machine/peripheral/vdisk0/virtio-backend\","
 	"\"inserted\":{\"ro\":false,\"drv\":\"qcow2\",\"node-name\":\"d0\","
 	"\"file\":\"" JSONBACK_NAME "\","
 	"\"image\":{\"filename\":\"" JSONBACK_NAME "\","
 	"\"format\":\"qcow2\",\"virtual-size\":67108864,\"backing-image\":{"
-	"\"filename\":\"/tmp/qb/other.img\",\"format\":\"raw\",\"virtual-size\":67108864}}}}]"
+	"\"filename\":\"/srv/state/other.img\",\"format\":\"raw\",\"virtual-size\":67108864}}}}]"
 	;
 
 /* The same with the replica as backing, through a raw node with options
@@ -185,7 +185,7 @@ static const char qb_jsonok[] =
 static const char qb_none[] = "[]";
 
 static const struct verify_disk disk0 = {
-	.name = "disk0", .overlay = "/tmp/qb/disk-0.qcow2", .replica = "/tmp/qb/disk-0.img",
+	.name = "disk0", .overlay = "/srv/state/disk-0.qcow2", .replica = "/srv/state/disk-0.img",
 	.size = DISK_SIZE,
 };
 
@@ -274,10 +274,10 @@ START_TEST(test_wrong_backing_file)
 {
 	struct verify_disk d = disk0;
 
-	d.overlay = "/tmp/qb/wrongback.qcow2";
-	assert_refused(qb_wrongback, &d, 1, "backed by /tmp/qb/other.img");
+	d.overlay = "/srv/state/wrongback.qcow2";
+	assert_refused(qb_wrongback, &d, 1, "backed by /srv/state/other.img");
 	/* found through its json: name, refused for its backing */
-	assert_refused(qb_jsonback, &disk0, 1, "backed by /tmp/qb/other.img");
+	assert_refused(qb_jsonback, &disk0, 1, "backed by /srv/state/other.img");
 }
 END_TEST
 
@@ -285,8 +285,8 @@ START_TEST(test_backing_format_qcow2)
 {
 	struct verify_disk d = disk0;
 
-	d.overlay = "/tmp/qb/q2/disk-0.qcow2";
-	d.replica = "/tmp/qb/q2/disk-0.img";
+	d.overlay = "/srv/state/q2/disk-0.qcow2";
+	d.replica = "/srv/state/q2/disk-0.img";
 	assert_refused(qb_backqcow2, &d, 1, "opened as qcow2, not raw");
 }
 END_TEST
@@ -295,7 +295,7 @@ START_TEST(test_wrong_virtual_size)
 {
 	struct verify_disk d = disk0;
 
-	d.overlay = "/tmp/qb/big.qcow2";
+	d.overlay = "/srv/state/big.qcow2";
 	assert_refused(qb_bigsize, &d, 1, "virtual size 134217728");
 	/* the primary's disk was smaller than the replica QEMU sees */
 	d = disk0;
@@ -328,8 +328,8 @@ START_TEST(test_disk_missing)
 	assert_refused(qb_none, &disk0, 1, "disk missing");
 	/* a second replicated disk the restored QEMU does not open */
 	two[1].name = "disk1";
-	two[1].overlay = "/tmp/qb/disk-1.qcow2";
-	two[1].replica = "/tmp/qb/disk-1.img";
+	two[1].overlay = "/srv/state/disk-1.qcow2";
+	two[1].replica = "/srv/state/disk-1.img";
 	assert_refused(qb_drive, two, 2, "'disk1': no block device");
 }
 END_TEST
@@ -372,7 +372,7 @@ static int fake_command(void *ctx, const char *request, const int *fds, unsigned
  * NULL); what it logged in log (stderr, captured). */
 static int verify_through_qmp(const char *reply, const char *qdev, char *log, size_t loglen)
 {
-	char overlay[] = "/tmp/qb/disk-0.qcow2", base[] = "/tmp/qb/disk-0.img";
+	char overlay[] = "/srv/state/disk-0.qcow2", base[] = "/srv/state/disk-0.img";
 	struct qmp_passthrough pt = { .command = fake_command, .ctx = (void *)reply,
 				      .what = "fake", .pid = 42 };
 	struct restore_disks disks = { .n = 1, .overlay = { overlay }, .base = { base } };
@@ -407,7 +407,7 @@ START_TEST(test_verify_disks_logs)
 
 	ck_assert_int_eq(verify_through_qmp(qb_blockdev, VDISK0_QDEV, log, sizeof(log)), 0);
 	ck_assert_msg(strstr(log, "restore: disk 'disk0' block graph verified: qcow2 overlay "
-			     "/tmp/qb/disk-0.qcow2 over replica /tmp/qb/disk-0.img, 67108864 bytes"),
+			     "/srv/state/disk-0.qcow2 over replica /srv/state/disk-0.img, 67108864 bytes"),
 		      "log: %s", log);
 	/* no qdev in the HELLO (an older replicator): any guest device */
 	ck_assert_int_eq(verify_through_qmp(qb_drive, NULL, log, sizeof(log)), 0);
@@ -415,7 +415,7 @@ START_TEST(test_verify_disks_logs)
 
 	ck_assert_int_eq(verify_through_qmp(qb_asraw, NULL, log, sizeof(log)), -EINVAL);
 	ck_assert_msg(strstr(log, "block graph check failed: disk 'disk0': overlay "
-			     "/tmp/qb/disk-0.qcow2 is opened as raw"), "log: %s", log);
+			     "/srv/state/disk-0.qcow2 is opened as raw"), "log: %s", log);
 	ck_assert_ptr_null(strstr(log, "verified"));
 	/* the HELLO's qdev is the one compared */
 	ck_assert_int_eq(verify_through_qmp(qb_drive, VDISK0_QDEV, log, sizeof(log)), -EINVAL);
