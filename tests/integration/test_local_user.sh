@@ -22,7 +22,10 @@ AS_DAEMON_GROUP=(setpriv --reuid=nobody --regid=daemon --clear-groups)
 PUB=$(mktemp -d /tmp/remus-lu.XXXXXX)
 chmod 0755 "$PUB"
 CTL_SOCK=$PUB/ctl.sock
-CTL=("$BIN/remusctl" --control "$CTL_SOCK")
+# nobody runs remusctl from here too: the checkout may live under a
+# directory only root may enter (a CI's mktemp -d is 0700)
+install -m 0755 "$BIN/remusctl" "$PUB/remusctl"
+CTL=("$PUB/remusctl" --control "$CTL_SOCK")
 TRAPS=()
 # Only what nobody made here and nothing uses: a replicator of another
 # worktree (old code) may have its own /tmp/remus-PID.nbd in the range.
