@@ -7,6 +7,7 @@
 #include "qemu_opts.h"
 #include "qmp.h"
 #include "replicator.h"
+#include "vcpu_load.h"
 #include "virt.h"
 
 #include <errno.h>
@@ -323,6 +324,23 @@ static int find_accelerator(struct replicator *r)
 	return 0;
 }
 
+/* The vCPU threads, for the epoch policy's view of how busy the guest is
+ * (vcpu_load.h). Not knowing is not an error: the policy then takes the
+ * vCPUs for busy, its old and safe bound. */
+static void find_vcpu_threads(struct replicator *r)
+{
+	struct json_object *ret = NULL;
+	int rc = qmp_execute(r->qmp, "query-cpus-fast", NULL, &ret, QMP_QUERY_TIMEOUT_MS);
+
+	if (rc || vcpu_load_init(&r->vcpu_load, r->vm.pid, ret))
+		log_warn("cannot find the VM's vCPU threads (query-cpus-fast: %s): the epoch "
+			 "policy takes the vCPUs for busy", rc ? qmp_last_error(r->qmp) :
+			 "no thread ids");
+	else
+		log_debug("%d vCPU thread(s) watched for the epoch policy", r->vcpu_load.nthreads);
+	json_object_put(ret);
+}
+
 static int attach_socket(struct replicator *r)
 {
 	int rc = qmp_connect(r->cfg.qmp_path, QMP_CONNECT_TIMEOUT_MS, &r->qmp);
@@ -375,8 +393,10 @@ int vm_attach(struct replicator *r)
 		return rc ? rc : -ESRCH;
 	}
 	if ((rc = find_name(vm)) || (rc = find_backend(r)) || (rc = check_ram_file(vm)) ||
-	    (rc = lock_ram_file(vm)) || (rc = find_machine_type(r)) || (rc = find_accelerator(r)) || (rc = check_ramblocks(r)))
+	    (rc = lock_ram_file(vm)) || (rc = find_machine_type(r)) || (rc = find_accelerator(r)) ||
+	    (rc = check_ramblocks(r)))
 		return rc;
+	find_vcpu_threads(r);
 	log_info("attached to VM %s%s: QEMU pid %d, machine %s, %s, %llu MiB RAM in %s (backend %s)",
 		 vm->name, r->virt ? " through libvirt" : "", (int)vm->pid, vm->machine_type,
 		 vm->kvm ? "KVM" : "TCG", (unsigned long long)(vm->ram_size >> 20), vm->ram_path,

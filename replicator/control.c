@@ -47,6 +47,9 @@ char *status_json(const struct replicator *r)
 			       json_object_new_string(epoch_policy_name(r->policy.cfg.kind)));
 	add_double(o, "epoch_length_ms", r->policy.length_ms);
 	json_object_object_add(o, "epoch_reason", json_object_new_string(r->policy.reason));
+	/* smoothed; 100 while not measured (the policy's assumption) */
+	add_double(o, "vcpu_busy_pct", r->policy.vcpu_busy * 100);
+	add_u64(o, "vcpu_threads", (uint64_t)r->vcpu_load.nthreads);
 	add_u64(o, "epoch_ms", r->cfg.epoch_ms);
 	add_u64(o, "epoch", r->epoch);
 	add_u64(o, "epochs_committed", s->epochs_committed);

@@ -236,6 +236,7 @@ void epoch_arm_timer(struct replicator *r)
 {
 	r->epoch_started_ms = mono_ms();
 	r->output_waiting = false;
+	vcpu_load_mark(&r->vcpu_load, r->epoch_started_ms);
 	set_timer(r, epoch_policy_deadline(&r->policy, -1));
 }
 
@@ -272,7 +273,7 @@ static void warn_long_pause(struct replicator *r, uint64_t epoch, double pause_m
 }
 
 static void learn(struct replicator *r, double run_ms, double pause_ms, uint64_t pages,
-		  uint64_t bytes)
+		  uint64_t bytes, double vcpu_busy)
 {
 	struct epoch_sample s = {
 		.run_ms = run_ms,
@@ -280,6 +281,8 @@ static void learn(struct replicator *r, double run_ms, double pause_ms, uint64_t
 		.dirty_pages = pages,
 		.checkpoint_bytes = bytes,
 		.link_bytes_per_s = r->stats.link_bytes_per_s,
+		.vcpu_busy_known = vcpu_busy >= 0,
+		.vcpu_busy = vcpu_busy,
 	};
 
 	epoch_policy_observe(&r->policy, &s);
@@ -342,7 +345,7 @@ static int checkpoint(struct replicator *r, bool final)
 {
 	struct epoch_tally t = { .id = r->epoch + 1 };
 	uint64_t pages = 0, queued_before;
-	double t0, t1, t2, pause;
+	double t0, t1, t2, pause, vcpu_busy;
 	int rc, resume_rc = 0;
 
 	rc = vm_is_running(r);
@@ -361,6 +364,7 @@ static int checkpoint(struct replicator *r, bool final)
 		if (r->devices[i].ops->presuspend)
 			r->devices[i].ops->presuspend(r->devices[i].state, r);
 	t0 = mono_ms();
+	vcpu_busy = vcpu_load_busy(&r->vcpu_load, t0);
 	rc = qmp_execute(r->qmp, "stop", NULL, NULL, QMP_BARRIER_TIMEOUT_MS);
 	if (rc) {
 		log_err("epoch %llu: cannot stop the VM: %s",
@@ -406,7 +410,8 @@ static int checkpoint(struct replicator *r, bool final)
 	ring_add(&r->stats.pause_ms, pause);
 	warn_long_pause(r, t.id, pause);
 	ring_add(&r->stats.checkpoint_bytes, (double)(r->link.out.bytes_queued - queued_before));
-	learn(r, t0 - r->epoch_started_ms, pause, pages, r->link.out.bytes_queued - queued_before);
+	learn(r, t0 - r->epoch_started_ms, pause, pages, r->link.out.bytes_queued - queued_before,
+	      vcpu_busy);
 	ring_add(&r->stats.dirty_pages, (double)pages);
 	epoch_arm_timer(r);
 out:

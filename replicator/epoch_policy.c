@@ -43,6 +43,7 @@ void epoch_policy_init(struct epoch_policy *p, const struct epoch_policy_cfg *cf
 {
 	memset(p, 0, sizeof(*p));
 	p->cfg = *cfg;
+	p->vcpu_busy = 1;
 	switch (cfg->kind) {
 	case POLICY_OUTPUT_AWARE:
 	case POLICY_HYBRID:
@@ -94,10 +95,25 @@ static void choose_dirty_rate(struct epoch_policy *p)
 }
 
 /* Under output pressure an epoch of the hybrid runs at least as long as
- * its pause. */
+ * its pause, scaled by how busy the vCPUs were while the VM ran, up to
+ * the full pause at HYBRID_BUSY_FULL:
+ *  - vCPUs busy half of their run time or more: the VM has work of its
+ *    own, which each pause takes from it; epochs at least as long as the
+ *    pause keep that to half of its time, as a fixed floor did;
+ *  - vCPUs mostly halted (a server waiting for requests): the VM loses
+ *    nothing but the pause, so a waiting reply ends the epoch at once and
+ *    goes out after one pause and one ack. As the VM gets busier its
+ *    epochs lengthen with it: a VM that needs a quarter of the CPU settles
+ *    at half of its time paused and its vCPUs busy half of their run time.
+ * --epoch-min-ms plays no part here: it would add a minimum epoch to
+ * every reply's wait (docs/EPOCHS.md). */
+#define HYBRID_BUSY_FULL 0.5
+
 static double hybrid_floor(const struct epoch_policy *p)
 {
-	return p->pause_ms > p->cfg.min_ms ? p->pause_ms : p->cfg.min_ms;
+	double scale = p->vcpu_busy / HYBRID_BUSY_FULL;
+
+	return p->pause_ms * (scale < 1 ? scale : 1);
 }
 
 void epoch_policy_observe(struct epoch_policy *p, const struct epoch_sample *s)
@@ -108,6 +124,8 @@ void epoch_policy_observe(struct epoch_policy *p, const struct epoch_sample *s)
 		return;
 	p->pause_ms = ewma(p->pause_ms, s->pause_ms, first);
 	p->dirty_pages_per_ms = ewma(p->dirty_pages_per_ms, s->dirty_pages / s->run_ms, first);
+	p->vcpu_busy = ewma(p->vcpu_busy, s->vcpu_busy_known ? clamp(s->vcpu_busy, 0, 1) : 1,
+			    first);
 	if (s->dirty_pages)
 		p->bytes_per_page = ewma(p->bytes_per_page,
 					 (double)s->checkpoint_bytes / (double)s->dirty_pages,
@@ -126,13 +144,13 @@ void epoch_policy_observe(struct epoch_policy *p, const struct epoch_sample *s)
 	case POLICY_HYBRID:
 		/* Quiet, nobody waits for the epoch: the longest one pays the
 		 * pause least often. Output cuts it short (see the deadline),
-		 * but never below the pause itself, which holds the cost of
-		 * checkpointing to half the VM's time under output pressure. */
+		 * not below hybrid_floor. */
 		choose_dirty_rate(p);
 		p->length_ms = p->cfg.max_ms;
 		snprintf(p->reason, sizeof(p->reason),
-			 "hybrid: %.0f ms while nothing waits; output ends it after %.0f ms at least "
-			 "(pause %.1f ms)", p->length_ms, hybrid_floor(p), p->pause_ms);
+			 "hybrid: %.0f ms while nothing waits; output ends it after %.1f ms at least "
+			 "(pause %.1f ms, vCPUs %.0f%% busy)", p->length_ms, hybrid_floor(p),
+			 p->pause_ms, p->vcpu_busy * 100);
 		break;
 	}
 }
@@ -145,11 +163,12 @@ double epoch_policy_deadline(const struct epoch_policy *p, double output_since_m
 	if (output_since_ms < 0 || p->cfg.kind == POLICY_FIXED || p->cfg.kind == POLICY_DIRTY_RATE)
 		return p->length_ms;
 	/* Output waits: end soon after it started waiting, but not before the
-	 * minimum (the hybrid: the pause), never later than the quiet length. */
+	 * floor (output-aware: --epoch-min-ms; hybrid: hybrid_floor), never
+	 * later than the quiet length. */
 	early = output_since_ms + c->output_delay_ms;
 	if (c->kind == POLICY_HYBRID && early < hybrid_floor(p))
 		early = hybrid_floor(p);
-	if (early < c->min_ms)
+	if (c->kind == POLICY_OUTPUT_AWARE && early < c->min_ms)
 		early = c->min_ms;
 	return early < p->length_ms ? early : p->length_ms;
 }

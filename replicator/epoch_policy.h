@@ -12,9 +12,12 @@
  *   output-aware end the epoch soon after output starts waiting in the net
  *                buffer, stretch it to --epoch-max-ms when the VM is quiet
  *                (after Gerofi and Ishikawa, 2011)
- *   hybrid       output-aware, but an epoch cut short by output still
- *                runs at least as long as its pause (the checkpoint never
- *                takes more than half of the VM's time)
+ *   hybrid       output-aware, and an epoch cut short by output runs
+ *                at least as long as its pause scaled by how busy the
+ *                vCPUs were while the VM ran (vcpu_load.h): a VM waiting
+ *                for requests gets its replies out after one pause and
+ *                one ack, while a VM with work of its own never spends
+ *                more than half of its time paused, as before
  *
  * Pure arithmetic on the samples it is given (times in ms), so that it can
  * be tested against synthetic traces. */
@@ -46,6 +49,10 @@ struct epoch_sample {
 	uint64_t dirty_pages;
 	uint64_t checkpoint_bytes;
 	double link_bytes_per_s;  /* 0: not known yet */
+	/* The vCPUs' busy fraction while the VM ran (0..1); not known: the
+	 * policy takes them for fully busy. */
+	bool vcpu_busy_known;
+	double vcpu_busy;
 };
 
 struct epoch_policy {
@@ -55,6 +62,7 @@ struct epoch_policy {
 	/* smoothed over recent epochs */
 	bool have_samples;
 	double pause_ms, dirty_pages_per_ms, bytes_per_page, link_bytes_per_ms;
+	double vcpu_busy;         /* 1 until measured */
 };
 
 void epoch_policy_init(struct epoch_policy *p, const struct epoch_policy_cfg *cfg);

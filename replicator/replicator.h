@@ -11,6 +11,7 @@
 #include "peer_link.h"
 #include "proto.h"
 #include "stats.h"
+#include "vcpu_load.h"
 
 #include <ev.h>
 #include <stdbool.h>
@@ -150,6 +151,7 @@ struct replicator {
 	double epoch_started_ms;  /* the VM resumed: this epoch runs from here */
 	double long_pause_warned_ms; /* the last warning of a pause near --timeout-ms */
 	bool output_waiting;      /* output arrived in this epoch */
+	struct vcpu_load vcpu_load; /* how busy the vCPUs are while the VM runs */
 
 	/* operator controls (operator.c) */
 	bool agent_operator;

@@ -132,10 +132,107 @@ START_TEST(test_hybrid_cut_short_runs_at_least_its_pause)
 	ck_assert_double_eq(epoch_policy_deadline(&p, -1), 200);
 	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 0.5), 15, 0.01);
 	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 30), 32, 0.01);
-	/* a small pause: the minimum rules */
+	/* a small pause: no minimum epoch on top (--epoch-min-ms is 10) */
 	feed(&p, 40, 3, 20, 1000);
-	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 0.5), 10, 0.01);
+	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 0.5), 3, 0.01);
 	ck_assert_msg(strstr(p.reason, "hybrid"), "reason: %s", p.reason);
+}
+END_TEST
+
+/* n epochs of pause ms whose vCPUs were busy `busy` of their run time. */
+static void feed_busy(struct epoch_policy *p, int n, double run, double pause, double busy)
+{
+	for (int i = 0; i < n; i++) {
+		struct epoch_sample s = {
+			.run_ms = run, .pause_ms = pause, .dirty_pages = 10,
+			.checkpoint_bytes = 41360, .link_bytes_per_s = 1e9,
+			.vcpu_busy_known = true, .vcpu_busy = busy,
+		};
+		epoch_policy_observe(p, &s);
+	}
+}
+
+START_TEST(test_hybrid_floor_follows_the_vcpus_load)
+{
+	struct epoch_policy_cfg c = cfg(POLICY_HYBRID);
+	struct epoch_policy p;
+
+	epoch_policy_init(&p, &c);
+	/* not measured yet: taken for busy, the full pause */
+	feed(&p, 10, 12, 1, 1000);
+	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 0.5), 12, 0.01);
+	/* waiting for requests: the reply waits --output-delay-ms, no more */
+	feed_busy(&p, 40, 3, 12, 0.02);
+	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 0.5), 2.5, 0.01);
+	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 5), 7, 0.01);
+	ck_assert_msg(strstr(p.reason, "2% busy"), "reason: %s", p.reason);
+	/* a quarter busy: half of the pause */
+	feed_busy(&p, 40, 6, 12, 0.25);
+	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 0.5), 6, 0.01);
+	/* busy: the whole pause, whatever the share above the half */
+	feed_busy(&p, 40, 12, 12, 0.9);
+	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 0.5), 12, 0.01);
+	/* one busy epoch among idle ones moves the floor, not all the way */
+	feed_busy(&p, 40, 3, 12, 0);
+	feed_busy(&p, 1, 3, 12, 1);
+	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 0), 12 * 0.3 / 0.5, 0.01);
+	/* output-aware keeps its --epoch-min-ms */
+	c = cfg(POLICY_OUTPUT_AWARE);
+	epoch_policy_init(&p, &c);
+	feed_busy(&p, 40, 3, 12, 0);
+	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 0.5), 10, 0.01);
+}
+END_TEST
+
+/* A VM that needs `demand` of one CPU's time, served by the hybrid with
+ * output waiting in every epoch (a trickle of packets): simulated in
+ * 0.1 ms steps. Its vCPUs are busy while they have backlog. Returns the
+ * share of the time it was paused; *done the work done / the work asked. */
+static double simulate_trickle(double demand, double pause, double *done)
+{
+	struct epoch_policy_cfg c = cfg(POLICY_HYBRID);
+	struct epoch_policy p;
+	double backlog = 0, asked = 0, worked = 0, paused = 0, t = 0;
+
+	epoch_policy_init(&p, &c);
+	while (t < 20000) {
+		double run = 0, busy = 0, len;
+
+		/* output waits from the start of every epoch */
+		len = epoch_policy_deadline(&p, 0);
+		for (; run < len; run += 0.1) {
+			backlog += demand * 0.1;
+			asked += demand * 0.1;
+			if (backlog > 0) {
+				double w = backlog < 0.1 ? backlog : 0.1;
+				backlog -= w;
+				worked += w;
+				busy += w;
+			}
+		}
+		backlog += demand * pause;
+		asked += demand * pause;
+		paused += pause;
+		t += run + pause;
+		feed_busy(&p, 1, run, pause, run > 0 ? busy / run : 1);
+	}
+	*done = worked / asked;
+	return paused / t;
+}
+
+START_TEST(test_hybrid_bounds_what_pauses_take_from_a_busy_vm)
+{
+	double done, share;
+
+	/* idle: paused most of the time, and loses nothing */
+	share = simulate_trickle(0.02, 12, &done);
+	ck_assert_msg(share > 0.7 && done > 0.99, "idle: paused %.2f, done %.3f", share, done);
+	/* a quarter of a CPU: settles near half paused, all its work done */
+	share = simulate_trickle(0.25, 12, &done);
+	ck_assert_msg(share < 0.62 && done > 0.97, "quarter: paused %.2f, done %.3f", share, done);
+	/* CPU-bound: never more than half of its time paused */
+	share = simulate_trickle(1.0, 12, &done);
+	ck_assert_msg(share <= 0.51 && done >= 0.49, "busy: paused %.2f, done %.3f", share, done);
 }
 END_TEST
 
@@ -198,6 +295,8 @@ int main(void)
 	ADD(s, test_dirty_rate_beyond_the_link_takes_the_longest_epoch);
 	ADD(s, test_output_aware_stretches_when_quiet_and_cuts_on_output);
 	ADD(s, test_hybrid_cut_short_runs_at_least_its_pause);
+	ADD(s, test_hybrid_floor_follows_the_vcpus_load);
+	ADD(s, test_hybrid_bounds_what_pauses_take_from_a_busy_vm);
 	ADD(s, test_idle_then_burst_of_requests);
 	ADD(s, test_policy_names);
 	sr = srunner_create(s);
