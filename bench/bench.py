@@ -55,6 +55,13 @@ GUEST = os.path.join(ROOT, "build", "guest")
 BOOT_TIMEOUT = float(os.environ.get("GUEST_BOOT_TIMEOUT", "60"))
 WARMUP_TIMEOUT = float(os.environ.get("BENCH_WARMUP_TIMEOUT", "120"))
 PEER_TIMEOUT_MS = 60000  # 'trackers': --timeout-ms of both sides
+# BENCH_ACCEL=kvm, BENCH_SMP=N: the guests' accelerator and vCPUs
+# (bench/in-vm.sh KVM=1 runs them under KVM in the nested VM).
+ACCEL = os.environ.get("BENCH_ACCEL", "tcg")
+SMP = os.environ.get("BENCH_SMP", "1")
+# BENCH_CLEARTEXT=1: the link without TLS, where only the pauses are
+# measured and TLS emulated by TCG would make every initial copy crawl.
+CLEARTEXT = os.environ.get("BENCH_CLEARTEXT") == "1"
 
 
 def free_port():
@@ -120,7 +127,8 @@ class Bench:
         run = os.path.join(self.dir, name)
         subprocess.run([os.path.join(ROOT, "scripts", "run-test-guest"), "--guest-dir", GUEST,
                         "--name", name, "--run-dir", run, "--mem", str(mem),
-                        "--append", append, "--daemonize"] + list(extra), check=True)
+                        "--append", append, "--daemonize", "--accel", ACCEL, "--smp", SMP] +
+                       list(extra), check=True)
         self.ram_files.append("/dev/shm/remus-%s.ram" % name)
         with open(os.path.join(run, "qemu.pid")) as f:
             pid = int(f.read())
@@ -129,6 +137,9 @@ class Bench:
         wait_for(lambda: b"guest: ready" in open(serial, "rb").read(), BOOT_TIMEOUT, "guest boot")
         return run, pid
 
+    def link_args(self):
+        return ["--insecure-cleartext-link"] if CLEARTEXT else ["--key-file", self.key]
+
     def spawn(self, argv, log):
         p = subprocess.Popen(argv, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
         self.procs.append(p)
@@ -136,7 +147,7 @@ class Bench:
 
     def agent(self, port, state, host="127.0.0.1", prefix=(), extra=()):
         return self.spawn(list(prefix) + [os.path.join(BIN, "remus-agent"), "--listen",
-                          "%s:%d" % (host, port), "--state-dir", state, "--key-file", self.key] +
+                          "%s:%d" % (host, port), "--state-dir", state] + self.link_args() +
                           list(extra),
                           os.path.join(self.dir, "agent.log"))
 
@@ -145,7 +156,7 @@ class Bench:
         p = self.spawn(list(prefix) + [os.path.join(BIN, "remus-replicator"), "--qmp",
                         os.path.join(run, "qmp.sock"), "--backup", "%s:%d" % (host, port),
                         "--epoch-policy", "fixed", "--epoch-ms", str(epoch_ms),
-                        "--control", ctl, "--key-file", self.key] + list(extra),
+                        "--control", ctl] + self.link_args() + list(extra),
                        os.path.join(self.dir, "replicator.log"))
         return p, ctl
 
@@ -185,6 +196,9 @@ def measure_window(sock, seconds):
         for k in ("flagged", "absent"):
             after["softdirty_%s_per_scan" % k] = (after["softdirty_%s_pages" % k]
                                                   - before["softdirty_%s_pages" % k]) / scans
+        if "softdirty_clears_skipped" in after:
+            after["softdirty_cleared_share"] = 1 - (after["softdirty_clears_skipped"] -
+                                                    before["softdirty_clears_skipped"]) / scans
     return after
 
 
@@ -275,15 +289,17 @@ def trackers(args):
     print("\nWhere the pauses went (p50, ms), and what soft-dirty compared per pause "
           "(pages it flagged / pages not in QEMU's page tables):\n")
     print("| guest RAM | tracker | pause | QMP stop | capture | QMP cont | mean epoch "
-          "| dirty pages/epoch | compared per pause |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| dirty pages/epoch | compared per pause | pauses that cleared the log |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for mem, (kind, threads), s in details:
         sd = ("%.0f / %.0f" % (s["softdirty_flagged_per_scan"], s["softdirty_absent_per_scan"])
               if "softdirty_flagged_per_scan" in s else "all %d" % (mem * 256))
-        print("| %d MB | %s %d | %.2f | %.2f | %.2f | %.2f | %.0f ms | %.0f | %s |" % (
+        cleared = ("%.0f%%" % (100 * s["softdirty_cleared_share"])
+                   if "softdirty_cleared_share" in s else "-")
+        print("| %d MB | %s %d | %.2f | %.2f | %.2f | %.2f | %.0f ms | %.0f | %s | %s |" % (
             mem, kind, threads, s["pause_p50_ms"], s["pause_stop_p50_ms"],
             s["pause_capture_p50_ms"], s["pause_resume_p50_ms"], s["mean_epoch_ms"],
-            s["dirty_pages_per_epoch"], sd), flush=True)
+            s["dirty_pages_per_epoch"], sd, cleared), flush=True)
 
 
 WORK_RE = re.compile(rb"work total=(\d+)")

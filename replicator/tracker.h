@@ -65,6 +65,7 @@ struct softdirty_stats {
 	uint64_t compared;     /* flagged + absent: compared with the shadow */
 	uint64_t copied;       /* of those, changed: copied and reported */
 	uint64_t full_scans;   /* scans that fell back to comparing all pages */
+	uint64_t clears_skipped; /* scans that left the log uncleared (cheaper) */
 	/* Where the scans' time went, cumulative nanoseconds (CLOCK_MONOTONIC).
 	 * Wall time: ns_maps, re-reading /proc/QEMU/maps (find_mapping);
 	 * ns_pagemap, from then until every thread's pagemap read is over;
@@ -86,5 +87,9 @@ void softdirty_get_stats(const struct tracker *t, struct softdirty_stats *s);
  * since the last scan, however it was written. For a writer found late
  * (another process mapping guest RAM). */
 void softdirty_give_up(struct tracker *t);
+/* Tests and benchmarks: clear the log at every n-th scan only (1: every
+ * scan), instead of when a clear costs less than the compares it saves
+ * (0, the default; tracker_softdirty.c, lazy_clear). */
+void softdirty_set_clear_every(struct tracker *t, unsigned n);
 
 #endif

@@ -78,6 +78,7 @@ struct chunk {
 	bool full;           /* no entries to trust: compare every page */
 	size_t n;            /* dirty pages found, written at dirty[start...] */
 	uint64_t flagged, absent, compared, ns_loop;
+	uint64_t ns_compare; /* of ns_loop, in the compares of untrusted pages */
 };
 
 struct tracker {
@@ -101,7 +102,15 @@ struct tracker {
 	struct chunk chunks[MAX_CHUNKS];
 	atomic_uint next_read, reads_done, next_loop;
 	int clear_rc;                  /* written by the thread that clears */
+	bool skip_clear;               /* this scan leaves the log as it is */
 	uint64_t ns_reads_end, ns_clear_end;
+
+	/* Whether a clear pays (lazy_clear): what the last clear cost, what
+	 * one compare costs (both smoothed, ns; 0 until measured), and how
+	 * many pages the last scan compared. */
+	double clear_cost_ns, compare_cost_ns;
+	uint64_t last_compared;
+	unsigned clear_every;          /* softdirty_set_clear_every; 0: by cost */
 
 	/* Every thread, the caller too, runs scan_work. */
 	struct scan_pool pool;
@@ -309,6 +318,8 @@ static void loop_chunk(struct tracker *t, struct chunk *k)
 			i += 8;
 			continue;
 		}
+		uint64_t c0 = now_ns();
+
 		for (size_t j = 0; j < m; j++, i++) {
 			if (!UNTRUSTED(e[j]))
 				continue;
@@ -320,6 +331,7 @@ static void loop_chunk(struct tracker *t, struct chunk *k)
 			if (sync_page(t, i))
 				out[n++] = (uint32_t)i;
 		}
+		k->ns_compare += now_ns() - c0;
 	}
 out:
 	k->n = n;
@@ -345,7 +357,7 @@ static void scan_work(void *ctx, unsigned idx)
 		if (atomic_fetch_add(&t->reads_done, 1) + 1 == t->nchunks) {
 			t->ns_reads_end = now_ns();
 			/* Given up: every page is compared, the log is not read. */
-			t->clear_rc = t->given_up ? 0 : clear_refs(t->clear_fd);
+			t->clear_rc = t->given_up || t->skip_clear ? 0 : clear_refs(t->clear_fd);
 			t->ns_clear_end = now_ns();
 		}
 	}
@@ -506,6 +518,49 @@ static void softdirty_copy_pages(struct tracker *t, size_t first, size_t n)
 		memcpy(t->shadow + first * PAGE + done, t->ram + first * PAGE + done, len - done);
 }
 
+/* Lazy clearing. clear_refs walks all of QEMU's page tables, so its cost
+ * grows with RAM, and it write-protects every page: each page's next write
+ * faults once more (and under KVM, every guest mapping is dropped and
+ * faulted in again). Skipping it is sound: the bits then hold every page
+ * written since the last clear, a superset of those written since the last
+ * scan, and every flagged page is compared with the shadow, which reports
+ * only the pages that changed. What it costs is compares: the flagged set
+ * grows until the next clear. So a scan skips the clear while the pages the
+ * last scan compared would cost less to compare again than a clear costs,
+ * both as measured here; the first scans clear (nothing measured yet), and
+ * so does every scan that compares all of RAM (the log's state is not
+ * known then). */
+static bool lazy_clear(const struct tracker *t, bool full)
+{
+	if (full || t->given_up)
+		return false;
+	if (t->clear_every)
+		return t->st.scans % t->clear_every != 0;
+	if (t->clear_cost_ns <= 0 || t->compare_cost_ns <= 0)
+		return false;
+	return (double)t->last_compared * t->compare_cost_ns < t->clear_cost_ns;
+}
+
+void softdirty_set_clear_every(struct tracker *t, unsigned n)
+{
+	t->clear_every = n;
+}
+
+static double smooth(double old, double now)
+{
+	return old <= 0 ? now : old + 0.3 * (now - old);
+}
+
+/* After a scan: what its clear and its compares cost, for lazy_clear. */
+static void learn_costs(struct tracker *t, bool full, uint64_t compared, uint64_t ns_compare)
+{
+	if (!t->skip_clear && !t->given_up && !t->clear_rc)
+		t->clear_cost_ns = smooth(t->clear_cost_ns, (double)(t->ns_clear_end - t->ns_reads_end));
+	if (!full && compared)
+		t->compare_cost_ns = smooth(t->compare_cost_ns, (double)ns_compare / (double)compared);
+	t->last_compared = compared;
+}
+
 static size_t softdirty_scan(struct tracker *t, uint32_t *dirty)
 {
 	size_t n = 0;
@@ -513,12 +568,13 @@ static size_t softdirty_scan(struct tracker *t, uint32_t *dirty)
 	 * cannot tell that -errno is never 0. */
 	uintptr_t base = 0;
 	bool full = t->need_full || t->given_up, part_full = false;
-	uint64_t t0 = now_ns(), t1;
+	uint64_t t0 = now_ns(), t1, compared = 0, ns_compare = 0;
 
 	t->st.scans++;
 	/* QEMU's mapping must still be where we read its bits. */
 	if (!full && (find_mapping(t, &base) || base != t->base))
 		full = true;
+	t->skip_clear = lazy_clear(t, full);
 	t1 = now_ns();
 
 	t->dirty = dirty;
@@ -529,7 +585,7 @@ static size_t softdirty_scan(struct tracker *t, uint32_t *dirty)
 		atomic_store_explicit(&k->read, false, memory_order_relaxed);
 		k->full = full;
 		k->n = 0;
-		k->flagged = k->absent = k->compared = k->ns_loop = 0;
+		k->flagged = k->absent = k->compared = k->ns_loop = k->ns_compare = 0;
 	}
 	atomic_store(&t->next_read, 0);
 	atomic_store(&t->reads_done, 0);
@@ -554,9 +610,14 @@ static size_t softdirty_scan(struct tracker *t, uint32_t *dirty)
 		t->st.absent += k->absent;
 		t->st.compared += k->compared;
 		t->st.ns_loop += k->ns_loop;
+		compared += k->compared;
+		ns_compare += k->ns_compare;
 	}
 	if (full || part_full)
 		t->st.full_scans++;
+	if (t->skip_clear)
+		t->st.clears_skipped++;
+	learn_costs(t, full || part_full, compared, ns_compare);
 	t->st.copied += n;
 	t->st.ns_maps += t1 - t0;
 	t->st.ns_pagemap += t->ns_reads_end - t1;

@@ -22,6 +22,9 @@
  * reports how many of the file's pages were in swap, and waits longer now
  * and then, so that pages nobody touched for a while go out.
  * SOUNDNESS_THREADS=N gives the tracker N scanning threads (default 1).
+ * SOUNDNESS_CLEAR_EVERY=N clears the log at every N-th scan only (the
+ * tracker's lazy clearing, forced: the bits then pile up over N rounds);
+ * the default is the tracker's own choice, by cost.
  * Prints "softdirty: rounds=R changed=C missed=M extra=E ..." and
  * "SOUNDNESS PASS" or "SOUNDNESS FAIL"; exit 0 on pass. */
 #include "tracker.h"
@@ -244,6 +247,9 @@ int main(int argc, char **argv)
 		kill(pid, SIGKILL);
 		return 1;
 	}
+	if (getenv("SOUNDNESS_CLEAR_EVERY"))
+		softdirty_set_clear_every(t, (unsigned)strtoul(getenv("SOUNDNESS_CLEAR_EVERY"),
+							       NULL, 10));
 	/* As attach does: the first copy with the writer running. */
 	tracker_full_copy(&softdirty_tracker_ops, t, npages);
 	if (pressure)
@@ -320,8 +326,10 @@ int main(int argc, char **argv)
 	printf("softdirty: rounds=%u changed=%" PRIu64 " missed=%" PRIu64 " extra=%" PRIu64
 	       " stale=%" PRIu64 "\n", rounds, changed, missed, extra, stale);
 	printf("softdirty: tracker scans=%" PRIu64 " flagged=%" PRIu64 " absent=%" PRIu64
-	       " compared=%" PRIu64 " reported=%" PRIu64 " full_scans=%" PRIu64 "\n",
-	       st.scans, st.flagged, st.absent, st.compared, reported, st.full_scans);
+	       " compared=%" PRIu64 " reported=%" PRIu64 " full_scans=%" PRIu64
+	       " clears_skipped=%" PRIu64 "\n",
+	       st.scans, st.flagged, st.absent, st.compared, reported, st.full_scans,
+	       st.clears_skipped);
 	printf("softdirty: scan avg=%.3f ms max=%.3f ms, ShmemPmdMapped=%lu kB, %.1f s\n",
 	       pause_total * 1e3 / (rounds + 1), pause_max * 1e3, meminfo("ShmemPmdMapped"),
 	       now() - t0);
