@@ -41,6 +41,13 @@ ALL_LDFLAGS  = $(HARDEN_LDFLAGS) $(LDFLAGS)
 SAN     := -Werror -U_FORTIFY_SOURCE -fsanitize=address,undefined -fno-omit-frame-pointer \
            -fno-sanitize-recover=undefined
 
+# The version: the file VERSION, the one place it is written; a git
+# checkout at or after a tag vX.Y.Z says so (git describe); REMUS_VERSION=
+# on the command line wins (debian/rules gives the package's).
+REMUS_VERSION ?= $(or $(patsubst v%,%,$(shell git describe --tags --match 'v[0-9]*' --dirty \
+                   2>/dev/null)),$(shell cat VERSION))
+VERSION_CPPFLAGS := -DREMUS_VERSION='"$(REMUS_VERSION)"'
+
 ifeq ($(V),1)
 Q :=
 else
@@ -63,22 +70,27 @@ all: $(PROGRAMS) $(TEST_TOOLS)
 
 # Objects are made again when the flags change (a `make check` after a
 # plain `make`, other CFLAGS): $(B)/.flags holds the last ones, and is
-# rewritten only when they differ (git's GIT-CFLAGS).
+# rewritten only when they differ (git's GIT-CFLAGS). The version is not
+# in it: only cli.c uses it, and it has its own ($(B)/.version).
 FLAGS_NOW = $(CC) $(ALL_CPPFLAGS) $(ALL_CFLAGS) $(ALL_LDFLAGS) $(LDLIBS)
 $(B)/.flags: FORCE
 	@mkdir -p $(B)
 	@flags='$(subst ','\'',$(FLAGS_NOW))'; \
 	if [ "$$flags" != "$$(cat $@ 2>/dev/null)" ]; then echo "$$flags" > $@; fi
+$(B)/.version: FORCE
+	@mkdir -p $(B)
+	@if [ '$(REMUS_VERSION)' != "$$(cat $@ 2>/dev/null)" ]; then echo '$(REMUS_VERSION)' > $@; fi
+$(B)/common/cli.o $(B)/asan/common/cli.o: $(B)/.version
 
 $(B)/%.o: %.c $(B)/.flags
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
-	$(Q)$(CC) $(ALL_CPPFLAGS) $(ALL_CFLAGS) -c -o $@ $<
+	$(Q)$(CC) $(ALL_CPPFLAGS) $(VERSION_CPPFLAGS) $(ALL_CFLAGS) -c -o $@ $<
 
 $(B)/asan/%.o: %.c $(B)/.flags
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC-SAN  $<")
-	$(Q)$(CC) $(ALL_CPPFLAGS) $(ALL_CFLAGS) $(SAN) -c -o $@ $<
+	$(Q)$(CC) $(ALL_CPPFLAGS) $(VERSION_CPPFLAGS) $(ALL_CFLAGS) $(SAN) -c -o $@ $<
 
 $(B)/bin/remus-replicator: $(B)/replicator/main.o $(call objs,replicator,$(B)) $(call objs,net-buffer,$(B)) $(call objs,common,$(B))
 $(B)/bin/remus-agent: $(B)/backup-agent/main.o $(call objs,backup-agent,$(B)) $(call objs,common,$(B))
@@ -105,7 +117,7 @@ $(B)/asan/check_%: $(B)/asan/tests/check_%.o $(patsubst %.c,$(B)/asan/%.o,$(ALL_
 # libclang-rt-14-dev. How to run one by hand: the comment at the top of its
 # file. UBSan stops at its first report, as in the unit tests.
 FUZZ_CC    := clang
-FUZZ_FLAGS  = $(BASE_CPPFLAGS) $(CPPFLAGS) -std=gnu11 $(WARNINGS) -Werror \
+FUZZ_FLAGS  = $(BASE_CPPFLAGS) $(VERSION_CPPFLAGS) $(CPPFLAGS) -std=gnu11 $(WARNINGS) -Werror \
               $(CFLAGS) -U_FORTIFY_SOURCE -fsanitize=fuzzer,address,undefined \
               -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_LIBS  := $(shell pkg-config --libs json-c)
@@ -124,7 +136,7 @@ $(B)/fuzz/fuzz_hello: fuzz/fuzz_hello.c backup-agent/replica.c backup-agent/jour
 $(B)/fuzz/fuzz_journal: fuzz/fuzz_journal.c backup-agent/journal.c backup-agent/diskfile.c \
                         common/crc32c.c
 $(B)/fuzz/fuzz_qmp: fuzz/fuzz_qmp.c common/qmp.c common/log.c common/text.c
-$(FUZZERS): $(B)/.flags
+$(FUZZERS): $(B)/.flags $(B)/.version
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  FUZZ    $@")
 	$(Q)$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $(filter %.c,$^) $(FUZZ_LIBS)
