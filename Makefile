@@ -162,6 +162,13 @@ $(GUEST)/initrd.img: scripts/make-test-guest $(wildcard scripts/guest/*)
 unit: $(TESTS)
 	$(Q)scripts/run-unit-tests $(TESTS)
 
+# The man pages against the programs (tests/check_manpages.sh): every long
+# option a program's --help prints and every key the config parser accepts
+# is in its page, every page renders without a warning, and --version
+# prints this version. Light: no root, no QEMU.
+doc-check: $(PROGRAMS)
+	$(Q)CC="$(CC)" REMUS_VERSION='$(REMUS_VERSION)' tests/check_manpages.sh $(B)/bin
+
 integration: all guest
 	$(Q)tests/integration/run-all
 
@@ -169,7 +176,7 @@ integration: all guest
 # on a fresh machine); NO_DEPS=1 leaves the system's packages alone (a
 # packager, a machine set up already). It builds with -Werror.
 check: $(if $(filter 1,$(NO_DEPS)),,deps)
-	$(Q)$(MAKE) --no-print-directory WERROR=1 all unit analyze fuzz-run integration
+	$(Q)$(MAKE) --no-print-directory WERROR=1 all unit doc-check analyze fuzz-run integration
 
 deps:
 	$(Q)scripts/install-deps
@@ -184,6 +191,7 @@ bench: all guest
 clean:
 	rm -rf $(B)
 
-.PHONY: all guest unit integration check deps demo bench fuzz fuzz-run analyze clean FORCE
+.PHONY: all guest unit doc-check integration check deps demo bench fuzz fuzz-run analyze \
+	clean FORCE
 .SECONDARY:
 -include $(shell find $(B) -name '*.d' 2>/dev/null)
