@@ -1,6 +1,7 @@
 # Remus-style VM replicator. `make` builds, `make check` runs every test,
-# `make demo` replicates the bundled test guest and fails it over.
-# Quiet by default; `make V=1` shows the commands.
+# `make demo` replicates the bundled test guest and fails it over,
+# `make install` installs (PREFIX, DESTDIR ...: see "Install" below). Quiet by
+# default; `make V=1` shows the commands.
 
 CC      ?= gcc
 # The user's (or dpkg-buildflags') CPPFLAGS, CFLAGS and LDFLAGS come last,
@@ -188,10 +189,66 @@ demo: deps
 bench: all guest
 	$(Q)bench/run-all
 
+# ---- Install ----
+# make install [PREFIX=/usr/local] [DESTDIR=...]; every directory below can
+# be given on its own. The daemons run as root and go to SBINDIR;
+# remusctl, which members of a control group may run too, to BINDIR. The
+# config directory is SYSCONFDIR/remus (/etc/remus, whatever PREFIX),
+# where the units look for PAIR.conf; the agent's state directories go
+# under LOCALSTATEDIR/lib/remus (/var/lib/remus). The systemd units are
+# written from configs/systemd/*.service.in with these paths.
+PREFIX        ?= /usr/local
+BINDIR        ?= $(PREFIX)/bin
+SBINDIR       ?= $(PREFIX)/sbin
+sysconfdir    ?= /etc
+SYSCONFDIR    ?= $(sysconfdir)
+LOCALSTATEDIR ?= /var
+DATADIR       ?= $(PREFIX)/share
+MANDIR        ?= $(DATADIR)/man
+DOCDIR        ?= $(DATADIR)/doc/remus-ha
+# systemd reads /usr/local/lib/systemd/system too; the Debian package
+# gives /lib/systemd/system.
+UNITDIR       ?= $(PREFIX)/lib/systemd/system
+# bash-completion finds PREFIX/share/bash-completion/completions through
+# XDG_DATA_DIRS (/usr/local/share:/usr/share by default).
+BASHCOMPDIR   ?= $(DATADIR)/bash-completion/completions
+INSTALL       ?= install
+
+UNITS    := $(patsubst configs/systemd/%.in,%,$(wildcard configs/systemd/*.service.in))
+MANPAGES := $(wildcard man/*.[0-9])
+
+install: $(PROGRAMS)
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man5 \
+		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(BASHCOMPDIR) \
+		$(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(SYSCONFDIR)/remus \
+		$(DESTDIR)$(LOCALSTATEDIR)/lib/remus
+	$(INSTALL) -m 0755 $(B)/bin/remus-replicator $(B)/bin/remus-agent $(DESTDIR)$(SBINDIR)/
+	$(INSTALL) -m 0755 $(B)/bin/remusctl $(DESTDIR)$(BINDIR)/
+	$(INSTALL) -m 0644 $(filter %.5,$(MANPAGES)) $(DESTDIR)$(MANDIR)/man5/
+	$(INSTALL) -m 0644 $(filter %.8,$(MANPAGES)) $(DESTDIR)$(MANDIR)/man8/
+	$(foreach u,$(UNITS),sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@BINDIR@|$(BINDIR)|g' \
+		-e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' -e 's|@LOCALSTATEDIR@|$(LOCALSTATEDIR)|g' \
+		configs/systemd/$(u).in > $(DESTDIR)$(UNITDIR)/$(u) && \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$(u) &&) true
+	$(INSTALL) -m 0644 configs/bash-completion/remus $(DESTDIR)$(BASHCOMPDIR)/remusctl
+	ln -sf remusctl $(DESTDIR)$(BASHCOMPDIR)/remus-replicator
+	ln -sf remusctl $(DESTDIR)$(BASHCOMPDIR)/remus-agent
+	$(INSTALL) -m 0644 configs/pair-qemu.conf configs/pair-libvirt.conf $(DESTDIR)$(DOCDIR)/examples/
+	$(INSTALL) -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/remus-replicator $(DESTDIR)$(SBINDIR)/remus-agent \
+		$(DESTDIR)$(BINDIR)/remusctl \
+		$(addprefix $(DESTDIR)$(MANDIR)/man5/,$(notdir $(filter %.5,$(MANPAGES)))) \
+		$(addprefix $(DESTDIR)$(MANDIR)/man8/,$(notdir $(filter %.8,$(MANPAGES)))) \
+		$(addprefix $(DESTDIR)$(UNITDIR)/,$(UNITS)) \
+		$(addprefix $(DESTDIR)$(BASHCOMPDIR)/,remusctl remus-replicator remus-agent)
+	rm -rf $(DESTDIR)$(DOCDIR)
+
 clean:
 	rm -rf $(B)
 
 .PHONY: all guest unit doc-check integration check deps demo bench fuzz fuzz-run analyze \
-	clean FORCE
+	install uninstall clean FORCE
 .SECONDARY:
 -include $(shell find $(B) -name '*.d' 2>/dev/null)
