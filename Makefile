@@ -1,7 +1,8 @@
 # Remus-style VM replicator. `make` builds, `make check` runs every test,
 # `make demo` replicates the bundled test guest and fails it over,
-# `make install` installs (PREFIX, DESTDIR ...: see "Install" below). Quiet by
-# default; `make V=1` shows the commands.
+# `make install` installs (PREFIX, DESTDIR ...: see "Install" below),
+# `make deb` builds the Debian package. Quiet by default; `make V=1` shows
+# the commands.
 
 CC      ?= gcc
 # The user's (or dpkg-buildflags') CPPFLAGS, CFLAGS and LDFLAGS come last,
@@ -245,10 +246,20 @@ uninstall:
 		$(addprefix $(DESTDIR)$(BASHCOMPDIR)/,remusctl remus-replicator remus-agent)
 	rm -rf $(DESTDIR)$(DOCDIR)
 
+# The Debian package (debian/), built in debian/build with the unit tests
+# and doc-check as its test step; the .deb and its .changes/.buildinfo
+# land in $(B)/deb. Needs dpkg-dev and debhelper (not in make deps).
+deb:
+	$(Q)dpkg-buildpackage -us -uc -b
+	$(Q)mkdir -p $(B)/deb && v=$$(dpkg-parsechangelog -S Version) && \
+	for f in ../remus-ha_$${v}_* ../remus-ha-dbgsym_$${v}_*; do \
+		if [ -e "$$f" ]; then mv "$$f" $(B)/deb/; fi; \
+	done; ls -l $(B)/deb
+
 clean:
 	rm -rf $(B)
 
 .PHONY: all guest unit doc-check integration check deps demo bench fuzz fuzz-run analyze \
-	install uninstall clean FORCE
+	install uninstall deb clean FORCE
 .SECONDARY:
 -include $(shell find $(B) -name '*.d' 2>/dev/null)
