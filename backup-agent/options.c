@@ -108,6 +108,7 @@ void agent_usage(FILE *f)
 "  --syslog              log to syslog instead of stderr\n"
 "  -v, --verbose         debug logging\n"
 "  -h, --help            this text\n"
+"  --version             print the version and exit\n"
 "\n"
 "Exit status: 0 failover or handover done, or stopped by signal (or\n"
 "--check-config found no error), 1 restore failed after the primary was\n"
@@ -155,6 +156,7 @@ static const struct option long_opts[] = {
 	{ "syslog", no_argument, NULL, OPT_SYSLOG },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
+	{ "version", no_argument, NULL, CLI_OPT_VERSION },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -394,6 +396,7 @@ static int parse(int argc, char **argv, struct agent_config *cfg, int *use_syslo
 			break;
 		case 'v': log_set_level(LOG_DEBUG); break;
 		case 'h': agent_usage(stdout); return 1;
+		case CLI_OPT_VERSION: cli_print_version("remus-agent"); return 1;
 		default:
 			cli_bad_option("remus-agent", argc, argv, optopt);
 			return -1;

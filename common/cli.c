@@ -5,7 +5,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#ifndef REMUS_VERSION
+#error "REMUS_VERSION is defined by the Makefile, from the file VERSION"
+#endif
+
 static const char *cli_prog = "remus";
+
+void cli_print_version(const char *prog)
+{
+	printf("%s %s\n", prog, REMUS_VERSION);
+}
 
 void cli_set_prog(const char *prog)
 {
@@ -68,7 +77,7 @@ int cli_find_config(const char *prog, int argc, char **argv, const struct option
 		if (c == opt_config)
 			out->file = optarg;
 		out->check |= c == opt_check;
-		out->help |= c == 'h';
+		out->help |= c == 'h' || c == CLI_OPT_VERSION;
 	}
 	if (out->check && !out->file && !out->help) {
 		fprintf(stderr, "%s: --check-config needs --config FILE\n", prog);

@@ -31,12 +31,19 @@ int cli_parse_ulong(const char *opt, const char *text, unsigned long min,
 void cli_bad_option(const char *prog, int argc, char **argv, int optopt_value);
 void cli_set_prog(const char *prog);
 
+/* getopt_long's value for --version, the same in every program. No short
+ * form: -v is --verbose. */
+#define CLI_OPT_VERSION 'V'
+/* --version: "PROG VERSION" on stdout; the version comes from the file
+ * VERSION, through the Makefile (-DREMUS_VERSION). */
+void cli_print_version(const char *prog);
+
 /* What a first pass over argv found, so that a --config file can be read
  * before the other options override its values, wherever they stand. */
 struct cli_config {
 	const char *file;   /* --config FILE */
 	bool check;         /* --check-config */
-	bool help;          /* -h/--help: do not read the file */
+	bool help;          /* -h/--help or --version: do not read the file */
 };
 /* opt_config / opt_check: getopt_long's values for the two options.
  * Errors of other options are left to the real pass. 0, or -1 after

@@ -32,6 +32,7 @@ static void usage(FILE *f)
 		   "  --control PATH   the replicator's control socket (required)\n"
 		   "  --json           machine-readable output (stable keys)\n"
 		   "  -h, --help       this text\n"
+		   "  --version        print the version and exit\n"
 		   "\nExit status: 0 done (failover: the backup runs the VM), 1 refused or\n"
 		   "failed, 2 usage error.\n");
 }
@@ -42,6 +43,7 @@ int main(int argc, char **argv)
 		{ "control", required_argument, NULL, 'c' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, CLI_OPT_VERSION },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct remusctl_opts o = { 0 };
@@ -56,6 +58,7 @@ int main(int argc, char **argv)
 		case 'c': o.control = optarg; break;
 		case 'j': o.json = 1; break;
 		case 'h': usage(stdout); return 0;
+		case CLI_OPT_VERSION: cli_print_version("remusctl"); return 0;
 		default: usage(stderr); return 2;
 		}
 	}

@@ -158,6 +158,7 @@ void replicator_usage(FILE *f)
 "  --syslog              log to syslog instead of stderr\n"
 "  -v, --verbose         debug logging\n"
 "  -h, --help            this text\n"
+"  --version             print the version and exit\n"
 "\n"
 "SIGTERM or SIGINT detaches: the VM keeps running, unprotected, and the\n"
 "backup is told not to take over. remusctl pause/resume stops and restarts\n"
@@ -222,6 +223,7 @@ static const struct option long_opts[] = {
 	{ "test-corrupt-epoch", required_argument, NULL, OPT_TEST_CORRUPT },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
+	{ "version", no_argument, NULL, CLI_OPT_VERSION },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -470,6 +472,7 @@ static int parse(int argc, char **argv, struct replicator_config *cfg, int *use_
 			break;
 		case 'v': log_set_level(LOG_DEBUG); break;
 		case 'h': replicator_usage(stdout); return 1;
+		case CLI_OPT_VERSION: cli_print_version("remus-replicator"); return 1;
 		default:
 			cli_bad_option("remus-replicator", argc, argv, optopt);
 			return -1;
