@@ -140,8 +140,9 @@ class Bench:
     def link_args(self):
         return ["--insecure-cleartext-link"] if CLEARTEXT else ["--key-file", self.key]
 
-    def spawn(self, argv, log):
-        p = subprocess.Popen(argv, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+    def spawn(self, argv, log, env=None):
+        p = subprocess.Popen(argv, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+                             env=dict(os.environ, **env) if env else None)
         self.procs.append(p)
         return p
 
@@ -151,13 +152,13 @@ class Bench:
                           list(extra),
                           os.path.join(self.dir, "agent.log"))
 
-    def replicator(self, run, port, epoch_ms, extra=(), host="127.0.0.1", prefix=()):
+    def replicator(self, run, port, epoch_ms, extra=(), host="127.0.0.1", prefix=(), env=None):
         ctl = os.path.join(self.dir, "ctl.sock")
         p = self.spawn(list(prefix) + [os.path.join(BIN, "remus-replicator"), "--qmp",
                         os.path.join(run, "qmp.sock"), "--backup", "%s:%d" % (host, port),
                         "--epoch-policy", "fixed", "--epoch-ms", str(epoch_ms),
                         "--control", ctl] + self.link_args() + list(extra),
-                       os.path.join(self.dir, "replicator.log"))
+                       os.path.join(self.dir, "replicator.log"), env)
         return p, ctl
 
 
@@ -254,9 +255,15 @@ def trackers(args):
             b.agent(port, os.path.join(b.dir, "backup"),
                     extra=["--no-failover", "--timeout-ms", str(PEER_TIMEOUT_MS)])
             for kind, threads in runs:
+                # soft-dirty-eager: soft-dirty clearing the log at every
+                # pause, as before lazy clearing (docs/SOFT-DIRTY.md)
+                eager = kind == "soft-dirty-eager"
                 p, sock = b.replicator(run, port, args.epoch_ms,
-                                       ["--tracker", kind, "--capture-threads", str(threads),
-                                        "--timeout-ms", str(PEER_TIMEOUT_MS)])
+                                       ["--tracker", "soft-dirty" if eager else kind,
+                                        "--capture-threads", str(threads),
+                                        "--timeout-ms", str(PEER_TIMEOUT_MS)],
+                                       env={"REMUS_BENCH_SOFTDIRTY_CLEAR_EVERY": "1"} if eager
+                                       else None)
                 try:
                     wait_for(lambda: p.poll() is not None or ctl(sock, "status") is not None,
                              WARMUP_TIMEOUT, "the replicator's control socket")
@@ -265,7 +272,7 @@ def trackers(args):
                             last = f.read().decode(errors="replace").strip().splitlines()[-1:]
                         raise RuntimeError("replicator exited: %s" % " ".join(last))
                     s = measure_window(sock, args.seconds)
-                    if s["tracker"] != kind:
+                    if s["tracker"] != ("soft-dirty" if eager else kind):
                         raise RuntimeError("asked for %s, got %s" % (kind, s["tracker"]))
                     got[kind, threads] = s
                 except RuntimeError as e:

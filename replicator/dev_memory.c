@@ -114,6 +114,11 @@ static int start_softdirty(struct replicator *r, struct memory_device *m, bool a
 	m->tops = &softdirty_tracker_ops;
 	snprintf(m->why, sizeof(m->why), "%s: the kernel logs QEMU's writes (soft-dirty%s)",
 		 asked ? "--tracker soft-dirty" : "auto", r->vm.kvm ? ", KVM guest" : "");
+	/* Benchmarks only (bench/bench.py 'soft-dirty-eager'): clear the log
+	 * at every pause, as before lazy clearing, to measure what it saves. */
+	if (getenv("REMUS_BENCH_SOFTDIRTY_CLEAR_EVERY"))
+		softdirty_set_clear_every(m->tracker,
+					  (unsigned)atoi(getenv("REMUS_BENCH_SOFTDIRTY_CLEAR_EVERY")));
 	ev_timer_set(&m->writer_check, WRITER_CHECK_S, WRITER_CHECK_S);
 	ev_timer_start(r->loop, &m->writer_check);
 	return 0;
