@@ -3,7 +3,7 @@
 
   bench/bench.py checkpoint [--mem 128,512] [--rates 0,25,50,100,200] [--seconds 10]
       pause time and checkpoint size per epoch against the guest's dirty rate
-  bench/bench.py workrate [--epochs 25,50,100,200] [--seconds 10]
+  bench/bench.py workrate [--epochs 25,50,100,200] [--policies hybrid] [--seconds 10]
       the guest's own work rate (an unthrottled memory writer) replicated at
       each epoch length against the same guest unreplicated, in one run
   bench/bench.py policies [--seconds 8]
@@ -188,6 +188,8 @@ def measure_window(sock, seconds):
     t0, before = time.monotonic(), ctl(sock, "status")
     time.sleep(seconds)
     t1, after = time.monotonic(), ctl(sock, "status")
+    if before is None or after is None:
+        raise RuntimeError("the replicator stopped answering on %s" % sock)
     after["dirty_mb_s"] = ((after["dirty_pages_total"] - before["dirty_pages_total"]) * 4096
                            / (t1 - t0) / 1e6)
     epochs = after["epochs_committed"] - before["epochs_committed"]
@@ -276,7 +278,10 @@ def trackers(args):
                         raise RuntimeError("asked for %s, got %s" % (kind, s["tracker"]))
                     got[kind, threads] = s
                 except RuntimeError as e:
-                    print("<!-- %d MB %s x%d: %s -->" % (mem, kind, threads, e), flush=True)
+                    with open(os.path.join(b.dir, "replicator.log"), "rb") as f:
+                        last = f.read().decode(errors="replace").strip().splitlines()[-3:]
+                    print("<!-- %d MB %s x%d: %s; the replicator's last words: %s -->"
+                          % (mem, kind, threads, e, " / ".join(last)), flush=True)
                 if p.poll() is None:
                     detach(p)
                 time.sleep(1)
@@ -338,12 +343,18 @@ def workrate(args):
         port = free_port()
         b.agent(port, os.path.join(b.dir, "backup"))
         rows.append(("unreplicated", work_rate(serial, args.seconds), None))
-        for e in args.epochs:
-            p, sock = b.replicator(run, port, e)
-            wait_for(lambda: committed(sock, 10), 120, "10 committed epochs")
+        # fixed epochs, then any --policies (e.g. hybrid), each in turn
+        for e in args.epochs + args.policies:
+            if isinstance(e, str):
+                p, sock = b.replicator(run, port, 50, ["--epoch-policy", e])
+                name = "policy " + e
+            else:
+                p, sock = b.replicator(run, port, e)
+                name = "epoch %d ms" % e
+            wait_for(lambda: committed(sock, 10), WARMUP_TIMEOUT, "10 committed epochs")
             ctl(sock, "reset-stats")
             rate = work_rate(serial, args.seconds)
-            rows.append(("epoch %d ms" % e, rate, ctl(sock, "status")))
+            rows.append((name, rate, ctl(sock, "status")))
             detach(p)
             time.sleep(1)
         rows.append(("unreplicated (again)", work_rate(serial, args.seconds), None))
@@ -659,7 +670,7 @@ def main():
                     help="'trackers': TRACKER:THREADS, comma-separated, run in this order")
     ap.add_argument("--epochs", default=None, help="epoch lengths in ms")
     ap.add_argument("--epoch-ms", type=int, default=50, help="epoch for 'checkpoint'")
-    ap.add_argument("--policies", default="", help="'network': adaptive policies to add, e.g. hybrid")
+    ap.add_argument("--policies", default="", help="'network', 'workrate': adaptive policies to add, e.g. hybrid")
     ap.add_argument("--work-mb", type=int, default=32, help="working set of the work loop")
     ap.add_argument("--seconds", type=float, default=10, help="measurement window")
     ap.add_argument("--repeat", type=int, default=2, help="'link': TLS/cleartext pairs of runs")

@@ -95,25 +95,30 @@ static void choose_dirty_rate(struct epoch_policy *p)
 }
 
 /* Under output pressure an epoch of the hybrid runs at least as long as
- * its pause, scaled by how busy the vCPUs were while the VM ran, up to
- * the full pause at HYBRID_BUSY_FULL:
- *  - vCPUs busy half of their run time or more: the VM has work of its
- *    own, which each pause takes from it; epochs at least as long as the
- *    pause keep that to half of its time, as a fixed floor did;
- *  - vCPUs mostly halted (a server waiting for requests): the VM loses
- *    nothing but the pause, so a waiting reply ends the epoch at once and
- *    goes out after one pause and one ack. As the VM gets busier its
- *    epochs lengthen with it: a VM that needs a quarter of the CPU settles
- *    at half of its time paused and its vCPUs busy half of their run time.
+ * its pause scaled by how saturated the vCPUs were while the VM ran: no
+ * floor up to HYBRID_BUSY_FREE of their run time busy, the whole pause at
+ * HYBRID_BUSY_FULL, in proportion between:
+ *  - saturated vCPUs (a VM with work of its own, which each pause takes
+ *    from it): epochs at least as long as the pause keep that to half of
+ *    its time, as a fixed floor did;
+ *  - vCPUs with time to spare: the VM does all of its work in the time it
+ *    runs, and loses nothing to a pause but the pause itself, so a waiting
+ *    reply ends the epoch at once and goes out after one pause and one ack.
+ *    A server answering requests in short epochs is busy for a good part
+ *    of each (the request's own work), hence the free band up to 3/4.
+ *    As the VM gets busier its epochs lengthen with it (the simulation in
+ *    tests/check_epoch_policy.c: a VM needing 40% of a CPU settles at about
+ *    half of its time paused with all of its work done).
  * --epoch-min-ms plays no part here: it would add a minimum epoch to
  * every reply's wait (docs/EPOCHS.md). */
-#define HYBRID_BUSY_FULL 0.5
+#define HYBRID_BUSY_FREE 0.75
+#define HYBRID_BUSY_FULL 1.0
 
 static double hybrid_floor(const struct epoch_policy *p)
 {
-	double scale = p->vcpu_busy / HYBRID_BUSY_FULL;
+	double scale = (p->vcpu_busy - HYBRID_BUSY_FREE) / (HYBRID_BUSY_FULL - HYBRID_BUSY_FREE);
 
-	return p->pause_ms * (scale < 1 ? scale : 1);
+	return p->pause_ms * clamp(scale, 0, 1);
 }
 
 void epoch_policy_observe(struct epoch_policy *p, const struct epoch_sample *s)

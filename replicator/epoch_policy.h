@@ -13,11 +13,11 @@
  *                buffer, stretch it to --epoch-max-ms when the VM is quiet
  *                (after Gerofi and Ishikawa, 2011)
  *   hybrid       output-aware, and an epoch cut short by output runs
- *                at least as long as its pause scaled by how busy the
- *                vCPUs were while the VM ran (vcpu_load.h): a VM waiting
- *                for requests gets its replies out after one pause and
- *                one ack, while a VM with work of its own never spends
- *                more than half of its time paused, as before
+ *                at least as long as its pause scaled by how saturated
+ *                the vCPUs were while the VM ran (vcpu_load.h): a VM with
+ *                time to spare gets its replies out after one pause and
+ *                one ack, while a VM with more work than time never
+ *                spends more than half of its time paused, as before
  *
  * Pure arithmetic on the samples it is given (times in ms), so that it can
  * be tested against synthetic traces. */
