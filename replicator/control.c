@@ -34,6 +34,8 @@ char *status_json(const struct replicator *r)
 	double dirty_mean = ring_mean(&s->dirty_pages);
 	char *text;
 
+	/* which daemon answers: remusctl prints the agent's status otherwise */
+	json_object_object_add(o, "daemon", json_object_new_string("replicator"));
 	json_object_object_add(o, "vm", json_object_new_string(r->vm.name));
 	json_object_object_add(o, "qemu_pid", json_object_new_int(r->vm.pid));
 	json_object_object_add(o, "backup", json_object_new_string(r->cfg.backup.text));
