@@ -12,12 +12,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #define HANDOVER_FLUSH_MS 2000
@@ -28,6 +30,57 @@ static const char *vm_name(const struct agent *a)
 		json_object_get_string(json_object_object_get(a->replica.hello, "name")) : NULL;
 
 	return n ? n : "?";
+}
+
+const char *agent_state_name(enum agent_state s)
+{
+	switch (s) {
+	case AGENT_WAITING: return "waiting";
+	case AGENT_SYNCING: return "syncing";
+	case AGENT_BACKUP: return "backup";
+	case AGENT_PAUSED: return "paused";
+	case AGENT_RECONNECTING: return "reconnecting";
+	case AGENT_FENCING: return "fencing";
+	case AGENT_RESTORING: return "restoring";
+	case AGENT_MASTER: return "master";
+	case AGENT_FAULT: return "fault";
+	case AGENT_NSTATES: break;
+	}
+	return "unknown";
+}
+
+/* The one place the state changes: logged as "old -> new (reason)". The
+ * hooks keep their own events (notify), which name the same moments. */
+static void __attribute__((format(printf, 3, 4)))
+set_state(struct agent *a, enum agent_state st, const char *fmt, ...)
+{
+	enum agent_state old = a->state;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(a->state_reason, sizeof(a->state_reason), fmt, ap);
+	va_end(ap);
+	if (old == st)
+		return;
+	a->state = st;
+	a->state_since_ms = mono_ms();
+	log_info("VM %s: %s -> %s (%s)", a->vm_name[0] ? a->vm_name : "?",
+		 agent_state_name(old), agent_state_name(st), a->state_reason);
+}
+
+/* The loop is about to stand still (a fence, a restore) or to end: answer
+ * whoever asked meanwhile, in the state we are in now. */
+static void answer_waiting_clients(struct agent *a)
+{
+	control_socket_serve_pending(&a->control);
+}
+
+/* A checkpoint is committed in the state dir: what status says of it. */
+static void replica_committed(struct agent *a, uint64_t epoch)
+{
+	a->replica_known = true;
+	a->replica_epoch = epoch;
+	a->replica_committed_ms = unix_ms();
 }
 
 static void send_on(struct peer_link *l, unsigned type, uint64_t epoch, const char *text)
@@ -106,6 +159,8 @@ static bool fence_primary(struct agent *a, const char *why, long long lost_at, d
 	*fence_ms = 0;
 	if (!a->cfg.fence_cmd)
 		return true; /* --no-fence, or warned about at start */
+	set_state(a, AGENT_FENCING, "primary lost (%s): the fence command runs", why);
+	answer_waiting_clients(a);
 	notify(a, "fencing", why);
 	agent_event(a, &ev, "fencing", why);
 	hook_event_var(&ev, lost, sizeof(lost), "LOST_AT_MS", "%lld", lost_at);
@@ -127,6 +182,8 @@ static bool fence_primary(struct agent *a, const char *why, long long lost_at, d
 		"for the primary to reconnect",
 		text, a->vm_name, a->cfg.state_dir, a->cfg.state_dir);
 	snprintf(reason, sizeof(reason), "fence command: %s", text);
+	set_state(a, AGENT_FAULT, "fencing failed (%s): the primary may still run the VM, so it "
+		  "is not restored; waiting for the primary", text);
 	notify(a, "fence-failed", reason);
 	return false;
 }
@@ -166,6 +223,8 @@ static void failover(struct agent *a, const char *why)
 			"epoch %llu, older than what clients saw", why,
 			(unsigned long long)a->replica.session_epoch, a->cfg.state_dir,
 			(unsigned long long)a->replica.session_epoch);
+		set_state(a, AGENT_FAULT, "primary lost (%s) while protection was paused: VM not "
+			  "restored", why);
 		notify_status("primary lost while paused: VM not restored; listening");
 		return;
 	}
@@ -177,6 +236,7 @@ static void failover(struct agent *a, const char *why)
 			why, a->cfg.state_dir);
 		snprintf(reason, sizeof(reason), "primary lost (%s) before its first checkpoint "
 			 "committed: VM not restored", why);
+		set_state(a, AGENT_FAULT, "%s", reason);
 		notify(a, "fault", reason);
 		return;
 	}
@@ -185,6 +245,7 @@ static void failover(struct agent *a, const char *why)
 			"this agent, then remus-agent --restore --state-dir %s)", why,
 			a->cfg.state_dir);
 		snprintf(reason, sizeof(reason), "primary lost (%s); --no-failover", why);
+		set_state(a, AGENT_FAULT, "%s: VM not restored", reason);
 		notify(a, "fault", reason);
 		return;
 	}
@@ -192,9 +253,13 @@ static void failover(struct agent *a, const char *why)
 	if (!fence_primary(a, why, lost_at, &fence_ms))
 		return;
 	log_info("restoring the VM from epoch %llu", (unsigned long long)a->replica.session_epoch);
+	set_state(a, AGENT_RESTORING, "primary lost (%s): restoring from epoch %llu", why,
+		  (unsigned long long)a->replica.session_epoch);
+	answer_waiting_clients(a);
 	if (restore_vm(&a->cfg.restore, &res)) {
 		log_err("FAILOVER FAILED: the replica in %s is intact; fix the cause and run "
 			"remus-agent --restore --state-dir %s", a->cfg.state_dir, a->cfg.state_dir);
+		set_state(a, AGENT_FAULT, "restore failed: see the agent's log; the agent exits");
 		notify(a, "fault", "restore failed: see the agent's log");
 		a->exit_code = 1;
 		notify_status("FAILOVER FAILED; replica kept");
@@ -207,9 +272,13 @@ static void failover(struct agent *a, const char *why)
 			 res.total_ms, res.libvirt_domain[0] ? "libvirt domain " : "QMP ",
 			 res.libvirt_domain[0] ? res.libvirt_domain : res.qmp_path,
 			 a->cfg.state_dir);
+		a->master_pid = (int)res.qemu_pid;
+		set_state(a, AGENT_MASTER, "primary lost: VM restored from epoch %llu as QEMU pid %d; "
+			  "the agent exits", res.epoch, (int)res.qemu_pid);
 		notify_master(a, &res, lost_at, fence_ms, "primary lost; VM restored from the replica");
 		a->exit_code = 0;
 	}
+	answer_waiting_clients(a);
 	ev_break(a->loop, EVBREAK_ALL);
 }
 
@@ -220,6 +289,8 @@ static void lose_stream(struct agent *a, const char *why)
 {
 	log_warn("primary %s: %s; dropped, waiting %u ms for it to reconnect",
 		 a->peer, why, a->cfg.timeout_ms);
+	set_state(a, AGENT_RECONNECTING, "%s: waiting %u ms for the primary to reconnect", why,
+		  a->cfg.timeout_ms);
 	drop_primary(a);
 	a->grace_until = ev_now(a->loop) + a->cfg.timeout_ms / 1000.0;
 }
@@ -293,6 +364,7 @@ static void on_hello(struct agent *a, struct peer_link *l, const uint8_t *payloa
 		 "started", a->peer, l->identity, l->session, vm_name(a),
 		 (unsigned long long)(a->replica.ram_size >> 20), a->replica.ndisks,
 		 a->replica.ndisks == 1 ? "" : "s");
+	set_state(a, AGENT_SYNCING, "primary %s (%s) connected: initial sync", a->peer, l->identity);
 	notify_status("VM %s from %s: syncing", vm_name(a), a->peer);
 	snprintf(reply, sizeof(reply), "{\"ok\":true,\"features\":[\"" PROTO_FEATURE_OPERATOR
 		 "\",\"" PROTO_FEATURE_DISK "\"],\"takeover_after_ms\":%u}", takeover_after_ms(a));
@@ -303,6 +375,8 @@ static void on_epoch_end(struct agent *a, const struct frame_hdr *h, const uint8
 			 bool payload_ok)
 {
 	char why[200];
+	double t0 = mono_ms();
+	bool was_paused = a->paused;
 
 	if (replica_end_epoch(&a->replica, h, payload, payload_ok, why, sizeof(why))) {
 		log_warn("epoch %llu discarded: %s; replica stays at epoch %llu",
@@ -311,11 +385,18 @@ static void on_epoch_end(struct agent *a, const struct frame_hdr *h, const uint8
 		send_frame(a, FRAME_NACK, h->epoch, why);
 		return;
 	}
+	if (h->epoch > 0) {
+		ring_add(&a->commit_ms, mono_ms() - t0);
+		replica_committed(a, h->epoch);
+	}
 	if (h->epoch > 0 && a->paused) {
 		a->paused = false;
 		log_info("epoch %llu committed after the pause: VM %s is protected again, "
 			 "failover armed", (unsigned long long)h->epoch, vm_name(a));
 	}
+	if (h->epoch > 0 && a->state != AGENT_BACKUP)
+		set_state(a, AGENT_BACKUP, was_paused ? "epoch %llu committed after the pause" :
+			  "epoch %llu committed: failover armed", (unsigned long long)h->epoch);
 	/* Epochs commit many times a second: the manager hears of one a second. */
 	if (h->epoch > 0 && (a->replica.commits == 1 || mono_ms() - a->status_at_ms >= 1000)) {
 		a->status_at_ms = mono_ms();
@@ -343,6 +424,8 @@ static void on_pause(struct agent *a, const struct frame_hdr *h)
 			 "commits after it resumes", a->peer, vm_name(a),
 			 (unsigned long long)a->replica.session_epoch);
 	a->paused = true;
+	set_state(a, AGENT_PAUSED, "the operator paused protection on the primary: replica stays "
+		  "at epoch %llu, no failover", (unsigned long long)a->replica.session_epoch);
 	notify_status("VM %s from %s: paused by the operator (epoch %llu)", vm_name(a), a->peer,
 		      (unsigned long long)a->replica.session_epoch);
 	send_frame(a, FRAME_PAUSE_ACK, h->epoch, NULL);
@@ -396,6 +479,9 @@ static bool on_handover(struct agent *a, const struct frame_hdr *h, bool ok)
 	log_info("primary %s hands VM %s over at epoch %llu (its QEMU is stopped): restoring "
 		 "it here", a->peer, vm_name(a), (unsigned long long)h->epoch);
 	notify_status("VM %s: taking over from %s", vm_name(a), a->peer);
+	set_state(a, AGENT_RESTORING, "planned handover at epoch %llu: restoring",
+		  (unsigned long long)h->epoch);
+	answer_waiting_clients(a);
 	rc = restore_vm(&a->cfg.restore, &res);
 	/* The loop stood still while QEMU started: that was not the
 	 * primary's silence. */
@@ -407,6 +493,7 @@ static bool on_handover(struct agent *a, const struct frame_hdr *h, bool ok)
 		log_err("HANDOVER FAILED: %s; the primary resumes VM %s, replica kept", buf,
 			vm_name(a));
 		notify_status("VM %s from %s: handover failed, protected again", vm_name(a), a->peer);
+		set_state(a, AGENT_BACKUP, "handover failed (%s): the primary resumes the VM", buf);
 		send_frame(a, FRAME_HANDOVER_FAILED, h->epoch, buf);
 		return true;
 	}
@@ -426,9 +513,13 @@ static bool on_handover(struct agent *a, const struct frame_hdr *h, bool ok)
 		 "%s/serial.log", vm_name(a), res.epoch, (int)res.qemu_pid, res.copy_ms,
 		 res.start_ms, res.load_ms, res.total_ms, a->cfg.state_dir, a->cfg.state_dir);
 	notify_status("handover done: VM running as QEMU pid %d", (int)res.qemu_pid);
+	a->master_pid = (int)res.qemu_pid;
+	set_state(a, AGENT_MASTER, "planned handover: VM restored from epoch %llu as QEMU pid %d; "
+		  "the agent exits", res.epoch, (int)res.qemu_pid);
 	notify_master(a, &res, asked_at, 0, "planned handover: the VM runs here");
 	/* Nothing more goes out, whatever callbacks are still pending. */
 	drop_primary(a);
+	answer_waiting_clients(a);
 	a->exit_code = 0;
 	ev_break(a->loop, EVBREAK_ALL);
 	return false;
@@ -474,6 +565,8 @@ static bool on_frame(struct agent *a, const struct frame_hdr *h, const uint8_t *
 		}
 		log_info("primary %s detached on purpose (%.*s): replica kept, no failover",
 			 a->peer, (int)(h->len < 100 ? h->len : 100), (const char *)payload);
+		set_state(a, AGENT_WAITING, "primary detached on purpose (%.*s)",
+			  (int)(h->len < 100 ? h->len : 100), (const char *)payload);
 		drop_primary(a);
 		return false;
 	default:
@@ -705,6 +798,26 @@ static int setup_link_security(struct agent *a)
 	return 0;
 }
 
+/* The committed replica already in the state dir (an earlier session's),
+ * for status: its VM, epoch and commit time. */
+static void load_replica_facts(struct agent *a)
+{
+	struct replica_info info;
+	const char *name;
+	struct tm tm = { 0 };
+
+	if (replica_load_info(a->cfg.state_dir, &info))
+		return;
+	a->replica_known = true;
+	a->replica_epoch = info.epoch;
+	name = json_object_get_string(json_object_object_get(info.vm, "name"));
+	snprintf(a->replica_vm, sizeof(a->replica_vm), "%s", name ? name : "");
+	/* committed_at is "%Y-%m-%dT%H:%M:%SZ", UTC (replica.c) */
+	if (info.committed_at && strptime(info.committed_at, "%Y-%m-%dT%H:%M:%SZ", &tm))
+		a->replica_committed_ms = (long long)timegm(&tm) * 1000;
+	replica_info_free(&info);
+}
+
 static void close_links(struct agent *a)
 {
 	drop_primary(a);
@@ -720,6 +833,8 @@ int agent_run(struct agent *a)
 	a->primary = NULL;
 	a->listen_fd = -1;
 	a->state_lock_fd = -1;
+	control_socket_init(&a->control, "agent", a->cfg.control_path, a->cfg.control_group,
+			    a->cfg.control_gid, agent_control_command, a);
 	if (lock_state_dir(a))
 		return 2;
 	a->cfg.restore.lock_fd = a->state_lock_fd;
@@ -750,7 +865,20 @@ int agent_run(struct agent *a)
 		unlock_state_dir(a);
 		return 2;
 	}
+	load_replica_facts(a);
+	a->state = AGENT_WAITING;
+	a->state_since_ms = mono_ms();
+	snprintf(a->state_reason, sizeof(a->state_reason), "listening on %s, no primary yet",
+		 a->cfg.listen.text);
 	a->loop = ev_default_loop(EVFLAG_AUTO);
+	if (control_socket_open(&a->control, a->loop)) {
+		close(a->listen_fd);
+		ev_loop_destroy(a->loop);
+		link_security_free(&a->sec);
+		replica_free(&a->replica);
+		unlock_state_dir(a);
+		return 2;
+	}
 	for (int i = 0; i < AGENT_MAX_LINKS; i++)
 		peer_link_init(&a->links[i], a->loop, &a->sec, &link_ops, a);
 	ev_io_init(&a->accept_watch, on_accept, a->listen_fd, EV_READ);
@@ -770,6 +898,8 @@ int agent_run(struct agent *a)
 	ev_run(a->loop, 0);
 	/* `master` and `fault` must reach the operator before we are gone. */
 	hook_runner_drain(&a->hooks, HOOK_NOTIFY_TIMEOUT_MS);
+	answer_waiting_clients(a);
+	control_socket_close(&a->control);
 	close_links(a);
 	close(a->listen_fd);
 	replica_free(&a->replica);

@@ -3,6 +3,7 @@
 #define REMUS_AGENT_H
 
 #include "config.h"
+#include "control_socket.h"
 #include "frame_queue.h"
 #include "hooks.h"
 #include "link_security.h"
@@ -11,6 +12,7 @@
 #include "proto.h"
 #include "replica.h"
 #include "restore.h"
+#include "ring.h"
 
 #include <ev.h>
 #include <stdbool.h>
@@ -53,9 +55,27 @@ struct agent_config {
 	const char *pair_name;     /* --pair NAME; NULL: the VM's name */
 	const char *key_file;      /* --key-file: the pair key (link_security.h) */
 	bool cleartext_link;       /* --insecure-cleartext-link */
+	const char *control_path;  /* --control PATH; NULL: no control socket */
+	const char *control_group; /* --control-group; NULL: root alone may use it */
+	gid_t control_gid;         /* control_group's; -1 without one */
 	/* --config: owns the strings above that came from the file, and the
 	 * keys no flag sets yet ([hooks] fence, notify, ...) */
 	struct pair_config file;
+};
+
+/* The agent's one named state (agent_set_state changes it and logs
+ * "old -> new (reason)"; remusctl status shows it). */
+enum agent_state {
+	AGENT_WAITING,      /* listening, no primary */
+	AGENT_SYNCING,      /* a primary's initial copy, nothing of it committed */
+	AGENT_BACKUP,       /* a checkpoint of this primary committed: failover armed */
+	AGENT_PAUSED,       /* the operator paused protection: no failover */
+	AGENT_RECONNECTING, /* the stream was dropped: the primary may reconnect */
+	AGENT_FENCING,      /* the primary is lost: the fence command runs */
+	AGENT_RESTORING,    /* the VM is being restored here (failover or handover) */
+	AGENT_MASTER,       /* the VM runs here; the agent exits */
+	AGENT_FAULT,        /* the primary was lost and the VM not restored */
+	AGENT_NSTATES
 };
 
 struct agent {
@@ -82,6 +102,17 @@ struct agent {
 	struct hook_runner hooks;  /* notify hooks */
 	char vm_name[128];         /* from the primary's HELLO, for hooks */
 	bool backup_notified;      /* `backup` sent for this session */
+	/* what remusctl sees (backup-agent/control.c) */
+	struct control_socket control;
+	enum agent_state state;
+	char state_reason[300];
+	double state_since_ms;     /* mono_ms() of the last change */
+	char replica_vm[128];      /* the replica's VM at start (vm.json), "" if none */
+	bool replica_known;        /* a committed replica is in the state dir */
+	uint64_t replica_epoch;    /* its epoch */
+	long long replica_committed_ms; /* when it was committed (Unix ms; 0: unknown) */
+	struct sample_ring commit_ms;   /* time to commit each epoch (reset-stats) */
+	int master_pid;            /* the restored QEMU, in AGENT_MASTER (0: none) */
 };
 
 /* options.c: 0 run, 1 exit 0 (--help, --check-config passed), -1 usage or
@@ -91,5 +122,11 @@ void agent_config_free(struct agent_config *cfg);
 void agent_usage(FILE *f);
 
 int agent_run(struct agent *a);
+/* agent.c */
+const char *agent_state_name(enum agent_state s);
+
+/* control.c: the control socket's commands, and the status they show. */
+char *agent_control_command(void *data, int fd, const char *cmd, bool *keep);
+char *agent_status_json(const struct agent *a);
 
 #endif

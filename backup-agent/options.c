@@ -85,6 +85,12 @@ void agent_usage(FILE *f)
 "                        Make one with `remusctl keygen FILE` (docs/SECURITY.md)\n"
 "  --insecure-cleartext-link  no TLS: anyone who reaches the port can feed\n"
 "                        this agent a VM ([link] insecure-cleartext = yes)\n"
+"  --control PATH        control socket for remusctl status (default: none;\n"
+"                        [backup] control-socket, by convention\n"
+"                        /run/remus/PAIR.agent.ctl); mode 0600: root alone\n"
+"                        may use it\n"
+"  --control-group NAME  members of group NAME may use the control socket\n"
+"                        too (mode 0660, owned by the group)\n"
 
 "  --no-failover         keep the replica but never restore automatically\n"
 "  --max-ram-mb N        ([backup] max-ram-mb) refuse a primary whose VM has\n"
@@ -124,7 +130,8 @@ enum { OPT_LISTEN = 256, OPT_STATE_DIR, OPT_TIMEOUT_MS, OPT_HEARTBEAT_MS,
        OPT_NO_FAILOVER, OPT_RESTORE, OPT_SYSLOG, OPT_TAP, OPT_CONFIG, OPT_CHECK_CONFIG,
        OPT_CONNECT, OPT_FENCE, OPT_NO_FENCE, OPT_FENCE_TIMEOUT_MS, OPT_NOTIFY, OPT_PAIR, OPT_KEY_FILE, OPT_CLEARTEXT,
        OPT_TEST_DISK_APPLY, OPT_AFTER_HOST_RESTART, OPT_EMULATOR, OPT_SHARED_DISK,
-       OPT_MAX_RAM_MB, OPT_MAX_DISK_GB, OPT_MAX_EPOCH_MB, OPT_FORGET_PAIR };
+       OPT_MAX_RAM_MB, OPT_MAX_DISK_GB, OPT_MAX_EPOCH_MB, OPT_FORGET_PAIR, OPT_CONTROL,
+       OPT_CONTROL_GROUP };
 
 static const struct option long_opts[] = {
 	{ "config", required_argument, NULL, OPT_CONFIG },
@@ -149,6 +156,8 @@ static const struct option long_opts[] = {
 	{ "pair", required_argument, NULL, OPT_PAIR },
 	{ "key-file", required_argument, NULL, OPT_KEY_FILE },
 	{ "insecure-cleartext-link", no_argument, NULL, OPT_CLEARTEXT },
+	{ "control", required_argument, NULL, OPT_CONTROL },
+	{ "control-group", required_argument, NULL, OPT_CONTROL_GROUP },
 	{ "max-ram-mb", required_argument, NULL, OPT_MAX_RAM_MB },
 	{ "max-disk-gb", required_argument, NULL, OPT_MAX_DISK_GB },
 	{ "max-epoch-mb", required_argument, NULL, OPT_MAX_EPOCH_MB },
@@ -222,6 +231,10 @@ static void apply_file(struct agent_config *cfg, const char **listen, int *use_s
 	if (PC_SET(pc, LINK_KEY_FILE))
 		cfg->key_file = pc->link_key_file;
 	cfg->cleartext_link = pc->link_insecure_cleartext;
+	if (PC_SET(pc, BACKUP_CONTROL_SOCKET))
+		cfg->control_path = pc->backup_control_socket;
+	if (PC_SET(pc, BACKUP_CONTROL_GROUP))
+		cfg->control_group = pc->backup_control_group;
 	if (PC_SET(pc, LOG_TARGET))
 		*use_syslog = !strcmp(pc->log_target, "syslog");
 	if (PC_SET(pc, LOG_LEVEL))
@@ -313,6 +326,7 @@ static int parse(int argc, char **argv, struct agent_config *cfg, int *use_syslo
 	int c, fence_flags = 0; /* 1: --fence, 2: --no-fence */
 
 	*cfg = (struct agent_config){
+		.control_gid = (gid_t)-1,
 		.timeout_ms = AGENT_DEFAULT_TIMEOUT_MS,
 		.heartbeat_ms = AGENT_DEFAULT_HEARTBEAT_MS,
 		.fence_timeout_ms = AGENT_DEFAULT_FENCE_TIMEOUT_MS,
@@ -352,6 +366,8 @@ static int parse(int argc, char **argv, struct agent_config *cfg, int *use_syslo
 		case OPT_PAIR: cfg->pair_name = optarg; break;
 		case OPT_KEY_FILE: cfg->key_file = optarg; break;
 		case OPT_CLEARTEXT: cfg->cleartext_link = true; break;
+		case OPT_CONTROL: cfg->control_path = optarg; break;
+		case OPT_CONTROL_GROUP: cfg->control_group = optarg; break;
 		case OPT_FENCE_TIMEOUT_MS:
 			if (cli_parse_ulong("--fence-timeout-ms", optarg, RANGE_FENCE_TIMEOUT_MS, &v))
 				return -1;
@@ -419,7 +435,9 @@ static int parse(int argc, char **argv, struct agent_config *cfg, int *use_syslo
 		fprintf(stderr, "remus-agent: --fence and --no-fence exclude each other\n");
 		return -1;
 	}
-	if (check_args(cfg, listen, listen_flag) || check_hooks(cfg))
+	if (check_args(cfg, listen, listen_flag) || check_hooks(cfg) ||
+	    control_group_resolve("remus-agent", cfg->control_path, cfg->control_group,
+				  &cfg->control_gid))
 		return -1;
 	if (file.check) {
 		printf("%s: ok\n", file.file);

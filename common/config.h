@@ -50,6 +50,8 @@ X(BACKUP_MAX_DISK_GB, "backup",    "max-disk-gb",     UINT, backup_max_disk_gb, 
 X(BACKUP_MAX_EPOCH_MB, "backup",   "max-epoch-mb",    UINT, backup_max_epoch_mb, RANGE_MAX_EPOCH_MB,   "16384",   NULL,          NULL,        "max-epoch-mb",             0) \
 X(BACKUP_EMULATOR,   "backup",     "emulator",        STR,  backup_emulator,   RANGE_NONE,             "/usr/bin/qemu-system-x86_64", NULL, NULL,   "emulator",                 0) \
 X(BACKUP_SHARED_DISK, "backup",    "shared-disk",     LIST, backup_shared_disks, RANGE_NONE,           NULL,      NULL,          NULL,        "shared-disk",              0) \
+X(BACKUP_CONTROL_SOCKET, "backup", "control-socket",  STR,  backup_control_socket, RANGE_NONE,         NULL,      NULL,          NULL,        "control",                  0) \
+X(BACKUP_CONTROL_GROUP, "backup",  "control-group",   STR,  backup_control_group, RANGE_NONE,          NULL,      NULL,          NULL,        "control-group",            0) \
 X(EPOCH_POLICY,      "epoch",      "policy",          ENUM, epoch_policy,      RANGE_NONE,             "hybrid",  policy_values, NULL,        "epoch-policy",             0) \
 X(EPOCH_LENGTH_MS,   "epoch",      "length-ms",       UINT, epoch_length_ms,   RANGE_EPOCH_MS,         "50",      NULL,          NULL,        "epoch-ms",                 0) \
 X(EPOCH_MIN_MS,      "epoch",      "min-ms",          UINT, epoch_min_ms,      RANGE_EPOCH_MS,         "10",      NULL,          NULL,        "epoch-min-ms",             0) \
@@ -116,6 +118,9 @@ struct pair_config {
 	char *backup_emulator;
 	/* images both hosts see, which a restored VM may open */
 	struct config_list backup_shared_disks;
+	/* the agent's control socket, as [control] is the replicator's */
+	char *backup_control_socket;
+	char *backup_control_group;  /* NULL: root alone may use it */
 	/* [epoch] */
 	const char *epoch_policy;
 	unsigned epoch_length_ms, epoch_min_ms, epoch_max_ms;

@@ -1,35 +1,44 @@
-/* remusctl: the operator's command for a running replicator. */
+/* remusctl: the operator's command for a running replicator or agent. */
 #include "remusctl.h"
 
 #include "cli.h"
 
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
 static const struct {
 	const char *name;
 	int (*fn)(const struct remusctl_opts *o, int argc, char **argv);
+	bool needs_control;
 	const char *help;
 } verbs[] = {
-	{ "status", status_main, "epochs, pause times, dirty pages, link, protection state" },
-	{ "reset-stats", reset_stats_main, "forget recent pause, dirty and ack figures" },
-	{ "pause", pause_main, "stop checkpointing (backup maintenance); no failover meanwhile" },
-	{ "resume", resume_main, "checkpoint again; protected once the backup commits" },
-	{ "failover", failover_main, "hand the VM over to the backup [--timeout SECONDS]" },
-	{ "keygen", keygen_main, "write a new pair key to FILE (no --control needed)" },
+	{ "status", status_main, true,
+	  "the daemon's state and figures [--json | --prometheus]" },
+	{ "reset-stats", reset_stats_main, true, "forget recent pause, dirty, ack or commit figures" },
+	{ "pause", pause_main, true, "stop checkpointing (backup maintenance); no failover meanwhile" },
+	{ "resume", resume_main, true, "checkpoint again; protected once the backup commits" },
+	{ "failover", failover_main, true, "hand the VM over to the backup [--timeout SECONDS]" },
+	{ "list", list_main, false, "the daemons' control sockets in DIR... (default /run/remus)" },
+	{ "keygen", keygen_main, false, "write a new pair key to FILE (no --control needed)" },
 };
 
 static void usage(FILE *f)
 {
 	fprintf(f, "Usage: remusctl --control PATH [--json] VERB [VERB OPTIONS]\n"
+		   "       remusctl [--json] list [DIR...]\n"
 		   "       remusctl keygen FILE\n\n"
-		   "Talks to remus-replicator over its control socket (--control).\n\n"
+		   "Talks to remus-replicator (the primary) or remus-agent (the backup) over\n"
+		   "its control socket (--control): status and reset-stats with either,\n"
+		   "pause, resume and failover with the replicator. list finds the sockets.\n\n"
 		   "Verbs:\n");
 	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
 		fprintf(f, "  %-12s %s\n", verbs[i].name, verbs[i].help);
 	fprintf(f, "\nOptions:\n"
-		   "  --control PATH   the replicator's control socket (required)\n"
+		   "  --control PATH   the daemon's control socket (required but for list and\n"
+		   "                   keygen; by convention /run/remus/PAIR.replicator.ctl or\n"
+		   "                   /run/remus/PAIR.agent.ctl)\n"
 		   "  --json           machine-readable output (stable keys)\n"
 		   "  -h, --help       this text\n"
 		   "  --version        print the version and exit\n"
@@ -70,13 +79,15 @@ int main(int argc, char **argv)
 	for (int i = optind + 1; i < argc; i++)
 		if (!strcmp(argv[i], "--json"))
 			o.json = 1;
-	if (!o.control && strcmp(argv[optind], "keygen")) {
-		fprintf(stderr, "remusctl: --control PATH is required\n");
-		return 2;
+	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
+		if (strcmp(argv[optind], verbs[i].name))
+			continue;
+		if (!o.control && verbs[i].needs_control) {
+			fprintf(stderr, "remusctl: --control PATH is required\n");
+			return 2;
+		}
+		return verbs[i].fn(&o, argc - optind, argv + optind);
 	}
-	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
-		if (!strcmp(argv[optind], verbs[i].name))
-			return verbs[i].fn(&o, argc - optind, argv + optind);
 	fprintf(stderr, "remusctl: unknown verb '%s'\n", argv[optind]);
 	usage(stderr);
 	return 2;

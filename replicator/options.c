@@ -7,7 +7,6 @@
 
 #include <errno.h>
 #include <getopt.h>
-#include <grp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -307,24 +306,8 @@ static int apply_file_lists(struct replicator_config *cfg)
  * start rather than at the first remusctl. */
 static int resolve_control_group(struct replicator_config *cfg)
 {
-	struct group *g;
-
-	cfg->control_gid = (gid_t)-1;
-	if (!cfg->control_group)
-		return 0;
-	if (!cfg->control_path) {
-		fprintf(stderr, "remus-replicator: --control-group needs --control PATH\n");
-		return -1;
-	}
-	errno = 0;
-	g = getgrnam(cfg->control_group);
-	if (!g) {
-		fprintf(stderr, "remus-replicator: --control-group: no group '%s'%s%s\n",
-			cfg->control_group, errno ? ": " : "", errno ? strerror(errno) : "");
-		return -1;
-	}
-	cfg->control_gid = g->gr_gid;
-	return 0;
+	return control_group_resolve("remus-replicator", cfg->control_path, cfg->control_group,
+				     &cfg->control_gid);
 }
 
 static int parse(int argc, char **argv, struct replicator_config *cfg, int *use_syslog)

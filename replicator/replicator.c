@@ -445,7 +445,8 @@ int replicator_run(struct replicator *r)
 	int rc;
 
 	peer_link_init(&r->link, NULL, &r->link_sec, NULL, r);
-	r->control_fd = -1;
+	control_socket_init(&r->control, "replicator", r->cfg.control_path, r->cfg.control_group,
+			    r->cfg.control_gid, control_command, r);
 	r->qemu_pidfd = -1;
 	r->handover_fd = -1;
 	r->backup_silence_ms = r->cfg.timeout_ms; /* until a backup says more */

@@ -4,6 +4,7 @@
 
 #include "ckpt_device.h"
 #include "config.h"
+#include "control_socket.h"
 #include "epoch_policy.h"
 #include "frame_queue.h"
 #include "hooks.h"
@@ -120,8 +121,7 @@ struct replicator {
 	ev_timer qemu_exit_grace;
 	ev_timer epoch_timer, heartbeat_timer, reconnect_timer, stats_timer;
 	ev_signal sigterm, sigint;
-	ev_io control_watch;
-	int control_fd;
+	struct control_socket control; /* --control (common/control_socket.h) */
 	/* Our runtime files (NBD sockets, device state): a directory of our
 	 * own under /run/remus, QEMU's user let through; "" until made. */
 	char runtime_dir[192];
@@ -266,12 +266,14 @@ int vm_attach(struct replicator *r);
 void vm_info_free(struct vm_info *vm);
 char *vm_hello_json(const struct replicator *r);
 
-/* control.c */
+/* control.c: the control socket's commands (the socket itself is
+ * common/control_socket.c, shared with the agent; control_reply there
+ * answers a connection operator.c kept). */
 int control_open(struct replicator *r);
 void control_close(struct replicator *r);
+/* One command line of an allowed peer (control_handler). */
+char *control_command(void *data, int fd, const char *cmd, bool *keep);
 char *status_json(const struct replicator *r);
-/* One reply line to a control client (blocking, bounded). */
-void control_reply(int fd, const char *text);
 
 const char *protection_name(enum protection p);
 

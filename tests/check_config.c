@@ -116,7 +116,9 @@ static const char full_file[] =
 	"[backup]\n"                                     /* 47 */
 	"max-ram-mb = 2048\n"                            /* 48 */
 	"max-disk-gb = 100\n"                            /* 49 */
-	"max-epoch-mb = 512\n";                          /* 50 */
+	"max-epoch-mb = 512\n"                           /* 50 */
+	"control-socket = /run/remus/web1.agent.ctl\n"   /* 51 */
+	"control-group = remus-ops\n";                   /* 52 */
 
 START_TEST(test_every_key_parsed)
 {
@@ -162,6 +164,8 @@ START_TEST(test_every_key_parsed)
 	ck_assert_uint_eq(pc.hooks_fence_timeout_ms, 20000);
 	ck_assert_str_eq(pc.control_socket, "/run/vm1.remus");
 	ck_assert_str_eq(pc.control_group, "remus-ops");
+	ck_assert_str_eq(pc.backup_control_socket, "/run/remus/web1.agent.ctl");
+	ck_assert_str_eq(pc.backup_control_group, "remus-ops");
 	ck_assert_str_eq(pc.log_target, "syslog");
 	ck_assert_str_eq(pc.log_level, "debug");
 	/* where each came from */
@@ -218,6 +222,8 @@ START_TEST(test_defaults_when_absent)
 	ck_assert_uint_eq(pc.hooks_fence_timeout_ms, 10000);
 	ck_assert_ptr_null(pc.control_socket);
 	ck_assert_ptr_null(pc.control_group);
+	ck_assert_ptr_null(pc.backup_control_socket);
+	ck_assert_ptr_null(pc.backup_control_group);
 	ck_assert_str_eq(pc.log_target, "stderr");
 	ck_assert_str_eq(pc.log_level, "info");
 	pair_config_free(&pc);
@@ -290,6 +296,8 @@ static const struct golden {
 	  "pair.conf:2: unknown key 'epoch_ms' in [epoch]; did you mean 'length-ms'?\n" },
 	{ "unknown key, a typo", CONFIG_ANY, "[backup]\nadress = 127.0.0.1:1\n",
 	  "pair.conf:2: unknown key 'adress' in [backup]; did you mean 'address'?\n" },
+	{ "the agent's control socket, a flag's name", CONFIG_ANY, "[backup]\ncontrol = /run/x\n",
+	  "pair.conf:2: unknown key 'control' in [backup]; did you mean 'control-socket'?\n" },
 	{ "unknown key, wrong section", CONFIG_ANY, "[backup]\nqmp = /q\n",
 	  "pair.conf:2: unknown key 'qmp' in [backup]; did you mean 'qmp' in [vm]?\n" },
 	{ "unknown key, nothing like it", CONFIG_ANY, "[epoch]\nbanana = 1\n",
@@ -591,6 +599,8 @@ static const char pair_file[] =
 	"tap = n0=tapfile0\n"
 	"tap = n1=tapfile1\n"
 	"failover = no\n"
+	"control-socket = /run/file.agent.ctl\n"
+	"control-group = root\n"
 	"[epoch]\n"
 	"policy = fixed\n"
 	"length-ms = 100\n"
@@ -735,6 +745,37 @@ START_TEST(test_replicator_control_group_checked)
 }
 END_TEST
 
+/* The agent's --control-group is checked as the replicator's. */
+START_TEST(test_agent_control_group_checked)
+{
+	struct agent_config cfg;
+	int use_syslog = 0;
+	char *out, *err;
+
+	ck_assert_int_eq(agent_parse(ARGV("remus-agent", "--listen", "127.0.0.1:7700",
+					  "--state-dir", "/s", "--no-fence", "--control", "/run/c",
+					  "--control-group", "no-such-group-remus"),
+				     &cfg, &use_syslog, &out, &err), -1);
+	assert_contains(err, "remus-agent: --control-group: no group 'no-such-group-remus'");
+	free(out);
+	free(err);
+	ck_assert_int_eq(agent_parse(ARGV("remus-agent", "--listen", "127.0.0.1:7700",
+					  "--state-dir", "/s", "--no-fence", "--control-group", "root"),
+				     &cfg, &use_syslog, &out, &err), -1);
+	assert_contains(err, "remus-agent: --control-group needs --control PATH");
+	free(out);
+	free(err);
+	ck_assert_int_eq(agent_parse(ARGV("remus-agent", "--listen", "127.0.0.1:7700",
+					  "--state-dir", "/s", "--no-fence"),
+				     &cfg, &use_syslog, &out, &err), 0);
+	ck_assert_ptr_null(cfg.control_path);
+	ck_assert_int_eq(cfg.control_gid, (gid_t)-1);
+	agent_config_free(&cfg);
+	free(out);
+	free(err);
+}
+END_TEST
+
 START_TEST(test_agent_file_values_and_flags)
 {
 	struct agent_config cfg;
@@ -755,6 +796,10 @@ START_TEST(test_agent_file_values_and_flags)
 	ck_assert_uint_eq(cfg.timeout_ms, 3000);
 	ck_assert_int_eq(use_syslog, 1);
 	ck_assert_str_eq(cfg.file.hooks_fence, "none");
+	/* [backup] control-*: the agent's; [control] is the replicator's */
+	ck_assert_str_eq(cfg.control_path, "/run/file.agent.ctl");
+	ck_assert_str_eq(cfg.control_group, "root");
+	ck_assert_int_eq(cfg.control_gid, 0);
 	agent_config_free(&cfg);
 	free(out);
 	free(err);
@@ -771,6 +816,18 @@ START_TEST(test_agent_file_values_and_flags)
 	ck_assert_str_eq(cfg.listen.text, "127.0.0.1:7800");
 	ck_assert_uint_eq(cfg.heartbeat_ms, 300);
 	ck_assert_uint_eq(cfg.timeout_ms, 3000);
+	ck_assert_str_eq(cfg.control_path, "/run/file.agent.ctl");
+	agent_config_free(&cfg);
+	free(out);
+	free(err);
+
+	ck_assert_int_eq(agent_parse(ARGV("remus-agent", "--config", path, "--control",
+					  "/run/flag.ctl", "--control-group", "daemon"),
+				     &cfg, &use_syslog, &out, &err), 0);
+	ck_assert_str_eq(err, "");
+	ck_assert_str_eq(cfg.control_path, "/run/flag.ctl");
+	ck_assert_str_eq(cfg.control_group, "daemon");
+	ck_assert_int_ne(cfg.control_gid, (gid_t)-1);
 	agent_config_free(&cfg);
 	free(out);
 	free(err);
@@ -946,6 +1003,7 @@ static Suite *config_suite(void)
 	ADD(s, test_replicator_file_values_apply);
 	ADD(s, test_replicator_flags_override_file);
 	ADD(s, test_replicator_control_group_checked);
+	ADD(s, test_agent_control_group_checked);
 	ADD(s, test_agent_file_values_and_flags);
 	ADD(s, test_check_config_ok_and_errors);
 	ADD(s, test_config_option_errors);
