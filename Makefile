@@ -10,7 +10,7 @@ CC      ?= gcc
 CFLAGS  ?= -O2 -g
 CPPFLAGS ?=
 LDFLAGS ?=
-PKGS    := json-c libvirt libvirt-qemu libxml-2.0 libsystemd gnutls
+PKGS    := json-c libvirt libvirt-qemu libxml-2.0 libsystemd gnutls libxxhash
 LDLIBS  := $(shell pkg-config --libs $(PKGS)) -lev -lpthread
 CHECK_LIBS := $(shell pkg-config --libs check)
 

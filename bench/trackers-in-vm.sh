@@ -2,16 +2,17 @@
 # Pause cost of the dirty-page trackers against guest RAM size, compare (1
 # and 2 threads) and soft-dirty side by side in one VM booted with Debian's
 # cloud kernel (it has CONFIG_MEM_SOFT_DIRTY; this host's kernel may not),
-# under TCG, as tests/integration/test_softdirty.sh does. Then compare alone
-# on the host. Prints markdown tables: the pauses, soft-dirty's breakdown by
-# phase, and the host's compare.
+# under TCG, as tests/integration/test_softdirty.sh does. Then TRACKERS'
+# compare and hash entries on the host. Prints markdown tables: the pauses,
+# soft-dirty's breakdown by phase, and the host's rows.
 #
 # Usage: bench/trackers-in-vm.sh
 # Environment: SIZES (default "128 512 1024 2048"), RATE (MB/s, 50),
 # ROUNDS (30), EPOCH_MS (50), VM_MEM (5G), SMP (2), TIMEOUT (s, 1500),
-# TRACKERS (default "compare1 compare2 soft-dirty1": each a tracker name and
-# its thread count, 1 if left out; e.g. TRACKERS="soft-dirty1 soft-dirty2"),
-# HOST (1; 0 skips the host part, which runs only TRACKERS' compare entries).
+# TRACKERS (default "compare1 compare2 soft-dirty1": each a tracker name,
+# compare, hash or soft-dirty, and its thread count, 1 if left out; e.g.
+# TRACKERS="soft-dirty1 soft-dirty2"), HOST (1; 0 skips the host part, which
+# runs TRACKERS' compare and hash entries).
 # Figures inside TCG are not absolute: only ratios measured in the same VM
 # mean something.
 set -u
@@ -31,7 +32,7 @@ HOST=${HOST:-1}
 tname() { sed 's/[0-9]*$//' <<< "$1"; }
 tthreads() { local n; n=$(grep -o '[0-9]*$' <<< "$1"); echo "${n:-1}"; }
 for tk in $TRACKERS; do
-	case $(tname "$tk") in compare|soft-dirty) ;; *)
+	case $(tname "$tk") in compare|hash|soft-dirty) ;; *)
 		echo "trackers-in-vm: unknown tracker in TRACKERS: $tk" >&2; exit 1 ;;
 	esac
 done
@@ -64,16 +65,18 @@ command -v qemu-system-x86_64 >/dev/null || die "no qemu-system-x86_64"
 
 ROOTFS=$T/root
 mkdir -p "$ROOTFS"/{bin,proc,sys,dev,mnt}
-gcc -static -O2 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -I"$ROOT/replicator" \
-	-o "$ROOTFS/bin/trackers" "$ROOT/bench/trackers.c" "$ROOT/replicator/tracker_compare.c" \
-	"$ROOT/replicator/tracker_softdirty.c" "$ROOT/replicator/scan_pool.c" -lpthread || die "cannot build bench/trackers.c"
+gcc -static -O2 -std=gnu11 -D_GNU_SOURCE -DTRACKER_HASH_NO_DISPATCH -Wall -Wextra -Werror \
+	-I"$ROOT/replicator" -o "$ROOTFS/bin/trackers" "$ROOT/bench/trackers.c" \
+	"$ROOT/replicator/tracker_compare.c" "$ROOT/replicator/tracker_hash.c" \
+	"$ROOT/replicator/tracker_softdirty.c" "$ROOT/replicator/scan_pool.c" -lxxhash -lpthread ||
+	die "cannot build bench/trackers.c"
 
-# --- compare on the host (no soft-dirty here, most likely) ---
+# --- compare and hash on the host (no soft-dirty here, most likely) ---
 HOSTLOG=$T/host.log
 : > "$HOSTLOG"
 HOST_TRACKERS=
 for tk in $TRACKERS; do
-	[ "$(tname "$tk")" = compare ] && HOST_TRACKERS+=" $tk"
+	[ "$(tname "$tk")" != soft-dirty ] && HOST_TRACKERS+=" $tk"
 done
 if [ "$HOST" = 0 ] || [ -z "$HOST_TRACKERS" ]; then
 	log "host: skipped"
@@ -84,8 +87,8 @@ else
 		for tk in $HOST_TRACKERS; do
 			th=$(tthreads "$tk")
 			"$ROOTFS/bin/trackers" "$s" "$RATE" "$ROUNDS" \
-				"$EPOCH_MS" compare "$th" >> "$HOSTLOG" ||
-				log "host: $s MB compare $th failed"
+				"$EPOCH_MS" "$(tname "$tk")" "$th" >> "$HOSTLOG" ||
+				log "host: $s MB $(tname "$tk") $th failed"
 		done
 	done
 fi
@@ -214,7 +217,7 @@ fi
 
 if [ -n "$HOST_TRACKERS" ]; then
 	echo
-	echo "On the host (compare only), same rate, epochs and rounds; scan p50 / p99 in ms:"
+	echo "On the host (no soft-dirty), same rate, epochs and rounds; scan p50 / p99 in ms:"
 	echo
 	hdr="| guest RAM | dirty pages/epoch (p50) |"; sep="|---|---|"
 	for tk in $HOST_TRACKERS; do hdr+=" $(label "$tk") |"; sep+="---|"; done
@@ -222,7 +225,7 @@ if [ -n "$HOST_TRACKERS" ]; then
 	for s in $SIZES; do
 		dn=; cells=
 		for tk in $HOST_TRACKERS; do
-			read -r a b n <<< "$(result "$HOSTLOG" compare "$s" "$(tthreads "$tk")")"
+			read -r a b n <<< "$(result "$HOSTLOG" "$(tname "$tk")" "$s" "$(tthreads "$tk")")"
 			[ -z "$dn" ] && [ "$n" != - ] && dn=$n
 			cells+=" $(fmt "$a") / $(fmt "$b") |"
 		done

@@ -28,7 +28,7 @@ struct key {
 };
 
 static const char *const policy_values[] = { "fixed", "dirty-rate", "output-aware", "hybrid", NULL };
-static const char *const tracker_values[] = { "auto", "compare", "soft-dirty", NULL };
+static const char *const tracker_values[] = { "auto", "compare", "hash", "soft-dirty", NULL };
 static const char *const log_target_values[] = { "stderr", "syslog", NULL };
 static const char *const log_level_values[] = { "info", "debug", NULL };
 

@@ -88,6 +88,15 @@ static void print_softdirty(FILE *f, struct json_object *o)
 		failed ? ", then: " : "", failed ? err : "");
 }
 
+/* The hash tracker's staging: the slots of changed pages it holds now. */
+static void print_hash(FILE *f, struct json_object *o)
+{
+	fprintf(f, "hash:    staging %.0f pages resident (%.1f MiB, peak %.0f pages); "
+		"%.0f pages changed with the VM stopped\n", num(o, "hash_staging_pages"),
+		num(o, "hash_staging_pages") * 4096 / 1048576, num(o, "hash_staging_peak_pages"),
+		num(o, "hash_changed_in_pause_pages"));
+}
+
 static void print_replicator(FILE *f, struct json_object *o)
 {
 	fprintf(f, "VM %s (QEMU pid %.0f) -> backup %s: %s\n", str(o, "vm"), num(o, "qemu_pid"),
@@ -107,6 +116,8 @@ static void print_replicator(FILE *f, struct json_object *o)
 		num(o, "dirty_pages_total"), str(o, "tracker"), str(o, "tracker_reason"));
 	if (!strcmp(str(o, "tracker"), "soft-dirty"))
 		print_softdirty(f, o);
+	if (!strcmp(str(o, "tracker"), "hash"))
+		print_hash(f, o);
 	fprintf(f, "link:    %.2f MB/s, %.0f bytes queued; ack p50 %.2f ms, p99 %.2f ms\n",
 		num(o, "link_bytes_per_s") / 1e6, num(o, "link_queued_bytes"),
 		num(o, "ack_p50_ms"), num(o, "ack_p99_ms"));

@@ -20,6 +20,11 @@
  * loop must keep the heartbeats going meanwhile, or the backup takes the
  * silence for a dead primary. */
 #define SYNC_STEP_PAGES 4096  /* 16 MiB */
+/* A tracker that keeps only the full copy's last pages (ops->full_copy_keep:
+ * hash) has each step wait until the link has written the step whose slots
+ * it reuses; the link's byte count after each step is remembered for this
+ * many steps. */
+#define SYNC_MARKS 8
 /* How often soft-dirty looks again for another process mapping guest RAM
  * writable (reading every /proc/PID/maps: a few ms on a busy host). */
 #define WRITER_CHECK_S 5.0
@@ -38,9 +43,18 @@ struct memory_device {
 	bool gave_up;        /* soft-dirty's log no longer trusted: compare */
 	size_t sync_next;    /* first page of that step */
 	double sync_started_ms;
+	/* Trackers with full_copy_keep: a step copies only once the link has
+	 * written the step sync_window steps before it (its slots are reused). */
+	ev_check sync_wait;  /* after each turn of the loop: written yet? */
+	size_t sync_step_pages;
+	unsigned sync_window; /* 0: the tracker keeps every page */
+	size_t sync_steps;   /* steps queued in this full copy */
+	size_t sync_waits;   /* steps that waited for the link */
+	uint64_t sync_mark[SYNC_MARKS]; /* link bytes sent + queued after step j, at j % SYNC_MARKS */
 };
 
 static void on_sync_step(struct ev_loop *loop, ev_timer *w, int revents);
+static void on_sync_wait(struct ev_loop *loop, ev_check *w, int revents);
 
 /* A process that maps guest RAM writable after attach (a vhost-user
  * back-end hot-plugged, say) writes outside QEMU's log. From the next pause
@@ -83,13 +97,14 @@ static const char *mapping_error(int rc)
 	}
 }
 
-/* soft-dirty costs the dirty pages, compare all of RAM. auto takes
+/* soft-dirty costs the dirty pages, hash and compare all of RAM (hash reads
+ * it once, compare twice, with a shadow as large as guest RAM). auto takes
  * soft-dirty where it has been shown to work: the kernel keeps the log
  * (probed) and only QEMU's one mapping writes guest RAM, under TCG or KVM
  * (tests/integration/test_kvm.sh: a byte-exact replica of a 2-vCPU KVM
- * guest, docs/SOFT-DIRTY.md); else compare, and status says why.
- * --tracker soft-dirty insists: it is refused, with the reason, where the
- * log cannot work. */
+ * guest, docs/SOFT-DIRTY.md); else hash (docs/TRACKERS.md), and status says
+ * why. --tracker soft-dirty insists: it is refused, with the reason, where
+ * the log cannot work. */
 static int start_softdirty(struct replicator *r, struct memory_device *m, bool asked,
 			   char *why, size_t len)
 {
@@ -128,7 +143,7 @@ static int start_tracker(struct replicator *r, struct memory_device *m)
 {
 	const char *kind = r->cfg.tracker;
 
-	if (strcmp(kind, "compare")) {
+	if (!strcmp(kind, "auto") || !strcmp(kind, "soft-dirty")) {
 		bool asked = !strcmp(kind, "soft-dirty");
 		char why[256] = "";
 		int rc = start_softdirty(r, m, asked, why, sizeof(why));
@@ -139,12 +154,17 @@ static int start_tracker(struct replicator *r, struct memory_device *m)
 			log_err("--tracker soft-dirty: %s", why);
 			return rc;
 		}
-		snprintf(m->why, sizeof(m->why), "auto: no soft-dirty tracking (%s)", why);
-		log_info("memory: %s; using compare", m->why);
+		snprintf(m->why, sizeof(m->why), "auto: no soft-dirty tracking (%s); hashes every "
+			 "page instead", why);
+		log_info("memory: %s; using hash", m->why);
+		m->tops = &hash_tracker_ops;
+	} else if (!strcmp(kind, "hash")) {
+		snprintf(m->why, sizeof(m->why), "--tracker hash");
+		m->tops = &hash_tracker_ops;
 	} else {
 		snprintf(m->why, sizeof(m->why), "--tracker compare");
+		m->tops = &compare_tracker_ops;
 	}
-	m->tops = &compare_tracker_ops;
 	return m->tops->init(&m->tracker, m->ram, m->npages, r->cfg.capture_threads);
 }
 
@@ -159,7 +179,11 @@ static int memory_setup(struct replicator *r, void **state)
 	m->r = r;
 	ev_timer_init(&m->sync_step, on_sync_step, 0, 0);
 	ev_timer_init(&m->writer_check, on_writer_check, 0, 0);
-	m->sync_step.data = m->writer_check.data = m;
+	ev_check_init(&m->sync_wait, on_sync_wait);
+	/* After the link's own watchers in the same turn of the loop, so it
+	 * sees what they just wrote. */
+	ev_set_priority(&m->sync_wait, EV_MINPRI);
+	m->sync_step.data = m->writer_check.data = m->sync_wait.data = m;
 	m->ram_size = r->vm.ram_size;
 	m->npages = m->ram_size / PROTO_PAGE_SIZE;
 	fd = open(r->vm.ram_path, O_RDONLY | O_CLOEXEC);
@@ -197,6 +221,7 @@ static void memory_teardown(void *state)
 		return;
 	ev_timer_stop(m->r->loop, &m->sync_step);
 	ev_timer_stop(m->r->loop, &m->writer_check);
+	ev_check_stop(m->r->loop, &m->sync_wait);
 	if (m->tracker)
 		m->tops->fini(m->tracker);
 	if (m->ram)
@@ -206,7 +231,8 @@ static void memory_teardown(void *state)
 }
 
 /* Queue pages idx[0..n) in PAGES frames. Page data is referenced in the
- * tracker's staging copy, which stays untouched until the epoch is acked. */
+ * tracker's staging copy, which stays untouched until the epoch is acked
+ * (in the full copy, for hash: until the step's frames are written, below). */
 static int send_pages(struct memory_device *m, struct replicator *r,
 		      struct epoch_tally *t, const uint32_t *idx, size_t n)
 {
@@ -254,6 +280,18 @@ static void warn_unpopulated(const struct memory_device *m)
 			 st.populate_error ? strerror(st.populate_error) : "?");
 }
 
+/* May the next step be copied? Its pages go into the slots of the step
+ * sync_window steps before it (or earlier ones), whose frames must be
+ * written by now: the link's bytes sent have passed what it had queued
+ * after that step. Frames go out in order, so every earlier step is
+ * written too. (A link that drops frames unsent is closing: the steps
+ * stop, and the next session starts over.) */
+static bool sync_slots_free(const struct memory_device *m, const struct replicator *r)
+{
+	return !m->sync_window || m->sync_steps < m->sync_window ||
+	       r->link.out.bytes_sent >= m->sync_mark[(m->sync_steps - m->sync_window) % SYNC_MARKS];
+}
+
 /* One step of the initial copy; the last one ends this device's epoch 0. */
 static void on_sync_step(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -264,28 +302,56 @@ static void on_sync_step(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)revents;
 	if (!peer_link_up(&r->link))
 		return;  /* the backup is gone: the next session starts over */
-	if (n > SYNC_STEP_PAGES)
-		n = SYNC_STEP_PAGES;
+	if (!sync_slots_free(m, r)) {
+		m->sync_waits++;
+		ev_check_start(loop, &m->sync_wait);
+		return;
+	}
+	if (n > m->sync_step_pages)
+		n = m->sync_step_pages;
 	m->tops->copy_pages(m->tracker, m->sync_next, n);
 	if (send_pages(m, r, &r->sync_tally, m->dirty + m->sync_next, n)) {
 		link_drop_alive(r, "initial sync could not be queued; resyncing");
 		return;
 	}
+	m->sync_mark[m->sync_steps % SYNC_MARKS] = r->link.out.bytes_sent + r->link.out.bytes_queued;
+	m->sync_steps++;
 	m->sync_next += n;
 	if (m->sync_next < m->npages) {
 		ev_timer_start(loop, w);
 		return;
 	}
-	log_info("initial sync: %zu MiB of RAM copied and queued in %.1f ms (VM running)",
-		 m->ram_size >> 20, mono_ms() - m->sync_started_ms);
+	if (m->sync_window)
+		log_info("initial sync: %zu MiB of RAM copied and queued in %.1f ms (VM running; "
+			 "%zu of %zu steps waited for the link to write a step whose slots they "
+			 "reuse)", m->ram_size >> 20, mono_ms() - m->sync_started_ms,
+			 m->sync_waits, m->sync_steps);
+	else
+		log_info("initial sync: %zu MiB of RAM copied and queued in %.1f ms (VM running)",
+			 m->ram_size >> 20, mono_ms() - m->sync_started_ms);
 	if (m->tops == &softdirty_tracker_ops)
 		warn_unpopulated(m);
 	epoch_sync_device_ready(r);
 }
 
+/* The link wrote something (or the loop turned for another reason): go on
+ * with the copy once the slots of the next step are free. */
+static void on_sync_wait(struct ev_loop *loop, ev_check *w, int revents)
+{
+	struct memory_device *m = w->data;
+	struct replicator *r = m->r;
+
+	(void)revents;
+	if (peer_link_up(&r->link) && !sync_slots_free(m, r))
+		return;
+	ev_check_stop(loop, w);
+	on_sync_step(loop, &m->sync_step, 0);
+}
+
 static int memory_sync(void *state, struct replicator *r, struct epoch_tally *t)
 {
 	struct memory_device *m = state;
+	size_t keep = m->tops->full_copy_keep;
 	int rc;
 
 	(void)t;
@@ -293,6 +359,12 @@ static int memory_sync(void *state, struct replicator *r, struct epoch_tally *t)
 	 * paused scan finds every page that changed since, so the first
 	 * committed epoch is consistent. A new session starts over. */
 	ev_timer_stop(r->loop, &m->sync_step);
+	ev_check_stop(r->loop, &m->sync_wait);
+	m->sync_step_pages = keep && keep < SYNC_STEP_PAGES ? keep : SYNC_STEP_PAGES;
+	m->sync_window = keep ? (unsigned)(keep / m->sync_step_pages) : 0;
+	if (m->sync_window > SYNC_MARKS)
+		m->sync_window = SYNC_MARKS;  /* waits for a later step: sooner than needed */
+	m->sync_steps = m->sync_waits = 0;
 	rc = m->tops->begin_full_copy(m->tracker);
 	if (rc)
 		return rc;
@@ -342,6 +414,21 @@ static void softdirty_status(const struct memory_device *m, struct json_object *
 			       json_object_new_string(st.populate_error ? strerror(st.populate_error) : ""));
 }
 
+/* The hash tracker's staging: slots resident now, and at most. */
+static void hash_status(const struct memory_device *m, struct json_object *out)
+{
+	struct hash_stats st;
+
+	hash_get_stats(m->tracker, &st);
+	json_object_object_add(out, "hash_scans", json_object_new_int64((int64_t)st.scans));
+	json_object_object_add(out, "hash_staging_pages",
+			       json_object_new_int64((int64_t)st.staging_pages));
+	json_object_object_add(out, "hash_staging_peak_pages",
+			       json_object_new_int64((int64_t)st.staging_peak));
+	json_object_object_add(out, "hash_changed_in_pause_pages",
+			       json_object_new_int64((int64_t)st.changed_in_pause));
+}
+
 static void memory_status(void *state, struct json_object *out)
 {
 	struct memory_device *m = state;
@@ -351,6 +438,8 @@ static void memory_status(void *state, struct json_object *out)
 	json_object_object_add(out, "tracker_reason", json_object_new_string(m->why));
 	if (m->tops == &softdirty_tracker_ops && !m->gave_up)
 		softdirty_status(m, out);
+	if (m->tops == &hash_tracker_ops)
+		hash_status(m, out);
 }
 
 const struct ckpt_device_ops memory_device_ops = {

@@ -429,7 +429,10 @@ void epoch_checkpoint(struct replicator *r)
 	/* Paused, or a failover takes its own last checkpoint. */
 	if (r->pause != PAUSE_OFF || r->handover != HO_NONE)
 		return;
-	if (r->inflight) {
+	/* sync_pending: epoch 0, the initial copy, is still being queued (a
+	 * disk's early barrier can come meanwhile); its ack takes the first
+	 * checkpoint. */
+	if (r->inflight || r->sync_pending) {
 		r->checkpoint_due = true;
 		return;
 	}

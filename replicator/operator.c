@@ -4,10 +4,10 @@
  * backup is told (PAUSE) and only once it has answered (PAUSE_ACK: it will
  * not take over any more) is the held output released; from then on output
  * goes out at once. Resume restarts the checkpoints: the dirty trackers
- * compare with (compare) or log writes since (soft-dirty) the last epoch
- * sent, and neither runs while paused, so the first epoch after resume
- * carries everything written meanwhile; a backup that missed the session's
- * initial sync gets it then.
+ * compare with (compare, hash: its hashes) or log writes since
+ * (soft-dirty) the last epoch sent, and none runs while paused, so the
+ * first epoch after resume carries everything written meanwhile; a backup
+ * that missed the session's initial sync gets it then.
  *
  * Failover (planned handover): the epoch in flight is acked, a final
  * checkpoint is taken with the VM stopped, and the VM is not resumed. When

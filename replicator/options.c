@@ -113,13 +113,15 @@ void replicator_usage(FILE *f)
 "                        0600: root alone may use it\n"
 "  --control-group NAME  members of group NAME may use the control socket\n"
 "                        too (mode 0660, owned by the group)\n"
-"  --tracker KIND        how dirty pages are found: compare (scan all of RAM\n"
-"                        against a copy), soft-dirty (the kernel's log of\n"
-"                        QEMU's writes, docs/SOFT-DIRTY.md; refused, with\n"
-"                        the reason, where it cannot work), or auto (the\n"
-"                        default: soft-dirty where the kernel keeps the log,\n"
-"                        QEMU runs TCG and only QEMU writes guest RAM, else\n"
-"                        compare; `remusctl status` says which and why)\n"
+"  --tracker KIND        how dirty pages are found: hash (hash every page of\n"
+"                        RAM against its last hash, docs/TRACKERS.md),\n"
+"                        compare (scan all of RAM against a copy as large),\n"
+"                        soft-dirty (the kernel's log of QEMU's writes,\n"
+"                        docs/SOFT-DIRTY.md; refused, with the reason, where\n"
+"                        it cannot work), or auto (the default: soft-dirty\n"
+"                        where the kernel keeps the log and only QEMU writes\n"
+"                        guest RAM, else hash; `remusctl status` says which\n"
+"                        and why)\n"
 "  --capture-threads N   threads that scan guest RAM in the pause\n"
 "                        (default: one per online CPU, %ld here)\n"
 "  --net-out [ID=]SPEC   where the VM's NIC (netdev ID; may be left out if\n"
@@ -328,7 +330,7 @@ static int parse(int argc, char **argv, struct replicator_config *cfg, int *use_
 		.capture_threads = default_capture_threads(),
 		.net_cap_bytes = (size_t)REPLICATOR_DEFAULT_NET_CAP_MB << 20,
 		.disk_cap_bytes = (size_t)REPLICATOR_DEFAULT_DISK_CAP_MB << 20,
-		/* compare until soft-dirty has run end to end with QEMU */
+		/* soft-dirty where it serves, else hash (dev_memory.c) */
 		.tracker = "auto",
 		.policy = {
 			.kind = POLICY_HYBRID,
@@ -433,9 +435,9 @@ static int parse(int argc, char **argv, struct replicator_config *cfg, int *use_
 			break;
 		case OPT_TRACKER:
 			if (strcmp(optarg, "auto") && strcmp(optarg, "compare") &&
-			    strcmp(optarg, "soft-dirty")) {
-				fprintf(stderr, "remus-replicator: --tracker: '%s' is not auto, compare "
-					"or soft-dirty\n", optarg);
+			    strcmp(optarg, "hash") && strcmp(optarg, "soft-dirty")) {
+				fprintf(stderr, "remus-replicator: --tracker: '%s' is not auto, compare, "
+					"hash or soft-dirty\n", optarg);
 				return -1;
 			}
 			cfg->tracker = optarg;

@@ -45,7 +45,7 @@ struct replicator_config {
 	unsigned epoch_ms;
 	struct epoch_policy_cfg policy;
 	unsigned capture_threads;  /* threads scanning RAM in the pause */
-	const char *tracker;       /* "compare" (default), "soft-dirty", "auto" */
+	const char *tracker;       /* "auto" (default), "hash", "compare", "soft-dirty" */
 	const char *unprotected_disks[REPLICATOR_MAX_DISKS]; /* shared storage */
 	int n_unprotected_disks;
 	const char *control_path;  /* NULL: no control socket */

@@ -27,10 +27,19 @@ struct tracker_ops {
 	 * first scan. begin may be called again to start over. */
 	int (*begin_full_copy)(struct tracker *t);
 	void (*copy_pages)(struct tracker *t, size_t first, size_t n);
+	/* How long page() keeps a page of the full copy: until copy_pages has
+	 * copied this many more pages (its slot then holds another page), or
+	 * the next begin_full_copy or scan. The caller must not let the sender
+	 * fall further behind. 0: every page, until the next scan (compare and
+	 * soft-dirty keep a whole shadow). */
+	size_t full_copy_keep;
 	/* VM paused: write the index of each changed page into dirty (room for
 	 * npages), make its content current, return how many. */
 	size_t (*scan)(struct tracker *t, uint32_t *dirty);
-	/* Checkpointed content of page idx. */
+	/* Checkpointed content of page idx: every page (compare, soft-dirty),
+	 * or only the pages the last scan reported, or the full copy's last
+	 * full_copy_keep pages (hash; NULL for any other page). Unchanged until
+	 * the next scan or begin_full_copy. */
 	const uint8_t *(*page)(const struct tracker *t, uint32_t idx);
 	void (*fini)(struct tracker *t);
 };
@@ -46,6 +55,28 @@ static inline int tracker_full_copy(const struct tracker_ops *ops, struct tracke
 }
 
 extern const struct tracker_ops compare_tracker_ops;
+/* tracker_hash.c, docs/TRACKERS.md */
+extern const struct tracker_ops hash_tracker_ops;
+
+struct hash_stats {
+	uint64_t scans;
+	uint64_t dirty;            /* pages reported (and staged), all scans */
+	/* Pages whose copy in staging hashed unlike guest RAM a moment before,
+	 * in the same pause: something wrote guest RAM with the VM stopped.
+	 * The copy is what is sent and hashed, so this costs nothing; it
+	 * should stay 0. */
+	uint64_t changed_in_pause;
+	uint64_t staging_pages;    /* staging slots that may be resident now */
+	uint64_t staging_peak;     /* the most there have been */
+	uint64_t staged_pages;     /* pages the last scan staged */
+	uint64_t shrinks;          /* scans that dropped staging they no longer needed */
+	/* Cumulative nanoseconds (CLOCK_MONOTONIC, wall): ns_hash, hashing all
+	 * of RAM (round 1); ns_copy, copying and hashing the dirty pages
+	 * (round 2); ns_total, the whole scan. */
+	uint64_t ns_hash, ns_copy, ns_total;
+};
+/* t must come from hash_tracker_ops. */
+void hash_get_stats(const struct tracker *t, struct hash_stats *s);
 /* tracker_softdirty.c, docs/SOFT-DIRTY.md */
 extern const struct tracker_ops softdirty_tracker_ops;
 

@@ -320,7 +320,7 @@ static const struct golden {
 	  "[net-buffer]\ncap-mb = 99999999999999999999999\n",
 	  "pair.conf:2: [net-buffer] cap-mb: '99999999999999999999999' is out of range (1-4096)\n" },
 	{ "bad enum", CONFIG_ANY, "[capture]\ntracker = pml\n",
-	  "pair.conf:2: [capture] tracker: 'pml' is not auto, compare or soft-dirty\n" },
+	  "pair.conf:2: [capture] tracker: 'pml' is not auto, compare, hash or soft-dirty\n" },
 	{ "bad enum, four values", CONFIG_ANY, "[epoch]\npolicy = adaptive\n",
 	  "pair.conf:2: [epoch] policy: 'adaptive' is not fixed, dirty-rate, output-aware "
 	  "or hybrid\n" },

@@ -1,7 +1,10 @@
-/* The compare tracker on synthetic guest RAM: an anonymous mapping the test
- * writes into, checked against a brute-force reference copy. Every test
- * runs with one scanning thread, with a count that does not divide the
- * pages evenly, and with more than the tracker's maximum (clamped).
+/* The compare and hash trackers on synthetic guest RAM: an anonymous
+ * mapping the test writes into, checked against a brute-force reference
+ * copy. Every generic test runs for both trackers, each with one scanning
+ * thread, with a count that does not divide the pages evenly, and with more
+ * than the tracker's maximum (clamped). The hash tracker stages only the
+ * pages of the last scan (and the full copy's last pages): its own tests
+ * check what page() keeps, for how long, and that staging shrinks again.
  * The soft-dirty tracker's threads, chunks and output order are checked the
  * same way on any kernel (with or without soft-dirty): see sd_open. */
 #include "../replicator/tracker.h"
@@ -32,9 +35,22 @@ struct fixture {
 static const unsigned thread_counts[] = { 1, 3, 16, 100 };
 #define NTHREAD_COUNTS (sizeof(thread_counts) / sizeof(thread_counts[0]))
 
-static void fx_open(struct fixture *fx, unsigned threads)
+/* The trackers that need nothing from the kernel. A generic test runs for
+ * each of them with each thread count: loop index i picks both. */
+static const struct tracker_ops *const generic_ops[] = { &compare_tracker_ops, &hash_tracker_ops };
+#define NGENERIC (sizeof(generic_ops) / sizeof(generic_ops[0]))
+#define OPS(i)     (generic_ops[(unsigned)(i) / NTHREAD_COUNTS])
+#define THREADS(i) (thread_counts[(unsigned)(i) % NTHREAD_COUNTS])
+
+/* compare keeps every page in its shadow; hash only the last scan's. */
+static bool keeps_every_page(const struct tracker_ops *o)
 {
-	fx->ops = &compare_tracker_ops;
+	return o->full_copy_keep == 0;
+}
+
+static void fx_open_ops(struct fixture *fx, const struct tracker_ops *ops, unsigned threads)
+{
+	fx->ops = ops;
 	fx->ram = mmap(NULL, (size_t)NPAGES * PAGE, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	ck_assert_ptr_ne(fx->ram, MAP_FAILED);
@@ -49,6 +65,34 @@ static void fx_open(struct fixture *fx, unsigned threads)
 	ck_assert_int_eq(tracker_full_copy(fx->ops, fx->t, NPAGES), 0);
 }
 
+/* Loop index i of a generic test: its tracker and thread count. */
+static void fx_open(struct fixture *fx, int i)
+{
+	fx_open_ops(fx, OPS(i), THREADS(i));
+}
+
+/* After a scan that reported dirty[0..n): page() of each holds the page as
+ * it is now; compare's other pages too, while hash has no other page. */
+static void check_pages_current(const struct fixture *fx, size_t n, const char *when)
+{
+	size_t k = 0;
+
+	for (uint32_t i = 0; i < NPAGES; i++) {
+		const uint8_t *p = fx->ops->page(fx->t, i);
+		bool reported = k < n && fx->dirty[k] == i;
+
+		k += reported;
+		if (reported || keeps_every_page(fx->ops)) {
+			ck_assert_msg(p && !memcmp(p, fx->ram + (size_t)i * PAGE, PAGE),
+				      "%s, %s: page %u not current after scan", fx->ops->name, when, i);
+		} else {
+			ck_assert_msg(!p, "%s, %s: page() of page %u, not reported, is not NULL",
+				      fx->ops->name, when, i);
+		}
+	}
+	ck_assert_uint_eq(k, n);
+}
+
 static void fx_close(struct fixture *fx)
 {
 	fx->ops->fini(fx->t);
@@ -58,9 +102,10 @@ static void fx_close(struct fixture *fx)
 
 START_TEST(test_ops_are_named_and_complete)
 {
-	const struct tracker_ops *o = &compare_tracker_ops;
+	const struct tracker_ops *o = OPS(_i);
 
-	ck_assert_str_eq(o->name, "compare");
+	ck_assert_str_eq(o->name, o == &compare_tracker_ops ? "compare" : "hash");
+	ck_assert_ptr_null(o->init_proc);
 	ck_assert_ptr_nonnull(o->init);
 	ck_assert_ptr_nonnull(o->begin_full_copy);
 	ck_assert_ptr_nonnull(o->copy_pages);
@@ -74,11 +119,13 @@ START_TEST(test_scan_after_full_copy_finds_nothing)
 {
 	struct fixture fx;
 
-	fx_open(&fx, thread_counts[_i]);
-	ck_assert_uint_eq(fx.ops->scan(fx.t, fx.dirty), 0);
-	/* page() holds the full copy. */
+	fx_open(&fx, _i);
+	/* page() holds the full copy (hash: the test's RAM is smaller than
+	 * the pages it keeps of the copy). */
 	for (uint32_t i = 0; i < NPAGES; i++)
 		ck_assert_mem_eq(fx.ops->page(fx.t, i), fx.ram + (size_t)i * PAGE, PAGE);
+	ck_assert_uint_eq(fx.ops->scan(fx.t, fx.dirty), 0);
+	check_pages_current(&fx, 0, "after the full copy");
 	fx_close(&fx);
 }
 END_TEST
@@ -88,7 +135,7 @@ START_TEST(test_full_copy_is_a_copy_not_a_view)
 	struct fixture fx;
 	uint8_t before;
 
-	fx_open(&fx, thread_counts[_i]);
+	fx_open(&fx, _i);
 	before = fx.ops->page(fx.t, 5)[100];
 	fx.ram[5 * PAGE + 100] = (uint8_t)(before + 1);
 	/* The checkpointed content stays until the next scan. */
@@ -106,7 +153,7 @@ START_TEST(test_full_copy_in_steps_with_writes_between)
 	struct fixture fx;
 	size_t n;
 
-	fx_open(&fx, thread_counts[_i]);
+	fx_open(&fx, _i);
 	ck_assert_int_eq(fx.ops->begin_full_copy(fx.t), 0);
 	fx.ops->copy_pages(fx.t, 0, 100);
 	fx.ram[10 * PAGE + 1] ^= 0x5a;   /* copied already: a change */
@@ -116,8 +163,7 @@ START_TEST(test_full_copy_in_steps_with_writes_between)
 	n = fx.ops->scan(fx.t, fx.dirty);
 	ck_assert_uint_eq(n, 1);
 	ck_assert_uint_eq(fx.dirty[0], 10);
-	for (uint32_t i = 0; i < NPAGES; i++)
-		ck_assert_mem_eq(fx.ops->page(fx.t, i), fx.ram + (size_t)i * PAGE, PAGE);
+	check_pages_current(&fx, n, "after the copy in steps");
 	fx_close(&fx);
 }
 END_TEST
@@ -128,7 +174,7 @@ START_TEST(test_scan_reports_exactly_the_written_pages_in_order)
 	struct fixture fx;
 	size_t n;
 
-	fx_open(&fx, thread_counts[_i]);
+	fx_open(&fx, _i);
 	for (size_t k = 0; k < 3; k++) {
 		size_t off = (size_t)pages[k] * PAGE + 4000 + k; /* not the first byte */
 		fx.ram[off] ^= 0xa5;
@@ -151,7 +197,7 @@ START_TEST(test_last_byte_of_page_counts)
 {
 	struct fixture fx;
 
-	fx_open(&fx, thread_counts[_i]);
+	fx_open(&fx, _i);
 	fx.ram[(size_t)512 * PAGE + PAGE - 1] ^= 1;
 	ck_assert_uint_eq(fx.ops->scan(fx.t, fx.dirty), 1);
 	ck_assert_uint_eq(fx.dirty[0], 512);
@@ -165,7 +211,7 @@ START_TEST(test_restoring_old_value_after_scan_is_a_change)
 	struct fixture fx;
 	uint8_t orig;
 
-	fx_open(&fx, thread_counts[_i]);
+	fx_open(&fx, _i);
 	orig = fx.ram[42 * PAGE + 10];
 	fx.ram[42 * PAGE + 10] = (uint8_t)(orig ^ 0xff);
 	ck_assert_uint_eq(fx.ops->scan(fx.t, fx.dirty), 1);
@@ -187,7 +233,7 @@ START_TEST(test_write_of_same_value_is_not_a_change)
 {
 	struct fixture fx;
 
-	fx_open(&fx, thread_counts[_i]);
+	fx_open(&fx, _i);
 	fx.ram[3 * PAGE + 64] = fx.ram[3 * PAGE + 64];
 	memmove(fx.ram + 9 * PAGE, fx.ram + 9 * PAGE, PAGE);
 	ck_assert_uint_eq(fx.ops->scan(fx.t, fx.dirty), 0);
@@ -199,7 +245,7 @@ START_TEST(test_every_page_dirty)
 {
 	struct fixture fx;
 
-	fx_open(&fx, thread_counts[_i]);
+	fx_open(&fx, _i);
 	for (size_t i = 0; i < NPAGES; i++)
 		fx.ram[i * PAGE + 1] ^= 0x3c;
 	ck_assert_uint_eq(fx.ops->scan(fx.t, fx.dirty), NPAGES);
@@ -231,7 +277,7 @@ START_TEST(test_random_rounds_match_reference)
 	ck_assert_ptr_nonnull(ref);
 	ck_assert_ptr_nonnull(expect);
 	rng_state = 0x9e3779b97f4a7c15ull;
-	fx_open(&fx, thread_counts[_i]);
+	fx_open(&fx, _i);
 	memcpy(ref, fx.ram, (size_t)NPAGES * PAGE);
 
 	for (int round = 0; round < 50; round++) {
@@ -250,13 +296,12 @@ START_TEST(test_random_rounds_match_reference)
 				expect[ne++] = i;
 
 		n = fx.ops->scan(fx.t, fx.dirty);
-		ck_assert_msg(n == ne, "%u threads, round %d: scan found %zu pages, reference %zu", thread_counts[_i], round, n, ne);
+		ck_assert_msg(n == ne, "%s, %u threads, round %d: scan found %zu pages, reference %zu",
+			      fx.ops->name, THREADS(_i), round, n, ne);
 		for (size_t k = 0; k < n; k++)
-			ck_assert_msg(fx.dirty[k] == expect[k], "%u threads, round %d: dirty[%zu] = %u, expected %u",
-				      thread_counts[_i], round, k, fx.dirty[k], expect[k]);
-		for (uint32_t i = 0; i < NPAGES; i++)
-			ck_assert_msg(!memcmp(fx.ops->page(fx.t, i), fx.ram + (size_t)i * PAGE, PAGE),
-				      "round %d: page %u not current after scan", round, i);
+			ck_assert_msg(fx.dirty[k] == expect[k], "%s, %u threads, round %d: dirty[%zu] = %u, expected %u",
+				      fx.ops->name, THREADS(_i), round, k, fx.dirty[k], expect[k]);
+		check_pages_current(&fx, n, "a random round");
 		memcpy(ref, fx.ram, (size_t)NPAGES * PAGE);
 		total_dirty += n;
 	}
@@ -277,10 +322,10 @@ START_TEST(test_fewer_pages_than_threads)
 			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	uint32_t dirty[5];
 	struct tracker *t = NULL;
-	const struct tracker_ops *o = &compare_tracker_ops;
+	const struct tracker_ops *o = OPS(_i);
 
 	ck_assert_ptr_ne(ram, MAP_FAILED);
-	ck_assert_int_eq(o->init(&t, ram, npages, thread_counts[_i]), 0);
+	ck_assert_int_eq(o->init(&t, ram, npages, THREADS(_i)), 0);
 	ck_assert_int_eq(tracker_full_copy(o, t, npages), 0);
 	ck_assert_uint_eq(o->scan(t, dirty), 0);
 	ram[4 * PAGE] = 1;
@@ -292,6 +337,320 @@ START_TEST(test_fewer_pages_than_threads)
 	ck_assert_uint_eq(o->page(t, 1)[5], 2);
 	ck_assert_uint_eq(o->scan(t, dirty), 0);
 	o->fini(t);
+	munmap(ram, npages * PAGE);
+}
+END_TEST
+
+/* A page changed and changed back within one epoch is as the backup has
+ * it: nothing to send. */
+START_TEST(test_change_and_change_back_within_epoch_is_not_reported)
+{
+	struct fixture fx;
+	uint8_t orig;
+
+	fx_open(&fx, _i);
+	orig = fx.ram[77 * PAGE + 300];
+	fx.ram[77 * PAGE + 300] = (uint8_t)(orig + 1);
+	memset(fx.ram + 78 * PAGE, 0xee, PAGE);
+	fx.ram[77 * PAGE + 300] = orig;
+	ck_assert_uint_eq(fx.ops->scan(fx.t, fx.dirty), 1);
+	ck_assert_uint_eq(fx.dirty[0], 78);
+	check_pages_current(&fx, 1, "change and change back");
+	fx_close(&fx);
+}
+END_TEST
+
+/* The sender's side of the full copy in test_replica_built_...: read the
+ * pages of step j with page() into the backup, then undo the guest's
+ * writes made to them after their copy (toggled bits), so that the
+ * page is again as it was copied. */
+struct replica_run {
+	const struct tracker_ops *o;
+	struct tracker *t;
+	uint8_t *ram, *backup;
+	size_t npages, step;
+	size_t toggled[16][8];  /* per step: offsets toggled after its copy */
+};
+
+static void replica_send_step(struct replica_run *rr, size_t j)
+{
+	for (size_t i = j * rr->step; i < (j + 1) * rr->step && i < rr->npages; i++) {
+		const uint8_t *p = rr->o->page(rr->t, (uint32_t)i);
+
+		ck_assert_msg(p, "%s: page %zu gone before it was sent", rr->o->name, i);
+		memcpy(rr->backup + i * PAGE, p, PAGE);
+	}
+	for (int w = 0; w < 8; w++)
+		rr->ram[rr->toggled[j][w]] ^= 0x80;
+}
+
+/* The whole path of a page to the backup, as the replicator runs it: a full
+ * copy in steps with the guest writing between them, each step's pages read
+ * with page() as late as the tracker allows (hash: just before its slots are
+ * reused; compare keeps them all, so at the end), then rounds of scan, guest
+ * writes (the VM runs again before the sender is done) and page() of each
+ * reported page, read twice as a NACK's resend would. The backup so built
+ * must equal guest RAM as it was at each scan, in every byte. Some writes
+ * to a step's pages after its copy are undone once the sender has read
+ * them: a tracker that sent the live page instead of the copy it hashed
+ * would leave the backup with a value the scan has no reason to resend.
+ * With more pages than hash keeps of the full copy, its ring wraps. */
+START_TEST(test_replica_built_from_page_matches_ram_at_each_scan)
+{
+	const struct tracker_ops *o = OPS(_i);
+	size_t keep = o->full_copy_keep;
+	size_t step = keep ? keep / 2 : 1024, window = keep ? keep / step : 0;
+	size_t npages = (keep ? keep : 2048) + 1000, nsteps = (npages + step - 1) / step;
+	size_t size = npages * PAGE, sent = 0, total_dirty = 0;
+	uint8_t *ram = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint8_t *backup = malloc(size), *snap = malloc(size);
+	uint32_t *dirty = calloc(npages, sizeof(*dirty));
+	struct replica_run rr = { .o = o, .ram = ram, .backup = backup, .npages = npages,
+				  .step = step };
+
+	ck_assert_ptr_ne(ram, MAP_FAILED);
+	ck_assert_ptr_nonnull(backup);
+	ck_assert_ptr_nonnull(snap);
+	ck_assert_ptr_nonnull(dirty);
+	ck_assert_uint_le(nsteps, 16);
+	for (size_t i = 0; i < npages; i++)
+		memset(ram + i * PAGE, (int)(i * 7), PAGE);
+	memset(backup, 0x55, size);
+	rng_state = 0x5851f42d4c957f2dull + (uint64_t)_i;
+	ck_assert_int_eq(o->init(&rr.t, ram, npages, THREADS(_i)), 0);
+	ck_assert_int_eq(o->begin_full_copy(rr.t), 0);
+	for (size_t j = 0; j < nsteps; j++) {
+		size_t first = j * step, n = first + step < npages ? step : npages - first;
+
+		/* The sender is as far behind as it may be: step j - window is
+		 * written before step j overwrites its slots. */
+		for (; window && sent + window <= j; sent++)
+			replica_send_step(&rr, sent);
+		o->copy_pages(rr.t, first, n);
+		/* The guest writes meanwhile: copied pages, pages still to come,
+		 * changes undone at once; and toggles in the pages just copied,
+		 * undone once the sender has read them. */
+		for (int w = 0; w < 50; w++) {
+			size_t pg = (size_t)(rng() % npages), off = (size_t)(rng() % PAGE);
+			uint8_t old = ram[pg * PAGE + off];
+
+			ram[pg * PAGE + off] = (uint8_t)(old + 1 + rng() % 255);
+			if (w % 5 == 0)
+				ram[pg * PAGE + off] = old;
+		}
+		for (int w = 0; w < 8; w++) {
+			rr.toggled[j][w] = (first + (size_t)(rng() % n)) * PAGE + rng() % PAGE;
+			ram[rr.toggled[j][w]] ^= 0x80;
+		}
+	}
+	for (; sent < nsteps; sent++)
+		replica_send_step(&rr, sent);
+
+	for (int round = 0; round < 8; round++) {
+		size_t n;
+
+		memcpy(snap, ram, size);
+		n = o->scan(rr.t, dirty);
+		total_dirty += n;
+		/* The VM runs again before the sender reads the staged pages. */
+		for (int w = 0; w < 300; w++)
+			ram[(size_t)(rng() % npages) * PAGE + rng() % PAGE] = (uint8_t)(rng() % 3);
+		for (int resend = 0; resend < 2; resend++)
+			for (size_t k = 0; k < n; k++) {
+				const uint8_t *p = o->page(rr.t, dirty[k]);
+
+				ck_assert_msg(p, "%s: reported page %u has no content", o->name, dirty[k]);
+				if (resend)
+					ck_assert_mem_eq(backup + (size_t)dirty[k] * PAGE, p, PAGE);
+				memcpy(backup + (size_t)dirty[k] * PAGE, p, PAGE);
+			}
+		for (size_t i = 0; i < npages; i++)
+			ck_assert_msg(!memcmp(backup + i * PAGE, snap + i * PAGE, PAGE),
+				      "%s, %u threads, round %d: the backup's page %zu differs from "
+				      "guest RAM at the scan", o->name, THREADS(_i), round, i);
+	}
+	ck_assert_uint_gt(total_dirty, 1000);
+	o->fini(rr.t);
+	munmap(ram, size);
+	free(dirty);
+	free(snap);
+	free(backup);
+}
+END_TEST
+
+/* Hash: what the sender reads with page() is the page as it was at the
+ * scan, however the guest writes after it, for as long as the epoch may be
+ * sent again; a page the scan did not report has no content (NULL). The
+ * next scan stages anew. */
+START_TEST(test_hash_staging_holds_the_scan_until_the_next)
+{
+	struct fixture fx;
+	uint8_t *at_scan = malloc(3 * PAGE);
+
+	ck_assert_ptr_nonnull(at_scan);
+	fx_open_ops(&fx, &hash_tracker_ops, THREADS(_i));
+	fx.ram[2 * PAGE + 9] ^= 1;
+	fx.ram[600 * PAGE + 4095] ^= 1;
+	fx.ram[1000 * PAGE] ^= 1;
+	ck_assert_uint_eq(fx.ops->scan(fx.t, fx.dirty), 3);
+	for (size_t k = 0; k < 3; k++)
+		memcpy(at_scan + k * PAGE, fx.ram + (size_t)fx.dirty[k] * PAGE, PAGE);
+	/* The guest runs: the same pages again, and others. */
+	memset(fx.ram + 2 * PAGE, 0x11, PAGE);
+	memset(fx.ram + 600 * PAGE, 0x22, PAGE);
+	memset(fx.ram + 3 * PAGE, 0x33, PAGE);
+	for (int resend = 0; resend < 3; resend++)
+		for (size_t k = 0; k < 3; k++)
+			ck_assert_mem_eq(fx.ops->page(fx.t, fx.dirty[k]), at_scan + k * PAGE, PAGE);
+	ck_assert_ptr_null(fx.ops->page(fx.t, 3));
+	ck_assert_ptr_null(fx.ops->page(fx.t, 0));
+	ck_assert_ptr_null(fx.ops->page(fx.t, NPAGES - 1));
+	/* The next scan: pages 2, 3 and 600 changed since; 1000 did not. */
+	ck_assert_uint_eq(fx.ops->scan(fx.t, fx.dirty), 3);
+	ck_assert_uint_eq(fx.dirty[0], 2);
+	ck_assert_uint_eq(fx.dirty[1], 3);
+	ck_assert_uint_eq(fx.dirty[2], 600);
+	check_pages_current(&fx, 3, "the scan after");
+	ck_assert_ptr_null(fx.ops->page(fx.t, 1000));
+	free(at_scan);
+	fx_close(&fx);
+}
+END_TEST
+
+/* Pages of [p, p + n) resident, as the kernel says (mincore). */
+static size_t resident_pages(const uint8_t *p, size_t n)
+{
+	unsigned char *vec = calloc(n, 1);
+	size_t r = 0;
+
+	ck_assert_ptr_nonnull(vec);
+	ck_assert_int_eq(mincore((void *)p, n * PAGE, vec), 0);
+	for (size_t i = 0; i < n; i++)
+		r += vec[i] & 1;
+	free(vec);
+	return r;
+}
+
+/* Hash: a burst of dirty pages makes staging grow; quiet scans after it
+ * give the memory back (checked with mincore, not only the tracker's
+ * word), and the next burst grows it again. */
+START_TEST(test_hash_staging_shrinks_after_a_burst)
+{
+	struct fixture fx;
+	struct hash_stats st;
+	const uint8_t *base;
+	size_t n, quiet;
+
+	fx_open_ops(&fx, &hash_tracker_ops, THREADS(_i));
+	/* The full copy's ring (all 1024 pages here) is given back at the
+	 * first scan. */
+	hash_get_stats(fx.t, &st);
+	ck_assert_uint_eq(st.staging_pages, NPAGES);
+	ck_assert_uint_eq(fx.ops->scan(fx.t, fx.dirty), 0);
+	hash_get_stats(fx.t, &st);
+	ck_assert_uint_lt(st.staging_pages, NPAGES / 4);
+	ck_assert_uint_eq(st.shrinks, 1);
+	for (size_t i = 0; i < NPAGES; i++)
+		fx.ram[i * PAGE + 17] ^= 0x81;
+	ck_assert_uint_eq(fx.ops->scan(fx.t, fx.dirty), NPAGES);
+	check_pages_current(&fx, NPAGES, "the burst");
+	/* Slot 0 holds the first page reported: the start of staging. */
+	base = fx.ops->page(fx.t, 0);
+	hash_get_stats(fx.t, &st);
+	ck_assert_uint_eq(st.staging_pages, NPAGES);
+	ck_assert_uint_eq(st.staged_pages, NPAGES);
+	ck_assert_uint_eq(resident_pages(base, NPAGES), NPAGES);
+
+	/* Quiet: 3 pages per scan. Within a few dozen scans staging is back
+	 * to its minimum, far less than 1024. */
+	for (quiet = 1; quiet <= 32; quiet++) {
+		fx.ram[5 * PAGE] ^= 1;
+		fx.ram[6 * PAGE] ^= 1;
+		fx.ram[900 * PAGE] ^= 1;
+		n = fx.ops->scan(fx.t, fx.dirty);
+		ck_assert_uint_eq(n, 3);
+		check_pages_current(&fx, n, "a quiet scan");
+		hash_get_stats(fx.t, &st);
+		if (st.shrinks == 2)
+			break;
+	}
+	ck_assert_uint_le(quiet, 32);
+	ck_assert_uint_eq(st.staged_pages, 3);
+	ck_assert_uint_lt(st.staging_pages, NPAGES / 4);
+	ck_assert_uint_eq(st.staging_peak, NPAGES);
+	ck_assert_uint_eq(st.shrinks, 2);
+	ck_assert_uint_le(resident_pages(base, NPAGES), st.staging_pages);
+	ck_assert_uint_eq(st.changed_in_pause, 0);
+
+	/* Another burst: staging grows again, content right. */
+	for (size_t i = 0; i < NPAGES; i += 2)
+		fx.ram[i * PAGE + 1] ^= 0x42;
+	n = fx.ops->scan(fx.t, fx.dirty);
+	ck_assert_uint_eq(n, NPAGES / 2);
+	check_pages_current(&fx, n, "the second burst");
+	hash_get_stats(fx.t, &st);
+	ck_assert_uint_eq(st.staging_pages, NPAGES / 2);
+	ck_assert_uint_eq(st.scans, 3 + quiet);
+	ck_assert_uint_eq(st.dirty, NPAGES + 3 * quiet + NPAGES / 2);
+	fx_close(&fx);
+}
+END_TEST
+
+/* Hash, guest RAM larger than what it keeps of the full copy (its ring of
+ * full_copy_keep pages): copied in steps of half that, as dev_memory.c
+ * does. A page written after its step is found by the first scan; one
+ * written before its step is in the copy; one written after its step and
+ * back before the scan is as the backup has it. page() keeps a page of the
+ * copy until full_copy_keep more pages were copied, then says NULL (its
+ * slot holds another page); after the scan, only what the scan reported. */
+START_TEST(test_hash_full_copy_ring_and_writes_during_the_copy)
+{
+	const struct tracker_ops *o = &hash_tracker_ops;
+	size_t keep = o->full_copy_keep, step = keep / 2, npages = keep + 1000;
+	uint8_t *ram = mmap(NULL, npages * PAGE, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint32_t *dirty = calloc(npages, sizeof(*dirty));
+	struct tracker *t = NULL;
+	uint8_t orig;
+
+	ck_assert_uint_ge(keep, 2);
+	ck_assert_ptr_ne(ram, MAP_FAILED);
+	ck_assert_ptr_nonnull(dirty);
+	for (size_t i = 0; i < npages; i++)
+		memset(ram + i * PAGE, (int)(i * 13), PAGE);
+	ck_assert_int_eq(o->init(&t, ram, npages, THREADS(_i)), 0);
+	ck_assert_int_eq(o->begin_full_copy(t), 0);
+	o->copy_pages(t, 0, step);
+	ram[5 * PAGE + 100] ^= 0xff;            /* after its copy */
+	orig = ram[7 * PAGE + 200];
+	ram[7 * PAGE + 200] = (uint8_t)~orig;   /* after its copy, then back */
+	ram[(keep + 500) * PAGE] ^= 0xff;       /* before its copy */
+	ck_assert_uint_ne(o->page(t, 5)[100], ram[5 * PAGE + 100]);
+	o->copy_pages(t, step, step);
+	ram[7 * PAGE + 200] = orig;
+	ck_assert_ptr_nonnull(o->page(t, 0));
+	ck_assert_ptr_nonnull(o->page(t, (uint32_t)(keep - 1)));
+	o->copy_pages(t, keep, npages - keep);
+	/* Slots of pages [0, 1000) now hold pages [keep, keep + 1000). */
+	ck_assert_ptr_null(o->page(t, 0));
+	ck_assert_ptr_null(o->page(t, 999));
+	ck_assert_ptr_nonnull(o->page(t, 1000));
+	ck_assert_mem_eq(o->page(t, (uint32_t)(keep + 500)), ram + (keep + 500) * PAGE, PAGE);
+	ck_assert_mem_eq(o->page(t, 1000), ram + 1000 * PAGE, PAGE);
+
+	ck_assert_uint_eq(o->scan(t, dirty), 1);
+	ck_assert_uint_eq(dirty[0], 5);
+	ck_assert_mem_eq(o->page(t, 5), ram + 5 * PAGE, PAGE);
+	ck_assert_ptr_null(o->page(t, 1000));
+	ck_assert_ptr_null(o->page(t, 7));
+	ck_assert_uint_eq(o->scan(t, dirty), 0);
+	/* begin starts over: a new session's copy. */
+	ck_assert_int_eq(o->begin_full_copy(t), 0);
+	ck_assert_ptr_null(o->page(t, 5));
+	o->copy_pages(t, 0, 10);
+	ck_assert_mem_eq(o->page(t, 5), ram + 5 * PAGE, PAGE);
+	o->fini(t);
+	free(dirty);
 	munmap(ram, npages * PAGE);
 }
 END_TEST
@@ -634,34 +993,42 @@ START_TEST(test_softdirty_fewer_pages_than_threads)
 }
 END_TEST
 
-/* Each test runs once per entry of thread_counts (_i indexes it). */
-static void add(Suite *s, const char *name, const TTest *t, double timeout)
+/* Each test runs once per entry of thread_counts (_i indexes it); a
+ * generic one once per tracker of generic_ops and thread count (OPS(_i),
+ * THREADS(_i)). */
+static void add(Suite *s, const char *name, const TTest *t, double timeout, unsigned trackers)
 {
 	TCase *tc = tcase_create(name);
 
 	tcase_set_timeout(tc, timeout);
-	tcase_add_loop_test(tc, t, 0, (int)NTHREAD_COUNTS);
+	tcase_add_loop_test(tc, t, 0, (int)(trackers * NTHREAD_COUNTS));
 	suite_add_tcase(s, tc);
 }
 
-#define ADD(s, t, to) add((s), #t, t, (to))
+#define ADD(s, t, to) add((s), #t, t, (to), 1)
+#define ADD_GENERIC(s, t, to) add((s), #t, t, (to), NGENERIC)
 
 static Suite *tracker_suite(void)
 {
 	Suite *s = suite_create("tracker");
 	TCase *tc;
 
-	ADD(s, test_ops_are_named_and_complete, 5);
-	ADD(s, test_scan_after_full_copy_finds_nothing, 5);
-	ADD(s, test_full_copy_is_a_copy_not_a_view, 5);
-	ADD(s, test_full_copy_in_steps_with_writes_between, 5);
-	ADD(s, test_scan_reports_exactly_the_written_pages_in_order, 5);
-	ADD(s, test_last_byte_of_page_counts, 5);
-	ADD(s, test_restoring_old_value_after_scan_is_a_change, 5);
-	ADD(s, test_write_of_same_value_is_not_a_change, 5);
-	ADD(s, test_every_page_dirty, 5);
-	ADD(s, test_random_rounds_match_reference, 60);
-	ADD(s, test_fewer_pages_than_threads, 5);
+	ADD_GENERIC(s, test_ops_are_named_and_complete, 5);
+	ADD_GENERIC(s, test_scan_after_full_copy_finds_nothing, 5);
+	ADD_GENERIC(s, test_full_copy_is_a_copy_not_a_view, 5);
+	ADD_GENERIC(s, test_full_copy_in_steps_with_writes_between, 5);
+	ADD_GENERIC(s, test_scan_reports_exactly_the_written_pages_in_order, 5);
+	ADD_GENERIC(s, test_last_byte_of_page_counts, 5);
+	ADD_GENERIC(s, test_restoring_old_value_after_scan_is_a_change, 5);
+	ADD_GENERIC(s, test_write_of_same_value_is_not_a_change, 5);
+	ADD_GENERIC(s, test_change_and_change_back_within_epoch_is_not_reported, 5);
+	ADD_GENERIC(s, test_every_page_dirty, 5);
+	ADD_GENERIC(s, test_random_rounds_match_reference, 60);
+	ADD_GENERIC(s, test_fewer_pages_than_threads, 5);
+	ADD_GENERIC(s, test_replica_built_from_page_matches_ram_at_each_scan, 60);
+	ADD(s, test_hash_staging_holds_the_scan_until_the_next, 5);
+	ADD(s, test_hash_staging_shrinks_after_a_burst, 5);
+	ADD(s, test_hash_full_copy_ring_and_writes_during_the_copy, 10);
 	ADD(s, test_softdirty_full_copy_maps_pages_into_qemu, 5);
 	ADD(s, test_softdirty_give_up_compares_every_page, 5);
 	ADD(s, test_softdirty_untouched_pages_match_reference, 60);
