@@ -163,14 +163,16 @@ int list_main(const struct remusctl_opts *opts, int argc, char **argv)
 	size_t n = 0;
 	int rc = 0, ndirs = 0;
 
-	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--json"))
-			continue;
-		if (argv[i][0] == '-') {
+	/* Every argument checked before any directory is read. */
+	for (int i = 1; i < argc; i++)
+		if (argv[i][0] == '-' && strcmp(argv[i], "--json")) {
 			fprintf(stderr, "remusctl: list: unexpected option '%s' (usage: list "
 				"[DIR...])\n", argv[i]);
 			return 2;
 		}
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--json"))
+			continue;
 		ndirs++;
 		if (list_dir(argv[i], true, &rows, &n))
 			rc = 1;

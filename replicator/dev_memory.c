@@ -109,6 +109,7 @@ static int start_softdirty(struct replicator *r, struct memory_device *m, bool a
 			   char *why, size_t len)
 {
 	int rc = softdirty_supported(r->vm.pid, why, len);
+	const char *bench_clear;
 	char comm[32];
 	pid_t other;
 
@@ -131,9 +132,9 @@ static int start_softdirty(struct replicator *r, struct memory_device *m, bool a
 		 asked ? "--tracker soft-dirty" : "auto", r->vm.kvm ? ", KVM guest" : "");
 	/* Benchmarks only (bench/bench.py 'soft-dirty-eager'): clear the log
 	 * at every pause, as before lazy clearing, to measure what it saves. */
-	if (getenv("REMUS_BENCH_SOFTDIRTY_CLEAR_EVERY"))
-		softdirty_set_clear_every(m->tracker,
-					  (unsigned)atoi(getenv("REMUS_BENCH_SOFTDIRTY_CLEAR_EVERY")));
+	bench_clear = getenv("REMUS_BENCH_SOFTDIRTY_CLEAR_EVERY");
+	if (bench_clear)
+		softdirty_set_clear_every(m->tracker, (unsigned)strtoul(bench_clear, NULL, 10));
 	ev_timer_set(&m->writer_check, WRITER_CHECK_S, WRITER_CHECK_S);
 	ev_timer_start(r->loop, &m->writer_check);
 	return 0;
