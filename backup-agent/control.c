@@ -17,20 +17,10 @@ static void add_str(struct json_object *o, const char *key, const char *v)
 	json_object_object_add(o, key, v ? json_object_new_string(v) : NULL);
 }
 
-static void add_u64(struct json_object *o, const char *key, uint64_t v)
-{
-	json_object_object_add(o, key, json_object_new_uint64(v));
-}
-
-static void add_double(struct json_object *o, const char *key, double v)
-{
-	json_object_object_add(o, key, json_object_new_double(v));
-}
-
 /* Seconds, to the millisecond: raw numbers, without the noise. */
 static void add_seconds(struct json_object *o, const char *key, double ms)
 {
-	add_double(o, key, (double)(long long)ms / 1e3);
+	json_add_double(o, key, (double)(long long)ms / 1e3);
 }
 
 static void add_bool(struct json_object *o, const char *key, bool v)
@@ -71,7 +61,7 @@ char *agent_status_json(const struct agent *a)
 	add_str(o, "peer", p ? a->peer : NULL);
 	add_str(o, "peer_identity", p ? p->identity : NULL);
 	if (a->replica_known) {
-		add_u64(o, "replica_epoch", a->replica_epoch);
+		json_add_u64(o, "replica_epoch", a->replica_epoch);
 	} else {
 		add_str(o, "replica_epoch", NULL);
 	}
@@ -88,19 +78,19 @@ char *agent_status_json(const struct agent *a)
 	add_str(o, "fence", a->cfg.fence_cmd ? "command" : a->cfg.fence_disabled ? "none" :
 		"unconfigured");
 	add_bool(o, "no_failover", a->cfg.no_failover);
-	add_u64(o, "epochs_committed", a->replica.commits);
-	add_u64(o, "epochs_discarded", a->replica.discards);
+	json_add_u64(o, "epochs_committed", a->replica.commits);
+	json_add_u64(o, "epochs_discarded", a->replica.discards);
 	/* null until an epoch commits: not a time of 0 */
 	if (a->commit_ms.n) {
-		add_double(o, "commit_p50_ms", ring_quantile(&a->commit_ms, 0.5));
-		add_double(o, "commit_p99_ms", ring_quantile(&a->commit_ms, 0.99));
+		json_add_double(o, "commit_p50_ms", ring_quantile(&a->commit_ms, 0.5));
+		json_add_double(o, "commit_p99_ms", ring_quantile(&a->commit_ms, 0.99));
 	} else {
 		add_str(o, "commit_p50_ms", NULL);
 		add_str(o, "commit_p99_ms", NULL);
 	}
-	add_u64(o, "commits_recent", a->commit_ms.n);
-	add_u64(o, "ram_bytes", p ? a->replica.ram_size : 0);
-	add_u64(o, "replica_disks", p ? a->replica.ndisks : 0);
+	json_add_u64(o, "commits_recent", a->commit_ms.n);
+	json_add_u64(o, "ram_bytes", p ? a->replica.ram_size : 0);
+	json_add_u64(o, "replica_disks", p ? a->replica.ndisks : 0);
 	if (a->state == AGENT_MASTER)
 		json_object_object_add(o, "qemu_pid", json_object_new_int(a->master_pid));
 	text = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));

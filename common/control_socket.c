@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <grp.h>
+#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -229,4 +230,14 @@ int control_group_resolve(const char *prog, const char *path, const char *group,
 	}
 	*gid = g->gr_gid;
 	return 0;
+}
+
+void json_add_u64(struct json_object *o, const char *key, uint64_t v)
+{
+	json_object_object_add(o, key, json_object_new_uint64(v));
+}
+
+void json_add_double(struct json_object *o, const char *key, double v)
+{
+	json_object_object_add(o, key, json_object_new_double(v));
 }

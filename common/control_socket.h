@@ -18,6 +18,7 @@
 
 #include <ev.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 /* The longest command line read; the rest of a longer one is ignored. */
@@ -73,5 +74,10 @@ char *control_refusal(const struct control_socket *cs, uid_t uid);
  * "PROG: --control-group ..." on stderr: at start, not at the first
  * remusctl. */
 int control_group_resolve(const char *prog, const char *path, const char *group, gid_t *gid);
+
+/* Fields of the daemons' status replies. */
+struct json_object;
+void json_add_u64(struct json_object *o, const char *key, uint64_t v);
+void json_add_double(struct json_object *o, const char *key, double v);
 
 #endif

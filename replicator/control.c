@@ -17,16 +17,6 @@
 
 #define CONTROL_FAILOVER_DEFAULT_MS 30000
 
-static void add_double(struct json_object *o, const char *key, double v)
-{
-	json_object_object_add(o, key, json_object_new_double(v));
-}
-
-static void add_u64(struct json_object *o, const char *key, uint64_t v)
-{
-	json_object_object_add(o, key, json_object_new_uint64(v));
-}
-
 char *status_json(const struct replicator *r)
 {
 	const struct replicator_stats *s = &r->stats;
@@ -42,37 +32,37 @@ char *status_json(const struct replicator *r)
 	json_object_object_add(o, "protection", json_object_new_string(replicator_state_name(r)));
 	json_object_object_add(o, "epoch_policy",
 			       json_object_new_string(epoch_policy_name(r->policy.cfg.kind)));
-	add_double(o, "epoch_length_ms", r->policy.length_ms);
+	json_add_double(o, "epoch_length_ms", r->policy.length_ms);
 	json_object_object_add(o, "epoch_reason", json_object_new_string(r->policy.reason));
 	/* smoothed; 100 while not measured (the policy's assumption) */
-	add_double(o, "vcpu_busy_pct", r->policy.vcpu_busy * 100);
-	add_u64(o, "vcpu_threads", (uint64_t)r->vcpu_load.nthreads);
-	add_u64(o, "epoch_ms", r->cfg.epoch_ms);
-	add_u64(o, "epoch", r->epoch);
-	add_u64(o, "epochs_committed", s->epochs_committed);
-	add_u64(o, "last_acked_epoch", s->last_acked_epoch);
-	add_u64(o, "epochs_resent", s->epochs_nacked);
-	add_u64(o, "resyncs", s->resyncs);
-	add_double(o, "pause_p50_ms", ring_quantile(&s->pause_ms, 0.5));
-	add_double(o, "pause_p99_ms", ring_quantile(&s->pause_ms, 0.99));
-	add_double(o, "pause_max_ms", ring_max(&s->pause_ms));
-	add_double(o, "pause_mean_ms", ring_mean(&s->pause_ms));
-	add_u64(o, "pauses_recent", s->pause_ms.n);
-	add_double(o, "pause_stop_p50_ms", ring_quantile(&s->stop_ms, 0.5));
-	add_double(o, "pause_capture_p50_ms", ring_quantile(&s->capture_ms, 0.5));
-	add_double(o, "pause_capture_p99_ms", ring_quantile(&s->capture_ms, 0.99));
-	add_double(o, "pause_resume_p50_ms", ring_quantile(&s->resume_ms, 0.5));
-	add_double(o, "ack_p50_ms", ring_quantile(&s->ack_ms, 0.5));
-	add_double(o, "ack_p99_ms", ring_quantile(&s->ack_ms, 0.99));
-	add_double(o, "dirty_pages_per_epoch", dirty_mean);
-	add_double(o, "dirty_bytes_per_epoch", dirty_mean * PROTO_PAGE_SIZE);
-	add_u64(o, "dirty_pages_total", s->dirty_pages_total);
-	add_double(o, "checkpoint_bytes_per_epoch", ring_mean(&s->checkpoint_bytes));
-	add_double(o, "checkpoint_bytes_p99", ring_quantile(&s->checkpoint_bytes, 0.99));
-	add_double(o, "link_bytes_per_s", s->link_bytes_per_s);
-	add_u64(o, "link_queued_bytes", r->link.out.bytes_queued);
-	add_u64(o, "ram_bytes", r->vm.ram_size);
-	add_u64(o, "early_epochs", s->early_epochs);
+	json_add_double(o, "vcpu_busy_pct", r->policy.vcpu_busy * 100);
+	json_add_u64(o, "vcpu_threads", (uint64_t)r->vcpu_load.nthreads);
+	json_add_u64(o, "epoch_ms", r->cfg.epoch_ms);
+	json_add_u64(o, "epoch", r->epoch);
+	json_add_u64(o, "epochs_committed", s->epochs_committed);
+	json_add_u64(o, "last_acked_epoch", s->last_acked_epoch);
+	json_add_u64(o, "epochs_resent", s->epochs_nacked);
+	json_add_u64(o, "resyncs", s->resyncs);
+	json_add_double(o, "pause_p50_ms", ring_quantile(&s->pause_ms, 0.5));
+	json_add_double(o, "pause_p99_ms", ring_quantile(&s->pause_ms, 0.99));
+	json_add_double(o, "pause_max_ms", ring_max(&s->pause_ms));
+	json_add_double(o, "pause_mean_ms", ring_mean(&s->pause_ms));
+	json_add_u64(o, "pauses_recent", s->pause_ms.n);
+	json_add_double(o, "pause_stop_p50_ms", ring_quantile(&s->stop_ms, 0.5));
+	json_add_double(o, "pause_capture_p50_ms", ring_quantile(&s->capture_ms, 0.5));
+	json_add_double(o, "pause_capture_p99_ms", ring_quantile(&s->capture_ms, 0.99));
+	json_add_double(o, "pause_resume_p50_ms", ring_quantile(&s->resume_ms, 0.5));
+	json_add_double(o, "ack_p50_ms", ring_quantile(&s->ack_ms, 0.5));
+	json_add_double(o, "ack_p99_ms", ring_quantile(&s->ack_ms, 0.99));
+	json_add_double(o, "dirty_pages_per_epoch", dirty_mean);
+	json_add_double(o, "dirty_bytes_per_epoch", dirty_mean * PROTO_PAGE_SIZE);
+	json_add_u64(o, "dirty_pages_total", s->dirty_pages_total);
+	json_add_double(o, "checkpoint_bytes_per_epoch", ring_mean(&s->checkpoint_bytes));
+	json_add_double(o, "checkpoint_bytes_p99", ring_quantile(&s->checkpoint_bytes, 0.99));
+	json_add_double(o, "link_bytes_per_s", s->link_bytes_per_s);
+	json_add_u64(o, "link_queued_bytes", r->link.out.bytes_queued);
+	json_add_u64(o, "ram_bytes", r->vm.ram_size);
+	json_add_u64(o, "early_epochs", s->early_epochs);
 	operator_status(r, o);
 	for (int i = 0; i < r->ndevices; i++)
 		if (r->devices[i].ops->status)
