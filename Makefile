@@ -234,7 +234,8 @@ install: $(PROGRAMS)
 	$(INSTALL) -m 0644 configs/bash-completion/remus $(DESTDIR)$(BASHCOMPDIR)/remusctl
 	ln -sf remusctl $(DESTDIR)$(BASHCOMPDIR)/remus-replicator
 	ln -sf remusctl $(DESTDIR)$(BASHCOMPDIR)/remus-agent
-	$(INSTALL) -m 0644 configs/pair-qemu.conf configs/pair-libvirt.conf $(DESTDIR)$(DOCDIR)/examples/
+	$(INSTALL) -m 0644 configs/pair-qemu.conf configs/pair-libvirt.conf configs/pair-hosts.conf \
+		$(DESTDIR)$(DOCDIR)/examples/
 	$(INSTALL) -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
 
 uninstall:

@@ -204,6 +204,16 @@ static void notify_master(struct agent *a, const struct restore_result *res,
 	hook_notify(&a->hooks, &ev);
 }
 
+/* The VM runs here now. In a pair whose roles move, this host protects
+ * it next: once the loop ends, main() makes us its replicator. */
+static void become_primary(struct agent *a, const struct restore_result *res)
+{
+	if (!a->cfg.host || res->libvirt_domain[0])
+		return;
+	snprintf(a->master_qmp, sizeof(a->master_qmp), "%s", res->qmp_path);
+	a->become_primary = true;
+}
+
 static void failover(struct agent *a, const char *why)
 {
 	struct restore_result res;
@@ -273,8 +283,10 @@ static void failover(struct agent *a, const char *why)
 			 res.libvirt_domain[0] ? res.libvirt_domain : res.qmp_path,
 			 a->cfg.state_dir);
 		a->master_pid = (int)res.qemu_pid;
+		become_primary(a, &res);
 		set_state(a, AGENT_MASTER, "primary lost: VM restored from epoch %llu as QEMU pid %d; "
-			  "the agent exits", res.epoch, (int)res.qemu_pid);
+			  "%s", res.epoch, (int)res.qemu_pid, a->become_primary ?
+			  "protecting it to the other host next" : "the agent exits");
 		notify_master(a, &res, lost_at, fence_ms, "primary lost; VM restored from the replica");
 		a->exit_code = 0;
 	}
@@ -514,8 +526,10 @@ static bool on_handover(struct agent *a, const struct frame_hdr *h, bool ok)
 		 res.start_ms, res.load_ms, res.total_ms, a->cfg.state_dir, a->cfg.state_dir);
 	notify_status("handover done: VM running as QEMU pid %d", (int)res.qemu_pid);
 	a->master_pid = (int)res.qemu_pid;
+	become_primary(a, &res);
 	set_state(a, AGENT_MASTER, "planned handover: VM restored from epoch %llu as QEMU pid %d; "
-		  "the agent exits", res.epoch, (int)res.qemu_pid);
+		  "%s", res.epoch, (int)res.qemu_pid, a->become_primary ?
+		  "protecting it to the other host next" : "the agent exits");
 	notify_master(a, &res, asked_at, 0, "planned handover: the VM runs here");
 	/* Nothing more goes out, whatever callbacks are still pending. */
 	drop_primary(a);

@@ -3,6 +3,7 @@
 #define REMUS_AGENT_H
 
 #include "config.h"
+#include "pair_role.h"
 #include "control_socket.h"
 #include "frame_queue.h"
 #include "hooks.h"
@@ -58,6 +59,11 @@ struct agent_config {
 	const char *control_path;  /* --control PATH; NULL: no control socket */
 	const char *control_group; /* --control-group; NULL: root alone may use it */
 	gid_t control_gid;         /* control_group's; -1 without one */
+	/* A pair whose roles move ([host] sections): this host's, and the
+	 * file, for the replicator we become (common/pair_role.h); NULL: none. */
+	const struct config_host *host;
+	const char *config_path;
+	struct pair_role_carry carry; /* the service's flags, for the next role */
 	/* --config: owns the strings above that came from the file, and the
 	 * keys no flag sets yet ([hooks] fence, notify, ...) */
 	struct pair_config file;
@@ -113,6 +119,10 @@ struct agent {
 	long long replica_committed_ms; /* when it was committed (Unix ms; 0: unknown) */
 	struct sample_ring commit_ms;   /* time to commit each epoch (reset-stats) */
 	int master_pid;            /* the restored QEMU, in AGENT_MASTER (0: none) */
+	/* cfg.host: the VM runs here now, on this QMP socket; we become its
+	 * replicator, protecting it to the other host, once run returns */
+	bool become_primary;
+	char master_qmp[4096];
 };
 
 /* options.c: 0 run, 1 exit 0 (--help, --check-config passed), -1 usage or

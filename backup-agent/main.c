@@ -4,6 +4,7 @@
 #include "cli.h"
 #include "log.h"
 #include "pair.h"
+#include "pair_role.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -22,6 +23,8 @@ static int forget_pair(const char *dir)
 int main(int argc, char **argv)
 {
 	struct agent a;
+	char config[PATH_MAX], host[CONFIG_MAX_HOSTNAME + 1];
+	struct pair_role_carry carry;
 	int use_syslog = 0;
 	int rc;
 
@@ -37,6 +40,21 @@ int main(int argc, char **argv)
 	}
 	log_init("remus-agent", use_syslog);
 	rc = agent_run(&a);
+	if (a.become_primary) {
+		snprintf(config, sizeof(config), "%s", a.cfg.config_path);
+		snprintf(host, sizeof(host), "%s", a.cfg.host->name);
+		carry = a.cfg.carry; /* pointers into argv: they outlive cfg */
+	}
 	agent_config_free(&a.cfg);
+	if (a.become_primary) {
+		const char *extra[] = { "--qmp", a.master_qmp, "--announce", NULL };
+
+		/* The VM runs on whatever happens to us: say so if we cannot
+		 * protect it. */
+		if (pair_role_exec("remus-replicator", config, host, &carry, extra) < 0)
+			log_err("the VM runs here UNPROTECTED: start remus-replicator --config "
+				"%s --host %s", config, host);
+		return 1;
+	}
 	return rc;
 }

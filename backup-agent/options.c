@@ -43,6 +43,12 @@ void agent_usage(FILE *f)
 "                        on the command line override its values\n"
 "  --check-config        check --config FILE and the options, print every\n"
 "                        error or 'FILE: ok', and exit without starting\n"
+"  --host NAME           which [host] of --config FILE this host is (default:\n"
+"                        the host name up to its first dot). With [host]\n"
+"                        sections the one daemon of a host changes role by\n"
+"                        itself: once it has restored the VM here it becomes\n"
+"                        its replicator, protecting it to the other host\n"
+"                        (README, Pairs whose roles move)\n"
 "  --listen HOST:PORT    where the replicator connects (required, or\n"
 "                        [backup] address)\n"
 "  --state-dir DIR       replica and restored-VM files (required, or\n"
@@ -131,11 +137,12 @@ enum { OPT_LISTEN = 256, OPT_STATE_DIR, OPT_TIMEOUT_MS, OPT_HEARTBEAT_MS,
        OPT_CONNECT, OPT_FENCE, OPT_NO_FENCE, OPT_FENCE_TIMEOUT_MS, OPT_NOTIFY, OPT_PAIR, OPT_KEY_FILE, OPT_CLEARTEXT,
        OPT_TEST_DISK_APPLY, OPT_AFTER_HOST_RESTART, OPT_EMULATOR, OPT_SHARED_DISK,
        OPT_MAX_RAM_MB, OPT_MAX_DISK_GB, OPT_MAX_EPOCH_MB, OPT_FORGET_PAIR, OPT_CONTROL,
-       OPT_CONTROL_GROUP };
+       OPT_CONTROL_GROUP, OPT_HOST };
 
 static const struct option long_opts[] = {
 	{ "config", required_argument, NULL, OPT_CONFIG },
 	{ "check-config", no_argument, NULL, OPT_CHECK_CONFIG },
+	{ "host", required_argument, NULL, OPT_HOST },
 	{ "listen", required_argument, NULL, OPT_LISTEN },
 	{ "state-dir", required_argument, NULL, OPT_STATE_DIR },
 	{ "timeout-ms", required_argument, NULL, OPT_TIMEOUT_MS },
@@ -242,6 +249,40 @@ static void apply_file(struct agent_config *cfg, const char **listen, int *use_s
 	apply_file_limits(cfg);
 }
 
+/* A pair whose roles move: this host's [host] section says where we
+ * listen and keep the replica, and the restored VM's NICs stay on their
+ * datagram sockets, for the replicator we become (flags still win). */
+static int apply_host(struct agent_config *cfg, const char *file, const char *host_name,
+		      const char **listen, bool state_dir_flag, bool control_flag)
+{
+	const struct pair_config *pc = &cfg->file;
+
+	if (!pc->nhosts) {
+		if (host_name) {
+			fprintf(stderr, "remus-agent: --host needs --config FILE with [host] "
+				"sections\n");
+			return -1;
+		}
+		return 0;
+	}
+	cfg->host = config_host_self(pc, host_name, "remus-agent", stderr);
+	if (!cfg->host)
+		return -1;
+	cfg->config_path = file;
+	if (!*listen)
+		*listen = cfg->host->address;
+	if (!state_dir_flag)
+		cfg->state_dir = cfg->host->state_dir;
+	if (!control_flag && cfg->host->control_socket)
+		cfg->control_path = cfg->host->control_socket;
+	if (cfg->restore.ntaps) {
+		fprintf(stderr, "remus-agent: --tap: with [host] sections the restored VM's NICs "
+			"go through this host's net buffer ([host %s] net-out)\n", cfg->host->name);
+		return -1;
+	}
+	return 0;
+}
+
 /* Hook options that cannot work are refused now, not at failover time. */
 static int check_hooks(const struct agent_config *cfg)
 {
@@ -319,8 +360,9 @@ static int check_args(struct agent_config *cfg, const char *listen, bool listen_
 
 static int parse(int argc, char **argv, struct agent_config *cfg, int *use_syslog)
 {
-	const char *listen = NULL;
+	const char *listen = NULL, *host_name = NULL;
 	bool listen_flag = false; /* --restore refuses a --listen flag, not the file's */
+	bool control_flag = false, state_dir_flag = false;
 	struct cli_config file;
 	unsigned long v;
 	int c, fence_flags = 0; /* 1: --fence, 2: --no-fence */
@@ -345,8 +387,9 @@ static int parse(int argc, char **argv, struct agent_config *cfg, int *use_syslo
 	while ((c = getopt_long(argc, argv, "vh", long_opts, NULL)) != -1) {
 		switch (c) {
 		case OPT_CONFIG: case OPT_CHECK_CONFIG: break; /* found above */
+		case OPT_HOST: host_name = optarg; break;
 		case OPT_LISTEN: listen = optarg; listen_flag = true; break;
-		case OPT_STATE_DIR: cfg->state_dir = optarg; break;
+		case OPT_STATE_DIR: cfg->state_dir = optarg; state_dir_flag = true; break;
 		case OPT_NO_FAILOVER: cfg->no_failover = true; break;
 		case OPT_CONNECT: cfg->restore.libvirt_uri = optarg; break;
 		case OPT_EMULATOR: cfg->restore.emulator = optarg; break;
@@ -366,8 +409,15 @@ static int parse(int argc, char **argv, struct agent_config *cfg, int *use_syslo
 		case OPT_PAIR: cfg->pair_name = optarg; break;
 		case OPT_KEY_FILE: cfg->key_file = optarg; break;
 		case OPT_CLEARTEXT: cfg->cleartext_link = true; break;
-		case OPT_CONTROL: cfg->control_path = optarg; break;
-		case OPT_CONTROL_GROUP: cfg->control_group = optarg; break;
+		case OPT_CONTROL:
+			cfg->control_path = optarg;
+			control_flag = true;
+			pair_role_carry_add(&cfg->carry, "--control", optarg);
+			break;
+		case OPT_CONTROL_GROUP:
+			cfg->control_group = optarg;
+			pair_role_carry_add(&cfg->carry, "--control-group", optarg);
+			break;
 		case OPT_FENCE_TIMEOUT_MS:
 			if (cli_parse_ulong("--fence-timeout-ms", optarg, RANGE_FENCE_TIMEOUT_MS, &v))
 				return -1;
@@ -391,7 +441,10 @@ static int parse(int argc, char **argv, struct agent_config *cfg, int *use_syslo
 					&cfg->limits.max_epoch_bytes))
 				return -1;
 			break;
-		case OPT_SYSLOG: *use_syslog = 1; break;
+		case OPT_SYSLOG:
+			*use_syslog = 1;
+			pair_role_carry_add(&cfg->carry, "--syslog", NULL);
+			break;
 		case OPT_TAP:
 			if (cfg->restore.ntaps == AGENT_MAX_TAPS || !*optarg) {
 				fprintf(stderr, "remus-agent: --tap: at most %d, each [ID=]NAME\n",
@@ -410,7 +463,10 @@ static int parse(int argc, char **argv, struct agent_config *cfg, int *use_syslo
 				return -1;
 			cfg->heartbeat_ms = (unsigned)v;
 			break;
-		case 'v': log_set_level(LOG_DEBUG); break;
+		case 'v':
+			log_set_level(LOG_DEBUG);
+			pair_role_carry_add(&cfg->carry, "-v", NULL);
+			break;
 		case 'h': agent_usage(stdout); return 1;
 		case CLI_OPT_VERSION: cli_print_version("remus-agent"); return 1;
 		default:
@@ -422,6 +478,8 @@ static int parse(int argc, char **argv, struct agent_config *cfg, int *use_syslo
 		fprintf(stderr, "remus-agent: unexpected argument '%s'\n", argv[optind]);
 		return -1;
 	}
+	if (apply_host(cfg, file.file, host_name, &listen, state_dir_flag, control_flag))
+		return -1;
 	/* the file's taps, unless flags replaced the list */
 	for (int i = 0; !cfg->restore.ntaps && i < cfg->file.backup_taps.n; i++)
 		cfg->taps[i] = cfg->file.backup_taps.v[i];

@@ -13,6 +13,7 @@
 #include "restore_cmdline.h"
 #include "restore_verify.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -66,6 +67,26 @@ out:
 /* The restored VM writes its disks, so it runs on qcow2 overlays over the
  * replica disks (made in no time, whatever the disk's size): the replica
  * stays as committed, and a second restore starts from it again. */
+/* The NICs' socket files of a VM restored here before (restore_cmdline.c
+ * names them DIR/netdev-ID.sock and .peer.sock): QEMU cannot bind a path
+ * that exists, and a stale peer socket would take the new VM's frames. */
+static void remove_nic_sockets(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	size_t len;
+
+	if (!d)
+		return;
+	while ((e = readdir(d))) {
+		len = strlen(e->d_name);
+		if (e->d_type == DT_SOCK && !strncmp(e->d_name, "netdev-", 7) && len > 12 &&
+		    !strcmp(e->d_name + len - 5, ".sock"))
+			unlinkat(dirfd(d), e->d_name, 0);
+	}
+	closedir(d);
+}
+
 static int make_overlay(const char *base, const char *overlay)
 {
 	char *argv[] = { "qemu-img", "create", "-q", "-f", "qcow2", "-b", (char *)base,
@@ -396,6 +417,7 @@ int restore_vm(const struct restore_opts *o, struct restore_result *res)
 		rc = -EINVAL;
 		goto out;
 	}
+	remove_nic_sockets(dir);
 	pid = spawn_qemu(dir, argv, o->lock_fd);
 	if (pid < 0) {
 		rc = -errno;

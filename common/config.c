@@ -4,6 +4,7 @@
 #include "netaddr.h"
 
 #include <ctype.h>
+#include <unistd.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -80,7 +81,7 @@ PAIR_CONFIG_KEYS(KEY_TYPE_CHECK)
 static const char *sections[MAX_SECTIONS];
 static int nsections;
 
-enum { SECTION_NONE = -1, SECTION_BAD = -2 };
+enum { SECTION_NONE = -1, SECTION_BAD = -2, SECTION_HOST = -3 };
 
 static void build_sections(void)
 {
@@ -399,6 +400,16 @@ void pair_config_free(struct pair_config *cfg)
 				free(l->v[i]);
 		}
 	}
+	for (int h = 0; h < cfg->nhosts; h++) {
+		struct config_host *host = &cfg->hosts[h];
+
+		free(host->name);
+		free(host->address);
+		free(host->state_dir);
+		free(host->control_socket);
+		for (int i = 0; i < host->net_out.n; i++)
+			free(host->net_out.v[i]);
+	}
 	free(cfg->path);
 	memset(cfg, 0, sizeof(*cfg));
 }
@@ -444,6 +455,97 @@ static void cut_comment(char *s)
 		}
 }
 
+/* ---- [host NAME] ---- */
+
+/* The keys of a host section: what differs between the hosts of a pair. */
+static const struct host_key {
+	const char *name;
+	enum kind kind;
+	size_t offset;
+	value_check check;
+} host_keys[] = {
+	{ "address", ADDR, offsetof(struct config_host, address), NULL },
+	{ "state-dir", STR, offsetof(struct config_host, state_dir), NULL },
+	{ "net-out", LIST, offsetof(struct config_host, net_out), check_net_out },
+	{ "control-socket", STR, offsetof(struct config_host, control_socket), NULL },
+};
+
+/* Letters, digits, '.', '-' and '_': a host name, as --host takes it. */
+static bool good_host_name(const char *name)
+{
+	size_t len = strlen(name);
+
+	return len && len <= CONFIG_MAX_HOSTNAME &&
+	       strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == len;
+}
+
+static void host_section(struct config_parser *p, const char *name)
+{
+	struct pair_config *c = p->cfg;
+	struct config_host *h;
+
+	p->section = SECTION_BAD;
+	if (!good_host_name(name)) {
+		config_error(p, true, "[host %s]: a host name is 1-%d of letters, digits, '.', '-' "
+			     "and '_'", name, CONFIG_MAX_HOSTNAME);
+		return;
+	}
+	for (int i = 0; i < c->nhosts; i++)
+		if (!strcmp(c->hosts[i].name, name)) {
+			config_error(p, true, "[host %s]: given twice (first on line %u)", name,
+				     c->hosts[i].line);
+			return;
+		}
+	if (c->nhosts == CONFIG_MAX_HOSTS) {
+		config_error(p, true, "[host %s]: a pair has %d hosts, this is one more", name,
+			     CONFIG_MAX_HOSTS);
+		return;
+	}
+	h = &c->hosts[c->nhosts];
+	h->name = strdup(name);
+	if (!h->name) {
+		config_error(p, true, "[host %s]: out of memory", name);
+		return;
+	}
+	h->line = p->lineno;
+	p->host = c->nhosts++;
+	p->section = SECTION_HOST;
+}
+
+static void host_key_line(struct config_parser *p, const char *name, const char *value)
+{
+	struct config_host *h = &p->cfg->hosts[p->host];
+	char section[sizeof("host ") + CONFIG_MAX_HOSTNAME];
+	const struct host_key *hk = NULL;
+	struct key key;
+	void *dst;
+
+	snprintf(section, sizeof(section), "host %s", h->name);
+	for (size_t i = 0; i < sizeof(host_keys) / sizeof(host_keys[0]); i++)
+		if (!strcmp(host_keys[i].name, name))
+			hk = &host_keys[i];
+	if (!hk) {
+		config_error(p, true, "unknown key '%s' in [%s]; a host has address, state-dir, "
+			     "net-out and control-socket", name, section);
+		return;
+	}
+	dst = (char *)h + hk->offset;
+	if (hk->kind != LIST && *(char **)dst) {
+		config_error(p, true, "[%s] %s: given twice", section, name);
+		return;
+	}
+	if (!*value) {
+		config_error(p, true, "[%s] %s: value missing", section, name);
+		return;
+	}
+	key = (struct key){ .section = section, .name = hk->name, .kind = hk->kind,
+			    .check = hk->check };
+	if (hk->kind == LIST)
+		store_list(p, &key, value, dst);
+	else
+		store_text(p, &key, value, dst);
+}
+
 static void section_line(struct config_parser *p, char *text)
 {
 	size_t len = strlen(text);
@@ -456,6 +558,10 @@ static void section_line(struct config_parser *p, char *text)
 	}
 	text[len - 1] = 0;
 	name = trim(text + 1);
+	if (!strncmp(name, "host", 4) && isspace((unsigned char)name[4])) {
+		host_section(p, trim(name + 4));
+		return;
+	}
 	p->section = section_index(name);
 	if (p->section == SECTION_NONE) {
 		p->section = SECTION_BAD;
@@ -487,6 +593,10 @@ static void key_line(struct config_parser *p, char *text)
 	}
 	if (p->section == SECTION_BAD)
 		return;
+	if (p->section == SECTION_HOST) {
+		host_key_line(p, name, value);
+		return;
+	}
 	for (k = 0; k < PC_NKEYS; k++)
 		if (!strcmp(keys[k].section, sections[p->section]) && !strcmp(keys[k].name, name))
 			break;
@@ -600,6 +710,8 @@ static void check_needed(struct config_parser *p, enum config_role role)
 
 		if (!(keys[k].needs & (unsigned)role) || p->given[k])
 			continue;
+		if (p->cfg->nhosts && (k == PC_BACKUP_ADDRESS || k == PC_BACKUP_STATE_DIR))
+			continue; /* each [host] says it (check_hosts) */
 		if (k == PC_HOOKS_FENCE)
 			/* always by name: the operator must decide, see configs/ */
 			config_error(p, false, "[hooks] fence is required: a command that fences "
@@ -612,9 +724,90 @@ static void check_needed(struct config_parser *p, enum config_role role)
 	}
 }
 
+/* A file with [host] sections names both hosts, each with what its
+ * daemon needs, and nothing that would say it twice. */
+static void check_hosts(struct config_parser *p, enum config_role role)
+{
+	static const int per_host[] = { PC_BACKUP_ADDRESS, PC_BACKUP_STATE_DIR, PC_BACKUP_TAP,
+					PC_NETBUF_NET_OUT };
+	const struct pair_config *c = p->cfg;
+	char msg[200];
+
+	if (!c->nhosts)
+		return;
+	if (c->nhosts != CONFIG_MAX_HOSTS)
+		error_at(p, c->hosts[0].line, "a pair with [host] sections needs two of them, "
+			 "one for each host");
+	for (size_t i = 0; i < sizeof(per_host) / sizeof(per_host[0]); i++) {
+		int k = per_host[i];
+
+		if (!p->given[k])
+			continue;
+		snprintf(msg, sizeof(msg), "[%s] %s: with [host] sections, each host's section "
+			 "says it (%s)", keys[k].section, keys[k].name,
+			 k == PC_BACKUP_ADDRESS ? "address" : k == PC_BACKUP_STATE_DIR ? "state-dir" :
+			 "net-out; the restored VM's NICs go through a net buffer on that host too");
+		error_at(p, p->given[k], msg);
+	}
+	if (p->given[PC_VM_DOMAIN]) {
+		error_at(p, p->given[PC_VM_DOMAIN], "[vm] domain: a pair with [host] sections "
+			 "moves a plain QEMU VM ([vm] qmp) between its hosts; a libvirt domain is "
+			 "not re-protected after a failover yet, use [backup] for it");
+	}
+	for (int h = 0; h < c->nhosts; h++) {
+		if (!c->hosts[h].address) {
+			snprintf(msg, sizeof(msg), "[host %s] address is required", c->hosts[h].name);
+			error_at(p, c->hosts[h].line, msg);
+		}
+		if (!c->hosts[h].state_dir && role != CONFIG_ANY) {
+			/* both roles: the replicator becomes this host's agent */
+			snprintf(msg, sizeof(msg), "[host %s] state-dir is required", c->hosts[h].name);
+			error_at(p, c->hosts[h].line, msg);
+		}
+	}
+}
+
+const struct config_host *config_host_find(const struct pair_config *cfg, const char *name)
+{
+	for (int h = 0; name && h < cfg->nhosts; h++)
+		if (!strcmp(cfg->hosts[h].name, name))
+			return &cfg->hosts[h];
+	return NULL;
+}
+
+const struct config_host *config_host_peer(const struct pair_config *cfg,
+					   const struct config_host *self)
+{
+	for (int h = 0; h < cfg->nhosts; h++)
+		if (&cfg->hosts[h] != self)
+			return &cfg->hosts[h];
+	return NULL;
+}
+
+const struct config_host *config_host_self(const struct pair_config *cfg, const char *name,
+					   const char *prog, FILE *errf)
+{
+	char uts[256] = "";
+	const struct config_host *h;
+
+	if (!name) {
+		if (gethostname(uts, sizeof(uts) - 1) < 0)
+			uts[0] = 0;
+		uts[strcspn(uts, ".")] = 0;
+		name = uts;
+	}
+	h = config_host_find(cfg, name);
+	if (!h)
+		fprintf(errf, "%s: %s: this host is '%s', which is none of the file's [host] "
+			"sections (%s, %s): give --host NAME\n", prog, cfg->path, name,
+			cfg->hosts[0].name, cfg->nhosts > 1 ? cfg->hosts[1].name : "-");
+	return h;
+}
+
 int config_finish(struct config_parser *p, enum config_role role)
 {
 	check_ranges(p);
+	check_hosts(p, role);
 	check_needed(p, role);
 	if (p->errors > CONFIG_MAX_ERRORS)
 		fprintf(p->errf, "%s: %u more errors not shown\n", p->file,

@@ -96,6 +96,23 @@ struct config_list {
 	int n;
 };
 
+/* [host NAME]: one host of a pair whose roles move between its hosts.
+ * With these sections the same file says where each host's daemon
+ * listens, keeps its replica and puts the VM's NICs, and the one daemon
+ * of a host changes role by itself (common/pair_role.h): the agent that
+ * restores the VM replicates it to the other host, a primary whose VM is
+ * gone becomes the other host's backup. */
+#define CONFIG_MAX_HOSTS    2
+#define CONFIG_MAX_HOSTNAME 63
+struct config_host {
+	char *name;
+	unsigned line;                /* of its [host NAME] header */
+	char *address;                /* HOST:PORT its agent listens on */
+	char *state_dir;              /* its agent's replica */
+	struct config_list net_out;   /* the VM's NICs on this host's LAN */
+	char *control_socket;         /* its daemon's, whichever role runs */
+};
+
 /* Everything a pair file can say. Strings are owned (pair_config_free);
  * an ENUM points at the canonical spelling in a static table. Absent keys
  * hold their default; set[] tells which the file gave, line[] where. */
@@ -149,6 +166,9 @@ struct pair_config {
 	/* [log] */
 	const char *log_target;      /* "stderr" or "syslog" */
 	const char *log_level;       /* "info" or "debug" */
+	/* [host NAME], in file order */
+	struct config_host hosts[CONFIG_MAX_HOSTS];
+	int nhosts;
 };
 
 #define PC_SET(pc, id) ((pc)->set[PC_##id])
@@ -162,7 +182,8 @@ struct config_parser {
 	FILE *errf;                  /* where errors go */
 	config_addr_check check_addr; /* default: netaddr_parse (resolves names) */
 	unsigned lineno;
-	int section;                 /* index, or SECTION_NONE / SECTION_BAD */
+	int section;                 /* index, or SECTION_NONE / SECTION_BAD / SECTION_HOST */
+	int host;                    /* SECTION_HOST: index into cfg->hosts */
 	unsigned seen_sections;      /* bit per section index */
 	unsigned given[PC_NKEYS];    /* line of each key's first mention, valid or not */
 	unsigned errors;
@@ -181,6 +202,16 @@ void config_line(struct config_parser *p, const char *line, size_t len);
 /* Check across keys and what role needs. 0, or -EINVAL when any error was
  * printed (cfg must still be freed). */
 int config_finish(struct config_parser *p, enum config_role role);
+
+/* The host of the file named name, NULL if none. */
+const struct config_host *config_host_find(const struct pair_config *cfg, const char *name);
+/* The other host of a two-host file. */
+const struct config_host *config_host_peer(const struct pair_config *cfg,
+					   const struct config_host *self);
+/* Which [host] this daemon is: name, or else this machine's host name up
+ * to its first dot. NULL after writing why to errf (prog: the daemon). */
+const struct config_host *config_host_self(const struct pair_config *cfg, const char *name,
+					   const char *prog, FILE *errf);
 
 /* Read and parse a whole file. 0, -EINVAL (errors printed) or -errno if it
  * cannot be read (printed). cfg must be freed in every case. */

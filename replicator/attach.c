@@ -341,12 +341,37 @@ static void find_vcpu_threads(struct replicator *r)
 	json_object_put(ret);
 }
 
+/* Nothing listens there: no QEMU, or a dead one's socket file. */
+static bool no_qemu_at(int rc)
+{
+	return rc == -ENOENT || rc == -ECONNREFUSED;
+}
+
 static int attach_socket(struct replicator *r)
 {
-	int rc = qmp_connect(r->cfg.qmp_path, QMP_CONNECT_TIMEOUT_MS, &r->qmp);
+	int rc;
 
-	if (rc)
+	/* A pair whose roles move: a VM our agent restored here runs on the
+	 * state dir's socket, whatever [vm] qmp says (a restart of this
+	 * daemon must find it, not take the host for empty). */
+	if (r->cfg.state_qmp_path && strcmp(r->cfg.state_qmp_path, r->cfg.qmp_path)) {
+		rc = qmp_connect(r->cfg.state_qmp_path, QMP_CONNECT_TIMEOUT_MS, &r->qmp);
+		if (!rc) {
+			log_info("attached to the VM restored here (%s)", r->cfg.state_qmp_path);
+			r->cfg.qmp_path = r->cfg.state_qmp_path;
+			return 0;
+		}
+		if (!no_qemu_at(rc))
+			log_warn("QMP socket %s: %s", r->cfg.state_qmp_path, qmp_connect_error());
+	}
+	rc = qmp_connect(r->cfg.qmp_path, QMP_CONNECT_TIMEOUT_MS, &r->qmp);
+	if (rc && no_qemu_at(rc) && r->cfg.host) {
+		r->vm_absent = true;
+		log_info("no VM runs here (QMP socket %s: %s)", r->cfg.qmp_path,
+			 qmp_connect_error());
+	} else if (rc) {
 		log_err("cannot attach to QMP socket %s: %s", r->cfg.qmp_path, qmp_connect_error());
+	}
 	return rc;
 }
 

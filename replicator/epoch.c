@@ -476,6 +476,27 @@ void epoch_request_early(struct replicator *r, const char *why)
 		epoch_checkpoint(r);
 }
 
+
+/* Protected (again): what it took, for the operator and drills. */
+static void notify_protected(struct replicator *r)
+{
+	struct hook_event ev = {
+		.pair = r->cfg.pair_name ? r->cfg.pair_name : r->vm.name,
+		.vm = r->vm.name,
+		.event = "protected",
+		.role = "primary",
+		.epoch = r->stats.last_acked_epoch,
+		.peer = r->cfg.backup.text,
+		.reason = "a checkpoint committed on the backup",
+	};
+	char v[48];
+
+	/* everything sent on this connection: the sync and the first epoch */
+	hook_event_var(&ev, v, sizeof(v), "SYNC_BYTES", "%llu",
+		       (unsigned long long)r->link.out.bytes_sent);
+	hook_notify(&r->hooks, &ev);
+}
+
 void epoch_on_ack(struct replicator *r, uint64_t id)
 {
 	if (!r->inflight || id != r->epoch) {
@@ -504,7 +525,7 @@ void epoch_on_ack(struct replicator *r, uint64_t id)
 		log_info("epoch %llu committed on the backup: VM %s is protected",
 			 (unsigned long long)id, r->vm.name);
 		r->prot = PROT_PROTECTED;
-		replicator_notify(r, "protected", "a checkpoint committed on the backup");
+		notify_protected(r);
 	}
 	for (int i = 0; i < r->ndevices; i++)
 		if (r->devices[i].ops->commit)

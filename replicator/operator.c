@@ -490,6 +490,8 @@ static void on_handover_done(struct replicator *r, const struct frame_hdr *h,
 	else
 		log_info("primary QEMU pid %d has quit; VM %s now lives on the backup: exiting",
 			 (int)r->vm.pid, r->vm.name);
+	/* with QEMU gone, this host can be the new primary's backup */
+	r->become_backup = r->cfg.host && !rc;
 	replicator_leave(r, rc ? 1 : 0);
 }
 

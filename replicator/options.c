@@ -88,6 +88,14 @@ void replicator_usage(FILE *f)
 "                        on the command line override its values\n"
 "  --check-config        check --config FILE and the options, print every\n"
 "                        error or 'FILE: ok', and exit without starting\n"
+"  --host NAME           which [host] of --config FILE this host is (default:\n"
+"                        the host name up to its first dot). With [host]\n"
+"                        sections the one daemon of a host changes role by\n"
+"                        itself: it becomes this host's agent, the backup of\n"
+"                        the other host, when the VM is lost, handed over or\n"
+"                        not running here (README, Pairs whose roles move)\n"
+"  --announce            have QEMU announce the VM's MAC addresses once the\n"
+"                        net buffer holds its NICs (a VM just restored)\n"
 "  --qmp PATH            QEMU's QMP unix socket (plain QEMU; or [vm] qmp)\n"
 "  --domain NAME         a libvirt domain instead (or [vm] domain): QMP goes\n"
 "                        through libvirt's monitor passthrough; the domain\n"
@@ -184,11 +192,13 @@ enum { OPT_QMP = 256, OPT_CONNECT, OPT_DOMAIN, OPT_NOTIFY, OPT_PAIR, OPT_KEY_FIL
        OPT_CAPTURE_THREADS, OPT_NET_OUT, OPT_NET_CAP_MB, OPT_DISK_CAP_MB, OPT_TEST_DISK_UNBUFFERED, OPT_NO_OUTPUT_COMMIT,
        OPT_EPOCH_POLICY, OPT_EPOCH_MIN_MS, OPT_EPOCH_MAX_MS, OPT_MAX_OVERHEAD,
        OPT_OUTPUT_DELAY_MS, OPT_TRACKER, OPT_UNPROTECTED_DISK, OPT_CONFIG,
-       OPT_CHECK_CONFIG };
+       OPT_CHECK_CONFIG, OPT_HOST, OPT_ANNOUNCE };
 
 static const struct option long_opts[] = {
 	{ "config", required_argument, NULL, OPT_CONFIG },
 	{ "check-config", no_argument, NULL, OPT_CHECK_CONFIG },
+	{ "host", required_argument, NULL, OPT_HOST },
+	{ "announce", no_argument, NULL, OPT_ANNOUNCE },
 	{ "qmp", required_argument, NULL, OPT_QMP },
 	{ "connect", required_argument, NULL, OPT_CONNECT },
 	{ "notify", required_argument, NULL, OPT_NOTIFY },
@@ -304,6 +314,43 @@ static int apply_file_lists(struct replicator_config *cfg)
 	return 0;
 }
 
+/* A pair whose roles move: this host's [host] section gives the NICs'
+ * ports and the control socket, the other host's agent is the backup
+ * (flags still win). */
+static int apply_host(struct replicator_config *cfg, const char *file, const char *host_name,
+		      const char **backup, bool control_flag)
+{
+	const struct pair_config *pc = &cfg->file;
+	const struct config_host *peer;
+
+	if (!pc->nhosts) {
+		if (host_name) {
+			fprintf(stderr, "remus-replicator: --host needs --config FILE with [host] "
+				"sections\n");
+			return -1;
+		}
+		return 0;
+	}
+	cfg->host = config_host_self(pc, host_name, "remus-replicator", stderr);
+	if (!cfg->host)
+		return -1;
+	cfg->config_path = file;
+	peer = config_host_peer(pc, cfg->host);
+	if (!*backup)
+		*backup = peer->address;
+	if (!cfg->n_net_out)
+		for (int i = 0; i < cfg->host->net_out.n; i++)
+			if (add_net_out(cfg, cfg->host->net_out.v[i]))
+				return -1;
+	if (!control_flag && cfg->host->control_socket)
+		cfg->control_path = cfg->host->control_socket;
+	if (asprintf(&cfg->state_qmp_path, "%s/qmp.sock", cfg->host->state_dir) < 0) {
+		cfg->state_qmp_path = NULL;
+		return -1;
+	}
+	return 0;
+}
+
 /* The group is looked up now, so that --check-config and a typo fail at
  * start rather than at the first remusctl. */
 static int resolve_control_group(struct replicator_config *cfg)
@@ -314,12 +361,12 @@ static int resolve_control_group(struct replicator_config *cfg)
 
 static int parse(int argc, char **argv, struct replicator_config *cfg, int *use_syslog)
 {
-	const char *backup = NULL;
+	const char *backup = NULL, *host_name = NULL;
 	struct cli_config file;
 	char err[256];
 	unsigned long v;
 	int c, vm_flags = 0; /* 1: --qmp given, 2: --domain given */
-	bool connect_flag = false;
+	bool connect_flag = false, control_flag = false;
 
 	*cfg = (struct replicator_config){
 		.epoch_ms = REPLICATOR_DEFAULT_EPOCH_MS,
@@ -353,6 +400,8 @@ static int parse(int argc, char **argv, struct replicator_config *cfg, int *use_
 	while ((c = getopt_long(argc, argv, "vh", long_opts, NULL)) != -1) {
 		switch (c) {
 		case OPT_CONFIG: case OPT_CHECK_CONFIG: break; /* found above */
+		case OPT_HOST: host_name = optarg; break;
+		case OPT_ANNOUNCE: cfg->announce = true; break;
 		/* A flag names the VM over the file, whichever way the file did. */
 		case OPT_QMP: cfg->qmp_path = optarg; vm_flags |= 1; cfg->domain = NULL; break;
 		case OPT_DOMAIN: cfg->domain = optarg; vm_flags |= 2; cfg->qmp_path = NULL; break;
@@ -363,9 +412,19 @@ static int parse(int argc, char **argv, struct replicator_config *cfg, int *use_
 		case OPT_CLEARTEXT: cfg->cleartext_link = true; break;
 		case OPT_BACKUP: backup = optarg; break;
 		case OPT_RAM_FILE: cfg->ram_file = optarg; break;
-		case OPT_CONTROL: cfg->control_path = optarg; break;
-		case OPT_CONTROL_GROUP: cfg->control_group = optarg; break;
-		case OPT_SYSLOG: *use_syslog = 1; break;
+		case OPT_CONTROL:
+			cfg->control_path = optarg;
+			control_flag = true;
+			pair_role_carry_add(&cfg->carry, "--control", optarg);
+			break;
+		case OPT_CONTROL_GROUP:
+			cfg->control_group = optarg;
+			pair_role_carry_add(&cfg->carry, "--control-group", optarg);
+			break;
+		case OPT_SYSLOG:
+			*use_syslog = 1;
+			pair_role_carry_add(&cfg->carry, "--syslog", NULL);
+			break;
 		case OPT_EPOCH_MS:
 			if (cli_parse_ulong("--epoch-ms", optarg, RANGE_EPOCH_MS, &v))
 				return -1;
@@ -455,7 +514,10 @@ static int parse(int argc, char **argv, struct replicator_config *cfg, int *use_
 				return -1;
 			cfg->test_corrupt_epoch = (int64_t)v;
 			break;
-		case 'v': log_set_level(LOG_DEBUG); break;
+		case 'v':
+			log_set_level(LOG_DEBUG);
+			pair_role_carry_add(&cfg->carry, "-v", NULL);
+			break;
 		case 'h': replicator_usage(stdout); return 1;
 		case CLI_OPT_VERSION: cli_print_version("remus-replicator"); return 1;
 		default:
@@ -467,7 +529,7 @@ static int parse(int argc, char **argv, struct replicator_config *cfg, int *use_
 		fprintf(stderr, "remus-replicator: unexpected argument '%s'\n", argv[optind]);
 		return -1;
 	}
-	if (apply_file_lists(cfg))
+	if (apply_host(cfg, file.file, host_name, &backup, control_flag) || apply_file_lists(cfg))
 		return -1;
 	if (vm_flags == 3 || (!cfg->qmp_path && !cfg->domain) || !backup) {
 		fprintf(stderr, "remus-replicator: %s (see --help)\n",
@@ -521,6 +583,8 @@ int replicator_parse_args(int argc, char **argv, struct replicator_config *cfg,
 
 void replicator_config_free(struct replicator_config *cfg)
 {
+	free(cfg->state_qmp_path);
+	cfg->state_qmp_path = NULL;
 	pair_config_free(&cfg->file);
 }
 

@@ -126,6 +126,8 @@ static void on_qemu_gone(struct replicator *r)
 		(unsigned long long)r->stats.last_acked_epoch);
 	replicator_notify(r, "vm-lost", "QEMU died");
 	final_flush(r);
+	/* the backup takes over, and this host becomes its backup */
+	r->become_backup = r->cfg.host != NULL;
 	replicator_leave(r, 1);
 }
 
@@ -420,6 +422,25 @@ static void init_watchers(struct replicator *r)
 		ev_io_start(r->loop, &r->qmp_watch);
 }
 
+/* A VM restored here just now: the NIC's frames were dropped until the
+ * net buffer bound its socket, the restore's announcement with them, so
+ * switches still send the VM's traffic to the old host. Announce again
+ * now that frames go out. */
+static void announce(struct replicator *r)
+{
+	struct json_object *args = json_object_new_object();
+
+	json_object_object_add(args, "initial", json_object_new_int(50));
+	json_object_object_add(args, "max", json_object_new_int(550));
+	json_object_object_add(args, "rounds", json_object_new_int(5));
+	json_object_object_add(args, "step", json_object_new_int(100));
+	if (qmp_execute(r->qmp, "announce-self", args, NULL, 5000))
+		log_warn("announce-self failed: %s", qmp_last_error(r->qmp));
+	else
+		log_info("VM %s announces its MAC addresses here", r->vm.name);
+	json_object_put(args);
+}
+
 /* No key, no start: a link anyone can speak on gives the backup host to
  * anyone (docs/SECURITY.md). Cleartext only when the operator named it. */
 static int link_security_setup(struct replicator *r)
@@ -458,6 +479,12 @@ int replicator_run(struct replicator *r)
 	if (rc)
 		goto out;
 	rc = vm_attach(r);
+	if (rc && r->vm_absent) {
+		/* the VM runs on the other host, or nowhere: never start a
+		 * copy here, be the backup of whichever host runs it */
+		r->become_backup = true;
+		goto out;
+	}
 	if (rc)
 		goto out;
 	link_security_set_identity(&r->link_sec, r->cfg.pair_name ? r->cfg.pair_name : r->vm.name);
@@ -467,6 +494,8 @@ int replicator_run(struct replicator *r)
 	rc = epoch_devices_setup(r);
 	if (rc)
 		goto out;
+	if (r->cfg.announce)
+		announce(r);
 	if (r->cfg.control_path && (rc = control_open(r)))
 		goto out;
 	init_watchers(r);

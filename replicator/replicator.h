@@ -4,6 +4,7 @@
 
 #include "ckpt_device.h"
 #include "config.h"
+#include "pair_role.h"
 #include "control_socket.h"
 #include "epoch_policy.h"
 #include "frame_queue.h"
@@ -65,6 +66,13 @@ struct replicator_config {
 	const char *pair_name;     /* --pair NAME; NULL: the VM's name */
 	const char *key_file;      /* --key-file: the pair key (link_security.h) */
 	bool cleartext_link;       /* --insecure-cleartext-link */
+	bool announce;             /* --announce: QMP announce-self once the NICs are ours */
+	/* A pair whose roles move ([host] sections): this host's, and the
+	 * file, for the agent we become (common/pair_role.h); NULL: none. */
+	const struct config_host *host;
+	const char *config_path;
+	struct pair_role_carry carry; /* the service's flags, for the next role */
+	char *state_qmp_path;      /* host->state_dir/qmp.sock: a VM the agent restored */
 	/* --config: owns the strings above that came from the file, and the
 	 * keys no flag sets yet ([pair] name, [vm] domain, [hooks] ...) */
 	struct pair_config file;
@@ -145,6 +153,10 @@ struct replicator {
 	unsigned nacks_in_a_row;
 	bool vm_shutdown;        /* QEMU announced SHUTDOWN: leaving on purpose */
 	bool vm_gone;            /* QEMU has exited: nothing more to ask it */
+	bool vm_absent;          /* attach found no QEMU at the QMP socket */
+	/* cfg.host: the VM does not run here (any more); we become this
+	 * host's agent, the other host's backup, once run returns */
+	bool become_backup;
 	int exit_code;
 	ev_tstamp epoch_sent_at;
 	struct epoch_policy policy;

@@ -384,6 +384,40 @@ static const struct golden {
 	{ "agent: fence without value", CONFIG_AGENT,
 	  "[backup]\naddress = 127.0.0.1:7\nstate-dir = /s\n[hooks]\nfence =\n",
 	  "pair.conf:5: [hooks] fence: value missing\n" },
+	{ "host: a bad name", CONFIG_ANY, "[host a/b]\naddress = 127.0.0.1:1\n",
+	  "pair.conf:1: [host a/b]: a host name is 1-63 of letters, digits, '.', '-' and '_'\n" },
+	{ "host: named twice, and alone", CONFIG_ANY,
+	  "[host a]\naddress = 127.0.0.1:1\n[host a]\n",
+	  "pair.conf:3: [host a]: given twice (first on line 1)\n"
+	  "pair.conf:1: a pair with [host] sections needs two of them, one for each host\n" },
+	{ "host: a third one", CONFIG_ANY,
+	  "[host a]\naddress = 127.0.0.1:1\n[host b]\naddress = 127.0.0.1:2\n[host c]\n",
+	  "pair.conf:5: [host c]: a pair has 2 hosts, this is one more\n" },
+	{ "host: unknown key, bad values, a key twice", CONFIG_ANY,
+	  "[host a]\naddress = 127.0.0.1:1\ntap = tap0\nnet-out = eth0\naddress = 127.0.0.1:3\n"
+	  "[host b]\naddress = 127.0.0.1\n",
+	  "pair.conf:3: unknown key 'tap' in [host a]; a host has address, state-dir, net-out "
+	  "and control-socket\n"
+	  "pair.conf:4: [host a] net-out: 'eth0' is not [ID=]tap:NAME or [ID=]packet:IFACE\n"
+	  "pair.conf:5: [host a] address: given twice\n"
+	  "pair.conf:7: [host b] address: '127.0.0.1' is not HOST:PORT\n"
+	  "pair.conf:6: [host b] address is required\n" },
+	{ "host: what each host says, said outside", CONFIG_AGENT,
+	  "[backup]\naddress = 127.0.0.1:1\nstate-dir = /s\ntap = tap0\n[net-buffer]\n"
+	  "net-out = packet:eth0\n[vm]\ndomain = d\n[hooks]\nfence = none\n"
+	  "[host a]\naddress = 127.0.0.1:1\nstate-dir = /a\n[host b]\naddress = 127.0.0.1:2\n",
+	  "pair.conf:2: [backup] address: with [host] sections, each host's section says it "
+	  "(address)\n"
+	  "pair.conf:3: [backup] state-dir: with [host] sections, each host's section says it "
+	  "(state-dir)\n"
+	  "pair.conf:4: [backup] tap: with [host] sections, each host's section says it "
+	  "(net-out; the restored VM's NICs go through a net buffer on that host too)\n"
+	  "pair.conf:6: [net-buffer] net-out: with [host] sections, each host's section says it "
+	  "(net-out; the restored VM's NICs go through a net buffer on that host too)\n"
+	  "pair.conf:8: [vm] domain: a pair with [host] sections moves a plain QEMU VM ([vm] "
+	  "qmp) between its hosts; a libvirt domain is not re-protected after a failover yet, "
+	  "use [backup] for it\n"
+	  "pair.conf:14: [host b] state-dir is required\n" },
 	{ "three errors, all reported", CONFIG_ANY,
 	  "[vm]\nqmp: /run/vm1.qmp\n[epoch]\nlength_ms = 50\nmax-ms = 99999\n",
 	  "pair.conf:2: missing '=' in 'qmp: /run/vm1.qmp'; want key = value\n"
@@ -492,6 +526,64 @@ START_TEST(test_example_configs_parse)
 			free(errors);
 			pair_config_free(&pc);
 		}
+}
+END_TEST
+
+static const char hosts_file[] =
+	"[vm]\n"
+	"qmp = /run/vm1.qmp\n"
+	"[host alpha]\n"
+	"address = 127.0.0.1:7701\n"
+	"state-dir = /var/lib/remus/alpha\n"
+	"net-out = n0=packet:eth1\n"
+	"control-socket = /run/alpha.ctl\n"
+	"[host beta]\n"
+	"address = 127.0.0.1:7702\n"
+	"state-dir = /var/lib/remus/beta\n"
+	"net-out = n0=tap:tap0\n"
+	"[control]\n"
+	"socket = /run/replicator.ctl\n"
+	"[hooks]\n"
+	"fence = none\n";
+
+START_TEST(test_hosts_parse)
+{
+	struct pair_config pc;
+	const struct config_host *a, *b;
+
+	parses(hosts_file, CONFIG_AGENT, &pc);
+	ck_assert_int_eq(pc.nhosts, 2);
+	a = config_host_find(&pc, "alpha");
+	b = config_host_find(&pc, "beta");
+	ck_assert_ptr_nonnull(a);
+	ck_assert_ptr_nonnull(b);
+	ck_assert_ptr_null(config_host_find(&pc, "gamma"));
+	ck_assert_ptr_eq(config_host_peer(&pc, a), b);
+	ck_assert_ptr_eq(config_host_peer(&pc, b), a);
+	ck_assert_str_eq(a->address, "127.0.0.1:7701");
+	ck_assert_str_eq(b->state_dir, "/var/lib/remus/beta");
+	ck_assert_int_eq(a->net_out.n, 1);
+	ck_assert_str_eq(b->net_out.v[0], "n0=tap:tap0");
+	ck_assert_str_eq(a->control_socket, "/run/alpha.ctl");
+	ck_assert_ptr_null(b->control_socket);
+	ck_assert_uint_eq(b->line, 8);
+	pair_config_free(&pc);
+	/* the example deployed on both hosts */
+	{
+		char *errors;
+		size_t len = 0;
+		FILE *errf = open_memstream(&errors, &len);
+
+		for (int role = CONFIG_REPLICATOR; role <= CONFIG_AGENT; role++) {
+			ck_assert_int_eq(config_read_file("configs/pair-hosts.conf", role, &pc,
+							  errf), 0);
+			ck_assert_int_eq(pc.nhosts, 2);
+			pair_config_free(&pc);
+		}
+		fclose(errf);
+		ck_assert_str_eq(errors, "");
+		free(errors);
+	}
 }
 END_TEST
 
@@ -971,6 +1063,72 @@ START_TEST(test_replicator_libvirt_file_and_flags)
 }
 END_TEST
 
+/* Each daemon takes its own host's section and the other's address. */
+START_TEST(test_hosts_apply_to_each_daemon)
+{
+	struct replicator_config rcfg;
+	struct agent_config acfg;
+	int use_syslog = 0;
+	char path[32], *out, *err;
+
+	write_file(path, hosts_file);
+	ck_assert_int_eq(rep_parse(ARGV("remus-replicator", "--config", path, "--host", "alpha"),
+				   &rcfg, &use_syslog, &out, &err), 0);
+	ck_assert_str_eq(err, "");
+	ck_assert_str_eq(rcfg.backup.text, "127.0.0.1:7702");
+	ck_assert_int_eq(rcfg.n_net_out, 1);
+	ck_assert_str_eq(rcfg.net_out[0].spec, "packet:eth1");
+	ck_assert_str_eq(rcfg.control_path, "/run/alpha.ctl");
+	ck_assert_str_eq(rcfg.host->name, "alpha");
+	ck_assert_str_eq(rcfg.config_path, path);
+	ck_assert_str_eq(rcfg.state_qmp_path, "/var/lib/remus/alpha/qmp.sock");
+	replicator_config_free(&rcfg);
+	free(out);
+	free(err);
+	/* beta has no control socket of its own: [control] socket */
+	ck_assert_int_eq(rep_parse(ARGV("remus-replicator", "--config", path, "--host", "beta",
+					"--backup", "127.0.0.1:9"), &rcfg, &use_syslog, &out, &err), 0);
+	ck_assert_str_eq(rcfg.backup.text, "127.0.0.1:9");
+	ck_assert_str_eq(rcfg.net_out[0].spec, "tap:tap0");
+	ck_assert_str_eq(rcfg.control_path, "/run/replicator.ctl");
+	replicator_config_free(&rcfg);
+	free(out);
+	free(err);
+	ck_assert_int_eq(agent_parse(ARGV("remus-agent", "--config", path, "--host", "beta"), &acfg,
+				     &use_syslog, &out, &err), 0);
+	ck_assert_str_eq(err, "");
+	ck_assert_str_eq(acfg.listen.text, "127.0.0.1:7702");
+	ck_assert_str_eq(acfg.state_dir, "/var/lib/remus/beta");
+	ck_assert_int_eq(acfg.restore.ntaps, 0);
+	ck_assert_str_eq(acfg.host->name, "beta");
+	agent_config_free(&acfg);
+	free(out);
+	free(err);
+	/* a host the file does not name */
+	ck_assert_int_eq(agent_parse(ARGV("remus-agent", "--config", path, "--host", "gamma"),
+				     &acfg, &use_syslog, &out, &err), -1);
+	assert_contains(err, "remus-agent: ");
+	assert_contains(err, ": this host is 'gamma', which is none of the file's [host] sections "
+			"(alpha, beta): give --host NAME\n");
+	free(out);
+	free(err);
+	ck_assert_int_eq(agent_parse(ARGV("remus-agent", "--config", path, "--host", "alpha",
+					  "--tap", "tap9"), &acfg, &use_syslog, &out, &err), -1);
+	assert_contains(err, "--tap: with [host] sections");
+	free(out);
+	free(err);
+	unlink(path);
+	/* --host without such a file */
+	write_file(path, pair_file);
+	ck_assert_int_eq(rep_parse(ARGV("remus-replicator", "--config", path, "--host", "alpha"),
+				   &rcfg, &use_syslog, &out, &err), -1);
+	ck_assert_str_eq(err, "remus-replicator: --host needs --config FILE with [host] sections\n");
+	free(out);
+	free(err);
+	unlink(path);
+}
+END_TEST
+
 static void add(Suite *s, const char *name, const TTest *t)
 {
 	TCase *tc = tcase_create(name);
@@ -1000,6 +1158,8 @@ static Suite *config_suite(void)
 	ADD(s, test_error_flood_is_capped);
 	ADD(s, test_example_configs_parse);
 	ADD(s, test_read_missing_file);
+	ADD(s, test_hosts_parse);
+	ADD(s, test_hosts_apply_to_each_daemon);
 	ADD(s, test_replicator_file_values_apply);
 	ADD(s, test_replicator_flags_override_file);
 	ADD(s, test_replicator_control_group_checked);

@@ -1,0 +1,89 @@
+#!/bin/bash
+# A pair whose roles move (issue #19): one daemon per host from one config
+# file with two [host] sections. scripts/failover-drill --cycles kills the
+# VM's current host again and again; each time the restored VM must be
+# protected again to the host it left, without a manual step, and a
+# planned failback (remusctl failover) ends it, protected once more. One
+# TCP connection runs through everything: its counter must never go back,
+# repeat or skip, the console's ticks must go on without a reboot.
+#
+#   1. --cycles 3 --kill qemu: A -> B -> A -> B, failback B -> A. The
+#      daemon whose VM died becomes the backup by itself.
+#   2. --cycles 1 --kill host: the whole host dies; it comes back (its
+#      daemon starts, as at boot) while the VM runs on the other host: it
+#      finds no VM, starts no copy of its own and becomes the backup.
+. "$(dirname "$0")/lib.sh"
+
+PREFIX=rp$(( $$ % 10000 ))
+
+# drill NAME ARGS...: run the drill, its JSON report in $T/NAME.json.
+drill() {
+	local name=$1
+	shift
+	log "failover-drill $* (namespaces $PREFIX-*)"
+	"$ROOT/scripts/failover-drill" --json --prefix "$PREFIX" --duration 2 "$@" \
+		> "$T/$name.json" 2> "$T/$name.err"
+	DRILL_RC=$?
+	if [ -s "$T/$name.json" ]; then
+		log "report: $(cat "$T/$name.json")"
+	else
+		log "no report; the drill said:"
+		tail -n 30 "$T/$name.err"
+	fi
+	[ "$DRILL_RC" = 0 ] && pass "$name: the drill exits 0" || {
+		fail "$name: the drill exits $DRILL_RC"
+		tail -n 30 "$T/$name.err"
+	}
+}
+
+# check NAME PYTHON-EXPRESSION DESCRIPTION: over the report r.
+check() {
+	local name=$1 expr=$2 what=$3
+	if python3 -c "
+import json, sys
+r = json.load(open(sys.argv[1]))
+c = r['cycles']
+sys.exit(0 if ($expr) else 1)" "$T/$name.json" 2>/dev/null; then
+		pass "$name: $what"
+	else
+		fail "$name: $what ($expr)"
+	fi
+}
+
+common_checks() {
+	local name=$1 n=$2
+	check "$name" "r['ok'] is True and len(c) == $n + 1" \
+		"$n failovers and a failback, each protected again"
+	check "$name" "[x['from'] for x in c] == (['a', 'b'] * 6)[:$n + 1]" \
+		"the VM moved back and forth between the hosts"
+	check "$name" "all(x['restore_ms'] and x['failover_ms'] for x in c)" \
+		"each move restored the VM from a committed checkpoint"
+	check "$name" "all(x['reprotected_ms'] and x['reprotected_ms'] < 120000 for x in c)" \
+		"each time protected again without a manual step, within 2 min"
+	check "$name" "all(x['resync_bytes'] and x['resync_bytes'] >= 128 << 20 for x in c)" \
+		"each re-protection copied the VM to the other host (resync bytes reported)"
+	check "$name" "r['continuity_ok'] is True and r['continuity_problems'] == []" \
+		"one TCP connection through it all: never back, repeated or skipped"
+	check "$name" "r['probe_counter'] == r['counter_last'] + 1 and r['requests'] >= 100" \
+		"a new connection afterwards gets the next number"
+	check "$name" "all(x['serial_ticks_ok'] and not x['vm_rebooted'] for x in c)" \
+		"the console's ticks go on at every move, no reboot"
+	check "$name" "c[-1]['kind'] == 'failback' and c[-1]['outage_ms'] < 5000" \
+		"the planned failback costs the client less than 5 s"
+	left=$(ip netns list | grep -E "^$PREFIX-" || true)
+	[ -z "$left" ] && pass "$name: the drill removed its namespaces" ||
+		fail "$name: namespaces left behind: $left"
+}
+
+drill cycles --cycles 3 --kill qemu
+common_checks cycles 3
+check cycles "all(x['detection_ms'] is not None and x['detection_ms'] < 5000 for x in c[:-1])" \
+	"a dead QEMU is detected within 5 s each time"
+
+drill hostback --cycles 1 --kill host
+common_checks hostback 1
+check hostback "c[0]['left_host_runs_qemu'] is False" \
+	"the host that came back started no copy of its own"
+check hostback "c[0]['detection_ms'] is not None and 1500 <= c[0]['detection_ms'] < 10000" \
+	"a dead host is detected by the heartbeat timeout"
+finish
