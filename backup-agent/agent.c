@@ -80,6 +80,7 @@ static void replica_committed(struct agent *a, uint64_t epoch)
 {
 	a->replica_known = true;
 	a->replica_epoch = epoch;
+	a->replica_generation = a->replica.generation;
 	a->replica_committed_ms = unix_ms();
 }
 
@@ -210,7 +211,14 @@ static void become_primary(struct agent *a, const struct restore_result *res)
 {
 	if (!a->cfg.host || res->libvirt_domain[0])
 		return;
+	struct replica_info info;
+
 	snprintf(a->master_qmp, sizeof(a->master_qmp), "%s", res->qmp_path);
+	a->master_generation = 0;
+	if (!replica_load_info(a->cfg.state_dir, &info)) {
+		a->master_generation = replica_generation(info.vm);
+		replica_info_free(&info);
+	}
 	a->become_primary = true;
 }
 
@@ -294,6 +302,36 @@ static void failover(struct agent *a, const char *why)
 	ev_break(a->loop, EVBREAK_ALL);
 }
 
+void agent_restore_cold(struct agent *a, const char *why)
+{
+	struct restore_result res;
+
+	if (!a->vm_name[0] && a->replica_vm[0]) /* no HELLO told us: the replica's */
+		snprintf(a->vm_name, sizeof(a->vm_name), "%s", a->replica_vm);
+	log_warn("cold start: %s: restoring the VM here from epoch %llu", why,
+		 (unsigned long long)a->replica_epoch);
+	cold_start_stop(a);
+	set_state(a, AGENT_RESTORING, "cold start: restoring from epoch %llu",
+		  (unsigned long long)a->replica_epoch);
+	answer_waiting_clients(a);
+	if (restore_vm(&a->cfg.restore, &res)) {
+		log_err("COLD START FAILED: the replica in %s is intact; see above", a->cfg.state_dir);
+		set_state(a, AGENT_FAULT, "cold start: restore failed: see the agent's log");
+		notify(a, "fault", "cold start: restore failed");
+		return;
+	}
+	log_info("cold start: VM running from epoch %llu as QEMU pid %d (%.0f ms)", res.epoch,
+		 (int)res.qemu_pid, res.total_ms);
+	a->master_pid = (int)res.qemu_pid;
+	become_primary(a, &res);
+	set_state(a, AGENT_MASTER, "cold start: VM restored from epoch %llu as QEMU pid %d; "
+		  "protecting it to the other host next", res.epoch, (int)res.qemu_pid);
+	notify_master(a, &res, unix_ms(), 0, "cold start: the newer replica is here");
+	a->exit_code = 0;
+	answer_waiting_clients(a);
+	ev_break(a->loop, EVBREAK_ALL);
+}
+
 /* We cannot read the stream any more, but the primary may well be alive:
  * drop it and give it the heartbeat timeout to come back before taking
  * over (a reconnecting primary says HELLO and resyncs). */
@@ -340,6 +378,33 @@ static int check_vm(struct agent *a, const char *text, char *err, size_t errlen)
 	return rc;
 }
 
+/* Delta resync: the hashes of every page the initial copy starts from,
+ * right after HELLO_REPLY; the primary then sends only the pages that
+ * differ. Without memory for a frame the link is dropped: the primary
+ * would wait for hashes that never come. */
+static void send_ram_hashes(struct agent *a)
+{
+	const struct replica *rp = &a->replica;
+	double t0 = mono_ms();
+
+	for (uint64_t first = 0; first < rp->npages; first += PROTO_RAM_HASHES_PER_FRAME) {
+		uint64_t left = rp->npages - first;
+		uint32_t n = left < PROTO_RAM_HASHES_PER_FRAME ? (uint32_t)left :
+								 PROTO_RAM_HASHES_PER_FRAME;
+		uint32_t len;
+		uint8_t *payload = replica_ram_hashes(rp, first, n, &len);
+		struct iovec iov = { .iov_base = payload, .iov_len = len };
+
+		if (!payload || peer_link_push(a->primary, FRAME_RAM_HASHES, 0, &iov, 1, payload,
+					       NULL)) {
+			lose_stream(a, "no memory for the page hashes of a delta resync");
+			return;
+		}
+	}
+	log_info("delta resync: the initial copy starts from the replica's RAM; hashes of its "
+		 "%llu pages sent in %.0f ms", (unsigned long long)rp->npages, mono_ms() - t0);
+}
+
 /* An authenticated peer's HELLO: it becomes the primary, or is told why
  * not. */
 static void on_hello(struct agent *a, struct peer_link *l, const uint8_t *payload, uint32_t len)
@@ -379,8 +444,15 @@ static void on_hello(struct agent *a, struct peer_link *l, const uint8_t *payloa
 	set_state(a, AGENT_SYNCING, "primary %s (%s) connected: initial sync", a->peer, l->identity);
 	notify_status("VM %s from %s: syncing", vm_name(a), a->peer);
 	snprintf(reply, sizeof(reply), "{\"ok\":true,\"features\":[\"" PROTO_FEATURE_OPERATOR
-		 "\",\"" PROTO_FEATURE_DISK "\"],\"takeover_after_ms\":%u}", takeover_after_ms(a));
+		 "\",\"" PROTO_FEATURE_DISK "\"],\"takeover_after_ms\":%u,\"generation\":%llu",
+		 takeover_after_ms(a), (unsigned long long)a->replica.generation);
+	if (a->replica.delta)
+		snprintf(reply + strlen(reply), sizeof(reply) - strlen(reply),
+			 ",\"ram_hashes\":%llu", (unsigned long long)a->replica.npages);
+	snprintf(reply + strlen(reply), sizeof(reply) - strlen(reply), "}");
 	send_frame(a, FRAME_HELLO_REPLY, 0, reply);
+	if (a->replica.delta)
+		send_ram_hashes(a);
 }
 
 static void on_epoch_end(struct agent *a, const struct frame_hdr *h, const uint8_t *payload,
@@ -589,10 +661,15 @@ static bool on_frame(struct agent *a, const struct frame_hdr *h, const uint8_t *
 	return true;
 }
 
-/* A peer's first frame, after TLS: its HELLO, or nothing. */
+/* A peer's first frame, after TLS: its HELLO (a primary), a PEER_QUERY
+ * (the other host's agent, cold_start.h), or nothing. */
 static bool on_first_frame(struct agent *a, struct peer_link *l, const struct frame_hdr *h,
 			   const uint8_t *payload)
 {
+	if (h->type == FRAME_PEER_QUERY) {
+		cold_start_answer(a, l, h, payload);
+		return false;
+	}
 	if (h->type != FRAME_HELLO || proto_check_payload(h, payload)) {
 		log_refused(a, l->peer, "it did not start with a valid HELLO");
 		peer_link_close(l);
@@ -824,6 +901,7 @@ static void load_replica_facts(struct agent *a)
 		return;
 	a->replica_known = true;
 	a->replica_epoch = info.epoch;
+	a->replica_generation = replica_generation(info.vm);
 	name = json_object_get_string(json_object_object_get(info.vm, "name"));
 	snprintf(a->replica_vm, sizeof(a->replica_vm), "%s", name ? name : "");
 	/* committed_at is "%Y-%m-%dT%H:%M:%SZ", UTC (replica.c) */
@@ -905,6 +983,7 @@ int agent_run(struct agent *a)
 	ev_signal_start(a->loop, &a->sigterm);
 	ev_signal_start(a->loop, &a->sigint);
 	hook_runner_init(&a->hooks, a->loop, a->cfg.notify_cmd, HOOK_NOTIFY_TIMEOUT_MS);
+	cold_start_init(a);
 	log_info("listening on %s, state in %s", a->cfg.listen.text, a->cfg.state_dir);
 	notify_ready(NULL);
 	notify_status("listening on %s, no primary yet", a->cfg.listen.text);
@@ -914,6 +993,7 @@ int agent_run(struct agent *a)
 	hook_runner_drain(&a->hooks, HOOK_NOTIFY_TIMEOUT_MS);
 	answer_waiting_clients(a);
 	control_socket_close(&a->control);
+	cold_start_stop(a);
 	close_links(a);
 	close(a->listen_fd);
 	replica_free(&a->replica);

@@ -2,6 +2,7 @@
 #ifndef REMUS_AGENT_H
 #define REMUS_AGENT_H
 
+#include "cold_start.h"
 #include "config.h"
 #include "pair_role.h"
 #include "control_socket.h"
@@ -116,13 +117,16 @@ struct agent {
 	char replica_vm[128];      /* the replica's VM at start (vm.json), "" if none */
 	bool replica_known;        /* a committed replica is in the state dir */
 	uint64_t replica_epoch;    /* its epoch */
+	uint64_t replica_generation; /* its generation (replica.h) */
 	long long replica_committed_ms; /* when it was committed (Unix ms; 0: unknown) */
 	struct sample_ring commit_ms;   /* time to commit each epoch (reset-stats) */
 	int master_pid;            /* the restored QEMU, in AGENT_MASTER (0: none) */
 	/* cfg.host: the VM runs here now, on this QMP socket; we become its
 	 * replicator, protecting it to the other host, once run returns */
+	struct cold_start cold;    /* a pair whose roles move: both hosts came back */
 	bool become_primary;
 	char master_qmp[4096];
+	uint64_t master_generation; /* of the replica it was restored from */
 };
 
 /* options.c: 0 run, 1 exit 0 (--help, --check-config passed), -1 usage or
@@ -132,6 +136,10 @@ void agent_config_free(struct agent_config *cfg);
 void agent_usage(FILE *f);
 
 int agent_run(struct agent *a);
+/* Restore the VM from this host's replica with no primary to take over
+ * from (cold_start.c decided it): state RESTORING, then MASTER and out of
+ * the loop, or FAULT. */
+void agent_restore_cold(struct agent *a, const char *why);
 /* agent.c */
 const char *agent_state_name(enum agent_state s);
 

@@ -62,8 +62,10 @@ char *agent_status_json(const struct agent *a)
 	add_str(o, "peer_identity", p ? p->identity : NULL);
 	if (a->replica_known) {
 		json_add_u64(o, "replica_epoch", a->replica_epoch);
+		json_add_u64(o, "replica_generation", a->replica_generation);
 	} else {
 		add_str(o, "replica_epoch", NULL);
+		add_str(o, "replica_generation", NULL);
 	}
 	if (a->replica_known && a->replica_committed_ms) {
 		json_object_object_add(o, "replica_committed_unix_ms",

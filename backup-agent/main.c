@@ -47,8 +47,12 @@ int main(int argc, char **argv)
 	}
 	agent_config_free(&a.cfg);
 	if (a.become_primary) {
-		const char *extra[] = { "--qmp", a.master_qmp, "--announce", NULL };
+		char generation[24];
+		const char *extra[] = { "--qmp", a.master_qmp, "--announce", "--generation",
+					generation, NULL };
 
+		snprintf(generation, sizeof(generation), "%llu",
+			 (unsigned long long)a.master_generation);
 		/* The VM runs on whatever happens to us: say so if we cannot
 		 * protect it. */
 		if (pair_role_exec("remus-replicator", config, host, &carry, extra) < 0)

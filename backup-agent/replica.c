@@ -2,6 +2,7 @@
 
 #include "journal.h"
 #include "log.h"
+#include "page_hash.h"
 #include "pair.h"
 #include "procfs.h"
 
@@ -282,6 +283,121 @@ static int check_hello(struct json_object *h, char *err, size_t errlen)
 	return parse_disks(h, NULL, NULL, NULL, err, errlen);
 }
 
+uint64_t replica_generation(struct json_object *vm)
+{
+	struct json_object *v;
+	int64_t g;
+
+	if (!vm || !json_object_object_get_ex(vm, "generation", &v) ||
+	    !json_object_is_type(v, json_type_int) || (g = json_object_get_int64(v)) < 0)
+		return 0;
+	return (uint64_t)g;
+}
+
+/* The session's generation: the primary's proposal, or one above this
+ * directory's replica if that is as high (a VM started afresh beside an
+ * older history). Written into the HELLO object, hence into vm.json. */
+static void set_generation(struct replica *rp)
+{
+	struct replica_info info;
+	uint64_t g = replica_generation(rp->hello);
+
+	if (!replica_load_info(rp->dir, &info)) {
+		uint64_t here = replica_generation(info.vm);
+
+		if (here >= g)
+			g = here + 1;
+		replica_info_free(&info);
+	}
+	rp->generation = g;
+	json_object_object_add(rp->hello, "generation", json_object_new_int64((int64_t)g));
+}
+
+/* Delta resync: may ram.sync start from the replica's RAM? When the HELLO
+ * asks (its seed) and a committed RAM image of this very size is here.
+ * Whose RAM it was does not matter: the primary compares contents. */
+static void choose_delta(struct replica *rp)
+{
+	struct json_object *v;
+	char path[PATH_MAX];
+	struct stat st;
+
+	rp->delta = json_object_object_get_ex(rp->hello, "ram_delta_seed", &v) &&
+		    page_hash_seed_parse(json_object_get_string(v), &rp->delta_seed) &&
+		    !path_in(rp, "ram", path, sizeof(path)) && stat(path, &st) == 0 &&
+		    S_ISREG(st.st_mode) && (uint64_t)st.st_size == rp->ram_size;
+}
+
+/* ram.sync := a copy of ram, on which the initial copy writes only the
+ * pages that differ. 0 or -errno. */
+static int copy_base(struct replica *rp, int to_fd)
+{
+	char path[PATH_MAX];
+	uint64_t left = rp->ram_size;
+	int fd, rc = path_in(rp, "ram", path, sizeof(path));
+
+	if (rc)
+		return rc;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	while (left) {
+		ssize_t n = copy_file_range(fd, NULL, to_fd, NULL, left, 0);
+
+		if (n <= 0) {
+			rc = n < 0 ? -errno : -EIO;
+			break;
+		}
+		left -= (uint64_t)n;
+	}
+	close(fd);
+	return rc;
+}
+
+/* Read through a buffer, not the mapping: touching every page of the
+ * mapping costs a fault each (about 8 us here: 250 ms per 128 MiB), and
+ * the initial copy will write only the pages that differ. */
+#define HASH_READ_PAGES 256u
+
+uint8_t *replica_ram_hashes(const struct replica *rp, uint64_t first, uint32_t n,
+			    uint32_t *len)
+{
+	uint8_t *out = NULL, *buf = NULL;
+	char path[PATH_MAX];
+	int fd = -1;
+
+	if (!rp->delta || !rp->ram || first > rp->npages || n > rp->npages - first ||
+	    n > PROTO_RAM_HASHES_PER_FRAME || path_in(rp, "ram.sync", path, sizeof(path)))
+		return NULL;
+	*len = PROTO_RAM_HASHES_HDR_SIZE + n * PAGE_HASH_SIZE;
+	out = malloc(*len);
+	buf = malloc(HASH_READ_PAGES * PROTO_PAGE_SIZE);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (!out || !buf || fd < 0)
+		goto fail;
+	proto_encode_ram_hashes_hdr(out, first, n);
+	for (uint32_t done = 0; done < n;) {
+		uint32_t k = n - done < HASH_READ_PAGES ? n - done : HASH_READ_PAGES;
+		size_t bytes = (size_t)k * PROTO_PAGE_SIZE;
+
+		if (pread(fd, buf, bytes, (off_t)((first + done) * PROTO_PAGE_SIZE)) != (ssize_t)bytes)
+			goto fail;
+		for (uint32_t i = 0; i < k; i++)
+			page_hash(buf + (size_t)i * PROTO_PAGE_SIZE, rp->delta_seed,
+				  out + PROTO_RAM_HASHES_HDR_SIZE + (size_t)(done + i) * PAGE_HASH_SIZE);
+		done += k;
+	}
+	close(fd);
+	free(buf);
+	return out;
+fail:
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	free(out);
+	return NULL;
+}
+
 static int map_sync_file(struct replica *rp, char *err, size_t errlen)
 {
 	char path[PATH_MAX];
@@ -290,6 +406,14 @@ static int map_sync_file(struct replica *rp, char *err, size_t errlen)
 	if (rc)
 		return rc;
 	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd >= 0 && rp->delta && (rc = copy_base(rp, fd))) {
+		/* a full copy then, from a fresh file */
+		log_warn("delta resync: cannot copy the replica's RAM into %s (%s): full copy",
+			 path, strerror(-rc));
+		rp->delta = false;
+		close(fd);
+		fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	}
 	if (fd < 0 || ftruncate(fd, (off_t)rp->ram_size) < 0) {
 		rc = -errno;
 		snprintf(err, errlen, "backup cannot create %s: %s", path, strerror(errno));
@@ -518,6 +642,8 @@ int replica_begin_session(struct replica *rp, const char *hello_json,
 	rp->synced = false;
 	rp->session_committed = false;
 	rp->session_epoch = 0;
+	set_generation(rp);
+	choose_delta(rp);
 	rc = map_sync_file(rp, err, errlen);
 	if (!rc)
 		rc = create_sync_disks(rp, err, errlen);

@@ -68,6 +68,14 @@ struct replica {
 	bool syncing;            /* ram.sync not yet committed */
 	bool synced;             /* epoch 0, the initial copy, is complete */
 	bool session_committed;  /* a checkpoint of this session is on disk */
+	/* The session's place in the VM's history (vm.json "generation"):
+	 * above the HELLO's and above this directory's last replica, so that
+	 * of two replicas the one written later has the higher generation. */
+	uint64_t generation;
+	/* delta resync: ram.sync starts as a copy of the replica's RAM, whose
+	 * page hashes (with the HELLO's seed) the primary compares against */
+	bool delta;
+	uint64_t delta_seed;
 	uint64_t session_epoch;  /* last epoch committed (or synced) in this session */
 	struct replica_disk *disks;
 	unsigned ndisks;
@@ -113,6 +121,11 @@ int replica_parse_hello(const char *hello_json, struct json_object **out, char *
 int replica_begin_session(struct replica *rp, const char *hello_json,
 			  const char *peer_identity, const struct replica_limits *lim,
 			  char *err, size_t errlen);
+/* Delta resync (proto.h): after replica_begin_session with rp->delta,
+ * the hashes of ram.sync's pages [first, first + n), n at most
+ * PROTO_RAM_HASHES_PER_FRAME, as one FRAME_RAM_HASHES payload (malloc'd,
+ * *len bytes), or NULL without memory. */
+uint8_t *replica_ram_hashes(const struct replica *rp, uint64_t first, uint32_t n, uint32_t *len);
 /* Ends the session: drops what was not committed and frees the staging
  * buffers. */
 void replica_end_session(struct replica *rp);
@@ -148,6 +161,8 @@ struct replica_info {
 };
 /* 0, -ENOENT when there is no committed replica. */
 int replica_load_info(const char *dir, struct replica_info *out);
+/* A HELLO's or vm.json's "generation" (0 when absent or not a count). */
+uint64_t replica_generation(struct json_object *vm);
 void replica_info_free(struct replica_info *info);
 /* -ESTALE (reason in err) if dir's replica was committed in an earlier
  * boot of this host: its RAM and journal may have lost writes its disks

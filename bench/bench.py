@@ -27,6 +27,13 @@
       (each attaches, measures, detaches), then where each pause went;
       soft-dirty needs a kernel that keeps the log: bench/in-vm.sh runs this
       inside Debian's kernel (scripts/nested-vm)
+  bench/bench.py resync [--mem 512] [--dirty-mbs 16,128] [--cut 10]
+      a delta resync against a full one: a guest (its RAM, a 64 MiB disk it
+      writes 1 MiB/s to, a dirtier at 20 MiB/s over each working set) is
+      protected (the first copy: full), then its replication link is cut for
+      --cut seconds (rep0 down) and comes back: bytes and time to be
+      protected again, against the full copy of the same VM in the same run
+      (needs root: scripts/testnet)
   bench/bench.py network [--epochs 25,50,100] [--seconds 8]
       request latency and throughput through the VM's net buffer, replicated
       at each epoch length against unreplicated, in one run (needs root: it
@@ -554,6 +561,76 @@ def network(args):
             "%.0f%%" % s["vcpu_busy_pct"] if s and "vcpu_busy_pct" in s else "-"))
 
 
+def hook_events(path):
+    """The notify hook's lines: (event, unix ms, {REMUS_*})."""
+    out = []
+    try:
+        for line in open(path):
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) >= 2 and parts[1].isdigit():
+                out.append((parts[0], int(parts[1]),
+                            dict(p.split("=", 1) for p in parts[2:] if "=" in p)))
+    except OSError:
+        pass
+    return out
+
+
+def resync(args):
+    """Resync after a link cut, delta against full, side by side per guest."""
+    prefix = "rs%d" % (os.getpid() % 10000)
+    testnet = os.path.join(ROOT, "scripts", "testnet")
+    subprocess.run([testnet, "up", prefix], check=True, stdout=subprocess.DEVNULL)
+    b = Bench()
+    rows = []
+    try:
+        env = {k: v.strip("'\"") for k, v in testnet_env(prefix).items()}
+        pri, bak = ([os.path.join(ROOT, "scripts", "in-netns"), env[k]] for k in ("PRI_NS", "BAK_NS"))
+        hook = os.path.join(b.dir, "notify")
+        with open(hook, "w") as f:
+            f.write("#!/bin/sh\nprintf '%s\\t%s\\t%s\\n' \"$3\" \"$(date +%s%3N)\" "
+                    "\"$(env | grep '^REMUS_' | tr '\\n' '\\t')\" >> \"$0.log\"\n")
+        os.chmod(hook, 0o755)
+        for i, dirty_mb in enumerate(args.dirty_mbs):
+            name = "resync%d" % i
+            run, _ = b.guest(name, args.mem[0], "dirty_mb_s=20 dirty_mb=%d disk_write_mb_s=1" %
+                             dirty_mb, ["--disk", os.path.join(b.dir, name + ".img")])
+            port = 7700 + i
+            b.agent(port, os.path.join(b.dir, "backup%d" % i), env["BACKUP_ADDR"], bak,
+                    ["--no-failover", "--no-fence"])
+            log = hook + ".log"
+            seen = len([e for e in hook_events(log) if e[0] == "protected"])
+            t0 = time.time() * 1000
+            p, sock = b.replicator(run, port, 50, ["--notify", hook, "--epoch-policy", "hybrid"],
+                                   env["BACKUP_ADDR"], pri)
+            wait_for(lambda: len([e for e in hook_events(log) if e[0] == "protected"]) > seen,
+                     300, "the first protection")
+            full = [e for e in hook_events(log) if e[0] == "protected"][seen]
+            time.sleep(5)
+            subprocess.run(pri + ["ip", "link", "set", "rep0", "down"], check=True)
+            cut_at = time.time() * 1000
+            time.sleep(args.cut)
+            subprocess.run(pri + ["ip", "link", "set", "rep0", "up"], check=True)
+            up_at = time.time() * 1000
+            wait_for(lambda: len([e for e in hook_events(log) if e[0] == "protected"]) > seen + 1,
+                     300, "protection again after the cut")
+            again = [e for e in hook_events(log) if e[0] == "protected"][seen + 1]
+            rows.append((dirty_mb, int(full[2]["REMUS_SYNC_BYTES"]), full[1] - t0,
+                         int(again[2]["REMUS_SYNC_BYTES"]), again[1] - up_at, again[1] - cut_at))
+            detach(p)
+            time.sleep(1)
+    finally:
+        b.close()
+        subprocess.run([testnet, "down", prefix], stdout=subprocess.DEVNULL)
+    print("| guest | dirtier working set | full copy (first protection) | resync after a %d s "
+          "cut | bytes vs full | link back -> protected | cut -> protected |" % args.cut)
+    print("|---|---|---|---|---|---|---|")
+    for dirty_mb, fb, fms, db, dms, cms in rows:
+        print("| %d MiB RAM + 64 MiB disk, 20 MiB/s dirtied, disk written 1 MiB/s | %d MiB | "
+              "%.1f MB in %.1f s (from attach) | %.1f MB | %.2f | %.1f s | %.1f s |" % (
+              args.mem[0], dirty_mb, fb / 1e6, fms / 1000, db / 1e6, db / fb, dms / 1000,
+              cms / 1000), flush=True)
+
+
 WORKLOADS = [
     # name, kernel arguments, primary metric
     ("idle", "", "available"),
@@ -658,7 +735,10 @@ def report_policies(results, configs):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["checkpoint", "workrate", "network", "policies", "disk",
-                                     "trackers", "link"])
+                                     "trackers", "link", "resync"])
+    ap.add_argument("--dirty-mbs", default="16,128",
+                    help="'resync': the dirtier's working sets in MiB, one guest each")
+    ap.add_argument("--cut", type=int, default=10, help="'resync': seconds the link is down")
     ap.add_argument("--mem", default=None, help="guest RAM sizes in MB, comma-separated")
     ap.add_argument("--rates", default="0,25,50,100,200", help="dirty rates in MB/s")
     ap.add_argument("--rate", type=int, default=0,
@@ -675,7 +755,9 @@ def main():
     ap.add_argument("--seconds", type=float, default=10, help="measurement window")
     ap.add_argument("--repeat", type=int, default=2, help="'link': TLS/cleartext pairs of runs")
     args = ap.parse_args()
-    args.mem = [int(x) for x in (args.mem or {"checkpoint": "128,512", "trackers": "128,512,1024,2048"}.get(
+    args.dirty_mbs = [int(x) for x in args.dirty_mbs.split(",")]
+    args.mem = [int(x) for x in (args.mem or {"checkpoint": "128,512", "trackers": "128,512,1024,2048",
+                                              "resync": "512"}.get(
         args.what, "128")).split(",")]
     args.rates = [int(x) for x in args.rates.split(",")]
     args.policies = [x for x in args.policies.split(",") if x]
@@ -687,7 +769,8 @@ def main():
             sys.exit("bench: build first (make all guest)")
     print("<!-- %s, %s -->" % (" ".join(sys.argv), time.strftime("%Y-%m-%d %H:%M")), flush=True)
     {"checkpoint": checkpoint, "workrate": workrate, "network": network,
-     "policies": policies, "disk": disk, "trackers": trackers, "link": link}[args.what](args)
+     "policies": policies, "disk": disk, "trackers": trackers, "link": link,
+     "resync": resync}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 #include "proto.h"
 
 #include "crc32c.h"
+#include "page_hash.h"
 
 #include <endian.h>
 #include <errno.h>
@@ -25,6 +26,9 @@ static const char *const type_names[FRAME_TYPE_MAX] = {
 	[FRAME_PAUSE] = "PAUSE",
 	[FRAME_PAUSE_ACK] = "PAUSE_ACK",
 	[FRAME_DISK] = "DISK",
+	[FRAME_RAM_HASHES] = "RAM_HASHES",
+	[FRAME_PEER_QUERY] = "PEER_QUERY",
+	[FRAME_PEER_STATE] = "PEER_STATE",
 };
 
 const char *frame_type_name(unsigned type)
@@ -150,6 +154,33 @@ int proto_parse_handover_done(const uint8_t *payload, uint32_t len, struct hando
 	if (out->qemu_pid == 0)
 		return -EBADMSG;
 	return 0;
+}
+
+int proto_parse_ram_hashes(const uint8_t *payload, uint32_t len, uint64_t *first,
+			   uint32_t *count, const uint8_t **hashes)
+{
+	uint64_t f;
+	uint32_t n;
+
+	if (len < PROTO_RAM_HASHES_HDR_SIZE)
+		return -EPROTO;
+	f = get_be64(payload);
+	n = get_be32(payload + 8);
+	if (n == 0 || n > PROTO_RAM_HASHES_PER_FRAME || get_be32(payload + 12) ||
+	    len != PROTO_RAM_HASHES_HDR_SIZE + (uint64_t)n * PAGE_HASH_SIZE || f > UINT64_MAX - n)
+		return -EPROTO;
+	*first = f;
+	*count = n;
+	*hashes = payload + PROTO_RAM_HASHES_HDR_SIZE;
+	return 0;
+}
+
+void proto_encode_ram_hashes_hdr(uint8_t out[PROTO_RAM_HASHES_HDR_SIZE], uint64_t first,
+				 uint32_t count)
+{
+	put_be64(out, first);
+	put_be32(out + 8, count);
+	put_be32(out + 12, 0);
 }
 
 int proto_parse_disk(const uint8_t *payload, uint32_t len, struct disk_op *out)

@@ -37,6 +37,12 @@ enum frame_type {
 	FRAME_PAUSE_ACK,        /* backup will not fail over until a commit */
 	/* Sent only to an agent whose HELLO_REPLY lists the "disk" feature. */
 	FRAME_DISK,             /* one guest disk operation of an epoch (struct disk_op) */
+	/* Sent only after a HELLO_REPLY with "ram_hashes" (delta resync). */
+	FRAME_RAM_HASHES,       /* backup -> primary: hashes of its base's pages */
+	/* Agent to agent, in a pair whose roles move (backup-agent/cold_start.h):
+	 * the first frame of a connection instead of HELLO. */
+	FRAME_PEER_QUERY,       /* JSON: what the asking agent holds */
+	FRAME_PEER_STATE,       /* JSON: what the answering agent holds */
 	FRAME_TYPE_MAX
 };
 
@@ -99,6 +105,24 @@ struct handover_done {
 /* The feature an agent lists when it keeps disk replicas (HELLO "disks",
  * FRAME_DISK). */
 #define PROTO_FEATURE_DISK "disk"
+
+/* Delta resync (docs/PROTOCOL.md): the HELLO's "ram_delta_seed" (16 hex
+ * digits, a new random seed per connection) asks the agent for the hashes
+ * of the pages its initial copy starts from (its replica's RAM, when it
+ * has one of this size); its HELLO_REPLY then says "ram_hashes": the
+ * number of pages, and FRAME_RAM_HASHES frames follow at once, in page
+ * order, before anything else. The primary sends in epoch 0 only the
+ * pages whose hash differs. FRAME_RAM_HASHES payload: be64 first page,
+ * be32 count, be32 zero, then count hashes of PAGE_HASH_SIZE bytes. */
+#define PROTO_RAM_HASHES_HDR_SIZE   16
+#define PROTO_RAM_HASHES_PER_FRAME  65536u
+/* 0, or -EPROTO when the payload is not a header and count (1 to
+ * PROTO_RAM_HASHES_PER_FRAME) hashes exactly, or first + count overflows.
+ * Whether the range is the one expected is the receiver's check. */
+int proto_parse_ram_hashes(const uint8_t *payload, uint32_t len, uint64_t *first,
+			   uint32_t *count, const uint8_t **hashes);
+void proto_encode_ram_hashes_hdr(uint8_t out[PROTO_RAM_HASHES_HDR_SIZE], uint64_t first,
+				 uint32_t count);
 
 void proto_encode_handover_done(uint8_t out[PROTO_HANDOVER_DONE_SIZE],
 				const struct handover_done *d);

@@ -1,7 +1,7 @@
 /* libFuzzer harness for the agent's frame reader (common/proto.c): the
  * bytes a primary sends, through a pipe into frame_reader_read, and each
  * frame it hands out through proto_check_payload and the parser of its
- * type (PAGES, EPOCH_END, HANDOVER_DONE, DISK). A frame handed out must be
+ * type (PAGES, EPOCH_END, HANDOVER_DONE, DISK, RAM_HASHES). A frame handed out must be
  * exactly the next bytes of the stream, its header valid, and what a
  * parser accepts must lie inside the payload. Must neither crash nor leak.
  *
@@ -17,6 +17,7 @@
  *   build/fuzz/fuzz_frame -max_total_time=60 build/fuzz/corpus-frame fuzz/corpus/frame
  */
 #include "crc32c.h"
+#include "page_hash.h"
 #include "proto.h"
 
 #include <endian.h>
@@ -73,6 +74,21 @@ static void check_pages(const uint8_t *p, uint32_t len)
 	(void)((volatile const uint8_t *)ph.data)[(size_t)ph.count * PROTO_PAGE_SIZE - 1];
 }
 
+
+/* What proto_parse_ram_hashes accepts lies inside the payload, exactly. */
+static void check_ram_hashes(const uint8_t *payload, uint32_t len)
+{
+	const uint8_t *hashes;
+	uint64_t first;
+	uint32_t n;
+
+	if (proto_parse_ram_hashes(payload, len, &first, &n, &hashes))
+		return;
+	if (!n || n > PROTO_RAM_HASHES_PER_FRAME || hashes != payload + PROTO_RAM_HASHES_HDR_SIZE ||
+	    len != PROTO_RAM_HASHES_HDR_SIZE + (uint64_t)n * PAGE_HASH_SIZE || first + n < first)
+		abort();
+}
+
 static void check_frame(const struct frame_hdr *h, const uint8_t *payload)
 {
 	struct epoch_end ee;
@@ -96,6 +112,9 @@ static void check_frame(const struct frame_hdr *h, const uint8_t *payload)
 		if (!proto_parse_handover_done(payload, h->len, &hd) &&
 		    (h->len != PROTO_HANDOVER_DONE_SIZE || !hd.qemu_pid))
 			abort();
+		break;
+	case FRAME_RAM_HASHES:
+		check_ram_hashes(payload, h->len);
 		break;
 	case FRAME_DISK:
 		if (!proto_parse_disk(payload, h->len, &op) && op.data &&

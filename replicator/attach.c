@@ -3,6 +3,7 @@
  * replicated safely, saying how to start it right. */
 #include "domain_xml.h"
 #include "log.h"
+#include "page_hash.h"
 #include "procfs.h"
 #include "qemu_opts.h"
 #include "qmp.h"
@@ -434,7 +435,7 @@ char *vm_hello_json(const struct replicator *r)
 	const struct vm_info *vm = &r->vm;
 	struct json_object *o = json_object_new_object();
 	struct json_object *argv = json_object_new_array();
-	char *text;
+	char *text, seed[17];
 
 	for (int i = 0; i < vm->argc; i++)
 		json_object_array_add(argv, json_object_new_string(vm->argv[i]));
@@ -445,6 +446,9 @@ char *vm_hello_json(const struct replicator *r)
 	json_object_object_add(o, "ram_backend", json_object_new_string(vm->backend_id));
 	json_object_object_add(o, "machine_type", json_object_new_string(vm->machine_type));
 	json_object_object_add(o, "qemu_argv", argv);
+	json_object_object_add(o, "generation", json_object_new_int64((int64_t)r->generation + 1));
+	page_hash_seed_format(r->delta.seed, seed);
+	json_object_object_add(o, "ram_delta_seed", json_object_new_string(seed));
 	for (int i = 0; i < r->ndevices; i++)
 		if (r->devices[i].ops->hello)
 			r->devices[i].ops->hello(r->devices[i].state, o);

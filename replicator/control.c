@@ -29,6 +29,7 @@ char *status_json(const struct replicator *r)
 	json_object_object_add(o, "vm", json_object_new_string(r->vm.name));
 	json_object_object_add(o, "qemu_pid", json_object_new_int(r->vm.pid));
 	json_object_object_add(o, "backup", json_object_new_string(r->cfg.backup.text));
+	json_add_u64(o, "generation", r->generation);
 	json_object_object_add(o, "protection", json_object_new_string(replicator_state_name(r)));
 	json_object_object_add(o, "epoch_policy",
 			       json_object_new_string(epoch_policy_name(r->policy.cfg.kind)));

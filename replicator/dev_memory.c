@@ -2,6 +2,7 @@
 #include "ckpt_device.h"
 #include "clock.h"
 #include "log.h"
+#include "page_hash.h"
 #include "procfs.h"
 #include "replicator.h"
 #include "tracker.h"
@@ -293,6 +294,28 @@ static bool sync_slots_free(const struct memory_device *m, const struct replicat
 	       r->link.out.bytes_sent >= m->sync_mark[(m->sync_steps - m->sync_window) % SYNC_MARKS];
 }
 
+/* Delta resync: of the step's n pages (m->dirty[sync_next...], just
+ * copied), keep in front those whose hash differs from the backup's page;
+ * the others it has already. Returns how many are kept. */
+static size_t delta_filter(struct memory_device *m, struct replicator *r, size_t n)
+{
+	uint8_t h[PAGE_HASH_SIZE];
+	uint32_t *idx = m->dirty + m->sync_next;
+	size_t kept = 0;
+
+	if (!r->delta.hashes)
+		return n;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t page = idx[i];
+
+		page_hash(m->tops->page(m->tracker, page), r->delta.seed, h);
+		if (memcmp(h, r->delta.hashes + (size_t)page * PAGE_HASH_SIZE, PAGE_HASH_SIZE))
+			idx[kept++] = page;
+	}
+	r->delta.pages_same += n - kept;
+	return kept;
+}
+
 /* One step of the initial copy; the last one ends this device's epoch 0. */
 static void on_sync_step(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -311,7 +334,7 @@ static void on_sync_step(struct ev_loop *loop, ev_timer *w, int revents)
 	if (n > m->sync_step_pages)
 		n = m->sync_step_pages;
 	m->tops->copy_pages(m->tracker, m->sync_next, n);
-	if (send_pages(m, r, &r->sync_tally, m->dirty + m->sync_next, n)) {
+	if (send_pages(m, r, &r->sync_tally, m->dirty + m->sync_next, delta_filter(m, r, n))) {
 		link_drop_alive(r, "initial sync could not be queued; resyncing");
 		return;
 	}
@@ -321,6 +344,13 @@ static void on_sync_step(struct ev_loop *loop, ev_timer *w, int revents)
 	if (m->sync_next < m->npages) {
 		ev_timer_start(loop, w);
 		return;
+	}
+	if (r->delta.hashes) {
+		log_info("delta resync: %llu of %zu pages differ from the backup's replica and "
+			 "were sent (%.1f%%)", (unsigned long long)(m->npages - r->delta.pages_same),
+			 m->npages, 100.0 * (double)(m->npages - r->delta.pages_same) /
+			 (double)m->npages);
+		link_delta_free(r);
 	}
 	if (m->sync_window)
 		log_info("initial sync: %zu MiB of RAM copied and queued in %.1f ms (VM running; "
@@ -372,6 +402,7 @@ static int memory_sync(void *state, struct replicator *r, struct epoch_tally *t)
 	for (size_t i = 0; i < m->npages; i++)
 		m->dirty[i] = (uint32_t)i;
 	m->ndirty = 0;
+	r->delta.pages_same = 0;
 	m->sync_next = 0;
 	m->sync_started_ms = mono_ms();
 	ev_timer_set(&m->sync_step, 0, 0);

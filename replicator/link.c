@@ -2,12 +2,14 @@
  * TLS and framing, is common/peer_link.c): the HELLO and its reply, the
  * frames the backup sends, GOODBYE. */
 #include "log.h"
+#include "page_hash.h"
 #include "qmp.h"
 #include "replicator.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 /* Connect, TLS and the HELLO exchange must all be done by then. The
  * agent may take a while over a HELLO (it creates the replica files). */
@@ -56,6 +58,76 @@ int link_push(struct replicator *r, unsigned type, uint64_t epoch,
 	return peer_link_push(&r->link, type, epoch, iov, iovcnt, owned, crc);
 }
 
+/* Delta resync: the backup's page hashes, in page order; once all are
+ * here the initial copy starts, sending only the pages that differ. */
+static void on_ram_hashes(struct replicator *r, const struct frame_hdr *h,
+			  const uint8_t *payload)
+{
+	struct ram_delta *d = &r->delta;
+	const uint8_t *hashes;
+	uint64_t first;
+	uint32_t n;
+
+	if (!d->hashes || d->received == d->expect ||
+	    proto_parse_ram_hashes(payload, h->len, &first, &n, &hashes) ||
+	    first != d->received || n > d->expect - first) {
+		link_drop_alive(r, "page hashes from the backup out of place or malformed");
+		return;
+	}
+	memcpy(d->hashes + first * PAGE_HASH_SIZE, hashes, (size_t)n * PAGE_HASH_SIZE);
+	d->received += n;
+	if (d->received < d->expect)
+		return;
+	log_info("delta resync: the backup's replica RAM is the base; the initial copy sends "
+		 "only the pages whose hash differs");
+	epoch_start_sync(r);
+}
+
+void link_delta_free(struct replicator *r)
+{
+	free(r->delta.hashes);
+	r->delta.hashes = NULL;
+	r->delta.expect = r->delta.received = 0;
+}
+
+/* The generation the backup recorded for this session (an older agent
+ * says none: ours stays). */
+static void adopt_generation(struct replicator *r, struct json_object *reply)
+{
+	struct json_object *v;
+
+	if (json_object_object_get_ex(reply, "generation", &v) &&
+	    json_object_is_type(v, json_type_int) && json_object_get_int64(v) > 0 &&
+	    (uint64_t)json_object_get_int64(v) > r->generation)
+		r->generation = (uint64_t)json_object_get_int64(v);
+}
+
+/* A HELLO_REPLY with "ram_hashes": room for them, which must number the
+ * VM's pages. */
+static int expect_ram_hashes(struct replicator *r, struct json_object *reply, char *err,
+			     size_t errlen)
+{
+	struct json_object *v;
+	uint64_t npages = r->vm.ram_size / PROTO_PAGE_SIZE;
+
+	link_delta_free(r);
+	if (!json_object_object_get_ex(reply, "ram_hashes", &v))
+		return 0; /* a full copy */
+	if (!json_object_is_type(v, json_type_int) ||
+	    (uint64_t)json_object_get_int64(v) != npages) {
+		snprintf(err, errlen, "backup offers %s page hashes for a VM of %llu pages",
+			 json_object_get_string(v), (unsigned long long)npages);
+		return -EPROTO;
+	}
+	r->delta.hashes = malloc(npages * PAGE_HASH_SIZE);
+	if (!r->delta.hashes) {
+		snprintf(err, errlen, "no memory for %llu page hashes", (unsigned long long)npages);
+		return -ENOMEM;
+	}
+	r->delta.expect = npages;
+	return 0;
+}
+
 static void handle_frame(struct replicator *r, const struct frame_hdr *h,
 			 const uint8_t *payload)
 {
@@ -71,6 +143,9 @@ static void handle_frame(struct replicator *r, const struct frame_hdr *h,
 		epoch_on_nack(r, h->epoch, why);
 		break;
 	case FRAME_HEARTBEAT:
+		break;
+	case FRAME_RAM_HASHES:
+		on_ram_hashes(r, h, payload);
 		break;
 	case FRAME_HANDOVER_DONE:
 	case FRAME_HANDOVER_FAILED:
@@ -150,6 +225,9 @@ static int parse_hello_reply(struct replicator *r, const uint8_t *payload, uint3
 				 "remus-agent?) but the VM has %d replicated disk(s)",
 				 r->protected_disks);
 			rc = -EPROTO;
+		} else {
+			adopt_generation(r, reply);
+			rc = expect_ram_hashes(r, reply, err, errlen);
 		}
 	}
 	json_object_put(reply);
@@ -242,6 +320,12 @@ int link_open(struct replicator *r, char *err, size_t errlen)
 
 	peer_link_init(&r->link, r->loop, &r->link_sec, &link_ops, r);
 	r->agent_operator = false; /* until its HELLO_REPLY says so */
+	/* a seed of this connection only: see page_hash.h */
+	link_delta_free(r);
+	if (getrandom(&r->delta.seed, sizeof(r->delta.seed), 0) != sizeof(r->delta.seed)) {
+		snprintf(err, errlen, "getrandom: %s", strerror(errno));
+		return -errno;
+	}
 	rc = peer_link_connect(&r->link, &r->cfg.backup, HANDSHAKE_DEADLINE_MS);
 	if (rc)
 		snprintf(err, errlen, "cannot connect to backup %s: %s", r->cfg.backup.text,

@@ -96,6 +96,10 @@ void replicator_usage(FILE *f)
 "                        not running here (README, Pairs whose roles move)\n"
 "  --announce            have QEMU announce the VM's MAC addresses once the\n"
 "                        net buffer holds its NICs (a VM just restored)\n"
+"  --generation N        the generation of the replica the VM was restored\n"
+"                        from (the agent gives it): the sessions after it\n"
+"                        record higher ones, so that of two replicas the\n"
+"                        later one is known (default 0)\n"
 "  --qmp PATH            QEMU's QMP unix socket (plain QEMU; or [vm] qmp)\n"
 "  --domain NAME         a libvirt domain instead (or [vm] domain): QMP goes\n"
 "                        through libvirt's monitor passthrough; the domain\n"
@@ -192,13 +196,14 @@ enum { OPT_QMP = 256, OPT_CONNECT, OPT_DOMAIN, OPT_NOTIFY, OPT_PAIR, OPT_KEY_FIL
        OPT_CAPTURE_THREADS, OPT_NET_OUT, OPT_NET_CAP_MB, OPT_DISK_CAP_MB, OPT_TEST_DISK_UNBUFFERED, OPT_NO_OUTPUT_COMMIT,
        OPT_EPOCH_POLICY, OPT_EPOCH_MIN_MS, OPT_EPOCH_MAX_MS, OPT_MAX_OVERHEAD,
        OPT_OUTPUT_DELAY_MS, OPT_TRACKER, OPT_UNPROTECTED_DISK, OPT_CONFIG,
-       OPT_CHECK_CONFIG, OPT_HOST, OPT_ANNOUNCE };
+       OPT_CHECK_CONFIG, OPT_HOST, OPT_ANNOUNCE, OPT_GENERATION };
 
 static const struct option long_opts[] = {
 	{ "config", required_argument, NULL, OPT_CONFIG },
 	{ "check-config", no_argument, NULL, OPT_CHECK_CONFIG },
 	{ "host", required_argument, NULL, OPT_HOST },
 	{ "announce", no_argument, NULL, OPT_ANNOUNCE },
+	{ "generation", required_argument, NULL, OPT_GENERATION },
 	{ "qmp", required_argument, NULL, OPT_QMP },
 	{ "connect", required_argument, NULL, OPT_CONNECT },
 	{ "notify", required_argument, NULL, OPT_NOTIFY },
@@ -402,6 +407,11 @@ static int parse(int argc, char **argv, struct replicator_config *cfg, int *use_
 		case OPT_CONFIG: case OPT_CHECK_CONFIG: break; /* found above */
 		case OPT_HOST: host_name = optarg; break;
 		case OPT_ANNOUNCE: cfg->announce = true; break;
+		case OPT_GENERATION:
+			if (cli_parse_ulong("--generation", optarg, 0, ~0ul >> 2, &v))
+				return -1;
+			cfg->generation = v;
+			break;
 		/* A flag names the VM over the file, whichever way the file did. */
 		case OPT_QMP: cfg->qmp_path = optarg; vm_flags |= 1; cfg->domain = NULL; break;
 		case OPT_DOMAIN: cfg->domain = optarg; vm_flags |= 2; cfg->qmp_path = NULL; break;

@@ -10,6 +10,7 @@
 #include "virt.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -311,6 +312,12 @@ void replicator_link_up(struct replicator *r)
 		 r->link.session);
 	if (operator_on_connected(r))
 		return;
+	if (r->delta.hashes) {
+		/* delta resync: the sync starts once they are all here (link.c) */
+		log_info("delta resync: waiting for the hashes of the backup's %llu pages",
+			 (unsigned long long)r->delta.expect);
+		return;
+	}
 	epoch_start_sync(r);
 }
 
@@ -422,6 +429,30 @@ static void init_watchers(struct replicator *r)
 		ev_io_start(r->loop, &r->qmp_watch);
 }
 
+/* The generation we start from: the replica the VM was restored from
+ * (--generation), or, in a pair whose roles move, this host's own replica
+ * if it is as high: our first session then records a higher one than any
+ * replica of either host (the backup's own is the agent's to add). */
+static void start_generation(struct replicator *r)
+{
+	char path[PATH_MAX];
+	struct json_object *file, *vm = NULL, *v;
+
+	r->generation = r->cfg.generation;
+	if (!r->cfg.host)
+		return;
+	/* vm.json: {"vm": the HELLO with its "generation", "epoch": ...} */
+	snprintf(path, sizeof(path), "%s/vm.json", r->cfg.host->state_dir);
+	file = json_object_from_file(path);
+	if (file)
+		json_object_object_get_ex(file, "vm", &vm);
+	if (vm && json_object_object_get_ex(vm, "generation", &v) &&
+	    json_object_is_type(v, json_type_int) && json_object_get_int64(v) > 0 &&
+	    (uint64_t)json_object_get_int64(v) > r->generation)
+		r->generation = (uint64_t)json_object_get_int64(v);
+	json_object_put(file);
+}
+
 /* A VM restored here just now: the NIC's frames were dropped until the
  * net buffer bound its socket, the restore's announcement with them, so
  * switches still send the VM's traffic to the old host. Announce again
@@ -488,6 +519,7 @@ int replicator_run(struct replicator *r)
 	if (rc)
 		goto out;
 	link_security_set_identity(&r->link_sec, r->cfg.pair_name ? r->cfg.pair_name : r->vm.name);
+	start_generation(r);
 	rc = make_runtime_dir(r);
 	if (rc)
 		goto out;
@@ -513,6 +545,7 @@ out:
 	hook_runner_drain(&r->hooks, HOOK_NOTIFY_TIMEOUT_MS);
 	operator_close(r);
 	peer_link_close(&r->link);
+	link_delta_free(r);
 	control_close(r);
 	epoch_devices_teardown(r);
 	runtime_dir_remove(r->runtime_dir);

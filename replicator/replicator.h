@@ -67,6 +67,7 @@ struct replicator_config {
 	const char *key_file;      /* --key-file: the pair key (link_security.h) */
 	bool cleartext_link;       /* --insecure-cleartext-link */
 	bool announce;             /* --announce: QMP announce-self once the NICs are ours */
+	uint64_t generation;       /* --generation: of the replica the VM was restored from */
 	/* A pair whose roles move ([host] sections): this host's, and the
 	 * file, for the agent we become (common/pair_role.h); NULL: none. */
 	const struct config_host *host;
@@ -165,6 +166,22 @@ struct replicator {
 	bool output_waiting;      /* output arrived in this epoch */
 	struct vcpu_load vcpu_load; /* how busy the vCPUs are while the VM runs */
 
+	/* The VM's place in its history: the generation of the last session
+	 * (or of the replica it was restored from); each HELLO proposes one
+	 * more, the backup's reply says what it recorded (vm.json). Of two
+	 * replicas, the one of the higher generation was written later. */
+	uint64_t generation;
+
+	/* Delta resync of this connection (link.c, proto.h): its HELLO's
+	 * seed, and the backup's page hashes for epoch 0 (dev_memory.c sends
+	 * only the pages that differ). hashes NULL: a full copy. */
+	struct ram_delta {
+		uint64_t seed;
+		uint8_t *hashes;     /* expect * PAGE_HASH_SIZE */
+		uint64_t expect, received;
+		uint64_t pages_same; /* pages of epoch 0 not sent: the backup has them */
+	} delta;
+
 	/* operator controls (operator.c) */
 	bool agent_operator;
 	int protected_disks;      /* disks the disk device replicates */
@@ -205,6 +222,8 @@ void replicator_usage(FILE *f);
  * link_open starts connecting; the outcome comes from the loop as
  * replicator_link_up or replicator_link_failed (replicator.c). */
 int link_open(struct replicator *r, char *err, size_t errlen);
+/* Drop the delta resync's page hashes (after epoch 0, on a new link). */
+void link_delta_free(struct replicator *r);
 void link_drop_alive(struct replicator *r, const char *why);
 void link_goodbye(struct replicator *r, const char *why);
 int link_push(struct replicator *r, unsigned type, uint64_t epoch,

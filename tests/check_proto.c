@@ -3,6 +3,7 @@
  * and the outgoing frame queue, over socketpairs. */
 #include "crc32c.h"
 #include "frame_queue.h"
+#include "page_hash.h"
 #include "proto.h"
 
 #include <check.h>
@@ -411,7 +412,9 @@ START_TEST(test_operator_frame_numbers_and_names)
 
 	ck_assert_uint_eq(FRAME_GOODBYE, 9);
 	ck_assert_uint_eq(FRAME_DISK, 15);
-	ck_assert_uint_eq(FRAME_TYPE_MAX, 16);
+	ck_assert_uint_eq(FRAME_RAM_HASHES, 16);
+	ck_assert_uint_eq(FRAME_PEER_STATE, 18);
+	ck_assert_uint_eq(FRAME_TYPE_MAX, 19);
 	ck_assert_str_eq(frame_type_name(FRAME_DISK), "DISK");
 	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
 		ck_assert_str_eq(frame_type_name(want[i].type), want[i].name);
@@ -435,6 +438,65 @@ START_TEST(test_handover_done_round_trip)
 	ck_assert_int_eq(proto_parse_handover_done(buf, sizeof(buf), &out), 0);
 	ck_assert_uint_eq(out.qemu_pid, in.qemu_pid);
 	ck_assert_uint_eq(out.restore_ms, in.restore_ms);
+}
+END_TEST
+
+/* FRAME_RAM_HASHES: a header and exactly count hashes, nothing else. */
+START_TEST(test_ram_hashes_parse)
+{
+	static uint8_t buf[PROTO_RAM_HASHES_HDR_SIZE + 3 * PAGE_HASH_SIZE + 1];
+	const uint8_t *hashes = NULL;
+	uint64_t first = 0;
+	uint32_t n = 0, len = PROTO_RAM_HASHES_HDR_SIZE + 3 * PAGE_HASH_SIZE;
+
+	proto_encode_ram_hashes_hdr(buf, 65536, 3);
+	ck_assert_int_eq(proto_parse_ram_hashes(buf, len, &first, &n, &hashes), 0);
+	ck_assert_uint_eq(first, 65536);
+	ck_assert_uint_eq(n, 3);
+	ck_assert_ptr_eq(hashes, buf + PROTO_RAM_HASHES_HDR_SIZE);
+	/* a hash short, one byte over, no header */
+	ck_assert_int_eq(proto_parse_ram_hashes(buf, len - 1, &first, &n, &hashes), -EPROTO);
+	ck_assert_int_eq(proto_parse_ram_hashes(buf, len + 1, &first, &n, &hashes), -EPROTO);
+	ck_assert_int_eq(proto_parse_ram_hashes(buf, 15, &first, &n, &hashes), -EPROTO);
+	/* no hashes, too many, the reserved word set, a range past 2^64 */
+	proto_encode_ram_hashes_hdr(buf, 0, 0);
+	ck_assert_int_eq(proto_parse_ram_hashes(buf, PROTO_RAM_HASHES_HDR_SIZE, &first, &n,
+						&hashes), -EPROTO);
+	proto_encode_ram_hashes_hdr(buf, 0, PROTO_RAM_HASHES_PER_FRAME + 1);
+	ck_assert_int_eq(proto_parse_ram_hashes(buf, len, &first, &n, &hashes), -EPROTO);
+	proto_encode_ram_hashes_hdr(buf, 0, 3);
+	buf[15] = 1;
+	ck_assert_int_eq(proto_parse_ram_hashes(buf, len, &first, &n, &hashes), -EPROTO);
+	proto_encode_ram_hashes_hdr(buf, UINT64_MAX - 1, 3);
+	ck_assert_int_eq(proto_parse_ram_hashes(buf, len, &first, &n, &hashes), -EPROTO);
+	ck_assert_str_eq(frame_type_name(FRAME_RAM_HASHES), "RAM_HASHES");
+}
+END_TEST
+
+/* The seed as the HELLO carries it, and the hash both ends compute. */
+START_TEST(test_page_hash_seed_and_value)
+{
+	static uint8_t page[PROTO_PAGE_SIZE];
+	uint8_t a[PAGE_HASH_SIZE], b[PAGE_HASH_SIZE];
+	char text[17];
+	uint64_t seed = 0;
+
+	page_hash_seed_format(0x0123456789abcdefull, text);
+	ck_assert_str_eq(text, "0123456789abcdef");
+	ck_assert(page_hash_seed_parse(text, &seed));
+	ck_assert_uint_eq(seed, 0x0123456789abcdefull);
+	ck_assert(!page_hash_seed_parse("0123456789ABCDEF", &seed));
+	ck_assert(!page_hash_seed_parse("0123456789abcde", &seed));
+	ck_assert(!page_hash_seed_parse("0123456789abcdefa", &seed));
+	ck_assert(!page_hash_seed_parse(NULL, &seed));
+	page_hash(page, 1, a);
+	page_hash(page, 1, b);
+	ck_assert_mem_eq(a, b, PAGE_HASH_SIZE);
+	page_hash(page, 2, b);   /* another seed, another function */
+	ck_assert(memcmp(a, b, PAGE_HASH_SIZE));
+	page[4095] = 1;          /* one bit of the page */
+	page_hash(page, 1, b);
+	ck_assert(memcmp(a, b, PAGE_HASH_SIZE));
 }
 END_TEST
 
@@ -1069,6 +1131,8 @@ static Suite *proto_suite(void)
 	ADD(s, test_operator_frame_numbers_and_names, 5);
 	ADD(s, test_handover_done_round_trip, 5);
 	ADD(s, test_handover_done_bad_payload_is_ebadmsg, 5);
+	ADD(s, test_ram_hashes_parse, 5);
+	ADD(s, test_page_hash_seed_and_value, 5);
 	ADD(s, test_disk_round_trip_every_op, 5);
 	ADD(s, test_disk_write_size_limit, 5);
 	ADD(s, test_disk_malformed_is_eproto_and_untouched, 5);

@@ -6,6 +6,7 @@
 #include "../common/procfs.h"
 #include "crc32c.h"
 #include "log.h"
+#include "page_hash.h"
 #include "proto.h"
 #include "tmp_fixture.h"
 
@@ -1112,6 +1113,88 @@ START_TEST(test_new_session_commit_replaces_previous_replica)
 }
 END_TEST
 
+/* ---- delta resync ---- */
+
+static const char delta_hello[] =
+	"{\"protocol\":1,\"name\":\"t\",\"ram_size\":65536,\"page_size\":4096,"
+	"\"ram_backend\":\"ram0\",\"machine_type\":\"pc-i440fx-7.2\","
+	"\"qemu_argv\":[\"qemu-system-x86_64\"],\"ram_delta_seed\":\"00000000deadbeef\"}";
+
+/* A primary that asks for a delta resync gets the hashes of the committed
+ * RAM; the initial copy then carries only the pages that differ, and the
+ * commit holds those and every other page of the old replica. */
+START_TEST(test_delta_resync_starts_from_the_replica)
+{
+	struct fx *f = fx_open();
+	struct epoch_plan *p = malloc(sizeof(*p));
+	static const uint64_t changed[2] = { 2, 9 }, idx1[1] = { 5 };
+	uint8_t want[PAGE_HASH_SIZE], *h;
+	struct tally t = { 0 };
+	uint32_t len;
+	char why[200];
+
+	ck_assert_ptr_nonnull(p);
+	committed_to(f, 2);
+	begin(f, delta_hello);
+	ck_assert(f->rp.delta);
+	ck_assert_uint_eq(f->rp.delta_seed, 0xdeadbeefu);
+	/* the hashes are of the committed pages, in two frames' worth */
+	h = replica_ram_hashes(&f->rp, 4, NPAGES - 4, &len);
+	ck_assert_ptr_nonnull(h);
+	ck_assert_uint_eq(len, PROTO_RAM_HASHES_HDR_SIZE + (NPAGES - 4) * PAGE_HASH_SIZE);
+	for (unsigned i = 4; i < NPAGES; i++) {
+		page_hash(f->model + (size_t)i * PAGE, 0xdeadbeefu, want);
+		ck_assert_mem_eq(h + PROTO_RAM_HASHES_HDR_SIZE + (i - 4) * PAGE_HASH_SIZE, want,
+				 PAGE_HASH_SIZE);
+	}
+	free(h);
+	ck_assert_ptr_null(replica_ram_hashes(&f->rp, 4, NPAGES, &len)); /* past the end */
+	/* epoch 0 sends two pages; the rest comes from the replica */
+	for (unsigned i = 0; i < 2; i++)
+		fill_page(f, f->model + changed[i] * PAGE);
+	push_pages(f, 0, changed, 1, f->model + changed[0] * PAGE, &t, DELIVER);
+	push_pages(f, 0, changed + 1, 1, f->model + changed[1] * PAGE, &t, DELIVER);
+	ck_assert_msg(end_epoch(f, 0, &t, why, sizeof(why)) == 0, "sync refused: %s", why);
+	plan(f, p, 1, idx1, 1);
+	ck_assert_msg(send_epoch(f, p, why, sizeof(why)) == 0, "epoch 1: %s", why);
+	assert_committed(f, 1, p->dev);  /* the whole RAM equals the model */
+	free(p);
+	fx_close(f);
+}
+END_TEST
+
+/* No delta without a seed, nor from a replica of another size: a full
+ * copy into a fresh, zeroed ram.sync. */
+START_TEST(test_delta_resync_only_from_a_replica_of_this_size)
+{
+	struct fx *f = fx_open();
+	static const char other_size[] =
+		"{\"protocol\":1,\"name\":\"t\",\"ram_size\":131072,\"page_size\":4096,"
+		"\"ram_backend\":\"ram0\",\"machine_type\":\"pc-i440fx-7.2\","
+		"\"qemu_argv\":[\"qemu-system-x86_64\"],\"ram_delta_seed\":\"0000000000000001\"}";
+	static const char bad_seed[] =
+		"{\"protocol\":1,\"name\":\"t\",\"ram_size\":65536,\"page_size\":4096,"
+		"\"ram_backend\":\"ram0\",\"machine_type\":\"pc-i440fx-7.2\","
+		"\"qemu_argv\":[\"qemu-system-x86_64\"],\"ram_delta_seed\":\"xyz\"}";
+	static const uint8_t zero[PAGE];
+	uint32_t len;
+
+	begin(f, delta_hello);   /* nothing committed yet */
+	ck_assert(!f->rp.delta);
+	replica_end_session(&f->rp);
+	committed_to(f, 1);
+	begin(f, good_hello);
+	ck_assert(!f->rp.delta);
+	ck_assert_mem_eq(f->rp.ram, zero, PAGE);
+	begin(f, bad_seed);
+	ck_assert(!f->rp.delta);
+	begin(f, other_size);
+	ck_assert(!f->rp.delta);
+	ck_assert_ptr_null(replica_ram_hashes(&f->rp, 0, 1, &len)); /* no delta, no hashes */
+	fx_close(f);
+}
+END_TEST
+
 /* ---- crash safety: the journal (backup-agent/journal.h) ---- */
 
 /* Writing the journal is the commit point: when it cannot be written the
@@ -1364,6 +1447,8 @@ static Suite *replica_suite(void)
 	ADD(s, test_killed_before_commit_point_recovers_previous_epoch);
 	ADD(s, test_killed_after_commit_point_recovers_new_epoch);
 	ADD(s, test_damaged_journal_is_refused);
+	ADD(s, test_delta_resync_starts_from_the_replica);
+	ADD(s, test_delta_resync_only_from_a_replica_of_this_size);
 	ADD(s, test_journal_page_index_wrapping_past_ram_is_refused);
 	return s;
 }

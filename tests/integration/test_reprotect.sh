@@ -7,11 +7,16 @@
 # TCP connection runs through everything: its counter must never go back,
 # repeat or skip, the console's ticks must go on without a reboot.
 #
-#   1. --cycles 3 --kill qemu: A -> B -> A -> B, failback B -> A. The
-#      daemon whose VM died becomes the backup by itself.
-#   2. --cycles 1 --kill host: the whole host dies; it comes back (its
-#      daemon starts, as at boot) while the VM runs on the other host: it
-#      finds no VM, starts no copy of its own and becomes the backup.
+#   1. --cycles 3 --kill qemu --disk: A -> B -> A -> B, failback B -> A.
+#      The daemon whose VM died becomes the backup by itself; the guest's
+#      disk, replicated with every epoch, must agree with its memory after
+#      every move.
+#   2. --cycles 1 --kill host --cold-start: the whole host dies; it comes
+#      back (its daemon starts, as at boot) while the VM runs on the other
+#      host: it finds no VM, starts no copy of its own and becomes the
+#      backup. At the end both hosts go down at once and come back: the
+#      agents ask each other, and the one with the newer replica (the last
+#      backup) restores the VM; the other waits and is its backup again.
 . "$(dirname "$0")/lib.sh"
 
 PREFIX=rp$(( $$ % 10000 ))
@@ -75,15 +80,21 @@ common_checks() {
 		fail "$name: namespaces left behind: $left"
 }
 
-drill cycles --cycles 3 --kill qemu
+drill cycles --cycles 3 --kill qemu --disk
 common_checks cycles 3
+check cycles "all(x['disk_ok'] is True for x in c)" \
+	"the replicated disk agrees with the restored memory after every move"
 check cycles "all(x['detection_ms'] is not None and x['detection_ms'] < 5000 for x in c[:-1])" \
 	"a dead QEMU is detected within 5 s each time"
 
-drill hostback --cycles 1 --kill host
+drill hostback --cycles 1 --kill host --cold-start
 common_checks hostback 1
 check hostback "c[0]['left_host_runs_qemu'] is False" \
 	"the host that came back started no copy of its own"
 check hostback "c[0]['detection_ms'] is not None and 1500 <= c[0]['detection_ms'] < 10000" \
 	"a dead host is detected by the heartbeat timeout"
+check hostback "r['cold_start']['restored_host'] == r['cold_start']['expected_host']" \
+	"both hosts down and up: the host with the newer replica restores the VM, the other waits"
+check hostback "r['cold_start']['serial_ticks_ok'] and r['cold_start']['reprotected_ms'] < 120000" \
+	"after the cold start the VM goes on from the newer replica, protected again"
 finish

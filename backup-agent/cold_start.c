@@ -1,0 +1,237 @@
+/* Cold start of a pair whose roles move (cold_start.h). */
+#include "agent.h"
+#include "cold_start.h"
+#include "log.h"
+
+#include <errno.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define COLD_START_ASK_S       2.0
+#define COLD_START_DEADLINE_MS 3000
+
+
+static struct cold_facts own_facts(const struct agent *a)
+{
+	return (struct cold_facts){
+		.host = a->cfg.host->name,
+		.waiting = !a->primary && (a->state == AGENT_WAITING || a->state == AGENT_FAULT),
+		.replica = a->replica_known,
+		.generation = a->replica_generation,
+		.epoch = a->replica_epoch,
+	};
+}
+
+static char *facts_json(const struct cold_facts *f, const char *state)
+{
+	struct json_object *o = json_object_new_object();
+	char *text;
+
+	json_object_object_add(o, "host", json_object_new_string(f->host));
+	json_object_object_add(o, "state", json_object_new_string(state));
+	json_object_object_add(o, "waiting", json_object_new_boolean(f->waiting));
+	json_object_object_add(o, "replica", json_object_new_boolean(f->replica));
+	json_object_object_add(o, "generation", json_object_new_uint64(f->generation));
+	json_object_object_add(o, "epoch", json_object_new_uint64(f->epoch));
+	text = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+	json_object_put(o);
+	return text;
+}
+
+/* 0, or -EPROTO for anything but the object facts_json makes. */
+static int facts_parse(const uint8_t *payload, uint32_t len, struct cold_facts *f,
+		       struct json_object **owner)
+{
+	char *text = strndup((const char *)payload, len);
+	struct json_object *o = text ? json_tokener_parse(text) : NULL, *h, *w, *r, *g, *e;
+
+	free(text);
+	if (!o || !json_object_object_get_ex(o, "host", &h) || !json_object_is_type(h, json_type_string) ||
+	    !json_object_object_get_ex(o, "waiting", &w) || !json_object_is_type(w, json_type_boolean) ||
+	    !json_object_object_get_ex(o, "replica", &r) || !json_object_is_type(r, json_type_boolean) ||
+	    !json_object_object_get_ex(o, "generation", &g) || !json_object_is_type(g, json_type_int) ||
+	    !json_object_object_get_ex(o, "epoch", &e) || !json_object_is_type(e, json_type_int)) {
+		json_object_put(o);
+		return -EPROTO;
+	}
+	*f = (struct cold_facts){
+		.host = json_object_get_string(h),
+		.waiting = json_object_get_boolean(w),
+		.replica = json_object_get_boolean(r),
+		.generation = json_object_get_uint64(g),
+		.epoch = json_object_get_uint64(e),
+	};
+	*owner = o;
+	return 0;
+}
+
+bool cold_start_wins(const struct cold_facts *us, const struct cold_facts *peer)
+{
+	if (!us->waiting || !us->replica || !peer->waiting)
+		return false;
+	if (!peer->replica || us->generation != peer->generation)
+		return !peer->replica || us->generation > peer->generation;
+	if (us->epoch != peer->epoch)
+		return us->epoch > peer->epoch;
+	return strcmp(us->host, peer->host) < 0;
+}
+
+/* ---- asking ---- */
+
+static void ask_done(struct agent *a)
+{
+	peer_link_close(&a->cold.link);
+}
+
+static void on_ask_open(struct peer_link *l)
+{
+	struct agent *a = l->data;
+	struct cold_facts f = own_facts(a);
+	char *q = facts_json(&f, agent_state_name(a->state));
+	struct iovec iov = { .iov_base = q, .iov_len = q ? strlen(q) : 0 };
+
+	if (!q || peer_link_push(l, FRAME_PEER_QUERY, 0, &iov, 1, q, NULL))
+		ask_done(a);
+}
+
+static bool on_ask_frame(struct peer_link *l, const struct frame_hdr *h, const uint8_t *payload)
+{
+	struct agent *a = l->data;
+	struct cold_facts us = own_facts(a), peer;
+	struct json_object *owner = NULL;
+	char answer[sizeof(a->cold.last_answer)];
+
+	if (h->type != FRAME_PEER_STATE || proto_check_payload(h, payload) ||
+	    facts_parse(payload, h->len, &peer, &owner)) {
+		log_warn("cold start: the other host's agent (%s) answered with a bad %s frame",
+			 a->cold.peer.text, frame_type_name(h->type));
+		ask_done(a);
+		return false;
+	}
+	snprintf(answer, sizeof(answer), "host %s: %s, replica %s generation %llu epoch %llu",
+		 peer.host, peer.waiting ? "waiting" : "busy", peer.replica ? "at" : "none,",
+		 (unsigned long long)peer.generation, (unsigned long long)peer.epoch);
+	if (strcmp(answer, a->cold.last_answer)) {
+		log_info("cold start: %s (ours: generation %llu epoch %llu)", answer,
+			 (unsigned long long)us.generation, (unsigned long long)us.epoch);
+		snprintf(a->cold.last_answer, sizeof(a->cold.last_answer), "%s", answer);
+	}
+	ask_done(a);
+	if (cold_start_wins(&us, &peer)) {
+		char why[300];
+
+		snprintf(why, sizeof(why), "neither host runs the VM and this host's replica "
+			 "(generation %llu, epoch %llu) is the newer (%s)",
+			 (unsigned long long)us.generation, (unsigned long long)us.epoch, answer);
+		json_object_put(owner);
+		agent_restore_cold(a, why);
+		return false;
+	}
+	json_object_put(owner);
+	return false;
+}
+
+static void on_ask_error(struct peer_link *l, int err, const char *why)
+{
+	struct agent *a = l->data;
+
+	/* Nobody there, or not an agent: it may run the VM. Ask again. */
+	log_debug("cold start: %s: %s", a->cold.peer.text, why);
+	ask_done(a);
+}
+
+static const struct peer_link_ops ask_ops = {
+	.on_open = on_ask_open,
+	.on_frame = on_ask_frame,
+	.on_error = on_ask_error,
+};
+
+/* Only a host that could restore asks: an agent with no primary, a
+ * replica, and one of this boot (a replica of an earlier boot is the
+ * operator's, see --after-host-restart). */
+static bool may_ask(struct agent *a)
+{
+	char err[600];
+
+	if (a->primary || a->state != AGENT_WAITING || !a->replica_known)
+		return false;
+	if (!a->cfg.after_host_restart &&
+	    replica_check_host_restart(a->cfg.state_dir, err, sizeof(err))) {
+		if (!a->cold.refused_logged)
+			log_warn("cold start: this host's replica is not restored automatically: %s",
+				 err);
+		a->cold.refused_logged = true;
+		return false;
+	}
+	return true;
+}
+
+static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct agent *a = w->data;
+	int rc;
+
+	if (a->cold.link.state != PEER_LINK_IDLE || !may_ask(a))
+		return;
+	peer_link_init(&a->cold.link, loop, &a->sec, &ask_ops, a);
+	rc = peer_link_connect(&a->cold.link, &a->cold.peer, COLD_START_DEADLINE_MS);
+	if (rc)
+		log_debug("cold start: cannot connect to %s: %s", a->cold.peer.text, strerror(-rc));
+}
+
+void cold_start_init(struct agent *a)
+{
+	const struct config_host *peer;
+	char err[256];
+
+	a->cold.enabled = false;
+	peer_link_init(&a->cold.link, a->loop, &a->sec, &ask_ops, a);
+	if (!a->cfg.host || !(peer = config_host_peer(&a->cfg.file, a->cfg.host)))
+		return;
+	if (netaddr_parse(peer->address, &a->cold.peer, err, sizeof(err))) {
+		log_warn("cold start: [host %s] address: %s", peer->name, err);
+		return;
+	}
+	ev_timer_init(&a->cold.timer, on_timer, 1.0, COLD_START_ASK_S);
+	a->cold.timer.data = a;
+	ev_timer_start(a->loop, &a->cold.timer);
+	a->cold.enabled = true;
+}
+
+void cold_start_stop(struct agent *a)
+{
+	if (!a->cold.enabled)
+		return;
+	ev_timer_stop(a->loop, &a->cold.timer);
+	peer_link_close(&a->cold.link);
+	a->cold.enabled = false;
+}
+
+/* ---- answering ---- */
+
+void cold_start_answer(struct agent *a, struct peer_link *l, const struct frame_hdr *h,
+		       const uint8_t *payload)
+{
+	struct cold_facts f;
+	char *text;
+	struct iovec iov;
+
+	if (!a->cfg.host || proto_check_payload(h, payload)) {
+		peer_link_close(l);
+		return;
+	}
+	f = own_facts(a);
+	text = facts_json(&f, agent_state_name(a->state));
+	if (!text) {
+		peer_link_close(l);
+		return;
+	}
+	iov = (struct iovec){ .iov_base = text, .iov_len = strlen(text) };
+	if (peer_link_push(l, FRAME_PEER_STATE, 0, &iov, 1, text, NULL)) {
+		peer_link_close(l);
+		return;
+	}
+	peer_link_close_when_sent(l);
+}

@@ -1,0 +1,59 @@
+/* Cold start of a pair whose roles move ([host] sections): both hosts
+ * came back and neither runs the VM (both daemons found no VM and became
+ * agents). Each agent that holds a committed replica asks the other host's
+ * agent, over the pair's TLS link, what it holds (PEER_QUERY, answered by
+ * PEER_STATE). When the other is an agent too, with no primary and no
+ * newer replica, this one restores the VM and becomes its replicator; the
+ * other waits and becomes its backup. The order is total (generation,
+ * then epoch, then host name), so exactly one of the two restores, and it
+ * is the one with the newer replica. An unreachable peer decides nothing:
+ * it may be running the VM, so the operator decides (remus-agent
+ * --restore). A replica committed before this host last started is not
+ * restored automatically either (its RAM and journal may be behind its
+ * disks: see --after-host-restart). */
+#ifndef REMUS_COLD_START_H
+#define REMUS_COLD_START_H
+
+#include "peer_link.h"
+#include "proto.h"
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct agent;
+
+struct cold_start {
+	struct peer_link link;  /* ours, to the other host's agent */
+	ev_timer timer;
+	struct netaddr peer;
+	bool enabled;
+	bool refused_logged;    /* said once why this host does not restore */
+	char last_answer[160];  /* logged when it changes */
+};
+
+/* What one agent holds, as PEER_QUERY and PEER_STATE carry it (JSON:
+ * host, state, waiting, replica, generation, epoch). */
+struct cold_facts {
+	const char *host;
+	bool waiting;   /* an agent with no primary, not restoring */
+	bool replica;   /* a committed replica */
+	uint64_t generation, epoch;
+};
+
+/* Does the agent with facts us restore the VM, the other one having
+ * peer? Only when both wait and ours is the newer replica: by generation,
+ * then epoch, then (never seen in practice) host name. Of two agents
+ * asking each other, exactly one wins, or neither. */
+bool cold_start_wins(const struct cold_facts *us, const struct cold_facts *peer);
+
+/* Start asking, every COLD_START_ASK_S, while this agent has no primary
+ * (a no-op outside a pair with [host] sections). */
+void cold_start_init(struct agent *a);
+void cold_start_stop(struct agent *a);
+/* A connection's first frame is PEER_QUERY: answer with what this agent
+ * holds and close. */
+void cold_start_answer(struct agent *a, struct peer_link *l, const struct frame_hdr *h,
+		       const uint8_t *payload);
+
+#endif
