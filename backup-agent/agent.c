@@ -9,6 +9,7 @@
 #include "restore.h"
 
 #include <arpa/inet.h>
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -410,7 +411,7 @@ static void send_ram_hashes(struct agent *a)
 static void on_hello(struct agent *a, struct peer_link *l, const uint8_t *payload, uint32_t len)
 {
 	char err[256] = "out of memory", *text;
-	char reply[160];
+	char reply[256];
 	const char *name;
 	int rc;
 
@@ -444,7 +445,7 @@ static void on_hello(struct agent *a, struct peer_link *l, const uint8_t *payloa
 	set_state(a, AGENT_SYNCING, "primary %s (%s) connected: initial sync", a->peer, l->identity);
 	notify_status("VM %s from %s: syncing", vm_name(a), a->peer);
 	snprintf(reply, sizeof(reply), "{\"ok\":true,\"features\":[\"" PROTO_FEATURE_OPERATOR
-		 "\",\"" PROTO_FEATURE_DISK "\"],\"takeover_after_ms\":%u,\"generation\":%llu",
+		 "\",\"" PROTO_FEATURE_DISK "\",\"" PROTO_FEATURE_VERIFY "\"],\"takeover_after_ms\":%u,\"generation\":%llu",
 		 takeover_after_ms(a), (unsigned long long)a->replica.generation);
 	if (a->replica.delta)
 		snprintf(reply + strlen(reply), sizeof(reply) - strlen(reply),
@@ -611,6 +612,26 @@ static bool on_handover(struct agent *a, const struct frame_hdr *h, bool ok)
 	return false;
 }
 
+/* remusctl verify on the primary: which of these pages differ here. */
+static void on_verify(struct agent *a, const struct frame_hdr *h, const uint8_t *payload)
+{
+	char why[256] = "";
+	uint32_t len = 0, nbad;
+	uint8_t *out = replica_verify(&a->replica, h->epoch, payload, h->len, &len, why, sizeof(why));
+	struct iovec iov = { .iov_base = out, .iov_len = len };
+
+	if (!out) {
+		log_warn("verify: %s: not answered", why);
+		return;
+	}
+	memcpy(&nbad, out + 12, 4);
+	nbad = be32toh(nbad);
+	if (nbad && nbad != PROTO_VERIFY_SKIPPED)
+		log_warn("verify: %u page(s) of the replica differ from the primary's at epoch %llu; "
+			 "it sends them again", nbad, (unsigned long long)h->epoch);
+	peer_link_push(a->primary, FRAME_VERIFY_RESULT, h->epoch, &iov, 1, out, NULL);
+}
+
 /* Returns false when the primary has been dropped. */
 static bool on_frame(struct agent *a, const struct frame_hdr *h, const uint8_t *payload)
 {
@@ -643,6 +664,13 @@ static bool on_frame(struct agent *a, const struct frame_hdr *h, const uint8_t *
 		break;
 	case FRAME_HANDOVER:
 		return on_handover(a, h, ok);
+	case FRAME_VERIFY:
+		if (!ok) {
+			lose_stream(a, "corrupt VERIFY frame");
+			return false;
+		}
+		on_verify(a, h, payload);
+		break;
 	case FRAME_GOODBYE:
 		if (!ok) {
 			/* A GOODBYE we cannot trust must not cancel a failover. */

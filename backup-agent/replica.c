@@ -1002,6 +1002,43 @@ int replica_end_epoch(struct replica *rp, const struct frame_hdr *h,
 	return 0;
 }
 
+uint8_t *replica_verify(struct replica *rp, uint64_t epoch, const uint8_t *payload, uint32_t len,
+			uint32_t *outlen, char *why, size_t whylen)
+{
+	struct verify_req req;
+	uint8_t h[PAGE_HASH_SIZE], *out;
+	uint32_t nbad = 0;
+	bool at_epoch;
+
+	if (proto_parse_verify(payload, len, &req) || req.first + req.count > rp->npages) {
+		snprintf(why, whylen, "malformed VERIFY frame");
+		return NULL;
+	}
+	out = malloc(PROTO_VERIFY_RESULT_HDR_SIZE + (size_t)PROTO_VERIFY_MAX_BAD * 8);
+	if (!out) {
+		snprintf(why, whylen, "no memory for a VERIFY_RESULT");
+		return NULL;
+	}
+	/* the committed epoch, its journal applied to the mapping we read */
+	at_epoch = rp->ram && !rp->syncing && rp->session_committed && rp->session_epoch == epoch &&
+		   !replay_pending(rp, why, whylen);
+	for (uint32_t i = 0; at_epoch && i < req.count; i++) {
+		uint64_t page = req.first + i;
+
+		page_hash(rp->ram + page * PROTO_PAGE_SIZE, req.seed, h);
+		if (!memcmp(h, req.hashes + (size_t)i * PAGE_HASH_SIZE, PAGE_HASH_SIZE))
+			continue;
+		if (nbad < PROTO_VERIFY_MAX_BAD)
+			proto_put_be64(out + PROTO_VERIFY_RESULT_HDR_SIZE + (size_t)nbad * 8, page);
+		nbad++;
+	}
+	proto_encode_verify_result_hdr(out, req.first, req.count,
+				       at_epoch ? nbad : PROTO_VERIFY_SKIPPED);
+	*outlen = PROTO_VERIFY_RESULT_HDR_SIZE +
+		  (at_epoch ? (nbad < PROTO_VERIFY_MAX_BAD ? nbad : PROTO_VERIFY_MAX_BAD) * 8 : 0);
+	return out;
+}
+
 int replica_recover(const char *dir, char *err, size_t errlen)
 {
 	char path[PATH_MAX];

@@ -126,6 +126,12 @@ int replica_begin_session(struct replica *rp, const char *hello_json,
  * PROTO_RAM_HASHES_PER_FRAME, as one FRAME_RAM_HASHES payload (malloc'd,
  * *len bytes), or NULL without memory. */
 uint8_t *replica_ram_hashes(const struct replica *rp, uint64_t first, uint32_t n, uint32_t *len);
+/* FRAME_VERIFY of epoch (proto.h): compare the replica, as committed at
+ * that epoch, with the primary's page hashes. The VERIFY_RESULT payload
+ * (malloc'd, *outlen bytes; SKIPPED when the replica is not at that
+ * epoch), or NULL for a malformed frame or no memory (why says which). */
+uint8_t *replica_verify(struct replica *rp, uint64_t epoch, const uint8_t *payload, uint32_t len,
+			uint32_t *outlen, char *why, size_t whylen);
 /* Ends the session: drops what was not committed and frees the staging
  * buffers. */
 void replica_end_session(struct replica *rp);

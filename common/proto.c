@@ -29,6 +29,8 @@ static const char *const type_names[FRAME_TYPE_MAX] = {
 	[FRAME_RAM_HASHES] = "RAM_HASHES",
 	[FRAME_PEER_QUERY] = "PEER_QUERY",
 	[FRAME_PEER_STATE] = "PEER_STATE",
+	[FRAME_VERIFY] = "VERIFY",
+	[FRAME_VERIFY_RESULT] = "VERIFY_RESULT",
 };
 
 const char *frame_type_name(unsigned type)
@@ -181,6 +183,68 @@ void proto_encode_ram_hashes_hdr(uint8_t out[PROTO_RAM_HASHES_HDR_SIZE], uint64_
 	put_be64(out, first);
 	put_be32(out + 8, count);
 	put_be32(out + 12, 0);
+}
+
+void proto_put_be64(uint8_t *p, uint64_t v)
+{
+	put_be64(p, v);
+}
+
+uint64_t proto_get_be64(const uint8_t *p)
+{
+	return get_be64(p);
+}
+
+int proto_parse_verify(const uint8_t *payload, uint32_t len, struct verify_req *out)
+{
+	uint64_t first;
+	uint32_t n;
+
+	if (len < PROTO_VERIFY_HDR_SIZE)
+		return -EPROTO;
+	first = get_be64(payload + 8);
+	n = get_be32(payload + 16);
+	if (!n || n > PROTO_VERIFY_MAX_PAGES || get_be32(payload + 20) ||
+	    len != PROTO_VERIFY_HDR_SIZE + (uint64_t)n * PAGE_HASH_SIZE || first > UINT64_MAX - n)
+		return -EPROTO;
+	*out = (struct verify_req){ .seed = get_be64(payload), .first = first, .count = n,
+				    .hashes = payload + PROTO_VERIFY_HDR_SIZE };
+	return 0;
+}
+
+int proto_parse_verify_result(const uint8_t *payload, uint32_t len, struct verify_result *out)
+{
+	uint32_t n, bad, listed;
+
+	if (len < PROTO_VERIFY_RESULT_HDR_SIZE)
+		return -EPROTO;
+	n = get_be32(payload + 8);
+	bad = get_be32(payload + 12);
+	listed = bad == PROTO_VERIFY_SKIPPED ? 0 : bad < PROTO_VERIFY_MAX_BAD ? bad : PROTO_VERIFY_MAX_BAD;
+	if (!n || n > PROTO_VERIFY_MAX_PAGES || (bad != PROTO_VERIFY_SKIPPED && bad > n) ||
+	    len != PROTO_VERIFY_RESULT_HDR_SIZE + (uint64_t)listed * 8 ||
+	    get_be64(payload) > UINT64_MAX - n)
+		return -EPROTO;
+	*out = (struct verify_result){ .first = get_be64(payload), .count = n, .nbad = bad,
+				       .bad_be = payload + PROTO_VERIFY_RESULT_HDR_SIZE };
+	return 0;
+}
+
+void proto_encode_verify_hdr(uint8_t out[PROTO_VERIFY_HDR_SIZE], uint64_t seed, uint64_t first,
+			     uint32_t count)
+{
+	put_be64(out, seed);
+	put_be64(out + 8, first);
+	put_be32(out + 16, count);
+	put_be32(out + 20, 0);
+}
+
+void proto_encode_verify_result_hdr(uint8_t out[PROTO_VERIFY_RESULT_HDR_SIZE], uint64_t first,
+				    uint32_t count, uint32_t nbad)
+{
+	put_be64(out, first);
+	put_be32(out + 8, count);
+	put_be32(out + 12, nbad);
 }
 
 int proto_parse_disk(const uint8_t *payload, uint32_t len, struct disk_op *out)

@@ -43,6 +43,10 @@ enum frame_type {
 	 * the first frame of a connection instead of HELLO. */
 	FRAME_PEER_QUERY,       /* JSON: what the asking agent holds */
 	FRAME_PEER_STATE,       /* JSON: what the answering agent holds */
+	/* Online verify (remusctl verify), only to an agent whose HELLO_REPLY
+	 * lists the "verify" feature. */
+	FRAME_VERIFY,           /* primary -> backup: page hashes as of this epoch */
+	FRAME_VERIFY_RESULT,    /* backup -> primary: which of them differ */
 	FRAME_TYPE_MAX
 };
 
@@ -123,6 +127,40 @@ int proto_parse_ram_hashes(const uint8_t *payload, uint32_t len, uint64_t *first
 			   uint32_t *count, const uint8_t **hashes);
 void proto_encode_ram_hashes_hdr(uint8_t out[PROTO_RAM_HASHES_HDR_SIZE], uint64_t first,
 				 uint32_t count);
+
+/* Online verify (docs/PROTOCOL.md). FRAME_VERIFY, sent right after the
+ * EPOCH_END of its epoch: be64 seed, be64 first page, be32 count (1 to
+ * PROTO_VERIFY_MAX_PAGES), be32 zero, then count page hashes (page_hash.h,
+ * with that seed) of the pages as that epoch leaves them. FRAME_VERIFY_RESULT,
+ * same epoch: be64 first, be32 count, be32 nbad (PROTO_VERIFY_SKIPPED: the
+ * replica was not at that epoch, nothing compared), then min(nbad,
+ * PROTO_VERIFY_MAX_BAD) be64 indexes of pages that differ. */
+#define PROTO_FEATURE_VERIFY          "verify"
+#define PROTO_VERIFY_HDR_SIZE         24
+#define PROTO_VERIFY_MAX_PAGES        4096u
+#define PROTO_VERIFY_RESULT_HDR_SIZE  16
+#define PROTO_VERIFY_MAX_BAD          1024u
+#define PROTO_VERIFY_SKIPPED          0xffffffffu
+struct verify_req {
+	uint64_t seed, first;
+	uint32_t count;
+	const uint8_t *hashes;
+};
+struct verify_result {
+	uint64_t first;
+	uint32_t count, nbad;     /* nbad may exceed the indexes listed */
+	const uint8_t *bad_be;    /* min(nbad, PROTO_VERIFY_MAX_BAD) be64 indexes */
+};
+/* 0, or -EPROTO for a payload not of the form above (counts out of range,
+ * lengths that do not match, first + count overflowing). */
+int proto_parse_verify(const uint8_t *payload, uint32_t len, struct verify_req *out);
+int proto_parse_verify_result(const uint8_t *payload, uint32_t len, struct verify_result *out);
+void proto_encode_verify_hdr(uint8_t out[PROTO_VERIFY_HDR_SIZE], uint64_t seed, uint64_t first,
+			     uint32_t count);
+void proto_encode_verify_result_hdr(uint8_t out[PROTO_VERIFY_RESULT_HDR_SIZE], uint64_t first,
+				    uint32_t count, uint32_t nbad);
+void proto_put_be64(uint8_t *p, uint64_t v);
+uint64_t proto_get_be64(const uint8_t *p);
 
 void proto_encode_handover_done(uint8_t out[PROTO_HANDOVER_DONE_SIZE],
 				const struct handover_done *d);

@@ -126,6 +126,8 @@ char *control_command(void *data, int fd, const char *cmd, bool *keep)
 		return operator_resume(r);
 	if (!strncmp(cmd, "failover", 8) && (!cmd[8] || cmd[8] == ' '))
 		return failover(r, fd, cmd + 8, keep);
+	if (!strcmp(cmd, "verify"))
+		return verify_start(r, fd, keep);
 	if (asprintf(&text, "{\"error\":\"unknown command '%.60s'\"}", cmd) < 0)
 		return NULL;
 	return text;

@@ -415,6 +415,7 @@ static int memory_postsuspend(void *state, struct replicator *r, struct epoch_ta
 	struct memory_device *m = state;
 
 	m->ndirty = m->tops->scan(m->tracker, m->dirty);
+	verify_at_barrier(r, m->ram, m->npages, t->id);
 	return 0;
 }
 
@@ -422,7 +423,7 @@ static int memory_send(void *state, struct replicator *r, struct epoch_tally *t)
 {
 	struct memory_device *m = state;
 
-	return send_pages(m, r, t, m->dirty, m->ndirty);
+	return send_pages(m, r, t, m->dirty, m->ndirty) ?: verify_send_resends(r, t);
 }
 
 /* What the soft-dirty log cost: pages it flagged and pages absent from

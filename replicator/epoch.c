@@ -122,7 +122,10 @@ static int close_epoch(struct replicator *r, struct epoch_tally *t)
 	iov = (struct iovec){ .iov_base = buf, .iov_len = PROTO_EPOCH_END_SIZE };
 	r->inflight = true;
 	r->epoch_sent_at = ev_now(r->loop);
-	return link_push(r, FRAME_EPOCH_END, t->id, &iov, 1, buf, NULL);
+	if (link_push(r, FRAME_EPOCH_END, t->id, &iov, 1, buf, NULL))
+		return -ENOMEM;
+	verify_after_epoch_end(r, t->id);
+	return 0;
 }
 
 /* Queue the captured epoch t->id (again, after a NACK). */
@@ -574,6 +577,7 @@ void epoch_on_backup_lost(struct replicator *r, const char *why)
 	peer_link_close(&r->link);
 	r->session_synced = false;
 	operator_on_backup_lost(r, why);
+	verify_abort(r, "the backup was lost; verify again once protected");
 	r->nacks_in_a_row = 0;
 	r->inflight = false;
 	r->checkpoint_due = false;

@@ -501,6 +501,7 @@ int replicator_run(struct replicator *r)
 			    r->cfg.control_gid, control_command, r);
 	r->qemu_pidfd = -1;
 	r->handover_fd = -1;
+	verify_init(r);
 	r->backup_silence_ms = r->cfg.timeout_ms; /* until a backup says more */
 	epoch_policy_init(&r->policy, &r->cfg.policy);
 	r->loop = ev_default_loop(EVFLAG_AUTO);
@@ -544,6 +545,7 @@ out:
 	/* `vm-lost` must reach the operator before we are gone. */
 	hook_runner_drain(&r->hooks, HOOK_NOTIFY_TIMEOUT_MS);
 	operator_close(r);
+	verify_free(r);
 	peer_link_close(&r->link);
 	link_delta_free(r);
 	control_close(r);

@@ -13,6 +13,7 @@
 #include "peer_link.h"
 #include "proto.h"
 #include "stats.h"
+#include "verify.h"
 #include "vcpu_load.h"
 
 #include <ev.h>
@@ -181,6 +182,10 @@ struct replicator {
 		uint64_t expect, received;
 		uint64_t pages_same; /* pages of epoch 0 not sent: the backup has them */
 	} delta;
+
+	/* remusctl verify (verify.c) */
+	struct verify verify;
+	bool agent_verify;        /* the backup's HELLO_REPLY lists "verify" */
 
 	/* operator controls (operator.c) */
 	bool agent_operator;
