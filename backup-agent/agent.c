@@ -1012,6 +1012,7 @@ int agent_run(struct agent *a)
 	ev_signal_start(a->loop, &a->sigint);
 	hook_runner_init(&a->hooks, a->loop, a->cfg.notify_cmd, HOOK_NOTIFY_TIMEOUT_MS);
 	cold_start_init(a);
+	test_failover_init(a);
 	log_info("listening on %s, state in %s", a->cfg.listen.text, a->cfg.state_dir);
 	notify_ready(NULL);
 	notify_status("listening on %s, no primary yet", a->cfg.listen.text);
@@ -1020,6 +1021,7 @@ int agent_run(struct agent *a)
 	/* `master` and `fault` must reach the operator before we are gone. */
 	hook_runner_drain(&a->hooks, HOOK_NOTIFY_TIMEOUT_MS);
 	answer_waiting_clients(a);
+	test_failover_stop(a);
 	control_socket_close(&a->control);
 	cold_start_stop(a);
 	close_links(a);

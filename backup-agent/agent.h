@@ -3,6 +3,7 @@
 #define REMUS_AGENT_H
 
 #include "cold_start.h"
+#include "test_failover.h"
 #include "config.h"
 #include "pair_role.h"
 #include "control_socket.h"
@@ -124,6 +125,7 @@ struct agent {
 	/* cfg.host: the VM runs here now, on this QMP socket; we become its
 	 * replicator, protecting it to the other host, once run returns */
 	struct cold_start cold;    /* a pair whose roles move: both hosts came back */
+	struct test_failover test; /* remusctl test-failover */
 	bool become_primary;
 	char master_qmp[4096];
 	uint64_t master_generation; /* of the replica it was restored from */

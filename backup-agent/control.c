@@ -111,7 +111,7 @@ static char *reset_stats(struct agent *a)
 /* The primary's verbs, asked of the agent. */
 static bool replicator_verb(const char *cmd)
 {
-	static const char *const verbs[] = { "pause", "resume", "failover" };
+	static const char *const verbs[] = { "pause", "resume", "failover", "verify" };
 
 	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
 		size_t n = strlen(verbs[i]);
@@ -149,9 +149,11 @@ char *agent_control_command(void *data, int fd, const char *cmd, bool *keep)
 		return agent_status_json(a);
 	if (!strcmp(cmd, "reset-stats"))
 		return reset_stats(a);
+	if (!strcmp(cmd, "test-failover"))
+		return test_failover_start(a, fd, keep);
 	if (replicator_verb(cmd))
 		return error_reply("'%.*s' is a verb of remus-replicator, not of the agent: the "
-				   "primary pauses, resumes and hands the VM over; use the "
+				   "primary pauses, resumes, verifies and hands the VM over; use the "
 				   "replicator's control socket on the primary",
 				   (int)strcspn(cmd, " "), cmd);
 	return error_reply("unknown command '%.*s'", 60, cmd);

@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -1037,6 +1039,103 @@ uint8_t *replica_verify(struct replica *rp, uint64_t epoch, const uint8_t *paylo
 	*outlen = PROTO_VERIFY_RESULT_HDR_SIZE +
 		  (at_epoch ? (nbad < PROTO_VERIFY_MAX_BAD ? nbad : PROTO_VERIFY_MAX_BAD) * 8 : 0);
 	return out;
+}
+
+/* Clone (FICLONE) or copy (copy) from into to; *bytes counts copies. */
+static int snapshot_file(const char *from, const char *to, bool copy, uint64_t *bytes)
+{
+	int in = open(from, O_RDONLY | O_CLOEXEC), out = -1, rc = 0;
+	struct stat st;
+
+	if (in < 0 || fstat(in, &st) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (out < 0) {
+		rc = -errno;
+		goto out;
+	}
+	if (!copy) {
+		rc = ioctl(out, FICLONE, in) < 0 ? -errno : 0;
+		goto out;
+	}
+	for (uint64_t left = (uint64_t)st.st_size; left;) {
+		ssize_t n = copy_file_range(in, NULL, out, NULL, left, 0);
+
+		if (n <= 0) {
+			rc = n < 0 ? -errno : -EIO;
+			break;
+		}
+		left -= (uint64_t)n;
+	}
+	*bytes += (uint64_t)st.st_size;
+out:
+	if (in >= 0)
+		close(in);
+	if (out >= 0)
+		close(out);
+	return rc;
+}
+
+static bool no_reflink(int rc)
+{
+	return rc == -EOPNOTSUPP || rc == -EXDEV || rc == -EINVAL || rc == -ENOTTY;
+}
+
+int replica_snapshot(struct replica *rp, const char *dir, uint64_t max_copy, char *why,
+		     size_t whylen)
+{
+	static const char *const fixed[] = { "vm.json", "devstate", "ram" };
+	char names[3 + DISKFILE_MAX][32], from[3 + DISKFILE_MAX][PATH_MAX], to[PATH_MAX];
+	struct replica_info info;
+	uint64_t total = 0, copied = 0;
+	unsigned n = 0, i;
+	struct stat st;
+	int rc;
+
+	if ((rc = replay_pending(rp, why, whylen)))
+		return rc;
+	if ((rc = replica_load_info(rp->dir, &info))) {
+		snprintf(why, whylen, "no committed replica in %s", rp->dir);
+		return rc;
+	}
+	for (i = 0; i < 3; i++)
+		snprintf(names[n++], sizeof(names[0]), "%s", fixed[i]);
+	for (i = 0; i < info.ndisks && i < DISKFILE_MAX; i++)
+		snprintf(names[n++], sizeof(names[0]), "disk-%u.img", i);
+	replica_info_free(&info);
+	for (i = 0; i < n; i++)
+		snprintf(from[i], sizeof(from[i]), "%s/%s", rp->dir, names[i]);
+	/* clones, instant and free: all of them, or copies of all */
+	for (i = 0, rc = 0; i < n && !rc; i++) {
+		snprintf(to, sizeof(to), "%s/%s", dir, names[i]);
+		rc = snapshot_file(from[i], to, false, &copied);
+	}
+	if (!rc)
+		return 0;
+	if (!no_reflink(rc)) {
+		snprintf(why, whylen, "cannot clone %s: %s", from[i - 1], strerror(-rc));
+		return rc;
+	}
+	for (i = 0; i < n; i++)
+		if (stat(from[i], &st) == 0)
+			total += (uint64_t)st.st_size;
+	if (total > max_copy) {
+		snprintf(why, whylen, "the state dir's file system cannot clone files (reflink) and "
+			 "the replica is %llu MiB: copying it would stall replication (at most %llu "
+			 "MiB); put the state dir on XFS or btrfs", (unsigned long long)(total >> 20),
+			 (unsigned long long)(max_copy >> 20));
+		return -EFBIG;
+	}
+	for (i = 0; i < n; i++) {
+		snprintf(to, sizeof(to), "%s/%s", dir, names[i]);
+		if ((rc = snapshot_file(from[i], to, true, &copied))) {
+			snprintf(why, whylen, "cannot copy %s: %s", from[i], strerror(-rc));
+			return rc;
+		}
+	}
+	return 0;
 }
 
 int replica_recover(const char *dir, char *err, size_t errlen)

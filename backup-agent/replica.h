@@ -132,6 +132,13 @@ uint8_t *replica_ram_hashes(const struct replica *rp, uint64_t first, uint32_t n
  * epoch), or NULL for a malformed frame or no memory (why says which). */
 uint8_t *replica_verify(struct replica *rp, uint64_t epoch, const uint8_t *payload, uint32_t len,
 			uint32_t *outlen, char *why, size_t whylen);
+/* Copies of the committed replica's files (vm.json, devstate, ram,
+ * disk-N.img) in dir (which must exist), as of the last commit, its
+ * journal applied first: clones (FICLONE) where the file system makes
+ * them, else copies, refused with -EFBIG when they would copy more than
+ * max_copy bytes (the loop does not commit meanwhile). 0 or -errno (why). */
+int replica_snapshot(struct replica *rp, const char *dir, uint64_t max_copy, char *why,
+		     size_t whylen);
 /* Ends the session: drops what was not committed and frees the staging
  * buffers. */
 void replica_end_session(struct replica *rp);

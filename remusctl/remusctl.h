@@ -71,6 +71,7 @@ int pause_main(const struct remusctl_opts *o, int argc, char **argv);
 int resume_main(const struct remusctl_opts *o, int argc, char **argv);
 int failover_main(const struct remusctl_opts *o, int argc, char **argv);
 int verify_main(const struct remusctl_opts *o, int argc, char **argv);
+int test_failover_main(const struct remusctl_opts *o, int argc, char **argv);
 int list_main(const struct remusctl_opts *o, int argc, char **argv);
 int keygen_main(const struct remusctl_opts *o, int argc, char **argv);
 

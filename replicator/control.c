@@ -128,6 +128,9 @@ char *control_command(void *data, int fd, const char *cmd, bool *keep)
 		return failover(r, fd, cmd + 8, keep);
 	if (!strcmp(cmd, "verify"))
 		return verify_start(r, fd, keep);
+	if (!strcmp(cmd, "test-failover"))
+		return strdup("{\"ok\":false,\"error\":\"test-failover is the agent's: ask the "
+			      "agent's control socket on the backup\"}");
 	if (asprintf(&text, "{\"error\":\"unknown command '%.60s'\"}", cmd) < 0)
 		return NULL;
 	return text;

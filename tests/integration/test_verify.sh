@@ -12,8 +12,8 @@
 PORT=$(free_port)
 CORRUPT_PAGE=9     # 0x9000: Linux reserves the first 64 KiB (X86_RESERVE_LOW)
 
-start_guest vfy 128 "dirty_mb_s=20"
-start_agent "$PORT" "$T/backup"
+start_guest vfy 128 "dirty_mb_s=20" --disk "$T/vfy.img"
+start_agent "$PORT" "$T/backup" --control "$T/agent.ctl"
 start_replicator "$T/vfy/qmp.sock" "$PORT"
 wait_for 90 committed_at_least 10 || die "fewer than 10 epochs committed in 90 s"
 
@@ -53,4 +53,28 @@ cmp -s <(dd if="$T/backup/ram" bs=4096 skip="$CORRUPT_PAGE" count=1 status=none)
 	pass "the replica's page equals the VM's again" || fail "the replica's page still differs"
 [ "$(status_field protection)" = protected ] && pass "the VM stayed protected throughout" ||
 	fail "protection is $(status_field protection)"
+
+# test-failover: a clone of the replica runs on the backup, cut off, and
+# is discarded; the pair stays protected and keeps committing meanwhile.
+before=$(status_field epochs_committed)
+"$BIN/remusctl" --control "$T/agent.ctl" --json test-failover > "$T/tf.json" 2> "$T/tf.err"
+TF_RC=$?
+log "test-failover (exit $TF_RC): $(cat "$T/tf.json" "$T/tf.err")"
+after=$(status_field epochs_committed)
+[ "$TF_RC" = 0 ] && [ "$(json_field "$T/tf.json" ok)" = true ] &&
+	pass "test-failover passes: the clone ran" || fail "test-failover exits $TF_RC"
+[ "$(json_field "$T/tf.json" guest_alive)" = true ] && pass "the clone's guest ran ($(json_field "$T/tf.json" guest_alive_detail))" ||
+	fail "the clone's guest did not run"
+[ "$(json_field "$T/tf.json" disks)" = 1 ] && json_field "$T/tf.json" disks_detail | grep -q '^1 disk(s) read' && pass "the clone's disk read ($(json_field "$T/tf.json" disks_detail))" ||
+	fail "disks: $(json_field "$T/tf.json" disks) ($(json_field "$T/tf.json" disks_detail))"
+[ "${after:-0}" -gt "${before:-0}" ] && [ "$(status_field protection)" = protected ] &&
+	pass "protection went on meanwhile (epochs $before -> $after committed)" ||
+	fail "epochs $before -> $after, protection $(status_field protection)"
+[ ! -e "$T/backup/test-failover" ] && ! pgrep -f -- "$T/backup/test-failover" > /dev/null &&
+	pass "the clone and its QEMU are gone" || fail "the clone is left behind"
+grep -q 'netdev-n0\|tap' "$T/backup/vm.json" 2>/dev/null || true
+"$BIN/remusctl" --control "$T/ctl.sock" test-failover > /dev/null 2> "$T/tf-rep.err" &&
+	fail "the replicator accepted test-failover" ||
+	{ grep -q "the agent's" "$T/tf-rep.err" && pass "the replicator refuses test-failover, naming the agent" ||
+		fail "the replicator's refusal: $(cat "$T/tf-rep.err")"; }
 finish

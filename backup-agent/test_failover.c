@@ -1,0 +1,375 @@
+/* remusctl test-failover (test_failover.h). */
+#include "agent.h"
+#include "clock.h"
+#include "log.h"
+#include "page_hash.h"
+#include "qmp.h"
+#include "restore.h"
+#include "test_failover.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <json-c/json.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define ALIVE_WAIT_S 5
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+/* Does process pid run with dir on its command line (the clone's QEMU:
+ * its -pidfile, -qmp and RAM are there), not a recycled pid? */
+static bool runs_in(int pid, const char *dir)
+{
+	char path[64], buf[65536];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/cmdline", pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	for (ssize_t i = 0; i < n; i++)
+		if (!buf[i])
+			buf[i] = ' ';
+	buf[n] = 0;
+	return strstr(buf, dir) != NULL;
+}
+
+/* The clone's QEMU, if its pid file names one still running (a child
+ * killed at its deadline leaves it); then the clone's files. */
+static void remove_clone(const char *dir)
+{
+	char path[PATH_MAX + 16];
+	FILE *f;
+	int pid = 0;
+
+	if (!dir[0])
+		return;
+	snprintf(path, sizeof(path), "%s/qemu.pid", dir);
+	if ((f = fopen(path, "re"))) {
+		if (fscanf(f, "%d", &pid) != 1)
+			pid = 0;
+		fclose(f);
+	}
+	if (pid > 1 && runs_in(pid, dir))
+		kill(pid, SIGKILL);
+	nftw(dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+/* ---- the child: restore the clone, check it, discard it ---- */
+
+/* The guest runs if its RAM changes: a kernel alive writes some page
+ * (timers, jiffies) every tick. Hash all of it twice, a second apart. */
+static bool guest_alive(const char *ram_path, char *detail, size_t len)
+{
+	int fd = open(ram_path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	const uint8_t *ram;
+	bool alive = false;
+
+	if (fd < 0 || fstat(fd, &st) < 0 || st.st_size < (off_t)PROTO_PAGE_SIZE) {
+		snprintf(detail, len, "cannot read the clone's RAM: %s", strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return false;
+	}
+	ram = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+	close(fd);
+	if (ram == MAP_FAILED) {
+		snprintf(detail, len, "cannot map the clone's RAM");
+		return false;
+	}
+	for (int round = 0; round < ALIVE_WAIT_S && !alive; round++) {
+		size_t npages = (size_t)st.st_size / PROTO_PAGE_SIZE, changed = 0;
+		uint8_t *h = malloc(npages * PAGE_HASH_SIZE), x[PAGE_HASH_SIZE];
+
+		if (!h)
+			break;
+		for (size_t i = 0; i < npages; i++)
+			page_hash(ram + i * PROTO_PAGE_SIZE, 0, h + i * PAGE_HASH_SIZE);
+		sleep(1);
+		for (size_t i = 0; i < npages; i++) {
+			page_hash(ram + i * PROTO_PAGE_SIZE, 0, x);
+			changed += memcmp(x, h + i * PAGE_HASH_SIZE, PAGE_HASH_SIZE) != 0;
+		}
+		free(h);
+		alive = changed > 0;
+		snprintf(detail, len, "%zu of %zu guest pages changed in 1 s", changed, npages);
+	}
+	munmap((void *)ram, (size_t)st.st_size);
+	return alive;
+}
+
+/* Read the first 4 KiB of every disk through the clone's block graph
+ * (HMP qemu-io: the guest's device, its backend, the overlay, the copy of
+ * the replica). */
+static bool disks_read(const char *qmp_path, int *ndisks, char *detail, size_t len)
+{
+	struct qmp *q = NULL;
+	struct json_object *ret = NULL;
+	bool ok = true;
+
+	*ndisks = 0;
+	if (qmp_connect(qmp_path, 5000, &q) || qmp_execute(q, "query-block", NULL, &ret, 5000)) {
+		snprintf(detail, len, "cannot ask the clone's QEMU for its disks");
+		qmp_close(q);
+		return false;
+	}
+	snprintf(detail, len, "no disk");
+	for (size_t i = 0; ret && i < json_object_array_length(ret); i++) {
+		struct json_object *b = json_object_array_get_idx(ret, i), *v;
+		const char *dev = NULL, *qdev = NULL;
+		char cmd[512], *text = NULL;
+
+		if (!json_object_object_get_ex(b, "inserted", &v))
+			continue;
+		if (json_object_object_get_ex(b, "device", &v))
+			dev = json_object_get_string(v);
+		if (json_object_object_get_ex(b, "qdev", &v))
+			qdev = json_object_get_string(v);
+		if (dev && *dev)
+			snprintf(cmd, sizeof(cmd), "qemu-io %s \"read 0 4096\"", dev);
+		else if (qdev && !strncmp(qdev, "/machine/peripheral/", 20))
+			/* -blockdev: the device holding the backend, by its path
+			 * under /machine/peripheral (ID/virtio-backend) */
+			snprintf(cmd, sizeof(cmd), "qemu-io -d %s \"read 0 4096\"", qdev + 20);
+		else
+			continue; /* a device without an id: nothing names it */
+		(*ndisks)++;
+		/* qemu-io prints its figures on QEMU's stdout: the monitor gets
+		 * only an error, if any */
+		if (qmp_hmp(q, cmd, &text, 10000) || !text || strcasestr(text, "error") ||
+		    strstr(text, "failed")) {
+			snprintf(detail, len, "%s: %s", cmd, text ? text : qmp_last_error(q));
+			ok = false;
+		} else {
+			snprintf(detail, len, "%d disk(s) read", *ndisks);
+		}
+		free(text);
+	}
+	json_object_put(ret);
+	ret = NULL;
+	/* qemu-io says a failed read on QEMU's stdout only: the block layer's
+	 * own counts tell */
+	if (ok && *ndisks && !qmp_execute(q, "query-blockstats", NULL, &ret, 5000)) {
+		for (size_t i = 0; i < json_object_array_length(ret); i++) {
+			struct json_object *st, *v;
+			int64_t rd = 0, failed = 0;
+
+			if (!json_object_object_get_ex(json_object_array_get_idx(ret, i), "stats", &st))
+				continue;
+			if (json_object_object_get_ex(st, "rd_bytes", &v))
+				rd = json_object_get_int64(v);
+			if (json_object_object_get_ex(st, "failed_rd_operations", &v))
+				failed = json_object_get_int64(v);
+			if (failed || (rd < 4096 && json_object_object_get_ex(st, "rd_operations", &v) &&
+				       json_object_get_int64(v) == 0 && i < (size_t)*ndisks)) {
+				snprintf(detail, len, "disk %zu: %lld failed read(s), %lld bytes read", i,
+					 (long long)failed, (long long)rd);
+				ok = false;
+			}
+		}
+	}
+	json_object_put(ret);
+	qmp_close(q);
+	return ok;
+}
+
+static void report(int fd, bool ok, const char *error, const struct restore_result *res,
+		   bool alive, const char *alive_detail, int ndisks, const char *disk_detail)
+{
+	struct json_object *o = json_object_new_object();
+	const char *text;
+
+	json_object_object_add(o, "ok", json_object_new_boolean(ok));
+	if (error)
+		json_object_object_add(o, "error", json_object_new_string(error));
+	if (res) {
+		json_object_object_add(o, "epoch", json_object_new_uint64(res->epoch));
+		json_object_object_add(o, "restore_ms", json_object_new_double(res->total_ms));
+		json_object_object_add(o, "guest_alive", json_object_new_boolean(alive));
+		json_object_object_add(o, "guest_alive_detail", json_object_new_string(alive_detail));
+		json_object_object_add(o, "disks", json_object_new_int(ndisks));
+		json_object_object_add(o, "disks_detail", json_object_new_string(disk_detail));
+	}
+	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+	if (write(fd, text, strlen(text)) < 0)
+		ok = false;
+	json_object_put(o);
+}
+
+static void run_child(struct agent *a, int fd)
+{
+	struct restore_opts o = a->cfg.restore;
+	struct restore_result res;
+	char ram[PATH_MAX + 8], alive_detail[160] = "", disk_detail[600] = "";
+	bool alive, disks_ok;
+	int ndisks = 0;
+
+	signal(SIGCHLD, SIG_DFL);
+	signal(SIGTERM, SIG_DFL);
+	signal(SIGINT, SIG_DFL);
+	alarm(TEST_FAILOVER_DEADLINE_S);
+	/* cut off: no TAP, no shared disk, no lock on the real state dir */
+	o.dir = a->test.dir;
+	o.taps = NULL;
+	o.ntaps = 0;
+	o.shared_disks = NULL;
+	o.nshared_disks = 0;
+	o.lock_fd = -1;
+	if (restore_vm(&o, &res)) {
+		report(fd, false, "the clone did not start: see the agent's log", NULL, false, "", 0, "");
+		_exit(1);
+	}
+	snprintf(ram, sizeof(ram), "%s/vm.ram", a->test.dir);
+	alive = guest_alive(ram, alive_detail, sizeof(alive_detail));
+	disks_ok = disks_read(res.qmp_path, &ndisks, disk_detail, sizeof(disk_detail));
+	kill(res.qemu_pid, SIGKILL);
+	waitpid(res.qemu_pid, NULL, 0);
+	report(fd, alive && disks_ok, !alive ? "the clone's guest did not run (its RAM stood still)" :
+	       !disks_ok ? "a disk of the clone could not be read" : NULL, &res, alive,
+	       alive_detail, ndisks, disk_detail);
+	_exit(alive && disks_ok ? 0 : 1);
+}
+
+/* ---- the agent ---- */
+
+static void finish(struct agent *a, const char *reply)
+{
+	struct test_failover *t = &a->test;
+
+	if (t->client_fd >= 0) {
+		control_reply(t->client_fd, reply);
+		close(t->client_fd);
+		t->client_fd = -1;
+	}
+	if (t->result_fd >= 0)
+		close(t->result_fd);
+	t->result_fd = -1;
+	ev_child_stop(a->loop, &t->child_watch);
+	ev_timer_stop(a->loop, &t->deadline);
+	remove_clone(t->dir);
+	t->child = 0;
+}
+
+static void on_child(struct ev_loop *loop, ev_child *w, int revents)
+{
+	struct agent *a = w->data;
+	struct test_failover *t = &a->test;
+	char buf[2048];
+	ssize_t n = t->result_fd >= 0 ? pread(t->result_fd, buf, sizeof(buf) - 1, 0) : -1;
+
+	buf[n > 0 ? n : 0] = 0;
+	log_info("test failover: done in %.1f s: %s", (mono_ms() - t->started_ms) / 1000,
+		 n > 0 ? buf : "no report");
+	finish(a, n > 0 ? buf : "{\"ok\":false,\"error\":\"the test's process ended without a "
+	       "report: see the agent's log\"}");
+}
+
+static void on_deadline(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct agent *a = w->data;
+
+	if (a->test.child > 0)
+		kill(a->test.child, SIGKILL); /* its QEMU then dies of its alarm, see below */
+}
+
+void test_failover_init(struct agent *a)
+{
+	memset(&a->test, 0, sizeof(a->test));
+	a->test.client_fd = a->test.result_fd = -1;
+	ev_init(&a->test.child_watch, on_child);
+	ev_timer_init(&a->test.deadline, on_deadline, TEST_FAILOVER_DEADLINE_S + 30, 0);
+	a->test.child_watch.data = a->test.deadline.data = a;
+}
+
+static char *refuse(const char *msg)
+{
+	struct json_object *o = json_object_new_object();
+	char *text;
+
+	json_object_object_add(o, "ok", json_object_new_boolean(0));
+	json_object_object_add(o, "daemon", json_object_new_string("agent"));
+	json_object_object_add(o, "error", json_object_new_string(msg));
+	text = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+	json_object_put(o);
+	return text;
+}
+
+char *test_failover_start(struct agent *a, int fd, bool *keep)
+{
+	struct test_failover *t = &a->test;
+	struct replica_info info;
+	char why[PATH_MAX + 128], tmpl[PATH_MAX + 32];
+	bool libvirt;
+	pid_t pid;
+
+	if (t->child)
+		return refuse("a test failover is already running");
+	if (a->state == AGENT_RESTORING || a->state == AGENT_MASTER || a->state == AGENT_FENCING)
+		return refuse("the agent is taking over: no test now");
+	if (replica_load_info(a->cfg.state_dir, &info))
+		return refuse("no committed replica to test");
+	libvirt = json_object_object_get_ex(info.vm, "libvirt_xml", NULL);
+	replica_info_free(&info);
+	if (libvirt)
+		return refuse("the replica is of a libvirt domain: a test failover runs a plain "
+			      "QEMU VM only (a clone would take the domain's name)");
+	snprintf(t->dir, sizeof(t->dir), "%s/test-failover", a->cfg.state_dir);
+	remove_clone(t->dir); /* a test that died with the agent */
+	snprintf(tmpl, sizeof(tmpl), "%s/.test-failover.XXXXXX", a->cfg.state_dir);
+	if (mkdir(t->dir, 0700) < 0 || (t->result_fd = mkstemp(tmpl)) < 0) {
+		snprintf(why, sizeof(why), "cannot make %s: %s", t->dir, strerror(errno));
+		t->dir[0] = 0;
+		return refuse(why);
+	}
+	unlink(tmpl); /* the report is read through the descriptor */
+	if (replica_snapshot(&a->replica, t->dir, TEST_FAILOVER_MAX_COPY, why, sizeof(why))) {
+		finish(a, NULL);
+		return refuse(why);
+	}
+	t->started_ms = mono_ms();
+	pid = fork();
+	if (pid < 0) {
+		snprintf(why, sizeof(why), "fork: %s", strerror(errno));
+		finish(a, NULL);
+		return refuse(why);
+	}
+	if (pid == 0)
+		run_child(a, t->result_fd);
+	t->child = pid;
+	t->client_fd = fd;
+	ev_child_set(&t->child_watch, pid, 0);
+	ev_child_start(a->loop, &t->child_watch);
+	ev_timer_start(a->loop, &t->deadline);
+	*keep = true;
+	log_info("test failover: a clone of the replica (epoch %llu) starts in %s, cut off from "
+		 "the LAN; protection goes on", (unsigned long long)a->replica_epoch, t->dir);
+	return NULL;
+}
+
+void test_failover_stop(struct agent *a)
+{
+	struct test_failover *t = &a->test;
+
+	if (!t->child)
+		return;
+	kill(t->child, SIGKILL);
+	waitpid(t->child, NULL, 0);
+	finish(a, "{\"ok\":false,\"error\":\"the agent stopped\"}");
+}
