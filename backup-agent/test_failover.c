@@ -167,22 +167,22 @@ static bool disks_read(const char *qmp_path, int *ndisks, char *detail, size_t l
 	/* qemu-io says a failed read on QEMU's stdout only: the block layer's
 	 * own counts tell */
 	if (ok && *ndisks && !qmp_execute(q, "query-blockstats", NULL, &ret, 5000)) {
+		int64_t rd = 0, failed = 0;
+
 		for (size_t i = 0; i < json_object_array_length(ret); i++) {
 			struct json_object *st, *v;
-			int64_t rd = 0, failed = 0;
 
 			if (!json_object_object_get_ex(json_object_array_get_idx(ret, i), "stats", &st))
 				continue;
 			if (json_object_object_get_ex(st, "rd_bytes", &v))
-				rd = json_object_get_int64(v);
+				rd += json_object_get_int64(v);
 			if (json_object_object_get_ex(st, "failed_rd_operations", &v))
-				failed = json_object_get_int64(v);
-			if (failed || (rd < 4096 && json_object_object_get_ex(st, "rd_operations", &v) &&
-				       json_object_get_int64(v) == 0 && i < (size_t)*ndisks)) {
-				snprintf(detail, len, "disk %zu: %lld failed read(s), %lld bytes read", i,
-					 (long long)failed, (long long)rd);
-				ok = false;
-			}
+				failed += json_object_get_int64(v);
+		}
+		if (failed || rd < 4096 * (int64_t)*ndisks) {
+			snprintf(detail, len, "%lld read(s) failed, %lld bytes read from %d disk(s)",
+				 (long long)failed, (long long)rd, *ndisks);
+			ok = false;
 		}
 	}
 	json_object_put(ret);
