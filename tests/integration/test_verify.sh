@@ -65,7 +65,7 @@ after=$(status_field epochs_committed)
 	pass "test-failover passes: the clone ran" || fail "test-failover exits $TF_RC"
 [ "$(json_field "$T/tf.json" guest_alive)" = true ] && pass "the clone's guest ran ($(json_field "$T/tf.json" guest_alive_detail))" ||
 	fail "the clone's guest did not run"
-[ "$(json_field "$T/tf.json" disks)" = 1 ] && json_field "$T/tf.json" disks_detail | grep -q '^1 disk(s) read' && pass "the clone's disk read ($(json_field "$T/tf.json" disks_detail))" ||
+[ "$(json_field "$T/tf.json" disks)" = 1 ] && json_field "$T/tf.json" disks_detail | grep -q "^1 of 1 disk(s) read 4096 bytes" && pass "the clone's disk read ($(json_field "$T/tf.json" disks_detail))" ||
 	fail "disks: $(json_field "$T/tf.json" disks) ($(json_field "$T/tf.json" disks_detail))"
 [ "${after:-0}" -gt "${before:-0}" ] && [ "$(status_field protection)" = protected ] &&
 	pass "protection went on meanwhile (epochs $before -> $after committed)" ||
