@@ -219,8 +219,8 @@ static void report(int fd, bool ok, const char *error, const struct restore_resu
 		json_object_object_add(o, "disks_detail", json_object_new_string(disk_detail));
 	}
 	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
-	if (write(fd, text, strlen(text)) < 0)
-		ok = false;
+	if (write(fd, text, strlen(text)) < 0) /* the agent then says: no report */
+		log_warn("test failover: cannot write the report: %s", strerror(errno));
 	json_object_put(o);
 }
 
