@@ -18,7 +18,8 @@ static struct cold_facts own_facts(const struct agent *a)
 	return (struct cold_facts){
 		.host = a->cfg.host->name,
 		.waiting = !a->primary && (a->state == AGENT_WAITING || a->state == AGENT_FAULT),
-		.replica = a->replica_known,
+		/* one a VM ran on from is behind what clients saw */
+		.replica = a->replica_known && !replica_was_restored(a->cfg.state_dir),
 		.generation = a->replica_generation,
 		.epoch = a->replica_epoch,
 	};
@@ -155,7 +156,8 @@ static bool may_ask(struct agent *a)
 {
 	char err[600];
 
-	if (a->primary || a->state != AGENT_WAITING || !a->replica_known)
+	if (a->primary || a->state != AGENT_WAITING || !a->replica_known ||
+	    replica_was_restored(a->cfg.state_dir))
 		return false;
 	if (!a->cfg.after_host_restart &&
 	    replica_check_host_restart(a->cfg.state_dir, err, sizeof(err))) {

@@ -285,6 +285,28 @@ static int check_hello(struct json_object *h, char *err, size_t errlen)
 	return parse_disks(h, NULL, NULL, NULL, err, errlen);
 }
 
+void replica_mark_restored(const char *dir)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/restored", dir);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		log_warn("cannot mark %s: %s (a cold start could take this replica for current)",
+			 path, strerror(errno));
+	else
+		close(fd);
+}
+
+bool replica_was_restored(const char *dir)
+{
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/restored", dir);
+	return access(path, F_OK) == 0;
+}
+
 uint64_t replica_generation(struct json_object *vm)
 {
 	struct json_object *v;
@@ -939,6 +961,13 @@ static int commit(struct replica *rp, uint64_t epoch)
 				    hello_str(rp->hello, "name"), rp->peer) : 0;
 	if (!rc)
 		rc = journal_write(rp->dir, &j);
+	if (!rc && j.promote) {
+		/* a new replica: no VM ran on from this one yet */
+		char mark[PATH_MAX];
+
+		snprintf(mark, sizeof(mark), "%s/restored", rp->dir);
+		unlink(mark);
+	}
 	if (!rc) {
 		/* The .sync files are the journal's now (it promotes them). */
 		rp->syncing = false;

@@ -174,6 +174,11 @@ struct replica_info {
 };
 /* 0, -ENOENT when there is no committed replica. */
 int replica_load_info(const char *dir, struct replica_info *out);
+/* DIR/restored: a VM was restored from this replica (and ran on from it,
+ * its output seen by clients), until a new session commits over it. Such
+ * a replica is behind what clients saw: a cold start never restores it. */
+void replica_mark_restored(const char *dir);
+bool replica_was_restored(const char *dir);
 /* A HELLO's or vm.json's "generation" (0 when absent or not a count). */
 uint64_t replica_generation(struct json_object *vm);
 void replica_info_free(struct replica_info *info);

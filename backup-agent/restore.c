@@ -398,6 +398,8 @@ int restore_vm(const struct restore_opts *o, struct restore_result *res)
 	res->epoch = info.epoch;
 	if (json_object_object_get_ex(info.vm, "libvirt_xml", NULL)) {
 		rc = restore_libvirt(o, &info, res);
+		if (!rc)
+			replica_mark_restored(dir);
 		goto out;
 	}
 	snprintf(ram, sizeof(ram), "%s/ram", dir);
@@ -434,6 +436,7 @@ int restore_vm(const struct restore_opts *o, struct restore_result *res)
 	    (rc = restore_wait_status(q, "running", qemu_log)))
 		goto out;
 	restore_announce(q);
+	replica_mark_restored(dir);
 	res->load_ms = mono_ms() - t;
 	res->total_ms = mono_ms() - t0;
 	res->qemu_pid = pid;

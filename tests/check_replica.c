@@ -1113,6 +1113,31 @@ START_TEST(test_new_session_commit_replaces_previous_replica)
 }
 END_TEST
 
+/* A replica a VM was restored from is marked; the next session's first
+ * commit, a new replica, clears the mark (not its sync alone). */
+START_TEST(test_restored_mark_lasts_until_a_new_replica)
+{
+	struct fx *f = fx_open();
+	struct epoch_plan *p = malloc(sizeof(*p));
+	static const uint64_t idx[1] = { 4 };
+	char why[200];
+
+	ck_assert_ptr_nonnull(p);
+	committed_to(f, 1);
+	ck_assert(!replica_was_restored(f->dir));
+	replica_mark_restored(f->dir);
+	ck_assert(replica_was_restored(f->dir));
+	begin(f, good_hello);
+	sync_all(f);
+	ck_assert(replica_was_restored(f->dir)); /* nothing committed yet */
+	plan(f, p, 1, idx, 1);
+	ck_assert_msg(send_epoch(f, p, why, sizeof(why)) == 0, "epoch 1: %s", why);
+	ck_assert(!replica_was_restored(f->dir));
+	free(p);
+	fx_close(f);
+}
+END_TEST
+
 /* ---- delta resync ---- */
 
 static const char delta_hello[] =
@@ -1448,6 +1473,7 @@ static Suite *replica_suite(void)
 	ADD(s, test_killed_after_commit_point_recovers_new_epoch);
 	ADD(s, test_damaged_journal_is_refused);
 	ADD(s, test_delta_resync_starts_from_the_replica);
+	ADD(s, test_restored_mark_lasts_until_a_new_replica);
 	ADD(s, test_delta_resync_only_from_a_replica_of_this_size);
 	ADD(s, test_journal_page_index_wrapping_past_ram_is_refused);
 	return s;
