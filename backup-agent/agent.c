@@ -269,6 +269,7 @@ static void failover(struct agent *a, const char *why)
 		return;
 	}
 	log_err("primary lost (%s): taking over from the last committed checkpoint", why);
+	test_failover_stop(a); /* no clone beside the real VM */
 	if (!fence_primary(a, why, lost_at, &fence_ms))
 		return;
 	log_info("restoring the VM from epoch %llu", (unsigned long long)a->replica.session_epoch);
@@ -312,6 +313,7 @@ void agent_restore_cold(struct agent *a, const char *why)
 	log_warn("cold start: %s: restoring the VM here from epoch %llu", why,
 		 (unsigned long long)a->replica_epoch);
 	cold_start_stop(a);
+	test_failover_stop(a);
 	set_state(a, AGENT_RESTORING, "cold start: restoring from epoch %llu",
 		  (unsigned long long)a->replica_epoch);
 	answer_waiting_clients(a);
@@ -379,31 +381,53 @@ static int check_vm(struct agent *a, const char *text, char *err, size_t errlen)
 	return rc;
 }
 
-/* Delta resync: the hashes of every page the initial copy starts from,
- * right after HELLO_REPLY; the primary then sends only the pages that
- * differ. Without memory for a frame the link is dropped: the primary
- * would wait for hashes that never come. */
-static void send_ram_hashes(struct agent *a)
+/* Delta resync: the base of the initial copy (the replica's RAM) is copied
+ * into ram.sync and hashed in steps, one RAM_HASHES frame each, between
+ * turns of the loop: a large RAM takes seconds, during which heartbeats
+ * and the control socket must go on. The primary sends nothing of epoch 0
+ * before the last hash (a primary that does is dropped, on_frame). */
+#define DELTA_STEP_PAGES 16384u /* 64 MiB */
+
+static void on_delta_step(struct ev_loop *loop, ev_idle *w, int revents)
 {
+	struct agent *a = w->data;
 	const struct replica *rp = &a->replica;
-	double t0 = mono_ms();
+	uint64_t left = rp->npages - a->delta_next;
+	uint32_t n = left < DELTA_STEP_PAGES ? (uint32_t)left : DELTA_STEP_PAGES, len;
+	uint8_t *payload;
+	struct iovec iov;
 
-	for (uint64_t first = 0; first < rp->npages; first += PROTO_RAM_HASHES_PER_FRAME) {
-		uint64_t left = rp->npages - first;
-		uint32_t n = left < PROTO_RAM_HASHES_PER_FRAME ? (uint32_t)left :
-								 PROTO_RAM_HASHES_PER_FRAME;
-		uint32_t len;
-		uint8_t *payload = replica_ram_hashes(rp, first, n, &len);
-		struct iovec iov = { .iov_base = payload, .iov_len = len };
-
-		if (!payload || peer_link_push(a->primary, FRAME_RAM_HASHES, 0, &iov, 1, payload,
-					       NULL)) {
-			lose_stream(a, "no memory for the page hashes of a delta resync");
-			return;
-		}
+	if (!a->primary || !rp->delta || !left) {
+		ev_idle_stop(loop, w);
+		return;
 	}
-	log_info("delta resync: the initial copy starts from the replica's RAM; hashes of its "
-		 "%llu pages sent in %.0f ms", (unsigned long long)rp->npages, mono_ms() - t0);
+	payload = replica_ram_hashes(rp, a->delta_next, n, &len);
+	iov = (struct iovec){ .iov_base = payload, .iov_len = len };
+	if (!payload || peer_link_push(a->primary, FRAME_RAM_HASHES, 0, &iov, 1, payload, NULL)) {
+		ev_idle_stop(loop, w);
+		lose_stream(a, "the base of a delta resync could not be read, copied or queued");
+		return;
+	}
+	a->delta_next += n;
+	if (a->delta_next == rp->npages) {
+		ev_idle_stop(loop, w);
+		log_info("delta resync: the initial copy starts from the replica's RAM; its %llu "
+			 "pages copied and hashed in %.0f ms", (unsigned long long)rp->npages,
+			 mono_ms() - a->delta_started_ms);
+	}
+}
+
+static void start_delta(struct agent *a)
+{
+	a->delta_next = 0;
+	a->delta_started_ms = mono_ms();
+	ev_idle_start(a->loop, &a->delta_step);
+}
+
+/* Still copying the base: no page of epoch 0 may land in ram.sync yet. */
+static bool delta_base_pending(const struct agent *a)
+{
+	return a->replica.delta && a->delta_next < a->replica.npages;
 }
 
 /* An authenticated peer's HELLO: it becomes the primary, or is told why
@@ -453,7 +477,7 @@ static void on_hello(struct agent *a, struct peer_link *l, const uint8_t *payloa
 	snprintf(reply + strlen(reply), sizeof(reply) - strlen(reply), "}");
 	send_frame(a, FRAME_HELLO_REPLY, 0, reply);
 	if (a->replica.delta)
-		send_ram_hashes(a);
+		start_delta(a);
 }
 
 static void on_epoch_end(struct agent *a, const struct frame_hdr *h, const uint8_t *payload,
@@ -563,6 +587,7 @@ static bool on_handover(struct agent *a, const struct frame_hdr *h, bool ok)
 	}
 	log_info("primary %s hands VM %s over at epoch %llu (its QEMU is stopped): restoring "
 		 "it here", a->peer, vm_name(a), (unsigned long long)h->epoch);
+	test_failover_stop(a);
 	notify_status("VM %s: taking over from %s", vm_name(a), a->peer);
 	set_state(a, AGENT_RESTORING, "planned handover at epoch %llu: restoring",
 		  (unsigned long long)h->epoch);
@@ -637,6 +662,10 @@ static bool on_frame(struct agent *a, const struct frame_hdr *h, const uint8_t *
 {
 	bool ok = proto_check_payload(h, payload) == 0;
 
+	if (delta_base_pending(a) && h->type != FRAME_HEARTBEAT) {
+		lose_stream(a, "the primary sent a frame before the delta resync's base was ready");
+		return false;
+	}
 	switch (h->type) {
 	case FRAME_DISK:
 		if (h->epoch == PROTO_EPOCH_TEST_UNBUFFERED) {
@@ -679,6 +708,8 @@ static bool on_frame(struct agent *a, const struct frame_hdr *h, const uint8_t *
 		}
 		log_info("primary %s detached on purpose (%.*s): replica kept, no failover",
 			 a->peer, (int)(h->len < 100 ? h->len : 100), (const char *)payload);
+		/* the VM runs on unprotected, or was shut down: never a cold start */
+		replica_mark_restored(a->cfg.state_dir);
 		set_state(a, AGENT_WAITING, "primary detached on purpose (%.*s)",
 			  (int)(h->len < 100 ? h->len : 100), (const char *)payload);
 		drop_primary(a);
@@ -1002,6 +1033,8 @@ int agent_run(struct agent *a)
 	for (int i = 0; i < AGENT_MAX_LINKS; i++)
 		peer_link_init(&a->links[i], a->loop, &a->sec, &link_ops, a);
 	ev_io_init(&a->accept_watch, on_accept, a->listen_fd, EV_READ);
+	ev_idle_init(&a->delta_step, on_delta_step);
+	a->delta_step.data = a;
 	ev_timer_init(&a->heartbeat_timer, on_heartbeat_timer, 0, a->cfg.heartbeat_ms / 1000.0);
 	ev_signal_init(&a->sigterm, on_stop_signal, SIGTERM);
 	ev_signal_init(&a->sigint, on_stop_signal, SIGINT);
@@ -1022,6 +1055,7 @@ int agent_run(struct agent *a)
 	hook_runner_drain(&a->hooks, HOOK_NOTIFY_TIMEOUT_MS);
 	answer_waiting_clients(a);
 	test_failover_stop(a);
+	ev_idle_stop(a->loop, &a->delta_step);
 	control_socket_close(&a->control);
 	cold_start_stop(a);
 	close_links(a);

@@ -126,6 +126,10 @@ struct agent {
 	 * replicator, protecting it to the other host, once run returns */
 	struct cold_start cold;    /* a pair whose roles move: both hosts came back */
 	struct test_failover test; /* remusctl test-failover */
+	/* delta resync: the base copied and hashed so far (agent.c) */
+	ev_idle delta_step;
+	uint64_t delta_next;
+	double delta_started_ms;
 	bool become_primary;
 	char master_qmp[4096];
 	uint64_t master_generation; /* of the replica it was restored from */

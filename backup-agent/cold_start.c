@@ -8,18 +8,42 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 #define COLD_START_ASK_S       2.0
 #define COLD_START_DEADLINE_MS 3000
 
 
+/* Something listens on path (a QEMU's QMP socket): a VM may run here. */
+static bool listens(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd, rc;
+
+	if (!path || strlen(path) >= sizeof(sa.sun_path))
+		return false;
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return false;
+	rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+	rc = rc == 0 || (errno != ENOENT && errno != ECONNREFUSED);
+	close(fd);
+	return rc;
+}
+
 static struct cold_facts own_facts(const struct agent *a)
 {
 	return (struct cold_facts){
 		.host = a->cfg.host->name,
-		.waiting = !a->primary && (a->state == AGENT_WAITING || a->state == AGENT_FAULT),
+		/* no primary, and no VM of ours on this host either (one started
+		 * by hand, or a daemon that took the host for empty) */
+		.waiting = !a->primary && (a->state == AGENT_WAITING || a->state == AGENT_FAULT) &&
+			   !listens(a->cfg.file.vm_qmp),
+		.replica = a->replica_known,
 		/* one a VM ran on from is behind what clients saw */
-		.replica = a->replica_known && !replica_was_restored(a->cfg.state_dir),
+		.restored = a->replica_known && replica_was_restored(a->cfg.state_dir),
 		.generation = a->replica_generation,
 		.epoch = a->replica_epoch,
 	};
@@ -34,6 +58,7 @@ static char *facts_json(const struct cold_facts *f, const char *state)
 	json_object_object_add(o, "state", json_object_new_string(state));
 	json_object_object_add(o, "waiting", json_object_new_boolean(f->waiting));
 	json_object_object_add(o, "replica", json_object_new_boolean(f->replica));
+	json_object_object_add(o, "restored", json_object_new_boolean(f->restored));
 	json_object_object_add(o, "generation", json_object_new_uint64(f->generation));
 	json_object_object_add(o, "epoch", json_object_new_uint64(f->epoch));
 	text = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
@@ -46,12 +71,13 @@ static int facts_parse(const uint8_t *payload, uint32_t len, struct cold_facts *
 		       struct json_object **owner)
 {
 	char *text = strndup((const char *)payload, len);
-	struct json_object *o = text ? json_tokener_parse(text) : NULL, *h, *w, *r, *g, *e;
+	struct json_object *o = text ? json_tokener_parse(text) : NULL, *h, *w, *r, *d, *g, *e;
 
 	free(text);
 	if (!o || !json_object_object_get_ex(o, "host", &h) || !json_object_is_type(h, json_type_string) ||
 	    !json_object_object_get_ex(o, "waiting", &w) || !json_object_is_type(w, json_type_boolean) ||
 	    !json_object_object_get_ex(o, "replica", &r) || !json_object_is_type(r, json_type_boolean) ||
+	    !json_object_object_get_ex(o, "restored", &d) || !json_object_is_type(d, json_type_boolean) ||
 	    !json_object_object_get_ex(o, "generation", &g) || !json_object_is_type(g, json_type_int) ||
 	    !json_object_object_get_ex(o, "epoch", &e) || !json_object_is_type(e, json_type_int)) {
 		json_object_put(o);
@@ -61,6 +87,7 @@ static int facts_parse(const uint8_t *payload, uint32_t len, struct cold_facts *
 		.host = json_object_get_string(h),
 		.waiting = json_object_get_boolean(w),
 		.replica = json_object_get_boolean(r),
+		.restored = json_object_get_boolean(d),
 		.generation = json_object_get_uint64(g),
 		.epoch = json_object_get_uint64(e),
 	};
@@ -70,10 +97,12 @@ static int facts_parse(const uint8_t *payload, uint32_t len, struct cold_facts *
 
 bool cold_start_wins(const struct cold_facts *us, const struct cold_facts *peer)
 {
-	if (!us->waiting || !us->replica || !peer->waiting)
+	if (!us->waiting || !us->replica || us->restored || !peer->waiting)
 		return false;
-	if (!peer->replica || us->generation != peer->generation)
-		return !peer->replica || us->generation > peer->generation;
+	if (!peer->replica)
+		return true;
+	if (us->generation != peer->generation)
+		return us->generation > peer->generation;
 	if (us->epoch != peer->epoch)
 		return us->epoch > peer->epoch;
 	return strcmp(us->host, peer->host) < 0;
@@ -112,7 +141,8 @@ static bool on_ask_frame(struct peer_link *l, const struct frame_hdr *h, const u
 		return false;
 	}
 	snprintf(answer, sizeof(answer), "host %s: %s, replica %s generation %llu epoch %llu",
-		 peer.host, peer.waiting ? "waiting" : "busy", peer.replica ? "at" : "none,",
+		 peer.host, peer.waiting ? "waiting" : "busy",
+		 !peer.replica ? "none," : peer.restored ? "(restored from) at" : "at",
 		 (unsigned long long)peer.generation, (unsigned long long)peer.epoch);
 	if (strcmp(answer, a->cold.last_answer)) {
 		log_info("cold start: %s (ours: generation %llu epoch %llu)", answer,

@@ -38,13 +38,16 @@ struct cold_facts {
 	const char *host;
 	bool waiting;   /* an agent with no primary, not restoring */
 	bool replica;   /* a committed replica */
+	bool restored;  /* a VM ran on from it (replica_was_restored): it never wins */
 	uint64_t generation, epoch;
 };
 
 /* Does the agent with facts us restore the VM, the other one having
- * peer? Only when both wait and ours is the newer replica: by generation,
- * then epoch, then (never seen in practice) host name. Of two agents
- * asking each other, exactly one wins, or neither. */
+ * peer? Only when both wait, ours was never restored from, and it is the
+ * newer replica: by generation, then epoch, then (never seen in practice)
+ * host name. A peer's restored replica still counts against ours: the VM
+ * ran on from it, so an older one of ours would take that back. Of two
+ * agents asking each other, at most one wins. */
 bool cold_start_wins(const struct cold_facts *us, const struct cold_facts *peer);
 
 /* Start asking, every COLD_START_ASK_S, while this agent has no primary

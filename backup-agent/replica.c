@@ -315,7 +315,8 @@ uint64_t replica_generation(struct json_object *vm)
 	if (!vm || !json_object_object_get_ex(vm, "generation", &v) ||
 	    !json_object_is_type(v, json_type_int) || (g = json_object_get_int64(v)) < 0)
 		return 0;
-	return (uint64_t)g;
+	/* a primary's number: room left to count on, without wrapping */
+	return (uint64_t)g < REPLICA_MAX_GENERATION ? (uint64_t)g : REPLICA_MAX_GENERATION;
 }
 
 /* The session's generation: the primary's proposal, or one above this
@@ -352,69 +353,51 @@ static void choose_delta(struct replica *rp)
 		    S_ISREG(st.st_mode) && (uint64_t)st.st_size == rp->ram_size;
 }
 
-/* ram.sync := a copy of ram, on which the initial copy writes only the
- * pages that differ. 0 or -errno. */
-static int copy_base(struct replica *rp, int to_fd)
-{
-	char path[PATH_MAX];
-	uint64_t left = rp->ram_size;
-	int fd, rc = path_in(rp, "ram", path, sizeof(path));
-
-	if (rc)
-		return rc;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	while (left) {
-		ssize_t n = copy_file_range(fd, NULL, to_fd, NULL, left, 0);
-
-		if (n <= 0) {
-			rc = n < 0 ? -errno : -EIO;
-			break;
-		}
-		left -= (uint64_t)n;
-	}
-	close(fd);
-	return rc;
-}
-
-/* Read through a buffer, not the mapping: touching every page of the
- * mapping costs a fault each (about 8 us here: 250 ms per 128 MiB), and
- * the initial copy will write only the pages that differ. */
+/* The base is copied and hashed through a buffer, not the mapping:
+ * touching every page of the mapping costs a fault each (about 8 us here:
+ * 250 ms per 128 MiB), and the initial copy will write only the pages that
+ * differ. */
 #define HASH_READ_PAGES 256u
 
 uint8_t *replica_ram_hashes(const struct replica *rp, uint64_t first, uint32_t n,
 			    uint32_t *len)
 {
 	uint8_t *out = NULL, *buf = NULL;
-	char path[PATH_MAX];
-	int fd = -1;
+	char from[PATH_MAX], to[PATH_MAX];
+	int in = -1, fd = -1;
 
 	if (!rp->delta || !rp->ram || first > rp->npages || n > rp->npages - first ||
-	    n > PROTO_RAM_HASHES_PER_FRAME || path_in(rp, "ram.sync", path, sizeof(path)))
+	    n > PROTO_RAM_HASHES_PER_FRAME || path_in(rp, "ram", from, sizeof(from)) ||
+	    path_in(rp, "ram.sync", to, sizeof(to)))
 		return NULL;
 	*len = PROTO_RAM_HASHES_HDR_SIZE + n * PAGE_HASH_SIZE;
 	out = malloc(*len);
 	buf = malloc(HASH_READ_PAGES * PROTO_PAGE_SIZE);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (!out || !buf || fd < 0)
+	in = open(from, O_RDONLY | O_CLOEXEC);
+	fd = open(to, O_WRONLY | O_CLOEXEC);
+	if (!out || !buf || in < 0 || fd < 0)
 		goto fail;
 	proto_encode_ram_hashes_hdr(out, first, n);
 	for (uint32_t done = 0; done < n;) {
 		uint32_t k = n - done < HASH_READ_PAGES ? n - done : HASH_READ_PAGES;
 		size_t bytes = (size_t)k * PROTO_PAGE_SIZE;
+		off_t off = (off_t)((first + done) * PROTO_PAGE_SIZE);
 
-		if (pread(fd, buf, bytes, (off_t)((first + done) * PROTO_PAGE_SIZE)) != (ssize_t)bytes)
+		if (pread(in, buf, bytes, off) != (ssize_t)bytes ||
+		    pwrite(fd, buf, bytes, off) != (ssize_t)bytes)
 			goto fail;
 		for (uint32_t i = 0; i < k; i++)
 			page_hash(buf + (size_t)i * PROTO_PAGE_SIZE, rp->delta_seed,
 				  out + PROTO_RAM_HASHES_HDR_SIZE + (size_t)(done + i) * PAGE_HASH_SIZE);
 		done += k;
 	}
+	close(in);
 	close(fd);
 	free(buf);
 	return out;
 fail:
+	if (in >= 0)
+		close(in);
 	if (fd >= 0)
 		close(fd);
 	free(buf);
@@ -430,14 +413,6 @@ static int map_sync_file(struct replica *rp, char *err, size_t errlen)
 	if (rc)
 		return rc;
 	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd >= 0 && rp->delta && (rc = copy_base(rp, fd))) {
-		/* a full copy then, from a fresh file */
-		log_warn("delta resync: cannot copy the replica's RAM into %s (%s): full copy",
-			 path, strerror(-rc));
-		rp->delta = false;
-		close(fd);
-		fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	}
 	if (fd < 0 || ftruncate(fd, (off_t)rp->ram_size) < 0) {
 		rc = -errno;
 		snprintf(err, errlen, "backup cannot create %s: %s", path, strerror(errno));

@@ -73,7 +73,8 @@ struct replica {
 	 * of two replicas the one written later has the higher generation. */
 	uint64_t generation;
 	/* delta resync: ram.sync starts as a copy of the replica's RAM, whose
-	 * page hashes (with the HELLO's seed) the primary compares against */
+	 * page hashes (with the HELLO's seed) the primary compares against;
+	 * the agent copies and hashes it in steps (replica_ram_hashes) */
 	bool delta;
 	uint64_t delta_seed;
 	uint64_t session_epoch;  /* last epoch committed (or synced) in this session */
@@ -122,9 +123,12 @@ int replica_begin_session(struct replica *rp, const char *hello_json,
 			  const char *peer_identity, const struct replica_limits *lim,
 			  char *err, size_t errlen);
 /* Delta resync (proto.h): after replica_begin_session with rp->delta,
- * the hashes of ram.sync's pages [first, first + n), n at most
- * PROTO_RAM_HASHES_PER_FRAME, as one FRAME_RAM_HASHES payload (malloc'd,
- * *len bytes), or NULL without memory. */
+ * one step of the base: pages [first, first + n) of the replica's RAM
+ * copied into ram.sync, and their hashes as one FRAME_RAM_HASHES payload
+ * (malloc'd, *len bytes); n at most PROTO_RAM_HASHES_PER_FRAME. NULL
+ * without delta, out of range, or when a read or write fails. The caller
+ * takes the steps in order, between turns of its loop, before any page of
+ * the initial copy may arrive. */
 uint8_t *replica_ram_hashes(const struct replica *rp, uint64_t first, uint32_t n, uint32_t *len);
 /* FRAME_VERIFY of epoch (proto.h): compare the replica, as committed at
  * that epoch, with the primary's page hashes. The VERIFY_RESULT payload
@@ -174,12 +178,16 @@ struct replica_info {
 };
 /* 0, -ENOENT when there is no committed replica. */
 int replica_load_info(const char *dir, struct replica_info *out);
-/* DIR/restored: a VM was restored from this replica (and ran on from it,
- * its output seen by clients), until a new session commits over it. Such
- * a replica is behind what clients saw: a cold start never restores it. */
+/* DIR/restored: the VM went on from this replica (a VM was restored from
+ * it, or its primary detached on purpose: the VM runs on unprotected, or
+ * was shut down), until a new session commits over it. Such a replica is
+ * behind what clients saw, or a VM meant to stay down: a cold start never
+ * restores it. */
 void replica_mark_restored(const char *dir);
 bool replica_was_restored(const char *dir);
-/* A HELLO's or vm.json's "generation" (0 when absent or not a count). */
+/* A HELLO's or vm.json's "generation" (0 when absent or not a count; at
+ * most REPLICA_MAX_GENERATION, so that one more never wraps). */
+#define REPLICA_MAX_GENERATION (1ull << 62)
 uint64_t replica_generation(struct json_object *vm);
 void replica_info_free(struct replica_info *info);
 /* -ESTALE (reason in err) if dir's replica was committed in an earlier

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -236,6 +237,14 @@ static void run_child(struct agent *a, int fd)
 	signal(SIGTERM, SIG_DFL);
 	signal(SIGINT, SIG_DFL);
 	alarm(TEST_FAILOVER_DEADLINE_S);
+	/* None of the agent's sockets (the primary's link, the listener, the
+	 * control clients) may stay open here: the report's descriptor is 3,
+	 * and all above it goes. */
+	if (fd != 3 && dup2(fd, 3) < 0)
+		_exit(1);
+	fd = 3;
+	fcntl(fd, F_SETFD, FD_CLOEXEC);
+	close_range(4, ~0u, 0);
 	/* cut off: no TAP, no shared disk, no lock on the real state dir */
 	o.dir = a->test.dir;
 	o.taps = NULL;
@@ -298,7 +307,7 @@ static void on_deadline(struct ev_loop *loop, ev_timer *w, int revents)
 	struct agent *a = w->data;
 
 	if (a->test.child > 0)
-		kill(a->test.child, SIGKILL); /* its QEMU then dies of its alarm, see below */
+		kill(a->test.child, SIGKILL); /* its QEMU goes in finish (remove_clone) */
 }
 
 void test_failover_init(struct agent *a)
@@ -308,6 +317,50 @@ void test_failover_init(struct agent *a)
 	ev_init(&a->test.child_watch, on_child);
 	ev_timer_init(&a->test.deadline, on_deadline, TEST_FAILOVER_DEADLINE_S + 30, 0);
 	a->test.child_watch.data = a->test.deadline.data = a;
+}
+
+/* A -netdev that talks to an address (socket,udp=, dgram over inet):
+ * unlike a unix one, restored as is, it would reach the primary's peer. */
+static bool inet_nic(struct json_object *vm)
+{
+	struct json_object *argv;
+	size_t n;
+
+	if (!json_object_object_get_ex(vm, "qemu_argv", &argv))
+		return false;
+	n = json_object_array_length(argv);
+	for (size_t i = 0; i + 1 < n; i++) {
+		const char *o = json_object_get_string(json_object_array_get_idx(argv, i));
+		const char *v = json_object_get_string(json_object_array_get_idx(argv, i + 1));
+
+		if (o && v && (!strcmp(o, "-netdev") || !strcmp(o, "--netdev")) &&
+		    (strstr(v, "udp=") || strstr(v, "inet")))
+			return true;
+	}
+	return false;
+}
+
+/* The clone needs its files (clones may share blocks until written), a
+ * second copy of RAM (the restore's) and room for its overlays: refuse
+ * rather than fill the file system under the replica. */
+static bool room_for_clone(const char *dir, const struct replica_info *info, char *why,
+			   size_t len)
+{
+	struct json_object *v;
+	struct statvfs fs;
+	uint64_t need = 256ull << 20, ram = 0;
+
+	if (json_object_object_get_ex(info->vm, "ram_size", &v))
+		ram = (uint64_t)json_object_get_int64(v);
+	need += 2 * ram;
+	for (unsigned i = 0; i < info->ndisks; i++)
+		need += info->disks[i].size;
+	if (statvfs(dir, &fs) < 0 || (uint64_t)fs.f_bavail * fs.f_frsize >= need)
+		return true;
+	snprintf(why, len, "%s has %llu MiB free; a clone of this replica needs %llu MiB",
+		 dir, (unsigned long long)((uint64_t)fs.f_bavail * fs.f_frsize >> 20),
+		 (unsigned long long)(need >> 20));
+	return false;
 }
 
 static char *refuse(const char *msg)
@@ -328,7 +381,7 @@ char *test_failover_start(struct agent *a, int fd, bool *keep)
 	struct test_failover *t = &a->test;
 	struct replica_info info;
 	char why[PATH_MAX + 128], tmpl[PATH_MAX + 32];
-	bool libvirt;
+	bool libvirt, inet, room;
 	pid_t pid;
 
 	if (t->child)
@@ -338,14 +391,21 @@ char *test_failover_start(struct agent *a, int fd, bool *keep)
 	if (replica_load_info(a->cfg.state_dir, &info))
 		return refuse("no committed replica to test");
 	libvirt = json_object_object_get_ex(info.vm, "libvirt_xml", NULL);
+	inet = inet_nic(info.vm);
+	room = room_for_clone(a->cfg.state_dir, &info, why, sizeof(why));
 	replica_info_free(&info);
 	if (libvirt)
 		return refuse("the replica is of a libvirt domain: a test failover runs a plain "
 			      "QEMU VM only (a clone would take the domain's name)");
+	if (inet)
+		return refuse("a NIC of the VM is an inet socket (UDP or dgram to an address): "
+			      "its clone would send to the production peer");
+	if (!room)
+		return refuse(why);
 	snprintf(t->dir, sizeof(t->dir), "%s/test-failover", a->cfg.state_dir);
 	remove_clone(t->dir); /* a test that died with the agent */
 	snprintf(tmpl, sizeof(tmpl), "%s/.test-failover.XXXXXX", a->cfg.state_dir);
-	if (mkdir(t->dir, 0700) < 0 || (t->result_fd = mkstemp(tmpl)) < 0) {
+	if (mkdir(t->dir, 0700) < 0 || (t->result_fd = mkostemp(tmpl, O_CLOEXEC)) < 0) {
 		snprintf(why, sizeof(why), "cannot make %s: %s", t->dir, strerror(errno));
 		t->dir[0] = 0;
 		return refuse(why);

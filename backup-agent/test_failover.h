@@ -5,9 +5,10 @@
  * on. The replica's files are cloned (reflink) or copied at a commit
  * boundary, in the loop; everything else, the restore and the checks,
  * runs in a child process, so that the agent keeps committing and
- * answering heartbeats. The clone's NICs are datagram sockets with nobody
- * at the other end, and it may open no shared disk (a VM with one is
- * refused): it can reach nothing outside its directory. */
+ * answering heartbeats. The clone's NICs are unix datagram sockets with
+ * nobody at the other end (a VM with an inet NIC is refused), and it may
+ * open no shared disk (the restore refuses one): it can reach nothing
+ * outside its directory. The state dir must have room for the clone. */
 #ifndef REMUS_TEST_FAILOVER_H
 #define REMUS_TEST_FAILOVER_H
 

@@ -350,23 +350,25 @@ static bool no_qemu_at(int rc)
 
 static int attach_socket(struct replicator *r)
 {
-	int rc;
+	int rc, state_rc = -ENOENT;
 
 	/* A pair whose roles move: a VM our agent restored here runs on the
 	 * state dir's socket, whatever [vm] qmp says (a restart of this
 	 * daemon must find it, not take the host for empty). */
 	if (r->cfg.state_qmp_path && strcmp(r->cfg.state_qmp_path, r->cfg.qmp_path)) {
-		rc = qmp_connect(r->cfg.state_qmp_path, QMP_CONNECT_TIMEOUT_MS, &r->qmp);
-		if (!rc) {
+		state_rc = qmp_connect(r->cfg.state_qmp_path, QMP_CONNECT_TIMEOUT_MS, &r->qmp);
+		if (!state_rc) {
 			log_info("attached to the VM restored here (%s)", r->cfg.state_qmp_path);
 			r->cfg.qmp_path = r->cfg.state_qmp_path;
 			return 0;
 		}
-		if (!no_qemu_at(rc))
+		if (!no_qemu_at(state_rc))
 			log_warn("QMP socket %s: %s", r->cfg.state_qmp_path, qmp_connect_error());
 	}
 	rc = qmp_connect(r->cfg.qmp_path, QMP_CONNECT_TIMEOUT_MS, &r->qmp);
-	if (rc && no_qemu_at(rc) && r->cfg.host) {
+	/* "no VM here" only when neither socket has a QEMU behind it: one
+	 * that answered slowly may be running the VM */
+	if (rc && no_qemu_at(rc) && no_qemu_at(state_rc) && r->cfg.host) {
 		r->vm_absent = true;
 		log_info("no VM runs here (QMP socket %s: %s)", r->cfg.qmp_path,
 			 qmp_connect_error());

@@ -159,6 +159,7 @@ static void hash_slice(struct verify *v, const uint8_t *ram, uint64_t epoch)
 	v->pending_len = PROTO_VERIFY_HDR_SIZE + n * PAGE_HASH_SIZE;
 	v->pending_epoch = epoch;
 	v->slice_out = true;
+	v->slice_sent_ms = mono_ms();
 }
 
 void verify_at_barrier(struct replicator *r, const uint8_t *ram, size_t npages, uint64_t epoch)
@@ -166,6 +167,10 @@ void verify_at_barrier(struct replicator *r, const uint8_t *ram, size_t npages, 
 	struct verify *v = &r->verify;
 
 	take_resends(v, ram, npages);
+	if (v->active && v->slice_out && mono_ms() - v->slice_sent_ms > VERIFY_ANSWER_MS) {
+		verify_abort(r, "the backup did not answer a verify slice in time");
+		return;
+	}
 	if (v->active && !v->slice_out && v->next < v->npages && v->npages == npages)
 		hash_slice(v, ram, epoch);
 }
@@ -230,7 +235,7 @@ static void pass_done(struct replicator *r)
 	json_object_object_add(o, "ok", json_object_new_boolean(1));
 	json_object_object_add(o, "pages_checked", json_object_new_uint64(v->checked));
 	json_object_object_add(o, "pages_differ", json_object_new_uint64(v->differ));
-	json_object_object_add(o, "pages_resent", json_object_new_uint64(v->differ));
+	json_object_object_add(o, "pages_resent", json_object_new_uint64(v->resent));
 	json_object_object_add(o, "slices_redone", json_object_new_uint64(v->skipped));
 	json_object_object_add(o, "seconds", json_object_new_double(s));
 	json_object_object_add(o, "slice_hash_ms_max", json_object_new_double(v->slice_ms_max));
@@ -267,6 +272,12 @@ void verify_on_result(struct replicator *r, const struct frame_hdr *h, const uin
 			 "next epoch", res.nbad, (unsigned long long)res.first,
 			 (unsigned long long)(res.first + res.count - 1));
 	v->differ += res.nbad;
+	if (res.nbad > PROTO_VERIFY_MAX_BAD) {
+		/* more differ than listed: the listed go again, the slice too */
+		v->differ -= res.nbad;
+		v->skipped++;
+		return;
+	}
 	v->checked += res.count;
 	v->next = res.first + res.count;
 	if (v->next >= v->npages)

@@ -26,6 +26,8 @@ struct epoch_tally;
 #define VERIFY_SLICE_MIN_PAGES 64u
 #define VERIFY_SLICE_TARGET_MS 0.5
 #define VERIFY_MAX_RESEND  PROTO_VERIFY_MAX_BAD
+/* A slice the backup has not answered by then ends the pass. */
+#define VERIFY_ANSWER_MS   30000
 
 struct verify {
 	bool active;
@@ -33,6 +35,7 @@ struct verify {
 	uint64_t seed;            /* this pass's, for page_hash */
 	uint64_t npages, next;    /* the next slice starts at next */
 	bool slice_out;           /* a slice is on its way or being answered */
+	double slice_sent_ms;
 	uint8_t *pending;         /* the slice's VERIFY payload, until its EPOCH_END is queued */
 	uint32_t pending_len;
 	uint64_t pending_epoch;

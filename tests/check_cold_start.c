@@ -13,6 +13,22 @@ static struct cold_facts facts(const char *host, bool waiting, bool replica, uin
 				    .generation = generation, .epoch = epoch };
 }
 
+/* A replica a VM was restored from never wins, and still beats an older
+ * one: going back behind it would take back what clients saw. */
+START_TEST(test_restored_replica_never_wins_and_blocks_older)
+{
+	struct cold_facts a = facts("alpha", true, true, 5, 9), b = facts("beta", true, true, 4, 99);
+
+	a.restored = true;
+	ck_assert(!cold_start_wins(&a, &b));
+	ck_assert(!cold_start_wins(&b, &a)); /* b's is older than what ran from a's */
+	b.generation = 6;
+	ck_assert(cold_start_wins(&b, &a));  /* b's came later: the VM's own next session */
+	b.replica = false;
+	ck_assert(!cold_start_wins(&a, &b));
+}
+END_TEST
+
 START_TEST(test_newer_generation_wins_whatever_the_epochs)
 {
 	struct cold_facts a = facts("alpha", true, true, 7, 10), b = facts("beta", true, true, 6, 90000);
@@ -71,10 +87,16 @@ START_TEST(test_never_both_and_never_the_older)
 					    (uint64_t)(rand() % 4));
 		struct cold_facts b = facts("beta", rand() % 4, rand() % 3, (uint64_t)(rand() % 4),
 					    (uint64_t)(rand() % 4));
-		bool wa = cold_start_wins(&a, &b), wb = cold_start_wins(&b, &a);
+		bool wa, wb;
 
+		a.restored = a.replica && rand() % 3 == 0;
+		b.restored = b.replica && rand() % 3 == 0;
+		wa = cold_start_wins(&a, &b);
+		wb = cold_start_wins(&b, &a);
 		ck_assert(!(wa && wb));
-		ck_assert_int_eq(wa || wb, a.waiting && b.waiting && (a.replica || b.replica));
+		ck_assert(!(wa && a.restored) && !(wb && b.restored));
+		if (!a.restored && !b.restored)
+			ck_assert_int_eq(wa || wb, a.waiting && b.waiting && (a.replica || b.replica));
 		if (wa && b.replica)
 			ck_assert(a.generation > b.generation ||
 				  (a.generation == b.generation && a.epoch >= b.epoch));
@@ -97,6 +119,7 @@ int main(void)
 	tcase_add_test(tc, test_a_replica_beats_none_and_none_never_restores);
 	tcase_add_test(tc, test_nobody_restores_beside_a_busy_peer);
 	tcase_add_test(tc, test_never_both_and_never_the_older);
+	tcase_add_test(tc, test_restored_replica_never_wins_and_blocks_older);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -14,9 +14,11 @@
 #   2. --cycles 1 --kill host --cold-start: the whole host dies; it comes
 #      back (its daemon starts, as at boot) while the VM runs on the other
 #      host: it finds no VM, starts no copy of its own and becomes the
-#      backup. At the end both hosts go down at once and come back: the
-#      agents ask each other, and the one with the newer replica (the last
-#      backup) restores the VM; the other waits and is its backup again.
+#      backup. At the end every process of both hosts dies at once and the
+#      daemons start again (the kernel does not reboot: after a real reboot
+#      no replica is restored on its own): the agents ask each other, and
+#      the one with the newer replica (the last backup) restores the VM;
+#      the other waits and is its backup again.
 . "$(dirname "$0")/lib.sh"
 
 PREFIX=rp$(( $$ % 10000 ))
