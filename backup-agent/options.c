@@ -257,19 +257,10 @@ static void apply_file(struct agent_config *cfg, const char **listen, int *use_s
 static int apply_host(struct agent_config *cfg, const char *file, const char *host_name,
 		      const char **listen, bool state_dir_flag, bool control_flag)
 {
-	const struct pair_config *pc = &cfg->file;
-
-	if (!pc->nhosts) {
-		if (host_name) {
-			fprintf(stderr, "remus-agent: --host needs --config FILE with [host] "
-				"sections\n");
-			return -1;
-		}
-		return 0;
-	}
-	cfg->host = config_host_self(pc, host_name, "remus-agent", stderr);
-	if (!cfg->host)
+	if (config_host_self(&cfg->file, host_name, "remus-agent", stderr, &cfg->host))
 		return -1;
+	if (!cfg->host)
+		return 0;
 	cfg->config_path = file;
 	if (!*listen)
 		*listen = cfg->host->address;

@@ -17,6 +17,7 @@
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
@@ -1045,13 +1046,15 @@ uint8_t *replica_verify(struct replica *rp, uint64_t epoch, const uint8_t *paylo
 	return out;
 }
 
-/* Clone (FICLONE) or copy (copy) from into to; *bytes counts copies. */
-static int snapshot_file(const char *from, const char *to, bool copy, uint64_t *bytes)
+int replica_copy_file(const char *from, const char *to)
 {
-	int in = open(from, O_RDONLY | O_CLOEXEC), out = -1, rc = 0;
 	struct stat st;
+	int in = open(from, O_RDONLY | O_CLOEXEC), out = -1, rc = 0;
+	off_t off = 0;
 
-	if (in < 0 || fstat(in, &st) < 0) {
+	if (in < 0)
+		return -errno;
+	if (fstat(in, &st) < 0) {
 		rc = -errno;
 		goto out;
 	}
@@ -1060,25 +1063,34 @@ static int snapshot_file(const char *from, const char *to, bool copy, uint64_t *
 		rc = -errno;
 		goto out;
 	}
-	if (!copy) {
-		rc = ioctl(out, FICLONE, in) < 0 ? -errno : 0;
-		goto out;
-	}
-	for (uint64_t left = (uint64_t)st.st_size; left;) {
-		ssize_t n = copy_file_range(in, NULL, out, NULL, left, 0);
-
+	while (off < st.st_size) {
+		ssize_t n = sendfile(out, in, &off, (size_t)(st.st_size - off));
 		if (n <= 0) {
 			rc = n < 0 ? -errno : -EIO;
-			break;
+			goto out;
 		}
-		left -= (uint64_t)n;
 	}
-	*bytes += (uint64_t)st.st_size;
 out:
-	if (in >= 0)
-		close(in);
 	if (out >= 0)
 		close(out);
+	close(in);
+	return rc;
+}
+
+/* A clone of from (FICLONE: it shares from's blocks until either is
+ * written) at to. 0 or -errno (-EOPNOTSUPP and kin: no reflinks here). */
+static int clone_file(const char *from, const char *to)
+{
+	int in = open(from, O_RDONLY | O_CLOEXEC), out = -1, rc = 0;
+
+	if (in < 0)
+		return -errno;
+	out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (out < 0 || ioctl(out, FICLONE, in) < 0)
+		rc = -errno;
+	if (out >= 0)
+		close(out);
+	close(in);
 	return rc;
 }
 
@@ -1093,7 +1105,7 @@ int replica_snapshot(struct replica *rp, const char *dir, uint64_t max_copy, cha
 	static const char *const fixed[] = { "vm.json", "devstate", "ram" };
 	char names[3 + DISKFILE_MAX][32], from[3 + DISKFILE_MAX][PATH_MAX], to[PATH_MAX];
 	struct replica_info info;
-	uint64_t total = 0, copied = 0;
+	uint64_t total = 0;
 	unsigned n = 0, i;
 	struct stat st;
 	int rc;
@@ -1114,7 +1126,7 @@ int replica_snapshot(struct replica *rp, const char *dir, uint64_t max_copy, cha
 	/* clones, instant and free: all of them, or copies of all */
 	for (i = 0, rc = 0; i < n && !rc; i++) {
 		snprintf(to, sizeof(to), "%s/%s", dir, names[i]);
-		rc = snapshot_file(from[i], to, false, &copied);
+		rc = clone_file(from[i], to);
 	}
 	if (!rc)
 		return 0;
@@ -1134,7 +1146,7 @@ int replica_snapshot(struct replica *rp, const char *dir, uint64_t max_copy, cha
 	}
 	for (i = 0; i < n; i++) {
 		snprintf(to, sizeof(to), "%s/%s", dir, names[i]);
-		if ((rc = snapshot_file(from[i], to, true, &copied))) {
+		if ((rc = replica_copy_file(from[i], to))) {
 			snprintf(why, whylen, "cannot copy %s: %s", from[i], strerror(-rc));
 			return rc;
 		}

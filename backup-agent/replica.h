@@ -136,6 +136,8 @@ uint8_t *replica_ram_hashes(const struct replica *rp, uint64_t first, uint32_t n
  * epoch), or NULL for a malformed frame or no memory (why says which). */
 uint8_t *replica_verify(struct replica *rp, uint64_t epoch, const uint8_t *payload, uint32_t len,
 			uint32_t *outlen, char *why, size_t whylen);
+/* A plain copy of from at to (mode 0600, replaced if there). 0 or -errno. */
+int replica_copy_file(const char *from, const char *to);
 /* Copies of the committed replica's files (vm.json, devstate, ram,
  * disk-N.img) in dir (which must exist), as of the last commit, its
  * journal applied first: clones (FICLONE) where the file system makes

@@ -21,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -30,39 +29,6 @@
 #define QMP_WAIT_MS     10000
 #define RUNNING_WAIT_MS 10000
 #define QMP_TIMEOUT_MS  5000
-
-/* The restored VM writes its RAM file, so it runs on a copy: the replica
- * stays intact whatever happens to the restore. */
-static int copy_file(const char *from, const char *to)
-{
-	struct stat st;
-	int in = open(from, O_RDONLY | O_CLOEXEC), out = -1, rc = 0;
-	off_t off = 0;
-
-	if (in < 0)
-		return -errno;
-	if (fstat(in, &st) < 0) {
-		rc = -errno;
-		goto out;
-	}
-	out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (out < 0) {
-		rc = -errno;
-		goto out;
-	}
-	while (off < st.st_size) {
-		ssize_t n = sendfile(out, in, &off, (size_t)(st.st_size - off));
-		if (n <= 0) {
-			rc = n < 0 ? -errno : -EIO;
-			goto out;
-		}
-	}
-out:
-	if (out >= 0)
-		close(out);
-	close(in);
-	return rc;
-}
 
 /* The restored VM writes its disks, so it runs on qcow2 overlays over the
  * replica disks (made in no time, whatever the disk's size): the replica
@@ -405,7 +371,9 @@ int restore_vm(const struct restore_opts *o, struct restore_result *res)
 	snprintf(ram, sizeof(ram), "%s/ram", dir);
 	snprintf(qemu_log, sizeof(qemu_log), "%s/qemu.log", dir);
 	snprintf(ram_copy, sizeof(ram_copy), "%s/vm.ram", dir);
-	rc = copy_file(ram, ram_copy);
+	/* the VM writes its RAM file: it runs on a copy, and the replica
+	 * stays intact whatever happens to the restore */
+	rc = replica_copy_file(ram, ram_copy);
 	if (rc) {
 		log_err("cannot copy replica RAM %s to %s: %s", ram, ram_copy, strerror(-rc));
 		goto out;

@@ -3,6 +3,7 @@
 #include "clock.h"
 #include "log.h"
 #include "page_hash.h"
+#include "procfs.h"
 #include "qmp.h"
 #include "restore.h"
 #include "test_failover.h"
@@ -32,23 +33,13 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
  * its -pidfile, -qmp and RAM are there), not a recycled pid? */
 static bool runs_in(int pid, const char *dir)
 {
-	char path[64], buf[65536];
-	ssize_t n;
-	int fd;
+	char buf[65536];
+	ssize_t n = proc_cmdline(pid, buf, sizeof(buf));
 
-	snprintf(path, sizeof(path), "/proc/%d/cmdline", pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return false;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return false;
 	for (ssize_t i = 0; i < n; i++)
 		if (!buf[i])
 			buf[i] = ' ';
-	buf[n] = 0;
-	return strstr(buf, dir) != NULL;
+	return n > 0 && strstr(buf, dir) != NULL;
 }
 
 /* The clone's QEMU, if its pid file names one still running (a child

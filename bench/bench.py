@@ -483,10 +483,29 @@ def disk(args):
                                                              extra))
 
 
+TESTNET = os.path.join(ROOT, "scripts", "testnet")
+
+
 def testnet_env(prefix):
-    out = subprocess.run([os.path.join(ROOT, "scripts", "testnet"), "env", prefix],
+    out = subprocess.run([TESTNET, "env", prefix],
                          check=True, capture_output=True, text=True).stdout
     return dict(line.split("=", 1) for line in out.split() if "=" in line)
+
+
+def testnet_up(tag):
+    """scripts/testnet up TAG+pid: its prefix and its environment (quotes
+    stripped). Taken down again if the environment cannot be read."""
+    prefix = "%s%d" % (tag, os.getpid() % 10000)
+    subprocess.run([TESTNET, "up", prefix], check=True, stdout=subprocess.DEVNULL)
+    try:
+        return prefix, {k: v.strip("'\"") for k, v in testnet_env(prefix).items()}
+    except BaseException:
+        testnet_down(prefix)
+        raise
+
+
+def testnet_down(prefix):
+    subprocess.run([TESTNET, "down", prefix], stdout=subprocess.DEVNULL)
 
 
 def requests(ns, ip, seconds, conns):
@@ -497,13 +516,10 @@ def requests(ns, ip, seconds, conns):
 
 
 def network(args):
-    prefix = "rb%d" % (os.getpid() % 10000)
-    testnet = os.path.join(ROOT, "scripts", "testnet")
-    subprocess.run([testnet, "up", prefix], check=True, stdout=subprocess.DEVNULL)
+    prefix, env = testnet_up("rb")
     b = Bench()
     rows = []
     try:
-        env = {k: v.strip("'\"") for k, v in testnet_env(prefix).items()}
         pri, bak, cli = ([os.path.join(ROOT, "scripts", "in-netns"), env[k]] for k in ("PRI_NS", "BAK_NS", "CLI_NS"))
         run, _ = b.guest("net", args.mem[0], "ip_addr=%s/24" % env["VM_IP"],
                          ["--net", "--netns", env["PRI_NS"]])
@@ -542,7 +558,7 @@ def network(args):
                 measure("epoch %d ms" % e, p, sock)
     finally:
         b.close()
-        subprocess.run([testnet, "down", prefix], stdout=subprocess.DEVNULL)
+        testnet_down(prefix)
     base = (rows[0][2]["requests_per_s"] + rows[-1][2]["requests_per_s"]) / 2
     # The floor a reply can reach: one pause and one ack (issue: latency
     # p50 at most pause p50 + ack p50 + 3 ms), both of the latency run.
@@ -577,13 +593,10 @@ def hook_events(path):
 
 def resync(args):
     """Resync after a link cut, delta against full, side by side per guest."""
-    prefix = "rs%d" % (os.getpid() % 10000)
-    testnet = os.path.join(ROOT, "scripts", "testnet")
-    subprocess.run([testnet, "up", prefix], check=True, stdout=subprocess.DEVNULL)
+    prefix, env = testnet_up("rs")
     b = Bench()
     rows = []
     try:
-        env = {k: v.strip("'\"") for k, v in testnet_env(prefix).items()}
         pri, bak = ([os.path.join(ROOT, "scripts", "in-netns"), env[k]] for k in ("PRI_NS", "BAK_NS"))
         hook = os.path.join(b.dir, "notify")
         with open(hook, "w") as f:
@@ -620,7 +633,7 @@ def resync(args):
             time.sleep(1)
     finally:
         b.close()
-        subprocess.run([testnet, "down", prefix], stdout=subprocess.DEVNULL)
+        testnet_down(prefix)
     print("| guest | dirtier working set | full copy (first protection) | resync after a %d s "
           "cut | bytes vs full | link back -> protected | cut -> protected |" % args.cut)
     print("|---|---|---|---|---|---|---|")
@@ -644,14 +657,11 @@ WORKLOADS = [
 
 def policies(args):
     """Every workload under every epoch setting, one guest per workload."""
-    prefix = "rp%d" % (os.getpid() % 10000)
-    testnet = os.path.join(ROOT, "scripts", "testnet")
     configs = [("fixed %d ms" % e, ["--epoch-ms", str(e)]) for e in (25, 50, 100, 200)]
     configs.append(("hybrid", ["--epoch-policy", "hybrid"]))
-    subprocess.run([testnet, "up", prefix], check=True, stdout=subprocess.DEVNULL)
+    prefix, env = testnet_up("rp")
     results = {}
     try:
-        env = {k: v.strip("'\"") for k, v in testnet_env(prefix).items()}
         innet = os.path.join(ROOT, "scripts", "in-netns")
         pri, bak = ([innet, env[k]] for k in ("PRI_NS", "BAK_NS"))
         net_out = ["--net-out", "n0=packet:" + env["PRI_LAN_IF"]]
@@ -692,7 +702,7 @@ def policies(args):
             finally:
                 b.close()
     finally:
-        subprocess.run([testnet, "down", prefix], stdout=subprocess.DEVNULL)
+        testnet_down(prefix)
     report_policies(results, configs)
 
 

@@ -784,12 +784,19 @@ const struct config_host *config_host_peer(const struct pair_config *cfg,
 	return NULL;
 }
 
-const struct config_host *config_host_self(const struct pair_config *cfg, const char *name,
-					   const char *prog, FILE *errf)
+int config_host_self(const struct pair_config *cfg, const char *name, const char *prog,
+		     FILE *errf, const struct config_host **self)
 {
 	char uts[256] = "";
 	const struct config_host *h;
 
+	*self = NULL;
+	if (!cfg->nhosts) {
+		if (!name)
+			return 0;
+		fprintf(errf, "%s: --host needs --config FILE with [host] sections\n", prog);
+		return -1;
+	}
 	if (!name) {
 		if (gethostname(uts, sizeof(uts) - 1) < 0)
 			uts[0] = 0;
@@ -797,11 +804,14 @@ const struct config_host *config_host_self(const struct pair_config *cfg, const 
 		name = uts;
 	}
 	h = config_host_find(cfg, name);
-	if (!h)
+	if (!h) {
 		fprintf(errf, "%s: %s: this host is '%s', which is none of the file's [host] "
 			"sections (%s, %s): give --host NAME\n", prog, cfg->path, name,
 			cfg->hosts[0].name, cfg->nhosts > 1 ? cfg->hosts[1].name : "-");
-	return h;
+		return -1;
+	}
+	*self = h;
+	return 0;
 }
 
 int config_finish(struct config_parser *p, enum config_role role)

@@ -208,10 +208,12 @@ const struct config_host *config_host_find(const struct pair_config *cfg, const 
 /* The other host of a two-host file. */
 const struct config_host *config_host_peer(const struct pair_config *cfg,
 					   const struct config_host *self);
-/* Which [host] this daemon is: name, or else this machine's host name up
- * to its first dot. NULL after writing why to errf (prog: the daemon). */
-const struct config_host *config_host_self(const struct pair_config *cfg, const char *name,
-					   const char *prog, FILE *errf);
+/* Which [host] this daemon is: name (--host), or else this machine's host
+ * name up to its first dot, into *self. A file without [host] sections
+ * gives NULL, and refuses a name. 0, or -1 after writing why to errf
+ * (prog: the daemon). */
+int config_host_self(const struct pair_config *cfg, const char *name, const char *prog,
+		     FILE *errf, const struct config_host **self);
 
 /* Read and parse a whole file. 0, -EINVAL (errors printed) or -errno if it
  * cannot be read (printed). cfg must be freed in every case. */

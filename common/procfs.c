@@ -85,6 +85,27 @@ int proc_ids(pid_t pid, uid_t *uid, gid_t *gid)
 	return found == 3 ? 0 : -EIO;
 }
 
+ssize_t proc_cmdline(pid_t pid, char *buf, size_t len)
+{
+	char path[64];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, len - 1);
+	if (n < 0)
+		n = -errno;
+	close(fd);
+	if (n == 0)
+		n = -EIO;
+	if (n > 0)
+		buf[n] = 0;
+	return n;
+}
+
 const char *proc_comm(pid_t pid, char *buf, size_t len)
 {
 	char path[64];

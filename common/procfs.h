@@ -14,6 +14,10 @@ bool proc_exited(pid_t pid);
  * -errno), and in path (len bytes) /proc/PID/fd/N of the first. A memfd
  * memory backend has no path of its own; this is how to reach it. */
 int proc_find_memfd(pid_t pid, uint64_t size, char *path, size_t len);
+/* pid's command line (/proc/PID/cmdline: arguments each ending in a
+ * NUL) into buf, at most len - 1 bytes, NUL-terminated after them: the
+ * bytes read (> 0), or -errno (-EIO when empty: a zombie, a kernel thread). */
+ssize_t proc_cmdline(pid_t pid, char *buf, size_t len);
 /* pid's command name (/proc/PID/comm) in buf, or "?"; returns buf. */
 const char *proc_comm(pid_t pid, char *buf, size_t len);
 /* pid's effective uid and gid (/proc/PID/status): the owner of /proc/PID

@@ -200,19 +200,11 @@ char *virt_xml(struct virt *v, bool migratable)
 /* Does /proc/PID/cmdline hold "-uuid" followed by uuid? */
 static bool cmdline_has_uuid(const char *pid, const char *uuid)
 {
-	char path[64], buf[32768];
-	ssize_t n;
-	int fd;
+	char buf[32768];
+	ssize_t n = proc_cmdline((pid_t)atoi(pid), buf, sizeof(buf));
 
-	snprintf(path, sizeof(path), "/proc/%s/cmdline", pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return false;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
 	if (n <= 0)
 		return false;
-	buf[n] = 0;
 	for (ssize_t off = 0; off < n; off += (ssize_t)strlen(buf + off) + 1)
 		if (!strcmp(buf + off, "-uuid") && off + 6 < n && !strcmp(buf + off + 6, uuid))
 			return true;

@@ -66,19 +66,11 @@ static int qom_get_string(struct replicator *r, const char *path, const char *pr
 
 static int read_cmdline(struct vm_info *vm)
 {
-	char path[64], buf[65536];
-	ssize_t n;
-	int fd;
+	char buf[65536];
+	ssize_t n = proc_cmdline(vm->pid, buf, sizeof(buf));
 
-	snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)vm->pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return n < 0 ? -errno : -EIO;
-	buf[n] = 0;
+	if (n < 0)
+		return (int)n;
 	for (ssize_t i = 0; i < n; i++)
 		if (!buf[i])
 			vm->argc++;

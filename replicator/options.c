@@ -328,22 +328,14 @@ static int apply_file_lists(struct replicator_config *cfg)
 static int apply_host(struct replicator_config *cfg, const char *file, const char *host_name,
 		      const char **backup, bool control_flag)
 {
-	const struct pair_config *pc = &cfg->file;
 	const struct config_host *peer;
 
-	if (!pc->nhosts) {
-		if (host_name) {
-			fprintf(stderr, "remus-replicator: --host needs --config FILE with [host] "
-				"sections\n");
-			return -1;
-		}
-		return 0;
-	}
-	cfg->host = config_host_self(pc, host_name, "remus-replicator", stderr);
-	if (!cfg->host)
+	if (config_host_self(&cfg->file, host_name, "remus-replicator", stderr, &cfg->host))
 		return -1;
+	if (!cfg->host)
+		return 0;
 	cfg->config_path = file;
-	peer = config_host_peer(pc, cfg->host);
+	peer = config_host_peer(&cfg->file, cfg->host);
 	if (!*backup)
 		*backup = peer->address;
 	if (!cfg->n_net_out)

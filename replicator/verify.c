@@ -271,13 +271,12 @@ void verify_on_result(struct replicator *r, const struct frame_hdr *h, const uin
 		log_warn("verify: %u of pages %llu-%llu differ on the backup: sent again with the "
 			 "next epoch", res.nbad, (unsigned long long)res.first,
 			 (unsigned long long)(res.first + res.count - 1));
-	v->differ += res.nbad;
 	if (res.nbad > PROTO_VERIFY_MAX_BAD) {
 		/* more differ than listed: the listed go again, the slice too */
-		v->differ -= res.nbad;
 		v->skipped++;
 		return;
 	}
+	v->differ += res.nbad;
 	v->checked += res.count;
 	v->next = res.first + res.count;
 	if (v->next >= v->npages)
