@@ -138,6 +138,7 @@ $(B)/fuzz/fuzz_hello: fuzz/fuzz_hello.c backup-agent/replica.c backup-agent/jour
 $(B)/fuzz/fuzz_journal: fuzz/fuzz_journal.c backup-agent/journal.c backup-agent/diskfile.c \
                         common/crc32c.c
 $(B)/fuzz/fuzz_qmp: fuzz/fuzz_qmp.c common/qmp.c common/log.c common/text.c
+$(B)/fuzz/fuzz_peer_state: fuzz/fuzz_peer_state.c backup-agent/cold_facts.c
 $(FUZZERS): $(B)/.flags $(B)/.version
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  FUZZ    $@")
@@ -213,6 +214,9 @@ UNITDIR       ?= $(PREFIX)/lib/systemd/system
 # bash-completion finds PREFIX/share/bash-completion/completions through
 # XDG_DATA_DIRS (/usr/local/share:/usr/share by default).
 BASHCOMPDIR   ?= $(DATADIR)/bash-completion/completions
+# Pacemaker looks for resource agents under OCF_ROOT/resource.d/PROVIDER
+# (/usr/lib/ocf, whatever PREFIX): ocf:remus:remus.
+OCFDIR        ?= /usr/lib/ocf/resource.d/remus
 INSTALL       ?= install
 
 UNITS    := $(patsubst configs/systemd/%.in,%,$(wildcard configs/systemd/*.service.in))
@@ -222,9 +226,12 @@ install: $(PROGRAMS)
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man5 \
 		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(BASHCOMPDIR) \
 		$(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(SYSCONFDIR)/remus \
-		$(DESTDIR)$(LOCALSTATEDIR)/lib/remus
+		$(DESTDIR)$(LOCALSTATEDIR)/lib/remus $(DESTDIR)$(OCFDIR)
 	$(INSTALL) -m 0755 $(B)/bin/remus-replicator $(B)/bin/remus-agent $(DESTDIR)$(SBINDIR)/
 	$(INSTALL) -m 0755 $(B)/bin/remusctl $(DESTDIR)$(BINDIR)/
+	sed -e 's|^SBIN=$${OCF_RESKEY_sbindir:-/usr/sbin}|SBIN=$${OCF_RESKEY_sbindir:-$(SBINDIR)}|' \
+		-e 's|^BIN_DEFAULT=/usr/bin$$|BIN_DEFAULT=$(BINDIR)|' \
+		scripts/ocf/remus > $(DESTDIR)$(OCFDIR)/remus && chmod 0755 $(DESTDIR)$(OCFDIR)/remus
 	$(INSTALL) -m 0644 $(filter %.5,$(MANPAGES)) $(DESTDIR)$(MANDIR)/man5/
 	$(INSTALL) -m 0644 $(filter %.8,$(MANPAGES)) $(DESTDIR)$(MANDIR)/man8/
 	$(foreach u,$(UNITS),sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@BINDIR@|$(BINDIR)|g' \
@@ -244,7 +251,8 @@ uninstall:
 		$(addprefix $(DESTDIR)$(MANDIR)/man5/,$(notdir $(filter %.5,$(MANPAGES)))) \
 		$(addprefix $(DESTDIR)$(MANDIR)/man8/,$(notdir $(filter %.8,$(MANPAGES)))) \
 		$(addprefix $(DESTDIR)$(UNITDIR)/,$(UNITS)) \
-		$(addprefix $(DESTDIR)$(BASHCOMPDIR)/,remusctl remus-replicator remus-agent)
+		$(addprefix $(DESTDIR)$(BASHCOMPDIR)/,remusctl remus-replicator remus-agent) \
+		$(DESTDIR)$(OCFDIR)/remus
 	rm -rf $(DESTDIR)$(DOCDIR)
 
 # The Debian package (debian/), built in debian/build with the unit tests

@@ -45,6 +45,7 @@ const char *agent_state_name(enum agent_state s)
 	case AGENT_RESTORING: return "restoring";
 	case AGENT_MASTER: return "master";
 	case AGENT_FAULT: return "fault";
+	case AGENT_READY: return "ready";
 	case AGENT_NSTATES: break;
 	}
 	return "unknown";
@@ -268,6 +269,22 @@ static void failover(struct agent *a, const char *why)
 		notify(a, "fault", reason);
 		return;
 	}
+	if (a->cfg.takeover_manual && a->takeover_ready) {
+		log_info("the primary that parked VM %s is gone (%s): the replica waits to be "
+			 "promoted", a->vm_name, why);
+		return;
+	}
+	if (a->cfg.takeover_manual) {
+		/* The cluster manager fences the old primary and promotes a
+		 * host: this one restores only when it is told. */
+		log_warn("primary lost (%s); takeover = manual: the replica (epoch %llu) waits "
+			 "for the cluster manager to promote this host (remusctl takeover)", why,
+			 (unsigned long long)a->replica.session_epoch);
+		agent_takeover_ready(a, "primary lost (%s) at committed epoch %llu", why,
+				     (unsigned long long)a->replica.session_epoch);
+		notify(a, "primary-lost", why);
+		return;
+	}
 	log_err("primary lost (%s): taking over from the last committed checkpoint", why);
 	test_failover_stop(a); /* no clone beside the real VM */
 	if (!fence_primary(a, why, lost_at, &fence_ms))
@@ -304,34 +321,77 @@ static void failover(struct agent *a, const char *why)
 	ev_break(a->loop, EVBREAK_ALL);
 }
 
+/* Restore the VM from the replica in the state dir, with no primary
+ * (cold start, or takeover: what says which). 0: it runs here and the
+ * loop ends; -1: FAULT, replica kept. */
+int agent_restore_here(struct agent *a, const char *what, const char *why,
+		       struct restore_result *res)
+{
+	if (!a->vm_name[0] && a->replica_vm[0]) /* no HELLO told us: the replica's */
+		snprintf(a->vm_name, sizeof(a->vm_name), "%s", a->replica_vm);
+	log_warn("%s: %s: restoring the VM here from epoch %llu", what, why,
+		 (unsigned long long)a->replica_epoch);
+	agent_parked_discard(a, "the VM is restored here from the replica");
+	cold_start_stop(a);
+	test_failover_stop(a);
+	set_state(a, AGENT_RESTORING, "%s: restoring from epoch %llu", what,
+		  (unsigned long long)a->replica_epoch);
+	answer_waiting_clients(a);
+	if (restore_vm(&a->cfg.restore, res)) {
+		log_err("%s FAILED: the replica in %s is intact; see above", what, a->cfg.state_dir);
+		set_state(a, AGENT_FAULT, "%s: restore failed: see the agent's log", what);
+		notify(a, "fault", "restore failed");
+		return -1;
+	}
+	log_info("%s: VM running from epoch %llu as QEMU pid %d (%.0f ms)", what, res->epoch,
+		 (int)res->qemu_pid, res->total_ms);
+	a->master_pid = (int)res->qemu_pid;
+	a->takeover_ready = false;
+	become_primary(a, res);
+	set_state(a, AGENT_MASTER, "%s: VM restored from epoch %llu as QEMU pid %d; %s", what,
+		  res->epoch, (int)res->qemu_pid, a->become_primary ?
+		  "protecting it to the other host next" : "the agent exits");
+	notify_master(a, res, unix_ms(), 0, why);
+	a->exit_code = 0;
+	ev_break(a->loop, EVBREAK_ALL);
+	return 0;
+}
+
 void agent_restore_cold(struct agent *a, const char *why)
 {
 	struct restore_result res;
 
-	if (!a->vm_name[0] && a->replica_vm[0]) /* no HELLO told us: the replica's */
-		snprintf(a->vm_name, sizeof(a->vm_name), "%s", a->replica_vm);
-	log_warn("cold start: %s: restoring the VM here from epoch %llu", why,
-		 (unsigned long long)a->replica_epoch);
+	if (!agent_restore_here(a, "cold start", why, &res))
+		answer_waiting_clients(a);
+}
+
+void agent_takeover_ready(struct agent *a, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(a->takeover_why, sizeof(a->takeover_why), fmt, ap);
+	va_end(ap);
+	if (!a->takeover_ready)
+		log_info("takeover = manual: ready to be promoted: %s", a->takeover_why);
+	a->takeover_ready = true;
+	set_state(a, AGENT_READY, "%s: waiting to be promoted (remusctl takeover)",
+		  a->takeover_why);
+	notify_status("VM %s: replica ready, waiting to be promoted", vm_name(a));
+}
+
+/* The VM runs here now, in a QEMU already running on qmp (one started on
+ * this host, or a parked one resumed): its replicator attaches to it
+ * once the loop ends. */
+void agent_attach_here(struct agent *a, const char *qmp, uint64_t generation, const char *why)
+{
+	snprintf(a->master_qmp, sizeof(a->master_qmp), "%s", qmp);
+	a->master_generation = generation;
+	a->become_primary = true;
+	a->takeover_ready = false;
 	cold_start_stop(a);
-	test_failover_stop(a);
-	set_state(a, AGENT_RESTORING, "cold start: restoring from epoch %llu",
-		  (unsigned long long)a->replica_epoch);
-	answer_waiting_clients(a);
-	if (restore_vm(&a->cfg.restore, &res)) {
-		log_err("COLD START FAILED: the replica in %s is intact; see above", a->cfg.state_dir);
-		set_state(a, AGENT_FAULT, "cold start: restore failed: see the agent's log");
-		notify(a, "fault", "cold start: restore failed");
-		return;
-	}
-	log_info("cold start: VM running from epoch %llu as QEMU pid %d (%.0f ms)", res.epoch,
-		 (int)res.qemu_pid, res.total_ms);
-	a->master_pid = (int)res.qemu_pid;
-	become_primary(a, &res);
-	set_state(a, AGENT_MASTER, "cold start: VM restored from epoch %llu as QEMU pid %d; "
-		  "protecting it to the other host next", res.epoch, (int)res.qemu_pid);
-	notify_master(a, &res, unix_ms(), 0, "cold start: the newer replica is here");
+	set_state(a, AGENT_MASTER, "%s: its replicator attaches to it (%s)", why, qmp);
 	a->exit_code = 0;
-	answer_waiting_clients(a);
 	ev_break(a->loop, EVBREAK_ALL);
 }
 
@@ -461,6 +521,8 @@ static void on_hello(struct agent *a, struct peer_link *l, const uint8_t *payloa
 	name = json_object_get_string(json_object_object_get(a->replica.hello, "name"));
 	snprintf(a->vm_name, sizeof(a->vm_name), "%s", name ? name : "?");
 	a->grace_until = 0; /* the primary is back */
+	a->takeover_ready = false; /* its new session decides */
+	agent_parked_discard(a, "a primary connected: the VM runs there");
 	a->paused = false;  /* a paused primary says so again */
 	log_info("primary %s (%s, %s): replicating VM %s (%llu MiB, %u disk%s); initial sync "
 		 "started", a->peer, l->identity, l->session, vm_name(a),
@@ -469,7 +531,7 @@ static void on_hello(struct agent *a, struct peer_link *l, const uint8_t *payloa
 	set_state(a, AGENT_SYNCING, "primary %s (%s) connected: initial sync", a->peer, l->identity);
 	notify_status("VM %s from %s: syncing", vm_name(a), a->peer);
 	snprintf(reply, sizeof(reply), "{\"ok\":true,\"features\":[\"" PROTO_FEATURE_OPERATOR
-		 "\",\"" PROTO_FEATURE_DISK "\",\"" PROTO_FEATURE_VERIFY "\"],\"takeover_after_ms\":%u,\"generation\":%llu",
+		 "\",\"" PROTO_FEATURE_DISK "\",\"" PROTO_FEATURE_VERIFY "\",\"" PROTO_FEATURE_PARK "\"],\"takeover_after_ms\":%u,\"generation\":%llu",
 		 takeover_after_ms(a), (unsigned long long)a->replica.generation);
 	if (a->replica.delta)
 		snprintf(reply + strlen(reply), sizeof(reply) - strlen(reply),
@@ -540,9 +602,9 @@ static void on_pause(struct agent *a, const struct frame_hdr *h)
 	send_frame(a, FRAME_PAUSE_ACK, h->epoch, NULL);
 }
 
-/* Why a HANDOVER for epoch cannot be taken, or NULL. */
-static const char *handover_refusal(const struct agent *a, uint64_t epoch, bool ok,
-				    char *buf, size_t len)
+/* Why a HANDOVER or a park at epoch cannot be taken, or NULL. */
+static const char *handover_refusal_common(const struct agent *a, uint64_t epoch, bool ok,
+					   char *buf, size_t len)
 {
 	if (!ok)
 		return "HANDOVER frame: payload checksum mismatch";
@@ -560,9 +622,63 @@ static const char *handover_refusal(const struct agent *a, uint64_t epoch, bool 
 	}
 	if (a->paused)
 		return "protection is paused";
+	return NULL;
+}
+
+/* Why a HANDOVER (the VM to run here now) cannot be taken, or NULL. */
+static const char *handover_refusal(const struct agent *a, uint64_t epoch, bool ok,
+				    char *buf, size_t len)
+{
+	const char *why = handover_refusal_common(a, epoch, ok, buf, len);
+
+	if (why)
+		return why;
 	if (a->cfg.no_failover)
 		return "this agent runs with --no-failover";
+	if (a->cfg.takeover_manual)
+		return "this agent's pair has takeover = manual: the cluster manager moves the VM "
+		       "(with Pacemaker: crm_resource --move), not remusctl failover";
 	return NULL;
+}
+
+/* HANDOVER's payload "park" (PROTO_HANDOVER_PARK): the primary stops its
+ * VM at a committed epoch and does not run it again (a cluster manager's
+ * demote); the VM resumes from this replica when this host is promoted. */
+static bool is_park(const struct frame_hdr *h, const uint8_t *payload)
+{
+	size_t n = strlen(PROTO_HANDOVER_PARK);
+
+	return h->len == n && !memcmp(payload, PROTO_HANDOVER_PARK, n);
+}
+
+static void on_park(struct agent *a, const struct frame_hdr *h, bool ok)
+{
+	char buf[200];
+	const char *why = NULL;
+	struct handover_done d = { 0 };
+	uint8_t *payload;
+	struct iovec iov;
+
+	if (!a->cfg.takeover_manual)
+		why = "park needs takeover = manual on the backup (a cluster manager promotes it)";
+	else
+		why = handover_refusal_common(a, h->epoch, ok, buf, sizeof(buf));
+	if (why) {
+		log_err("park of VM %s refused: %s", vm_name(a), why);
+		send_frame(a, FRAME_HANDOVER_FAILED, h->epoch, why);
+		return;
+	}
+	log_info("primary %s parked VM %s at epoch %llu: its QEMU stops there, the replica here "
+		 "is the VM's last state", a->peer, vm_name(a), (unsigned long long)h->epoch);
+	agent_takeover_ready(a, "the primary parked the VM at epoch %llu (its last state)",
+			     (unsigned long long)h->epoch);
+	/* The queue owns the payload: it may outlive this call. */
+	payload = malloc(PROTO_HANDOVER_DONE_SIZE);
+	if (!payload)
+		return; /* no answer: the primary's timer gives up and resumes */
+	proto_encode_handover_done(payload, &d);
+	iov = (struct iovec){ .iov_base = payload, .iov_len = PROTO_HANDOVER_DONE_SIZE };
+	peer_link_push(a->primary, FRAME_HANDOVER_DONE, h->epoch, &iov, 1, payload, NULL);
 }
 
 /* The primary stopped its VM at a committed epoch: start it here, exactly
@@ -692,6 +808,10 @@ static bool on_frame(struct agent *a, const struct frame_hdr *h, const uint8_t *
 		on_pause(a, h);
 		break;
 	case FRAME_HANDOVER:
+		if (ok && is_park(h, payload)) {
+			on_park(a, h, ok);
+			break;
+		}
 		return on_handover(a, h, ok);
 	case FRAME_VERIFY:
 		if (!ok) {
@@ -704,6 +824,11 @@ static bool on_frame(struct agent *a, const struct frame_hdr *h, const uint8_t *
 		if (!ok) {
 			/* A GOODBYE we cannot trust must not cancel a failover. */
 			lose_stream(a, "corrupt GOODBYE frame");
+			return false;
+		}
+		if (a->takeover_ready && a->state == AGENT_READY) {
+			/* parked: the replica is the VM's last state */
+			drop_primary(a);
 			return false;
 		}
 		log_info("primary %s detached on purpose (%.*s): replica kept, no failover",
@@ -870,7 +995,8 @@ static int restore_and_report(struct agent *a)
 
 static void warn_no_fence(const struct agent *a)
 {
-	if (a->cfg.fence_cmd || a->cfg.fence_disabled || a->cfg.no_failover)
+	if (a->cfg.fence_cmd || a->cfg.fence_disabled || a->cfg.no_failover ||
+	    a->cfg.takeover_manual)
 		return;
 	log_warn("NO FENCING CONFIGURED: if the replication link fails while the primary "
 		 "lives, this agent takes over and TWO copies of the VM run. Give --fence CMD "
@@ -1046,6 +1172,7 @@ int agent_run(struct agent *a)
 	hook_runner_init(&a->hooks, a->loop, a->cfg.notify_cmd, HOOK_NOTIFY_TIMEOUT_MS);
 	cold_start_init(a);
 	test_failover_init(a);
+	agent_takeover_init(a);
 	log_info("listening on %s, state in %s", a->cfg.listen.text, a->cfg.state_dir);
 	notify_ready(NULL);
 	notify_status("listening on %s, no primary yet", a->cfg.listen.text);
@@ -1055,6 +1182,7 @@ int agent_run(struct agent *a)
 	hook_runner_drain(&a->hooks, HOOK_NOTIFY_TIMEOUT_MS);
 	answer_waiting_clients(a);
 	test_failover_stop(a);
+	agent_takeover_stop(a);
 	ev_idle_stop(a->loop, &a->delta_step);
 	control_socket_close(&a->control);
 	cold_start_stop(a);

@@ -9,6 +9,7 @@
 #include "control_socket.h"
 #include "frame_queue.h"
 #include "hooks.h"
+#include "parked.h"
 #include "link_security.h"
 #include "netaddr.h"
 #include "peer_link.h"
@@ -44,6 +45,9 @@ struct agent_config {
 	bool restore_now;        /* --restore: restore the replica and exit */
 	bool after_host_restart; /* --after-host-restart: a replica of an earlier boot is fine */
 	bool no_failover;        /* --no-failover: keep the replica, never restore */
+	/* [backup] takeover = manual: a cluster manager decides; a lost
+	 * primary's replica waits for `remusctl takeover` (its promote) */
+	bool takeover_manual;
 	bool test_disk_apply_on_arrival; /* test only: see replica_apply_unbuffered */
 	bool forget_pair;        /* --forget-pair: remove DIR's pin (pair.h) and exit */
 	struct replica_limits limits; /* --max-ram-mb, --max-disk-gb, --max-epoch-mb */
@@ -83,6 +87,8 @@ enum agent_state {
 	AGENT_RESTORING,    /* the VM is being restored here (failover or handover) */
 	AGENT_MASTER,       /* the VM runs here; the agent exits */
 	AGENT_FAULT,        /* the primary was lost and the VM not restored */
+	AGENT_READY,        /* takeover = manual: a replica the VM may resume from
+			     * here, waiting for `remusctl takeover` */
 	AGENT_NSTATES
 };
 
@@ -130,6 +136,16 @@ struct agent {
 	ev_idle delta_step;
 	uint64_t delta_next;
 	double delta_started_ms;
+	/* takeover = manual: may `remusctl takeover` restore the replica
+	 * without --force, and why (a lost primary's committed epoch, a
+	 * parked VM's final one, or the newer replica at a cold start) */
+	bool takeover_ready;
+	char takeover_why[200];
+	/* a QEMU of the VM parked here, paused (common/parked.h) */
+	struct parked_vm parked;
+	bool parked_valid;
+	int takeover_fd;         /* remusctl takeover waiting for the other host */
+	bool takeover_force;
 	bool become_primary;
 	char master_qmp[4096];
 	uint64_t master_generation; /* of the replica it was restored from */
@@ -146,6 +162,37 @@ int agent_run(struct agent *a);
  * from (cold_start.c decided it): state RESTORING, then MASTER and out of
  * the loop, or FAULT. */
 void agent_restore_cold(struct agent *a, const char *why);
+/* takeover = manual: this replica is one the VM may resume from (why),
+ * once the cluster manager says so (agent_takeover). */
+void agent_takeover_ready(struct agent *a, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* Restore the VM from this host's replica with no primary (what says
+ * which path: "cold start", "takeover"): 0, the VM runs here and the loop
+ * ends; -1, FAULT, replica kept. */
+int agent_restore_here(struct agent *a, const char *what, const char *why,
+		       struct restore_result *res);
+/* The VM runs here in a QEMU already running on qmp: its replicator
+ * attaches once the loop ends. */
+void agent_attach_here(struct agent *a, const char *qmp, uint64_t generation, const char *why);
+
+/* takeover.c: remusctl takeover [--force], the cluster manager's promote.
+ * The reply (malloc'd JSON), or NULL with *keep set when it comes later on
+ * fd (a parked VM here waits for the other host's word). */
+char *agent_takeover(struct agent *a, int fd, bool force, bool *keep);
+/* Start: a parked VM here (parked.h) is found; stop: a waiting takeover
+ * is answered, and a parked VM dropped (its QEMU killed) unless it runs
+ * on. A parked VM is dropped too once it is stale. The other host's
+ * answer about it comes to agent_takeover_peer_answer. */
+void agent_takeover_init(struct agent *a);
+void agent_takeover_stop(struct agent *a);
+/* A QEMU of the VM was started here and no primary runs it (what
+ * takeover attaches to). */
+bool agent_vm_started_here(const struct agent *a);
+void agent_parked_discard(struct agent *a, const char *why);
+/* cold_start.c asked the other host for a takeover of the parked VM:
+ * peer is what it holds, or NULL with why when it did not answer. */
+void agent_takeover_peer_answer(struct agent *a, const struct cold_facts *peer,
+				const char *why);
 /* agent.c */
 const char *agent_state_name(enum agent_state s);
 

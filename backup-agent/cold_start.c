@@ -15,8 +15,7 @@
 #define COLD_START_DEADLINE_MS 3000
 
 
-/* Something listens on path (a QEMU's QMP socket): a VM may run here. */
-static bool listens(const char *path)
+bool cold_start_listens(const char *path)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	int fd, rc;
@@ -40,72 +39,14 @@ static struct cold_facts own_facts(const struct agent *a)
 		/* no primary, and no VM of ours on this host either (one started
 		 * by hand, or a daemon that took the host for empty) */
 		.waiting = !a->primary && (a->state == AGENT_WAITING || a->state == AGENT_FAULT) &&
-			   !listens(a->cfg.file.vm_qmp),
+			   !cold_start_listens(a->cfg.file.vm_qmp),
 		.replica = a->replica_known,
 		/* one a VM ran on from is behind what clients saw */
 		.restored = a->replica_known && replica_was_restored(a->cfg.state_dir),
+		.ready = a->takeover_ready && a->state == AGENT_READY,
 		.generation = a->replica_generation,
 		.epoch = a->replica_epoch,
 	};
-}
-
-static char *facts_json(const struct cold_facts *f, const char *state)
-{
-	struct json_object *o = json_object_new_object();
-	char *text;
-
-	json_object_object_add(o, "host", json_object_new_string(f->host));
-	json_object_object_add(o, "state", json_object_new_string(state));
-	json_object_object_add(o, "waiting", json_object_new_boolean(f->waiting));
-	json_object_object_add(o, "replica", json_object_new_boolean(f->replica));
-	json_object_object_add(o, "restored", json_object_new_boolean(f->restored));
-	json_object_object_add(o, "generation", json_object_new_uint64(f->generation));
-	json_object_object_add(o, "epoch", json_object_new_uint64(f->epoch));
-	text = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
-	json_object_put(o);
-	return text;
-}
-
-/* 0, or -EPROTO for anything but the object facts_json makes. */
-static int facts_parse(const uint8_t *payload, uint32_t len, struct cold_facts *f,
-		       struct json_object **owner)
-{
-	char *text = strndup((const char *)payload, len);
-	struct json_object *o = text ? json_tokener_parse(text) : NULL, *h, *w, *r, *d, *g, *e;
-
-	free(text);
-	if (!o || !json_object_object_get_ex(o, "host", &h) || !json_object_is_type(h, json_type_string) ||
-	    !json_object_object_get_ex(o, "waiting", &w) || !json_object_is_type(w, json_type_boolean) ||
-	    !json_object_object_get_ex(o, "replica", &r) || !json_object_is_type(r, json_type_boolean) ||
-	    !json_object_object_get_ex(o, "restored", &d) || !json_object_is_type(d, json_type_boolean) ||
-	    !json_object_object_get_ex(o, "generation", &g) || !json_object_is_type(g, json_type_int) ||
-	    !json_object_object_get_ex(o, "epoch", &e) || !json_object_is_type(e, json_type_int)) {
-		json_object_put(o);
-		return -EPROTO;
-	}
-	*f = (struct cold_facts){
-		.host = json_object_get_string(h),
-		.waiting = json_object_get_boolean(w),
-		.replica = json_object_get_boolean(r),
-		.restored = json_object_get_boolean(d),
-		.generation = json_object_get_uint64(g),
-		.epoch = json_object_get_uint64(e),
-	};
-	*owner = o;
-	return 0;
-}
-
-bool cold_start_wins(const struct cold_facts *us, const struct cold_facts *peer)
-{
-	if (!us->waiting || !us->replica || us->restored || !peer->waiting)
-		return false;
-	if (!peer->replica)
-		return true;
-	if (us->generation != peer->generation)
-		return us->generation > peer->generation;
-	if (us->epoch != peer->epoch)
-		return us->epoch > peer->epoch;
-	return strcmp(us->host, peer->host) < 0;
 }
 
 /* ---- asking ---- */
@@ -119,7 +60,7 @@ static void on_ask_open(struct peer_link *l)
 {
 	struct agent *a = l->data;
 	struct cold_facts f = own_facts(a);
-	char *q = facts_json(&f, agent_state_name(a->state));
+	char *q = cold_facts_json(&f, agent_state_name(a->state));
 	struct iovec iov = { .iov_base = q, .iov_len = q ? strlen(q) : 0 };
 
 	if (!q || peer_link_push(l, FRAME_PEER_QUERY, 0, &iov, 1, q, NULL))
@@ -134,7 +75,7 @@ static bool on_ask_frame(struct peer_link *l, const struct frame_hdr *h, const u
 	char answer[sizeof(a->cold.last_answer)];
 
 	if (h->type != FRAME_PEER_STATE || proto_check_payload(h, payload) ||
-	    facts_parse(payload, h->len, &peer, &owner)) {
+	    cold_facts_parse(payload, h->len, &peer, &owner)) {
 		log_warn("cold start: the other host's agent (%s) answered with a bad %s frame",
 			 a->cold.peer.text, frame_type_name(h->type));
 		ask_done(a);
@@ -150,6 +91,11 @@ static bool on_ask_frame(struct peer_link *l, const struct frame_hdr *h, const u
 		snprintf(a->cold.last_answer, sizeof(a->cold.last_answer), "%s", answer);
 	}
 	ask_done(a);
+	if (a->takeover_fd >= 0) {
+		agent_takeover_peer_answer(a, &peer, NULL);
+		json_object_put(owner);
+		return false;
+	}
 	if (cold_start_wins(&us, &peer)) {
 		char why[300];
 
@@ -157,7 +103,10 @@ static bool on_ask_frame(struct peer_link *l, const struct frame_hdr *h, const u
 			 "(generation %llu, epoch %llu) is the newer (%s)",
 			 (unsigned long long)us.generation, (unsigned long long)us.epoch, answer);
 		json_object_put(owner);
-		agent_restore_cold(a, why);
+		if (a->cfg.takeover_manual)
+			agent_takeover_ready(a, "cold start: %s", why); /* the manager promotes */
+		else
+			agent_restore_cold(a, why);
 		return false;
 	}
 	json_object_put(owner);
@@ -171,6 +120,8 @@ static void on_ask_error(struct peer_link *l, int err, const char *why)
 	/* Nobody there, or not an agent: it may run the VM. Ask again. */
 	log_debug("cold start: %s: %s", a->cold.peer.text, why);
 	ask_done(a);
+	if (a->takeover_fd >= 0)
+		agent_takeover_peer_answer(a, NULL, why);
 }
 
 static const struct peer_link_ops ask_ops = {
@@ -211,6 +162,21 @@ static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 	rc = peer_link_connect(&a->cold.link, &a->cold.peer, COLD_START_DEADLINE_MS);
 	if (rc)
 		log_debug("cold start: cannot connect to %s: %s", a->cold.peer.text, strerror(-rc));
+}
+
+int cold_start_ask_now(struct agent *a)
+{
+	int rc;
+
+	if (!a->cold.enabled)
+		return -1;
+	peer_link_close(&a->cold.link);
+	peer_link_init(&a->cold.link, a->loop, &a->sec, &ask_ops, a);
+	rc = peer_link_connect(&a->cold.link, &a->cold.peer, COLD_START_DEADLINE_MS);
+	if (rc)
+		log_warn("takeover: cannot connect to the other host %s: %s", a->cold.peer.text,
+			 strerror(-rc));
+	return rc ? -1 : 0;
 }
 
 void cold_start_init(struct agent *a)
@@ -255,7 +221,7 @@ void cold_start_answer(struct agent *a, struct peer_link *l, const struct frame_
 		return;
 	}
 	f = own_facts(a);
-	text = facts_json(&f, agent_state_name(a->state));
+	text = cold_facts_json(&f, agent_state_name(a->state));
 	if (!text) {
 		peer_link_close(l);
 		return;

@@ -39,6 +39,7 @@ struct cold_facts {
 	bool waiting;   /* an agent with no primary, not restoring */
 	bool replica;   /* a committed replica */
 	bool restored;  /* a VM ran on from it (replica_was_restored): it never wins */
+	bool ready;     /* takeover = manual: its replica waits to be promoted */
 	uint64_t generation, epoch;
 };
 
@@ -50,9 +51,24 @@ struct cold_facts {
  * agents asking each other, at most one wins. */
 bool cold_start_wins(const struct cold_facts *us, const struct cold_facts *peer);
 
+/* cold_facts.c: the facts as PEER_QUERY / PEER_STATE carry them (JSON:
+ * host, state, waiting, replica, ready, restored, generation, epoch;
+ * "ready" optional), malloc'd; and parsed from the other host's payload:
+ * 0, or -EPROTO for anything else. f->host points into *owner, which the
+ * caller puts. */
+char *cold_facts_json(const struct cold_facts *f, const char *state);
+struct json_object;
+int cold_facts_parse(const uint8_t *payload, uint32_t len, struct cold_facts *f,
+		     struct json_object **owner);
+
 /* Start asking, every COLD_START_ASK_S, while this agent has no primary
  * (a no-op outside a pair with [host] sections). */
 void cold_start_init(struct agent *a);
+/* Ask the other host now, for a takeover (agent_takeover_peer_answer
+ * gets the answer): 0, or -1 when it cannot be asked (no [host] pair). */
+int cold_start_ask_now(struct agent *a);
+/* Something listens on path (a QEMU's QMP socket): a VM may run here. */
+bool cold_start_listens(const char *path);
 void cold_start_stop(struct agent *a);
 /* A connection's first frame is PEER_QUERY: answer with what this agent
  * holds and close. */

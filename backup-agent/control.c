@@ -1,7 +1,8 @@
 /* The agent's control commands (--control PATH; the socket, its mode and
  * the peer check are common/control_socket.c, shared with the replicator):
- * status and reset-stats. pause, resume and failover are the replicator's:
- * the primary decides them, and the agent learns of them on the link. */
+ * status, reset-stats, test-failover and takeover. pause, resume, park and
+ * failover are the replicator's: the primary decides them, and the agent
+ * learns of them on the link. */
 #include "agent.h"
 
 #include "clock.h"
@@ -28,10 +29,12 @@ static void add_bool(struct json_object *o, const char *key, bool v)
 	json_object_object_add(o, key, json_object_new_boolean(v));
 }
 
-/* Would a primary lost now be restored here (as failover() decides)? */
+/* Would a primary lost now be restored here on the agent's own decision
+ * (as failover() decides)? Never with takeover = manual. */
 static bool failover_armed(const struct agent *a)
 {
 	return a->replica.session_committed && !a->paused && !a->cfg.no_failover &&
+	       !a->cfg.takeover_manual &&
 	       (a->primary || a->grace_until) && a->state != AGENT_FAULT;
 }
 
@@ -80,6 +83,17 @@ char *agent_status_json(const struct agent *a)
 	add_str(o, "fence", a->cfg.fence_cmd ? "command" : a->cfg.fence_disabled ? "none" :
 		"unconfigured");
 	add_bool(o, "no_failover", a->cfg.no_failover);
+	add_str(o, "takeover", a->cfg.takeover_manual ? "manual" : "auto");
+	/* takeover = manual: would `remusctl takeover` restore here unforced */
+	add_bool(o, "takeover_ready", a->takeover_ready);
+	add_str(o, "takeover_reason", a->takeover_ready ? a->takeover_why : NULL);
+	/* a QEMU listens on [vm] qmp here: promoting attaches to it */
+	add_bool(o, "vm_started_here", agent_vm_started_here(a));
+	/* a QEMU parked here, paused (remusctl park), and its epoch */
+	if (a->parked_valid)
+		json_add_u64(o, "parked_epoch", a->parked.epoch);
+	else
+		add_str(o, "parked_epoch", NULL);
 	json_add_u64(o, "epochs_committed", a->replica.commits);
 	json_add_u64(o, "epochs_discarded", a->replica.discards);
 	/* null until an epoch commits: not a time of 0 */
@@ -111,7 +125,7 @@ static char *reset_stats(struct agent *a)
 /* The primary's verbs, asked of the agent. */
 static bool replicator_verb(const char *cmd)
 {
-	static const char *const verbs[] = { "pause", "resume", "failover", "verify" };
+	static const char *const verbs[] = { "pause", "resume", "failover", "verify", "park" };
 
 	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
 		size_t n = strlen(verbs[i]);
@@ -151,6 +165,8 @@ char *agent_control_command(void *data, int fd, const char *cmd, bool *keep)
 		return reset_stats(a);
 	if (!strcmp(cmd, "test-failover"))
 		return test_failover_start(a, fd, keep);
+	if (!strcmp(cmd, "takeover") || !strcmp(cmd, "takeover --force"))
+		return agent_takeover(a, fd, !strcmp(cmd, "takeover --force"), keep);
 	if (replicator_verb(cmd))
 		return error_reply("'%.*s' is a verb of remus-replicator, not of the agent: the "
 				   "primary pauses, resumes, verifies and hands the VM over; use the "

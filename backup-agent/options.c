@@ -222,6 +222,7 @@ static void apply_file(struct agent_config *cfg, const char **listen, int *use_s
 		cfg->restore.emulator = pc->backup_emulator;
 	if (PC_SET(pc, BACKUP_FAILOVER))
 		cfg->no_failover = !pc->backup_failover;
+	cfg->takeover_manual = PC_SET(pc, BACKUP_TAKEOVER) && !strcmp(pc->backup_takeover, "manual");
 	if (PC_SET(pc, HEARTBEAT_INTERVAL_MS))
 		cfg->heartbeat_ms = pc->heartbeat_interval_ms;
 	if (PC_SET(pc, HEARTBEAT_TIMEOUT_MS))

@@ -31,6 +31,7 @@ struct key {
 static const char *const policy_values[] = { "fixed", "dirty-rate", "output-aware", "hybrid", NULL };
 static const char *const tracker_values[] = { "auto", "compare", "hash", "soft-dirty", NULL };
 static const char *const log_target_values[] = { "stderr", "syslog", NULL };
+static const char *const takeover_values[] = { "auto", "manual", NULL };
 static const char *const log_level_values[] = { "info", "debug", NULL };
 
 /* [ID=]NAME, NAME a possible interface name (IFNAMSIZ 16 with its NUL). */
@@ -699,6 +700,24 @@ static void check_vm(struct config_parser *p)
 			 "[vm] qmp and domain are both given; give exactly one");
 }
 
+/* [backup] takeover = manual: a cluster manager (Pacemaker) decides
+ * which host runs the VM, and fences with its own stonith. */
+static bool takeover_manual(const struct config_parser *p)
+{
+	return p->given[PC_BACKUP_TAKEOVER] && p->cfg->backup_takeover &&
+	       !strcmp(p->cfg->backup_takeover, "manual");
+}
+
+/* Two fencers would race: under a cluster manager, only its own fences. */
+static void check_takeover(struct config_parser *p)
+{
+	if (takeover_manual(p) && p->given[PC_HOOKS_FENCE] && p->cfg->hooks_fence &&
+	    strcmp(p->cfg->hooks_fence, "none"))
+		error_at(p, p->given[PC_HOOKS_FENCE], "[hooks] fence: with [backup] takeover = "
+			 "manual the cluster manager fences (Pacemaker's stonith); write 'none' or "
+			 "leave the key out");
+}
+
 static void check_needed(struct config_parser *p, enum config_role role)
 {
 	unsigned reported = 0; /* sections already said to be missing */
@@ -712,6 +731,8 @@ static void check_needed(struct config_parser *p, enum config_role role)
 			continue;
 		if (p->cfg->nhosts && (k == PC_BACKUP_ADDRESS || k == PC_BACKUP_STATE_DIR))
 			continue; /* each [host] says it (check_hosts) */
+		if (k == PC_HOOKS_FENCE && takeover_manual(p))
+			continue; /* the cluster manager fences (check_takeover) */
 		if (k == PC_HOOKS_FENCE)
 			/* always by name: the operator must decide, see configs/ */
 			config_error(p, false, "[hooks] fence is required: a command that fences "
@@ -819,6 +840,7 @@ int config_finish(struct config_parser *p, enum config_role role)
 	check_ranges(p);
 	check_hosts(p, role);
 	check_needed(p, role);
+	check_takeover(p);
 	if (p->errors > CONFIG_MAX_ERRORS)
 		fprintf(p->errf, "%s: %u more errors not shown\n", p->file,
 			p->errors - CONFIG_MAX_ERRORS);

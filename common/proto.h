@@ -136,6 +136,13 @@ void proto_encode_ram_hashes_hdr(uint8_t out[PROTO_RAM_HASHES_HDR_SIZE], uint64_
  * replica was not at that epoch, nothing compared), then min(nbad,
  * PROTO_VERIFY_MAX_BAD) be64 indexes of pages that differ. */
 #define PROTO_FEATURE_VERIFY          "verify"
+/* Park (a cluster manager's demote): FRAME_HANDOVER with this payload
+ * asks an agent with takeover = manual to keep the committed final epoch
+ * as the VM's last state instead of starting the VM; it answers
+ * HANDOVER_DONE (QEMU pid 0) or HANDOVER_FAILED. Only sent to an agent
+ * that lists the feature: an older one would start the VM. */
+#define PROTO_FEATURE_PARK            "park"
+#define PROTO_HANDOVER_PARK           "park"
 #define PROTO_VERIFY_HDR_SIZE         24
 #define PROTO_VERIFY_MAX_PAGES        4096u
 #define PROTO_VERIFY_RESULT_HDR_SIZE  16

@@ -22,6 +22,8 @@ static const struct {
 	{ "failover", failover_main, true, "hand the VM over to the backup [--timeout SECONDS]" },
 	{ "verify", verify_main, true, "compare the backup's replica with the VM's RAM, resend what differs" },
 	{ "test-failover", test_failover_main, true, "(agent) run a clone of the replica, cut off, then discard it" },
+	{ "park", park_main, true, "stop the VM here at a checkpoint the backup keeps (a demote) [--timeout SECONDS]" },
+	{ "takeover", takeover_main, true, "(agent) run the VM here from the replica (a promote) [--force]" },
 	{ "list", list_main, false, "the daemons' control sockets in DIR... (default /run/remus)" },
 	{ "keygen", keygen_main, false, "write a new pair key to FILE (no --control needed)" },
 };
@@ -33,8 +35,8 @@ static void usage(FILE *f)
 		   "       remusctl keygen FILE\n\n"
 		   "Talks to remus-replicator (the primary) or remus-agent (the backup) over\n"
 		   "its control socket (--control): status and reset-stats with either,\n"
-		   "pause, resume, failover and verify with the replicator, test-failover\n"
-		   "with the agent. list finds the sockets.\n\n"
+		   "pause, resume, failover, verify and park with the replicator,\n"
+		   "test-failover and takeover with the agent. list finds the sockets.\n\n"
 		   "Verbs:\n");
 	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
 		fprintf(f, "  %-12s %s\n", verbs[i].name, verbs[i].help);

@@ -126,7 +126,7 @@ static const char *const replicator_states[] = {
 };
 static const char *const agent_states[] = {
 	"waiting", "syncing", "backup", "paused", "reconnecting", "fencing", "restoring",
-	"master", "fault", NULL
+	"master", "fault", "ready", NULL
 };
 
 const char *const *remusctl_daemon_states(const char *daemon)

@@ -70,6 +70,8 @@ int reset_stats_main(const struct remusctl_opts *o, int argc, char **argv);
 int pause_main(const struct remusctl_opts *o, int argc, char **argv);
 int resume_main(const struct remusctl_opts *o, int argc, char **argv);
 int failover_main(const struct remusctl_opts *o, int argc, char **argv);
+int park_main(const struct remusctl_opts *o, int argc, char **argv);
+int takeover_main(const struct remusctl_opts *o, int argc, char **argv);
 int verify_main(const struct remusctl_opts *o, int argc, char **argv);
 int test_failover_main(const struct remusctl_opts *o, int argc, char **argv);
 int list_main(const struct remusctl_opts *o, int argc, char **argv);

@@ -137,10 +137,30 @@ static const char *fence_text(struct json_object *o)
 	return "fencing: NOT CONFIGURED: a lost link with a live primary means two running VMs";
 }
 
+/* Who fails over: the agent itself, or (takeover = manual) a cluster
+ * manager, for which the replica is ready or not. */
+static void print_failover(FILE *f, struct json_object *o)
+{
+	struct json_object *v;
+
+	if (!strcmp(str(o, "takeover"), "manual")) {
+		fprintf(f, "failover: the cluster manager's (takeover = manual; %s); fencing: the "
+			"cluster manager's\n",
+			json_object_object_get_ex(o, "takeover_ready", &v) && json_object_get_boolean(v) ?
+			"replica ready to be promoted" : remusctl_has(o, "parked_epoch") ?
+			"the VM is parked here" : "replica not ready");
+		return;
+	}
+	fprintf(f, "failover: %s; %s\n",
+		json_object_object_get_ex(o, "failover_armed", &v) && json_object_get_boolean(v) ?
+		"armed" : json_object_object_get_ex(o, "no_failover", &v) &&
+		json_object_get_boolean(v) ? "off (--no-failover)" : "not armed",
+		fence_text(o));
+}
+
 static void print_agent(FILE *f, struct json_object *o)
 {
 	const char *state = str(o, "state"), *vm = remusctl_str_or(o, "vm", "?");
-	struct json_object *v;
 
 	if (!strcmp(state, "master"))
 		fprintf(f, "VM %s: master: restored here, QEMU pid %.0f\n", vm, num(o, "qemu_pid"));
@@ -165,11 +185,7 @@ static void print_agent(FILE *f, struct json_object *o)
 		fprintf(f, "; commit p50 %.2f ms, p99 %.2f ms", num(o, "commit_p50_ms"),
 			num(o, "commit_p99_ms"));
 	fputc('\n', f);
-	fprintf(f, "failover: %s; %s\n",
-		json_object_object_get_ex(o, "failover_armed", &v) && json_object_get_boolean(v) ?
-		"armed" : json_object_object_get_ex(o, "no_failover", &v) &&
-		json_object_get_boolean(v) ? "off (--no-failover)" : "not armed",
-		fence_text(o));
+	print_failover(f, o);
 	fprintf(f, "listen:  %s\n", str(o, "listen"));
 }
 

@@ -89,9 +89,10 @@ static char *reset_stats(struct replicator *r)
 	return strdup("{\"ok\":true}");
 }
 
-/* "failover [TIMEOUT_MS]": the reply comes when the outcome is known, on
- * this connection, which the operator code then owns (*keep). */
-static char *failover(struct replicator *r, int fd, const char *arg, bool *keep)
+/* "failover [TIMEOUT_MS]" and "park [TIMEOUT_MS]": the reply comes when
+ * the outcome is known, on this connection, which the operator code then
+ * owns (*keep). */
+static char *failover(struct replicator *r, int fd, const char *arg, bool park, bool *keep)
 {
 	unsigned long ms = CONTROL_FAILOVER_DEFAULT_MS;
 	char *end, *text;
@@ -100,13 +101,13 @@ static char *failover(struct replicator *r, int fd, const char *arg, bool *keep)
 		errno = 0;
 		ms = strtoul(arg, &end, 10);
 		if (errno || *end || ms < 100 || ms > 3600000) {
-			if (asprintf(&text, "{\"ok\":false,\"error\":\"failover: timeout '%.20s' is "
-				     "not 100..3600000 ms\"}", arg + 1) < 0)
+			if (asprintf(&text, "{\"ok\":false,\"error\":\"%s: timeout '%.20s' is "
+				     "not 100..3600000 ms\"}", park ? "park" : "failover", arg + 1) < 0)
 				return NULL;
 			return text;
 		}
 	}
-	text = operator_failover(r, fd, (unsigned)ms);
+	text = park ? operator_park(r, fd, (unsigned)ms) : operator_failover(r, fd, (unsigned)ms);
 	*keep = text == NULL;
 	return text;
 }
@@ -125,7 +126,12 @@ char *control_command(void *data, int fd, const char *cmd, bool *keep)
 	if (!strcmp(cmd, "resume"))
 		return operator_resume(r);
 	if (!strncmp(cmd, "failover", 8) && (!cmd[8] || cmd[8] == ' '))
-		return failover(r, fd, cmd + 8, keep);
+		return failover(r, fd, cmd + 8, false, keep);
+	if (!strncmp(cmd, "park", 4) && (!cmd[4] || cmd[4] == ' '))
+		return failover(r, fd, cmd + 4, true, keep);
+	if (!strncmp(cmd, "takeover", 8) && (!cmd[8] || cmd[8] == ' '))
+		return strdup("{\"ok\":false,\"error\":\"takeover is the agent's (a promote): "
+			      "this daemon is the replicator and runs the VM already\"}");
 	if (!strcmp(cmd, "verify"))
 		return verify_start(r, fd, keep);
 	if (!strcmp(cmd, "test-failover"))

@@ -17,8 +17,13 @@
  * protected. The link lost after the VM stopped: the backup may have
  * started the VM (and takes over anyway when it loses a committed
  * primary), so the VM stays stopped here, its last output held, until the
- * operator decides (remusctl resume). */
+ * operator decides (remusctl resume).
+ *
+ * Park (a cluster manager's demote) is a failover whose HANDOVER says
+ * "park": the backup keeps the final epoch, the VM does not start there
+ * until the manager promotes that host, and the QEMU here quits. */
 #include "log.h"
+#include "parked.h"
 #include "procfs.h"
 #include "qmp.h"
 #include "replicator.h"
@@ -271,7 +276,11 @@ static void final_checkpoint(struct replicator *r)
 
 static void send_handover(struct replicator *r)
 {
-	if (link_push(r, FRAME_HANDOVER, r->handover_epoch, NULL, 0, NULL, NULL)) {
+	static char park[] = PROTO_HANDOVER_PARK;
+	struct iovec iov = { .iov_base = park, .iov_len = strlen(park) };
+
+	if (link_push(r, FRAME_HANDOVER, r->handover_epoch, r->handover_park ? &iov : NULL,
+		      r->handover_park ? 1 : 0, NULL, NULL)) {
 		/* The backup has not heard of it: the VM may run here again. */
 		if (!epoch_resume_vm(r))
 			epoch_arm_timer(r);
@@ -280,8 +289,9 @@ static void send_handover(struct replicator *r)
 		return;
 	}
 	r->handover = HO_WAIT_DONE;
-	log_info("epoch %llu committed with VM %s stopped: HANDOVER sent, the backup starts "
-		 "the VM", (unsigned long long)r->handover_epoch, r->vm.name);
+	log_info("epoch %llu committed with VM %s stopped: HANDOVER sent, the backup %s",
+		 (unsigned long long)r->handover_epoch, r->vm.name,
+		 r->handover_park ? "keeps it as the VM's last state (park)" : "starts the VM");
 	replicator_notify_state(r);
 }
 
@@ -325,7 +335,7 @@ static void on_handover_timer(struct ev_loop *loop, ev_timer *w, int revents)
 	}
 }
 
-char *operator_failover(struct replicator *r, int fd, unsigned timeout_ms)
+static char *handover_start(struct replicator *r, int fd, unsigned timeout_ms, bool park)
 {
 	if (r->handover != HO_NONE)
 		return reply(r, false, "a failover is already under way (%s)",
@@ -343,20 +353,35 @@ char *operator_failover(struct replicator *r, int fd, unsigned timeout_ms)
 	if (!r->agent_operator)
 		return reply(r, false, "the backup agent at %s cannot take a handover (an older "
 			     "version): upgrade it", r->cfg.backup.text);
+	if (park && !r->agent_park)
+		return reply(r, false, "the backup agent at %s cannot keep a parked VM (an older "
+			     "version): upgrade it", r->cfg.backup.text);
 	if (r->vm_shutdown)
 		return reply(r, false, "VM %s is shutting down", r->vm.name);
 	r->handover_fd = fd;
 	r->handover = HO_DRAIN;
+	r->handover_park = park;
 	ev_timer_init(&r->handover_timer, on_handover_timer, timeout_ms / 1000.0, 0);
 	r->handover_timer.data = r;
 	ev_timer_start(r->loop, &r->handover_timer);
 	ev_timer_stop(r->loop, &r->epoch_timer);
-	log_info("planned failover of VM %s to %s requested (%u ms)%s", r->vm.name,
+	log_info("planned %s of VM %s to %s requested (%u ms)%s", park ? "park" : "failover",
+		 r->vm.name,
 		 r->cfg.backup.text, timeout_ms, r->inflight ? ": waiting for the epoch in flight" : "");
 	replicator_notify_state(r);
 	if (!r->inflight)
 		final_checkpoint(r);
 	return NULL;
+}
+
+char *operator_failover(struct replicator *r, int fd, unsigned timeout_ms)
+{
+	return handover_start(r, fd, timeout_ms, false);
+}
+
+char *operator_park(struct replicator *r, int fd, unsigned timeout_ms)
+{
+	return handover_start(r, fd, timeout_ms, true);
 }
 
 /* --- events from the pipeline and the link ------------------------------ */
@@ -457,20 +482,50 @@ static int quit_primary(struct replicator *r)
 	return -ETIMEDOUT;
 }
 
+/* A park in a pair whose roles move: the QEMU stays, paused at the final
+ * epoch, for the agent we become (parked.h). 0, or the QEMU must quit. */
+static int keep_parked(struct replicator *r)
+{
+	struct parked_vm p = { .pid = r->vm.pid, .generation = r->generation,
+			       .epoch = r->handover_epoch };
+	int rc;
+
+	if (!r->cfg.host || r->virt)
+		return -ENOTSUP;
+	snprintf(p.qmp, sizeof(p.qmp), "%s", r->cfg.qmp_path);
+	rc = parked_save(r->cfg.host->state_dir, &p);
+	if (rc)
+		log_warn("cannot record the parked VM in %s (%s): its QEMU quits instead",
+			 r->cfg.host->state_dir, strerror(-rc));
+	else
+		log_info("QEMU pid %d stays here, paused at epoch %llu: it resumes if this host is "
+			 "promoted again before the VM runs anywhere else", (int)r->vm.pid,
+			 (unsigned long long)r->handover_epoch);
+	return rc;
+}
+
 static void on_handover_done(struct replicator *r, const struct frame_hdr *h,
 			     const uint8_t *payload)
 {
+	bool kept = false;
 	struct handover_done d = { 0 };
 	struct json_object *o;
 	int rc;
 
-	if (proto_parse_handover_done(payload, h->len, &d))
+	/* a park starts nothing there: no QEMU pid to read */
+	if (!r->handover_park && proto_parse_handover_done(payload, h->len, &d))
 		log_warn("HANDOVER_DONE from the backup has a malformed payload (%u bytes)", h->len);
-	log_info("handover complete: VM %s runs on the backup from epoch %llu (QEMU pid %u "
-		 "there, started in %u ms); quitting the primary QEMU (pid %d)", r->vm.name,
-		 (unsigned long long)r->handover_epoch, d.qemu_pid, d.restore_ms, (int)r->vm.pid);
+	if (r->handover_park)
+		log_info("park complete: the backup keeps VM %s at epoch %llu, its last state",
+			 r->vm.name, (unsigned long long)r->handover_epoch);
+	else
+		log_info("handover complete: VM %s runs on the backup from epoch %llu (QEMU pid "
+			 "%u there, started in %u ms); quitting the primary QEMU (pid %d)",
+			 r->vm.name, (unsigned long long)r->handover_epoch, d.qemu_pid,
+			 d.restore_ms, (int)r->vm.pid);
 	ev_io_stop(r->loop, &r->qmp_watch);
-	rc = quit_primary(r);
+	kept = r->handover_park && !keep_parked(r);
+	rc = kept ? 0 : quit_primary(r);
 	r->handover = HO_NONE;
 	ev_timer_stop(r->loop, &r->handover_timer);
 	o = json_object_new_object();
@@ -479,17 +534,26 @@ static void on_handover_done(struct replicator *r, const struct frame_hdr *h,
 	json_object_object_add(o, "epoch", json_object_new_uint64(r->handover_epoch));
 	json_object_object_add(o, "backup_qemu_pid", json_object_new_int64(d.qemu_pid));
 	json_object_object_add(o, "restore_ms", json_object_new_int64(d.restore_ms));
-	json_object_object_add(o, "primary_qemu_quit", json_object_new_boolean(rc == 0));
-	json_object_object_add(o, "message", json_object_new_string(rc ? "VM runs on the "
-		"backup; the primary QEMU did not quit (it stays stopped): kill it" :
-		"VM runs on the backup; the primary QEMU has quit"));
+	json_object_object_add(o, "primary_qemu_quit", json_object_new_boolean(rc == 0 && !kept));
+	json_object_object_add(o, "primary_qemu_paused", json_object_new_boolean(kept));
+	json_object_object_add(o, "parked", json_object_new_boolean(r->handover_park));
+	json_object_object_add(o, "message", json_object_new_string(
+		r->handover_park ? (kept ? "the backup keeps the VM's last state; the primary QEMU "
+				    "stays here, paused, in case this host is promoted again" :
+				    rc ? "the backup keeps the VM's last state; the primary QEMU "
+				    "did not quit (it stays stopped): kill it" :
+				    "the backup keeps the VM's last state; the primary QEMU has "
+				    "quit") :
+		rc ? "VM runs on the backup; the primary QEMU did not quit (it stays stopped): "
+		     "kill it" : "VM runs on the backup; the primary QEMU has quit"));
 	answer_waiter(r, o);
 	if (rc)
 		log_err("VM %s runs on the backup, but its stopped primary QEMU pid %d did not "
 			"quit: kill it", r->vm.name, (int)r->vm.pid);
 	else
-		log_info("primary QEMU pid %d has quit; VM %s now lives on the backup: exiting",
-			 (int)r->vm.pid, r->vm.name);
+		log_info("primary QEMU pid %d %s; VM %s now %s on the backup: exiting",
+			 (int)r->vm.pid, kept ? "is parked" : "has quit", r->vm.name,
+			 r->handover_park ? "waits" : "lives");
 	/* with QEMU gone, this host can be the new primary's backup */
 	r->become_backup = r->cfg.host && !rc;
 	replicator_leave(r, rc ? 1 : 0);

@@ -186,6 +186,7 @@ struct replicator {
 	/* remusctl verify (verify.c) */
 	struct verify verify;
 	bool agent_verify;        /* the backup's HELLO_REPLY lists "verify" */
+	bool agent_park;          /* ... and "park" */
 
 	/* operator controls (operator.c) */
 	bool agent_operator;
@@ -205,6 +206,7 @@ struct replicator {
 	ev_timer handover_timer;  /* remusctl failover's deadline */
 	int handover_fd;          /* remusctl failover waiting for the outcome; -1 */
 	uint64_t handover_epoch;  /* the final checkpoint */
+	bool handover_park;       /* remusctl park: the backup keeps the VM stopped */
 	bool vm_left_paused;      /* a handover of unknown outcome left the VM stopped */
 
 	struct replicator_stats stats;
@@ -284,6 +286,10 @@ char *operator_resume(struct replicator *r);
  * (operator owns fd then). Returns a reply to send at once instead (and
  * keeps nothing) when the failover cannot start. */
 char *operator_failover(struct replicator *r, int fd, unsigned timeout_ms);
+/* remusctl park: the same final checkpoint, but the backup (takeover =
+ * manual) keeps it as the VM's last state instead of starting the VM, and
+ * this QEMU quits: a cluster manager's demote. */
+char *operator_park(struct replicator *r, int fd, unsigned timeout_ms);
 /* An epoch was acked: true when the operator took over what comes next
  * (no checkpoint is to be taken now). */
 bool operator_after_ack(struct replicator *r, uint64_t epoch);

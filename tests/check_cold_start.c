@@ -4,7 +4,10 @@
 #include "../backup-agent/cold_start.h"
 
 #include <check.h>
+#include <errno.h>
+#include <json-c/json.h>
 #include <stdlib.h>
+#include <string.h>
 
 static struct cold_facts facts(const char *host, bool waiting, bool replica, uint64_t generation,
 			       uint64_t epoch)
@@ -107,6 +110,73 @@ START_TEST(test_never_both_and_never_the_older)
 }
 END_TEST
 
+/* ---- what the other host says (cold_facts.c) ---- */
+
+static int parse(const char *text, struct cold_facts *f, struct json_object **owner)
+{
+	return cold_facts_parse((const uint8_t *)text, (uint32_t)strlen(text), f, owner);
+}
+
+START_TEST(test_facts_round_trip)
+{
+	struct cold_facts a = facts("beta", false, true, 12, 345), b;
+	struct json_object *owner = NULL;
+	char *text;
+
+	a.ready = true;
+	text = cold_facts_json(&a, "ready");
+	ck_assert_ptr_nonnull(text);
+	ck_assert_int_eq(parse(text, &b, &owner), 0);
+	ck_assert_str_eq(b.host, "beta");
+	ck_assert(b.ready && b.replica && !b.waiting && !b.restored);
+	ck_assert_uint_eq(b.generation, 12);
+	ck_assert_uint_eq(b.epoch, 345);
+	json_object_put(owner);
+	free(text);
+}
+END_TEST
+
+/* An agent from before takeover = manual says no "ready": not ready. */
+START_TEST(test_facts_ready_is_optional)
+{
+	struct cold_facts f;
+	struct json_object *owner = NULL;
+
+	ck_assert_int_eq(parse("{\"host\":\"a\",\"state\":\"waiting\",\"waiting\":true,"
+			       "\"replica\":true,\"restored\":false,\"generation\":1,\"epoch\":2}",
+			       &f, &owner), 0);
+	ck_assert(!f.ready && f.waiting);
+	json_object_put(owner);
+	ck_assert_int_eq(parse("{\"host\":\"a\",\"waiting\":true,\"replica\":true,"
+			       "\"restored\":false,\"ready\":\"yes\",\"generation\":1,"
+			       "\"epoch\":2}", &f, &owner), 0);
+	ck_assert(!f.ready); /* not a boolean: not ready */
+	json_object_put(owner);
+}
+END_TEST
+
+START_TEST(test_facts_refused)
+{
+	static const char *const bad[] = {
+		"", "null", "[]", "{}", "{\"host\":\"a\"}",
+		/* a number where a boolean goes */
+		"{\"host\":\"a\",\"waiting\":1,\"replica\":true,\"restored\":false,"
+		"\"generation\":1,\"epoch\":2}",
+		/* a string generation */
+		"{\"host\":\"a\",\"waiting\":true,\"replica\":true,\"restored\":false,"
+		"\"generation\":\"1\",\"epoch\":2}",
+		/* truncated */
+		"{\"host\":\"a\",\"waiting\":true,\"replica\":true,\"restored\":false,"
+		"\"generation\":1,\"epo",
+	};
+	struct cold_facts f;
+	struct json_object *owner = NULL;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		ck_assert_msg(parse(bad[i], &f, &owner) == -EPROTO, "accepted: %s", bad[i]);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("cold_start");
@@ -120,6 +190,11 @@ int main(void)
 	tcase_add_test(tc, test_nobody_restores_beside_a_busy_peer);
 	tcase_add_test(tc, test_never_both_and_never_the_older);
 	tcase_add_test(tc, test_restored_replica_never_wins_and_blocks_older);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("facts");
+	tcase_add_test(tc, test_facts_round_trip);
+	tcase_add_test(tc, test_facts_ready_is_optional);
+	tcase_add_test(tc, test_facts_refused);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

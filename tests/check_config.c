@@ -118,7 +118,8 @@ static const char full_file[] =
 	"max-disk-gb = 100\n"                            /* 49 */
 	"max-epoch-mb = 512\n"                           /* 50 */
 	"control-socket = /run/remus/web1.agent.ctl\n"   /* 51 */
-	"control-group = remus-ops\n";                   /* 52 */
+	"control-group = remus-ops\n"                    /* 52 */
+	"takeover = auto\n";                             /* 53 */
 
 START_TEST(test_every_key_parsed)
 {
@@ -381,6 +382,14 @@ static const struct golden {
 	{ "agent: fence missing", CONFIG_AGENT,
 	  "[backup]\naddress = 127.0.0.1:7\nstate-dir = /s\n",
 	  FENCE_MSG },
+	{ "agent: takeover = manual, a fence command refused", CONFIG_AGENT,
+	  "[backup]\naddress = 127.0.0.1:7\nstate-dir = /s\ntakeover = manual\n[hooks]\n"
+	  "fence = /bin/true\n",
+	  "pair.conf:6: [hooks] fence: with [backup] takeover = manual the cluster manager "
+	  "fences (Pacemaker's stonith); write 'none' or leave the key out\n" },
+	{ "agent: takeover, a bad value", CONFIG_AGENT,
+	  "[backup]\naddress = 127.0.0.1:7\nstate-dir = /s\ntakeover = pacemaker\n",
+	  "pair.conf:4: [backup] takeover: 'pacemaker' is not auto or manual\n" FENCE_MSG },
 	{ "agent: fence without value", CONFIG_AGENT,
 	  "[backup]\naddress = 127.0.0.1:7\nstate-dir = /s\n[hooks]\nfence =\n",
 	  "pair.conf:5: [hooks] fence: value missing\n" },
@@ -451,6 +460,14 @@ START_TEST(test_good_files_for_each_role)
 	parses("[backup]\naddress = 127.0.0.1:7\nstate-dir = /s\n[hooks]\nfence = none\n",
 	       CONFIG_AGENT, &pc);
 	ck_assert_str_eq(pc.hooks_fence, "none");
+	pair_config_free(&pc);
+	/* under a cluster manager, its stonith fences: no [hooks] fence */
+	parses("[backup]\naddress = 127.0.0.1:7\nstate-dir = /s\ntakeover = manual\n",
+	       CONFIG_AGENT, &pc);
+	ck_assert_str_eq(pc.backup_takeover, "manual");
+	pair_config_free(&pc);
+	parses("[backup]\naddress = 127.0.0.1:7\nstate-dir = /s\ntakeover = manual\n[hooks]\n"
+	       "fence = none\n", CONFIG_AGENT, &pc);
 	pair_config_free(&pc);
 }
 END_TEST

@@ -437,6 +437,7 @@ START_TEST(test_agent_prometheus)
 		"remus_state{vm=\"vm1\",daemon=\"agent\",state=\"restoring\"} 0\n"
 		"remus_state{vm=\"vm1\",daemon=\"agent\",state=\"master\"} 0\n"
 		"remus_state{vm=\"vm1\",daemon=\"agent\",state=\"fault\"} 0\n"
+		"remus_state{vm=\"vm1\",daemon=\"agent\",state=\"ready\"} 0\n"
 		"remus_epochs_committed_total{vm=\"vm1\",daemon=\"agent\"} 1234\n"
 		"remus_epochs_discarded_total{vm=\"vm1\",daemon=\"agent\"} 2\n"
 		"remus_replica_epoch{vm=\"vm1\",daemon=\"agent\"} 1235\n"
