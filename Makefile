@@ -231,6 +231,7 @@ install: $(PROGRAMS)
 	$(INSTALL) -m 0755 $(B)/bin/remusctl $(DESTDIR)$(BINDIR)/
 	sed -e 's|^SBIN=$${OCF_RESKEY_sbindir:-/usr/sbin}|SBIN=$${OCF_RESKEY_sbindir:-$(SBINDIR)}|' \
 		-e 's|^BIN_DEFAULT=/usr/bin$$|BIN_DEFAULT=$(BINDIR)|' \
+		-e 's|<content type="string" default="/usr/sbin"/>|<content type="string" default="$(SBINDIR)"/>|' \
 		scripts/ocf/remus > $(DESTDIR)$(OCFDIR)/remus && chmod 0755 $(DESTDIR)$(OCFDIR)/remus
 	$(INSTALL) -m 0644 $(filter %.5,$(MANPAGES)) $(DESTDIR)$(MANDIR)/man5/
 	$(INSTALL) -m 0644 $(filter %.8,$(MANPAGES)) $(DESTDIR)$(MANDIR)/man8/
@@ -242,6 +243,7 @@ install: $(PROGRAMS)
 	ln -sf remusctl $(DESTDIR)$(BASHCOMPDIR)/remus-replicator
 	ln -sf remusctl $(DESTDIR)$(BASHCOMPDIR)/remus-agent
 	$(INSTALL) -m 0644 configs/pair-qemu.conf configs/pair-libvirt.conf configs/pair-hosts.conf \
+		configs/pair-pacemaker.conf \
 		$(DESTDIR)$(DOCDIR)/examples/
 	$(INSTALL) -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
 

@@ -53,8 +53,7 @@ const char *agent_state_name(enum agent_state s)
 
 /* The one place the state changes: logged as "old -> new (reason)". The
  * hooks keep their own events (notify), which name the same moments. */
-static void __attribute__((format(printf, 3, 4)))
-set_state(struct agent *a, enum agent_state st, const char *fmt, ...)
+void agent_set_state(struct agent *a, enum agent_state st, const char *fmt, ...)
 {
 	enum agent_state old = a->state;
 	va_list ap;
@@ -104,8 +103,10 @@ static void send_frame(struct agent *a, unsigned type, uint64_t epoch, const cha
 
 static void drop_primary(struct agent *a)
 {
-	if (a->primary)
+	if (a->primary) {
+		a->primary_heard_at = a->primary->last_rx;
 		peer_link_close(a->primary);
+	}
 	a->primary = NULL;
 	replica_end_session(&a->replica);
 }
@@ -162,7 +163,7 @@ static bool fence_primary(struct agent *a, const char *why, long long lost_at, d
 	*fence_ms = 0;
 	if (!a->cfg.fence_cmd)
 		return true; /* --no-fence, or warned about at start */
-	set_state(a, AGENT_FENCING, "primary lost (%s): the fence command runs", why);
+	agent_set_state(a, AGENT_FENCING, "primary lost (%s): the fence command runs", why);
 	answer_waiting_clients(a);
 	notify(a, "fencing", why);
 	agent_event(a, &ev, "fencing", why);
@@ -185,7 +186,7 @@ static bool fence_primary(struct agent *a, const char *why, long long lost_at, d
 		"for the primary to reconnect",
 		text, a->vm_name, a->cfg.state_dir, a->cfg.state_dir);
 	snprintf(reason, sizeof(reason), "fence command: %s", text);
-	set_state(a, AGENT_FAULT, "fencing failed (%s): the primary may still run the VM, so it "
+	agent_set_state(a, AGENT_FAULT, "fencing failed (%s): the primary may still run the VM, so it "
 		  "is not restored; waiting for the primary", text);
 	notify(a, "fence-failed", reason);
 	return false;
@@ -243,7 +244,7 @@ static void failover(struct agent *a, const char *why)
 			"epoch %llu, older than what clients saw", why,
 			(unsigned long long)a->replica.session_epoch, a->cfg.state_dir,
 			(unsigned long long)a->replica.session_epoch);
-		set_state(a, AGENT_FAULT, "primary lost (%s) while protection was paused: VM not "
+		agent_set_state(a, AGENT_FAULT, "primary lost (%s) while protection was paused: VM not "
 			  "restored", why);
 		notify_status("primary lost while paused: VM not restored; listening");
 		return;
@@ -256,7 +257,7 @@ static void failover(struct agent *a, const char *why)
 			why, a->cfg.state_dir);
 		snprintf(reason, sizeof(reason), "primary lost (%s) before its first checkpoint "
 			 "committed: VM not restored", why);
-		set_state(a, AGENT_FAULT, "%s", reason);
+		agent_set_state(a, AGENT_FAULT, "%s", reason);
 		notify(a, "fault", reason);
 		return;
 	}
@@ -265,13 +266,15 @@ static void failover(struct agent *a, const char *why)
 			"this agent, then remus-agent --restore --state-dir %s)", why,
 			a->cfg.state_dir);
 		snprintf(reason, sizeof(reason), "primary lost (%s); --no-failover", why);
-		set_state(a, AGENT_FAULT, "%s: VM not restored", reason);
+		agent_set_state(a, AGENT_FAULT, "%s: VM not restored", reason);
 		notify(a, "fault", reason);
 		return;
 	}
 	if (a->cfg.takeover_manual && a->takeover_ready) {
-		log_info("the primary that parked VM %s is gone (%s): the replica waits to be "
-			 "promoted", a->vm_name, why);
+		/* parked: its QEMU stopped at the epoch we hold */
+		log_info("the primary of VM %s is gone (%s); the replica stays ready", a->vm_name,
+			 why);
+		agent_takeover_ready(a, "%s", a->takeover_why);
 		return;
 	}
 	if (a->cfg.takeover_manual) {
@@ -280,8 +283,7 @@ static void failover(struct agent *a, const char *why)
 		log_warn("primary lost (%s); takeover = manual: the replica (epoch %llu) waits "
 			 "for the cluster manager to promote this host (remusctl takeover)", why,
 			 (unsigned long long)a->replica.session_epoch);
-		agent_takeover_ready(a, "primary lost (%s) at committed epoch %llu", why,
-				     (unsigned long long)a->replica.session_epoch);
+		agent_ready_lost_primary(a, why);
 		notify(a, "primary-lost", why);
 		return;
 	}
@@ -290,13 +292,13 @@ static void failover(struct agent *a, const char *why)
 	if (!fence_primary(a, why, lost_at, &fence_ms))
 		return;
 	log_info("restoring the VM from epoch %llu", (unsigned long long)a->replica.session_epoch);
-	set_state(a, AGENT_RESTORING, "primary lost (%s): restoring from epoch %llu", why,
+	agent_set_state(a, AGENT_RESTORING, "primary lost (%s): restoring from epoch %llu", why,
 		  (unsigned long long)a->replica.session_epoch);
 	answer_waiting_clients(a);
 	if (restore_vm(&a->cfg.restore, &res)) {
 		log_err("FAILOVER FAILED: the replica in %s is intact; fix the cause and run "
 			"remus-agent --restore --state-dir %s", a->cfg.state_dir, a->cfg.state_dir);
-		set_state(a, AGENT_FAULT, "restore failed: see the agent's log; the agent exits");
+		agent_set_state(a, AGENT_FAULT, "restore failed: see the agent's log; the agent exits");
 		notify(a, "fault", "restore failed: see the agent's log");
 		a->exit_code = 1;
 		notify_status("FAILOVER FAILED; replica kept");
@@ -311,7 +313,7 @@ static void failover(struct agent *a, const char *why)
 			 a->cfg.state_dir);
 		a->master_pid = (int)res.qemu_pid;
 		become_primary(a, &res);
-		set_state(a, AGENT_MASTER, "primary lost: VM restored from epoch %llu as QEMU pid %d; "
+		agent_set_state(a, AGENT_MASTER, "primary lost: VM restored from epoch %llu as QEMU pid %d; "
 			  "%s", res.epoch, (int)res.qemu_pid, a->become_primary ?
 			  "protecting it to the other host next" : "the agent exits");
 		notify_master(a, &res, lost_at, fence_ms, "primary lost; VM restored from the replica");
@@ -327,6 +329,8 @@ static void failover(struct agent *a, const char *why)
 int agent_restore_here(struct agent *a, const char *what, const char *why,
 		       struct restore_result *res)
 {
+	char reason[80];
+
 	if (!a->vm_name[0] && a->replica_vm[0]) /* no HELLO told us: the replica's */
 		snprintf(a->vm_name, sizeof(a->vm_name), "%s", a->replica_vm);
 	log_warn("%s: %s: restoring the VM here from epoch %llu", what, why,
@@ -334,21 +338,22 @@ int agent_restore_here(struct agent *a, const char *what, const char *why,
 	agent_parked_discard(a, "the VM is restored here from the replica");
 	cold_start_stop(a);
 	test_failover_stop(a);
-	set_state(a, AGENT_RESTORING, "%s: restoring from epoch %llu", what,
+	agent_set_state(a, AGENT_RESTORING, "%s: restoring from epoch %llu", what,
 		  (unsigned long long)a->replica_epoch);
 	answer_waiting_clients(a);
 	if (restore_vm(&a->cfg.restore, res)) {
 		log_err("%s FAILED: the replica in %s is intact; see above", what, a->cfg.state_dir);
-		set_state(a, AGENT_FAULT, "%s: restore failed: see the agent's log", what);
-		notify(a, "fault", "restore failed");
+		agent_set_state(a, AGENT_FAULT, "%s: restore failed: see the agent's log", what);
+		snprintf(reason, sizeof(reason), "%s: restore failed", what);
+		notify(a, "fault", reason);
 		return -1;
 	}
 	log_info("%s: VM running from epoch %llu as QEMU pid %d (%.0f ms)", what, res->epoch,
 		 (int)res->qemu_pid, res->total_ms);
 	a->master_pid = (int)res->qemu_pid;
-	a->takeover_ready = false;
+	agent_ready_clear(a);
 	become_primary(a, res);
-	set_state(a, AGENT_MASTER, "%s: VM restored from epoch %llu as QEMU pid %d; %s", what,
+	agent_set_state(a, AGENT_MASTER, "%s: VM restored from epoch %llu as QEMU pid %d; %s", what,
 		  res->epoch, (int)res->qemu_pid, a->become_primary ?
 		  "protecting it to the other host next" : "the agent exits");
 	notify_master(a, res, unix_ms(), 0, why);
@@ -367,15 +372,17 @@ void agent_restore_cold(struct agent *a, const char *why)
 
 void agent_takeover_ready(struct agent *a, const char *fmt, ...)
 {
+	char why[sizeof(a->takeover_why)];
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(a->takeover_why, sizeof(a->takeover_why), fmt, ap);
+	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
+	snprintf(a->takeover_why, sizeof(a->takeover_why), "%s", why);
 	if (!a->takeover_ready)
 		log_info("takeover = manual: ready to be promoted: %s", a->takeover_why);
 	a->takeover_ready = true;
-	set_state(a, AGENT_READY, "%s: waiting to be promoted (remusctl takeover)",
+	agent_set_state(a, AGENT_READY, "%s: waiting to be promoted (remusctl takeover)",
 		  a->takeover_why);
 	notify_status("VM %s: replica ready, waiting to be promoted", vm_name(a));
 }
@@ -388,9 +395,9 @@ void agent_attach_here(struct agent *a, const char *qmp, uint64_t generation, co
 	snprintf(a->master_qmp, sizeof(a->master_qmp), "%s", qmp);
 	a->master_generation = generation;
 	a->become_primary = true;
-	a->takeover_ready = false;
+	agent_ready_clear(a);
 	cold_start_stop(a);
-	set_state(a, AGENT_MASTER, "%s: its replicator attaches to it (%s)", why, qmp);
+	agent_set_state(a, AGENT_MASTER, "%s: its replicator attaches to it (%s)", why, qmp);
 	a->exit_code = 0;
 	ev_break(a->loop, EVBREAK_ALL);
 }
@@ -402,7 +409,7 @@ static void lose_stream(struct agent *a, const char *why)
 {
 	log_warn("primary %s: %s; dropped, waiting %u ms for it to reconnect",
 		 a->peer, why, a->cfg.timeout_ms);
-	set_state(a, AGENT_RECONNECTING, "%s: waiting %u ms for the primary to reconnect", why,
+	agent_set_state(a, AGENT_RECONNECTING, "%s: waiting %u ms for the primary to reconnect", why,
 		  a->cfg.timeout_ms);
 	drop_primary(a);
 	a->grace_until = ev_now(a->loop) + a->cfg.timeout_ms / 1000.0;
@@ -427,6 +434,8 @@ static void refuse_peer(struct agent *a, struct peer_link *l, const char *why)
  * least that long on a silent link (see its set_backup_silence). */
 static unsigned takeover_after_ms(const struct agent *a)
 {
+	if (a->cfg.takeover_manual)
+		return a->cfg.takeover_window_ms; /* a lost primary's replica is ready that long */
 	return a->cfg.timeout_ms + (a->cfg.fence_cmd ? a->cfg.fence_timeout_ms : 0);
 }
 
@@ -521,17 +530,20 @@ static void on_hello(struct agent *a, struct peer_link *l, const uint8_t *payloa
 	name = json_object_get_string(json_object_object_get(a->replica.hello, "name"));
 	snprintf(a->vm_name, sizeof(a->vm_name), "%s", name ? name : "?");
 	a->grace_until = 0; /* the primary is back */
-	a->takeover_ready = false; /* its new session decides */
+	agent_ready_clear(a); /* its new session decides */
 	agent_parked_discard(a, "a primary connected: the VM runs there");
 	a->paused = false;  /* a paused primary says so again */
 	log_info("primary %s (%s, %s): replicating VM %s (%llu MiB, %u disk%s); initial sync "
 		 "started", a->peer, l->identity, l->session, vm_name(a),
 		 (unsigned long long)(a->replica.ram_size >> 20), a->replica.ndisks,
 		 a->replica.ndisks == 1 ? "" : "s");
-	set_state(a, AGENT_SYNCING, "primary %s (%s) connected: initial sync", a->peer, l->identity);
+	agent_set_state(a, AGENT_SYNCING, "primary %s (%s) connected: initial sync", a->peer, l->identity);
 	notify_status("VM %s from %s: syncing", vm_name(a), a->peer);
 	snprintf(reply, sizeof(reply), "{\"ok\":true,\"features\":[\"" PROTO_FEATURE_OPERATOR
-		 "\",\"" PROTO_FEATURE_DISK "\",\"" PROTO_FEATURE_VERIFY "\",\"" PROTO_FEATURE_PARK "\"],\"takeover_after_ms\":%u,\"generation\":%llu",
+		 "\",\"" PROTO_FEATURE_DISK "\",\"" PROTO_FEATURE_VERIFY "\"%s],\"takeover_after_ms\":%u,"
+		 "\"generation\":%llu",
+		 /* a park is kept only where a cluster manager promotes */
+		 a->cfg.takeover_manual ? ",\"" PROTO_FEATURE_PARK "\"" : "",
 		 takeover_after_ms(a), (unsigned long long)a->replica.generation);
 	if (a->replica.delta)
 		snprintf(reply + strlen(reply), sizeof(reply) - strlen(reply),
@@ -566,7 +578,7 @@ static void on_epoch_end(struct agent *a, const struct frame_hdr *h, const uint8
 			 "failover armed", (unsigned long long)h->epoch, vm_name(a));
 	}
 	if (h->epoch > 0 && a->state != AGENT_BACKUP)
-		set_state(a, AGENT_BACKUP, was_paused ? "epoch %llu committed after the pause" :
+		agent_set_state(a, AGENT_BACKUP, was_paused ? "epoch %llu committed after the pause" :
 			  "epoch %llu committed: failover armed", (unsigned long long)h->epoch);
 	/* Epochs commit many times a second: the manager hears of one a second. */
 	if (h->epoch > 0 && (a->replica.commits == 1 || mono_ms() - a->status_at_ms >= 1000)) {
@@ -595,7 +607,7 @@ static void on_pause(struct agent *a, const struct frame_hdr *h)
 			 "commits after it resumes", a->peer, vm_name(a),
 			 (unsigned long long)a->replica.session_epoch);
 	a->paused = true;
-	set_state(a, AGENT_PAUSED, "the operator paused protection on the primary: replica stays "
+	agent_set_state(a, AGENT_PAUSED, "the operator paused protection on the primary: replica stays "
 		  "at epoch %llu, no failover", (unsigned long long)a->replica.session_epoch);
 	notify_status("VM %s from %s: paused by the operator (epoch %llu)", vm_name(a), a->peer,
 		      (unsigned long long)a->replica.session_epoch);
@@ -651,7 +663,7 @@ static bool is_park(const struct frame_hdr *h, const uint8_t *payload)
 	return h->len == n && !memcmp(payload, PROTO_HANDOVER_PARK, n);
 }
 
-static void on_park(struct agent *a, const struct frame_hdr *h, bool ok)
+static void on_park(struct agent *a, const struct frame_hdr *h)
 {
 	char buf[200];
 	const char *why = NULL;
@@ -662,7 +674,7 @@ static void on_park(struct agent *a, const struct frame_hdr *h, bool ok)
 	if (!a->cfg.takeover_manual)
 		why = "park needs takeover = manual on the backup (a cluster manager promotes it)";
 	else
-		why = handover_refusal_common(a, h->epoch, ok, buf, sizeof(buf));
+		why = handover_refusal_common(a, h->epoch, true, buf, sizeof(buf));
 	if (why) {
 		log_err("park of VM %s refused: %s", vm_name(a), why);
 		send_frame(a, FRAME_HANDOVER_FAILED, h->epoch, why);
@@ -670,8 +682,7 @@ static void on_park(struct agent *a, const struct frame_hdr *h, bool ok)
 	}
 	log_info("primary %s parked VM %s at epoch %llu: its QEMU stops there, the replica here "
 		 "is the VM's last state", a->peer, vm_name(a), (unsigned long long)h->epoch);
-	agent_takeover_ready(a, "the primary parked the VM at epoch %llu (its last state)",
-			     (unsigned long long)h->epoch);
+	agent_ready_parked(a, h->epoch);
 	/* The queue owns the payload: it may outlive this call. */
 	payload = malloc(PROTO_HANDOVER_DONE_SIZE);
 	if (!payload)
@@ -705,7 +716,7 @@ static bool on_handover(struct agent *a, const struct frame_hdr *h, bool ok)
 		 "it here", a->peer, vm_name(a), (unsigned long long)h->epoch);
 	test_failover_stop(a);
 	notify_status("VM %s: taking over from %s", vm_name(a), a->peer);
-	set_state(a, AGENT_RESTORING, "planned handover at epoch %llu: restoring",
+	agent_set_state(a, AGENT_RESTORING, "planned handover at epoch %llu: restoring",
 		  (unsigned long long)h->epoch);
 	answer_waiting_clients(a);
 	rc = restore_vm(&a->cfg.restore, &res);
@@ -719,7 +730,7 @@ static bool on_handover(struct agent *a, const struct frame_hdr *h, bool ok)
 		log_err("HANDOVER FAILED: %s; the primary resumes VM %s, replica kept", buf,
 			vm_name(a));
 		notify_status("VM %s from %s: handover failed, protected again", vm_name(a), a->peer);
-		set_state(a, AGENT_BACKUP, "handover failed (%s): the primary resumes the VM", buf);
+		agent_set_state(a, AGENT_BACKUP, "handover failed (%s): the primary resumes the VM", buf);
 		send_frame(a, FRAME_HANDOVER_FAILED, h->epoch, buf);
 		return true;
 	}
@@ -741,7 +752,7 @@ static bool on_handover(struct agent *a, const struct frame_hdr *h, bool ok)
 	notify_status("handover done: VM running as QEMU pid %d", (int)res.qemu_pid);
 	a->master_pid = (int)res.qemu_pid;
 	become_primary(a, &res);
-	set_state(a, AGENT_MASTER, "planned handover: VM restored from epoch %llu as QEMU pid %d; "
+	agent_set_state(a, AGENT_MASTER, "planned handover: VM restored from epoch %llu as QEMU pid %d; "
 		  "%s", res.epoch, (int)res.qemu_pid, a->become_primary ?
 		  "protecting it to the other host next" : "the agent exits");
 	notify_master(a, &res, asked_at, 0, "planned handover: the VM runs here");
@@ -809,7 +820,7 @@ static bool on_frame(struct agent *a, const struct frame_hdr *h, const uint8_t *
 		break;
 	case FRAME_HANDOVER:
 		if (ok && is_park(h, payload)) {
-			on_park(a, h, ok);
+			on_park(a, h);
 			break;
 		}
 		return on_handover(a, h, ok);
@@ -835,7 +846,7 @@ static bool on_frame(struct agent *a, const struct frame_hdr *h, const uint8_t *
 			 a->peer, (int)(h->len < 100 ? h->len : 100), (const char *)payload);
 		/* the VM runs on unprotected, or was shut down: never a cold start */
 		replica_mark_restored(a->cfg.state_dir);
-		set_state(a, AGENT_WAITING, "primary detached on purpose (%.*s)",
+		agent_set_state(a, AGENT_WAITING, "primary detached on purpose (%.*s)",
 			  (int)(h->len < 100 ? h->len : 100), (const char *)payload);
 		drop_primary(a);
 		return false;

@@ -48,6 +48,10 @@ struct agent_config {
 	/* [backup] takeover = manual: a cluster manager decides; a lost
 	 * primary's replica waits for `remusctl takeover` (its promote) */
 	bool takeover_manual;
+	/* ... and how long a lost primary's replica stays ready: the primary
+	 * holds its output that long (takeover_after_ms), so that it cannot
+	 * have shown clients more than the replica holds */
+	unsigned takeover_window_ms;
 	bool test_disk_apply_on_arrival; /* test only: see replica_apply_unbuffered */
 	bool forget_pair;        /* --forget-pair: remove DIR's pin (pair.h) and exit */
 	struct replica_limits limits; /* --max-ram-mb, --max-disk-gb, --max-epoch-mb */
@@ -141,6 +145,8 @@ struct agent {
 	 * parked VM's final one, or the newer replica at a cold start) */
 	bool takeover_ready;
 	char takeover_why[200];
+	ev_timer ready_expiry;    /* a lost primary's replica stops being ready */
+	ev_tstamp primary_heard_at; /* when the last primary last spoke (its link's last_rx) */
 	/* a QEMU of the VM parked here, paused (common/parked.h) */
 	struct parked_vm parked;
 	bool parked_valid;
@@ -166,6 +172,19 @@ void agent_restore_cold(struct agent *a, const char *why);
  * once the cluster manager says so (agent_takeover). */
 void agent_takeover_ready(struct agent *a, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+/* takeover.c: the ways a replica becomes ready, and stops being ready.
+ * A lost primary's: until its takeover window ([backup]
+ * takeover-window-ms) has passed since it last spoke, after which it may
+ * have released output the replica does not hold. A parked VM's: its
+ * QEMU stopped at that epoch, so for good (recorded in the state dir, it
+ * outlives an agent restart) until the VM runs anywhere. */
+void agent_ready_lost_primary(struct agent *a, const char *why);
+void agent_ready_parked(struct agent *a, uint64_t epoch);
+void agent_ready_clear(struct agent *a);
+/* The other host (host) resumes the QEMU it parked at generation/epoch:
+ * if this replica is ready at exactly that epoch, it is given up (marked
+ * restored from, not ready) and true says so in the answer. */
+bool agent_ready_give_up(struct agent *a, const char *host, uint64_t generation, uint64_t epoch);
 /* Restore the VM from this host's replica with no primary (what says
  * which path: "cold start", "takeover"): 0, the VM runs here and the loop
  * ends; -1, FAULT, replica kept. */
@@ -185,8 +204,8 @@ char *agent_takeover(struct agent *a, int fd, bool force, bool *keep);
  * answer about it comes to agent_takeover_peer_answer. */
 void agent_takeover_init(struct agent *a);
 void agent_takeover_stop(struct agent *a);
-/* A QEMU of the VM was started here and no primary runs it (what
- * takeover attaches to). */
+/* A QEMU of the VM was started here, no primary runs it, and this host
+ * holds no newer state: what takeover attaches to. */
 bool agent_vm_started_here(const struct agent *a);
 void agent_parked_discard(struct agent *a, const char *why);
 /* cold_start.c asked the other host for a takeover of the parked VM:
@@ -195,6 +214,9 @@ void agent_takeover_peer_answer(struct agent *a, const struct cold_facts *peer,
 				const char *why);
 /* agent.c */
 const char *agent_state_name(enum agent_state s);
+/* The one place the state changes: logged as "old -> new (reason)". */
+void agent_set_state(struct agent *a, enum agent_state st, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
 /* control.c: the control socket's commands, and the status they show. */
 char *agent_control_command(void *data, int fd, const char *cmd, bool *keep);

@@ -22,6 +22,13 @@ char *cold_facts_json(const struct cold_facts *f, const char *state)
 	json_object_object_add(o, "restored", json_object_new_boolean(f->restored));
 	json_object_object_add(o, "generation", json_object_new_uint64(f->generation));
 	json_object_object_add(o, "epoch", json_object_new_uint64(f->epoch));
+	if (f->claim) {
+		json_object_object_add(o, "claim_generation",
+				       json_object_new_uint64(f->claim_generation));
+		json_object_object_add(o, "claim_epoch", json_object_new_uint64(f->claim_epoch));
+	}
+	if (f->granted)
+		json_object_object_add(o, "granted", json_object_new_boolean(1));
 	text = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 	json_object_put(o);
 	return text;
@@ -32,7 +39,9 @@ int cold_facts_parse(const uint8_t *payload, uint32_t len, struct cold_facts *f,
 		       struct json_object **owner)
 {
 	char *text = strndup((const char *)payload, len);
-	struct json_object *o = text ? json_tokener_parse(text) : NULL, *h, *w, *r, *d, *g, *e, *y;
+	struct json_object *o = text ? json_tokener_parse(text) : NULL, *h, *w, *r, *d, *g, *e, *y,
+			   *cg = NULL, *ce = NULL, *gr;
+	bool has_cg, has_ce;
 
 	free(text);
 	if (!o || !json_object_object_get_ex(o, "host", &h) || !json_object_is_type(h, json_type_string) ||
@@ -44,7 +53,19 @@ int cold_facts_parse(const uint8_t *payload, uint32_t len, struct cold_facts *f,
 		json_object_put(o);
 		return -EPROTO;
 	}
+	has_cg = json_object_object_get_ex(o, "claim_generation", &cg);
+	has_ce = json_object_object_get_ex(o, "claim_epoch", &ce);
+	if (has_cg != has_ce || (has_cg && (!json_object_is_type(cg, json_type_int) ||
+					    !json_object_is_type(ce, json_type_int)))) {
+		json_object_put(o);
+		return -EPROTO;
+	}
 	*f = (struct cold_facts){
+		.claim = has_cg,
+		.claim_generation = has_cg ? json_object_get_uint64(cg) : 0,
+		.claim_epoch = has_ce ? json_object_get_uint64(ce) : 0,
+		.granted = json_object_object_get_ex(o, "granted", &gr) &&
+			   json_object_is_type(gr, json_type_boolean) && json_object_get_boolean(gr),
 		/* optional: an agent from before takeover = manual */
 		.ready = json_object_object_get_ex(o, "ready", &y) &&
 			 json_object_is_type(y, json_type_boolean) && json_object_get_boolean(y),

@@ -56,15 +56,32 @@ static void ask_done(struct agent *a)
 	peer_link_close(&a->cold.link);
 }
 
+/* No answer: a takeover waiting for one hears why (cold start just asks
+ * again later). */
+static void ask_failed(struct agent *a, const char *why)
+{
+	ask_done(a);
+	if (a->takeover_fd >= 0)
+		agent_takeover_peer_answer(a, NULL, why);
+}
+
 static void on_ask_open(struct peer_link *l)
 {
 	struct agent *a = l->data;
 	struct cold_facts f = own_facts(a);
-	char *q = cold_facts_json(&f, agent_state_name(a->state));
-	struct iovec iov = { .iov_base = q, .iov_len = q ? strlen(q) : 0 };
+	char *q;
+	struct iovec iov;
 
+	if (a->takeover_fd >= 0 && a->parked_valid) {
+		/* resuming our parked QEMU uses up the other host's copy of it */
+		f.claim = true;
+		f.claim_generation = a->parked.generation;
+		f.claim_epoch = a->parked.epoch;
+	}
+	q = cold_facts_json(&f, agent_state_name(a->state));
+	iov = (struct iovec){ .iov_base = q, .iov_len = q ? strlen(q) : 0 };
 	if (!q || peer_link_push(l, FRAME_PEER_QUERY, 0, &iov, 1, q, NULL))
-		ask_done(a);
+		ask_failed(a, "out of memory");
 }
 
 static bool on_ask_frame(struct peer_link *l, const struct frame_hdr *h, const uint8_t *payload)
@@ -78,7 +95,7 @@ static bool on_ask_frame(struct peer_link *l, const struct frame_hdr *h, const u
 	    cold_facts_parse(payload, h->len, &peer, &owner)) {
 		log_warn("cold start: the other host's agent (%s) answered with a bad %s frame",
 			 a->cold.peer.text, frame_type_name(h->type));
-		ask_done(a);
+		ask_failed(a, "a bad answer");
 		return false;
 	}
 	snprintf(answer, sizeof(answer), "host %s: %s, replica %s generation %llu epoch %llu",
@@ -104,7 +121,7 @@ static bool on_ask_frame(struct peer_link *l, const struct frame_hdr *h, const u
 			 (unsigned long long)us.generation, (unsigned long long)us.epoch, answer);
 		json_object_put(owner);
 		if (a->cfg.takeover_manual)
-			agent_takeover_ready(a, "cold start: %s", why); /* the manager promotes */
+			agent_takeover_ready(a, "cold start: %.260s", why); /* the manager promotes */
 		else
 			agent_restore_cold(a, why);
 		return false;
@@ -119,9 +136,7 @@ static void on_ask_error(struct peer_link *l, int err, const char *why)
 
 	/* Nobody there, or not an agent: it may run the VM. Ask again. */
 	log_debug("cold start: %s: %s", a->cold.peer.text, why);
-	ask_done(a);
-	if (a->takeover_fd >= 0)
-		agent_takeover_peer_answer(a, NULL, why);
+	ask_failed(a, why);
 }
 
 static const struct peer_link_ops ask_ops = {
@@ -203,7 +218,7 @@ void cold_start_stop(struct agent *a)
 	if (!a->cold.enabled)
 		return;
 	ev_timer_stop(a->loop, &a->cold.timer);
-	peer_link_close(&a->cold.link);
+	ask_failed(a, "the agent stopped asking");
 	a->cold.enabled = false;
 }
 
@@ -212,15 +227,19 @@ void cold_start_stop(struct agent *a)
 void cold_start_answer(struct agent *a, struct peer_link *l, const struct frame_hdr *h,
 		       const uint8_t *payload)
 {
-	struct cold_facts f;
+	struct cold_facts f, q;
+	struct json_object *owner = NULL;
 	char *text;
 	struct iovec iov;
 
-	if (!a->cfg.host || proto_check_payload(h, payload)) {
+	if (!a->cfg.host || proto_check_payload(h, payload) ||
+	    cold_facts_parse(payload, h->len, &q, &owner)) {
 		peer_link_close(l);
 		return;
 	}
 	f = own_facts(a);
+	f.granted = q.claim && agent_ready_give_up(a, q.host, q.claim_generation, q.claim_epoch);
+	json_object_put(owner);
 	text = cold_facts_json(&f, agent_state_name(a->state));
 	if (!text) {
 		peer_link_close(l);

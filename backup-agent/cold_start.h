@@ -40,6 +40,13 @@ struct cold_facts {
 	bool replica;   /* a committed replica */
 	bool restored;  /* a VM ran on from it (replica_was_restored): it never wins */
 	bool ready;     /* takeover = manual: its replica waits to be promoted */
+	/* A query that claims the other host's ready epoch: this host resumes
+	 * its parked QEMU at claim_generation/claim_epoch only if the other
+	 * host, READY at exactly that epoch, gives it up (granted, in its
+	 * answer). Neither runs the VM if the answer is lost. */
+	bool claim;
+	uint64_t claim_generation, claim_epoch;
+	bool granted;
 	uint64_t generation, epoch;
 };
 
@@ -53,7 +60,8 @@ bool cold_start_wins(const struct cold_facts *us, const struct cold_facts *peer)
 
 /* cold_facts.c: the facts as PEER_QUERY / PEER_STATE carry them (JSON:
  * host, state, waiting, replica, ready, restored, generation, epoch;
- * "ready" optional), malloc'd; and parsed from the other host's payload:
+ * optional: ready, claim_generation and claim_epoch (both or neither),
+ * granted), malloc'd; and parsed from the other host's payload:
  * 0, or -EPROTO for anything else. f->host points into *owner, which the
  * caller puts. */
 char *cold_facts_json(const struct cold_facts *f, const char *state);

@@ -29,11 +29,14 @@ void agent_usage(FILE *f)
 "overlays over the replica disks, serial console in DIR/serial.log, QMP on\n"
 "DIR/qmp.sock (a libvirt primary's VM comes back as a libvirt domain of\n"
 "the same name, see --connect); then it exits, leaving the VM running. A\n"
-"primary that\n"
-"detaches on purpose (SIGTERM to the replicator, or a guest shutdown) is\n"
-"not failed over, nor is one whose protection the operator paused\n"
-"(remusctl pause): its replica is stale. A planned handover (remusctl\n"
+"primary that detaches on purpose (SIGTERM to the replicator, or a guest\n"
+"shutdown) is not failed over, nor is one whose protection the operator\n"
+"paused (remusctl pause): its replica is stale. A planned handover (remusctl\n"
 "failover) restores the VM the same way, answers the primary, and exits.\n"
+"With [backup] takeover = manual in --config FILE (a cluster manager such\n"
+"as Pacemaker decides, with ocf:remus:remus) it never fences nor restores\n"
+"on its own: a lost or parked primary's replica waits, state ready, for\n"
+"remusctl takeover (remus.conf(5)).\n"
 "Under systemd (Type=notify) it reports READY=1 once listening and\n"
 "STATUS= changes.\n"
 "\n"
@@ -223,6 +226,7 @@ static void apply_file(struct agent_config *cfg, const char **listen, int *use_s
 	if (PC_SET(pc, BACKUP_FAILOVER))
 		cfg->no_failover = !pc->backup_failover;
 	cfg->takeover_manual = PC_SET(pc, BACKUP_TAKEOVER) && !strcmp(pc->backup_takeover, "manual");
+	cfg->takeover_window_ms = pc->backup_takeover_window_ms;
 	if (PC_SET(pc, HEARTBEAT_INTERVAL_MS))
 		cfg->heartbeat_ms = pc->heartbeat_interval_ms;
 	if (PC_SET(pc, HEARTBEAT_TIMEOUT_MS))

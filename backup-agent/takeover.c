@@ -1,11 +1,14 @@
 /* remusctl takeover: a cluster manager's promote, with [backup] takeover =
  * manual (agent.h). The VM comes to run here one of three ways:
- *  - a QEMU of the VM started on this host (listening on [vm] qmp): its
- *    replicator attaches to it;
- *  - a QEMU parked here (parked.h): it resumes, if the other host's agent
- *    still holds the parked epoch unused (asked over the pair's link);
+ *  - a QEMU parked here (parked.h) resumes, once the other host's agent,
+ *    asked over the pair's link, has given up the parked epoch it holds
+ *    (a claim: if the answer is lost, neither host runs the VM);
+ *  - a QEMU of the VM started on this host (listening on [vm] qmp) gets its
+ *    replicator, unless this host holds the VM's newest state;
  *  - otherwise the replica is restored, when it is known to be the VM's
- *    newest (takeover_ready), or whatever it is with --force. */
+ *    newest (takeover_ready), or whatever it is with --force.
+ * And when the replica is ready, for how long, and the record of a park
+ * that outlives an agent restart (DIR/parked-replica). */
 #include "agent.h"
 #include "log.h"
 #include "procfs.h"
@@ -21,6 +24,8 @@
 #include <unistd.h>
 
 #define PARKED_QMP_TIMEOUT_MS 3000
+#define PARKED_KILL_WAIT_MS   5000
+#define READY_MARK            "parked-replica"
 
 /* {"ok":...,"daemon":"agent","state":...,"message" or "error":TEXT} */
 static char * __attribute__((format(printf, 3, 4)))
@@ -42,24 +47,148 @@ takeover_reply(const struct agent *a, bool ok, const char *fmt, ...)
 	return text;
 }
 
-/* ---- a VM parked here ---- */
+/* ---- when the replica is ready ---- */
 
-/* pid is still the QEMU that was parked (not a reused pid). */
-static bool parked_alive(const struct parked_vm *p)
+static void ready_mark_path(const struct agent *a, char *path, size_t len)
 {
-	char comm[32] = "";
-	FILE *f;
-	char path[64];
+	snprintf(path, len, "%s/" READY_MARK, a->cfg.state_dir);
+}
 
-	snprintf(path, sizeof(path), "/proc/%d/comm", (int)p->pid);
+/* The parked epoch, for an agent that starts again: "GENERATION EPOCH". */
+static void ready_mark_save(const struct agent *a)
+{
+	char path[4200];
+	FILE *f;
+
+	ready_mark_path(a, path, sizeof(path));
+	f = fopen(path, "we");
+	if (!f || fprintf(f, "%llu %llu\n", (unsigned long long)a->replica_generation,
+			  (unsigned long long)a->replica_epoch) < 0 || fflush(f) || fsync(fileno(f)))
+		log_warn("cannot record the parked epoch in %s: an agent restart forgets it", path);
+	if (f)
+		fclose(f);
+}
+
+static void ready_mark_clear(const struct agent *a)
+{
+	char path[4200];
+
+	ready_mark_path(a, path, sizeof(path));
+	unlink(path);
+}
+
+/* At start: a park recorded for exactly the replica in the state dir. */
+static void ready_mark_load(struct agent *a)
+{
+	unsigned long long gen, epoch;
+	char path[4200];
+	FILE *f;
+	int n;
+
+	ready_mark_path(a, path, sizeof(path));
 	f = fopen(path, "re");
 	if (!f)
-		return false;
-	if (!fgets(comm, sizeof(comm), f))
-		comm[0] = 0;
+		return;
+	n = fscanf(f, "%llu %llu", &gen, &epoch);
 	fclose(f);
-	return !strncmp(comm, "qemu-system", 11) && !proc_exited(p->pid) &&
-	       cold_start_listens(p->qmp);
+	if (!a->cfg.takeover_manual || n != 2 || !a->replica_known ||
+	    gen != a->replica_generation || epoch != a->replica_epoch) {
+		ready_mark_clear(a);
+		return;
+	}
+	agent_takeover_ready(a, "the primary parked the VM at epoch %llu (its last state), "
+			     "before this agent started", epoch);
+}
+
+static void on_ready_expiry(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct agent *a = w->data;
+
+	if (!a->takeover_ready || a->primary)
+		return;
+	a->takeover_ready = false;
+	log_warn("the replica (epoch %llu) is no longer ready: the lost primary's takeover window "
+		 "(%u ms) is over, and it may have run on unprotected since; promoting this host "
+		 "now needs remusctl takeover --force", (unsigned long long)a->replica_epoch,
+		 a->cfg.takeover_window_ms);
+	agent_set_state(a, AGENT_WAITING, "the lost primary's takeover window is over: the "
+			"replica is not known to be the newest");
+}
+
+void agent_ready_lost_primary(struct agent *a, const char *why)
+{
+	/* the primary holds its output this long after it last heard from
+	 * us, and we last heard from it no later: we expire first */
+	double left = a->primary_heard_at + a->cfg.takeover_window_ms / 1e3 - ev_now(a->loop);
+
+	if (left <= 0) {
+		log_warn("primary lost (%s) after its takeover window: the replica is not ready",
+			 why);
+		return;
+	}
+	agent_takeover_ready(a, "primary lost (%s) at committed epoch %llu", why,
+			     (unsigned long long)a->replica.session_epoch);
+	ev_timer_stop(a->loop, &a->ready_expiry);
+	ev_timer_set(&a->ready_expiry, left, 0);
+	ev_timer_start(a->loop, &a->ready_expiry);
+}
+
+void agent_ready_parked(struct agent *a, uint64_t epoch)
+{
+	ev_timer_stop(a->loop, &a->ready_expiry);
+	agent_takeover_ready(a, "the primary parked the VM at epoch %llu (its last state)",
+			     (unsigned long long)epoch);
+	ready_mark_save(a);
+}
+
+void agent_ready_clear(struct agent *a)
+{
+	a->takeover_ready = false;
+	ev_timer_stop(a->loop, &a->ready_expiry);
+	ready_mark_clear(a);
+}
+
+bool agent_ready_give_up(struct agent *a, const char *host, uint64_t generation, uint64_t epoch)
+{
+	if (!a->cfg.takeover_manual || !a->takeover_ready || a->state != AGENT_READY ||
+	    a->primary || !a->replica_known || a->replica_generation != generation ||
+	    a->replica_epoch != epoch)
+		return false;
+	agent_ready_clear(a);
+	/* the VM runs on from our epoch over there: ours never wins again */
+	replica_mark_restored(a->cfg.state_dir);
+	log_info("host %s resumes the VM it parked at epoch %llu: this replica is given up", host,
+		 (unsigned long long)epoch);
+	agent_set_state(a, AGENT_WAITING, "host %s resumed the VM it parked at epoch %llu", host,
+			(unsigned long long)epoch);
+	return true;
+}
+
+/* ---- a VM parked here ---- */
+
+/* Still the very process that was parked: not exited, not a reused pid. */
+static bool parked_alive(const struct parked_vm *p)
+{
+	uint64_t start;
+
+	return !proc_exited(p->pid) && !proc_starttime(p->pid, &start) && start == p->starttime;
+}
+
+void agent_parked_discard(struct agent *a, const char *why)
+{
+	if (!a->parked_valid)
+		return;
+	a->parked_valid = false;
+	parked_forget(a->cfg.state_dir);
+	if (!parked_alive(&a->parked))
+		return;
+	/* stale now, and it must never run: gone before anything else starts
+	 * a QEMU on its socket or disks */
+	log_info("the VM parked here (QEMU pid %d, epoch %llu) is stale (%s): killed",
+		 (int)a->parked.pid, (unsigned long long)a->parked.epoch, why);
+	kill(a->parked.pid, SIGKILL);
+	for (int ms = 0; ms < PARKED_KILL_WAIT_MS && parked_alive(&a->parked); ms += 50)
+		usleep(50000);
 }
 
 void agent_takeover_init(struct agent *a)
@@ -68,6 +197,9 @@ void agent_takeover_init(struct agent *a)
 
 	a->takeover_fd = -1;
 	a->parked_valid = false;
+	ev_timer_init(&a->ready_expiry, on_ready_expiry, 0, 0);
+	a->ready_expiry.data = a;
+	ready_mark_load(a);
 	if (!a->cfg.host)
 		return;
 	rc = parked_load(a->cfg.state_dir, &a->parked);
@@ -88,18 +220,20 @@ void agent_takeover_init(struct agent *a)
 		 (int)a->parked.pid, a->parked.qmp);
 }
 
-void agent_parked_discard(struct agent *a, const char *why)
+void agent_takeover_stop(struct agent *a)
 {
-	if (!a->parked_valid)
-		return;
-	a->parked_valid = false;
-	parked_forget(a->cfg.state_dir);
-	/* still that paused QEMU: it is stale now and must never run */
-	if (parked_alive(&a->parked)) {
-		log_info("the VM parked here (QEMU pid %d, epoch %llu) is stale (%s): killed",
-			 (int)a->parked.pid, (unsigned long long)a->parked.epoch, why);
-		kill(a->parked.pid, SIGKILL);
+	if (a->takeover_fd >= 0) {
+		char *text = takeover_reply(a, false, "the agent stops");
+
+		if (text)
+			control_reply(a->takeover_fd, text);
+		free(text);
+		close(a->takeover_fd);
+		a->takeover_fd = -1;
 	}
+	ev_timer_stop(a->loop, &a->ready_expiry);
+	if (!a->become_primary)
+		agent_parked_discard(a, "the agent stops");
 }
 
 /* QMP cont on the parked QEMU, then its replicator attaches. */
@@ -114,8 +248,8 @@ static char *resume_parked(struct agent *a, const char *why)
 	if (rc) {
 		agent_parked_discard(a, "it could not be resumed");
 		return takeover_reply(a, false, "the VM parked here could not be resumed (%s): "
-				      "it is dropped; takeover again restores the replica if it "
-				      "is the newest", strerror(-rc));
+				      "it is dropped; the other host gave up its copy, so only "
+				      "takeover --force there brings the VM back", strerror(-rc));
 	}
 	log_info("takeover: the VM parked here resumes at epoch %llu (QEMU pid %d): %s",
 		 (unsigned long long)a->parked.epoch, (int)a->parked.pid, why);
@@ -141,36 +275,20 @@ void agent_takeover_peer_answer(struct agent *a, const struct cold_facts *peer, 
 		text = takeover_reply(a, false, "the other host's agent does not answer (%s): it "
 				      "may run the VM, so the VM parked here stays paused (--force "
 				      "resumes it anyway)", why);
-	else if (!peer->ready || peer->generation != a->parked.generation ||
-		 peer->epoch != a->parked.epoch)
-		text = takeover_reply(a, false, "the other host (%s) holds generation %llu epoch "
-				      "%llu%s, not the parked epoch %llu unused: the VM parked here "
-				      "is not the newest (--force resumes it anyway)", peer->host,
+	else if (!peer->granted)
+		text = takeover_reply(a, false, "the other host (%s) did not give up the parked "
+				      "epoch %llu (it holds generation %llu epoch %llu%s): the VM "
+				      "parked here is not the newest (--force resumes it anyway)",
+				      peer->host, (unsigned long long)a->parked.epoch,
 				      (unsigned long long)peer->generation,
 				      (unsigned long long)peer->epoch,
-				      peer->ready ? "" : " and is not waiting to be promoted",
-				      (unsigned long long)a->parked.epoch);
+				      peer->ready ? "" : ", not waiting to be promoted");
 	else
-		text = resume_parked(a, "the other host holds that epoch unused");
+		text = resume_parked(a, "the other host gave up its copy of that epoch");
 	if (text)
 		control_reply(fd, text);
 	free(text);
 	close(fd);
-}
-
-void agent_takeover_stop(struct agent *a)
-{
-	if (a->takeover_fd >= 0) {
-		char *text = takeover_reply(a, false, "the agent stops");
-
-		if (text)
-			control_reply(a->takeover_fd, text);
-		free(text);
-		close(a->takeover_fd);
-		a->takeover_fd = -1;
-	}
-	if (!a->become_primary)
-		agent_parked_discard(a, "the agent stops");
 }
 
 /* ---- takeover ---- */
@@ -185,7 +303,8 @@ static bool vm_started_here(const struct agent *a)
 
 bool agent_vm_started_here(const struct agent *a)
 {
-	return !a->primary && vm_started_here(a);
+	/* what a takeover would attach to without --force (attach_started) */
+	return !a->primary && !a->takeover_ready && !a->parked_valid && vm_started_here(a);
 }
 
 /* Why this agent must not restore the replica now, or NULL. */
@@ -195,9 +314,10 @@ static const char *restore_refusal(const struct agent *a, bool force, char *buf,
 		return "this host holds no committed replica of the VM";
 	if (!a->takeover_ready && !force) {
 		snprintf(buf, len, "the replica here (generation %llu, epoch %llu) is not known to "
-			 "be the VM's newest: no primary of this agent was lost or parked, and no "
-			 "cold start found it newer than the other host's; --force restores it "
-			 "anyway", (unsigned long long)a->replica_generation,
+			 "be the VM's newest: no primary of this agent was lost or parked within "
+			 "its takeover window, and no cold start found it newer than the other "
+			 "host's; --force restores it anyway",
+			 (unsigned long long)a->replica_generation,
 			 (unsigned long long)a->replica_epoch);
 		return buf;
 	}
@@ -214,7 +334,7 @@ static char *restore_replica(struct agent *a, bool force)
 		log_warn("takeover refused: %s", no);
 		return takeover_reply(a, false, "%s", no);
 	}
-	snprintf(why, sizeof(why), "promoted by the cluster manager%s: %s",
+	snprintf(why, sizeof(why), "promoted by the cluster manager%s: %.200s",
 		 force && !a->takeover_ready ? " (forced)" : "",
 		 a->takeover_ready ? a->takeover_why : "the operator forced it");
 	if (agent_restore_here(a, "takeover", why, &res))
@@ -223,6 +343,24 @@ static char *restore_replica(struct agent *a, bool force)
 	return takeover_reply(a, true, "VM restored from epoch %llu as QEMU pid %d%s",
 			      (unsigned long long)res.epoch, (int)res.qemu_pid,
 			      a->become_primary ? "; its replicator protects it next" : "");
+}
+
+/* The QEMU started here gets its replicator, unless this host holds a
+ * newer state of the VM (a ready replica or a parked QEMU), which that
+ * QEMU would silently drop. */
+static char *attach_started(struct agent *a, bool force)
+{
+	if ((a->takeover_ready || a->parked_valid) && !force)
+		return takeover_reply(a, false, "a QEMU listens on [vm] qmp (%s), but this host "
+				      "holds the VM's newest state (%s): stop that QEMU, or "
+				      "--force attaches to it and drops that state",
+				      a->cfg.file.vm_qmp, a->parked_valid ? "a parked QEMU" :
+				      "a ready replica");
+	agent_parked_discard(a, "a QEMU started here runs the VM");
+	agent_attach_here(a, a->cfg.file.vm_qmp, a->replica_known ? a->replica_generation : 0,
+			  "promoted: the VM was started here");
+	return takeover_reply(a, true, "the VM started here (%s): its replicator attaches to it",
+			      a->cfg.file.vm_qmp);
 }
 
 char *agent_takeover(struct agent *a, int fd, bool force, bool *keep)
@@ -235,23 +373,17 @@ char *agent_takeover(struct agent *a, int fd, bool force, bool *keep)
 		return takeover_reply(a, false, "the VM is being restored here already");
 	if (a->takeover_fd >= 0)
 		return takeover_reply(a, false, "a takeover is under way");
-	if (vm_started_here(a)) {
-		agent_attach_here(a, a->cfg.file.vm_qmp,
-				  a->replica_known ? a->replica_generation : 0,
-				  "promoted: the VM was started here");
-		return takeover_reply(a, true, "the VM started here (%s): its replicator attaches "
-				      "to it", a->cfg.file.vm_qmp);
-	}
 	if (a->parked_valid && !parked_alive(&a->parked))
 		agent_parked_discard(a, "its QEMU is gone");
+	if (vm_started_here(a))
+		return attach_started(a, force);
 	if (a->parked_valid) {
 		if (force)
 			return resume_parked(a, "forced by the operator");
-		if (cold_start_ask_now(a)) {
+		if (cold_start_ask_now(a))
 			return takeover_reply(a, false, "a VM is parked here, but the other host "
-					      "cannot be asked whether it is still the newest "
-					      "(--force resumes it anyway)");
-		}
+					      "cannot be asked to give up its copy (--force resumes "
+					      "it anyway)");
 		a->takeover_fd = fd;
 		*keep = true;
 		return NULL;

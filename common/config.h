@@ -46,6 +46,7 @@ X(BACKUP_STATE_DIR,  "backup",     "state-dir",       STR,  backup_state_dir,  R
 X(BACKUP_TAP,        "backup",     "tap",             LIST, backup_taps,       RANGE_NONE,             NULL,      NULL,          check_tap,   "tap",                      0) \
 X(BACKUP_FAILOVER,   "backup",     "failover",        BOOL, backup_failover,   RANGE_NONE,             "yes",     NULL,          NULL,        "no-failover",              0) \
 X(BACKUP_TAKEOVER,   "backup",     "takeover",        ENUM, backup_takeover,   RANGE_NONE,             "auto",    takeover_values, NULL,      "takeover",                 0) \
+X(BACKUP_TAKEOVER_WINDOW_MS, "backup", "takeover-window-ms", UINT, backup_takeover_window_ms, RANGE_TAKEOVER_WINDOW_MS, "30000", NULL, NULL, "takeover-window-ms", 0) \
 X(BACKUP_MAX_RAM_MB, "backup",     "max-ram-mb",      UINT, backup_max_ram_mb, RANGE_MAX_RAM_MB,       "65536",   NULL,          NULL,        "max-ram-mb",               0) \
 X(BACKUP_MAX_DISK_GB, "backup",    "max-disk-gb",     UINT, backup_max_disk_gb, RANGE_MAX_DISK_GB,     "4096",    NULL,          NULL,        "max-disk-gb",              0) \
 X(BACKUP_MAX_EPOCH_MB, "backup",   "max-epoch-mb",    UINT, backup_max_epoch_mb, RANGE_MAX_EPOCH_MB,   "16384",   NULL,          NULL,        "max-epoch-mb",             0) \
@@ -131,6 +132,7 @@ struct pair_config {
 	struct config_list backup_taps;
 	bool backup_failover;
 	const char *backup_takeover; /* "auto" or "manual" (a cluster manager promotes) */
+	unsigned backup_takeover_window_ms;
 	/* what one primary may make the agent hold (backup-agent/replica.h) */
 	unsigned backup_max_ram_mb, backup_max_disk_gb, backup_max_epoch_mb;
 	/* the QEMU a restore runs, whatever the primary ran */

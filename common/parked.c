@@ -29,6 +29,7 @@ int parked_save(const char *dir, const struct parked_vm *p)
 		return -ENAMETOOLONG;
 	}
 	json_object_object_add(o, "pid", json_object_new_int64(p->pid));
+	json_object_object_add(o, "starttime", json_object_new_uint64(p->starttime));
 	json_object_object_add(o, "qmp", json_object_new_string(p->qmp));
 	json_object_object_add(o, "generation", json_object_new_uint64(p->generation));
 	json_object_object_add(o, "epoch", json_object_new_uint64(p->epoch));
@@ -53,7 +54,7 @@ int parked_save(const char *dir, const struct parked_vm *p)
 int parked_load(const char *dir, struct parked_vm *p)
 {
 	char path[PATH_MAX];
-	struct json_object *o, *pid, *qmp, *gen, *epoch;
+	struct json_object *o, *pid, *start, *qmp, *gen, *epoch;
 
 	if (path_of(dir, PARKED_FILE, path, sizeof(path)))
 		return -ENOENT;
@@ -62,6 +63,8 @@ int parked_load(const char *dir, struct parked_vm *p)
 	o = json_object_from_file(path);
 	if (!o || !json_object_object_get_ex(o, "pid", &pid) ||
 	    !json_object_is_type(pid, json_type_int) ||
+	    !json_object_object_get_ex(o, "starttime", &start) ||
+	    !json_object_is_type(start, json_type_int) ||
 	    !json_object_object_get_ex(o, "qmp", &qmp) ||
 	    !json_object_is_type(qmp, json_type_string) ||
 	    !json_object_object_get_ex(o, "generation", &gen) ||
@@ -75,6 +78,7 @@ int parked_load(const char *dir, struct parked_vm *p)
 		return -EINVAL;
 	}
 	p->pid = (pid_t)json_object_get_int64(pid);
+	p->starttime = json_object_get_uint64(start);
 	snprintf(p->qmp, sizeof(p->qmp), "%s", json_object_get_string(qmp));
 	p->generation = json_object_get_uint64(gen);
 	p->epoch = json_object_get_uint64(epoch);

@@ -15,6 +15,7 @@
 
 struct parked_vm {
 	pid_t pid;             /* the paused QEMU */
+	uint64_t starttime;    /* its start (proc_starttime): not a reused pid */
 	char qmp[PATH_MAX];    /* its QMP socket */
 	uint64_t generation;   /* the session it was parked in */
 	uint64_t epoch;        /* the final epoch the other host committed */

@@ -106,6 +106,32 @@ ssize_t proc_cmdline(pid_t pid, char *buf, size_t len)
 	return n;
 }
 
+int proc_starttime(pid_t pid, uint64_t *ticks)
+{
+	char path[64], buf[1024], *p;
+	unsigned long long v;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -EIO;
+	buf[n] = 0;
+	/* the command name may hold spaces and ')': fields follow the last ')' */
+	p = strrchr(buf, ')');
+	/* state is field 3, starttime field 22: 19 fields after the state */
+	if (!p || sscanf(p + 1, " %*c %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s %*s "
+			 "%*s %*s %*s %*s %llu", &v) != 1)
+		return -EIO;
+	*ticks = v;
+	return 0;
+}
+
 const char *proc_comm(pid_t pid, char *buf, size_t len)
 {
 	char path[64];

@@ -18,6 +18,10 @@ int proc_find_memfd(pid_t pid, uint64_t size, char *path, size_t len);
  * NUL) into buf, at most len - 1 bytes, NUL-terminated after them: the
  * bytes read (> 0), or -errno (-EIO when empty: a zombie, a kernel thread). */
 ssize_t proc_cmdline(pid_t pid, char *buf, size_t len);
+/* When pid started, in clock ticks after boot (/proc/PID/stat, field 22):
+ * with the pid, it names one process for good, whatever reuses the pid
+ * later. 0, or -errno. */
+int proc_starttime(pid_t pid, uint64_t *ticks);
 /* pid's command name (/proc/PID/comm) in buf, or "?"; returns buf. */
 const char *proc_comm(pid_t pid, char *buf, size_t len);
 /* pid's effective uid and gid (/proc/PID/status): the owner of /proc/PID

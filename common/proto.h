@@ -140,7 +140,8 @@ void proto_encode_ram_hashes_hdr(uint8_t out[PROTO_RAM_HASHES_HDR_SIZE], uint64_
  * asks an agent with takeover = manual to keep the committed final epoch
  * as the VM's last state instead of starting the VM; it answers
  * HANDOVER_DONE (QEMU pid 0) or HANDOVER_FAILED. Only sent to an agent
- * that lists the feature: an older one would start the VM. */
+ * that lists the feature, which one lists only with takeover = manual:
+ * an older agent would start the VM. */
 #define PROTO_FEATURE_PARK            "park"
 #define PROTO_HANDOVER_PARK           "park"
 #define PROTO_VERIFY_HDR_SIZE         24

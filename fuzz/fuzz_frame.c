@@ -1,7 +1,8 @@
 /* libFuzzer harness for the agent's frame reader (common/proto.c): the
  * bytes a primary sends, through a pipe into frame_reader_read, and each
  * frame it hands out through proto_check_payload and the parser of its
- * type (PAGES, EPOCH_END, HANDOVER_DONE, DISK, RAM_HASHES). A frame handed out must be
+ * type (PAGES, EPOCH_END, HANDOVER_DONE, DISK, RAM_HASHES, VERIFY,
+ * VERIFY_RESULT). A frame handed out must be
  * exactly the next bytes of the stream, its header valid, and what a
  * parser accepts must lie inside the payload. Must neither crash nor leak.
  *
@@ -89,6 +90,36 @@ static void check_ram_hashes(const uint8_t *payload, uint32_t len)
 		abort();
 }
 
+/* What the verify parsers accept lies inside the payload, exactly: the
+ * hashes of count pages, or min(nbad, the most listed) indexes. */
+static void check_verify(const struct frame_hdr *h, const uint8_t *payload)
+{
+	struct verify_req rq;
+	struct verify_result rs;
+	uint32_t listed;
+
+	if (h->type == FRAME_VERIFY) {
+		if (proto_parse_verify(payload, h->len, &rq))
+			return;
+		if (!rq.count || rq.count > PROTO_VERIFY_MAX_PAGES ||
+		    rq.hashes != payload + PROTO_VERIFY_HDR_SIZE ||
+		    h->len != PROTO_VERIFY_HDR_SIZE + (uint64_t)rq.count * PAGE_HASH_SIZE ||
+		    rq.first + rq.count < rq.first)
+			abort();
+		return;
+	}
+	if (proto_parse_verify_result(payload, h->len, &rs))
+		return;
+	listed = rs.nbad == PROTO_VERIFY_SKIPPED ? 0 :
+		 rs.nbad < PROTO_VERIFY_MAX_BAD ? rs.nbad : PROTO_VERIFY_MAX_BAD;
+	if (!rs.count || rs.count > PROTO_VERIFY_MAX_PAGES ||
+	    (rs.nbad != PROTO_VERIFY_SKIPPED && rs.nbad > rs.count) ||
+	    rs.bad_be != payload + PROTO_VERIFY_RESULT_HDR_SIZE ||
+	    h->len != PROTO_VERIFY_RESULT_HDR_SIZE + (uint64_t)listed * 8 ||
+	    rs.first + rs.count < rs.first)
+		abort();
+}
+
 static void check_frame(const struct frame_hdr *h, const uint8_t *payload)
 {
 	struct epoch_end ee;
@@ -115,6 +146,10 @@ static void check_frame(const struct frame_hdr *h, const uint8_t *payload)
 		break;
 	case FRAME_RAM_HASHES:
 		check_ram_hashes(payload, h->len);
+		break;
+	case FRAME_VERIFY:
+	case FRAME_VERIFY_RESULT:
+		check_verify(h, payload);
 		break;
 	case FRAME_DISK:
 		if (!proto_parse_disk(payload, h->len, &op) && op.data &&

@@ -6,7 +6,8 @@
  * remusctl park [--timeout SECONDS]: the same last checkpoint, but the
  * backup (takeover = manual) keeps it as the VM's last state and starts
  * nothing until it is promoted (remusctl takeover on it); the primary QEMU
- * quits. A cluster manager's demote. */
+ * stays paused (a pair whose roles move) or quits. A cluster manager's
+ * demote. */
 #include "remusctl.h"
 
 #include "cli.h"

@@ -21,7 +21,9 @@
  *
  * Park (a cluster manager's demote) is a failover whose HANDOVER says
  * "park": the backup keeps the final epoch, the VM does not start there
- * until the manager promotes that host, and the QEMU here quits. */
+ * until the manager promotes that host. In a pair whose roles move the
+ * QEMU here stays paused at that epoch (parked.h), for a promote of this
+ * host again; elsewhere it quits. */
 #include "log.h"
 #include "parked.h"
 #include "procfs.h"
@@ -354,8 +356,10 @@ static char *handover_start(struct replicator *r, int fd, unsigned timeout_ms, b
 		return reply(r, false, "the backup agent at %s cannot take a handover (an older "
 			     "version): upgrade it", r->cfg.backup.text);
 	if (park && !r->agent_park)
-		return reply(r, false, "the backup agent at %s cannot keep a parked VM (an older "
-			     "version): upgrade it", r->cfg.backup.text);
+		return reply(r, false, "the backup agent at %s does not keep a parked VM: its "
+			     "pair's file must say [backup] takeover = manual (a cluster manager "
+			     "promotes it), and it must know park (this version)",
+			     r->cfg.backup.text);
 	if (r->vm_shutdown)
 		return reply(r, false, "VM %s is shutting down", r->vm.name);
 	r->handover_fd = fd;
@@ -483,17 +487,22 @@ static int quit_primary(struct replicator *r)
 }
 
 /* A park in a pair whose roles move: the QEMU stays, paused at the final
- * epoch, for the agent we become (parked.h). 0, or the QEMU must quit. */
+ * epoch, for the agent we become (parked.h). 0, or the QEMU must quit. A
+ * VM the agent restored here quits: it runs on the state directory's
+ * files, which it keeps locked, and the agent we become needs them. */
 static int keep_parked(struct replicator *r)
 {
 	struct parked_vm p = { .pid = r->vm.pid, .generation = r->generation,
 			       .epoch = r->handover_epoch };
 	int rc;
 
-	if (!r->cfg.host || r->virt)
+	if (!r->cfg.host || r->virt ||
+	    (r->cfg.state_qmp_path && !strcmp(r->cfg.qmp_path, r->cfg.state_qmp_path)))
 		return -ENOTSUP;
 	snprintf(p.qmp, sizeof(p.qmp), "%s", r->cfg.qmp_path);
-	rc = parked_save(r->cfg.host->state_dir, &p);
+	rc = proc_starttime(r->vm.pid, &p.starttime);
+	if (!rc)
+		rc = parked_save(r->cfg.host->state_dir, &p);
 	if (rc)
 		log_warn("cannot record the parked VM in %s (%s): its QEMU quits instead",
 			 r->cfg.host->state_dir, strerror(-rc));
@@ -548,8 +557,9 @@ static void on_handover_done(struct replicator *r, const struct frame_hdr *h,
 		     "kill it" : "VM runs on the backup; the primary QEMU has quit"));
 	answer_waiter(r, o);
 	if (rc)
-		log_err("VM %s runs on the backup, but its stopped primary QEMU pid %d did not "
-			"quit: kill it", r->vm.name, (int)r->vm.pid);
+		log_err("VM %s %s on the backup, but its stopped primary QEMU pid %d did not "
+			"quit: kill it", r->vm.name, r->handover_park ? "waits" : "runs",
+			(int)r->vm.pid);
 	else
 		log_info("primary QEMU pid %d %s; VM %s now %s on the backup: exiting",
 			 (int)r->vm.pid, kept ? "is parked" : "has quit", r->vm.name,

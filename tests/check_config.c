@@ -119,7 +119,8 @@ static const char full_file[] =
 	"max-epoch-mb = 512\n"                           /* 50 */
 	"control-socket = /run/remus/web1.agent.ctl\n"   /* 51 */
 	"control-group = remus-ops\n"                    /* 52 */
-	"takeover = auto\n";                             /* 53 */
+	"takeover = auto\n"                              /* 53 */
+	"takeover-window-ms = 20000\n";                  /* 54 */
 
 START_TEST(test_every_key_parsed)
 {
@@ -595,6 +596,11 @@ START_TEST(test_hosts_parse)
 			ck_assert_int_eq(config_read_file("configs/pair-hosts.conf", role, &pc,
 							  errf), 0);
 			ck_assert_int_eq(pc.nhosts, 2);
+			pair_config_free(&pc);
+			/* and the one under Pacemaker */
+			ck_assert_int_eq(config_read_file("configs/pair-pacemaker.conf", role, &pc,
+							  errf), 0);
+			ck_assert_str_eq(pc.backup_takeover, "manual");
 			pair_config_free(&pc);
 		}
 		fclose(errf);

@@ -34,7 +34,8 @@ static bool exists(const char *name)
 
 START_TEST(test_round_trip_and_forget)
 {
-	struct parked_vm p = { .pid = 4242, .generation = 7, .epoch = 123456789012ull }, q;
+	struct parked_vm p = { .pid = 4242, .starttime = 98765, .generation = 7,
+			       .epoch = 123456789012ull }, q;
 
 	snprintf(p.qmp, sizeof(p.qmp), "/run/vm1 \"quoted\".qmp");
 	ck_assert_int_eq(parked_load(g_tmp, &q), -ENOENT);
@@ -42,6 +43,7 @@ START_TEST(test_round_trip_and_forget)
 	ck_assert(!exists("parked.json.new"));
 	ck_assert_int_eq(parked_load(g_tmp, &q), 0);
 	ck_assert_int_eq(q.pid, 4242);
+	ck_assert_uint_eq(q.starttime, 98765);
 	ck_assert_str_eq(q.qmp, p.qmp);
 	ck_assert_uint_eq(q.generation, 7);
 	ck_assert_uint_eq(q.epoch, 123456789012ull);
@@ -54,13 +56,16 @@ END_TEST
 START_TEST(test_bad_files_refused_and_removed)
 {
 	static const char *const bad[] = {
-		"", "{", "[]", "{\"pid\":1,\"qmp\":\"/q\",\"generation\":1,\"epoch\":1}",
-		"{\"pid\":-5,\"qmp\":\"/q\",\"generation\":1,\"epoch\":1}",
-		"{\"pid\":99999999999,\"qmp\":\"/q\",\"generation\":1,\"epoch\":1}",
-		"{\"pid\":\"100\",\"qmp\":\"/q\",\"generation\":1,\"epoch\":1}",
-		"{\"pid\":100,\"qmp\":7,\"generation\":1,\"epoch\":1}",
-		"{\"pid\":100,\"qmp\":\"/q\",\"epoch\":1}",
-		"{\"pid\":100,\"qmp\":\"/q\",\"generation\":1,\"epoch\":\"1\"}",
+		"", "{", "[]",
+		"{\"pid\":1,\"starttime\":5,\"qmp\":\"/q\",\"generation\":1,\"epoch\":1}",
+		/* no starttime: a pid alone may be another process by now */
+		"{\"pid\":100,\"qmp\":\"/q\",\"generation\":1,\"epoch\":1}",
+		"{\"pid\":-5,\"starttime\":5,\"qmp\":\"/q\",\"generation\":1,\"epoch\":1}",
+		"{\"pid\":99999999999,\"starttime\":5,\"qmp\":\"/q\",\"generation\":1,\"epoch\":1}",
+		"{\"pid\":\"100\",\"starttime\":5,\"qmp\":\"/q\",\"generation\":1,\"epoch\":1}",
+		"{\"pid\":100,\"starttime\":5,\"qmp\":7,\"generation\":1,\"epoch\":1}",
+		"{\"pid\":100,\"starttime\":5,\"qmp\":\"/q\",\"epoch\":1}",
+		"{\"pid\":100,\"starttime\":5,\"qmp\":\"/q\",\"generation\":1,\"epoch\":\"1\"}",
 	};
 	struct parked_vm q;
 

@@ -54,7 +54,7 @@ pcmk_on() {
 	local node=$1 h=${PCMK_HOLDER[$1]:-}
 	shift
 	[ -n "$h" ] && kill -0 "$h" 2>/dev/null || { echo "pcmk_on: node $node is down" >&2; return 1; }
-	nsenter -t "$h" -n -m -u --wd=/ -- "$@"
+	nsenter -t "$h" -n -m -u -r --wd=/ -- "$@"
 }
 
 # pcmk_spawn NODE LOGFILE CMD...: start a long-lived CMD inside NODE in the
@@ -65,7 +65,7 @@ pcmk_spawn() {
 	local node=$1 logf=$2 h=${PCMK_HOLDER[$1]:-}
 	shift 2
 	pcmk_node_up "$node" || die "pcmk_spawn: node $node is down"
-	nsenter -t "$h" -n -m -u --wd=/ -- "$@" >> "$logf" 2>&1 &
+	nsenter -t "$h" -n -m -u -r --wd=/ -- "$@" >> "$logf" 2>&1 &
 	SPAWN_PID=$!
 	PIDS+=("$SPAWN_PID")
 }
@@ -101,25 +101,25 @@ pcmk_net_up() {
 	lan=$(pcmk_ns lan)
 	ip netns add "$lan" || die "pcmk: cannot add netns $lan"
 	PCMK_NETNS+=("$lan")
-	ip -n "$lan" link add br0 type bridge forward_delay 0 stp_state 0
-	ip -n "$lan" link set br0 up
+	"$ROOT/scripts/in-netns" "$lan" ip link add br0 type bridge forward_delay 0 stp_state 0
+	"$ROOT/scripts/in-netns" "$lan" ip link set br0 up
 	for n in "${PCMK_NODES[@]}"; do
 		i=$((i + 1))
 		ns=$(pcmk_ns "$n")
 		ip netns add "$ns" || die "pcmk: cannot add netns $ns"
 		PCMK_NETNS+=("$ns")
-		ip -n "$lan" link add "p$i" type veth peer name eth0 netns "$ns" || die "pcmk: veth for $n"
-		ip -n "$lan" link set "p$i" master br0 up
-		ip -n "$ns" link set lo up
-		ip -n "$ns" addr add "$PCMK_NET.$i/24" dev eth0
-		ip -n "$ns" link set eth0 up
+		"$ROOT/scripts/in-netns" "$lan" ip link add "p$i" type veth peer name eth0 netns "$ns" || die "pcmk: veth for $n"
+		"$ROOT/scripts/in-netns" "$lan" ip link set "p$i" master br0 up
+		"$ROOT/scripts/in-netns" "$ns" ip link set lo up
+		"$ROOT/scripts/in-netns" "$ns" ip addr add "$PCMK_NET.$i/24" dev eth0
+		"$ROOT/scripts/in-netns" "$ns" ip link set eth0 up
 	done
 }
 
 # pcmk_net_cut NODE / pcmk_net_mend NODE: unplug / plug NODE's cable (its
 # bridge port), e.g. for a split brain.
-pcmk_net_cut() { ip -n "$(pcmk_ns lan)" link set "p$(_pcmk_index "$1")" down; }
-pcmk_net_mend() { ip -n "$(pcmk_ns lan)" link set "p$(_pcmk_index "$1")" up; }
+pcmk_net_cut() { "$ROOT/scripts/in-netns" "$(pcmk_ns lan)" ip link set "p$(_pcmk_index "$1")" down; }
+pcmk_net_mend() { "$ROOT/scripts/in-netns" "$(pcmk_ns lan)" ip link set "p$(_pcmk_index "$1")" up; }
 
 _pcmk_index() {
 	local i
@@ -217,19 +217,35 @@ _pcmk_node_dirs() {
 # failed to update userspace mount table").
 _pcmk_boot() {
 	set -e
-	local node=$1 nd=$2 t=$3 sbin=$4 d
+	local node=$1 nd=$2 t=$3 sbin=$4 r="" d m
 	hostname "$node"
-	mount -n --bind "$nd/etc-corosync" /etc/corosync
-	mount -n --bind "$nd/lib-corosync" /var/lib/corosync
-	mount -n --bind "$nd/log-corosync" /var/log/corosync
-	mount -n --bind "$nd/lib-pacemaker" /var/lib/pacemaker
-	mount -n --bind "$nd/log-pacemaker" /var/log/pacemaker
-	mount -n -t overlay overlay -o "lowerdir=$sbin:/usr/sbin" /usr/sbin
+	# Nothing mounted here may reach the host (or the other node). Where /
+	# is a mount point, make it private. In a chroot it is not (and the
+	# mount the chroot lives on, outside it, may propagate): every mount
+	# seen here is made private, / is bound onto a private directory of
+	# our own, and the node runs chrooted there.
+	if mountpoint -q /; then
+		mount -n --make-rprivate /
+	else
+		for m in $(awk '{ print $5 }' /proc/self/mountinfo | sort -u); do
+			mount -n --make-private "$m" 2>/dev/null || true
+		done
+		r=$nd/root
+		mkdir -p "$r"
+		mount -n --rbind / "$r"
+		mount -n --make-rprivate "$r"
+	fi
+	mount -n --bind "$nd/etc-corosync" "$r/etc/corosync"
+	mount -n --bind "$nd/lib-corosync" "$r/var/lib/corosync"
+	mount -n --bind "$nd/log-corosync" "$r/var/log/corosync"
+	mount -n --bind "$nd/lib-pacemaker" "$r/var/lib/pacemaker"
+	mount -n --bind "$nd/log-pacemaker" "$r/var/log/pacemaker"
+	mount -n -t overlay overlay -o "lowerdir=$sbin:/usr/sbin" "$r/usr/sbin"
 	# The test's own resource agents (PCMK_DIR/ocf/PROVIDER/TYPE, made
 	# before pcmk_start), where pacemaker-execd looks for ocf:PROVIDER:TYPE.
 	if [ -d "$nd/../ocf" ]; then
 		mount -n -t overlay overlay -o "lowerdir=$nd/../ocf:/usr/lib/ocf/resource.d" \
-			/usr/lib/ocf/resource.d
+			"$r/usr/lib/ocf/resource.d"
 	fi
 	# The new /run is built aside, then moved over /run: once there the
 	# host's /run/netns and $T (under the /dev/shm about to be covered) are
@@ -238,17 +254,21 @@ _pcmk_boot() {
 	mkdir "$nd/boot/netns" "$nd/boot/host-t"
 	mount -n --rbind /run/netns "$nd/boot/netns"
 	mount -n --bind "$t" "$nd/boot/host-t"
-	mount -n --move "$nd/boot" /run
-	mount -n -t tmpfs -o mode=1777,size=256m tmpfs /dev/shm
-	mkdir -p "$t"
-	mount -n --move /run/host-t "$t"
-	rmdir /run/host-t
+	mount -n --move "$nd/boot" "$r/run"
+	mount -n -t tmpfs -o mode=1777,size=256m tmpfs "$r/dev/shm"
+	mkdir -p "$r$t"
+	mount -n --move "$r/run/host-t" "$r$t"
+	rmdir "$r/run/host-t"
 	# What Debian's tmpfiles.d would make at boot.
-	mkdir -m 1777 /run/lock
-	for d in resource-agents fence-agents; do mkdir -m 1755 "/run/$d"; done
-	mkdir -m 750 /run/crm
-	chown hacluster:haclient /run/crm
+	mkdir -m 1777 "$r/run/lock"
+	for d in resource-agents fence-agents; do mkdir -m 1755 "$r/run/$d"; done
+	mkdir -m 750 "$r/run/crm"
+	chown hacluster:haclient "$r/run/crm"
 	touch "$nd/booted"
+	if [ -n "$r" ]; then
+		cd "$r"
+		exec chroot "$r" sleep infinity
+	fi
 	exec sleep infinity
 }
 
@@ -363,7 +383,7 @@ pcmk_node_start() {
 	ns=$(pcmk_ns "$node")
 	[ -z "$(pcmk_node_pids "$node")" ] || die "pcmk: node $node still has processes"
 	rm -f "$nd/booted"
-	nsenter --net="/run/netns/$ns" -- unshare --mount --uts --propagation private -- \
+	nsenter --net="/run/netns/$ns" -- unshare --mount --uts --propagation unchanged -- \
 		bash -c "$(declare -f _pcmk_boot); _pcmk_boot \"\$@\"" _pcmk_boot \
 		"$node" "$nd" "$T" "$PCMK_DIR/sbin" > "$nd/boot.log" 2>&1 &
 	h=$!

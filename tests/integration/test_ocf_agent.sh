@@ -8,7 +8,11 @@
 # epoch unused, so the parked VM resumes on a), demotes again and stops
 # (the parked QEMU goes with a's agent). Then:
 # the guest's counter went on through all of it (no reboot, no tick lost),
-# and b's agent holds the last parked epoch, ready to be promoted.
+# and b's agent holds the last parked epoch, ready to be promoted, even
+# after a restart of that agent. Host a, holding nothing newer, is then
+# refused a promote; host b's promote restores the VM from the parked
+# epoch, the counter going on from its last tick on host a, and protects it
+# to host a; stopping both parks it there.
 . "$(dirname "$0")/lib.sh"
 
 skip() { log "skip - $*"; log "SKIP $(basename "$0")"; exit 0; }
@@ -75,5 +79,26 @@ AFTER=$(last_tick "$T/g1/serial.log")
 	[ "$(grep -ac 'guest: ready' "$T/g1/serial.log")" = 1 ] &&
 	pass "the guest's counter went on ($BEFORE -> $AFTER), every tick once, no reboot" ||
 	fail "the guest's counter: $BEFORE -> $AFTER"
-ra b stop && pass "host b's agent stopped" || fail "host b's agent did not stop"
+# The parked state outlives an agent restart; the host without it is not
+# promoted; the one with it restores the VM exactly where it stopped.
+ra b stop && ra b start && PIDS+=("$(cat "$T/rsc-b/remus-vm1-b.pid")") ||
+	die "host b's agent did not restart"
+st=$("$BIN/remusctl" --control "$T/b.ctl" --json status)
+python3 -c "import json,sys; o=json.loads(sys.argv[1]); sys.exit(0 if o['state']=='ready' and o['takeover_ready'] else 1)" "$st" &&
+	pass "restarted, host b's agent still holds the parked epoch, ready" || fail "host b after a restart: $st"
+ra a start && PIDS+=("$(cat "$T/rsc-a/remus-vm1-a.pid")") || die "host a's agent did not start"
+ra a promote 2> "$T/promote-a.err" && fail "host a was promoted without the VM's newest state" ||
+	pass "host a, holding nothing newer, is not promoted: $(tail -n 1 "$T/promote-a.err")"
+LAST=$(last_tick "$T/g1/serial.log")
+ra b promote && pass "host b promoted" || fail "host b not promoted: $(tail -n 5 "$T/b.log")"
+wait_for 30 sh -c "[ \$(tr -d '\r' < '$T/host-b/serial.log' 2>/dev/null | grep -ac '^tick') -ge 3 ]"
+FIRST=$(first_tick "$T/host-b/serial.log")
+[ "$FIRST" = $((LAST + 1)) ] && ticks_consecutive "$T/host-b/serial.log" &&
+	! grep -qa 'guest: ready' "$T/host-b/serial.log" &&
+	pass "restored on host b, the guest goes on from its last tick on host a ($LAST -> $FIRST)" ||
+	fail "on host b the guest's first tick is $FIRST after $LAST"
+wait_for 60 sh -c "'$BIN/remusctl' --control '$T/b.ctl' --json status | grep -q '\"protection\":\"protected\"'" &&
+	pass "host b protects the VM to host a" || fail "host b's VM is not protected"
+ra b stop && ra a stop && pass "both stopped (host b parked the VM on host a first)" ||
+	fail "stopping: a $(tail -n 2 "$T/a.log") b $(tail -n 2 "$T/b.log")"
 finish
