@@ -80,7 +80,13 @@ gaps=$(ticks_consecutive "$RESTORED") && pass "restored ticks are consecutive" |
 	pass "the replica disk is the committed one, not the primary's last state"
 
 # 2. Writes applied on arrival (test hooks): the disk runs ahead of memory.
-run naivedisk "--test-disk-unbuffered" "--test-disk-apply-on-arrival"
+# On a loaded host the slow guest may not have written yet when the kill
+# lands, and then there is nothing to see: up to three tries.
+for try in 1 2 3; do
+	run "naivedisk$try" "--test-disk-unbuffered" "--test-disk-apply-on-arrival"
+	grep -qa 'disk: MISMATCH' "$RESTORED" && break
+	log "naive run $try: no mismatch (the guest may not have written before the kill)"
+done
 grep -qa 'disk: MISMATCH' "$RESTORED" &&
 	pass "with writes applied on arrival the guest reports: $(grep -a -m1 'disk: MISMATCH' "$RESTORED")" ||
 	fail "with writes applied on arrival the guest saw no mismatch: the test cannot tell"
