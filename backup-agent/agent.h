@@ -220,6 +220,11 @@ void agent_set_state(struct agent *a, enum agent_state st, const char *fmt, ...)
 
 /* control.c: the control socket's commands, and the status they show. */
 char *agent_control_command(void *data, int fd, const char *cmd, bool *keep);
+/* A command's reply: {"ok":...,"daemon":"agent","state":... (given a),
+ * "message" or "error":TEXT}, built by json-c, since the text may quote
+ * what the client sent. malloc'd; NULL out of memory. */
+char *agent_control_reply(const struct agent *a, bool ok, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 char *agent_status_json(const struct agent *a);
 
 #endif

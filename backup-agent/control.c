@@ -136,20 +136,20 @@ static bool replicator_verb(const char *cmd)
 	return false;
 }
 
-/* {"ok":false,"daemon":"agent","error":TEXT}: built by json-c, since the
- * command it quotes came from the client. */
-static char * __attribute__((format(printf, 1, 2))) error_reply(const char *fmt, ...)
+char *agent_control_reply(const struct agent *a, bool ok, const char *fmt, ...)
 {
 	struct json_object *o = json_object_new_object();
-	char msg[400], *text;
+	char msg[600], *text;
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	json_object_object_add(o, "ok", json_object_new_boolean(0));
+	json_object_object_add(o, "ok", json_object_new_boolean(ok));
 	add_str(o, "daemon", "agent");
-	add_str(o, "error", msg);
+	if (a)
+		add_str(o, "state", agent_state_name(a->state));
+	add_str(o, ok ? "message" : "error", msg);
 	text = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 	json_object_put(o);
 	return text;
@@ -168,9 +168,9 @@ char *agent_control_command(void *data, int fd, const char *cmd, bool *keep)
 	if (!strcmp(cmd, "takeover") || !strcmp(cmd, "takeover --force"))
 		return agent_takeover(a, fd, !strcmp(cmd, "takeover --force"), keep);
 	if (replicator_verb(cmd))
-		return error_reply("'%.*s' is a verb of remus-replicator, not of the agent: the "
-				   "primary pauses, resumes, verifies and hands the VM over; use the "
-				   "replicator's control socket on the primary",
-				   (int)strcspn(cmd, " "), cmd);
-	return error_reply("unknown command '%.*s'", 60, cmd);
+		return agent_control_reply(NULL, false, "'%.*s' is a verb of remus-replicator, not "
+					   "of the agent: the primary pauses, resumes, verifies and "
+					   "hands the VM over; use the replicator's control socket on "
+					   "the primary", (int)strcspn(cmd, " "), cmd);
+	return agent_control_reply(NULL, false, "unknown command '%.*s'", 60, cmd);
 }

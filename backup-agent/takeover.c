@@ -15,9 +15,7 @@
 #include "qmp.h"
 
 #include <errno.h>
-#include <json-c/json.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,26 +24,6 @@
 #define PARKED_QMP_TIMEOUT_MS 3000
 #define PARKED_KILL_WAIT_MS   5000
 #define READY_MARK            "parked-replica"
-
-/* {"ok":...,"daemon":"agent","state":...,"message" or "error":TEXT} */
-static char * __attribute__((format(printf, 3, 4)))
-takeover_reply(const struct agent *a, bool ok, const char *fmt, ...)
-{
-	struct json_object *o = json_object_new_object();
-	char msg[600], *text;
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	json_object_object_add(o, "ok", json_object_new_boolean(ok));
-	json_object_object_add(o, "daemon", json_object_new_string("agent"));
-	json_object_object_add(o, "state", json_object_new_string(agent_state_name(a->state)));
-	json_object_object_add(o, ok ? "message" : "error", json_object_new_string(msg));
-	text = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
-	json_object_put(o);
-	return text;
-}
 
 /* ---- when the replica is ready ---- */
 
@@ -223,7 +201,7 @@ void agent_takeover_init(struct agent *a)
 void agent_takeover_stop(struct agent *a)
 {
 	if (a->takeover_fd >= 0) {
-		char *text = takeover_reply(a, false, "the agent stops");
+		char *text = agent_control_reply(a, false, "the agent stops");
 
 		if (text)
 			control_reply(a->takeover_fd, text);
@@ -247,18 +225,20 @@ static char *resume_parked(struct agent *a, const char *why)
 	qmp_close(q);
 	if (rc) {
 		agent_parked_discard(a, "it could not be resumed");
-		return takeover_reply(a, false, "the VM parked here could not be resumed (%s): "
-				      "it is dropped; the other host gave up its copy, so only "
-				      "takeover --force there brings the VM back", strerror(-rc));
+		return agent_control_reply(a, false,
+				"the VM parked here could not be resumed (%s): "
+				"it is dropped; the other host gave up its copy, so only "
+				"takeover --force there brings the VM back", strerror(-rc));
 	}
 	log_info("takeover: the VM parked here resumes at epoch %llu (QEMU pid %d): %s",
 		 (unsigned long long)a->parked.epoch, (int)a->parked.pid, why);
 	a->parked_valid = false;
 	parked_forget(a->cfg.state_dir);
 	agent_attach_here(a, a->parked.qmp, a->parked.generation, "promoted: the parked VM resumed");
-	return takeover_reply(a, true, "the VM parked here resumed at epoch %llu (QEMU pid %d); "
-			      "its replicator protects it next", (unsigned long long)a->parked.epoch,
-			      (int)a->parked.pid);
+	return agent_control_reply(a, true,
+			"the VM parked here resumed at epoch %llu (QEMU pid %d); "
+			"its replicator protects it next", (unsigned long long)a->parked.epoch,
+			(int)a->parked.pid);
 }
 
 void agent_takeover_peer_answer(struct agent *a, const struct cold_facts *peer, const char *why)
@@ -270,19 +250,22 @@ void agent_takeover_peer_answer(struct agent *a, const struct cold_facts *peer, 
 	if (fd < 0)
 		return;
 	if (!a->parked_valid || a->primary)
-		text = takeover_reply(a, false, "the parked VM went meanwhile: takeover again");
+		text = agent_control_reply(a, false,
+				"the parked VM went meanwhile: takeover again");
 	else if (!peer)
-		text = takeover_reply(a, false, "the other host's agent does not answer (%s): it "
-				      "may run the VM, so the VM parked here stays paused (--force "
-				      "resumes it anyway)", why);
+		text = agent_control_reply(a, false,
+				"the other host's agent does not answer (%s): it "
+				"may run the VM, so the VM parked here stays paused (--force "
+				"resumes it anyway)", why);
 	else if (!peer->granted)
-		text = takeover_reply(a, false, "the other host (%s) did not give up the parked "
-				      "epoch %llu (it holds generation %llu epoch %llu%s): the VM "
-				      "parked here is not the newest (--force resumes it anyway)",
-				      peer->host, (unsigned long long)a->parked.epoch,
-				      (unsigned long long)peer->generation,
-				      (unsigned long long)peer->epoch,
-				      peer->ready ? "" : ", not waiting to be promoted");
+		text = agent_control_reply(a, false,
+				"the other host (%s) did not give up the parked "
+				"epoch %llu (it holds generation %llu epoch %llu%s): the VM "
+				"parked here is not the newest (--force resumes it anyway)",
+				peer->host, (unsigned long long)a->parked.epoch,
+				(unsigned long long)peer->generation,
+				(unsigned long long)peer->epoch,
+				peer->ready ? "" : ", not waiting to be promoted");
 	else
 		text = resume_parked(a, "the other host gave up its copy of that epoch");
 	if (text)
@@ -332,17 +315,19 @@ static char *restore_replica(struct agent *a, bool force)
 
 	if (no) {
 		log_warn("takeover refused: %s", no);
-		return takeover_reply(a, false, "%s", no);
+		return agent_control_reply(a, false, "%s", no);
 	}
 	snprintf(why, sizeof(why), "promoted by the cluster manager%s: %.200s",
 		 force && !a->takeover_ready ? " (forced)" : "",
 		 a->takeover_ready ? a->takeover_why : "the operator forced it");
 	if (agent_restore_here(a, "takeover", why, &res))
-		return takeover_reply(a, false, "restoring the VM failed: see the agent's log; the "
-				      "replica in %s is kept", a->cfg.state_dir);
-	return takeover_reply(a, true, "VM restored from epoch %llu as QEMU pid %d%s",
-			      (unsigned long long)res.epoch, (int)res.qemu_pid,
-			      a->become_primary ? "; its replicator protects it next" : "");
+		return agent_control_reply(a, false,
+				"restoring the VM failed: see the agent's log; the "
+				"replica in %s is kept", a->cfg.state_dir);
+	return agent_control_reply(a, true,
+			"VM restored from epoch %llu as QEMU pid %d%s",
+			(unsigned long long)res.epoch, (int)res.qemu_pid,
+			a->become_primary ? "; its replicator protects it next" : "");
 }
 
 /* The QEMU started here gets its replicator, unless this host holds a
@@ -351,28 +336,31 @@ static char *restore_replica(struct agent *a, bool force)
 static char *attach_started(struct agent *a, bool force)
 {
 	if ((a->takeover_ready || a->parked_valid) && !force)
-		return takeover_reply(a, false, "a QEMU listens on [vm] qmp (%s), but this host "
-				      "holds the VM's newest state (%s): stop that QEMU, or "
-				      "--force attaches to it and drops that state",
-				      a->cfg.file.vm_qmp, a->parked_valid ? "a parked QEMU" :
-				      "a ready replica");
+		return agent_control_reply(a, false,
+				"a QEMU listens on [vm] qmp (%s), but this host "
+				"holds the VM's newest state (%s): stop that QEMU, or "
+				"--force attaches to it and drops that state",
+				a->cfg.file.vm_qmp, a->parked_valid ? "a parked QEMU" :
+				"a ready replica");
 	agent_parked_discard(a, "a QEMU started here runs the VM");
 	agent_attach_here(a, a->cfg.file.vm_qmp, a->replica_known ? a->replica_generation : 0,
 			  "promoted: the VM was started here");
-	return takeover_reply(a, true, "the VM started here (%s): its replicator attaches to it",
-			      a->cfg.file.vm_qmp);
+	return agent_control_reply(a, true,
+			"the VM started here (%s): its replicator attaches to it",
+			a->cfg.file.vm_qmp);
 }
 
 char *agent_takeover(struct agent *a, int fd, bool force, bool *keep)
 {
 	if (a->primary)
-		return takeover_reply(a, false, "the primary %s is connected and runs the VM: "
-				      "demote it first (remusctl park on its control socket)",
-				      a->peer);
+		return agent_control_reply(a, false,
+				"the primary %s is connected and runs the VM: "
+				"demote it first (remusctl park on its control socket)",
+				a->peer);
 	if (a->state == AGENT_RESTORING || a->state == AGENT_MASTER)
-		return takeover_reply(a, false, "the VM is being restored here already");
+		return agent_control_reply(a, false, "the VM is being restored here already");
 	if (a->takeover_fd >= 0)
-		return takeover_reply(a, false, "a takeover is under way");
+		return agent_control_reply(a, false, "a takeover is under way");
 	if (a->parked_valid && !parked_alive(&a->parked))
 		agent_parked_discard(a, "its QEMU is gone");
 	if (vm_started_here(a))
@@ -381,9 +369,10 @@ char *agent_takeover(struct agent *a, int fd, bool force, bool *keep)
 		if (force)
 			return resume_parked(a, "forced by the operator");
 		if (cold_start_ask_now(a))
-			return takeover_reply(a, false, "a VM is parked here, but the other host "
-					      "cannot be asked to give up its copy (--force resumes "
-					      "it anyway)");
+			return agent_control_reply(a, false,
+					"a VM is parked here, but the other host "
+					"cannot be asked to give up its copy (--force resumes "
+					"it anyway)");
 		a->takeover_fd = fd;
 		*keep = true;
 		return NULL;

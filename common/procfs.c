@@ -85,13 +85,15 @@ int proc_ids(pid_t pid, uid_t *uid, gid_t *gid)
 	return found == 3 ? 0 : -EIO;
 }
 
-ssize_t proc_cmdline(pid_t pid, char *buf, size_t len)
+/* /proc/PID/NAME into buf (at most len - 1 bytes, NUL-terminated after
+ * them): the bytes read (> 0), or -errno (-EIO when empty). */
+static ssize_t proc_read(pid_t pid, const char *name, char *buf, size_t len)
 {
 	char path[64];
 	ssize_t n;
 	int fd;
 
-	snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+	snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, name);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
@@ -106,22 +108,19 @@ ssize_t proc_cmdline(pid_t pid, char *buf, size_t len)
 	return n;
 }
 
+ssize_t proc_cmdline(pid_t pid, char *buf, size_t len)
+{
+	return proc_read(pid, "cmdline", buf, len);
+}
+
 int proc_starttime(pid_t pid, uint64_t *ticks)
 {
-	char path[64], buf[1024], *p;
+	char buf[1024], *p;
 	unsigned long long v;
-	ssize_t n;
-	int fd;
+	ssize_t n = proc_read(pid, "stat", buf, sizeof(buf));
 
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return -EIO;
-	buf[n] = 0;
+	if (n < 0)
+		return (int)n;
 	/* the command name may hold spaces and ')': fields follow the last ')' */
 	p = strrchr(buf, ')');
 	/* state is field 3, starttime field 22: 19 fields after the state */
@@ -134,19 +133,10 @@ int proc_starttime(pid_t pid, uint64_t *ticks)
 
 const char *proc_comm(pid_t pid, char *buf, size_t len)
 {
-	char path[64];
-	ssize_t n = -1;
-	int fd;
+	ssize_t n = proc_read(pid, "comm", buf, len);
 
-	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd >= 0) {
-		n = read(fd, buf, len - 1);
-		close(fd);
-	}
 	if (n <= 0)
 		n = snprintf(buf, len, "?");
-	buf[n] = 0;
 	if (n > 0 && buf[n - 1] == '\n')
 		buf[n - 1] = 0;
 	return buf;
