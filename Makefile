@@ -10,7 +10,7 @@ CC      ?= gcc
 CFLAGS  ?= -O2 -g
 CPPFLAGS ?=
 LDFLAGS ?=
-PKGS    := json-c libvirt libvirt-qemu libxml-2.0 libsystemd gnutls libxxhash
+PKGS    := json-c libvirt libvirt-qemu libxml-2.0 libsystemd gnutls libxxhash liblz4
 LDLIBS  := $(shell pkg-config --libs $(PKGS)) -lev -lpthread
 CHECK_LIBS := $(shell pkg-config --libs check)
 
@@ -122,7 +122,7 @@ FUZZ_CC    := clang
 FUZZ_FLAGS  = $(BASE_CPPFLAGS) $(VERSION_CPPFLAGS) $(CPPFLAGS) -std=gnu11 $(WARNINGS) -Werror \
               $(CFLAGS) -U_FORTIFY_SOURCE -fsanitize=fuzzer,address,undefined \
               -fno-sanitize-recover=undefined -fno-omit-frame-pointer
-FUZZ_LIBS  := $(shell pkg-config --libs json-c libxxhash)
+FUZZ_LIBS  := $(shell pkg-config --libs json-c libxxhash liblz4)
 FUZZ_SECONDS ?= 20
 FUZZERS    := $(patsubst fuzz/%.c,$(B)/fuzz/%,$(wildcard fuzz/fuzz_*.c))
 fuzz: $(FUZZERS)
@@ -132,9 +132,11 @@ $(B)/fuzz/fuzz_config: fuzz/fuzz_config.c common/config.c common/cli.c common/ne
 $(B)/fuzz/fuzz_disk_frame: fuzz/fuzz_disk_frame.c common/proto.c common/crc32c.c
 $(B)/fuzz/fuzz_nbd: fuzz/fuzz_nbd.c common/nbd_server.c common/log.c common/text.c
 $(B)/fuzz/fuzz_frame: fuzz/fuzz_frame.c common/proto.c common/crc32c.c
+$(B)/fuzz/fuzz_page_codec: fuzz/fuzz_page_codec.c common/page_codec.c common/proto.c common/crc32c.c
 $(B)/fuzz/fuzz_hello: fuzz/fuzz_hello.c backup-agent/replica.c backup-agent/journal.c \
                       backup-agent/diskfile.c backup-agent/pair.c common/proto.c common/crc32c.c \
-                      common/log.c common/text.c common/procfs.c common/page_hash.c
+                      common/log.c common/text.c common/procfs.c common/page_hash.c \
+                      common/page_codec.c
 $(B)/fuzz/fuzz_journal: fuzz/fuzz_journal.c backup-agent/journal.c backup-agent/diskfile.c \
                         common/crc32c.c
 $(B)/fuzz/fuzz_qmp: fuzz/fuzz_qmp.c common/qmp.c common/log.c common/text.c

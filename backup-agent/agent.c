@@ -540,7 +540,8 @@ static void on_hello(struct agent *a, struct peer_link *l, const uint8_t *payloa
 	agent_set_state(a, AGENT_SYNCING, "primary %s (%s) connected: initial sync", a->peer, l->identity);
 	notify_status("VM %s from %s: syncing", vm_name(a), a->peer);
 	snprintf(reply, sizeof(reply), "{\"ok\":true,\"features\":[\"" PROTO_FEATURE_OPERATOR
-		 "\",\"" PROTO_FEATURE_DISK "\",\"" PROTO_FEATURE_VERIFY "\"%s],\"takeover_after_ms\":%u,"
+		 "\",\"" PROTO_FEATURE_DISK "\",\"" PROTO_FEATURE_VERIFY "\",\"" PROTO_FEATURE_PAGES_LZ4
+		 "\"%s],\"takeover_after_ms\":%u,"
 		 "\"generation\":%llu",
 		 /* a park is kept only where a cluster manager promotes */
 		 a->cfg.takeover_manual ? ",\"" PROTO_FEATURE_PARK "\"" : "",
@@ -802,6 +803,7 @@ static bool on_frame(struct agent *a, const struct frame_hdr *h, const uint8_t *
 		}
 		/* fall through */
 	case FRAME_PAGES:
+	case FRAME_PAGES_Z:
 	case FRAME_DEVSTATE:
 		replica_add_frame(&a->replica, h, payload, ok);
 		break;

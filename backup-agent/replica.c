@@ -2,6 +2,7 @@
 
 #include "journal.h"
 #include "log.h"
+#include "page_codec.h"
 #include "page_hash.h"
 #include "pair.h"
 #include "procfs.h"
@@ -90,12 +91,17 @@ static void stage_release(struct replica *rp, size_t keep)
 		rp->stage_ddata = NULL;
 		rp->stage_ddata_cap = 0;
 	}
+	if (REPLICA_ZBUF_BYTES > keep) {
+		free(rp->zbuf);
+		rp->zbuf = NULL;
+	}
 }
 
 size_t replica_staged_heap(const struct replica *rp)
 {
 	return rp->stage_cap * (sizeof(uint64_t) + PROTO_PAGE_SIZE) + rp->stage_dev_cap +
-	       rp->stage_dops_cap * sizeof(*rp->stage_dops) + rp->stage_ddata_cap;
+	       rp->stage_dops_cap * sizeof(*rp->stage_dops) + rp->stage_ddata_cap +
+	       (rp->zbuf ? REPLICA_ZBUF_BYTES : 0);
 }
 
 static void free_disks(struct replica_disk *disks, unsigned n)
@@ -709,18 +715,16 @@ static bool stage_over(struct replica *rp, uint64_t add)
 	return true;
 }
 
-static void stage_pages(struct replica *rp, const struct frame_hdr *h, const uint8_t *payload)
+/* count pages, their numbers big-endian at index_be and their data at
+ * data: into ram.sync at once in the initial copy, else staged. */
+static void stage_page_data(struct replica *rp, const struct frame_hdr *h, uint32_t count,
+			    const uint8_t *index_be, const uint8_t *data)
 {
-	struct pages_hdr ph;
 	size_t cap;
 
-	if (proto_parse_pages(payload, h->len, &ph)) {
-		mark_bad(rp, "malformed PAGES frame %u", rp->stage_frames);
-		return;
-	}
-	for (uint32_t i = 0; i < ph.count; i++) {
+	for (uint32_t i = 0; i < count; i++) {
 		uint64_t idx;
-		memcpy(&idx, ph.index_be + 8 * i, 8);
+		memcpy(&idx, index_be + 8 * i, 8);
 		idx = be64toh(idx);
 		if (idx >= rp->npages) {
 			mark_bad(rp, "page %llu beyond guest RAM (%llu pages)",
@@ -728,7 +732,7 @@ static void stage_pages(struct replica *rp, const struct frame_hdr *h, const uin
 			return;
 		}
 		if (h->epoch == 0) {
-			memcpy(rp->ram + idx * PROTO_PAGE_SIZE, ph.data + (size_t)i * PROTO_PAGE_SIZE,
+			memcpy(rp->ram + idx * PROTO_PAGE_SIZE, data + (size_t)i * PROTO_PAGE_SIZE,
 			       PROTO_PAGE_SIZE);
 			continue;
 		}
@@ -747,9 +751,50 @@ static void stage_pages(struct replica *rp, const struct frame_hdr *h, const uin
 		}
 		rp->stage_idx[rp->stage_n] = idx;
 		memcpy(rp->stage_pages + rp->stage_n * PROTO_PAGE_SIZE,
-		       ph.data + (size_t)i * PROTO_PAGE_SIZE, PROTO_PAGE_SIZE);
+		       data + (size_t)i * PROTO_PAGE_SIZE, PROTO_PAGE_SIZE);
 		rp->stage_n++;
 	}
+}
+
+static void stage_pages(struct replica *rp, const struct frame_hdr *h, const uint8_t *payload)
+{
+	struct pages_hdr ph;
+
+	if (proto_parse_pages(payload, h->len, &ph)) {
+		mark_bad(rp, "malformed PAGES frame %u", rp->stage_frames);
+		return;
+	}
+	stage_page_data(rp, h, ph.count, ph.index_be, ph.data);
+}
+
+/* A delta's base: the page as the replica holds it. Epochs commit in
+ * order, one at a time, so that is the last committed epoch's page (in the
+ * initial copy: what ram.sync has so far), which the primary meant. */
+static const uint8_t *replica_page(void *ctx, uint64_t idx)
+{
+	struct replica *rp = ctx;
+
+	return idx < rp->npages ? rp->ram + idx * PROTO_PAGE_SIZE : NULL;
+}
+
+static void stage_pages_z(struct replica *rp, const struct frame_hdr *h, const uint8_t *payload)
+{
+	struct pages_z_view v;
+	char err[120];
+
+	if (page_parse_z(payload, h->len, &v)) {
+		mark_bad(rp, "malformed PAGES_Z frame %u", rp->stage_frames);
+		return;
+	}
+	if (!rp->zbuf && !(rp->zbuf = malloc(REPLICA_ZBUF_BYTES))) {
+		mark_bad(rp, "out of memory decoding compressed pages");
+		return;
+	}
+	if (page_decode(&v, rp->zbuf, replica_page, rp, err, sizeof(err))) {
+		mark_bad(rp, "PAGES_Z frame %u: %s", rp->stage_frames, err);
+		return;
+	}
+	stage_page_data(rp, h, v.count, v.index_be, rp->zbuf);
 }
 
 static void stage_devstate(struct replica *rp, const struct frame_hdr *h, const uint8_t *payload)
@@ -871,6 +916,9 @@ void replica_add_frame(struct replica *rp, const struct frame_hdr *h,
 	switch (h->type) {
 	case FRAME_PAGES:
 		stage_pages(rp, h, payload);
+		break;
+	case FRAME_PAGES_Z:
+		stage_pages_z(rp, h, payload);
 		break;
 	case FRAME_DEVSTATE:
 		stage_devstate(rp, h, payload);

@@ -47,6 +47,8 @@ struct replica_limits {
 /* Staging buffers larger than this are freed after each epoch: one large
  * epoch must not keep its peak in the heap for the rest of the session. */
 #define REPLICA_STAGE_KEEP_BYTES (1u << 20)
+/* One PAGES_Z frame's pages, decoded. */
+#define REPLICA_ZBUF_BYTES ((size_t)PROTO_PAGES_PER_FRAME * PROTO_PAGE_SIZE)
 
 /* One disk of the HELLO's "disks" array; index = position in it. */
 struct replica_disk {
@@ -98,6 +100,7 @@ struct replica {
 	size_t stage_ddata_len, stage_ddata_cap;
 	uint64_t stage_disk_bytes;           /* data + 24 per op, for the cap */
 	uint64_t stage_bytes;                /* everything staged, for lim.max_epoch_bytes */
+	uint8_t *zbuf;                       /* a PAGES_Z frame decoded (REPLICA_ZBUF_BYTES) */
 	/* totals */
 	uint64_t commits, discards;
 	uint64_t disk_ops;       /* disk ops applied: initial copy + committed */

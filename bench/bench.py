@@ -34,6 +34,13 @@
       --cut seconds (rep0 down) and comes back: bytes and time to be
       protected again, against the full copy of the same VM in the same run
       (needs root: scripts/testnet)
+  bench/bench.py compress [--links 1000,100] [--modes off,on,auto] [--seconds 8]
+      bytes on the wire per epoch and the guest's work rate with compressed
+      checkpoints (--compress) off, on and auto, over a replication link
+      shaped to each rate (Mbit/s, tc tbf on the primary's end), for a
+      dirtier and an unthrottled writer that change one byte per page, and a
+      dirtier that rewrites whole pages with random bytes (the worst case);
+      fixed 50 ms epochs (needs root: scripts/testnet)
   bench/bench.py network [--epochs 25,50,100] [--seconds 8]
       request latency and throughput through the VM's net buffer, replicated
       at each epoch length against unreplicated, in one run (needs root: it
@@ -644,6 +651,85 @@ def resync(args):
               cms / 1000), flush=True)
 
 
+COMPRESS_WORKLOADS = [
+    # name, kernel arguments
+    ("dirtier 20 MiB/s, 1 byte per page", "dirty_mb_s=20 dirty_mb=32"),
+    ("unthrottled writer, 1 byte per page", "work_mb=32"),
+    ("dirtier 5 MiB/s, whole random pages", "dirty_mb_s=5 dirty_mb=32 dirty_fill=random"),
+]
+
+
+def shape(ns_cmd, mbit):
+    """The primary's end of the replication link, rep0, at mbit Mbit/s
+    (its egress: what the checkpoints cross); 0: unshaped."""
+    subprocess.run(ns_cmd + ["tc", "qdisc", "del", "dev", "rep0", "root"],
+                   stderr=subprocess.DEVNULL)
+    if mbit:
+        # a burst of at least one timer tick's worth at the rate, and a
+        # queue of 100 ms: like a switch port, not a drop at every burst
+        burst = max(256, mbit * 1000 // 8 // 100) * 1024
+        subprocess.run(ns_cmd + ["tc", "qdisc", "add", "dev", "rep0", "root", "tbf", "rate",
+                                 "%dmbit" % mbit, "burst", str(burst), "latency", "100ms"],
+                       check=True)
+
+
+def compress(args):
+    """Every workload over every link rate with each --compress mode, one
+    guest per workload, side by side in one run."""
+    prefix, env = testnet_up("rz")
+    b = Bench()
+    rows = []
+    try:
+        pri, bak = ([os.path.join(ROOT, "scripts", "in-netns"), env[k]] for k in ("PRI_NS", "BAK_NS"))
+        for w, (wname, append) in enumerate(COMPRESS_WORKLOADS):
+            run, _ = b.guest("z%d" % w, args.mem[0], append)
+            serial = os.path.join(run, "serial.log")
+            writer = "work_mb" in append
+            if writer:
+                wait_for(lambda: work_total(serial) is not None, 30, "the work loop")
+                time.sleep(2)
+                rows.append((wname, "-", "unreplicated", work_rate(serial, args.seconds), None))
+            port = 7700 + w
+            b.agent(port, os.path.join(b.dir, "backup%d" % w), env["BACKUP_ADDR"], bak,
+                    ["--no-failover", "--no-fence"])
+            for mbit in args.links:
+                shape(pri, mbit)
+                for mode in args.modes:
+                    p, sock = b.replicator(run, port, 50, ["--compress", mode], env["BACKUP_ADDR"], pri)
+                    wait_for(lambda: committed(sock, 10), 300, "10 committed epochs")
+                    ctl(sock, "reset-stats")
+                    s0 = ctl(sock, "status")
+                    rate = work_rate(serial, args.seconds) if writer else None
+                    if not writer:
+                        time.sleep(args.seconds)
+                    s1 = ctl(sock, "status")
+                    s1["window_pages"] = s1["dirty_pages_total"] - s0["dirty_pages_total"]
+                    s1["window_epochs"] = s1["epochs_committed"] - s0["epochs_committed"]
+                    rows.append((wname, "%d Mbit/s" % mbit, mode, rate, s1))
+                    detach(p)
+                    time.sleep(1)
+            shape(pri, 0)
+            if writer:
+                rows.append((wname, "-", "unreplicated (again)", work_rate(serial, args.seconds), None))
+    finally:
+        b.close()
+        testnet_down(prefix)
+    print("| workload | link | --compress | compressing now | wire bytes per dirty page | "
+          "checkpoint/epoch | dirty pages/epoch | epochs/s | pause p50 | ack p50 | guest work "
+          "(page writes/s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for wname, link, mode, rate, s in rows:
+        if not s:
+            print("| %s | %s | %s | - | - | - | - | - | - | - | %.0f |" % (wname, link, mode, rate))
+            continue
+        per_page = s["checkpoint_bytes_per_epoch"] / max(1.0, s["dirty_pages_per_epoch"])
+        print("| %s | %s | %s | %s | %.0f | %.0f KiB | %.0f | %.1f | %.1f ms | %.1f ms | %s |" % (
+            wname, link, mode, "yes" if s["compress_active"] else "no", per_page,
+            s["checkpoint_bytes_per_epoch"] / 1024, s["dirty_pages_per_epoch"],
+            s["window_epochs"] / args.seconds, s["pause_p50_ms"], s["ack_p50_ms"],
+            "%.0f" % rate if rate is not None else "-"), flush=True)
+
+
 WORKLOADS = [
     # name, kernel arguments, primary metric
     ("idle", "", "available"),
@@ -745,7 +831,10 @@ def report_policies(results, configs):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["checkpoint", "workrate", "network", "policies", "disk",
-                                     "trackers", "link", "resync"])
+                                     "trackers", "link", "resync", "compress"])
+    ap.add_argument("--links", default="1000,100",
+                    help="'compress': replication link rates in Mbit/s (tc tbf)")
+    ap.add_argument("--modes", default="off,on,auto", help="'compress': --compress modes")
     ap.add_argument("--dirty-mbs", default="16,128",
                     help="'resync': the dirtier's working sets in MiB, one guest each")
     ap.add_argument("--cut", type=int, default=10, help="'resync': seconds the link is down")
@@ -766,6 +855,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=2, help="'link': TLS/cleartext pairs of runs")
     args = ap.parse_args()
     args.dirty_mbs = [int(x) for x in args.dirty_mbs.split(",")]
+    args.links = [int(x) for x in args.links.split(",")]
+    args.modes = args.modes.split(",")
     args.mem = [int(x) for x in (args.mem or {"checkpoint": "128,512", "trackers": "128,512,1024,2048",
                                               "resync": "512"}.get(
         args.what, "128")).split(",")]
@@ -780,7 +871,7 @@ def main():
     print("<!-- %s, %s -->" % (" ".join(sys.argv), time.strftime("%Y-%m-%d %H:%M")), flush=True)
     {"checkpoint": checkpoint, "workrate": workrate, "network": network,
      "policies": policies, "disk": disk, "trackers": trackers, "link": link,
-     "resync": resync}[args.what](args)
+     "resync": resync, "compress": compress}[args.what](args)
 
 
 if __name__ == "__main__":

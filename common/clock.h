@@ -13,6 +13,16 @@ static inline double mono_ms(void)
 	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+/* CPU time of the calling thread in milliseconds: what a piece of work
+ * cost, however often the thread was preempted meanwhile. */
+static inline double thread_cpu_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
 /* Wall-clock time in milliseconds since the epoch, for times that other
  * processes compare (hook environments, drill reports). */
 static inline long long unix_ms(void)

@@ -72,6 +72,8 @@ X(HOOKS_NOTIFY,      "hooks",      "notify",          STR,  hooks_notify,      R
 X(HOOKS_FENCE,       "hooks",      "fence",           STR,  hooks_fence,       RANGE_NONE,             NULL,      NULL,          NULL,        "fence",                    CFG_A) \
 X(HOOKS_FENCE_TIMEOUT_MS, "hooks", "fence-timeout-ms", UINT, hooks_fence_timeout_ms, RANGE_FENCE_TIMEOUT_MS, "10000", NULL,     NULL,        "fence-timeout-ms",         0) \
 X(LINK_KEY_FILE,     "link",       "key-file",        STR,  link_key_file,     RANGE_NONE,             NULL,      NULL,          NULL,        "key-file",                 0) \
+X(LINK_COMPRESS,     "link",       "compress",        ENUM, link_compress,     RANGE_NONE,             "auto",    compress_values, NULL,      "compress",                 0) \
+X(LINK_COMPRESS_CACHE_MB, "link",  "compress-cache-mb", UINT, link_compress_cache_mb, RANGE_COMPRESS_CACHE_MB, "64", NULL,     NULL,        "compress-cache-mb",        0) \
 X(LINK_CLEARTEXT,    "link",       "insecure-cleartext", BOOL, link_insecure_cleartext, RANGE_NONE,     "no",      NULL,          NULL,        "insecure-cleartext-link",  0) \
 X(CONTROL_SOCKET,    "control",    "socket",          STR,  control_socket,    RANGE_NONE,             NULL,      NULL,          NULL,        "control",                  0) \
 X(CONTROL_GROUP,     "control",    "group",           STR,  control_group,     RANGE_NONE,             NULL,      NULL,          NULL,        "control-group",            0) \
@@ -167,6 +169,8 @@ struct pair_config {
 	/* [link] */
 	char *link_key_file;         /* the pair key (common/link_security.h) */
 	bool link_insecure_cleartext;
+	const char *link_compress;   /* auto, on, off (replicator/compress.h) */
+	unsigned link_compress_cache_mb;
 	/* [log] */
 	const char *log_target;      /* "stderr" or "syslog" */
 	const char *log_level;       /* "info" or "debug" */

@@ -31,6 +31,7 @@ static const char *const type_names[FRAME_TYPE_MAX] = {
 	[FRAME_PEER_STATE] = "PEER_STATE",
 	[FRAME_VERIFY] = "VERIFY",
 	[FRAME_VERIFY_RESULT] = "VERIFY_RESULT",
+	[FRAME_PAGES_Z] = "PAGES_Z",
 };
 
 const char *frame_type_name(unsigned type)

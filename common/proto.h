@@ -47,6 +47,8 @@ enum frame_type {
 	 * lists the "verify" feature. */
 	FRAME_VERIFY,           /* primary -> backup: page hashes as of this epoch */
 	FRAME_VERIFY_RESULT,    /* backup -> primary: which of them differ */
+	/* Only to an agent whose HELLO_REPLY lists "pages-lz4" (page_codec.h). */
+	FRAME_PAGES_Z,          /* pages of an epoch, as deltas and LZ4 */
 	FRAME_TYPE_MAX
 };
 
@@ -143,6 +145,8 @@ void proto_encode_ram_hashes_hdr(uint8_t out[PROTO_RAM_HASHES_HDR_SIZE], uint64_
  * that lists the feature, which one lists only with takeover = manual:
  * an older agent would start the VM. */
 #define PROTO_FEATURE_PARK            "park"
+/* The agent decodes FRAME_PAGES_Z (common/page_codec.h). */
+#define PROTO_FEATURE_PAGES_LZ4       "pages-lz4"
 #define PROTO_HANDOVER_PARK           "park"
 #define PROTO_VERIFY_HDR_SIZE         24
 #define PROTO_VERIFY_MAX_PAGES        4096u

@@ -97,6 +97,20 @@ static void print_hash(FILE *f, struct json_object *o)
 		num(o, "hash_changed_in_pause_pages"));
 }
 
+/* Compressed checkpoints: what runs, why, and what it saved so far. */
+static void print_compress(FILE *f, struct json_object *o)
+{
+	double raw = num(o, "compress_raw_bytes_total"), wire = num(o, "compress_wire_bytes_total");
+	struct json_object *active;
+
+	if (!json_object_object_get_ex(o, "compress_active", &active))
+		return;  /* an older replicator */
+	fprintf(f, "compress: %s, %s (%s); %.0f MiB of pages sent as %.0f MiB, %.0f pages as "
+		"deltas\n", str(o, "compress"), json_object_get_boolean(active) ? "compressing" :
+		"not compressing", str(o, "compress_reason"), raw / 1048576, wire / 1048576,
+		num(o, "compress_delta_pages_total"));
+}
+
 static void print_replicator(FILE *f, struct json_object *o)
 {
 	fprintf(f, "VM %s (QEMU pid %.0f) -> backup %s: %s\n", str(o, "vm"), num(o, "qemu_pid"),
@@ -121,6 +135,7 @@ static void print_replicator(FILE *f, struct json_object *o)
 	fprintf(f, "link:    %.2f MB/s, %.0f bytes queued; ack p50 %.2f ms, p99 %.2f ms\n",
 		num(o, "link_bytes_per_s") / 1e6, num(o, "link_queued_bytes"),
 		num(o, "ack_p50_ms"), num(o, "ack_p99_ms"));
+	print_compress(f, o);
 	print_operator(f, o);
 	print_disks(f, o);
 	print_net(f, o);

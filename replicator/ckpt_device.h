@@ -20,6 +20,7 @@ struct epoch_tally {
 	uint64_t devstate_bytes;
 	uint32_t frames;
 	uint32_t crc;
+	bool resend;          /* queued again after a NACK */
 };
 
 struct ckpt_device_ops {

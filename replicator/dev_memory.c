@@ -2,6 +2,7 @@
 #include "ckpt_device.h"
 #include "clock.h"
 #include "log.h"
+#include "page_frames.h"
 #include "page_hash.h"
 #include "procfs.h"
 #include "replicator.h"
@@ -26,6 +27,8 @@
  * it reuses; the link's byte count after each step is remembered for this
  * many steps. */
 #define SYNC_MARKS 8
+/* Compressing: the link's backlog at which the next step waits. */
+#define SYNC_COMPRESSED_HIGH (64u << 20)
 /* How often soft-dirty looks again for another process mapping guest RAM
  * writable (reading every /proc/PID/maps: a few ms on a busy host). */
 #define WRITER_CHECK_S 5.0
@@ -210,6 +213,11 @@ static int memory_setup(struct replicator *r, void **state)
 	rc = start_tracker(r, m);
 	if (rc)
 		return rc;
+	rc = compress_init(&r->compress, r->cfg.compress, (size_t)r->cfg.compress_cache_mb << 20);
+	if (rc) {
+		log_err("--compress-cache-mb %u: %s", r->cfg.compress_cache_mb, strerror(-rc));
+		return rc;
+	}
 	log_info("memory: %zu MiB in %s, tracker %s, %u capture threads", m->ram_size >> 20,
 		 r->vm.ram_path, m->tops->name, r->cfg.capture_threads);
 	return 0;
@@ -228,43 +236,41 @@ static void memory_teardown(void *state)
 		m->tops->fini(m->tracker);
 	if (m->ram)
 		munmap((void *)m->ram, m->ram_size);
+	compress_free(&m->r->compress);
 	free(m->dirty);
 	free(m);
 }
 
-/* Queue pages idx[0..n) in PAGES frames. Page data is referenced in the
- * tracker's staging copy, which stays untouched until the epoch is acked
- * (in the full copy, for hash: until the step's frames are written, below). */
+/* Pages of the tracker's staging, by a list of page numbers. */
+struct staged_pages {
+	const struct memory_device *m;
+	const uint32_t *idx;
+};
+
+static uint64_t staged_index(const void *ctx, size_t i)
+{
+	const struct staged_pages *s = ctx;
+
+	return s->idx[i];
+}
+
+static const uint8_t *staged_data(const void *ctx, size_t i)
+{
+	const struct staged_pages *s = ctx;
+
+	return s->m->tops->page(s->m->tracker, s->idx[i]);
+}
+
+/* Queue pages idx[0..n). Page data is referenced in the tracker's staging
+ * copy, which stays untouched until the epoch is acked (in the full copy,
+ * for hash: until the step's frames are written, below). */
 static int send_pages(struct memory_device *m, struct replicator *r,
 		      struct epoch_tally *t, const uint32_t *idx, size_t n)
 {
-	struct iovec iov[1 + PROTO_PAGES_PER_FRAME];
+	struct staged_pages s = { .m = m, .idx = idx };
+	struct page_list l = { .n = n, .index = staged_index, .data = staged_data, .ctx = &s };
 
-	for (size_t done = 0; done < n;) {
-		size_t k = n - done < PROTO_PAGES_PER_FRAME ? n - done : PROTO_PAGES_PER_FRAME;
-		uint8_t *head = malloc(8 + 8 * k);
-		uint32_t be_count = htobe32((uint32_t)k);
-		int rc;
-
-		if (!head)
-			return -ENOMEM;
-		memcpy(head, &be_count, 4);
-		memset(head + 4, 0, 4);
-		for (size_t i = 0; i < k; i++) {
-			uint64_t be = htobe64(idx[done + i]);
-			memcpy(head + 8 + 8 * i, &be, 8);
-			iov[1 + i].iov_base = (void *)m->tops->page(m->tracker, idx[done + i]);
-			iov[1 + i].iov_len = PROTO_PAGE_SIZE;
-		}
-		iov[0].iov_base = head;
-		iov[0].iov_len = 8 + 8 * k;
-		rc = epoch_push_frame(r, t, FRAME_PAGES, iov, (int)(k + 1), head);
-		if (rc)
-			return rc;
-		t->pages += k;
-		done += k;
-	}
-	return 0;
+	return page_frames_push(r, t, &l);
 }
 
 /* The soft-dirty full copy reads guest RAM through QEMU's mapping so that
@@ -290,6 +296,10 @@ static void warn_unpopulated(const struct memory_device *m)
  * stop, and the next session starts over.) */
 static bool sync_slots_free(const struct memory_device *m, const struct replicator *r)
 {
+	/* Compressed frames are copies, not references to the tracker's
+	 * pages: the copy goes at the link's pace, not into memory. */
+	if (r->compress.active && r->link.out.bytes_queued > SYNC_COMPRESSED_HIGH)
+		return false;
 	return !m->sync_window || m->sync_steps < m->sync_window ||
 	       r->link.out.bytes_sent >= m->sync_mark[(m->sync_steps - m->sync_window) % SYNC_MARKS];
 }
@@ -403,6 +413,7 @@ static int memory_sync(void *state, struct replicator *r, struct epoch_tally *t)
 		m->dirty[i] = (uint32_t)i;
 	m->ndirty = 0;
 	r->delta.pages_same = 0;
+	compress_session(&r->compress, r->agent_pages_lz4);
 	m->sync_next = 0;
 	m->sync_started_ms = mono_ms();
 	ev_timer_set(&m->sync_step, 0, 0);
@@ -473,6 +484,7 @@ static void memory_status(void *state, struct json_object *out)
 		softdirty_status(m, out);
 	if (m->tops == &hash_tracker_ops)
 		hash_status(m, out);
+	compress_status(&m->r->compress, out);
 }
 
 const struct ckpt_device_ops memory_device_ops = {

@@ -129,9 +129,9 @@ static int close_epoch(struct replicator *r, struct epoch_tally *t)
 }
 
 /* Queue the captured epoch t->id (again, after a NACK). */
-static int send_epoch(struct replicator *r, uint64_t id, uint64_t *pages)
+static int send_epoch(struct replicator *r, uint64_t id, uint64_t *pages, bool resend)
 {
-	struct epoch_tally t = { .id = id };
+	struct epoch_tally t = { .id = id, .resend = resend };
 	int rc;
 
 	for (int i = 0; i < r->ndevices; i++) {
@@ -399,12 +399,14 @@ static int checkpoint(struct replicator *r, bool final)
 	ev_now_update(r->loop);
 	r->epoch = t.id;
 	queued_before = r->link.out.bytes_queued;
-	if (send_epoch(r, t.id, &pages)) {
+	compress_epoch_begin(&r->compress);
+	if (send_epoch(r, t.id, &pages, false)) {
 		link_drop_alive(r, "epoch could not be queued; resyncing");
 		rc = -EIO;
 		goto out;
 	}
 	r->stats.dirty_pages_total += pages;
+	r->epoch_wire_bytes = r->link.out.bytes_queued - queued_before;
 	if (final)
 		goto out; /* no pause to learn from: the VM stays stopped */
 	ring_add(&r->stats.stop_ms, t1 - t0);
@@ -510,6 +512,8 @@ void epoch_on_ack(struct replicator *r, uint64_t id)
 	r->inflight = false;
 	r->nacks_in_a_row = 0;
 	ring_add(&r->stats.ack_ms, (ev_now(r->loop) - r->epoch_sent_at) * 1e3);
+	compress_epoch_acked(&r->compress, id ? r->epoch_wire_bytes : 0,
+			     (ev_now(r->loop) - r->epoch_sent_at) * 1e3);
 	if (id == 0) {
 		r->session_synced = true;
 		if (operator_after_ack(r, id))
@@ -565,7 +569,8 @@ void epoch_on_nack(struct replicator *r, uint64_t id, const char *why)
 		epoch_start_sync(r);
 		return;
 	}
-	if (send_epoch(r, id, NULL))
+	compress_epoch_resent(&r->compress);
+	if (send_epoch(r, id, NULL, true))
 		link_drop_alive(r, "epoch could not be queued again; resyncing");
 }
 

@@ -171,6 +171,14 @@ void replicator_usage(FILE *f)
 "                        Make one with `remusctl keygen FILE` (docs/SECURITY.md)\n"
 "  --insecure-cleartext-link  no TLS: anyone on the path reads the VM's\n"
 "                        memory and disks ([link] insecure-cleartext = yes)\n"
+"  --compress MODE       send pages as XOR deltas against the backup's copy,\n"
+"                        LZ4-compressed: on, off, or auto (the default:\n"
+"                        when the link, not the CPU, bounds a checkpoint,\n"
+"                        as measured; `remusctl status` says why; [link]\n"
+"                        compress)\n"
+"  --compress-cache-mb N copies of recently sent pages, the deltas' bases\n"
+"                        (default %u; 0: whole pages only; [link]\n"
+"                        compress-cache-mb)\n"
 "  --syslog              log to syslog instead of stderr\n"
 "  -v, --verbose         debug logging\n"
 "  -h, --help            this text\n"
@@ -191,14 +199,14 @@ void replicator_usage(FILE *f)
 		REPLICATOR_DEFAULT_OUTPUT_DELAY_MS, sysconf(_SC_NPROCESSORS_ONLN),
 		REPLICATOR_DEFAULT_NET_CAP_MB, REPLICATOR_DEFAULT_DISK_CAP_MB,
 		REPLICATOR_DEFAULT_HEARTBEAT_MS,
-		REPLICATOR_DEFAULT_TIMEOUT_MS);
+		REPLICATOR_DEFAULT_TIMEOUT_MS, COMPRESS_DEFAULT_CACHE_MB);
 }
 
 enum { OPT_QMP = 256, OPT_CONNECT, OPT_DOMAIN, OPT_NOTIFY, OPT_PAIR, OPT_KEY_FILE, OPT_CLEARTEXT, OPT_BACKUP, OPT_RAM_FILE, OPT_EPOCH_MS, OPT_CONTROL, OPT_CONTROL_GROUP,
        OPT_HEARTBEAT_MS, OPT_TIMEOUT_MS, OPT_SYSLOG, OPT_TEST_CORRUPT,
        OPT_CAPTURE_THREADS, OPT_NET_OUT, OPT_NET_CAP_MB, OPT_DISK_CAP_MB, OPT_TEST_DISK_UNBUFFERED, OPT_NO_OUTPUT_COMMIT,
        OPT_EPOCH_POLICY, OPT_EPOCH_MIN_MS, OPT_EPOCH_MAX_MS, OPT_MAX_OVERHEAD,
-       OPT_OUTPUT_DELAY_MS, OPT_TRACKER, OPT_UNPROTECTED_DISK, OPT_CONFIG,
+       OPT_OUTPUT_DELAY_MS, OPT_TRACKER, OPT_UNPROTECTED_DISK, OPT_CONFIG, OPT_COMPRESS, OPT_COMPRESS_CACHE_MB,
        OPT_CHECK_CONFIG, OPT_HOST, OPT_ANNOUNCE, OPT_GENERATION };
 
 static const struct option long_opts[] = {
@@ -228,6 +236,8 @@ static const struct option long_opts[] = {
 	{ "timeout-ms", required_argument, NULL, OPT_TIMEOUT_MS },
 	{ "capture-threads", required_argument, NULL, OPT_CAPTURE_THREADS },
 	{ "tracker", required_argument, NULL, OPT_TRACKER },
+	{ "compress", required_argument, NULL, OPT_COMPRESS },
+	{ "compress-cache-mb", required_argument, NULL, OPT_COMPRESS_CACHE_MB },
 	{ "unprotected-disk", required_argument, NULL, OPT_UNPROTECTED_DISK },
 	{ "net-out", required_argument, NULL, OPT_NET_OUT },
 	{ "net-cap-mb", required_argument, NULL, OPT_NET_CAP_MB },
@@ -285,6 +295,10 @@ static void apply_file(struct replicator_config *cfg, const char **backup, int *
 		cfg->policy.output_delay_ms = pc->epoch_output_delay_ms;
 	if (PC_SET(pc, CAPTURE_TRACKER))
 		cfg->tracker = pc->capture_tracker;
+	if (PC_SET(pc, LINK_COMPRESS))
+		compress_parse_mode(pc->link_compress, &cfg->compress);
+	if (PC_SET(pc, LINK_COMPRESS_CACHE_MB))
+		cfg->compress_cache_mb = pc->link_compress_cache_mb;
 	if (PC_SET(pc, CAPTURE_THREADS))
 		cfg->capture_threads = pc->capture_threads;
 	if (PC_SET(pc, NETBUF_CAP_MB))
@@ -379,6 +393,8 @@ static int parse(int argc, char **argv, struct replicator_config *cfg, int *use_
 		.disk_cap_bytes = (size_t)REPLICATOR_DEFAULT_DISK_CAP_MB << 20,
 		/* soft-dirty where it serves, else hash (dev_memory.c) */
 		.tracker = "auto",
+		.compress = COMPRESS_AUTO,
+		.compress_cache_mb = COMPRESS_DEFAULT_CACHE_MB,
 		.policy = {
 			.kind = POLICY_HYBRID,
 			.min_ms = REPLICATOR_DEFAULT_EPOCH_MIN_MS,
@@ -496,6 +512,18 @@ static int parse(int argc, char **argv, struct replicator_config *cfg, int *use_
 			break;
 		case OPT_NO_OUTPUT_COMMIT:
 			cfg->no_output_commit = true;
+			break;
+		case OPT_COMPRESS:
+			if (compress_parse_mode(optarg, &cfg->compress)) {
+				fprintf(stderr, "remus-replicator: --compress: '%s' is not auto, on or "
+					"off\n", optarg);
+				return -1;
+			}
+			break;
+		case OPT_COMPRESS_CACHE_MB:
+			if (cli_parse_ulong("--compress-cache-mb", optarg, RANGE_COMPRESS_CACHE_MB, &v))
+				return -1;
+			cfg->compress_cache_mb = (unsigned)v;
 			break;
 		case OPT_TRACKER:
 			if (strcmp(optarg, "auto") && strcmp(optarg, "compare") &&

@@ -3,6 +3,7 @@
 #define REMUS_REPLICATOR_H
 
 #include "ckpt_device.h"
+#include "compress.h"
 #include "config.h"
 #include "pair_role.h"
 #include "control_socket.h"
@@ -48,6 +49,8 @@ struct replicator_config {
 	struct epoch_policy_cfg policy;
 	unsigned capture_threads;  /* threads scanning RAM in the pause */
 	const char *tracker;       /* "auto" (default), "hash", "compare", "soft-dirty" */
+	enum compress_mode compress; /* --compress: pages as deltas + LZ4 */
+	unsigned compress_cache_mb;  /* --compress-cache-mb: the deltas' bases */
 	const char *unprotected_disks[REPLICATOR_MAX_DISKS]; /* shared storage */
 	int n_unprotected_disks;
 	const char *control_path;  /* NULL: no control socket */
@@ -187,6 +190,11 @@ struct replicator {
 	struct verify verify;
 	bool agent_verify;        /* the backup's HELLO_REPLY lists "verify" */
 	bool agent_park;          /* ... and "park" */
+	bool agent_pages_lz4;     /* ... and "pages-lz4": it decodes PAGES_Z */
+
+	/* --compress (compress.h): set up and used by the memory device */
+	struct compress compress;
+	uint64_t epoch_wire_bytes; /* the epoch in flight, all its frames */
 
 	/* operator controls (operator.c) */
 	bool agent_operator;

@@ -3,6 +3,7 @@
 #include "clock.h"
 #include "ckpt_device.h"
 #include "log.h"
+#include "page_frames.h"
 #include "page_hash.h"
 #include "replicator.h"
 
@@ -175,37 +176,30 @@ void verify_at_barrier(struct replicator *r, const uint8_t *ram, size_t npages, 
 		hash_slice(v, ram, epoch);
 }
 
+static uint64_t resend_index(const void *ctx, size_t i)
+{
+	const struct verify *v = ctx;
+
+	return v->resend_idx[i];
+}
+
+static const uint8_t *resend_data(const void *ctx, size_t i)
+{
+	const struct verify *v = ctx;
+
+	return v->resend_pages + i * PROTO_PAGE_SIZE;
+}
+
+/* Whole pages: the same page may be among the epoch's dirty ones too, and
+ * the backup decodes a delta against its committed copy, not that one. */
 int verify_send_resends(struct replicator *r, struct epoch_tally *t)
 {
-	struct verify *v = &r->verify;
-	size_t n = v->nresend_pages;
-	uint8_t *head;
-	struct iovec iov[1 + PROTO_PAGES_PER_FRAME];
-	uint32_t be;
+	struct page_list l = {
+		.n = r->verify.nresend_pages, .index = resend_index, .data = resend_data,
+		.ctx = &r->verify, .no_delta = true,
+	};
 
-	for (size_t done = 0; done < n;) {
-		size_t k = n - done < PROTO_PAGES_PER_FRAME ? n - done : PROTO_PAGES_PER_FRAME;
-		int rc;
-
-		head = malloc(8 + 8 * k);
-		if (!head)
-			return -ENOMEM;
-		be = htobe32((uint32_t)k);
-		memcpy(head, &be, 4);
-		memset(head + 4, 0, 4);
-		for (size_t i = 0; i < k; i++) {
-			proto_put_be64(head + 8 + 8 * i, v->resend_idx[done + i]);
-			iov[1 + i].iov_base = v->resend_pages + (done + i) * PROTO_PAGE_SIZE;
-			iov[1 + i].iov_len = PROTO_PAGE_SIZE;
-		}
-		iov[0] = (struct iovec){ .iov_base = head, .iov_len = 8 + 8 * k };
-		rc = epoch_push_frame(r, t, FRAME_PAGES, iov, (int)(k + 1), head);
-		if (rc)
-			return rc;
-		t->pages += k;
-		done += k;
-	}
-	return 0;
+	return page_frames_push(r, t, &l);
 }
 
 void verify_after_epoch_end(struct replicator *r, uint64_t epoch)

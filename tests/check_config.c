@@ -113,14 +113,16 @@ static const char full_file[] =
 	"[link]\n"                                       /* 44 */
 	"key-file = /etc/remus/web1.key\n"               /* 45 */
 	"insecure-cleartext = yes\n"                     /* 46 */
-	"[backup]\n"                                     /* 47 */
-	"max-ram-mb = 2048\n"                            /* 48 */
-	"max-disk-gb = 100\n"                            /* 49 */
-	"max-epoch-mb = 512\n"                           /* 50 */
-	"control-socket = /run/remus/web1.agent.ctl\n"   /* 51 */
-	"control-group = remus-ops\n"                    /* 52 */
-	"takeover = auto\n"                              /* 53 */
-	"takeover-window-ms = 20000\n";                  /* 54 */
+	"compress = on\n"                                /* 47 */
+	"compress-cache-mb = 128\n"                      /* 48 */
+	"[backup]\n"                                     /* 49 */
+	"max-ram-mb = 2048\n"                            /* 50 */
+	"max-disk-gb = 100\n"                            /* 51 */
+	"max-epoch-mb = 512\n"                           /* 52 */
+	"control-socket = /run/remus/web1.agent.ctl\n"   /* 53 */
+	"control-group = remus-ops\n"                    /* 54 */
+	"takeover = auto\n"                              /* 55 */
+	"takeover-window-ms = 20000\n";                  /* 56 */
 
 START_TEST(test_every_key_parsed)
 {
@@ -177,6 +179,8 @@ START_TEST(test_every_key_parsed)
 	ck_assert_uint_eq(pc.capture_disk_cap_mb, 32);
 	ck_assert_str_eq(pc.link_key_file, "/etc/remus/web1.key");
 	ck_assert(pc.link_insecure_cleartext);
+	ck_assert_str_eq(pc.link_compress, "on");
+	ck_assert_uint_eq(pc.link_compress_cache_mb, 128);
 	ck_assert_uint_eq(pc.line[PC_LINK_CLEARTEXT], 46);
 	pair_config_free(&pc);
 	ck_assert_ptr_null(pc.vm_qmp);

@@ -415,7 +415,8 @@ START_TEST(test_operator_frame_numbers_and_names)
 	ck_assert_uint_eq(FRAME_RAM_HASHES, 16);
 	ck_assert_uint_eq(FRAME_PEER_STATE, 18);
 	ck_assert_uint_eq(FRAME_VERIFY_RESULT, 20);
-	ck_assert_uint_eq(FRAME_TYPE_MAX, 21);
+	ck_assert_uint_eq(FRAME_PAGES_Z, 21);
+	ck_assert_uint_eq(FRAME_TYPE_MAX, 22);
 	ck_assert_str_eq(frame_type_name(FRAME_DISK), "DISK");
 	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
 		ck_assert_str_eq(frame_type_name(want[i].type), want[i].name);

@@ -15,6 +15,11 @@
  * 100 ms of guest time: the benchmarks read Y against host time to get the
  * guest's work rate (guest time stands still while the VM is paused, so the
  * guest cannot see its own pauses).
+ *
+ * With DIRTIER_FILL=random in the environment (kernel argument
+ * dirty_fill=random) every write fills its whole page with fresh
+ * pseudo-random bytes instead: pages no delta or compressor can shrink,
+ * the worst case of compressed checkpoints (bench/bench.py compress).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -48,6 +53,25 @@ static void ts_add(struct timespec *t, long ns)
     }
 }
 
+static int fill_random;
+
+/* Dirty page idx of mem: one byte, or (DIRTIER_FILL=random) all of it. */
+static void touch_page(volatile uint8_t *mem, size_t idx, uint8_t gen)
+{
+    static uint64_t x = 88172645463325252ull;
+
+    if (!fill_random) {
+        mem[idx * PAGE + (idx % (PAGE / 64)) * 64] = gen;
+        return;
+    }
+    for (size_t i = 0; i < PAGE; i += 8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *(volatile uint64_t *)(mem + idx * PAGE + i) = x;
+    }
+}
+
 static unsigned long parse_ul(const char *s, const char *what)
 {
     char *end;
@@ -73,7 +97,7 @@ __attribute__((noreturn)) static void work_loop(volatile uint8_t *mem, size_t np
     fflush(stdout);
     for (;;) {
         for (int i = 0; i < 256; i++) {
-            mem[idx * PAGE + (idx % (PAGE / 64)) * 64] = gen;
+            touch_page(mem, idx, gen);
             if (++idx == npages) {
                 idx = 0;
                 if (++gen == 0)
@@ -97,6 +121,9 @@ int main(int argc, char **argv)
         return 2;
     }
     int max = !strcmp(argv[1], "max");
+    const char *fill = getenv("DIRTIER_FILL");
+
+    fill_random = fill && !strcmp(fill, "random");
     unsigned long rate = max ? 0 : parse_ul(argv[1], "rate");
     unsigned long size_mb = argc > 2 ? parse_ul(argv[2], "size") : 16;
     double on_s = argc > 4 ? parse_ul(argv[3], "on_ms") / 1e3 : 0;
@@ -146,7 +173,7 @@ int main(int argc, char **argv)
         credit -= (double)todo;
         for (unsigned long i = 0; i < todo; i++) {
             /* one write per page, value changes on every pass */
-            mem[idx * PAGE + (idx % (PAGE / 64)) * 64] = gen;
+            touch_page(mem, idx, gen);
             if (++idx == npages) {
                 idx = 0;
                 if (++gen == 0)

@@ -63,7 +63,7 @@ committed_in() {
 # also with a second, unthrottled writer that fills the epoch's disk cap
 # (1 MiB) so that epochs end early. DISK_WRITE_MB_S throttles that writer
 # (test_kvm.sh: a KVM guest writes faster than a slow nested VM copies).
-run epochdisk "--disk-cap-mb 1" "" "disk_write_mb_s=${DISK_WRITE_MB_S:-max}"
+run epochdisk "--disk-cap-mb 1 --compress on" "" "disk_write_mb_s=${DISK_WRITE_MB_S:-max}"
 early=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["disk_early_epochs"])' "$STATUS")
 [ "${early:-0}" -gt 0 ] && pass "a heavy writer ends epochs early ($early epochs) instead of piling up" ||
 	fail "no epoch ended early for the disk cap (status: $STATUS)"

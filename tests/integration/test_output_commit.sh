@@ -28,7 +28,8 @@ AGENT_PORT=7700
 VM_PORT=7777
 EPOCH_MS=50
 if [ "$MODE" = on ]; then
-	REPL_EXTRA=()
+	# compressed checkpoints: output commit holds with them too
+	REPL_EXTRA=(--compress on)
 	# A failover (a few hundred ms here, TCP's retransmission back-off
 	# included) must fit well inside the per-request timeout.
 	CLIENT_ARGS=(--max-requests 600 --max-seconds 90 --interval-ms 20 --timeout-s 30)
