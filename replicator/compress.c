@@ -223,8 +223,11 @@ void compress_epoch_begin(struct compress *c)
 		c->last_compressed_ms = mono_ms();
 	}
 	/* auto's changes of mind, not its probes */
-	if (c->mode == COMPRESS_AUTO && c->active != was && !c->probing && !after_probe)
-		log_info("compression %s: %s", c->active ? "on" : "off", c->why);
+	if (!c->probing) {
+		if (c->mode == COMPRESS_AUTO && c->active != c->ruled_active)
+			log_info("compression %s: %s", c->active ? "on" : "off", c->why);
+		c->ruled_active = c->active;
+	}
 	if (was && !c->active)
 		drop_cache(c);
 }

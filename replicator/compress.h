@@ -42,6 +42,7 @@ struct compress {
 	bool peer_ok;         /* this session's agent decodes PAGES_Z */
 	bool active;          /* this epoch's pages are compressed */
 	bool probing;         /* auto: this epoch compresses to measure, not by the rule */
+	bool ruled_active;    /* auto: the rule's last choice, probes aside (for the log) */
 	bool epoch_resent;    /* this epoch was NACKed and queued again */
 	unsigned since_probe; /* auto, off: epochs since the last compressed one */
 	double last_compressed_ms; /* mono_ms() when an epoch last began compressed */

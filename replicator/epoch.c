@@ -494,11 +494,14 @@ static void notify_protected(struct replicator *r)
 		.peer = r->cfg.backup.text,
 		.reason = "a checkpoint committed on the backup",
 	};
-	char v[48];
+	char v[48], p[48];
 
 	/* everything sent on this connection: the sync and the first epoch */
 	hook_event_var(&ev, v, sizeof(v), "SYNC_BYTES", "%llu",
 		       (unsigned long long)r->link.out.bytes_sent);
+	/* what the initial copy sent of RAM, however it was encoded */
+	hook_event_var(&ev, p, sizeof(p), "SYNC_PAGES", "%llu",
+		       (unsigned long long)r->sync_tally.pages);
 	hook_notify(&r->hooks, &ev);
 }
 
