@@ -325,7 +325,8 @@ int link_open(struct replicator *r, char *err, size_t errlen)
 	int rc;
 
 	peer_link_init(&r->link, r->loop, &r->link_sec, &link_ops, r);
-	r->agent_operator = r->agent_verify = r->agent_park = r->agent_pages_lz4 = false; /* until its HELLO_REPLY says so */
+	/* until its HELLO_REPLY says so */
+	r->agent_operator = r->agent_verify = r->agent_park = r->agent_pages_lz4 = false;
 	/* a seed of this connection only: see page_hash.h */
 	link_delta_free(r);
 	if (getrandom(&r->delta.seed, sizeof(r->delta.seed), 0) != sizeof(r->delta.seed)) {
