@@ -31,12 +31,13 @@ static double ewma(double old, double sample)
 	return old > 0 ? old + EWMA * (sample - old) : sample;
 }
 
+/* By enum compress_mode. */
+static const char *const mode_names[] = { "auto", "on", "off" };
+
 int compress_parse_mode(const char *text, enum compress_mode *out)
 {
-	static const char *const names[] = { "auto", "on", "off" };
-
-	for (int i = 0; i < 3; i++)
-		if (!strcmp(text, names[i])) {
+	for (size_t i = 0; i < sizeof(mode_names) / sizeof(mode_names[0]); i++)
+		if (!strcmp(text, mode_names[i])) {
 			*out = (enum compress_mode)i;
 			return 0;
 		}
@@ -45,7 +46,7 @@ int compress_parse_mode(const char *text, enum compress_mode *out)
 
 const char *compress_mode_name(enum compress_mode m)
 {
-	return m == COMPRESS_ON ? "on" : m == COMPRESS_OFF ? "off" : "auto";
+	return mode_names[m];
 }
 
 int compress_init(struct compress *c, enum compress_mode mode, size_t cache_bytes)

@@ -414,8 +414,8 @@ static int checkpoint(struct replicator *r, bool final)
 	ring_add(&r->stats.resume_ms, t0 + pause - t2);
 	ring_add(&r->stats.pause_ms, pause);
 	warn_long_pause(r, t.id, pause);
-	ring_add(&r->stats.checkpoint_bytes, (double)(r->link.out.bytes_queued - queued_before));
-	learn(r, t0 - r->epoch_started_ms, pause, pages, r->link.out.bytes_queued - queued_before,
+	ring_add(&r->stats.checkpoint_bytes, (double)r->epoch_wire_bytes);
+	learn(r, t0 - r->epoch_started_ms, pause, pages, r->epoch_wire_bytes,
 	      vcpu_busy);
 	ring_add(&r->stats.dirty_pages, (double)pages);
 	epoch_arm_timer(r);

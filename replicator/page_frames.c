@@ -21,9 +21,7 @@ static int push_plain(struct replicator *r, struct epoch_tally *t, const struct 
 	memcpy(head, &be_count, 4);
 	memset(head + 4, 0, 4);
 	for (size_t i = 0; i < k; i++) {
-		uint64_t be = htobe64(l->index(l->ctx, first + i));
-
-		memcpy(head + 8 + 8 * i, &be, 8);
+		proto_put_be64(head + 8 + 8 * i, l->index(l->ctx, first + i));
 		iov[1 + i].iov_base = (void *)l->data(l->ctx, first + i);
 		iov[1 + i].iov_len = PROTO_PAGE_SIZE;
 	}
