@@ -496,6 +496,53 @@ int qmp_execute(struct qmp *q, const char *command, struct json_object *args,
 			     timeout_ms);
 }
 
+/* Take one message the socket already holds, without waiting: an event
+ * is queued, a late reply to a timed-out command dropped. 1 one taken, 0
+ * nothing pending, or the error. */
+static int absorb_one(struct qmp *q)
+{
+	struct json_object *msg;
+	int err = next_msg(q, 0, &msg);
+
+	if (err)
+		return err == -ETIMEDOUT ? 0 : err;
+	if (is_event(msg))
+		err = queue_event(q, msg);
+	else if (is_reply(msg))
+		log_debug("QMP: dropping a reply that came after its command timed out");
+	else
+		err = bad_message(q, "QMP peer sent neither a reply nor an event", msg);
+	json_object_put(msg);
+	return err ? err : 1;
+}
+
+int qmp_execute_watch(struct qmp *q, const char *command, struct json_object *args,
+		      const char *event, bool *seen, int timeout_ms)
+{
+	size_t mark, n;
+	int err;
+
+	*seen = false;
+	if (q->passthrough)
+		return qmp_fail(q, -ENOTSUP, "libvirt hands QEMU's events on apart from "
+				"the replies: which came first is not known here");
+	if (q->broken)
+		return q->broken;
+	/* what was sent before the command is not its doing */
+	while ((err = absorb_one(q)) > 0)
+		;
+	if (err)
+		return err;
+	mark = json_object_array_length(q->events);
+	err = execute_until(q, command, args, NULL, deadline_after(timeout_ms), timeout_ms);
+	n = json_object_array_length(q->events);
+	for (size_t i = mark; !err && i < n; i++)
+		if (!strcmp(member_string(json_object_array_get_idx(q->events, i), "event"),
+			    event))
+			*seen = true;
+	return err;
+}
+
 int qmp_execute_with_fd(struct qmp *q, const char *command, struct json_object *args,
 			int fd, struct json_object **ret, int timeout_ms)
 {
@@ -575,7 +622,6 @@ static void dispatch_queue(struct qmp *q, qmp_event_fn *fn, void *opaque)
 
 int qmp_read_events(struct qmp *q, qmp_event_fn *fn, void *opaque)
 {
-	struct json_object *msg;
 	int err;
 
 	if (q->passthrough) {
@@ -591,19 +637,8 @@ int qmp_read_events(struct qmp *q, qmp_event_fn *fn, void *opaque)
 		 * not after garbage. */
 		if (q->broken == -EPROTO)
 			return q->broken;
-		err = next_msg(q, 0, &msg);
-		if (err == -ETIMEDOUT)
-			return 0;
-		if (err)
-			return err;
-		if (is_event(msg))
-			dispatch(msg, fn, opaque);
-		else if (is_reply(msg))
-			log_debug("QMP: dropping a reply that came after its command timed out");
-		else
-			err = bad_message(q, "QMP peer sent neither a reply nor an event", msg);
-		json_object_put(msg);
-		if (err)
+		err = absorb_one(q);
+		if (err <= 0)
 			return err;
 	}
 }

@@ -32,6 +32,7 @@
 #define REMUS_QMP_H
 
 #include <json-c/json.h>
+#include <stdbool.h>
 #include <sys/types.h>
 
 #define QMP_MAX_LINE (16u << 20)
@@ -55,6 +56,16 @@ const char *qmp_connect_error(void);
  * ret is not NULL, *ret receives the "return" value (caller json_object_put). */
 int qmp_execute(struct qmp *q, const char *command, struct json_object *args,
 		struct json_object **ret, int timeout_ms);
+
+/* qmp_execute for a command whose effect shows as an event: *seen tells
+ * whether QEMU sent `event` between the command and its reply. QEMU emits
+ * the event of a state change the command makes (STOP for a `stop` that
+ * paused a running VM) before the reply, and none when nothing changed, so
+ * one round trip says both "done" and "it was me". Events the socket held
+ * before the command are queued first and do not count. -ENOTSUP through
+ * the libvirt passthrough, whose events come on their own stream. */
+int qmp_execute_watch(struct qmp *q, const char *command, struct json_object *args,
+		      const char *event, bool *seen, int timeout_ms);
 
 /* Dispatch queued events, then read whatever the socket has without
  * blocking and dispatch the events in it (fn may be NULL to discard them).

@@ -36,6 +36,9 @@ struct ckpt_device_ops {
 	int (*sync)(void *state, struct replicator *r, struct epoch_tally *t);
 	/* The barrier is next (`stop`): nothing may wait for this loop now. */
 	void (*presuspend)(void *state, struct replicator *r);
+	/* ... but there is no barrier: the VM was not running (`stop` found it
+	 * paused by someone else, or it could not be stopped). Undo presuspend. */
+	void (*barrier_skipped)(void *state, struct replicator *r);
 	/* VM stopped at the barrier: capture what this epoch changed. Keep it
 	 * short: the guest is not running. */
 	int (*postsuspend)(void *state, struct replicator *r, struct epoch_tally *t);

@@ -561,6 +561,15 @@ static void disk_presuspend(void *state, struct replicator *r)
 	pthread_mutex_unlock(&d->mu);
 }
 
+static void disk_barrier_skipped(void *state, struct replicator *r)
+{
+	struct disk_device *d = state;
+
+	pthread_mutex_lock(&d->mu);
+	d->barrier = false;
+	pthread_mutex_unlock(&d->mu);
+}
+
 /* VM stopped: every write of this epoch has arrived (stop drained them). */
 static int disk_postsuspend(void *state, struct replicator *r, struct epoch_tally *t)
 {
@@ -702,6 +711,7 @@ const struct ckpt_device_ops disk_device_ops = {
 	.teardown = disk_teardown,
 	.sync = disk_sync,
 	.presuspend = disk_presuspend,
+	.barrier_skipped = disk_barrier_skipped,
 	.postsuspend = disk_postsuspend,
 	.send = disk_send,
 	.commit = disk_commit,

@@ -8,6 +8,7 @@
  * before the epoch is sealed, so no frame of epoch N+1 is counted into N. */
 #include "clock.h"
 #include "ckpt_device.h"
+#include "frame_kind.h"
 #include "log.h"
 #include "netbuf.h"
 #include "port.h"
@@ -205,7 +206,7 @@ static void read_from_vm(struct nic *nic, bool drain)
 			return; /* EAGAIN: drained */
 		rc = netbuf_push(&nic->nb, d->buf, (size_t)n, mono_ms());
 		if (!rc && nic->nb.protected && !drain)
-			epoch_output_waiting(d->r);
+			epoch_output_waiting(d->r, !frame_is_bare_tcp_ack(d->buf, (size_t)n));
 		if (rc == -EMSGSIZE || rc == -EINVAL)
 			log_warn("%s: %s frame of %zd bytes from the VM dropped", nic->id,
 				 rc == -EMSGSIZE ? "oversized" : "malformed", n);

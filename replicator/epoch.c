@@ -238,23 +238,28 @@ static void set_timer(struct replicator *r, double ms)
 void epoch_arm_timer(struct replicator *r)
 {
 	r->epoch_started_ms = mono_ms();
-	r->output_waiting = false;
+	r->output_since_ms = -1;
+	r->reply_at_ms = -1;
 	vcpu_load_mark(&r->vcpu_load, r->epoch_started_ms);
-	set_timer(r, epoch_policy_deadline(&r->policy, -1));
+	set_timer(r, epoch_policy_deadline(&r->policy, -1, -1));
 }
 
-void epoch_output_waiting(struct replicator *r)
+void epoch_output_waiting(struct replicator *r, bool reply)
 {
-	double now = mono_ms(), end;
+	double now = mono_ms(), into = now - r->epoch_started_ms;
 
-	if (r->output_waiting)
-		return;
-	r->output_waiting = true;
+	if (r->output_since_ms >= 0 && !reply)
+		return; /* a bare ACK changes nothing once output waits */
+	if (r->output_since_ms < 0)
+		r->output_since_ms = into;
+	if (reply)
+		r->reply_at_ms = into;
 	if (!ev_is_active(&r->epoch_timer))
 		return; /* the barrier is already due (waiting for an ack) */
-	end = r->epoch_started_ms + epoch_policy_deadline(&r->policy, now - r->epoch_started_ms);
-	if (end < now + ev_timer_remaining(r->loop, &r->epoch_timer) * 1e3)
-		set_timer(r, end - now);
+	/* Every later reply may move the end on, within the policy's bounds:
+	 * the timer holds nothing else while output waits. */
+	set_timer(r, epoch_policy_deadline(&r->policy, r->output_since_ms, r->reply_at_ms) -
+		     into);
 }
 
 /* Nothing goes to the backup while the VM is paused: the loop is busy
@@ -304,18 +309,27 @@ static int resume_vm(struct replicator *r)
 	return rc;
 }
 
-/* Outside the pause: one QMP round trip while the guest runs. 1 running,
- * 0 not (skip this barrier), -EPIPE QEMU is gone. */
-static int vm_is_running(struct replicator *r)
+/* Before the barrier: 1 the VM may be running (go on and stop it), 0 it
+ * is not (skip this barrier), -EPIPE QEMU is gone. */
+static int vm_may_run(struct replicator *r)
 {
-	struct json_object *ret = NULL, *v;
-	int rc, running = 0;
+	int rc;
 
 	if (r->vm_shutdown)
 		return 0;
 	/* Our own `cont` failed last time: the VM is ours to resume. */
 	if (r->vm_stopped_by_us && (rc = resume_vm(r)))
 		return rc == -EPIPE ? rc : 0;
+	return 1;
+}
+
+/* Through libvirt, events come apart from the replies: ask first (one
+ * more round trip while the guest runs). 1 running, 0 not. */
+static int query_running(struct replicator *r)
+{
+	struct json_object *ret = NULL, *v;
+	int rc, running = 0;
+
 	rc = qmp_execute(r->qmp, "query-status", NULL, &ret, QMP_BARRIER_TIMEOUT_MS);
 	if (rc == -EPIPE)
 		return rc;
@@ -326,6 +340,34 @@ static int vm_is_running(struct replicator *r)
 		running = json_object_get_boolean(v);
 	json_object_put(ret);
 	return running;
+}
+
+/* `stop`, and whether it was this stop that paused the VM: 1 stopped by
+ * us, 0 it was not running (paused by someone else: our `cont` must not
+ * wake it), <0 failed. Over a QMP socket one round trip says both, as
+ * QEMU sends STOP before the reply when, and only when, it paused a
+ * running VM; that round trip is on every reply's path (output commit). */
+static int stop_vm(struct replicator *r)
+{
+	bool stopped_it = false;
+	int rc = qmp_execute_watch(r->qmp, "stop", NULL, "STOP", &stopped_it,
+				   QMP_BARRIER_TIMEOUT_MS);
+
+	if (rc == -ENOTSUP) {
+		rc = query_running(r);
+		if (rc <= 0)
+			return rc;
+		rc = qmp_execute(r->qmp, "stop", NULL, NULL, QMP_BARRIER_TIMEOUT_MS);
+		stopped_it = true;
+	}
+	if (rc) {
+		log_err("epoch %llu: cannot stop the VM: %s", (unsigned long long)r->epoch + 1,
+			qmp_last_error(r->qmp));
+		return rc;
+	}
+	if (stopped_it)
+		r->vm_stopped_by_us = true;
+	return stopped_it;
 }
 
 static int capture(struct replicator *r, struct epoch_tally *t)
@@ -341,6 +383,13 @@ static int capture(struct replicator *r, struct epoch_tally *t)
 	return 0;
 }
 
+static void barrier_skipped(struct replicator *r)
+{
+	for (int i = 0; i < r->ndevices; i++)
+		if (r->devices[i].ops->barrier_skipped)
+			r->devices[i].ops->barrier_skipped(r->devices[i].state, r);
+}
+
 /* One barrier: stop, capture, resume (not if final: the handover keeps the
  * VM stopped), queue. 0 queued, 1 skipped (VM not running), <0 failed
  * (handled here: the link dropped, or QEMU trouble reported). */
@@ -351,7 +400,17 @@ static int checkpoint(struct replicator *r, bool final)
 	double t0, t1, t2, pause, vcpu_busy;
 	int rc, resume_rc = 0;
 
-	rc = vm_is_running(r);
+	rc = vm_may_run(r);
+	if (rc > 0) {
+		for (int i = 0; i < r->ndevices; i++)
+			if (r->devices[i].ops->presuspend)
+				r->devices[i].ops->presuspend(r->devices[i].state, r);
+		t0 = mono_ms();
+		vcpu_busy = vcpu_load_busy(&r->vcpu_load, t0);
+		rc = stop_vm(r);
+		if (rc <= 0)
+			barrier_skipped(r);
+	}
 	if (rc < 0) {
 		replicator_primary_trouble(r, rc);
 		return rc;
@@ -363,19 +422,6 @@ static int checkpoint(struct replicator *r, bool final)
 			epoch_arm_timer(r);
 		return 1;
 	}
-	for (int i = 0; i < r->ndevices; i++)
-		if (r->devices[i].ops->presuspend)
-			r->devices[i].ops->presuspend(r->devices[i].state, r);
-	t0 = mono_ms();
-	vcpu_busy = vcpu_load_busy(&r->vcpu_load, t0);
-	rc = qmp_execute(r->qmp, "stop", NULL, NULL, QMP_BARRIER_TIMEOUT_MS);
-	if (rc) {
-		log_err("epoch %llu: cannot stop the VM: %s",
-			(unsigned long long)t.id, qmp_last_error(r->qmp));
-		replicator_primary_trouble(r, rc);
-		return rc;
-	}
-	r->vm_stopped_by_us = true;
 	t1 = mono_ms();
 	rc = capture(r, &t);
 	t2 = mono_ms();

@@ -160,17 +160,21 @@ void epoch_policy_observe(struct epoch_policy *p, const struct epoch_sample *s)
 	}
 }
 
-double epoch_policy_deadline(const struct epoch_policy *p, double output_since_ms)
+double epoch_policy_deadline(const struct epoch_policy *p, double output_since_ms,
+			     double reply_at_ms)
 {
 	const struct epoch_policy_cfg *c = &p->cfg;
 	double early;
 
 	if (output_since_ms < 0 || p->cfg.kind == POLICY_FIXED || p->cfg.kind == POLICY_DIRTY_RATE)
 		return p->length_ms;
-	/* Output waits: end soon after it started waiting, but not before the
-	 * floor (output-aware: --epoch-min-ms; hybrid: hybrid_floor), never
-	 * later than the quiet length. */
+	/* Output waits: end soon after it started waiting (sooner once a
+	 * reply has gone quiet), but not before the floor (output-aware:
+	 * --epoch-min-ms; hybrid: hybrid_floor), never later than the quiet
+	 * length. */
 	early = output_since_ms + c->output_delay_ms;
+	if (reply_at_ms >= 0 && reply_at_ms + EPOCH_REPLY_QUIET_MS < early)
+		early = reply_at_ms + EPOCH_REPLY_QUIET_MS;
 	if (c->kind == POLICY_HYBRID && early < hybrid_floor(p))
 		early = hybrid_floor(p);
 	if (c->kind == POLICY_OUTPUT_AWARE && early < c->min_ms)

@@ -10,7 +10,8 @@
  *                within what the link carries in one epoch, from the
  *                pauses, dirty pages and link throughput of recent epochs
  *   output-aware end the epoch soon after output starts waiting in the net
- *                buffer, stretch it to --epoch-max-ms when the VM is quiet
+ *                buffer (sooner after a reply than after a bare TCP ACK),
+ *                stretch it to --epoch-max-ms when the VM is quiet
  *                (after Gerofi and Ishikawa, 2011)
  *   hybrid       output-aware, and an epoch cut short by output runs
  *                at least as long as its pause scaled by how saturated
@@ -68,9 +69,17 @@ struct epoch_policy {
 void epoch_policy_init(struct epoch_policy *p, const struct epoch_policy_cfg *cfg);
 /* After each epoch: learn from it and choose the next length. */
 void epoch_policy_observe(struct epoch_policy *p, const struct epoch_sample *s);
+/* A reply (any frame but a bare TCP ACK, frame_kind.h) ends its epoch
+ * once the VM has sent no further reply for this long: a burst of
+ * segments goes in one epoch, and a client waits one pause and one ack
+ * plus this, not --output-delay-ms. */
+#define EPOCH_REPLY_QUIET_MS 0.5
+
 /* When the running epoch should end, in ms after it started, given that
- * output has waited since output_since_ms (< 0: nothing waits). */
-double epoch_policy_deadline(const struct epoch_policy *p, double output_since_ms);
+ * output has waited since output_since_ms and the last reply came at
+ * reply_at_ms (both < 0: none). */
+double epoch_policy_deadline(const struct epoch_policy *p, double output_since_ms,
+			     double reply_at_ms);
 
 const char *epoch_policy_name(enum epoch_policy_kind k);
 /* "fixed", "dirty-rate", "output-aware", "hybrid": 0, or -1. */

@@ -167,7 +167,9 @@ struct replicator {
 	struct epoch_policy policy;
 	double epoch_started_ms;  /* the VM resumed: this epoch runs from here */
 	double long_pause_warned_ms; /* the last warning of a pause near --timeout-ms */
-	bool output_waiting;      /* output arrived in this epoch */
+	/* ms into the epoch when output began to wait, and when the VM last
+	 * sent a reply (not a bare TCP ACK); -1: none yet */
+	double output_since_ms, reply_at_ms;
 	struct vcpu_load vcpu_load; /* how busy the vCPUs are while the VM runs */
 
 	/* The VM's place in its history: the generation of the last session
@@ -276,7 +278,7 @@ void epoch_on_backup_lost(struct replicator *r, const char *why);
 void epoch_arm_timer(struct replicator *r);
 /* A device holds output produced in the running epoch: the policy may end
  * the epoch sooner. */
-void epoch_output_waiting(struct replicator *r);
+void epoch_output_waiting(struct replicator *r, bool reply);
 /* Tell every device that protection starts (on) or ends. */
 void protect_devices(struct replicator *r, bool on, uint64_t next_epoch);
 /* The handover's last checkpoint: like a barrier, but the VM stays

@@ -38,8 +38,8 @@ START_TEST(test_fixed_ignores_everything)
 	epoch_policy_init(&p, &c);
 	feed(&p, 20, 40, 500, 10);
 	ck_assert_double_eq(p.length_ms, 50);
-	ck_assert_double_eq(epoch_policy_deadline(&p, 1), 50);
-	ck_assert_double_eq(epoch_policy_deadline(&p, -1), 50);
+	ck_assert_double_eq(epoch_policy_deadline(&p, 1, -1), 50);
+	ck_assert_double_eq(epoch_policy_deadline(&p, -1, -1), 50);
 }
 END_TEST
 
@@ -55,7 +55,7 @@ START_TEST(test_dirty_rate_keeps_pause_overhead_under_target)
 	ck_assert_double_eq_tol(p.length_ms, 30, 0.5);
 	ck_assert_msg(strstr(p.reason, "pause 10.0 ms"), "reason: %s", p.reason);
 	/* output does not change a dirty-rate epoch */
-	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 1), 30, 0.5);
+	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 1, -1), 30, 0.5);
 }
 END_TEST
 
@@ -112,13 +112,13 @@ START_TEST(test_output_aware_stretches_when_quiet_and_cuts_on_output)
 
 	epoch_policy_init(&p, &c);
 	feed(&p, 10, 10, 20, 1000);
-	ck_assert_double_eq(epoch_policy_deadline(&p, -1), 200);
+	ck_assert_double_eq(epoch_policy_deadline(&p, -1, -1), 200);
 	/* output 40 ms into the epoch: end 2 ms later */
-	ck_assert_double_eq(epoch_policy_deadline(&p, 40), 42);
+	ck_assert_double_eq(epoch_policy_deadline(&p, 40, -1), 42);
 	/* output at once: not before the minimum */
-	ck_assert_double_eq(epoch_policy_deadline(&p, 0.5), 10);
+	ck_assert_double_eq(epoch_policy_deadline(&p, 0.5, -1), 10);
 	/* never later than the quiet length */
-	ck_assert_double_eq(epoch_policy_deadline(&p, 199.5), 200);
+	ck_assert_double_eq(epoch_policy_deadline(&p, 199.5, -1), 200);
 }
 END_TEST
 
@@ -129,12 +129,12 @@ START_TEST(test_hybrid_cut_short_runs_at_least_its_pause)
 
 	epoch_policy_init(&p, &c);
 	feed(&p, 30, 15, 20, 1000);
-	ck_assert_double_eq(epoch_policy_deadline(&p, -1), 200);
-	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 0.5), 15, 0.01);
-	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 30), 32, 0.01);
+	ck_assert_double_eq(epoch_policy_deadline(&p, -1, -1), 200);
+	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 0.5, -1), 15, 0.01);
+	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 30, -1), 32, 0.01);
 	/* a small pause: no minimum epoch on top (--epoch-min-ms is 10) */
 	feed(&p, 40, 3, 20, 1000);
-	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 0.5), 3, 0.01);
+	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 0.5, -1), 3, 0.01);
 	ck_assert_msg(strstr(p.reason, "hybrid"), "reason: %s", p.reason);
 }
 END_TEST
@@ -160,31 +160,56 @@ START_TEST(test_hybrid_floor_follows_the_vcpus_load)
 	epoch_policy_init(&p, &c);
 	/* not measured yet: taken for busy, the full pause */
 	feed(&p, 10, 12, 1, 1000);
-	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 0.5), 12, 0.01);
+	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 0.5, -1), 12, 0.01);
 	/* waiting for requests: the reply waits --output-delay-ms, no more */
 	feed_busy(&p, 40, 3, 12, 0.02);
-	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 0.5), 2.5, 0.01);
-	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 5), 7, 0.01);
+	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 0.5, -1), 2.5, 0.01);
+	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 5, -1), 7, 0.01);
 	ck_assert_msg(strstr(p.reason, "2% busy"), "reason: %s", p.reason);
 	/* busy, but not all the time they run (a server answering requests
 	 * in short epochs): still no floor */
 	feed_busy(&p, 40, 3, 12, 0.6);
-	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 0.5), 2.5, 0.01);
+	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 0.5, -1), 2.5, 0.01);
 	/* nearly saturated: part of the pause */
 	feed_busy(&p, 40, 6, 12, 0.875);
-	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 0.5), 6, 0.01);
+	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 0.5, -1), 6, 0.01);
 	/* saturated: the whole pause */
 	feed_busy(&p, 40, 12, 12, 1);
-	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 0.5), 12, 0.01);
+	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 0.5, -1), 12, 0.01);
 	/* one saturated epoch among idle ones does not set a floor */
 	feed_busy(&p, 40, 3, 12, 0);
 	feed_busy(&p, 1, 3, 12, 1);
-	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 0), 2, 0.01);
+	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 0, -1), 2, 0.01);
 	/* output-aware keeps its --epoch-min-ms */
 	c = cfg(POLICY_OUTPUT_AWARE);
 	epoch_policy_init(&p, &c);
 	feed_busy(&p, 40, 3, 12, 0);
-	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 0.5), 10, 0.01);
+	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 0.5, -1), 10, 0.01);
+}
+END_TEST
+
+START_TEST(test_reply_ends_epoch_sooner_than_bare_ack)
+{
+	struct epoch_policy_cfg c = cfg(POLICY_HYBRID);
+	struct epoch_policy p;
+
+	epoch_policy_init(&p, &c);
+	feed_busy(&p, 40, 3, 12, 0.02);
+	/* a bare ACK at 5 ms: --output-delay-ms (2) for a reply to join it */
+	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 5, -1), 7, 0.01);
+	/* the reply came at 5.2 ms: it ends quiet 0.5 ms after */
+	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 5, 5.2), 5.2 + EPOCH_REPLY_QUIET_MS,
+				0.01);
+	/* a burst of replies pushes the end on, never past the output delay */
+	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 5, 6.3), 6.8, 0.01);
+	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 5, 6.9), 7, 0.01);
+	/* the floor still holds for a saturated VM */
+	feed_busy(&p, 40, 12, 12, 1);
+	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 0.1, 0.1), 12, 0.01);
+	/* fixed ignores output of any kind */
+	c = cfg(POLICY_FIXED);
+	epoch_policy_init(&p, &c);
+	ck_assert_double_eq(epoch_policy_deadline(&p, 1, 1), 50);
 }
 END_TEST
 
@@ -203,7 +228,7 @@ static double simulate_trickle(double demand, double pause, double *done)
 		double run = 0, busy = 0, len;
 
 		/* output waits from the start of every epoch */
-		len = epoch_policy_deadline(&p, 0);
+		len = epoch_policy_deadline(&p, 0, -1);
 		for (; run < len; run += 0.1) {
 			backlog += demand * 0.1;
 			asked += demand * 0.1;
@@ -256,7 +281,7 @@ START_TEST(test_idle_then_burst_of_requests)
 		double start = t, a = 0, end;
 		while (a < start)
 			a += 7; /* the first request of this epoch */
-		end = start + epoch_policy_deadline(&p, a - start);
+		end = start + epoch_policy_deadline(&p, a - start, -1);
 		if (end - a > longest_wait)
 			longest_wait = end - a;
 		t = end + 10; /* the pause */
@@ -303,6 +328,7 @@ int main(void)
 	ADD(s, test_output_aware_stretches_when_quiet_and_cuts_on_output);
 	ADD(s, test_hybrid_cut_short_runs_at_least_its_pause);
 	ADD(s, test_hybrid_floor_follows_the_vcpus_load);
+	ADD(s, test_reply_ends_epoch_sooner_than_bare_ack);
 	ADD(s, test_hybrid_bounds_what_pauses_take_from_a_busy_vm);
 	ADD(s, test_idle_then_burst_of_requests);
 	ADD(s, test_policy_names);

@@ -252,6 +252,61 @@ START_TEST(test_happy_path)
 }
 END_TEST
 
+/* ---- execute_watch: an event between a command and its reply ---- */
+
+#define STOP_EVENT "{\"timestamp\": {\"seconds\": 1, \"microseconds\": 2}, \"event\": \"STOP\"}\r\n"
+
+static void peer_watch(int fd)
+{
+	long long id;
+
+	peer_greet(fd);
+	id = peer_read_cmd(fd, "stop"); /* paused a running VM */
+	peer_send(fd, STOP_EVENT);
+	peer_sendf(fd, "{\"return\": {}, \"id\": %lld}\r\n", id);
+	id = peer_read_cmd(fd, "stop"); /* it was paused already */
+	peer_sendf(fd, "{\"return\": {}, \"id\": %lld}\r\n", id);
+	/* Someone else's stop, before the client's next command. */
+	peer_send(fd, STOP_EVENT);
+	id = peer_read_cmd(fd, "stop");
+	peer_sendf(fd, "{\"return\": {}, \"id\": %lld}\r\n", id);
+	id = peer_read_cmd(fd, "stop");
+	peer_sendf(fd, "{\"error\": {\"class\": \"GenericError\", \"desc\": \"no\"}, "
+		   "\"id\": %lld}\r\n", id);
+	peer_wait_close(fd);
+}
+
+START_TEST(test_execute_watch)
+{
+	struct peer p = peer_start(peer_watch);
+	struct qmp *q = attach_ok(&p);
+	struct pollfd pfd = { .fd = qmp_fd(q), .events = POLLIN };
+	struct events ev = { 0 };
+	bool seen = true;
+
+	ck_assert_int_eq(qmp_execute_watch(q, "stop", NULL, "STOP", &seen, 2000), 0);
+	ck_assert(seen);
+	ck_assert_int_eq(qmp_execute_watch(q, "stop", NULL, "STOP", &seen, 2000), 0);
+	ck_assert(!seen);
+	/* The stray STOP comes before the command goes out (the peer sends
+	 * it right after the last reply; it may already sit in the client's
+	 * buffer): it is not the command's doing. */
+	poll(&pfd, 1, 200);
+	msleep(100);
+	ck_assert_int_eq(qmp_execute_watch(q, "stop", NULL, "STOP", &seen, 2000), 0);
+	ck_assert(!seen);
+	ck_assert_int_eq(qmp_execute_watch(q, "stop", NULL, "STOP", &seen, 2000), -EREMOTEIO);
+	ck_assert(!seen);
+	/* Every event is still handed out, in order. */
+	ck_assert_int_eq(qmp_read_events(q, record_event, &ev), 0);
+	ck_assert_int_eq(ev.n, 2);
+	ck_assert_str_eq(ev.names[0], "STOP");
+	ck_assert_str_eq(ev.names[1], "STOP");
+	qmp_close(q);
+	ck_assert_int_eq(peer_status(&p), 0);
+}
+END_TEST
+
 /* ---- arguments reach QEMU; the reply's value is handed back ---- */
 
 static void peer_args(int fd)
@@ -805,6 +860,7 @@ START_TEST(test_real_qemu)
 	struct json_object *ret = NULL, *v;
 	struct events ev = { 0 };
 	struct qmp *q;
+	bool seen;
 	int status;
 	pid_t pid;
 
@@ -826,6 +882,21 @@ START_TEST(test_real_qemu)
 	ck_assert_int_eq(qmp_execute(q, "qom-get", NULL, NULL, 5000), -EREMOTEIO);
 	ck_assert_msg(strncmp(qmp_last_error(q), "QMP command 'qom-get' failed: GenericError: ", 44) == 0,
 		      "%s", qmp_last_error(q));
+
+	/* What the replicator's barrier relies on: `stop` sends STOP before
+	 * its reply when it pauses a running VM, and nothing when the VM is
+	 * not running (here first in prelaunch, then paused). */
+	ck_assert_int_eq(qmp_execute_watch(q, "stop", NULL, "STOP", &seen, 5000), 0);
+	ck_assert(!seen);
+	ck_assert_int_eq(qmp_execute(q, "cont", NULL, NULL, 5000), 0);
+	for (int i = 0; i < 20; i++) {
+		ck_assert_int_eq(qmp_execute_watch(q, "stop", NULL, "STOP", &seen, 5000), 0);
+		ck_assert_msg(seen, "round %d: no STOP before the reply", i);
+		ck_assert_int_eq(qmp_execute_watch(q, "stop", NULL, "STOP", &seen, 5000), 0);
+		ck_assert(!seen);
+		ck_assert_int_eq(qmp_execute(q, "cont", NULL, NULL, 5000), 0);
+	}
+	ck_assert_int_eq(qmp_read_events(q, NULL, NULL), 0);
 
 	/* QEMU sends SHUTDOWN before the reply to quit, then resets the
 	 * connection. */
@@ -948,6 +1019,7 @@ static Suite *qmp_suite(void)
 	Suite *s = suite_create("qmp");
 
 	add(s, "happy_path", test_happy_path, 10);
+	add(s, "execute_watch", test_execute_watch, 10);
 	add(s, "arguments", test_arguments, 10);
 	add(s, "error_reply", test_error_reply, 10);
 	add(s, "hmp_reply_not_text", test_hmp_reply_not_text, 10);

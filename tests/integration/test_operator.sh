@@ -4,7 +4,9 @@
 #  1. pause: status says paused, the backup is told; then the primary QEMU
 #     is SIGKILLed and the agent must NOT restore the stale replica.
 #  2. a failover the backup refuses (--no-failover): the VM resumes on the
-#     primary, still protected. Then, with a new agent: resume after a
+#     primary, still protected. Someone else pauses the VM (a second QMP
+#     socket): the replicator's barriers leave it paused and checkpoint
+#     nothing; continued, it is checkpointed again. Then, with a new agent: resume after a
 #     pause, epochs commit again; then a planned failover: the VM runs on
 #     the backup from the final checkpoint, the serial counter goes on
 #     without going back, the primary QEMU has quit, remusctl exits 0.
@@ -86,9 +88,53 @@ wait_exit "$AGENT_PID" 10 || fail "agent did not stop on SIGTERM"
 grep -q '^STOPPING=1' "$T/agent1.notify.log" && pass "agent sent STOPPING=1" ||
 	fail "agent sent no STOPPING=1"
 
+# qmp2 COMMAND: run COMMAND on the guest's second QMP socket (someone else
+# than the replicator: an operator's tool) and print its "return".
+qmp2() {
+	python3 -c '
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+s.connect(sys.argv[1])
+f = s.makefile("rw")
+f.readline()
+for cmd in ("qmp_capabilities", sys.argv[2]):
+    f.write(json.dumps({"execute": cmd, "id": 1}) + "\n")
+    f.flush()
+    while True:
+        msg = json.loads(f.readline())
+        if "id" in msg:
+            break
+print(json.dumps(msg.get("return", msg)))
+' "$T/ctlhand/qmp2.sock" "$1"
+}
+vm_running() { qmp2 query-status | grep -q '"running": true'; }
+# stays_paused N: not running at N looks 0.1 s apart (one look could fall
+# in one of the replicator's own pauses).
+stays_paused() {
+	local i
+	for ((i = 0; i < $1; i++)); do
+		vm_running && return 1
+		sleep 0.1
+	done
+}
+# A `stop` that lands inside one of the replicator's pauses changes nothing
+# in QEMU (no event), and the replicator's `cont` then resumes the VM: no
+# one can tell (remus-replicator(8): pause protection first). Try again.
+pause_from_outside() {
+	local attempt
+	for attempt in 1 2 3; do
+		qmp2 stop >/dev/null || return 1
+		sleep 0.3
+		stays_paused 5 && return 0
+		log "the outside stop fell in a barrier's pause (attempt $attempt)"
+	done
+	return 1
+}
+
 # --- 2. a refused handover, resume, then a planned failover ---------------
 PORT=$(free_port)
-start_guest ctlhand 128 "dirty_mb_s=20"
+start_guest ctlhand 128 "dirty_mb_s=20" -- -qmp "unix:$T/ctlhand/qmp2.sock,server=on,wait=off"
 start_agent "$PORT" "$T/backup2" --no-failover
 start_replicator "$T/ctlhand/qmp.sock" "$PORT" --epoch-policy fixed --epoch-ms 50
 wait_for 90 committed_at_least 10 || die "fewer than 10 epochs committed in 90 s"
@@ -106,6 +152,23 @@ wait_for 30 committed_at_least $((n1 + 10)) && protection_is protected &&
 [ "$(last_tick "$T/ctlhand/serial.log")" -gt "$t1" ] && pass "the VM runs on the primary" ||
 	fail "the primary VM does not tick after the refused handover"
 [ ! -e "$T/backup2/qemu.pid" ] && pass "no VM started on the backup" || fail "a VM was started on the backup"
+
+# Someone else pauses the VM: the replicator's barriers (a `stop` that
+# finds it paused) must not wake it with their `cont`, and take no
+# checkpoint; they go on when it is continued.
+pause_from_outside || fail "the VM could not be paused through the second QMP socket"
+n1=$(status_field epochs_committed)
+t1=$(last_tick "$T/ctlhand/serial.log")
+stays_paused 20 && pass "a VM paused by someone else stays paused through 40 barriers" ||
+	fail "the replicator woke a VM someone else paused"
+n2=$(status_field epochs_committed)
+[ "$n2" -le $((n1 + 1)) ] && [ "$(last_tick "$T/ctlhand/serial.log")" -le $((t1 + 1)) ] &&
+	pass "no checkpoints while paused by someone else ($n1 -> $n2)" ||
+	fail "checkpoints or ticks while paused by someone else: epochs $n1 -> $n2, ticks $t1 -> $(last_tick "$T/ctlhand/serial.log")"
+qmp2 cont >/dev/null || fail "continuing the VM through the second QMP socket failed"
+wait_for 30 committed_at_least $((n2 + 10)) && protection_is protected &&
+	pass "checkpoints go on after the VM is continued" ||
+	fail "no checkpoints after the VM was continued: $(status_field protection)"
 
 # A backup that takes over: the replicator reconnects to it and resyncs.
 n0=$(status_field resyncs)
