@@ -41,6 +41,13 @@
       dirtier and an unthrottled writer that change one byte per page, and a
       dirtier that rewrites whole pages with random bytes (the worst case);
       fixed 50 ms epochs (needs root: scripts/testnet)
+  bench/bench.py redis [--policies hybrid] [--seconds 8]
+      redis-benchmark (Debian's redis-tools, in a client namespace) against
+      a 256 MB guest running Redis with its AOF fsync'ed at every write
+      (appendfsync always) on ext4 on virtio-blk: INCR and GET, 1 and 8
+      connections, replicated with each policy (output commit, disk
+      replication) against the same guest unreplicated, in one run (needs
+      root: scripts/testnet; redis-tools and e2fsprogs on the host)
   bench/bench.py network [--epochs 25,50,100] [--seconds 8]
       request latency and throughput through the VM's net buffer, replicated
       at each epoch length against unreplicated, in one run (needs root: it
@@ -137,9 +144,9 @@ class Bench:
                 os.unlink(f)
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def guest(self, name, mem, append, extra=()):
+    def guest(self, name, mem, append, extra=(), guest_dir=GUEST):
         run = os.path.join(self.dir, name)
-        subprocess.run([os.path.join(ROOT, "scripts", "run-test-guest"), "--guest-dir", GUEST,
+        subprocess.run([os.path.join(ROOT, "scripts", "run-test-guest"), "--guest-dir", guest_dir,
                         "--name", name, "--run-dir", run, "--mem", str(mem),
                         "--append", append, "--daemonize", "--accel", ACCEL, "--smp", SMP] +
                        list(extra), check=True)
@@ -584,6 +591,149 @@ def network(args):
             "%.0f%%" % s["vcpu_busy_pct"] if s and "vcpu_busy_pct" in s else "-"))
 
 
+REDIS_SERVER = "/usr/bin/redis-check-rdb"  # Debian's redis-server is this binary
+REDIS_SCRIPT = """#!/bin/sh
+# Redis with its append-only file fsync'ed at every write, on ext4 on the
+# guest's virtio-blk disk (added by bench/bench.py redis).
+mkfs.ext4 -q -F /dev/vda && mkdir -p /data && mount -t ext4 /dev/vda /data || {
+    echo "guest: redis: no ext4 on /dev/vda"; exit 1; }
+exec /usr/bin/redis-server --bind 0.0.0.0 --port 6379 --protected-mode no \\
+    --appendonly yes --appendfsync always --save '' --dir /data \\
+    --logfile /data/redis.log
+"""
+
+
+def copy_with_libs(exe, root, name):
+    """exe into root as name, with the shared libraries ldd names."""
+    dst = os.path.join(root, name.lstrip("/"))
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    shutil.copy(exe, dst)
+    out = subprocess.run(["ldd", exe], check=True, capture_output=True, text=True).stdout
+    for lib in re.findall(r"(/\S+\.so[.\d]*)", out):
+        real = os.path.join(root, lib.lstrip("/"))
+        os.makedirs(os.path.dirname(real), exist_ok=True)
+        shutil.copy(lib, real)
+
+
+def redis_guest(b):
+    """A guest dir: the test guest's kernel, its initrd with a second cpio
+    appended (Redis, mkfs.ext4 and their libraries, /etc/guest.d/redis)."""
+    for exe in (REDIS_SERVER, "/usr/bin/redis-benchmark", "/sbin/mkfs.ext4"):
+        if not os.access(exe, os.X_OK):
+            sys.exit("bench: %s missing (apt install redis-tools e2fsprogs)" % exe)
+    root = os.path.join(b.dir, "redis-root")
+    copy_with_libs(REDIS_SERVER, root, "/usr/bin/redis-server")
+    copy_with_libs("/sbin/mkfs.ext4", root, "/sbin/mkfs.ext4")
+    os.makedirs(os.path.join(root, "etc", "guest.d"))
+    script = os.path.join(root, "etc", "guest.d", "redis")
+    with open(script, "w") as f:
+        f.write(REDIS_SCRIPT)
+    os.chmod(script, 0o755)
+    gdir = os.path.join(b.dir, "redis-guest")
+    os.makedirs(gdir)
+    os.symlink(os.path.join(GUEST, "vmlinuz"), os.path.join(gdir, "vmlinuz"))
+    files = subprocess.run(["find", ".", "-mindepth", "1"], cwd=root, check=True,
+                           capture_output=True).stdout
+    overlay = subprocess.run(["cpio", "-o", "-H", "newc", "-R", "0:0", "--quiet"], cwd=root,
+                             input=files, check=True, capture_output=True).stdout
+    with open(os.path.join(gdir, "initrd.img"), "wb") as f:
+        f.write(open(os.path.join(GUEST, "initrd.img"), "rb").read())
+        f.write(subprocess.run(["gzip", "-6"], input=overlay, check=True,
+                               capture_output=True).stdout)
+    return gdir
+
+
+def redis_benchmark(ns, ip, test, conns, seconds):
+    """redis-benchmark in the client namespace for about `seconds`: a short
+    probe sizes the request count. Its CSV row as a dict (rps, p50, p99)."""
+    def run(n):
+        out = subprocess.run([os.path.join(ROOT, "scripts", "in-netns"), ns, "redis-benchmark",
+                              "-h", ip, "-p", "6379", "-c", str(conns), "-n", str(n), "-t", test,
+                              "--csv"], check=True, capture_output=True, text=True,
+                             timeout=seconds * 10 + 60).stdout
+        rows = [l.replace('"', "").split(",") for l in out.strip().splitlines()]
+        head, vals = rows[0], rows[-1]
+        return {k: (float(v) if k != "test" else v) for k, v in zip(head, vals)}
+    probe = run(max(20, conns * 5))
+    n = int(min(200000, max(50, probe["rps"] * seconds)))
+    return run(n)
+
+
+def redis(args):
+    """redis-benchmark against a replicated guest running Redis (AOF,
+    appendfsync always, ext4 on virtio-blk) and the same guest unreplicated."""
+    prefix, env = testnet_up("rd")
+    b = Bench()
+    rows = []
+    try:
+        run, _ = b.guest("redis", args.mem[0], "ip_addr=%s/24" % env["VM_IP"],
+                         ["--net", "--netns", env["PRI_NS"], "--disk",
+                          os.path.join(b.dir, "redis.img")], redis_guest(b))
+        cli = [os.path.join(ROOT, "scripts", "in-netns"), env["CLI_NS"]]
+        pri, bak = ([os.path.join(ROOT, "scripts", "in-netns"), env[k]] for k in ("PRI_NS", "BAK_NS"))
+        port = 7700
+        b.agent(port, os.path.join(b.dir, "backup"), env["BACKUP_ADDR"], bak,
+                ["--tap", "n0=" + env["BAK_TAP"], "--no-fence"])
+        net_out = ["--net-out", "n0=packet:" + env["PRI_LAN_IF"]]
+
+        def measure(name, p, sock):
+            # the replicator forwards the VM's traffic: Redis answers once it runs
+            wait_for(lambda: subprocess.run(cli + ["redis-cli", "-h", env["VM_IP"], "ping"],
+                                            capture_output=True, text=True,
+                                            timeout=30).stdout.strip() == "PONG",
+                     120, "Redis in the guest (%s)" % os.path.join(run, "serial.log"))
+            res = {}
+            for test in ("incr", "get"):
+                if sock:
+                    ctl(sock, "reset-stats")
+                before = ctl(sock, "status") if sock else None
+                res[test, 1] = redis_benchmark(env["CLI_NS"], env["VM_IP"], test, 1, args.seconds)
+                res[test, "status"] = ctl(sock, "status") if sock else None
+                res[test, 8] = redis_benchmark(env["CLI_NS"], env["VM_IP"], test, 8, args.seconds)
+                after = ctl(sock, "status") if sock else None
+                # epochs a busy VM's replies prolonged, of those committed, per run
+                res[test, "waits"] = [(b["reply_waits"] - a["reply_waits"],
+                                       b["epochs_committed"] - a["epochs_committed"])
+                                      for a, b in ((before, res[test, "status"]),
+                                                   (res[test, "status"], after))] if sock else None
+            rows.append((name, res))
+            p.send_signal(signal.SIGTERM)
+            p.wait(10)
+            time.sleep(1)
+
+        for policy in [None] + args.policies + [None]:
+            if policy is None:  # the same forwarder, no backup to wait for
+                p, sock = b.replicator(run, 1, 50, net_out, env["BACKUP_ADDR"], pri)
+                time.sleep(2)
+                measure("unreplicated" + (" (again)" if rows else ""), p, None)
+            else:
+                p, sock = b.replicator(run, port, 50, net_out + ["--epoch-policy", policy],
+                                       env["BACKUP_ADDR"], pri)
+                wait_for(lambda: committed(sock, 10), 300, "10 committed epochs")
+                measure("replicated, " + policy, p, sock)
+    finally:
+        b.close()
+        testnet_down(prefix)
+    print("| run | test | 1 conn: p50 / p99 | 1 conn: req/s | 8 conns: req/s | 8 conns vs "
+          "unreplicated | pause p50 / ack p50 | p50 - (pause p50 + ack p50) | "
+          "pause: stop / capture / resume p50 | tracker | epochs prolonged (vCPUs busy): 1 / 8 conns |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for test in ("incr", "get"):
+        base = (rows[0][1][test, 8]["rps"] + rows[-1][1][test, 8]["rps"]) / 2
+        for name, res in rows:
+            one, eight, s = res[test, 1], res[test, 8], res[test, "status"]
+            print("| %s | %s | %.2f / %.2f ms | %.0f | %.0f | %.2f | %s | %s | %s | %s | %s |" % (
+                name, test.upper(), one["p50_latency_ms"], one["p99_latency_ms"], one["rps"],
+                eight["rps"], eight["rps"] / base,
+                "%.1f / %.1f ms" % (s["pause_p50_ms"], s["ack_p50_ms"]) if s else "-",
+                "%+.1f ms" % (one["p50_latency_ms"] - s["pause_p50_ms"] - s["ack_p50_ms"])
+                if s else "-",
+                "%.1f / %.1f / %.1f ms" % (s["pause_stop_p50_ms"], s["pause_capture_p50_ms"],
+                                           s["pause_resume_p50_ms"]) if s else "-",
+                s.get("tracker", "-") if s else "-",
+                " / ".join("%d of %d" % w for w in res[test, "waits"]) if s else "-"))
+
+
 def hook_events(path):
     """The notify hook's lines: (event, unix ms, {REMUS_*})."""
     out = []
@@ -831,7 +981,7 @@ def report_policies(results, configs):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["checkpoint", "workrate", "network", "policies", "disk",
-                                     "trackers", "link", "resync", "compress"])
+                                     "trackers", "link", "resync", "compress", "redis"])
     ap.add_argument("--links", default="1000,100",
                     help="'compress': replication link rates in Mbit/s (tc tbf)")
     ap.add_argument("--modes", default="off,on,auto", help="'compress': --compress modes")
@@ -858,7 +1008,7 @@ def main():
     args.links = [int(x) for x in args.links.split(",")]
     args.modes = args.modes.split(",")
     args.mem = [int(x) for x in (args.mem or {"checkpoint": "128,512", "trackers": "128,512,1024,2048",
-                                              "resync": "512"}.get(
+                                              "resync": "512", "redis": "256"}.get(
         args.what, "128")).split(",")]
     args.rates = [int(x) for x in args.rates.split(",")]
     args.policies = [x for x in args.policies.split(",") if x]
@@ -871,7 +1021,7 @@ def main():
     print("<!-- %s, %s -->" % (" ".join(sys.argv), time.strftime("%Y-%m-%d %H:%M")), flush=True)
     {"checkpoint": checkpoint, "workrate": workrate, "network": network,
      "policies": policies, "disk": disk, "trackers": trackers, "link": link,
-     "resync": resync, "compress": compress}[args.what](args)
+     "resync": resync, "compress": compress, "redis": redis}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -64,6 +64,7 @@ char *status_json(const struct replicator *r)
 	json_add_u64(o, "link_queued_bytes", r->link.out.bytes_queued);
 	json_add_u64(o, "ram_bytes", r->vm.ram_size);
 	json_add_u64(o, "early_epochs", s->early_epochs);
+	json_add_u64(o, "reply_waits", s->reply_waits);
 	operator_status(r, o);
 	for (int i = 0; i < r->ndevices; i++)
 		if (r->devices[i].ops->status)

@@ -240,6 +240,7 @@ void epoch_arm_timer(struct replicator *r)
 	r->epoch_started_ms = mono_ms();
 	r->output_since_ms = -1;
 	r->reply_at_ms = -1;
+	r->reply_marked = false;
 	vcpu_load_mark(&r->vcpu_load, r->epoch_started_ms);
 	set_timer(r, epoch_policy_deadline(&r->policy, -1, -1));
 }
@@ -254,12 +255,34 @@ void epoch_output_waiting(struct replicator *r, bool reply)
 		r->output_since_ms = into;
 	if (reply)
 		r->reply_at_ms = into;
+	if (reply && !r->reply_marked) {
+		/* how busy the vCPUs are from here decides whether the reply's
+		 * quiet ends the epoch (epoch_timer_expired) */
+		vcpu_load_mark_at(&r->vcpu_load, &r->reply_mark, now);
+		r->reply_marked = true;
+	}
 	if (!ev_is_active(&r->epoch_timer))
 		return; /* the barrier is already due (waiting for an ack) */
 	/* Every later reply may move the end on, within the policy's bounds:
 	 * the timer holds nothing else while output waits. */
 	set_timer(r, epoch_policy_deadline(&r->policy, r->output_since_ms, r->reply_at_ms) -
 		     into);
+}
+
+void epoch_timer_expired(struct replicator *r)
+{
+	double now = mono_ms(), into = now - r->epoch_started_ms;
+
+	/* A reply's quiet ran out, but the vCPUs kept working: the VM is
+	 * answering more requests, whose replies may join this epoch. */
+	if (r->reply_marked &&
+	    epoch_policy_reply_extends(&r->policy, r->output_since_ms, into,
+				       vcpu_load_busy_since(&r->vcpu_load, &r->reply_mark, now))) {
+		r->stats.reply_waits++;
+		set_timer(r, EPOCH_REPLY_QUIET_MS);
+		return;
+	}
+	epoch_checkpoint(r);
 }
 
 /* Nothing goes to the backup while the VM is paused: the loop is busy

@@ -160,6 +160,16 @@ void epoch_policy_observe(struct epoch_policy *p, const struct epoch_sample *s)
 	}
 }
 
+bool epoch_policy_reply_extends(const struct epoch_policy *p, double output_since_ms,
+				double now_ms, double busy)
+{
+	if (output_since_ms < 0 || p->cfg.kind == POLICY_FIXED || p->cfg.kind == POLICY_DIRTY_RATE)
+		return false; /* no reply ends their epochs */
+	/* unknown load: end it, as a quiet VM would want */
+	return busy >= EPOCH_REPLY_BUSY &&
+	       now_ms + EPOCH_REPLY_QUIET_MS <= epoch_policy_deadline(p, output_since_ms, -1);
+}
+
 double epoch_policy_deadline(const struct epoch_policy *p, double output_since_ms,
 			     double reply_at_ms)
 {

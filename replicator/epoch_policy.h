@@ -74,12 +74,22 @@ void epoch_policy_observe(struct epoch_policy *p, const struct epoch_sample *s);
  * segments goes in one epoch, and a client waits one pause and one ack
  * plus this, not --output-delay-ms. */
 #define EPOCH_REPLY_QUIET_MS 0.5
+/* ... unless its vCPUs were busy at least this share of that time: the VM
+ * is still answering (more connections' requests), and its replies join
+ * the same epoch, up to --output-delay-ms after the first frame waited. */
+#define EPOCH_REPLY_BUSY 0.5
 
 /* When the running epoch should end, in ms after it started, given that
  * output has waited since output_since_ms and the last reply came at
  * reply_at_ms (both < 0: none). */
 double epoch_policy_deadline(const struct epoch_policy *p, double output_since_ms,
 			     double reply_at_ms);
+
+/* A reply's quiet ran out at now_ms into the epoch, the vCPUs busy this
+ * share of it (< 0 unknown): true if the epoch should wait one more quiet
+ * interval instead of ending now. */
+bool epoch_policy_reply_extends(const struct epoch_policy *p, double output_since_ms,
+				double now_ms, double busy);
 
 const char *epoch_policy_name(enum epoch_policy_kind k);
 /* "fixed", "dirty-rate", "output-aware", "hybrid": 0, or -1. */

@@ -239,7 +239,7 @@ static int watch_qemu_exit(struct replicator *r)
 
 static void on_epoch_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
-	epoch_checkpoint(w->data);
+	epoch_timer_expired(w->data);
 }
 
 static void on_heartbeat_timer(struct ev_loop *loop, ev_timer *w, int revents)

@@ -170,6 +170,9 @@ struct replicator {
 	/* ms into the epoch when output began to wait, and when the VM last
 	 * sent a reply (not a bare TCP ACK); -1: none yet */
 	double output_since_ms, reply_at_ms;
+	/* the vCPUs' time from the epoch's first reply on (epoch_timer_expired) */
+	struct vcpu_mark reply_mark;
+	bool reply_marked;
 	struct vcpu_load vcpu_load; /* how busy the vCPUs are while the VM runs */
 
 	/* The VM's place in its history: the generation of the last session
@@ -279,6 +282,8 @@ void epoch_arm_timer(struct replicator *r);
 /* A device holds output produced in the running epoch: the policy may end
  * the epoch sooner. */
 void epoch_output_waiting(struct replicator *r, bool reply);
+/* The epoch timer: end the epoch, or let a busy VM's replies gather. */
+void epoch_timer_expired(struct replicator *r);
 /* Tell every device that protection starts (on) or ends. */
 void protect_devices(struct replicator *r, bool on, uint64_t next_epoch);
 /* The handover's last checkpoint: like a barrier, but the VM stays

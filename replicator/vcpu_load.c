@@ -83,21 +83,30 @@ static int cpu_ns(const struct vcpu_load *l, uint64_t *sum)
 	return 0;
 }
 
+void vcpu_load_mark_at(const struct vcpu_load *l, struct vcpu_mark *m, double now_ms)
+{
+	m->valid = l->nthreads && !cpu_ns(l, &m->ns);
+	m->ms = now_ms;
+}
+
+double vcpu_load_busy_since(const struct vcpu_load *l, struct vcpu_mark *m, double now_ms)
+{
+	struct vcpu_mark before = *m;
+	double span = now_ms - before.ms, busy;
+
+	vcpu_load_mark_at(l, m, now_ms);
+	if (!before.valid || !m->valid || span <= 0 || m->ns < before.ns)
+		return -1;
+	busy = (double)(m->ns - before.ns) / 1e6 / span / l->nthreads;
+	return busy > 1 ? 1 : busy;
+}
+
 void vcpu_load_mark(struct vcpu_load *l, double now_ms)
 {
-	l->marked = l->nthreads && !cpu_ns(l, &l->last_ns);
-	l->last_ms = now_ms;
+	vcpu_load_mark_at(l, &l->epoch, now_ms);
 }
 
 double vcpu_load_busy(struct vcpu_load *l, double now_ms)
 {
-	uint64_t before = l->last_ns;
-	double span = now_ms - l->last_ms, busy;
-	int had_mark = l->marked;
-
-	vcpu_load_mark(l, now_ms);
-	if (!had_mark || !l->marked || span <= 0 || l->last_ns < before)
-		return -1;
-	busy = (double)(l->last_ns - before) / 1e6 / span / l->nthreads;
-	return busy > 1 ? 1 : busy;
+	return vcpu_load_busy_since(l, &l->epoch, now_ms);
 }

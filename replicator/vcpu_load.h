@@ -20,13 +20,18 @@
 
 #define VCPU_LOAD_MAX_THREADS 256
 
+/* The start of a measured interval. */
+struct vcpu_mark {
+	uint64_t ns;                /* the threads' CPU time then */
+	double ms;                  /* when, on the monotonic clock */
+	int valid;                  /* ns / ms hold a mark */
+};
+
 struct vcpu_load {
 	pid_t qemu;
 	int nthreads;               /* 0: unknown (no usable query-cpus-fast) */
 	pid_t tids[VCPU_LOAD_MAX_THREADS];
-	uint64_t last_ns;           /* the threads' CPU time at the last mark */
-	double last_ms;             /* when, on the monotonic clock */
-	int marked;                 /* last_ns / last_ms hold a mark */
+	struct vcpu_mark epoch;     /* vcpu_load_mark / vcpu_load_busy's */
 };
 
 /* The vCPU threads from query-cpus-fast's return value (an array); the
@@ -38,6 +43,10 @@ void vcpu_load_mark(struct vcpu_load *l, double now_ms);
 /* The vCPUs' busy fraction (0..1) since the mark, per thread; < 0 when
  * unknown (no mark, no threads, a thread gone). Marks again. */
 double vcpu_load_busy(struct vcpu_load *l, double now_ms);
+/* The same over an interval of the caller's own (m), for a second look
+ * within an epoch that must not disturb the epoch's measure. */
+void vcpu_load_mark_at(const struct vcpu_load *l, struct vcpu_mark *m, double now_ms);
+double vcpu_load_busy_since(const struct vcpu_load *l, struct vcpu_mark *m, double now_ms);
 
 /* The CPU time (ns) in a /proc/.../schedstat text: its first field. */
 int vcpu_load_parse_schedstat(const char *text, uint64_t *ns);

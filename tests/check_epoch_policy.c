@@ -203,6 +203,13 @@ START_TEST(test_reply_ends_epoch_sooner_than_bare_ack)
 	/* a burst of replies pushes the end on, never past the output delay */
 	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 5, 6.3), 6.8, 0.01);
 	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 5, 6.9), 7, 0.01);
+	/* the quiet ran out at 5.7 ms: a VM still busy answering gets another
+	 * quiet interval, within the output delay; an idle or unknown one not */
+	ck_assert(epoch_policy_reply_extends(&p, 5, 5.7, 0.9));
+	ck_assert(epoch_policy_reply_extends(&p, 5, 5.7, EPOCH_REPLY_BUSY));
+	ck_assert(!epoch_policy_reply_extends(&p, 5, 6.6, 0.9));
+	ck_assert(!epoch_policy_reply_extends(&p, 5, 5.7, 0.2));
+	ck_assert(!epoch_policy_reply_extends(&p, 5, 5.7, -1));
 	/* the floor still holds for a saturated VM */
 	feed_busy(&p, 40, 12, 12, 1);
 	ck_assert_double_eq_tol(epoch_policy_deadline(&p, 0.1, 0.1), 12, 0.01);
@@ -210,6 +217,7 @@ START_TEST(test_reply_ends_epoch_sooner_than_bare_ack)
 	c = cfg(POLICY_FIXED);
 	epoch_policy_init(&p, &c);
 	ck_assert_double_eq(epoch_policy_deadline(&p, 1, 1), 50);
+	ck_assert(!epoch_policy_reply_extends(&p, 1, 1.5, 1));
 }
 END_TEST
 
