@@ -406,11 +406,24 @@ static int capture(struct replicator *r, struct epoch_tally *t)
 	return 0;
 }
 
-static void barrier_skipped(struct replicator *r)
+/* The devices get ready, the VM stops: stop_vm's answer. *t0 is when the
+ * pause began, *vcpu_busy how busy the vCPUs were in the epoch. */
+static int begin_barrier(struct replicator *r, double *t0, double *vcpu_busy)
 {
+	int rc;
+
+	for (int i = 0; i < r->ndevices; i++)
+		if (r->devices[i].ops->presuspend)
+			r->devices[i].ops->presuspend(r->devices[i].state, r);
+	*t0 = mono_ms();
+	*vcpu_busy = vcpu_load_busy(&r->vcpu_load, *t0);
+	rc = stop_vm(r);
+	if (rc > 0)
+		return rc;
 	for (int i = 0; i < r->ndevices; i++)
 		if (r->devices[i].ops->barrier_skipped)
 			r->devices[i].ops->barrier_skipped(r->devices[i].state, r);
+	return rc;
 }
 
 /* One barrier: stop, capture, resume (not if final: the handover keeps the
@@ -424,16 +437,8 @@ static int checkpoint(struct replicator *r, bool final)
 	int rc, resume_rc = 0;
 
 	rc = vm_may_run(r);
-	if (rc > 0) {
-		for (int i = 0; i < r->ndevices; i++)
-			if (r->devices[i].ops->presuspend)
-				r->devices[i].ops->presuspend(r->devices[i].state, r);
-		t0 = mono_ms();
-		vcpu_busy = vcpu_load_busy(&r->vcpu_load, t0);
-		rc = stop_vm(r);
-		if (rc <= 0)
-			barrier_skipped(r);
-	}
+	if (rc > 0)
+		rc = begin_barrier(r, &t0, &vcpu_busy);
 	if (rc < 0) {
 		replicator_primary_trouble(r, rc);
 		return rc;
