@@ -2,7 +2,7 @@
  *
  * Every frame waits for its epoch's ack (output commit), but not every
  * frame is worth ending the epoch early for. A bare TCP ACK (no payload,
- * no SYN, FIN or RST) only tells the peer that data arrived; the reply
+ * no SYN, FIN, RST or URG) only tells the peer that data arrived; the reply
  * that usually follows it is what a client waits for. The epoch policy
  * ends an epoch soon after a reply, and gives a bare ACK the longer
  * --output-delay-ms to be joined by one (docs/EPOCHS.md). */

@@ -255,7 +255,7 @@ void epoch_output_waiting(struct replicator *r, bool reply)
 		r->output_since_ms = into;
 	if (reply)
 		r->reply_at_ms = into;
-	if (reply && !r->reply_marked) {
+	if (reply && !r->reply_marked && epoch_policy_output_driven(&r->policy)) {
 		/* how busy the vCPUs are from here decides whether the reply's
 		 * quiet ends the epoch (epoch_timer_expired) */
 		vcpu_load_mark_at(&r->vcpu_load, &r->reply_mark, now);
@@ -346,8 +346,7 @@ static int vm_may_run(struct replicator *r)
 	return 1;
 }
 
-/* Through libvirt, events come apart from the replies: ask first (one
- * more round trip while the guest runs). 1 running, 0 not. */
+/* Ask QEMU (one more round trip while the guest runs). 1 running, 0 not. */
 static int query_running(struct replicator *r)
 {
 	struct json_object *ret = NULL, *v;
@@ -369,20 +368,29 @@ static int query_running(struct replicator *r)
  * us, 0 it was not running (paused by someone else: our `cont` must not
  * wake it), <0 failed. Over a QMP socket one round trip says both, as
  * QEMU sends STOP before the reply when, and only when, it paused a
- * running VM; that round trip is on every reply's path (output commit). */
+ * running VM; that round trip is on every reply's path (output commit).
+ * Where the VM may stand still (not seen running since attach, or the
+ * last barrier found it paused or could not stop it), and through
+ * libvirt (no socket: its events come apart from the replies), ask
+ * first: a `stop` of a VM that is not running is not free (QEMU drains
+ * and flushes its disks; during an incoming migration it keeps the VM
+ * from starting at the end). */
 static int stop_vm(struct replicator *r)
 {
-	bool stopped_it = false;
-	int rc = qmp_execute_watch(r->qmp, "stop", NULL, "STOP", &stopped_it,
-				   QMP_BARRIER_TIMEOUT_MS);
+	bool passthrough = qmp_fd(r->qmp) < 0, stopped_it = true;
+	int rc;
 
-	if (rc == -ENOTSUP) {
+	if (!r->vm_seen_running || passthrough) {
 		rc = query_running(r);
 		if (rc <= 0)
 			return rc;
-		rc = qmp_execute(r->qmp, "stop", NULL, NULL, QMP_BARRIER_TIMEOUT_MS);
-		stopped_it = true;
 	}
+	if (passthrough)
+		rc = qmp_execute(r->qmp, "stop", NULL, NULL, QMP_BARRIER_TIMEOUT_MS);
+	else
+		rc = qmp_execute_watch(r->qmp, "stop", NULL, "STOP", &stopped_it,
+				       QMP_BARRIER_TIMEOUT_MS);
+	r->vm_seen_running = !rc && stopped_it;
 	if (rc) {
 		log_err("epoch %llu: cannot stop the VM: %s", (unsigned long long)r->epoch + 1,
 			qmp_last_error(r->qmp));
@@ -433,7 +441,7 @@ static int checkpoint(struct replicator *r, bool final)
 {
 	struct epoch_tally t = { .id = r->epoch + 1 };
 	uint64_t pages = 0, queued_before;
-	double t0, t1, t2, pause, vcpu_busy;
+	double t0 = 0, t1, t2, pause, vcpu_busy = -1;
 	int rc, resume_rc = 0;
 
 	rc = vm_may_run(r);

@@ -160,10 +160,15 @@ void epoch_policy_observe(struct epoch_policy *p, const struct epoch_sample *s)
 	}
 }
 
+bool epoch_policy_output_driven(const struct epoch_policy *p)
+{
+	return p->cfg.kind == POLICY_OUTPUT_AWARE || p->cfg.kind == POLICY_HYBRID;
+}
+
 bool epoch_policy_reply_extends(const struct epoch_policy *p, double output_since_ms,
 				double now_ms, double busy)
 {
-	if (output_since_ms < 0 || p->cfg.kind == POLICY_FIXED || p->cfg.kind == POLICY_DIRTY_RATE)
+	if (output_since_ms < 0 || !epoch_policy_output_driven(p))
 		return false; /* no reply ends their epochs */
 	/* unknown load: end it, as a quiet VM would want */
 	return busy >= EPOCH_REPLY_BUSY &&
@@ -176,7 +181,7 @@ double epoch_policy_deadline(const struct epoch_policy *p, double output_since_m
 	const struct epoch_policy_cfg *c = &p->cfg;
 	double early;
 
-	if (output_since_ms < 0 || p->cfg.kind == POLICY_FIXED || p->cfg.kind == POLICY_DIRTY_RATE)
+	if (output_since_ms < 0 || !epoch_policy_output_driven(p))
 		return p->length_ms;
 	/* Output waits: end soon after it started waiting (sooner once a
 	 * reply has gone quiet), but not before the floor (output-aware:

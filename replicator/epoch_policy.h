@@ -72,11 +72,13 @@ void epoch_policy_observe(struct epoch_policy *p, const struct epoch_sample *s);
 /* A reply (any frame but a bare TCP ACK, frame_kind.h) ends its epoch
  * once the VM has sent no further reply for this long: a burst of
  * segments goes in one epoch, and a client waits one pause and one ack
- * plus this, not --output-delay-ms. */
+ * plus this, not --output-delay-ms. libev's epoll backend waits whole
+ * milliseconds, so the timer fires after about 1 ms. */
 #define EPOCH_REPLY_QUIET_MS 0.5
-/* ... unless its vCPUs were busy at least this share of that time: the VM
- * is still answering (more connections' requests), and its replies join
- * the same epoch, up to --output-delay-ms after the first frame waited. */
+/* ... unless its vCPUs were busy at least this share of the time since
+ * the epoch's first reply (after a wait: since the last look): the VM is
+ * still answering (more connections' requests), and its replies join the
+ * same epoch, up to --output-delay-ms after the first frame waited. */
 #define EPOCH_REPLY_BUSY 0.5
 
 /* When the running epoch should end, in ms after it started, given that
@@ -85,6 +87,8 @@ void epoch_policy_observe(struct epoch_policy *p, const struct epoch_sample *s);
 double epoch_policy_deadline(const struct epoch_policy *p, double output_since_ms,
 			     double reply_at_ms);
 
+/* Output waiting ends this policy's epochs early (output-aware, hybrid). */
+bool epoch_policy_output_driven(const struct epoch_policy *p);
 /* A reply's quiet ran out at now_ms into the epoch, the vCPUs busy this
  * share of it (< 0 unknown): true if the epoch should wait one more quiet
  * interval instead of ending now. */

@@ -170,6 +170,9 @@ struct replicator {
 	/* ms into the epoch when output began to wait, and when the VM last
 	 * sent a reply (not a bare TCP ACK); -1: none yet */
 	double output_since_ms, reply_at_ms;
+	/* the last barrier's `stop` paused the VM (and `cont` ran it on): the
+	 * next one need not ask QEMU first (epoch.c, stop_vm) */
+	bool vm_seen_running;
 	/* the vCPUs' time from the epoch's first reply on (epoch_timer_expired) */
 	struct vcpu_mark reply_mark;
 	bool reply_marked;
