@@ -10,7 +10,7 @@ CC      ?= gcc
 CFLAGS  ?= -O2 -g
 CPPFLAGS ?=
 LDFLAGS ?=
-PKGS    := json-c libvirt libvirt-qemu libxml-2.0 libsystemd gnutls libxxhash liblz4
+PKGS    := json-c libvirt libvirt-qemu libxml-2.0 libsystemd gnutls libxxhash liblz4 libnbd
 LDLIBS  := $(shell pkg-config --libs $(PKGS)) -lev -lpthread
 CHECK_LIBS := $(shell pkg-config --libs check)
 

@@ -10,10 +10,12 @@
       a set of workloads (idle, steady and bursty dirtier, unthrottled
       writer, requests) under fixed 25/50/100/200 ms epochs and the adaptive
       hybrid policy, side by side in one run
-  bench/bench.py disk [--epochs 50,200] [--seconds 15]
+  bench/bench.py disk [--epochs 50,200] [--captures mirror,bitmap] [--seconds 15]
       the guest's disk write throughput and latency (random 4 KiB O_DIRECT
-      writes, unthrottled) replicated at each epoch length against the same
-      VM unreplicated, in one run
+      writes, unthrottled) replicated at each epoch length with each disk
+      capture (--disk-capture) against the same VM unreplicated, and, as a
+      control, the VM only stopped and continued for 1 ms at each epoch
+      length with no replicator, in one run
   bench/bench.py link [--mem 128] [--epoch-ms 50] [--repeat 2] [--seconds 10]
       the replication link with TLS and in cleartext, alternated on one
       guest in one run: time from attach to the first commit (all of RAM
@@ -41,12 +43,12 @@
       dirtier and an unthrottled writer that change one byte per page, and a
       dirtier that rewrites whole pages with random bytes (the worst case);
       fixed 50 ms epochs (needs root: scripts/testnet)
-  bench/bench.py redis [--policies hybrid] [--seconds 8]
+  bench/bench.py redis [--policies hybrid] [--captures mirror,bitmap] [--seconds 8]
       redis-benchmark (Debian's redis-tools, in a client namespace) against
       a 256 MB guest running Redis with its AOF fsync'ed at every write
       (appendfsync always) on ext4 on virtio-blk: INCR and GET, 1 and 8
-      connections, replicated with each policy (output commit, disk
-      replication) against the same guest unreplicated, in one run (needs
+      connections, replicated with each policy and disk capture (output
+      commit, disk replication) against the same guest unreplicated, in one run (needs
       root: scripts/testnet; redis-tools and e2fsprogs on the host)
   bench/bench.py network [--epochs 25,50,100] [--seconds 8]
       request latency and throughput through the VM's net buffer, replicated
@@ -465,36 +467,101 @@ def disk_window(serial, seconds):
     return writes / (t1 - t0), p50, p99
 
 
+class Pauser:
+    """Stops and continues a VM over its QMP socket every `every_ms`, for
+    `pause_ms` each time, in a thread: what the pauses alone cost a
+    workload, with no replicator (a control row)."""
+
+    def __init__(self, qmp_path, every_ms, pause_ms):
+        import threading
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(qmp_path)
+        self.f = self.sock.makefile("rw")
+        self.f.readline()
+        self.cmd("qmp_capabilities")
+        self.every, self.pause, self.done = every_ms / 1000.0, pause_ms / 1000.0, False
+        self.thread = threading.Thread(target=self.run)
+        self.thread.start()
+
+    def cmd(self, name):
+        self.f.write(json.dumps({"execute": name}) + "\n")
+        self.f.flush()
+        while "return" not in json.loads(self.f.readline()):
+            pass
+
+    def run(self):
+        while not self.done:
+            time.sleep(self.every)
+            self.cmd("stop")
+            time.sleep(self.pause)
+            self.cmd("cont")
+
+    def close(self):
+        self.done = True
+        self.thread.join()
+        self.f.close()  # the socket stays open while its file object is
+        self.sock.close()
+
+
+def cpu_seconds(*pids):
+    """user + system CPU time of these processes (all their threads)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def disk(args):
     b = Bench()
     rows = []
     try:
         img = os.path.join(b.dir, "disk.img")
-        run, _ = b.guest("disk", args.mem[0], "disk_write_mb_s=max", ["--disk", img])
+        run, qemu = b.guest("disk", args.mem[0], "disk_write_mb_s=max", ["--disk", img])
         serial = os.path.join(run, "serial.log")
         port = free_port()
-        b.agent(port, os.path.join(b.dir, "backup"), extra=["--no-fence"])
-        rows.append(("unreplicated",) + disk_window(serial, args.seconds) + (None,))
+        agent = b.agent(port, os.path.join(b.dir, "backup"), extra=["--no-fence"])
+
+        def window(pids):
+            """disk_window, and the CPU share (of one core) QEMU and the
+            daemons took in it."""
+            c0, t0 = [cpu_seconds(p) for p in pids], time.monotonic()
+            res = disk_window(serial, args.seconds)
+            c1, t1 = [cpu_seconds(p) for p in pids], time.monotonic()
+            return res + (tuple((b1 - a1) / (t1 - t0) for a1, b1 in zip(c0, c1)),)
+
+        rows.append(("unreplicated",) + window([qemu]) + (None,))
         for e in args.epochs:
-            p, sock = b.replicator(run, port, e)
-            wait_for(lambda: committed(sock, 10), 120, "10 committed epochs")
-            ctl(sock, "reset-stats")
-            rows.append(("epoch %d ms" % e,) + disk_window(serial, args.seconds) +
-                        (ctl(sock, "status"),))
-            detach(p)
-            time.sleep(1)
-        rows.append(("unreplicated (again)",) + disk_window(serial, args.seconds) + (None,))
+            pauser = Pauser(os.path.join(run, "qmp.sock"), e, 1)
+            try:
+                rows.append(("no replicator: VM stopped 1 ms every %d ms" % e,) + window([qemu]) +
+                            (None,))
+            finally:
+                pauser.close()
+            for how in args.captures:
+                p, sock = b.replicator(run, port, e, ["--disk-capture", how])
+                wait_for(lambda: committed(sock, 10), 120, "10 committed epochs")
+                ctl(sock, "reset-stats")
+                rows.append(("epoch %d ms, %s" % (e, how),) +
+                            window([qemu, p.pid, agent.pid]) + (ctl(sock, "status"),))
+                detach(p)
+                time.sleep(1)
+        rows.append(("unreplicated (again)",) + window([qemu]) + (None,))
     finally:
         b.close()
     base = (rows[0][1] + rows[-1][1]) / 2
-    print("| run | 4 KiB writes/s (host time) | vs unreplicated | write latency p50 / p99 "
-          "(guest clock) | pause p50 / p99 | epochs ended early (disk cap) |")
-    print("|---|---|---|---|---|---|")
-    for name, rate, p50, p99, s in rows:
-        extra = ("%.1f / %.1f ms | %d" % (s["pause_p50_ms"], s["pause_p99_ms"],
-                 s.get("disk_early_epochs", 0))) if s else "- | -"
-        print("| %s | %.0f | %.2f | %.0f / %.0f us | %s |" % (name, rate, rate / base, p50, p99,
-                                                             extra))
+    print("| run | 4 KiB writes/s (host time) | vs unreplicated | "
+          "write latency p50 / p99 (guest clock) | pause p50 / p99 | capture p50 | "
+          "epochs ended early (disk cap) | CPU: QEMU / replicator / agent (cores) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, rate, p50, p99, cpu, s in rows:
+        extra = ("%.1f / %.1f ms | %.1f ms | %d" % (s["pause_p50_ms"], s["pause_p99_ms"],
+                 s["pause_capture_p50_ms"], s.get("disk_early_epochs", 0))) if s else "- | - | -"
+        print("| %s | %.0f | %.2f | %.0f / %.0f us | %s | %s |" % (
+            name, rate, rate / base, p50, p99, extra,
+            " / ".join("%.2f" % c for c in cpu)))
 
 
 TESTNET = os.path.join(ROOT, "scripts", "testnet")
@@ -707,10 +774,11 @@ def redis(args):
                 time.sleep(2)
                 measure("unreplicated" + (" (again)" if rows else ""), p, None)
             else:
-                p, sock = b.replicator(run, port, 50, net_out + ["--epoch-policy", policy],
-                                       env["BACKUP_ADDR"], pri)
-                wait_for(lambda: committed(sock, 10), 300, "10 committed epochs")
-                measure("replicated, " + policy, p, sock)
+                for how in args.captures:
+                    p, sock = b.replicator(run, port, 50, net_out + ["--epoch-policy", policy,
+                                           "--disk-capture", how], env["BACKUP_ADDR"], pri)
+                    wait_for(lambda: committed(sock, 10), 300, "10 committed epochs")
+                    measure("replicated, %s, disk %s" % (policy, how), p, sock)
     finally:
         b.close()
         testnet_down(prefix)
@@ -999,6 +1067,8 @@ def main():
                     help="'trackers': TRACKER:THREADS, comma-separated, run in this order")
     ap.add_argument("--epochs", default=None, help="epoch lengths in ms")
     ap.add_argument("--epoch-ms", type=int, default=50, help="epoch for 'checkpoint'")
+    ap.add_argument("--captures", default="mirror,bitmap",
+                    help="'disk', 'redis': disk captures (--disk-capture) to run")
     ap.add_argument("--policies", default="", help="'network', 'workrate': adaptive policies to add, e.g. hybrid")
     ap.add_argument("--work-mb", type=int, default=32, help="working set of the work loop")
     ap.add_argument("--seconds", type=float, default=10, help="measurement window")
@@ -1007,6 +1077,7 @@ def main():
     args.dirty_mbs = [int(x) for x in args.dirty_mbs.split(",")]
     args.links = [int(x) for x in args.links.split(",")]
     args.modes = args.modes.split(",")
+    args.captures = args.captures.split(",")
     args.mem = [int(x) for x in (args.mem or {"checkpoint": "128,512", "trackers": "128,512,1024,2048",
                                               "resync": "512", "redis": "256"}.get(
         args.what, "128")).split(",")]

@@ -64,6 +64,7 @@ X(CAPTURE_TRACKER,   "capture",    "tracker",         ENUM, capture_tracker,   R
 X(CAPTURE_THREADS,   "capture",    "threads",         UINT, capture_threads,   RANGE_CAPTURE_THREADS,  NULL,      NULL,          NULL,        "capture-threads",          0) \
 X(CAPTURE_UNPROTECTED_DISK, "capture", "unprotected-disk", LIST, capture_unprotected_disks, RANGE_NONE, NULL,      NULL,          NULL,        "unprotected-disk",         0) \
 X(CAPTURE_DISK_CAP_MB, "capture",  "disk-cap-mb",     UINT, capture_disk_cap_mb, RANGE_DISK_CAP_MB,    "64",      NULL,          NULL,        "disk-cap-mb",              0) \
+X(CAPTURE_DISK_CAPTURE, "capture", "disk-capture",    ENUM, capture_disk_capture, RANGE_NONE,          "mirror",  disk_capture_values, NULL,  "disk-capture",             0) \
 X(NETBUF_NET_OUT,    "net-buffer", "net-out",         LIST, netbuf_net_out,    RANGE_NONE,             NULL,      NULL,          check_net_out, "net-out",                0) \
 X(NETBUF_CAP_MB,     "net-buffer", "cap-mb",          UINT, netbuf_cap_mb,     RANGE_NET_CAP_MB,       "16",      NULL,          NULL,        "net-cap-mb",               0) \
 X(HEARTBEAT_INTERVAL_MS, "heartbeat", "interval-ms",  UINT, heartbeat_interval_ms, RANGE_HEARTBEAT_MS, "100",     NULL,          NULL,        "heartbeat-ms",             0) \
@@ -154,6 +155,7 @@ struct pair_config {
 	unsigned capture_threads;    /* 0: one per online CPU */
 	struct config_list capture_unprotected_disks;
 	unsigned capture_disk_cap_mb;
+	const char *capture_disk_capture; /* "mirror" or "bitmap" (replicator/dev_disk.c) */
 	/* [net-buffer] */
 	struct config_list netbuf_net_out;
 	unsigned netbuf_cap_mb;

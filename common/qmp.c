@@ -252,7 +252,30 @@ static int next_msg(struct qmp *q, long long deadline, struct json_object **msg)
 	}
 }
 
-static int send_all(struct qmp *q, const char *s, size_t len, long long deadline)
+/* One send(); with pass_fd >= 0 (nothing sent yet) the file goes along
+ * as SCM_RIGHTS, which QEMU keeps for the command that takes it (getfd). */
+static ssize_t send_some(int fd, const char *s, size_t len, int pass_fd)
+{
+	union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } ctl;
+	struct iovec iov = { .iov_base = (void *)s, .iov_len = len };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
+	struct cmsghdr *c;
+
+	if (pass_fd < 0)
+		return send(fd, s, len, MSG_NOSIGNAL);
+	memset(&ctl, 0, sizeof(ctl));
+	m.msg_control = ctl.buf;
+	m.msg_controllen = sizeof(ctl.buf);
+	c = CMSG_FIRSTHDR(&m);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+	return sendmsg(fd, &m, MSG_NOSIGNAL);
+}
+
+static int send_all(struct qmp *q, const char *s, size_t len, long long deadline,
+		    int pass_fd)
 {
 	size_t sent = 0;
 	ssize_t n;
@@ -260,7 +283,7 @@ static int send_all(struct qmp *q, const char *s, size_t len, long long deadline
 
 	while (sent < len) {
 		/* MSG_NOSIGNAL: a dead QEMU must be -EPIPE, not SIGPIPE. */
-		n = send(q->fd, s + sent, len - sent, MSG_NOSIGNAL);
+		n = send_some(q->fd, s + sent, len - sent, sent ? -1 : pass_fd);
 		if (n >= 0) {
 			sent += n;
 			continue;
@@ -296,7 +319,7 @@ static int obj_add(struct json_object *obj, const char *key, struct json_object 
 }
 
 static int send_command(struct qmp *q, const char *command,
-			struct json_object *args, long long id, long long deadline)
+			struct json_object *args, long long id, long long deadline, int pass_fd)
 {
 	struct json_object *req;
 	const char *text;
@@ -316,7 +339,7 @@ static int send_command(struct qmp *q, const char *command,
 		line = NULL;
 		goto out;
 	}
-	ret = send_all(q, line, strlen(line), deadline);
+	ret = send_all(q, line, strlen(line), deadline, pass_fd);
 out:
 	if (ret == -ENOMEM)
 		qmp_fail(q, ret, "out of memory for QMP command '%s'", command);
@@ -396,7 +419,7 @@ static int take_reply(struct qmp *q, const char *command, long long id,
 
 static int execute_until(struct qmp *q, const char *command,
 			 struct json_object *args, struct json_object **ret,
-			 long long deadline, int timeout_ms)
+			 long long deadline, int timeout_ms, int pass_fd)
 {
 	struct json_object *msg;
 	int err;
@@ -405,7 +428,7 @@ static int execute_until(struct qmp *q, const char *command,
 		*ret = NULL;
 	if (q->broken)
 		return q->broken;
-	err = send_command(q, command, args, ++q->last_id, deadline);
+	err = send_command(q, command, args, ++q->last_id, deadline, pass_fd);
 	while (!err) {
 		err = next_msg(q, deadline, &msg);
 		if (err)
@@ -493,7 +516,7 @@ int qmp_execute(struct qmp *q, const char *command, struct json_object *args,
 	if (q->passthrough)
 		return pt_execute(q, command, args, NULL, 0, ret);
 	return execute_until(q, command, args, ret, deadline_after(timeout_ms),
-			     timeout_ms);
+			     timeout_ms, -1);
 }
 
 /* Take one message the socket already holds, without waiting: an event
@@ -534,7 +557,8 @@ int qmp_execute_watch(struct qmp *q, const char *command, struct json_object *ar
 	if (err)
 		return err;
 	mark = json_object_array_length(q->events);
-	err = execute_until(q, command, args, NULL, deadline_after(timeout_ms), timeout_ms);
+	err = execute_until(q, command, args, NULL, deadline_after(timeout_ms), timeout_ms,
+			    -1);
 	n = json_object_array_length(q->events);
 	for (size_t i = mark; !err && i < n; i++)
 		if (!strcmp(member_string(json_object_array_get_idx(q->events, i), "event"),
@@ -547,8 +571,8 @@ int qmp_execute_with_fd(struct qmp *q, const char *command, struct json_object *
 			int fd, struct json_object **ret, int timeout_ms)
 {
 	if (!q->passthrough)
-		return qmp_fail(q, -ENOTSUP, "passing a file to QEMU needs the libvirt "
-				"passthrough here");
+		return execute_until(q, command, args, ret, deadline_after(timeout_ms),
+				     timeout_ms, fd);
 	return pt_execute(q, command, args, &fd, 1, ret);
 }
 
@@ -700,7 +724,7 @@ static int attach_until(int fd, long long deadline, int timeout_ms, struct qmp *
 	err = read_greeting(q, deadline, timeout_ms);
 	if (err)
 		goto out;
-	err = execute_until(q, "qmp_capabilities", NULL, NULL, deadline, timeout_ms);
+	err = execute_until(q, "qmp_capabilities", NULL, NULL, deadline, timeout_ms, -1);
 out:
 	if (err) {
 		snprintf(connect_err, sizeof(connect_err), "%s",

@@ -99,8 +99,8 @@ struct qmp_passthrough {
 };
 int qmp_open_passthrough(const struct qmp_passthrough *pt, struct qmp **out);
 int qmp_push_event(struct qmp *q, const char *event, const char *data_json);
-/* qmp_execute, passing fd to QEMU with the command (e.g. getfd); only
- * through a passthrough, -ENOTSUP on a socket. */
+/* qmp_execute, passing fd to QEMU with the command (e.g. getfd): as
+ * SCM_RIGHTS on a socket, through libvirt's passthrough otherwise. */
 int qmp_execute_with_fd(struct qmp *q, const char *command, struct json_object *args,
 			int fd, struct json_object **ret, int timeout_ms);
 

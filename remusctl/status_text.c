@@ -54,6 +54,9 @@ static void print_disks(FILE *f, struct json_object *o)
 		fprintf(f, "disks:   %.0f bytes of this epoch's writes held; %.0f epochs ended "
 			"early, %.0f writes waited for room\n", num(o, "disk_pending_bytes"),
 			num(o, "disk_early_epochs"), num(o, "disk_write_stalls"));
+	if (json_object_array_length(arr) && !strcmp(str(o, "disk_capture"), "bitmap"))
+		fprintf(f, "disks:   captured by dirty bitmaps after the initial copy; %.1f MiB "
+			"read at barriers\n", num(o, "disk_bitmap_bytes") / 1048576);
 }
 
 /* Lines only when there is something to say: a pause, a handover. */

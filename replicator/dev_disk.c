@@ -26,6 +26,12 @@
  * and the next barrier or session copies the disks again in full: the
  * guest's I/O never hangs on the replicator, and the backup never gets a
  * disk with a hole in it.
+ *
+ * With --disk-capture bitmap the mirror serves epoch 0 and the first
+ * epoch only: at that barrier QEMU's dirty bitmaps take over (one per disk
+ * and epoch, disk_bitmap.c), the mirror is cancelled once the VM runs, and
+ * each later barrier reads the blocks the epoch's bitmaps mark. The
+ * guest's writes then never wait for the replicator.
  */
 #include "ckpt_device.h"
 #include "dev_disk.h"
@@ -75,6 +81,24 @@ static void list_append(struct rec_list *l, struct disk_rec *d)
 	l->n++;
 }
 
+struct disk_rec *disk_rec_new(uint32_t disk, uint32_t op, uint64_t off, uint64_t len)
+{
+	size_t dlen = op == DISK_OP_WRITE ? (size_t)len : 0;
+	struct disk_rec *rec = malloc(sizeof(*rec) + dlen);
+
+	if (!rec)
+		return NULL;
+	*rec = (struct disk_rec){ .disk = disk, .op = op, .offset = off, .length = len };
+	proto_encode_disk_hdr(rec->hdr, &(struct disk_op){ .disk = disk, .op = op,
+							   .offset = off, .length = len });
+	return rec;
+}
+
+void disk_rec_list_append(struct rec_list *l, struct disk_rec *rec)
+{
+	list_append(l, rec);
+}
+
 /* Move all of from to the end of to. */
 static void list_take(struct rec_list *to, struct rec_list *from)
 {
@@ -119,6 +143,12 @@ static int record(struct disk *k, uint32_t op, uint64_t off, uint64_t len, const
 	bool wake;
 
 	pthread_mutex_lock(&d->mu);
+	if (d->mirror_retiring) {
+		/* Bitmaps capture the writes now; the cancelled job's last ones
+		 * are in them too. */
+		pthread_mutex_unlock(&d->mu);
+		return 0;
+	}
 	k->writes++;
 	k->bytes += dlen;
 	if (d->streaming && (op == DISK_OP_WRITE || op == DISK_OP_WRITE_ZEROES))
@@ -147,14 +177,11 @@ static int record(struct disk *k, uint32_t op, uint64_t off, uint64_t len, const
 		return 0; /* the full resync to come copies it */
 	}
 	pthread_mutex_unlock(&d->mu);
-	rec = malloc(sizeof(*rec) + dlen);
+	rec = disk_rec_new(k->index, op, off, len);
 	if (!rec)
 		return -ENOMEM;
-	*rec = (struct disk_rec){ .disk = k->index, .op = op, .offset = off, .length = len };
 	if (dlen)
 		memcpy(rec->data, data, dlen);
-	proto_encode_disk_hdr(rec->hdr, &(struct disk_op){ .disk = k->index, .op = op,
-							   .offset = off, .length = len });
 	pthread_mutex_lock(&d->mu);
 	list_append(&d->pending, rec);
 	wake = d->streaming || (d->pending.bytes > d->soft_cap && !d->early_asked);
@@ -310,6 +337,22 @@ static void refresh_may_wait(struct disk_device *d)
 	pthread_mutex_unlock(&d->mu);
 }
 
+/* Bitmap capture: no write passes through us, so ask QEMU how much the
+ * epoch has written, and end it early past the soft cap. */
+static void watch_bitmaps(struct disk_device *d)
+{
+	int64_t dirty;
+
+	if (!d->bitmaps_on || d->early_asked || !room_coming(d))
+		return;
+	dirty = disk_bitmap_dirty_bytes(d->r, d);
+	if (dirty > (int64_t)d->soft_cap) {
+		d->early_asked = true;
+		d->early_epochs++;
+		epoch_request_early(d->r, "disk writes over the epoch's cap");
+	}
+}
+
 static void on_watch(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct disk_device *d = w->data;
@@ -320,6 +363,7 @@ static void on_watch(struct ev_loop *loop, ev_timer *w, int revents)
 	d->barrier = false;
 	pthread_mutex_unlock(&d->mu);
 	refresh_may_wait(d);
+	watch_bitmaps(d);
 	/* Events QEMU sent while a command waited (a job's end, say). */
 	replicator_qemu_events(d->r);
 }
@@ -380,6 +424,22 @@ static void on_wake(struct ev_loop *loop, ev_async *w, int revents)
 	}
 }
 
+/* The VM runs again (or stays stopped for a handover), the epoch is
+ * queued: the mirror a bitmap took over from, and the last barrier's
+ * exports and bitmaps, go now (disk_bitmap_capture runs what is still
+ * due if a barrier comes first). */
+static void on_release(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct disk_device *d = w->data;
+
+	if (d->retire_pending) {
+		for (uint32_t i = 0; i < d->n; i++)
+			disk_retire_mirror(d->r, &d->disks[i]);
+		d->retire_pending = false;
+	}
+	disk_bitmap_release(d->r, d);
+}
+
 static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct disk_device *d = w->data;
@@ -428,7 +488,8 @@ static int disk_setup(struct replicator *r, void **state)
 	ev_async_init(&d->wake, on_wake);
 	ev_timer_init(&d->retry, on_retry, 0.01, 0);
 	ev_timer_init(&d->watch, on_watch, 0.1, 0.1);
-	d->wake.data = d->retry.data = d->watch.data = d;
+	ev_timer_init(&d->release, on_release, 0, 0);
+	d->wake.data = d->retry.data = d->watch.data = d->release.data = d;
 	ev_async_start(r->loop, &d->wake);
 	rc = make_sock_dir(d);
 	if (rc)
@@ -463,6 +524,8 @@ static int disk_setup(struct replicator *r, void **state)
 			log_info("disk %s (%s, %llu MiB) is replicated through %s", k->name, k->file,
 				 (unsigned long long)(k->size >> 20), k->sock);
 	}
+	if (!rc && r->cfg.disk_capture_bitmap)
+		rc = disk_bitmap_setup(r, d);
 	return rc;
 }
 
@@ -480,6 +543,7 @@ static void disk_teardown(void *state)
 	d->closing = true;
 	pthread_cond_broadcast(&d->room);
 	pthread_mutex_unlock(&d->mu);
+	disk_bitmap_teardown(r, d);
 	for (uint32_t i = 0; i < d->n && r->qmp && !r->vm_gone; i++) {
 		disk_stop_mirror(r, &d->disks[i]);
 		disk_del_nbd_node(r, &d->disks[i]);
@@ -500,6 +564,7 @@ static void disk_teardown(void *state)
 	ev_async_stop(r->loop, &d->wake);
 	ev_timer_stop(r->loop, &d->retry);
 	ev_timer_stop(r->loop, &d->watch);
+	ev_timer_stop(r->loop, &d->release);
 	list_free(&d->pending);
 	list_free(&d->captured);
 	list_free(&d->test_unbuffered);
@@ -525,9 +590,13 @@ static int disk_sync(void *state, struct replicator *r, struct epoch_tally *t)
 	pthread_mutex_unlock(&d->mu);
 	for (uint32_t i = 0; i < d->n; i++)
 		disk_stop_mirror(r, &d->disks[i]);
+	if (d->capture_bitmap)
+		disk_bitmap_drop_all(r, d);
+	d->retire_pending = false;
 	list_free(&d->captured);
 	pthread_mutex_lock(&d->mu);
 	list_free(&d->pending);
+	d->mirror_retiring = false;
 	d->overflow = false;
 	d->may_wait = true;
 	for (uint32_t i = 0; i < d->n; i++)
@@ -570,6 +639,39 @@ static void disk_barrier_skipped(void *state, struct replicator *r)
 	pthread_mutex_unlock(&d->mu);
 }
 
+/* Bitmap capture, VM stopped: the epoch's blocks, read now. */
+static int capture_bitmaps(struct disk_device *d, struct epoch_tally *t)
+{
+	int rc;
+
+	pthread_mutex_lock(&d->mu);
+	d->barrier = false;
+	pthread_mutex_unlock(&d->mu);
+	d->early_asked = false;
+	rc = disk_bitmap_capture(d->r, d, t->id + 1, &d->captured);
+	if (rc)
+		list_free(&d->captured);
+	d->captured_epoch = t->id;
+	return rc;
+}
+
+/* The mirror has taken its last epoch (VM stopped): from here on the
+ * bitmaps record. If they cannot start, the mirror goes on, and the next
+ * barrier tries again. */
+static void hand_over_to_bitmaps(struct disk_device *d, uint64_t next)
+{
+	if (disk_bitmap_begin(d->r, d, next))
+		return;
+	pthread_mutex_lock(&d->mu);
+	d->mirror_retiring = true;
+	list_free(&d->pending);
+	pthread_mutex_unlock(&d->mu);
+	d->bitmaps_on = true;
+	d->retire_pending = true;
+	log_info("disks: dirty bitmaps capture the writes from epoch %llu on",
+		 (unsigned long long)next);
+}
+
 /* VM stopped: every write of this epoch has arrived (stop drained them). */
 static int disk_postsuspend(void *state, struct replicator *r, struct epoch_tally *t)
 {
@@ -578,6 +680,8 @@ static int disk_postsuspend(void *state, struct replicator *r, struct epoch_tall
 	if (!d->n)
 		return 0;
 	list_free(&d->captured);
+	if (d->bitmaps_on)
+		return capture_bitmaps(d, t);
 	pthread_mutex_lock(&d->mu);
 	d->barrier = false;
 	if (d->overflow) {
@@ -596,6 +700,8 @@ static int disk_postsuspend(void *state, struct replicator *r, struct epoch_tall
 	pthread_cond_broadcast(&d->room);
 	pthread_mutex_unlock(&d->mu);
 	d->captured_epoch = t->id;
+	if (d->capture_bitmap)
+		hand_over_to_bitmaps(d, t->id + 1);
 	return 0;
 }
 
@@ -608,6 +714,10 @@ static int disk_send(void *state, struct replicator *r, struct epoch_tally *t)
 		return 0;
 	for (struct disk_rec *rec = d->captured.head; rec && !rc; rec = rec->next)
 		rc = push_rec(r, t, rec, NULL);
+	/* What the barrier left in QEMU goes once the epoch is on its way
+	 * (after this loop iteration), so that its ack does not wait for it. */
+	if (!t->resend && (d->retire_pending || d->release_epoch))
+		ev_timer_start(r->loop, &d->release);
 	return rc;
 }
 
@@ -668,7 +778,11 @@ static void disk_status(void *state, struct json_object *out)
 		json_object_object_add(o, "name", json_object_new_string(k->name));
 		json_object_object_add(o, "size_bytes", json_object_new_int64((int64_t)k->size));
 		json_object_object_add(o, "state", json_object_new_string(
-			!k->job ? "idle" : k->ready ? "mirroring" : "syncing"));
+			d->bitmaps_on ? "bitmaps" : !k->job ? "idle" : k->ready ? "mirroring" :
+			"syncing"));
+		if (d->capture_bitmap)
+			json_object_object_add(o, "bitmap_reads", json_object_new_string(
+				k->image_fd >= 0 ? "image" : "nbd"));
 		json_object_object_add(o, "sync_percent", json_object_new_double(
 			k->ready ? 100.0 : k->size ? 100.0 * (double)(k->sync_bytes > k->size ?
 								  k->size : k->sync_bytes) / (double)k->size : 0));
@@ -682,6 +796,10 @@ static void disk_status(void *state, struct json_object *out)
 	json_object_object_add(out, "disk_early_epochs", json_object_new_int64((int64_t)early));
 	json_object_object_add(out, "disk_write_stalls", json_object_new_int64((int64_t)stalls));
 	json_object_object_add(out, "disk_overflows", json_object_new_int64((int64_t)d->overflows));
+	json_object_object_add(out, "disk_capture", json_object_new_string(
+		d->capture_bitmap ? "bitmap" : "mirror"));
+	json_object_object_add(out, "disk_bitmap_bytes", json_object_new_int64(
+		(int64_t)d->bitmap_bytes));
 }
 
 /* HELLO: the disks the backup keeps a replica of, in index order. */

@@ -1,6 +1,7 @@
 /* The disk device's state, shared by dev_disk.c (the records and the
- * epoch pipeline) and disk_qemu.c (what it asks of QEMU: the disks, their
- * mirror jobs, our NBD nodes). */
+ * epoch pipeline), disk_qemu.c (what it asks of QEMU: the disks, their
+ * mirror jobs, our NBD nodes) and disk_bitmap.c (--disk-capture bitmap:
+ * an epoch's writes found by QEMU's dirty bitmaps, read at the barrier). */
 #ifndef REMUS_DEV_DISK_H
 #define REMUS_DEV_DISK_H
 
@@ -44,8 +45,10 @@ struct disk {
 	bool job;            /* our mirror job exists */
 	bool ready;          /* BLOCK_JOB_READY seen */
 	unsigned gen;        /* of our job's id: a cancelled job's late events are not ours */
+	bool retired;        /* our job was cancelled without waiting (bitmaps took over) */
 	uint64_t writes, bytes;
 	uint64_t sync_bytes;  /* of the disk covered in this initial copy */
+	int image_fd;        /* bitmap capture: the raw image QEMU has open, or -1 (NBD) */
 };
 
 struct disk_device {
@@ -72,10 +75,22 @@ struct disk_device {
 	ev_async wake;
 	ev_timer retry;            /* epoch 0: the link was full */
 	ev_timer watch;            /* keeps may_wait true to the replicator's state */
+	ev_timer release;          /* bitmap capture: QEMU's leftovers of a barrier go */
 	struct rec_list captured;  /* the epoch in flight, until committed */
 	uint64_t captured_epoch;
 	bool sync_open;            /* epoch 0 waits for READY */
 	uint64_t early_epochs, stalls;
+	/* --disk-capture bitmap (disk_bitmap.c) */
+	bool capture_bitmap;       /* configured: bitmaps take over after epoch 0 */
+	bool bitmaps_on;           /* epochs are captured by bitmaps now */
+	bool mirror_retiring;      /* under mu: the mirror's writes are not ours any more */
+	bool retire_pending;       /* cancel the mirrors once the VM runs again */
+	bool nbd_server_ours;      /* we started QEMU's NBD server */
+	uint64_t bm_epoch;         /* the epoch whose bitmaps record now */
+	uint64_t release_epoch;    /* captured: its exports go once the VM runs */
+	uint64_t unremoved_epoch;  /* released: its bitmaps go at the next release */
+	uint64_t bitmap_bytes;     /* read at barriers */
+	char qemu_sock[128];       /* QEMU's NBD server listens here */
 };
 
 /* disk_qemu.c */
@@ -89,6 +104,37 @@ int disk_start_mirror(struct replicator *r, struct disk *k);
 /* Cancel k's job and wait (bounded) until QEMU dropped it; on failure the
  * job stays ours, to be cancelled again. */
 int disk_stop_mirror(struct replicator *r, struct disk *k);
+/* Cancel k's job without waiting (the VM runs on); disk_stop_mirror
+ * waits for it to go before a new job may start. */
+void disk_retire_mirror(struct replicator *r, struct disk *k);
 const char *disk_json_str(struct json_object *o, const char *key);
+/* A QMP command whose reply carries nothing; consumes args. */
+int disk_qmp(struct replicator *r, const char *cmd, struct json_object *args);
+
+/* dev_disk.c */
+/* A record of one operation; for DISK_OP_WRITE, len bytes of data to fill. */
+struct disk_rec *disk_rec_new(uint32_t disk, uint32_t op, uint64_t off, uint64_t len);
+void disk_rec_list_append(struct rec_list *l, struct disk_rec *rec);
+
+/* disk_bitmap.c */
+/* Start QEMU's NBD server for us, take back one a dead replicator left,
+ * find how each disk's blocks can be read. */
+int disk_bitmap_setup(struct replicator *r, struct disk_device *d);
+void disk_bitmap_teardown(struct replicator *r, struct disk_device *d);
+/* VM stopped after the mirror's last epoch: every disk's bitmap for
+ * epoch `next` starts recording (one transaction). */
+int disk_bitmap_begin(struct replicator *r, struct disk_device *d, uint64_t next);
+/* VM stopped: close the recording epoch's bitmaps, start `next`'s, and
+ * read every block they mark into out. -ENOSPC past 8 disk caps. */
+int disk_bitmap_capture(struct replicator *r, struct disk_device *d, uint64_t next,
+			struct rec_list *out);
+/* VM running again: remove the captured epoch's exports and the bitmaps
+ * of the one before (an export lets go of its bitmap a moment later). */
+void disk_bitmap_release(struct replicator *r, struct disk_device *d);
+/* Every remus-x export and remus-b bitmap in QEMU, ours or a dead
+ * replicator's: a new session copies the disks in full. */
+void disk_bitmap_drop_all(struct replicator *r, struct disk_device *d);
+/* The bytes the recording bitmaps mark so far, or -1 (for early epochs). */
+int64_t disk_bitmap_dirty_bytes(struct replicator *r, struct disk_device *d);
 
 #endif

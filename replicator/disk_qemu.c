@@ -16,7 +16,7 @@
 #define QMP_TIMEOUT_MS    5000
 #define CANCEL_WAIT_MS    10000
 
-static int qmp_simple(struct replicator *r, const char *cmd, struct json_object *args)
+int disk_qmp(struct replicator *r, const char *cmd, struct json_object *args)
 {
 	int rc = qmp_execute(r->qmp, cmd, args, NULL, QMP_TIMEOUT_MS);
 
@@ -43,7 +43,7 @@ int disk_add_nbd_node(struct replicator *r, struct disk *k)
 	json_object_object_add(a, "node-name", json_object_new_string(node));
 	json_object_object_add(a, "server", srv);
 	json_object_object_add(a, "export", json_object_new_string(export));
-	rc = qmp_simple(r, "blockdev-add", a);
+	rc = disk_qmp(r, "blockdev-add", a);
 	if (rc)
 		log_err("disk %s: QEMU cannot reach our NBD export at %s: %s", k->name, k->sock,
 			qmp_last_error(r->qmp));
@@ -71,7 +71,7 @@ int disk_start_mirror(struct replicator *r, struct disk *k)
 	/* Not done until we say so: the job stays READY, mirroring. */
 	json_object_object_add(a, "auto-finalize", json_object_new_boolean(false));
 	json_object_object_add(a, "auto-dismiss", json_object_new_boolean(true));
-	rc = qmp_simple(r, "blockdev-mirror", a);
+	rc = disk_qmp(r, "blockdev-mirror", a);
 	if (rc)
 		log_err("disk %s: cannot start its mirror: %s", k->name, qmp_last_error(r->qmp));
 	k->job = !rc;
@@ -98,37 +98,66 @@ static int job_listed(struct replicator *r, const struct disk *k)
 	return found;
 }
 
+/* Wait (bounded) until QEMU has dropped k's cancelled job. */
+static int wait_job_gone(struct replicator *r, const struct disk *k)
+{
+	for (int i = 0; i < CANCEL_WAIT_MS / 20; i++) {
+		int rc = job_listed(r, k);
+
+		if (rc <= 0)
+			return rc;
+		usleep(20000);
+	}
+	return -ETIMEDOUT;
+}
+
+static int send_cancel(struct replicator *r, const struct disk *k)
+{
+	struct json_object *a = json_object_new_object();
+	char job[64];
+
+	job_name(k, job, sizeof(job));
+	json_object_object_add(a, "device", json_object_new_string(job));
+	json_object_object_add(a, "force", json_object_new_boolean(true));
+	return disk_qmp(r, "block-job-cancel", a);
+}
+
 /* Stop mirroring disk k: the guest's writes then stay on its own disk.
  * Waits (bounded) until QEMU has dropped the job. */
 int disk_stop_mirror(struct replicator *r, struct disk *k)
 {
-	struct json_object *a = json_object_new_object();
 	char job[64];
 	int rc;
 
-	if (!k->job)
+	if (!k->job && !k->retired)
 		return 0;
 	job_name(k, job, sizeof(job));
-	json_object_object_add(a, "device", json_object_new_string(job));
-	json_object_object_add(a, "force", json_object_new_boolean(true));
-	rc = qmp_simple(r, "block-job-cancel", a);
-	for (int i = 0; !rc && i < CANCEL_WAIT_MS / 20; i++) {
-		rc = job_listed(r, k);
-		if (rc == 0)
-			break;
-		if (rc < 0)
-			break;
-		rc = i + 1 < CANCEL_WAIT_MS / 20 ? 0 : -ETIMEDOUT;
-		usleep(20000);
-	}
+	rc = k->job ? send_cancel(r, k) : 0;
+	if (!rc)
+		rc = wait_job_gone(r, k);
 	if (rc) {
 		log_warn("disk %s: cancelling its mirror %s: %s", k->name, job,
 			 rc == -ETIMEDOUT ? "still listed after 10 s" : qmp_last_error(r->qmp));
 		return rc; /* still ours: the next attempt cancels it again */
 	}
 	k->job = false;
+	k->retired = false;
 	k->ready = false;
 	return 0;
+}
+
+void disk_retire_mirror(struct replicator *r, struct disk *k)
+{
+	if (!k->job)
+		return;
+	if (send_cancel(r, k)) {
+		log_warn("disk %s: cannot cancel its mirror (bitmaps capture its writes now): %s",
+			 k->name, qmp_last_error(r->qmp));
+		return; /* still a job: the next session cancels it */
+	}
+	k->job = false;
+	k->ready = false;
+	k->retired = true;
 }
 
 const char *disk_json_str(struct json_object *o, const char *key)
@@ -148,7 +177,7 @@ void disk_del_nbd_node(struct replicator *r, struct disk *k)
 	a = json_object_new_object();
 	snprintf(node, sizeof(node), "remus-nbd%u", k->index);
 	json_object_object_add(a, "node-name", json_object_new_string(node));
-	if (!qmp_simple(r, "blockdev-del", a))
+	if (!disk_qmp(r, "blockdev-del", a))
 		k->node_added = false;
 }
 
@@ -170,7 +199,7 @@ void disk_clean_leftovers(struct replicator *r)
 			a = json_object_new_object();
 			json_object_object_add(a, "device", json_object_new_string(id));
 			json_object_object_add(a, "force", json_object_new_boolean(true));
-			qmp_simple(r, "block-job-cancel", a);
+			disk_qmp(r, "block-job-cancel", a);
 		}
 		json_object_put(ret);
 		/* a cancelled job lets go of its target within moments */
@@ -202,7 +231,7 @@ void disk_clean_leftovers(struct replicator *r)
 		log_warn("removing NBD node %s left by an earlier replicator", node);
 		a = json_object_new_object();
 		json_object_object_add(a, "node-name", json_object_new_string(node));
-		qmp_simple(r, "blockdev-del", a);
+		disk_qmp(r, "blockdev-del", a);
 	}
 	json_object_put(ret);
 }
@@ -237,7 +266,7 @@ static int add_disk(struct disk_device *d, const char *name, const char *node,
 		return -EPERM;
 	}
 	k = &d->disks[d->n];
-	*k = (struct disk){ .dev = d, .index = d->n, .size = size };
+	*k = (struct disk){ .dev = d, .index = d->n, .size = size, .image_fd = -1 };
 	k->name = strdup(name);
 	k->node = strdup(node);
 	k->file = strdup(file ? file : "?");

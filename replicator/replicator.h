@@ -64,6 +64,7 @@ struct replicator_config {
 	int n_net_out;
 	size_t net_cap_bytes;
 	size_t disk_cap_bytes;     /* an epoch's disk writes before it ends early */
+	bool disk_capture_bitmap;  /* --disk-capture bitmap: dev_disk.c, disk_bitmap.c */
 	bool no_output_commit;     /* test only: release frames at once */
 	bool test_disk_unbuffered; /* test only: disk writes also sent at once */
 	const char *notify_cmd;    /* --notify CMD: events, see README "Hooks" */

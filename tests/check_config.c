@@ -122,7 +122,9 @@ static const char full_file[] =
 	"control-socket = /run/remus/web1.agent.ctl\n"   /* 53 */
 	"control-group = remus-ops\n"                    /* 54 */
 	"takeover = auto\n"                              /* 55 */
-	"takeover-window-ms = 20000\n";                  /* 56 */
+	"takeover-window-ms = 20000\n"                   /* 56 */
+	"[capture]\n"                                    /* 57 */
+	"disk-capture = bitmap\n";                       /* 58 */
 
 START_TEST(test_every_key_parsed)
 {
@@ -177,6 +179,8 @@ START_TEST(test_every_key_parsed)
 	ck_assert_uint_eq(pc.line[PC_BACKUP_FAILOVER], 13);
 	ck_assert_uint_eq(pc.line[PC_LOG_LEVEL], 43);
 	ck_assert_uint_eq(pc.capture_disk_cap_mb, 32);
+	ck_assert_str_eq(pc.capture_disk_capture, "bitmap");
+	ck_assert_uint_eq(pc.line[PC_CAPTURE_DISK_CAPTURE], 58);
 	ck_assert_str_eq(pc.link_key_file, "/etc/remus/web1.key");
 	ck_assert(pc.link_insecure_cleartext);
 	ck_assert_str_eq(pc.link_compress, "on");
@@ -731,6 +735,7 @@ static const char pair_file[] =
 	"tracker = auto\n"
 	"threads = 3\n"
 	"unprotected-disk = shared0\n"
+	"disk-capture = bitmap\n"
 	"[net-buffer]\n"
 	"net-out = n0=packet:eth1\n"
 	"net-out = n1=tap:tapout1\n"
@@ -771,6 +776,7 @@ START_TEST(test_replicator_file_values_apply)
 	ck_assert_uint_eq(cfg.capture_threads, 3);
 	ck_assert_int_eq(cfg.n_unprotected_disks, 1);
 	ck_assert_str_eq(cfg.unprotected_disks[0], "shared0");
+	ck_assert(cfg.disk_capture_bitmap);
 	ck_assert_int_eq(cfg.n_net_out, 2);
 	ck_assert_str_eq(cfg.net_out[0].netdev, "n0");
 	ck_assert_str_eq(cfg.net_out[0].spec, "packet:eth1");
@@ -801,13 +807,14 @@ START_TEST(test_replicator_flags_override_file)
 	ck_assert_int_eq(rep_parse(ARGV("remus-replicator", "--qmp", "/run/flag.qmp",
 					"--epoch-ms", "70", "--timeout-ms", "4000",
 					"--net-out", "n9=tap:flag9", "--tracker", "compare",
-					"--config", path),
+					"--disk-capture", "mirror", "--config", path),
 				   &cfg, &use_syslog, &out, &err), 0);
 	ck_assert_str_eq(err, "");
 	ck_assert_str_eq(cfg.qmp_path, "/run/flag.qmp");
 	ck_assert_uint_eq(cfg.epoch_ms, 70);
 	ck_assert_uint_eq(cfg.timeout_ms, 4000);
 	ck_assert_str_eq(cfg.tracker, "compare");
+	ck_assert(!cfg.disk_capture_bitmap);
 	/* a flag replaces the file's list */
 	ck_assert_int_eq(cfg.n_net_out, 1);
 	ck_assert_str_eq(cfg.net_out[0].netdev, "n9");
@@ -1034,6 +1041,17 @@ START_TEST(test_config_option_errors)
 	ck_assert_int_eq(agent_parse(ARGV("remus-agent", "--config", "a", "--config=b"),
 				     &acfg, &use_syslog, &out, &err), -1);
 	ck_assert_str_eq(err, "remus-agent: --config given twice ('a', 'b')\n");
+	free(out);
+	free(err);
+	ck_assert_int_eq(rep_parse(ARGV("remus-replicator", "--qmp", "/q", "--backup", "h:1",
+					"--disk-capture", "fleecing"), &cfg, &use_syslog, &out, &err), -1);
+	ck_assert_str_eq(err, "remus-replicator: --disk-capture: 'fleecing' is not mirror or bitmap\n");
+	free(out);
+	free(err);
+	/* libvirt keeps QEMU's one NBD server: refused with the reason */
+	ck_assert_int_eq(rep_parse(ARGV("remus-replicator", "--domain", "vm1", "--backup", "h:1",
+					"--disk-capture", "bitmap"), &cfg, &use_syslog, &out, &err), -1);
+	assert_contains(err, "--disk-capture bitmap needs plain QEMU over --qmp");
 	free(out);
 	free(err);
 	/* --help wins over a file that cannot be read */

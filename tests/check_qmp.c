@@ -307,6 +307,65 @@ START_TEST(test_execute_watch)
 }
 END_TEST
 
+/* ---- a file passed with a command on the socket (getfd) ---- */
+
+/* Reads the getfd command with recvmsg, writes "ok" into the file that
+ * came with it, and answers. */
+static void peer_getfd(int fd)
+{
+	union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } ctl;
+	char line[512];
+	struct iovec iov = { .iov_base = line, .iov_len = sizeof(line) - 1 };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+			    .msg_controllen = sizeof(ctl.buf) };
+	struct cmsghdr *c;
+	struct json_object *cmd, *v;
+	int got;
+	ssize_t n;
+
+	peer_greet(fd);
+	n = recvmsg(fd, &m, 0);
+	if (n <= 0)
+		peer_fail("no command");
+	line[n] = '\0';
+	c = CMSG_FIRSTHDR(&m);
+	if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+		peer_fail("no file came with the command");
+	memcpy(&got, CMSG_DATA(c), sizeof(int));
+	if (write(got, "ok", 2) != 2)
+		peer_fail("the file passed is not the pipe");
+	close(got);
+	cmd = json_tokener_parse(line);
+	if (!cmd || !json_object_object_get_ex(cmd, "execute", &v) ||
+	    strcmp(json_object_get_string(v), "getfd"))
+		peer_fail(line);
+	json_object_object_get_ex(cmd, "id", &v);
+	peer_sendf(fd, "{\"return\": {}, \"id\": %lld}\r\n", (long long)json_object_get_int64(v));
+	json_object_put(cmd);
+	peer_wait_close(fd);
+}
+
+START_TEST(test_execute_with_fd_socket)
+{
+	struct peer p = peer_start(peer_getfd);
+	struct qmp *q = attach_ok(&p);
+	struct json_object *args = json_object_new_object();
+	char buf[4] = "";
+	int pipefd[2];
+
+	ck_assert_int_eq(pipe(pipefd), 0);
+	json_object_object_add(args, "fdname", json_object_new_string("x"));
+	ck_assert_int_eq(qmp_execute_with_fd(q, "getfd", args, pipefd[1], NULL, 2000), 0);
+	close(pipefd[1]);
+	ck_assert_int_eq(read(pipefd[0], buf, sizeof(buf) - 1), 2);
+	ck_assert_str_eq(buf, "ok");
+	close(pipefd[0]);
+	json_object_put(args);
+	qmp_close(q);
+	ck_assert_int_eq(peer_status(&p), 0);
+}
+END_TEST
+
 /* ---- arguments reach QEMU; the reply's value is handed back ---- */
 
 static void peer_args(int fd)
@@ -1021,6 +1080,7 @@ static Suite *qmp_suite(void)
 	add(s, "happy_path", test_happy_path, 10);
 	add(s, "execute_watch", test_execute_watch, 10);
 	add(s, "arguments", test_arguments, 10);
+	add(s, "execute_with_fd_socket", test_execute_with_fd_socket, 10);
 	add(s, "error_reply", test_error_reply, 10);
 	add(s, "hmp_reply_not_text", test_hmp_reply_not_text, 10);
 	add(s, "garbage", test_garbage, 10);

@@ -59,25 +59,52 @@ committed_in() {
 	[ "${n:-0}" -ge "$2" ]
 }
 
+# check_restored NAME: the restored VM's disk and memory are in step, it
+# did not reboot, and the replica disk is the committed one.
+check_restored() {
+	local name=$1
+	grep -qa 'disk: MISMATCH' "$RESTORED" &&
+		fail "$name: restored VM: $(grep -a -m1 'disk: MISMATCH' "$RESTORED")" ||
+		pass "$name: restored VM: its disk matches its memory (no MISMATCH)"
+	grep -qa 'disk: ok' "$RESTORED" &&
+		pass "$name: restored VM: the disk check goes on ($(grep -a 'disk: ok' "$RESTORED" | tail -n 1))" ||
+		fail "$name: restored VM: no 'disk: ok' line"
+	grep -qa 'guest: ready' "$RESTORED" && fail "$name: the restored guest booted again" ||
+		pass "$name: restored guest did not reboot"
+	gaps=$(ticks_consecutive "$RESTORED") && pass "$name: restored ticks are consecutive" ||
+		fail "$name: restored ticks: $gaps"
+	[ -f "$T/$name-backup/disk-0.qcow2" ] && cmp -s "$T/$name-backup/disk-0.img" "$T/$name.img" &&
+		fail "$name: the replica disk equals the primary's final disk: uncommitted writes reached it?" ||
+		pass "$name: the replica disk is the committed one, not the primary's last state"
+}
+
+status_key() {
+	python3 -c 'import json,sys; s=json.loads(sys.argv[1]); print(eval(sys.argv[2]))' "$STATUS" "$1"
+}
+
 # 1. Writes applied at commit: the restored disk matches the restored memory,
 # also with a second, unthrottled writer that fills the epoch's disk cap
 # (1 MiB) so that epochs end early. DISK_WRITE_MB_S throttles that writer
 # (test_kvm.sh: a KVM guest writes faster than a slow nested VM copies).
 run epochdisk "--disk-cap-mb 1 --compress on" "" "disk_write_mb_s=${DISK_WRITE_MB_S:-max}"
-early=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["disk_early_epochs"])' "$STATUS")
+early=$(status_key 's["disk_early_epochs"]')
 [ "${early:-0}" -gt 0 ] && pass "a heavy writer ends epochs early ($early epochs) instead of piling up" ||
 	fail "no epoch ended early for the disk cap (status: $STATUS)"
-grep -qa 'disk: MISMATCH' "$RESTORED" &&
-	fail "restored VM: $(grep -a -m1 'disk: MISMATCH' "$RESTORED")" ||
-	pass "restored VM: its disk matches its memory (no MISMATCH)"
-grep -qa 'disk: ok' "$RESTORED" && pass "restored VM: the disk check goes on ($(grep -a 'disk: ok' "$RESTORED" | tail -n 1))" ||
-	fail "restored VM: no 'disk: ok' line"
-grep -qa 'guest: ready' "$RESTORED" && fail "the restored guest booted again" ||
-	pass "restored guest did not reboot"
-gaps=$(ticks_consecutive "$RESTORED") && pass "restored ticks are consecutive" || fail "restored ticks: $gaps"
-[ -f "$T/epochdisk-backup/disk-0.qcow2" ] && cmp -s "$T/epochdisk-backup/disk-0.img" "$T/epochdisk.img" &&
-	fail "the replica disk equals the primary's final disk: uncommitted writes reached it?" ||
-	pass "the replica disk is the committed one, not the primary's last state"
+check_restored epochdisk
+
+# 1b. The same with the epoch's blocks found by QEMU's dirty bitmaps and
+# read at the barrier (--disk-capture bitmap), the writer's writes no
+# longer waiting for the replicator.
+run bitmapdisk "--disk-capture bitmap --disk-cap-mb 2" "" "disk_write_mb_s=${DISK_WRITE_MB_S:-max}"
+state=$(status_key 's["disk_capture"], s["disks"][0]["state"], s["disks"][0]["bitmap_reads"]')
+[ "$state" = "('bitmap', 'bitmaps', 'image')" ] &&
+	pass "bitmap capture: the bitmaps took over from the mirror, blocks read from the image" ||
+	fail "bitmap capture not in use: (disk_capture, state, reads) = $state"
+read -r bytes early <<< "$(status_key 's["disk_bitmap_bytes"], s["disk_early_epochs"]' | tr -d '(),')"
+[ "${bytes:-0}" -gt 0 ] && [ "${early:-0}" -gt 0 ] &&
+	pass "bitmap capture: $bytes bytes read at barriers, $early epochs ended early for the cap" ||
+	fail "bitmap capture: bytes read $bytes, early epochs $early (status: $STATUS)"
+check_restored bitmapdisk
 
 # 2. Writes applied on arrival (test hooks): the disk runs ahead of memory.
 # On a loaded host the slow guest may not have written yet when the kill

@@ -1,0 +1,676 @@
+/* Disk capture by dirty bitmaps (--disk-capture bitmap).
+ *
+ * The mirror makes every guest write wait for its copy to reach the
+ * replicator. Here QEMU only marks, per disk and epoch, which blocks the
+ * guest wrote (a dirty bitmap), and the barrier reads those blocks while
+ * the VM is stopped (docs/DISK-CAPTURE.md has what each step costs):
+ *
+ *   in the pause   one transaction: epoch E+1's bitmaps start, E's stop
+ *                  (an enabled bitmap cannot be exported); per disk an NBD
+ *                  export of E's bitmap, its bits read with
+ *                  NBD_CMD_BLOCK_STATUS, the blocks read from the raw image
+ *                  QEMU has open (`stop` drained and flushed it) or over
+ *                  the same export for other formats
+ *   after `cont`   the exports are deleted; a bitmap is removed one epoch
+ *                  later (an export lets go of it a moment after deletion)
+ *
+ * A write the guest saw complete before `stop` is in E's bitmap and on the
+ * image; every later one is in E+1's: each write belongs to exactly one
+ * epoch, as with the mirror, and the blocks read are the image as of the
+ * barrier, in step with the memory captured in the same pause.
+ *
+ * QEMU has one NBD server. We start it on a listening socket we make and
+ * pass to QEMU (QEMU needs no access to our runtime directory, and no one
+ * else can connect), and mark it ours with an export named remus-owner, so
+ * that a replicator started after one that died takes it back instead of
+ * refusing.
+ */
+#include "dev_disk.h"
+#include "dirty_ranges.h"
+#include "log.h"
+#include "qmp.h"
+#include "replicator.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libnbd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define GRANULARITY   4096   /* a raw node's default is 64 KiB: 16 times the bytes */
+#define NBD_WAIT_MS   5000   /* all NBD work of one disk at one barrier */
+#define OWNER_EXPORT  "remus-owner"
+#define LISTEN_FDNAME "remus-nbd-listen"
+#define STATUS_CHUNK  (1ull << 30)
+/* No write waits for us here, so the disk cap cannot hold a writer back:
+ * past it an epoch ends early (disk_bitmap_dirty_bytes, polled), and only
+ * an epoch of this many caps is refused (a full copy follows), which
+ * bounds what one epoch may make us hold. */
+#define HARD_CAPS     8
+
+static void bitmap_name(const struct disk *k, uint64_t epoch, char *out, size_t len)
+{
+	snprintf(out, len, "remus-b%u-%llu", k->index, (unsigned long long)epoch);
+}
+
+static void export_id(const struct disk *k, uint64_t epoch, char *out, size_t len)
+{
+	snprintf(out, len, "remus-x%u-%llu", k->index, (unsigned long long)epoch);
+}
+
+static long long now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
+}
+
+static long long now_ms(void)
+{
+	return now_us() / 1000;
+}
+
+/* --- QEMU's NBD server ------------------------------------------------------ */
+
+static int listen_socket(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	unlink(path);
+	/* Whoever connects reads the guest's disks: ours alone (mode 0600
+	 * before anyone can connect, which listen() allows). */
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) || chmod(path, 0600) || listen(fd, 4)) {
+		int err = -errno;
+
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+/* A listening socket of ours becomes QEMU's NBD server. */
+static int start_server(struct replicator *r, struct disk_device *d)
+{
+	struct json_object *a, *addr, *data;
+	int fd = listen_socket(d->qemu_sock), rc;
+
+	if (fd < 0)
+		return fd;
+	a = json_object_new_object();
+	json_object_object_add(a, "fdname", json_object_new_string(LISTEN_FDNAME));
+	rc = qmp_execute_with_fd(r->qmp, "getfd", a, fd, NULL, 5000);
+	json_object_put(a);
+	close(fd);
+	if (rc)
+		return rc;
+	/* nbd-server-start takes the legacy form: {type, data: {str}} */
+	a = json_object_new_object();
+	addr = json_object_new_object();
+	data = json_object_new_object();
+	json_object_object_add(data, "str", json_object_new_string(LISTEN_FDNAME));
+	json_object_object_add(addr, "type", json_object_new_string("fd"));
+	json_object_object_add(addr, "data", data);
+	json_object_object_add(a, "addr", addr);
+	return disk_qmp(r, "nbd-server-start", a);
+}
+
+/* The ids of QEMU's block exports; NULL on error. */
+static struct json_object *list_exports(struct replicator *r)
+{
+	struct json_object *ret = NULL;
+
+	return qmp_execute(r->qmp, "query-block-exports", NULL, &ret, 5000) ? NULL : ret;
+}
+
+static void delete_export(struct replicator *r, const char *id)
+{
+	struct json_object *a = json_object_new_object();
+
+	json_object_object_add(a, "id", json_object_new_string(id));
+	json_object_object_add(a, "mode", json_object_new_string("hard"));
+	if (disk_qmp(r, "block-export-del", a))
+		log_debug("block-export-del %s: %s", id, qmp_last_error(r->qmp));
+}
+
+/* QEMU's NBD server runs already: ours, if it has our owner export (a
+ * replicator before us died), and then taken back; anyone else's is left
+ * alone and bitmap capture refused. */
+static int take_back_server(struct replicator *r, struct disk_device *d)
+{
+	struct json_object *ex = list_exports(r);
+	bool ours = false;
+
+	for (size_t i = 0; ex && i < json_object_array_length(ex); i++) {
+		const char *id = disk_json_str(json_object_array_get_idx(ex, i), "id");
+
+		ours |= id && !strcmp(id, OWNER_EXPORT);
+	}
+	json_object_put(ex);
+	if (!ours) {
+		log_err("refusing --disk-capture bitmap for VM %s: QEMU's NBD server is already "
+			"running and it is not a replicator's (QEMU has one; stop it with "
+			"nbd-server-stop if it is not in use, or use --disk-capture mirror)",
+			r->vm.name);
+		return -EBUSY;
+	}
+	log_warn("taking back the NBD server an earlier replicator left in QEMU");
+	disk_bitmap_drop_all(r, d);
+	delete_export(r, OWNER_EXPORT);
+	if (disk_qmp(r, "nbd-server-stop", NULL)) {
+		log_err("cannot stop the NBD server an earlier replicator left: %s",
+			qmp_last_error(r->qmp));
+		return -EIO;
+	}
+	return start_server(r, d);
+}
+
+static int add_owner_export(struct replicator *r, struct disk_device *d)
+{
+	struct json_object *a = json_object_new_object();
+
+	json_object_object_add(a, "type", json_object_new_string("nbd"));
+	json_object_object_add(a, "id", json_object_new_string(OWNER_EXPORT));
+	json_object_object_add(a, "name", json_object_new_string(OWNER_EXPORT));
+	json_object_object_add(a, "node-name", json_object_new_string(d->disks[0].node));
+	json_object_object_add(a, "writable", json_object_new_boolean(false));
+	return disk_qmp(r, "block-export-add", a);
+}
+
+/* --- where the blocks are read from --------------------------------------- */
+
+/* Does QEMU (pid) have the file st open? Then the path still names the
+ * image it writes, not a file put in its place since. */
+static bool qemu_has_open(pid_t pid, const struct stat *st)
+{
+	char dir[64], path[320];
+	struct dirent *e;
+	struct stat fst;
+	bool found = false;
+	DIR *dh;
+
+	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
+	dh = opendir(dir);
+	while (dh && !found && (e = readdir(dh))) {
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		found = e->d_name[0] != '.' && !stat(path, &fst) && fst.st_dev == st->st_dev &&
+			fst.st_ino == st->st_ino;
+	}
+	if (dh)
+		closedir(dh);
+	return found;
+}
+
+/* k's node, from query-named-block-nodes (caller puts *all). */
+static struct json_object *find_node(struct replicator *r, const char *node,
+				     struct json_object **all)
+{
+	*all = NULL;
+	if (qmp_execute(r->qmp, "query-named-block-nodes", NULL, all, 5000))
+		return NULL;
+	for (size_t i = 0; i < json_object_array_length(*all); i++) {
+		struct json_object *n = json_object_array_get_idx(*all, i);
+		const char *name = disk_json_str(n, "node-name");
+
+		if (name && !strcmp(name, node))
+			return n;
+	}
+	return NULL;
+}
+
+/* A raw image that is a plain file QEMU has open, of the disk's size
+ * (so no offset option shifts it), is read with pread: about 2.5 us a
+ * block against 50 us over QEMU's NBD server. Anything else is read over
+ * NBD, through QEMU's own block layer. */
+static void choose_reader(struct replicator *r, struct disk *k)
+{
+	struct json_object *all, *n = find_node(r, k->node, &all), *img, *v = NULL;
+	const char *drv = n ? disk_json_str(n, "drv") : NULL;
+	const char *file = n ? disk_json_str(n, "file") : NULL;
+	const char *why = NULL;
+	struct stat st;
+	int fd = -1;
+
+	if (n && json_object_object_get_ex(n, "image", &img))
+		json_object_object_get_ex(img, "virtual-size", &v);
+	if (!drv || strcmp(drv, "raw") || !file || file[0] != '/')
+		why = "not a raw image in a file";
+	else if ((fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)) < 0)
+		why = "the image cannot be opened here";
+	else if (fstat(fd, &st) || !S_ISREG(st.st_mode) || !v ||
+		 (uint64_t)st.st_size != (uint64_t)json_object_get_int64(v))
+		why = "the file's size is not the disk's (a raw offset or size)";
+	else if (!qemu_has_open(qmp_peer_pid(r->qmp), &st))
+		why = "QEMU does not have that file open";
+	if (why && fd >= 0)
+		close(fd);
+	k->image_fd = why ? -1 : fd;
+	if (why)
+		log_info("disk %s: an epoch's blocks are read over NBD (%s)", k->name, why);
+	else
+		log_info("disk %s: an epoch's blocks are read from %s", k->name, file);
+	json_object_put(all);
+}
+
+int disk_bitmap_setup(struct replicator *r, struct disk_device *d)
+{
+	int rc, n;
+
+	if (!d->n)
+		return 0;
+	n = snprintf(d->qemu_sock, sizeof(d->qemu_sock), "%s/qemu.sock", d->sock_dir);
+	if (n < 0 || (size_t)n >= sizeof(d->qemu_sock))
+		return -ENAMETOOLONG;
+	rc = start_server(r, d);
+	if (rc == -EREMOTEIO && strstr(qmp_last_error(r->qmp), "already running"))
+		rc = take_back_server(r, d);
+	if (!rc)
+		d->nbd_server_ours = true;
+	if (!rc)
+		rc = add_owner_export(r, d);
+	if (rc) {
+		if (rc != -EBUSY)
+			log_err("refusing --disk-capture bitmap for VM %s: cannot start QEMU's NBD "
+				"server for it: %s", r->vm.name, rc == -EREMOTEIO ?
+				qmp_last_error(r->qmp) : strerror(-rc));
+		return rc;
+	}
+	disk_bitmap_drop_all(r, d); /* a dead replicator's */
+	for (uint32_t i = 0; i < d->n; i++)
+		choose_reader(r, &d->disks[i]);
+	d->capture_bitmap = true;
+	return 0;
+}
+
+void disk_bitmap_teardown(struct replicator *r, struct disk_device *d)
+{
+	if (r->qmp && !r->vm_gone && d->nbd_server_ours) {
+		disk_bitmap_drop_all(r, d);
+		delete_export(r, OWNER_EXPORT);
+		disk_qmp(r, "nbd-server-stop", NULL);
+	}
+	d->nbd_server_ours = false;
+	for (uint32_t i = 0; i < d->n; i++) {
+		if (d->disks[i].image_fd >= 0)
+			close(d->disks[i].image_fd);
+		d->disks[i].image_fd = -1;
+	}
+	if (d->qemu_sock[0])
+		unlink(d->qemu_sock);
+}
+
+/* --- bitmaps ---------------------------------------------------------------- */
+
+static void add_action(struct json_object *actions, const char *type, const char *node,
+		       const char *name, bool granularity)
+{
+	struct json_object *act = json_object_new_object(), *data = json_object_new_object();
+
+	json_object_object_add(data, "node", json_object_new_string(node));
+	json_object_object_add(data, "name", json_object_new_string(name));
+	if (granularity)
+		json_object_object_add(data, "granularity", json_object_new_int(GRANULARITY));
+	json_object_object_add(act, "type", json_object_new_string(type));
+	json_object_object_add(act, "data", data);
+	json_object_array_add(actions, act);
+}
+
+/* One transaction over every disk: `next`'s bitmaps start, and (close
+ * true) those of d->bm_epoch stop, at one point between two writes. */
+static int switch_bitmaps(struct replicator *r, struct disk_device *d, uint64_t next,
+			  bool close)
+{
+	struct json_object *a = json_object_new_object(), *actions = json_object_new_array();
+	char name[64];
+	int rc;
+
+	for (uint32_t i = 0; i < d->n; i++) {
+		bitmap_name(&d->disks[i], next, name, sizeof(name));
+		add_action(actions, "block-dirty-bitmap-add", d->disks[i].node, name, true);
+		if (!close)
+			continue;
+		bitmap_name(&d->disks[i], d->bm_epoch, name, sizeof(name));
+		add_action(actions, "block-dirty-bitmap-disable", d->disks[i].node, name, false);
+	}
+	json_object_object_add(a, "actions", actions);
+	rc = disk_qmp(r, "transaction", a);
+	if (rc)
+		log_err("disks: cannot start the dirty bitmaps of epoch %llu: %s",
+			(unsigned long long)next, qmp_last_error(r->qmp));
+	return rc;
+}
+
+int disk_bitmap_begin(struct replicator *r, struct disk_device *d, uint64_t next)
+{
+	int rc = switch_bitmaps(r, d, next, false);
+
+	if (!rc) {
+		d->bm_epoch = next;
+		d->release_epoch = d->unremoved_epoch = 0;
+	}
+	return rc;
+}
+
+static int add_export(struct replicator *r, const struct disk *k, uint64_t epoch)
+{
+	struct json_object *a = json_object_new_object(), *bitmaps = json_object_new_array();
+	char id[64], name[64];
+
+	export_id(k, epoch, id, sizeof(id));
+	bitmap_name(k, epoch, name, sizeof(name));
+	json_object_array_add(bitmaps, json_object_new_string(name));
+	json_object_object_add(a, "type", json_object_new_string("nbd"));
+	json_object_object_add(a, "id", json_object_new_string(id));
+	json_object_object_add(a, "name", json_object_new_string(id));
+	json_object_object_add(a, "node-name", json_object_new_string(k->node));
+	json_object_object_add(a, "writable", json_object_new_boolean(false));
+	json_object_object_add(a, "bitmaps", bitmaps);
+	return disk_qmp(r, "block-export-add", a);
+}
+
+/* --- reading an export: bounded waits on libnbd's non-blocking API -------- */
+
+static int wait_for(struct nbd_handle *h, int64_t cookie, long long deadline)
+{
+	for (;;) {
+		int done = nbd_aio_command_completed(h, (uint64_t)cookie);
+		long long left = deadline - now_ms();
+
+		if (done == 1)
+			return 0;
+		if (done < 0)
+			return -EIO;
+		if (left <= 0)
+			return -ETIMEDOUT;
+		if (nbd_poll(h, (int)left) < 0)
+			return -EIO;
+	}
+}
+
+static int nbd_open(const char *sock, const char *export, const char *context,
+		    long long deadline, struct nbd_handle **out)
+{
+	struct nbd_handle *h = nbd_create();
+
+	*out = h;
+	if (!h || nbd_set_export_name(h, export) || nbd_add_meta_context(h, context) ||
+	    nbd_aio_connect_unix(h, sock))
+		return -EIO;
+	while (nbd_aio_is_connecting(h)) {
+		long long left = deadline - now_ms();
+
+		if (left <= 0)
+			return -ETIMEDOUT;
+		if (nbd_poll(h, (int)left) < 0)
+			return -EIO;
+	}
+	if (!nbd_aio_is_ready(h) || nbd_can_meta_context(h, context) != 1)
+		return -EPROTO;
+	return 0;
+}
+
+static int on_extents(void *opaque, const char *context, uint64_t offset, uint32_t *entries,
+		      size_t n, int *error)
+{
+	dirty_ranges_add(opaque, offset, entries, n);
+	return 0;
+}
+
+/* The whole disk's bits, a chunk per request; the ranges check them. */
+static int read_bitmap(struct nbd_handle *h, long long deadline, struct dirty_ranges *rg)
+{
+	while (rg->next < rg->size && !rg->err) {
+		uint64_t at = rg->next;
+		uint64_t count = rg->size - at > STATUS_CHUNK ? STATUS_CHUNK : rg->size - at;
+		nbd_extent_callback cb = { .callback = on_extents, .user_data = rg };
+		int64_t cookie = nbd_aio_block_status(h, count, at, cb, NBD_NULL_COMPLETION, 0);
+		int rc = cookie < 0 ? -EIO : wait_for(h, cookie, deadline);
+
+		if (rc)
+			return rc;
+		if (rg->next <= at)
+			return -EPROTO; /* no answer for this chunk */
+	}
+	return rg->err;
+}
+
+static int read_block(const struct disk *k, struct nbd_handle *h, void *buf, uint64_t len,
+		      uint64_t off, long long deadline)
+{
+	if (k->image_fd >= 0) {
+		for (uint64_t done = 0; done < len;) {
+			ssize_t n = pread(k->image_fd, (char *)buf + done, len - done,
+					  (off_t)(off + done));
+
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				return n < 0 ? -errno : -EIO;
+			done += (uint64_t)n;
+		}
+		return 0;
+	}
+	int64_t cookie = nbd_aio_pread(h, buf, len, off, NBD_NULL_COMPLETION, 0);
+
+	return cookie < 0 ? -EIO : wait_for(h, cookie, deadline);
+}
+
+/* Every dirty range of k as WRITE records of at most PROTO_DISK_MAX_WRITE. */
+static int read_ranges(const struct disk *k, struct nbd_handle *h,
+		       const struct dirty_ranges *rg, long long deadline, struct rec_list *out)
+{
+	for (size_t i = 0; i < rg->n; i++) {
+		for (uint64_t done = 0; done < rg->v[i].len;) {
+			uint64_t n = rg->v[i].len - done;
+			struct disk_rec *rec;
+			int rc;
+
+			if (n > PROTO_DISK_MAX_WRITE)
+				n = PROTO_DISK_MAX_WRITE;
+			rec = disk_rec_new(k->index, DISK_OP_WRITE, rg->v[i].off + done, n);
+			if (!rec)
+				return -ENOMEM;
+			rc = read_block(k, h, rec->data, n, rg->v[i].off + done, deadline);
+			if (rc) {
+				free(rec);
+				return rc;
+			}
+			disk_rec_list_append(out, rec);
+			done += n;
+		}
+	}
+	return 0;
+}
+
+static int capture_disk(struct replicator *r, struct disk_device *d, struct disk *k,
+			uint64_t epoch, struct rec_list *out)
+{
+	long long t0 = now_us(), t1 = 0, t2 = 0, t3 = 0, deadline = t0 / 1000 + NBD_WAIT_MS;
+	struct nbd_handle *h = NULL;
+	struct dirty_ranges rg;
+	char id[64], name[64], context[96];
+	int rc;
+
+	dirty_ranges_init(&rg, k->size);
+	export_id(k, epoch, id, sizeof(id));
+	bitmap_name(k, epoch, name, sizeof(name));
+	snprintf(context, sizeof(context), "qemu:dirty-bitmap:%s", name);
+	rc = add_export(r, k, epoch);
+	if (rc) {
+		log_err("disk %s: cannot export the bitmap of epoch %llu: %s", k->name,
+			(unsigned long long)epoch, qmp_last_error(r->qmp));
+		return rc;
+	}
+	t1 = now_us();
+	rc = nbd_open(d->qemu_sock, id, context, deadline, &h);
+	t2 = now_us();
+	if (!rc)
+		rc = read_bitmap(h, deadline, &rg);
+	t3 = now_us();
+	if (!rc && out->bytes + rg.bytes > HARD_CAPS * d->soft_cap)
+		rc = -ENOSPC;
+	if (!rc)
+		rc = read_ranges(k, h, &rg, deadline, out);
+	if (rc == -ENOSPC)
+		log_err("disk %s: epoch %llu wrote %llu MiB, over %d times --disk-cap-mb: the "
+			"backup's disks need a full copy (a raised --disk-cap-mb, or --disk-capture "
+			"mirror, whose writers wait, keeps a writer this fast protected)", k->name,
+			(unsigned long long)epoch, (unsigned long long)(rg.bytes >> 20), HARD_CAPS);
+	else if (rc)
+		log_err("disk %s: cannot read the blocks of epoch %llu: %s%s%s", k->name,
+			(unsigned long long)epoch, strerror(-rc),
+			h && nbd_get_error() ? ": " : "", h && nbd_get_error() ? nbd_get_error() : "");
+	else
+		d->bitmap_bytes += rg.bytes;
+	log_debug("disk %s: epoch %llu: export %lld us, connect %lld us, bitmap %lld us, "
+		  "%zu ranges (%llu KiB) read in %lld us", k->name, (unsigned long long)epoch,
+		  t1 - t0, t2 - t1, t3 - t2, rg.n, (unsigned long long)(rg.bytes >> 10),
+		  now_us() - t3);
+	if (h)
+		nbd_close(h);
+	dirty_ranges_free(&rg);
+	return rc;
+}
+
+int disk_bitmap_capture(struct replicator *r, struct disk_device *d, uint64_t next,
+			struct rec_list *out)
+{
+	uint64_t epoch;
+	long long t0;
+	int rc;
+
+	disk_bitmap_release(r, d); /* the last barrier's, if no loop turn came between */
+	epoch = d->bm_epoch;
+	t0 = now_us();
+	rc = switch_bitmaps(r, d, next, true);
+	log_debug("disks: epoch %llu: bitmaps switched in %lld us", (unsigned long long)epoch,
+		  now_us() - t0);
+	if (rc)
+		return rc;
+	d->bm_epoch = next;
+	d->release_epoch = epoch;
+	for (uint32_t i = 0; !rc && i < d->n; i++)
+		rc = capture_disk(r, d, &d->disks[i], epoch, out);
+	return rc;
+}
+
+static void remove_bitmap(struct replicator *r, const char *node, const char *name)
+{
+	struct json_object *a = json_object_new_object();
+
+	json_object_object_add(a, "node", json_object_new_string(node));
+	json_object_object_add(a, "name", json_object_new_string(name));
+	if (disk_qmp(r, "block-dirty-bitmap-remove", a))
+		log_warn("cannot remove dirty bitmap %s: %s (removed when the session ends)",
+			 name, qmp_last_error(r->qmp));
+}
+
+void disk_bitmap_release(struct replicator *r, struct disk_device *d)
+{
+	char id[64];
+
+	if (!d->release_epoch)
+		return;
+	for (uint32_t i = 0; i < d->n; i++) {
+		export_id(&d->disks[i], d->release_epoch, id, sizeof(id));
+		delete_export(r, id);
+		if (!d->unremoved_epoch)
+			continue;
+		bitmap_name(&d->disks[i], d->unremoved_epoch, id, sizeof(id));
+		remove_bitmap(r, d->disks[i].node, id);
+	}
+	d->unremoved_epoch = d->release_epoch;
+	d->release_epoch = 0;
+}
+
+/* Remove every remus-b bitmap QEMU lists; 1 if one was still busy. */
+static int remove_listed_bitmaps(struct replicator *r)
+{
+	struct json_object *all = NULL;
+	int busy = 0;
+
+	if (qmp_execute(r->qmp, "query-named-block-nodes", NULL, &all, 5000))
+		return 0;
+	for (size_t i = 0; i < json_object_array_length(all); i++) {
+		struct json_object *n = json_object_array_get_idx(all, i), *bms;
+		const char *node = disk_json_str(n, "node-name");
+
+		if (!node || !json_object_object_get_ex(n, "dirty-bitmaps", &bms))
+			continue;
+		for (size_t j = 0; j < json_object_array_length(bms); j++) {
+			const char *name = disk_json_str(json_object_array_get_idx(bms, j), "name");
+			struct json_object *a;
+
+			if (!name || strncmp(name, "remus-b", 7))
+				continue;
+			a = json_object_new_object();
+			json_object_object_add(a, "node", json_object_new_string(node));
+			json_object_object_add(a, "name", json_object_new_string(name));
+			busy |= disk_qmp(r, "block-dirty-bitmap-remove", a) != 0;
+		}
+	}
+	json_object_put(all);
+	return busy;
+}
+
+void disk_bitmap_drop_all(struct replicator *r, struct disk_device *d)
+{
+	struct json_object *ex = list_exports(r);
+
+	for (size_t i = 0; ex && i < json_object_array_length(ex); i++) {
+		const char *id = disk_json_str(json_object_array_get_idx(ex, i), "id");
+
+		if (id && !strncmp(id, "remus-x", 7))
+			delete_export(r, id);
+	}
+	json_object_put(ex);
+	/* a deleted export lets go of its bitmap a moment later */
+	for (int i = 0; i < 50 && remove_listed_bitmaps(r); i++)
+		usleep(20000);
+	d->bitmaps_on = false;
+	d->bm_epoch = d->release_epoch = d->unremoved_epoch = 0;
+}
+
+int64_t disk_bitmap_dirty_bytes(struct replicator *r, struct disk_device *d)
+{
+	struct json_object *all = NULL;
+	int64_t total = 0;
+	char name[64];
+
+	if (qmp_execute(r->qmp, "query-named-block-nodes", NULL, &all, 5000))
+		return -1;
+	for (uint32_t k = 0; k < d->n; k++) {
+		bitmap_name(&d->disks[k], d->bm_epoch, name, sizeof(name));
+		for (size_t i = 0; i < json_object_array_length(all); i++) {
+			struct json_object *n = json_object_array_get_idx(all, i), *bms;
+			const char *node = disk_json_str(n, "node-name");
+
+			if (!node || strcmp(node, d->disks[k].node) ||
+			    !json_object_object_get_ex(n, "dirty-bitmaps", &bms))
+				continue;
+			for (size_t j = 0; j < json_object_array_length(bms); j++) {
+				struct json_object *b = json_object_array_get_idx(bms, j), *c;
+				const char *bn = disk_json_str(b, "name");
+
+				if (bn && !strcmp(bn, name) && json_object_object_get_ex(b, "count", &c))
+					total += json_object_get_int64(c);
+			}
+		}
+	}
+	json_object_put(all);
+	return total;
+}

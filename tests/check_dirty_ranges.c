@@ -1,0 +1,151 @@
+/* The dirty ranges of a disk built from the extents QEMU's NBD server
+ * reports for a dirty bitmap (replicator/dirty_ranges.c): adjacent dirty
+ * extents merge, clean ones leave gaps, the disk's end cuts, and replies
+ * that do not follow on, empty extents, half pairs or extents past the end
+ * are refused. Then random replies against a brute-force block map. */
+#include "../replicator/dirty_ranges.h"
+
+#include <check.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+START_TEST(test_merge_and_gaps)
+{
+	struct dirty_ranges rg;
+	/* [len, flags]: 4K dirty, 4K dirty, 8K clean, 4K dirty */
+	const uint32_t a[] = { 4096, 1, 4096, 1, 8192, 0, 4096, 1 };
+	/* the next reply goes on: 4K dirty (adjacent), then clean to the end */
+	const uint32_t b[] = { 4096, 3, 1u << 20, 0 };
+
+	dirty_ranges_init(&rg, 64 << 10);
+	ck_assert_int_eq(dirty_ranges_add(&rg, 0, a, 8), 0);
+	ck_assert_uint_eq(rg.n, 2);
+	ck_assert_uint_eq(rg.v[0].off, 0);
+	ck_assert_uint_eq(rg.v[0].len, 8192);
+	ck_assert_uint_eq(rg.v[1].off, 16384);
+	ck_assert_uint_eq(rg.next, 20480);
+	ck_assert_int_eq(dirty_ranges_add(&rg, 20480, b, 4), 0);
+	ck_assert_uint_eq(rg.n, 2);
+	ck_assert_uint_eq(rg.v[1].len, 8192);
+	ck_assert_uint_eq(rg.bytes, 16384);
+	ck_assert_uint_eq(rg.next, 64 << 10); /* cut at the disk's end */
+	dirty_ranges_free(&rg);
+}
+END_TEST
+
+START_TEST(test_end_cuts_a_dirty_extent)
+{
+	struct dirty_ranges rg;
+	const uint32_t a[] = { 1u << 30, 1 };
+
+	dirty_ranges_init(&rg, 12288);
+	ck_assert_int_eq(dirty_ranges_add(&rg, 0, a, 2), 0);
+	ck_assert_uint_eq(rg.n, 1);
+	ck_assert_uint_eq(rg.v[0].len, 12288);
+	ck_assert_uint_eq(rg.bytes, 12288);
+	dirty_ranges_free(&rg);
+}
+END_TEST
+
+START_TEST(test_refused)
+{
+	const uint32_t ok[] = { 4096, 1 }, empty[] = { 0, 1 }, half[] = { 4096, 1, 4096 };
+	struct dirty_ranges rg;
+
+	dirty_ranges_init(&rg, 8192);
+	ck_assert_int_eq(dirty_ranges_add(&rg, 4096, ok, 2), -EPROTO); /* not where it left off */
+	dirty_ranges_free(&rg);
+	ck_assert_int_eq(dirty_ranges_add(&rg, 0, empty, 2), -EPROTO);
+	dirty_ranges_free(&rg);
+	ck_assert_int_eq(dirty_ranges_add(&rg, 0, half, 3), -EPROTO);
+	dirty_ranges_free(&rg);
+	ck_assert_int_eq(dirty_ranges_add(&rg, 0, ok, 0), -EPROTO); /* says nothing */
+	dirty_ranges_free(&rg);
+	/* past the end: the first reply ends it, a second starts beyond */
+	ck_assert_int_eq(dirty_ranges_add(&rg, 0, (const uint32_t[]){ 8192, 0, 4096, 1 }, 4),
+			 -EPROTO);
+	/* an error sticks */
+	ck_assert_int_eq(dirty_ranges_add(&rg, 8192, ok, 2), -EPROTO);
+	dirty_ranges_free(&rg);
+}
+END_TEST
+
+static uint32_t rnd(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return (uint32_t)(*s >> 11);
+}
+
+/* Random replies of random extents over a 1 MiB disk of 4 KiB blocks: the
+ * ranges are sorted, disjoint, not touching (touching ones merge), inside
+ * the disk, and mark exactly the blocks the extents said were dirty. */
+START_TEST(test_random_against_block_map)
+{
+	enum { BLOCKS = 256, BLK = 4096 };
+	uint64_t seed = 0x9e3779b97f4a7c15ull;
+
+	for (int round = 0; round < 2000; round++) {
+		bool want[BLOCKS] = { false }, got[BLOCKS] = { false };
+		struct dirty_ranges rg;
+		uint64_t at = 0, bytes = 0;
+
+		dirty_ranges_init(&rg, (uint64_t)BLOCKS * BLK);
+		while (at < rg.size) {
+			uint32_t e[16];
+			size_t n = 2 * (1 + rnd(&seed) % 8);
+			uint64_t off = at;
+
+			for (size_t i = 0; i < n; i += 2) {
+				e[i] = (1 + rnd(&seed) % 12) * BLK;
+				e[i + 1] = rnd(&seed) % 3 == 0 ? 1 : 0;
+				for (uint64_t b = off / BLK; e[i + 1] && b < BLOCKS &&
+				     b < (off + e[i]) / BLK; b++)
+					want[b] = true;
+				off += e[i];
+				if (off >= rg.size) {
+					n = i + 2;
+					break;
+				}
+			}
+			ck_assert_int_eq(dirty_ranges_add(&rg, at, e, n), 0);
+			at = rg.next;
+		}
+		for (size_t i = 0; i < rg.n; i++) {
+			ck_assert(rg.v[i].len > 0);
+			ck_assert(rg.v[i].off + rg.v[i].len <= rg.size);
+			if (i)
+				ck_assert(rg.v[i - 1].off + rg.v[i - 1].len < rg.v[i].off);
+			for (uint64_t b = rg.v[i].off / BLK; b < (rg.v[i].off + rg.v[i].len) / BLK; b++)
+				got[b] = true;
+			bytes += rg.v[i].len;
+		}
+		ck_assert_uint_eq(bytes, rg.bytes);
+		ck_assert_mem_eq(want, got, sizeof(want));
+		dirty_ranges_free(&rg);
+	}
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("dirty_ranges");
+	TCase *tc = tcase_create("dirty_ranges");
+	SRunner *sr;
+	int failed;
+
+	tcase_add_test(tc, test_merge_and_gaps);
+	tcase_add_test(tc, test_end_cuts_a_dirty_extent);
+	tcase_add_test(tc, test_refused);
+	tcase_add_test(tc, test_random_against_block_map);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
