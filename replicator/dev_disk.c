@@ -714,8 +714,9 @@ static int disk_send(void *state, struct replicator *r, struct epoch_tally *t)
 		return 0;
 	for (struct disk_rec *rec = d->captured.head; rec && !rc; rec = rec->next)
 		rc = push_rec(r, t, rec, NULL);
-	/* What the barrier left in QEMU goes once the epoch is on its way
-	 * (after this loop iteration), so that its ack does not wait for it. */
+	/* What the barrier left in QEMU goes on the loop's next turn, once
+	 * the epoch is queued and on the wire (an ack that comes back while
+	 * those commands run still waits for them: 2-3 ms). */
 	if (!t->resend && (d->retire_pending || d->release_epoch))
 		ev_timer_start(r->loop, &d->release);
 	return rc;

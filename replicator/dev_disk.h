@@ -128,12 +128,19 @@ int disk_bitmap_begin(struct replicator *r, struct disk_device *d, uint64_t next
  * read every block they mark into out. -ENOSPC past 8 disk caps. */
 int disk_bitmap_capture(struct replicator *r, struct disk_device *d, uint64_t next,
 			struct rec_list *out);
-/* VM running again: remove the captured epoch's exports and the bitmaps
- * of the one before (an export lets go of its bitmap a moment later). */
+/* After a barrier (the loop's next turn, or the next barrier if none came
+ * between): remove the captured epoch's exports and the bitmaps of the
+ * one before (an export lets go of its bitmap a moment later). */
 void disk_bitmap_release(struct replicator *r, struct disk_device *d);
 /* Every remus-x export and remus-b bitmap in QEMU, ours or a dead
  * replicator's: a new session copies the disks in full. */
 void disk_bitmap_drop_all(struct replicator *r, struct disk_device *d);
+/* The range [off, off+len) of the image fd cut where its holes start and
+ * end: fn is called for each piece in order, hole or data (SEEK_DATA and
+ * SEEK_HOLE; a file system without them reports all data). Stops at
+ * fn's first non-zero return, which it returns. */
+typedef int segment_fn(void *opaque, uint64_t off, uint64_t len, bool hole);
+int disk_image_segments(int fd, uint64_t off, uint64_t len, segment_fn *fn, void *opaque);
 /* The bytes the recording bitmaps mark so far, or -1 (for early epochs). */
 int64_t disk_bitmap_dirty_bytes(struct replicator *r, struct disk_device *d);
 

@@ -25,6 +25,7 @@
  * that a replicator started after one that died takes it back instead of
  * refusing.
  */
+#include "clock.h"
 #include "dev_disk.h"
 #include "dirty_ranges.h"
 #include "log.h"
@@ -41,12 +42,15 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
+#define QMP_TIMEOUT_MS 5000
+#define POLL_TIMEOUT_MS 1000 /* the 100 ms watch: a busy QEMU must not hold the loop long */
 #define GRANULARITY   4096   /* a raw node's default is 64 KiB: 16 times the bytes */
 #define NBD_WAIT_MS   5000   /* all NBD work of one disk at one barrier */
 #define OWNER_EXPORT  "remus-owner"
+#define EXPORT_PREFIX "remus-x"      /* remus-xDISK-EPOCH */
+#define BITMAP_PREFIX "remus-b"      /* remus-bDISK-EPOCH */
 #define LISTEN_FDNAME "remus-nbd-listen"
 #define STATUS_CHUNK  (1ull << 30)
 /* No write waits for us here, so the disk cap cannot hold a writer back:
@@ -57,25 +61,12 @@
 
 static void bitmap_name(const struct disk *k, uint64_t epoch, char *out, size_t len)
 {
-	snprintf(out, len, "remus-b%u-%llu", k->index, (unsigned long long)epoch);
+	snprintf(out, len, BITMAP_PREFIX "%u-%llu", k->index, (unsigned long long)epoch);
 }
 
 static void export_id(const struct disk *k, uint64_t epoch, char *out, size_t len)
 {
-	snprintf(out, len, "remus-x%u-%llu", k->index, (unsigned long long)epoch);
-}
-
-static long long now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
-}
-
-static long long now_ms(void)
-{
-	return now_us() / 1000;
+	snprintf(out, len, EXPORT_PREFIX "%u-%llu", k->index, (unsigned long long)epoch);
 }
 
 /* --- QEMU's NBD server ------------------------------------------------------ */
@@ -113,7 +104,7 @@ static int start_server(struct replicator *r, struct disk_device *d)
 		return fd;
 	a = json_object_new_object();
 	json_object_object_add(a, "fdname", json_object_new_string(LISTEN_FDNAME));
-	rc = qmp_execute_with_fd(r->qmp, "getfd", a, fd, NULL, 5000);
+	rc = qmp_execute_with_fd(r->qmp, "getfd", a, fd, NULL, QMP_TIMEOUT_MS);
 	json_object_put(a);
 	close(fd);
 	if (rc)
@@ -126,7 +117,16 @@ static int start_server(struct replicator *r, struct disk_device *d)
 	json_object_object_add(addr, "type", json_object_new_string("fd"));
 	json_object_object_add(addr, "data", data);
 	json_object_object_add(a, "addr", addr);
-	return disk_qmp(r, "nbd-server-start", a);
+	rc = disk_qmp(r, "nbd-server-start", a);
+	if (rc) {
+		/* QEMU keeps a file passed with getfd until a command takes it.
+		 * (A closefd that works leaves qmp_last_error as it was.) */
+		struct json_object *c = json_object_new_object();
+
+		json_object_object_add(c, "fdname", json_object_new_string(LISTEN_FDNAME));
+		disk_qmp(r, "closefd", c);
+	}
+	return rc;
 }
 
 /* The ids of QEMU's block exports; NULL on error. */
@@ -134,7 +134,7 @@ static struct json_object *list_exports(struct replicator *r)
 {
 	struct json_object *ret = NULL;
 
-	return qmp_execute(r->qmp, "query-block-exports", NULL, &ret, 5000) ? NULL : ret;
+	return qmp_execute(r->qmp, "query-block-exports", NULL, &ret, QMP_TIMEOUT_MS) ? NULL : ret;
 }
 
 static void delete_export(struct replicator *r, const char *id)
@@ -155,7 +155,13 @@ static int take_back_server(struct replicator *r, struct disk_device *d)
 	struct json_object *ex = list_exports(r);
 	bool ours = false;
 
-	for (size_t i = 0; ex && i < json_object_array_length(ex); i++) {
+	if (!ex) {
+		log_err("refusing --disk-capture bitmap for VM %s: QEMU's NBD server is already "
+			"running and its exports cannot be listed: %s", r->vm.name,
+			qmp_last_error(r->qmp));
+		return -EBUSY;
+	}
+	for (size_t i = 0; i < json_object_array_length(ex); i++) {
 		const char *id = disk_json_str(json_object_array_get_idx(ex, i), "id");
 
 		ours |= id && !strcmp(id, OWNER_EXPORT);
@@ -215,12 +221,25 @@ static bool qemu_has_open(pid_t pid, const struct stat *st)
 	return found;
 }
 
+/* The regular file behind an O_PATH descriptor, opened for reading (the
+ * descriptor is closed); -1 on failure. */
+static int reopen_read_only(int path_fd)
+{
+	char proc[64];
+	int fd;
+
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", path_fd);
+	fd = open(proc, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	close(path_fd);
+	return fd;
+}
+
 /* k's node, from query-named-block-nodes (caller puts *all). */
 static struct json_object *find_node(struct replicator *r, const char *node,
 				     struct json_object **all)
 {
 	*all = NULL;
-	if (qmp_execute(r->qmp, "query-named-block-nodes", NULL, all, 5000))
+	if (qmp_execute(r->qmp, "query-named-block-nodes", NULL, all, QMP_TIMEOUT_MS))
 		return NULL;
 	for (size_t i = 0; i < json_object_array_length(*all); i++) {
 		struct json_object *n = json_object_array_get_idx(*all, i);
@@ -249,10 +268,13 @@ static void choose_reader(struct replicator *r, struct disk *k)
 		json_object_object_get_ex(img, "virtual-size", &v);
 	if (!drv || strcmp(drv, "raw") || !file || file[0] != '/')
 		why = "not a raw image in a file";
-	else if ((fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)) < 0)
+	else if ((fd = open(file, O_PATH | O_CLOEXEC)) < 0)
 		why = "the image cannot be opened here";
-	else if (fstat(fd, &st) || !S_ISREG(st.st_mode) || !v ||
-		 (uint64_t)st.st_size != (uint64_t)json_object_get_int64(v))
+	else if (fstat(fd, &st) || !S_ISREG(st.st_mode))
+		why = "not a regular file"; /* looked at, never opened: a device's open acts */
+	else if ((fd = reopen_read_only(fd)) < 0)
+		why = "the image cannot be opened here";
+	else if (!v || (uint64_t)st.st_size != (uint64_t)json_object_get_int64(v))
 		why = "the file's size is not the disk's (a raw offset or size)";
 	else if (!qemu_has_open(qmp_peer_pid(r->qmp), &st))
 		why = "QEMU does not have that file open";
@@ -384,11 +406,11 @@ static int add_export(struct replicator *r, const struct disk *k, uint64_t epoch
 
 /* --- reading an export: bounded waits on libnbd's non-blocking API -------- */
 
-static int wait_for(struct nbd_handle *h, int64_t cookie, long long deadline)
+static int wait_for(struct nbd_handle *h, int64_t cookie, double deadline)
 {
 	for (;;) {
 		int done = nbd_aio_command_completed(h, (uint64_t)cookie);
-		long long left = deadline - now_ms();
+		double left = deadline - mono_ms();
 
 		if (done == 1)
 			return 0;
@@ -396,13 +418,13 @@ static int wait_for(struct nbd_handle *h, int64_t cookie, long long deadline)
 			return -EIO;
 		if (left <= 0)
 			return -ETIMEDOUT;
-		if (nbd_poll(h, (int)left) < 0)
+		if (nbd_poll(h, (int)left + 1) < 0)
 			return -EIO;
 	}
 }
 
 static int nbd_open(const char *sock, const char *export, const char *context,
-		    long long deadline, struct nbd_handle **out)
+		    double deadline, struct nbd_handle **out)
 {
 	struct nbd_handle *h = nbd_create();
 
@@ -411,11 +433,11 @@ static int nbd_open(const char *sock, const char *export, const char *context,
 	    nbd_aio_connect_unix(h, sock))
 		return -EIO;
 	while (nbd_aio_is_connecting(h)) {
-		long long left = deadline - now_ms();
+		double left = deadline - mono_ms();
 
 		if (left <= 0)
 			return -ETIMEDOUT;
-		if (nbd_poll(h, (int)left) < 0)
+		if (nbd_poll(h, (int)left + 1) < 0)
 			return -EIO;
 	}
 	if (!nbd_aio_is_ready(h) || nbd_can_meta_context(h, context) != 1)
@@ -431,7 +453,7 @@ static int on_extents(void *opaque, const char *context, uint64_t offset, uint32
 }
 
 /* The whole disk's bits, a chunk per request; the ranges check them. */
-static int read_bitmap(struct nbd_handle *h, long long deadline, struct dirty_ranges *rg)
+static int read_bitmap(struct nbd_handle *h, double deadline, struct dirty_ranges *rg)
 {
 	while (rg->next < rg->size && !rg->err) {
 		uint64_t at = rg->next;
@@ -448,60 +470,149 @@ static int read_bitmap(struct nbd_handle *h, long long deadline, struct dirty_ra
 	return rg->err;
 }
 
-static int read_block(const struct disk *k, struct nbd_handle *h, void *buf, uint64_t len,
-		      uint64_t off, long long deadline)
+static int read_image(int fd, void *buf, uint64_t len, uint64_t off)
 {
-	if (k->image_fd >= 0) {
-		for (uint64_t done = 0; done < len;) {
-			ssize_t n = pread(k->image_fd, (char *)buf + done, len - done,
-					  (off_t)(off + done));
+	for (uint64_t done = 0; done < len;) {
+		ssize_t n = pread(fd, (char *)buf + done, len - done, (off_t)(off + done));
 
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n <= 0)
-				return n < 0 ? -errno : -EIO;
-			done += (uint64_t)n;
-		}
-		return 0;
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO; /* 0: the image is shorter than QEMU said */
+		done += (uint64_t)n;
 	}
-	int64_t cookie = nbd_aio_pread(h, buf, len, off, NBD_NULL_COMPLETION, 0);
+	return 0;
+}
 
+static int read_block(const struct disk *k, struct nbd_handle *h, void *buf, uint64_t len,
+		      uint64_t off, double deadline)
+{
+	int64_t cookie;
+
+	if (k->image_fd >= 0)
+		return read_image(k->image_fd, buf, len, off);
+	cookie = nbd_aio_pread(h, buf, len, off, NBD_NULL_COMPLETION, 0);
 	return cookie < 0 ? -EIO : wait_for(h, cookie, deadline);
 }
 
-/* Every dirty range of k as WRITE records of at most PROTO_DISK_MAX_WRITE. */
-static int read_ranges(const struct disk *k, struct nbd_handle *h,
-		       const struct dirty_ranges *rg, long long deadline, struct rec_list *out)
+int disk_image_segments(int fd, uint64_t off, uint64_t len, segment_fn *fn, void *opaque)
 {
-	for (size_t i = 0; i < rg->n; i++) {
-		for (uint64_t done = 0; done < rg->v[i].len;) {
-			uint64_t n = rg->v[i].len - done;
-			struct disk_rec *rec;
-			int rc;
+	uint64_t end = off + len;
 
-			if (n > PROTO_DISK_MAX_WRITE)
-				n = PROTO_DISK_MAX_WRITE;
-			rec = disk_rec_new(k->index, DISK_OP_WRITE, rg->v[i].off + done, n);
-			if (!rec)
-				return -ENOMEM;
-			rc = read_block(k, h, rec->data, n, rg->v[i].off + done, deadline);
-			if (rc) {
-				free(rec);
-				return rc;
-			}
-			disk_rec_list_append(out, rec);
-			done += n;
-		}
+	while (off < end) {
+		off_t data = lseek(fd, (off_t)off, SEEK_DATA), hole;
+		uint64_t stop;
+		int rc;
+
+		if (data < 0 && errno != ENXIO)
+			return -errno;
+		/* ENXIO: no data from here to the end of the file */
+		stop = data < 0 || (uint64_t)data > end ? end : (uint64_t)data;
+		if (stop > off && (rc = fn(opaque, off, stop - off, true)))
+			return rc;
+		if (stop == end)
+			return 0;
+		hole = lseek(fd, data, SEEK_HOLE);
+		if (hole < 0)
+			return -errno;
+		stop = (uint64_t)hole > end ? end : (uint64_t)hole;
+		if (stop <= (uint64_t)data)
+			return -EIO; /* the file changed under us */
+		if ((rc = fn(opaque, (uint64_t)data, stop - (uint64_t)data, false)))
+			return rc;
+		off = stop;
 	}
 	return 0;
+}
+
+/* What one disk's capture reads and emits. */
+struct reading {
+	const struct disk *k;
+	struct nbd_handle *h;
+	double deadline;
+	struct rec_list *out;
+	uint64_t data_bytes;   /* to read: what the cap counts */
+	bool count_only;
+};
+
+/* One piece of a dirty range: a hole of the image becomes a WRITE_ZEROES
+ * record (a discard with discard=unmap punches one, and `fstrim` marks
+ * gigabytes: they cost no reading, no memory and no cap), data becomes
+ * WRITE records of at most PROTO_DISK_MAX_WRITE read now. */
+static int emit_segment(void *opaque, uint64_t off, uint64_t len, bool hole)
+{
+	struct reading *rd = opaque;
+
+	if (!hole)
+		rd->data_bytes += len;
+	if (rd->count_only)
+		return 0;
+	if (hole) {
+		struct disk_rec *rec = disk_rec_new(rd->k->index, DISK_OP_WRITE_ZEROES, off, len);
+
+		if (!rec)
+			return -ENOMEM;
+		disk_rec_list_append(rd->out, rec);
+		return 0;
+	}
+	for (uint64_t done = 0; done < len;) {
+		uint64_t n = len - done > PROTO_DISK_MAX_WRITE ? PROTO_DISK_MAX_WRITE : len - done;
+		struct disk_rec *rec = disk_rec_new(rd->k->index, DISK_OP_WRITE, off + done, n);
+		int rc;
+
+		if (!rec)
+			return -ENOMEM;
+		rc = read_block(rd->k, rd->h, rec->data, n, off + done, rd->deadline);
+		if (rc) {
+			free(rec);
+			return rc;
+		}
+		disk_rec_list_append(rd->out, rec);
+		done += n;
+	}
+	return 0;
+}
+
+/* Every dirty range, split into the image's holes and data where we read
+ * the image itself (over NBD every block counts as data). */
+static int walk_ranges(struct reading *rd, const struct dirty_ranges *rg)
+{
+	int rc = 0;
+
+	for (size_t i = 0; i < rg->n && !rc; i++)
+		rc = rd->k->image_fd >= 0 ?
+			disk_image_segments(rd->k->image_fd, rg->v[i].off, rg->v[i].len,
+					    emit_segment, rd) :
+			emit_segment(rd, rg->v[i].off, rg->v[i].len, false);
+	return rc;
+}
+
+static void log_capture_error(const struct disk_device *d, const struct disk *k,
+			      uint64_t epoch, int rc, uint64_t bytes)
+{
+	if (rc == -ENOSPC)
+		log_err("disks: epoch %llu wrote %llu MiB of data, over %d times --disk-cap-mb: "
+			"the backup's disks need a full copy (a raised --disk-cap-mb, or "
+			"--disk-capture mirror, whose writers wait, keeps a writer this fast "
+			"protected)", (unsigned long long)epoch, (unsigned long long)(bytes >> 20),
+			HARD_CAPS);
+	else if (rc == -ESTALE)
+		log_err("disk %s: its size is no longer the %llu bytes it had at attach (resized?): "
+			"the backup's replica cannot follow; detach and attach again", k->name,
+			(unsigned long long)k->size);
+	else if (rc)
+		log_err("disk %s: cannot read the blocks of epoch %llu: %s", k->name,
+			(unsigned long long)epoch, strerror(-rc));
 }
 
 static int capture_disk(struct replicator *r, struct disk_device *d, struct disk *k,
 			uint64_t epoch, struct rec_list *out)
 {
-	long long t0 = now_us(), t1 = 0, t2 = 0, t3 = 0, deadline = t0 / 1000 + NBD_WAIT_MS;
+	double t0 = mono_ms(), t1, t2, t3, deadline = t0 + NBD_WAIT_MS;
+	uint64_t held = out->bytes; /* the disks before this one */
 	struct nbd_handle *h = NULL;
 	struct dirty_ranges rg;
+	struct reading rd;
 	char id[64], name[64], context[96];
 	int rc;
 
@@ -515,31 +626,34 @@ static int capture_disk(struct replicator *r, struct disk_device *d, struct disk
 			(unsigned long long)epoch, qmp_last_error(r->qmp));
 		return rc;
 	}
-	t1 = now_us();
+	t1 = mono_ms();
 	rc = nbd_open(d->qemu_sock, id, context, deadline, &h);
-	t2 = now_us();
+	t2 = mono_ms();
+	if (rc)
+		log_err("disk %s: cannot read the bitmap export %s: %s", k->name, id,
+			nbd_get_error() ? nbd_get_error() : strerror(-rc));
+	if (!rc && nbd_get_size(h) != (int64_t)k->size)
+		rc = -ESTALE; /* resized since attach: blocks past the old end would be missed */
 	if (!rc)
 		rc = read_bitmap(h, deadline, &rg);
-	t3 = now_us();
-	if (!rc && out->bytes + rg.bytes > HARD_CAPS * d->soft_cap)
-		rc = -ENOSPC;
+	t3 = mono_ms();
+	rd = (struct reading){ .k = k, .h = h, .deadline = deadline, .out = out,
+			       .count_only = true };
 	if (!rc)
-		rc = read_ranges(k, h, &rg, deadline, out);
-	if (rc == -ENOSPC)
-		log_err("disk %s: epoch %llu wrote %llu MiB, over %d times --disk-cap-mb: the "
-			"backup's disks need a full copy (a raised --disk-cap-mb, or --disk-capture "
-			"mirror, whose writers wait, keeps a writer this fast protected)", k->name,
-			(unsigned long long)epoch, (unsigned long long)(rg.bytes >> 20), HARD_CAPS);
-	else if (rc)
-		log_err("disk %s: cannot read the blocks of epoch %llu: %s%s%s", k->name,
-			(unsigned long long)epoch, strerror(-rc),
-			h && nbd_get_error() ? ": " : "", h && nbd_get_error() ? nbd_get_error() : "");
-	else
-		d->bitmap_bytes += rg.bytes;
-	log_debug("disk %s: epoch %llu: export %lld us, connect %lld us, bitmap %lld us, "
-		  "%zu ranges (%llu KiB) read in %lld us", k->name, (unsigned long long)epoch,
-		  t1 - t0, t2 - t1, t3 - t2, rg.n, (unsigned long long)(rg.bytes >> 10),
-		  now_us() - t3);
+		rc = walk_ranges(&rd, &rg);
+	if (!rc && held + rd.data_bytes > HARD_CAPS * d->soft_cap)
+		rc = -ENOSPC;
+	rd.count_only = false;
+	rd.data_bytes = 0;
+	if (!rc)
+		rc = walk_ranges(&rd, &rg);
+	log_capture_error(d, k, epoch, rc, held + rd.data_bytes);
+	if (!rc)
+		d->bitmap_bytes += rd.data_bytes;
+	log_debug("disk %s: epoch %llu: export %.2f ms, connect %.2f ms, bitmap %.2f ms, "
+		  "%zu ranges (%llu KiB of data) read in %.2f ms", k->name,
+		  (unsigned long long)epoch, t1 - t0, t2 - t1, t3 - t2, rg.n,
+		  (unsigned long long)(rd.data_bytes >> 10), mono_ms() - t3);
 	if (h)
 		nbd_close(h);
 	dirty_ranges_free(&rg);
@@ -550,15 +664,18 @@ int disk_bitmap_capture(struct replicator *r, struct disk_device *d, uint64_t ne
 			struct rec_list *out)
 {
 	uint64_t epoch;
-	long long t0;
+	double t0;
 	int rc;
 
 	disk_bitmap_release(r, d); /* the last barrier's, if no loop turn came between */
 	epoch = d->bm_epoch;
-	t0 = now_us();
+	if (epoch + 1 != next)
+		log_warn("disks: bitmaps of epoch %llu taken at barrier %llu",
+			 (unsigned long long)epoch, (unsigned long long)(next - 1));
+	t0 = mono_ms();
 	rc = switch_bitmaps(r, d, next, true);
-	log_debug("disks: epoch %llu: bitmaps switched in %lld us", (unsigned long long)epoch,
-		  now_us() - t0);
+	log_debug("disks: epoch %llu: bitmaps switched in %.2f ms", (unsigned long long)epoch,
+		  mono_ms() - t0);
 	if (rc)
 		return rc;
 	d->bm_epoch = next;
@@ -603,7 +720,7 @@ static int remove_listed_bitmaps(struct replicator *r)
 	struct json_object *all = NULL;
 	int busy = 0;
 
-	if (qmp_execute(r->qmp, "query-named-block-nodes", NULL, &all, 5000))
+	if (qmp_execute(r->qmp, "query-named-block-nodes", NULL, &all, QMP_TIMEOUT_MS))
 		return 0;
 	for (size_t i = 0; i < json_object_array_length(all); i++) {
 		struct json_object *n = json_object_array_get_idx(all, i), *bms;
@@ -615,7 +732,7 @@ static int remove_listed_bitmaps(struct replicator *r)
 			const char *name = disk_json_str(json_object_array_get_idx(bms, j), "name");
 			struct json_object *a;
 
-			if (!name || strncmp(name, "remus-b", 7))
+			if (!name || strncmp(name, BITMAP_PREFIX, strlen(BITMAP_PREFIX)))
 				continue;
 			a = json_object_new_object();
 			json_object_object_add(a, "node", json_object_new_string(node));
@@ -634,7 +751,7 @@ void disk_bitmap_drop_all(struct replicator *r, struct disk_device *d)
 	for (size_t i = 0; ex && i < json_object_array_length(ex); i++) {
 		const char *id = disk_json_str(json_object_array_get_idx(ex, i), "id");
 
-		if (id && !strncmp(id, "remus-x", 7))
+		if (id && !strncmp(id, EXPORT_PREFIX, strlen(EXPORT_PREFIX)))
 			delete_export(r, id);
 	}
 	json_object_put(ex);
@@ -651,7 +768,13 @@ int64_t disk_bitmap_dirty_bytes(struct replicator *r, struct disk_device *d)
 	int64_t total = 0;
 	char name[64];
 
-	if (qmp_execute(r->qmp, "query-named-block-nodes", NULL, &all, 5000))
+	struct json_object *flat = json_object_new_object();
+	int rc;
+
+	json_object_object_add(flat, "flat", json_object_new_boolean(true));
+	rc = qmp_execute(r->qmp, "query-named-block-nodes", flat, &all, POLL_TIMEOUT_MS);
+	json_object_put(flat);
+	if (rc)
 		return -1;
 	for (uint32_t k = 0; k < d->n; k++) {
 		bitmap_name(&d->disks[k], d->bm_epoch, name, sizeof(name));

@@ -162,7 +162,7 @@ void replicator_usage(FILE *f)
 "                        the replicator before it completes, about 0.4 ms\n"
 "                        more per write) or bitmap (QEMU marks the blocks an\n"
 "                        epoch writes and the barrier reads them: writes at\n"
-"                        full speed, about 5 ms more per pause; plain QEMU\n"
+"                        full speed, about 8 ms more per pause; plain QEMU\n"
 "                        over QMP only). The initial copy is a mirror either\n"
 "                        way (docs/DISK-CAPTURE.md; [capture] disk-capture)\n"
 "  --heartbeat-ms N      heartbeat interval when idle (default %u)\n"

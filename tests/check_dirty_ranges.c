@@ -2,11 +2,16 @@
  * reports for a dirty bitmap (replicator/dirty_ranges.c): adjacent dirty
  * extents merge, clean ones leave gaps, the disk's end cuts, and replies
  * that do not follow on, empty extents, half pairs or extents past the end
- * are refused. Then random replies against a brute-force block map. */
+ * are refused. Then random replies against a brute-force block map, and
+ * the cut of a range into an image's holes and data (disk_bitmap.c). */
+#include "../replicator/dev_disk.h"
 #include "../replicator/dirty_ranges.h"
 
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -131,6 +136,57 @@ START_TEST(test_random_against_block_map)
 }
 END_TEST
 
+struct pieces {
+	int n;
+	uint64_t off[16], len[16];
+	bool hole[16];
+};
+
+static int note_piece(void *opaque, uint64_t off, uint64_t len, bool hole)
+{
+	struct pieces *p = opaque;
+
+	ck_assert_int_lt(p->n, 16);
+	p->off[p->n] = off;
+	p->len[p->n] = len;
+	p->hole[p->n++] = hole;
+	return 0;
+}
+
+/* A sparse file, 64 KiB data, 128 KiB hole, 64 KiB data, 64 KiB hole at
+ * the end (a size past the last write): the bitmap capture's reading
+ * splits a dirty range where the image's holes start and end. */
+START_TEST(test_image_segments)
+{
+	char path[] = "/tmp/check_dirty_ranges.XXXXXX";
+	static char block[64 << 10];
+	struct pieces p = { 0 };
+	int fd = mkstemp(path);
+
+	ck_assert_int_ge(fd, 0);
+	unlink(path);
+	memset(block, 0x5a, sizeof(block));
+	ck_assert_int_eq(pwrite(fd, block, sizeof(block), 0), (ssize_t)sizeof(block));
+	ck_assert_int_eq(pwrite(fd, block, sizeof(block), 192 << 10), (ssize_t)sizeof(block));
+	ck_assert_int_eq(ftruncate(fd, 320 << 10), 0);
+	/* from inside the first data to inside the trailing hole */
+	ck_assert_int_eq(disk_image_segments(fd, 4096, (300 << 10) - 4096, note_piece, &p), 0);
+	if (p.n == 1) {
+		/* a file system without holes here says all is data: allowed */
+		ck_assert(!p.hole[0]);
+		ck_assert_uint_eq(p.len[0], (300 << 10) - 4096);
+		close(fd);
+		return;
+	}
+	ck_assert_int_eq(p.n, 4);
+	ck_assert(!p.hole[0] && p.off[0] == 4096 && p.len[0] == (64 << 10) - 4096);
+	ck_assert(p.hole[1] && p.off[1] == 64 << 10 && p.len[1] == 128 << 10);
+	ck_assert(!p.hole[2] && p.off[2] == 192 << 10 && p.len[2] == 64 << 10);
+	ck_assert(p.hole[3] && p.off[3] == 256 << 10 && p.len[3] == 44 << 10);
+	close(fd);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("dirty_ranges");
@@ -142,6 +198,7 @@ int main(void)
 	tcase_add_test(tc, test_end_cuts_a_dirty_extent);
 	tcase_add_test(tc, test_refused);
 	tcase_add_test(tc, test_random_against_block_map);
+	tcase_add_test(tc, test_image_segments);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

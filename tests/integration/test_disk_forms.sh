@@ -11,6 +11,8 @@
 # stopped, its overlay must still be a qcow2 image over the replica disk
 # holding that write: a QEMU that opened the overlay as raw has written over
 # its header.
+# Two forms run under --disk-capture bitmap (BITMAP_FORMS): qcow2 images,
+# whose epochs' blocks the replicator reads over QEMU's NBD server.
 # Then the disks the replicator cannot restore faithfully must be refused at
 # attach (non-zero exit, a 'refusing VM' line naming the disk), with nothing
 # restored: a CD-ROM with a medium (accepted with --unprotected-disk), a disk
@@ -27,6 +29,7 @@ command -v qemu-nbd > /dev/null || skip "no qemu-nbd (install qemu-utils)"
 
 EPOCH_MS=300
 FORMS=${FORMS:-"drive-raw drive-qcow2 drive-virtio blockdev-file blockdev-raw blockdev-qcow2 blockdev-qcow2-backing blockdev-json"}
+BITMAP_FORMS=${BITMAP_FORMS:-"blockdev-qcow2 blockdev-json"}
 START_MS=$(now_ms)
 
 # stop_pid PID: SIGTERM, SIGKILL after 5 s; true once it is gone.
@@ -105,6 +108,15 @@ committed_at() {
 	[ "${n:-0}" -ge "$2" ]
 }
 
+# bitmap_state NAME: the replicator's disk capture, disk0's state and how
+# its blocks are read, e.g. "bitmap bitmaps nbd".
+bitmap_state() {
+	"$BIN/remusctl" --control "$T/$1.ctl" status --json 2>/dev/null | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+print(s["disk_capture"], s["disks"][0]["state"], s["disks"][0].get("bitmap_reads", "-"))'
+}
+
 # protected_or_refused NAME: 3 epochs committed, or the replicator has
 # stopped, or the backup refused the VM (the replicator then retries for
 # ever: no point waiting).
@@ -168,6 +180,7 @@ case_end() {
 # the middle of an epoch, check the restored VM and its disk.
 failover() {
 	local form=$1 name=f-$1 before=$FAILS n dir restored qpid info fmt backing last first bad dev out
+	local capture state
 	dir=$T/$name-backup
 	REPLICATOR_PID='' AGENT_PID='' GUEST_PID=''
 	log "=== $form"
@@ -175,13 +188,21 @@ failover() {
 		case_end "$name" "$before"
 		return
 	fi
+	capture=mirror
+	case " $BITMAP_FORMS " in *" $form "*) capture=bitmap ;; esac
 	agent_for "$name"
-	replicator_for "$name"
+	replicator_for "$name" --disk-capture "$capture"
 	wait_for 60 protected_or_refused "$name"
 	if ! committed_at "$name" 3; then
 		fail "$form: not protected, fewer than 3 epochs committed: $(grep -m1 'backup refused\|error' "$T/$name-replicator.log" || echo 'in 60 s')"
 		case_end "$name" "$before"
 		return
+	fi
+	if [ "$capture" = bitmap ]; then
+		state=$(bitmap_state "$name")
+		[ "$state" = "bitmap bitmaps nbd" ] &&
+			pass "$form: epochs captured by dirty bitmaps, blocks read over NBD" ||
+			fail "$form: bitmap capture not in use (capture, state, reads: $state)"
 	fi
 	# Just after a commit, half an epoch into the next: the guest has
 	# written a value or two that the backup has not committed.
