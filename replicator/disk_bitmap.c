@@ -587,8 +587,7 @@ static int walk_ranges(struct reading *rd, const struct dirty_ranges *rg)
 	return rc;
 }
 
-static void log_capture_error(const struct disk_device *d, const struct disk *k,
-			      uint64_t epoch, int rc, uint64_t bytes)
+static void log_capture_error(const struct disk *k, uint64_t epoch, int rc, uint64_t bytes)
 {
 	if (rc == -ENOSPC)
 		log_err("disks: epoch %llu wrote %llu MiB of data, over %d times --disk-cap-mb: "
@@ -640,14 +639,15 @@ static int capture_disk(struct replicator *r, struct disk_device *d, struct disk
 	rd = (struct reading){ .k = k, .h = h, .deadline = deadline, .out = out,
 			       .count_only = true };
 	if (!rc)
-		rc = walk_ranges(&rd, &rg);
+		rc = walk_ranges(&rd, &rg); /* count first: nothing is read past the cap */
 	if (!rc && held + rd.data_bytes > HARD_CAPS * d->soft_cap)
 		rc = -ENOSPC;
-	rd.count_only = false;
-	rd.data_bytes = 0;
-	if (!rc)
+	if (!rc) {
+		rd.count_only = false;
+		rd.data_bytes = 0;
 		rc = walk_ranges(&rd, &rg);
-	log_capture_error(d, k, epoch, rc, held + rd.data_bytes);
+	}
+	log_capture_error(k, epoch, rc, held + rd.data_bytes);
 	if (!rc)
 		d->bitmap_bytes += rd.data_bytes;
 	log_debug("disk %s: epoch %llu: export %.2f ms, connect %.2f ms, bitmap %.2f ms, "
