@@ -10,7 +10,12 @@
 # agent, so the promoted monitor fails; on-fail=fence makes Pacemaker fence
 # node1 (every process of it killed: the daemons of both pairs, corosync,
 # pacemaker), then promote vm1 on node2, whose agent restores it from the
-# last committed checkpoint. Checks: node1 was fenced through the device;
+# last committed checkpoint. (Seen once on a fresh machine: node2's agent
+# had taken over, told by node1's replicator that its QEMU died, and node1's
+# daemon was vm1's backup before the promoted monitor ran; Pacemaker then
+# found node1's instance demoted, and moved vm1 without a fence. Both are
+# safe; the test accepts either and says which it saw.) Checks: node1 was
+# fenced through the device, or runs no vm1 and backs it up;
 # vm1 is promoted on node2 and its console counter goes on from where it
 # was, without a reboot; vm2, promoted on node2 all along, is untouched
 # (the same QEMU, its counter going on, never restored).
@@ -138,19 +143,37 @@ pass "both pairs protected to the other node"
 sleep 3
 VM2_TICK=$(last_tick "$T/vm2/serial.log")
 KILL_MS=$(now_ms)
-kill -KILL "$(cat "$T/vm1/qemu.pid")"
+VM1_QEMU=$(cat "$T/vm1/qemu.pid")
+kill -KILL "$VM1_QEMU"
 # What the console showed last; the checkpoint it resumes from is at most
 # an epoch older.
 VM1_TICK=$(last_tick "$T/vm1/serial.log")
 log "vm1's QEMU killed on node1 at tick $VM1_TICK"
 
+# Pacemaker fences node1 when node1's instance of vm1 fails to demote or
+# stop (its replicator went with the VM). If node1's daemon has already
+# become vm1's backup when Pacemaker looks (what a primary whose VM died
+# does), the instance demotes cleanly and node2 is promoted with no fence:
+# node1 then runs no vm1 either. Which comes first is a race; both are
+# safe, and the test says which it saw.
 # The stand-in's log: "... node2 reboot node1: off, killed N process(es)"
-wait_for 60 grep -sqE "(reboot|off) node1: off" "$PCMK_DIR/fence.log" &&
-	FENCE_MS=$(now_ms) && pass "Pacemaker fenced node1 through the stand-in power switch" ||
-	fail "node1 was not fenced: $(cat "$PCMK_DIR/fence.log" 2>/dev/null)"
-wait_for 10 sh -c "[ -z \"\$(ip netns pids $(pcmk_ns node1))\" ]" &&
-	pass "node1 is off: none of its processes is left" ||
-	fail "node1 still has processes: $(pcmk_node_pids node1 | tr '\n' ' ')"
+fenced() { grep -sqE "(reboot|off) node1: off" "$PCMK_DIR/fence.log"; }
+running() { [ -r "/proc/$1/stat" ] && ! grep -qE '^[0-9]+ \(.*\) Z' "/proc/$1/stat"; } # not a zombie
+fenced_or_moved() { fenced || _pcmk_promoted_only vm1 node2; }
+wait_for 60 fenced_or_moved
+fenced || wait_for 5 fenced # a fence may still follow the promotion
+if fenced; then
+	FENCE_MS=$(now_ms)
+	pass "Pacemaker fenced node1 through the stand-in power switch"
+	wait_for 10 sh -c "[ -z \"\$(ip netns pids $(pcmk_ns node1))\" ]" &&
+		pass "node1 is off: none of its processes is left" ||
+		fail "node1 still has processes: $(pcmk_node_pids node1 | tr '\n' ' ')"
+else
+	state=$(status vm1 node1 state)
+	! running "$VM1_QEMU" && case $state in backup|waiting|syncing) true ;; *) false ;; esac &&
+		pass "node1 not fenced: its vm1 instance demoted cleanly (node1's daemon is vm1's $state, no vm1 QEMU on node1) and node2 was promoted" ||
+		fail "node1 neither fenced nor cleanly demoted (daemon state '$state'; fence log: $(cat "$PCMK_DIR/fence.log" 2>/dev/null))"
+fi
 pcmk_wait_promoted vm1 node2 90 && PROMOTE_MS=$(now_ms) &&
 	pass "vm1 promoted on node2" || fail "vm1 not promoted on node2: $(pcmk_on node2 crm_mon -1 2>&1 | tail -n 20)"
 
@@ -178,6 +201,8 @@ sleep 2
 [ ! -e "$T/node2-vm2/serial.log" ] && [ "$(pcmk_mon promoted vm2 on node2)" = node2 ] &&
 	pass "vm2 stayed promoted on node2, never restored" || fail "vm2 was moved or restored"
 
-log "timings: QEMU killed -> node1 fenced $(( ${FENCE_MS:-0} - KILL_MS )) ms," \
-	"-> vm1 promoted on node2 $(( ${PROMOTE_MS:-0} - KILL_MS )) ms"
+fence_took="not fenced (demoted cleanly)"
+[ -n "${FENCE_MS:-}" ] && fence_took="fenced $(( FENCE_MS - KILL_MS )) ms"
+log "timings: QEMU killed -> node1 $fence_took, -> vm1 promoted on node2" \
+	"$(( ${PROMOTE_MS:-0} - KILL_MS )) ms"
 finish
