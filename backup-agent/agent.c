@@ -7,6 +7,7 @@
 #include "netaddr.h"
 #include "notify.h"
 #include "restore.h"
+#include "sighup.h"
 
 #include <arpa/inet.h>
 #include <endian.h>
@@ -450,53 +451,124 @@ static int check_vm(struct agent *a, const char *text, char *err, size_t errlen)
 	return rc;
 }
 
-/* Delta resync: the base of the initial copy (the replica's RAM) is copied
- * into ram.sync and hashed in steps, one RAM_HASHES frame each, between
- * turns of the loop: a large RAM takes seconds, during which heartbeats
- * and the control socket must go on. The primary sends nothing of epoch 0
- * before the last hash (a primary that does is dropped, on_frame). */
-#define DELTA_STEP_PAGES 16384u /* 64 MiB */
+/* Delta resync: the base of the initial copy (the replica's RAM, then each
+ * disk's replica) is copied into ram.sync (disk-N.sync) and hashed in
+ * steps, one RAM_HASHES (DISK_HASHES) frame each, between turns of the
+ * loop: a large RAM or disk takes seconds, during which heartbeats and the
+ * control socket must go on. The primary sends nothing of epoch 0 before
+ * the last hash (a primary that does is dropped, on_frame). */
+#define DELTA_STEP_PAGES  16384u /* 64 MiB */
+#define DELTA_STEP_BYTES  (64ull << 20) /* of a disk */
+
+static bool ram_base_pending(const struct agent *a)
+{
+	return a->replica.delta && a->delta_next < a->replica.npages;
+}
+
+/* The next disk whose base is still to hash, from delta_disk on; false
+ * when none is left. */
+static bool next_disk_base(struct agent *a)
+{
+	const struct replica *rp = &a->replica;
+
+	for (; a->delta_disk < rp->ndisks && a->delta_disk < DISKFILE_MAX; a->delta_disk++) {
+		if (a->delta_disk_next < rp->disk_base_chunks[a->delta_disk])
+			return true;
+		a->delta_disk_next = 0;
+	}
+	return false;
+}
+
+/* One step: pages of RAM first, then chunks of the disks. */
+static uint8_t *delta_step_payload(struct agent *a, unsigned *type, uint32_t *len)
+{
+	const struct replica *rp = &a->replica;
+	uint64_t left;
+	uint32_t n;
+	uint8_t *payload;
+
+	if (ram_base_pending(a)) {
+		left = rp->npages - a->delta_next;
+		n = left < DELTA_STEP_PAGES ? (uint32_t)left : DELTA_STEP_PAGES;
+		*type = FRAME_RAM_HASHES;
+		payload = replica_ram_hashes(rp, a->delta_next, n, len);
+		a->delta_next += n;
+		return payload;
+	}
+	left = rp->disk_base_chunks[a->delta_disk] - a->delta_disk_next;
+	n = left < DELTA_STEP_BYTES / rp->disk_base_chunk ?
+		    (uint32_t)left : (uint32_t)(DELTA_STEP_BYTES / rp->disk_base_chunk);
+	*type = FRAME_DISK_HASHES;
+	payload = replica_disk_hashes(rp, a->delta_disk, a->delta_disk_next, n, len);
+	a->delta_disk_next += n;
+	return payload;
+}
+
+/* Still copying a base: nothing of epoch 0 may land in a .sync file yet. */
+static bool delta_base_pending(struct agent *a)
+{
+	return ram_base_pending(a) || next_disk_base(a);
+}
 
 static void on_delta_step(struct ev_loop *loop, ev_idle *w, int revents)
 {
 	struct agent *a = w->data;
-	const struct replica *rp = &a->replica;
-	uint64_t left = rp->npages - a->delta_next;
-	uint32_t n = left < DELTA_STEP_PAGES ? (uint32_t)left : DELTA_STEP_PAGES, len;
 	uint8_t *payload;
+	unsigned type;
+	uint32_t len;
 	struct iovec iov;
 
-	if (!a->primary || !rp->delta || !left) {
+	if (!a->primary || !delta_base_pending(a)) {
 		ev_idle_stop(loop, w);
 		return;
 	}
-	payload = replica_ram_hashes(rp, a->delta_next, n, &len);
+	payload = delta_step_payload(a, &type, &len);
 	iov = (struct iovec){ .iov_base = payload, .iov_len = len };
-	if (!payload || peer_link_push(a->primary, FRAME_RAM_HASHES, 0, &iov, 1, payload, NULL)) {
+	if (!payload) {
 		ev_idle_stop(loop, w);
-		lose_stream(a, "the base of a delta resync could not be read, copied or queued");
+		a->replica.base_unusable = true;
+		lose_stream(a, "the base of a delta resync could not be read or copied; the next "
+			    "session copies in full");
 		return;
 	}
-	a->delta_next += n;
-	if (a->delta_next == rp->npages) {
+	if (peer_link_push(a->primary, type, 0, &iov, 1, payload, NULL)) {
 		ev_idle_stop(loop, w);
-		log_info("delta resync: the initial copy starts from the replica's RAM; its %llu "
-			 "pages copied and hashed in %.0f ms", (unsigned long long)rp->npages,
-			 mono_ms() - a->delta_started_ms);
+		lose_stream(a, "the hashes of a delta resync's base could not be queued");
+		return;
 	}
+	if (type == FRAME_RAM_HASHES && !ram_base_pending(a))
+		log_info("delta resync: the initial copy starts from the replica's RAM; its %llu "
+			 "pages copied and hashed in %.0f ms", (unsigned long long)a->replica.npages,
+			 mono_ms() - a->delta_started_ms);
+	if (type == FRAME_DISK_HASHES &&
+	    a->delta_disk_next == a->replica.disk_base_chunks[a->delta_disk])
+		log_info("delta resync: disk %s starts from its replica; %llu chunks copied and "
+			 "hashed, %.0f ms since the HELLO", a->replica.disks[a->delta_disk].id,
+			 (unsigned long long)a->replica.disk_base_chunks[a->delta_disk],
+			 mono_ms() - a->delta_started_ms);
+	if (!delta_base_pending(a))
+		ev_idle_stop(loop, w);
 }
 
 static void start_delta(struct agent *a)
 {
 	a->delta_next = 0;
+	a->delta_disk = 0;
+	a->delta_disk_next = 0;
 	a->delta_started_ms = mono_ms();
 	ev_idle_start(a->loop, &a->delta_step);
 }
 
-/* Still copying the base: no page of epoch 0 may land in ram.sync yet. */
-static bool delta_base_pending(const struct agent *a)
+/* The HELLO_REPLY's "disk_hashes": per disk, the chunks whose hashes follow. */
+static void add_disk_hashes(const struct replica *rp, char *reply, size_t size)
 {
-	return a->replica.delta && a->delta_next < a->replica.npages;
+	if (!replica_disk_base_any(rp))
+		return;
+	snprintf(reply + strlen(reply), size - strlen(reply), ",\"disk_hashes\":[");
+	for (unsigned i = 0; i < rp->ndisks; i++)
+		snprintf(reply + strlen(reply), size - strlen(reply), "%s%llu", i ? "," : "",
+			 (unsigned long long)(i < DISKFILE_MAX ? rp->disk_base_chunks[i] : 0));
+	snprintf(reply + strlen(reply), size - strlen(reply), "]");
 }
 
 /* An authenticated peer's HELLO: it becomes the primary, or is told why
@@ -504,7 +576,7 @@ static bool delta_base_pending(const struct agent *a)
 static void on_hello(struct agent *a, struct peer_link *l, const uint8_t *payload, uint32_t len)
 {
 	char err[256] = "out of memory", *text;
-	char reply[256];
+	char reply[1024];
 	const char *name;
 	int rc;
 
@@ -549,9 +621,10 @@ static void on_hello(struct agent *a, struct peer_link *l, const uint8_t *payloa
 	if (a->replica.delta)
 		snprintf(reply + strlen(reply), sizeof(reply) - strlen(reply),
 			 ",\"ram_hashes\":%llu", (unsigned long long)a->replica.npages);
+	add_disk_hashes(&a->replica, reply, sizeof(reply));
 	snprintf(reply + strlen(reply), sizeof(reply) - strlen(reply), "}");
 	send_frame(a, FRAME_HELLO_REPLY, 0, reply);
-	if (a->replica.delta)
+	if (a->replica.delta || replica_disk_base_any(&a->replica))
 		start_delta(a);
 }
 
@@ -918,6 +991,50 @@ static struct peer_link *free_link(struct agent *a)
 	return NULL;
 }
 
+/* Connections from host still in their TLS handshake: not authenticated. */
+static int handshakes_from(const struct agent *a, const char *host)
+{
+	int n = 0;
+
+	for (int i = 0; i < AGENT_MAX_LINKS; i++)
+		n += a->links[i].state == PEER_LINK_TLS && !strcmp(a->links[i].peer, host);
+	return n;
+}
+
+/* Every place is taken. A flood of handshakes that trickle their bytes
+ * must not keep the primary out until the flood stops: the oldest
+ * handshake of the address that holds the most gives way to a connection
+ * from an address that holds fewer. The primary's own handshake takes
+ * milliseconds, so it is seldom the oldest; and it is never evicted by a
+ * connection from an address with as many. */
+static struct peer_link *evict_for(struct agent *a, const char *host)
+{
+	struct peer_link *victim = NULL;
+	int most = handshakes_from(a, host);
+
+	for (int i = 0; i < AGENT_MAX_LINKS; i++) {
+		struct peer_link *l = &a->links[i];
+		int n;
+
+		if (l->state != PEER_LINK_TLS)
+			continue;
+		n = handshakes_from(a, l->peer);
+		/* the most held; among equals, the least time left (the oldest) */
+		if (n > most || (victim && n == most && !strcmp(l->peer, victim->peer) &&
+				 ev_timer_remaining(a->loop, &l->deadline) <
+					 ev_timer_remaining(a->loop, &victim->deadline))) {
+			most = n;
+			victim = l;
+		}
+	}
+	if (!victim)
+		return NULL;
+	log_refused(a, victim->peer, "its handshake gave way to a connection from an address "
+		    "holding fewer (every place was taken)");
+	peer_link_close(victim);
+	return victim;
+}
+
 static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct agent *a = w->data;
@@ -935,10 +1052,18 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 		inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof(host));
 	else if (ss.ss_family == AF_INET6)
 		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof(host));
+	if (handshakes_from(a, host) >= AGENT_HANDSHAKES_PER_ADDR) {
+		log_refused(a, host, "too many connections from this address in their handshake");
+		close(fd);
+		return;
+	}
 	l = free_link(a);
+	if (!l)
+		l = evict_for(a, host);
 	if (!l) {
 		/* Every place is taken by handshakes that have not timed out
-		 * yet: the primary's own place is never one of them. */
+		 * yet, from addresses holding no more than this one: the
+		 * primary's own place is never one of them. */
 		log_refused(a, host, "too many connections in their handshake");
 		close(fd);
 		return;
@@ -1182,6 +1307,7 @@ int agent_run(struct agent *a)
 	ev_timer_again(a->loop, &a->heartbeat_timer);
 	ev_signal_start(a->loop, &a->sigterm);
 	ev_signal_start(a->loop, &a->sigint);
+	sighup_ignore_start(a->loop, &a->sighup, "remus-agent");
 	hook_runner_init(&a->hooks, a->loop, a->cfg.notify_cmd, HOOK_NOTIFY_TIMEOUT_MS);
 	cold_start_init(a);
 	test_failover_init(a);

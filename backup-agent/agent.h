@@ -30,6 +30,9 @@
 /* Connections at once: the primary and peers still in their handshake.
  * An unauthenticated peer never holds the primary's place. */
 #define AGENT_MAX_LINKS            16
+/* Handshakes not yet authenticated from one address: a flood from a few
+ * addresses cannot hold every place (agent.c, on_accept). */
+#define AGENT_HANDSHAKES_PER_ADDR  4
 /* Longest run of frames one readable event handles before the loop runs. */
 #define AGENT_READ_SLICE_MS        50
 #define AGENT_MAX_TAPS             8
@@ -103,7 +106,7 @@ struct agent {
 	int state_lock_fd;      /* the state directory, locked (one agent per dir) */
 	ev_io accept_watch;
 	ev_timer heartbeat_timer;
-	ev_signal sigterm, sigint;
+	ev_signal sigterm, sigint, sighup;
 	struct link_security sec;
 	/* every connection; the primary, once its HELLO is accepted, is one
 	 * of them (NULL: none) */
@@ -139,6 +142,8 @@ struct agent {
 	/* delta resync: the base copied and hashed so far (agent.c) */
 	ev_idle delta_step;
 	uint64_t delta_next;
+	unsigned delta_disk;        /* then each disk's chunks (disk_base.c) */
+	uint64_t delta_disk_next;
 	double delta_started_ms;
 	/* takeover = manual: may `remusctl takeover` restore the replica
 	 * without --force, and why (a lost primary's committed epoch, a

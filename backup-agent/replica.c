@@ -145,6 +145,8 @@ void replica_end_session(struct replica *rp)
 	free_disks(rp->disks, rp->ndisks);
 	rp->disks = NULL;
 	rp->ndisks = 0;
+	rp->delta = false;
+	memset(rp->disk_base_chunks, 0, sizeof(rp->disk_base_chunks));
 }
 
 void replica_free(struct replica *rp)
@@ -649,7 +651,10 @@ int replica_begin_session(struct replica *rp, const char *hello_json,
 	rp->session_committed = false;
 	rp->session_epoch = 0;
 	set_generation(rp);
-	choose_delta(rp);
+	if (!rp->base_unusable) {
+		choose_delta(rp);
+		replica_choose_disk_base(rp);
+	}
 	rc = map_sync_file(rp, err, errlen);
 	if (!rc)
 		rc = create_sync_disks(rp, err, errlen);
@@ -1051,6 +1056,7 @@ int replica_end_epoch(struct replica *rp, const struct frame_hdr *h,
 		rp->synced = true;
 	} else {
 		rp->session_committed = true;
+		rp->base_unusable = false; /* new images, read anew next time */
 		rp->commits++;
 	}
 	rp->session_epoch = h->epoch;

@@ -79,6 +79,14 @@ struct replica {
 	 * the agent copies and hashes it in steps (replica_ram_hashes) */
 	bool delta;
 	uint64_t delta_seed;
+	/* ... and each disk's disk-N.sync a copy of disk-N.img, hashed in
+	 * chunks (disk_base.c): the number of chunks, 0 for a full copy */
+	uint64_t disk_base_chunks[DISKFILE_MAX];
+	uint32_t disk_base_chunk;  /* bytes a chunk (the HELLO's disk_hash_chunk) */
+	uint64_t disk_base_seed;
+	/* a base could not be read or copied: full copies until a commit
+	 * writes new images (else every reconnect would fail the same way) */
+	bool base_unusable;
 	uint64_t session_epoch;  /* last epoch committed (or synced) in this session */
 	struct replica_disk *disks;
 	unsigned ndisks;
@@ -133,6 +141,15 @@ int replica_begin_session(struct replica *rp, const char *hello_json,
  * takes the steps in order, between turns of its loop, before any page of
  * the initial copy may arrive. */
 uint8_t *replica_ram_hashes(const struct replica *rp, uint64_t first, uint32_t n, uint32_t *len);
+/* disk_base.c: the same for disks. Which disks start from their replica
+ * (rp->disk_base_chunks; called by replica_begin_session), whether any
+ * does, and one step: chunks [first, first + n) of disk-N.img copied into
+ * disk-N.sync and hashed, as one FRAME_DISK_HASHES payload (malloc'd, *len
+ * bytes), or NULL (no base, out of range, a read or write failed). */
+void replica_choose_disk_base(struct replica *rp);
+bool replica_disk_base_any(const struct replica *rp);
+uint8_t *replica_disk_hashes(const struct replica *rp, unsigned disk, uint64_t first,
+			     uint32_t n, uint32_t *len);
 /* FRAME_VERIFY of epoch (proto.h): compare the replica, as committed at
  * that epoch, with the primary's page hashes. The VERIFY_RESULT payload
  * (malloc'd, *outlen bytes; SKIPPED when the replica is not at that

@@ -144,6 +144,9 @@ class Bench:
         for f in self.ram_files:
             if os.path.exists(f):
                 os.unlink(f)
+        if os.environ.get("BENCH_KEEP") == "1":
+            print("bench: logs kept in %s (BENCH_KEEP=1)" % self.dir, file=sys.stderr)
+            return
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def guest(self, name, mem, append, extra=(), guest_dir=GUEST):

@@ -6,12 +6,17 @@
 #include <string.h>
 #include <xxhash.h>
 
-void page_hash(const void *page, uint64_t seed, uint8_t out[PAGE_HASH_SIZE])
+void block_hash(const void *data, size_t len, uint64_t seed, uint8_t out[PAGE_HASH_SIZE])
 {
 	XXH128_canonical_t c;
 
-	XXH128_canonicalFromHash(&c, XXH3_128bits_withSeed(page, PROTO_PAGE_SIZE, seed));
+	XXH128_canonicalFromHash(&c, XXH3_128bits_withSeed(data, len, seed));
 	memcpy(out, c.digest, PAGE_HASH_SIZE);
+}
+
+void page_hash(const void *page, uint64_t seed, uint8_t out[PAGE_HASH_SIZE])
+{
+	block_hash(page, PROTO_PAGE_SIZE, seed, out);
 }
 
 void page_hash_seed_format(uint64_t seed, char out[17])

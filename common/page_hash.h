@@ -8,11 +8,14 @@
 #define REMUS_PAGE_HASH_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define PAGE_HASH_SIZE 16
 
 void page_hash(const void *page, uint64_t seed, uint8_t out[PAGE_HASH_SIZE]);
+/* The same hash of len bytes: a disk's chunk (proto.h, FRAME_DISK_HASHES). */
+void block_hash(const void *data, size_t len, uint64_t seed, uint8_t out[PAGE_HASH_SIZE]);
 
 /* "ram_delta_seed" as the HELLO carries it: 16 lower-case hex digits
  * (a JSON number cannot hold 64 bits). */

@@ -32,6 +32,7 @@ static const char *const type_names[FRAME_TYPE_MAX] = {
 	[FRAME_VERIFY] = "VERIFY",
 	[FRAME_VERIFY_RESULT] = "VERIFY_RESULT",
 	[FRAME_PAGES_Z] = "PAGES_Z",
+	[FRAME_DISK_HASHES] = "DISK_HASHES",
 };
 
 const char *frame_type_name(unsigned type)
@@ -184,6 +185,34 @@ void proto_encode_ram_hashes_hdr(uint8_t out[PROTO_RAM_HASHES_HDR_SIZE], uint64_
 	put_be64(out, first);
 	put_be32(out + 8, count);
 	put_be32(out + 12, 0);
+}
+
+int proto_parse_disk_hashes(const uint8_t *payload, uint32_t len, uint32_t *disk,
+			    uint64_t *first, uint32_t *count, const uint8_t **hashes)
+{
+	uint64_t f;
+	uint32_t n;
+
+	if (len < PROTO_DISK_HASHES_HDR_SIZE)
+		return -EPROTO;
+	n = get_be32(payload + 4);
+	f = get_be64(payload + 8);
+	if (n == 0 || n > PROTO_DISK_HASHES_PER_FRAME ||
+	    len != PROTO_DISK_HASHES_HDR_SIZE + (uint64_t)n * PAGE_HASH_SIZE || f > UINT64_MAX - n)
+		return -EPROTO;
+	*disk = get_be32(payload);
+	*first = f;
+	*count = n;
+	*hashes = payload + PROTO_DISK_HASHES_HDR_SIZE;
+	return 0;
+}
+
+void proto_encode_disk_hashes_hdr(uint8_t out[PROTO_DISK_HASHES_HDR_SIZE], uint32_t disk,
+				  uint64_t first, uint32_t count)
+{
+	put_be32(out, disk);
+	put_be32(out + 4, count);
+	put_be64(out + 8, first);
 }
 
 void proto_put_be64(uint8_t *p, uint64_t v)

@@ -5,6 +5,7 @@
 #ifndef REMUS_PROTO_H
 #define REMUS_PROTO_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -49,6 +50,8 @@ enum frame_type {
 	FRAME_VERIFY_RESULT,    /* backup -> primary: which of them differ */
 	/* Only to an agent whose HELLO_REPLY lists "pages-lz4" (page_codec.h). */
 	FRAME_PAGES_Z,          /* pages of an epoch, as deltas and LZ4 */
+	/* Sent only after a HELLO_REPLY with "disk_hashes" (delta resync). */
+	FRAME_DISK_HASHES,      /* backup -> primary: hashes of its base's disk chunks */
 	FRAME_TYPE_MAX
 };
 
@@ -129,6 +132,49 @@ int proto_parse_ram_hashes(const uint8_t *payload, uint32_t len, uint64_t *first
 			   uint32_t *count, const uint8_t **hashes);
 void proto_encode_ram_hashes_hdr(uint8_t out[PROTO_RAM_HASHES_HDR_SIZE], uint64_t first,
 				 uint32_t count);
+
+/* Delta resync of disks: a HELLO with "ram_delta_seed" and
+ * "disk_hash_chunk": C (a power of two from PROTO_DISK_HASH_CHUNK_MIN to
+ * _MAX, the primary's choice) asks for the hashes of the chunks of each
+ * disk's base (the agent's committed disk-N.img, when it is the disk's
+ * size); the HELLO_REPLY's "disk_hashes" lists, per disk of the HELLO,
+ * its number of chunks or 0 (no base: a full copy), and FRAME_DISK_HASHES
+ * frames follow, in chunk order per disk, after the RAM_HASHES. A chunk
+ * is C bytes (the last one of a disk may be shorter), hashed by
+ * block_hash() with the seed. Payload: be32 disk, be32 count, be64 first
+ * chunk, then count hashes. */
+#define PROTO_DISK_HASH_CHUNK_MIN      4096u
+#define PROTO_DISK_HASH_CHUNK_MAX      (1u << 20)
+#define PROTO_DISK_HASHES_HDR_SIZE     16
+#define PROTO_DISK_HASHES_PER_FRAME    65536u
+/* 0, or -EPROTO when the payload is not a header and count (1 to
+ * PROTO_DISK_HASHES_PER_FRAME) hashes exactly, or first + count overflows.
+ * Whether the disk and range are the ones expected is the receiver's. */
+int proto_parse_disk_hashes(const uint8_t *payload, uint32_t len, uint32_t *disk,
+			    uint64_t *first, uint32_t *count, const uint8_t **hashes);
+void proto_encode_disk_hashes_hdr(uint8_t out[PROTO_DISK_HASHES_HDR_SIZE], uint32_t disk,
+				  uint64_t first, uint32_t count);
+/* Is chunk a chunk size both ends accept? */
+static inline bool proto_disk_hash_chunk_ok(int64_t chunk)
+{
+	return chunk >= PROTO_DISK_HASH_CHUNK_MIN && chunk <= PROTO_DISK_HASH_CHUNK_MAX &&
+	       !(chunk & (chunk - 1));
+}
+/* The primary's choice: the smallest chunk that cuts the largest disk
+ * into at most 2^20 chunks (16 MiB of hashes, a byte of state each). */
+static inline uint32_t proto_disk_hash_chunk_for(uint64_t largest_disk)
+{
+	uint32_t c = PROTO_DISK_HASH_CHUNK_MIN;
+
+	while (c < PROTO_DISK_HASH_CHUNK_MAX && largest_disk / c > (1u << 20))
+		c <<= 1;
+	return c;
+}
+/* Chunks of a disk of size bytes. */
+static inline uint64_t proto_disk_chunks(uint64_t size, uint32_t chunk)
+{
+	return (size + chunk - 1) / chunk;
+}
 
 /* Online verify (docs/PROTOCOL.md). FRAME_VERIFY, sent right after the
  * EPOCH_END of its epoch: be64 seed, be64 first page, be32 count (1 to

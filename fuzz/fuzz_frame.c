@@ -1,7 +1,7 @@
 /* libFuzzer harness for the agent's frame reader (common/proto.c): the
  * bytes a primary sends, through a pipe into frame_reader_read, and each
  * frame it hands out through proto_check_payload and the parser of its
- * type (PAGES, EPOCH_END, HANDOVER_DONE, DISK, RAM_HASHES, VERIFY,
+ * type (PAGES, EPOCH_END, HANDOVER_DONE, DISK, RAM_HASHES, DISK_HASHES, VERIFY,
  * VERIFY_RESULT). A frame handed out must be
  * exactly the next bytes of the stream, its header valid, and what a
  * parser accepts must lie inside the payload. Must neither crash nor leak.
@@ -90,6 +90,20 @@ static void check_ram_hashes(const uint8_t *payload, uint32_t len)
 		abort();
 }
 
+/* What proto_parse_disk_hashes accepts lies inside the payload, exactly. */
+static void check_disk_hashes(const uint8_t *payload, uint32_t len)
+{
+	const uint8_t *hashes;
+	uint64_t first;
+	uint32_t disk, n;
+
+	if (proto_parse_disk_hashes(payload, len, &disk, &first, &n, &hashes))
+		return;
+	if (!n || n > PROTO_DISK_HASHES_PER_FRAME || hashes != payload + PROTO_DISK_HASHES_HDR_SIZE ||
+	    len != PROTO_DISK_HASHES_HDR_SIZE + (uint64_t)n * PAGE_HASH_SIZE || first + n < first)
+		abort();
+}
+
 /* What the verify parsers accept lies inside the payload, exactly: the
  * hashes of count pages, or min(nbad, the most listed) indexes. */
 static void check_verify(const struct frame_hdr *h, const uint8_t *payload)
@@ -146,6 +160,9 @@ static void check_frame(const struct frame_hdr *h, const uint8_t *payload)
 		break;
 	case FRAME_RAM_HASHES:
 		check_ram_hashes(payload, h->len);
+		break;
+	case FRAME_DISK_HASHES:
+		check_disk_hashes(payload, h->len);
 		break;
 	case FRAME_VERIFY:
 	case FRAME_VERIFY_RESULT:

@@ -18,6 +18,7 @@ struct epoch_tally {
 	uint64_t id;
 	uint64_t pages;
 	uint64_t devstate_bytes;
+	uint64_t disk_bytes;  /* data of its DISK writes (not in EPOCH_END) */
 	uint32_t frames;
 	uint32_t crc;
 	bool resend;          /* queued again after a NACK */
@@ -57,6 +58,16 @@ struct ckpt_device_ops {
 		      struct json_object *data);
 	/* What the backup must know of this device: add keys to HELLO. */
 	void (*hello)(void *state, struct json_object *hello);
+	/* The backup accepted the HELLO: what its reply offers this device (a
+	 * delta resync's base). Non-zero refuses the reply, with err. */
+	int (*hello_reply)(void *state, struct json_object *reply, uint64_t seed, char *err,
+			   size_t errlen);
+	/* A frame from the backup that is this device's (FRAME_DISK_HASHES):
+	 * 1 when it completed what the device waited for, 0 when more is to
+	 * come, <0 when it was not expected or is malformed (the link drops). */
+	int (*backup_frame)(void *state, unsigned type, const uint8_t *payload, uint32_t len);
+	/* Does the initial copy still wait for the backup (its hashes)? */
+	bool (*sync_waits)(void *state);
 };
 
 #define CKPT_SYNC_PENDING 1

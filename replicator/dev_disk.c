@@ -253,10 +253,20 @@ static int push_rec(struct replicator *r, struct epoch_tally *t, struct disk_rec
 	return epoch_push_frame(r, t, FRAME_DISK, iov, iov[1].iov_len ? 2 : 1, owned);
 }
 
-/* Epoch 0: send what arrived (the frames own their records). */
+int disk_push_rec(struct replicator *r, struct epoch_tally *t, struct disk_rec *rec)
+{
+	uint64_t data = rec->op == DISK_OP_WRITE ? rec->length : 0;
+	int rc = push_rec(r, t, rec, rec);
+
+	if (!rc)
+		t->disk_bytes += data;
+	return rc;
+}
+
+/* Epoch 0: send what arrived (the frames own their records), or, in a
+ * delta resync, what the backup's replica lacks of it. */
 static int stream_pending(struct disk_device *d)
 {
-	struct replicator *r = d->r;
 	struct rec_list out;
 	int rc = 0;
 
@@ -269,7 +279,7 @@ static int stream_pending(struct disk_device *d)
 		struct disk_rec *rec = out.head;
 		out.head = rec->next;
 		if (!rc)
-			rc = push_rec(r, &r->sync_tally, rec, rec);
+			rc = disk_resync_push(d, rec);
 		else
 			free(rec);
 	}
@@ -300,6 +310,8 @@ static void finish_sync(struct disk_device *d)
 	pthread_mutex_unlock(&d->mu);
 	/* what arrived before the switch is epoch 0's */
 	rc = stream_pending(d);
+	if (!rc)
+		rc = disk_resync_finish(d);
 	d->sync_open = false;
 	ev_timer_stop(r->loop, &d->retry);
 	if (rc) {
@@ -568,6 +580,7 @@ static void disk_teardown(void *state)
 	list_free(&d->pending);
 	list_free(&d->captured);
 	list_free(&d->test_unbuffered);
+	disk_resync_free(d);
 	pthread_cond_destroy(&d->room);
 	pthread_mutex_destroy(&d->mu);
 	free(d);
@@ -789,6 +802,11 @@ static void disk_status(void *state, struct json_object *out)
 								  k->size : k->sync_bytes) / (double)k->size : 0));
 		json_object_object_add(o, "writes", json_object_new_int64((int64_t)k->writes));
 		json_object_object_add(o, "written_bytes", json_object_new_int64((int64_t)k->bytes));
+		/* the last delta resync: what the copy wrote, what of it went out */
+		json_object_object_add(o, "resync_copied_bytes",
+				       json_object_new_int64((int64_t)k->resync_in));
+		json_object_object_add(o, "resync_sent_bytes",
+				       json_object_new_int64((int64_t)k->resync_sent));
 		json_object_array_add(arr, o);
 	}
 	json_object_object_add(out, "disk_pending_bytes", json_object_new_int64((int64_t)d->pending.bytes));
@@ -808,6 +826,7 @@ static void disk_hello(void *state, struct json_object *hello)
 {
 	struct disk_device *d = state;
 	struct json_object *arr = json_object_new_array();
+	uint64_t largest = 0;
 
 	for (uint32_t i = 0; i < d->n; i++) {
 		struct json_object *o = json_object_new_object();
@@ -820,8 +839,17 @@ static void disk_hello(void *state, struct json_object *hello)
 		json_object_object_add(o, "size", json_object_new_int64((int64_t)k->size));
 		json_object_object_add(o, "format", json_object_new_string("raw"));
 		json_object_array_add(arr, o);
+		if (k->size > largest)
+			largest = k->size;
 	}
+	d->hash_chunk = proto_disk_hash_chunk_for(largest);
 	json_object_object_add(hello, "disks", arr);
+	/* a delta resync of the disks may start from the backup's replica;
+	 * chunks as small as the hashes' size allows, so that scattered
+	 * writes while unprotected cost little */
+	if (d->n)
+		json_object_object_add(hello, "disk_hash_chunk",
+				       json_object_new_int64(d->hash_chunk));
 }
 
 const struct ckpt_device_ops disk_device_ops = {
@@ -837,4 +865,7 @@ const struct ckpt_device_ops disk_device_ops = {
 	.event = disk_event,
 	.status = disk_status,
 	.hello = disk_hello,
+	.hello_reply = disk_resync_hello_reply,
+	.backup_frame = disk_resync_frame,
+	.sync_waits = disk_resync_waits,
 };

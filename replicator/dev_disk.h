@@ -5,6 +5,7 @@
 #ifndef REMUS_DEV_DISK_H
 #define REMUS_DEV_DISK_H
 
+#include "disk_delta.h"
 #include "proto.h"
 
 #include <ev.h>
@@ -14,6 +15,7 @@
 #include <stdint.h>
 
 struct replicator;
+struct epoch_tally;
 
 struct disk_rec {
 	struct disk_rec *next;
@@ -49,6 +51,8 @@ struct disk {
 	uint64_t writes, bytes;
 	uint64_t sync_bytes;  /* of the disk covered in this initial copy */
 	int image_fd;        /* bitmap capture: the raw image QEMU has open, or -1 (NBD) */
+	struct disk_delta delta; /* delta resync: the backup's base, in epoch 0 */
+	uint64_t resync_in, resync_sent; /* the last delta resync's bytes: copied, sent */
 };
 
 struct disk_device {
@@ -91,6 +95,7 @@ struct disk_device {
 	uint64_t unremoved_epoch;  /* released: its bitmaps go at the next release */
 	uint64_t bitmap_bytes;     /* read at barriers */
 	char qemu_sock[128];       /* QEMU's NBD server listens here */
+	uint32_t hash_chunk;       /* delta resync: the HELLO's disk_hash_chunk */
 };
 
 /* disk_qemu.c */
@@ -115,6 +120,23 @@ int disk_qmp(struct replicator *r, const char *cmd, struct json_object *args);
 /* A record of one operation; for DISK_OP_WRITE, len bytes of data to fill. */
 struct disk_rec *disk_rec_new(uint32_t disk, uint32_t op, uint64_t off, uint64_t len);
 void disk_rec_list_append(struct rec_list *l, struct disk_rec *rec);
+/* Queue rec as a DISK frame of t's epoch; the frame owns rec (freed also
+ * when it cannot be queued). */
+int disk_push_rec(struct replicator *r, struct epoch_tally *t, struct disk_rec *rec);
+
+/* disk_resync.c: delta resync (ckpt_device.h's hello_reply, backup_frame
+ * and sync_waits hooks, and epoch 0's records through the filter). */
+int disk_resync_hello_reply(void *state, struct json_object *reply, uint64_t seed, char *err,
+			    size_t errlen);
+int disk_resync_frame(void *state, unsigned type, const uint8_t *payload, uint32_t len);
+bool disk_resync_waits(void *state);
+/* An operation of epoch 0 goes out, or the part of it the backup lacks;
+ * takes rec. */
+int disk_resync_push(struct disk_device *d, struct disk_rec *rec);
+/* Epoch 0's operations are all out: the owed zeroes follow; frees the
+ * deltas. */
+int disk_resync_finish(struct disk_device *d);
+void disk_resync_free(struct disk_device *d);
 
 /* disk_bitmap.c */
 /* Start QEMU's NBD server for us, take back one a dead replicator left,

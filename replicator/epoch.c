@@ -576,7 +576,7 @@ static void notify_protected(struct replicator *r)
 		.peer = r->cfg.backup.text,
 		.reason = "a checkpoint committed on the backup",
 	};
-	char v[48], p[48];
+	char v[48], p[48], d[48];
 
 	/* everything sent on this connection: the sync and the first epoch */
 	hook_event_var(&ev, v, sizeof(v), "SYNC_BYTES", "%llu",
@@ -584,6 +584,9 @@ static void notify_protected(struct replicator *r)
 	/* what the initial copy sent of RAM, however it was encoded */
 	hook_event_var(&ev, p, sizeof(p), "SYNC_PAGES", "%llu",
 		       (unsigned long long)r->sync_tally.pages);
+	/* ... and of the disks' data (a delta resync: only what differed) */
+	hook_event_var(&ev, d, sizeof(d), "SYNC_DISK_BYTES", "%llu",
+		       (unsigned long long)r->sync_tally.disk_bytes);
 	hook_notify(&r->hooks, &ev);
 }
 

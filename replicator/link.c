@@ -80,7 +80,48 @@ static void on_ram_hashes(struct replicator *r, const struct frame_hdr *h,
 		return;
 	log_info("delta resync: the backup's replica RAM is the base; the initial copy sends "
 		 "only the pages whose hash differs");
-	epoch_start_sync(r);
+	link_start_sync_when_ready(r);
+}
+
+/* Delta resync: a device's hashes (a disk's chunks). */
+static void on_device_frame(struct replicator *r, const struct frame_hdr *h,
+			    const uint8_t *payload)
+{
+	for (int i = 0; i < r->ndevices; i++) {
+		const struct ckpt_device *dev = &r->devices[i];
+		int rc;
+
+		if (!dev->ops->backup_frame)
+			continue;
+		rc = dev->ops->backup_frame(dev->state, h->type, payload, h->len);
+		if (rc < 0) {
+			link_drop_alive(r, "disk hashes from the backup out of place or malformed");
+			return;
+		}
+		if (rc > 0)
+			link_start_sync_when_ready(r);
+		return;
+	}
+	link_drop_alive(r, "the backup sent disk hashes, but no disk is replicated");
+}
+
+bool link_sync_waits(const struct replicator *r)
+{
+	if (r->delta.hashes && r->delta.received < r->delta.expect)
+		return true;
+	for (int i = 0; i < r->ndevices; i++)
+		if (r->devices[i].ops->sync_waits &&
+		    r->devices[i].ops->sync_waits(r->devices[i].state))
+			return true;
+	return false;
+}
+
+/* The initial copy starts once every hash of a delta resync is here (at
+ * once without one): called when the last of one kind arrives. */
+void link_start_sync_when_ready(struct replicator *r)
+{
+	if (!link_sync_waits(r))
+		epoch_start_sync(r);
 }
 
 void link_delta_free(struct replicator *r)
@@ -146,6 +187,9 @@ static void handle_frame(struct replicator *r, const struct frame_hdr *h,
 		break;
 	case FRAME_RAM_HASHES:
 		on_ram_hashes(r, h, payload);
+		break;
+	case FRAME_DISK_HASHES:
+		on_device_frame(r, h, payload);
 		break;
 	case FRAME_VERIFY_RESULT:
 		verify_on_result(r, h, payload);
@@ -234,6 +278,11 @@ static int parse_hello_reply(struct replicator *r, const uint8_t *payload, uint3
 		} else {
 			adopt_generation(r, reply);
 			rc = expect_ram_hashes(r, reply, err, errlen);
+			for (int i = 0; !rc && i < r->ndevices; i++)
+				if (r->devices[i].ops->hello_reply)
+					rc = r->devices[i].ops->hello_reply(r->devices[i].state,
+									    reply, r->delta.seed,
+									    err, errlen);
 		}
 	}
 	json_object_put(reply);

@@ -7,6 +7,7 @@
 #include "qmp.h"
 #include "replicator.h"
 #include "runtime_dir.h"
+#include "sighup.h"
 #include "virt.h"
 
 #include <errno.h>
@@ -312,10 +313,11 @@ void replicator_link_up(struct replicator *r)
 		 r->link.session);
 	if (operator_on_connected(r))
 		return;
-	if (r->delta.hashes) {
+	if (link_sync_waits(r)) {
 		/* delta resync: the sync starts once they are all here (link.c) */
-		log_info("delta resync: waiting for the hashes of the backup's %llu pages",
-			 (unsigned long long)r->delta.expect);
+		log_info("delta resync: waiting for the hashes of the backup's replica (%llu "
+			 "pages%s)", (unsigned long long)r->delta.expect,
+			 r->protected_disks ? ", and its disks' chunks" : "");
 		return;
 	}
 	epoch_start_sync(r);
@@ -425,6 +427,7 @@ static void init_watchers(struct replicator *r)
 	ev_timer_again(r->loop, &r->stats_timer);
 	ev_signal_start(r->loop, &r->sigterm);
 	ev_signal_start(r->loop, &r->sigint);
+	sighup_ignore_start(r->loop, &r->sighup, "remus-replicator");
 	if (qmp_fd(r->qmp) >= 0)
 		ev_io_start(r->loop, &r->qmp_watch);
 }

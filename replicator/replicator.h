@@ -134,7 +134,7 @@ struct replicator {
 	ev_io qemu_exit_watch;
 	ev_timer qemu_exit_grace;
 	ev_timer epoch_timer, heartbeat_timer, reconnect_timer, stats_timer;
-	ev_signal sigterm, sigint;
+	ev_signal sigterm, sigint, sighup;
 	struct control_socket control; /* --control (common/control_socket.h) */
 	/* Our runtime files (NBD sockets, device state): a directory of our
 	 * own under /run/remus, QEMU's user let through; "" until made. */
@@ -248,6 +248,9 @@ void replicator_usage(FILE *f);
 int link_open(struct replicator *r, char *err, size_t errlen);
 /* Drop the delta resync's page hashes (after epoch 0, on a new link). */
 void link_delta_free(struct replicator *r);
+/* Delta resync: hashes the initial copy still waits for (RAM or a device's). */
+bool link_sync_waits(const struct replicator *r);
+void link_start_sync_when_ready(struct replicator *r);
 void link_drop_alive(struct replicator *r, const char *why);
 void link_goodbye(struct replicator *r, const char *why);
 int link_push(struct replicator *r, unsigned type, uint64_t epoch,

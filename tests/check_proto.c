@@ -416,7 +416,8 @@ START_TEST(test_operator_frame_numbers_and_names)
 	ck_assert_uint_eq(FRAME_PEER_STATE, 18);
 	ck_assert_uint_eq(FRAME_VERIFY_RESULT, 20);
 	ck_assert_uint_eq(FRAME_PAGES_Z, 21);
-	ck_assert_uint_eq(FRAME_TYPE_MAX, 22);
+	ck_assert_uint_eq(FRAME_DISK_HASHES, 22);
+	ck_assert_uint_eq(FRAME_TYPE_MAX, 23);
 	ck_assert_str_eq(frame_type_name(FRAME_DISK), "DISK");
 	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
 		ck_assert_str_eq(frame_type_name(want[i].type), want[i].name);
@@ -472,6 +473,50 @@ START_TEST(test_ram_hashes_parse)
 	proto_encode_ram_hashes_hdr(buf, UINT64_MAX - 1, 3);
 	ck_assert_int_eq(proto_parse_ram_hashes(buf, len, &first, &n, &hashes), -EPROTO);
 	ck_assert_str_eq(frame_type_name(FRAME_RAM_HASHES), "RAM_HASHES");
+}
+END_TEST
+
+/* FRAME_DISK_HASHES: a header and exactly count hashes, nothing else. */
+START_TEST(test_disk_hashes_parse)
+{
+	static uint8_t buf[PROTO_DISK_HASHES_HDR_SIZE + 2 * PAGE_HASH_SIZE + 1];
+	const uint8_t *hashes = NULL;
+	uint64_t first = 0;
+	uint32_t disk = 0, n = 0, len = PROTO_DISK_HASHES_HDR_SIZE + 2 * PAGE_HASH_SIZE;
+
+	proto_encode_disk_hashes_hdr(buf, 3, 1024, 2);
+	ck_assert_uint_eq(get_be32(buf), 3);
+	ck_assert_int_eq(proto_parse_disk_hashes(buf, len, &disk, &first, &n, &hashes), 0);
+	ck_assert_uint_eq(disk, 3);
+	ck_assert_uint_eq(first, 1024);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_ptr_eq(hashes, buf + PROTO_DISK_HASHES_HDR_SIZE);
+	/* a hash short, one byte over, no header */
+	ck_assert_int_eq(proto_parse_disk_hashes(buf, len - 1, &disk, &first, &n, &hashes), -EPROTO);
+	ck_assert_int_eq(proto_parse_disk_hashes(buf, len + 1, &disk, &first, &n, &hashes), -EPROTO);
+	ck_assert_int_eq(proto_parse_disk_hashes(buf, 15, &disk, &first, &n, &hashes), -EPROTO);
+	/* no hashes, too many, a range past 2^64 */
+	proto_encode_disk_hashes_hdr(buf, 0, 0, 0);
+	ck_assert_int_eq(proto_parse_disk_hashes(buf, PROTO_DISK_HASHES_HDR_SIZE, &disk, &first,
+						 &n, &hashes), -EPROTO);
+	proto_encode_disk_hashes_hdr(buf, 0, 0, PROTO_DISK_HASHES_PER_FRAME + 1);
+	ck_assert_int_eq(proto_parse_disk_hashes(buf, len, &disk, &first, &n, &hashes), -EPROTO);
+	proto_encode_disk_hashes_hdr(buf, 0, UINT64_MAX - 1, 2);
+	ck_assert_int_eq(proto_parse_disk_hashes(buf, len, &disk, &first, &n, &hashes), -EPROTO);
+	ck_assert_str_eq(frame_type_name(FRAME_DISK_HASHES), "DISK_HASHES");
+	/* chunks of a disk: the last one may be short */
+	ck_assert_uint_eq(proto_disk_chunks(65536, 65536), 1);
+	ck_assert_uint_eq(proto_disk_chunks(65536 + 512, 65536), 2);
+	/* chunk sizes: powers of two from 4 KiB to 1 MiB; the primary's
+	 * choice keeps a disk to 2^20 chunks */
+	ck_assert(proto_disk_hash_chunk_ok(4096) && proto_disk_hash_chunk_ok(1 << 20));
+	ck_assert(!proto_disk_hash_chunk_ok(2048) && !proto_disk_hash_chunk_ok(2 << 20));
+	ck_assert(!proto_disk_hash_chunk_ok(12288) && !proto_disk_hash_chunk_ok(-4096));
+	ck_assert_uint_eq(proto_disk_hash_chunk_for(64 << 20), 4096);
+	ck_assert_uint_eq(proto_disk_hash_chunk_for(4ull << 30), 4096);
+	ck_assert_uint_eq(proto_disk_hash_chunk_for((4ull << 30) + 4096), 8192);
+	ck_assert_uint_eq(proto_disk_hash_chunk_for(100ull << 30), 131072);
+	ck_assert_uint_eq(proto_disk_hash_chunk_for(1ull << 50), 1 << 20);
 }
 END_TEST
 
@@ -1134,6 +1179,7 @@ static Suite *proto_suite(void)
 	ADD(s, test_handover_done_round_trip, 5);
 	ADD(s, test_handover_done_bad_payload_is_ebadmsg, 5);
 	ADD(s, test_ram_hashes_parse, 5);
+	ADD(s, test_disk_hashes_parse, 5);
 	ADD(s, test_page_hash_seed_and_value, 5);
 	ADD(s, test_disk_round_trip_every_op, 5);
 	ADD(s, test_disk_write_size_limit, 5);

@@ -8,6 +8,7 @@
 #include "../backup-agent/replica.h"
 #include "crc32c.h"
 #include "log.h"
+#include "page_hash.h"
 #include "proto.h"
 #include "tmp_fixture.h"
 
@@ -927,6 +928,152 @@ START_TEST(test_version_1_journal_still_replays)
 }
 END_TEST
 
+/* ---- delta resync: the base of a disk's initial copy ---- */
+
+#define DELTA_KEYS ",\"ram_delta_seed\":\"00000000000000aa\",\"disk_hash_chunk\":"
+
+static char *delta_hello(const char *hello, const char *chunk)
+{
+	char *out;
+
+	/* the HELLO without its closing brace, then the delta's keys */
+	ck_assert_int_gt(asprintf(&out, "%.*s" DELTA_KEYS "%s}", (int)strlen(hello) - 1, hello,
+				  chunk), 0);
+	return out;
+}
+
+/* A new session that asks for it starts each disk's copy from its
+ * committed replica: disk-N.sync becomes a copy of disk-N.img as the steps
+ * hash it, the hashes are block_hash of its chunks with the HELLO's seed,
+ * and the rest of the session commits as any other. */
+START_TEST(test_delta_base_is_the_committed_disk)
+{
+	struct fx *f = fx_open();
+	char *hello = delta_hello(hello2, "65536");
+	uint8_t want[PAGE_HASH_SIZE];
+
+	committed_to(f, hello2, 2);
+	begin(f, hello);
+	ck_assert(replica_disk_base_any(&f->rp));
+	for (unsigned i = 0; i < NDISKS; i++) {
+		const uint8_t *hashes;
+		uint64_t first;
+		uint32_t len, disk, n;
+		uint8_t *p;
+
+		ck_assert_uint_eq(f->rp.disk_base_chunks[i], 1); /* 64 KiB and 8 KiB, one chunk */
+		ck_assert_ptr_null(replica_disk_hashes(&f->rp, i, 0, 2, &len)); /* past the end */
+		ck_assert_ptr_null(replica_disk_hashes(&f->rp, i, 1, 1, &len));
+		p = replica_disk_hashes(&f->rp, i, 0, 1, &len);
+		ck_assert_ptr_nonnull(p);
+		ck_assert_int_eq(proto_parse_disk_hashes(p, len, &disk, &first, &n, &hashes), 0);
+		ck_assert_uint_eq(disk, i);
+		ck_assert_uint_eq(first, 0);
+		ck_assert_uint_eq(n, 1);
+		block_hash(f->disk[i], disk_size[i], 0xaa, want);
+		ck_assert(!memcmp(hashes, want, PAGE_HASH_SIZE));
+		free(p);
+	}
+	ck_assert_ptr_null(replica_disk_hashes(&f->rp, NDISKS, 0, 1, &(uint32_t){ 0 }));
+	/* the copies start from the replica: only a change goes out */
+	assert_file(f, "disk-0.sync", f->disk[0], disk_size[0]);
+	assert_file(f, "disk-1.sync", f->disk[1], disk_size[1]);
+	ep_begin(f, 0);
+	ep_write(f, 0, 4096, 512);
+	ep_end_ok(f);
+	ep_begin(f, 1);
+	ep_write(f, 1, 0, 512);
+	ep_end_ok(f);
+	assert_disks_committed(f);
+	free(hello);
+	fx_close(f);
+}
+END_TEST
+
+/* Chunks of 4 KiB: 16 and 2 of them, each hashed on its own. */
+START_TEST(test_delta_base_small_chunks)
+{
+	struct fx *f = fx_open();
+	char *hello = delta_hello(hello2, "4096");
+	uint8_t want[PAGE_HASH_SIZE];
+	const uint8_t *hashes;
+	uint64_t first;
+	uint32_t len, disk, n;
+	uint8_t *p;
+
+	committed_to(f, hello2, 1);
+	begin(f, hello);
+	ck_assert_uint_eq(f->rp.disk_base_chunks[0], 16);
+	ck_assert_uint_eq(f->rp.disk_base_chunks[1], 2);
+	p = replica_disk_hashes(&f->rp, 0, 0, 10, &len);  /* two steps */
+	ck_assert_ptr_nonnull(p);
+	free(p);
+	p = replica_disk_hashes(&f->rp, 0, 10, 6, &len);
+	ck_assert_ptr_nonnull(p);
+	ck_assert_int_eq(proto_parse_disk_hashes(p, len, &disk, &first, &n, &hashes), 0);
+	ck_assert_uint_eq(first, 10);
+	ck_assert_uint_eq(n, 6);
+	for (unsigned c = 0; c < 6; c++) {
+		block_hash(f->disk[0] + (10 + c) * 4096, 4096, 0xaa, want);
+		ck_assert(!memcmp(hashes + c * PAGE_HASH_SIZE, want, PAGE_HASH_SIZE));
+	}
+	free(p);
+	assert_file(f, "disk-0.sync", f->disk[0], disk_size[0]);
+	free(hello);
+	fx_close(f);
+}
+END_TEST
+
+/* No base: a chunk size not offered, no seed, a disk of another size, or
+ * no committed disk at all. */
+START_TEST(test_delta_base_only_where_it_fits)
+{
+	struct fx *f = fx_open();
+	char *other_chunk = delta_hello(hello2, "12288");
+	char *big_chunk = delta_hello(hello2, "2097152");
+	char *bigger = delta_hello(HELLO_HEAD ",\"disks\":[{\"id\":\"drive0\",\"size\":131072},"
+				   "{\"id\":\"drive1\",\"size\":8192}]}", "65536");
+	char *fresh = delta_hello(hello2, "65536");
+	uint32_t len;
+
+	begin(f, fresh); /* nothing committed yet */
+	ck_assert(!replica_disk_base_any(&f->rp));
+	ck_assert_ptr_null(replica_disk_hashes(&f->rp, 0, 0, 1, &len));
+	sync_disks(f);
+	ep_begin(f, 1);
+	ep_end_ok(f);
+	begin(f, hello2);           /* no seed, no chunk size */
+	ck_assert(!replica_disk_base_any(&f->rp));
+	begin(f, other_chunk);
+	ck_assert(!replica_disk_base_any(&f->rp));
+	begin(f, big_chunk);
+	ck_assert(!replica_disk_base_any(&f->rp));
+	begin(f, bigger);           /* disk 0 grew: a full copy of it; disk 1 as it was */
+	ck_assert_uint_eq(f->rp.disk_base_chunks[0], 0);
+	ck_assert_uint_eq(f->rp.disk_base_chunks[1], 1);
+	replica_end_session(&f->rp);
+	ck_assert(!replica_disk_base_any(&f->rp));
+	/* a base that failed to read: full copies until a commit */
+	f->rp.base_unusable = true;
+	begin(f, fresh);
+	ck_assert(!replica_disk_base_any(&f->rp));
+	ck_assert(!f->rp.delta);
+	memset(f->disk[0], 0, disk_size[0]);
+	memset(f->disk[1], 0, disk_size[1]);
+	sync_disks(f);
+	ep_begin(f, 1);
+	ep_end_ok(f);
+	ck_assert(!f->rp.base_unusable);
+	begin(f, fresh);
+	ck_assert(replica_disk_base_any(&f->rp));
+	free(other_chunk);
+	free(big_chunk);
+	free(bigger);
+	free(fresh);
+	fx_close(f);
+}
+END_TEST
+
 /* ---- what a restore reads ---- */
 
 START_TEST(test_load_info_lists_the_disks)
@@ -978,6 +1125,9 @@ static Suite *replica_disk_suite(void)
 	ADD(s, test_damaged_journal_with_disk_ops_is_refused);
 	ADD(s, test_version_1_journal_still_replays);
 	ADD(s, test_load_info_lists_the_disks);
+	ADD(s, test_delta_base_is_the_committed_disk);
+	ADD(s, test_delta_base_small_chunks);
+	ADD(s, test_delta_base_only_where_it_fits);
 	return s;
 }
 

@@ -2,6 +2,7 @@
 # The core promise: replicate the test guest while it dirties memory, SIGKILL
 # its QEMU, and the backup resumes the VM from its last committed checkpoint.
 # The serial counter goes on from where the primary was, without a reboot.
+# (Before the kill, a SIGHUP to both daemons must change nothing.)
 . "$(dirname "$0")/lib.sh"
 
 PORT=$(free_port)
@@ -10,6 +11,17 @@ start_agent "$PORT" "$T/backup"
 start_replicator "$T/primary/qmp.sock" "$PORT" --epoch-policy fixed --epoch-ms 50
 wait_for 90 committed_at_least 50 || die "fewer than 50 epochs committed in 90 s"
 pass "replicating: $(status_field epochs_committed) epochs committed, pause p99 $(status_field pause_p99_ms) ms"
+
+# A habitual SIGHUP (log rotation, an operator's reload) must not end
+# protection: both daemons log it and go on replicating.
+before=$(status_field epochs_committed)
+kill -HUP "$AGENT_PID" "$REPLICATOR_PID"
+wait_for 20 committed_at_least $(( before + 20 )) &&
+	kill -0 "$AGENT_PID" 2>/dev/null && kill -0 "$REPLICATOR_PID" 2>/dev/null &&
+	grep -q 'remus-agent: SIGHUP ignored' "$T/agent.log" &&
+	grep -q 'remus-replicator: SIGHUP ignored' "$T/replicator.log" &&
+	pass "SIGHUP to both daemons: logged, ignored, $(( $(status_field epochs_committed) - before )) more epochs committed" ||
+	fail "SIGHUP stopped a daemon or protection (agent: $(tail -n 2 "$T/agent.log"))"
 
 # The last tick seen before the kill, sampled half a second earlier so that
 # a checkpoint taken after it has surely committed.

@@ -10,7 +10,8 @@
 #   1. --cycles 3 --kill qemu --disk: A -> B -> A -> B, failback B -> A.
 #      The daemon whose VM died becomes the backup by itself; the guest's
 #      disk, replicated with every epoch, must agree with its memory after
-#      every move.
+#      every move, and each re-protection after the first must be a delta
+#      resync of the disk too.
 #   2. --cycles 1 --kill host --cold-start: the whole host dies; it comes
 #      back (its daemon starts, as at boot) while the VM runs on the other
 #      host: it finds no VM, starts no copy of its own and becomes the
@@ -90,6 +91,14 @@ drill cycles --cycles 3 --kill qemu --disk
 common_checks cycles 3
 check cycles "all(x['disk_ok'] is True for x in c)" \
 	"the replicated disk agrees with the restored memory after every move"
+# the drill's disk holds 16 MiB of data; between moves only the check's
+# sector changes
+check cycles "c[0]['resync_disk_bytes'] is not None and c[0]['resync_disk_bytes'] >= (16 << 20)" \
+	"the first re-protection sent all of the disk's data (the host it left had no replica)"
+check cycles "all(x['resync_disk_bytes'] is not None and x['resync_disk_bytes'] < (1 << 20) for x in c[1:])" \
+	"every later one sent only the disk chunks that differ from the host's old replica (< 1 MiB)"
+check cycles "r['disk_data_ok'] is True" \
+	"the last backup's replica disk holds the 16 MiB the guest never wrote, byte for byte"
 check cycles "all(x['detection_ms'] is not None and x['detection_ms'] < 5000 for x in c[:-1])" \
 	"a dead QEMU is detected within 5 s each time"
 

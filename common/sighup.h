@@ -1,0 +1,14 @@
+/* SIGHUP asks a daemon, by habit, to reload (a log rotation's postrotate,
+ * an operator's `kill -HUP`); its default action would end the process,
+ * and with it the VM's protection. The daemons read their settings at
+ * start only: SIGHUP is logged, with what to do instead, and ignored. */
+#ifndef REMUS_SIGHUP_H
+#define REMUS_SIGHUP_H
+
+#include <ev.h>
+
+/* Watch SIGHUP on loop for the daemon `who` ("remus-agent", ...). The
+ * watcher is the caller's; ev_signal_stop it at teardown. */
+void sighup_ignore_start(struct ev_loop *loop, ev_signal *w, const char *who);
+
+#endif
