@@ -458,7 +458,9 @@ static int check_vm(struct agent *a, const char *text, char *err, size_t errlen)
  * control socket must go on. The primary sends nothing of epoch 0 before
  * the last hash (a primary that does is dropped, on_frame). */
 #define DELTA_STEP_PAGES  16384u /* 64 MiB */
-#define DELTA_STEP_BYTES  (64ull << 20) /* of a disk */
+/* of a disk: read and written here, so a slow disk must not keep the loop
+ * (and the heartbeats) past the primary's patience */
+#define DELTA_STEP_BYTES  (16ull << 20)
 
 static bool ram_base_pending(const struct agent *a)
 {
@@ -863,7 +865,10 @@ static bool on_frame(struct agent *a, const struct frame_hdr *h, const uint8_t *
 {
 	bool ok = proto_check_payload(h, payload) == 0;
 
-	if (delta_base_pending(a) && h->type != FRAME_HEARTBEAT) {
+	/* Nothing of epoch 0 before the base is ready; a paused primary's
+	 * PAUSE (sent as soon as it connects) and its GOODBYE may come. */
+	if (delta_base_pending(a) && h->type != FRAME_HEARTBEAT && h->type != FRAME_PAUSE &&
+	    h->type != FRAME_GOODBYE) {
 		lose_stream(a, "the primary sent a frame before the delta resync's base was ready");
 		return false;
 	}
@@ -1010,25 +1015,23 @@ static int handshakes_from(const struct agent *a, const char *host)
 static struct peer_link *evict_for(struct agent *a, const char *host)
 {
 	struct peer_link *victim = NULL;
-	int most = handshakes_from(a, host);
+	int most = 0;
 
+	for (int i = 0; i < AGENT_MAX_LINKS; i++)
+		if (a->links[i].state == PEER_LINK_TLS && handshakes_from(a, a->links[i].peer) > most)
+			most = handshakes_from(a, a->links[i].peer);
+	if (most <= handshakes_from(a, host))
+		return NULL;
+	/* of the addresses holding the most, the handshake with the least
+	 * time left: the oldest */
 	for (int i = 0; i < AGENT_MAX_LINKS; i++) {
 		struct peer_link *l = &a->links[i];
-		int n;
 
-		if (l->state != PEER_LINK_TLS)
-			continue;
-		n = handshakes_from(a, l->peer);
-		/* the most held; among equals, the least time left (the oldest) */
-		if (n > most || (victim && n == most && !strcmp(l->peer, victim->peer) &&
-				 ev_timer_remaining(a->loop, &l->deadline) <
-					 ev_timer_remaining(a->loop, &victim->deadline))) {
-			most = n;
+		if (l->state == PEER_LINK_TLS && handshakes_from(a, l->peer) == most &&
+		    (!victim || ev_timer_remaining(a->loop, &l->deadline) <
+					ev_timer_remaining(a->loop, &victim->deadline)))
 			victim = l;
-		}
 	}
-	if (!victim)
-		return NULL;
 	log_refused(a, victim->peer, "its handshake gave way to a connection from an address "
 		    "holding fewer (every place was taken)");
 	peer_link_close(victim);
@@ -1289,6 +1292,7 @@ int agent_run(struct agent *a)
 	if (control_socket_open(&a->control, a->loop)) {
 		close(a->listen_fd);
 		ev_loop_destroy(a->loop);
+		sighup_ignore_quietly(); /* the loop gave SIGHUP back to its default */
 		link_security_free(&a->sec);
 		replica_free(&a->replica);
 		unlock_state_dir(a);
@@ -1330,6 +1334,7 @@ int agent_run(struct agent *a)
 	replica_free(&a->replica);
 	link_security_free(&a->sec);
 	ev_loop_destroy(a->loop);
+	sighup_ignore_quietly(); /* the loop gave SIGHUP back to its default */
 	unlock_state_dir(a);
 	return a->exit_code;
 }

@@ -5,6 +5,7 @@
 #include "log.h"
 #include "pair.h"
 #include "pair_role.h"
+#include "sighup.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -30,6 +31,7 @@ int main(int argc, char **argv)
 
 	memset(&a, 0, sizeof(a));
 	cli_set_prog("remus-agent");
+	sighup_ignore_quietly(); /* from the start: sighup.h */
 	rc = agent_parse_args(argc, argv, &a.cfg, &use_syslog);
 	if (rc)
 		return rc > 0 ? 0 : 2;

@@ -7,8 +7,13 @@
 
 #include <ev.h>
 
-/* Watch SIGHUP on loop for the daemon `who` ("remus-agent", ...). The
- * watcher is the caller's; ev_signal_stop it at teardown. */
+/* Watch SIGHUP on loop for the daemon `who` ("remus-agent", ...): each
+ * one is logged. The watcher is the caller's. */
 void sighup_ignore_start(struct ev_loop *loop, ev_signal *w, const char *who);
+/* Before a loop runs (start-up) and after one is destroyed (libev gives
+ * the signal back to its default action then): SIGHUP does nothing,
+ * silently. A handler, not SIG_IGN, so that a program we exec gets the
+ * default action back. */
+void sighup_ignore_quietly(void);
 
 #endif

@@ -286,6 +286,15 @@ static int stream_pending(struct disk_device *d)
 	return rc;
 }
 
+/* Epoch 0 of the current session is under way, so its records may go
+ * out. Between a reconnect and the new session's sync (the backup still
+ * hashes its base for a delta resync), records a lost session's mirror
+ * left must not reach the new link: the new sync drops them. */
+static bool sync_streaming_now(const struct disk_device *d)
+{
+	return d->sync_open && peer_link_up(&d->r->link) && d->r->prot == PROT_SYNCING;
+}
+
 static bool all_ready(const struct disk_device *d)
 {
 	for (uint32_t i = 0; i < d->n; i++)
@@ -302,7 +311,7 @@ static void finish_sync(struct disk_device *d)
 	struct replicator *r = d->r;
 	int rc;
 
-	if (!peer_link_up(&r->link))
+	if (!sync_streaming_now(d))
 		return; /* the backup went meanwhile: the next session copies again */
 	pthread_mutex_lock(&d->mu);
 	d->streaming = false;
@@ -332,7 +341,7 @@ static bool room_coming(const struct disk_device *d)
 	if (!peer_link_up(&r->link) || r->stopping)
 		return false;
 	if (d->streaming)
-		return true;
+		return sync_streaming_now(d); /* not while a new session's hashes come */
 	/* SYNCING: epoch 0 is closed and epoch 1 is on its way. */
 	return (r->prot == PROT_PROTECTED || r->prot == PROT_SYNCING) &&
 	       r->pause == PAUSE_OFF && r->handover == HO_NONE;
@@ -421,7 +430,7 @@ static void on_wake(struct ev_loop *loop, ev_async *w, int revents)
 	refresh_may_wait(d);
 	if (r->cfg.test_disk_unbuffered)
 		send_unbuffered(d);
-	if (stream && d->sync_open && peer_link_up(&r->link)) {
+	if (stream && sync_streaming_now(d)) {
 		/* The bulk copy goes at the link's pace, not into memory. */
 		if (r->link.out.bytes_queued > SYNC_LINK_HIGH) {
 			if (!ev_is_active(&d->retry))

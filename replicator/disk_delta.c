@@ -56,7 +56,7 @@ int disk_delta_init(struct disk_delta *dd, uint64_t size, uint32_t chunk, uint64
 	if (!size || !proto_disk_hash_chunk_ok(chunk))
 		return -EINVAL;
 	dd->nchunks = proto_disk_chunks(size, chunk);
-	dd->hashes = malloc(dd->nchunks * PAGE_HASH_SIZE);
+	dd->hashes = calloc(dd->nchunks, PAGE_HASH_SIZE);
 	dd->state = calloc(dd->nchunks, 1);
 	if (!dd->hashes || !dd->state) {
 		disk_delta_free(dd);

@@ -117,10 +117,11 @@ bool link_sync_waits(const struct replicator *r)
 }
 
 /* The initial copy starts once every hash of a delta resync is here (at
- * once without one): called when the last of one kind arrives. */
+ * once without one): called when the last of one kind arrives. Not while
+ * protection is paused: remusctl resume starts it then. */
 void link_start_sync_when_ready(struct replicator *r)
 {
-	if (!link_sync_waits(r))
+	if (!link_sync_waits(r) && r->pause == PAUSE_OFF)
 		epoch_start_sync(r);
 }
 

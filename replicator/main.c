@@ -4,6 +4,7 @@
 #include "log.h"
 #include "pair_role.h"
 #include "replicator.h"
+#include "sighup.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -19,6 +20,7 @@ int main(int argc, char **argv)
 
 	memset(&r, 0, sizeof(r));
 	cli_set_prog("remus-replicator");
+	sighup_ignore_quietly(); /* from the start: sighup.h */
 	rc = replicator_parse_args(argc, argv, &r.cfg, &use_syslog);
 	if (rc)
 		return rc > 0 ? 0 : 2;

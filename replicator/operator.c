@@ -206,6 +206,13 @@ char *operator_resume(struct replicator *r)
 		return reply(r, true, "resumed; the backup is not connected: a full sync "
 			     "starts when it is");
 	}
+	if (!r->session_synced && link_sync_waits(r)) {
+		/* the last hash starts it (link.c) */
+		log_info("protection of VM %s resumed: the sync to the backup starts once its "
+			 "delta resync hashes are in", r->vm.name);
+		replicator_notify_state(r);
+		return reply(r, true, "resumed: the sync starts once the backup's hashes are in");
+	}
 	if (!r->session_synced) {
 		log_info("protection of VM %s resumed: full sync to the backup", r->vm.name);
 		epoch_start_sync(r);

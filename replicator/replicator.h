@@ -206,7 +206,7 @@ struct replicator {
 	uint64_t epoch_wire_bytes; /* the epoch in flight, all its frames */
 
 	/* operator controls (operator.c) */
-	bool agent_operator;
+	bool agent_operator;      /* the agent understands HANDOVER and PAUSE */
 	int protected_disks;      /* disks the disk device replicates */
 	/* Backup silent this long: lost, held output released. At least
 	 * --timeout-ms, and longer than the backup may take to declare us
@@ -216,7 +216,7 @@ struct replicator {
 	/* The link broke without our GOODBYE: the backup may restore the
 	 * last commit, so held output waits until it would have (release_timer). */
 	bool backup_may_take_over;
-	ev_timer release_timer;      /* the agent understands HANDOVER and PAUSE */
+	ev_timer release_timer;   /* ... until then (epoch.c, release_output) */
 	bool session_synced;      /* the initial sync of this session is acked */
 	enum pause_phase pause;
 	enum handover_phase handover;

@@ -7,7 +7,8 @@
 #     primary, still protected. Someone else pauses the VM (a second QMP
 #     socket): the replicator's barriers leave it paused and checkpoint
 #     nothing; continued, it is checkpointed again. Then, with a new agent: resume after a
-#     pause, epochs commit again; then a planned failover: the VM runs on
+#     pause (the agent restarted meanwhile: a delta resync that waits for
+#     resume), epochs commit again; then a planned failover: the VM runs on
 #     the backup from the final checkpoint, the serial counter goes on
 #     without going back, the primary QEMU has quit, remusctl exits 0.
 . "$(dirname "$0")/lib.sh"
@@ -179,6 +180,20 @@ wait_for 60 resynced_since "$n0" || die "not protected by the new agent within 6
 pass "protected again by a new agent (full resync)"
 "${CTL[@]}" pause >/dev/null || fail "pause before resume failed"
 protection_is paused || fail "not paused: $(status_field protection)"
+# Paused, the backup restarts: its new session is a delta resync (the
+# replica it kept is the base); the PAUSE the replicator sends at once
+# must not cost the session, and no sync may start before resume.
+n0=$(status_field resyncs)
+kill -TERM "$AGENT_PID"
+wait_exit "$AGENT_PID" 10 || fail "agent did not stop on SIGTERM"
+start_agent "$PORT" "$T/backup2"
+wait_for 30 agent_said "delta resync: the initial copy starts from the replica's RAM" ||
+	fail "the restarted agent offered no delta resync"
+sleep 2
+! agent_said "before the delta resync's base was ready" && protection_is paused &&
+	[ "$(status_field resyncs)" = "$n0" ] &&
+	pass "paused, a restarted backup hashed its base and waits: no sync, no dropped session" ||
+	fail "paused with a delta resync: protection $(status_field protection), resyncs $n0 -> $(status_field resyncs), agent: $(tail -n 2 "$T/agent.log")"
 out=$("${CTL[@]}" failover 2>&1)
 rc=$?
 [ "$rc" = 1 ] && [[ $out == *"paused"* ]] && pass "failover while paused refused: $out" ||
