@@ -1292,7 +1292,7 @@ int agent_run(struct agent *a)
 	if (control_socket_open(&a->control, a->loop)) {
 		close(a->listen_fd);
 		ev_loop_destroy(a->loop);
-		sighup_ignore_quietly(); /* the loop gave SIGHUP back to its default */
+		sighup_ignore_quietly(); /* the loop is gone: sighup.h */
 		link_security_free(&a->sec);
 		replica_free(&a->replica);
 		unlock_state_dir(a);
@@ -1334,7 +1334,7 @@ int agent_run(struct agent *a)
 	replica_free(&a->replica);
 	link_security_free(&a->sec);
 	ev_loop_destroy(a->loop);
-	sighup_ignore_quietly(); /* the loop gave SIGHUP back to its default */
+	sighup_ignore_quietly(); /* the loop is gone: sighup.h */
 	unlock_state_dir(a);
 	return a->exit_code;
 }

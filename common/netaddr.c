@@ -93,7 +93,10 @@ int netaddr_listen(const struct netaddr *a)
 	if (fd < 0)
 		return fd;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0 || listen(fd, 4) < 0) {
+	/* a backlog above the agent's places (AGENT_MAX_LINKS): a burst of
+	 * connections is accepted at once and judged by its rules, not
+	 * left half-open by the kernel */
+	if (bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0 || listen(fd, 32) < 0) {
 		r = -errno;
 		close(fd);
 		return r;

@@ -3,6 +3,7 @@
 #include "log.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
@@ -69,6 +70,9 @@ int pair_role_exec(const char *daemon, const char *config, const char *host,
 	/* Whatever descriptor was left open by mistake stays behind. */
 	close_range(3, ~0u, CLOSE_RANGE_CLOEXEC);
 	log_info("becoming %s (--config %s --host %s)", daemon, config, host);
+	/* ignored across the exec, until the next main installs its handler
+	 * (sighup.h): a SIGHUP meanwhile must not end the daemon */
+	signal(SIGHUP, SIG_IGN);
 	execv(path, (char *const *)argv);
 	rc = -errno;
 	log_err("cannot exec %s: %s", path, strerror(-rc));

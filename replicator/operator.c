@@ -206,6 +206,16 @@ char *operator_resume(struct replicator *r)
 		return reply(r, true, "resumed; the backup is not connected: a full sync "
 			     "starts when it is");
 	}
+	if (!r->session_synced && r->prot == PROT_SYNCING) {
+		/* This session's initial sync is under way (the pause held back
+		 * only the checkpoints after it): it goes on, and its ack takes
+		 * the first checkpoint. Starting it again would meet a backup
+		 * that already holds part of it, and a delta resync's hashes
+		 * would then skip pages the backup no longer holds as hashed. */
+		log_info("protection of VM %s resumed: the initial sync goes on", r->vm.name);
+		replicator_notify_state(r);
+		return reply(r, true, "resumed: the initial sync to the backup goes on");
+	}
 	if (!r->session_synced && link_sync_waits(r)) {
 		/* the last hash starts it (link.c) */
 		log_info("protection of VM %s resumed: the sync to the backup starts once its "

@@ -562,6 +562,6 @@ out:
 	vm_info_free(&r->vm);
 	link_security_free(&r->link_sec);
 	ev_loop_destroy(r->loop);
-	sighup_ignore_quietly(); /* the loop gave SIGHUP back to its default */
+	sighup_ignore_quietly(); /* the loop is gone: sighup.h */
 	return rc < 0 ? 2 : rc;
 }

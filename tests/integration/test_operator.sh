@@ -177,18 +177,22 @@ kill -TERM "$AGENT_PID"
 wait_exit "$AGENT_PID" 10 || fail "agent did not stop on SIGTERM"
 start_agent "$PORT" "$T/backup2"
 wait_for 60 resynced_since "$n0" || die "not protected by the new agent within 60 s: $(status_field protection)"
-pass "protected again by a new agent (full resync)"
+pass "protected again by a new agent (a delta resync from its replica)"
 "${CTL[@]}" pause >/dev/null || fail "pause before resume failed"
 protection_is paused || fail "not paused: $(status_field protection)"
 # Paused, the backup restarts: its new session is a delta resync (the
 # replica it kept is the base); the PAUSE the replicator sends at once
 # must not cost the session, and no sync may start before resume.
 n0=$(status_field resyncs)
+based=$(grep -c "delta resync: the initial copy starts from the replica's RAM" "$T/agent.log")
+paused=$(grep -c "PAUSED protection" "$T/agent.log")
 kill -TERM "$AGENT_PID"
 wait_exit "$AGENT_PID" 10 || fail "agent did not stop on SIGTERM"
 start_agent "$PORT" "$T/backup2"
-wait_for 30 agent_said "delta resync: the initial copy starts from the replica's RAM" ||
-	fail "the restarted agent offered no delta resync"
+# this new agent's own lines: its base hashed, the PAUSE taken
+wait_for 30 sh -c "[ \$(grep -c \"delta resync: the initial copy starts from the replica's RAM\" '$T/agent.log') -gt $based ] &&
+	[ \$(grep -c 'PAUSED protection' '$T/agent.log') -gt $paused ]" ||
+	fail "the restarted agent hashed no base or took no PAUSE"
 sleep 2
 ! agent_said "before the delta resync's base was ready" && protection_is paused &&
 	[ "$(status_field resyncs)" = "$n0" ] &&
