@@ -1017,9 +1017,12 @@ static struct peer_link *evict_for(struct agent *a, const char *host)
 	struct peer_link *victim = NULL;
 	int most = 0;
 
-	for (int i = 0; i < AGENT_MAX_LINKS; i++)
-		if (a->links[i].state == PEER_LINK_TLS && handshakes_from(a, a->links[i].peer) > most)
-			most = handshakes_from(a, a->links[i].peer);
+	for (int i = 0; i < AGENT_MAX_LINKS; i++) {
+		int n = a->links[i].state == PEER_LINK_TLS ? handshakes_from(a, a->links[i].peer) : 0;
+
+		if (n > most)
+			most = n;
+	}
 	if (most <= handshakes_from(a, host))
 		return NULL;
 	/* of the addresses holding the most, the handshake with the least
