@@ -217,11 +217,57 @@ void agent_parked_discard(struct agent *a, const char *why);
  * peer is what it holds, or NULL with why when it did not answer. */
 void agent_takeover_peer_answer(struct agent *a, const struct cold_facts *peer,
 				const char *why);
-/* agent.c */
+/* agent.c: the links' frames, dispatched; the state. */
 const char *agent_state_name(enum agent_state s);
 /* The one place the state changes: logged as "old -> new (reason)". */
 void agent_set_state(struct agent *a, enum agent_state st, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* The primary's VM name (its HELLO), "?" without one. */
+const char *agent_vm_name(const struct agent *a);
+/* Hook events: the common part, and one sent as it is. */
+void agent_hook_event(const struct agent *a, struct hook_event *ev, const char *event,
+		      const char *reason);
+void agent_notify(struct agent *a, const char *event, const char *reason);
+/* The loop is about to stand still or end: answer waiting clients. */
+void agent_answer_waiting(struct agent *a);
+/* Close the primary's link and end its session (the replica stays). */
+void agent_drop_primary(struct agent *a);
+/* The stream cannot be read, but the primary may live: drop it and give
+ * it --timeout-ms to reconnect before taking over. */
+void agent_lose_stream(struct agent *a, const char *why);
+
+/* failover.c: the primary is lost (its link broke, or it went silent):
+ * fence it and restore the VM here, or say in FAULT why not. */
+void agent_failover(struct agent *a, const char *why);
+/* The VM was restored here (res): the hook's `master` event with the
+ * figures, and in a pair whose roles move, our next role. */
+void agent_notify_master(struct agent *a, const struct restore_result *res,
+			 long long lost_at, double fence_ms, const char *why);
+void agent_become_primary(struct agent *a, const struct restore_result *res);
+/* remus-agent --restore: 0 the VM runs, 1 not (logged). */
+int agent_restore_and_report(struct agent *a);
+/* At start: taking over without a fence command may run the VM twice. */
+void agent_warn_no_fence(const struct agent *a);
+
+/* admission.c: accept a connection into a free place (accept_watch). */
+void agent_on_accept(struct ev_loop *loop, ev_io *w, int revents);
+/* One line per 10 s at most about refused peers. */
+void agent_log_refused(struct agent *a, const char *peer, const char *why);
+
+/* delta_steps.c: the new session's base, copied and hashed in steps
+ * (delta_step, an idle watcher), its hashes sent to the primary. */
+void agent_delta_start(struct agent *a);
+void agent_on_delta_step(struct ev_loop *loop, ev_idle *w, int revents);
+/* Still copying a base: nothing of epoch 0 may land in a .sync file yet. */
+bool agent_delta_base_pending(struct agent *a);
+/* The HELLO_REPLY's "disk_hashes": per disk, the chunks whose hashes follow. */
+void agent_add_disk_hashes(const struct replica *rp, char *reply, size_t size);
+
+/* state_dir.c: one agent per state directory (its flock, held until
+ * exit); the committed replica an earlier session left there. */
+int agent_lock_state_dir(struct agent *a);
+void agent_unlock_state_dir(struct agent *a);
+void agent_load_replica_facts(struct agent *a);
 
 /* control.c: the control socket's commands, and the status they show. */
 char *agent_control_command(void *data, int fd, const char *cmd, bool *keep);

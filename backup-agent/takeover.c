@@ -11,11 +11,13 @@
  * that outlives an agent restart (DIR/parked-replica). */
 #include "agent.h"
 #include "log.h"
+#include "notify.h"
 #include "procfs.h"
 #include "qmp.h"
 
 #include <errno.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -378,4 +380,23 @@ char *agent_takeover(struct agent *a, int fd, bool force, bool *keep)
 		return NULL;
 	}
 	return restore_replica(a, force);
+}
+
+/* takeover = manual: a replica the VM may resume from, until the
+ * cluster manager promotes this host or the readiness ends. */
+void agent_takeover_ready(struct agent *a, const char *fmt, ...)
+{
+	char why[sizeof(a->takeover_why)];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	snprintf(a->takeover_why, sizeof(a->takeover_why), "%s", why);
+	if (!a->takeover_ready)
+		log_info("takeover = manual: ready to be promoted: %s", a->takeover_why);
+	a->takeover_ready = true;
+	agent_set_state(a, AGENT_READY, "%s: waiting to be promoted (remusctl takeover)",
+		  a->takeover_why);
+	notify_status("VM %s: replica ready, waiting to be promoted", agent_vm_name(a));
 }

@@ -123,7 +123,7 @@ static const struct metric metrics[] = {
 	  "bytes_out", 1, REP, true },
 };
 
-/* The daemons' states (replicator/replicator.c replicator_state_name,
+/* The daemons' states (replicator/prot_state.c prot_state_names,
  * backup-agent/agent.c agent_state_name; tests/check_remusctl.c checks
  * that they agree). */
 static const char *const replicator_states[] = {

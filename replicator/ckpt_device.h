@@ -51,6 +51,9 @@ struct ckpt_device_ops {
 	/* Protection starts (the initial sync is in, next_epoch is the first
 	 * checkpoint) or ends (the backup is lost): hold or release output. */
 	void (*protect)(void *state, struct replicator *r, bool on, uint64_t next_epoch);
+	/* The protection state changed (prot_state.h): a device whose
+	 * writers wait for barriers asks whether they are still coming. */
+	void (*state_changed)(void *state, struct replicator *r);
 	/* Figures for `remusctl status`: add keys to out. */
 	void (*status)(void *state, struct json_object *out);
 	/* A QMP event from QEMU (BLOCK_JOB_READY, ...). */

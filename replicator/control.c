@@ -30,7 +30,8 @@ char *status_json(const struct replicator *r)
 	json_object_object_add(o, "qemu_pid", json_object_new_int(r->vm.pid));
 	json_object_object_add(o, "backup", json_object_new_string(r->cfg.backup.text));
 	json_add_u64(o, "generation", r->generation);
-	json_object_object_add(o, "protection", json_object_new_string(replicator_state_name(r)));
+	json_object_object_add(o, "protection", json_object_new_string(prot_name(&r->state)));
+	json_object_object_add(o, "state_reason", json_object_new_string(r->state.reason));
 	json_object_object_add(o, "epoch_policy",
 			       json_object_new_string(epoch_policy_name(r->policy.cfg.kind)));
 	json_add_double(o, "epoch_length_ms", r->policy.length_ms);

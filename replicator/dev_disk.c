@@ -292,7 +292,8 @@ static int stream_pending(struct disk_device *d)
  * left must not reach the new link: the new sync drops them. */
 static bool sync_streaming_now(const struct disk_device *d)
 {
-	return d->sync_open && peer_link_up(&d->r->link) && d->r->prot == PROT_SYNCING;
+	return d->sync_open && peer_link_up(&d->r->link) &&
+	       prot_link(&d->r->state) == PROT_SYNCING;
 }
 
 static bool all_ready(const struct disk_device *d)
@@ -301,6 +302,34 @@ static bool all_ready(const struct disk_device *d)
 		if (!d->disks[i].ready)
 			return false;
 	return true;
+}
+
+/* Will something make room for waiting writers? In the initial copy the
+ * link does; after it, a barrier, which needs a protected, unpaused VM
+ * and a backup. Asked again whenever the answer may change: the
+ * protection state (disk_state_changed), the copy's end (finish_sync),
+ * a wake-up from the writers (on_wake). */
+static bool room_coming(const struct disk_device *d)
+{
+	const struct replicator *r = d->r;
+
+	if (!peer_link_up(&r->link) || r->stopping)
+		return false;
+	if (d->streaming)
+		return sync_streaming_now(d); /* not while a new session's hashes come */
+	/* SYNCING: epoch 0 is closed and epoch 1 is on its way. */
+	return prot_barriers_coming(&r->state);
+}
+
+static void refresh_may_wait(struct disk_device *d)
+{
+	bool coming = room_coming(d);
+
+	pthread_mutex_lock(&d->mu);
+	if (d->may_wait && !coming)
+		pthread_cond_broadcast(&d->room); /* waiters: overflow instead */
+	d->may_wait = coming;
+	pthread_mutex_unlock(&d->mu);
 }
 
 /* Epoch 0 ends when every mirror is READY: the last of its writes go out,
@@ -328,34 +357,16 @@ static void finish_sync(struct disk_device *d)
 		return;
 	}
 	log_info("disks: %u mirror(s) ready; initial disk copy queued", d->n);
+	refresh_may_wait(d); /* from here barriers make room, not the link */
 	epoch_sync_device_ready(r);
 }
 
-/* Will something make room for waiting writers? In the initial copy the
- * link does; after it, a barrier, which needs a protected, unpaused VM
- * and a backup. */
-static bool room_coming(const struct disk_device *d)
+/* Waiting writers learn at once when barriers stop coming (a pause, a
+ * handover, the backup lost), not at the next watch tick. */
+static void disk_state_changed(void *state, struct replicator *r)
 {
-	const struct replicator *r = d->r;
-
-	if (!peer_link_up(&r->link) || r->stopping)
-		return false;
-	if (d->streaming)
-		return sync_streaming_now(d); /* not while a new session's hashes come */
-	/* SYNCING: epoch 0 is closed and epoch 1 is on its way. */
-	return (r->prot == PROT_PROTECTED || r->prot == PROT_SYNCING) &&
-	       r->pause == PAUSE_OFF && r->handover == HO_NONE;
-}
-
-static void refresh_may_wait(struct disk_device *d)
-{
-	bool coming = room_coming(d);
-
-	pthread_mutex_lock(&d->mu);
-	if (d->may_wait && !coming)
-		pthread_cond_broadcast(&d->room); /* waiters: overflow instead */
-	d->may_wait = coming;
-	pthread_mutex_unlock(&d->mu);
+	if (state)
+		refresh_may_wait(state);
 }
 
 /* Bitmap capture: no write passes through us, so ask QEMU how much the
@@ -383,7 +394,6 @@ static void on_watch(struct ev_loop *loop, ev_timer *w, int revents)
 	pthread_mutex_lock(&d->mu);
 	d->barrier = false;
 	pthread_mutex_unlock(&d->mu);
-	refresh_may_wait(d);
 	watch_bitmaps(d);
 	/* Events QEMU sent while a command waited (a job's end, say). */
 	replicator_qemu_events(d->r);
@@ -871,6 +881,7 @@ const struct ckpt_device_ops disk_device_ops = {
 	.postsuspend = disk_postsuspend,
 	.send = disk_send,
 	.commit = disk_commit,
+	.state_changed = disk_state_changed,
 	.event = disk_event,
 	.status = disk_status,
 	.hello = disk_hello,

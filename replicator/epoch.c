@@ -52,6 +52,7 @@ void epoch_devices_teardown(struct replicator *r)
 			r->devices[i].ops->teardown(r->devices[i].state);
 	free(r->devices);
 	r->devices = NULL;
+	r->ndevices = 0;
 }
 
 /* Test hook (--test-corrupt-epoch): send one frame of the epoch with a
@@ -150,7 +151,7 @@ static void on_release_timer(struct ev_loop *loop, ev_timer *w, int revents)
 	struct replicator *r = w->data;
 
 	/* Protected again meanwhile (a new backup committed): nothing to do. */
-	if (r->prot == PROT_PROTECTED)
+	if (prot_is_protected(&r->state))
 		return;
 	log_warn("the backup did not take over within %u ms: releasing held output",
 		 r->backup_silence_ms);
@@ -193,12 +194,12 @@ void epoch_start_sync(struct replicator *r)
 		protect_devices(r, false, 0);
 	}
 	r->epoch = 0;
-	r->prot = PROT_SYNCING;
 	r->session_synced = false;
 	r->stats.resyncs++;
 	r->sync_pending = 0;
 	*t = (struct epoch_tally){ .id = 0 };
-	replicator_notify_state(r);
+	prot_set(&r->state, PROT_PART_LINK, PROT_SYNCING, "initial copy to backup %s started",
+		 r->cfg.backup.text);
 	for (int i = 0; i < r->ndevices && rc >= 0; i++) {
 		const struct ckpt_device *d = &r->devices[i];
 		if (!d->ops->sync)
@@ -514,7 +515,7 @@ void epoch_checkpoint(struct replicator *r)
 	if (!peer_link_up(&r->link) || r->stopping)
 		return;
 	/* Paused, or a failover takes its own last checkpoint. */
-	if (r->pause != PAUSE_OFF || r->handover != HO_NONE)
+	if (!prot_checkpoints_run(&r->state))
 		return;
 	/* sync_pending: epoch 0, the initial copy, is still being queued (a
 	 * disk's early barrier can come meanwhile); its ack takes the first
@@ -612,22 +613,21 @@ void epoch_on_ack(struct replicator *r, uint64_t id)
 		replicator_notify_state(r);
 		return;
 	}
-	bool news = r->prot != PROT_PROTECTED;
+	bool news = !prot_is_protected(&r->state);
 
 	r->stats.epochs_committed++;
 	r->stats.last_acked_epoch = id;
 	if (news) {
 		log_info("epoch %llu committed on the backup: VM %s is protected",
 			 (unsigned long long)id, r->vm.name);
-		r->prot = PROT_PROTECTED;
+		prot_set(&r->state, PROT_PART_LINK, PROT_PROTECTED, "epoch %llu committed",
+			 (unsigned long long)id);
 		notify_protected(r);
 	}
 	for (int i = 0; i < r->ndevices; i++)
 		if (r->devices[i].ops->commit)
 			r->devices[i].ops->commit(r->devices[i].state, r, id);
 	/* The epoch number in STATUS= is refreshed once a second (stats timer). */
-	if (news)
-		replicator_notify_state(r);
 	if (operator_after_ack(r, id))
 		return;
 	if (r->checkpoint_due)
@@ -665,7 +665,7 @@ void epoch_on_nack(struct replicator *r, uint64_t id, const char *why)
 void epoch_on_backup_lost(struct replicator *r, const char *why)
 {
 	/* Say it once per loss, not at every failed reconnect. */
-	bool announce = peer_link_up(&r->link) || r->prot != PROT_UNPROTECTED;
+	bool announce = peer_link_up(&r->link) || prot_link(&r->state) != PROT_UNPROTECTED;
 
 	peer_link_close(&r->link);
 	r->session_synced = false;
@@ -675,14 +675,13 @@ void epoch_on_backup_lost(struct replicator *r, const char *why)
 	r->inflight = false;
 	r->checkpoint_due = false;
 	ev_timer_stop(r->loop, &r->epoch_timer);
-	if (r->prot == PROT_PROTECTED)
+	if (prot_is_protected(&r->state))
 		replicator_notify(r, "unprotected", why);
-	r->prot = PROT_UNPROTECTED;
-	replicator_notify_state(r);
+	prot_set(&r->state, PROT_PART_LINK, PROT_UNPROTECTED, "backup lost: %s", why);
 	/* A handover of unknown outcome: the backup may run the VM now. Its
 	 * last output stays held and nothing reconnects until the operator
 	 * decides (remusctl resume, or stop this replicator). */
-	if (r->vm_left_paused)
+	if (prot_left_paused(&r->state))
 		return;
 	release_output(r);
 	if (r->stopping)

@@ -121,7 +121,7 @@ bool link_sync_waits(const struct replicator *r)
  * protection is paused: remusctl resume starts it then. */
 void link_start_sync_when_ready(struct replicator *r)
 {
-	if (!link_sync_waits(r) && r->pause == PAUSE_OFF)
+	if (!link_sync_waits(r) && !prot_paused(&r->state))
 		epoch_start_sync(r);
 }
 

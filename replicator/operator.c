@@ -43,39 +43,33 @@
 #define QUIT_TIMEOUT_MS 5000
 #define QUIT_WAIT_ROUNDS 100   /* of 50 ms: QEMU gone within 5 s */
 
-static const char *pause_name(enum pause_phase p)
+static const char *pause_name(const struct replicator *r)
 {
-	switch (p) {
-	case PAUSE_OFF: return "off";
-	case PAUSE_DRAIN: return "waiting-for-ack";
-	case PAUSE_SENT: return "telling-backup";
-	case PAUSE_ON: return "paused";
-	}
-	return "unknown";
+	return prot_part_value_name(PROT_PART_PAUSE, prot_pause(&r->state));
 }
 
-static const char *handover_name(enum handover_phase h)
+static const char *handover_name(const struct replicator *r)
 {
-	switch (h) {
-	case HO_NONE: return "none";
-	case HO_DRAIN: return "waiting-for-ack";
-	case HO_FINAL: return "final-checkpoint";
-	case HO_WAIT_DONE: return "backup-starting-vm";
-	}
-	return "unknown";
+	return prot_part_value_name(PROT_PART_HANDOVER, prot_handover(&r->state));
 }
 
 /* {"ok":..., "state":..., "message" or "error": text} */
-static struct json_object *answer(const struct replicator *r, bool ok, const char *fmt, va_list ap)
+static struct json_object *answer_text(const struct replicator *r, bool ok, const char *text)
 {
 	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "ok", json_object_new_boolean(ok));
+	json_object_object_add(o, "state", json_object_new_string(prot_name(&r->state)));
+	json_object_object_add(o, ok ? "message" : "error", json_object_new_string(text));
+	return o;
+}
+
+static struct json_object *answer(const struct replicator *r, bool ok, const char *fmt, va_list ap)
+{
 	char text[512];
 
 	vsnprintf(text, sizeof(text), fmt, ap);
-	json_object_object_add(o, "ok", json_object_new_boolean(ok));
-	json_object_object_add(o, "state", json_object_new_string(replicator_state_name(r)));
-	json_object_object_add(o, ok ? "message" : "error", json_object_new_string(text));
-	return o;
+	return answer_text(r, ok, text);
 }
 
 static char *to_text(struct json_object *o)
@@ -101,57 +95,55 @@ static char *reply(const struct replicator *r, bool ok, const char *fmt, ...)
 
 /* --- pause ------------------------------------------------------------- */
 
-static void pause_on(struct replicator *r)
+static void pause_on(struct replicator *r, const char *why)
 {
-	r->pause = PAUSE_ON;
+	prot_set(&r->state, PROT_PART_PAUSE, PAUSE_ON, "%s", why);
 	protect_devices(r, false, 0); /* held output goes out now */
 	log_warn("protection of VM %s PAUSED by the operator after epoch %llu: no checkpoints, "
 		 "output goes out at once, the backup will not take over (remusctl resume ends it)",
 		 r->vm.name, (unsigned long long)r->stats.last_acked_epoch);
-	replicator_notify_state(r);
 }
 
 /* Nothing in flight: tell the backup, release output once it knows. */
 static void send_pause(struct replicator *r)
 {
 	if (!peer_link_up(&r->link) || !r->agent_operator) {
-		pause_on(r);
+		pause_on(r, "no backup to tell");
 		return;
 	}
 	if (link_push(r, FRAME_PAUSE, r->epoch, NULL, 0, NULL, NULL)) {
 		link_drop_alive(r, "PAUSE could not be queued");
 		return;
 	}
-	r->pause = PAUSE_SENT;
-	log_info("epoch %llu acknowledged: telling the backup that protection pauses",
+	prot_set(&r->state, PROT_PART_PAUSE, PAUSE_SENT,
+		 "epoch %llu acknowledged: telling the backup that protection pauses",
 		 (unsigned long long)r->epoch);
 }
 
 char *operator_pause(struct replicator *r)
 {
-	if (r->handover != HO_NONE || r->vm_left_paused)
+	if (prot_handing_over(&r->state) || prot_left_paused(&r->state))
 		return reply(r, false, "a handover to the backup is under way or undecided "
-			     "(state %s): pause refused", replicator_state_name(r));
-	if (r->pause == PAUSE_ON)
+			     "(state %s): pause refused", prot_name(&r->state));
+	if (prot_pause(&r->state) == PAUSE_ON)
 		return reply(r, true, "already paused");
-	if (r->pause != PAUSE_OFF)
-		return reply(r, true, "already pausing (%s)", pause_name(r->pause));
+	if (prot_paused(&r->state))
+		return reply(r, true, "already pausing (%s)", pause_name(r));
 	if (peer_link_up(&r->link) && !r->agent_operator)
 		return reply(r, false, "the backup agent at %s does not know PAUSE (an older "
 			     "version): it would take over from a stale replica; upgrade it, or "
 			     "stop the replicator instead", r->cfg.backup.text);
-	r->pause = PAUSE_DRAIN;
 	r->checkpoint_due = false;
 	ev_timer_stop(r->loop, &r->epoch_timer);
+	prot_set(&r->state, PROT_PART_PAUSE, PAUSE_DRAIN, "remusctl pause");
 	if (!peer_link_up(&r->link))
-		pause_on(r);
+		pause_on(r, "no backup connected");
 	else if (!r->inflight)
 		send_pause(r);
 	else
 		log_info("pause requested: waiting for epoch %llu to be acknowledged",
 			 (unsigned long long)r->epoch);
-	replicator_notify_state(r);
-	if (r->pause == PAUSE_ON)
+	if (prot_pause(&r->state) == PAUSE_ON)
 		return reply(r, true, "paused: no checkpoints, output is not held%s",
 			     peer_link_up(&r->link) ? "" : " (the backup is not connected)");
 	return reply(r, true, "pausing: the backup is told once epoch %llu is acknowledged",
@@ -170,57 +162,52 @@ static char *resume_left_paused(struct replicator *r)
 			replicator_primary_trouble(r, rc);
 		return text;
 	}
-	r->vm_left_paused = false;
+	prot_set(&r->state, PROT_PART_LEFT_PAUSED, 0, "remusctl resume: VM resumed here");
 	protect_devices(r, false, 0); /* the primary goes on: its output is real */
 	log_warn("operator resumed VM %s on the primary after an undecided handover; "
 		 "reconnecting to backup %s for a full resync", r->vm.name, r->cfg.backup.text);
 	replicator_reconnect(r);
-	replicator_notify_state(r);
 	return reply(r, true, "VM %s resumed on the primary; reconnecting to the backup "
 		     "(full resync)", r->vm.name);
 }
 
 char *operator_resume(struct replicator *r)
 {
-	enum pause_phase was = r->pause;
+	enum pause_phase was = prot_pause(&r->state);
 
-	if (r->handover != HO_NONE)
+	if (prot_handing_over(&r->state))
 		return reply(r, false, "a handover to the backup is under way (%s): wait for "
-			     "its outcome", handover_name(r->handover));
-	if (r->vm_left_paused)
+			     "its outcome", handover_name(r));
+	if (prot_left_paused(&r->state))
 		return resume_left_paused(r);
 	if (was == PAUSE_OFF)
 		return reply(r, true, "not paused");
-	r->pause = PAUSE_OFF;
+	prot_set(&r->state, PROT_PART_PAUSE, PAUSE_OFF, "remusctl resume");
 	if (was == PAUSE_DRAIN) {
 		/* Nothing was released or told: carry on as before. */
 		if (r->inflight)
 			r->checkpoint_due = true;
 		else
 			epoch_arm_timer(r);
-		replicator_notify_state(r);
 		return reply(r, true, "pause cancelled before it took effect");
 	}
 	if (!peer_link_up(&r->link)) {
-		replicator_notify_state(r);
 		return reply(r, true, "resumed; the backup is not connected: a full sync "
 			     "starts when it is");
 	}
-	if (!r->session_synced && r->prot == PROT_SYNCING) {
+	if (!r->session_synced && prot_link(&r->state) == PROT_SYNCING) {
 		/* This session's initial sync is under way (the pause held back
 		 * only the checkpoints after it): it goes on, and its ack takes
 		 * the first checkpoint. Starting it again would meet a backup
 		 * that already holds part of it, and a delta resync's hashes
 		 * would then skip pages the backup no longer holds as hashed. */
 		log_info("protection of VM %s resumed: the initial sync goes on", r->vm.name);
-		replicator_notify_state(r);
 		return reply(r, true, "resumed: the initial sync to the backup goes on");
 	}
 	if (!r->session_synced && link_sync_waits(r)) {
 		/* the last hash starts it (link.c) */
 		log_info("protection of VM %s resumed: the sync to the backup starts once its "
 			 "delta resync hashes are in", r->vm.name);
-		replicator_notify_state(r);
 		return reply(r, true, "resumed: the sync starts once the backup's hashes are in");
 	}
 	if (!r->session_synced) {
@@ -231,11 +218,11 @@ char *operator_resume(struct replicator *r)
 	/* Output waits from here for the first epoch after the pause, which
 	 * the backup must commit before it arms its failover again. */
 	protect_devices(r, true, r->epoch + 1);
-	r->prot = PROT_SYNCING;
+	prot_set(&r->state, PROT_PART_LINK, PROT_SYNCING, "resumed: protected once the backup "
+		 "commits epoch %llu", (unsigned long long)r->epoch + 1);
 	log_info("protection of VM %s resumed: checkpoints from epoch %llu; protected once "
 		 "the backup commits it", r->vm.name, (unsigned long long)r->epoch + 1);
 	epoch_checkpoint(r);
-	replicator_notify_state(r);
 	return reply(r, true, "resumed: checkpoints from epoch %llu", (unsigned long long)r->epoch);
 }
 
@@ -257,33 +244,33 @@ static void handover_end(struct replicator *r, bool ok, const char *fmt, ...)
 static void handover_end(struct replicator *r, bool ok, const char *fmt, ...)
 {
 	struct json_object *o;
+	char why[512];
 	va_list ap;
 
-	r->handover = HO_NONE;
 	ev_timer_stop(r->loop, &r->handover_timer);
 	va_start(ap, fmt);
-	o = answer(r, ok, fmt, ap);
+	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
+	prot_set(&r->state, PROT_PART_HANDOVER, HO_NONE, "%s", why);
+	o = answer_text(r, ok, why);
 	json_object_object_add(o, "outcome", json_object_new_string(
-		ok ? "done" : r->vm_left_paused ? "unknown" : "failed"));
+		ok ? "done" : prot_left_paused(&r->state) ? "unknown" : "failed"));
 	answer_waiter(r, o);
-	replicator_notify_state(r);
 }
 
 static void final_checkpoint(struct replicator *r)
 {
 	int rc;
 
-	r->handover = HO_FINAL;
+	prot_set(&r->state, PROT_PART_HANDOVER, HO_FINAL, "nothing in flight: the final checkpoint");
 	rc = epoch_final_checkpoint(r);
 	if (!rc) {
 		r->handover_epoch = r->epoch;
 		log_info("epoch %llu: final checkpoint of VM %s taken; the VM stays stopped "
 			 "until the backup has it", (unsigned long long)r->epoch, r->vm.name);
-		replicator_notify_state(r);
 		return;
 	}
-	if (r->handover == HO_NONE)
+	if (!prot_handing_over(&r->state))
 		return; /* the link went, and that ended it */
 	handover_end(r, false, rc > 0 ? "VM %s is not running (stopped by someone else, or "
 		     "shutting down): nothing to hand over" : "the final checkpoint of VM %s "
@@ -307,18 +294,17 @@ static void send_handover(struct replicator *r)
 			     "resumed here", r->vm.name);
 		return;
 	}
-	r->handover = HO_WAIT_DONE;
-	log_info("epoch %llu committed with VM %s stopped: HANDOVER sent, the backup %s",
+	prot_set(&r->state, PROT_PART_HANDOVER, HO_WAIT_DONE,
+		 "epoch %llu committed with VM %s stopped: HANDOVER sent, the backup %s",
 		 (unsigned long long)r->handover_epoch, r->vm.name,
 		 r->handover_park ? "keeps it as the VM's last state (park)" : "starts the VM");
-	replicator_notify_state(r);
 }
 
 static void on_handover_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct replicator *r = w->data;
 
-	switch (r->handover) {
+	switch (prot_handover(&r->state)) {
 	case HO_DRAIN:
 		/* The ack will take the next checkpoint as usual. */
 		r->checkpoint_due = true;
@@ -341,7 +327,7 @@ static void on_handover_timer(struct ev_loop *loop, ev_timer *w, int revents)
 		struct json_object *o = json_object_new_object();
 		json_object_object_add(o, "ok", json_object_new_boolean(0));
 		json_object_object_add(o, "outcome", json_object_new_string("pending"));
-		json_object_object_add(o, "state", json_object_new_string(replicator_state_name(r)));
+		json_object_object_add(o, "state", json_object_new_string(prot_name(&r->state)));
 		json_object_object_add(o, "error", json_object_new_string(
 			"the backup has not answered HANDOVER in time; it may still be starting "
 			"the VM, which stays stopped here meanwhile: see remusctl status"));
@@ -356,19 +342,18 @@ static void on_handover_timer(struct ev_loop *loop, ev_timer *w, int revents)
 
 static char *handover_start(struct replicator *r, int fd, unsigned timeout_ms, bool park)
 {
-	if (r->handover != HO_NONE)
-		return reply(r, false, "a failover is already under way (%s)",
-			     handover_name(r->handover));
-	if (r->vm_left_paused)
+	if (prot_handing_over(&r->state))
+		return reply(r, false, "a failover is already under way (%s)", handover_name(r));
+	if (prot_left_paused(&r->state))
 		return reply(r, false, "an earlier handover left VM %s stopped with an unknown "
 			     "outcome: check the backup, then remusctl resume or stop the "
 			     "replicator", r->vm.name);
-	if (r->pause != PAUSE_OFF)
+	if (prot_paused(&r->state))
 		return reply(r, false, "protection is paused, so the backup's replica is stale: "
 			     "remusctl resume first, then fail over once it is protected");
-	if (!peer_link_up(&r->link) || r->prot != PROT_PROTECTED)
+	if (!peer_link_up(&r->link) || !prot_is_protected(&r->state))
 		return reply(r, false, "VM %s is %s, so the backup holds no current checkpoint: "
-			     "failover refused", r->vm.name, replicator_state_name(r));
+			     "failover refused", r->vm.name, prot_name(&r->state));
 	if (!r->agent_operator)
 		return reply(r, false, "the backup agent at %s cannot take a handover (an older "
 			     "version): upgrade it", r->cfg.backup.text);
@@ -380,16 +365,16 @@ static char *handover_start(struct replicator *r, int fd, unsigned timeout_ms, b
 	if (r->vm_shutdown)
 		return reply(r, false, "VM %s is shutting down", r->vm.name);
 	r->handover_fd = fd;
-	r->handover = HO_DRAIN;
 	r->handover_park = park;
 	ev_timer_init(&r->handover_timer, on_handover_timer, timeout_ms / 1000.0, 0);
 	r->handover_timer.data = r;
 	ev_timer_start(r->loop, &r->handover_timer);
 	ev_timer_stop(r->loop, &r->epoch_timer);
+	prot_set(&r->state, PROT_PART_HANDOVER, HO_DRAIN, "remusctl %s",
+		 park ? "park" : "failover");
 	log_info("planned %s of VM %s to %s requested (%u ms)%s", park ? "park" : "failover",
 		 r->vm.name,
 		 r->cfg.backup.text, timeout_ms, r->inflight ? ": waiting for the epoch in flight" : "");
-	replicator_notify_state(r);
 	if (!r->inflight)
 		final_checkpoint(r);
 	return NULL;
@@ -409,13 +394,13 @@ char *operator_park(struct replicator *r, int fd, unsigned timeout_ms)
 
 bool operator_after_ack(struct replicator *r, uint64_t epoch)
 {
-	if (r->pause == PAUSE_DRAIN) {
+	if (prot_pause(&r->state) == PAUSE_DRAIN) {
 		send_pause(r);
 		return true;
 	}
-	if (r->pause != PAUSE_OFF)
+	if (prot_paused(&r->state))
 		return true;
-	switch (r->handover) {
+	switch (prot_handover(&r->state)) {
 	case HO_DRAIN:
 		final_checkpoint(r);
 		return true;
@@ -433,7 +418,7 @@ bool operator_after_ack(struct replicator *r, uint64_t epoch)
 
 bool operator_on_connected(struct replicator *r)
 {
-	if (r->pause == PAUSE_OFF)
+	if (!prot_paused(&r->state))
 		return false;
 	log_info("protection of VM %s is paused: the backup's initial sync waits for "
 		 "remusctl resume", r->vm.name);
@@ -445,9 +430,10 @@ bool operator_on_connected(struct replicator *r)
 
 void operator_on_backup_lost(struct replicator *r, const char *why)
 {
-	if (r->pause == PAUSE_DRAIN || r->pause == PAUSE_SENT)
-		r->pause = PAUSE_ON; /* output goes out anyway: no backup */
-	switch (r->handover) {
+	if (prot_paused(&r->state))
+		/* output goes out anyway: no backup */
+		prot_set(&r->state, PROT_PART_PAUSE, PAUSE_ON, "backup lost: %s", why);
+	switch (prot_handover(&r->state)) {
 	case HO_NONE:
 		return;
 	case HO_DRAIN:
@@ -465,7 +451,8 @@ void operator_on_backup_lost(struct replicator *r, const char *why)
 		}
 		/* Our next barrier must not `cont` it either. */
 		r->vm_stopped_by_us = false;
-		r->vm_left_paused = true;
+		prot_set(&r->state, PROT_PART_LEFT_PAUSED, 1, "backup lost during the handover: %s",
+			 why);
 		log_err("backup lost (%s) during the handover of VM %s at epoch %llu: the backup "
 			"may be running the VM, or takes over as it lost its primary; VM %s stays "
 			"PAUSED here, its last output held, so that it never runs twice. Check the "
@@ -552,7 +539,8 @@ static void on_handover_done(struct replicator *r, const struct frame_hdr *h,
 	ev_io_stop(r->loop, &r->qmp_watch);
 	kept = r->handover_park && !keep_parked(r);
 	rc = kept ? 0 : quit_primary(r);
-	r->handover = HO_NONE;
+	prot_set(&r->state, PROT_PART_HANDOVER, HO_NONE, "HANDOVER_DONE: the backup %s",
+		 r->handover_park ? "keeps the VM parked" : "runs the VM");
 	ev_timer_stop(r->loop, &r->handover_timer);
 	o = json_object_new_object();
 	json_object_object_add(o, "ok", json_object_new_boolean(1));
@@ -609,14 +597,14 @@ void operator_on_frame(struct replicator *r, const struct frame_hdr *h, const ui
 {
 	switch (h->type) {
 	case FRAME_PAUSE_ACK:
-		if (r->pause == PAUSE_SENT)
-			pause_on(r);
+		if (prot_pause(&r->state) == PAUSE_SENT)
+			pause_on(r, "the backup answered PAUSE");
 		else
-			log_debug("PAUSE_ACK while %s: nothing to do", pause_name(r->pause));
+			log_debug("PAUSE_ACK while %s: nothing to do", pause_name(r));
 		return;
 	case FRAME_HANDOVER_DONE:
 	case FRAME_HANDOVER_FAILED:
-		if (r->handover != HO_WAIT_DONE) {
+		if (prot_handover(&r->state) != HO_WAIT_DONE) {
 			log_warn("backup sent %s, but no handover is waiting for it: ignored",
 				 frame_type_name(h->type));
 			return;
@@ -631,9 +619,10 @@ void operator_on_frame(struct replicator *r, const struct frame_hdr *h, const ui
 
 void operator_status(const struct replicator *r, struct json_object *o)
 {
-	json_object_object_add(o, "pause_state", json_object_new_string(pause_name(r->pause)));
-	json_object_object_add(o, "handover", json_object_new_string(handover_name(r->handover)));
-	json_object_object_add(o, "vm_left_paused", json_object_new_boolean(r->vm_left_paused));
+	json_object_object_add(o, "pause_state", json_object_new_string(pause_name(r)));
+	json_object_object_add(o, "handover", json_object_new_string(handover_name(r)));
+	json_object_object_add(o, "vm_left_paused",
+			       json_object_new_boolean(prot_left_paused(&r->state)));
 	json_object_object_add(o, "backup_operator", json_object_new_boolean(r->agent_operator));
 }
 

@@ -24,45 +24,35 @@
 /* A backup restoring the VM for a handover does not answer meanwhile. */
 #define HANDOVER_SILENCE_MS 120000
 
-const char *protection_name(enum protection p)
-{
-	switch (p) {
-	case PROT_CONNECTING: return "connecting";
-	case PROT_SYNCING: return "syncing";
-	case PROT_PROTECTED: return "protected";
-	case PROT_UNPROTECTED: return "unprotected";
-	}
-	return "unknown";
-}
-
-const char *replicator_state_name(const struct replicator *r)
-{
-	if (r->handover != HO_NONE)
-		return "handing-over";
-	if (r->vm_left_paused)
-		return "handover-unknown";
-	if (r->pause == PAUSE_ON)
-		return "paused";
-	if (r->pause != PAUSE_OFF)
-		return "pausing";
-	return protection_name(r->prot);
-}
-
 void replicator_notify_state(struct replicator *r)
 {
 	const char *vm = r->vm.name ? r->vm.name : "?";
 
-	if (r->pause == PAUSE_ON || r->handover != HO_NONE || r->vm_left_paused)
-		notify_status("VM %s: %s (epoch %llu committed)", vm, replicator_state_name(r),
+	const struct prot_state *s = &r->state;
+
+	if (prot_pause(s) == PAUSE_ON || prot_handing_over(s) || prot_left_paused(s))
+		notify_status("VM %s: %s (epoch %llu committed)", vm, prot_name(s),
 			      (unsigned long long)r->stats.last_acked_epoch);
-	else if (r->prot == PROT_PROTECTED)
+	else if (prot_is_protected(s))
 		notify_status("VM %s: protected, epoch %llu committed", vm,
 			      (unsigned long long)r->stats.last_acked_epoch);
-	else if (r->prot == PROT_UNPROTECTED || r->prot == PROT_CONNECTING)
-		notify_status("VM %s: %s, connecting to backup %s", vm,
-			      protection_name(r->prot), r->cfg.backup.text);
+	else if (prot_link(s) == PROT_UNPROTECTED || prot_link(s) == PROT_CONNECTING)
+		notify_status("VM %s: %s, connecting to backup %s", vm, prot_name(s),
+			      r->cfg.backup.text);
 	else
-		notify_status("VM %s: %s", vm, replicator_state_name(r));
+		notify_status("VM %s: %s", vm, prot_name(s));
+}
+
+/* Whatever derives from the protection state follows each change: the
+ * service manager's STATUS=, and devices that wait on barriers. */
+static void on_state_changed(void *data)
+{
+	struct replicator *r = data;
+
+	replicator_notify_state(r);
+	for (int i = 0; i < r->ndevices; i++)
+		if (r->devices[i].ops->state_changed)
+			r->devices[i].ops->state_changed(r->devices[i].state, r);
 }
 
 void replicator_reconnect(struct replicator *r)
@@ -116,7 +106,7 @@ static void on_qemu_gone(struct replicator *r)
 		replicator_notify(r, "detached", "VM shut down");
 		/* no failover: its last words may go out; not after a handover of
 		 * unknown outcome, though: the backup may run it from before them */
-		if (!r->vm_left_paused && r->handover < HO_FINAL)
+		if (!prot_vm_held_stopped(&r->state))
 			protect_devices(r, false, 0);
 		link_goodbye(r, "VM shut down");
 		final_flush(r);
@@ -252,7 +242,7 @@ static void on_heartbeat_timer(struct ev_loop *loop, ev_timer *w, int revents)
 	if (!peer_link_up(l))
 		return;
 	if ((now - l->last_rx) * 1e3 >
-	    (r->handover == HO_WAIT_DONE ? HANDOVER_SILENCE_MS : r->backup_silence_ms)) {
+	    (prot_handover(&r->state) == HO_WAIT_DONE ? HANDOVER_SILENCE_MS : r->backup_silence_ms)) {
 		/* Our own loop may have stood still (a long pause): bytes
 		 * waiting from the backup mean it was not silent. */
 		if (peer_link_unread(l)) {
@@ -282,7 +272,7 @@ static void try_connect(struct replicator *r)
 {
 	char err[256];
 
-	if (r->vm_left_paused)
+	if (prot_left_paused(&r->state))
 		return; /* the operator decides first (remusctl resume) */
 	ev_timer_stop(r->loop, &r->reconnect_timer);
 	if (r->link.state != PEER_LINK_IDLE)
@@ -337,11 +327,12 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
 		 w->signum, r->vm.name);
 	/* The final checkpoint is taken but the backup was not asked to take
 	 * over: our GOODBYE tells it not to, so the VM runs on here. */
-	if (r->handover == HO_FINAL && epoch_resume_vm(r) == 0)
-		r->handover = HO_NONE;
+	if (prot_handover(&r->state) == HO_FINAL && epoch_resume_vm(r) == 0)
+		prot_set(&r->state, PROT_PART_HANDOVER, HO_NONE,
+			 "stopped by a signal before HANDOVER was sent: VM resumed here");
 	replicator_notify(r, "detached", w->signum == SIGTERM ? "replicator stopped by SIGTERM" :
 			  "replicator stopped by SIGINT");
-	if (r->vm_left_paused || r->handover >= HO_FINAL)
+	if (prot_vm_held_stopped(&r->state))
 		/* The backup may run the VM from a checkpoint before the output
 		 * we hold: that output must never go out. It dies with us. */
 		log_err("VM %s is left PAUSED: a handover to the backup was under way; if the "
@@ -499,6 +490,7 @@ int replicator_run(struct replicator *r)
 {
 	int rc;
 
+	prot_init(&r->state, on_state_changed, r);
 	peer_link_init(&r->link, NULL, &r->link_sec, NULL, r);
 	control_socket_init(&r->control, "replicator", r->cfg.control_path, r->cfg.control_group,
 			    r->cfg.control_gid, control_command, r);
@@ -522,6 +514,7 @@ int replicator_run(struct replicator *r)
 	}
 	if (rc)
 		goto out;
+	r->state.vm = r->vm.name;
 	link_security_set_identity(&r->link_sec, r->cfg.pair_name ? r->cfg.pair_name : r->vm.name);
 	start_generation(r);
 	rc = make_runtime_dir(r);
@@ -537,7 +530,6 @@ int replicator_run(struct replicator *r)
 	init_watchers(r);
 	if (r->virt && (rc = watch_qemu_exit(r)))
 		goto out;
-	r->prot = PROT_CONNECTING;
 	try_connect(r);
 	/* Attached, and connected or retrying: what systemd waits for. */
 	notify_ready(NULL);

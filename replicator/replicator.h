@@ -13,6 +13,7 @@
 #include "netaddr.h"
 #include "peer_link.h"
 #include "proto.h"
+#include "prot_state.h"
 #include "stats.h"
 #include "verify.h"
 #include "vcpu_load.h"
@@ -100,29 +101,6 @@ struct vm_info {
 	int ram_lock_fd;
 };
 
-enum protection {
-	PROT_CONNECTING,   /* no backup yet */
-	PROT_SYNCING,      /* initial copy in flight, nothing committed */
-	PROT_PROTECTED,    /* backup holds a committed checkpoint */
-	PROT_UNPROTECTED,  /* backup lost; retrying */
-};
-
-/* Operator pause (remusctl pause/resume, replicator/operator.c). */
-enum pause_phase {
-	PAUSE_OFF,
-	PAUSE_DRAIN,       /* asked: waiting for the epoch in flight to be acked */
-	PAUSE_SENT,        /* PAUSE sent: output held until the backup's PAUSE_ACK */
-	PAUSE_ON,          /* no checkpoints, output released at once */
-};
-
-/* Planned failover (remusctl failover, replicator/operator.c). */
-enum handover_phase {
-	HO_NONE,
-	HO_DRAIN,          /* waiting for the epoch in flight to be acked; VM runs */
-	HO_FINAL,          /* final checkpoint in flight, VM stopped for good */
-	HO_WAIT_DONE,      /* HANDOVER sent: the backup is starting the VM */
-};
-
 struct replicator {
 	struct ev_loop *loop;
 	struct replicator_config cfg;
@@ -147,7 +125,8 @@ struct replicator {
 
 	struct peer_link link;
 	struct link_security link_sec;
-	enum protection prot;
+	/* protection, pause, handover: changed by prot_set() alone */
+	struct prot_state state;
 	uint64_t epoch;          /* id of the newest captured epoch */
 	bool inflight;           /* epoch captured and sent, not yet acked */
 	struct epoch_tally sync_tally; /* epoch 0 while devices still copy */
@@ -218,13 +197,10 @@ struct replicator {
 	bool backup_may_take_over;
 	ev_timer release_timer;   /* ... until then (epoch.c, release_output) */
 	bool session_synced;      /* the initial sync of this session is acked */
-	enum pause_phase pause;
-	enum handover_phase handover;
 	ev_timer handover_timer;  /* remusctl failover's deadline */
 	int handover_fd;          /* remusctl failover waiting for the outcome; -1 */
 	uint64_t handover_epoch;  /* the final checkpoint */
 	bool handover_park;       /* remusctl park: the backup keeps the VM stopped */
-	bool vm_left_paused;      /* a handover of unknown outcome left the VM stopped */
 
 	struct replicator_stats stats;
 	struct hook_runner hooks;  /* notify hooks */
@@ -270,8 +246,6 @@ void replicator_leave(struct replicator *r, int exit_code);
 void replicator_reconnect(struct replicator *r);
 /* Tell the service manager (STATUS=) what the replicator does now. */
 void replicator_notify_state(struct replicator *r);
-/* "protected", "paused", "handing-over", ...: what status shows. */
-const char *replicator_state_name(const struct replicator *r);
 
 /* replicator.c: give path (a socket or file made for QEMU) to QEMU's user. */
 int replicator_give_to_qemu(struct replicator *r, const char *path);
@@ -339,6 +313,5 @@ void control_close(struct replicator *r);
 char *control_command(void *data, int fd, const char *cmd, bool *keep);
 char *status_json(const struct replicator *r);
 
-const char *protection_name(enum protection p);
 
 #endif

@@ -76,11 +76,11 @@ char *verify_start(struct replicator *r, int fd, bool *keep)
 
 	if (v->active)
 		return error_reply("a verify pass is already running");
-	if (r->prot != PROT_PROTECTED || !peer_link_up(&r->link))
+	if (!prot_is_protected(&r->state) || !peer_link_up(&r->link))
 		return error_reply("the VM is not protected: nothing to compare with");
 	if (!r->agent_verify)
 		return error_reply("the backup agent cannot verify (an older remus-agent?)");
-	if (r->pause != PAUSE_OFF || r->handover != HO_NONE)
+	if (!prot_checkpoints_run(&r->state))
 		return error_reply("protection is paused or being handed over");
 	if (getrandom(&v->seed, sizeof(v->seed), 0) != sizeof(v->seed))
 		return error_reply("getrandom failed");
