@@ -9,6 +9,7 @@
 #include "restore.h"
 #include "sighup.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -217,8 +218,8 @@ static void on_hello(struct agent *a, struct peer_link *l, const uint8_t *payloa
 	agent_set_state(a, AGENT_SYNCING, "primary %s (%s) connected: initial sync", a->peer, l->identity);
 	notify_status("VM %s from %s: syncing", agent_vm_name(a), a->peer);
 	snprintf(reply, sizeof(reply), "{\"ok\":true,\"features\":[\"" PROTO_FEATURE_OPERATOR
-		 "\",\"" PROTO_FEATURE_DISK "\",\"" PROTO_FEATURE_VERIFY "\",\"" PROTO_FEATURE_PAGES_LZ4
-		 "\"%s],\"takeover_after_ms\":%u,"
+		 "\",\"" PROTO_FEATURE_DISK "\",\"" PROTO_FEATURE_VERIFY "\",\"" PROTO_FEATURE_VERIFY_DISK
+		 "\",\"" PROTO_FEATURE_PAGES_LZ4 "\"%s],\"takeover_after_ms\":%u,"
 		 "\"generation\":%llu",
 		 /* a park is kept only where a cluster manager promotes */
 		 a->cfg.takeover_manual ? ",\"" PROTO_FEATURE_PARK "\"" : "",
@@ -447,6 +448,7 @@ static bool on_handover(struct agent *a, const struct frame_hdr *h, bool ok)
 static void on_verify(struct agent *a, const struct frame_hdr *h, const uint8_t *payload)
 {
 	char why[256] = "";
+	struct verify_req req;
 	uint32_t len = 0, nbad;
 	uint8_t *out = replica_verify(&a->replica, h->epoch, payload, h->len, &len, why, sizeof(why));
 	struct iovec iov = { .iov_base = out, .iov_len = len };
@@ -457,9 +459,10 @@ static void on_verify(struct agent *a, const struct frame_hdr *h, const uint8_t 
 	}
 	memcpy(&nbad, out + 12, 4);
 	nbad = be32toh(nbad);
-	if (nbad && nbad != PROTO_VERIFY_SKIPPED)
-		log_warn("verify: %u page(s) of the replica differ from the primary's at epoch %llu; "
-			 "it sends them again", nbad, (unsigned long long)h->epoch);
+	if (nbad && nbad != PROTO_VERIFY_SKIPPED && !proto_parse_verify(payload, h->len, &req))
+		log_warn("verify: %u %s of the replica differ from the primary's at epoch %llu; "
+			 "it sends them again", nbad, req.target ? "block(s) of a disk" : "page(s)",
+			 (unsigned long long)h->epoch);
 	peer_link_push(a->primary, FRAME_VERIFY_RESULT, h->epoch, &iov, 1, out, NULL);
 }
 

@@ -1063,36 +1063,94 @@ int replica_end_epoch(struct replica *rp, const struct frame_hdr *h,
 	return 0;
 }
 
+/* Item i of a verify slice as the replica holds it: a RAM page, or a
+ * 4 KiB block of a disk image (fd) padded with zeroes past its end. */
+static int verify_item(const struct replica *rp, const struct verify_req *req, int fd,
+		       uint64_t i, uint8_t block[PROTO_VERIFY_BLOCK], const uint8_t **item)
+{
+	uint64_t size, off = i * PROTO_VERIFY_BLOCK;
+	ssize_t n;
+
+	if (!req->target) {
+		*item = rp->ram + i * PROTO_PAGE_SIZE;
+		return 0;
+	}
+	size = rp->disks[req->target - 1].size;
+	memset(block, 0, PROTO_VERIFY_BLOCK);
+	n = pread(fd, block, size - off < PROTO_VERIFY_BLOCK ? size - off : PROTO_VERIFY_BLOCK,
+		  (off_t)off);
+	*item = block;
+	return n < 0 ? -errno : 0;
+}
+
+/* How many items the slice's target has: pages, or the disk's blocks. */
+static uint64_t verify_items(const struct replica *rp, uint32_t target)
+{
+	if (!target)
+		return rp->npages;
+	if (target > rp->ndisks)
+		return 0;
+	return (rp->disks[target - 1].size + PROTO_VERIFY_BLOCK - 1) / PROTO_VERIFY_BLOCK;
+}
+
+/* The committed disk image a slice reads; -1 with why. */
+static int open_verify_disk(const struct replica *rp, uint32_t target, char *why, size_t whylen)
+{
+	char path[PATH_MAX];
+	int fd = -1;
+
+	if (diskfile_path(rp->dir, target - 1, false, path))
+		snprintf(why, whylen, "the path of disk %u's replica is too long", target - 1);
+	else if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0)
+		snprintf(why, whylen, "cannot open %s: %s", path, strerror(errno));
+	return fd;
+}
+
 uint8_t *replica_verify(struct replica *rp, uint64_t epoch, const uint8_t *payload, uint32_t len,
 			uint32_t *outlen, char *why, size_t whylen)
 {
 	struct verify_req req;
-	uint8_t h[PAGE_HASH_SIZE], *out;
+	uint8_t h[PAGE_HASH_SIZE], block[PROTO_VERIFY_BLOCK], *out;
 	uint32_t nbad = 0;
 	bool at_epoch;
+	int fd = -1;
 
-	if (proto_parse_verify(payload, len, &req) || req.first + req.count > rp->npages) {
+	if (proto_parse_verify(payload, len, &req) ||
+	    req.first + req.count > verify_items(rp, req.target)) {
 		snprintf(why, whylen, "malformed VERIFY frame");
-		return NULL;
-	}
-	out = malloc(PROTO_VERIFY_RESULT_HDR_SIZE + (size_t)PROTO_VERIFY_MAX_BAD * 8);
-	if (!out) {
-		snprintf(why, whylen, "no memory for a VERIFY_RESULT");
 		return NULL;
 	}
 	/* the committed epoch, its journal applied to the mapping we read */
 	at_epoch = rp->ram && !rp->syncing && rp->session_committed && rp->session_epoch == epoch &&
 		   !replay_pending(rp, why, whylen);
+	if (at_epoch && req.target && (fd = open_verify_disk(rp, req.target, why, whylen)) < 0) {
+		log_warn("verify: %s: answered as skipped", why);
+		at_epoch = false; /* the primary gives the disk up after a few */
+	}
+	out = malloc(PROTO_VERIFY_RESULT_HDR_SIZE + (size_t)PROTO_VERIFY_MAX_BAD * 8);
+	if (!out) {
+		snprintf(why, whylen, "no memory for a VERIFY_RESULT");
+		if (fd >= 0)
+			close(fd);
+		return NULL;
+	}
 	for (uint32_t i = 0; at_epoch && i < req.count; i++) {
-		uint64_t page = req.first + i;
+		uint64_t item = req.first + i;
+		const uint8_t *data;
 
-		page_hash(rp->ram + page * PROTO_PAGE_SIZE, req.seed, h);
+		if (verify_item(rp, &req, fd, item, block, &data)) {
+			at_epoch = false; /* unreadable: answered as skipped, tried again */
+			break;
+		}
+		page_hash(data, req.seed, h);
 		if (!memcmp(h, req.hashes + (size_t)i * PAGE_HASH_SIZE, PAGE_HASH_SIZE))
 			continue;
 		if (nbad < PROTO_VERIFY_MAX_BAD)
-			proto_put_be64(out + PROTO_VERIFY_RESULT_HDR_SIZE + (size_t)nbad * 8, page);
+			proto_put_be64(out + PROTO_VERIFY_RESULT_HDR_SIZE + (size_t)nbad * 8, item);
 		nbad++;
 	}
+	if (fd >= 0)
+		close(fd);
 	proto_encode_verify_result_hdr(out, req.first, req.count,
 				       at_epoch ? nbad : PROTO_VERIFY_SKIPPED);
 	*outlen = PROTO_VERIFY_RESULT_HDR_SIZE +

@@ -234,10 +234,11 @@ int proto_parse_verify(const uint8_t *payload, uint32_t len, struct verify_req *
 		return -EPROTO;
 	first = get_be64(payload + 8);
 	n = get_be32(payload + 16);
-	if (!n || n > PROTO_VERIFY_MAX_PAGES || get_be32(payload + 20) ||
+	if (!n || n > PROTO_VERIFY_MAX_PAGES || get_be32(payload + 20) > PROTO_MAX_DISKS ||
 	    len != PROTO_VERIFY_HDR_SIZE + (uint64_t)n * PAGE_HASH_SIZE || first > UINT64_MAX - n)
 		return -EPROTO;
 	*out = (struct verify_req){ .seed = get_be64(payload), .first = first, .count = n,
+				    .target = get_be32(payload + 20),
 				    .hashes = payload + PROTO_VERIFY_HDR_SIZE };
 	return 0;
 }
@@ -261,12 +262,12 @@ int proto_parse_verify_result(const uint8_t *payload, uint32_t len, struct verif
 }
 
 void proto_encode_verify_hdr(uint8_t out[PROTO_VERIFY_HDR_SIZE], uint64_t seed, uint64_t first,
-			     uint32_t count)
+			     uint32_t count, uint32_t target)
 {
 	put_be64(out, seed);
 	put_be64(out + 8, first);
 	put_be32(out + 16, count);
-	put_be32(out + 20, 0);
+	put_be32(out + 20, target);
 }
 
 void proto_encode_verify_result_hdr(uint8_t out[PROTO_VERIFY_RESULT_HDR_SIZE], uint64_t first,

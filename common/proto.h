@@ -177,13 +177,23 @@ static inline uint64_t proto_disk_chunks(uint64_t size, uint32_t chunk)
 }
 
 /* Online verify (docs/PROTOCOL.md). FRAME_VERIFY, sent right after the
- * EPOCH_END of its epoch: be64 seed, be64 first page, be32 count (1 to
- * PROTO_VERIFY_MAX_PAGES), be32 zero, then count page hashes (page_hash.h,
- * with that seed) of the pages as that epoch leaves them. FRAME_VERIFY_RESULT,
- * same epoch: be64 first, be32 count, be32 nbad (PROTO_VERIFY_SKIPPED: the
- * replica was not at that epoch, nothing compared), then min(nbad,
- * PROTO_VERIFY_MAX_BAD) be64 indexes of pages that differ. */
+ * EPOCH_END of its epoch: be64 seed, be64 first item, be32 count (1 to
+ * PROTO_VERIFY_MAX_PAGES), be32 target, then count hashes (page_hash.h,
+ * with that seed) of the items as that epoch leaves them. Target 0: the
+ * items are RAM pages. Target D + 1 (only to an agent that lists
+ * "verify-disk"): they are the 4 KiB blocks of disk D (the HELLO's
+ * index), the last one padded with zeroes past the disk's end.
+ * FRAME_VERIFY_RESULT, same epoch: be64 first, be32 count, be32 nbad
+ * (PROTO_VERIFY_SKIPPED: the replica was not at that epoch, nothing
+ * compared), then min(nbad, PROTO_VERIFY_MAX_BAD) be64 indexes of items
+ * that differ. One slice is out at a time, so the result need not name
+ * its target. */
 #define PROTO_FEATURE_VERIFY          "verify"
+#define PROTO_FEATURE_VERIFY_DISK     "verify-disk"
+#define PROTO_VERIFY_BLOCK            4096u
+/* both ends hash a disk block where a page would be, and keep it in a
+ * page's room */
+_Static_assert(PROTO_VERIFY_BLOCK == PROTO_PAGE_SIZE, "a verify block is a page");
 /* Park (a cluster manager's demote): FRAME_HANDOVER with this payload
  * asks an agent with takeover = manual to keep the committed final epoch
  * as the VM's last state instead of starting the VM; it answers
@@ -202,6 +212,7 @@ static inline uint64_t proto_disk_chunks(uint64_t size, uint32_t chunk)
 struct verify_req {
 	uint64_t seed, first;
 	uint32_t count;
+	uint32_t target;          /* 0 RAM, D + 1 disk D (at most PROTO_MAX_DISKS) */
 	const uint8_t *hashes;
 };
 struct verify_result {
@@ -214,7 +225,7 @@ struct verify_result {
 int proto_parse_verify(const uint8_t *payload, uint32_t len, struct verify_req *out);
 int proto_parse_verify_result(const uint8_t *payload, uint32_t len, struct verify_result *out);
 void proto_encode_verify_hdr(uint8_t out[PROTO_VERIFY_HDR_SIZE], uint64_t seed, uint64_t first,
-			     uint32_t count);
+			     uint32_t count, uint32_t target);
 void proto_encode_verify_result_hdr(uint8_t out[PROTO_VERIFY_RESULT_HDR_SIZE], uint64_t first,
 				    uint32_t count, uint32_t nbad);
 void proto_put_be64(uint8_t *p, uint64_t v);

@@ -115,7 +115,7 @@ static void check_verify(const struct frame_hdr *h, const uint8_t *payload)
 	if (h->type == FRAME_VERIFY) {
 		if (proto_parse_verify(payload, h->len, &rq))
 			return;
-		if (!rq.count || rq.count > PROTO_VERIFY_MAX_PAGES ||
+		if (!rq.count || rq.count > PROTO_VERIFY_MAX_PAGES || rq.target > PROTO_MAX_DISKS ||
 		    rq.hashes != payload + PROTO_VERIFY_HDR_SIZE ||
 		    h->len != PROTO_VERIFY_HDR_SIZE + (uint64_t)rq.count * PAGE_HASH_SIZE ||
 		    rq.first + rq.count < rq.first)

@@ -20,7 +20,7 @@ static const struct {
 	{ "pause", pause_main, true, "stop checkpointing (backup maintenance); no failover meanwhile" },
 	{ "resume", resume_main, true, "checkpoint again; protected once the backup commits" },
 	{ "failover", failover_main, true, "hand the VM over to the backup [--timeout SECONDS]" },
-	{ "verify", verify_main, true, "compare the backup's replica with the VM's RAM, resend what differs" },
+	{ "verify", verify_main, true, "compare the backup's replica with the VM's RAM and disks, resend what differs" },
 	{ "test-failover", test_failover_main, true, "(agent) run a clone of the replica, cut off, then discard it" },
 	{ "park", park_main, true, "stop the VM here at a checkpoint the backup keeps (a demote) [--timeout SECONDS]" },
 	{ "takeover", takeover_main, true, "(agent) run the VM here from the replica (a promote) [--force]" },

@@ -871,6 +871,27 @@ static void disk_hello(void *state, struct json_object *hello)
 				       json_object_new_int64(d->hash_chunk));
 }
 
+uint32_t disk_verify_sources(struct replicator *r, struct verify_disk *out, uint32_t max)
+{
+	const struct disk_device *d = NULL;
+	uint32_t n = 0;
+
+	for (int i = 0; i < r->ndevices; i++)
+		if (r->devices[i].ops == &disk_device_ops)
+			d = r->devices[i].state;
+	for (uint32_t i = 0; d && i < d->n && n < max; i++, n++) {
+		const struct disk *k = &d->disks[i];
+		const char *why;
+
+		out[n] = (struct verify_disk){ .index = k->index, .size = k->size };
+		snprintf(out[n].name, sizeof(out[n].name), "%s", k->name);
+		out[n].fd = disk_open_image(r, k, &why);
+		if (why)
+			snprintf(out[n].why, sizeof(out[n].why), "%s", why);
+	}
+	return n;
+}
+
 const struct ckpt_device_ops disk_device_ops = {
 	.name = "disk",
 	.setup = disk_setup,

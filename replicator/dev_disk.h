@@ -16,6 +16,7 @@
 
 struct replicator;
 struct epoch_tally;
+struct verify_disk;
 
 struct disk_rec {
 	struct disk_rec *next;
@@ -78,7 +79,7 @@ struct disk_device {
 	/* main loop only */
 	ev_async wake;
 	ev_timer retry;            /* epoch 0: the link was full */
-	ev_timer watch;            /* keeps may_wait true to the replicator's state */
+	ev_timer watch;            /* a barrier failed half-way; bitmap mode's dirty counts */
 	ev_timer release;          /* bitmap capture: QEMU's leftovers of a barrier go */
 	struct rec_list captured;  /* the epoch in flight, until committed */
 	uint64_t captured_epoch;
@@ -117,6 +118,10 @@ const char *disk_json_str(struct json_object *o, const char *key);
 int disk_qmp(struct replicator *r, const char *cmd, struct json_object *args);
 
 /* dev_disk.c */
+/* remusctl verify: the replicated disks (HELLO order), each with its
+ * image opened for reading here (disk_open_image) or why not. 0 disks
+ * without a disk device. */
+uint32_t disk_verify_sources(struct replicator *r, struct verify_disk *out, uint32_t max);
 /* A record of one operation; for DISK_OP_WRITE, len bytes of data to fill. */
 struct disk_rec *disk_rec_new(uint32_t disk, uint32_t op, uint64_t off, uint64_t len);
 void disk_rec_list_append(struct rec_list *l, struct disk_rec *rec);
@@ -165,5 +170,9 @@ typedef int segment_fn(void *opaque, uint64_t off, uint64_t len, bool hole);
 int disk_image_segments(int fd, uint64_t off, uint64_t len, segment_fn *fn, void *opaque);
 /* The bytes the recording bitmaps mark so far, or -1 (for early epochs). */
 int64_t disk_bitmap_dirty_bytes(struct replicator *r, struct disk_device *d);
+/* k's image opened read-only here, if it is what the guest sees: a raw
+ * image in a regular file of the disk's size that QEMU has open. The
+ * descriptor, or -1 with *why (a constant string). */
+int disk_open_image(struct replicator *r, const struct disk *k, const char **why);
 
 #endif

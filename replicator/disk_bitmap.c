@@ -252,40 +252,49 @@ static struct json_object *find_node(struct replicator *r, const char *node,
 }
 
 /* A raw image that is a plain file QEMU has open, of the disk's size
- * (so no offset option shifts it), is read with pread: about 2.5 us a
- * block against 50 us over QEMU's NBD server. Anything else is read over
- * NBD, through QEMU's own block layer. */
-static void choose_reader(struct replicator *r, struct disk *k)
+ * (so no offset option shifts it), can be read with pread: what QEMU's
+ * guest sees of k, read here. The descriptor, or -1 with *why. */
+int disk_open_image(struct replicator *r, const struct disk *k, const char **why)
 {
 	struct json_object *all, *n = find_node(r, k->node, &all), *img, *v = NULL;
 	const char *drv = n ? disk_json_str(n, "drv") : NULL;
 	const char *file = n ? disk_json_str(n, "file") : NULL;
-	const char *why = NULL;
 	struct stat st;
 	int fd = -1;
 
+	*why = NULL;
 	if (n && json_object_object_get_ex(n, "image", &img))
 		json_object_object_get_ex(img, "virtual-size", &v);
 	if (!drv || strcmp(drv, "raw") || !file || file[0] != '/')
-		why = "not a raw image in a file";
+		*why = "not a raw image in a file";
 	else if ((fd = open(file, O_PATH | O_CLOEXEC)) < 0)
-		why = "the image cannot be opened here";
+		*why = "the image cannot be opened here";
 	else if (fstat(fd, &st) || !S_ISREG(st.st_mode))
-		why = "not a regular file"; /* looked at, never opened: a device's open acts */
+		*why = "not a regular file"; /* looked at, never opened: a device's open acts */
 	else if ((fd = reopen_read_only(fd)) < 0)
-		why = "the image cannot be opened here";
+		*why = "the image cannot be opened here";
 	else if (!v || (uint64_t)st.st_size != (uint64_t)json_object_get_int64(v))
-		why = "the file's size is not the disk's (a raw offset or size)";
+		*why = "the file's size is not the disk's (a raw offset or size)";
 	else if (!qemu_has_open(qmp_peer_pid(r->qmp), &st))
-		why = "QEMU does not have that file open";
-	if (why && fd >= 0)
+		*why = "QEMU does not have that file open";
+	if (*why && fd >= 0)
 		close(fd);
-	k->image_fd = why ? -1 : fd;
+	json_object_put(all);
+	return *why ? -1 : fd;
+}
+
+/* pread from the image where disk_open_image can (about 2.5 us a block
+ * against 50 us over QEMU's NBD server); anything else is read over NBD,
+ * through QEMU's own block layer. */
+static void choose_reader(struct replicator *r, struct disk *k)
+{
+	const char *why;
+
+	k->image_fd = disk_open_image(r, k, &why);
 	if (why)
 		log_info("disk %s: an epoch's blocks are read over NBD (%s)", k->name, why);
 	else
-		log_info("disk %s: an epoch's blocks are read from %s", k->name, file);
-	json_object_put(all);
+		log_info("disk %s: an epoch's blocks are read from %s", k->name, k->file);
 }
 
 int disk_bitmap_setup(struct replicator *r, struct disk_device *d)

@@ -268,6 +268,7 @@ static int parse_hello_reply(struct replicator *r, const uint8_t *payload, uint3
 	} else {
 		r->agent_operator = has_feature(reply, PROTO_FEATURE_OPERATOR);
 		r->agent_verify = has_feature(reply, PROTO_FEATURE_VERIFY);
+		r->agent_verify_disk = has_feature(reply, PROTO_FEATURE_VERIFY_DISK);
 		r->agent_park = has_feature(reply, PROTO_FEATURE_PARK);
 		r->agent_pages_lz4 = has_feature(reply, PROTO_FEATURE_PAGES_LZ4);
 		set_backup_silence(r, reply);
@@ -377,6 +378,7 @@ int link_open(struct replicator *r, char *err, size_t errlen)
 	peer_link_init(&r->link, r->loop, &r->link_sec, &link_ops, r);
 	/* until its HELLO_REPLY says so */
 	r->agent_operator = r->agent_verify = r->agent_park = r->agent_pages_lz4 = false;
+	r->agent_verify_disk = false;
 	/* a seed of this connection only: see page_hash.h */
 	link_delta_free(r);
 	if (getrandom(&r->delta.seed, sizeof(r->delta.seed), 0) != sizeof(r->delta.seed)) {

@@ -155,20 +155,20 @@ int prot_set(struct prot_state *s, enum prot_part part, int to, const char *fmt,
 	va_list ap;
 	int from;
 
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
 	if (!prot_may_set(s, part, to)) {
-		log_err("BUG: VM %s: %s may not go from %s to %s now (state %s): refused", vm,
+		log_err("BUG: VM %s: %s may not go from %s to %s now (state %s): refused (%s)", vm,
 			(unsigned)part < PROT_NPARTS ? part_names[part] : "?",
 			(unsigned)part < PROT_NPARTS ? prot_part_value_name(part, s->part[part]) : "?",
 			(unsigned)part < PROT_NPARTS ? prot_part_value_name(part, to) : "?",
-			prot_name(s));
+			prot_name(s), reason);
 		return -EINVAL;
 	}
 	from = s->part[part];
 	if (from == to)
 		return 0;
-	va_start(ap, fmt);
-	vsnprintf(reason, sizeof(reason), fmt, ap);
-	va_end(ap);
 	was = prot_name(s);
 	s->part[part] = to;
 	memcpy(s->reason, reason, sizeof(reason));
@@ -191,9 +191,11 @@ bool prot_checkpoints_run(const struct prot_state *s)
 
 bool prot_barriers_coming(const struct prot_state *s)
 {
-	/* SYNCING: epoch 0 is closed, or its copy goes on, and epoch 1 follows */
+	/* SYNCING: epoch 0 is closed, or its copy goes on, and epoch 1 follows;
+	 * a handover's DRAIN: its final checkpoint follows the ack */
 	return (prot_link(s) == PROT_PROTECTED || prot_link(s) == PROT_SYNCING) &&
-	       prot_checkpoints_run(s);
+	       !prot_paused(s) && !prot_left_paused(s) &&
+	       (prot_handover(s) == HO_NONE || prot_handover(s) == HO_DRAIN);
 }
 
 bool prot_vm_held_stopped(const struct prot_state *s)

@@ -104,7 +104,8 @@ static inline bool prot_left_paused(const struct prot_state *s)
 /* Ordinary checkpoints run: not paused, no handover taking its own. */
 bool prot_checkpoints_run(const struct prot_state *s);
 /* Barriers are coming (so a writer waiting for room gets it): a backup
- * holds or is getting the VM and ordinary checkpoints run. */
+ * holds or is getting the VM, and ordinary checkpoints run or a
+ * handover's final one follows the epoch in flight. */
 bool prot_barriers_coming(const struct prot_state *s);
 /* The VM must stay stopped here: a handover's final checkpoint was taken,
  * or its outcome is unknown. */

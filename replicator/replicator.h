@@ -177,6 +177,7 @@ struct replicator {
 	/* remusctl verify (verify.c) */
 	struct verify verify;
 	bool agent_verify;        /* the backup's HELLO_REPLY lists "verify" */
+	bool agent_verify_disk;   /* ... and "verify-disk": it compares disk blocks */
 	bool agent_park;          /* ... and "park" */
 	bool agent_pages_lz4;     /* ... and "pages-lz4": it decodes PAGES_Z */
 

@@ -2,6 +2,7 @@
 #include "verify.h"
 #include "clock.h"
 #include "ckpt_device.h"
+#include "dev_disk.h"
 #include "log.h"
 #include "page_frames.h"
 #include "page_hash.h"
@@ -19,6 +20,18 @@ void verify_init(struct replicator *r)
 {
 	memset(&r->verify, 0, sizeof(r->verify));
 	r->verify.client_fd = -1;
+}
+
+/* The images stay open past the end of a pass: the last slice's blocks
+ * are read again at the next barrier, to be resent. */
+static void close_disks(struct verify *v)
+{
+	for (uint32_t i = 0; i < v->ndisks; i++) {
+		if (v->disks[i].fd >= 0)
+			close(v->disks[i].fd);
+		v->disks[i].fd = -1;
+	}
+	v->ndisks = 0;
 }
 
 static void end_pass(struct replicator *r, struct json_object *o)
@@ -40,6 +53,9 @@ static void end_pass(struct replicator *r, struct json_object *o)
 void verify_free(struct replicator *r)
 {
 	verify_abort(r, "the replicator stops");
+	close_disks(&r->verify);
+	free(r->verify.block_buf);
+	r->verify.block_buf = NULL;
 	free(r->verify.resend_pages);
 	r->verify.resend_pages = NULL;
 }
@@ -50,8 +66,9 @@ void verify_abort(struct replicator *r, const char *why)
 
 	if (!r->verify.active)
 		return;
-	log_warn("verify: stopped after %llu of %llu pages: %s",
-		 (unsigned long long)r->verify.checked, (unsigned long long)r->verify.npages, why);
+	log_warn("verify: stopped after %llu of %llu pages and %llu disk blocks: %s",
+		 (unsigned long long)r->verify.checked, (unsigned long long)r->verify.npages,
+		 (unsigned long long)r->verify.blocks_checked, why);
 	o = json_object_new_object();
 	json_object_object_add(o, "ok", json_object_new_boolean(0));
 	json_object_object_add(o, "error", json_object_new_string(why));
@@ -68,6 +85,42 @@ static char *error_reply(const char *msg)
 	text = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 	json_object_put(o);
 	return text;
+}
+
+static unsigned disks_compared(const struct verify *v)
+{
+	unsigned n = 0;
+
+	for (uint32_t i = 0; i < v->ndisks; i++)
+		n += v->disks[i].fd >= 0;
+	return n;
+}
+
+/* The replicated disks this pass compares after RAM, and those it cannot. */
+static void find_disks(struct replicator *r, struct verify *v)
+{
+	close_disks(v);
+	v->disks_skipped_why = NULL;
+	if (!r->protected_disks)
+		return;
+	if (!r->agent_verify_disk) {
+		v->disks_skipped_why = "the backup agent cannot compare disks (an older remus-agent)";
+		return;
+	}
+	v->ndisks = disk_verify_sources(r, v->disks, PROTO_MAX_DISKS);
+	/* Touched now, not in a pause: a fresh buffer's first touch faults
+	 * (and may wait for a huge page) page by page, milliseconds a slice. */
+	if (!v->block_buf && (v->block_buf = malloc(VERIFY_DISK_MAX_BLOCKS * PROTO_VERIFY_BLOCK)))
+		memset(v->block_buf, 0, VERIFY_DISK_MAX_BLOCKS * PROTO_VERIFY_BLOCK);
+	if (!v->block_buf) {
+		close_disks(v);
+		v->disks_skipped_why = "no memory for a buffer of disk blocks";
+		return;
+	}
+	for (uint32_t i = 0; i < v->ndisks; i++)
+		if (v->disks[i].fd < 0)
+			log_warn("verify: disk %s is not compared: %s", v->disks[i].name,
+				 v->disks[i].why);
 }
 
 char *verify_start(struct replicator *r, int fd, bool *keep)
@@ -87,21 +140,53 @@ char *verify_start(struct replicator *r, int fd, bool *keep)
 	v->active = true;
 	v->client_fd = fd;
 	v->npages = r->vm.ram_size / PROTO_PAGE_SIZE;
+	v->cur = -1;
+	v->nitems = v->npages;
 	v->next = 0;
 	v->checked = v->differ = v->skipped = v->resent = 0;
+	v->blocks_checked = v->blocks_differ = v->blocks_resent = 0;
+	v->redo = 0;
+	find_disks(r, v);
 	v->slice_ms_max = v->slice_ms_sum = 0;
 	v->slices = 0;
 	v->slice_pages = VERIFY_SLICE_PAGES;
 	v->started_ms = mono_ms();
 	*keep = true;
-	log_info("verify: comparing the backup's replica with the VM's %llu pages, a slice per "
-		 "epoch of about %.1f ms of hashing", (unsigned long long)v->npages,
+	log_info("verify: comparing the backup's replica with the VM's %llu pages and %u of %d "
+		 "disk(s), a slice per epoch of about %.1f ms of hashing",
+		 (unsigned long long)v->npages, disks_compared(v), r->protected_disks,
 		 VERIFY_SLICE_TARGET_MS);
 	return NULL;
 }
 
-/* The pages found different last time, as this barrier leaves them: the
- * epoch carries them again (alongside its own dirty pages). */
+static uint64_t blocks_of(const struct verify_disk *k)
+{
+	return (k->size + PROTO_VERIFY_BLOCK - 1) / PROTO_VERIFY_BLOCK;
+}
+
+/* Item i of what is compared (RAM: cur -1, else a disk) as this barrier
+ * leaves it, into out (a page, or a block padded with zeroes past the
+ * disk's end). 0, or -errno of the read. */
+static int read_item(const struct verify *v, int cur, const uint8_t *ram, uint64_t i,
+		     uint8_t *out)
+{
+	const struct verify_disk *k;
+	uint64_t off = i * PROTO_VERIFY_BLOCK, want;
+	ssize_t n;
+
+	if (cur < 0) {
+		memcpy(out, ram + i * PROTO_PAGE_SIZE, PROTO_PAGE_SIZE);
+		return 0;
+	}
+	k = &v->disks[cur];
+	want = k->size - off < PROTO_VERIFY_BLOCK ? k->size - off : PROTO_VERIFY_BLOCK;
+	memset(out, 0, PROTO_VERIFY_BLOCK);
+	n = pread(k->fd, out, want, (off_t)off);
+	return n == (ssize_t)want ? 0 : n < 0 ? -errno : -EIO;
+}
+
+/* The items found different last time, as this barrier leaves them: the
+ * epoch carries them again (alongside its own dirty pages and writes). */
 static void take_resends(struct verify *v, const uint8_t *ram, size_t npages)
 {
 	size_t n = 0;
@@ -109,22 +194,54 @@ static void take_resends(struct verify *v, const uint8_t *ram, size_t npages)
 	free(v->resend_pages);
 	v->resend_pages = NULL;
 	v->nresend_pages = 0;
-	if (!v->nresend)
+	if (v->resend_cur >= 0 &&
+	    (v->resend_cur >= (int)v->ndisks || v->disks[v->resend_cur].fd < 0))
+		v->nresend = 0; /* a new pass found the disk no longer readable */
+	if (!v->nresend) {
+		if (!v->active)
+			close_disks(v);
 		return;
+	}
 	v->resend_pages = malloc(v->nresend * PROTO_PAGE_SIZE);
 	if (!v->resend_pages)
 		return; /* found again by the next pass */
 	for (size_t i = 0; i < v->nresend; i++) {
-		if (v->resend[i] >= npages)
-			continue;
+		uint64_t items = v->resend_cur < 0 ? npages : blocks_of(&v->disks[v->resend_cur]);
+
+		if (v->resend[i] >= items ||
+		    read_item(v, v->resend_cur, ram, v->resend[i], v->resend_pages + n * PROTO_PAGE_SIZE))
+			continue; /* found again by the next pass */
 		v->resend_idx[n] = v->resend[i];
-		memcpy(v->resend_pages + n * PROTO_PAGE_SIZE,
-		       ram + (size_t)v->resend[i] * PROTO_PAGE_SIZE, PROTO_PAGE_SIZE);
 		n++;
 	}
 	v->nresend_pages = n;
-	v->resent += n;
+	v->pages_cur = v->resend_cur;
+	if (!v->active)
+		close_disks(v); /* the pass's last resends are read */
+	if (v->resend_cur < 0)
+		v->resent += n;
+	else
+		v->blocks_resent += n;
 	v->nresend = 0;
+}
+
+static bool next_target(struct verify *v);
+static void pass_done(struct replicator *r);
+
+/* The current disk cannot be compared (why): named in the answer, and
+ * the pass goes on with the next one (or ends, at the next result or
+ * barrier, if none is left). */
+static void give_up_disk(struct verify *v, const char *why)
+{
+	struct verify_disk *k = &v->disks[v->cur];
+
+	log_warn("verify: disk %s not compared: %s", k->name, why);
+	snprintf(k->why, sizeof(k->why), "%s", why);
+	close(k->fd);
+	k->fd = -1;
+	v->redo = 0;
+	if (!next_target(v))
+		v->next = v->nitems; /* nothing left: verify_at_barrier ends the pass */
 }
 
 /* Aim the next slice at VERIFY_SLICE_TARGET_MS of hashing, by what this
@@ -133,24 +250,56 @@ static void next_slice_size(struct verify *v, uint32_t n, double ms)
 {
 	double want = ms > 0.01 ? n * VERIFY_SLICE_TARGET_MS / ms : PROTO_VERIFY_MAX_PAGES;
 
+	/* at most twice as large: a slice timed in the cache, or between two
+	 * preemptions, says little about one 8 times its size */
+	if (want > 2.0 * n)
+		want = 2.0 * n;
+
 	v->slice_pages = want < VERIFY_SLICE_MIN_PAGES ? VERIFY_SLICE_MIN_PAGES :
 			 want > PROTO_VERIFY_MAX_PAGES ? PROTO_VERIFY_MAX_PAGES : (uint32_t)want;
 }
 
+/* A disk slice's blocks into the pass's buffer, with one pread (zeroes
+ * past the disk's end); NULL when they cannot be read. */
+static const uint8_t *read_blocks(struct verify *v, const struct verify_disk *k, uint64_t first,
+				  uint32_t n)
+{
+	uint64_t off = first * PROTO_VERIFY_BLOCK, len = (uint64_t)n * PROTO_VERIFY_BLOCK;
+	uint64_t want = k->size - off < len ? k->size - off : len;
+
+	if (!v->block_buf || pread(k->fd, v->block_buf, want, (off_t)off) != (ssize_t)want)
+		return NULL;
+	memset(v->block_buf + want, 0, len - want);
+	return v->block_buf;
+}
+
 static void hash_slice(struct verify *v, const uint8_t *ram, uint64_t epoch)
 {
-	uint32_t n = v->npages - v->next < v->slice_pages ? (uint32_t)(v->npages - v->next) :
-							     v->slice_pages;
+	uint32_t max = v->cur >= 0 && v->slice_pages > VERIFY_DISK_MAX_BLOCKS ?
+		       VERIFY_DISK_MAX_BLOCKS : v->slice_pages;
+	uint32_t n = v->nitems - v->next < max ? (uint32_t)(v->nitems - v->next) : max;
 	double t0 = mono_ms(), ms;
 	uint8_t *p = malloc(PROTO_VERIFY_HDR_SIZE + (size_t)n * PAGE_HASH_SIZE);
+	const uint8_t *base;
 
 	if (!p)
 		return; /* tried again at the next barrier */
-	proto_encode_verify_hdr(p, v->seed, v->next, n);
+	base = v->cur < 0 ? ram + v->next * PROTO_PAGE_SIZE :
+			    read_blocks(v, &v->disks[v->cur], v->next, n);
+	if (!base) {
+		free(p);
+		if (++v->redo > VERIFY_MAX_REDO)
+			give_up_disk(v, "its image could not be read here");
+		return; /* tried again at the next barrier */
+	}
+	proto_encode_verify_hdr(p, v->seed, v->next, n,
+				v->cur < 0 ? 0 : v->disks[v->cur].index + 1);
 	for (uint32_t i = 0; i < n; i++)
-		page_hash(ram + (v->next + i) * PROTO_PAGE_SIZE, v->seed,
+		page_hash(base + (size_t)i * PROTO_PAGE_SIZE, v->seed,
 			  p + PROTO_VERIFY_HDR_SIZE + (size_t)i * PAGE_HASH_SIZE);
 	ms = mono_ms() - t0;
+	log_debug("verify: slice of %u %s from %llu: %.2f ms", n, v->cur < 0 ? "pages" : "blocks",
+		  (unsigned long long)v->next, ms);
 	if (ms > v->slice_ms_max)
 		v->slice_ms_max = ms;
 	v->slice_ms_sum += ms;
@@ -159,6 +308,7 @@ static void hash_slice(struct verify *v, const uint8_t *ram, uint64_t epoch)
 	v->pending = p;
 	v->pending_len = PROTO_VERIFY_HDR_SIZE + n * PAGE_HASH_SIZE;
 	v->pending_epoch = epoch;
+	v->slice_count = n;
 	v->slice_out = true;
 	v->slice_sent_ms = mono_ms();
 }
@@ -172,7 +322,9 @@ void verify_at_barrier(struct replicator *r, const uint8_t *ram, size_t npages, 
 		verify_abort(r, "the backup did not answer a verify slice in time");
 		return;
 	}
-	if (v->active && !v->slice_out && v->next < v->npages && v->npages == npages)
+	if (v->active && !v->slice_out && v->next >= v->nitems)
+		pass_done(r); /* the last disk was given up */
+	else if (v->active && !v->slice_out && v->npages == npages)
 		hash_slice(v, ram, epoch);
 }
 
@@ -190,8 +342,33 @@ static const uint8_t *resend_data(const void *ctx, size_t i)
 	return v->resend_pages + i * PROTO_PAGE_SIZE;
 }
 
+/* A disk's blocks as DISK writes of epoch t (the last one cut at the
+ * disk's end). Fresh records at each send: a frame owns its record. */
+static int send_block_resends(struct replicator *r, struct epoch_tally *t)
+{
+	const struct verify *v = &r->verify;
+	const struct verify_disk *k = &v->disks[v->pages_cur];
+
+	for (size_t i = 0; i < v->nresend_pages; i++) {
+		uint64_t off = v->resend_idx[i] * PROTO_VERIFY_BLOCK;
+		uint64_t len = k->size - off < PROTO_VERIFY_BLOCK ? k->size - off : PROTO_VERIFY_BLOCK;
+		struct disk_rec *rec = disk_rec_new(k->index, DISK_OP_WRITE, off, len);
+		int rc;
+
+		if (!rec)
+			return -ENOMEM;
+		memcpy(rec->data, v->resend_pages + i * PROTO_PAGE_SIZE, len);
+		if ((rc = disk_push_rec(r, t, rec)))
+			return rc;
+	}
+	return 0;
+}
+
 /* Whole pages: the same page may be among the epoch's dirty ones too, and
- * the backup decodes a delta against its committed copy, not that one. */
+ * the backup decodes a delta against its committed copy, not that one. A
+ * disk block goes after the device's writes of the epoch or before them:
+ * either way the replica ends as the barrier left the disk, as those
+ * writes are in the block already. */
 int verify_send_resends(struct replicator *r, struct epoch_tally *t)
 {
 	struct page_list l = {
@@ -199,6 +376,8 @@ int verify_send_resends(struct replicator *r, struct epoch_tally *t)
 		.ctx = &r->verify, .no_delta = true,
 	};
 
+	if (r->verify.nresend_pages && r->verify.pages_cur >= 0)
+		return send_block_resends(r, t);
 	return page_frames_push(r, t, &l);
 }
 
@@ -216,16 +395,79 @@ void verify_after_epoch_end(struct replicator *r, uint64_t epoch)
 		verify_abort(r, "the verify frame could not be queued");
 }
 
+/* [{"disk":NAME,"why":TEXT}] of the replicated disks not compared. */
+static struct json_object *disks_not_checked(const struct replicator *r, const struct verify *v)
+{
+	struct json_object *a = json_object_new_array();
+
+	for (uint32_t i = 0; i < v->ndisks; i++) {
+		struct json_object *o;
+
+		if (v->disks[i].fd >= 0)
+			continue;
+		o = json_object_new_object();
+		json_object_object_add(o, "disk", json_object_new_string(v->disks[i].name));
+		json_object_object_add(o, "why", json_object_new_string(v->disks[i].why));
+		json_object_array_add(a, o);
+	}
+	if (v->disks_skipped_why && r->protected_disks) {
+		struct json_object *o = json_object_new_object();
+
+		json_object_object_add(o, "disk", json_object_new_string("all"));
+		json_object_object_add(o, "why", json_object_new_string(v->disks_skipped_why));
+		json_object_array_add(a, o);
+	}
+	return a;
+}
+
+/* What is compared next: RAM's pages first, then each disk that can be
+ * read here. false when nothing is left. */
+static bool next_target(struct verify *v)
+{
+	while (++v->cur < (int)v->ndisks) {
+		if (v->disks[v->cur].fd < 0)
+			continue;
+		v->nitems = blocks_of(&v->disks[v->cur]);
+		v->next = 0;
+		v->redo = 0;
+		/* a disk's blocks are read, not only hashed: start small */
+		v->slice_pages = VERIFY_SLICE_MIN_PAGES;
+		log_info("verify: RAM%s compared; now disk %s (%llu blocks of 4 KiB)",
+			 v->cur ? " and the disks before" : "", v->disks[v->cur].name,
+			 (unsigned long long)v->nitems);
+		return true;
+	}
+	return false;
+}
+
+/* The slice is done again at the next barrier; not for ever: a disk the
+ * backup cannot compare is given up, a RAM slice ends the pass. */
+static void redo_slice(struct replicator *r)
+{
+	struct verify *v = &r->verify;
+
+	v->skipped++;
+	if (++v->redo <= VERIFY_MAX_REDO)
+		return;
+	if (v->cur >= 0)
+		give_up_disk(v, "the backup could not compare it (see the agent's log)");
+	else
+		verify_abort(r, "the backup could not compare the same slice of RAM again and again");
+}
+
 static void pass_done(struct replicator *r)
 {
 	struct verify *v = &r->verify;
 	struct json_object *o = json_object_new_object();
 	double s = (mono_ms() - v->started_ms) / 1000;
 
-	log_info("verify: done in %.1f s: %llu pages compared, %llu differed (sent again), %llu "
-		 "slices skipped and redone; hashing a slice took at most %.2f ms of the pause", s,
+	log_info("verify: done in %.1f s: %llu pages compared, %llu differed (sent again); %llu "
+		 "blocks of %u disk(s) compared, %llu differed (sent again); %llu slices skipped "
+		 "and redone; a slice took at most %.2f ms of the pause", s,
 		 (unsigned long long)v->checked, (unsigned long long)v->differ,
-		 (unsigned long long)v->skipped, v->slice_ms_max);
+		 (unsigned long long)v->blocks_checked, disks_compared(v),
+		 (unsigned long long)v->blocks_differ, (unsigned long long)v->skipped,
+		 v->slice_ms_max);
 	json_object_object_add(o, "ok", json_object_new_boolean(1));
 	json_object_object_add(o, "pages_checked", json_object_new_uint64(v->checked));
 	json_object_object_add(o, "pages_differ", json_object_new_uint64(v->differ));
@@ -236,7 +478,11 @@ static void pass_done(struct replicator *r)
 	json_object_object_add(o, "slice_hash_ms_mean",
 			       json_object_new_double(v->slices ? v->slice_ms_sum / v->slices : 0));
 	json_object_object_add(o, "slices", json_object_new_uint64(v->slices));
-	json_object_object_add(o, "disks_checked", json_object_new_boolean(0));
+	json_object_object_add(o, "disks_checked", json_object_new_int(disks_compared(v)));
+	json_object_object_add(o, "disk_blocks_checked", json_object_new_uint64(v->blocks_checked));
+	json_object_object_add(o, "disk_blocks_differ", json_object_new_uint64(v->blocks_differ));
+	json_object_object_add(o, "disk_blocks_resent", json_object_new_uint64(v->blocks_resent));
+	json_object_object_add(o, "disks_not_checked", disks_not_checked(r, v));
 	end_pass(r, o);
 }
 
@@ -246,33 +492,39 @@ void verify_on_result(struct replicator *r, const struct frame_hdr *h, const uin
 	struct verify_result res;
 
 	if (!v->active || !v->slice_out || proto_parse_verify_result(payload, h->len, &res) ||
-	    res.first != v->next) {
+	    res.first != v->next || res.count != v->slice_count) {
 		log_warn("verify: an unexpected or malformed VERIFY_RESULT from the backup: ignored");
 		return;
 	}
 	v->slice_out = false;
 	if (res.nbad == PROTO_VERIFY_SKIPPED) {
-		v->skipped++; /* the replica was not at that epoch (a NACK): again */
+		redo_slice(r); /* the replica was not at that epoch (a NACK), or unreadable */
 		return;
 	}
+	v->resend_cur = v->cur;
 	for (uint32_t i = 0; i < res.nbad && i < PROTO_VERIFY_MAX_BAD; i++) {
-		uint64_t page = proto_get_be64(res.bad_be + 8 * i);
+		uint64_t item = proto_get_be64(res.bad_be + 8 * i);
 
-		if (page >= res.first && page < res.first + res.count && v->nresend < VERIFY_MAX_RESEND)
-			v->resend[v->nresend++] = (uint32_t)page;
+		if (item >= res.first && item < res.first + res.count && v->nresend < VERIFY_MAX_RESEND)
+			v->resend[v->nresend++] = item;
 	}
 	if (res.nbad)
-		log_warn("verify: %u of pages %llu-%llu differ on the backup: sent again with the "
-			 "next epoch", res.nbad, (unsigned long long)res.first,
-			 (unsigned long long)(res.first + res.count - 1));
+		log_warn("verify: %u of %s %llu-%llu differ on the backup: sent again with the "
+			 "next epoch", res.nbad, v->cur < 0 ? "pages" : "the blocks",
+			 (unsigned long long)res.first, (unsigned long long)(res.first + res.count - 1));
 	if (res.nbad > PROTO_VERIFY_MAX_BAD) {
-		/* more differ than listed: the listed go again, the slice too */
-		v->skipped++;
+		redo_slice(r); /* more differ than listed: the listed go again, the slice too */
 		return;
 	}
-	v->differ += res.nbad;
-	v->checked += res.count;
+	v->redo = 0;
+	if (v->cur < 0) {
+		v->differ += res.nbad;
+		v->checked += res.count;
+	} else {
+		v->blocks_differ += res.nbad;
+		v->blocks_checked += res.count;
+	}
 	v->next = res.first + res.count;
-	if (v->next >= v->npages)
+	if (v->next >= v->nitems && !next_target(v))
 		pass_done(r);
 }

@@ -7,7 +7,15 @@
  * once it has committed that epoch and answers which pages differ; those
  * are sent again at the next barrier. One slice at a time; a pass ends when
  * every page was compared, and the waiting remusctl gets the figures.
- * Disks are not compared (the replicator holds no copy of them). */
+ *
+ * Then the disks, where the agent can compare them ("verify-disk"), in
+ * 4 KiB blocks read from each image at the barrier (the VM is stopped
+ * and QEMU has drained its writes, so the image is as that epoch leaves
+ * it): one pread a slice, its size aimed at the same time. A block that
+ * differs goes again as a DISK write of the next epoch. A disk whose
+ * image cannot be read here as the guest sees it (not a raw image in a
+ * regular file QEMU has open, see disk_open_image) is not compared, and
+ * the answer says why. */
 #ifndef REMUS_VERIFY_H
 #define REMUS_VERIFY_H
 
@@ -20,34 +28,63 @@
 struct replicator;
 struct epoch_tally;
 
-/* A slice's pages: the first 1024 (4 MiB, about 0.3 ms of XXH3), then as
- * many as hash in VERIFY_SLICE_TARGET_MS on this host, within bounds. */
-#define VERIFY_SLICE_PAGES     1024u
+/* A slice's pages: the first 256 (1 MiB, 0.1 to 0.3 ms of XXH3), then as
+ * many as hash in VERIFY_SLICE_TARGET_MS on this host, within bounds,
+ * growing at most twofold a slice. */
+#define VERIFY_SLICE_PAGES     256u
 #define VERIFY_SLICE_MIN_PAGES 64u
 #define VERIFY_SLICE_TARGET_MS 0.5
 #define VERIFY_MAX_RESEND  PROTO_VERIFY_MAX_BAD
+/* A disk slice reads at most this many 4 KiB blocks (4 MiB), into a
+ * buffer kept from the first pass with disks on. */
+#define VERIFY_DISK_MAX_BLOCKS 1024u
 /* A slice the backup has not answered by then ends the pass. */
 #define VERIFY_ANSWER_MS   30000
+/* A slice done again (unreadable here, or skipped by the backup) this
+ * many times in a row: its disk is given up, or, for RAM, the pass ends. */
+#define VERIFY_MAX_REDO    10
+
+/* A replicated disk, as verify reads it. */
+struct verify_disk {
+	uint32_t index;           /* in the HELLO's "disks": the target is index + 1 */
+	uint64_t size;
+	char name[64];
+	int fd;                   /* its image, read-only; -1: not compared */
+	char why[96];             /* ... and why */
+};
 
 struct verify {
 	bool active;
 	int client_fd;            /* remusctl verify waiting for the figures; -1 */
 	uint64_t seed;            /* this pass's, for page_hash */
-	uint64_t npages, next;    /* the next slice starts at next */
+	uint64_t npages;
+	/* what is compared now: RAM (cur -1) or disks[cur]; its items (pages
+	 * or 4 KiB blocks); the next slice starts at next */
+	int cur;
+	uint64_t nitems, next;
+	struct verify_disk disks[PROTO_MAX_DISKS];
+	uint32_t ndisks;
+	const char *disks_skipped_why; /* none compared at all, and why; NULL */
+	uint8_t *block_buf;       /* VERIFY_DISK_MAX_BLOCKS blocks, for a slice's read */
 	bool slice_out;           /* a slice is on its way or being answered */
+	uint32_t slice_count;     /* ... of this many items */
+	unsigned redo;            /* times in a row the current slice was done again */
 	double slice_sent_ms;
 	uint8_t *pending;         /* the slice's VERIFY payload, until its EPOCH_END is queued */
 	uint32_t pending_len;
 	uint64_t pending_epoch;
-	uint64_t checked, differ, skipped;
+	uint64_t checked, differ, skipped;          /* RAM pages */
+	uint64_t blocks_checked, blocks_differ, blocks_resent; /* disk blocks */
 	double started_ms, slice_ms_max, slice_ms_sum;
 	uint64_t slices;
 	uint32_t slice_pages;
-	/* pages the next barrier sends again, then their content as that
-	 * barrier left them (kept for a resend of the epoch after a NACK) */
-	uint32_t resend[VERIFY_MAX_RESEND];
+	/* items the next barrier sends again (of resend_cur, as cur), then
+	 * their content as that barrier left them (kept for a resend of the
+	 * epoch after a NACK) */
+	uint64_t resend[VERIFY_MAX_RESEND];
 	size_t nresend;
-	uint32_t resend_idx[VERIFY_MAX_RESEND];
+	int resend_cur, pages_cur;
+	uint64_t resend_idx[VERIFY_MAX_RESEND];
 	uint8_t *resend_pages;
 	size_t nresend_pages;
 	uint64_t resent;          /* pages sent again, this pass */
@@ -61,7 +98,7 @@ char *verify_start(struct replicator *r, int fd, bool *keep);
 /* VM paused at the barrier of epoch: copy the pages to resend, hash the
  * next slice. ram: guest RAM. */
 void verify_at_barrier(struct replicator *r, const uint8_t *ram, size_t npages, uint64_t epoch);
-/* Queue the pages to resend as part of epoch t (memory_send). */
+/* Queue the pages or disk blocks to resend as part of epoch t (memory_send). */
 int verify_send_resends(struct replicator *r, struct epoch_tally *t);
 /* Epoch's EPOCH_END is queued: its slice goes next. */
 void verify_after_epoch_end(struct replicator *r, uint64_t epoch);

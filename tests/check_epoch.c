@@ -376,6 +376,7 @@ START_TEST(test_a_nack_sends_the_same_epoch_again_without_a_barrier)
 	ck_assert_str_eq(trail, "a.send-again(1) b.send-again(1)");
 	ck_assert(r.inflight);
 	pump_until_epoch_ends(2);
+	ck_assert_int_eq(backup.epoch_ends, 2);
 	ck_assert_int_eq(backup.last_end_epoch, 1);
 	ck_assert_int_eq(r.stats.epochs_nacked, 1);
 	trail_reset();
@@ -546,6 +547,7 @@ START_TEST(test_resume_during_the_initial_sync_lets_it_go_on)
 	/* the copy ends; its ack protects from epoch 1 and takes it at once */
 	epoch_sync_device_ready(&r);
 	pump_until_epoch_ends(1);
+	ck_assert_int_eq(backup.epoch_ends, 1);
 	ck_assert_int_eq(backup.last_end_epoch, 0);
 	epoch_on_ack(&r, 0);
 	ck_assert_str_eq(trail, "a.protect(on) b.protect(on) a.presuspend b.presuspend qemu.stop "

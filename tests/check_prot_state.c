@@ -237,10 +237,13 @@ START_TEST(test_handover_lost_midway_walk)
 	ck_assert_int_eq(prot_set(&s, PROT_PART_HANDOVER, HO_DRAIN, "remusctl failover"), 0);
 	ck_assert_str_eq(prot_name(&s), "handing-over");
 	ck_assert(!prot_vm_held_stopped(&s));
+	ck_assert(!prot_checkpoints_run(&s));
+	ck_assert(prot_barriers_coming(&s)); /* the final checkpoint is one */
 	/* the final checkpoint comes before HANDOVER */
 	ck_assert_int_lt(prot_set(&s, PROT_PART_HANDOVER, HO_WAIT_DONE, "skip"), 0);
 	ck_assert_int_eq(prot_set(&s, PROT_PART_HANDOVER, HO_FINAL, "final"), 0);
 	ck_assert(prot_vm_held_stopped(&s));
+	ck_assert(!prot_barriers_coming(&s)); /* the VM stays stopped */
 	ck_assert_int_eq(prot_set(&s, PROT_PART_HANDOVER, HO_WAIT_DONE, "sent"), 0);
 	ck_assert_int_eq(prot_set(&s, PROT_PART_LEFT_PAUSED, 1, "backup lost"), 0);
 	ck_assert_int_eq(prot_set(&s, PROT_PART_HANDOVER, HO_NONE, "ended"), 0);

@@ -1141,6 +1141,31 @@ START_TEST(test_reader_grows_with_arrivals)
 }
 END_TEST
 
+/* VERIFY's target: 0 RAM, D + 1 disk D; none past PROTO_MAX_DISKS. */
+START_TEST(test_verify_target_round_trip_and_bounds)
+{
+	uint8_t buf[PROTO_VERIFY_HDR_SIZE + 2 * PAGE_HASH_SIZE] = { 0 };
+	struct verify_req rq;
+
+	proto_encode_verify_hdr(buf, 42, 7, 2, 3);
+	ck_assert_int_eq(proto_parse_verify(buf, sizeof(buf), &rq), 0);
+	ck_assert_uint_eq(rq.seed, 42);
+	ck_assert_uint_eq(rq.first, 7);
+	ck_assert_uint_eq(rq.count, 2);
+	ck_assert_uint_eq(rq.target, 3);
+	proto_encode_verify_hdr(buf, 42, 7, 2, 0);
+	ck_assert_int_eq(proto_parse_verify(buf, sizeof(buf), &rq), 0);
+	ck_assert_uint_eq(rq.target, 0);
+	proto_encode_verify_hdr(buf, 42, 7, 2, PROTO_MAX_DISKS);
+	ck_assert_int_eq(proto_parse_verify(buf, sizeof(buf), &rq), 0);
+	proto_encode_verify_hdr(buf, 42, 7, 2, PROTO_MAX_DISKS + 1);
+	ck_assert_int_eq(proto_parse_verify(buf, sizeof(buf), &rq), -EPROTO);
+	/* a count that does not match the hashes that follow */
+	proto_encode_verify_hdr(buf, 42, 7, 3, 1);
+	ck_assert_int_eq(proto_parse_verify(buf, sizeof(buf), &rq), -EPROTO);
+}
+END_TEST
+
 static void add(Suite *s, const char *name, const TTest *t, double timeout)
 {
 	TCase *tc = tcase_create(name);
@@ -1180,6 +1205,7 @@ static Suite *proto_suite(void)
 	ADD(s, test_handover_done_bad_payload_is_ebadmsg, 5);
 	ADD(s, test_ram_hashes_parse, 5);
 	ADD(s, test_disk_hashes_parse, 5);
+	ADD(s, test_verify_target_round_trip_and_bounds, 5);
 	ADD(s, test_page_hash_seed_and_value, 5);
 	ADD(s, test_disk_round_trip_every_op, 5);
 	ADD(s, test_disk_write_size_limit, 5);

@@ -559,6 +559,64 @@ START_TEST(test_overlapping_ops_apply_in_order)
 }
 END_TEST
 
+/* A VERIFY of disk (target disk + 1) blocks [first, first + n), hashed
+ * from want; the agent's answer: nbad, or -1 for no answer (malformed). */
+static long verify_disk(struct fx *f, uint64_t epoch, uint32_t disk, uint64_t first, uint32_t n,
+			const uint8_t *want, uint64_t *bad0)
+{
+	size_t len = PROTO_VERIFY_HDR_SIZE + (size_t)n * PAGE_HASH_SIZE;
+	uint8_t *p = calloc(1, len), *out;
+	uint32_t outlen = 0, nbad;
+	char why[256] = "";
+
+	ck_assert_ptr_nonnull(p);
+	proto_encode_verify_hdr(p, 77, first, n, disk + 1);
+	for (uint32_t i = 0; want && i < n; i++)
+		page_hash(want + (first + i) * PROTO_VERIFY_BLOCK, 77,
+			  p + PROTO_VERIFY_HDR_SIZE + (size_t)i * PAGE_HASH_SIZE);
+	out = replica_verify(&f->rp, epoch, p, (uint32_t)len, &outlen, why, sizeof(why));
+	free(p);
+	if (!out)
+		return -1;
+	memcpy(&nbad, out + 12, 4);
+	nbad = be32toh(nbad);
+	if (bad0 && nbad && nbad != PROTO_VERIFY_SKIPPED)
+		*bad0 = proto_get_be64(out + PROTO_VERIFY_RESULT_HDR_SIZE);
+	free(out);
+	return nbad;
+}
+
+/* remusctl verify's disk part, on the backup: the committed disk-N.img
+ * compared block by block with the primary's hashes. */
+START_TEST(test_verify_compares_the_committed_disk_blocks)
+{
+	struct fx *f = fx_open();
+	char p[PATH_MAX];
+	uint8_t junk[100];
+	uint64_t bad = 0;
+	int fd;
+
+	committed_to(f, hello2, 2);
+	ck_assert_int_eq(verify_disk(f, 2, 0, 0, 16, f->disk[0], NULL), 0);
+	ck_assert_int_eq(verify_disk(f, 2, 1, 0, 2, f->disk[1], NULL), 0);
+	/* another epoch than the committed one: skipped, not compared */
+	ck_assert_int_eq(verify_disk(f, 1, 0, 0, 16, f->disk[0], NULL), PROTO_VERIFY_SKIPPED);
+	/* past the disk's end, or a disk the VM has not: malformed */
+	ck_assert_int_eq(verify_disk(f, 2, 1, 1, 2, f->disk[1], NULL), -1);
+	ck_assert_int_eq(verify_disk(f, 2, 2, 0, 1, f->disk[1], NULL), -1);
+	/* a block of the replica changed behind the agent's back */
+	memset(junk, 0xee, sizeof(junk));
+	fd = open(path_of(f, "disk-0.img", p), O_WRONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pwrite(fd, junk, sizeof(junk), 5 * 4096 + 10), (ssize_t)sizeof(junk));
+	close(fd);
+	ck_assert_int_eq(verify_disk(f, 2, 0, 0, 16, f->disk[0], &bad), 1);
+	ck_assert_uint_eq(bad, 5);
+	ck_assert_int_eq(verify_disk(f, 2, 0, 6, 10, f->disk[0], NULL), 0);
+	fx_close(f);
+}
+END_TEST
+
 /* Zeroes and trims read back as zeroes, aligned or not, big or small. */
 START_TEST(test_zeroes_and_trim_read_back_as_zeroes)
 {
@@ -1128,6 +1186,7 @@ static Suite *replica_disk_suite(void)
 	ADD(s, test_delta_base_is_the_committed_disk);
 	ADD(s, test_delta_base_small_chunks);
 	ADD(s, test_delta_base_only_where_it_fits);
+	ADD(s, test_verify_compares_the_committed_disk_blocks);
 	return s;
 }
 

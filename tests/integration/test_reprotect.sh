@@ -99,6 +99,8 @@ check cycles "all(x['resync_disk_bytes'] is not None and x['resync_disk_bytes'] 
 	"every later one sent only the disk chunks that differ from the host's old replica (< 1 MiB)"
 check cycles "r['disk_data_ok'] is True" \
 	"the last backup's replica disk holds the 16 MiB the guest never wrote, byte for byte"
+check cycles "all(x['overlay_chain'] == 2 for x in c)" \
+	"each restore runs on one overlay over its host's own replica: overlays never stack"
 check cycles "all(x['detection_ms'] is not None and x['detection_ms'] < 5000 for x in c[:-1])" \
 	"a dead QEMU is detected within 5 s each time"
 
