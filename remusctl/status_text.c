@@ -122,6 +122,8 @@ static void print_replicator(FILE *f, struct json_object *o)
 {
 	fprintf(f, "VM %s (QEMU pid %.0f) -> backup %s: %s\n", str(o, "vm"), num(o, "qemu_pid"),
 		str(o, "backup"), str(o, "protection"));
+	if (remusctl_str_or(o, "state_reason", NULL)) /* not from a replicator before it */
+		fprintf(f, "state:   %s: %s\n", str(o, "protection"), str(o, "state_reason"));
 	fprintf(f, "epochs:  %.0f committed, last acked %.0f, current %.0f; %.0f resent, "
 		"%.0f full syncs, %.0f ended early\n", num(o, "epochs_committed"),
 		num(o, "last_acked_epoch"), num(o, "epoch"), num(o, "epochs_resent"),

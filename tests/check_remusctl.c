@@ -19,7 +19,8 @@
 
 static const char replicator_reply[] =
 	"{\"daemon\":\"replicator\",\"vm\":\"vm1\",\"qemu_pid\":4321,\"backup\":\"192.0.2.20:7700\","
-	"\"protection\":\"protected\",\"epoch_policy\":\"hybrid\",\"epoch_length_ms\":48.4,"
+	"\"protection\":\"protected\",\"state_reason\":\"epoch 1200 committed\","
+	"\"epoch_policy\":\"hybrid\",\"epoch_length_ms\":48.4,"
 	"\"epoch_reason\":\"output waits\",\"vcpu_busy_pct\":12.5,\"vcpu_threads\":1,"
 	"\"epoch_ms\":50,\"epoch\":1236,\"epochs_committed\":1234,\"last_acked_epoch\":1235,"
 	"\"epochs_resent\":2,\"resyncs\":1,\"pause_p50_ms\":1.25,\"pause_p99_ms\":4.2,"
@@ -98,6 +99,7 @@ START_TEST(test_replicator_text)
 {
 	ck_assert_str_eq(render(remusctl_status_text, replicator_reply),
 		"VM vm1 (QEMU pid 4321) -> backup 192.0.2.20:7700: protected\n"
+		"state:   protected: epoch 1200 committed\n"
 		"epochs:  1234 committed, last acked 1235, current 1236; 2 resent, 1 full syncs, "
 		"3 ended early\n"
 		"length:  48 ms, policy hybrid (output waits)\n"
