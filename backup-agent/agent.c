@@ -218,8 +218,9 @@ static void on_hello(struct agent *a, struct peer_link *l, const uint8_t *payloa
 	agent_set_state(a, AGENT_SYNCING, "primary %s (%s) connected: initial sync", a->peer, l->identity);
 	notify_status("VM %s from %s: syncing", agent_vm_name(a), a->peer);
 	snprintf(reply, sizeof(reply), "{\"ok\":true,\"features\":[\"" PROTO_FEATURE_OPERATOR
-		 "\",\"" PROTO_FEATURE_DISK "\",\"" PROTO_FEATURE_VERIFY "\",\"" PROTO_FEATURE_VERIFY_DISK
-		 "\",\"" PROTO_FEATURE_PAGES_LZ4 "\"%s],\"takeover_after_ms\":%u,"
+		 "\",\"" PROTO_FEATURE_DISK "\",\"" PROTO_FEATURE_VERIFY
+		 "\",\"" PROTO_FEATURE_VERIFY_DISK "\",\"" PROTO_FEATURE_PAGES_LZ4
+		 "\"%s],\"takeover_after_ms\":%u,"
 		 "\"generation\":%llu",
 		 /* a park is kept only where a cluster manager promotes */
 		 a->cfg.takeover_manual ? ",\"" PROTO_FEATURE_PARK "\"" : "",

@@ -27,7 +27,6 @@
 void replicator_notify_state(struct replicator *r)
 {
 	const char *vm = r->vm.name ? r->vm.name : "?";
-
 	const struct prot_state *s = &r->state;
 
 	if (prot_pause(s) == PAUSE_ON || prot_handing_over(s) || prot_left_paused(s))
