@@ -137,7 +137,7 @@ $(B)/fuzz/fuzz_page_codec: fuzz/fuzz_page_codec.c common/page_codec.c common/pro
 $(B)/fuzz/fuzz_hello: fuzz/fuzz_hello.c backup-agent/replica.c backup-agent/disk_base.c backup-agent/journal.c \
                       backup-agent/diskfile.c backup-agent/pair.c common/proto.c common/crc32c.c \
                       common/log.c common/text.c common/procfs.c common/page_hash.c \
-                      common/page_codec.c
+                      common/page_codec.c common/verify_blocks.c
 $(B)/fuzz/fuzz_journal: fuzz/fuzz_journal.c backup-agent/journal.c backup-agent/diskfile.c \
                         common/crc32c.c
 $(B)/fuzz/fuzz_qmp: fuzz/fuzz_qmp.c common/qmp.c common/log.c common/text.c

@@ -9,7 +9,6 @@
 #include "restore.h"
 #include "sighup.h"
 
-#include <endian.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -449,8 +448,7 @@ static bool on_handover(struct agent *a, const struct frame_hdr *h, bool ok)
 static void on_verify(struct agent *a, const struct frame_hdr *h, const uint8_t *payload)
 {
 	char why[256] = "";
-	struct verify_req req;
-	uint32_t len = 0, nbad;
+	uint32_t len = 0;
 	uint8_t *out = replica_verify(&a->replica, h->epoch, payload, h->len, &len, why, sizeof(why));
 	struct iovec iov = { .iov_base = out, .iov_len = len };
 
@@ -458,12 +456,6 @@ static void on_verify(struct agent *a, const struct frame_hdr *h, const uint8_t 
 		log_warn("verify: %s: not answered", why);
 		return;
 	}
-	memcpy(&nbad, out + 12, 4);
-	nbad = be32toh(nbad);
-	if (nbad && nbad != PROTO_VERIFY_SKIPPED && !proto_parse_verify(payload, h->len, &req))
-		log_warn("verify: %u %s of the replica differ from the primary's at epoch %llu; "
-			 "it sends them again", nbad, req.target ? "block(s) of a disk" : "page(s)",
-			 (unsigned long long)h->epoch);
 	peer_link_push(a->primary, FRAME_VERIFY_RESULT, h->epoch, &iov, 1, out, NULL);
 }
 

@@ -6,6 +6,7 @@
 #include "page_hash.h"
 #include "pair.h"
 #include "procfs.h"
+#include "verify_blocks.h"
 
 #include <endian.h>
 #include <errno.h>
@@ -1063,26 +1064,6 @@ int replica_end_epoch(struct replica *rp, const struct frame_hdr *h,
 	return 0;
 }
 
-/* Item i of a verify slice as the replica holds it: a RAM page, or a
- * 4 KiB block of a disk image (fd) padded with zeroes past its end. */
-static int verify_item(const struct replica *rp, const struct verify_req *req, int fd,
-		       uint64_t i, uint8_t block[PROTO_VERIFY_BLOCK], const uint8_t **item)
-{
-	uint64_t size, off = i * PROTO_VERIFY_BLOCK;
-	ssize_t n;
-
-	if (!req->target) {
-		*item = rp->ram + i * PROTO_PAGE_SIZE;
-		return 0;
-	}
-	size = rp->disks[req->target - 1].size;
-	memset(block, 0, PROTO_VERIFY_BLOCK);
-	n = pread(fd, block, size - off < PROTO_VERIFY_BLOCK ? size - off : PROTO_VERIFY_BLOCK,
-		  (off_t)off);
-	*item = block;
-	return n < 0 ? -errno : 0;
-}
-
 /* How many items the slice's target has: pages, or the disk's blocks. */
 static uint64_t verify_items(const struct replica *rp, uint32_t target)
 {
@@ -1090,7 +1071,7 @@ static uint64_t verify_items(const struct replica *rp, uint32_t target)
 		return rp->npages;
 	if (target > rp->ndisks)
 		return 0;
-	return (rp->disks[target - 1].size + PROTO_VERIFY_BLOCK - 1) / PROTO_VERIFY_BLOCK;
+	return proto_disk_chunks(rp->disks[target - 1].size, PROTO_VERIFY_BLOCK);
 }
 
 /* The committed disk image a slice reads; -1 with why. */
@@ -1110,7 +1091,7 @@ uint8_t *replica_verify(struct replica *rp, uint64_t epoch, const uint8_t *paylo
 			uint32_t *outlen, char *why, size_t whylen)
 {
 	struct verify_req req;
-	uint8_t h[PAGE_HASH_SIZE], block[PROTO_VERIFY_BLOCK], *out;
+	uint8_t h[PAGE_HASH_SIZE], *out, *blocks = NULL;
 	uint32_t nbad = 0;
 	bool at_epoch;
 	int fd = -1;
@@ -1127,30 +1108,36 @@ uint8_t *replica_verify(struct replica *rp, uint64_t epoch, const uint8_t *paylo
 		log_warn("verify: %s: answered as skipped", why);
 		at_epoch = false; /* the primary gives the disk up after a few */
 	}
+	/* a disk slice's blocks with one read, as the primary reads them;
+	 * unreadable: answered as skipped, tried again */
+	if (fd >= 0 && (!(blocks = malloc((size_t)req.count * PROTO_VERIFY_BLOCK)) ||
+			verify_read_blocks(fd, rp->disks[req.target - 1].size, req.first, req.count,
+					   blocks)))
+		at_epoch = false;
+	if (fd >= 0)
+		close(fd);
 	out = malloc(PROTO_VERIFY_RESULT_HDR_SIZE + (size_t)PROTO_VERIFY_MAX_BAD * 8);
 	if (!out) {
 		snprintf(why, whylen, "no memory for a VERIFY_RESULT");
-		if (fd >= 0)
-			close(fd);
+		free(blocks);
 		return NULL;
 	}
 	for (uint32_t i = 0; at_epoch && i < req.count; i++) {
 		uint64_t item = req.first + i;
-		const uint8_t *data;
 
-		if (verify_item(rp, &req, fd, item, block, &data)) {
-			at_epoch = false; /* unreadable: answered as skipped, tried again */
-			break;
-		}
-		page_hash(data, req.seed, h);
+		page_hash(req.target ? blocks + (size_t)i * PROTO_VERIFY_BLOCK :
+				       rp->ram + item * PROTO_PAGE_SIZE, req.seed, h);
 		if (!memcmp(h, req.hashes + (size_t)i * PAGE_HASH_SIZE, PAGE_HASH_SIZE))
 			continue;
 		if (nbad < PROTO_VERIFY_MAX_BAD)
 			proto_put_be64(out + PROTO_VERIFY_RESULT_HDR_SIZE + (size_t)nbad * 8, item);
 		nbad++;
 	}
-	if (fd >= 0)
-		close(fd);
+	free(blocks);
+	if (at_epoch && nbad)
+		log_warn("verify: %u %s of the replica differ from the primary's at epoch %llu; "
+			 "it sends them again", nbad, req.target ? "block(s) of a disk" : "page(s)",
+			 (unsigned long long)epoch);
 	proto_encode_verify_result_hdr(out, req.first, req.count,
 				       at_epoch ? nbad : PROTO_VERIFY_SKIPPED);
 	*outlen = PROTO_VERIFY_RESULT_HDR_SIZE +

@@ -151,7 +151,8 @@ bool replica_disk_base_any(const struct replica *rp);
 uint8_t *replica_disk_hashes(const struct replica *rp, unsigned disk, uint64_t first,
 			     uint32_t n, uint32_t *len);
 /* FRAME_VERIFY of epoch (proto.h): compare the replica, as committed at
- * that epoch, with the primary's page hashes. The VERIFY_RESULT payload
+ * that epoch, with the primary's page or disk block hashes (differences
+ * are logged). The VERIFY_RESULT payload
  * (malloc'd, *outlen bytes; SKIPPED when the replica is not at that
  * epoch), or NULL for a malformed frame or no memory (why says which). */
 uint8_t *replica_verify(struct replica *rp, uint64_t epoch, const uint8_t *payload, uint32_t len,

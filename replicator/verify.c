@@ -7,6 +7,7 @@
 #include "page_frames.h"
 #include "page_hash.h"
 #include "replicator.h"
+#include "verify_blocks.h"
 
 #include <errno.h>
 #include <json-c/json.h>
@@ -161,7 +162,7 @@ char *verify_start(struct replicator *r, int fd, bool *keep)
 
 static uint64_t blocks_of(const struct verify_disk *k)
 {
-	return (k->size + PROTO_VERIFY_BLOCK - 1) / PROTO_VERIFY_BLOCK;
+	return proto_disk_chunks(k->size, PROTO_VERIFY_BLOCK);
 }
 
 /* Item i of what is compared (RAM: cur -1, else a disk) as this barrier
@@ -170,19 +171,11 @@ static uint64_t blocks_of(const struct verify_disk *k)
 static int read_item(const struct verify *v, int cur, const uint8_t *ram, uint64_t i,
 		     uint8_t *out)
 {
-	const struct verify_disk *k;
-	uint64_t off = i * PROTO_VERIFY_BLOCK, want;
-	ssize_t n;
-
 	if (cur < 0) {
 		memcpy(out, ram + i * PROTO_PAGE_SIZE, PROTO_PAGE_SIZE);
 		return 0;
 	}
-	k = &v->disks[cur];
-	want = k->size - off < PROTO_VERIFY_BLOCK ? k->size - off : PROTO_VERIFY_BLOCK;
-	memset(out, 0, PROTO_VERIFY_BLOCK);
-	n = pread(k->fd, out, want, (off_t)off);
-	return n == (ssize_t)want ? 0 : n < 0 ? -errno : -EIO;
+	return verify_read_blocks(v->disks[cur].fd, v->disks[cur].size, i, 1, out);
 }
 
 /* The items found different last time, as this barrier leaves them: the
@@ -264,12 +257,8 @@ static void next_slice_size(struct verify *v, uint32_t n, double ms)
 static const uint8_t *read_blocks(struct verify *v, const struct verify_disk *k, uint64_t first,
 				  uint32_t n)
 {
-	uint64_t off = first * PROTO_VERIFY_BLOCK, len = (uint64_t)n * PROTO_VERIFY_BLOCK;
-	uint64_t want = k->size - off < len ? k->size - off : len;
-
-	if (!v->block_buf || pread(k->fd, v->block_buf, want, (off_t)off) != (ssize_t)want)
+	if (!v->block_buf || verify_read_blocks(k->fd, k->size, first, n, v->block_buf))
 		return NULL;
-	memset(v->block_buf + want, 0, len - want);
 	return v->block_buf;
 }
 
