@@ -27,34 +27,26 @@ const char *agent_vm_name(const struct agent *a)
 	return n ? n : "?";
 }
 
-const char *agent_state_name(enum agent_state s)
-{
-	switch (s) {
-	case AGENT_WAITING: return "waiting";
-	case AGENT_SYNCING: return "syncing";
-	case AGENT_BACKUP: return "backup";
-	case AGENT_PAUSED: return "paused";
-	case AGENT_RECONNECTING: return "reconnecting";
-	case AGENT_FENCING: return "fencing";
-	case AGENT_RESTORING: return "restoring";
-	case AGENT_MASTER: return "master";
-	case AGENT_FAULT: return "fault";
-	case AGENT_READY: return "ready";
-	case AGENT_NSTATES: break;
-	}
-	return "unknown";
-}
-
 /* The one place the state changes: logged as "old -> new (reason)". The
- * hooks keep their own events (notify), which name the same moments. */
+ * hooks keep their own events (notify), which name the same moments. A
+ * transition outside the table (agent_state.c) is a bug of ours: logged
+ * and refused, so that status never shows a state the agent cannot be in
+ * (the integration tests fail on any BUG line). */
 void agent_set_state(struct agent *a, enum agent_state st, const char *fmt, ...)
 {
 	enum agent_state old = a->state;
+	char reason[sizeof(a->state_reason)];
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(a->state_reason, sizeof(a->state_reason), fmt, ap);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
 	va_end(ap);
+	if (!agent_state_may(old, st)) {
+		log_err("BUG: VM %s: the agent may not go from %s to %s: refused (%s)",
+			a->vm_name[0] ? a->vm_name : "?", agent_state_name(old), agent_state_name(st), reason);
+		return;
+	}
+	memcpy(a->state_reason, reason, sizeof(reason));
 	if (old == st)
 		return;
 	a->state = st;

@@ -2,6 +2,7 @@
 #ifndef REMUS_AGENT_H
 #define REMUS_AGENT_H
 
+#include "agent_state.h"
 #include "cold_start.h"
 #include "test_failover.h"
 #include "config.h"
@@ -80,23 +81,6 @@ struct agent_config {
 	/* --config: owns the strings above that came from the file, and the
 	 * keys no flag sets yet ([hooks] fence, notify, ...) */
 	struct pair_config file;
-};
-
-/* The agent's one named state (agent_set_state changes it and logs
- * "old -> new (reason)"; remusctl status shows it). */
-enum agent_state {
-	AGENT_WAITING,      /* listening, no primary */
-	AGENT_SYNCING,      /* a primary's initial copy, nothing of it committed */
-	AGENT_BACKUP,       /* a checkpoint of this primary committed: failover armed */
-	AGENT_PAUSED,       /* the operator paused protection: no failover */
-	AGENT_RECONNECTING, /* the stream was dropped: the primary may reconnect */
-	AGENT_FENCING,      /* the primary is lost: the fence command runs */
-	AGENT_RESTORING,    /* the VM is being restored here (failover or handover) */
-	AGENT_MASTER,       /* the VM runs here; the agent exits */
-	AGENT_FAULT,        /* the primary was lost and the VM not restored */
-	AGENT_READY,        /* takeover = manual: a replica the VM may resume from
-			     * here, waiting for `remusctl takeover` */
-	AGENT_NSTATES
 };
 
 struct agent {
@@ -218,8 +202,8 @@ void agent_parked_discard(struct agent *a, const char *why);
 void agent_takeover_peer_answer(struct agent *a, const struct cold_facts *peer,
 				const char *why);
 /* agent.c: the links' frames, dispatched; the state. */
-const char *agent_state_name(enum agent_state s);
-/* The one place the state changes: logged as "old -> new (reason)". */
+/* The one place the state changes (agent_state.h): logged as "old -> new
+ * (reason)", or refused with a BUG line outside the table. */
 void agent_set_state(struct agent *a, enum agent_state st, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* The primary's VM name (its HELLO), "?" without one. */

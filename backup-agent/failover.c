@@ -120,6 +120,14 @@ void agent_failover(struct agent *a, const char *why)
 		agent_notify(a, "fault", reason);
 		return;
 	}
+	if (a->cfg.takeover_manual && a->takeover_ready) {
+		/* parked: its QEMU stopped at the epoch we hold (before
+		 * --no-failover: the replica waits for a promotion either way) */
+		log_info("the primary of VM %s is gone (%s); the replica stays ready", a->vm_name,
+			 why);
+		agent_takeover_ready(a, "%s", a->takeover_why);
+		return;
+	}
 	if (a->cfg.no_failover) {
 		log_err("primary lost (%s); --no-failover: replica kept, VM not restored (stop "
 			"this agent, then remus-agent --restore --state-dir %s)", why,
@@ -127,13 +135,6 @@ void agent_failover(struct agent *a, const char *why)
 		snprintf(reason, sizeof(reason), "primary lost (%s); --no-failover", why);
 		agent_set_state(a, AGENT_FAULT, "%s: VM not restored", reason);
 		agent_notify(a, "fault", reason);
-		return;
-	}
-	if (a->cfg.takeover_manual && a->takeover_ready) {
-		/* parked: its QEMU stopped at the epoch we hold */
-		log_info("the primary of VM %s is gone (%s); the replica stays ready", a->vm_name,
-			 why);
-		agent_takeover_ready(a, "%s", a->takeover_why);
 		return;
 	}
 	if (a->cfg.takeover_manual) {
@@ -198,6 +199,7 @@ int agent_restore_here(struct agent *a, const char *what, const char *why,
 	agent_parked_discard(a, "the VM is restored here from the replica");
 	cold_start_stop(a);
 	test_failover_stop(a);
+	a->grace_until = 0; /* a lost primary's grace: the operator decided */
 	agent_set_state(a, AGENT_RESTORING, "%s: restoring from epoch %llu", what,
 		  (unsigned long long)a->replica_epoch);
 	agent_answer_waiting(a);

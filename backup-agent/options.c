@@ -1,6 +1,6 @@
 /* remus-agent's command line. */
 #include "agent.h"
-#include "cli.h"
+#include "cli_daemon.h"
 #include "hooks.h"
 #include "config.h"
 #include "log.h"
@@ -40,15 +40,7 @@ void agent_usage(FILE *f)
 "Under systemd (Type=notify) it reports READY=1 once listening and\n"
 "STATUS= changes.\n"
 "\n"
-"Options:\n"
-"  --config FILE         the HA pair's config file, the same on both hosts\n"
-"                        (commented examples in configs/); options given\n"
-"                        on the command line override its values\n"
-"  --check-config        check --config FILE and the options, print every\n"
-"                        error or 'FILE: ok', and exit without starting\n"
-"  --host NAME           which [host] of --config FILE this host is (default:\n"
-"                        the host name up to its first dot). With [host]\n"
-"                        sections the one daemon of a host changes role by\n"
+CLI_USAGE_CONFIG
 "                        itself: once it has restored the VM here it becomes\n"
 "                        its replicator, protecting it to the other host\n"
 "                        (README, Pairs whose roles move). The next role\n"
@@ -122,10 +114,7 @@ void agent_usage(FILE *f)
 "                        started (its RAM and journal are not synced at each\n"
 "                        commit), unless\n"
 "  --after-host-restart  the host went down cleanly: restore it anyway\n"
-"  --syslog              log to syslog instead of stderr\n"
-"  -v, --verbose         debug logging\n"
-"  -h, --help            this text\n"
-"  --version             print the version and exit\n"
+CLI_USAGE_LOGGING
 "\n"
 "Exit status: 0 failover or handover done, or stopped by signal (or\n"
 "--check-config found no error), 1 restore failed after the primary was\n"
@@ -137,21 +126,14 @@ void agent_usage(FILE *f)
 		REPLICA_DEFAULT_MAX_DISK_GB, REPLICA_DEFAULT_MAX_EPOCH_MB);
 }
 
-enum { OPT_LISTEN = 256, OPT_STATE_DIR, OPT_TIMEOUT_MS, OPT_HEARTBEAT_MS,
-       OPT_NO_FAILOVER, OPT_RESTORE, OPT_SYSLOG, OPT_TAP, OPT_CONFIG, OPT_CHECK_CONFIG,
-       OPT_CONNECT, OPT_FENCE, OPT_NO_FENCE, OPT_FENCE_TIMEOUT_MS, OPT_NOTIFY, OPT_PAIR, OPT_KEY_FILE, OPT_CLEARTEXT,
-       OPT_TEST_DISK_APPLY, OPT_AFTER_HOST_RESTART, OPT_EMULATOR, OPT_SHARED_DISK,
-       OPT_MAX_RAM_MB, OPT_MAX_DISK_GB, OPT_MAX_EPOCH_MB, OPT_FORGET_PAIR, OPT_CONTROL,
-       OPT_CONTROL_GROUP, OPT_HOST };
+enum { OPT_LISTEN = 256, OPT_STATE_DIR, OPT_NO_FAILOVER, OPT_RESTORE, OPT_TAP, OPT_CONNECT,
+       OPT_FENCE, OPT_NO_FENCE, OPT_FENCE_TIMEOUT_MS, OPT_TEST_DISK_APPLY,
+       OPT_AFTER_HOST_RESTART, OPT_EMULATOR, OPT_SHARED_DISK, OPT_MAX_RAM_MB, OPT_MAX_DISK_GB,
+       OPT_MAX_EPOCH_MB, OPT_FORGET_PAIR };
 
 static const struct option long_opts[] = {
-	{ "config", required_argument, NULL, OPT_CONFIG },
-	{ "check-config", no_argument, NULL, OPT_CHECK_CONFIG },
-	{ "host", required_argument, NULL, OPT_HOST },
 	{ "listen", required_argument, NULL, OPT_LISTEN },
 	{ "state-dir", required_argument, NULL, OPT_STATE_DIR },
-	{ "timeout-ms", required_argument, NULL, OPT_TIMEOUT_MS },
-	{ "heartbeat-ms", required_argument, NULL, OPT_HEARTBEAT_MS },
 	{ "no-failover", no_argument, NULL, OPT_NO_FAILOVER },
 	{ "restore", no_argument, NULL, OPT_RESTORE },
 	{ "after-host-restart", no_argument, NULL, OPT_AFTER_HOST_RESTART },
@@ -164,22 +146,33 @@ static const struct option long_opts[] = {
 	{ "fence", required_argument, NULL, OPT_FENCE },
 	{ "no-fence", no_argument, NULL, OPT_NO_FENCE },
 	{ "fence-timeout-ms", required_argument, NULL, OPT_FENCE_TIMEOUT_MS },
-	{ "notify", required_argument, NULL, OPT_NOTIFY },
-	{ "pair", required_argument, NULL, OPT_PAIR },
-	{ "key-file", required_argument, NULL, OPT_KEY_FILE },
-	{ "insecure-cleartext-link", no_argument, NULL, OPT_CLEARTEXT },
-	{ "control", required_argument, NULL, OPT_CONTROL },
-	{ "control-group", required_argument, NULL, OPT_CONTROL_GROUP },
 	{ "max-ram-mb", required_argument, NULL, OPT_MAX_RAM_MB },
 	{ "max-disk-gb", required_argument, NULL, OPT_MAX_DISK_GB },
 	{ "max-epoch-mb", required_argument, NULL, OPT_MAX_EPOCH_MB },
 	{ "forget-pair", no_argument, NULL, OPT_FORGET_PAIR },
-	{ "syslog", no_argument, NULL, OPT_SYSLOG },
-	{ "verbose", no_argument, NULL, 'v' },
-	{ "help", no_argument, NULL, 'h' },
-	{ "version", no_argument, NULL, CLI_OPT_VERSION },
-	{ NULL, 0, NULL, 0 },
+	CLI_DAEMON_LONG_OPTIONS,
 };
+
+/* The options that only store their value. */
+#define CFG struct agent_config
+static const struct cli_field fields[] = {
+	CLI_DAEMON_FIELDS(CFG),
+	CLI_FLAG_FIELD(OPT_NO_FAILOVER, CFG, no_failover),
+	CLI_STRING_FIELD(OPT_CONNECT, CFG, restore.libvirt_uri),
+	CLI_STRING_FIELD(OPT_EMULATOR, CFG, restore.emulator),
+	CLI_FLAG_FIELD(OPT_TEST_DISK_APPLY, CFG, test_disk_apply_on_arrival),
+	CLI_FLAG_FIELD(OPT_RESTORE, CFG, restore_now),
+	CLI_FLAG_FIELD(OPT_AFTER_HOST_RESTART, CFG, after_host_restart),
+	CLI_FLAG_FIELD(OPT_FORGET_PAIR, CFG, forget_pair),
+	CLI_NUMBER_FIELD(OPT_FENCE_TIMEOUT_MS, CLI_UINT, 0, CFG, fence_timeout_ms,
+			 RANGE_FENCE_TIMEOUT_MS),
+	CLI_NUMBER_FIELD(OPT_MAX_RAM_MB, CLI_U64, 20, CFG, limits.max_ram_bytes, RANGE_MAX_RAM_MB),
+	CLI_NUMBER_FIELD(OPT_MAX_DISK_GB, CLI_U64, 30, CFG, limits.max_disk_bytes,
+			 RANGE_MAX_DISK_GB),
+	CLI_NUMBER_FIELD(OPT_MAX_EPOCH_MB, CLI_U64, 20, CFG, limits.max_epoch_bytes,
+			 RANGE_MAX_EPOCH_MB),
+};
+#undef CFG
 
 _Static_assert(CONFIG_MAX_LIST <= AGENT_MAX_TAPS, "a config file's taps must fit the agent's");
 _Static_assert(CONFIG_MAX_LIST <= AGENT_MAX_SHARED_DISKS,
@@ -199,24 +192,25 @@ static void apply_file_limits(struct agent_config *cfg)
 }
 
 /* --max-ram-mb N and the like: N in range, shifted into bytes. */
-static int parse_limit(const char *flag, const char *arg, unsigned long lo, unsigned long hi,
-		       unsigned shift, uint64_t *out)
-{
-	unsigned long v;
-
-	if (cli_parse_ulong(flag, arg, lo, hi, &v))
-		return -1;
-	*out = (uint64_t)v << shift;
-	return 0;
-}
+/* What the command line says beyond the config's fields. */
+struct args {
+	struct agent_config *cfg;
+	const char *listen;
+	bool listen_flag;     /* --restore refuses a --listen flag, not the file's */
+	bool state_dir_flag;
+	int fence_flags;      /* 1: --fence, 2: --no-fence */
+};
 
 /* The --config file's values, over the defaults and under the flags. */
-static void apply_file(struct agent_config *cfg, const char **listen, int *use_syslog)
+static void apply_file(void *ctx, int *use_syslog)
 {
+	struct args *a = ctx;
+	struct agent_config *cfg = a->cfg;
 	const struct pair_config *pc = &cfg->file;
 
+	CONFIG_APPLY_DAEMON_KEYS(pc, cfg, use_syslog);
 	if (PC_SET(pc, BACKUP_ADDRESS))
-		*listen = pc->backup_address;
+		a->listen = pc->backup_address;
 	if (PC_SET(pc, BACKUP_STATE_DIR))
 		cfg->state_dir = pc->backup_state_dir;
 	if (PC_SET(pc, VM_LIBVIRT_URI))
@@ -227,10 +221,6 @@ static void apply_file(struct agent_config *cfg, const char **listen, int *use_s
 		cfg->no_failover = !pc->backup_failover;
 	cfg->takeover_manual = PC_SET(pc, BACKUP_TAKEOVER) && !strcmp(pc->backup_takeover, "manual");
 	cfg->takeover_window_ms = pc->backup_takeover_window_ms;
-	if (PC_SET(pc, HEARTBEAT_INTERVAL_MS))
-		cfg->heartbeat_ms = pc->heartbeat_interval_ms;
-	if (PC_SET(pc, HEARTBEAT_TIMEOUT_MS))
-		cfg->timeout_ms = pc->heartbeat_timeout_ms;
 	if (PC_SET(pc, HOOKS_FENCE)) {
 		/* required in a file: a command, or "none" on purpose */
 		cfg->fence_disabled = !strcmp(pc->hooks_fence, "none");
@@ -238,21 +228,10 @@ static void apply_file(struct agent_config *cfg, const char **listen, int *use_s
 	}
 	if (PC_SET(pc, HOOKS_FENCE_TIMEOUT_MS))
 		cfg->fence_timeout_ms = pc->hooks_fence_timeout_ms;
-	if (PC_SET(pc, HOOKS_NOTIFY))
-		cfg->notify_cmd = pc->hooks_notify;
-	if (PC_SET(pc, PAIR_NAME))
-		cfg->pair_name = pc->pair_name;
-	if (PC_SET(pc, LINK_KEY_FILE))
-		cfg->key_file = pc->link_key_file;
-	cfg->cleartext_link = pc->link_insecure_cleartext;
 	if (PC_SET(pc, BACKUP_CONTROL_SOCKET))
 		cfg->control_path = pc->backup_control_socket;
 	if (PC_SET(pc, BACKUP_CONTROL_GROUP))
 		cfg->control_group = pc->backup_control_group;
-	if (PC_SET(pc, LOG_TARGET))
-		*use_syslog = !strcmp(pc->log_target, "syslog");
-	if (PC_SET(pc, LOG_LEVEL))
-		log_set_level(strcmp(pc->log_level, "debug") ? LOG_INFO : LOG_DEBUG);
 	apply_file_limits(cfg);
 }
 
@@ -294,16 +273,8 @@ static int check_hooks(const struct agent_config *cfg)
 		fprintf(stderr, "remus-agent: --fence: cannot run it: %s\n", err);
 		return -1;
 	}
-	if (cfg->notify_cmd && hook_check(cfg->notify_cmd, err, sizeof(err))) {
-		fprintf(stderr, "remus-agent: --notify: cannot run it: %s\n", err);
-		return -1;
-	}
-	if (cfg->pair_name && (!*cfg->pair_name || strlen(cfg->pair_name) > 64)) {
-		fprintf(stderr, "remus-agent: --pair: '%s' must be 1-64 characters\n",
-			cfg->pair_name);
-		return -1;
-	}
-	return 0;
+	return cli_check_daemon("remus-agent", cfg->notify_cmd, cfg->pair_name, cfg->timeout_ms,
+				cfg->heartbeat_ms);
 }
 
 /* What the options and the file say together. 0, or -1 after printing. */
@@ -348,22 +319,61 @@ static int check_args(struct agent_config *cfg, const char *listen, bool listen_
 		fprintf(stderr, "remus-agent: --listen: %s\n", err);
 		return -1;
 	}
-	if (cfg->timeout_ms <= cfg->heartbeat_ms) {
-		fprintf(stderr, "remus-agent: --timeout-ms (%u) must be longer than "
-			"--heartbeat-ms (%u)\n", cfg->timeout_ms, cfg->heartbeat_ms);
-		return -1;
-	}
 	return 0;
 }
 
+
+/* The options that do more than store a value. 1: not one of them; 0:
+ * taken; -1: a bad value, printed. */
+static int option(void *ctx, int c, const char *arg)
+{
+	struct args *a = ctx;
+	struct agent_config *cfg = a->cfg;
+	switch (c) {
+	case OPT_LISTEN: a->listen = arg; a->listen_flag = true; return 0;
+	case OPT_STATE_DIR: cfg->state_dir = arg; a->state_dir_flag = true; return 0;
+	/* a flag decides over the file's fence, whichever it was */
+	case OPT_FENCE:
+		cfg->fence_cmd = arg;
+		cfg->fence_disabled = false;
+		a->fence_flags |= 1;
+		return 0;
+	case OPT_NO_FENCE:
+		cfg->fence_disabled = true;
+		cfg->fence_cmd = NULL;
+		a->fence_flags |= 2;
+		return 0;
+	case OPT_SHARED_DISK:
+		if (cfg->restore.nshared_disks == AGENT_MAX_SHARED_DISKS || *arg != '/') {
+			fprintf(stderr, "remus-agent: --shared-disk: at most %d, each an absolute "
+				"path\n", AGENT_MAX_SHARED_DISKS);
+			return -1;
+		}
+		cfg->shared_disks[cfg->restore.nshared_disks++] = arg;
+		return 0;
+	case OPT_TAP:
+		if (cfg->restore.ntaps == AGENT_MAX_TAPS || !*arg) {
+			fprintf(stderr, "remus-agent: --tap: at most %d, each [ID=]NAME\n",
+				AGENT_MAX_TAPS);
+			return -1;
+		}
+		cfg->taps[cfg->restore.ntaps++] = arg;
+		return 0;
+	}
+	return 1;
+}
+
+static const struct cli_program program = {
+	.name = "remus-agent", .opts = long_opts, .role = CONFIG_AGENT,
+	.fields = fields, .nfields = sizeof(fields) / sizeof(fields[0]),
+	.option = option, .apply_file = apply_file, .usage = agent_usage,
+};
+
 static int parse(int argc, char **argv, struct agent_config *cfg, int *use_syslog)
 {
-	const char *listen = NULL, *host_name = NULL;
-	bool listen_flag = false; /* --restore refuses a --listen flag, not the file's */
-	bool control_flag = false, state_dir_flag = false;
-	struct cli_config file;
-	unsigned long v;
-	int c, fence_flags = 0; /* 1: --fence, 2: --no-fence */
+	struct args args = { .cfg = cfg };
+	struct cli_service service = CLI_SERVICE_OF(cfg, use_syslog);
+	int rc;
 
 	*cfg = (struct agent_config){
 		.control_gid = (gid_t)-1,
@@ -372,111 +382,11 @@ static int parse(int argc, char **argv, struct agent_config *cfg, int *use_syslo
 		.fence_timeout_ms = AGENT_DEFAULT_FENCE_TIMEOUT_MS,
 	};
 	replica_default_limits(&cfg->limits);
-	if (cli_find_config("remus-agent", argc, argv, long_opts, OPT_CONFIG, OPT_CHECK_CONFIG,
-			    &file))
-		return -1;
-	if (file.file && !file.help) {
-		if (config_read_file(file.file, CONFIG_AGENT, &cfg->file, stderr))
-			return -1;
-		apply_file(cfg, &listen, use_syslog);
-	}
-	optind = 0; /* 0, not 1: glibc then also forgets a half-read option cluster */
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "vh", long_opts, NULL)) != -1) {
-		switch (c) {
-		case OPT_CONFIG: case OPT_CHECK_CONFIG: break; /* found above */
-		case OPT_HOST: host_name = optarg; break;
-		case OPT_LISTEN: listen = optarg; listen_flag = true; break;
-		case OPT_STATE_DIR: cfg->state_dir = optarg; state_dir_flag = true; break;
-		case OPT_NO_FAILOVER: cfg->no_failover = true; break;
-		case OPT_CONNECT: cfg->restore.libvirt_uri = optarg; break;
-		case OPT_EMULATOR: cfg->restore.emulator = optarg; break;
-		case OPT_SHARED_DISK:
-			if (cfg->restore.nshared_disks == AGENT_MAX_SHARED_DISKS || *optarg != '/') {
-				fprintf(stderr, "remus-agent: --shared-disk: at most %d, each an "
-					"absolute path\n", AGENT_MAX_SHARED_DISKS);
-				return -1;
-			}
-			cfg->shared_disks[cfg->restore.nshared_disks++] = optarg;
-			break;
-		case OPT_TEST_DISK_APPLY: cfg->test_disk_apply_on_arrival = true; break;
-		/* a flag decides over the file's fence, whichever it was */
-		case OPT_FENCE: cfg->fence_cmd = optarg; cfg->fence_disabled = false; fence_flags |= 1; break;
-		case OPT_NO_FENCE: cfg->fence_disabled = true; cfg->fence_cmd = NULL; fence_flags |= 2; break;
-		case OPT_NOTIFY: cfg->notify_cmd = optarg; break;
-		case OPT_PAIR: cfg->pair_name = optarg; break;
-		case OPT_KEY_FILE: cfg->key_file = optarg; break;
-		case OPT_CLEARTEXT: cfg->cleartext_link = true; break;
-		case OPT_CONTROL:
-			cfg->control_path = optarg;
-			control_flag = true;
-			pair_role_carry_add(&cfg->carry, "--control", optarg);
-			break;
-		case OPT_CONTROL_GROUP:
-			cfg->control_group = optarg;
-			pair_role_carry_add(&cfg->carry, "--control-group", optarg);
-			break;
-		case OPT_FENCE_TIMEOUT_MS:
-			if (cli_parse_ulong("--fence-timeout-ms", optarg, RANGE_FENCE_TIMEOUT_MS, &v))
-				return -1;
-			cfg->fence_timeout_ms = (unsigned)v;
-			break;
-		case OPT_RESTORE: cfg->restore_now = true; break;
-		case OPT_AFTER_HOST_RESTART: cfg->after_host_restart = true; break;
-		case OPT_FORGET_PAIR: cfg->forget_pair = true; break;
-		case OPT_MAX_RAM_MB:
-			if (parse_limit("--max-ram-mb", optarg, RANGE_MAX_RAM_MB, 20,
-					&cfg->limits.max_ram_bytes))
-				return -1;
-			break;
-		case OPT_MAX_DISK_GB:
-			if (parse_limit("--max-disk-gb", optarg, RANGE_MAX_DISK_GB, 30,
-					&cfg->limits.max_disk_bytes))
-				return -1;
-			break;
-		case OPT_MAX_EPOCH_MB:
-			if (parse_limit("--max-epoch-mb", optarg, RANGE_MAX_EPOCH_MB, 20,
-					&cfg->limits.max_epoch_bytes))
-				return -1;
-			break;
-		case OPT_SYSLOG:
-			*use_syslog = 1;
-			pair_role_carry_add(&cfg->carry, "--syslog", NULL);
-			break;
-		case OPT_TAP:
-			if (cfg->restore.ntaps == AGENT_MAX_TAPS || !*optarg) {
-				fprintf(stderr, "remus-agent: --tap: at most %d, each [ID=]NAME\n",
-					AGENT_MAX_TAPS);
-				return -1;
-			}
-			cfg->taps[cfg->restore.ntaps++] = optarg;
-			break;
-		case OPT_TIMEOUT_MS:
-			if (cli_parse_ulong("--timeout-ms", optarg, RANGE_TIMEOUT_MS, &v))
-				return -1;
-			cfg->timeout_ms = (unsigned)v;
-			break;
-		case OPT_HEARTBEAT_MS:
-			if (cli_parse_ulong("--heartbeat-ms", optarg, RANGE_HEARTBEAT_MS, &v))
-				return -1;
-			cfg->heartbeat_ms = (unsigned)v;
-			break;
-		case 'v':
-			log_set_level(LOG_DEBUG);
-			pair_role_carry_add(&cfg->carry, "-v", NULL);
-			break;
-		case 'h': agent_usage(stdout); return 1;
-		case CLI_OPT_VERSION: cli_print_version("remus-agent"); return 1;
-		default:
-			cli_bad_option("remus-agent", argc, argv, optopt);
-			return -1;
-		}
-	}
-	if (optind < argc) {
-		fprintf(stderr, "remus-agent: unexpected argument '%s'\n", argv[optind]);
-		return -1;
-	}
-	if (apply_host(cfg, file.file, host_name, &listen, state_dir_flag, control_flag))
+	rc = cli_read_args(&program, &args, &service, &cfg->file, argc, argv, cfg);
+	if (rc)
+		return rc;
+	if (apply_host(cfg, service.file.file, service.host_name, &args.listen, args.state_dir_flag,
+		       service.control_flag))
 		return -1;
 	/* the file's taps, unless flags replaced the list */
 	for (int i = 0; !cfg->restore.ntaps && i < cfg->file.backup_taps.n; i++)
@@ -487,19 +397,15 @@ static int parse(int argc, char **argv, struct agent_config *cfg, int *use_syslo
 		cfg->shared_disks[i] = cfg->file.backup_shared_disks.v[i];
 	if (!cfg->restore.nshared_disks)
 		cfg->restore.nshared_disks = cfg->file.backup_shared_disks.n;
-	if (fence_flags == 3) {
+	if (args.fence_flags == 3) {
 		fprintf(stderr, "remus-agent: --fence and --no-fence exclude each other\n");
 		return -1;
 	}
-	if (check_args(cfg, listen, listen_flag) || check_hooks(cfg) ||
+	if (check_args(cfg, args.listen, args.listen_flag) || check_hooks(cfg) ||
 	    control_group_resolve("remus-agent", cfg->control_path, cfg->control_group,
 				  &cfg->control_gid))
 		return -1;
-	if (file.check) {
-		printf("%s: ok\n", file.file);
-		return 1;
-	}
-	return 0;
+	return cli_report_checked(&service.file);
 }
 
 int agent_parse_args(int argc, char **argv, struct agent_config *cfg, int *use_syslog)

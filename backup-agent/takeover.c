@@ -91,8 +91,10 @@ static void on_ready_expiry(struct ev_loop *loop, ev_timer *w, int revents)
 		 "(%u ms) is over, and it may have run on unprotected since; promoting this host "
 		 "now needs remusctl takeover --force", (unsigned long long)a->replica_epoch,
 		 a->cfg.takeover_window_ms);
-	agent_set_state(a, AGENT_WAITING, "the lost primary's takeover window is over: the "
-			"replica is not known to be the newest");
+	/* a takeover that failed meanwhile left FAULT, which stays */
+	if (a->state == AGENT_READY)
+		agent_set_state(a, AGENT_WAITING, "the lost primary's takeover window is over: "
+				"the replica is not known to be the newest");
 }
 
 void agent_ready_lost_primary(struct agent *a, const char *why)
@@ -104,6 +106,9 @@ void agent_ready_lost_primary(struct agent *a, const char *why)
 	if (left <= 0) {
 		log_warn("primary lost (%s) after its takeover window: the replica is not ready",
 			 why);
+		/* not BACKUP any more: no primary, and no failover armed */
+		agent_set_state(a, AGENT_WAITING, "primary lost (%s) after its takeover window: "
+				"the replica is not known to be the newest", why);
 		return;
 	}
 	agent_takeover_ready(a, "primary lost (%s) at committed epoch %llu", why,

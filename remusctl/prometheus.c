@@ -124,7 +124,7 @@ static const struct metric metrics[] = {
 };
 
 /* The daemons' states (replicator/prot_state.c prot_state_names,
- * backup-agent/agent.c agent_state_name; tests/check_remusctl.c checks
+ * backup-agent/agent_state.c agent_state_name; tests/check_remusctl.c checks
  * that they agree). */
 static const char *const replicator_states[] = {
 	"connecting", "syncing", "protected", "unprotected", "pausing", "paused",

@@ -89,7 +89,7 @@ struct disk_device {
 	bool capture_bitmap;       /* configured: bitmaps take over after epoch 0 */
 	bool bitmaps_on;           /* epochs are captured by bitmaps now */
 	bool mirror_retiring;      /* under mu: the mirror's writes are not ours any more */
-	bool retire_pending;       /* cancel the mirrors once the VM runs again */
+	bool retire_pending;       /* a mirror's cancel to send again once the VM runs */
 	bool nbd_server_ours;      /* we started QEMU's NBD server */
 	uint64_t bm_epoch;         /* the epoch whose bitmaps record now */
 	uint64_t release_epoch;    /* captured: its exports go once the VM runs */
@@ -110,6 +110,8 @@ int disk_start_mirror(struct replicator *r, struct disk *k);
 /* Cancel k's job and wait (bounded) until QEMU dropped it; on failure the
  * job stays ours, to be cancelled again. */
 int disk_stop_mirror(struct replicator *r, struct disk *k);
+/* The same, waiting max_ms at most (in a pause). */
+int disk_stop_mirror_within(struct replicator *r, struct disk *k, int max_ms);
 /* Cancel k's job without waiting (the VM runs on); disk_stop_mirror
  * waits for it to go before a new job may start. */
 void disk_retire_mirror(struct replicator *r, struct disk *k);

@@ -2,6 +2,7 @@
  * for each that reaches our export, and the mirror job from the disk to
  * it. Runs on the replicator's loop (QMP is synchronous). */
 #include "block_graph.h"
+#include "clock.h"
 #include "dev_disk.h"
 #include "log.h"
 #include "qmp.h"
@@ -98,17 +99,23 @@ static int job_listed(struct replicator *r, const struct disk *k)
 	return found;
 }
 
-/* Wait (bounded) until QEMU has dropped k's cancelled job. */
-static int wait_job_gone(struct replicator *r, const struct disk *k)
+/* Wait (bounded) until QEMU has dropped k's cancelled job: asked every
+ * millisecond at first (a job of a stopped VM goes within a few, and the
+ * VM may be waiting for it), then every 20 ms. */
+static int wait_job_gone(struct replicator *r, const struct disk *k, int max_ms)
 {
-	for (int i = 0; i < CANCEL_WAIT_MS / 20; i++) {
+	double start = mono_ms(), waited;
+
+	for (;;) {
 		int rc = job_listed(r, k);
 
 		if (rc <= 0)
 			return rc;
-		usleep(20000);
+		waited = mono_ms() - start;
+		if (waited >= max_ms)
+			return -ETIMEDOUT;
+		usleep(waited < 50 ? 1000 : 20000);
 	}
-	return -ETIMEDOUT;
 }
 
 static int send_cancel(struct replicator *r, const struct disk *k)
@@ -126,23 +133,36 @@ static int send_cancel(struct replicator *r, const struct disk *k)
  * Waits (bounded) until QEMU has dropped the job. */
 int disk_stop_mirror(struct replicator *r, struct disk *k)
 {
+	return disk_stop_mirror_within(r, k, CANCEL_WAIT_MS);
+}
+
+int disk_stop_mirror_within(struct replicator *r, struct disk *k, int max_ms)
+{
 	char job[64];
 	int rc;
 
-	if (!k->job && !k->retired)
-		return 0;
 	job_name(k, job, sizeof(job));
-	rc = k->job ? send_cancel(r, k) : 0;
-	if (!rc)
-		rc = wait_job_gone(r, k);
-	if (rc) {
-		log_warn("disk %s: cancelling its mirror %s: %s", k->name, job,
-			 rc == -ETIMEDOUT ? "still listed after 10 s" : qmp_last_error(r->qmp));
-		return rc; /* still ours: the next attempt cancels it again */
+	if (k->job) {
+		if (send_cancel(r, k)) {
+			log_warn("disk %s: cancelling its mirror %s: %s", k->name, job,
+				 qmp_last_error(r->qmp));
+			return -EIO; /* still ours: the next attempt cancels it again */
+		}
+		/* cancelled: its end event is ours, not a failure (disk_event),
+		 * and whoever stops it next waits for it to go */
+		k->job = false;
+		k->ready = false;
+		k->retired = true;
 	}
-	k->job = false;
+	if (!k->retired)
+		return 0;
+	rc = wait_job_gone(r, k, max_ms);
+	if (rc) {
+		log_warn("disk %s: its cancelled mirror %s: %s", k->name, job,
+			 rc == -ETIMEDOUT ? "still listed" : qmp_last_error(r->qmp));
+		return rc;
+	}
 	k->retired = false;
-	k->ready = false;
 	return 0;
 }
 

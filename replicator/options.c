@@ -1,7 +1,7 @@
 /* remus-replicator's command line. */
 #include "log.h"
 #include "replicator.h"
-#include "cli.h"
+#include "cli_daemon.h"
 #include "hooks.h"
 #include "config.h"
 
@@ -42,23 +42,6 @@ static int add_net_out(struct replicator_config *cfg, const char *arg)
 	return 0;
 }
 
-/* A notify command that cannot run is refused now, not at the event. */
-static int check_hooks(const struct replicator_config *cfg)
-{
-	char err[512];
-
-	if (cfg->notify_cmd && hook_check(cfg->notify_cmd, err, sizeof(err))) {
-		fprintf(stderr, "remus-replicator: --notify: cannot run it: %s\n", err);
-		return -1;
-	}
-	if (cfg->pair_name && (!*cfg->pair_name || strlen(cfg->pair_name) > 64)) {
-		fprintf(stderr, "remus-replicator: --pair: '%s' must be 1-64 characters\n",
-			cfg->pair_name);
-		return -1;
-	}
-	return 0;
-}
-
 static unsigned default_capture_threads(void)
 {
 	long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -82,15 +65,7 @@ void replicator_usage(FILE *f)
 "  -object memory-backend-file,id=ram0,size=128M,mem-path=/dev/shm/vm.ram,share=on\n"
 "  -machine memory-backend=ram0\n"
 "\n"
-"Options:\n"
-"  --config FILE         the HA pair's config file, the same on both hosts\n"
-"                        (commented examples in configs/); options given\n"
-"                        on the command line override its values\n"
-"  --check-config        check --config FILE and the options, print every\n"
-"                        error or 'FILE: ok', and exit without starting\n"
-"  --host NAME           which [host] of --config FILE this host is (default:\n"
-"                        the host name up to its first dot). With [host]\n"
-"                        sections the one daemon of a host changes role by\n"
+CLI_USAGE_CONFIG
 "                        itself: it becomes this host's agent, the backup of\n"
 "                        the other host, when the VM is lost, handed over or\n"
 "                        not running here (README, Pairs whose roles move).\n"
@@ -191,10 +166,7 @@ void replicator_usage(FILE *f)
 "  --compress-cache-mb N copies of recently sent pages, the deltas' bases\n"
 "                        (default %u; 0: whole pages only; [link]\n"
 "                        compress-cache-mb)\n"
-"  --syslog              log to syslog instead of stderr\n"
-"  -v, --verbose         debug logging\n"
-"  -h, --help            this text\n"
-"  --version             print the version and exit\n"
+CLI_USAGE_LOGGING
 "\n"
 "SIGTERM or SIGINT detaches: the VM keeps running, unprotected, and the\n"
 "backup is told not to take over. remusctl pause/resume stops and restarts\n"
@@ -214,26 +186,18 @@ void replicator_usage(FILE *f)
 		REPLICATOR_DEFAULT_TIMEOUT_MS, COMPRESS_DEFAULT_CACHE_MB);
 }
 
-enum { OPT_QMP = 256, OPT_CONNECT, OPT_DOMAIN, OPT_NOTIFY, OPT_PAIR, OPT_KEY_FILE, OPT_CLEARTEXT, OPT_BACKUP, OPT_RAM_FILE, OPT_EPOCH_MS, OPT_CONTROL, OPT_CONTROL_GROUP,
-       OPT_HEARTBEAT_MS, OPT_TIMEOUT_MS, OPT_SYSLOG, OPT_TEST_CORRUPT,
-       OPT_CAPTURE_THREADS, OPT_NET_OUT, OPT_NET_CAP_MB, OPT_DISK_CAP_MB, OPT_DISK_CAPTURE, OPT_TEST_DISK_UNBUFFERED, OPT_NO_OUTPUT_COMMIT,
-       OPT_EPOCH_POLICY, OPT_EPOCH_MIN_MS, OPT_EPOCH_MAX_MS, OPT_MAX_OVERHEAD,
-       OPT_OUTPUT_DELAY_MS, OPT_TRACKER, OPT_UNPROTECTED_DISK, OPT_CONFIG,
-       OPT_COMPRESS, OPT_COMPRESS_CACHE_MB,
-       OPT_CHECK_CONFIG, OPT_HOST, OPT_ANNOUNCE, OPT_GENERATION };
+enum { OPT_QMP = 256, OPT_CONNECT, OPT_DOMAIN, OPT_BACKUP, OPT_RAM_FILE, OPT_EPOCH_MS,
+       OPT_TEST_CORRUPT, OPT_CAPTURE_THREADS, OPT_NET_OUT, OPT_NET_CAP_MB, OPT_DISK_CAP_MB,
+       OPT_DISK_CAPTURE, OPT_TEST_DISK_UNBUFFERED, OPT_NO_OUTPUT_COMMIT, OPT_EPOCH_POLICY,
+       OPT_EPOCH_MIN_MS, OPT_EPOCH_MAX_MS, OPT_MAX_OVERHEAD, OPT_OUTPUT_DELAY_MS, OPT_TRACKER,
+       OPT_UNPROTECTED_DISK, OPT_COMPRESS, OPT_COMPRESS_CACHE_MB, OPT_ANNOUNCE,
+       OPT_GENERATION };
 
 static const struct option long_opts[] = {
-	{ "config", required_argument, NULL, OPT_CONFIG },
-	{ "check-config", no_argument, NULL, OPT_CHECK_CONFIG },
-	{ "host", required_argument, NULL, OPT_HOST },
 	{ "announce", no_argument, NULL, OPT_ANNOUNCE },
 	{ "generation", required_argument, NULL, OPT_GENERATION },
 	{ "qmp", required_argument, NULL, OPT_QMP },
 	{ "connect", required_argument, NULL, OPT_CONNECT },
-	{ "notify", required_argument, NULL, OPT_NOTIFY },
-	{ "pair", required_argument, NULL, OPT_PAIR },
-	{ "key-file", required_argument, NULL, OPT_KEY_FILE },
-	{ "insecure-cleartext-link", no_argument, NULL, OPT_CLEARTEXT },
 	{ "domain", required_argument, NULL, OPT_DOMAIN },
 	{ "backup", required_argument, NULL, OPT_BACKUP },
 	{ "ram-file", required_argument, NULL, OPT_RAM_FILE },
@@ -243,10 +207,6 @@ static const struct option long_opts[] = {
 	{ "epoch-max-ms", required_argument, NULL, OPT_EPOCH_MAX_MS },
 	{ "max-overhead", required_argument, NULL, OPT_MAX_OVERHEAD },
 	{ "output-delay-ms", required_argument, NULL, OPT_OUTPUT_DELAY_MS },
-	{ "control", required_argument, NULL, OPT_CONTROL },
-	{ "control-group", required_argument, NULL, OPT_CONTROL_GROUP },
-	{ "heartbeat-ms", required_argument, NULL, OPT_HEARTBEAT_MS },
-	{ "timeout-ms", required_argument, NULL, OPT_TIMEOUT_MS },
 	{ "capture-threads", required_argument, NULL, OPT_CAPTURE_THREADS },
 	{ "tracker", required_argument, NULL, OPT_TRACKER },
 	{ "compress", required_argument, NULL, OPT_COMPRESS },
@@ -261,32 +221,57 @@ static const struct option long_opts[] = {
 	{ "test-disk-unbuffered", no_argument, NULL, OPT_TEST_DISK_UNBUFFERED },
 	/* test only: let output through before its checkpoint commits */
 	{ "no-output-commit", no_argument, NULL, OPT_NO_OUTPUT_COMMIT },
-	{ "syslog", no_argument, NULL, OPT_SYSLOG },
 	/* test only: corrupt one frame of this epoch on the wire */
 	{ "test-corrupt-epoch", required_argument, NULL, OPT_TEST_CORRUPT },
-	{ "verbose", no_argument, NULL, 'v' },
-	{ "help", no_argument, NULL, 'h' },
-	{ "version", no_argument, NULL, CLI_OPT_VERSION },
-	{ NULL, 0, NULL, 0 },
+	CLI_DAEMON_LONG_OPTIONS,
 };
+
+/* The options that only store their value. */
+#define CFG struct replicator_config
+static const struct cli_field fields[] = {
+	CLI_DAEMON_FIELDS(CFG),
+	CLI_STRING_FIELD(OPT_RAM_FILE, CFG, ram_file),
+	CLI_FLAG_FIELD(OPT_ANNOUNCE, CFG, announce),
+	CLI_FLAG_FIELD(OPT_TEST_DISK_UNBUFFERED, CFG, test_disk_unbuffered),
+	CLI_FLAG_FIELD(OPT_NO_OUTPUT_COMMIT, CFG, no_output_commit),
+	CLI_NUMBER_FIELD(OPT_GENERATION, CLI_U64, 0, CFG, generation, 0, ~0ul >> 2),
+	CLI_NUMBER_FIELD(OPT_EPOCH_MS, CLI_UINT, 0, CFG, epoch_ms, RANGE_EPOCH_MS),
+	CLI_NUMBER_FIELD(OPT_EPOCH_MIN_MS, CLI_UINT, 0, CFG, policy.min_ms, RANGE_EPOCH_MS),
+	CLI_NUMBER_FIELD(OPT_EPOCH_MAX_MS, CLI_UINT, 0, CFG, policy.max_ms, RANGE_EPOCH_MS),
+	CLI_NUMBER_FIELD(OPT_MAX_OVERHEAD, CLI_PERCENT, 0, CFG, policy.max_overhead,
+			 RANGE_OVERHEAD_PCT),
+	CLI_NUMBER_FIELD(OPT_OUTPUT_DELAY_MS, CLI_UINT, 0, CFG, policy.output_delay_ms,
+			 RANGE_OUTPUT_DELAY_MS),
+	CLI_NUMBER_FIELD(OPT_CAPTURE_THREADS, CLI_UINT, 0, CFG, capture_threads,
+			 RANGE_CAPTURE_THREADS),
+	CLI_NUMBER_FIELD(OPT_DISK_CAP_MB, CLI_SIZE, 20, CFG, disk_cap_bytes, RANGE_DISK_CAP_MB),
+	CLI_NUMBER_FIELD(OPT_NET_CAP_MB, CLI_SIZE, 20, CFG, net_cap_bytes, RANGE_NET_CAP_MB),
+	CLI_NUMBER_FIELD(OPT_COMPRESS_CACHE_MB, CLI_UINT, 0, CFG, compress_cache_mb,
+			 RANGE_COMPRESS_CACHE_MB),
+};
+#undef CFG
 
 _Static_assert(CONFIG_MAX_LIST <= REPLICATOR_MAX_NICS && CONFIG_MAX_LIST <= REPLICATOR_MAX_DISKS,
 	       "a config file's lists must fit the replicator's");
 
+/* What the command line says beyond the config's fields. */
+struct args {
+	struct replicator_config *cfg;
+	const char *backup;
+	int vm_flags;       /* 1: --qmp given, 2: --domain given */
+	bool connect_flag;
+};
+
 /* The --config file's values, over the defaults and under the flags. */
-static void apply_file(struct replicator_config *cfg, const char **backup, int *use_syslog)
+static void apply_file(void *ctx, int *use_syslog)
 {
+	struct args *a = ctx;
+	struct replicator_config *cfg = a->cfg;
 	const struct pair_config *pc = &cfg->file;
 
+	CONFIG_APPLY_DAEMON_KEYS(pc, cfg, use_syslog);
 	if (PC_SET(pc, VM_QMP))
 		cfg->qmp_path = pc->vm_qmp;
-	if (PC_SET(pc, HOOKS_NOTIFY))
-		cfg->notify_cmd = pc->hooks_notify;
-	if (PC_SET(pc, PAIR_NAME))
-		cfg->pair_name = pc->pair_name;
-	if (PC_SET(pc, LINK_KEY_FILE))
-		cfg->key_file = pc->link_key_file;
-	cfg->cleartext_link = pc->link_insecure_cleartext;
 	if (PC_SET(pc, VM_DOMAIN))
 		cfg->domain = pc->vm_domain;
 	if (PC_SET(pc, VM_LIBVIRT_URI))
@@ -294,7 +279,7 @@ static void apply_file(struct replicator_config *cfg, const char **backup, int *
 	if (PC_SET(pc, VM_RAM_FILE))
 		cfg->ram_file = pc->vm_ram_file;
 	if (PC_SET(pc, BACKUP_ADDRESS))
-		*backup = pc->backup_address;
+		a->backup = pc->backup_address;
 	if (PC_SET(pc, EPOCH_POLICY))
 		epoch_policy_parse(pc->epoch_policy, &cfg->policy.kind);
 	if (PC_SET(pc, EPOCH_LENGTH_MS))
@@ -321,18 +306,10 @@ static void apply_file(struct replicator_config *cfg, const char **backup, int *
 		cfg->disk_cap_bytes = (size_t)pc->capture_disk_cap_mb << 20;
 	if (PC_SET(pc, CAPTURE_DISK_CAPTURE))
 		cfg->disk_capture_bitmap = !strcmp(pc->capture_disk_capture, "bitmap");
-	if (PC_SET(pc, HEARTBEAT_INTERVAL_MS))
-		cfg->heartbeat_ms = pc->heartbeat_interval_ms;
-	if (PC_SET(pc, HEARTBEAT_TIMEOUT_MS))
-		cfg->timeout_ms = pc->heartbeat_timeout_ms;
 	if (PC_SET(pc, CONTROL_SOCKET))
 		cfg->control_path = pc->control_socket;
 	if (PC_SET(pc, CONTROL_GROUP))
 		cfg->control_group = pc->control_group;
-	if (PC_SET(pc, LOG_TARGET))
-		*use_syslog = !strcmp(pc->log_target, "syslog");
-	if (PC_SET(pc, LOG_LEVEL))
-		log_set_level(strcmp(pc->log_level, "debug") ? LOG_INFO : LOG_DEBUG);
 }
 
 /* The file's repeatable keys, unless the flags gave the same list: flags
@@ -389,14 +366,89 @@ static int resolve_control_group(struct replicator_config *cfg)
 				     &cfg->control_gid);
 }
 
+
+static int check_tracker(const char *arg)
+{
+	if (strcmp(arg, "auto") && strcmp(arg, "compare") && strcmp(arg, "hash") &&
+	    strcmp(arg, "soft-dirty")) {
+		fprintf(stderr, "remus-replicator: --tracker: '%s' is not auto, compare, hash or "
+			"soft-dirty\n", arg);
+		return -1;
+	}
+	return 0;
+}
+
+/* The options that do more than store a value. 1: not one of them; 0:
+ * taken; -1: a bad value, printed. */
+static int option(void *ctx, int c, const char *arg)
+{
+	struct args *a = ctx;
+	struct replicator_config *cfg = a->cfg;
+	unsigned long v;
+
+	switch (c) {
+	/* A flag names the VM over the file, whichever way the file did. */
+	case OPT_QMP: cfg->qmp_path = arg; a->vm_flags |= 1; cfg->domain = NULL; return 0;
+	case OPT_DOMAIN: cfg->domain = arg; a->vm_flags |= 2; cfg->qmp_path = NULL; return 0;
+	case OPT_CONNECT: cfg->libvirt_uri = arg; a->connect_flag = true; return 0;
+	case OPT_BACKUP: a->backup = arg; return 0;
+	case OPT_NET_OUT: return add_net_out(cfg, arg);
+	case OPT_EPOCH_POLICY:
+		if (epoch_policy_parse(arg, &cfg->policy.kind)) {
+			fprintf(stderr, "remus-replicator: --epoch-policy: '%s' is not fixed, "
+				"dirty-rate, output-aware or hybrid\n", arg);
+			return -1;
+		}
+		return 0;
+	case OPT_DISK_CAPTURE:
+		if (strcmp(arg, "mirror") && strcmp(arg, "bitmap")) {
+			fprintf(stderr, "remus-replicator: --disk-capture: '%s' is not mirror or "
+				"bitmap\n", arg);
+			return -1;
+		}
+		cfg->disk_capture_bitmap = !strcmp(arg, "bitmap");
+		return 0;
+	case OPT_COMPRESS:
+		if (compress_parse_mode(arg, &cfg->compress)) {
+			fprintf(stderr, "remus-replicator: --compress: '%s' is not auto, on or off\n",
+				arg);
+			return -1;
+		}
+		return 0;
+	case OPT_TRACKER:
+		if (check_tracker(arg))
+			return -1;
+		cfg->tracker = arg;
+		return 0;
+	case OPT_UNPROTECTED_DISK:
+		if (cfg->n_unprotected_disks == REPLICATOR_MAX_DISKS) {
+			fprintf(stderr, "remus-replicator: --unprotected-disk: at most %d\n",
+				REPLICATOR_MAX_DISKS);
+			return -1;
+		}
+		cfg->unprotected_disks[cfg->n_unprotected_disks++] = arg;
+		return 0;
+	case OPT_TEST_CORRUPT:
+		if (cli_parse_ulong("--test-corrupt-epoch", arg, 1, ~0ul >> 1, &v))
+			return -1;
+		cfg->test_corrupt_epoch = (int64_t)v;
+		return 0;
+	}
+	return 1;
+}
+
+static const struct cli_program program = {
+	.name = "remus-replicator", .opts = long_opts, .role = CONFIG_REPLICATOR,
+	.fields = fields, .nfields = sizeof(fields) / sizeof(fields[0]),
+	.option = option, .apply_file = apply_file, .usage = replicator_usage,
+};
+
 static int parse(int argc, char **argv, struct replicator_config *cfg, int *use_syslog)
 {
-	const char *backup = NULL, *host_name = NULL;
-	struct cli_config file;
+	struct args args = { .cfg = cfg };
+	struct cli_service service = CLI_SERVICE_OF(cfg, use_syslog);
 	char err[256];
-	unsigned long v;
-	int c, vm_flags = 0; /* 1: --qmp given, 2: --domain given */
-	bool connect_flag = false, control_flag = false;
+	int rc;
 
 	*cfg = (struct replicator_config){
 		.epoch_ms = REPLICATOR_DEFAULT_EPOCH_MS,
@@ -419,184 +471,21 @@ static int parse(int argc, char **argv, struct replicator_config *cfg, int *use_
 			.output_delay_ms = REPLICATOR_DEFAULT_OUTPUT_DELAY_MS,
 		},
 	};
-	if (cli_find_config("remus-replicator", argc, argv, long_opts, OPT_CONFIG,
-			    OPT_CHECK_CONFIG, &file))
+	rc = cli_read_args(&program, &args, &service, &cfg->file, argc, argv, cfg);
+	if (rc)
+		return rc;
+	if (apply_host(cfg, service.file.file, service.host_name, &args.backup, service.control_flag) ||
+	    apply_file_lists(cfg))
 		return -1;
-	if (file.file && !file.help) {
-		if (config_read_file(file.file, CONFIG_REPLICATOR, &cfg->file, stderr))
-			return -1;
-		apply_file(cfg, &backup, use_syslog);
-	}
-	optind = 0; /* 0, not 1: glibc then also forgets a half-read option cluster */
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "vh", long_opts, NULL)) != -1) {
-		switch (c) {
-		case OPT_CONFIG: case OPT_CHECK_CONFIG: break; /* found above */
-		case OPT_HOST: host_name = optarg; break;
-		case OPT_ANNOUNCE: cfg->announce = true; break;
-		case OPT_GENERATION:
-			if (cli_parse_ulong("--generation", optarg, 0, ~0ul >> 2, &v))
-				return -1;
-			cfg->generation = v;
-			break;
-		/* A flag names the VM over the file, whichever way the file did. */
-		case OPT_QMP: cfg->qmp_path = optarg; vm_flags |= 1; cfg->domain = NULL; break;
-		case OPT_DOMAIN: cfg->domain = optarg; vm_flags |= 2; cfg->qmp_path = NULL; break;
-		case OPT_CONNECT: cfg->libvirt_uri = optarg; connect_flag = true; break;
-		case OPT_NOTIFY: cfg->notify_cmd = optarg; break;
-		case OPT_PAIR: cfg->pair_name = optarg; break;
-		case OPT_KEY_FILE: cfg->key_file = optarg; break;
-		case OPT_CLEARTEXT: cfg->cleartext_link = true; break;
-		case OPT_BACKUP: backup = optarg; break;
-		case OPT_RAM_FILE: cfg->ram_file = optarg; break;
-		case OPT_CONTROL:
-			cfg->control_path = optarg;
-			control_flag = true;
-			pair_role_carry_add(&cfg->carry, "--control", optarg);
-			break;
-		case OPT_CONTROL_GROUP:
-			cfg->control_group = optarg;
-			pair_role_carry_add(&cfg->carry, "--control-group", optarg);
-			break;
-		case OPT_SYSLOG:
-			*use_syslog = 1;
-			pair_role_carry_add(&cfg->carry, "--syslog", NULL);
-			break;
-		case OPT_EPOCH_MS:
-			if (cli_parse_ulong("--epoch-ms", optarg, RANGE_EPOCH_MS, &v))
-				return -1;
-			cfg->epoch_ms = (unsigned)v;
-			break;
-		case OPT_EPOCH_POLICY:
-			if (epoch_policy_parse(optarg, &cfg->policy.kind)) {
-				fprintf(stderr, "remus-replicator: --epoch-policy: '%s' is not fixed, "
-					"dirty-rate, output-aware or hybrid\n", optarg);
-				return -1;
-			}
-			break;
-		case OPT_EPOCH_MIN_MS:
-			if (cli_parse_ulong("--epoch-min-ms", optarg, RANGE_EPOCH_MS, &v))
-				return -1;
-			cfg->policy.min_ms = (unsigned)v;
-			break;
-		case OPT_EPOCH_MAX_MS:
-			if (cli_parse_ulong("--epoch-max-ms", optarg, RANGE_EPOCH_MS, &v))
-				return -1;
-			cfg->policy.max_ms = (unsigned)v;
-			break;
-		case OPT_MAX_OVERHEAD:
-			if (cli_parse_ulong("--max-overhead", optarg, RANGE_OVERHEAD_PCT, &v))
-				return -1;
-			cfg->policy.max_overhead = (double)v / 100;
-			break;
-		case OPT_OUTPUT_DELAY_MS:
-			if (cli_parse_ulong("--output-delay-ms", optarg, RANGE_OUTPUT_DELAY_MS, &v))
-				return -1;
-			cfg->policy.output_delay_ms = (unsigned)v;
-			break;
-		case OPT_HEARTBEAT_MS:
-			if (cli_parse_ulong("--heartbeat-ms", optarg, RANGE_HEARTBEAT_MS, &v))
-				return -1;
-			cfg->heartbeat_ms = (unsigned)v;
-			break;
-		case OPT_TIMEOUT_MS:
-			if (cli_parse_ulong("--timeout-ms", optarg, RANGE_TIMEOUT_MS, &v))
-				return -1;
-			cfg->timeout_ms = (unsigned)v;
-			break;
-		case OPT_CAPTURE_THREADS:
-			if (cli_parse_ulong("--capture-threads", optarg, RANGE_CAPTURE_THREADS, &v))
-				return -1;
-			cfg->capture_threads = (unsigned)v;
-			break;
-		case OPT_NET_OUT:
-			if (add_net_out(cfg, optarg))
-				return -1;
-			break;
-		case OPT_DISK_CAP_MB:
-			if (cli_parse_ulong("--disk-cap-mb", optarg, RANGE_DISK_CAP_MB, &v))
-				return -1;
-			cfg->disk_cap_bytes = v << 20;
-			break;
-		case OPT_DISK_CAPTURE:
-			if (strcmp(optarg, "mirror") && strcmp(optarg, "bitmap")) {
-				fprintf(stderr, "remus-replicator: --disk-capture: '%s' is not mirror "
-					"or bitmap\n", optarg);
-				return -1;
-			}
-			cfg->disk_capture_bitmap = !strcmp(optarg, "bitmap");
-			break;
-		case OPT_NET_CAP_MB:
-			if (cli_parse_ulong("--net-cap-mb", optarg, RANGE_NET_CAP_MB, &v))
-				return -1;
-			cfg->net_cap_bytes = v << 20;
-			break;
-		case OPT_TEST_DISK_UNBUFFERED:
-			cfg->test_disk_unbuffered = true;
-			break;
-		case OPT_NO_OUTPUT_COMMIT:
-			cfg->no_output_commit = true;
-			break;
-		case OPT_COMPRESS:
-			if (compress_parse_mode(optarg, &cfg->compress)) {
-				fprintf(stderr, "remus-replicator: --compress: '%s' is not auto, on or "
-					"off\n", optarg);
-				return -1;
-			}
-			break;
-		case OPT_COMPRESS_CACHE_MB:
-			if (cli_parse_ulong("--compress-cache-mb", optarg, RANGE_COMPRESS_CACHE_MB, &v))
-				return -1;
-			cfg->compress_cache_mb = (unsigned)v;
-			break;
-		case OPT_TRACKER:
-			if (strcmp(optarg, "auto") && strcmp(optarg, "compare") &&
-			    strcmp(optarg, "hash") && strcmp(optarg, "soft-dirty")) {
-				fprintf(stderr, "remus-replicator: --tracker: '%s' is not auto, compare, "
-					"hash or soft-dirty\n", optarg);
-				return -1;
-			}
-			cfg->tracker = optarg;
-			break;
-		case OPT_UNPROTECTED_DISK:
-			if (cfg->n_unprotected_disks == REPLICATOR_MAX_DISKS) {
-				fprintf(stderr, "remus-replicator: --unprotected-disk: at most %d\n",
-					REPLICATOR_MAX_DISKS);
-				return -1;
-			}
-			cfg->unprotected_disks[cfg->n_unprotected_disks++] = optarg;
-			break;
-		case OPT_TEST_CORRUPT:
-			if (cli_parse_ulong("--test-corrupt-epoch", optarg, 1, ~0ul >> 1, &v))
-				return -1;
-			cfg->test_corrupt_epoch = (int64_t)v;
-			break;
-		case 'v':
-			log_set_level(LOG_DEBUG);
-			pair_role_carry_add(&cfg->carry, "-v", NULL);
-			break;
-		case 'h': replicator_usage(stdout); return 1;
-		case CLI_OPT_VERSION: cli_print_version("remus-replicator"); return 1;
-		default:
-			cli_bad_option("remus-replicator", argc, argv, optopt);
-			return -1;
-		}
-	}
-	if (optind < argc) {
-		fprintf(stderr, "remus-replicator: unexpected argument '%s'\n", argv[optind]);
-		return -1;
-	}
-	if (apply_host(cfg, file.file, host_name, &backup, control_flag) || apply_file_lists(cfg))
-		return -1;
-	if (vm_flags == 3 || (!cfg->qmp_path && !cfg->domain) || !backup) {
+	if (args.vm_flags == 3 || (!cfg->qmp_path && !cfg->domain) || !args.backup) {
 		fprintf(stderr, "remus-replicator: %s (see --help)\n",
-			vm_flags == 3 ? "--qmp and --domain exclude each other" :
-			!backup ? "--backup HOST:PORT is required" :
+			args.vm_flags == 3 ? "--qmp and --domain exclude each other" :
+			!args.backup ? "--backup HOST:PORT is required" :
 				  "--qmp PATH or --domain NAME is required");
 		return -1;
 	}
 	if (cfg->libvirt_uri && !cfg->domain) {
-		if (connect_flag) {
+		if (args.connect_flag) {
 			fprintf(stderr, "remus-replicator: --connect needs --domain NAME\n");
 			return -1;
 		}
@@ -611,7 +500,7 @@ static int parse(int argc, char **argv, struct replicator_config *cfg, int *use_
 			"--qmp: libvirt keeps QEMU's NBD server for its own use\n");
 		return -1;
 	}
-	if (netaddr_parse(backup, &cfg->backup, err, sizeof(err))) {
+	if (netaddr_parse(args.backup, &cfg->backup, err, sizeof(err))) {
 		fprintf(stderr, "remus-replicator: --backup: %s\n", err);
 		return -1;
 	}
@@ -621,18 +510,11 @@ static int parse(int argc, char **argv, struct replicator_config *cfg, int *use_
 			cfg->policy.min_ms, cfg->policy.max_ms);
 		return -1;
 	}
-	if (cfg->timeout_ms <= cfg->heartbeat_ms) {
-		fprintf(stderr, "remus-replicator: --timeout-ms (%u) must be longer than "
-			"--heartbeat-ms (%u)\n", cfg->timeout_ms, cfg->heartbeat_ms);
+	if (cli_check_daemon(program.name, cfg->notify_cmd, cfg->pair_name, cfg->timeout_ms,
+			     cfg->heartbeat_ms) ||
+	    resolve_control_group(cfg))
 		return -1;
-	}
-	if (check_hooks(cfg) || resolve_control_group(cfg))
-		return -1;
-	if (file.check) {
-		printf("%s: ok\n", file.file);
-		return 1;
-	}
-	return 0;
+	return cli_report_checked(&service.file);
 }
 
 int replicator_parse_args(int argc, char **argv, struct replicator_config *cfg,

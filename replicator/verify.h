@@ -76,6 +76,7 @@ struct verify {
 	uint64_t checked, differ, skipped;          /* RAM pages */
 	uint64_t blocks_checked, blocks_differ, blocks_resent; /* disk blocks */
 	double started_ms, slice_ms_max, slice_ms_sum;
+	double slice_cpu_ms_max;  /* the same, in this thread's CPU time: without preemption */
 	uint64_t slices;
 	uint32_t slice_pages;
 	/* items the next barrier sends again (of resend_cur, as cur), then

@@ -210,6 +210,40 @@ START_TEST(test_rep_all_options_parse)
 }
 END_TEST
 
+/* Every option of the replicator's table of stored values (cli_daemon.h)
+ * lands in its member, scaled: MiB to bytes, a percentage to a fraction. */
+START_TEST(test_rep_every_stored_field)
+{
+	struct replicator_config cfg;
+	int use_syslog = 0;
+	char *err;
+
+	ck_assert_int_eq(rep_parse(ARGV("remus-replicator", "--qmp", "/q", "--backup",
+					"127.0.0.1:7000", "--max-overhead", "25",
+					"--disk-cap-mb", "3", "--net-cap-mb", "5", "--generation", "7",
+					"--announce", "--compress-cache-mb", "0", "--epoch-min-ms", "20",
+					"--epoch-max-ms", "400", "--output-delay-ms", "0",
+					"--pair", "p1", "--key-file", "/k", "--insecure-cleartext-link",
+					"--no-output-commit", "--test-disk-unbuffered"),
+				   &cfg, &use_syslog, &err), 0);
+	ck_assert_str_eq(err, "");
+	free(err);
+	ck_assert(cfg.policy.max_overhead > 0.2499 && cfg.policy.max_overhead < 0.2501);
+	ck_assert_uint_eq(cfg.disk_cap_bytes, 3u << 20);
+	ck_assert_uint_eq(cfg.net_cap_bytes, 5u << 20);
+	ck_assert_uint_eq(cfg.generation, 7);
+	ck_assert(cfg.announce && cfg.cleartext_link && cfg.no_output_commit &&
+		  cfg.test_disk_unbuffered);
+	ck_assert_uint_eq(cfg.compress_cache_mb, 0);
+	ck_assert_uint_eq(cfg.policy.min_ms, 20);
+	ck_assert_uint_eq(cfg.policy.max_ms, 400);
+	ck_assert_uint_eq(cfg.policy.output_delay_ms, 0);
+	ck_assert_str_eq(cfg.pair_name, "p1");
+	ck_assert_str_eq(cfg.key_file, "/k");
+	replicator_config_free(&cfg);
+}
+END_TEST
+
 START_TEST(test_rep_missing_qmp_is_error)
 {
 	rep_refuses(ARGV("remus-replicator", "--backup", "127.0.0.1:7000"), "--qmp", "required");
@@ -536,6 +570,35 @@ START_TEST(test_agent_all_options_parse)
 }
 END_TEST
 
+/* The same for the agent's table: MiB and GiB to bytes. */
+START_TEST(test_agent_every_stored_field)
+{
+	struct agent_config cfg;
+	int use_syslog = 0;
+	char *err;
+
+	ck_assert_int_eq(agent_parse(ARGV("remus-agent", "--state-dir=/s", "--listen", "[::1]:9",
+					  "--max-ram-mb", "128", "--max-disk-gb", "2",
+					  "--max-epoch-mb", "32", "--fence-timeout-ms", "500",
+					  "--emulator", "/bin/true", "--connect", "qemu:///x",
+					  "--pair", "p2", "--key-file", "/k2",
+					  "--insecure-cleartext-link", "--test-disk-apply-on-arrival"),
+				     &cfg, &use_syslog, &err), 0);
+	ck_assert_str_eq(err, "");
+	free(err);
+	ck_assert_uint_eq(cfg.limits.max_ram_bytes, 128ull << 20);
+	ck_assert_uint_eq(cfg.limits.max_disk_bytes, 2ull << 30);
+	ck_assert_uint_eq(cfg.limits.max_epoch_bytes, 32ull << 20);
+	ck_assert_uint_eq(cfg.fence_timeout_ms, 500);
+	ck_assert_str_eq(cfg.restore.emulator, "/bin/true");
+	ck_assert_str_eq(cfg.restore.libvirt_uri, "qemu:///x");
+	ck_assert_str_eq(cfg.pair_name, "p2");
+	ck_assert_str_eq(cfg.key_file, "/k2");
+	ck_assert(cfg.cleartext_link && cfg.test_disk_apply_on_arrival);
+	agent_config_free(&cfg);
+}
+END_TEST
+
 START_TEST(test_agent_missing_state_dir_is_error)
 {
 	agent_refuses(ARGV("remus-agent", "--listen", "127.0.0.1:7000"), "--state-dir", "required");
@@ -729,6 +792,7 @@ static Suite *cli_suite(void)
 
 	ADD(s, test_rep_minimal_args_use_defaults);
 	ADD(s, test_rep_all_options_parse);
+	ADD(s, test_rep_every_stored_field);
 	ADD(s, test_rep_missing_qmp_is_error);
 	ADD(s, test_rep_missing_backup_is_error);
 	ADD(s, test_rep_bad_epoch_ms_names_option_and_value);
@@ -745,6 +809,7 @@ static Suite *cli_suite(void)
 	ADD(s, test_rep_parse_after_help_in_option_cluster_starts_fresh);
 	ADD(s, test_agent_minimal_args_use_defaults);
 	ADD(s, test_agent_all_options_parse);
+	ADD(s, test_agent_every_stored_field);
 	ADD(s, test_agent_hook_options_parse);
 	ADD(s, test_agent_bad_hook_options_are_errors);
 	ADD(s, test_rep_hook_options);

@@ -41,6 +41,10 @@ cleanup() {
 		for f in "$T"/agent.log "$T"/replicator.log; do
 			[ -f "$f" ] && { echo "--- tail of $f"; tail -n 25 "$f"; }
 		done
+		# A QEMU that aborted says why on its stderr (run-test-guest -D).
+		for f in "$T"/*/qemu.log; do
+			[ -s "$f" ] && { echo "--- tail of $f"; tail -n 12 "$f"; }
+		done
 		# A guest that died says why on its console (a nested VM's
 		# logs vanish with it).
 		for f in "$T"/*/serial.log; do
@@ -294,6 +298,11 @@ print(v if isinstance(v, (str, int, float)) and not isinstance(v, bool) else jso
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
 finish() {
+	local bugs
+	# A state machine refusing a transition (prot_set, agent_set_state)
+	# logs "BUG:": the daemon did something its table says it cannot.
+	bugs=$(grep -rh --include='*.log' 'error: BUG:' "$T" 2>/dev/null | head -n 3)
+	[ -z "$bugs" ] || fail "a daemon logged a bug of ours: $bugs"
 	if [ "$FAILS" -eq 0 ]; then
 		log "PASS $(basename "$0")"
 		exit 0
