@@ -42,6 +42,14 @@ void replicator_notify_state(struct replicator *r)
 		notify_status("VM %s: %s", vm, prot_name(s));
 }
 
+/* Devices that wait on barriers ask again whether one is coming. */
+static void tell_devices(struct replicator *r)
+{
+	for (int i = 0; i < r->ndevices; i++)
+		if (r->devices[i].ops->state_changed)
+			r->devices[i].ops->state_changed(r->devices[i].state, r);
+}
+
 /* Whatever derives from the protection state follows each change: the
  * service manager's STATUS=, and devices that wait on barriers. */
 static void on_state_changed(void *data)
@@ -49,9 +57,7 @@ static void on_state_changed(void *data)
 	struct replicator *r = data;
 
 	replicator_notify_state(r);
-	for (int i = 0; i < r->ndevices; i++)
-		if (r->devices[i].ops->state_changed)
-			r->devices[i].ops->state_changed(r->devices[i].state, r);
+	tell_devices(r);
 }
 
 void replicator_reconnect(struct replicator *r)
@@ -88,6 +94,7 @@ void replicator_leave(struct replicator *r, int exit_code)
 			exit_code == 3 ? "stopping: lost libvirt" : "stopping");
 	r->stopping = true;
 	r->exit_code = exit_code;
+	tell_devices(r); /* no barrier comes now: a waiting disk writer goes on */
 	ev_break(r->loop, EVBREAK_ALL);
 }
 

@@ -39,7 +39,7 @@ verify clean
 [ "$(field clean disk_blocks_differ)" = 0 ] && pass "no disk block differs on a consistent replica" ||
 	fail "$(field clean disk_blocks_differ) block(s) differ without any corruption"
 python3 -c "import json,sys; r=json.load(open(sys.argv[1])); sys.exit(0 if r['slice_hash_ms_mean'] < 1.0 else 1)" \
-	"$T/clean.json" && pass "hashing a slice adds under 1 ms to a pause on average (max $(field clean slice_hash_ms_max) ms)" ||
+	"$T/clean.json" && pass "hashing a slice adds under 1 ms to a pause on average (max $(field clean slice_hash_ms_max) ms, of CPU $(field clean slice_hash_cpu_ms_max) ms)" ||
 	fail "a slice's hashing took $(field clean slice_hash_ms_mean) ms on average"
 
 # The hook: garbage into the replica's RAM image, one page, and into its
