@@ -43,7 +43,8 @@ void agent_set_state(struct agent *a, enum agent_state st, const char *fmt, ...)
 	va_end(ap);
 	if (!agent_state_may(old, st)) {
 		log_err("BUG: VM %s: the agent may not go from %s to %s: refused (%s)",
-			a->vm_name[0] ? a->vm_name : "?", agent_state_name(old), agent_state_name(st), reason);
+			a->vm_name[0] ? a->vm_name : "?", agent_state_name(old),
+			agent_state_name(st), reason);
 		return;
 	}
 	memcpy(a->state_reason, reason, sizeof(reason));

@@ -191,7 +191,6 @@ static void apply_file_limits(struct agent_config *cfg)
 		cfg->limits.max_epoch_bytes = (uint64_t)pc->backup_max_epoch_mb << 20;
 }
 
-/* --max-ram-mb N and the like: N in range, shifted into bytes. */
 /* What the command line says beyond the config's fields. */
 struct args {
 	struct agent_config *cfg;
@@ -322,13 +321,13 @@ static int check_args(struct agent_config *cfg, const char *listen, bool listen_
 	return 0;
 }
 
-
 /* The options that do more than store a value. 1: not one of them; 0:
  * taken; -1: a bad value, printed. */
 static int option(void *ctx, int c, const char *arg)
 {
 	struct args *a = ctx;
 	struct agent_config *cfg = a->cfg;
+
 	switch (c) {
 	case OPT_LISTEN: a->listen = arg; a->listen_flag = true; return 0;
 	case OPT_STATE_DIR: cfg->state_dir = arg; a->state_dir_flag = true; return 0;

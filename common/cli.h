@@ -5,8 +5,6 @@
 
 #include <getopt.h>
 #include <stdbool.h>
-#include <stddef.h>
-#include <stdio.h>
 
 /* Ranges (MIN, MAX) of the values that both a flag and a config key set,
  * in one place so that the two cannot drift apart. */

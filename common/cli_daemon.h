@@ -61,7 +61,7 @@ struct cli_field {
 	{ .opt = (o), .kind = CLI_STRING, .offset = offsetof(type, member) }
 #define CLI_FLAG_FIELD(o, type, member) \
 	{ .opt = (o), .kind = CLI_FLAG, .offset = offsetof(type, member) }
-/* The range last, as two numbers or one of the RANGE_ macros above. */
+/* The range last, as two numbers or one of the RANGE_ macros (cli.h). */
 #define CLI_NUMBER_FIELD(o, kind_, shift_, type, member, ...) \
 	{ .opt = (o), .kind = (kind_), .offset = offsetof(type, member), .shift = (shift_), \
 	  CLI_MIN_MAX_(__VA_ARGS__) }

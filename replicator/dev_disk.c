@@ -55,7 +55,7 @@
 
 #define SYNC_LINK_HIGH    (64u << 20)  /* epoch 0: link backlog before we wait */
 #define WRITER_WAIT_MAX_S 1            /* a writer waits this long for room at most */
-#define HANDOVER_CANCEL_MS 200       /* the handover to bitmaps waits this long for the mirror to go */
+#define HANDOVER_CANCEL_MS 200       /* the bitmaps' handover waits this long for the mirror */
 
 static void list_init(struct rec_list *l)
 {

@@ -367,6 +367,7 @@ static int resolve_control_group(struct replicator_config *cfg)
 }
 
 
+/* --tracker: one of those dev_memory.c knows. */
 static int check_tracker(const char *arg)
 {
 	if (strcmp(arg, "auto") && strcmp(arg, "compare") && strcmp(arg, "hash") &&
