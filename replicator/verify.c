@@ -252,14 +252,46 @@ static void next_slice_size(struct verify *v, uint32_t n, double ms)
 			 want > PROTO_VERIFY_MAX_PAGES ? PROTO_VERIFY_MAX_PAGES : (uint32_t)want;
 }
 
-/* A disk slice's blocks into the pass's buffer, with one pread (zeroes
- * past the disk's end); NULL when they cannot be read. */
-static const uint8_t *read_blocks(struct verify *v, const struct verify_disk *k, uint64_t first,
-				  uint32_t n)
+/* Where item i of the slice is: RAM in place, a disk block read now into
+ * the pass's buffer, VERIFY_READ_STEP blocks at a time (one pread each,
+ * zeroes past the disk's end), so that the time box bounds the reads too.
+ * NULL when the disk cannot be read. */
+static const uint8_t *slice_item(struct verify *v, const uint8_t *ram, uint32_t n, uint32_t i)
 {
-	if (!v->block_buf || verify_read_blocks(k->fd, k->size, first, n, v->block_buf))
+	const struct verify_disk *k;
+	uint32_t step;
+
+	if (v->cur < 0)
+		return ram + (v->next + i) * PROTO_PAGE_SIZE;
+	k = &v->disks[v->cur];
+	step = n - i < VERIFY_READ_STEP ? n - i : VERIFY_READ_STEP;
+	if (i % VERIFY_READ_STEP == 0 &&
+	    verify_read_blocks(k->fd, k->size, v->next + i, step,
+			       v->block_buf + (size_t)i * PROTO_VERIFY_BLOCK))
 		return NULL;
-	return v->block_buf;
+	return v->block_buf + (size_t)i * PROTO_VERIFY_BLOCK;
+}
+
+/* Hash up to n items into out, stopping early once the slice (started at
+ * t0) has used VERIFY_SLICE_BUDGET_MS: how many were hashed, or -1 when a
+ * disk block could not be read. */
+static int64_t hash_within_budget(struct verify *v, const uint8_t *ram, uint32_t n, double t0,
+				  uint8_t *out)
+{
+	uint32_t i;
+
+	for (i = 0; i < n; i++) {
+		const uint8_t *item;
+
+		if (i >= VERIFY_SLICE_MIN_DONE && i % VERIFY_SLICE_CHECK_PAGES == 0 &&
+		    mono_ms() - t0 >= VERIFY_SLICE_BUDGET_MS)
+			break;
+		item = slice_item(v, ram, n, i);
+		if (!item)
+			return -1;
+		page_hash(item, v->seed, out + (size_t)i * PAGE_HASH_SIZE);
+	}
+	return i;
 }
 
 static void hash_slice(struct verify *v, const uint8_t *ram, uint64_t epoch)
@@ -269,23 +301,21 @@ static void hash_slice(struct verify *v, const uint8_t *ram, uint64_t epoch)
 	uint32_t n = v->nitems - v->next < max ? (uint32_t)(v->nitems - v->next) : max;
 	double t0 = mono_ms(), cpu0 = thread_cpu_ms(), ms, cpu_ms;
 	uint8_t *p = malloc(PROTO_VERIFY_HDR_SIZE + (size_t)n * PAGE_HASH_SIZE);
-	const uint8_t *base;
+	int64_t done;
 
 	if (!p)
 		return; /* tried again at the next barrier */
-	base = v->cur < 0 ? ram + v->next * PROTO_PAGE_SIZE :
-			    read_blocks(v, &v->disks[v->cur], v->next, n);
-	if (!base) {
+	done = v->cur < 0 || v->block_buf ?
+	       hash_within_budget(v, ram, n, t0, p + PROTO_VERIFY_HDR_SIZE) : -1;
+	if (done < 0) {
 		free(p);
 		if (++v->redo > VERIFY_MAX_REDO)
 			give_up_disk(v, "its image could not be read here");
 		return; /* tried again at the next barrier */
 	}
+	n = (uint32_t)done;
 	proto_encode_verify_hdr(p, v->seed, v->next, n,
 				v->cur < 0 ? 0 : v->disks[v->cur].index + 1);
-	for (uint32_t i = 0; i < n; i++)
-		page_hash(base + (size_t)i * PROTO_PAGE_SIZE, v->seed,
-			  p + PROTO_VERIFY_HDR_SIZE + (size_t)i * PAGE_HASH_SIZE);
 	ms = mono_ms() - t0;
 	cpu_ms = thread_cpu_ms() - cpu0;
 	log_debug("verify: slice of %u %s from %llu: %.2f ms (CPU %.2f ms)", n,

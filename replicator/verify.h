@@ -34,10 +34,20 @@ struct epoch_tally;
 #define VERIFY_SLICE_PAGES     256u
 #define VERIFY_SLICE_MIN_PAGES 64u
 #define VERIFY_SLICE_TARGET_MS 0.5
+/* ... and whatever its size, a slice stops hashing once this much time has
+ * gone since it started (checked every VERIFY_SLICE_CHECK_PAGES pages, at
+ * least VERIFY_SLICE_MIN_DONE done): the same pages take up to five times
+ * as long at times on a busy host, and no pause may grow by more than
+ * about 1 ms. */
+#define VERIFY_SLICE_BUDGET_MS  0.8
+#define VERIFY_SLICE_CHECK_PAGES 8u
+#define VERIFY_SLICE_MIN_DONE   16u
 #define VERIFY_MAX_RESEND  PROTO_VERIFY_MAX_BAD
 /* A disk slice reads at most this many 4 KiB blocks (4 MiB), into a
  * buffer kept from the first pass with disks on. */
 #define VERIFY_DISK_MAX_BLOCKS 1024u
+/* ... in reads of this many blocks, between which the time box is asked */
+#define VERIFY_READ_STEP       16u
 /* A slice the backup has not answered by then ends the pass. */
 #define VERIFY_ANSWER_MS   30000
 /* A slice done again (unreadable here, or skipped by the backup) this
