@@ -156,3 +156,15 @@ int cli_report_checked(const struct cli_config *file)
 	printf("%s: ok\n", file->file);
 	return 1;
 }
+
+int cli_one_of(const char *prog, const char *opt, const char *arg, const char *const *values)
+{
+	for (size_t i = 0; values[i]; i++)
+		if (!strcmp(arg, values[i]))
+			return 0;
+	fprintf(stderr, "%s: %s: '%s' is not ", prog, opt, arg);
+	for (size_t i = 0; values[i]; i++)
+		fprintf(stderr, "%s%s", values[i],
+			!values[i + 1] ? "\n" : !values[i + 2] ? " or " : ", ");
+	return -1;
+}

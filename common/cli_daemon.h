@@ -145,6 +145,9 @@ int cli_read_args(const struct cli_program *prog, void *ctx, struct cli_service 
 /* After a read without error: with --check-config, print "FILE: ok" and
  * return 1 (exit 0 without starting); else 0. */
 int cli_report_checked(const struct cli_config *file);
+/* arg is one of values (NULL-terminated): 0, or -1 after printing
+ * "PROG: OPT: 'ARG' is not A, B or C". */
+int cli_one_of(const char *prog, const char *opt, const char *arg, const char *const *values);
 /* What both daemons check of the common options once flags and file are
  * read: --notify can be run, --pair is 1-64 characters, --timeout-ms is
  * longer than --heartbeat-ms. 0, or -1 after printing. */

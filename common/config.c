@@ -29,11 +29,11 @@ struct key {
 };
 
 static const char *const policy_values[] = { "fixed", "dirty-rate", "output-aware", "hybrid", NULL };
-static const char *const tracker_values[] = { "auto", "compare", "hash", "soft-dirty", NULL };
+const char *const config_tracker_values[] = { "auto", "compare", "hash", "soft-dirty", NULL };
 static const char *const log_target_values[] = { "stderr", "syslog", NULL };
 static const char *const takeover_values[] = { "auto", "manual", NULL };
 static const char *const compress_values[] = { "auto", "on", "off", NULL };
-static const char *const disk_capture_values[] = { "mirror", "bitmap", NULL };
+const char *const config_disk_capture_values[] = { "mirror", "bitmap", NULL };
 static const char *const log_level_values[] = { "info", "debug", NULL };
 
 /* [ID=]NAME, NAME a possible interface name (IFNAMSIZ 16 with its NUL). */

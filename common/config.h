@@ -60,11 +60,11 @@ X(EPOCH_MIN_MS,      "epoch",      "min-ms",          UINT, epoch_min_ms,      R
 X(EPOCH_MAX_MS,      "epoch",      "max-ms",          UINT, epoch_max_ms,      RANGE_EPOCH_MS,         "200",     NULL,          NULL,        "epoch-max-ms",             0) \
 X(EPOCH_MAX_OVERHEAD, "epoch",     "max-overhead",    UINT, epoch_max_overhead, RANGE_OVERHEAD_PCT,    "25",      NULL,          NULL,        "max-overhead",             0) \
 X(EPOCH_OUTPUT_DELAY_MS, "epoch",  "output-delay-ms", UINT, epoch_output_delay_ms, RANGE_OUTPUT_DELAY_MS, "2",     NULL,          NULL,        "output-delay-ms",          0) \
-X(CAPTURE_TRACKER,   "capture",    "tracker",         ENUM, capture_tracker,   RANGE_NONE,             "auto",    tracker_values, NULL,       "tracker",                  0) \
+X(CAPTURE_TRACKER,   "capture",    "tracker",         ENUM, capture_tracker,   RANGE_NONE,             "auto",    config_tracker_values, NULL,       "tracker",                  0) \
 X(CAPTURE_THREADS,   "capture",    "threads",         UINT, capture_threads,   RANGE_CAPTURE_THREADS,  NULL,      NULL,          NULL,        "capture-threads",          0) \
 X(CAPTURE_UNPROTECTED_DISK, "capture", "unprotected-disk", LIST, capture_unprotected_disks, RANGE_NONE, NULL,      NULL,          NULL,        "unprotected-disk",         0) \
 X(CAPTURE_DISK_CAP_MB, "capture",  "disk-cap-mb",     UINT, capture_disk_cap_mb, RANGE_DISK_CAP_MB,    "64",      NULL,          NULL,        "disk-cap-mb",              0) \
-X(CAPTURE_DISK_CAPTURE, "capture", "disk-capture",    ENUM, capture_disk_capture, RANGE_NONE,          "mirror",  disk_capture_values, NULL,  "disk-capture",             0) \
+X(CAPTURE_DISK_CAPTURE, "capture", "disk-capture",    ENUM, capture_disk_capture, RANGE_NONE,          "mirror",  config_disk_capture_values, NULL,  "disk-capture",             0) \
 X(NETBUF_NET_OUT,    "net-buffer", "net-out",         LIST, netbuf_net_out,    RANGE_NONE,             NULL,      NULL,          check_net_out, "net-out",                0) \
 X(NETBUF_CAP_MB,     "net-buffer", "cap-mb",          UINT, netbuf_cap_mb,     RANGE_NET_CAP_MB,       "16",      NULL,          NULL,        "net-cap-mb",               0) \
 X(HEARTBEAT_INTERVAL_MS, "heartbeat", "interval-ms",  UINT, heartbeat_interval_ms, RANGE_HEARTBEAT_MS, "100",     NULL,          NULL,        "heartbeat-ms",             0) \
@@ -182,6 +182,11 @@ struct pair_config {
 };
 
 #define PC_SET(pc, id) ((pc)->set[PC_##id])
+
+/* The words of [capture] tracker and disk-capture (NULL-terminated), which
+ * the replicator's --tracker and --disk-capture take too. */
+extern const char *const config_tracker_values[];
+extern const char *const config_disk_capture_values[];
 
 /* Checks HOST:PORT; 0 or -EINVAL with the reason in err. */
 typedef int (*config_addr_check)(const char *text, char *err, size_t errlen);

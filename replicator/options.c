@@ -366,19 +366,6 @@ static int resolve_control_group(struct replicator_config *cfg)
 				     &cfg->control_gid);
 }
 
-
-/* --tracker: one of those dev_memory.c knows. */
-static int check_tracker(const char *arg)
-{
-	if (strcmp(arg, "auto") && strcmp(arg, "compare") && strcmp(arg, "hash") &&
-	    strcmp(arg, "soft-dirty")) {
-		fprintf(stderr, "remus-replicator: --tracker: '%s' is not auto, compare, hash or "
-			"soft-dirty\n", arg);
-		return -1;
-	}
-	return 0;
-}
-
 /* The options that do more than store a value. 1: not one of them; 0:
  * taken; -1: a bad value, printed. */
 static int option(void *ctx, int c, const char *arg)
@@ -402,11 +389,9 @@ static int option(void *ctx, int c, const char *arg)
 		}
 		return 0;
 	case OPT_DISK_CAPTURE:
-		if (strcmp(arg, "mirror") && strcmp(arg, "bitmap")) {
-			fprintf(stderr, "remus-replicator: --disk-capture: '%s' is not mirror or "
-				"bitmap\n", arg);
+		if (cli_one_of("remus-replicator", "--disk-capture", arg,
+			       config_disk_capture_values))
 			return -1;
-		}
 		cfg->disk_capture_bitmap = !strcmp(arg, "bitmap");
 		return 0;
 	case OPT_COMPRESS:
@@ -417,7 +402,7 @@ static int option(void *ctx, int c, const char *arg)
 		}
 		return 0;
 	case OPT_TRACKER:
-		if (check_tracker(arg))
+		if (cli_one_of("remus-replicator", "--tracker", arg, config_tracker_values))
 			return -1;
 		cfg->tracker = arg;
 		return 0;
