@@ -39,13 +39,20 @@ static struct peer_link *free_link(struct agent *a)
 	return NULL;
 }
 
-/* Connections from host still in their TLS handshake: not authenticated. */
+/* Not admitted yet: in its TLS handshake, or past it (or cleartext, where
+ * there is none) without an accepted HELLO. The same deadline bounds both. */
+static bool in_handshake(const struct peer_link *l)
+{
+	return l->state == PEER_LINK_TLS || l->state == PEER_LINK_OPEN;
+}
+
+/* Connections from host not admitted yet. */
 static int handshakes_from(const struct agent *a, const char *host)
 {
 	int n = 0;
 
 	for (int i = 0; i < AGENT_MAX_LINKS; i++)
-		n += a->links[i].state == PEER_LINK_TLS && !strcmp(a->links[i].peer, host);
+		n += in_handshake(&a->links[i]) && !strcmp(a->links[i].peer, host);
 	return n;
 }
 
@@ -61,7 +68,7 @@ static struct peer_link *evict_for(struct agent *a, const char *host)
 	int most = 0;
 
 	for (int i = 0; i < AGENT_MAX_LINKS; i++) {
-		int n = a->links[i].state == PEER_LINK_TLS ? handshakes_from(a, a->links[i].peer) : 0;
+		int n = in_handshake(&a->links[i]) ? handshakes_from(a, a->links[i].peer) : 0;
 
 		if (n > most)
 			most = n;
@@ -73,7 +80,7 @@ static struct peer_link *evict_for(struct agent *a, const char *host)
 	for (int i = 0; i < AGENT_MAX_LINKS; i++) {
 		struct peer_link *l = &a->links[i];
 
-		if (l->state == PEER_LINK_TLS && handshakes_from(a, l->peer) == most &&
+		if (in_handshake(l) && handshakes_from(a, l->peer) == most &&
 		    (!victim || ev_timer_remaining(a->loop, &l->deadline) <
 					ev_timer_remaining(a->loop, &victim->deadline)))
 			victim = l;

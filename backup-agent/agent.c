@@ -48,12 +48,22 @@ void agent_set_state(struct agent *a, enum agent_state st, const char *fmt, ...)
 		return;
 	}
 	memcpy(a->state_reason, reason, sizeof(reason));
-	if (old == st)
-		return;
+	if (st == AGENT_PAUSED)
+		a->session_paused = true;
+	else if (st == AGENT_SYNCING || st == AGENT_BACKUP)
+		a->session_paused = false;
+	if (old == st && a->state_since_ms > 0)
+		return; /* the same state, a newer reason */
 	a->state = st;
 	a->state_since_ms = mono_ms();
-	log_info("VM %s: %s -> %s (%s)", a->vm_name[0] ? a->vm_name : "?",
-		 agent_state_name(old), agent_state_name(st), a->state_reason);
+	if (a->state_since_ms <= 0)
+		a->state_since_ms = 1e-3; /* "started" even at the clock's start */
+	if (old == st) /* the first: agent_run */
+		log_info("VM %s: starts %s (%s)", a->vm_name[0] ? a->vm_name : "?",
+			 agent_state_name(st), a->state_reason);
+	else
+		log_info("VM %s: %s -> %s (%s)", a->vm_name[0] ? a->vm_name : "?",
+			 agent_state_name(old), agent_state_name(st), a->state_reason);
 }
 
 /* The common part of every hook event of this agent. */
@@ -202,7 +212,6 @@ static void on_hello(struct agent *a, struct peer_link *l, const uint8_t *payloa
 	a->grace_until = 0; /* the primary is back */
 	agent_ready_clear(a); /* its new session decides */
 	agent_parked_discard(a, "a primary connected: the VM runs there");
-	a->paused = false;  /* a paused primary says so again */
 	log_info("primary %s (%s, %s): replicating VM %s (%llu MiB, %u disk%s); initial sync "
 		 "started", a->peer, l->identity, l->session, agent_vm_name(a),
 		 (unsigned long long)(a->replica.ram_size >> 20), a->replica.ndisks,
@@ -232,7 +241,7 @@ static void on_epoch_end(struct agent *a, const struct frame_hdr *h, const uint8
 {
 	char why[200];
 	double t0 = mono_ms();
-	bool was_paused = a->paused;
+	bool was_paused = a->session_paused;
 
 	if (replica_end_epoch(&a->replica, h, payload, payload_ok, why, sizeof(why))) {
 		log_warn("epoch %llu discarded: %s; replica stays at epoch %llu",
@@ -245,11 +254,9 @@ static void on_epoch_end(struct agent *a, const struct frame_hdr *h, const uint8
 		ring_add(&a->commit_ms, mono_ms() - t0);
 		replica_committed(a, h->epoch);
 	}
-	if (h->epoch > 0 && a->paused) {
-		a->paused = false;
+	if (h->epoch > 0 && was_paused)
 		log_info("epoch %llu committed after the pause: VM %s is protected again, "
 			 "failover armed", (unsigned long long)h->epoch, agent_vm_name(a));
-	}
 	if (h->epoch > 0 && a->state != AGENT_BACKUP)
 		agent_set_state(a, AGENT_BACKUP, was_paused ? "epoch %llu committed after the pause" :
 			  "epoch %llu committed: failover armed", (unsigned long long)h->epoch);
@@ -274,12 +281,11 @@ static void on_epoch_end(struct agent *a, const struct frame_hdr *h, const uint8
 
 static void on_pause(struct agent *a, const struct frame_hdr *h)
 {
-	if (!a->paused)
+	if (!a->session_paused)
 		log_warn("primary %s PAUSED protection of VM %s: the replica stays at epoch %llu "
 			 "and will not be restored if the primary is lost, until a checkpoint "
 			 "commits after it resumes", a->peer, agent_vm_name(a),
 			 (unsigned long long)a->replica.session_epoch);
-	a->paused = true;
 	agent_set_state(a, AGENT_PAUSED, "the operator paused protection on the primary: replica stays "
 		  "at epoch %llu, no failover", (unsigned long long)a->replica.session_epoch);
 	notify_status("VM %s from %s: paused by the operator (epoch %llu)", agent_vm_name(a), a->peer,
@@ -305,7 +311,7 @@ static const char *handover_refusal_common(const struct agent *a, uint64_t epoch
 			 (unsigned long long)epoch, (unsigned long long)a->replica.session_epoch);
 		return buf;
 	}
-	if (a->paused)
+	if (a->session_paused)
 		return "protection is paused";
 	return NULL;
 }
@@ -457,6 +463,10 @@ static bool on_frame(struct agent *a, const struct frame_hdr *h, const uint8_t *
 {
 	bool ok = proto_check_payload(h, payload) == 0;
 
+	if (a->primary->out.bytes_queued > AGENT_MAX_BACKLOG_BYTES) {
+		agent_lose_stream(a, "the primary does not read what the agent sends");
+		return false;
+	}
 	/* Nothing of epoch 0 before the base is ready; a paused primary's
 	 * PAUSE (sent as soon as it connects) and its GOODBYE may come. */
 	if (agent_delta_base_pending(a) && h->type != FRAME_HEARTBEAT && h->type != FRAME_PAUSE &&
@@ -690,10 +700,7 @@ int agent_run(struct agent *a)
 		return 2;
 	}
 	agent_load_replica_facts(a);
-	a->state = AGENT_WAITING;
-	a->state_since_ms = mono_ms();
-	snprintf(a->state_reason, sizeof(a->state_reason), "listening on %s, no primary yet",
-		 a->cfg.listen.text);
+	agent_set_state(a, AGENT_WAITING, "listening on %s, no primary yet", a->cfg.listen.text);
 	a->loop = ev_default_loop(EVFLAG_AUTO);
 	if (control_socket_open(&a->control, a->loop)) {
 		close(a->listen_fd);
@@ -708,7 +715,8 @@ int agent_run(struct agent *a)
 		peer_link_init(&a->links[i], a->loop, &a->sec, &link_ops, a);
 	ev_io_init(&a->accept_watch, agent_on_accept, a->listen_fd, EV_READ);
 	ev_idle_init(&a->delta_step, agent_on_delta_step);
-	a->delta_step.data = a;
+	ev_timer_init(&a->delta_wait, agent_on_delta_wait, 0.005, 0);
+	a->delta_step.data = a->delta_wait.data = a;
 	ev_timer_init(&a->heartbeat_timer, on_heartbeat_timer, 0, a->cfg.heartbeat_ms / 1000.0);
 	ev_signal_init(&a->sigterm, on_stop_signal, SIGTERM);
 	ev_signal_init(&a->sigint, on_stop_signal, SIGINT);
@@ -733,6 +741,7 @@ int agent_run(struct agent *a)
 	test_failover_stop(a);
 	agent_takeover_stop(a);
 	ev_idle_stop(a->loop, &a->delta_step);
+	ev_timer_stop(a->loop, &a->delta_wait);
 	control_socket_close(&a->control);
 	cold_start_stop(a);
 	close_links(a);

@@ -36,6 +36,12 @@
 #define AGENT_HANDSHAKES_PER_ADDR  4
 /* Longest run of frames one readable event handles before the loop runs. */
 #define AGENT_READ_SLICE_MS        50
+/* What the agent may have queued for a primary that does not read it:
+ * past this, the stream is dropped (a VERIFY answer is 100 times its
+ * request, so a primary that only writes would otherwise fill our memory). */
+#define AGENT_MAX_BACKLOG_BYTES    (64u << 20)
+/* A delta resync's hashes wait while the link holds this much. */
+#define AGENT_DELTA_BACKLOG_BYTES  (8u << 20)
 #define AGENT_MAX_TAPS             8
 #define AGENT_DEFAULT_FENCE_TIMEOUT_MS 10000u
 #define AGENT_DEFAULT_EMULATOR     "/usr/bin/qemu-system-x86_64"
@@ -100,7 +106,11 @@ struct agent {
 	unsigned refused_quiet;   /* refusals not logged since */
 	ev_tstamp grace_until;    /* stream dropped by us: failover if no reconnect by then */
 	char peer[160];
-	bool paused;              /* the operator paused protection: no failover */
+	/* The operator paused this session's protection: no failover. Kept
+	 * by agent_set_state alone: set on entering PAUSED, cleared on
+	 * entering SYNCING (a new session) or BACKUP (a commit after the
+	 * pause), and so still known while RECONNECTING. */
+	bool session_paused;
 	double status_at_ms;      /* last STATUS= of a commit (notify) */
 	struct replica replica;
 	int exit_code;
@@ -125,6 +135,7 @@ struct agent {
 	struct test_failover test; /* remusctl test-failover */
 	/* delta resync: the base copied and hashed so far (agent.c) */
 	ev_idle delta_step;
+	ev_timer delta_wait;        /* the link is full: the next step after this */
 	uint64_t delta_next;
 	unsigned delta_disk;        /* then each disk's chunks (disk_base.c) */
 	uint64_t delta_disk_next;
@@ -223,6 +234,8 @@ void agent_lose_stream(struct agent *a, const char *why);
 /* failover.c: the primary is lost (its link broke, or it went silent):
  * fence it and restore the VM here, or say in FAULT why not. */
 void agent_failover(struct agent *a, const char *why);
+/* What agent_failover would do with a primary lost now (agent_state.h). */
+enum failover_verdict agent_failover_now(const struct agent *a);
 /* The VM was restored here (res): the hook's `master` event with the
  * figures, and in a pair whose roles move, our next role. */
 void agent_notify_master(struct agent *a, const struct restore_result *res,
@@ -242,6 +255,8 @@ void agent_log_refused(struct agent *a, const char *peer, const char *why);
  * (delta_step, an idle watcher), its hashes sent to the primary. */
 void agent_delta_start(struct agent *a);
 void agent_on_delta_step(struct ev_loop *loop, ev_idle *w, int revents);
+/* delta_wait: the link drained for a while; steps go on. */
+void agent_on_delta_wait(struct ev_loop *loop, ev_timer *w, int revents);
 /* Still copying a base: nothing of epoch 0 may land in a .sync file yet. */
 bool agent_delta_base_pending(struct agent *a);
 /* The HELLO_REPLY's "disk_hashes": per disk, the chunks whose hashes follow. */

@@ -70,3 +70,18 @@ bool agent_state_may(enum agent_state from, enum agent_state to)
 		return false;
 	return from == to || (allowed[from] >> to & 1u);
 }
+
+enum failover_verdict agent_failover_verdict(const struct failover_facts *f)
+{
+	if (!f->committed)
+		return FAILOVER_NOT_COMMITTED; /* an older session's replica rolls back */
+	if (f->paused)
+		return FAILOVER_PAUSED; /* the replica would take back released output */
+	if (f->takeover_manual && f->takeover_ready)
+		return FAILOVER_STAY_READY; /* before --no-failover: promoted either way */
+	if (f->no_failover)
+		return FAILOVER_DISABLED;
+	if (f->takeover_manual)
+		return FAILOVER_AWAIT_PROMOTION;
+	return FAILOVER_RESTORE;
+}

@@ -23,6 +23,30 @@ enum agent_state {
 	AGENT_NSTATES
 };
 
+/* What a lost primary leads to, decided from what the agent knows then
+ * (agent_failover_verdict): failover.c acts on it, and status calls
+ * failover armed exactly when it is FAILOVER_RESTORE. */
+enum failover_verdict {
+	FAILOVER_RESTORE,          /* fence the primary, restore the replica here */
+	FAILOVER_NOT_COMMITTED,    /* nothing of this session committed: FAULT */
+	FAILOVER_PAUSED,           /* protection paused, output went out: FAULT */
+	FAILOVER_STAY_READY,       /* a parked replica waits for its promotion */
+	FAILOVER_DISABLED,         /* --no-failover: FAULT, replica kept */
+	FAILOVER_AWAIT_PROMOTION,  /* takeover = manual: READY, the manager decides */
+};
+
+struct failover_facts {
+	bool committed;        /* a checkpoint of this session committed */
+	bool paused;           /* the session's protection is paused */
+	bool takeover_ready;   /* takeover = manual: a replica already offered */
+	bool no_failover;      /* --no-failover */
+	bool takeover_manual;  /* takeover = manual */
+};
+
+/* Checked in this order: nothing committed, paused, a replica already
+ * ready, --no-failover, takeover = manual; else restore. */
+enum failover_verdict agent_failover_verdict(const struct failover_facts *f);
+
 /* The name status, hooks and metrics show ("unknown" outside the enum). */
 const char *agent_state_name(enum agent_state s);
 /* May the agent go from `from` to `to`? Staying is always allowed (the

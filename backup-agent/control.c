@@ -33,8 +33,7 @@ static void add_bool(struct json_object *o, const char *key, bool v)
  * (as failover() decides)? Never with takeover = manual. */
 static bool failover_armed(const struct agent *a)
 {
-	return a->replica.session_committed && !a->paused && !a->cfg.no_failover &&
-	       !a->cfg.takeover_manual &&
+	return agent_failover_now(a) == FAILOVER_RESTORE &&
 	       (a->primary || a->grace_until) && a->state != AGENT_FAULT;
 }
 

@@ -70,6 +70,13 @@ bool agent_delta_base_pending(struct agent *a)
 	return ram_base_pending(a) || next_disk_base(a);
 }
 
+void agent_on_delta_wait(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct agent *a = w->data;
+
+	ev_idle_start(loop, &a->delta_step);
+}
+
 void agent_on_delta_step(struct ev_loop *loop, ev_idle *w, int revents)
 {
 	struct agent *a = w->data;
@@ -80,6 +87,12 @@ void agent_on_delta_step(struct ev_loop *loop, ev_idle *w, int revents)
 
 	if (!a->primary || !agent_delta_base_pending(a)) {
 		ev_idle_stop(loop, w);
+		return;
+	}
+	if (a->primary->out.bytes_queued > AGENT_DELTA_BACKLOG_BYTES) {
+		/* at the link's pace, not into memory (and no spinning idle) */
+		ev_idle_stop(loop, w);
+		ev_timer_start(loop, &a->delta_wait);
 		return;
 	}
 	payload = delta_step_payload(a, &type, &len);

@@ -84,16 +84,27 @@ void agent_become_primary(struct agent *a, const struct restore_result *res)
 	a->become_primary = true;
 }
 
-void agent_failover(struct agent *a, const char *why)
+/* What a lost primary leads to, from what the agent knows now. */
+enum failover_verdict agent_failover_now(const struct agent *a)
 {
-	struct restore_result res;
-	bool committed = a->replica.session_committed;
-	long long lost_at = unix_ms();
-	double fence_ms;
+	const struct failover_facts f = {
+		.committed = a->replica.session_committed,
+		.paused = a->session_paused,
+		.takeover_ready = a->takeover_ready,
+		.no_failover = a->cfg.no_failover,
+		.takeover_manual = a->cfg.takeover_manual,
+	};
+
+	return agent_failover_verdict(&f);
+}
+
+/* The primary is lost and the replica is not restored: say why. */
+static void refuse_failover(struct agent *a, enum failover_verdict v, const char *why)
+{
 	char reason[300];
 
-	agent_drop_primary(a);
-	if (committed && a->paused) {
+	switch (v) {
+	case FAILOVER_PAUSED:
 		/* Output went out unchecked since the pause: the replica would
 		 * take back what clients have seen. */
 		log_err("primary lost (%s) while the operator had PAUSED protection: the "
@@ -107,8 +118,7 @@ void agent_failover(struct agent *a, const char *why)
 			  "restored", why);
 		notify_status("primary lost while paused: VM not restored; listening");
 		return;
-	}
-	if (!committed) {
+	case FAILOVER_NOT_COMMITTED:
 		log_err("primary lost (%s) before any checkpoint of this session committed; "
 			"a replica from an earlier session would roll the VM back, so it is not "
 			"restored automatically (stop this agent, then remus-agent --restore "
@@ -119,16 +129,13 @@ void agent_failover(struct agent *a, const char *why)
 		agent_set_state(a, AGENT_FAULT, "%s", reason);
 		agent_notify(a, "fault", reason);
 		return;
-	}
-	if (a->cfg.takeover_manual && a->takeover_ready) {
-		/* parked: its QEMU stopped at the epoch we hold (before
-		 * --no-failover: the replica waits for a promotion either way) */
+	case FAILOVER_STAY_READY:
+		/* parked: its QEMU stopped at the epoch we hold */
 		log_info("the primary of VM %s is gone (%s); the replica stays ready", a->vm_name,
 			 why);
 		agent_takeover_ready(a, "%s", a->takeover_why);
 		return;
-	}
-	if (a->cfg.no_failover) {
+	case FAILOVER_DISABLED:
 		log_err("primary lost (%s); --no-failover: replica kept, VM not restored (stop "
 			"this agent, then remus-agent --restore --state-dir %s)", why,
 			a->cfg.state_dir);
@@ -136,8 +143,7 @@ void agent_failover(struct agent *a, const char *why)
 		agent_set_state(a, AGENT_FAULT, "%s: VM not restored", reason);
 		agent_notify(a, "fault", reason);
 		return;
-	}
-	if (a->cfg.takeover_manual) {
+	case FAILOVER_AWAIT_PROMOTION:
 		/* The cluster manager fences the old primary and promotes a
 		 * host: this one restores only when it is told. */
 		log_warn("primary lost (%s); takeover = manual: the replica (epoch %llu) waits "
@@ -145,6 +151,22 @@ void agent_failover(struct agent *a, const char *why)
 			 (unsigned long long)a->replica.session_epoch);
 		agent_ready_lost_primary(a, why);
 		agent_notify(a, "primary-lost", why);
+		return;
+	case FAILOVER_RESTORE:
+		return;
+	}
+}
+
+void agent_failover(struct agent *a, const char *why)
+{
+	struct restore_result res;
+	enum failover_verdict v = agent_failover_now(a); /* before the session ends */
+	long long lost_at = unix_ms();
+	double fence_ms;
+
+	agent_drop_primary(a);
+	if (v != FAILOVER_RESTORE) {
+		refuse_failover(a, v, why);
 		return;
 	}
 	log_err("primary lost (%s): taking over from the last committed checkpoint", why);

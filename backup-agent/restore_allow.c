@@ -22,6 +22,9 @@ struct ctx {
 	const char *implied;
 	char *err;
 	size_t errlen;
+	/* a -drive or -blockdev the restore keeps as it is: it is not the
+	 * node of a replicated disk, so it may not name one's image */
+	bool kept;
 };
 
 static bool streq(const char *a, const char *b)
@@ -203,9 +206,20 @@ static bool is_shared(const struct restore_spec *s, const char *file)
 	return false;
 }
 
+/* A replicated disk's image, here where the restore replaces it (the
+ * HELLO names the image: any path the primary likes). */
+static bool replaced_here(const struct ctx *c, const char *file)
+{
+	return !c->kept && is_replicated(c->spec, file);
+}
+
 static int check_image(struct ctx *c, const char *key, const char *file)
 {
-	if (is_replicated(c->spec, file) || is_shared(c->spec, file))
+	if (c->kept && is_replicated(c->spec, file))
+		return refuse(c, "%s '%s' is a replicated disk's image, but not in that disk's "
+			      "own node: a second way to it is not allowed on the backup", key,
+			      file);
+	if (replaced_here(c, file) || is_shared(c->spec, file))
 		return 0;
 	return refuse(c, "%s '%s' is neither a replicated disk nor a shared disk of this agent "
 		      "(--shared-disk); not allowed on the backup", key, file);
@@ -231,7 +245,7 @@ static int check_drive(struct ctx *c)
 		return refuse(c, "format '%s' is not allowed on the backup (raw or qcow2)", format);
 	/* a probed format lets a guest-written raw image name a backing file;
 	 * a replicated disk's format is set by the rewrite */
-	if (file && !format && !is_replicated(c->spec, file))
+	if (file && !format && !replaced_here(c, file))
 		return refuse(c, "file '%s' without format=; not allowed on the backup (its "
 			      "format would be probed)", file);
 	return file ? check_image(c, "file", file) : 0;
@@ -592,10 +606,10 @@ static int check_rule(struct ctx *c, const struct rule *r, const char *arg)
 	return refuse_option(c);
 }
 
-int restore_allow_option(const struct restore_spec *spec, const char *name, const char *arg,
-			 char *err, size_t errlen)
+static int allow_option(const struct restore_spec *spec, const char *name, const char *arg,
+			char *err, size_t errlen, bool kept)
 {
-	struct ctx c = { .spec = spec, .name = name, .err = err, .errlen = errlen };
+	struct ctx c = { .spec = spec, .name = name, .err = err, .errlen = errlen, .kept = kept };
 	int rc = -EINVAL;
 	size_t i;
 
@@ -613,4 +627,16 @@ int restore_allow_option(const struct restore_spec *spec, const char *name, cons
 	rc = check_rule(&c, &rules[i], arg);
 	qemu_opts_free(&c.o);
 	return rc;
+}
+
+int restore_allow_option(const struct restore_spec *spec, const char *name, const char *arg,
+			 char *err, size_t errlen)
+{
+	return allow_option(spec, name, arg, err, errlen, false);
+}
+
+int restore_allow_kept_disk(const struct restore_spec *spec, const char *name, const char *arg,
+			    char *err, size_t errlen)
+{
+	return allow_option(spec, name, arg, err, errlen, true);
 }

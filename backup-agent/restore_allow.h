@@ -20,4 +20,12 @@ struct restore_spec;
 int restore_allow_option(const struct restore_spec *spec, const char *name, const char *arg,
 			 char *err, size_t errlen);
 
+/* The same for a -drive or -blockdev the restore keeps as the primary gave
+ * it (not a replicated disk's node, which it replaces): it may not name a
+ * replicated disk's image either. The HELLO names those images, so a
+ * second drive on the same path would otherwise pass, and give the guest
+ * whatever host file or device the primary called a disk. */
+int restore_allow_kept_disk(const struct restore_spec *spec, const char *name, const char *arg,
+			    char *err, size_t errlen);
+
 #endif

@@ -905,7 +905,7 @@ static int rewrite_one(struct builder *b, struct qemu_argv_iter *it)
 	if (is_opt(it, "drive") || is_opt(it, "blockdev")) {
 		if (b->plan.action[qemu_argv_arg_index(it)] != BLOCK_GRAPH_KEEP)
 			return rewrite_disk_option(b, it);
-		ret = restore_allow_option(b->spec, it->name, it->arg, b->err, b->errlen);
+		ret = restore_allow_kept_disk(b->spec, it->name, it->arg, b->err, b->errlen);
 		if (ret)
 			return ret;
 	}

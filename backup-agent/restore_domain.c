@@ -508,6 +508,33 @@ static int set_emulator(xmlNodePtr devices, const char *emulator, char *err, siz
 	return 0;
 }
 
+/* The HELLO names each replicated disk's image, any path the primary
+ * likes, and move_disks rewrites the first <disk> on it: a second one
+ * would keep that path, and hand the guest whatever host file or device
+ * the primary called a disk. */
+static int check_replicated_once(xmlDocPtr doc, const struct restore_domain_spec *s, char *err,
+				 size_t errlen)
+{
+	xmlXPathObjectPtr o = select_nodes(doc, "/domain/devices/disk");
+	int rc = 0;
+
+	for (int i = 0; i < s->ndisks && !rc; i++) {
+		int uses = 0;
+
+		for (int k = 0; k < nodes_count(o); k++) {
+			xmlChar *path = source_path(child(o->nodesetval->nodeTab[k], "source"));
+
+			uses += path && !strcmp((const char *)path, s->disks[i].file);
+			xmlFree(path);
+		}
+		if (uses > 1)
+			rc = fail(err, errlen, -EINVAL, "%d <disk> elements name the image of "
+				  "replicated disk %s: only one may", uses, s->disks[i].file);
+	}
+	xmlXPathFreeObject(o);
+	return rc;
+}
+
 static int check_domain(xmlDocPtr doc, const struct restore_domain_spec *s, char *err,
 			size_t errlen)
 {
@@ -516,6 +543,8 @@ static int check_domain(xmlDocPtr doc, const struct restore_domain_spec *s, char
 
 	if (!rc)
 		rc = check_os(child(root, "os"), err, errlen);
+	if (!rc)
+		rc = check_replicated_once(doc, s, err, errlen);
 	for (xmlNodePtr d = devices ? devices->children : NULL, next; d && !rc; d = next) {
 		next = d->next;
 		/* as -display none for plain QEMU: no console opened on this host */

@@ -2,6 +2,7 @@
  * (control_socket.h). */
 #include "control_socket.h"
 
+#include "clock.h"
 #include "log.h"
 
 #include <errno.h>
@@ -101,22 +102,43 @@ void control_reply(int fd, const char *text)
 	send(fd, "\n", 1, MSG_NOSIGNAL);
 }
 
+/* The command line arrives within this of the connection, all of it: the
+ * loop waits for it, and a client that trickles bytes must not hold the
+ * daemon's heartbeats back (the backup would take the primary for dead). */
+#define CONTROL_READ_MS 200
+
+/* Read one command line into cmd (NUL-terminated); its length. */
+static size_t read_command(int fd, char *cmd, size_t size)
+{
+	double deadline = mono_ms() + CONTROL_READ_MS;
+	size_t len = 0;
+
+	while (len < size - 1 && !memchr(cmd, '\n', len)) {
+		double left = deadline - mono_ms();
+		struct timeval tv = { .tv_sec = 0, .tv_usec = (suseconds_t)(left * 1000) };
+		ssize_t n;
+
+		if (left < 1)
+			break; /* (a zero timeout would wait for ever) */
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		n = recv(fd, cmd + len, size - 1 - len, 0);
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	return len;
+}
+
 /* One connection: read its command line, check its peer, answer. */
 static void serve(struct control_socket *cs, int fd)
 {
-	struct timeval tv = { .tv_sec = 0, .tv_usec = 200000 };
 	char cmd[CONTROL_MAX_COMMAND + 1] = { 0 };
 	char *text = NULL;
 	bool keep = false;
-	size_t len = 0;
-	ssize_t n;
+	size_t len;
 	uid_t uid;
 
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	/* one command line per connection */
-	while (len < sizeof(cmd) - 1 && !memchr(cmd, '\n', len) &&
-	       (n = recv(fd, cmd + len, sizeof(cmd) - 1 - len, 0)) > 0)
-		len += (size_t)n;
+	len = read_command(fd, cmd, sizeof(cmd)); /* one command line per connection */
 	if (len) {
 		cmd[strcspn(cmd, "\r\n")] = 0;
 		/* read first, then refuse: closing on an unread line could

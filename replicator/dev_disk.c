@@ -41,7 +41,6 @@
 #include "nbd_server.h"
 #include "proto.h"
 #include "qmp.h"
-#include "replicator.h"
 #include "runtime_dir.h"
 
 #include <errno.h>
@@ -188,7 +187,7 @@ static int record(struct disk *k, uint32_t op, uint64_t off, uint64_t len, const
 	pthread_mutex_lock(&d->mu);
 	list_append(&d->pending, rec);
 	wake = d->streaming || (d->pending.bytes > d->soft_cap && !d->early_asked);
-	if (d->r->cfg.test_disk_unbuffered && !d->streaming) {
+	if (d->cx->cfg->test_disk_unbuffered && !d->streaming) {
 		struct disk_rec *copy = malloc(sizeof(*rec) + dlen);
 
 		if (copy) {
@@ -201,7 +200,7 @@ static int record(struct disk *k, uint32_t op, uint64_t off, uint64_t len, const
 		d->early_asked = true;
 	pthread_mutex_unlock(&d->mu);
 	if (wake)
-		ev_async_send(d->r->loop, &d->wake);
+		ev_async_send(d->cx->loop, &d->wake);
 	return 0;
 }
 
@@ -245,7 +244,7 @@ static const struct nbd_export_ops nbd_ops = {
 
 /* --- frames ---------------------------------------------------------------- */
 
-static int push_rec(struct replicator *r, struct epoch_tally *t, struct disk_rec *rec,
+static int push_rec(struct ckpt_ctx *cx, struct epoch_tally *t, struct disk_rec *rec,
 		    void *owned)
 {
 	struct iovec iov[2] = {
@@ -253,13 +252,13 @@ static int push_rec(struct replicator *r, struct epoch_tally *t, struct disk_rec
 		{ .iov_base = rec->data, .iov_len = rec->op == DISK_OP_WRITE ? rec->length : 0 },
 	};
 
-	return epoch_push_frame(r, t, FRAME_DISK, iov, iov[1].iov_len ? 2 : 1, owned);
+	return epoch_push_frame(cx, t, FRAME_DISK, iov, iov[1].iov_len ? 2 : 1, owned);
 }
 
-int disk_push_rec(struct replicator *r, struct epoch_tally *t, struct disk_rec *rec)
+int disk_push_rec(struct ckpt_ctx *cx, struct epoch_tally *t, struct disk_rec *rec)
 {
 	uint64_t data = rec->op == DISK_OP_WRITE ? rec->length : 0;
-	int rc = push_rec(r, t, rec, rec);
+	int rc = push_rec(cx, t, rec, rec);
 
 	if (!rc)
 		t->disk_bytes += data;
@@ -295,8 +294,7 @@ static int stream_pending(struct disk_device *d)
  * left must not reach the new link: the new sync drops them. */
 static bool sync_streaming_now(const struct disk_device *d)
 {
-	return d->sync_open && peer_link_up(&d->r->link) &&
-	       prot_link(&d->r->state) == PROT_SYNCING;
+	return d->sync_open && ckpt_initial_sync_running(d->cx);
 }
 
 static bool all_ready(const struct disk_device *d)
@@ -314,14 +312,10 @@ static bool all_ready(const struct disk_device *d)
  * a wake-up from the writers (on_wake). */
 static bool room_coming(const struct disk_device *d)
 {
-	const struct replicator *r = d->r;
-
-	if (!peer_link_up(&r->link) || r->stopping)
-		return false;
-	if (d->streaming)
-		return sync_streaming_now(d); /* not while a new session's hashes come */
+	if (d->streaming) /* not while a new session's hashes come */
+		return sync_streaming_now(d) && !ckpt_stopping(d->cx);
 	/* SYNCING: epoch 0 is closed and epoch 1 is on its way. */
-	return prot_barriers_coming(&r->state);
+	return ckpt_barriers_coming(d->cx);
 }
 
 static void refresh_may_wait(struct disk_device *d)
@@ -340,7 +334,7 @@ static void refresh_may_wait(struct disk_device *d)
  * epoch 0. */
 static void finish_sync(struct disk_device *d)
 {
-	struct replicator *r = d->r;
+	struct ckpt_ctx *cx = d->cx;
 	int rc;
 
 	if (!sync_streaming_now(d))
@@ -354,19 +348,19 @@ static void finish_sync(struct disk_device *d)
 	if (!rc)
 		rc = disk_resync_finish(d);
 	d->sync_open = false;
-	ev_timer_stop(r->loop, &d->retry);
+	ev_timer_stop(cx->loop, &d->retry);
 	if (rc) {
-		link_drop_alive(r, "disk sync could not be queued; resyncing");
+		ckpt_resync(cx, "disk sync could not be queued; resyncing");
 		return;
 	}
 	log_info("disks: %u mirror(s) ready; initial disk copy queued", d->n);
 	refresh_may_wait(d); /* from here barriers make room, not the link */
-	epoch_sync_device_ready(r);
+	epoch_sync_device_ready(cx);
 }
 
 /* Waiting writers learn at once when barriers stop coming (a pause, a
  * handover, the backup lost), not at the next watch tick. */
-static void disk_state_changed(void *state, struct replicator *r)
+static void disk_state_changed(void *state, struct ckpt_ctx *cx)
 {
 	if (state)
 		refresh_may_wait(state);
@@ -380,11 +374,11 @@ static void watch_bitmaps(struct disk_device *d)
 
 	if (!d->bitmaps_on || d->early_asked || !room_coming(d))
 		return;
-	dirty = disk_bitmap_dirty_bytes(d->r, d);
+	dirty = disk_bitmap_dirty_bytes(d->cx, d);
 	if (dirty > (int64_t)d->soft_cap) {
 		d->early_asked = true;
 		d->early_epochs++;
-		epoch_request_early(d->r, "disk writes over the epoch's cap");
+		epoch_request_early(d->cx, "disk writes over the epoch's cap");
 	}
 }
 
@@ -399,7 +393,7 @@ static void on_watch(struct ev_loop *loop, ev_timer *w, int revents)
 	pthread_mutex_unlock(&d->mu);
 	watch_bitmaps(d);
 	/* Events QEMU sent while a command waited (a job's end, say). */
-	replicator_qemu_events(d->r);
+	ckpt_read_qemu_events(d->cx);
 }
 
 /* Test hook (--test-disk-unbuffered): every write also goes out at once,
@@ -422,18 +416,18 @@ static void send_unbuffered(struct disk_device *d)
 		};
 
 		out.head = rec->next;
-		if (!peer_link_up(&d->r->link))
+		if (!ckpt_link_up(d->cx))
 			free(rec);
 		else /* frees rec itself if it cannot queue it */
-			link_push(d->r, FRAME_DISK, PROTO_EPOCH_TEST_UNBUFFERED, iov,
-				  iov[1].iov_len ? 2 : 1, rec, NULL);
+			ckpt_push_unbuffered(d->cx, FRAME_DISK, PROTO_EPOCH_TEST_UNBUFFERED, iov,
+					     iov[1].iov_len ? 2 : 1, rec);
 	}
 }
 
 static void on_wake(struct ev_loop *loop, ev_async *w, int revents)
 {
 	struct disk_device *d = w->data;
-	struct replicator *r = d->r;
+	struct ckpt_ctx *cx = d->cx;
 	bool stream, early;
 
 	pthread_mutex_lock(&d->mu);
@@ -441,20 +435,20 @@ static void on_wake(struct ev_loop *loop, ev_async *w, int revents)
 	early = !stream && d->early_asked;
 	pthread_mutex_unlock(&d->mu);
 	refresh_may_wait(d);
-	if (r->cfg.test_disk_unbuffered)
+	if (cx->cfg->test_disk_unbuffered)
 		send_unbuffered(d);
 	if (stream && sync_streaming_now(d)) {
 		/* The bulk copy goes at the link's pace, not into memory. */
-		if (r->link.out.bytes_queued > SYNC_LINK_HIGH) {
+		if (ckpt_link_queued(cx) > SYNC_LINK_HIGH) {
 			if (!ev_is_active(&d->retry))
 				ev_timer_start(loop, &d->retry);
 			return;
 		}
 		if (stream_pending(d))
-			link_drop_alive(r, "disk sync could not be queued; resyncing");
+			ckpt_resync(cx, "disk sync could not be queued; resyncing");
 	} else if (early) {
 		d->early_epochs++;
-		epoch_request_early(r, "disk writes over the epoch's cap");
+		epoch_request_early(cx, "disk writes over the epoch's cap");
 	}
 }
 
@@ -468,10 +462,10 @@ static void on_release(struct ev_loop *loop, ev_timer *w, int revents)
 
 	if (d->retire_pending) {
 		for (uint32_t i = 0; i < d->n; i++)
-			disk_retire_mirror(d->r, &d->disks[i]);
+			disk_retire_mirror(d->cx, &d->disks[i]);
 		d->retire_pending = false;
 	}
-	disk_bitmap_release(d->r, d);
+	disk_bitmap_release(d->cx, d);
 }
 
 static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
@@ -492,7 +486,7 @@ static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
  * folder opened for QEMU's user to pass through. */
 static int make_sock_dir(struct disk_device *d)
 {
-	int rc = runtime_subdir_make(d->r->runtime_dir, "nbd", d->sock_dir, sizeof(d->sock_dir));
+	int rc = runtime_subdir_make(d->cx->runtime_dir, "nbd", d->sock_dir, sizeof(d->sock_dir));
 
 	if (rc)
 		return rc;
@@ -503,7 +497,7 @@ static int make_sock_dir(struct disk_device *d)
 	return 0;
 }
 
-static int disk_setup(struct replicator *r, void **state)
+static int disk_setup(struct ckpt_ctx *cx, void **state)
 {
 	struct disk_device *d = calloc(1, sizeof(*d));
 	int rc;
@@ -511,29 +505,29 @@ static int disk_setup(struct replicator *r, void **state)
 	if (!d)
 		return -ENOMEM;
 	*state = d;
-	d->r = r;
+	d->cx = cx;
 	pthread_mutex_init(&d->mu, NULL);
 	pthread_cond_init(&d->room, NULL);
 	list_init(&d->pending);
 	list_init(&d->captured);
 	list_init(&d->test_unbuffered);
-	d->soft_cap = r->cfg.disk_cap_bytes;
-	d->hard_cap = 2 * r->cfg.disk_cap_bytes;
+	d->soft_cap = cx->cfg->disk_cap_bytes;
+	d->hard_cap = 2 * cx->cfg->disk_cap_bytes;
 	ev_async_init(&d->wake, on_wake);
 	ev_timer_init(&d->retry, on_retry, 0.01, 0);
 	ev_timer_init(&d->watch, on_watch, 0.1, 0.1);
 	ev_timer_init(&d->release, on_release, 0, 0);
 	d->wake.data = d->retry.data = d->watch.data = d->release.data = d;
-	ev_async_start(r->loop, &d->wake);
+	ev_async_start(cx->loop, &d->wake);
 	rc = make_sock_dir(d);
 	if (rc)
-		log_err("cannot make %s/nbd for the disks' NBD sockets: %s", r->runtime_dir,
+		log_err("cannot make %s/nbd for the disks' NBD sockets: %s", cx->runtime_dir,
 			strerror(-rc));
 	if (!rc)
 		rc = disk_find(d);
-	r->protected_disks = (int)d->n;
+	cx->protected_disks = (int)d->n;
 	if (!rc && d->n)
-		disk_clean_leftovers(r);
+		disk_clean_leftovers(cx);
 	for (uint32_t i = 0; !rc && i < d->n; i++) {
 		struct disk *k = &d->disks[i];
 		char export[32];
@@ -543,7 +537,7 @@ static int disk_setup(struct replicator *r, void **state)
 		if (rc)
 			log_err("disk %s: cannot serve its mirror at %s: %s", k->name, k->sock,
 				strerror(-rc));
-		else if ((rc = replicator_give_to_qemu(r, k->sock)))
+		else if ((rc = ckpt_give_to_qemu(cx, k->sock)))
 			log_err("disk %s: cannot give %s to QEMU's user: %s", k->name, k->sock,
 				strerror(-rc));
 	}
@@ -553,34 +547,34 @@ static int disk_setup(struct replicator *r, void **state)
 	for (uint32_t i = 0; !rc && i < d->n; i++) {
 		struct disk *k = &d->disks[i];
 
-		rc = disk_add_nbd_node(r, k);
+		rc = disk_add_nbd_node(cx, k);
 		if (!rc)
 			log_info("disk %s (%s, %llu MiB) is replicated through %s", k->name, k->file,
 				 (unsigned long long)(k->size >> 20), k->sock);
 	}
-	if (!rc && r->cfg.disk_capture_bitmap)
-		rc = disk_bitmap_setup(r, d);
+	if (!rc && cx->cfg->disk_capture_bitmap)
+		rc = disk_bitmap_setup(cx, d);
 	return rc;
 }
 
 static void disk_teardown(void *state)
 {
 	struct disk_device *d = state;
-	struct replicator *r;
+	struct ckpt_ctx *cx;
 
 	if (!d)
 		return;
-	r = d->r;
+	cx = d->cx;
 	/* Writers waiting for room go on (a cancel waits for them), then QEMU
 	 * stops writing to us, then the servers go. */
 	pthread_mutex_lock(&d->mu);
 	d->closing = true;
 	pthread_cond_broadcast(&d->room);
 	pthread_mutex_unlock(&d->mu);
-	disk_bitmap_teardown(r, d);
-	for (uint32_t i = 0; i < d->n && r->qmp && !r->vm_gone; i++) {
-		disk_stop_mirror(r, &d->disks[i]);
-		disk_del_nbd_node(r, &d->disks[i]);
+	disk_bitmap_teardown(cx, d);
+	for (uint32_t i = 0; i < d->n && cx->qmp && !ckpt_vm_gone(cx); i++) {
+		disk_stop_mirror(cx, &d->disks[i]);
+		disk_del_nbd_node(cx, &d->disks[i]);
 	}
 	for (uint32_t i = 0; i < d->n; i++) {
 		struct disk *k = &d->disks[i];
@@ -595,10 +589,10 @@ static void disk_teardown(void *state)
 	}
 	if (d->sock_dir_made)
 		rmdir(d->sock_dir);
-	ev_async_stop(r->loop, &d->wake);
-	ev_timer_stop(r->loop, &d->retry);
-	ev_timer_stop(r->loop, &d->watch);
-	ev_timer_stop(r->loop, &d->release);
+	ev_async_stop(cx->loop, &d->wake);
+	ev_timer_stop(cx->loop, &d->retry);
+	ev_timer_stop(cx->loop, &d->watch);
+	ev_timer_stop(cx->loop, &d->release);
 	list_free(&d->pending);
 	list_free(&d->captured);
 	list_free(&d->test_unbuffered);
@@ -610,7 +604,7 @@ static void disk_teardown(void *state)
 
 /* A new backup: copy every disk from scratch. A mirror left from an
  * earlier backup is cancelled first: only a full copy is known to match. */
-static int disk_sync(void *state, struct replicator *r, struct epoch_tally *t)
+static int disk_sync(void *state, struct ckpt_ctx *cx, struct epoch_tally *t)
 {
 	struct disk_device *d = state;
 	int rc = 0;
@@ -624,9 +618,9 @@ static int disk_sync(void *state, struct replicator *r, struct epoch_tally *t)
 	pthread_cond_broadcast(&d->room);
 	pthread_mutex_unlock(&d->mu);
 	for (uint32_t i = 0; i < d->n; i++)
-		disk_stop_mirror(r, &d->disks[i]);
+		disk_stop_mirror(cx, &d->disks[i]);
 	if (d->capture_bitmap)
-		disk_bitmap_drop_all(r, d);
+		disk_bitmap_drop_all(cx, d);
 	d->retire_pending = false;
 	list_free(&d->captured);
 	pthread_mutex_lock(&d->mu);
@@ -643,11 +637,11 @@ static int disk_sync(void *state, struct replicator *r, struct epoch_tally *t)
 	pthread_mutex_unlock(&d->mu);
 	d->sync_open = true;
 	for (uint32_t i = 0; !rc && i < d->n; i++)
-		rc = disk_start_mirror(r, &d->disks[i]);
+		rc = disk_start_mirror(cx, &d->disks[i]);
 	if (rc)
 		return rc;
 	if (!ev_is_active(&d->watch))
-		ev_timer_start(r->loop, &d->watch);
+		ev_timer_start(cx->loop, &d->watch);
 	log_info("disks: mirroring %u disk(s) to the backup; epoch 0 ends when all are ready",
 		 d->n);
 	return CKPT_SYNC_PENDING;
@@ -655,7 +649,7 @@ static int disk_sync(void *state, struct replicator *r, struct epoch_tally *t)
 
 /* `stop` is next: writers waiting for room go on now, or stop would wait
  * for them while they wait for us. */
-static void disk_presuspend(void *state, struct replicator *r)
+static void disk_presuspend(void *state, struct ckpt_ctx *cx)
 {
 	struct disk_device *d = state;
 
@@ -665,7 +659,7 @@ static void disk_presuspend(void *state, struct replicator *r)
 	pthread_mutex_unlock(&d->mu);
 }
 
-static void disk_barrier_skipped(void *state, struct replicator *r)
+static void disk_barrier_skipped(void *state, struct ckpt_ctx *cx)
 {
 	struct disk_device *d = state;
 
@@ -683,7 +677,7 @@ static int capture_bitmaps(struct disk_device *d, struct epoch_tally *t)
 	d->barrier = false;
 	pthread_mutex_unlock(&d->mu);
 	d->early_asked = false;
-	rc = disk_bitmap_capture(d->r, d, t->id + 1, &d->captured);
+	rc = disk_bitmap_capture(d->cx, d, t->id + 1, &d->captured);
 	if (rc)
 		list_free(&d->captured);
 	d->captured_epoch = t->id;
@@ -702,7 +696,7 @@ static void hand_over_to_bitmaps(struct disk_device *d, uint64_t next)
 {
 	double t0 = mono_ms();
 
-	if (disk_bitmap_begin(d->r, d, next))
+	if (disk_bitmap_begin(d->cx, d, next))
 		return;
 	pthread_mutex_lock(&d->mu);
 	d->mirror_retiring = true;
@@ -712,14 +706,14 @@ static void hand_over_to_bitmaps(struct disk_device *d, uint64_t next)
 	/* Not gone in time: the next disk_sync waits for it; a cancel QEMU
 	 * refused is sent again at release. */
 	for (uint32_t i = 0; i < d->n; i++)
-		if (disk_stop_mirror_within(d->r, &d->disks[i], HANDOVER_CANCEL_MS))
+		if (disk_stop_mirror_within(d->cx, &d->disks[i], HANDOVER_CANCEL_MS))
 			d->retire_pending = true;
 	log_info("disks: dirty bitmaps capture the writes from epoch %llu on (handover in the "
 		 "pause: %.1f ms)", (unsigned long long)next, mono_ms() - t0);
 }
 
 /* VM stopped: every write of this epoch has arrived (stop drained them). */
-static int disk_postsuspend(void *state, struct replicator *r, struct epoch_tally *t)
+static int disk_postsuspend(void *state, struct ckpt_ctx *cx, struct epoch_tally *t)
 {
 	struct disk_device *d = state;
 
@@ -751,7 +745,7 @@ static int disk_postsuspend(void *state, struct replicator *r, struct epoch_tall
 	return 0;
 }
 
-static int disk_send(void *state, struct replicator *r, struct epoch_tally *t)
+static int disk_send(void *state, struct ckpt_ctx *cx, struct epoch_tally *t)
 {
 	struct disk_device *d = state;
 	int rc = 0;
@@ -759,16 +753,16 @@ static int disk_send(void *state, struct replicator *r, struct epoch_tally *t)
 	if (d->captured_epoch != t->id)
 		return 0;
 	for (struct disk_rec *rec = d->captured.head; rec && !rc; rec = rec->next)
-		rc = push_rec(r, t, rec, NULL);
+		rc = push_rec(cx, t, rec, NULL);
 	/* What the barrier left in QEMU goes on the loop's next turn, once
 	 * the epoch is queued and on the wire (an ack that comes back while
 	 * those commands run still waits for them: 2-3 ms). */
 	if (!t->resend && (d->retire_pending || d->release_epoch))
-		ev_timer_start(r->loop, &d->release);
+		ev_timer_start(cx->loop, &d->release);
 	return rc;
 }
 
-static void disk_commit(void *state, struct replicator *r, uint64_t epoch)
+static void disk_commit(void *state, struct ckpt_ctx *cx, uint64_t epoch)
 {
 	struct disk_device *d = state;
 
@@ -776,7 +770,7 @@ static void disk_commit(void *state, struct replicator *r, uint64_t epoch)
 		list_free(&d->captured);
 }
 
-static void disk_event(void *state, struct replicator *r, const char *event,
+static void disk_event(void *state, struct ckpt_ctx *cx, const char *event,
 		       struct json_object *data)
 {
 	struct disk_device *d = state;
@@ -805,7 +799,7 @@ static void disk_event(void *state, struct replicator *r, const char *event,
 		log_err("disk %s: its mirror ended (%s%s%s): writes no longer reach the "
 			"backup; resyncing", d->disks[idx].name, event, err ? ": " : "",
 			err ? err : "");
-		link_drop_alive(r, "a disk mirror ended");
+		ckpt_resync(cx, "a disk mirror ended");
 	}
 }
 
@@ -885,21 +879,18 @@ static void disk_hello(void *state, struct json_object *hello)
 				       json_object_new_int64(d->hash_chunk));
 }
 
-uint32_t disk_verify_sources(struct replicator *r, struct verify_disk *out, uint32_t max)
+uint32_t disk_verify_sources(const void *state, struct verify_disk *out, uint32_t max)
 {
-	const struct disk_device *d = NULL;
+	const struct disk_device *d = state;
 	uint32_t n = 0;
 
-	for (int i = 0; i < r->ndevices; i++)
-		if (r->devices[i].ops == &disk_device_ops)
-			d = r->devices[i].state;
 	for (uint32_t i = 0; d && i < d->n && n < max; i++, n++) {
 		const struct disk *k = &d->disks[i];
 		const char *why;
 
 		out[n] = (struct verify_disk){ .index = k->index, .size = k->size };
 		snprintf(out[n].name, sizeof(out[n].name), "%s", k->name);
-		out[n].fd = disk_open_image(r, k, &why);
+		out[n].fd = disk_open_image(d->cx, k, &why);
 		if (why)
 			snprintf(out[n].why, sizeof(out[n].why), "%s", why);
 	}

@@ -5,6 +5,7 @@
 #ifndef REMUS_DEV_DISK_H
 #define REMUS_DEV_DISK_H
 
+#include "ckpt_device.h"
 #include "disk_delta.h"
 #include "proto.h"
 
@@ -14,9 +15,6 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-struct replicator;
-struct epoch_tally;
-struct verify_disk;
 
 struct disk_rec {
 	struct disk_rec *next;
@@ -56,8 +54,18 @@ struct disk {
 	uint64_t resync_in, resync_sent; /* the last delta resync's bytes: copied, sent */
 };
 
+/* A replicated disk, as remusctl verify reads it (disk_verify_sources
+ * fills it, verify.c reads the image). */
+struct verify_disk {
+	uint32_t index;           /* in the HELLO's "disks": the target is index + 1 */
+	uint64_t size;
+	char name[64];
+	int fd;                   /* its image, read-only; -1: not compared */
+	char why[96];             /* ... and why */
+};
+
 struct disk_device {
-	struct replicator *r;
+	struct ckpt_ctx *cx;
 	struct disk disks[PROTO_MAX_DISKS];
 	uint32_t n;
 	char sock_dir[208];        /* our NBD sockets: RUNTIME_DIR/nbd */
@@ -103,33 +111,33 @@ struct disk_device {
 /* Every writable disk but those the operator declared shared, into d. */
 int disk_find(struct disk_device *d);
 /* Cancel mirror jobs and remove NBD nodes a dead replicator left. */
-void disk_clean_leftovers(struct replicator *r);
-int disk_add_nbd_node(struct replicator *r, struct disk *k);
-void disk_del_nbd_node(struct replicator *r, struct disk *k);
-int disk_start_mirror(struct replicator *r, struct disk *k);
+void disk_clean_leftovers(struct ckpt_ctx *cx);
+int disk_add_nbd_node(struct ckpt_ctx *cx, struct disk *k);
+void disk_del_nbd_node(struct ckpt_ctx *cx, struct disk *k);
+int disk_start_mirror(struct ckpt_ctx *cx, struct disk *k);
 /* Cancel k's job and wait (bounded) until QEMU dropped it; on failure the
  * job stays ours, to be cancelled again. */
-int disk_stop_mirror(struct replicator *r, struct disk *k);
+int disk_stop_mirror(struct ckpt_ctx *cx, struct disk *k);
 /* The same, waiting max_ms at most (in a pause). */
-int disk_stop_mirror_within(struct replicator *r, struct disk *k, int max_ms);
+int disk_stop_mirror_within(struct ckpt_ctx *cx, struct disk *k, int max_ms);
 /* Cancel k's job without waiting (the VM runs on); disk_stop_mirror
  * waits for it to go before a new job may start. */
-void disk_retire_mirror(struct replicator *r, struct disk *k);
+void disk_retire_mirror(struct ckpt_ctx *cx, struct disk *k);
 const char *disk_json_str(struct json_object *o, const char *key);
 /* A QMP command whose reply carries nothing; consumes args. */
-int disk_qmp(struct replicator *r, const char *cmd, struct json_object *args);
+int disk_qmp(struct ckpt_ctx *cx, const char *cmd, struct json_object *args);
 
 /* dev_disk.c */
-/* remusctl verify: the replicated disks (HELLO order), each with its
- * image opened for reading here (disk_open_image) or why not. 0 disks
- * without a disk device. */
-uint32_t disk_verify_sources(struct replicator *r, struct verify_disk *out, uint32_t max);
+/* remusctl verify: the replicated disks (HELLO order) of the disk
+ * device's state, each with its image opened for reading here
+ * (disk_open_image) or why not. 0 disks for a NULL state (no disk device). */
+uint32_t disk_verify_sources(const void *state, struct verify_disk *out, uint32_t max);
 /* A record of one operation; for DISK_OP_WRITE, len bytes of data to fill. */
 struct disk_rec *disk_rec_new(uint32_t disk, uint32_t op, uint64_t off, uint64_t len);
 void disk_rec_list_append(struct rec_list *l, struct disk_rec *rec);
 /* Queue rec as a DISK frame of t's epoch; the frame owns rec (freed also
  * when it cannot be queued). */
-int disk_push_rec(struct replicator *r, struct epoch_tally *t, struct disk_rec *rec);
+int disk_push_rec(struct ckpt_ctx *cx, struct epoch_tally *t, struct disk_rec *rec);
 
 /* disk_resync.c: delta resync (ckpt_device.h's hello_reply, backup_frame
  * and sync_waits hooks, and epoch 0's records through the filter). */
@@ -148,22 +156,22 @@ void disk_resync_free(struct disk_device *d);
 /* disk_bitmap.c */
 /* Start QEMU's NBD server for us, take back one a dead replicator left,
  * find how each disk's blocks can be read. */
-int disk_bitmap_setup(struct replicator *r, struct disk_device *d);
-void disk_bitmap_teardown(struct replicator *r, struct disk_device *d);
+int disk_bitmap_setup(struct ckpt_ctx *cx, struct disk_device *d);
+void disk_bitmap_teardown(struct ckpt_ctx *cx, struct disk_device *d);
 /* VM stopped after the mirror's last epoch: every disk's bitmap for
  * epoch `next` starts recording (one transaction). */
-int disk_bitmap_begin(struct replicator *r, struct disk_device *d, uint64_t next);
+int disk_bitmap_begin(struct ckpt_ctx *cx, struct disk_device *d, uint64_t next);
 /* VM stopped: close the recording epoch's bitmaps, start `next`'s, and
  * read every block they mark into out. -ENOSPC past 8 disk caps. */
-int disk_bitmap_capture(struct replicator *r, struct disk_device *d, uint64_t next,
+int disk_bitmap_capture(struct ckpt_ctx *cx, struct disk_device *d, uint64_t next,
 			struct rec_list *out);
 /* After a barrier (the loop's next turn, or the next barrier if none came
  * between): remove the captured epoch's exports and the bitmaps of the
  * one before (an export lets go of its bitmap a moment later). */
-void disk_bitmap_release(struct replicator *r, struct disk_device *d);
+void disk_bitmap_release(struct ckpt_ctx *cx, struct disk_device *d);
 /* Every remus-x export and remus-b bitmap in QEMU, ours or a dead
  * replicator's: a new session copies the disks in full. */
-void disk_bitmap_drop_all(struct replicator *r, struct disk_device *d);
+void disk_bitmap_drop_all(struct ckpt_ctx *cx, struct disk_device *d);
 /* The range [off, off+len) of the image fd cut where its holes start and
  * end: fn is called for each piece in order, hole or data (SEEK_DATA and
  * SEEK_HOLE; a file system without them reports all data). Stops at
@@ -171,10 +179,10 @@ void disk_bitmap_drop_all(struct replicator *r, struct disk_device *d);
 typedef int segment_fn(void *opaque, uint64_t off, uint64_t len, bool hole);
 int disk_image_segments(int fd, uint64_t off, uint64_t len, segment_fn *fn, void *opaque);
 /* The bytes the recording bitmaps mark so far, or -1 (for early epochs). */
-int64_t disk_bitmap_dirty_bytes(struct replicator *r, struct disk_device *d);
+int64_t disk_bitmap_dirty_bytes(struct ckpt_ctx *cx, struct disk_device *d);
 /* k's image opened read-only here, if it is what the guest sees: a raw
  * image in a regular file of the disk's size that QEMU has open. The
  * descriptor, or -1 with *why (a constant string). */
-int disk_open_image(struct replicator *r, const struct disk *k, const char **why);
+int disk_open_image(struct ckpt_ctx *cx, const struct disk *k, const char **why);
 
 #endif

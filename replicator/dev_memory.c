@@ -4,12 +4,13 @@
 #include "log.h"
 #include "page_frames.h"
 #include "page_hash.h"
+#include "proto.h"
 #include "procfs.h"
-#include "replicator.h"
 #include "tracker.h"
 
 #include <endian.h>
 #include <errno.h>
+#include <ev.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,7 +42,7 @@ struct memory_device {
 	uint32_t *dirty;     /* pages of the captured epoch */
 	size_t ndirty;
 	char why[300];       /* why this tracker, for status */
-	struct replicator *r;
+	struct ckpt_ctx *cx;
 	ev_timer sync_step;  /* copies and queues the next step of epoch 0 */
 	ev_timer writer_check; /* soft-dirty: another writer since attach? */
 	bool gave_up;        /* soft-dirty's log no longer trusted: compare */
@@ -67,9 +68,9 @@ static void on_sync_wait(struct ev_loop *loop, ev_check *w, int revents);
 static void on_writer_check(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct memory_device *m = w->data;
-	struct replicator *r = m->r;
+	struct ckpt_ctx *cx = m->cx;
 	char comm[32];
-	pid_t other = softdirty_other_writer(r->vm.pid, r->vm.ram_path);
+	pid_t other = softdirty_other_writer(cx->vm->pid, cx->vm->ram_path);
 
 	(void)revents;
 	if (!other)
@@ -109,23 +110,23 @@ static const char *mapping_error(int rc)
  * guest, docs/SOFT-DIRTY.md); else hash (docs/TRACKERS.md), and status says
  * why. --tracker soft-dirty insists: it is refused, with the reason, where
  * the log cannot work. */
-static int start_softdirty(struct replicator *r, struct memory_device *m, bool asked,
+static int start_softdirty(struct ckpt_ctx *cx, struct memory_device *m, bool asked,
 			   char *why, size_t len)
 {
-	int rc = softdirty_supported(r->vm.pid, why, len);
+	int rc = softdirty_supported(cx->vm->pid, why, len);
 	const char *bench_clear;
 	char comm[32];
 	pid_t other;
 
-	if (!rc && (other = softdirty_other_writer(r->vm.pid, r->vm.ram_path))) {
+	if (!rc && (other = softdirty_other_writer(cx->vm->pid, cx->vm->ram_path))) {
 		rc = -EBUSY;
 		snprintf(why, len, "process %d (%s) also maps guest RAM writable: its writes "
 			 "would be missed (vhost-user?)", (int)other, proc_comm(other, comm, sizeof(comm)));
 	}
 	if (!rc) {
 		rc = softdirty_tracker_ops.init_proc(&m->tracker, m->ram, m->npages,
-						     r->cfg.capture_threads, r->vm.pid,
-						     r->vm.ram_path);
+						     cx->cfg->capture_threads, cx->vm->pid,
+						     cx->vm->ram_path);
 		if (rc)
 			snprintf(why, len, "%s", mapping_error(rc));
 	}
@@ -133,25 +134,25 @@ static int start_softdirty(struct replicator *r, struct memory_device *m, bool a
 		return rc;
 	m->tops = &softdirty_tracker_ops;
 	snprintf(m->why, sizeof(m->why), "%s: the kernel logs QEMU's writes (soft-dirty%s)",
-		 asked ? "--tracker soft-dirty" : "auto", r->vm.kvm ? ", KVM guest" : "");
+		 asked ? "--tracker soft-dirty" : "auto", cx->vm->kvm ? ", KVM guest" : "");
 	/* Benchmarks only (bench/bench.py 'soft-dirty-eager'): clear the log
 	 * at every pause, as before lazy clearing, to measure what it saves. */
 	bench_clear = getenv("REMUS_BENCH_SOFTDIRTY_CLEAR_EVERY");
 	if (bench_clear)
 		softdirty_set_clear_every(m->tracker, (unsigned)strtoul(bench_clear, NULL, 10));
 	ev_timer_set(&m->writer_check, WRITER_CHECK_S, WRITER_CHECK_S);
-	ev_timer_start(r->loop, &m->writer_check);
+	ev_timer_start(cx->loop, &m->writer_check);
 	return 0;
 }
 
-static int start_tracker(struct replicator *r, struct memory_device *m)
+static int start_tracker(struct ckpt_ctx *cx, struct memory_device *m)
 {
-	const char *kind = r->cfg.tracker;
+	const char *kind = cx->cfg->tracker;
 
 	if (!strcmp(kind, "auto") || !strcmp(kind, "soft-dirty")) {
 		bool asked = !strcmp(kind, "soft-dirty");
 		char why[256] = "";
-		int rc = start_softdirty(r, m, asked, why, sizeof(why));
+		int rc = start_softdirty(cx, m, asked, why, sizeof(why));
 
 		if (!rc)
 			return 0;
@@ -170,10 +171,10 @@ static int start_tracker(struct replicator *r, struct memory_device *m)
 		snprintf(m->why, sizeof(m->why), "--tracker compare");
 		m->tops = &compare_tracker_ops;
 	}
-	return m->tops->init(&m->tracker, m->ram, m->npages, r->cfg.capture_threads);
+	return m->tops->init(&m->tracker, m->ram, m->npages, cx->cfg->capture_threads);
 }
 
-static int memory_setup(struct replicator *r, void **state)
+static int memory_setup(struct ckpt_ctx *cx, void **state)
 {
 	struct memory_device *m = calloc(1, sizeof(*m));
 	int fd = -1, rc;
@@ -181,7 +182,7 @@ static int memory_setup(struct replicator *r, void **state)
 	if (!m)
 		return -ENOMEM;
 	*state = m;
-	m->r = r;
+	m->cx = cx;
 	ev_timer_init(&m->sync_step, on_sync_step, 0, 0);
 	ev_timer_init(&m->writer_check, on_writer_check, 0, 0);
 	ev_check_init(&m->sync_wait, on_sync_wait);
@@ -189,12 +190,12 @@ static int memory_setup(struct replicator *r, void **state)
 	 * sees what they just wrote. */
 	ev_set_priority(&m->sync_wait, EV_MINPRI);
 	m->sync_step.data = m->writer_check.data = m->sync_wait.data = m;
-	m->ram_size = r->vm.ram_size;
+	m->ram_size = cx->vm->ram_size;
 	m->npages = m->ram_size / PROTO_PAGE_SIZE;
-	fd = open(r->vm.ram_path, O_RDONLY | O_CLOEXEC);
+	fd = open(cx->vm->ram_path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		rc = -errno;
-		log_err("cannot open guest RAM file %s: %s", r->vm.ram_path, strerror(errno));
+		log_err("cannot open guest RAM file %s: %s", cx->vm->ram_path, strerror(errno));
 		return rc;
 	}
 	/* Populate now: faulting 4 KiB at a time inside the first pauses would
@@ -204,22 +205,23 @@ static int memory_setup(struct replicator *r, void **state)
 	if (m->ram == MAP_FAILED) {
 		rc = -errno;
 		m->ram = NULL;
-		log_err("cannot map guest RAM file %s: %s", r->vm.ram_path, strerror(-rc));
+		log_err("cannot map guest RAM file %s: %s", cx->vm->ram_path, strerror(-rc));
 		return rc;
 	}
 	m->dirty = calloc(m->npages, sizeof(*m->dirty));
 	if (!m->dirty)
 		return -ENOMEM;
-	rc = start_tracker(r, m);
+	rc = start_tracker(cx, m);
 	if (rc)
 		return rc;
-	rc = compress_init(&r->compress, r->cfg.compress, (size_t)r->cfg.compress_cache_mb << 20);
+	rc = compress_init(cx->compress, cx->cfg->compress,
+			   (size_t)cx->cfg->compress_cache_mb << 20);
 	if (rc) {
-		log_err("--compress-cache-mb %u: %s", r->cfg.compress_cache_mb, strerror(-rc));
+		log_err("--compress-cache-mb %u: %s", cx->cfg->compress_cache_mb, strerror(-rc));
 		return rc;
 	}
 	log_info("memory: %zu MiB in %s, tracker %s, %u capture threads", m->ram_size >> 20,
-		 r->vm.ram_path, m->tops->name, r->cfg.capture_threads);
+		 cx->vm->ram_path, m->tops->name, cx->cfg->capture_threads);
 	return 0;
 }
 
@@ -229,14 +231,14 @@ static void memory_teardown(void *state)
 
 	if (!m)
 		return;
-	ev_timer_stop(m->r->loop, &m->sync_step);
-	ev_timer_stop(m->r->loop, &m->writer_check);
-	ev_check_stop(m->r->loop, &m->sync_wait);
+	ev_timer_stop(m->cx->loop, &m->sync_step);
+	ev_timer_stop(m->cx->loop, &m->writer_check);
+	ev_check_stop(m->cx->loop, &m->sync_wait);
 	if (m->tracker)
 		m->tops->fini(m->tracker);
 	if (m->ram)
 		munmap((void *)m->ram, m->ram_size);
-	compress_free(&m->r->compress);
+	compress_free(m->cx->compress);
 	free(m->dirty);
 	free(m);
 }
@@ -264,13 +266,13 @@ static const uint8_t *staged_data(const void *ctx, size_t i)
 /* Queue pages idx[0..n). Page data is referenced in the tracker's staging
  * copy, which stays untouched until the epoch is acked (in the full copy,
  * for hash: until the step's frames are written, below). */
-static int send_pages(struct memory_device *m, struct replicator *r,
+static int send_pages(struct memory_device *m, struct ckpt_ctx *cx,
 		      struct epoch_tally *t, const uint32_t *idx, size_t n)
 {
 	struct staged_pages s = { .m = m, .idx = idx };
 	struct page_list l = { .n = n, .index = staged_index, .data = staged_data, .ctx = &s };
 
-	return page_frames_push(r, t, &l);
+	return page_frames_push(cx, t, &l);
 }
 
 /* The soft-dirty full copy reads guest RAM through QEMU's mapping so that
@@ -294,35 +296,35 @@ static void warn_unpopulated(const struct memory_device *m)
  * after that step. Frames go out in order, so every earlier step is
  * written too. (A link that drops frames unsent is closing: the steps
  * stop, and the next session starts over.) */
-static bool sync_slots_free(const struct memory_device *m, const struct replicator *r)
+static bool sync_slots_free(const struct memory_device *m, const struct ckpt_ctx *cx)
 {
 	/* Compressed frames are copies, not references to the tracker's
 	 * pages: the copy goes at the link's pace, not into memory. */
-	if (r->compress.active && r->link.out.bytes_queued > SYNC_COMPRESSED_HIGH)
+	if (cx->compress->active && ckpt_link_queued(cx) > SYNC_COMPRESSED_HIGH)
 		return false;
 	return !m->sync_window || m->sync_steps < m->sync_window ||
-	       r->link.out.bytes_sent >= m->sync_mark[(m->sync_steps - m->sync_window) % SYNC_MARKS];
+	       ckpt_link_sent(cx) >= m->sync_mark[(m->sync_steps - m->sync_window) % SYNC_MARKS];
 }
 
 /* Delta resync: of the step's n pages (m->dirty[sync_next...], just
  * copied), keep in front those whose hash differs from the backup's page;
  * the others it has already. Returns how many are kept. */
-static size_t delta_filter(struct memory_device *m, struct replicator *r, size_t n)
+static size_t delta_filter(struct memory_device *m, struct ckpt_ctx *cx, size_t n)
 {
 	uint8_t h[PAGE_HASH_SIZE];
 	uint32_t *idx = m->dirty + m->sync_next;
 	size_t kept = 0;
 
-	if (!r->delta.hashes)
+	if (!cx->delta->hashes)
 		return n;
 	for (size_t i = 0; i < n; i++) {
 		uint32_t page = idx[i];
 
-		page_hash(m->tops->page(m->tracker, page), r->delta.seed, h);
-		if (memcmp(h, r->delta.hashes + (size_t)page * PAGE_HASH_SIZE, PAGE_HASH_SIZE))
+		page_hash(m->tops->page(m->tracker, page), cx->delta->seed, h);
+		if (memcmp(h, cx->delta->hashes + (size_t)page * PAGE_HASH_SIZE, PAGE_HASH_SIZE))
 			idx[kept++] = page;
 	}
-	r->delta.pages_same += n - kept;
+	cx->delta->pages_same += n - kept;
 	return kept;
 }
 
@@ -330,13 +332,13 @@ static size_t delta_filter(struct memory_device *m, struct replicator *r, size_t
 static void on_sync_step(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct memory_device *m = w->data;
-	struct replicator *r = m->r;
+	struct ckpt_ctx *cx = m->cx;
 	size_t n = m->npages - m->sync_next;
 
 	(void)revents;
-	if (!peer_link_up(&r->link))
+	if (!ckpt_link_up(cx))
 		return;  /* the backup is gone: the next session starts over */
-	if (!sync_slots_free(m, r)) {
+	if (!sync_slots_free(m, cx)) {
 		m->sync_waits++;
 		ev_check_start(loop, &m->sync_wait);
 		return;
@@ -344,23 +346,23 @@ static void on_sync_step(struct ev_loop *loop, ev_timer *w, int revents)
 	if (n > m->sync_step_pages)
 		n = m->sync_step_pages;
 	m->tops->copy_pages(m->tracker, m->sync_next, n);
-	if (send_pages(m, r, &r->sync_tally, m->dirty + m->sync_next, delta_filter(m, r, n))) {
-		link_drop_alive(r, "initial sync could not be queued; resyncing");
+	if (send_pages(m, cx, cx->sync_tally, m->dirty + m->sync_next, delta_filter(m, cx, n))) {
+		ckpt_resync(cx, "initial sync could not be queued; resyncing");
 		return;
 	}
-	m->sync_mark[m->sync_steps % SYNC_MARKS] = r->link.out.bytes_sent + r->link.out.bytes_queued;
+	m->sync_mark[m->sync_steps % SYNC_MARKS] = ckpt_link_sent(cx) + ckpt_link_queued(cx);
 	m->sync_steps++;
 	m->sync_next += n;
 	if (m->sync_next < m->npages) {
 		ev_timer_start(loop, w);
 		return;
 	}
-	if (r->delta.hashes) {
+	if (cx->delta->hashes) {
 		log_info("delta resync: %llu of %zu pages differ from the backup's replica and "
-			 "were sent (%.1f%%)", (unsigned long long)(m->npages - r->delta.pages_same),
-			 m->npages, 100.0 * (double)(m->npages - r->delta.pages_same) /
+			 "were sent (%.1f%%)", (unsigned long long)(m->npages - cx->delta->pages_same),
+			 m->npages, 100.0 * (double)(m->npages - cx->delta->pages_same) /
 			 (double)m->npages);
-		link_delta_free(r);
+		ckpt_delta_done(cx);
 	}
 	if (m->sync_window)
 		log_info("initial sync: %zu MiB of RAM copied and queued in %.1f ms (VM running; "
@@ -372,7 +374,7 @@ static void on_sync_step(struct ev_loop *loop, ev_timer *w, int revents)
 			 m->ram_size >> 20, mono_ms() - m->sync_started_ms);
 	if (m->tops == &softdirty_tracker_ops)
 		warn_unpopulated(m);
-	epoch_sync_device_ready(r);
+	epoch_sync_device_ready(cx);
 }
 
 /* The link wrote something (or the loop turned for another reason): go on
@@ -380,16 +382,16 @@ static void on_sync_step(struct ev_loop *loop, ev_timer *w, int revents)
 static void on_sync_wait(struct ev_loop *loop, ev_check *w, int revents)
 {
 	struct memory_device *m = w->data;
-	struct replicator *r = m->r;
+	struct ckpt_ctx *cx = m->cx;
 
 	(void)revents;
-	if (peer_link_up(&r->link) && !sync_slots_free(m, r))
+	if (ckpt_link_up(cx) && !sync_slots_free(m, cx))
 		return;
 	ev_check_stop(loop, w);
 	on_sync_step(loop, &m->sync_step, 0);
 }
 
-static int memory_sync(void *state, struct replicator *r, struct epoch_tally *t)
+static int memory_sync(void *state, struct ckpt_ctx *cx, struct epoch_tally *t)
 {
 	struct memory_device *m = state;
 	size_t keep = m->tops->full_copy_keep;
@@ -399,8 +401,8 @@ static int memory_sync(void *state, struct replicator *r, struct epoch_tally *t)
 	/* The VM keeps running while we copy: the copy is torn, but the first
 	 * paused scan finds every page that changed since, so the first
 	 * committed epoch is consistent. A new session starts over. */
-	ev_timer_stop(r->loop, &m->sync_step);
-	ev_check_stop(r->loop, &m->sync_wait);
+	ev_timer_stop(cx->loop, &m->sync_step);
+	ev_check_stop(cx->loop, &m->sync_wait);
 	m->sync_step_pages = keep && keep < SYNC_STEP_PAGES ? keep : SYNC_STEP_PAGES;
 	m->sync_window = keep ? (unsigned)(keep / m->sync_step_pages) : 0;
 	if (m->sync_window > SYNC_MARKS)
@@ -412,29 +414,29 @@ static int memory_sync(void *state, struct replicator *r, struct epoch_tally *t)
 	for (size_t i = 0; i < m->npages; i++)
 		m->dirty[i] = (uint32_t)i;
 	m->ndirty = 0;
-	r->delta.pages_same = 0;
-	compress_session(&r->compress, r->agent_pages_lz4);
+	cx->delta->pages_same = 0;
+	compress_session(cx->compress, ckpt_backup_takes_lz4(cx));
 	m->sync_next = 0;
 	m->sync_started_ms = mono_ms();
 	ev_timer_set(&m->sync_step, 0, 0);
-	ev_timer_start(r->loop, &m->sync_step);
+	ev_timer_start(cx->loop, &m->sync_step);
 	return CKPT_SYNC_PENDING;
 }
 
-static int memory_postsuspend(void *state, struct replicator *r, struct epoch_tally *t)
+static int memory_postsuspend(void *state, struct ckpt_ctx *cx, struct epoch_tally *t)
 {
 	struct memory_device *m = state;
 
 	m->ndirty = m->tops->scan(m->tracker, m->dirty);
-	verify_at_barrier(r, m->ram, m->npages, t->id);
+	ckpt_verify_at_barrier(cx, m->ram, m->npages, t->id);
 	return 0;
 }
 
-static int memory_send(void *state, struct replicator *r, struct epoch_tally *t)
+static int memory_send(void *state, struct ckpt_ctx *cx, struct epoch_tally *t)
 {
 	struct memory_device *m = state;
 
-	return send_pages(m, r, t, m->dirty, m->ndirty) ?: verify_send_resends(r, t);
+	return send_pages(m, cx, t, m->dirty, m->ndirty) ?: ckpt_verify_resends(cx, t);
 }
 
 /* What the soft-dirty log cost: pages it flagged and pages absent from
@@ -484,7 +486,7 @@ static void memory_status(void *state, struct json_object *out)
 		softdirty_status(m, out);
 	if (m->tops == &hash_tracker_ops)
 		hash_status(m, out);
-	compress_status(&m->r->compress, out);
+	compress_status(m->cx->compress, out);
 }
 
 const struct ckpt_device_ops memory_device_ops = {

@@ -14,10 +14,10 @@
 #include "port.h"
 #include "qemu_opts.h"
 #include "qmp.h"
-#include "replicator.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <ev.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,7 +44,7 @@ struct nic {
 };
 
 struct net_device {
-	struct replicator *r;
+	struct ckpt_ctx *cx;
 	struct nic nics[REPLICATOR_MAX_NICS];
 	int n;
 	uint8_t buf[NETBUF_MAX_FRAME + 1];
@@ -54,13 +54,13 @@ struct net_device {
 
 /* Every backend in `info network` must be one we can own: anything else
  * would put the VM's output on the wire before its checkpoint commits. */
-static int check_backends(struct replicator *r)
+static int check_backends(struct ckpt_ctx *cx)
 {
 	char *text = NULL, *line, *save = NULL;
-	int rc = qmp_hmp(r->qmp, "info network", &text, 5000);
+	int rc = qmp_hmp(cx->qmp, "info network", &text, 5000);
 
 	if (rc) {
-		log_err("cannot list the VM's network backends: %s", qmp_last_error(r->qmp));
+		log_err("cannot list the VM's network backends: %s", qmp_last_error(cx->qmp));
 		return rc;
 	}
 	for (line = strtok_r(text, "\r\n", &save); line; line = strtok_r(NULL, "\r\n", &save)) {
@@ -75,7 +75,7 @@ static int check_backends(struct replicator *r)
 			"takes back; give the NIC -netdev dgram,id=%s,local.type=unix,"
 			"local.path=PATH1,remote.type=unix,remote.path=PATH2 and run the "
 			"replicator with --net-out %s=tap:NAME or packet:IFACE",
-			r->vm.name, id, type, id, id);
+			cx->vm->name, id, type, id, id);
 		rc = -EPERM;
 		break;
 	}
@@ -177,7 +177,7 @@ static int send_to_port(void *opaque, const uint8_t *frame, size_t len)
 	int rc = port_send(&nic->port, frame, len);
 
 	if (rc == -EAGAIN && !ev_is_active(&nic->to_net))
-		ev_io_start(nic->dev->r->loop, &nic->to_net);
+		ev_io_start(nic->dev->cx->loop, &nic->to_net);
 	else if (rc < 0 && rc != -EAGAIN)
 		log_warn("%s: frame of %zu bytes dropped: %s on %s", nic->id, len,
 			 strerror(-rc), nic->port_spec);
@@ -196,9 +196,9 @@ static void read_from_vm(struct nic *nic, bool drain)
 		int rc;
 
 		if (!drain && netbuf_full(&nic->nb)) {
-			ev_io_stop(d->r->loop, &nic->from_vm);
+			ev_io_stop(d->cx->loop, &nic->from_vm);
 			if (nic->nb.held_frames)
-				epoch_request_early(d->r, "net buffer full");
+				epoch_request_early(d->cx, "net buffer full");
 			return;
 		}
 		n = recv(nic->fd, d->buf, sizeof(d->buf), MSG_DONTWAIT | MSG_TRUNC);
@@ -206,7 +206,7 @@ static void read_from_vm(struct nic *nic, bool drain)
 			return; /* EAGAIN: drained */
 		rc = netbuf_push(&nic->nb, d->buf, (size_t)n, mono_ms());
 		if (!rc && nic->nb.protected && !drain)
-			epoch_output_waiting(d->r, !frame_is_bare_tcp_ack(d->buf, (size_t)n));
+			epoch_output_waiting(d->cx, !frame_is_bare_tcp_ack(d->buf, (size_t)n));
 		if (rc == -EMSGSIZE || rc == -EINVAL)
 			log_warn("%s: %s frame of %zd bytes from the VM dropped", nic->id,
 				 rc == -EMSGSIZE ? "oversized" : "malformed", n);
@@ -237,8 +237,7 @@ static void on_from_net(struct ev_loop *loop, ev_io *w, int revents)
 				return;
 			continue;
 		}
-		if (sendto(nic->fd, d->buf, (size_t)n, MSG_DONTWAIT,
-			   (struct sockaddr *)&nic->qemu, nic->qemu_len) < 0)
+		if (send(nic->fd, d->buf, (size_t)n, MSG_DONTWAIT) < 0)
 			nic->inbound_dropped++;
 		else
 			nic->inbound_frames++;
@@ -248,7 +247,7 @@ static void on_from_net(struct ev_loop *loop, ev_io *w, int revents)
 static void resume_reading(struct nic *nic)
 {
 	if (!netbuf_full(&nic->nb) && !ev_is_active(&nic->from_vm))
-		ev_io_start(nic->dev->r->loop, &nic->from_vm);
+		ev_io_start(nic->dev->cx->loop, &nic->from_vm);
 }
 
 static void on_to_net(struct ev_loop *loop, ev_io *w, int revents)
@@ -262,6 +261,10 @@ static void on_to_net(struct ev_loop *loop, ev_io *w, int revents)
 
 /* --- setup ------------------------------------------------------------- */
 
+/* Our end of the VM's datagram socket: bound where QEMU sends, and
+ * connected to QEMU's own end, so that the kernel drops datagrams from
+ * anyone else. Unconnected, any local user could send "the VM's" frames
+ * out through the port, as root. */
 static int bind_vm_side(struct nic *nic, const struct sockaddr_storage *ours, socklen_t len)
 {
 	int size = SOCKET_BUFFER_BYTES;
@@ -283,17 +286,25 @@ static int bind_vm_side(struct nic *nic, const struct sockaddr_storage *ours, so
 		nic->bound_path[0] = 0;
 		return rc;
 	}
+	if (connect(fd, (const struct sockaddr *)&nic->qemu, nic->qemu_len) < 0) {
+		int rc = -errno;
+		close(fd);
+		if (nic->bound_path[0])
+			unlink(nic->bound_path); /* ours: bound just now */
+		nic->bound_path[0] = 0;
+		return rc;
+	}
 	nic->fd = fd;
 	return 0;
 }
 
 static int setup_nic(struct net_device *d, const char *id, const struct qemu_opts *o, int nnics)
 {
-	struct replicator *r = d->r;
+	struct ckpt_ctx *cx = d->cx;
 	struct nic *nic = &d->nics[d->n];
 	struct sockaddr_storage ours;
 	socklen_t ours_len = 0;
-	const char *spec = port_spec_for(&r->cfg, id, nnics);
+	const char *spec = port_spec_for(cx->cfg, id, nnics);
 	char err[200];
 	int rc;
 
@@ -312,7 +323,7 @@ static int setup_nic(struct net_device *d, const char *id, const struct qemu_opt
 	if (!spec) {
 		log_err("refusing VM %s: netdev %s is a datagram socket the net buffer must own; "
 			"say where its frames go with --net-out %s=tap:NAME or --net-out %s=packet:IFACE",
-			r->vm.name, id, id, id);
+			cx->vm->name, id, id, id);
 		return -EPERM;
 	}
 	snprintf(nic->port_spec, sizeof(nic->port_spec), "%s", spec);
@@ -322,20 +333,21 @@ static int setup_nic(struct net_device *d, const char *id, const struct qemu_opt
 	}
 	rc = bind_vm_side(nic, &ours, ours_len);
 	if (rc) {
-		log_err("netdev %s: cannot bind the VM's output socket: %s", id, strerror(-rc));
+		log_err("netdev %s: cannot bind the VM's output socket, or connect it to QEMU's "
+			"end: %s", id, strerror(-rc));
 		port_close(&nic->port);
 		return rc;
 	}
-	netbuf_init(&nic->nb, r->cfg.net_cap_bytes, send_to_port, nic);
+	netbuf_init(&nic->nb, cx->cfg->net_cap_bytes, send_to_port, nic);
 	ev_io_init(&nic->from_vm, on_from_vm, nic->fd, EV_READ);
 	ev_io_init(&nic->from_net, on_from_net, nic->port.fd, EV_READ);
 	ev_io_init(&nic->to_net, on_to_net, nic->port.fd, EV_WRITE);
 	nic->from_vm.data = nic->from_net.data = nic->to_net.data = nic;
-	ev_io_start(r->loop, &nic->from_vm);
-	ev_io_start(r->loop, &nic->from_net);
+	ev_io_start(cx->loop, &nic->from_vm);
+	ev_io_start(cx->loop, &nic->from_net);
 	d->n++;
 	log_info("netdev %s: output held for its checkpoint, then out through %s%s", id, spec,
-		 r->cfg.no_output_commit ? " (OUTPUT COMMIT OFF: test mode)" : "");
+		 cx->cfg->no_output_commit ? " (OUTPUT COMMIT OFF: test mode)" : "");
 	return 0;
 }
 
@@ -349,37 +361,37 @@ static int count_netdevs(const struct vm_info *vm)
 	return n;
 }
 
-static int netbuf_setup(struct replicator *r, void **state)
+static int netbuf_setup(struct ckpt_ctx *cx, void **state)
 {
 	struct net_device *d = calloc(1, sizeof(*d));
-	int nnics = count_netdevs(&r->vm), rc;
+	int nnics = count_netdevs(cx->vm), rc;
 
 	if (!d)
 		return -ENOMEM;
 	*state = d;
-	d->r = r;
-	rc = check_backends(r);
-	for (int i = 1; !rc && i + 1 < r->vm.argc; i++) {
+	d->cx = cx;
+	rc = check_backends(cx);
+	for (int i = 1; !rc && i + 1 < cx->vm->argc; i++) {
 		struct qemu_opts o;
 		const char *id;
-		if (strcmp(r->vm.argv[i], "-netdev") && strcmp(r->vm.argv[i], "--netdev"))
+		if (strcmp(cx->vm->argv[i], "-netdev") && strcmp(cx->vm->argv[i], "--netdev"))
 			continue;
-		if (qemu_opts_parse_any(r->vm.argv[i + 1], &o))
+		if (qemu_opts_parse_any(cx->vm->argv[i + 1], &o))
 			return -EINVAL;
 		id = qemu_opts_get(&o, "id");
 		if (!id) {
 			rc = -EINVAL;
 		} else if (d->n == REPLICATOR_MAX_NICS) {
-			log_err("refusing VM %s: more than %d NICs", r->vm.name, REPLICATOR_MAX_NICS);
+			log_err("refusing VM %s: more than %d NICs", cx->vm->name, REPLICATOR_MAX_NICS);
 			rc = -EPERM;
 		} else {
 			rc = setup_nic(d, id, &o, nnics);
 		}
 		qemu_opts_free(&o);
 	}
-	if (!rc && r->cfg.n_net_out > d->n)
+	if (!rc && cx->cfg->n_net_out > d->n)
 		log_warn("%d --net-out given, but the VM has %d NIC(s) on a datagram socket",
-			 r->cfg.n_net_out, d->n);
+			 cx->cfg->n_net_out, d->n);
 	return rc;
 }
 
@@ -391,9 +403,9 @@ static void netbuf_teardown(void *state)
 		return;
 	for (int i = 0; i < d->n; i++) {
 		struct nic *nic = &d->nics[i];
-		ev_io_stop(d->r->loop, &nic->from_vm);
-		ev_io_stop(d->r->loop, &nic->from_net);
-		ev_io_stop(d->r->loop, &nic->to_net);
+		ev_io_stop(d->cx->loop, &nic->from_vm);
+		ev_io_stop(d->cx->loop, &nic->from_net);
+		ev_io_stop(d->cx->loop, &nic->to_net);
 		/* A detach released everything first (protect off). What is still
 		 * held belongs to epochs that never committed: QEMU died, and the
 		 * restored VM will send it again from its checkpoint. */
@@ -411,7 +423,7 @@ static void netbuf_teardown(void *state)
 
 /* --- the checkpoint hooks ------------------------------------------------ */
 
-static int netbuf_postsuspend(void *state, struct replicator *r, struct epoch_tally *t)
+static int netbuf_postsuspend(void *state, struct ckpt_ctx *cx, struct epoch_tally *t)
 {
 	struct net_device *d = state;
 
@@ -422,23 +434,23 @@ static int netbuf_postsuspend(void *state, struct replicator *r, struct epoch_ta
 	return 0;
 }
 
-static void netbuf_commit(void *state, struct replicator *r, uint64_t epoch)
+static void netbuf_commit(void *state, struct ckpt_ctx *cx, uint64_t epoch)
 {
 	struct net_device *d = state;
 
 	for (int i = 0; i < d->n; i++) {
 		struct nic *nic = &d->nics[i];
 		if (!netbuf_release(&nic->nb, epoch, mono_ms()) && !ev_is_active(&nic->to_net))
-			ev_io_start(r->loop, &nic->to_net);
+			ev_io_start(cx->loop, &nic->to_net);
 		resume_reading(nic);
 	}
 }
 
-static void netbuf_protect(void *state, struct replicator *r, bool on, uint64_t next_epoch)
+static void netbuf_protect(void *state, struct ckpt_ctx *cx, bool on, uint64_t next_epoch)
 {
 	struct net_device *d = state;
 
-	if (r->cfg.no_output_commit)
+	if (cx->cfg->no_output_commit)
 		on = false;
 	for (int i = 0; i < d->n; i++) {
 		struct nic *nic = &d->nics[i];

@@ -4,8 +4,8 @@
  * sections, EOF. The backup feeds it to an incoming migration. */
 #include "ckpt_device.h"
 #include "log.h"
+#include "proto.h"
 #include "qmp.h"
-#include "replicator.h"
 #include "runtime_dir.h"
 
 #include <errno.h>
@@ -29,7 +29,7 @@ struct qemu_state_device {
  * (tmpfs: QEMU writes it and we read it back within the pause), and given
  * to QEMU's user, which opens it by name (O_TRUNC) at every epoch. We read
  * it through our own descriptor, never by name again. */
-static int qemu_state_setup(struct replicator *r, void **state)
+static int qemu_state_setup(struct ckpt_ctx *cx, void **state)
 {
 	struct qemu_state_device *d = calloc(1, sizeof(*d));
 	int rc;
@@ -37,16 +37,16 @@ static int qemu_state_setup(struct replicator *r, void **state)
 	if (!d)
 		return -ENOMEM;
 	*state = d;
-	d->fd = runtime_file_create(r->runtime_dir, "devstate", O_RDWR, 0600, d->path,
+	d->fd = runtime_file_create(cx->runtime_dir, "devstate", O_RDWR, 0600, d->path,
 				    sizeof(d->path));
 	if (d->fd < 0) {
 		rc = d->fd;
-		log_err("cannot make %s/devstate for QEMU's device state: %s", r->runtime_dir,
+		log_err("cannot make %s/devstate for QEMU's device state: %s", cx->runtime_dir,
 			strerror(-rc));
 		d->path[0] = 0;
 		return rc;
 	}
-	rc = replicator_give_to_qemu(r, d->path);
+	rc = ckpt_give_to_qemu(cx, d->path);
 	if (rc)
 		log_err("cannot give %s to QEMU's user: %s", d->path, strerror(-rc));
 	return rc;
@@ -93,7 +93,7 @@ static int read_whole_fd(int fd, uint8_t **buf, size_t *len)
 	return 0;
 }
 
-static int qemu_state_postsuspend(void *state, struct replicator *r, struct epoch_tally *t)
+static int qemu_state_postsuspend(void *state, struct ckpt_ctx *cx, struct epoch_tally *t)
 {
 	struct qemu_state_device *d = state;
 	struct json_object *args = json_object_new_object();
@@ -101,11 +101,11 @@ static int qemu_state_postsuspend(void *state, struct replicator *r, struct epoc
 
 	json_object_object_add(args, "filename", json_object_new_string(d->path));
 	json_object_object_add(args, "live", json_object_new_boolean(0));
-	rc = qmp_execute(r->qmp, "xen-save-devices-state", args, NULL, QMP_SAVE_TIMEOUT_MS);
+	rc = qmp_execute(cx->qmp, "xen-save-devices-state", args, NULL, QMP_SAVE_TIMEOUT_MS);
 	json_object_put(args);
 	if (rc) {
 		log_err("epoch %llu: saving device state failed: %s",
-			(unsigned long long)t->id, qmp_last_error(r->qmp));
+			(unsigned long long)t->id, qmp_last_error(cx->qmp));
 		return rc;
 	}
 	free(d->buf);
@@ -121,13 +121,13 @@ static int qemu_state_postsuspend(void *state, struct replicator *r, struct epoc
 	return rc;
 }
 
-static int qemu_state_send(void *state, struct replicator *r, struct epoch_tally *t)
+static int qemu_state_send(void *state, struct ckpt_ctx *cx, struct epoch_tally *t)
 {
 	struct qemu_state_device *d = state;
 	struct iovec iov = { .iov_base = d->buf, .iov_len = d->len };
 
 	t->devstate_bytes += d->len;
-	return epoch_push_frame(r, t, FRAME_DEVSTATE, &iov, 1, NULL);
+	return epoch_push_frame(cx, t, FRAME_DEVSTATE, &iov, 1, NULL);
 }
 
 const struct ckpt_device_ops qemu_state_device_ops = {

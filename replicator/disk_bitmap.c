@@ -30,7 +30,6 @@
 #include "dirty_ranges.h"
 #include "log.h"
 #include "qmp.h"
-#include "replicator.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -95,7 +94,7 @@ static int listen_socket(const char *path)
 }
 
 /* A listening socket of ours becomes QEMU's NBD server. */
-static int start_server(struct replicator *r, struct disk_device *d)
+static int start_server(struct ckpt_ctx *cx, struct disk_device *d)
 {
 	struct json_object *a, *addr, *data;
 	int fd = listen_socket(d->qemu_sock), rc;
@@ -104,7 +103,7 @@ static int start_server(struct replicator *r, struct disk_device *d)
 		return fd;
 	a = json_object_new_object();
 	json_object_object_add(a, "fdname", json_object_new_string(LISTEN_FDNAME));
-	rc = qmp_execute_with_fd(r->qmp, "getfd", a, fd, NULL, QMP_TIMEOUT_MS);
+	rc = qmp_execute_with_fd(cx->qmp, "getfd", a, fd, NULL, QMP_TIMEOUT_MS);
 	json_object_put(a);
 	close(fd);
 	if (rc)
@@ -117,48 +116,48 @@ static int start_server(struct replicator *r, struct disk_device *d)
 	json_object_object_add(addr, "type", json_object_new_string("fd"));
 	json_object_object_add(addr, "data", data);
 	json_object_object_add(a, "addr", addr);
-	rc = disk_qmp(r, "nbd-server-start", a);
+	rc = disk_qmp(cx, "nbd-server-start", a);
 	if (rc) {
 		/* QEMU keeps a file passed with getfd until a command takes it.
 		 * (A closefd that works leaves qmp_last_error as it was.) */
 		struct json_object *c = json_object_new_object();
 
 		json_object_object_add(c, "fdname", json_object_new_string(LISTEN_FDNAME));
-		disk_qmp(r, "closefd", c);
+		disk_qmp(cx, "closefd", c);
 	}
 	return rc;
 }
 
 /* The ids of QEMU's block exports; NULL on error. */
-static struct json_object *list_exports(struct replicator *r)
+static struct json_object *list_exports(struct ckpt_ctx *cx)
 {
 	struct json_object *ret = NULL;
 
-	return qmp_execute(r->qmp, "query-block-exports", NULL, &ret, QMP_TIMEOUT_MS) ? NULL : ret;
+	return qmp_execute(cx->qmp, "query-block-exports", NULL, &ret, QMP_TIMEOUT_MS) ? NULL : ret;
 }
 
-static void delete_export(struct replicator *r, const char *id)
+static void delete_export(struct ckpt_ctx *cx, const char *id)
 {
 	struct json_object *a = json_object_new_object();
 
 	json_object_object_add(a, "id", json_object_new_string(id));
 	json_object_object_add(a, "mode", json_object_new_string("hard"));
-	if (disk_qmp(r, "block-export-del", a))
-		log_debug("block-export-del %s: %s", id, qmp_last_error(r->qmp));
+	if (disk_qmp(cx, "block-export-del", a))
+		log_debug("block-export-del %s: %s", id, qmp_last_error(cx->qmp));
 }
 
 /* QEMU's NBD server runs already: ours, if it has our owner export (a
  * replicator before us died), and then taken back; anyone else's is left
  * alone and bitmap capture refused. */
-static int take_back_server(struct replicator *r, struct disk_device *d)
+static int take_back_server(struct ckpt_ctx *cx, struct disk_device *d)
 {
-	struct json_object *ex = list_exports(r);
+	struct json_object *ex = list_exports(cx);
 	bool ours = false;
 
 	if (!ex) {
 		log_err("refusing --disk-capture bitmap for VM %s: QEMU's NBD server is already "
-			"running and its exports cannot be listed: %s", r->vm.name,
-			qmp_last_error(r->qmp));
+			"running and its exports cannot be listed: %s", cx->vm->name,
+			qmp_last_error(cx->qmp));
 		return -EBUSY;
 	}
 	for (size_t i = 0; i < json_object_array_length(ex); i++) {
@@ -171,21 +170,21 @@ static int take_back_server(struct replicator *r, struct disk_device *d)
 		log_err("refusing --disk-capture bitmap for VM %s: QEMU's NBD server is already "
 			"running and it is not a replicator's (QEMU has one; stop it with "
 			"nbd-server-stop if it is not in use, or use --disk-capture mirror)",
-			r->vm.name);
+			cx->vm->name);
 		return -EBUSY;
 	}
 	log_warn("taking back the NBD server an earlier replicator left in QEMU");
-	disk_bitmap_drop_all(r, d);
-	delete_export(r, OWNER_EXPORT);
-	if (disk_qmp(r, "nbd-server-stop", NULL)) {
+	disk_bitmap_drop_all(cx, d);
+	delete_export(cx, OWNER_EXPORT);
+	if (disk_qmp(cx, "nbd-server-stop", NULL)) {
 		log_err("cannot stop the NBD server an earlier replicator left: %s",
-			qmp_last_error(r->qmp));
+			qmp_last_error(cx->qmp));
 		return -EIO;
 	}
-	return start_server(r, d);
+	return start_server(cx, d);
 }
 
-static int add_owner_export(struct replicator *r, struct disk_device *d)
+static int add_owner_export(struct ckpt_ctx *cx, struct disk_device *d)
 {
 	struct json_object *a = json_object_new_object();
 
@@ -194,7 +193,7 @@ static int add_owner_export(struct replicator *r, struct disk_device *d)
 	json_object_object_add(a, "name", json_object_new_string(OWNER_EXPORT));
 	json_object_object_add(a, "node-name", json_object_new_string(d->disks[0].node));
 	json_object_object_add(a, "writable", json_object_new_boolean(false));
-	return disk_qmp(r, "block-export-add", a);
+	return disk_qmp(cx, "block-export-add", a);
 }
 
 /* --- where the blocks are read from --------------------------------------- */
@@ -235,11 +234,11 @@ static int reopen_read_only(int path_fd)
 }
 
 /* k's node, from query-named-block-nodes (caller puts *all). */
-static struct json_object *find_node(struct replicator *r, const char *node,
+static struct json_object *find_node(struct ckpt_ctx *cx, const char *node,
 				     struct json_object **all)
 {
 	*all = NULL;
-	if (qmp_execute(r->qmp, "query-named-block-nodes", NULL, all, QMP_TIMEOUT_MS))
+	if (qmp_execute(cx->qmp, "query-named-block-nodes", NULL, all, QMP_TIMEOUT_MS))
 		return NULL;
 	for (size_t i = 0; i < json_object_array_length(*all); i++) {
 		struct json_object *n = json_object_array_get_idx(*all, i);
@@ -254,9 +253,9 @@ static struct json_object *find_node(struct replicator *r, const char *node,
 /* A raw image that is a plain file QEMU has open, of the disk's size
  * (so no offset option shifts it), can be read with pread: what QEMU's
  * guest sees of k, read here. The descriptor, or -1 with *why. */
-int disk_open_image(struct replicator *r, const struct disk *k, const char **why)
+int disk_open_image(struct ckpt_ctx *cx, const struct disk *k, const char **why)
 {
-	struct json_object *all, *n = find_node(r, k->node, &all), *img, *v = NULL;
+	struct json_object *all, *n = find_node(cx, k->node, &all), *img, *v = NULL;
 	const char *drv = n ? disk_json_str(n, "drv") : NULL;
 	const char *file = n ? disk_json_str(n, "file") : NULL;
 	struct stat st;
@@ -275,7 +274,7 @@ int disk_open_image(struct replicator *r, const struct disk *k, const char **why
 		*why = "the image cannot be opened here";
 	else if (!v || (uint64_t)st.st_size != (uint64_t)json_object_get_int64(v))
 		*why = "the file's size is not the disk's (a raw offset or size)";
-	else if (!qemu_has_open(qmp_peer_pid(r->qmp), &st))
+	else if (!qemu_has_open(qmp_peer_pid(cx->qmp), &st))
 		*why = "QEMU does not have that file open";
 	if (*why && fd >= 0)
 		close(fd);
@@ -286,18 +285,18 @@ int disk_open_image(struct replicator *r, const struct disk *k, const char **why
 /* pread from the image where disk_open_image can (about 2.5 us a block
  * against 50 us over QEMU's NBD server); anything else is read over NBD,
  * through QEMU's own block layer. */
-static void choose_reader(struct replicator *r, struct disk *k)
+static void choose_reader(struct ckpt_ctx *cx, struct disk *k)
 {
 	const char *why;
 
-	k->image_fd = disk_open_image(r, k, &why);
+	k->image_fd = disk_open_image(cx, k, &why);
 	if (why)
 		log_info("disk %s: an epoch's blocks are read over NBD (%s)", k->name, why);
 	else
 		log_info("disk %s: an epoch's blocks are read from %s", k->name, k->file);
 }
 
-int disk_bitmap_setup(struct replicator *r, struct disk_device *d)
+int disk_bitmap_setup(struct ckpt_ctx *cx, struct disk_device *d)
 {
 	int rc, n;
 
@@ -306,33 +305,33 @@ int disk_bitmap_setup(struct replicator *r, struct disk_device *d)
 	n = snprintf(d->qemu_sock, sizeof(d->qemu_sock), "%s/qemu.sock", d->sock_dir);
 	if (n < 0 || (size_t)n >= sizeof(d->qemu_sock))
 		return -ENAMETOOLONG;
-	rc = start_server(r, d);
-	if (rc == -EREMOTEIO && strstr(qmp_last_error(r->qmp), "already running"))
-		rc = take_back_server(r, d);
+	rc = start_server(cx, d);
+	if (rc == -EREMOTEIO && strstr(qmp_last_error(cx->qmp), "already running"))
+		rc = take_back_server(cx, d);
 	if (!rc)
 		d->nbd_server_ours = true;
 	if (!rc)
-		rc = add_owner_export(r, d);
+		rc = add_owner_export(cx, d);
 	if (rc) {
 		if (rc != -EBUSY)
 			log_err("refusing --disk-capture bitmap for VM %s: cannot start QEMU's NBD "
-				"server for it: %s", r->vm.name, rc == -EREMOTEIO ?
-				qmp_last_error(r->qmp) : strerror(-rc));
+				"server for it: %s", cx->vm->name, rc == -EREMOTEIO ?
+				qmp_last_error(cx->qmp) : strerror(-rc));
 		return rc;
 	}
-	disk_bitmap_drop_all(r, d); /* a dead replicator's */
+	disk_bitmap_drop_all(cx, d); /* a dead replicator's */
 	for (uint32_t i = 0; i < d->n; i++)
-		choose_reader(r, &d->disks[i]);
+		choose_reader(cx, &d->disks[i]);
 	d->capture_bitmap = true;
 	return 0;
 }
 
-void disk_bitmap_teardown(struct replicator *r, struct disk_device *d)
+void disk_bitmap_teardown(struct ckpt_ctx *cx, struct disk_device *d)
 {
-	if (r->qmp && !r->vm_gone && d->nbd_server_ours) {
-		disk_bitmap_drop_all(r, d);
-		delete_export(r, OWNER_EXPORT);
-		disk_qmp(r, "nbd-server-stop", NULL);
+	if (cx->qmp && !ckpt_vm_gone(cx) && d->nbd_server_ours) {
+		disk_bitmap_drop_all(cx, d);
+		delete_export(cx, OWNER_EXPORT);
+		disk_qmp(cx, "nbd-server-stop", NULL);
 	}
 	d->nbd_server_ours = false;
 	for (uint32_t i = 0; i < d->n; i++) {
@@ -362,7 +361,7 @@ static void add_action(struct json_object *actions, const char *type, const char
 
 /* One transaction over every disk: `next`'s bitmaps start, and (close
  * true) those of d->bm_epoch stop, at one point between two writes. */
-static int switch_bitmaps(struct replicator *r, struct disk_device *d, uint64_t next,
+static int switch_bitmaps(struct ckpt_ctx *cx, struct disk_device *d, uint64_t next,
 			  bool close)
 {
 	struct json_object *a = json_object_new_object(), *actions = json_object_new_array();
@@ -378,16 +377,16 @@ static int switch_bitmaps(struct replicator *r, struct disk_device *d, uint64_t 
 		add_action(actions, "block-dirty-bitmap-disable", d->disks[i].node, name, false);
 	}
 	json_object_object_add(a, "actions", actions);
-	rc = disk_qmp(r, "transaction", a);
+	rc = disk_qmp(cx, "transaction", a);
 	if (rc)
 		log_err("disks: cannot start the dirty bitmaps of epoch %llu: %s",
-			(unsigned long long)next, qmp_last_error(r->qmp));
+			(unsigned long long)next, qmp_last_error(cx->qmp));
 	return rc;
 }
 
-int disk_bitmap_begin(struct replicator *r, struct disk_device *d, uint64_t next)
+int disk_bitmap_begin(struct ckpt_ctx *cx, struct disk_device *d, uint64_t next)
 {
-	int rc = switch_bitmaps(r, d, next, false);
+	int rc = switch_bitmaps(cx, d, next, false);
 
 	if (!rc) {
 		d->bm_epoch = next;
@@ -396,7 +395,7 @@ int disk_bitmap_begin(struct replicator *r, struct disk_device *d, uint64_t next
 	return rc;
 }
 
-static int add_export(struct replicator *r, const struct disk *k, uint64_t epoch)
+static int add_export(struct ckpt_ctx *cx, const struct disk *k, uint64_t epoch)
 {
 	struct json_object *a = json_object_new_object(), *bitmaps = json_object_new_array();
 	char id[64], name[64];
@@ -410,7 +409,7 @@ static int add_export(struct replicator *r, const struct disk *k, uint64_t epoch
 	json_object_object_add(a, "node-name", json_object_new_string(k->node));
 	json_object_object_add(a, "writable", json_object_new_boolean(false));
 	json_object_object_add(a, "bitmaps", bitmaps);
-	return disk_qmp(r, "block-export-add", a);
+	return disk_qmp(cx, "block-export-add", a);
 }
 
 /* --- reading an export: bounded waits on libnbd's non-blocking API -------- */
@@ -613,7 +612,7 @@ static void log_capture_error(const struct disk *k, uint64_t epoch, int rc, uint
 			(unsigned long long)epoch, strerror(-rc));
 }
 
-static int capture_disk(struct replicator *r, struct disk_device *d, struct disk *k,
+static int capture_disk(struct ckpt_ctx *cx, struct disk_device *d, struct disk *k,
 			uint64_t epoch, struct rec_list *out)
 {
 	double t0 = mono_ms(), t1, t2, t3, deadline = t0 + NBD_WAIT_MS;
@@ -628,10 +627,10 @@ static int capture_disk(struct replicator *r, struct disk_device *d, struct disk
 	export_id(k, epoch, id, sizeof(id));
 	bitmap_name(k, epoch, name, sizeof(name));
 	snprintf(context, sizeof(context), "qemu:dirty-bitmap:%s", name);
-	rc = add_export(r, k, epoch);
+	rc = add_export(cx, k, epoch);
 	if (rc) {
 		log_err("disk %s: cannot export the bitmap of epoch %llu: %s", k->name,
-			(unsigned long long)epoch, qmp_last_error(r->qmp));
+			(unsigned long long)epoch, qmp_last_error(cx->qmp));
 		return rc;
 	}
 	t1 = mono_ms();
@@ -669,20 +668,20 @@ static int capture_disk(struct replicator *r, struct disk_device *d, struct disk
 	return rc;
 }
 
-int disk_bitmap_capture(struct replicator *r, struct disk_device *d, uint64_t next,
+int disk_bitmap_capture(struct ckpt_ctx *cx, struct disk_device *d, uint64_t next,
 			struct rec_list *out)
 {
 	uint64_t epoch;
 	double t0;
 	int rc;
 
-	disk_bitmap_release(r, d); /* the last barrier's, if no loop turn came between */
+	disk_bitmap_release(cx, d); /* the last barrier's, if no loop turn came between */
 	epoch = d->bm_epoch;
 	if (epoch + 1 != next)
 		log_warn("disks: bitmaps of epoch %llu taken at barrier %llu",
 			 (unsigned long long)epoch, (unsigned long long)(next - 1));
 	t0 = mono_ms();
-	rc = switch_bitmaps(r, d, next, true);
+	rc = switch_bitmaps(cx, d, next, true);
 	log_debug("disks: epoch %llu: bitmaps switched in %.2f ms", (unsigned long long)epoch,
 		  mono_ms() - t0);
 	if (rc)
@@ -690,22 +689,22 @@ int disk_bitmap_capture(struct replicator *r, struct disk_device *d, uint64_t ne
 	d->bm_epoch = next;
 	d->release_epoch = epoch;
 	for (uint32_t i = 0; !rc && i < d->n; i++)
-		rc = capture_disk(r, d, &d->disks[i], epoch, out);
+		rc = capture_disk(cx, d, &d->disks[i], epoch, out);
 	return rc;
 }
 
-static void remove_bitmap(struct replicator *r, const char *node, const char *name)
+static void remove_bitmap(struct ckpt_ctx *cx, const char *node, const char *name)
 {
 	struct json_object *a = json_object_new_object();
 
 	json_object_object_add(a, "node", json_object_new_string(node));
 	json_object_object_add(a, "name", json_object_new_string(name));
-	if (disk_qmp(r, "block-dirty-bitmap-remove", a))
+	if (disk_qmp(cx, "block-dirty-bitmap-remove", a))
 		log_warn("cannot remove dirty bitmap %s: %s (removed when the session ends)",
-			 name, qmp_last_error(r->qmp));
+			 name, qmp_last_error(cx->qmp));
 }
 
-void disk_bitmap_release(struct replicator *r, struct disk_device *d)
+void disk_bitmap_release(struct ckpt_ctx *cx, struct disk_device *d)
 {
 	char id[64];
 
@@ -713,23 +712,23 @@ void disk_bitmap_release(struct replicator *r, struct disk_device *d)
 		return;
 	for (uint32_t i = 0; i < d->n; i++) {
 		export_id(&d->disks[i], d->release_epoch, id, sizeof(id));
-		delete_export(r, id);
+		delete_export(cx, id);
 		if (!d->unremoved_epoch)
 			continue;
 		bitmap_name(&d->disks[i], d->unremoved_epoch, id, sizeof(id));
-		remove_bitmap(r, d->disks[i].node, id);
+		remove_bitmap(cx, d->disks[i].node, id);
 	}
 	d->unremoved_epoch = d->release_epoch;
 	d->release_epoch = 0;
 }
 
 /* Remove every remus-b bitmap QEMU lists; 1 if one was still busy. */
-static int remove_listed_bitmaps(struct replicator *r)
+static int remove_listed_bitmaps(struct ckpt_ctx *cx)
 {
 	struct json_object *all = NULL;
 	int busy = 0;
 
-	if (qmp_execute(r->qmp, "query-named-block-nodes", NULL, &all, QMP_TIMEOUT_MS))
+	if (qmp_execute(cx->qmp, "query-named-block-nodes", NULL, &all, QMP_TIMEOUT_MS))
 		return 0;
 	for (size_t i = 0; i < json_object_array_length(all); i++) {
 		struct json_object *n = json_object_array_get_idx(all, i), *bms;
@@ -746,32 +745,32 @@ static int remove_listed_bitmaps(struct replicator *r)
 			a = json_object_new_object();
 			json_object_object_add(a, "node", json_object_new_string(node));
 			json_object_object_add(a, "name", json_object_new_string(name));
-			busy |= disk_qmp(r, "block-dirty-bitmap-remove", a) != 0;
+			busy |= disk_qmp(cx, "block-dirty-bitmap-remove", a) != 0;
 		}
 	}
 	json_object_put(all);
 	return busy;
 }
 
-void disk_bitmap_drop_all(struct replicator *r, struct disk_device *d)
+void disk_bitmap_drop_all(struct ckpt_ctx *cx, struct disk_device *d)
 {
-	struct json_object *ex = list_exports(r);
+	struct json_object *ex = list_exports(cx);
 
 	for (size_t i = 0; ex && i < json_object_array_length(ex); i++) {
 		const char *id = disk_json_str(json_object_array_get_idx(ex, i), "id");
 
 		if (id && !strncmp(id, EXPORT_PREFIX, strlen(EXPORT_PREFIX)))
-			delete_export(r, id);
+			delete_export(cx, id);
 	}
 	json_object_put(ex);
 	/* a deleted export lets go of its bitmap a moment later */
-	for (int i = 0; i < 50 && remove_listed_bitmaps(r); i++)
+	for (int i = 0; i < 50 && remove_listed_bitmaps(cx); i++)
 		usleep(20000);
 	d->bitmaps_on = false;
 	d->bm_epoch = d->release_epoch = d->unremoved_epoch = 0;
 }
 
-int64_t disk_bitmap_dirty_bytes(struct replicator *r, struct disk_device *d)
+int64_t disk_bitmap_dirty_bytes(struct ckpt_ctx *cx, struct disk_device *d)
 {
 	struct json_object *all = NULL;
 	int64_t total = 0;
@@ -781,7 +780,7 @@ int64_t disk_bitmap_dirty_bytes(struct replicator *r, struct disk_device *d)
 	int rc;
 
 	json_object_object_add(flat, "flat", json_object_new_boolean(true));
-	rc = qmp_execute(r->qmp, "query-named-block-nodes", flat, &all, POLL_TIMEOUT_MS);
+	rc = qmp_execute(cx->qmp, "query-named-block-nodes", flat, &all, POLL_TIMEOUT_MS);
 	json_object_put(flat);
 	if (rc)
 		return -1;

@@ -6,7 +6,6 @@
 #include "dev_disk.h"
 #include "log.h"
 #include "qmp.h"
-#include "replicator.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -17,9 +16,9 @@
 #define QMP_TIMEOUT_MS    5000
 #define CANCEL_WAIT_MS    10000
 
-int disk_qmp(struct replicator *r, const char *cmd, struct json_object *args)
+int disk_qmp(struct ckpt_ctx *cx, const char *cmd, struct json_object *args)
 {
-	int rc = qmp_execute(r->qmp, cmd, args, NULL, QMP_TIMEOUT_MS);
+	int rc = qmp_execute(cx->qmp, cmd, args, NULL, QMP_TIMEOUT_MS);
 
 	json_object_put(args);
 	return rc;
@@ -30,7 +29,7 @@ static void job_name(const struct disk *k, char *out, size_t len)
 	snprintf(out, len, "remus-mirror%u-%u", k->index, k->gen);
 }
 
-int disk_add_nbd_node(struct replicator *r, struct disk *k)
+int disk_add_nbd_node(struct ckpt_ctx *cx, struct disk *k)
 {
 	struct json_object *a = json_object_new_object(), *srv = json_object_new_object();
 	char node[64], export[32];
@@ -44,15 +43,15 @@ int disk_add_nbd_node(struct replicator *r, struct disk *k)
 	json_object_object_add(a, "node-name", json_object_new_string(node));
 	json_object_object_add(a, "server", srv);
 	json_object_object_add(a, "export", json_object_new_string(export));
-	rc = disk_qmp(r, "blockdev-add", a);
+	rc = disk_qmp(cx, "blockdev-add", a);
 	if (rc)
 		log_err("disk %s: QEMU cannot reach our NBD export at %s: %s", k->name, k->sock,
-			qmp_last_error(r->qmp));
+			qmp_last_error(cx->qmp));
 	k->node_added = !rc;
 	return rc;
 }
 
-int disk_start_mirror(struct replicator *r, struct disk *k)
+int disk_start_mirror(struct ckpt_ctx *cx, struct disk *k)
 {
 	struct json_object *a = json_object_new_object();
 	char job[64], node[64];
@@ -72,23 +71,23 @@ int disk_start_mirror(struct replicator *r, struct disk *k)
 	/* Not done until we say so: the job stays READY, mirroring. */
 	json_object_object_add(a, "auto-finalize", json_object_new_boolean(false));
 	json_object_object_add(a, "auto-dismiss", json_object_new_boolean(true));
-	rc = disk_qmp(r, "blockdev-mirror", a);
+	rc = disk_qmp(cx, "blockdev-mirror", a);
 	if (rc)
-		log_err("disk %s: cannot start its mirror: %s", k->name, qmp_last_error(r->qmp));
+		log_err("disk %s: cannot start its mirror: %s", k->name, qmp_last_error(cx->qmp));
 	k->job = !rc;
 	k->ready = false;
 	return rc;
 }
 
 /* Is our job for disk k still listed? 1 yes, 0 no, <0 error. */
-static int job_listed(struct replicator *r, const struct disk *k)
+static int job_listed(struct ckpt_ctx *cx, const struct disk *k)
 {
 	struct json_object *ret = NULL, *v;
 	char job[64];
 	int rc, found = 0;
 
 	job_name(k, job, sizeof(job));
-	rc = qmp_execute(r->qmp, "query-block-jobs", NULL, &ret, QMP_TIMEOUT_MS);
+	rc = qmp_execute(cx->qmp, "query-block-jobs", NULL, &ret, QMP_TIMEOUT_MS);
 	if (rc)
 		return rc;
 	for (size_t i = 0; i < json_object_array_length(ret); i++)
@@ -102,12 +101,12 @@ static int job_listed(struct replicator *r, const struct disk *k)
 /* Wait (bounded) until QEMU has dropped k's cancelled job: asked every
  * millisecond at first (a job of a stopped VM goes within a few, and the
  * VM may be waiting for it), then every 20 ms. */
-static int wait_job_gone(struct replicator *r, const struct disk *k, int max_ms)
+static int wait_job_gone(struct ckpt_ctx *cx, const struct disk *k, int max_ms)
 {
 	double start = mono_ms(), waited;
 
 	for (;;) {
-		int rc = job_listed(r, k);
+		int rc = job_listed(cx, k);
 
 		if (rc <= 0)
 			return rc;
@@ -118,7 +117,7 @@ static int wait_job_gone(struct replicator *r, const struct disk *k, int max_ms)
 	}
 }
 
-static int send_cancel(struct replicator *r, const struct disk *k)
+static int send_cancel(struct ckpt_ctx *cx, const struct disk *k)
 {
 	struct json_object *a = json_object_new_object();
 	char job[64];
@@ -126,26 +125,26 @@ static int send_cancel(struct replicator *r, const struct disk *k)
 	job_name(k, job, sizeof(job));
 	json_object_object_add(a, "device", json_object_new_string(job));
 	json_object_object_add(a, "force", json_object_new_boolean(true));
-	return disk_qmp(r, "block-job-cancel", a);
+	return disk_qmp(cx, "block-job-cancel", a);
 }
 
 /* Stop mirroring disk k: the guest's writes then stay on its own disk.
  * Waits (bounded) until QEMU has dropped the job. */
-int disk_stop_mirror(struct replicator *r, struct disk *k)
+int disk_stop_mirror(struct ckpt_ctx *cx, struct disk *k)
 {
-	return disk_stop_mirror_within(r, k, CANCEL_WAIT_MS);
+	return disk_stop_mirror_within(cx, k, CANCEL_WAIT_MS);
 }
 
-int disk_stop_mirror_within(struct replicator *r, struct disk *k, int max_ms)
+int disk_stop_mirror_within(struct ckpt_ctx *cx, struct disk *k, int max_ms)
 {
 	char job[64];
 	int rc;
 
 	job_name(k, job, sizeof(job));
 	if (k->job) {
-		if (send_cancel(r, k)) {
+		if (send_cancel(cx, k)) {
 			log_warn("disk %s: cancelling its mirror %s: %s", k->name, job,
-				 qmp_last_error(r->qmp));
+				 qmp_last_error(cx->qmp));
 			return -EIO; /* still ours: the next attempt cancels it again */
 		}
 		/* cancelled: its end event is ours, not a failure (disk_event),
@@ -156,23 +155,23 @@ int disk_stop_mirror_within(struct replicator *r, struct disk *k, int max_ms)
 	}
 	if (!k->retired)
 		return 0;
-	rc = wait_job_gone(r, k, max_ms);
+	rc = wait_job_gone(cx, k, max_ms);
 	if (rc) {
 		log_warn("disk %s: its cancelled mirror %s: %s", k->name, job,
-			 rc == -ETIMEDOUT ? "still listed" : qmp_last_error(r->qmp));
+			 rc == -ETIMEDOUT ? "still listed" : qmp_last_error(cx->qmp));
 		return rc;
 	}
 	k->retired = false;
 	return 0;
 }
 
-void disk_retire_mirror(struct replicator *r, struct disk *k)
+void disk_retire_mirror(struct ckpt_ctx *cx, struct disk *k)
 {
 	if (!k->job)
 		return;
-	if (send_cancel(r, k)) {
+	if (send_cancel(cx, k)) {
 		log_warn("disk %s: cannot cancel its mirror (bitmaps capture its writes now): %s",
-			 k->name, qmp_last_error(r->qmp));
+			 k->name, qmp_last_error(cx->qmp));
 		return; /* still a job: the next session cancels it */
 	}
 	k->job = false;
@@ -187,7 +186,7 @@ const char *disk_json_str(struct json_object *o, const char *key)
 	return json_object_object_get_ex(o, key, &v) ? json_object_get_string(v) : NULL;
 }
 
-void disk_del_nbd_node(struct replicator *r, struct disk *k)
+void disk_del_nbd_node(struct ckpt_ctx *cx, struct disk *k)
 {
 	struct json_object *a;
 	char node[64];
@@ -197,18 +196,18 @@ void disk_del_nbd_node(struct replicator *r, struct disk *k)
 	a = json_object_new_object();
 	snprintf(node, sizeof(node), "remus-nbd%u", k->index);
 	json_object_object_add(a, "node-name", json_object_new_string(node));
-	if (!disk_qmp(r, "blockdev-del", a))
+	if (!disk_qmp(cx, "blockdev-del", a))
 		k->node_added = false;
 }
 
 /* A replicator that died (SIGKILL, a crash) left its mirror jobs and NBD
  * nodes in QEMU: they hold the disk and the node names. Cancel and remove
  * them before adding ours; nothing else in QEMU is called remus-*. */
-void disk_clean_leftovers(struct replicator *r)
+void disk_clean_leftovers(struct ckpt_ctx *cx)
 {
 	struct json_object *ret = NULL;
 
-	if (!qmp_execute(r->qmp, "query-block-jobs", NULL, &ret, QMP_TIMEOUT_MS)) {
+	if (!qmp_execute(cx->qmp, "query-block-jobs", NULL, &ret, QMP_TIMEOUT_MS)) {
 		for (size_t i = 0; i < json_object_array_length(ret); i++) {
 			const char *id = disk_json_str(json_object_array_get_idx(ret, i), "device");
 			struct json_object *a;
@@ -219,7 +218,7 @@ void disk_clean_leftovers(struct replicator *r)
 			a = json_object_new_object();
 			json_object_object_add(a, "device", json_object_new_string(id));
 			json_object_object_add(a, "force", json_object_new_boolean(true));
-			disk_qmp(r, "block-job-cancel", a);
+			disk_qmp(cx, "block-job-cancel", a);
 		}
 		json_object_put(ret);
 		/* a cancelled job lets go of its target within moments */
@@ -227,7 +226,7 @@ void disk_clean_leftovers(struct replicator *r)
 			bool left = false;
 
 			ret = NULL;
-			if (qmp_execute(r->qmp, "query-block-jobs", NULL, &ret, QMP_TIMEOUT_MS))
+			if (qmp_execute(cx->qmp, "query-block-jobs", NULL, &ret, QMP_TIMEOUT_MS))
 				break;
 			for (size_t k = 0; k < json_object_array_length(ret); k++) {
 				const char *id = disk_json_str(json_object_array_get_idx(ret, k), "device");
@@ -240,7 +239,7 @@ void disk_clean_leftovers(struct replicator *r)
 		}
 	}
 	ret = NULL;
-	if (qmp_execute(r->qmp, "query-named-block-nodes", NULL, &ret, QMP_TIMEOUT_MS))
+	if (qmp_execute(cx->qmp, "query-named-block-nodes", NULL, &ret, QMP_TIMEOUT_MS))
 		return;
 	for (size_t i = 0; i < json_object_array_length(ret); i++) {
 		const char *node = disk_json_str(json_object_array_get_idx(ret, i), "node-name");
@@ -251,17 +250,17 @@ void disk_clean_leftovers(struct replicator *r)
 		log_warn("removing NBD node %s left by an earlier replicator", node);
 		a = json_object_new_object();
 		json_object_object_add(a, "node-name", json_object_new_string(node));
-		disk_qmp(r, "blockdev-del", a);
+		disk_qmp(cx, "blockdev-del", a);
 	}
 	json_object_put(ret);
 }
 
 /* --- discovery ------------------------------------------------------------- */
 
-static bool listed_unprotected(const struct replicator *r, const char *name)
+static bool listed_unprotected(const struct ckpt_ctx *cx, const char *name)
 {
-	for (int i = 0; i < r->cfg.n_unprotected_disks; i++)
-		if (!strcmp(r->cfg.unprotected_disks[i], name))
+	for (int i = 0; i < cx->cfg->n_unprotected_disks; i++)
+		if (!strcmp(cx->cfg->unprotected_disks[i], name))
 			return true;
 	return false;
 }
@@ -276,13 +275,13 @@ static int add_disk(struct disk_device *d, const char *name, const char *node,
 
 	if (d->n == PROTO_MAX_DISKS) {
 		log_err("refusing VM %s: more than %d writable disks; list those that both "
-			"hosts share with --unprotected-disk NAME", d->r->vm.name,
+			"hosts share with --unprotected-disk NAME", d->cx->vm->name,
 			PROTO_MAX_DISKS);
 		return -EPERM;
 	}
 	if (!size || size % 512) {
 		log_err("refusing VM %s: disk '%s' has a size of %llu bytes, not a multiple of "
-			"512", d->r->vm.name, name, (unsigned long long)size);
+			"512", d->cx->vm->name, name, (unsigned long long)size);
 		return -EPERM;
 	}
 	k = &d->disks[d->n];
@@ -301,12 +300,12 @@ static int add_disk(struct disk_device *d, const char *name, const char *node,
 /* A read-only disk (a CD-ROM with a medium, a read-only image) is not
  * replicated: a restore without it would give the guest a missing disk,
  * so it must be storage both hosts see, and the operator must say so. */
-static int refuse_read_only(struct replicator *r, const char *name, const char *file)
+static int refuse_read_only(struct ckpt_ctx *cx, const char *name, const char *file)
 {
 	log_err("refusing VM %s: disk '%s' (%s) is read-only (a CD-ROM or a read-only image), "
 		"so it is not replicated and the backup would restore the VM without it: declare "
 		"it shared with --unprotected-disk %s (and --shared-disk %s on the backup agent), "
-		"or eject it", r->vm.name, name, file ? file : "?", name, file ? file : "FILE");
+		"or eject it", cx->vm->name, name, file ? file : "?", name, file ? file : "FILE");
 	return -EPERM;
 }
 
@@ -314,7 +313,7 @@ static int refuse_read_only(struct replicator *r, const char *name, const char *
  * command line (block_graph.h): refuse now a form it could not. */
 static int check_restorable(struct disk_device *d)
 {
-	struct replicator *r = d->r;
+	struct ckpt_ctx *cx = d->cx;
 	struct block_graph_disk bd[PROTO_MAX_DISKS];
 	struct block_graph g;
 	char err[512];
@@ -324,11 +323,11 @@ static int check_restorable(struct disk_device *d)
 		bd[i] = (struct block_graph_disk){ .id = d->disks[i].name,
 						   .node = d->disks[i].node,
 						   .file = d->disks[i].file };
-	rc = block_graph_plan(r->vm.argv, r->vm.argc, bd, (int)d->n, &g, err, sizeof(err));
+	rc = block_graph_plan(cx->vm->argv, cx->vm->argc, bd, (int)d->n, &g, err, sizeof(err));
 	block_graph_free(&g);
 	if (rc == -EINVAL)
 		log_err("refusing VM %s: the backup could not restore its disks as they are: %s",
-			r->vm.name, err);
+			cx->vm->name, err);
 	return rc ? -EPERM : 0;
 }
 
@@ -336,12 +335,12 @@ static int check_restorable(struct disk_device *d)
  * shared storage (--unprotected-disk). */
 int disk_find(struct disk_device *d)
 {
-	struct replicator *r = d->r;
+	struct ckpt_ctx *cx = d->cx;
 	struct json_object *ret = NULL;
-	int rc = qmp_execute(r->qmp, "query-block", NULL, &ret, QMP_TIMEOUT_MS);
+	int rc = qmp_execute(cx->qmp, "query-block", NULL, &ret, QMP_TIMEOUT_MS);
 
 	if (rc) {
-		log_err("cannot list the VM's disks: %s", qmp_last_error(r->qmp));
+		log_err("cannot list the VM's disks: %s", qmp_last_error(cx->qmp));
 		return rc;
 	}
 	for (size_t i = 0; !rc && i < json_object_array_length(ret); i++) {
@@ -358,17 +357,17 @@ int disk_find(struct disk_device *d)
 		if (!name || !name[0])
 			name = node;
 		if (!name || !node) {
-			log_err("refusing VM %s: a disk without a node name", r->vm.name);
+			log_err("refusing VM %s: a disk without a node name", cx->vm->name);
 			rc = -EPERM;
 			break;
 		}
-		if (listed_unprotected(r, name)) {
+		if (listed_unprotected(cx, name)) {
 			log_warn("disk '%s' (%s) is not replicated (--unprotected-disk): both hosts "
 				 "must see the same storage", name, disk_json_str(ins, "file"));
 			continue;
 		}
 		if (ro) {
-			rc = refuse_read_only(r, name, disk_json_str(ins, "file"));
+			rc = refuse_read_only(cx, name, disk_json_str(ins, "file"));
 			break;
 		}
 		v = NULL;

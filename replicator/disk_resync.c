@@ -8,7 +8,6 @@
 #include "disk_delta.h"
 #include "log.h"
 #include "proto.h"
-#include "replicator.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -106,20 +105,20 @@ struct emit_ctx {
 static int emit(void *opaque, uint32_t op, uint64_t off, uint64_t len, const uint8_t *data)
 {
 	struct emit_ctx *e = opaque;
-	struct replicator *r = e->d->r;
+	struct ckpt_ctx *cx = e->d->cx;
 	struct disk_rec *out;
 
 	if (e->rec && !e->rec_sent && op == e->rec->op && off == e->rec->offset &&
 	    len == e->rec->length) {
 		e->rec_sent = true;
-		return disk_push_rec(r, &r->sync_tally, e->rec);
+		return disk_push_rec(cx, cx->sync_tally, e->rec);
 	}
 	out = disk_rec_new(e->disk, op, off, len);
 	if (!out)
 		return -ENOMEM;
 	if (op == DISK_OP_WRITE)
 		memcpy(out->data, data, len);
-	return disk_push_rec(r, &r->sync_tally, out);
+	return disk_push_rec(cx, cx->sync_tally, out);
 }
 
 int disk_resync_push(struct disk_device *d, struct disk_rec *rec)
@@ -129,7 +128,7 @@ int disk_resync_push(struct disk_device *d, struct disk_rec *rec)
 	int rc;
 
 	if (!disk_delta_on(dd))
-		return disk_push_rec(d->r, &d->r->sync_tally, rec);
+		return disk_push_rec(d->cx, d->cx->sync_tally, rec);
 	rc = disk_delta_op(dd, rec->op, rec->offset, rec->length,
 			   rec->op == DISK_OP_WRITE ? rec->data : NULL, emit, &e);
 	if (!e.rec_sent)

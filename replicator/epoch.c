@@ -24,9 +24,25 @@ static const struct ckpt_device_ops *const device_table[] = {
 	&netbuf_device_ops,    /* after the capture: drains and seals the epoch's output */
 };
 
+void epoch_ctx_init(struct replicator *r)
+{
+	r->ckpt = (struct ckpt_ctx){
+		.loop = r->loop,
+		.qmp = r->qmp,
+		.cfg = &r->cfg,
+		.vm = &r->vm,
+		.runtime_dir = r->runtime_dir,
+		.sync_tally = &r->sync_tally,
+		.compress = &r->compress,
+		.delta = &r->delta,
+	};
+}
+
 int epoch_devices_setup(struct replicator *r)
 {
 	size_t n = sizeof(device_table) / sizeof(device_table[0]);
+
+	epoch_ctx_init(r);
 
 	r->devices = calloc(n, sizeof(*r->devices));
 	if (!r->devices)
@@ -35,7 +51,7 @@ int epoch_devices_setup(struct replicator *r)
 	for (size_t i = 0; i < n; i++) {
 		int rc;
 		r->devices[i].ops = device_table[i];
-		rc = device_table[i]->setup(r, &r->devices[i].state);
+		rc = device_table[i]->setup(&r->ckpt, &r->devices[i].state);
 		if (rc) {
 			log_err("checkpoint device %s: setup failed: %s",
 				device_table[i]->name, strerror(-rc));
@@ -43,6 +59,14 @@ int epoch_devices_setup(struct replicator *r)
 		}
 	}
 	return 0;
+}
+
+void *epoch_device_state(const struct replicator *r, const struct ckpt_device_ops *ops)
+{
+	for (int i = 0; i < r->ndevices; i++)
+		if (r->devices[i].ops == ops)
+			return r->devices[i].state;
+	return NULL;
 }
 
 void epoch_devices_teardown(struct replicator *r)
@@ -87,9 +111,10 @@ static int push_corrupted(struct replicator *r, unsigned type, uint64_t epoch,
 	return rc;
 }
 
-int epoch_push_frame(struct replicator *r, struct epoch_tally *t, unsigned type,
+int epoch_push_frame(struct ckpt_ctx *cx, struct epoch_tally *t, unsigned type,
 		     const struct iovec *iov, int iovcnt, void *owned)
 {
+	struct replicator *r = replicator_of(cx);
 	uint32_t crc;
 	int rc;
 
@@ -137,7 +162,7 @@ static int send_epoch(struct replicator *r, uint64_t id, uint64_t *pages, bool r
 
 	for (int i = 0; i < r->ndevices; i++) {
 		const struct ckpt_device *d = &r->devices[i];
-		if (d->ops->send && (rc = d->ops->send(d->state, r, &t)))
+		if (d->ops->send && (rc = d->ops->send(d->state, &r->ckpt, &t)))
 			return rc;
 	}
 	rc = close_epoch(r, &t);
@@ -204,7 +229,7 @@ void epoch_start_sync(struct replicator *r)
 		const struct ckpt_device *d = &r->devices[i];
 		if (!d->ops->sync)
 			continue;
-		rc = d->ops->sync(d->state, r, t);
+		rc = d->ops->sync(d->state, &r->ckpt, t);
 		if (rc == CKPT_SYNC_PENDING) {
 			r->sync_pending++;
 			rc = 0;
@@ -221,8 +246,10 @@ void epoch_start_sync(struct replicator *r)
 		 r->sync_pending ? "; epoch 0 ends when RAM and disks are copied" : "");
 }
 
-void epoch_sync_device_ready(struct replicator *r)
+void epoch_sync_device_ready(struct ckpt_ctx *cx)
 {
+	struct replicator *r = replicator_of(cx);
+
 	if (!r->sync_pending || --r->sync_pending || !peer_link_up(&r->link))
 		return;
 	if (close_epoch(r, &r->sync_tally))
@@ -246,8 +273,9 @@ void epoch_arm_timer(struct replicator *r)
 	set_timer(r, epoch_policy_deadline(&r->policy, -1, -1));
 }
 
-void epoch_output_waiting(struct replicator *r, bool reply)
+void epoch_output_waiting(struct ckpt_ctx *cx, bool reply)
 {
+	struct replicator *r = replicator_of(cx);
 	double now = mono_ms(), into = now - r->epoch_started_ms;
 
 	if (r->output_since_ms >= 0 && !reply)
@@ -407,7 +435,7 @@ static int capture(struct replicator *r, struct epoch_tally *t)
 	for (int i = 0; i < r->ndevices; i++) {
 		const struct ckpt_device *d = &r->devices[i];
 		if (d->ops->postsuspend) {
-			int rc = d->ops->postsuspend(d->state, r, t);
+			int rc = d->ops->postsuspend(d->state, &r->ckpt, t);
 			if (rc)
 				return rc;
 		}
@@ -423,7 +451,7 @@ static int begin_barrier(struct replicator *r, double *t0, double *vcpu_busy)
 
 	for (int i = 0; i < r->ndevices; i++)
 		if (r->devices[i].ops->presuspend)
-			r->devices[i].ops->presuspend(r->devices[i].state, r);
+			r->devices[i].ops->presuspend(r->devices[i].state, &r->ckpt);
 	*t0 = mono_ms();
 	*vcpu_busy = vcpu_load_busy(&r->vcpu_load, *t0);
 	rc = stop_vm(r);
@@ -431,7 +459,7 @@ static int begin_barrier(struct replicator *r, double *t0, double *vcpu_busy)
 		return rc;
 	for (int i = 0; i < r->ndevices; i++)
 		if (r->devices[i].ops->barrier_skipped)
-			r->devices[i].ops->barrier_skipped(r->devices[i].state, r);
+			r->devices[i].ops->barrier_skipped(r->devices[i].state, &r->ckpt);
 	return rc;
 }
 
@@ -551,11 +579,13 @@ void protect_devices(struct replicator *r, bool on, uint64_t next_epoch)
 {
 	for (int i = 0; i < r->ndevices; i++)
 		if (r->devices[i].ops->protect)
-			r->devices[i].ops->protect(r->devices[i].state, r, on, next_epoch);
+			r->devices[i].ops->protect(r->devices[i].state, &r->ckpt, on, next_epoch);
 }
 
-void epoch_request_early(struct replicator *r, const char *why)
+void epoch_request_early(struct ckpt_ctx *cx, const char *why)
 {
+	struct replicator *r = replicator_of(cx);
+
 	log_debug("epoch %llu ends early: %s", (unsigned long long)r->epoch + 1, why);
 	r->stats.early_epochs++;
 	if (r->inflight)
@@ -626,7 +656,7 @@ void epoch_on_ack(struct replicator *r, uint64_t id)
 	}
 	for (int i = 0; i < r->ndevices; i++)
 		if (r->devices[i].ops->commit)
-			r->devices[i].ops->commit(r->devices[i].state, r, id);
+			r->devices[i].ops->commit(r->devices[i].state, &r->ckpt, id);
 	/* The epoch number in STATUS= is refreshed once a second (stats timer). */
 	if (operator_after_ack(r, id))
 		return;

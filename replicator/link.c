@@ -272,10 +272,10 @@ static int parse_hello_reply(struct replicator *r, const uint8_t *payload, uint3
 		r->agent_park = has_feature(reply, PROTO_FEATURE_PARK);
 		r->agent_pages_lz4 = has_feature(reply, PROTO_FEATURE_PAGES_LZ4);
 		set_backup_silence(r, reply);
-		if (r->protected_disks && !has_feature(reply, PROTO_FEATURE_DISK)) {
+		if (r->ckpt.protected_disks && !has_feature(reply, PROTO_FEATURE_DISK)) {
 			snprintf(err, errlen, "the backup agent keeps no disk replicas (an older "
 				 "remus-agent?) but the VM has %d replicated disk(s)",
-				 r->protected_disks);
+				 r->ckpt.protected_disks);
 			rc = -EPROTO;
 		} else {
 			adopt_generation(r, reply);

@@ -1,6 +1,6 @@
 /* Guest pages onto the link (page_frames.h). */
 #include "page_frames.h"
-#include "replicator.h"
+#include "proto.h"
 
 #include <endian.h>
 #include <errno.h>
@@ -9,7 +9,7 @@
 
 /* A PAGES frame: its header in a buffer of ours, the page data referenced
  * where it is (no copy). */
-static int push_plain(struct replicator *r, struct epoch_tally *t, const struct page_list *l,
+static int push_plain(struct ckpt_ctx *cx, struct epoch_tally *t, const struct page_list *l,
 		      size_t first, size_t k)
 {
 	struct iovec iov[1 + PROTO_PAGES_PER_FRAME];
@@ -26,11 +26,11 @@ static int push_plain(struct replicator *r, struct epoch_tally *t, const struct 
 		iov[1 + i].iov_len = PROTO_PAGE_SIZE;
 	}
 	iov[0] = (struct iovec){ .iov_base = head, .iov_len = 8 + 8 * k };
-	return epoch_push_frame(r, t, FRAME_PAGES, iov, (int)(k + 1), head);
+	return epoch_push_frame(cx, t, FRAME_PAGES, iov, (int)(k + 1), head);
 }
 
 /* A PAGES_Z frame if it comes out smaller, else a PAGES frame. */
-static int push_compressed(struct replicator *r, struct epoch_tally *t,
+static int push_compressed(struct ckpt_ctx *cx, struct epoch_tally *t,
 			   const struct page_list *l, size_t first, size_t k)
 {
 	struct page_ref p[PROTO_PAGES_PER_FRAME];
@@ -42,38 +42,38 @@ static int push_compressed(struct replicator *r, struct epoch_tally *t,
 	for (size_t i = 0; i < k; i++)
 		p[i] = (struct page_ref){ .index = l->index(l->ctx, first + i),
 					  .data = l->data(l->ctx, first + i) };
-	rc = compress_frame(&r->compress, p, k, l->no_delta || t->resend, plain_len, &buf, &len);
+	rc = compress_frame(cx->compress, p, k, l->no_delta || t->resend, plain_len, &buf, &len);
 	if (rc == -E2BIG)
-		return push_plain(r, t, l, first, k);
+		return push_plain(cx, t, l, first, k);
 	if (rc)
 		return rc;
 	iov = (struct iovec){ .iov_base = buf, .iov_len = len };
-	return epoch_push_frame(r, t, FRAME_PAGES_Z, &iov, 1, buf);
+	return epoch_push_frame(cx, t, FRAME_PAGES_Z, &iov, 1, buf);
 }
 
 /* Pages past the budget go plainly, their cached copies forgotten. */
-static int push_past_budget(struct replicator *r, struct epoch_tally *t,
+static int push_past_budget(struct ckpt_ctx *cx, struct epoch_tally *t,
 			    const struct page_list *l, size_t first, size_t k)
 {
 	for (size_t i = 0; i < k; i++)
-		compress_forget(&r->compress, l->index(l->ctx, first + i));
-	return push_plain(r, t, l, first, k);
+		compress_forget(cx->compress, l->index(l->ctx, first + i));
+	return push_plain(cx, t, l, first, k);
 }
 
-int page_frames_push(struct replicator *r, struct epoch_tally *t, const struct page_list *l)
+int page_frames_push(struct ckpt_ctx *cx, struct epoch_tally *t, const struct page_list *l)
 {
-	bool z = r->compress.active;
+	bool z = cx->compress->active;
 
 	for (size_t done = 0; done < l->n;) {
 		size_t k = l->n - done < PROTO_PAGES_PER_FRAME ? l->n - done : PROTO_PAGES_PER_FRAME;
 		int rc;
 
 		if (!z)
-			rc = push_plain(r, t, l, done, k);
+			rc = push_plain(cx, t, l, done, k);
 		else if (done < PAGE_FRAMES_COMPRESS_MAX)
-			rc = push_compressed(r, t, l, done, k);
+			rc = push_compressed(cx, t, l, done, k);
 		else
-			rc = push_past_budget(r, t, l, done, k);
+			rc = push_past_budget(cx, t, l, done, k);
 		if (rc)
 			return rc;
 		t->pages += k;

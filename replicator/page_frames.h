@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct replicator;
+struct ckpt_ctx;
 
 /* Page i of the n to send: its number and its data, which stays untouched
  * until the frame is written (the tracker's staging). */
@@ -29,6 +29,6 @@ struct page_list {
 #define PAGE_FRAMES_COMPRESS_MAX (16384u)
 
 /* 0, or -ENOMEM / the link's error: the epoch cannot be queued. */
-int page_frames_push(struct replicator *r, struct epoch_tally *t, const struct page_list *l);
+int page_frames_push(struct ckpt_ctx *cx, struct epoch_tally *t, const struct page_list *l);
 
 #endif

@@ -47,7 +47,7 @@ static void tell_devices(struct replicator *r)
 {
 	for (int i = 0; i < r->ndevices; i++)
 		if (r->devices[i].ops->state_changed)
-			r->devices[i].ops->state_changed(r->devices[i].state, r);
+			r->devices[i].ops->state_changed(r->devices[i].state, &r->ckpt);
 }
 
 /* Whatever derives from the protection state follows each change: the
@@ -153,7 +153,7 @@ static void on_qmp_event(const char *event, struct json_object *data, void *opaq
 
 	for (int i = 0; i < r->ndevices; i++)
 		if (r->devices[i].ops->event)
-			r->devices[i].ops->event(r->devices[i].state, r, event, data);
+			r->devices[i].ops->event(r->devices[i].state, &r->ckpt, event, data);
 	if (!strcmp(event, "SHUTDOWN")) {
 		r->vm_shutdown = true;
 		log_info("QEMU reports SHUTDOWN: %s", data ? json_object_to_json_string(data) : "");
@@ -313,7 +313,7 @@ void replicator_link_up(struct replicator *r)
 		/* delta resync: the sync starts once they are all here (link.c) */
 		log_info("delta resync: waiting for the hashes of the backup's replica (%llu "
 			 "pages%s)", (unsigned long long)r->delta.expect,
-			 r->protected_disks ? ", and its disks' chunks" : "");
+			 r->ckpt.protected_disks ? ", and its disks' chunks" : "");
 		return;
 	}
 	epoch_start_sync(r);

@@ -3,6 +3,7 @@
 #define REMUS_REPLICATOR_H
 
 #include "ckpt_device.h"
+#include "replicator_config.h"
 #include "compress.h"
 #include "config.h"
 #include "pair_role.h"
@@ -20,6 +21,7 @@
 
 #include <ev.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <sys/types.h>
@@ -28,78 +30,6 @@ struct qmp;
 struct ckpt_device;
 struct json_object;
 
-#define REPLICATOR_DEFAULT_EPOCH_MS     50u
-#define REPLICATOR_DEFAULT_EPOCH_MIN_MS 10u
-#define REPLICATOR_DEFAULT_EPOCH_MAX_MS 200u
-#define REPLICATOR_DEFAULT_OVERHEAD_PCT 25u
-#define REPLICATOR_DEFAULT_OUTPUT_DELAY_MS 2u
-#define REPLICATOR_DEFAULT_HEARTBEAT_MS 100u
-#define REPLICATOR_DEFAULT_TIMEOUT_MS   2000u
-#define REPLICATOR_DEFAULT_NET_CAP_MB   16u
-#define REPLICATOR_DEFAULT_DISK_CAP_MB  64u
-#define REPLICATOR_MAX_NICS             8
-#define REPLICATOR_MAX_DISKS            8
-
-struct replicator_config {
-	const char *qmp_path;      /* plain QEMU: its QMP socket */
-	const char *libvirt_uri;   /* libvirt: connection and domain */
-	const char *domain;
-	const char *ram_file;      /* NULL: discover through QMP */
-	struct netaddr backup;
-	unsigned epoch_ms;
-	struct epoch_policy_cfg policy;
-	unsigned capture_threads;  /* threads scanning RAM in the pause */
-	const char *tracker;       /* "auto" (default), "hash", "compare", "soft-dirty" */
-	enum compress_mode compress; /* --compress: pages as deltas + LZ4 */
-	unsigned compress_cache_mb;  /* --compress-cache-mb: the deltas' bases */
-	const char *unprotected_disks[REPLICATOR_MAX_DISKS]; /* shared storage */
-	int n_unprotected_disks;
-	const char *control_path;  /* NULL: no control socket */
-	const char *control_group; /* NULL: root alone may use it */
-	gid_t control_gid;         /* control_group's; -1 without one */
-	unsigned heartbeat_ms;     /* send a heartbeat when idle this long */
-	unsigned timeout_ms;       /* backup silent this long: lost */
-	int64_t test_corrupt_epoch; /* test hook: corrupt this epoch once; -1 off */
-	/* net buffer */
-	struct net_out { char netdev[64]; const char *spec; } net_out[REPLICATOR_MAX_NICS];
-	int n_net_out;
-	size_t net_cap_bytes;
-	size_t disk_cap_bytes;     /* an epoch's disk writes before it ends early */
-	bool disk_capture_bitmap;  /* --disk-capture bitmap: dev_disk.c, disk_bitmap.c */
-	bool no_output_commit;     /* test only: release frames at once */
-	bool test_disk_unbuffered; /* test only: disk writes also sent at once */
-	const char *notify_cmd;    /* --notify CMD: events, see README "Hooks" */
-	const char *pair_name;     /* --pair NAME; NULL: the VM's name */
-	const char *key_file;      /* --key-file: the pair key (link_security.h) */
-	bool cleartext_link;       /* --insecure-cleartext-link */
-	bool announce;             /* --announce: QMP announce-self once the NICs are ours */
-	uint64_t generation;       /* --generation: of the replica the VM was restored from */
-	/* A pair whose roles move ([host] sections): this host's, and the
-	 * file, for the agent we become (common/pair_role.h); NULL: none. */
-	const struct config_host *host;
-	const char *config_path;
-	struct pair_role_carry carry; /* the service's flags, for the next role */
-	char *state_qmp_path;      /* host->state_dir/qmp.sock: a VM the agent restored */
-	/* --config: owns the strings above that came from the file, and the
-	 * keys no flag sets yet ([pair] name, [vm] domain, [hooks] ...) */
-	struct pair_config file;
-};
-
-/* What attach found out about the VM. */
-struct vm_info {
-	pid_t pid;
-	char *name;
-	char *ram_path;       /* file to mmap (for memfd: /proc/PID/fd/N) */
-	char *backend_id;     /* e.g. "ram0" */
-	uint64_t ram_size;
-	char *machine_type;   /* e.g. "pc-i440fx-7.2" */
-	bool kvm;             /* guest writes go through KVM, not TCG */
-	char **argv;          /* QEMU's command line, from /proc/PID/cmdline */
-	char *libvirt_xml;    /* the domain's migratable XML; NULL for plain QEMU */
-	int argc;
-	bool ram_locked;      /* ram_lock_fd holds the one-replicator-per-VM lock */
-	int ram_lock_fd;
-};
 
 struct replicator {
 	struct ev_loop *loop;
@@ -122,6 +52,7 @@ struct replicator {
 
 	struct ckpt_device *devices;
 	int ndevices;
+	struct ckpt_ctx ckpt;     /* what the devices see of us (epoch.c) */
 
 	struct peer_link link;
 	struct link_security link_sec;
@@ -164,15 +95,9 @@ struct replicator {
 	 * replicas, the one of the higher generation was written later. */
 	uint64_t generation;
 
-	/* Delta resync of this connection (link.c, proto.h): its HELLO's
-	 * seed, and the backup's page hashes for epoch 0 (dev_memory.c sends
-	 * only the pages that differ). hashes NULL: a full copy. */
-	struct ram_delta {
-		uint64_t seed;
-		uint8_t *hashes;     /* expect * PAGE_HASH_SIZE */
-		uint64_t expect, received;
-		uint64_t pages_same; /* pages of epoch 0 not sent: the backup has them */
-	} delta;
+	/* Delta resync of this connection (link.c fills it, the memory
+	 * device uses it; ckpt_device.h) */
+	struct ram_delta delta;
 
 	/* remusctl verify (verify.c) */
 	struct verify verify;
@@ -187,7 +112,6 @@ struct replicator {
 
 	/* operator controls (operator.c) */
 	bool agent_operator;      /* the agent understands HANDOVER and PAUSE */
-	int protected_disks;      /* disks the disk device replicates */
 	/* Backup silent this long: lost, held output released. At least
 	 * --timeout-ms, and longer than the backup may take to declare us
 	 * lost and fence us (its HELLO_REPLY says how long): output released
@@ -251,8 +175,19 @@ void replicator_notify_state(struct replicator *r);
 /* replicator.c: give path (a socket or file made for QEMU) to QEMU's user. */
 int replicator_give_to_qemu(struct replicator *r, const char *path);
 
+/* The replicator a device's context belongs to: the functions of
+ * ckpt_device.h answer for it (epoch.c, ckpt_ctx.c). */
+static inline struct replicator *replicator_of(const struct ckpt_ctx *cx)
+{
+	return (struct replicator *)((char *)cx - offsetof(struct replicator, ckpt));
+}
+
 /* epoch.c */
+/* Fill r->ckpt (what the devices see of r); epoch_devices_setup does. */
+void epoch_ctx_init(struct replicator *r);
 int epoch_devices_setup(struct replicator *r);
+/* The state of the device of these ops; NULL when there is none. */
+void *epoch_device_state(const struct replicator *r, const struct ckpt_device_ops *ops);
 void epoch_devices_teardown(struct replicator *r);
 void epoch_checkpoint(struct replicator *r);
 void epoch_start_sync(struct replicator *r);
@@ -261,9 +196,6 @@ void epoch_on_nack(struct replicator *r, uint64_t epoch, const char *why);
 void epoch_on_backup_lost(struct replicator *r, const char *why);
 /* Start the next epoch's timer (from now, as long as the policy says). */
 void epoch_arm_timer(struct replicator *r);
-/* A device holds output produced in the running epoch: the policy may end
- * the epoch sooner. */
-void epoch_output_waiting(struct replicator *r, bool reply);
 /* The epoch timer: end the epoch, or let a busy VM's replies gather. */
 void epoch_timer_expired(struct replicator *r);
 /* Tell every device that protection starts (on) or ends. */

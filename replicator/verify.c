@@ -102,13 +102,14 @@ static void find_disks(struct replicator *r, struct verify *v)
 {
 	close_disks(v);
 	v->disks_skipped_why = NULL;
-	if (!r->protected_disks)
+	if (!r->ckpt.protected_disks)
 		return;
 	if (!r->agent_verify_disk) {
 		v->disks_skipped_why = "the backup agent cannot compare disks (an older remus-agent)";
 		return;
 	}
-	v->ndisks = disk_verify_sources(r, v->disks, PROTO_MAX_DISKS);
+	v->ndisks = disk_verify_sources(epoch_device_state(r, &disk_device_ops), v->disks,
+					 PROTO_MAX_DISKS);
 	/* Touched now, not in a pause: a fresh buffer's first touch faults
 	 * (and may wait for a huge page) page by page, milliseconds a slice. */
 	if (!v->block_buf && (v->block_buf = malloc(VERIFY_DISK_MAX_BLOCKS * PROTO_VERIFY_BLOCK)))
@@ -155,7 +156,7 @@ char *verify_start(struct replicator *r, int fd, bool *keep)
 	*keep = true;
 	log_info("verify: comparing the backup's replica with the VM's %llu pages and %u of %d "
 		 "disk(s), a slice per epoch of about %.1f ms of hashing",
-		 (unsigned long long)v->npages, disks_compared(v), r->protected_disks,
+		 (unsigned long long)v->npages, disks_compared(v), r->ckpt.protected_disks,
 		 VERIFY_SLICE_TARGET_MS);
 	return NULL;
 }
@@ -380,7 +381,7 @@ static int send_block_resends(struct replicator *r, struct epoch_tally *t)
 		if (!rec)
 			return -ENOMEM;
 		memcpy(rec->data, v->resend_pages + i * PROTO_PAGE_SIZE, len);
-		if ((rc = disk_push_rec(r, t, rec)))
+		if ((rc = disk_push_rec(&r->ckpt, t, rec)))
 			return rc;
 	}
 	return 0;
@@ -400,7 +401,7 @@ int verify_send_resends(struct replicator *r, struct epoch_tally *t)
 
 	if (r->verify.nresend_pages && r->verify.pages_cur >= 0)
 		return send_block_resends(r, t);
-	return page_frames_push(r, t, &l);
+	return page_frames_push(&r->ckpt, t, &l);
 }
 
 void verify_after_epoch_end(struct replicator *r, uint64_t epoch)
@@ -432,7 +433,7 @@ static struct json_object *disks_not_checked(const struct replicator *r, const s
 		json_object_object_add(o, "why", json_object_new_string(v->disks[i].why));
 		json_object_array_add(a, o);
 	}
-	if (v->disks_skipped_why && r->protected_disks) {
+	if (v->disks_skipped_why && r->ckpt.protected_disks) {
 		struct json_object *o = json_object_new_object();
 
 		json_object_object_add(o, "disk", json_object_new_string("all"));

@@ -19,6 +19,7 @@
 #ifndef REMUS_VERIFY_H
 #define REMUS_VERIFY_H
 
+#include "dev_disk.h"
 #include "proto.h"
 
 #include <stdbool.h>
@@ -53,15 +54,6 @@ struct epoch_tally;
 /* A slice done again (unreadable here, or skipped by the backup) this
  * many times in a row: its disk is given up, or, for RAM, the pass ends. */
 #define VERIFY_MAX_REDO    10
-
-/* A replicated disk, as verify reads it. */
-struct verify_disk {
-	uint32_t index;           /* in the HELLO's "disks": the target is index + 1 */
-	uint64_t size;
-	char name[64];
-	int fd;                   /* its image, read-only; -1: not compared */
-	char why[96];             /* ... and why */
-};
 
 struct verify {
 	bool active;

@@ -2,8 +2,9 @@
  * transition, taken or refused, against rules written out here by the
  * state entered (the table is written by the state left, so the two are
  * not copies); agent_set_state() refusing what the table refuses without
- * touching the state or its reason; and the walks a failover, a handover
- * and takeover = manual make. */
+ * touching the state or its reason; the walks a failover, a handover
+ * and takeover = manual make; "paused" kept by the state machine; and
+ * what a lost primary leads to (agent_failover_verdict). */
 #include "../backup-agent/agent.h"
 
 #include <check.h>
@@ -148,6 +149,73 @@ START_TEST(test_a_refused_transition_changes_nothing)
 }
 END_TEST
 
+/* agent_run's first state goes through agent_set_state too: it is
+ * dated, so status shows its age, and the next change is logged from it. */
+START_TEST(test_the_first_state_is_set_like_any_other)
+{
+	memset(&a, 0, sizeof(a));
+	agent_set_state(&a, AGENT_WAITING, "listening");
+	ck_assert_int_eq(a.state, AGENT_WAITING);
+	ck_assert_str_eq(a.state_reason, "listening");
+	ck_assert(a.state_since_ms > 0);
+	go(AGENT_SYNCING, "primary connected");
+}
+END_TEST
+
+/* "Paused" is the state machine's: set by entering PAUSED, kept while the
+ * stream is lost (RECONNECTING), ended by a new session or a commit. */
+START_TEST(test_paused_follows_the_state)
+{
+	fresh(AGENT_WAITING);
+	go(AGENT_SYNCING, "primary connected");
+	go(AGENT_BACKUP, "epoch 1 committed");
+	ck_assert(!a.session_paused);
+	go(AGENT_PAUSED, "operator paused");
+	ck_assert(a.session_paused);
+	go(AGENT_RECONNECTING, "stream lost");
+	ck_assert(a.session_paused);
+	go(AGENT_SYNCING, "primary back");
+	ck_assert(!a.session_paused);
+	go(AGENT_PAUSED, "paused in the sync");
+	go(AGENT_BACKUP, "epoch 2 committed after the pause");
+	ck_assert(!a.session_paused);
+	/* a refused transition does not touch it either */
+	go(AGENT_PAUSED, "paused again");
+	agent_set_state(&a, AGENT_FENCING, "not from paused");
+	ck_assert(a.session_paused);
+}
+END_TEST
+
+/* What a lost primary leads to, over every combination of what the agent
+ * knows, checked against what must hold rather than the code's order. */
+START_TEST(test_failover_verdict_every_combination)
+{
+	for (unsigned bits = 0; bits < 32; bits++) {
+		struct failover_facts f = {
+			.committed = bits & 1, .paused = bits & 2, .takeover_ready = bits & 4,
+			.no_failover = bits & 8, .takeover_manual = bits & 16,
+		};
+		enum failover_verdict v = agent_failover_verdict(&f);
+		bool restore = f.committed && !f.paused && !f.no_failover && !f.takeover_manual;
+
+		ck_assert_msg((v == FAILOVER_RESTORE) == restore, "facts %#x: restore %d", bits,
+			      v == FAILOVER_RESTORE);
+		/* an uncommitted or stale replica is never offered either */
+		if (!f.committed)
+			ck_assert_int_eq(v, FAILOVER_NOT_COMMITTED);
+		else if (f.paused)
+			ck_assert_int_eq(v, FAILOVER_PAUSED);
+		/* a ready replica stays ready, --no-failover or not */
+		if (f.committed && !f.paused && f.takeover_manual)
+			ck_assert_int_eq(v, f.takeover_ready ? FAILOVER_STAY_READY :
+					    f.no_failover ? FAILOVER_DISABLED :
+					    FAILOVER_AWAIT_PROMOTION);
+		if (f.committed && !f.paused && !f.takeover_manual && f.no_failover)
+			ck_assert_int_eq(v, FAILOVER_DISABLED);
+	}
+}
+END_TEST
+
 START_TEST(test_failover_walk)
 {
 	fresh(AGENT_WAITING);
@@ -200,6 +268,9 @@ int main(void)
 	tcase_add_test(tc, test_states_outside_the_enum_are_refused);
 	tcase_add_test(tc, test_every_state_is_reachable_and_only_master_is_final);
 	tcase_add_test(tc, test_a_refused_transition_changes_nothing);
+	tcase_add_test(tc, test_the_first_state_is_set_like_any_other);
+	tcase_add_test(tc, test_paused_follows_the_state);
+	tcase_add_test(tc, test_failover_verdict_every_combination);
 	tcase_add_test(tc, test_failover_walk);
 	tcase_add_test(tc, test_pause_and_failed_handover_walk);
 	tcase_add_test(tc, test_manual_takeover_walk);

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <ev.h>
 #include <grp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define NOBODY 65534
@@ -256,6 +258,49 @@ START_TEST(test_refusal_of_an_unknown_peer)
 END_TEST
 
 /* The replicator's failover answers later, on a connection it keeps. */
+/* A client that trickles its line a byte at a time holds the daemon's
+ * loop 200 ms at most, all bytes together (not 200 ms per byte), and its
+ * unfinished line is not taken for a command. */
+START_TEST(test_a_trickling_client_is_cut_short)
+{
+	struct timespec t0, t1;
+	int ready[2];
+	double ms;
+	char c;
+	pid_t pid;
+
+	open_socket(NULL, (gid_t)-1);
+	ck_assert_int_eq(pipe(ready), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+
+		strcpy(sa.sun_path, path);
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+			_exit(1);
+		(void)!write(ready[1], "y", 1);
+		for (int i = 0; i < 60; i++) { /* 3 s of one byte per 50 ms */
+			(void)!send(fd, "s", 1, MSG_NOSIGNAL);
+			usleep(50000);
+		}
+		_exit(0);
+	}
+	close(ready[1]);
+	ck_assert_int_eq(read(ready[0], &c, 1), 1);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	control_socket_serve_pending(&cs);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+	ck_assert_msg(ms < 400, "the loop was held %.0f ms", ms);
+	ck_assert_int_eq(handled, 0);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	close(ready[0]);
+}
+END_TEST
+
 START_TEST(test_handler_keeps_the_connection)
 {
 	int ready[2], out[2];
@@ -361,6 +406,7 @@ static Suite *control_socket_suite(void)
 	tcase_add_test(tc, test_group_member_by_supplementary_group);
 	tcase_add_test(tc, test_non_member_refused);
 	tcase_add_test(tc, test_refusal_of_an_unknown_peer);
+	tcase_add_test(tc, test_a_trickling_client_is_cut_short);
 	tcase_add_test(tc, test_handler_keeps_the_connection);
 	tcase_add_test(tc, test_replaces_a_stale_socket_and_removes_its_own);
 	tcase_add_test(tc, test_no_path_no_socket_and_too_long_a_path);

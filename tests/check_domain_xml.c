@@ -313,6 +313,13 @@ START_TEST(test_restore_refuses_host_resources)
 	assert_refused(DOMAIN(SHARED_MEMFD, REPLICATED_DISK "<disk type='file' device='disk'>"
 			      "<source file='/etc/shadow'/><target dev='vdb'/></disk>"),
 		       "<disk type='file'>: its source is neither a replicated disk nor a shared");
+	/* the HELLO names the replicated image: a second <disk> on it would
+	 * keep the path, whatever host file or device the primary named */
+	assert_refused(DOMAIN(SHARED_MEMFD, REPLICATED_DISK "<disk type='block' device='disk'>"
+			      "<source dev='/var/lib/libvirt/images/vm1.img'/><target dev='vdb'/>"
+			      "</disk>"),
+		       "2 <disk> elements name the image of replicated disk "
+		       "/var/lib/libvirt/images/vm1.img: only one may");
 	assert_refused(DOMAIN(SHARED_MEMFD, "<disk type='network' device='disk'><source protocol='nbd' "
 			      "name='x'><host name='10.0.0.1'/></source><target dev='vdb'/></disk>"),
 		       "<disk type='network'>");

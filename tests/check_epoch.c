@@ -84,7 +84,7 @@ struct fake_dev {
 static struct fake_dev dev_a = { .name = "a", .frames_per_send = 2 };
 static struct fake_dev dev_b = { .name = "b", .frames_per_send = 1 };
 
-static int fake_sync(void *state, struct replicator *r, struct epoch_tally *t)
+static int fake_sync(void *state, struct ckpt_ctx *cx, struct epoch_tally *t)
 {
 	struct fake_dev *d = state;
 
@@ -92,17 +92,17 @@ static int fake_sync(void *state, struct replicator *r, struct epoch_tally *t)
 	return d->sync_pending ? CKPT_SYNC_PENDING : 0;
 }
 
-static void fake_presuspend(void *state, struct replicator *r)
+static void fake_presuspend(void *state, struct ckpt_ctx *cx)
 {
 	note("%s.presuspend", ((struct fake_dev *)state)->name);
 }
 
-static void fake_barrier_skipped(void *state, struct replicator *r)
+static void fake_barrier_skipped(void *state, struct ckpt_ctx *cx)
 {
 	note("%s.skipped", ((struct fake_dev *)state)->name);
 }
 
-static int fake_postsuspend(void *state, struct replicator *r, struct epoch_tally *t)
+static int fake_postsuspend(void *state, struct ckpt_ctx *cx, struct epoch_tally *t)
 {
 	struct fake_dev *d = state;
 
@@ -110,15 +110,19 @@ static int fake_postsuspend(void *state, struct replicator *r, struct epoch_tall
 	return d->fail_postsuspend;
 }
 
-static int fake_send(void *state, struct replicator *r, struct epoch_tally *t)
+/* the context the last send was given */
+static const struct ckpt_ctx *send_ctx;
+
+static int fake_send(void *state, struct ckpt_ctx *cx, struct epoch_tally *t)
 {
 	struct fake_dev *d = state;
 
+	send_ctx = cx;
 	note("%s.send%s(%llu)", d->name, t->resend ? "-again" : "", (unsigned long long)t->id);
 	for (int i = 0; i < d->frames_per_send; i++) {
 		char *body = strdup(d->name);
 		struct iovec iov = { .iov_base = body, .iov_len = strlen(body) };
-		int rc = epoch_push_frame(r, t, FRAME_DEVSTATE, &iov, 1, body);
+		int rc = epoch_push_frame(cx, t, FRAME_DEVSTATE, &iov, 1, body);
 
 		if (rc)
 			return rc;
@@ -127,12 +131,12 @@ static int fake_send(void *state, struct replicator *r, struct epoch_tally *t)
 	return 0;
 }
 
-static void fake_commit(void *state, struct replicator *r, uint64_t epoch)
+static void fake_commit(void *state, struct ckpt_ctx *cx, uint64_t epoch)
 {
 	note("%s.commit(%llu)", ((struct fake_dev *)state)->name, (unsigned long long)epoch);
 }
 
-static void fake_protect(void *state, struct replicator *r, bool on, uint64_t next)
+static void fake_protect(void *state, struct ckpt_ctx *cx, bool on, uint64_t next)
 {
 	note("%s.protect(%s)", ((struct fake_dev *)state)->name, on ? "on" : "off");
 }
@@ -228,6 +232,7 @@ static void setup(void)
 	dev_a.fail_postsuspend = dev_b.fail_postsuspend = 0;
 	dev_a.sync_pending = dev_b.sync_pending = false;
 	trail_reset();
+	send_ctx = NULL;
 	r.loop = ev_loop_new(EVFLAG_AUTO);
 	r.cfg.test_corrupt_epoch = -1;
 	r.cfg.timeout_ms = 2000;
@@ -245,6 +250,7 @@ static void setup(void)
 	ev_init(&r.epoch_timer, noop_timer);
 	ev_timer_init(&r.reconnect_timer, noop_timer, 1.0, 1.0);
 	ck_assert_int_eq(qmp_open_passthrough(&pt, &r.qmp), 0);
+	epoch_ctx_init(&r);
 	devices[0] = (struct ckpt_device){ .ops = &fake_ops, .state = &dev_a };
 	devices[1] = (struct ckpt_device){ .ops = &fake_ops, .state = &dev_b };
 	r.devices = devices;
@@ -348,7 +354,7 @@ START_TEST(test_an_early_epoch_waits_for_the_ack_in_flight)
 	epoch_checkpoint(&r);
 	ck_assert_str_eq(trail, "");
 	ck_assert(r.checkpoint_due);
-	epoch_request_early(&r, "test: a device is full");
+	epoch_request_early(&r.ckpt, "test: a device is full");
 	ck_assert_str_eq(trail, "");
 	ck_assert(r.checkpoint_due);
 	epoch_on_ack(&r, 1);
@@ -465,13 +471,50 @@ START_TEST(test_a_failed_capture_resumes_the_vm_and_resyncs)
 }
 END_TEST
 
+/* A device learns what it may of the replicator from its context: the
+ * same answers the pipeline acts on, at each step of a session. */
+START_TEST(test_a_device_asks_its_context_what_the_pipeline_acts_on)
+{
+	const struct ckpt_ctx *cx = &r.ckpt;
+	uint64_t sent;
+
+	ck_assert(ckpt_link_up(cx));
+	ck_assert(!ckpt_initial_sync_running(cx)); /* no session yet */
+	ck_assert(!ckpt_barriers_coming(cx));
+	synced();
+	ck_assert(ckpt_initial_sync_running(cx));
+	ck_assert(ckpt_barriers_coming(cx));
+	sent = ckpt_link_sent(cx) + ckpt_link_queued(cx);
+	epoch_checkpoint(&r);
+	ck_assert_ptr_eq(send_ctx, cx); /* the hooks get this context */
+	ck_assert_ptr_eq(send_ctx->cfg, &r.cfg);
+	ck_assert_uint_gt(ckpt_link_sent(cx) + ckpt_link_queued(cx), sent);
+	epoch_on_ack(&r, 1);
+	ck_assert(!ckpt_initial_sync_running(cx));
+	ck_assert(ckpt_barriers_coming(cx));
+	/* a pause stops barriers; so does the way out; so does the link */
+	ck_assert_int_eq(prot_set(&r.state, PROT_PART_PAUSE, PAUSE_DRAIN, "test pause"), 0);
+	ck_assert(!ckpt_barriers_coming(cx));
+	ck_assert_int_eq(prot_set(&r.state, PROT_PART_PAUSE, PAUSE_OFF, "test resume"), 0);
+	ck_assert(ckpt_barriers_coming(cx));
+	r.stopping = true;
+	ck_assert(ckpt_stopping(cx));
+	ck_assert(!ckpt_barriers_coming(cx));
+	r.stopping = false;
+	peer_link_close(&r.link);
+	ck_assert(!ckpt_link_up(cx));
+	ck_assert(!ckpt_barriers_coming(cx));
+	ck_assert(!ckpt_vm_gone(cx));
+}
+END_TEST
+
 START_TEST(test_no_barrier_while_paused_or_handing_over)
 {
 	protected_at_epoch_1();
 	ck_assert_int_eq(prot_set(&r.state, PROT_PART_PAUSE, PAUSE_DRAIN, "test pause"), 0);
 	trail_reset();
 	epoch_checkpoint(&r);
-	epoch_request_early(&r, "test");
+	epoch_request_early(&r.ckpt, "test");
 	ck_assert_str_eq(trail, "");
 	ck_assert_int_eq(prot_set(&r.state, PROT_PART_PAUSE, PAUSE_OFF, "test resume"), 0);
 	/* a handover's final checkpoint leaves the VM stopped */
@@ -545,7 +588,7 @@ START_TEST(test_resume_during_the_initial_sync_lets_it_go_on)
 	ck_assert_str_eq(trail, "");
 	ck_assert_str_eq(prot_name(&r.state), "syncing");
 	/* the copy ends; its ack protects from epoch 1 and takes it at once */
-	epoch_sync_device_ready(&r);
+	epoch_sync_device_ready(&r.ckpt);
 	pump_until_epoch_ends(1);
 	ck_assert_int_eq(backup.epoch_ends, 1);
 	ck_assert_int_eq(backup.last_end_epoch, 0);
@@ -649,6 +692,7 @@ int main(void)
 	tcase_add_test(tc, test_output_held_while_the_backup_may_take_over);
 	tcase_add_test(tc, test_a_vm_not_running_skips_the_barrier);
 	tcase_add_test(tc, test_a_failed_capture_resumes_the_vm_and_resyncs);
+	tcase_add_test(tc, test_a_device_asks_its_context_what_the_pipeline_acts_on);
 	tcase_add_test(tc, test_no_barrier_while_paused_or_handing_over);
 	tcase_add_test(tc, test_a_refused_stop_is_no_barrier);
 	tcase_add_test(tc, test_resume_during_the_initial_sync_lets_it_go_on);

@@ -914,6 +914,39 @@ START_TEST(test_disk_drive_rest_still_checked)
 }
 END_TEST
 
+/* The HELLO names each replicated disk's image, any path the primary
+ * likes: only the node the restore replaces may use it. A second drive or
+ * node on that path (or on the overlay) would hand the guest whatever host
+ * file or device the primary called a disk. */
+START_TEST(test_disk_second_path_to_replicated_image_refused)
+{
+	static const char *const seconds[][2] = {
+		{ "-drive", "file=/dev/sda,format=raw,if=virtio,id=evil" },
+		{ "-drive", "file=/b/disk-0.qcow2,format=qcow2,if=virtio,id=evil" },
+		{ "-blockdev", "driver=host_device,node-name=e,filename=/dev/sda" },
+		{ "-blockdev", "driver=file,node-name=e,filename=/b/disk-0.qcow2" },
+	};
+	struct restore_disk d = { .id = "d0", .node = "#b", .file = "/dev/sda",
+				  .overlay = "/b/disk-0.qcow2" };
+	struct restore_spec sp = spec;
+	char **out = NULL, err[256];
+
+	sp.disks = &d;
+	sp.ndisks = 1;
+	for (size_t i = 0; i < sizeof(seconds) / sizeof(seconds[0]); i++) {
+		const char *in[] = { "qemu", PRIMARY_RAM, "-drive",
+				     "file=/dev/sda,format=raw,id=d0,if=virtio",
+				     seconds[i][0], seconds[i][1], NULL };
+
+		ck_assert_int_eq(restore_cmdline_build((char *const *)in, count(in), &sp, &out,
+						       err, sizeof(err)), -EINVAL);
+		ck_assert_ptr_null(out);
+		ck_assert_msg(strstr(err, "is a replicated disk's image, but not in that disk's "
+				     "own node"), "%s %s: %s", seconds[i][0], seconds[i][1], err);
+	}
+}
+END_TEST
+
 /* ---- at HELLO: the HELLO's VM, dry-run ---- */
 
 static int check_hello_json(const char *json, char *err, size_t errlen)
@@ -1136,6 +1169,8 @@ static Suite *restore_cmdline_suite(void)
 	add(s, "disk_blockdev_json_to_overlay", test_disk_blockdev_json_to_overlay, 5);
 	add(s, "disk_overlay_as_raw_hook", test_disk_overlay_as_raw_hook, 5);
 	add(s, "disk_drive_rest_still_checked", test_disk_drive_rest_still_checked, 5);
+	add(s, "disk_second_path_to_replicated_image_refused",
+	    test_disk_second_path_to_replicated_image_refused, 5);
 	add(s, "disk_missing_is_error", test_disk_missing_is_error, 5);
 	add(s, "disk_blockdev_implied_driver_and_host_device",
 	    test_disk_blockdev_implied_driver_and_host_device, 5);

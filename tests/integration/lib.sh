@@ -35,6 +35,12 @@ cleanup() {
 		[ -n "$p" ] && [ "$(cat /proc/"$p"/comm 2>/dev/null)" = qemu-system-x86 ] && kill -KILL "$p" 2>/dev/null
 	done
 	rm -f "${RAM_FILES[@]}"
+	# ... also while the daemons stopped (after finish had looked)
+	local late_bugs=
+	if [ "$FAILS" -eq 0 ]; then
+		late_bugs=$(daemon_bugs)
+		[ -z "$late_bugs" ] || fail "a daemon logged a bug of ours as it stopped: $late_bugs"
+	fi
 	if [ "$FAILS" -gt 0 ] || [ -n "${KEEP:-}" ]; then
 		log "logs kept in $T (agent.log, replicator.log, */serial.log)"
 		# Small logs go to the CI output so a red run explains itself.
@@ -53,6 +59,7 @@ cleanup() {
 	else
 		rm -rf "$T"
 	fi
+	[ -z "$late_bugs" ] || exit 1
 }
 trap cleanup EXIT
 
@@ -297,11 +304,15 @@ print(v if isinstance(v, (str, int, float)) and not isinstance(v, bool) else jso
 
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
+# A state machine refusing a transition (prot_set, agent_set_state)
+# logs "BUG:": the daemon did something its table says it cannot.
+daemon_bugs() {
+	grep -rh --include='*.log' 'error: BUG:' "$T" 2>/dev/null | head -n 3
+}
+
 finish() {
 	local bugs
-	# A state machine refusing a transition (prot_set, agent_set_state)
-	# logs "BUG:": the daemon did something its table says it cannot.
-	bugs=$(grep -rh --include='*.log' 'error: BUG:' "$T" 2>/dev/null | head -n 3)
+	bugs=$(daemon_bugs)
 	[ -z "$bugs" ] || fail "a daemon logged a bug of ours: $bugs"
 	if [ "$FAILS" -eq 0 ]; then
 		log "PASS $(basename "$0")"

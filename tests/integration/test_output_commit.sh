@@ -82,6 +82,23 @@ failover_run() {
 	wait_for 30 sh -c "[ \"\$(cat '$T/$client.progress' 2>/dev/null)\" ]" ||
 		die "the client had no reply from $VM_IP:$VM_PORT within 30 s ($(cat "$T/$client.log"))"
 	pass "the client talks to the VM through the primary's net buffer"
+	# Only QEMU's end feeds the net buffer (our socket is connected to
+	# it): a frame from any other socket, root's here, never gets in.
+	injected=$(python3 - "$T/$guest/n0.buf.sock" <<'EOF'
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+sent, why = 0, ""
+for _ in range(20):
+    try:
+        s.sendto(b"\xff" * 64, sys.argv[1])
+        sent += 1
+    except OSError as e:
+        why = e.strerror
+print(sent, why)
+EOF
+	)
+	[[ $injected == "0 "* ]] && pass "frames sent to the net buffer's socket by another: refused (${injected#0 })" ||
+		fail "another socket fed the net buffer: $injected of 20 frames taken"
 	sleep 3
 	log "net buffer: $(status_net)"
 	PAUSE_P50=$(printf '%.1f' "$(status_field pause_p50_ms)") ACK_P50=$(printf '%.1f' "$(status_field ack_p50_ms)")
