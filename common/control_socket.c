@@ -107,8 +107,10 @@ void control_reply(int fd, const char *text)
  * daemon's heartbeats back (the backup would take the primary for dead). */
 #define CONTROL_READ_MS 200
 
-/* Read one command line into cmd (NUL-terminated); its length. */
-static size_t read_command(int fd, char *cmd, size_t size)
+/* Read one command line into cmd (NUL-terminated): its length, or
+ * -ETIMEDOUT when the deadline came first (nothing of it is run). A line
+ * ends at a newline, at the client's end of writing, or when cmd is full. */
+static ssize_t read_command(int fd, char *cmd, size_t size)
 {
 	double deadline = mono_ms() + CONTROL_READ_MS;
 	size_t len = 0;
@@ -119,14 +121,16 @@ static size_t read_command(int fd, char *cmd, size_t size)
 		ssize_t n;
 
 		if (left < 1)
-			break; /* (a zero timeout would wait for ever) */
+			return -ETIMEDOUT; /* (a zero timeout would wait for ever) */
 		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 		n = recv(fd, cmd + len, size - 1 - len, 0);
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return -ETIMEDOUT;
 		if (n <= 0)
 			break;
 		len += (size_t)n;
 	}
-	return len;
+	return (ssize_t)len;
 }
 
 /* One connection: read its command line, check its peer, answer. */
@@ -135,11 +139,14 @@ static void serve(struct control_socket *cs, int fd)
 	char cmd[CONTROL_MAX_COMMAND + 1] = { 0 };
 	char *text = NULL;
 	bool keep = false;
-	size_t len;
+	ssize_t len;
 	uid_t uid;
 
 	len = read_command(fd, cmd, sizeof(cmd)); /* one command line per connection */
-	if (len) {
+	if (len == -ETIMEDOUT)
+		log_debug("control socket: a client sent no whole command within %d ms: closed",
+			  CONTROL_READ_MS);
+	if (len > 0) {
 		cmd[strcspn(cmd, "\r\n")] = 0;
 		/* read first, then refuse: closing on an unread line could
 		 * reset the connection before the client reads why */

@@ -21,6 +21,12 @@ extern char **environ;
 
 #define HOOK_SHELL      "/bin/sh"
 #define HOOK_ARG0       "remus-hook"
+/* The operator's command goes to the shell in the environment, which only
+ * root may read (/proc/PID/environ), not in argv, which anyone may: a
+ * fence command may hold a power switch's password. The shell runs it
+ * with the four arguments appended, as "CMD \"$@\"" always did. */
+#define HOOK_COMMAND_VAR "REMUS_HOOK_COMMAND"
+#define HOOK_SCRIPT     "eval \"$" HOOK_COMMAND_VAR " \\\"\\$@\\\"\""
 #define WAIT_STEP_US    2000
 #define DEFAULT_PATH    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -55,7 +61,7 @@ static void free_strv(char **v)
 	free(v);
 }
 
-static char **build_argv(const char *cmd, const struct hook_event *ev)
+static char **build_argv(const struct hook_event *ev)
 {
 	const char *tail[] = { ev->pair, ev->vm, ev->event, ev->role };
 	char **argv = calloc(9, sizeof(char *));
@@ -65,9 +71,7 @@ static char **build_argv(const char *cmd, const struct hook_event *ev)
 		return NULL;
 	argv[n++] = strdup(HOOK_SHELL);
 	argv[n++] = strdup("-c");
-	/* "$@" appends the arguments to the operator's command, quoted */
-	if (asprintf(&argv[n++], "%s \"$@\"", cmd) < 0)
-		argv[n - 1] = NULL;
+	argv[n++] = strdup(HOOK_SCRIPT); /* the command: build_envp */
 	argv[n++] = strdup(HOOK_ARG0);
 	/* PAIR and VM may come from the VM or the config, EVENT and ROLE are
 	 * ours: all are cleaned alike, a hook may log them as they are */
@@ -101,7 +105,7 @@ static int env_add(char **envp, int *n, const char *name, const char *value)
 }
 
 /* The daemon's environment without stale REMUS_* variables, then ours. */
-static char **build_envp(const struct hook_event *ev)
+static char **build_envp(const char *cmd, const struct hook_event *ev)
 {
 	char epoch[24], now[24];
 	int n = 0, outer = 0, rc = 0;
@@ -109,7 +113,7 @@ static char **build_envp(const struct hook_event *ev)
 
 	while (environ && environ[outer])
 		outer++;
-	envp = calloc((size_t)outer + 8 + HOOK_MAX_VARS + 1, sizeof(char *));
+	envp = calloc((size_t)outer + 9 + HOOK_MAX_VARS + 1, sizeof(char *));
 	if (!envp)
 		return NULL;
 	for (int i = 0; i < outer && !rc; i++) {
@@ -125,6 +129,11 @@ static char **build_envp(const struct hook_event *ev)
 		     env_add(envp, &n, "EVENT", ev->event) ?: env_add(envp, &n, "ROLE", ev->role) ?:
 		     env_add(envp, &n, "EPOCH", epoch) ?: env_add(envp, &n, "PEER", ev->peer) ?:
 		     env_add(envp, &n, "REASON", ev->reason) ?: env_add(envp, &n, "TIME_MS", now);
+	/* the operator's command as it is: not cleaned, it is not from the wire */
+	if (!rc && asprintf(&envp[n++], "%s=%s", HOOK_COMMAND_VAR, cmd) < 0) {
+		envp[n - 1] = NULL;
+		rc = -ENOMEM;
+	}
 	for (int i = 0; i < ev->nvars && i < HOOK_MAX_VARS && !rc; i++) {
 		envp[n] = text_sanitize_dup(ev->vars[i]);
 		rc = envp[n++] ? 0 : -ENOMEM;
@@ -142,8 +151,8 @@ int hook_cmd_build(struct hook_cmd *c, const char *what, const char *cmd,
 	*c = (struct hook_cmd){ 0 };
 	if (!cmd || !*cmd)
 		return -EINVAL;
-	c->argv = build_argv(cmd, ev);
-	c->envp = build_envp(ev);
+	c->argv = build_argv(ev);
+	c->envp = build_envp(cmd, ev);
 	if (asprintf(&c->label, "%s '%s'", what, ev->event ? ev->event : "") < 0)
 		c->label = NULL;
 	if (!c->argv || !c->envp || !c->label) {

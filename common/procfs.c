@@ -156,3 +156,23 @@ const char *host_boot_id(char *buf, size_t len)
 	}
 	return buf;
 }
+
+bool proc_has_open(pid_t pid, const struct stat *st)
+{
+	char dir[64], path[320];
+	struct dirent *e;
+	struct stat fst;
+	bool found = false;
+	DIR *dh;
+
+	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
+	dh = opendir(dir);
+	while (dh && !found && (e = readdir(dh))) {
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		found = e->d_name[0] != '.' && !stat(path, &fst) && fst.st_dev == st->st_dev &&
+			fst.st_ino == st->st_ino;
+	}
+	if (dh)
+		closedir(dh);
+	return found;
+}

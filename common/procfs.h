@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 /* Has pid exited (gone, or a zombie its parent has not reaped yet)? */
@@ -28,6 +29,9 @@ const char *proc_comm(pid_t pid, char *buf, size_t len);
  * is root for a process that dropped root itself (QEMU -runas), which is
  * not dumpable. 0 or -errno. */
 int proc_ids(pid_t pid, uid_t *uid, gid_t *gid);
+/* Does pid have the file st (its st_dev and st_ino) open? Then a path
+ * that led to st names the file pid uses, not one put in its place. */
+bool proc_has_open(pid_t pid, const struct stat *st);
 /* This boot of the host: /proc/sys/kernel/random/boot_id (a UUID) in buf,
  * or "" if unreadable; returns buf. */
 const char *host_boot_id(char *buf, size_t len);

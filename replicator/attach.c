@@ -25,7 +25,7 @@
 #define QMP_QUERY_TIMEOUT_MS   5000
 
 static const char how_to_start[] =
-	"start QEMU with its RAM on a shared file, e.g. "
+	"start QEMU (under umask 077) with its RAM on a shared file, e.g. "
 	"-object memory-backend-file,id=ram0,size=128M,mem-path=/dev/shm/NAME.ram,share=on "
 	"-machine memory-backend=ram0";
 
@@ -226,15 +226,69 @@ static int find_backend(struct replicator *r)
 	return r->virt ? in_qemu_root(vm) : 0;
 }
 
-static int check_ram_file(const struct vm_info *vm)
+/* A memfd backend's path: /proc/PID/fd/N, reachable only as QEMU's
+ * /proc allows (find_memfd). */
+static bool memfd_path(const char *path)
+{
+	return !strncmp(path, "/proc/", 6) && strstr(path, "/fd/");
+}
+
+/* Who may read or write the file: QEMU's user or root owns it, nobody
+ * else may write it, and guest RAM that others can read (a file QEMU made
+ * under umask 022, say) is made private here, with a warning. A file
+ * someone else made before QEMU opened it would let them write the guest's
+ * memory; one others read hands them its secrets. */
+static int check_ram_access(const struct vm_info *vm, int fd, const struct stat *st)
+{
+	uid_t quid;
+	gid_t qgid;
+
+	if (memfd_path(vm->ram_path))
+		return 0;
+	if (proc_ids(vm->pid, &quid, &qgid) == 0 && st->st_uid != 0 && st->st_uid != quid) {
+		log_err("refusing VM %s: guest RAM file %s belongs to uid %u, neither root nor "
+			"QEMU's user (%u): whoever made it can read and write guest memory; make "
+			"it as QEMU's user (or root), mode 0600", vm->name, vm->ram_path,
+			(unsigned)st->st_uid, (unsigned)quid);
+		return -EPERM;
+	}
+	if (st->st_mode & S_IWOTH) {
+		log_err("refusing VM %s: anyone may write guest RAM file %s (mode %04o); make it "
+			"mode 0600", vm->name, vm->ram_path, (unsigned)(st->st_mode & 07777));
+		return -EPERM;
+	}
+	if (!(st->st_mode & 077))
+		return 0;
+	if (fchmod(fd, st->st_mode & 07700) < 0) {
+		int rc = -errno;
+
+		log_err("refusing VM %s: others may read guest RAM file %s (mode %04o) and it "
+			"cannot be made private: %s", vm->name, vm->ram_path,
+			(unsigned)(st->st_mode & 07777), strerror(-rc));
+		return rc;
+	}
+	log_warn("guest RAM file %s was readable by others (mode %04o): made it mode %04o; "
+		 "create it mode 0600 before QEMU starts (umask 077)", vm->ram_path,
+		 (unsigned)(st->st_mode & 07777), (unsigned)(st->st_mode & 07700));
+	return 0;
+}
+
+/* The file at the path QEMU (or --ram-file) named must be the one QEMU
+ * has open, of the backend's size, and private to QEMU. */
+static int check_ram_file(const struct vm_info *vm, int fd)
 {
 	struct stat st;
 
-	if (stat(vm->ram_path, &st) < 0) {
+	if (fstat(fd, &st) < 0) {
 		int rc = -errno;
 
 		log_err("guest RAM file %s: %s", vm->ram_path, strerror(-rc));
 		return rc;
+	}
+	if (!S_ISREG(st.st_mode) || !proc_has_open(vm->pid, &st)) {
+		log_err("refusing VM %s: %s is not a file QEMU (pid %d) has open: not its guest "
+			"RAM", vm->name, vm->ram_path, (int)vm->pid);
+		return -EPERM;
 	}
 	if ((uint64_t)st.st_size != vm->ram_size) {
 		log_err("guest RAM file %s holds %lld bytes but memory backend '%s' has %llu: "
@@ -242,7 +296,7 @@ static int check_ram_file(const struct vm_info *vm)
 			(unsigned long long)vm->ram_size);
 		return -EINVAL;
 	}
-	return 0;
+	return check_ram_access(vm, fd, &st);
 }
 
 /* One replicator per VM: a second one would stop and resume the VM on its
@@ -253,17 +307,19 @@ static int check_ram_file(const struct vm_info *vm)
  * reach QEMU (its QMP socket, libvirt); held until we exit. */
 static int lock_ram_file(struct vm_info *vm)
 {
-	int fd = open(vm->ram_path, O_RDONLY | O_CLOEXEC);
+	int fd = open(vm->ram_path, O_RDONLY | O_CLOEXEC), rc;
 
 	if (fd < 0) {
-		int rc = -errno;
-
+		rc = -errno;
 		log_err("guest RAM file %s: %s", vm->ram_path, strerror(-rc));
 		return rc;
 	}
+	if ((rc = check_ram_file(vm, fd))) {
+		close(fd);
+		return rc;
+	}
 	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-		int rc = -errno;
-
+		rc = -errno;
 		if (rc == -ENOLCK || rc == -EOPNOTSUPP) {
 			log_warn("cannot lock guest RAM file %s (%s): going on without the guard "
 				 "against a second replicator on this VM", vm->ram_path, strerror(-rc));
@@ -412,9 +468,8 @@ int vm_attach(struct replicator *r)
 			"must run on the same host as QEMU", (int)vm->pid, strerror(rc ? -rc : ESRCH));
 		return rc ? rc : -ESRCH;
 	}
-	if ((rc = find_name(vm)) || (rc = find_backend(r)) || (rc = check_ram_file(vm)) ||
-	    (rc = lock_ram_file(vm)) || (rc = find_machine_type(r)) || (rc = find_accelerator(r)) ||
-	    (rc = check_ramblocks(r)))
+	if ((rc = find_name(vm)) || (rc = find_backend(r)) || (rc = lock_ram_file(vm)) ||
+	    (rc = find_machine_type(r)) || (rc = find_accelerator(r)) || (rc = check_ramblocks(r)))
 		return rc;
 	find_vcpu_threads(r);
 	log_info("attached to VM %s%s: QEMU pid %d, machine %s, %s, %llu MiB RAM in %s (backend %s)",

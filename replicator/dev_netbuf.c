@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -273,10 +274,15 @@ static int bind_vm_side(struct nic *nic, const struct sockaddr_storage *ours, so
 	if (fd < 0)
 		return -errno;
 	if (ours->ss_family == AF_UNIX) {
-		/* A socket file left by an earlier replicator of this VM. */
+		struct stat st;
+
+		/* A socket file left by an earlier replicator of this VM; the
+		 * path comes from QEMU's command line, so nothing but a socket
+		 * is removed (bind then fails, and says so). */
 		snprintf(nic->bound_path, sizeof(nic->bound_path), "%s",
 			 ((const struct sockaddr_un *)ours)->sun_path);
-		unlink(nic->bound_path);
+		if (!lstat(nic->bound_path, &st) && S_ISSOCK(st.st_mode))
+			unlink(nic->bound_path);
 	}
 	/* Room for a whole epoch of output while the VM is stopped. */
 	setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size));

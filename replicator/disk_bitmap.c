@@ -29,9 +29,9 @@
 #include "dev_disk.h"
 #include "dirty_ranges.h"
 #include "log.h"
+#include "procfs.h"
 #include "qmp.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libnbd.h>
@@ -198,28 +198,6 @@ static int add_owner_export(struct ckpt_ctx *cx, struct disk_device *d)
 
 /* --- where the blocks are read from --------------------------------------- */
 
-/* Does QEMU (pid) have the file st open? Then the path still names the
- * image it writes, not a file put in its place since. */
-static bool qemu_has_open(pid_t pid, const struct stat *st)
-{
-	char dir[64], path[320];
-	struct dirent *e;
-	struct stat fst;
-	bool found = false;
-	DIR *dh;
-
-	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
-	dh = opendir(dir);
-	while (dh && !found && (e = readdir(dh))) {
-		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-		found = e->d_name[0] != '.' && !stat(path, &fst) && fst.st_dev == st->st_dev &&
-			fst.st_ino == st->st_ino;
-	}
-	if (dh)
-		closedir(dh);
-	return found;
-}
-
 /* The regular file behind an O_PATH descriptor, opened for reading (the
  * descriptor is closed); -1 on failure. */
 static int reopen_read_only(int path_fd)
@@ -274,7 +252,7 @@ int disk_open_image(struct ckpt_ctx *cx, const struct disk *k, const char **why)
 		*why = "the image cannot be opened here";
 	else if (!v || (uint64_t)st.st_size != (uint64_t)json_object_get_int64(v))
 		*why = "the file's size is not the disk's (a raw offset or size)";
-	else if (!qemu_has_open(qmp_peer_pid(cx->qmp), &st))
+	else if (!proc_has_open(qmp_peer_pid(cx->qmp), &st))
 		*why = "QEMU does not have that file open";
 	if (*why && fd >= 0)
 		close(fd);

@@ -203,6 +203,26 @@ START_TEST(test_extra_vars_and_operator_args)
 }
 END_TEST
 
+/* The operator's command reaches the shell in the environment, not in its
+ * argv, which any local user may read (/proc/PID/cmdline): a password
+ * given as an assignment before the command stays out of sight. */
+START_TEST(test_command_not_in_the_shells_argv)
+{
+	struct hook_result res;
+	char path[512], cmd[600], *out;
+
+	script("show", "tr '\\0' ' ' < /proc/$PPID/cmdline > \"$HOOK_DIR/out\";"
+	       " echo \"|$FENCE_PASSWORD\" >> \"$HOOK_DIR/out\"", path, sizeof(path));
+	snprintf(cmd, sizeof(cmd), "FENCE_PASSWORD=s3cret %s", path);
+	ck_assert_int_eq(run(cmd, 5000, &res), 0);
+	ck_assert(hook_result_ok(&res));
+	out = slurp("out");
+	ck_assert_msg(strstr(out, "|s3cret\n"), "the command did not run as given: %s", out);
+	ck_assert_msg(!strstr(out, "s3cret "), "the password is in the shell's argv: %s", out);
+	free(out);
+}
+END_TEST
+
 /* Names and reasons from the wire or the VM reach the hook's arguments and
  * environment without their control characters. */
 START_TEST(test_control_characters_are_replaced)
@@ -478,6 +498,7 @@ static Suite *hooks_suite(void)
 	ADD(test_timeout_kills_the_process_group);
 	ADD(test_args_and_env_are_passed);
 	ADD(test_extra_vars_and_operator_args);
+	ADD(test_command_not_in_the_shells_argv);
 	ADD(test_control_characters_are_replaced);
 	ADD(test_stdin_is_dev_null);
 	ADD(test_missing_command_runs_as_exit_127);

@@ -46,10 +46,34 @@ expect_refusal vga "RAM block '.*vga.vram'.*-vga none" "guest-writable VGA RAM o
 vm wrongfile -vga none -object memory-backend-file,id=ram0,size=64M,mem-path="$T/wrongfile.ram",share=on \
 	-machine memory-backend=ram0
 truncate -s 32M "$T/other.ram"
-attach wrongfile --ram-file "$T/other.ram"
-rc=$?
-[ "$rc" = 2 ] && grep -q "holds 33554432 bytes but memory backend 'ram0' has 67108864" "$T/wrongfile.log" &&
-	pass "--ram-file of the wrong size refused" || fail "--ram-file of the wrong size: exit $rc"
+expect_refusal wrongfile "$T/other.ram is not a file QEMU (pid [0-9]*) has open" \
+	"a --ram-file QEMU does not use" --ram-file "$T/other.ram"
+
+# The guest RAM file must be QEMU's (or root's) alone: a file another
+# user made before QEMU opened it lets them write guest memory.
+ram_vm() {
+	vm "$1" -vga none -object memory-backend-file,id=ram0,size=64M,mem-path="$T/$1.ram",share=on \
+		-machine memory-backend=ram0
+}
+install -m 0600 -o nobody /dev/null "$T/theirs.ram" && truncate -s 64M "$T/theirs.ram"
+ram_vm theirs
+expect_refusal theirs "belongs to uid [0-9]*, neither root nor QEMU's user" \
+	"a guest RAM file another user made"
+install -m 0666 /dev/null "$T/open.ram" && truncate -s 64M "$T/open.ram"
+ram_vm open
+expect_refusal open "anyone may write guest RAM file" "a guest RAM file anyone may write"
+# ... and one others can read is made private (QEMU makes it 0640 under
+# umask 022), with a warning
+old_umask=$(umask)
+umask 022
+ram_vm readable
+umask "$old_umask"
+timeout 3 "$BIN/remus-replicator" --key-file "$KEY" --qmp "$T/readable/qmp.sock" \
+	--backup "127.0.0.1:$(free_port)" > "$T/readable.log" 2>&1
+grep -q "guest RAM file $T/readable.ram was readable by others (mode 06[0-7][0-7]): made it mode 0600" \
+	"$T/readable.log" && [ "$(stat -c %a "$T/readable.ram")" = 600 ] &&
+	pass "a guest RAM file others could read was made 0600, with a warning" ||
+	fail "readable RAM file: mode $(stat -c %a "$T/readable.ram"), log: $(grep -m1 'RAM file' "$T/readable.log")"
 
 # NICs: the net buffer must own the VM's output.
 shared_ram() { echo "-object memory-backend-file,id=ram0,size=64M,mem-path=$T/$1.ram,share=on -machine memory-backend=ram0"; }
