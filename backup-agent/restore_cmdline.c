@@ -666,15 +666,23 @@ static int rewrite_netdev(struct builder *b, struct qemu_argv_iter *it)
 		ret = ret ? fail(b, ret, "out of memory") : out_push(b, qemu_opts_print(&t));
 		qemu_opts_free(&t);
 	} else if (!ret) {
-		/* The primary's socket files may still exist: QEMU would fail to
-		 * bind them. */
-		snprintf(path, sizeof(path), "%s/netdev-%s.sock", b->spec->state_dir, id);
-		if (qemu_opts_get(&o, "local.path"))
-			ret = qemu_opts_set(&o, "local.path", path);
+		/* Unix sockets in the state dir: the primary's files may still
+		 * exist (QEMU would fail to bind them), and an inet socket would
+		 * send the guest's frames wherever the primary named, from the
+		 * backup's own address. The net buffer of a pair whose roles
+		 * move owns them next (dev_netbuf.c); else they lead nowhere. */
+		struct qemu_opts u = { NULL, 0 };
+		char local[PATH_MAX];
+
+		snprintf(local, sizeof(local), "%s/netdev-%s.sock", b->spec->state_dir, id);
 		snprintf(path, sizeof(path), "%s/netdev-%s.peer.sock", b->spec->state_dir, id);
-		if (!ret && qemu_opts_get(&o, "remote.path"))
-			ret = qemu_opts_set(&o, "remote.path", path);
-		ret = ret ? fail(b, ret, "out of memory") : out_push(b, qemu_opts_print(&o));
+		ret = qemu_opts_set(&u, NULL, "dgram") ?: qemu_opts_set(&u, "id", id) ?:
+		      qemu_opts_set(&u, "local.type", "unix") ?:
+		      qemu_opts_set(&u, "local.path", local) ?:
+		      qemu_opts_set(&u, "remote.type", "unix") ?:
+		      qemu_opts_set(&u, "remote.path", path);
+		ret = ret ? fail(b, ret, "out of memory") : out_push(b, qemu_opts_print(&u));
+		qemu_opts_free(&u);
 	}
 	qemu_opts_free(&o);
 	return ret;

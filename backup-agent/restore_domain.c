@@ -388,10 +388,28 @@ static int check_disk(xmlNodePtr disk, const struct restore_domain_spec *s, char
 
 /* Only the net buffer's UDP socket (moved to a TAP) or an unmanaged TAP,
  * with no script and no host descriptors. */
+/* An address of a UDP NIC: the loopback, where the net buffer's socket
+ * is (domain_xml.c asks the same of the primary). */
+static bool loopback_or_none(xmlNodePtr n)
+{
+	xmlChar *a = n ? xmlGetProp(n, (const xmlChar *)"address") : NULL;
+	bool ok = !a || !strcmp((const char *)a, "127.0.0.1") || !strcmp((const char *)a, "::1") ||
+		  !strcmp((const char *)a, "localhost");
+
+	xmlFree(a);
+	return ok;
+}
+
 static int check_interface(xmlNodePtr nic, char *err, size_t errlen)
 {
-	xmlNodePtr b = child(nic, "backend");
+	xmlNodePtr b = child(nic, "backend"), src = child(nic, "source");
 
+	/* not restored onto a TAP, it would send the guest's frames from
+	 * the backup's own address to wherever the primary named */
+	if (prop_is(nic, "type", "udp") && (!loopback_or_none(src) ||
+					    !loopback_or_none(src ? child(src, "local") : NULL)))
+		return refuse_node(err, errlen, nic, "a UDP NIC's addresses must be the loopback "
+				   "(the net buffer's socket)");
 	if (!prop_is(nic, "type", "udp") && !prop_is(nic, "type", "ethernet"))
 		return refuse_node(err, errlen, nic, "only udp (the net buffer's) or ethernet");
 	if (child(nic, "script") || child(nic, "downscript"))

@@ -14,6 +14,10 @@
 /* Connect, TLS and the HELLO exchange must all be done by then. The
  * agent may take a while over a HELLO (it creates the replica files). */
 #define HANDSHAKE_DEADLINE_MS 10000
+/* Longest run of frames from the backup one readable event handles: a
+ * backup that floods us (heartbeats, say) must not starve the loop the
+ * net buffer, the epoch timer and QMP share. */
+#define LINK_READ_SLICE_MS     20
 #define GOODBYE_FLUSH_MS   1000
 
 /* The link broke under us (EOF, reset, a bad frame): the backup may be
@@ -376,6 +380,7 @@ int link_open(struct replicator *r, char *err, size_t errlen)
 	int rc;
 
 	peer_link_init(&r->link, r->loop, &r->link_sec, &link_ops, r);
+	r->link.read_slice_ms = LINK_READ_SLICE_MS;
 	/* until its HELLO_REPLY says so */
 	r->agent_operator = r->agent_verify = r->agent_park = r->agent_pages_lz4 = false;
 	r->agent_verify_disk = false;

@@ -313,6 +313,13 @@ START_TEST(test_restore_refuses_host_resources)
 	assert_refused(DOMAIN(SHARED_MEMFD, REPLICATED_DISK "<disk type='file' device='disk'>"
 			      "<source file='/etc/shadow'/><target dev='vdb'/></disk>"),
 		       "<disk type='file'>: its source is neither a replicated disk nor a shared");
+	/* a UDP NIC off the loopback would send from the backup's address */
+	assert_refused(DOMAIN(SHARED_MEMFD, "<interface type='udp'><source address='10.9.8.7' "
+			      "port='161'><local address='127.0.0.1' port='5001'/></source>"
+			      "</interface>"), "a UDP NIC's addresses must be the loopback");
+	assert_refused(DOMAIN(SHARED_MEMFD, "<interface type='udp'><source address='127.0.0.1' "
+			      "port='5000'><local address='0.0.0.0' port='53'/></source>"
+			      "</interface>"), "a UDP NIC's addresses must be the loopback");
 	/* the HELLO names the replicated image: a second <disk> on it would
 	 * keep the path, whatever host file or device the primary named */
 	assert_refused(DOMAIN(SHARED_MEMFD, REPLICATED_DISK "<disk type='block' device='disk'>"

@@ -569,6 +569,25 @@ START_TEST(test_netdev_socket_udp_to_tap)
 END_TEST
 
 /* A TAP without scripts (a restored VM's own line) stays, TAP given or not. */
+/* Without a TAP, an inet datagram socket would send the restored guest's
+ * frames wherever the primary named, from the backup's address: it
+ * becomes a unix one in the state dir, as the primary's unix ones do. */
+START_TEST(test_netdev_inet_without_tap_goes_to_the_state_dir)
+{
+	const char *in[] = {
+		"qemu", PRIMARY_RAM,
+		"-netdev", "dgram,id=n0,local.type=inet,local.host=0.0.0.0,local.port=53,"
+		"remote.type=inet,remote.host=10.9.8.7,remote.port=161",
+		"-device", NIC_N0,
+		"-netdev", "socket,id=n1,udp=127.0.0.1:5555,localaddr=127.0.0.1:5556",
+		"-device", NIC_N1, NULL
+	};
+
+	assert_restored(in, &spec, EMU "|" RESTORED_RAM "|" MOVED_N0 "|-device|" NIC_N0 "|"
+			MOVED_N1 "|-device|" NIC_N1 "|" TAIL);
+}
+END_TEST
+
 START_TEST(test_netdev_other_backends_kept)
 {
 	const char *const taps[] = { "t0=tapT" };
@@ -1155,6 +1174,8 @@ static Suite *restore_cmdline_suite(void)
 	add(s, "netdev_single_nic_bare_tap", test_netdev_single_nic_bare_tap, 5);
 	add(s, "netdev_two_nics_one_tap", test_netdev_two_nics_one_tap, 5);
 	add(s, "netdev_socket_udp_to_tap", test_netdev_socket_udp_to_tap, 5);
+	add(s, "netdev_inet_without_tap_goes_to_the_state_dir",
+	    test_netdev_inet_without_tap_goes_to_the_state_dir, 5);
 	add(s, "netdev_other_backends_kept", test_netdev_other_backends_kept, 5);
 	add(s, "netdev_bare_tap_ignored_with_two_nics", test_netdev_bare_tap_ignored_with_two_nics, 5);
 	add(s, "netdev_tap_id_matched_whole", test_netdev_tap_id_matched_whole, 5);
