@@ -126,4 +126,5 @@ void agent_on_accept(struct ev_loop *loop, ev_io *w, int revents)
 	}
 	peer_link_accept(l, fd, host, AGENT_HELLO_TIMEOUT_MS);
 	l->read_slice_ms = AGENT_READ_SLICE_MS;
+	l->unadmitted_max_frame = AGENT_MAX_FIRST_FRAME;
 }

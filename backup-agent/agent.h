@@ -36,6 +36,9 @@
 #define AGENT_HANDSHAKES_PER_ADDR  4
 /* Longest run of frames one readable event handles before the loop runs. */
 #define AGENT_READ_SLICE_MS        50
+/* A peer's first frame (its HELLO, or a PEER_QUERY): a VM's command line,
+ * domain XML and disks fit many times over. */
+#define AGENT_MAX_FIRST_FRAME      (4u << 20)
 /* What the agent may have queued for a primary that does not read it:
  * past this, the stream is dropped (a VERIFY answer is 100 times its
  * request, so a primary that only writes would otherwise fill our memory). */

@@ -241,6 +241,7 @@ static void read_frames(struct peer_link *l)
 				ev_feed_event(l->loop, &l->rio, EV_READ);
 			return;
 		}
+		l->reader.max_len = l->state == PEER_LINK_ESTABLISHED ? 0 : l->unadmitted_max_frame;
 		rc = frame_reader_read_io(&l->reader, &l->io);
 		if (rc == 0)
 			return;

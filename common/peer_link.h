@@ -70,6 +70,11 @@ struct peer_link {
 	/* A peer that sends faster than we handle frames would keep us in one
 	 * read callback for seconds: give the loop back after this long. */
 	double read_slice_ms;
+	/* Until the link is ESTABLISHED (an accepted HELLO), frames larger
+	 * than this are refused: an unadmitted peer (cleartext, or a key
+	 * holder before its HELLO) does not make us buffer 32 MiB. 0: no
+	 * limit but the protocol's. */
+	uint32_t unadmitted_max_frame;
 	char peer[160];              /* the peer's address, for messages */
 	char identity[LINK_IDENTITY_MAX + 8]; /* "psk:NAME" once OPEN; "cleartext" */
 	char session[64];            /* "(TLS1.3)-(ECDHE-SECP256R1)-(AES-128-GCM)", for logs */

@@ -414,6 +414,8 @@ int frame_reader_read_io(struct frame_reader *r, const struct link_io *io)
 		if (r->have < PROTO_HDR_SIZE)
 			continue;
 		rc = proto_decode_hdr(r->hdr_buf, &r->hdr);
+		if (!rc && r->max_len && r->hdr.len > r->max_len)
+			rc = -EMSGSIZE;
 		if (rc) {
 			/* Never trust this header's length, even if called again. */
 			r->have = 0;

@@ -290,6 +290,9 @@ struct frame_reader {
 	struct frame_hdr hdr;
 	uint8_t *payload;
 	size_t cap;
+	/* A header announcing more is refused (-EMSGSIZE) before any of its
+	 * payload is read; 0: PROTO_MAX_PAYLOAD alone. */
+	uint32_t max_len;
 };
 
 void frame_reader_init(struct frame_reader *r);

@@ -288,6 +288,29 @@ START_TEST(test_stalled_peer_hits_deadline)
 }
 END_TEST
 
+/* Before it is ESTABLISHED, a peer's frame may not exceed the link's
+ * unadmitted limit: refused at its header, before any payload is read. */
+START_TEST(test_unadmitted_frame_limit)
+{
+	static uint8_t big[1 << 20];
+	struct iovec iov = { .iov_base = big, .iov_len = sizeof(big) };
+	uint8_t hdr[PROTO_HDR_SIZE];
+	struct pair p;
+	int fd;
+
+	pair_setup(&p, true);
+	fd = raw_peer(&p);
+	p.server.link.unadmitted_max_frame = 64u << 10;
+	proto_encode_hdr(hdr, FRAME_HELLO, 0, &iov, 1);
+	ck_assert_int_eq(write(fd, hdr, sizeof(hdr)), sizeof(hdr));
+	RUN_UNTIL(&p, 2, p.server.err);
+	ck_assert_int_eq(p.server.err, -EMSGSIZE);
+	ck_assert_int_eq(p.server.frames, 0);
+	close(fd);
+	pair_teardown(&p);
+}
+END_TEST
+
 START_TEST(test_reset_mid_handshake)
 {
 	static const uint8_t start[] = { 0x16, 0x03, 0x01, 0x02, 0x00, 0x01 };
@@ -412,6 +435,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_wrong_key_refused);
 	tcase_add_test(tc, test_cleartext_peer_refused_by_tls);
 	tcase_add_test(tc, test_stalled_peer_hits_deadline);
+	tcase_add_test(tc, test_unadmitted_frame_limit);
 	tcase_add_test(tc, test_reset_mid_handshake);
 	tcase_add_test(tc, test_close_when_sent);
 	tcase_add_test(tc, test_connect_refused);
