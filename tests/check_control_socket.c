@@ -258,6 +258,18 @@ START_TEST(test_refusal_of_an_unknown_peer)
 END_TEST
 
 /* The replicator's failover answers later, on a connection it keeps. */
+/* In a forked client: a connection to the socket, or exit 1. */
+static int child_connect(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+
+	strcpy(sa.sun_path, path);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		_exit(1);
+	return fd;
+}
+
 /* A client that trickles its line a byte at a time holds the daemon's
  * loop 200 ms at most, all bytes together (not 200 ms per byte), and its
  * unfinished line is not taken for a command. */
@@ -274,12 +286,8 @@ START_TEST(test_a_trickling_client_is_cut_short)
 	pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
-		struct sockaddr_un sa = { .sun_family = AF_UNIX };
-		int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+		int fd = child_connect();
 
-		strcpy(sa.sun_path, path);
-		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-			_exit(1);
 		(void)!write(ready[1], "y", 1);
 		for (int i = 0; i < 60; i++) { /* 3 s of one byte per 50 ms */
 			(void)!send(fd, "s", 1, MSG_NOSIGNAL);
@@ -314,12 +322,8 @@ START_TEST(test_handler_keeps_the_connection)
 	ck_assert_int_eq(pipe(out), 0);
 	pid = fork();
 	if (pid == 0) {
-		struct sockaddr_un sa = { .sun_family = AF_UNIX };
-		int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+		int fd = child_connect();
 
-		strcpy(sa.sun_path, path);
-		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-			_exit(1);
 		dprintf(fd, "keep\n");
 		(void)!write(ready[1], "y", 1);
 		n = recv(fd, buf, sizeof(buf), MSG_WAITALL);
