@@ -12,6 +12,7 @@
 #include "replica.h"
 #include "restore_cmdline.h"
 #include "restore_verify.h"
+#include "shared_image.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -336,6 +337,25 @@ void restore_announce(struct qmp *q)
 	json_object_put(args);
 }
 
+/* Each shared disk's header, before QEMU or libvirt opens the image: it
+ * may lead to no host file but the shared disks (shared_image.h). A disk
+ * that is missing is QEMU's to report, if the VM uses it. */
+static int check_shared_images(const struct restore_opts *o)
+{
+	char err[512];
+
+	for (int i = 0; i < o->nshared_disks; i++) {
+		int rc = shared_image_check(o->shared_disks[i], o->shared_disks,
+					    o->nshared_disks, err, sizeof(err));
+
+		if (rc && rc != -ENOENT) {
+			log_err("refusing to restore: shared disk %s: %s", o->shared_disks[i], err);
+			return rc;
+		}
+	}
+	return 0;
+}
+
 int restore_vm(const struct restore_opts *o, struct restore_result *res)
 {
 	const char *dir = o->dir;
@@ -362,6 +382,9 @@ int restore_vm(const struct restore_opts *o, struct restore_result *res)
 		return rc;
 	}
 	res->epoch = info.epoch;
+	rc = check_shared_images(o);
+	if (rc)
+		goto out;
 	if (json_object_object_get_ex(info.vm, "libvirt_xml", NULL)) {
 		rc = restore_libvirt(o, &info, res);
 		if (!rc)

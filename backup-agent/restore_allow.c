@@ -299,6 +299,45 @@ static const char *const netdev_tap[] = {
 	"queues", "sndbuf", "poll-us", NULL
 };
 
+const char *restore_tap_by_id(const struct restore_spec *s, const char *id)
+{
+	size_t len = id ? strlen(id) : 0;
+
+	for (int i = 0; len && i < s->ntaps; i++)
+		if (!strncmp(s->taps[i], id, len) && s->taps[i][len] == '=')
+			return s->taps[i] + len + 1;
+	return NULL;
+}
+
+/* One of the agent's --tap ("[ID=]NAME"). */
+static bool is_agent_tap(const struct restore_spec *s, const char *ifname)
+{
+	for (int i = 0; i < s->ntaps; i++) {
+		const char *eq = strchr(s->taps[i], '=');
+
+		if (streq(eq ? eq + 1 : s->taps[i], ifname))
+			return true;
+	}
+	return false;
+}
+
+/* A TAP names a host interface: only one the agent was given may carry
+ * the guest's frames (the HELLO could name another VM's, or one on
+ * another network of this host). A NIC with a --tap ID=NAME of its own is
+ * moved onto it by the rewrite; without ifname QEMU makes a new TAP, on
+ * no network. */
+static int check_tap(struct ctx *c)
+{
+	const char *ifname = get(c, "ifname");
+	int rc = check_keys(c, netdev_tap);
+
+	if (!rc && ifname && !is_agent_tap(c->spec, ifname) &&
+	    !restore_tap_by_id(c->spec, get(c, "id")))
+		return refuse(c, "ifname '%s' is not a TAP of this agent (--tap); not allowed on "
+			      "the backup", ifname);
+	return rc;
+}
+
 /* The net buffer's datagram sockets (moved to a TAP or the state dir by
  * the rewrite), and a TAP without scripts (a restored VM's own line). */
 static int check_netdev(struct ctx *c)
@@ -314,7 +353,7 @@ static int check_netdev(struct ctx *c)
 		return check_keys(c, netdev_socket);
 	}
 	if (streq(type, "tap"))
-		return check_keys(c, netdev_tap);
+		return check_tap(c);
 	return refuse(c, "type '%s' is not allowed on the backup (dgram, socket udp=, tap)",
 		      type ? type : "");
 }

@@ -28,4 +28,8 @@ int restore_allow_option(const struct restore_spec *spec, const char *name, cons
 int restore_allow_kept_disk(const struct restore_spec *spec, const char *name, const char *arg,
 			    char *err, size_t errlen);
 
+/* The TAP the agent was given for netdev id ("--tap ID=NAME"), or NULL:
+ * a NIC that has one comes back on it, whatever the primary's was. */
+const char *restore_tap_by_id(const struct restore_spec *spec, const char *id);
+
 #endif

@@ -630,11 +630,10 @@ static int count_netdevs(const struct builder *b)
 static const char *tap_for(const struct builder *b, const char *id)
 {
 	const struct restore_spec *sp = b->spec;
-	size_t len = strlen(id);
+	const char *tap = restore_tap_by_id(sp, id);
 
-	for (int i = 0; i < sp->ntaps; i++)
-		if (!strncmp(sp->taps[i], id, len) && sp->taps[i][len] == '=')
-			return sp->taps[i] + len + 1;
+	if (tap)
+		return tap;
 	if (sp->ntaps == 1 && !strchr(sp->taps[0], '=') && count_netdevs(b) == 1)
 		return sp->taps[0];
 	return NULL;
@@ -651,11 +650,14 @@ static int rewrite_netdev(struct builder *b, struct qemu_argv_iter *it)
 		return fail(b, -EINVAL, "-netdev %s: does not parse", it->arg);
 	type = qemu_opts_first_bare(&o) ?: qemu_opts_get(&o, "type");
 	id = qemu_opts_get(&o, "id");
-	if (!id || !type || !(streq(type, "dgram") || (streq(type, "socket") && qemu_opts_get(&o, "udp")))) {
+	/* the primary's TAP, where the agent has one for that NIC */
+	tap = id && streq(type, "tap") ? restore_tap_by_id(b->spec, id) : NULL;
+	if (!tap && (!id || !type ||
+		     !(streq(type, "dgram") || (streq(type, "socket") && qemu_opts_get(&o, "udp"))))) {
 		qemu_opts_free(&o);
 		return keep(b, it);
 	}
-	tap = tap_for(b, id);
+	tap = tap ?: tap_for(b, id);
 	ret = out_dup(b, "-netdev");
 	if (!ret && tap) {
 		/* The device state does not depend on the backend. */

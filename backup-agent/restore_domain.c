@@ -400,7 +400,26 @@ static bool loopback_or_none(xmlNodePtr n)
 	return ok;
 }
 
-static int check_interface(xmlNodePtr nic, char *err, size_t errlen)
+/* An ethernet NIC's TAP (<target dev>): none (libvirt makes a new one,
+ * on no network) or one of the agent's --tap; the XML could name another
+ * VM's TAP, or one on another network of this host. */
+static bool agent_tap_or_none(xmlNodePtr nic, const struct restore_domain_spec *s)
+{
+	xmlNodePtr t = child(nic, "target");
+	xmlChar *dev = t ? xmlGetProp(t, (const xmlChar *)"dev") : NULL;
+	bool ok = !dev;
+
+	for (int i = 0; dev && i < s->ntaps && !ok; i++) {
+		const char *eq = strchr(s->taps[i], '=');
+
+		ok = !strcmp(eq ? eq + 1 : s->taps[i], (const char *)dev);
+	}
+	xmlFree(dev);
+	return ok;
+}
+
+static int check_interface(xmlNodePtr nic, const struct restore_domain_spec *s, char *err,
+			   size_t errlen)
 {
 	xmlNodePtr b = child(nic, "backend"), src = child(nic, "source");
 
@@ -416,6 +435,9 @@ static int check_interface(xmlNodePtr nic, char *err, size_t errlen)
 		return refuse_node(err, errlen, nic, "<script> names a host program");
 	if (b && (xmlHasProp(b, (const xmlChar *)"tap") || xmlHasProp(b, (const xmlChar *)"vhost")))
 		return refuse_node(err, errlen, nic, "<backend> names a host device");
+	if (prop_is(nic, "type", "ethernet") && !agent_tap_or_none(nic, s))
+		return refuse_node(err, errlen, nic, "its <target dev> is not a TAP of this agent "
+				   "(--tap)");
 	return 0;
 }
 
@@ -460,7 +482,7 @@ static int check_device(xmlNodePtr d, const struct restore_domain_spec *s, char 
 	if (!strcmp((const char *)d->name, "disk"))
 		return check_disk(d, s, err, errlen);
 	if (!strcmp((const char *)d->name, "interface"))
-		return check_interface(d, err, errlen);
+		return check_interface(d, s, err, errlen);
 	if (name_in(d, chardevs))
 		return check_chardev(d, err, errlen);
 	if (!strcmp((const char *)d->name, "input") &&

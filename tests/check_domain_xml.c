@@ -151,6 +151,27 @@ START_TEST(test_restore_single_nic_bare_tap)
 }
 END_TEST
 
+/* An ethernet NIC keeps its TAP only if it is the agent's (or names
+ * none: libvirt makes one, on no network). */
+START_TEST(test_restore_ethernet_nic_only_on_agents_tap)
+{
+	char *p, *x = restored(DOMAIN(SHARED_MEMFD, "<interface type='ethernet'><target dev='tapb0' "
+				      "managed='no'/></interface>"), one_tap, 1, &p);
+
+	ck_assert_ptr_nonnull(strstr(x, "<target dev=\"tapb0\" managed=\"no\"/>"));
+	free(x);
+	free(p);
+	x = restored(DOMAIN(SHARED_MEMFD, "<interface type='ethernet'/>"), NULL, 0, &p);
+	ck_assert_ptr_nonnull(strstr(x, "<interface type=\"ethernet\"/>"));
+	free(x);
+	free(p);
+	/* another VM's TAP, or one on another network of the backup */
+	assert_refused(DOMAIN(SHARED_MEMFD, "<interface type='ethernet'><target dev='vnet3' "
+			      "managed='no'/></interface>"),
+		       "<interface type='ethernet'>: its <target dev> is not a TAP of this agent");
+}
+END_TEST
+
 START_TEST(test_restore_errors)
 {
 	static const char *const stray[] = { "net7=tapb7" };
@@ -394,6 +415,7 @@ static Suite *domain_xml_suite(void)
 		  test_restore_keeps_identity_and_waits_for_checkpoint },
 		{ "restore_udp_nic_onto_tap", test_restore_udp_nic_onto_tap },
 		{ "restore_single_nic_bare_tap", test_restore_single_nic_bare_tap },
+		{ "restore_ethernet_nic_only_on_agents_tap", test_restore_ethernet_nic_only_on_agents_tap },
 		{ "restore_errors", test_restore_errors },
 		{ "restore_disk_onto_overlay", test_restore_disk_onto_overlay },
 		{ "restore_overlay_as_raw_hook", test_restore_overlay_as_raw_hook },

@@ -295,6 +295,7 @@ END_TEST
 START_TEST(test_pass_through)
 {
 	static const char *const shared[] = { "/d/b.qcow2", "/d/c" };
+	static const char *const taps[] = { "tap0" };
 	struct restore_spec sp = spec;
 	const char *in[] = {
 		"/bin/sh", "-snapshot", "-no-hpet", PRIMARY_RAM, "-usb",
@@ -308,6 +309,8 @@ START_TEST(test_pass_through)
 
 	sp.shared_disks = shared;
 	sp.nshared_disks = 2;
+	sp.taps = taps; /* the kept TAP is one of the agent's */
+	sp.ntaps = 1;
 	/* argv[0] is the agent's --emulator, never the primary's */
 	assert_restored(in, &sp, EMU "|-snapshot|-no-hpet|" RESTORED_RAM "|-usb|"
 		"-netdev|tap,id=n0,ifname=tap0,script=no|-device|virtio-net,netdev=n0,romfile=|"
@@ -346,6 +349,9 @@ START_TEST(test_refused_netdev)
 	assert_refused("-netdev", "tap,id=n0,script=no,script=/tmp/m",
 		       "-netdev tap: property 'script' given twice");
 	assert_refused("-netdev", "tap,id=n0,fd=3", "-netdev tap: property 'fd' passes a host file");
+	/* a TAP the agent was not given: another VM's, or another network's */
+	assert_refused("-netdev", "tap,id=n0,ifname=vnet3,script=no",
+		       "-netdev tap: ifname 'vnet3' is not a TAP of this agent (--tap); " NOT_ALLOWED);
 	assert_refused("-netdev", "tap,id=n0,vhostfd=3", "-netdev tap: property 'vhostfd'");
 	assert_refused("-netdev", "user,id=u0,guestfwd=tcp:10.0.2.1:1-cmd:/bin/sh",
 		       "-netdev user: type 'user' is " NOT_ALLOWED);
@@ -588,21 +594,34 @@ START_TEST(test_netdev_inet_without_tap_goes_to_the_state_dir)
 }
 END_TEST
 
-START_TEST(test_netdev_other_backends_kept)
+/* A TAP NIC (the primary's own, output commit off) comes back on the
+ * agent's TAP for it; it keeps its TAP only if that is one of the agent's
+ * (or names none); any other is refused. */
+START_TEST(test_netdev_tap_only_the_agents)
 {
-	const char *const taps[] = { "t0=tapT" };
+	const char *const by_id[] = { "t0=tapT" };
+	const char *const same[] = { "x" };
 	struct restore_spec sp = spec;
 	const char *in[] = {
-		"qemu", PRIMARY_RAM, "-netdev", "tap,id=t0,ifname=x,script=no,downscript=no",
+		"qemu", PRIMARY_RAM, "-netdev", "tap,id=t0,ifname=x,script=no,downscript=no,vhost=on",
 		"-device", "e1000,netdev=t0", NULL
 	};
-	const char *want = EMU "|" RESTORED_RAM "|-netdev|tap,id=t0,ifname=x,script=no,"
-		"downscript=no|-device|e1000,netdev=t0|" TAIL;
+	const char *kept = EMU "|" RESTORED_RAM "|-netdev|tap,id=t0,ifname=x,script=no,"
+		"downscript=no,vhost=on|-device|e1000,netdev=t0|" TAIL;
+	char err[256] = "", **out = NULL;
 
-	assert_restored(in, &spec, want);
-	sp.taps = taps;
+	sp.taps = same;
 	sp.ntaps = 1;
-	assert_restored(in, &sp, want);
+	assert_restored(in, &sp, kept);
+	sp.taps = by_id;
+	assert_restored(in, &sp, EMU "|" RESTORED_RAM "|-netdev|tap,id=t0,ifname=tapT,script=no,"
+			"downscript=no|-device|e1000,netdev=t0|" TAIL);
+	ck_assert_int_eq(restore_cmdline_build((char *const *)in, 7, &spec, &out, err, sizeof(err)),
+			 -EINVAL);
+	ck_assert_msg(strstr(err, "ifname 'x' is not a TAP of this agent"), "%s", err);
+	in[4] = "tap,id=t0,script=no";
+	assert_restored(in, &spec, EMU "|" RESTORED_RAM "|-netdev|tap,id=t0,script=no|"
+			"-device|e1000,netdev=t0|" TAIL);
 }
 END_TEST
 
@@ -1176,7 +1195,7 @@ static Suite *restore_cmdline_suite(void)
 	add(s, "netdev_socket_udp_to_tap", test_netdev_socket_udp_to_tap, 5);
 	add(s, "netdev_inet_without_tap_goes_to_the_state_dir",
 	    test_netdev_inet_without_tap_goes_to_the_state_dir, 5);
-	add(s, "netdev_other_backends_kept", test_netdev_other_backends_kept, 5);
+	add(s, "netdev_tap_only_the_agents", test_netdev_tap_only_the_agents, 5);
 	add(s, "netdev_bare_tap_ignored_with_two_nics", test_netdev_bare_tap_ignored_with_two_nics, 5);
 	add(s, "netdev_tap_id_matched_whole", test_netdev_tap_id_matched_whole, 5);
 	add(s, "netdev_rewrite_idempotent", test_netdev_rewrite_idempotent, 5);

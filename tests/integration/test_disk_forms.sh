@@ -324,6 +324,52 @@ refused() {
 	fi
 }
 
+# forged_shared_header NAME: the shared ISO of case NAME gets a qcow2
+# header naming a host file as its backing file (what a guest can write
+# into a raw shared disk, or the primary's host into the shared storage);
+# the primary dies: the agent refuses to restore, with the reason, and
+# keeps the replica. With the header gone, `remus-agent --restore`
+# restores that replica.
+forged_shared_header() {
+	local name=$1 qpid
+	python3 - "$ISO" <<'PY'
+import struct, sys
+hdr = bytearray(1024)
+hdr[0:4] = b"QFI\xfb"
+name = b"/etc/hostname"
+struct.pack_into(">IQII", hdr, 4, 3, 512, len(name), 16)
+struct.pack_into(">I", hdr, 100, 104)
+hdr[512:512 + len(name)] = name
+with open(sys.argv[1], "r+b") as f:
+    f.write(hdr)
+PY
+	kill -KILL "$GUEST_PID"
+	if ! wait_exit "$AGENT_PID" 30; then
+		fail "$name: the agent neither restored nor gave up within 30 s"
+		return
+	fi
+	AGENT_PID=''
+	if [ "$EXIT_CODE" = 1 ] && grep -q "refusing to restore: shared disk $ISO: its qcow2 header names the backing file '/etc/hostname'" "$T/$name-agent.log" &&
+		grep -q "FAILOVER FAILED: the replica in .* is intact" "$T/$name-agent.log"; then
+		pass "$name: a shared image whose header names /etc/hostname: restore refused, replica kept"
+	else
+		fail "$name: forged header on the shared ISO: agent exit $EXIT_CODE, $(grep -m1 'shared disk\|FAILOVER\|restored' "$T/$name-agent.log")"
+	fi
+	[ -e "$T/$name-backup/qemu.pid" ] && fail "$name: a QEMU was started on the forged image" ||
+		pass "$name: no QEMU started on the forged image"
+	truncate -s 0 "$ISO" && truncate -s 1M "$ISO"
+	if "$BIN/remus-agent" --restore --state-dir "$T/$name-backup" --shared-disk "$ISO" \
+		> "$T/$name-restore.log" 2>&1 && [ -s "$T/$name-backup/qemu.pid" ]; then
+		qpid=$(cat "$T/$name-backup/qemu.pid")
+		PIDS+=("$qpid")
+		wait_for 20 grep -qa 'disk: ok' "$T/$name-backup/serial.log" &&
+			pass "$name: the header gone, remus-agent --restore restores the kept replica" ||
+			fail "$name: restored by hand, but no 'disk: ok' in 20 s"
+	else
+		fail "$name: remus-agent --restore after the header was removed: $(tail -n 2 "$T/$name-restore.log")"
+	fi
+}
+
 # --- Every form fails over with the guest's disk intact.
 for form in $FORMS; do
 	failover "$form"
@@ -349,6 +395,7 @@ for c in cdrom cdrom-unprotected; do
 			replicator_for "$c" --unprotected-disk ide0-cd0
 			if wait_for 60 committed_at "$c" 3; then
 				pass "$c: with --unprotected-disk ide0-cd0 the VM is replicated ($(committed "$c") epochs committed)"
+				forged_shared_header "$c"
 			else
 				fail "$c: with --unprotected-disk ide0-cd0, fewer than 3 epochs committed in 60 s"
 			fi

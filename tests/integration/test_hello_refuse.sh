@@ -50,6 +50,8 @@ cases = [
     ("downscript", "-netdev tap: property 'downscript'",
      ["-netdev", "tap,id=t9,ifname=remustap9,script=no,downscript=" + prog]),
     ("helper", "-netdev tap: property 'helper'", ["-netdev", "tap,id=t9,helper=" + prog]),
+    ("tap-ifname", "-netdev tap: ifname 'remustap9' is not a TAP of this agent",
+     ["-netdev", "tap,id=t9,ifname=remustap9,script=no", "-device", "e1000,netdev=t9"]),
     ("guestfwd", "-netdev user", ["-netdev", "user,id=u9,guestfwd=tcp:10.0.2.100:1-cmd:" + prog]),
     ("backend2", "-chardev null: property 'backend' given twice",
      ["-chardev", "null,id=c9,backend=file,path=" + m + "chardev"]),

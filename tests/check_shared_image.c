@@ -1,0 +1,304 @@
+/* A shared disk's header before a restore (backup-agent/shared_image.c):
+ * images whose qcow2 header would lead QEMU to a host file the agent did
+ * not list are refused; raw images, qcow2 without a backing file, and
+ * qcow2 over another shared disk pass. Headers are written by hand (as a
+ * guest writing a raw disk would), and once by qemu-img, so that the
+ * reading matches the real format. */
+#include "../backup-agent/shared_image.h"
+
+#include <check.h>
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static char dir[64];
+
+static void setup(void)
+{
+	snprintf(dir, sizeof(dir), "/tmp/check_shared_image.XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+}
+
+static void teardown(void)
+{
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cannot remove %s\n", dir);
+}
+
+static const char *in_dir(const char *name)
+{
+	static char paths[4][256];
+	static int next;
+	char *p = paths[next++ % 4];
+
+	snprintf(p, sizeof(paths[0]), "%s/%s", dir, name);
+	return p;
+}
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+	v = htobe32(v);
+	memcpy(p, &v, sizeof(v));
+}
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+	v = htobe64(v);
+	memcpy(p, &v, sizeof(v));
+}
+
+/* A qcow2 header as docs/interop/qcow2.txt lays it out: version 2 (72
+ * bytes) or 3 (104), the backing file's name (if any) at byte 512. */
+static void write_qcow2(const char *path, uint32_t version, const char *backing,
+			uint64_t incompatible)
+{
+	uint8_t img[1024] = { 'Q', 'F', 'I', 0xfb };
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+	ck_assert_int_ge(fd, 0);
+	put_be32(img + 4, version);
+	if (backing) {
+		put_be64(img + 8, 512);
+		put_be32(img + 16, (uint32_t)strlen(backing));
+		memcpy(img + 512, backing, strlen(backing));
+	}
+	put_be32(img + 20, 16);
+	if (version >= 3) {
+		put_be64(img + 72, incompatible);
+		put_be32(img + 100, 104);
+	}
+	ck_assert_int_eq(write(fd, img, sizeof(img)), (ssize_t)sizeof(img));
+	close(fd);
+}
+
+static void write_bytes(const char *path, const void *buf, size_t len)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, buf, len), (ssize_t)len);
+	close(fd);
+}
+
+static void assert_passes(const char *path, const char *const *shared, int nshared)
+{
+	char err[512] = "";
+	int rc = shared_image_check(path, shared, nshared, err, sizeof(err));
+
+	ck_assert_msg(rc == 0, "%s refused (%d): %s", path, rc, err);
+}
+
+static void assert_refused(const char *path, const char *const *shared, int nshared,
+			   const char *want)
+{
+	char err[512] = "";
+	int rc = shared_image_check(path, shared, nshared, err, sizeof(err));
+
+	ck_assert_msg(rc == -EINVAL, "%s: %d, not -EINVAL (%s)", path, rc, err);
+	ck_assert_msg(strstr(err, want), "'%s' lacks '%s'", err, want);
+}
+
+START_TEST(test_raw_and_short_images_pass)
+{
+	static const uint8_t zeros[4096], tiny[10] = { 'Q', 'F', 'I', 0xfb };
+	const char *raw = in_dir("raw.img"), *short_one = in_dir("short.img");
+	const char *shared[] = { raw, short_one };
+
+	write_bytes(raw, zeros, sizeof(zeros));
+	assert_passes(raw, shared, 2);
+	/* a qcow2 magic and nothing after it: no header QEMU would read */
+	write_bytes(short_one, tiny, sizeof(tiny));
+	assert_passes(short_one, shared, 2);
+}
+END_TEST
+
+START_TEST(test_qcow2_without_backing_passes)
+{
+	const char *img = in_dir("a.qcow2");
+	const char *shared[] = { img };
+
+	write_qcow2(img, 3, NULL, 0);
+	assert_passes(img, shared, 1);
+	write_qcow2(img, 2, NULL, 0);
+	assert_passes(img, shared, 1);
+}
+END_TEST
+
+/* What a guest can write into its raw shared disk: a header naming a
+ * host file as the backing file. */
+START_TEST(test_backing_host_file_refused)
+{
+	const char *img = in_dir("guest-raw.img");
+	const char *shared[] = { img };
+
+	write_qcow2(img, 3, "/etc/hostname", 0);
+	assert_refused(img, shared, 1, "names the backing file '/etc/hostname'");
+	assert_refused(img, shared, 1, "not a shared disk of this agent (--shared-disk)");
+	write_qcow2(img, 2, "/etc/hostname", 0);
+	assert_refused(img, shared, 1, "'/etc/hostname'");
+	/* relative: QEMU looks in the image's directory */
+	write_qcow2(img, 3, "../../etc/hostname", 0);
+	assert_refused(img, shared, 1, "'../../etc/hostname'");
+}
+END_TEST
+
+/* QEMU reads a name with a protocol prefix as that protocol. */
+START_TEST(test_backing_protocols_refused)
+{
+	const char *img = in_dir("p.img");
+	const char *shared[] = { img };
+	static const char *const names[] = {
+		"json:{\"driver\":\"file\",\"filename\":\"/etc/shadow\"}",
+		"nbd:unix:/run/x.sock", "file:/etc/shadow", "http://192.0.2.1/x",
+	};
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		write_qcow2(img, 3, names[i], 0);
+		assert_refused(img, shared, 1, "which is not a plain file name");
+	}
+}
+END_TEST
+
+START_TEST(test_backing_on_shared_disk_passes)
+{
+	const char *top = in_dir("top.qcow2"), *base = in_dir("base.img");
+	char dotted[300];
+	const char *both[] = { top, base }, *top_only[] = { top };
+
+	write_bytes(base, "", 0);
+	write_qcow2(top, 3, "base.img", 0);
+	assert_passes(top, both, 2);
+	assert_refused(top, top_only, 1, "'base.img'");
+	write_qcow2(top, 3, base, 0);
+	assert_passes(top, both, 2);
+	/* the same file, spelled otherwise on either side */
+	snprintf(dotted, sizeof(dotted), "%s/./base.img", dir);
+	write_qcow2(top, 3, dotted, 0);
+	assert_passes(top, both, 2);
+	both[1] = dotted;
+	write_qcow2(top, 3, "base.img", 0);
+	assert_passes(top, both, 2);
+}
+END_TEST
+
+START_TEST(test_external_data_file_refused)
+{
+	const char *img = in_dir("d.qcow2");
+	const char *shared[] = { img };
+
+	write_qcow2(img, 3, NULL, 1ull << 2);
+	assert_refused(img, shared, 1, "names an external data file");
+	/* other incompatible bits are QEMU's to judge */
+	write_qcow2(img, 3, NULL, 1ull << 0);
+	assert_passes(img, shared, 1);
+}
+END_TEST
+
+START_TEST(test_malformed_backing_refused)
+{
+	uint8_t img[104] = { 'Q', 'F', 'I', 0xfb };
+	const char *path = in_dir("m.qcow2");
+	const char *shared[] = { path };
+
+	put_be32(img + 4, 3);
+	put_be64(img + 8, 1 << 20); /* past the end of the file */
+	put_be32(img + 16, 12);
+	write_bytes(path, img, sizeof(img));
+	assert_refused(path, shared, 1, "cannot be read");
+	put_be64(img + 8, 200);
+	put_be32(img + 16, 5000); /* longer than QEMU allows */
+	write_bytes(path, img, sizeof(img));
+	assert_refused(path, shared, 1, "is malformed");
+	/* a version 3 header cut short */
+	write_bytes(path, img, 80);
+	assert_refused(path, shared, 1, "cut short");
+}
+END_TEST
+
+START_TEST(test_missing_image)
+{
+	char err[256] = "";
+	const char *path = in_dir("none.img");
+
+	ck_assert_int_eq(shared_image_check(path, &path, 1, err, sizeof(err)), -ENOENT);
+	ck_assert_ptr_nonnull(strstr(err, "cannot open it"));
+}
+END_TEST
+
+/* Images made by qemu-img, so that the fields read are the real ones. */
+static int run(const char *cmd)
+{
+	int rc = system(cmd);
+
+	return rc == 0 ? 0 : -1;
+}
+
+START_TEST(test_qemu_img_images)
+{
+	const char *base = in_dir("qbase.raw"), *top = in_dir("qtop.qcow2");
+	const char *data = in_dir("qdata.raw"), *ext = in_dir("qext.qcow2");
+	const char *both[] = { top, base }, *top_only[] = { top }, *ext_and_data[] = { ext, data };
+	char cmd[1024];
+
+	if (run("command -v qemu-img >/dev/null 2>&1")) {
+		fprintf(stderr, "check_shared_image: qemu_img_images skipped: no qemu-img "
+			"(qemu-utils)\n");
+		return;
+	}
+	snprintf(cmd, sizeof(cmd), "qemu-img create -q -f raw '%s' 1M && qemu-img create -q "
+		 "-f qcow2 -b '%s' -F raw '%s' 1M && qemu-img create -q -f qcow2 -o "
+		 "data_file='%s' '%s' 1M", base, base, top, data, ext);
+	ck_assert_int_eq(run(cmd), 0);
+	assert_passes(top, both, 2);
+	assert_refused(top, top_only, 1, "not a shared disk of this agent");
+	assert_refused(ext, ext_and_data, 2, "names an external data file");
+	assert_passes(base, both, 2);
+}
+END_TEST
+
+static Suite *shared_image_suite(void)
+{
+	Suite *s = suite_create("shared_image");
+	const struct {
+		const char *name;
+		const TTest *t;
+	} cases[] = {
+		{ "raw_and_short_images_pass", test_raw_and_short_images_pass },
+		{ "qcow2_without_backing_passes", test_qcow2_without_backing_passes },
+		{ "backing_host_file_refused", test_backing_host_file_refused },
+		{ "backing_protocols_refused", test_backing_protocols_refused },
+		{ "backing_on_shared_disk_passes", test_backing_on_shared_disk_passes },
+		{ "external_data_file_refused", test_external_data_file_refused },
+		{ "malformed_backing_refused", test_malformed_backing_refused },
+		{ "missing_image", test_missing_image },
+		{ "qemu_img_images", test_qemu_img_images },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		TCase *tc = tcase_create(cases[i].name);
+
+		tcase_add_checked_fixture(tc, setup, teardown);
+		tcase_add_test(tc, cases[i].t);
+		suite_add_tcase(s, tc);
+	}
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(shared_image_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
