@@ -387,6 +387,20 @@ static int queue_event(struct qmp *q, struct json_object *msg)
 	return 0;
 }
 
+/* A reply nobody waits for (a command sent with qmp_send, or one that
+ * timed out) is dropped, but not its error. */
+static void log_late_error(struct json_object *msg)
+{
+	struct json_object *err, *id = NULL;
+
+	if (!json_object_object_get_ex(msg, "error", &err))
+		return;
+	json_object_object_get_ex(msg, "id", &id);
+	log_warn("QMP: command %s, whose reply nobody waited for, failed: %s: %s",
+		 id ? json_object_get_string(id) : "(no id)", member_string(err, "class"),
+		 member_string(err, "desc"));
+}
+
 /* 0 and *ret set if msg is the reply to command id, 1 if msg is something
  * else to get past (an event, now queued, or a stale reply). */
 static int take_reply(struct qmp *q, const char *command, long long id,
@@ -405,8 +419,9 @@ static int take_reply(struct qmp *q, const char *command, long long id,
 	 * parse, which can only be the one in flight. */
 	if (json_object_object_get_ex(msg, "id", &v) &&
 	    !(json_object_is_type(v, json_type_int) && json_object_get_int64(v) == id)) {
-		log_debug("QMP: skipping stale reply with id %s (waiting for %lld)",
+		log_debug("QMP: skipping the reply to command %s (waiting for %lld)",
 			  json_object_get_string(v), id);
+		log_late_error(msg);
 		return 1;
 	}
 	if (json_object_object_get_ex(msg, "error", &v))
@@ -510,6 +525,15 @@ out:
 	return err;
 }
 
+int qmp_send(struct qmp *q, const char *command, struct json_object *args, int timeout_ms)
+{
+	if (q->passthrough)
+		return pt_execute(q, command, args, NULL, 0, NULL);
+	if (q->broken)
+		return q->broken;
+	return send_command(q, command, args, ++q->last_id, deadline_after(timeout_ms), -1);
+}
+
 int qmp_execute(struct qmp *q, const char *command, struct json_object *args,
 		struct json_object **ret, int timeout_ms)
 {
@@ -532,7 +556,7 @@ static int absorb_one(struct qmp *q)
 	if (is_event(msg))
 		err = queue_event(q, msg);
 	else if (is_reply(msg))
-		log_debug("QMP: dropping a reply that came after its command timed out");
+		log_late_error(msg);
 	else
 		err = bad_message(q, "QMP peer sent neither a reply nor an event", msg);
 	json_object_put(msg);

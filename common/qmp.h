@@ -57,6 +57,14 @@ const char *qmp_connect_error(void);
 int qmp_execute(struct qmp *q, const char *command, struct json_object *args,
 		struct json_object **ret, int timeout_ms);
 
+/* Send one command and return without its reply, for work that may run
+ * while the caller's loop goes on (QEMU runs commands in order, so a
+ * later qmp_execute still comes after it). The reply is dropped when a
+ * later call reads past it; an error in it is logged then. Through the
+ * libvirt passthrough it waits, as qmp_execute. timeout_ms bounds the
+ * write. args is not consumed. */
+int qmp_send(struct qmp *q, const char *command, struct json_object *args, int timeout_ms);
+
 /* qmp_execute for a command whose effect shows as an event: *seen tells
  * whether QEMU sent `event` between the command and its reply. QEMU emits
  * the event of a state change the command makes (STOP for a `stop` that

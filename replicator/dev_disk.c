@@ -452,10 +452,9 @@ static void on_wake(struct ev_loop *loop, ev_async *w, int revents)
 	}
 }
 
-/* The VM runs again (or stays stopped for a handover), the epoch is
- * queued: a mirror whose cancel QEMU refused at the handover to bitmaps,
- * and the last barrier's exports and bitmaps, go now (disk_bitmap_capture
- * runs what is still due if a barrier comes first). */
+/* The loop's turn after an ack: a mirror whose cancel QEMU refused at the
+ * handover to bitmaps, and the acknowledged barriers' exports and bitmaps,
+ * go now (disk_commit). */
 static void on_release(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct disk_device *d = w->data;
@@ -754,20 +753,23 @@ static int disk_send(void *state, struct ckpt_ctx *cx, struct epoch_tally *t)
 		return 0;
 	for (struct disk_rec *rec = d->captured.head; rec && !rc; rec = rec->next)
 		rc = push_rec(cx, t, rec, NULL);
-	/* What the barrier left in QEMU goes on the loop's next turn, once
-	 * the epoch is queued and on the wire (an ack that comes back while
-	 * those commands run still waits for them: 2-3 ms). */
-	if (!t->resend && (d->retire_pending || d->release_epoch))
-		ev_timer_start(cx->loop, &d->release);
 	return rc;
 }
 
+/* What the barrier left in QEMU (the epoch's export and bitmap, a mirror
+ * still to retire) goes on the loop's turn after the ack, once the ack
+ * has released the VM's output: started when the epoch is queued, its
+ * QMP commands (2-3 ms) held up an ack that came back meanwhile, and
+ * with it every reply of the epoch. Without an ack (a lost link), the
+ * next barrier or the session's end runs it. */
 static void disk_commit(void *state, struct ckpt_ctx *cx, uint64_t epoch)
 {
 	struct disk_device *d = state;
 
 	if (d->captured_epoch == epoch)
 		list_free(&d->captured);
+	if (d->retire_pending || d->nrelease)
+		ev_timer_start(cx->loop, &d->release);
 }
 
 static void disk_event(void *state, struct ckpt_ctx *cx, const char *event,

@@ -9,6 +9,9 @@
 #include "disk_delta.h"
 #include "proto.h"
 
+/* Epochs whose bitmap exports may wait for their ack (disk_bitmap.c). */
+#define DISK_RELEASE_BACKLOG 4
+
 #include <ev.h>
 #include <json-c/json.h>
 #include <pthread.h>
@@ -100,8 +103,13 @@ struct disk_device {
 	bool retire_pending;       /* a mirror's cancel to send again once the VM runs */
 	bool nbd_server_ours;      /* we started QEMU's NBD server */
 	uint64_t bm_epoch;         /* the epoch whose bitmaps record now */
-	uint64_t release_epoch;    /* captured: its exports go once the VM runs */
-	uint64_t unremoved_epoch;  /* released: its bitmaps go at the next release */
+	/* Captured epochs whose exports go after their ack (at most
+	 * DISK_RELEASE_BACKLOG wait: more, and a barrier releases them), and
+	 * released ones whose bitmaps go at the next release (QEMU lets go
+	 * of a bitmap a moment after its export). */
+	uint64_t release_epochs[DISK_RELEASE_BACKLOG];
+	uint64_t unremoved_epochs[DISK_RELEASE_BACKLOG];
+	unsigned nrelease, nunremoved;
 	uint64_t bitmap_bytes;     /* read at barriers */
 	char qemu_sock[128];       /* QEMU's NBD server listens here */
 	uint32_t hash_chunk;       /* delta resync: the HELLO's disk_hash_chunk */
@@ -126,6 +134,9 @@ void disk_retire_mirror(struct ckpt_ctx *cx, struct disk *k);
 const char *disk_json_str(struct json_object *o, const char *key);
 /* A QMP command whose reply carries nothing; consumes args. */
 int disk_qmp(struct ckpt_ctx *cx, const char *cmd, struct json_object *args);
+/* The same without waiting for the reply (qmp_send): clean-up that must
+ * not hold the loop. An error is logged when the reply is read past. */
+int disk_qmp_send(struct ckpt_ctx *cx, const char *cmd, struct json_object *args);
 
 /* dev_disk.c */
 /* remusctl verify: the replicated disks (HELLO order) of the disk

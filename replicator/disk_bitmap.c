@@ -136,13 +136,24 @@ static struct json_object *list_exports(struct ckpt_ctx *cx)
 	return qmp_execute(cx->qmp, "query-block-exports", NULL, &ret, QMP_TIMEOUT_MS) ? NULL : ret;
 }
 
-static void delete_export(struct ckpt_ctx *cx, const char *id)
+static struct json_object *export_del_args(const char *id)
 {
 	struct json_object *a = json_object_new_object();
 
 	json_object_object_add(a, "id", json_object_new_string(id));
 	json_object_object_add(a, "mode", json_object_new_string("hard"));
-	if (disk_qmp(cx, "block-export-del", a))
+	return a;
+}
+
+static void delete_export(struct ckpt_ctx *cx, const char *id)
+{
+	if (disk_qmp(cx, "block-export-del", export_del_args(id)))
+		log_debug("block-export-del %s: %s", id, qmp_last_error(cx->qmp));
+}
+
+static void send_delete_export(struct ckpt_ctx *cx, const char *id)
+{
+	if (disk_qmp_send(cx, "block-export-del", export_del_args(id)))
 		log_debug("block-export-del %s: %s", id, qmp_last_error(cx->qmp));
 }
 
@@ -368,7 +379,7 @@ int disk_bitmap_begin(struct ckpt_ctx *cx, struct disk_device *d, uint64_t next)
 
 	if (!rc) {
 		d->bm_epoch = next;
-		d->release_epoch = d->unremoved_epoch = 0;
+		d->nrelease = d->nunremoved = 0;
 	}
 	return rc;
 }
@@ -653,7 +664,10 @@ int disk_bitmap_capture(struct ckpt_ctx *cx, struct disk_device *d, uint64_t nex
 	double t0;
 	int rc;
 
-	disk_bitmap_release(cx, d); /* the last barrier's, if no loop turn came between */
+	/* Earlier barriers' exports go after their acks, off the pause;
+	 * barriers without one (a link that died) release them here. */
+	if (d->nrelease == DISK_RELEASE_BACKLOG)
+		disk_bitmap_release(cx, d);
 	epoch = d->bm_epoch;
 	if (epoch + 1 != next)
 		log_warn("disks: bitmaps of epoch %llu taken at barrier %llu",
@@ -665,39 +679,47 @@ int disk_bitmap_capture(struct ckpt_ctx *cx, struct disk_device *d, uint64_t nex
 	if (rc)
 		return rc;
 	d->bm_epoch = next;
-	d->release_epoch = epoch;
+	d->release_epochs[d->nrelease++] = epoch;
 	for (uint32_t i = 0; !rc && i < d->n; i++)
 		rc = capture_disk(cx, d, &d->disks[i], epoch, out);
 	return rc;
 }
 
-static void remove_bitmap(struct ckpt_ctx *cx, const char *node, const char *name)
+static void send_remove_bitmap(struct ckpt_ctx *cx, const char *node, const char *name)
 {
 	struct json_object *a = json_object_new_object();
 
 	json_object_object_add(a, "node", json_object_new_string(node));
 	json_object_object_add(a, "name", json_object_new_string(name));
-	if (disk_qmp(cx, "block-dirty-bitmap-remove", a))
+	if (disk_qmp_send(cx, "block-dirty-bitmap-remove", a))
 		log_warn("cannot remove dirty bitmap %s: %s (removed when the session ends)",
 			 name, qmp_last_error(cx->qmp));
 }
 
+/* Sent without waiting: each QMP round trip costs a millisecond or so
+ * (QEMU's main loop), and the loop has acks and the VM's output to see
+ * to meanwhile. QEMU runs them before any later command of ours; a
+ * bitmap it refuses to remove is logged then, and removed when the
+ * session ends (disk_bitmap_drop_all). */
 void disk_bitmap_release(struct ckpt_ctx *cx, struct disk_device *d)
 {
 	char id[64];
 
-	if (!d->release_epoch)
+	if (!d->nrelease)
 		return;
 	for (uint32_t i = 0; i < d->n; i++) {
-		export_id(&d->disks[i], d->release_epoch, id, sizeof(id));
-		delete_export(cx, id);
-		if (!d->unremoved_epoch)
-			continue;
-		bitmap_name(&d->disks[i], d->unremoved_epoch, id, sizeof(id));
-		remove_bitmap(cx, d->disks[i].node, id);
+		for (unsigned e = 0; e < d->nrelease; e++) {
+			export_id(&d->disks[i], d->release_epochs[e], id, sizeof(id));
+			send_delete_export(cx, id);
+		}
+		for (unsigned e = 0; e < d->nunremoved; e++) {
+			bitmap_name(&d->disks[i], d->unremoved_epochs[e], id, sizeof(id));
+			send_remove_bitmap(cx, d->disks[i].node, id);
+		}
 	}
-	d->unremoved_epoch = d->release_epoch;
-	d->release_epoch = 0;
+	memcpy(d->unremoved_epochs, d->release_epochs, d->nrelease * sizeof(d->release_epochs[0]));
+	d->nunremoved = d->nrelease;
+	d->nrelease = 0;
 }
 
 /* Remove every remus-b bitmap QEMU lists; 1 if one was still busy. */
@@ -745,7 +767,8 @@ void disk_bitmap_drop_all(struct ckpt_ctx *cx, struct disk_device *d)
 	for (int i = 0; i < 50 && remove_listed_bitmaps(cx); i++)
 		usleep(20000);
 	d->bitmaps_on = false;
-	d->bm_epoch = d->release_epoch = d->unremoved_epoch = 0;
+	d->bm_epoch = 0;
+	d->nrelease = d->nunremoved = 0;
 }
 
 int64_t disk_bitmap_dirty_bytes(struct ckpt_ctx *cx, struct disk_device *d)

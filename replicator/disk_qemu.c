@@ -24,6 +24,14 @@ int disk_qmp(struct ckpt_ctx *cx, const char *cmd, struct json_object *args)
 	return rc;
 }
 
+int disk_qmp_send(struct ckpt_ctx *cx, const char *cmd, struct json_object *args)
+{
+	int rc = qmp_send(cx->qmp, cmd, args, QMP_TIMEOUT_MS);
+
+	json_object_put(args);
+	return rc;
+}
+
 static void job_name(const struct disk *k, char *out, size_t len)
 {
 	snprintf(out, len, "remus-mirror%u-%u", k->index, k->gen);

@@ -1,5 +1,6 @@
 /* QMP client against a scripted fake QEMU (a forked child on the other end
  * of a socketpair) and, when it is installed, against a real QEMU. */
+#include "log.h"
 #include "qmp.h"
 
 #include <check.h>
@@ -627,6 +628,72 @@ START_TEST(test_wrong_id_skipped)
 }
 END_TEST
 
+/* ---- qmp_send: no wait for the reply; the next command reads past it ---- */
+
+static void peer_sent(int fd)
+{
+	long long del, rm, st;
+
+	peer_greet(fd);
+	del = peer_read_cmd(fd, "block-export-del");
+	rm = peer_read_cmd(fd, "block-dirty-bitmap-remove");
+	msleep(300); /* QEMU busy: the sender must not have waited */
+	peer_sendf(fd, "{\"error\": {\"class\": \"GenericError\", \"desc\": \"Bitmap 'b7' "
+		   "is currently in use\"}, \"id\": %lld}\r\n", rm);
+	peer_sendf(fd, "{\"return\": {}, \"id\": %lld}\r\n", del);
+	peer_send(fd, "{\"event\": \"BLOCK_EXPORT_DELETED\", \"data\": {\"id\": \"e7\"}}\r\n");
+	st = peer_read_cmd(fd, "query-status");
+	peer_sendf(fd, "{\"return\": {\"status\": \"running\"}, \"id\": %lld}\r\n", st);
+	peer_wait_close(fd);
+}
+
+static void count_export_deleted(const char *event, struct json_object *data, void *opaque)
+{
+	if (!strcmp(event, "BLOCK_EXPORT_DELETED"))
+		++*(int *)opaque;
+}
+
+START_TEST(test_send_without_waiting)
+{
+	struct peer p = peer_start(peer_sent);
+	struct json_object *ret = NULL, *v;
+	struct qmp *q = attach_ok(&p);
+	char path[] = "/tmp/check_qmp_log.XXXXXX", logged[1024] = "";
+	int saved = dup(STDERR_FILENO), log_fd = mkstemp(path), events = 0;
+	struct timespec t0;
+	long long ms;
+	ssize_t n;
+
+	ck_assert_int_ge(log_fd, 0);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	ck_assert_int_eq(qmp_send(q, "block-export-del", NULL, 2000), 0);
+	ck_assert_int_eq(qmp_send(q, "block-dirty-bitmap-remove", NULL, 2000), 0);
+	ms = elapsed_ms(&t0);
+	ck_assert_msg(ms < 150, "qmp_send waited %lld ms", ms);
+	/* the next command gets its own reply, past the two earlier ones; the
+	 * error among them is logged, the event kept */
+	dup2(log_fd, STDERR_FILENO);
+	log_set_level(LOG_WARNING);
+	ck_assert_int_eq(qmp_execute(q, "query-status", NULL, &ret, 2000), 0);
+	log_set_level(LOG_INFO);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	ck_assert(json_object_object_get_ex(ret, "status", &v));
+	ck_assert_str_eq(json_object_get_string(v), "running");
+	json_object_put(ret);
+	n = pread(log_fd, logged, sizeof(logged) - 1, 0);
+	close(log_fd);
+	unlink(path);
+	ck_assert_int_gt(n, 0);
+	ck_assert_msg(strstr(logged, "whose reply nobody waited for, failed: GenericError: "
+			     "Bitmap 'b7' is currently in use"), "logged: %s", logged);
+	ck_assert_int_eq(qmp_read_events(q, count_export_deleted, &events), 0);
+	ck_assert_int_eq(events, 1);
+	qmp_close(q);
+	ck_assert_int_eq(peer_status(&p), 0);
+}
+END_TEST
+
 /* ---- handshake failures ---- */
 
 static void peer_not_qmp(int fd)
@@ -1098,6 +1165,7 @@ static Suite *qmp_suite(void)
 	add(s, "pretty_reply", test_pretty_reply, 10);
 	add(s, "big_command", test_big_command, 30);
 	add(s, "eintr", test_eintr, 10);
+	add(s, "send_without_waiting", test_send_without_waiting, 10);
 	add(s, "real_qemu", test_real_qemu, 60);
 	add(s, "passthrough_replies", test_passthrough_replies, 10);
 	add(s, "passthrough_garbage_and_failure", test_passthrough_garbage_and_failure, 10);
