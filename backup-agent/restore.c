@@ -337,9 +337,11 @@ void restore_announce(struct qmp *q)
 	json_object_put(args);
 }
 
-/* Each shared disk's header, before QEMU or libvirt opens the image: it
- * may lead to no host file but the shared disks (shared_image.h). A disk
- * that is missing is QEMU's to report, if the VM uses it. */
+/* Each shared disk's header, just before QEMU or libvirt opens the
+ * image: it may lead to no host file but the shared disks
+ * (shared_image.h). A disk that is missing is QEMU's to report, if the VM
+ * uses it. Whoever can write the shared storage in the moment between
+ * the check and QEMU's open could still change it (docs/SECURITY.md). */
 static int check_shared_images(const struct restore_opts *o)
 {
 	char err[512];
@@ -382,11 +384,9 @@ int restore_vm(const struct restore_opts *o, struct restore_result *res)
 		return rc;
 	}
 	res->epoch = info.epoch;
-	rc = check_shared_images(o);
-	if (rc)
-		goto out;
 	if (json_object_object_get_ex(info.vm, "libvirt_xml", NULL)) {
-		rc = restore_libvirt(o, &info, res);
+		/* libvirt starts the domain right after the overlays are made */
+		rc = check_shared_images(o) ?: restore_libvirt(o, &info, res);
 		if (!rc)
 			replica_mark_restored(dir);
 		goto out;
@@ -411,6 +411,10 @@ int restore_vm(const struct restore_opts *o, struct restore_result *res)
 		goto out;
 	}
 	remove_nic_sockets(dir);
+	/* the last step before QEMU opens the images: after the RAM copy,
+	 * which takes seconds for gigabytes */
+	if ((rc = check_shared_images(o)))
+		goto out;
 	pid = spawn_qemu(dir, argv, o->lock_fd);
 	if (pid < 0) {
 		rc = -errno;

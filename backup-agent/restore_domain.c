@@ -359,31 +359,68 @@ static xmlChar *source_path(xmlNodePtr src)
 	return NULL;
 }
 
+/* The image formats a restored VM may read a shared disk or its backing
+ * images as: others (vmdk, qed, ...) name more host files, or are read
+ * from a host directory. No format: libvirt's own default, raw. */
+static bool raw_or_qcow2(xmlNodePtr format_node)
+{
+	static const char *const formats[] = { "raw", "qcow2", NULL };
+	xmlChar *type = format_node ? xmlGetProp(format_node, (const xmlChar *)"type") : NULL;
+	bool ok = !type;
+
+	for (int i = 0; type && formats[i] && !ok; i++)
+		ok = !strcmp((const char *)type, formats[i]);
+	xmlFree(type);
+	return ok;
+}
+
+/* A backing image: a file or block device that is a shared disk, raw or
+ * qcow2; or the empty <backingStore/> that ends a chain. */
+static int check_backing_store(xmlNodePtr bs, const struct restore_domain_spec *s, char *err,
+			       size_t errlen)
+{
+	xmlChar *path;
+	bool ok;
+
+	if (!bs->children && !bs->properties)
+		return 0;
+	path = source_path(child(bs, "source"));
+	ok = path && (prop_is(bs, "type", "file") || prop_is(bs, "type", "block")) &&
+	     is_shared(s, (const char *)path);
+	xmlFree(path);
+	if (!ok)
+		return refuse_node(err, errlen, bs, "a backing image that is not a shared disk "
+				   "of this agent");
+	if (!raw_or_qcow2(child(bs, "format")))
+		return refuse_node(err, errlen, bs, "a backing format other than raw or qcow2");
+	return 0;
+}
+
 /* A replicated disk (rewritten onto an overlay), a shared one, or none
- * (an empty CD-ROM drive); its backing chain only of shared images. */
+ * (an empty CD-ROM drive: no <source> at all); a shared disk raw or
+ * qcow2, its backing chain only of such shared images. */
 static int check_disk(xmlNodePtr disk, const struct restore_domain_spec *s, char *err,
 		      size_t errlen)
 {
-	xmlChar *path = source_path(child(disk, "source"));
+	xmlNodePtr src = child(disk, "source");
+	xmlChar *path = source_path(src);
 	bool file = prop_is(disk, "type", "file") || prop_is(disk, "type", "block");
-	bool ok = !path || (file && (is_replicated(s, (const char *)path) ||
-				     is_shared(s, (const char *)path)));
+	bool ok = !src || (path && file && (is_replicated(s, (const char *)path) ||
+					    is_shared(s, (const char *)path)));
 	bool replicated = ok && path && is_replicated(s, (const char *)path);
+	int rc = 0;
 
 	xmlFree(path);
 	if (!ok)
 		return refuse_node(err, errlen, disk, "its source is neither a replicated disk "
 				   "nor a shared disk of this agent (--shared-disk)");
-	for (xmlNodePtr bs = child(disk, "backingStore"); bs && !replicated;
-	     bs = child(bs, "backingStore")) {
-		path = source_path(child(bs, "source"));
-		ok = !path || is_shared(s, (const char *)path);
-		xmlFree(path);
-		if (!ok)
-			return refuse_node(err, errlen, bs, "a backing image that is not a shared "
-					   "disk of this agent");
-	}
-	return 0;
+	if (!replicated && !raw_or_qcow2(child(disk, "driver")))
+		return refuse_node(err, errlen, disk, "a shared disk read as a format other than "
+				   "raw or qcow2");
+	for (xmlNodePtr bs = child(disk, "backingStore"); bs && !replicated && !rc;
+	     bs = child(bs, "backingStore"))
+		rc = check_backing_store(bs, s, err, errlen);
+	return rc;
 }
 
 /* Only the net buffer's UDP socket (moved to a TAP) or an unmanaged TAP,
@@ -409,6 +446,11 @@ static bool agent_tap_or_none(xmlNodePtr nic, const struct restore_domain_spec *
 	xmlChar *dev = t ? xmlGetProp(t, (const xmlChar *)"dev") : NULL;
 	bool ok = !dev;
 
+	/* an existing TAP, which libvirt neither makes nor deletes */
+	if (dev && !prop_is(t, "managed", "no")) {
+		xmlFree(dev);
+		return false;
+	}
 	for (int i = 0; dev && i < s->ntaps && !ok; i++) {
 		const char *eq = strchr(s->taps[i], '=');
 
@@ -437,7 +479,13 @@ static int check_interface(xmlNodePtr nic, const struct restore_domain_spec *s, 
 		return refuse_node(err, errlen, nic, "<backend> names a host device");
 	if (prop_is(nic, "type", "ethernet") && !agent_tap_or_none(nic, s))
 		return refuse_node(err, errlen, nic, "its <target dev> is not a TAP of this agent "
-				   "(--tap)");
+				   "(--tap) with managed='no'");
+	/* libvirt would set these up on the host's side of the TAP: an
+	 * address, or a route that sends the backup's own traffic to the
+	 * guest */
+	if (child(nic, "ip") || child(nic, "route"))
+		return refuse_node(err, errlen, nic, "<ip> or <route> configures the host's "
+				   "network");
 	return 0;
 }
 

@@ -19,8 +19,8 @@
  * itself and shared disks: not a qcow2 image at all, or a qcow2 header
  * with no external data file and either no backing file or one that
  * resolves (as QEMU resolves it: relative to the image's directory) to a
- * shared disk. Else -EINVAL (or the error of reading it) with the reason
- * in err. */
+ * shared disk, in the format raw or qcow2. Else -EINVAL (or the error of
+ * reading it) with the reason in err. */
 int shared_image_check(const char *path, const char *const *shared, int nshared, char *err,
 		       size_t errlen);
 

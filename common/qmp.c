@@ -29,6 +29,9 @@ struct qmp {
 	int fd;
 	pid_t peer_pid;
 	long long last_id;
+	/* the last command sent by qmp_send, and the highest id of a reply
+	 * read: replies still to come while the first is higher */
+	long long sent_id, replied_id;
 	/* buf[start, len) is unconsumed input; buf[start, fed) has already
 	 * been given to tok, which may hold a message split over lines. */
 	char *buf;
@@ -387,6 +390,15 @@ static int queue_event(struct qmp *q, struct json_object *msg)
 	return 0;
 }
 
+static void note_reply_id(struct qmp *q, struct json_object *msg)
+{
+	struct json_object *id;
+
+	if (json_object_object_get_ex(msg, "id", &id) && json_object_is_type(id, json_type_int) &&
+	    json_object_get_int64(id) > q->replied_id)
+		q->replied_id = json_object_get_int64(id);
+}
+
 /* A reply nobody waits for (a command sent with qmp_send, or one that
  * timed out) is dropped, but not its error. */
 static void log_late_error(struct json_object *msg)
@@ -415,6 +427,7 @@ static int take_reply(struct qmp *q, const char *command, long long id,
 	}
 	if (!is_reply(msg))
 		return bad_message(q, "QMP peer sent neither a reply nor an event", msg);
+	note_reply_id(q, msg);
 	/* A reply without an id is QEMU rejecting a request it could not
 	 * parse, which can only be the one in flight. */
 	if (json_object_object_get_ex(msg, "id", &v) &&
@@ -531,7 +544,32 @@ int qmp_send(struct qmp *q, const char *command, struct json_object *args, int t
 		return pt_execute(q, command, args, NULL, 0, NULL);
 	if (q->broken)
 		return q->broken;
-	return send_command(q, command, args, ++q->last_id, deadline_after(timeout_ms), -1);
+	q->sent_id = ++q->last_id;
+	return send_command(q, command, args, q->sent_id, deadline_after(timeout_ms), -1);
+}
+
+/* Read until the replies to every command qmp_send sent have come:
+ * events queued, the replies dropped (their errors logged). */
+static int read_past_sent(struct qmp *q, long long deadline)
+{
+	struct json_object *msg;
+	int err = 0;
+
+	while (!err && q->sent_id > q->replied_id) {
+		err = next_msg(q, deadline, &msg);
+		if (err)
+			break;
+		if (is_event(msg)) {
+			err = queue_event(q, msg);
+		} else if (is_reply(msg)) {
+			note_reply_id(q, msg);
+			log_late_error(msg);
+		} else {
+			err = bad_message(q, "QMP peer sent neither a reply nor an event", msg);
+		}
+		json_object_put(msg);
+	}
+	return err;
 }
 
 int qmp_execute(struct qmp *q, const char *command, struct json_object *args,
@@ -555,8 +593,10 @@ static int absorb_one(struct qmp *q)
 		return err == -ETIMEDOUT ? 0 : err;
 	if (is_event(msg))
 		err = queue_event(q, msg);
-	else if (is_reply(msg))
+	else if (is_reply(msg)) {
+		note_reply_id(q, msg);
 		log_late_error(msg);
+	}
 	else
 		err = bad_message(q, "QMP peer sent neither a reply nor an event", msg);
 	json_object_put(msg);
@@ -575,11 +615,19 @@ int qmp_execute_watch(struct qmp *q, const char *command, struct json_object *ar
 				"the replies: which came first is not known here");
 	if (q->broken)
 		return q->broken;
-	/* what was sent before the command is not its doing */
+	/* What was sent before the command is not its doing; that includes
+	 * the events of commands sent without waiting, which QEMU may still
+	 * be running: an event while it does is not this command's. */
 	while ((err = absorb_one(q)) > 0)
 		;
-	if (err)
+	if (!err)
+		err = read_past_sent(q, deadline_after(timeout_ms));
+	if (err) {
+		if (err == -ETIMEDOUT)
+			qmp_fail(q, err, "QMP command '%s' not sent: the replies to earlier "
+				 "commands did not come within %d ms", command, timeout_ms);
 		return err;
+	}
 	mark = json_object_array_length(q->events);
 	err = execute_until(q, command, args, NULL, deadline_after(timeout_ms), timeout_ms,
 			    -1);

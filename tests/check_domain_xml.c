@@ -153,6 +153,27 @@ END_TEST
 
 static void assert_refused(const char *xml, const char *want);
 
+/* A shared qcow2 disk over a shared raw backing image, as libvirt's
+ * migratable XML gives it (the chain ends with an empty <backingStore/>). */
+START_TEST(test_restore_shared_disk_chain)
+{
+	static const char *const shared[] = { "/srv/shared/data.img", "/srv/shared/base.img" };
+	struct restore_domain_spec s = { .emulator = EMU, .state_dir = "/srv/remus/vm1",
+					 .shared_disks = shared, .nshared_disks = 2 };
+	char *start = NULL, *persistent = NULL, err[256] = "";
+	int rc = restore_domain_xml(DOMAIN(SHARED_MEMFD, "<disk type='file' device='disk'>"
+		"<driver name='qemu' type='qcow2'/><source file='/srv/shared/data.img'/>"
+		"<backingStore type='file' index='1'><format type='raw'/>"
+		"<source file='/srv/shared/base.img'/><backingStore/></backingStore>"
+		"<target dev='vdb'/></disk>"), &s, &start, &persistent, err, sizeof(err));
+
+	ck_assert_msg(rc == 0, "refused: %s", err);
+	ck_assert_ptr_nonnull(strstr(start, "/srv/shared/base.img"));
+	free(start);
+	free(persistent);
+}
+END_TEST
+
 /* An ethernet NIC keeps its TAP only if it is the agent's (or names
  * none: libvirt makes one, on no network). */
 START_TEST(test_restore_ethernet_nic_only_on_agents_tap)
@@ -352,6 +373,27 @@ START_TEST(test_restore_refuses_host_resources)
 			      "<source file='/srv/shared/data.img'/><backingStore type='file'>"
 			      "<source file='/etc/shadow'/></backingStore><target dev='vdb'/></disk>"),
 		       "<backingStore type='file'>");
+	/* a shared disk read as another format, or over a backing image that
+	 * is not a shared file in raw or qcow2 */
+	assert_refused(DOMAIN(SHARED_MEMFD, "<disk type='file' device='disk'><driver name='qemu' "
+			      "type='vmdk'/><source file='/srv/shared/data.img'/><target dev='vdb'/>"
+			      "</disk>"), "a shared disk read as a format other than raw or qcow2");
+	assert_refused(DOMAIN(SHARED_MEMFD, "<disk type='file' device='disk'><driver name='qemu' "
+			      "type='qcow2'/><source file='/srv/shared/data.img'/><backingStore "
+			      "type='file'><format type='vmdk'/><source file='/srv/shared/data.img'/>"
+			      "</backingStore><target dev='vdb'/></disk>"),
+		       "a backing format other than raw or qcow2");
+	assert_refused(DOMAIN(SHARED_MEMFD, "<disk type='file' device='disk'>"
+			      "<source file='/srv/shared/data.img'/><backingStore type='network'>"
+			      "<source protocol='nbd'><host name='192.0.2.1'/></source></backingStore>"
+			      "<target dev='vdb'/></disk>"), "a backing image that is not a shared");
+	assert_refused(DOMAIN(SHARED_MEMFD, "<disk type='network' device='disk'><source protocol='nbd'>"
+			      "<host name='192.0.2.1' port='10809'/></source><target dev='vdb'/></disk>"),
+		       "its source is neither a replicated disk nor a shared disk");
+	/* a NIC that would configure the backup's own network */
+	assert_refused(DOMAIN(SHARED_MEMFD, "<interface type='ethernet'><ip address='192.0.2.9' "
+			      "prefix='24'/><route address='0.0.0.0' prefix='0' gateway='192.0.2.1'/>"
+			      "</interface>"), "<ip> or <route> configures the host's network");
 	assert_refused(DOMAIN(SHARED_MEMFD, "<hostdev mode='subsystem' type='pci'><source>"
 			      "<address domain='0' bus='1' slot='0' function='0'/></source></hostdev>"),
 		       "<hostdev type='pci'>");
@@ -413,6 +455,7 @@ static Suite *domain_xml_suite(void)
 		{ "restore_udp_nic_onto_tap", test_restore_udp_nic_onto_tap },
 		{ "restore_single_nic_bare_tap", test_restore_single_nic_bare_tap },
 		{ "restore_ethernet_nic_only_on_agents_tap", test_restore_ethernet_nic_only_on_agents_tap },
+		{ "restore_shared_disk_chain", test_restore_shared_disk_chain },
 		{ "restore_errors", test_restore_errors },
 		{ "restore_disk_onto_overlay", test_restore_disk_onto_overlay },
 		{ "restore_overlay_as_raw_hook", test_restore_overlay_as_raw_hook },

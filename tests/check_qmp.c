@@ -71,13 +71,16 @@ static void peer_sendf(int fd, const char *fmt, ...)
  * when the client has gone. */
 static long long peer_read_cmd(int fd, const char *expect)
 {
+	/* what came after the last line read (commands sent without
+	 * waiting arrive together) */
 	static char line[2 << 20];
+	static size_t len;
 	struct json_object *cmd, *v;
-	size_t len = 0;
 	long long id = -1;
+	char *nl;
 	ssize_t n;
 
-	while (!len || line[len - 1] != '\n') {
+	while (!(nl = memchr(line, '\n', len))) {
 		if (len == sizeof(line) - 1)
 			peer_fail("command too long");
 		n = read(fd, line + len, sizeof(line) - 1 - len);
@@ -87,7 +90,7 @@ static long long peer_read_cmd(int fd, const char *expect)
 			_exit(0);
 		len += n;
 	}
-	line[len] = '\0';
+	*nl = '\0';
 	cmd = json_tokener_parse(line);
 	if (!cmd || !json_object_object_get_ex(cmd, "execute", &v) ||
 	    strcmp(json_object_get_string(v), expect))
@@ -95,6 +98,8 @@ static long long peer_read_cmd(int fd, const char *expect)
 	if (json_object_object_get_ex(cmd, "id", &v))
 		id = json_object_get_int64(v);
 	json_object_put(cmd);
+	len -= (size_t)(nl + 1 - line);
+	memmove(line, nl + 1, len);
 	return id;
 }
 
@@ -694,6 +699,36 @@ START_TEST(test_send_without_waiting)
 }
 END_TEST
 
+/* A STOP that comes while QEMU still runs a command sent without waiting
+ * (a guest panic, an I/O error with werror=stop) is not the next stop's. */
+static void peer_stop_while_sent(int fd)
+{
+	long long del, st;
+
+	peer_greet(fd);
+	del = peer_read_cmd(fd, "block-export-del");
+	msleep(200);
+	peer_send(fd, "{\"event\": \"STOP\"}\r\n");
+	peer_sendf(fd, "{\"return\": {}, \"id\": %lld}\r\n", del);
+	st = peer_read_cmd(fd, "stop");
+	peer_sendf(fd, "{\"return\": {}, \"id\": %lld}\r\n", st); /* paused already */
+	peer_wait_close(fd);
+}
+
+START_TEST(test_watch_reads_past_sent)
+{
+	struct peer p = peer_start(peer_stop_while_sent);
+	struct qmp *q = attach_ok(&p);
+	bool seen = true;
+
+	ck_assert_int_eq(qmp_send(q, "block-export-del", NULL, 2000), 0);
+	ck_assert_int_eq(qmp_execute_watch(q, "stop", NULL, "STOP", &seen, 2000), 0);
+	ck_assert_msg(!seen, "a STOP from before the stop was taken for its own");
+	qmp_close(q);
+	ck_assert_int_eq(peer_status(&p), 0);
+}
+END_TEST
+
 /* ---- handshake failures ---- */
 
 static void peer_not_qmp(int fd)
@@ -1166,6 +1201,7 @@ static Suite *qmp_suite(void)
 	add(s, "big_command", test_big_command, 30);
 	add(s, "eintr", test_eintr, 10);
 	add(s, "send_without_waiting", test_send_without_waiting, 10);
+	add(s, "watch_reads_past_sent", test_watch_reads_past_sent, 10);
 	add(s, "real_qemu", test_real_qemu, 60);
 	add(s, "passthrough_replies", test_passthrough_replies, 10);
 	add(s, "passthrough_garbage_and_failure", test_passthrough_garbage_and_failure, 10);

@@ -56,11 +56,14 @@ static void put_be64(uint8_t *p, uint64_t v)
 }
 
 /* A qcow2 header as docs/interop/qcow2.txt lays it out: version 2 (72
- * bytes) or 3 (104), the backing file's name (if any) at byte 512. */
-static void write_qcow2(const char *path, uint32_t version, const char *backing,
-			uint64_t incompatible)
+ * bytes) or 3 (104), then the backing format's header extension (if
+ * fmt) and the end of the extensions, the backing file's name (if any)
+ * at byte 512. */
+static void write_qcow2_fmt(const char *path, uint32_t version, const char *backing,
+			    const char *fmt, uint64_t incompatible)
 {
 	uint8_t img[1024] = { 'Q', 'F', 'I', 0xfb };
+	uint32_t ext = version >= 3 ? 104 : 72;
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 
 	ck_assert_int_ge(fd, 0);
@@ -75,8 +78,20 @@ static void write_qcow2(const char *path, uint32_t version, const char *backing,
 		put_be64(img + 72, incompatible);
 		put_be32(img + 100, 104);
 	}
+	if (fmt) {
+		put_be32(img + ext, 0xe2792acau);
+		put_be32(img + ext + 4, (uint32_t)strlen(fmt));
+		memcpy(img + ext + 8, fmt, strlen(fmt));
+	}
 	ck_assert_int_eq(write(fd, img, sizeof(img)), (ssize_t)sizeof(img));
 	close(fd);
+}
+
+/* A backing file named with its format raw, as qemu-img create -F raw. */
+static void write_qcow2(const char *path, uint32_t version, const char *backing,
+			uint64_t incompatible)
+{
+	write_qcow2_fmt(path, version, backing, backing ? "raw" : NULL, incompatible);
 }
 
 static void write_bytes(const char *path, const void *buf, size_t len)
@@ -179,13 +194,85 @@ START_TEST(test_backing_on_shared_disk_passes)
 	assert_refused(top, top_only, 1, "'base.img'");
 	write_qcow2(top, 3, base, 0);
 	assert_passes(top, both, 2);
-	/* the same file, spelled otherwise on either side */
+	/* the same file spelled otherwise is not the listed disk: QEMU would
+	 * resolve its backing from that other directory, which a link on the
+	 * shared storage could make any */
 	snprintf(dotted, sizeof(dotted), "%s/./base.img", dir);
 	write_qcow2(top, 3, dotted, 0);
-	assert_passes(top, both, 2);
+	assert_refused(top, both, 2, "not a shared disk of this agent");
+	ck_assert_int_eq(symlink(base, in_dir("link.img")), 0);
+	write_qcow2(top, 3, "link.img", 0);
+	assert_refused(top, both, 2, "'link.img'");
 	both[1] = dotted;
-	write_qcow2(top, 3, "base.img", 0);
+	write_qcow2(top, 3, dotted, 0);
 	assert_passes(top, both, 2);
+}
+END_TEST
+
+/* QEMU reads extensions to the end, and the last backing format wins. */
+START_TEST(test_extensions_read_to_the_end)
+{
+	const char *top = in_dir("top.qcow2"), *base = in_dir("base.img");
+	const char *both[] = { top, base };
+	uint8_t img[1024] = { 0 };
+	int fd;
+
+	write_bytes(base, "", 0);
+	write_qcow2_fmt(top, 3, "base.img", "raw", 0);
+	fd = open(top, O_RDWR);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pread(fd, img, sizeof(img), 0), (ssize_t)sizeof(img));
+	/* raw, then a second format: vmdk */
+	put_be32(img + 120, 0xe2792acau);
+	put_be32(img + 124, 4);
+	memcpy(img + 128, "vmdk", 4);
+	ck_assert_int_eq(pwrite(fd, img, sizeof(img), 0), (ssize_t)sizeof(img));
+	assert_refused(top, both, 2, "header extensions are malformed");
+	/* raw, then 64 empty extensions of an unknown type, then vmdk; the
+	 * backing file's name moved past them */
+	memset(img + 512, 0, 16);
+	put_be64(img + 8, 900);
+	memcpy(img + 900, "base.img", 8);
+	for (int i = 0; i < 64; i++)
+		put_be32(img + 120 + 8 * i, 0x12345678u);
+	put_be32(img + 120 + 8 * 64, 0xe2792acau);
+	put_be32(img + 124 + 8 * 64, 4);
+	memcpy(img + 128 + 8 * 64, "vmdk", 4);
+	ck_assert_int_eq(pwrite(fd, img, sizeof(img), 0), (ssize_t)sizeof(img));
+	close(fd);
+	assert_refused(top, both, 2, "header extensions are malformed");
+}
+END_TEST
+
+/* The backing file is a shared disk, but read as what format: a guest
+ * that wrote a vmdk descriptor into it would name more host files. */
+START_TEST(test_backing_format_raw_or_qcow2)
+{
+	const char *top = in_dir("top.qcow2"), *base = in_dir("base.img");
+	const char *both[] = { top, base };
+	uint8_t bad_ext[8];
+
+	write_bytes(base, "", 0);
+	write_qcow2_fmt(top, 3, "base.img", "qcow2", 0);
+	assert_passes(top, both, 2);
+	write_qcow2_fmt(top, 2, "base.img", "raw", 0);
+	assert_passes(top, both, 2);
+	write_qcow2_fmt(top, 3, "base.img", "vmdk", 0);
+	assert_refused(top, both, 2, "gives the format 'vmdk' for the backing file 'base.img'");
+	write_qcow2_fmt(top, 3, "base.img", NULL, 0);
+	assert_refused(top, both, 2, "gives no format (QEMU would probe it)");
+	/* an extension longer than the room before the backing file's name */
+	write_qcow2_fmt(top, 3, "base.img", "raw", 0);
+	put_be32(bad_ext, 0xe2792acau);
+	put_be32(bad_ext + 4, 100000);
+	{
+		int fd = open(top, O_WRONLY);
+
+		ck_assert_int_ge(fd, 0);
+		ck_assert_int_eq(pwrite(fd, bad_ext, sizeof(bad_ext), 104), (ssize_t)sizeof(bad_ext));
+		close(fd);
+	}
+	assert_refused(top, both, 2, "header extensions are malformed");
 }
 END_TEST
 
@@ -276,6 +363,8 @@ static Suite *shared_image_suite(void)
 		{ "backing_host_file_refused", test_backing_host_file_refused },
 		{ "backing_protocols_refused", test_backing_protocols_refused },
 		{ "backing_on_shared_disk_passes", test_backing_on_shared_disk_passes },
+		{ "backing_format_raw_or_qcow2", test_backing_format_raw_or_qcow2 },
+		{ "extensions_read_to_the_end", test_extensions_read_to_the_end },
 		{ "external_data_file_refused", test_external_data_file_refused },
 		{ "malformed_backing_refused", test_malformed_backing_refused },
 		{ "missing_image", test_missing_image },
