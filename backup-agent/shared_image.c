@@ -1,7 +1,7 @@
 /* A shared disk's image header, read before a restore (shared_image.h).
  * The qcow2 header fields used are those of QEMU's docs/interop/qcow2.txt,
  * all big-endian: magic (0), version (4), backing_file_offset (8),
- * backing_file_size (16), cluster_bits (20), and from version 3
+ * backing_file_size (16), and from version 3
  * incompatible_features (72), whose bit 2 says the guest's data lives in
  * an external data file named by a header extension, and header_length
  * (100), where the header extensions start (72 in version 2): type, length,

@@ -760,8 +760,8 @@ static int disk_send(void *state, struct ckpt_ctx *cx, struct epoch_tally *t)
  * still to retire) goes on the loop's turn after the ack, once the ack
  * has released the VM's output: started when the epoch is queued, its
  * QMP commands (2-3 ms) held up an ack that came back meanwhile, and
- * with it every reply of the epoch. Without an ack (a lost link), the
- * next barrier or the session's end runs it. */
+ * with it every reply of the epoch. Without acks (a lost link), the
+ * fifth barrier or the session's end runs it. */
 static void disk_commit(void *state, struct ckpt_ctx *cx, uint64_t epoch)
 {
 	struct disk_device *d = state;

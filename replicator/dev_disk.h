@@ -9,15 +9,14 @@
 #include "disk_delta.h"
 #include "proto.h"
 
-/* Epochs whose bitmap exports may wait for their ack (disk_bitmap.c). */
-#define DISK_RELEASE_BACKLOG 4
-
 #include <ev.h>
 #include <json-c/json.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
+/* Epochs whose bitmap exports may wait for their ack (disk_bitmap.c). */
+#define DISK_RELEASE_BACKLOG 4
 
 struct disk_rec {
 	struct disk_rec *next;
