@@ -9,30 +9,18 @@
 #include "restore_domain.h"
 
 #include "log.h"
+#include "text.h"
 
 #include <errno.h>
 #include <libxml/parser.h>
 #include <libxml/tree.h>
 #include <libxml/xpath.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define QEMU_NS "http://libvirt.org/schemas/domain/qemu/1.0"
-
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return rc;
-}
 
 static xmlNodePtr child(xmlNodePtr n, const char *name)
 {
@@ -78,7 +66,7 @@ static int move_serial_logs(xmlDocPtr doc, const char *dir, char *err, size_t er
 			snprintf(path, sizeof(path), "%s/serial%s.log", dir, (const char *)port);
 		xmlFree(port);
 		if (!xmlSetProp(src, (const xmlChar *)"path", (const xmlChar *)path))
-			rc = fail(err, errlen, -ENOMEM, "out of memory");
+			rc = text_error(err, errlen, -ENOMEM, "out of memory");
 	}
 	xmlXPathFreeObject(o);
 	return rc;
@@ -141,13 +129,13 @@ static int move_nics(xmlDocPtr doc, const struct restore_domain_spec *s, char *e
 		t = xmlNewChild(nic, NULL, (const xmlChar *)"target", NULL);
 		if (!t || !xmlSetProp(t, (const xmlChar *)"dev", (const xmlChar *)tap) ||
 		    !xmlSetProp(t, (const xmlChar *)"managed", (const xmlChar *)"no"))
-			rc = fail(err, errlen, -ENOMEM, "out of memory");
+			rc = text_error(err, errlen, -ENOMEM, "out of memory");
 	}
 	xmlXPathFreeObject(o);
 	if (!rc && used < s->ntaps)
-		rc = fail(err, errlen, -EINVAL, "%d of the %d --tap given match no UDP NIC of "
-			  "the domain (give ID=NAME with the NIC's alias, e.g. net0, or its MAC)",
-			  s->ntaps - used, s->ntaps);
+		rc = text_error(err, errlen, -EINVAL, "%d of the %d --tap given match no UDP "
+				"NIC of the domain (give ID=NAME with the NIC's alias, e.g. "
+				"net0, or its MAC)", s->ntaps - used, s->ntaps);
 	return rc;
 }
 
@@ -232,14 +220,14 @@ static int move_disks(xmlDocPtr doc, const struct restore_domain_spec *s, char *
 			if (file && !strcmp((const char *)file, s->disks[i].file)) {
 				found = true;
 				rc = rewrite_disk(disk, &s->disks[i]) ?
-					fail(err, errlen, -ENOMEM, "out of memory") : 0;
+					text_error(err, errlen, -ENOMEM, "out of memory") : 0;
 			}
 			xmlFree(file);
 		}
 		if (!found && !rc)
-			rc = fail(err, errlen, -EINVAL, "the primary's domain XML has no "
-				  "<disk type='file'> or <disk type='block'> with source %s",
-				  s->disks[i].file);
+			rc = text_error(err, errlen, -EINVAL, "the primary's domain XML has no "
+					"<disk type='file'> or <disk type='block'> with source %s",
+					s->disks[i].file);
 	}
 	xmlXPathFreeObject(o);
 	return rc;
@@ -590,7 +578,7 @@ static int set_emulator(xmlNodePtr devices, const char *emulator, char *err, siz
 	if (!e)
 		e = xmlNewChild(devices, NULL, (const xmlChar *)"emulator", NULL);
 	if (!e)
-		return fail(err, errlen, -ENOMEM, "out of memory");
+		return text_error(err, errlen, -ENOMEM, "out of memory");
 	xmlNodeSetContent(e, NULL);
 	xmlNodeAddContent(e, (const xmlChar *)emulator);
 	return 0;
@@ -616,8 +604,9 @@ static int check_replicated_once(xmlDocPtr doc, const struct restore_domain_spec
 			xmlFree(path);
 		}
 		if (uses > 1)
-			rc = fail(err, errlen, -EINVAL, "%d <disk> elements name the image of "
-				  "replicated disk %s: only one may", uses, s->disks[i].file);
+			rc = text_error(err, errlen, -EINVAL, "%d <disk> elements name the image "
+					"of replicated disk %s: only one may", uses,
+					s->disks[i].file);
 	}
 	xmlXPathFreeObject(o);
 	return rc;
@@ -647,7 +636,7 @@ static int check_domain(xmlDocPtr doc, const struct restore_domain_spec *s, char
 	if (!devices)
 		devices = xmlNewChild(root, NULL, (const xmlChar *)"devices", NULL);
 	return devices ? set_emulator(devices, s->emulator, err, errlen) :
-		fail(err, errlen, -ENOMEM, "out of memory");
+		text_error(err, errlen, -ENOMEM, "out of memory");
 }
 
 /* <qemu:commandline> with -incoming defer (QEMU waits for the checkpoint)
@@ -667,7 +656,7 @@ static int add_incoming(xmlDocPtr doc, char *err, size_t errlen)
 		if (!a || !xmlSetProp(a, (const xmlChar *)"value", (const xmlChar *)args[i]))
 			cl = NULL;
 	}
-	return cl ? 0 : fail(err, errlen, -ENOMEM, "out of memory");
+	return cl ? 0 : text_error(err, errlen, -ENOMEM, "out of memory");
 }
 
 static char *dump(xmlDocPtr doc)
@@ -695,10 +684,10 @@ int restore_domain_xml(const char *primary_xml, const struct restore_domain_spec
 	if (!doc || !xmlDocGetRootElement(doc) ||
 	    strcmp((const char *)xmlDocGetRootElement(doc)->name, "domain")) {
 		xmlFreeDoc(doc);
-		return fail(err, errlen, -EINVAL, "the primary's domain XML does not parse");
+		return text_error(err, errlen, -EINVAL, "the primary's domain XML does not parse");
 	}
 	rc = s->emulator ? check_domain(doc, s, err, errlen) :
-		fail(err, errlen, -EINVAL, "no emulator to restore the domain with");
+		text_error(err, errlen, -EINVAL, "no emulator to restore the domain with");
 	if (!rc)
 		rc = move_serial_logs(doc, s->state_dir, err, errlen);
 	if (!rc)
@@ -706,11 +695,11 @@ int restore_domain_xml(const char *primary_xml, const struct restore_domain_spec
 	if (!rc)
 		rc = move_disks(doc, s, err, errlen);
 	if (!rc && !(*persistent_xml = dump(doc)))
-		rc = fail(err, errlen, -ENOMEM, "out of memory");
+		rc = text_error(err, errlen, -ENOMEM, "out of memory");
 	if (!rc)
 		rc = add_incoming(doc, err, errlen);
 	if (!rc && !(*start_xml = dump(doc)))
-		rc = fail(err, errlen, -ENOMEM, "out of memory");
+		rc = text_error(err, errlen, -ENOMEM, "out of memory");
 	xmlFreeDoc(doc);
 	if (rc) {
 		free(*start_xml);

@@ -8,12 +8,12 @@
  * data padded to 8 bytes, up to an end marker or the backing file's name
  * (qcow2_read_extensions). */
 #include "shared_image.h"
+#include "text.h"
 
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -29,18 +29,6 @@
 #define QCOW2_V3_HEADER_MIN     104
 #define QCOW2_INCOMPAT_DATA_FILE (1ull << 2)
 #define QCOW2_BACKING_NAME_MAX  1023        /* as QEMU's qcow2 driver */
-
-static int refuse(char *err, size_t errlen, int rc, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-static int refuse(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return rc;
-}
 
 static uint32_t be32_at(const uint8_t *p)
 {
@@ -132,32 +120,36 @@ static int check_backing(int fd, const char *path, const uint8_t *hdr, const cha
 	if (!off)
 		return 0;
 	if (!len || len > QCOW2_BACKING_NAME_MAX || off > (uint64_t)INT64_MAX - len)
-		return refuse(err, errlen, -EINVAL, "its qcow2 header's backing file name "
-			      "(%u bytes at %llu) is malformed", len, (unsigned long long)off);
+		return text_error(err, errlen, -EINVAL, "its qcow2 header's backing file "
+				  "name (%u bytes at %llu) is malformed", len,
+				  (unsigned long long)off);
 	if (pread(fd, name, len, (off_t)off) != (ssize_t)len)
-		return refuse(err, errlen, -EINVAL, "its qcow2 header's backing file name "
-			      "cannot be read (%u bytes at %llu)", len, (unsigned long long)off);
+		return text_error(err, errlen, -EINVAL, "its qcow2 header's backing file "
+				  "name cannot be read (%u bytes at %llu)", len,
+				  (unsigned long long)off);
 	name[len] = 0;
 	if (strlen(name) != len || strchr(name, ':'))
-		return refuse(err, errlen, -EINVAL, "its qcow2 header names the backing '%.200s', "
-			      "which is not a plain file name (QEMU would read it as a protocol)",
-			      name);
+		return text_error(err, errlen, -EINVAL, "its qcow2 header names the backing "
+				  "'%.200s', which is not a plain file name (QEMU would read "
+				  "it as a protocol)", name);
 	backing_path(path, name, where, sizeof(where));
 	if (!is_shared_file(where, shared, nshared))
-		return refuse(err, errlen, -EINVAL, "its qcow2 header names the backing file "
-			      "'%.200s'%s%.200s%s, which is not a shared disk of this agent "
-			      "(--shared-disk)", name, name[0] == '/' ? "" : " (",
-			      name[0] == '/' ? "" : where, name[0] == '/' ? "" : ")");
+		return text_error(err, errlen, -EINVAL, "its qcow2 header names the backing "
+				  "file '%.200s'%s%.200s%s, which is not a shared disk of this "
+				  "agent (--shared-disk)", name, name[0] == '/' ? "" : " (",
+				  name[0] == '/' ? "" : where, name[0] == '/' ? "" : ")");
 	/* The backing file is a shared disk, checked on its own; but read as
 	 * another format (vmdk, say, whose descriptor names more files) it
 	 * would be another image. */
 	if (backing_format(fd, hdr, off, fmt, sizeof(fmt)))
-		return refuse(err, errlen, -EINVAL, "its qcow2 header extensions are malformed");
+		return text_error(err, errlen, -EINVAL,
+				  "its qcow2 header extensions are malformed");
 	if (strcmp(fmt, "raw") && strcmp(fmt, "qcow2"))
-		return refuse(err, errlen, -EINVAL, "its qcow2 header %s%.40s%s for the backing file "
-			      "'%.200s'; only raw or qcow2 (qemu-img rebase -u -F raw|qcow2)",
-			      fmt[0] ? "gives the format '" : "gives no format",
-			      fmt, fmt[0] ? "'" : " (QEMU would probe it)", name);
+		return text_error(err, errlen, -EINVAL, "its qcow2 header %s%.40s%s for the "
+				  "backing file '%.200s'; only raw or qcow2 (qemu-img rebase "
+				  "-u -F raw|qcow2)", fmt[0] ? "gives the format '" :
+				  "gives no format", fmt,
+				  fmt[0] ? "'" : " (QEMU would probe it)", name);
 	return 0;
 }
 
@@ -170,10 +162,10 @@ int shared_image_check(const char *path, const char *const *shared, int nshared,
 	int fd = open(path, O_RDONLY | O_CLOEXEC), rc;
 
 	if (fd < 0)
-		return refuse(err, errlen, -errno, "cannot open it: %s", strerror(errno));
+		return text_error(err, errlen, -errno, "cannot open it: %s", strerror(errno));
 	n = pread(fd, hdr, sizeof(hdr), 0);
 	if (n < 0) {
-		rc = refuse(err, errlen, -errno, "cannot read it: %s", strerror(errno));
+		rc = text_error(err, errlen, -errno, "cannot read it: %s", strerror(errno));
 		goto out;
 	}
 	/* Another magic: QEMU opens it as raw or not at all. A short file
@@ -184,9 +176,9 @@ int shared_image_check(const char *path, const char *const *shared, int nshared,
 	version = be32_at(hdr + 4);
 	if (version >= 3 && (n < QCOW2_V3_HEADER_MIN ||
 			     (be64_at(hdr + 72) & QCOW2_INCOMPAT_DATA_FILE))) {
-		rc = refuse(err, errlen, -EINVAL, "its qcow2 header %s",
-			    n < QCOW2_V3_HEADER_MIN ? "is cut short" :
-			    "names an external data file, a host file of its own choosing");
+		rc = text_error(err, errlen, -EINVAL, "its qcow2 header %s",
+				n < QCOW2_V3_HEADER_MIN ? "is cut short" :
+				"names an external data file, a host file of its own choosing");
 		goto out;
 	}
 	rc = check_backing(fd, path, hdr, shared, nshared, err, errlen);

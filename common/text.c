@@ -1,6 +1,8 @@
 /* Control characters out of outside text: see text.h. */
 #include "text.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,4 +29,14 @@ char *text_sanitize_dup(const char *src)
 	if (dst)
 		text_sanitize(dst, len, src);
 	return dst;
+}
+
+int text_error(char *err, size_t errlen, int rc, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return rc;
 }

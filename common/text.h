@@ -15,4 +15,10 @@ size_t text_sanitize(char *dst, size_t len, const char *src);
 /* strdup(src), sanitized; NULL when out of memory. */
 char *text_sanitize_dup(const char *src);
 
+/* The reason for a refusal, formatted into err (errlen bytes with the
+ * NUL, truncated if need be); returns rc, so that a check can say
+ * `return text_error(err, errlen, -EINVAL, "...", ...)`. */
+int text_error(char *err, size_t errlen, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
 #endif

@@ -5,6 +5,7 @@
  * guest writing a raw disk would), and once by qemu-img, so that the
  * reading matches the real format. */
 #include "../backup-agent/shared_image.h"
+#include "tmp_fixture.h"
 
 #include <check.h>
 #include <endian.h>
@@ -16,22 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static char dir[64];
-
-static void setup(void)
-{
-	snprintf(dir, sizeof(dir), "/tmp/check_shared_image.XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(dir));
-}
-
-static void teardown(void)
-{
-	char cmd[128];
-
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "cannot remove %s\n", dir);
-}
+TMP_FIXTURE("check_shared_image")
 
 static const char *in_dir(const char *name)
 {
@@ -39,7 +25,7 @@ static const char *in_dir(const char *name)
 	static int next;
 	char *p = paths[next++ % 4];
 
-	snprintf(p, sizeof(paths[0]), "%s/%s", dir, name);
+	snprintf(p, sizeof(paths[0]), "%s/%s", g_tmp, name);
 	return p;
 }
 
@@ -197,7 +183,7 @@ START_TEST(test_backing_on_shared_disk_passes)
 	/* the same file spelled otherwise is not the listed disk: QEMU would
 	 * resolve its backing from that other directory, which a link on the
 	 * shared storage could make any */
-	snprintf(dotted, sizeof(dotted), "%s/./base.img", dir);
+	snprintf(dotted, sizeof(dotted), "%s/./base.img", g_tmp);
 	write_qcow2(top, 3, dotted, 0);
 	assert_refused(top, both, 2, "not a shared disk of this agent");
 	ck_assert_int_eq(symlink(base, in_dir("link.img")), 0);
@@ -371,13 +357,8 @@ static Suite *shared_image_suite(void)
 		{ "qemu_img_images", test_qemu_img_images },
 	};
 
-	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		TCase *tc = tcase_create(cases[i].name);
-
-		tcase_add_checked_fixture(tc, setup, teardown);
-		tcase_add_test(tc, cases[i].t);
-		suite_add_tcase(s, tc);
-	}
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		tmp_fixture_add(s, tmp_setup, cases[i].name, cases[i].t, 10);
 	return s;
 }
 
