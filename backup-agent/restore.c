@@ -337,25 +337,28 @@ void restore_announce(struct qmp *q)
 	json_object_put(args);
 }
 
-/* Each shared disk's header, just before QEMU or libvirt opens the
- * image: it may lead to no host file but the shared disks
- * (shared_image.h). A disk that is missing is QEMU's to report, if the VM
+/* The header of each shared image the restored command line reads as
+ * qcow2, just before QEMU opens the images: it may lead to no host file
+ * but the shared disks (shared_image.h; restore_libvirt.c does the same
+ * for a domain). A disk that is missing is QEMU's to report, if the VM
  * uses it. Whoever can write the shared storage in the moment between
  * the check and QEMU's open could still change it (docs/SECURITY.md). */
-static int check_shared_images(const struct restore_opts *o)
+static int check_shared_images(const struct restore_opts *o, char **argv)
 {
+	bool *as_qcow2 = calloc((size_t)o->nshared_disks + 1, sizeof(bool));
 	char err[512];
+	int argc = 0, rc;
 
-	for (int i = 0; i < o->nshared_disks; i++) {
-		int rc = shared_image_check(o->shared_disks[i], o->shared_disks,
-					    o->nshared_disks, err, sizeof(err));
-
-		if (rc && rc != -ENOENT) {
-			log_err("refusing to restore: shared disk %s: %s", o->shared_disks[i], err);
-			return rc;
-		}
-	}
-	return 0;
+	if (!as_qcow2)
+		return -ENOMEM;
+	while (argv[argc])
+		argc++;
+	shared_image_formats(argv, argc, o->shared_disks, o->nshared_disks, as_qcow2);
+	rc = shared_images_check(o->shared_disks, as_qcow2, o->nshared_disks, err, sizeof(err));
+	if (rc)
+		log_err("refusing to restore: %s", err);
+	free(as_qcow2);
+	return rc;
 }
 
 int restore_vm(const struct restore_opts *o, struct restore_result *res)
@@ -386,7 +389,7 @@ int restore_vm(const struct restore_opts *o, struct restore_result *res)
 	res->epoch = info.epoch;
 	if (json_object_object_get_ex(info.vm, "libvirt_xml", NULL)) {
 		/* libvirt starts the domain right after the overlays are made */
-		rc = check_shared_images(o) ?: restore_libvirt(o, &info, res);
+		rc = restore_libvirt(o, &info, res);
 		if (!rc)
 			replica_mark_restored(dir);
 		goto out;
@@ -413,7 +416,7 @@ int restore_vm(const struct restore_opts *o, struct restore_result *res)
 	remove_nic_sockets(dir);
 	/* the last step before QEMU opens the images: after the RAM copy,
 	 * which takes seconds for gigabytes */
-	if ((rc = check_shared_images(o)))
+	if ((rc = check_shared_images(o, argv)))
 		goto out;
 	pid = spawn_qemu(dir, argv, o->lock_fd);
 	if (pid < 0) {

@@ -328,6 +328,15 @@ static bool is_shared(const struct restore_domain_spec *s, const char *path)
 	return false;
 }
 
+/* A shared image read with this format element (<driver> or <format>):
+ * say so when qcow2, whose header libvirt and QEMU parse. */
+static void note_format(const struct restore_domain_spec *s, const char *path, xmlNodePtr format)
+{
+	for (int i = 0; s->shared_as_qcow2 && path && i < s->nshared_disks; i++)
+		if (!strcmp(path, s->shared_disks[i]) && prop_is(format, "type", "qcow2"))
+			s->shared_as_qcow2[i] = true;
+}
+
 static bool is_replicated(const struct restore_domain_spec *s, const char *path)
 {
 	for (int i = 0; path && i < s->ndisks; i++)
@@ -381,6 +390,9 @@ static int check_backing_store(xmlNodePtr bs, const struct restore_domain_spec *
 				   "of this agent");
 	if (!raw_or_qcow2(child(bs, "format")))
 		return refuse_node(err, errlen, bs, "a backing format other than raw or qcow2");
+	path = source_path(child(bs, "source"));
+	note_format(s, (const char *)path, child(bs, "format"));
+	xmlFree(path);
 	return 0;
 }
 
@@ -398,6 +410,8 @@ static int check_disk(xmlNodePtr disk, const struct restore_domain_spec *s, char
 	bool replicated = ok && path && is_replicated(s, (const char *)path);
 	int rc = 0;
 
+	if (ok && !replicated)
+		note_format(s, (const char *)path, child(disk, "driver"));
 	xmlFree(path);
 	if (!ok)
 		return refuse_node(err, errlen, disk, "its source is neither a replicated disk "

@@ -2,6 +2,7 @@
 #ifndef REMUS_RESTORE_DOMAIN_H
 #define REMUS_RESTORE_DOMAIN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct restore_domain_spec {
@@ -16,6 +17,9 @@ struct restore_domain_spec {
 	/* images both hosts see (--shared-disk): the only other disks allowed */
 	const char *const *shared_disks;
 	int nshared_disks;
+	/* out, if not NULL: which of them the domain reads as qcow2 (a disk's
+	 * <driver type='qcow2'>, a backing store's <format type='qcow2'>) */
+	bool *shared_as_qcow2;
 };
 
 /* From the primary's migratable XML, checked against what the backup

@@ -20,6 +20,7 @@
 #include "replica.h"
 #include "restore_domain.h"
 #include "restore_verify.h"
+#include "shared_image.h"
 #include "virt.h"
 
 #include <errno.h>
@@ -157,12 +158,14 @@ static int start_domain(const struct restore_opts *o, const struct replica_info 
 			const struct restore_disks *disks, struct virt **v, char **persistent_xml)
 {
 	struct restore_domain_disk dd[RESTORE_MAX_DISKS];
+	bool *as_qcow2 = calloc((size_t)o->nshared_disks + 1, sizeof(bool));
 	struct restore_domain_spec spec = {
 		.emulator = o->emulator, .state_dir = o->dir, .taps = o->taps, .ntaps = o->ntaps,
 		.disks = dd, .ndisks = disks->n,
 		.shared_disks = o->shared_disks, .nshared_disks = o->nshared_disks,
+		.shared_as_qcow2 = as_qcow2,
 	};
-	char *start_xml = NULL, err[256];
+	char *start_xml = NULL, err[512];
 	const char *uri = o->libvirt_uri ? o->libvirt_uri : "qemu:///system";
 	int rc;
 
@@ -170,14 +173,20 @@ static int start_domain(const struct restore_opts *o, const struct replica_info 
 		dd[i] = (struct restore_domain_disk){ .file = disks->d[i].file,
 						      .overlay = disks->d[i].overlay,
 						      .base = disks->base[i] };
+	if (!as_qcow2)
+		return -ENOMEM;
 	rc = restore_domain_xml(restore_json_str(info->vm, "libvirt_xml"), &spec, &start_xml,
 				persistent_xml, err, sizeof(err));
-	if (rc) {
+	if (rc)
 		log_err("cannot build the restored domain's XML: %s", err);
-		return rc;
-	}
-	rc = virt_create_paused(uri, start_xml, v);
+	/* the last step before libvirt opens the images */
+	else if ((rc = shared_images_check(o->shared_disks, as_qcow2, o->nshared_disks, err,
+					   sizeof(err))))
+		log_err("refusing to restore: %s", err);
+	else
+		rc = virt_create_paused(uri, start_xml, v);
 	free(start_xml);
+	free(as_qcow2);
 	return rc;
 }
 

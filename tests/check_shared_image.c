@@ -3,7 +3,10 @@
  * not list are refused; raw images, qcow2 without a backing file, and
  * qcow2 over another shared disk pass. Headers are written by hand (as a
  * guest writing a raw disk would), and once by qemu-img, so that the
- * reading matches the real format. */
+ * reading matches the real format. Which images are looked into at all
+ * comes from the restored command line: those it reads as qcow2, and the
+ * backing files they name as qcow2; an image read as raw is the guest's
+ * data, whatever its bytes. */
 #include "../backup-agent/shared_image.h"
 #include "tmp_fixture.h"
 
@@ -11,6 +14,7 @@
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,7 +96,7 @@ static void write_bytes(const char *path, const void *buf, size_t len)
 static void assert_passes(const char *path, const char *const *shared, int nshared)
 {
 	char err[512] = "";
-	int rc = shared_image_check(path, shared, nshared, err, sizeof(err));
+	int rc = shared_image_check(path, shared, nshared, NULL, err, sizeof(err));
 
 	ck_assert_msg(rc == 0, "%s refused (%d): %s", path, rc, err);
 }
@@ -101,7 +105,7 @@ static void assert_refused(const char *path, const char *const *shared, int nsha
 			   const char *want)
 {
 	char err[512] = "";
-	int rc = shared_image_check(path, shared, nshared, err, sizeof(err));
+	int rc = shared_image_check(path, shared, nshared, NULL, err, sizeof(err));
 
 	ck_assert_msg(rc == -EINVAL, "%s: %d, not -EINVAL (%s)", path, rc, err);
 	ck_assert_msg(strstr(err, want), "'%s' lacks '%s'", err, want);
@@ -301,7 +305,7 @@ START_TEST(test_missing_image)
 	char err[256] = "";
 	const char *path = in_dir("none.img");
 
-	ck_assert_int_eq(shared_image_check(path, &path, 1, err, sizeof(err)), -ENOENT);
+	ck_assert_int_eq(shared_image_check(path, &path, 1, NULL, err, sizeof(err)), -ENOENT);
 	ck_assert_ptr_nonnull(strstr(err, "cannot open it"));
 }
 END_TEST
@@ -337,6 +341,110 @@ START_TEST(test_qemu_img_images)
 }
 END_TEST
 
+static bool formats_of(char **argv, const char *const *shared, int nshared, bool *as_qcow2)
+{
+	int argc = 0;
+
+	while (argv[argc])
+		argc++;
+	return shared_image_formats(argv, argc, shared, nshared, as_qcow2) == 0;
+}
+
+START_TEST(test_formats_from_argv)
+{
+	const char *shared[] = { "/s/a", "/s/b", "/s/c", "/s/d", "/s/e", "/s/f", "/s/g",
+				 "/s/h" };
+	char *argv[] = {
+		"qemu-system-x86_64",
+		"-drive", "file=/s/a,format=raw,if=virtio",
+		"-drive", "file=/s/b,format=qcow2,if=virtio",
+		/* raw over its file node: raw */
+		"-blockdev", "driver=file,node-name=fc,filename=/s/c",
+		"-blockdev", "driver=raw,node-name=rc,file=fc",
+		/* qcow2 over its file node, key=value and JSON: qcow2 */
+		"-blockdev", "driver=file,node-name=fd,filename=/s/d",
+		"-blockdev", "driver=qcow2,node-name=qd,file=fd",
+		"-blockdev", "{\"driver\":\"file\",\"node-name\":\"fe\",\"filename\":\"/s/e\"}",
+		"-blockdev", "{\"driver\":\"qcow2\",\"node-name\":\"qe\",\"file\":\"fe\"}",
+		/* a device right on the file node: no format, no header */
+		"-blockdev", "driver=file,node-name=ff,filename=/s/f",
+		"-device", "virtio-blk-pci,drive=ff",
+		/* a qcow2 node whose backing is a raw node over /s/g: raw */
+		"-blockdev", "driver=file,node-name=fg,filename=/s/g",
+		"-blockdev", "driver=raw,node-name=rg,file=fg",
+		"-blockdev", "driver=qcow2,node-name=qg,file=fd,backing=rg",
+		/* /s/h: not on this command line at all */
+		NULL
+	};
+	const bool want[] = { false, true, false, true, true, false, false, false };
+	bool got[8];
+
+	ck_assert(formats_of(argv, shared, 8, got));
+	for (int i = 0; i < 8; i++)
+		ck_assert_msg(got[i] == want[i], "%s read as %s", shared[i],
+			      got[i] ? "qcow2" : "raw");
+}
+END_TEST
+
+/* Whatever the allowlist would refuse is counted as qcow2 here too: a
+ * -drive without a format (QEMU would probe it), a -blockdev that does not
+ * parse, a raw node reading the file under another key. */
+START_TEST(test_formats_unclear_count_as_qcow2)
+{
+	const char *shared[] = { "/s/a", "/s/b" };
+	char *probed[] = { "qemu", "-drive", "file=/s/a,if=virtio", NULL };
+	char *broken[] = { "qemu", "-blockdev", "{\"driver\":", NULL };
+	char *other_key[] = { "qemu", "-blockdev", "driver=file,node-name=fb,filename=/s/b",
+			      "-blockdev", "driver=raw,node-name=rb,data-file=fb", NULL };
+	bool got[2];
+
+	ck_assert(formats_of(probed, shared, 2, got));
+	ck_assert(got[0] && !got[1]);
+	ck_assert(formats_of(broken, shared, 2, got));
+	ck_assert(got[0] && got[1]);
+	ck_assert(formats_of(other_key, shared, 2, got));
+	ck_assert(!got[0] && got[1]);
+}
+END_TEST
+
+/* The guest writes every byte of a raw shared disk, a qcow2 header naming
+ * a host file included: read as raw, that is data, and the restore goes
+ * on; read as qcow2, it is refused. */
+START_TEST(test_raw_bytes_are_data)
+{
+	const char *raw = in_dir("guest.raw");
+	const char *shared[] = { raw };
+	const bool as_raw[] = { false }, as_qcow2[] = { true };
+	char err[512] = "";
+
+	write_qcow2(raw, 3, "/etc/hostname", 0);
+	ck_assert_int_eq(shared_images_check(shared, as_raw, 1, err, sizeof(err)), 0);
+	ck_assert_int_eq(shared_images_check(shared, as_qcow2, 1, err, sizeof(err)), -EINVAL);
+	ck_assert_msg(strstr(err, "shared disk ") && strstr(err, raw) &&
+		      strstr(err, "'/etc/hostname'"), "%s", err);
+}
+END_TEST
+
+/* A backing file named as qcow2 is read as qcow2 in turn, and looked
+ * into; one named as raw is not. */
+START_TEST(test_backing_chain_followed)
+{
+	const char *top = in_dir("top.qcow2"), *mid = in_dir("mid.qcow2");
+	const char *base = in_dir("base.raw");
+	const char *shared[] = { top, mid, base };
+	const bool as_qcow2[] = { true, false, false };
+	char err[512] = "";
+
+	write_qcow2_fmt(top, 3, mid, "qcow2", 0);
+	write_qcow2_fmt(mid, 3, "/etc/hostname", "raw", 0);
+	write_qcow2(base, 3, "/etc/shadow", 0); /* the guest's bytes, read as raw */
+	ck_assert_int_eq(shared_images_check(shared, as_qcow2, 3, err, sizeof(err)), -EINVAL);
+	ck_assert_msg(strstr(err, mid) && strstr(err, "'/etc/hostname'"), "%s", err);
+	write_qcow2_fmt(mid, 3, base, "raw", 0);
+	ck_assert_msg(shared_images_check(shared, as_qcow2, 3, err, sizeof(err)) == 0, "%s", err);
+}
+END_TEST
+
 static Suite *shared_image_suite(void)
 {
 	Suite *s = suite_create("shared_image");
@@ -355,6 +463,10 @@ static Suite *shared_image_suite(void)
 		{ "malformed_backing_refused", test_malformed_backing_refused },
 		{ "missing_image", test_missing_image },
 		{ "qemu_img_images", test_qemu_img_images },
+		{ "formats_from_argv", test_formats_from_argv },
+		{ "formats_unclear_count_as_qcow2", test_formats_unclear_count_as_qcow2 },
+		{ "raw_bytes_are_data", test_raw_bytes_are_data },
+		{ "backing_chain_followed", test_backing_chain_followed },
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)

@@ -324,14 +324,16 @@ refused() {
 	fi
 }
 
-# forged_shared_header NAME: the shared ISO of case NAME gets a qcow2
-# header naming a host file as its backing file (what a guest can write
-# into a raw shared disk, or the primary's host into the shared storage);
-# the primary dies: the agent refuses to restore, with the reason, and
-# keeps the replica. With the header gone, `remus-agent --restore`
-# restores that replica.
+# forged_shared_header NAME: the shared CD image of case NAME, which the
+# VM reads as qcow2, gets a qcow2 header naming a host file as its backing
+# file (what the primary's host can write into the shared storage); the
+# primary dies: the agent refuses to restore, with the reason, and keeps
+# the replica. With the image mended, `remus-agent --restore` restores
+# that replica. (A raw shared image is not looked into, whatever its
+# bytes: check_shared_image's raw_bytes_are_data.)
 forged_shared_header() {
 	local name=$1 qpid
+	cp "$ISO" "$ISO.orig"
 	python3 - "$ISO" <<'PY'
 import struct, sys
 hdr = bytearray(1024)
@@ -353,20 +355,20 @@ PY
 		grep -q "FAILOVER FAILED: the replica in .* is intact" "$T/$name-agent.log"; then
 		pass "$name: a shared image whose header names /etc/hostname: restore refused, replica kept"
 	else
-		fail "$name: forged header on the shared ISO: agent exit $EXIT_CODE, $(grep -m1 'shared disk\|FAILOVER\|restored' "$T/$name-agent.log")"
+		fail "$name: forged header on the shared CD image: agent exit $EXIT_CODE, $(grep -m1 'shared disk\|FAILOVER\|restored' "$T/$name-agent.log")"
 	fi
 	[ -e "$T/$name-backup/qemu.pid" ] && fail "$name: a QEMU was started on the forged image" ||
 		pass "$name: no QEMU started on the forged image"
-	truncate -s 0 "$ISO" && truncate -s 1M "$ISO"
+	cp "$ISO.orig" "$ISO"
 	if "$BIN/remus-agent" --restore --state-dir "$T/$name-backup" --shared-disk "$ISO" \
 		> "$T/$name-restore.log" 2>&1 && [ -s "$T/$name-backup/qemu.pid" ]; then
 		qpid=$(cat "$T/$name-backup/qemu.pid")
 		PIDS+=("$qpid")
 		wait_for 20 grep -qa 'disk: ok' "$T/$name-backup/serial.log" &&
-			pass "$name: the header gone, remus-agent --restore restores the kept replica" ||
+			pass "$name: the image mended, remus-agent --restore restores the kept replica" ||
 			fail "$name: restored by hand, but no 'disk: ok' in 20 s"
 	else
-		fail "$name: remus-agent --restore after the header was removed: $(tail -n 2 "$T/$name-restore.log")"
+		fail "$name: remus-agent --restore after the image was mended: $(tail -n 2 "$T/$name-restore.log")"
 	fi
 }
 
@@ -378,16 +380,16 @@ done
 # --- Forms the replicator must refuse at attach.
 [ -n "${SKIP_REFUSALS:-}" ] && finish
 
-# (a) A CD-ROM with a medium, next to a normal disk: refused, then accepted
-# with --unprotected-disk (the agent sees the ISO as shared either way, so
-# that the refusal is the replicator's own).
-ISO=$T/cd.iso
-truncate -s 1M "$ISO"
+# (a) A CD-ROM with a medium (a qcow2 image), next to a normal disk:
+# refused, then accepted with --unprotected-disk (the agent sees the
+# medium as shared either way, so that the refusal is the replicator's own).
+ISO=$T/cd.qcow2
+qemu-img create -q -f qcow2 "$ISO" 1M
 for c in cdrom cdrom-unprotected; do
 	before=$FAILS
 	REPLICATOR_PID='' AGENT_PID='' GUEST_PID=''
 	log "=== $c"
-	if boot "$c" --disk "$T/$c.img" -- -drive "file=$ISO,format=raw,media=cdrom,if=ide"; then
+	if boot "$c" --disk "$T/$c.img" -- -drive "file=$ISO,format=qcow2,media=cdrom,if=ide"; then
 		if [ "$c" = cdrom ]; then
 			refused cdrom ide0-cd0 "--shared-disk $ISO"
 		else
