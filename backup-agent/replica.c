@@ -1,5 +1,6 @@
 #include "replica.h"
 
+#include "clock.h"
 #include "journal.h"
 #include "log.h"
 #include "page_codec.h"
@@ -419,6 +420,7 @@ static int map_sync_file(struct replica *rp, char *err, size_t errlen)
 {
 	char path[PATH_MAX];
 	int fd, rc = path_in(rp, "ram.sync", path, sizeof(path));
+	double t0;
 
 	if (rc)
 		return rc;
@@ -431,8 +433,14 @@ static int map_sync_file(struct replica *rp, char *err, size_t errlen)
 		return rc;
 	}
 	/* Written through the mapping: a full file system would kill the
-	 * agent with SIGBUS there. Reserve the space now, or refuse. */
+	 * agent with SIGBUS there. Reserve the space now, or refuse. On
+	 * tmpfs that zeroes every page, in seconds for a large guest, while
+	 * the primary waits for the HELLO's reply: say how long it took. */
+	t0 = mono_ms();
 	rc = posix_fallocate(fd, 0, (off_t)rp->ram_size);
+	if (mono_ms() - t0 > 1000)
+		log_info("reserving %llu MiB for %s took %.1f s",
+			 (unsigned long long)(rp->ram_size >> 20), path, (mono_ms() - t0) / 1000);
 	if (rc && rc != EOPNOTSUPP && rc != EINVAL) {
 		snprintf(err, errlen, "backup cannot reserve %llu MiB for %s: %s",
 			 (unsigned long long)(rp->ram_size >> 20), path, strerror(rc));

@@ -12,8 +12,14 @@
 #include <sys/random.h>
 
 /* Connect, TLS and the HELLO exchange must all be done by then. The
- * agent may take a while over a HELLO (it creates the replica files). */
+ * agent may take a while over a HELLO: it creates the replica files and
+ * reserves the space of the RAM copy (posix_fallocate), which on tmpfs
+ * allocates and zeroes every page: 0.13 s per GiB on this kind of host,
+ * about 5 s per GiB in a VM under TCG. So the deadline grows with the
+ * guest's RAM, or a large guest would never be protected: each try would
+ * give up before the reply, and the next reserve it all again. */
 #define HANDSHAKE_DEADLINE_MS 10000
+#define HANDSHAKE_MS_PER_GIB   5000
 /* Longest run of frames from the backup one readable event handles: a
  * backup that floods us (heartbeats, say) must not starve the loop the
  * net buffer, the epoch timer and QMP share. */
@@ -373,6 +379,13 @@ static const struct peer_link_ops link_ops = {
 	.on_error = on_error,
 };
 
+static unsigned handshake_deadline_ms(uint64_t ram_size)
+{
+	uint64_t gib = (ram_size + (1ull << 30) - 1) >> 30;
+
+	return HANDSHAKE_DEADLINE_MS + (unsigned)(gib < 4096 ? gib : 4096) * HANDSHAKE_MS_PER_GIB;
+}
+
 /* Start connecting: the rest (TLS, HELLO, the reply) comes from the loop,
  * ending in replicator_link_up or replicator_link_failed. */
 int link_open(struct replicator *r, char *err, size_t errlen)
@@ -390,7 +403,7 @@ int link_open(struct replicator *r, char *err, size_t errlen)
 		snprintf(err, errlen, "getrandom: %s", strerror(errno));
 		return -errno;
 	}
-	rc = peer_link_connect(&r->link, &r->cfg.backup, HANDSHAKE_DEADLINE_MS);
+	rc = peer_link_connect(&r->link, &r->cfg.backup, handshake_deadline_ms(r->vm.ram_size));
 	if (rc)
 		snprintf(err, errlen, "cannot connect to backup %s: %s", r->cfg.backup.text,
 			 strerror(-rc));
