@@ -195,7 +195,7 @@ deps:
 # The emulator of the nested test host (QEMU 10 from bookworm-backports,
 # unpacked into build/nested-qemu, not installed): the KVM tests need it
 # and skip, saying so, without it; the soft-dirty tests run on it too.
-nested-qemu:
+nested-qemu: $(if $(filter 1,$(NO_DEPS)),,deps)
 	$(Q)scripts/nested-host-qemu > /dev/null || \
 		echo "make: no QEMU 10 for the nested test host: test_kvm.sh will skip" >&2
 

@@ -353,8 +353,9 @@ static int check_shared_images(const struct restore_opts *o, char **argv)
 		return -ENOMEM;
 	while (argv[argc])
 		argc++;
-	shared_image_formats(argv, argc, o->shared_disks, o->nshared_disks, as_qcow2);
-	rc = shared_images_check(o->shared_disks, as_qcow2, o->nshared_disks, err, sizeof(err));
+	rc = shared_image_formats(argv, argc, o->shared_disks, o->nshared_disks, as_qcow2, err,
+				  sizeof(err)) ?:
+	     shared_images_check(o->shared_disks, as_qcow2, o->nshared_disks, err, sizeof(err));
 	if (rc)
 		log_err("refusing to restore: %s", err);
 	free(as_qcow2);

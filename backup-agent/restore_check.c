@@ -6,10 +6,12 @@
 
 #include "restore_cmdline.h"
 #include "restore_domain.h"
+#include "shared_image.h"
 
 #include <errno.h>
 #include <json-c/json.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,16 +59,50 @@ static int hello_disks(const char *dir, struct json_object *vm, struct hello_dis
 static int check_xml(const struct restore_opts *o, const char *xml, const struct hello_disks *h,
 		     char *err, size_t errlen)
 {
+	bool *as_qcow2 = calloc((size_t)o->nshared_disks + 1, sizeof(bool));
 	struct restore_domain_spec spec = {
 		.emulator = o->emulator, .state_dir = o->dir, .taps = o->taps,
 		.ntaps = o->ntaps, .disks = h->dd, .ndisks = h->n,
 		.shared_disks = o->shared_disks, .nshared_disks = o->nshared_disks,
+		.shared_as_qcow2 = as_qcow2,
 	};
 	char *start = NULL, *persistent = NULL;
-	int rc = restore_domain_xml(xml, &spec, &start, &persistent, err, errlen);
+	int rc;
 
+	if (!as_qcow2) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	/* the shared images' headers as the restore will check them */
+	rc = restore_domain_xml(xml, &spec, &start, &persistent, err, errlen) ?:
+	     shared_images_check(o->shared_disks, as_qcow2, o->nshared_disks, err, errlen);
 	free(start);
 	free(persistent);
+	free(as_qcow2);
+	return rc;
+}
+
+/* The shared images the restored command line would read as qcow2, as
+ * the restore will check them (restore.c): a graph whose header reads
+ * cannot be checked is refused now, and so is an image whose header is
+ * refused today (a backing file not declared shared, say), rather than
+ * at the failover. */
+static int check_shared_reads(const struct restore_opts *o, char **argv, char *err,
+			      size_t errlen)
+{
+	bool *as_qcow2 = calloc((size_t)o->nshared_disks + 1, sizeof(bool));
+	int argc = 0, rc;
+
+	if (!as_qcow2) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	while (argv[argc])
+		argc++;
+	rc = shared_image_formats(argv, argc, o->shared_disks, o->nshared_disks, as_qcow2, err,
+				  errlen) ?:
+	     shared_images_check(o->shared_disks, as_qcow2, o->nshared_disks, err, errlen);
+	free(as_qcow2);
 	return rc;
 }
 
@@ -94,6 +130,8 @@ static int check_argv(const struct restore_opts *o, struct json_object *vm, stru
 	argv[n] = NULL;
 	snprintf(ram, sizeof(ram), "%s/vm.ram", o->dir);
 	rc = restore_cmdline_build((char *const *)argv, (int)n, &spec, &out, err, errlen);
+	if (!rc)
+		rc = check_shared_reads(o, out, err, errlen);
 	restore_cmdline_free(out);
 	return rc;
 }

@@ -345,15 +345,33 @@ static bool is_replicated(const struct restore_domain_spec *s, const char *path)
 	return false;
 }
 
+static const char *const source_attrs[] = { "file", "dev", "dir", "path", "volume", "name" };
+
 /* The host file or device a <source> names, if any (xmlFree it). */
 static xmlChar *source_path(xmlNodePtr src)
 {
-	static const char *const attrs[] = { "file", "dev", "dir", "path", "volume", "name" };
-
-	for (size_t i = 0; src && i < sizeof(attrs) / sizeof(attrs[0]); i++)
-		if (xmlHasProp(src, (const xmlChar *)attrs[i]))
-			return xmlGetProp(src, (const xmlChar *)attrs[i]);
+	for (size_t i = 0; src && i < sizeof(source_attrs) / sizeof(source_attrs[0]); i++)
+		if (xmlHasProp(src, (const xmlChar *)source_attrs[i]))
+			return xmlGetProp(src, (const xmlChar *)source_attrs[i]);
 	return NULL;
+}
+
+/* A <source> that says one thing: one path attribute (libvirt reads the
+ * one its disk type names, `dev` for a block disk, whatever comes first
+ * here) and no <slices> (a slice's offset would put the image's header
+ * elsewhere than where the agent reads it). */
+static int check_source(xmlNodePtr owner, xmlNodePtr src, char *err, size_t errlen)
+{
+	int paths = 0;
+
+	for (size_t i = 0; src && i < sizeof(source_attrs) / sizeof(source_attrs[0]); i++)
+		paths += xmlHasProp(src, (const xmlChar *)source_attrs[i]) != NULL;
+	if (paths > 1)
+		return refuse_node(err, errlen, owner, "a <source> with more than one path "
+				   "attribute");
+	if (src && child(src, "slices"))
+		return refuse_node(err, errlen, owner, "a <source> with <slices>");
+	return 0;
 }
 
 /* The image formats a restored VM may read a shared disk or its backing
@@ -381,6 +399,8 @@ static int check_backing_store(xmlNodePtr bs, const struct restore_domain_spec *
 
 	if (!bs->children && !bs->properties)
 		return 0;
+	if (check_source(bs, child(bs, "source"), err, errlen))
+		return -EINVAL;
 	path = source_path(child(bs, "source"));
 	ok = path && (prop_is(bs, "type", "file") || prop_is(bs, "type", "block")) &&
 	     is_shared(s, (const char *)path);
@@ -408,8 +428,12 @@ static int check_disk(xmlNodePtr disk, const struct restore_domain_spec *s, char
 	bool ok = !src || (path && file && (is_replicated(s, (const char *)path) ||
 					    is_shared(s, (const char *)path)));
 	bool replicated = ok && path && is_replicated(s, (const char *)path);
-	int rc = 0;
+	int rc = check_source(disk, src, err, errlen);
 
+	if (rc) {
+		xmlFree(path);
+		return rc;
+	}
 	if (ok && !replicated)
 		note_format(s, (const char *)path, child(disk, "driver"));
 	xmlFree(path);

@@ -237,22 +237,24 @@ out:
 	return rc;
 }
 
-/* A -blockdev protocol node over a shared disk's file. */
-struct file_node {
-	char *name;
-	int shared;
+/* A -blockdev node, as far as what reads a shared file's bytes goes. */
+struct bnode {
+	struct qemu_opts o;  /* its options, parsed */
+	const char *name;    /* node-name (in o), or NULL */
+	const char *driver;  /* in o */
+	int shared;          /* a protocol node's shared file, or -1 */
 };
+
+#define BNODE_DEPTH 16 /* as the block graph planner */
 
 static bool is_protocol(const char *driver)
 {
 	return driver && (!strcmp(driver, "file") || !strcmp(driver, "host_device"));
 }
 
-static bool ends_with(const char *s, const char *suffix)
+static bool is_raw(const char *driver)
 {
-	size_t n = strlen(s), m = strlen(suffix);
-
-	return n >= m && !strcmp(s + n - m, suffix);
+	return driver && !strcmp(driver, "raw");
 }
 
 static void mark_all(bool *as_qcow2, int nshared)
@@ -281,90 +283,122 @@ static void drive_formats(const char *arg, const char *const *shared, int nshare
 	qemu_opts_free(&o);
 }
 
-/* The protocol nodes of shared files, from every -blockdev. */
-static int file_nodes(char *const *argv, int argc, const char *const *shared, int nshared,
-		      struct file_node **out, int *nout)
+/* Every -blockdev, parsed. -EINVAL for one that does not parse (the
+ * allowlist has refused it before: cannot be), -ENOMEM. */
+static int parse_bnodes(char *const *argv, int argc, const char *const *shared, int nshared,
+			struct bnode **out, int *nout)
 {
 	struct qemu_argv_iter it;
 
 	qemu_argv_iter_init(&it, argv, argc);
 	while (qemu_argv_next(&it) == 1) {
-		struct qemu_opts o = { 0 };
-		const char *name;
-		int i;
+		struct bnode *n, *b;
 
-		if (!qemu_argv_is(&it, "blockdev") || block_graph_parse(it.arg, &o))
+		if (!qemu_argv_is(&it, "blockdev"))
 			continue;
-		name = qemu_opts_get(&o, "node-name");
-		i = shared_index(qemu_opts_get(&o, "filename"), shared, nshared);
-		if (is_protocol(block_graph_driver(&o)) && name && i >= 0) {
-			struct file_node *n = realloc(*out, (size_t)(*nout + 1) * sizeof(**out));
-
-			if (!n || !(n[*nout].name = strdup(name))) {
-				*out = n ? n : *out;
-				qemu_opts_free(&o);
-				return -ENOMEM;
-			}
-			n[(*nout)++].shared = i;
-			*out = n;
-		}
-		qemu_opts_free(&o);
+		n = realloc(*out, (size_t)(*nout + 1) * sizeof(**out));
+		if (!n)
+			return -ENOMEM;
+		*out = n;
+		b = &n[*nout];
+		*b = (struct bnode){ .shared = -1 };
+		if (block_graph_parse(it.arg, &b->o))
+			return -EINVAL;
+		(*nout)++;
+		b->name = qemu_opts_get(&b->o, "node-name");
+		b->driver = block_graph_driver(&b->o);
+		if (is_protocol(b->driver))
+			b->shared = shared_index(qemu_opts_get(&b->o, "filename"), shared, nshared);
 	}
 	return 0;
 }
 
-/* A -blockdev format node: whatever shared file it reads other than as
- * the `file` of a raw node (a qcow2 node's file or backing, or anything
- * else) counts as read as qcow2. */
-static void blockdev_formats(const struct qemu_opts *o, const struct file_node *nodes, int nnodes,
-			     const char *const *shared, int nshared, bool *as_qcow2)
+static const struct bnode *find_bnode(const struct bnode *nodes, int n, const char *name)
 {
-	const char *driver = block_graph_driver(o);
-	bool raw = driver && !strcmp(driver, "raw");
+	for (int i = 0; name && i < n; i++)
+		if (nodes[i].name && !strcmp(nodes[i].name, name))
+			return &nodes[i];
+	return NULL;
+}
 
-	if (is_protocol(driver))
-		return;
-	for (size_t k = 0; k < o->n; k++) {
-		const char *key = o->v[k].key, *value = o->v[k].value;
-		int i;
+/* Whose bytes a format node reads as its image, by the node its `file`
+ * names: a shared file's from byte 0 (its index), none of them (-1), or
+ * a shared file's some other way (-EINVAL): through a raw node with an
+ * offset or a size, where the header QEMU reads is not at byte 0, or
+ * through another format node, where it is that node's guest data. */
+static int header_source(const struct bnode *nodes, int n, const char *name, int depth)
+{
+	const struct bnode *b = find_bnode(nodes, n, name);
+	int below;
 
-		if (!key || !value)
-			continue;
-		for (int j = 0; j < nnodes; j++)
-			if (!strcmp(value, nodes[j].name) && !(raw && !strcmp(key, "file")))
-				as_qcow2[nodes[j].shared] = true;
-		i = ends_with(key, "filename") ? shared_index(value, shared, nshared) : -1;
-		if (i >= 0 && !(raw && !strcmp(key, "file.filename")))
+	if (!b || depth > BNODE_DEPTH)
+		return b ? -EINVAL : -1;
+	if (is_protocol(b->driver))
+		return b->shared;
+	below = header_source(nodes, n, qemu_opts_get(&b->o, "file"), depth + 1);
+	if (below == -1)
+		return -1;
+	if (is_raw(b->driver) && !qemu_opts_get(&b->o, "offset") && !qemu_opts_get(&b->o, "size"))
+		return below;
+	return -EINVAL;
+}
+
+/* A format node other than raw (qcow2: the allowlist takes no other)
+ * parses the header of the image its `file` reads. Inline children
+ * ("file.filename", refused by the allowlist) count as read as qcow2. */
+static int blockdev_formats(const struct bnode *nodes, int n, const struct bnode *b,
+			    const char *const *shared, int nshared, bool *as_qcow2, char *err,
+			    size_t errlen)
+{
+	int i;
+
+	if (is_protocol(b->driver) || is_raw(b->driver))
+		return 0;
+	for (size_t k = 0; k < b->o.n; k++) {
+		const char *key = b->o.v[k].key;
+
+		i = key && strcmp(key, "filename") && strstr(key, "filename") ?
+		    shared_index(b->o.v[k].value, shared, nshared) : -1;
+		if (i >= 0)
 			as_qcow2[i] = true;
 	}
+	i = header_source(nodes, n, qemu_opts_get(&b->o, "file"), 0);
+	if (i == -EINVAL)
+		return text_error(err, errlen, -EINVAL, "block node '%s' (%s) reads a shared "
+				  "disk's image through another format node or a raw node "
+				  "with an offset or size: its header would not be the one "
+				  "checked; give the %s node the disk's file node",
+				  b->name ? b->name : "?", b->driver ? b->driver : "?",
+				  b->driver ? b->driver : "format");
+	if (i >= 0)
+		as_qcow2[i] = true;
+	return 0;
 }
 
 int shared_image_formats(char *const *argv, int argc, const char *const *shared, int nshared,
-			 bool *as_qcow2)
+			 bool *as_qcow2, char *err, size_t errlen)
 {
-	struct file_node *nodes = NULL;
+	struct bnode *nodes = NULL;
 	struct qemu_argv_iter it;
 	int nnodes = 0, rc;
 
 	for (int i = 0; i < nshared; i++)
 		as_qcow2[i] = false;
-	rc = file_nodes(argv, argc, shared, nshared, &nodes, &nnodes);
+	rc = parse_bnodes(argv, argc, shared, nshared, &nodes, &nnodes);
+	if (rc)
+		text_error(err, errlen, rc, rc == -ENOMEM ? "no memory to read the block nodes" :
+			   "a -blockdev does not parse");
+	for (int j = 0; !rc && j < nnodes; j++)
+		rc = blockdev_formats(nodes, nnodes, &nodes[j], shared, nshared, as_qcow2, err,
+				      errlen);
 	qemu_argv_iter_init(&it, argv, argc);
-	while (!rc && qemu_argv_next(&it) == 1) {
-		struct qemu_opts o = { 0 };
-
+	while (!rc && qemu_argv_next(&it) == 1)
 		if (qemu_argv_is(&it, "drive"))
 			drive_formats(it.arg, shared, nshared, as_qcow2);
-		else if (qemu_argv_is(&it, "blockdev") && block_graph_parse(it.arg, &o))
-			mark_all(as_qcow2, nshared);
-		else if (qemu_argv_is(&it, "blockdev"))
-			blockdev_formats(&o, nodes, nnodes, shared, nshared, as_qcow2);
-		qemu_opts_free(&o);
-	}
 	for (int j = 0; j < nnodes; j++)
-		free(nodes[j].name);
+		qemu_opts_free(&nodes[j].o);
 	free(nodes);
-	if (rc) /* no memory: every image is looked into */
+	if (rc)
 		mark_all(as_qcow2, nshared);
 	return rc;
 }

@@ -36,11 +36,16 @@ int shared_image_check(const char *path, const char *const *shared, int nshared,
 
 /* Which shared disks the restored QEMU's command line (argv, argc
  * entries) reads as qcow2, its header parsed: as_qcow2[i] for shared[i].
- * Only a -drive with format=raw, a raw -blockdev node over its protocol
- * node (or a device on that node) reads it as raw; anything else counts
- * as qcow2. 0, or -ENOMEM with every one counted as qcow2. */
+ * A -drive with format=raw, a raw -blockdev node over its protocol node,
+ * a device right on that node, or a qcow2 node's backing or raw data read
+ * it as raw; a -drive of another format, or a qcow2 node whose `file` is
+ * its protocol node (or a raw node over it), as qcow2. -EINVAL, with the
+ * reason in err, where a qcow2 node would read the image's header from
+ * elsewhere than byte 0 (a raw node with an offset or size between them)
+ * or from another format node's guest data: that header is not the one
+ * the check reads. -ENOMEM. On an error every one counts as qcow2. */
 int shared_image_formats(char *const *argv, int argc, const char *const *shared, int nshared,
-			 bool *as_qcow2);
+			 bool *as_qcow2, char *err, size_t errlen);
 
 /* The check of every shared disk the VM reads as qcow2 (as_qcow2), and of
  * every backing file such an image names as qcow2, each once. A disk read

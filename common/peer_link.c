@@ -382,6 +382,14 @@ int peer_link_accept(struct peer_link *l, int fd, const char *peer, unsigned dea
 	return 0;
 }
 
+void peer_link_set_deadline(struct peer_link *l, unsigned deadline_ms)
+{
+	ev_timer_stop(l->loop, &l->deadline);
+	ev_timer_set(&l->deadline, deadline_ms / 1000.0, 0);
+	l->deadline_ms = deadline_ms;
+	ev_timer_start(l->loop, &l->deadline);
+}
+
 void peer_link_established(struct peer_link *l)
 {
 	l->state = PEER_LINK_ESTABLISHED;

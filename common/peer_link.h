@@ -88,6 +88,9 @@ void peer_link_init(struct peer_link *l, struct ev_loop *loop, const struct link
 int peer_link_connect(struct peer_link *l, const struct netaddr *a, unsigned deadline_ms);
 /* Take over an accepted socket; 0 or -errno (fd is closed then). */
 int peer_link_accept(struct peer_link *l, int fd, const char *peer, unsigned deadline_ms);
+/* The rest of the handshake must end within deadline_ms from now (a
+ * step whose length the application knows, such as the HELLO's reply). */
+void peer_link_set_deadline(struct peer_link *l, unsigned deadline_ms);
 /* The application handshake is done: no deadline any more. */
 void peer_link_established(struct peer_link *l);
 /* Last words (a refusal): stop reading, close once what is queued is

@@ -11,15 +11,16 @@
 #include <string.h>
 #include <sys/random.h>
 
-/* Connect, TLS and the HELLO exchange must all be done by then. The
- * agent may take a while over a HELLO: it creates the replica files and
- * reserves the space of the RAM copy (posix_fallocate), which on tmpfs
- * allocates and zeroes every page: 0.13 s per GiB on this kind of host,
- * about 5 s per GiB in a VM under TCG. So the deadline grows with the
- * guest's RAM, or a large guest would never be protected: each try would
- * give up before the reply, and the next reserve it all again. */
+/* Connect and TLS must be done by then, and the HELLO's reply by then
+ * again plus HELLO_MS_PER_GIB per GiB of guest RAM: the agent creates the
+ * replica files and reserves the space of the RAM copy
+ * (posix_fallocate) before it replies, which on tmpfs allocates and
+ * zeroes every page (0.13 s per GiB on this kind of host, seconds per GiB
+ * in a VM under TCG). A fixed deadline would leave a large guest never
+ * protected: each try would give up before the reply, and the next one
+ * reserve it all again. A dead backup is still noticed in 10 s. */
 #define HANDSHAKE_DEADLINE_MS 10000
-#define HANDSHAKE_MS_PER_GIB   5000
+#define HELLO_MS_PER_GIB       5000
 /* Longest run of frames from the backup one readable event handles: a
  * backup that floods us (heartbeats, say) must not starve the loop the
  * net buffer, the epoch timer and QMP share. */
@@ -357,6 +358,14 @@ static void on_error(struct peer_link *l, int err, const char *why)
 	}
 }
 
+/* How long the HELLO's reply may take (HELLO_MS_PER_GIB). */
+static unsigned hello_deadline_ms(uint64_t ram_size)
+{
+	uint64_t gib = (ram_size + (1ull << 30) - 1) >> 30;
+
+	return HANDSHAKE_DEADLINE_MS + (unsigned)(gib < 4096 ? gib : 4096) * HELLO_MS_PER_GIB;
+}
+
 /* Authenticated: say who we replicate. */
 static void on_open(struct peer_link *l)
 {
@@ -371,6 +380,8 @@ static void on_open(struct peer_link *l)
 	iov = (struct iovec){ .iov_base = hello, .iov_len = strlen(hello) };
 	if (peer_link_push(l, FRAME_HELLO, 0, &iov, 1, hello, NULL))
 		replicator_link_failed(r, "the HELLO could not be queued");
+	else
+		peer_link_set_deadline(l, hello_deadline_ms(r->vm.ram_size));
 }
 
 static const struct peer_link_ops link_ops = {
@@ -378,13 +389,6 @@ static const struct peer_link_ops link_ops = {
 	.on_frame = on_frame,
 	.on_error = on_error,
 };
-
-static unsigned handshake_deadline_ms(uint64_t ram_size)
-{
-	uint64_t gib = (ram_size + (1ull << 30) - 1) >> 30;
-
-	return HANDSHAKE_DEADLINE_MS + (unsigned)(gib < 4096 ? gib : 4096) * HANDSHAKE_MS_PER_GIB;
-}
 
 /* Start connecting: the rest (TLS, HELLO, the reply) comes from the loop,
  * ending in replicator_link_up or replicator_link_failed. */
@@ -403,7 +407,7 @@ int link_open(struct replicator *r, char *err, size_t errlen)
 		snprintf(err, errlen, "getrandom: %s", strerror(errno));
 		return -errno;
 	}
-	rc = peer_link_connect(&r->link, &r->cfg.backup, handshake_deadline_ms(r->vm.ram_size));
+	rc = peer_link_connect(&r->link, &r->cfg.backup, HANDSHAKE_DEADLINE_MS);
 	if (rc)
 		snprintf(err, errlen, "cannot connect to backup %s: %s", r->cfg.backup.text,
 			 strerror(-rc));

@@ -7,6 +7,7 @@
 
 #include <check.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,8 +159,10 @@ static void assert_refused(const char *xml, const char *want);
 START_TEST(test_restore_shared_disk_chain)
 {
 	static const char *const shared[] = { "/srv/shared/data.img", "/srv/shared/base.img" };
+	bool as_qcow2[2] = { false, false };
 	struct restore_domain_spec s = { .emulator = EMU, .state_dir = "/srv/remus/vm1",
-					 .shared_disks = shared, .nshared_disks = 2 };
+					 .shared_disks = shared, .nshared_disks = 2,
+					 .shared_as_qcow2 = as_qcow2 };
 	char *start = NULL, *persistent = NULL, err[256] = "";
 	int rc = restore_domain_xml(DOMAIN(SHARED_MEMFD, "<disk type='file' device='disk'>"
 		"<driver name='qemu' type='qcow2'/><source file='/srv/shared/data.img'/>"
@@ -169,6 +172,9 @@ START_TEST(test_restore_shared_disk_chain)
 
 	ck_assert_msg(rc == 0, "refused: %s", err);
 	ck_assert_ptr_nonnull(strstr(start, "/srv/shared/base.img"));
+	/* which images the domain reads as qcow2, whose headers the agent
+	 * then checks: the disk, not its raw backing image */
+	ck_assert(as_qcow2[0] && !as_qcow2[1]);
 	free(start);
 	free(persistent);
 }
@@ -390,6 +396,15 @@ START_TEST(test_restore_refuses_host_resources)
 	assert_refused(DOMAIN(SHARED_MEMFD, "<disk type='network' device='disk'><source protocol='nbd'>"
 			      "<host name='192.0.2.1' port='10809'/></source><target dev='vdb'/></disk>"),
 		       "its source is neither a replicated disk nor a shared disk");
+	/* a block disk reads dev=, not the shared file= checked beside it */
+	assert_refused(DOMAIN(SHARED_MEMFD, "<disk type='block' device='disk'><driver name='qemu' "
+			      "type='qcow2'/><source file='/srv/shared/data.img' dev='/dev/sda'/>"
+			      "<target dev='vdb'/></disk>"), "more than one path attribute");
+	/* a slice moves the header away from byte 0, where the agent reads it */
+	assert_refused(DOMAIN(SHARED_MEMFD, "<disk type='file' device='disk'><driver name='qemu' "
+			      "type='qcow2'/><source file='/srv/shared/data.img'><slices><slice "
+			      "type='storage' offset='1048576' size='1048576'/></slices></source>"
+			      "<target dev='vdb'/></disk>"), "<slices>");
 	/* a NIC that would configure the backup's own network */
 	assert_refused(DOMAIN(SHARED_MEMFD, "<interface type='ethernet'><ip address='192.0.2.9' "
 			      "prefix='24'/><route address='0.0.0.0' prefix='0' gateway='192.0.2.1'/>"

@@ -288,6 +288,29 @@ START_TEST(test_stalled_peer_hits_deadline)
 }
 END_TEST
 
+/* A deadline set again counts from then, and the error gives it. */
+START_TEST(test_deadline_set_again)
+{
+	static const uint8_t start[] = { 0x16, 0x03, 0x01, 0x02, 0x00, 0x01 };
+	struct pair p;
+	int fd;
+	double t0;
+
+	pair_setup(&p, false);
+	fd = raw_peer(&p);
+	ck_assert_int_eq(write(fd, start, sizeof(start)), sizeof(start));
+	t0 = ev_time();
+	peer_link_set_deadline(&p.server.link, 400);
+	RUN_UNTIL(&p, 3, p.server.err);
+	ck_assert_int_eq(p.server.err, -ETIMEDOUT);
+	ck_assert_msg(ev_time() - t0 >= 0.2 && ev_time() - t0 < 1.2,
+		      "deadline 0.4 s, dropped after %.2f s", ev_time() - t0);
+	ck_assert(strstr(p.server.why, "no complete handshake within 400 ms"));
+	close(fd);
+	pair_teardown(&p);
+}
+END_TEST
+
 /* Before it is ESTABLISHED, a peer's frame may not exceed the link's
  * unadmitted limit: refused at its header, before any payload is read. */
 START_TEST(test_unadmitted_frame_limit)
@@ -435,6 +458,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_wrong_key_refused);
 	tcase_add_test(tc, test_cleartext_peer_refused_by_tls);
 	tcase_add_test(tc, test_stalled_peer_hits_deadline);
+	tcase_add_test(tc, test_deadline_set_again);
 	tcase_add_test(tc, test_unadmitted_frame_limit);
 	tcase_add_test(tc, test_reset_mid_handshake);
 	tcase_add_test(tc, test_close_when_sent);

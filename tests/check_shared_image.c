@@ -341,19 +341,20 @@ START_TEST(test_qemu_img_images)
 }
 END_TEST
 
-static bool formats_of(char **argv, const char *const *shared, int nshared, bool *as_qcow2)
+static int formats_of(char **argv, const char *const *shared, int nshared, bool *as_qcow2,
+		      char *err, size_t errlen)
 {
 	int argc = 0;
 
 	while (argv[argc])
 		argc++;
-	return shared_image_formats(argv, argc, shared, nshared, as_qcow2) == 0;
+	return shared_image_formats(argv, argc, shared, nshared, as_qcow2, err, errlen);
 }
 
 START_TEST(test_formats_from_argv)
 {
 	const char *shared[] = { "/s/a", "/s/b", "/s/c", "/s/d", "/s/e", "/s/f", "/s/g",
-				 "/s/h" };
+				 "/s/h", "/s/i", "/s/j" };
 	char *argv[] = {
 		"qemu-system-x86_64",
 		"-drive", "file=/s/a,format=raw,if=virtio",
@@ -372,38 +373,61 @@ START_TEST(test_formats_from_argv)
 		/* a qcow2 node whose backing is a raw node over /s/g: raw */
 		"-blockdev", "driver=file,node-name=fg,filename=/s/g",
 		"-blockdev", "driver=raw,node-name=rg,file=fg",
-		"-blockdev", "driver=qcow2,node-name=qg,file=fd,backing=rg",
+		"-blockdev", "driver=file,node-name=top,filename=/x/top.qcow2",
+		"-blockdev", "driver=qcow2,node-name=qg,file=top,backing=rg",
 		/* /s/h: not on this command line at all */
+		/* qcow2 over a raw node (no offset) over /s/i: QEMU reads /s/i's
+		 * header through the raw node */
+		"-blockdev", "driver=file,node-name=fi,filename=/s/i",
+		"-blockdev", "driver=raw,node-name=ri,file=fi",
+		"-blockdev", "driver=qcow2,node-name=qi,file=ri",
+		/* a file node named like an option's value ("on") is no
+		 * reference: /s/j stays raw */
+		"-blockdev", "driver=file,node-name=on,filename=/s/j",
+		"-blockdev", "driver=raw,node-name=rj,file=on",
+		"-blockdev", "driver=file,node-name=top2,filename=/x/top2.qcow2",
+		"-blockdev", "driver=qcow2,node-name=qj,file=top2,lazy-refcounts=on",
 		NULL
 	};
-	const bool want[] = { false, true, false, true, true, false, false, false };
-	bool got[8];
+	const bool want[] = { false, true, false, true, true, false, false, false, true, false };
+	bool got[10];
+	char err[512] = "";
 
-	ck_assert(formats_of(argv, shared, 8, got));
-	for (int i = 0; i < 8; i++)
+	ck_assert_msg(formats_of(argv, shared, 10, got, err, sizeof(err)) == 0, "%s", err);
+	for (int i = 0; i < 10; i++)
 		ck_assert_msg(got[i] == want[i], "%s read as %s", shared[i],
 			      got[i] ? "qcow2" : "raw");
 }
 END_TEST
 
-/* Whatever the allowlist would refuse is counted as qcow2 here too: a
- * -drive without a format (QEMU would probe it), a -blockdev that does not
- * parse, a raw node reading the file under another key. */
-START_TEST(test_formats_unclear_count_as_qcow2)
+/* A qcow2 node whose header is not at byte 0 of a shared file: through
+ * a raw node with an offset or size, or through another format node
+ * (whose guest data it would parse). The check reads byte 0: refused. A
+ * -blockdev that does not parse: refused (the allowlist did first). A
+ * -drive without a format (QEMU would probe it): read as qcow2. */
+START_TEST(test_formats_refused_or_unclear)
 {
 	const char *shared[] = { "/s/a", "/s/b" };
-	char *probed[] = { "qemu", "-drive", "file=/s/a,if=virtio", NULL };
+	char *offset[] = { "qemu", "-blockdev", "driver=file,node-name=fa,filename=/s/a",
+			   "-blockdev", "driver=raw,node-name=ra,file=fa,offset=65536",
+			   "-blockdev", "driver=qcow2,node-name=qa,file=ra", NULL };
+	char *nested[] = { "qemu", "-blockdev", "driver=file,node-name=fa,filename=/s/a",
+			   "-blockdev", "driver=qcow2,node-name=inner,file=fa",
+			   "-blockdev", "driver=qcow2,node-name=outer,file=inner", NULL };
 	char *broken[] = { "qemu", "-blockdev", "{\"driver\":", NULL };
-	char *other_key[] = { "qemu", "-blockdev", "driver=file,node-name=fb,filename=/s/b",
-			      "-blockdev", "driver=raw,node-name=rb,data-file=fb", NULL };
+	char *probed[] = { "qemu", "-drive", "file=/s/a,if=virtio", NULL };
 	bool got[2];
+	char err[512] = "";
 
-	ck_assert(formats_of(probed, shared, 2, got));
-	ck_assert(got[0] && !got[1]);
-	ck_assert(formats_of(broken, shared, 2, got));
+	ck_assert_int_eq(formats_of(offset, shared, 2, got, err, sizeof(err)), -EINVAL);
+	ck_assert_msg(strstr(err, "'qa'") && strstr(err, "offset"), "%s", err);
 	ck_assert(got[0] && got[1]);
-	ck_assert(formats_of(other_key, shared, 2, got));
-	ck_assert(!got[0] && got[1]);
+	ck_assert_int_eq(formats_of(nested, shared, 2, got, err, sizeof(err)), -EINVAL);
+	ck_assert_msg(strstr(err, "'outer'"), "%s", err);
+	ck_assert_int_eq(formats_of(broken, shared, 2, got, err, sizeof(err)), -EINVAL);
+	ck_assert(got[0] && got[1]);
+	ck_assert_int_eq(formats_of(probed, shared, 2, got, err, sizeof(err)), 0);
+	ck_assert(got[0] && !got[1]);
 }
 END_TEST
 
@@ -464,7 +488,7 @@ static Suite *shared_image_suite(void)
 		{ "missing_image", test_missing_image },
 		{ "qemu_img_images", test_qemu_img_images },
 		{ "formats_from_argv", test_formats_from_argv },
-		{ "formats_unclear_count_as_qcow2", test_formats_unclear_count_as_qcow2 },
+		{ "formats_refused_or_unclear", test_formats_refused_or_unclear },
 		{ "raw_bytes_are_data", test_raw_bytes_are_data },
 		{ "backing_chain_followed", test_backing_chain_followed },
 	};

@@ -9,7 +9,22 @@
 
 PORT=$(free_port)
 mkdir -p "$T/backup"
-start_agent "$PORT" "$T/backup" --no-fence
+# Shared disks, each with a qcow2 header naming /etc/hostname as its
+# backing file (what a guest writes into a raw disk, or the primary's host
+# into the shared storage): refused where the VM reads one as qcow2,
+# accepted where it reads it as raw (the guest's data).
+python3 - "$T/sh-q.qcow2" "$T/sh-raw.img" <<'PY'
+import struct, sys
+hdr = bytearray(1 << 20)
+hdr[0:4] = b"QFI\xfb"
+name = b"/etc/hostname"
+struct.pack_into(">IQII", hdr, 4, 3, 512, len(name), 16)
+struct.pack_into(">I", hdr, 100, 104)
+hdr[512:512 + len(name)] = name
+for path in sys.argv[1:]:
+    open(path, "wb").write(hdr)
+PY
+start_agent "$PORT" "$T/backup" --no-fence --shared-disk "$T/sh-q.qcow2" --shared-disk "$T/sh-raw.img"
 wait_for 10 grep -qs "listening on" "$T/agent.log" || die "agent did not start"
 before=$(ls -A "$T/backup")
 
@@ -72,6 +87,12 @@ cases = [
     ("romfile", "property 'romfile'", ["-device", "e1000,romfile=/etc/shadow"]),
     ("pidfile-dup", "property 'path' given twice",
      ["-chardev", "socket,id=c8,path=" + m + "a,path=" + m + "b,server=on,wait=off"]),
+    ("shared-header", "shared disk " + T + "/sh-q.qcow2: its qcow2 header names the backing file '/etc/hostname'",
+     ["-drive", "file=" + T + "/sh-q.qcow2,format=qcow2,if=none,id=d8"]),
+    ("shared-offset", "block node 'q8' (qcow2) reads a shared disk's image through",
+     ["-blockdev", "driver=file,filename=" + T + "/sh-raw.img,node-name=f8",
+      "-blockdev", "driver=raw,file=f8,node-name=r8,offset=4096",
+      "-blockdev", "driver=qcow2,file=r8,node-name=q8"]),
 ]
 libvirt_xml = ("<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>"
                "<name>primary</name><memory unit='MiB'>128</memory><devices/>"
@@ -119,12 +140,15 @@ grep -q "refusing primary .*-netdev tap: property 'script'" "$T/agent.log" &&
 	pass "agent logged the refusals" || fail "agent did not log the refusal"
 kill -0 "$AGENT_PID" 2>/dev/null && pass "agent still listening" || fail "agent died"
 
-# The real command line, unchanged, is accepted (its state files then
-# appear: it is the refusals that kept the directory clean).
+# The real command line, plus a raw shared disk whose bytes look like a
+# qcow2 header naming a host file (read as raw: the guest's data), is
+# accepted (its state files then appear: it is the refusals that kept the
+# directory clean).
 hello=$(python3 - "$T" <<'PY'
 import json, sys
 T = sys.argv[1]
 argv = json.load(open(T + "/real.json"))
+argv = argv[:-1] + ["-drive", "file=" + T + "/sh-raw.img,format=raw,if=none,id=d7"] + argv[-1:]
 run = T + "/primary"
 print(json.dumps({"protocol": 1, "name": "good", "ram_size": 128 << 20, "page_size": 4096,
                   "ram_backend": "ram0", "machine_type": "pc-i440fx-7.2", "qemu_argv": argv,
@@ -133,6 +157,7 @@ print(json.dumps({"protocol": 1, "name": "good", "ram_size": 128 << 20, "page_si
 PY
 )
 reply=$("$ROOT/build/tests/remus-probe" --connect "127.0.0.1:$PORT" --key-file "$KEY" "$hello")
-echo "$reply" | grep -q '"ok":true' && pass "the real command line is accepted" ||
+echo "$reply" | grep -q '"ok":true' &&
+	pass "the real command line, with a raw shared disk holding a forged qcow2 header, is accepted" ||
 	fail "the real command line: $reply"
 finish
