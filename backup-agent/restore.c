@@ -345,20 +345,12 @@ void restore_announce(struct qmp *q)
  * the check and QEMU's open could still change it (docs/SECURITY.md). */
 static int check_shared_images(const struct restore_opts *o, char **argv)
 {
-	bool *as_qcow2 = calloc((size_t)o->nshared_disks + 1, sizeof(bool));
 	char err[512];
-	int argc = 0, rc;
+	int rc = shared_images_check_argv(argv, o->shared_disks, o->nshared_disks, err,
+					  sizeof(err));
 
-	if (!as_qcow2)
-		return -ENOMEM;
-	while (argv[argc])
-		argc++;
-	rc = shared_image_formats(argv, argc, o->shared_disks, o->nshared_disks, as_qcow2, err,
-				  sizeof(err)) ?:
-	     shared_images_check(o->shared_disks, as_qcow2, o->nshared_disks, err, sizeof(err));
 	if (rc)
 		log_err("refusing to restore: %s", err);
-	free(as_qcow2);
 	return rc;
 }
 

@@ -82,30 +82,6 @@ static int check_xml(const struct restore_opts *o, const char *xml, const struct
 	return rc;
 }
 
-/* The shared images the restored command line would read as qcow2, as
- * the restore will check them (restore.c): a graph whose header reads
- * cannot be checked is refused now, and so is an image whose header is
- * refused today (a backing file not declared shared, say), rather than
- * at the failover. */
-static int check_shared_reads(const struct restore_opts *o, char **argv, char *err,
-			      size_t errlen)
-{
-	bool *as_qcow2 = calloc((size_t)o->nshared_disks + 1, sizeof(bool));
-	int argc = 0, rc;
-
-	if (!as_qcow2) {
-		snprintf(err, errlen, "out of memory");
-		return -ENOMEM;
-	}
-	while (argv[argc])
-		argc++;
-	rc = shared_image_formats(argv, argc, o->shared_disks, o->nshared_disks, as_qcow2, err,
-				  errlen) ?:
-	     shared_images_check(o->shared_disks, as_qcow2, o->nshared_disks, err, errlen);
-	free(as_qcow2);
-	return rc;
-}
-
 static int check_argv(const struct restore_opts *o, struct json_object *vm, struct json_object *a,
 		      const struct hello_disks *h, char *err, size_t errlen)
 {
@@ -131,7 +107,10 @@ static int check_argv(const struct restore_opts *o, struct json_object *vm, stru
 	snprintf(ram, sizeof(ram), "%s/vm.ram", o->dir);
 	rc = restore_cmdline_build((char *const *)argv, (int)n, &spec, &out, err, errlen);
 	if (!rc)
-		rc = check_shared_reads(o, out, err, errlen);
+		/* the shared images' headers as the restore will check
+		 * them: a refusal now rather than at the failover */
+		rc = shared_images_check_argv(out, o->shared_disks, o->nshared_disks, err,
+					      errlen);
 	restore_cmdline_free(out);
 	return rc;
 }

@@ -402,3 +402,19 @@ int shared_image_formats(char *const *argv, int argc, const char *const *shared,
 		mark_all(as_qcow2, nshared);
 	return rc;
 }
+
+int shared_images_check_argv(char *const *argv, const char *const *shared, int nshared,
+			     char *err, size_t errlen)
+{
+	bool *as_qcow2 = calloc((size_t)nshared + 1, sizeof(bool));
+	int argc = 0, rc;
+
+	if (!as_qcow2)
+		return text_error(err, errlen, -ENOMEM, "no memory to check the shared disks");
+	while (argv[argc])
+		argc++;
+	rc = shared_image_formats(argv, argc, shared, nshared, as_qcow2, err, errlen) ?:
+	     shared_images_check(shared, as_qcow2, nshared, err, errlen);
+	free(as_qcow2);
+	return rc;
+}

@@ -55,4 +55,9 @@ int shared_image_formats(char *const *argv, int argc, const char *const *shared,
 int shared_images_check(const char *const *shared, const bool *as_qcow2, int nshared,
 			char *err, size_t errlen);
 
+/* Both of the above for a restore command line (NULL-terminated argv):
+ * what restore.c runs before QEMU, and restore_check.c at HELLO. */
+int shared_images_check_argv(char *const *argv, const char *const *shared, int nshared,
+			     char *err, size_t errlen);
+
 #endif
