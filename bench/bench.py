@@ -118,6 +118,10 @@ class Bench:
         self.ram_files = []
 
     def close(self):
+        # a run that failed says why: the daemons' last words, before the
+        # directory goes (inside scripts/nested-vm it is lost with the VM)
+        if sys.exc_info()[0] is not None:
+            self.print_log_tails()
         for p in self.procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
@@ -148,6 +152,16 @@ class Bench:
             print("bench: logs kept in %s (BENCH_KEEP=1)" % self.dir, file=sys.stderr)
             return
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def print_log_tails(self, lines=30):
+        for log in sorted(glob.glob(os.path.join(self.dir, "*.log")) +
+                          glob.glob(os.path.join(self.dir, "*", "serial.log"))):
+            with open(log, "rb") as f:
+                tail = f.read().decode(errors="replace").splitlines()[-lines:]
+            print("bench: last lines of %s:" % log, file=sys.stderr)
+            for line in tail:
+                print("  " + line, file=sys.stderr)
+        sys.stderr.flush()
 
     def guest(self, name, mem, append, extra=(), guest_dir=GUEST):
         run = os.path.join(self.dir, name)
@@ -254,6 +268,15 @@ def checkpoint(args):
                      s["pause_capture_p50_ms"], s["ack_p50_ms"]), flush=True)
 
 
+# 'trackers' runs that are soft-dirty with a benchmark switch: -eager clears
+# the log at every pause, as before lazy clearing; -read reads it by the
+# pagemap read where the kernel has PAGEMAP_SCAN (docs/SOFT-DIRTY.md)
+TRACKER_VARIANTS = {
+    "soft-dirty-eager": ("soft-dirty", {"REMUS_BENCH_SOFTDIRTY_CLEAR_EVERY": "1"}),
+    "soft-dirty-read": ("soft-dirty", {"REMUS_BENCH_SOFTDIRTY_PAGEMAP_READ": "1"}),
+}
+
+
 def trackers(args):
     """One guest per RAM size; each tracker run attaches to it in turn. A
     row is printed as soon as its size is measured."""
@@ -283,15 +306,11 @@ def trackers(args):
             b.agent(port, os.path.join(b.dir, "backup"),
                     extra=["--no-failover", "--timeout-ms", str(PEER_TIMEOUT_MS)])
             for kind, threads in runs:
-                # soft-dirty-eager: soft-dirty clearing the log at every
-                # pause, as before lazy clearing (docs/SOFT-DIRTY.md)
-                eager = kind == "soft-dirty-eager"
+                tracker, env = TRACKER_VARIANTS.get(kind, (kind, None))
                 p, sock = b.replicator(run, port, args.epoch_ms,
-                                       ["--tracker", "soft-dirty" if eager else kind,
+                                       ["--tracker", tracker,
                                         "--capture-threads", str(threads),
-                                        "--timeout-ms", str(PEER_TIMEOUT_MS)],
-                                       env={"REMUS_BENCH_SOFTDIRTY_CLEAR_EVERY": "1"} if eager
-                                       else None)
+                                        "--timeout-ms", str(PEER_TIMEOUT_MS)], env=env)
                 try:
                     wait_for(lambda: p.poll() is not None or ctl(sock, "status") is not None,
                              WARMUP_TIMEOUT, "the replicator's control socket")
@@ -300,7 +319,7 @@ def trackers(args):
                             last = f.read().decode(errors="replace").strip().splitlines()[-1:]
                         raise RuntimeError("replicator exited: %s" % " ".join(last))
                     s = measure_window(sock, args.seconds)
-                    if s["tracker"] != ("soft-dirty" if eager else kind):
+                    if s["tracker"] != tracker:
                         raise RuntimeError("asked for %s, got %s" % (kind, s["tracker"]))
                     got[kind, threads] = s
                 except RuntimeError as e:
@@ -327,17 +346,18 @@ def trackers(args):
     print("\nWhere the pauses went (p50, ms), and what soft-dirty compared per pause "
           "(pages it flagged / pages not in QEMU's page tables):\n")
     print("| guest RAM | tracker | pause | QMP stop | capture | QMP cont | mean epoch "
-          "| dirty pages/epoch | compared per pause | pauses that cleared the log |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| dirty pages/epoch | compared per pause | pauses that cleared the log | log read by |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for mem, (kind, threads), s in details:
         sd = ("%.0f / %.0f" % (s["softdirty_flagged_per_scan"], s["softdirty_absent_per_scan"])
               if "softdirty_flagged_per_scan" in s else "all %d" % (mem * 256))
         cleared = ("%.0f%%" % (100 * s["softdirty_cleared_share"])
                    if "softdirty_cleared_share" in s else "-")
-        print("| %d MB | %s %d | %.2f | %.2f | %.2f | %.2f | %.0f ms | %.0f | %s | %s |" % (
+        print("| %d MB | %s %d | %.2f | %.2f | %.2f | %.2f | %.0f ms | %.0f | %s | %s | %s |" % (
             mem, kind, threads, s["pause_p50_ms"], s["pause_stop_p50_ms"],
             s["pause_capture_p50_ms"], s["pause_resume_p50_ms"], s["mean_epoch_ms"],
-            s["dirty_pages_per_epoch"], sd, cleared), flush=True)
+            s["dirty_pages_per_epoch"], sd, cleared, s.get("softdirty_log_read", "-")),
+            flush=True)
 
 
 WORK_RE = re.compile(rb"work total=(\d+)")
@@ -379,8 +399,19 @@ def workrate(args):
                 name = "epoch %d ms" % e
             wait_for(lambda: committed(sock, 10), WARMUP_TIMEOUT, "10 committed epochs")
             ctl(sock, "reset-stats")
+            t0, before = time.monotonic(), ctl(sock, "status")
             rate = work_rate(serial, args.seconds)
-            rows.append((name, rate, ctl(sock, "status")))
+            after = ctl(sock, "status")
+            epochs = after["epochs_committed"] - before["epochs_committed"]
+            after["mean_epoch_ms"] = ((time.monotonic() - t0) * 1000 / epochs if epochs
+                                      else float("nan"))
+            if isinstance(e, str):
+                print("bench: %s: %s (vCPUs %.0f%% busy)" % (name, after["epoch_reason"],
+                      after["vcpu_busy_pct"]), file=sys.stderr, flush=True)
+            if not rate:
+                print("bench: %s: the guest did no work" % name, file=sys.stderr)
+                b.print_log_tails()
+            rows.append((name, rate, after))
             detach(p)
             time.sleep(1)
         rows.append(("unreplicated (again)", work_rate(serial, args.seconds), None))
@@ -388,11 +419,12 @@ def workrate(args):
         b.close()
     base = (rows[0][1] + rows[-1][1]) / 2
     print("| run | guest work (page writes/s) | vs unreplicated | pause p50 | pause p99 | "
-          "dirty pages/epoch | link MB/s |")
-    print("|---|---|---|---|---|---|---|")
+          "mean epoch (pause to pause) | dirty pages/epoch | link MB/s |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, rate, s in rows:
-        extra = ("%.2f ms | %.2f ms | %.0f | %.1f" % (s["pause_p50_ms"], s["pause_p99_ms"],
-                 s["dirty_pages_per_epoch"], s["link_bytes_per_s"] / 1e6)) if s else "- | - | - | -"
+        extra = ("%.2f ms | %.2f ms | %.1f ms | %.0f | %.1f" % (
+                 s["pause_p50_ms"], s["pause_p99_ms"], s["mean_epoch_ms"],
+                 s["dirty_pages_per_epoch"], s["link_bytes_per_s"] / 1e6)) if s else "- | - | - | - | -"
         print("| %s | %.0f | %.2f | %s |" % (name, rate, rate / base, extra))
 
 

@@ -114,6 +114,7 @@ static int start_softdirty(struct ckpt_ctx *cx, struct memory_device *m, bool as
 			   char *why, size_t len)
 {
 	int rc = softdirty_supported(cx->vm->pid, why, len);
+	struct softdirty_stats st;
 	const char *bench_clear;
 	char comm[32];
 	pid_t other;
@@ -133,13 +134,19 @@ static int start_softdirty(struct ckpt_ctx *cx, struct memory_device *m, bool as
 	if (rc)
 		return rc;
 	m->tops = &softdirty_tracker_ops;
-	snprintf(m->why, sizeof(m->why), "%s: the kernel logs QEMU's writes (soft-dirty%s)",
-		 asked ? "--tracker soft-dirty" : "auto", cx->vm->kvm ? ", KVM guest" : "");
 	/* Benchmarks only (bench/bench.py 'soft-dirty-eager'): clear the log
-	 * at every pause, as before lazy clearing, to measure what it saves. */
+	 * at every pause, as before lazy clearing, to measure what it saves;
+	 * ('soft-dirty-read'): read it the pre-6.7 way on a newer kernel. */
 	bench_clear = getenv("REMUS_BENCH_SOFTDIRTY_CLEAR_EVERY");
 	if (bench_clear)
 		softdirty_set_clear_every(m->tracker, (unsigned)strtoul(bench_clear, NULL, 10));
+	if (getenv("REMUS_BENCH_SOFTDIRTY_PAGEMAP_READ"))
+		softdirty_set_log_read(m->tracker, false);
+	softdirty_get_stats(m->tracker, &st);
+	snprintf(m->why, sizeof(m->why), "%s: the kernel logs QEMU's writes (soft-dirty%s, "
+		 "read %s)", asked ? "--tracker soft-dirty" : "auto",
+		 cx->vm->kvm ? ", KVM guest" : "",
+		 st.read_by_ioctl ? "by PAGEMAP_SCAN" : "from pagemap");
 	ev_timer_set(&m->writer_check, WRITER_CHECK_S, WRITER_CHECK_S);
 	ev_timer_start(cx->loop, &m->writer_check);
 	return 0;
@@ -458,6 +465,10 @@ static void softdirty_status(const struct memory_device *m, struct json_object *
 			       json_object_new_int64((int64_t)st.populated));
 	json_object_object_add(out, "softdirty_populate_error",
 			       json_object_new_string(st.populate_error ? strerror(st.populate_error) : ""));
+	json_object_object_add(out, "softdirty_log_read",
+			       json_object_new_string(st.read_by_ioctl ? "PAGEMAP_SCAN" : "pagemap"));
+	json_object_object_add(out, "softdirty_ioctl_overflows",
+			       json_object_new_int64((int64_t)st.ioctl_overflows));
 }
 
 /* The hash tracker's staging: slots resident now, and at most. */

@@ -4,6 +4,7 @@
 #ifndef REMUS_TRACKER_H
 #define REMUS_TRACKER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -110,6 +111,12 @@ struct softdirty_stats {
 	 * (0: none), after which pages were copied through ours. */
 	uint64_t populated;
 	int populate_error;
+	/* How the log is read: by the PAGEMAP_SCAN ioctl (Linux 6.7+: only the
+	 * ranges to compare), else the pagemap read of every page's entry; and
+	 * how many times a chunk's ranges overflowed their buffer (that chunk
+	 * was read the old way in that scan). */
+	bool read_by_ioctl;
+	uint64_t ioctl_overflows;
 };
 /* t must come from softdirty_tracker_ops. */
 void softdirty_get_stats(const struct tracker *t, struct softdirty_stats *s);
@@ -122,5 +129,11 @@ void softdirty_give_up(struct tracker *t);
  * scan), instead of when a clear costs less than the compares it saves
  * (0, the default; tracker_softdirty.c, lazy_clear). */
 void softdirty_set_clear_every(struct tracker *t, unsigned n);
+/* Tests and benchmarks: read the log by PAGEMAP_SCAN (by_ioctl) or by the
+ * pagemap read, whatever init chose: to test or measure either path on a
+ * kernel with PAGEMAP_SCAN (the unit tests force it on a kernel without
+ * soft-dirty, where only pages not present are untrusted). 0, or -errno if
+ * the kernel lacks the ioctl (ENOTTY) or memory; the choice is then kept. */
+int softdirty_set_log_read(struct tracker *t, bool by_ioctl);
 
 #endif

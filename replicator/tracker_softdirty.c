@@ -34,6 +34,16 @@
  * in compare: a changed page is copied into it during the pause and sent
  * from there until the ack.
  *
+ * Two ways to read the log. Linux 6.7+ has the PAGEMAP_SCAN ioctl on the
+ * pagemap file, which returns only the ranges of pages to compare (flagged,
+ * not present or swapped), computed in the kernel without looking at each
+ * page's struct page; the replicator then visits those ranges only. Older
+ * kernels have the pagemap read: 8 bytes per page of RAM, each computed
+ * from the page's struct page (a cache miss per page once RAM is large),
+ * then a loop over every entry. The ioctl is used where a probe shows it
+ * reports the log as the read does (scan_ioctl_agrees); a chunk whose
+ * ranges do not fit its buffer is read the old way, in the same scan.
+ *
  * Threads: the pagemap read and the entry loop (with the compares and
  * copies) grow with RAM, so a scan splits RAM into chunks that the caller
  * and the workers (scan_pool.h: woken once per scan, the caller takes
@@ -56,6 +66,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -71,11 +82,36 @@
 #define CHUNKS_PER_THREAD 4  /* so a thread that is done early can take more */
 #define MAX_CHUNKS (SCAN_POOL_MAX_THREADS * CHUNKS_PER_THREAD)
 
+/* PAGEMAP_SCAN (include/uapi/linux/fs.h, Linux 6.7+), spelled out here:
+ * Debian 12's kernel headers (6.1) lack it, and the ABI is fixed. */
+struct scan_region {
+	uint64_t start, end;        /* [start, end) in QEMU's address space */
+	uint64_t categories;        /* SCAN_IS_*, of return_mask */
+};
+struct scan_arg {
+	uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+	uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+_Static_assert(sizeof(struct scan_region) == 24, "struct page_region ABI");
+_Static_assert(sizeof(struct scan_arg) == 96, "struct pm_scan_arg ABI");
+#define PAGEMAP_SCAN_IOCTL _IOWR('f', 16, struct scan_arg)
+#define SCAN_IS_PRESENT    (1u << 3)
+#define SCAN_IS_SWAPPED    (1u << 4)
+#define SCAN_IS_SOFT_DIRTY (1u << 7)
+/* Ranges a chunk's buffer holds at first; one that overflows is doubled
+ * for the next scan (up to what its chunk can need). */
+#define REGIONS_MIN 256
+
 /* Pages [start, end) of one scan: its pagemap entries, then its loop. */
 struct chunk {
 	size_t start, end;
 	atomic_bool read;    /* its pagemap read is over (full set by then) */
 	bool full;           /* no entries to trust: compare every page */
+	/* PAGEMAP_SCAN: the ranges to compare, when by_ranges; else the
+	 * chunk's entries are in pm. */
+	struct scan_region *ranges;
+	size_t nranges, ranges_cap;
+	bool by_ranges, overflowed;
 	size_t n;            /* dirty pages found, written at dirty[start...] */
 	uint64_t flagged, absent, compared, ns_loop;
 	uint64_t ns_compare; /* of ns_loop, in the compares of untrusted pages */
@@ -91,6 +127,7 @@ struct tracker {
 	uintptr_t base;      /* QEMU's address of file offset 0 */
 	int pagemap_fd, clear_fd, maps_fd;
 	uint64_t *pm;        /* pagemap entries, one per page */
+	bool use_ioctl;      /* the log is read by PAGEMAP_SCAN */
 	bool need_full;      /* next scan compares every page */
 	bool given_up;       /* every scan compares every page (softdirty_give_up) */
 	struct softdirty_stats st;
@@ -278,6 +315,57 @@ static int read_pagemap(struct tracker *t, size_t start, size_t end)
 	return 0;
 }
 
+/* The ranges of pages [start, end) to compare, by PAGEMAP_SCAN: those not
+ * present, swapped, or flagged (rule 2: only a present, unflagged page is
+ * trusted). 0, 1 if they do not fit the buffer (the caller reads the
+ * chunk's entries instead), or -errno. */
+static int scan_ranges(int pagemap_fd, uintptr_t from, uintptr_t to, struct scan_region *vec,
+		       size_t cap, size_t *n)
+{
+	struct scan_arg a = {
+		.size = sizeof(a),
+		.start = from,
+		.end = to,
+		.vec = (uintptr_t)vec,
+		.vec_len = cap,
+		.category_inverted = SCAN_IS_PRESENT,
+		.category_anyof_mask = SCAN_IS_PRESENT | SCAN_IS_SWAPPED | SCAN_IS_SOFT_DIRTY,
+		.return_mask = SCAN_IS_PRESENT | SCAN_IS_SWAPPED | SCAN_IS_SOFT_DIRTY,
+	};
+	long got;
+
+	do
+		got = ioctl(pagemap_fd, PAGEMAP_SCAN_IOCTL, &a);
+	while (got < 0 && errno == EINTR);
+	if (got < 0)
+		return -errno;
+	if (a.walk_end != to)
+		return 1;  /* the buffer filled before the walk's end */
+	*n = (size_t)got;
+	return 0;
+}
+
+/* One chunk's part of reading the log (the caller clears after them all). */
+static void read_chunk(struct tracker *t, struct chunk *k)
+{
+	k->by_ranges = false;
+	if (k->full)
+		return;
+	if (t->use_ioctl) {
+		int rc = scan_ranges(t->pagemap_fd, t->base + k->start * PAGE,
+				     t->base + k->end * PAGE, k->ranges, k->ranges_cap,
+				     &k->nranges);
+
+		k->overflowed = rc == 1;
+		if (!rc) {
+			k->by_ranges = true;
+			return;
+		}
+	}
+	if (read_pagemap(t, k->start, k->end))
+		k->full = true;
+}
+
 static inline bool sync_page(struct tracker *t, size_t i)
 {
 	const uint8_t *live = t->ram + i * PAGE;
@@ -287,6 +375,39 @@ static inline bool sync_page(struct tracker *t, size_t i)
 		return false;
 	memcpy(saved, live, PAGE);
 	return true;
+}
+
+/* Compare the pages of k's ranges (all of them untrusted), writing the
+ * changed ones at out; how many. The kernel clips ranges to the walk, but
+ * a range outside the chunk is not trusted to be impossible. */
+static size_t compare_ranges(struct tracker *t, struct chunk *k, uint32_t *out)
+{
+	uintptr_t next = t->base + k->start * PAGE, hi = t->base + k->end * PAGE;
+	size_t n = 0;
+
+	/* Ranges come sorted and apart; were they not, no page is compared
+	 * twice nor written past the chunk's part of dirty. */
+	for (size_t r = 0; r < k->nranges; r++) {
+		const struct scan_region *g = &k->ranges[r];
+		uintptr_t from = g->start < next ? next : (uintptr_t)g->start;
+		uintptr_t to = g->end > hi ? hi : (uintptr_t)g->end;
+		bool flagged = g->categories & SCAN_IS_SOFT_DIRTY;
+
+		for (uintptr_t a = from; a < to; a += PAGE) {
+			size_t i = (a - t->base) / PAGE;
+
+			if (flagged)
+				k->flagged++;
+			else
+				k->absent++;
+			k->compared++;
+			if (sync_page(t, i))
+				out[n++] = (uint32_t)i;
+		}
+		if (to > next)
+			next = to;
+	}
+	return n;
 }
 
 /* An entry that proves its page unwritten: present, not a swap/migration
@@ -305,6 +426,11 @@ static void loop_chunk(struct tracker *t, struct chunk *k)
 			if (sync_page(t, i))
 				out[n++] = (uint32_t)i;
 		k->compared = k->end - k->start;
+		goto out;
+	}
+	if (k->by_ranges) {
+		n = compare_ranges(t, k, out);
+		k->ns_compare = now_ns() - t0;
 		goto out;
 	}
 	while (i < k->end) {
@@ -349,8 +475,7 @@ static void scan_work(void *ctx, unsigned idx)
 	while ((c = atomic_fetch_add(&t->next_read, 1)) < t->nchunks) {
 		struct chunk *k = &t->chunks[c];
 
-		if (!k->full && read_pagemap(t, k->start, k->end))
-			k->full = true;
+		read_chunk(t, k);
 		atomic_store_explicit(&k->read, true, memory_order_release);
 		/* Rule 1: clear only once every chunk's entries are read. The
 		 * reads that counted before us have returned from the kernel. */
@@ -389,6 +514,50 @@ static void cut_chunks(struct tracker *t, unsigned threads)
 		t->chunks[i].start = start < t->npages ? start : t->npages;
 		t->chunks[i].end = start + per < t->npages ? start + per : t->npages;
 	}
+}
+
+static void free_ranges(struct tracker *t)
+{
+	for (unsigned i = 0; i < t->nchunks; i++) {
+		free(t->chunks[i].ranges);
+		t->chunks[i].ranges = NULL;
+		t->chunks[i].ranges_cap = 0;
+	}
+}
+
+/* QEMU's pagemap answers PAGEMAP_SCAN, and every chunk has its buffer of
+ * ranges: 0, or -errno (ENOTTY: a kernel before 6.7). */
+static int ioctl_ready(struct tracker *t)
+{
+	struct scan_region one[1];
+	size_t n;
+	int rc = scan_ranges(t->pagemap_fd, t->base, t->base + PAGE, one, 1, &n);
+
+	if (rc < 0)
+		return rc;
+	for (unsigned i = 0; i < t->nchunks; i++) {
+		struct chunk *k = &t->chunks[i];
+		size_t most = (k->end - k->start) / 2 + 1;
+
+		if (k->ranges)
+			continue;
+		k->ranges_cap = most < REGIONS_MIN ? most : REGIONS_MIN;
+		k->ranges = malloc(k->ranges_cap * sizeof(*k->ranges));
+		if (!k->ranges) {
+			free_ranges(t);
+			return -ENOMEM;
+		}
+	}
+	return 0;
+}
+
+static bool scan_ioctl_agrees(void);
+
+/* Read the log by PAGEMAP_SCAN where the kernel has it and reports the log
+ * as the pagemap read does (a probe on a mapping of our own). */
+static bool ioctl_usable(struct tracker *t)
+{
+	return scan_ioctl_agrees() && !ioctl_ready(t);
 }
 
 /* Huge TLB pages keep no soft-dirty bit of their own: clear_refs does not
@@ -457,9 +626,12 @@ static int softdirty_init_proc(struct tracker **out, const uint8_t *ram, size_t 
 	}
 	threads = scan_pool_threads(threads);
 	cut_chunks(t, threads);
+	t->use_ioctl = ioctl_usable(t);
+	t->st.read_by_ioctl = t->use_ioctl;
 	rc = scan_pool_init(&t->pool, threads, scan_work, t);
 	if (rc) {
 		munmap(t->shadow, npages * (size_t)PAGE);
+		free_ranges(t);
 		goto fail;
 	}
 	*out = t;
@@ -546,6 +718,17 @@ void softdirty_set_clear_every(struct tracker *t, unsigned n)
 	t->clear_every = n;
 }
 
+int softdirty_set_log_read(struct tracker *t, bool by_ioctl)
+{
+	int rc = by_ioctl ? ioctl_ready(t) : 0;
+
+	if (!rc) {
+		t->use_ioctl = by_ioctl;
+		t->st.read_by_ioctl = by_ioctl;
+	}
+	return rc;
+}
+
 static double smooth(double old, double now)
 {
 	return old <= 0 ? now : old + 0.3 * (now - old);
@@ -559,6 +742,22 @@ static void learn_costs(struct tracker *t, bool full, uint64_t compared, uint64_
 	if (!full && compared)
 		t->compare_cost_ns = smooth(t->compare_cost_ns, (double)ns_compare / (double)compared);
 	t->last_compared = compared;
+}
+
+/* A chunk whose ranges overflowed its buffer was read the old way; give it
+ * twice the room for the next scans, up to the most it can need (every
+ * other page a range). Without memory, it stays as it is: still sound. */
+static void grow_ranges(struct tracker *t, struct chunk *k)
+{
+	size_t most = (k->end - k->start) / 2 + 1;
+	size_t cap = k->ranges_cap * 2 < most ? k->ranges_cap * 2 : most;
+	struct scan_region *r;
+
+	t->st.ioctl_overflows++;
+	if (cap <= k->ranges_cap || !(r = realloc(k->ranges, cap * sizeof(*r))))
+		return;
+	k->ranges = r;
+	k->ranges_cap = cap;
 }
 
 static size_t softdirty_scan(struct tracker *t, uint32_t *dirty)
@@ -584,6 +783,7 @@ static size_t softdirty_scan(struct tracker *t, uint32_t *dirty)
 
 		atomic_store_explicit(&k->read, false, memory_order_relaxed);
 		k->full = full;
+		k->overflowed = false;
 		k->n = 0;
 		k->flagged = k->absent = k->compared = k->ns_loop = k->ns_compare = 0;
 	}
@@ -606,6 +806,8 @@ static size_t softdirty_scan(struct tracker *t, uint32_t *dirty)
 			memmove(dirty + n, dirty + k->start, k->n * sizeof(*dirty));
 		n += k->n;
 		part_full |= k->full;
+		if (k->overflowed)
+			grow_ranges(t, k);
 		t->st.flagged += k->flagged;
 		t->st.absent += k->absent;
 		t->st.compared += k->compared;
@@ -640,6 +842,7 @@ static void softdirty_fini(struct tracker *t)
 	close(t->clear_fd);
 	close(t->maps_fd);
 	munmap(t->shadow, t->npages * (size_t)PAGE);
+	free_ranges(t);
 	free(t->pm);
 	free(t);
 }
@@ -680,17 +883,28 @@ static int can_open(pid_t pid, const char *name, int flags, char *why, size_t le
 	return 0;
 }
 
-int softdirty_supported(pid_t pid, char *why, size_t len)
+/* PAGEMAP_SCAN over the probe's two pages, p written since the clear and
+ * p + PAGE not: exactly one range, p's, flagged and present. */
+static bool scan_reports(int pm, const uint8_t *p)
+{
+	struct scan_region r[2];
+	size_t n = 0;
+
+	return !scan_ranges(pm, (uintptr_t)p, (uintptr_t)p + 2 * PAGE, r, 2, &n) && n == 1 &&
+	       r[0].start == (uintptr_t)p && r[0].end == (uintptr_t)p + PAGE &&
+	       r[0].categories == (SCAN_IS_PRESENT | SCAN_IS_SOFT_DIRTY);
+}
+
+/* 0 if this kernel keeps the soft-dirty log (tried on a mapping of our own),
+ * else -ENOTSUP with the reason in why; *ioctl_ok: PAGEMAP_SCAN reports it
+ * too. */
+static int probe_log(bool *ioctl_ok, char *why, size_t len)
 {
 	int pm = -1, cr = -1, mfd = -1, rc = -ENOTSUP;
 	uint8_t *p = MAP_FAILED;
 	uint64_t e0, e1;
 
-	snprintf(why, len, "ok");
-	if (pid > 0 && ((rc = can_open(pid, "pagemap", O_RDONLY, why, len)) ||
-			(rc = can_open(pid, "clear_refs", O_WRONLY, why, len))))
-		return rc;
-	rc = -ENOTSUP;
+	*ioctl_ok = false;
 	/* A kernel without CONFIG_MEM_SOFT_DIRTY accepts "4" and does nothing:
 	 * try the log on a shared mapping of our own, as QEMU's RAM is. */
 	pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
@@ -735,6 +949,7 @@ int softdirty_supported(pid_t pid, char *why, size_t len)
 		snprintf(why, len, "clear_refs 4 does not clear the soft-dirty bit");
 		goto out;
 	}
+	*ioctl_ok = scan_reports(pm, p);
 	rc = 0;
 out:
 	if (p != MAP_FAILED)
@@ -746,6 +961,26 @@ out:
 	if (cr >= 0)
 		close(cr);
 	return rc;
+}
+
+int softdirty_supported(pid_t pid, char *why, size_t len)
+{
+	bool ioctl_ok;
+	int rc;
+
+	snprintf(why, len, "ok");
+	if (pid > 0 && ((rc = can_open(pid, "pagemap", O_RDONLY, why, len)) ||
+			(rc = can_open(pid, "clear_refs", O_WRONLY, why, len))))
+		return rc;
+	return probe_log(&ioctl_ok, why, len);
+}
+
+static bool scan_ioctl_agrees(void)
+{
+	char why[160];
+	bool ok;
+
+	return !probe_log(&ok, why, sizeof(why)) && ok;
 }
 
 const struct tracker_ops softdirty_tracker_ops = {

@@ -28,22 +28,54 @@ skip() { log "skip - $*"; log "SKIP $(basename "$0")"; exit 0; }
 	skip "no QEMU 10 for the nested host (make nested-qemu could not fetch it from" \
 	"bookworm-backports); KVM nested in this host's QEMU 7.2 is not steady enough to test on"
 
-KERNEL=$(find /boot -maxdepth 1 -name "vmlinuz-*-cloud-amd64" 2>/dev/null | sort -V | tail -n 1)
-[ -n "$KERNEL" ] || skip "no /boot/vmlinuz-*-cloud-amd64 (install linux-image-cloud-amd64)"
-[ -f "/lib/modules/${KERNEL#/boot/vmlinuz-}/kernel/arch/x86/kvm/kvm-amd.ko" ] ||
-	skip "no kvm-amd module for ${KERNEL#/boot/vmlinuz-}"
+# The nested host's kernel: this host's (Debian 12's 6.1, where soft-dirty
+# reads pagemap), or NESTED_VM_KERNEL_ROOT's. Not bookworm-backports' 6.12
+# (PAGEMAP_SCAN): KVM nested in it was not steady (its first run, on
+# 2026-12-06: the 2-vCPU guest reset itself, then the nested kernel's CPU 0
+# stalled); test_softdirty_failover.sh runs the replicator on 6.12.
+KROOT=${NESTED_VM_KERNEL_ROOT:-}
+KROOT=${KROOT%/}
+KERNEL=$(find "$KROOT/boot" -maxdepth 1 -name "vmlinuz-*-cloud-amd64" 2>/dev/null | sort -V | tail -n 1)
+[ -n "$KERNEL" ] || skip "no $KROOT/boot/vmlinuz-*-cloud-amd64 (make nested-qemu, or linux-image-cloud-amd64)"
+KVERSION=${KERNEL##*/vmlinuz-}
+compgen -G "$KROOT/lib/modules/$KVERSION/kernel/arch/x86/kvm/kvm-amd.ko*" > /dev/null ||
+	skip "no kvm-amd module for $KVERSION"
+case $KVERSION in
+6.[0-6].*|[0-5].*) LOG_READ=pagemap ;;
+*) LOG_READ=PAGEMAP_SCAN ;;
+esac
 [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || skip "no static /bin/busybox (busybox-static)"
 command -v qemu-system-x86_64 >/dev/null || skip "no qemu-system-x86_64"
 
+# run_vm LOG: the three tests in a fresh nested VM; its exit status.
+run_vm() {
+	NESTED_VM_KERNEL_ROOT=$KROOT "$ROOT/scripts/nested-vm" --kvm --net --mem 3G --timeout 600 -- \
+		env TEST_ACCEL=kvm TEST_SMP=2 GUEST_BOOT_TIMEOUT=120 EXPECT_LOG_READ=$LOG_READ \
+		bash -c 'EXPECT_TRACKER=soft-dirty DIRTY_MB_S=5 \
+		bash tests/integration/test_replica_exact.sh; a=$?;
+		FORMS="drive-qcow2 blockdev-raw" SKIP_REFUSALS=1 bash tests/integration/test_disk_forms.sh; b=$?;
+		bash tests/integration/test_output_commit.sh; c=$?;
+		echo "test_kvm: test_replica_exact.sh exit $a, test_disk_forms.sh exit $b, test_output_commit.sh exit $c";
+		[ $a = 0 ] && [ $b = 0 ] && [ $c = 0 ]' > "$1" 2>&1
+}
+
 start=$(now_ms)
-"$ROOT/scripts/nested-vm" --kvm --net --mem 3G --timeout 600 -- env TEST_ACCEL=kvm TEST_SMP=2 \
-	GUEST_BOOT_TIMEOUT=120 bash -c 'EXPECT_TRACKER=soft-dirty DIRTY_MB_S=5 \
-	bash tests/integration/test_replica_exact.sh; a=$?;
-	FORMS="drive-qcow2 blockdev-raw" SKIP_REFUSALS=1 bash tests/integration/test_disk_forms.sh; b=$?;
-	bash tests/integration/test_output_commit.sh; c=$?;
-	echo "test_kvm: test_replica_exact.sh exit $a, test_disk_forms.sh exit $b, test_output_commit.sh exit $c";
-	[ $a = 0 ] && [ $b = 0 ] && [ $c = 0 ]' > "$T/vm.log" 2>&1
+run_vm "$T/vm.log"
 rc=$?
+# KVM nested in TCG is not always steady (docs/SOFT-DIRTY.md, "With KVM":
+# on 2026-12-06, after 15 clean runs, a KVM guest's QEMU vanished in the
+# middle of an epoch, which the backup rightly took for a failure). A run
+# that failed is run once more in a fresh VM, its failures logged: a fault
+# of ours fails both.
+if [ "$rc" != 0 ] && [ "$rc" != 124 ]; then
+	log "first run failed (exit $rc) after $(( ($(now_ms) - start) / 1000 )) s:"
+	grep -a -e 'not ok - ' -e 'FAIL ' -e '^test_kvm:' -e ' error: ' "$T/vm.log" | sed 's/^/    /'
+	log "running the nested VM once more"
+	mv "$T/vm.log" "$T/vm.1.log"
+	start=$(now_ms)
+	run_vm "$T/vm.log"
+	rc=$?
+fi
 log "the VM ran $(( ($(now_ms) - start) / 1000 )) s:"
 grep -a -e ' ok - ' -e 'not ok - ' -e 'PASS ' -e 'FAIL ' -e '^nested-vm:' -e '^test_kvm:' "$T/vm.log" |
 	sed 's/^/    /'

@@ -13,7 +13,8 @@
 #     kill: the replicator must see it and give the log up for compare.
 # TEST_TRACKER=KIND runs it with --tracker KIND; EXPECT_TRACKER=KIND checks
 # which tracker the default (auto) chose (test_softdirty_failover.sh expects
-# soft-dirty, in a VM whose kernel has it). DIRTY_MB_S (default 20) is how
+# soft-dirty, in a VM whose kernel has it); EXPECT_LOG_READ=PAGEMAP_SCAN or
+# pagemap checks how soft-dirty read the log. DIRTY_MB_S (default 20) is how
 # fast the guest writes: under TCG nested in TCG, where the link's
 # encryption is emulated too, 20 MiB/s outruns the link and every epoch
 # grows to the whole working set.
@@ -66,6 +67,12 @@ if [ "$tracker" = soft-dirty ]; then
 	[ "$absent" -le $(( pages / 100 )) ] &&
 		pass "pages not in QEMU's page tables, compared per pause: $absent" ||
 		fail "$absent pages per pause not in QEMU's page tables (more than 1% of RAM)"
+	read_by=$(status_field softdirty_log_read)
+	if [ -n "${EXPECT_LOG_READ:-}" ]; then
+		[ "$read_by" = "$EXPECT_LOG_READ" ] &&
+			pass "the log was read by $read_by, as expected on Linux $(uname -r)" ||
+			fail "the log was read by $read_by, not $EXPECT_LOG_READ (Linux $(uname -r))"
+	fi
 fi
 
 if [ "${TEST_COMPRESS:-on}" = on ]; then

@@ -25,6 +25,9 @@
  * SOUNDNESS_CLEAR_EVERY=N clears the log at every N-th scan only (the
  * tracker's lazy clearing, forced: the bits then pile up over N rounds);
  * the default is the tracker's own choice, by cost.
+ * SOUNDNESS_PAGEMAP_READ=1 reads the log by the pagemap read even where the
+ * kernel has PAGEMAP_SCAN (Linux 6.7+), which the tracker uses by default;
+ * "softdirty: log read by ..." says which ran.
  * Prints "softdirty: rounds=R changed=C missed=M extra=E ..." and
  * "SOUNDNESS PASS" or "SOUNDNESS FAIL"; exit 0 on pass. */
 #include "tracker.h"
@@ -250,6 +253,10 @@ int main(int argc, char **argv)
 	if (getenv("SOUNDNESS_CLEAR_EVERY"))
 		softdirty_set_clear_every(t, (unsigned)strtoul(getenv("SOUNDNESS_CLEAR_EVERY"),
 							       NULL, 10));
+	if (getenv("SOUNDNESS_PAGEMAP_READ"))
+		softdirty_set_log_read(t, false);
+	softdirty_get_stats(t, &st);
+	printf("softdirty: log read by %s\n", st.read_by_ioctl ? "PAGEMAP_SCAN" : "pagemap");
 	/* As attach does: the first copy with the writer running. */
 	tracker_full_copy(&softdirty_tracker_ops, t, npages);
 	if (pressure)
@@ -327,9 +334,9 @@ int main(int argc, char **argv)
 	       " stale=%" PRIu64 "\n", rounds, changed, missed, extra, stale);
 	printf("softdirty: tracker scans=%" PRIu64 " flagged=%" PRIu64 " absent=%" PRIu64
 	       " compared=%" PRIu64 " reported=%" PRIu64 " full_scans=%" PRIu64
-	       " clears_skipped=%" PRIu64 "\n",
+	       " clears_skipped=%" PRIu64 " ioctl_overflows=%" PRIu64 "\n",
 	       st.scans, st.flagged, st.absent, st.compared, reported, st.full_scans,
-	       st.clears_skipped);
+	       st.clears_skipped, st.ioctl_overflows);
 	printf("softdirty: scan avg=%.3f ms max=%.3f ms, ShmemPmdMapped=%lu kB, %.1f s\n",
 	       pause_total * 1e3 / (rounds + 1), pause_max * 1e3, meminfo("ShmemPmdMapped"),
 	       now() - t0);
