@@ -467,6 +467,8 @@ static void softdirty_status(const struct memory_device *m, struct json_object *
 			       json_object_new_string(st.populate_error ? strerror(st.populate_error) : ""));
 	json_object_object_add(out, "softdirty_log_read",
 			       json_object_new_string(st.read_by_ioctl ? "PAGEMAP_SCAN" : "pagemap"));
+	json_object_object_add(out, "softdirty_ioctl_reads",
+			       json_object_new_int64((int64_t)st.ioctl_reads));
 	json_object_object_add(out, "softdirty_ioctl_overflows",
 			       json_object_new_int64((int64_t)st.ioctl_overflows));
 }

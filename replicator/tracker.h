@@ -112,11 +112,12 @@ struct softdirty_stats {
 	uint64_t populated;
 	int populate_error;
 	/* How the log is read: by the PAGEMAP_SCAN ioctl (Linux 6.7+: only the
-	 * ranges to compare), else the pagemap read of every page's entry; and
-	 * how many times a chunk's ranges overflowed their buffer (that chunk
-	 * was read the old way in that scan). */
+	 * ranges to compare), else the pagemap read of every page's entry; how
+	 * many chunk reads the ioctl served, and how many times a chunk's
+	 * ranges overflowed their buffer (that chunk was read the old way in
+	 * that scan). */
 	bool read_by_ioctl;
-	uint64_t ioctl_overflows;
+	uint64_t ioctl_reads, ioctl_overflows;
 };
 /* t must come from softdirty_tracker_ops. */
 void softdirty_get_stats(const struct tracker *t, struct softdirty_stats *s);

@@ -138,6 +138,7 @@ struct tracker {
 	unsigned nchunks;
 	struct chunk chunks[MAX_CHUNKS];
 	atomic_uint next_read, reads_done, next_loop;
+	atomic_uint_fast64_t ioctl_reads;  /* chunks read by PAGEMAP_SCAN, all scans */
 	int clear_rc;                  /* written by the thread that clears */
 	bool skip_clear;               /* this scan leaves the log as it is */
 	uint64_t ns_reads_end, ns_clear_end;
@@ -339,8 +340,12 @@ static int scan_ranges(int pagemap_fd, uintptr_t from, uintptr_t to, struct scan
 	while (got < 0 && errno == EINTR);
 	if (got < 0)
 		return -errno;
-	if (a.walk_end != to)
-		return 1;  /* the buffer filled before the walk's end */
+	/* The walk stops early only when our buffer is full. A full buffer
+	 * with walk_end short of the end is an overflow; walk_end alone does
+	 * not tell, as the kernel leaves it where its own 512-range bounce
+	 * buffer last filled even when the walk then went on to the end. */
+	if ((size_t)got >= cap && a.walk_end != to)
+		return 1;
 	*n = (size_t)got;
 	return 0;
 }
@@ -359,6 +364,7 @@ static void read_chunk(struct tracker *t, struct chunk *k)
 		k->overflowed = rc == 1;
 		if (!rc) {
 			k->by_ranges = true;
+			atomic_fetch_add_explicit(&t->ioctl_reads, 1, memory_order_relaxed);
 			return;
 		}
 	}
@@ -537,7 +543,7 @@ static int ioctl_ready(struct tracker *t)
 		return rc;
 	for (unsigned i = 0; i < t->nchunks; i++) {
 		struct chunk *k = &t->chunks[i];
-		size_t most = (k->end - k->start) / 2 + 1;
+		size_t most = k->end - k->start;
 
 		if (k->ranges)
 			continue;
@@ -745,11 +751,13 @@ static void learn_costs(struct tracker *t, bool full, uint64_t compared, uint64_
 }
 
 /* A chunk whose ranges overflowed its buffer was read the old way; give it
- * twice the room for the next scans, up to the most it can need (every
- * other page a range). Without memory, it stays as it is: still sound. */
+ * twice the room for the next scans, up to the most it can need (a range
+ * per page: neighbours of different categories, say flagged and not
+ * present, are ranges of their own). Without memory, it stays as it is:
+ * still sound. */
 static void grow_ranges(struct tracker *t, struct chunk *k)
 {
-	size_t most = (k->end - k->start) / 2 + 1;
+	size_t most = k->end - k->start;
 	size_t cap = k->ranges_cap * 2 < most ? k->ranges_cap * 2 : most;
 	struct scan_region *r;
 
@@ -855,6 +863,7 @@ void softdirty_give_up(struct tracker *t)
 void softdirty_get_stats(const struct tracker *t, struct softdirty_stats *s)
 {
 	*s = t->st;
+	s->ioctl_reads = atomic_load_explicit(&t->ioctl_reads, memory_order_relaxed);
 }
 
 static int pagemap_entry(int fd, const void *addr, uint64_t *e)

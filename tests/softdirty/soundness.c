@@ -334,9 +334,9 @@ int main(int argc, char **argv)
 	       " stale=%" PRIu64 "\n", rounds, changed, missed, extra, stale);
 	printf("softdirty: tracker scans=%" PRIu64 " flagged=%" PRIu64 " absent=%" PRIu64
 	       " compared=%" PRIu64 " reported=%" PRIu64 " full_scans=%" PRIu64
-	       " clears_skipped=%" PRIu64 " ioctl_overflows=%" PRIu64 "\n",
+	       " clears_skipped=%" PRIu64 " ioctl_reads=%" PRIu64 " ioctl_overflows=%" PRIu64 "\n",
 	       st.scans, st.flagged, st.absent, st.compared, reported, st.full_scans,
-	       st.clears_skipped, st.ioctl_overflows);
+	       st.clears_skipped, st.ioctl_reads, st.ioctl_overflows);
 	printf("softdirty: scan avg=%.3f ms max=%.3f ms, ShmemPmdMapped=%lu kB, %.1f s\n",
 	       pause_total * 1e3 / (rounds + 1), pause_max * 1e3, meminfo("ShmemPmdMapped"),
 	       now() - t0);
