@@ -522,6 +522,14 @@ static void cut_chunks(struct tracker *t, unsigned threads)
 	}
 }
 
+/* The most ranges a chunk's pages can make: a range per page (neighbours
+ * of different categories, say flagged and not present, are ranges of their
+ * own); 1 for a chunk left empty by cut_chunks, so its buffer exists. */
+static size_t ranges_most(const struct chunk *k)
+{
+	return k->end > k->start ? k->end - k->start : 1;
+}
+
 static void free_ranges(struct tracker *t)
 {
 	for (unsigned i = 0; i < t->nchunks; i++) {
@@ -543,7 +551,7 @@ static int ioctl_ready(struct tracker *t)
 		return rc;
 	for (unsigned i = 0; i < t->nchunks; i++) {
 		struct chunk *k = &t->chunks[i];
-		size_t most = k->end - k->start;
+		size_t most = ranges_most(k);
 
 		if (k->ranges)
 			continue;
@@ -751,13 +759,11 @@ static void learn_costs(struct tracker *t, bool full, uint64_t compared, uint64_
 }
 
 /* A chunk whose ranges overflowed its buffer was read the old way; give it
- * twice the room for the next scans, up to the most it can need (a range
- * per page: neighbours of different categories, say flagged and not
- * present, are ranges of their own). Without memory, it stays as it is:
- * still sound. */
+ * twice the room for the next scans, up to the most it can need. Without
+ * memory, it stays as it is: still sound. */
 static void grow_ranges(struct tracker *t, struct chunk *k)
 {
-	size_t most = k->end - k->start;
+	size_t most = ranges_most(k);
 	size_t cap = k->ranges_cap * 2 < most ? k->ranges_cap * 2 : most;
 	struct scan_region *r;
 

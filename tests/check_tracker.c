@@ -1038,6 +1038,35 @@ out:
 }
 END_TEST
 
+/* Tiny RAM: 13 pages in 12 chunks (3 threads) leaves chunks empty; they
+ * get a buffer too, and the ranges find the written pages. */
+START_TEST(test_softdirty_ranges_tiny_ram)
+{
+	struct sd_fixture fx;
+	struct softdirty_stats st;
+	int rc;
+
+	sd_open(&fx, 13, thread_counts[_i]);
+	rc = softdirty_set_log_read(fx.t, true);
+	if (rc == -ENOTTY) {
+		printf("test_softdirty_ranges_tiny_ram: skipped: no PAGEMAP_SCAN in this kernel\n");
+		goto out;
+	}
+	ck_assert_int_eq(rc, 0);
+	ck_assert_uint_eq(softdirty_tracker_ops.scan(fx.t, fx.dirty), 0);
+	fx.ram[12 * PAGE + 7] ^= 1;
+	fx.ram[1 * PAGE] ^= 4;
+	ck_assert_uint_eq(softdirty_tracker_ops.scan(fx.t, fx.dirty), 2);
+	ck_assert_uint_eq(fx.dirty[0], 1);
+	ck_assert_uint_eq(fx.dirty[1], 12);
+	softdirty_get_stats(fx.t, &st);
+	ck_assert_uint_gt(st.ioctl_reads, 0);
+	ck_assert_uint_eq(st.ioctl_overflows, 0);
+out:
+	sd_close(&fx);
+}
+END_TEST
+
 /* Lazy clearing forced to every third scan: the scans in between leave
  * the log as it is, and the pages written are still found exactly (here
  * every entry is absent, so every page is compared whatever the log says;
@@ -1129,6 +1158,7 @@ static Suite *tracker_suite(void)
 	ADD(s, test_softdirty_untouched_pages_match_reference, 60);
 	ADD(s, test_softdirty_lazy_clear, 5);
 	ADD(s, test_softdirty_ranges_agree_with_pagemap_read, 30);
+	ADD(s, test_softdirty_ranges_tiny_ram, 5);
 	tc = tcase_create("softdirty_hugetlbfs");
 	tcase_add_test(tc, test_softdirty_refuses_hugetlbfs);
 	suite_add_tcase(s, tc);
