@@ -64,9 +64,9 @@ run_vm "$T/vm.log"
 rc=$?
 # KVM nested in TCG is not always steady (docs/SOFT-DIRTY.md, "With KVM":
 # on 2026-12-06, after 15 clean runs, a KVM guest's QEMU vanished in the
-# middle of an epoch, which the backup rightly took for a failure). A run
-# that failed is run once more in a fresh VM, its failures logged: a fault
-# of ours fails both.
+# middle of an epoch, which the backup rightly took for a failure; not
+# diagnosed). A run that failed is run once more in a fresh VM, its
+# failures logged: a fault that shows every time fails both.
 if [ "$rc" != 0 ] && [ "$rc" != 124 ]; then
 	log "first run failed (exit $rc) after $(( ($(now_ms) - start) / 1000 )) s:"
 	grep -a -e 'not ok - ' -e 'FAIL ' -e '^test_kvm:' -e ' error: ' "$T/vm.log" | sed 's/^/    /'
