@@ -383,6 +383,22 @@ static inline bool sync_page(struct tracker *t, size_t i)
 	return true;
 }
 
+/* One untrusted page i (rule 2): counted as flagged or not present,
+ * compared with the shadow and, if it changed, listed at out[n]; returns
+ * the new count of listed pages. */
+static inline size_t compare_untrusted(struct tracker *t, struct chunk *k, size_t i,
+				       bool flagged, uint32_t *out, size_t n)
+{
+	if (flagged)
+		k->flagged++;
+	else
+		k->absent++;
+	k->compared++;
+	if (sync_page(t, i))
+		out[n++] = (uint32_t)i;
+	return n;
+}
+
 /* Compare the pages of k's ranges (all of them untrusted), writing the
  * changed ones at out; how many. The kernel clips ranges to the walk, but
  * a range outside the chunk is not trusted to be impossible. */
@@ -399,17 +415,8 @@ static size_t compare_ranges(struct tracker *t, struct chunk *k, uint32_t *out)
 		uintptr_t to = g->end > hi ? hi : (uintptr_t)g->end;
 		bool flagged = g->categories & SCAN_IS_SOFT_DIRTY;
 
-		for (uintptr_t a = from; a < to; a += PAGE) {
-			size_t i = (a - t->base) / PAGE;
-
-			if (flagged)
-				k->flagged++;
-			else
-				k->absent++;
-			k->compared++;
-			if (sync_page(t, i))
-				out[n++] = (uint32_t)i;
-		}
+		for (uintptr_t a = from; a < to; a += PAGE)
+			n = compare_untrusted(t, k, (a - t->base) / PAGE, flagged, out, n);
 		if (to > next)
 			next = to;
 	}
@@ -452,17 +459,9 @@ static void loop_chunk(struct tracker *t, struct chunk *k)
 		}
 		uint64_t c0 = now_ns();
 
-		for (size_t j = 0; j < m; j++, i++) {
-			if (!UNTRUSTED(e[j]))
-				continue;
-			if (e[j] & PM_SOFTDIRTY)
-				k->flagged++;
-			else
-				k->absent++;
-			k->compared++;
-			if (sync_page(t, i))
-				out[n++] = (uint32_t)i;
-		}
+		for (size_t j = 0; j < m; j++, i++)
+			if (UNTRUSTED(e[j]))
+				n = compare_untrusted(t, k, i, e[j] & PM_SOFTDIRTY, out, n);
 		k->ns_compare += now_ns() - c0;
 	}
 out:

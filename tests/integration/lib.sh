@@ -110,6 +110,18 @@ guest_domain_xml() {
 }
 
 # A free TCP port on loopback.
+# log_read_on KERNEL_VERSION: how the soft-dirty tracker reads the log on
+# that kernel: PAGEMAP_SCAN from Linux 6.7 on, pagemap before.
+log_read_on() {
+	local major=${1%%.*} minor=${1#*.}
+	minor=${minor%%[!0-9]*}
+	if [ "$major" -gt 6 ] || { [ "$major" = 6 ] && [ "${minor:-0}" -ge 7 ]; }; then
+		echo PAGEMAP_SCAN
+	else
+		echo pagemap
+	fi
+}
+
 free_port() {
 	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }

@@ -40,10 +40,7 @@ KERNEL=$(find "$KROOT/boot" -maxdepth 1 -name "vmlinuz-*-cloud-amd64" 2>/dev/nul
 KVERSION=${KERNEL##*/vmlinuz-}
 compgen -G "$KROOT/lib/modules/$KVERSION/kernel/arch/x86/kvm/kvm-amd.ko*" > /dev/null ||
 	skip "no kvm-amd module for $KVERSION"
-case $KVERSION in
-6.[0-6].*|[0-5].*) LOG_READ=pagemap ;;
-*) LOG_READ=PAGEMAP_SCAN ;;
-esac
+LOG_READ=$(log_read_on "$KVERSION")
 [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || skip "no static /bin/busybox (busybox-static)"
 command -v qemu-system-x86_64 >/dev/null || skip "no qemu-system-x86_64"
 

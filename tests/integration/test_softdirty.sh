@@ -181,13 +181,8 @@ check_run pagemap-read 500
 # (6.7+), except the run told to read pagemap; pagemap everywhere before.
 reads=$(tr -d '\r' < "$LOG" | awk '/^=== run /{run=$3} /^softdirty: log read by/{print run "=" $5}' |
 	tr '\n' ' ')
-major=${KVERSION%%.*} minor=${KVERSION#*.}
-minor=${minor%%[!0-9]*}
-if [ "$major" -gt 6 ] || { [ "$major" = 6 ] && [ "$minor" -ge 7 ]; }; then
-	want="plain=PAGEMAP_SCAN plain-2threads=PAGEMAP_SCAN lazy-clear=PAGEMAP_SCAN"
-else
-	want="plain=pagemap plain-2threads=pagemap lazy-clear=pagemap"
-fi
+by=$(log_read_on "$KVERSION")
+want="plain=$by plain-2threads=$by lazy-clear=$by"
 [[ " $reads" == *" $want "* && "$reads" == *"pagemap-read=pagemap"* ]] &&
 	pass "Linux $KVERSION: the log was read as it should be: $reads" ||
 	fail "Linux $KVERSION: want $want ... pagemap-read=pagemap; the runs read: $reads"
