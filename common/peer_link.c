@@ -222,7 +222,10 @@ static void connect_done(struct peer_link *l)
 	start_secure(l);
 }
 
-static void read_frames(struct peer_link *l)
+/* Handle the frames that have come in, for at most read_slice_ms if
+ * sliced. False when the link failed or the owner closed it meanwhile (not
+ * to be touched again). */
+static bool read_frames(struct peer_link *l, bool sliced)
 {
 	double until = mono_ms() + l->read_slice_ms;
 
@@ -234,25 +237,25 @@ static void read_frames(struct peer_link *l)
 		 * starts the next checkpoint) is ours, not the peer's silence. */
 		ev_now_update(l->loop);
 		l->last_rx = ev_now(l->loop);
-		if (l->read_slice_ms > 0 && mono_ms() > until) {
+		if (sliced && l->read_slice_ms > 0 && mono_ms() > until) {
 			/* Decrypted bytes may wait in the session with the
 			 * socket drained: make sure we are called again. */
 			if (l->tls && gnutls_record_check_pending(l->tls))
 				ev_feed_event(l->loop, &l->rio, EV_READ);
-			return;
+			return true;
 		}
 		l->reader.max_len = l->state == PEER_LINK_ESTABLISHED ? 0 : l->unadmitted_max_frame;
 		rc = frame_reader_read_io(&l->reader, &l->io);
 		if (rc == 0)
-			return;
+			return true;
 		if (rc < 0) {
 			fail(l, rc, "%s", rc == -EPIPE ? "connection closed" :
 			     rc == -EBADMSG || rc == -EMSGSIZE || rc == -EPROTONOSUPPORT ?
 			     "unreadable stream" : strerror(-rc));
-			return;
+			return false;
 		}
 		if (!l->ops->on_frame(l, &l->reader.hdr, l->reader.payload) || !peer_link_open(l))
-			return;
+			return false;
 	}
 }
 
@@ -263,7 +266,7 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
 	if (l->state == PEER_LINK_TLS)
 		tls_step(l);
 	else if (peer_link_open(l))
-		read_frames(l);
+		read_frames(l, true);
 }
 
 /* Closing with unread input would send a reset that can destroy our last
@@ -296,6 +299,20 @@ void peer_link_close_when_sent(struct peer_link *l)
 		ev_io_start(l->loop, &l->wio);
 }
 
+/* The peer's last frames came before it went: read them first, so that a
+ * GOODBYE waiting there is a planned close, not a lost peer (a backup
+ * would take over from a primary that lives). */
+static void send_failed(struct peer_link *l, int rc)
+{
+	/* what is read now came before the failure, not after */
+	ev_tstamp heard = l->last_rx;
+
+	if (!read_frames(l, false))
+		return;
+	l->last_rx = heard;
+	fail(l, rc, "sending failed: %s", strerror(-rc));
+}
+
 static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct peer_link *l = w->data;
@@ -315,7 +332,7 @@ static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
 	else if (rc == 1)
 		ev_io_stop(loop, w);
 	else if (rc < 0)
-		fail(l, rc, "sending failed: %s", strerror(-rc));
+		send_failed(l, rc);
 }
 
 static void on_deadline(struct ev_loop *loop, ev_timer *w, int revents)
@@ -455,6 +472,39 @@ int peer_link_flush_for(struct peer_link *l, int ms)
 			break;
 		poll(&pfd, 1, left);
 	}
+	return rc;
+}
+
+int peer_link_finish(struct peer_link *l, int ms)
+{
+	double deadline = mono_ms() + ms;
+	int rc = peer_link_flush_for(l, ms);
+	char buf[4096];
+
+	if (rc == 1) {
+		shutdown(l->fd, SHUT_WR);
+		rc = 0;
+		for (;;) {
+			struct pollfd pfd = { .fd = l->fd, .events = POLLIN };
+			int left = (int)(deadline - mono_ms()), ready;
+			ssize_t n;
+
+			if (left <= 0)
+				break;
+			/* a hook's SIGCHLD must not cut the wait short */
+			ready = poll(&pfd, 1, left);
+			if (ready < 0 && errno == EINTR)
+				continue;
+			if (ready <= 0)
+				break;
+			n = recv(l->fd, buf, sizeof(buf), MSG_DONTWAIT);
+			if (n == 0)
+				rc = 1;
+			if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+				break;
+		}
+	}
+	peer_link_close(l);
 	return rc;
 }
 

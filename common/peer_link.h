@@ -112,6 +112,14 @@ void peer_link_drop_unsent(struct peer_link *l);
  * GOODBYE before exit, HANDOVER_DONE). 1 all written, 0 time ran out,
  * -errno. */
 int peer_link_flush_for(struct peer_link *l, int ms);
+/* Last words, then a clean end: write what is queued, end our side and
+ * read (and drop) what the peer still sends until it closes too, all
+ * within ms, blocking; then close. Closing with the peer's bytes unread
+ * would send a reset, which aborts what the peer has not acknowledged
+ * yet: a GOODBYE lost on the way would never be sent again, and the peer
+ * would take the reset for our death. 1: the peer read it all and closed,
+ * 0: time ran out, -errno. */
+int peer_link_finish(struct peer_link *l, int ms);
 /* Bytes the peer sent that we have not handled yet (in the socket, or
  * decrypted and waiting in the TLS session). */
 size_t peer_link_unread(const struct peer_link *l);

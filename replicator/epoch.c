@@ -694,8 +694,13 @@ void epoch_on_nack(struct replicator *r, uint64_t id, const char *why)
 
 void epoch_on_backup_lost(struct replicator *r, const char *why)
 {
+	epoch_backup_gone(r, why, peer_link_up(&r->link));
+}
+
+void epoch_backup_gone(struct replicator *r, const char *why, bool link_was_up)
+{
 	/* Say it once per loss, not at every failed reconnect. */
-	bool announce = peer_link_up(&r->link) || prot_link(&r->state) != PROT_UNPROTECTED;
+	bool announce = link_was_up || prot_link(&r->state) != PROT_UNPROTECTED;
 
 	peer_link_close(&r->link);
 	r->session_synced = false;

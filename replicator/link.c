@@ -51,16 +51,22 @@ void link_goodbye(struct replicator *r, const char *why)
 
 /* We drop a working link while the VM is healthy (to resync, say): tell
  * the backup with a GOODBYE first, or it would take the closed connection
- * for the primary's death and start a second copy of the VM. Blocks for at
- * most GOODBYE_FLUSH_MS; the VM is running meanwhile. */
+ * for the primary's death and start a second copy of the VM; and wait for
+ * it to close in turn (peer_link_finish). Blocks for at most
+ * GOODBYE_FLUSH_MS; the VM is running meanwhile. */
 void link_drop_alive(struct replicator *r, const char *why)
 {
-	if (peer_link_up(&r->link)) {
+	bool was_up = peer_link_up(&r->link);
+
+	if (was_up) {
 		link_goodbye(r, why);
-		if (peer_link_flush_for(&r->link, GOODBYE_FLUSH_MS) != 1)
+		if (peer_link_finish(&r->link, GOODBYE_FLUSH_MS) != 1) {
 			log_warn("GOODBYE to the backup may not have arrived: it may take over");
+			/* held output waits as on a broken link */
+			r->backup_may_take_over = true;
+		}
 	}
-	epoch_on_backup_lost(r, why);
+	epoch_backup_gone(r, why, was_up);
 }
 
 int link_push(struct replicator *r, unsigned type, uint64_t epoch,

@@ -85,7 +85,7 @@ void replicator_notify(struct replicator *r, const char *event, const char *reas
 static void final_flush(struct replicator *r)
 {
 	if (peer_link_up(&r->link))
-		peer_link_flush_for(&r->link, FINAL_FLUSH_MS);
+		peer_link_finish(&r->link, FINAL_FLUSH_MS);
 }
 
 void replicator_leave(struct replicator *r, int exit_code)

@@ -194,6 +194,9 @@ void epoch_start_sync(struct replicator *r);
 void epoch_on_ack(struct replicator *r, uint64_t epoch);
 void epoch_on_nack(struct replicator *r, uint64_t epoch, const char *why);
 void epoch_on_backup_lost(struct replicator *r, const char *why);
+/* The same for a link already closed; link_was_up: it was up until then
+ * (the loss is said in the log). */
+void epoch_backup_gone(struct replicator *r, const char *why, bool link_was_up);
 /* Start the next epoch's timer (from now, as long as the policy says). */
 void epoch_arm_timer(struct replicator *r);
 /* The epoch timer: end the epoch, or let a busy VM's replies gather. */

@@ -11,7 +11,10 @@
 
 #include <check.h>
 #include <errno.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -185,6 +188,29 @@ static void backup_error(struct peer_link *l, int err, const char *why)
 static const struct peer_link_ops backup_ops = { .on_frame = backup_frame,
 						 .on_error = backup_error };
 
+/* The agent closes its end once the primary has said GOODBYE and ended
+ * its own; the replicator waits for that (peer_link_finish) while our loop
+ * stands still, so a thread answers for the fake backup: when the
+ * primary's end is shut, it shuts the backup's (the frames stay there for
+ * the backup's link to read). */
+static pthread_t closer;
+static atomic_bool closer_stop;
+static bool closer_joined;
+static int closer_fd;
+
+static void *close_when_primary_ends(void *arg)
+{
+	struct pollfd pfd = { .fd = closer_fd, .events = POLLRDHUP };
+
+	(void)arg;
+	while (!atomic_load(&closer_stop))
+		if (poll(&pfd, 1, 20) > 0 && (pfd.revents & (POLLRDHUP | POLLHUP))) {
+			shutdown(pfd.fd, SHUT_WR);
+			break;
+		}
+	return NULL;
+}
+
 static void primary_error(struct peer_link *l, int err, const char *why)
 {
 	peer_link_close(l);
@@ -266,10 +292,17 @@ static void setup(void)
 	peer_link_established(&r.link);
 	peer_link_established(&backup.link);
 	ck_assert(peer_link_up(&r.link));
+	atomic_store(&closer_stop, false);
+	closer_fd = backup.link.fd;
+	closer_joined = false;
+	ck_assert_int_eq(pthread_create(&closer, NULL, close_when_primary_ends, NULL), 0);
 }
 
 static void teardown(void)
 {
+	atomic_store(&closer_stop, true);
+	if (!closer_joined)
+		ck_assert_int_eq(pthread_join(closer, NULL), 0);
 	verify_free(&r);
 	peer_link_close(&r.link);
 	peer_link_close(&backup.link);
@@ -442,6 +475,28 @@ START_TEST(test_output_held_while_the_backup_may_take_over)
 	r.link.last_rx = ev_now(r.loop);
 	epoch_on_backup_lost(&r, "test: silence");
 	ck_assert_str_eq(trail, "");
+	ck_assert(ev_is_active(&r.release_timer));
+}
+END_TEST
+
+/* A GOODBYE whose arrival the backup does not confirm by closing in
+ * turn (here it never answers) may be lost: the backup may take over, so
+ * output waits as on a broken link. */
+START_TEST(test_an_unconfirmed_goodbye_holds_output)
+{
+	int nacks = 0;
+
+	atomic_store(&closer_stop, true);
+	ck_assert_int_eq(pthread_join(closer, NULL), 0);
+	closer_joined = true;
+	synced();
+	epoch_checkpoint(&r);
+	while (peer_link_up(&r.link) && nacks < 20) {
+		epoch_on_nack(&r, 1, "test: the backup cannot take it");
+		nacks++;
+	}
+	ck_assert(!peer_link_up(&r.link));
+	ck_assert_ptr_null(strstr(trail, "protect(off)"));
 	ck_assert(ev_is_active(&r.release_timer));
 }
 END_TEST
@@ -690,6 +745,7 @@ int main(void)
 	tcase_add_test(tc, test_an_epoch_refused_again_and_again_starts_over);
 	tcase_add_test(tc, test_backup_lost_mid_epoch_releases_and_forgets_the_epoch);
 	tcase_add_test(tc, test_output_held_while_the_backup_may_take_over);
+	tcase_add_test(tc, test_an_unconfirmed_goodbye_holds_output);
 	tcase_add_test(tc, test_a_vm_not_running_skips_the_barrier);
 	tcase_add_test(tc, test_a_failed_capture_resumes_the_vm_and_resyncs);
 	tcase_add_test(tc, test_a_device_asks_its_context_what_the_pipeline_acts_on);

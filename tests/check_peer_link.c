@@ -8,6 +8,7 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -25,6 +26,8 @@ struct side {
 	uint32_t last_len;
 	bool last_ok;            /* payload matched its CRC */
 	uint8_t first_byte, last_byte;
+	bool close_on_goodbye;   /* as the agent does: a planned close */
+	int goodbyes;
 };
 
 struct pair {
@@ -52,6 +55,11 @@ static bool on_frame(struct peer_link *l, const struct frame_hdr *h, const uint8
 	s->last_ok = proto_check_payload(h, payload) == 0;
 	s->first_byte = h->len ? payload[0] : 0;
 	s->last_byte = h->len ? payload[h->len - 1] : 0;
+	if (h->type == FRAME_GOODBYE && s->close_on_goodbye) {
+		s->goodbyes++;
+		peer_link_close(l);
+		return false;
+	}
 	return true;
 }
 
@@ -379,6 +387,109 @@ START_TEST(test_close_when_sent)
 }
 END_TEST
 
+/* The primary said GOODBYE and closed while our ack was on its way: its
+ * close (with our ack unread) resets the connection, and our next send
+ * fails. The GOODBYE that came before must still be read as a planned
+ * close, not the send's failure taken for a lost peer (a backup would
+ * take over from a primary that lives). The read watcher is held back so
+ * that the send comes first, as it may in any turn of the loop. */
+START_TEST(test_goodbye_before_a_failed_send)
+{
+	struct pair p;
+	struct iovec iov = { .iov_base = "ack", .iov_len = 3 };
+	struct iovec bye = { .iov_base = "detached", .iov_len = 8 };
+
+	pair_setup(&p, _i == 1);
+	client_connect(&p, _i == 1 ? NULL : p.key);
+	RUN_UNTIL(&p, 5, p.server.opened && p.client.opened);
+	p.server.close_on_goodbye = true;
+	ck_assert_int_eq(peer_link_push(&p.client.link, FRAME_GOODBYE, 0, &bye, 1, NULL, NULL), 0);
+	ck_assert_int_eq(peer_link_flush_for(&p.client.link, 1000), 1);
+	ck_assert_int_eq(peer_link_push(&p.server.link, FRAME_HEARTBEAT, 0, &iov, 1, NULL, NULL), 0);
+	ck_assert_int_eq(peer_link_flush_for(&p.server.link, 1000), 1);
+	usleep(20000);
+	peer_link_close(&p.client.link); /* the heartbeat unread: a reset */
+	usleep(20000);
+	ev_io_stop(p.loop, &p.server.link.rio);
+	ck_assert_int_eq(peer_link_push(&p.server.link, FRAME_HEARTBEAT, 0, &iov, 1, NULL, NULL), 0);
+	RUN_UNTIL(&p, 2, p.server.goodbyes || p.server.err);
+	ck_assert_msg(p.server.goodbyes == 1 && p.server.err == 0, "goodbyes %d, error %d (%s)",
+		      p.server.goodbyes, p.server.err, p.server.why);
+	ck_assert_int_eq(p.server.link.state, PEER_LINK_IDLE);
+	pair_teardown(&p);
+}
+END_TEST
+
+struct raw_reader {
+	int fd;
+	bool close_at_eof;
+	size_t bytes;
+	int end; /* 0 the peer closed, else -errno */
+};
+
+static void *read_to_the_end(void *arg)
+{
+	struct raw_reader *r = arg;
+	char buf[4096];
+	ssize_t n;
+
+	while ((n = recv(r->fd, buf, sizeof(buf), 0)) > 0)
+		r->bytes += (size_t)n;
+	r->end = n == 0 ? 0 : -errno;
+	if (r->close_at_eof)
+		close(r->fd);
+	return NULL;
+}
+
+/* peer_link_finish: the GOODBYE goes out, our side ends, what the peer
+ * sent and we never read is drained, so the peer sees the frame and a
+ * clean end (no reset), and we wait for its close. */
+START_TEST(test_finish_ends_cleanly)
+{
+	struct pair p;
+	struct iovec bye = { .iov_base = "detached", .iov_len = 8 };
+	struct raw_reader r = { .close_at_eof = true };
+	char unread[1000] = { 0 };
+	pthread_t th;
+
+	pair_setup(&p, true);
+	r.fd = raw_peer(&p);
+	RUN_UNTIL(&p, 2, p.server.opened);
+	ck_assert(p.server.opened);
+	ck_assert_int_eq(write(r.fd, unread, sizeof(unread)), (ssize_t)sizeof(unread));
+	usleep(20000); /* in our socket, never read by the link */
+	ck_assert_int_eq(peer_link_push(&p.server.link, FRAME_GOODBYE, 0, &bye, 1, NULL, NULL), 0);
+	ck_assert_int_eq(pthread_create(&th, NULL, read_to_the_end, &r), 0);
+	ck_assert_int_eq(peer_link_finish(&p.server.link, 2000), 1);
+	ck_assert_int_eq(pthread_join(th, NULL), 0);
+	ck_assert_msg(r.end == 0, "the peer's read ended with %s", strerror(-r.end));
+	ck_assert_uint_eq(r.bytes, PROTO_HDR_SIZE + bye.iov_len);
+	ck_assert_int_eq(p.server.link.state, PEER_LINK_IDLE);
+	pair_teardown(&p);
+}
+END_TEST
+
+/* A peer that never closes costs finish its time, no more. */
+START_TEST(test_finish_gives_up_in_time)
+{
+	struct pair p;
+	int fd;
+	double t0;
+
+	pair_setup(&p, true);
+	fd = raw_peer(&p);
+	RUN_UNTIL(&p, 2, p.server.opened);
+	peer_link_push(&p.server.link, FRAME_GOODBYE, 0, NULL, 0, NULL, NULL);
+	t0 = ev_time();
+	ck_assert_int_eq(peer_link_finish(&p.server.link, 300), 0);
+	ck_assert_msg(ev_time() - t0 >= 0.25 && ev_time() - t0 < 1.0, "%.2f s",
+		      ev_time() - t0);
+	ck_assert_int_eq(p.server.link.state, PEER_LINK_IDLE);
+	close(fd);
+	pair_teardown(&p);
+}
+END_TEST
+
 START_TEST(test_connect_refused)
 {
 	struct pair p;
@@ -462,6 +573,9 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_unadmitted_frame_limit);
 	tcase_add_test(tc, test_reset_mid_handshake);
 	tcase_add_test(tc, test_close_when_sent);
+	tcase_add_loop_test(tc, test_goodbye_before_a_failed_send, 0, 2);
+	tcase_add_test(tc, test_finish_ends_cleanly);
+	tcase_add_test(tc, test_finish_gives_up_in_time);
 	tcase_add_test(tc, test_connect_refused);
 	tcase_add_test(tc, test_key_parse);
 	tcase_add_test(tc, test_key_file_checks);
