@@ -25,7 +25,7 @@ trap 'rm -f "$BIN" "$ROOT/build/bin/softdirty-read-vm.sh"' EXIT
 gcc -static -O2 -std=gnu11 -D_GNU_SOURCE -DTRACKER_HASH_NO_DISPATCH -Wall -Wextra -Werror \
 	-I"$ROOT/replicator" -o "$BIN" "$ROOT/bench/trackers.c" "$ROOT/replicator/tracker_compare.c" \
 	"$ROOT/replicator/tracker_hash.c" "$ROOT/replicator/tracker_softdirty.c" \
-	"$ROOT/replicator/scan_pool.c" -lxxhash -lpthread
+	"$ROOT/replicator/lazy_clear.c" "$ROOT/replicator/scan_pool.c" -lxxhash -lpthread
 
 # runs KIND_ENV: one line per size and way of reading, "mode line"
 runs() {
@@ -73,8 +73,8 @@ KROOT=$("$ROOT/scripts/nested-host-qemu" --kernel)
 NESTED_VM_KERNEL_ROOT=$KROOT "$ROOT/scripts/nested-vm" --cpu qemu64 --mem 6G --shm 5G --timeout 1500 -- \
 	bash build/bin/softdirty-read-vm.sh > "$OUT.vm" 2>&1 || true
 echo
-echo "In $(grep -ao 'nested-vm: kernel [^,]*' "$OUT.vm" | cut -d' ' -f3) under TCG (scripts/nested-vm --cpu qemu64), $THREADS threads, $RATE MB/s random writes, ${EPOCH_MS} ms epochs, $ROUNDS rounds; ms per scan (p50 / thread time of the loop):"
+echo "In $(grep -ao 'nested-vm: kernel [^,]*' "$OUT.vm" | cut -d' ' -f3) under TCG (scripts/nested-vm --cpu qemu64), $THREADS threads, $RATE MB/s random writes, ${EPOCH_MS} ms epochs, $ROUNDS rounds; ms per scan (p50, mean, thread time of the loop), pages compared and the share of scans that cleared the log, per scan:"
 echo
-echo "| guest RAM | PAGEMAP_SCAN: scan p50 | its walk | loop | compared | pagemap read: scan p50 | its read | loop | compared |"
-echo "|---|---|---|---|---|---|---|---|---|"
-table "$OUT.vm" scan_p50_ms pagemap_ms loop_ms compared
+echo "| guest RAM | PAGEMAP_SCAN: scan p50 | mean | its walk | loop | compared | cleared | pagemap read: scan p50 | mean | its read | loop | compared | cleared |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+table "$OUT.vm" scan_p50_ms total_ms pagemap_ms loop_ms compared cleared

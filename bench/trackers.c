@@ -35,6 +35,7 @@
  * where the time went (struct softdirty_stats):
  *         log_read=ioctl|pagemap maps_ms= pagemap_ms= (the ioctl's or the
  *         read's) clear_ms= loop_ms= total_ms= flagged= absent= compared=
+ *         cleared= (the share of scans that cleared the log: lazy_clear.h)
  * TRK_SOFTDIRTY_READ=pagemap|ioctl makes soft-dirty read the log that way
  * (default: PAGEMAP_SCAN where the kernel has it, Linux 6.7+).
  * TRK_SOFTDIRTY_ANYWAY=1 runs soft-dirty on a kernel without the log (this
@@ -206,7 +207,7 @@ static void print_run(struct run *u, size_t mb, unsigned threads, double rate, u
 		       u->hs.staging_peak, u->hs.changed_in_pause);
 	if (u->ops == &softdirty_tracker_ops)
 		printf(" log_read=%s maps_ms=%.3f pagemap_ms=%.3f clear_ms=%.3f loop_ms=%.3f "
-		       "total_ms=%.3f flagged=%.0f absent=%.0f compared=%.0f",
+		       "total_ms=%.3f flagged=%.0f absent=%.0f compared=%.0f cleared=%.2f",
 		       u->st.read_by_ioctl ? "ioctl" : "pagemap",
 		       (double)(u->st.ns_maps - u->st0.ns_maps) / k,
 		       (double)(u->st.ns_pagemap - u->st0.ns_pagemap) / k,
@@ -215,7 +216,8 @@ static void print_run(struct run *u, size_t mb, unsigned threads, double rate, u
 		       (double)(u->st.ns_total - u->st0.ns_total) / k,
 		       (double)(u->st.flagged - u->st0.flagged) / rounds,
 		       (double)(u->st.absent - u->st0.absent) / rounds,
-		       (double)(u->st.compared - u->st0.compared) / rounds);
+		       (double)(u->st.compared - u->st0.compared) / rounds,
+		       1 - (double)(u->st.clears_skipped - u->st0.clears_skipped) / rounds);
 }
 
 int main(int argc, char **argv)

@@ -461,6 +461,8 @@ static void softdirty_status(const struct memory_device *m, struct json_object *
 	json_object_object_add(out, "softdirty_full_scans", json_object_new_int64((int64_t)st.full_scans));
 	json_object_object_add(out, "softdirty_clears_skipped",
 			       json_object_new_int64((int64_t)st.clears_skipped));
+	json_object_object_add(out, "softdirty_flagged_unchanged_pages",
+			       json_object_new_int64((int64_t)st.flagged_same));
 	json_object_object_add(out, "softdirty_populated_pages",
 			       json_object_new_int64((int64_t)st.populated));
 	json_object_object_add(out, "softdirty_populate_error",

@@ -98,6 +98,7 @@ struct softdirty_stats {
 	uint64_t copied;       /* of those, changed: copied and reported */
 	uint64_t full_scans;   /* scans that fell back to comparing all pages */
 	uint64_t clears_skipped; /* scans that left the log uncleared (cheaper) */
+	uint64_t flagged_same; /* flagged but unchanged (lazy_clear.h: the waste and its base) */
 	/* Where the scans' time went, cumulative nanoseconds (CLOCK_MONOTONIC).
 	 * Wall time: ns_maps, re-reading /proc/QEMU/maps (find_mapping);
 	 * ns_pagemap, from then until every thread's pagemap read is over;
@@ -127,8 +128,8 @@ void softdirty_get_stats(const struct tracker *t, struct softdirty_stats *s);
  * (another process mapping guest RAM). */
 void softdirty_give_up(struct tracker *t);
 /* Tests and benchmarks: clear the log at every n-th scan only (1: every
- * scan), instead of when a clear costs less than the compares it saves
- * (0, the default; tracker_softdirty.c, lazy_clear). */
+ * scan), instead of once the compares a clear would have saved cost as
+ * much as one (0, the default; lazy_clear.h). */
 void softdirty_set_clear_every(struct tracker *t, unsigned n);
 /* Tests and benchmarks: read the log by PAGEMAP_SCAN (by_ioctl) or by the
  * pagemap read, whatever init chose: to test or measure either path on a

@@ -51,6 +51,7 @@
  * chunk's loop. The thread that completes the last read writes clear_refs
  * (rule 1: after every read), while the others already run the loops: the
  * loops need no clear, only their own chunk's entries. */
+#include "lazy_clear.h"
 #include "scan_pool.h"
 #include "tracker.h"
 
@@ -114,6 +115,7 @@ struct chunk {
 	bool by_ranges, overflowed;
 	size_t n;            /* dirty pages found, written at dirty[start...] */
 	uint64_t flagged, absent, compared, ns_loop;
+	uint64_t flagged_same; /* flagged, compared, unchanged: lazy_clear.h's waste */
 	uint64_t ns_compare; /* of ns_loop, in the compares of untrusted pages */
 };
 
@@ -143,11 +145,7 @@ struct tracker {
 	bool skip_clear;               /* this scan leaves the log as it is */
 	uint64_t ns_reads_end, ns_clear_end;
 
-	/* Whether a clear pays (lazy_clear): what the last clear cost, what
-	 * one compare costs (both smoothed, ns; 0 until measured), and how
-	 * many pages the last scan compared. */
-	double clear_cost_ns, compare_cost_ns;
-	uint64_t last_compared;
+	struct lazy_clear clear_model; /* whether a clear pays (lazy_clear.h) */
 	unsigned clear_every;          /* softdirty_set_clear_every; 0: by cost */
 
 	/* Every thread, the caller too, runs scan_work. */
@@ -396,6 +394,8 @@ static inline size_t compare_untrusted(struct tracker *t, struct chunk *k, size_
 	k->compared++;
 	if (sync_page(t, i))
 		out[n++] = (uint32_t)i;
+	else if (flagged)
+		k->flagged_same++;
 	return n;
 }
 
@@ -668,6 +668,7 @@ static int softdirty_begin_full_copy(struct tracker *t)
 	t->st.populated = 0;
 	t->st.populate_error = 0;
 	t->need_full = clear_refs(t->clear_fd) != 0;
+	lazy_clear_restart(&t->clear_model);
 	return 0;
 }
 
@@ -703,27 +704,18 @@ static void softdirty_copy_pages(struct tracker *t, size_t first, size_t n)
 		memcpy(t->shadow + first * PAGE + done, t->ram + first * PAGE + done, len - done);
 }
 
-/* Lazy clearing. clear_refs walks all of QEMU's page tables, so its cost
- * grows with RAM, and it write-protects every page: each page's next write
- * faults once more (and under KVM, every guest mapping is dropped and
- * faulted in again). Skipping it is sound: the bits then hold every page
- * written since the last clear, a superset of those written since the last
- * scan, and every flagged page is compared with the shadow, which reports
- * only the pages that changed. What it costs is compares: the flagged set
- * grows until the next clear. So a scan skips the clear while the pages the
- * last scan compared would cost less to compare again than a clear costs,
- * both as measured here; the first scans clear (nothing measured yet), and
- * so does every scan that compares all of RAM (the log's state is not
- * known then). */
+/* Lazy clearing: a scan may leave the log as it is (sound: every flagged
+ * page is compared with the shadow, which reports only the pages that
+ * changed), when the compares that saves cost less than a clear
+ * (lazy_clear.h). The first scans clear (nothing measured yet), and so does
+ * every scan that compares all of RAM (the log's state is not known then). */
 static bool lazy_clear(const struct tracker *t, bool full)
 {
 	if (full || t->given_up)
 		return false;
 	if (t->clear_every)
 		return t->st.scans % t->clear_every != 0;
-	if (t->clear_cost_ns <= 0 || t->compare_cost_ns <= 0)
-		return false;
-	return (double)t->last_compared * t->compare_cost_ns < t->clear_cost_ns;
+	return !lazy_clear_due(&t->clear_model);
 }
 
 void softdirty_set_clear_every(struct tracker *t, unsigned n)
@@ -742,19 +734,20 @@ int softdirty_set_log_read(struct tracker *t, bool by_ioctl)
 	return rc;
 }
 
-static double smooth(double old, double now)
+/* After a scan: what its clear and its compares cost (lazy_clear.h). */
+static void learn_costs(struct tracker *t, bool full, uint64_t compared, uint64_t ns_compare,
+			uint64_t flagged_same)
 {
-	return old <= 0 ? now : old + 0.3 * (now - old);
-}
+	struct lazy_clear_sample s = {
+		.cleared = !t->skip_clear && !t->given_up && !t->clear_rc,
+		.full = full,
+		.clear_ns = (double)(t->ns_clear_end - t->ns_reads_end),
+		.compare_ns = (double)ns_compare,
+		.compared = compared,
+		.flagged_same = flagged_same,
+	};
 
-/* After a scan: what its clear and its compares cost, for lazy_clear. */
-static void learn_costs(struct tracker *t, bool full, uint64_t compared, uint64_t ns_compare)
-{
-	if (!t->skip_clear && !t->given_up && !t->clear_rc)
-		t->clear_cost_ns = smooth(t->clear_cost_ns, (double)(t->ns_clear_end - t->ns_reads_end));
-	if (!full && compared)
-		t->compare_cost_ns = smooth(t->compare_cost_ns, (double)ns_compare / (double)compared);
-	t->last_compared = compared;
+	lazy_clear_learn(&t->clear_model, &s);
 }
 
 /* A chunk whose ranges overflowed its buffer was read the old way; give it
@@ -780,7 +773,7 @@ static size_t softdirty_scan(struct tracker *t, uint32_t *dirty)
 	 * cannot tell that -errno is never 0. */
 	uintptr_t base = 0;
 	bool full = t->need_full || t->given_up, part_full = false;
-	uint64_t t0 = now_ns(), t1, compared = 0, ns_compare = 0;
+	uint64_t t0 = now_ns(), t1, compared = 0, ns_compare = 0, flagged_same = 0;
 
 	t->st.scans++;
 	/* QEMU's mapping must still be where we read its bits. */
@@ -799,6 +792,7 @@ static size_t softdirty_scan(struct tracker *t, uint32_t *dirty)
 		k->overflowed = false;
 		k->n = 0;
 		k->flagged = k->absent = k->compared = k->ns_loop = k->ns_compare = 0;
+		k->flagged_same = 0;
 	}
 	atomic_store(&t->next_read, 0);
 	atomic_store(&t->reads_done, 0);
@@ -824,15 +818,17 @@ static size_t softdirty_scan(struct tracker *t, uint32_t *dirty)
 		t->st.flagged += k->flagged;
 		t->st.absent += k->absent;
 		t->st.compared += k->compared;
+		t->st.flagged_same += k->flagged_same;
 		t->st.ns_loop += k->ns_loop;
 		compared += k->compared;
 		ns_compare += k->ns_compare;
+		flagged_same += k->flagged_same;
 	}
 	if (full || part_full)
 		t->st.full_scans++;
 	if (t->skip_clear)
 		t->st.clears_skipped++;
-	learn_costs(t, full || part_full, compared, ns_compare);
+	learn_costs(t, full || part_full, compared, ns_compare, flagged_same);
 	t->st.copied += n;
 	t->st.ns_maps += t1 - t0;
 	t->st.ns_pagemap += t->ns_reads_end - t1;
