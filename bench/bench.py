@@ -3,7 +3,8 @@
 
   bench/bench.py checkpoint [--mem 128,512] [--rates 0,25,50,100,200] [--seconds 10]
       pause time and checkpoint size per epoch against the guest's dirty rate
-  bench/bench.py workrate [--epochs 25,50,100,200] [--policies hybrid] [--seconds 10]
+  bench/bench.py workrate [--epochs 25,50,100,200] [--policies hybrid] [--trackers auto]
+          [--seconds 10]
       the guest's own work rate (an unthrottled memory writer) replicated at
       each epoch length against the same guest unreplicated, in one run
   bench/bench.py policies [--seconds 8]
@@ -239,10 +240,21 @@ def measure_window(sock, seconds):
         for k in ("flagged", "absent"):
             after["softdirty_%s_per_scan" % k] = (after["softdirty_%s_pages" % k]
                                                   - before["softdirty_%s_pages" % k]) / scans
-        if "softdirty_clears_skipped" in after:
-            after["softdirty_cleared_share"] = 1 - (after["softdirty_clears_skipped"] -
-                                                    before["softdirty_clears_skipped"]) / scans
+        share = cleared_share(before, after)
+        if share is not None:
+            after["softdirty_cleared_share"] = share
     return after
+
+
+def cleared_share(before, after):
+    """Share of the soft-dirty scans between two status replies that
+    cleared the log; None for another tracker or no scan."""
+    if "softdirty_clears_skipped" not in after:
+        return None
+    scans = after["softdirty_scans"] - before["softdirty_scans"]
+    if scans <= 0:
+        return None
+    return 1 - (after["softdirty_clears_skipped"] - before["softdirty_clears_skipped"]) / scans
 
 
 def checkpoint(args):
@@ -360,25 +372,35 @@ def trackers(args):
             flush=True)
 
 
-WORK_RE = re.compile(rb"work total=(\d+)")
+# Whole lines only: the guest may be writing the last one as it is read,
+# and "work total=17" cut from "work total=1755555" would count backwards.
+WORK_RE = re.compile(rb"work total=(\d+)\r?\n")
 
 
 def work_total(serial):
     with open(serial, "rb") as f:
-        f.seek(max(0, os.path.getsize(serial) - 4096))
+        f.seek(max(0, os.path.getsize(serial) - 65536))
         found = WORK_RE.findall(f.read())
     return int(found[-1]) if found else None
 
 
 def work_rate(serial, seconds):
-    """Pages per second of host time: the guest's clock stops while paused."""
+    """Pages per second of host time: the guest's clock stops while paused.
+    0 when the work loop has stopped reporting (only other lines since)."""
     t0, w0 = time.monotonic(), work_total(serial)
     time.sleep(seconds)
     t1, w1 = time.monotonic(), work_total(serial)
+    if w0 is None or w1 is None:
+        return 0.0
     return (w1 - w0) / (t1 - t0)
 
 
 def workrate(args):
+    """Each replicated window between two unreplicated ones of the same
+    guest, and its ratio against their mean: a nested guest's own speed
+    drifts by tens of percent over a run (TCG's code cache, the host's
+    other work), so one baseline at each end of the run says little
+    about the windows in the middle."""
     b = Bench()
     rows = []
     try:
@@ -389,14 +411,19 @@ def workrate(args):
         port = free_port()
         b.agent(port, os.path.join(b.dir, "backup"))
         rows.append(("unreplicated", work_rate(serial, args.seconds), None))
-        # fixed epochs, then any --policies (e.g. hybrid), each in turn
-        for e in args.epochs + args.policies:
+        # fixed epochs, then any --policies (e.g. hybrid), each in turn,
+        # with each of --trackers
+        for e, kind in [(e, k) for e in args.epochs + args.policies for k in args.trackers]:
+            tracker, env = TRACKER_VARIANTS.get(kind, (kind, None))
+            extra = ["--tracker", tracker]
             if isinstance(e, str):
-                p, sock = b.replicator(run, port, 50, ["--epoch-policy", e])
+                p, sock = b.replicator(run, port, 50, ["--epoch-policy", e] + extra, env=env)
                 name = "policy " + e
             else:
-                p, sock = b.replicator(run, port, e)
+                p, sock = b.replicator(run, port, e, extra, env=env)
                 name = "epoch %d ms" % e
+            if len(args.trackers) > 1:
+                name += ", " + kind
             wait_for(lambda: committed(sock, 10), WARMUP_TIMEOUT, "10 committed epochs")
             ctl(sock, "reset-stats")
             t0, before = time.monotonic(), ctl(sock, "status")
@@ -405,6 +432,8 @@ def workrate(args):
             epochs = after["epochs_committed"] - before["epochs_committed"]
             after["mean_epoch_ms"] = ((time.monotonic() - t0) * 1000 / epochs if epochs
                                       else float("nan"))
+            share = cleared_share(before, after)
+            after["cleared"] = "-" if share is None else "%.2f" % share
             if isinstance(e, str):
                 print("bench: %s: %s (vCPUs %.0f%% busy)" % (name, after["epoch_reason"],
                       after["vcpu_busy_pct"]), file=sys.stderr, flush=True)
@@ -414,18 +443,23 @@ def workrate(args):
             rows.append((name, rate, after))
             detach(p)
             time.sleep(1)
-        rows.append(("unreplicated (again)", work_rate(serial, args.seconds), None))
+            rows.append(("unreplicated", work_rate(serial, args.seconds), None))
     finally:
         b.close()
-    base = (rows[0][1] + rows[-1][1]) / 2
-    print("| run | guest work (page writes/s) | vs unreplicated | pause p50 | pause p99 | "
-          "mean epoch (pause to pause) | dirty pages/epoch | link MB/s |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, rate, s in rows:
-        extra = ("%.2f ms | %.2f ms | %.1f ms | %.0f | %.1f" % (
-                 s["pause_p50_ms"], s["pause_p99_ms"], s["mean_epoch_ms"],
-                 s["dirty_pages_per_epoch"], s["link_bytes_per_s"] / 1e6)) if s else "- | - | - | - | -"
-        print("| %s | %.0f | %.2f | %s |" % (name, rate, rate / base, extra))
+    print("| run | guest work (page writes/s) | vs the unreplicated windows on each side | "
+          "pause p50 | pause p99 | mean epoch (pause to pause) | dirty pages/epoch | link MB/s | "
+          "soft-dirty scans that cleared the log |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for i, (name, rate, s) in enumerate(rows):
+        if not s:
+            print("| %s | %.0f | - | - | - | - | - | - | - |" % (name, rate))
+            continue
+        base = (rows[i - 1][1] + rows[i + 1][1]) / 2
+        print("| %s | %.0f | %s | %.2f ms | %.2f ms | %.1f ms | %.0f | %.1f | %s |" % (
+              name, rate, "%.2f" % (rate / base) if base > 0 else "-",
+              s["pause_p50_ms"], s["pause_p99_ms"],
+              s["mean_epoch_ms"], s["dirty_pages_per_epoch"], s["link_bytes_per_s"] / 1e6,
+              s["cleared"]))
 
 
 def link(args):
@@ -1106,6 +1140,9 @@ def main():
                     help="'disk', 'redis': disk captures (--disk-capture) to run")
     ap.add_argument("--policies", default="", help="'network', 'workrate': adaptive policies to add, e.g. hybrid")
     ap.add_argument("--work-mb", type=int, default=32, help="working set of the work loop")
+    ap.add_argument("--trackers", default="auto",
+                    help="'workrate': trackers to run each epoch with, e.g. "
+                         "auto,soft-dirty-eager (soft-dirty clearing its log at every pause)")
     ap.add_argument("--seconds", type=float, default=10, help="measurement window")
     ap.add_argument("--repeat", type=int, default=2, help="'link': TLS/cleartext pairs of runs")
     args = ap.parse_args()
@@ -1118,6 +1155,7 @@ def main():
         args.what, "128")).split(",")]
     args.rates = [int(x) for x in args.rates.split(",")]
     args.policies = [x for x in args.policies.split(",") if x]
+    args.trackers = [x for x in args.trackers.split(",") if x]
     args.runs = [(k, int(t)) for k, t in (x.split(":") for x in args.runs.split(",") if x)]
     args.epochs = [int(x) for x in (args.epochs or {"network": "25,50,100", "disk": "50,200"}.get(
         args.what, "25,50,100,200")).split(",")]
