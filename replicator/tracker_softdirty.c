@@ -706,7 +706,7 @@ static void softdirty_copy_pages(struct tracker *t, size_t first, size_t n)
 
 /* Lazy clearing: a scan may leave the log as it is (sound: every flagged
  * page is compared with the shadow, which reports only the pages that
- * changed), when the compares that saves cost less than a clear
+ * changed) while a clear would cost more than the compares it saves
  * (lazy_clear.h). The first scans clear (nothing measured yet), and so does
  * every scan that compares all of RAM (the log's state is not known then). */
 static bool lazy_clear(const struct tracker *t, bool full)
