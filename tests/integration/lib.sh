@@ -109,7 +109,12 @@ guest_domain_xml() {
 		--devices "${DOMAIN_EXTRA_DEVICES:-}"
 }
 
-# A free TCP port on loopback.
+# cloud_kernel ROOT: the newest Debian cloud kernel in ROOT/boot ("" for
+# this host's), its path; nothing if there is none.
+cloud_kernel() {
+	find "$1/boot" -maxdepth 1 -name "vmlinuz-*-cloud-amd64" 2>/dev/null | sort -V | tail -n 1
+}
+
 # log_read_on KERNEL_VERSION: how the soft-dirty tracker reads the log on
 # that kernel: PAGEMAP_SCAN from Linux 6.7 on, pagemap before.
 log_read_on() {
@@ -122,6 +127,7 @@ log_read_on() {
 	fi
 }
 
+# A free TCP port on loopback.
 free_port() {
 	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }

@@ -35,7 +35,7 @@ skip() { log "skip - $*"; log "SKIP $(basename "$0")"; exit 0; }
 # stalled); test_softdirty_failover.sh runs the replicator on 6.12.
 KROOT=${NESTED_VM_KERNEL_ROOT:-}
 KROOT=${KROOT%/}
-KERNEL=$(find "$KROOT/boot" -maxdepth 1 -name "vmlinuz-*-cloud-amd64" 2>/dev/null | sort -V | tail -n 1)
+KERNEL=$(cloud_kernel "$KROOT")
 [ -n "$KERNEL" ] || skip "no $KROOT/boot/vmlinuz-*-cloud-amd64 (make nested-qemu, or linux-image-cloud-amd64)"
 KVERSION=${KERNEL##*/vmlinuz-}
 compgen -G "$KROOT/lib/modules/$KVERSION/kernel/arch/x86/kvm/kvm-amd.ko*" > /dev/null ||

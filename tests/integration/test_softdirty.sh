@@ -32,7 +32,7 @@ if [ "${NESTED_VM_KERNEL_ROOT-}" != / ] &&
 else
 	KROOT=
 fi
-KERNEL=$(find "$KROOT/boot" -maxdepth 1 -name "vmlinuz-*-cloud-amd64" 2>/dev/null | sort -V | tail -n 1)
+KERNEL=$(cloud_kernel "$KROOT")
 [ -n "$KERNEL" ] || skip "no /boot/vmlinuz-*-cloud-amd64 (install linux-image-cloud-amd64)"
 KVERSION=${KERNEL##*/vmlinuz-}
 CONFIG=$KROOT/boot/config-$KVERSION

@@ -15,19 +15,18 @@
 
 skip() { log "skip - $*"; log "SKIP $(basename "$0")"; exit 0; }
 
-KERNEL=$(find /boot -maxdepth 1 -name "vmlinuz-*-cloud-amd64" 2>/dev/null | sort -V | tail -n 1)
-[ -n "$KERNEL" ] || skip "no /boot/vmlinuz-*-cloud-amd64 (install linux-image-cloud-amd64)"
-grep -q '^CONFIG_MEM_SOFT_DIRTY=y' "/boot/config-${KERNEL#/boot/vmlinuz-}" 2>/dev/null ||
+# the kernel the VM boots: 6.12 where it was fetched, else this host's
+KROOT=$("$ROOT/scripts/nested-host-qemu" --check --kernel 2>/dev/null) || KROOT=
+KERNEL=$(cloud_kernel "$KROOT")
+[ -n "$KERNEL" ] || skip "no $KROOT/boot/vmlinuz-*-cloud-amd64 (install linux-image-cloud-amd64)"
+KVERSION=${KERNEL##*/vmlinuz-}
+grep -q '^CONFIG_MEM_SOFT_DIRTY=y' "$KROOT/boot/config-$KVERSION" 2>/dev/null ||
 	skip "$KERNEL's config lacks CONFIG_MEM_SOFT_DIRTY"
+LOG_READ=$(log_read_on "$KVERSION")
 [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || skip "no static /bin/busybox (busybox-static)"
 command -v qemu-system-x86_64 >/dev/null || skip "no qemu-system-x86_64"
 
 start=$(now_ms)
-if KROOT=$("$ROOT/scripts/nested-host-qemu" --check --kernel 2>/dev/null); then
-	LOG_READ=PAGEMAP_SCAN
-else
-	KROOT=/ LOG_READ=pagemap
-fi
 NESTED_VM_KERNEL_ROOT=$KROOT "$ROOT/scripts/nested-vm" --mem 3G --timeout 540 -- \
 	env EXPECT_TRACKER=soft-dirty EXPECT_LOG_READ=$LOG_READ \
 	GUEST_BOOT_TIMEOUT=400 DIRTY_MB_S=5 tests/integration/test_replica_exact.sh > "$T/vm.log" 2>&1
