@@ -168,13 +168,43 @@ static unsigned takeover_after_ms(const struct agent *a)
 	return a->cfg.timeout_ms + (a->cfg.fence_cmd ? a->cfg.fence_timeout_ms : 0);
 }
 
+/* A pair whose roles move runs the VM its file names on either host: a
+ * libvirt domain of that name ([vm] domain), or a plain QEMU ([vm] qmp).
+ * Another would be restored here, then taken for absent by the
+ * replicator this daemon becomes, and run unprotected. */
+static int pair_vm_check(const struct agent *a, struct json_object *vm, char *err,
+			 size_t errlen)
+{
+	const char *domain = a->cfg.file.vm_domain;
+	struct json_object *name;
+	bool libvirt = json_object_object_get_ex(vm, "libvirt_xml", NULL);
+
+	if (!a->cfg.host)
+		return 0;
+	if (domain && (!libvirt || !json_object_object_get_ex(vm, "name", &name) ||
+		       !json_object_is_type(name, json_type_string) ||
+		       strcmp(json_object_get_string(name), domain))) {
+		snprintf(err, errlen, "this pair's VM is libvirt domain %s ([vm] domain of %s), "
+			 "not the one this primary replicates", domain, a->cfg.file.path);
+		return -EPERM;
+	}
+	if (!domain && libvirt) {
+		snprintf(err, errlen, "this pair's VM is a plain QEMU ([vm] qmp of %s), not a "
+			 "libvirt domain", a->cfg.file.path);
+		return -EPERM;
+	}
+	return 0;
+}
+
 /* Is this VM one this backup would run? Refused now, with the option
  * named, before the state dir is touched, not when the primary dies. */
 static int check_vm(struct agent *a, const char *text, char *err, size_t errlen)
 {
 	struct json_object *vm = json_tokener_parse(text);
-	int rc = vm ? restore_check_hello(&a->cfg.restore, vm, err, errlen) : 0;
+	int rc = vm ? pair_vm_check(a, vm, err, errlen) : 0;
 
+	if (!rc && vm)
+		rc = restore_check_hello(&a->cfg.restore, vm, err, errlen);
 	json_object_put(vm);
 	return rc;
 }
@@ -425,9 +455,10 @@ static bool on_handover(struct agent *a, const struct frame_hdr *h, bool ok)
 			peer_link_flush_for(a->primary, HANDOVER_FLUSH_MS);
 	}
 	log_info("handover complete: VM %s running from epoch %llu as QEMU pid %d (copy %.0f "
-		 "ms, start %.0f ms, load %.0f ms, total %.0f ms); QMP %s/qmp.sock, serial "
-		 "%s/serial.log", agent_vm_name(a), res.epoch, (int)res.qemu_pid, res.copy_ms,
-		 res.start_ms, res.load_ms, res.total_ms, a->cfg.state_dir, a->cfg.state_dir);
+		 "ms, start %.0f ms, load %.0f ms, total %.0f ms); %s%s, serial %s/serial.log",
+		 agent_vm_name(a), res.epoch, (int)res.qemu_pid, res.copy_ms, res.start_ms,
+		 res.load_ms, res.total_ms, res.libvirt_domain[0] ? "libvirt domain " : "QMP ",
+		 res.libvirt_domain[0] ? res.libvirt_domain : res.qmp_path, a->cfg.state_dir);
 	notify_status("handover done: VM running as QEMU pid %d", (int)res.qemu_pid);
 	a->master_pid = (int)res.qemu_pid;
 	agent_become_primary(a, &res);
@@ -659,6 +690,32 @@ static void close_links(struct agent *a)
 		peer_link_close(&a->links[i]);
 }
 
+/* A libvirt domain the agent restored here runs on this state directory's
+ * files, and libvirt's QEMU cannot hold the directory's lock as a plain
+ * QEMU does: an agent here would write its replica under that VM. A QEMU
+ * that just died may count as running until libvirt has reaped it, so
+ * ask for a few seconds. */
+#define DOMAIN_GONE_WAIT_MS 5000
+
+static bool pair_domain_runs_here(const struct agent *a)
+{
+	double deadline = mono_ms() + DOMAIN_GONE_WAIT_MS;
+
+	if (!a->cfg.host || !a->cfg.file.vm_domain || a->cfg.restore_now)
+		return false;
+	while (cold_start_vm_here(a) == 1) {
+		if (mono_ms() > deadline) {
+			log_err("libvirt domain %s runs on this host, maybe on the files of %s: "
+				"not starting as its backup (remus-replicator --config %s --host "
+				"%s protects it)", a->cfg.file.vm_domain, a->cfg.state_dir,
+				a->cfg.config_path, a->cfg.host->name);
+			return true;
+		}
+		usleep(200 * 1000);
+	}
+	return false;
+}
+
 int agent_run(struct agent *a)
 {
 	char err[256];
@@ -671,6 +728,10 @@ int agent_run(struct agent *a)
 			    a->cfg.control_gid, agent_control_command, a);
 	if (agent_lock_state_dir(a))
 		return 2;
+	if (pair_domain_runs_here(a)) {
+		agent_unlock_state_dir(a);
+		return 2;
+	}
 	a->cfg.restore.lock_fd = a->state_lock_fd;
 	replica_init(&a->replica, a->cfg.state_dir);
 	signal(SIGPIPE, SIG_IGN);

@@ -156,7 +156,10 @@ struct agent {
 	int takeover_fd;         /* remusctl takeover waiting for the other host */
 	bool takeover_force;
 	bool become_primary;
+	/* what its replicator attaches to: a QMP socket, or a libvirt domain
+	 * on this host's libvirt (then master_qmp is empty) */
 	char master_qmp[4096];
+	char master_domain[256];
 	uint64_t master_generation; /* of the replica it was restored from */
 };
 
@@ -193,8 +196,9 @@ bool agent_ready_give_up(struct agent *a, const char *host, uint64_t generation,
  * ends; -1, FAULT, replica kept. */
 int agent_restore_here(struct agent *a, const char *what, const char *why,
 		       struct restore_result *res);
-/* The VM runs here in a QEMU already running on qmp: its replicator
- * attaches once the loop ends. */
+/* The VM runs here in a QEMU already running on qmp (NULL: the pair's
+ * libvirt domain, [vm] domain): its replicator attaches once the loop
+ * ends. */
 void agent_attach_here(struct agent *a, const char *qmp, uint64_t generation, const char *why);
 
 /* takeover.c: remusctl takeover [--force], the cluster manager's promote.

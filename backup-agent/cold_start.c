@@ -2,6 +2,7 @@
 #include "agent.h"
 #include "cold_start.h"
 #include "log.h"
+#include "virt.h"
 
 #include <errno.h>
 #include <json-c/json.h>
@@ -32,6 +33,44 @@ bool cold_start_listens(const char *path)
 	return rc;
 }
 
+static const char *libvirt_uri(const struct agent *a)
+{
+	return a->cfg.restore.libvirt_uri ? a->cfg.restore.libvirt_uri : "qemu:///system";
+}
+
+int cold_start_vm_here(const struct agent *a)
+{
+	static int last_error;
+	const char *domain = a->cfg.file.vm_domain;
+	int rc;
+
+	if (!domain)
+		return cold_start_listens(a->cfg.file.vm_qmp);
+	rc = virt_domain_active(libvirt_uri(a), domain);
+	/* asked every few seconds while waiting: say it once per change */
+	if (rc < 0 && rc != last_error)
+		log_warn("cannot tell whether libvirt domain %s runs here (libvirt at %s: %s): "
+			 "taken as running, so this host neither restores it nor offers "
+			 "itself as empty", domain, libvirt_uri(a), strerror(-rc));
+	else if (rc >= 0 && last_error)
+		log_info("libvirt at %s answers again", libvirt_uri(a));
+	last_error = rc < 0 ? rc : 0;
+	return rc;
+}
+
+/* A libvirt domain set to autostart would boot afresh at this host's next
+ * start, a second copy while the VM runs on the other host: the pair's
+ * daemons alone start it (restore, attach). */
+static void no_autostart(const struct agent *a)
+{
+	const char *domain = a->cfg.file.vm_domain;
+
+	if (domain && virt_autostart_off(libvirt_uri(a), domain) == 1)
+		log_warn("libvirt domain %s was set to autostart on this host: turned off (at "
+			 "the host's next start libvirt would boot a second copy of the VM "
+			 "while it runs on the other host; the pair's daemons start it)", domain);
+}
+
 static struct cold_facts own_facts(const struct agent *a)
 {
 	return (struct cold_facts){
@@ -39,7 +78,7 @@ static struct cold_facts own_facts(const struct agent *a)
 		/* no primary, and no VM of ours on this host either (one started
 		 * by hand, or a daemon that took the host for empty) */
 		.waiting = !a->primary && (a->state == AGENT_WAITING || a->state == AGENT_FAULT) &&
-			   !cold_start_listens(a->cfg.file.vm_qmp),
+			   cold_start_vm_here(a) == 0,
 		.replica = a->replica_known,
 		/* one a VM ran on from is behind what clients saw */
 		.restored = a->replica_known && replica_was_restored(a->cfg.state_dir),
@@ -203,6 +242,7 @@ void cold_start_init(struct agent *a)
 	peer_link_init(&a->cold.link, a->loop, &a->sec, &ask_ops, a);
 	if (!a->cfg.host || !(peer = config_host_peer(&a->cfg.file, a->cfg.host)))
 		return;
+	no_autostart(a);
 	if (netaddr_parse(peer->address, &a->cold.peer, err, sizeof(err))) {
 		log_warn("cold start: [host %s] address: %s", peer->name, err);
 		return;

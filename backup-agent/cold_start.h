@@ -77,6 +77,11 @@ void cold_start_init(struct agent *a);
 int cold_start_ask_now(struct agent *a);
 /* Something listens on path (a QEMU's QMP socket): a VM may run here. */
 bool cold_start_listens(const char *path);
+/* Does a QEMU of the pair's VM run on this host: something listens on
+ * [vm] qmp, or this host's libvirt runs [vm] domain? 1 yes, 0 no, -errno
+ * when libvirt cannot tell (then the host is neither empty nor holding
+ * the VM: it must not restore it, nor attach to it). */
+int cold_start_vm_here(const struct agent *a);
 void cold_start_stop(struct agent *a);
 /* A connection's first frame is PEER_QUERY: answer with what this agent
  * holds and close. */

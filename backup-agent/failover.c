@@ -71,11 +71,17 @@ void agent_notify_master(struct agent *a, const struct restore_result *res,
  * it next: once the loop ends, main() makes us its replicator. */
 void agent_become_primary(struct agent *a, const struct restore_result *res)
 {
-	if (!a->cfg.host || res->libvirt_domain[0])
-		return;
 	struct replica_info info;
 
-	snprintf(a->master_qmp, sizeof(a->master_qmp), "%s", res->qmp_path);
+	if (!a->cfg.host)
+		return;
+	if (res->libvirt_domain[0]) {
+		a->master_qmp[0] = 0;
+		snprintf(a->master_domain, sizeof(a->master_domain), "%s", res->libvirt_domain);
+	} else {
+		a->master_domain[0] = 0;
+		snprintf(a->master_qmp, sizeof(a->master_qmp), "%s", res->qmp_path);
+	}
 	a->master_generation = 0;
 	if (!replica_load_info(a->cfg.state_dir, &info)) {
 		a->master_generation = replica_generation(info.vm);
@@ -259,12 +265,16 @@ void agent_restore_cold(struct agent *a, const char *why)
  * once the loop ends. */
 void agent_attach_here(struct agent *a, const char *qmp, uint64_t generation, const char *why)
 {
-	snprintf(a->master_qmp, sizeof(a->master_qmp), "%s", qmp);
+	const char *domain = qmp ? NULL : a->cfg.file.vm_domain;
+
+	snprintf(a->master_qmp, sizeof(a->master_qmp), "%s", qmp ? qmp : "");
+	snprintf(a->master_domain, sizeof(a->master_domain), "%s", domain ? domain : "");
 	a->master_generation = generation;
 	a->become_primary = true;
 	agent_ready_clear(a);
 	cold_start_stop(a);
-	agent_set_state(a, AGENT_MASTER, "%s: its replicator attaches to it (%s)", why, qmp);
+	agent_set_state(a, AGENT_MASTER, "%s: its replicator attaches to it (%s%s)", why,
+			domain ? "libvirt domain " : "", domain ? domain : qmp);
 	a->exit_code = 0;
 	ev_break(a->loop, EVBREAK_ALL);
 }

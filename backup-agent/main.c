@@ -50,8 +50,9 @@ int main(int argc, char **argv)
 	agent_config_free(&a.cfg);
 	if (a.become_primary) {
 		char generation[24];
-		const char *extra[] = { "--qmp", a.master_qmp, "--announce", "--generation",
-					generation, NULL };
+		const char *extra[] = { a.master_domain[0] ? "--domain" : "--qmp",
+					a.master_domain[0] ? a.master_domain : a.master_qmp,
+					"--announce", "--generation", generation, NULL };
 
 		snprintf(generation, sizeof(generation), "%llu",
 			 (unsigned long long)a.master_generation);

@@ -66,8 +66,9 @@ CLI_USAGE_CONFIG
 "                        program, is refused at HELLO\n"
 "  --connect URI         where a libvirt primary's VM is restored: as a libvirt\n"
 "                        domain of the same name on this libvirt (default\n"
-"                        qemu:///system; or [vm] libvirt-uri). A plain QEMU\n"
-"                        primary's VM is restored as plain QEMU\n"
+"                        qemu:///system; or [vm] libvirt-uri; with [host]\n"
+"                        sections [host] libvirt-uri, and no --connect). A\n"
+"                        plain QEMU primary's VM is restored as plain QEMU\n"
 "  --fence CMD           ([hooks] fence) run CMD (through /bin/sh -c, with PAIR VM fencing\n"
 "                        backup appended) before taking over; only its exit\n"
 "                        status 0 lets the agent restore the VM. On failure\n"
@@ -235,8 +236,9 @@ static void apply_file(void *ctx, int *use_syslog)
 }
 
 /* A pair whose roles move: this host's [host] section says where we
- * listen and keep the replica, and the restored VM's NICs stay on their
- * datagram sockets, for the replicator we become (flags still win). */
+ * listen, keep the replica and restore a libvirt VM, and the restored
+ * VM's NICs stay on their datagram sockets, for the replicator we become
+ * (flags still win, but for --connect and --tap). */
 static int apply_host(struct agent_config *cfg, const char *file, const char *host_name,
 		      const char **listen, bool state_dir_flag, bool control_flag)
 {
@@ -251,6 +253,15 @@ static int apply_host(struct agent_config *cfg, const char *file, const char *ho
 		cfg->state_dir = cfg->host->state_dir;
 	if (!control_flag && cfg->host->control_socket)
 		cfg->control_path = cfg->host->control_socket;
+	/* --connect stored a value that is not the file's [vm] one: the next
+	 * role would not know it, and ask another libvirt where the VM runs */
+	if (cfg->restore.libvirt_uri != cfg->file.vm_libvirt_uri) {
+		fprintf(stderr, "remus-agent: --connect: with [host] sections this host's libvirt "
+			"is [host %s] libvirt-uri, which every role reads\n", cfg->host->name);
+		return -1;
+	}
+	if (cfg->host->libvirt_uri)
+		cfg->restore.libvirt_uri = cfg->host->libvirt_uri;
 	if (cfg->restore.ntaps) {
 		fprintf(stderr, "remus-agent: --tap: with [host] sections the restored VM's NICs "
 			"go through this host's net buffer ([host %s] net-out)\n", cfg->host->name);

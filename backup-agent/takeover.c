@@ -283,12 +283,15 @@ void agent_takeover_peer_answer(struct agent *a, const struct cold_facts *peer, 
 
 /* ---- takeover ---- */
 
-/* A QEMU of this VM listens on the pair's [vm] qmp here and is not a
- * parked one: it was started on this host (a first start). */
+/* A QEMU of this VM runs here (on the pair's [vm] qmp, or as its libvirt
+ * domain) and is not a parked one: it was started on this host (a first
+ * start). A libvirt domain is never parked (its park quits it). */
 static bool vm_started_here(const struct agent *a)
 {
-	return a->cfg.host && cold_start_listens(a->cfg.file.vm_qmp) &&
-	       !(a->parked_valid && !strcmp(a->parked.qmp, a->cfg.file.vm_qmp));
+	const char *qmp = a->cfg.file.vm_qmp;
+
+	return a->cfg.host && cold_start_vm_here(a) == 1 &&
+	       !(a->parked_valid && qmp && !strcmp(a->parked.qmp, qmp));
 }
 
 bool agent_vm_started_here(const struct agent *a)
@@ -337,6 +340,16 @@ static char *restore_replica(struct agent *a, bool force)
 			a->become_primary ? "; its replicator protects it next" : "");
 }
 
+/* "QMP PATH" or "libvirt domain NAME", for messages. */
+static const char *vm_here_name(const struct agent *a)
+{
+	static char text[4200];
+
+	snprintf(text, sizeof(text), "%s %s", a->cfg.file.vm_domain ? "libvirt domain" : "QMP",
+		 a->cfg.file.vm_domain ? a->cfg.file.vm_domain : a->cfg.file.vm_qmp);
+	return text;
+}
+
 /* The QEMU started here gets its replicator, unless this host holds a
  * newer state of the VM (a ready replica or a parked QEMU), which that
  * QEMU would silently drop. */
@@ -344,17 +357,16 @@ static char *attach_started(struct agent *a, bool force)
 {
 	if ((a->takeover_ready || a->parked_valid) && !force)
 		return agent_control_reply(a, false,
-				"a QEMU listens on [vm] qmp (%s), but this host "
+				"a QEMU of the VM runs here (%s), but this host "
 				"holds the VM's newest state (%s): stop that QEMU, or "
 				"--force attaches to it and drops that state",
-				a->cfg.file.vm_qmp, a->parked_valid ? "a parked QEMU" :
+				vm_here_name(a), a->parked_valid ? "a parked QEMU" :
 				"a ready replica");
 	agent_parked_discard(a, "a QEMU started here runs the VM");
 	agent_attach_here(a, a->cfg.file.vm_qmp, a->replica_known ? a->replica_generation : 0,
 			  "promoted: the VM was started here");
 	return agent_control_reply(a, true,
-			"the VM started here (%s): its replicator attaches to it",
-			a->cfg.file.vm_qmp);
+			"the VM started here (%s): its replicator attaches to it", vm_here_name(a));
 }
 
 char *agent_takeover(struct agent *a, int fd, bool force, bool *keep)
@@ -370,6 +382,11 @@ char *agent_takeover(struct agent *a, int fd, bool force, bool *keep)
 		return agent_control_reply(a, false, "a takeover is under way");
 	if (a->parked_valid && !parked_alive(&a->parked))
 		agent_parked_discard(a, "its QEMU is gone");
+	if (a->cfg.host && a->cfg.file.vm_domain && cold_start_vm_here(a) < 0)
+		return agent_control_reply(a, false,
+				"cannot tell whether libvirt domain %s runs here: this "
+				"host's libvirt does not answer (see the agent's log)",
+				a->cfg.file.vm_domain);
 	if (vm_started_here(a))
 		return attach_started(a, force);
 	if (a->parked_valid) {

@@ -410,6 +410,7 @@ void pair_config_free(struct pair_config *cfg)
 		free(host->address);
 		free(host->state_dir);
 		free(host->control_socket);
+		free(host->libvirt_uri);
 		for (int i = 0; i < host->net_out.n; i++)
 			free(host->net_out.v[i]);
 	}
@@ -471,6 +472,7 @@ static const struct host_key {
 	{ "state-dir", STR, offsetof(struct config_host, state_dir), NULL },
 	{ "net-out", LIST, offsetof(struct config_host, net_out), check_net_out },
 	{ "control-socket", STR, offsetof(struct config_host, control_socket), NULL },
+	{ "libvirt-uri", STR, offsetof(struct config_host, libvirt_uri), NULL },
 };
 
 /* Letters, digits, '.', '-' and '_': a host name, as --host takes it. */
@@ -529,7 +531,7 @@ static void host_key_line(struct config_parser *p, const char *name, const char 
 			hk = &host_keys[i];
 	if (!hk) {
 		config_error(p, true, "unknown key '%s' in [%s]; a host has address, state-dir, "
-			     "net-out and control-socket", name, section);
+			     "net-out, control-socket and libvirt-uri", name, section);
 		return;
 	}
 	dst = (char *)h + hk->offset;
@@ -543,6 +545,8 @@ static void host_key_line(struct config_parser *p, const char *name, const char 
 	}
 	key = (struct key){ .section = section, .name = hk->name, .kind = hk->kind,
 			    .check = hk->check };
+	if (dst == &h->libvirt_uri)
+		h->libvirt_uri_line = p->lineno;
 	if (hk->kind == LIST)
 		store_list(p, &key, value, dst);
 	else
@@ -724,7 +728,8 @@ static void check_needed(struct config_parser *p, enum config_role role)
 {
 	unsigned reported = 0; /* sections already said to be missing */
 
-	if (role == CONFIG_REPLICATOR)
+	/* the agent of a pair whose roles move becomes the VM's replicator */
+	if (role == CONFIG_REPLICATOR || (role == CONFIG_AGENT && p->cfg->nhosts))
 		check_vm(p);
 	for (int k = 0; k < PC_NKEYS; k++) {
 		unsigned bit = section_bit(keys[k].section);
@@ -772,12 +777,18 @@ static void check_hosts(struct config_parser *p, enum config_role role)
 			 "net-out; the restored VM's NICs go through a net buffer on that host too");
 		error_at(p, p->given[k], msg);
 	}
-	if (p->given[PC_VM_DOMAIN]) {
-		error_at(p, p->given[PC_VM_DOMAIN], "[vm] domain: a pair with [host] sections "
-			 "moves a plain QEMU VM ([vm] qmp) between its hosts; a libvirt domain is "
-			 "not re-protected after a failover yet, use [backup] for it");
-	}
+	if (p->given[PC_VM_DOMAIN] && takeover_manual(p))
+		/* scripts/ocf/remus finds a VM left running by its QMP socket */
+		error_at(p, p->given[PC_BACKUP_TAKEOVER], "[backup] takeover = manual: the "
+			 "Pacemaker resource agent moves a plain QEMU VM ([vm] qmp) between "
+			 "the [host] sections, not a libvirt domain ([vm] domain) yet");
 	for (int h = 0; h < c->nhosts; h++) {
+		if (c->hosts[h].libvirt_uri && !p->given[PC_VM_DOMAIN]) {
+			snprintf(msg, sizeof(msg), "[host %s] libvirt-uri: the host's libvirt "
+				 "runs a libvirt domain ([vm] domain), which this file does not name",
+				 c->hosts[h].name);
+			error_at(p, c->hosts[h].libvirt_uri_line, msg);
+		}
 		if (!c->hosts[h].address) {
 			snprintf(msg, sizeof(msg), "[host %s] address is required", c->hosts[h].name);
 			error_at(p, c->hosts[h].line, msg);

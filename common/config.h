@@ -116,6 +116,8 @@ struct config_host {
 	char *state_dir;              /* its agent's replica */
 	struct config_list net_out;   /* the VM's NICs on this host's LAN */
 	char *control_socket;         /* its daemon's, whichever role runs */
+	char *libvirt_uri;            /* its libvirt, for a [vm] domain (NULL: [vm]'s) */
+	unsigned libvirt_uri_line;
 };
 
 /* Everything a pair file can say. Strings are owned (pair_config_free);

@@ -85,6 +85,23 @@ int proc_ids(pid_t pid, uid_t *uid, gid_t *gid)
 	return found == 3 ? 0 : -EIO;
 }
 
+pid_t proc_tgid(pid_t tid)
+{
+	char path[64], line[256];
+	int tgid = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)tid);
+	f = fopen(path, "re");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "Tgid: %d", &tgid) == 1)
+			break;
+	fclose(f);
+	return tgid > 0 ? (pid_t)tgid : -1;
+}
+
 /* /proc/PID/NAME into buf (at most len - 1 bytes, NUL-terminated after
  * them): the bytes read (> 0), or -errno (-EIO when empty). */
 static ssize_t proc_read(pid_t pid, const char *name, char *buf, size_t len)

@@ -29,6 +29,9 @@ const char *proc_comm(pid_t pid, char *buf, size_t len);
  * is root for a process that dropped root itself (QEMU -runas), which is
  * not dumpable. 0 or -errno. */
 int proc_ids(pid_t pid, uid_t *uid, gid_t *gid);
+/* The process a thread tid belongs to (/proc/TID/status Tgid), -1 if
+ * none: thread ids are unique on the host, where a command line is not. */
+pid_t proc_tgid(pid_t tid);
 /* Does pid have the file st (its st_dev and st_ino) open? Then a path
  * that led to st names the file pid uses, not one put in its place. */
 bool proc_has_open(pid_t pid, const struct stat *st);

@@ -4,9 +4,9 @@
 #include "procfs.h"
 #include "qmp.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <json-c/json.h>
 #include <libvirt/libvirt-qemu.h>
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
@@ -44,7 +44,8 @@ static const char *why(void)
 	return virGetLastErrorMessage();
 }
 
-static int connect_uri(const char *uri, struct virt **out)
+/* logged: whether a failure to connect is logged here */
+static int connect_logged(const char *uri, struct virt **out, bool logged)
 {
 	struct virt *v = calloc(1, sizeof(*v));
 
@@ -58,7 +59,8 @@ static int connect_uri(const char *uri, struct virt **out)
 	virSetErrorFunc(NULL, quiet);
 	v->conn = virConnectOpen(uri);
 	if (!v->conn) {
-		log_err("cannot connect to libvirt at %s: %s", uri, why());
+		if (logged)
+			log_err("cannot connect to libvirt at %s: %s", uri, why());
 		return -ECONNREFUSED;
 	}
 	/* Notice a dead libvirtd within seconds, not at the next call; this
@@ -66,6 +68,11 @@ static int connect_uri(const char *uri, struct virt **out)
 	if (virt_events_ready() && virConnectSetKeepAlive(v->conn, 5, 3) < 0)
 		log_warn("libvirt at %s: no keepalive: %s", uri, why());
 	return 0;
+}
+
+static int connect_uri(const char *uri, struct virt **out)
+{
+	return connect_logged(uri, out, true);
 }
 
 static int take_domain(struct virt *v, virDomainPtr dom)
@@ -123,6 +130,68 @@ int virt_open(const char *uri, const char *name, struct virt **out)
 		return -ESRCH;
 	}
 	return 0;
+}
+
+int virt_domain_active(const char *uri, const char *name)
+{
+	struct virt *v = NULL;
+	virDomainPtr dom;
+	int rc = connect_logged(uri, &v, false);
+
+	if (rc)
+		goto out;
+	dom = virDomainLookupByName(v->conn, name);
+	if (!dom) {
+		rc = virGetLastErrorCode() == VIR_ERR_NO_DOMAIN ? 0 : -EIO;
+		goto out;
+	}
+	rc = virDomainIsActive(dom);
+	if (rc < 0)
+		rc = -EIO;
+	virDomainFree(dom);
+out:
+	virt_close(v);
+	return rc;
+}
+
+int virt_autostart_off(const char *uri, const char *name)
+{
+	struct virt *v = NULL;
+	virDomainPtr dom;
+	int rc = connect_uri(uri, &v), on = 0;
+
+	if (rc)
+		goto out;
+	dom = virDomainLookupByName(v->conn, name);
+	if (!dom) {
+		rc = virGetLastErrorCode() == VIR_ERR_NO_DOMAIN ? 0 : -EIO;
+		if (rc)
+			log_err("libvirt at %s: cannot look up domain %s: %s", uri, name, why());
+		goto out;
+	}
+	if (virDomainGetAutostart(dom, &on) < 0 || (on && virDomainSetAutostart(dom, 0) < 0)) {
+		log_err("libvirt at %s: cannot turn autostart of domain %s off: %s", uri, name,
+			why());
+		rc = -EIO;
+	} else {
+		rc = on ? 1 : 0;
+	}
+	/* a managed save (libvirt-guests at shutdown) would start it again
+	 * from that old state at the next `virsh start` or boot */
+	if (virDomainHasManagedSaveImage(dom, 0) == 1) {
+		if (virDomainManagedSaveRemove(dom, 0) < 0) {
+			log_err("libvirt at %s: cannot remove the managed save image of domain "
+				"%s: %s", uri, name, why());
+			rc = -EIO;
+		} else {
+			log_warn("libvirt at %s: removed a managed save image of domain %s: it "
+				 "would start the VM again from an old state", uri, name);
+		}
+	}
+	virDomainFree(dom);
+out:
+	virt_close(v);
+	return rc;
 }
 
 int virt_create_paused(const char *uri, const char *xml, struct virt **out)
@@ -211,26 +280,49 @@ static bool cmdline_has_uuid(const char *pid, const char *uuid)
 	return false;
 }
 
-/* libvirt has no API for the QEMU pid; every QEMU it starts carries the
- * domain's UUID on its command line, which is unique on a host. */
-pid_t virt_qemu_pid(const struct virt *v)
+/* The thread id of the domain's first vCPU (QMP query-cpus-fast), -1 if
+ * QEMU cannot tell. */
+static pid_t first_vcpu_thread(const struct virt *v)
 {
-	DIR *d = opendir("/proc");
-	struct dirent *de;
+	struct json_object *o, *ret, *cpu, *tid;
+	char *reply = NULL;
 	pid_t pid = -1;
 
-	if (!d)
+	if (virDomainQemuMonitorCommand(v->dom, "{\"execute\":\"query-cpus-fast\"}", &reply,
+					 0) < 0) {
+		log_err("%s: query-cpus-fast: %s", v->what, why());
 		return -1;
-	while ((de = readdir(d)))
-		if (de->d_name[0] >= '1' && de->d_name[0] <= '9' &&
-		    cmdline_has_uuid(de->d_name, v->uuid)) {
-			pid = (pid_t)atoi(de->d_name);
-			break;
-		}
-	closedir(d);
+	}
+	o = json_tokener_parse(reply);
+	if (json_object_object_get_ex(o, "return", &ret) &&
+	    json_object_is_type(ret, json_type_array) && json_object_array_length(ret) > 0 &&
+	    (cpu = json_object_array_get_idx(ret, 0)) &&
+	    json_object_object_get_ex(cpu, "thread-id", &tid) &&
+	    json_object_is_type(tid, json_type_int))
+		pid = (pid_t)json_object_get_int(tid);
+	json_object_put(o);
+	free(reply);
 	return pid;
 }
 
+/* libvirt has no API for the QEMU pid. The process of its first vCPU
+ * thread is it (thread ids are unique on the host), if that process
+ * carries the domain's UUID on its command line. The UUID alone is not
+ * enough: two QEMUs of one domain run side by side during a handover
+ * between two libvirts of one machine (the tests' two hosts in network
+ * namespaces), and the new one's RAM would be looked for in the old. */
+pid_t virt_qemu_pid(const struct virt *v)
+{
+	pid_t tid = first_vcpu_thread(v), pid = tid > 0 ? proc_tgid(tid) : -1;
+	char text[24];
+
+	snprintf(text, sizeof(text), "%d", (int)pid);
+	if (pid > 0 && cmdline_has_uuid(text, v->uuid))
+		return pid;
+	log_err("%s: its QEMU process is not found (vCPU thread %d, process %d)", v->what,
+		(int)tid, (int)pid);
+	return -1;
+}
 
 /* libvirt fails a command at once when the monitor hits EOF, maybe before
  * the dying QEMU is a zombie: give it a moment. A live QEMU costs this

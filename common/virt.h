@@ -19,6 +19,15 @@ bool virt_events_ready(void);
 
 /* Connect to uri and look up the domain called name (must be running). */
 int virt_open(const char *uri, const char *name, struct virt **out);
+/* Whether a QEMU of the domain called name runs on uri (libvirt counts it
+ * active, in whatever state): 1 yes; 0 no (no such domain there, or shut
+ * off); -errno when libvirt cannot tell (not logged: the caller says it). */
+int virt_domain_active(const char *uri, const char *name);
+/* Keep libvirt from starting the domain called name on uri by itself:
+ * turn its autostart off, remove a managed save image (said in the log).
+ * 1 autostart was on, 0 it was off or there is no such domain, -errno
+ * (logged). */
+int virt_autostart_off(const char *uri, const char *name);
 /* Start xml as a new transient domain, paused, on uri. */
 int virt_create_paused(const char *uri, const char *xml, struct virt **out);
 void virt_close(struct virt *v);
@@ -28,7 +37,8 @@ const char *virt_uuid(const struct virt *v);
 /* The domain's XML; migratable: without what only this host knows
  * (VIR_DOMAIN_XML_MIGRATABLE). malloc'd, NULL on error (logged). */
 char *virt_xml(struct virt *v, bool migratable);
-/* QEMU's pid, found by the -uuid on its command line. -1 if none. */
+/* QEMU's pid: the process of its first vCPU thread, which carries the
+ * domain's -uuid. -1 if none (logged). */
 pid_t virt_qemu_pid(const struct virt *v);
 /* A QMP client over the passthrough; QEMU's events are pushed into it and
  * then on_event(opaque) is called (e.g. to run qmp_read_events). With

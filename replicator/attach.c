@@ -433,6 +433,32 @@ static int attach_libvirt(struct replicator *r)
 	int rc;
 
 	virt_events_init(r->loop);
+	if (r->cfg.host) {
+		/* A pair whose roles move: a domain that is not running here runs
+		 * on the other host, or nowhere; one libvirt cannot tell about
+		 * may run here, so that is an error, not "absent". */
+		rc = virt_domain_active(r->cfg.libvirt_uri, r->cfg.domain);
+		if (rc < 0) {
+			/* exit 3: the unit starts us again (libvirtd restarting) */
+			log_err("cannot tell whether libvirt domain %s runs here: libvirt at %s "
+				"does not answer (%s); exiting to be started again",
+				r->cfg.domain, r->cfg.libvirt_uri, strerror(-rc));
+			return 3;
+		}
+		if (!rc) {
+			r->vm_absent = true;
+			log_info("no VM runs here (libvirt at %s runs no domain %s)",
+				 r->cfg.libvirt_uri, r->cfg.domain);
+			return -ENOENT;
+		}
+		/* libvirt would boot it afresh at the next start of a host it
+		 * has moved away from: a second copy */
+		if (virt_autostart_off(r->cfg.libvirt_uri, r->cfg.domain) == 1)
+			log_warn("libvirt domain %s was set to autostart: turned off (libvirt "
+				 "would boot a second copy of the VM at this host's next start "
+				 "while it runs on the other host; the pair's daemons start it)",
+				 r->cfg.domain);
+	}
 	rc = virt_open(r->cfg.libvirt_uri, r->cfg.domain, &r->virt);
 	if (rc)
 		return rc;
@@ -447,9 +473,9 @@ static int attach_libvirt(struct replicator *r)
 		return rc;
 	virt_on_close(r->virt, replicator_lost_libvirt, r);
 	if (qmp_peer_pid(r->qmp) <= 0) {
-		log_err("libvirt domain %s: no QEMU process with its UUID %s on this host; "
-			"the replicator must run on the domain's host", r->cfg.domain,
-			virt_uuid(r->virt));
+		log_err("libvirt domain %s: its QEMU process (the process of its vCPU thread, "
+			"with its UUID %s) is not on this host; the replicator must run on the "
+			"domain's host", r->cfg.domain, virt_uuid(r->virt));
 		return -ESRCH;
 	}
 	return 0;

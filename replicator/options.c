@@ -84,7 +84,8 @@ CLI_USAGE_CONFIG
 "                        needs <memoryBacking><source type='memfd'/><access\n"
 "                        mode='shared'/></memoryBacking> (or type='file')\n"
 "  --connect URI         libvirt connection (default qemu:///system; or\n"
-"                        [vm] libvirt-uri)\n"
+"                        [vm] libvirt-uri; with [host] sections [host]\n"
+"                        libvirt-uri, and no --connect)\n"
 "  --backup HOST:PORT    the backup agent (required, or [backup] address)\n"
 "  --ram-file PATH       guest RAM file (default: asked from QEMU)\n"
 "  --epoch-policy P      fixed, dirty-rate, output-aware or hybrid (default):\n"
@@ -330,10 +331,10 @@ static int apply_file_lists(struct replicator_config *cfg)
 }
 
 /* A pair whose roles move: this host's [host] section gives the NICs'
- * ports and the control socket, the other host's agent is the backup
- * (flags still win). */
+ * ports, the control socket and its libvirt, the other host's agent is
+ * the backup (flags still win, but for --connect). */
 static int apply_host(struct replicator_config *cfg, const char *file, const char *host_name,
-		      const char **backup, bool control_flag)
+		      const char **backup, bool control_flag, bool connect_flag)
 {
 	const struct config_host *peer;
 
@@ -351,6 +352,15 @@ static int apply_host(struct replicator_config *cfg, const char *file, const cha
 				return -1;
 	if (!control_flag && cfg->host->control_socket)
 		cfg->control_path = cfg->host->control_socket;
+	/* the same domain, on this host's libvirt, whichever role asks */
+	if (connect_flag) {
+		fprintf(stderr, "remus-replicator: --connect: with [host] sections this host's "
+			"libvirt is [host %s] libvirt-uri, which every role reads\n",
+			cfg->host->name);
+		return -1;
+	}
+	if (cfg->host->libvirt_uri)
+		cfg->libvirt_uri = cfg->host->libvirt_uri;
 	if (asprintf(&cfg->state_qmp_path, "%s/qmp.sock", cfg->host->state_dir) < 0) {
 		cfg->state_qmp_path = NULL;
 		return -1;
@@ -460,7 +470,8 @@ static int parse(int argc, char **argv, struct replicator_config *cfg, int *use_
 	rc = cli_read_args(&program, &args, &service, &cfg->file, argc, argv, cfg);
 	if (rc)
 		return rc;
-	if (apply_host(cfg, service.file.file, service.host_name, &args.backup, service.control_flag) ||
+	if (apply_host(cfg, service.file.file, service.host_name, &args.backup, service.control_flag,
+		       args.connect_flag) ||
 	    apply_file_lists(cfg))
 		return -1;
 	if (args.vm_flags == 3 || (!cfg->qmp_path && !cfg->domain) || !args.backup) {

@@ -235,7 +235,8 @@ void operator_on_frame(struct replicator *r, const struct frame_hdr *h, const ui
 void operator_status(const struct replicator *r, struct json_object *o);
 void operator_close(struct replicator *r);
 
-/* attach.c */
+/* attach.c: 0, -errno (logged), or 3: in a pair whose roles move, this
+ * host's libvirt cannot tell whether the VM runs here (exit 3, retried). */
 int vm_attach(struct replicator *r);
 void vm_info_free(struct vm_info *vm);
 char *vm_hello_json(const struct replicator *r);

@@ -414,16 +414,17 @@ static const struct golden {
 	{ "host: unknown key, bad values, a key twice", CONFIG_ANY,
 	  "[host a]\naddress = 127.0.0.1:1\ntap = tap0\nnet-out = eth0\naddress = 127.0.0.1:3\n"
 	  "[host b]\naddress = 127.0.0.1\n",
-	  "pair.conf:3: unknown key 'tap' in [host a]; a host has address, state-dir, net-out "
-	  "and control-socket\n"
+	  "pair.conf:3: unknown key 'tap' in [host a]; a host has address, state-dir, net-out, "
+	  "control-socket and libvirt-uri\n"
 	  "pair.conf:4: [host a] net-out: 'eth0' is not [ID=]tap:NAME or [ID=]packet:IFACE\n"
 	  "pair.conf:5: [host a] address: given twice\n"
 	  "pair.conf:7: [host b] address: '127.0.0.1' is not HOST:PORT\n"
 	  "pair.conf:6: [host b] address is required\n" },
 	{ "host: what each host says, said outside", CONFIG_AGENT,
 	  "[backup]\naddress = 127.0.0.1:1\nstate-dir = /s\ntap = tap0\n[net-buffer]\n"
-	  "net-out = packet:eth0\n[vm]\ndomain = d\n[hooks]\nfence = none\n"
-	  "[host a]\naddress = 127.0.0.1:1\nstate-dir = /a\n[host b]\naddress = 127.0.0.1:2\n",
+	  "net-out = packet:eth0\n[vm]\nqmp = /q\n[hooks]\nfence = none\n"
+	  "[host a]\naddress = 127.0.0.1:1\nstate-dir = /a\n[host b]\naddress = 127.0.0.1:2\n"
+	  "libvirt-uri = qemu:///system\n",
 	  "pair.conf:2: [backup] address: with [host] sections, each host's section says it "
 	  "(address)\n"
 	  "pair.conf:3: [backup] state-dir: with [host] sections, each host's section says it "
@@ -432,9 +433,8 @@ static const struct golden {
 	  "(net-out; the restored VM's NICs go through a net buffer on that host too)\n"
 	  "pair.conf:6: [net-buffer] net-out: with [host] sections, each host's section says it "
 	  "(net-out; the restored VM's NICs go through a net buffer on that host too)\n"
-	  "pair.conf:8: [vm] domain: a pair with [host] sections moves a plain QEMU VM ([vm] "
-	  "qmp) between its hosts; a libvirt domain is not re-protected after a failover yet, "
-	  "use [backup] for it\n"
+	  "pair.conf:16: [host b] libvirt-uri: the host's libvirt runs a libvirt domain ([vm] "
+	  "domain), which this file does not name\n"
 	  "pair.conf:14: [host b] state-dir is required\n" },
 	{ "three errors, all reported", CONFIG_ANY,
 	  "[vm]\nqmp: /run/vm1.qmp\n[epoch]\nlength_ms = 50\nmax-ms = 99999\n",
@@ -614,6 +614,67 @@ START_TEST(test_hosts_parse)
 		fclose(errf);
 		ck_assert_str_eq(errors, "");
 		free(errors);
+	}
+}
+END_TEST
+
+/* text fails for role, with exactly these errors. */
+static void fails(const char *text, enum config_role role, const char *expected)
+{
+	struct pair_config pc;
+	char *errors;
+
+	ck_assert_int_ne(parse_text(text, role, &pc, &errors), 0);
+	ck_assert_str_eq(errors, expected);
+	free(errors);
+	pair_config_free(&pc);
+}
+
+/* What a pair of moving roles refuses of a libvirt domain: Pacemaker's
+ * resource agent (takeover = manual); and an agent, which becomes the
+ * replicator, without its VM named. */
+START_TEST(test_hosts_refusals)
+{
+	static const char hosts[] =
+		"[host a]\naddress = 127.0.0.1:1\nstate-dir = /a\n"
+		"[host b]\naddress = 127.0.0.1:2\nstate-dir = /b\n";
+	char text[512];
+
+	snprintf(text, sizeof(text), "[vm]\ndomain = d\n[backup]\ntakeover = manual\n%s", hosts);
+	fails(text, CONFIG_AGENT,
+	      "pair.conf:4: [backup] takeover = manual: the Pacemaker resource agent moves a "
+	      "plain QEMU VM ([vm] qmp) between the [host] sections, not a libvirt domain "
+	      "([vm] domain) yet\n");
+	snprintf(text, sizeof(text), "[hooks]\nfence = none\n%s", hosts);
+	fails(text, CONFIG_AGENT, "pair.conf: missing section [vm]\n");
+}
+END_TEST
+
+/* A libvirt domain moves between the hosts too, each with its libvirt. */
+START_TEST(test_hosts_libvirt)
+{
+	static const char text[] =
+		"[vm]\n"
+		"domain = vm1\n"
+		"libvirt-uri = qemu:///system\n"
+		"[host alpha]\n"
+		"address = 127.0.0.1:7701\n"
+		"state-dir = /var/lib/remus/alpha\n"
+		"[host beta]\n"
+		"address = 127.0.0.1:7702\n"
+		"state-dir = /var/lib/remus/beta\n"
+		"libvirt-uri = qemu+unix:///system?socket=/run/beta/libvirt-sock\n"
+		"[hooks]\n"
+		"fence = none\n";
+	struct pair_config pc;
+
+	for (int role = CONFIG_REPLICATOR; role <= CONFIG_AGENT; role++) {
+		parses(text, role, &pc);
+		ck_assert_str_eq(pc.vm_domain, "vm1");
+		ck_assert_ptr_null(config_host_find(&pc, "alpha")->libvirt_uri);
+		ck_assert_str_eq(config_host_find(&pc, "beta")->libvirt_uri,
+				 "qemu+unix:///system?socket=/run/beta/libvirt-sock");
+		pair_config_free(&pc);
 	}
 }
 END_TEST
@@ -1204,6 +1265,8 @@ static Suite *config_suite(void)
 	ADD(s, test_example_configs_parse);
 	ADD(s, test_read_missing_file);
 	ADD(s, test_hosts_parse);
+	ADD(s, test_hosts_libvirt);
+	ADD(s, test_hosts_refusals);
 	ADD(s, test_hosts_apply_to_each_daemon);
 	ADD(s, test_replicator_file_values_apply);
 	ADD(s, test_replicator_flags_override_file);

@@ -20,6 +20,17 @@
 #      no replica is restored on its own): the agents ask each other, and
 #      the one with the newer replica (the last backup) restores the VM;
 #      the other waits and is its backup again.
+#   3. --libvirt --cycles 2 --kill host --disk --cold-start: the same pair
+#      with the VM a libvirt domain ([vm] domain), each host a private
+#      libvirtd with its own libvirt-uri: A -> B -> A, failback A -> B,
+#      then both hosts down and up. A host that comes back starts its
+#      libvirtd first, which finds the domain defined (restored there
+#      before) and not running: the daemon must not start it. The restored
+#      domain keeps its UDP NIC for the net buffer of its new host, so the
+#      one TCP connection goes on through every move. The failback is a
+#      handover while the old QEMU of the domain still runs (paused) on
+#      the same machine: the new one's RAM must be found in the new QEMU,
+#      not by the domain's UUID, which both carry.
 . "$(dirname "$0")/lib.sh"
 
 PREFIX=rp$(( $$ % 10000 ))
@@ -114,4 +125,22 @@ check hostback "r['cold_start']['restored_host'] == r['cold_start']['expected_ho
 	"both hosts down and up: the host with the newer replica restores the VM, the other waits"
 check hostback "r['cold_start']['serial_ticks_ok'] and r['cold_start']['reprotected_ms'] < 120000" \
 	"after the cold start the VM goes on from the newer replica, protected again"
+
+if command -v libvirtd > /dev/null; then
+	drill libvirt --libvirt --cycles 2 --kill host --disk --cold-start
+	common_checks libvirt 2
+	check libvirt "r['backend'] == 'libvirt'" "the VM was a libvirt domain on each host"
+	check libvirt "all(x['left_host_runs_qemu'] is False for x in c[:-1])" \
+		"a host that came back, its libvirt holding the domain, started no copy of its own"
+	check libvirt "all(x['disk_ok'] is True for x in c)" \
+		"the replicated disk agrees with the restored memory after every move"
+	check libvirt "all(x['overlay_chain'] == 2 for x in c)" \
+		"each restored domain runs on one overlay over its host's own replica"
+	check libvirt "r['disk_data_ok'] is True" \
+		"the last backup's replica disk holds the 16 MiB the guest never wrote, byte for byte"
+	check libvirt "r['cold_start']['restored_host'] == r['cold_start']['expected_host'] and r['cold_start']['ok']" \
+		"both hosts down and up: the newer replica is restored into its host's libvirt, protected again"
+else
+	fail "libvirtd is not installed (scripts/install-deps): the libvirt pair is not tested"
+fi
 finish
