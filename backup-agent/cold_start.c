@@ -14,6 +14,10 @@
 
 #define COLD_START_ASK_S       2.0
 #define COLD_START_DEADLINE_MS 3000
+/* how long the agent's loop waits for libvirt's "does the domain run
+ * here": a hung libvirtd must not hold the loop (control socket, a
+ * primary's connection) */
+#define COLD_START_LIBVIRT_MS  1000
 
 
 bool cold_start_listens(const char *path)
@@ -46,7 +50,7 @@ int cold_start_vm_here(const struct agent *a)
 
 	if (!domain)
 		return cold_start_listens(a->cfg.file.vm_qmp);
-	rc = virt_domain_active(libvirt_uri(a), domain);
+	rc = virt_domain_active_within(libvirt_uri(a), domain, COLD_START_LIBVIRT_MS);
 	/* asked every few seconds while waiting: say it once per change */
 	if (rc < 0 && rc != last_error)
 		log_warn("cannot tell whether libvirt domain %s runs here (libvirt at %s: %s): "
@@ -58,18 +62,6 @@ int cold_start_vm_here(const struct agent *a)
 	return rc;
 }
 
-/* A libvirt domain set to autostart would boot afresh at this host's next
- * start, a second copy while the VM runs on the other host: the pair's
- * daemons alone start it (restore, attach). */
-static void no_autostart(const struct agent *a)
-{
-	const char *domain = a->cfg.file.vm_domain;
-
-	if (domain && virt_autostart_off(libvirt_uri(a), domain) == 1)
-		log_warn("libvirt domain %s was set to autostart on this host: turned off (at "
-			 "the host's next start libvirt would boot a second copy of the VM "
-			 "while it runs on the other host; the pair's daemons start it)", domain);
-}
 
 static struct cold_facts own_facts(const struct agent *a)
 {
@@ -242,7 +234,6 @@ void cold_start_init(struct agent *a)
 	peer_link_init(&a->cold.link, a->loop, &a->sec, &ask_ops, a);
 	if (!a->cfg.host || !(peer = config_host_peer(&a->cfg.file, a->cfg.host)))
 		return;
-	no_autostart(a);
 	if (netaddr_parse(peer->address, &a->cold.peer, err, sizeof(err))) {
 		log_warn("cold start: [host %s] address: %s", peer->name, err);
 		return;

@@ -51,6 +51,11 @@
       connections, replicated with each policy and disk capture (output
       commit, disk replication) against the same guest unreplicated, in one run (needs
       root: scripts/testnet; redis-tools and e2fsprogs on the host)
+  bench/bench.py verify [--mem 128,512] [--epoch-ms 50] [--rate 20] [--seconds 10]
+      what `remusctl verify` adds to the pause: one guest per RAM size,
+      dirtying --rate MB/s, replicated at fixed epochs; its pauses over a
+      whole verify pass against the windows just before and after it
+      without one, and the slices the pass hashed
   bench/bench.py network [--epochs 25,50,100] [--seconds 8]
       request latency and throughput through the VM's net buffer, replicated
       at each epoch length against unreplicated, in one run (needs root: it
@@ -255,6 +260,66 @@ def cleared_share(before, after):
     if scans <= 0:
         return None
     return 1 - (after["softdirty_clears_skipped"] - before["softdirty_clears_skipped"]) / scans
+
+
+def pause_window(sock, seconds=None, during=None):
+    """Pause stats over `seconds`, or over the call during(), whose result
+    comes back beside them."""
+    ctl(sock, "reset-stats")
+    before = ctl(sock, "status")
+    got = during() if during else time.sleep(seconds)
+    after = ctl(sock, "status")
+    if before is None or after is None:
+        raise RuntimeError("the replicator stopped answering on %s" % sock)
+    after["epochs"] = after["epochs_committed"] - before["epochs_committed"]
+    return after, got
+
+
+def verify_pass(sock):
+    out = subprocess.run([os.path.join(BIN, "remusctl"), "--control", sock, "--json", "verify"],
+                         capture_output=True, text=True, timeout=600)
+    if out.returncode:
+        raise RuntimeError("remusctl verify: exit %d: %s" % (out.returncode, out.stderr))
+    return json.loads(out.stdout)
+
+
+def verify(args):
+    """The pauses over one verify pass between two windows without one, on
+    the same replicated guest: the pass hashes a slice of pages (then 4
+    KiB disk blocks) at each pause, sized to stay well under 1 ms."""
+    print("| guest RAM | window | epochs | pause p50 | pause p99 | pause max | pause p50 vs "
+          "without | stop / capture / resume p50 | slices | slice hash mean / max (wall) | "
+          "slice hash max (CPU) | pages compared |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    rate = args.rate or 20
+    for mem in args.mem:
+        b = Bench()
+        try:
+            run, _ = b.guest("verify", mem, "dirty_mb_s=%d dirty_mb=%d" % (rate, min(64, mem // 4)))
+            port = free_port()
+            b.agent(port, os.path.join(b.dir, "backup"))
+            _, sock = b.replicator(run, port, args.epoch_ms)
+            wait_for(lambda: committed(sock, 20), WARMUP_TIMEOUT, "20 committed epochs")
+            first, _ = pause_window(sock, args.seconds)
+            during, v = pause_window(sock, during=lambda: verify_pass(sock))
+            last, _ = pause_window(sock, args.seconds)
+        finally:
+            b.close()
+        base = (first["pause_p50_ms"] + last["pause_p50_ms"]) / 2
+        for name, s, vv in (("without", first, None), ("verify pass", during, v),
+                            ("without (again)", last, None)):
+            print("| %d MB | %s | %d | %.2f ms | %.2f ms | %.2f ms | %s | %.2f / %.2f / %.2f ms "
+                  "| %s | %s | %s | %s |"
+                  % (mem, name, s["epochs"], s["pause_p50_ms"], s["pause_p99_ms"],
+                     s["pause_max_ms"],
+                     "%+.2f ms" % (s["pause_p50_ms"] - base) if vv else "-",
+                     s["pause_stop_p50_ms"], s["pause_capture_p50_ms"],
+                     s["pause_resume_p50_ms"],
+                     vv["slices"] if vv else "-",
+                     "%.2f / %.2f ms" % (vv["slice_hash_ms_mean"], vv["slice_hash_ms_max"])
+                     if vv else "-",
+                     "%.2f ms" % vv["slice_hash_cpu_ms_max"] if vv else "-",
+                     vv["pages_checked"] if vv else "-"), flush=True)
 
 
 def checkpoint(args):
@@ -1118,7 +1183,8 @@ def report_policies(results, configs):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["checkpoint", "workrate", "network", "policies", "disk",
-                                     "trackers", "link", "resync", "compress", "redis"])
+                                     "trackers", "link", "resync", "compress", "redis",
+                                     "verify"])
     ap.add_argument("--links", default="1000,100",
                     help="'compress': replication link rates in Mbit/s (tc tbf)")
     ap.add_argument("--modes", default="off,on,auto", help="'compress': --compress modes")
@@ -1151,7 +1217,8 @@ def main():
     args.modes = args.modes.split(",")
     args.captures = args.captures.split(",")
     args.mem = [int(x) for x in (args.mem or {"checkpoint": "128,512", "trackers": "128,512,1024,2048",
-                                              "resync": "512", "redis": "256"}.get(
+                                              "resync": "512", "redis": "256",
+                                              "verify": "128,512"}.get(
         args.what, "128")).split(",")]
     args.rates = [int(x) for x in args.rates.split(",")]
     args.policies = [x for x in args.policies.split(",") if x]
@@ -1165,7 +1232,7 @@ def main():
     print("<!-- %s, %s -->" % (" ".join(sys.argv), time.strftime("%Y-%m-%d %H:%M")), flush=True)
     {"checkpoint": checkpoint, "workrate": workrate, "network": network,
      "policies": policies, "disk": disk, "trackers": trackers, "link": link,
-     "resync": resync, "compress": compress, "redis": redis}[args.what](args)
+     "resync": resync, "compress": compress, "redis": redis, "verify": verify}[args.what](args)
 
 
 if __name__ == "__main__":

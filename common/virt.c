@@ -10,10 +10,12 @@
 #include <libvirt/libvirt-qemu.h>
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 struct virt {
@@ -151,6 +153,95 @@ int virt_domain_active(const char *uri, const char *name)
 	virDomainFree(dom);
 out:
 	virt_close(v);
+	return rc;
+}
+
+/* One question to libvirt at a time, in a thread of its own, so that a
+ * libvirtd that hangs holds that thread and not the caller's loop; the
+ * next question waits until it has an answer. */
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t answered;
+	bool asking, done;
+	int result;
+	char *uri, *name;
+} probe = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false, 0, NULL, NULL };
+
+static void *probe_thread(void *unused)
+{
+	int rc;
+
+	(void)unused;
+	rc = virt_domain_active(probe.uri, probe.name);
+	pthread_mutex_lock(&probe.lock);
+	free(probe.uri);
+	free(probe.name);
+	probe.uri = probe.name = NULL;
+	probe.result = rc;
+	probe.done = true;
+	pthread_cond_signal(&probe.answered);
+	pthread_mutex_unlock(&probe.lock);
+	return NULL;
+}
+
+static int start_probe(const char *uri, const char *name)
+{
+	pthread_attr_t attr;
+	pthread_t t;
+	int rc;
+
+	probe.uri = strdup(uri);
+	probe.name = strdup(name);
+	if (!probe.uri || !probe.name) {
+		free(probe.uri);
+		free(probe.name);
+		probe.uri = probe.name = NULL;
+		return -ENOMEM;
+	}
+	probe.asking = true;
+	probe.done = false;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	rc = -pthread_create(&t, &attr, probe_thread, NULL);
+	pthread_attr_destroy(&attr);
+	if (rc) {
+		free(probe.uri);
+		free(probe.name);
+		probe.uri = probe.name = NULL;
+		probe.asking = false;
+	}
+	return rc;
+}
+
+int virt_domain_active_within(const char *uri, const char *name, unsigned timeout_ms)
+{
+	struct timespec until;
+	int rc = 0;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += timeout_ms / 1000;
+	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&probe.lock);
+	/* the late answer to a question given up on is too old to use */
+	if (probe.asking && probe.done)
+		probe.asking = false;
+	/* one still in flight (its asker gave up) is the same question, of
+	 * the daemon's one domain: wait for its answer */
+	if (!probe.asking)
+		rc = start_probe(uri, name);
+	while (!rc && !probe.done)
+		rc = pthread_cond_timedwait(&probe.answered, &probe.lock, &until);
+	if (probe.done) {
+		rc = probe.result;
+		probe.asking = false;
+	} else {
+		rc = rc > 0 ? -rc : rc; /* ETIMEDOUT, or start_probe's -errno */
+	}
+	pthread_mutex_unlock(&probe.lock);
 	return rc;
 }
 

@@ -23,6 +23,10 @@ int virt_open(const char *uri, const char *name, struct virt **out);
  * active, in whatever state): 1 yes; 0 no (no such domain there, or shut
  * off); -errno when libvirt cannot tell (not logged: the caller says it). */
 int virt_domain_active(const char *uri, const char *name);
+/* virt_domain_active, asked in a thread: a libvirtd that hangs costs the
+ * caller (an event loop) timeout_ms, then -ETIMEDOUT; the question stays
+ * in flight, and the next call waits for its answer. */
+int virt_domain_active_within(const char *uri, const char *name, unsigned timeout_ms);
 /* Keep libvirt from starting the domain called name on uri by itself:
  * turn its autostart off, remove a managed save image (said in the log).
  * 1 autostart was on, 0 it was off or there is no such domain, -errno
