@@ -39,7 +39,7 @@ bool cold_start_listens(const char *path)
 
 static const char *libvirt_uri(const struct agent *a)
 {
-	return a->cfg.restore.libvirt_uri ? a->cfg.restore.libvirt_uri : "qemu:///system";
+	return a->cfg.restore.libvirt_uri ? a->cfg.restore.libvirt_uri : VIRT_DEFAULT_URI;
 }
 
 int cold_start_vm_here(const struct agent *a)

@@ -166,7 +166,7 @@ static int start_domain(const struct restore_opts *o, const struct replica_info 
 		.shared_as_qcow2 = as_qcow2,
 	};
 	char *start_xml = NULL, err[512];
-	const char *uri = o->libvirt_uri ? o->libvirt_uri : "qemu:///system";
+	const char *uri = o->libvirt_uri ? o->libvirt_uri : VIRT_DEFAULT_URI;
 	int rc;
 
 	for (int i = 0; i < disks->n; i++)

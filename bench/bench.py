@@ -183,6 +183,14 @@ class Bench:
         wait_for(lambda: b"guest: ready" in open(serial, "rb").read(), BOOT_TIMEOUT, "guest boot")
         return run, pid
 
+    def dirtier_pair(self, name, mem, rate, epoch_ms):
+        """A guest dirtying rate MB/s (over a quarter of its RAM, 64 MiB at
+        most), an agent, and a replicator at fixed epoch_ms: its socket."""
+        run, _ = self.guest(name, mem, "dirty_mb_s=%d dirty_mb=%d" % (rate, min(64, mem // 4)))
+        port = free_port()
+        self.agent(port, os.path.join(self.dir, "backup"))
+        return self.replicator(run, port, epoch_ms)[1]
+
     def link_args(self):
         return ["--insecure-cleartext-link"] if CLEARTEXT else ["--key-file", self.key]
 
@@ -295,10 +303,7 @@ def verify(args):
     for mem in args.mem:
         b = Bench()
         try:
-            run, _ = b.guest("verify", mem, "dirty_mb_s=%d dirty_mb=%d" % (rate, min(64, mem // 4)))
-            port = free_port()
-            b.agent(port, os.path.join(b.dir, "backup"))
-            _, sock = b.replicator(run, port, args.epoch_ms)
+            sock = b.dirtier_pair("verify", mem, rate, args.epoch_ms)
             wait_for(lambda: committed(sock, 20), WARMUP_TIMEOUT, "20 committed epochs")
             first, _ = pause_window(sock, args.seconds)
             during, v = pause_window(sock, during=lambda: verify_pass(sock))
@@ -330,10 +335,7 @@ def checkpoint(args):
         for rate in args.rates:
             b = Bench()
             try:
-                run, _ = b.guest("bench", mem, "dirty_mb_s=%d dirty_mb=%d" % (rate, min(64, mem // 4)))
-                port = free_port()
-                b.agent(port, os.path.join(b.dir, "backup"))
-                _, sock = b.replicator(run, port, args.epoch_ms)
+                sock = b.dirtier_pair("bench", mem, rate, args.epoch_ms)
                 s = measure_window(sock, args.seconds)
             finally:
                 b.close()

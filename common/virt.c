@@ -134,24 +134,39 @@ int virt_open(const char *uri, const char *name, struct virt **out)
 	return 0;
 }
 
+/* The domain called name on uri, defined or running, for one question:
+ * 1 and *dom (virDomainFree it, then virt_close *v); 0 no such domain;
+ * -errno when libvirt cannot tell (logged if logged). *v is always set
+ * (virt_close it, NULL or not). */
+static int find_domain(const char *uri, const char *name, bool logged, struct virt **v,
+		       virDomainPtr *dom)
+{
+	int rc = connect_logged(uri, v, logged);
+
+	if (rc)
+		return rc;
+	*dom = virDomainLookupByName((*v)->conn, name);
+	if (*dom)
+		return 1;
+	if (virGetLastErrorCode() == VIR_ERR_NO_DOMAIN)
+		return 0;
+	if (logged)
+		log_err("libvirt at %s: cannot look up domain %s: %s", uri, name, why());
+	return -EIO;
+}
+
 int virt_domain_active(const char *uri, const char *name)
 {
 	struct virt *v = NULL;
 	virDomainPtr dom;
-	int rc = connect_logged(uri, &v, false);
+	int rc = find_domain(uri, name, false, &v, &dom);
 
-	if (rc)
-		goto out;
-	dom = virDomainLookupByName(v->conn, name);
-	if (!dom) {
-		rc = virGetLastErrorCode() == VIR_ERR_NO_DOMAIN ? 0 : -EIO;
-		goto out;
+	if (rc == 1) {
+		rc = virDomainIsActive(dom);
+		if (rc < 0)
+			rc = -EIO;
+		virDomainFree(dom);
 	}
-	rc = virDomainIsActive(dom);
-	if (rc < 0)
-		rc = -EIO;
-	virDomainFree(dom);
-out:
 	virt_close(v);
 	return rc;
 }
@@ -167,6 +182,14 @@ static struct {
 	char *uri, *name;
 } probe = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false, 0, NULL, NULL };
 
+/* Under probe.lock, or before the thread starts. */
+static void forget_question(void)
+{
+	free(probe.uri);
+	free(probe.name);
+	probe.uri = probe.name = NULL;
+}
+
 static void *probe_thread(void *unused)
 {
 	int rc;
@@ -174,9 +197,7 @@ static void *probe_thread(void *unused)
 	(void)unused;
 	rc = virt_domain_active(probe.uri, probe.name);
 	pthread_mutex_lock(&probe.lock);
-	free(probe.uri);
-	free(probe.name);
-	probe.uri = probe.name = NULL;
+	forget_question();
 	probe.result = rc;
 	probe.done = true;
 	pthread_cond_signal(&probe.answered);
@@ -193,9 +214,7 @@ static int start_probe(const char *uri, const char *name)
 	probe.uri = strdup(uri);
 	probe.name = strdup(name);
 	if (!probe.uri || !probe.name) {
-		free(probe.uri);
-		free(probe.name);
-		probe.uri = probe.name = NULL;
+		forget_question();
 		return -ENOMEM;
 	}
 	probe.asking = true;
@@ -205,9 +224,7 @@ static int start_probe(const char *uri, const char *name)
 	rc = -pthread_create(&t, &attr, probe_thread, NULL);
 	pthread_attr_destroy(&attr);
 	if (rc) {
-		free(probe.uri);
-		free(probe.name);
-		probe.uri = probe.name = NULL;
+		forget_question();
 		probe.asking = false;
 	}
 	return rc;
@@ -249,17 +266,10 @@ int virt_autostart_off(const char *uri, const char *name)
 {
 	struct virt *v = NULL;
 	virDomainPtr dom;
-	int rc = connect_uri(uri, &v), on = 0;
+	int rc = find_domain(uri, name, true, &v, &dom), on = 0;
 
-	if (rc)
+	if (rc != 1)
 		goto out;
-	dom = virDomainLookupByName(v->conn, name);
-	if (!dom) {
-		rc = virGetLastErrorCode() == VIR_ERR_NO_DOMAIN ? 0 : -EIO;
-		if (rc)
-			log_err("libvirt at %s: cannot look up domain %s: %s", uri, name, why());
-		goto out;
-	}
 	if (virDomainGetAutostart(dom, &on) < 0 || (on && virDomainSetAutostart(dom, 0) < 0)) {
 		log_err("libvirt at %s: cannot turn autostart of domain %s off: %s", uri, name,
 			why());

@@ -12,6 +12,9 @@
 struct qmp;
 struct virt;
 
+/* The libvirt of a daemon given none: the host's system instance. */
+#define VIRT_DEFAULT_URI "qemu:///system"
+
 /* Run libvirt's event hooks on this loop (virt_events.c). Once per
  * process, before the first virt_connect. */
 void virt_events_init(struct ev_loop *loop);

@@ -4,6 +4,7 @@
 #include "cli_daemon.h"
 #include "hooks.h"
 #include "config.h"
+#include "virt.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -489,7 +490,7 @@ static int parse(int argc, char **argv, struct replicator_config *cfg, int *use_
 		cfg->libvirt_uri = NULL; /* the file's, for a domain --qmp replaced */
 	}
 	if (cfg->domain && !cfg->libvirt_uri)
-		cfg->libvirt_uri = "qemu:///system";
+		cfg->libvirt_uri = VIRT_DEFAULT_URI;
 	if (cfg->domain && cfg->disk_capture_bitmap) {
 		/* QEMU has one NBD server, and libvirt starts and stops it for
 		 * its own migrations and backups. */
