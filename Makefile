@@ -137,6 +137,7 @@ $(B)/fuzz/fuzz_frame: fuzz/fuzz_frame.c common/proto.c common/crc32c.c
 $(B)/fuzz/fuzz_frame_kind: fuzz/fuzz_frame_kind.c net-buffer/frame_kind.c
 $(B)/fuzz/fuzz_page_codec: fuzz/fuzz_page_codec.c common/page_codec.c common/proto.c common/crc32c.c
 $(B)/fuzz/fuzz_hello: fuzz/fuzz_hello.c backup-agent/replica.c backup-agent/disk_base.c backup-agent/journal.c \
+                      backup-agent/sparse_copy.c \
                       backup-agent/diskfile.c backup-agent/pair.c common/proto.c common/crc32c.c \
                       common/log.c common/text.c common/procfs.c common/page_hash.c \
                       common/page_codec.c common/verify_blocks.c

@@ -7,6 +7,7 @@
 #include "page_hash.h"
 #include "pair.h"
 #include "procfs.h"
+#include "sparse_copy.h"
 #include "verify_blocks.h"
 
 #include <endian.h>
@@ -20,7 +21,6 @@
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
@@ -1157,7 +1157,6 @@ int replica_copy_file(const char *from, const char *to)
 {
 	struct stat st;
 	int in = open(from, O_RDONLY | O_CLOEXEC), out = -1, rc = 0;
-	off_t off = 0;
 
 	if (in < 0)
 		return -errno;
@@ -1170,13 +1169,8 @@ int replica_copy_file(const char *from, const char *to)
 		rc = -errno;
 		goto out;
 	}
-	while (off < st.st_size) {
-		ssize_t n = sendfile(out, in, &off, (size_t)(st.st_size - off));
-		if (n <= 0) {
-			rc = n < 0 ? -errno : -EIO;
-			goto out;
-		}
-	}
+	/* a new file is all holes: pages of zeroes stay holes */
+	rc = sparse_copy(in, out, st.st_size, NULL);
 out:
 	if (out >= 0)
 		close(out);

@@ -21,6 +21,7 @@
 #include "restore_domain.h"
 #include "restore_verify.h"
 #include "shared_image.h"
+#include "sparse_copy.h"
 #include "virt.h"
 
 #include <errno.h>
@@ -29,7 +30,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -93,8 +93,8 @@ static int open_guest_ram(struct qmp *q, pid_t pid, off_t size)
 static int copy_ram(const char *dir, struct qmp *q, pid_t pid)
 {
 	char from[PATH_MAX];
+	struct sparse_copy_stats sc;
 	struct stat st;
-	off_t off = 0;
 	int in, out, rc = 0;
 
 	snprintf(from, sizeof(from), "%s/ram", dir);
@@ -111,13 +111,14 @@ static int copy_ram(const char *dir, struct qmp *q, pid_t pid)
 		close(in);
 		return out;
 	}
-	while (!rc && off < st.st_size) {
-		ssize_t n = sendfile(out, in, &off, (size_t)(st.st_size - off));
-		if (n <= 0)
-			rc = n < 0 ? -errno : -EIO;
-	}
+	/* pages of zeroes where the new QEMU's RAM has a hole stay holes */
+	rc = sparse_copy(in, out, st.st_size, &sc);
 	if (rc)
 		log_err("cannot copy replica RAM into the restored domain: %s", strerror(-rc));
+	else
+		log_info("restore: replica RAM copied into the domain's, %llu of %llu pages of "
+			 "zeroes left unallocated", (unsigned long long)sc.skipped,
+			 (unsigned long long)sc.pages);
 	close(out);
 	close(in);
 	return rc;

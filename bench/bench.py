@@ -349,11 +349,20 @@ def checkpoint(args):
 
 # 'trackers' runs that are soft-dirty with a benchmark switch: -eager clears
 # the log at every pause, as before lazy clearing; -read reads it by the
-# pagemap read where the kernel has PAGEMAP_SCAN (docs/SOFT-DIRTY.md)
+# pagemap read where the kernel has PAGEMAP_SCAN (docs/SOFT-DIRTY.md);
+# hash-read-holes reads every page of guest RAM, holes too, as before the
+# hash tracker skipped them (docs/TRACKERS.md, "Holes"): run it after hash,
+# it allocates every hole
 TRACKER_VARIANTS = {
     "soft-dirty-eager": ("soft-dirty", {"REMUS_BENCH_SOFTDIRTY_CLEAR_EVERY": "1"}),
     "soft-dirty-read": ("soft-dirty", {"REMUS_BENCH_SOFTDIRTY_PAGEMAP_READ": "1"}),
+    "hash-read-holes": ("hash", {"REMUS_BENCH_HASH_READ_HOLES": "1"}),
 }
+
+
+def allocated_mb(path):
+    """How much of a tmpfs file holds memory."""
+    return os.stat(path).st_blocks * 512 / 2**20
 
 
 def trackers(args):
@@ -377,6 +386,8 @@ def trackers(args):
             writer = ("dirty_mb_s=%d dirty_mb=%d" % (args.rate, args.dirty_mb) if args.rate
                       else "work_mb=%d" % args.dirty_mb)
             run, _ = b.guest("bench", mem, writer)
+            run_ram = b.ram_files[-1]
+            ram_before = allocated_mb(run_ram)
             port = free_port()
             # compare's pauses at 1-2 GB in a nested guest last seconds, in
             # which the replicator's loop sends nothing: neither side may
@@ -398,6 +409,8 @@ def trackers(args):
                             last = f.read().decode(errors="replace").strip().splitlines()[-1:]
                         raise RuntimeError("replicator exited: %s" % " ".join(last))
                     s = measure_window(sock, args.seconds)
+                    s["ram_allocated_mb"] = allocated_mb(run_ram)
+                    s["hole_pages"] = (ctl(sock, "status") or {}).get("hash_hole_pages", 0)
                     if s["tracker"] != tracker:
                         raise RuntimeError("asked for %s, got %s" % (kind, s["tracker"]))
                     got[kind, threads] = s
@@ -421,22 +434,26 @@ def trackers(args):
         print("| %d MB | %s | %s | %s | %s |" % (
             mem, dirty, " | ".join("%.2f / %.2f" % (s["pause_p50_ms"], s["pause_p99_ms"]) if s else "-"
                                    for s in cells), ratio, scale), flush=True)
-        details += [(mem, r, got[r]) for r in runs if r in got]
+        details += [(mem, r, got[r], ram_before) for r in runs if r in got]
     print("\nWhere the pauses went (p50, ms), and what soft-dirty compared per pause "
           "(pages it flagged / pages not in QEMU's page tables):\n")
     print("| guest RAM | tracker | pause | QMP stop | capture | QMP cont | mean epoch "
-          "| dirty pages/epoch | compared per pause | pauses that cleared the log | log read by |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for mem, (kind, threads), s in details:
+          "| dirty pages/epoch | compared per pause | pauses that cleared the log | log read by "
+          "| RAM file allocated: before the first run / after this one | pages skipped as holes |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for mem, (kind, threads), s, ram_before in details:
         sd = ("%.0f / %.0f" % (s["softdirty_flagged_per_scan"], s["softdirty_absent_per_scan"])
-              if "softdirty_flagged_per_scan" in s else "all %d" % (mem * 256))
+              if "softdirty_flagged_per_scan" in s else
+              "%d of %d (the rest holes)" % (mem * 256 - s["hole_pages"], mem * 256)
+              if s.get("hole_pages") else "all %d" % (mem * 256))
         cleared = ("%.0f%%" % (100 * s["softdirty_cleared_share"])
                    if "softdirty_cleared_share" in s else "-")
-        print("| %d MB | %s %d | %.2f | %.2f | %.2f | %.2f | %.0f ms | %.0f | %s | %s | %s |" % (
-            mem, kind, threads, s["pause_p50_ms"], s["pause_stop_p50_ms"],
-            s["pause_capture_p50_ms"], s["pause_resume_p50_ms"], s["mean_epoch_ms"],
-            s["dirty_pages_per_epoch"], sd, cleared, s.get("softdirty_log_read", "-")),
-            flush=True)
+        print("| %d MB | %s %d | %.2f | %.2f | %.2f | %.2f | %.0f ms | %.0f | %s | %s | %s "
+              "| %.0f / %.0f MB | %d |" % (
+                  mem, kind, threads, s["pause_p50_ms"], s["pause_stop_p50_ms"],
+                  s["pause_capture_p50_ms"], s["pause_resume_p50_ms"], s["mean_epoch_ms"],
+                  s["dirty_pages_per_epoch"], sd, cleared, s.get("softdirty_log_read", "-"),
+                  ram_before, s["ram_allocated_mb"], s["hole_pages"]), flush=True)
 
 
 # Whole lines only: the guest may be writing the last one as it is read,

@@ -25,7 +25,7 @@ trap 'rm -f "$BIN" "$ROOT/build/bin/softdirty-read-vm.sh"' EXIT
 gcc -static -O2 -std=gnu11 -D_GNU_SOURCE -DTRACKER_HASH_NO_DISPATCH -Wall -Wextra -Werror \
 	-I"$ROOT/replicator" -o "$BIN" "$ROOT/bench/trackers.c" "$ROOT/replicator/tracker_compare.c" \
 	"$ROOT/replicator/tracker_hash.c" "$ROOT/replicator/tracker_softdirty.c" \
-	"$ROOT/replicator/lazy_clear.c" "$ROOT/replicator/scan_pool.c" -lxxhash -lpthread
+	"$ROOT/replicator/lazy_clear.c" "$ROOT/replicator/scan_pool.c" "$ROOT/replicator/ram_holes.c" -lxxhash -lpthread
 
 # runs KIND_ENV: one line per size and way of reading, "mode line"
 runs() {

@@ -68,7 +68,8 @@ mkdir -p "$ROOTFS"/{bin,proc,sys,dev,mnt}
 gcc -static -O2 -std=gnu11 -D_GNU_SOURCE -DTRACKER_HASH_NO_DISPATCH -Wall -Wextra -Werror \
 	-I"$ROOT/replicator" -o "$ROOTFS/bin/trackers" "$ROOT/bench/trackers.c" \
 	"$ROOT/replicator/tracker_compare.c" "$ROOT/replicator/tracker_hash.c" \
-	"$ROOT/replicator/tracker_softdirty.c" "$ROOT/replicator/lazy_clear.c" "$ROOT/replicator/scan_pool.c" -lxxhash -lpthread ||
+	"$ROOT/replicator/tracker_softdirty.c" "$ROOT/replicator/lazy_clear.c" "$ROOT/replicator/scan_pool.c" \
+	"$ROOT/replicator/ram_holes.c" -lxxhash -lpthread ||
 	die "cannot build bench/trackers.c"
 
 # --- compare and hash on the host (no soft-dirty here, most likely) ---

@@ -76,10 +76,10 @@ void ckpt_read_qemu_events(struct ckpt_ctx *cx)
 	replicator_qemu_events(replicator_of(cx));
 }
 
-void ckpt_verify_at_barrier(struct ckpt_ctx *cx, const uint8_t *ram, size_t npages,
-			    uint64_t epoch)
+void ckpt_verify_at_barrier(struct ckpt_ctx *cx, const uint8_t *ram,
+			    const struct ram_holes *holes, size_t npages, uint64_t epoch)
 {
-	verify_at_barrier(replicator_of(cx), ram, npages, epoch);
+	verify_at_barrier(replicator_of(cx), ram, holes, npages, epoch);
 }
 
 int ckpt_verify_resends(struct ckpt_ctx *cx, struct epoch_tally *t)

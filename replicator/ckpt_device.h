@@ -178,8 +178,9 @@ void ckpt_read_qemu_events(struct ckpt_ctx *cx);
 
 /* remusctl verify (verify.c) rides on the memory device's barrier and
  * send: the RAM as it stands at the barrier, and the pages to send again. */
-void ckpt_verify_at_barrier(struct ckpt_ctx *cx, const uint8_t *ram, size_t npages,
-			    uint64_t epoch);
+struct ram_holes;
+void ckpt_verify_at_barrier(struct ckpt_ctx *cx, const uint8_t *ram,
+			    const struct ram_holes *holes, size_t npages, uint64_t epoch);
 int ckpt_verify_resends(struct ckpt_ctx *cx, struct epoch_tally *t);
 
 #endif

@@ -181,6 +181,34 @@ static int start_tracker(struct ckpt_ctx *cx, struct memory_device *m)
 	return m->tops->init(&m->tracker, m->ram, m->npages, cx->cfg->capture_threads);
 }
 
+/* Map guest RAM into our page tables now: faulting 4 KiB at a time inside
+ * the first pauses would cost more than the scan itself. Except where the
+ * hash tracker can skip the holes of a tmpfs file: there, reading a hole
+ * would allocate it, so the full copy maps only what holds data. */
+static void populate(struct memory_device *m, int fd, const char *path)
+{
+	int rc = -ENOTSUP;
+
+	/* Benchmarks only (bench/bench.py 'hash-read-holes'): read every
+	 * page, holes too, as before, to measure what skipping them saves. */
+	if (m->tops == &hash_tracker_ops && !getenv("REMUS_BENCH_HASH_READ_HOLES")) {
+		rc = hash_skip_holes(m->tracker, fd);
+		if (!rc) {
+			log_info("memory: %s is on tmpfs: pages the guest never wrote stay holes, "
+				 "neither read nor allocated (docs/TRACKERS.md, \"Holes\")", path);
+			return;
+		}
+		if (rc != -ENOTSUP)
+			log_warn("memory: cannot track the holes of %s (%s): every page is read",
+				 path, strerror(-rc));
+	}
+	if (madvise((void *)m->ram, m->ram_size, MADV_POPULATE_READ) == 0 || errno != EINVAL)
+		return; /* else the pages fault in as they are read */
+	/* before Linux 5.14: touch every page */
+	for (size_t i = 0; i < m->npages; i++)
+		(void)*(volatile const uint8_t *)(m->ram + i * PROTO_PAGE_SIZE);
+}
+
 static int memory_setup(struct ckpt_ctx *cx, void **state)
 {
 	struct memory_device *m = calloc(1, sizeof(*m));
@@ -205,20 +233,19 @@ static int memory_setup(struct ckpt_ctx *cx, void **state)
 		log_err("cannot open guest RAM file %s: %s", cx->vm->ram_path, strerror(errno));
 		return rc;
 	}
-	/* Populate now: faulting 4 KiB at a time inside the first pauses would
-	 * cost more than the scan itself. */
-	m->ram = mmap(NULL, m->ram_size, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
-	close(fd);
+	m->ram = mmap(NULL, m->ram_size, PROT_READ, MAP_SHARED, fd, 0);
 	if (m->ram == MAP_FAILED) {
 		rc = -errno;
 		m->ram = NULL;
+		close(fd);
 		log_err("cannot map guest RAM file %s: %s", cx->vm->ram_path, strerror(-rc));
 		return rc;
 	}
 	m->dirty = calloc(m->npages, sizeof(*m->dirty));
-	if (!m->dirty)
-		return -ENOMEM;
-	rc = start_tracker(cx, m);
+	rc = m->dirty ? start_tracker(cx, m) : -ENOMEM;
+	if (!rc)
+		populate(m, fd, cx->vm->ram_path);
+	close(fd);
 	if (rc)
 		return rc;
 	rc = compress_init(cx->compress, cx->cfg->compress,
@@ -435,7 +462,9 @@ static int memory_postsuspend(void *state, struct ckpt_ctx *cx, struct epoch_tal
 	struct memory_device *m = state;
 
 	m->ndirty = m->tops->scan(m->tracker, m->dirty);
-	ckpt_verify_at_barrier(cx, m->ram, m->npages, t->id);
+	ckpt_verify_at_barrier(cx, m->ram,
+			       m->tops == &hash_tracker_ops ? hash_holes(m->tracker) : NULL,
+			       m->npages, t->id);
 	return 0;
 }
 
@@ -488,6 +517,12 @@ static void hash_status(const struct memory_device *m, struct json_object *out)
 			       json_object_new_int64((int64_t)st.staging_peak));
 	json_object_object_add(out, "hash_changed_in_pause_pages",
 			       json_object_new_int64((int64_t)st.changed_in_pause));
+	json_object_object_add(out, "hash_skips_holes", json_object_new_boolean(st.skips_holes));
+	json_object_object_add(out, "hash_hole_pages", json_object_new_int64((int64_t)st.hole_pages));
+	json_object_object_add(out, "hash_holes_written_pages",
+			       json_object_new_int64((int64_t)st.holes_found));
+	json_object_object_add(out, "hash_hole_ms",
+			       json_object_new_double(st.scans ? st.ns_holes / 1e6 / st.scans : 0));
 }
 
 static void memory_status(void *state, struct json_object *out)

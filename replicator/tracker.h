@@ -75,9 +75,26 @@ struct hash_stats {
 	 * of RAM (round 1); ns_copy, copying and hashing the dirty pages
 	 * (round 2); ns_total, the whole scan. */
 	uint64_t ns_hash, ns_copy, ns_total;
+	/* Holes (hash_skip_holes): whether it skips them; the pages believed
+	 * holes now; holes found written since (they are data now); lseek
+	 * calls; and the nanoseconds the scans spent asking (ns_holes, part
+	 * of ns_total). */
+	bool skips_holes;
+	uint64_t hole_pages, holes_found, hole_lseeks, ns_holes;
 };
 /* t must come from hash_tracker_ops. */
 void hash_get_stats(const struct tracker *t, struct hash_stats *s);
+/* Guest RAM is the tmpfs file fd (a /dev/shm file, a memfd; the tracker
+ * keeps a duplicate): from the next full copy on, its holes, the pages
+ * nobody has written, are sent as zeroes and then neither read nor hashed
+ * until something writes them (replicator/ram_holes.h), so that they stay
+ * holes. Call before the full copy. 0; -ENOTSUP if fd is not on tmpfs;
+ * -errno. Without it every page is read. */
+int hash_skip_holes(struct tracker *t, int fd);
+struct ram_holes;
+/* What the tracker believes a hole, for other readers of guest RAM (with
+ * the VM stopped, after a scan: current). */
+const struct ram_holes *hash_holes(const struct tracker *t);
 /* tracker_softdirty.c, docs/SOFT-DIRTY.md */
 extern const struct tracker_ops softdirty_tracker_ops;
 

@@ -56,6 +56,7 @@
  * at each run's own offset of the output (the caller then closes the gaps,
  * in order, so the list is sorted); then the threads share the list
  * evenly, each copying its pages into their slots and hashing the copies. */
+#include "ram_holes.h"
 #include "scan_pool.h"
 #include "tracker.h"
 
@@ -138,8 +139,15 @@ struct tracker {
 	struct slice slices[SCAN_POOL_MAX_THREADS];
 	/* thread idx runs slice idx; the caller runs slice 0 */
 	struct scan_pool pool;
+	/* Guest RAM on tmpfs: its holes are neither read nor hashed
+	 * (hash_skip_holes; docs/TRACKERS.md, "Holes"). Without, no page is
+	 * a hole. */
+	struct ram_holes holes;
+	XXH128_hash_t zero_hash; /* of a page of zeroes, what a hole reads */
 	struct hash_stats st;
 };
+
+static const uint8_t zero_page[PAGE];
 
 static XXH128_hash_t page_hash(const struct tracker *t, const uint8_t *p)
 {
@@ -154,7 +162,9 @@ static uint64_t ns_now(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* Round 1: which pages of the slice hash unlike what the backup has. */
+/* Round 1: which pages of the slice hash unlike what the backup has. A
+ * hole is skipped: it reads as zeroes, which the backup has (see
+ * hash_copy_pages), and reading it would allocate it. */
 static void hash_slice(struct slice *s)
 {
 	struct tracker *t = s->t;
@@ -162,7 +172,7 @@ static void hash_slice(struct slice *s)
 	bool more = true;
 
 	for (unsigned k = 0; k < STREAMS; k++)
-		i[k] = s->start[k];
+		i[k] = ram_holes_next_data(&t->holes, s->start[k], s->end[k]);
 	while (more) {
 		more = false;
 		for (unsigned k = 0; k < STREAMS; k++) {
@@ -175,7 +185,8 @@ static void hash_slice(struct slice *s)
 				t->hash[i[k]] = h;
 				t->dirty[s->start[k] + n[k]++] = (uint32_t)i[k];
 			}
-			more |= ++i[k] < s->end[k];
+			i[k] = ram_holes_next_data(&t->holes, i[k] + 1, s->end[k]);
+			more |= i[k] < s->end[k];
 		}
 	}
 	for (unsigned k = 0; k < STREAMS; k++)
@@ -242,6 +253,7 @@ static void hash_free(struct tracker *t)
 		munmap(t->stage, t->stage_bytes);
 	free(t->hash);
 	free(t->staged);
+	ram_holes_fini(&t->holes);
 	free(t);
 }
 
@@ -254,6 +266,7 @@ static int hash_init(struct tracker **out, const uint8_t *ram, size_t npages, un
 		return -ENOMEM;
 	t->ram = ram;
 	t->npages = npages;
+	t->holes.fd = -1;
 	t->ring = npages < FULL_COPY_KEEP ? (npages ? npages : 1) : FULL_COPY_KEEP;
 	/* Zero hashes: every page counts as changed until the full copy (or
 	 * a scan) hashed it; a page whose hash is 0 is as likely as any
@@ -272,6 +285,7 @@ static int hash_init(struct tracker **out, const uint8_t *ram, size_t npages, un
 		hash_free(t);
 		return rc ? rc : -EIO;
 	}
+	t->zero_hash = page_hash(t, zero_page);
 	threads = scan_pool_threads(threads);
 	cut_slices(t, threads);
 	rc = scan_pool_init(&t->pool, threads, scan_index, t);
@@ -293,17 +307,28 @@ static int hash_begin_full_copy(struct tracker *t)
 }
 
 /* On the replicator's loop, VM running: one thread (the vCPUs need the
- * cores). Copy first, then hash the copy: hash[i] is of what is sent. */
+ * cores). Copy first, then hash the copy: hash[i] is of what is sent. A
+ * hole is sent as the zeroes it reads as, without reading it: so from
+ * here on the backup has zeroes for every page believed a hole, which is
+ * why a scan may skip them (a page written after the holes were learned
+ * is found by the scan's refresh). */
 static void hash_copy_pages(struct tracker *t, size_t first, size_t n)
 {
 	if (!t->full_copy)
 		hash_begin_full_copy(t);
+	/* an error leaves every page of the range data: it is read */
+	ram_holes_learn(&t->holes, first, n);
 	for (size_t i = first; i < first + n; i++) {
 		size_t slot = i % t->ring;
 		uint8_t *dst = t->stage + slot * PAGE;
 
-		memcpy(dst, t->ram + i * PAGE, PAGE);
-		t->hash[i] = page_hash(t, dst);
+		if (ram_holes_is_data(&t->holes, i)) {
+			memcpy(dst, t->ram + i * PAGE, PAGE);
+			t->hash[i] = page_hash(t, dst);
+		} else {
+			memset(dst, 0, PAGE);
+			t->hash[i] = t->zero_hash;
+		}
 		t->staged[slot] = (uint32_t)i;
 	}
 	if (n && t->resident < t->ring)
@@ -336,9 +361,13 @@ static void maybe_shrink(struct tracker *t, size_t n)
 
 static size_t hash_scan(struct tracker *t, uint32_t *dirty)
 {
-	uint64_t t0 = ns_now(), t1, t2;
+	uint64_t t0 = ns_now(), th, t1, t2;
 	size_t n;
 
+	/* the holes' news since the last scan, VM stopped: a hole written
+	 * since is data now (an error makes every page data) */
+	ram_holes_refresh(&t->holes);
+	th = ns_now();
 	t->dirty = dirty;
 	t->round = 1;
 	scan_pool_run(&t->pool);
@@ -378,7 +407,8 @@ static size_t hash_scan(struct tracker *t, uint32_t *dirty)
 		t->st.changed_in_pause += t->slices[i].changed;
 		t->slices[i].changed = 0;
 	}
-	t->st.ns_hash += t1 - t0;
+	t->st.ns_holes += th - t0;
+	t->st.ns_hash += t1 - th;
 	t->st.ns_copy += t2 - t1;
 	t->st.ns_total += ns_now() - t0;
 	return n;
@@ -417,6 +447,22 @@ void hash_get_stats(const struct tracker *t, struct hash_stats *s)
 	*s = t->st;
 	s->staging_pages = t->resident;
 	s->staged_pages = t->full_copy ? 0 : t->nstaged;
+	s->skips_holes = t->holes.data != NULL;
+	s->hole_pages = ram_holes_count(&t->holes);
+	s->holes_found = t->holes.found;
+	s->hole_lseeks = t->holes.lseeks;
+}
+
+int hash_skip_holes(struct tracker *t, int fd)
+{
+	if (t->holes.data)
+		return 0;
+	return ram_holes_init(&t->holes, fd, t->npages);
+}
+
+const struct ram_holes *hash_holes(const struct tracker *t)
+{
+	return &t->holes;
 }
 
 const struct tracker_ops hash_tracker_ops = {

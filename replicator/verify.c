@@ -6,6 +6,7 @@
 #include "log.h"
 #include "page_frames.h"
 #include "page_hash.h"
+#include "ram_holes.h"
 #include "replicator.h"
 #include "verify_blocks.h"
 
@@ -173,7 +174,7 @@ static int read_item(const struct verify *v, int cur, const uint8_t *ram, uint64
 		     uint8_t *out)
 {
 	if (cur < 0) {
-		memcpy(out, ram + i * PROTO_PAGE_SIZE, PROTO_PAGE_SIZE);
+		memcpy(out, ram_holes_page(v->holes, ram, i), PROTO_PAGE_SIZE);
 		return 0;
 	}
 	return verify_read_blocks(v->disks[cur].fd, v->disks[cur].size, i, 1, out);
@@ -263,7 +264,7 @@ static const uint8_t *slice_item(struct verify *v, const uint8_t *ram, uint32_t 
 	uint32_t step;
 
 	if (v->cur < 0)
-		return ram + (v->next + i) * PROTO_PAGE_SIZE;
+		return ram_holes_page(v->holes, ram, v->next + i);
 	k = &v->disks[v->cur];
 	step = n - i < VERIFY_READ_STEP ? n - i : VERIFY_READ_STEP;
 	if (i % VERIFY_READ_STEP == 0 &&
@@ -336,10 +337,13 @@ static void hash_slice(struct verify *v, const uint8_t *ram, uint64_t epoch)
 	v->slice_sent_ms = mono_ms();
 }
 
-void verify_at_barrier(struct replicator *r, const uint8_t *ram, size_t npages, uint64_t epoch)
+void verify_at_barrier(struct replicator *r, const uint8_t *ram, const struct ram_holes *holes,
+		       size_t npages, uint64_t epoch)
 {
+	static const struct ram_holes none = { .fd = -1 };
 	struct verify *v = &r->verify;
 
+	v->holes = holes ? holes : &none;
 	take_resends(v, ram, npages);
 	if (v->active && v->slice_out && mono_ms() - v->slice_sent_ms > VERIFY_ANSWER_MS) {
 		verify_abort(r, "the backup did not answer a verify slice in time");

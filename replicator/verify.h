@@ -55,11 +55,15 @@ struct epoch_tally;
  * many times in a row: its disk is given up, or, for RAM, the pass ends. */
 #define VERIFY_MAX_REDO    10
 
+struct ram_holes;
+
 struct verify {
 	bool active;
 	int client_fd;            /* remusctl verify waiting for the figures; -1 */
 	uint64_t seed;            /* this pass's, for page_hash */
 	uint64_t npages;
+	/* guest RAM's holes, read as zeroes (set at each barrier) */
+	const struct ram_holes *holes;
 	/* what is compared now: RAM (cur -1) or disks[cur]; its items (pages
 	 * or 4 KiB blocks); the next slice starts at next */
 	int cur;
@@ -99,8 +103,10 @@ void verify_free(struct replicator *r);
  * *keep), else the error reply. */
 char *verify_start(struct replicator *r, int fd, bool *keep);
 /* VM paused at the barrier of epoch: copy the pages to resend, hash the
- * next slice. ram: guest RAM. */
-void verify_at_barrier(struct replicator *r, const uint8_t *ram, size_t npages, uint64_t epoch);
+ * next slice. ram: guest RAM; holes: its pages known to be holes, read as
+ * zeroes without touching them (NULL: none). */
+void verify_at_barrier(struct replicator *r, const uint8_t *ram, const struct ram_holes *holes,
+		       size_t npages, uint64_t epoch);
 /* Queue the pages or disk blocks to resend as part of epoch t (memory_send). */
 int verify_send_resends(struct replicator *r, struct epoch_tally *t);
 /* Epoch's EPOCH_END is queued: its slice goes next. */

@@ -74,6 +74,18 @@ if [ "$tracker" = soft-dirty ]; then
 			fail "the log was read by $read_by, not $EXPECT_LOG_READ (Linux $(uname -r))"
 	fi
 fi
+# Hash: guest RAM on tmpfs keeps its holes, the pages the guest never
+# wrote: the tracker neither reads them (a read would allocate them) nor
+# hashes them, and the byte compare below shows nothing was missed.
+if [ "$tracker" = hash ]; then
+	pages=$(( $(stat -c %s /dev/shm/remus-primary.ram) / 4096 ))
+	allocated=$(( $(stat -c '%b * %B' /dev/shm/remus-primary.ram) / 4096 ))
+	holes=$(status_field hash_hole_pages)
+	[ "$(status_field hash_skips_holes)" = True ] && [ "${holes:-0}" -gt 0 ] &&
+		[ "$allocated" -le $(( pages - holes + 256 )) ] &&
+		pass "guest RAM keeps its holes: $holes of $pages pages never read, $allocated allocated" ||
+		fail "holes not kept: skips ${holes:-?} pages ($(status_field hash_skips_holes)), $allocated of $pages allocated"
+fi
 
 if [ "${TEST_COMPRESS:-on}" = on ]; then
 	raw=$(status_field compress_raw_bytes_total)
@@ -127,6 +139,15 @@ wait_for 180 committed_at_least 20 ||
 wait_for 60 dirty_at_least 8192 || die "the restored VM's dirtier seems stopped"
 pass "the restored VM is protected in turn ($(status_field tracker)):" \
 	"$(status_field epochs_committed) epochs, $(status_field dirty_pages_total) dirty pages"
+# The restore left the replica's pages of zeroes unallocated (the replica
+# is reserved whole): the restored VM's RAM has holes for its replicator
+# to skip in turn.
+if [ "$(status_field tracker)" = hash ]; then
+	holes=$(status_field hash_hole_pages)
+	[ "${holes:-0}" -gt 0 ] &&
+		pass "the restored VM's RAM keeps the holes of the replica's zeroes: $holes pages skipped" ||
+		fail "the restored VM's RAM has no hole (hash_hole_pages ${holes:-?})"
+fi
 # Soft-dirty: a process that maps guest RAM writable after attach writes
 # outside QEMU's log; the replicator must notice (it looks every 5 s) and
 # compare every page from then on (docs/SOFT-DIRTY.md, rule 4).
