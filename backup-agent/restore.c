@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -354,6 +355,28 @@ static int check_shared_images(const struct restore_opts *o, char **argv)
 	return rc;
 }
 
+/* The copy leaves the replica's pages of zeroes as holes (sparse_copy.h),
+ * which the guest fills as it writes them: the file system must have room
+ * for all of its RAM now, or the restored QEMU would die of SIGBUS on a
+ * write later instead of the restore failing here (as a whole copy did). */
+static int room_for_ram(const char *dir, const char *ram, const char *copy)
+{
+	struct statvfs fs;
+	struct stat st;
+	uint64_t free_bytes;
+
+	unlink(copy); /* a copy an earlier restore left: replaced */
+	if (stat(ram, &st) < 0 || statvfs(dir, &fs) < 0)
+		return 0; /* the copy itself says what is wrong */
+	free_bytes = (uint64_t)fs.f_bavail * fs.f_frsize;
+	if (free_bytes >= (uint64_t)st.st_size)
+		return 0;
+	log_err("cannot restore: %s has %llu MiB free, and the VM's RAM needs %llu MiB there",
+		dir, (unsigned long long)(free_bytes >> 20),
+		(unsigned long long)((uint64_t)st.st_size >> 20));
+	return -ENOSPC;
+}
+
 int restore_vm(const struct restore_opts *o, struct restore_result *res)
 {
 	const char *dir = o->dir;
@@ -392,7 +415,9 @@ int restore_vm(const struct restore_opts *o, struct restore_result *res)
 	snprintf(ram_copy, sizeof(ram_copy), "%s/vm.ram", dir);
 	/* the VM writes its RAM file: it runs on a copy, and the replica
 	 * stays intact whatever happens to the restore */
-	rc = replica_copy_file(ram, ram_copy);
+	rc = room_for_ram(dir, ram, ram_copy);
+	if (!rc)
+		rc = replica_copy_file(ram, ram_copy);
 	if (rc) {
 		log_err("cannot copy replica RAM %s to %s: %s", ram, ram_copy, strerror(-rc));
 		goto out;

@@ -184,7 +184,8 @@ static int start_tracker(struct ckpt_ctx *cx, struct memory_device *m)
 /* Map guest RAM into our page tables now: faulting 4 KiB at a time inside
  * the first pauses would cost more than the scan itself. Except where the
  * hash tracker can skip the holes of a tmpfs file: there, reading a hole
- * would allocate it, so the full copy maps only what holds data. */
+ * would allocate it, so only the full copy maps pages, those it reads
+ * (data, and holes too short to skip). */
 static void populate(struct memory_device *m, int fd, const char *path)
 {
 	int rc = -ENOTSUP;
@@ -523,6 +524,8 @@ static void hash_status(const struct memory_device *m, struct json_object *out)
 			       json_object_new_int64((int64_t)st.holes_found));
 	json_object_object_add(out, "hash_hole_ms",
 			       json_object_new_double(st.scans ? st.ns_holes / 1e6 / st.scans : 0));
+	json_object_object_add(out, "hash_hole_checks_failed",
+			       json_object_new_int64((int64_t)st.hole_checks_failed));
 }
 
 static void memory_status(void *state, struct json_object *out)

@@ -6,12 +6,14 @@
 #include <linux/magic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
 #define PAGE 4096u
 
-static const uint8_t zero_page[PAGE];
+/* Tests only (ram_holes_test_blind): refresh finds nothing. */
+static bool test_blind;
 
 static void set_bits(uint64_t *map, size_t from, size_t to, bool on)
 {
@@ -48,7 +50,7 @@ int ram_holes_init(struct ram_holes *h, int fd, size_t npages)
 		return -errno;
 	if (fs.f_type != TMPFS_MAGIC)
 		return -ENOTSUP;
-	h->data = malloc((npages + 63) / 64 * sizeof(*h->data) + sizeof(*h->data));
+	h->data = calloc((npages + 63) / 64 ? (npages + 63) / 64 : 1, sizeof(*h->data));
 	if (!h->data)
 		return -ENOMEM;
 	h->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
@@ -161,14 +163,26 @@ int ram_holes_learn(struct ram_holes *h, size_t first, size_t n)
 
 int ram_holes_refresh(struct ram_holes *h)
 {
+	uint64_t lseeks = h->lseeks;
 	size_t i;
 
 	if (!h->data)
 		return 0;
+	if (test_blind)
+		return 0;
 	for (i = next_hole(h, 0, h->npages); i < h->npages;
 	     i = next_hole(h, i, h->npages)) {
 		size_t end = ram_holes_next_data(h, i, h->npages);
-		int64_t found = mark_data(h, i, end);
+		int64_t found;
+
+		if (h->lseeks - lseeks >= RAM_HOLES_MAX_LSEEKS) {
+			/* the pause is not for seeking: the holes left are
+			 * read as data (allocated) from now on */
+			set_bits(h->data, i, h->npages, true);
+			h->capped++;
+			return 0;
+		}
+		found = mark_data(h, i, end);
 
 		if (found < 0)
 			return give_up(h, 0, h->npages, (int)found);
@@ -214,6 +228,42 @@ size_t ram_holes_next_data(const struct ram_holes *h, size_t i, size_t end)
 	return end;
 }
 
+int ram_holes_check(struct ram_holes *h)
+{
+	struct stat st;
+	uint64_t allocated;
+
+	if (!h->data)
+		return 0;
+	if (fstat(h->fd, &st) < 0)
+		return -errno;
+	allocated = (uint64_t)st.st_blocks * 512 / PAGE;
+	return allocated == h->npages - ram_holes_count(h) ? 0 : 1;
+}
+
+void ram_holes_give_up(struct ram_holes *h, uint64_t *was)
+{
+	if (!h->data)
+		return;
+	if (was)
+		memcpy(was, h->data, (h->npages + 63) / 64 * sizeof(*was));
+	set_bits(h->data, 0, h->npages, true);
+}
+
+const uint8_t *ram_holes_read(const struct ram_holes *h, const uint8_t *ram, size_t i,
+			      uint8_t *buf)
+{
+	if (ram_holes_is_data(h, i) ||
+	    pread(h->fd, buf, PAGE, (off_t)(i * PAGE)) != (ssize_t)PAGE)
+		return ram + i * PAGE;
+	return buf;
+}
+
+void ram_holes_test_blind(bool blind)
+{
+	test_blind = blind;
+}
+
 size_t ram_holes_count(const struct ram_holes *h)
 {
 	size_t data = 0;
@@ -227,7 +277,3 @@ size_t ram_holes_count(const struct ram_holes *h)
 	return h->npages - data;
 }
 
-const uint8_t *ram_holes_page(const struct ram_holes *h, const uint8_t *ram, size_t i)
-{
-	return ram_holes_is_data(h, i) ? ram + i * PAGE : zero_page;
-}

@@ -16,7 +16,15 @@
  * then allocates a page of zeroes, which costs memory, never correctness.
  *
  * lseek(SEEK_DATA) counts swapped-out tmpfs pages as data (mincore() does
- * not: they would look like holes), so swap cannot hide a write. */
+ * not: they would look like holes), so swap cannot hide a write. What it
+ * can hide for a moment: a page the kernel is moving (compaction, a huge
+ * page collapse) sits in the file not yet marked up to date, which
+ * SEEK_DATA takes for a hole. So the lseeks are not trusted alone: after
+ * the scan has read every page believed data (a read allocates a hole), the
+ * file must hold exactly that many pages (ram_holes_check, st_blocks);
+ * one more means a page believed a hole holds memory, and the scan then
+ * reads every page believed a hole too, in the same pause, and gives
+ * skipping up until the next full copy. */
 #ifndef REMUS_RAM_HOLES_H
 #define REMUS_RAM_HOLES_H
 
@@ -28,6 +36,10 @@
  * hole costs one lseek per pause, and a guest's free memory in thousands
  * of tiny holes would cost more in lseeks than its pages cost to hash. */
 #define RAM_HOLES_MIN_PAGES 64u
+/* At most this many lseeks per refresh (about 2 ms): the holes not asked
+ * by then are read as data from then on. A guest's RAM cut into more holes
+ * than that (at least 256 KiB each) costs memory, not pause time. */
+#define RAM_HOLES_MAX_LSEEKS 4096u
 
 struct ram_holes {
 	int fd;            /* our own descriptor of the RAM file; -1: none */
@@ -35,19 +47,22 @@ struct ram_holes {
 	uint64_t *data;    /* bit i set: page i may hold data, and is read */
 	uint64_t lseeks;   /* lseek calls so far */
 	uint64_t found;    /* pages that were holes and were found written */
+	uint64_t capped;   /* refreshes cut at RAM_HOLES_MAX_LSEEKS */
 };
 
 /* Track the holes of the tmpfs file fd (duplicated; the caller keeps
  * its own) of npages pages. Every page counts as data until
  * ram_holes_learn says otherwise. 0; -ENOTSUP if the file is not on
- * tmpfs (where what SEEK_DATA says about holes is not shown here); -errno. */
+ * tmpfs (only tmpfs's SEEK_DATA and st_blocks are relied on here); -errno. */
 int ram_holes_init(struct ram_holes *h, int fd, size_t npages);
 void ram_holes_fini(struct ram_holes *h);
 
 /* Ask the file afresh which pages of [first, first + n) hold data; holes
- * of at least RAM_HOLES_MIN_PAGES lose their bit, all else gets it. Safe
- * while the VM runs (a page written right after is found by the next
- * refresh). 0, or -errno, and then every page of the range counts as data. */
+ * of at least RAM_HOLES_MIN_PAGES lose their bit, all else gets it. The
+ * caller must then give the backup zeroes for every page left a hole (the
+ * hash tracker's full copy does). May run while the VM runs: a page
+ * written right after is found by the next refresh. 0, or -errno, and
+ * then every page of the range counts as data. */
 int ram_holes_learn(struct ram_holes *h, size_t first, size_t n);
 
 /* VM stopped, before a scan: every page believed a hole that holds data
@@ -68,8 +83,24 @@ size_t ram_holes_next_data(const struct ram_holes *h, size_t i, size_t end);
 /* Pages believed holes now. */
 size_t ram_holes_count(const struct ram_holes *h);
 
-/* Page i of ram as a reader that must not allocate holes sees it: the
- * page itself, or a page of zeroes for a hole. */
-const uint8_t *ram_holes_page(const struct ram_holes *h, const uint8_t *ram, size_t i);
+/* VM stopped, after every page believed data was read (so allocated):
+ * does the file hold exactly those pages? 0 yes (or no tracking), 1 no
+ * (a page believed a hole holds memory), -errno if it cannot tell. */
+int ram_holes_check(struct ram_holes *h);
+
+/* Believe no hole from now on (until the next ram_holes_learn); was, if
+ * not NULL, gets the bits as they were ((npages + 63) / 64 words). */
+void ram_holes_give_up(struct ram_holes *h, uint64_t *was);
+
+/* Page i of ram as a reader that must not allocate holes sees it: the page
+ * itself, or for a page believed a hole what the file holds there, read
+ * into buf with pread (which does not allocate; not the bitmap's word, so
+ * remusctl verify checks the tracker's holes too). */
+const uint8_t *ram_holes_read(const struct ram_holes *h, const uint8_t *ram, size_t i,
+			      uint8_t *buf);
+
+/* Tests only: ram_holes_refresh finds nothing (a SEEK_DATA that missed a
+ * write), to show ram_holes_check catching it. */
+void ram_holes_test_blind(bool blind);
 
 #endif

@@ -78,9 +78,13 @@ struct hash_stats {
 	/* Holes (hash_skip_holes): whether it skips them; the pages believed
 	 * holes now; holes found written since (they are data now); lseek
 	 * calls; and the nanoseconds the scans spent asking (ns_holes, part
-	 * of ns_total). */
+	 * of ns_total). hole_checks_failed: scans after which the file held
+	 * more pages than were read, which then read every hole and stopped
+	 * skipping them (ram_holes.h); holes_capped: refreshes cut at their
+	 * lseek budget. */
 	bool skips_holes;
 	uint64_t hole_pages, holes_found, hole_lseeks, ns_holes;
+	uint64_t hole_checks_failed, holes_capped;
 };
 /* t must come from hash_tracker_ops. */
 void hash_get_stats(const struct tracker *t, struct hash_stats *s);

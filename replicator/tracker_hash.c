@@ -56,6 +56,7 @@
  * at each run's own offset of the output (the caller then closes the gaps,
  * in order, so the list is sorted); then the threads share the list
  * evenly, each copying its pages into their slots and hashing the copies. */
+#include "log.h"
 #include "ram_holes.h"
 #include "scan_pool.h"
 #include "tracker.h"
@@ -359,6 +360,74 @@ static void maybe_shrink(struct tracker *t, size_t n)
 	}
 }
 
+/* Round 1 on every thread, into dirty: how many pages, sorted. */
+static size_t hash_round(struct tracker *t, uint32_t *dirty)
+{
+	size_t n = 0;
+
+	t->dirty = dirty;
+	t->round = 1;
+	scan_pool_run(&t->pool);
+	/* Each part wrote its pages at its own offset: close the gaps, in
+	 * order, so the list stays sorted. */
+	for (unsigned i = 0; i < t->nslices; i++)
+		for (unsigned k = 0; k < STREAMS; k++) {
+			const struct slice *sl = &t->slices[i];
+
+			memmove(dirty + n, dirty + sl->start[k], sl->n[k] * sizeof(*dirty));
+			n += sl->n[k];
+		}
+	return n;
+}
+
+/* Merge the sorted list more[0..m) into the sorted dirty[0..n), in place
+ * from the back (dirty has room for npages), a page in both once. */
+static size_t merge_pages(uint32_t *dirty, size_t n, const uint32_t *more, size_t m)
+{
+	size_t i = n, j = m, k = n + m, dups;
+
+	while (j > 0) {
+		if (i > 0 && dirty[i - 1] >= more[j - 1]) {
+			j -= dirty[i - 1] == more[j - 1];
+			dirty[--k] = dirty[--i];
+		} else {
+			dirty[--k] = more[--j];
+		}
+	}
+	dups = k - i; /* dirty[0..i) belongs at [k - i, k) */
+	if (dups) {
+		memmove(dirty + dups, dirty, i * sizeof(*dirty));
+		memmove(dirty, dirty + dups, (n + m - dups) * sizeof(*dirty));
+	}
+	return n + m - dups;
+}
+
+/* Round 1 read every page believed data, yet the file holds other pages
+ * too (ram_holes.h): a page believed a hole was written without SEEK_DATA
+ * saying so, or cannot be told. Believe no hole until the next full copy,
+ * and hash every page again now, before this epoch is sent: the pages
+ * round 1 reported have their new hash and are not reported twice; the
+ * holes that differ from the backup's zeroes are. */
+static size_t hash_the_holes(struct tracker *t, uint32_t *dirty, size_t n)
+{
+	size_t m;
+
+	ram_holes_give_up(&t->holes, NULL);
+	if (!t->st.hole_checks_failed++)
+		log_warn("memory: guest RAM holds more pages than the pause read: a page believed "
+			 "a hole was written (or something else allocated it); every page is read "
+			 "from now on, this pause included, until the next full copy");
+	/* the previous epoch is acked: staged is free until round 2 */
+	m = hash_round(t, t->staged);
+	if (n + m <= t->npages)
+		return merge_pages(dirty, n, t->staged, m);
+	/* only a page reported twice can make it longer: report every page,
+	 * all copied again, which is never wrong */
+	for (size_t i = 0; i < t->npages; i++)
+		dirty[i] = (uint32_t)i;
+	return t->npages;
+}
+
 static size_t hash_scan(struct tracker *t, uint32_t *dirty)
 {
 	uint64_t t0 = ns_now(), th, t1, t2;
@@ -368,21 +437,10 @@ static size_t hash_scan(struct tracker *t, uint32_t *dirty)
 	 * since is data now (an error makes every page data) */
 	ram_holes_refresh(&t->holes);
 	th = ns_now();
-	t->dirty = dirty;
-	t->round = 1;
-	scan_pool_run(&t->pool);
+	n = hash_round(t, dirty);
+	if (ram_holes_check(&t->holes))
+		n = hash_the_holes(t, dirty, n);
 	t1 = ns_now();
-
-	/* Each part wrote its pages at its own offset: close the gaps, in
-	 * order, so the list stays sorted. */
-	n = 0;
-	for (unsigned i = 0; i < t->nslices; i++)
-		for (unsigned k = 0; k < STREAMS; k++) {
-			const struct slice *sl = &t->slices[i];
-
-			memmove(dirty + n, dirty + sl->start[k], sl->n[k] * sizeof(*dirty));
-			n += sl->n[k];
-		}
 
 	/* The previous epoch is acked (see the top): its slots are free. */
 	t->full_copy = false;
@@ -447,10 +505,12 @@ void hash_get_stats(const struct tracker *t, struct hash_stats *s)
 	*s = t->st;
 	s->staging_pages = t->resident;
 	s->staged_pages = t->full_copy ? 0 : t->nstaged;
-	s->skips_holes = t->holes.data != NULL;
+	s->skips_holes = t->holes.data != NULL && t->holes.fd >= 0 &&
+			 ram_holes_count(&t->holes) > 0;
 	s->hole_pages = ram_holes_count(&t->holes);
 	s->holes_found = t->holes.found;
 	s->hole_lseeks = t->holes.lseeks;
+	s->holes_capped = t->holes.capped;
 }
 
 int hash_skip_holes(struct tracker *t, int fd)

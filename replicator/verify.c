@@ -170,11 +170,14 @@ static uint64_t blocks_of(const struct verify_disk *k)
 /* Item i of what is compared (RAM: cur -1, else a disk) as this barrier
  * leaves it, into out (a page, or a block padded with zeroes past the
  * disk's end). 0, or -errno of the read. */
-static int read_item(const struct verify *v, int cur, const uint8_t *ram, uint64_t i,
+static int read_item(struct verify *v, int cur, const uint8_t *ram, uint64_t i,
 		     uint8_t *out)
 {
 	if (cur < 0) {
-		memcpy(out, ram_holes_page(v->holes, ram, i), PROTO_PAGE_SIZE);
+		const uint8_t *page = ram_holes_read(v->holes, ram, i, out);
+
+		if (page != out)
+			memcpy(out, page, PROTO_PAGE_SIZE);
 		return 0;
 	}
 	return verify_read_blocks(v->disks[cur].fd, v->disks[cur].size, i, 1, out);
@@ -264,7 +267,7 @@ static const uint8_t *slice_item(struct verify *v, const uint8_t *ram, uint32_t 
 	uint32_t step;
 
 	if (v->cur < 0)
-		return ram_holes_page(v->holes, ram, v->next + i);
+		return ram_holes_read(v->holes, ram, v->next + i, v->hole_page);
 	k = &v->disks[v->cur];
 	step = n - i < VERIFY_READ_STEP ? n - i : VERIFY_READ_STEP;
 	if (i % VERIFY_READ_STEP == 0 &&

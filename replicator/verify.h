@@ -62,8 +62,9 @@ struct verify {
 	int client_fd;            /* remusctl verify waiting for the figures; -1 */
 	uint64_t seed;            /* this pass's, for page_hash */
 	uint64_t npages;
-	/* guest RAM's holes, read as zeroes (set at each barrier) */
+	/* guest RAM's believed holes, read with pread (set at each barrier) */
 	const struct ram_holes *holes;
+	uint8_t hole_page[4096];
 	/* what is compared now: RAM (cur -1) or disks[cur]; its items (pages
 	 * or 4 KiB blocks); the next slice starts at next */
 	int cur;

@@ -85,6 +85,11 @@ if [ "$tracker" = hash ]; then
 		[ "$allocated" -le $(( pages - holes + 256 )) ] &&
 		pass "guest RAM keeps its holes: $holes of $pages pages never read, $allocated allocated" ||
 		fail "holes not kept: skips ${holes:-?} pages ($(status_field hash_skips_holes)), $allocated of $pages allocated"
+	# after every pause the file held exactly the pages read: no hole
+	# was written behind SEEK_DATA's back (ram_holes.h)
+	failed=$(status_field hash_hole_checks_failed)
+	[ "$failed" = 0 ] && pass "every pause's count of allocated pages agreed with the holes" ||
+		fail "$failed pause(s) found guest RAM holding pages believed holes"
 fi
 
 if [ "${TEST_COMPRESS:-on}" = on ]; then
