@@ -230,24 +230,20 @@ size_t ram_holes_next_data(const struct ram_holes *h, size_t i, size_t end)
 
 int ram_holes_check(struct ram_holes *h)
 {
+	size_t holes = ram_holes_count(h);
 	struct stat st;
-	uint64_t allocated;
 
-	if (!h->data)
-		return 0;
+	if (!holes)
+		return 0; /* nothing was skipped */
 	if (fstat(h->fd, &st) < 0)
 		return -errno;
-	allocated = (uint64_t)st.st_blocks * 512 / PAGE;
-	return allocated == h->npages - ram_holes_count(h) ? 0 : 1;
+	return (uint64_t)st.st_blocks * 512 / PAGE == h->npages - holes ? 0 : 1;
 }
 
-void ram_holes_give_up(struct ram_holes *h, uint64_t *was)
+void ram_holes_give_up(struct ram_holes *h)
 {
-	if (!h->data)
-		return;
-	if (was)
-		memcpy(was, h->data, (h->npages + 63) / 64 * sizeof(*was));
-	set_bits(h->data, 0, h->npages, true);
+	if (h->data)
+		set_bits(h->data, 0, h->npages, true);
 }
 
 const uint8_t *ram_holes_read(const struct ram_holes *h, const uint8_t *ram, size_t i,

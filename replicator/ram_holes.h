@@ -84,13 +84,13 @@ size_t ram_holes_next_data(const struct ram_holes *h, size_t i, size_t end);
 size_t ram_holes_count(const struct ram_holes *h);
 
 /* VM stopped, after every page believed data was read (so allocated):
- * does the file hold exactly those pages? 0 yes (or no tracking), 1 no
- * (a page believed a hole holds memory), -errno if it cannot tell. */
+ * does the file hold exactly those pages? 0 yes (or no page is believed a
+ * hole), 1 no (a page believed a hole holds memory), -errno if it cannot
+ * tell. */
 int ram_holes_check(struct ram_holes *h);
 
-/* Believe no hole from now on (until the next ram_holes_learn); was, if
- * not NULL, gets the bits as they were ((npages + 63) / 64 words). */
-void ram_holes_give_up(struct ram_holes *h, uint64_t *was);
+/* Believe no hole from now on (until the next ram_holes_learn). */
+void ram_holes_give_up(struct ram_holes *h);
 
 /* Page i of ram as a reader that must not allocate holes sees it: the page
  * itself, or for a page believed a hole what the file holds there, read

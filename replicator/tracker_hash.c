@@ -412,7 +412,7 @@ static size_t hash_the_holes(struct tracker *t, uint32_t *dirty, size_t n)
 {
 	size_t m;
 
-	ram_holes_give_up(&t->holes, NULL);
+	ram_holes_give_up(&t->holes);
 	if (!t->st.hole_checks_failed++)
 		log_warn("memory: guest RAM holds more pages than the pause read: a page believed "
 			 "a hole was written (or something else allocated it); every page is read "

@@ -134,7 +134,7 @@ START_TEST(test_learn_and_refresh)
 	ck_assert_int_eq(ram_holes_check(&h), 1);
 	ck_assert_int_eq(ram_holes_refresh(&h), 0);
 	ck_assert_int_eq(ram_holes_check(&h), 1); /* data pages never read: holes in the file */
-	ram_holes_give_up(&h, NULL);
+	ram_holes_give_up(&h);
 	ck_assert_uint_eq(ram_holes_count(&h), 0);
 	ram_holes_fini(&h);
 	file_close(&f);
