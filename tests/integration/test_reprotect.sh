@@ -52,7 +52,22 @@ drill() {
 	[ "$DRILL_RC" = 0 ] && pass "$name: the drill exits 0" || {
 		fail "$name: the drill exits $DRILL_RC"
 		tail -n 30 "$T/$name.err"
+		drill_logs "$T/$name.json"
 	}
+}
+
+# drill_logs REPORT: a failed drill keeps its logs (logs_dir): show the
+# ends of the hosts' daemon logs, which a fresh machine does not keep.
+drill_logs() {
+	local dir f
+	dir=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1])).get("logs_dir") or "")' \
+		"$1" 2>/dev/null)
+	[ -n "$dir" ] && [ -d "$dir" ] || return 0
+	for f in "$dir"/host-*.log; do
+		[ -f "$f" ] || continue
+		echo "--- last lines of $f"
+		grep -av 'epoch [0-9]* committed$' "$f" | tail -n 40
+	done
 }
 
 # check NAME PYTHON-EXPRESSION DESCRIPTION: over the report r.
