@@ -416,12 +416,10 @@ int restore_vm(const struct restore_opts *o, struct restore_result *res)
 	/* the VM writes its RAM file: it runs on a copy, and the replica
 	 * stays intact whatever happens to the restore */
 	rc = room_for_ram(dir, ram, ram_copy);
-	if (!rc)
-		rc = replica_copy_file(ram, ram_copy);
-	if (rc) {
+	if (!rc && (rc = replica_copy_file(ram, ram_copy)))
 		log_err("cannot copy replica RAM %s to %s: %s", ram, ram_copy, strerror(-rc));
+	if (rc)
 		goto out;
-	}
 	res->copy_ms = (t = mono_ms()) - t0;
 	rc = restore_disk_overlays(dir, info.vm, &disks);
 	if (rc)
