@@ -7,6 +7,7 @@
 #include "diskfile.h"
 #include "page_hash.h"
 #include "replica.h"
+#include "sparse_copy.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -53,11 +54,6 @@ bool replica_disk_base_any(const struct replica *rp)
 	return false;
 }
 
-static bool all_zero(const uint8_t *p, size_t len)
-{
-	return len == 0 || (p[0] == 0 && !memcmp(p, p + 1, len - 1));
-}
-
 /* Is [off, off+len) of in all hole? One lseek: a file system without
  * SEEK_DATA says no (EINVAL), and the range is read. */
 static int all_hole(int in, uint64_t off, uint64_t len)
@@ -87,7 +83,7 @@ static int copy_piece(const struct replica *rp, int in, int out, uint64_t off, s
 	for (size_t at = 0; at < len; at += rp->disk_base_chunk) {
 		size_t n = len - at < rp->disk_base_chunk ? len - at : rp->disk_base_chunk;
 
-		if (!all_zero(buf + at, n) &&
+		if (!sparse_all_zero(buf + at, n) &&
 		    pwrite(out, buf + at, n, (off_t)(off + at)) != (ssize_t)n)
 			return -EIO;
 	}

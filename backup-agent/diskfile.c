@@ -16,7 +16,7 @@ int diskfile_path(const char *dir, unsigned index, bool sync, char *out)
 	return n < 0 || n >= PATH_MAX ? -ENAMETOOLONG : 0;
 }
 
-static int pwrite_all(int fd, const uint8_t *buf, uint64_t len, uint64_t off)
+int diskfile_pwrite_all(int fd, const uint8_t *buf, uint64_t len, uint64_t off)
 {
 	while (len > 0) {
 		ssize_t w = pwrite(fd, buf, len, (off_t)off);
@@ -42,7 +42,7 @@ static int write_zeroes(int fd, uint64_t off, uint64_t len)
 
 	while (len > 0 && !rc) {
 		uint64_t n = len < sizeof(zero) ? len : sizeof(zero);
-		rc = pwrite_all(fd, zero, n, off);
+		rc = diskfile_pwrite_all(fd, zero, n, off);
 		off += n;
 		len -= n;
 	}
@@ -77,7 +77,7 @@ int diskfile_apply(int fd, uint64_t size, uint32_t op, uint64_t offset, uint64_t
 		return -ERANGE;
 	switch (op) {
 	case DISK_OP_WRITE:
-		return pwrite_all(fd, data, length, offset);
+		return diskfile_pwrite_all(fd, data, length, offset);
 	case DISK_OP_WRITE_ZEROES:
 	case DISK_OP_TRIM:
 		return zero_range(fd, offset, length);

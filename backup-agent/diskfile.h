@@ -12,6 +12,9 @@
 
 #define DISKFILE_MAX PROTO_MAX_DISKS  /* disks per VM */
 
+/* All len bytes of buf at off of fd (pwrite again after a short write or
+ * EINTR). 0 or -errno (-EIO for a write of nothing). */
+int diskfile_pwrite_all(int fd, const uint8_t *buf, uint64_t len, uint64_t off);
 /* DIR/disk-N.img or DIR/disk-N.sync into out (PATH_MAX). 0 or -ENAMETOOLONG. */
 int diskfile_path(const char *dir, unsigned index, bool sync, char *out);
 /* Apply one disk op (enum disk_op_code) at its absolute offset: WRITE

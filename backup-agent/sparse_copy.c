@@ -1,5 +1,6 @@
 /* Copies that keep holes (sparse_copy.h). */
 #include "sparse_copy.h"
+#include "diskfile.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -11,14 +12,9 @@
 #define PAGE  4096u
 #define CHUNK (1u << 20)  /* read 256 pages at a time */
 
-static bool zero_page(const uint8_t *p)
+bool sparse_all_zero(const uint8_t *p, size_t len)
 {
-	const uint64_t *w = (const uint64_t *)p;
-
-	for (size_t i = 0; i < PAGE / sizeof(*w); i++)
-		if (w[i])
-			return false;
-	return true;
+	return len == 0 || (p[0] == 0 && !memcmp(p, p + 1, len - 1));
 }
 
 /* Mark which pages of out's [off, off + n) are holes, into hole[] (one per
@@ -64,22 +60,6 @@ static int pread_full(int fd, uint8_t *buf, size_t n, off_t off)
 	return 0;
 }
 
-static int pwrite_full(int fd, const uint8_t *buf, size_t n, off_t off)
-{
-	while (n) {
-		ssize_t r = pwrite(fd, buf, n, off);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			return r < 0 ? -errno : -EIO;
-		buf += r;
-		n -= (size_t)r;
-		off += r;
-	}
-	return 0;
-}
-
 /* One chunk: write each run of pages that must be written at once. */
 static int copy_chunk(int out, const uint8_t *buf, size_t n, off_t off, const bool *hole,
 		      struct sparse_copy_stats *st)
@@ -88,7 +68,7 @@ static int copy_chunk(int out, const uint8_t *buf, size_t n, off_t off, const bo
 
 	for (size_t i = 0; i <= npages; i++) {
 		bool skip = i < npages && hole[i] && i * PAGE + PAGE <= n &&
-			    zero_page(buf + i * PAGE);
+			    sparse_all_zero(buf + i * PAGE, PAGE);
 		int rc;
 
 		if (i < npages && !skip)
@@ -96,7 +76,8 @@ static int copy_chunk(int out, const uint8_t *buf, size_t n, off_t off, const bo
 		if (i > run) {
 			size_t len = (i * PAGE < n ? i * PAGE : n) - run * PAGE;
 
-			rc = pwrite_full(out, buf + run * PAGE, len, off + (off_t)(run * PAGE));
+			rc = diskfile_pwrite_all(out, buf + run * PAGE, len,
+						 (uint64_t)off + run * PAGE);
 			if (rc)
 				return rc;
 		}

@@ -10,6 +10,8 @@
 #ifndef REMUS_SPARSE_COPY_H
 #define REMUS_SPARSE_COPY_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -24,5 +26,8 @@ struct sparse_copy_stats {
  * is grown to size if it is shorter. Nothing writes out meanwhile (a new
  * file; a QEMU that waits for its state). 0 or -errno; st may be NULL. */
 int sparse_copy(int in, int out, off_t size, struct sparse_copy_stats *st);
+
+/* Are the len bytes at p all zero (a page or chunk to leave a hole)? */
+bool sparse_all_zero(const uint8_t *p, size_t len);
 
 #endif

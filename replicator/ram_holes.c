@@ -74,29 +74,18 @@ void ram_holes_fini(struct ram_holes *h)
 	h->fd = -1;
 }
 
-/* The first byte at or after off that holds data, else end (ENXIO: none
- * up to the end of the file). -errno on any other failure. */
-static int64_t seek_data(struct ram_holes *h, uint64_t off, uint64_t end)
+/* whence SEEK_DATA: the first byte at or after off that holds data;
+ * SEEK_HOLE: the end of the data that starts at off. At most end (ENXIO:
+ * nothing up to the end of the file); -errno on any other failure. */
+static int64_t seek(struct ram_holes *h, uint64_t off, uint64_t end, int whence)
 {
-	off_t d;
+	off_t at;
 
 	h->lseeks++;
-	d = lseek(h->fd, (off_t)off, SEEK_DATA);
-	if (d < 0)
+	at = lseek(h->fd, (off_t)off, whence);
+	if (at < 0)
 		return errno == ENXIO ? (int64_t)end : -errno;
-	return (uint64_t)d < end ? d : (int64_t)end;
-}
-
-/* The end of the data that starts at off (the next hole), at most end. */
-static int64_t seek_hole(struct ram_holes *h, uint64_t off, uint64_t end)
-{
-	off_t e;
-
-	h->lseeks++;
-	e = lseek(h->fd, (off_t)off, SEEK_HOLE);
-	if (e < 0)
-		return errno == ENXIO ? (int64_t)end : -errno;
-	return (uint64_t)e < end ? e : (int64_t)end;
+	return (uint64_t)at < end ? at : (int64_t)end;
 }
 
 /* Walk the file over pages [first, end): set the bit of every page that
@@ -109,7 +98,7 @@ static int64_t mark_data(struct ram_holes *h, size_t first, size_t end)
 	int64_t found = 0;
 
 	while (off < stop) {
-		int64_t d = seek_data(h, off, stop), e;
+		int64_t d = seek(h, off, stop, SEEK_DATA), e;
 		size_t p, q;
 
 		if (d < 0)
@@ -117,7 +106,7 @@ static int64_t mark_data(struct ram_holes *h, size_t first, size_t end)
 		if ((uint64_t)d >= stop)
 			break;
 		p = (size_t)((uint64_t)d / PAGE);
-		e = seek_hole(h, (uint64_t)d, stop);
+		e = seek(h, (uint64_t)d, stop, SEEK_HOLE);
 		if (e < 0)
 			return e;
 		q = (size_t)(((uint64_t)e + PAGE - 1) / PAGE);
@@ -195,11 +184,12 @@ int ram_holes_refresh(struct ram_holes *h)
 	return 0;
 }
 
-/* The first page in [i, end) believed a hole, else end. */
-static size_t next_hole(const struct ram_holes *h, size_t i, size_t end)
+/* The first page in [i, end) whose bit is set (flip 0) or clear (flip
+ * ~0), else end. */
+static size_t next_bit(const struct ram_holes *h, size_t i, size_t end, uint64_t flip)
 {
 	while (i < end) {
-		uint64_t w = ~h->data[i / 64] >> (i % 64);
+		uint64_t w = (h->data[i / 64] ^ flip) >> (i % 64);
 
 		if (w) {
 			size_t j = i + (size_t)__builtin_ctzll(w);
@@ -211,21 +201,17 @@ static size_t next_hole(const struct ram_holes *h, size_t i, size_t end)
 	return end;
 }
 
+/* The first page in [i, end) believed a hole, else end. */
+static size_t next_hole(const struct ram_holes *h, size_t i, size_t end)
+{
+	return next_bit(h, i, end, ~0ull);
+}
+
 size_t ram_holes_next_data(const struct ram_holes *h, size_t i, size_t end)
 {
 	if (!h->data)
 		return i < end ? i : end;
-	while (i < end) {
-		uint64_t w = h->data[i / 64] >> (i % 64);
-
-		if (w) {
-			size_t j = i + (size_t)__builtin_ctzll(w);
-
-			return j < end ? j : end;
-		}
-		i = (i / 64 + 1) * 64;
-	}
-	return end;
+	return next_bit(h, i, end, 0);
 }
 
 int ram_holes_check(struct ram_holes *h)

@@ -505,9 +505,8 @@ void hash_get_stats(const struct tracker *t, struct hash_stats *s)
 	*s = t->st;
 	s->staging_pages = t->resident;
 	s->staged_pages = t->full_copy ? 0 : t->nstaged;
-	s->skips_holes = t->holes.data != NULL && t->holes.fd >= 0 &&
-			 ram_holes_count(&t->holes) > 0;
 	s->hole_pages = ram_holes_count(&t->holes);
+	s->skips_holes = s->hole_pages > 0;
 	s->holes_found = t->holes.found;
 	s->hole_lseeks = t->holes.lseeks;
 	s->holes_capped = t->holes.capped;
