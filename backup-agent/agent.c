@@ -121,6 +121,24 @@ static void send_frame(struct agent *a, unsigned type, uint64_t epoch, const cha
 		send_on(a->primary, type, epoch, text);
 }
 
+/* A long commit holds the loop (replica.pulse, journal_view.pulse): the
+ * primary, which hears nothing from us meanwhile, would drop the link for
+ * a dead backup after its timeout, and the session would start over, with
+ * the same long commit at its end. So a heartbeat goes out now and then
+ * meanwhile, straight onto the socket. */
+static void commit_pulse(void *opaque)
+{
+	struct agent *a = opaque;
+	struct peer_link *p = a->primary;
+
+	if (!p || !peer_link_up(p) || mono_ms() - a->pulse_ms < a->cfg.heartbeat_ms)
+		return;
+	a->pulse_ms = mono_ms();
+	if (!p->out.frames)
+		send_frame(a, FRAME_HEARTBEAT, a->replica.session_epoch, NULL);
+	peer_link_pulse(p);
+}
+
 void agent_drop_primary(struct agent *a)
 {
 	if (a->primary) {
@@ -734,6 +752,8 @@ int agent_run(struct agent *a)
 	}
 	a->cfg.restore.lock_fd = a->state_lock_fd;
 	replica_init(&a->replica, a->cfg.state_dir);
+	a->replica.pulse = commit_pulse;
+	a->replica.pulse_ctx = a;
 	signal(SIGPIPE, SIG_IGN);
 	if (a->cfg.restore_now) {
 		a->exit_code = agent_restore_and_report(a);

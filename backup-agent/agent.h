@@ -115,6 +115,7 @@ struct agent {
 	 * pause), and so still known while RECONNECTING. */
 	bool session_paused;
 	double status_at_ms;      /* last STATUS= of a commit (notify) */
+	double pulse_ms;          /* mono_ms() of the last commit_pulse that wrote */
 	struct replica replica;
 	int exit_code;
 	struct hook_runner hooks;  /* notify hooks */

@@ -69,9 +69,33 @@ static int write_all(int fd, struct iovec *iov, int n)
 	return 0;
 }
 
+static void pulse(const struct journal_view *j)
+{
+	if (j && j->pulse)
+		j->pulse(j->pulse_ctx);
+}
+
+/* write_all in pieces of JOURNAL_PULSE_BYTES, pulsing after each (j's). */
+static int write_all_pulsing(int fd, const struct iovec *iov, int n, const struct journal_view *j)
+{
+	for (int i = 0; i < n; i++)
+		for (size_t off = 0; off < iov[i].iov_len; off += JOURNAL_PULSE_BYTES) {
+			size_t len = iov[i].iov_len - off;
+			struct iovec piece = { (char *)iov[i].iov_base + off,
+					       len < JOURNAL_PULSE_BYTES ? len : JOURNAL_PULSE_BYTES };
+			int rc = write_all(fd, &piece, 1);
+
+			if (rc)
+				return rc;
+			pulse(j);
+		}
+	return 0;
+}
+
 /* DIR/NAME.tmp written whole, then renamed over DIR/NAME: readers see the
- * old file or the new one, never a part. */
-static int write_iov_atomic(const char *dir, const char *name, struct iovec *iov, int n)
+ * old file or the new one, never a part. j: whose pulse to call, or NULL. */
+static int write_iov_atomic(const char *dir, const char *name, struct iovec *iov, int n,
+			    const struct journal_view *j)
 {
 	char tmp[PATH_MAX + 8], path[PATH_MAX];
 	int fd, rc = path_in(dir, name, path);
@@ -82,7 +106,7 @@ static int write_iov_atomic(const char *dir, const char *name, struct iovec *iov
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
-	rc = write_all(fd, iov, n);
+	rc = j && j->pulse ? write_all_pulsing(fd, iov, n, j) : write_all(fd, iov, n);
 	if (close(fd) < 0 && !rc)
 		rc = -errno;
 	if (!rc && rename(tmp, path) < 0)
@@ -96,7 +120,7 @@ static int write_file_atomic(const char *dir, const char *name, const void *buf,
 {
 	struct iovec iov = { (void *)buf, len };
 
-	return write_iov_atomic(dir, name, &iov, 1);
+	return write_iov_atomic(dir, name, &iov, 1, NULL);
 }
 
 int journal_write(const char *dir, const struct journal_view *j)
@@ -126,10 +150,17 @@ int journal_write(const char *dir, const struct journal_view *j)
 	if (j->ndisks > DISKFILE_MAX)
 		return -EINVAL;
 	for (int i = 0; i < 7; i++)
-		crc = crc32c(crc, iov[i].iov_base, iov[i].iov_len);
+		for (size_t off = 0; off < iov[i].iov_len; off += JOURNAL_PULSE_BYTES) {
+			size_t len = iov[i].iov_len - off;
+
+			crc = crc32c(crc, (const uint8_t *)iov[i].iov_base + off,
+				     len < JOURNAL_PULSE_BYTES ? len : JOURNAL_PULSE_BYTES);
+			if (len > JOURNAL_PULSE_BYTES)
+				pulse(j);
+		}
 	iov[7] = (struct iovec){ &crc, sizeof(crc) };
 	/* The rename inside is the commit point. */
-	return write_iov_atomic(dir, "journal", iov, 8);
+	return write_iov_atomic(dir, "journal", iov, 8, j);
 }
 
 static bool exists(const char *dir, const char *name)
@@ -207,7 +238,7 @@ static int apply_disks(const char *dir, const struct journal_view *j)
 {
 	struct disk_files f;
 	const uint8_t *data = j->disk_data;
-	uint64_t data_left = j->disk_data_len;
+	uint64_t data_left = j->disk_data_len, since_pulse = 0;
 	int rc = 0;
 
 	for (unsigned d = 0; d < DISKFILE_MAX; d++)
@@ -226,6 +257,10 @@ static int apply_disks(const char *dir, const struct journal_view *j)
 				    op->length, dlen ? data : NULL);
 		data += dlen;
 		data_left -= dlen;
+		if ((since_pulse += dlen) >= JOURNAL_PULSE_BYTES) {
+			since_pulse = 0;
+			pulse(j);
+		}
 	}
 	for (unsigned d = 0; d < j->ndisks && j->promote && !rc; d++)
 		if (f.fd[d] < 0)
@@ -236,6 +271,7 @@ static int apply_disks(const char *dir, const struct journal_view *j)
 		if (!rc && fdatasync(f.fd[d]) < 0)
 			rc = -errno;
 		close(f.fd[d]);
+		pulse(j); /* a sync to a real disk may take seconds */
 	}
 	return rc;
 }
@@ -282,6 +318,8 @@ int journal_apply(const char *dir, const struct journal_view *j, uint8_t *ram, u
 		}
 		memcpy(ram + j->idx[i] * PROTO_PAGE_SIZE, j->pages + i * PROTO_PAGE_SIZE,
 		       PROTO_PAGE_SIZE);
+		if ((i + 1) % (JOURNAL_PULSE_BYTES / PROTO_PAGE_SIZE) == 0)
+			pulse(j);
 	}
 	if ((rc = apply_disks(dir, j)))
 		goto out;

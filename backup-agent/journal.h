@@ -41,7 +41,13 @@ struct journal_view {
 	const struct journal_disk_op *disk_ops;
 	const uint8_t *disk_data;  /* the WRITEs' data, in op order */
 	uint64_t disk_data_len;
+	/* Called after every JOURNAL_PULSE_BYTES hashed, written or applied
+	 * (NULL: never): a large epoch holds the caller's loop for seconds on
+	 * a slow host, and its peer must keep hearing from it meanwhile. */
+	void (*pulse)(void *ctx);
+	void *pulse_ctx;
 };
+#define JOURNAL_PULSE_BYTES (32u << 20)
 
 /* Write the journal and commit it (rename). 0 or -errno; on error the
  * replica is untouched. */

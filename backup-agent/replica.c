@@ -988,6 +988,8 @@ static int commit(struct replica *rp, uint64_t epoch)
 		.disk_ops = rp->stage_dops,
 		.disk_data = rp->stage_ddata,
 		.disk_data_len = rp->stage_ddata_len,
+		.pulse = rp->pulse,
+		.pulse_ctx = rp->pulse_ctx,
 	};
 	int rc;
 

@@ -88,6 +88,9 @@ struct replica {
 	 * writes new images (else every reconnect would fail the same way) */
 	bool base_unusable;
 	uint64_t session_epoch;  /* last epoch committed (or synced) in this session */
+	/* called during a long commit (journal_view.pulse), or NULL */
+	void (*pulse)(void *ctx);
+	void *pulse_ctx;
 	struct replica_disk *disks;
 	unsigned ndisks;
 	int sync_fd[DISKFILE_MAX];  /* disk-N.sync while syncing; the first nsync_fd are open */

@@ -475,6 +475,12 @@ int peer_link_flush_for(struct peer_link *l, int ms)
 	return rc;
 }
 
+void peer_link_pulse(struct peer_link *l)
+{
+	if (peer_link_open(l) && !l->closing)
+		(void)frame_queue_flush_io(&l->out, &l->io);
+}
+
 int peer_link_finish(struct peer_link *l, int ms)
 {
 	double deadline = mono_ms() + ms;

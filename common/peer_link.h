@@ -112,6 +112,11 @@ void peer_link_drop_unsent(struct peer_link *l);
  * GOODBYE before exit, HANDOVER_DONE). 1 all written, 0 time ran out,
  * -errno. */
 int peer_link_flush_for(struct peer_link *l, int ms);
+/* Long work on the loop (a large epoch queued, a large commit): write what
+ * the socket takes now, without waiting, so that the peer keeps hearing
+ * from us while the loop cannot turn. An error is left for the loop: its
+ * writable watcher meets it again. */
+void peer_link_pulse(struct peer_link *l);
 /* Last words, then a clean end: write what is queued, end our side and
  * read (and drop) what the peer still sends until it closes too, all
  * within ms, blocking; then close. Closing with the peer's bytes unread

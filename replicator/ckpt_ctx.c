@@ -21,6 +21,11 @@ uint64_t ckpt_link_sent(const struct ckpt_ctx *cx)
 	return replicator_of(cx)->link.out.bytes_sent;
 }
 
+void ckpt_link_pulse(struct ckpt_ctx *cx)
+{
+	peer_link_pulse(&replicator_of(cx)->link);
+}
+
 bool ckpt_stopping(const struct ckpt_ctx *cx)
 {
 	return replicator_of(cx)->stopping;

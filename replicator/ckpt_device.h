@@ -157,6 +157,9 @@ void ckpt_delta_done(struct ckpt_ctx *cx);
 bool ckpt_link_up(const struct ckpt_ctx *cx);
 uint64_t ckpt_link_queued(const struct ckpt_ctx *cx);
 uint64_t ckpt_link_sent(const struct ckpt_ctx *cx);
+/* Queuing takes long (a large epoch, compressed): write what the link
+ * holds now, so that the backup keeps hearing from us (peer_link_pulse). */
+void ckpt_link_pulse(struct ckpt_ctx *cx);
 
 /* Will barriers be taken (the backup is up, protection runs or its initial
  * sync does, we are not stopping)? A device whose writers wait for the

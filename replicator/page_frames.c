@@ -1,5 +1,6 @@
 /* Guest pages onto the link (page_frames.h). */
 #include "page_frames.h"
+#include "clock.h"
 #include "proto.h"
 
 #include <endian.h>
@@ -60,9 +61,16 @@ static int push_past_budget(struct ckpt_ctx *cx, struct epoch_tally *t,
 	return push_plain(cx, t, l, first, k);
 }
 
+/* Queuing a large list (a step of the initial copy, a large epoch,
+ * compressed) can hold the loop for seconds on a slow or loaded host, and
+ * the backup takes a primary it does not hear from for --timeout-ms as
+ * dead: what is queued goes out this often meanwhile. */
+#define PULSE_MS 200
+
 int page_frames_push(struct ckpt_ctx *cx, struct epoch_tally *t, const struct page_list *l)
 {
 	bool z = cx->compress->active;
+	double pulse_at = mono_ms() + PULSE_MS;
 
 	for (size_t done = 0; done < l->n;) {
 		size_t k = l->n - done < PROTO_PAGES_PER_FRAME ? l->n - done : PROTO_PAGES_PER_FRAME;
@@ -78,6 +86,10 @@ int page_frames_push(struct ckpt_ctx *cx, struct epoch_tally *t, const struct pa
 			return rc;
 		t->pages += k;
 		done += k;
+		if (mono_ms() >= pulse_at) {
+			ckpt_link_pulse(cx);
+			pulse_at = mono_ms() + PULSE_MS;
+		}
 	}
 	return 0;
 }

@@ -558,6 +558,30 @@ START_TEST(test_key_file_checks)
 }
 END_TEST
 
+/* A pulse writes what is queued without the loop turning (a long commit
+ * keeps the peer hearing from us); on a link not up it does nothing. */
+START_TEST(test_pulse_writes_without_the_loop)
+{
+	struct pair p;
+	struct iovec iov = { .iov_base = "still here", .iov_len = 10 };
+
+	pair_setup(&p, false);
+	peer_link_pulse(&p.server.link); /* idle: nothing to do, nothing breaks */
+	client_connect(&p, p.key);
+	RUN_UNTIL(&p, 5, p.server.opened && p.client.opened);
+	ck_assert(p.server.opened && p.client.opened);
+	ck_assert_int_eq(peer_link_push(&p.client.link, FRAME_HEARTBEAT, 4, &iov, 1, NULL, NULL), 0);
+	ck_assert_uint_gt(p.client.link.out.bytes_queued, 0);
+	peer_link_pulse(&p.client.link);
+	ck_assert_uint_eq(p.client.link.out.bytes_queued, 0);
+	ck_assert_uint_gt(peer_link_unread(&p.server.link), 0);
+	RUN_UNTIL(&p, 5, p.server.frames == 1);
+	ck_assert_int_eq(p.server.frames, 1);
+	ck_assert(p.server.last_ok);
+	pair_teardown(&p);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("peer_link");
@@ -566,6 +590,7 @@ static Suite *suite(void)
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_tls_both_ways);
 	tcase_add_test(tc, test_tls_big_frames);
+	tcase_add_test(tc, test_pulse_writes_without_the_loop);
 	tcase_add_test(tc, test_wrong_key_refused);
 	tcase_add_test(tc, test_cleartext_peer_refused_by_tls);
 	tcase_add_test(tc, test_stalled_peer_hits_deadline);

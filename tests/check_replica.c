@@ -1437,6 +1437,81 @@ START_TEST(test_journal_page_index_wrapping_past_ram_is_refused)
 }
 END_TEST
 
+static void count_pulse(void *ctx)
+{
+	(*(int *)ctx)++;
+}
+
+static uint8_t *read_whole(const char *path, size_t *len)
+{
+	struct stat st;
+	int fd = open(path, O_RDONLY);
+	uint8_t *buf;
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(fstat(fd, &st), 0);
+	buf = malloc((size_t)st.st_size + 1);
+	ck_assert_ptr_nonnull(buf);
+	ck_assert_int_eq(read(fd, buf, (size_t)st.st_size), st.st_size);
+	close(fd);
+	*len = (size_t)st.st_size;
+	return buf;
+}
+
+/* An epoch larger than JOURNAL_PULSE_BYTES: the journal calls its pulse
+ * while it hashes, writes and applies it (the agent's heartbeats during a
+ * long commit), and writes the same bytes as without one. */
+START_TEST(test_long_commit_pulses_and_writes_the_same_journal)
+{
+	const uint64_t n = JOURNAL_PULSE_BYTES / PROTO_PAGE_SIZE + 1;
+	uint64_t *idx = malloc(n * sizeof(*idx));
+	uint8_t *pages = malloc(n * PROTO_PAGE_SIZE), *ram = calloc(n, PROTO_PAGE_SIZE);
+	uint8_t *a, *b;
+	char with[PATH_MAX], without[PATH_MAX], path[PATH_MAX + 16];
+	int pulses = 0;
+	size_t alen, blen;
+	struct journal_view j;
+
+	ck_assert(idx && pages && ram);
+	for (uint64_t i = 0; i < n; i++) {
+		idx[i] = n - 1 - i; /* applied in list order, not page order */
+		memset(pages + i * PROTO_PAGE_SIZE, (int)(i * 7 + 1), PROTO_PAGE_SIZE);
+	}
+	snprintf(with, sizeof(with), "%s/with", g_tmp);
+	snprintf(without, sizeof(without), "%s/without", g_tmp);
+	ck_assert_int_eq(mkdir(with, 0700), 0);
+	ck_assert_int_eq(mkdir(without, 0700), 0);
+	j = (struct journal_view){
+		.epoch = 9, .npages = n, .idx = idx, .pages = pages,
+		.devstate = (const uint8_t *)"dev", .devstate_len = 3,
+		.vm_json = "{}", .vm_json_len = 2,
+	};
+	ck_assert_int_eq(journal_write(without, &j), 0);
+	j.pulse = count_pulse;
+	j.pulse_ctx = &pulses;
+	ck_assert_int_eq(journal_write(with, &j), 0);
+	/* the checksum's first 32 MiB, and the pages written in two pieces */
+	ck_assert_int_ge(pulses, 3);
+	snprintf(path, sizeof(path), "%s/journal", with);
+	a = read_whole(path, &alen);
+	snprintf(path, sizeof(path), "%s/journal", without);
+	b = read_whole(path, &blen);
+	ck_assert_uint_eq(alen, blen);
+	ck_assert(memcmp(a, b, alen) == 0);
+	pulses = 0;
+	ck_assert_int_eq(journal_apply(with, &j, ram, n * PROTO_PAGE_SIZE), 0);
+	ck_assert_int_ge(pulses, 1);
+	for (uint64_t i = 0; i < n; i++)
+		ck_assert(memcmp(ram + idx[i] * PROTO_PAGE_SIZE, pages + i * PROTO_PAGE_SIZE,
+				 PROTO_PAGE_SIZE) == 0);
+	free(a);
+	free(b);
+	free(idx);
+	free(pages);
+	free(ram);
+}
+END_TEST
+
 #define ADD(s, t) tmp_fixture_add((s), tmp_setup, #t, t, 20)
 
 static Suite *replica_suite(void)
@@ -1480,6 +1555,7 @@ static Suite *replica_suite(void)
 	ADD(s, test_restored_mark_lasts_until_a_new_replica);
 	ADD(s, test_delta_resync_only_from_a_replica_of_this_size);
 	ADD(s, test_journal_page_index_wrapping_past_ram_is_refused);
+	ADD(s, test_long_commit_pulses_and_writes_the_same_journal);
 	return s;
 }
 
