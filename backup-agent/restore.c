@@ -455,6 +455,7 @@ int restore_vm(const struct restore_opts *o, struct restore_result *res)
 	res->total_ms = mono_ms() - t0;
 	res->qemu_pid = pid;
 	snprintf(res->qmp_path, sizeof(res->qmp_path), "%s/qmp.sock", dir);
+	snprintf(res->ram_path, sizeof(res->ram_path), "%s", ram_copy);
 out:
 	if (rc && pid > 0) {
 		/* A half-restored VM must not linger: it is ours, by pid. */

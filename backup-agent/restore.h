@@ -10,6 +10,7 @@ struct restore_result {
 	double copy_ms, start_ms, load_ms, total_ms;
 	char qmp_path[4096];        /* plain QEMU: its QMP socket */
 	char libvirt_domain[256];   /* libvirt: the restored domain */
+	char ram_path[4096];        /* the guest's RAM, for reading (a /proc path for libvirt's) */
 };
 
 struct restore_opts {
@@ -25,6 +26,10 @@ struct restore_opts {
 	/* The agent's lock on dir, left open in a restored plain QEMU so the
 	 * directory stays locked while the VM restored from it runs (-1: none). */
 	int lock_fd;
+	/* libvirt: a throwaway clone (remusctl test-failover) named this, cut
+	 * off from every network and never defined (restore_domain_spec); NULL
+	 * for a real restore. */
+	const char *clone_name;
 };
 
 /* Start QEMU with the primary's command line (rewritten into dir) on a copy

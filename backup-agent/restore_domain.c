@@ -139,6 +139,39 @@ static int move_nics(xmlDocPtr doc, const struct restore_domain_spec *s, char *e
 	return rc;
 }
 
+/* The clone's identity and network (restore_domain_spec.clone_name): a
+ * name and UUID of its own, so that libvirt never takes it for the VM (a
+ * definition of the VM here keeps its own), and no NIC on any network: an
+ * ethernet NIC without a <target> is a TAP libvirt makes and attaches to
+ * nothing. MAC, model and PCI address stay: the device state needs them. */
+static int make_clone(xmlDocPtr doc, const char *name, char *err, size_t errlen)
+{
+	xmlNodePtr root = xmlDocGetRootElement(doc), n = child(root, "name");
+	xmlXPathObjectPtr o;
+	int rc = 0;
+
+	if (!n && !(n = xmlNewChild(root, NULL, (const xmlChar *)"name", NULL)))
+		return text_error(err, errlen, -ENOMEM, "out of memory");
+	xmlNodeSetContent(n, NULL);
+	xmlNodeAddContent(n, (const xmlChar *)name);
+	drop_children(root, "uuid");
+	o = select_nodes(doc, "/domain/devices/interface");
+	for (int i = 0; i < nodes_count(o); i++) {
+		xmlNodePtr nic = o->nodesetval->nodeTab[i];
+
+		drop_children(nic, "source");
+		drop_children(nic, "target");
+		drop_children(nic, "backend");
+		drop_children(nic, "virtualport"); /* what a network would set up */
+		drop_children(nic, "filterref");
+		drop_children(nic, "vlan");
+		if (!xmlSetProp(nic, (const xmlChar *)"type", (const xmlChar *)"ethernet"))
+			rc = text_error(err, errlen, -ENOMEM, "out of memory");
+	}
+	xmlXPathFreeObject(o);
+	return rc;
+}
+
 static int set_props(xmlNodePtr n, const char *const *kv, int count)
 {
 	for (int i = 0; i < count; i += 2)
@@ -730,6 +763,10 @@ int restore_domain_xml(const char *primary_xml, const struct restore_domain_spec
 		rc = move_serial_logs(doc, s->state_dir, err, errlen);
 	if (!rc)
 		rc = move_nics(doc, s, err, errlen);
+	/* after the checks and moves a restore would make, so that a clone
+	 * fails where a failover would */
+	if (!rc && s->clone_name)
+		rc = make_clone(doc, s->clone_name, err, errlen);
 	if (!rc)
 		rc = move_disks(doc, s, err, errlen);
 	if (!rc && !(*persistent_xml = dump(doc)))

@@ -20,6 +20,11 @@ struct restore_domain_spec {
 	/* out, if not NULL: which of them the domain reads as qcow2 (a disk's
 	 * <driver type='qcow2'>, a backing store's <format type='qcow2'>) */
 	bool *shared_as_qcow2;
+	/* A throwaway clone (remusctl test-failover), or NULL: checked as the
+	 * restore would be (taps included), then named this, with a UUID of
+	 * libvirt's making, and every NIC on a TAP libvirt makes and attaches
+	 * to nothing (none of taps). */
+	const char *clone_name;
 };
 
 /* From the primary's migratable XML, checked against what the backup

@@ -47,55 +47,39 @@ static int qom_get_string(struct qmp *q, const char *path, const char *prop, cha
 	return rc ? rc : *out ? 0 : -EPROTO;
 }
 
-/* A memfd backing has no path: QEMU's descriptor of the right size. */
-static int open_memfd(pid_t pid, off_t size)
+/* The file behind the new QEMU's main memory backend, as a path this
+ * process can open: through /proc/PID/root (libvirt may give QEMU its own
+ * mount namespace), or QEMU's descriptor of the right size for a memfd,
+ * which has no path. */
+static int guest_ram_path(struct qmp *q, pid_t pid, off_t size, char *path, size_t len)
 {
-	char path[PATH_MAX];
-	int found = proc_find_memfd(pid, (uint64_t)size, path, sizeof(path)), fd;
-
-	if (found <= 0)
-		return found < 0 ? found : -ENOENT;
-	fd = open(path, O_WRONLY | O_CLOEXEC);
-	return fd < 0 ? -errno : fd;
-}
-
-/* The file behind the new QEMU's main memory backend, for writing. Paths
- * go through /proc/PID/root: libvirt may give QEMU its own mount
- * namespace. */
-static int open_guest_ram(struct qmp *q, pid_t pid, off_t size)
-{
-	char *backend = NULL, *mem_path = NULL, path[PATH_MAX + 64];
-	int fd;
+	char *backend = NULL, *mem_path = NULL;
+	int found;
 
 	if (qom_get_string(q, "/machine", "memory-backend", &backend)) {
 		log_err("restored domain has no memory backend: %s", qmp_last_error(q));
 		return -EPROTO;
 	}
-	if (qom_get_string(q, backend, "mem-path", &mem_path)) {
+	if (!qom_get_string(q, backend, "mem-path", &mem_path)) {
+		snprintf(path, len, "/proc/%d/root%s", (int)pid, mem_path);
+		free(mem_path);
 		free(backend);
-		fd = open_memfd(pid, size);
-		if (fd < 0)
-			log_err("cannot find the restored domain's memfd RAM (%lld bytes) in "
-				"QEMU pid %d", (long long)size, (int)pid);
-		return fd;
+		return 0;
 	}
 	free(backend);
-	snprintf(path, sizeof(path), "/proc/%d/root%s", (int)pid, mem_path);
-	free(mem_path);
-	fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0) {
-		fd = -errno;
-		log_err("cannot open the restored domain's RAM %s: %s", path, strerror(errno));
-	}
-	return fd;
+	found = proc_find_memfd(pid, (uint64_t)size, path, len);
+	if (found <= 0)
+		log_err("cannot find the restored domain's memfd RAM (%lld bytes) in QEMU pid %d",
+			(long long)size, (int)pid);
+	return found < 0 ? found : found ? 0 : -ENOENT;
 }
 
-static int copy_ram(const char *dir, struct qmp *q, pid_t pid)
+static int copy_ram(const char *dir, struct qmp *q, pid_t pid, char *ram_path, size_t len)
 {
 	char from[PATH_MAX];
 	struct sparse_copy_stats sc;
 	struct stat st;
-	int in, out, rc = 0;
+	int in, out = -1, rc = 0;
 
 	snprintf(from, sizeof(from), "%s/ram", dir);
 	in = open(from, O_RDONLY | O_CLOEXEC);
@@ -106,10 +90,14 @@ static int copy_ram(const char *dir, struct qmp *q, pid_t pid)
 			close(in);
 		return rc;
 	}
-	out = open_guest_ram(q, pid, st.st_size);
-	if (out < 0) {
+	rc = guest_ram_path(q, pid, st.st_size, ram_path, len);
+	if (!rc && (out = open(ram_path, O_WRONLY | O_CLOEXEC)) < 0) {
+		rc = -errno;
+		log_err("cannot open the restored domain's RAM %s: %s", ram_path, strerror(errno));
+	}
+	if (rc) {
 		close(in);
-		return out;
+		return rc;
 	}
 	/* pages of zeroes where the new QEMU's RAM has a hole stay holes */
 	rc = sparse_copy(in, out, st.st_size, &sc);
@@ -164,7 +152,7 @@ static int start_domain(const struct restore_opts *o, const struct replica_info 
 		.emulator = o->emulator, .state_dir = o->dir, .taps = o->taps, .ntaps = o->ntaps,
 		.disks = dd, .ndisks = disks->n,
 		.shared_disks = o->shared_disks, .nshared_disks = o->nshared_disks,
-		.shared_as_qcow2 = as_qcow2,
+		.shared_as_qcow2 = as_qcow2, .clone_name = o->clone_name,
 	};
 	char *start_xml = NULL, err[512];
 	const char *uri = o->libvirt_uri ? o->libvirt_uri : VIRT_DEFAULT_URI;
@@ -215,7 +203,7 @@ int restore_libvirt(const struct restore_opts *o, const struct replica_info *inf
 	 * before anything can resume it. */
 	if ((rc = restore_check_machine(q, info->vm)) ||
 	    (rc = restore_verify_disks(q, &disks, info->vm)) ||
-	    (rc = copy_ram(o->dir, q, res->qemu_pid)))
+	    (rc = copy_ram(o->dir, q, res->qemu_pid, res->ram_path, sizeof(res->ram_path))))
 		goto out;
 	res->copy_ms = mono_ms() - t;
 	t = mono_ms();
@@ -225,9 +213,13 @@ int restore_libvirt(const struct restore_opts *o, const struct replica_info *inf
 	restore_announce(q);
 	res->load_ms = mono_ms() - t;
 	res->total_ms = mono_ms() - t0;
-	/* The VM runs: failing to make it persistent costs only that. */
+	/* The VM runs: failing to make it persistent costs only that. A
+	 * clone stays transient: it goes when it stops. */
 	snprintf(res->libvirt_domain, sizeof(res->libvirt_domain), "%s", virt_name(v));
-	if (!virt_define(v, persistent_xml))
+	if (o->clone_name)
+		log_info("libvirt domain %s started as a clone of the replica, on no network",
+			 virt_name(v));
+	else if (!virt_define(v, persistent_xml))
 		log_info("libvirt domain %s restored and defined", virt_name(v));
 out:
 	if (rc && v && virt_destroy(v) == 0)

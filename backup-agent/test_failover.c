@@ -7,6 +7,7 @@
 #include "qmp.h"
 #include "restore.h"
 #include "test_failover.h"
+#include "virt.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -110,16 +111,14 @@ static bool guest_alive(const char *ram_path, char *detail, size_t len)
 /* Read the first 4 KiB of every disk through the clone's block graph
  * (HMP qemu-io: the guest's device, its backend, the overlay, the copy of
  * the replica). */
-static bool disks_read(const char *qmp_path, int *ndisks, char *detail, size_t len)
+static bool disks_read(struct qmp *q, int *ndisks, char *detail, size_t len)
 {
-	struct qmp *q = NULL;
 	struct json_object *ret = NULL;
 	bool ok = true;
 
 	*ndisks = 0;
-	if (qmp_connect(qmp_path, 5000, &q) || qmp_execute(q, "query-block", NULL, &ret, 5000)) {
+	if (!q || qmp_execute(q, "query-block", NULL, &ret, 5000)) {
 		snprintf(detail, len, "cannot ask the clone's QEMU for its disks");
-		qmp_close(q);
 		return false;
 	}
 	snprintf(detail, len, "no disk");
@@ -155,42 +154,54 @@ static bool disks_read(const char *qmp_path, int *ndisks, char *detail, size_t l
 		free(text);
 	}
 	json_object_put(ret);
-	qmp_close(q);
 	return ok;
 }
 
-/* QMP quit, so that QEMU's stdout (qemu.log, where qemu-io writes) is
- * flushed; killed if it does not go. */
-static void quit_clone(const struct restore_result *res)
+/* QMP quit, so that QEMU's stdout (where qemu-io writes) is flushed; then
+ * q is closed. QEMU is killed if it does not go: ours (plain QEMU), or
+ * libvirt's, which then drops the transient domain. */
+static void quit_clone(struct qmp *q, pid_t pid)
 {
-	struct qmp *q = NULL;
-
-	if (!qmp_connect(res->qmp_path, 2000, &q))
+	if (q)
 		qmp_execute(q, "quit", NULL, NULL, 2000);
 	qmp_close(q);
-	for (int i = 0; i < 30 && waitpid(res->qemu_pid, NULL, WNOHANG) == 0; i++)
+	for (int i = 0; i < 30 && kill(pid, 0) == 0; i++) {
+		waitpid(pid, NULL, WNOHANG); /* ours is a zombie until reaped */
 		usleep(100000);
-	if (kill(res->qemu_pid, SIGKILL) == 0)
-		waitpid(res->qemu_pid, NULL, 0);
+	}
+	if (kill(pid, SIGKILL) == 0)
+		waitpid(pid, NULL, 0);
 }
 
-/* qemu-io reports on QEMU's stdout, failures included: every disk's read
- * must be there, whole. */
-static bool reads_logged(const char *dir, int ndisks, char *detail, size_t len)
+/* qemu-io's reports of a whole first block in QEMU's stdout (fd, read
+ * from its start): failures are reported there too. */
+static int reads_in(int fd)
 {
-	char path[PATH_MAX + 16], line[512];
+	char line[512];
 	int done = 0;
-	FILE *f;
+	FILE *f = fd >= 0 ? fdopen(dup(fd), "r") : NULL;
 
-	snprintf(path, sizeof(path), "%s/qemu.log", dir);
-	f = fopen(path, "re");
-	while (f && fgets(line, sizeof(line), f))
+	if (!f)
+		return 0;
+	rewind(f);
+	while (fgets(line, sizeof(line), f))
 		done += strstr(line, "read 4096/4096 bytes at offset 0") != NULL;
-	if (f)
-		fclose(f);
-	snprintf(detail, len, "%d of %d disk(s) read 4096 bytes through the restored graph", done,
-		 ndisks);
-	return done == ndisks;
+	fclose(f);
+	return done;
+}
+
+/* QEMU's stdout, for reading, if it is a file: plain QEMU's qemu.log, or
+ * libvirt's log of the domain (it may hold earlier clones' lines). A pipe
+ * (to virtlogd) is not opened: reading would take what libvirt logs. */
+static int open_stdout(pid_t pid)
+{
+	char path[64];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd/1", (int)pid);
+	if (stat(path, &st) < 0 || !S_ISREG(st.st_mode))
+		return -1;
+	return open(path, O_RDONLY | O_CLOEXEC);
 }
 
 static void report(int fd, bool ok, const char *error, const struct restore_result *res,
@@ -216,13 +227,39 @@ static void report(int fd, bool ok, const char *error, const struct restore_resu
 	json_object_put(o);
 }
 
+/* libvirt's passthrough to the clone's QMP; *v to close. */
+static struct qmp *clone_qmp(const struct agent *a, const char *domain, struct virt **v)
+{
+	struct qmp *q = NULL;
+	const char *uri = a->cfg.restore.libvirt_uri ? a->cfg.restore.libvirt_uri : VIRT_DEFAULT_URI;
+
+	*v = NULL;
+	if (virt_open(uri, domain, v) || virt_qmp_open(*v, NULL, NULL, &q))
+		return NULL;
+	return q;
+}
+
+/* A clone left running by a test that died with its agent, under the
+ * clone's own name: destroyed before a new one is started. */
+static void destroy_clone_domain(const struct agent *a, const char *domain)
+{
+	const char *uri = a->cfg.restore.libvirt_uri ? a->cfg.restore.libvirt_uri : VIRT_DEFAULT_URI;
+	struct virt *v = NULL;
+
+	if (virt_domain_active(uri, domain) == 1 && !virt_open(uri, domain, &v) && !virt_destroy(v))
+		log_info("test failover: an earlier clone, domain %s, destroyed", domain);
+	virt_close(v);
+}
+
 static void run_child(struct agent *a, int fd)
 {
 	struct restore_opts o = a->cfg.restore;
 	struct restore_result res;
-	char ram[PATH_MAX + 8], alive_detail[160] = "", disk_detail[600] = "";
-	bool alive, disks_ok;
-	int ndisks = 0;
+	char alive_detail[160] = "", disk_detail[600] = "";
+	struct virt *v = NULL;
+	struct qmp *q = NULL;
+	bool alive, disks_ok, libvirt = a->test.domain[0] != 0;
+	int ndisks = 0, out = -1, before = 0;
 
 	signal(SIGCHLD, SIG_DFL);
 	signal(SIGTERM, SIG_DFL);
@@ -236,10 +273,17 @@ static void run_child(struct agent *a, int fd)
 	fd = 3;
 	fcntl(fd, F_SETFD, FD_CLOEXEC);
 	close_range(4, ~0u, 0);
-	/* cut off: no TAP, no shared disk, no lock on the real state dir */
+	/* cut off: no TAP (a libvirt clone's NICs are cut off after the
+	 * restore's checks, which the agent's --tap take part in), no shared
+	 * disk, no lock on the real state dir */
 	o.dir = a->test.dir;
-	o.taps = NULL;
-	o.ntaps = 0;
+	if (libvirt) {
+		o.clone_name = a->test.domain;
+		destroy_clone_domain(a, a->test.domain);
+	} else {
+		o.taps = NULL;
+		o.ntaps = 0;
+	}
 	o.shared_disks = NULL;
 	o.nshared_disks = 0;
 	o.lock_fd = -1;
@@ -247,12 +291,35 @@ static void run_child(struct agent *a, int fd)
 		report(fd, false, "the clone did not start: see the agent's log", NULL, false, "", 0, "");
 		_exit(1);
 	}
-	snprintf(ram, sizeof(ram), "%s/vm.ram", a->test.dir);
-	alive = guest_alive(ram, alive_detail, sizeof(alive_detail));
-	disks_ok = disks_read(res.qmp_path, &ndisks, disk_detail, sizeof(disk_detail));
-	quit_clone(&res);
-	if (disks_ok && ndisks)
-		disks_ok = reads_logged(a->test.dir, ndisks, disk_detail, sizeof(disk_detail));
+	alive = guest_alive(res.ram_path, alive_detail, sizeof(alive_detail));
+	if (libvirt) {
+		q = clone_qmp(a, res.libvirt_domain, &v);
+		out = open_stdout(res.qemu_pid); /* kept: QEMU's own goes with it */
+		before = reads_in(out);
+	} else if (qmp_connect(res.qmp_path, 5000, &q)) {
+		q = NULL;
+	}
+	disks_ok = disks_read(q, &ndisks, disk_detail, sizeof(disk_detail));
+	quit_clone(q, res.qemu_pid);
+	virt_close(v);
+	if (!libvirt) {
+		char log[PATH_MAX + 16];
+
+		snprintf(log, sizeof(log), "%s/qemu.log", a->test.dir);
+		out = open(log, O_RDONLY | O_CLOEXEC);
+	}
+	if (disks_ok && ndisks && out < 0) {
+		snprintf(disk_detail, sizeof(disk_detail), "%d disk(s) read without an error; "
+			 "QEMU's output is not a file (virtlogd?): the bytes read not seen", ndisks);
+	} else if (disks_ok && ndisks) {
+		int done = reads_in(out) - before;
+
+		snprintf(disk_detail, sizeof(disk_detail), "%d of %d disk(s) read 4096 bytes "
+			 "through the restored graph", done, ndisks);
+		disks_ok = done == ndisks;
+	}
+	if (out >= 0)
+		close(out);
 	report(fd, alive && disks_ok, !alive ? "the clone's guest did not run (its RAM stood still)" :
 	       !disks_ok ? "a disk of the clone could not be read" : NULL, &res, alive,
 	       alive_detail, ndisks, disk_detail);
@@ -261,7 +328,26 @@ static void run_child(struct agent *a, int fd)
 
 /* ---- the agent ---- */
 
-static void finish(struct agent *a, const char *reply)
+/* A libvirt clone whose test was killed (its deadline, the agent
+ * stopping) may still run: a process of its own destroys it, so that the
+ * loop never waits for libvirt. */
+static void destroy_clone_later(struct agent *a)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		close_range(3, ~0u, 0);
+		alarm(30);
+		destroy_clone_domain(a, a->test.domain);
+		_exit(0);
+	}
+	if (pid < 0)
+		log_warn("test failover: cannot fork to destroy domain %s: %s; destroy it by hand",
+			 a->test.domain, strerror(errno));
+}
+
+/* killed: the child did not end by itself (its clone may be left) */
+static void finish(struct agent *a, const char *reply, bool killed)
 {
 	struct test_failover *t = &a->test;
 
@@ -275,6 +361,8 @@ static void finish(struct agent *a, const char *reply)
 	t->result_fd = -1;
 	ev_child_stop(a->loop, &t->child_watch);
 	ev_timer_stop(a->loop, &t->deadline);
+	if (killed && t->child > 0 && t->domain[0])
+		destroy_clone_later(a);
 	remove_clone(t->dir);
 	t->child = 0;
 }
@@ -290,7 +378,7 @@ static void on_child(struct ev_loop *loop, ev_child *w, int revents)
 	log_info("test failover: done in %.1f s: %s", (mono_ms() - t->started_ms) / 1000,
 		 n > 0 ? buf : "no report");
 	finish(a, n > 0 ? buf : "{\"ok\":false,\"error\":\"the test's process ended without a "
-	       "report: see the agent's log\"}");
+	       "report: see the agent's log\"}", !WIFEXITED(w->rstatus));
 }
 
 static void on_deadline(struct ev_loop *loop, ev_timer *w, int revents)
@@ -384,11 +472,12 @@ char *test_failover_start(struct agent *a, int fd, bool *keep)
 	libvirt = json_object_object_get_ex(info.vm, "libvirt_xml", NULL);
 	inet = inet_nic(info.vm);
 	room = room_for_clone(a->cfg.state_dir, &info, why, sizeof(why));
-	replica_info_free(&info);
+	t->domain[0] = 0;
 	if (libvirt)
-		return refuse("the replica is of a libvirt domain: a test failover runs a plain "
-			      "QEMU VM only (a clone would take the domain's name)");
-	if (inet)
+		snprintf(t->domain, sizeof(t->domain), "%.200s-test-failover",
+			 restore_json_str(info.vm, "name") ? restore_json_str(info.vm, "name") : "vm");
+	replica_info_free(&info);
+	if (inet && !libvirt)
 		return refuse("a NIC of the VM is an inet socket (UDP or dgram to an address): "
 			      "its clone would send to the production peer");
 	if (!room)
@@ -403,14 +492,14 @@ char *test_failover_start(struct agent *a, int fd, bool *keep)
 	}
 	unlink(tmpl); /* the report is read through the descriptor */
 	if (replica_snapshot(&a->replica, t->dir, TEST_FAILOVER_MAX_COPY, why, sizeof(why))) {
-		finish(a, NULL);
+		finish(a, NULL, false);
 		return refuse(why);
 	}
 	t->started_ms = mono_ms();
 	pid = fork();
 	if (pid < 0) {
 		snprintf(why, sizeof(why), "fork: %s", strerror(errno));
-		finish(a, NULL);
+		finish(a, NULL, false);
 		return refuse(why);
 	}
 	if (pid == 0)
@@ -434,5 +523,5 @@ void test_failover_stop(struct agent *a)
 		return;
 	kill(t->child, SIGKILL);
 	waitpid(t->child, NULL, 0);
-	finish(a, "{\"ok\":false,\"error\":\"the agent stopped\"}");
+	finish(a, "{\"ok\":false,\"error\":\"the agent stopped\"}", true);
 }

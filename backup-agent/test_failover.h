@@ -5,10 +5,13 @@
  * on. The replica's files are cloned (reflink) or copied at a commit
  * boundary, in the loop; everything else, the restore and the checks,
  * runs in a child process, so that the agent keeps committing and
- * answering heartbeats. The clone's NICs are unix datagram sockets with
- * nobody at the other end (a VM with an inet NIC is refused), and it may
- * open no shared disk (the restore refuses one): it can reach nothing
- * outside its directory. The state dir must have room for the clone. */
+ * answering heartbeats. A plain QEMU clone's NICs are unix datagram
+ * sockets with nobody at the other end (a VM with an inet NIC is
+ * refused); a libvirt replica's clone is the transient domain
+ * VM-test-failover, with a UUID of its own, each NIC on a TAP attached to
+ * nothing (restore_domain.h), never defined. Neither may open a shared
+ * disk (the restore refuses one): it can reach nothing outside its
+ * directory. The state dir must have room for the clone. */
 #ifndef REMUS_TEST_FAILOVER_H
 #define REMUS_TEST_FAILOVER_H
 
@@ -32,6 +35,9 @@ struct test_failover {
 	ev_child child_watch;
 	ev_timer deadline;
 	char dir[PATH_MAX];         /* the clone: DIR/test-failover */
+	/* a libvirt replica's clone: the transient domain VM-test-failover
+	 * (any domain of that name is the clone's); "" for plain QEMU */
+	char domain[256];
 	double started_ms;
 };
 

@@ -152,6 +152,45 @@ START_TEST(test_restore_single_nic_bare_tap)
 }
 END_TEST
 
+/* A test-failover clone: checked as a failover would be (the agent's
+ * --tap given), then its own name, no UUID (libvirt makes one), every NIC
+ * (udp, or moved onto the agent's TAP) on a TAP attached to nothing, MAC
+ * and model kept. */
+START_TEST(test_restore_clone_is_renamed_and_cut_off)
+{
+	static const char *const tap_nic[] = { "net1=tapb1" }, *const no_nic[] = { "net7=tapb7" };
+	const char *xml = DOMAIN(SHARED_MEMFD, SERIAL UDP_NIC("net0", "52:54:00:00:00:01")
+				 UDP_NIC("net1", "52:54:00:00:00:02"));
+	struct restore_domain_spec s = { .emulator = EMU, .state_dir = "/srv/remus/vm1/test-failover",
+					 .clone_name = "vm1-test-failover", .taps = tap_nic,
+					 .ntaps = 1 };
+	char *start = NULL, *persistent = NULL, err[256] = "";
+
+	ck_assert_msg(restore_domain_xml(xml, &s, &start, &persistent, err, sizeof(err)) == 0,
+		      "%s", err);
+	ck_assert_ptr_nonnull(strstr(start, "<name>vm1-test-failover</name>"));
+	ck_assert_ptr_null(strstr(start, "<uuid>"));
+	ck_assert_ptr_null(strstr(start, "type=\"udp\""));
+	ck_assert_ptr_null(strstr(start, "<source address="));
+	ck_assert_ptr_null(strstr(start, "<target dev="));
+	ck_assert_ptr_null(strstr(start, "tapb1"));
+	ck_assert_ptr_nonnull(strstr(start, "<mac address=\"52:54:00:00:00:01\"/>"));
+	ck_assert_ptr_nonnull(strstr(start, "<mac address=\"52:54:00:00:00:02\"/>"));
+	ck_assert_ptr_nonnull(strstr(start, "path=\"/srv/remus/vm1/test-failover/serial.log\""));
+	ck_assert_ptr_nonnull(strstr(start, "<qemu:arg value=\"-incoming\"/>"));
+	/* both NICs are ethernet now, with nothing to attach them to */
+	ck_assert_ptr_nonnull(strstr(strstr(start, "<interface type=\"ethernet\">") + 1,
+				     "<interface type=\"ethernet\">"));
+	free(start);
+	free(persistent);
+	/* what a failover would refuse, the clone refuses too */
+	s.taps = no_nic;
+	ck_assert_int_eq(restore_domain_xml(xml, &s, &start, &persistent, err, sizeof(err)), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(err, "match no UDP NIC"));
+	ck_assert_ptr_null(start);
+}
+END_TEST
+
 static void assert_refused(const char *xml, const char *want);
 
 /* A shared qcow2 disk over a shared raw backing image, as libvirt's
@@ -469,6 +508,7 @@ static Suite *domain_xml_suite(void)
 		  test_restore_keeps_identity_and_waits_for_checkpoint },
 		{ "restore_udp_nic_onto_tap", test_restore_udp_nic_onto_tap },
 		{ "restore_single_nic_bare_tap", test_restore_single_nic_bare_tap },
+		{ "restore_clone_is_renamed_and_cut_off", test_restore_clone_is_renamed_and_cut_off },
 		{ "restore_ethernet_nic_only_on_agents_tap", test_restore_ethernet_nic_only_on_agents_tap },
 		{ "restore_shared_disk_chain", test_restore_shared_disk_chain },
 		{ "restore_errors", test_restore_errors },

@@ -49,7 +49,7 @@ virsh -c "$PRI_URI" create "$T/domain.xml" > /dev/null || die "cannot start doma
 wait_for 60 grep -qa 'guest: ready' "$T/primary-serial.log" || die "domain $NAME did not boot"
 
 PORT=$(free_port)
-start_agent "$PORT" "$T/backup" --connect "$BAK_URI"
+start_agent "$PORT" "$T/backup" --connect "$BAK_URI" --control "$T/agent.ctl"
 "$BIN/remus-replicator" --key-file "$KEY" --connect "$PRI_URI" --domain "$NAME" --backup "127.0.0.1:$PORT" \
 	--control "$T/ctl.sock" --epoch-policy fixed --epoch-ms 50 >> "$T/replicator.log" 2>&1 &
 REPLICATOR_PID=$!
@@ -58,6 +58,33 @@ wait_for 90 committed_at_least 50 || die "fewer than 50 epochs committed in 90 s
 pass "replicating through libvirt: $(status_field epochs_committed) epochs, pause p50 $(status_field pause_p50_ms) ms p99 $(status_field pause_p99_ms) ms"
 grep -q 'through libvirt' "$T/replicator.log" && pass "attached through libvirt" ||
 	fail "replicator log does not say it attached through libvirt"
+
+# --- test-failover: a clone of the replica runs as a transient domain of
+# its own name in the backup's libvirt, cut off, and is destroyed; the
+# pair stays protected and keeps committing meanwhile.
+before=$(status_field epochs_committed)
+"$BIN/remusctl" --control "$T/agent.ctl" --json test-failover > "$T/tf.json" 2> "$T/tf.err"
+TF_RC=$?
+log "test-failover (exit $TF_RC): $(cat "$T/tf.json" "$T/tf.err")"
+after=$(status_field epochs_committed)
+[ "$TF_RC" = 0 ] && [ "$(json_field "$T/tf.json" ok)" = true ] &&
+	pass "test-failover of a libvirt replica passes" || fail "test-failover exits $TF_RC"
+[ "$(json_field "$T/tf.json" guest_alive)" = true ] &&
+	pass "the clone's guest ran ($(json_field "$T/tf.json" guest_alive_detail))" ||
+	fail "the clone's guest did not run"
+json_field "$T/tf.json" disks_detail | grep -q "^1 of 1 disk(s) read 4096 bytes" &&
+	pass "the clone's disk read through its overlay ($(json_field "$T/tf.json" disks_detail))" ||
+	fail "disks: $(json_field "$T/tf.json" disks) ($(json_field "$T/tf.json" disks_detail))"
+grep -q "libvirt domain $NAME-test-failover started as a clone of the replica, on no network" \
+	"$T/agent.log" && pass "the clone ran as domain $NAME-test-failover, on no network" ||
+	fail "the agent did not start the clone under its own name"
+[ -z "$(virsh -c "$BAK_URI" list --all --name | grep -x -- "$NAME-test-failover")" ] &&
+	! virsh -c "$BAK_URI" dominfo "$NAME" > /dev/null 2>&1 &&
+	pass "the clone is gone, defined nowhere, and the VM's name is free on the backup" ||
+	fail "the backup's libvirt still knows the clone or the VM: $(virsh -c "$BAK_URI" list --all --name)"
+[ "${after:-0}" -gt "${before:-0}" ] && [ "$(status_field protection)" = protected ] &&
+	pass "protection went on meanwhile (epochs $before -> $after committed)" ||
+	fail "epochs $before -> $after, protection $(status_field protection)"
 
 qemu_pid=$(sed -n 's/.*through libvirt: QEMU pid \([0-9]*\).*/\1/p' "$T/replicator.log" | head -n 1)
 [ -n "$qemu_pid" ] || die "no QEMU pid in the replicator's log"
@@ -103,8 +130,10 @@ virsh -c "$BAK_URI" dumpxml "$NAME" | grep -q "disk-0.qcow2" &&
 # REMUS_TEST_RESTORE_OVERLAY_AS_RAW=1 the overlay is opened as raw: a restore
 # by hand is then refused before the guest runs, the domain destroyed, the
 # replica kept; without the hook the same replica comes back.
-grep -q "disk '[^']*' block graph verified" "$T/agent.log" &&
-	pass "agent log: $(grep -m1 -o "disk '[^']*' block graph verified: qcow2 overlay [^ ]*" "$T/agent.log")" ||
+# (the failover's restore, not the test-failover clone's before it)
+grep -v "/test-failover/" "$T/agent.log" | grep -q "disk '[^']*' block graph verified" &&
+	pass "agent log: $(grep -v "/test-failover/" "$T/agent.log" |
+		grep -m1 -o "disk '[^']*' block graph verified: qcow2 overlay [^ ]*")" ||
 	fail "the agent did not verify the restored domain's block graph"
 virsh -c "$BAK_URI" destroy "$NAME" > /dev/null && virsh -c "$BAK_URI" undefine "$NAME" > /dev/null ||
 	fail "cannot remove the restored domain"
