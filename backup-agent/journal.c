@@ -146,6 +146,7 @@ int journal_write(const char *dir, const struct journal_view *j)
 		{ (void *)j->vm_json, j->vm_json_len },
 	};
 	uint32_t crc = 0;
+	uint64_t since_pulse = 0;
 
 	if (j->ndisks > DISKFILE_MAX)
 		return -EINVAL;
@@ -153,10 +154,13 @@ int journal_write(const char *dir, const struct journal_view *j)
 		for (size_t off = 0; off < iov[i].iov_len; off += JOURNAL_PULSE_BYTES) {
 			size_t len = iov[i].iov_len - off;
 
-			crc = crc32c(crc, (const uint8_t *)iov[i].iov_base + off,
-				     len < JOURNAL_PULSE_BYTES ? len : JOURNAL_PULSE_BYTES);
 			if (len > JOURNAL_PULSE_BYTES)
+				len = JOURNAL_PULSE_BYTES;
+			crc = crc32c(crc, (const uint8_t *)iov[i].iov_base + off, len);
+			if ((since_pulse += len) >= JOURNAL_PULSE_BYTES) {
+				since_pulse = 0;
 				pulse(j);
+			}
 		}
 	iov[7] = (struct iovec){ &crc, sizeof(crc) };
 	/* The rename inside is the commit point. */

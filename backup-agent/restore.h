@@ -4,6 +4,8 @@
 
 #include <sys/types.h>
 
+struct virt;
+
 struct restore_result {
 	pid_t qemu_pid;
 	unsigned long long epoch;
@@ -11,6 +13,9 @@ struct restore_result {
 	char qmp_path[4096];        /* plain QEMU: its QMP socket */
 	char libvirt_domain[256];   /* libvirt: the restored domain */
 	char ram_path[4096];        /* the guest's RAM, for reading (a /proc path for libvirt's) */
+	/* libvirt, restore_opts.clone_name: the connection that started the
+	 * clone, open; closing it (virt_close) destroys the clone */
+	struct virt *clone;
 };
 
 struct restore_opts {
@@ -27,8 +32,9 @@ struct restore_opts {
 	 * directory stays locked while the VM restored from it runs (-1: none). */
 	int lock_fd;
 	/* libvirt: a throwaway clone (remusctl test-failover) named this, cut
-	 * off from every network and never defined (restore_domain_spec); NULL
-	 * for a real restore. */
+	 * off from every network, never defined, destroyed by libvirt when
+	 * restore_result.clone closes (restore_domain_spec); NULL for a real
+	 * restore. */
 	const char *clone_name;
 };
 

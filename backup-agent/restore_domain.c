@@ -98,6 +98,12 @@ static const char *tap_for(xmlNodePtr nic, const struct restore_domain_spec *s, 
 	return found;
 }
 
+static void drop_node(xmlNodePtr n)
+{
+	xmlUnlinkNode(n);
+	xmlFreeNode(n);
+}
+
 static void drop_children(xmlNodePtr n, const char *name)
 {
 	for (xmlNodePtr c; (c = child(n, name));) {
@@ -141,9 +147,11 @@ static int move_nics(xmlDocPtr doc, const struct restore_domain_spec *s, char *e
 
 /* The clone's identity and network (restore_domain_spec.clone_name): a
  * name and UUID of its own, so that libvirt never takes it for the VM (a
- * definition of the VM here keeps its own), and no NIC on any network: an
- * ethernet NIC without a <target> is a TAP libvirt makes and attaches to
- * nothing. MAC, model and PCI address stay: the device state needs them. */
+ * definition of the VM here keeps its own; without <uuid> libvirt would
+ * take the SMBIOS one of <sysinfo>, the VM's: it goes too, and SMBIOS
+ * gives the new one), and no NIC on any network: an ethernet NIC without
+ * a <target> is a TAP libvirt makes and attaches to nothing. MAC, model
+ * and PCI address stay: the device state needs them. */
 static int make_clone(xmlDocPtr doc, const char *name, char *err, size_t errlen)
 {
 	xmlNodePtr root = xmlDocGetRootElement(doc), n = child(root, "name");
@@ -155,6 +163,10 @@ static int make_clone(xmlDocPtr doc, const char *name, char *err, size_t errlen)
 	xmlNodeSetContent(n, NULL);
 	xmlNodeAddContent(n, (const xmlChar *)name);
 	drop_children(root, "uuid");
+	o = select_nodes(doc, "/domain/sysinfo/system/entry[@name='uuid']");
+	for (int i = 0; i < nodes_count(o); i++)
+		drop_node(o->nodesetval->nodeTab[i]);
+	xmlXPathFreeObject(o);
 	o = select_nodes(doc, "/domain/devices/interface");
 	for (int i = 0; i < nodes_count(o); i++) {
 		xmlNodePtr nic = o->nodesetval->nodeTab[i];
@@ -600,12 +612,6 @@ static int check_device(xmlNodePtr d, const struct restore_domain_spec *s, char 
 	if (!strcmp((const char *)d->name, "audio") && !prop_is(d, "type", "none"))
 		return refuse_node(err, errlen, d, "only type='none'");
 	return 0;
-}
-
-static void drop_node(xmlNodePtr n)
-{
-	xmlUnlinkNode(n);
-	xmlFreeNode(n);
 }
 
 /* <os>: firmware files are refused; the guest kernel is in the replica

@@ -173,7 +173,7 @@ static int start_domain(const struct restore_opts *o, const struct replica_info 
 					   sizeof(err))))
 		log_err("refusing to restore: %s", err);
 	else
-		rc = virt_create_paused(uri, start_xml, v);
+		rc = virt_create_paused(uri, start_xml, o->clone_name != NULL, v);
 	free(start_xml);
 	free(as_qcow2);
 	return rc;
@@ -214,13 +214,17 @@ int restore_libvirt(const struct restore_opts *o, const struct replica_info *inf
 	res->load_ms = mono_ms() - t;
 	res->total_ms = mono_ms() - t0;
 	/* The VM runs: failing to make it persistent costs only that. A
-	 * clone stays transient: it goes when it stops. */
+	 * clone stays transient, and lives only as long as the connection
+	 * that started it, which the caller gets. */
 	snprintf(res->libvirt_domain, sizeof(res->libvirt_domain), "%s", virt_name(v));
-	if (o->clone_name)
-		log_info("libvirt domain %s started as a clone of the replica, on no network",
-			 virt_name(v));
-	else if (!virt_define(v, persistent_xml))
+	if (o->clone_name) {
+		log_info("libvirt domain %s (UUID %s) started as a clone of the replica, on no "
+			 "network", virt_name(v), virt_uuid(v));
+		res->clone = v;
+		v = NULL;
+	} else if (!virt_define(v, persistent_xml)) {
 		log_info("libvirt domain %s restored and defined", virt_name(v));
+	}
 out:
 	if (rc && v && virt_destroy(v) == 0)
 		log_info("half-restored libvirt domain destroyed");

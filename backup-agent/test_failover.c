@@ -157,23 +157,38 @@ static bool disks_read(struct qmp *q, int *ndisks, char *detail, size_t len)
 	return ok;
 }
 
+/* libvirt's QEMU is not our child: after its quit, wait (3 s at most)
+ * until it is gone, so that closing the connection (AUTODESTROY) does not
+ * kill it before it flushed qemu-io's reports. */
+static void wait_gone(pid_t pid)
+{
+	for (int i = 0; i < 30 && pid > 0 && (kill(pid, 0) == 0 || errno == EPERM); i++)
+		usleep(100000);
+}
+
 /* QMP quit, so that QEMU's stdout (where qemu-io writes) is flushed; then
- * q is closed. QEMU is killed if it does not go: ours (plain QEMU), or
- * libvirt's, which then drops the transient domain. */
-static void quit_clone(struct qmp *q, pid_t pid)
+ * q is closed. Plain QEMU is our child: reaped, or killed if it does not
+ * go. libvirt's is waited for; it goes with its connection (AUTODESTROY)
+ * if not before. */
+static void quit_clone(struct qmp *q, pid_t pid, bool ours)
 {
 	if (q)
 		qmp_execute(q, "quit", NULL, NULL, 2000);
 	qmp_close(q);
-	for (int i = 0; i < 30 && kill(pid, 0) == 0; i++) {
-		waitpid(pid, NULL, WNOHANG); /* ours is a zombie until reaped */
+	if (!ours)
+		wait_gone(pid);
+	if (!ours || pid <= 0)
+		return;
+	for (int i = 0; i < 30; i++) {
+		if (waitpid(pid, NULL, WNOHANG) != 0)
+			return; /* reaped (or not ours after all): never signalled again */
 		usleep(100000);
 	}
-	if (kill(pid, SIGKILL) == 0)
-		waitpid(pid, NULL, 0);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
 }
 
-/* qemu-io's reports of a whole first block in QEMU's stdout (fd, read
+/* qemu-io's reports of a whole first block in QEMU's output (fd, read
  * from its start): failures are reported there too. */
 static int reads_in(int fd)
 {
@@ -190,36 +205,63 @@ static int reads_in(int fd)
 	return done;
 }
 
-/* QEMU's stdout, for reading, if it is a file: plain QEMU's qemu.log, or
- * libvirt's log of the domain (it may hold earlier clones' lines). A pipe
- * (to virtlogd) is not opened: reading would take what libvirt logs. */
-static int open_stdout(pid_t pid)
+static int open_regular(const char *path)
 {
-	char path[64];
 	struct stat st;
 
-	snprintf(path, sizeof(path), "/proc/%d/fd/1", (int)pid);
 	if (stat(path, &st) < 0 || !S_ISREG(st.st_mode))
 		return -1;
 	return open(path, O_RDONLY | O_CLOEXEC);
 }
 
-static void report(int fd, bool ok, const char *error, const struct restore_result *res,
-		   bool alive, const char *alive_detail, int ndisks, const char *disk_detail)
+/* Where libvirt's QEMU writes qemu-io's reports, for reading: its stdout
+ * if that is a file (libvirt's stdio_handler "file"), else the domain's
+ * log that virtlogd writes from the pipe (never the pipe itself: reading
+ * it would take what libvirt logs). The file may hold earlier lines. */
+static int open_libvirt_output(pid_t pid, const char *domain)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd/1", (int)pid);
+	if ((fd = open_regular(path)) >= 0)
+		return fd;
+	snprintf(path, sizeof(path), "/var/log/libvirt/qemu/%s.log", domain);
+	return open_regular(path);
+}
+
+/* What the child finds, for the report. */
+struct clone_check {
+	bool started, alive, disks_ok;
+	char alive_detail[160], disk_detail[600];
+	int ndisks;
+	char uuid[40];        /* libvirt's clone: its UUID, "" if none */
+};
+
+static void report(int fd, const struct clone_check *c, const struct restore_result *res)
 {
 	struct json_object *o = json_object_new_object();
+	bool ok = c->started && c->alive && c->disks_ok;
 	const char *text;
 
 	json_object_object_add(o, "ok", json_object_new_boolean(ok));
-	if (error)
-		json_object_object_add(o, "error", json_object_new_string(error));
-	if (res) {
+	if (!ok)
+		json_object_object_add(o, "error", json_object_new_string(
+			!c->started ? "the clone did not start: see the agent's log" :
+			!c->alive ? "the clone's guest did not run (its RAM stood still)" :
+			"a disk of the clone could not be read"));
+	if (c->started) {
 		json_object_object_add(o, "epoch", json_object_new_uint64(res->epoch));
 		json_object_object_add(o, "restore_ms", json_object_new_double(res->total_ms));
-		json_object_object_add(o, "guest_alive", json_object_new_boolean(alive));
-		json_object_object_add(o, "guest_alive_detail", json_object_new_string(alive_detail));
-		json_object_object_add(o, "disks", json_object_new_int(ndisks));
-		json_object_object_add(o, "disks_detail", json_object_new_string(disk_detail));
+		if (res->libvirt_domain[0]) {
+			json_object_object_add(o, "domain", json_object_new_string(res->libvirt_domain));
+			json_object_object_add(o, "uuid", json_object_new_string(c->uuid));
+		}
+		json_object_object_add(o, "guest_alive", json_object_new_boolean(c->alive));
+		json_object_object_add(o, "guest_alive_detail",
+				       json_object_new_string(c->alive_detail));
+		json_object_object_add(o, "disks", json_object_new_int(c->ndisks));
+		json_object_object_add(o, "disks_detail", json_object_new_string(c->disk_detail));
 	}
 	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
 	if (write(fd, text, strlen(text)) < 0) /* the agent then says: no report */
@@ -227,39 +269,33 @@ static void report(int fd, bool ok, const char *error, const struct restore_resu
 	json_object_put(o);
 }
 
-/* libvirt's passthrough to the clone's QMP; *v to close. */
-static struct qmp *clone_qmp(const struct agent *a, const char *domain, struct virt **v)
+/* The disks' reads, counted in QEMU's output (out: -1 if not found) */
+static bool reads_seen(int out, int before, int ndisks, char *detail, size_t len)
 {
-	struct qmp *q = NULL;
-	const char *uri = a->cfg.restore.libvirt_uri ? a->cfg.restore.libvirt_uri : VIRT_DEFAULT_URI;
+	int done;
 
-	*v = NULL;
-	if (virt_open(uri, domain, v) || virt_qmp_open(*v, NULL, NULL, &q))
-		return NULL;
-	return q;
-}
-
-/* A clone left running by a test that died with its agent, under the
- * clone's own name: destroyed before a new one is started. */
-static void destroy_clone_domain(const struct agent *a, const char *domain)
-{
-	const char *uri = a->cfg.restore.libvirt_uri ? a->cfg.restore.libvirt_uri : VIRT_DEFAULT_URI;
-	struct virt *v = NULL;
-
-	if (virt_domain_active(uri, domain) == 1 && !virt_open(uri, domain, &v) && !virt_destroy(v))
-		log_info("test failover: an earlier clone, domain %s, destroyed", domain);
-	virt_close(v);
+	if (out < 0) {
+		snprintf(detail, len, "cannot find QEMU's output, where qemu-io reports its reads "
+			 "(a file, or libvirt's log of the domain)");
+		return false;
+	}
+	/* virtlogd writes what QEMU wrote as it quit a moment later */
+	for (int i = 0; (done = reads_in(out) - before) < ndisks && i < 20; i++)
+		usleep(100000);
+	snprintf(detail, len, "%d of %d disk(s) read 4096 bytes through the restored graph", done,
+		 ndisks);
+	return done == ndisks;
 }
 
 static void run_child(struct agent *a, int fd)
 {
 	struct restore_opts o = a->cfg.restore;
 	struct restore_result res;
-	char alive_detail[160] = "", disk_detail[600] = "";
-	struct virt *v = NULL;
+	struct clone_check c = { .disks_ok = true };
+	char log[PATH_MAX + 16];
 	struct qmp *q = NULL;
-	bool alive, disks_ok, libvirt = a->test.domain[0] != 0;
-	int ndisks = 0, out = -1, before = 0;
+	bool libvirt = a->test.domain[0] != 0;
+	int out = -1, before = 0;
 
 	signal(SIGCHLD, SIG_DFL);
 	signal(SIGTERM, SIG_DFL);
@@ -279,7 +315,6 @@ static void run_child(struct agent *a, int fd)
 	o.dir = a->test.dir;
 	if (libvirt) {
 		o.clone_name = a->test.domain;
-		destroy_clone_domain(a, a->test.domain);
 	} else {
 		o.taps = NULL;
 		o.ntaps = 0;
@@ -287,67 +322,41 @@ static void run_child(struct agent *a, int fd)
 	o.shared_disks = NULL;
 	o.nshared_disks = 0;
 	o.lock_fd = -1;
+	/* libvirt's clone dies with this process's connection (AUTODESTROY):
+	 * a test killed at its deadline leaves no domain behind */
 	if (restore_vm(&o, &res)) {
-		report(fd, false, "the clone did not start: see the agent's log", NULL, false, "", 0, "");
+		report(fd, &c, &res);
 		_exit(1);
 	}
-	alive = guest_alive(res.ram_path, alive_detail, sizeof(alive_detail));
+	c.started = true;
+	c.alive = guest_alive(res.ram_path, c.alive_detail, sizeof(c.alive_detail));
 	if (libvirt) {
-		q = clone_qmp(a, res.libvirt_domain, &v);
-		out = open_stdout(res.qemu_pid); /* kept: QEMU's own goes with it */
+		snprintf(c.uuid, sizeof(c.uuid), "%s", virt_uuid(res.clone));
+		if (virt_qmp_open(res.clone, NULL, NULL, &q))
+			q = NULL;
+		out = open_libvirt_output(res.qemu_pid, res.libvirt_domain); /* QEMU's goes with it */
 		before = reads_in(out);
 	} else if (qmp_connect(res.qmp_path, 5000, &q)) {
 		q = NULL;
 	}
-	disks_ok = disks_read(q, &ndisks, disk_detail, sizeof(disk_detail));
-	quit_clone(q, res.qemu_pid);
-	virt_close(v);
+	c.disks_ok = disks_read(q, &c.ndisks, c.disk_detail, sizeof(c.disk_detail));
+	quit_clone(q, res.qemu_pid, !libvirt);
+	virt_close(res.clone);
 	if (!libvirt) {
-		char log[PATH_MAX + 16];
-
 		snprintf(log, sizeof(log), "%s/qemu.log", a->test.dir);
-		out = open(log, O_RDONLY | O_CLOEXEC);
+		out = open_regular(log);
 	}
-	if (disks_ok && ndisks && out < 0) {
-		snprintf(disk_detail, sizeof(disk_detail), "%d disk(s) read without an error; "
-			 "QEMU's output is not a file (virtlogd?): the bytes read not seen", ndisks);
-	} else if (disks_ok && ndisks) {
-		int done = reads_in(out) - before;
-
-		snprintf(disk_detail, sizeof(disk_detail), "%d of %d disk(s) read 4096 bytes "
-			 "through the restored graph", done, ndisks);
-		disks_ok = done == ndisks;
-	}
+	if (c.disks_ok && c.ndisks)
+		c.disks_ok = reads_seen(out, before, c.ndisks, c.disk_detail, sizeof(c.disk_detail));
 	if (out >= 0)
 		close(out);
-	report(fd, alive && disks_ok, !alive ? "the clone's guest did not run (its RAM stood still)" :
-	       !disks_ok ? "a disk of the clone could not be read" : NULL, &res, alive,
-	       alive_detail, ndisks, disk_detail);
-	_exit(alive && disks_ok ? 0 : 1);
+	report(fd, &c, &res);
+	_exit(c.alive && c.disks_ok ? 0 : 1);
 }
 
 /* ---- the agent ---- */
 
-/* A libvirt clone whose test was killed (its deadline, the agent
- * stopping) may still run: a process of its own destroys it, so that the
- * loop never waits for libvirt. */
-static void destroy_clone_later(struct agent *a)
-{
-	pid_t pid = fork();
-
-	if (pid == 0) {
-		close_range(3, ~0u, 0);
-		alarm(30);
-		destroy_clone_domain(a, a->test.domain);
-		_exit(0);
-	}
-	if (pid < 0)
-		log_warn("test failover: cannot fork to destroy domain %s: %s; destroy it by hand",
-			 a->test.domain, strerror(errno));
-}
-
-/* killed: the child did not end by itself (its clone may be left) */
-static void finish(struct agent *a, const char *reply, bool killed)
+static void finish(struct agent *a, const char *reply)
 {
 	struct test_failover *t = &a->test;
 
@@ -361,8 +370,6 @@ static void finish(struct agent *a, const char *reply, bool killed)
 	t->result_fd = -1;
 	ev_child_stop(a->loop, &t->child_watch);
 	ev_timer_stop(a->loop, &t->deadline);
-	if (killed && t->child > 0 && t->domain[0])
-		destroy_clone_later(a);
 	remove_clone(t->dir);
 	t->child = 0;
 }
@@ -378,7 +385,7 @@ static void on_child(struct ev_loop *loop, ev_child *w, int revents)
 	log_info("test failover: done in %.1f s: %s", (mono_ms() - t->started_ms) / 1000,
 		 n > 0 ? buf : "no report");
 	finish(a, n > 0 ? buf : "{\"ok\":false,\"error\":\"the test's process ended without a "
-	       "report: see the agent's log\"}", !WIFEXITED(w->rstatus));
+	       "report: see the agent's log\"}");
 }
 
 static void on_deadline(struct ev_loop *loop, ev_timer *w, int revents)
@@ -492,14 +499,14 @@ char *test_failover_start(struct agent *a, int fd, bool *keep)
 	}
 	unlink(tmpl); /* the report is read through the descriptor */
 	if (replica_snapshot(&a->replica, t->dir, TEST_FAILOVER_MAX_COPY, why, sizeof(why))) {
-		finish(a, NULL, false);
+		finish(a, NULL);
 		return refuse(why);
 	}
 	t->started_ms = mono_ms();
 	pid = fork();
 	if (pid < 0) {
 		snprintf(why, sizeof(why), "fork: %s", strerror(errno));
-		finish(a, NULL, false);
+		finish(a, NULL);
 		return refuse(why);
 	}
 	if (pid == 0)
@@ -523,5 +530,5 @@ void test_failover_stop(struct agent *a)
 		return;
 	kill(t->child, SIGKILL);
 	waitpid(t->child, NULL, 0);
-	finish(a, "{\"ok\":false,\"error\":\"the agent stopped\"}", true);
+	finish(a, "{\"ok\":false,\"error\":\"the agent stopped\"}");
 }

@@ -35,8 +35,9 @@ struct test_failover {
 	ev_child child_watch;
 	ev_timer deadline;
 	char dir[PATH_MAX];         /* the clone: DIR/test-failover */
-	/* a libvirt replica's clone: the transient domain VM-test-failover
-	 * (any domain of that name is the clone's); "" for plain QEMU */
+	/* a libvirt replica's clone: the transient domain VM-test-failover,
+	 * which libvirt destroys with the child's connection; "" for plain
+	 * QEMU */
 	char domain[256];
 	double started_ms;
 };

@@ -326,7 +326,10 @@ static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
 		tls_step(l);
 		return;
 	}
-	rc = frame_queue_flush_io(&l->out, &l->io);
+	/* the first error is the one to report: a TLS session that failed
+	 * in a pulse answers differently when asked again */
+	rc = l->pulse_err ? l->pulse_err : frame_queue_flush_io(&l->out, &l->io);
+	l->pulse_err = 0;
 	if (l->closing && rc != 0)
 		finish_close(l);
 	else if (rc == 1)
@@ -365,6 +368,7 @@ static void start(struct peer_link *l, int fd, enum peer_link_state state, unsig
 	l->fd = fd;
 	l->state = state;
 	l->tls_retry = 0;
+	l->pulse_err = 0;
 	l->identity[0] = l->session[0] = '\0';
 	frame_queue_init(&l->out);
 	frame_reader_init(&l->reader);
@@ -428,6 +432,7 @@ void peer_link_close(struct peer_link *l)
 	l->state = PEER_LINK_IDLE;
 	l->closing = false;
 	l->tls_retry = 0;
+	l->pulse_err = 0;
 	frame_queue_clear(&l->out);
 	frame_reader_free(&l->reader);
 }
@@ -477,8 +482,15 @@ int peer_link_flush_for(struct peer_link *l, int ms)
 
 void peer_link_pulse(struct peer_link *l)
 {
-	if (peer_link_open(l) && !l->closing)
-		(void)frame_queue_flush_io(&l->out, &l->io);
+	int rc;
+
+	if (!peer_link_open(l) || l->closing || l->pulse_err)
+		return;
+	rc = frame_queue_flush_io(&l->out, &l->io);
+	if (rc < 0) {
+		l->pulse_err = rc;
+		ev_io_start(l->loop, &l->wio); /* where it is reported */
+	}
 }
 
 int peer_link_finish(struct peer_link *l, int ms)

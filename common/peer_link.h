@@ -61,6 +61,7 @@ struct peer_link {
 	gnutls_session_t tls;
 	struct link_io io;
 	size_t tls_retry;            /* bytes of a gnutls_record_send to finish */
+	int pulse_err;               /* a pulse's send failed: the loop reports this */
 	struct frame_reader reader;
 	struct frame_queue out;
 	ev_io rio, wio;
@@ -114,8 +115,8 @@ void peer_link_drop_unsent(struct peer_link *l);
 int peer_link_flush_for(struct peer_link *l, int ms);
 /* Long work on the loop (a large epoch queued, a large commit): write what
  * the socket takes now, without waiting, so that the peer keeps hearing
- * from us while the loop cannot turn. An error is left for the loop: its
- * writable watcher meets it again. */
+ * from us while the loop cannot turn. An error is kept for the loop: its
+ * writable watcher reports it (no callback runs from here). */
 void peer_link_pulse(struct peer_link *l);
 /* Last words, then a clean end: write what is queued, end our side and
  * read (and drop) what the peer still sends until it closes too, all

@@ -295,14 +295,15 @@ out:
 	return rc;
 }
 
-int virt_create_paused(const char *uri, const char *xml, struct virt **out)
+int virt_create_paused(const char *uri, const char *xml, bool autodestroy, struct virt **out)
 {
 	virDomainPtr dom;
 	int rc = connect_uri(uri, out);
 
 	if (rc)
 		return rc;
-	dom = virDomainCreateXML((*out)->conn, xml, VIR_DOMAIN_START_PAUSED);
+	dom = virDomainCreateXML((*out)->conn, xml, VIR_DOMAIN_START_PAUSED |
+				 (autodestroy ? VIR_DOMAIN_START_AUTODESTROY : 0));
 	if (!dom) {
 		log_err("libvirt at %s cannot start the domain: %s", uri, why());
 		return -EIO;

@@ -35,8 +35,10 @@ int virt_domain_active_within(const char *uri, const char *name, unsigned timeou
  * 1 autostart was on, 0 it was off or there is no such domain, -errno
  * (logged). */
 int virt_autostart_off(const char *uri, const char *name);
-/* Start xml as a new transient domain, paused, on uri. */
-int virt_create_paused(const char *uri, const char *xml, struct virt **out);
+/* Start xml as a new transient domain, paused, on uri. autodestroy:
+ * libvirt destroys it when this connection closes (virt_close, or this
+ * process dying): for a throwaway clone that must not outlive its test. */
+int virt_create_paused(const char *uri, const char *xml, bool autodestroy, struct virt **out);
 void virt_close(struct virt *v);
 
 const char *virt_name(const struct virt *v);

@@ -469,7 +469,7 @@ static int begin_barrier(struct replicator *r, double *t0, double *vcpu_busy)
 static int checkpoint(struct replicator *r, bool final)
 {
 	struct epoch_tally t = { .id = r->epoch + 1 };
-	uint64_t pages = 0, queued_before;
+	uint64_t pages = 0, pushed_before;
 	double t0 = 0, t1, t2, pause, vcpu_busy = -1;
 	int rc, resume_rc = 0;
 
@@ -509,7 +509,9 @@ static int checkpoint(struct replicator *r, bool final)
 	 * here on (the epoch's send time for ack latency) must not include it. */
 	ev_now_update(r->loop);
 	r->epoch = t.id;
-	queued_before = r->link.out.bytes_queued;
+	/* sent + queued: a pulse (peer_link_pulse) may send some of the
+	 * epoch's bytes while it is being queued */
+	pushed_before = r->link.out.bytes_sent + r->link.out.bytes_queued;
 	compress_epoch_begin(&r->compress);
 	if (send_epoch(r, t.id, &pages, false)) {
 		link_drop_alive(r, "epoch could not be queued; resyncing");
@@ -517,7 +519,7 @@ static int checkpoint(struct replicator *r, bool final)
 		goto out;
 	}
 	r->stats.dirty_pages_total += pages;
-	r->epoch_wire_bytes = r->link.out.bytes_queued - queued_before;
+	r->epoch_wire_bytes = r->link.out.bytes_sent + r->link.out.bytes_queued - pushed_before;
 	if (final)
 		goto out; /* no pause to learn from: the VM stays stopped */
 	ring_add(&r->stats.stop_ms, t1 - t0);

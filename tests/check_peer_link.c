@@ -582,6 +582,34 @@ START_TEST(test_pulse_writes_without_the_loop)
 }
 END_TEST
 
+/* A pulse whose send fails calls nothing: the loop reports that error
+ * (and not whatever the session would answer when asked again). */
+START_TEST(test_pulse_error_reported_by_the_loop)
+{
+	struct pair p;
+	static uint8_t page[65536];
+	struct iovec iov = { .iov_base = page, .iov_len = sizeof(page) };
+
+	pair_setup(&p, false);
+	client_connect(&p, p.key);
+	RUN_UNTIL(&p, 5, p.server.opened && p.client.opened);
+	ck_assert(p.server.opened && p.client.opened);
+	peer_link_close(&p.server.link);
+	for (int i = 0; i < 200 && !p.client.link.pulse_err; i++) {
+		ck_assert_int_eq(peer_link_push(&p.client.link, FRAME_PAGES, 1, &iov, 1, NULL,
+						NULL), 0);
+		peer_link_pulse(&p.client.link);
+		usleep(5000);
+	}
+	ck_assert_int_lt(p.client.link.pulse_err, 0);
+	ck_assert_int_eq(p.client.err, 0);
+	RUN_UNTIL(&p, 5, p.client.err != 0);
+	ck_assert_msg(p.client.err == -EPIPE || p.client.err == -ECONNRESET, "err %d: %s",
+		      p.client.err, p.client.why);
+	pair_teardown(&p);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("peer_link");
@@ -591,6 +619,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_tls_both_ways);
 	tcase_add_test(tc, test_tls_big_frames);
 	tcase_add_test(tc, test_pulse_writes_without_the_loop);
+	tcase_add_test(tc, test_pulse_error_reported_by_the_loop);
 	tcase_add_test(tc, test_wrong_key_refused);
 	tcase_add_test(tc, test_cleartext_peer_refused_by_tls);
 	tcase_add_test(tc, test_stalled_peer_hits_deadline);

@@ -75,9 +75,12 @@ after=$(status_field epochs_committed)
 json_field "$T/tf.json" disks_detail | grep -q "^1 of 1 disk(s) read 4096 bytes" &&
 	pass "the clone's disk read through its overlay ($(json_field "$T/tf.json" disks_detail))" ||
 	fail "disks: $(json_field "$T/tf.json" disks) ($(json_field "$T/tf.json" disks_detail))"
-grep -q "libvirt domain $NAME-test-failover started as a clone of the replica, on no network" \
-	"$T/agent.log" && pass "the clone ran as domain $NAME-test-failover, on no network" ||
-	fail "the agent did not start the clone under its own name"
+vm_uuid=$(virsh -c "$PRI_URI" domuuid "$NAME" | head -n 1)
+clone_uuid=$(json_field "$T/tf.json" uuid)
+[ "$(json_field "$T/tf.json" domain)" = "$NAME-test-failover" ] && [ -n "$clone_uuid" ] &&
+	[ "$clone_uuid" != "$vm_uuid" ] &&
+	pass "the clone ran as domain $NAME-test-failover, UUID $clone_uuid (the VM's: $vm_uuid)" ||
+	fail "the clone's identity: domain $(json_field "$T/tf.json" domain), UUID $clone_uuid, the VM's $vm_uuid"
 [ -z "$(virsh -c "$BAK_URI" list --all --name | grep -x -- "$NAME-test-failover")" ] &&
 	! virsh -c "$BAK_URI" dominfo "$NAME" > /dev/null 2>&1 &&
 	pass "the clone is gone, defined nowhere, and the VM's name is free on the backup" ||
@@ -85,6 +88,25 @@ grep -q "libvirt domain $NAME-test-failover started as a clone of the replica, o
 [ "${after:-0}" -gt "${before:-0}" ] && [ "$(status_field protection)" = protected ] &&
 	pass "protection went on meanwhile (epochs $before -> $after committed)" ||
 	fail "epochs $before -> $after, protection $(status_field protection)"
+# ... and a test that dies (its process killed, as at its deadline) leaves
+# no clone: libvirt destroys the domain with the connection that made it.
+"$BIN/remusctl" --control "$T/agent.ctl" --json test-failover > "$T/tf2.json" 2>&1 &
+TF_PID=$!
+PIDS+=("$TF_PID")
+clone_runs() { virsh -c "$BAK_URI" list --name | grep -qx -- "$NAME-test-failover"; }
+if wait_for 60 clone_runs; then
+	tf_child=$(ps -o pid= --ppid "$AGENT_PID" | head -n 1 | tr -d ' ')
+	[ -n "$tf_child" ] && kill -KILL "$tf_child"
+	wait_exit "$TF_PID" 30
+	grep -q "without a report" "$T/tf2.json" &&
+		pass "a test killed with its clone running fails: $(cut -c1-100 "$T/tf2.json")" ||
+		fail "the killed test's answer: $(cat "$T/tf2.json")"
+	wait_for 20 sh -c "! virsh -c '$BAK_URI' list --all --name | grep -qx -- '$NAME-test-failover'" &&
+		pass "libvirt destroyed the killed test's clone" ||
+		fail "the killed test's clone is left: $(virsh -c "$BAK_URI" list --all --name)"
+else
+	fail "the second test's clone never ran: $(cat "$T/tf2.json")"
+fi
 
 qemu_pid=$(sed -n 's/.*through libvirt: QEMU pid \([0-9]*\).*/\1/p' "$T/replicator.log" | head -n 1)
 [ -n "$qemu_pid" ] || die "no QEMU pid in the replicator's log"
