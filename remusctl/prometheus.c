@@ -48,6 +48,10 @@ static const struct metric metrics[] = {
 	{ "remus_epochs_discarded_total", "counter",
 	  "Epochs the agent discarded (incomplete or corrupt) instead of committing them.",
 	  "epochs_discarded", 1, AGT, false },
+	{ "remus_stalls_total", "counter",
+	  "Times the replicator found protection standing still (an epoch sent whole and "
+	  "never acknowledged, no checkpoint scheduled) and set it going again.",
+	  "stalls", 1, REP, false },
 	{ "remus_resyncs_total", "counter",
 	  "Full copies of the VM to the backup (initial syncs and resyncs).",
 	  "resyncs", 1, REP, false },

@@ -128,6 +128,9 @@ static void print_replicator(FILE *f, struct json_object *o)
 		"%.0f full syncs, %.0f ended early\n", num(o, "epochs_committed"),
 		num(o, "last_acked_epoch"), num(o, "epoch"), num(o, "epochs_resent"),
 		num(o, "resyncs"), num(o, "early_epochs"));
+	if (num(o, "stalls") > 0)
+		fprintf(f, "stalls:  %.0f times protection stood still and was set going again "
+			"(see the replicator's log)\n", num(o, "stalls"));
 	fprintf(f, "length:  %.0f ms, policy %s (%s)\n", num(o, "epoch_length_ms"),
 		str(o, "epoch_policy"), str(o, "epoch_reason"));
 	fprintf(f, "pause:   p50 %.2f ms, p99 %.2f ms, max %.2f ms (p50: stop %.2f, capture "

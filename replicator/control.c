@@ -44,6 +44,7 @@ char *status_json(const struct replicator *r)
 	json_add_u64(o, "epochs_committed", s->epochs_committed);
 	json_add_u64(o, "last_acked_epoch", s->last_acked_epoch);
 	json_add_u64(o, "epochs_resent", s->epochs_nacked);
+	json_add_u64(o, "stalls", s->stalls);
 	json_add_u64(o, "resyncs", s->resyncs);
 	json_add_double(o, "pause_p50_ms", ring_quantile(&s->pause_ms, 0.5));
 	json_add_double(o, "pause_p99_ms", ring_quantile(&s->pause_ms, 0.99));

@@ -666,6 +666,47 @@ void epoch_on_ack(struct replicator *r, uint64_t id)
 		epoch_checkpoint(r);
 }
 
+/* An epoch's frames all written this long ago, and no ack: the backup
+ * answers heartbeats, so it is not lost, but the VM's output stays held
+ * for as long as the ack does not come. A commit of a very large epoch to
+ * a slow disk takes seconds, not a minute. */
+#define ACK_STALL_MS 60000.0
+
+void epoch_watchdog(struct replicator *r)
+{
+	double waited_ms = (ev_now(r->loop) - r->epoch_sent_at) * 1e3;
+	bool scheduled = r->inflight || r->sync_pending || r->checkpoint_due ||
+			 ev_is_active(&r->epoch_timer);
+
+	if (!peer_link_up(&r->link) || r->stopping)
+		return;
+	if (r->inflight && !r->link.out.bytes_queued && waited_ms > ACK_STALL_MS) {
+		r->stats.stalls++;
+		log_err("epoch %llu was sent whole %.0f s ago and the backup, which answers "
+			"heartbeats, never acknowledged it: VM %s's output is held meanwhile; "
+			"starting over with a new session", (unsigned long long)r->epoch,
+			waited_ms / 1000, r->vm.name);
+		link_drop_alive(r, "no ack for an epoch sent whole; resyncing");
+		return;
+	}
+	/* Checked twice a second apart: a turn of the loop may stop the timer
+	 * for a moment (a QEMU whose death libvirt is telling). */
+	if (scheduled || !r->session_synced || !prot_checkpoints_run(&r->state) ||
+	    prot_handover(&r->state) != HO_NONE) {
+		r->unscheduled_seen = false;
+		return;
+	}
+	if (!r->unscheduled_seen) {
+		r->unscheduled_seen = true;
+		return;
+	}
+	r->unscheduled_seen = false;
+	r->stats.stalls++;
+	log_err("no checkpoint of VM %s was scheduled though it is protected (a bug of ours): "
+		"scheduling one", r->vm.name);
+	epoch_arm_timer(r);
+}
+
 void epoch_on_nack(struct replicator *r, uint64_t id, const char *why)
 {
 	if (!r->inflight || id != r->epoch) {

@@ -271,6 +271,7 @@ static void on_stats_timer(struct ev_loop *loop, ev_timer *w, int revents)
 	if (sent >= r->stats.bytes_sent_prev)
 		r->stats.link_bytes_per_s = (double)(sent - r->stats.bytes_sent_prev) / w->repeat;
 	r->stats.bytes_sent_prev = sent;
+	epoch_watchdog(r);
 	replicator_notify_state(r);
 }
 

@@ -75,6 +75,7 @@ struct replicator {
 	bool become_backup;
 	int exit_code;
 	ev_tstamp epoch_sent_at;
+	bool unscheduled_seen;   /* epoch_watchdog: no barrier scheduled at its last look */
 	struct epoch_policy policy;
 	double epoch_started_ms;  /* the VM resumed: this epoch runs from here */
 	double long_pause_warned_ms; /* the last warning of a pause near --timeout-ms */
@@ -201,6 +202,10 @@ void epoch_backup_gone(struct replicator *r, const char *why, bool link_was_up);
 void epoch_arm_timer(struct replicator *r);
 /* The epoch timer: end the epoch, or let a busy VM's replies gather. */
 void epoch_timer_expired(struct replicator *r);
+/* Once a second (the stats timer): protection that stands still while
+ * the link lives (an epoch sent whole and never acknowledged, no barrier
+ * scheduled) is said, and set going again. */
+void epoch_watchdog(struct replicator *r);
 /* Tell every device that protection starts (on) or ends. */
 void protect_devices(struct replicator *r, bool on, uint64_t next_epoch);
 /* The handover's last checkpoint: like a barrier, but the VM stays

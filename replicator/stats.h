@@ -15,6 +15,7 @@ struct replicator_stats {
 	uint64_t resyncs;
 	uint64_t early_epochs;          /* ended early at a device's request */
 	uint64_t reply_waits;           /* a reply's quiet prolonged: vCPUs busy */
+	uint64_t stalls;                /* epoch_watchdog found protection standing still */
 	struct sample_ring pause_ms;    /* stop to resumed */
 	struct sample_ring stop_ms;     /* of which: QMP stop */
 	struct sample_ring capture_ms;  /* of which: all devices' capture */

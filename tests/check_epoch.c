@@ -526,6 +526,45 @@ START_TEST(test_a_failed_capture_resumes_the_vm_and_resyncs)
 }
 END_TEST
 
+/* An epoch sent whole that the backup, alive, never acknowledges holds
+ * the VM's output: after a minute the session starts over. */
+START_TEST(test_an_epoch_never_acked_starts_over)
+{
+	protected_at_epoch_1();
+	epoch_checkpoint(&r);
+	pump_until_epoch_ends(2);
+	ck_assert_uint_eq(backup.epoch_ends, 2);
+	ck_assert_uint_eq(r.link.out.bytes_queued, 0);
+	epoch_watchdog(&r); /* just sent: waiting is right */
+	ck_assert(peer_link_up(&r.link));
+	r.epoch_sent_at = ev_now(r.loop) - 61;
+	epoch_watchdog(&r);
+	ck_assert_uint_eq(r.stats.stalls, 1);
+	ck_assert(!peer_link_up(&r.link));
+	ck_assert_str_eq(prot_name(&r.state), "unprotected");
+}
+END_TEST
+
+/* Protected, nothing in flight, and no barrier scheduled: seen at two
+ * looks in a row, a barrier is scheduled. */
+START_TEST(test_a_lost_epoch_timer_is_armed_again)
+{
+	protected_at_epoch_1();
+	ck_assert(ev_is_active(&r.epoch_timer));
+	epoch_watchdog(&r);
+	epoch_watchdog(&r);
+	ck_assert_uint_eq(r.stats.stalls, 0);
+	ev_timer_stop(r.loop, &r.epoch_timer);
+	epoch_watchdog(&r);
+	ck_assert_uint_eq(r.stats.stalls, 0);
+	ck_assert(!ev_is_active(&r.epoch_timer));
+	epoch_watchdog(&r);
+	ck_assert_uint_eq(r.stats.stalls, 1);
+	ck_assert(ev_is_active(&r.epoch_timer));
+	ck_assert(peer_link_up(&r.link));
+}
+END_TEST
+
 /* A device learns what it may of the replicator from its context: the
  * same answers the pipeline acts on, at each step of a session. */
 START_TEST(test_a_device_asks_its_context_what_the_pipeline_acts_on)
@@ -755,6 +794,8 @@ int main(void)
 	tcase_add_test(tc, test_pause_waits_for_the_ack_then_for_the_backup);
 	tcase_add_test(tc, test_handover_refused_by_the_backup_resumes_here);
 	tcase_add_test(tc, test_backup_lost_during_handover_leaves_the_vm_stopped);
+	tcase_add_test(tc, test_an_epoch_never_acked_starts_over);
+	tcase_add_test(tc, test_a_lost_epoch_timer_is_armed_again);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
