@@ -675,8 +675,11 @@ void epoch_on_ack(struct replicator *r, uint64_t id)
 void epoch_watchdog(struct replicator *r)
 {
 	double waited_ms = (ev_now(r->loop) - r->epoch_sent_at) * 1e3;
-	bool scheduled = r->inflight || r->sync_pending || r->checkpoint_due ||
-			 ev_is_active(&r->epoch_timer);
+	/* checkpoint_due alone is not: only an ack in flight, or the timer,
+	 * takes it. A timer that expired in this turn of the loop is pending,
+	 * its callback not run yet. */
+	bool scheduled = r->inflight || r->sync_pending || ev_is_active(&r->epoch_timer) ||
+			 ev_is_pending(&r->epoch_timer);
 
 	if (!peer_link_up(&r->link) || r->stopping)
 		return;

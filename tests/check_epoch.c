@@ -562,6 +562,20 @@ START_TEST(test_a_lost_epoch_timer_is_armed_again)
 	ck_assert_uint_eq(r.stats.stalls, 1);
 	ck_assert(ev_is_active(&r.epoch_timer));
 	ck_assert(peer_link_up(&r.link));
+	/* a barrier owed with no ack in flight to take it is no schedule
+	 * either; a timer that expired, its callback not run yet, is */
+	ev_timer_stop(r.loop, &r.epoch_timer);
+	r.checkpoint_due = true;
+	epoch_watchdog(&r);
+	epoch_watchdog(&r);
+	ck_assert_uint_eq(r.stats.stalls, 2);
+	ev_timer_stop(r.loop, &r.epoch_timer);
+	ev_feed_event(r.loop, &r.epoch_timer, EV_TIMER);
+	ck_assert(ev_is_pending(&r.epoch_timer));
+	epoch_watchdog(&r);
+	epoch_watchdog(&r);
+	ck_assert_uint_eq(r.stats.stalls, 2);
+	ev_clear_pending(r.loop, &r.epoch_timer);
 }
 END_TEST
 
