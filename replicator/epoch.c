@@ -705,8 +705,8 @@ void epoch_watchdog(struct replicator *r)
 	}
 	r->unscheduled_seen = false;
 	r->stats.stalls++;
-	log_err("no checkpoint of VM %s was scheduled though it is protected (a bug of ours): "
-		"scheduling one", r->vm.name);
+	log_err("BUG: VM %s is protected but no checkpoint was scheduled: scheduling one",
+		r->vm.name);
 	epoch_arm_timer(r);
 }
 
