@@ -668,46 +668,76 @@ void epoch_on_ack(struct replicator *r, uint64_t id)
 
 /* An epoch's frames all written this long ago, and no ack: the backup
  * answers heartbeats, so it is not lost, but the VM's output stays held
- * for as long as the ack does not come. A commit of a very large epoch to
- * a slow disk takes seconds, not a minute. */
+ * for as long as the ack does not come. Only once protected: a session's
+ * first commit may sync whole disks and take minutes (the agent's
+ * heartbeats go on meanwhile), and an epoch's later commits write at
+ * most what it sent, in far less than this plus a second per 20 MB. */
 #define ACK_STALL_MS 60000.0
+#define ACK_STALL_BYTES_PER_MS 20000.0
 
-void epoch_watchdog(struct replicator *r)
+/* Watchdog (1): the epoch in flight, written whole for too long. Counts
+ * from the first look that found the link's queue empty. */
+static bool ack_stalled(struct replicator *r, double now)
 {
-	double waited_ms = (ev_now(r->loop) - r->epoch_sent_at) * 1e3;
-	/* checkpoint_due alone is not: only an ack in flight, or the timer,
-	 * takes it. A timer that expired in this turn of the loop is pending,
-	 * its callback not run yet. */
+	if (!r->inflight || r->link.out.bytes_queued || !prot_is_protected(&r->state) ||
+	    prot_handover(&r->state) != HO_NONE || prot_paused(&r->state)) {
+		r->drained_at_ms = 0;
+		return false;
+	}
+	if (!r->drained_at_ms || r->drained_epoch != r->epoch) {
+		r->drained_at_ms = now;
+		r->drained_epoch = r->epoch;
+		return false;
+	}
+	return now - r->drained_at_ms >
+	       ACK_STALL_MS + (double)r->epoch_wire_bytes / ACK_STALL_BYTES_PER_MS;
+}
+
+/* Watchdog (2): protected, and nothing will take the next barrier:
+ * neither an ack in flight (checkpoint_due alone waits for one) nor the
+ * timer (pending: it expired in this turn of the loop, its callback not
+ * run yet). A turn of the loop may stop the timer for a moment (a QEMU
+ * whose death libvirt is telling): seen for a second at least. */
+static bool barrier_unscheduled(struct replicator *r, double now)
+{
 	bool scheduled = r->inflight || r->sync_pending || ev_is_active(&r->epoch_timer) ||
 			 ev_is_pending(&r->epoch_timer);
 
-	if (!peer_link_up(&r->link) || r->stopping)
+	if (scheduled || !r->session_synced || !prot_checkpoints_run(&r->state) ||
+	    prot_handover(&r->state) != HO_NONE) {
+		r->unscheduled_since_ms = 0;
+		return false;
+	}
+	if (!r->unscheduled_since_ms)
+		r->unscheduled_since_ms = now;
+	return now - r->unscheduled_since_ms >= 1000;
+}
+
+void epoch_watchdog(struct replicator *r)
+{
+	double now = mono_ms();
+
+	if (!peer_link_up(&r->link) || r->stopping) {
+		r->drained_at_ms = r->unscheduled_since_ms = 0;
 		return;
-	if (r->inflight && !r->link.out.bytes_queued && waited_ms > ACK_STALL_MS) {
+	}
+	if (ack_stalled(r, now)) {
 		r->stats.stalls++;
-		log_err("epoch %llu was sent whole %.0f s ago and the backup, which answers "
+		log_err("epoch %llu was written whole %.0f s ago and the backup, which answers "
 			"heartbeats, never acknowledged it: VM %s's output is held meanwhile; "
 			"starting over with a new session", (unsigned long long)r->epoch,
-			waited_ms / 1000, r->vm.name);
+			(now - r->drained_at_ms) / 1000, r->vm.name);
+		r->drained_at_ms = 0;
 		link_drop_alive(r, "no ack for an epoch sent whole; resyncing");
 		return;
 	}
-	/* Checked twice a second apart: a turn of the loop may stop the timer
-	 * for a moment (a QEMU whose death libvirt is telling). */
-	if (scheduled || !r->session_synced || !prot_checkpoints_run(&r->state) ||
-	    prot_handover(&r->state) != HO_NONE) {
-		r->unscheduled_seen = false;
-		return;
+	if (barrier_unscheduled(r, now)) {
+		r->unscheduled_since_ms = 0;
+		r->stats.stalls++;
+		log_err("BUG: VM %s is protected but no checkpoint was scheduled: scheduling one",
+			r->vm.name);
+		epoch_arm_timer(r);
 	}
-	if (!r->unscheduled_seen) {
-		r->unscheduled_seen = true;
-		return;
-	}
-	r->unscheduled_seen = false;
-	r->stats.stalls++;
-	log_err("BUG: VM %s is protected but no checkpoint was scheduled: scheduling one",
-		r->vm.name);
-	epoch_arm_timer(r);
 }
 
 void epoch_on_nack(struct replicator *r, uint64_t id, const char *why)

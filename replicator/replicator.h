@@ -75,7 +75,10 @@ struct replicator {
 	bool become_backup;
 	int exit_code;
 	ev_tstamp epoch_sent_at;
-	bool unscheduled_seen;   /* epoch_watchdog: no barrier scheduled at its last look */
+	/* epoch_watchdog: since when (mono_ms, 0: not) the epoch in flight was
+	 * written whole (drained_epoch), and no barrier scheduled */
+	double drained_at_ms, unscheduled_since_ms;
+	uint64_t drained_epoch;
 	struct epoch_policy policy;
 	double epoch_started_ms;  /* the VM resumed: this epoch runs from here */
 	double long_pause_warned_ms; /* the last warning of a pause near --timeout-ms */

@@ -527,52 +527,77 @@ START_TEST(test_a_failed_capture_resumes_the_vm_and_resyncs)
 END_TEST
 
 /* An epoch sent whole that the backup, alive, never acknowledges holds
- * the VM's output: after a minute the session starts over. */
+ * the VM's output: after a minute from the first look that found it
+ * written, the session starts over, saying GOODBYE (no failover). Not
+ * the session's first commit, which may sync whole disks. */
 START_TEST(test_an_epoch_never_acked_starts_over)
 {
-	protected_at_epoch_1();
+	ev_timer limit;
+
+	synced();
+	epoch_checkpoint(&r); /* epoch 1: the first commit, not protected yet */
+	pump_until_epoch_ends(1);
+	epoch_watchdog(&r);
+	r.drained_at_ms -= 600000;
+	epoch_watchdog(&r);
+	ck_assert(peer_link_up(&r.link));
+	epoch_on_ack(&r, 1);
+	ck_assert_str_eq(prot_name(&r.state), "protected");
 	epoch_checkpoint(&r);
 	pump_until_epoch_ends(2);
 	ck_assert_uint_eq(backup.epoch_ends, 2);
 	ck_assert_uint_eq(r.link.out.bytes_queued, 0);
-	epoch_watchdog(&r); /* just sent: waiting is right */
+	epoch_watchdog(&r); /* written whole: from now */
+	r.drained_at_ms -= 59000;
+	epoch_watchdog(&r);
 	ck_assert(peer_link_up(&r.link));
-	r.epoch_sent_at = ev_now(r.loop) - 61;
+	ck_assert_uint_eq(r.stats.stalls, 0);
+	r.drained_at_ms -= 2000;
 	epoch_watchdog(&r);
 	ck_assert_uint_eq(r.stats.stalls, 1);
 	ck_assert(!peer_link_up(&r.link));
 	ck_assert_str_eq(prot_name(&r.state), "unprotected");
+	ev_timer_init(&limit, stop_loop, 0.01, 0.01);
+	ev_timer_start(r.loop, &limit);
+	for (int i = 0; i < 200 && !backup.goodbyes; i++)
+		ev_run(r.loop, EVRUN_ONCE);
+	ev_timer_stop(r.loop, &limit);
+	ck_assert_uint_eq(backup.goodbyes, 1);
 }
 END_TEST
 
-/* Protected, nothing in flight, and no barrier scheduled: seen at two
- * looks in a row, a barrier is scheduled. */
+/* Protected, nothing in flight, and no barrier scheduled for a second: a
+ * barrier is scheduled. A barrier owed with no ack in flight to take it
+ * is no schedule; a timer that expired, its callback not run yet, is. */
 START_TEST(test_a_lost_epoch_timer_is_armed_again)
 {
 	protected_at_epoch_1();
 	ck_assert(ev_is_active(&r.epoch_timer));
 	epoch_watchdog(&r);
-	epoch_watchdog(&r);
 	ck_assert_uint_eq(r.stats.stalls, 0);
 	ev_timer_stop(r.loop, &r.epoch_timer);
 	epoch_watchdog(&r);
+	epoch_watchdog(&r); /* at once again: not a second yet */
 	ck_assert_uint_eq(r.stats.stalls, 0);
 	ck_assert(!ev_is_active(&r.epoch_timer));
+	r.unscheduled_since_ms -= 1000;
 	epoch_watchdog(&r);
 	ck_assert_uint_eq(r.stats.stalls, 1);
 	ck_assert(ev_is_active(&r.epoch_timer));
 	ck_assert(peer_link_up(&r.link));
-	/* a barrier owed with no ack in flight to take it is no schedule
-	 * either; a timer that expired, its callback not run yet, is */
+
 	ev_timer_stop(r.loop, &r.epoch_timer);
 	r.checkpoint_due = true;
 	epoch_watchdog(&r);
+	r.unscheduled_since_ms -= 1000;
 	epoch_watchdog(&r);
 	ck_assert_uint_eq(r.stats.stalls, 2);
+
 	ev_timer_stop(r.loop, &r.epoch_timer);
 	ev_feed_event(r.loop, &r.epoch_timer, EV_TIMER);
 	ck_assert(ev_is_pending(&r.epoch_timer));
 	epoch_watchdog(&r);
+	r.unscheduled_since_ms -= 1000;
 	epoch_watchdog(&r);
 	ck_assert_uint_eq(r.stats.stalls, 2);
 	ev_clear_pending(r.loop, &r.epoch_timer);
