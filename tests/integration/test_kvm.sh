@@ -73,6 +73,9 @@ for attempt in 2 3; do
 	log "run $((attempt - 1)) failed (exit $rc) after $(( ($(now_ms) - start) / 1000 )) s:"
 	grep -a -e 'not ok - ' -e 'FAIL ' -e '^test_kvm:' -e ' error: ' -e '^nested-vm:' \
 		"$T/vm.log" | sed 's/^/    /'
+	# what the failed test kept (its daemons' and guests' last lines): the
+	# nested VM's files go with it
+	sed -n '/logs kept in/,/^test_kvm:/p' "$T/vm.log" | head -n 150 | sed 's/^/    | /'
 	log "running the nested VM again (run $attempt of 3)"
 	mv "$T/vm.log" "$T/vm.$((attempt - 1)).log"
 	start=$(now_ms)

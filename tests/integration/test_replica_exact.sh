@@ -141,7 +141,11 @@ start_replicator "$T/backup/qmp.sock" "$PORT2" --epoch-policy fixed --epoch-ms 5
 wait_for 180 committed_at_least 20 ||
 	die "fewer than 20 epochs of the restored VM committed in 180 s: $(status_field epochs_committed)," \
 		"pause p50 $(status_field pause_p50_ms) ms, tracker $(status_field tracker)"
-wait_for 60 dirty_at_least 8192 || die "the restored VM's dirtier seems stopped"
+tick_protected=$(last_tick "$T/backup/serial.log")
+wait_for 60 dirty_at_least 8192 ||
+	die "the restored VM's dirtier seems stopped: $(status_field dirty_pages_total) dirty pages" \
+		"in $(status_field epochs_committed) epochs (tracker $(status_field tracker)); the" \
+		"guest's tick was $tick_protected when protected, $(last_tick "$T/backup/serial.log") now"
 pass "the restored VM is protected in turn ($(status_field tracker)):" \
 	"$(status_field epochs_committed) epochs, $(status_field dirty_pages_total) dirty pages"
 # The restore left the replica's pages of zeroes unallocated (the replica
