@@ -53,8 +53,11 @@ boot() {
 	RAM_FILES+=("/dev/shm/remus-$name.ram")
 	GUEST_PID=$(cat "$T/$name/qemu.pid")
 	PIDS+=("$GUEST_PID")
-	wait_for 60 grep -qa 'guest: ready' "$T/$name/serial.log" ||
-		{ fail "$name: the guest did not boot in 60 s (see $T/$name/serial.log)"; return 1; }
+	# GUEST_BOOT_TIMEOUT: as start_guest (lib.sh) takes it; test_kvm gives
+	# a nested VM's KVM guest 120 s
+	wait_for "${GUEST_BOOT_TIMEOUT:-60}" grep -qa 'guest: ready' "$T/$name/serial.log" ||
+		{ fail "$name: the guest did not boot in ${GUEST_BOOT_TIMEOUT:-60} s (see" \
+			"$T/$name/serial.log)"; return 1; }
 	wait_for 30 grep -qa 'disk: ok' "$T/$name/serial.log" ||
 		{ fail "$name: no 'disk: ok' from the guest in 30 s"; return 1; }
 }
