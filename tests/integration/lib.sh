@@ -334,6 +334,31 @@ now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
 # A state machine refusing a transition (prot_set, agent_set_state)
 # logs "BUG:": the daemon did something its table says it cannot.
+# test_failover_passes WHAT: remusctl test-failover on the agent at
+# $T/agent.ctl while the replicator at $T/ctl.sock protects the VM (report
+# in $T/tf.json): it passes, the clone's guest ran, its one disk read 4096
+# bytes through the restored graph, and checkpoints went on meanwhile.
+test_failover_passes() {
+	local what=$1 rc before after
+	before=$(status_field epochs_committed)
+	"$BIN/remusctl" --control "$T/agent.ctl" --json test-failover > "$T/tf.json" 2> "$T/tf.err"
+	rc=$?
+	log "test-failover (exit $rc): $(cat "$T/tf.json" "$T/tf.err")"
+	after=$(status_field epochs_committed)
+	[ "$rc" = 0 ] && [ "$(json_field "$T/tf.json" ok)" = true ] &&
+		pass "test-failover of $what passes: the clone ran" || fail "test-failover exits $rc"
+	[ "$(json_field "$T/tf.json" guest_alive)" = true ] &&
+		pass "the clone's guest ran ($(json_field "$T/tf.json" guest_alive_detail))" ||
+		fail "the clone's guest did not run"
+	[ "$(json_field "$T/tf.json" disks)" = 1 ] &&
+		json_field "$T/tf.json" disks_detail | grep -q "^1 of 1 disk(s) read 4096 bytes" &&
+		pass "the clone's disk read ($(json_field "$T/tf.json" disks_detail))" ||
+		fail "disks: $(json_field "$T/tf.json" disks) ($(json_field "$T/tf.json" disks_detail))"
+	[ "${after:-0}" -gt "${before:-0}" ] && [ "$(status_field protection)" = protected ] &&
+		pass "protection went on meanwhile (epochs $before -> $after committed)" ||
+		fail "epochs $before -> $after, protection $(status_field protection)"
+}
+
 daemon_bugs() {
 	grep -rh --include='*.log' 'error: BUG:' "$T" 2>/dev/null | head -n 3
 }
