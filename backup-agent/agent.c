@@ -6,8 +6,10 @@
 #include "log.h"
 #include "netaddr.h"
 #include "notify.h"
+#include "restore_domain.h"
 #include "restore.h"
 #include "sighup.h"
+#include "virt.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -715,6 +717,28 @@ static void close_links(struct agent *a)
  * ask for a few seconds. */
 #define DOMAIN_GONE_WAIT_MS 5000
 
+/* Under a cluster manager an agent starts beside the domain started on
+ * its host (the manager's promote attaches the replicator), as beside a
+ * plain QEMU: unless the live domain says it was restored into this state
+ * dir (restore_domain_marked), or libvirt cannot say. */
+static bool domain_started_here(const struct agent *a)
+{
+	char *xml = NULL;
+	bool started;
+
+	if (!a->cfg.takeover_manual ||
+	    virt_domain_live_xml(a->cfg.restore.libvirt_uri ? a->cfg.restore.libvirt_uri :
+				 VIRT_DEFAULT_URI, a->cfg.file.vm_domain, &xml))
+		return false;
+	started = !restore_domain_marked(xml, a->cfg.state_dir);
+	free(xml);
+	if (started)
+		log_info("libvirt domain %s runs on this host, started here (not restored into "
+			 "%s): this host's promote attaches its replicator", a->cfg.file.vm_domain,
+			 a->cfg.state_dir);
+	return started;
+}
+
 static bool pair_domain_runs_here(const struct agent *a)
 {
 	double deadline = mono_ms() + DOMAIN_GONE_WAIT_MS;
@@ -722,6 +746,8 @@ static bool pair_domain_runs_here(const struct agent *a)
 	if (!a->cfg.host || !a->cfg.file.vm_domain || a->cfg.restore_now)
 		return false;
 	while (cold_start_vm_here(a) == 1) {
+		if (domain_started_here(a))
+			return false;
 		if (mono_ms() > deadline) {
 			log_err("libvirt domain %s runs on this host, maybe on the files of %s: "
 				"not starting as its backup (remus-replicator --config %s --host "

@@ -1,7 +1,8 @@
 /* The restored VM's libvirt domain XML: the primary's migratable XML with
  * what names a resource of the primary's host moved to the backup's (the
  * serial log into the state dir, a UDP NIC onto a TAP of the backup's LAN)
- * and, for the start only, QEMU told to wait for an incoming checkpoint.
+ * and, for the start only, QEMU told to wait for an incoming checkpoint and
+ * a mark in <metadata> that says where the domain was restored.
  *
  * The domain keeps its name and UUID: to libvirt and to the operator it
  * is the same VM, now running here.
@@ -21,6 +22,10 @@
 #include <string.h>
 
 #define QEMU_NS "http://libvirt.org/schemas/domain/qemu/1.0"
+/* <metadata><remus:restored xmlns:remus="urn:remus:restored:1"
+ * state-dir="DIR"/>: the live domain was restored into DIR. */
+#define RESTORED_NS "urn:remus:restored:1"
+#define RESTORED_ELEMENT "restored"
 
 static xmlNodePtr child(xmlNodePtr n, const char *name)
 {
@@ -343,9 +348,27 @@ static bool is_own_incoming(xmlNodePtr n)
 	return !*want;
 }
 
+/* Our mark on a domain this agent restored (mark_restored). */
+static bool is_restored_mark(xmlNodePtr n)
+{
+	return n->type == XML_ELEMENT_NODE && n->ns && n->ns->href &&
+	       !strcmp((const char *)n->ns->href, RESTORED_NS) &&
+	       !strcmp((const char *)n->name, RESTORED_ELEMENT);
+}
+
+/* The domain's own <metadata>: applications keep their data there, each
+ * in a namespace of its own (virt-install's libosinfo:libosinfo, ...),
+ * and libvirt never passes it to QEMU. */
+static bool is_domain_metadata(xmlNodePtr n)
+{
+	return !n->ns && !strcmp((const char *)n->name, "metadata") && n->parent &&
+	       n->parent->parent && n->parent->parent->type == XML_DOCUMENT_NODE;
+}
+
 /* Any element of another namespace (<qemu:commandline>, <qemu:override>,
- * ...) passes options to QEMU that no check here sees. Our own incoming
- * arguments are dropped (add_incoming puts them back). */
+ * ...) passes options to QEMU that no check here sees, except in the
+ * domain's <metadata>, kept as it is. Our own incoming arguments and our
+ * mark of a restored domain are dropped (the restore adds them again). */
 static int check_namespaces(xmlNodePtr n, char *err, size_t errlen)
 {
 	for (xmlNodePtr next; n; n = next) {
@@ -355,6 +378,14 @@ static int check_namespaces(xmlNodePtr n, char *err, size_t errlen)
 		if (is_own_incoming(n)) {
 			xmlUnlinkNode(n);
 			xmlFreeNode(n);
+			continue;
+		}
+		if (is_domain_metadata(n)) {
+			for (xmlNodePtr c = n->children, cnext; c; c = cnext) {
+				cnext = c->next;
+				if (is_restored_mark(c))
+					drop_node(c);
+			}
 			continue;
 		}
 		if (n->ns)
@@ -736,6 +767,44 @@ static int add_incoming(xmlDocPtr doc, char *err, size_t errlen)
 	return cl ? 0 : text_error(err, errlen, -ENOMEM, "out of memory");
 }
 
+/* The live domain says it was restored into state_dir: an operator's
+ * later start of the domain from its definition, which has no mark, is
+ * told apart from a restored one still running on that state dir's
+ * files (restore_domain_marked). */
+static int mark_restored(xmlDocPtr doc, const char *state_dir, char *err, size_t errlen)
+{
+	xmlNodePtr root = xmlDocGetRootElement(doc), md = child(root, "metadata"), m;
+	xmlNsPtr ns;
+
+	if (!md)
+		md = xmlNewChild(root, NULL, (const xmlChar *)"metadata", NULL);
+	m = md ? xmlNewChild(md, NULL, (const xmlChar *)RESTORED_ELEMENT, NULL) : NULL;
+	ns = m ? xmlNewNs(m, (const xmlChar *)RESTORED_NS, (const xmlChar *)"remus") : NULL;
+	if (!ns || !xmlSetProp(m, (const xmlChar *)"state-dir", (const xmlChar *)state_dir))
+		return text_error(err, errlen, -ENOMEM, "out of memory");
+	xmlSetNs(m, ns);
+	return 0;
+}
+
+bool restore_domain_marked(const char *live_xml, const char *state_dir)
+{
+	xmlDocPtr doc = xmlReadMemory(live_xml, (int)strlen(live_xml), "domain.xml", NULL,
+				      XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+	xmlNodePtr root = doc ? xmlDocGetRootElement(doc) : NULL;
+	xmlNodePtr md = root ? child(root, "metadata") : NULL;
+	bool marked = false;
+
+	for (xmlNodePtr c = md ? md->children : NULL; c && !marked; c = c->next) {
+		xmlChar *dir = is_restored_mark(c) ? xmlGetProp(c, (const xmlChar *)"state-dir") :
+						      NULL;
+
+		marked = dir && !strcmp((const char *)dir, state_dir);
+		xmlFree(dir);
+	}
+	xmlFreeDoc(doc);
+	return marked;
+}
+
 static char *dump(xmlDocPtr doc)
 {
 	xmlChar *mem = NULL;
@@ -777,6 +846,8 @@ int restore_domain_xml(const char *primary_xml, const struct restore_domain_spec
 		rc = move_disks(doc, s, err, errlen);
 	if (!rc && !(*persistent_xml = dump(doc)))
 		rc = text_error(err, errlen, -ENOMEM, "out of memory");
+	if (!rc && !s->clone_name)
+		rc = mark_restored(doc, s->state_dir, err, errlen);
 	if (!rc)
 		rc = add_incoming(doc, err, errlen);
 	if (!rc && !(*start_xml = dump(doc)))

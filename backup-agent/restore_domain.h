@@ -30,11 +30,17 @@ struct restore_domain_spec {
 /* From the primary's migratable XML, checked against what the backup
  * allows (no qemu: namespace, host devices, host paths outside the state
  * dir but replicated or shared disks, scripts, ...: refused with the
- * element named in err): *start_xml to start the restored
- * domain with (it waits for the incoming checkpoint) and *persistent_xml
+ * element named in err; the domain's <metadata> is kept as it is):
+ * *start_xml to start the restored domain with (it waits for the incoming
+ * checkpoint, and says where it was restored) and *persistent_xml
  * to define it with afterwards (malloc'd both). 0, or -EINVAL / -ENOMEM
  * with the reason in err. */
 int restore_domain_xml(const char *primary_xml, const struct restore_domain_spec *s,
 		       char **start_xml, char **persistent_xml, char *err, size_t errlen);
+
+/* Whether a running domain's live XML carries the mark *start_xml gives a
+ * domain restored into state_dir (a clone's has none): one that runs on
+ * that state dir's files, not one started from its definition since. */
+bool restore_domain_marked(const char *live_xml, const char *state_dir);
 
 #endif

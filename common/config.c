@@ -777,11 +777,6 @@ static void check_hosts(struct config_parser *p, enum config_role role)
 			 "net-out; the restored VM's NICs go through a net buffer on that host too");
 		error_at(p, p->given[k], msg);
 	}
-	if (p->given[PC_VM_DOMAIN] && takeover_manual(p))
-		/* scripts/ocf/remus finds a VM left running by its QMP socket */
-		error_at(p, p->given[PC_BACKUP_TAKEOVER], "[backup] takeover = manual: the "
-			 "Pacemaker resource agent moves a plain QEMU VM ([vm] qmp) between "
-			 "the [host] sections, not a libvirt domain ([vm] domain) yet");
 	for (int h = 0; h < c->nhosts; h++) {
 		if (c->hosts[h].libvirt_uri && !p->given[PC_VM_DOMAIN]) {
 			snprintf(msg, sizeof(msg), "[host %s] libvirt-uri: the host's libvirt "

@@ -171,6 +171,27 @@ int virt_domain_active(const char *uri, const char *name)
 	return rc;
 }
 
+int virt_domain_live_xml(const char *uri, const char *name, char **xml)
+{
+	struct virt *v = NULL;
+	virDomainPtr dom;
+	int rc = find_domain(uri, name, false, &v, &dom);
+
+	*xml = NULL;
+	if (rc == 0)
+		rc = -ESRCH;
+	if (rc == 1) {
+		rc = virDomainIsActive(dom);
+		if (rc == 1)
+			rc = (*xml = virDomainGetXMLDesc(dom, 0)) ? 0 : -EIO;
+		else
+			rc = rc == 0 ? -ESRCH : -EIO;
+		virDomainFree(dom);
+	}
+	virt_close(v);
+	return rc;
+}
+
 /* One question to libvirt at a time, in a thread of its own, so that a
  * libvirtd that hangs holds that thread and not the caller's loop; the
  * next question waits until it has an answer. */

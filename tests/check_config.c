@@ -630,21 +630,23 @@ static void fails(const char *text, enum config_role role, const char *expected)
 	pair_config_free(&pc);
 }
 
-/* What a pair of moving roles refuses of a libvirt domain: Pacemaker's
- * resource agent (takeover = manual); and an agent, which becomes the
- * replicator, without its VM named. */
+/* What a pair of moving roles refuses: an agent, which becomes the
+ * replicator, without its VM named. A libvirt domain under a cluster
+ * manager (takeover = manual) is a pair like any other. */
 START_TEST(test_hosts_refusals)
 {
 	static const char hosts[] =
 		"[host a]\naddress = 127.0.0.1:1\nstate-dir = /a\n"
 		"[host b]\naddress = 127.0.0.1:2\nstate-dir = /b\n";
-	char text[512];
+	struct pair_config pc;
+	char text[512], *errors;
 
 	snprintf(text, sizeof(text), "[vm]\ndomain = d\n[backup]\ntakeover = manual\n%s", hosts);
-	fails(text, CONFIG_AGENT,
-	      "pair.conf:4: [backup] takeover = manual: the Pacemaker resource agent moves a "
-	      "plain QEMU VM ([vm] qmp) between the [host] sections, not a libvirt domain "
-	      "([vm] domain) yet\n");
+	ck_assert_int_eq(parse_text(text, CONFIG_AGENT, &pc, &errors), 0);
+	ck_assert_str_eq(errors, "");
+	ck_assert_str_eq(pc.vm_domain, "d");
+	free(errors);
+	pair_config_free(&pc);
 	snprintf(text, sizeof(text), "[hooks]\nfence = none\n%s", hosts);
 	fails(text, CONFIG_AGENT, "pair.conf: missing section [vm]\n");
 }

@@ -192,6 +192,8 @@ START_TEST(test_restore_clone_is_renamed_and_cut_off)
 	ck_assert_ptr_nonnull(strstr(start, "<mac address=\"52:54:00:00:00:02\"/>"));
 	ck_assert_ptr_nonnull(strstr(start, "path=\"/srv/remus/vm1/test-failover/serial.log\""));
 	ck_assert_ptr_nonnull(strstr(start, "<qemu:arg value=\"-incoming\"/>"));
+	/* not the VM restored: a cluster manager must not take it for one */
+	ck_assert_ptr_null(strstr(start, "urn:remus:restored"));
 	/* both NICs are ethernet now, with nothing to attach them to */
 	ck_assert_int_eq(occurrences(start, "<interface type=\"ethernet\">"), 2);
 	free(start);
@@ -400,6 +402,51 @@ START_TEST(test_restore_own_incoming_again)
 }
 END_TEST
 
+/* A restored domain runs with a mark of where it was restored, which its
+ * definition lacks (an operator's later start has none), and which a
+ * domain restored again elsewhere sheds: restore_domain_marked tells them
+ * apart. The domain's other <metadata> (virt-install's libosinfo) is the
+ * applications', kept as it is: libvirt never passes it to QEMU. */
+START_TEST(test_restore_marks_the_live_domain)
+{
+	static const char osinfo[] = "<metadata><libosinfo:libosinfo xmlns:libosinfo="
+		"'http://libosinfo.org/xmlns/libvirt/domain/1.0'><libosinfo:os "
+		"id='http://debian.org/debian/12'/></libosinfo:libosinfo>"
+		"<remus:restored xmlns:remus='urn:remus:restored:1' state-dir='/srv/elsewhere'/>"
+		"</metadata>";
+	char xml[2048], *p, *x, *again, *p2;
+	struct restore_domain_spec other = { .emulator = EMU, .state_dir = "/srv/remus/vm2" };
+	char err[256] = "";
+
+	snprintf(xml, sizeof(xml), HEAD "%s" SHARED_MEMFD "<devices>" SERIAL "</devices></domain>",
+		 osinfo);
+	ck_assert(restore_domain_marked(xml, "/srv/elsewhere"));
+	x = restored(xml, NULL, 0, &p);
+	ck_assert(restore_domain_marked(x, "/srv/remus/vm1"));
+	ck_assert(!restore_domain_marked(x, "/srv/elsewhere"));
+	ck_assert(!restore_domain_marked(x, "/srv/remus"));
+	ck_assert(!restore_domain_marked(p, "/srv/remus/vm1"));
+	ck_assert(!restore_domain_marked(p, "/srv/elsewhere"));
+	ck_assert_int_eq(occurrences(x, "urn:remus:restored:1"), 1);
+	ck_assert_ptr_null(strstr(p, "urn:remus:restored"));
+	ck_assert_ptr_nonnull(strstr(x, "<libosinfo:os id=\"http://debian.org/debian/12\"/>"));
+	ck_assert_ptr_nonnull(strstr(p, "<libosinfo:os id=\"http://debian.org/debian/12\"/>"));
+	/* the live XML of a restored domain, protected in turn and restored
+	 * on the other host: marked there only */
+	ck_assert_int_eq(restore_domain_xml(x, &other, &again, &p2, err, sizeof(err)), 0);
+	ck_assert(restore_domain_marked(again, "/srv/remus/vm2"));
+	ck_assert(!restore_domain_marked(again, "/srv/remus/vm1"));
+	ck_assert_int_eq(occurrences(again, "urn:remus:restored:1"), 1);
+	ck_assert_int_eq(occurrences(again, "libosinfo:os "), 1);
+	ck_assert(!restore_domain_marked("<domain", "/srv/remus/vm1"));
+	ck_assert(!restore_domain_marked("", "/srv/remus/vm1"));
+	free(x);
+	free(p);
+	free(again);
+	free(p2);
+}
+END_TEST
+
 START_TEST(test_restore_refuses_host_resources)
 {
 	assert_refused(QEMU_XMLNS "<devices>" REPLICATED_DISK "</devices><qemu:commandline>"
@@ -529,6 +576,7 @@ static Suite *domain_xml_suite(void)
 		{ "restore_overlay_as_raw_hook", test_restore_overlay_as_raw_hook },
 		{ "restore_refuses_host_resources", test_restore_refuses_host_resources },
 		{ "restore_own_incoming_again", test_restore_own_incoming_again },
+		{ "restore_marks_the_live_domain", test_restore_marks_the_live_domain },
 		{ "restore_emulator_seclabel_kernel", test_restore_emulator_seclabel_kernel },
 	};
 
