@@ -174,6 +174,21 @@ const char *host_boot_id(char *buf, size_t len)
 	return buf;
 }
 
+int proc_sees_path(pid_t pid, const char *path)
+{
+	char theirs[PATH_MAX];
+	struct stat ours, st;
+
+	if (stat(path, &ours) < 0)
+		return -errno;
+	if (snprintf(theirs, sizeof(theirs), "/proc/%d/root%s", (int)pid, path) >=
+	    (int)sizeof(theirs))
+		return -ENAMETOOLONG;
+	if (stat(theirs, &st) == 0)
+		return st.st_dev == ours.st_dev && st.st_ino == ours.st_ino;
+	return errno == ENOENT || errno == ENOTDIR ? 0 : -errno;
+}
+
 bool proc_has_open(pid_t pid, const struct stat *st)
 {
 	char dir[64], path[320];

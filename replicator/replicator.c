@@ -372,6 +372,30 @@ void replicator_lost_libvirt(void *replicator, const char *why)
 	replicator_leave(r, 3);
 }
 
+/* QEMU opens the device state file and the NBD sockets by their paths: a
+ * QEMU in a mount namespace whose /run is not ours (a container, a
+ * libvirtd started elsewhere) would fail every checkpoint, again and
+ * again. Refused at once instead; a QEMU whose root we may not enter is
+ * let through (the first checkpoint then tells). */
+static int qemu_sees_runtime_dir(struct replicator *r)
+{
+	int rc = proc_sees_path(r->vm.pid, r->runtime_dir);
+
+	if (rc == 1)
+		return 0;
+	if (rc < 0) {
+		log_debug("cannot tell whether QEMU pid %d sees %s: %s", (int)r->vm.pid,
+			  r->runtime_dir, strerror(-rc));
+		return 0;
+	}
+	log_err("refusing VM %s: QEMU pid %d does not see our runtime directory %s (it runs in "
+		"another mount namespace, where that path is not this directory), and it must "
+		"open the device state and the disks' sockets there: run the replicator in "
+		"QEMU's mount namespace, or give it a directory both see ($RUNTIME_DIRECTORY)",
+		r->vm.name, (int)r->vm.pid, r->runtime_dir);
+	return -EXDEV;
+}
+
 /* The runtime directory is made only once QEMU is known: QEMU's user must
  * pass through it to the sockets and the file it is given, and no one
  * else. */
@@ -398,7 +422,7 @@ static int make_runtime_dir(struct replicator *r)
 	rc = runtime_dir_share(r->runtime_dir, r->qemu_uid, r->qemu_gid);
 	if (rc)
 		log_err("cannot let QEMU's user into %s: %s", r->runtime_dir, strerror(-rc));
-	else
+	else if (!(rc = qemu_sees_runtime_dir(r)))
 		log_info("runtime files in %s", r->runtime_dir);
 	return rc;
 }

@@ -3,16 +3,22 @@
  * is refused; files and subdirectories are created exclusively; removal
  * does not follow symlinks. Each test works under a temporary directory
  * of its own. */
+#include "procfs.h"
 #include "runtime_dir.h"
 
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <sched.h>
+#include <stdbool.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static char top[64], parent[128];
@@ -174,6 +180,62 @@ START_TEST(test_parent_from_systemd)
 }
 END_TEST
 
+/* In a new mount namespace, nothing mounted may reach the caller's: every
+ * mount made private (where / is no mount point, as in a chroot, one by
+ * one). */
+static bool all_mounts_private(void)
+{
+	char line[4096], point[4096];
+	FILE *f;
+	bool ok = true;
+
+	if (!mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL))
+		return true;
+	f = fopen("/proc/self/mountinfo", "r");
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "%*s %*s %*s %*s %4095s", point) == 1)
+			ok &= !mount(NULL, point, NULL, MS_PRIVATE, NULL);
+	if (f)
+		fclose(f);
+	return f && ok;
+}
+
+/* QEMU opens our runtime files by path: one in a mount namespace where
+ * that path is another directory (a tmpfs over it here) must be told
+ * from one that sees ours (proc_sees_path, the replicator's check). */
+START_TEST(test_a_process_in_another_mount_namespace_does_not_see_it)
+{
+	char dir[PATH_MAX], gone[PATH_MAX + 8], ok;
+	int ready[2], seen;
+	pid_t child;
+
+	ck_assert_int_eq(runtime_dir_make(parent, "replicator-1", dir, sizeof(dir)), 0);
+	ck_assert_int_eq(proc_sees_path(getpid(), dir), 1);
+	snprintf(gone, sizeof(gone), "%s/gone", dir);
+	ck_assert_int_eq(proc_sees_path(getpid(), gone), -ENOENT);
+	ck_assert_int_eq(pipe(ready), 0);
+	child = fork();
+	ck_assert_int_ge(child, 0);
+	if (child == 0) {
+		/* a private /tmp view: our directory hidden under a tmpfs */
+		ok = !unshare(CLONE_NEWNS) && all_mounts_private() &&
+		     !mount("tmpfs", top, "tmpfs", 0, "size=1m");
+		if (write(ready[1], &ok, 1) != 1)
+			_exit(1);
+		pause();
+		_exit(0);
+	}
+	close(ready[1]);
+	ck_assert_int_eq(read(ready[0], &ok, 1), 1);
+	close(ready[0]);
+	seen = ok ? proc_sees_path(child, dir) : -1;
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
+	ck_assert_msg(ok, "cannot make a mount namespace (unshare needs CAP_SYS_ADMIN)");
+	ck_assert_int_eq(seen, 0);
+}
+END_TEST
+
 static Suite *runtime_dir_suite(void)
 {
 	Suite *s = suite_create("runtime_dir");
@@ -190,6 +252,7 @@ static Suite *runtime_dir_suite(void)
 	ADD(test_remove_takes_the_tree_but_not_symlink_targets);
 	ADD(test_share_with_another_user);
 	ADD(test_parent_from_systemd);
+	ADD(test_a_process_in_another_mount_namespace_does_not_see_it);
 #undef ADD
 	return s;
 }

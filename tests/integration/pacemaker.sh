@@ -577,6 +577,51 @@ pcmk_log_ms() {
 	return 1
 }
 
+# --- ocf:remus:remus resources (scripts/ocf/remus, installed by the test
+# under $PCMK_DIR/ocf before pcmk_start).
+
+# remus_clone_xml PAIR: the promotable clone of PAIR (its config $T/PAIR.conf). The promoted monitor fences the
+# node on failure: a VM lost on its host is that host's fault, and the
+# other host may restore the VM only once it is sure this one is off.
+remus_clone_xml() {
+	local p=$1
+	cat <<-EOF
+	<clone id="$p-clone">
+	  <meta_attributes id="$p-clone-meta">
+	    <nvpair id="$p-promotable" name="promotable" value="true"/>
+	    <nvpair id="$p-promoted-max" name="promoted-max" value="1"/>
+	    <nvpair id="$p-clone-max" name="clone-max" value="2"/>
+	    <nvpair id="$p-clone-node-max" name="clone-node-max" value="1"/>
+	  </meta_attributes>
+	  <primitive id="$p" class="ocf" provider="remus" type="remus">
+	    <instance_attributes id="$p-ia">
+	      <nvpair id="$p-config" name="config" value="$T/$p.conf"/>
+	      <nvpair id="$p-control" name="control" value="/run/remus/$p.ctl"/>
+	      <nvpair id="$p-sbindir" name="sbindir" value="$BIN"/>
+	      <nvpair id="$p-remusctl" name="remusctl" value="$BIN/remusctl"/>
+	      <nvpair id="$p-log" name="log" value="/var/log/pacemaker/remus-$p.log"/>
+	    </instance_attributes>
+	    <operations>
+	      <op id="$p-start" name="start" interval="0s" timeout="60s"/>
+	      <op id="$p-stop" name="stop" interval="0s" timeout="120s"/>
+	      <op id="$p-promote" name="promote" interval="0s" timeout="120s"/>
+	      <op id="$p-demote" name="demote" interval="0s" timeout="120s"/>
+	      <op id="$p-mon-p" name="monitor" role="Promoted" interval="2s" timeout="20s" on-fail="fence"/>
+	      <op id="$p-mon-u" name="monitor" role="Unpromoted" interval="3s" timeout="20s"/>
+	    </operations>
+	  </primitive>
+	</clone>
+	EOF
+}
+
+# remus_status PAIR NODE FIELD: one field of the pair's daemon on NODE.
+remus_status() {
+	pcmk_on "$2" "$BIN/remusctl" --control "/run/remus/$1.ctl" --json status 2>/dev/null |
+		python3 -c "import json,sys; v=json.load(sys.stdin).get('$3'); print('' if v is None else v)" 2>/dev/null
+}
+
+remus_protected() { [ "$(remus_status "$1" "$2" protection)" = protected ]; }
+
 # --- Teardown and diagnostics.
 
 _pcmk_tails() {

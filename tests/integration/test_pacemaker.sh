@@ -71,47 +71,6 @@ start_vm() {
 		die "$pair's guest did not boot on $node"
 }
 
-# clone_xml PAIR: the promotable clone. The promoted monitor fences the
-# node on failure: a VM lost on its host is that host's fault, and the
-# other host may restore the VM only once it is sure this one is off.
-clone_xml() {
-	local p=$1
-	cat <<-EOF
-	<clone id="$p-clone">
-	  <meta_attributes id="$p-clone-meta">
-	    <nvpair id="$p-promotable" name="promotable" value="true"/>
-	    <nvpair id="$p-promoted-max" name="promoted-max" value="1"/>
-	    <nvpair id="$p-clone-max" name="clone-max" value="2"/>
-	    <nvpair id="$p-clone-node-max" name="clone-node-max" value="1"/>
-	  </meta_attributes>
-	  <primitive id="$p" class="ocf" provider="remus" type="remus">
-	    <instance_attributes id="$p-ia">
-	      <nvpair id="$p-config" name="config" value="$T/$p.conf"/>
-	      <nvpair id="$p-control" name="control" value="/run/remus/$p.ctl"/>
-	      <nvpair id="$p-sbindir" name="sbindir" value="$BIN"/>
-	      <nvpair id="$p-remusctl" name="remusctl" value="$BIN/remusctl"/>
-	      <nvpair id="$p-log" name="log" value="/var/log/pacemaker/remus-$p.log"/>
-	    </instance_attributes>
-	    <operations>
-	      <op id="$p-start" name="start" interval="0s" timeout="60s"/>
-	      <op id="$p-stop" name="stop" interval="0s" timeout="120s"/>
-	      <op id="$p-promote" name="promote" interval="0s" timeout="120s"/>
-	      <op id="$p-demote" name="demote" interval="0s" timeout="120s"/>
-	      <op id="$p-mon-p" name="monitor" role="Promoted" interval="2s" timeout="20s" on-fail="fence"/>
-	      <op id="$p-mon-u" name="monitor" role="Unpromoted" interval="3s" timeout="20s"/>
-	    </operations>
-	  </primitive>
-	</clone>
-	EOF
-}
-
-# status PAIR NODE FIELD: one field of the pair's daemon on NODE.
-status() {
-	pcmk_on "$2" "$BIN/remusctl" --control "/run/remus/$1.ctl" --json status 2>/dev/null |
-		python3 -c "import json,sys; v=json.load(sys.stdin).get('$3'); print('' if v is None else v)" 2>/dev/null
-}
-
-protected() { [ "$(status "$1" "$2" protection)" = protected ]; }
 
 # --- the cluster and the VMs
 mkdir -p "$RA_DIR"
@@ -128,17 +87,17 @@ start_vm vm1 node1
 start_vm vm2 node2
 VM2_QEMU=$(cat "$T/vm2/qemu.pid")
 
-pcmk_cib_apply resources "$(clone_xml vm1)" && pcmk_cib_apply resources "$(clone_xml vm2)" ||
+pcmk_cib_apply resources "$(remus_clone_xml vm1)" && pcmk_cib_apply resources "$(remus_clone_xml vm2)" ||
 	die "cannot add the resources"
 pcmk_wait_promoted vm1 node1 90 || die "vm1 was not promoted on node1: $(pcmk_on node1 crm_mon -1 2>&1 | tail -n 20)"
 pcmk_wait_promoted vm2 node2 90 || die "vm2 was not promoted on node2"
 pass "each VM promoted where it was started (vm1 node1, vm2 node2)"
-wait_for 90 protected vm1 node1 && wait_for 90 protected vm2 node2 ||
-	die "the pairs are not protected: vm1 $(status vm1 node1 protection), vm2 $(status vm2 node2 protection)"
+wait_for 90 remus_protected vm1 node1 && wait_for 90 remus_protected vm2 node2 ||
+	die "the pairs are not protected: vm1 $(remus_status vm1 node1 protection), vm2 $(remus_status vm2 node2 protection)"
 pass "both pairs protected to the other node"
-[ "$(status vm1 node2 takeover)" = manual ] && [ "$(status vm1 node2 state)" = backup ] &&
+[ "$(remus_status vm1 node2 takeover)" = manual ] && [ "$(remus_status vm1 node2 state)" = backup ] &&
 	pass "node2's agent of vm1 is its backup, takeover = manual" ||
-	fail "node2's agent of vm1: state $(status vm1 node2 state), takeover $(status vm1 node2 takeover)"
+	fail "node2's agent of vm1: state $(remus_status vm1 node2 state), takeover $(remus_status vm1 node2 takeover)"
 
 # --- vm1's QEMU dies on node1
 sleep 3
@@ -170,7 +129,7 @@ if fenced; then
 		pass "node1 is off: none of its processes is left" ||
 		fail "node1 still has processes: $(pcmk_node_pids node1 | tr '\n' ' ')"
 else
-	state=$(status vm1 node1 state)
+	state=$(remus_status vm1 node1 state)
 	! running "$VM1_QEMU" && case $state in backup|waiting|syncing) true ;; *) false ;; esac &&
 		pass "node1 not fenced: its vm1 instance demoted cleanly (node1's daemon is vm1's $state, no vm1 QEMU on node1) and node2 was promoted" ||
 		fail "node1 neither fenced nor cleanly demoted (daemon state '$state'; fence log: $(cat "$PCMK_DIR/fence.log" 2>/dev/null))"
@@ -189,11 +148,11 @@ else
 	fail "vm1's counter on node2: first tick $FIRST after $VM1_TICK"
 fi
 grep -qa 'guest: ready' "$SERIAL" && fail "vm1 rebooted on node2" || pass "vm1 did not reboot"
-[ "$(status vm1 node2 daemon)" = replicator ] &&
-	pass "node2's daemon of vm1 is its replicator now" || fail "node2's daemon of vm1: $(status vm1 node2 daemon)"
+[ "$(remus_status vm1 node2 daemon)" = replicator ] &&
+	pass "node2's daemon of vm1 is its replicator now" || fail "node2's daemon of vm1: $(remus_status vm1 node2 daemon)"
 
 # --- vm2 untouched
-kill -0 "$VM2_QEMU" 2>/dev/null && [ "$(status vm2 node2 qemu_pid)" = "$VM2_QEMU" ] &&
+kill -0 "$VM2_QEMU" 2>/dev/null && [ "$(remus_status vm2 node2 qemu_pid)" = "$VM2_QEMU" ] &&
 	pass "vm2 runs on in the same QEMU (pid $VM2_QEMU) on node2" || fail "vm2's QEMU changed or died"
 sleep 2
 [ "$(last_tick "$T/vm2/serial.log")" -gt "$VM2_TICK" ] && ticks_consecutive "$T/vm2/serial.log" &&
