@@ -1523,6 +1523,66 @@ START_TEST(test_long_commit_pulses_and_writes_the_same_journal)
 }
 END_TEST
 
+/* The first commit syncs each disk's whole initial copy (disk-N.sync,
+ * written unsynced while it came): in slices, a pulse after each, not in
+ * one fdatasync of the lot; a later commit syncs at once. Either way the
+ * disk holds what was written. */
+START_TEST(test_first_commit_syncs_disks_in_slices)
+{
+	const uint64_t size = 3ull * JOURNAL_PULSE_BYTES + 4096;
+	static const uint8_t ram_page[PROTO_PAGE_SIZE];
+	const struct journal_disk_op op = { 0, DISK_OP_WRITE, 0, 6 };
+	struct pulses pulses = { .tmp = NULL };
+	char dir[PATH_MAX], path[PATH_MAX + 16], back[8] = "";
+	struct journal_view j = {
+		.epoch = 1, .promote = true, .ndisks = 1,
+		.devstate = (const uint8_t *)"dev", .devstate_len = 3,
+		.vm_json = "{}", .vm_json_len = 2,
+		.pulse = count_pulse, .pulse_ctx = &pulses,
+	};
+	int fd;
+
+	snprintf(dir, sizeof(dir), "%s/sliced", g_tmp);
+	ck_assert_int_eq(mkdir(dir, 0700), 0);
+	snprintf(path, sizeof(path), "%s/ram.sync", dir);
+	fd = open(path, O_RDWR | O_CREAT, 0600);
+	ck_assert_int_eq(write(fd, ram_page, sizeof(ram_page)), (ssize_t)sizeof(ram_page));
+	close(fd);
+	snprintf(path, sizeof(path), "%s/disk-0.sync", dir);
+	fd = open(path, O_RDWR | O_CREAT, 0600);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ftruncate(fd, (off_t)size), 0);
+	ck_assert_int_eq(pwrite(fd, "copied", 6, (off_t)(size - 4096)), 6);
+	close(fd);
+	ck_assert_int_eq(journal_write(dir, &j), 0);
+	pulses.n = 0;
+	ck_assert_int_eq(journal_apply(dir, &j, NULL, 0), 0);
+	/* four slices, and the pulse after the disk's fdatasync */
+	ck_assert_int_ge(pulses.n, 5);
+	snprintf(path, sizeof(path), "%s/disk-0.img", dir);
+	fd = open(path, O_RDONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pread(fd, back, 6, (off_t)(size - 4096)), 6);
+	ck_assert_str_eq(back, "copied");
+	close(fd);
+	/* a later commit writing the disk: one sync, one pulse */
+	j.epoch = 2;
+	j.promote = false;
+	j.ndisk_ops = 1;
+	j.disk_ops = &op;
+	j.disk_data = (const uint8_t *)"later!";
+	j.disk_data_len = 6;
+	ck_assert_int_eq(journal_write(dir, &j), 0);
+	pulses.n = 0;
+	ck_assert_int_eq(journal_apply(dir, &j, NULL, 0), 0);
+	ck_assert_int_eq(pulses.n, 1);
+	fd = open(path, O_RDONLY);
+	ck_assert_int_eq(pread(fd, back, 6, 0), 6);
+	ck_assert_str_eq(back, "later!");
+	close(fd);
+}
+END_TEST
+
 #define ADD(s, t) tmp_fixture_add((s), tmp_setup, #t, t, 20)
 
 static Suite *replica_suite(void)
@@ -1567,6 +1627,7 @@ static Suite *replica_suite(void)
 	ADD(s, test_delta_resync_only_from_a_replica_of_this_size);
 	ADD(s, test_journal_page_index_wrapping_past_ram_is_refused);
 	ADD(s, test_long_commit_pulses_and_writes_the_same_journal);
+	ADD(s, test_first_commit_syncs_disks_in_slices);
 	return s;
 }
 
