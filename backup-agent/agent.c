@@ -12,6 +12,7 @@
 #include "virt.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -719,18 +720,20 @@ static void close_links(struct agent *a)
 
 /* Under a cluster manager an agent starts beside the domain started on
  * its host (the manager's promote attaches the replicator), as beside a
- * plain QEMU: unless the live domain says it was restored into this state
- * dir (restore_domain_marked), or libvirt cannot say. */
+ * plain QEMU: only a running domain that runs on none of this state dir's
+ * files (restore_domain_uses_dir: restored here, or that domain's
+ * definition started again), by the path as configured or as resolved. */
 static bool domain_started_here(const struct agent *a)
 {
-	char *xml = NULL;
-	bool started;
+	char *xml = NULL, real[PATH_MAX];
+	bool started, running;
 
 	if (!a->cfg.takeover_manual ||
 	    virt_domain_live_xml(a->cfg.restore.libvirt_uri ? a->cfg.restore.libvirt_uri :
-				 VIRT_DEFAULT_URI, a->cfg.file.vm_domain, &xml))
+				 VIRT_DEFAULT_URI, a->cfg.file.vm_domain, &xml, &running))
 		return false;
-	started = !restore_domain_marked(xml, a->cfg.state_dir);
+	started = running && !restore_domain_uses_dir(xml, a->cfg.state_dir) &&
+		  (!realpath(a->cfg.state_dir, real) || !restore_domain_uses_dir(xml, real));
 	free(xml);
 	if (started)
 		log_info("libvirt domain %s runs on this host, started here (not restored into "

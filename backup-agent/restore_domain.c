@@ -767,10 +767,8 @@ static int add_incoming(xmlDocPtr doc, char *err, size_t errlen)
 	return cl ? 0 : text_error(err, errlen, -ENOMEM, "out of memory");
 }
 
-/* The live domain says it was restored into state_dir: an operator's
- * later start of the domain from its definition, which has no mark, is
- * told apart from a restored one still running on that state dir's
- * files (restore_domain_marked). */
+/* The live domain says it was restored into state_dir, for a domain with
+ * nothing else there (no disk, no serial log): restore_domain_uses_dir. */
 static int mark_restored(xmlDocPtr doc, const char *state_dir, char *err, size_t errlen)
 {
 	xmlNodePtr root = xmlDocGetRootElement(doc), md = child(root, "metadata"), m;
@@ -786,23 +784,49 @@ static int mark_restored(xmlDocPtr doc, const char *state_dir, char *err, size_t
 	return 0;
 }
 
-bool restore_domain_marked(const char *live_xml, const char *state_dir)
+/* value names dir or a path inside it (dir without trailing slashes). */
+static bool path_within(const char *value, const char *dir, size_t dirlen)
+{
+	return !strncmp(value, dir, dirlen) && (value[dirlen] == '/' || !value[dirlen]);
+}
+
+/* Any attribute or text under n (n included) that names a path within dir. */
+static bool names_path_within(xmlNodePtr n, const char *dir, size_t dirlen)
+{
+	for (; n; n = n->next) {
+		if (n->type == XML_TEXT_NODE && n->content &&
+		    path_within((const char *)n->content, dir, dirlen))
+			return true;
+		if (n->type != XML_ELEMENT_NODE)
+			continue;
+		for (xmlAttrPtr a = n->properties; a; a = a->next) {
+			xmlChar *v = xmlNodeListGetString(n->doc, a->children, 1);
+			bool in = v && path_within((const char *)v, dir, dirlen);
+
+			xmlFree(v);
+			if (in)
+				return true;
+		}
+		if (names_path_within(n->children, dir, dirlen))
+			return true;
+	}
+	return false;
+}
+
+bool restore_domain_uses_dir(const char *live_xml, const char *state_dir)
 {
 	xmlDocPtr doc = xmlReadMemory(live_xml, (int)strlen(live_xml), "domain.xml", NULL,
 				      XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
-	xmlNodePtr root = doc ? xmlDocGetRootElement(doc) : NULL;
-	xmlNodePtr md = root ? child(root, "metadata") : NULL;
-	bool marked = false;
+	size_t len = strlen(state_dir);
+	bool uses;
 
-	for (xmlNodePtr c = md ? md->children : NULL; c && !marked; c = c->next) {
-		xmlChar *dir = is_restored_mark(c) ? xmlGetProp(c, (const xmlChar *)"state-dir") :
-						      NULL;
-
-		marked = dir && !strcmp((const char *)dir, state_dir);
-		xmlFree(dir);
-	}
+	while (len > 1 && state_dir[len - 1] == '/')
+		len--;
+	/* a document that does not parse says nothing: taken as using it */
+	uses = !doc || !xmlDocGetRootElement(doc) ||
+	       names_path_within(xmlDocGetRootElement(doc), state_dir, len);
 	xmlFreeDoc(doc);
-	return marked;
+	return uses;
 }
 
 static char *dump(xmlDocPtr doc)

@@ -38,9 +38,12 @@ struct restore_domain_spec {
 int restore_domain_xml(const char *primary_xml, const struct restore_domain_spec *s,
 		       char **start_xml, char **persistent_xml, char *err, size_t errlen);
 
-/* Whether a running domain's live XML carries the mark *start_xml gives a
- * domain restored into state_dir (a clone's has none): one that runs on
- * that state dir's files, not one started from its definition since. */
-bool restore_domain_marked(const char *live_xml, const char *state_dir);
+/* Whether a running domain's live XML says it runs on state_dir's files:
+ * the mark *start_xml gives a domain restored there (a clone's has none),
+ * or any path within state_dir (a disk's overlay over the replica, a
+ * serial log), as the restored domain's own definition has them when it
+ * is started again (virsh start, autostart, libvirt-guests). XML that does
+ * not parse counts as using it. */
+bool restore_domain_uses_dir(const char *live_xml, const char *state_dir);
 
 #endif

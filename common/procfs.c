@@ -181,6 +181,9 @@ int proc_sees_path(pid_t pid, const char *path)
 
 	if (stat(path, &ours) < 0)
 		return -errno;
+	snprintf(theirs, sizeof(theirs), "/proc/%d/root", (int)pid);
+	if (stat(theirs, &st) < 0)
+		return errno == ENOENT ? -ESRCH : -errno; /* gone: not "absent there" */
 	if (snprintf(theirs, sizeof(theirs), "/proc/%d/root%s", (int)pid, path) >=
 	    (int)sizeof(theirs))
 		return -ENAMETOOLONG;

@@ -37,8 +37,8 @@ pid_t proc_tgid(pid_t tid);
 bool proc_has_open(pid_t pid, const struct stat *st);
 /* Does pid see path as we do (the same file at that path in its mount
  * namespace, through /proc/PID/root)? 1 yes; 0 no (absent there, or
- * another file); -errno when it cannot be told (our own stat failed, or
- * /proc/PID/root cannot be entered). */
+ * another file); -errno when it cannot be told (our own stat failed,
+ * /proc/PID/root cannot be entered, -ESRCH pid is gone). */
 int proc_sees_path(pid_t pid, const char *path);
 /* This boot of the host: /proc/sys/kernel/random/boot_id (a UUID) in buf,
  * or "" if unreadable; returns buf. */

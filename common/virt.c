@@ -171,11 +171,11 @@ int virt_domain_active(const char *uri, const char *name)
 	return rc;
 }
 
-int virt_domain_live_xml(const char *uri, const char *name, char **xml)
+int virt_domain_live_xml(const char *uri, const char *name, char **xml, bool *running)
 {
 	struct virt *v = NULL;
 	virDomainPtr dom;
-	int rc = find_domain(uri, name, false, &v, &dom);
+	int rc = find_domain(uri, name, false, &v, &dom), state, reason;
 
 	*xml = NULL;
 	if (rc == 0)
@@ -186,6 +186,9 @@ int virt_domain_live_xml(const char *uri, const char *name, char **xml)
 			rc = (*xml = virDomainGetXMLDesc(dom, 0)) ? 0 : -EIO;
 		else
 			rc = rc == 0 ? -ESRCH : -EIO;
+		/* after the XML: a domain that stopped meanwhile is not running */
+		*running = !rc && virDomainGetState(dom, &state, &reason, 0) == 0 &&
+			   state == VIR_DOMAIN_RUNNING;
 		virDomainFree(dom);
 	}
 	virt_close(v);

@@ -30,10 +30,11 @@ int virt_domain_active(const char *uri, const char *name);
  * caller (an event loop) timeout_ms, then -ETIMEDOUT; the question stays
  * in flight, and the next call waits for its answer. */
 int virt_domain_active_within(const char *uri, const char *name, unsigned timeout_ms);
-/* The live XML of the running domain called name on uri: 0 and *xml
- * (free it); -ESRCH not running or no such domain; -errno when libvirt
- * cannot tell (not logged). */
-int virt_domain_live_xml(const char *uri, const char *name, char **xml);
+/* The live XML of the active domain called name on uri: 0, *xml (free
+ * it) and whether it still runs (not paused or stopping); -ESRCH not active
+ * or no such domain; -errno when libvirt cannot tell (not logged). No
+ * timeout: for a moment when libvirt has just answered. */
+int virt_domain_live_xml(const char *uri, const char *name, char **xml, bool *running);
 /* Keep libvirt from starting the domain called name on uri by itself:
  * turn its autostart off, remove a managed save image (said in the log).
  * 1 autostart was on, 0 it was off or there is no such domain, -errno

@@ -402,10 +402,12 @@ START_TEST(test_restore_own_incoming_again)
 }
 END_TEST
 
-/* A restored domain runs with a mark of where it was restored, which its
- * definition lacks (an operator's later start has none), and which a
- * domain restored again elsewhere sheds: restore_domain_marked tells them
- * apart. The domain's other <metadata> (virt-install's libosinfo) is the
+/* A restored domain runs with a mark of where it was restored, or paths
+ * into its state dir, and its definition started again (virsh start,
+ * autostart) has those paths too: restore_domain_uses_dir says both run on
+ * the state dir's files. A domain with no path there is marked in its
+ * live XML only. The mark goes with a domain restored again elsewhere;
+ * the domain's other <metadata> (virt-install's libosinfo) is the
  * applications', kept as it is: libvirt never passes it to QEMU. */
 START_TEST(test_restore_marks_the_live_domain)
 {
@@ -414,36 +416,46 @@ START_TEST(test_restore_marks_the_live_domain)
 		"id='http://debian.org/debian/12'/></libosinfo:libosinfo>"
 		"<remus:restored xmlns:remus='urn:remus:restored:1' state-dir='/srv/elsewhere'/>"
 		"</metadata>";
-	char xml[2048], *p, *x, *again, *p2;
-	struct restore_domain_spec other = { .emulator = EMU, .state_dir = "/srv/remus/vm2" };
+	char xml[2048], bare[2048], *p, *x, *again, *p2;
+	struct restore_domain_spec other = { .emulator = EMU, .state_dir = "/srv/a&b\"c" };
 	char err[256] = "";
 
 	snprintf(xml, sizeof(xml), HEAD "%s" SHARED_MEMFD "<devices>" SERIAL "</devices></domain>",
 		 osinfo);
-	ck_assert(restore_domain_marked(xml, "/srv/elsewhere"));
+	ck_assert(restore_domain_uses_dir(xml, "/srv/elsewhere"));
 	x = restored(xml, NULL, 0, &p);
-	ck_assert(restore_domain_marked(x, "/srv/remus/vm1"));
-	ck_assert(!restore_domain_marked(x, "/srv/elsewhere"));
-	ck_assert(!restore_domain_marked(x, "/srv/remus"));
-	ck_assert(!restore_domain_marked(p, "/srv/remus/vm1"));
-	ck_assert(!restore_domain_marked(p, "/srv/elsewhere"));
+	ck_assert(restore_domain_uses_dir(x, "/srv/remus/vm1"));
+	ck_assert(restore_domain_uses_dir(x, "/srv/remus/vm1/"));
+	ck_assert(!restore_domain_uses_dir(x, "/srv/elsewhere"));
+	ck_assert(!restore_domain_uses_dir(x, "/srv/remus/vm"));
+	/* the definition: its serial log is in the state dir too */
+	ck_assert(restore_domain_uses_dir(p, "/srv/remus/vm1"));
 	ck_assert_int_eq(occurrences(x, "urn:remus:restored:1"), 1);
 	ck_assert_ptr_null(strstr(p, "urn:remus:restored"));
 	ck_assert_ptr_nonnull(strstr(x, "<libosinfo:os id=\"http://debian.org/debian/12\"/>"));
 	ck_assert_ptr_nonnull(strstr(p, "<libosinfo:os id=\"http://debian.org/debian/12\"/>"));
 	/* the live XML of a restored domain, protected in turn and restored
-	 * on the other host: marked there only */
+	 * on the other host (a state dir whose name needs escaping): marked
+	 * there only */
 	ck_assert_int_eq(restore_domain_xml(x, &other, &again, &p2, err, sizeof(err)), 0);
-	ck_assert(restore_domain_marked(again, "/srv/remus/vm2"));
-	ck_assert(!restore_domain_marked(again, "/srv/remus/vm1"));
+	ck_assert(restore_domain_uses_dir(again, "/srv/a&b\"c"));
+	ck_assert(!restore_domain_uses_dir(again, "/srv/remus/vm1"));
 	ck_assert_int_eq(occurrences(again, "urn:remus:restored:1"), 1);
 	ck_assert_int_eq(occurrences(again, "libosinfo:os "), 1);
-	ck_assert(!restore_domain_marked("<domain", "/srv/remus/vm1"));
-	ck_assert(!restore_domain_marked("", "/srv/remus/vm1"));
-	free(x);
-	free(p);
 	free(again);
 	free(p2);
+	free(x);
+	free(p);
+	/* nothing of the domain in the state dir: only the mark says it */
+	snprintf(bare, sizeof(bare), DOMAIN(SHARED_MEMFD, ""));
+	x = restored(bare, NULL, 0, &p);
+	ck_assert(restore_domain_uses_dir(x, "/srv/remus/vm1"));
+	ck_assert(!restore_domain_uses_dir(p, "/srv/remus/vm1"));
+	/* what does not parse is taken as using it */
+	ck_assert(restore_domain_uses_dir("<domain", "/srv/remus/vm1"));
+	ck_assert(restore_domain_uses_dir("", "/srv/remus/vm1"));
+	free(x);
+	free(p);
 }
 END_TEST
 

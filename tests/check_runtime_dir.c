@@ -200,26 +200,20 @@ static bool all_mounts_private(void)
 	return f && ok;
 }
 
-/* QEMU opens our runtime files by path: one in a mount namespace where
- * that path is another directory (a tmpfs over it here) must be told
- * from one that sees ours (proc_sees_path, the replicator's check). */
-START_TEST(test_a_process_in_another_mount_namespace_does_not_see_it)
+/* A child in a mount namespace of its own, a tmpfs mounted on over_path
+ * there; *pid once it is mounted, or false (we are not root, or no
+ * namespace can be made here). */
+static bool child_with_tmpfs_over(const char *over_path, pid_t *pid)
 {
-	char dir[PATH_MAX], gone[PATH_MAX + 8], ok;
-	int ready[2], seen;
-	pid_t child;
+	int ready[2];
+	char ok = 0;
 
-	ck_assert_int_eq(runtime_dir_make(parent, "replicator-1", dir, sizeof(dir)), 0);
-	ck_assert_int_eq(proc_sees_path(getpid(), dir), 1);
-	snprintf(gone, sizeof(gone), "%s/gone", dir);
-	ck_assert_int_eq(proc_sees_path(getpid(), gone), -ENOENT);
 	ck_assert_int_eq(pipe(ready), 0);
-	child = fork();
-	ck_assert_int_ge(child, 0);
-	if (child == 0) {
-		/* a private /tmp view: our directory hidden under a tmpfs */
+	*pid = fork();
+	ck_assert_int_ge(*pid, 0);
+	if (*pid == 0) {
 		ok = !unshare(CLONE_NEWNS) && all_mounts_private() &&
-		     !mount("tmpfs", top, "tmpfs", 0, "size=1m");
+		     !mount("tmpfs", over_path, "tmpfs", 0, "size=1m");
 		if (write(ready[1], &ok, 1) != 1)
 			_exit(1);
 		pause();
@@ -228,11 +222,43 @@ START_TEST(test_a_process_in_another_mount_namespace_does_not_see_it)
 	close(ready[1]);
 	ck_assert_int_eq(read(ready[0], &ok, 1), 1);
 	close(ready[0]);
-	seen = ok ? proc_sees_path(child, dir) : -1;
-	kill(child, SIGKILL);
-	waitpid(child, NULL, 0);
-	ck_assert_msg(ok, "cannot make a mount namespace (unshare needs CAP_SYS_ADMIN)");
-	ck_assert_int_eq(seen, 0);
+	return ok;
+}
+
+static void end_child(pid_t pid)
+{
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+}
+
+/* QEMU opens our runtime files by path: one in a mount namespace where
+ * that path is another directory (a tmpfs over it) must be told from one
+ * whose namespace differs elsewhere but shows our directory (as libvirt's
+ * QEMU, with a /dev of its own): proc_sees_path, the replicator's check. */
+START_TEST(test_a_process_in_another_mount_namespace)
+{
+	char dir[PATH_MAX], gone[PATH_MAX + 8], elsewhere[PATH_MAX];
+	int hidden, shown;
+	pid_t child;
+
+	ck_assert_int_eq(runtime_dir_make(parent, "replicator-1", dir, sizeof(dir)), 0);
+	ck_assert_int_eq(proc_sees_path(getpid(), dir), 1);
+	snprintf(gone, sizeof(gone), "%s/gone", dir);
+	ck_assert_int_eq(proc_sees_path(getpid(), gone), -ENOENT);
+	if (geteuid() != 0)
+		return; /* only root makes mount namespaces */
+	ck_assert_msg(child_with_tmpfs_over(top, &child), "cannot make a mount namespace");
+	hidden = proc_sees_path(child, dir);
+	end_child(child);
+	snprintf(elsewhere, sizeof(elsewhere), "%s/elsewhere", top);
+	ck_assert_int_eq(mkdir(elsewhere, 0700), 0);
+	ck_assert_msg(child_with_tmpfs_over(elsewhere, &child), "cannot make a mount namespace");
+	shown = proc_sees_path(child, dir);
+	end_child(child);
+	ck_assert_int_eq(hidden, 0);
+	ck_assert_int_eq(shown, 1);
+	/* a process that is gone: cannot be told, not "does not see" */
+	ck_assert_int_eq(proc_sees_path(child, dir), -ESRCH);
 }
 END_TEST
 
@@ -252,7 +278,7 @@ static Suite *runtime_dir_suite(void)
 	ADD(test_remove_takes_the_tree_but_not_symlink_targets);
 	ADD(test_share_with_another_user);
 	ADD(test_parent_from_systemd);
-	ADD(test_a_process_in_another_mount_namespace_does_not_see_it);
+	ADD(test_a_process_in_another_mount_namespace);
 #undef ADD
 	return s;
 }

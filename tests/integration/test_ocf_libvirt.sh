@@ -17,8 +17,9 @@
 #     error (1) and stop fails, so that Pacemaker would fence b rather than
 #     run the VM twice; with b's libvirtd down as well, the QEMU of the
 #     domain still counts (whether it was restored cannot be told);
-#   - a domain started by hand from the restored domain's definition is
-#     not an orphan: the mark is in the live XML only.
+#   - the restored domain's definition started again by hand runs on the
+#     state dir's files: an orphan too, and no agent starts beside it; the
+#     VM's own domain started by hand is none.
 . "$(dirname "$0")/lib.sh"
 
 command -v libvirtd > /dev/null || die "libvirtd is not installed (scripts/install-deps)"
@@ -153,17 +154,33 @@ rc=$?
 [ $rc = 1 ] && grep -q "does not answer" "$T/ra-b-monitor.err" &&
 	pass "with host b's libvirtd down, its QEMU still counts: $(tail -n 1 "$T/ra-b-monitor.err" | cut -c1-140)" ||
 	fail "monitor on host b with libvirtd down: $rc, $(cat "$T/ra-b-monitor.err")"
-# The restored domain goes (the pair's test is done); started again from its
-# definition, by hand, it is the VM started here, not an orphan.
+# The restored domain goes. Its definition, started again by hand (or by
+# autostart, libvirt-guests), runs on the state dir's files (the overlay,
+# the serial log) with no mark: still an orphan. The VM's own domain,
+# started by hand from its own files, is not.
 kill -KILL "$B_QEMU"
 B_URI=$("$ROOT/scripts/libvirt-host" start "$T/b-libvirt") || die "cannot start host b's libvirtd again"
 wait_for 20 sh -c "[ \"\$(virsh -c '$B_URI' domstate '$NAME' 2>/dev/null | head -n 1)\" = 'shut off' ]" ||
 	die "the killed domain on host b: $(domstate "$B_URI")"
-virsh -c "$B_URI" start "$NAME" > /dev/null || die "cannot start the domain on host b by hand"
+virsh -c "$B_URI" start "$NAME" > /dev/null || die "cannot start the restored domain's definition on host b"
 ra b monitor
 rc=$?
-[ $rc = 7 ] && pass "the domain started by hand from its definition on host b is no orphan (7)" ||
-	fail "monitor on host b with the domain started by hand: $rc, $(cat "$T/ra-b-monitor.err")"
+[ $rc = 1 ] && grep -q "(libvirt domain $NAME) without its daemon" "$T/ra-b-monitor.err" &&
+	pass "the restored domain's definition started by hand on host b is an orphan too (1)" ||
+	fail "monitor on host b with the definition started by hand: $rc, $(cat "$T/ra-b-monitor.err")"
+ra b start
+rc=$?
+[ $rc != 0 ] && pass "and host b's agent does not start beside it ($rc)" ||
+	fail "host b's agent started beside the restored domain's definition"
+rm -f "$T/rsc-b/remus-vm1-b.pid"
+virsh -c "$B_URI" destroy "$NAME" > /dev/null && virsh -c "$B_URI" undefine "$NAME" > /dev/null ||
+	die "cannot remove the domain from host b"
+guest_domain_xml "$NAME" 128 "" "$T/serial-b-by-hand.log" memfd > "$T/domain-b.xml"
+virsh -c "$B_URI" create "$T/domain-b.xml" > /dev/null || die "cannot start the VM's own domain on host b"
+ra b monitor
+rc=$?
+[ $rc = 7 ] && pass "the VM's own domain started by hand on host b is no orphan (7)" ||
+	fail "monitor on host b with the VM's own domain started by hand: $rc, $(cat "$T/ra-b-monitor.err")"
 virsh -c "$B_URI" destroy "$NAME" > /dev/null
 ra a stop || fail "host a's stop: $(cat "$T/ra-a-stop.err")"
 finish
