@@ -244,9 +244,15 @@ static int sync_disk(int fd, uint64_t size, bool sliced, const struct journal_vi
 {
 	for (uint64_t off = 0; sliced && off < size; off += JOURNAL_PULSE_BYTES) {
 		if (sync_file_range(fd, (off_t)off, JOURNAL_PULSE_BYTES, SYNC_FILE_RANGE_WAIT_BEFORE |
-				    SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) < 0)
-			break; /* not here (EINVAL, ESPIPE): fdatasync does it all */
-		pulse(j);
+				    SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) == 0) {
+			pulse(j);
+			continue;
+		}
+		if (errno == EINVAL || errno == ESPIPE || errno == ENOSYS)
+			break; /* not here: fdatasync does it all */
+		/* A write-back error is reported once per descriptor: the
+		 * fdatasync after it would say nothing. */
+		return -errno;
 	}
 	return fdatasync(fd) < 0 ? -errno : 0;
 }

@@ -1014,7 +1014,14 @@ static int commit(struct replica *rp, uint64_t epoch)
 		close_sync_disks(rp);
 		rp->disk_ops += rp->stage_dops_n;
 		rc = journal_apply(rp->dir, &j, rp->ram, rp->ram_size);
-		if (rc)
+		if (rc == -EIO && j.promote)
+			/* the initial copy is not in the journal: no replay brings
+			 * back what the disk failed to write */
+			log_err("epoch %llu is committed in %s/journal but syncing the disks' "
+				"initial copy failed: %s; the disk replicas may have lost writes "
+				"that no replay restores: check this host's storage",
+				(unsigned long long)epoch, rp->dir, strerror(-rc));
+		else if (rc)
 			log_err("epoch %llu is committed in %s/journal but applying it failed: %s; "
 				"it will be replayed before the next commit or a restore",
 				(unsigned long long)epoch, rp->dir, strerror(-rc));

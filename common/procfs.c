@@ -189,7 +189,11 @@ int proc_sees_path(pid_t pid, const char *path)
 		return -ENAMETOOLONG;
 	if (stat(theirs, &st) == 0)
 		return st.st_dev == ours.st_dev && st.st_ino == ours.st_ino;
-	return errno == ENOENT || errno == ENOTDIR ? 0 : -errno;
+	if (errno != ENOENT && errno != ENOTDIR)
+		return -errno;
+	/* absent there, unless the process went meanwhile */
+	snprintf(theirs, sizeof(theirs), "/proc/%d/root", (int)pid);
+	return stat(theirs, &st) < 0 ? -ESRCH : 0;
 }
 
 bool proc_has_open(pid_t pid, const struct stat *st)

@@ -1546,6 +1546,7 @@ START_TEST(test_first_commit_syncs_disks_in_slices)
 	ck_assert_int_eq(mkdir(dir, 0700), 0);
 	snprintf(path, sizeof(path), "%s/ram.sync", dir);
 	fd = open(path, O_RDWR | O_CREAT, 0600);
+	ck_assert_int_ge(fd, 0);
 	ck_assert_int_eq(write(fd, ram_page, sizeof(ram_page)), (ssize_t)sizeof(ram_page));
 	close(fd);
 	snprintf(path, sizeof(path), "%s/disk-0.sync", dir);
@@ -1577,6 +1578,7 @@ START_TEST(test_first_commit_syncs_disks_in_slices)
 	ck_assert_int_eq(journal_apply(dir, &j, NULL, 0), 0);
 	ck_assert_int_eq(pulses.n, 1);
 	fd = open(path, O_RDONLY);
+	ck_assert_int_ge(fd, 0);
 	ck_assert_int_eq(pread(fd, back, 6, 0), 6);
 	ck_assert_str_eq(back, "later!");
 	close(fd);
