@@ -321,6 +321,17 @@ client_last_reply_ms() {
 	echo "${t:-0}"
 }
 
+# ocf_ra HOST ACTION: the resource agent (scripts/ocf/remus) as Pacemaker
+# would run it on HOST of the pair $T/pair.conf: instance vm1-HOST, its
+# runtime files in $T/rsc-HOST, control socket $T/HOST.ctl, daemon log
+# $T/HOST.log.
+ocf_ra() {
+	env OCF_ROOT=/usr/lib/ocf OCF_RESOURCE_INSTANCE="vm1-$1" HA_RSCTMP="$T/rsc-$1" \
+		OCF_RESKEY_config="$T/pair.conf" OCF_RESKEY_host="$1" OCF_RESKEY_control="$T/$1.ctl" \
+		OCF_RESKEY_sbindir="$BIN" OCF_RESKEY_remusctl="$BIN/remusctl" \
+		OCF_RESKEY_log="$T/$1.log" "$ROOT/scripts/ocf/remus" "$2"
+}
+
 # json_field FILE KEY: one value from a JSON object (JSON text for lists,
 # objects and null).
 json_field() {

@@ -622,6 +622,55 @@ remus_status() {
 
 remus_protected() { [ "$(remus_status "$1" "$2" protection)" = protected ]; }
 
+# remus_fenced_or_demoted PAIR FROM TO QEMU_PID: after PAIR's QEMU (pid
+# QEMU_PID) was killed on FROM. Pacemaker fences FROM when FROM's instance
+# fails to demote or stop (its replicator went with the VM). If FROM's
+# daemon has already become PAIR's backup when Pacemaker looks (what a
+# primary whose VM died does), the instance demotes cleanly and TO is
+# promoted with no fence: FROM then runs no copy either. Which comes first
+# is a race; both are safe, and the test says which it saw. Sets FENCE_MS
+# when fenced. The stand-in's log: "... node2 reboot node1: off, killed N
+# process(es)".
+remus_fenced_or_demoted() {
+	local pair=$1 from=$2 to=$3 qemu=$4 state
+	_remus_fenced() { grep -sqE "(reboot|off) $from: off" "$PCMK_DIR/fence.log"; }
+	_remus_fenced_or_moved() { _remus_fenced || _pcmk_promoted_only "$pair" "$to"; }
+	wait_for 60 _remus_fenced_or_moved
+	_remus_fenced || wait_for 5 _remus_fenced # a fence may still follow the promotion
+	if _remus_fenced; then
+		FENCE_MS=$(now_ms)
+		pass "Pacemaker fenced $from through the stand-in power switch"
+		wait_for 10 sh -c "[ -z \"\$(ip netns pids $(pcmk_ns "$from"))\" ]" &&
+			pass "$from is off: none of its processes is left" ||
+			fail "$from still has processes: $(pcmk_node_pids "$from" | tr '\n' ' ')"
+		return
+	fi
+	state=$(remus_status "$pair" "$from" state)
+	! process_running "$qemu" && case $state in backup|waiting|syncing) true ;; *) false ;; esac &&
+		pass "$from not fenced: its $pair instance demoted cleanly ($from's daemon is $pair's $state, no $pair QEMU on $from) and $to was promoted" ||
+		fail "$from neither fenced nor cleanly demoted (daemon state '$state'; fence log: $(cat "$PCMK_DIR/fence.log" 2>/dev/null))"
+}
+
+# process_running PID: alive and not a zombie.
+process_running() { [ -r "/proc/$1/stat" ] && ! grep -qE '^[0-9]+ \(.*\) Z' "/proc/$1/stat"; }
+
+# remus_carries_on SERIAL TICK WHAT: the console SERIAL of a VM restored
+# from its last checkpoint goes on from about TICK (the primary's last):
+# consecutive, at most one ahead and at most 40 behind, no reboot.
+remus_carries_on() {
+	local serial=$1 tick=$2 what=$3 first
+	wait_for 30 sh -c "[ \$(tr -d '\r' < '$serial' 2>/dev/null | grep -ac '^tick') -ge 5 ]" ||
+		fail "$what's console shows no ticks"
+	first=$(first_tick "$serial")
+	if [ "$first" -ge 0 ] && [ "$first" -le $((tick + 1)) ] && [ "$first" -ge $((tick - 40)) ] &&
+		ticks_consecutive "$serial"; then
+		pass "$what carries on from its last checkpoint: tick $first after $tick, consecutive"
+	else
+		fail "$what's counter: first tick $first after $tick"
+	fi
+	grep -qa 'guest: ready' "$serial" && fail "$what rebooted" || pass "$what did not reboot"
+}
+
 # --- Teardown and diagnostics.
 
 _pcmk_tails() {

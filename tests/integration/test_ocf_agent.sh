@@ -41,13 +41,7 @@ takeover = manual
 key-file = $KEY
 EOF
 
-# ra HOST ACTION: the resource agent as Pacemaker would run it on HOST.
-ra() {
-	env OCF_ROOT=/usr/lib/ocf OCF_RESOURCE_INSTANCE="vm1-$1" HA_RSCTMP="$T/rsc-$1" \
-		OCF_RESKEY_config="$T/pair.conf" OCF_RESKEY_host="$1" OCF_RESKEY_control="$T/$1.ctl" \
-		OCF_RESKEY_sbindir="$BIN" OCF_RESKEY_remusctl="$BIN/remusctl" \
-		OCF_RESKEY_log="$T/$1.log" "$RA" "$2"
-}
+ra() { ocf_ra "$@"; }
 
 ra b meta-data | python3 -c 'import sys, xml.etree.ElementTree as E; E.fromstring(sys.stdin.read())' &&
 	pass "meta-data is well-formed XML" || fail "meta-data is not XML"

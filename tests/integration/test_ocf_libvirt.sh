@@ -25,7 +25,6 @@
 command -v libvirtd > /dev/null || die "libvirtd is not installed (scripts/install-deps)"
 command -v virsh > /dev/null || die "virsh is not installed (scripts/install-deps)"
 
-RA=$ROOT/scripts/ocf/remus
 NAME=remus-ocflv-$$
 libvirt_host a; A_URI=$LIBVIRT_URI
 libvirt_host b; B_URI=$LIBVIRT_URI
@@ -53,14 +52,9 @@ takeover = manual
 key-file = $KEY
 EOF
 
-# ra HOST ACTION: the resource agent as Pacemaker would run it on HOST;
-# its stderr (what Pacemaker logs) in $T/ra-HOST-ACTION.err.
-ra() {
-	env OCF_ROOT=/usr/lib/ocf OCF_RESOURCE_INSTANCE="vm1-$1" HA_RSCTMP="$T/rsc-$1" \
-		OCF_RESKEY_config="$T/pair.conf" OCF_RESKEY_host="$1" OCF_RESKEY_control="$T/$1.ctl" \
-		OCF_RESKEY_sbindir="$BIN" OCF_RESKEY_remusctl="$BIN/remusctl" \
-		OCF_RESKEY_log="$T/$1.log" "$RA" "$2" 2> "$T/ra-$1-$2.err"
-}
+# ra HOST ACTION: ocf_ra, its stderr (what Pacemaker logs) in
+# $T/ra-HOST-ACTION.err.
+ra() { ocf_ra "$@" 2> "$T/ra-$1-$2.err"; }
 ra_pid() { cat "$T/rsc-$1/remus-vm1-$1.pid"; }
 status_of() { "$BIN/remusctl" --control "$T/$1.ctl" --json status 2>/dev/null; }
 protected_on() { status_of "$1" | grep -q '"protection":"protected"'; }

@@ -110,44 +110,11 @@ kill -KILL "$VM1_QEMU"
 VM1_TICK=$(last_tick "$T/vm1/serial.log")
 log "vm1's QEMU killed on node1 at tick $VM1_TICK"
 
-# Pacemaker fences node1 when node1's instance of vm1 fails to demote or
-# stop (its replicator went with the VM). If node1's daemon has already
-# become vm1's backup when Pacemaker looks (what a primary whose VM died
-# does), the instance demotes cleanly and node2 is promoted with no fence:
-# node1 then runs no vm1 either. Which comes first is a race; both are
-# safe, and the test says which it saw.
-# The stand-in's log: "... node2 reboot node1: off, killed N process(es)"
-fenced() { grep -sqE "(reboot|off) node1: off" "$PCMK_DIR/fence.log"; }
-running() { [ -r "/proc/$1/stat" ] && ! grep -qE '^[0-9]+ \(.*\) Z' "/proc/$1/stat"; } # not a zombie
-fenced_or_moved() { fenced || _pcmk_promoted_only vm1 node2; }
-wait_for 60 fenced_or_moved
-fenced || wait_for 5 fenced # a fence may still follow the promotion
-if fenced; then
-	FENCE_MS=$(now_ms)
-	pass "Pacemaker fenced node1 through the stand-in power switch"
-	wait_for 10 sh -c "[ -z \"\$(ip netns pids $(pcmk_ns node1))\" ]" &&
-		pass "node1 is off: none of its processes is left" ||
-		fail "node1 still has processes: $(pcmk_node_pids node1 | tr '\n' ' ')"
-else
-	state=$(remus_status vm1 node1 state)
-	! running "$VM1_QEMU" && case $state in backup|waiting|syncing) true ;; *) false ;; esac &&
-		pass "node1 not fenced: its vm1 instance demoted cleanly (node1's daemon is vm1's $state, no vm1 QEMU on node1) and node2 was promoted" ||
-		fail "node1 neither fenced nor cleanly demoted (daemon state '$state'; fence log: $(cat "$PCMK_DIR/fence.log" 2>/dev/null))"
-fi
+remus_fenced_or_demoted vm1 node1 node2 "$VM1_QEMU"
 pcmk_wait_promoted vm1 node2 90 && PROMOTE_MS=$(now_ms) &&
 	pass "vm1 promoted on node2" || fail "vm1 not promoted on node2: $(pcmk_on node2 crm_mon -1 2>&1 | tail -n 20)"
 
-SERIAL=$T/node2-vm1/serial.log
-wait_for 30 sh -c "[ \$(tr -d '\r' < '$SERIAL' 2>/dev/null | grep -ac '^tick') -ge 5 ]" ||
-	fail "vm1's console on node2 shows no ticks"
-FIRST=$(first_tick "$SERIAL")
-if [ "$FIRST" -ge 0 ] && [ "$FIRST" -le $((VM1_TICK + 1)) ] && [ "$FIRST" -ge $((VM1_TICK - 40)) ] &&
-	ticks_consecutive "$SERIAL"; then
-	pass "vm1 carries on on node2 from its last checkpoint: tick $FIRST after $VM1_TICK, consecutive"
-else
-	fail "vm1's counter on node2: first tick $FIRST after $VM1_TICK"
-fi
-grep -qa 'guest: ready' "$SERIAL" && fail "vm1 rebooted on node2" || pass "vm1 did not reboot"
+remus_carries_on "$T/node2-vm1/serial.log" "$VM1_TICK" "vm1 on node2"
 [ "$(remus_status vm1 node2 daemon)" = replicator ] &&
 	pass "node2's daemon of vm1 is its replicator now" || fail "node2's daemon of vm1: $(remus_status vm1 node2 daemon)"
 

@@ -109,38 +109,14 @@ KILL_MS=$(now_ms)
 kill -KILL "$QEMU1"
 TICK=$(last_tick "$T/serial-node1.log")
 log "domain $DOMAIN's QEMU killed on node1 at tick $TICK"
-fenced() { grep -sqE "(reboot|off) node1: off" "$PCMK_DIR/fence.log"; }
-fenced_or_moved() { fenced || _pcmk_promoted_only $PAIR node2; }
-wait_for 60 fenced_or_moved
-fenced || wait_for 5 fenced # a fence may still follow the promotion
-if fenced; then
-	pass "Pacemaker fenced node1 through the stand-in power switch"
-	wait_for 10 sh -c "[ -z \"\$(ip netns pids $(pcmk_ns node1))\" ]" &&
-		pass "node1 is off: none of its processes is left (its libvirtd neither)" ||
-		fail "node1 still has processes: $(pcmk_node_pids node1 | tr '\n' ' ')"
-else
-	state=$(remus_status $PAIR node1 state)
-	case $state in backup|waiting|syncing) true ;; *) false ;; esac &&
-		pass "node1 not fenced: its instance demoted cleanly (its daemon is the $state)" ||
-		fail "node1 neither fenced nor cleanly demoted (daemon state '$state')"
-fi
+remus_fenced_or_demoted $PAIR node1 node2 "$QEMU1"
 pcmk_wait_promoted $PAIR node2 90 && PROMOTE_MS=$(now_ms) && pass "promoted on node2" ||
 	fail "not promoted on node2: $(pcmk_on node2 crm_mon -1 2>&1 | tail -n 20)"
 
 [ "$(virsh -c "$URI2" domstate "$DOMAIN" 2>/dev/null | head -n 1)" = running ] &&
 	pass "domain $DOMAIN runs in node2's libvirt" ||
 	fail "domain $DOMAIN on node2: $(domain_gone_why "$URI2" "$DOMAIN")"
-SERIAL=$T/node2-$PAIR/serial.log
-wait_for 30 sh -c "[ \$(tr -d '\r' < '$SERIAL' 2>/dev/null | grep -ac '^tick') -ge 5 ]" ||
-	fail "the domain's console on node2 shows no ticks"
-FIRST=$(first_tick "$SERIAL")
-if [ "$FIRST" -ge 0 ] && [ "$FIRST" -le $((TICK + 1)) ] && [ "$FIRST" -ge $((TICK - 40)) ] &&
-	ticks_consecutive "$SERIAL"; then
-	pass "the domain carries on on node2 from its last checkpoint: tick $FIRST after $TICK, consecutive"
-else
-	fail "the domain's counter on node2: first tick $FIRST after $TICK"
-fi
-grep -qa 'guest: ready' "$SERIAL" && fail "the domain rebooted on node2" || pass "the domain did not reboot"
+remus_carries_on "$T/node2-$PAIR/serial.log" "$TICK" "the domain on node2"
 [ "$(remus_status $PAIR node2 daemon)" = replicator ] &&
 	pass "node2's daemon is the domain's replicator now" ||
 	fail "node2's daemon: $(remus_status $PAIR node2 daemon)"
