@@ -100,6 +100,17 @@ domain_gone_why() {
 		"$(tail -n 2 "$dir/log/qemu/$2.log" 2>/dev/null | tr '\n' ' ')"
 }
 
+# domain_state URI NAME: what virsh domstate says, or "no such domain".
+domain_state() {
+	virsh -c "$1" domstate "$2" 2>/dev/null | head -n 1 | grep . || echo "no such domain"
+}
+
+# domain_runs URI NAME: the domain is running within 5 s. A protected
+# domain reads "paused" during each checkpoint (libvirt follows QEMU's STOP
+# and RESUME events), so one look may catch it paused.
+domain_runs() { wait_for 5 domain_is_running "$1" "$2"; }
+domain_is_running() { [ "$(domain_state "$1" "$2")" = running ]; }
+
 # guest_domain_xml NAME MEM_MB KERNEL_ARGS SERIAL_LOG [RAM_SOURCE]: the test
 # guest as a TCG libvirt domain (scripts/guest-domain-xml); RAM_SOURCE memfd
 # (default), file, or none (anonymous RAM, which the replicator must

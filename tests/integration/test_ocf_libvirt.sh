@@ -62,7 +62,7 @@ protected_on() { status_of "$1" | grep -q '"protection":"protected"'; }
 status_key() {
 	status_of "$1" | python3 -c "import json,sys; print(json.load(sys.stdin).get('$2'))" 2>/dev/null
 }
-domstate() { virsh -c "$1" domstate "$NAME" 2>/dev/null | head -n 1 | grep . || echo "no such domain"; }
+domstate() { domain_state "$1" "$NAME"; }
 
 guest_domain_xml "$NAME" 128 "" "$T/serial-a.log" memfd > "$T/domain.xml"
 virsh -c "$A_URI" create "$T/domain.xml" > /dev/null || die "cannot start domain $NAME"
@@ -97,7 +97,7 @@ LAST=$(last_tick "$T/serial-a.log")
 ra a promote && fail "host a was promoted without the VM's newest state" ||
 	pass "host a, holding nothing newer, is not promoted: $(tail -n 1 "$T/ra-a-promote.err")"
 ra b promote && pass "host b promoted" || die "host b not promoted: $(cat "$T/ra-b-promote.err"; tail -n 5 "$T/b.log")"
-[ "$(domstate "$B_URI")" = running ] && pass "the domain runs in host b's libvirt" ||
+domain_runs "$B_URI" "$NAME" && pass "the domain runs in host b's libvirt" ||
 	fail "the domain on host b: $(domstate "$B_URI")"
 wait_for 30 sh -c "[ \$(tr -d '\r' < '$T/host-b/serial.log' 2>/dev/null | grep -ac '^tick') -ge 3 ]"
 FIRST=$(first_tick "$T/host-b/serial.log")
@@ -154,7 +154,8 @@ rc=$?
 # started by hand from its own files, is not.
 kill -KILL "$B_QEMU"
 B_URI=$("$ROOT/scripts/libvirt-host" start "$T/b-libvirt") || die "cannot start host b's libvirtd again"
-wait_for 20 sh -c "[ \"\$(virsh -c '$B_URI' domstate '$NAME' 2>/dev/null | head -n 1)\" = 'shut off' ]" ||
+shut_off() { [ "$(domstate "$B_URI")" = "shut off" ]; }
+wait_for 20 shut_off ||
 	die "the killed domain on host b: $(domstate "$B_URI")"
 virsh -c "$B_URI" start "$NAME" > /dev/null || die "cannot start the restored domain's definition on host b"
 ra b monitor

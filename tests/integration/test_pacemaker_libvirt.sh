@@ -113,8 +113,7 @@ remus_fenced_or_demoted $PAIR node1 node2 "$QEMU1"
 pcmk_wait_promoted $PAIR node2 90 && PROMOTE_MS=$(now_ms) && pass "promoted on node2" ||
 	fail "not promoted on node2: $(pcmk_on node2 crm_mon -1 2>&1 | tail -n 20)"
 
-[ "$(virsh -c "$URI2" domstate "$DOMAIN" 2>/dev/null | head -n 1)" = running ] &&
-	pass "domain $DOMAIN runs in node2's libvirt" ||
+domain_runs "$URI2" "$DOMAIN" && pass "domain $DOMAIN runs in node2's libvirt" ||
 	fail "domain $DOMAIN on node2: $(domain_gone_why "$URI2" "$DOMAIN")"
 remus_carries_on "$T/node2-$PAIR/serial.log" "$TICK" "the domain on node2"
 [ "$(remus_status $PAIR node2 daemon)" = replicator ] &&
