@@ -112,7 +112,10 @@ $(PROGRAMS):
 # tests/check_<module> binary.
 $(B)/asan/check_%: $(B)/asan/tests/check_%.o $(patsubst %.c,$(B)/asan/%.o,$(ALL_LIB_SRCS))
 	@$(if $(Q),echo "  LD-SAN  $@")
-	$(Q)$(CC) $(ALL_CFLAGS) $(SAN) $(ALL_LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(LDLIBS)
+	$(Q)$(CC) $(ALL_CFLAGS) $(SAN) $(ALL_LDFLAGS) $(TEST_WRAP) -o $@ $^ $(CHECK_LIBS) $(LDLIBS)
+# A failing disk, for the tests of what a write-back error does: the test
+# defines __wrap_sync_file_range.
+$(B)/asan/check_replica_disk: TEST_WRAP = -Wl,--wrap=sync_file_range
 
 # libFuzzer harnesses, one per parser of outside bytes (fuzz/fuzz_*.c).
 # `make fuzz` builds them; `make fuzz-run` (part of `make check`) runs each

@@ -287,19 +287,28 @@ static void on_hello(struct agent *a, struct peer_link *l, const uint8_t *payloa
 		agent_delta_start(a);
 }
 
-static void on_epoch_end(struct agent *a, const struct frame_hdr *h, const uint8_t *payload,
+/* false: the stream is dropped */
+static bool on_epoch_end(struct agent *a, const struct frame_hdr *h, const uint8_t *payload,
 			 bool payload_ok)
 {
-	char why[200];
+	char why[300];
 	double t0 = mono_ms();
 	bool was_paused = a->session_paused;
 
 	if (replica_end_epoch(&a->replica, h, payload, payload_ok, why, sizeof(why))) {
+		if (a->replica.copy_lost) {
+			/* A NACK would have the epoch sent again onto a copy
+			 * that is not there: the primary starts a new session. */
+			log_err("epoch %llu not committed: %s; check this host's storage",
+				(unsigned long long)h->epoch, why);
+			agent_lose_stream(a, "the initial copy did not reach this host's storage");
+			return false;
+		}
 		log_warn("epoch %llu discarded: %s; replica stays at epoch %llu",
 			 (unsigned long long)h->epoch, why,
 			 (unsigned long long)a->replica.session_epoch);
 		send_frame(a, FRAME_NACK, h->epoch, why);
-		return;
+		return true;
 	}
 	if (h->epoch > 0) {
 		ring_add(&a->commit_ms, mono_ms() - t0);
@@ -328,6 +337,7 @@ static void on_epoch_end(struct agent *a, const struct frame_hdr *h, const uint8
 		a->backup_notified = true;
 		agent_notify(a, "backup", "primary connected, first checkpoint committed");
 	}
+	return true;
 }
 
 static void on_pause(struct agent *a, const struct frame_hdr *h)
@@ -540,7 +550,8 @@ static bool on_frame(struct agent *a, const struct frame_hdr *h, const uint8_t *
 		replica_add_frame(&a->replica, h, payload, ok);
 		break;
 	case FRAME_EPOCH_END:
-		on_epoch_end(a, h, payload, ok);
+		if (!on_epoch_end(a, h, payload, ok))
+			return false;
 		break;
 	case FRAME_HEARTBEAT:
 		break;

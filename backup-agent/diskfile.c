@@ -34,6 +34,25 @@ int diskfile_pwrite_all(int fd, const uint8_t *buf, uint64_t len, uint64_t off)
 	return 0;
 }
 
+int diskfile_sync(int fd, uint64_t size, bool sliced, void (*pulse)(void *ctx), void *ctx)
+{
+	for (uint64_t off = 0; sliced && off < size; off += DISKFILE_SYNC_SLICE) {
+		/* data only, a slice at a time; the fdatasync after it has the
+		 * metadata and the device's cache left */
+		if (sync_file_range(fd, (off_t)off, DISKFILE_SYNC_SLICE, SYNC_FILE_RANGE_WAIT_BEFORE |
+				    SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) == 0) {
+			if (pulse)
+				pulse(ctx);
+			continue;
+		}
+		if (errno == EINVAL || errno == ESPIPE || errno == ENOSYS)
+			break; /* not here: fdatasync does it all */
+		/* reported once: the fdatasync after it would say nothing */
+		return -errno;
+	}
+	return fdatasync(fd) < 0 ? -errno : 0;
+}
+
 /* For file systems without fallocate modes: write the zeroes. */
 static int write_zeroes(int fd, uint64_t off, uint64_t len)
 {

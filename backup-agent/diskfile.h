@@ -26,4 +26,13 @@ int diskfile_path(const char *dir, unsigned index, bool sync, char *out);
 int diskfile_apply(int fd, uint64_t size, uint32_t op, uint64_t offset, uint64_t length,
 		   const uint8_t *data);
 
+#define DISKFILE_SYNC_SLICE (32u << 20)
+/* fdatasync of a disk file of size bytes. sliced: first written back
+ * DISKFILE_SYNC_SLICE bytes at a time with pulse(ctx) after each (pulse
+ * may be NULL), for a file whose gigabytes the page cache may hold and one
+ * fdatasync would write while the caller's loop stands still. 0 or
+ * -errno; after an error the data may be lost whatever a second call says
+ * (a write-back error is reported once per descriptor). */
+int diskfile_sync(int fd, uint64_t size, bool sliced, void (*pulse)(void *ctx), void *ctx);
+
 #endif

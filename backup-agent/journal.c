@@ -234,33 +234,10 @@ static int open_disk(const char *dir, const struct journal_view *j, unsigned d,
 	return 0;
 }
 
-/* fdatasync of a disk in slices of JOURNAL_PULSE_BYTES, pulsing between
- * them: the first commit syncs a whole initial copy, gigabytes the page
- * cache may still hold, which one fdatasync would write while the loop
- * and its heartbeats stand still. sync_file_range writes and waits for a
- * slice at a time (data only); the fdatasync after it has the metadata and
- * the device's cache left. Later commits write little: one fdatasync. */
-static int sync_disk(int fd, uint64_t size, bool sliced, const struct journal_view *j)
-{
-	for (uint64_t off = 0; sliced && off < size; off += JOURNAL_PULSE_BYTES) {
-		if (sync_file_range(fd, (off_t)off, JOURNAL_PULSE_BYTES, SYNC_FILE_RANGE_WAIT_BEFORE |
-				    SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) == 0) {
-			pulse(j);
-			continue;
-		}
-		if (errno == EINVAL || errno == ESPIPE || errno == ENOSYS)
-			break; /* not here: fdatasync does it all */
-		/* A write-back error is reported once per descriptor: the
-		 * fdatasync after it would say nothing. */
-		return -errno;
-	}
-	return fdatasync(fd) < 0 ? -errno : 0;
-}
-
 /* Every op in order (a later write to the same bytes wins), then
  * fdatasync of each file touched: a flush the guest saw complete is on
- * the backup's disk once its epoch is acknowledged. The first commit syncs
- * every disk: the initial copy went into the .sync files unsynced. */
+ * the backup's disk once its epoch is acknowledged. (The initial copy in
+ * the .sync files was synced before the commit point: replica.c.) */
 static int apply_disks(const char *dir, const struct journal_view *j)
 {
 	struct disk_files f;
@@ -289,14 +266,11 @@ static int apply_disks(const char *dir, const struct journal_view *j)
 			pulse(j);
 		}
 	}
-	for (unsigned d = 0; d < j->ndisks && j->promote && !rc; d++)
-		if (f.fd[d] < 0)
-			rc = open_disk(dir, j, d, &f);
 	for (unsigned d = 0; d < DISKFILE_MAX; d++) {
 		if (f.fd[d] < 0)
 			continue;
 		if (!rc)
-			rc = sync_disk(f.fd[d], f.size[d], j->promote && j->pulse, j);
+			rc = diskfile_sync(f.fd[d], f.size[d], false, NULL, NULL);
 		close(f.fd[d]);
 		pulse(j); /* a sync to a real disk may take seconds */
 	}

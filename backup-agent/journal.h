@@ -5,7 +5,8 @@
  * into the RAM image, disk ops into the disk files in their order, then
  * fdatasync of those files, device state and vm.json replaced by rename,
  * ram.sync and disk-N.sync promoted to ram and disk-N.img after an initial
- * sync) and the journal is removed.
+ * sync) and the journal is removed. An initial copy is not in the journal:
+ * the caller syncs disk-N.sync before the commit point.
  * Whoever finds a journal (the agent at start, before a new session, before
  * a restore) applies it again: applying is idempotent. So an agent killed at
  * any point leaves the replica at exactly the previous epoch (no journal) or

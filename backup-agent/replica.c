@@ -656,6 +656,7 @@ int replica_begin_session(struct replica *rp, const char *hello_json,
 		return rc;
 	}
 	rp->syncing = true;
+	rp->copy_lost = false;
 	rp->synced = false;
 	rp->session_committed = false;
 	rp->session_epoch = 0;
@@ -968,6 +969,32 @@ static char *vm_json_text(struct replica *rp, uint64_t epoch)
 	return text;
 }
 
+/* The initial copy went into disk-N.sync unsynced, and no journal replay
+ * brings it back: it is on this host's storage before the commit point, or
+ * the session is lost. Synced in slices with a pulse after each: the page
+ * cache may hold gigabytes of it. */
+static int sync_initial_copy(struct replica *rp, char *why, size_t whylen)
+{
+	if (rp->copy_lost) {
+		snprintf(why, whylen, "syncing this session's initial copy failed before: "
+			 "it cannot commit");
+		return -EIO;
+	}
+	for (unsigned i = 0; i < rp->nsync_fd; i++) {
+		int rc = diskfile_sync(rp->sync_fd[i], rp->disks[i].size, true, rp->pulse,
+				       rp->pulse_ctx);
+
+		if (rc) {
+			rp->copy_lost = true;
+			snprintf(why, whylen, "syncing disk %s's initial copy to %s failed: %s; "
+				 "the copy may be lost, so this session cannot commit",
+				 rp->disks[i].id, rp->dir, strerror(-rc));
+			return rc;
+		}
+	}
+	return 0;
+}
+
 /* Commit a verified epoch through the journal (journal.h): once the journal
  * is written the epoch is committed, even if applying it fails now. */
 static int commit(struct replica *rp, uint64_t epoch)
@@ -1014,14 +1041,7 @@ static int commit(struct replica *rp, uint64_t epoch)
 		close_sync_disks(rp);
 		rp->disk_ops += rp->stage_dops_n;
 		rc = journal_apply(rp->dir, &j, rp->ram, rp->ram_size);
-		if (rc == -EIO && j.promote)
-			/* the initial copy is not in the journal: no replay brings
-			 * back what the disk failed to write */
-			log_err("epoch %llu is committed in %s/journal but syncing the disks' "
-				"initial copy failed: %s; the disk replicas may have lost writes "
-				"that no replay restores: check this host's storage",
-				(unsigned long long)epoch, rp->dir, strerror(-rc));
-		else if (rc)
+		if (rc)
 			log_err("epoch %llu is committed in %s/journal but applying it failed: %s; "
 				"it will be replayed before the next commit or a restore",
 				(unsigned long long)epoch, rp->dir, strerror(-rc));
@@ -1061,6 +1081,8 @@ int replica_end_epoch(struct replica *rp, const struct frame_hdr *h,
 	}
 	if (h->epoch) {
 		rc = replay_pending(rp, why, whylen);
+		if (!rc && rp->syncing)
+			rc = sync_initial_copy(rp, why, whylen);
 		if (!rc && (rc = commit(rp, h->epoch)))
 			snprintf(why, whylen, "commit failed: %s", strerror(-rc));
 	}

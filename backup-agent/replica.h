@@ -95,6 +95,10 @@ struct replica {
 	unsigned ndisks;
 	int sync_fd[DISKFILE_MAX];  /* disk-N.sync while syncing; the first nsync_fd are open */
 	unsigned nsync_fd;
+	/* Syncing an initial copy to this host's storage failed: the session
+	 * cannot commit (a second sync would say nothing of what was lost)
+	 * and must start again with a new copy. */
+	bool copy_lost;
 	/* the epoch being received */
 	bool staging;
 	uint64_t stage_epoch;

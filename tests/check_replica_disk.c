@@ -40,6 +40,23 @@ static const char hello2[] = HELLO_HEAD ",\"disks\":["
 	"{\"id\":\"drive1\",\"size\":8192}]}";
 static const char hello1[] = HELLO_HEAD ",\"disks\":[{\"id\":\"drive0\",\"size\":65536}]}";
 
+/* ---- a failing disk ---- */
+
+/* Linked with -Wl,--wrap=sync_file_range (Makefile): the write-back of
+ * the descriptor failing_fd fails as a failing disk's does. */
+int __real_sync_file_range(int fd, off_t off, off_t n, unsigned int flags);
+int __wrap_sync_file_range(int fd, off_t off, off_t n, unsigned int flags);
+static int failing_fd = -1;
+
+int __wrap_sync_file_range(int fd, off_t off, off_t n, unsigned int flags)
+{
+	if (fd >= 0 && fd == failing_fd) {
+		errno = EIO;
+		return -1;
+	}
+	return __real_sync_file_range(fd, off, n, flags);
+}
+
 /* ---- fixture ---- */
 
 TMP_FIXTURE("check_replica_disk")
@@ -284,6 +301,14 @@ static void begin(struct fx *f, const char *hello)
 		      "HELLO refused: %s", err);
 }
 
+/* A new session with a full copy: its .sync files start empty. */
+static void begin_full_copy(struct fx *f, const char *hello)
+{
+	begin(f, hello);
+	for (int i = 0; i < NDISKS; i++)
+		memset(f->disk[i], 0, disk_size[i]);
+}
+
 /* The initial copy: disk 0 written in 16 KiB pieces with the guest
  * overwriting some of it meanwhile, disk 1 partly written. */
 static void sync_disks(struct fx *f)
@@ -423,9 +448,7 @@ START_TEST(test_new_session_sync_keeps_committed_disks_until_its_commit)
 	committed_to(f, hello2, 2);
 	memcpy(old0, f->disk[0], disk_size[0]);
 	memcpy(old1, f->disk[1], disk_size[1]);
-	begin(f, hello2);
-	memset(f->disk[0], 0, disk_size[0]); /* the new .sync starts empty */
-	memset(f->disk[1], 0, disk_size[1]);
+	begin_full_copy(f, hello2);
 	sync_disks(f);
 	assert_file(f, "disk-0.img", old0, disk_size[0]);
 	assert_file(f, "disk-1.img", old1, disk_size[1]);
@@ -435,14 +458,56 @@ START_TEST(test_new_session_sync_keeps_committed_disks_until_its_commit)
 	assert_file(f, "disk-0.img", old0, disk_size[0]);
 	ck_assert_uint_eq(vm_json_epoch(f), 2);
 	/* Again, this time to its first commit. */
-	begin(f, hello2);
-	memset(f->disk[0], 0, disk_size[0]);
-	memset(f->disk[1], 0, disk_size[1]);
+	begin_full_copy(f, hello2);
 	sync_disks(f);
 	ep_begin(f, 1);
 	ep_write(f, 1, 0, 512);
 	ep_end_ok(f);
 	assert_disks_committed(f);
+	free(old0);
+	free(old1);
+	fx_close(f);
+}
+END_TEST
+
+/* The disk fails while the first commit syncs the initial copy, which no
+ * journal replay brings back: the epoch is not committed, the previous
+ * replica stays whole, and the session commits nothing more (sent again,
+ * the sync would pass without the lost data); a new session copies anew. */
+START_TEST(test_initial_copy_that_fails_to_sync_is_not_committed)
+{
+	struct fx *f = fx_open();
+	uint8_t *old0 = malloc(disk_size[0]), *old1 = malloc(disk_size[1]);
+	char why[300];
+
+	ck_assert(old0 && old1);
+	committed_to(f, hello2, 2);
+	memcpy(old0, f->disk[0], disk_size[0]);
+	memcpy(old1, f->disk[1], disk_size[1]);
+	begin_full_copy(f, hello2);
+	sync_disks(f);
+	ep_begin(f, 1);
+	ep_write(f, 1, 0, 512);
+	failing_fd = f->rp.sync_fd[1];
+	ck_assert_int_eq(ep_end(f, why, sizeof(why)), -EIO);
+	failing_fd = -1;
+	ck_assert_msg(f->rp.copy_lost && strstr(why, "disk drive1's initial copy"), "why: %s", why);
+	ck_assert(!exists(f, "journal"));
+	ck_assert_uint_eq(vm_json_epoch(f), 2);
+	assert_file(f, "disk-0.img", old0, disk_size[0]);
+	assert_file(f, "disk-1.img", old1, disk_size[1]);
+	/* the same epoch again: refused, though the disk syncs now */
+	ep_begin(f, 1);
+	ck_assert_int_eq(ep_end(f, why, sizeof(why)), -EIO);
+	ck_assert_uint_eq(vm_json_epoch(f), 2);
+	/* a new session */
+	begin_full_copy(f, hello2);
+	ck_assert(!f->rp.copy_lost);
+	sync_disks(f);
+	ep_begin(f, 1);
+	ep_end_ok(f);
+	assert_disks_committed(f);
+	ck_assert_uint_eq(vm_json_epoch(f), 1);
 	free(old0);
 	free(old1);
 	fx_close(f);
@@ -1168,6 +1233,7 @@ static Suite *replica_disk_suite(void)
 	ADD(s, test_hello_with_disks_creates_sparse_sync_files);
 	ADD(s, test_initial_copy_is_promoted_only_at_first_commit);
 	ADD(s, test_new_session_sync_keeps_committed_disks_until_its_commit);
+	ADD(s, test_initial_copy_that_fails_to_sync_is_not_committed);
 	ADD(s, test_killed_during_sync_recovery_drops_sync_files);
 	ADD(s, test_session_with_fewer_disks_drops_the_others_at_commit);
 	ADD(s, test_dropped_epoch_writes_never_reach_the_disk);
