@@ -162,6 +162,8 @@ void agent_lose_stream(struct agent *a, const char *why)
 	agent_set_state(a, AGENT_RECONNECTING, "%s: waiting %u ms for the primary to reconnect", why,
 		  a->cfg.timeout_ms);
 	agent_drop_primary(a);
+	/* from now: a long commit may have held the loop since its clock */
+	ev_now_update(a->loop);
 	a->grace_until = ev_now(a->loop) + a->cfg.timeout_ms / 1000.0;
 }
 
@@ -287,6 +289,8 @@ static void on_hello(struct agent *a, struct peer_link *l, const uint8_t *payloa
 		agent_delta_start(a);
 }
 
+#define NACK_REASON_MAX 199 /* bytes: docs/PROTOCOL.md, "Limits" */
+
 /* false: the stream is dropped */
 static bool on_epoch_end(struct agent *a, const struct frame_hdr *h, const uint8_t *payload,
 			 bool payload_ok)
@@ -307,6 +311,7 @@ static bool on_epoch_end(struct agent *a, const struct frame_hdr *h, const uint8
 		log_warn("epoch %llu discarded: %s; replica stays at epoch %llu",
 			 (unsigned long long)h->epoch, why,
 			 (unsigned long long)a->replica.session_epoch);
+		why[NACK_REASON_MAX] = 0;
 		send_frame(a, FRAME_NACK, h->epoch, why);
 		return true;
 	}

@@ -236,8 +236,11 @@ static int open_disk(const char *dir, const struct journal_view *j, unsigned d,
 
 /* Every op in order (a later write to the same bytes wins), then
  * fdatasync of each file touched: a flush the guest saw complete is on
- * the backup's disk once its epoch is acknowledged. (The initial copy in
- * the .sync files was synced before the commit point: replica.c.) */
+ * the backup's disk once its epoch is acknowledged. The first commit syncs
+ * every disk again, in slices: the agent synced the initial copy in the
+ * .sync files before the commit point (replica.c), which makes this cheap,
+ * but an agent before 2026-12-07 did not, and its journal may be replayed
+ * here. */
 static int apply_disks(const char *dir, const struct journal_view *j)
 {
 	struct disk_files f;
@@ -266,11 +269,15 @@ static int apply_disks(const char *dir, const struct journal_view *j)
 			pulse(j);
 		}
 	}
+	for (unsigned d = 0; d < j->ndisks && j->promote && !rc; d++)
+		if (f.fd[d] < 0)
+			rc = open_disk(dir, j, d, &f);
 	for (unsigned d = 0; d < DISKFILE_MAX; d++) {
 		if (f.fd[d] < 0)
 			continue;
 		if (!rc)
-			rc = diskfile_sync(f.fd[d], f.size[d], false, NULL, NULL);
+			rc = diskfile_sync(f.fd[d], f.size[d], j->promote && j->pulse, j->pulse,
+					   j->pulse_ctx);
 		close(f.fd[d]);
 		pulse(j); /* a sync to a real disk may take seconds */
 	}

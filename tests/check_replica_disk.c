@@ -43,16 +43,24 @@ static const char hello1[] = HELLO_HEAD ",\"disks\":[{\"id\":\"drive0\",\"size\"
 /* ---- a failing disk ---- */
 
 /* Linked with -Wl,--wrap=sync_file_range (Makefile): the write-back of
- * the descriptor failing_fd fails as a failing disk's does. */
+ * the descriptor failing_fd fails as a failing disk's does; the calls on
+ * watched_fd are counted, and whether a journal existed at the time. */
 int __real_sync_file_range(int fd, off_t off, off_t n, unsigned int flags);
 int __wrap_sync_file_range(int fd, off_t off, off_t n, unsigned int flags);
-static int failing_fd = -1;
+static int failing_fd = -1, watched_fd = -1;
+static const char *watched_journal;
+static unsigned watched_syncs, watched_after_journal;
 
 int __wrap_sync_file_range(int fd, off_t off, off_t n, unsigned int flags)
 {
 	if (fd >= 0 && fd == failing_fd) {
 		errno = EIO;
 		return -1;
+	}
+	if (fd >= 0 && fd == watched_fd) {
+		watched_syncs++;
+		if (access(watched_journal, F_OK) == 0)
+			watched_after_journal++;
 	}
 	return __real_sync_file_range(fd, off, n, flags);
 }
@@ -466,6 +474,38 @@ START_TEST(test_new_session_sync_keeps_committed_disks_until_its_commit)
 	assert_disks_committed(f);
 	free(old0);
 	free(old1);
+	fx_close(f);
+}
+END_TEST
+
+static void count_pulse(void *ctx)
+{
+	++*(unsigned *)ctx;
+}
+
+/* The first commit syncs each disk's initial copy before its commit point
+ * (the journal's rename), pulsing as it goes. */
+START_TEST(test_first_commit_syncs_the_initial_copy_before_its_commit_point)
+{
+	struct fx *f = fx_open();
+	char journal[PATH_MAX];
+	unsigned pulses = 0;
+
+	begin(f, hello2);
+	sync_disks(f);
+	f->rp.pulse = count_pulse;
+	f->rp.pulse_ctx = &pulses;
+	watched_fd = f->rp.sync_fd[0];
+	watched_journal = path_of(f, "journal", journal);
+	watched_syncs = watched_after_journal = 0;
+	ep_begin(f, 1);
+	ep_end_ok(f);
+	watched_fd = -1;
+	ck_assert_uint_ge(watched_syncs, 1);
+	ck_assert_msg(watched_after_journal < watched_syncs,
+		      "disk 0's initial copy was synced only after the commit point");
+	ck_assert_uint_ge(pulses, 2); /* a slice of each disk */
+	assert_disks_committed(f);
 	fx_close(f);
 }
 END_TEST
@@ -1233,6 +1273,7 @@ static Suite *replica_disk_suite(void)
 	ADD(s, test_hello_with_disks_creates_sparse_sync_files);
 	ADD(s, test_initial_copy_is_promoted_only_at_first_commit);
 	ADD(s, test_new_session_sync_keeps_committed_disks_until_its_commit);
+	ADD(s, test_first_commit_syncs_the_initial_copy_before_its_commit_point);
 	ADD(s, test_initial_copy_that_fails_to_sync_is_not_committed);
 	ADD(s, test_killed_during_sync_recovery_drops_sync_files);
 	ADD(s, test_session_with_fewer_disks_drops_the_others_at_commit);
