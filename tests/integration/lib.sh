@@ -174,10 +174,22 @@ start_guest() {
 		die "guest $name did not boot (see $T/$name/serial.log)"
 }
 
-# last_tick FILE: the newest "tick N" the guest printed, or -1.
+# last_tick FILE: the newest "tick N" the guest printed, or -1. QEMU writes
+# the console a character at a time: a last line still being written (or
+# cut by a kill), "tick 22" of "tick 2214", counts as the tick after the
+# last whole one.
 last_tick() {
-	local n
-	n=$(tr -d '\r' < "$1" 2>/dev/null | grep -ao '^tick [0-9]*' | tail -n 1 | cut -d' ' -f2)
+	local data whole partial n
+	data=$(tr -d '\r\0' 2>/dev/null < "$1"; echo .) # the dot keeps a last newline
+	data=${data%.}
+	case $data in
+	*$'\n'*) whole=${data%$'\n'*} partial=${data##*$'\n'} ;;
+	*) whole= partial=$data ;;
+	esac
+	n=$(printf '%s\n' "$whole" | grep -ao '^tick [0-9]*' | tail -n 1 | cut -d' ' -f2)
+	case $partial in
+	t | ti | tic | tick | tick\ *) [ -n "$n" ] && n=$((n + 1)) ;;
+	esac
 	echo "${n:--1}"
 }
 

@@ -635,8 +635,14 @@ remus_fenced_or_demoted() {
 	local pair=$1 from=$2 to=$3 qemu=$4 state
 	_remus_fenced() { grep -sqE "(reboot|off) $from: off" "$PCMK_DIR/fence.log"; }
 	_remus_fenced_or_moved() { _remus_fenced || _pcmk_promoted_only "$pair" "$to"; }
+	_remus_demoted() {
+		! process_running "$qemu" &&
+			case $(remus_status "$pair" "$from" state) in backup|waiting|syncing) true ;; *) false ;; esac
+	}
+	_remus_fenced_or_demoted() { _remus_fenced || _remus_demoted; }
 	wait_for 60 _remus_fenced_or_moved
 	_remus_fenced || wait_for 5 _remus_fenced # a fence may still follow the promotion
+	_remus_fenced || wait_for 10 _remus_fenced_or_demoted # a demoted daemon settles
 	if _remus_fenced; then
 		FENCE_MS=$(now_ms)
 		pass "Pacemaker fenced $from through the stand-in power switch"
@@ -646,7 +652,7 @@ remus_fenced_or_demoted() {
 		return
 	fi
 	state=$(remus_status "$pair" "$from" state)
-	! process_running "$qemu" && case $state in backup|waiting|syncing) true ;; *) false ;; esac &&
+	_remus_demoted &&
 		pass "$from not fenced: its $pair instance demoted cleanly ($from's daemon is $pair's $state, no $pair QEMU on $from) and $to was promoted" ||
 		fail "$from neither fenced nor cleanly demoted (daemon state '$state'; fence log: $(cat "$PCMK_DIR/fence.log" 2>/dev/null))"
 }

@@ -59,7 +59,7 @@ start_replicator "$T/$NAME/qmp.sock" "$PORT" --notify "$T/notify"
 wait_for 60 committed_at_least 5 || die "fewer than 5 epochs committed in 60 s"
 wait_for 5 grep -q '^backup backup' "$EVENTS" && pass "the agent notified 'backup'" ||
 	fail "no 'backup' event: $(cat "$EVENTS")"
-grep -q '^protected primary' "$EVENTS" && pass "the replicator notified 'protected'" ||
+wait_for 5 grep -q '^protected primary' "$EVENTS" && pass "the replicator notified 'protected'" ||
 	fail "no 'protected' event: $(cat "$EVENTS")"
 
 kill -KILL "$GUEST_PID"

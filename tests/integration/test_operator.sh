@@ -86,7 +86,7 @@ kill -0 "$AGENT_PID" 2>/dev/null && pass "agent still listening, no failover" ||
 	pass "no VM was started on the backup" || fail "a VM was started on the backup while paused"
 kill -TERM "$AGENT_PID"
 wait_exit "$AGENT_PID" 10 || fail "agent did not stop on SIGTERM"
-grep -q '^STOPPING=1' "$T/agent1.notify.log" && pass "agent sent STOPPING=1" ||
+wait_for 5 grep -q '^STOPPING=1' "$T/agent1.notify.log" && pass "agent sent STOPPING=1" ||
 	fail "agent sent no STOPPING=1"
 
 # qmp2 COMMAND: run COMMAND on the guest's second QMP socket (someone else
@@ -124,7 +124,7 @@ stays_paused() {
 # one can tell (remus-replicator(8): pause protection first). Try again.
 pause_from_outside() {
 	local attempt
-	for attempt in 1 2 3; do
+	for attempt in 1 2 3 4 5 6; do
 		qmp2 stop >/dev/null || return 1
 		sleep 0.3
 		stays_paused 5 && return 0

@@ -75,8 +75,8 @@ cmp -s <(dd if="$T/backup/disk-0.img" bs=4096 skip="$CORRUPT_BLOCK" count=1 stat
 # test-failover: a clone of the replica runs on the backup, cut off, and
 # is discarded; the pair stays protected and keeps committing meanwhile.
 test_failover_passes "a plain QEMU replica"
-[ ! -e "$T/backup/test-failover" ] && ! pgrep -f -- "$T/backup/test-failover" > /dev/null &&
-	pass "the clone and its QEMU are gone" || fail "the clone is left behind"
+clone_gone() { [ ! -e "$T/backup/test-failover" ] && ! pgrep -f -- "$T/backup/test-failover" > /dev/null; }
+wait_for 10 clone_gone && pass "the clone and its QEMU are gone" || fail "the clone is left behind"
 "$BIN/remusctl" --control "$T/ctl.sock" test-failover > /dev/null 2> "$T/tf-rep.err" &&
 	fail "the replicator accepted test-failover" ||
 	{ grep -q "the agent's" "$T/tf-rep.err" && pass "the replicator refuses test-failover, naming the agent" ||
