@@ -68,9 +68,12 @@ ALL_LIB_SRCS := $(foreach m,$(MODULES),$(call lib_srcs,$(m)))
 PROGRAMS := $(B)/bin/remus-replicator $(B)/bin/remus-agent $(B)/bin/remusctl
 # Tools the integration tests use (tests/tools/*.c, one program each).
 TEST_TOOLS := $(patsubst tests/tools/%.c,$(B)/tests/%,$(wildcard tests/tools/*.c))
+# LD_PRELOAD shims they put under a daemon (tests/preload/*.c): failures
+# this machine cannot make for real.
+TEST_PRELOADS := $(patsubst tests/preload/%.c,$(B)/tests/%.so,$(wildcard tests/preload/*.c))
 TESTS    := $(patsubst tests/%.c,$(B)/asan/%,$(wildcard tests/check_*.c))
 
-all: $(PROGRAMS) $(TEST_TOOLS)
+all: $(PROGRAMS) $(TEST_TOOLS) $(TEST_PRELOADS)
 
 # Objects are made again when the flags change (a `make check` after a
 # plain `make`, other CFLAGS): $(B)/.flags holds the last ones, and is
@@ -99,6 +102,10 @@ $(B)/asan/%.o: %.c $(B)/.flags
 $(B)/bin/remus-replicator: $(B)/replicator/main.o $(call objs,replicator,$(B)) $(call objs,net-buffer,$(B)) $(call objs,common,$(B))
 $(B)/bin/remus-agent: $(B)/backup-agent/main.o $(call objs,backup-agent,$(B)) $(call objs,common,$(B))
 $(B)/bin/remusctl: $(B)/remusctl/main.o $(call objs,remusctl,$(B)) $(call objs,common,$(B))
+$(B)/tests/%.so: tests/preload/%.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(ALL_CFLAGS) -shared -fPIC -o $@ $< -ldl
 $(B)/tests/%: $(B)/tests/tools/%.o $(call objs,common,$(B))
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")

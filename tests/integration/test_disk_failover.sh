@@ -4,6 +4,8 @@
 # and flushes the next one. Replicate it, SIGKILL the primary QEMU in the
 # middle of an epoch in which the guest wrote, and the restored VM must go
 # on with disk and memory in step: no mismatch, no reboot.
+# A backup whose storage fails to write back the disk's initial copy must
+# not acknowledge that session's first checkpoint: the primary copies anew.
 # Then the same with the naive design forced on by test hooks (every write
 # also applied on the backup as it arrives, outside its epoch): the disk is
 # then ahead of the restored memory, and the guest must say MISMATCH. That
@@ -15,13 +17,14 @@ EPOCH_MS=1500 # long epochs: the kill lands well inside one, after writes
 # run NAME REPLICATOR_ARGS AGENT_ARGS [KERNEL_ARGS]: replicate guest NAME,
 # kill its QEMU 0.6 s into an epoch; sets RESTORED (the restored VM's
 # serial log) and STATUS (the replicator's status just before the kill).
+# AGENT_PRELOAD (environment): a shim for the agent's LD_PRELOAD.
 run() {
 	local name=$1 rargs=$2 aargs=$3 append=${4:-} port n
 	port=$(free_port)
 	start_guest "$name" 128 "disk_check=1 $append" --disk "$T/$name.img"
 	RAM_FILES+=("$T/$name.img")
 	wait_for 30 grep -qa 'disk: ok' "$T/$name/serial.log" || die "$name: no disk check running"
-	start_agent "$port" "$T/$name-backup" --no-fence $aargs
+	LD_PRELOAD=${AGENT_PRELOAD:-} start_agent "$port" "$T/$name-backup" --no-fence $aargs
 	"$BIN/remus-replicator" --key-file "$KEY" --qmp "$T/$name/qmp.sock" --backup "127.0.0.1:$port" \
 		--control "$T/$name.ctl" --epoch-policy fixed --epoch-ms "$EPOCH_MS" $rargs \
 		>> "$T/replicator.log" 2>&1 &
@@ -105,6 +108,28 @@ read -r bytes early <<< "$(status_key 's["disk_bitmap_bytes"], s["disk_early_epo
 	pass "bitmap capture: $bytes bytes read at barriers, $early epochs ended early for the cap" ||
 	fail "bitmap capture: bytes read $bytes, early epochs $early (status: $STATUS)"
 check_restored bitmapdisk
+
+# 1c. The backup's storage fails the write-back of the disk's initial copy
+# once (tests/preload/fail_sync.c under the agent; no device-mapper here
+# to fail a real disk). No journal replay brings the copy back, so the
+# first commit must not be acknowledged: the agent drops the session, the
+# replicator copies anew, and the second session's replica restores in step.
+sessions=$(grep -c 'initial sync started' "$T/agent.log")
+touch "$T/fail-sync-once"
+REMUS_TEST_FAIL_SYNC_ONCE=$T/fail-sync-once AGENT_PRELOAD=$ROOT/build/tests/fail_sync.so \
+	run failsync "" ""
+[ ! -e "$T/fail-sync-once" ] &&
+	grep -q "epoch 1 not committed: syncing disk .*'s initial copy to $T/failsync-backup failed: Input/output error" \
+		"$T/agent.log" &&
+	pass "failsync: the failed write-back of the initial copy was not committed" ||
+	fail "failsync: no refused first commit in the agent's log (shim used: $([ -e "$T/fail-sync-once" ] && echo no || echo yes))"
+grep -q "the initial copy did not reach this host's storage; dropped" "$T/agent.log" &&
+	pass "failsync: the agent dropped the session instead of asking for the epoch again" ||
+	fail "failsync: the agent did not drop the session"
+[ $(( $(grep -c 'initial sync started' "$T/agent.log") - sessions )) -ge 2 ] &&
+	pass "failsync: the replicator copied anew in a new session" ||
+	fail "failsync: no second session"
+check_restored failsync
 
 # 2. Writes applied on arrival (test hooks): the disk runs ahead of memory.
 # On a loaded host the slow guest may not have written yet when the kill
