@@ -27,7 +27,7 @@ refused() { # NAME RAM_SOURCE EXPECTED_TEXT
 		--backup 127.0.0.1:9 2>&1)
 	EXIT_CODE=$?
 	# A refused domain is left alone: never stopped, paused or destroyed.
-	[ "$(virsh -c "$PRI_URI" domstate "$1" 2>/dev/null | head -n 1)" = running ] &&
+	domain_is_running "$PRI_URI" "$1" &&
 		pass "$1 still runs after the refusal" ||
 		fail "$1 is not running after the refusal: $(domain_gone_why "$PRI_URI" "$1")"
 	virsh -c "$PRI_URI" destroy "$1" > /dev/null
@@ -110,7 +110,7 @@ wait_exit "$AGENT_PID" 30 || die "agent did not fail over within 30 s"
 [ "$EXIT_CODE" = 0 ] && pass "agent restored the VM (exit 0)" || fail "agent exit code $EXIT_CODE"
 grep -a 'restored from epoch' "$T/agent.log" | tail -n 1
 
-[ "$(virsh -c "$BAK_URI" domstate "$NAME" 2>/dev/null | head -n 1)" = running ] &&
+domain_is_running "$BAK_URI" "$NAME" &&
 	pass "domain $NAME runs in the backup's libvirt" || fail "domain $NAME is not running on the backup"
 virsh -c "$BAK_URI" dominfo "$NAME" | grep -q '^Persistent: *yes' &&
 	pass "and is defined there (persistent)" || fail "restored domain is not persistent"
@@ -154,7 +154,7 @@ rc=$?
 	pass "overlay opened as raw: restore refused (exit $rc), $(grep -m1 -o 'block graph check failed.*' \
 		"$T/restore-hook.log" | cut -c1-120)" ||
 	fail "overlay opened as raw: exit $rc, $(tail -n 2 "$T/restore-hook.log")"
-[ "$(virsh -c "$BAK_URI" domstate "$NAME" 2>/dev/null | head -n 1)" != running ] &&
+! domain_is_running "$BAK_URI" "$NAME" &&
 	pass "the refused domain is not running" || fail "the refused domain runs"
 [ "$(sha256sum < "$T/backup/disk-0.img")" = "$replica_sum" ] &&
 	pass "the replica disk is unchanged by the refused restore" || fail "the replica disk changed"
