@@ -283,7 +283,8 @@ static void on_hello(struct agent *a, struct peer_link *l, const uint8_t *payloa
 		snprintf(reply + strlen(reply), sizeof(reply) - strlen(reply),
 			 ",\"ram_hashes\":%llu", (unsigned long long)a->replica.npages);
 	agent_add_disk_hashes(&a->replica, reply, sizeof(reply));
-	snprintf(reply + strlen(reply), sizeof(reply) - strlen(reply), "}");
+	snprintf(reply + strlen(reply), sizeof(reply) - strlen(reply), "%s}",
+		 a->replica.disk_resume ? ",\"disk_resume\":true" : "");
 	send_frame(a, FRAME_HELLO_REPLY, 0, reply);
 	if (a->replica.delta || replica_disk_base_any(&a->replica))
 		agent_delta_start(a);

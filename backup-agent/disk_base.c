@@ -5,6 +5,7 @@
  * the primary then sends only what differs. Holes stay holes: a chunk
  * the replica does not hold, or holds as zeroes, is not written. */
 #include "diskfile.h"
+#include "log.h"
 #include "page_hash.h"
 #include "replica.h"
 #include "sparse_copy.h"
@@ -12,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -133,4 +135,68 @@ uint8_t *replica_disk_hashes(const struct replica *rp, unsigned disk, uint64_t f
 		return NULL;
 	}
 	return out;
+}
+
+/* Why this replica is not the one the HELLO's "disk_resume" names, or
+ * NULL if it is. */
+static const char *not_resumable(const struct replica *rp, const char *session,
+				 uint64_t epoch, char *buf, size_t len)
+{
+	struct replica_info info;
+	struct json_object *v;
+	const char *why = NULL;
+
+	for (unsigned i = 0; i < rp->ndisks; i++)
+		if (i >= DISKFILE_MAX || !rp->disk_base_chunks[i])
+			return "a disk has no replica of its size here";
+	if (replica_was_restored(rp->dir))
+		return "a VM was restored from this replica";
+	if (replica_load_info(rp->dir, &info))
+		return "no committed replica";
+	if (!json_object_object_get_ex(info.vm, "disk_session", &v) ||
+	    strcmp(json_object_get_string(v), session))
+		why = "it was committed by another session";
+	else if (info.epoch < epoch) {
+		snprintf(buf, len, "it holds epoch %llu, before the primary's %llu",
+			 (unsigned long long)info.epoch, (unsigned long long)epoch);
+		why = buf;
+	} else if (info.ndisks != rp->ndisks) {
+		why = "it has another number of disks";
+	}
+	for (unsigned i = 0; !why && i < rp->ndisks; i++)
+		if (strcmp(info.disks[i].id, rp->disks[i].id) ||
+		    info.disks[i].size != rp->disks[i].size)
+			why = "its disks are not the HELLO's";
+	replica_info_free(&info);
+	return why;
+}
+
+void replica_choose_disk_resume(struct replica *rp)
+{
+	struct json_object *o, *s, *e;
+	const char *why;
+	char buf[96];
+
+	rp->disk_resume = false;
+	if (!json_object_object_get_ex(rp->hello, "disk_resume", &o))
+		return;
+	if (!json_object_is_type(o, json_type_object) ||
+	    !json_object_object_get_ex(o, "session", &s) || !json_object_is_type(s, json_type_string) ||
+	    !json_object_object_get_ex(o, "epoch", &e) || !json_object_is_type(e, json_type_int) ||
+	    json_object_get_int64(e) < 0) {
+		log_warn("disk resume: the HELLO's disk_resume is malformed; the disks are compared "
+			 "chunk by chunk");
+		return;
+	}
+	why = not_resumable(rp, json_object_get_string(s), (uint64_t)json_object_get_int64(e), buf,
+			    sizeof(buf));
+	if (why) {
+		log_info("disk resume: the primary tracked its writes since epoch %lld, but this "
+			 "replica cannot be resumed (%s); the disks are compared chunk by chunk",
+			 (long long)json_object_get_int64(e), why);
+		return;
+	}
+	rp->disk_resume = true;
+	log_info("disk resume: this replica is the one the primary committed (epoch %lld or "
+		 "later): it sends only what it wrote since", (long long)json_object_get_int64(e));
 }

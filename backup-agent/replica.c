@@ -149,6 +149,7 @@ void replica_end_session(struct replica *rp)
 	rp->ndisks = 0;
 	rp->delta = false;
 	memset(rp->disk_base_chunks, 0, sizeof(rp->disk_base_chunks));
+	rp->disk_resume = false;
 }
 
 void replica_free(struct replica *rp)
@@ -664,6 +665,7 @@ int replica_begin_session(struct replica *rp, const char *hello_json,
 	if (!rp->base_unusable) {
 		choose_delta(rp);
 		replica_choose_disk_base(rp);
+		replica_choose_disk_resume(rp);
 	}
 	rc = map_sync_file(rp, err, errlen);
 	if (!rc)

@@ -84,6 +84,9 @@ struct replica {
 	uint64_t disk_base_chunks[DISKFILE_MAX];
 	uint32_t disk_base_chunk;  /* bytes a chunk (the HELLO's disk_hash_chunk) */
 	uint64_t disk_base_seed;
+	/* ... and those bases are the replica the primary last had committed
+	 * (the HELLO's disk_resume): it sends only what it wrote since */
+	bool disk_resume;
 	/* a base could not be read or copied: full copies until a commit
 	 * writes new images (else every reconnect would fail the same way) */
 	bool base_unusable;
@@ -154,6 +157,10 @@ uint8_t *replica_ram_hashes(const struct replica *rp, uint64_t first, uint32_t n
  * disk-N.sync and hashed, as one FRAME_DISK_HASHES payload (malloc'd, *len
  * bytes), or NULL (no base, out of range, a read or write failed). */
 void replica_choose_disk_base(struct replica *rp);
+/* Is every base the replica the HELLO's "disk_resume" names (that
+ * session's disk_session, at its epoch or later, no VM restored from it)?
+ * Sets rp->disk_resume; called after replica_choose_disk_base. */
+void replica_choose_disk_resume(struct replica *rp);
 bool replica_disk_base_any(const struct replica *rp);
 uint8_t *replica_disk_hashes(const struct replica *rp, unsigned disk, uint64_t first,
 			     uint32_t n, uint32_t *len);

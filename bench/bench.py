@@ -30,13 +30,15 @@
       (each attaches, measures, detaches), then where each pause went;
       soft-dirty needs a kernel that keeps the log: bench/in-vm.sh runs this
       inside Debian's kernel (scripts/nested-vm)
-  bench/bench.py resync [--mem 512] [--dirty-mbs 16,128] [--cut 10]
+  bench/bench.py resync [--mem 512] [--dirty-mbs 16,128] [--cut 10] [--disk-mb 64 [--disk-filled]]
       a delta resync against a full one: a guest (its RAM, a 64 MiB disk it
       writes 1 MiB/s to, a dirtier at 20 MiB/s over each working set) is
       protected (the first copy: full), then its replication link is cut for
       --cut seconds (rep0 down) and comes back: bytes and time to be
-      protected again, against the full copy of the same VM in the same run
-      (needs root: scripts/testnet)
+      protected again, against the full copy of the same VM in the same run,
+      and how much of the disk the primary read for it (needs root:
+      scripts/testnet); --disk-filled writes the whole image with data
+      first, as a disk in use
   bench/bench.py compress [--links 1000,100] [--modes off,on,auto] [--seconds 8]
       bytes on the wire per epoch and the guest's work rate with compressed
       checkpoints (--compress) off, on and auto, over a replication link
@@ -983,8 +985,15 @@ def resync(args):
         os.chmod(hook, 0o755)
         for i, dirty_mb in enumerate(args.dirty_mbs):
             name = "resync%d" % i
+            img = os.path.join(b.dir, name + ".img")
+            with open(img, "wb") as f:
+                f.truncate(args.disk_mb << 20)
+            if args.disk_filled:
+                subprocess.run(["dd", "if=/dev/urandom", "of=" + img, "bs=1M",
+                                "count=%d" % args.disk_mb, "conv=notrunc", "status=none"],
+                               check=True)
             run, _ = b.guest(name, args.mem[0], "dirty_mb_s=20 dirty_mb=%d disk_write_mb_s=1" %
-                             dirty_mb, ["--disk", os.path.join(b.dir, name + ".img")])
+                             dirty_mb, ["--disk", img])
             port = 7700 + i
             b.agent(port, os.path.join(b.dir, "backup%d" % i), env["BACKUP_ADDR"], bak,
                     ["--no-failover", "--no-fence"])
@@ -1005,20 +1014,29 @@ def resync(args):
             wait_for(lambda: len([e for e in hook_events(log) if e[0] == "protected"]) > seen + 1,
                      300, "protection again after the cut")
             again = [e for e in hook_events(log) if e[0] == "protected"][seen + 1]
+            # what the primary read of the disk for the resync: the chunks
+            # written since (resumed), or what the mirror copied (compared)
+            disk = ctl(sock, "status")["disks"][0]
+            read = (disk.get("resume_read_bytes", 0), "resumed") if disk.get(
+                "resume_read_bytes", 0) else (disk["resync_copied_bytes"], "compared")
             rows.append((dirty_mb, int(full[2]["REMUS_SYNC_BYTES"]), full[1] - t0,
-                         int(again[2]["REMUS_SYNC_BYTES"]), again[1] - up_at, again[1] - cut_at))
+                         int(again[2]["REMUS_SYNC_BYTES"]), again[1] - up_at, again[1] - cut_at,
+                         read))
             detach(p)
             time.sleep(1)
     finally:
         b.close()
         testnet_down(prefix)
     print("| guest | dirtier working set | full copy (first protection) | resync after a %d s "
-          "cut | bytes vs full | link back -> protected | cut -> protected |" % args.cut)
-    print("|---|---|---|---|---|---|---|")
-    for dirty_mb, fb, fms, db, dms, cms in rows:
-        print("| %d MiB RAM + 64 MiB disk, 20 MiB/s dirtied, disk written 1 MiB/s | %d MiB | "
-              "%.1f MB in %.1f s (from attach) | %.1f MB | %.2f | %.1f s | %.1f s |" % (
-              args.mem[0], dirty_mb, fb / 1e6, fms / 1000, db / 1e6, db / fb, dms / 1000,
+          "cut | bytes vs full | disk read on the primary for the resync | link back -> "
+          "protected | cut -> protected |" % args.cut)
+    print("|---|---|---|---|---|---|---|---|")
+    for dirty_mb, fb, fms, db, dms, cms, (rb, how) in rows:
+        print("| %d MiB RAM + %d MiB disk%s, 20 MiB/s dirtied, disk written 1 MiB/s | %d MiB | "
+              "%.1f MB in %.1f s (from attach) | %.1f MB | %.2f | %.1f MiB (%s) | %.1f s | "
+              "%.1f s |" % (
+              args.mem[0], args.disk_mb, " (filled)" if args.disk_filled else "", dirty_mb,
+              fb / 1e6, fms / 1000, db / 1e6, db / fb, rb / 1048576, how, dms / 1000,
               cms / 1000), flush=True)
 
 
@@ -1210,6 +1228,9 @@ def main():
     ap.add_argument("--dirty-mbs", default="16,128",
                     help="'resync': the dirtier's working sets in MiB, one guest each")
     ap.add_argument("--cut", type=int, default=10, help="'resync': seconds the link is down")
+    ap.add_argument("--disk-mb", type=int, default=64, help="'resync': the guest's disk in MiB")
+    ap.add_argument("--disk-filled", action="store_true",
+                    help="'resync': write the whole disk image with data first")
     ap.add_argument("--mem", default=None, help="guest RAM sizes in MB, comma-separated")
     ap.add_argument("--rates", default="0,25,50,100,200", help="dirty rates in MB/s")
     ap.add_argument("--rate", type=int, default=0,

@@ -55,6 +55,7 @@
 #define SYNC_LINK_HIGH    (64u << 20)  /* epoch 0: link backlog before we wait */
 #define WRITER_WAIT_MAX_S 1            /* a writer waits this long for room at most */
 #define HANDOVER_CANCEL_MS 200       /* the bitmaps' handover waits this long for the mirror */
+#define RESUME_STEP_BYTES (16u << 20)  /* a resumed copy reads this much per loop turn */
 
 static void list_init(struct rec_list *l)
 {
@@ -128,6 +129,7 @@ static void overflow(struct disk_device *d)
 	if (!d->overflow)
 		d->overflows++;
 	d->overflow = true;
+	disk_track_mark_list(d, &d->pending); /* a resumed copy reads them */
 	list_free(&d->pending);
 	list_free(&d->test_unbuffered);
 }
@@ -175,9 +177,15 @@ static int record(struct disk *k, uint32_t op, uint64_t off, uint64_t len, const
 			overflow(d);
 	}
 	if (d->overflow) {
+		if (op != DISK_OP_FLUSH)
+			disk_track_mark(d, k->index, off, len);
 		pthread_mutex_unlock(&d->mu);
-		return 0; /* the full resync to come copies it */
+		return 0; /* the resync to come copies it */
 	}
+	/* Epoch 0 sends it at once: if that session ends before its first
+	 * commit, a resumed copy must still read it. */
+	if (d->streaming && d->track_valid && op != DISK_OP_FLUSH)
+		disk_track_mark(d, k->index, off, len);
 	pthread_mutex_unlock(&d->mu);
 	rec = disk_rec_new(k->index, op, off, len);
 	if (!rec)
@@ -438,14 +446,28 @@ static void on_wake(struct ev_loop *loop, ev_async *w, int revents)
 	if (cx->cfg->test_disk_unbuffered)
 		send_unbuffered(d);
 	if (stream && sync_streaming_now(d)) {
+		int more = 0;
+
 		/* The bulk copy goes at the link's pace, not into memory. */
 		if (ckpt_link_queued(cx) > SYNC_LINK_HIGH) {
 			if (!ev_is_active(&d->retry))
 				ev_timer_start(loop, &d->retry);
 			return;
 		}
-		if (stream_pending(d))
+		if (d->resume_pumping && (more = disk_track_pump(d, RESUME_STEP_BYTES)) < 0) {
+			ckpt_resync(cx, "a resumed disk copy could not read an image; copying in full");
+			return;
+		}
+		if (stream_pending(d)) {
 			ckpt_resync(cx, "disk sync could not be queued; resyncing");
+			return;
+		}
+		if (more)
+			ev_async_send(loop, &d->wake); /* the next step, after other events */
+		else if (d->resuming && d->sync_open && !d->resume_pumping) {
+			d->resuming = false;
+			finish_sync(d);
+		}
 	} else if (early) {
 		d->early_epochs++;
 		epoch_request_early(cx, "disk writes over the epoch's cap");
@@ -524,6 +546,8 @@ static int disk_setup(struct ckpt_ctx *cx, void **state)
 			strerror(-rc));
 	if (!rc)
 		rc = disk_find(d);
+	if (!rc)
+		rc = disk_track_setup(d);
 	cx->protected_disks = (int)d->n;
 	if (!rc && d->n)
 		disk_clean_leftovers(cx);
@@ -596,34 +620,47 @@ static void disk_teardown(void *state)
 	list_free(&d->captured);
 	list_free(&d->test_unbuffered);
 	disk_resync_free(d);
+	disk_track_free(d);
 	pthread_cond_destroy(&d->room);
 	pthread_mutex_destroy(&d->mu);
 	free(d);
 }
 
-/* A new backup: copy every disk from scratch. A mirror left from an
- * earlier backup is cancelled first: only a full copy is known to match. */
+/* A new backup: copy every disk, against the backup's hashes of its
+ * replica if it has one (disk_resync.c). A mirror left from an earlier
+ * backup is cancelled first: only a full copy is known to match. Unless
+ * the backup resumes the replica last committed here: then the mirrors go
+ * on and only the chunks written since are read (disk_track.c). */
 static int disk_sync(void *state, struct ckpt_ctx *cx, struct epoch_tally *t)
 {
 	struct disk_device *d = state;
+	bool resume;
 	int rc = 0;
 
 	if (!d->n)
 		return 0;
-	/* Waiting writers go on first: a cancel waits for their writes. */
+	disk_track_resume_stop(d);
+	/* Waiting writers go on first: a cancel waits for their writes. What
+	 * the lost session held is not sent again: a resumed copy reads it. */
 	pthread_mutex_lock(&d->mu);
 	d->may_wait = false;
 	overflow(d);
+	disk_track_mark_list(d, &d->captured);
 	pthread_cond_broadcast(&d->room);
 	pthread_mutex_unlock(&d->mu);
-	for (uint32_t i = 0; i < d->n; i++)
-		disk_stop_mirror(cx, &d->disks[i]);
-	if (d->capture_bitmap)
-		disk_bitmap_drop_all(cx, d);
-	d->retire_pending = false;
 	list_free(&d->captured);
+	resume = disk_track_resume_start(d);
+	if (!resume) {
+		for (uint32_t i = 0; i < d->n; i++)
+			disk_stop_mirror(cx, &d->disks[i]);
+		if (d->capture_bitmap)
+			disk_bitmap_drop_all(cx, d);
+	}
+	d->retire_pending = false;
 	pthread_mutex_lock(&d->mu);
 	list_free(&d->pending);
+	if (!resume)
+		disk_track_reset(d);
 	d->mirror_retiring = false;
 	d->overflow = false;
 	d->may_wait = true;
@@ -635,14 +672,17 @@ static int disk_sync(void *state, struct ckpt_ctx *cx, struct epoch_tally *t)
 	pthread_cond_broadcast(&d->room);
 	pthread_mutex_unlock(&d->mu);
 	d->sync_open = true;
-	for (uint32_t i = 0; !rc && i < d->n; i++)
+	for (uint32_t i = 0; !resume && !rc && i < d->n; i++)
 		rc = disk_start_mirror(cx, &d->disks[i]);
 	if (rc)
 		return rc;
 	if (!ev_is_active(&d->watch))
 		ev_timer_start(cx->loop, &d->watch);
-	log_info("disks: mirroring %u disk(s) to the backup; epoch 0 ends when all are ready",
-		 d->n);
+	if (resume)
+		ev_async_send(cx->loop, &d->wake); /* on_wake reads the chunks */
+	else
+		log_info("disks: mirroring %u disk(s) to the backup; epoch 0 ends when all are "
+			 "ready", d->n);
 	return CKPT_SYNC_PENDING;
 }
 
@@ -701,6 +741,7 @@ static void hand_over_to_bitmaps(struct disk_device *d, uint64_t next)
 	d->mirror_retiring = true;
 	list_free(&d->pending);
 	pthread_mutex_unlock(&d->mu);
+	disk_track_lose(d); /* writes no longer pass through us */
 	d->bitmaps_on = true;
 	/* Not gone in time: the next disk_sync waits for it; a cancel QEMU
 	 * refused is sent again at release. */
@@ -718,6 +759,11 @@ static int disk_postsuspend(void *state, struct ckpt_ctx *cx, struct epoch_tally
 
 	if (!d->n)
 		return 0;
+	/* Normally committed and freed already; if not, its writes are in
+	 * no epoch the backup holds, and a resumed copy must read them. */
+	pthread_mutex_lock(&d->mu);
+	disk_track_mark_list(d, &d->captured);
+	pthread_mutex_unlock(&d->mu);
 	list_free(&d->captured);
 	if (d->bitmaps_on)
 		return capture_bitmaps(d, t);
@@ -726,7 +772,8 @@ static int disk_postsuspend(void *state, struct ckpt_ctx *cx, struct epoch_tally
 	if (d->overflow) {
 		pthread_mutex_unlock(&d->mu);
 		log_err("disks: writes were dropped while no checkpoint could take them "
-			"(over %zu MiB held): the backup's disks need a full copy",
+			"(over %zu MiB held): the disks are copied again (resumed: only what was "
+			"written since the last commit)",
 			d->hard_cap >> 20);
 		return -ENOSPC;
 	}
@@ -768,6 +815,7 @@ static void disk_commit(void *state, struct ckpt_ctx *cx, uint64_t epoch)
 
 	if (d->captured_epoch == epoch)
 		list_free(&d->captured);
+	disk_track_commit(d, epoch);
 	if (d->retire_pending || d->nrelease)
 		ev_timer_start(cx->loop, &d->release);
 }
@@ -785,7 +833,7 @@ static void disk_event(void *state, struct ckpt_ctx *cx, const char *event,
 	if (!strcmp(event, "BLOCK_JOB_READY")) {
 		d->disks[idx].ready = true;
 		log_info("disk %s: mirror ready", d->disks[idx].name);
-		if (d->sync_open && all_ready(d))
+		if (d->sync_open && all_ready(d) && !d->resume_pumping)
 			finish_sync(d);
 	} else if (!strcmp(event, "BLOCK_JOB_COMPLETED") || !strcmp(event, "BLOCK_JOB_CANCELLED") ||
 		   !strcmp(event, "BLOCK_JOB_ERROR")) {
@@ -798,6 +846,7 @@ static void disk_event(void *state, struct ckpt_ctx *cx, const char *event,
 		if (strcmp(event, "BLOCK_JOB_ERROR"))
 			d->disks[idx].job = false;
 		d->disks[idx].ready = false;
+		disk_track_lose(d);
 		log_err("disk %s: its mirror ended (%s%s%s): writes no longer reach the "
 			"backup; resyncing", d->disks[idx].name, event, err ? ": " : "",
 			err ? err : "");
@@ -836,6 +885,9 @@ static void disk_status(void *state, struct json_object *out)
 				       json_object_new_int64((int64_t)k->resync_in));
 		json_object_object_add(o, "resync_sent_bytes",
 				       json_object_new_int64((int64_t)k->resync_sent));
+		/* ... and of a resumed copy, what it read of the image */
+		json_object_object_add(o, "resume_read_bytes",
+				       json_object_new_int64((int64_t)k->resume_read));
 		json_object_array_add(arr, o);
 	}
 	json_object_object_add(out, "disk_pending_bytes", json_object_new_int64((int64_t)d->pending.bytes));
@@ -873,6 +925,8 @@ static void disk_hello(void *state, struct json_object *hello)
 	}
 	d->hash_chunk = proto_disk_hash_chunk_for(largest);
 	json_object_object_add(hello, "disks", arr);
+	if (d->n)
+		disk_track_hello(d, hello);
 	/* a delta resync of the disks may start from the backup's replica;
 	 * chunks as small as the hashes' size allows, so that scattered
 	 * writes while unprotected cost little */

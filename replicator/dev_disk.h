@@ -54,6 +54,13 @@ struct disk {
 	int image_fd;        /* bitmap capture: the raw image QEMU has open, or -1 (NBD) */
 	struct disk_delta delta; /* delta resync: the backup's base, in epoch 0 */
 	uint64_t resync_in, resync_sent; /* the last delta resync's bytes: copied, sent */
+	/* resuming (disk_track.c): chunks written since the lineage's epoch
+	 * and held in no record, one bit each (under the device's mu) */
+	uint8_t *track;
+	uint64_t track_chunks;
+	int resume_fd;           /* the image, while a resumed copy reads it; -1 */
+	uint64_t resume_next;    /* the next chunk it looks at */
+	uint64_t resume_read;    /* bytes the last resumed copy read */
 };
 
 /* A replicated disk, as remusctl verify reads it (disk_verify_sources
@@ -112,7 +119,24 @@ struct disk_device {
 	uint64_t bitmap_bytes;     /* read at barriers */
 	char qemu_sock[128];       /* QEMU's NBD server listens here */
 	uint32_t hash_chunk;       /* delta resync: the HELLO's disk_hash_chunk */
+	/* Resuming (disk_track.c). Under mu: */
+	bool track_valid;          /* every write since (track_session, track_epoch) is
+				    * in a record held or sent, or in the maps */
+	bool track_broken;         /* a write was dropped with no lineage to mark it in */
+	uint64_t track_session, track_epoch;
+	/* Main loop only: */
+	uint32_t track_chunk;      /* bytes a bit (= the delta resync's chunk) */
+	uint64_t session;          /* this connection's disk_session */
+	bool session_committed;    /* ... has had an epoch committed */
+	bool resume_offered, resuming, resume_started;
+	bool resume_pumping;       /* epoch 0 reads marked chunks */
+	uint32_t resume_disk;      /* ... of this disk now */
+	unsigned resume_failures;  /* resumed sessions in a row that ended uncommitted */
 };
+
+/* Resumed sessions in a row that may end before a commit before the
+ * next copies in full (against the backup's hashes). */
+#define DISK_RESUME_TRIES 2
 
 /* disk_qemu.c */
 /* Every writable disk but those the operator declared shared, into d. */
@@ -162,6 +186,25 @@ int disk_resync_push(struct disk_device *d, struct disk_rec *rec);
  * deltas. */
 int disk_resync_finish(struct disk_device *d);
 void disk_resync_free(struct disk_device *d);
+
+/* disk_track.c: resuming the backup's replica (docs/PROTOCOL.md). */
+int disk_track_setup(struct disk_device *d);
+void disk_track_free(struct disk_device *d);
+/* With mu held: the chunks of a write that no record will carry. */
+void disk_track_mark(struct disk_device *d, uint32_t disk, uint64_t off, uint64_t len);
+void disk_track_mark_list(struct disk_device *d, const struct rec_list *l);
+/* With mu held: a full copy starts. */
+void disk_track_reset(struct disk_device *d);
+void disk_track_commit(struct disk_device *d, uint64_t epoch);
+/* No write passes through us any more (a mirror ended, bitmaps took over). */
+void disk_track_lose(struct disk_device *d);
+void disk_track_hello(struct disk_device *d, struct json_object *hello);
+void disk_track_reply(struct disk_device *d, struct json_object *reply);
+/* Epoch 0 resumes: the images are open. False: copy in full. */
+bool disk_track_resume_start(struct disk_device *d);
+/* Marked chunks into d->pending, up to budget bytes: 1 more, 0 done, -errno. */
+int disk_track_pump(struct disk_device *d, uint64_t budget);
+void disk_track_resume_stop(struct disk_device *d);
 
 /* disk_bitmap.c */
 /* Start QEMU's NBD server for us, take back one a dead replicator left,

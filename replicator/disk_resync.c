@@ -29,10 +29,13 @@ int disk_resync_hello_reply(void *state, struct json_object *reply, uint64_t see
 	struct json_object *arr;
 
 	disk_resync_free(d);
+	d->resuming = false;
 	for (uint32_t i = 0; i < d->n; i++)
-		d->disks[i].resync_in = d->disks[i].resync_sent = 0;
-	if (!json_object_object_get_ex(reply, "disk_hashes", &arr))
-		return 0; /* an older agent, or no replica there: full copies */
+		d->disks[i].resync_in = d->disks[i].resync_sent = d->disks[i].resume_read = 0;
+	if (!json_object_object_get_ex(reply, "disk_hashes", &arr)) {
+		disk_track_reply(d, reply); /* an older agent, or no replica there */
+		return 0;                   /* full copies */
+	}
 	if (!json_object_is_type(arr, json_type_array) || json_object_array_length(arr) != d->n) {
 		snprintf(err, errlen, "backup's disk_hashes is not an array of %u counts", d->n);
 		return -EPROTO;
@@ -59,6 +62,7 @@ int disk_resync_hello_reply(void *state, struct json_object *reply, uint64_t see
 			return rc;
 		}
 	}
+	disk_track_reply(d, reply);
 	return 0;
 }
 

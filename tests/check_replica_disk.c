@@ -1189,6 +1189,56 @@ END_TEST
 
 /* No base: a chunk size not offered, no seed, a disk of another size, or
  * no committed disk at all. */
+/* A HELLO asking for a delta resync of hello2's disks, from session
+ * `session`, offering to resume `resume` (a JSON object, or NULL). */
+static char *resume_hello(const char *session, const char *resume)
+{
+	char *base = delta_hello(hello2, "4096"), *out;
+
+	ck_assert_int_gt(asprintf(&out, "%.*s,\"disk_session\":\"%s\"%s%s}",
+				  (int)strlen(base) - 1, base, session,
+				  resume ? ",\"disk_resume\":" : "", resume ? resume : ""), 0);
+	free(base);
+	return out;
+}
+
+static bool resumes(struct fx *f, const char *resume)
+{
+	char *hello = resume_hello("2222222222222222", resume);
+
+	begin(f, hello);
+	free(hello);
+	return f->rp.disk_resume;
+}
+
+/* The backup resumes only the replica the primary last had committed:
+ * that session's, at the offered epoch or later, no VM restored from it,
+ * and every disk a base. */
+START_TEST(test_disk_resume_only_of_the_session_that_committed)
+{
+	struct fx *f = fx_open();
+	char *first = resume_hello("1111111111111111", NULL);
+
+	committed_to(f, first, 3);
+	ck_assert(resumes(f, "{\"session\":\"1111111111111111\",\"epoch\":3}"));
+	ck_assert_msg(resumes(f, "{\"session\":\"1111111111111111\",\"epoch\":2}"),
+		      "the epoch in flight committed here, its ack lost: still this lineage");
+	ck_assert(!resumes(f, "{\"session\":\"1111111111111111\",\"epoch\":4}"));
+	ck_assert(!resumes(f, "{\"session\":\"3333333333333333\",\"epoch\":3}"));
+	ck_assert(!resumes(f, "{\"session\":1,\"epoch\":3}"));
+	ck_assert(!resumes(f, "{\"session\":\"1111111111111111\",\"epoch\":-1}"));
+	ck_assert(!resumes(f, "true"));
+	ck_assert(!resumes(f, NULL));
+	begin(f, hello2); /* no delta asked: no base to resume from */
+	ck_assert(!f->rp.disk_resume);
+	replica_mark_restored(f->rp.dir);
+	ck_assert_msg(!resumes(f, "{\"session\":\"1111111111111111\",\"epoch\":3}"),
+		      "a VM ran on from this replica");
+	free(first);
+	fx_close(f);
+}
+END_TEST
+
 START_TEST(test_delta_base_only_where_it_fits)
 {
 	struct fx *f = fx_open();
@@ -1293,6 +1343,7 @@ static Suite *replica_disk_suite(void)
 	ADD(s, test_delta_base_is_the_committed_disk);
 	ADD(s, test_delta_base_small_chunks);
 	ADD(s, test_delta_base_only_where_it_fits);
+	ADD(s, test_disk_resume_only_of_the_session_that_committed);
 	ADD(s, test_verify_compares_the_committed_disk_blocks);
 	return s;
 }

@@ -1,0 +1,104 @@
+#!/bin/bash
+# Resuming the disks after an agent restart (issue #19, "Delta resync";
+# docs/PROTOCOL.md, "Resuming the disks"). The guest writes random 4 KiB
+# blocks of its disk. The backup's agent is SIGKILLed and started again on
+# the same state dir: its replica is the one the replicator last had
+# committed, so the new session reads only the chunks written since from
+# the image (the mirror goes on), not the whole disk. remusctl verify then
+# compares the replica with the VM block by block: a write the resumed
+# copy missed is a difference (shown once by a replicator that forgot the
+# epoch in flight). Then the replicator restarts: it tracked nothing, so
+# the next session compares the whole disk against the backup's hashes,
+# as before; and a SIGKILL of the primary fails over onto a replica whose
+# disk and memory are in step.
+. "$(dirname "$0")/lib.sh"
+
+PORT=$(free_port)
+DISK_MB=64
+
+start_guest rsm 128 "disk_check=1 disk_write_mb_s=1" --disk "$T/rsm.img"
+RAM_FILES+=("$T/rsm.img")
+start_agent "$PORT" "$T/backup" --no-fence
+start_replicator "$T/rsm/qmp.sock" "$PORT"
+wait_for 90 committed_at_least 5 || die "fewer than 5 epochs committed in 90 s"
+grep -q 'disks: mirroring 1 disk' "$T/replicator.log" &&
+	pass "the first session copies the disk in full" || fail "no full copy logged"
+
+# resumed_sessions: how many sessions the replicator resumed so far.
+resumed_sessions() { grep -c 'disks: resuming the backup' "$T/replicator.log"; }
+# protected_again N: the N-th session since the start committed an epoch.
+protected_again() {
+	[ "$(grep -c 'initial sync acknowledged' "$T/replicator.log")" -ge "$1" ] &&
+		[ "$(status_field protection)" = protected ]
+}
+
+kill -KILL "$AGENT_PID"
+wait_exit "$AGENT_PID" 5
+log "agent SIGKILLed; the guest writes on for 3 s"
+sleep 3
+start_agent "$PORT" "$T/backup" --no-fence
+wait_for 60 protected_again 2 || die "not protected again within 60 s of the agent's restart"
+[ "$(resumed_sessions)" = 1 ] && pass "the second session resumed: $(grep -m1 'disks: resuming' "$T/replicator.log" | sed 's/.*disks: //')" ||
+	fail "the second session did not resume the disk"
+grep -q 'disk resume: this replica is the one the primary committed' "$T/agent.log" &&
+	pass "the agent accepted its replica as the resumed one" ||
+	fail "the agent did not say it resumes"
+read_bytes=$("$BIN/remusctl" --control "$T/ctl.sock" status --json |
+	python3 -c "import json,sys; print(json.load(sys.stdin)['disks'][0]['resume_read_bytes'])")
+[ "${read_bytes:-0}" -gt 0 ] && [ "$read_bytes" -lt $(( (DISK_MB << 20) / 4 )) ] &&
+	pass "the resumed copy read $read_bytes bytes of the ${DISK_MB} MiB image" ||
+	fail "the resumed copy read ${read_bytes:-?} bytes (expected some, under a quarter of the disk)"
+grep -q 'mirroring 1 disk' <(sed -n '/disks: resuming/,$p' "$T/replicator.log") &&
+	fail "the mirror was restarted in the resumed session" ||
+	pass "the mirror went on: no second full copy"
+
+# The replica against the VM, block by block, at a common epoch.
+wait_for 30 committed_at_least $(( $(status_field epochs_committed) + 3 )) ||
+	die "no commits after the resume"
+"$BIN/remusctl" --control "$T/ctl.sock" --json verify > "$T/verify.json" 2> "$T/verify.err"
+log "verify: $(cat "$T/verify.json" "$T/verify.err")"
+[ "$(json_field "$T/verify.json" disk_blocks_differ)" = 0 ] &&
+	pass "verify: no disk block of the replica differs from the VM's" ||
+	fail "verify: $(json_field "$T/verify.json" disk_blocks_differ) disk block(s) differ after the resumed copy"
+[ "$(json_field "$T/verify.json" pages_differ)" = 0 ] &&
+	pass "verify: no page differs" || fail "verify: $(json_field "$T/verify.json" pages_differ) page(s) differ"
+
+# A new replicator tracked nothing: it offers no resume, and the backup's
+# hashes decide what goes (the disk is read whole once more).
+kill -TERM "$REPLICATOR_PID"
+wait_exit "$REPLICATOR_PID" 20 || die "the replicator did not stop"
+sessions=$(grep -c 'initial sync acknowledged' "$T/replicator.log")
+lines=$(wc -l < "$T/replicator.log")
+start_replicator "$T/rsm/qmp.sock" "$PORT"
+wait_for 60 protected_again $((sessions + 1)) || die "the new replicator did not protect the VM"
+since_restart() { tail -n +"$((lines + 1))" "$T/replicator.log"; }
+! since_restart | grep -q 'disks: resuming' && since_restart | grep -q 'disks: mirroring 1 disk' &&
+	since_restart | grep -q 'delta resync: disk .* went to the backup' &&
+	pass "a new replicator copies the disk again, against the backup's hashes" ||
+	fail "a new replicator: no full copy against the backup's hashes logged"
+
+# Failover onto a replica that has seen a resumed session: disk and memory
+# in step. Kill the agent again, so that the failover's replica is a
+# resumed one, then the primary.
+kill -KILL "$AGENT_PID"
+wait_exit "$AGENT_PID" 5
+sleep 2
+start_agent "$PORT" "$T/backup" --no-fence
+wait_for 60 protected_again $((sessions + 2)) || die "not protected again after the second agent restart"
+[ "$(resumed_sessions)" = 2 ] && pass "the new replicator's next session resumed" ||
+	fail "the new replicator's next session did not resume"
+n=$(status_field epochs_committed)
+wait_for 20 committed_at_least $((n + 2)) || die "no commits after the second resume"
+kill -KILL "$GUEST_PID"
+log "primary QEMU killed (tick $(last_tick "$T/rsm/serial.log"))"
+wait_exit "$AGENT_PID" 30 || die "the agent did not fail over within 30 s"
+[ "$EXIT_CODE" = 0 ] || die "agent exit code $EXIT_CODE"
+RESTORED=$T/backup/serial.log
+wait_for 20 sh -c "grep -qa 'disk: ok\|disk: MISMATCH' '$RESTORED'" || fail "the restored VM checks no disk"
+sleep 1.5
+grep -qa 'disk: MISMATCH' "$RESTORED" && fail "restored VM: $(grep -a -m1 'disk: MISMATCH' "$RESTORED")" ||
+	pass "restored VM: its disk matches its memory"
+grep -qa 'guest: ready' "$RESTORED" && fail "the restored guest booted again" ||
+	pass "the restored guest did not reboot"
+kill -TERM "$(cat "$T/backup/qemu.pid")" 2>/dev/null
+finish
