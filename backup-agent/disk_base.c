@@ -149,12 +149,10 @@ static const char *not_resumable(const struct replica *rp, const char *session,
 	for (unsigned i = 0; i < rp->ndisks; i++)
 		if (i >= DISKFILE_MAX || !rp->disk_base_chunks[i])
 			return "a disk has no replica of its size here";
-	if (replica_was_restored(rp->dir))
-		return "a VM was restored from this replica";
 	if (replica_load_info(rp->dir, &info))
 		return "no committed replica";
 	if (!json_object_object_get_ex(info.vm, "disk_session", &v) ||
-	    strcmp(json_object_get_string(v), session))
+	    !json_object_is_type(v, json_type_string) || strcmp(json_object_get_string(v), session))
 		why = "it was committed by another session";
 	else if (info.epoch < epoch) {
 		snprintf(buf, len, "it holds epoch %llu, before the primary's %llu",

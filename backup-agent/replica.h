@@ -158,7 +158,8 @@ uint8_t *replica_ram_hashes(const struct replica *rp, uint64_t first, uint32_t n
  * bytes), or NULL (no base, out of range, a read or write failed). */
 void replica_choose_disk_base(struct replica *rp);
 /* Is every base the replica the HELLO's "disk_resume" names (that
- * session's disk_session, at its epoch or later, no VM restored from it)?
+ * session's disk_session, at its epoch or later, the HELLO's disks)? Only
+ * commits write disk-N.img (a restore runs on overlays over it).
  * Sets rp->disk_resume; called after replica_choose_disk_base. */
 void replica_choose_disk_resume(struct replica *rp);
 bool replica_disk_base_any(const struct replica *rp);

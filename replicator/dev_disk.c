@@ -193,6 +193,13 @@ static int record(struct disk *k, uint32_t op, uint64_t off, uint64_t len, const
 	if (dlen)
 		memcpy(rec->data, data, dlen);
 	pthread_mutex_lock(&d->mu);
+	if (d->overflow) { /* dropped meanwhile (a new session began) */
+		if (op != DISK_OP_FLUSH)
+			disk_track_mark(d, k->index, off, len);
+		pthread_mutex_unlock(&d->mu);
+		free(rec);
+		return 0;
+	}
 	list_append(&d->pending, rec);
 	wake = d->streaming || (d->pending.bytes > d->soft_cap && !d->early_asked);
 	if (d->cx->cfg->test_disk_unbuffered && !d->streaming) {
@@ -454,7 +461,11 @@ static void on_wake(struct ev_loop *loop, ev_async *w, int revents)
 				ev_timer_start(loop, &d->retry);
 			return;
 		}
-		if (d->resume_pumping && (more = disk_track_pump(d, RESUME_STEP_BYTES)) < 0) {
+		/* a step's reads are queued as pending writes: half the hard cap
+		 * at most, or the guest's writers would wait for them */
+		if (d->resume_pumping &&
+		    (more = disk_track_pump(d, RESUME_STEP_BYTES < d->hard_cap / 2 ?
+					       RESUME_STEP_BYTES : d->hard_cap / 2)) < 0) {
 			ckpt_resync(cx, "a resumed disk copy could not read an image; copying in full");
 			return;
 		}
@@ -658,6 +669,7 @@ static int disk_sync(void *state, struct ckpt_ctx *cx, struct epoch_tally *t)
 	}
 	d->retire_pending = false;
 	pthread_mutex_lock(&d->mu);
+	disk_track_mark_list(d, &d->pending);
 	list_free(&d->pending);
 	if (!resume)
 		disk_track_reset(d);
@@ -902,6 +914,24 @@ static void disk_status(void *state, struct json_object *out)
 		(int64_t)d->bitmap_bytes));
 }
 
+/* A resumed copy reads the images: can it, for every disk? Else the
+ * HELLO offers no resume (a qcow2 image, a block device, no access). */
+static bool images_readable(struct disk_device *d)
+{
+	for (uint32_t i = 0; i < d->n; i++) {
+		const char *why;
+		int fd = disk_open_image(d->cx, &d->disks[i], &why);
+
+		if (fd < 0) {
+			log_info("disks: disk %s cannot be resumed (%s): each reconnect compares it "
+				 "whole", d->disks[i].name, why);
+			return false;
+		}
+		close(fd);
+	}
+	return true;
+}
+
 /* HELLO: the disks the backup keeps a replica of, in index order. */
 static void disk_hello(void *state, struct json_object *hello)
 {
@@ -926,7 +956,7 @@ static void disk_hello(void *state, struct json_object *hello)
 	d->hash_chunk = proto_disk_hash_chunk_for(largest);
 	json_object_object_add(hello, "disks", arr);
 	if (d->n)
-		disk_track_hello(d, hello);
+		disk_track_hello(d, hello, images_readable);
 	/* a delta resync of the disks may start from the backup's replica;
 	 * chunks as small as the hashes' size allows, so that scattered
 	 * writes while unprotected cost little */

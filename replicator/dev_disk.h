@@ -137,6 +137,8 @@ struct disk_device {
 /* Resumed sessions in a row that may end before a commit before the
  * next copies in full (against the backup's hashes). */
 #define DISK_RESUME_TRIES 2
+/* A resumed copy's reads hold the loop this long at most per turn. */
+#define DISK_RESUME_STEP_MS 20
 
 /* disk_qemu.c */
 /* Every writable disk but those the operator declared shared, into d. */
@@ -198,7 +200,9 @@ void disk_track_reset(struct disk_device *d);
 void disk_track_commit(struct disk_device *d, uint64_t epoch);
 /* No write passes through us any more (a mirror ended, bitmaps took over). */
 void disk_track_lose(struct disk_device *d);
-void disk_track_hello(struct disk_device *d, struct json_object *hello);
+/* can_read: can every disk's image be read here (disk_open_image)? */
+void disk_track_hello(struct disk_device *d, struct json_object *hello,
+		      bool (*can_read)(struct disk_device *d));
 void disk_track_reply(struct disk_device *d, struct json_object *reply);
 /* Epoch 0 resumes: the images are open. False: copy in full. */
 bool disk_track_resume_start(struct disk_device *d);

@@ -22,6 +22,7 @@
  * and holds back a write that overlaps one in flight, so a write's record
  * is queued after any read that could have missed it. The backup applies
  * epoch 0 in that order and ends with the image's content. */
+#include "clock.h"
 #include "dev_disk.h"
 #include "log.h"
 #include "proto.h"
@@ -171,8 +172,10 @@ static bool mirrors_running(const struct disk_device *d)
 	return d->n > 0;
 }
 
-/* HELLO: this session's id, and the lineage the backup may resume. */
-void disk_track_hello(struct disk_device *d, struct json_object *hello)
+/* HELLO: this session's id, and the lineage the backup may resume.
+ * can_read is asked only when there is one to offer. */
+void disk_track_hello(struct disk_device *d, struct json_object *hello,
+		      bool (*can_read)(struct disk_device *d))
 {
 	struct json_object *o;
 	char hex[17];
@@ -201,6 +204,8 @@ void disk_track_hello(struct disk_device *d, struct json_object *hello)
 			 "against the backup's hashes", d->resume_failures);
 		return;
 	}
+	if (!can_read(d))
+		return;
 	o = json_object_new_object();
 	snprintf(hex, sizeof(hex), "%016" PRIx64, session);
 	json_object_object_add(o, "session", json_object_new_string(hex));
@@ -239,8 +244,10 @@ void disk_track_reply(struct disk_device *d, struct json_object *reply)
 bool disk_track_resume_start(struct disk_device *d)
 {
 	uint64_t chunks = 0, epoch;
+	bool resuming = d->resuming;
 
-	if (!d->resuming || !mirrors_running(d))
+	d->resuming = false; /* until every image is open */
+	if (!resuming || !mirrors_running(d))
 		return false;
 	for (uint32_t i = 0; i < d->n; i++) {
 		struct disk *k = &d->disks[i];
@@ -256,6 +263,7 @@ bool disk_track_resume_start(struct disk_device *d)
 		k->resume_next = 0;
 		k->resume_read = 0;
 	}
+	d->resuming = true;
 	pthread_mutex_lock(&d->mu);
 	for (uint32_t i = 0; i < d->n; i++)
 		for (uint64_t c = 0; c < d->disks[i].track_chunks; c++)
@@ -298,13 +306,15 @@ static struct disk_rec *read_chunk(struct disk_device *d, struct disk *k, uint64
 }
 
 /* Read up to budget bytes of marked chunks into the pending records, in
- * disk and chunk order. 1: more to read, 0: all read (the images are
+ * disk and chunk order, for DISK_RESUME_STEP_MS at most: the loop has
+ * the link to serve. 1: more to read, 0: all read (the images are
  * closed), -errno: a read failed (no lineage any more). */
 int disk_track_pump(struct disk_device *d, uint64_t budget)
 {
+	double until = mono_ms() + DISK_RESUME_STEP_MS;
 	uint64_t done = 0;
 
-	while (d->resume_disk < d->n && done < budget) {
+	while (d->resume_disk < d->n && (!done || (done < budget && mono_ms() < until))) {
 		struct disk *k = &d->disks[d->resume_disk];
 		struct disk_rec *rec = NULL;
 		uint64_t len = 0;

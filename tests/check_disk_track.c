@@ -52,12 +52,21 @@ static void device_free(struct disk_device *d)
 	free(d);
 }
 
+/* Can the images be read here? (disk_open_image, which asks QEMU) */
+static bool g_readable = true;
+
+static bool readable(struct disk_device *d)
+{
+	(void)d;
+	return g_readable;
+}
+
 /* A HELLO as the device builds it; its "disk_resume", or NULL. */
 static struct json_object *hello(struct disk_device *d, struct json_object **resume)
 {
 	struct json_object *h = json_object_new_object(), *v;
 
-	disk_track_hello(d, h);
+	disk_track_hello(d, h, readable);
 	ck_assert(json_object_object_get_ex(h, "disk_session", &v));
 	ck_assert_uint_eq(strlen(json_object_get_string(v)), 16);
 	*resume = json_object_object_get_ex(h, "disk_resume", &v) ? v : NULL;
@@ -115,6 +124,10 @@ START_TEST(test_a_lineage_starts_at_a_full_copy_s_first_commit)
 	ck_assert(offers(d, &epoch, offered));
 	ck_assert_str_eq(offered, session);
 	ck_assert_uint_eq(epoch, 2);
+	/* an image that cannot be read here: nothing to resume from */
+	g_readable = false;
+	ck_assert(!offers(d, &epoch, offered));
+	g_readable = true;
 	/* no mirror running: nothing passes through us to track */
 	d->disks[0].ready = false;
 	ck_assert(!offers(d, &epoch, offered));
@@ -164,6 +177,12 @@ START_TEST(test_resumes_only_an_offered_lineage_with_a_base_per_disk)
 	ck_assert(!d->resuming);
 	disk_track_reply(d, yes);
 	ck_assert(d->resuming);
+	/* ... but the mirror stopped meanwhile: the copy is a full one, and
+	 * nothing may end its epoch 0 as a resumed copy */
+	d->disks[0].job = false;
+	ck_assert(!disk_track_resume_start(d));
+	ck_assert(!d->resuming);
+	ck_assert(!d->resume_pumping);
 	json_object_put(yes);
 	json_object_put(no);
 	device_free(d);

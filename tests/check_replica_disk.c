@@ -1212,8 +1212,8 @@ static bool resumes(struct fx *f, const char *resume)
 }
 
 /* The backup resumes only the replica the primary last had committed:
- * that session's, at the offered epoch or later, no VM restored from it,
- * and every disk a base. */
+ * that session's, at the offered epoch or later, with every disk a base
+ * and the HELLO's disks. */
 START_TEST(test_disk_resume_only_of_the_session_that_committed)
 {
 	struct fx *f = fx_open();
@@ -1229,11 +1229,23 @@ START_TEST(test_disk_resume_only_of_the_session_that_committed)
 	ck_assert(!resumes(f, "{\"session\":\"1111111111111111\",\"epoch\":-1}"));
 	ck_assert(!resumes(f, "true"));
 	ck_assert(!resumes(f, NULL));
+	{
+		char *one = NULL, *base = delta_hello(hello1, "4096");
+
+		ck_assert_int_gt(asprintf(&one, "%.*s,\"disk_resume\":{\"session\":"
+					  "\"1111111111111111\",\"epoch\":3}}",
+					  (int)strlen(base) - 1, base), 0);
+		begin(f, one);
+		ck_assert_msg(!f->rp.disk_resume, "resumed with another set of disks");
+		free(one);
+		free(base);
+	}
 	begin(f, hello2); /* no delta asked: no base to resume from */
 	ck_assert(!f->rp.disk_resume);
+	/* the primary detached on purpose (a GOODBYE, as before its own
+	 * resync): the images are still the committed ones */
 	replica_mark_restored(f->rp.dir);
-	ck_assert_msg(!resumes(f, "{\"session\":\"1111111111111111\",\"epoch\":3}"),
-		      "a VM ran on from this replica");
+	ck_assert(resumes(f, "{\"session\":\"1111111111111111\",\"epoch\":3}"));
 	free(first);
 	fx_close(f);
 }

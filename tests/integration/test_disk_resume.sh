@@ -57,6 +57,10 @@ wait_for 30 committed_at_least $(( $(status_field epochs_committed) + 3 )) ||
 	die "no commits after the resume"
 "$BIN/remusctl" --control "$T/ctl.sock" --json verify > "$T/verify.json" 2> "$T/verify.err"
 log "verify: $(cat "$T/verify.json" "$T/verify.err")"
+[ "$(json_field "$T/verify.json" disks_checked)" = 1 ] &&
+	[ "$(json_field "$T/verify.json" disk_blocks_checked)" = $(( (DISK_MB << 20) / 4096 )) ] &&
+	pass "verify compared the whole disk" ||
+	fail "verify compared $(json_field "$T/verify.json" disks_checked) disk(s), $(json_field "$T/verify.json" disk_blocks_checked) blocks"
 [ "$(json_field "$T/verify.json" disk_blocks_differ)" = 0 ] &&
 	pass "verify: no disk block of the replica differs from the VM's" ||
 	fail "verify: $(json_field "$T/verify.json" disk_blocks_differ) disk block(s) differ after the resumed copy"
