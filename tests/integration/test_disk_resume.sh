@@ -10,7 +10,8 @@
 # epoch in flight). Then the replicator restarts: it tracked nothing, so
 # the next session compares the whole disk against the backup's hashes,
 # as before; and a SIGKILL of the primary fails over onto a replica whose
-# disk and memory are in step.
+# disk and memory are in step. Last, a qcow2 image, which the replicator
+# cannot read as the guest sees it: no resume, a full copy.
 . "$(dirname "$0")/lib.sh"
 
 PORT=$(free_port)
@@ -105,4 +106,30 @@ grep -qa 'disk: MISMATCH' "$RESTORED" && fail "restored VM: $(grep -a -m1 'disk:
 grep -qa 'guest: ready' "$RESTORED" && fail "the restored guest booted again" ||
 	pass "the restored guest did not reboot"
 kill -TERM "$(cat "$T/backup/qemu.pid")" 2>/dev/null
+wait_exit "$REPLICATOR_PID" 20
+
+# A qcow2 image cannot be read here as the guest sees it: the HELLO offers
+# no resume, and the reconnect copies the disk again against the backup's
+# hashes, its epoch 0 ending only once the restarted mirror is ready.
+PORT=$(free_port)
+: > "$T/replicator.log"
+start_guest q2 128 "disk_check=1 disk_write_mb_s=1" --disk "$T/q2.qcow2" --disk-form blockdev-qcow2
+RAM_FILES+=("$T/q2.qcow2")
+start_agent "$PORT" "$T/backup-q2" --no-fence
+start_replicator "$T/q2/qmp.sock" "$PORT"
+wait_for 90 committed_at_least 5 || die "qcow2: fewer than 5 epochs committed in 90 s"
+kill -KILL "$AGENT_PID"
+wait_exit "$AGENT_PID" 5
+sleep 2
+start_agent "$PORT" "$T/backup-q2" --no-fence
+wait_for 60 protected_again 2 || die "qcow2: not protected again within 60 s of the agent's restart"
+grep -q 'disk disk0 cannot be resumed (not a raw image in a file)' "$T/replicator.log" &&
+	[ "$(resumed_sessions)" = 0 ] && pass "qcow2: no resume offered, and the replicator says why" ||
+	fail "qcow2: $(resumed_sessions) resumed session(s); no reason logged"
+second=$(awk '/disks: mirroring 1 disk/ { n++ } n == 2' "$T/replicator.log")
+ready=$(grep -n 'disk disk0: mirror ready' <<< "$second" | head -n 1 | cut -d: -f1)
+queued=$(grep -n 'initial disk copy queued' <<< "$second" | head -n 1 | cut -d: -f1)
+[ -n "$ready" ] && [ -n "$queued" ] && [ "$ready" -lt "$queued" ] &&
+	pass "qcow2: the second session's epoch 0 ended after its mirror was ready" ||
+	fail "qcow2: the second session's copy: mirror ready at line ${ready:-none}, queued at ${queued:-none}"
 finish
