@@ -459,8 +459,54 @@ static int map_sync_file(struct replica *rp, char *err, size_t errlen)
 	return 0;
 }
 
-/* disk-N.sync for every disk, sparse, at its size: the initial copy is
- * written into it as it arrives. */
+/* A clone of from (FICLONE: it shares from's blocks until either is
+ * written) at to. 0 or -errno (-EOPNOTSUPP and kin: no reflinks here). */
+static int clone_file(const char *from, const char *to)
+{
+	int in = open(from, O_RDONLY | O_CLOEXEC), out = -1, rc = 0;
+
+	if (in < 0)
+		return -errno;
+	out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (out < 0 || ioctl(out, FICLONE, in) < 0)
+		rc = -errno;
+	if (out >= 0)
+		close(out);
+	close(in);
+	return rc;
+}
+
+static bool no_reflink(int rc)
+{
+	return rc == -EOPNOTSUPP || rc == -EXDEV || rc == -EINVAL || rc == -ENOTTY;
+}
+
+/* A resumed disk's copy starts as its committed replica: a clone where
+ * the file system shares blocks (FICLONE), which needs no copy and no
+ * hashes (its count in the HELLO_REPLY's disk_hashes is 0); elsewhere
+ * disk_base.c copies and hashes it in steps. */
+static bool clone_resumed_disk(struct replica *rp, unsigned i, const char *sync_path)
+{
+	char img[PATH_MAX];
+	int rc;
+
+	if (!rp->disk_resume || diskfile_path(rp->dir, i, false, img))
+		return false;
+	rc = clone_file(img, sync_path);
+	if (rc) {
+		if (!no_reflink(rc))
+			log_warn("disk resume: cloning %s failed (%s): copying it instead", img,
+				 strerror(-rc));
+		return false;
+	}
+	rp->disk_base_chunks[i] = 0;
+	log_info("disk resume: disk %s's copy is a clone of its replica (reflink): nothing to "
+		 "copy or hash", rp->disks[i].id);
+	return true;
+}
+
+/* disk-N.sync for every disk, sparse, at its size (a resumed one may be
+ * a clone): the initial copy is written into it as it arrives. */
 static int create_sync_disks(struct replica *rp, char *err, size_t errlen)
 {
 	char path[PATH_MAX];
@@ -469,7 +515,8 @@ static int create_sync_disks(struct replica *rp, char *err, size_t errlen)
 	for (unsigned i = 0; i < rp->ndisks; i++) {
 		if ((rc = diskfile_path(rp->dir, i, true, path)))
 			return rc;
-		fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC |
+			  (clone_resumed_disk(rp, i, path) ? 0 : O_TRUNC), 0600);
 		if (fd < 0 || ftruncate(fd, (off_t)rp->disks[i].size) < 0) {
 			rc = -errno;
 			snprintf(err, errlen, "backup cannot create %s (disk %s, %llu bytes): %s",
@@ -1209,28 +1256,6 @@ out:
 		close(out);
 	close(in);
 	return rc;
-}
-
-/* A clone of from (FICLONE: it shares from's blocks until either is
- * written) at to. 0 or -errno (-EOPNOTSUPP and kin: no reflinks here). */
-static int clone_file(const char *from, const char *to)
-{
-	int in = open(from, O_RDONLY | O_CLOEXEC), out = -1, rc = 0;
-
-	if (in < 0)
-		return -errno;
-	out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (out < 0 || ioctl(out, FICLONE, in) < 0)
-		rc = -errno;
-	if (out >= 0)
-		close(out);
-	close(in);
-	return rc;
-}
-
-static bool no_reflink(int rc)
-{
-	return rc == -EOPNOTSUPP || rc == -EXDEV || rc == -EINVAL || rc == -ENOTTY;
 }
 
 int replica_snapshot(struct replica *rp, const char *dir, uint64_t max_copy, char *why,

@@ -38,7 +38,8 @@
       protected again, against the full copy of the same VM in the same run,
       and how much of the disk the primary read for it (needs root:
       scripts/testnet); --disk-filled writes the whole image with data
-      first, as a disk in use
+      first, as a disk in use; --state-under DIR puts the backup's state
+      dirs on another file system
   bench/bench.py compress [--links 1000,100] [--modes off,on,auto] [--seconds 8]
       bytes on the wire per epoch and the guest's work rate with compressed
       checkpoints (--compress) off, on and auto, over a replication link
@@ -995,8 +996,8 @@ def resync(args):
             run, _ = b.guest(name, args.mem[0], "dirty_mb_s=20 dirty_mb=%d disk_write_mb_s=1" %
                              dirty_mb, ["--disk", img])
             port = 7700 + i
-            b.agent(port, os.path.join(b.dir, "backup%d" % i), env["BACKUP_ADDR"], bak,
-                    ["--no-failover", "--no-fence"])
+            state = os.path.join(args.state_under or b.dir, "backup%d" % i)
+            b.agent(port, state, env["BACKUP_ADDR"], bak, ["--no-failover", "--no-fence"])
             log = hook + ".log"
             seen = len([e for e in hook_events(log) if e[0] == "protected"])
             t0 = time.time() * 1000
@@ -1231,6 +1232,9 @@ def main():
     ap.add_argument("--disk-mb", type=int, default=64, help="'resync': the guest's disk in MiB")
     ap.add_argument("--disk-filled", action="store_true",
                     help="'resync': write the whole disk image with data first")
+    ap.add_argument("--state-under", default=None,
+                    help="'resync': the backup's state dirs go under this directory (another "
+                         "file system: an XFS mount clones a resumed replica)")
     ap.add_argument("--mem", default=None, help="guest RAM sizes in MB, comma-separated")
     ap.add_argument("--rates", default="0,25,50,100,200", help="dirty rates in MB/s")
     ap.add_argument("--rate", type=int, default=0,

@@ -923,8 +923,10 @@ static bool images_readable(struct disk_device *d)
 		int fd = disk_open_image(d->cx, &d->disks[i], &why);
 
 		if (fd < 0) {
-			log_info("disks: disk %s cannot be resumed (%s): each reconnect compares it "
-				 "whole", d->disks[i].name, why);
+			if (!d->unreadable_said)
+				log_info("disks: disk %s cannot be resumed (%s): each reconnect "
+					 "compares it whole", d->disks[i].name, why);
+			d->unreadable_said = true;
 			return false;
 		}
 		close(fd);

@@ -132,6 +132,7 @@ struct disk_device {
 	bool resume_pumping;       /* epoch 0 reads marked chunks */
 	uint32_t resume_disk;      /* ... of this disk now */
 	unsigned resume_failures;  /* resumed sessions in a row that ended uncommitted */
+	bool unreadable_said;      /* "cannot be resumed" logged once */
 };
 
 /* Resumed sessions in a row that may end before a commit before the

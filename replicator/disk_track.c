@@ -215,8 +215,9 @@ void disk_track_hello(struct disk_device *d, struct json_object *hello,
 }
 
 /* HELLO_REPLY: "disk_resume": true when the backup's replica is the
- * lineage offered. It must also offer every disk as a base: the filter
- * (disk_delta.c) then drops what the reads find unchanged. */
+ * lineage offered; each disk's copy there then starts as that replica,
+ * hashed (the filter, disk_delta.c, drops what the reads find unchanged)
+ * or, with no hashes, cloned (every read goes out). */
 void disk_track_reply(struct disk_device *d, struct json_object *reply)
 {
 	struct json_object *v;
@@ -230,12 +231,6 @@ void disk_track_reply(struct disk_device *d, struct json_object *reply)
 			 "is compared chunk by chunk");
 		return;
 	}
-	for (uint32_t i = 0; i < d->n; i++)
-		if (!disk_delta_on(&d->disks[i].delta)) {
-			log_warn("disks: the backup resumes disk %s but offers no base for it: copying "
-				 "in full", d->disks[i].name);
-			return;
-		}
 	d->resuming = true;
 }
 

@@ -157,8 +157,9 @@ START_TEST(test_writes_dropped_at_a_commit_or_a_lost_mirror_end_the_lineage)
 }
 END_TEST
 
-/* The backup says yes only to an offer, and only with a base per disk. */
-START_TEST(test_resumes_only_an_offered_lineage_with_a_base_per_disk)
+/* The backup's yes counts only for an offer; its copy of a disk starts
+ * from the replica, hashed or (no hashes) cloned. */
+START_TEST(test_resumes_only_an_offered_lineage)
 {
 	struct disk_device *d = device();
 	struct json_object *yes = json_tokener_parse("{\"disk_resume\":true}");
@@ -170,13 +171,13 @@ START_TEST(test_resumes_only_an_offered_lineage_with_a_base_per_disk)
 	full_copy_commits(d, session);
 	json_object_put(hello(d, &(struct json_object *){ NULL }));
 	ck_assert(d->resume_offered);
-	disk_track_reply(d, yes);
-	ck_assert_msg(!d->resuming, "resumed without the backup's base");
-	ck_assert_int_eq(disk_delta_init(&d->disks[0].delta, DISK, CHUNK, 1), 0);
 	disk_track_reply(d, no);
 	ck_assert(!d->resuming);
 	disk_track_reply(d, yes);
-	ck_assert(d->resuming);
+	ck_assert_msg(d->resuming, "a cloned copy: no hashes");
+	ck_assert_int_eq(disk_delta_init(&d->disks[0].delta, DISK, CHUNK, 1), 0);
+	disk_track_reply(d, yes);
+	ck_assert_msg(d->resuming, "a hashed copy");
 	/* ... but the mirror stopped meanwhile: the copy is a full one, and
 	 * nothing may end its epoch 0 as a resumed copy */
 	d->disks[0].job = false;
@@ -297,7 +298,7 @@ static Suite *suite(void)
 
 	tmp_fixture_add(s, tmp_setup, "lineage", test_a_lineage_starts_at_a_full_copy_s_first_commit, 10);
 	tmp_fixture_add(s, tmp_setup, "ended", test_writes_dropped_at_a_commit_or_a_lost_mirror_end_the_lineage, 10);
-	tmp_fixture_add(s, tmp_setup, "reply", test_resumes_only_an_offered_lineage_with_a_base_per_disk, 10);
+	tmp_fixture_add(s, tmp_setup, "reply", test_resumes_only_an_offered_lineage, 10);
 	tmp_fixture_add(s, tmp_setup, "tries", test_resumes_that_never_commit_stop_being_offered, 10);
 	tmp_fixture_add(s, tmp_setup, "reads", test_a_resumed_copy_reads_every_marked_chunk_in_order, 10);
 	tmp_fixture_add(s, tmp_setup, "short", test_an_unreadable_chunk_ends_the_copy_and_the_lineage, 10);

@@ -10,8 +10,10 @@
 # epoch in flight). Then the replicator restarts: it tracked nothing, so
 # the next session compares the whole disk against the backup's hashes,
 # as before; and a SIGKILL of the primary fails over onto a replica whose
-# disk and memory are in step. Last, a qcow2 image, which the replicator
-# cannot read as the guest sees it: no resume, a full copy.
+# disk and memory are in step. Then the same on XFS, where the backup
+# clones its replica instead of copying it (skipped without xfsprogs or a
+# loop device). Last, a qcow2 image, which the replicator cannot read as
+# the guest sees it: no resume, a full copy.
 . "$(dirname "$0")/lib.sh"
 
 PORT=$(free_port)
@@ -107,6 +109,63 @@ grep -qa 'guest: ready' "$RESTORED" && fail "the restored guest booted again" ||
 	pass "the restored guest did not reboot"
 kill -TERM "$(cat "$T/backup/qemu.pid")" 2>/dev/null
 wait_exit "$REPLICATOR_PID" 20
+
+# On a file system with reflinks (XFS, on a loop device of the test's own)
+# the backup clones the resumed replica instead of copying and hashing it;
+# the VM then fails over onto it with disk and memory in step.
+xfs_resume() {
+	command -v mkfs.xfs > /dev/null || { log "skip - XFS: no mkfs.xfs (install xfsprogs)"; return 0; }
+	# room for the agent's space check: two RAM copies, the disks, a margin
+	truncate -s 2G "$T/xfs.img" && mkfs.xfs -q "$T/xfs.img" && mkdir -p "$T/xfs" ||
+		{ fail "XFS: cannot make the file system"; return 0; }
+	mount -o loop "$T/xfs.img" "$T/xfs" 2> "$T/mount.err" ||
+		{ log "skip - XFS: no loop mount here ($(head -c 200 "$T/mount.err"))"; return 0; }
+	XFS_MOUNTED=1
+	PORT=$(free_port)
+	: > "$T/replicator.log"
+	: > "$T/agent.log"
+	start_guest x3 128 "disk_check=1 disk_write_mb_s=1" --disk "$T/x3.img"
+	RAM_FILES+=("$T/x3.img")
+	start_agent "$PORT" "$T/xfs/backup" --no-fence
+	start_replicator "$T/x3/qmp.sock" "$PORT"
+	wait_for 90 committed_at_least 5 || { fail "XFS: fewer than 5 epochs committed in 90 s"; return 1; }
+	kill -KILL "$AGENT_PID"
+	wait_exit "$AGENT_PID" 5
+	sleep 2
+	start_agent "$PORT" "$T/xfs/backup" --no-fence
+	wait_for 60 protected_again 2 || { fail "XFS: not protected again after the agent's restart"; return 1; }
+	[ "$(resumed_sessions)" = 1 ] &&
+		grep -q "disk resume: disk disk0's copy is a clone of its replica" "$T/agent.log" &&
+		! grep -q 'delta resync: disk disk0 starts from its replica' "$T/agent.log" &&
+		pass "XFS: resumed, and the backup cloned its replica (no copy, no hashes)" ||
+		fail "XFS: $(resumed_sessions) resumed session(s); no clone logged, or the replica was hashed"
+	n=$(status_field epochs_committed)
+	wait_for 20 committed_at_least $((n + 2)) || { fail "XFS: no commits after the resume"; return 1; }
+	kill -KILL "$GUEST_PID"
+	wait_exit "$AGENT_PID" 30 && [ "$EXIT_CODE" = 0 ] ||
+		{ fail "XFS: the agent did not fail over (exit ${EXIT_CODE:-?})"; return 1; }
+	wait_for 20 sh -c "grep -qa 'disk: ok\|disk: MISMATCH' '$T/xfs/backup/serial.log'"
+	sleep 1.5
+	! grep -qa 'disk: MISMATCH\|guest: ready' "$T/xfs/backup/serial.log" &&
+		grep -qa 'disk: ok' "$T/xfs/backup/serial.log" &&
+		pass "XFS: the restored VM's disk matches its memory, no reboot" ||
+		fail "XFS: restored VM: $(grep -a -m1 'disk: MISMATCH\|guest: ready' "$T/xfs/backup/serial.log")"
+	kill -TERM "$(cat "$T/xfs/backup/qemu.pid")" 2>/dev/null
+	wait_exit "$REPLICATOR_PID" 20
+}
+# Before lib.sh's cleanup: the restored QEMU of the XFS state dir (below
+# the depth cleanup looks at), then the loop mount.
+xfs_cleanup() {
+	local p
+	p=$(cat "$T/xfs/backup/qemu.pid" 2>/dev/null) &&
+		[ "$(cat /proc/"$p"/comm 2>/dev/null)" = qemu-system-x86 ] && kill -KILL "$p"
+	[ -z "$XFS_MOUNTED" ] || umount "$T/xfs" 2>/dev/null || umount -l "$T/xfs"
+}
+XFS_MOUNTED=
+trap 'xfs_cleanup; cleanup' EXIT
+REPLICATOR_PID= GUEST_PID=
+# a case that failed half-way leaves its daemons: they go before the next
+xfs_resume || for p in $REPLICATOR_PID $GUEST_PID $AGENT_PID; do kill -TERM "$p" 2>/dev/null; done
 
 # A qcow2 image cannot be read here as the guest sees it: the HELLO offers
 # no resume, and the reconnect copies the disk again against the backup's
