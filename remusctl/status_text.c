@@ -51,9 +51,8 @@ static void print_disks(FILE *f, struct json_object *o)
 			num(k, "written_bytes") / 1048576);
 		if (num(k, "resume_read_bytes") > 0)
 			fprintf(f, "disk %s:  last resync resumed the backup's replica: %.1f MiB "
-				"written since read, %.1f MiB sent\n", str(k, "name"),
-				num(k, "resume_read_bytes") / 1048576,
-				num(k, "resync_sent_bytes") / 1048576);
+				"written since read from the image\n", str(k, "name"),
+				num(k, "resume_read_bytes") / 1048576);
 		else if (num(k, "resync_copied_bytes") > 0)
 			fprintf(f, "disk %s:  last resync was a delta: %.1f of %.1f MiB sent\n",
 				str(k, "name"), num(k, "resync_sent_bytes") / 1048576,
