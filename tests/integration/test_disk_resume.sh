@@ -18,6 +18,8 @@
 . "$(dirname "$0")/lib.sh"
 
 DISK_MB=64
+# short fixed epochs: verify hashes one slice per pause, so a pass is short
+EPOCHS="--epoch-policy fixed --epoch-ms 100"
 
 # Each case reads its own part of the daemons' logs (new_case); the logs
 # stay whole for lib.sh's look for bugs of ours.
@@ -91,7 +93,7 @@ PORT=$(free_port)
 start_guest rsm 128 "disk_check=1 disk_write_mb_s=1" --disk "$T/rsm.img"
 RAM_FILES+=("$T/rsm.img")
 start_agent "$PORT" "$T/backup" --no-fence
-start_replicator "$T/rsm/qmp.sock" "$PORT"
+start_replicator "$T/rsm/qmp.sock" "$PORT" $EPOCHS
 wait_for 90 committed_at_least 5 || die "fewer than 5 epochs committed in 90 s"
 rlog | grep -q 'disks: mirroring 1 disk' &&
 	pass "the first session copies the disk in full" || fail "no full copy logged"
@@ -120,7 +122,7 @@ verify_disk rsm
 kill -TERM "$REPLICATOR_PID"
 wait_exit "$REPLICATOR_PID" 20 || die "the replicator did not stop"
 new_case
-start_replicator "$T/rsm/qmp.sock" "$PORT"
+start_replicator "$T/rsm/qmp.sock" "$PORT" $EPOCHS
 wait_for 60 protected_again 1 || die "the new replicator did not protect the VM"
 [ "$(resumed_sessions)" = 0 ] && rlog | grep -q 'disks: mirroring 1 disk' &&
 	rlog | grep -q 'delta resync: disk .* went to the backup' &&
@@ -151,7 +153,7 @@ xfs_resume() {
 	start_guest x3 128 "disk_check=1 disk_write_mb_s=1" --disk "$T/x3.img"
 	RAM_FILES+=("$T/x3.img")
 	start_agent "$PORT" "$T/xfs/backup" --no-fence
-	start_replicator "$T/x3/qmp.sock" "$PORT"
+	start_replicator "$T/x3/qmp.sock" "$PORT" $EPOCHS
 	wait_for 90 committed_at_least 5 || { fail "XFS: fewer than 5 epochs committed in 90 s"; return 1; }
 	restart_agent "$T/xfs/backup" 2
 	wait_for 60 protected_again 2 || { fail "XFS: not protected again after the agent's restart"; return 1; }
@@ -189,7 +191,7 @@ new_case
 start_guest q2 128 "disk_check=1 disk_write_mb_s=1" --disk "$T/q2.qcow2" --disk-form blockdev-qcow2
 RAM_FILES+=("$T/q2.qcow2")
 start_agent "$PORT" "$T/backup-q2" --no-fence
-start_replicator "$T/q2/qmp.sock" "$PORT"
+start_replicator "$T/q2/qmp.sock" "$PORT" $EPOCHS
 wait_for 90 committed_at_least 5 || die "qcow2: fewer than 5 epochs committed in 90 s"
 restart_agent "$T/backup-q2" 2
 wait_for 60 protected_again 2 || die "qcow2: not protected again within 60 s of the agent's restart"
