@@ -304,8 +304,11 @@ static bool on_epoch_end(struct agent *a, const struct frame_hdr *h, const uint8
 		if (a->replica.copy_lost) {
 			/* A NACK would have the epoch sent again onto a copy
 			 * that is not there: the primary starts a new session. */
-			log_err("epoch %llu not committed: %s; check this host's storage",
-				(unsigned long long)h->epoch, why);
+			a->copies_lost++;
+			log_err("epoch %llu not committed: %s; check this host's storage (%u "
+				"session%s in a row lost their initial copy)",
+				(unsigned long long)h->epoch, why, a->copies_lost,
+				a->copies_lost == 1 ? "" : "s");
 			agent_lose_stream(a, "the initial copy did not reach this host's storage");
 			return false;
 		}
@@ -319,6 +322,7 @@ static bool on_epoch_end(struct agent *a, const struct frame_hdr *h, const uint8
 	if (h->epoch > 0) {
 		ring_add(&a->commit_ms, mono_ms() - t0);
 		replica_committed(a, h->epoch);
+		a->copies_lost = 0;
 	}
 	if (h->epoch > 0 && was_paused)
 		log_info("epoch %llu committed after the pause: VM %s is protected again, "

@@ -121,6 +121,9 @@ struct agent {
 	struct hook_runner hooks;  /* notify hooks */
 	char vm_name[128];         /* from the primary's HELLO, for hooks */
 	bool backup_notified;      /* `backup` sent for this session */
+	/* sessions in a row whose initial copy this host's storage lost
+	 * (replica.copy_lost); 0 once a session commits */
+	unsigned copies_lost;
 	/* what remusctl sees (backup-agent/control.c) */
 	struct control_socket control;
 	enum agent_state state;

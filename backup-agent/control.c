@@ -95,6 +95,8 @@ char *agent_status_json(const struct agent *a)
 		add_str(o, "parked_epoch", NULL);
 	json_add_u64(o, "epochs_committed", a->replica.commits);
 	json_add_u64(o, "epochs_discarded", a->replica.discards);
+	/* a storage that keeps losing what it is given: for an alert */
+	json_add_u64(o, "initial_copies_lost", a->copies_lost);
 	/* null until an epoch commits: not a time of 0 */
 	if (a->commit_ms.n) {
 		json_add_double(o, "commit_p50_ms", ring_quantile(&a->commit_ms, 0.5));

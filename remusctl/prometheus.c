@@ -48,6 +48,10 @@ static const struct metric metrics[] = {
 	{ "remus_epochs_discarded_total", "counter",
 	  "Epochs the agent discarded (incomplete or corrupt) instead of committing them.",
 	  "epochs_discarded", 1, AGT, false },
+	{ "remus_initial_copies_lost", "gauge",
+	  "Sessions in a row whose initial copy the agent's storage failed to sync (none "
+	  "committed since); 0 once one commits.",
+	  "initial_copies_lost", 1, AGT, false },
 	{ "remus_stalls_total", "counter",
 	  "Times the replicator found protection standing still (an epoch sent whole and "
 	  "never acknowledged, no checkpoint scheduled) and set it going again.",

@@ -216,6 +216,9 @@ static void print_agent(FILE *f, struct json_object *o)
 		fprintf(f, "; commit p50 %.2f ms, p99 %.2f ms", num(o, "commit_p50_ms"),
 			num(o, "commit_p99_ms"));
 	fputc('\n', f);
+	if (num(o, "initial_copies_lost") > 0)
+		fprintf(f, "storage: %.0f session(s) in a row lost their initial copy here (syncing "
+			"it failed): check this host's storage\n", num(o, "initial_copies_lost"));
 	print_failover(f, o);
 	fprintf(f, "listen:  %s\n", str(o, "listen"));
 }

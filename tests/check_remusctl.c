@@ -51,9 +51,9 @@ static const char agent_backup_reply[] =
 	"\"peer\":\"192.0.2.10\",\"peer_identity\":\"psk:remus:vm1\",\"replica_epoch\":1235,"
 	"\"replica_committed_unix_ms\":1764000000000,\"replica_age_s\":0.042,"
 	"\"failover_armed\":true,\"fence\":\"command\",\"no_failover\":false,"
-	"\"epochs_committed\":1234,\"epochs_discarded\":2,\"commit_p50_ms\":0.8,"
-	"\"commit_p99_ms\":2.1,\"commits_recent\":1024,\"ram_bytes\":134217728,"
-	"\"replica_disks\":1}";
+	"\"epochs_committed\":1234,\"epochs_discarded\":2,\"initial_copies_lost\":1,"
+	"\"commit_p50_ms\":0.8,\"commit_p99_ms\":2.1,\"commits_recent\":1024,"
+	"\"ram_bytes\":134217728,\"replica_disks\":1}";
 
 static const char agent_waiting_reply[] =
 	"{\"daemon\":\"agent\",\"vm\":null,\"pair\":null,\"state\":\"waiting\","
@@ -133,6 +133,8 @@ START_TEST(test_agent_text_backup)
 		"state:   backup for 12 s: epoch 1 committed: failover armed\n"
 		"replica: epoch 1235, committed 0.0 s ago, in /var/lib/remus/vm1\n"
 		"commits: 1234 committed, 2 discarded; commit p50 0.80 ms, p99 2.10 ms\n"
+		"storage: 1 session(s) in a row lost their initial copy here (syncing it "
+		"failed): check this host's storage\n"
 		"failover: armed; fencing: the fence command runs before a takeover\n"
 		"listen:  0.0.0.0:7700\n");
 }
@@ -442,6 +444,7 @@ START_TEST(test_agent_prometheus)
 		"remus_state{vm=\"vm1\",daemon=\"agent\",state=\"ready\"} 0\n"
 		"remus_epochs_committed_total{vm=\"vm1\",daemon=\"agent\"} 1234\n"
 		"remus_epochs_discarded_total{vm=\"vm1\",daemon=\"agent\"} 2\n"
+		"remus_initial_copies_lost{vm=\"vm1\",daemon=\"agent\"} 1\n"
 		"remus_replica_epoch{vm=\"vm1\",daemon=\"agent\"} 1235\n"
 		"remus_replica_age_seconds{vm=\"vm1\",daemon=\"agent\"} 0.042\n"
 		"remus_failover_armed{vm=\"vm1\",daemon=\"agent\"} 1\n"
