@@ -54,15 +54,16 @@ int disk_track_setup(struct disk_device *d)
 {
 	uint64_t largest = 0;
 
-	for (uint32_t i = 0; i < d->n; i++)
+	for (uint32_t i = 0; i < d->n; i++) {
+		d->disks[i].resume_fd = -1;
 		if (d->disks[i].size > largest)
 			largest = d->disks[i].size;
+	}
 	/* the delta resync's chunk: the backup hashes its base in these */
 	d->track_chunk = proto_disk_hash_chunk_for(largest);
 	for (uint32_t i = 0; i < d->n; i++) {
 		struct disk *k = &d->disks[i];
 
-		k->resume_fd = -1;
 		k->track_chunks = proto_disk_chunks(k->size, d->track_chunk);
 		k->track = calloc(1, map_bytes(k));
 		if (!k->track)
@@ -73,6 +74,8 @@ int disk_track_setup(struct disk_device *d)
 
 static void close_images(struct disk_device *d)
 {
+	if (!d->track_chunk)
+		return; /* never set up (a teardown after a failed setup) */
 	for (uint32_t i = 0; i < d->n; i++)
 		if (d->disks[i].resume_fd >= 0) {
 			close(d->disks[i].resume_fd);
@@ -250,8 +253,8 @@ bool disk_track_resume_start(struct disk_device *d)
 
 		k->resume_fd = disk_open_image(d->cx, k, &why);
 		if (k->resume_fd < 0) {
-			log_warn("disks: cannot resume disk %s (%s): copying every disk in full",
-				 k->name, why);
+			log_warn("disks: cannot resume disk %s (%s): the mirrors restart, every "
+				 "disk is read whole", k->name, why);
 			close_images(d);
 			return false;
 		}

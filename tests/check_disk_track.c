@@ -292,6 +292,22 @@ START_TEST(test_an_unreadable_chunk_ends_the_copy_and_the_lineage)
 }
 END_TEST
 
+/* A setup that failed before the maps (disk_find did): the teardown
+ * closes no descriptor it never opened, such as 0. */
+START_TEST(test_a_teardown_after_a_failed_setup_closes_nothing)
+{
+	struct disk_device *d = calloc(1, sizeof(*d));
+
+	ck_assert_ptr_nonnull(d);
+	if (fcntl(0, F_GETFD) < 0)
+		ck_assert_int_eq(open("/dev/null", O_RDONLY), 0);
+	d->n = 1; /* its resume_fd is 0, as calloc left it */
+	disk_track_free(d);
+	ck_assert_int_ge(fcntl(0, F_GETFD), 0);
+	free(d);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("disk_track");
@@ -302,6 +318,7 @@ static Suite *suite(void)
 	tmp_fixture_add(s, tmp_setup, "tries", test_resumes_that_never_commit_stop_being_offered, 10);
 	tmp_fixture_add(s, tmp_setup, "reads", test_a_resumed_copy_reads_every_marked_chunk_in_order, 10);
 	tmp_fixture_add(s, tmp_setup, "short", test_an_unreadable_chunk_ends_the_copy_and_the_lineage, 10);
+	tmp_fixture_add(s, tmp_setup, "teardown", test_a_teardown_after_a_failed_setup_closes_nothing, 10);
 	return s;
 }
 
