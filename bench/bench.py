@@ -31,6 +31,7 @@
       soft-dirty needs a kernel that keeps the log: bench/in-vm.sh runs this
       inside Debian's kernel (scripts/nested-vm)
   bench/bench.py resync [--mem 512] [--dirty-mbs 16,128] [--cut 10] [--disk-mb 64 [--disk-filled]]
+                        [--state-under DIR]
       a delta resync against a full one: a guest (its RAM, a 64 MiB disk it
       writes 1 MiB/s to, a dirtier at 20 MiB/s over each working set) is
       protected (the first copy: full), then its replication link is cut for
