@@ -80,6 +80,7 @@ void agent_hook_event(const struct agent *a, struct hook_event *ev, const char *
 		.role = "backup",
 		.epoch = a->replica.session_epoch,
 		.peer = a->peer,
+		.peer_host = a->peer_host[0] ? a->peer_host : NULL,
 		.reason = reason,
 	};
 }
@@ -191,6 +192,26 @@ static unsigned takeover_after_ms(const struct agent *a)
 	return a->cfg.timeout_ms + (a->cfg.fence_cmd ? a->cfg.fence_timeout_ms : 0);
 }
 
+/* The primary's host, which the fence command powers off: one of the
+ * file's other hosts, or none named (a replicator given --backup). */
+static int pair_host_check(const struct agent *a, struct json_object *vm, char *err,
+			   size_t errlen)
+{
+	struct json_object *host;
+	const struct config_host *h;
+
+	if (!json_object_object_get_ex(vm, "host", &host))
+		return 0;
+	h = json_object_is_type(host, json_type_string) ?
+		config_host_find(&a->cfg.file, json_object_get_string(host)) : NULL;
+	if (h && h != a->cfg.host)
+		return 0;
+	snprintf(err, errlen, "the primary says it runs on host '%.64s', which is %s of %s",
+		 json_object_get_string(host), h ? "this host, not another" :
+		 "none of the [host] sections", a->cfg.file.path);
+	return -EPERM;
+}
+
 /* A pair whose roles move runs the VM its file names on either host: a
  * libvirt domain of that name ([vm] domain), or a plain QEMU ([vm] qmp).
  * Another would be restored here, then taken for absent by the
@@ -216,7 +237,7 @@ static int pair_vm_check(const struct agent *a, struct json_object *vm, char *er
 			 "libvirt domain", a->cfg.file.path);
 		return -EPERM;
 	}
-	return 0;
+	return pair_host_check(a, vm, err, errlen);
 }
 
 /* Is this VM one this backup would run? Refused now, with the option
@@ -230,6 +251,16 @@ static int check_vm(struct agent *a, const char *text, char *err, size_t errlen)
 		rc = restore_check_hello(&a->cfg.restore, vm, err, errlen);
 	json_object_put(vm);
 	return rc;
+}
+
+/* The HELLO's "host", checked by pair_host_check. */
+static void peer_host_name(struct agent *a)
+{
+	struct json_object *host;
+
+	a->peer_host[0] = 0;
+	if (a->cfg.host && json_object_object_get_ex(a->replica.hello, "host", &host))
+		snprintf(a->peer_host, sizeof(a->peer_host), "%s", json_object_get_string(host));
 }
 
 /* An authenticated peer's HELLO: it becomes the primary, or is told why
@@ -259,6 +290,7 @@ static void on_hello(struct agent *a, struct peer_link *l, const uint8_t *payloa
 	a->primary = l;
 	peer_link_established(l);
 	snprintf(a->peer, sizeof(a->peer), "%s", l->peer);
+	peer_host_name(a);
 	a->backup_notified = false;
 	name = json_object_get_string(json_object_object_get(a->replica.hello, "name"));
 	snprintf(a->vm_name, sizeof(a->vm_name), "%s", name ? name : "?");

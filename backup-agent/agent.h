@@ -109,6 +109,8 @@ struct agent {
 	unsigned refused_quiet;   /* refusals not logged since */
 	ev_tstamp grace_until;    /* stream dropped by us: failover if no reconnect by then */
 	char peer[160];
+	/* the primary's [host] name (its HELLO's "host"), "" if it gave none */
+	char peer_host[CONFIG_MAX_HOSTNAME + 1];
 	/* The operator paused this session's protection: no failover. Kept
 	 * by agent_set_state alone: set on entering PAUSED, cleared on
 	 * entering SYNCING (a new session) or BACKUP (a commit after the

@@ -92,6 +92,7 @@ static void ask_done(struct agent *a)
 static void ask_failed(struct agent *a, const char *why)
 {
 	ask_done(a);
+	a->cold.asking = 0; /* a round starts again at the first host */
 	if (a->takeover_fd >= 0)
 		agent_takeover_peer_answer(a, NULL, why);
 }
@@ -115,17 +116,33 @@ static void on_ask_open(struct peer_link *l)
 		ask_failed(a, "out of memory");
 }
 
+/* Every other host said, in this round, that this one wins: restore. */
+static void won(struct agent *a, const struct cold_facts *us, const char *answer)
+{
+	char why[300];
+
+	snprintf(why, sizeof(why), "no host runs the VM and this host's replica (generation "
+		 "%llu, epoch %llu) is the newest (%s%s)", (unsigned long long)us->generation,
+		 (unsigned long long)us->epoch, a->cold.npeers > 1 ? "last, " : "", answer);
+	if (a->cfg.takeover_manual)
+		agent_takeover_ready(a, "cold start: %.260s", why); /* the manager promotes */
+	else
+		agent_restore_cold(a, why);
+}
+
 static bool on_ask_frame(struct peer_link *l, const struct frame_hdr *h, const uint8_t *payload)
 {
 	struct agent *a = l->data;
 	struct cold_facts us = own_facts(a), peer;
 	struct json_object *owner = NULL;
-	char answer[sizeof(a->cold.last_answer)];
+	char *last = a->cold.last_answer[a->cold.asking];
+	char answer[sizeof(a->cold.last_answer[0])];
+	bool wins;
 
 	if (h->type != FRAME_PEER_STATE || proto_check_payload(h, payload) ||
 	    cold_facts_parse(payload, h->len, &peer, &owner)) {
-		log_warn("cold start: the other host's agent (%s) answered with a bad %s frame",
-			 a->cold.peer.text, frame_type_name(h->type));
+		log_warn("cold start: the agent of %s answered with a bad %s frame",
+			 a->cold.peer[a->cold.asking].text, frame_type_name(h->type));
 		ask_failed(a, "a bad answer");
 		return false;
 	}
@@ -133,10 +150,10 @@ static bool on_ask_frame(struct peer_link *l, const struct frame_hdr *h, const u
 		 peer.host, peer.waiting ? "waiting" : "busy",
 		 !peer.replica ? "none," : peer.restored ? "(restored from) at" : "at",
 		 (unsigned long long)peer.generation, (unsigned long long)peer.epoch);
-	if (strcmp(answer, a->cold.last_answer)) {
+	if (strcmp(answer, last)) {
 		log_info("cold start: %s (ours: generation %llu epoch %llu)", answer,
 			 (unsigned long long)us.generation, (unsigned long long)us.epoch);
-		snprintf(a->cold.last_answer, sizeof(a->cold.last_answer), "%s", answer);
+		snprintf(last, sizeof(a->cold.last_answer[0]), "%s", answer);
 	}
 	ask_done(a);
 	if (a->takeover_fd >= 0) {
@@ -144,20 +161,21 @@ static bool on_ask_frame(struct peer_link *l, const struct frame_hdr *h, const u
 		json_object_put(owner);
 		return false;
 	}
-	if (cold_start_wins(&us, &peer)) {
-		char why[300];
-
-		snprintf(why, sizeof(why), "neither host runs the VM and this host's replica "
-			 "(generation %llu, epoch %llu) is the newer (%s)",
-			 (unsigned long long)us.generation, (unsigned long long)us.epoch, answer);
-		json_object_put(owner);
-		if (a->cfg.takeover_manual)
-			agent_takeover_ready(a, "cold start: %.260s", why); /* the manager promotes */
-		else
-			agent_restore_cold(a, why);
+	wins = cold_start_wins(&us, &peer);
+	json_object_put(owner);
+	if (!wins) {
+		a->cold.asking = 0; /* a round starts again at the first host */
 		return false;
 	}
-	json_object_put(owner);
+	if (++a->cold.asking < a->cold.npeers) {
+		/* the next host at once: the round's answers must be fresh */
+		ev_timer_stop(a->loop, &a->cold.timer);
+		ev_timer_set(&a->cold.timer, 0.01, COLD_START_ASK_S);
+		ev_timer_start(a->loop, &a->cold.timer);
+		return false;
+	}
+	a->cold.asking = 0;
+	won(a, &us, answer);
 	return false;
 }
 
@@ -166,7 +184,7 @@ static void on_ask_error(struct peer_link *l, int err, const char *why)
 	struct agent *a = l->data;
 
 	/* Nobody there, or not an agent: it may run the VM. Ask again. */
-	log_debug("cold start: %s: %s", a->cold.peer.text, why);
+	log_debug("cold start: %s: %s", a->cold.peer[a->cold.asking].text, why);
 	ask_failed(a, why);
 }
 
@@ -202,12 +220,20 @@ static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 	struct agent *a = w->data;
 	int rc;
 
-	if (a->cold.link.state != PEER_LINK_IDLE || !may_ask(a))
+	if (a->cold.link.state != PEER_LINK_IDLE)
 		return;
+	if (!may_ask(a)) {
+		a->cold.asking = 0; /* the answers so far were for another state */
+		return;
+	}
 	peer_link_init(&a->cold.link, loop, &a->sec, &ask_ops, a);
-	rc = peer_link_connect(&a->cold.link, &a->cold.peer, COLD_START_DEADLINE_MS);
-	if (rc)
-		log_debug("cold start: cannot connect to %s: %s", a->cold.peer.text, strerror(-rc));
+	rc = peer_link_connect(&a->cold.link, &a->cold.peer[a->cold.asking],
+			       COLD_START_DEADLINE_MS);
+	if (rc) {
+		log_debug("cold start: cannot connect to %s: %s",
+			  a->cold.peer[a->cold.asking].text, strerror(-rc));
+		a->cold.asking = 0;
+	}
 }
 
 int cold_start_ask_now(struct agent *a)
@@ -218,26 +244,37 @@ int cold_start_ask_now(struct agent *a)
 		return -1;
 	peer_link_close(&a->cold.link);
 	peer_link_init(&a->cold.link, a->loop, &a->sec, &ask_ops, a);
-	rc = peer_link_connect(&a->cold.link, &a->cold.peer, COLD_START_DEADLINE_MS);
+	a->cold.asking = 0;
+	rc = peer_link_connect(&a->cold.link, &a->cold.peer[0], COLD_START_DEADLINE_MS);
 	if (rc)
-		log_warn("takeover: cannot connect to the other host %s: %s", a->cold.peer.text,
-			 strerror(-rc));
+		log_warn("takeover: cannot connect to the other host %s: %s",
+			 a->cold.peer[0].text, strerror(-rc));
 	return rc ? -1 : 0;
 }
 
 void cold_start_init(struct agent *a)
 {
-	const struct config_host *peer;
+	const struct pair_config *pc = &a->cfg.file;
 	char err[256];
 
 	a->cold.enabled = false;
+	a->cold.npeers = a->cold.asking = 0;
 	peer_link_init(&a->cold.link, a->loop, &a->sec, &ask_ops, a);
-	if (!a->cfg.host || !(peer = config_host_peer(&a->cfg.file, a->cfg.host)))
+	if (!a->cfg.host)
 		return;
-	if (netaddr_parse(peer->address, &a->cold.peer, err, sizeof(err))) {
-		log_warn("cold start: [host %s] address: %s", peer->name, err);
-		return;
+	for (int h = 0; h < pc->nhosts; h++) {
+		if (&pc->hosts[h] == a->cfg.host)
+			continue;
+		/* all or none: a host left out could hold the newer replica */
+		if (netaddr_parse(pc->hosts[h].address, &a->cold.peer[a->cold.npeers++], err,
+				  sizeof(err))) {
+			log_warn("cold start: [host %s] address: %s; this host never restores "
+				 "the VM by itself", pc->hosts[h].name, err);
+			return;
+		}
 	}
+	if (!a->cold.npeers)
+		return;
 	ev_timer_init(&a->cold.timer, on_timer, 1.0, COLD_START_ASK_S);
 	a->cold.timer.data = a;
 	ev_timer_start(a->loop, &a->cold.timer);

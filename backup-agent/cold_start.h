@@ -1,19 +1,21 @@
-/* Cold start of a pair whose roles move ([host] sections): both hosts
- * came back and neither runs the VM (both daemons found no VM and became
- * agents). Each agent that holds a committed replica asks the other host's
- * agent, over the pair's TLS link, what it holds (PEER_QUERY, answered by
- * PEER_STATE). When the other is an agent too, with no primary and no
- * newer replica, this one restores the VM and becomes its replicator; the
- * other waits and becomes its backup. The order is total (generation,
- * then epoch, then host name), so exactly one of the two restores, and it
- * is the one with the newer replica. An unreachable peer decides nothing:
- * it may be running the VM, so the operator decides (remus-agent
- * --restore). A replica committed before this host last started is not
- * restored automatically either (its RAM and journal may be behind its
- * disks: see --after-host-restart). */
+/* Cold start of a pair whose roles move ([host] sections): the hosts
+ * came back and none runs the VM (every daemon found no VM and became an
+ * agent). Each agent that holds a committed replica asks every other
+ * host's agent in turn, over the pair's TLS link, what it holds
+ * (PEER_QUERY, answered by PEER_STATE). When each other one is an agent
+ * too, with no primary and no newer replica, in one round of asking, this
+ * one restores the VM and becomes its replicator; the others wait and one
+ * becomes its backup. The order is total (generation, then epoch, then
+ * host name), so exactly one restores, and it is the one with the newest
+ * replica. An unreachable host decides nothing (the round starts again):
+ * it may be running the VM, or hold a newer replica, so the operator
+ * decides (remus-agent --restore). A replica committed before this host
+ * last started is not restored automatically either (its RAM and journal
+ * may be behind its disks: see --after-host-restart). */
 #ifndef REMUS_COLD_START_H
 #define REMUS_COLD_START_H
 
+#include "config.h"
 #include "peer_link.h"
 #include "proto.h"
 
@@ -23,13 +25,16 @@
 
 struct agent;
 
+#define COLD_START_MAX_PEERS (CONFIG_MAX_HOSTS - 1)
 struct cold_start {
-	struct peer_link link;  /* ours, to the other host's agent */
+	struct peer_link link;  /* ours, to the agent asked now */
 	ev_timer timer;
-	struct netaddr peer;
+	struct netaddr peer[COLD_START_MAX_PEERS]; /* the other hosts, in file order */
+	int npeers;
+	int asking;             /* this round: the peers before it said we win */
 	bool enabled;
 	bool refused_logged;    /* said once why this host does not restore */
-	char last_answer[160];  /* logged when it changes */
+	char last_answer[COLD_START_MAX_PEERS][160]; /* logged when it changes */
 };
 
 /* What one agent holds, as PEER_QUERY and PEER_STATE carry it (JSON:
@@ -73,7 +78,8 @@ int cold_facts_parse(const uint8_t *payload, uint32_t len, struct cold_facts *f,
  * (a no-op outside a pair with [host] sections). */
 void cold_start_init(struct agent *a);
 /* Ask the other host now, for a takeover (agent_takeover_peer_answer
- * gets the answer): 0, or -1 when it cannot be asked (no [host] pair). */
+ * gets the answer): 0, or -1 when it cannot be asked (no [host] pair).
+ * Two hosts only: takeover = manual, which parks, needs them (config.c). */
 int cold_start_ask_now(struct agent *a);
 /* Something listens on path (a QEMU's QMP socket): a VM may run here. */
 bool cold_start_listens(const char *path);

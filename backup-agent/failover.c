@@ -9,8 +9,10 @@
 #include "notify.h"
 #include "restore.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Fence the lost primary, if configured. true: the VM may be restored. */
 static bool fence_primary(struct agent *a, const char *why, long long lost_at, double *fence_ms)
@@ -27,7 +29,8 @@ static bool fence_primary(struct agent *a, const char *why, long long lost_at, d
 	agent_notify(a, "fencing", why);
 	agent_hook_event(a, &ev, "fencing", why);
 	hook_event_var(&ev, lost, sizeof(lost), "LOST_AT_MS", "%lld", lost_at);
-	log_info("fencing the primary %s before taking over: %s", a->peer, a->cfg.fence_cmd);
+	log_info("fencing the primary %s%s%s before taking over: %s", a->peer,
+		 a->peer_host[0] ? ", host " : "", a->peer_host, a->cfg.fence_cmd);
 	if (hook_run_sync("fence command", a->cfg.fence_cmd, &ev, a->cfg.fence_timeout_ms,
 			  &res) == 0) {
 		*fence_ms = res.ms;
@@ -67,6 +70,19 @@ void agent_notify_master(struct agent *a, const struct restore_result *res,
 	hook_notify(&a->hooks, &ev);
 }
 
+/* The backup host this host's last replicator bound belonged to an older
+ * run of the VM, which the restore ends: the replicator we become owes it
+ * nothing (replicator/backup_choice.h). */
+static void forget_backup_host(const struct agent *a)
+{
+	char path[PATH_MAX];
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", a->cfg.state_dir, BACKUP_HOST_FILE) <
+		    sizeof(path) &&
+	    unlink(path) == 0)
+		log_info("removed %s: the VM restored here is protected to any host", path);
+}
+
 /* The VM runs here now. In a pair whose roles move, this host protects
  * it next: once the loop ends, main() makes us its replicator. */
 void agent_become_primary(struct agent *a, const struct restore_result *res)
@@ -82,6 +98,7 @@ void agent_become_primary(struct agent *a, const struct restore_result *res)
 		a->master_domain[0] = 0;
 		snprintf(a->master_qmp, sizeof(a->master_qmp), "%s", res->qmp_path);
 	}
+	forget_backup_host(a);
 	a->master_generation = 0;
 	if (!replica_load_info(a->cfg.state_dir, &info)) {
 		a->master_generation = replica_generation(info.vm);

@@ -763,9 +763,15 @@ static void check_hosts(struct config_parser *p, enum config_role role)
 
 	if (!c->nhosts)
 		return;
-	if (c->nhosts != CONFIG_MAX_HOSTS)
+	if (c->nhosts < 2)
 		error_at(p, c->hosts[0].line, "a pair with [host] sections needs two of them, "
 			 "one for each host");
+	/* A cluster manager promotes one of two replicas, and a parked VM is
+	 * given up by the one other host (backup-agent/takeover.c). */
+	if (c->nhosts > 2 && takeover_manual(p))
+		error_at(p, p->given[PC_BACKUP_TAKEOVER], "[backup] takeover = manual: a cluster "
+			 "manager promotes one of two hosts; a pair with a spare host (three "
+			 "[host] sections) takes over by itself (takeover = auto)");
 	for (size_t i = 0; i < sizeof(per_host) / sizeof(per_host[0]); i++) {
 		int k = per_host[i];
 
@@ -835,8 +841,9 @@ int config_host_self(const struct pair_config *cfg, const char *name, const char
 	h = config_host_find(cfg, name);
 	if (!h) {
 		fprintf(errf, "%s: %s: this host is '%s', which is none of the file's [host] "
-			"sections (%s, %s): give --host NAME\n", prog, cfg->path, name,
-			cfg->hosts[0].name, cfg->nhosts > 1 ? cfg->hosts[1].name : "-");
+			"sections (%s, %s%s%s): give --host NAME\n", prog, cfg->path, name,
+			cfg->hosts[0].name, cfg->nhosts > 1 ? cfg->hosts[1].name : "-",
+			cfg->nhosts > 2 ? ", " : "", cfg->nhosts > 2 ? cfg->hosts[2].name : "");
 		return -1;
 	}
 	*self = h;

@@ -105,9 +105,11 @@ struct config_list {
  * With these sections the same file says where each host's daemon
  * listens, keeps its replica and puts the VM's NICs, and the one daemon
  * of a host changes role by itself (common/pair_role.h): the agent that
- * restores the VM replicates it to the other host, a primary whose VM is
- * gone becomes the other host's backup. */
-#define CONFIG_MAX_HOSTS    2
+ * restores the VM replicates it to another host, a primary whose VM is
+ * gone becomes another host's backup. Two hosts, or three: the third is a
+ * spare, so that a VM whose old host stays down is protected again
+ * (replicator/backup_choice.h says which host a replicator protects to). */
+#define CONFIG_MAX_HOSTS    3
 #define CONFIG_MAX_HOSTNAME 63
 struct config_host {
 	char *name;
@@ -222,7 +224,8 @@ int config_finish(struct config_parser *p, enum config_role role);
 
 /* The host of the file named name, NULL if none. */
 const struct config_host *config_host_find(const struct pair_config *cfg, const char *name);
-/* The other host of a two-host file. */
+/* The first host of the file other than self (a two-host file's other
+ * host). */
 const struct config_host *config_host_peer(const struct pair_config *cfg,
 					   const struct config_host *self);
 /* Which [host] this daemon is: name (--host), or else this machine's host

@@ -113,7 +113,7 @@ static char **build_envp(const char *cmd, const struct hook_event *ev)
 
 	while (environ && environ[outer])
 		outer++;
-	envp = calloc((size_t)outer + 9 + HOOK_MAX_VARS + 1, sizeof(char *));
+	envp = calloc((size_t)outer + 10 + HOOK_MAX_VARS + 1, sizeof(char *));
 	if (!envp)
 		return NULL;
 	for (int i = 0; i < outer && !rc; i++) {
@@ -128,6 +128,7 @@ static char **build_envp(const char *cmd, const struct hook_event *ev)
 		rc = env_add(envp, &n, "PAIR", ev->pair) ?: env_add(envp, &n, "VM", ev->vm) ?:
 		     env_add(envp, &n, "EVENT", ev->event) ?: env_add(envp, &n, "ROLE", ev->role) ?:
 		     env_add(envp, &n, "EPOCH", epoch) ?: env_add(envp, &n, "PEER", ev->peer) ?:
+		     env_add(envp, &n, "PEER_HOST", ev->peer_host) ?:
 		     env_add(envp, &n, "REASON", ev->reason) ?: env_add(envp, &n, "TIME_MS", now);
 	/* the operator's command as it is: not cleaned, it is not from the wire */
 	if (!rc && asprintf(&envp[n++], "%s=%s", HOOK_COMMAND_VAR, cmd) < 0) {

@@ -32,7 +32,8 @@ struct hook_event {
 	const char *event;    /* $3, REMUS_EVENT */
 	const char *role;     /* $4, REMUS_ROLE: "primary" or "backup" */
 	uint64_t epoch;       /* REMUS_EPOCH: last committed epoch */
-	const char *peer;     /* REMUS_PEER: the other host */
+	const char *peer;     /* REMUS_PEER: the other host's address */
+	const char *peer_host; /* REMUS_PEER_HOST: its [host] name, in a pair whose roles move */
 	const char *reason;   /* REMUS_REASON: why, in words */
 	/* further "REMUS_NAME=value" assignments, up to HOOK_MAX_VARS */
 	const char *vars[HOOK_MAX_VARS];

@@ -16,6 +16,10 @@
  * --control PATH, --control-group NAME, -v), as given on the command
  * line: a unit's ExecStart= says them once, and they carry over to every
  * role the daemon takes. */
+/* In a host's state dir: the backup host its last replicator bound
+ * (replicator/backup_choice.h); an agent that restores the VM removes it. */
+#define BACKUP_HOST_FILE "backup-host.json"
+
 #define PAIR_ROLE_MAX_CARRY 8
 struct pair_role_carry {
 	const char *argv[PAIR_ROLE_MAX_CARRY];

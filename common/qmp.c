@@ -770,7 +770,13 @@ static int read_greeting(struct qmp *q, long long deadline, int timeout_ms)
 	struct json_object *msg = NULL;
 	int err;
 
-	err = next_msg(q, deadline, &msg);
+	/* An event first: one QEMU still had to write to the client before
+	 * us (a replicator SIGKILLed amid a flood of BLOCK_JOB_ERROR from its
+	 * mirror, whose target died with it), written to us instead. */
+	while (!(err = next_msg(q, deadline, &msg)) && is_event(msg)) {
+		json_object_put(msg);
+		msg = NULL;
+	}
 	/* QEMU accepts a second client but greets it only when the first
 	 * one leaves. */
 	if (err == -ETIMEDOUT)

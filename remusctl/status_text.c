@@ -128,6 +128,10 @@ static void print_replicator(FILE *f, struct json_object *o)
 		str(o, "backup"), str(o, "protection"));
 	if (remusctl_str_or(o, "state_reason", NULL)) /* not from a replicator before it */
 		fprintf(f, "state:   %s: %s\n", str(o, "protection"), str(o, "state_reason"));
+	if (remusctl_str_or(o, "backup_host", NULL))
+		fprintf(f, "host:    backup host %s%s%s\n", str(o, "backup_host"),
+			remusctl_str_or(o, "backup_bound", NULL) ? "; may take over: " : "",
+			remusctl_str_or(o, "backup_bound", ""));
 	fprintf(f, "epochs:  %.0f committed, last acked %.0f, current %.0f; %.0f resent, "
 		"%.0f full syncs, %.0f ended early\n", num(o, "epochs_committed"),
 		num(o, "last_acked_epoch"), num(o, "epoch"), num(o, "epochs_resent"),

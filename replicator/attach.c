@@ -529,6 +529,8 @@ char *vm_hello_json(const struct replicator *r)
 			r->devices[i].ops->hello(r->devices[i].state, o);
 	if (vm->libvirt_xml)
 		json_object_object_add(o, "libvirt_xml", json_object_new_string(vm->libvirt_xml));
+	if (r->cfg.host) /* for the backup's fence command (REMUS_PEER_HOST) */
+		json_object_object_add(o, "host", json_object_new_string(r->cfg.host->name));
 	text = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 	json_object_put(o);
 	return text;

@@ -29,6 +29,14 @@ char *status_json(const struct replicator *r)
 	json_object_object_add(o, "vm", json_object_new_string(r->vm.name));
 	json_object_object_add(o, "qemu_pid", json_object_new_int(r->vm.pid));
 	json_object_object_add(o, "backup", json_object_new_string(r->cfg.backup.text));
+	if (r->backups.n) { /* [host] sections: which host, and the one that may take over */
+		const char *bound = backup_choice_bound(&r->backups);
+
+		json_object_object_add(o, "backup_host",
+				       json_object_new_string(r->backups.name[r->backups.cur]));
+		json_object_object_add(o, "backup_bound",
+				       bound ? json_object_new_string(bound) : NULL);
+	}
 	json_add_u64(o, "generation", r->generation);
 	json_object_object_add(o, "protection", json_object_new_string(prot_name(&r->state)));
 	json_object_object_add(o, "state_reason", json_object_new_string(r->state.reason));

@@ -47,7 +47,10 @@ struct disk {
 	bool node_added;     /* blockdev-add of our nbd node done */
 	bool job;            /* our mirror job exists */
 	bool ready;          /* BLOCK_JOB_READY seen */
-	unsigned gen;        /* of our job's id: a cancelled job's late events are not ours */
+	/* of our job's id: a cancelled job's late events are not ours. It
+	 * starts at random, so that the events a SIGKILLed replicator's job
+	 * sent before we cancelled it, read by us, are not taken for ours. */
+	unsigned gen;
 	bool retired;        /* our job was cancelled without waiting (bitmaps took over) */
 	uint64_t writes, bytes;
 	uint64_t sync_bytes;  /* of the disk covered in this initial copy */

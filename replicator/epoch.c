@@ -375,6 +375,22 @@ static int vm_may_run(struct replicator *r)
 	return 1;
 }
 
+/* The VM stands still, and not by our `stop`: no checkpoint until it runs
+ * again, which we do not do. Said once per stretch: a replicator that died
+ * inside a pause (or a handover) leaves the VM paused, and nothing else
+ * would tell the operator why it stays so. */
+static void say_paused(struct replicator *r, struct json_object *status)
+{
+	struct json_object *v;
+	const char *st = json_object_object_get_ex(status, "status", &v) ?
+		json_object_get_string(v) : "?";
+
+	log_warn("VM %s is not running (QEMU status %s), and not by this replicator: no "
+		 "checkpoint until it runs again. If a replicator before this one died during "
+		 "a checkpoint or a handover, it left the VM so: check that the backup does "
+		 "not run the VM, then resume it (QMP cont, virsh resume)", r->vm.name, st);
+}
+
 /* Ask QEMU (one more round trip while the guest runs). 1 running, 0 not. */
 static int query_running(struct replicator *r)
 {
@@ -389,6 +405,9 @@ static int query_running(struct replicator *r)
 			 (unsigned long long)r->epoch + 1, qmp_last_error(r->qmp));
 	else if (json_object_object_get_ex(ret, "running", &v))
 		running = json_object_get_boolean(v);
+	if (!rc && !running && !r->vm_paused_said)
+		say_paused(r, ret);
+	r->vm_paused_said = !rc && !running;
 	json_object_put(ret);
 	return running;
 }
@@ -427,6 +446,7 @@ static int stop_vm(struct replicator *r)
 	}
 	if (stopped_it)
 		r->vm_stopped_by_us = true;
+	r->vm_paused_said = r->vm_paused_said && !stopped_it; /* it ran: say it again */
 	return stopped_it;
 }
 
@@ -640,6 +660,8 @@ void epoch_on_ack(struct replicator *r, uint64_t id)
 		if (operator_after_ack(r, id))
 			return;
 		log_info("initial sync acknowledged; taking the first checkpoint");
+		/* it may take over from now on (backup_choice.h) */
+		backup_choice_committed(&r->backups, r->backup_silence_ms);
 		protect_devices(r, true, 1);
 		epoch_checkpoint(r);
 		replicator_notify_state(r);
@@ -778,6 +800,8 @@ void epoch_backup_gone(struct replicator *r, const char *why, bool link_was_up)
 	/* Say it once per loss, not at every failed reconnect. */
 	bool announce = link_was_up || prot_link(&r->state) != PROT_UNPROTECTED;
 
+	if (link_was_up)
+		backup_choice_link_lost(&r->backups, r->backup_may_take_over, r->link.last_rx);
 	peer_link_close(&r->link);
 	r->session_synced = false;
 	operator_on_backup_lost(r, why);

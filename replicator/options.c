@@ -345,8 +345,9 @@ static int apply_host(struct replicator_config *cfg, const char *file, const cha
 		return 0;
 	cfg->config_path = file;
 	peer = config_host_peer(&cfg->file, cfg->host);
+	cfg->backup_flag = *backup != NULL;
 	if (!*backup)
-		*backup = peer->address;
+		*backup = peer->address; /* the first to try (backup_choice.h) */
 	if (!cfg->n_net_out)
 		for (int i = 0; i < cfg->host->net_out.n; i++)
 			if (add_net_out(cfg, cfg->host->net_out.v[i]))

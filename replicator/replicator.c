@@ -284,6 +284,7 @@ static void try_connect(struct replicator *r)
 	ev_timer_stop(r->loop, &r->reconnect_timer);
 	if (r->link.state != PEER_LINK_IDLE)
 		return; /* an attempt is under way: it ends in link_up or link_failed */
+	backup_choice_pick(&r->backups, ev_now(r->loop), &r->cfg.backup);
 	if (link_open(r, err, sizeof(err)))
 		replicator_link_failed(r, err);
 }
@@ -293,6 +294,7 @@ static void try_connect(struct replicator *r)
 void replicator_link_failed(struct replicator *r, const char *why)
 {
 	peer_link_close(&r->link);
+	backup_choice_failed(&r->backups);
 	/* Say it once, not every second. */
 	if (!r->connect_failures++)
 		log_warn("%s; retrying every second (VM %s is not protected)", why, r->vm.name);
@@ -478,6 +480,21 @@ static void start_generation(struct replicator *r)
 	json_object_put(file);
 }
 
+/* Which of the file's other hosts protects the VM (backup_choice.h);
+ * --backup names one. */
+static int choose_backups(struct replicator *r)
+{
+	char err[300];
+
+	if (backup_choice_init(&r->backups, &r->cfg.file,
+			       r->cfg.backup_flag ? NULL : r->cfg.host, ev_now(r->loop), err,
+			       sizeof(err))) {
+		log_err("%s", err);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 /* A VM restored here just now: the NIC's frames were dropped until the
  * net buffer bound its socket, the restore's announcement with them, so
  * switches still send the VM's traffic to the old host. Announce again
@@ -548,6 +565,9 @@ int replicator_run(struct replicator *r)
 	r->state.vm = r->vm.name;
 	link_security_set_identity(&r->link_sec, r->cfg.pair_name ? r->cfg.pair_name : r->vm.name);
 	start_generation(r);
+	rc = choose_backups(r);
+	if (rc)
+		goto out;
 	rc = make_runtime_dir(r);
 	if (rc)
 		goto out;

@@ -2,6 +2,7 @@
 #ifndef REMUS_REPLICATOR_H
 #define REMUS_REPLICATOR_H
 
+#include "backup_choice.h"
 #include "ckpt_device.h"
 #include "replicator_config.h"
 #include "compress.h"
@@ -34,6 +35,7 @@ struct json_object;
 struct replicator {
 	struct ev_loop *loop;
 	struct replicator_config cfg;
+	struct backup_choice backups; /* which host is the backup ([host] sections) */
 	struct vm_info vm;
 	struct qmp *qmp;
 	ev_io qmp_watch;          /* QMP socket; or, through libvirt: */
@@ -88,6 +90,7 @@ struct replicator {
 	/* the last barrier's `stop` paused the VM (and `cont` ran it on): the
 	 * next one need not ask QEMU first (epoch.c, stop_vm) */
 	bool vm_seen_running;
+	bool vm_paused_said;  /* "paused, not by us" logged for this stretch */
 	/* the vCPUs' time from the epoch's first reply on (epoch_timer_expired) */
 	struct vcpu_mark reply_mark;
 	bool reply_marked;

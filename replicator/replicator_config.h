@@ -65,6 +65,7 @@ struct replicator_config {
 	/* A pair whose roles move ([host] sections): this host's, and the
 	 * file, for the agent we become (common/pair_role.h); NULL: none. */
 	const struct config_host *host;
+	bool backup_flag;          /* --backup given: it, not the file's other hosts */
 	const char *config_path;
 	struct pair_role_carry carry; /* the service's flags, for the next role */
 	char *state_qmp_path;      /* host->state_dir/qmp.sock: a VM the agent restored */

@@ -408,9 +408,10 @@ static const struct golden {
 	  "[host a]\naddress = 127.0.0.1:1\n[host a]\n",
 	  "pair.conf:3: [host a]: given twice (first on line 1)\n"
 	  "pair.conf:1: a pair with [host] sections needs two of them, one for each host\n" },
-	{ "host: a third one", CONFIG_ANY,
-	  "[host a]\naddress = 127.0.0.1:1\n[host b]\naddress = 127.0.0.1:2\n[host c]\n",
-	  "pair.conf:5: [host c]: a pair has 2 hosts, this is one more\n" },
+	{ "host: a fourth one", CONFIG_ANY,
+	  "[host a]\naddress = 127.0.0.1:1\n[host b]\naddress = 127.0.0.1:2\n"
+	  "[host c]\naddress = 127.0.0.1:3\n[host d]\n",
+	  "pair.conf:7: [host d]: a pair has 3 hosts, this is one more\n" },
 	{ "host: unknown key, bad values, a key twice", CONFIG_ANY,
 	  "[host a]\naddress = 127.0.0.1:1\ntap = tap0\nnet-out = eth0\naddress = 127.0.0.1:3\n"
 	  "[host b]\naddress = 127.0.0.1\n",
@@ -649,6 +650,22 @@ START_TEST(test_hosts_refusals)
 	pair_config_free(&pc);
 	snprintf(text, sizeof(text), "[hooks]\nfence = none\n%s", hosts);
 	fails(text, CONFIG_AGENT, "pair.conf: missing section [vm]\n");
+	/* a spare: three hosts take over by themselves, never by a manager */
+	snprintf(text, sizeof(text), "[vm]\nqmp = /q\n[hooks]\nfence = none\n%s"
+		 "[host c]\naddress = 127.0.0.1:3\nstate-dir = /c\n", hosts);
+	ck_assert_int_eq(parse_text(text, CONFIG_AGENT, &pc, &errors), 0);
+	ck_assert_str_eq(errors, "");
+	ck_assert_int_eq(pc.nhosts, 3);
+	ck_assert_ptr_eq(config_host_peer(&pc, &pc.hosts[0]), &pc.hosts[1]);
+	ck_assert_ptr_eq(config_host_peer(&pc, &pc.hosts[1]), &pc.hosts[0]);
+	ck_assert_ptr_eq(config_host_peer(&pc, &pc.hosts[2]), &pc.hosts[0]);
+	free(errors);
+	pair_config_free(&pc);
+	snprintf(text, sizeof(text), "[vm]\ndomain = d\n[backup]\ntakeover = manual\n%s"
+		 "[host c]\naddress = 127.0.0.1:3\nstate-dir = /c\n", hosts);
+	fails(text, CONFIG_AGENT, "pair.conf:4: [backup] takeover = manual: a cluster manager "
+	      "promotes one of two hosts; a pair with a spare host (three [host] sections) "
+	      "takes over by itself (takeover = auto)\n");
 }
 END_TEST
 

@@ -70,7 +70,8 @@ static char *slurp(const char *name)
 
 static const struct hook_event EV = {
 	.pair = "pair1", .vm = "vm 1", .event = "master", .role = "backup",
-	.epoch = 42, .peer = "192.168.78.1", .reason = "no heartbeat for 2000 ms",
+	.epoch = 42, .peer = "192.168.78.1", .peer_host = "beta",
+	.reason = "no heartbeat for 2000 ms",
 };
 
 static int run(const char *cmd, unsigned timeout_ms, struct hook_result *res)
@@ -175,6 +176,7 @@ START_TEST(test_args_and_env_are_passed)
 	ck_assert_ptr_nonnull(strstr(out, "REMUS_ROLE=backup\n"));
 	ck_assert_ptr_nonnull(strstr(out, "REMUS_EPOCH=42\n"));
 	ck_assert_ptr_nonnull(strstr(out, "REMUS_PEER=192.168.78.1\n"));
+	ck_assert_ptr_nonnull(strstr(out, "REMUS_PEER_HOST=beta\n"));
 	ck_assert_ptr_nonnull(strstr(out, "REMUS_REASON=no heartbeat for 2000 ms\n"));
 	ck_assert_ptr_nonnull(strstr(out, "REMUS_TIME_MS="));
 	ck_assert_ptr_nonnull(strstr(out, "HOOK_DIR=")); /* the daemon's env is kept */

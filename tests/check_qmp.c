@@ -749,6 +749,30 @@ START_TEST(test_greeting_not_qmp)
 }
 END_TEST
 
+/* QEMU writes to a new client the events it had not written to the one
+ * before (SIGKILLed amid a flood of them), and only then greets it. */
+static void peer_events_first(int fd)
+{
+	for (int i = 0; i < 500; i++)
+		peer_send(fd, "{\"timestamp\": {\"seconds\": 1, \"microseconds\": 2}, \"event\": "
+			  "\"BLOCK_JOB_ERROR\", \"data\": {\"device\": \"remus-mirror0-1\", "
+			  "\"operation\": \"write\", \"action\": \"ignore\"}}\r\n");
+	peer_greet(fd);
+	peer_wait_close(fd);
+}
+
+START_TEST(test_greeting_after_events)
+{
+	struct peer p = peer_start(peer_events_first);
+	struct qmp *q = NULL;
+
+	ck_assert_int_eq(qmp_attach_fd(p.fd, 2000, &q), 0);
+	ck_assert_ptr_nonnull(q);
+	qmp_close(q);
+	ck_assert_int_eq(peer_status(&p), 0);
+}
+END_TEST
+
 /* An HMP monitor socket greets with its banner. */
 static void peer_hmp(int fd)
 {
@@ -1193,6 +1217,7 @@ static Suite *qmp_suite(void)
 	add(s, "wrong_id_skipped", test_wrong_id_skipped, 10);
 	add(s, "greeting_not_qmp", test_greeting_not_qmp, 10);
 	add(s, "greeting_hmp", test_greeting_hmp, 10);
+	add(s, "greeting_after_events", test_greeting_after_events, 10);
 	add(s, "no_greeting", test_no_greeting, 10);
 	add(s, "capabilities_refused", test_capabilities_refused, 10);
 	add(s, "connect_no_socket", test_connect_no_socket, 10);
