@@ -164,7 +164,7 @@ void backup_choice_committed(struct backup_choice *c, unsigned hold_ms)
 	record_write(c);
 }
 
-void backup_choice_link_lost(struct backup_choice *c, bool may_take_over, double last_rx)
+void backup_choice_link_lost(struct backup_choice *c, bool may_take_over, double now)
 {
 	bool committed = c->committed;
 
@@ -177,8 +177,8 @@ void backup_choice_link_lost(struct backup_choice *c, bool may_take_over, double
 	if (!may_take_over && committed)
 		release(c, "it closed after our GOODBYE");
 	else
-		/* from the last we heard of it, whichever session that was */
-		c->bound_until = last_rx + c->hold_ms / 1e3;
+		/* from this loss, whichever session it ends */
+		c->bound_until = now + c->hold_ms / 1e3;
 }
 
 const char *backup_choice_bound(const struct backup_choice *c)

@@ -10,10 +10,12 @@
  * two copies would run. So the host that committed is kept ("bound") until
  * it can no longer take over:
  *  - it closed after our GOODBYE (we dropped the link on purpose), or
- *  - its takeover window has passed since we last heard from it (the
- *    silence it told us in its HELLO_REPLY: its timeout plus its fence's
- *    limit) and the VM still runs here, so it did not fence us: it is
- *    down, or its fence failed and it waits for the operator.
+ *  - its takeover window has passed since we lost the link (the silence
+ *    it told us in its HELLO_REPLY: its timeout plus its fence's limit;
+ *    from the loss, not from when we last heard from it, as an agent that
+ *    drops a stream it cannot read waits its timeout from then) and the
+ *    VM still runs here, so it did not fence us: it is down, or its fence
+ *    failed and it waits for the operator.
  * That is the moment the replicator releases output held for the lost
  * backup too (epoch.c, release_output).
  *
@@ -45,9 +47,12 @@ struct backup_choice {
 	char record[4096];              /* STATE-DIR/backup-host.json */
 };
 
+/* Times are seconds of CLOCK_MONOTONIC (mono_ms() / 1e3): a step of the
+ * wall clock must not end a window early. */
+
 /* The other hosts of the file, in file order, and the binding recorded by
- * the last replicator of this host (now: the loop's clock). 0, or -1 with
- * the reason in err (an address that does not parse). */
+ * the last replicator of this host. 0, or -1 with the reason in err (an
+ * address that does not parse). */
 int backup_choice_init(struct backup_choice *c, const struct pair_config *pc,
 		       const struct config_host *self, double now, char *err, size_t errlen);
 /* Where to connect now: the bound host while its window lasts, else the
@@ -58,11 +63,11 @@ bool backup_choice_pick(struct backup_choice *c, double now, struct netaddr *out
 void backup_choice_failed(struct backup_choice *c);
 /* A session's first commit: the current host is bound (recorded). */
 void backup_choice_committed(struct backup_choice *c, unsigned hold_ms);
-/* A session's link ended. One that never committed moves on to the next
- * host (as a failed attempt); the bound host stays bound until its window
- * has passed. may_take_over: the link ended without a GOODBYE it
- * acknowledged; last_rx: when we last heard from it. */
-void backup_choice_link_lost(struct backup_choice *c, bool may_take_over, double last_rx);
+/* A session's link ended (now). One that never committed moves on to the
+ * next host (as a failed attempt); the bound host stays bound until its
+ * window has passed. may_take_over: the link ended without a GOODBYE it
+ * acknowledged. */
+void backup_choice_link_lost(struct backup_choice *c, bool may_take_over, double now);
 /* The host that is bound, or NULL. */
 const char *backup_choice_bound(const struct backup_choice *c);
 

@@ -657,11 +657,11 @@ void epoch_on_ack(struct replicator *r, uint64_t id)
 			     (ev_now(r->loop) - r->epoch_sent_at) * 1e3);
 	if (id == 0) {
 		r->session_synced = true;
+		/* it may take over from now on (backup_choice.h), paused or not */
+		backup_choice_committed(&r->backups, r->backup_silence_ms);
 		if (operator_after_ack(r, id))
 			return;
 		log_info("initial sync acknowledged; taking the first checkpoint");
-		/* it may take over from now on (backup_choice.h) */
-		backup_choice_committed(&r->backups, r->backup_silence_ms);
 		protect_devices(r, true, 1);
 		epoch_checkpoint(r);
 		replicator_notify_state(r);
@@ -801,7 +801,7 @@ void epoch_backup_gone(struct replicator *r, const char *why, bool link_was_up)
 	bool announce = link_was_up || prot_link(&r->state) != PROT_UNPROTECTED;
 
 	if (link_was_up)
-		backup_choice_link_lost(&r->backups, r->backup_may_take_over, r->link.last_rx);
+		backup_choice_link_lost(&r->backups, r->backup_may_take_over, mono_ms() / 1e3);
 	peer_link_close(&r->link);
 	r->session_synced = false;
 	operator_on_backup_lost(r, why);

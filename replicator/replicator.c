@@ -1,5 +1,6 @@
 /* The replicator's event loop: one libev loop owns QMP, the epoch timer,
  * the backup link, heartbeats and the control socket. */
+#include "clock.h"
 #include "log.h"
 #include "netaddr.h"
 #include "notify.h"
@@ -284,7 +285,7 @@ static void try_connect(struct replicator *r)
 	ev_timer_stop(r->loop, &r->reconnect_timer);
 	if (r->link.state != PEER_LINK_IDLE)
 		return; /* an attempt is under way: it ends in link_up or link_failed */
-	backup_choice_pick(&r->backups, ev_now(r->loop), &r->cfg.backup);
+	backup_choice_pick(&r->backups, mono_ms() / 1e3, &r->cfg.backup);
 	if (link_open(r, err, sizeof(err)))
 		replicator_link_failed(r, err);
 }
@@ -487,7 +488,7 @@ static int choose_backups(struct replicator *r)
 	char err[300];
 
 	if (backup_choice_init(&r->backups, &r->cfg.file,
-			       r->cfg.backup_flag ? NULL : r->cfg.host, ev_now(r->loop), err,
+			       r->cfg.backup_flag ? NULL : r->cfg.host, mono_ms() / 1e3, err,
 			       sizeof(err))) {
 		log_err("%s", err);
 		return -EINVAL;

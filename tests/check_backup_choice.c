@@ -104,7 +104,7 @@ START_TEST(test_a_host_that_committed_is_kept_until_its_window_passed)
 	ck_assert_str_eq(backup_choice_bound(&c), "c");
 	ck_assert_int_eq(access(g_record, F_OK), 0);
 	/* the link breaks without a GOODBYE: c may take over until 4 s after
-	 * we last heard from it, and nobody else is asked meanwhile */
+	 * the loss, and nobody else is asked meanwhile */
 	backup_choice_link_lost(&c, true, 110);
 	for (double t = 110; t < 114; t += 0.5) {
 		backup_choice_failed(&c);
@@ -136,7 +136,7 @@ START_TEST(test_a_goodbye_releases_at_once_and_a_new_session_keeps_the_host)
 	/* the resync goes to the same host */
 	ck_assert_str_eq(pick(&c, 120.1), "b");
 	/* a session that committed and then broke, then one that did not
-	 * commit: the window runs from the last we heard */
+	 * commit: the window runs from the last loss */
 	backup_choice_committed(&c, HOLD_MS);
 	backup_choice_link_lost(&c, true, 130);
 	backup_choice_link_lost(&c, false, 133);
