@@ -30,7 +30,7 @@
 
 PORTS=("$(free_port)" "$(free_port)" "$(free_port)")
 HOSTS=(a b c)
-TIMEOUT_MS=5000   # the agents' heartbeat timeout: a restarted replicator is back within it
+TIMEOUT_MS=5000   # the agents' heartbeat timeout
 FENCE_LOG=$T/fence.log
 
 for h in "${HOSTS[@]}"; do mkdir -p "$T/host-$h"; done
