@@ -61,8 +61,8 @@ static void release(struct backup_choice *c, const char *why)
 }
 
 /* The last replicator's binding: kept until its host's window has passed
- * from now (when that replicator last heard from it is not known, but it
- * was before now). A file that does not parse, or names a host the file
+ * from now (when that replicator lost its link is not known, but it was
+ * before now). A file that does not parse, or names a host the file
  * has not, binds nothing and says so. */
 static void record_load(struct backup_choice *c, double now)
 {
