@@ -1,5 +1,6 @@
 /* DIR/parked.json (parked.h). */
 #include "parked.h"
+#include "atomic_file.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,13 +19,12 @@ static int path_of(const char *dir, const char *name, char *out, size_t len)
 
 int parked_save(const char *dir, const struct parked_vm *p)
 {
-	char path[PATH_MAX], tmp[PATH_MAX];
+	char path[PATH_MAX];
 	struct json_object *o = json_object_new_object();
 	const char *text;
-	int fd, rc = 0;
+	int rc;
 
-	if (path_of(dir, PARKED_FILE, path, sizeof(path)) ||
-	    path_of(dir, PARKED_FILE ".new", tmp, sizeof(tmp))) {
+	if (path_of(dir, PARKED_FILE, path, sizeof(path))) {
 		json_object_put(o);
 		return -ENAMETOOLONG;
 	}
@@ -34,19 +34,7 @@ int parked_save(const char *dir, const struct parked_vm *p)
 	json_object_object_add(o, "generation", json_object_new_uint64(p->generation));
 	json_object_object_add(o, "epoch", json_object_new_uint64(p->epoch));
 	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		rc = -errno;
-	else if (write(fd, text, strlen(text)) != (ssize_t)strlen(text))
-		rc = -EIO; /* short: no room */
-	else if (fsync(fd))
-		rc = -errno;
-	if (fd >= 0)
-		close(fd);
-	if (!rc && rename(tmp, path))
-		rc = -errno;
-	if (rc)
-		unlink(tmp);
+	rc = atomic_file_write(path, text, strlen(text));
 	json_object_put(o);
 	return rc;
 }

@@ -1,5 +1,6 @@
 /* Which host a replicator protects the VM to (backup_choice.h). */
 #include "backup_choice.h"
+#include "atomic_file.h"
 #include "log.h"
 #include "pair_role.h"
 
@@ -8,7 +9,6 @@
 #include <json-c/json.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #define RECORD_MAX 4096
@@ -21,32 +21,17 @@ static int index_of(const struct backup_choice *c, const char *name)
 	return -1;
 }
 
-/* {"host": NAME, "hold_ms": N}, written whole (tmp, fsync, rename). */
+/* {"host": NAME, "hold_ms": N}, written whole. */
 static void record_write(const struct backup_choice *c)
 {
-	char tmp[sizeof(c->record) + 8], text[256];
-	int fd, len, rc = 0;
+	char text[256];
+	int len, rc;
 
 	len = snprintf(text, sizeof(text), "{\"host\":\"%s\",\"hold_ms\":%u}\n",
 		       c->name[c->bound], c->hold_ms);
-	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.new", c->record) >= sizeof(tmp))
-		return;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd < 0)
-		rc = -errno;
-	else if (write(fd, text, (size_t)len) != len)
-		rc = -EIO;
-	else if (fsync(fd))
-		rc = -errno;
-	if (fd >= 0)
-		close(fd);
-	if (!rc && rename(tmp, c->record))
-		rc = -errno;
-	if (rc) {
-		unlink(tmp);
-		/* kept in memory all the same: only a restart forgets it */
+	rc = atomic_file_write(c->record, text, (size_t)len);
+	if (rc) /* kept in memory all the same: only a restart forgets it */
 		log_warn("cannot record the backup host in %s: %s", c->record, strerror(-rc));
-	}
 }
 
 static void release(struct backup_choice *c, const char *why)
