@@ -135,6 +135,7 @@ static void commit_pulse(void *opaque)
 	struct agent *a = opaque;
 	struct peer_link *p = a->primary;
 
+	agent_loop_ran(a);
 	if (!p || !peer_link_up(p) || mono_ms() - a->pulse_ms < a->cfg.heartbeat_ms)
 		return;
 	a->pulse_ms = mono_ms();
@@ -143,10 +144,25 @@ static void commit_pulse(void *opaque)
 	peer_link_pulse(p);
 }
 
+void agent_loop_ran(struct agent *a)
+{
+	const struct takeover_deadline *d = &a->deadline;
+
+	if (takeover_deadline_tick(&a->deadline, boot_ms()))
+		log_warn("this agent did not run for %.0f ms (stopped, suspended or starved)%s",
+			 d->stall_to_ms - d->stall_from_ms, a->primary ?
+			 ": its primary heard nothing from it meanwhile, and what the primary "
+			 "sent then is read only now" : "");
+}
+
 void agent_drop_primary(struct agent *a)
 {
 	if (a->primary) {
-		a->primary_heard_at = a->primary->last_rx;
+		/* last_rx is on libev's clock: its age, on ours */
+		agent_loop_ran(a);
+		ev_now_update(a->loop);
+		a->primary_heard_ms = takeover_deadline_anchor(&a->deadline, boot_ms() -
+			(ev_now(a->loop) - a->primary->last_rx) * 1e3);
 		peer_link_close(a->primary);
 	}
 	a->primary = NULL;
@@ -163,6 +179,9 @@ void agent_lose_stream(struct agent *a, const char *why)
 	agent_set_state(a, AGENT_RECONNECTING, "%s: waiting %u ms for the primary to reconnect", why,
 		  a->cfg.timeout_ms);
 	agent_drop_primary(a);
+	/* The primary hears our close now and holds its output from then on
+	 * (unless our loop stood still just before: takeover_deadline.h). */
+	a->primary_heard_ms = takeover_deadline_anchor(&a->deadline, boot_ms());
 	/* from now: a long commit may have held the loop since its clock */
 	ev_now_update(a->loop);
 	a->grace_until = ev_now(a->loop) + a->cfg.timeout_ms / 1000.0;
@@ -185,7 +204,7 @@ static void refuse_peer(struct agent *a, struct peer_link *l, const char *why)
 /* How long after it last heard from the primary this agent may restore the
  * VM: its timeout, plus the fence's limit. The primary holds output at
  * least that long on a silent link (see its set_backup_silence). */
-static unsigned takeover_after_ms(const struct agent *a)
+unsigned agent_takeover_after_ms(const struct agent *a)
 {
 	if (a->cfg.takeover_manual)
 		return a->cfg.takeover_window_ms; /* a lost primary's replica is ready that long */
@@ -310,7 +329,7 @@ static void on_hello(struct agent *a, struct peer_link *l, const uint8_t *payloa
 		 "\"generation\":%llu",
 		 /* a park is kept only where a cluster manager promotes */
 		 a->cfg.takeover_manual ? ",\"" PROTO_FEATURE_PARK "\"" : "",
-		 takeover_after_ms(a), (unsigned long long)a->replica.generation);
+		 agent_takeover_after_ms(a), (unsigned long long)a->replica.generation);
 	if (a->replica.delta)
 		snprintf(reply + strlen(reply), sizeof(reply) - strlen(reply),
 			 ",\"ram_hashes\":%llu", (unsigned long long)a->replica.npages);
@@ -702,6 +721,7 @@ static void on_heartbeat_timer(struct ev_loop *loop, ev_timer *w, int revents)
 	ev_tstamp now = ev_now(loop);
 	double quiet_ms;
 
+	agent_loop_ran(a);
 	if (a->grace_until && now > a->grace_until && !p) {
 		/* A connection that never said HELLO is not the primary back. */
 		a->grace_until = 0;
@@ -881,6 +901,7 @@ int agent_run(struct agent *a)
 	ev_timer_init(&a->delta_wait, agent_on_delta_wait, 0.005, 0);
 	a->delta_step.data = a->delta_wait.data = a;
 	ev_timer_init(&a->heartbeat_timer, on_heartbeat_timer, 0, a->cfg.heartbeat_ms / 1000.0);
+	takeover_deadline_init(&a->deadline, a->cfg.heartbeat_ms, a->cfg.timeout_ms);
 	ev_signal_init(&a->sigterm, on_stop_signal, SIGTERM);
 	ev_signal_init(&a->sigint, on_stop_signal, SIGINT);
 	a->accept_watch.data = a->heartbeat_timer.data = a->sigterm.data = a->sigint.data = a;

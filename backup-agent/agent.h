@@ -4,6 +4,7 @@
 
 #include "agent_state.h"
 #include "cold_start.h"
+#include "takeover_deadline.h"
 #include "test_failover.h"
 #include "config.h"
 #include "pair_role.h"
@@ -155,7 +156,10 @@ struct agent {
 	bool takeover_ready;
 	char takeover_why[200];
 	ev_timer ready_expiry;    /* a lost primary's replica stops being ready */
-	ev_tstamp primary_heard_at; /* when the last primary last spoke (its link's last_rx) */
+	/* when the last primary last spoke, on boot_ms() and stall-adjusted:
+	 * what a takeover's window counts from (takeover_deadline.h) */
+	double primary_heard_ms;
+	struct takeover_deadline deadline; /* and the loop's own stalls */
 	/* a QEMU of the VM parked here, paused (common/parked.h) */
 	struct parked_vm parked;
 	bool parked_valid;
@@ -240,6 +244,11 @@ void agent_notify(struct agent *a, const char *event, const char *reason);
 void agent_answer_waiting(struct agent *a);
 /* Close the primary's link and end its session (the replica stays). */
 void agent_drop_primary(struct agent *a);
+/* The loop runs now: a gap since it last did is a stall, said once. */
+void agent_loop_ran(struct agent *a);
+/* How long after it last heard from the primary this agent may have
+ * restored the VM: what its HELLO_REPLY promises. */
+unsigned agent_takeover_after_ms(const struct agent *a);
 /* The stream cannot be read, but the primary may live: drop it and give
  * it --timeout-ms to reconnect before taking over. */
 void agent_lose_stream(struct agent *a, const char *why);

@@ -10,6 +10,7 @@
  * And when the replica is ready, for how long, and the record of a park
  * that outlives an agent restart (DIR/parked-replica). */
 #include "agent.h"
+#include "clock.h"
 #include "log.h"
 #include "notify.h"
 #include "procfs.h"
@@ -101,7 +102,7 @@ void agent_ready_lost_primary(struct agent *a, const char *why)
 {
 	/* the primary holds its output this long after it last heard from
 	 * us, and we last heard from it no later: we expire first */
-	double left = a->primary_heard_at + a->cfg.takeover_window_ms / 1e3 - ev_now(a->loop);
+	double left = (a->primary_heard_ms + a->cfg.takeover_window_ms - boot_ms()) / 1e3;
 
 	if (left <= 0) {
 		log_warn("primary lost (%s) after its takeover window: the replica is not ready",

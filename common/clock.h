@@ -13,6 +13,16 @@ static inline double mono_ms(void)
 	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+/* Milliseconds on CLOCK_BOOTTIME: monotonic, and running on while the
+ * host is suspended, for how long this process did not run. */
+static inline double boot_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_BOOTTIME, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
 /* CPU time of the calling thread in milliseconds: what a piece of work
  * cost, however often the thread was preempted meanwhile. */
 static inline double thread_cpu_ms(void)

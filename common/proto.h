@@ -204,6 +204,14 @@ _Static_assert(PROTO_VERIFY_BLOCK == PROTO_PAGE_SIZE, "a verify block is a page"
 /* The agent decodes FRAME_PAGES_Z (common/page_codec.h). */
 #define PROTO_FEATURE_PAGES_LZ4       "pages-lz4"
 #define PROTO_HANDOVER_PARK           "park"
+/* A backup's HELLO_REPLY "takeover_after_ms" promises that it fences and
+ * restores within that long after it last heard from the primary. The
+ * primary holds output on a silent link for that, two of its heartbeats
+ * and this margin; the backup gives up a takeover that could not be done
+ * within that and this margin of its own (backup-agent/takeover_deadline.h):
+ * the two heartbeats are how long before its last frame from the primary
+ * its own last frame may have gone out. */
+#define PROTO_TAKEOVER_MARGIN_MS      1000u
 #define PROTO_VERIFY_HDR_SIZE         24
 #define PROTO_VERIFY_MAX_PAGES        4096u
 #define PROTO_VERIFY_RESULT_HDR_SIZE  16

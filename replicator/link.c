@@ -253,8 +253,8 @@ static void set_backup_silence(struct replicator *r, struct json_object *reply)
 	    json_object_is_type(v, json_type_int) && json_object_get_int64(v) > 0 &&
 	    json_object_get_int64(v) < 3600000)
 		takeover = (unsigned)json_object_get_int64(v);
-	/* a margin for the two sides' clocks and heartbeats */
-	need = takeover ? takeover + 2 * r->cfg.heartbeat_ms + 500 : 0;
+	/* a margin for the two sides' heartbeats and loops (proto.h) */
+	need = takeover ? takeover + 2 * r->cfg.heartbeat_ms + PROTO_TAKEOVER_MARGIN_MS : 0;
 	r->backup_silence_ms = need > r->cfg.timeout_ms ? need : r->cfg.timeout_ms;
 	if (need > r->cfg.timeout_ms)
 		log_info("the backup may fence and take over up to %u ms after it last heard "
