@@ -148,21 +148,21 @@ void agent_loop_ran(struct agent *a)
 {
 	const struct takeover_deadline *d = &a->deadline;
 
-	if (takeover_deadline_tick(&a->deadline, boot_ms()))
-		log_warn("this agent did not run for %.0f ms (stopped, suspended or starved)%s",
-			 d->stall_to_ms - d->stall_from_ms, a->primary ?
-			 ": its primary heard nothing from it meanwhile, and what the primary "
-			 "sent then is read only now" : "");
+	/* without a primary it changes nothing worth a line */
+	if (takeover_deadline_tick(&a->deadline, boot_ms()) && a->primary)
+		log_warn("this agent's loop did not run for %.0f ms (a long step of its own, or "
+			 "the process stopped, suspended or starved): the primary heard nothing from "
+			 "it meanwhile, and what the primary sent then is read only now",
+			 d->stall_to_ms - d->stall_from_ms);
 }
 
 void agent_drop_primary(struct agent *a)
 {
 	if (a->primary) {
-		/* last_rx is on libev's clock: its age, on ours */
+		/* its age, on the clock that runs through a suspend */
 		agent_loop_ran(a);
-		ev_now_update(a->loop);
 		a->primary_heard_ms = takeover_deadline_anchor(&a->deadline, boot_ms() -
-			(ev_now(a->loop) - a->primary->last_rx) * 1e3);
+			(mono_ms() - a->primary->last_rx_ms));
 		peer_link_close(a->primary);
 	}
 	a->primary = NULL;
@@ -182,9 +182,8 @@ void agent_lose_stream(struct agent *a, const char *why)
 	/* The primary hears our close now and holds its output from then on
 	 * (unless our loop stood still just before: takeover_deadline.h). */
 	a->primary_heard_ms = takeover_deadline_anchor(&a->deadline, boot_ms());
-	/* from now: a long commit may have held the loop since its clock */
-	ev_now_update(a->loop);
-	a->grace_until = ev_now(a->loop) + a->cfg.timeout_ms / 1000.0;
+	/* from now: a long commit may have held the loop before */
+	a->grace_until_ms = mono_ms() + a->cfg.timeout_ms;
 }
 
 /* Tell a peer that is not our primary why it is refused (HELLO_REPLY, in
@@ -313,7 +312,7 @@ static void on_hello(struct agent *a, struct peer_link *l, const uint8_t *payloa
 	a->backup_notified = false;
 	name = json_object_get_string(json_object_object_get(a->replica.hello, "name"));
 	snprintf(a->vm_name, sizeof(a->vm_name), "%s", name ? name : "?");
-	a->grace_until = 0; /* the primary is back */
+	a->grace_until_ms = 0; /* the primary is back */
 	agent_ready_clear(a); /* its new session decides */
 	agent_parked_discard(a, "a primary connected: the VM runs there");
 	log_info("primary %s (%s, %s): replicating VM %s (%llu MiB, %u disk%s); initial sync "
@@ -523,8 +522,7 @@ static bool on_handover(struct agent *a, const struct frame_hdr *h, bool ok)
 	rc = restore_vm(&a->cfg.restore, &res);
 	/* The loop stood still while QEMU started: that was not the
 	 * primary's silence. */
-	ev_now_update(a->loop);
-	a->primary->last_rx = ev_now(a->loop);
+	a->primary->last_rx_ms = mono_ms();
 	if (rc) {
 		snprintf(buf, sizeof(buf), "restoring the VM on the backup failed (%s); see the "
 			 "agent's log", strerror(-rc));
@@ -718,23 +716,23 @@ static void on_heartbeat_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct agent *a = w->data;
 	struct peer_link *p = a->primary;
-	ev_tstamp now = ev_now(loop);
+	double now = mono_ms();
 	double quiet_ms;
 
 	agent_loop_ran(a);
-	if (a->grace_until && now > a->grace_until && !p) {
+	if (a->grace_until_ms && now > a->grace_until_ms && !p) {
 		/* A connection that never said HELLO is not the primary back. */
-		a->grace_until = 0;
+		a->grace_until_ms = 0;
 		agent_failover(a, "primary did not reconnect");
 		return;
 	}
 	if (!p)
 		return;
-	quiet_ms = (now - p->last_rx) * 1e3;
+	quiet_ms = now - p->last_rx_ms;
 	if (quiet_ms > a->cfg.timeout_ms && peer_link_unread(p)) {
 		/* Our own loop stood still (a slow disk, a long restore): the
 		 * primary's bytes are waiting, it was not silent. */
-		p->last_rx = now;
+		p->last_rx_ms = now;
 		quiet_ms = 0;
 	}
 	if (quiet_ms > a->cfg.timeout_ms) {
@@ -743,7 +741,7 @@ static void on_heartbeat_timer(struct ev_loop *loop, ev_timer *w, int revents)
 		agent_failover(a, why);
 		return;
 	}
-	if ((now - p->last_tx) * 1e3 >= a->cfg.heartbeat_ms && !p->out.frames)
+	if (now - p->last_tx_ms >= a->cfg.heartbeat_ms && !p->out.frames)
 		send_frame(a, FRAME_HEARTBEAT, a->replica.session_epoch, NULL);
 }
 

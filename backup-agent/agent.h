@@ -108,7 +108,7 @@ struct agent {
 	struct peer_link *primary;
 	double refused_log_ms;    /* rate limit of the lines about refused peers */
 	unsigned refused_quiet;   /* refusals not logged since */
-	ev_tstamp grace_until;    /* stream dropped by us: failover if no reconnect by then */
+	double grace_until_ms;    /* mono_ms(): stream dropped by us, failover if no reconnect by then */
 	char peer[160];
 	/* the primary's [host] name (its HELLO's "host"), "" if it gave none */
 	char peer_host[CONFIG_MAX_HOSTNAME + 1];
@@ -244,7 +244,8 @@ void agent_notify(struct agent *a, const char *event, const char *reason);
 void agent_answer_waiting(struct agent *a);
 /* Close the primary's link and end its session (the replica stays). */
 void agent_drop_primary(struct agent *a);
-/* The loop runs now: a gap since it last did is a stall, said once. */
+/* The loop runs now: a gap since it last did is a stall (said, with a
+ * primary connected). */
 void agent_loop_ran(struct agent *a);
 /* How long after it last heard from the primary this agent may have
  * restored the VM: what its HELLO_REPLY promises. */

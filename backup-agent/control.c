@@ -34,7 +34,7 @@ static void add_bool(struct json_object *o, const char *key, bool v)
 static bool failover_armed(const struct agent *a)
 {
 	return agent_failover_now(a) == FAILOVER_RESTORE &&
-	       (a->primary || a->grace_until) && a->state != AGENT_FAULT;
+	       (a->primary || a->grace_until_ms) && a->state != AGENT_FAULT;
 }
 
 /* The VM's name: the primary's, or the replica's of an earlier session. */

@@ -280,7 +280,7 @@ int agent_restore_here(struct agent *a, const char *what, const char *why,
 	agent_parked_discard(a, "the VM is restored here from the replica");
 	cold_start_stop(a);
 	test_failover_stop(a);
-	a->grace_until = 0; /* a lost primary's grace: the operator decided */
+	a->grace_until_ms = 0; /* a lost primary's grace: the operator decided */
 	agent_set_state(a, AGENT_RESTORING, "%s: restoring from epoch %llu", what,
 		  (unsigned long long)a->replica_epoch);
 	agent_answer_waiting(a);

@@ -236,7 +236,7 @@ static bool read_frames(struct peer_link *l, bool sliced)
 		 * and time spent handling them (a commit's fsync, an ack that
 		 * starts the next checkpoint) is ours, not the peer's silence. */
 		ev_now_update(l->loop);
-		l->last_rx = ev_now(l->loop);
+		l->last_rx_ms = mono_ms();
 		if (sliced && l->read_slice_ms > 0 && mono_ms() > until) {
 			/* Decrypted bytes may wait in the session with the
 			 * socket drained: make sure we are called again. */
@@ -305,11 +305,11 @@ void peer_link_close_when_sent(struct peer_link *l)
 static void send_failed(struct peer_link *l, int rc)
 {
 	/* what is read now came before the failure, not after */
-	ev_tstamp heard = l->last_rx;
+	double heard = l->last_rx_ms;
 
 	if (!read_frames(l, false))
 		return;
-	l->last_rx = heard;
+	l->last_rx_ms = heard;
 	fail(l, rc, "sending failed: %s", strerror(-rc));
 }
 
@@ -378,7 +378,7 @@ static void start(struct peer_link *l, int fd, enum peer_link_state state, unsig
 	l->rio.data = l->wio.data = l->deadline.data = l;
 	l->deadline_ms = deadline_ms;
 	ev_timer_start(l->loop, &l->deadline);
-	l->last_rx = l->last_tx = ev_now(l->loop);
+	l->last_rx_ms = l->last_tx_ms = mono_ms();
 }
 
 int peer_link_connect(struct peer_link *l, const struct netaddr *a, unsigned deadline_ms)
@@ -449,7 +449,7 @@ int peer_link_push(struct peer_link *l, unsigned type, uint64_t epoch,
 	rc = frame_queue_push(&l->out, type, epoch, iov, iovcnt, owned, crc);
 	if (rc)
 		return rc;
-	l->last_tx = ev_now(l->loop);
+	l->last_tx_ms = mono_ms();
 	/* Sending waits for the loop: the caller may queue a whole epoch
 	 * first, and the VM is already running again. */
 	if (!ev_is_active(&l->wio))

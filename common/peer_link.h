@@ -67,7 +67,9 @@ struct peer_link {
 	ev_io rio, wio;
 	ev_timer deadline;
 	unsigned deadline_ms;
-	ev_tstamp last_rx, last_tx;
+	/* mono_ms() of the last bytes in and the last frame queued out: a step
+	 * of the wall clock (libev's ev_now) is no silence */
+	double last_rx_ms, last_tx_ms;
 	/* A peer that sends faster than we handle frames would keep us in one
 	 * read callback for seconds: give the loop back after this long. */
 	double read_slice_ms;

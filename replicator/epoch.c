@@ -147,7 +147,7 @@ static int close_epoch(struct replicator *r, struct epoch_tally *t)
 	proto_encode_epoch_end(buf, &e);
 	iov = (struct iovec){ .iov_base = buf, .iov_len = PROTO_EPOCH_END_SIZE };
 	r->inflight = true;
-	r->epoch_sent_at = ev_now(r->loop);
+	r->epoch_sent_ms = mono_ms();
 	if (link_push(r, FRAME_EPOCH_END, t->id, &iov, 1, buf, NULL))
 		return -ENOMEM;
 	verify_after_epoch_end(r, t->id);
@@ -188,8 +188,8 @@ static void on_release_timer(struct ev_loop *loop, ev_timer *w, int revents)
  * earlier could be rolled back by its takeover from the last commit. */
 static void release_output(struct replicator *r)
 {
-	double waited = (ev_now(r->loop) - r->link.last_rx) * 1e3;
-	double hold = r->backup_may_take_over && r->link.last_rx > 0 ?
+	double waited = mono_ms() - r->link.last_rx_ms;
+	double hold = r->backup_may_take_over && r->link.last_rx_ms > 0 ?
 		r->backup_silence_ms - waited : 0;
 
 	r->backup_may_take_over = false;
@@ -652,9 +652,9 @@ void epoch_on_ack(struct replicator *r, uint64_t id)
 	}
 	r->inflight = false;
 	r->nacks_in_a_row = 0;
-	ring_add(&r->stats.ack_ms, (ev_now(r->loop) - r->epoch_sent_at) * 1e3);
+	ring_add(&r->stats.ack_ms, mono_ms() - r->epoch_sent_ms);
 	compress_epoch_acked(&r->compress, id ? r->epoch_wire_bytes : 0,
-			     (ev_now(r->loop) - r->epoch_sent_at) * 1e3);
+			     mono_ms() - r->epoch_sent_ms);
 	if (id == 0) {
 		r->session_synced = true;
 		/* it may take over from now on (backup_choice.h), paused or not */

@@ -244,22 +244,22 @@ static void on_heartbeat_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct replicator *r = w->data;
 	struct peer_link *l = &r->link;
-	ev_tstamp now = ev_now(loop);
+	double now = mono_ms();
 
 	if (!peer_link_up(l))
 		return;
-	if ((now - l->last_rx) * 1e3 >
+	if (now - l->last_rx_ms >
 	    (prot_handover(&r->state) == HO_WAIT_DONE ? HANDOVER_SILENCE_MS : r->backup_silence_ms)) {
 		/* Our own loop may have stood still (a long pause): bytes
 		 * waiting from the backup mean it was not silent. */
 		if (peer_link_unread(l)) {
-			l->last_rx = now;
+			l->last_rx_ms = now;
 		} else {
 			link_drop_alive(r, "no heartbeat from the backup");
 			return;
 		}
 	}
-	if ((now - l->last_tx) * 1e3 >= r->cfg.heartbeat_ms && !l->out.frames)
+	if (now - l->last_tx_ms >= r->cfg.heartbeat_ms && !l->out.frames)
 		link_push(r, FRAME_HEARTBEAT, r->epoch, NULL, 0, NULL, NULL);
 }
 

@@ -76,7 +76,7 @@ struct replicator {
 	 * host's agent, the other host's backup, once run returns */
 	bool become_backup;
 	int exit_code;
-	ev_tstamp epoch_sent_at;
+	double epoch_sent_ms;      /* mono_ms() */
 	/* epoch_watchdog: since when (mono_ms, 0: not) the epoch in flight was
 	 * written whole (drained_epoch), and no barrier scheduled */
 	double drained_at_ms, unscheduled_since_ms;

@@ -7,6 +7,7 @@
  * barrier QEMU refuses, a failed capture, and a handover's final
  * checkpoint. */
 #include "../replicator/replicator.h"
+#include "clock.h"
 #include "qmp.h"
 
 #include <check.h>
@@ -472,7 +473,7 @@ START_TEST(test_output_held_while_the_backup_may_take_over)
 	/* the link broke without our GOODBYE: the backup may restore the
 	 * last commit, so released output could be rolled back */
 	r.backup_may_take_over = true;
-	r.link.last_rx = ev_now(r.loop);
+	r.link.last_rx_ms = mono_ms();
 	epoch_on_backup_lost(&r, "test: silence");
 	ck_assert_str_eq(trail, "");
 	ck_assert(ev_is_active(&r.release_timer));

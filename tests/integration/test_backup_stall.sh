@@ -90,8 +90,8 @@ log "agent $AGENT_PID continued"
 wait_for 10 grep -q 'too late to take over' "$T/agent.log" &&
 	pass "the waking agent does not take over: $(grep -o 'primary lost ([^)]*), too late to take over: [^,]*' "$T/agent.log" | head -n 1)" ||
 	fail "the agent did not refuse a late takeover"
-grep -q 'this agent did not run for' "$T/agent.log" &&
-	pass "it says its own loop stood still: $(grep -o 'this agent did not run for [0-9]* ms' "$T/agent.log" | head -n 1)" ||
+grep -q "this agent's loop did not run for" "$T/agent.log" &&
+	pass "it says its own loop stood still: $(grep -o "this agent's loop did not run for [0-9]* ms" "$T/agent.log" | head -n 1)" ||
 	fail "the agent did not notice its own stall"
 sleep 2
 [ ! -e "$T/fence-ran" ] && pass "the fence did not run" ||
