@@ -123,6 +123,9 @@ $(B)/asan/check_%: $(B)/asan/tests/check_%.o $(patsubst %.c,$(B)/asan/%.o,$(ALL_
 # A failing disk, for the tests of what a write-back error does: the test
 # defines __wrap_sync_file_range.
 $(B)/asan/check_replica_disk: TEST_WRAP = -Wl,--wrap=sync_file_range
+# How often the bitmap capture asks the file system for holes: the test
+# counts lseek.
+$(B)/asan/check_dirty_ranges: TEST_WRAP = -Wl,--wrap=lseek
 
 # libFuzzer harnesses, one per parser of outside bytes (fuzz/fuzz_*.c).
 # `make fuzz` builds them; `make fuzz-run` (part of `make check`) runs each

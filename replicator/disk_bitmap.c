@@ -492,30 +492,46 @@ static int read_block(const struct disk *k, struct nbd_handle *h, void *buf, uin
 	return cookie < 0 ? -EIO : wait_for(h, cookie, deadline);
 }
 
-int disk_image_segments(int fd, uint64_t off, uint64_t len, segment_fn *fn, void *opaque)
+/* x covers off: the hole, if any, that starts there and the data after it. */
+static int find_extent(int fd, uint64_t off, struct image_extents *x)
+{
+	off_t data, hole;
+
+	if (x->known && off >= x->hole_start && off < x->data_end)
+		return 0;
+	data = lseek(fd, (off_t)off, SEEK_DATA);
+	if (data < 0 && errno != ENXIO)
+		return -errno;
+	if (data < 0) { /* ENXIO: no data from here to the end of the file */
+		*x = (struct image_extents){ off, UINT64_MAX, UINT64_MAX, true };
+		return 0;
+	}
+	hole = lseek(fd, data, SEEK_HOLE);
+	if (hole < 0)
+		return -errno;
+	if (hole <= data)
+		return -EIO; /* the file changed under us */
+	*x = (struct image_extents){ off, (uint64_t)data, (uint64_t)hole, true };
+	return 0;
+}
+
+int disk_image_segments(int fd, uint64_t off, uint64_t len, struct image_extents *x,
+			segment_fn *fn, void *opaque)
 {
 	uint64_t end = off + len;
 
 	while (off < end) {
-		off_t data = lseek(fd, (off_t)off, SEEK_DATA), hole;
+		bool hole;
 		uint64_t stop;
-		int rc;
+		int rc = find_extent(fd, off, x);
 
-		if (data < 0 && errno != ENXIO)
-			return -errno;
-		/* ENXIO: no data from here to the end of the file */
-		stop = data < 0 || (uint64_t)data > end ? end : (uint64_t)data;
-		if (stop > off && (rc = fn(opaque, off, stop - off, true)))
+		if (rc)
 			return rc;
-		if (stop == end)
-			return 0;
-		hole = lseek(fd, data, SEEK_HOLE);
-		if (hole < 0)
-			return -errno;
-		stop = (uint64_t)hole > end ? end : (uint64_t)hole;
-		if (stop <= (uint64_t)data)
-			return -EIO; /* the file changed under us */
-		if ((rc = fn(opaque, (uint64_t)data, stop - (uint64_t)data, false)))
+		hole = off < x->data_start;
+		stop = hole ? x->data_start : x->data_end;
+		if (stop > end)
+			stop = end;
+		if ((rc = fn(opaque, off, stop - off, hole)))
 			return rc;
 		off = stop;
 	}
@@ -574,11 +590,12 @@ static int emit_segment(void *opaque, uint64_t off, uint64_t len, bool hole)
  * the image itself (over NBD every block counts as data). */
 static int walk_ranges(struct reading *rd, const struct dirty_ranges *rg)
 {
+	struct image_extents x = { 0 };
 	int rc = 0;
 
 	for (size_t i = 0; i < rg->n && !rc; i++)
 		rc = rd->k->image_fd >= 0 ?
-			disk_image_segments(rd->k->image_fd, rg->v[i].off, rg->v[i].len,
+			disk_image_segments(rd->k->image_fd, rg->v[i].off, rg->v[i].len, &x,
 					    emit_segment, rd) :
 			emit_segment(rd, rg->v[i].off, rg->v[i].len, false);
 	return rc;

@@ -160,6 +160,7 @@ START_TEST(test_image_segments)
 {
 	char path[] = "/tmp/check_dirty_ranges.XXXXXX";
 	static char block[64 << 10];
+	struct image_extents x = { 0 };
 	struct pieces p = { 0 };
 	int fd = mkstemp(path);
 
@@ -170,7 +171,7 @@ START_TEST(test_image_segments)
 	ck_assert_int_eq(pwrite(fd, block, sizeof(block), 192 << 10), (ssize_t)sizeof(block));
 	ck_assert_int_eq(ftruncate(fd, 320 << 10), 0);
 	/* from inside the first data to inside the trailing hole */
-	ck_assert_int_eq(disk_image_segments(fd, 4096, (300 << 10) - 4096, note_piece, &p), 0);
+	ck_assert_int_eq(disk_image_segments(fd, 4096, (300 << 10) - 4096, &x, note_piece, &p), 0);
 	if (p.n == 1) {
 		/* a file system without holes here says all is data: allowed */
 		ck_assert(!p.hole[0]);
@@ -187,6 +188,63 @@ START_TEST(test_image_segments)
 }
 END_TEST
 
+/* Every lseek of the process (the Makefile links this test with
+ * --wrap=lseek). */
+off_t __real_lseek(int fd, off_t off, int whence);
+off_t __wrap_lseek(int fd, off_t off, int whence);
+static unsigned g_lseeks;
+
+off_t __wrap_lseek(int fd, off_t off, int whence)
+{
+	g_lseeks++;
+	return __real_lseek(fd, off, whence);
+}
+
+/* One walk over many ranges of an epoch, in order, asks the file system
+ * about each of its holes once, not about each range: an image with no
+ * hole left (a guest that wrote all of it) is two lseeks, however many
+ * ranges; and the pieces are those that fresh lseeks for each range give. */
+START_TEST(test_image_segments_ask_once_per_extent)
+{
+	char path[] = "/tmp/check_dirty_ranges.XXXXXX";
+	static char block[64 << 10];
+	struct image_extents x = { 0 };
+	int fd = mkstemp(path);
+
+	ck_assert_int_ge(fd, 0);
+	unlink(path);
+	memset(block, 0x5a, sizeof(block));
+	for (int i = 0; i < 16; i++)
+		ck_assert_int_eq(pwrite(fd, block, sizeof(block), (off_t)i << 16), (ssize_t)sizeof(block));
+	g_lseeks = 0;
+	for (uint64_t off = 0; off < (1 << 20); off += 8192) {
+		struct pieces p = { 0 };
+
+		ck_assert_int_eq(disk_image_segments(fd, off, 4096, &x, note_piece, &p), 0);
+		ck_assert(p.n == 1 && !p.hole[0] && p.off[0] == off && p.len[0] == 4096);
+	}
+	ck_assert_uint_le(g_lseeks, 2);
+	/* punch holes (where the file system can): the same answers as a
+	 * cursor that starts afresh for every range */
+	if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 3 << 16, 2 << 16) == 0 &&
+	    fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 9 << 16, 1 << 16) == 0) {
+		x = (struct image_extents){ 0 };
+		for (uint64_t off = 0; off < (1 << 20); off += 12288) {
+			struct image_extents fresh = { 0 };
+			struct pieces p = { 0 }, q = { 0 };
+
+			ck_assert_int_eq(disk_image_segments(fd, off, 20480, &x, note_piece, &p), 0);
+			ck_assert_int_eq(disk_image_segments(fd, off, 20480, &fresh, note_piece, &q), 0);
+			ck_assert_int_eq(p.n, q.n);
+			for (int i = 0; i < p.n; i++)
+				ck_assert(p.off[i] == q.off[i] && p.len[i] == q.len[i] &&
+					  p.hole[i] == q.hole[i]);
+		}
+	}
+	close(fd);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("dirty_ranges");
@@ -199,6 +257,7 @@ int main(void)
 	tcase_add_test(tc, test_refused);
 	tcase_add_test(tc, test_random_against_block_map);
 	tcase_add_test(tc, test_image_segments);
+	tcase_add_test(tc, test_image_segments_ask_once_per_extent);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
