@@ -144,25 +144,29 @@ static void commit_pulse(void *opaque)
 	peer_link_pulse(p);
 }
 
-void agent_loop_ran(struct agent *a)
+bool agent_loop_ran(struct agent *a)
 {
-	const struct takeover_deadline *d = &a->deadline;
+	struct takeover_deadline *d = &a->deadline;
+	double now = boot_ms();
+	bool stalled = takeover_deadline_tick(d, now);
 
+	/* with no link to catch up on, there is nothing to catch up on */
+	takeover_deadline_drained(d, a->primary ? a->primary->drained_ms : now);
 	/* without a primary it changes nothing worth a line */
-	if (takeover_deadline_tick(&a->deadline, boot_ms()) && a->primary)
-		log_warn("this agent's loop did not run for %.0f ms (a long step of its own, or "
-			 "the process stopped, suspended or starved): the primary heard nothing from "
-			 "it meanwhile, and what the primary sent then is read only now",
-			 d->stall_to_ms - d->stall_from_ms);
+	if (stalled && a->primary)
+		log_warn("this agent's loop did not run for %.0f ms (long work of its own, or the "
+			 "process stopped, suspended or starved): the primary heard nothing from it "
+			 "meanwhile, and what the primary sent then is read only now",
+			 now - d->gap_from_ms);
+	return stalled;
 }
 
 void agent_drop_primary(struct agent *a)
 {
 	if (a->primary) {
-		/* its age, on the clock that runs through a suspend */
 		agent_loop_ran(a);
-		a->primary_heard_ms = takeover_deadline_anchor(&a->deadline, boot_ms() -
-			(mono_ms() - a->primary->last_rx_ms));
+		a->primary_heard_ms = takeover_deadline_anchor(&a->deadline,
+							       a->primary->last_rx_ms);
 		peer_link_close(a->primary);
 	}
 	a->primary = NULL;
@@ -179,11 +183,8 @@ void agent_lose_stream(struct agent *a, const char *why)
 	agent_set_state(a, AGENT_RECONNECTING, "%s: waiting %u ms for the primary to reconnect", why,
 		  a->cfg.timeout_ms);
 	agent_drop_primary(a);
-	/* The primary hears our close now and holds its output from then on
-	 * (unless our loop stood still just before: takeover_deadline.h). */
-	a->primary_heard_ms = takeover_deadline_anchor(&a->deadline, boot_ms());
 	/* from now: a long commit may have held the loop before */
-	a->grace_until_ms = mono_ms() + a->cfg.timeout_ms;
+	a->grace_until_ms = boot_ms() + a->cfg.timeout_ms;
 }
 
 /* Tell a peer that is not our primary why it is refused (HELLO_REPLY, in
@@ -522,7 +523,7 @@ static bool on_handover(struct agent *a, const struct frame_hdr *h, bool ok)
 	rc = restore_vm(&a->cfg.restore, &res);
 	/* The loop stood still while QEMU started: that was not the
 	 * primary's silence. */
-	a->primary->last_rx_ms = mono_ms();
+	a->primary->last_rx_ms = boot_ms();
 	if (rc) {
 		snprintf(buf, sizeof(buf), "restoring the VM on the backup failed (%s); see the "
 			 "agent's log", strerror(-rc));
@@ -707,6 +708,17 @@ static void on_link_error(struct peer_link *l, int err, const char *why)
 	}
 }
 
+/* The stall that just ended may have outlasted the primary's hold: it may
+ * have given us up, released output and run on, and what it sent us then
+ * (a close included) may still come in at any time. */
+static bool outlived_the_hold(const struct agent *a)
+{
+	const struct takeover_deadline *d = &a->deadline;
+
+	return takeover_deadline_by(d, d->stall_from_ms, agent_takeover_after_ms(a)) <=
+	       d->stall_to_ms;
+}
+
 static const struct peer_link_ops link_ops = {
 	.on_frame = on_link_frame,
 	.on_error = on_link_error,
@@ -716,10 +728,18 @@ static void on_heartbeat_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct agent *a = w->data;
 	struct peer_link *p = a->primary;
-	double now = mono_ms();
+	double now = boot_ms();
 	double quiet_ms;
 
-	agent_loop_ran(a);
+	if (agent_loop_ran(a) && p && outlived_the_hold(a)) {
+		char why[200];
+
+		snprintf(why, sizeof(why), "this agent did not run for %.0f ms, past the time the "
+			 "primary holds its output for it: the primary may have released output "
+			 "and run on since", now - a->deadline.gap_from_ms);
+		agent_lose_stream(a, why);
+		return;
+	}
 	if (a->grace_until_ms && now > a->grace_until_ms && !p) {
 		/* A connection that never said HELLO is not the primary back. */
 		a->grace_until_ms = 0;

@@ -108,7 +108,7 @@ struct agent {
 	struct peer_link *primary;
 	double refused_log_ms;    /* rate limit of the lines about refused peers */
 	unsigned refused_quiet;   /* refusals not logged since */
-	double grace_until_ms;    /* mono_ms(): stream dropped by us, failover if no reconnect by then */
+	double grace_until_ms;    /* boot_ms(): stream dropped by us, failover if no reconnect by then */
 	char peer[160];
 	/* the primary's [host] name (its HELLO's "host"), "" if it gave none */
 	char peer_host[CONFIG_MAX_HOSTNAME + 1];
@@ -156,6 +156,7 @@ struct agent {
 	bool takeover_ready;
 	char takeover_why[200];
 	ev_timer ready_expiry;    /* a lost primary's replica stops being ready */
+	double ready_until_ms;    /* then, on boot_ms() (0: ready with no window) */
 	/* when the last primary last spoke, on boot_ms() and stall-adjusted:
 	 * what a takeover's window counts from (takeover_deadline.h) */
 	double primary_heard_ms;
@@ -244,9 +245,9 @@ void agent_notify(struct agent *a, const char *event, const char *reason);
 void agent_answer_waiting(struct agent *a);
 /* Close the primary's link and end its session (the replica stays). */
 void agent_drop_primary(struct agent *a);
-/* The loop runs now: a gap since it last did is a stall (said, with a
- * primary connected). */
-void agent_loop_ran(struct agent *a);
+/* The loop runs now: true when a gap since it last did was a stall
+ * (said, with a primary connected). */
+bool agent_loop_ran(struct agent *a);
 /* How long after it last heard from the primary this agent may have
  * restored the VM: what its HELLO_REPLY promises. */
 unsigned agent_takeover_after_ms(const struct agent *a);

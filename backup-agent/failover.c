@@ -14,21 +14,59 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Fence the lost primary, if configured, within limit_ms. true: the VM may
- * be restored. */
-static bool fence_primary(struct agent *a, const char *why, long long lost_at, unsigned limit_ms,
+/* The least a fence is given: below it, the takeover is too late. */
+#define FENCE_MIN_MS 100.0
+
+/* The primary is lost, but its hold on output may have ended: a takeover
+ * now would roll back what clients saw, and may run a second copy of the
+ * VM beside one the primary moved to a spare host. */
+static void refuse_late_failover(struct agent *a, const char *why)
+{
+	const struct takeover_deadline *d = &a->deadline;
+	double silent_s = (boot_ms() - a->primary_heard_ms) / 1e3;
+	bool stalled = d->stall_to_ms > 0 && a->primary_heard_ms == d->stall_from_ms;
+	char reason[300];
+
+	log_err("primary lost (%s), too late to take over: this agent last heard it %.1f s "
+		"ago%s, and it holds its output %u ms (and a margin) after it last hears "
+		"from this agent, then runs on unprotected, or moves to a spare host. So the VM "
+		"is NOT restored from epoch %llu here. If the primary is really gone, stop this "
+		"agent (SIGTERM), then remus-agent --restore --state-dir %s brings it back at "
+		"that epoch, which may be older than what clients saw. Waiting for the primary",
+		why, silent_s, stalled ? " (it did not run itself for part of that)" : "",
+		agent_takeover_after_ms(a), (unsigned long long)a->replica.session_epoch,
+		a->cfg.state_dir);
+	snprintf(reason, sizeof(reason), "primary lost (%s) %.1f s after it was last heard%s: "
+		 "too late to take over", why, silent_s, stalled ? ", this agent stalled" : "");
+	agent_set_state(a, AGENT_FAULT, "%s; VM not restored, waiting for the primary", reason);
+	agent_notify(a, "fault", reason);
+}
+
+/* Fence the lost primary, if configured, by done_by (boot_ms()). true: the
+ * VM may be restored. */
+static bool fence_primary(struct agent *a, const char *why, long long lost_at, double done_by,
 			  double *fence_ms)
 {
 	struct hook_event ev;
 	struct hook_result res;
 	char lost[48], text[160], reason[300];
+	double left_ms;
+	unsigned limit_ms = a->cfg.fence_timeout_ms;
 
 	*fence_ms = 0;
 	if (!a->cfg.fence_cmd)
 		return true; /* --no-fence, or warned about at start */
-	if (limit_ms < a->cfg.fence_timeout_ms)
+	left_ms = done_by - boot_ms();
+	if (left_ms < FENCE_MIN_MS) {
+		/* a fence killed in the middle helps nobody */
+		refuse_late_failover(a, why);
+		return false;
+	}
+	if (left_ms < limit_ms) {
+		limit_ms = (unsigned)left_ms;
 		log_warn("the fence gets %u ms, not --fence-timeout-ms %u: after that the primary "
 			 "may release output this replica lacks", limit_ms, a->cfg.fence_timeout_ms);
+	}
 	agent_set_state(a, AGENT_FENCING, "primary lost (%s): the fence command runs", why);
 	agent_answer_waiting(a);
 	agent_notify(a, "fencing", why);
@@ -184,53 +222,27 @@ static void refuse_failover(struct agent *a, enum failover_verdict v, const char
 	}
 }
 
-/* The primary is lost, but its hold on output may have ended: a takeover
- * now would roll back what clients saw, and may run a second copy of the
- * VM beside one the primary moved to a spare host. */
-static void refuse_late_failover(struct agent *a, const char *why)
-{
-	const struct takeover_deadline *d = &a->deadline;
-	double silent_s = (boot_ms() - a->primary_heard_ms) / 1e3;
-	bool stalled = a->primary_heard_ms == d->stall_from_ms && d->stall_to_ms > 0;
-	char reason[300];
-
-	log_err("primary lost (%s), too late to take over: this agent last heard it %.1f s "
-		"ago%s, and it holds its output %u ms (and a margin) after it last hears "
-		"from this agent, then runs on unprotected, or moves to a spare host. So the VM "
-		"is NOT restored from epoch %llu here. If the primary is really gone, stop this "
-		"agent (SIGTERM), then remus-agent --restore --state-dir %s brings it back at "
-		"that epoch, which may be older than what clients saw. Waiting for the primary",
-		why, silent_s, stalled ? " (it did not run itself for part of that)" : "",
-		agent_takeover_after_ms(a), (unsigned long long)a->replica.session_epoch,
-		a->cfg.state_dir);
-	snprintf(reason, sizeof(reason), "primary lost (%s) %.1f s after it was last heard%s: "
-		 "too late to take over", why, silent_s, stalled ? ", this agent stalled" : "");
-	agent_set_state(a, AGENT_FAULT, "%s; VM not restored, waiting for the primary", reason);
-	agent_notify(a, "fault", reason);
-}
-
 void agent_failover(struct agent *a, const char *why)
 {
 	struct restore_result res;
 	enum failover_verdict v = agent_failover_now(a); /* before the session ends */
 	long long lost_at = unix_ms();
-	double fence_ms, left_ms;
+	double fence_ms, done_by;
 
 	agent_drop_primary(a);
 	if (v != FAILOVER_RESTORE) {
 		refuse_failover(a, v, why);
 		return;
 	}
-	left_ms = takeover_deadline_left(a->primary_heard_ms, boot_ms(),
-					 agent_takeover_after_ms(a));
-	if (left_ms <= 0) {
+	done_by = takeover_deadline_by(&a->deadline, a->primary_heard_ms,
+				       agent_takeover_after_ms(a));
+	if (boot_ms() >= done_by) {
 		refuse_late_failover(a, why);
 		return;
 	}
 	log_err("primary lost (%s): taking over from the last committed checkpoint", why);
 	test_failover_stop(a); /* no clone beside the real VM */
-	if (!fence_primary(a, why, lost_at, left_ms < a->cfg.fence_timeout_ms ?
-			   (unsigned)left_ms : a->cfg.fence_timeout_ms, &fence_ms))
+	if (!fence_primary(a, why, lost_at, done_by, &fence_ms))
 		return;
 	log_info("restoring the VM from epoch %llu", (unsigned long long)a->replica.session_epoch);
 	agent_set_state(a, AGENT_RESTORING, "primary lost (%s): restoring from epoch %llu", why,

@@ -114,6 +114,8 @@ void agent_ready_lost_primary(struct agent *a, const char *why)
 	}
 	agent_takeover_ready(a, "primary lost (%s) at committed epoch %llu", why,
 			     (unsigned long long)a->replica.session_epoch);
+	/* libev's timer does not count a suspend: a takeover checks this too */
+	a->ready_until_ms = a->primary_heard_ms + a->cfg.takeover_window_ms;
 	ev_timer_stop(a->loop, &a->ready_expiry);
 	ev_timer_set(&a->ready_expiry, left, 0);
 	ev_timer_start(a->loop, &a->ready_expiry);
@@ -306,6 +308,12 @@ static const char *restore_refusal(const struct agent *a, bool force, char *buf,
 {
 	if (!a->replica_known)
 		return "this host holds no committed replica of the VM";
+	if (!force && a->takeover_ready && a->ready_until_ms && boot_ms() >= a->ready_until_ms) {
+		snprintf(buf, len, "the lost primary's takeover window is over (this host may have "
+			 "been suspended): it may have run on unprotected since; --force restores "
+			 "the replica (epoch %llu) anyway", (unsigned long long)a->replica_epoch);
+		return buf;
+	}
 	if (!a->takeover_ready && !force) {
 		snprintf(buf, len, "the replica here (generation %llu, epoch %llu) is not known to "
 			 "be the VM's newest: no primary of this agent was lost or parked within "
@@ -416,6 +424,7 @@ void agent_takeover_ready(struct agent *a, const char *fmt, ...)
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
 	snprintf(a->takeover_why, sizeof(a->takeover_why), "%s", why);
+	a->ready_until_ms = 0; /* a lost primary's window: its caller sets it */
 	if (!a->takeover_ready)
 		log_info("takeover = manual: ready to be promoted: %s", a->takeover_why);
 	a->takeover_ready = true;

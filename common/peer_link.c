@@ -236,7 +236,7 @@ static bool read_frames(struct peer_link *l, bool sliced)
 		 * and time spent handling them (a commit's fsync, an ack that
 		 * starts the next checkpoint) is ours, not the peer's silence. */
 		ev_now_update(l->loop);
-		l->last_rx_ms = mono_ms();
+		l->last_rx_ms = boot_ms();
 		if (sliced && l->read_slice_ms > 0 && mono_ms() > until) {
 			/* Decrypted bytes may wait in the session with the
 			 * socket drained: make sure we are called again. */
@@ -246,8 +246,10 @@ static bool read_frames(struct peer_link *l, bool sliced)
 		}
 		l->reader.max_len = l->state == PEER_LINK_ESTABLISHED ? 0 : l->unadmitted_max_frame;
 		rc = frame_reader_read_io(&l->reader, &l->io);
-		if (rc == 0)
+		if (rc == 0) {
+			l->drained_ms = boot_ms();
 			return true;
+		}
 		if (rc < 0) {
 			fail(l, rc, "%s", rc == -EPIPE ? "connection closed" :
 			     rc == -EBADMSG || rc == -EMSGSIZE || rc == -EPROTONOSUPPORT ?
@@ -378,7 +380,8 @@ static void start(struct peer_link *l, int fd, enum peer_link_state state, unsig
 	l->rio.data = l->wio.data = l->deadline.data = l;
 	l->deadline_ms = deadline_ms;
 	ev_timer_start(l->loop, &l->deadline);
-	l->last_rx_ms = l->last_tx_ms = mono_ms();
+	l->last_rx_ms = l->last_tx_ms = boot_ms();
+	l->drained_ms = 0;
 }
 
 int peer_link_connect(struct peer_link *l, const struct netaddr *a, unsigned deadline_ms)
@@ -449,7 +452,7 @@ int peer_link_push(struct peer_link *l, unsigned type, uint64_t epoch,
 	rc = frame_queue_push(&l->out, type, epoch, iov, iovcnt, owned, crc);
 	if (rc)
 		return rc;
-	l->last_tx_ms = mono_ms();
+	l->last_tx_ms = boot_ms();
 	/* Sending waits for the loop: the caller may queue a whole epoch
 	 * first, and the VM is already running again. */
 	if (!ev_is_active(&l->wio))

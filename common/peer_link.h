@@ -67,9 +67,11 @@ struct peer_link {
 	ev_io rio, wio;
 	ev_timer deadline;
 	unsigned deadline_ms;
-	/* mono_ms() of the last bytes in and the last frame queued out: a step
-	 * of the wall clock (libev's ev_now) is no silence */
+	/* boot_ms() of the last bytes in and the last frame queued out: a step
+	 * of the wall clock (libev's ev_now) is no silence, a suspend is */
 	double last_rx_ms, last_tx_ms;
+	/* boot_ms() of the last read that found nothing more (0: none yet) */
+	double drained_ms;
 	/* A peer that sends faster than we handle frames would keep us in one
 	 * read callback for seconds: give the loop back after this long. */
 	double read_slice_ms;

@@ -259,7 +259,7 @@ int virt_domain_active_within(const char *uri, const char *name, unsigned timeou
 	struct timespec until;
 	int rc = 0;
 
-	clock_gettime(CLOCK_REALTIME, &until);
+	clock_gettime(CLOCK_MONOTONIC, &until); /* a wall-clock step moves no deadline */
 	until.tv_sec += timeout_ms / 1000;
 	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
 	if (until.tv_nsec >= 1000000000) {
@@ -275,7 +275,7 @@ int virt_domain_active_within(const char *uri, const char *name, unsigned timeou
 	if (!probe.asking)
 		rc = start_probe(uri, name);
 	while (!rc && !probe.done)
-		rc = pthread_cond_timedwait(&probe.answered, &probe.lock, &until);
+		rc = pthread_cond_clockwait(&probe.answered, &probe.lock, CLOCK_MONOTONIC, &until);
 	if (probe.done) {
 		rc = probe.result;
 		probe.asking = false;

@@ -168,11 +168,12 @@ static int record(struct disk *k, uint32_t op, uint64_t off, uint64_t len, const
 			d->stalls++;
 		/* Bounded: QEMU may drain its disks for a reason of its own (a
 		 * `stop` not ours) and wait for this write while we wait. */
-		clock_gettime(CLOCK_REALTIME, &until);
+		clock_gettime(CLOCK_MONOTONIC, &until); /* a wall-clock step moves no deadline */
 		until.tv_sec += WRITER_WAIT_MAX_S;
 		while (d->pending.bytes && d->pending.bytes + dlen > d->hard_cap &&
 		       d->may_wait && !d->closing && !d->barrier && !d->overflow && !timed_out)
-			timed_out = pthread_cond_timedwait(&d->room, &d->mu, &until) == ETIMEDOUT;
+			timed_out = pthread_cond_clockwait(&d->room, &d->mu, CLOCK_MONOTONIC,
+							   &until) == ETIMEDOUT;
 		if (d->pending.bytes + dlen > d->hard_cap && (!d->may_wait || timed_out))
 			overflow(d);
 	}

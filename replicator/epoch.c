@@ -188,7 +188,7 @@ static void on_release_timer(struct ev_loop *loop, ev_timer *w, int revents)
  * earlier could be rolled back by its takeover from the last commit. */
 static void release_output(struct replicator *r)
 {
-	double waited = mono_ms() - r->link.last_rx_ms;
+	double waited = boot_ms() - r->link.last_rx_ms;
 	double hold = r->backup_may_take_over && r->link.last_rx_ms > 0 ?
 		r->backup_silence_ms - waited : 0;
 

@@ -244,7 +244,7 @@ static void on_heartbeat_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct replicator *r = w->data;
 	struct peer_link *l = &r->link;
-	double now = mono_ms();
+	double now = boot_ms();
 
 	if (!peer_link_up(l))
 		return;
