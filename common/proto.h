@@ -207,10 +207,10 @@ _Static_assert(PROTO_VERIFY_BLOCK == PROTO_PAGE_SIZE, "a verify block is a page"
 /* A backup's HELLO_REPLY "takeover_after_ms" promises that it fences and
  * restores within that long after it last heard from the primary. The
  * primary holds output on a silent link for that, two of its heartbeats
- * and this margin; the backup gives up a takeover that could not be done
- * within that and this margin of its own (backup-agent/takeover_deadline.h):
- * the two heartbeats are how long before its last frame from the primary
- * its own last frame may have gone out. */
+ * and this margin. The backup does not take over past that and this
+ * margin less two of its own heartbeats, how long before its last frame
+ * from the primary its own last frame may have gone out
+ * (backup-agent/takeover_deadline.h). */
 #define PROTO_TAKEOVER_MARGIN_MS      1000u
 #define PROTO_VERIFY_HDR_SIZE         24
 #define PROTO_VERIFY_MAX_PAGES        4096u
