@@ -102,7 +102,8 @@ void agent_ready_lost_primary(struct agent *a, const char *why)
 {
 	/* the primary holds its output this long after it last heard from
 	 * us, and we last heard from it no later: we expire first */
-	double left = (a->primary_heard_ms + a->cfg.takeover_window_ms - boot_ms()) / 1e3;
+	double until = a->primary_heard_ms + a->cfg.takeover_window_ms;
+	double left = (until - boot_ms()) / 1e3;
 
 	if (left <= 0) {
 		log_warn("primary lost (%s) after its takeover window: the replica is not ready",
@@ -115,7 +116,7 @@ void agent_ready_lost_primary(struct agent *a, const char *why)
 	agent_takeover_ready(a, "primary lost (%s) at committed epoch %llu", why,
 			     (unsigned long long)a->replica.session_epoch);
 	/* libev's timer does not count a suspend: a takeover checks this too */
-	a->ready_until_ms = a->primary_heard_ms + a->cfg.takeover_window_ms;
+	a->ready_until_ms = until;
 	ev_timer_stop(a->loop, &a->ready_expiry);
 	ev_timer_set(&a->ready_expiry, left, 0);
 	ev_timer_start(a->loop, &a->ready_expiry);

@@ -216,6 +216,28 @@ ticks_consecutive() {
 		awk 'NR > 1 && $1 != prev + 1 { print "gap: " prev " -> " $1; bad = 1 } { prev = $1 } END { exit bad }'
 }
 
+# event_log_hook FILE EVENTS: a notify hook at FILE that appends "EVENT
+# ROLE REASON" to EVENTS for each event.
+event_log_hook() {
+	cat > "$1" <<EOF
+#!/bin/sh
+echo "\$3 \$4 \${REMUS_REASON:-}" >> '$2'
+EOF
+	chmod 755 "$1"
+}
+
+# killing_fence FILE PIDS RAN: a fence command at FILE that does what a real
+# one does to the primary's host: the processes whose pids PIDS holds are
+# SIGKILLed, and its arguments are appended to RAN.
+killing_fence() {
+	cat > "$1" <<EOF
+#!/bin/sh
+echo "\$*" >> '$3'
+kill -KILL \$(cat '$2')
+EOF
+	chmod 755 "$1"
+}
+
 start_agent() {
 	local port=$1 dir=$2
 	shift 2

@@ -24,18 +24,8 @@ NAME=stall$$
 EVENTS=$T/events
 STOP_S=9
 
-# A fence that does what a real one does to the primary's host: its QEMU
-# and replicator are gone, and it says it ran.
-cat > "$T/fence" <<EOF
-#!/bin/sh
-echo "\$*" >> '$T/fence-ran'
-kill -KILL \$(cat '$T/primary.pids')
-EOF
-cat > "$T/notify" <<EOF
-#!/bin/sh
-echo "\$3 \$4 \${REMUS_REASON:-}" >> '$EVENTS'
-EOF
-chmod 755 "$T/fence" "$T/notify"
+killing_fence "$T/fence" "$T/primary.pids" "$T/fence-ran"
+event_log_hook "$T/notify" "$EVENTS"
 
 PORT=$(free_port)
 start_guest "$NAME" 128 "work_mb=48"

@@ -18,12 +18,7 @@ NAME=clock$$
 SHIM=$ROOT/build/tests/clock_step.so
 [ -f "$SHIM" ] || die "no $SHIM (make all builds it)"
 
-cat > "$T/fence" <<EOF
-#!/bin/sh
-echo "\$*" >> '$T/fence-ran'
-kill -KILL \$(cat '$T/primary.pids')
-EOF
-chmod 755 "$T/fence"
+killing_fence "$T/fence" "$T/primary.pids" "$T/fence-ran"
 
 # step FILE SECONDS: from now, that daemon's wall clock reads SECONDS later
 step() { echo "$2" > "$1.tmp" && mv "$1.tmp" "$1"; }

@@ -45,11 +45,8 @@ echo \$! > '$T/fence-child.pid'
 echo "\$*" > '$T/fence-args'
 wait
 EOF
-cat > "$T/notify" <<EOF
-#!/bin/sh
-echo "\$3 \$4 \${REMUS_REASON:-}" >> '$EVENTS'
-EOF
-chmod 755 "$T/fence" "$T/notify"
+chmod 755 "$T/fence"
+event_log_hook "$T/notify" "$EVENTS"
 
 PORT=$(free_port)
 start_guest "$NAME" 128 "dirty_mb_s=5"
