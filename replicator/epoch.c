@@ -258,9 +258,7 @@ void epoch_sync_device_ready(struct ckpt_ctx *cx)
 
 static void set_timer(struct replicator *r, double ms)
 {
-	ev_timer_stop(r->loop, &r->epoch_timer);
-	ev_timer_set(&r->epoch_timer, ms > 0 ? ms / 1000.0 : 0, 0);
-	ev_timer_start(r->loop, &r->epoch_timer);
+	fine_timer_start(r->loop, &r->epoch_timer, ms);
 }
 
 void epoch_arm_timer(struct replicator *r)
@@ -290,7 +288,7 @@ void epoch_output_waiting(struct ckpt_ctx *cx, bool reply)
 		vcpu_load_mark_at(&r->vcpu_load, &r->reply_mark, now);
 		r->reply_marked = true;
 	}
-	if (!ev_is_active(&r->epoch_timer))
+	if (!fine_timer_armed(&r->epoch_timer))
 		return; /* the barrier is already due (waiting for an ack) */
 	/* Every later reply may move the end on, within the policy's bounds:
 	 * the timer holds nothing else while output waits. */
@@ -588,7 +586,7 @@ int epoch_final_checkpoint(struct replicator *r)
 	if (!peer_link_up(&r->link) || r->stopping || r->inflight)
 		return -EAGAIN;
 	r->checkpoint_due = false;
-	ev_timer_stop(r->loop, &r->epoch_timer);
+	fine_timer_stop(r->loop, &r->epoch_timer);
 	return checkpoint(r, true);
 }
 
@@ -722,8 +720,7 @@ static bool ack_stalled(struct replicator *r, double now)
  * whose death libvirt is telling): seen for a second at least. */
 static bool barrier_unscheduled(struct replicator *r, double now)
 {
-	bool scheduled = r->inflight || r->sync_pending || ev_is_active(&r->epoch_timer) ||
-			 ev_is_pending(&r->epoch_timer);
+	bool scheduled = r->inflight || r->sync_pending || fine_timer_scheduled(&r->epoch_timer);
 
 	if (scheduled || !r->session_synced || !prot_checkpoints_run(&r->state) ||
 	    prot_handover(&r->state) != HO_NONE) {
@@ -809,7 +806,7 @@ void epoch_backup_gone(struct replicator *r, const char *why, bool link_was_up)
 	r->nacks_in_a_row = 0;
 	r->inflight = false;
 	r->checkpoint_due = false;
-	ev_timer_stop(r->loop, &r->epoch_timer);
+	fine_timer_stop(r->loop, &r->epoch_timer);
 	if (prot_is_protected(&r->state))
 		replicator_notify(r, "unprotected", why);
 	prot_set(&r->state, PROT_PART_LINK, PROT_UNPROTECTED, "backup lost: %s", why);

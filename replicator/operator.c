@@ -134,7 +134,7 @@ char *operator_pause(struct replicator *r)
 			     "version): it would take over from a stale replica; upgrade it, or "
 			     "stop the replicator instead", r->cfg.backup.text);
 	r->checkpoint_due = false;
-	ev_timer_stop(r->loop, &r->epoch_timer);
+	fine_timer_stop(r->loop, &r->epoch_timer);
 	prot_set(&r->state, PROT_PART_PAUSE, PAUSE_DRAIN, "remusctl pause");
 	if (!peer_link_up(&r->link))
 		pause_on(r, "no backup connected");
@@ -369,7 +369,7 @@ static char *handover_start(struct replicator *r, int fd, unsigned timeout_ms, b
 	ev_timer_init(&r->handover_timer, on_handover_timer, timeout_ms / 1000.0, 0);
 	r->handover_timer.data = r;
 	ev_timer_start(r->loop, &r->handover_timer);
-	ev_timer_stop(r->loop, &r->epoch_timer);
+	fine_timer_stop(r->loop, &r->epoch_timer);
 	prot_set(&r->state, PROT_PART_HANDOVER, HO_DRAIN, "remusctl %s",
 		 park ? "park" : "failover");
 	log_info("planned %s of VM %s to %s requested (%u ms)%s", park ? "park" : "failover",

@@ -134,7 +134,7 @@ void replicator_primary_trouble(struct replicator *r, int rc)
 {
 	if (rc == -EPIPE && r->virt) {
 		/* Through libvirt, its last events may still be on the way. */
-		ev_timer_stop(r->loop, &r->epoch_timer);
+		fine_timer_stop(r->loop, &r->epoch_timer);
 		if (!ev_is_active(&r->qemu_exit_grace))
 			ev_timer_start(r->loop, &r->qemu_exit_grace);
 		return;
@@ -215,7 +215,7 @@ static void on_qemu_exit(struct ev_loop *loop, ev_io *w, int revents)
 
 	ev_io_stop(loop, w);
 	log_debug("QEMU (pid %d) exited", (int)r->vm.pid);
-	ev_timer_stop(loop, &r->epoch_timer); /* no more barriers on a dead VM */
+	fine_timer_stop(loop, &r->epoch_timer); /* no more barriers on a dead VM */
 	if (!ev_is_active(&r->qemu_exit_grace))
 		ev_timer_start(loop, &r->qemu_exit_grace);
 }
@@ -235,9 +235,9 @@ static int watch_qemu_exit(struct replicator *r)
 	return 0;
 }
 
-static void on_epoch_timer(struct ev_loop *loop, ev_timer *w, int revents)
+static void on_epoch_timer(struct fine_timer *t)
 {
-	epoch_timer_expired(w->data);
+	epoch_timer_expired(t->data);
 }
 
 static void on_heartbeat_timer(struct ev_loop *loop, ev_timer *w, int revents)
@@ -437,16 +437,21 @@ int replicator_give_to_qemu(struct replicator *r, const char *path)
 	return 0;
 }
 
-static void init_watchers(struct replicator *r)
+static int init_watchers(struct replicator *r)
 {
-	ev_init(&r->epoch_timer, on_epoch_timer);
+	int rc = fine_timer_init(&r->epoch_timer, on_epoch_timer, r);
+
+	if (rc) {
+		log_err("cannot make the epoch timer (timerfd): %s", strerror(-rc));
+		return rc;
+	}
 	ev_timer_init(&r->heartbeat_timer, on_heartbeat_timer, 0, r->cfg.heartbeat_ms / 1000.0);
 	ev_timer_init(&r->reconnect_timer, on_reconnect_timer, 1.0, 1.0);
 	ev_timer_init(&r->stats_timer, on_stats_timer, 1.0, 1.0);
 	ev_signal_init(&r->sigterm, on_stop_signal, SIGTERM);
 	ev_signal_init(&r->sigint, on_stop_signal, SIGINT);
 	ev_io_init(&r->qmp_watch, on_qmp_readable, qmp_fd(r->qmp), EV_READ);
-	r->epoch_timer.data = r->heartbeat_timer.data = r->reconnect_timer.data = r;
+	r->heartbeat_timer.data = r->reconnect_timer.data = r;
 	r->stats_timer.data = r->sigterm.data = r->sigint.data = r->qmp_watch.data = r;
 	ev_timer_again(r->loop, &r->heartbeat_timer);
 	ev_timer_again(r->loop, &r->stats_timer);
@@ -455,6 +460,7 @@ static void init_watchers(struct replicator *r)
 	sighup_ignore_start(r->loop, &r->sighup, "remus-replicator");
 	if (qmp_fd(r->qmp) >= 0)
 		ev_io_start(r->loop, &r->qmp_watch);
+	return 0;
 }
 
 /* The generation we start from: the replica the VM was restored from
@@ -579,7 +585,8 @@ int replicator_run(struct replicator *r)
 		announce(r);
 	if (r->cfg.control_path && (rc = control_open(r)))
 		goto out;
-	init_watchers(r);
+	if ((rc = init_watchers(r)))
+		goto out;
 	if (r->virt && (rc = watch_qemu_exit(r)))
 		goto out;
 	try_connect(r);
@@ -603,6 +610,7 @@ out:
 	virt_close(r->virt);
 	if (r->qemu_pidfd >= 0)
 		close(r->qemu_pidfd);
+	fine_timer_close(r->loop, &r->epoch_timer);
 	vm_info_free(&r->vm);
 	link_security_free(&r->link_sec);
 	ev_loop_destroy(r->loop);

@@ -10,6 +10,7 @@
 #include "pair_role.h"
 #include "control_socket.h"
 #include "epoch_policy.h"
+#include "fine_timer.h"
 #include "frame_queue.h"
 #include "hooks.h"
 #include "netaddr.h"
@@ -43,7 +44,9 @@ struct replicator {
 	int qemu_pidfd;           /* QEMU's exit, as libvirt has no socket to close */
 	ev_io qemu_exit_watch;
 	ev_timer qemu_exit_grace;
-	ev_timer epoch_timer, heartbeat_timer, reconnect_timer, stats_timer;
+	/* the epoch's end: sub-millisecond, for a reply's quiet (fine_timer.h) */
+	struct fine_timer epoch_timer;
+	ev_timer heartbeat_timer, reconnect_timer, stats_timer;
 	ev_signal sigterm, sigint, sighup;
 	struct control_socket control; /* --control (common/control_socket.h) */
 	/* Our runtime files (NBD sockets, device state): a directory of our

@@ -229,6 +229,10 @@ static void noop_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
 }
 
+static void noop_fine_timer(struct fine_timer *t)
+{
+}
+
 static void stop_loop(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	ev_break(loop, EVBREAK_ALL);
@@ -274,7 +278,7 @@ static void setup(void)
 	ck_assert_int_eq(compress_init(&r.compress, COMPRESS_OFF, 0), 0);
 	hook_runner_init(&r.hooks, r.loop, NULL, 1000);
 	verify_init(&r);
-	ev_init(&r.epoch_timer, noop_timer);
+	ck_assert_int_eq(fine_timer_init(&r.epoch_timer, noop_fine_timer, NULL), 0);
 	ev_timer_init(&r.reconnect_timer, noop_timer, 1.0, 1.0);
 	ck_assert_int_eq(qmp_open_passthrough(&pt, &r.qmp), 0);
 	epoch_ctx_init(&r);
@@ -310,7 +314,7 @@ static void teardown(void)
 	hook_runner_free(&r.hooks);
 	compress_free(&r.compress);
 	qmp_close(r.qmp);
-	ev_timer_stop(r.loop, &r.epoch_timer);
+	fine_timer_close(r.loop, &r.epoch_timer);
 	ev_timer_stop(r.loop, &r.reconnect_timer);
 	ev_timer_stop(r.loop, &r.release_timer);
 	ev_timer_stop(r.loop, &r.handover_timer);
@@ -573,35 +577,35 @@ END_TEST
 START_TEST(test_a_lost_epoch_timer_is_armed_again)
 {
 	protected_at_epoch_1();
-	ck_assert(ev_is_active(&r.epoch_timer));
+	ck_assert(fine_timer_armed(&r.epoch_timer));
 	epoch_watchdog(&r);
 	ck_assert_uint_eq(r.stats.stalls, 0);
-	ev_timer_stop(r.loop, &r.epoch_timer);
+	fine_timer_stop(r.loop, &r.epoch_timer);
 	epoch_watchdog(&r);
 	epoch_watchdog(&r); /* at once again: not a second yet */
 	ck_assert_uint_eq(r.stats.stalls, 0);
-	ck_assert(!ev_is_active(&r.epoch_timer));
+	ck_assert(!fine_timer_armed(&r.epoch_timer));
 	r.unscheduled_since_ms -= 1000;
 	epoch_watchdog(&r);
 	ck_assert_uint_eq(r.stats.stalls, 1);
-	ck_assert(ev_is_active(&r.epoch_timer));
+	ck_assert(fine_timer_armed(&r.epoch_timer));
 	ck_assert(peer_link_up(&r.link));
 
-	ev_timer_stop(r.loop, &r.epoch_timer);
+	fine_timer_stop(r.loop, &r.epoch_timer);
 	r.checkpoint_due = true;
 	epoch_watchdog(&r);
 	r.unscheduled_since_ms -= 1000;
 	epoch_watchdog(&r);
 	ck_assert_uint_eq(r.stats.stalls, 2);
 
-	ev_timer_stop(r.loop, &r.epoch_timer);
-	ev_feed_event(r.loop, &r.epoch_timer, EV_TIMER);
-	ck_assert(ev_is_pending(&r.epoch_timer));
+	fine_timer_stop(r.loop, &r.epoch_timer);
+	ev_feed_event(r.loop, &r.epoch_timer.io, EV_READ);
+	ck_assert(fine_timer_scheduled(&r.epoch_timer));
 	epoch_watchdog(&r);
 	r.unscheduled_since_ms -= 1000;
 	epoch_watchdog(&r);
 	ck_assert_uint_eq(r.stats.stalls, 2);
-	ev_clear_pending(r.loop, &r.epoch_timer);
+	ev_clear_pending(r.loop, &r.epoch_timer.io);
 }
 END_TEST
 

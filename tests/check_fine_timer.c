@@ -1,0 +1,202 @@
+/* The epoch's sub-millisecond one-shot timer (common/fine_timer.c): it
+ * fires once, not before its time and, unlike libev's own timers on epoll
+ * (whole milliseconds, at least one), well inside a millisecond for a
+ * 0.5 ms reply quiet; stopped or re-armed, a readiness already in the
+ * kernel does not fire it. */
+#include "../common/clock.h"
+#include "../common/fine_timer.h"
+
+#include <check.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct probe {
+	int fired;
+	double at_ms;
+};
+
+static void record(struct fine_timer *t)
+{
+	struct probe *p = t->data;
+
+	p->fired++;
+	p->at_ms = mono_ms();
+}
+
+static void stop_loop(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	ev_break(loop, EVBREAK_ALL);
+}
+
+/* Runs the loop for `ms` (an ev_timer ends it). */
+static void run_for(struct ev_loop *loop, double ms)
+{
+	ev_timer guard;
+
+	ev_timer_init(&guard, stop_loop, ms / 1000.0, 0);
+	ev_timer_start(loop, &guard);
+	ev_run(loop, 0);
+	ev_timer_stop(loop, &guard);
+}
+
+static void run_until_fired(struct ev_loop *loop, struct probe *p)
+{
+	double give_up = mono_ms() + 1000;
+
+	while (!p->fired && mono_ms() < give_up)
+		ev_run(loop, EVRUN_ONCE);
+}
+
+START_TEST(test_it_fires_once_and_not_early)
+{
+	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+	struct probe p = { 0 };
+	struct fine_timer t;
+	double start;
+
+	ck_assert_int_eq(fine_timer_init(&t, record, &p), 0);
+	start = mono_ms();
+	fine_timer_start(loop, &t, 3);
+	ck_assert(fine_timer_armed(&t));
+	run_for(loop, 20);
+	ck_assert_int_eq(p.fired, 1);
+	ck_assert(p.at_ms - start >= 3);
+	ck_assert(!fine_timer_armed(&t) && !fine_timer_scheduled(&t));
+	fine_timer_close(loop, &t);
+	ev_loop_destroy(loop);
+}
+END_TEST
+
+/* The point of it: 0.5 ms is not rounded up to libev's 1 ms floor. The
+ * fastest of 20 tries, so a loaded host's slow turns do not decide. */
+START_TEST(test_half_a_millisecond_is_kept_well_inside_one)
+{
+	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+	struct probe p = { 0 };
+	struct fine_timer t;
+	double fastest = 1e9;
+
+	ck_assert_int_eq(fine_timer_init(&t, record, &p), 0);
+	for (int i = 0; i < 20; i++) {
+		double start = mono_ms();
+
+		p.fired = 0;
+		fine_timer_start(loop, &t, 0.5);
+		run_until_fired(loop, &p);
+		ck_assert_int_eq(p.fired, 1);
+		ck_assert(p.at_ms - start >= 0.5);
+		if (p.at_ms - start < fastest)
+			fastest = p.at_ms - start;
+	}
+	ck_assert_msg(fastest < 0.9, "fastest 0.5 ms timer took %.3f ms", fastest);
+	fine_timer_close(loop, &t);
+	ev_loop_destroy(loop);
+}
+END_TEST
+
+START_TEST(test_a_stopped_timer_does_not_fire)
+{
+	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+	struct probe p = { 0 };
+	struct fine_timer t;
+
+	ck_assert_int_eq(fine_timer_init(&t, record, &p), 0);
+	fine_timer_start(loop, &t, 2);
+	fine_timer_stop(loop, &t);
+	run_for(loop, 10);
+	ck_assert_int_eq(p.fired, 0);
+
+	/* expired in the kernel, stopped before the loop saw it */
+	fine_timer_start(loop, &t, 0.1);
+	usleep(2000);
+	fine_timer_stop(loop, &t);
+	run_for(loop, 5);
+	ck_assert_int_eq(p.fired, 0);
+	ck_assert(!fine_timer_scheduled(&t));
+	fine_timer_close(loop, &t);
+	ev_loop_destroy(loop);
+}
+END_TEST
+
+START_TEST(test_starting_again_moves_the_deadline)
+{
+	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+	struct probe p = { 0 };
+	struct fine_timer t;
+	double start;
+
+	ck_assert_int_eq(fine_timer_init(&t, record, &p), 0);
+	/* later: an expiry already in the kernel is cleared by the re-arm */
+	fine_timer_start(loop, &t, 0.1);
+	usleep(2000);
+	start = mono_ms();
+	fine_timer_start(loop, &t, 30);
+	run_for(loop, 10);
+	ck_assert_int_eq(p.fired, 0);
+	run_until_fired(loop, &p);
+	ck_assert_int_eq(p.fired, 1);
+	ck_assert(p.at_ms - start >= 30);
+
+	/* sooner, and only once */
+	p.fired = 0;
+	fine_timer_start(loop, &t, 50);
+	start = mono_ms();
+	fine_timer_start(loop, &t, 1);
+	run_for(loop, 80);
+	ck_assert_int_eq(p.fired, 1);
+	ck_assert(p.at_ms - start < 50);
+
+	/* zero or less: the loop's next turn */
+	p.fired = 0;
+	fine_timer_start(loop, &t, 0);
+	run_until_fired(loop, &p);
+	ck_assert_int_eq(p.fired, 1);
+	fine_timer_close(loop, &t);
+	ev_loop_destroy(loop);
+}
+END_TEST
+
+/* A replicator that fails before its watchers are made stops and closes
+ * a zeroed timer: neither may touch fd 0. */
+START_TEST(test_a_zeroed_timer_is_safe_to_stop_and_close)
+{
+	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+	struct fine_timer t;
+	int fd0_flags = fcntl(0, F_GETFD);
+
+	memset(&t, 0, sizeof(t));
+	fine_timer_stop(loop, &t);
+	fine_timer_close(loop, &t);
+	ck_assert(!fine_timer_scheduled(&t));
+	ck_assert_int_eq(fcntl(0, F_GETFD), fd0_flags); /* fd 0 as it was */
+	ev_loop_destroy(loop);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+	Suite *s = suite_create("fine_timer");
+	TCase *tc = tcase_create("fine_timer");
+
+	tcase_set_timeout(tc, 20);
+	tcase_add_test(tc, test_it_fires_once_and_not_early);
+	tcase_add_test(tc, test_half_a_millisecond_is_kept_well_inside_one);
+	tcase_add_test(tc, test_a_stopped_timer_does_not_fire);
+	tcase_add_test(tc, test_starting_again_moves_the_deadline);
+	tcase_add_test(tc, test_a_zeroed_timer_is_safe_to_stop_and_close);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
