@@ -980,22 +980,18 @@ def redis(args):
         testnet_down(prefix)
     print("| run | test | 1 conn: p50 / p99 | 1 conn: req/s | 8 conns: req/s | 8 conns vs "
           "unreplicated | pause p50 / ack p50 | p50 - (pause p50 + ack p50) | "
-          "buffer delay p50 | pause: stop / capture / resume p50 | tracker | "
-          "epochs prolonged (vCPUs busy): 1 / 8 conns |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "pause: stop / capture / resume p50 | tracker | epochs prolonged (vCPUs busy): 1 / 8 conns |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for test in ("incr", "get"):
         base = (rows[0][1][test, 8]["rps"] + rows[-1][1][test, 8]["rps"]) / 2
         for name, res in rows:
             one, eight, s = res[test, 1], res[test, 8], res[test, "status"]
-            print("| %s | %s | %.2f / %.2f ms | %.0f | %.0f | %.2f | %s | %s | %s | %s | %s | %s |" % (
+            print("| %s | %s | %.2f / %.2f ms | %.0f | %.0f | %.2f | %s | %s | %s | %s | %s |" % (
                 name, test.upper(), one["p50_latency_ms"], one["p99_latency_ms"], one["rps"],
                 eight["rps"], eight["rps"] / base,
                 "%.1f / %.1f ms" % (s["pause_p50_ms"], s["ack_p50_ms"]) if s else "-",
                 "%+.1f ms" % (one["p50_latency_ms"] - s["pause_p50_ms"] - s["ack_p50_ms"])
                 if s else "-",
-                # how long the replies waited in the net buffer: the rest of
-                # the latency is the request's way in and Redis's own work
-                "%.1f ms" % s["net"][0]["delay_p50_ms"] if s else "-",
                 "%.1f / %.1f / %.1f ms" % (s["pause_stop_p50_ms"], s["pause_capture_p50_ms"],
                                            s["pause_resume_p50_ms"]) if s else "-",
                 s.get("tracker", "-") if s else "-",

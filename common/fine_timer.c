@@ -48,6 +48,8 @@ void fine_timer_start(struct ev_loop *loop, struct fine_timer *t, double after_m
 	/* an it_value of zero would disarm it: 1 ns is "now" */
 	long long ns = after_ms > 0 ? (long long)(after_ms * 1e6) : 0;
 
+	if (!t->open)
+		return;
 	set(t, ns > 0 ? ns : 1);
 	ev_clear_pending(loop, &t->io);
 	ev_io_start(loop, &t->io);
@@ -64,7 +66,8 @@ void fine_timer_stop(struct ev_loop *loop, struct fine_timer *t)
 
 bool fine_timer_armed(const struct fine_timer *t)
 {
-	return ev_is_active(&t->io);
+	/* the io stays active while its expiry waits in this turn's queue */
+	return ev_is_active(&t->io) && !ev_is_pending(&t->io);
 }
 
 bool fine_timer_scheduled(const struct fine_timer *t)

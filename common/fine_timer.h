@@ -22,10 +22,12 @@ struct fine_timer {
 /* -errno if no timerfd can be made. */
 int fine_timer_init(struct fine_timer *t, void (*cb)(struct fine_timer *t), void *data);
 /* (Re)arms it to fire once, `after_ms` from now (0 or less: at the
- * loop's next turn). */
+ * loop's next turn); an expiry not yet handed out is dropped. Does
+ * nothing to a timer whose init failed or that is closed. */
 void fine_timer_start(struct ev_loop *loop, struct fine_timer *t, double after_ms);
 void fine_timer_stop(struct ev_loop *loop, struct fine_timer *t);
-/* Armed: it has not fired since it was started. */
+/* Armed: it has not expired since it was started (an expiry queued in
+ * this turn of the loop, its callback not run yet, is not armed). */
 bool fine_timer_armed(const struct fine_timer *t);
 /* Armed, or fired with its callback still to run in this turn. */
 bool fine_timer_scheduled(const struct fine_timer *t);

@@ -72,8 +72,8 @@ void epoch_policy_observe(struct epoch_policy *p, const struct epoch_sample *s);
 /* A reply (any frame but a bare TCP ACK, frame_kind.h) ends its epoch
  * once the VM has sent no further reply for this long: a burst of
  * segments goes in one epoch, and a client waits one pause and one ack
- * plus this, not --output-delay-ms. libev's epoll backend waits whole
- * milliseconds, so the timer fires after about 1 ms. */
+ * plus this, not --output-delay-ms. The epoch's timer keeps it under a
+ * millisecond (common/fine_timer.h): about 0.7 ms in practice. */
 #define EPOCH_REPLY_QUIET_MS 0.5
 /* ... unless its vCPUs were busy at least this share of the time since
  * the epoch's first reply (after a wait: since the last look): the VM is

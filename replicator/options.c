@@ -102,7 +102,7 @@ CLI_USAGE_CONFIG
 "  --output-delay-ms N   output-aware/hybrid: end the epoch at most this long\n"
 "                        after output starts waiting for it (default %u);\n"
 "                        a reply (not a bare TCP ACK) ends it sooner, once\n"
-"                        the VM has sent nothing more for about 1 ms,\n"
+"                        the VM has sent nothing more for 0.5 ms,\n"
 "                        unless its vCPUs are still busy (docs/EPOCHS.md)\n"
 "  --control PATH        control socket for remusctl (default: none); mode\n"
 "                        0600: root alone may use it\n"
