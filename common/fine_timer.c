@@ -60,8 +60,7 @@ void fine_timer_stop(struct ev_loop *loop, struct fine_timer *t)
 	if (!t->open)
 		return;
 	set(t, 0);
-	ev_clear_pending(loop, &t->io);
-	ev_io_stop(loop, &t->io);
+	ev_io_stop(loop, &t->io); /* drops a queued expiry too */
 }
 
 bool fine_timer_armed(const struct fine_timer *t)

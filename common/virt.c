@@ -1,5 +1,6 @@
 /* libvirt glue: see virt.h. */
 #include "virt.h"
+#include "clock.h"
 #include "log.h"
 #include "procfs.h"
 #include "qmp.h"
@@ -256,16 +257,9 @@ static int start_probe(const char *uri, const char *name)
 
 int virt_domain_active_within(const char *uri, const char *name, unsigned timeout_ms)
 {
-	struct timespec until;
+	struct timespec until = mono_deadline(timeout_ms);
 	int rc = 0;
 
-	clock_gettime(CLOCK_MONOTONIC, &until); /* a wall-clock step moves no deadline */
-	until.tv_sec += timeout_ms / 1000;
-	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-	if (until.tv_nsec >= 1000000000) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000;
-	}
 	pthread_mutex_lock(&probe.lock);
 	/* the late answer to a question given up on is too old to use */
 	if (probe.asking && probe.done)

@@ -53,7 +53,7 @@
 #include <unistd.h>
 
 #define SYNC_LINK_HIGH    (64u << 20)  /* epoch 0: link backlog before we wait */
-#define WRITER_WAIT_MAX_S 1            /* a writer waits this long for room at most */
+#define WRITER_WAIT_MAX_MS 1000       /* a writer waits this long for room at most */
 #define HANDOVER_CANCEL_MS 200       /* the bitmaps' handover waits this long for the mirror */
 #define RESUME_STEP_BYTES (16u << 20)  /* a resumed copy reads this much per loop turn */
 
@@ -161,15 +161,13 @@ static int record(struct disk *k, uint32_t op, uint64_t off, uint64_t len, const
 	 * for this very write (and flushes), and only after `stop` does the
 	 * loop take the epoch's writes. */
 	if (dlen && d->pending.bytes + dlen > d->hard_cap && !d->overflow) {
-		struct timespec until;
+		struct timespec until = mono_deadline(WRITER_WAIT_MAX_MS);
 		bool timed_out = false;
 
 		if (d->may_wait && !d->closing && !d->barrier)
 			d->stalls++;
 		/* Bounded: QEMU may drain its disks for a reason of its own (a
 		 * `stop` not ours) and wait for this write while we wait. */
-		clock_gettime(CLOCK_MONOTONIC, &until); /* a wall-clock step moves no deadline */
-		until.tv_sec += WRITER_WAIT_MAX_S;
 		while (d->pending.bytes && d->pending.bytes + dlen > d->hard_cap &&
 		       d->may_wait && !d->closing && !d->barrier && !d->overflow && !timed_out)
 			timed_out = pthread_cond_clockwait(&d->room, &d->mu, CLOCK_MONOTONIC,

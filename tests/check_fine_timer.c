@@ -17,21 +17,26 @@ struct probe {
 	double at_ms;
 };
 
-static void record(struct fine_timer *t)
-{
-	struct probe *p = t->data;
+/* Every test's loop, and a timer on it that records when it fires. */
+static struct ev_loop *loop;
+static struct probe p;
+static struct fine_timer t;
 
-	p->fired++;
-	p->at_ms = mono_ms();
+static void record(struct fine_timer *timer)
+{
+	struct probe *seen = timer->data;
+
+	seen->fired++;
+	seen->at_ms = mono_ms();
 }
 
-static void stop_loop(struct ev_loop *loop, ev_timer *w, int revents)
+static void stop_loop(struct ev_loop *l, ev_timer *w, int revents)
 {
-	ev_break(loop, EVBREAK_ALL);
+	ev_break(l, EVBREAK_ALL);
 }
 
 /* Runs the loop for `ms` (an ev_timer ends it). */
-static void run_for(struct ev_loop *loop, double ms)
+static void run_for(double ms)
 {
 	ev_timer guard;
 
@@ -42,31 +47,37 @@ static void run_for(struct ev_loop *loop, double ms)
 	ev_timer_stop(loop, &guard);
 }
 
-static void run_until_fired(struct ev_loop *loop, struct probe *p)
+static void run_until_fired(void)
 {
 	double give_up = mono_ms() + 1000;
 
-	while (!p->fired && mono_ms() < give_up)
+	while (!p.fired && mono_ms() < give_up)
 		ev_run(loop, EVRUN_ONCE);
+}
+
+static void setup(void)
+{
+	loop = ev_loop_new(EVFLAG_AUTO);
+	p = (struct probe){ 0 };
+	ck_assert_int_eq(fine_timer_init(&t, record, &p), 0);
+}
+
+static void teardown(void)
+{
+	fine_timer_close(loop, &t);
+	ev_loop_destroy(loop);
 }
 
 START_TEST(test_it_fires_once_and_not_early)
 {
-	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-	struct probe p = { 0 };
-	struct fine_timer t;
-	double start;
+	double start = mono_ms();
 
-	ck_assert_int_eq(fine_timer_init(&t, record, &p), 0);
-	start = mono_ms();
 	fine_timer_start(loop, &t, 3);
 	ck_assert(fine_timer_armed(&t));
-	run_for(loop, 20);
+	run_for(20);
 	ck_assert_int_eq(p.fired, 1);
 	ck_assert(p.at_ms - start >= 3);
 	ck_assert(!fine_timer_armed(&t) && !fine_timer_scheduled(&t));
-	fine_timer_close(loop, &t);
-	ev_loop_destroy(loop);
 }
 END_TEST
 
@@ -74,46 +85,36 @@ END_TEST
  * fastest of 20 tries, so a loaded host's slow turns do not decide. */
 START_TEST(test_half_a_millisecond_is_kept_well_inside_one)
 {
-	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-	struct probe p = { 0 };
-	struct fine_timer t;
 	double fastest = 1e9;
 
-	ck_assert_int_eq(fine_timer_init(&t, record, &p), 0);
 	for (int i = 0; i < 20; i++) {
 		double start = mono_ms();
 
 		p.fired = 0;
 		fine_timer_start(loop, &t, 0.5);
-		run_until_fired(loop, &p);
+		run_until_fired();
 		ck_assert_int_eq(p.fired, 1);
 		ck_assert(p.at_ms - start >= 0.5);
 		if (p.at_ms - start < fastest)
 			fastest = p.at_ms - start;
 	}
 	ck_assert_msg(fastest < 0.9, "fastest 0.5 ms timer took %.3f ms", fastest);
-	fine_timer_close(loop, &t);
-	ev_loop_destroy(loop);
 }
 END_TEST
 
 START_TEST(test_a_stopped_timer_does_not_fire)
 {
-	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-	struct probe p = { 0 };
-	struct fine_timer t;
 
-	ck_assert_int_eq(fine_timer_init(&t, record, &p), 0);
 	fine_timer_start(loop, &t, 2);
 	fine_timer_stop(loop, &t);
-	run_for(loop, 10);
+	run_for(10);
 	ck_assert_int_eq(p.fired, 0);
 
 	/* expired in the kernel, stopped before the loop saw it */
 	fine_timer_start(loop, &t, 0.1);
 	usleep(2000);
 	fine_timer_stop(loop, &t);
-	run_for(loop, 5);
+	run_for(5);
 	ck_assert_int_eq(p.fired, 0);
 	ck_assert(!fine_timer_scheduled(&t));
 
@@ -126,25 +127,19 @@ START_TEST(test_a_stopped_timer_does_not_fire)
 	ck_assert(!fine_timer_scheduled(&t));
 	ev_run(loop, EVRUN_NOWAIT);
 	ck_assert_int_eq(p.fired, 0);
-	fine_timer_close(loop, &t);
-	ev_loop_destroy(loop);
 }
 END_TEST
 
 START_TEST(test_starting_again_moves_the_deadline)
 {
-	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-	struct probe p = { 0 };
-	struct fine_timer t;
 	double start;
 
-	ck_assert_int_eq(fine_timer_init(&t, record, &p), 0);
 	/* later: an expiry already in the kernel is cleared by the re-arm */
 	fine_timer_start(loop, &t, 0.1);
 	usleep(2000);
 	start = mono_ms();
 	fine_timer_start(loop, &t, 300);
-	run_for(loop, 10);
+	run_for(10);
 	ck_assert_int_eq(p.fired, 0);
 	/* the same, the old expiry already queued in this turn: the callback
 	 * finds nothing to read and waits for the new time */
@@ -152,7 +147,7 @@ START_TEST(test_starting_again_moves_the_deadline)
 	ev_run(loop, EVRUN_NOWAIT);
 	ck_assert_int_eq(p.fired, 0);
 	ck_assert(fine_timer_armed(&t));
-	run_until_fired(loop, &p);
+	run_until_fired();
 	ck_assert_int_eq(p.fired, 1);
 	ck_assert(p.at_ms - start >= 300);
 
@@ -161,18 +156,16 @@ START_TEST(test_starting_again_moves_the_deadline)
 	fine_timer_start(loop, &t, 300);
 	start = mono_ms();
 	fine_timer_start(loop, &t, 1);
-	run_until_fired(loop, &p);
+	run_until_fired();
 	ck_assert(p.at_ms - start < 300);
-	run_for(loop, 400);
+	run_for(400);
 	ck_assert_int_eq(p.fired, 1);
 
 	/* zero or less: the loop's next turn */
 	p.fired = 0;
 	fine_timer_start(loop, &t, 0);
-	run_until_fired(loop, &p);
+	run_until_fired();
 	ck_assert_int_eq(p.fired, 1);
-	fine_timer_close(loop, &t);
-	ev_loop_destroy(loop);
 }
 END_TEST
 
@@ -180,21 +173,19 @@ END_TEST
  * a zeroed timer: neither may touch fd 0. */
 START_TEST(test_a_zeroed_timer_is_safe_to_stop_and_close)
 {
-	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-	struct fine_timer t;
+	struct fine_timer zeroed;
 	int fd0_flags;
 
 	if (fcntl(0, F_GETFD) < 0) /* a harness that closed stdin: give it one */
 		ck_assert_int_eq(open("/dev/null", O_RDONLY), 0);
 	fd0_flags = fcntl(0, F_GETFD);
-	memset(&t, 0, sizeof(t));
-	fine_timer_start(loop, &t, 1);
-	ck_assert(!fine_timer_scheduled(&t));
-	fine_timer_stop(loop, &t);
-	fine_timer_close(loop, &t);
-	ck_assert(!fine_timer_scheduled(&t));
+	memset(&zeroed, 0, sizeof(zeroed));
+	fine_timer_start(loop, &zeroed, 1);
+	ck_assert(!fine_timer_scheduled(&zeroed));
+	fine_timer_stop(loop, &zeroed);
+	fine_timer_close(loop, &zeroed);
+	ck_assert(!fine_timer_scheduled(&zeroed));
 	ck_assert_int_eq(fcntl(0, F_GETFD), fd0_flags); /* fd 0 as it was */
-	ev_loop_destroy(loop);
 }
 END_TEST
 
@@ -204,6 +195,7 @@ static Suite *suite(void)
 	TCase *tc = tcase_create("fine_timer");
 
 	tcase_set_timeout(tc, 20);
+	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_it_fires_once_and_not_early);
 	tcase_add_test(tc, test_half_a_millisecond_is_kept_well_inside_one);
 	tcase_add_test(tc, test_a_stopped_timer_does_not_fire);
