@@ -26,15 +26,25 @@ drill() {
 }
 
 # check MODE PYTHON-EXPRESSION DESCRIPTION: the expression over the report r.
+# A failure names the report's values the expression read: CI keeps only
+# the end of the log.
 check() {
-	local mode=$1 expr=$2 what=$3
+	local mode=$1 expr=$2 what=$3 seen
 	if python3 -c "
 import json, sys
 r = json.load(open(sys.argv[1]))
 sys.exit(0 if ($expr) else 1)" "$T/$mode.json" 2>/dev/null; then
 		pass "$mode: $what"
 	else
-		fail "$mode: $what ($expr)"
+		seen=$(python3 -c '
+import json, re, sys
+try:
+    r = json.load(open(sys.argv[1]))
+except (OSError, ValueError) as e:
+    sys.exit("no report: %s" % e)
+keys = dict.fromkeys(re.findall(r"r\[.(\w+).\]", sys.argv[2]))
+print(", ".join("%s=%s" % (k, json.dumps(r.get(k))) for k in keys))' "$T/$mode.json" "$expr" 2>&1)
+		fail "$mode: $what ($expr; seen: $seen)"
 	fi
 }
 
