@@ -6,6 +6,7 @@
 #include "../backup-agent/diskfile.h"
 #include "../backup-agent/journal.h"
 #include "../backup-agent/replica.h"
+#include "ck_loop.h"
 #include "crc32c.h"
 #include "log.h"
 #include "page_hash.h"
@@ -173,8 +174,8 @@ static void assert_file(const struct fx *f, const char *name, const uint8_t *wan
 	ck_assert_msg(got != NULL, "%s missing", name);
 	ck_assert_msg(len == size, "%s is %zu bytes, expected %zu", name, len, size);
 	for (size_t i = 0; i < size; i++)
-		ck_assert_msg(got[i] == want[i], "%s: byte %zu is %02x, expected %02x", name, i,
-			      got[i], want[i]);
+		ck_loop_assert_msg(got[i] == want[i], "%s: byte %zu is %02x, expected %02x", name,
+				   i, got[i], want[i]);
 	free(got);
 }
 

@@ -8,6 +8,7 @@
  * The soft-dirty tracker's threads, chunks and output order are checked the
  * same way on any kernel (with or without soft-dirty): see sd_open. */
 #include "../replicator/tracker.h"
+#include "ck_loop.h"
 
 #include <check.h>
 #include <errno.h>
@@ -83,11 +84,12 @@ static void check_pages_current(const struct fixture *fx, size_t n, const char *
 
 		k += reported;
 		if (reported || keeps_every_page(fx->ops)) {
-			ck_assert_msg(p && !memcmp(p, fx->ram + (size_t)i * PAGE, PAGE),
-				      "%s, %s: page %u not current after scan", fx->ops->name, when, i);
+			ck_loop_assert_msg(p && !memcmp(p, fx->ram + (size_t)i * PAGE, PAGE),
+					   "%s, %s: page %u not current after scan", fx->ops->name,
+					   when, i);
 		} else {
-			ck_assert_msg(!p, "%s, %s: page() of page %u, not reported, is not NULL",
-				      fx->ops->name, when, i);
+			ck_loop_assert_msg(!p, "%s, %s: page() of page %u, not reported, is not NULL",
+					   fx->ops->name, when, i);
 		}
 	}
 	ck_assert_uint_eq(k, n);
@@ -299,8 +301,9 @@ START_TEST(test_random_rounds_match_reference)
 		ck_assert_msg(n == ne, "%s, %u threads, round %d: scan found %zu pages, reference %zu",
 			      fx.ops->name, THREADS(_i), round, n, ne);
 		for (size_t k = 0; k < n; k++)
-			ck_assert_msg(fx.dirty[k] == expect[k], "%s, %u threads, round %d: dirty[%zu] = %u, expected %u",
-				      fx.ops->name, THREADS(_i), round, k, fx.dirty[k], expect[k]);
+			ck_loop_assert_msg(fx.dirty[k] == expect[k],
+					   "%s, %u threads, round %d: dirty[%zu] = %u, expected %u",
+					   fx.ops->name, THREADS(_i), round, k, fx.dirty[k], expect[k]);
 		check_pages_current(&fx, n, "a random round");
 		memcpy(ref, fx.ram, (size_t)NPAGES * PAGE);
 		total_dirty += n;
@@ -465,9 +468,9 @@ START_TEST(test_replica_built_from_page_matches_ram_at_each_scan)
 				memcpy(backup + (size_t)dirty[k] * PAGE, p, PAGE);
 			}
 		for (size_t i = 0; i < npages; i++)
-			ck_assert_msg(!memcmp(backup + i * PAGE, snap + i * PAGE, PAGE),
-				      "%s, %u threads, round %d: the backup's page %zu differs from "
-				      "guest RAM at the scan", o->name, THREADS(_i), round, i);
+			ck_loop_assert_msg(!memcmp(backup + i * PAGE, snap + i * PAGE, PAGE),
+					   "%s, %u threads, round %d: the backup's page %zu differs "
+					   "from guest RAM at the scan", o->name, THREADS(_i), round, i);
 	}
 	ck_assert_uint_gt(total_dirty, 1000);
 	o->fini(rr.t);
@@ -932,13 +935,13 @@ START_TEST(test_softdirty_untouched_pages_match_reference)
 		ck_assert_msg(n == ne, "%u threads, round %d: scan found %zu pages, reference %zu",
 			      thread_counts[_i], round, n, ne);
 		for (size_t k = 0; k < n; k++)
-			ck_assert_msg(fx.dirty[k] == expect[k],
-				      "%u threads, round %d: dirty[%zu] = %u, expected %u",
-				      thread_counts[_i], round, k, fx.dirty[k], expect[k]);
+			ck_loop_assert_msg(fx.dirty[k] == expect[k],
+					   "%u threads, round %d: dirty[%zu] = %u, expected %u",
+					   thread_counts[_i], round, k, fx.dirty[k], expect[k]);
 		for (uint32_t i = 0; i < NPAGES; i++)
-			ck_assert_msg(!memcmp(softdirty_tracker_ops.page(fx.t, i),
-					      fx.ram + (size_t)i * PAGE, PAGE),
-				      "round %d: page %u not current after scan", round, i);
+			ck_loop_assert_msg(!memcmp(softdirty_tracker_ops.page(fx.t, i),
+						   fx.ram + (size_t)i * PAGE, PAGE),
+					   "round %d: page %u not current after scan", round, i);
 		memcpy(ref, fx.ram, (size_t)NPAGES * PAGE);
 		total_dirty += n;
 	}
