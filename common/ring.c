@@ -11,6 +11,12 @@ void ring_add(struct sample_ring *r, double v)
 		r->n++;
 }
 
+void ring_clear(struct sample_ring *r)
+{
+	r->n = 0;
+	r->next = 0;
+}
+
 static int cmp_double(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;

@@ -13,6 +13,8 @@ struct sample_ring {
 };
 
 void ring_add(struct sample_ring *r, double v);
+/* Forget every sample. */
+void ring_clear(struct sample_ring *r);
 /* q in [0,1]; 0 when empty. */
 double ring_quantile(const struct sample_ring *r, double q);
 double ring_max(const struct sample_ring *r);

@@ -142,3 +142,9 @@ void netbuf_set_protected(struct netbuf *nb, bool on, uint64_t next_epoch, doubl
 	nb->open_epoch = next_epoch;
 	netbuf_flush(nb, now_ms);
 }
+
+void netbuf_forget_recent(struct netbuf *nb)
+{
+	ring_clear(&nb->st.delay_ms);
+	nb->st.high_water_bytes = nb->held_bytes;
+}

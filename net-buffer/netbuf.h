@@ -70,5 +70,8 @@ int netbuf_flush(struct netbuf *nb, double now_ms);
 /* Protection on: frames from now on wait for epoch next_epoch's ack.
  * Off: everything held goes out now, and new frames at once. */
 void netbuf_set_protected(struct netbuf *nb, bool on, uint64_t next_epoch, double now_ms);
+/* Forget the recent figures (remusctl reset-stats): the frames' delays and
+ * the high-water mark start again from now; the counts stay. */
+void netbuf_forget_recent(struct netbuf *nb);
 
 #endif

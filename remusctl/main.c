@@ -16,7 +16,7 @@ static const struct {
 } verbs[] = {
 	{ "status", status_main, true,
 	  "the daemon's state and figures [--json | --prometheus]" },
-	{ "reset-stats", reset_stats_main, true, "forget recent pause, dirty, ack or commit figures" },
+	{ "reset-stats", reset_stats_main, true, "forget recent pause, dirty, ack, delay or commit figures" },
 	{ "pause", pause_main, true, "stop checkpointing (backup maintenance); no failover meanwhile" },
 	{ "resume", resume_main, true, "checkpoint again; protected once the backup commits" },
 	{ "failover", failover_main, true, "hand the VM over to the backup [--timeout SECONDS]" },

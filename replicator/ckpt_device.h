@@ -92,6 +92,8 @@ struct ckpt_device_ops {
 	void (*state_changed)(void *state, struct ckpt_ctx *cx);
 	/* Figures for `remusctl status`: add keys to out. */
 	void (*status)(void *state, struct json_object *out);
+	/* `remusctl reset-stats`: forget the recent figures (totals stay). */
+	void (*reset_stats)(void *state);
 	/* A QMP event from QEMU (BLOCK_JOB_READY, ...). */
 	void (*event)(void *state, struct ckpt_ctx *cx, const char *event,
 		      struct json_object *data);

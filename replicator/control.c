@@ -90,13 +90,16 @@ static char *reset_stats(struct replicator *r)
 {
 	struct replicator_stats *s = &r->stats;
 
-	memset(&s->pause_ms, 0, sizeof(s->pause_ms));
-	memset(&s->stop_ms, 0, sizeof(s->stop_ms));
-	memset(&s->capture_ms, 0, sizeof(s->capture_ms));
-	memset(&s->resume_ms, 0, sizeof(s->resume_ms));
-	memset(&s->dirty_pages, 0, sizeof(s->dirty_pages));
-	memset(&s->ack_ms, 0, sizeof(s->ack_ms));
-	memset(&s->checkpoint_bytes, 0, sizeof(s->checkpoint_bytes));
+	ring_clear(&s->pause_ms);
+	ring_clear(&s->stop_ms);
+	ring_clear(&s->capture_ms);
+	ring_clear(&s->resume_ms);
+	ring_clear(&s->dirty_pages);
+	ring_clear(&s->ack_ms);
+	ring_clear(&s->checkpoint_bytes);
+	for (int i = 0; i < r->ndevices; i++)
+		if (r->devices[i].ops->reset_stats)
+			r->devices[i].ops->reset_stats(r->devices[i].state);
 	return strdup("{\"ok\":true}");
 }
 

@@ -498,6 +498,14 @@ static void netbuf_status(void *state, struct json_object *out)
 	json_object_object_add(out, "net", arr);
 }
 
+static void netbuf_reset_stats(void *state)
+{
+	struct net_device *d = state;
+
+	for (int i = 0; i < d->n; i++)
+		netbuf_forget_recent(&d->nics[i].nb);
+}
+
 const struct ckpt_device_ops netbuf_device_ops = {
 	.name = "net-buffer",
 	.setup = netbuf_setup,
@@ -506,4 +514,5 @@ const struct ckpt_device_ops netbuf_device_ops = {
 	.commit = netbuf_commit,
 	.protect = netbuf_protect,
 	.status = netbuf_status,
+	.reset_stats = netbuf_reset_stats,
 };

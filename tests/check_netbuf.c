@@ -618,6 +618,22 @@ START_TEST(test_stats_count_frames_bytes_and_delays)
 	ck_assert_double_eq_tol(ring_max(&nb.st.delay_ms), 48, 1e-9);
 	ck_assert_uint_eq(nb.st.frames_in, 3);
 	ck_assert_uint_eq(nb.st.dropped_malformed, 1);
+
+	/* reset-stats: the delays and the high-water mark start again from
+	 * what is held now; the counts stay. */
+	push_len(&nb, 301, 3, 17, 80, 0);
+	ck_assert_uint_eq(nb.st.high_water_bytes, 90);
+	netbuf_forget_recent(&nb);
+	ck_assert_uint_eq(nb.st.delay_ms.n, 0);
+	ck_assert_double_eq(ring_quantile(&nb.st.delay_ms, 0.5), 0);
+	ck_assert_uint_eq(nb.st.high_water_bytes, 17);
+	ck_assert_uint_eq(nb.st.frames_out, 3);
+	ck_assert_uint_eq(nb.st.bytes_out, 90);
+	ck_assert_uint_eq(nb.st.frames_in, 4);
+	netbuf_seal(&nb, 3);
+	ck_assert_int_eq(netbuf_release(&nb, 3, 85), 1);
+	ck_assert_uint_eq(nb.st.delay_ms.n, 1);
+	ck_assert_double_eq_tol(nb.st.delay_ms.v[0], 5, 1e-9);
 	netbuf_free(&nb);
 }
 END_TEST
