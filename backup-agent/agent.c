@@ -107,6 +107,7 @@ static void replica_committed(struct agent *a, uint64_t epoch)
 	a->replica_epoch = epoch;
 	a->replica_generation = a->replica.generation;
 	a->replica_committed_ms = unix_ms();
+	a->replica_committed_boot_ms = boot_ms();
 }
 
 static void send_on(struct peer_link *l, unsigned type, uint64_t epoch, const char *text)

@@ -137,6 +137,8 @@ struct agent {
 	uint64_t replica_epoch;    /* its epoch */
 	uint64_t replica_generation; /* its generation (replica.h) */
 	long long replica_committed_ms; /* when it was committed (Unix ms; 0: unknown) */
+	double replica_committed_boot_ms; /* the same on boot_ms() if by this process, else 0:
+					   * its age, whatever the wall clock does */
 	struct sample_ring commit_ms;   /* time to commit each epoch (reset-stats) */
 	int master_pid;            /* the restored QEMU, in AGENT_MASTER (0: none) */
 	/* cfg.host: the VM runs here now, on this QMP socket; we become its

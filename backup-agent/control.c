@@ -24,6 +24,19 @@ static void add_seconds(struct json_object *o, const char *key, double ms)
 	json_add_double(o, key, (double)(long long)ms / 1e3);
 }
 
+/* A wall clock stepped since the commit must not age the replica: only a
+ * replica found in the state dir at start is aged on the wall clock (its
+ * file's time is all there is), and never below 0. */
+static double replica_age_ms(const struct agent *a)
+{
+	long long wall_ms;
+
+	if (a->replica_committed_boot_ms)
+		return boot_ms() - a->replica_committed_boot_ms;
+	wall_ms = unix_ms() - a->replica_committed_ms;
+	return wall_ms > 0 ? (double)wall_ms : 0;
+}
+
 static void add_bool(struct json_object *o, const char *key, bool v)
 {
 	json_object_object_add(o, key, json_object_new_boolean(v));
@@ -72,7 +85,7 @@ char *agent_status_json(const struct agent *a)
 	if (a->replica_known && a->replica_committed_ms) {
 		json_object_object_add(o, "replica_committed_unix_ms",
 				       json_object_new_int64(a->replica_committed_ms));
-		add_seconds(o, "replica_age_s", (double)(unix_ms() - a->replica_committed_ms));
+		add_seconds(o, "replica_age_s", replica_age_ms(a));
 	} else {
 		add_str(o, "replica_committed_unix_ms", NULL);
 		add_str(o, "replica_age_s", NULL);

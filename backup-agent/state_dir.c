@@ -81,5 +81,6 @@ void agent_load_replica_facts(struct agent *a)
 	/* committed_at is "%Y-%m-%dT%H:%M:%SZ", UTC (replica.c) */
 	if (info.committed_at && strptime(info.committed_at, "%Y-%m-%dT%H:%M:%SZ", &tm))
 		a->replica_committed_ms = (long long)timegm(&tm) * 1000;
+	a->replica_committed_boot_ms = 0; /* aged on the wall clock: all there is */
 	replica_info_free(&info);
 }
