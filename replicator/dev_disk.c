@@ -661,8 +661,7 @@ static int disk_sync(void *state, struct ckpt_ctx *cx, struct epoch_tally *t)
 	list_free(&d->captured);
 	resume = disk_track_resume_start(d);
 	if (!resume) {
-		for (uint32_t i = 0; i < d->n; i++)
-			disk_stop_mirror(cx, &d->disks[i]);
+		disk_stop_mirrors_stopped(cx, d->disks, d->n);
 		if (d->capture_bitmap)
 			disk_bitmap_drop_all(cx, d);
 	}

@@ -157,6 +157,9 @@ int disk_start_mirror(struct ckpt_ctx *cx, struct disk *k);
 int disk_stop_mirror(struct ckpt_ctx *cx, struct disk *k);
 /* The same, waiting max_ms at most (in a pause). */
 int disk_stop_mirror_within(struct ckpt_ctx *cx, struct disk *k, int max_ms);
+/* disk_stop_mirror for each of the n disks, with the VM stopped meanwhile
+ * if any has a job (a VM found paused stays so). */
+void disk_stop_mirrors_stopped(struct ckpt_ctx *cx, struct disk *disks, uint32_t n);
 /* Cancel k's job without waiting (the VM runs on); disk_stop_mirror
  * waits for it to go before a new job may start. */
 void disk_retire_mirror(struct ckpt_ctx *cx, struct disk *k);

@@ -275,6 +275,30 @@ static void cancel_leftover_jobs(struct ckpt_ctx *cx)
 			cx->vm->name, qmp_last_error(cx->qmp));
 }
 
+/* A lost session's mirrors, cancelled as a dead replicator's are: with
+ * the guest's writes drained. Cancelled while the guest wrote its disk
+ * every 100 ms, one such job left QEMU 7.2 to abort on "corrupted
+ * double-linked list" (test_disk_failover's failsync, 2026-12-07: the
+ * second session's cancel, 1 s after the first session failed), and the
+ * VM with it. The pause is the cancel's: a few milliseconds. */
+void disk_stop_mirrors_stopped(struct ckpt_ctx *cx, struct disk *disks, uint32_t n)
+{
+	bool any = false, resume;
+
+	for (uint32_t i = 0; i < n; i++)
+		any = any || disks[i].job || disks[i].retired;
+	if (!any)
+		return;
+	resume = vm_running(cx);
+	if (resume && disk_qmp(cx, "stop", NULL))
+		resume = false;
+	for (uint32_t i = 0; i < n; i++)
+		disk_stop_mirror(cx, &disks[i]);
+	if (resume && disk_qmp(cx, "cont", NULL))
+		log_err("cannot resume VM %s after cancelling the lost session's mirrors: %s",
+			cx->vm->name, qmp_last_error(cx->qmp));
+}
+
 /* A replicator that died (SIGKILL, a crash) left its mirror jobs and NBD
  * nodes in QEMU: they hold the disk and the node names. Cancel and remove
  * them before adding ours; nothing else in QEMU is called remus-*. */

@@ -38,6 +38,7 @@ run() {
 	# about 6 values the backup has not committed.
 	n=$(status_of "$CTL" epochs_committed)
 	wait_for 10 committed_in "$CTL" $((n + 1)) || die "$name: no commit within 10 s"
+	PLANNED_EPOCH=$((n + 1))
 	sleep 0.6
 	STATUS=$("$BIN/remusctl" --control "$CTL" status --json)
 	kill -KILL "$GUEST_PID"
@@ -45,6 +46,8 @@ run() {
 	wait_exit "$AGENT_PID" 30 || die "$name: the agent did not fail over within 30 s"
 	[ "$EXIT_CODE" = 0 ] || die "$name: agent exit code $EXIT_CODE (see agent.log)"
 	RESTORED=$T/$name-backup/serial.log
+	RESTORED_EPOCH=$(grep -a "VM $name: backup -> restoring" "$T/agent.log" | tail -n 1 |
+		sed -n 's/.*restoring from epoch \([0-9]*\).*/\1/p')
 	wait_for 20 sh -c "grep -qa 'disk: ok\|disk: MISMATCH' '$RESTORED'"
 	sleep 1.5 # a few more checks
 	kill -TERM "$(cat "$T/$name-backup/qemu.pid")" 2>/dev/null
@@ -76,9 +79,20 @@ check_restored() {
 		pass "$name: restored guest did not reboot"
 	gaps=$(ticks_consecutive "$RESTORED") && pass "$name: restored ticks are consecutive" ||
 		fail "$name: restored ticks: $gaps"
-	[ -f "$T/$name-backup/disk-0.qcow2" ] && cmp -s "$T/$name-backup/disk-0.img" "$T/$name.img" &&
-		fail "$name: the replica disk equals the primary's final disk: uncommitted writes reached it?" ||
+	# Only a kill well inside an epoch leaves writes the replica lacks: on a
+	# loaded host the kill may come just after the next barrier instead.
+	# (With the unthrottled writer, whose cap ends epochs early, the guest
+	# writes all the time: the comparison holds wherever the kill lands.)
+	if [ "$RESTORED_EPOCH" != "$PLANNED_EPOCH" ] &&
+		[ "$(status_key 's.get("disk_early_epochs", 0)')" = 0 ]; then
+		log "skip - $name: the kill came after epoch ${RESTORED_EPOCH:-?}'s barrier, not 0.6 s" \
+			"after epoch $PLANNED_EPOCH's: the guest may not have written since, so the" \
+			"replica disk is not compared with the primary's final disk"
+	elif [ -f "$T/$name-backup/disk-0.qcow2" ] && cmp -s "$T/$name-backup/disk-0.img" "$T/$name.img"; then
+		fail "$name: the replica disk equals the primary's final disk: uncommitted writes reached it?"
+	else
 		pass "$name: the replica disk is the committed one, not the primary's last state"
+	fi
 }
 
 status_key() {
