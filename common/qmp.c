@@ -32,13 +32,6 @@ struct qmp {
 	/* the last command sent by qmp_send, and the highest id of a reply
 	 * read: replies still to come while the first is higher */
 	long long sent_id, replied_id;
-	/* qmp_start's command (id 0: none), and its reply once a call that
-	 * waited for something else read it; through the passthrough, its
-	 * outcome (it ran at once) */
-	long long started_id;
-	char started_cmd[64];
-	struct json_object *started_reply, *started_ret;
-	int started_rc;
 	/* buf[start, len) is unconsumed input; buf[start, fed) has already
 	 * been given to tok, which may hold a message split over lines. */
 	char *buf;
@@ -420,21 +413,6 @@ static void log_late_error(struct json_object *msg)
 		 member_string(err, "desc"));
 }
 
-/* A reply read while waiting for another: qmp_start's is kept for
- * qmp_finish, any other dropped (a command sent with qmp_send, or one
- * that timed out), its error logged. */
-static void set_aside(struct qmp *q, struct json_object *msg)
-{
-	struct json_object *id;
-
-	if (q->started_id && !q->started_reply && json_object_object_get_ex(msg, "id", &id) &&
-	    json_object_is_type(id, json_type_int) && json_object_get_int64(id) == q->started_id) {
-		q->started_reply = json_object_get(msg);
-		return;
-	}
-	log_late_error(msg);
-}
-
 /* 0 and *ret set if msg is the reply to command id, 1 if msg is something
  * else to get past (an event, now queued, or a stale reply). */
 static int take_reply(struct qmp *q, const char *command, long long id,
@@ -456,7 +434,7 @@ static int take_reply(struct qmp *q, const char *command, long long id,
 	    !(json_object_is_type(v, json_type_int) && json_object_get_int64(v) == id)) {
 		log_debug("QMP: skipping the reply to command %s (waiting for %lld)",
 			  json_object_get_string(v), id);
-		set_aside(q, msg);
+		log_late_error(msg);
 		return 1;
 	}
 	if (json_object_object_get_ex(msg, "error", &v))
@@ -585,7 +563,7 @@ static int read_past_sent(struct qmp *q, long long deadline)
 			err = queue_event(q, msg);
 		} else if (is_reply(msg)) {
 			note_reply_id(q, msg);
-			set_aside(q, msg);
+			log_late_error(msg);
 		} else {
 			err = bad_message(q, "QMP peer sent neither a reply nor an event", msg);
 		}
@@ -617,74 +595,12 @@ static int absorb_one(struct qmp *q)
 		err = queue_event(q, msg);
 	else if (is_reply(msg)) {
 		note_reply_id(q, msg);
-		set_aside(q, msg);
+		log_late_error(msg);
 	}
 	else
 		err = bad_message(q, "QMP peer sent neither a reply nor an event", msg);
 	json_object_put(msg);
 	return err ? err : 1;
-}
-
-/* A started command nobody finished (the caller failed in between): its
- * reply is dropped when it comes, as a qmp_send's. */
-static void forget_started(struct qmp *q)
-{
-	if (q->started_reply)
-		log_late_error(q->started_reply);
-	json_object_put(q->started_reply);
-	json_object_put(q->started_ret);
-	q->started_reply = q->started_ret = NULL;
-	q->started_id = 0;
-}
-
-int qmp_start(struct qmp *q, const char *command, struct json_object *args, int timeout_ms)
-{
-	forget_started(q);
-	snprintf(q->started_cmd, sizeof(q->started_cmd), "%s", command);
-	if (q->passthrough) {
-		q->started_id = -1;
-		q->started_rc = pt_execute(q, command, args, NULL, 0, &q->started_ret);
-		return 0;
-	}
-	if (q->broken)
-		return q->broken;
-	q->started_id = ++q->last_id;
-	return send_command(q, command, args, q->started_id, deadline_after(timeout_ms), -1);
-}
-
-int qmp_finish(struct qmp *q, struct json_object **ret, int timeout_ms)
-{
-	long long deadline = deadline_after(timeout_ms), id = q->started_id;
-	struct json_object *msg;
-	int err;
-
-	if (ret)
-		*ret = NULL;
-	if (!id)
-		return qmp_fail(q, -EINVAL, "no QMP command was started");
-	if (q->passthrough) {
-		err = q->started_rc;
-		if (ret)
-			*ret = q->started_ret;
-		else
-			json_object_put(q->started_ret);
-		q->started_ret = NULL;
-		q->started_id = 0;
-		return err;
-	}
-	do {
-		msg = q->started_reply;
-		q->started_reply = NULL;
-		if (!msg && (err = next_msg(q, deadline, &msg)))
-			break;
-		err = take_reply(q, q->started_cmd, id, msg, ret);
-		json_object_put(msg);
-	} while (err == 1);
-	q->started_id = 0;
-	if (err == -ETIMEDOUT)
-		qmp_fail(q, err, "QMP command '%s' timed out after %d ms", q->started_cmd,
-			 timeout_ms);
-	return err;
 }
 
 int qmp_execute_watch(struct qmp *q, const char *command, struct json_object *args,
@@ -987,8 +903,6 @@ void qmp_close(struct qmp *q)
 	if (q->tok)
 		json_tokener_free(q->tok);
 	json_object_put(q->events);
-	json_object_put(q->started_reply);
-	json_object_put(q->started_ret);
 	free(q->buf);
 	free(q);
 }

@@ -65,16 +65,6 @@ int qmp_execute(struct qmp *q, const char *command, struct json_object *args,
  * write. args is not consumed. */
 int qmp_send(struct qmp *q, const char *command, struct json_object *args, int timeout_ms);
 
-/* Start one command and take its outcome later with qmp_finish, which
- * returns what qmp_execute would have: QEMU works on it while the caller
- * does something else (the replicator scans guest RAM while QEMU saves
- * its device state). Commands run between the two see their own replies;
- * starting another drops the first's. Through the libvirt passthrough it
- * runs at once, qmp_finish giving its outcome. timeout_ms bounds the
- * write. args is not consumed. */
-int qmp_start(struct qmp *q, const char *command, struct json_object *args, int timeout_ms);
-int qmp_finish(struct qmp *q, struct json_object **ret, int timeout_ms);
-
 /* qmp_execute for a command whose effect shows as an event: *seen tells
  * whether QEMU sent `event` between the command and its reply. QEMU emits
  * the event of a state change the command makes (STOP for a `stop` that

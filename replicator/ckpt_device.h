@@ -76,10 +76,6 @@ struct ckpt_device_ops {
 	/* ... but there is no barrier: the VM was not running (`stop` found it
 	 * paused by someone else, or it could not be stopped). Undo presuspend. */
 	void (*barrier_skipped)(void *state, struct ckpt_ctx *cx);
-	/* VM stopped at the barrier, before any device's postsuspend: start
-	 * what QEMU does by itself (saving its device state), so that it runs
-	 * while the others capture; postsuspend collects it. */
-	int (*capture_start)(void *state, struct ckpt_ctx *cx, struct epoch_tally *t);
 	/* VM stopped at the barrier: capture what this epoch changed. Keep it
 	 * short: the guest is not running. */
 	int (*postsuspend)(void *state, struct ckpt_ctx *cx, struct epoch_tally *t);

@@ -93,10 +93,7 @@ static int read_whole_fd(int fd, uint8_t **buf, size_t *len)
 	return 0;
 }
 
-/* QEMU saves its devices (3-4 ms under TCG here) while the replicator
- * scans guest RAM, which the save does not touch: the pause is the
- * longer of the two, not their sum. */
-static int qemu_state_capture_start(void *state, struct ckpt_ctx *cx, struct epoch_tally *t)
+static int qemu_state_postsuspend(void *state, struct ckpt_ctx *cx, struct epoch_tally *t)
 {
 	struct qemu_state_device *d = state;
 	struct json_object *args = json_object_new_object();
@@ -104,20 +101,8 @@ static int qemu_state_capture_start(void *state, struct ckpt_ctx *cx, struct epo
 
 	json_object_object_add(args, "filename", json_object_new_string(d->path));
 	json_object_object_add(args, "live", json_object_new_boolean(0));
-	rc = qmp_start(cx->qmp, "xen-save-devices-state", args, QMP_SAVE_TIMEOUT_MS);
+	rc = qmp_execute(cx->qmp, "xen-save-devices-state", args, NULL, QMP_SAVE_TIMEOUT_MS);
 	json_object_put(args);
-	if (rc)
-		log_err("epoch %llu: saving device state failed: %s",
-			(unsigned long long)t->id, qmp_last_error(cx->qmp));
-	return rc;
-}
-
-static int qemu_state_postsuspend(void *state, struct ckpt_ctx *cx, struct epoch_tally *t)
-{
-	struct qemu_state_device *d = state;
-	int rc;
-
-	rc = qmp_finish(cx->qmp, NULL, QMP_SAVE_TIMEOUT_MS);
 	if (rc) {
 		log_err("epoch %llu: saving device state failed: %s",
 			(unsigned long long)t->id, qmp_last_error(cx->qmp));
@@ -149,7 +134,6 @@ const struct ckpt_device_ops qemu_state_device_ops = {
 	.name = "qemu-devices",
 	.setup = qemu_state_setup,
 	.teardown = qemu_state_teardown,
-	.capture_start = qemu_state_capture_start,
 	.postsuspend = qemu_state_postsuspend,
 	.send = qemu_state_send,
 };

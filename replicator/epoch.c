@@ -452,14 +452,6 @@ static int capture(struct replicator *r, struct epoch_tally *t)
 {
 	for (int i = 0; i < r->ndevices; i++) {
 		const struct ckpt_device *d = &r->devices[i];
-		if (d->ops->capture_start) {
-			int rc = d->ops->capture_start(d->state, &r->ckpt, t);
-			if (rc)
-				return rc;
-		}
-	}
-	for (int i = 0; i < r->ndevices; i++) {
-		const struct ckpt_device *d = &r->devices[i];
 		if (d->ops->postsuspend) {
 			int rc = d->ops->postsuspend(d->state, &r->ckpt, t);
 			if (rc)

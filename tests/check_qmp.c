@@ -729,95 +729,6 @@ START_TEST(test_watch_reads_past_sent)
 }
 END_TEST
 
-/* ---- qmp_start / qmp_finish: QEMU works while the caller does not wait ---- */
-
-/* QEMU saves device state (slowly), then answers a command sent
- * meanwhile, in order: the save's reply first. */
-static void peer_started(int fd)
-{
-	long long save, st;
-
-	peer_greet(fd);
-	save = peer_read_cmd(fd, "xen-save-devices-state");
-	st = peer_read_cmd(fd, "query-status");
-	msleep(300);
-	peer_sendf(fd, "{\"return\": {}, \"id\": %lld}\r\n", save);
-	peer_send(fd, "{\"event\": \"BLOCK_JOB_READY\", \"data\": {}}\r\n");
-	peer_sendf(fd, "{\"return\": {\"status\": \"paused\"}, \"id\": %lld}\r\n", st);
-	save = peer_read_cmd(fd, "xen-save-devices-state");
-	peer_sendf(fd, "{\"error\": {\"class\": \"GenericError\", \"desc\": \"No space left "
-		   "on device\"}, \"id\": %lld}\r\n", save);
-	peer_wait_close(fd);
-}
-
-START_TEST(test_start_then_finish)
-{
-	struct peer p = peer_start(peer_started);
-	struct qmp *q = attach_ok(&p);
-	struct json_object *ret = NULL, *v;
-	struct timespec t0;
-	struct events ev = { 0 };
-	long long ms;
-
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	ck_assert_int_eq(qmp_start(q, "xen-save-devices-state", NULL, 2000), 0);
-	ms = elapsed_ms(&t0);
-	ck_assert_msg(ms < 150, "qmp_start waited %lld ms", ms);
-	/* a command in between gets its own reply; the started one's is kept */
-	ck_assert_int_eq(qmp_execute(q, "query-status", NULL, &ret, 2000), 0);
-	ck_assert(json_object_object_get_ex(ret, "status", &v));
-	ck_assert_str_eq(json_object_get_string(v), "paused");
-	json_object_put(ret);
-	ck_assert_int_eq(qmp_finish(q, &ret, 2000), 0);
-	ck_assert(json_object_is_type(ret, json_type_object));
-	json_object_put(ret);
-	ck_assert_int_eq(qmp_read_events(q, record_event, &ev), 0);
-	ck_assert_int_eq(ev.n, 1);
-	ck_assert_str_eq(ev.names[0], "BLOCK_JOB_READY");
-	/* nothing started now */
-	ck_assert_int_eq(qmp_finish(q, NULL, 100), -EINVAL);
-	/* an error comes out of qmp_finish, as out of qmp_execute */
-	ck_assert_int_eq(qmp_start(q, "xen-save-devices-state", NULL, 2000), 0);
-	ck_assert_int_eq(qmp_finish(q, &ret, 2000), -EREMOTEIO);
-	ck_assert_ptr_null(ret);
-	ck_assert_msg(strstr(qmp_last_error(q), "'xen-save-devices-state' failed: GenericError: "
-			     "No space left on device"), "%s", qmp_last_error(q));
-	qmp_close(q);
-	ck_assert_int_eq(peer_status(&p), 0);
-}
-END_TEST
-
-/* A started command nobody finished (the capture failed in between): the
- * next start drops its reply, wherever it comes. */
-static void peer_restarted(int fd)
-{
-	long long first, second;
-
-	peer_greet(fd);
-	first = peer_read_cmd(fd, "xen-save-devices-state");
-	second = peer_read_cmd(fd, "xen-save-devices-state");
-	peer_sendf(fd, "{\"return\": {\"which\": \"first\"}, \"id\": %lld}\r\n", first);
-	peer_sendf(fd, "{\"return\": {\"which\": \"second\"}, \"id\": %lld}\r\n", second);
-	peer_wait_close(fd);
-}
-
-START_TEST(test_start_again_drops_the_first)
-{
-	struct peer p = peer_start(peer_restarted);
-	struct qmp *q = attach_ok(&p);
-	struct json_object *ret = NULL, *v;
-
-	ck_assert_int_eq(qmp_start(q, "xen-save-devices-state", NULL, 2000), 0);
-	ck_assert_int_eq(qmp_start(q, "xen-save-devices-state", NULL, 2000), 0);
-	ck_assert_int_eq(qmp_finish(q, &ret, 2000), 0);
-	ck_assert(json_object_object_get_ex(ret, "which", &v));
-	ck_assert_str_eq(json_object_get_string(v), "second");
-	json_object_put(ret);
-	qmp_close(q);
-	ck_assert_int_eq(peer_status(&p), 0);
-}
-END_TEST
-
 /* ---- handshake failures ---- */
 
 static void peer_not_qmp(int fd)
@@ -1233,17 +1144,6 @@ START_TEST(test_passthrough_replies)
 	ck_assert_ptr_nonnull(strstr(qmp_last_error(q), "GenericError"));
 	ck_assert_int_eq(qmp_execute_with_fd(q, "getfd", NULL, 5, NULL, 1000), -EREMOTEIO);
 	ck_assert_int_eq(f.last_fd, 5);
-	/* a started command runs at once; qmp_finish gives its outcome */
-	f.reply = "{\"return\": {\"saved\": true}, \"id\": \"libvirt-8\"}";
-	ck_assert_int_eq(qmp_start(q, "xen-save-devices-state", NULL, 1000), 0);
-	ck_assert_str_eq(f.last_request, "{\"execute\":\"xen-save-devices-state\"}");
-	f.reply = "{\"error\": {\"class\": \"GenericError\", \"desc\": \"no\"}}";
-	ck_assert_int_eq(qmp_finish(q, &ret, 1000), 0);
-	ck_assert(json_object_object_get_ex(ret, "saved", &v));
-	json_object_put(ret);
-	ck_assert_int_eq(qmp_start(q, "xen-save-devices-state", NULL, 1000), 0);
-	ck_assert_int_eq(qmp_finish(q, &ret, 1000), -EREMOTEIO);
-	ck_assert_ptr_null(ret);
 	qmp_close(q);
 }
 END_TEST
@@ -1327,8 +1227,6 @@ static Suite *qmp_suite(void)
 	add(s, "eintr", test_eintr, 10);
 	add(s, "send_without_waiting", test_send_without_waiting, 10);
 	add(s, "watch_reads_past_sent", test_watch_reads_past_sent, 10);
-	add(s, "start_then_finish", test_start_then_finish, 10);
-	add(s, "start_again_drops_the_first", test_start_again_drops_the_first, 10);
 	add(s, "real_qemu", test_real_qemu, 60);
 	add(s, "passthrough_replies", test_passthrough_replies, 10);
 	add(s, "passthrough_garbage_and_failure", test_passthrough_garbage_and_failure, 10);
