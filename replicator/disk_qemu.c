@@ -16,6 +16,7 @@
 
 #define QMP_TIMEOUT_MS    5000
 #define CANCEL_WAIT_MS    10000
+#define STOPPED_CANCEL_WAIT_MS 1000 /* of those, at most this with the VM stopped */
 
 int disk_qmp(struct ckpt_ctx *cx, const char *cmd, struct json_object *args)
 {
@@ -280,7 +281,8 @@ static void cancel_leftover_jobs(struct ckpt_ctx *cx)
  * every 100 ms, one such job left QEMU 7.2 to abort on "corrupted
  * double-linked list" (test_disk_failover's failsync, 2026-12-07: the
  * second session's cancel, 1 s after the first session failed), and the
- * VM with it. The pause is the cancel's: a few milliseconds. */
+ * VM with it. The pause is the cancel's, a few milliseconds; a job that
+ * takes longer to go is waited for with the VM running again. */
 void disk_stop_mirrors_stopped(struct ckpt_ctx *cx, struct disk *disks, uint32_t n)
 {
 	bool any = false, resume;
@@ -293,10 +295,13 @@ void disk_stop_mirrors_stopped(struct ckpt_ctx *cx, struct disk *disks, uint32_t
 	if (resume && disk_qmp(cx, "stop", NULL))
 		resume = false;
 	for (uint32_t i = 0; i < n; i++)
-		disk_stop_mirror(cx, &disks[i]);
+		disk_stop_mirror_within(cx, &disks[i], STOPPED_CANCEL_WAIT_MS);
 	if (resume && disk_qmp(cx, "cont", NULL))
 		log_err("cannot resume VM %s after cancelling the lost session's mirrors: %s",
 			cx->vm->name, qmp_last_error(cx->qmp));
+	for (uint32_t i = 0; i < n; i++)
+		if (disks[i].job || disks[i].retired)
+			disk_stop_mirror(cx, &disks[i]);
 }
 
 /* A replicator that died (SIGKILL, a crash) left its mirror jobs and NBD
