@@ -294,6 +294,8 @@ void disk_stop_mirrors_stopped(struct ckpt_ctx *cx, struct disk *disks, uint32_t
 	resume = vm_running(cx);
 	if (resume && disk_qmp(cx, "stop", NULL))
 		resume = false;
+	log_info("cancelling the lost session's disk mirrors with VM %s %s", cx->vm->name,
+		 resume ? "stopped for it" : "not running");
 	for (uint32_t i = 0; i < n; i++)
 		disk_stop_mirror_within(cx, &disks[i], STOPPED_CANCEL_WAIT_MS);
 	if (resume && disk_qmp(cx, "cont", NULL))
