@@ -251,6 +251,20 @@ static bool vm_running(struct ckpt_ctx *cx)
 	return yes;
 }
 
+/* Stop the VM for a cancel, if it runs (a VM found paused stays so):
+ * whether it was stopped here, to be resumed with resume_after_cancel. */
+static bool stop_for_cancel(struct ckpt_ctx *cx)
+{
+	return vm_running(cx) && !disk_qmp(cx, "stop", NULL);
+}
+
+static void resume_after_cancel(struct ckpt_ctx *cx, bool stopped, const char *what)
+{
+	if (stopped && disk_qmp(cx, "cont", NULL))
+		log_err("cannot resume VM %s after cancelling %s: %s", cx->vm->name, what,
+			qmp_last_error(cx->qmp));
+}
+
 /* A dead replicator's jobs, cancelled while the VM stands still (a VM
  * found paused stays so): their target (our NBD server) is gone, every
  * write they copy fails, and on QEMU 7.2 a cancel of such a job while the
@@ -260,20 +274,16 @@ static bool vm_running(struct ckpt_ctx *cx)
  * not shown (none in the restarts since, too few to tell). */
 static void cancel_leftover_jobs(struct ckpt_ctx *cx)
 {
-	bool resume;
+	bool stopped;
 
 	if (leftover_jobs(cx, false) <= 0)
 		return;
-	resume = vm_running(cx);
-	if (resume && disk_qmp(cx, "stop", NULL))
-		resume = false;
+	stopped = stop_for_cancel(cx);
 	leftover_jobs(cx, true);
 	/* a cancelled job lets go of its target within moments */
 	for (int i = 0; i < CANCEL_WAIT_MS / 20 && leftover_jobs(cx, false) > 0; i++)
 		usleep(20000);
-	if (resume && disk_qmp(cx, "cont", NULL))
-		log_err("cannot resume VM %s after cancelling the old mirror jobs: %s",
-			cx->vm->name, qmp_last_error(cx->qmp));
+	resume_after_cancel(cx, stopped, "the old mirror jobs");
 }
 
 /* A lost session's mirrors, cancelled as a dead replicator's are: with
@@ -285,22 +295,18 @@ static void cancel_leftover_jobs(struct ckpt_ctx *cx)
  * takes longer to go is waited for with the VM running again. */
 void disk_stop_mirrors_stopped(struct ckpt_ctx *cx, struct disk *disks, uint32_t n)
 {
-	bool any = false, resume;
+	bool any = false, stopped;
 
 	for (uint32_t i = 0; i < n; i++)
 		any = any || disks[i].job || disks[i].retired;
 	if (!any)
 		return;
-	resume = vm_running(cx);
-	if (resume && disk_qmp(cx, "stop", NULL))
-		resume = false;
+	stopped = stop_for_cancel(cx);
 	log_info("cancelling the lost session's disk mirrors with VM %s %s", cx->vm->name,
-		 resume ? "stopped for it" : "not running");
+		 stopped ? "stopped for it" : "not running");
 	for (uint32_t i = 0; i < n; i++)
 		disk_stop_mirror_within(cx, &disks[i], STOPPED_CANCEL_WAIT_MS);
-	if (resume && disk_qmp(cx, "cont", NULL))
-		log_err("cannot resume VM %s after cancelling the lost session's mirrors: %s",
-			cx->vm->name, qmp_last_error(cx->qmp));
+	resume_after_cancel(cx, stopped, "the lost session's mirrors");
 	for (uint32_t i = 0; i < n; i++)
 		if (disks[i].job || disks[i].retired)
 			disk_stop_mirror(cx, &disks[i]);
